@@ -1,0 +1,67 @@
+#include <stdint.h>
+#include <string.h>
+
+#include "core/envelope.h"
+#include "core/error.h"
+#include "ctest.h"
+
+static void test_error_defaults(void) {
+  msrt_error e;
+  CHECK(msrt_error_set(&e, MSRT_E_NO_RESPONDERS, "no subscriber for %s",
+                       "a.b") == MSRT_E_NO_RESPONDERS);
+  CHECK(e.category == MSRT_CAT_ROUTER);
+  CHECK(e.recovery == MSRT_REC_RETRY);
+  CHECK_STR(e.message, "no subscriber for a.b");
+  char buf[128];
+  CHECK_STR(msrt_error_format(&e, buf, sizeof buf),
+            "router/no_responders: no subscriber for a.b");
+}
+
+static void test_error_names(void) {
+  CHECK_STR(msrt_category_name(MSRT_CAT_SUPERVISION), "supervision");
+  CHECK_STR(msrt_severity_name(MSRT_SEV_CRITICAL), "critical");
+  CHECK_STR(msrt_recovery_name(MSRT_REC_CIRCUIT_BREAKER), "circuit_breaker");
+  CHECK_STR(msrt_category_name((msrt_category)99), "unknown");
+  CHECK(msrt_code_from_name("timeout") == MSRT_E_TIMEOUT);
+  CHECK(msrt_code_from_name("nope") == MSRT_E__COUNT);
+  for (int i = 0; i < MSRT_E__COUNT; i++)
+    CHECK(msrt_code_from_name(msrt_code_name((msrt_code)i)) == (msrt_code)i);
+}
+
+static void test_error_truncates(void) {
+  msrt_error e;
+  char big[2000];
+  memset(big, 'x', sizeof big - 1);
+  big[sizeof big - 1] = 0;
+  msrt_error_set(&e, MSRT_E_BAD_CONFIG, "%s", big);
+  CHECK(strlen(e.message) == MSRT_ERROR_MSG_MAX - 1);
+  CHECK(msrt_error_set(NULL, MSRT_E_IO, "x") == MSRT_E_IO);
+}
+
+static void test_envelope(void) {
+  long before = msrt_env_live();
+  msrt_envelope *e = msrt_env_new("a.b", 3, "_INBOX.1", 8, "h", 1, "pay", 3,
+                                  0, MSRT_ENV_PAYLOAD_BUFFER, 0);
+  CHECK(e != NULL);
+  CHECK_STR(e->subject, "a.b");
+  CHECK_STR(e->reply, "_INBOX.1");
+  CHECK(e->priority == MSRT_PRIORITY_HIGHEST);
+  CHECK(e->payload_len == 3 && memcmp(e->payload, "pay", 3) == 0);
+  CHECK(e->headers_len == 1 && e->headers[0] == 'h');
+  CHECK(e->trace_id == e->id && e->id != 0);
+  msrt_envelope *f = msrt_env_new("c", 1, NULL, 0, NULL, 0, NULL, 0, 42, 0, 7);
+  CHECK(f->reply == NULL && f->headers == NULL && f->payload_len == 0);
+  CHECK(f->priority == MSRT_PRIORITY_LOWEST && f->trace_id == 7);
+  CHECK(f->id > e->id);
+  CHECK(msrt_env_live() == before + 2);
+  msrt_env_ref(e);
+  msrt_env_unref(e);
+  CHECK(msrt_env_live() == before + 2);
+  msrt_env_unref(e);
+  msrt_env_unref(f);
+  msrt_env_unref(NULL);
+  CHECK(msrt_env_live() == before);
+}
+
+TEST_MAIN(test_error_defaults, test_error_names, test_error_truncates,
+          test_envelope)

@@ -1,0 +1,69 @@
+/* The message envelope (DESIGN.md "Threads and the path of a message").
+ *
+ * An envelope is immutable once made and shared by reference count: one
+ * publish makes one envelope, and each matched endpoint holds a reference.
+ * Subject, reply, headers and payload live in the same allocation as the
+ * header struct, so making one is one malloc and freeing one is one free.
+ *
+ * Payload and headers are opaque bytes to the core; the Lua layer stores
+ * LuaJIT string.buffer encodings in them, the process layer JSON text.
+ *
+ * Thread-safety: msrt_env_ref/unref are atomic; every other field is
+ * read-only after msrt_env_new returns, so any thread may read it.
+ */
+#ifndef MSRT_CORE_ENVELOPE_H
+#define MSRT_CORE_ENVELOPE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MSRT_PRIORITY_HIGHEST 1
+#define MSRT_PRIORITY_DEFAULT 5
+#define MSRT_PRIORITY_LOWEST 10
+
+typedef struct msrt_envelope {
+  atomic_uint refs;
+  uint8_t priority;     /* 1 (highest) .. 10 (lowest) */
+  uint8_t flags;        /* MSRT_ENV_* */
+  uint32_t subject_len; /* bytes, without the terminator */
+  uint32_t reply_len;   /* 0 when there is no reply subject */
+  uint32_t headers_len; /* bytes of encoded headers; 0 = none */
+  uint32_t payload_len; /* bytes */
+  uint64_t id;          /* unique within the process, never 0 */
+  uint64_t trace_id;    /* 0 = none; copied from a request to its reply */
+  uint64_t ts_ns;       /* wall-clock time it was made, ns since the epoch */
+  const char *subject;  /* NUL-terminated, inside data[] */
+  const char *reply;    /* NUL-terminated, inside data[]; NULL = none */
+  const unsigned char *headers; /* inside data[]; NULL when headers_len 0 */
+  const unsigned char *payload; /* inside data[] */
+  unsigned char data[];
+} msrt_envelope;
+
+/* Flags describing how the payload is encoded (for readers that care). */
+#define MSRT_ENV_PAYLOAD_BUFFER 0x01 /* LuaJIT string.buffer encoding */
+#define MSRT_ENV_PAYLOAD_JSON 0x02   /* JSON text */
+
+/* Make an envelope with one reference. subject is required (slen bytes);
+ * reply may be NULL; headers/payload may be NULL when their length is 0.
+ * priority outside 1..10 is clamped. trace_id 0 means "new trace" (the id
+ * is used). Returns NULL when out of memory. Validation of subjects is the
+ * router's job, not this function's. */
+msrt_envelope *msrt_env_new(const char *subject, size_t slen,
+                            const char *reply, size_t rlen,
+                            const void *headers, size_t hlen,
+                            const void *payload, size_t plen,
+                            int priority, uint8_t flags, uint64_t trace_id);
+
+static inline msrt_envelope *msrt_env_ref(msrt_envelope *e) {
+  atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+  return e;
+}
+
+/* Drop one reference; frees the envelope at zero. NULL is ignored. */
+void msrt_env_unref(msrt_envelope *e);
+
+/* Number of envelopes alive in the process (for leak checks in tests). */
+long msrt_env_live(void);
+
+#endif
