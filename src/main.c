@@ -1,1 +1,245 @@
-int main(void){return 0;}
+/* msrt-lua: a drop-in for the lua/luajit command with the msrt runtime
+ * preloaded. `msrt-lua [options] [script [args]]`; see usage() below. */
+#include <lauxlib.h>
+#include <lualib.h>
+#include <luajit.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "lua/host.h"
+
+#define MSRT_VERSION "0.1.0"
+
+static msrt_host host; /* static: reachable at os.exit, so no leak report */
+
+static void usage(FILE *to) {
+  fputs(
+    "usage: msrt-lua [options] [script [args]]\n"
+    "  -e chunk          run the string chunk\n"
+    "  -l module         require module (as a global of the same name)\n"
+    "  -i                interactive mode after the script\n"
+    "  -v, --version     print version information\n"
+    "  -                 run standard input\n"
+    "  --                stop handling options\n"
+    "  --profile NAME|FILE  tuning profile (default: $MSRT_PROFILE or default)\n"
+    "  --workers N       worker threads (overrides the profile)\n"
+    "  --log-level L     debug, info, warn or error (default info)\n"
+    "  --check FILE...   compile and validate policy files, then exit\n"
+    "  -h, --help        this text\n",
+    to);
+}
+
+static int bad_usage(const char *fmt, const char *what) {
+  fprintf(stderr, "msrt-lua: ");
+  fprintf(stderr, fmt, what);
+  fputc('\n', stderr);
+  usage(stderr);
+  return 2;
+}
+
+static void print_version(void) {
+  printf("msrt-lua %s (%s; libuv %s)\n", MSRT_VERSION, LUAJIT_VERSION,
+         uv_version_string());
+}
+
+/* Run the function on the stack (below nargs args) as the main chunk's
+ * coroutine; errors print as `msrt-lua: file:line: message` + traceback. */
+static int run_chunk(lua_State *L, int nargs) {
+  return msrt_host_call(L, nargs, 0, NULL) ? 1 : 0;
+}
+
+static int load_error(lua_State *L) {
+  msrt_host_report(&host, NULL, lua_tostring(L, -1));
+  lua_pop(L, 1);
+  return 1;
+}
+
+static int do_string(lua_State *L, const char *chunk) {
+  if (luaL_loadbuffer(L, chunk, strlen(chunk), "=(command line)"))
+    return load_error(L);
+  return run_chunk(L, 0);
+}
+
+static int do_require(lua_State *L, const char *name) {
+  lua_getglobal(L, "require");
+  lua_pushstring(L, name);
+  if (lua_pcall(L, 1, 1, 0)) return load_error(L);
+  lua_setglobal(L, name);
+  return 0;
+}
+
+/* arg table as in lua.c: script at 0, options before it negative. */
+static void set_arg(lua_State *L, char **argv, int argc, int script) {
+  lua_createtable(L, argc - script - 1, script + 1);
+  for (int i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i - script);
+  }
+  lua_setglobal(L, "arg");
+}
+
+/* script 0 = standard input with no arguments. */
+static int do_script(lua_State *L, char **argv, int argc, int script) {
+  const char *name = script ? argv[script] : NULL;
+  if (name && strcmp(name, "-") == 0 && strcmp(argv[script - 1], "--") != 0)
+    name = NULL;
+  if (luaL_loadfile(L, name)) return load_error(L);
+  int n = script ? argc - script - 1 : 0;
+  luaL_checkstack(L, n, "too many arguments to script");
+  for (int i = 1; i <= n; i++) lua_pushstring(L, argv[script + i]);
+  return run_chunk(L, n);
+}
+
+static void repl(lua_State *L) {
+  char line[4096];
+  for (;;) {
+    fputs("> ", stdout);
+    fflush(stdout);
+    if (!fgets(line, sizeof line, stdin)) break;
+    lua_pushfstring(L, "return %s", line);
+    if (luaL_loadbuffer(L, lua_tostring(L, -1), lua_objlen(L, -1), "=stdin")) {
+      lua_pop(L, 2);
+      if (luaL_loadbuffer(L, line, strlen(line), "=stdin")) {
+        fprintf(stderr, "%s\n", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        continue;
+      }
+    } else {
+      lua_remove(L, -2);
+    }
+    /* print(chunk()), the chunk run as a hub coroutine like any other */
+    int base = lua_gettop(L) - 1;
+    lua_getglobal(L, "print");
+    lua_insert(L, -2);
+    msrt_host_call(L, 0, LUA_MULTRET, "stdin");
+    if (lua_gettop(L) > base + 1) lua_call(L, lua_gettop(L) - base - 1, 0);
+    lua_settop(L, base);
+  }
+  fputc('\n', stdout);
+}
+
+/* --check FILE...: msrt.check validates each file as the policy it is. */
+static int do_check(lua_State *L, char **files, int n) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "msrt.check");
+  if (lua_pcall(L, 1, 1, 0)) return load_error(L);
+  lua_getfield(L, -1, "main");
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    lua_pushstring(L, files[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  if (lua_pcall(L, 1, 1, 0)) return load_error(L);
+  return (int)lua_tointeger(L, -1);
+}
+
+/* Resolve the tuning profile before any script runs, so the blocking
+ * pool is sized before its first use. */
+static int boot_profile(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "msrt.profile");
+  if (lua_pcall(L, 1, 1, 0)) return load_error(L);
+  lua_getfield(L, -1, "boot");
+  if (lua_pcall(L, 0, 2, 0)) return load_error(L);
+  if (lua_isnil(L, -2)) {
+    lua_getglobal(L, "tostring");
+    lua_insert(L, -2);
+    lua_call(L, 1, 1);
+    msrt_host_report(&host, NULL, lua_tostring(L, -1));
+    lua_pop(L, 3);
+    return 1;
+  }
+  lua_pop(L, 3);
+  return 0;
+}
+
+typedef struct {
+  int script;          /* index of the script in argv, 0 = none */
+  int interactive, version, check;
+  int actions[64];     /* argv indices of -e / -l, in order */
+  int nactions;
+} cli;
+
+static int need_value(int i, int argc, char **argv) {
+  if (i + 1 >= argc) return bad_usage("'%s' needs an argument", argv[i]);
+  return 0;
+}
+
+static int parse(int argc, char **argv, cli *c) {
+  int i = 1;
+  for (; i < argc; i++) {
+    const char *a = argv[i];
+    if (a[0] != '-') break;
+    if (strcmp(a, "-") == 0) break;
+    if (strcmp(a, "--") == 0) { i++; break; }
+    if (strcmp(a, "-e") == 0 || strcmp(a, "-l") == 0) {
+      if (need_value(i, argc, argv)) return 2;
+      if (c->nactions == 64) return bad_usage("too many %s options", a);
+      c->actions[c->nactions++] = i++;
+    } else if (strcmp(a, "-i") == 0) c->interactive = 1;
+    else if (strcmp(a, "-v") == 0 || strcmp(a, "--version") == 0) c->version = 1;
+    else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+      usage(stdout);
+      exit(0);
+    } else if (strcmp(a, "--profile") == 0) {
+      if (need_value(i, argc, argv)) return 2;
+      host.profile = argv[++i];
+    } else if (strcmp(a, "--workers") == 0) {
+      if (need_value(i, argc, argv)) return 2;
+      char *end;
+      long n = strtol(argv[++i], &end, 10);
+      if (*end || n < 1 || n > 256)
+        return bad_usage("--workers takes a whole number from 1 to 256, not '%s'",
+                         argv[i]);
+      host.workers = (int)n;
+    } else if (strcmp(a, "--log-level") == 0) {
+      if (need_value(i, argc, argv)) return 2;
+      host.log_level = msrt_log_level_from_name(argv[++i]);
+      if (host.log_level < 0)
+        return bad_usage("unknown log level '%s' (debug, info, warn, error)",
+                         argv[i]);
+    } else if (strcmp(a, "--check") == 0) {
+      c->check = i + 1;
+      if (c->check >= argc) return bad_usage("%s needs at least one file", a);
+      return 0;
+    } else {
+      return bad_usage("unknown option '%s'", a);
+    }
+  }
+  if (i < argc) c->script = i;
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  cli c = {0};
+  host.log_level = MSRT_LOG_INFO;
+  int rc = parse(argc, argv, &c);
+  if (rc) return rc;
+  if (c.version) print_version();
+  if (msrt_host_init(&host)) return 1;
+  lua_State *L = host.L;
+  if (c.check) {
+    rc = do_check(L, argv + c.check, argc - c.check);
+    msrt_host_close(&host);
+    return rc ? 1 : 0;
+  }
+  set_arg(L, argv, argc, c.script ? c.script : argc - 1);
+  rc = boot_profile(L);
+  for (int k = 0; rc == 0 && k < c.nactions; k++) {
+    int i = c.actions[k];
+    rc = argv[i][1] == 'e' ? do_string(L, argv[i + 1])
+                           : do_require(L, argv[i + 1]);
+  }
+  if (rc == 0 && c.script) rc = do_script(L, argv, argc, c.script);
+  else if (rc == 0 && !c.nactions && !c.version && isatty(0)) c.interactive = 1;
+  else if (rc == 0 && !c.nactions && !c.version) rc = do_script(L, argv, argc, 0);
+  if (rc == 0 && c.interactive) repl(L);
+  /* luvit-style: the hub keeps running until nothing can produce work. */
+  if (rc == 0) msrt_hub_run(host.hub);
+  else msrt_hub_shutdown(host.hub, "error", 1);
+  int status = msrt_host_close(&host);
+  return rc ? 1 : status;
+}

@@ -1,0 +1,68 @@
+--- `msrt-lua --check FILE...`: compile and validate policy files.
+-- Each file is compiled, run in a sandbox, and its value handed to the
+-- first validator whose `detects(value, path)` is true; policy kinds added
+-- by later parts register a validator with `M.register`.
+-- @module msrt.check
+local core = require "msrt.core"
+local profile = require "msrt.profile"
+
+local M = {}
+
+local validators = {}
+
+--- Register a validator: `{ name = "routes", detects = fn(value, path) -> bool,
+-- validate = fn(value, path, source) -> true | nil, err }`. Validators
+-- registered later are tried first.
+function M.register(v)
+  table.insert(validators, 1, v)
+end
+
+M.register {
+  name = "profile",
+  detects = function(value, path)
+    if path:find("profiles/[^/]+%.lua$") then return true end
+    if type(value) == "function" then return true end
+    if type(value) ~= "table" then return false end
+    for k in pairs(value) do
+      if type(k) == "string" and profile.schema[k] and k ~= "name" then return true end
+    end
+    return false
+  end,
+  validate = function(_, path) local ok, err = profile.load_file(path, core.machine()) return ok and true, err end,
+}
+
+--- Check one file.
+-- @treturn boolean|nil true, or nil and an error whose message reads `file:line: message`
+function M.file(path)
+  local f = io.open(path)
+  if not f then return nil, core.error("not_found", path .. ":0: cannot open file") end
+  local source = f:read("*a")
+  f:close()
+  local chunk, err = loadstring(source, "@" .. path)
+  if not chunk then return nil, core.error("syntax", err) end
+  setfenv(chunk, setmetatable({}, { __index = _G }))
+  local ok, value = pcall(chunk)
+  if not ok then return nil, core.error("bad_config", tostring(value)) end
+  for _, v in ipairs(validators) do
+    if v.detects(value, path) then return v.validate(value, path, source) end
+  end
+  return true -- plain Lua that compiles and runs: nothing more to check
+end
+
+--- Check every file; prints each problem as `file:line: message` on stderr.
+-- @treturn number 0 when all are valid, 1 otherwise
+function M.main(files)
+  local failed = 0
+  for _, path in ipairs(files) do
+    local ok, err = M.file(path)
+    if not ok then
+      failed = failed + 1
+      for _, line in ipairs(err.problems or { err.message }) do
+        io.stderr:write(line, "\n")
+      end
+    end
+  end
+  return failed > 0 and 1 or 0
+end
+
+return M

@@ -1,0 +1,247 @@
+--- Tuning profiles: load, validate and resolve (DESIGN.md "Tuning profiles").
+-- A profile is a Lua file returning a table, or a function of the machine
+-- `{cpus = n, memory = bytes}` returning one. Fields it leaves out come from
+-- `default.lua`. Names without a slash or ".lua" are looked up as
+-- `msrt.profiles.<name>` on package.path; anything else is a file path.
+-- @module msrt.profile
+local core = require "msrt.core"
+
+local M = {}
+
+local function int(lo, hi, unit)
+  return { kind = "integer", lo = lo, hi = hi, unit = unit }
+end
+
+--- The fields a profile may set, with their types and ranges (units in the
+-- names or in `unit`). Later parts of the runtime read these.
+M.schema = {
+  name = { kind = "string" },
+  workers = int(1, 256),                   -- worker threads for actors
+  blocking_threads = int(1, 1024),         -- libuv threadpool (its max is 1024)
+  stack_size = int(65536, 268435456, "bytes"), -- per worker thread
+  batch = int(1, 1000000),                 -- messages per actor turn
+  spin_us = int(0, 1000000),               -- idle spin before parking
+  mailbox_capacity = int(1, 1073741824),      -- messages per mailbox
+  overflow = { kind = "enum", values = { "block", "drop_oldest", "drop_newest", "error" } },
+  slice_ms = int(1, 3600000),              -- handler budget before "overloaded"
+  shutdown_timeout_ms = int(0, 3600000),   -- graceful shutdown budget
+  max_payload = int(1, 1073741824, "bytes"),  -- NATS' max_payload, default 1 MiB
+  max_subject = int(16, 65536, "bytes"),
+  max_line_bytes = int(1024, 1073741824, "bytes"), -- JSON-lines framing
+  gc = { kind = "table", fields = {
+    pause = int(10, 1000),                 -- LuaJIT setpause, per actor state
+    stepmul = int(10, 10000),              -- LuaJIT setstepmul
+  } },
+  connections = { kind = "table", fields = {
+    keepalive_ms = int(0, 86400000),
+    backlog = int(1, 65535),
+    max = int(1, 1000000),
+    nodelay = { kind = "boolean" },
+  } },
+}
+
+local function known_keys(fields)
+  local keys = {}
+  for k in pairs(fields) do keys[#keys + 1] = k end
+  table.sort(keys)
+  return table.concat(keys, ", ")
+end
+
+-- The line of `key =` in the file's source, for messages; 0 when unknown.
+local function line_of(source, key)
+  if not source then return 0 end
+  local n = 0
+  for line in (source .. "\n"):gmatch("([^\n]*)\n") do
+    n = n + 1
+    if line:find("%f[%w_]" .. key .. "%s*=") or line:find("%[%s*[\"']" .. key .. "[\"']%s*%]%s*=") then
+      return n
+    end
+  end
+  return 0
+end
+
+local function describe(spec)
+  if spec.kind == "integer" then
+    return ("an integer in %d..%d%s"):format(spec.lo, spec.hi, spec.unit and (" " .. spec.unit) or "")
+  elseif spec.kind == "enum" then
+    return "one of " .. table.concat(spec.values, ", ")
+  end
+  return "a " .. spec.kind
+end
+
+local function check_value(spec, v)
+  if spec.kind == "integer" then
+    return type(v) == "number" and v == math.floor(v) and v >= spec.lo and v <= spec.hi
+  elseif spec.kind == "enum" then
+    for _, x in ipairs(spec.values) do if x == v then return true end end
+    return false
+  end
+  return type(v) == spec.kind
+end
+
+-- Validate t against fields; returns a list of {key=, message=}.
+local function check_table(t, fields, prefix, problems)
+  for k, v in pairs(t) do
+    local spec = type(k) == "string" and fields[k]
+    local name = prefix .. tostring(k)
+    if not spec then
+      problems[#problems + 1] = { key = tostring(k),
+        message = ("unknown key '%s' (known: %s)"):format(name, known_keys(fields)) }
+    elseif spec.kind == "table" then
+      if type(v) ~= "table" then
+        problems[#problems + 1] = { key = k, message = ("%s must be a table, got %s"):format(name, type(v)) }
+      else
+        check_table(v, spec.fields, name .. ".", problems)
+      end
+    elseif not check_value(spec, v) then
+      problems[#problems + 1] = { key = k,
+        message = ("%s must be %s, got %s"):format(name, describe(spec), type(v) == "string" and ("'" .. v .. "'") or tostring(v)) }
+    end
+  end
+  return problems
+end
+
+--- Validate a profile table.
+-- @tparam table t the profile's fields
+-- @tparam[opt] string file the file it came from, for messages
+-- @tparam[opt] string source the file's text, to find lines
+-- @return true, or nil and an error (code `bad_profile`) whose message is
+--   `file:line: problem` for the first problem and whose `problems` field
+--   lists them all.
+function M.validate(t, file, source)
+  local problems = check_table(t, M.schema, "", {})
+  if #problems == 0 then return true end
+  table.sort(problems, function(a, b) return a.message < b.message end)
+  local lines = {}
+  for i, p in ipairs(problems) do
+    lines[i] = ("%s:%d: %s"):format(file or "(profile)", line_of(source, p.key), p.message)
+  end
+  return nil, core.error("bad_profile", lines[1], { problems = lines, file = file })
+end
+
+local function sandbox()
+  return { math = math, string = string, table = table, pairs = pairs,
+    ipairs = ipairs, type = type, tonumber = tonumber, tostring = tostring,
+    error = error, assert = assert, select = select, next = next,
+    unpack = unpack, pcall = pcall, os = { getenv = os.getenv } }
+end
+
+--- Find a profile file by name or path.
+-- @treturn string|nil path, or nil and a `not_found` error listing the known names
+function M.find(name)
+  if name:find("/") or name:find("%.lua$") then
+    local f = io.open(name)
+    if f then f:close() return name end
+    return nil, core.error("not_found", ("profile file '%s' not found"):format(name))
+  end
+  local path = package.searchpath("msrt.profiles." .. name, package.path)
+  if path then return path end
+  return nil, core.error("not_found", ("unknown profile '%s' (known: %s)"):format(name, table.concat(M.list(), ", ")))
+end
+
+--- Names of the profiles that ship in msrt/profiles/.
+function M.list()
+  local dir = package.msrt_dir and (package.msrt_dir .. "/msrt/profiles") or nil
+  local names = {}
+  if dir then
+    local p = io.popen('ls "' .. dir .. '" 2>/dev/null')
+    for f in p:lines() do
+      local n = f:match("^([%w_]+)%.lua$")
+      if n then names[#names + 1] = n end
+    end
+    p:close()
+  end
+  table.sort(names)
+  return names
+end
+
+--- Load one profile file (no merging with the default).
+-- @treturn table|nil the fields, or nil and an error (`not_found`, `syntax`, `bad_profile`)
+function M.load_file(path, machine)
+  local f = io.open(path)
+  if not f then return nil, core.error("not_found", ("cannot open profile '%s'"):format(path)) end
+  local source = f:read("*a")
+  f:close()
+  local chunk, err = loadstring(source, "@" .. path)
+  if not chunk then return nil, core.error("syntax", err, { file = path }) end
+  setfenv(chunk, sandbox())
+  local ok, t = pcall(chunk)
+  if not ok then return nil, core.error("bad_profile", tostring(t), { file = path }) end
+  if type(t) == "function" then
+    ok, t = pcall(t, machine)
+    if not ok then return nil, core.error("bad_profile", tostring(t), { file = path }) end
+  end
+  if type(t) ~= "table" then
+    return nil, core.error("bad_profile", ("%s:0: a profile returns a table or a function of the machine, not %s"):format(path, type(t)), { file = path })
+  end
+  local valid, verr = M.validate(t, path, source)
+  if not valid then return nil, verr end
+  return t, source
+end
+
+local function merge(base, over)
+  local out = {}
+  for k, v in pairs(base) do out[k] = v end
+  for k, v in pairs(over) do
+    if type(v) == "table" and type(out[k]) == "table" then out[k] = merge(out[k], v) else out[k] = v end
+  end
+  return out
+end
+
+--- Resolve a profile by name or path into a complete table: the default's
+-- fields overlaid with the profile's, `workers` overridden by --workers.
+-- @tparam[opt="default"] string name
+-- @treturn table|nil the profile, or nil and an error
+function M.resolve(name, machine)
+  machine = machine or core.machine()
+  local dpath = assert(M.find("default"))
+  local base, err = M.load_file(dpath, machine)
+  if not base then return nil, err end
+  local t = base
+  name = name or "default"
+  if name ~= "default" then
+    local path, ferr = M.find(name)
+    if not path then return nil, ferr end
+    local over, lerr = M.load_file(path, machine)
+    if not over then return nil, lerr end
+    t = merge(base, over)
+  end
+  t.name = t.name or name
+  local cli = core.options()
+  if cli.workers then t.workers = cli.workers end
+  return t
+end
+
+local current, boot_threads
+
+--- The profile in force (a copy).
+function M.current() return current and merge(current, {}) end
+
+--- Make t the profile in force: size the blocking pool when it has not
+-- started yet. Returns true, or true and a warning string when a field
+-- could not apply live.
+function M.apply(t)
+  local warning
+  if current and t.blocking_threads ~= current.blocking_threads and core.threads() > boot_threads then
+    warning = ("blocking_threads %d needs a restart: the libuv threadpool already runs %d threads (use --profile)")
+      :format(t.blocking_threads, current.blocking_threads)
+    t = merge(t, { blocking_threads = current.blocking_threads })
+  else
+    core.set_blocking_threads(t.blocking_threads)
+  end
+  current = t
+  return true, warning
+end
+
+--- Called by msrt-lua before the script: resolve --profile, $MSRT_PROFILE
+-- or "default" and apply it.
+function M.boot()
+  boot_threads = core.threads()
+  local name = core.options().profile or os.getenv("MSRT_PROFILE")
+  if name == "" then name = nil end
+  local t, err = M.resolve(name)
+  if not t then return nil, err end
+  return M.apply(t)
+end
+
+return M

@@ -1,0 +1,21 @@
+-- The default profile: one worker per CPU, libuv's usual blocking pool,
+-- moderate batches. Every field is set here; other profiles override some.
+return function(machine)
+  return {
+    name = "default",
+    workers = machine.cpus,
+    blocking_threads = 4,
+    stack_size = 1024 * 1024,
+    batch = 64,
+    spin_us = 50,
+    mailbox_capacity = 4096,
+    overflow = "block",
+    slice_ms = 1000,
+    shutdown_timeout_ms = 5000,
+    max_payload = 1024 * 1024,
+    max_subject = 1024,
+    max_line_bytes = 16 * 1024 * 1024,
+    gc = { pause = 200, stepmul = 200 },
+    connections = { keepalive_ms = 60000, backlog = 511, max = 1024, nodelay = true },
+  }
+end

@@ -1,0 +1,148 @@
+local S = require "spec.support"
+local uv = require "luv"
+local msrt = require "msrt"
+
+describe("the hub loop (driven inside the spec)", function()
+  it("runs luv timers on the hub and leaves no handle open", function()
+    local fired = 0
+    local t = uv.new_timer()
+    t:start(5, 0, function() fired = fired + 1 t:close() end)
+    uv.run()
+    assert.are.equal(1, fired)
+    assert.are.equal(0, S.open_handles())
+  end)
+
+  it("runs msrt.after and msrt.every, and every stops", function()
+    local order = {}
+    local n = 0
+    local ev
+    ev = msrt.every(2, function()
+      n = n + 1
+      if n == 3 then ev.stop() end
+    end)
+    msrt.after(1, function() order[#order + 1] = "after" end)
+    uv.run()
+    assert.are.equal(3, n)
+    assert.are.same({ "after" }, order)
+    assert.are.equal(0, S.open_handles())
+  end)
+
+  it("runs callbacks as coroutines that can yield and be resumed", function()
+    local co, got
+    msrt.after(1, function()
+      co = coroutine.running()
+      got = coroutine.yield()
+    end)
+    msrt.after(5, function() coroutine.resume(co, "resumed") end)
+    uv.run()
+    assert.are.equal("resumed", got)
+  end)
+
+  it("does not re-enter libuv when uv.run is called inside a callback", function()
+    local inner
+    msrt.after(1, function() inner = uv.run() end)
+    uv.run()
+    assert.is_false(inner)
+  end)
+
+  it("refuses bad timer arguments with the caller's line", function()
+    local ok, err = pcall(msrt.after, -1, function() end)
+    assert.is_false(ok)
+    assert.matches("bad argument #1 to 'after'", err)
+    assert.has_error(function() msrt.every(10) end)
+  end)
+end)
+
+describe("msrt-lua's hub", function()
+  it("prints ok from a luv timer and exits 0", function()
+    local r = S.run { "-e", 'local uv=require"luv"; local t=uv.new_timer(); t:start(10,0,function() print("ok") t:close() end)' }
+    assert.are.equal("ok\n", r.out)
+    assert.are.equal(0, r.code)
+    assert.are.equal("", r.err)
+  end)
+
+  it("keeps running after a callback error, reports it with a traceback, exits 1", function()
+    local r = S.run { "-e", [[
+      local msrt = require "msrt"
+      msrt.after(1, function() error("bad callback") end)
+      msrt.after(20, function() print("still running") end)
+    ]] }
+    assert.are.equal("still running\n", r.out)
+    assert.matches("error in callback: %(command line%):2: bad callback", r.err)
+    assert.matches("stack traceback", r.err)
+    assert.are.equal(1, r.code)
+  end)
+
+  it("lets a script call uv.run() itself, luvit-style", function()
+    local r = S.run { "-e", [[
+      local uv = require "luv"
+      local t = uv.new_timer()
+      t:start(1, 0, function() print("tick") t:close() end)
+      uv.run()
+      print("after run")
+    ]] }
+    assert.are.equal("tick\nafter run\n", r.out)
+    assert.are.equal(0, r.code)
+  end)
+
+  it("returns the status from msrt.run and msrt.stop", function()
+    local r = S.run { "-e", [[
+      local msrt = require "msrt"
+      msrt.every(5, function() end)
+      msrt.after(10, function() msrt.stop("broken") end)
+      print("status", msrt.run())
+    ]] }
+    assert.are.equal("status\t1\n", r.out)
+    assert.are.equal(1, r.code)
+    r = S.run { "-e", [[
+      local msrt = require "msrt"
+      msrt.every(5, function() end)
+      msrt.after(10, function() msrt.stop() end)
+    ]] }
+    assert.are.equal(0, r.code)
+  end)
+
+  local function signalled(script, signals)
+    local ready = os.tmpname()
+    local path = S.file(script)
+    local kills = {}
+    for _, sig in ipairs(signals) do kills[#kills + 1] = "kill -" .. sig .. " $pid; sleep 0.2" end
+    local cmd = ("MSRT_READY=%s %s %s >%s.out 2>&1 & pid=$!; "
+      .. "while [ ! -s %s ]; do sleep 0.01; done; %s; wait $pid; echo $?")
+      :format(ready, S.quote(S.exe), path, ready, ready, table.concat(kills, "; "))
+    local p = io.popen(cmd)
+    local code = tonumber(p:read("*a"))
+    p:close()
+    local f = io.open(ready .. ".out")
+    local out = f:read("*a")
+    f:close()
+    os.remove(ready) os.remove(ready .. ".out") os.remove(path)
+    return code, out
+  end
+
+  local ready_script = [[
+    local msrt = require "msrt"
+    msrt.every(10, function() end)
+    msrt.on_shutdown(function(reason) print("shutdown", reason) %s end)
+    local f = io.open(os.getenv("MSRT_READY"), "w") f:write("1") f:close()
+  ]]
+
+  it("shuts down gracefully on SIGTERM, running the hooks, exit 0", function()
+    local code, out = signalled(ready_script:format(""), { "TERM" })
+    assert.are.equal(0, code)
+    assert.are.equal("shutdown\tsignal:SIGTERM\n", out)
+  end)
+
+  it("shuts down gracefully on SIGINT", function()
+    local code, out = signalled(ready_script:format(""), { "INT" })
+    assert.are.equal(0, code)
+    assert.are.equal("shutdown\tsignal:SIGINT\n", out)
+  end)
+
+  it("exits at once on a second signal during a stuck shutdown", function()
+    local stuck = "io.stdout:flush() local t = os.time() while os.time() - t < 10 do end print('finished')"
+    local code, out = signalled(ready_script:format(stuck), { "TERM", "TERM" })
+    assert.are.equal(128 + 15, code)
+    assert.matches("^shutdown\tsignal:SIGTERM\n$", out)
+  end)
+end)

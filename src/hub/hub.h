@@ -1,0 +1,74 @@
+/* The hub: the main thread's libuv loop, signals and shutdown
+ * (DESIGN.md "Threads and the path of a message").
+ *
+ * The hub owns one uv_loop_t that everything on the main thread shares
+ * (luv included). SIGINT and SIGTERM start a graceful shutdown; a second
+ * one while shutting down exits the process at once with status 130/143.
+ * Shutdown runs the registered hook (which stops actors and processes),
+ * then closes every handle still open so that msrt_hub_run returns.
+ *
+ * Thread-safety: every function here is for the hub (main) thread only.
+ */
+#ifndef MSRT_HUB_HUB_H
+#define MSRT_HUB_HUB_H
+
+#include <uv.h>
+
+#include "core/error.h"
+
+typedef struct msrt_hub msrt_hub;
+
+/* Every handle on the hub loop that is not luv's must have `data` pointing
+ * to a struct whose first member is this unsigned tag. luv keeps a small
+ * registry index there (luv asserts it is below 0x1000000), so the tag
+ * tells the two apart when shutdown closes luv's handles through luv. */
+#define MSRT_HANDLE_MAGIC 0x6d737274u /* "msrt" */
+
+/* Called once when shutdown begins. reason is "signal:SIGINT",
+ * "signal:SIGTERM" or the caller's reason; status is the exit status the
+ * host will return unless the hook changes it with msrt_hub_set_status. */
+typedef void (*msrt_hub_shutdown_fn)(msrt_hub *h, const char *reason,
+                                     void *ud);
+
+/* Make the hub and its loop; installs the signal watchers (unreferenced,
+ * so they never keep the loop alive on their own). Returns NULL and fills
+ * err when libuv fails. */
+msrt_hub *msrt_hub_new(msrt_error *err);
+
+uv_loop_t *msrt_hub_loop(msrt_hub *h);
+
+void msrt_hub_on_shutdown(msrt_hub *h, msrt_hub_shutdown_fn fn, void *ud);
+
+/* Run the loop until nothing is left that can produce work, or a shutdown
+ * closed everything. Re-entrant calls (from inside a callback) return -1
+ * at once instead of re-entering libuv. Returns 0, or -1 when refused. */
+int msrt_hub_run(msrt_hub *h);
+
+/* The same with a libuv run mode (UV_RUN_ONCE, UV_RUN_NOWAIT...). Returns
+ * uv_run's result (non-zero: more work pending), or -1 when refused. */
+int msrt_hub_run_mode(msrt_hub *h, uv_run_mode mode);
+
+/* 1 while msrt_hub_run is on the stack. */
+int msrt_hub_running(const msrt_hub *h);
+
+/* Begin a graceful shutdown with an exit status (0 normal). A second call
+ * while one is under way is ignored. reason is copied. */
+void msrt_hub_shutdown(msrt_hub *h, const char *reason, int status);
+
+/* 1 once a shutdown has begun. */
+int msrt_hub_stopping(const msrt_hub *h);
+const char *msrt_hub_reason(const msrt_hub *h);
+
+int msrt_hub_status(const msrt_hub *h);
+void msrt_hub_set_status(msrt_hub *h, int status);
+
+/* Close every handle still open (signal watchers included) and run the
+ * loop until they are all closed. Used by shutdown and at exit. */
+void msrt_hub_close_all(msrt_hub *h);
+
+/* Close the loop and free the hub; handles must already be closed
+ * (msrt_hub_close_all). Returns 0, or UV_EBUSY if something is still open
+ * (the hub is then freed anyway and the loop leaked, never a crash). */
+int msrt_hub_free(msrt_hub *h);
+
+#endif

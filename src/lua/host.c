@@ -1,0 +1,167 @@
+#include "lua/host.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <luv.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char HOST_KEY = 'h'; /* registry key: its address */
+
+int msrt_log_level_from_name(const char *name) {
+  static const char *const names[] = {"debug", "info", "warn", "error"};
+  for (int i = 0; i < 4; i++)
+    if (strcmp(name, names[i]) == 0) return i;
+  return -1;
+}
+
+msrt_host *msrt_host_get(lua_State *L) {
+  lua_pushlightuserdata(L, (void *)&HOST_KEY);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  msrt_host *h = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return h;
+}
+
+void msrt_host_report(msrt_host *h, const char *what, const char *msg) {
+  if (what && *what) fprintf(stderr, "msrt-lua: %s: %s\n", what, msg);
+  else fprintf(stderr, "msrt-lua: %s\n", msg);
+  fflush(stderr);
+  if (h) h->errors++;
+}
+
+int msrt_host_call(lua_State *L, int nargs, int nres, const char *what) {
+  int fn = lua_gettop(L) - nargs;
+  lua_State *co = lua_newthread(L);
+  lua_insert(L, fn); /* the thread stays anchored on L's stack meanwhile */
+  lua_xmove(L, co, nargs + 1);
+  int rc = lua_resume(co, nargs);
+  int pushed = 0;
+  if (rc == 0) {
+    int n = lua_gettop(co);
+    if (nres != LUA_MULTRET && n > nres) lua_settop(co, nres), n = nres;
+    lua_xmove(co, L, n);
+    pushed = n;
+  } else if (rc != LUA_YIELD) {
+    const char *msg = lua_tostring(co, -1);
+    if (!msg) {
+      luaL_callmeta(co, -1, "__tostring");
+      msg = lua_isstring(co, -1) ? lua_tostring(co, -1) : "(error object)";
+    }
+    luaL_traceback(L, co, msg, 0);
+    msrt_host_report(msrt_host_get(L), what, lua_tostring(L, -1));
+    lua_pop(L, 1);
+  } else {
+    rc = 0; /* yielded: whoever it waits on resumes it */
+  }
+  for (; nres != LUA_MULTRET && pushed < nres; pushed++) lua_pushnil(L);
+  lua_remove(L, fn); /* the thread; a yielded one is anchored elsewhere */
+  return rc;
+}
+
+/* luv's callback hook: every luv callback becomes a coroutine on the hub,
+ * and its errors go to the runtime's error path instead of exiting. */
+static int luv_callback(lua_State *L, int nargs, int nres, int flags) {
+  (void)flags;
+  int rc = msrt_host_call(L, nargs, nres, "error in callback");
+  return rc ? -rc : (nres == LUA_MULTRET ? 0 : nres);
+}
+
+static const char *lua_dir(void) {
+  const char *env = getenv("MSRT_LUA_DIR");
+  if (env && *env) return env;
+  static char buf[4096];
+  char exe[4000];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = 0;
+    snprintf(buf, sizeof buf, "%s/../share/msrt/lua/msrt/init.lua", exe);
+    if (access(buf, R_OK) == 0) {
+      snprintf(buf, sizeof buf, "%s/../share/msrt/lua", exe);
+      return buf;
+    }
+  }
+  if (access(MSRT_SOURCE_LUA_DIR "/msrt/init.lua", R_OK) == 0)
+    return MSRT_SOURCE_LUA_DIR;
+  return MSRT_INSTALL_LUA_DIR;
+}
+
+static void set_path(lua_State *L) {
+  const char *dir = lua_dir();
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "path");
+  lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir,
+                  lua_tostring(L, -1));
+  lua_setfield(L, -3, "path");
+  lua_pop(L, 1);
+  lua_pushstring(L, dir);
+  lua_setfield(L, -2, "msrt_dir"); /* package.msrt_dir, for the Lua half */
+  lua_pop(L, 1);
+}
+
+static void preload(lua_State *L, const char *name, lua_CFunction fn) {
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "preload");
+  lua_pushcfunction(L, fn);
+  lua_setfield(L, -2, name);
+  lua_pop(L, 2);
+}
+
+/* luv is opened eagerly so that it is bound to the hub loop before any
+ * script could make it create its own. */
+static int open_luv(lua_State *L) {
+  luv_set_loop(L, msrt_hub_loop(msrt_host_get(L)->hub));
+  luv_set_callback(L, luv_callback);
+  return luaopen_luv(L);
+}
+
+int msrt_host_init(msrt_host *h) {
+  msrt_error err;
+  h->hub = msrt_hub_new(&err);
+  if (!h->hub) {
+    fprintf(stderr, "msrt-lua: %s\n", err.message);
+    return -1;
+  }
+  lua_State *L = luaL_newstate();
+  if (!L) {
+    fprintf(stderr, "msrt-lua: cannot create a Lua state\n");
+    return -1;
+  }
+  h->L = L;
+  lua_pushlightuserdata(L, (void *)&HOST_KEY);
+  lua_pushlightuserdata(L, h);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+  luaL_openlibs(L);
+  set_path(L);
+  preload(L, "msrt.core", luaopen_msrt_core);
+  lua_pushcfunction(L, open_luv);
+  lua_call(L, 0, 1);
+  msrt_lua_patch_luv(L);
+  msrt_lua_install_shutdown(L);
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "loaded");
+  lua_pushvalue(L, -3);
+  lua_setfield(L, -2, "luv");
+  lua_pop(L, 3);
+  return 0;
+}
+
+int msrt_host_close(msrt_host *h) {
+  lua_State *L = h->L;
+  if (!msrt_hub_stopping(h->hub))
+    msrt_hub_shutdown(h->hub, "normal", msrt_hub_status(h->hub));
+  msrt_hub_close_all(h->hub);
+  int status = msrt_hub_status(h->hub);
+  if (status == 0 && h->errors) status = 1;
+  lua_close(L);
+  h->L = NULL;
+  msrt_hub_close_all(h->hub);
+  if (msrt_hub_free(h->hub) != 0)
+    fprintf(stderr, "msrt-lua: warning: handles still open at exit\n");
+  h->hub = NULL;
+  return status;
+}

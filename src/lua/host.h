@@ -1,0 +1,60 @@
+/* The host: the main Lua state on the hub thread, with luv sharing the
+ * hub's loop and every hub callback run as a coroutine.
+ *
+ * Thread-safety: hub (main) thread only.
+ */
+#ifndef MSRT_LUA_HOST_H
+#define MSRT_LUA_HOST_H
+
+#include <lua.h>
+
+#include "hub/hub.h"
+
+typedef struct msrt_host {
+  lua_State *L;
+  msrt_hub *hub;
+  int errors;        /* uncaught errors reported from callbacks */
+  int log_level;     /* MSRT_LOG_* */
+  const char *profile; /* --profile NAME|FILE, or NULL */
+  int workers;       /* --workers N, or 0 */
+} msrt_host;
+
+enum { MSRT_LOG_DEBUG, MSRT_LOG_INFO, MSRT_LOG_WARN, MSRT_LOG_ERROR };
+
+/* Level by name ("debug", "info", "warn", "error"); -1 when unknown. */
+int msrt_log_level_from_name(const char *name);
+
+/* Make the hub, the Lua state, open the standard libraries, set
+ * package.path to find the project's lua/ directory, preload "msrt.core"
+ * and "luv" (sharing the hub loop). Returns 0, or -1 with a message on
+ * stderr. */
+int msrt_host_init(msrt_host *h);
+
+/* The host of a Lua state made by msrt_host_init. */
+msrt_host *msrt_host_get(lua_State *L);
+
+/* Run the function at the top of L's stack below its nargs arguments as a
+ * coroutine. Returns 0 when it finished or yielded (it is then resumed by
+ * whatever it waits on), or the lua_resume error code after reporting the
+ * error with a traceback through msrt_host_report. On return the function
+ * and its arguments are gone and nres results are pushed (nil-padded;
+ * LUA_MULTRET pushes all of a finished coroutine's results). */
+int msrt_host_call(lua_State *L, int nargs, int nres, const char *what);
+
+/* The runtime's error path: "msrt-lua: <what>: <msg>" on stderr and one
+ * more uncaught error counted. */
+void msrt_host_report(msrt_host *h, const char *what, const char *msg);
+
+/* Shut down (hook, handles closed, loop drained), close the Lua state,
+ * free the hub. Returns the exit status. */
+int msrt_host_close(msrt_host *h);
+
+int luaopen_msrt_core(lua_State *L);
+
+/* Replace uv.run in the luv table at the top of the stack (lcore.c). */
+void msrt_lua_patch_luv(lua_State *L);
+
+/* Register the hub's shutdown hook: the Lua hook, then close luv handles. */
+void msrt_lua_install_shutdown(lua_State *L);
+
+#endif

@@ -1,0 +1,234 @@
+/* msrt.core: the C side of the `msrt` Lua module (lua/msrt/init.lua is the
+ * public face; these functions are internal and may change). Hub thread. */
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <dirent.h>
+#include <unistd.h>
+#include <uv.h>
+#include <lhandle.h>
+
+#include "lua/host.h"
+#include "lua/lerror.h"
+
+static const char HOOK_KEY = 's'; /* registry: the Lua shutdown hook */
+
+static msrt_host *host(lua_State *L) { return msrt_host_get(L); }
+
+/* Push luv's userdata of every open luv handle into the table on top. */
+static void collect_luv(uv_handle_t *handle, void *arg) {
+  lua_State *L = arg;
+  if (uv_is_closing(handle) || !handle->data ||
+      *(unsigned *)handle->data == MSRT_HANDLE_MAGIC)
+    return;
+  luv_handle_t *d = handle->data;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, d->ref);
+  if (lua_isuserdata(L, -1)) lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+  else lua_pop(L, 1);
+}
+
+/* Close luv's handles through luv, so their close callbacks run and their
+ * references are dropped before the Lua state closes. (uv.walk itself
+ * would assert on the hub's own handles.) */
+static void close_luv_handles(lua_State *L) {
+  lua_newtable(L);
+  uv_walk(msrt_hub_loop(host(L)->hub), collect_luv, L);
+  for (int i = 1; i <= (int)lua_objlen(L, -1); i++) {
+    lua_rawgeti(L, -1, i);
+    lua_getfield(L, -1, "close");
+    lua_insert(L, -2);
+    if (lua_pcall(L, 1, 0, 0)) {
+      msrt_host_report(host(L), "closing handles", lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+}
+
+/* The hub calls this once when shutdown begins: the Lua hook, then luv. */
+static void on_shutdown(msrt_hub *hub, const char *reason, void *ud) {
+  (void)hub;
+  lua_State *L = ud;
+  lua_pushlightuserdata(L, (void *)&HOOK_KEY);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  if (lua_isfunction(L, -1)) {
+    lua_pushstring(L, reason);
+    msrt_host_call(L, 1, 0, "error in shutdown hook");
+  } else {
+    lua_pop(L, 1);
+  }
+  close_luv_handles(L);
+}
+
+void msrt_lua_install_shutdown(lua_State *L) {
+  msrt_hub_on_shutdown(host(L)->hub, on_shutdown, L);
+}
+
+/* on_shutdown(fn(reason)): the one Lua hook (msrt's init.lua owns it). */
+static int l_on_shutdown(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_pushlightuserdata(L, (void *)&HOOK_KEY);
+  lua_pushvalue(L, 1);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+/* luv's uv.run([mode]) replaced: libuv is never re-entered. While the hub
+ * runs it returns false at once; otherwise it runs the hub's loop. */
+static int l_uv_run(lua_State *L) {
+  static const char *const modes[] = {"default", "once", "nowait", NULL};
+  static const uv_run_mode values[] = {UV_RUN_DEFAULT, UV_RUN_ONCE,
+                                       UV_RUN_NOWAIT};
+  int m = luaL_checkoption(L, 1, "default", modes);
+  int rc = msrt_hub_run_mode(host(L)->hub, values[m]);
+  lua_pushboolean(L, rc > 0);
+  return 1;
+}
+
+/* luv's uv.walk(fn) replaced: luv's own asserts on handles that are not
+ * luv's (the hub's), so only luv's handles are handed to fn. */
+static int l_uv_walk(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_newtable(L);
+  uv_walk(msrt_hub_loop(host(L)->hub), collect_luv, L);
+  for (int i = 1; i <= (int)lua_objlen(L, 2); i++) {
+    lua_pushvalue(L, 1);
+    lua_rawgeti(L, 2, i);
+    lua_call(L, 1, 0);
+  }
+  return 0;
+}
+
+void msrt_lua_patch_luv(lua_State *L) {
+  lua_pushcfunction(L, l_uv_run);
+  lua_setfield(L, -2, "run");
+  lua_pushcfunction(L, l_uv_walk);
+  lua_setfield(L, -2, "walk");
+}
+
+/* stop(reason, status) */
+static int l_stop(lua_State *L) {
+  const char *reason = luaL_optstring(L, 1, "normal");
+  int status = (int)luaL_optinteger(L, 2, 0);
+  msrt_hub_shutdown(host(L)->hub, reason, status);
+  return 0;
+}
+
+/* run() -> status: runs the hub loop unless it is already running (then
+ * returns nil, "running": libuv must not be re-entered). */
+static int l_run(lua_State *L) {
+  msrt_host *h = host(L);
+  if (msrt_hub_run(h->hub) != 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "running");
+    return 2;
+  }
+  lua_pushinteger(L, msrt_hub_status(h->hub));
+  return 1;
+}
+
+static int l_running(lua_State *L) {
+  lua_pushboolean(L, msrt_hub_running(host(L)->hub));
+  return 1;
+}
+
+static int l_stopping(lua_State *L) {
+  msrt_hub *hub = host(L)->hub;
+  if (!msrt_hub_stopping(hub)) return 0;
+  lua_pushstring(L, msrt_hub_reason(hub));
+  return 1;
+}
+
+/* machine() -> {cpus = n, memory = bytes} */
+static int l_machine(lua_State *L) {
+  lua_createtable(L, 0, 2);
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  lua_pushinteger(L, cpus > 0 ? cpus : 1);
+  lua_setfield(L, -2, "cpus");
+  lua_pushnumber(L, (lua_Number)uv_get_total_memory());
+  lua_setfield(L, -2, "memory");
+  return 1;
+}
+
+/* threads() -> number of threads in this process (/proc/self/task). */
+static int l_threads(lua_State *L) {
+  DIR *d = opendir("/proc/self/task");
+  if (!d) return msrt_lua_fail(L, MSRT_E_IO, "cannot read /proc/self/task");
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)))
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+/* set_blocking_threads(n): libuv reads UV_THREADPOOL_SIZE once, when the
+ * pool first starts; later calls have no effect on a started pool. */
+static int l_set_blocking_threads(lua_State *L) {
+  int n = (int)luaL_checkinteger(L, 1);
+  char buf[16];
+  snprintf(buf, sizeof buf, "%d", n);
+  setenv("UV_THREADPOOL_SIZE", buf, 1);
+  return 0;
+}
+
+/* report(what, message): the runtime's error path. */
+static int l_report(lua_State *L) {
+  msrt_host_report(host(L), luaL_checkstring(L, 1), luaL_checkstring(L, 2));
+  return 0;
+}
+
+/* options() -> {profile =, workers =, log_level =} from the command line */
+static int l_options(lua_State *L) {
+  msrt_host *h = host(L);
+  static const char *const levels[] = {"debug", "info", "warn", "error"};
+  lua_createtable(L, 0, 3);
+  if (h->profile) {
+    lua_pushstring(L, h->profile);
+    lua_setfield(L, -2, "profile");
+  }
+  if (h->workers > 0) {
+    lua_pushinteger(L, h->workers);
+    lua_setfield(L, -2, "workers");
+  }
+  lua_pushstring(L, levels[h->log_level]);
+  lua_setfield(L, -2, "log_level");
+  return 1;
+}
+
+static int l_set_log_level(lua_State *L) {
+  int level = msrt_log_level_from_name(luaL_checkstring(L, 1));
+  if (level < 0) return luaL_argerror(L, 1, "debug, info, warn or error");
+  host(L)->log_level = level;
+  return 0;
+}
+
+/* exe() -> the path of this msrt-lua executable */
+static int l_exe(lua_State *L) {
+  char buf[4096];
+  size_t n = sizeof buf;
+  if (uv_exepath(buf, &n) != 0) return msrt_lua_fail(L, MSRT_E_IO, "no exe path");
+  lua_pushlstring(L, buf, n);
+  return 1;
+}
+
+/* now_ms() -> monotonic milliseconds (fractional) */
+static int l_now_ms(lua_State *L) {
+  lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e6);
+  return 1;
+}
+
+int luaopen_msrt_core(lua_State *L) {
+  static const luaL_Reg fns[] = {
+    {"on_shutdown", l_on_shutdown}, {"stop", l_stop}, {"run", l_run},
+    {"running", l_running}, {"stopping", l_stopping},
+    {"machine", l_machine}, {"threads", l_threads},
+    {"set_blocking_threads", l_set_blocking_threads}, {"report", l_report},
+    {"options", l_options}, {"set_log_level", l_set_log_level},
+    {"now_ms", l_now_ms}, {"exe", l_exe}, {NULL, NULL}};
+  lua_newtable(L);
+  luaL_register(L, NULL, fns);
+  msrt_lua_open_errors(L);
+  return 1;
+}

@@ -1,0 +1,23 @@
+/* Errors as Lua sees them (DESIGN.md "Errors"): a table with code,
+ * category, severity, recovery and message, whose tostring reads
+ * "<message> (<category>/<code>)". Hub thread or any state's own thread. */
+#ifndef MSRT_LUA_LERROR_H
+#define MSRT_LUA_LERROR_H
+
+#include <lua.h>
+
+#include "core/error.h"
+
+/* Push err as an error table. */
+void msrt_lua_push_error(lua_State *L, const msrt_error *err);
+
+/* Push nil and an error table built from code and a printf-style message;
+ * returns 2 so a C function can `return msrt_lua_fail(L, ...)`. */
+int msrt_lua_fail(lua_State *L, msrt_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* msrt.core.error(code, message [, fields]) and is_error, registered into
+ * the table at the top of the stack. */
+void msrt_lua_open_errors(lua_State *L);
+
+#endif
