@@ -104,6 +104,7 @@ describe("msrt-lua's hub", function()
 
   local function signalled(script, signals)
     local ready = os.tmpname()
+    os.remove(ready)
     local path = S.file(script)
     local kills = {}
     for _, sig in ipairs(signals) do kills[#kills + 1] = "kill -" .. sig .. " $pid; sleep 0.2" end

@@ -43,7 +43,9 @@ end
 
 --- Write text to a fresh temporary file ending in suffix; returns its path.
 function S.file(text, suffix)
-  local path = os.tmpname() .. (suffix or ".lua")
+  local base = os.tmpname() -- created empty: keep the name, not the file
+  os.remove(base)
+  local path = base .. (suffix or ".lua")
   local f = assert(io.open(path, "wb"))
   f:write(text)
   f:close()
