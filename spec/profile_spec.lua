@@ -81,7 +81,9 @@ describe("tuning profiles", function()
   end)
 
   it("report a nested field out of range", function()
-    local _, err = profile.resolve(S.file("return { gc = { pause = 5 } }\n"))
+    local path = S.file("return { gc = { pause = 5 } }\n")
+    local _, err = profile.resolve(path)
+    os.remove(path)
     assert.matches(":1: gc.pause must be an integer in 10..1000", err.message)
   end)
 
