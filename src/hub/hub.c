@@ -95,14 +95,13 @@ static void close_one(uv_handle_t *handle, void *arg) {
 }
 
 void msrt_hub_close_all(msrt_hub *h) {
-  /* Handles closed with a NULL callback here may belong to luv; luv frees
-   * its userdata from __gc, which only checks that the handle is closed. */
-  for (int round = 0; round < 4 && uv_loop_alive(&h->loop); round++) {
+  /* Several rounds: close callbacks may open or close more, and a pending
+   * uv_stop makes the first uv_run return before doing anything. */
+  for (int round = 0; round < 8; round++) {
     uv_walk(&h->loop, close_one, NULL);
+    if (!uv_loop_alive(&h->loop)) break;
     uv_run(&h->loop, UV_RUN_DEFAULT);
   }
-  uv_walk(&h->loop, close_one, NULL);
-  uv_run(&h->loop, UV_RUN_NOWAIT);
 }
 
 int msrt_hub_free(msrt_hub *h) {

@@ -1,0 +1,104 @@
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "core/envelope.h"
+#include "ctest.h"
+#include "hub/hub.h"
+#include "hub/inbox.h"
+
+#if defined(__SANITIZE_THREAD__)
+#define PER_THREAD 20000
+#else
+#define PER_THREAD 200000
+#endif
+
+typedef struct {
+  size_t got;
+  uint64_t last[2];
+  int out_of_order;
+  msrt_inbox *in;
+  msrt_hub *hub;
+} sink;
+
+static void drain(msrt_inbox_item *items, size_t n, void *ud) {
+  sink *s = ud;
+  for (size_t i = 0; i < n; i++) {
+    int t = items[i].kind;
+    if (items[i].target != s->last[t] + 1) s->out_of_order++;
+    s->last[t] = items[i].target;
+    msrt_env_unref(items[i].env);
+  }
+  s->got += n;
+  if (s->got == 2 * PER_THREAD) msrt_hub_shutdown(s->hub, "done", 0);
+}
+
+typedef struct { msrt_inbox *in; int id; } producer;
+
+static void *produce(void *arg) {
+  producer *p = arg;
+  for (uint64_t i = 1; i <= PER_THREAD; i++) {
+    msrt_envelope *e = msrt_env_new("x", 1, NULL, 0, NULL, 0, NULL, 0, 5, 0, 0);
+    msrt_inbox_item item = {p->id, i, e, NULL};
+    if (msrt_inbox_push(p->in, item) != 0) msrt_env_unref(e);
+  }
+  return NULL;
+}
+
+/* Two threads push; the hub drains everything, in order per producer. */
+static void test_inbox_many_producers(void) {
+  long live = msrt_env_live();
+  msrt_error err;
+  msrt_hub *hub = msrt_hub_new(&err);
+  sink s = {0};
+  s.hub = hub;
+  s.in = msrt_inbox_new(msrt_hub_loop(hub), drain, &s);
+  CHECK(s.in != NULL);
+  /* the inbox's handle is unreferenced: keep the loop up with a timer */
+  uv_timer_t keep;
+  uv_timer_init(msrt_hub_loop(hub), &keep);
+  uv_timer_start(&keep, (uv_timer_cb)(void (*)(void))abort, 60000, 0);
+  producer p[2] = {{s.in, 0}, {s.in, 1}};
+  pthread_t t[2];
+  for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, produce, &p[i]);
+  msrt_hub_run(hub);
+  for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+  CHECK(s.got == 2 * PER_THREAD);
+  CHECK(s.out_of_order == 0);
+  CHECK(s.last[0] == PER_THREAD && s.last[1] == PER_THREAD);
+  msrt_inbox_close(s.in);
+  msrt_hub_close_all(hub);
+  CHECK(msrt_hub_free(hub) == 0);
+  CHECK(msrt_env_live() == live);
+}
+
+static void test_inbox_closed_refuses(void) {
+  msrt_error err;
+  msrt_hub *hub = msrt_hub_new(&err);
+  sink s = {0};
+  msrt_inbox *in = msrt_inbox_new(msrt_hub_loop(hub), drain, &s);
+  msrt_envelope *e = msrt_env_new("x", 1, NULL, 0, NULL, 0, NULL, 0, 5, 0, 0);
+  msrt_inbox_item item = {0, 1, msrt_env_ref(e), NULL};
+  CHECK(msrt_inbox_push(in, item) == 0);
+  CHECK(msrt_inbox_depth(in) == 1);
+  msrt_inbox_close(in); /* drops the queued item's reference */
+  CHECK(msrt_inbox_push(in, item) == -1);
+  msrt_env_unref(e);
+  msrt_hub_close_all(hub);
+  CHECK(msrt_hub_free(hub) == 0);
+}
+
+static void test_hub_shutdown_status(void) {
+  msrt_error err;
+  msrt_hub *hub = msrt_hub_new(&err);
+  CHECK(!msrt_hub_stopping(hub));
+  msrt_hub_shutdown(hub, "broken", 3);
+  msrt_hub_shutdown(hub, "second", 0); /* ignored */
+  CHECK(msrt_hub_stopping(hub));
+  CHECK_STR(msrt_hub_reason(hub), "broken");
+  CHECK(msrt_hub_status(hub) == 3);
+  msrt_hub_close_all(hub);
+  CHECK(msrt_hub_free(hub) == 0);
+}
+
+TEST_MAIN(test_inbox_many_producers, test_inbox_closed_refuses,
+          test_hub_shutdown_status)

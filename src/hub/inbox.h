@@ -1,0 +1,56 @@
+/* The hub's inbox: how other threads hand work to the hub thread.
+ *
+ * Workers push items (an envelope for a hub subscription, a reply for a
+ * hub coroutine, a timer request from an actor...) and the hub drains them
+ * all in one uv_async callback. Sends coalesce (one wake-up for many
+ * pushes), so the inbox is a mutex-protected vector swapped out whole by
+ * the drain: the hub is the control plane, and one lock round per batch is
+ * cheaper here than a lock-free queue per item.
+ *
+ * Thread-safety: msrt_inbox_push from any thread; everything else on the
+ * hub thread.
+ */
+#ifndef MSRT_HUB_INBOX_H
+#define MSRT_HUB_INBOX_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/envelope.h"
+
+typedef struct {
+  int kind;          /* what the drain callback should do; caller-defined */
+  uint64_t target;   /* e.g. a subscription or request id */
+  msrt_envelope *env;/* reference owned by the item; may be NULL */
+  void *ptr;         /* caller-defined */
+} msrt_inbox_item;
+
+typedef struct msrt_inbox msrt_inbox;
+
+/* Called on the hub thread with every item pushed since the last drain,
+ * in push order. The callback owns the items' envelope references. */
+typedef void (*msrt_inbox_drain_fn)(msrt_inbox_item *items, size_t n,
+                                    void *ud);
+
+/* Make an inbox on loop; its async handle is unreferenced (an inbox alone
+ * never keeps the loop alive) and tagged for the hub (MSRT_HANDLE_MAGIC).
+ * Returns NULL when out of memory or when libuv fails. */
+msrt_inbox *msrt_inbox_new(uv_loop_t *loop, msrt_inbox_drain_fn fn, void *ud);
+
+/* Queue one item and wake the hub. Returns 0, or -1 when out of memory or
+ * after msrt_inbox_close (the caller keeps its envelope reference then). */
+int msrt_inbox_push(msrt_inbox *in, msrt_inbox_item item);
+
+/* Items pushed and not yet drained (approximate; for metrics). */
+size_t msrt_inbox_depth(msrt_inbox *in);
+
+/* Drain now (hub thread), without waiting for the async callback. */
+void msrt_inbox_drain(msrt_inbox *in);
+
+/* Refuse further pushes, drop queued items (unref their envelopes), close
+ * the handle; the memory is freed by the close callback. Hub thread. */
+void msrt_inbox_close(msrt_inbox *in);
+
+#endif
