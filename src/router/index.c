@@ -1,0 +1,1305 @@
+#include "router/index.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "router/internal.h"
+#include "router/subject.h"
+
+#define LINEAR_MAX 8        /* literal children kept in a plain array */
+#define CACHE_DEFAULT 16384 /* match cache slots per snapshot */
+#define CACHE_MAX_CANDS 64  /* bigger candidate sets are not cached */
+#define CACHE_PROBE 4       /* slots looked at per lookup / insert */
+#define CACHE_AFTER_MISSES 32 /* a reader's misses on a snapshot before it
+                                 makes the snapshot's cache */
+
+#define ALIGN8(x) (((x) + 7) & ~(size_t)7)
+
+/* ---- records ------------------------------------------------------------ */
+
+typedef struct rt_qstate {
+  uint32_t slot;          /* index of the readers' round-robin counters */
+  struct rt_qstate *next; /* writer's list of queue names */
+  uint32_t refs;          /* writer: subscriptions naming it */
+  uint32_t len;
+  char name[];
+} rt_qstate;
+
+typedef struct rt_sub {
+  uint64_t id;
+  void *endpoint;
+  void *ud;
+  uint32_t kind;
+  atomic_uint flags; /* MSRT_SUB_READY */
+  rt_qstate *q;      /* NULL = plain */
+  uint32_t plen;
+  char pattern[];
+} rt_sub;
+
+typedef struct rt_node rt_node;
+
+/* A literal child. pre holds the token's first 8 bytes (zero-padded), so a
+ * linear node compares tokens up to 8 bytes without hashing the subject's
+ * token or touching the child; hash is used by hash-table nodes. */
+typedef struct {
+  uint64_t pre;
+  uint64_t hash;
+  uint32_t len;
+  rt_node *child; /* NULL = empty slot (hash tables only) */
+} rt_lit;
+
+typedef struct {
+  rt_qstate *q;
+  uint32_t off, n; /* members[off .. off+n) */
+} rt_group;
+
+/* One allocation, 64-byte aligned: this header with the token right after
+ * it (a short token shares the first cache line), then the literal
+ * children, the plain subscriptions as ready-made match items (their fields
+ * never change), the queue groups and their members. */
+struct rt_node {
+  rt_lit *lits; /* mask 0: a plain array of nlit entries, else a table */
+  rt_node *star, *fwc;
+  uint32_t nlit, mask;
+  uint32_t nsubs, ngroups, nmembers, toklen;
+  char tok[]; /* NUL-terminated */
+};
+
+static inline size_t node_slots(const rt_node *n) {
+  return n->mask ? n->mask + 1u : n->nlit;
+}
+static inline msrt_match_item *node_items(const rt_node *n) {
+  return (msrt_match_item *)(n->lits + node_slots(n));
+}
+static inline rt_group *node_groups(const rt_node *n) {
+  return (rt_group *)(node_items(n) + n->nsubs);
+}
+static inline rt_sub **node_members(const rt_node *n) {
+  return (rt_sub **)(node_groups(n) + n->ngroups);
+}
+
+/* Candidates for one subject: plain items (copied, they never change) and
+ * queue groups with their member lists merged by queue name. */
+typedef struct {
+  rt_qstate *q;
+  uint32_t off, n;
+} rt_cgroup;
+
+typedef struct {
+  uint32_t nplain, ngroups, nmem;
+  const msrt_match_item *plain;
+  const rt_cgroup *groups;
+  rt_sub *const *mem;
+} rt_cand;
+
+/* A cache entry: one allocation, the subject in the first cache line, then
+ * the candidates (at most CACHE_MAX_CANDS, so 16-bit counts). */
+typedef struct rt_entry {
+  uint64_t hash;
+  uint32_t slen;
+  uint16_t nplain, ngroups, nmem;
+  struct rt_entry *next; /* the cache's list, for freeing */
+  char subj[];
+} rt_entry;
+
+#define ENTRY_PLAIN(e) ((const msrt_match_item *)((const char *)(e) + \
+                        ALIGN8(sizeof(rt_entry) + (e)->slen)))
+#define ENTRY_GROUPS(e) ((const rt_cgroup *)(ENTRY_PLAIN(e) + (e)->nplain))
+#define ENTRY_MEM(e) ((rt_sub *const *)(ENTRY_GROUPS(e) + (e)->ngroups))
+
+typedef struct {
+  uint32_t mask;
+  _Atomic(rt_entry *) head; /* every entry, pushed on insert */
+  _Atomic(rt_entry *) slot[];
+} rt_cache;
+
+typedef struct {
+  rt_node *root;
+  uint64_t version;
+  _Atomic(rt_cache *) cache;
+} rt_snap;
+
+typedef struct {
+  uint64_t tag;
+  void *p;
+  void (*fn)(void *);
+} rt_garb;
+
+typedef struct {
+  const char *p;
+  uint32_t len;
+  uint32_t kind; /* 0 literal, 1 '*', 2 '>' (writer side only) */
+  uint64_t pre;  /* first 8 bytes, zero-padded (rt_prefix) */
+  uint64_t hash; /* rt_hash; 0 = not computed yet (reader side) */
+} rt_tok;
+
+/* The first min(n, 8) bytes of p as a little-endian word, zero-padded,
+ * reading only p[0..n). */
+static inline uint64_t rt_prefix(const char *p, size_t n) {
+  uint64_t w = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  if (n >= 8) {
+    memcpy(&w, p, 8);
+  } else if (n >= 4) {
+    uint32_t a, b;
+    memcpy(&a, p, 4);
+    memcpy(&b, p + n - 4, 4);
+    w = a | ((uint64_t)b << ((n - 4) * 8));
+  } else if (n) {
+    const unsigned char *u = (const unsigned char *)p;
+    w = u[0] | ((uint64_t)u[n >> 1] << ((n >> 1) * 8)) |
+        ((uint64_t)u[n - 1] << ((n - 1) * 8));
+  }
+#else
+  for (size_t i = 0; i < n && i < 8; i++)
+    w |= (uint64_t)(unsigned char)p[i] << (i * 8);
+#endif
+  return w;
+}
+
+typedef struct {
+  const rt_node *n;
+  size_t ti;
+} rt_frame;
+
+typedef struct {
+  rt_qstate *q;
+  rt_sub *const *m;
+  uint32_t n;
+} rt_span;
+
+/* Writer-side description of a node being rebuilt. */
+typedef struct {
+  rt_lit *lits;
+  size_t nlit, litcap;
+  msrt_match_item *items;
+  size_t nsubs, subcap;
+  rt_sub **qsubs;
+  size_t nq, qcap;
+  rt_node *star, *fwc;
+} rt_spec;
+
+struct msrt_reader {
+  /* The slot writers scan: its own cache line. */
+  _Alignas(64) atomic_uint_least64_t epoch;
+  unsigned depth;
+  msrt_router *r;
+  msrt_reader *next, *prev;
+  uint64_t rng;
+  /* Statistics shard: written by the owner only. */
+  _Alignas(64) atomic_uint_least64_t stats[MSRT_STAT__COUNT];
+  /* Scratch, owner only. */
+  rt_tok *toks;
+  size_t tokcap;
+  rt_frame *stk;
+  size_t stkcap;
+  msrt_match_item *plain;
+  size_t nplain, plaincap;
+  rt_span *spans;
+  size_t nspans, spancap;
+  rt_cgroup *cg;
+  size_t cgcap;
+  rt_sub **mem;
+  size_t memcap;
+  uint32_t *idx;
+  size_t idxcap;
+  uint32_t *rr; /* round-robin counters by queue slot */
+  size_t rrcap;
+  const void *miss_snap; /* snapshot the misses below were counted on */
+  uint32_t misses;
+  rt_cand cand;
+};
+
+struct msrt_router {
+  _Atomic(rt_snap *) current;
+  _Atomic(msrt_routes *) routes;
+  atomic_uint_least64_t epoch;
+  size_t max_subject;
+  uint32_t cache_slots; /* 0 = no cache */
+  char pad[64];
+  atomic_uint_least64_t stats[MSRT_STAT__COUNT];
+  atomic_size_t nsubs;
+  atomic_uint_least64_t version;
+  /* Everything below: writer mutex. */
+  pthread_mutex_t mu;
+  uint64_t next_id;
+  rt_sub **map; /* open addressing by id */
+  size_t mapcap, mapn;
+  rt_qstate *queues;
+  uint32_t *qfree; /* free counter slots */
+  size_t nqfree, qfreecap;
+  uint32_t qnext;
+  msrt_reader *readers;
+  rt_garb *garb;
+  size_t ghead, glen, gcap;
+  rt_garb *pend;
+  size_t npend, pendcap;
+  rt_tok *wtoks;
+  size_t wtokcap;
+  rt_node **path, **built;
+  size_t pathcap, builtcap;
+  rt_spec spec;
+};
+
+/* ---- small utilities ---------------------------------------------------- */
+
+static bool grow(void **p, size_t *cap, size_t need, size_t elem) {
+  if (need <= *cap) return true;
+  size_t n = *cap ? *cap : 8;
+  while (n < need) n *= 2;
+  void *q = realloc(*p, n * elem);
+  if (!q) return false;
+  *p = q;
+  *cap = n;
+  return true;
+}
+static inline void *cpy(void *dst, const void *src, size_t n) {
+  if (n) memcpy(dst, src, n);
+  return dst;
+}
+
+#define GROW(ptr, cap, need) grow((void **)&(ptr), &(cap), (need), sizeof *(ptr))
+
+static size_t pow2_at_least(size_t n) {
+  size_t p = 1;
+  while (p < n) p <<= 1;
+  return p;
+}
+
+/* ---- trie nodes ---------------------------------------------------------- */
+
+static inline bool lit_is(const rt_lit *l, const rt_tok *t) {
+  return l->pre == t->pre && l->len == t->len &&
+         (t->len <= 8 || rt_eq(l->child->tok + 8, t->p + 8, t->len - 8));
+}
+
+/* The literal child for token t; computes t->hash on first need. */
+static inline rt_node *node_lit(const rt_node *n, rt_tok *t) {
+  const rt_lit *l = n->lits;
+  if (n->mask == 0) {
+    for (uint32_t i = 0; i < n->nlit; i++)
+      if (lit_is(&l[i], t)) return l[i].child;
+    return NULL;
+  }
+  if (!t->hash) t->hash = rt_hash(t->p, t->len);
+  for (uint32_t i = (uint32_t)t->hash & n->mask;; i = (i + 1) & n->mask) {
+    if (!l[i].child) return NULL;
+    if (l[i].hash == t->hash && lit_is(&l[i], t)) return l[i].child;
+  }
+}
+
+static rt_node *node_child(const rt_node *n, rt_tok *t) {
+  if (!n) return NULL;
+  if (t->kind == 1) return n->star;
+  if (t->kind == 2) return n->fwc;
+  return node_lit(n, t);
+}
+
+static void spec_clear(rt_spec *s) {
+  s->nlit = s->nsubs = s->nq = 0;
+  s->star = s->fwc = NULL;
+}
+
+static bool spec_load(rt_spec *s, const rt_node *n) {
+  spec_clear(s);
+  if (!n) return true;
+  if (!GROW(s->lits, s->litcap, n->nlit + 1) ||
+      !GROW(s->items, s->subcap, n->nsubs + 1) ||
+      !GROW(s->qsubs, s->qcap, n->nmembers + 1))
+    return false;
+  size_t slots = node_slots(n);
+  for (size_t i = 0; i < slots; i++)
+    if (n->lits[i].child) s->lits[s->nlit++] = n->lits[i];
+  cpy(s->items, node_items(n), n->nsubs * sizeof *s->items);
+  s->nsubs = n->nsubs;
+  cpy(s->qsubs, node_members(n), n->nmembers * sizeof *s->qsubs);
+  s->nq = n->nmembers;
+  s->star = n->star;
+  s->fwc = n->fwc;
+  return true;
+}
+
+static bool spec_empty(const rt_spec *s) {
+  return !s->nlit && !s->nsubs && !s->nq && !s->star && !s->fwc;
+}
+
+/* Point the child for token t at c (NULL removes it). */
+static bool spec_set_child(rt_spec *s, const rt_tok *t, rt_node *c) {
+  if (t->kind == 1) {
+    s->star = c;
+    return true;
+  }
+  if (t->kind == 2) {
+    s->fwc = c;
+    return true;
+  }
+  for (size_t i = 0; i < s->nlit; i++) {
+    rt_lit *l = &s->lits[i];
+    if (lit_is(l, t)) {
+      if (c) l->child = c;
+      else s->lits[i] = s->lits[--s->nlit];
+      return true;
+    }
+  }
+  if (!c) return true;
+  if (!GROW(s->lits, s->litcap, s->nlit + 1)) return false;
+  s->lits[s->nlit++] = (rt_lit){t->pre, t->hash, t->len, c};
+  return true;
+}
+
+
+static rt_node *node_build(const rt_spec *s, const char *tok, uint32_t toklen) {
+  size_t nlit = s->nlit;
+  uint32_t mask = 0;
+  size_t slots = nlit;
+  if (nlit > LINEAR_MAX) {
+    slots = pow2_at_least(nlit * 2);
+    mask = (uint32_t)slots - 1;
+  }
+  size_t ngroups = 0;
+  for (size_t i = 0; i < s->nq; i++) {
+    size_t j = 0;
+    while (j < i && s->qsubs[j]->q != s->qsubs[i]->q) j++;
+    if (j == i) ngroups++;
+  }
+  size_t size = ALIGN8(sizeof(rt_node) + toklen + 1) + slots * sizeof(rt_lit) +
+                s->nsubs * sizeof(msrt_match_item) +
+                ngroups * sizeof(rt_group) + s->nq * sizeof(rt_sub *);
+  rt_node *n = aligned_alloc(64, (size + 63) & ~(size_t)63);
+  if (!n) return NULL;
+  n->lits = (rt_lit *)((char *)n + ALIGN8(sizeof(rt_node) + toklen + 1));
+  n->star = s->star;
+  n->fwc = s->fwc;
+  n->nlit = (uint32_t)nlit;
+  n->mask = mask;
+  n->nsubs = (uint32_t)s->nsubs;
+  n->ngroups = (uint32_t)ngroups;
+  n->nmembers = (uint32_t)s->nq;
+  n->toklen = toklen;
+  if (toklen) memcpy(n->tok, tok, toklen);
+  n->tok[toklen] = 0;
+  if (mask) {
+    memset(n->lits, 0, slots * sizeof(rt_lit));
+    for (size_t i = 0; i < nlit; i++) {
+      uint32_t k = (uint32_t)s->lits[i].hash & mask;
+      while (n->lits[k].child) k = (k + 1) & mask;
+      n->lits[k] = s->lits[i];
+    }
+  } else {
+    cpy(n->lits, s->lits, nlit * sizeof(rt_lit));
+  }
+  cpy(node_items(n), s->items, s->nsubs * sizeof(msrt_match_item));
+  rt_group *groups = node_groups(n);
+  rt_sub **members = node_members(n);
+  uint32_t g = 0, m = 0;
+  for (size_t i = 0; i < s->nq; i++) {
+    rt_qstate *q = s->qsubs[i]->q;
+    size_t j = 0;
+    while (j < i && s->qsubs[j]->q != q) j++;
+    if (j < i) continue; /* group already laid out */
+    groups[g] = (rt_group){q, m, 0};
+    for (size_t k = i; k < s->nq; k++)
+      if (s->qsubs[k]->q == q) {
+        members[m++] = s->qsubs[k];
+        groups[g].n++;
+      }
+    g++;
+  }
+  return n;
+}
+
+/* ---- snapshots and garbage ------------------------------------------------ */
+
+static void cache_free(rt_cache *c) {
+  if (!c) return;
+  rt_entry *e = atomic_load_explicit(&c->head, memory_order_relaxed);
+  while (e) {
+    rt_entry *n = e->next;
+    free(e);
+    e = n;
+  }
+  free(c);
+}
+
+static void snap_free(void *p) {
+  rt_snap *s = p;
+  cache_free(atomic_load_explicit(&s->cache, memory_order_relaxed));
+  free(s);
+}
+
+static size_t reclaim_locked(msrt_router *r) {
+  uint64_t min = UINT64_MAX;
+  for (msrt_reader *rd = r->readers; rd; rd = rd->next) {
+    uint64_t e = atomic_load_explicit(&rd->epoch, memory_order_seq_cst);
+    if (e && e < min) min = e;
+  }
+  while (r->ghead < r->glen && r->garb[r->ghead].tag < min) {
+    rt_garb *g = &r->garb[r->ghead++];
+    g->fn(g->p);
+  }
+  if (r->ghead == r->glen) {
+    r->ghead = r->glen = 0;
+  } else if (r->ghead > r->glen / 2) {
+    memmove(r->garb, r->garb + r->ghead,
+            (r->glen - r->ghead) * sizeof *r->garb);
+    r->glen -= r->ghead;
+    r->ghead = 0;
+  }
+  return r->glen - r->ghead;
+}
+
+/* Publish a new root: swap the snapshot, tag the pending garbage (plus the
+ * old snapshot) with the current epoch, advance the epoch, reclaim. The
+ * pending list and garbage list were grown beforehand, so this cannot fail
+ * after the swap. */
+static void commit(msrt_router *r, rt_snap *ns) {
+  rt_snap *old = atomic_load_explicit(&r->current, memory_order_relaxed);
+  ns->version = old->version + 1;
+  atomic_store_explicit(&ns->cache, NULL, memory_order_relaxed);
+  r->pend[r->npend++] = (rt_garb){0, old, snap_free};
+  atomic_exchange_explicit(&r->current, ns, memory_order_seq_cst);
+  uint64_t t = atomic_load_explicit(&r->epoch, memory_order_seq_cst);
+  for (size_t i = 0; i < r->npend; i++) {
+    r->pend[i].tag = t;
+    r->garb[r->glen++] = r->pend[i];
+  }
+  r->npend = 0;
+  atomic_store_explicit(&r->epoch, t + 1, memory_order_seq_cst);
+  atomic_store_explicit(&r->version, ns->version, memory_order_relaxed);
+  reclaim_locked(r);
+}
+
+/* ---- id map --------------------------------------------------------------- */
+
+static inline size_t id_slot(uint64_t id, size_t cap) {
+  return (size_t)((id * 0x9e3779b97f4a7c15ull) >> 17) & (cap - 1);
+}
+
+static rt_sub *map_get(msrt_router *r, uint64_t id) {
+  if (!r->mapcap) return NULL;
+  for (size_t i = id_slot(id, r->mapcap);; i = (i + 1) & (r->mapcap - 1)) {
+    if (!r->map[i]) return NULL;
+    if (r->map[i]->id == id) return r->map[i];
+  }
+}
+
+static void map_put_nogrow(rt_sub **map, size_t cap, rt_sub *s) {
+  size_t i = id_slot(s->id, cap);
+  while (map[i]) i = (i + 1) & (cap - 1);
+  map[i] = s;
+}
+
+static bool map_reserve(msrt_router *r) {
+  if ((r->mapn + 1) * 2 <= r->mapcap) return true;
+  size_t cap = r->mapcap ? r->mapcap * 2 : 64;
+  rt_sub **m = calloc(cap, sizeof *m);
+  if (!m) return false;
+  for (size_t i = 0; i < r->mapcap; i++)
+    if (r->map[i]) map_put_nogrow(m, cap, r->map[i]);
+  free(r->map);
+  r->map = m;
+  r->mapcap = cap;
+  return true;
+}
+
+static void map_del(msrt_router *r, uint64_t id) {
+  size_t mask = r->mapcap - 1, i = id_slot(id, r->mapcap);
+  while (r->map[i]->id != id) i = (i + 1) & mask;
+  /* backward-shift deletion */
+  for (size_t j = (i + 1) & mask; r->map[j]; j = (j + 1) & mask) {
+    size_t home = id_slot(r->map[j]->id, r->mapcap);
+    if (((j - home) & mask) >= ((j - i) & mask)) {
+      r->map[i] = r->map[j];
+      i = j;
+    }
+  }
+  r->map[i] = NULL;
+  r->mapn--;
+}
+
+/* ---- router -------------------------------------------------------------- */
+
+msrt_router *msrt_router_new(const msrt_router_opts *opts) {
+  msrt_router *r = aligned_alloc(64, (sizeof *r + 63) & ~(size_t)63);
+  if (!r) return NULL;
+  memset(r, 0, sizeof *r);
+  r->max_subject = opts && opts->max_subject ? opts->max_subject
+                                             : MSRT_SUBJECT_MAX_DEFAULT;
+  uint32_t cs = opts ? opts->cache_slots : 0;
+  if (cs == 0) cs = CACHE_DEFAULT;
+  r->cache_slots = cs == UINT32_MAX ? 0 : (uint32_t)pow2_at_least(cs < 8 ? 8 : cs);
+  if (r->cache_slots > (1u << 24)) r->cache_slots = 1u << 24;
+  pthread_mutex_init(&r->mu, NULL);
+  r->next_id = 1;
+  atomic_init(&r->epoch, 1);
+  rt_spec empty = {0};
+  rt_snap *s = calloc(1, sizeof *s);
+  rt_node *root = s ? node_build(&empty, "", 0) : NULL;
+  if (!root) {
+    free(s);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+    return NULL;
+  }
+  s->root = root;
+  atomic_init(&s->cache, NULL);
+  atomic_init(&r->current, s);
+  atomic_init(&r->routes, NULL);
+  return r;
+}
+
+static void reader_release(msrt_reader *rd) {
+  free(rd->toks);
+  free(rd->stk);
+  free(rd->plain);
+  free(rd->spans);
+  free(rd->cg);
+  free(rd->mem);
+  free(rd->idx);
+  free(rd->rr);
+  free(rd);
+}
+
+static void trie_free(rt_node *root) {
+  rt_node **stack = NULL;
+  size_t n = 0, cap = 0;
+  if (!GROW(stack, cap, 1)) return; /* leak rather than crash */
+  stack[n++] = root;
+  while (n) {
+    rt_node *x = stack[--n];
+    size_t slots = node_slots(x);
+    if (!GROW(stack, cap, n + slots + 2)) break;
+    for (size_t i = 0; i < slots; i++)
+      if (x->lits[i].child) stack[n++] = x->lits[i].child;
+    if (x->star) stack[n++] = x->star;
+    if (x->fwc) stack[n++] = x->fwc;
+    free(x);
+  }
+  free(stack);
+}
+
+void msrt_router_free(msrt_router *r) {
+  if (!r) return;
+  for (size_t i = r->ghead; i < r->glen; i++) r->garb[i].fn(r->garb[i].p);
+  free(r->garb);
+  free(r->pend);
+  while (r->readers) {
+    msrt_reader *rd = r->readers;
+    r->readers = rd->next;
+    reader_release(rd);
+  }
+  rt_snap *s = atomic_load_explicit(&r->current, memory_order_relaxed);
+  trie_free(s->root);
+  snap_free(s);
+  for (size_t i = 0; i < r->mapcap; i++) free(r->map[i]);
+  free(r->map);
+  while (r->queues) {
+    rt_qstate *q = r->queues;
+    r->queues = q->next;
+    free(q);
+  }
+  msrt_routes_free(atomic_load_explicit(&r->routes, memory_order_relaxed));
+  free(r->qfree);
+  free(r->wtoks);
+  free(r->path);
+  free(r->built);
+  free(r->spec.lits);
+  free(r->spec.items);
+  free(r->spec.qsubs);
+  pthread_mutex_destroy(&r->mu);
+  free(r);
+}
+
+/* ---- readers ------------------------------------------------------------- */
+
+static atomic_uint_least64_t rng_seq;
+
+msrt_reader *msrt_router_reader_new(msrt_router *r) {
+  msrt_reader *rd = aligned_alloc(64, (sizeof *rd + 63) & ~(size_t)63);
+  if (!rd) return NULL;
+  memset(rd, 0, sizeof *rd);
+  atomic_init(&rd->epoch, 0);
+  for (int i = 0; i < MSRT_STAT__COUNT; i++) atomic_init(&rd->stats[i], 0);
+  rd->r = r;
+  rd->rng = msrt_now_ns() ^ (uintptr_t)rd ^
+            (atomic_fetch_add(&rng_seq, 1) * 0xd1b54a32d192ed03ull);
+  pthread_mutex_lock(&r->mu);
+  rd->next = r->readers;
+  if (r->readers) r->readers->prev = rd;
+  r->readers = rd;
+  pthread_mutex_unlock(&r->mu);
+  return rd;
+}
+
+void msrt_router_reader_free(msrt_reader *rd) {
+  if (!rd) return;
+  msrt_router *r = rd->r;
+  pthread_mutex_lock(&r->mu);
+  if (rd->prev) rd->prev->next = rd->next;
+  else r->readers = rd->next;
+  if (rd->next) rd->next->prev = rd->prev;
+  for (int i = 0; i < MSRT_STAT__COUNT; i++)
+    atomic_fetch_add_explicit(
+        &r->stats[i],
+        atomic_load_explicit(&rd->stats[i], memory_order_relaxed),
+        memory_order_relaxed);
+  reclaim_locked(r);
+  pthread_mutex_unlock(&r->mu);
+  reader_release(rd);
+}
+
+void msrt_router_reader_enter(msrt_reader *rd) {
+  if (rd->depth++ == 0) {
+    uint64_t e = atomic_load_explicit(&rd->r->epoch, memory_order_acquire);
+    atomic_exchange_explicit(&rd->epoch, e, memory_order_seq_cst);
+  }
+}
+
+void msrt_router_reader_leave(msrt_reader *rd) {
+  if (--rd->depth == 0)
+    atomic_store_explicit(&rd->epoch, 0, memory_order_release);
+}
+
+/* ---- subscribe / unsubscribe --------------------------------------------- */
+
+static bool tokenize_w(msrt_router *r, const char *p, size_t len,
+                       size_t *ntok) {
+  size_t n = msrt_subject_tokens(p, len);
+  if (!GROW(r->wtoks, r->wtokcap, n) || !GROW(r->path, r->pathcap, n + 1) ||
+      !GROW(r->built, r->builtcap, n + 1))
+    return false;
+  size_t k = 0, start = 0;
+  for (size_t i = 0; i <= len; i++) {
+    if (i < len && p[i] != '.') continue;
+    rt_tok *t = &r->wtoks[k++];
+    t->p = p + start;
+    t->len = (uint32_t)(i - start);
+    t->kind = 0;
+    if (t->len == 1 && t->p[0] == '*') t->kind = 1;
+    if (t->len == 1 && t->p[0] == '>') t->kind = 2;
+    t->hash = rt_hash(t->p, t->len);
+    t->pre = rt_prefix(t->p, t->len);
+    start = i + 1;
+  }
+  *ntok = n;
+  return true;
+}
+
+/* Rebuild the path for r->wtoks[0..nt) bottom-up. leaf_op edits the leaf's
+ * spec. On success the new root is returned and the replaced nodes are on
+ * the pending list; on failure nothing changed. */
+typedef bool (*leaf_op)(rt_spec *s, rt_sub *sub);
+
+static inline void item_of(msrt_match_item *it, const rt_sub *s,
+                           uint32_t flags) {
+  it->sub_id = s->id;
+  it->endpoint = s->endpoint;
+  it->ud = s->ud;
+  it->kind = s->kind;
+  it->flags = flags;
+}
+
+static bool op_add(rt_spec *s, rt_sub *sub) {
+  if (sub->q) {
+    if (!GROW(s->qsubs, s->qcap, s->nq + 1)) return false;
+    s->qsubs[s->nq++] = sub;
+  } else {
+    if (!GROW(s->items, s->subcap, s->nsubs + 1)) return false;
+    item_of(&s->items[s->nsubs++], sub, 0);
+  }
+  return true;
+}
+
+static bool op_del(rt_spec *s, rt_sub *sub) {
+  if (sub->q) {
+    for (size_t i = 0; i < s->nq; i++)
+      if (s->qsubs[i] == sub) {
+        memmove(s->qsubs + i, s->qsubs + i + 1,
+                (s->nq - i - 1) * sizeof *s->qsubs);
+        s->nq--;
+        break;
+      }
+  } else {
+    for (size_t i = 0; i < s->nsubs; i++)
+      if (s->items[i].sub_id == sub->id) {
+        memmove(s->items + i, s->items + i + 1,
+                (s->nsubs - i - 1) * sizeof *s->items);
+        s->nsubs--;
+        break;
+      }
+  }
+  return true;
+}
+
+static rt_node *rebuild(msrt_router *r, size_t nt, leaf_op op, rt_sub *sub) {
+  /* the writer's tokens carry their hash already */
+  rt_snap *cur = atomic_load_explicit(&r->current, memory_order_relaxed);
+  rt_node **path = r->path, **built = r->built;
+  path[0] = cur->root;
+  for (size_t i = 0; i < nt; i++) path[i + 1] = node_child(path[i], &r->wtoks[i]);
+  size_t nb = 0;
+  /* The pending list must be able to take every replaced node, the old
+   * snapshot and up to two records, and the garbage list all of that. */
+  if (!GROW(r->pend, r->pendcap, r->npend + nt + 4) ||
+      !GROW(r->garb, r->gcap, r->glen + r->npend + nt + 4))
+    return NULL;
+  rt_spec *s = &r->spec;
+  rt_node *nn = NULL;
+  for (size_t i = nt + 1; i-- > 0;) {
+    if (!spec_load(s, path[i])) goto fail;
+    if (i == nt) {
+      if (!op(s, sub)) goto fail;
+    } else if (!spec_set_child(s, &r->wtoks[i], nn)) {
+      goto fail;
+    }
+    if (i > 0 && spec_empty(s)) {
+      nn = NULL;
+    } else {
+      const rt_tok *t = i ? &r->wtoks[i - 1] : NULL;
+      nn = node_build(s, t ? t->p : "", t ? t->len : 0);
+      if (!nn) goto fail;
+      built[nb++] = nn;
+    }
+  }
+  for (size_t i = 0; i <= nt; i++)
+    if (path[i]) r->pend[r->npend++] = (rt_garb){0, path[i], free};
+  return nn;
+fail:
+  while (nb) free(built[--nb]);
+  return NULL;
+}
+
+static rt_qstate *queue_get(msrt_router *r, const char *q, size_t len) {
+  for (rt_qstate *s = r->queues; s; s = s->next)
+    if (s->len == len && memcmp(s->name, q, len) == 0) return s;
+  if (!GROW(r->qfree, r->qfreecap, r->nqfree + 1)) return NULL;
+  rt_qstate *s = malloc(sizeof *s + len + 1);
+  if (!s) return NULL;
+  s->slot = r->nqfree ? r->qfree[--r->nqfree] : r->qnext++;
+  s->refs = 0;
+  s->len = (uint32_t)len;
+  memcpy(s->name, q, len);
+  s->name[len] = 0;
+  s->next = r->queues;
+  r->queues = s;
+  return s;
+}
+
+/* Forget a queue name no subscription uses; the record itself is freed
+ * by the caller (or retired). Its counter slot may be reused at once:
+ * a reader still on an old snapshot then shares a counter, harmlessly. */
+static void queue_unlink(msrt_router *r, rt_qstate *q) {
+  r->qfree[r->nqfree++] = q->slot; /* room reserved in queue_get */
+  for (rt_qstate **pp = &r->queues; *pp; pp = &(*pp)->next)
+    if (*pp == q) {
+      *pp = q->next;
+      return;
+    }
+}
+
+msrt_code msrt_router_subscribe(msrt_router *r, const char *pattern,
+                                size_t plen, const char *queue, size_t qlen,
+                                void *endpoint, uint32_t kind, void *ud,
+                                uint64_t *sub_id, msrt_error *err) {
+  msrt_code c = msrt_pattern_validate(pattern, plen, r->max_subject, err);
+  if (c != MSRT_E_OK) return c;
+  if (queue && qlen &&
+      (c = msrt_queue_validate(queue, qlen, r->max_subject, err)) != MSRT_E_OK)
+    return c;
+  rt_sub *sub = malloc(sizeof *sub + plen + 1);
+  rt_snap *ns = malloc(sizeof *ns);
+  if (!sub || !ns) {
+    free(sub);
+    free(ns);
+    return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+  }
+  memcpy(sub->pattern, pattern, plen);
+  sub->pattern[plen] = 0;
+  sub->plen = (uint32_t)plen;
+  sub->endpoint = endpoint;
+  sub->ud = ud;
+  sub->kind = kind;
+  sub->q = NULL;
+  atomic_init(&sub->flags, MSRT_SUB_READY);
+
+  pthread_mutex_lock(&r->mu);
+  size_t nt;
+  rt_qstate *q = NULL;
+  if (!tokenize_w(r, sub->pattern, plen, &nt) || !map_reserve(r)) goto nomem;
+  if (queue && qlen) {
+    if (!(q = queue_get(r, queue, qlen))) goto nomem;
+    q->refs++;
+    sub->q = q;
+  }
+  sub->id = r->next_id;
+  rt_node *root = rebuild(r, nt, op_add, sub);
+  if (!root) goto nomem;
+  r->next_id++;
+  map_put_nogrow(r->map, r->mapcap, sub);
+  r->mapn++;
+  ns->root = root;
+  commit(r, ns);
+  atomic_fetch_add_explicit(&r->nsubs, 1, memory_order_relaxed);
+  pthread_mutex_unlock(&r->mu);
+  if (sub_id) *sub_id = sub->id;
+  return MSRT_E_OK;
+nomem:
+  if (q && --q->refs == 0) {
+    queue_unlink(r, q);
+    free(q);
+  }
+  r->npend = 0;
+  pthread_mutex_unlock(&r->mu);
+  free(sub);
+  free(ns);
+  return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+}
+
+msrt_code msrt_router_unsubscribe(msrt_router *r, uint64_t sub_id) {
+  rt_snap *ns = malloc(sizeof *ns);
+  if (!ns) return MSRT_E_NOMEM;
+  pthread_mutex_lock(&r->mu);
+  rt_sub *sub = map_get(r, sub_id);
+  if (!sub) {
+    pthread_mutex_unlock(&r->mu);
+    free(ns);
+    return MSRT_E_NOT_FOUND;
+  }
+  size_t nt;
+  rt_node *root;
+  if (!tokenize_w(r, sub->pattern, sub->plen, &nt) ||
+      !(root = rebuild(r, nt, op_del, sub))) {
+    r->npend = 0;
+    pthread_mutex_unlock(&r->mu);
+    free(ns);
+    return MSRT_E_NOMEM;
+  }
+  map_del(r, sub_id);
+  r->pend[r->npend++] = (rt_garb){0, sub, free};
+  if (sub->q && --sub->q->refs == 0) {
+    queue_unlink(r, sub->q);
+    r->pend[r->npend++] = (rt_garb){0, sub->q, free};
+  }
+  ns->root = root;
+  commit(r, ns);
+  atomic_fetch_sub_explicit(&r->nsubs, 1, memory_order_relaxed);
+  pthread_mutex_unlock(&r->mu);
+  return MSRT_E_OK;
+}
+
+msrt_code msrt_router_set_ready(msrt_router *r, uint64_t sub_id, bool ready) {
+  pthread_mutex_lock(&r->mu);
+  rt_sub *sub = map_get(r, sub_id);
+  if (sub) {
+    if (ready)
+      atomic_fetch_or_explicit(&sub->flags, MSRT_SUB_READY, memory_order_release);
+    else
+      atomic_fetch_and_explicit(&sub->flags, ~MSRT_SUB_READY,
+                                memory_order_release);
+  }
+  pthread_mutex_unlock(&r->mu);
+  return sub ? MSRT_E_OK : MSRT_E_NOT_FOUND;
+}
+
+size_t msrt_router_sub_count(msrt_router *r) {
+  return atomic_load_explicit(&r->nsubs, memory_order_relaxed);
+}
+
+uint64_t msrt_router_version(msrt_router *r) {
+  return atomic_load_explicit(&r->version, memory_order_relaxed);
+}
+
+size_t msrt_router_reclaim(msrt_router *r) {
+  pthread_mutex_lock(&r->mu);
+  size_t n = reclaim_locked(r);
+  pthread_mutex_unlock(&r->mu);
+  return n;
+}
+
+/* ---- matching ------------------------------------------------------------- */
+
+void msrt_match_result_free(msrt_match_result *m) {
+  free(m->items);
+  msrt_match_result_init(m);
+}
+
+static inline bool collect(msrt_reader *rd, const rt_node *n) {
+  if (n->nsubs) {
+    if (!GROW(rd->plain, rd->plaincap, rd->nplain + n->nsubs)) return false;
+    memcpy(rd->plain + rd->nplain, node_items(n),
+           n->nsubs * sizeof(msrt_match_item));
+    rd->nplain += n->nsubs;
+  }
+  if (n->ngroups) {
+    if (!GROW(rd->spans, rd->spancap, rd->nspans + n->ngroups)) return false;
+    const rt_group *g = node_groups(n);
+    rt_sub *const *m = node_members(n);
+    for (uint32_t i = 0; i < n->ngroups; i++)
+      rd->spans[rd->nspans++] = (rt_span){g[i].q, m + g[i].off, g[i].n};
+  }
+  return true;
+}
+
+/* Split s at '.' into toks (room for len + 1); returns the count. Eight
+ * bytes at a time: a byte is '.' when (byte ^ '.') is zero, found exactly
+ * with the carry-free zero-byte test. */
+static inline size_t rt_split(const char *s, size_t len, rt_tok *toks) {
+  size_t nt = 0, start = 0, i = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  const uint64_t dots = 0x2e2e2e2e2e2e2e2eull, lo7 = 0x7f7f7f7f7f7f7f7full;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t w;
+    memcpy(&w, s + i, 8);
+    uint64_t x = w ^ dots;
+    uint64_t m = ~(((x & lo7) + lo7) | x | lo7);
+    while (m) {
+      size_t pos = i + ((size_t)__builtin_ctzll(m) >> 3);
+      toks[nt++] = (rt_tok){s + start, (uint32_t)(pos - start), 0, 0, 0};
+      start = pos + 1;
+      m &= m - 1;
+    }
+  }
+#endif
+  for (; i < len; i++)
+    if (s[i] == '.') {
+      toks[nt++] = (rt_tok){s + start, (uint32_t)(i - start), 0, 0, 0};
+      start = i + 1;
+    }
+  toks[nt++] = (rt_tok){s + start, (uint32_t)(len - start), 0, 0, 0};
+  return nt;
+}
+
+/* Walk the trie for the subject into rd's scratch and describe the result in
+ * rd->cand. Returns NULL when scratch could not grow. */
+static const rt_cand *walk(msrt_reader *rd, const rt_node *root,
+                           const char *subj, size_t len) {
+  if (!GROW(rd->toks, rd->tokcap, len + 1)) return NULL;
+  size_t nt = rt_split(subj, len, rd->toks);
+  for (size_t i = 0; i < nt; i++)
+    rd->toks[i].pre = rt_prefix(rd->toks[i].p, rd->toks[i].len);
+  rd->nplain = rd->nspans = 0;
+  size_t sp = 0;
+  if (!GROW(rd->stk, rd->stkcap, 16)) return NULL;
+  rd->stk[sp++] = (rt_frame){root, 0};
+  while (sp) {
+    rt_frame f = rd->stk[--sp];
+    const rt_node *n = f.n;
+    size_t ti = f.ti;
+    for (;;) {
+      if (ti == nt) {
+        if (!collect(rd, n)) return NULL;
+        break;
+      }
+      if (n->fwc && !collect(rd, n->fwc)) return NULL;
+      if (n->star) {
+        if (!GROW(rd->stk, rd->stkcap, sp + 1)) return NULL;
+        rd->stk[sp++] = (rt_frame){n->star, ti + 1};
+      }
+      if (!n->nlit) break;
+      const rt_node *c = node_lit(n, &rd->toks[ti]);
+      if (!c) break;
+      n = c;
+      ti++;
+    }
+  }
+  /* Merge spans into groups by queue name. */
+  size_t ng = 0, nm = 0;
+  if (!GROW(rd->cg, rd->cgcap, rd->nspans + 1)) return NULL;
+  for (size_t i = 0; i < rd->nspans; i++) {
+    size_t j = 0;
+    while (j < ng && rd->cg[j].q != rd->spans[i].q) j++;
+    if (j == ng) rd->cg[ng++] = (rt_cgroup){rd->spans[i].q, 0, 0};
+    rd->cg[j].n += rd->spans[i].n;
+    nm += rd->spans[i].n;
+  }
+  if (!GROW(rd->mem, rd->memcap, nm + 1)) return NULL;
+  uint32_t off = 0;
+  for (size_t j = 0; j < ng; j++) {
+    rd->cg[j].off = off;
+    for (size_t i = 0; i < rd->nspans; i++)
+      if (rd->spans[i].q == rd->cg[j].q) {
+        cpy(rd->mem + off, rd->spans[i].m, rd->spans[i].n * sizeof(rt_sub *));
+        off += rd->spans[i].n;
+      }
+  }
+  rt_cand *c = &rd->cand;
+  c->nplain = (uint32_t)rd->nplain;
+  c->ngroups = (uint32_t)ng;
+  c->nmem = (uint32_t)nm;
+  c->plain = rd->plain;
+  c->groups = rd->cg;
+  c->mem = rd->mem;
+  return c;
+}
+
+static inline const rt_entry *cache_find(const rt_cache *c, uint64_t h,
+                                         const char *s, size_t len) {
+  for (uint32_t k = 0; k < CACHE_PROBE; k++) {
+    const rt_entry *e = atomic_load_explicit(
+        &c->slot[((uint32_t)h + k) & c->mask], memory_order_acquire);
+    if (!e) return NULL;
+    if (e->hash == h && e->slen == len && rt_eq(e->subj, s, len)) return e;
+  }
+  return NULL;
+}
+
+static void cache_insert(msrt_reader *rd, rt_snap *s, rt_cache *c,
+                         uint64_t h, const char *subj, size_t len,
+                         const rt_cand *src) {
+  msrt_router *r = rd->r;
+  if (!c) {
+    /* Make a snapshot's cache only once this reader has missed enough on
+     * it: a snapshot replaced at once by the next change never pays. */
+    if (rd->miss_snap != s) {
+      rd->miss_snap = s;
+      rd->misses = 0;
+    }
+    if (++rd->misses < CACHE_AFTER_MISSES) return;
+    c = calloc(1, sizeof *c + (size_t)r->cache_slots * sizeof c->slot[0]);
+    if (!c) return;
+    c->mask = r->cache_slots - 1;
+    rt_cache *expected = NULL;
+    if (!atomic_compare_exchange_strong_explicit(&s->cache, &expected, c,
+                                                 memory_order_acq_rel,
+                                                 memory_order_acquire)) {
+      free(c);
+      c = expected;
+    }
+  }
+  size_t off_plain = ALIGN8(sizeof(rt_entry) + len);
+  size_t sz = off_plain + src->nplain * sizeof(msrt_match_item) +
+              src->ngroups * sizeof(rt_cgroup) + src->nmem * sizeof(rt_sub *);
+  rt_entry *e = malloc(sz);
+  if (!e) return;
+  e->hash = h;
+  e->slen = (uint32_t)len;
+  e->nplain = (uint16_t)src->nplain;
+  e->ngroups = (uint16_t)src->ngroups;
+  e->nmem = (uint16_t)src->nmem;
+  memcpy(e->subj, subj, len);
+  cpy((void *)ENTRY_PLAIN(e), src->plain, src->nplain * sizeof(msrt_match_item));
+  cpy((void *)ENTRY_GROUPS(e), src->groups, src->ngroups * sizeof(rt_cgroup));
+  cpy((void *)ENTRY_MEM(e), src->mem, src->nmem * sizeof(rt_sub *));
+  for (uint32_t k = 0; k < CACHE_PROBE; k++) {
+    rt_entry *expected = NULL;
+    if (atomic_compare_exchange_strong_explicit(
+            &c->slot[((uint32_t)h + k) & c->mask], &expected, e,
+            memory_order_release, memory_order_relaxed)) {
+      e->next = atomic_load_explicit(&c->head, memory_order_relaxed);
+      while (!atomic_compare_exchange_weak_explicit(
+          &c->head, &e->next, e, memory_order_release, memory_order_relaxed)) {
+      }
+      return;
+    }
+  }
+  free(e); /* bucket full: stays uncached in this snapshot */
+}
+
+static inline bool is_ready(const rt_sub *s) {
+  return atomic_load_explicit(&((rt_sub *)s)->flags, memory_order_acquire) &
+         MSRT_SUB_READY;
+}
+
+static long select_items(msrt_reader *rd, const rt_cand *c,
+                         msrt_match_result *out, msrt_skip_fn skip,
+                         void *skip_ud) {
+  size_t need = (size_t)c->nplain + c->ngroups;
+  if (need > out->cap) {
+    size_t cap = out->cap ? out->cap : 8;
+    while (cap < need) cap *= 2;
+    msrt_match_item *it = realloc(out->items, cap * sizeof *it);
+    if (!it) return -1;
+    out->items = it;
+    out->cap = cap;
+  }
+  msrt_match_item *items = out->items;
+  if (c->nplain) memcpy(items, c->plain, c->nplain * sizeof *items);
+  size_t k = c->nplain;
+  for (uint32_t g = 0; g < c->ngroups; g++) {
+    const rt_cgroup *gr = &c->groups[g];
+    rt_sub *const *m = c->mem + gr->off;
+    uint32_t n = gr->n;
+    uint32_t qs = gr->q->slot;
+    if (qs >= rd->rrcap) {
+      size_t old = rd->rrcap;
+      if (!GROW(rd->rr, rd->rrcap, (size_t)qs + 1)) return -1;
+      for (size_t i = old; i < rd->rrcap; i++) /* random start per reader */
+        rd->rr[i] = (uint32_t)(rt_rand(&rd->rng) >> 32);
+    }
+    uint32_t ctr = rd->rr[qs]++;
+    uint32_t start = ctr % n;
+    msrt_match_item *it = &items[k];
+    if (is_ready(m[start])) {
+      item_of(it, m[start], MSRT_MATCH_QUEUE);
+      if (!skip || !skip(it, skip_ud)) {
+        k++;
+        continue;
+      }
+    }
+    /* Slow path: the round-robin pick is not eligible. Choose fairly among
+     * the eligible members; if every ready one is full, fall back to the
+     * first ready one after start and flag it. */
+    if (!GROW(rd->idx, rd->idxcap, n)) return -1;
+    uint32_t ne = 0, fallback = UINT32_MAX;
+    for (uint32_t i = 0; i < n; i++) {
+      uint32_t j = (start + i) % n;
+      if (!is_ready(m[j])) continue;
+      if (fallback == UINT32_MAX) fallback = j;
+      if (j == start) continue; /* already rejected by skip */
+      if (skip) {
+        item_of(it, m[j], MSRT_MATCH_QUEUE);
+        if (skip(it, skip_ud)) continue;
+      }
+      rd->idx[ne++] = j;
+    }
+    if (ne) {
+      item_of(it, m[rd->idx[ctr % ne]], MSRT_MATCH_QUEUE);
+      k++;
+    } else if (fallback != UINT32_MAX) {
+      item_of(it, m[fallback], MSRT_MATCH_QUEUE | MSRT_MATCH_FULL);
+      k++;
+    } else {
+      out->unready_groups++;
+    }
+  }
+  out->len = k;
+  return (long)k;
+}
+
+long msrt_router_match(msrt_reader *rd, const char *subject, size_t len,
+                       msrt_match_result *out, msrt_skip_fn skip,
+                       void *skip_ud) {
+  msrt_router *r = rd->r;
+  bool auto_enter = rd->depth == 0;
+  long n;
+  if (auto_enter) msrt_router_reader_enter(rd);
+  out->len = 0;
+  out->unready_groups = 0;
+  if (len == 0) { /* an empty subject has no token: matches nothing */
+    n = 0;
+    goto done;
+  }
+  rt_snap *s = atomic_load_explicit(&r->current, memory_order_seq_cst);
+  const rt_cand *c = NULL;
+  rt_cand view;
+  rt_cache *cache = NULL;
+  uint64_t h = 0;
+  if (r->cache_slots) {
+    h = rt_hash(subject, len);
+    cache = atomic_load_explicit(&s->cache, memory_order_acquire);
+    const rt_entry *e = cache ? cache_find(cache, h, subject, len) : NULL;
+    if (e) {
+      view.nplain = e->nplain;
+      view.ngroups = e->ngroups;
+      view.nmem = e->nmem;
+      view.plain = ENTRY_PLAIN(e);
+      view.groups = ENTRY_GROUPS(e);
+      view.mem = ENTRY_MEM(e);
+      c = &view;
+    }
+  }
+  if (!c) {
+    c = walk(rd, s->root, subject, len);
+    if (!c) {
+      n = -1;
+      goto done;
+    }
+    if (r->cache_slots && c->nplain + c->nmem <= CACHE_MAX_CANDS)
+      cache_insert(rd, s, cache, h, subject, len, c);
+  }
+  n = select_items(rd, c, out, skip, skip_ud);
+done:
+  if (auto_enter) msrt_router_reader_leave(rd);
+  return n;
+}
+
+/* ---- routing table --------------------------------------------------------- */
+
+static void routes_free_v(void *p) { msrt_routes_free(p); }
+
+msrt_code msrt_router_set_routes(msrt_router *r, msrt_routes *table) {
+  pthread_mutex_lock(&r->mu);
+  if (!GROW(r->garb, r->gcap, r->glen + 1)) {
+    pthread_mutex_unlock(&r->mu);
+    return MSRT_E_NOMEM;
+  }
+  msrt_routes *old =
+      atomic_exchange_explicit(&r->routes, table, memory_order_seq_cst);
+  uint64_t t = atomic_load_explicit(&r->epoch, memory_order_seq_cst);
+  if (old) r->garb[r->glen++] = (rt_garb){t, old, routes_free_v};
+  atomic_store_explicit(&r->epoch, t + 1, memory_order_seq_cst);
+  reclaim_locked(r);
+  pthread_mutex_unlock(&r->mu);
+  return MSRT_E_OK;
+}
+
+msrt_code msrt_router_route(msrt_reader *rd, const char *subject, size_t len,
+                            char *buf, size_t cap, msrt_route_result *res,
+                            msrt_error *err) {
+  bool auto_enter = rd->depth == 0;
+  if (auto_enter) msrt_router_reader_enter(rd);
+  const msrt_routes *t =
+      atomic_load_explicit(&rd->r->routes, memory_order_seq_cst);
+  msrt_code c = msrt_routes_apply(t, subject, len, buf, cap, &rd->rng, res, err);
+  if (res->dead_letter) {
+    size_t used = res->rewritten ? res->len + 1 : 0;
+    if (used + res->dead_letter_len + 1 > cap) {
+      char q[RT_QUOTE_BUF];
+      c = msrt_error_set(err, MSRT_E_LIMIT,
+                         "no room for the dead-letter subject of %s in a "
+                         "%zu-byte buffer",
+                         rt_quote(q, subject, len, RT_QUOTE_MAX), cap);
+      res->dead_letter = NULL;
+      res->dead_letter_len = 0;
+    } else {
+      memcpy(buf + used, res->dead_letter, res->dead_letter_len);
+      buf[used + res->dead_letter_len] = 0;
+      res->dead_letter = buf + used;
+    }
+  }
+  if (auto_enter) msrt_router_reader_leave(rd);
+  return c;
+}
+
+/* ---- accounting ------------------------------------------------------------ */
+
+static const char *const stat_names[] = {
+    "accepted",    "delivered",   "dead_lettered",  "refused",
+    "no_responders", "drop_newest", "drop_oldest", "drop_not_ready",
+    "drop_closed", "drop_other"};
+_Static_assert(sizeof stat_names / sizeof *stat_names == MSRT_STAT__COUNT,
+               "stat names");
+
+const char *msrt_stat_name(msrt_stat s) {
+  return (unsigned)s < MSRT_STAT__COUNT ? stat_names[s] : "unknown";
+}
+
+void msrt_reader_count(msrt_reader *rd, msrt_stat s, uint64_t n) {
+  if ((unsigned)s >= MSRT_STAT__COUNT) return;
+  atomic_store_explicit(
+      &rd->stats[s],
+      atomic_load_explicit(&rd->stats[s], memory_order_relaxed) + n,
+      memory_order_relaxed);
+}
+
+void msrt_router_count(msrt_router *r, msrt_stat s, uint64_t n) {
+  if ((unsigned)s >= MSRT_STAT__COUNT) return;
+  atomic_fetch_add_explicit(&r->stats[s], n, memory_order_relaxed);
+}
+
+void msrt_router_stats_read(msrt_router *r, msrt_router_stats *out) {
+  memset(out, 0, sizeof *out);
+  pthread_mutex_lock(&r->mu);
+  for (int i = 0; i < MSRT_STAT__COUNT; i++) {
+    out->v[i] = atomic_load_explicit(&r->stats[i], memory_order_relaxed);
+    for (msrt_reader *rd = r->readers; rd; rd = rd->next)
+      out->v[i] += atomic_load_explicit(&rd->stats[i], memory_order_relaxed);
+  }
+  pthread_mutex_unlock(&r->mu);
+  for (int i = MSRT_STAT_DROP_FIRST; i < MSRT_STAT__COUNT; i++)
+    out->dropped += out->v[i];
+}

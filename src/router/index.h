@@ -1,0 +1,257 @@
+/* The subscription index: who gets a message published on a subject
+ * (DESIGN.md "Router semantics", "Threads and the path of a message").
+ *
+ * Structure. The subscriptions live in a token trie: each node has its
+ * literal children (a linear array up to 8, compared by length and first 8
+ * bytes; an open-addressing hash table above), a '*' child and a '>' child,
+ * and the subscriptions whose pattern ends there: plain ones (stored as
+ * ready-made match items) and queue-group members. A node is one 64-byte
+ * aligned allocation. The whole trie is an immutable snapshot (the routing
+ * table sits behind its own atomic pointer, reclaimed the same way). A
+ * change (subscribe,
+ * unsubscribe) runs under one writer mutex, copies the nodes on the path
+ * from the root to the changed node (path copying: O(depth x fan-out), the
+ * rest is shared), and publishes the new root with an atomic pointer swap.
+ * Readers never take a lock and never see a half-made change.
+ *
+ * Match cache. Each snapshot has a bounded, lock-free cache from a subject
+ * to its candidates (plain subscriptions and queue-group member lists; not
+ * the queue-group choice, which is made per message). A reader creates it
+ * after 32 misses on the snapshot (so a snapshot replaced at once never pays
+ * for one); readers fill it with compare-and-swap into empty slots only,
+ * probing 4 slots (an entry is never overwritten, so a reader can keep
+ * using one it found); it holds at most `cache_slots` entries of at most 64
+ * candidates each, and dies with its snapshot: a swap invalidates it
+ * naturally. Ready flags are read per match, so set_ready needs no new
+ * snapshot.
+ *
+ * Reclamation (epoch-based, per-thread reader registration). The router has
+ * a global epoch G. Each thread that reads registers a msrt_reader (its slot:
+ * one cache line holding the epoch it entered at, 0 when outside).
+ *   enter: e = load(G); exchange(slot, e) (seq_cst);
+ *   match: load(current snapshot), use it;   leave: store(slot, 0) (release).
+ * A writer swaps the snapshot, tags everything it replaced (old snapshot and
+ * its cache, path-copied nodes, an unsubscribed record, a queue name no
+ * longer used, a replaced routing table) with t = load(G), sets
+ * G = t + 1, and frees a tagged object once every registered slot is 0 or
+ * > its tag; that check runs after each change (and msrt_router_reclaim).
+ * A reader that could still see an object entered at an epoch <= its tag and
+ * is still inside, so it holds the object back. The read path is two loads
+ * and one exchange on the reader's own cache line per critical section, no
+ * shared counter; msrt_router_match enters and leaves by itself unless the
+ * caller already did, so a worker can enter once per batch. A thread that
+ * stays inside forever stops reclamation (memory grows) but breaks nothing.
+ *
+ * Queue groups (nats-server sublist.go addNodeToResults): members of the
+ * same queue name are one group for a message even when they subscribed
+ * with different patterns that all match; each group yields exactly one
+ * member, skipping members whose ready flag is cleared and members the
+ * caller's skip predicate rejects (full mailboxes). The choice is round
+ * robin from a counter per queue name *per reader* (started at a random
+ * value, kept across snapshots): every reader spreads its messages evenly
+ * over the members, so the sum is even too, and publishing writes no
+ * shared cache line (a shared atomic counter would bounce between the
+ * publishing threads on every message to the group). NATS itself picks at
+ * random.
+ */
+#ifndef MSRT_ROUTER_INDEX_H
+#define MSRT_ROUTER_INDEX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "router/routes.h"
+
+typedef struct msrt_router msrt_router;
+typedef struct msrt_reader msrt_reader;
+
+typedef struct {
+  size_t max_subject;   /* bytes; 0 = MSRT_SUBJECT_MAX_DEFAULT */
+  uint32_t cache_slots; /* match cache slots per snapshot, rounded up to a
+                           power of two; 0 = default (16384); UINT32_MAX =
+                           no cache */
+} msrt_router_opts;
+
+/* Make a router. opts may be NULL (defaults). Returns NULL when out of
+ * memory. */
+msrt_router *msrt_router_new(const msrt_router_opts *opts);
+
+/* Free the router, every subscription, every snapshot, the routing table and
+ * every reader still registered (their handles become invalid). No thread
+ * may use the router or its readers during or after the call. NULL is
+ * ignored. */
+void msrt_router_free(msrt_router *r);
+
+/* ---- readers ---------------------------------------------------------- */
+
+/* Register a reader for the calling thread. A reader is used by one thread
+ * at a time (not thread-safe itself); make one per worker / hub. Takes the
+ * writer mutex briefly. Returns NULL when out of memory. */
+msrt_reader *msrt_router_reader_new(msrt_router *r);
+
+/* Unregister and free a reader (must be outside a critical section). Its
+ * statistics are folded into the router's. Takes the writer mutex. NULL is
+ * ignored. */
+void msrt_router_reader_free(msrt_reader *rd);
+
+/* Enter / leave a read-side critical section. Nestable (a depth counter);
+ * only the outermost pair touches the epoch. Between them, snapshots,
+ * subscription records and the routing table the reader saw stay alive.
+ * Wait-free: enter is a load and an exchange, leave one store. */
+void msrt_router_reader_enter(msrt_reader *rd);
+void msrt_router_reader_leave(msrt_reader *rd);
+
+/* ---- subscriptions (writer side) -------------------------------------- */
+
+#define MSRT_SUB_READY 0x1u /* member may be chosen in its queue group */
+
+/* Subscribe.
+ *   pattern, plen  subscription pattern (msrt_pattern_validate rules)
+ *   queue, qlen    queue group name or NULL/0 for a plain subscription
+ *                  (msrt_queue_validate rules)
+ *   endpoint, kind, ud  opaque to the router; copied into match items
+ *   sub_id         receives the new id (never 0, never reused)
+ * The subscription starts ready. Returns MSRT_E_OK; MSRT_E_INVALID_SUBJECT
+ * (bad pattern or queue name, message from subject.h); MSRT_E_NOMEM.
+ * Visible to every match that starts after it returns. Thread-safe (writer
+ * mutex); O(depth x fan-out) plus reclamation of older garbage. */
+msrt_code msrt_router_subscribe(msrt_router *r, const char *pattern,
+                                size_t plen, const char *queue, size_t qlen,
+                                void *endpoint, uint32_t kind, void *ud,
+                                uint64_t *sub_id, msrt_error *err);
+
+/* Remove a subscription. Returns MSRT_E_OK, MSRT_E_NOT_FOUND (unknown id) or
+ * MSRT_E_NOMEM (the new path could not be built; nothing changed). A match
+ * that starts after it returns never yields the id; one already running may.
+ * Thread-safe (writer mutex). */
+msrt_code msrt_router_unsubscribe(msrt_router *r, uint64_t sub_id);
+
+/* Set or clear a subscription's ready flag (readiness probes). Affects only
+ * queue-group choice; a plain subscription is always delivered to. Returns
+ * MSRT_E_OK or MSRT_E_NOT_FOUND. Thread-safe; no new snapshot. */
+msrt_code msrt_router_set_ready(msrt_router *r, uint64_t sub_id, bool ready);
+
+/* Number of subscriptions, and the version of the current snapshot (it
+ * grows by one per change). Thread-safe. */
+size_t msrt_router_sub_count(msrt_router *r);
+uint64_t msrt_router_version(msrt_router *r);
+
+/* Free garbage no reader can reach any more (also done after each change).
+ * Returns the number of objects still waiting. Thread-safe (writer mutex). */
+size_t msrt_router_reclaim(msrt_router *r);
+
+/* ---- matching (reader side, lock-free) -------------------------------- */
+
+#define MSRT_MATCH_QUEUE 0x1u /* chosen as its queue group's one member */
+#define MSRT_MATCH_FULL 0x2u  /* every ready member of the group was
+                                 rejected by the skip predicate; this is the
+                                 round-robin choice among the ready ones, for
+                                 the caller's overflow policy */
+
+typedef struct {
+  uint64_t sub_id;
+  void *endpoint;
+  void *ud;
+  uint32_t kind;
+  uint32_t flags; /* MSRT_MATCH_* */
+} msrt_match_item;
+
+/* Caller-owned result buffer; match grows items with realloc as needed. */
+typedef struct {
+  msrt_match_item *items;
+  size_t len, cap;
+  uint32_t unready_groups; /* groups that matched with no ready member */
+} msrt_match_result;
+
+static inline void msrt_match_result_init(msrt_match_result *m) {
+  m->items = NULL;
+  m->len = m->cap = 0;
+  m->unready_groups = 0;
+}
+void msrt_match_result_free(msrt_match_result *m);
+
+/* Says whether a queue-group candidate must be skipped (e.g. its mailbox is
+ * full and the overflow policy allows trying another member). Called on the
+ * matching thread, only for ready members, possibly several times. */
+typedef bool (*msrt_skip_fn)(const msrt_match_item *candidate, void *skip_ud);
+
+/* Find the subscriptions for a published subject.
+ *   rd             the calling thread's reader (enters/leaves by itself when
+ *                  not already inside)
+ *   subject, len   a published subject; assumed valid (validate it first
+ *                  with msrt_subject_validate); not NUL-terminated necessarily
+ *   out            receives the items (out->len reset first): every matching
+ *                  plain subscription, then one member per matching queue
+ *                  group (groups with no ready member are counted in
+ *                  out->unready_groups and yield nothing)
+ *   skip, skip_ud  optional predicate for queue-group members (NULL = none)
+ * Returns the number of items (out->len), or -1 when a buffer could not
+ * grow (out of memory). Items are copies, valid after leave; endpoint
+ * lifetime is the caller's business. No lock and no shared write (except
+ * filling the snapshot's match cache on a miss); the skip predicate runs
+ * inside the critical section and must not free the reader. */
+long msrt_router_match(msrt_reader *rd, const char *subject, size_t len,
+                       msrt_match_result *out, msrt_skip_fn skip,
+                       void *skip_ud);
+
+/* ---- routing table ---------------------------------------------------- */
+
+/* Install a compiled routing table (router/routes.h); on MSRT_E_OK the
+ * router owns it. NULL removes routing. The old table is freed when no
+ * reader can see it. Returns MSRT_E_OK, or MSRT_E_NOMEM (nothing changed,
+ * the caller still owns table). Thread-safe (writer mutex); one atomic swap
+ * for readers. */
+msrt_code msrt_router_set_routes(msrt_router *r, msrt_routes *table);
+
+/* Apply the current routing table to a subject (msrt_routes_apply with the
+ * reader's PRNG). buf/cap receive the rewritten subject and, after it, a
+ * copy of the dead-letter subject, so res stays valid after leave: cap of
+ * 2 * (max_subject + 1) is always enough. Returns MSRT_E_OK or MSRT_E_LIMIT
+ * (res->subject is then the input). Lock-free. */
+msrt_code msrt_router_route(msrt_reader *rd, const char *subject, size_t len,
+                            char *buf, size_t cap, msrt_route_result *res,
+                            msrt_error *err);
+
+/* ---- accounting ------------------------------------------------------- */
+
+typedef enum {
+  MSRT_STAT_ACCEPTED,      /* publishes accepted by the router */
+  MSRT_STAT_DELIVERED,     /* envelopes put into an endpoint */
+  MSRT_STAT_DEAD_LETTERED, /* sent to a dead-letter subject */
+  MSRT_STAT_REFUSED,       /* refused to the sender (overflow "error", bad
+                              subject, oversized) */
+  MSRT_STAT_NO_RESPONDERS, /* requests/publishes that matched nobody */
+  MSRT_STAT_DROP_NEWEST,   /* dropped: mailbox full, drop_newest policy */
+  MSRT_STAT_DROP_OLDEST,   /* dropped: evicted by drop_oldest */
+  MSRT_STAT_DROP_NOT_READY,/* dropped: queue group had no ready member */
+  MSRT_STAT_DROP_CLOSED,   /* dropped: endpoint closed or gone */
+  MSRT_STAT_DROP_OTHER,    /* dropped: any other reason */
+  MSRT_STAT__COUNT
+} msrt_stat;
+
+#define MSRT_STAT_DROP_FIRST MSRT_STAT_DROP_NEWEST
+
+typedef struct {
+  uint64_t v[MSRT_STAT__COUNT];
+  uint64_t dropped; /* sum of the MSRT_STAT_DROP_* counters */
+} msrt_router_stats;
+
+/* "accepted", "delivered", "dead_lettered", "refused", "no_responders",
+ * "drop_newest", "drop_oldest", "drop_not_ready", "drop_closed",
+ * "drop_other"; "unknown" out of range. */
+const char *msrt_stat_name(msrt_stat s);
+
+/* Add n to a counter. The reader version writes the reader's own shard (a
+ * relaxed load + store on a line no other thread writes: use it on hot
+ * paths, from the reader's thread only); the router version is a shared
+ * atomic add (any thread). */
+void msrt_reader_count(msrt_reader *rd, msrt_stat s, uint64_t n);
+void msrt_router_count(msrt_router *r, msrt_stat s, uint64_t n);
+
+/* Sum of every shard into *out. Each counter is read atomically; the set is
+ * not one instant. Thread-safe (takes the writer mutex). */
+void msrt_router_stats_read(msrt_router *r, msrt_router_stats *out);
+
+#endif

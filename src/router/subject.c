@@ -1,0 +1,171 @@
+#include "router/subject.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "router/internal.h"
+
+char *rt_quote(char *buf, const char *s, size_t len, size_t max_in) {
+  static const char hex[] = "0123456789abcdef";
+  char *o = buf;
+  size_t n = len < max_in ? len : max_in;
+  *o++ = '"';
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '"' || c == '\\') {
+      *o++ = '\\';
+      *o++ = (char)c;
+    } else if (c < 0x20 || c == 0x7f) {
+      *o++ = '\\';
+      *o++ = 'x';
+      *o++ = hex[c >> 4];
+      *o++ = hex[c & 15];
+    } else {
+      *o++ = (char)c;
+    }
+  }
+  *o++ = '"';
+  if (n < len) {
+    memcpy(o, "...", 3);
+    o += 3;
+  }
+  *o = 0;
+  return buf;
+}
+
+typedef enum { K_SUBJECT, K_PATTERN, K_QUEUE } kind;
+
+static const char *const kind_name[] = {"subject", "pattern", "queue group"};
+
+static msrt_code fail(msrt_error *err, kind k, const char *s, size_t len,
+                      const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static msrt_code fail(msrt_error *err, kind k, const char *s, size_t len,
+                      const char *fmt, ...) {
+  if (!err) return MSRT_E_INVALID_SUBJECT;
+  char q[RT_QUOTE_BUF], why[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(why, sizeof why, fmt, ap);
+  va_end(ap);
+  return msrt_error_set(err, MSRT_E_INVALID_SUBJECT, "invalid %s %s: %s",
+                        kind_name[k], rt_quote(q, s, len, RT_QUOTE_MAX), why);
+}
+
+static msrt_code bad_char(msrt_error *err, kind k, const char *s, size_t len,
+                          size_t at) {
+  unsigned char c = (unsigned char)s[at];
+  static const char *const ws[] = {[' '] = "' '", ['\t'] = "'\\t'",
+                                   ['\n'] = "'\\n'", ['\r'] = "'\\r'",
+                                   ['\f'] = "'\\f'"};
+  if (c < sizeof ws / sizeof *ws && ws[c])
+    return fail(err, k, s, len, "whitespace %s (0x%02x) at offset %zu", ws[c],
+                c, at);
+  return fail(err, k, s, len, "control character 0x%02x at offset %zu", c, at);
+}
+
+static inline int is_bad_char(unsigned char c) { return c <= 0x20 || c == 0x7f; }
+
+static msrt_code validate(const char *s, size_t len, size_t max_len, kind k,
+                          msrt_error *err) {
+  if (max_len == 0) max_len = MSRT_SUBJECT_MAX_DEFAULT;
+  if (len == 0) return fail(err, k, s, len, "empty %s", kind_name[k]);
+  if (len > max_len)
+    return fail(err, k, s, len, "length %zu exceeds the limit of %zu bytes",
+                len, max_len);
+  if (k == K_QUEUE) {
+    for (size_t i = 0; i < len; i++)
+      if (is_bad_char((unsigned char)s[i])) return bad_char(err, k, s, len, i);
+    return MSRT_E_OK;
+  }
+  size_t pos = 1, start = 0, fwc_pos = 0;
+  for (size_t i = 0; i <= len; i++) {
+    if (i < len && s[i] != '.') {
+      if (is_bad_char((unsigned char)s[i])) return bad_char(err, k, s, len, i);
+      continue;
+    }
+    size_t tl = i - start;
+    if (tl == 0)
+      return fail(err, k, s, len, "empty token at position %zu", pos);
+    if (fwc_pos) {
+      size_t total = msrt_subject_tokens(s, len);
+      return fail(err, k, s, len,
+                  "'>' must be the last token but is at position %zu of %zu",
+                  fwc_pos, total);
+    }
+    if (tl == 1 && (s[start] == '*' || s[start] == '>')) {
+      if (k == K_SUBJECT)
+        return fail(err, k, s, len,
+                    "wildcard '%c' at position %zu is not allowed in a "
+                    "published subject",
+                    s[start], pos);
+      if (s[start] == '>') fwc_pos = pos;
+    }
+    pos++;
+    start = i + 1;
+  }
+  return MSRT_E_OK;
+}
+
+msrt_code msrt_subject_validate(const char *s, size_t len, size_t max_len,
+                                msrt_error *err) {
+  return validate(s, len, max_len, K_SUBJECT, err);
+}
+
+msrt_code msrt_pattern_validate(const char *s, size_t len, size_t max_len,
+                                msrt_error *err) {
+  return validate(s, len, max_len, K_PATTERN, err);
+}
+
+msrt_code msrt_queue_validate(const char *q, size_t len, size_t max_len,
+                              msrt_error *err) {
+  return validate(q, len, max_len, K_QUEUE, err);
+}
+
+bool msrt_subject_is_literal(const char *s, size_t len) {
+  size_t start = 0;
+  for (size_t i = 0; i <= len; i++) {
+    if (i < len && s[i] != '.') continue;
+    if (i - start == 1 && (s[start] == '*' || s[start] == '>')) return false;
+    start = i + 1;
+  }
+  return true;
+}
+
+size_t msrt_subject_tokens(const char *s, size_t len) {
+  if (len == 0) return 0;
+  size_t n = 1;
+  for (const char *p = s, *e = s + len; (p = memchr(p, '.', (size_t)(e - p)));
+       p++)
+    n++;
+  return n;
+}
+
+bool msrt_subject_matchesn(const char *pattern, size_t plen,
+                           const char *subject, size_t slen) {
+  size_t pi = 0, si = 0;
+  if (slen == 0) return false; /* an empty subject has no token */
+  for (;;) {
+    /* pattern token [pi, pe), subject token [si, se) */
+    size_t pe = pi, se = si;
+    while (pe < plen && pattern[pe] != '.') pe++;
+    size_t ptl = pe - pi;
+    if (ptl == 1 && pattern[pi] == '>' && pe == plen)
+      return true; /* at least the subject token at si remains */
+    while (se < slen && subject[se] != '.') se++;
+    size_t stl = se - si;
+    if (!(ptl == 1 && pattern[pi] == '*') &&
+        (ptl != stl || memcmp(pattern + pi, subject + si, ptl) != 0))
+      return false;
+    bool pend = pe >= plen, send = se >= slen;
+    if (pend || send) return pend && send;
+    pi = pe + 1;
+    si = se + 1;
+  }
+}
+
+bool msrt_subject_matches(const char *pattern, const char *subject) {
+  return msrt_subject_matchesn(pattern, strlen(pattern), subject,
+                               strlen(subject));
+}
