@@ -6,6 +6,8 @@
 -- @module msrt
 local core = require "msrt.core"
 local profile = require "msrt.profile"
+local hub = require "msrt.hub"
+local actors = require "msrt.actors"
 local uv = require "luv"
 
 local M = {}
@@ -46,9 +48,81 @@ function M.start(opts)
     warning = w
   end
   if opts.log_level then core.set_log_level(opts.log_level) end
+  if started and opts.profile and hub.started() then
+    warning = (warning and warning .. "; " or "") .. "the runtime already runs: workers, batch and mailbox figures need a restart"
+  end
+  local ok, err = hub.start()
+  if not ok then return nil, err end
   started = true
   if warning then M.log("warn", warning) end
   return true, warning
+end
+
+local function check_subject(subject, n, fname)
+  check_arg(type(subject) == "string", n, fname, "subject string expected, got " .. type(subject))
+end
+
+local function check_opts(opts, n, fname)
+  check_arg(opts == nil or type(opts) == "table", n, fname, "table expected")
+  return opts or {}
+end
+
+--- Publish data (any value string.buffer can encode) on subject.
+-- opts: `priority` (1 highest .. 10 lowest, default 5), `reply` (subject).
+-- A full mailbox with the `block` policy makes the calling coroutine wait
+-- for room; with `error` it comes back as mailbox_full.
+-- @return true | nil, err (invalid_subject, payload_too_big, mailbox_full)
+function M.publish(subject, data, opts)
+  check_subject(subject, 1, "publish")
+  opts = check_opts(opts, 3, "publish")
+  local n, err = hub.publish(subject, data, opts)
+  if not n then return nil, err end
+  return true
+end
+
+--- Subscribe fn(msg) on the hub to a subject pattern (NATS wildcards `*`
+-- and `>`). msg: subject, reply, data, id, priority. opts: `queue` (a
+-- queue group: one member of each group gets each message).
+-- @return a subscription with :unsubscribe() | nil, err
+function M.subscribe(pattern, fn, opts)
+  check_subject(pattern, 1, "subscribe")
+  check_arg(type(fn) == "function", 2, "subscribe", "function expected")
+  opts = check_opts(opts, 3, "subscribe")
+  local sid, hub_id = hub.subscribe(pattern, fn, opts)
+  if not sid then return nil, hub_id end
+  return { id = sid, unsubscribe = function() return hub.unsubscribe(sid, hub_id) end }
+end
+
+--- Request/reply from a hub coroutine (the main chunk and callbacks are):
+-- opts `timeout_ms` (default 5000), `priority`.
+-- @return data, msg | nil, err (no_responders at once, timeout)
+function M.request(subject, data, opts)
+  check_subject(subject, 1, "request")
+  opts = check_opts(opts, 3, "request")
+  return hub.request(subject, data, opts)
+end
+
+--- Start Lua actors on the worker threads.
+-- spec: `name` (one subject token), `module` (a module name on
+-- package.path returning {init, handle, terminate}) or the functions
+-- `init(ctx, args)`, `handle(ctx, msg)`, `terminate(ctx, reason)` given
+-- directly (no upvalues); `args` (copied to each instance), `instances`
+-- (default 1), `subscribe` (pattern or list), `queue` (queue group for
+-- those subscriptions), `capacity` (mailbox bound, messages; default the
+-- profile's mailbox_capacity), `overflow` (block, drop_oldest,
+-- drop_newest, error; default the profile's).
+-- @return a handle (:stop(reason), :wait(), :on_exit(fn), :mailbox(),
+--   :ids()) | nil, err
+function M.actor(spec)
+  check_arg(type(spec) == "table", 1, "actor", "spec table expected")
+  return actors.new(spec)
+end
+
+--- Counters of the runtime: workers, actors, runnable, parked, total and
+-- per_worker {handled, turns, parks, wakes, steals}, drops, router
+-- {accepted, delivered, refused, no_responders, dropped...}, hub_inbox.
+function M.metrics()
+  return core.metrics()
 end
 
 --- The resolved tuning profile in force (a copy; changing it changes nothing).
@@ -122,6 +196,12 @@ core.on_shutdown(function(reason)
   for i = #shutdown_hooks, 1, -1 do
     local ok, err = pcall(shutdown_hooks[i], reason)
     if not ok then core.report("error in shutdown hook", tostring(err)) end
+  end
+  -- Actors finish their message and terminate; a stuck one does not hold
+  -- the exit past the profile's shutdown_timeout_ms.
+  actors.stop_all("shutdown")
+  if not hub.stop() then
+    core.report("shutdown", "an actor did not finish within shutdown_timeout_ms; exiting without it")
   end
 end)
 

@@ -58,6 +58,11 @@ int msrt_inbox_push(msrt_inbox *in, msrt_inbox_item item) {
   return 0;
 }
 
+void msrt_inbox_keep_alive(msrt_inbox *in, int on) {
+  if (on) uv_ref((uv_handle_t *)&in->async);
+  else uv_unref((uv_handle_t *)&in->async);
+}
+
 size_t msrt_inbox_depth(msrt_inbox *in) {
   pthread_mutex_lock(&in->lock);
   size_t n = in->n;

@@ -43,6 +43,10 @@ msrt_inbox *msrt_inbox_new(uv_loop_t *loop, msrt_inbox_drain_fn fn, void *ud);
  * after msrt_inbox_close (the caller keeps its envelope reference then). */
 int msrt_inbox_push(msrt_inbox *in, msrt_inbox_item item);
 
+/* Whether the inbox keeps the loop alive (its handle referenced) or not
+ * (the default). Hub thread. */
+void msrt_inbox_keep_alive(msrt_inbox *in, int on);
+
 /* Items pushed and not yet drained (approximate; for metrics). */
 size_t msrt_inbox_depth(msrt_inbox *in);
 

@@ -51,6 +51,9 @@ int msrt_host_close(msrt_host *h);
 
 int luaopen_msrt_core(lua_State *L);
 
+/* Add the runtime's functions (lrt.c) to the table at the top. */
+void msrt_lua_open_rt(lua_State *L);
+
 /* Replace uv.run in the luv table at the top of the stack (lcore.c). */
 void msrt_lua_patch_luv(lua_State *L);
 

@@ -230,5 +230,6 @@ int luaopen_msrt_core(lua_State *L) {
   lua_newtable(L);
   luaL_register(L, NULL, fns);
   msrt_lua_open_errors(L);
+  msrt_lua_open_rt(L);
   return 1;
 }

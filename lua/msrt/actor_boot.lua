@@ -1,0 +1,242 @@
+--- The code every actor state runs first (compiled once by the hub).
+-- Called with `rt` (the C functions of src/lua/actor.c bound to this
+-- actor), the encoded spec and the actor id; returns the turn loop (run as
+-- a coroutine: each resume gets the turn's budget, each yield says "idle"
+-- or "waiting"), the exit-record encoder and the crash hook.
+local rt, spec_s, id = ...
+local buffer = require "string.buffer"
+local encode, decode = buffer.encode, buffer.decode
+local band = require("bit").band
+local pop, publish, closed, set_waiting = rt.pop, rt.publish, rt.closed, rt.set_waiting
+local yield = coroutine.yield
+local CONTROL, BUFFER = 0x80, 0x01
+
+local spec = decode(spec_s)
+local M            -- the actor's module table
+local stop_reason  -- set by ctx:stop or a _STOP control message
+local timers, next_timer, next_req = {}, 0, 0
+local stash = {}   -- timer ids that fired while the actor waited
+
+local function err(code, message) return rt.error(code, message) end
+
+local ctx = { name = spec.name, id = id, args = spec.args }
+
+local function data_of(flags, payload)
+  if band(flags, BUFFER) ~= 0 then return decode(payload) end
+  return payload
+end
+
+local function control(subject, payload)
+  if subject == "_TIMER" then
+    stash[#stash + 1] = tonumber(payload)
+  elseif subject == "_STOP" then
+    stop_reason = stop_reason or payload
+  end -- _START and stale _ROOM need nothing
+end
+
+-- Wait (yielding "waiting": only the sys lane is served) until want(subject,
+-- payload, ...) returns a result; other control messages are kept.
+local function wait_sys(want)
+  set_waiting(true)
+  while true do
+    local flags, subject, reply, payload, mid, prio = pop()
+    if not flags then
+      yield("waiting")
+    else
+      local is_control = band(flags, CONTROL) ~= 0
+      local a, b = want(is_control, subject, payload, flags, reply, mid, prio)
+      if a ~= nil or b ~= nil then
+        set_waiting(false)
+        return a, b
+      end
+      if is_control then control(subject, payload) end
+      if stop_reason then
+        set_waiting(false)
+        return nil, err("closed", "the actor is stopping (" .. stop_reason .. ")")
+      end
+    end
+  end
+end
+
+-- Publish, waiting for room when a `block` mailbox is full.
+local function send(subject, data, reply, prio)
+  local r, code, message = publish(subject, encode(data), reply, prio)
+  while r == "blocked" do
+    if rt.wait_room() then
+      wait_sys(function(is_control, s) if is_control and s == "_ROOM" then return true end end)
+    end
+    r, code, message = rt.retry()
+  end
+  if r == nil then return nil, err(code, message) end
+  return r
+end
+
+local function check_opts(opts, fname)
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("bad argument #3 to '%s' (table expected, got %s)"):format(fname, type(opts)), 3)
+  end
+  return opts or {}
+end
+
+--- Publish data on subject. opts: priority (1..10), reply (subject).
+-- @return true | nil, err
+function ctx:publish(subject, data, opts)
+  opts = check_opts(opts, "publish")
+  local r, e = send(subject, data, opts.reply, opts.priority)
+  if r == nil then return nil, e end
+  return true
+end
+
+--- Reply to a message that carries a reply subject.
+function ctx:reply(msg, data)
+  if type(msg) ~= "table" or not msg.reply then
+    return nil, err("invalid_arg", "the message has no reply subject")
+  end
+  return self:publish(msg.reply, data)
+end
+
+--- Request: publish with a unique _INBOX reply subject and wait (yielding
+-- this actor; its worker runs others) for the reply or opts.timeout_ms
+-- (default 5000). @return data, msg | nil, err (no_responders, timeout, closed)
+function ctx:request(subject, data, opts)
+  opts = check_opts(opts, "request")
+  if stop_reason or closed() then return nil, err("closed", "the actor is stopping") end
+  next_req = next_req + 1
+  local inbox = assert(rt.inbox()) .. "." .. next_req
+  local n, e = send(subject, data, inbox, opts.priority)
+  if n == nil then return nil, e end
+  if n == 0 then return nil, err("no_responders", ("no responders for \"%s\""):format(subject)) end
+  next_timer = next_timer + 1
+  local tid = next_timer
+  rt.timer(tid, opts.timeout_ms or 5000, 0)
+  local got, msg = wait_sys(function(is_control, s, payload, flags, reply, mid, prio)
+    if is_control then
+      if s == "_TIMER" and tonumber(payload) == tid then
+        return false, err("timeout", ("no reply from \"%s\" within %d ms"):format(subject, opts.timeout_ms or 5000))
+      end
+    elseif s == inbox then
+      return true, { subject = s, reply = reply, data = data_of(flags, payload), id = mid, priority = prio }
+    end -- a late reply to an earlier request: dropped
+  end)
+  if got then
+    rt.timer(tid, -1)
+    return msg.data, msg
+  end
+  if got == nil then rt.timer(tid, -1) end
+  return nil, msg
+end
+
+local function timer(ms, repeat_ms, fn, fname)
+  if type(ms) ~= "number" or ms < 0 then error(("bad argument #1 to '%s' (non-negative ms expected)"):format(fname), 3) end
+  if type(fn) ~= "function" then error(("bad argument #2 to '%s' (function expected)"):format(fname), 3) end
+  next_timer = next_timer + 1
+  local tid = next_timer
+  timers[tid] = { fn = fn, every = repeat_ms > 0 }
+  rt.timer(tid, ms, repeat_ms)
+  return { stop = function() if timers[tid] then timers[tid] = nil rt.timer(tid, -1) end end }
+end
+
+--- Run fn(ctx) once after ms, as a message to this actor.
+function ctx:after(ms, fn) return timer(ms, 0, fn, "after") end
+--- Run fn(ctx) every ms, as messages to this actor.
+function ctx:every(ms, fn) return timer(ms, ms, fn, "every") end
+
+--- Subscribe this actor to more subjects. opts: queue.
+function ctx:subscribe(pattern, opts)
+  opts = check_opts(opts, "subscribe")
+  local sid, code, message = rt.subscribe(pattern, opts.queue)
+  if not sid then return nil, err(code, message) end
+  return sid
+end
+
+local LEVELS = { debug = "DEBUG", info = "INFO", warn = "WARN", error = "ERROR" }
+--- Log a line on stderr with the actor's name and id.
+function ctx:log(level, ...)
+  local tag = LEVELS[level]
+  if not tag then error("bad argument #1 to 'log' (debug, info, warn or error expected)", 2) end
+  local parts = { ... }
+  for i = 1, select("#", ...) do parts[i] = tostring(parts[i]) end
+  rt.log(tag, table.concat(parts, " "))
+end
+
+--- Stop this actor after the current message; terminate(ctx, reason) runs.
+function ctx:stop(reason)
+  stop_reason = stop_reason or reason or "normal"
+  rt.stop(stop_reason)
+end
+
+local function load_module()
+  if spec.code then
+    local chunk = assert(loadstring(spec.code))
+    M = chunk(spec.module)
+    if spec.module then package.loaded[spec.module] = M end
+  else
+    M = {}
+  end
+  if type(M) ~= "table" then
+    error(("actor module %s returned %s, not a table"):format(spec.module or "", type(M)), 0)
+  end
+  for k, bc in pairs(spec.fns or {}) do M[k] = assert(loadstring(bc)) end
+  if type(M.handle) ~= "function" then
+    error(("actor %s: its module has no handle(ctx, msg) function"):format(spec.name), 0)
+  end
+end
+
+local function run_timers()
+  while #stash > 0 do
+    local tid = table.remove(stash, 1)
+    local t = timers[tid]
+    if t then
+      if not t.every then timers[tid] = nil end
+      t.fn(ctx)
+    end
+  end
+end
+
+local function loop(budget)
+  load_module()
+  if M.init then M.init(ctx, spec.args) end
+  local handle = M.handle
+  while true do
+    local n = 0
+    while n < budget and not stop_reason do
+      local flags, subject, reply, payload, mid, prio = pop()
+      if not flags then break end
+      n = n + 1
+      if band(flags, CONTROL) ~= 0 then
+        control(subject, payload)
+        run_timers()
+      elseif subject:sub(1, 7) ~= "_INBOX." then
+        handle(ctx, { subject = subject, reply = reply, data = data_of(flags, payload), id = mid, priority = prio })
+      end -- else: a reply that came after its request timed out
+    end
+    if stop_reason or closed() then
+      -- The last turn: take a _STOP that may be queued, then terminate.
+      while not stop_reason do
+        local flags, subject, _, payload = pop()
+        if not flags then break end
+        if band(flags, CONTROL) ~= 0 then control(subject, payload) end
+      end
+      local reason = stop_reason or "shutdown"
+      if M.terminate then M.terminate(ctx, reason) end
+      return reason
+    end
+    budget = yield("idle")
+  end
+end
+
+local function exit_record(reason, normal)
+  return encode({ id = id, name = spec.name, reason = reason, normal = normal })
+end
+
+-- After a crash in init/handle: terminate(ctx, reason) as OTP's gen_server
+-- does, protected (its own error is appended to the reason).
+local function on_crash(reason)
+  if M and M.terminate then
+    local ok, e = pcall(M.terminate, ctx, reason)
+    if not ok then return reason .. "\n(terminate also failed: " .. tostring(e) .. ")" end
+  end
+  return reason
+end
+
+return loop, exit_record, on_crash

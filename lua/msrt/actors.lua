@@ -1,0 +1,188 @@
+--- Actor specs and handles on the hub (issue "The threaded runtime").
+-- Internal: the public face is `msrt.actor` (init.lua). Hub thread only.
+-- @module msrt.actors
+local core = require "msrt.core"
+local hub = require "msrt.hub"
+local buffer = require "string.buffer"
+
+local M = {}
+
+local live = {}        -- actor id -> handle
+local live_count = 0
+local module_code = {} -- module name -> bytecode (compiled once)
+local OVERFLOW = { block = true, drop_oldest = true, drop_newest = true, error = true }
+local HANDLERS = { "init", "handle", "terminate" }
+
+local function bad(msg) return nil, core.error("invalid_arg", msg) end
+
+-- Bytecode of a module found on package.path; syntax errors surface here,
+-- on the hub, with file:line.
+local function compile_module(name)
+  if module_code[name] then return module_code[name] end
+  local path = package.searchpath(name, package.path)
+  if not path then return nil, core.error("not_found", ("actor module '%s' not found on package.path"):format(name)) end
+  local chunk, err = loadfile(path)
+  if not chunk then return nil, core.error("syntax", err) end
+  module_code[name] = string.dump(chunk)
+  return module_code[name]
+end
+
+--- Forget compiled modules (a reload makes new actors use new code).
+function M.forget(name) module_code[name] = nil end
+
+-- A handler given as a function: it runs in another Lua state, so it may
+-- not capture locals (upvalues); it is carried as bytecode.
+local function dump_fn(key, fn)
+  local nups = debug.getinfo(fn, "u").nups
+  if nups > 0 then
+    local names = {}
+    for i = 1, nups do names[i] = debug.getupvalue(fn, i) end
+    return nil, core.error("invalid_arg", ("%s has %d upvalue(s) (%s): actor functions run in their own Lua state and cannot capture locals; pass values in args"):format(key, nups, table.concat(names, ", ")))
+  end
+  return string.dump(fn)
+end
+
+local function validate(spec)
+  if type(spec.name) ~= "string" then return bad("actor spec needs a name (string)") end
+  if spec.module ~= nil and type(spec.module) ~= "string" then return bad("module must be a module name (string)") end
+  if not spec.module and type(spec.handle) ~= "function" then
+    return bad("actor spec needs a module name or a handle function")
+  end
+  local n = spec.instances or 1
+  if type(n) ~= "number" or n < 1 or n % 1 ~= 0 then return bad("instances must be a positive integer") end
+  if spec.capacity ~= nil and (type(spec.capacity) ~= "number" or spec.capacity < 1 or spec.capacity % 1 ~= 0) then
+    return bad("capacity must be a positive integer (messages)")
+  end
+  if spec.overflow ~= nil and not OVERFLOW[spec.overflow] then
+    return bad("overflow must be block, drop_oldest, drop_newest or error")
+  end
+  if spec.queue ~= nil and type(spec.queue) ~= "string" then return bad("queue must be a string") end
+  return true
+end
+
+local function encode_spec(spec)
+  local s = { name = spec.name, module = spec.module, args = spec.args, fns = {} }
+  if spec.module then
+    local code, err = compile_module(spec.module)
+    if not code then return nil, err end
+    s.code = code
+  end
+  for _, k in ipairs(HANDLERS) do
+    if spec[k] ~= nil then
+      if type(spec[k]) ~= "function" then return bad(k .. " must be a function") end
+      local bc, err = dump_fn(k, spec[k])
+      if not bc then return nil, err end
+      s.fns[k] = bc
+    end
+  end
+  local ok, enc = pcall(buffer.encode, s)
+  if not ok then return bad("args cannot be sent to another Lua state: " .. tostring(enc)) end
+  return enc
+end
+
+local Handle = {}
+Handle.__index = Handle
+
+--- Ask every instance to stop (reason defaults to "normal").
+function Handle:stop(reason)
+  for _, a in pairs(self.alive) do core.actor_stop(a.cell, reason or "normal") end
+end
+
+--- Wait (yielding the calling coroutine) until every instance has exited.
+-- @return the list of exit records {id, name, reason, normal}
+function Handle:wait()
+  if next(self.alive) == nil then return self.exits end
+  local co = coroutine.running()
+  if not co then error("handle:wait() must be called from a coroutine", 2) end
+  self.waiters[#self.waiters + 1] = co
+  coroutine.yield()
+  return self.exits
+end
+
+--- Call fn(record) for each instance's exit.
+function Handle:on_exit(fn) self.exit_fns[#self.exit_fns + 1] = fn end
+
+--- Mailbox depth and high-water mark, summed over live instances.
+function Handle:mailbox()
+  local depth, high = 0, 0
+  for _, a in pairs(self.alive) do
+    local d, h = core.actor_mailbox(a.cell)
+    depth, high = depth + d, math.max(high, h)
+  end
+  return depth, high
+end
+
+--- Ids of the live instances.
+function Handle:ids()
+  local ids = {}
+  for id in pairs(self.alive) do ids[#ids + 1] = id end
+  table.sort(ids)
+  return ids
+end
+
+local function exited(handle, id, rec)
+  local a = handle.alive[id]
+  if not a then return end
+  handle.alive[id] = nil
+  core.actor_unref(a.cell)
+  live[id] = nil
+  live_count = live_count - 1
+  if live_count == 0 then core.keep_alive(false) end
+  handle.exits[#handle.exits + 1] = rec
+  for _, fn in ipairs(handle.exit_fns) do fn(rec) end
+  if next(handle.alive) == nil then
+    local ws = handle.waiters
+    handle.waiters = {}
+    for _, co in ipairs(ws) do
+      local ok, err = coroutine.resume(co)
+      if not ok then core.report("error in callback", debug.traceback(co, tostring(err))) end
+    end
+  end
+end
+
+--- Start actors from a spec (see msrt.actor).
+-- @return handle | nil, err
+function M.new(spec)
+  local ok, err = validate(spec)
+  if not ok then return nil, err end
+  ok, err = hub.start()
+  if not ok then return nil, err end
+  local enc, eerr = encode_spec(spec)
+  if not enc then return nil, eerr end
+  local subscribe = spec.subscribe
+  if type(subscribe) == "string" then subscribe = { subscribe } end
+  local handle = setmetatable({ name = spec.name, alive = {}, exits = {}, exit_fns = {}, waiters = {} }, Handle)
+  for _ = 1, spec.instances or 1 do
+    local id, cell = core.actor_new(spec.name, enc, spec.capacity, spec.overflow, subscribe, spec.queue)
+    if not id then
+      handle:stop("shutdown")
+      return nil, cell
+    end
+    handle.alive[id] = { cell = cell }
+    live[id] = handle
+    live_count = live_count + 1
+    hub.on_exit(id, function(aid, rec) exited(handle, aid, rec) end)
+  end
+  core.keep_alive(true)
+  return handle
+end
+
+--- The handle an actor id belongs to, or nil.
+function M.find(id) return live[id] end
+
+--- Stop every live actor (used by shutdown).
+function M.stop_all(reason)
+  for id, handle in pairs(live) do
+    local a = handle.alive[id]
+    if a then core.actor_stop(a.cell, reason) end
+  end
+end
+
+hub.on_overload(function(id, ms)
+  local handle = live[id]
+  local name = handle and handle.name or "?"
+  io.stderr:write(("WARN actor %s#%d overloaded: one turn has run for %d ms (slice_ms)\n"):format(name, id, ms))
+  hub.publish("msrt.actor." .. name .. ".overloaded", { id = id, ms = ms }, {})
+end)
+
+return M

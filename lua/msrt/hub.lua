@@ -1,0 +1,194 @@
+--- The hub's side of messaging: publish, subscribe and request from the
+-- main state, and the dispatcher for what workers hand to the hub.
+-- Internal: the public face is `msrt` (init.lua). Hub thread only.
+-- @module msrt.hub
+local core = require "msrt.core"
+local profile = require "msrt.profile"
+local buffer = require "string.buffer"
+local uv = require "luv"
+
+local encode, decode = buffer.encode, buffer.decode
+local BUFFER = 0x01
+
+local M = {}
+
+local started = false
+local subs = {}         -- hub subscription id -> fn(msg)
+local next_sub = 0
+local waiting = {}      -- wake id -> coroutine blocked on a full mailbox
+local next_wake = 0
+local requests = {}     -- inbox subject -> coroutine
+local next_req = 0
+local inbox_prefix = "_INBOX.hub"
+local exit_handlers = {}  -- actor id -> fn(id, record)
+local overload_handler
+
+local function resume(co, ...)
+  local ok, err = coroutine.resume(co, ...)
+  if not ok then core.report("error in callback", debug.traceback(co, tostring(err))) end
+end
+
+local function data_of(flags, payload)
+  if flags % 2 == BUFFER then return decode(payload) end
+  return payload
+end
+
+local dispatch = {}
+
+function dispatch.deliver(hub_id, subject, reply, payload, id, priority, flags)
+  local fn = subs[hub_id]
+  if fn then
+    fn({ subject = subject, reply = reply, data = data_of(flags, payload), id = id, priority = priority })
+  end
+end
+
+function dispatch.exit(actor_id, subject, reply, payload, id, priority, flags)
+  local rec = data_of(flags, payload)
+  if type(rec) ~= "table" then rec = { id = actor_id, reason = tostring(rec), normal = false } end
+  local fn = exit_handlers[actor_id]
+  exit_handlers[actor_id] = nil
+  if fn then fn(actor_id, rec) end
+end
+
+function dispatch.wake(wake_id)
+  local co = waiting[wake_id]
+  waiting[wake_id] = nil
+  if co then resume(co) end
+end
+
+function dispatch.overload(actor_id, ms)
+  if overload_handler then overload_handler(actor_id, ms) end
+end
+
+--- Start the runtime (workers, router) with the profile in force. Idempotent.
+-- @return true | nil, err
+function M.start()
+  if started then return true end
+  local path = assert(package.searchpath("msrt.actor_boot", package.path))
+  local boot = string.dump(assert(loadfile(path)))
+  local ok, err = core.rt_start(profile.current(), boot)
+  if not ok then return nil, err end
+  core.set_dispatch(function(kind, ...) return dispatch[kind](...) end)
+  started = true
+  return true
+end
+
+function M.started() return started end
+
+function M.on_exit(actor_id, fn) exit_handlers[actor_id] = fn end
+function M.on_overload(fn) overload_handler = fn end
+
+local function ensure()
+  if started then return true end
+  return M.start()
+end
+
+-- Deliver a blocked publish: yield the calling coroutine until there is room.
+local function wait_room(pending)
+  local co = coroutine.running()
+  while true do
+    next_wake = next_wake + 1
+    local wid = next_wake
+    if core.pending_wait(pending, wid) then
+      waiting[wid] = co
+      coroutine.yield()
+    end
+    local r = core.pending_retry(pending)
+    if r ~= "blocked" then return r end
+  end
+end
+
+--- Publish from the hub. opts: reply, priority. A full `block` mailbox
+-- makes the calling coroutine wait for room (outside a coroutine it is
+-- refused with mailbox_full).
+-- @return number of endpoints reached | nil, err
+function M.publish(subject, data, opts, reply)
+  local ok, err = ensure()
+  if not ok then return nil, err end
+  local r, pending = core.publish(subject, encode(data), reply or opts.reply, opts.priority)
+  if r == "blocked" then
+    if not coroutine.running() then
+      return nil, core.error("mailbox_full", ("mailbox full on \"%s\" and the caller is not a coroutine"):format(subject))
+    end
+    return wait_room(pending)
+  end
+  return r, pending
+end
+
+--- Subscribe fn(msg) on the hub. opts: queue.
+-- @return sub id | nil, err
+function M.subscribe(pattern, fn, opts)
+  local ok, err = ensure()
+  if not ok then return nil, err end
+  next_sub = next_sub + 1
+  local hub_id = next_sub
+  local sid, serr = core.subscribe(pattern, opts.queue, hub_id)
+  if not sid then return nil, serr end
+  subs[hub_id] = fn
+  return sid, hub_id
+end
+
+function M.unsubscribe(sid, hub_id)
+  subs[hub_id] = nil
+  return core.unsubscribe(sid)
+end
+
+local inbox_ready = false
+local function ensure_inbox()
+  if inbox_ready then return true end
+  local sid, err = M.subscribe(inbox_prefix .. ".>", function(msg)
+    local co = requests[msg.subject]
+    requests[msg.subject] = nil
+    if co then resume(co, true, msg) end
+  end, {})
+  if not sid then return nil, err end
+  inbox_ready = true
+  return true
+end
+
+--- Request from a hub coroutine: a unique _INBOX reply subject, a
+-- timeout (opts.timeout_ms, default 5000), no_responders at once when
+-- nothing is subscribed.
+-- @return data, msg | nil, err
+function M.request(subject, data, opts)
+  local co = coroutine.running()
+  if not co then
+    error("msrt.request must be called from a coroutine (the main chunk and hub callbacks are)", 3)
+  end
+  local ok, err = ensure()
+  if ok then ok, err = ensure_inbox() end
+  if not ok then return nil, err end
+  next_req = next_req + 1
+  local inbox = inbox_prefix .. "." .. next_req
+  local timeout = opts.timeout_ms or 5000
+  requests[inbox] = co
+  local n, perr = M.publish(subject, data, opts, inbox)
+  if not n then requests[inbox] = nil return nil, perr end
+  if n == 0 then
+    requests[inbox] = nil
+    return nil, core.error("no_responders", ("no responders for \"%s\""):format(subject))
+  end
+  local timer = uv.new_timer()
+  timer:start(timeout, 0, function()
+    timer:close()
+    if requests[inbox] then
+      requests[inbox] = nil
+      resume(co, false, core.error("timeout", ("no reply from \"%s\" within %d ms"):format(subject, timeout)))
+    end
+  end)
+  local got, msg = coroutine.yield()
+  if got then
+    if not timer:is_closing() then timer:close() end
+    return msg.data, msg
+  end
+  return nil, msg
+end
+
+--- Stop the runtime: actors finish their message and terminate; workers
+-- join within the profile's shutdown_timeout_ms.
+function M.stop()
+  if not started then return true end
+  return core.rt_stop()
+end
+
+return M

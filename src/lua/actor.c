@@ -1,0 +1,453 @@
+#include "lua/actor.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "lua/lerror.h"
+
+typedef struct {
+  msrt_actor *cell;  /* the record's own reference */
+  msrt_rt *rt;
+  uint64_t id;
+  char name[64];
+  lua_State *L, *co;
+  char *spec;
+  size_t spec_len;
+  msrt_pending pend;           /* a publish blocked on full mailboxes */
+  uint64_t inbox_sub;          /* _INBOX.<id>.> on the sys lane, 0 = none */
+  uint64_t *subs;              /* subscriptions to drop at release */
+  size_t nsubs, capsubs;
+  int exited;
+  int aborted; /* creation failed: stop without ever booting */
+} lactor;
+
+static struct {
+  char *boot, *path, *cpath;
+  size_t boot_len;
+} setup;
+
+static char *dup_str(const char *s, size_t n) {
+  char *d = malloc(n + 1);
+  if (d) {
+    memcpy(d, s, n);
+    d[n] = 0;
+  }
+  return d;
+}
+
+void msrt_lactor_setup(const char *boot, size_t boot_len, const char *path,
+                       const char *cpath) {
+  free(setup.boot), free(setup.path), free(setup.cpath);
+  setup.boot = dup_str(boot, boot_len);
+  setup.boot_len = boot_len;
+  setup.path = dup_str(path, strlen(path));
+  setup.cpath = dup_str(cpath, strlen(cpath));
+}
+
+int msrt_lactor_control(msrt_actor *cell, const char *ctl, const char *text) {
+  msrt_envelope *e = msrt_env_new(ctl, strlen(ctl), NULL, 0, NULL, 0, text,
+                                  strlen(text), 1, MSRT_ENV_CONTROL, 0);
+  if (!e) return MSRT_E_NOMEM;
+  int rc = msrt_actor_push_sys(cell, e);
+  msrt_env_unref(e);
+  return rc;
+}
+
+static int add_sub(lactor *la, uint64_t id) {
+  if (la->nsubs == la->capsubs) {
+    size_t cap = la->capsubs ? la->capsubs * 2 : 4;
+    uint64_t *s = realloc(la->subs, cap * sizeof *s);
+    if (!s) return -1;
+    la->subs = s;
+    la->capsubs = cap;
+  }
+  la->subs[la->nsubs++] = id;
+  return 0;
+}
+
+msrt_actor *msrt_lactor_new(msrt_rt *rt, const char *name, const void *spec,
+                            size_t spec_len, size_t capacity,
+                            msrt_overflow policy, const char *const *patterns,
+                            size_t npatterns, const char *queue,
+                            msrt_error *err) {
+  size_t nlen = strlen(name);
+  if (nlen == 0 || nlen >= sizeof ((lactor *)0)->name ||
+      strpbrk(name, ".*> \t\r\n")) {
+    msrt_error_set(err, MSRT_E_INVALID_ARG,
+                   "actor name \"%s\" must be 1..63 characters and one "
+                   "subject token (no '.', '*', '>' or spaces)", name);
+    return NULL;
+  }
+  lactor *la = calloc(1, sizeof *la);
+  if (!la || !(la->spec = malloc(spec_len ? spec_len : 1))) {
+    free(la);
+    msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+    return NULL;
+  }
+  memcpy(la->spec, spec, spec_len);
+  la->spec_len = spec_len;
+  la->rt = rt;
+  memcpy(la->name, name, nlen + 1);
+  la->cell = msrt_actor_new(rt->sched, la, capacity, policy);
+  if (!la->cell) {
+    free(la->spec);
+    free(la);
+    msrt_error_set(err, MSRT_E_CLOSED, "the runtime is stopping");
+    return NULL;
+  }
+  la->id = msrt_actor_id(la->cell);
+  /* Subscribed before it starts, so nothing published after this call
+   * returns can miss it. */
+  for (size_t i = 0; i < npatterns; i++) {
+    uint64_t sid;
+    if (msrt_rt_subscribe(rt, patterns[i], strlen(patterns[i]), queue,
+                          queue ? strlen(queue) : 0, MSRT_EP_ACTOR, la->cell,
+                          0, &sid, err) != MSRT_E_OK ||
+        add_sub(la, sid) != 0) {
+      la->aborted = la->exited = 1;
+      msrt_actor_stop(la->cell); /* its last turn only releases it */
+      return NULL;
+    }
+  }
+  msrt_actor_ref(la->cell); /* the caller's */
+  msrt_lactor_control(la->cell, MSRT_CTL_START, "");
+  return la->cell;
+}
+
+/* The reason travels as a control message, not in the record: the hub may
+ * call this after the record is gone (only the cell is referenced). */
+void msrt_lactor_stop(msrt_actor *cell, const char *reason) {
+  msrt_lactor_control(cell, MSRT_CTL_STOP, reason);
+  msrt_actor_stop(cell);
+}
+
+/* ---- functions the actor's Lua calls (upvalue 1: the record) ---------- */
+
+static lactor *self(lua_State *L) {
+  return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+/* pop() -> nil | flags, subject, reply, payload, id, priority */
+static int a_pop(lua_State *L) {
+  msrt_envelope *e = msrt_actor_pop(self(L)->cell);
+  if (!e) return 0;
+  lua_pushinteger(L, e->flags);
+  lua_pushlstring(L, e->subject, e->subject_len);
+  if (e->reply) lua_pushlstring(L, e->reply, e->reply_len);
+  else lua_pushnil(L);
+  lua_pushlstring(L, (const char *)e->payload, e->payload_len);
+  lua_pushnumber(L, (lua_Number)e->id);
+  lua_pushinteger(L, e->priority);
+  msrt_env_unref(e);
+  return 6;
+}
+
+static int push_err(lua_State *L, const msrt_error *err) {
+  lua_pushnil(L);
+  lua_pushstring(L, msrt_code_name(err->code));
+  lua_pushstring(L, err->message);
+  return 3;
+}
+
+/* publish(subject, payload, reply, priority) -> delivered
+ *   | nil, code, message | "blocked" (then wait_room/retry) */
+static int a_publish(lua_State *L) {
+  lactor *la = self(L);
+  size_t slen, plen, rlen = 0;
+  const char *s = luaL_checklstring(L, 1, &slen);
+  const char *p = luaL_checklstring(L, 2, &plen);
+  const char *r = luaL_optlstring(L, 3, NULL, &rlen);
+  int prio = (int)luaL_optinteger(L, 4, MSRT_PRIORITY_DEFAULT);
+  msrt_error err;
+  msrt_envelope *e = msrt_rt_make(la->rt, s, slen, r, rlen, p, plen, prio, 0,
+                                  &err);
+  if (!e) return push_err(L, &err);
+  size_t delivered;
+  msrt_code rc = msrt_rt_publish(la->rt, e, &delivered, &la->pend, &err);
+  msrt_env_unref(e);
+  if (rc == MSRT_E_MAILBOX_FULL && la->pend.n) {
+    lua_pushliteral(L, "blocked");
+    return 1;
+  }
+  if (rc != MSRT_E_OK) return push_err(L, &err);
+  lua_pushinteger(L, (lua_Integer)delivered);
+  return 1;
+}
+
+static void room_waker(void *ud) {
+  msrt_lactor_control(ud, MSRT_CTL_ROOM, "");
+}
+
+/* wait_room() -> true when a _ROOM control message will come, false when
+ * there is room now (retry). */
+static int a_wait_room(lua_State *L) {
+  lactor *la = self(L);
+  int rc = msrt_rt_pending_wait(&la->pend, room_waker, la->cell);
+  lua_pushboolean(L, rc == MSRT_WAIT_PENDING);
+  return 1;
+}
+
+/* retry() -> delivered | "blocked" | nil, "closed", message */
+static int a_retry(lua_State *L) {
+  lactor *la = self(L);
+  if (msrt_actor_closed(la->cell)) {
+    msrt_rt_pending_clear(la->rt, &la->pend);
+    lua_pushnil(L);
+    lua_pushliteral(L, "closed");
+    lua_pushliteral(L, "the actor is stopping");
+    return 3;
+  }
+  if (msrt_rt_pending_retry(la->rt, &la->pend) == MSRT_E_MAILBOX_FULL) {
+    lua_pushliteral(L, "blocked");
+    return 1;
+  }
+  lua_pushinteger(L, (lua_Integer)la->pend.delivered);
+  return 1;
+}
+
+/* inbox() -> "_INBOX.<id>": subscribes _INBOX.<id>.> to the sys lane once */
+static int a_inbox(lua_State *L) {
+  lactor *la = self(L);
+  char prefix[48];
+  int n = snprintf(prefix, sizeof prefix, "_INBOX.%llu",
+                   (unsigned long long)la->id);
+  if (!la->inbox_sub) {
+    char pattern[64];
+    int pn = snprintf(pattern, sizeof pattern, "%s.>", prefix);
+    msrt_error err;
+    if (msrt_rt_subscribe(la->rt, pattern, (size_t)pn, NULL, 0, MSRT_EP_SYS,
+                          la->cell, 0, &la->inbox_sub, &err) != MSRT_E_OK)
+      return push_err(L, &err);
+    add_sub(la, la->inbox_sub);
+  }
+  lua_pushlstring(L, prefix, (size_t)n);
+  return 1;
+}
+
+/* subscribe(pattern, queue) -> sub id | nil, code, message */
+static int a_subscribe(lua_State *L) {
+  lactor *la = self(L);
+  size_t plen, qlen = 0;
+  const char *p = luaL_checklstring(L, 1, &plen);
+  const char *q = luaL_optlstring(L, 2, NULL, &qlen);
+  uint64_t id;
+  msrt_error err;
+  if (msrt_rt_subscribe(la->rt, p, plen, q, qlen, MSRT_EP_ACTOR, la->cell, 0,
+                        &id, &err) != MSRT_E_OK)
+    return push_err(L, &err);
+  add_sub(la, id);
+  lua_pushnumber(L, (lua_Number)id);
+  return 1;
+}
+
+/* timer(timer_id, ms, repeat_ms): the hub fires _TIMER control messages
+ * with the timer id; ms < 0 cancels. */
+static int a_timer(lua_State *L) {
+  lactor *la = self(L);
+  char text[96];
+  snprintf(text, sizeof text, "%lld %lld %lld",
+           (long long)luaL_checkinteger(L, 1), (long long)luaL_checkinteger(L, 2),
+           (long long)luaL_optinteger(L, 3, 0));
+  msrt_envelope *e = msrt_env_new("t", 1, NULL, 0, NULL, 0, text, strlen(text),
+                                  1, MSRT_ENV_CONTROL, 0);
+  if (!e) return luaL_error(L, "out of memory");
+  msrt_actor_ref(la->cell);
+  msrt_inbox_item it = {MSRT_IN_TIMER, la->id, e, la->cell};
+  if (msrt_rt_to_hub(la->rt, it) != 0) msrt_actor_unref(la->cell);
+  return 0;
+}
+
+static int a_set_waiting(lua_State *L) {
+  msrt_actor_set_waiting(self(L)->cell, lua_toboolean(L, 1));
+  return 0;
+}
+
+/* closed() -> true once the actor was asked to stop */
+static int a_closed(lua_State *L) {
+  lua_pushboolean(L, msrt_actor_closed(self(L)->cell));
+  return 1;
+}
+
+/* stop(reason): the actor stops itself after this turn. */
+static int a_stop(lua_State *L) {
+  msrt_lactor_stop(self(L)->cell, luaL_optstring(L, 1, "normal"));
+  return 0;
+}
+
+static int a_log(lua_State *L) {
+  lactor *la = self(L);
+  fprintf(stderr, "%s [%s#%llu] %s\n", luaL_checkstring(L, 1), la->name,
+          (unsigned long long)la->id, luaL_checkstring(L, 2));
+  return 0;
+}
+
+static int a_now_ms(lua_State *L) {
+  lua_pushnumber(L, (lua_Number)msrt_now_ns() / 1e6);
+  return 1;
+}
+
+static const luaL_Reg actor_fns[] = {
+  {"pop", a_pop}, {"publish", a_publish}, {"wait_room", a_wait_room},
+  {"retry", a_retry}, {"inbox", a_inbox}, {"subscribe", a_subscribe},
+  {"timer", a_timer}, {"set_waiting", a_set_waiting}, {"closed", a_closed},
+  {"stop", a_stop}, {"log", a_log}, {"now_ms", a_now_ms}, {NULL, NULL}};
+
+/* ---- the actor's state ------------------------------------------------ */
+
+static void open_lib(lua_State *L, lua_CFunction fn, const char *name) {
+  lua_pushcfunction(L, fn);
+  lua_pushstring(L, name);
+  lua_call(L, 1, 0);
+}
+
+/* Lighter than luaL_openlibs: no debug library and ffi only on require
+ * (ffi alone doubles a state's creation time and adds 16 KB). */
+static void open_libs(lua_State *L) {
+  open_lib(L, luaopen_base, "");
+  open_lib(L, luaopen_package, LUA_LOADLIBNAME);
+  open_lib(L, luaopen_table, LUA_TABLIBNAME);
+  open_lib(L, luaopen_string, LUA_STRLIBNAME);
+  open_lib(L, luaopen_math, LUA_MATHLIBNAME);
+  open_lib(L, luaopen_os, LUA_OSLIBNAME);
+  open_lib(L, luaopen_io, LUA_IOLIBNAME);
+  open_lib(L, luaopen_bit, LUA_BITLIBNAME);
+  open_lib(L, luaopen_jit, LUA_JITLIBNAME); /* also turns the JIT on */
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "preload");
+  lua_pushcfunction(L, luaopen_ffi);
+  lua_setfield(L, -2, "ffi");
+  lua_pop(L, 1);
+  lua_pushstring(L, setup.path);
+  lua_setfield(L, -2, "path");
+  lua_pushstring(L, setup.cpath);
+  lua_setfield(L, -2, "cpath");
+  lua_pop(L, 1);
+}
+
+/* Make the state and the loop coroutine; returns 0, or -1 with the error
+ * message on top of la->L (or no state at all when out of memory). */
+static int boot(lactor *la) {
+  lua_State *L = la->L = luaL_newstate();
+  if (!L) return -1;
+  lua_gc(L, LUA_GCSETPAUSE, la->rt->cfg.gc_pause);
+  lua_gc(L, LUA_GCSETSTEPMUL, la->rt->cfg.gc_stepmul);
+  open_libs(L);
+  if (luaL_loadbuffer(L, setup.boot, setup.boot_len, "=actor_boot")) return -1;
+  lua_newtable(L);
+  lua_pushlightuserdata(L, la);
+  luaL_openlib(L, NULL, actor_fns, 1);
+  msrt_lua_open_errors(L);
+  lua_pushlstring(L, la->spec, la->spec_len);
+  lua_pushnumber(L, (lua_Number)la->id);
+  if (lua_pcall(L, 3, 3, 0)) return -1;
+  lua_setfield(L, LUA_REGISTRYINDEX, "msrt.on_crash");
+  lua_setfield(L, LUA_REGISTRYINDEX, "msrt.exit_record");
+  la->co = lua_newthread(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, "msrt.actor.co");
+  lua_xmove(L, la->co, 1); /* the loop function */
+  free(la->spec);
+  la->spec = NULL;
+  return 0;
+}
+
+/* Publish the exit record on msrt.actor.<name>.exit and hand it to the
+ * hub. reason: "normal", "shutdown", or the error with its traceback. */
+static void report_exit(lactor *la, const char *reason, int normal) {
+  if (la->exited) return;
+  la->exited = 1;
+  char subject[96];
+  int n = snprintf(subject, sizeof subject, "msrt.actor.%s.exit", la->name);
+  /* payload: a string.buffer encoding when the state can make one,
+   * else the plain reason (the hub accepts both) */
+  const char *payload = reason;
+  size_t plen = strlen(reason);
+  uint8_t flags = 0;
+  lua_State *L = la->L;
+  int top = L ? lua_gettop(L) : 0;
+  if (L) {
+    lua_getfield(L, LUA_REGISTRYINDEX, "msrt.exit_record");
+    if (lua_isfunction(L, -1)) {
+      lua_pushstring(L, reason);
+      lua_pushboolean(L, normal);
+      if (lua_pcall(L, 2, 1, 0) == 0 && lua_isstring(L, -1)) {
+        payload = lua_tolstring(L, -1, &plen);
+        flags = MSRT_ENV_PAYLOAD_BUFFER;
+      }
+    }
+  }
+  msrt_envelope *e = msrt_env_new(subject, (size_t)n, NULL, 0, NULL, 0,
+                                  payload, plen, 1, flags, 0);
+  if (L) lua_settop(L, top);
+  if (!e) return;
+  size_t delivered;
+  msrt_rt_publish(la->rt, e, &delivered, NULL, NULL);
+  msrt_inbox_item it = {MSRT_IN_EXIT, la->id, e, NULL};
+  msrt_rt_to_hub(la->rt, it); /* takes the reference */
+}
+
+/* A Lua error in boot, init or handle: the reason is the message with its
+ * traceback; the actor's terminate hears it (OTP gen_server does so). */
+static msrt_run_result fail(lactor *la, lua_State *from) {
+  lua_State *L = la->L;
+  if (!L) {
+    report_exit(la, "cannot create a Lua state (out of memory)", 0);
+    return MSRT_RUN_STOPPED;
+  }
+  const char *msg = lua_tostring(from, -1);
+  if (!msg) msg = "(error object is not a string)";
+  luaL_traceback(L, from, msg, from == L ? 1 : 0);
+  lua_getfield(L, LUA_REGISTRYINDEX, "msrt.on_crash");
+  if (lua_isfunction(L, -1)) {
+    lua_pushvalue(L, -2);
+    if (lua_pcall(L, 1, 1, 0) == 0 && lua_isstring(L, -1)) lua_replace(L, -2);
+    else lua_pop(L, 1);
+  } else {
+    lua_pop(L, 1);
+  }
+  report_exit(la, lua_tostring(L, -1), 0);
+  return MSRT_RUN_STOPPED;
+}
+
+msrt_run_result msrt_lactor_run(msrt_actor *a, int budget, void *ud,
+                                int worker) {
+  lactor *la = ud;
+  if (la->aborted) return MSRT_RUN_STOPPED;
+  msrt_rt_turn(la->rt, worker, la->id);
+  msrt_run_result res = MSRT_RUN_STOPPED;
+  if (!la->co && boot(la) != 0) {
+    res = fail(la, la->L);
+  } else {
+    lua_pushinteger(la->co, budget);
+    int rc = lua_resume(la->co, 1);
+    if (rc == LUA_YIELD) {
+      const char *what = lua_tostring(la->co, -1);
+      res = what && what[0] == 'w' ? MSRT_RUN_WAITING : MSRT_RUN_IDLE;
+      lua_settop(la->co, 0);
+    } else if (rc == 0) {
+      const char *reason = lua_tostring(la->co, -1);
+      if (!reason) reason = "normal";
+      int normal = !strcmp(reason, "normal") || !strcmp(reason, "shutdown");
+      report_exit(la, reason, normal);
+    } else {
+      res = fail(la, la->co);
+    }
+  }
+  msrt_rt_turn(la->rt, worker, 0);
+  return res;
+}
+
+void msrt_lactor_release(msrt_actor *a, void *ud) {
+  lactor *la = ud;
+  if (!la->exited) report_exit(la, "shutdown", 1);
+  for (size_t i = 0; i < la->nsubs; i++) msrt_rt_unsubscribe(la->rt, la->subs[i]);
+  free(la->subs);
+  msrt_rt_pending_clear(la->rt, &la->pend);
+  if (la->L) lua_close(la->L);
+  free(la->spec);
+  msrt_actor_unref(la->cell);
+  free(la);
+}

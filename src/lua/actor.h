@@ -1,0 +1,59 @@
+/* Lua actors on worker threads (issue "The threaded runtime").
+ *
+ * An actor is a record holding its scheduler cell and its own lua_State,
+ * made lazily on the worker that gives it its first turn (so creating
+ * thousands of actors from the hub costs the hub one allocation each and
+ * the Lua states are built in parallel on the workers). The state runs
+ * lua/msrt/actor_boot.lua (precompiled once by the hub) which loads the
+ * actor's module and returns the loop that a coroutine runs: each turn
+ * resumes it with the turn's budget.
+ *
+ * Thread-safety: msrt_lactor_new and msrt_lactor_boot_code on the hub;
+ * msrt_lactor_run / msrt_lactor_release are the scheduler's callbacks.
+ */
+#ifndef MSRT_LUA_ACTOR_H
+#define MSRT_LUA_ACTOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lua/rt.h"
+
+/* Set the bytecode of actor_boot.lua and the package paths every actor
+ * state gets (copied). Hub, before the first actor. */
+void msrt_lactor_setup(const char *boot, size_t boot_len, const char *path,
+                       const char *cpath);
+
+/* Make an actor from an encoded spec (string.buffer encoding of the table
+ * actor_boot.lua reads: name, module/handlers bytecode, args), subscribed
+ * to each of patterns (in queue group `queue` when non-NULL) before it
+ * starts. Its cell is returned with one reference for the caller (the
+ * hub's handle); a sys message starts it. name must be a valid subject
+ * token. Returns NULL with err filled on failure (a bad pattern included:
+ * nothing is left subscribed then). */
+msrt_actor *msrt_lactor_new(msrt_rt *rt, const char *name, const void *spec,
+                            size_t spec_len, size_t capacity,
+                            msrt_overflow policy, const char *const *patterns,
+                            size_t npatterns, const char *queue,
+                            msrt_error *err);
+
+/* Ask the actor behind cell to stop with a reason ("normal", "shutdown"
+ * or anything else); its terminate runs in its last turn. Any thread. */
+void msrt_lactor_stop(msrt_actor *cell, const char *reason);
+
+msrt_run_result msrt_lactor_run(msrt_actor *a, int budget, void *ud,
+                                int worker);
+void msrt_lactor_release(msrt_actor *a, void *ud);
+
+/* Control subjects carried on the sys lane (flag MSRT_ENV_CONTROL). */
+#define MSRT_ENV_CONTROL 0x80
+#define MSRT_CTL_START "_START"
+#define MSRT_CTL_TIMER "_TIMER"
+#define MSRT_CTL_ROOM "_ROOM"
+#define MSRT_CTL_STOP "_STOP"
+
+/* Push a control envelope (subject ctl, text payload) to cell's sys lane.
+ * Returns the push result. Any thread. */
+int msrt_lactor_control(msrt_actor *cell, const char *ctl, const char *text);
+
+#endif

@@ -1,0 +1,452 @@
+/* The hub's side of the runtime: msrt.core functions for actors, publish,
+ * subscribe and metrics, the drain of the hub inbox into Lua, the timers
+ * actors ask for, and the overload watchdog. Hub thread only. */
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lua/actor.h"
+#include "lua/host.h"
+#include "lua/lerror.h"
+#include "lua/rt.h"
+
+static const char DISPATCH_KEY = 'd'; /* registry: the Lua dispatcher */
+
+static msrt_rt *need_rt(lua_State *L) {
+  msrt_rt *rt = msrt_rt_get();
+  if (!rt) luaL_error(L, "the msrt runtime is not started");
+  return rt;
+}
+
+static int fail_err(lua_State *L, const msrt_error *err) {
+  lua_pushnil(L);
+  msrt_lua_push_error(L, err);
+  return 2;
+}
+
+/* ---- timers actors ask for ------------------------------------------- */
+
+typedef struct atimer {
+  unsigned magic; /* MSRT_HANDLE_MAGIC: not luv's */
+  uv_timer_t t;
+  msrt_actor *cell; /* reference */
+  uint64_t actor, id;
+  struct atimer *prev, *next;
+} atimer;
+
+static atimer *timers;
+
+static void atimer_free(uv_handle_t *h) {
+  atimer *t = h->data;
+  msrt_actor_unref(t->cell);
+  free(t);
+}
+
+static void atimer_close(atimer *t) {
+  if (t->prev) t->prev->next = t->next;
+  else timers = t->next;
+  if (t->next) t->next->prev = t->prev;
+  uv_close((uv_handle_t *)&t->t, atimer_free);
+}
+
+static void atimer_fire(uv_timer_t *h) {
+  atimer *t = h->data;
+  char text[32];
+  snprintf(text, sizeof text, "%llu", (unsigned long long)t->id);
+  int rc = msrt_lactor_control(t->cell, MSRT_CTL_TIMER, text);
+  if (rc != MSRT_E_OK || !uv_timer_get_repeat(&t->t)) atimer_close(t);
+}
+
+/* A timer request from an actor: "id ms repeat_ms"; ms < 0 cancels. */
+static void atimer_request(msrt_rt *rt, msrt_inbox_item *it) {
+  long long id = 0, ms = 0, rep = 0;
+  sscanf((const char *)it->env->payload, "%lld %lld %lld", &id, &ms, &rep);
+  msrt_actor *cell = it->ptr;
+  if (ms < 0) {
+    for (atimer *t = timers; t; t = t->next)
+      if (t->actor == it->target && t->id == (uint64_t)id) {
+        atimer_close(t);
+        break;
+      }
+    msrt_actor_unref(cell);
+    return;
+  }
+  atimer *t = calloc(1, sizeof *t);
+  if (!t || uv_timer_init(msrt_hub_loop(rt->hub), &t->t) != 0) {
+    free(t);
+    msrt_actor_unref(cell);
+    return;
+  }
+  t->magic = MSRT_HANDLE_MAGIC;
+  t->t.data = t;
+  t->cell = cell;
+  t->actor = it->target;
+  t->id = (uint64_t)id;
+  t->next = timers;
+  if (timers) timers->prev = t;
+  timers = t;
+  uv_unref((uv_handle_t *)&t->t); /* actors keep the hub alive, not timers */
+  uv_timer_start(&t->t, atimer_fire, (uint64_t)ms, (uint64_t)rep);
+}
+
+static void atimers_close_all(void) {
+  while (timers) atimer_close(timers);
+}
+
+/* ---- the inbox drain -------------------------------------------------- */
+
+static const char *const kinds[] = {NULL, "deliver", "exit", NULL, "wake",
+                                    "overload"};
+
+static void drain(msrt_inbox_item *items, size_t n, void *ud) {
+  lua_State *L = ud;
+  msrt_rt *rt = msrt_rt_get();
+  for (size_t i = 0; i < n; i++) {
+    msrt_inbox_item *it = &items[i];
+    if (it->kind == MSRT_IN_TIMER) {
+      atimer_request(rt, it);
+      msrt_env_unref(it->env);
+      continue;
+    }
+    lua_pushlightuserdata(L, (void *)&DISPATCH_KEY);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (!lua_isfunction(L, -1)) {
+      lua_pop(L, 1);
+      msrt_env_unref(it->env);
+      continue;
+    }
+    lua_pushstring(L, kinds[it->kind]);
+    lua_pushnumber(L, (lua_Number)it->target);
+    int nargs = 2;
+    msrt_envelope *e = it->env;
+    if (e) {
+      lua_pushlstring(L, e->subject, e->subject_len);
+      if (e->reply) lua_pushlstring(L, e->reply, e->reply_len);
+      else lua_pushnil(L);
+      lua_pushlstring(L, (const char *)e->payload, e->payload_len);
+      lua_pushnumber(L, (lua_Number)e->id);
+      lua_pushinteger(L, e->priority);
+      lua_pushinteger(L, e->flags);
+      nargs += 6;
+    } else if (it->kind == MSRT_IN_OVERLOAD) {
+      lua_pushnumber(L, (lua_Number)(uintptr_t)it->ptr);
+      nargs++;
+    }
+    msrt_env_unref(e);
+    msrt_host_call(L, nargs, 0, "error in hub callback");
+  }
+}
+
+/* ---- the overload watchdog --------------------------------------------- */
+
+static struct {
+  unsigned magic;
+  uv_timer_t t;
+} watchdog = {MSRT_HANDLE_MAGIC, {0}};
+
+static void on_watchdog(uv_timer_t *t) {
+  (void)t;
+  msrt_rt *rt = msrt_rt_get();
+  if (rt) msrt_rt_watchdog(rt);
+}
+
+/* ---- msrt.core functions ---------------------------------------------- */
+
+static msrt_overflow overflow_of(lua_State *L, int idx) {
+  static const char *const names[] = {"block", "drop_oldest", "drop_newest",
+                                      "error", NULL};
+  static const msrt_overflow values[] = {
+    MSRT_OVERFLOW_BLOCK, MSRT_OVERFLOW_DROP_OLDEST, MSRT_OVERFLOW_DROP_NEWEST,
+    MSRT_OVERFLOW_ERROR};
+  if (lua_isnoneornil(L, idx)) return MSRT_OVERFLOW_DEFAULT;
+  return values[luaL_checkoption(L, idx, NULL, names)];
+}
+
+static lua_Integer field_int(lua_State *L, int t, const char *k, lua_Integer d) {
+  lua_getfield(L, t, k);
+  lua_Integer v = lua_isnumber(L, -1) ? lua_tointeger(L, -1) : d;
+  lua_pop(L, 1);
+  return v;
+}
+
+/* rt_start(profile, boot_bytecode) -> true | nil, err */
+static int l_rt_start(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  size_t blen;
+  const char *boot = luaL_checklstring(L, 2, &blen);
+  if (msrt_rt_get()) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  msrt_rt_config c = {
+    .workers = (int)field_int(L, 1, "workers", 1),
+    .batch = (int)field_int(L, 1, "batch", 64),
+    .spin_us = (int)field_int(L, 1, "spin_us", 50),
+    .mailbox_capacity = (size_t)field_int(L, 1, "mailbox_capacity", 4096),
+    .max_payload = (size_t)field_int(L, 1, "max_payload", 1 << 20),
+    .max_subject = (size_t)field_int(L, 1, "max_subject", 1024),
+    .slice_ms = (long)field_int(L, 1, "slice_ms", 1000),
+    .shutdown_timeout_ms = (long)field_int(L, 1, "shutdown_timeout_ms", 5000),
+  };
+  lua_getfield(L, 1, "overflow");
+  c.overflow = overflow_of(L, -1);
+  lua_pop(L, 1);
+  lua_getfield(L, 1, "gc");
+  c.gc_pause = lua_istable(L, -1) ? (int)field_int(L, -1, "pause", 200) : 200;
+  c.gc_stepmul = lua_istable(L, -1) ? (int)field_int(L, -1, "stepmul", 200) : 200;
+  lua_pop(L, 1);
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "path");
+  lua_getfield(L, -2, "cpath");
+  msrt_lactor_setup(boot, blen, lua_tostring(L, -2), lua_tostring(L, -1));
+  lua_pop(L, 3);
+  msrt_host *h = msrt_host_get(L);
+  msrt_error err;
+  if (msrt_rt_start(h->hub, &c, msrt_lactor_run, msrt_lactor_release, drain,
+                    h->L, &err) != MSRT_E_OK)
+    return fail_err(L, &err);
+  uv_timer_init(msrt_hub_loop(h->hub), &watchdog.t);
+  watchdog.t.data = &watchdog;
+  uv_unref((uv_handle_t *)&watchdog.t);
+  uint64_t every = c.slice_ms / 2 < 5 ? 5 : (uint64_t)c.slice_ms / 2;
+  uv_timer_start(&watchdog.t, on_watchdog, every, every);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* rt_stop() -> true | false when a worker is stuck in an actor */
+static int l_rt_stop(lua_State *L) {
+  msrt_rt *rt = msrt_rt_get();
+  if (!rt) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (!uv_is_closing((uv_handle_t *)&watchdog.t))
+    uv_close((uv_handle_t *)&watchdog.t, NULL);
+  int rc = msrt_rt_stop(rt);
+  atimers_close_all();
+  lua_pushboolean(L, rc == 0);
+  return 1;
+}
+
+/* keep_alive(bool): whether live actors keep the hub loop running (the
+ * hub inbox's handle is referenced while they do). */
+static int l_keep_alive(lua_State *L) {
+  msrt_rt *rt = need_rt(L);
+  msrt_inbox_keep_alive(rt->inbox, lua_toboolean(L, 1));
+  return 0;
+}
+
+static int l_set_dispatch(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_pushlightuserdata(L, (void *)&DISPATCH_KEY);
+  lua_pushvalue(L, 1);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+/* actor_new(name, spec, capacity, overflow, patterns, queue)
+ *   -> id, cell | nil, err */
+static int l_actor_new(lua_State *L) {
+  msrt_rt *rt = need_rt(L);
+  const char *name = luaL_checkstring(L, 1);
+  size_t slen;
+  const char *spec = luaL_checklstring(L, 2, &slen);
+  size_t cap = (size_t)luaL_optinteger(L, 3, 0);
+  msrt_overflow pol = overflow_of(L, 4);
+  const char *patterns[64];
+  size_t np = 0;
+  if (lua_istable(L, 5)) {
+    np = lua_objlen(L, 5);
+    if (np > 64) return luaL_argerror(L, 5, "at most 64 subscriptions");
+    for (size_t i = 0; i < np; i++) {
+      lua_rawgeti(L, 5, (int)i + 1);
+      patterns[i] = lua_tostring(L, -1); /* kept alive by the table */
+      lua_pop(L, 1);
+      if (!patterns[i]) return luaL_argerror(L, 5, "subjects must be strings");
+    }
+  }
+  const char *queue = luaL_optstring(L, 6, NULL);
+  msrt_error err;
+  msrt_actor *cell = msrt_lactor_new(rt, name, spec, slen, cap, pol, patterns,
+                                     np, queue, &err);
+  if (!cell) return fail_err(L, &err);
+  lua_pushnumber(L, (lua_Number)msrt_actor_id(cell));
+  lua_pushlightuserdata(L, cell);
+  return 2;
+}
+
+static int l_actor_stop(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
+  msrt_lactor_stop(lua_touserdata(L, 1), luaL_optstring(L, 2, "normal"));
+  return 0;
+}
+
+static int l_actor_unref(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
+  msrt_actor_unref(lua_touserdata(L, 1));
+  return 0;
+}
+
+/* actor_mailbox(cell) -> depth, high_water */
+static int l_actor_mailbox(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
+  msrt_actor *a = lua_touserdata(L, 1);
+  lua_pushinteger(L, (lua_Integer)msrt_actor_depth(a));
+  lua_pushinteger(L, (lua_Integer)msrt_actor_high_water(a));
+  return 2;
+}
+
+static const char PENDING_META[] = "msrt.pending";
+
+static int pending_gc(lua_State *L) {
+  msrt_pending *p = luaL_checkudata(L, 1, PENDING_META);
+  msrt_rt *rt = msrt_rt_get();
+  if (rt && p->env) msrt_rt_pending_clear(rt, p);
+  return 0;
+}
+
+/* publish(subject, payload, reply, priority)
+ *   -> delivered | "blocked", pending | nil, err */
+static int l_publish(lua_State *L) {
+  msrt_rt *rt = need_rt(L);
+  size_t slen, plen, rlen = 0;
+  const char *s = luaL_checklstring(L, 1, &slen);
+  const char *p = luaL_checklstring(L, 2, &plen);
+  const char *r = luaL_optlstring(L, 3, NULL, &rlen);
+  int prio = (int)luaL_optinteger(L, 4, MSRT_PRIORITY_DEFAULT);
+  msrt_error err;
+  msrt_envelope *e = msrt_rt_make(rt, s, slen, r, rlen, p, plen, prio, 0, &err);
+  if (!e) return fail_err(L, &err);
+  msrt_pending *pend = lua_newuserdata(L, sizeof *pend);
+  memset(pend, 0, sizeof *pend);
+  if (luaL_newmetatable(L, PENDING_META)) {
+    lua_pushcfunction(L, pending_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  size_t delivered;
+  msrt_code rc = msrt_rt_publish(rt, e, &delivered, pend, &err);
+  msrt_env_unref(e);
+  if (rc == MSRT_E_MAILBOX_FULL && pend->n) {
+    lua_pushliteral(L, "blocked");
+    lua_insert(L, -2);
+    return 2;
+  }
+  if (rc != MSRT_E_OK) return fail_err(L, &err);
+  lua_pushinteger(L, (lua_Integer)delivered);
+  return 1;
+}
+
+static void hub_waker(void *ud) {
+  msrt_rt *rt = msrt_rt_get();
+  msrt_inbox_item it = {MSRT_IN_WAKE, (uint64_t)(uintptr_t)ud, NULL, NULL};
+  if (rt) msrt_rt_to_hub(rt, it);
+}
+
+/* pending_wait(pending, wake_id) -> true (a "wake" dispatch will come) |
+ * false (retry now) */
+static int l_pending_wait(lua_State *L) {
+  msrt_pending *p = luaL_checkudata(L, 1, PENDING_META);
+  uintptr_t id = (uintptr_t)luaL_checknumber(L, 2);
+  lua_pushboolean(L, msrt_rt_pending_wait(p, hub_waker, (void *)id) ==
+                         MSRT_WAIT_PENDING);
+  return 1;
+}
+
+/* pending_retry(pending) -> delivered | "blocked" */
+static int l_pending_retry(lua_State *L) {
+  msrt_pending *p = luaL_checkudata(L, 1, PENDING_META);
+  if (msrt_rt_pending_retry(need_rt(L), p) == MSRT_E_MAILBOX_FULL) {
+    lua_pushliteral(L, "blocked");
+    return 1;
+  }
+  lua_pushinteger(L, (lua_Integer)p->delivered);
+  return 1;
+}
+
+/* subscribe(pattern, queue, hub_id) -> sub_id | nil, err */
+static int l_subscribe(lua_State *L) {
+  msrt_rt *rt = need_rt(L);
+  size_t plen, qlen = 0;
+  const char *p = luaL_checklstring(L, 1, &plen);
+  const char *q = luaL_optlstring(L, 2, NULL, &qlen);
+  uint64_t hub_id = (uint64_t)luaL_checknumber(L, 3), sid;
+  msrt_error err;
+  if (msrt_rt_subscribe(rt, p, plen, q, qlen, MSRT_EP_HUB, NULL, hub_id, &sid,
+                        &err) != MSRT_E_OK)
+    return fail_err(L, &err);
+  lua_pushnumber(L, (lua_Number)sid);
+  return 1;
+}
+
+static int l_unsubscribe(lua_State *L) {
+  msrt_rt *rt = need_rt(L);
+  lua_pushboolean(L, msrt_rt_unsubscribe(rt, (uint64_t)luaL_checknumber(L, 1)) ==
+                         MSRT_E_OK);
+  return 1;
+}
+
+static void set_num(lua_State *L, const char *k, double v) {
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static void push_worker(lua_State *L, const msrt_worker_stats *w) {
+  lua_createtable(L, 0, 5);
+  set_num(L, "handled", (double)w->handled);
+  set_num(L, "turns", (double)w->turns);
+  set_num(L, "parks", (double)w->parks);
+  set_num(L, "wakes", (double)w->wakes);
+  set_num(L, "steals", (double)w->steals);
+}
+
+/* metrics() -> table (see msrt.metrics) */
+static int l_metrics(lua_State *L) {
+  msrt_rt *rt = msrt_rt_get();
+  lua_newtable(L);
+  if (!rt) return 1;
+  msrt_worker_stats per[256];
+  msrt_sched_stats st;
+  msrt_sched_stats_get(rt->sched, &st, per);
+  set_num(L, "workers", (double)st.workers);
+  set_num(L, "actors", (double)st.actors);
+  set_num(L, "runnable", (double)st.runnable);
+  set_num(L, "parked", (double)st.parked);
+  push_worker(L, &st.total);
+  lua_setfield(L, -2, "total");
+  lua_createtable(L, (int)st.workers, 0);
+  for (size_t i = 0; i < st.workers; i++) {
+    push_worker(L, &per[i]);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  lua_setfield(L, -2, "per_worker");
+  lua_createtable(L, 0, 3);
+  set_num(L, "drop_oldest", (double)st.drops_oldest);
+  set_num(L, "drop_newest", (double)st.drops_newest);
+  set_num(L, "refused_full", (double)st.refused_full);
+  lua_setfield(L, -2, "drops");
+  msrt_router_stats rs;
+  msrt_router_stats_read(rt->router, &rs);
+  lua_createtable(L, 0, MSRT_STAT__COUNT + 1);
+  for (int i = 0; i < MSRT_STAT__COUNT; i++)
+    set_num(L, msrt_stat_name((msrt_stat)i), (double)rs.v[i]);
+  set_num(L, "dropped", (double)rs.dropped);
+  set_num(L, "subscriptions", (double)msrt_router_sub_count(rt->router));
+  lua_setfield(L, -2, "router");
+  set_num(L, "hub_inbox", (double)msrt_inbox_depth(rt->inbox));
+  return 1;
+}
+
+void msrt_lua_open_rt(lua_State *L) {
+  static const luaL_Reg fns[] = {
+    {"rt_start", l_rt_start}, {"rt_stop", l_rt_stop},
+    {"set_dispatch", l_set_dispatch}, {"actor_new", l_actor_new},
+    {"actor_stop", l_actor_stop}, {"actor_unref", l_actor_unref},
+    {"actor_mailbox", l_actor_mailbox}, {"publish", l_publish},
+    {"pending_wait", l_pending_wait}, {"pending_retry", l_pending_retry},
+    {"subscribe", l_subscribe}, {"unsubscribe", l_unsubscribe},
+    {"metrics", l_metrics}, {"keep_alive", l_keep_alive}, {NULL, NULL}};
+  luaL_register(L, NULL, fns);
+}

@@ -1,0 +1,297 @@
+#include "lua/rt.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/clock.h"
+#include "router/subject.h"
+
+static msrt_rt *the_rt;
+static __thread msrt_reader *tl_reader;
+static __thread msrt_rt *tl_reader_rt;
+static __thread msrt_match_result tl_match;
+
+msrt_rt *msrt_rt_get(void) { return the_rt; }
+
+msrt_reader *msrt_rt_reader(msrt_rt *rt) {
+  if (tl_reader_rt != rt) {
+    tl_reader = msrt_router_reader_new(rt->router);
+    tl_reader_rt = rt;
+  }
+  return tl_reader;
+}
+
+/* A drop by the scheduler (drop_oldest / drop_newest): counted, and
+ * published on msrt.dropped.<subject> unless that is itself a drop notice
+ * (a drop of a drop notice is only counted, so drops never cascade). */
+static void on_dropped(msrt_actor *a, msrt_envelope *e, const char *reason,
+                       void *ud) {
+  msrt_rt *rt = ud;
+  msrt_router_count(rt->router,
+                    reason[5] == 'o' ? MSRT_STAT_DROP_OLDEST
+                                     : MSRT_STAT_DROP_NEWEST,
+                    1);
+  static const char prefix[] = "msrt.dropped.";
+  if (strncmp(e->subject, prefix, sizeof prefix - 1) == 0) return;
+  char subject[512];
+  int n = snprintf(subject, sizeof subject, "%s%s", prefix, e->subject);
+  if (n <= 0 || (size_t)n >= sizeof subject) return;
+  /* payload: the reason, then the actor id, as plain text */
+  char body[96];
+  int blen = snprintf(body, sizeof body, "%s %llu", reason,
+                      (unsigned long long)msrt_actor_id(a));
+  msrt_envelope *note = msrt_env_new(subject, (size_t)n, NULL, 0, NULL, 0,
+                                     body, (size_t)blen, e->priority, 0,
+                                     e->trace_id);
+  if (!note) return;
+  size_t delivered;
+  msrt_rt_publish(rt, note, &delivered, NULL, NULL);
+  msrt_env_unref(note);
+}
+
+msrt_code msrt_rt_start(msrt_hub *hub, const msrt_rt_config *cfg,
+                        msrt_run_fn run,
+                        void (*release)(msrt_actor *, void *),
+                        void (*drain)(msrt_inbox_item *, size_t, void *),
+                        void *drain_ud, msrt_error *err) {
+  if (the_rt) return MSRT_E_OK;
+  if (cfg->workers < 1 || cfg->workers > 256)
+    return msrt_error_set(err, MSRT_E_INVALID_ARG, "workers must be 1..256");
+  msrt_rt *rt = calloc(1, sizeof *rt);
+  if (!rt) return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+  rt->cfg = *cfg;
+  rt->hub = hub;
+  rt->drain = drain;
+  rt->drain_ud = drain_ud;
+  msrt_router_opts ropts = {.max_subject = cfg->max_subject};
+  rt->router = msrt_router_new(&ropts);
+  rt->inbox = msrt_inbox_new(msrt_hub_loop(hub), drain, drain_ud);
+  msrt_sched_config sc = {
+    .workers = cfg->workers, .batch = cfg->batch, .spin_us = cfg->spin_us,
+    .mailbox_capacity = cfg->mailbox_capacity, .overflow = cfg->overflow,
+    .run = run, .release = release, .dropped = on_dropped, .sched_ud = rt};
+  msrt_code rc = MSRT_E_NOMEM;
+  if (rt->router && rt->inbox) rc = msrt_sched_new(&sc, &rt->sched, err);
+  if (rc == MSRT_E_OK) rc = msrt_sched_start(rt->sched);
+  if (rc != MSRT_E_OK) {
+    msrt_error_set(err, rc, "cannot start the runtime (%s)",
+                   msrt_code_name(rc));
+    /* partial start: leave what was made (process-lifetime objects) */
+    return rc;
+  }
+  the_rt = rt;
+  return MSRT_E_OK;
+}
+
+int msrt_rt_stop(msrt_rt *rt) {
+  if (rt->stopped) return 0;
+  rt->stopped = 1;
+  uint64_t deadline = msrt_now_ns() + (uint64_t)rt->cfg.shutdown_timeout_ms * 1000000u;
+  msrt_sched_stats st;
+  for (;;) {
+    /* Exit records arriving meanwhile are delivered to the hub's Lua. */
+    msrt_inbox_drain(rt->inbox);
+    msrt_sched_stats_get(rt->sched, &st, NULL);
+    if (st.actors == 0 || msrt_now_ns() >= deadline) break;
+    struct timespec ts = {0, 500000};
+    nanosleep(&ts, NULL);
+  }
+  long left = (long)((deadline - msrt_now_ns()) / 1000000u);
+  if (msrt_sched_stop_timeout(rt->sched, left > 0 ? left : 0) != 0) return -1;
+  msrt_inbox_drain(rt->inbox);
+  msrt_inbox_close(rt->inbox);
+  return 0;
+}
+
+msrt_envelope *msrt_rt_make(msrt_rt *rt, const char *subject, size_t slen,
+                            const char *reply, size_t rlen,
+                            const void *payload, size_t plen, int priority,
+                            uint64_t trace_id, msrt_error *err) {
+  if (msrt_subject_validate(subject, slen, rt->cfg.max_subject, err) !=
+          MSRT_E_OK ||
+      (reply && msrt_subject_validate(reply, rlen, rt->cfg.max_subject, err) !=
+                    MSRT_E_OK)) {
+    msrt_router_count(rt->router, MSRT_STAT_REFUSED, 1);
+    return NULL;
+  }
+  if (plen > rt->cfg.max_payload) {
+    msrt_router_count(rt->router, MSRT_STAT_REFUSED, 1);
+    msrt_error_set(err, MSRT_E_PAYLOAD_TOO_BIG,
+                   "payload of %zu bytes on \"%.*s\" exceeds max_payload "
+                   "(%zu bytes)", plen, (int)(slen > 200 ? 200 : slen),
+                   subject, rt->cfg.max_payload);
+    return NULL;
+  }
+  msrt_envelope *e = msrt_env_new(subject, slen, reply, rlen, NULL, 0,
+                                  payload, plen, priority,
+                                  MSRT_ENV_PAYLOAD_BUFFER, trace_id);
+  if (!e) msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+  return e;
+}
+
+/* Queue-group members whose mailbox is full are skipped when another
+ * member can take the message. */
+static bool skip_full(const msrt_match_item *m, void *ud) {
+  (void)ud;
+  if (m->kind != MSRT_EP_ACTOR) return false;
+  msrt_actor *a = m->endpoint;
+  return msrt_actor_depth(a) >= msrt_actor_capacity(a);
+}
+
+static int pending_add(msrt_pending *p, msrt_actor *a) {
+  if (p->n == p->cap) {
+    size_t cap = p->cap ? p->cap * 2 : 4;
+    msrt_actor **c = realloc(p->cells, cap * sizeof *c);
+    if (!c) return -1;
+    p->cells = c;
+    p->cap = cap;
+  }
+  msrt_actor_ref(a);
+  p->cells[p->n++] = a;
+  return 0;
+}
+
+/* Deliver to one endpoint; returns the push result. */
+static int deliver(msrt_rt *rt, const msrt_match_item *m, msrt_envelope *e) {
+  switch (m->kind) {
+  case MSRT_EP_ACTOR: return msrt_actor_push(m->endpoint, e);
+  case MSRT_EP_SYS: return msrt_actor_push_sys(m->endpoint, e);
+  case MSRT_EP_HUB: {
+    msrt_inbox_item it = {MSRT_IN_DELIVER, (uint64_t)(uintptr_t)m->ud,
+                          msrt_env_ref(e), NULL};
+    return msrt_rt_to_hub(rt, it) == 0 ? MSRT_E_OK : MSRT_E_CLOSED;
+  }
+  }
+  return MSRT_E_INTERNAL;
+}
+
+msrt_code msrt_rt_publish(msrt_rt *rt, msrt_envelope *e, size_t *delivered,
+                          msrt_pending *pend, msrt_error *err) {
+  msrt_reader *rd = msrt_rt_reader(rt);
+  msrt_match_result *m = &tl_match;
+  *delivered = 0;
+  msrt_router_reader_enter(rd);
+  long n = msrt_router_match(rd, e->subject, e->subject_len, m, skip_full, NULL);
+  msrt_code rc = MSRT_E_OK;
+  size_t refused = 0, dropped_closed = 0;
+  for (long i = 0; i < n; i++) {
+    int r = deliver(rt, &m->items[i], e);
+    if (r == MSRT_E_OK) {
+      (*delivered)++;
+    } else if (r == MSRT_E_MAILBOX_FULL && pend &&
+               msrt_actor_policy(m->items[i].endpoint) == MSRT_OVERFLOW_BLOCK &&
+               pending_add(pend, m->items[i].endpoint) == 0) {
+      rc = MSRT_E_MAILBOX_FULL;
+    } else if (r == MSRT_E_MAILBOX_FULL) {
+      refused++;
+      rc = MSRT_E_MAILBOX_FULL;
+    } else {
+      dropped_closed++;
+    }
+  }
+  msrt_router_reader_leave(rd);
+  if (pend && pend->n) {
+    pend->env = msrt_env_ref(e);
+    pend->delivered = *delivered;
+  }
+  msrt_router_count(rt->router, MSRT_STAT_ACCEPTED, 1);
+  if (*delivered) msrt_router_count(rt->router, MSRT_STAT_DELIVERED, *delivered);
+  if (refused) msrt_router_count(rt->router, MSRT_STAT_REFUSED, refused);
+  if (dropped_closed)
+    msrt_router_count(rt->router, MSRT_STAT_DROP_CLOSED, dropped_closed);
+  if (n == 0) msrt_router_count(rt->router, MSRT_STAT_NO_RESPONDERS, 1);
+  if (refused)
+    msrt_error_set(err, MSRT_E_MAILBOX_FULL,
+                   "mailbox full on \"%s\" (%zu subscriber(s) refused it)",
+                   e->subject, refused);
+  return rc;
+}
+
+msrt_code msrt_rt_pending_retry(msrt_rt *rt, msrt_pending *p) {
+  size_t keep = 0;
+  for (size_t i = 0; i < p->n; i++) {
+    int r = msrt_actor_push(p->cells[i], p->env);
+    if (r == MSRT_E_MAILBOX_FULL) {
+      p->cells[keep++] = p->cells[i];
+      continue;
+    }
+    if (r == MSRT_E_OK) {
+      p->delivered++;
+      msrt_router_count(rt->router, MSRT_STAT_DELIVERED, 1);
+    } else {
+      msrt_router_count(rt->router, MSRT_STAT_DROP_CLOSED, 1);
+    }
+    msrt_actor_unref(p->cells[i]);
+  }
+  p->n = keep;
+  if (keep) return MSRT_E_MAILBOX_FULL;
+  msrt_env_unref(p->env);
+  p->env = NULL;
+  return MSRT_E_OK;
+}
+
+int msrt_rt_pending_wait(msrt_pending *p, void (*waker)(void *), void *ud) {
+  if (!p->n) return MSRT_E_OK;
+  return msrt_actor_wait_room(p->cells[0], waker, ud);
+}
+
+void msrt_rt_pending_clear(msrt_rt *rt, msrt_pending *p) {
+  if (p->n) msrt_router_count(rt->router, MSRT_STAT_REFUSED, p->n);
+  for (size_t i = 0; i < p->n; i++) msrt_actor_unref(p->cells[i]);
+  free(p->cells);
+  msrt_env_unref(p->env);
+  memset(p, 0, sizeof *p);
+}
+
+static void unref_cell(void *cell) { msrt_actor_unref(cell); }
+
+msrt_code msrt_rt_subscribe(msrt_rt *rt, const char *pattern, size_t plen,
+                            const char *queue, size_t qlen, uint32_t kind,
+                            msrt_actor *cell, uint64_t hub_sub,
+                            uint64_t *sub_id, msrt_error *err) {
+  if (cell) msrt_actor_ref(cell);
+  msrt_code rc = msrt_router_subscribe(rt->router, pattern, plen, queue, qlen,
+                                       cell, kind, (void *)(uintptr_t)hub_sub,
+                                       sub_id, err);
+  if (rc != MSRT_E_OK && cell) msrt_actor_unref(cell);
+  return rc;
+}
+
+msrt_code msrt_rt_unsubscribe(msrt_rt *rt, uint64_t sub_id) {
+  void *endpoint = NULL;
+  msrt_code rc = msrt_router_unsubscribe_endpoint(rt->router, sub_id, &endpoint);
+  /* A reader may still be pushing to the cell: drop the subscription's
+   * reference only after every reader that could have seen it has left. */
+  if (rc == MSRT_E_OK && endpoint)
+    msrt_router_defer(rt->router, unref_cell, endpoint);
+  return rc;
+}
+
+int msrt_rt_to_hub(msrt_rt *rt, msrt_inbox_item item) {
+  if (msrt_inbox_push(rt->inbox, item) == 0) return 0;
+  msrt_env_unref(item.env);
+  return -1;
+}
+
+void msrt_rt_turn(msrt_rt *rt, int worker, uint64_t actor_id) {
+  if (worker < 0 || worker >= 256) return;
+  atomic_store_explicit(&rt->turn_actor[worker], actor_id, memory_order_relaxed);
+  atomic_store_explicit(&rt->turn_start[worker], actor_id ? msrt_now_ns() : 0,
+                        memory_order_relaxed);
+}
+
+void msrt_rt_watchdog(msrt_rt *rt) {
+  uint64_t now = msrt_now_ns();
+  uint64_t limit = (uint64_t)rt->cfg.slice_ms * 1000000u;
+  for (int w = 0; w < rt->cfg.workers && w < 256; w++) {
+    uint64_t start = atomic_load_explicit(&rt->turn_start[w], memory_order_relaxed);
+    if (!start || now - start < limit) continue;
+    uint64_t id = atomic_load_explicit(&rt->turn_actor[w], memory_order_relaxed);
+    /* report once per turn: clear the start so the next check skips it */
+    if (!atomic_compare_exchange_strong(&rt->turn_start[w], &start, 0)) continue;
+    msrt_inbox_item it = {MSRT_IN_OVERLOAD, id, NULL,
+                          (void *)(uintptr_t)((now - start) / 1000000u)};
+    msrt_inbox_push(rt->inbox, it);
+  }
+}

@@ -1,0 +1,145 @@
+/* The runtime behind the `msrt` module: one per process, made by the first
+ * use (msrt.start or anything that needs workers). It ties the scheduler
+ * (src/sched), the router (src/router) and the hub (src/hub) together and
+ * owns the publish path every thread uses.
+ *
+ * Endpoints (router subscription kinds):
+ *   MSRT_EP_ACTOR  an actor's normal mailbox (bounded, overflow policy)
+ *   MSRT_EP_SYS    an actor's sys lane (its request inbox: replies)
+ *   MSRT_EP_HUB    a hub callback: the envelope goes through the hub inbox
+ *
+ * Thread-safety: msrt_rt_publish and msrt_rt_make from the hub or any
+ * worker; the rest on the hub thread unless said otherwise.
+ */
+#ifndef MSRT_LUA_RT_H
+#define MSRT_LUA_RT_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "core/envelope.h"
+#include "core/error.h"
+#include "hub/hub.h"
+#include "hub/inbox.h"
+#include "router/index.h"
+#include "sched/sched.h"
+
+enum { MSRT_EP_ACTOR = 1, MSRT_EP_SYS = 2, MSRT_EP_HUB = 3 };
+
+/* Items the workers hand to the hub (msrt_inbox_item.kind). */
+enum {
+  MSRT_IN_DELIVER = 1, /* env for hub subscription `target` */
+  MSRT_IN_EXIT,        /* actor `target` exited; env holds the exit record */
+  MSRT_IN_TIMER,       /* actor cell `ptr` asks for a timer (env: spec) */
+  MSRT_IN_WAKE,        /* a blocked hub publish `target` may retry */
+  MSRT_IN_OVERLOAD,    /* actor `target` overran slice_ms */
+};
+
+typedef struct {
+  int workers, batch, spin_us;
+  size_t mailbox_capacity;
+  msrt_overflow overflow;
+  size_t max_payload, max_subject;
+  long slice_ms, shutdown_timeout_ms;
+  int gc_pause, gc_stepmul;
+} msrt_rt_config;
+
+typedef struct msrt_rt msrt_rt;
+
+/* What a blocked publish still has to deliver: the envelope and the actor
+ * cells whose mailboxes were full (each holding a reference). */
+typedef struct {
+  msrt_envelope *env;
+  msrt_actor **cells;
+  size_t n, cap;
+  size_t delivered;
+} msrt_pending;
+
+struct msrt_rt {
+  msrt_rt_config cfg;
+  msrt_hub *hub;
+  msrt_sched *sched;
+  msrt_router *router;
+  msrt_inbox *inbox;
+  void (*drain)(msrt_inbox_item *items, size_t n, void *ud); /* the binding's */
+  void *drain_ud;
+  atomic_ullong turn_start[256]; /* per worker: ns when its turn began, 0 idle */
+  atomic_ullong turn_actor[256]; /* per worker: id of the actor it runs */
+  int stopped;
+};
+
+/* The process's runtime, or NULL before msrt_rt_start. Any thread. */
+msrt_rt *msrt_rt_get(void);
+
+/* Start the runtime with cfg: scheduler (workers started), router, hub
+ * inbox (drained by drain on the hub). run/release are the actor
+ * binding's scheduler callbacks. Returns MSRT_E_OK or an error. */
+msrt_code msrt_rt_start(msrt_hub *hub, const msrt_rt_config *cfg,
+                        msrt_run_fn run,
+                        void (*release)(msrt_actor *, void *),
+                        void (*drain)(msrt_inbox_item *, size_t, void *),
+                        void *drain_ud, msrt_error *err);
+
+/* Stop: waits up to cfg.shutdown_timeout_ms for live actors to finish
+ * (their last turn runs terminate), then stops the workers. Returns 0, or
+ * -1 when a worker is stuck in an actor (the runtime is then left alone:
+ * the process is expected to exit). */
+int msrt_rt_stop(msrt_rt *rt);
+
+/* Make an envelope after checking the subject (NATS rules, max_subject)
+ * and the payload size (max_payload). Returns NULL with err filled
+ * (invalid_subject, payload_too_big, nomem). The refusal is counted. */
+msrt_envelope *msrt_rt_make(msrt_rt *rt, const char *subject, size_t slen,
+                            const char *reply, size_t rlen,
+                            const void *payload, size_t plen, int priority,
+                            uint64_t trace_id, msrt_error *err);
+
+/* Publish env (the caller keeps its reference) to every matching endpoint.
+ * *delivered gets how many endpoints took it (0: nobody subscribed).
+ * Returns MSRT_E_OK; MSRT_E_MAILBOX_FULL when an endpoint with the
+ * `error` policy was full (the others got it); or, when pend is non-NULL
+ * and some `block` mailboxes were full, MSRT_E_MAILBOX_FULL with pend
+ * filled (the caller waits with msrt_rt_pending_wait and retries with
+ * msrt_rt_pending_retry). With pend NULL a full `block` mailbox counts as
+ * refused (error). */
+msrt_code msrt_rt_publish(msrt_rt *rt, msrt_envelope *env, size_t *delivered,
+                          msrt_pending *pend, msrt_error *err);
+
+/* Retry a blocked publish: returns MSRT_E_OK when everything is delivered
+ * (pend emptied), MSRT_E_MAILBOX_FULL when some mailbox is still full. */
+msrt_code msrt_rt_pending_retry(msrt_rt *rt, msrt_pending *pend);
+
+/* Register waker(ud) for room in the first still-full mailbox. Returns
+ * MSRT_WAIT_PENDING (will be called) or MSRT_E_OK (retry now). */
+int msrt_rt_pending_wait(msrt_pending *pend, void (*waker)(void *), void *ud);
+
+/* Drop what a pending publish holds (its refs), counting the undelivered
+ * endpoints as refused. */
+void msrt_rt_pending_clear(msrt_rt *rt, msrt_pending *pend);
+
+/* Subscribe an endpoint; see router/index.h for the pattern and queue
+ * rules. For actor kinds, the subscription holds a reference on the cell,
+ * released (after every reader that could see it has left) on
+ * unsubscribe. Any thread. */
+msrt_code msrt_rt_subscribe(msrt_rt *rt, const char *pattern, size_t plen,
+                            const char *queue, size_t qlen, uint32_t kind,
+                            msrt_actor *cell, uint64_t hub_sub,
+                            uint64_t *sub_id, msrt_error *err);
+msrt_code msrt_rt_unsubscribe(msrt_rt *rt, uint64_t sub_id);
+
+/* Hand an item to the hub. Any thread. Returns 0, or -1 when the hub no
+ * longer takes items (the item's envelope is then released). */
+int msrt_rt_to_hub(msrt_rt *rt, msrt_inbox_item item);
+
+/* Per-thread router reader (made on first use). Any thread. */
+msrt_reader *msrt_rt_reader(msrt_rt *rt);
+
+/* Mark the calling worker's turn (actor id, 0 = idle) for the overload
+ * watchdog. Worker threads. */
+void msrt_rt_turn(msrt_rt *rt, int worker, uint64_t actor_id);
+
+/* Hub timer callback body: report each worker whose turn has lasted longer
+ * than slice_ms (once per turn) to the hub as MSRT_IN_OVERLOAD. */
+void msrt_rt_watchdog(msrt_rt *rt);
+
+#endif
