@@ -431,6 +431,25 @@ static void test_queue_fairness(void) {
   teardown();
 }
 
+/* Two readers (two publishing threads, here taking turns): each has its own
+ * round-robin counter, and together they stay fair. */
+static void test_queue_two_readers(void) {
+  setup(0);
+  msrt_reader *rd2 = msrt_router_reader_new(R);
+  uint64_t m[4];
+  for (int k = 0; k < 4; k++) m[k] = sub("multi.x", "g", NULL);
+  long counts[4] = {0, 0, 0, 0};
+  const int N = 100000;
+  for (int i = 0; i < N; i++) {
+    msrt_reader *rd = i % 3 ? RD : rd2; /* uneven shares */
+    CHECK(msrt_router_match(rd, "multi.x", 7, &M, NULL, NULL) == 1);
+    for (int k = 0; k < 4; k++) counts[k] += M.items[0].sub_id == m[k];
+  }
+  for (int k = 0; k < 4; k++) CHECK(labs(counts[k] - N / 4) < N / 4 * 5 / 100);
+  msrt_router_reader_free(rd2);
+  teardown();
+}
+
 static uint64_t full_id;
 static int skip_calls;
 static bool skip_full(const msrt_match_item *c, void *ud) {
@@ -491,6 +510,35 @@ static void test_enter_leave(void) {
   /* freeing the router frees a still-registered reader too (no leak) */
   msrt_router_reader_leave(other);
   teardown();
+}
+
+static int deferred_runs;
+static void count_run(void *p) { deferred_runs += *(int *)p; }
+
+static void test_defer(void) {
+  setup(0);
+  int ep = 5, one = 1;
+  uint64_t id = sub("d.x", NULL, &ep);
+  void *got = NULL;
+  msrt_router_reader_enter(RD);
+  CHECK(match("d.x") == 1 && M.items[0].endpoint == &ep);
+  CHECK(msrt_router_unsubscribe_endpoint(R, id, &got) == MSRT_E_OK);
+  CHECK(got == &ep);
+  CHECK(msrt_router_unsubscribe_endpoint(R, id, &got) == MSRT_E_NOT_FOUND);
+  CHECK(msrt_router_defer(R, count_run, &one) == MSRT_E_OK);
+  CHECK(deferred_runs == 0); /* RD is inside */
+  msrt_router_reclaim(R);
+  CHECK(deferred_runs == 0);
+  msrt_router_reader_leave(RD);
+  CHECK(msrt_router_reclaim(R) == 0);
+  CHECK(deferred_runs == 1);
+  CHECK(msrt_router_defer(R, count_run, &one) == MSRT_E_OK); /* no reader in */
+  CHECK(deferred_runs == 2);
+  msrt_router_reader_enter(RD);
+  msrt_router_defer(R, count_run, &one);
+  msrt_router_reader_leave(RD);
+  teardown(); /* reclaims: runs the last one */
+  CHECK(deferred_runs == 3);
 }
 
 /* ---- routing tables -------------------------------------------------------- */
@@ -697,7 +745,11 @@ static void test_router_routes(void) {
   msrt_router_route(RD, "legacy.c.task", 13, buf, sizeof buf, &r, &e);
   CHECK_STR(r.subject, "legacy.c.task");
   CHECK(r.rule == -1);
-  CHECK(msrt_router_set_routes(R, compile(r2, 1, &e)) == MSRT_E_OK);
+  msrt_routes *t2 = compile(r2, 1, &e);
+  CHECK(msrt_router_set_routes(R, t2) == MSRT_E_OK);
+  CHECK(msrt_router_set_routes(R, t2) == MSRT_E_OK); /* same one: no-op */
+  msrt_router_route(RD, "legacy.c.task", 13, buf, sizeof buf, &r, &e);
+  CHECK_STR(r.subject, "new.c.task");
   teardown(); /* the router frees its table */
 }
 
@@ -729,6 +781,6 @@ static void test_stats(void) {
 TEST_MAIN(test_subject_valid, test_subject_invalid, test_pattern_rules,
           test_subject_messages, test_subject_length, test_matcher,
           test_index_basic, test_index_wide, test_property,
-          test_queue_fairness, test_skip_predicate, test_enter_leave,
-          test_routes_rewrite, test_routes_split, test_routes_errors,
+          test_queue_fairness, test_queue_two_readers, test_skip_predicate,
+          test_enter_leave, test_defer, test_routes_rewrite, test_routes_split, test_routes_errors,
           test_router_routes, test_stats)

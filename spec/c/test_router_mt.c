@@ -21,11 +21,14 @@
 #endif
 
 #define NREADERS 2
-#define NEP 64
+#define MAGIC 0x5eed
 
+/* Endpoints: the stable subscriptions' are static; the writer's churning
+ * subscriptions each get a heap one, freed through msrt_router_defer after
+ * unsubscribe, and readers read it inside their critical section, so an
+ * early free is a use-after-free under ASan. */
 static msrt_router *R;
-static int endpoints[NEP]; /* every endpoint handed to the router */
-static int stable_ep, stable_q_ep;
+static int stable_ep = MAGIC, stable_q_ep = MAGIC;
 static uint64_t stable_id, stable_wild_id, stable_q_id;
 static atomic_int readers_done;
 static atomic_long writer_changes;
@@ -34,10 +37,7 @@ typedef struct {
   long matches, lost, bad, queue_items, routed;
 } reader_result;
 
-static int known_ep(void *p) {
-  if (p == &stable_ep || p == &stable_q_ep) return 1;
-  return (int *)p >= endpoints && (int *)p < endpoints + NEP;
-}
+static int known_ep(void *p) { return p && *(volatile int *)p == MAGIC; }
 
 static void *reader_main(void *arg) {
   reader_result *res = arg;
@@ -47,8 +47,9 @@ static void *reader_main(void *arg) {
   char other[64], buf[256];
   uint64_t x = (uint64_t)(uintptr_t)arg | 1;
   for (long i = 0; i < READS; i++) {
-    bool batch = (i / 64) % 2 == 1; /* half the time: one enter per 64 */
-    if (batch && i % 64 == 0) msrt_router_reader_enter(rd);
+    /* half the time one enter per 64 iterations, else one per iteration */
+    bool batch = (i / 64) % 2 == 1;
+    if (!batch || i % 64 == 0) msrt_router_reader_enter(rd);
     long n = msrt_router_match(rd, "agents.k1.id1.task", 18, &m, NULL, NULL);
     int seen = 0, seen_wild = 0, q = 0;
     for (long j = 0; j < n; j++) {
@@ -61,6 +62,7 @@ static void *reader_main(void *arg) {
     if (n < 0 || seen != 1 || seen_wild != 1) res->lost++;
     if (q != 1) res->bad++; /* group "g" always has its stable member */
     res->queue_items += q;
+    if (!batch) msrt_router_reader_leave(rd); /* next match enters itself */
     /* other subjects: fill (and race on) the match cache */
     x ^= x << 13;
     x ^= x >> 7;
@@ -68,8 +70,8 @@ static void *reader_main(void *arg) {
     int len = snprintf(other, sizeof other, "agents.k%d.id%d.task",
                        (int)(x % 4), (int)((x >> 8) % 500));
     n = msrt_router_match(rd, other, (size_t)len, &m, NULL, NULL);
-    for (long j = 0; j < n; j++)
-      if (!known_ep(m.items[j].endpoint)) res->bad++;
+    for (long j = 0; j < n; j++) /* endpoints only read while inside */
+      if (batch && !known_ep(m.items[j].endpoint)) res->bad++;
     if (n < 1) res->lost++; /* agents.*.*.task is stable */
     if (i % 16 == 0) {
       msrt_route_result rr;
@@ -89,6 +91,13 @@ static void *reader_main(void *arg) {
   msrt_router_reader_free(rd);
   atomic_fetch_add(&readers_done, 1);
   return NULL;
+}
+
+/* Overwrite, then free: a reader that sees a freed endpoint fails the
+ * MAGIC check even without ASan. */
+static void scribble_free(void *p) {
+  *(volatile int *)p = 0;
+  free(p);
 }
 
 static const char *const churn_patterns[] = {
@@ -112,13 +121,19 @@ static void *writer_main(void *arg) {
       int queue = (x >> 20) % 3 == 0;
       uint64_t id;
       msrt_error e;
+      int *ep = malloc(sizeof *ep);
+      *ep = MAGIC;
       if (msrt_router_subscribe(R, p, strlen(p), queue ? "g" : NULL,
-                                queue ? 1 : 0, &endpoints[(x >> 8) % NEP], 3,
-                                NULL, &id, &e) == MSRT_E_OK)
+                                queue ? 1 : 0, ep, 3, NULL, &id,
+                                &e) == MSRT_E_OK)
         live[n++] = id;
+      else
+        free(ep);
     } else {
       int k = (int)((x >> 16) % (uint64_t)n);
-      msrt_router_unsubscribe(R, live[k]);
+      void *ep = NULL;
+      if (msrt_router_unsubscribe_endpoint(R, live[k], &ep) == MSRT_E_OK)
+        msrt_router_defer(R, scribble_free, ep);
       live[k] = live[--n];
     }
     if (n && (x >> 30) % 4 == 0)
@@ -131,7 +146,11 @@ static void *writer_main(void *arg) {
     }
     changes++;
   }
-  while (n) msrt_router_unsubscribe(R, live[--n]);
+  while (n) {
+    void *ep = NULL;
+    msrt_router_unsubscribe_endpoint(R, live[--n], &ep);
+    msrt_router_defer(R, scribble_free, ep);
+  }
   atomic_store(&writer_changes, changes);
   return NULL;
 }

@@ -638,6 +638,7 @@ msrt_reader *msrt_router_reader_new(msrt_router *r) {
 void msrt_router_reader_free(msrt_reader *rd) {
   if (!rd) return;
   msrt_router *r = rd->r;
+  atomic_store_explicit(&rd->epoch, 0, memory_order_release);
   pthread_mutex_lock(&r->mu);
   if (rd->prev) rd->prev->next = rd->next;
   else r->readers = rd->next;
@@ -860,6 +861,11 @@ nomem:
 }
 
 msrt_code msrt_router_unsubscribe(msrt_router *r, uint64_t sub_id) {
+  return msrt_router_unsubscribe_endpoint(r, sub_id, NULL);
+}
+
+msrt_code msrt_router_unsubscribe_endpoint(msrt_router *r, uint64_t sub_id,
+                                           void **endpoint) {
   rt_snap *ns = malloc(sizeof *ns);
   if (!ns) return MSRT_E_NOMEM;
   pthread_mutex_lock(&r->mu);
@@ -879,6 +885,7 @@ msrt_code msrt_router_unsubscribe(msrt_router *r, uint64_t sub_id) {
     return MSRT_E_NOMEM;
   }
   map_del(r, sub_id);
+  if (endpoint) *endpoint = sub->endpoint;
   r->pend[r->npend++] = (rt_garb){0, sub, free};
   if (sub->q && --sub->q->refs == 0) {
     queue_unlink(r, sub->q);
@@ -887,6 +894,20 @@ msrt_code msrt_router_unsubscribe(msrt_router *r, uint64_t sub_id) {
   ns->root = root;
   commit(r, ns);
   atomic_fetch_sub_explicit(&r->nsubs, 1, memory_order_relaxed);
+  pthread_mutex_unlock(&r->mu);
+  return MSRT_E_OK;
+}
+
+msrt_code msrt_router_defer(msrt_router *r, void (*fn)(void *), void *p) {
+  pthread_mutex_lock(&r->mu);
+  if (!GROW(r->garb, r->gcap, r->glen + 1)) {
+    pthread_mutex_unlock(&r->mu);
+    return MSRT_E_NOMEM;
+  }
+  uint64_t t = atomic_load_explicit(&r->epoch, memory_order_seq_cst);
+  r->garb[r->glen++] = (rt_garb){t, p, fn};
+  atomic_store_explicit(&r->epoch, t + 1, memory_order_seq_cst);
+  reclaim_locked(r);
   pthread_mutex_unlock(&r->mu);
   return MSRT_E_OK;
 }
@@ -1226,6 +1247,10 @@ msrt_code msrt_router_set_routes(msrt_router *r, msrt_routes *table) {
   if (!GROW(r->garb, r->gcap, r->glen + 1)) {
     pthread_mutex_unlock(&r->mu);
     return MSRT_E_NOMEM;
+  }
+  if (table && table == atomic_load_explicit(&r->routes, memory_order_relaxed)) {
+    pthread_mutex_unlock(&r->mu); /* already installed: nothing to retire */
+    return MSRT_E_OK;
   }
   msrt_routes *old =
       atomic_exchange_explicit(&r->routes, table, memory_order_seq_cst);

@@ -128,6 +128,24 @@ msrt_code msrt_router_subscribe(msrt_router *r, const char *pattern,
  * Thread-safe (writer mutex). */
 msrt_code msrt_router_unsubscribe(msrt_router *r, uint64_t sub_id);
 
+/* msrt_router_unsubscribe, also giving back the subscription's endpoint
+ * (*endpoint, when endpoint is not NULL; untouched on failure) so that the
+ * caller can release it with msrt_router_defer. */
+msrt_code msrt_router_unsubscribe_endpoint(msrt_router *r, uint64_t sub_id,
+                                           void **endpoint);
+
+/* Call fn(p) once every reader that was inside a critical section when this
+ * was called has left it (the same epochs as the router's own garbage):
+ * for releasing what readers may still use after an unsubscribe, such as
+ * an endpoint. fn runs, under the writer mutex, on whichever thread
+ * reclaims first when that is safe: this call itself when no reader is
+ * inside, else a later change, msrt_router_reclaim, a reader_free, or
+ * msrt_router_free. fn must not call the router's writer side. Called from
+ * inside a critical section, fn waits at least until that section ends.
+ * Returns MSRT_E_OK, or MSRT_E_NOMEM (fn is then never called).
+ * Thread-safe. */
+msrt_code msrt_router_defer(msrt_router *r, void (*fn)(void *), void *p);
+
 /* Set or clear a subscription's ready flag (readiness probes). Affects only
  * queue-group choice; a plain subscription is always delivered to. Returns
  * MSRT_E_OK or MSRT_E_NOT_FOUND. Thread-safe; no new snapshot. */

@@ -1,0 +1,300 @@
+/* The actor scheduler (DESIGN.md "Threads and the path of a message").
+ *
+ * Pure C: knows nothing of Lua, uses only src/core, libc and pthreads.
+ * An actor here is a C cell: a mailbox, scheduling state and a user pointer
+ * (the Lua layer hangs its lua_State there). N worker threads run actors:
+ * an actor with an eligible message is queued exactly once; a worker gives it
+ * one turn (the run callback pops at most `batch` messages), then it goes
+ * back to idle or to the back of a queue.
+ *
+ * MAILBOX. Three lanes per actor, each a lock-free MPSC queue (Vyukov's
+ * linked queue; push = one XCHG + one store) of 16-byte nodes {next, env}
+ * taken from a per-thread node cache (an envelope can sit in several
+ * mailboxes, so it cannot carry the link itself):
+ *   sys  : unbounded, never dropped, eligible even while the actor WAITs
+ *          (replies, timers, wake-ups, stop);
+ *   high : envelopes with priority 1..3;
+ *   low  : envelopes with priority 4..10.
+ * high and low together form the "normal mailbox", bounded by `capacity`
+ * messages (one atomic counter) with the actor's overflow policy:
+ *   BLOCK       : push returns MSRT_E_MAILBOX_FULL and enqueues nothing;
+ *                 the sender registers msrt_actor_wait_room() and retries
+ *                 when woken;
+ *   ERROR       : push returns MSRT_E_MAILBOX_FULL (nothing enqueued);
+ *   DROP_NEWEST : push returns MSRT_E_OK, the new envelope is not enqueued,
+ *                 cfg.dropped is called with reason "drop_newest";
+ *   DROP_OLDEST : the oldest low-lane message (or, when the low lane is
+ *                 empty, the oldest high-lane message) is evicted and given
+ *                 to cfg.dropped with reason "drop_oldest"; the new one is
+ *                 enqueued. Actors with this policy take a tiny per-actor
+ *                 spinlock on pop (the evicting producer becomes a consumer
+ *                 for one pop); the other policies never lock.
+ * The bound may be exceeded transiently by at most the number of pushes in
+ * progress at the same instant (a reservation is taken, then given back).
+ * Every drop and refusal is counted (msrt_sched_stats).
+ * When a popped message frees its slot: for DROP_OLDEST, DROP_NEWEST and
+ * ERROR at the pop; for
+ * BLOCK at the end of the consumer's turn (one contended atomic per turn
+ * instead of per message; measured 1->1 flood 6-18 M/s -> 14-15 M/s), so
+ * a BLOCK mailbox counts the messages of the turn in progress and its room
+ * waiters are woken when that turn ends.
+ *
+ * PRIORITY. msrt_actor_pop serves sys first, then high before low, but
+ * after MSRT_SCHED_HIGH_BURST (8) high messages in a row while the low lane
+ * is non-empty it serves one low message: low gets at least 1/9 of the
+ * service under sustained high traffic, never starves. Within a lane and
+ * per sender, order is FIFO. (Ordering between lanes is by priority, so a
+ * sender mixing priorities sees them reordered, by design.)
+ *
+ * SCHEDULING. Actor state is one atomic word (scheduled / waiting / notified
+ * / closed bits). A push links the node, then CASes idle->scheduled and
+ * queues the actor (exactly once); if the actor is already scheduled or
+ * running it only sets `notified` (one CAS, then plain loads while it stays
+ * set). After a turn the worker, still owning the actor, re-checks the
+ * lanes and CASes back to idle only if `notified` is clear, so a message
+ * that arrives during the turn is never stranded.
+ *
+ * RUN QUEUES. Per-worker bounded ring (256) + a LIFO slot + one shared
+ * injection queue (mutex) + stealing (half of a victim's ring). An actor
+ * woken by a push made on a worker goes to that worker's LIFO slot and runs
+ * next there, so a request and its reply stay on one CPU (no cross-CPU
+ * wake-up: DESIGN.md measures 51 us for park/wake vs ~0.15 us for a
+ * spinning hand-off). At most 3 LIFO turns in a row when the ring is
+ * non-empty; the shared queue is checked first every 61st turn. Pushes
+ * from non-worker threads (hub) go to the shared queue. Measured on the
+ * 2-vCPU box (scripts/bench/sched.c, 2 workers; table at the top of
+ * sched.c): vs one shared queue, 64 ping-pong pairs 9.6 M vs 1.8 M round
+ * trips/s, 1 pair p50 0.15 vs 0.25 us.
+ *
+ * PARKING. An idle worker searches (shared queue, steal) while spinning
+ * spin_us, then parks on a futex. At most workers/2 (min 1) search at once.
+ * New work wakes ONE parked worker, and only when no worker is searching.
+ *
+ * LIFETIME. A cell is reference counted: msrt_actor_new returns one
+ * reference for the caller (drop it with msrt_actor_unref), the scheduler
+ * keeps its own until the actor is released. cfg.release is called exactly
+ * once per actor: after it STOPPED, or from msrt_sched_free. Pushing to a
+ * released cell (still referenced) returns MSRT_E_CLOSED.
+ */
+#ifndef MSRT_SCHED_SCHED_H
+#define MSRT_SCHED_SCHED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/envelope.h"
+#include "core/error.h"
+
+typedef enum {
+  MSRT_OVERFLOW_BLOCK,
+  MSRT_OVERFLOW_DROP_OLDEST,
+  MSRT_OVERFLOW_DROP_NEWEST,
+  MSRT_OVERFLOW_ERROR,
+  MSRT_OVERFLOW_DEFAULT = -1 /* msrt_actor_new: use cfg.overflow */
+} msrt_overflow;
+
+/* Priorities 1..MSRT_SCHED_HIGH_MAX_PRIORITY go to the high lane. */
+#define MSRT_SCHED_HIGH_MAX_PRIORITY 3
+/* High messages served in a row before one low one (when both wait). */
+#define MSRT_SCHED_HIGH_BURST 8
+#define MSRT_SCHED_DEFAULT_BATCH 64
+#define MSRT_SCHED_DEFAULT_CAPACITY 1024
+/* msrt_actor_wait_room: the waker is registered and will be called. */
+#define MSRT_WAIT_PENDING (-1)
+
+typedef struct msrt_sched msrt_sched;
+typedef struct msrt_actor msrt_actor;
+
+typedef enum { MSRT_RUN_IDLE, MSRT_RUN_WAITING, MSRT_RUN_STOPPED } msrt_run_result;
+
+/* Called on a worker thread with the actor held exclusively (one actor runs
+ * on at most one worker at a time; successive turns may be on different
+ * workers, with happens-before between them). The callback pulls messages
+ * with msrt_actor_pop() (at most `budget`, after which pop returns NULL)
+ * and returns:
+ *   IDLE    : done for now; rescheduled if an eligible message is queued;
+ *   WAITING : suspended (awaiting a reply, or room in a full mailbox): only
+ *             the sys lane is eligible until a turn returns IDLE again;
+ *   STOPPED : finished; never run again; queued envelopes are dropped
+ *             (unref'd) and cfg.release is called.
+ * worker_index is 0..workers-1. */
+typedef msrt_run_result (*msrt_run_fn)(msrt_actor *a, int budget,
+                                       void *actor_ud, int worker_index);
+
+/* cfg.flags (for experiments and benchmarks; 0 = the default design). */
+#define MSRT_SCHED_SHARED_QUEUE 0x1 /* every runnable actor goes to the one
+                                       shared queue (no rings, no LIFO) */
+#define MSRT_SCHED_NO_LIFO 0x2      /* local rings + stealing, no LIFO slot */
+
+typedef struct {
+  int workers;             /* >= 1 */
+  int batch;               /* max messages per turn; 0 = default (64) */
+  int spin_us;             /* idle spin before parking, microseconds, >= 0 */
+  size_t mailbox_capacity; /* default bound of the normal lanes; 0 = 1024 */
+  msrt_overflow overflow;  /* default policy (DEFAULT means BLOCK) */
+  msrt_run_fn run;         /* required */
+  /* Called once per actor, after STOPPED (on the worker) or from
+   * msrt_sched_free (on its thread). May be NULL. */
+  void (*release)(msrt_actor *a, void *actor_ud);
+  /* A drop happened (drop_oldest / drop_newest); called on the pushing
+   * thread; reason is "drop_oldest" or "drop_newest"; the envelope ref is
+   * borrowed (valid during the call). May be NULL. */
+  void (*dropped)(msrt_actor *a, msrt_envelope *e, const char *reason,
+                  void *sched_ud);
+  void *sched_ud;
+  unsigned flags;          /* MSRT_SCHED_* above; 0 = default */
+} msrt_sched_config;
+
+/* ---- scheduler ---------------------------------------------------------- */
+
+/* Make a scheduler (threads not started). cfg is copied.
+ * Returns MSRT_E_OK and *out, or MSRT_E_INVALID_ARG (workers < 1, run NULL,
+ * batch/spin_us < 0, bad overflow) / MSRT_E_NOMEM with *err filled (err may
+ * be NULL). Any thread. */
+int msrt_sched_new(const msrt_sched_config *cfg, msrt_sched **out,
+                   msrt_error *err);
+
+/* Start the worker threads. Returns MSRT_E_OK, MSRT_E_INVALID_ARG if already
+ * started or stopped, MSRT_E_NOMEM / MSRT_E_INTERNAL if a thread could not
+ * be created (then no worker is left running). Call once, not from a
+ * worker. Actors may be created and pushed to before start. */
+int msrt_sched_start(msrt_sched *s);
+
+/* Stop: from now on pushes return MSRT_E_CLOSED and msrt_actor_new returns
+ * NULL; each worker finishes the turn in progress (no new turn starts) and
+ * exits; the call joins them. Actors are not released (msrt_sched_free
+ * does that). Idempotent. Must not be called from a worker thread. */
+void msrt_sched_stop(msrt_sched *s);
+
+/* msrt_sched_stop with a bound: waits at most `ms` milliseconds (< 0 =
+ * forever) for the workers to exit. Returns 0 when all joined, -1 when some
+ * worker is still inside a run callback at the deadline; the scheduler must
+ * then NOT be freed (the caller is expected to exit the process). May be
+ * called again to keep waiting. */
+int msrt_sched_stop_timeout(msrt_sched *s, long ms);
+
+/* Free the scheduler: stops it if needed (waiting forever), calls
+ * cfg.release for every actor not yet released (on this thread), drops
+ * every queued envelope, wakes every registered room waiter (so blocked
+ * senders retry and get MSRT_E_CLOSED). Cells the caller still references
+ * stay valid (closed) until msrt_actor_unref. NULL is ignored. */
+void msrt_sched_free(msrt_sched *s);
+
+/* Index of the calling worker thread of any scheduler (0..workers-1), or
+ * -1 when the caller is not a worker. */
+int msrt_sched_worker_index(void);
+
+/* ---- actors ------------------------------------------------------------- */
+
+/* New actor cell, idle with an empty mailbox, holding one reference for
+ * the caller. capacity 0 = cfg.mailbox_capacity (clamped to 1..2^31);
+ * policy MSRT_OVERFLOW_DEFAULT = cfg.overflow. Returns NULL when out of
+ * memory or the scheduler is stopped. Any thread. Size: 256 bytes (64-byte
+ * aligned); a lane that has been used also keeps one 16-byte node. */
+msrt_actor *msrt_actor_new(msrt_sched *s, void *actor_ud, size_t capacity,
+                           msrt_overflow policy);
+
+/* Reference counting of the cell (not of the actor's life: that ends with
+ * STOPPED or msrt_sched_free). Any thread. unref of the last reference
+ * frees the cell and any envelope still queued in it. NULL is ignored. */
+void msrt_actor_ref(msrt_actor *a);
+void msrt_actor_unref(msrt_actor *a);
+
+/* Push e to the normal mailbox (high lane if e->priority <= 3, else low).
+ * On MSRT_E_OK the mailbox holds its own new reference (the caller keeps
+ * its own) - except for drop_newest, which returns MSRT_E_OK without
+ * enqueueing and reports the drop through cfg.dropped. Returns:
+ *   MSRT_E_OK, MSRT_E_MAILBOX_FULL (policy ERROR or BLOCK; nothing
+ *   enqueued; for BLOCK use msrt_actor_wait_room), MSRT_E_CLOSED (actor
+ *   stopping/stopped or scheduler stopped), MSRT_E_NOMEM.
+ * Any thread, including the actor's own run callback. Lock-free except the
+ * drop_oldest eviction (per-actor spinlock); no syscalls except waking a
+ * parked worker. */
+int msrt_actor_push(msrt_actor *a, msrt_envelope *e);
+
+/* Push e to the sys lane: unbounded, never dropped, eligible even while
+ * the actor is WAITING. Same returns as msrt_actor_push (never FULL). */
+int msrt_actor_push_sys(msrt_actor *a, msrt_envelope *e);
+
+/* Only from the run callback of actor a: the next eligible message (sys
+ * first; then high/low as described above; only sys while WAITING), or
+ * NULL when none is visible or the turn's budget is spent. The caller owns
+ * the returned reference. Frees room (for BLOCK actors at the end of the
+ * turn) and wakes room waiters (their wakers run on this thread). */
+msrt_envelope *msrt_actor_pop(msrt_actor *a);
+
+/* Only from the run callback of a: change the turn's mode. waiting != 0
+ * restricts msrt_actor_pop to the sys lane, 0 lifts that (e.g. the reply
+ * arrived and the handler finished within this turn). The mode after the
+ * turn is decided by the callback's return value. */
+void msrt_actor_set_waiting(msrt_actor *a, int waiting);
+
+/* Register a one-shot waker, called (on whichever thread frees room - for
+ * BLOCK, the worker at the end of a's turn - or closes the actor) once a's
+ * normal mailbox has room again or a is closed.
+ * Returns MSRT_WAIT_PENDING (registered: waker will be called exactly once
+ * unless cancelled), MSRT_E_OK (room is there now; not registered: retry
+ * the push), MSRT_E_CLOSED (not registered), MSRT_E_NOMEM. All waiters are
+ * woken together when room appears (each retries; losers re-register).
+ * Any thread. The waker must not call msrt_actor_wait_room on a itself
+ * synchronously (it may push). */
+int msrt_actor_wait_room(msrt_actor *a, void (*waker)(void *ud), void *ud);
+
+/* Cancel a registration (same waker and ud). Returns 0 if it was removed
+ * (the waker will not be called), -1 if it is not registered (already
+ * called, being called, or never registered). Any thread. */
+int msrt_actor_cancel_wait(msrt_actor *a, void (*waker)(void *ud), void *ud);
+
+/* Close a: pushes return MSRT_E_CLOSED from now on and room waiters are
+ * woken. The actor gets one more turn starting after this call (in which
+ * msrt_actor_closed() is true; it may pop what is queued); after that turn,
+ * whatever it returns, it takes the STOPPED path. No-op if already closed.
+ * Any thread (including its own run callback). If the scheduler is stopped
+ * before that turn, msrt_sched_free releases it. */
+void msrt_actor_stop(msrt_actor *a);
+
+/* 1 once msrt_actor_stop was called or the actor STOPPED / was released,
+ * else 0. Any thread. */
+int msrt_actor_closed(msrt_actor *a);
+
+void *msrt_actor_ud(msrt_actor *a);   /* the actor_ud given to new; any thread */
+uint64_t msrt_actor_id(msrt_actor *a); /* unique in the process, nonzero */
+
+/* Messages queued in the normal mailbox (high + low lanes; the sys lane is
+ * not counted; for BLOCK actors, plus those popped by a turn in progress),
+ * and the highest value it reached. Any thread; a snapshot. */
+size_t msrt_actor_depth(msrt_actor *a);
+size_t msrt_actor_high_water(msrt_actor *a);
+
+/* The bound of a's normal mailbox (messages) and its overflow policy, as
+ * resolved by msrt_actor_new (never MSRT_OVERFLOW_DEFAULT). Constant for
+ * the cell's life; any thread. */
+size_t msrt_actor_capacity(msrt_actor *a);
+msrt_overflow msrt_actor_policy(msrt_actor *a);
+
+/* ---- metrics ------------------------------------------------------------ */
+
+typedef struct {
+  uint64_t handled; /* messages popped by run callbacks */
+  uint64_t turns;   /* run callback invocations */
+  uint64_t parks;   /* times the worker went to sleep */
+  uint64_t wakes;   /* times it was woken by new work */
+  uint64_t steals;  /* successful steals (each takes 1..128 actors) */
+} msrt_worker_stats;
+
+typedef struct {
+  size_t workers;
+  msrt_worker_stats total;  /* sum over workers */
+  size_t runnable;          /* actors queued (snapshot, approximate) */
+  size_t actors;            /* actors not yet released */
+  uint64_t drops_oldest, drops_newest;
+  uint64_t refused_full;    /* MSRT_E_MAILBOX_FULL returned (error+block) */
+  size_t parked;            /* workers parked now */
+} msrt_sched_stats;
+
+/* Snapshot of the counters (relaxed reads; may be a few events stale).
+ * per_worker: array of cfg.workers entries, or NULL. Any thread. */
+void msrt_sched_stats_get(msrt_sched *s, msrt_sched_stats *out,
+                          msrt_worker_stats *per_worker);
+
+#endif
