@@ -197,6 +197,7 @@ local function loop(budget)
   load_module()
   if M.init then M.init(ctx, spec.args) end
   local handle = M.handle
+  local jit_on = rt.jit_on -- the JIT comes on with the first message handled
   while true do
     local n = 0
     while n < budget and not stop_reason do
@@ -207,6 +208,7 @@ local function loop(budget)
         control(subject, payload)
         run_timers()
       elseif subject:sub(1, 7) ~= "_INBOX." then
+        if jit_on then jit_on() jit_on = nil end
         handle(ctx, { subject = subject, reply = reply, data = data_of(flags, payload), id = mid, priority = prio })
       end -- else: a reply that came after its request timed out
     end

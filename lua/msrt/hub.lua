@@ -65,7 +65,9 @@ end
 function M.start()
   if started then return true end
   local path = assert(package.searchpath("msrt.actor_boot", package.path))
-  local boot = string.dump(assert(loadfile(path)))
+  -- stripped: debug info would cost every actor state 4 KB (its own
+  -- frames then show as "?" in tracebacks; the user's code keeps its lines)
+  local boot = string.dump(assert(loadfile(path)), true)
   local ok, err = core.rt_start(profile.current(), boot)
   if not ok then return nil, err end
   core.set_dispatch(function(kind, ...) return dispatch[kind](...) end)

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/mem.h"
 
 static atomic_uint_fast64_t next_id = 1;
 static atomic_long live;
@@ -18,7 +19,7 @@ msrt_envelope *msrt_env_new(const char *subject, size_t slen,
     return NULL;
   size_t total = sizeof(msrt_envelope) + slen + 1 + (reply ? rlen + 1 : 0) +
                  hlen + plen;
-  msrt_envelope *e = malloc(total);
+  msrt_envelope *e = msrt_mem_alloc(total);
   if (!e) return NULL;
   atomic_init(&e->refs, 1);
   if (priority < MSRT_PRIORITY_HIGHEST) priority = MSRT_PRIORITY_HIGHEST;
@@ -59,7 +60,7 @@ void msrt_env_unref(msrt_envelope *e) {
   if (!e) return;
   if (atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) == 1) {
     atomic_fetch_sub_explicit(&live, 1, memory_order_relaxed);
-    free(e);
+    msrt_mem_free(e);
   }
 }
 

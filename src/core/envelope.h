@@ -3,7 +3,8 @@
  * An envelope is immutable once made and shared by reference count: one
  * publish makes one envelope, and each matched endpoint holds a reference.
  * Subject, reply, headers and payload live in the same allocation as the
- * header struct, so making one is one malloc and freeing one is one free.
+ * header struct, so making one is one allocation and freeing one is one
+ * free (core/mem.h's allocator).
  *
  * Payload and headers are opaque bytes to the core; the Lua layer stores
  * LuaJIT string.buffer encodings in them, the process layer JSON text.

@@ -1,0 +1,231 @@
+--- Actor benchmark (issue "The threaded runtime"): Lua actors on the worker
+-- threads, through the real publish path (router, mailboxes, string.buffer).
+--   msrt-lua [--profile P] scripts/bench/actors.lua [--runs N] [--msgs N]
+--            [--secs S] [--actors N] [--only flood|pingpong|memory]
+-- Prints the machine, the command and, as the median of --runs runs:
+--   flood     1 sender actor -> 1 receiver actor, --msgs messages (msgs/s)
+--   pingpong  1, 8, 64 pairs for --secs each: round trips/s, p50/p99 us
+--   memory    --actors idle actors: spawn rate (actors/s, from msrt.actor
+--             to every init having run) and RSS per idle actor (bytes)
+-- Timing is wall-clock (CLOCK_MONOTONIC) measured inside the actors.
+local msrt = require "msrt"
+io.stdout:setvbuf("line")
+local ffi = require "ffi"
+
+local opts = { runs = 3, msgs = 1000000, secs = 1.0, actors = 10000, only = "" }
+do
+  local i = 1
+  while arg[i] do
+    local k = arg[i]:match("^%-%-(%w+)$")
+    if not k or opts[k] == nil or arg[i + 1] == nil then
+      io.stderr:write("usage: actors.lua [--runs N] [--msgs N] [--secs S] [--actors N] [--only flood|pingpong|memory]\n")
+      os.exit(2)
+    end
+    opts[k] = type(opts[k]) == "number" and tonumber(arg[i + 1]) or arg[i + 1]
+    i = i + 2
+  end
+end
+
+-- Wait (yielding the main coroutine) for the next message on subject.
+local function await(subject)
+  local co = coroutine.running()
+  local sub
+  sub = assert(msrt.subscribe(subject, function(m)
+    sub.unsubscribe()
+    assert(coroutine.resume(co, m))
+  end))
+  return coroutine.yield()
+end
+
+local function median(t)
+  table.sort(t)
+  return t[math.ceil(#t / 2)]
+end
+
+-- Shared by the actors (they load it with loadstring: no upvalues).
+local CLOCK = [[
+  local ffi = require "ffi"
+  pcall(ffi.cdef, "typedef struct { long s, ns; } msrt_ts; int clock_gettime(int, msrt_ts *);")
+  local ts = ffi.new("msrt_ts")
+  return function()
+    ffi.C.clock_gettime(1, ts)
+    return tonumber(ts.s) + tonumber(ts.ns) * 1e-9
+  end
+]]
+
+-- ---- flood ---------------------------------------------------------------
+
+local function flood_once(run)
+  local recv = assert(msrt.actor{
+    name = "recv", subscribe = "bench.flood." .. run, args = { n = opts.msgs, clock = CLOCK, run = run },
+    init = function(ctx, a) ctx.now = loadstring(a.clock)(); ctx.n = 0 end,
+    handle = function(ctx, msg)
+      ctx.n = ctx.n + 1
+      if ctx.n == ctx.args.n then
+        ctx:publish("bench.flood_done." .. ctx.args.run, ctx.now())
+        ctx:stop()
+      end
+    end,
+  })
+  local send = assert(msrt.actor{
+    name = "send", subscribe = "bench.go." .. run, args = { n = opts.msgs, clock = CLOCK, run = run },
+    init = function(ctx, a) ctx.now = loadstring(a.clock)() end,
+    handle = function(ctx)
+      local subject = "bench.flood." .. ctx.args.run
+      ctx:publish("bench.flood_start." .. ctx.args.run, ctx.now())
+      for i = 1, ctx.args.n do ctx:publish(subject, i) end
+      ctx:stop()
+    end,
+  })
+  local co = coroutine.running()
+  local t0, t1
+  local s1 = msrt.subscribe("bench.flood_start." .. run, function(m) t0 = m.data end)
+  local s2 = msrt.subscribe("bench.flood_done." .. run, function(m) t1 = m.data; assert(coroutine.resume(co)) end)
+  msrt.publish("bench.go." .. run, true)
+  coroutine.yield()
+  send:wait(); recv:wait()
+  s1.unsubscribe(); s2.unsubscribe()
+  return opts.msgs / (t1 - t0)
+end
+
+-- ---- ping-pong -----------------------------------------------------------
+
+-- The q-quantile in us of a histogram of 0.05 us buckets (bucket -> count).
+local function quantile(hist, n, q)
+  local want, seen = math.ceil(n * q), 0
+  for b = 0, 10000 do
+    seen = seen + (hist[b] or 0)
+    if seen >= want then return (b + 0.5) * 0.05 end
+  end
+end
+
+local PONG = function(ctx, msg) ctx:publish(msg.reply, msg.data) end
+
+local function PING_INIT(ctx, a)
+  ctx.now = loadstring(a.clock)()
+  ctx.back = "bench.back." .. ctx.id
+  ctx:subscribe(ctx.back)
+  ctx.hist, ctx.n = {}, 0 -- round-trip histogram: 0.05 us buckets up to 500 us
+end
+
+local function PING(ctx, msg)
+  local now = ctx.now()
+  if msg.subject ~= ctx.back then -- the start: data is the pong's subject
+    ctx.to, ctx.t_start, ctx.t = msg.data, now, now
+    ctx:publish(ctx.to, 0, { reply = ctx.back })
+    return
+  end
+  local b = math.min(math.floor((now - ctx.t) * 2e7), 10000)
+  ctx.hist[b] = (ctx.hist[b] or 0) + 1
+  ctx.n = ctx.n + 1
+  if now - ctx.t_start >= ctx.args.secs then
+    ctx:publish("bench.pp_done." .. ctx.args.tag, { n = ctx.n, secs = now - ctx.t_start, hist = ctx.hist })
+    return
+  end
+  ctx.t = now
+  ctx:publish(ctx.to, msg.data + 1, { reply = ctx.back })
+end
+
+-- Each pair: its own pong subject, so a pair's traffic never fans out.
+local function pingpong_once(npairs, run)
+  local tag = npairs .. "." .. run
+  local handles = {}
+  for i = 1, npairs do
+    handles[#handles + 1] = assert(msrt.actor{ name = "pong", subscribe = ("bench.pong.%s.%d"):format(tag, i), handle = PONG })
+    handles[#handles + 1] = assert(msrt.actor{
+      name = "ping", subscribe = ("bench.ping.%s.%d"):format(tag, i),
+      args = { secs = opts.secs, clock = CLOCK, tag = tag }, init = PING_INIT, handle = PING })
+  end
+  local co = coroutine.running()
+  local results = {}
+  local sub = msrt.subscribe("bench.pp_done." .. tag, function(m)
+    results[#results + 1] = m.data
+    if #results == npairs then assert(coroutine.resume(co)) end
+  end)
+  for i = 1, npairs do
+    assert(msrt.publish(("bench.ping.%s.%d"):format(tag, i), ("bench.pong.%s.%d"):format(tag, i)))
+  end
+  coroutine.yield()
+  sub.unsubscribe()
+  for _, h in ipairs(handles) do h:stop() end
+  for _, h in ipairs(handles) do h:wait() end
+  local hist, n, rate = {}, 0, 0
+  for _, r in ipairs(results) do
+    rate, n = rate + r.n / r.secs, n + r.n
+    for b, c in pairs(r.hist) do hist[b] = (hist[b] or 0) + c end
+  end
+  return rate, quantile(hist, n, 0.5), quantile(hist, n, 0.99)
+end
+
+-- ---- memory and spawn rate ------------------------------------------------
+
+local function rss()
+  local f = assert(io.open("/proc/self/statm"))
+  local _, res = f:read("*n", "*n")
+  f:close()
+  return res * 4096
+end
+
+local function memory_once(run)
+  collectgarbage()
+  local before = rss()
+  local co = coroutine.running()
+  local up = 0
+  local sub = msrt.subscribe("bench.up." .. run, function()
+    up = up + 1
+    if up == opts.actors then assert(coroutine.resume(co)) end
+  end)
+  local t0 = require("luv").hrtime()
+  local h = assert(msrt.actor{
+    name = "idle", instances = opts.actors, args = { run = run },
+    init = function(ctx, a) ctx:publish("bench.up." .. a.run, true) end,
+    handle = function() end,
+  })
+  coroutine.yield()
+  local secs = (require("luv").hrtime() - t0) / 1e9
+  collectgarbage()
+  local per = (rss() - before) / opts.actors
+  sub.unsubscribe()
+  h:stop(); h:wait()
+  return opts.actors / secs, per
+end
+
+-- ---- main ------------------------------------------------------------------
+
+local function cpu_model()
+  local f = io.open("/proc/cpuinfo")
+  local s = f and f:read("*a") or ""
+  if f then f:close() end
+  return s:match("model name%s*:%s*([^\n]+)") or "?"
+end
+
+local p = msrt.profile()
+print(("machine: %s, %d cpus; profile %s: %d workers, batch %d, spin %d us, mailbox %d")
+  :format(cpu_model(), require("msrt.core").machine().cpus, p.name, p.workers, p.batch, p.spin_us, p.mailbox_capacity))
+print("command: msrt-lua " .. (p.name ~= "default" and ("--profile " .. p.name .. " ") or "")
+  .. "scripts/bench/actors.lua " .. table.concat(arg, " "))
+
+local function want(what) return opts.only == "" or opts.only == what end
+
+if want("flood") then
+  local r = {}
+  for run = 1, opts.runs do r[run] = flood_once(run) end
+  print(("flood 1->1, %d msgs: %.2f M msgs/s (median of %d)"):format(opts.msgs, median(r) / 1e6, opts.runs))
+end
+
+if want("pingpong") then
+  for _, pairs in ipairs({ 1, 8, 64 }) do
+    local rates, p50s, p99s = {}, {}, {}
+    for run = 1, opts.runs do rates[run], p50s[run], p99s[run] = pingpong_once(pairs, run) end
+    print(("pingpong %2d pairs: %.2f M round trips/s, p50 %.2f us, p99 %.2f us (median of %d)")
+      :format(pairs, median(rates) / 1e6, median(p50s), median(p99s), opts.runs))
+  end
+end
+
+if want("memory") then
+  local rates, per = {}, {}
+  for run = 1, opts.runs do rates[run], per[run] = memory_once(run) end
+  print(("spawn %d actors: %.0f actors/s; RSS per idle actor: %.1f KiB (median of %d)")
+    :format(opts.actors, median(rates), median(per) / 1024, opts.runs))
+end
+msrt.stop()
