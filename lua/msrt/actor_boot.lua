@@ -7,8 +7,8 @@ local rt, spec_s, id = ...
 local buffer = require "string.buffer"
 local encode, decode = buffer.encode, buffer.decode
 local band = require("bit").band
-local pop, publish, closed, set_waiting = rt.pop, rt.publish, rt.closed, rt.set_waiting
-local yield = coroutine.yield
+local closed, set_waiting = rt.closed, rt.set_waiting
+local yield, byte = coroutine.yield, string.byte
 local CONTROL, BUFFER = 0x80, 0x01
 
 local spec = decode(spec_s)
@@ -21,9 +21,66 @@ local function err(code, message) return rt.error(code, message) end
 
 local ctx = { name = spec.name, id = id, args = spec.args }
 
-local function data_of(flags, payload)
-  if band(flags, BUFFER) ~= 0 then return decode(payload) end
-  return payload
+-- pop() -> nil | flags, subject, reply, data, id, priority (data decoded
+-- when the payload is a string.buffer encoding, else the raw text).
+-- publish(subject, data, reply, priority) -> delivered | "blocked"
+--   | nil, code, message.
+-- These use the C API until the first message is handled, then go_fast()
+-- swaps in the FFI versions: idle actors never load ffi (16 KB a state).
+local c_pop, c_publish = rt.pop, rt.publish
+
+local function pop()
+  local flags, subject, reply, payload, mid, prio = c_pop()
+  if not flags then return nil end
+  if band(flags, BUFFER) ~= 0 then payload = decode(payload) end
+  return flags, subject, reply, payload, mid, prio
+end
+
+local function publish(subject, data, reply, prio)
+  return c_publish(subject, encode(data), reply, prio)
+end
+
+local function go_fast()
+  rt.jit_on()
+  local ffi = require "ffi"
+  -- msrt_envelope must match src/core/envelope.h (actor.c asserts offsets)
+  ffi.cdef [[
+typedef struct msrt_envelope {
+  uint32_t refs; uint8_t priority, flags;
+  uint32_t subject_len, reply_len, headers_len, payload_len;
+  uint64_t id, trace_id, ts_ns;
+  const char *subject, *reply; const uint8_t *headers, *payload;
+} msrt_envelope;
+msrt_envelope *msrt_lactor_ffi_pop(void *la);
+void msrt_lactor_ffi_unref(msrt_envelope *e);
+long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
+  const char *r, size_t rlen, const void *p, size_t plen, int prio);
+]]
+  -- a cdata pointer: the JIT cannot pass a lightuserdata as void *
+  local C, me, str = ffi.C, ffi.cast("void *", rt.self()), ffi.string
+  local rbuf, wbuf, last_error = buffer.new(), buffer.new(), rt.last_error
+  pop = function()
+    local e = C.msrt_lactor_ffi_pop(me)
+    if e == nil then return nil end
+    local flags, data = e.flags
+    if band(flags, BUFFER) ~= 0 then
+      data = rbuf:set(e.payload, e.payload_len):decode()
+    else
+      data = str(e.payload, e.payload_len)
+    end
+    local reply = e.reply ~= nil and str(e.reply, e.reply_len) or nil
+    local subject, mid, prio = str(e.subject, e.subject_len), tonumber(e.id), e.priority
+    C.msrt_lactor_ffi_unref(e)
+    return flags, subject, reply, data, mid, prio
+  end
+  publish = function(subject, data, reply, prio)
+    local p, n = wbuf:reset():encode(data):ref()
+    local r = tonumber(C.msrt_lactor_ffi_publish(me, subject, #subject, reply,
+      reply and #reply or 0, p, n, prio or 5))
+    if r >= 0 then return r end
+    if r == -2 then return "blocked" end
+    return nil, last_error()
+  end
 end
 
 local function control(subject, payload)
@@ -58,15 +115,32 @@ local function wait_sys(want)
   end
 end
 
--- Publish, waiting for room when a `block` mailbox is full.
-local function send(subject, data, reply, prio)
-  local r, code, message = publish(subject, encode(data), reply, prio)
-  while r == "blocked" do
-    if rt.wait_room() then
-      wait_sys(function(is_control, s) if is_control and s == "_ROOM" then return true end end)
-    end
+local function is_room(is_control, s) if is_control and s == "_ROOM" then return true end end
+
+-- A publish blocked on full `block` mailboxes: wait for room, retry. (Kept
+-- out of send so that send's hot path has no loop the JIT cannot compile.)
+local function wait_blocked()
+  local r, code, message
+  repeat
+    if rt.wait_room() then wait_sys(is_room) end
     r, code, message = rt.retry()
+  until r ~= "blocked"
+  return r, code, message
+end
+
+-- Publish, waiting for room when a `block` mailbox is full.
+local function send(subject, data, reply, prio, fname)
+  if type(subject) ~= "string" then
+    error(("bad argument #1 to '%s' (subject string expected, got %s)"):format(fname, type(subject)), 3)
   end
+  if prio ~= nil and type(prio) ~= "number" then
+    error(("bad argument #3 to '%s' (priority must be a number 1..10)"):format(fname), 3)
+  end
+  if reply ~= nil and type(reply) ~= "string" then
+    error(("bad argument #3 to '%s' (reply must be a subject string)"):format(fname), 3)
+  end
+  local r, code, message = publish(subject, data, reply, prio)
+  if r == "blocked" then r, code, message = wait_blocked() end
   if r == nil then return nil, err(code, message) end
   return r
 end
@@ -82,7 +156,7 @@ end
 -- @return true | nil, err
 function ctx:publish(subject, data, opts)
   opts = check_opts(opts, "publish")
-  local r, e = send(subject, data, opts.reply, opts.priority)
+  local r, e = send(subject, data, opts.reply, opts.priority, "publish")
   if r == nil then return nil, e end
   return true
 end
@@ -103,7 +177,7 @@ function ctx:request(subject, data, opts)
   if stop_reason or closed() then return nil, err("closed", "the actor is stopping") end
   next_req = next_req + 1
   local inbox = assert(rt.inbox()) .. "." .. next_req
-  local n, e = send(subject, data, inbox, opts.priority)
+  local n, e = send(subject, data, inbox, opts.priority, "request")
   if n == nil then return nil, e end
   if n == 0 then return nil, err("no_responders", ("no responders for \"%s\""):format(subject)) end
   next_timer = next_timer + 1
@@ -115,7 +189,7 @@ function ctx:request(subject, data, opts)
         return false, err("timeout", ("no reply from \"%s\" within %d ms"):format(subject, opts.timeout_ms or 5000))
       end
     elseif s == inbox then
-      return true, { subject = s, reply = reply, data = data_of(flags, payload), id = mid, priority = prio }
+      return true, { subject = s, reply = reply, data = payload, id = mid, priority = prio }
     end -- a late reply to an earlier request: dropped
   end)
   if got then
@@ -197,7 +271,7 @@ local function loop(budget)
   load_module()
   if M.init then M.init(ctx, spec.args) end
   local handle = M.handle
-  local jit_on = rt.jit_on -- the JIT comes on with the first message handled
+  local slow = true -- go_fast() with the first message handled
   while true do
     local n = 0
     while n < budget and not stop_reason do
@@ -207,9 +281,9 @@ local function loop(budget)
       if band(flags, CONTROL) ~= 0 then
         control(subject, payload)
         run_timers()
-      elseif subject:sub(1, 7) ~= "_INBOX." then
-        if jit_on then jit_on() jit_on = nil end
-        handle(ctx, { subject = subject, reply = reply, data = data_of(flags, payload), id = mid, priority = prio })
+      elseif byte(subject) ~= 95 or subject:sub(1, 7) ~= "_INBOX." then -- 95: '_'
+        if slow then go_fast() slow = false end
+        handle(ctx, { subject = subject, reply = reply, data = payload, id = mid, priority = prio })
       end -- else: a reply that came after its request timed out
     end
     if stop_reason or closed() then

@@ -128,6 +128,9 @@ local function exited(handle, id, rec)
   live[id] = nil
   live_count = live_count - 1
   if live_count == 0 then core.keep_alive(false) end
+  if not rec.normal then -- a crash report, as OTP's logger gives one
+    io.stderr:write(("ERROR actor %s#%s exited: %s\n"):format(handle.name, tostring(id), tostring(rec.reason)))
+  end
   handle.exits[#handle.exits + 1] = rec
   for _, fn in ipairs(handle.exit_fns) do fn(rec) end
   if next(handle.alive) == nil then

@@ -2,6 +2,7 @@
 
 #include <lauxlib.h>
 #include <lualib.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,9 +23,20 @@ typedef struct {
   uint64_t inbox_sub;          /* _INBOX.<id>.> on the sys lane, 0 = none */
   uint64_t *subs;              /* subscriptions to drop at release */
   size_t nsubs, capsubs;
+  msrt_error err;              /* the last publish error */
   int exited;
   int aborted; /* creation failed: stop without ever booting */
 } lactor;
+
+/* actor_boot.lua reads envelopes through the FFI with its own declaration
+ * of the struct: keep the two in step (these fail the build otherwise). */
+_Static_assert(offsetof(msrt_envelope, flags) == 5 &&
+                   offsetof(msrt_envelope, subject_len) == 8 &&
+                   offsetof(msrt_envelope, payload_len) == 20 &&
+                   offsetof(msrt_envelope, id) == 24 &&
+                   offsetof(msrt_envelope, subject) == 48 &&
+                   offsetof(msrt_envelope, payload) == 72,
+               "msrt_envelope layout differs from actor_boot.lua's cdef");
 
 static struct {
   char *boot, *path, *cpath;
@@ -154,6 +166,21 @@ static int push_err(lua_State *L, const msrt_error *err) {
   return 3;
 }
 
+/* The publish both paths share: >= 0 delivered endpoints, -1 error (in
+ * la->err), -2 blocked on full `block` mailboxes (then wait_room/retry). */
+static long publish(lactor *la, const char *s, size_t slen, const char *r,
+                    size_t rlen, const void *p, size_t plen, int prio) {
+  msrt_envelope *e = msrt_rt_make(la->rt, s, slen, r, rlen, p, plen, prio, 0,
+                                  &la->err);
+  if (!e) return -1;
+  size_t delivered;
+  msrt_code rc = msrt_rt_publish(la->rt, e, &delivered, &la->pend, &la->err);
+  msrt_env_unref(e);
+  if (rc == MSRT_E_MAILBOX_FULL && la->pend.n) return -2;
+  if (rc != MSRT_E_OK) return -1;
+  return (long)delivered;
+}
+
 /* publish(subject, payload, reply, priority) -> delivered
  *   | nil, code, message | "blocked" (then wait_room/retry) */
 static int a_publish(lua_State *L) {
@@ -163,20 +190,45 @@ static int a_publish(lua_State *L) {
   const char *p = luaL_checklstring(L, 2, &plen);
   const char *r = luaL_optlstring(L, 3, NULL, &rlen);
   int prio = (int)luaL_optinteger(L, 4, MSRT_PRIORITY_DEFAULT);
-  msrt_error err;
-  msrt_envelope *e = msrt_rt_make(la->rt, s, slen, r, rlen, p, plen, prio, 0,
-                                  &err);
-  if (!e) return push_err(L, &err);
-  size_t delivered;
-  msrt_code rc = msrt_rt_publish(la->rt, e, &delivered, &la->pend, &err);
-  msrt_env_unref(e);
-  if (rc == MSRT_E_MAILBOX_FULL && la->pend.n) {
+  long n = publish(la, s, slen, r, rlen, p, plen, prio);
+  if (n == -2) {
     lua_pushliteral(L, "blocked");
     return 1;
   }
-  if (rc != MSRT_E_OK) return push_err(L, &err);
-  lua_pushinteger(L, (lua_Integer)delivered);
+  if (n < 0) return push_err(L, &la->err);
+  lua_pushinteger(L, (lua_Integer)n);
   return 1;
+}
+
+/* last_error() -> code, message of the FFI path's last -1 */
+static int a_last_error(lua_State *L) {
+  lactor *la = self(L);
+  lua_pushstring(L, msrt_code_name(la->err.code));
+  lua_pushstring(L, la->err.message);
+  return 2;
+}
+
+/* self() -> the record, as the FFI functions' first argument */
+static int a_self(lua_State *L) {
+  lua_pushlightuserdata(L, self(L));
+  return 1;
+}
+
+/* ---- the FFI path (declared again in actor_boot.lua's ffi.cdef): the
+ * per-message calls, which LuaJIT can compile into a handler's trace where
+ * a lua_CFunction call would stop it; the payload is decoded from and
+ * encoded into string.buffers in place, without making a Lua string. ---- */
+
+msrt_envelope *msrt_lactor_ffi_pop(void *la) {
+  return msrt_actor_pop(((lactor *)la)->cell);
+}
+
+void msrt_lactor_ffi_unref(msrt_envelope *e) { msrt_env_unref(e); }
+
+long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
+                             const char *r, size_t rlen, const void *p,
+                             size_t plen, int prio) {
+  return publish(la, s, slen, r, rlen, p, plen, prio);
 }
 
 static void room_waker(void *ud) {
@@ -291,13 +343,19 @@ static int a_now_ms(lua_State *L) {
   return 1;
 }
 
-/* jit_on(): open the jit library (global `jit`), which turns the JIT on. */
+/* jit_on(): open the jit library, which turns the JIT on; also the
+ * package.preload entry for "jit". luaopen_jit sets the global `jit` and
+ * package.loaded.jit itself, but what it leaves on top is not the jit table,
+ * so it is called for its effect and the global returned. */
 static int a_jit_on(lua_State *L) {
-  lua_getglobal(L, "require");
+  lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+  lua_getfield(L, -1, LUA_JITLIBNAME);
+  if (lua_istable(L, -1)) return 1; /* opened already */
+  lua_pushcfunction(L, luaopen_jit);
   lua_pushliteral(L, LUA_JITLIBNAME);
-  lua_call(L, 1, 1);
-  lua_setglobal(L, LUA_JITLIBNAME);
-  return 0;
+  lua_call(L, 1, 0);
+  lua_getglobal(L, LUA_JITLIBNAME);
+  return 1;
 }
 
 static const luaL_Reg actor_fns[] = {
@@ -305,6 +363,7 @@ static const luaL_Reg actor_fns[] = {
   {"retry", a_retry}, {"inbox", a_inbox}, {"subscribe", a_subscribe},
   {"timer", a_timer}, {"set_waiting", a_set_waiting}, {"closed", a_closed},
   {"stop", a_stop}, {"log", a_log}, {"now_ms", a_now_ms}, {"jit_on", a_jit_on},
+  {"last_error", a_last_error}, {"self", a_self},
   {NULL, NULL}};
 
 /* ---- the actor's state ------------------------------------------------ */
@@ -333,7 +392,7 @@ static void open_libs(lua_State *L) {
   lua_getfield(L, -1, "preload");
   lua_pushcfunction(L, luaopen_ffi);
   lua_setfield(L, -2, "ffi");
-  lua_pushcfunction(L, luaopen_jit);
+  lua_pushcfunction(L, a_jit_on);
   lua_setfield(L, -2, LUA_JITLIBNAME);
   lua_pop(L, 1);
   lua_pushstring(L, setup.path);

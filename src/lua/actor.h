@@ -45,6 +45,27 @@ msrt_run_result msrt_lactor_run(msrt_actor *a, int budget, void *ud,
                                 int worker);
 void msrt_lactor_release(msrt_actor *a, void *ud);
 
+/* The FFI path actor_boot.lua switches to at an actor's first message
+ * (declared again there with ffi.cdef; exported by msrt-lua). `la` is the
+ * actor record (rt.self()). Worker thread running that actor only.
+ *   msrt_lactor_ffi_pop      the next envelope (the caller owns its
+ *                            reference) or NULL when the turn's mailbox
+ *                            view is empty
+ *   msrt_lactor_ffi_unref    drop a popped envelope
+ *   msrt_lactor_ffi_publish  publish: subject s (slen bytes), reply r (NULL
+ *                            or rlen bytes), payload p (plen bytes, a
+ *                            string.buffer encoding), priority 1..10;
+ *                            returns the endpoints reached (>= 0), -1 on
+ *                            error (rt.last_error() gives code, message:
+ *                            invalid_subject, payload_too_big,
+ *                            mailbox_full...), -2 when `block` mailboxes
+ *                            are full (then rt.wait_room / rt.retry). */
+msrt_envelope *msrt_lactor_ffi_pop(void *la);
+void msrt_lactor_ffi_unref(msrt_envelope *e);
+long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
+                             const char *r, size_t rlen, const void *p,
+                             size_t plen, int prio);
+
 /* Control subjects carried on the sys lane (flag MSRT_ENV_CONTROL). */
 #define MSRT_ENV_CONTROL 0x80
 #define MSRT_CTL_START "_START"
