@@ -107,7 +107,7 @@ static void test_subject_length(void) {
   CHECK(msrt_subject_validate(s, 9, 9, NULL) == MSRT_E_OK);
   msrt_error e;
   CHECK(msrt_subject_validate(s, 11, 9, &e) == MSRT_E_INVALID_SUBJECT);
-  CHECK(strstr(e.message, "length 11 exceeds the limit of 9 bytes") != NULL);
+  CHECK(strstr(e.message, "length 11 exceeds max_subject (9 bytes)") != NULL);
   CHECK(msrt_subject_validate(s, 4095, 0, NULL) == MSRT_E_OK);
   CHECK(msrt_subject_validate(s, 4097, 0, NULL) == MSRT_E_INVALID_SUBJECT);
   CHECK(msrt_subject_validate(s, 4097, 4097, NULL) == MSRT_E_OK);
@@ -598,7 +598,7 @@ static void test_routes_rewrite(void) {
   char small[8];
   CHECK(msrt_routes_apply(t, "legacy.abcdefgh.task", 20, small, sizeof small,
                           NULL, &r, &e) == MSRT_E_LIMIT);
-  CHECK(r.rule == 0 && !r.rewritten && strstr(e.message, "rule 0") != NULL);
+  CHECK(r.rule == 0 && !r.rewritten && strstr(e.message, "rule 1:") != NULL);
   msrt_routes_free(t);
   /* empty table and NULL table */
   CHECK((t = compile(NULL, 0, &e)) != NULL);
@@ -661,11 +661,11 @@ static void test_routes_errors(void) {
     msrt_route_rule rule;
     const char *want;
   } cases[] = {
-      {{"a..b", "x", NULL, 0, NULL}, "rule 1: invalid pattern \"a..b\": empty token at position 2"},
-      {{"a.>.b", "x", NULL, 0, NULL}, "rule 1: invalid pattern"},
-      {{NULL, "x", NULL, 0, NULL}, "rule 1: no match pattern"},
+      {{"a..b", "x", NULL, 0, NULL}, "rule 2: invalid pattern \"a..b\": empty token at position 2"},
+      {{"a.>.b", "x", NULL, 0, NULL}, "rule 2: invalid pattern"},
+      {{NULL, "x", NULL, 0, NULL}, "rule 2: no match pattern"},
       {{"a.*.*", "x.$3", NULL, 0, NULL},
-       "rule 1: rewrite \"x.$3\" refers to $3 but \"a.*.*\" has only 2 wildcards"},
+       "rule 2: rewrite \"x.$3\" refers to $3 but \"a.*.*\" has only 2 wildcards"},
       {{"a.b", "x.$1", NULL, 0, NULL}, "refers to $1 but \"a.b\" has 0 wildcards"},
       {{"a.*", "x.$0", NULL, 0, NULL}, "refers to $0"},
       {{"a.*", "x.>", NULL, 0, NULL}, "uses '>' but the pattern \"a.*\" does not end in '>'"},
@@ -673,17 +673,17 @@ static void test_routes_errors(void) {
       {{"a.*", "x.*", NULL, 0, NULL}, "wildcard '*' at position 2"},
       {{"a.*", "x..$1", NULL, 0, NULL}, "empty token at position 2"},
       {{"a.*", "x $1", NULL, 0, NULL}, "whitespace or control character 0x20"},
-      {{"a.*", "", NULL, 0, NULL}, "rule 1: rewrite is empty"},
-      {{"a.>", NULL, zero, 2, NULL}, "rule 1: split target 1 weight must be > 0"},
-      {{"a.>", NULL, neg, 1, NULL}, "split target 0 weight must be > 0 and finite (got -1)"},
-      {{"a.>", NULL, nan_, 1, NULL}, "split target 0 weight"},
-      {{"a.>", NULL, inf_, 1, NULL}, "split target 0 weight"},
-      {{"a.>", NULL, ok, 0, NULL}, "rule 1: empty split"},
-      {{"a.>", NULL, bad_t, 1, NULL}, "rule 1: split target 0 \"v1..x\": empty token"},
-      {{"a.>", "x", ok, 1, NULL}, "rule 1: both rewrite and split"},
-      {{"a.>", NULL, NULL, 0, NULL}, "rule 1: no action (rewrite, split or dead_letter)"},
-      {{"a.>", NULL, NULL, 0, "dl.*"}, "rule 1: dead_letter: invalid subject \"dl.*\""},
-      {{"a.>", NULL, NULL, 0, "dl..x"}, "rule 1: dead_letter: invalid subject"},
+      {{"a.*", "", NULL, 0, NULL}, "rule 2: rewrite is empty"},
+      {{"a.>", NULL, zero, 2, NULL}, "rule 2: split target 2 weight must be > 0"},
+      {{"a.>", NULL, neg, 1, NULL}, "split target 1 weight must be > 0 and finite (got -1)"},
+      {{"a.>", NULL, nan_, 1, NULL}, "split target 1 weight"},
+      {{"a.>", NULL, inf_, 1, NULL}, "split target 1 weight"},
+      {{"a.>", NULL, ok, 0, NULL}, "rule 2: empty split"},
+      {{"a.>", NULL, bad_t, 1, NULL}, "rule 2: split target 1 \"v1..x\": empty token"},
+      {{"a.>", "x", ok, 1, NULL}, "rule 2: both rewrite and split"},
+      {{"a.>", NULL, NULL, 0, NULL}, "rule 2: no action (rewrite, split or dead_letter)"},
+      {{"a.>", NULL, NULL, 0, "dl.*"}, "rule 2: dead_letter: invalid subject \"dl.*\""},
+      {{"a.>", NULL, NULL, 0, "dl..x"}, "rule 2: dead_letter: invalid subject"},
       {{"*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*",
         "x", NULL, 0, NULL},
        "33 wildcards, at most 32"},
@@ -692,11 +692,11 @@ static void test_routes_errors(void) {
     msrt_route_rule rules[3] = {good, cases[i].rule, good};
     expect_error(rules, 3, cases[i].want);
   }
-  /* the index names the rule: a bad rule 0 and a bad rule 2 */
+  /* the message names the rule counted from 1: a bad first and third */
   msrt_route_rule r0[] = {{"x", NULL, NULL, 0, NULL}, good};
-  expect_error(r0, 2, "rule 0: no action");
+  expect_error(r0, 2, "rule 1: no action");
   msrt_route_rule r2[] = {good, good, {"y.*", "$2", NULL, 0, NULL}};
-  expect_error(r2, 3, "rule 2: rewrite \"$2\" refers to $2");
+  expect_error(r2, 3, "rule 3: rewrite \"$2\" refers to $2");
   msrt_error e;
   msrt_routes *t;
   CHECK(msrt_routes_compile(NULL, 2, 0, &t, &e) == MSRT_E_INVALID_ARG);

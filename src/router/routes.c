@@ -76,22 +76,24 @@ static char *dupn(const char *s, size_t n) {
   return d;
 }
 
-/* Compile one template into segments. what = "rewrite" or "split target N".
+/* Compile one template into segments. rule_no = the rule's position
+ * counted from 1 and what = "rewrite" or "split target N" (N from 1), both
+ * only for messages: rules come from Lua lists, where the first is 1.
  * Literal text points into tpl's own copy, kept in the first segment's
  * allocation (segs and text share one block). */
-static msrt_code compile_tmpl(const rrule *r, size_t idx, const char *what,
+static msrt_code compile_tmpl(const rrule *r, size_t rule_no, const char *what,
                               const char *src, size_t max_subject, tmpl *out,
                               msrt_error *err) {
   char q[RT_QUOTE_BUF], pq[RT_QUOTE_BUF];
   size_t len = src ? strlen(src) : 0;
   if (len == 0)
     return msrt_error_set(err, MSRT_E_BAD_CONFIG, "rule %zu: %s is empty",
-                          idx, what);
+                          rule_no, what);
   rt_quote(q, src, len, RT_QUOTE_MAX);
   rt_quote(pq, r->match, strlen(r->match), RT_QUOTE_MAX);
   if (len > max_subject)
     return msrt_error_set(err, MSRT_E_BAD_CONFIG,
-                          "rule %zu: %s %s is longer than %zu bytes", idx,
+                          "rule %zu: %s %s is longer than %zu bytes", rule_no,
                           what, q, max_subject);
   /* Token checks. */
   size_t start = 0, pos = 1;
@@ -102,29 +104,29 @@ static msrt_code compile_tmpl(const rrule *r, size_t idx, const char *what,
         return msrt_error_set(err, MSRT_E_BAD_CONFIG,
                               "rule %zu: %s %s: whitespace or control "
                               "character 0x%02x at offset %zu",
-                              idx, what, q, c, i);
+                              rule_no, what, q, c, i);
       continue;
     }
     size_t tl = i - start;
     if (tl == 0)
       return msrt_error_set(err, MSRT_E_BAD_CONFIG,
                             "rule %zu: %s %s: empty token at position %zu",
-                            idx, what, q, pos);
+                            rule_no, what, q, pos);
     if (tl == 1 && src[start] == '*')
       return msrt_error_set(err, MSRT_E_BAD_CONFIG,
                             "rule %zu: %s %s: wildcard '*' at position %zu "
                             "(use $N to copy a token)",
-                            idx, what, q, pos);
+                            rule_no, what, q, pos);
     if (tl == 1 && src[start] == '>') {
       if (i != len)
         return msrt_error_set(err, MSRT_E_BAD_CONFIG,
                               "rule %zu: %s %s: '>' must be the last token",
-                              idx, what, q);
+                              rule_no, what, q);
       if (r->ntok == 0 || r->toks[r->ntok - 1].kind != T_FWC)
         return msrt_error_set(err, MSRT_E_BAD_CONFIG,
                               "rule %zu: %s %s uses '>' but the pattern %s "
                               "does not end in '>'",
-                              idx, what, q, pq);
+                              rule_no, what, q, pq);
     }
     pos++;
     start = i + 1;
@@ -154,7 +156,7 @@ static msrt_code compile_tmpl(const rrule *r, size_t idx, const char *what,
         return msrt_error_set(err, MSRT_E_BAD_CONFIG,
                               "rule %zu: %s %s refers to $%lu but %s has "
                               "%s%u wildcard%s",
-                              idx, what, q, v, pq,
+                              rule_no, what, q, v, pq,
                               r->nwild ? "only " : "", r->nwild,
                               r->nwild == 1 ? "" : "s");
       }
@@ -173,16 +175,16 @@ static msrt_code compile_tmpl(const rrule *r, size_t idx, const char *what,
   return MSRT_E_OK;
 }
 
-static msrt_code compile_rule(const msrt_route_rule *src, size_t idx,
+static msrt_code compile_rule(const msrt_route_rule *src, size_t rule_no,
                               size_t max_subject, rrule *r, msrt_error *err) {
   memset(r, 0, sizeof *r);
   if (!src->match)
     return msrt_error_set(err, MSRT_E_BAD_CONFIG, "rule %zu: no match pattern",
-                          idx);
+                          rule_no);
   size_t mlen = strlen(src->match);
   msrt_error e;
   if (msrt_pattern_validate(src->match, mlen, max_subject, &e) != MSRT_E_OK)
-    return msrt_error_set(err, MSRT_E_BAD_CONFIG, "rule %zu: %s", idx,
+    return msrt_error_set(err, MSRT_E_BAD_CONFIG, "rule %zu: %s", rule_no,
                           e.message);
   if (!(r->match = dupn(src->match, mlen)))
     return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
@@ -205,24 +207,24 @@ static msrt_code compile_rule(const msrt_route_rule *src, size_t idx,
     return msrt_error_set(err, MSRT_E_BAD_CONFIG,
                           "rule %zu: pattern has %u wildcards, at most %d "
                           "are supported",
-                          idx, r->nwild, MSRT_ROUTE_MAX_WILDCARDS);
+                          rule_no, r->nwild, MSRT_ROUTE_MAX_WILDCARDS);
   if (src->rewrite && src->split)
     return msrt_error_set(err, MSRT_E_BAD_CONFIG,
-                          "rule %zu: both rewrite and split", idx);
+                          "rule %zu: both rewrite and split", rule_no);
   if (src->split && src->nsplit == 0)
     return msrt_error_set(err, MSRT_E_BAD_CONFIG, "rule %zu: empty split",
-                          idx);
+                          rule_no);
   if (!src->rewrite && !src->split && !src->dead_letter)
     return msrt_error_set(err, MSRT_E_BAD_CONFIG,
                           "rule %zu: no action (rewrite, split or "
                           "dead_letter)",
-                          idx);
+                          rule_no);
   if (src->dead_letter) {
     size_t dl = strlen(src->dead_letter);
     if (msrt_subject_validate(src->dead_letter, dl, max_subject, &e) !=
         MSRT_E_OK)
       return msrt_error_set(err, MSRT_E_BAD_CONFIG, "rule %zu: dead_letter: %s",
-                            idx, e.message);
+                            rule_no, e.message);
     if (!(r->dead = dupn(src->dead_letter, dl)))
       return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
     r->dead_len = dl;
@@ -230,13 +232,13 @@ static msrt_code compile_rule(const msrt_route_rule *src, size_t idx,
   size_t nt_targets = src->rewrite ? 1 : src->split ? src->nsplit : 0;
   if (nt_targets > 65536)
     return msrt_error_set(err, MSRT_E_BAD_CONFIG,
-                          "rule %zu: %zu split targets, at most 65536", idx,
+                          "rule %zu: %zu split targets, at most 65536", rule_no,
                           nt_targets);
   if (nt_targets == 0) return MSRT_E_OK;
   if (!(r->targets = calloc(nt_targets, sizeof(tmpl))))
     return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
   if (src->rewrite) {
-    msrt_code c = compile_tmpl(r, idx, "rewrite", src->rewrite, max_subject,
+    msrt_code c = compile_tmpl(r, rule_no, "rewrite", src->rewrite, max_subject,
                                &r->targets[0], err);
     if (c != MSRT_E_OK) return c;
     r->ntargets = 1;
@@ -250,17 +252,17 @@ static msrt_code compile_rule(const msrt_route_rule *src, size_t idx,
       return msrt_error_set(err, MSRT_E_BAD_CONFIG,
                             "rule %zu: split target %zu weight must be > 0 "
                             "and finite (got %g)",
-                            idx, i, w);
+                            rule_no, i + 1, w);
     total += w;
   }
   if (!isfinite(total))
     return msrt_error_set(err, MSRT_E_BAD_CONFIG,
-                          "rule %zu: split weights sum to infinity", idx);
+                          "rule %zu: split weights sum to infinity", rule_no);
   double cum = 0;
   for (size_t i = 0; i < src->nsplit; i++) {
     char what[48];
-    snprintf(what, sizeof what, "split target %zu", i);
-    msrt_code c = compile_tmpl(r, idx, what, src->split[i].subject,
+    snprintf(what, sizeof what, "split target %zu", i + 1);
+    msrt_code c = compile_tmpl(r, rule_no, what, src->split[i].subject,
                                max_subject, &r->targets[i], err);
     if (c != MSRT_E_OK) return c;
     r->ntargets = (uint32_t)(i + 1);
@@ -287,7 +289,7 @@ msrt_code msrt_routes_compile(const msrt_route_rule *rules, size_t n,
     return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
   }
   for (size_t i = 0; i < n; i++) {
-    msrt_code c = compile_rule(&rules[i], i, max_subject, &t->rules[i], err);
+    msrt_code c = compile_rule(&rules[i], i + 1, max_subject, &t->rules[i], err);
     t->n = i + 1; /* so that free sees the partly built rule */
     if (c != MSRT_E_OK) {
       msrt_routes_free(t);
@@ -361,7 +363,7 @@ msrt_code msrt_routes_apply(const msrt_routes *t, const char *subject,
         return msrt_error_set(err, MSRT_E_LIMIT,
                               "rule %zu: routing %s gives a subject longer "
                               "than %zu bytes",
-                              i, rt_quote(q, subject, len, RT_QUOTE_MAX),
+                              i + 1, rt_quote(q, subject, len, RT_QUOTE_MAX),
                               limit);
       }
       memcpy(buf + o, p, n);

@@ -60,10 +60,12 @@ typedef struct msrt_routes msrt_routes;
  *                apply produces; 0 = MSRT_SUBJECT_MAX_DEFAULT
  *   out          receives the table (NULL on failure)
  * Returns MSRT_E_OK; MSRT_E_BAD_CONFIG when a rule is wrong, the message
- * naming the rule's 0-based index and why: "rule 2: invalid pattern ...",
- * "rule 1: rewrite \"x.$3\" refers to $3 but \"a.*.*\" has only 2
- * wildcards", "rule 0: split target 1 weight must be > 0 (got -1)",
- * "rule 4: empty split", "rule 3: both rewrite and split", "rule 5: no
+ * naming the rule by its position counted from 1 (rules[0] is "rule 1", as
+ * in the Lua list the rules come from; split targets likewise) and why:
+ * "rule 3: invalid pattern ...",
+ * "rule 2: rewrite \"x.$3\" refers to $3 but \"a.*.*\" has only 2
+ * wildcards", "rule 1: split target 2 weight must be > 0 (got -1)",
+ * "rule 5: empty split", "rule 4: both rewrite and split", "rule 6: no
  * action (rewrite, split or dead_letter)", "'>' in a template but the
  * pattern does not end in '>'", too many wildcards...; MSRT_E_NOMEM. A
  * table with any bad rule is refused whole. Thread-safe (pure). */
@@ -101,7 +103,7 @@ typedef struct {
  *   res          the result (always filled)
  * Returns MSRT_E_OK; MSRT_E_LIMIT when the rewritten subject would exceed
  * the table's max_subject or cap (res then says the rule, subject = input,
- * rewritten = false). A split picks target i with probability
+ * rewritten = false; the message names the rule counted from 1). A split picks target i with probability
  * weight_i / sum(weights) from a 53-bit draw. Thread-safe as long as each
  * thread has its own rng state. */
 msrt_code msrt_routes_apply(const msrt_routes *t, const char *subject,

@@ -72,7 +72,7 @@ static msrt_code validate(const char *s, size_t len, size_t max_len, kind k,
   if (max_len == 0) max_len = MSRT_SUBJECT_MAX_DEFAULT;
   if (len == 0) return fail(err, k, s, len, "empty %s", kind_name[k]);
   if (len > max_len)
-    return fail(err, k, s, len, "length %zu exceeds the limit of %zu bytes",
+    return fail(err, k, s, len, "length %zu exceeds max_subject (%zu bytes)",
                 len, max_len);
   if (k == K_QUEUE) {
     for (size_t i = 0; i < len; i++)
