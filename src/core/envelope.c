@@ -6,8 +6,41 @@
 #include "core/clock.h"
 #include "core/mem.h"
 
-static atomic_uint_fast64_t next_id = 1;
-static atomic_long live;
+/* Per-message bookkeeping without a shared write per message: a counter
+ * every thread bumps is a cache line bouncing between CPUs on each publish.
+ * Ids come from the shared counter in blocks of ID_BLOCK per thread (unique,
+ * increasing per thread, not across threads); the live count is a sum of
+ * per-thread slots (a thread may free what another made: only the sum is
+ * meaningful). */
+#define ID_BLOCK 4096
+#define LIVE_SLOTS 64
+
+static atomic_uint_fast64_t next_block = 1;
+static _Thread_local uint64_t tl_next, tl_end;
+
+typedef struct {
+  _Alignas(64) atomic_long n;
+} live_slot;
+static live_slot live[LIVE_SLOTS];
+static atomic_uint next_slot;
+static _Thread_local live_slot *tl_live;
+
+static uint64_t new_id(void) {
+  if (tl_next == tl_end) {
+    tl_next = atomic_fetch_add_explicit(&next_block, ID_BLOCK,
+                                        memory_order_relaxed);
+    tl_end = tl_next + ID_BLOCK;
+  }
+  return tl_next++;
+}
+
+static void count_live(long d) {
+  if (!tl_live) {
+    unsigned i = atomic_fetch_add_explicit(&next_slot, 1, memory_order_relaxed);
+    tl_live = &live[i % LIVE_SLOTS]; /* shared past LIVE_SLOTS threads */
+  }
+  atomic_fetch_add_explicit(&tl_live->n, d, memory_order_relaxed);
+}
 
 msrt_envelope *msrt_env_new(const char *subject, size_t slen,
                             const char *reply, size_t rlen,
@@ -26,7 +59,7 @@ msrt_envelope *msrt_env_new(const char *subject, size_t slen,
   if (priority > MSRT_PRIORITY_LOWEST) priority = MSRT_PRIORITY_LOWEST;
   e->priority = (uint8_t)priority;
   e->flags = flags;
-  e->id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
+  e->id = new_id();
   e->trace_id = trace_id ? trace_id : e->id;
   e->ts_ns = msrt_wall_ns();
 
@@ -52,18 +85,21 @@ msrt_envelope *msrt_env_new(const char *subject, size_t slen,
   e->payload = p;
   e->payload_len = (uint32_t)plen;
   if (plen) memcpy(p, payload, plen);
-  atomic_fetch_add_explicit(&live, 1, memory_order_relaxed);
+  count_live(1);
   return e;
 }
 
 void msrt_env_unref(msrt_envelope *e) {
   if (!e) return;
   if (atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) == 1) {
-    atomic_fetch_sub_explicit(&live, 1, memory_order_relaxed);
+    count_live(-1);
     msrt_mem_free(e);
   }
 }
 
 long msrt_env_live(void) {
-  return atomic_load_explicit(&live, memory_order_relaxed);
+  long n = 0;
+  for (int i = 0; i < LIVE_SLOTS; i++)
+    n += atomic_load_explicit(&live[i].n, memory_order_relaxed);
+  return n;
 }

@@ -31,7 +31,8 @@ typedef struct msrt_envelope {
   uint32_t reply_len;   /* 0 when there is no reply subject */
   uint32_t headers_len; /* bytes of encoded headers; 0 = none */
   uint32_t payload_len; /* bytes */
-  uint64_t id;          /* unique within the process, never 0 */
+  uint64_t id;          /* unique within the process, never 0; increasing
+                           per thread (not across threads) */
   uint64_t trace_id;    /* 0 = none; copied from a request to its reply */
   uint64_t ts_ns;       /* wall-clock time it was made, ns since the epoch */
   const char *subject;  /* NUL-terminated, inside data[] */
