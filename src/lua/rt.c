@@ -1,5 +1,6 @@
 #include "lua/rt.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -10,7 +11,24 @@
 static msrt_rt *the_rt;
 static __thread msrt_reader *tl_reader;
 static __thread msrt_rt *tl_reader_rt;
-static __thread msrt_match_result tl_match;
+
+/* Working space of one publish on this thread. A publish can nest (a drop
+ * notice is published from inside a push), so only the outermost one uses
+ * the thread's cached space; a nested one gets its own. */
+typedef struct {
+  msrt_match_result m;
+  char *buf; /* the routed subject, then the dead-letter subject */
+  size_t cap;
+} pub_space;
+
+static __thread pub_space tl_space;
+static __thread int tl_depth;
+static pthread_key_t space_key; /* frees a thread's tl_space when it exits */
+static pthread_once_t space_once = PTHREAD_ONCE_INIT;
+/* Set by on_dropped during a push that returned MSRT_E_OK yet made no net
+ * delivery: drop_newest dropped the new message, or drop_oldest evicted an
+ * older one already counted as delivered. */
+static __thread int tl_push_dropped;
 
 msrt_rt *msrt_rt_get(void) { return the_rt; }
 
@@ -22,25 +40,25 @@ msrt_reader *msrt_rt_reader(msrt_rt *rt) {
   return tl_reader;
 }
 
-/* A drop by the scheduler (drop_oldest / drop_newest): counted, and
- * published on msrt.dropped.<subject> unless that is itself a drop notice
- * (a drop of a drop notice is only counted, so drops never cascade). */
-static void on_dropped(msrt_actor *a, msrt_envelope *e, const char *reason,
-                       void *ud) {
-  msrt_rt *rt = ud;
-  msrt_router_count(rt->router,
-                    reason[5] == 'o' ? MSRT_STAT_DROP_OLDEST
-                                     : MSRT_STAT_DROP_NEWEST,
-                    1);
+/* Count on this thread's shard of the router's counters (no shared write). */
+static void count(msrt_rt *rt, msrt_stat s, uint64_t n) {
+  if (n) msrt_reader_count(msrt_rt_reader(rt), s, n);
+}
+
+/* Publish a drop notice on msrt.dropped.<subject> unless e is itself one
+ * (a drop of a drop notice is only counted, so drops never cascade).
+ * Payload: the reason, then the actor id when there is one, as text. */
+static void drop_notice(msrt_rt *rt, const msrt_envelope *e,
+                        const char *reason, uint64_t actor_id) {
   static const char prefix[] = "msrt.dropped.";
   if (strncmp(e->subject, prefix, sizeof prefix - 1) == 0) return;
   char subject[512];
   int n = snprintf(subject, sizeof subject, "%s%s", prefix, e->subject);
   if (n <= 0 || (size_t)n >= sizeof subject) return;
-  /* payload: the reason, then the actor id, as plain text */
   char body[96];
-  int blen = snprintf(body, sizeof body, "%s %llu", reason,
-                      (unsigned long long)msrt_actor_id(a));
+  int blen = actor_id ? snprintf(body, sizeof body, "%s %llu", reason,
+                                 (unsigned long long)actor_id)
+                      : snprintf(body, sizeof body, "%s", reason);
   msrt_envelope *note = msrt_env_new(subject, (size_t)n, NULL, 0, NULL, 0,
                                      body, (size_t)blen, e->priority, 0,
                                      e->trace_id);
@@ -48,6 +66,18 @@ static void on_dropped(msrt_actor *a, msrt_envelope *e, const char *reason,
   size_t delivered;
   msrt_rt_publish(rt, note, &delivered, NULL, NULL);
   msrt_env_unref(note);
+}
+
+/* A drop by the scheduler (drop_oldest / drop_newest), on the pushing
+ * thread, inside msrt_actor_push: counted and announced. */
+static void on_dropped(msrt_actor *a, msrt_envelope *e, const char *reason,
+                       void *ud) {
+  msrt_rt *rt = ud;
+  count(rt, strcmp(reason, "drop_oldest") == 0 ? MSRT_STAT_DROP_OLDEST
+                                                : MSRT_STAT_DROP_NEWEST,
+        1);
+  drop_notice(rt, e, reason, msrt_actor_id(a));
+  tl_push_dropped = 1; /* last: the notice's own pushes reset it */
 }
 
 msrt_code msrt_rt_start(msrt_hub *hub, const msrt_rt_config *cfg,
@@ -108,15 +138,18 @@ msrt_envelope *msrt_rt_make(msrt_rt *rt, const char *subject, size_t slen,
                             const char *reply, size_t rlen,
                             const void *payload, size_t plen, int priority,
                             uint64_t trace_id, msrt_error *err) {
+  /* A refusal here is the message's only outcome: accepted and refused. */
   if (msrt_subject_validate(subject, slen, rt->cfg.max_subject, err) !=
           MSRT_E_OK ||
       (reply && msrt_subject_validate(reply, rlen, rt->cfg.max_subject, err) !=
                     MSRT_E_OK)) {
-    msrt_router_count(rt->router, MSRT_STAT_REFUSED, 1);
+    count(rt, MSRT_STAT_ACCEPTED, 1);
+    count(rt, MSRT_STAT_REFUSED, 1);
     return NULL;
   }
   if (plen > rt->cfg.max_payload) {
-    msrt_router_count(rt->router, MSRT_STAT_REFUSED, 1);
+    count(rt, MSRT_STAT_ACCEPTED, 1);
+    count(rt, MSRT_STAT_REFUSED, 1);
     msrt_error_set(err, MSRT_E_PAYLOAD_TOO_BIG,
                    "payload of %zu bytes on \"%.*s\" exceeds max_payload "
                    "(%zu bytes)", plen, (int)(slen > 200 ? 200 : slen),
@@ -166,45 +199,174 @@ static int deliver(msrt_rt *rt, const msrt_match_item *m, msrt_envelope *e) {
   return MSRT_E_INTERNAL;
 }
 
-msrt_code msrt_rt_publish(msrt_rt *rt, msrt_envelope *e, size_t *delivered,
-                          msrt_pending *pend, msrt_error *err) {
-  msrt_reader *rd = msrt_rt_reader(rt);
-  msrt_match_result *m = &tl_match;
-  *delivered = 0;
-  msrt_router_reader_enter(rd);
-  long n = msrt_router_match(rd, e->subject, e->subject_len, m, skip_full, NULL);
+/* Where a failed push ends: the endpoint was closed, or something else. */
+static msrt_stat drop_stat(int r) {
+  return r == MSRT_E_CLOSED ? MSRT_STAT_DROP_CLOSED : MSRT_STAT_DROP_OTHER;
+}
+
+/* Hand e to every matched endpoint and count each copy's outcome. Full
+ * `block` mailboxes go to pend (when given) and are counted when the
+ * pending publish ends. */
+static msrt_code fan_out(msrt_rt *rt, msrt_envelope *e,
+                         const msrt_match_result *m, size_t *delivered,
+                         msrt_pending *pend, msrt_error *err) {
+  size_t ok = 0, refused = 0, closed = 0, other = 0;
   msrt_code rc = MSRT_E_OK;
-  size_t refused = 0, dropped_closed = 0;
-  for (long i = 0; i < n; i++) {
-    int r = deliver(rt, &m->items[i], e);
+  for (size_t i = 0; i < m->len; i++) {
+    const msrt_match_item *it = &m->items[i];
+    tl_push_dropped = 0;
+    int r = deliver(rt, it, e);
     if (r == MSRT_E_OK) {
       (*delivered)++;
+      ok += !tl_push_dropped; /* a drop was counted by on_dropped */
     } else if (r == MSRT_E_MAILBOX_FULL && pend &&
-               msrt_actor_policy(m->items[i].endpoint) == MSRT_OVERFLOW_BLOCK &&
-               pending_add(pend, m->items[i].endpoint) == 0) {
+               msrt_actor_policy(it->endpoint) == MSRT_OVERFLOW_BLOCK &&
+               pending_add(pend, it->endpoint) == 0) {
       rc = MSRT_E_MAILBOX_FULL;
     } else if (r == MSRT_E_MAILBOX_FULL) {
       refused++;
       rc = MSRT_E_MAILBOX_FULL;
+    } else if (r == MSRT_E_CLOSED) {
+      closed++;
     } else {
-      dropped_closed++;
+      other++;
     }
   }
-  msrt_router_reader_leave(rd);
   if (pend && pend->n) {
     pend->env = msrt_env_ref(e);
     pend->delivered = *delivered;
   }
-  msrt_router_count(rt->router, MSRT_STAT_ACCEPTED, 1);
-  if (*delivered) msrt_router_count(rt->router, MSRT_STAT_DELIVERED, *delivered);
-  if (refused) msrt_router_count(rt->router, MSRT_STAT_REFUSED, refused);
-  if (dropped_closed)
-    msrt_router_count(rt->router, MSRT_STAT_DROP_CLOSED, dropped_closed);
-  if (n == 0) msrt_router_count(rt->router, MSRT_STAT_NO_RESPONDERS, 1);
+  count(rt, MSRT_STAT_DELIVERED, ok);
+  count(rt, MSRT_STAT_REFUSED, refused);
+  count(rt, MSRT_STAT_DROP_CLOSED, closed);
+  count(rt, MSRT_STAT_DROP_OTHER, other);
   if (refused)
     msrt_error_set(err, MSRT_E_MAILBOX_FULL,
                    "mailbox full on \"%s\" (%zu subscriber(s) refused it)",
                    e->subject, refused);
+  return rc;
+}
+
+/* A copy of e on another subject (same reply, payload, priority, trace). */
+static msrt_code resubject(const msrt_envelope *e, const char *subject,
+                           size_t len, msrt_envelope **out, msrt_error *err) {
+  *out = msrt_env_new(subject, len, e->reply, e->reply_len, e->headers,
+                      e->headers_len, e->payload, e->payload_len, e->priority,
+                      e->flags, e->trace_id);
+  return *out ? MSRT_E_OK : msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+}
+
+static msrt_code deliver_all(msrt_rt *rt, msrt_reader *rd, pub_space *s,
+                             msrt_envelope *e, const char *dead, size_t dlen,
+                             size_t *delivered, msrt_pending *pend,
+                             msrt_error *err);
+
+/* Nobody subscribed to e's subject and its rule names a dead-letter
+ * subject: e ends as dead_lettered, and its copy on that subject is a new
+ * message (delivered there, or no_responders; never dead-lettered again,
+ * so rules cannot loop). */
+static msrt_code dead_letter(msrt_rt *rt, msrt_reader *rd, pub_space *s,
+                             msrt_envelope *e, const char *dead, size_t dlen,
+                             size_t *delivered, msrt_pending *pend,
+                             msrt_error *err) {
+  msrt_envelope *d;
+  msrt_code rc = resubject(e, dead, dlen, &d, err);
+  count(rt, MSRT_STAT_ACCEPTED, 1);
+  count(rt, rc == MSRT_E_OK ? MSRT_STAT_DEAD_LETTERED : MSRT_STAT_REFUSED, 1);
+  if (rc != MSRT_E_OK) return rc;
+  rc = deliver_all(rt, rd, s, d, NULL, 0, delivered, pend, err);
+  msrt_env_unref(d);
+  return rc;
+}
+
+/* Match e's subject (already routed) and deliver it. Accounting: one
+ * accepted per matched endpoint and per queue group with no ready member
+ * (drop_not_ready), or one accepted for a message that matched nothing
+ * (no_responders, or dead_lettered when dead is set). */
+static msrt_code deliver_all(msrt_rt *rt, msrt_reader *rd, pub_space *s,
+                             msrt_envelope *e, const char *dead, size_t dlen,
+                             size_t *delivered, msrt_pending *pend,
+                             msrt_error *err) {
+  long n = msrt_router_match(rd, e->subject, e->subject_len, &s->m, skip_full,
+                             NULL);
+  if (n < 0) {
+    count(rt, MSRT_STAT_ACCEPTED, 1);
+    count(rt, MSRT_STAT_REFUSED, 1);
+    return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+  }
+  uint32_t unready = s->m.unready_groups;
+  if (n == 0 && unready == 0) {
+    if (dead) return dead_letter(rt, rd, s, e, dead, dlen, delivered, pend, err);
+    count(rt, MSRT_STAT_ACCEPTED, 1);
+    count(rt, MSRT_STAT_NO_RESPONDERS, 1);
+    return MSRT_E_OK;
+  }
+  count(rt, MSRT_STAT_ACCEPTED, (uint64_t)n + unready);
+  msrt_code rc = fan_out(rt, e, &s->m, delivered, pend, err);
+  if (unready) {
+    count(rt, MSRT_STAT_DROP_NOT_READY, unready);
+    drop_notice(rt, e, "drop_not_ready", 0);
+  }
+  return rc;
+}
+
+static void space_free(void *p) {
+  pub_space *s = p;
+  msrt_match_result_free(&s->m);
+  free(s->buf);
+  memset(s, 0, sizeof *s);
+}
+
+static void space_key_make(void) { pthread_key_create(&space_key, space_free); }
+
+static pub_space *space_get(msrt_rt *rt, pub_space *local) {
+  pub_space *s = tl_depth++ ? local : &tl_space;
+  /* room for a routed subject and a dead-letter subject (router/index.h) */
+  size_t max = rt->cfg.max_subject ? rt->cfg.max_subject
+                                   : MSRT_SUBJECT_MAX_DEFAULT;
+  size_t need = 2 * (max + 1);
+  if (s->cap < need) {
+    if (s == &tl_space && !s->buf) {
+      pthread_once(&space_once, space_key_make);
+      pthread_setspecific(space_key, s);
+    }
+    char *b = realloc(s->buf, need);
+    if (!b) return NULL;
+    s->buf = b;
+    s->cap = need;
+  }
+  return s;
+}
+
+static void space_put(pub_space *local) {
+  tl_depth--;
+  space_free(local);
+}
+
+msrt_code msrt_rt_publish(msrt_rt *rt, msrt_envelope *e, size_t *delivered,
+                          msrt_pending *pend, msrt_error *err) {
+  *delivered = 0;
+  pub_space local = {0};
+  pub_space *s = space_get(rt, &local);
+  msrt_reader *rd = msrt_rt_reader(rt);
+  msrt_router_reader_enter(rd);
+  msrt_route_result res;
+  msrt_code rc = s ? msrt_router_route(rd, e->subject, e->subject_len, s->buf,
+                                       s->cap, &res, err)
+                   : msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+  msrt_envelope *to = e;
+  if (rc == MSRT_E_OK && res.rewritten)
+    rc = resubject(e, res.subject, res.len, &to, err);
+  if (rc == MSRT_E_OK) {
+    rc = deliver_all(rt, rd, s, to, res.dead_letter, res.dead_letter_len,
+                     delivered, pend, err);
+  } else { /* routing failed: the sender hears why */
+    count(rt, MSRT_STAT_ACCEPTED, 1);
+    count(rt, MSRT_STAT_REFUSED, 1);
+  }
+  msrt_router_reader_leave(rd);
+  if (to != e) msrt_env_unref(to);
+  space_put(&local);
   return rc;
 }
 
@@ -216,12 +378,8 @@ msrt_code msrt_rt_pending_retry(msrt_rt *rt, msrt_pending *p) {
       p->cells[keep++] = p->cells[i];
       continue;
     }
-    if (r == MSRT_E_OK) {
-      p->delivered++;
-      msrt_router_count(rt->router, MSRT_STAT_DELIVERED, 1);
-    } else {
-      msrt_router_count(rt->router, MSRT_STAT_DROP_CLOSED, 1);
-    }
+    if (r == MSRT_E_OK) p->delivered++;
+    count(rt, r == MSRT_E_OK ? MSRT_STAT_DELIVERED : drop_stat(r), 1);
     msrt_actor_unref(p->cells[i]);
   }
   p->n = keep;
@@ -237,7 +395,7 @@ int msrt_rt_pending_wait(msrt_pending *p, void (*waker)(void *), void *ud) {
 }
 
 void msrt_rt_pending_clear(msrt_rt *rt, msrt_pending *p) {
-  if (p->n) msrt_router_count(rt->router, MSRT_STAT_REFUSED, p->n);
+  count(rt, MSRT_STAT_REFUSED, p->n);
   for (size_t i = 0; i < p->n; i++) msrt_actor_unref(p->cells[i]);
   free(p->cells);
   msrt_env_unref(p->env);

@@ -88,20 +88,34 @@ int msrt_rt_stop(msrt_rt *rt);
 
 /* Make an envelope after checking the subject (NATS rules, max_subject)
  * and the payload size (max_payload). Returns NULL with err filled
- * (invalid_subject, payload_too_big, nomem). The refusal is counted. */
+ * (invalid_subject, payload_too_big, nomem). A refusal is counted as
+ * accepted and refused (nomem is not counted: nothing was accepted). */
 msrt_envelope *msrt_rt_make(msrt_rt *rt, const char *subject, size_t slen,
                             const char *reply, size_t rlen,
                             const void *payload, size_t plen, int priority,
                             uint64_t trace_id, msrt_error *err);
 
 /* Publish env (the caller keeps its reference) to every matching endpoint.
- * *delivered gets how many endpoints took it (0: nobody subscribed).
+ * The subject first goes through the router's routing table
+ * (msrt_router_route): a rewrite or split makes one new envelope on the
+ * resolved subject, shared by every endpoint; when nothing subscribes to
+ * the resolved subject and the rule has a dead_letter, a copy goes to that
+ * subject instead (matched, not routed again). Nesting is allowed (a drop
+ * notice is published from inside a push).
+ * *delivered gets how many endpoints took it (0: nobody subscribed; a
+ * dead-lettered message counts the endpoints of the dead-letter subject).
  * Returns MSRT_E_OK; MSRT_E_MAILBOX_FULL when an endpoint with the
- * `error` policy was full (the others got it); or, when pend is non-NULL
- * and some `block` mailboxes were full, MSRT_E_MAILBOX_FULL with pend
- * filled (the caller waits with msrt_rt_pending_wait and retries with
+ * `error` policy was full (the others got it); MSRT_E_LIMIT when the
+ * routed subject would exceed max_subject; MSRT_E_NOMEM; or, when pend is
+ * non-NULL and some `block` mailboxes were full, MSRT_E_MAILBOX_FULL with
+ * pend filled (the caller waits with msrt_rt_pending_wait and retries with
  * msrt_rt_pending_retry). With pend NULL a full `block` mailbox counts as
- * refused (error). */
+ * refused (error).
+ * Accounting (router counters, msrt.metrics in init.lua): one accepted per
+ * copy (per matched endpoint and per queue group with no ready member, or
+ * one when nothing matched), each ending in exactly one of delivered,
+ * dropped (drop_newest / drop_oldest / drop_not_ready / drop_closed /
+ * drop_other), dead_lettered, refused or no_responders. Any thread. */
 msrt_code msrt_rt_publish(msrt_rt *rt, msrt_envelope *env, size_t *delivered,
                           msrt_pending *pend, msrt_error *err);
 
