@@ -5,6 +5,7 @@
 -- @module msrt.check
 local core = require "msrt.core"
 local profile = require "msrt.profile"
+local routes = require "msrt.routes"
 
 local M = {}
 
@@ -29,6 +30,14 @@ M.register {
     return false
   end,
   validate = function(_, path) local ok, err = profile.load_file(path, core.machine()) return ok and true, err end,
+}
+
+M.register {
+  name = "routes",
+  detects = function(value)
+    return type(value) == "table" and type(value[1]) == "table" and value[1].match ~= nil
+  end,
+  validate = routes.check,
 }
 
 --- Check one file.

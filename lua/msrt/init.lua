@@ -8,6 +8,7 @@ local core = require "msrt.core"
 local profile = require "msrt.profile"
 local hub = require "msrt.hub"
 local actors = require "msrt.actors"
+local routes = require "msrt.routes"
 local uv = require "luv"
 
 local M = {}
@@ -118,9 +119,63 @@ function M.actor(spec)
   return actors.new(spec)
 end
 
+--- Install a routing table: how published subjects are rewritten, split
+-- and dead-lettered before subscribers are matched.
+-- rules_or_path: a list of rules, or the path of a Lua file returning one
+-- (run in a sandbox). Rules are tried in order; the first whose `match`
+-- pattern (NATS wildcards) matches the published subject decides, and its
+-- result is final (not routed again):
+--   `{ match = "legacy.*.task", rewrite = "tasks.$1" }`: the message goes
+--     to the rewritten subject; `$N` is the Nth wildcard of `match`, a `>`
+--     token the tail a final `>` matched;
+--   `{ match = "canary.>", split = { {to = "v1.>", weight = 90},
+--     {to = "v2.>", weight = 10} } }`: each message goes to one target,
+--     chosen with probability weight / sum of weights;
+--   `{ match = "tasks.>", dead_letter = "dlq.tasks" }` (alone or with
+--     rewrite/split): when nothing subscribes to the resolved subject, the
+--     message goes to the dead-letter subject instead (not routed again).
+-- Subscribers see the resolved subject in msg.subject; reply, priority and
+-- data are kept. A request that is dead-lettered waits for a reply from
+-- the dead-letter subscriber (or its timeout) rather than failing with
+-- no_responders. `msrt.routes({})` removes every rule.
+-- The table is compiled whole before it replaces the old one, atomically
+-- (publishers never wait); a bad table changes nothing.
+-- @tparam table|string rules_or_path
+-- @return true | nil, err: `bad_config` whose message names the rule by its
+--   position in the list (from 1) and why, e.g. "rule 2: rewrite \"x.$3\"
+--   refers to $3 but \"a.*.*\" has only 2 wildcards", with `err.rule` that
+--   position; for a file also `not_found`, `syntax`, and `err.file`.
+function M.routes(rules_or_path)
+  local kind = type(rules_or_path)
+  check_arg(kind == "table" or kind == "string", 1, "routes", "list of rules or file path expected, got " .. kind)
+  local ok, err = hub.start()
+  if not ok then return nil, err end
+  return routes.set(rules_or_path)
+end
+
 --- Counters of the runtime: workers, actors, runnable, parked, total and
--- per_worker {handled, turns, parks, wakes, steals}, drops, router
--- {accepted, delivered, refused, no_responders, dropped...}, hub_inbox.
+-- per_worker {handled, turns, parks, wakes, steals}, drops, hub_inbox, and
+-- `router`: subscriptions and the message accounting.
+-- Router accounting counts copies: a published message is one copy per
+-- endpoint it matched (per subscriber, and one per queue group), or one copy
+-- when it matched none. `accepted` counts every copy the router was handed,
+-- including publishes it refused outright (invalid subject, oversized
+-- payload). Each copy ends in exactly one outcome, so, once no publish is
+-- in flight and no `block` publish is waiting for room:
+--   accepted == delivered + dropped + dead_lettered + refused + no_responders
+-- where `delivered` = put into a mailbox or the hub's callback queue and
+-- still counted there (a copy evicted later by drop_oldest moves from
+-- delivered to drop_oldest); `dropped` = drop_newest + drop_oldest +
+-- drop_not_ready (a queue group with no ready member) + drop_closed (the
+-- endpoint had gone) + drop_other, each also published on
+-- `msrt.dropped.<subject>` (except drop_closed and drop_other);
+-- `dead_lettered` = sent to its rule's dead-letter subject (the copy there
+-- is a new message, counted again as accepted); `refused` = returned to the
+-- sender as an error (mailbox_full with `error`, invalid_subject,
+-- payload_too_big, a routed subject over max_subject); `no_responders` =
+-- matched nobody. Drop notices are messages too and count the same way.
+-- Counters are summed from per-thread shards, so a read while messages
+-- move is not one instant.
 function M.metrics()
   return core.metrics()
 end

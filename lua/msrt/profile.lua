@@ -119,12 +119,16 @@ function M.validate(t, file, source)
   return nil, core.error("bad_profile", lines[1], { problems = lines, file = file })
 end
 
+--- A fresh environment for a policy file (profiles, routing tables): the
+-- pure parts of the standard library and os.getenv, nothing that does I/O.
 local function sandbox()
   return { math = math, string = string, table = table, pairs = pairs,
     ipairs = ipairs, type = type, tonumber = tonumber, tostring = tostring,
     error = error, assert = assert, select = select, next = next,
     unpack = unpack, pcall = pcall, os = { getenv = os.getenv } }
 end
+
+M.sandbox = sandbox
 
 --- Find a profile file by name or path.
 -- @treturn string|nil path, or nil and a `not_found` error listing the known names

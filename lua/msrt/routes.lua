@@ -1,0 +1,76 @@
+--- Routing tables (DESIGN.md "Router semantics"): lists of rules compiled
+-- into the router's C table. Compiling is a pure function of the list, so
+-- a reload can compile a new table and swap it in only when it is good.
+-- Internal: the public face is `msrt.routes` (init.lua). Hub thread only.
+-- @module msrt.routes
+local core = require "msrt.core"
+local profile = require "msrt.profile"
+
+local M = {}
+
+--- Load a rules file: a Lua file returning the list, run in a sandbox.
+-- @return the list | nil, err (`not_found`, `syntax`, `bad_config`)
+function M.load_file(path)
+  local f = io.open(path)
+  if not f then return nil, core.error("not_found", ("cannot open routing table '%s'"):format(path), { file = path }) end
+  local source = f:read("*a")
+  f:close()
+  local chunk, err = loadstring(source, "@" .. path)
+  if not chunk then return nil, core.error("syntax", err, { file = path }) end
+  setfenv(chunk, profile.sandbox())
+  local ok, rules = pcall(chunk)
+  if not ok then return nil, core.error("bad_config", tostring(rules), { file = path }) end
+  if type(rules) ~= "table" then
+    return nil, core.error("bad_config", ("%s:0: a routing table file returns a list of rules, not %s"):format(path, type(rules)), { file = path })
+  end
+  return rules, source
+end
+
+--- Compile a list of rules into a table ready to install; installs nothing.
+-- @return compiled | nil, err (`bad_config`, err.rule = the rule's position)
+function M.compile(rules)
+  local cur = profile.current()
+  return core.routes_compile(rules, cur and cur.max_subject)
+end
+
+-- The line where rule n's match pattern stands in source; 0 when unknown.
+local function line_of_rule(source, rules, n)
+  local rule = n and rules[n]
+  local at = type(rule) == "table" and type(rule.match) == "string" and source
+    and source:find(rule.match, 1, true)
+  if not at then return 0 end
+  local _, newlines = source:sub(1, at):gsub("\n", "")
+  return newlines + 1
+end
+
+local function file_error(err, rules, path, source)
+  return core.error("bad_config", ("%s:%d: %s"):format(path, line_of_rule(source, rules, err.rule), err.message),
+    { file = path, rule = err.rule })
+end
+
+--- Validate a list of rules from a file for `msrt-lua --check`.
+-- @return true | nil, err whose message reads `file:line: rule N: why`
+function M.check(rules, path, source)
+  local ok, err = M.compile(rules)
+  if ok then return true end
+  return nil, file_error(err, rules, path, source)
+end
+
+--- Compile rules (a list, or a path to a file returning one) and make
+-- them the router's table. A bad table changes nothing.
+-- @return true | nil, err
+function M.set(rules_or_path)
+  local rules, source = rules_or_path, nil
+  if type(rules_or_path) == "string" then
+    rules, source = M.load_file(rules_or_path)
+    if not rules then return nil, source end
+  end
+  local compiled, err = M.compile(rules)
+  if not compiled then
+    if source then err = file_error(err, rules, rules_or_path, source) end
+    return nil, err
+  end
+  return core.routes_install(compiled)
+end
+
+return M
