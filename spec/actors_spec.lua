@@ -20,10 +20,6 @@ local ffi = require "ffi"
 -- depends on the worker count except where it reads msrt.metrics()).
 msrt.start { profile = { workers = 2 } }
 
--- Specs that expose a runtime bug not fixed yet run only with
--- MSRT_KNOWN_BUGS=1 and show as pending otherwise; each names its bug in
--- a "RUNTIME BUG" comment. Drop the gate once the bug is fixed.
-local it_known_bug = os.getenv("MSRT_KNOWN_BUGS") == "1" and it or pending
 
 local spawned = {}
 
@@ -349,11 +345,9 @@ describe("messages between actors and the hub", function()
     end)
   end)
 
-  -- RUNTIME BUG (lua/msrt/actor_boot.lua): an actor state loads the FFI
-  -- only at its first message, so string.buffer cannot decode a cdata
-  -- payload that arrives first ("cannot deserialize tag 0x10") and the
-  -- actor crashes in its loop; once the FFI is loaded cdata round-trips.
-  it_known_bug("carry cdata of plain types (int64, uint64), even as the first message", function()
+  -- Regression: a cdata payload as the first message, before the actor
+  -- state has loaded the FFI (string.buffer needs it to decode cdata).
+  it("carry cdata of plain types (int64, uint64), even as the first message", function()
     drive(function()
       assert(spawn { name = "t_cdata", subscribe = "t.cdata",
         handle = function(ctx, msg) ctx:reply(msg, { data = msg.data, dtype = type(msg.data) }) end })
@@ -683,13 +677,9 @@ describe("an actor crash", function()
     end)
   end)
 
-  -- RUNTIME BUG (heap-use-after-free, src/lua/actor.c msrt_lactor_new):
-  -- after pushing _START it returns la->cell, but a worker may already
-  -- have run the actor, seen init fail, and released (freed) la. ASan:
-  -- "heap-use-after-free actor.c:118 in msrt_lactor_new"; without ASan the
-  -- hub gets a garbage cell and id, handle:wait() never returns, and a
-  -- later actor_stop on that cell segfaults.
-  it_known_bug("in init is reported the same way", function()
+  -- Regression: msrt_lactor_new used its record after _START, when a
+  -- worker may already have run init, seen it fail and freed the record.
+  it("in init is reported the same way", function()
     drive(function()
       local exits = collector("msrt.actor.t_badinit.exit")
       local h = assert(spawn {
@@ -708,11 +698,9 @@ describe("an actor crash", function()
     end)
   end)
 
-  -- RUNTIME BUG: the same use-after-free as above (the actor fails at
-  -- boot, before msrt_lactor_new returns). Gap, not a bug: a module
-  -- without handle is only found when the actor boots, so msrt.actor
-  -- returns a handle (not nil, err) and the actor exits at once.
-  it_known_bug("from a module without handle exits at once, naming handle", function()
+  -- A module without handle is only found when the actor boots, so
+  -- msrt.actor returns a handle and the actor exits at once.
+  it("from a module without handle exits at once, naming handle", function()
     local cleanup = modules { t_nohandle_mod = "return { init = function() end }" }
     finally(cleanup)
     drive(function()
@@ -903,12 +891,9 @@ describe("metrics", function()
 end)
 
 describe("shutdown", function()
-  -- RUNTIME BUG (src/lua/rt.c msrt_rt_stop): when the wait for actors
-  -- ends at the deadline, `left = (long)((deadline - msrt_now_ns()) /
-  -- 1000000u)` underflows (unsigned, now > deadline) to ~1.8e13 ms, so
-  -- msrt_sched_stop_timeout waits for the stuck worker forever and the
-  -- child never exits (the outer timeout kills it).
-  it_known_bug("with an actor stuck in its handler still exits after shutdown_timeout_ms", function()
+  -- Regression: msrt_rt_stop computed the time left after the deadline
+  -- as an unsigned underflow and waited for the stuck worker forever.
+  it("with an actor stuck in its handler still exits after shutdown_timeout_ms", function()
     local r = child([[
       local msrt = require "msrt"
       assert(msrt.start { profile = { workers = 2, shutdown_timeout_ms = 300 } })

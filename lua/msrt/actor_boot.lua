@@ -32,7 +32,14 @@ local c_pop, c_publish = rt.pop, rt.publish
 local function pop()
   local flags, subject, reply, payload, mid, prio = c_pop()
   if not flags then return nil end
-  if band(flags, BUFFER) ~= 0 then payload = decode(payload) end
+  if band(flags, BUFFER) ~= 0 then
+    local ok, v = pcall(decode, payload)
+    if not ok then -- cdata needs the ffi library loaded to decode
+      require "ffi"
+      v = decode(payload)
+    end
+    payload = v
+  end
   return flags, subject, reply, payload, mid, prio
 end
 

@@ -126,9 +126,12 @@ msrt_actor *msrt_lactor_new(msrt_rt *rt, const char *name, const void *spec,
       return NULL;
     }
   }
-  msrt_actor_ref(la->cell); /* the caller's */
-  msrt_lactor_control(la->cell, MSRT_CTL_START, "");
-  return la->cell;
+  msrt_actor *cell = la->cell;
+  msrt_actor_ref(cell); /* the caller's */
+  /* Once started, a worker may run the actor, see it fail and free `la`
+   * before this returns: only the cell (referenced) may be used now. */
+  msrt_lactor_control(cell, MSRT_CTL_START, "");
+  return cell;
 }
 
 /* The reason travels as a control message, not in the record: the hub may
