@@ -713,7 +713,9 @@ static void test_router_routes(void) {
                              {"canary.>", NULL, tg, 2, NULL}};
   msrt_error e;
   msrt_routes *t = compile(rules, 2, &e);
+  CHECK(!msrt_router_has_routes(R));
   CHECK(msrt_router_set_routes(R, t) == MSRT_E_OK);
+  CHECK(msrt_router_has_routes(R));
   char buf[128];
   msrt_route_result r;
   CHECK(msrt_router_route(RD, "legacy.c.task", 13, buf, sizeof buf, &r, &e) ==
@@ -742,6 +744,7 @@ static void test_router_routes(void) {
   CHECK_STR(r.subject, "new.c.task");
   CHECK(r.dead_letter == NULL);
   CHECK(msrt_router_set_routes(R, NULL) == MSRT_E_OK);
+  CHECK(!msrt_router_has_routes(R));
   msrt_router_route(RD, "legacy.c.task", 13, buf, sizeof buf, &r, &e);
   CHECK_STR(r.subject, "legacy.c.task");
   CHECK(r.rule == -1);

@@ -304,7 +304,8 @@ static const char PENDING_META[] = "msrt.pending";
 static int pending_gc(lua_State *L) {
   msrt_pending *p = luaL_checkudata(L, 1, PENDING_META);
   msrt_rt *rt = msrt_rt_get();
-  if (rt) msrt_rt_pending_clear(rt, p); /* also frees cells of a finished one */
+  /* cells outlive a finished publish (env NULL): free them too */
+  if (rt && (p->env || p->cells)) msrt_rt_pending_clear(rt, p);
   return 0;
 }
 
@@ -626,8 +627,11 @@ static int l_routes_install(lua_State *L) {
   routes_box *b = luaL_checkudata(L, 1, ROUTES_META);
   msrt_rt *rt = need_rt(L);
   if (!b->t) return luaL_argerror(L, 1, "this routing table was installed already");
-  if (msrt_router_set_routes(rt->router, b->t) != MSRT_E_OK)
+  /* no rules: remove the table, so that publishing skips routing */
+  msrt_routes *t = msrt_routes_count(b->t) ? b->t : NULL;
+  if (msrt_router_set_routes(rt->router, t) != MSRT_E_OK)
     return msrt_lua_fail(L, MSRT_E_NOMEM, "out of memory installing routes");
+  msrt_routes_free(t ? NULL : b->t);
   b->t = NULL;
   lua_pushboolean(L, 1);
   return 1;

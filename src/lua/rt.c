@@ -256,10 +256,37 @@ static msrt_code resubject(const msrt_envelope *e, const char *subject,
   return *out ? MSRT_E_OK : msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
 }
 
+/* Match e's subject (already routed) and deliver it. Accounting: one
+ * accepted per matched endpoint and per queue group with no ready member
+ * (drop_not_ready), or one accepted for a message that matched nothing
+ * (no_responders). When nothing matched and may_dead_letter is set, it
+ * counts nothing and returns MSRT_E_NOT_FOUND: the caller dead-letters. */
 static msrt_code deliver_all(msrt_rt *rt, msrt_reader *rd, pub_space *s,
-                             msrt_envelope *e, const char *dead, size_t dlen,
+                             msrt_envelope *e, bool may_dead_letter,
                              size_t *delivered, msrt_pending *pend,
-                             msrt_error *err);
+                             msrt_error *err) {
+  long n = msrt_router_match(rd, e->subject, e->subject_len, &s->m, skip_full,
+                             NULL);
+  if (n < 0) {
+    count(rt, MSRT_STAT_ACCEPTED, 1);
+    count(rt, MSRT_STAT_REFUSED, 1);
+    return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+  }
+  uint32_t unready = s->m.unready_groups;
+  if (n == 0 && unready == 0) {
+    if (may_dead_letter) return MSRT_E_NOT_FOUND;
+    count(rt, MSRT_STAT_ACCEPTED, 1);
+    count(rt, MSRT_STAT_NO_RESPONDERS, 1);
+    return MSRT_E_OK;
+  }
+  count(rt, MSRT_STAT_ACCEPTED, (uint64_t)n + unready);
+  msrt_code rc = fan_out(rt, e, &s->m, delivered, pend, err);
+  if (unready) {
+    count(rt, MSRT_STAT_DROP_NOT_READY, unready);
+    drop_notice(rt, e, "drop_not_ready", 0);
+  }
+  return rc;
+}
 
 /* Nobody subscribed to e's subject and its rule names a dead-letter
  * subject: e ends as dead_lettered, and its copy on that subject is a new
@@ -274,39 +301,8 @@ static msrt_code dead_letter(msrt_rt *rt, msrt_reader *rd, pub_space *s,
   count(rt, MSRT_STAT_ACCEPTED, 1);
   count(rt, rc == MSRT_E_OK ? MSRT_STAT_DEAD_LETTERED : MSRT_STAT_REFUSED, 1);
   if (rc != MSRT_E_OK) return rc;
-  rc = deliver_all(rt, rd, s, d, NULL, 0, delivered, pend, err);
+  rc = deliver_all(rt, rd, s, d, false, delivered, pend, err);
   msrt_env_unref(d);
-  return rc;
-}
-
-/* Match e's subject (already routed) and deliver it. Accounting: one
- * accepted per matched endpoint and per queue group with no ready member
- * (drop_not_ready), or one accepted for a message that matched nothing
- * (no_responders, or dead_lettered when dead is set). */
-static msrt_code deliver_all(msrt_rt *rt, msrt_reader *rd, pub_space *s,
-                             msrt_envelope *e, const char *dead, size_t dlen,
-                             size_t *delivered, msrt_pending *pend,
-                             msrt_error *err) {
-  long n = msrt_router_match(rd, e->subject, e->subject_len, &s->m, skip_full,
-                             NULL);
-  if (n < 0) {
-    count(rt, MSRT_STAT_ACCEPTED, 1);
-    count(rt, MSRT_STAT_REFUSED, 1);
-    return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
-  }
-  uint32_t unready = s->m.unready_groups;
-  if (n == 0 && unready == 0) {
-    if (dead) return dead_letter(rt, rd, s, e, dead, dlen, delivered, pend, err);
-    count(rt, MSRT_STAT_ACCEPTED, 1);
-    count(rt, MSRT_STAT_NO_RESPONDERS, 1);
-    return MSRT_E_OK;
-  }
-  count(rt, MSRT_STAT_ACCEPTED, (uint64_t)n + unready);
-  msrt_code rc = fan_out(rt, e, &s->m, delivered, pend, err);
-  if (unready) {
-    count(rt, MSRT_STAT_DROP_NOT_READY, unready);
-    drop_notice(rt, e, "drop_not_ready", 0);
-  }
   return rc;
 }
 
@@ -320,7 +316,11 @@ static void space_free(void *p) {
 static void space_key_make(void) { pthread_key_create(&space_key, space_free); }
 
 static pub_space *space_get(msrt_rt *rt, pub_space *local) {
-  pub_space *s = tl_depth++ ? local : &tl_space;
+  pub_space *s = &tl_space;
+  if (tl_depth++) { /* nested: the outer publish is using tl_space */
+    memset(local, 0, sizeof *local);
+    s = local;
+  }
   /* room for a routed subject and a dead-letter subject (router/index.h) */
   size_t max = rt->cfg.max_subject ? rt->cfg.max_subject
                                    : MSRT_SUBJECT_MAX_DEFAULT;
@@ -331,42 +331,60 @@ static pub_space *space_get(msrt_rt *rt, pub_space *local) {
       pthread_setspecific(space_key, s);
     }
     char *b = realloc(s->buf, need);
-    if (!b) return NULL;
-    s->buf = b;
-    s->cap = need;
+    if (b) { /* else s->buf stays as it was: NULL, the caller refuses */
+      s->buf = b;
+      s->cap = need;
+    }
   }
   return s;
 }
 
-static void space_put(pub_space *local) {
+static void space_put(pub_space *s) {
+  if (s != &tl_space) space_free(s); /* a nested publish's own */
   tl_depth--;
-  space_free(local);
+}
+
+/* Route e's subject through the router's table into res (a routed subject
+ * and the dead-letter subject land in s->buf). Without a table (the common
+ * case) the subject passes unchanged without calling into the table. */
+static msrt_code route(msrt_reader *rd, msrt_rt *rt, pub_space *s,
+                       const msrt_envelope *e, msrt_route_result *res,
+                       msrt_error *err) {
+  if (!msrt_router_has_routes(rt->router)) {
+    *res = (msrt_route_result){-1, -1, false, e->subject, e->subject_len,
+                               NULL, 0};
+    return MSRT_E_OK;
+  }
+  if (!s->buf) return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+  return msrt_router_route(rd, e->subject, e->subject_len, s->buf, s->cap,
+                           res, err);
 }
 
 msrt_code msrt_rt_publish(msrt_rt *rt, msrt_envelope *e, size_t *delivered,
                           msrt_pending *pend, msrt_error *err) {
   *delivered = 0;
-  pub_space local = {0};
+  pub_space local;
   pub_space *s = space_get(rt, &local);
   msrt_reader *rd = msrt_rt_reader(rt);
   msrt_router_reader_enter(rd);
   msrt_route_result res;
-  msrt_code rc = s ? msrt_router_route(rd, e->subject, e->subject_len, s->buf,
-                                       s->cap, &res, err)
-                   : msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+  msrt_code rc = route(rd, rt, s, e, &res, err);
   msrt_envelope *to = e;
   if (rc == MSRT_E_OK && res.rewritten)
     rc = resubject(e, res.subject, res.len, &to, err);
-  if (rc == MSRT_E_OK) {
-    rc = deliver_all(rt, rd, s, to, res.dead_letter, res.dead_letter_len,
-                     delivered, pend, err);
-  } else { /* routing failed: the sender hears why */
+  if (rc != MSRT_E_OK) { /* routing failed: the sender hears why */
     count(rt, MSRT_STAT_ACCEPTED, 1);
     count(rt, MSRT_STAT_REFUSED, 1);
+  } else {
+    rc = deliver_all(rt, rd, s, to, res.dead_letter != NULL, delivered, pend,
+                     err);
+    if (rc == MSRT_E_NOT_FOUND)
+      rc = dead_letter(rt, rd, s, to, res.dead_letter, res.dead_letter_len,
+                       delivered, pend, err);
   }
   msrt_router_reader_leave(rd);
   if (to != e) msrt_env_unref(to);
-  space_put(&local);
+  space_put(s);
   return rc;
 }
 

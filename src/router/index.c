@@ -1262,6 +1262,10 @@ msrt_code msrt_router_set_routes(msrt_router *r, msrt_routes *table) {
   return MSRT_E_OK;
 }
 
+bool msrt_router_has_routes(msrt_router *r) {
+  return atomic_load_explicit(&r->routes, memory_order_relaxed) != NULL;
+}
+
 msrt_code msrt_router_route(msrt_reader *rd, const char *subject, size_t len,
                             char *buf, size_t cap, msrt_route_result *res,
                             msrt_error *err) {

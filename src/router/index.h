@@ -223,6 +223,11 @@ long msrt_router_match(msrt_reader *rd, const char *subject, size_t len,
  * for readers. */
 msrt_code msrt_router_set_routes(msrt_router *r, msrt_routes *table);
 
+/* Whether a routing table is installed: one relaxed load, so that a
+ * publisher can skip msrt_router_route when there is none. A hint: a table
+ * installed or removed meanwhile may or may not be seen. Thread-safe. */
+bool msrt_router_has_routes(msrt_router *r);
+
 /* Apply the current routing table to a subject (msrt_routes_apply with the
  * reader's PRNG). buf/cap receive the rewritten subject and, after it, a
  * copy of the dead-letter subject, so res stays valid after leave: cap of
