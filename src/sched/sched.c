@@ -1027,6 +1027,8 @@ int msrt_sched_stop_timeout(msrt_sched *s, long ms) {
     if (w->joined) continue;
     int rc = ms < 0 ? pthread_join(w->th, NULL)
                     : pthread_timedjoin_np(w->th, NULL, &dl);
+    /* past the deadline, a worker that has finished still gets joined */
+    if (rc != 0 && ms >= 0) rc = pthread_tryjoin_np(w->th, NULL);
     if (rc == 0) w->joined = 1;
     else stuck = 1;
   }
