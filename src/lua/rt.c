@@ -88,8 +88,9 @@ msrt_code msrt_rt_start(msrt_hub *hub, const msrt_rt_config *cfg,
   if (the_rt) return MSRT_E_OK;
   if (cfg->workers < 1 || cfg->workers > 256)
     return msrt_error_set(err, MSRT_E_INVALID_ARG, "workers must be 1..256");
-  msrt_rt *rt = calloc(1, sizeof *rt);
+  msrt_rt *rt = aligned_alloc(64, (sizeof *rt + 63) / 64 * 64); /* turn[] */
   if (!rt) return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+  memset(rt, 0, sizeof *rt);
   rt->cfg = *cfg;
   rt->hub = hub;
   rt->drain = drain;
@@ -127,7 +128,8 @@ int msrt_rt_stop(msrt_rt *rt) {
     struct timespec ts = {0, 500000};
     nanosleep(&ts, NULL);
   }
-  long left = (long)((deadline - msrt_now_ns()) / 1000000u);
+  uint64_t now = msrt_now_ns(); /* the loop above may end past the deadline */
+  long left = now < deadline ? (long)((deadline - now) / 1000000u) : 0;
   if (msrt_sched_stop_timeout(rt->sched, left > 0 ? left : 0) != 0) return -1;
   msrt_inbox_drain(rt->inbox);
   msrt_inbox_close(rt->inbox);
@@ -452,8 +454,8 @@ int msrt_rt_to_hub(msrt_rt *rt, msrt_inbox_item item) {
 
 void msrt_rt_turn(msrt_rt *rt, int worker, uint64_t actor_id) {
   if (worker < 0 || worker >= 256) return;
-  atomic_store_explicit(&rt->turn_actor[worker], actor_id, memory_order_relaxed);
-  atomic_store_explicit(&rt->turn_start[worker], actor_id ? msrt_now_ns() : 0,
+  atomic_store_explicit(&rt->turn[worker].actor, actor_id, memory_order_relaxed);
+  atomic_store_explicit(&rt->turn[worker].start, actor_id ? msrt_now_ns() : 0,
                         memory_order_relaxed);
 }
 
@@ -461,11 +463,11 @@ void msrt_rt_watchdog(msrt_rt *rt) {
   uint64_t now = msrt_now_ns();
   uint64_t limit = (uint64_t)rt->cfg.slice_ms * 1000000u;
   for (int w = 0; w < rt->cfg.workers && w < 256; w++) {
-    uint64_t start = atomic_load_explicit(&rt->turn_start[w], memory_order_relaxed);
-    if (!start || now - start < limit) continue;
-    uint64_t id = atomic_load_explicit(&rt->turn_actor[w], memory_order_relaxed);
+    uint64_t start = atomic_load_explicit(&rt->turn[w].start, memory_order_relaxed);
+    if (!start || start >= now || now - start < limit) continue; /* a turn that began after now was read is young */
+    uint64_t id = atomic_load_explicit(&rt->turn[w].actor, memory_order_relaxed);
     /* report once per turn: clear the start so the next check skips it */
-    if (!atomic_compare_exchange_strong(&rt->turn_start[w], &start, 0)) continue;
+    if (!atomic_compare_exchange_strong(&rt->turn[w].start, &start, 0)) continue;
     msrt_inbox_item it = {MSRT_IN_OVERLOAD, id, NULL,
                           (void *)(uintptr_t)((now - start) / 1000000u)};
     msrt_inbox_push(rt->inbox, it);

@@ -46,6 +46,13 @@ typedef struct {
 
 typedef struct msrt_rt msrt_rt;
 
+/* A worker's current turn. One cache line each: every turn writes it, and
+ * workers sharing a line would bounce it between CPUs on every turn. */
+typedef struct {
+  _Alignas(64) atomic_ullong start; /* ns when the turn began, 0 = idle */
+  atomic_ullong actor;              /* id of the actor it runs */
+} msrt_rt_turn_slot;
+
 /* What a blocked publish still has to deliver: the envelope and the actor
  * cells whose mailboxes were full (each holding a reference). */
 typedef struct {
@@ -63,8 +70,7 @@ struct msrt_rt {
   msrt_inbox *inbox;
   void (*drain)(msrt_inbox_item *items, size_t n, void *ud); /* the binding's */
   void *drain_ud;
-  atomic_ullong turn_start[256]; /* per worker: ns when its turn began, 0 idle */
-  atomic_ullong turn_actor[256]; /* per worker: id of the actor it runs */
+  msrt_rt_turn_slot turn[256]; /* per worker, for the overload watchdog */
   int stopped;
 };
 
