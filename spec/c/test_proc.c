@@ -1,0 +1,580 @@
+/* src/proc: the line framer (exhaustively over chunkings), the JSON <->
+ * string.buffer codec, and real children spawned through /bin/sh. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ctest.h"
+#include "proc/codec.h"
+#include "proc/framer.h"
+#include "proc/proc.h"
+
+/* ---- framer ------------------------------------------------------------ */
+
+typedef struct {
+  char out[1 << 16];
+  size_t len;
+  int lines, bad;
+  size_t bad_total;
+  char bad_head[MSRT_FRAMER_HEAD + 1];
+} fsink;
+
+static void f_line(void *ud, const char *l, size_t n) {
+  fsink *s = ud;
+  memcpy(s->out + s->len, l, n);
+  s->len += n;
+  s->out[s->len++] = '|';
+  s->lines++;
+}
+
+static void f_bad(void *ud, const char *reason, const char *head, size_t hlen,
+                  size_t total) {
+  fsink *s = ud;
+  s->bad++;
+  s->bad_total = total;
+  memcpy(s->bad_head, head, hlen);
+  s->bad_head[hlen] = 0;
+  memcpy(s->out + s->len, "<BAD>|", 6);
+  s->len += 6;
+  (void)reason;
+}
+
+/* Feed stream in chunks cut at a and b; the result must not depend on it. */
+static void feed_split(const char *stream, size_t n, size_t a, size_t b,
+                       size_t max, fsink *s) {
+  msrt_framer f;
+  memset(s, 0, sizeof *s);
+  msrt_framer_init(&f, max, f_line, f_bad, s);
+  msrt_framer_feed(&f, stream, a);
+  msrt_framer_feed(&f, stream + a, b - a);
+  msrt_framer_feed(&f, stream + b, n - b);
+  msrt_framer_finish(&f);
+  s->out[s->len] = 0;
+}
+
+static void test_framer_every_split(void) {
+  static const char stream[] =
+      "one\n\ntwo\r\nthis-line-is-far-too-long-for-ten\nok\nlast-too-long-x";
+  const char *want = "one||two|<BAD>|ok|<BAD>|";
+  size_t n = sizeof stream - 1;
+  int wrong = 0;
+  for (size_t a = 0; a <= n; a++)
+    for (size_t b = a; b <= n; b++) {
+      fsink s;
+      feed_split(stream, n, a, b, 10, &s);
+      if (strcmp(s.out, want) != 0) wrong++;
+    }
+  CHECK(wrong == 0);
+  fsink s;
+  feed_split(stream, n, 3, 17, 10, &s);
+  CHECK(s.bad == 2);
+  CHECK(s.bad_total == 15); /* "last-too-long-x" */
+  CHECK_STR(s.bad_head, "last-too-long-x");
+}
+
+static void test_framer_limits(void) {
+  /* exactly max_line is accepted; max_line + 1 is not */
+  fsink s;
+  feed_split("abcdefghij\nabcdefghijk\nz", 24, 5, 12, 10, &s);
+  CHECK_STR(s.out, "abcdefghij|<BAD>|z|");
+  CHECK(s.bad_total == 11);
+  /* a last line without '\n' comes out at finish */
+  feed_split("tail", 4, 1, 2, 0, &s);
+  CHECK_STR(s.out, "tail|");
+}
+
+typedef struct {
+  size_t lines, longest, bad, bad_total;
+  int next, head_ok;
+} lsink;
+
+static void l_line(void *ud, const char *l, size_t n) {
+  lsink *s = ud;
+  s->lines++;
+  if (n > s->longest) s->longest = n;
+  if (n == 4 && memcmp(l, "next", 4) == 0) s->next = 1;
+}
+
+static void l_bad(void *ud, const char *reason, const char *head, size_t hlen,
+                  size_t total) {
+  lsink *s = ud;
+  s->bad++;
+  s->bad_total = total;
+  s->head_ok = hlen == MSRT_FRAMER_HEAD && head[0] == 'b' &&
+               head[hlen - 1] == 'b' && strcmp(reason, "line_too_long") == 0;
+}
+
+static void test_framer_long_lines(void) {
+  /* a 1 MiB line fed in 4 KiB chunks arrives whole; a 3 MiB one is
+   * refused with its first 200 bytes; framing goes on after both */
+  size_t big = 1 << 20, huge = 3 << 20;
+  char *stream = malloc(big + huge + 16);
+  memset(stream, 'a', big);
+  stream[big] = '\n';
+  memset(stream + big + 1, 'b', huge);
+  stream[big + 1 + huge] = '\n';
+  memcpy(stream + big + 2 + huge, "next\n", 5);
+  size_t n = big + huge + 7;
+  lsink s = {0};
+  msrt_framer f;
+  msrt_framer_init(&f, 2 << 20, l_line, l_bad, &s);
+  for (size_t at = 0; at < n; at += 4096)
+    msrt_framer_feed(&f, stream + at, n - at < 4096 ? n - at : 4096);
+  msrt_framer_finish(&f);
+  CHECK(s.lines == 2 && s.longest == big && s.next);
+  CHECK(s.bad == 1 && s.bad_total == huge && s.head_ok);
+  free(stream);
+}
+
+/* ---- codec ------------------------------------------------------------- */
+
+static char *roundtrip(const char *json) {
+  cJSON *v = cJSON_Parse(json);
+  if (!v) return strdup("<parse error>");
+  msrt_sbuf lua = {0}, out = {0};
+  msrt_json_to_lua(v, &lua);
+  cJSON_Delete(v);
+  const char *why = NULL;
+  if (msrt_lua_to_json((unsigned char *)lua.p, lua.len, &out, &why) != 0) {
+    msrt_sbuf_free(&lua);
+    msrt_sbuf_free(&out);
+    return strdup(why);
+  }
+  msrt_sbuf_putc(&out, 0);
+  msrt_sbuf_free(&lua);
+  return out.p;
+}
+
+static void check_rt(const char *in, const char *want) {
+  char *got = roundtrip(in);
+  if (strcmp(got, want) != 0)
+    fprintf(stderr, "roundtrip %s: got %s want %s\n", in, got, want);
+  CHECK_STR(got, want);
+  free(got);
+}
+
+static void test_codec_roundtrip(void) {
+  check_rt("{\"a\":1,\"b\":[true,false,null],\"c\":\"x\\\"y\\n\"}",
+           "{\"a\":1,\"b\":[true,false,null],\"c\":\"x\\\"y\\n\"}");
+  check_rt("[1.5,-2,1e300,0.1]", "[1.5,-2,1e+300,0.1]");
+  check_rt("[]", "{}");
+  check_rt("\"h\\u00e9\"", "\"h\xc3\xa9\"");
+  check_rt("{\"nested\":{\"deep\":[[1],[2,[3]]]}}",
+           "{\"nested\":{\"deep\":[[1],[2,[3]]]}}");
+  /* a 300-byte string uses the two-byte length form */
+  char in[400], want[400];
+  memset(in, 0, sizeof in);
+  in[0] = '"';
+  memset(in + 1, 'q', 300);
+  in[301] = '"';
+  strcpy(want, in);
+  check_rt(in, want);
+}
+
+/* Hand-made serializations as LuaJIT writes them (checked with
+ * string.buffer.encode in luajit). */
+static void check_lua(const unsigned char *b, size_t n, const char *want) {
+  msrt_sbuf out = {0};
+  const char *why = "";
+  int rc = msrt_lua_to_json(b, n, &out, &why);
+  msrt_sbuf_putc(&out, 0);
+  const char *got = rc == 0 ? out.p : why;
+  if (strcmp(got, want) != 0) fprintf(stderr, "lua->json: got %s want %s\n", got, want);
+  CHECK_STR(got, want);
+  msrt_sbuf_free(&out);
+}
+
+static void test_codec_lua_forms(void) {
+  /* {[1]="x",[2]="y"}: a hash with keys 1, 2 -> an array */
+  static const unsigned char h12[] = {0x09, 0x02, 0x07, 0, 0, 0, 0, 0, 0, 0xf0,
+                                      0x3f, 0x21, 'x', 0x07, 0, 0, 0, 0, 0, 0,
+                                      0x00, 0x40, 0x21, 'y'};
+  check_lua(h12, sizeof h12, "[\"x\",\"y\"]");
+  /* {1,2,x=true}: mixed -> an object */
+  static const unsigned char mix[] = {0x0d, 0x03, 0x01, 0x07, 0, 0, 0, 0, 0, 0,
+                                      0xf0, 0x3f, 0x07, 0, 0, 0, 0, 0, 0, 0,
+                                      0x40, 0x21, 'x', 0x02};
+  check_lua(mix, sizeof mix, "{\"1\":1,\"2\":2,\"x\":true}");
+  /* {[0]=1, 2}: 0-based array -> an object */
+  static const unsigned char zero[] = {0x0a, 0x02, 0x07, 0, 0, 0, 0, 0, 0,
+                                       0xf0, 0x3f, 0x07, 0, 0, 0, 0, 0, 0,
+                                       0x00, 0x40};
+  check_lua(zero, sizeof zero, "{\"0\":1,\"1\":2}");
+  static const unsigned char trunc[] = {0x0c, 0x04, 0x07, 0, 0};
+  check_lua(trunc, sizeof trunc, "truncated");
+  static const unsigned char extra[] = {0x02, 0x02};
+  check_lua(extra, sizeof extra, "trailing bytes");
+  static const unsigned char dict[] = {0x0f, 0x00};
+  check_lua(dict, sizeof dict, "dictionary reference");
+  static const unsigned char bin[] = {0x24, 'a', 0xff, '\n', 0x01};
+  check_lua(bin, sizeof bin, "\"a\\ufffd\\n\\u0001\"");
+}
+
+static void test_utf8(void) {
+  size_t at = 99;
+  CHECK(msrt_utf8_check("plain \xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 17, &at));
+  CHECK(!msrt_utf8_check("ab\xff", 3, &at) && at == 2);
+  CHECK(!msrt_utf8_check("\xc0\x80", 2, &at) && at == 0);   /* overlong */
+  CHECK(!msrt_utf8_check("\xed\xa0\x80", 3, &at) && at == 0); /* surrogate */
+  CHECK(!msrt_utf8_check("x\xe2\x82", 3, &at) && at == 1);  /* truncated */
+  CHECK(!msrt_utf8_check("\xf4\x90\x80\x80", 4, &at));      /* > U+10FFFF */
+}
+
+/* ---- real children ----------------------------------------------------- */
+
+#define MAXREC 4096
+
+typedef struct {
+  int published, bad, err_lines, exits, drops;
+  char *subjects[MAXREC];
+  char *data[MAXREC];
+  char *bad_reason[64];
+  size_t bad_total[64];
+  char *err[64];
+  msrt_proc_exit x;
+  char tail[1024];
+  int published_at_exit;
+  msrt_proc *done;
+} rec;
+
+static rec R;
+
+static void rec_reset(void) {
+  for (int i = 0; i < R.published && i < MAXREC; i++) free(R.subjects[i]), free(R.data[i]);
+  for (int i = 0; i < R.bad && i < 64; i++) free(R.bad_reason[i]);
+  for (int i = 0; i < R.err_lines && i < 64; i++) free(R.err[i]);
+  memset(&R, 0, sizeof R);
+}
+
+static msrt_code ev_publish(void *ud, msrt_proc *p, const char *s, size_t sl,
+                            const char *r, size_t rl, const void *pl,
+                            size_t plen, msrt_error *err) {
+  (void)ud, (void)p, (void)r, (void)rl, (void)err;
+  if (R.published < MAXREC) {
+    msrt_sbuf out = {0};
+    msrt_lua_to_json(pl, plen, &out, NULL);
+    msrt_sbuf_putc(&out, 0);
+    R.subjects[R.published] = strndup(s, sl);
+    R.data[R.published] = out.p;
+  }
+  R.published++;
+  return MSRT_E_OK;
+}
+
+static void ev_bad(void *ud, msrt_proc *p, const char *reason,
+                   const char *detail, const char *head, size_t hlen,
+                   size_t total) {
+  (void)ud, (void)p, (void)detail, (void)head, (void)hlen;
+  if (R.bad < 64) {
+    R.bad_reason[R.bad] = strdup(reason);
+    R.bad_total[R.bad] = total;
+  }
+  R.bad++;
+}
+
+static void ev_stderr(void *ud, msrt_proc *p, const char *l, size_t n) {
+  (void)ud, (void)p;
+  if (R.err_lines < 64) R.err[R.err_lines] = strndup(l, n);
+  R.err_lines++;
+}
+
+static void ev_dropped(void *ud, msrt_proc *p, const char *reason) {
+  (void)ud, (void)p, (void)reason;
+  R.drops++;
+}
+
+static void ev_exit(void *ud, msrt_proc *p, const msrt_proc_exit *x) {
+  (void)ud;
+  R.exits++;
+  R.x = *x;
+  snprintf(R.tail, sizeof R.tail, "%.*s", (int)x->stderr_tail_len, x->stderr_tail);
+  R.x.stderr_tail = R.tail;
+  R.published_at_exit = R.published;
+  R.done = p;
+}
+
+static const msrt_proc_events EV = {ev_publish, ev_bad, ev_stderr, ev_dropped,
+                                    NULL, ev_exit};
+
+static uv_loop_t loop;
+static msrt_procs *procs;
+
+static msrt_proc_spec sh_spec(const char *script) {
+  static const char *argv[4];
+  argv[0] = "/bin/sh";
+  argv[1] = "-c";
+  argv[2] = script;
+  msrt_proc_spec s = {0};
+  s.name = "t";
+  s.argv = argv;
+  s.argc = 3;
+  s.publish_as = "agents.t";
+  s.codec = MSRT_CODEC_JSON_LINES;
+  s.limits = (msrt_proc_limits){-1, -1, -1, -1};
+  s.grace_ms = -1;
+  s.eof_wait_ms = -1;
+  return s;
+}
+
+/* Spawn, run the loop until the exit is final, release. */
+static msrt_proc *start(const msrt_proc_spec *s) {
+  rec_reset();
+  msrt_error err;
+  msrt_proc *p = msrt_proc_spawn(procs, s, &err);
+  if (!p) fprintf(stderr, "spawn: %s\n", err.message);
+  CHECK(p != NULL);
+  return p;
+}
+
+static void run_until_exit(msrt_proc *p) {
+  while (!R.exits) uv_run(&loop, UV_RUN_ONCE);
+  msrt_proc_release(p);
+}
+
+static void run_script(msrt_proc_spec s) {
+  msrt_proc *p = start(&s);
+  if (p) run_until_exit(p);
+}
+
+static int has_data(const char *json) {
+  for (int i = 0; i < R.published && i < MAXREC; i++)
+    if (strcmp(R.data[i], json) == 0) return 1;
+  return 0;
+}
+
+static void test_env_scrubbed(void) {
+  setenv("MSRT_SECRET", "hunter2", 1);
+  msrt_proc_spec s = sh_spec("env");
+  s.codec = MSRT_CODEC_LINES;
+  const char *env[] = {"FOO=bar baz"};
+  s.env = env;
+  s.envc = 1;
+  run_script(s);
+  CHECK(has_data("\"FOO=bar baz\""));
+  int leaked = 0;
+  for (int i = 0; i < R.published; i++)
+    if (strstr(R.data[i], "MSRT_SECRET") || strstr(R.data[i], "PATH=/")) leaked++;
+  CHECK(leaked == 0);
+  CHECK(R.x.code == 0 && R.x.normal);
+}
+
+static void test_cwd_and_argv(void) {
+  msrt_proc_spec s = sh_spec("pwd");
+  s.codec = MSRT_CODEC_LINES;
+  s.cwd = "/tmp";
+  run_script(s);
+  CHECK(R.published == 1 && has_data("\"/tmp\""));
+  static const char *argv[] = {"/bin/sh", "-c", "for a; do printf '%s\\n' \"$a\"; done",
+                               "sh", "a b", "c\"d", "it's", "  "};
+  s = sh_spec("");
+  s.argv = argv;
+  s.argc = 8;
+  s.codec = MSRT_CODEC_LINES;
+  run_script(s);
+  CHECK(R.published == 4);
+  CHECK(has_data("\"a b\"") && has_data("\"c\\\"d\"") && has_data("\"it's\"") &&
+        has_data("\"  \""));
+}
+
+static void test_json_output(void) {
+  run_script(sh_spec(
+      "echo '{\"subject\":\"agents.t.result\",\"data\":{\"ok\":true}}';"
+      "echo 'not json'; printf '\\377\\376garbage\\n';"
+      "echo '[1,2]'; echo '{\"subject\":\"elsewhere.x\"}'; echo '\"after\"';"
+      "echo oops >&2; exit 3"));
+  CHECK(R.published == 3);
+  CHECK_STR(R.subjects[0], "agents.t.result");
+  CHECK_STR(R.data[0], "{\"ok\":true}");
+  CHECK_STR(R.subjects[1], "agents.t.out");
+  CHECK_STR(R.data[1], "[1,2]");
+  CHECK_STR(R.data[2], "\"after\"");
+  CHECK(R.bad == 3);
+  CHECK(R.bad >= 3 && strcmp(R.bad_reason[0], "invalid_json") == 0 &&
+        strcmp(R.bad_reason[1], "invalid_utf8") == 0 &&
+        strcmp(R.bad_reason[2], "permission") == 0);
+  CHECK(R.x.code == 3 && !R.x.normal && R.x.signal == 0);
+  CHECK_STR(R.tail, "oops");
+  CHECK(R.err_lines == 1);
+}
+
+static void test_permissions(void) {
+  msrt_proc_spec s = sh_spec(
+      "echo '{\"subject\":\"tools.x\"}'; echo '{\"subject\":\"tools.y\"}';"
+      "echo '{\"subject\":\"agents.t.secret\"}'; echo '{\"subject\":\"agents.t\"}'");
+  const char *allow[] = {"tools.*"}, *deny[] = {"tools.y", "agents.t.secret"};
+  s.allow = allow;
+  s.nallow = 1;
+  s.deny = deny;
+  s.ndeny = 2;
+  run_script(s);
+  CHECK(R.published == 2);
+  CHECK(R.published == 2 && strcmp(R.subjects[0], "tools.x") == 0 &&
+        strcmp(R.subjects[1], "agents.t") == 0);
+  CHECK(R.bad == 2);
+}
+
+static void test_big_lines(void) {
+  /* a 1 MiB JSON string arrives whole across many reads; a 3 MiB line is
+   * refused (max 2 MiB) and the next line is read */
+  msrt_proc_spec s = sh_spec(
+      "printf '\"'; head -c 1048576 /dev/zero | tr '\\0' a; echo '\"';"
+      "head -c 3145728 /dev/zero | tr '\\0' b; echo; echo '\"next\"'");
+  s.max_line = 2 << 20;
+  run_script(s);
+  CHECK(R.published == 2);
+  CHECK(R.published == 2 && strlen(R.data[0]) == (1 << 20) + 2 &&
+        strcmp(R.data[1], "\"next\"") == 0);
+  CHECK(R.bad == 1 && strcmp(R.bad_reason[0], "line_too_long") == 0 &&
+        R.bad_total[0] == 3145728);
+}
+
+static void test_exit_after_last_output(void) {
+  run_script(sh_spec("i=0; while [ $i -lt 3000 ]; do echo \"$i\"; i=$((i+1)); "
+                     "done; exit 0"));
+  CHECK(R.published_at_exit == 3000);
+  CHECK(R.x.code == 0 && R.x.normal);
+}
+
+static void test_term_ignored(void) {
+  msrt_proc_spec s = sh_spec("trap '' TERM; echo '\"ready\"'; "
+                             "while :; do sleep 1; done");
+  s.grace_ms = 100;
+  msrt_proc *p = start(&s);
+  while (R.published == 0 && !R.exits) uv_run(&loop, UV_RUN_ONCE);
+  msrt_proc_stop(p, -1);
+  CHECK(msrt_proc_get_state(p) == MSRT_PS_STOPPING);
+  run_until_exit(p);
+  CHECK(R.x.signal == SIGKILL && R.x.stopped && R.x.normal);
+}
+
+static int gone(pid_t pid) {
+  for (int i = 0; i < 5000; i++) { /* reparented zombies need init's reap */
+    if (kill(pid, 0) != 0 && errno == ESRCH) return 1;
+    char path[64], st[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f) {
+      size_t n = fread(st, 1, sizeof st - 1, f);
+      fclose(f);
+      st[n] = 0;
+      char *rp = strrchr(st, ')');
+      if (rp && rp[2] == 'Z') return 1;
+    }
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+  return 0;
+}
+
+static void test_grandchild(void) {
+  /* stopped: the whole group goes */
+  msrt_proc_spec s = sh_spec("sleep 1000 & echo $!; wait");
+  s.codec = MSRT_CODEC_LINES;
+  msrt_proc *p = start(&s);
+  while (R.published == 0 && !R.exits) uv_run(&loop, UV_RUN_ONCE);
+  pid_t g = R.published ? (pid_t)atoi(R.data[0] + 1) : 0;
+  msrt_proc_stop(p, -1);
+  run_until_exit(p);
+  CHECK(g > 0 && gone(g));
+  /* exited by itself, leaving a grandchild holding stdout: killed too,
+   * and the exit is final without waiting for eof_wait_ms */
+  s = sh_spec("sleep 1000 & echo $!; exit 0");
+  s.codec = MSRT_CODEC_LINES;
+  s.eof_wait_ms = 600000;
+  run_script(s);
+  g = R.published ? (pid_t)atoi(R.data[0] + 1) : 0;
+  CHECK(g > 0 && gone(g));
+  CHECK(R.x.code == 0);
+}
+
+static void test_stdin_echo_and_overflow(void) {
+  msrt_proc_spec s = sh_spec("exec cat");
+  msrt_proc *p = start(&s);
+  unsigned char data[] = {0x22, 'h', 'i'}; /* the Lua string "hi" */
+  msrt_envelope *e = msrt_env_new("agents.t.in", 11, "_INBOX.1", 8, NULL, 0,
+                                  data, 3, 5, MSRT_ENV_PAYLOAD_BUFFER, 0);
+  msrt_error err;
+  CHECK(msrt_proc_send_env(p, e, &err) == MSRT_E_OK);
+  msrt_env_unref(e);
+  while (R.published == 0) uv_run(&loop, UV_RUN_ONCE);
+  CHECK_STR(R.subjects[0], "agents.t.in");
+  CHECK_STR(R.data[0], "\"hi\"");
+  msrt_proc_close_stdin(p);
+  run_until_exit(p);
+  CHECK(R.x.code == 0);
+
+  /* a child that never reads: the queue fills, sends fail fast */
+  s = sh_spec("exec sleep 1000");
+  s.stdin_capacity = 4;
+  p = start(&s);
+  char *big = malloc(1 << 16);
+  memset(big, 'x', 1 << 16);
+  int full = 0;
+  for (int i = 0; i < 64 && !full; i++)
+    full = msrt_proc_send_data(p, big, 1 << 16, 0, &err) == MSRT_E_MAILBOX_FULL;
+  free(big);
+  CHECK(full && R.drops == 1);
+  msrt_proc_stats st;
+  msrt_proc_get_stats(p, &st);
+  CHECK(st.stdin_dropped == 1 && st.stdin_queued == 4);
+  CHECK(msrt_proc_get_state(p) == MSRT_PS_BUSY);
+  msrt_proc_stop(p, 50);
+  run_until_exit(p);
+  CHECK(R.x.signal == SIGTERM);
+}
+
+static void test_limits_and_failures(void) {
+  msrt_proc_spec s = sh_spec("ulimit -n; ulimit -t");
+  s.codec = MSRT_CODEC_LINES;
+  s.limits.nofile = 17;
+  s.limits.cpu_s = 30;
+  s.cwd = "/";
+  run_script(s);
+  CHECK(has_data("\"17\"") && has_data("\"30\""));
+  msrt_error err;
+  s = sh_spec("true");
+  static const char *nope[] = {"no-such-program-msrt"};
+  s.argv = nope;
+  s.argc = 1;
+  CHECK(msrt_proc_spawn(procs, &s, &err) == NULL && err.code == MSRT_E_SPAWN_FAILED);
+  s = sh_spec("true");
+  s.cwd = "/no/such/dir";
+  CHECK(msrt_proc_spawn(procs, &s, &err) == NULL && err.code == MSRT_E_SPAWN_FAILED);
+  s.limits.nofile = 64; /* the vfork path reports chdir's error too */
+  CHECK(msrt_proc_spawn(procs, &s, &err) == NULL && err.code == MSRT_E_SPAWN_FAILED);
+  s = sh_spec("true");
+  s.name = "a.b";
+  CHECK(msrt_proc_spawn(procs, &s, &err) == NULL && err.code == MSRT_E_INVALID_ARG);
+}
+
+static void test_setup(void) {
+  uv_loop_init(&loop);
+  msrt_error err;
+  procs = msrt_procs_new(&loop, &EV, NULL, &err);
+  CHECK(procs != NULL);
+}
+
+static void test_teardown(void) {
+  /* a live child at teardown is stopped and reaped */
+  msrt_proc_spec s = sh_spec("exec sleep 1000");
+  msrt_proc *p = start(&s);
+  pid_t pid = msrt_proc_pid(p);
+  CHECK(msrt_procs_count(procs) == 1);
+  msrt_procs_free(procs, 100);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(R.exits == 1 && R.x.signal == SIGTERM);
+  CHECK(kill(pid, 0) != 0);
+  CHECK(uv_loop_close(&loop) == 0);
+  rec_reset();
+}
+
+TEST_MAIN(test_framer_every_split, test_framer_limits, test_framer_long_lines,
+          test_codec_roundtrip, test_codec_lua_forms, test_utf8, test_setup,
+          test_env_scrubbed, test_cwd_and_argv, test_json_output,
+          test_permissions, test_big_lines, test_exit_after_last_output,
+          test_term_ignored, test_grandchild, test_stdin_echo_and_overflow,
+          test_limits_and_failures, test_teardown)

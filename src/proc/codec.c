@@ -1,0 +1,437 @@
+#include "proc/codec.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- byte strings ------------------------------------------------------ */
+
+static int grow(msrt_sbuf *b, size_t n) {
+  if (b->oom) return -1;
+  if (b->len + n <= b->cap) return 0;
+  size_t cap = b->cap ? b->cap : 128;
+  while (cap < b->len + n) cap *= 2;
+  char *p = realloc(b->p, cap);
+  if (!p) {
+    b->oom = 1;
+    return -1;
+  }
+  b->p = p;
+  b->cap = cap;
+  return 0;
+}
+
+void msrt_sbuf_put(msrt_sbuf *b, const void *bytes, size_t n) {
+  if (n && grow(b, n) == 0) {
+    memcpy(b->p + b->len, bytes, n);
+    b->len += n;
+  }
+}
+
+void msrt_sbuf_putc(msrt_sbuf *b, char c) {
+  if (grow(b, 1) == 0) b->p[b->len++] = c;
+}
+
+void msrt_sbuf_free(msrt_sbuf *b) {
+  free(b->p);
+  memset(b, 0, sizeof *b);
+}
+
+static void puts_(msrt_sbuf *b, const char *s) { msrt_sbuf_put(b, s, strlen(s)); }
+
+/* ---- UTF-8 ------------------------------------------------------------- */
+
+/* Length of the valid UTF-8 sequence at s (n bytes left), or 0. */
+static size_t utf8_seq(const unsigned char *s, size_t n) {
+  unsigned c = s[0];
+  if (c < 0x80) return 1;
+  size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+  if (!len || c > 0xf4 || len > n) return 0;
+  for (size_t i = 1; i < len; i++)
+    if ((s[i] & 0xc0) != 0x80) return 0;
+  if (c == 0xe0 && s[1] < 0xa0) return 0; /* overlong */
+  if (c == 0xed && s[1] >= 0xa0) return 0; /* surrogate */
+  if (c == 0xf0 && s[1] < 0x90) return 0; /* overlong */
+  if (c == 0xf4 && s[1] >= 0x90) return 0; /* above U+10FFFF */
+  return len;
+}
+
+int msrt_utf8_check(const char *s, size_t n, size_t *bad) {
+  const unsigned char *u = (const unsigned char *)s;
+  for (size_t i = 0; i < n;) {
+    if (u[i] < 0x80) { i++; continue; }
+    size_t l = utf8_seq(u + i, n - i);
+    if (!l) {
+      if (bad) *bad = i;
+      return 0;
+    }
+    i += l;
+  }
+  return 1;
+}
+
+/* ---- JSON strings ------------------------------------------------------ */
+
+static int plain(unsigned char c) { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\'; }
+
+void msrt_json_put_string(msrt_sbuf *out, const char *s, size_t n) {
+  const unsigned char *u = (const unsigned char *)s;
+  msrt_sbuf_putc(out, '"');
+  for (size_t i = 0; i < n;) {
+    size_t j = i;
+    while (j < n && plain(u[j])) j++;
+    msrt_sbuf_put(out, s + i, j - i); /* a run needing no escape */
+    if (j == n) break;
+    unsigned char c = u[j];
+    size_t l = c >= 0x80 ? utf8_seq(u + j, n - j) : 1;
+    char esc[8];
+    if (c == '"' || c == '\\') esc[0] = '\\', esc[1] = (char)c, esc[2] = 0;
+    else if (c == '\n') strcpy(esc, "\\n");
+    else if (c == '\t') strcpy(esc, "\\t");
+    else if (c == '\r') strcpy(esc, "\\r");
+    else if (c < 0x20) snprintf(esc, sizeof esc, "\\u%04x", c);
+    else if (l) esc[0] = 0; /* valid multibyte: copied below */
+    else strcpy(esc, "\\ufffd"), l = 1;
+    if (esc[0]) puts_(out, esc);
+    else msrt_sbuf_put(out, s + j, l);
+    i = j + (l ? l : 1);
+  }
+  msrt_sbuf_putc(out, '"');
+}
+
+static void put_number(msrt_sbuf *out, double d) {
+  char tmp[40];
+  if (!isfinite(d)) {
+    puts_(out, "null");
+    return;
+  }
+  if (d == floor(d) && fabs(d) < 1e15) snprintf(tmp, sizeof tmp, "%.0f", d);
+  else {
+    snprintf(tmp, sizeof tmp, "%.14g", d); /* shortest that reads back */
+    if (strtod(tmp, NULL) != d) snprintf(tmp, sizeof tmp, "%.17g", d);
+  }
+  puts_(out, tmp);
+}
+
+/* ---- JSON -> string.buffer serialization ------------------------------- */
+
+/* string.buffer's prefix-encoded 32-bit unsigned number (".U"). */
+static void put_u(msrt_sbuf *out, uint32_t n) {
+  unsigned char b[5];
+  if (n < 0xe0) {
+    b[0] = (unsigned char)n;
+    msrt_sbuf_put(out, b, 1);
+  } else if (n < 0x1fe0) {
+    b[0] = (unsigned char)(0xe0 | (((n - 0xe0) >> 8) & 0x1f));
+    b[1] = (unsigned char)((n - 0xe0) & 0xff);
+    msrt_sbuf_put(out, b, 2);
+  } else {
+    b[0] = 0xff;
+    for (int i = 0; i < 4; i++) b[1 + i] = (unsigned char)(n >> (8 * i));
+    msrt_sbuf_put(out, b, 5);
+  }
+}
+
+static void put_le64(msrt_sbuf *out, uint64_t v) {
+  unsigned char b[8];
+  for (int i = 0; i < 8; i++) b[i] = (unsigned char)(v >> (8 * i));
+  msrt_sbuf_put(out, b, 8);
+}
+
+void msrt_lua_put_string(msrt_sbuf *out, const char *s, size_t n) {
+  put_u(out, (uint32_t)(0x20 + n));
+  msrt_sbuf_put(out, s, n);
+}
+
+static void put_lua_number(msrt_sbuf *out, double d) {
+  uint64_t bits;
+  memcpy(&bits, &d, sizeof bits);
+  msrt_sbuf_putc(out, 0x07);
+  put_le64(out, bits);
+}
+
+static void json_to_lua(const cJSON *v, msrt_sbuf *out) {
+  int n = cJSON_IsArray(v) || cJSON_IsObject(v) ? cJSON_GetArraySize(v) : 0;
+  if (cJSON_IsNull(v)) msrt_sbuf_putc(out, 0x03);
+  else if (cJSON_IsFalse(v)) msrt_sbuf_putc(out, 0x01);
+  else if (cJSON_IsTrue(v)) msrt_sbuf_putc(out, 0x02);
+  else if (cJSON_IsNumber(v)) put_lua_number(out, v->valuedouble);
+  else if (cJSON_IsString(v))
+    msrt_lua_put_string(out, v->valuestring, strlen(v->valuestring));
+  else if (n == 0) msrt_sbuf_putc(out, 0x08); /* {} or [] */
+  else if (cJSON_IsArray(v)) {
+    msrt_sbuf_putc(out, 0x0c); /* 1-based array: a = n + 1 */
+    put_u(out, (uint32_t)n + 1);
+    for (const cJSON *c = v->child; c; c = c->next) json_to_lua(c, out);
+  } else {
+    msrt_sbuf_putc(out, 0x09); /* hash of n pairs */
+    put_u(out, (uint32_t)n);
+    for (const cJSON *c = v->child; c; c = c->next) {
+      msrt_lua_put_string(out, c->string, strlen(c->string));
+      json_to_lua(c, out);
+    }
+  }
+}
+
+int msrt_json_to_lua(const cJSON *v, msrt_sbuf *out) {
+  json_to_lua(v, out);
+  return out->oom ? -1 : 0;
+}
+
+/* ---- string.buffer serialization -> JSON ------------------------------- */
+
+#define MAX_DEPTH 200
+
+typedef struct {
+  const unsigned char *p, *end;
+  const char *why;
+  int depth;
+} rd;
+
+static int fail(rd *r, const char *why) {
+  if (!r->why) r->why = why;
+  return -1;
+}
+
+static int get_u(rd *r, uint32_t *n) {
+  if (r->p >= r->end) return fail(r, "truncated");
+  unsigned b = *r->p++;
+  if (b < 0xe0) *n = b;
+  else if (b != 0xff) {
+    if (r->p >= r->end) return fail(r, "truncated");
+    *n = (((b & 0x1f) << 8) | *r->p++) + 0xe0;
+  } else {
+    if (r->end - r->p < 4) return fail(r, "truncated");
+    *n = 0;
+    for (int i = 0; i < 4; i++) *n |= (uint32_t)r->p[i] << (8 * i);
+    r->p += 4;
+  }
+  return 0;
+}
+
+static int get_le(rd *r, int bytes, uint64_t *v) {
+  if (r->end - r->p < bytes) return fail(r, "truncated");
+  *v = 0;
+  for (int i = 0; i < bytes; i++) *v |= (uint64_t)r->p[i] << (8 * i);
+  r->p += bytes;
+  return 0;
+}
+
+/* A decoded scalar used as a table key or array index. */
+typedef struct {
+  int kind; /* 0 number, 1 string, 2 other (boolean...) */
+  double num;
+  const unsigned char *str;
+  size_t len;
+  const unsigned char *at; /* where the value was serialized */
+} key;
+
+static int value(rd *r, msrt_sbuf *out, key *k);
+
+/* Skip one value (out NULL) and describe it in *k. */
+static int skip(rd *r, key *k) { return value(r, NULL, k); }
+
+static void emit_key(msrt_sbuf *out, const key *k, const rd *r) {
+  char tmp[40];
+  if (k->kind == 1) msrt_json_put_string(out, (const char *)k->str, k->len);
+  else if (k->kind == 0) {
+    msrt_sbuf tb = {tmp, 0, sizeof tmp, 0};
+    put_number(&tb, k->num);
+    msrt_json_put_string(out, tb.p, tb.len);
+  } else {
+    /* booleans: re-read the tag at its position */
+    msrt_json_put_string(out, *k->at == 0x02 ? "true" : "false",
+                         *k->at == 0x02 ? 4 : 5);
+  }
+  (void)r;
+}
+
+/* Re-decode a value at a remembered position into out. */
+static int emit_at(rd *r, const unsigned char *at, msrt_sbuf *out) {
+  rd sub = {at, r->end, NULL, r->depth};
+  key k;
+  if (value(&sub, out, &k) != 0) return fail(r, sub.why);
+  return 0;
+}
+
+/* Table entries: array part values then hash key/value pairs. */
+typedef struct {
+  const unsigned char **arr; /* positions of array values */
+  key *hk;                   /* hash keys */
+  const unsigned char **hv;  /* positions of hash values */
+  uint32_t na, nh, base;     /* base: index of arr[0] (0 or 1) */
+} entries;
+
+static int read_entries(rd *r, int tag, entries *e) {
+  uint32_t a = 0, h = 0;
+  if (tag >= 0x0a && get_u(r, &a) != 0) return -1;
+  if ((tag == 0x09 || tag == 0x0b || tag == 0x0d) && get_u(r, &h) != 0)
+    return -1;
+  e->base = tag == 0x0c || tag == 0x0d;
+  e->na = e->base ? (a ? a - 1 : 0) : a;
+  e->nh = h;
+  if ((size_t)(r->end - r->p) < e->na + 2 * (size_t)h) return fail(r, "truncated");
+  e->arr = malloc((e->na + 1) * sizeof *e->arr);
+  e->hk = malloc((h + 1) * sizeof *e->hk);
+  e->hv = malloc((h + 1) * sizeof *e->hv);
+  if (!e->arr || !e->hk || !e->hv) return fail(r, "out of memory");
+  key k;
+  for (uint32_t i = 0; i < e->na; i++) {
+    e->arr[i] = r->p;
+    if (skip(r, &k) != 0) return -1;
+  }
+  for (uint32_t i = 0; i < h; i++) {
+    if (skip(r, &e->hk[i]) != 0) return -1;
+    e->hv[i] = r->p;
+    if (skip(r, &k) != 0) return -1;
+  }
+  return 0;
+}
+
+/* Whether the keys are exactly 1..na+nh (array part from 1, then hash
+ * keys na+1..); fills order[] with the hash values by key. */
+static int is_sequence(const entries *e, const unsigned char **order) {
+  if (!e->base && e->na) return 0;
+  for (uint32_t i = 0; i < e->nh; i++) order[i] = NULL;
+  for (uint32_t i = 0; i < e->nh; i++) {
+    const key *k = &e->hk[i];
+    double idx = k->num - e->na;
+    if (k->kind != 0 || k->num != floor(k->num) || idx < 1 || idx > e->nh ||
+        order[(uint32_t)idx - 1])
+      return 0;
+    order[(uint32_t)idx - 1] = e->hv[i];
+  }
+  return 1;
+}
+
+static int emit_array(rd *r, const entries *e, const unsigned char **order,
+                      msrt_sbuf *out) {
+  msrt_sbuf_putc(out, '[');
+  uint32_t n = e->na + e->nh;
+  for (uint32_t i = 0; i < n; i++) {
+    if (i) msrt_sbuf_putc(out, ',');
+    const unsigned char *at = i < e->na ? e->arr[i] : order[i - e->na];
+    if (emit_at(r, at, out) != 0) return -1;
+  }
+  msrt_sbuf_putc(out, ']');
+  return 0;
+}
+
+static int emit_object(rd *r, const entries *e, msrt_sbuf *out) {
+  msrt_sbuf_putc(out, '{');
+  int first = 1;
+  for (uint32_t i = 0; i < e->na; i++) {
+    if (*e->arr[i] == 0x00) continue; /* a hole */
+    key k = {0, (double)(i + e->base), NULL, 0, NULL};
+    if (!first) msrt_sbuf_putc(out, ',');
+    first = 0;
+    emit_key(out, &k, r);
+    msrt_sbuf_putc(out, ':');
+    if (emit_at(r, e->arr[i], out) != 0) return -1;
+  }
+  for (uint32_t i = 0; i < e->nh; i++) {
+    if (!first) msrt_sbuf_putc(out, ',');
+    first = 0;
+    emit_key(out, &e->hk[i], r);
+    msrt_sbuf_putc(out, ':');
+    if (emit_at(r, e->hv[i], out) != 0) return -1;
+  }
+  msrt_sbuf_putc(out, '}');
+  return 0;
+}
+
+static int table(rd *r, int tag, msrt_sbuf *out) {
+  entries e = {0};
+  const unsigned char **order = NULL;
+  int rc = read_entries(r, tag, &e);
+  if (rc == 0 && out) {
+    order = malloc((e.nh + 1) * sizeof *order);
+    if (!order) rc = fail(r, "out of memory");
+    else if (e.na + e.nh > 0 && is_sequence(&e, order))
+      rc = emit_array(r, &e, order, out);
+    else rc = emit_object(r, &e, out);
+  }
+  free(order);
+  free(e.arr);
+  free(e.hk);
+  free(e.hv);
+  return rc;
+}
+
+static int string_value(rd *r, msrt_sbuf *out, key *k) {
+  uint32_t n;
+  if (get_u(r, &n) != 0) return -1;
+  n -= 0x20;
+  if ((size_t)(r->end - r->p) < n) return fail(r, "truncated");
+  k->kind = 1;
+  k->str = r->p;
+  k->len = n;
+  if (out) msrt_json_put_string(out, (const char *)r->p, n);
+  r->p += n;
+  return 0;
+}
+
+static int number_value(rd *r, int tag, msrt_sbuf *out, key *k) {
+  uint64_t v;
+  double d;
+  if (get_le(r, tag == 0x06 ? 4 : 8, &v) != 0) return -1;
+  if (tag == 0x06) d = (double)(int32_t)(uint32_t)v;
+  else if (tag == 0x07) memcpy(&d, &v, sizeof d);
+  else if (tag == 0x10) d = (double)(int64_t)v;
+  else d = (double)v;
+  k->kind = 0;
+  k->num = d;
+  if (out) put_number(out, d);
+  return 0;
+}
+
+static int value(rd *r, msrt_sbuf *out, key *k) {
+  memset(k, 0, sizeof *k);
+  k->kind = 2;
+  k->at = r->p;
+  if (r->p >= r->end) return fail(r, "truncated");
+  int tag = *r->p;
+  if (tag >= 0x20) return string_value(r, out, k);
+  r->p++;
+  static const char *const lit[] = {"null", "false", "true", "null"};
+  static const int skip_bytes[] = {[0x04] = 4, [0x05] = 8, [0x12] = 16};
+  int rc = 0;
+  if (++r->depth > MAX_DEPTH) return fail(r, "too deep");
+  if (tag <= 0x03) {
+    if (out) puts_(out, lit[tag]);
+  } else if (tag == 0x04 || tag == 0x05 || tag == 0x12) {
+    uint64_t v;
+    rc = get_le(r, skip_bytes[tag] > 8 ? 8 : skip_bytes[tag], &v);
+    if (rc == 0 && tag == 0x12) rc = get_le(r, 8, &v);
+    if (rc == 0 && out) puts_(out, "null"); /* userdata, complex */
+  } else if (tag == 0x06 || tag == 0x07 || tag == 0x10 || tag == 0x11) {
+    rc = number_value(r, tag, out, k);
+  } else if (tag == 0x08) {
+    if (out) puts_(out, "{}");
+  } else if (tag >= 0x09 && tag <= 0x0d) {
+    rc = table(r, tag, out);
+  } else if (tag == 0x0e) { /* metatable dictionary entry, then a table */
+    uint32_t idx;
+    rc = get_u(r, &idx);
+    if (rc == 0) rc = value(r, out, k);
+  } else if (tag == 0x0f) {
+    rc = fail(r, "dictionary reference");
+  } else {
+    rc = fail(r, "unsupported tag");
+  }
+  r->depth--;
+  return rc;
+}
+
+int msrt_lua_to_json(const unsigned char *p, size_t n, msrt_sbuf *out,
+                     const char **why) {
+  rd r = {p, p + n, NULL, 0};
+  key k;
+  int rc = value(&r, out, &k);
+  if (rc == 0 && r.p != r.end) rc = fail(&r, "trailing bytes");
+  if (rc == 0 && out->oom) rc = fail(&r, "out of memory");
+  if (rc != 0 && why) *why = r.why;
+  return rc;
+}

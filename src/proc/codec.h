@@ -1,0 +1,64 @@
+/* Value conversions at the process edge (DESIGN.md: "JSON (cJSON) is only
+ * for process stdio"): JSON text <-> LuaJIT string.buffer serialization,
+ * the encoding every message payload in the router uses, so a JSON line a
+ * child prints reaches Lua subscribers and actors as ordinary Lua values,
+ * and a Lua value published to a child reaches it as JSON, without any
+ * Lua state on the way.
+ *
+ * Mapping (as lua-cjson does it): object <-> table with string keys,
+ * array <-> sequence 1..n, null <-> NULL lightuserdata (0x03, cjson.null),
+ * numbers <-> doubles. Lua -> JSON: a table whose keys are exactly 1..n is
+ * an array; any other table is an object (number and boolean keys written
+ * as strings); the empty table is {}; nil inside a sequence is null;
+ * NaN/inf, userdata, complex are null; a string dictionary reference
+ * (string.buffer's `dict` option) is refused. Strings are written with
+ * JSON escapes; bytes that are not valid UTF-8 become U+FFFD.
+ * Format reference: LuaJIT's string.buffer docs, "Serialization Format
+ * Specification" (checked against LuaJIT 2.1's output).
+ *
+ * Thread-safety: pure functions; any thread.
+ */
+#ifndef MSRT_PROC_CODEC_H
+#define MSRT_PROC_CODEC_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+
+/* A growable byte string. Zero-initialize; oom is set (and further puts
+ * ignored) when an allocation fails. */
+typedef struct {
+  char *p;
+  size_t len, cap;
+  int oom;
+} msrt_sbuf;
+
+void msrt_sbuf_put(msrt_sbuf *b, const void *bytes, size_t n);
+void msrt_sbuf_putc(msrt_sbuf *b, char c);
+/* Forget the contents, keep the allocation. */
+static inline void msrt_sbuf_reset(msrt_sbuf *b) { b->len = 0; b->oom = 0; }
+void msrt_sbuf_free(msrt_sbuf *b);
+
+/* Whether s[0..n) is valid UTF-8 (no overlong forms, surrogates or code
+ * points above U+10FFFF). Returns 1, or 0 with *bad (may be NULL) set to
+ * the offset of the first invalid byte. */
+int msrt_utf8_check(const char *s, size_t n, size_t *bad);
+
+/* Append the JSON string literal of s[0..n) (quoted, escaped). */
+void msrt_json_put_string(msrt_sbuf *out, const char *s, size_t n);
+
+/* Append the string.buffer serialization of v. Returns 0, or -1 when out
+ * of memory. */
+int msrt_json_to_lua(const cJSON *v, msrt_sbuf *out);
+
+/* Append the serialization of a Lua string (s[0..n)). */
+void msrt_lua_put_string(msrt_sbuf *out, const char *s, size_t n);
+
+/* Append the JSON text of the one value serialized in p[0..n). Returns 0,
+ * or -1 with *why (a static string) when the bytes are not a complete,
+ * supported serialization ("truncated", "trailing bytes", "too deep",
+ * "unsupported tag", "dictionary reference", "out of memory"); out may
+ * then hold a partial value (reset it). */
+int msrt_lua_to_json(const unsigned char *p, size_t n, msrt_sbuf *out,
+                     const char **why);
+
+#endif

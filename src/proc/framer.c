@@ -1,0 +1,113 @@
+#include "proc/framer.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_MAX_LINE ((size_t)16 << 20)
+/* A buffer grown past this by one long line is freed after it, so a single
+ * 16 MiB line does not pin 16 MiB for the life of the process. */
+#define KEEP_CAP ((size_t)64 << 10)
+
+void msrt_framer_init(msrt_framer *f, size_t max_line, msrt_line_fn on_line,
+                      msrt_bad_line_fn on_bad, void *ud) {
+  memset(f, 0, sizeof *f);
+  f->max_line = max_line ? max_line : DEFAULT_MAX_LINE;
+  f->on_line = on_line;
+  f->on_bad = on_bad;
+  f->ud = ud;
+}
+
+void msrt_framer_free(msrt_framer *f) {
+  free(f->buf);
+  f->buf = NULL;
+  f->len = f->cap = 0;
+}
+
+static void emit(msrt_framer *f, const char *line, size_t len) {
+  if (len && line[len - 1] == '\r') len--;
+  f->on_line(f->ud, line, len);
+}
+
+/* Keep the first MSRT_FRAMER_HEAD bytes of a line being dropped. */
+static void keep_head(msrt_framer *f, const char *p, size_t n) {
+  size_t room = MSRT_FRAMER_HEAD - f->hlen;
+  if (n > room) n = room;
+  if (n) memcpy(f->head + f->hlen, p, n); /* p may be NULL when n is 0 */
+  f->hlen += n;
+}
+
+/* The line in progress (buf plus p[0..n)) is too long: remember its head
+ * and length, drop what was buffered, skip up to the next '\n'. */
+static void start_skip(msrt_framer *f, const char *p, size_t n) {
+  f->hlen = 0;
+  keep_head(f, f->buf, f->len);
+  keep_head(f, p, n);
+  f->skipped = f->len + n;
+  f->len = 0;
+  f->skipping = 1;
+  if (f->cap > KEEP_CAP) msrt_framer_free(f);
+}
+
+static void end_skip(msrt_framer *f, const char *reason) {
+  f->on_bad(f->ud, reason, f->head, f->hlen, f->skipped);
+  f->skipping = 0;
+  f->skipped = f->hlen = 0;
+}
+
+static int append(msrt_framer *f, const char *p, size_t n) {
+  if (f->len + n > f->cap) {
+    size_t cap = f->cap ? f->cap : 256;
+    while (cap < f->len + n) cap *= 2;
+    char *b = realloc(f->buf, cap);
+    if (!b) return -1;
+    f->buf = b;
+    f->cap = cap;
+  }
+  memcpy(f->buf + f->len, p, n);
+  f->len += n;
+  return 0;
+}
+
+/* One segment: the bytes up to a '\n' (nl set) or to the chunk's end. */
+static int segment(msrt_framer *f, const char *p, size_t n, int nl) {
+  int rc = 0;
+  if (f->skipping) {
+    keep_head(f, p, n);
+    f->skipped += n;
+  } else if (f->len + n > f->max_line) {
+    start_skip(f, p, n);
+  } else if (nl && f->len == 0) {
+    emit(f, p, n); /* the common case: a whole line inside one chunk */
+    return 0;
+  } else if (append(f, p, n) != 0) {
+    start_skip(f, p, n);
+    if (nl) end_skip(f, "out_of_memory");
+    return -1;
+  } else if (nl) {
+    emit(f, f->buf, f->len);
+    f->len = 0;
+    if (f->cap > KEEP_CAP) msrt_framer_free(f);
+    return 0;
+  }
+  if (nl && f->skipping) end_skip(f, "line_too_long");
+  return rc;
+}
+
+int msrt_framer_feed(msrt_framer *f, const char *bytes, size_t n) {
+  const char *p = bytes, *end = bytes + n;
+  int rc = 0;
+  while (p < end) {
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    size_t seg = (size_t)((nl ? nl : end) - p);
+    if (segment(f, p, seg, nl != NULL) != 0) rc = -1;
+    p += seg + (nl ? 1 : 0);
+  }
+  return rc;
+}
+
+void msrt_framer_finish(msrt_framer *f) {
+  if (f->skipping) end_skip(f, "line_too_long");
+  else if (f->len) emit(f, f->buf, f->len);
+  f->len = 0;
+  msrt_framer_free(f);
+}

@@ -1,0 +1,919 @@
+#include "proc/proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "hub/hub.h"
+#include "proc/codec.h"
+#include "proc/framer.h"
+#include "proc/spawn.h"
+#include "router/subject.h"
+
+#define TAIL_LINES 8      /* stderr lines kept for the exit record */
+#define TAIL_LINE_MAX 512 /* bytes kept of each */
+#define REPLY_MAX 1024    /* reply subjects handed and not yet used */
+#define BATCH_MAX 256     /* stdin lines per uv_write */
+#define BUCKETS 1024      /* id -> process lookup */
+#define READ_BUF (64 << 10)
+
+typedef struct {
+  char *p;
+  size_t len;
+} line;
+
+struct msrt_proc {
+  unsigned magic; /* MSRT_HANDLE_MAGIC: every handle's data points here */
+  msrt_procs *reg;
+  msrt_proc *prev, *next, *hnext;
+  uint64_t id;
+  void *ud;
+  char *name, *publish_as, *out_subject;
+  size_t pa_len, out_len;
+  char **allow, **deny;
+  size_t nallow, ndeny;
+  msrt_codec codec;
+  int stop_signal;
+  long grace_ms, eof_wait_ms;
+  pid_t pid;
+  int status;
+  bool reaped, stopped, out_eof, err_eof, stdin_closed, exited, released;
+  bool drop_oldest_policy;
+  msrt_proc_state state;
+  uv_pipe_t in, out, err;
+  uv_timer_t timer;
+  int handles; /* open handles; freed when 0 after release */
+  msrt_framer fout, ferr;
+  msrt_proc_stats st;
+  /* stdin: a ring of lines waiting, and one batch in flight */
+  line *ring;
+  size_t cap, head, n;
+  line inflight[BATCH_MAX];
+  size_t ninflight;
+  uv_write_t wreq;
+  char *replies[REPLY_MAX];
+  size_t rhead, rn;
+  char *tail[TAIL_LINES];
+  size_t thead, tn;
+  msrt_sbuf scratch;
+};
+
+struct msrt_procs {
+  unsigned magic;
+  uv_signal_t sigchld;
+  uv_loop_t *loop;
+  msrt_proc_events ev;
+  void *ud;
+  msrt_proc *live; /* every process not yet freed */
+  msrt_proc *bucket[BUCKETS];
+  size_t count, unreaped;
+  uint64_t next_id;
+  bool closing;    /* msrt_procs_free called: freed with the last handle */
+  int handles;     /* the SIGCHLD watcher */
+  char rbuf[READ_BUF];
+};
+
+static const char *const STATE_NAMES[] = {
+  "initializing", "idle", "busy", "paused", "stopping", "terminated", "failed"};
+
+const char *msrt_proc_state_name(msrt_proc_state s) {
+  return (unsigned)s <= MSRT_PS_FAILED ? STATE_NAMES[s] : "unknown";
+}
+
+int msrt_signal_from_name(const char *name) {
+  static const struct { const char *n; int s; } sigs[] = {
+    {"TERM", SIGTERM}, {"KILL", SIGKILL}, {"INT", SIGINT}, {"HUP", SIGHUP},
+    {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"QUIT", SIGQUIT},
+    {"STOP", SIGSTOP}, {"CONT", SIGCONT}};
+  if (!name) return 0;
+  if (strncmp(name, "SIG", 3) == 0) name += 3;
+  for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++)
+    if (strcmp(name, sigs[i].n) == 0) return sigs[i].s;
+  return 0;
+}
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static char *dup_str(const char *s) { return s ? strdup(s) : NULL; }
+
+static char **dup_list(const char *const *v, size_t n) {
+  char **out = calloc(n + 1, sizeof *out);
+  for (size_t i = 0; out && i < n; i++) out[i] = strdup(v[i]);
+  return out;
+}
+
+static void free_list(char **v, size_t n) {
+  for (size_t i = 0; v && i < n; i++) free(v[i]);
+  free(v);
+}
+
+static void set_state(msrt_proc *p, msrt_proc_state s) {
+  if (p->state == s) return;
+  p->state = s;
+  if (!p->released && p->reg->ev.state) p->reg->ev.state(p->reg->ud, p, s);
+}
+
+static void bad(msrt_proc *p, const char *reason, const char *detail,
+                const char *head, size_t hlen, size_t total) {
+  p->st.bad_output++;
+  if (hlen > MSRT_FRAMER_HEAD) hlen = MSRT_FRAMER_HEAD;
+  if (!p->released && p->reg->ev.bad_output)
+    p->reg->ev.bad_output(p->reg->ud, p, reason, detail, head, hlen, total);
+}
+
+/* ---- publish permissions ----------------------------------------------- */
+
+static bool under_prefix(const msrt_proc *p, const char *s, size_t n) {
+  return n >= p->pa_len && memcmp(s, p->publish_as, p->pa_len) == 0 &&
+         (n == p->pa_len || s[p->pa_len] == '.');
+}
+
+/* A reply subject the child was handed: allowed once. */
+static bool take_reply(msrt_proc *p, const char *s, size_t n) {
+  for (size_t i = 0; i < p->rn; i++) {
+    size_t at = (p->rhead + i) % REPLY_MAX;
+    if (strlen(p->replies[at]) != n || memcmp(p->replies[at], s, n) != 0)
+      continue;
+    free(p->replies[at]);
+    /* keep the ring dense: move the oldest into the hole */
+    p->replies[at] = p->replies[p->rhead];
+    p->replies[p->rhead] = NULL;
+    p->rhead = (p->rhead + 1) % REPLY_MAX;
+    p->rn--;
+    return true;
+  }
+  return false;
+}
+
+static void hand_reply(msrt_proc *p, const char *s, size_t n) {
+  if (p->rn == REPLY_MAX) { /* forget the oldest */
+    free(p->replies[p->rhead]);
+    p->rhead = (p->rhead + 1) % REPLY_MAX;
+    p->rn--;
+  }
+  char *c = malloc(n + 1);
+  if (!c) return;
+  memcpy(c, s, n);
+  c[n] = 0;
+  p->replies[(p->rhead + p->rn++) % REPLY_MAX] = c;
+}
+
+static bool may_publish(msrt_proc *p, const char *s, size_t n) {
+  for (size_t i = 0; i < p->ndeny; i++)
+    if (msrt_subject_matchesn(p->deny[i], strlen(p->deny[i]), s, n)) return false;
+  if (under_prefix(p, s, n)) return true;
+  for (size_t i = 0; i < p->nallow; i++)
+    if (msrt_subject_matchesn(p->allow[i], strlen(p->allow[i]), s, n)) return true;
+  return take_reply(p, s, n);
+}
+
+/* ---- stdout ------------------------------------------------------------ */
+
+static void publish(msrt_proc *p, const char *subject, size_t slen,
+                    const char *reply, size_t rlen, const msrt_sbuf *payload,
+                    const char *line, size_t llen) {
+  char detail[MSRT_ERROR_MSG_MAX + 64];
+  if (!may_publish(p, subject, slen)) {
+    p->st.refused++;
+    snprintf(detail, sizeof detail, "publish to \"%.*s\" is not allowed",
+             (int)(slen > 200 ? 200 : slen), subject);
+    bad(p, "permission", detail, line, llen, llen);
+    return;
+  }
+  msrt_error err;
+  if (p->released) return;
+  msrt_code rc = p->reg->ev.publish(p->reg->ud, p, subject, slen, reply, rlen,
+                                    payload->p, payload->len, &err);
+  if (rc == MSRT_E_OK || rc == MSRT_E_MAILBOX_FULL) {
+    p->st.lines_out++; /* accepted by the router (a full mailbox is its drop) */
+    return;
+  }
+  p->st.refused++;
+  snprintf(detail, sizeof detail, "refused: %s", err.message);
+  bad(p, "refused", detail, line, llen, llen);
+}
+
+static void publish_out(msrt_proc *p, const msrt_sbuf *payload,
+                        const char *line, size_t llen) {
+  publish(p, p->out_subject, p->out_len, NULL, 0, payload, line, llen);
+}
+
+static bool blank(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r') return false;
+  return true;
+}
+
+/* An object with a string `subject`: published as that message. */
+static void publish_message(msrt_proc *p, const cJSON *v, const char *line,
+                            size_t len) {
+  const cJSON *s = cJSON_GetObjectItemCaseSensitive(v, "subject");
+  const cJSON *r = cJSON_GetObjectItemCaseSensitive(v, "reply");
+  const cJSON *d = cJSON_GetObjectItemCaseSensitive(v, "data");
+  msrt_sbuf *b = &p->scratch;
+  msrt_sbuf_reset(b);
+  if (d) msrt_json_to_lua(d, b);
+  else msrt_sbuf_putc(b, 0x00); /* nil */
+  const char *reply = cJSON_IsString(r) ? r->valuestring : NULL;
+  publish(p, s->valuestring, strlen(s->valuestring), reply,
+          reply ? strlen(reply) : 0, b, line, len);
+}
+
+static void on_json_line(msrt_proc *p, const char *line, size_t len) {
+  char detail[96];
+  size_t at;
+  if (blank(line, len)) return;
+  if (!msrt_utf8_check(line, len, &at)) {
+    snprintf(detail, sizeof detail, "invalid UTF-8 at byte %zu", at);
+    bad(p, "invalid_utf8", detail, line, len, len);
+    return;
+  }
+  const char *end = NULL;
+  cJSON *v = cJSON_ParseWithLengthOpts(line, len, &end, 0);
+  if (v && end && !blank(end, (size_t)(line + len - end))) {
+    cJSON_Delete(v);
+    v = NULL;
+  }
+  if (!v) {
+    snprintf(detail, sizeof detail, "invalid JSON at byte %td",
+             end ? end - line : (ptrdiff_t)0);
+    bad(p, "invalid_json", detail, line, len, len);
+    return;
+  }
+  const cJSON *s = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "subject") : NULL;
+  if (cJSON_IsString(s)) {
+    publish_message(p, v, line, len);
+  } else {
+    msrt_sbuf_reset(&p->scratch);
+    msrt_json_to_lua(v, &p->scratch);
+    publish_out(p, &p->scratch, line, len);
+  }
+  cJSON_Delete(v);
+}
+
+static void on_out_line(void *ud, const char *line, size_t len) {
+  msrt_proc *p = ud;
+  if (p->codec == MSRT_CODEC_JSON_LINES) {
+    on_json_line(p, line, len);
+    return;
+  }
+  msrt_sbuf_reset(&p->scratch);
+  msrt_lua_put_string(&p->scratch, line, len);
+  publish_out(p, &p->scratch, line, len);
+}
+
+static void on_out_bad(void *ud, const char *reason, const char *head,
+                       size_t hlen, size_t total) {
+  msrt_proc *p = ud;
+  char detail[96];
+  snprintf(detail, sizeof detail, "line of %zu bytes exceeds max_line_bytes "
+           "(%zu)", total, p->fout.max_line);
+  bad(p, reason, strcmp(reason, "line_too_long") == 0 ? detail : reason, head,
+      hlen, total);
+}
+
+/* ---- stderr ------------------------------------------------------------ */
+
+static void on_err_line(void *ud, const char *line, size_t len) {
+  msrt_proc *p = ud;
+  p->st.stderr_lines++;
+  size_t keep = len > TAIL_LINE_MAX ? TAIL_LINE_MAX : len;
+  char *c = malloc(keep + 1);
+  if (c) {
+    memcpy(c, line, keep);
+    c[keep] = 0;
+    if (p->tn == TAIL_LINES) {
+      free(p->tail[p->thead]);
+      p->tail[p->thead] = c;
+      p->thead = (p->thead + 1) % TAIL_LINES;
+    } else {
+      p->tail[(p->thead + p->tn++) % TAIL_LINES] = c;
+    }
+  }
+  if (!p->released && p->reg->ev.stderr_line)
+    p->reg->ev.stderr_line(p->reg->ud, p, line, len);
+}
+
+static void on_err_bad(void *ud, const char *reason, const char *head,
+                       size_t hlen, size_t total) {
+  on_err_line(ud, head, hlen); /* an over-long stderr line: its head */
+  (void)reason;
+  (void)total;
+}
+
+/* ---- handles and the end ----------------------------------------------- */
+
+static void proc_free(msrt_proc *p);
+
+static void on_closed(uv_handle_t *h) {
+  msrt_proc *p = h->data;
+  if (--p->handles == 0 && p->released && p->exited) proc_free(p);
+}
+
+static void close_handle(msrt_proc *p, uv_handle_t *h) {
+  if (!uv_is_closing(h)) uv_close(h, on_closed);
+}
+
+static char *tail_text(msrt_proc *p, size_t *len) {
+  msrt_sbuf b = {0};
+  for (size_t i = 0; i < p->tn; i++) {
+    if (i) msrt_sbuf_putc(&b, '\n');
+    const char *l = p->tail[(p->thead + i) % TAIL_LINES];
+    msrt_sbuf_put(&b, l, strlen(l));
+  }
+  msrt_sbuf_putc(&b, 0);
+  *len = b.len ? b.len - 1 : 0;
+  return b.p;
+}
+
+/* Status and both EOFs are in: the exit is final. */
+static void check_final(msrt_proc *p) {
+  if (p->exited || !p->reaped || !p->out_eof || !p->err_eof) return;
+  p->exited = true;
+  close_handle(p, (uv_handle_t *)&p->timer);
+  msrt_proc_exit x = {0};
+  if (WIFEXITED(p->status)) x.code = WEXITSTATUS(p->status);
+  else x.code = -1, x.signal = WIFSIGNALED(p->status) ? WTERMSIG(p->status) : 0;
+  x.stopped = p->stopped;
+  x.normal = x.code == 0 || p->stopped;
+  char *tail = tail_text(p, &x.stderr_tail_len);
+  x.stderr_tail = tail ? tail : "";
+  set_state(p, x.normal ? MSRT_PS_TERMINATED : MSRT_PS_FAILED);
+  if (!p->released && p->reg->ev.exit) p->reg->ev.exit(p->reg->ud, p, &x);
+  free(tail);
+  /* released meanwhile (perhaps by the callback) with nothing open */
+  if (p->released && p->handles == 0) proc_free(p);
+}
+
+static void drop_queue(msrt_proc *p) {
+  while (p->n) {
+    free(p->ring[p->head].p);
+    p->head = (p->head + 1) % p->cap;
+    p->n--;
+  }
+}
+
+static void stdin_close(msrt_proc *p) {
+  if (p->stdin_closed) return;
+  p->stdin_closed = true;
+  drop_queue(p);
+  close_handle(p, (uv_handle_t *)&p->in);
+}
+
+static void stream_eof(msrt_proc *p, uv_pipe_t *s) {
+  bool out = s == &p->out;
+  if (out ? p->out_eof : p->err_eof) return;
+  msrt_framer_finish(out ? &p->fout : &p->ferr);
+  if (out) p->out_eof = true;
+  else p->err_eof = true;
+  close_handle(p, (uv_handle_t *)s);
+  check_final(p);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  msrt_proc *p = h->data;
+  (void)hint;
+  *buf = uv_buf_init(p->reg->rbuf, READ_BUF);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  msrt_proc *p = s->data;
+  uv_pipe_t *pipe = (uv_pipe_t *)s;
+  if (nread < 0) {
+    stream_eof(p, pipe); /* EOF, or an error that ends the stream as well */
+    return;
+  }
+  if (pipe == &p->err) {
+    msrt_framer_feed(&p->ferr, buf->base, (size_t)nread);
+  } else if (p->codec == MSRT_CODEC_RAW) {
+    msrt_sbuf_reset(&p->scratch);
+    msrt_lua_put_string(&p->scratch, buf->base, (size_t)nread);
+    if (nread) publish_out(p, &p->scratch, buf->base, (size_t)nread);
+  } else {
+    msrt_framer_feed(&p->fout, buf->base, (size_t)nread);
+  }
+}
+
+/* The status is in but grandchildren outside the group hold the pipes. */
+static void on_eof_wait(uv_timer_t *t) {
+  msrt_proc *p = t->data;
+  stream_eof(p, &p->out);
+  stream_eof(p, &p->err);
+}
+
+static void reaped(msrt_proc *p, int status) {
+  msrt_procs *r = p->reg;
+  p->reaped = true;
+  p->status = status;
+  kill(-p->pid, SIGKILL); /* what is left of its group dies with it */
+  if (--r->unreaped == 0) uv_unref((uv_handle_t *)&r->sigchld);
+  uv_timer_stop(&p->timer);
+  stdin_close(p);
+  if (!p->out_eof || !p->err_eof)
+    uv_timer_start(&p->timer, on_eof_wait, (uint64_t)p->eof_wait_ms, 0);
+  check_final(p);
+}
+
+/* Each of our own children, by pid: a child libuv spawned is libuv's. */
+static void reap_all(msrt_procs *r) {
+  for (msrt_proc *p = r->live, *next; p; p = next) {
+    next = p->next; /* p may be freed by its exit callback */
+    int st;
+    if (p->reaped) continue;
+    pid_t w = waitpid(p->pid, &st, WNOHANG);
+    if (w == p->pid) reaped(p, st);
+  }
+}
+
+static void on_sigchld(uv_signal_t *s, int signum) {
+  (void)signum;
+  reap_all(s->data);
+}
+
+static void on_grace(uv_timer_t *t) {
+  msrt_proc *p = t->data;
+  if (!p->reaped) kill(-p->pid, SIGKILL);
+}
+
+/* ---- stdin ------------------------------------------------------------- */
+
+static void update_busy(msrt_proc *p) {
+  size_t q = p->n + p->ninflight;
+  if (p->state == MSRT_PS_IDLE && q > 0 && q >= p->cap / 2)
+    set_state(p, MSRT_PS_BUSY);
+  else if (p->state == MSRT_PS_BUSY && q <= p->cap / 4)
+    set_state(p, MSRT_PS_IDLE);
+}
+
+static void flush(msrt_proc *p);
+
+static void on_written(uv_write_t *req, int status) {
+  msrt_proc *p = req->data;
+  for (size_t i = 0; i < p->ninflight; i++) free(p->inflight[i].p);
+  if (status == 0) p->st.stdin_lines += p->ninflight;
+  p->ninflight = 0;
+  if (status < 0) stdin_close(p); /* EPIPE: the child closed its stdin */
+  else flush(p);
+  update_busy(p);
+}
+
+static void flush(msrt_proc *p) {
+  if (p->ninflight || !p->n || p->stdin_closed) return;
+  uv_buf_t bufs[BATCH_MAX];
+  while (p->n && p->ninflight < BATCH_MAX) {
+    line l = p->ring[p->head];
+    p->head = (p->head + 1) % p->cap;
+    p->n--;
+    bufs[p->ninflight] = uv_buf_init(l.p, (unsigned)l.len);
+    p->inflight[p->ninflight++] = l;
+  }
+  p->wreq.data = p;
+  if (uv_write(&p->wreq, (uv_stream_t *)&p->in, bufs, (unsigned)p->ninflight,
+               on_written) != 0) {
+    for (size_t i = 0; i < p->ninflight; i++) free(p->inflight[i].p);
+    p->ninflight = 0;
+    stdin_close(p);
+  }
+}
+
+static void dropped(msrt_proc *p, const char *reason) {
+  p->st.stdin_dropped++;
+  if (!p->released && p->reg->ev.dropped) p->reg->ev.dropped(p->reg->ud, p, reason);
+}
+
+/* Queue one line (taking b's bytes). */
+static msrt_code enqueue(msrt_proc *p, msrt_sbuf *b, msrt_error *err) {
+  if (p->stdin_closed) {
+    msrt_sbuf_free(b);
+    return msrt_error_set(err, MSRT_E_CLOSED, "process %s: stdin is closed",
+                          p->name);
+  }
+  if (p->n + p->ninflight >= p->cap) {
+    if (p->drop_oldest_policy && p->n) {
+      free(p->ring[p->head].p);
+      p->head = (p->head + 1) % p->cap;
+      p->n--;
+      dropped(p, "drop_oldest");
+    } else {
+      msrt_sbuf_free(b);
+      dropped(p, "drop_newest");
+      return msrt_error_set(err, MSRT_E_MAILBOX_FULL, "process %s: stdin "
+                            "queue full (%zu lines)", p->name, p->cap);
+    }
+  }
+  p->ring[(p->head + p->n++) % p->cap] = (line){b->p, b->len};
+  memset(b, 0, sizeof *b);
+  flush(p);
+  update_busy(p);
+  return MSRT_E_OK;
+}
+
+/* The data of a payload as JSON (flags as in an envelope). */
+static msrt_code put_data_json(msrt_sbuf *b, const void *payload, size_t plen,
+                               uint8_t flags, msrt_error *err) {
+  const char *why = NULL;
+  if (flags & MSRT_ENV_PAYLOAD_BUFFER) {
+    if (msrt_lua_to_json(payload, plen, b, &why) != 0)
+      return msrt_error_set(err, MSRT_E_BAD_INPUT, "data cannot be written "
+                            "as JSON: %s", why);
+  } else if (flags & MSRT_ENV_PAYLOAD_JSON) {
+    msrt_sbuf_put(b, payload, plen);
+  } else {
+    msrt_json_put_string(b, payload, plen);
+  }
+  return MSRT_E_OK;
+}
+
+/* A string.buffer payload holding just a string: its bytes (for LINES/RAW). */
+static bool lua_string_of(const unsigned char *p, size_t n, const char **s,
+                          size_t *len) {
+  if (!n || p[0] < 0x20) return false;
+  msrt_sbuf none = {0};
+  const char *why;
+  /* the string's header: decode it to find where the bytes start */
+  if (msrt_lua_to_json(p, n, &none, &why) != 0) {
+    msrt_sbuf_free(&none);
+    return false;
+  }
+  msrt_sbuf_free(&none);
+  size_t hdr = p[0] < 0xe0 ? 1 : p[0] == 0xff ? 5 : 2;
+  *s = (const char *)p + hdr;
+  *len = n - hdr;
+  return true;
+}
+
+/* LINES/RAW: a string as it is, anything else as JSON. */
+static msrt_code put_data_text(msrt_sbuf *b, const void *payload, size_t plen,
+                               uint8_t flags, msrt_error *err) {
+  const char *s;
+  size_t len;
+  if (!(flags & MSRT_ENV_PAYLOAD_BUFFER)) msrt_sbuf_put(b, payload, plen);
+  else if (lua_string_of(payload, plen, &s, &len)) msrt_sbuf_put(b, s, len);
+  else return put_data_json(b, payload, plen, flags, err);
+  return MSRT_E_OK;
+}
+
+static msrt_code send_done(msrt_proc *p, msrt_sbuf *b, msrt_code rc,
+                           msrt_error *err) {
+  if (rc == MSRT_E_OK && b->oom)
+    rc = msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+  if (rc != MSRT_E_OK) {
+    msrt_sbuf_free(b);
+    return rc;
+  }
+  return enqueue(p, b, err);
+}
+
+msrt_code msrt_proc_send_env(msrt_proc *p, const msrt_envelope *e,
+                             msrt_error *err) {
+  if (p->stdin_closed)
+    return msrt_error_set(err, MSRT_E_CLOSED, "process %s: stdin is closed",
+                          p->name);
+  msrt_sbuf b = {0};
+  msrt_code rc = MSRT_E_OK;
+  if (p->codec == MSRT_CODEC_JSON_LINES) {
+    msrt_sbuf_put(&b, "{\"subject\":", 11);
+    msrt_json_put_string(&b, e->subject, e->subject_len);
+    if (e->reply) {
+      msrt_sbuf_put(&b, ",\"reply\":", 9);
+      msrt_json_put_string(&b, e->reply, e->reply_len);
+    }
+    if (e->headers_len) {
+      msrt_sbuf_put(&b, ",\"headers\":", 11);
+      rc = put_data_json(&b, e->headers, e->headers_len, e->flags, err);
+    }
+    msrt_sbuf_put(&b, ",\"data\":", 8);
+    if (rc == MSRT_E_OK)
+      rc = put_data_json(&b, e->payload, e->payload_len, e->flags, err);
+    msrt_sbuf_put(&b, "}\n", 2);
+  } else {
+    rc = put_data_text(&b, e->payload, e->payload_len, e->flags, err);
+    msrt_sbuf_putc(&b, '\n');
+  }
+  rc = send_done(p, &b, rc, err);
+  if (rc == MSRT_E_OK && e->reply) hand_reply(p, e->reply, e->reply_len);
+  return rc;
+}
+
+msrt_code msrt_proc_send_data(msrt_proc *p, const void *payload, size_t plen,
+                              uint8_t flags, msrt_error *err) {
+  msrt_sbuf b = {0};
+  msrt_code rc;
+  if (p->codec == MSRT_CODEC_JSON_LINES)
+    rc = put_data_json(&b, payload, plen, flags, err);
+  else rc = put_data_text(&b, payload, plen, flags, err);
+  if (p->codec != MSRT_CODEC_RAW) msrt_sbuf_putc(&b, '\n');
+  return send_done(p, &b, rc, err);
+}
+
+/* ---- spawn ------------------------------------------------------------- */
+
+static void link_proc(msrt_procs *r, msrt_proc *p) {
+  p->next = r->live;
+  if (r->live) r->live->prev = p;
+  r->live = p;
+  msrt_proc **b = &r->bucket[p->id % BUCKETS];
+  p->hnext = *b;
+  *b = p;
+  r->count++;
+}
+
+static void unlink_proc(msrt_procs *r, msrt_proc *p) {
+  if (p->prev) p->prev->next = p->next;
+  else r->live = p->next;
+  if (p->next) p->next->prev = p->prev;
+  msrt_proc **b = &r->bucket[p->id % BUCKETS];
+  while (*b != p) b = &(*b)->hnext;
+  *b = p->hnext;
+  r->count--;
+}
+
+msrt_proc *msrt_procs_find(msrt_procs *r, uint64_t id) {
+  for (msrt_proc *p = r->bucket[id % BUCKETS]; p; p = p->hnext)
+    if (p->id == id) return p->released ? NULL : p;
+  return NULL;
+}
+
+static void proc_free(msrt_proc *p) {
+  msrt_procs *r = p->reg;
+  unlink_proc(r, p);
+  drop_queue(p);
+  for (size_t i = 0; i < p->ninflight; i++) free(p->inflight[i].p);
+  for (size_t i = 0; i < p->rn; i++) free(p->replies[(p->rhead + i) % REPLY_MAX]);
+  for (size_t i = 0; i < p->tn; i++) free(p->tail[(p->thead + i) % TAIL_LINES]);
+  msrt_framer_free(&p->fout);
+  msrt_framer_free(&p->ferr);
+  msrt_sbuf_free(&p->scratch);
+  free_list(p->allow, p->nallow);
+  free_list(p->deny, p->ndeny);
+  free(p->name);
+  free(p->publish_as);
+  free(p->out_subject);
+  free(p->ring);
+  free(p);
+  if (r->closing && r->count == 0 && r->handles == 0) free(r);
+}
+
+static msrt_code check_spec(const msrt_proc_spec *s, msrt_error *err) {
+  if (!s->name || !*s->name || strchr(s->name, '.') ||
+      msrt_subject_validate(s->name, strlen(s->name), 0, NULL) != MSRT_E_OK)
+    return msrt_error_set(err, MSRT_E_INVALID_ARG, "process name must be one "
+                          "subject token, got \"%s\"", s->name ? s->name : "");
+  if (!s->argv || s->argc == 0 || !s->argv[0])
+    return msrt_error_set(err, MSRT_E_INVALID_ARG, "process %s: cmd must "
+                          "name a program", s->name);
+  if (!s->publish_as ||
+      msrt_subject_validate(s->publish_as, strlen(s->publish_as), 0, err) != MSRT_E_OK)
+    return msrt_error_set(err, MSRT_E_INVALID_ARG, "process %s: publish_as "
+                          "must be a valid subject", s->name);
+  for (size_t i = 0; i < s->nallow + s->ndeny; i++) {
+    const char *pat = i < s->nallow ? s->allow[i] : s->deny[i - s->nallow];
+    msrt_error e2;
+    if (msrt_pattern_validate(pat, strlen(pat), 0, &e2) != MSRT_E_OK)
+      return msrt_error_set(err, MSRT_E_INVALID_ARG, "process %s: %s",
+                            s->name, e2.message);
+  }
+  return MSRT_E_OK;
+}
+
+static msrt_proc *proc_new(msrt_procs *r, const msrt_proc_spec *s) {
+  msrt_proc *p = calloc(1, sizeof *p);
+  if (!p) return NULL;
+  p->magic = MSRT_HANDLE_MAGIC;
+  p->reg = r;
+  p->id = ++r->next_id;
+  p->name = dup_str(s->name);
+  p->publish_as = dup_str(s->publish_as);
+  p->pa_len = strlen(s->publish_as);
+  p->out_len = p->pa_len + 4;
+  p->out_subject = malloc(p->out_len + 1);
+  if (p->out_subject) snprintf(p->out_subject, p->out_len + 1, "%s.out", s->publish_as);
+  p->allow = dup_list(s->allow, s->nallow);
+  p->nallow = s->nallow;
+  p->deny = dup_list(s->deny, s->ndeny);
+  p->ndeny = s->ndeny;
+  p->codec = s->codec;
+  p->stop_signal = s->stop_signal ? s->stop_signal : SIGTERM;
+  p->grace_ms = s->grace_ms < 0 ? 5000 : s->grace_ms;
+  p->eof_wait_ms = s->eof_wait_ms < 0 ? 2000 : s->eof_wait_ms;
+  p->cap = s->stdin_capacity ? s->stdin_capacity : 1024;
+  p->drop_oldest_policy = s->drop_oldest;
+  p->ring = malloc(p->cap * sizeof *p->ring);
+  msrt_framer_init(&p->fout, s->max_line, on_out_line, on_out_bad, p);
+  msrt_framer_init(&p->ferr, s->max_line, on_err_line, on_err_bad, p);
+  if (!p->name || !p->publish_as || !p->out_subject || !p->allow ||
+      !p->deny || !p->ring) {
+    p->handles = 0;
+    link_proc(r, p);
+    p->released = p->exited = true;
+    proc_free(p);
+    return NULL;
+  }
+  return p;
+}
+
+/* NULL-terminated copies for exec (argv, envp). */
+static char **exec_list(const char *const *v, size_t n) {
+  char **out = calloc(n + 1, sizeof *out);
+  for (size_t i = 0; out && i < n; i++) out[i] = (char *)v[i];
+  return out;
+}
+
+/* Pipes: ours[i] is the host's end, theirs[i] the child's fd i. */
+static int make_pipes(int ours[3], int theirs[3]) {
+  for (int i = 0; i < 3; i++) ours[i] = theirs[i] = -1;
+  for (int i = 0; i < 3; i++) {
+    int fd[2];
+    if (pipe2(fd, O_CLOEXEC) != 0) return errno;
+    ours[i] = i == 0 ? fd[1] : fd[0];
+    theirs[i] = i == 0 ? fd[0] : fd[1];
+  }
+  return 0;
+}
+
+static void close_fds(int fds[3]) {
+  for (int i = 0; i < 3; i++)
+    if (fds[i] >= 0) close(fds[i]);
+}
+
+static int start_child(const msrt_proc_spec *s, const int theirs[3], pid_t *pid) {
+  char path[4096];
+  int e = msrt_spawn_resolve(s->argv[0], path, sizeof path);
+  if (e) return e;
+  char **argv = exec_list(s->argv, s->argc);
+  char **envp = exec_list(s->env, s->envc);
+  e = argv && envp ? msrt_spawn_child(path, argv, envp, s->cwd, theirs,
+                                      &s->limits, pid)
+                   : ENOMEM;
+  free(argv);
+  free(envp);
+  return e;
+}
+
+/* Wrap our ends on the loop; every handle is counted in p->handles. */
+static void open_handles(msrt_procs *r, msrt_proc *p, const int ours[3]) {
+  uv_pipe_t *pipes[3] = {&p->in, &p->out, &p->err};
+  for (int i = 0; i < 3; i++) {
+    uv_pipe_init(r->loop, pipes[i], 0);
+    pipes[i]->data = p;
+    uv_pipe_open(pipes[i], ours[i]);
+  }
+  uv_timer_init(r->loop, &p->timer);
+  p->timer.data = p;
+  uv_unref((uv_handle_t *)&p->timer); /* the child's pipes keep the loop */
+  p->handles = 4;
+  uv_read_start((uv_stream_t *)&p->out, on_alloc, on_read);
+  uv_read_start((uv_stream_t *)&p->err, on_alloc, on_read);
+}
+
+msrt_proc *msrt_proc_spawn(msrt_procs *r, const msrt_proc_spec *s,
+                           msrt_error *err) {
+  if (check_spec(s, err) != MSRT_E_OK) return NULL;
+  int ours[3], theirs[3];
+  int e = make_pipes(ours, theirs);
+  pid_t pid = 0;
+  if (e == 0) e = start_child(s, theirs, &pid);
+  close_fds(theirs);
+  if (e != 0) {
+    close_fds(ours);
+    msrt_error_set(err, MSRT_E_SPAWN_FAILED, "process %s: cannot start %s: %s",
+                   s->name, s->argv[0], strerror(e));
+    return NULL;
+  }
+  msrt_proc *p = proc_new(r, s);
+  if (!p) {
+    kill(-pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    close_fds(ours);
+    msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+    return NULL;
+  }
+  p->pid = pid;
+  link_proc(r, p);
+  open_handles(r, p, ours);
+  if (r->unreaped++ == 0) uv_ref((uv_handle_t *)&r->sigchld);
+  set_state(p, MSRT_PS_IDLE);
+  return p;
+}
+
+/* ---- control ----------------------------------------------------------- */
+
+pid_t msrt_proc_pid(const msrt_proc *p) { return p->reaped ? 0 : p->pid; }
+uint64_t msrt_proc_id(const msrt_proc *p) { return p->id; }
+const char *msrt_proc_name(const msrt_proc *p) { return p->name; }
+msrt_proc_state msrt_proc_get_state(const msrt_proc *p) { return p->state; }
+void msrt_proc_set_ud(msrt_proc *p, void *ud) { p->ud = ud; }
+void *msrt_proc_ud(const msrt_proc *p) { return p->ud; }
+
+void msrt_proc_get_stats(const msrt_proc *p, msrt_proc_stats *st) {
+  *st = p->st;
+  st->stdin_queued = p->n + p->ninflight;
+}
+
+int msrt_proc_signal(msrt_proc *p, int signum) {
+  if (p->reaped) return -ESRCH;
+  return kill(-p->pid, signum) == 0 ? 0 : -errno;
+}
+
+void msrt_proc_stop(msrt_proc *p, long grace_ms) {
+  if (p->reaped || p->stopped) return;
+  p->stopped = true;
+  set_state(p, MSRT_PS_STOPPING);
+  stdin_close(p); /* many agents end on EOF: the gentlest stop */
+  kill(-p->pid, p->stop_signal);
+  uv_timer_start(&p->timer, on_grace, (uint64_t)(grace_ms < 0 ? p->grace_ms : grace_ms), 0);
+}
+
+void msrt_proc_close_stdin(msrt_proc *p) { stdin_close(p); }
+
+void msrt_proc_release(msrt_proc *p) {
+  if (p->released) return;
+  p->released = true;
+  if (!p->reaped) msrt_proc_stop(p, -1);
+  if (p->exited && p->handles == 0) proc_free(p);
+}
+
+/* ---- the registry ------------------------------------------------------ */
+
+static void on_reg_closed(uv_handle_t *h) {
+  msrt_procs *r = h->data;
+  if (--r->handles == 0 && r->count == 0) free(r);
+}
+
+msrt_procs *msrt_procs_new(uv_loop_t *loop, const msrt_proc_events *ev,
+                           void *ud, msrt_error *err) {
+  msrt_procs *r = calloc(1, sizeof *r);
+  if (!r) {
+    msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+    return NULL;
+  }
+  r->magic = MSRT_HANDLE_MAGIC;
+  r->loop = loop;
+  r->ev = *ev;
+  r->ud = ud;
+  int rc = uv_signal_init(loop, &r->sigchld);
+  if (rc == 0) rc = uv_signal_start(&r->sigchld, on_sigchld, SIGCHLD);
+  if (rc != 0) {
+    msrt_error_set(err, MSRT_E_INTERNAL, "libuv: %s", uv_strerror(rc));
+    free(r);
+    return NULL;
+  }
+  r->sigchld.data = r;
+  r->handles = 1;
+  uv_unref((uv_handle_t *)&r->sigchld);
+  /* A write to a child that has gone must fail with EPIPE, not kill the
+   * host. Children get SIGPIPE back at its default (spawn.c). */
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+    signal(SIGPIPE, SIG_IGN);
+  return r;
+}
+
+size_t msrt_procs_count(const msrt_procs *r) { return r->count; }
+
+static int all_reaped(msrt_procs *r) {
+  reap_all(r);
+  return r->unreaped == 0;
+}
+
+/* Blocking: the stop signal to every live group, SIGKILL after timeout. */
+static void stop_all_blocking(msrt_procs *r, long timeout_ms) {
+  for (msrt_proc *p = r->live; p; p = p->next)
+    if (!p->reaped) {
+      p->stopped = true;
+      kill(-p->pid, p->stop_signal);
+    }
+  uint64_t deadline = msrt_now_ns() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000u;
+  while (!all_reaped(r) && msrt_now_ns() < deadline) {
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+  for (msrt_proc *p = r->live; p; p = p->next)
+    if (!p->reaped) kill(-p->pid, SIGKILL);
+  while (!all_reaped(r)) {
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+}
+
+void msrt_procs_free(msrt_procs *r, long timeout_ms) {
+  stop_all_blocking(r, timeout_ms);
+  r->closing = true;
+  for (msrt_proc *p = r->live, *next; p; p = next) {
+    next = p->next;
+    /* the group is dead: what is left in the pipes comes now or never */
+    if (!p->out_eof) stream_eof(p, &p->out);
+    if (!p->err_eof) stream_eof(p, &p->err);
+    p->released = true;
+    if (p->exited && p->handles == 0) proc_free(p);
+  }
+  if (!uv_is_closing((uv_handle_t *)&r->sigchld))
+    uv_close((uv_handle_t *)&r->sigchld, on_reg_closed);
+}

@@ -1,0 +1,233 @@
+/* Agent processes (DESIGN.md "Threads and the path of a message"; issue 5):
+ * spawning, stdio on the hub loop, framing, publish permissions, stop and
+ * kill, reaping.
+ *
+ * Spawning never forks the host: posix_spawn (glibc's clone(CLONE_VM |
+ * CLONE_VFORK)), or vfork + exec when the child needs rlimits (see
+ * spawn.c), so the cost does not grow with the host's memory. Each child
+ * leads its own process group; stopping signals the whole group (the stop
+ * signal, then SIGKILL after grace_ms), and when the child itself has
+ * exited the rest of its group is killed, so grandchildren never outlive
+ * it. The environment is exactly spec->env (empty by default). stdin,
+ * stdout and stderr are pipes wrapped with uv_pipe_open on the hub loop.
+ * Children are reaped by one SIGCHLD watcher per registry that waits for
+ * each of its own pids (WNOHANG), so children libuv spawned itself (luv's
+ * uv.spawn) are left to libuv.
+ *
+ * stdout, by codec:
+ *   JSON_LINES  each line is one JSON value (cJSON). An object with a
+ *               string `subject` (and optional `reply`, `headers`, `data`)
+ *               is published as that message, data encoded for Lua
+ *               (proc/codec.h); any other value is published on
+ *               "<publish_as>.out". A line over max_line, invalid UTF-8
+ *               or invalid JSON goes to on_bad_output with its first 200
+ *               bytes and the reason, is counted, and reading goes on.
+ *   LINES       each line, as a string, on "<publish_as>.out".
+ *   RAW         each read chunk, as a string, on "<publish_as>.out".
+ * stderr lines go to on_stderr; the last few are kept for the exit record.
+ *
+ * Permissions: a publish from a child is allowed when its subject matches
+ * publish_as or publish_as.>, or an allow pattern, or is a reply subject
+ * the child was handed (once each, like NATS allow_responses), and matches
+ * no deny pattern (deny wins). A refused publish is counted and reported
+ * through on_bad_output ("permission"), never routed.
+ *
+ * stdin: messages are written as JSON lines {"subject","reply","headers",
+ * "data"} (JSON_LINES) or as text lines; lines wait in a bounded queue
+ * (stdin_capacity messages) while the child does not read; when it is full
+ * the newest (drop_newest, the default) or the oldest queued
+ * (drop_oldest) line is dropped, counted and reported to on_drop. The hub
+ * never blocks on a child.
+ *
+ * The exit is final only after the exit status and EOF on both stdout and
+ * stderr (libuv/luv issue 499: the status can arrive before the last
+ * output); if grandchildren outside the group keep the pipes open, the
+ * pipes are closed eof_wait_ms after the status.
+ *
+ * Thread-safety: everything here is for the thread that runs the loop (the
+ * hub), except where said otherwise.
+ */
+#ifndef MSRT_PROC_PROC_H
+#define MSRT_PROC_PROC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#include "core/envelope.h"
+#include "core/error.h"
+
+typedef struct msrt_procs msrt_procs;
+typedef struct msrt_proc msrt_proc;
+
+typedef enum { MSRT_CODEC_JSON_LINES, MSRT_CODEC_LINES, MSRT_CODEC_RAW } msrt_codec;
+
+/* Lifecycle states (DESIGN.md "Supervision"). A process is initializing
+ * until spawned, idle while its stdin queue is below half full, busy
+ * above (the child is not keeping up; back to idle under a quarter),
+ * stopping once a stop began, then terminated (exit status 0, or stopped
+ * on request) or failed (spawn failure, non-zero status, a signal). */
+typedef enum {
+  MSRT_PS_INITIALIZING, MSRT_PS_IDLE, MSRT_PS_BUSY, MSRT_PS_PAUSED,
+  MSRT_PS_STOPPING, MSRT_PS_TERMINATED, MSRT_PS_FAILED
+} msrt_proc_state;
+
+/* "initializing", "idle", ... */
+const char *msrt_proc_state_name(msrt_proc_state s);
+
+/* Resource limits applied in the child before exec; -1 = not set. */
+typedef struct {
+  long long nofile;   /* RLIMIT_NOFILE, descriptors */
+  long long as_bytes; /* RLIMIT_AS, bytes */
+  long long cpu_s;    /* RLIMIT_CPU, seconds */
+  long long nproc;    /* RLIMIT_NPROC, processes of the user */
+} msrt_proc_limits;
+
+typedef struct {
+  const char *name;          /* one subject token; used in reports */
+  const char *const *argv;   /* argv[0] is the program (searched in the
+                                host's PATH when it holds no '/') */
+  size_t argc;
+  const char *const *env;    /* "KEY=value" strings: the whole environment */
+  size_t envc;
+  const char *cwd;           /* NULL: the host's */
+  msrt_codec codec;
+  const char *publish_as;    /* subject prefix; required */
+  const char *const *allow;  /* extra publish patterns */
+  size_t nallow;
+  const char *const *deny;   /* refused patterns (win over allow) */
+  size_t ndeny;
+  msrt_proc_limits limits;
+  int stop_signal;           /* 0 = SIGTERM */
+  long grace_ms;             /* before SIGKILL; <0 = 5000 */
+  size_t max_line;           /* bytes; 0 = 16 MiB */
+  size_t stdin_capacity;     /* lines queued for stdin; 0 = 1024 */
+  bool drop_oldest;          /* stdin overflow: drop the oldest, not the new */
+  long eof_wait_ms;          /* after the status; <0 = 2000 */
+} msrt_proc_spec;
+
+/* How a process ended. */
+typedef struct {
+  int code;            /* exit status, or -1 when killed by a signal */
+  int signal;          /* the signal that killed it, or 0 */
+  bool normal;         /* status 0, or it ended on a stop we asked for */
+  bool stopped;        /* a stop was asked (stop, or registry shutdown) */
+  const char *stderr_tail; /* its last stderr lines, '\n'-separated */
+  size_t stderr_tail_len;
+} msrt_proc_exit;
+
+/* What the registry calls back (all on the loop's thread). */
+typedef struct {
+  /* A message the child published (permissions passed). payload is the
+   * string.buffer encoding of its data. Return MSRT_E_OK, or an error
+   * (filled in err) that is reported as bad output "refused: <message>". */
+  msrt_code (*publish)(void *ud, msrt_proc *p, const char *subject,
+                       size_t slen, const char *reply, size_t rlen,
+                       const void *payload, size_t plen, msrt_error *err);
+  /* Output that was not published: reason ("line_too_long",
+   * "invalid_utf8", "invalid_json", "permission", "refused"...), detail
+   * (a message), the line's first bytes and its length. */
+  void (*bad_output)(void *ud, msrt_proc *p, const char *reason,
+                     const char *detail, const char *head, size_t hlen,
+                     size_t total);
+  void (*stderr_line)(void *ud, msrt_proc *p, const char *line, size_t len);
+  /* A stdin line dropped on overflow (reason "drop_newest"/"drop_oldest"). */
+  void (*dropped)(void *ud, msrt_proc *p, const char *reason);
+  void (*state)(void *ud, msrt_proc *p, msrt_proc_state s);
+  /* Final: status and both EOFs are in. The handle stays valid until
+   * msrt_proc_release (the caller may release it from this callback). */
+  void (*exit)(void *ud, msrt_proc *p, const msrt_proc_exit *x);
+} msrt_proc_events;
+
+/* Counters of one process. */
+typedef struct {
+  uint64_t lines_out;      /* stdout lines/chunks published */
+  uint64_t bad_output;     /* stdout lines reported as bad */
+  uint64_t refused;        /* publishes refused (permission or router) */
+  uint64_t stderr_lines;
+  uint64_t stdin_lines;    /* lines written to stdin */
+  uint64_t stdin_dropped;  /* lines dropped on stdin overflow */
+  size_t stdin_queued;     /* lines waiting now */
+} msrt_proc_stats;
+
+/* Make the registry of processes on loop (one SIGCHLD watcher, which keeps
+ * the loop alive only while a child is unreaped). Returns NULL and fills
+ * err when libuv fails or memory runs out. */
+msrt_procs *msrt_procs_new(uv_loop_t *loop, const msrt_proc_events *ev,
+                           void *ud, msrt_error *err);
+
+/* Stop every child (stop signal to each group, SIGKILL to what is left
+ * after timeout_ms; this waits, blocking, for them), close every handle,
+ * run the loop until the handles are closed, and free the registry.
+ * Exit callbacks run for the processes still live. For the host's
+ * shutdown and for tests. */
+void msrt_procs_free(msrt_procs *r, long timeout_ms);
+
+/* Processes spawned and not yet released. */
+size_t msrt_procs_count(const msrt_procs *r);
+
+/* Spawn a child. Returns the process (state idle) or NULL with err:
+ * invalid_arg (a bad spec), spawn_failed (program not found, exec failed,
+ * fork/pipe failure; errno's text in the message). */
+msrt_proc *msrt_proc_spawn(msrt_procs *r, const msrt_proc_spec *spec,
+                           msrt_error *err);
+
+/* The child's pid (also its process group id); 0 once reaped. */
+pid_t msrt_proc_pid(const msrt_proc *p);
+/* A registry-unique id (never reused), for lookups from other threads. */
+uint64_t msrt_proc_id(const msrt_proc *p);
+const char *msrt_proc_name(const msrt_proc *p);
+msrt_proc_state msrt_proc_get_state(const msrt_proc *p);
+void msrt_proc_get_stats(const msrt_proc *p, msrt_proc_stats *st);
+/* The process with id, or NULL (released or unknown). */
+msrt_proc *msrt_procs_find(msrt_procs *r, uint64_t id);
+
+/* Caller data carried by the process (the binding's). */
+void msrt_proc_set_ud(msrt_proc *p, void *ud);
+void *msrt_proc_ud(const msrt_proc *p);
+
+/* Write a message to the child's stdin: JSON_LINES gets the line
+ * {"subject":...,"reply":...,"headers":...,"data":...} (data from the
+ * envelope's payload: string.buffer encoding when MSRT_ENV_PAYLOAD_BUFFER,
+ * JSON text when MSRT_ENV_PAYLOAD_JSON, else the bytes as a string);
+ * LINES and RAW get the data as text (strings as they are, other values as
+ * JSON) and a newline. A reply subject is remembered as one the child may
+ * publish to (once). Returns MSRT_E_OK (queued or written),
+ * MSRT_E_CLOSED (stdin closed: the child has exited), MSRT_E_MAILBOX_FULL
+ * (dropped: queue full; counted and reported), MSRT_E_BAD_INPUT (a
+ * payload that cannot be written as JSON). */
+msrt_code msrt_proc_send_env(msrt_proc *p, const msrt_envelope *e,
+                             msrt_error *err);
+
+/* Write one value to stdin on its own: JSON_LINES gets its JSON and a
+ * newline; LINES a string as it is (other values as JSON) and a newline;
+ * RAW a string's bytes as they are (no newline). payload/flags as in an
+ * envelope (MSRT_ENV_PAYLOAD_BUFFER: a string.buffer encoding). Same
+ * returns as msrt_proc_send_env. */
+msrt_code msrt_proc_send_data(msrt_proc *p, const void *payload, size_t plen,
+                              uint8_t flags, msrt_error *err);
+
+/* Signal the child's whole process group. Returns 0, or a negative errno
+ * (ESRCH once reaped). */
+int msrt_proc_signal(msrt_proc *p, int signum);
+
+/* Begin a stop: the stop signal to the group, SIGKILL after grace_ms
+ * (grace_ms < 0: the spec's). State stopping. Idempotent; a no-op after the
+ * exit. */
+void msrt_proc_stop(msrt_proc *p, long grace_ms);
+
+/* Close stdin (the child sees EOF). */
+void msrt_proc_close_stdin(msrt_proc *p);
+
+/* Drop the caller's hold. A process still running is stopped (stop
+ * signal, then SIGKILL) and freed once it has exited; no callback runs
+ * after release. */
+void msrt_proc_release(msrt_proc *p);
+
+/* Signal number by name ("TERM", "SIGTERM", "KILL", "INT", "HUP", "USR1",
+ * "USR2", "QUIT", "STOP", "CONT"); 0 when unknown. */
+int msrt_signal_from_name(const char *name);
+
+#endif
