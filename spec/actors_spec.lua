@@ -345,6 +345,34 @@ describe("messages between actors and the hub", function()
     end)
   end)
 
+
+  it("carry headers both ways (hub -> actor -> hub), and refuse bad ones", function()
+    drive(function()
+      assert(spawn {
+        name = "t_headers", subscribe = "t.headers",
+        handle = function(ctx, msg)
+          local bad_ok, bad_err = ctx:publish("t.headers_back", 1, { headers = { ["a b"] = "x" } })
+          ctx:publish("t.headers_back", { seen = msg.headers, bad = bad_ok == nil and bad_err.code },
+            { headers = { ["X-From"] = "actor", N = 7 } })
+        end,
+      })
+      local back = collector("t.headers_back")
+      assert.is_true(msrt.publish("t.headers", 0, { headers = { ["Trace-Id"] = "abc", Count = 3 } }))
+      assert.is_true(msrt.publish("t.headers", 0))
+      assert.is_true(back.wait(2))
+      local first, second = back.msgs[1], back.msgs[2]
+      assert.are.same({ ["Trace-Id"] = "abc", Count = "3" }, first.data.seen)
+      assert.are.equal("invalid_arg", first.data.bad)
+      assert.are.same({ ["X-From"] = "actor", N = "7" }, first.headers)
+      assert.is_nil(second.data.seen) -- no headers: msg.headers is nil
+      for _, bad in ipairs { { ["a:b"] = "x" }, { [""] = "x" }, { ok = "a\r\nb" }, { ok = {} } } do
+        local ok, err = msrt.publish("t.headers", 0, { headers = bad })
+        assert.is_nil(ok)
+        assert.are.equal("invalid_arg", err.code)
+      end
+      back.close()
+    end)
+  end)
   -- Regression: a cdata payload as the first message, before the actor
   -- state has loaded the FFI (string.buffer needs it to decode cdata).
   it("carry cdata of plain types (int64, uint64), even as the first message", function()

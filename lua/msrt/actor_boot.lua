@@ -30,7 +30,7 @@ local ctx = { name = spec.name, id = id, args = spec.args }
 local c_pop, c_publish = rt.pop, rt.publish
 
 local function pop()
-  local flags, subject, reply, payload, mid, prio = c_pop()
+  local flags, subject, reply, payload, mid, prio, hdr = c_pop()
   if not flags then return nil end
   if band(flags, BUFFER) ~= 0 then
     local ok, v = pcall(decode, payload)
@@ -40,11 +40,11 @@ local function pop()
     end
     payload = v
   end
-  return flags, subject, reply, payload, mid, prio
+  return flags, subject, reply, payload, mid, prio, hdr
 end
 
-local function publish(subject, data, reply, prio)
-  return c_publish(subject, encode(data), reply, prio)
+local function publish(subject, data, reply, prio, hdr)
+  return c_publish(subject, encode(data), reply, prio, hdr)
 end
 
 local function go_fast()
@@ -56,12 +56,13 @@ typedef struct msrt_envelope {
   uint32_t refs; uint8_t priority, flags;
   uint32_t subject_len, reply_len, headers_len, payload_len;
   uint64_t id, trace_id, ts_ns;
-  const char *subject, *reply; const uint8_t *headers, *payload;
+  const char *subject, *reply, *headers; const uint8_t *payload;
 } msrt_envelope;
 msrt_envelope *msrt_lactor_ffi_pop(void *la);
 void msrt_lactor_ffi_unref(msrt_envelope *e);
 long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
-  const char *r, size_t rlen, const void *p, size_t plen, int prio);
+  const char *r, size_t rlen, const void *p, size_t plen, int prio,
+  const char *h, size_t hlen);
 ]]
   -- a cdata pointer: the JIT cannot pass a lightuserdata as void *
   local C, me, str = ffi.C, ffi.cast("void *", rt.self()), ffi.string
@@ -77,13 +78,14 @@ long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
     end
     local reply = e.reply ~= nil and str(e.reply, e.reply_len) or nil
     local subject, mid, prio = str(e.subject, e.subject_len), tonumber(e.id), e.priority
+    local hdr = e.headers_len > 0 and str(e.headers, e.headers_len) or nil
     C.msrt_lactor_ffi_unref(e)
-    return flags, subject, reply, data, mid, prio
+    return flags, subject, reply, data, mid, prio, hdr
   end
-  publish = function(subject, data, reply, prio)
+  publish = function(subject, data, reply, prio, hdr)
     local p, n = wbuf:reset():encode(data):ref()
     local r = tonumber(C.msrt_lactor_ffi_publish(me, subject, #subject, reply,
-      reply and #reply or 0, p, n, prio or 5))
+      reply and #reply or 0, p, n, prio or 5, hdr, hdr and #hdr or 0))
     if r >= 0 then return r end
     if r == -2 then return "blocked" end
     return nil, last_error()
@@ -103,12 +105,12 @@ end
 local function wait_sys(want)
   set_waiting(true)
   while true do
-    local flags, subject, reply, payload, mid, prio = pop()
+    local flags, subject, reply, payload, mid, prio, hdr = pop()
     if not flags then
       yield("waiting")
     else
       local is_control = band(flags, CONTROL) ~= 0
-      local a, b = want(is_control, subject, payload, flags, reply, mid, prio)
+      local a, b = want(is_control, subject, payload, flags, reply, mid, prio, hdr)
       if a ~= nil or b ~= nil then
         set_waiting(false)
         return a, b
@@ -136,7 +138,13 @@ local function wait_blocked()
 end
 
 -- Publish, waiting for room when a `block` mailbox is full.
-local function send(subject, data, reply, prio, fname)
+-- msg.headers from the wire form (msrt.headers), loaded on first use.
+local function headers_of(hdr)
+  if hdr == nil then return nil end
+  return require("msrt.headers").decode(hdr)
+end
+
+local function send(subject, data, reply, prio, fname, headers)
   if type(subject) ~= "string" then
     error(("bad argument #1 to '%s' (subject string expected, got %s)"):format(fname, type(subject)), 3)
   end
@@ -146,7 +154,13 @@ local function send(subject, data, reply, prio, fname)
   if reply ~= nil and type(reply) ~= "string" then
     error(("bad argument #3 to '%s' (reply must be a subject string)"):format(fname), 3)
   end
-  local r, code, message = publish(subject, data, reply, prio)
+  local hdr
+  if headers ~= nil then
+    local herr
+    hdr, herr = require("msrt.headers").encode(headers)
+    if herr then return nil, err("invalid_arg", herr) end
+  end
+  local r, code, message = publish(subject, data, reply, prio, hdr)
   if r == "blocked" then r, code, message = wait_blocked() end
   if r == nil then return nil, err(code, message) end
   return r
@@ -159,11 +173,12 @@ local function check_opts(opts, fname)
   return opts or {}
 end
 
---- Publish data on subject. opts: priority (1..10), reply (subject).
+--- Publish data on subject. opts: priority (1..10), reply (subject),
+-- headers (name = value strings, see msrt.publish).
 -- @return true | nil, err
 function ctx:publish(subject, data, opts)
   opts = check_opts(opts, "publish")
-  local r, e = send(subject, data, opts.reply, opts.priority, "publish")
+  local r, e = send(subject, data, opts.reply, opts.priority, "publish", opts.headers)
   if r == nil then return nil, e end
   return true
 end
@@ -184,19 +199,19 @@ function ctx:request(subject, data, opts)
   if stop_reason or closed() then return nil, err("closed", "the actor is stopping") end
   next_req = next_req + 1
   local inbox = assert(rt.inbox()) .. "." .. next_req
-  local n, e = send(subject, data, inbox, opts.priority, "request")
+  local n, e = send(subject, data, inbox, opts.priority, "request", opts.headers)
   if n == nil then return nil, e end
   if n == 0 then return nil, err("no_responders", ("no responders for \"%s\""):format(subject)) end
   next_timer = next_timer + 1
   local tid = next_timer
   rt.timer(tid, opts.timeout_ms or 5000, 0)
-  local got, msg = wait_sys(function(is_control, s, payload, flags, reply, mid, prio)
+  local got, msg = wait_sys(function(is_control, s, payload, flags, reply, mid, prio, hdr)
     if is_control then
       if s == "_TIMER" and tonumber(payload) == tid then
         return false, err("timeout", ("no reply from \"%s\" within %d ms"):format(subject, opts.timeout_ms or 5000))
       end
     elseif s == inbox then
-      return true, { subject = s, reply = reply, data = payload, id = mid, priority = prio }
+      return true, { subject = s, reply = reply, data = payload, id = mid, priority = prio, headers = headers_of(hdr) }
     end -- a late reply to an earlier request: dropped
   end)
   if got then
@@ -282,7 +297,7 @@ local function loop(budget)
   while true do
     local n = 0
     while n < budget and not stop_reason do
-      local flags, subject, reply, payload, mid, prio = pop()
+      local flags, subject, reply, payload, mid, prio, hdr = pop()
       if not flags then break end
       n = n + 1
       if band(flags, CONTROL) ~= 0 then
@@ -290,7 +305,8 @@ local function loop(budget)
         run_timers()
       elseif byte(subject) ~= 95 or subject:sub(1, 7) ~= "_INBOX." then -- 95: '_'
         if slow then go_fast() slow = false end
-        handle(ctx, { subject = subject, reply = reply, data = payload, id = mid, priority = prio })
+        handle(ctx, { subject = subject, reply = reply, data = payload, id = mid, priority = prio,
+                      headers = hdr and headers_of(hdr) })
       end -- else: a reply that came after its request timed out
     end
     if stop_reason or closed() then

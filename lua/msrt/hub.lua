@@ -5,6 +5,7 @@
 local core = require "msrt.core"
 local profile = require "msrt.profile"
 local buffer = require "string.buffer"
+local headers = require "msrt.headers"
 local uv = require "luv"
 
 local encode, decode = buffer.encode, buffer.decode
@@ -35,10 +36,11 @@ end
 
 local dispatch = {}
 
-function dispatch.deliver(hub_id, subject, reply, payload, id, priority, flags)
+function dispatch.deliver(hub_id, subject, reply, payload, id, priority, flags, hdr)
   local fn = subs[hub_id]
   if fn then
-    fn({ subject = subject, reply = reply, data = data_of(flags, payload), id = id, priority = priority })
+    fn({ subject = subject, reply = reply, data = data_of(flags, payload), id = id, priority = priority,
+         headers = hdr and headers.decode(hdr) })
   end
 end
 
@@ -107,7 +109,9 @@ end
 function M.publish(subject, data, opts, reply)
   local ok, err = ensure()
   if not ok then return nil, err end
-  local r, pending = core.publish(subject, encode(data), reply or opts.reply, opts.priority)
+  local hdr, herr = headers.encode(opts.headers)
+  if herr then return nil, core.error("invalid_arg", herr) end
+  local r, pending = core.publish(subject, encode(data), reply or opts.reply, opts.priority, hdr)
   if r == "blocked" then
     if not coroutine.running() then
       return nil, core.error("mailbox_full", ("mailbox full on \"%s\" and the caller is not a coroutine"):format(subject))

@@ -69,10 +69,14 @@ local function check_opts(opts, n, fname)
 end
 
 --- Publish data (any value string.buffer can encode) on subject.
--- opts: `priority` (1 highest .. 10 lowest, default 5), `reply` (subject).
+-- opts: `priority` (1 highest .. 10 lowest, default 5), `reply` (subject),
+-- `headers` (a table of name = value strings, NATS-style: names printable
+-- ASCII without ':' or spaces, values without CR/LF; receivers see it as
+-- msg.headers; headers and payload together count against max_payload).
 -- A full mailbox with the `block` policy makes the calling coroutine wait
 -- for room; with `error` it comes back as mailbox_full.
--- @return true | nil, err (invalid_subject, payload_too_big, mailbox_full)
+-- @return true | nil, err (invalid_subject, payload_too_big, mailbox_full,
+--   invalid_arg for bad headers)
 function M.publish(subject, data, opts)
   check_subject(subject, 1, "publish")
   opts = check_opts(opts, 3, "publish")
@@ -95,7 +99,7 @@ function M.subscribe(pattern, fn, opts)
 end
 
 --- Request/reply from a hub coroutine (the main chunk and callbacks are):
--- opts `timeout_ms` (default 5000), `priority`.
+-- opts `timeout_ms` (default 5000), `priority`, `headers` (as publish).
 -- @return data, msg | nil, err (no_responders at once, timeout)
 function M.request(subject, data, opts)
   check_subject(subject, 1, "request")

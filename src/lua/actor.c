@@ -35,6 +35,7 @@ _Static_assert(offsetof(msrt_envelope, flags) == 5 &&
                    offsetof(msrt_envelope, payload_len) == 20 &&
                    offsetof(msrt_envelope, id) == 24 &&
                    offsetof(msrt_envelope, subject) == 48 &&
+                   offsetof(msrt_envelope, headers) == 64 &&
                    offsetof(msrt_envelope, payload) == 72,
                "msrt_envelope layout differs from actor_boot.lua's cdef");
 
@@ -147,7 +148,7 @@ static lactor *self(lua_State *L) {
   return lua_touserdata(L, lua_upvalueindex(1));
 }
 
-/* pop() -> nil | flags, subject, reply, payload, id, priority */
+/* pop() -> nil | flags, subject, reply, payload, id, priority, headers */
 static int a_pop(lua_State *L) {
   msrt_envelope *e = msrt_actor_pop(self(L)->cell);
   if (!e) return 0;
@@ -158,8 +159,12 @@ static int a_pop(lua_State *L) {
   lua_pushlstring(L, (const char *)e->payload, e->payload_len);
   lua_pushnumber(L, (lua_Number)e->id);
   lua_pushinteger(L, e->priority);
+  if (e->headers_len)
+    lua_pushlstring(L, (const char *)e->headers, e->headers_len);
+  else
+    lua_pushnil(L);
   msrt_env_unref(e);
-  return 6;
+  return 7;
 }
 
 static int push_err(lua_State *L, const msrt_error *err) {
@@ -172,9 +177,10 @@ static int push_err(lua_State *L, const msrt_error *err) {
 /* The publish both paths share: >= 0 delivered endpoints, -1 error (in
  * la->err), -2 blocked on full `block` mailboxes (then wait_room/retry). */
 static long publish(lactor *la, const char *s, size_t slen, const char *r,
-                    size_t rlen, const void *p, size_t plen, int prio) {
-  msrt_envelope *e = msrt_rt_make(la->rt, s, slen, r, rlen, p, plen, prio, 0,
-                                  &la->err);
+                    size_t rlen, const void *p, size_t plen, int prio,
+                    const char *h, size_t hlen) {
+  msrt_envelope *e = msrt_rt_make(la->rt, s, slen, r, rlen, h, hlen, p, plen,
+                                  prio, 0, &la->err);
   if (!e) return -1;
   size_t delivered;
   msrt_code rc = msrt_rt_publish(la->rt, e, &delivered, &la->pend, &la->err);
@@ -184,7 +190,7 @@ static long publish(lactor *la, const char *s, size_t slen, const char *r,
   return (long)delivered;
 }
 
-/* publish(subject, payload, reply, priority) -> delivered
+/* publish(subject, payload, reply, priority, headers) -> delivered
  *   | nil, code, message | "blocked" (then wait_room/retry) */
 static int a_publish(lua_State *L) {
   lactor *la = self(L);
@@ -193,7 +199,9 @@ static int a_publish(lua_State *L) {
   const char *p = luaL_checklstring(L, 2, &plen);
   const char *r = luaL_optlstring(L, 3, NULL, &rlen);
   int prio = (int)luaL_optinteger(L, 4, MSRT_PRIORITY_DEFAULT);
-  long n = publish(la, s, slen, r, rlen, p, plen, prio);
+  size_t hlen = 0;
+  const char *h = luaL_optlstring(L, 5, NULL, &hlen);
+  long n = publish(la, s, slen, r, rlen, p, plen, prio, h, hlen);
   if (n == -2) {
     lua_pushliteral(L, "blocked");
     return 1;
@@ -230,8 +238,9 @@ void msrt_lactor_ffi_unref(msrt_envelope *e) { msrt_env_unref(e); }
 
 long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
                              const char *r, size_t rlen, const void *p,
-                             size_t plen, int prio) {
-  return publish(la, s, slen, r, rlen, p, plen, prio);
+                             size_t plen, int prio, const char *h,
+                             size_t hlen) {
+  return publish(la, s, slen, r, rlen, p, plen, prio, h, hlen);
 }
 
 static void room_waker(void *ud) {

@@ -54,7 +54,9 @@ void msrt_lactor_release(msrt_actor *a, void *ud);
  *   msrt_lactor_ffi_unref    drop a popped envelope
  *   msrt_lactor_ffi_publish  publish: subject s (slen bytes), reply r (NULL
  *                            or rlen bytes), payload p (plen bytes, a
- *                            string.buffer encoding), priority 1..10;
+ *                            string.buffer encoding), priority 1..10,
+ *                            headers h (NULL or hlen bytes, the wire form
+ *                            of lua/msrt/headers.lua);
  *                            returns the endpoints reached (>= 0), -1 on
  *                            error (rt.last_error() gives code, message:
  *                            invalid_subject, payload_too_big,
@@ -64,7 +66,8 @@ msrt_envelope *msrt_lactor_ffi_pop(void *la);
 void msrt_lactor_ffi_unref(msrt_envelope *e);
 long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
                              const char *r, size_t rlen, const void *p,
-                             size_t plen, int prio);
+                             size_t plen, int prio, const char *h,
+                             size_t hlen);
 
 /* Control subjects carried on the sys lane (flag MSRT_ENV_CONTROL). */
 #define MSRT_ENV_CONTROL 0x80

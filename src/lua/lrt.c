@@ -129,7 +129,11 @@ static void drain(msrt_inbox_item *items, size_t n, void *ud) {
       lua_pushnumber(L, (lua_Number)e->id);
       lua_pushinteger(L, e->priority);
       lua_pushinteger(L, e->flags);
-      nargs += 6;
+      if (e->headers_len)
+        lua_pushlstring(L, (const char *)e->headers, e->headers_len);
+      else
+        lua_pushnil(L);
+      nargs += 7;
     } else if (it->kind == MSRT_IN_OVERLOAD) {
       lua_pushnumber(L, (lua_Number)(uintptr_t)it->ptr);
       nargs++;
@@ -318,8 +322,11 @@ static int l_publish(lua_State *L) {
   const char *p = luaL_checklstring(L, 2, &plen);
   const char *r = luaL_optlstring(L, 3, NULL, &rlen);
   int prio = (int)luaL_optinteger(L, 4, MSRT_PRIORITY_DEFAULT);
+  size_t hlen = 0;
+  const char *h = luaL_optlstring(L, 5, NULL, &hlen);
   msrt_error err;
-  msrt_envelope *e = msrt_rt_make(rt, s, slen, r, rlen, p, plen, prio, 0, &err);
+  msrt_envelope *e =
+      msrt_rt_make(rt, s, slen, r, rlen, h, hlen, p, plen, prio, 0, &err);
   if (!e) return fail_err(L, &err);
   msrt_pending *pend = lua_newuserdata(L, sizeof *pend);
   memset(pend, 0, sizeof *pend);

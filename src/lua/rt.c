@@ -138,6 +138,7 @@ int msrt_rt_stop(msrt_rt *rt) {
 
 msrt_envelope *msrt_rt_make(msrt_rt *rt, const char *subject, size_t slen,
                             const char *reply, size_t rlen,
+                            const void *headers, size_t hlen,
                             const void *payload, size_t plen, int priority,
                             uint64_t trace_id, msrt_error *err) {
   /* A refusal here is the message's only outcome: accepted and refused. */
@@ -149,16 +150,17 @@ msrt_envelope *msrt_rt_make(msrt_rt *rt, const char *subject, size_t slen,
     count(rt, MSRT_STAT_REFUSED, 1);
     return NULL;
   }
-  if (plen > rt->cfg.max_payload) {
+  if (plen + hlen > rt->cfg.max_payload) {
     count(rt, MSRT_STAT_ACCEPTED, 1);
     count(rt, MSRT_STAT_REFUSED, 1);
     msrt_error_set(err, MSRT_E_PAYLOAD_TOO_BIG,
-                   "payload of %zu bytes on \"%.*s\" exceeds max_payload "
-                   "(%zu bytes)", plen, (int)(slen > 200 ? 200 : slen),
-                   subject, rt->cfg.max_payload);
+                   "payload of %zu bytes%s on \"%.*s\" exceeds max_payload "
+                   "(%zu bytes)", plen + hlen, hlen ? " with headers" : "",
+                   (int)(slen > 200 ? 200 : slen), subject,
+                   rt->cfg.max_payload);
     return NULL;
   }
-  msrt_envelope *e = msrt_env_new(subject, slen, reply, rlen, NULL, 0,
+  msrt_envelope *e = msrt_env_new(subject, slen, reply, rlen, headers, hlen,
                                   payload, plen, priority,
                                   MSRT_ENV_PAYLOAD_BUFFER, trace_id);
   if (!e) msrt_error_set(err, MSRT_E_NOMEM, "out of memory");

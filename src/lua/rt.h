@@ -93,11 +93,13 @@ msrt_code msrt_rt_start(msrt_hub *hub, const msrt_rt_config *cfg,
 int msrt_rt_stop(msrt_rt *rt);
 
 /* Make an envelope after checking the subject (NATS rules, max_subject)
- * and the payload size (max_payload). Returns NULL with err filled
+ * and the size of headers + payload (max_payload, as NATS counts it;
+ * headers: NULL or hlen bytes of "name\0value\0" pairs). Returns NULL with err filled
  * (invalid_subject, payload_too_big, nomem). A refusal is counted as
  * accepted and refused (nomem is not counted: nothing was accepted). */
 msrt_envelope *msrt_rt_make(msrt_rt *rt, const char *subject, size_t slen,
                             const char *reply, size_t rlen,
+                            const void *headers, size_t hlen,
                             const void *payload, size_t plen, int priority,
                             uint64_t trace_id, msrt_error *err);
 
