@@ -1,12 +1,17 @@
 --- Actor benchmark (issue "The threaded runtime"): Lua actors on the worker
 -- threads, through the real publish path (router, mailboxes, string.buffer).
 --   msrt-lua [--profile P] scripts/bench/actors.lua [--runs N] [--msgs N]
---            [--secs S] [--actors N] [--only flood|pingpong|memory]
+--            [--secs S] [--actors N]
+--            [--only flood|pingpong|memory|fanout|queue|request]
 -- Prints the machine, the command and, as the median of --runs runs:
 --   flood     1 sender actor -> 1 receiver actor, --msgs messages (msgs/s)
 --   pingpong  1, 8, 64 pairs for --secs each: round trips/s, p50/p99 us
 --   memory    --actors idle actors: spawn rate (actors/s, from msrt.actor
 --             to every init having run) and RSS per idle actor (bytes)
+--   fanout    1 sender -> 4 subscribers of one subject, --msgs messages
+--             (messages published/s and deliveries/s)
+--   queue     1 sender -> a 4-member queue group, --msgs messages (msgs/s)
+--   request   ctx:request round trips actor -> actor for --secs (p50/p99)
 -- Timing is wall-clock (CLOCK_MONOTONIC) measured inside the actors.
 local msrt = require "msrt"
 io.stdout:setvbuf("line")
@@ -18,7 +23,7 @@ do
   while arg[i] do
     local k = arg[i]:match("^%-%-(%w+)$")
     if not k or opts[k] == nil or arg[i + 1] == nil then
-      io.stderr:write("usage: actors.lua [--runs N] [--msgs N] [--secs S] [--actors N] [--only flood|pingpong|memory]\n")
+      io.stderr:write("usage: actors.lua [--runs N] [--msgs N] [--secs S] [--actors N] [--only flood|pingpong|memory|fanout|queue|request]\n")
       os.exit(2)
     end
     opts[k] = type(opts[k]) == "number" and tonumber(arg[i + 1]) or arg[i + 1]
@@ -190,6 +195,85 @@ local function memory_once(run)
   return opts.actors / secs, per
 end
 
+-- ---- through the router: fan-out, queue group, request/reply ------------
+
+-- A receiver counts its messages; on "bench.r.end.<run>" (which follows the
+-- sender's messages in FIFO order) it reports its count and the time.
+local function R_INIT(ctx, a)
+  ctx.now = loadstring(a.clock)()
+  ctx.n = 0
+  ctx:subscribe("bench.r.end." .. a.run)
+end
+
+local function R_HANDLE(ctx, msg)
+  if msg.subject == "bench.r.end." .. ctx.args.run then
+    ctx:publish("bench.r.count." .. ctx.args.run, { n = ctx.n, t = ctx.now() })
+  else
+    ctx.n = ctx.n + 1
+  end
+end
+
+local function S_HANDLE(ctx)
+  local a = ctx.args
+  ctx:publish("bench.r.start." .. a.run, ctx.now())
+  for i = 1, a.n do ctx:publish(a.subject, i) end
+  ctx:publish("bench.r.end." .. a.run, true)
+end
+
+-- 4 receivers on subject (queue: in one queue group); returns the messages
+-- each got (summed) per second, from the first publish to the last report.
+local function router_once(kind, run)
+  local subject = "bench.r." .. kind .. "." .. run
+  local recv = assert(msrt.actor{ name = "recv", instances = 4, subscribe = subject,
+    queue = kind == "queue" and "q" or nil, capacity = 65536,
+    args = { clock = CLOCK, run = run }, init = R_INIT, handle = R_HANDLE })
+  local send = assert(msrt.actor{ name = "send", subscribe = "bench.r.go." .. run,
+    args = { clock = CLOCK, run = run, n = opts.msgs, subject = subject },
+    init = function(ctx, a) ctx.now = loadstring(a.clock)() end, handle = S_HANDLE })
+  local co = coroutine.running()
+  local t0, t1, got, reports = nil, 0, 0, 0
+  local s1 = msrt.subscribe("bench.r.start." .. run, function(m) t0 = m.data end)
+  local s2 = msrt.subscribe("bench.r.count." .. run, function(m)
+    got, t1, reports = got + m.data.n, math.max(t1, m.data.t), reports + 1
+    if reports == 4 then assert(coroutine.resume(co)) end
+  end)
+  msrt.publish("bench.r.go." .. run, true)
+  coroutine.yield()
+  s1.unsubscribe(); s2.unsubscribe()
+  recv:stop(); send:stop(); recv:wait(); send:wait()
+  local want = kind == "queue" and opts.msgs or 4 * opts.msgs
+  assert(got == want, ("%s: %d of %d messages arrived"):format(kind, got, want))
+  return got / (t1 - t0)
+end
+
+local function request_once(run)
+  local tag = "bench.rr." .. run
+  local resp = assert(msrt.actor{ name = "resp", subscribe = tag, handle = PONG })
+  local req = assert(msrt.actor{ name = "req", subscribe = tag .. ".go",
+    args = { secs = opts.secs, clock = CLOCK, tag = tag },
+    init = function(ctx, a) ctx.now = loadstring(a.clock)() end,
+    handle = function(ctx)
+      local hist, n, t_start = {}, 0, ctx.now()
+      repeat
+        local t = ctx.now()
+        assert(ctx:request(ctx.args.tag, n))
+        local now = ctx.now()
+        local b = math.min(math.floor((now - t) * 2e7), 10000)
+        hist[b] = (hist[b] or 0) + 1
+        n = n + 1
+      until now - t_start >= ctx.args.secs
+      ctx:publish(ctx.args.tag .. ".done", { n = n, hist = hist })
+    end })
+  local co = coroutine.running()
+  local result
+  local sub = msrt.subscribe(tag .. ".done", function(m) result = m.data; assert(coroutine.resume(co)) end)
+  msrt.publish(tag .. ".go", true)
+  coroutine.yield()
+  sub.unsubscribe()
+  req:stop(); resp:stop(); req:wait(); resp:wait()
+  return quantile(result.hist, result.n, 0.5), quantile(result.hist, result.n, 0.99)
+end
+
 -- ---- main ------------------------------------------------------------------
 
 local function cpu_model()
@@ -227,5 +311,25 @@ if want("memory") then
   for run = 1, opts.runs do rates[run], per[run] = memory_once(run) end
   print(("spawn %d actors: %.0f actors/s; RSS per idle actor: %.1f KiB (median of %d)")
     :format(opts.actors, median(rates), median(per) / 1024, opts.runs))
+end
+for _, kind in ipairs({ "fanout", "queue" }) do
+  if want(kind) then
+    local r = {}
+    for run = 1, opts.runs do r[run] = router_once(kind, run) end
+    local m = median(r)
+    if kind == "fanout" then
+      print(("fanout 1->4 subscribers, %d msgs: %.2f M msgs/s published, %.2f M deliveries/s (median of %d)")
+        :format(opts.msgs, m / 4e6, m / 1e6, opts.runs))
+    else
+      print(("queue group of 4, %d msgs: %.2f M msgs/s (median of %d)"):format(opts.msgs, m / 1e6, opts.runs))
+    end
+  end
+end
+
+if want("request") then
+  local p50s, p99s = {}, {}
+  for run = 1, opts.runs do p50s[run], p99s[run] = request_once(run) end
+  print(("request/reply actor->actor (ctx:request): p50 %.2f us, p99 %.2f us (median of %d)")
+    :format(median(p50s), median(p99s), opts.runs))
 end
 msrt.stop()
