@@ -6,9 +6,11 @@
 local rt, spec_s, id = ...
 local buffer = require "string.buffer"
 local encode, decode = buffer.encode, buffer.decode
-local band = require("bit").band
 local closed, set_waiting = rt.closed, rt.set_waiting
 local yield, byte = coroutine.yield, string.byte
+-- envelope flags (a uint8): CONTROL is the top bit, BUFFER the lowest
+-- (tested arithmetically: the bit library is opened lazily, and idle
+-- actors should not need it)
 local CONTROL, BUFFER = 0x80, 0x01
 
 local spec = decode(spec_s)
@@ -32,7 +34,7 @@ local c_pop, c_publish = rt.pop, rt.publish
 local function pop()
   local flags, subject, reply, payload, mid, prio, hdr = c_pop()
   if not flags then return nil end
-  if band(flags, BUFFER) ~= 0 then
+  if flags % 2 == BUFFER then
     local ok, v = pcall(decode, payload)
     if not ok then -- cdata needs the ffi library loaded to decode
       require "ffi"
@@ -71,7 +73,7 @@ long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
     local e = C.msrt_lactor_ffi_pop(me)
     if e == nil then return nil end
     local flags, data = e.flags
-    if band(flags, BUFFER) ~= 0 then
+    if flags % 2 == BUFFER then
       data = rbuf:set(e.payload, e.payload_len):decode()
     else
       data = str(e.payload, e.payload_len)
@@ -109,7 +111,7 @@ local function wait_sys(want)
     if not flags then
       yield("waiting")
     else
-      local is_control = band(flags, CONTROL) ~= 0
+      local is_control = flags >= CONTROL
       local a, b = want(is_control, subject, payload, flags, reply, mid, prio, hdr)
       if a ~= nil or b ~= nil then
         set_waiting(false)
@@ -300,7 +302,7 @@ local function loop(budget)
       local flags, subject, reply, payload, mid, prio, hdr = pop()
       if not flags then break end
       n = n + 1
-      if band(flags, CONTROL) ~= 0 then
+      if flags >= CONTROL then
         control(subject, payload)
         run_timers()
       elseif byte(subject) ~= 95 or subject:sub(1, 7) ~= "_INBOX." then -- 95: '_'
@@ -314,7 +316,7 @@ local function loop(budget)
       while not stop_reason do
         local flags, subject, _, payload = pop()
         if not flags then break end
-        if band(flags, CONTROL) ~= 0 then control(subject, payload) end
+        if flags >= CONTROL then control(subject, payload) end
       end
       local reason = stop_reason or "shutdown"
       if M.terminate then M.terminate(ctx, reason) end

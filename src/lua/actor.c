@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "core/clock.h"
-#include "core/mem.h"
+#include "lua/astate.h"
 #include "lua/lerror.h"
 
 typedef struct {
@@ -355,88 +355,22 @@ static int a_now_ms(lua_State *L) {
   return 1;
 }
 
-/* jit_on(): open the jit library, which turns the JIT on; also the
- * package.preload entry for "jit". luaopen_jit sets the global `jit` and
- * package.loaded.jit itself, but what it leaves on top is not the jit table,
- * so it is called for its effect and the global returned. */
-static int a_jit_on(lua_State *L) {
-  lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
-  lua_getfield(L, -1, LUA_JITLIBNAME);
-  if (lua_istable(L, -1)) return 1; /* opened already */
-  lua_pushcfunction(L, luaopen_jit);
-  lua_pushliteral(L, LUA_JITLIBNAME);
-  lua_call(L, 1, 0);
-  lua_getglobal(L, LUA_JITLIBNAME);
-  return 1;
-}
-
 static const luaL_Reg actor_fns[] = {
   {"pop", a_pop}, {"publish", a_publish}, {"wait_room", a_wait_room},
   {"retry", a_retry}, {"inbox", a_inbox}, {"subscribe", a_subscribe},
   {"timer", a_timer}, {"set_waiting", a_set_waiting}, {"closed", a_closed},
-  {"stop", a_stop}, {"log", a_log}, {"now_ms", a_now_ms}, {"jit_on", a_jit_on},
+  {"stop", a_stop}, {"log", a_log}, {"now_ms", a_now_ms}, {"jit_on", msrt_astate_jit},
   {"last_error", a_last_error}, {"self", a_self},
   {NULL, NULL}};
 
 /* ---- the actor's state ------------------------------------------------ */
 
-static void open_lib(lua_State *L, lua_CFunction fn, const char *name) {
-  lua_pushcfunction(L, fn);
-  lua_pushstring(L, name);
-  lua_call(L, 1, 0);
-}
-
-/* Lighter than luaL_openlibs: no debug library, ffi only on require (ffi
- * alone doubles a state's creation time and adds 16 KB), and the jit
- * library (which turns the JIT on; its CPU detection alone costs ~23 us per
- * state on this machine kind) only when the actor handles its first
- * message (a_jit_on), so idle actors never pay for it. */
-static void open_libs(lua_State *L) {
-  open_lib(L, luaopen_base, "");
-  open_lib(L, luaopen_package, LUA_LOADLIBNAME);
-  open_lib(L, luaopen_table, LUA_TABLIBNAME);
-  open_lib(L, luaopen_string, LUA_STRLIBNAME);
-  open_lib(L, luaopen_math, LUA_MATHLIBNAME);
-  open_lib(L, luaopen_os, LUA_OSLIBNAME);
-  open_lib(L, luaopen_io, LUA_IOLIBNAME);
-  open_lib(L, luaopen_bit, LUA_BITLIBNAME);
-  lua_getglobal(L, "package");
-  lua_getfield(L, -1, "preload");
-  lua_pushcfunction(L, luaopen_ffi);
-  lua_setfield(L, -2, "ffi");
-  lua_pushcfunction(L, a_jit_on);
-  lua_setfield(L, -2, LUA_JITLIBNAME);
-  lua_pop(L, 1);
-  lua_pushstring(L, setup.path);
-  lua_setfield(L, -2, "path");
-  lua_pushstring(L, setup.cpath);
-  lua_setfield(L, -2, "cpath");
-  lua_pop(L, 1);
-}
-
-/* Actor states allocate through core/mem.h instead of LuaJIT's own
- * per-state mmap arenas: with thousands of states those arenas cost a page
- * fault per fresh page and contend on the process's mmap lock (perf: 60% of
- * spawn time in the kernel), while mimalloc's per-thread heaps reuse freed
- * memory. (A custom allocator needs LuaJIT's GC64 mode, the default on
- * x64; lua_newstate returns NULL without it, reported as out of memory.) */
-static void *state_alloc(void *ud, void *p, size_t osize, size_t nsize) {
-  (void)ud, (void)osize;
-  if (nsize == 0) {
-    msrt_mem_free(p);
-    return NULL;
-  }
-  return msrt_mem_realloc(p, nsize);
-}
-
 /* Make the state and the loop coroutine; returns 0, or -1 with the error
  * message on top of la->L (or no state at all when out of memory). */
 static int boot(lactor *la) {
-  lua_State *L = la->L = lua_newstate(state_alloc, NULL);
+  lua_State *L = la->L = msrt_astate_new(
+      la->rt->cfg.gc_pause, la->rt->cfg.gc_stepmul, setup.path, setup.cpath);
   if (!L) return -1;
-  lua_gc(L, LUA_GCSETPAUSE, la->rt->cfg.gc_pause);
-  lua_gc(L, LUA_GCSETSTEPMUL, la->rt->cfg.gc_stepmul);
-  open_libs(L);
   if (luaL_loadbuffer(L, setup.boot, setup.boot_len, "=actor_boot")) return -1;
   lua_newtable(L);
   lua_pushlightuserdata(L, la);
