@@ -9,6 +9,7 @@ local profile = require "msrt.profile"
 local hub = require "msrt.hub"
 local actors = require "msrt.actors"
 local routes = require "msrt.routes"
+local process = require "msrt.process"
 local uv = require "luv"
 
 local M = {}
@@ -123,6 +124,49 @@ function M.actor(spec)
   return actors.new(spec)
 end
 
+--- Start an agent process: a child program speaking JSON lines (or text
+-- lines, or raw bytes) on stdin/stdout, bridged to the router.
+-- spec: `name` (one subject token), `cmd = {"prog", "arg", ...}` (no
+-- shell; prog searched in the host's PATH), `env = {NAME = value}`,
+-- `inherit_env` (false: the default, the child's environment is only
+-- `env`; true: the host's whole environment; or a list of names),
+-- `cwd`, `codec` ("json_lines" default, "lines", "raw"), `publish_as`
+-- (subject prefix, default "agents.<name>"), `subscribe` (pattern or
+-- list: matching messages are written to stdin, one JSON line each
+-- {subject, reply, headers, data}), `queue` (queue group of those
+-- subscriptions), `capacity` (stdin lines queued while the child does not
+-- read, default 1024) and `overflow` (when full: "drop_newest", the
+-- default, or "drop_oldest"; "error" and "block" cannot reach the sender
+-- of an asynchronous delivery and act as drop_newest), `allow_publish` /
+-- `deny_publish` (subject patterns; the child may always publish under
+-- publish_as and, once each, to the reply subjects it was handed; deny
+-- wins), `limits = {nofile, as_bytes, cpu_s, nproc}` (setrlimit in the
+-- child), `stop = {signal = "TERM", grace_ms = 5000}`, `max_line_bytes`
+-- (default the profile's).
+-- stdout (json_lines): an object with a `subject` (and optional `reply`,
+-- `headers`, `data`) is published as that message; any other value on
+-- "<publish_as>.out". A line that is too long, not UTF-8 or not JSON is
+-- reported on `msrt.process.<name>.bad_output` {name, reason, detail,
+-- head (first 200 bytes), bytes, count} and reading goes on; so is a
+-- publish the permissions refuse (reason "permission"). stderr lines go to
+-- the log as "[name] line". JSON null arrives as `msrt.null`.
+-- The child leads its own process group: stop and signals reach its
+-- children too, and what is left of the group dies with it. Its exit
+-- (final after the status and the last output) is published on
+-- `msrt.process.<name>.exit` as {name, pid, code, signal, normal, stopped,
+-- reason, stderr (last lines)}; state changes (initializing, idle, busy,
+-- stopping, terminated, failed) on `msrt.process.<name>.state`.
+-- @return a handle (:pid(), :send(data), :signal(name), :stop([grace_ms]),
+--   :close_stdin(), :state(), :stats(), :wait(), :on_exit(fn)) | nil, err
+--   (invalid_arg, spawn_failed)
+function M.process(spec)
+  check_arg(type(spec) == "table", 1, "process", "spec table expected")
+  return process.new(spec)
+end
+
+--- JSON null as processes' JSON reaches Lua (a NULL lightuserdata).
+M.null = process.null
+
 --- Install a routing table: how published subjects are rewritten, split
 -- and dead-lettered before subscribers are matched.
 -- rules_or_path: a list of rules, or the path of a Lua file returning one
@@ -200,6 +244,7 @@ function M.log(level, ...)
   for i = 1, select("#", ...) do parts[i] = tostring(parts[i]) end
   io.stderr:write(("%s %s\n"):format(level:upper(), table.concat(parts, " ")))
 end
+process.log = M.log
 
 local function timer(ms, repeat_ms, fn, fname)
   check_arg(type(ms) == "number" and ms >= 0, 1, fname, "non-negative number of ms expected")
@@ -258,6 +303,7 @@ core.on_shutdown(function(reason)
   end
   -- Actors finish their message and terminate; a stuck one does not hold
   -- the exit past the profile's shutdown_timeout_ms.
+  process.stop_all() -- children get their stop signal, then SIGKILL
   actors.stop_all("shutdown")
   if not hub.stop() then
     core.report("shutdown", "an actor did not finish within shutdown_timeout_ms; exiting without it")

@@ -232,6 +232,7 @@ typedef struct {
   int published, bad, err_lines, exits, drops;
   char *subjects[MAXREC];
   char *data[MAXREC];
+  char *headers[MAXREC]; /* first pair only: "name" (the value follows) */
   char *bad_reason[64];
   size_t bad_total[64];
   char *err[64];
@@ -244,16 +245,22 @@ typedef struct {
 static rec R;
 
 static void rec_reset(void) {
-  for (int i = 0; i < R.published && i < MAXREC; i++) free(R.subjects[i]), free(R.data[i]);
+  for (int i = 0; i < R.published && i < MAXREC; i++)
+    free(R.subjects[i]), free(R.data[i]), free(R.headers[i]);
   for (int i = 0; i < R.bad && i < 64; i++) free(R.bad_reason[i]);
   for (int i = 0; i < R.err_lines && i < 64; i++) free(R.err[i]);
   memset(&R, 0, sizeof R);
 }
 
 static msrt_code ev_publish(void *ud, msrt_proc *p, const char *s, size_t sl,
-                            const char *r, size_t rl, const void *pl,
-                            size_t plen, msrt_error *err) {
+                            const char *r, size_t rl, const void *h,
+                            size_t hl, const void *pl, size_t plen,
+                            msrt_error *err) {
   (void)ud, (void)p, (void)r, (void)rl, (void)err;
+  if (hl && R.published < MAXREC) { /* NUL-separated: copy the bytes */
+    R.headers[R.published] = malloc(hl);
+    memcpy(R.headers[R.published], h, hl);
+  }
   if (R.published < MAXREC) {
     msrt_sbuf out = {0};
     msrt_lua_to_json(pl, plen, &out, NULL);
@@ -399,6 +406,30 @@ static void test_json_output(void) {
   CHECK(R.x.code == 3 && !R.x.normal && R.x.signal == 0);
   CHECK_STR(R.tail, "oops");
   CHECK(R.err_lines == 1);
+}
+
+static void test_headers(void) {
+  run_script(sh_spec(
+      "echo '{\"subject\":\"agents.t.h\",\"headers\":{\"X-Id\":\"7\","
+      "\"N\":3},\"data\":1}';"
+      "echo '{\"subject\":\"agents.t.h\",\"headers\":{\"a b\":\"x\"}}'"));
+  CHECK(R.published == 1 && R.headers[0] &&
+        memcmp(R.headers[0], "X-Id\0" "7\0N\0" "3\0", 10) == 0);
+  CHECK(R.bad == 1 && strcmp(R.bad_reason[0], "invalid_headers") == 0);
+  /* and back: headers of a message written to stdin (cat echoes it) */
+  msrt_proc_spec s = sh_spec("exec cat");
+  msrt_proc *p = start(&s);
+  unsigned char data[] = {0x02}; /* true */
+  msrt_envelope *e = msrt_env_new("agents.t.in", 11, NULL, 0, "K\0v\"q\0", 6,
+                                  data, 1, 5, MSRT_ENV_PAYLOAD_BUFFER, 0);
+  msrt_error err;
+  CHECK(msrt_proc_send_env(p, e, &err) == MSRT_E_OK);
+  msrt_env_unref(e);
+  msrt_proc_close_stdin(p);
+  run_until_exit(p);
+  CHECK(R.published == 1 && R.headers[0] &&
+        memcmp(R.headers[0], "K\0v\"q\0", 6) == 0);
+  CHECK(R.published == 1 && strcmp(R.data[0], "true") == 0);
 }
 
 static void test_permissions(void) {
@@ -575,6 +606,6 @@ static void test_teardown(void) {
 TEST_MAIN(test_framer_every_split, test_framer_limits, test_framer_long_lines,
           test_codec_roundtrip, test_codec_lua_forms, test_utf8, test_setup,
           test_env_scrubbed, test_cwd_and_argv, test_json_output,
-          test_permissions, test_big_lines, test_exit_after_last_output,
+          test_permissions, test_headers, test_big_lines, test_exit_after_last_output,
           test_term_ignored, test_grandchild, test_stdin_echo_and_overflow,
           test_limits_and_failures, test_teardown)

@@ -10,6 +10,7 @@
 
 #include "lua/host.h"
 #include "lua/lerror.h"
+#include "lua/lproc.h"
 
 static const char HOOK_KEY = 's'; /* registry: the Lua shutdown hook */
 
@@ -231,5 +232,6 @@ int luaopen_msrt_core(lua_State *L) {
   luaL_register(L, NULL, fns);
   msrt_lua_open_errors(L);
   msrt_lua_open_rt(L);
+  msrt_lua_open_proc(L);
   return 1;
 }

@@ -9,6 +9,7 @@
 #include "lua/actor.h"
 #include "lua/host.h"
 #include "lua/lerror.h"
+#include "lua/lproc.h"
 #include "lua/rt.h"
 #include "router/routes.h"
 
@@ -108,6 +109,10 @@ static void drain(msrt_inbox_item *items, size_t n, void *ud) {
     if (it->kind == MSRT_IN_TIMER) {
       atimer_request(rt, it);
       msrt_env_unref(it->env);
+      continue;
+    }
+    if (it->kind == MSRT_IN_PROC) { /* to a child's stdin (lproc.c) */
+      msrt_lproc_deliver(it->target, it->env);
       continue;
     }
     lua_pushlightuserdata(L, (void *)&DISPATCH_KEY);

@@ -199,6 +199,11 @@ static int deliver(msrt_rt *rt, const msrt_match_item *m, msrt_envelope *e) {
                           msrt_env_ref(e), NULL};
     return msrt_rt_to_hub(rt, it) == 0 ? MSRT_E_OK : MSRT_E_CLOSED;
   }
+  case MSRT_EP_PROC: { /* the hub writes it to the child's stdin */
+    msrt_inbox_item it = {MSRT_IN_PROC, (uint64_t)(uintptr_t)m->ud,
+                          msrt_env_ref(e), NULL};
+    return msrt_rt_to_hub(rt, it) == 0 ? MSRT_E_OK : MSRT_E_CLOSED;
+  }
   }
   return MSRT_E_INTERNAL;
 }

@@ -7,6 +7,9 @@
  *   MSRT_EP_ACTOR  an actor's normal mailbox (bounded, overflow policy)
  *   MSRT_EP_SYS    an actor's sys lane (its request inbox: replies)
  *   MSRT_EP_HUB    a hub callback: the envelope goes through the hub inbox
+ *   MSRT_EP_PROC   a child process's stdin: the envelope goes through the
+ *                  hub inbox (MSRT_IN_PROC, target = the process id in the
+ *                  subscription's ud) and the hub writes it to the pipe
  *
  * Thread-safety: msrt_rt_publish and msrt_rt_make from the hub or any
  * worker; the rest on the hub thread unless said otherwise.
@@ -24,7 +27,7 @@
 #include "router/index.h"
 #include "sched/sched.h"
 
-enum { MSRT_EP_ACTOR = 1, MSRT_EP_SYS = 2, MSRT_EP_HUB = 3 };
+enum { MSRT_EP_ACTOR = 1, MSRT_EP_SYS = 2, MSRT_EP_HUB = 3, MSRT_EP_PROC = 4 };
 
 /* Items the workers hand to the hub (msrt_inbox_item.kind). */
 enum {
@@ -33,6 +36,7 @@ enum {
   MSRT_IN_TIMER,       /* actor cell `ptr` asks for a timer (env: spec) */
   MSRT_IN_WAKE,        /* a blocked hub publish `target` may retry */
   MSRT_IN_OVERLOAD,    /* actor `target` overran slice_ms */
+  MSRT_IN_PROC,        /* env for the stdin of process `target` */
 };
 
 typedef struct {

@@ -101,7 +101,7 @@ void msrt_json_put_string(msrt_sbuf *out, const char *s, size_t n) {
   msrt_sbuf_putc(out, '"');
 }
 
-static void put_number(msrt_sbuf *out, double d) {
+void msrt_json_put_number(msrt_sbuf *out, double d) {
   char tmp[40];
   if (!isfinite(d)) {
     puts_(out, "null");
@@ -238,7 +238,7 @@ static void emit_key(msrt_sbuf *out, const key *k, const rd *r) {
   if (k->kind == 1) msrt_json_put_string(out, (const char *)k->str, k->len);
   else if (k->kind == 0) {
     msrt_sbuf tb = {tmp, 0, sizeof tmp, 0};
-    put_number(&tb, k->num);
+    msrt_json_put_number(&tb, k->num);
     msrt_json_put_string(out, tb.p, tb.len);
   } else {
     /* booleans: re-read the tag at its position */
@@ -383,7 +383,7 @@ static int number_value(rd *r, int tag, msrt_sbuf *out, key *k) {
   else d = (double)v;
   k->kind = 0;
   k->num = d;
-  if (out) put_number(out, d);
+  if (out) msrt_json_put_number(out, d);
   return 0;
 }
 

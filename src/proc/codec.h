@@ -46,6 +46,10 @@ int msrt_utf8_check(const char *s, size_t n, size_t *bad);
 /* Append the JSON string literal of s[0..n) (quoted, escaped). */
 void msrt_json_put_string(msrt_sbuf *out, const char *s, size_t n);
 
+/* Append a JSON number: integers below 1e15 without a fraction, others
+ * in the shortest %g form that reads back the same; NaN/inf as null. */
+void msrt_json_put_number(msrt_sbuf *out, double d);
+
 /* Append the string.buffer serialization of v. Returns 0, or -1 when out
  * of memory. */
 int msrt_json_to_lua(const cJSON *v, msrt_sbuf *out);

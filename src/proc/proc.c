@@ -87,16 +87,24 @@ const char *msrt_proc_state_name(msrt_proc_state s) {
   return (unsigned)s <= MSRT_PS_FAILED ? STATE_NAMES[s] : "unknown";
 }
 
+static const struct { const char *n; int s; } SIGS[] = {
+  {"TERM", SIGTERM}, {"KILL", SIGKILL}, {"INT", SIGINT}, {"HUP", SIGHUP},
+  {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"QUIT", SIGQUIT}, {"STOP", SIGSTOP},
+  {"CONT", SIGCONT}, {"PIPE", SIGPIPE}, {"ABRT", SIGABRT}, {"SEGV", SIGSEGV},
+  {"XCPU", SIGXCPU}, {"ALRM", SIGALRM}};
+
 int msrt_signal_from_name(const char *name) {
-  static const struct { const char *n; int s; } sigs[] = {
-    {"TERM", SIGTERM}, {"KILL", SIGKILL}, {"INT", SIGINT}, {"HUP", SIGHUP},
-    {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"QUIT", SIGQUIT},
-    {"STOP", SIGSTOP}, {"CONT", SIGCONT}};
   if (!name) return 0;
   if (strncmp(name, "SIG", 3) == 0) name += 3;
-  for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++)
-    if (strcmp(name, sigs[i].n) == 0) return sigs[i].s;
+  for (size_t i = 0; i < sizeof SIGS / sizeof *SIGS; i++)
+    if (strcmp(name, SIGS[i].n) == 0) return SIGS[i].s;
   return 0;
+}
+
+const char *msrt_signal_name(int signum) {
+  for (size_t i = 0; i < sizeof SIGS / sizeof *SIGS; i++)
+    if (SIGS[i].s == signum) return SIGS[i].n;
+  return NULL;
 }
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -177,8 +185,8 @@ static bool may_publish(msrt_proc *p, const char *s, size_t n) {
 /* ---- stdout ------------------------------------------------------------ */
 
 static void publish(msrt_proc *p, const char *subject, size_t slen,
-                    const char *reply, size_t rlen, const msrt_sbuf *payload,
-                    const char *line, size_t llen) {
+                    const char *reply, size_t rlen, const msrt_sbuf *hdr,
+                    const msrt_sbuf *payload, const char *line, size_t llen) {
   char detail[MSRT_ERROR_MSG_MAX + 64];
   if (!may_publish(p, subject, slen)) {
     p->st.refused++;
@@ -189,8 +197,9 @@ static void publish(msrt_proc *p, const char *subject, size_t slen,
   }
   msrt_error err;
   if (p->released) return;
-  msrt_code rc = p->reg->ev.publish(p->reg->ud, p, subject, slen, reply, rlen,
-                                    payload->p, payload->len, &err);
+  msrt_code rc = p->reg->ev.publish(
+      p->reg->ud, p, subject, slen, reply, rlen, hdr && hdr->len ? hdr->p : NULL,
+      hdr ? hdr->len : 0, payload->p, payload->len, &err);
   if (rc == MSRT_E_OK || rc == MSRT_E_MAILBOX_FULL) {
     p->st.lines_out++; /* accepted by the router (a full mailbox is its drop) */
     return;
@@ -202,12 +211,42 @@ static void publish(msrt_proc *p, const char *subject, size_t slen,
 
 static void publish_out(msrt_proc *p, const msrt_sbuf *payload,
                         const char *line, size_t llen) {
-  publish(p, p->out_subject, p->out_len, NULL, 0, payload, line, llen);
+  publish(p, p->out_subject, p->out_len, NULL, 0, NULL, payload, line, llen);
 }
 
 static bool blank(const char *s, size_t n) {
   for (size_t i = 0; i < n; i++)
     if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r') return false;
+  return true;
+}
+
+/* A header name as NATS (and msrt.headers) takes it: printable ASCII
+ * without ':' or spaces; a value: no CR, LF or NUL. */
+static bool header_ok(const char *k, const char *v) {
+  if (!*k) return false;
+  for (const unsigned char *c = (const unsigned char *)k; *c; c++)
+    if (*c <= ' ' || *c >= 0x7f || *c == ':') return false;
+  return !strpbrk(v, "\r\n");
+}
+
+/* `headers` of a message line into "name\0value\0" pairs. */
+static bool encode_headers(const cJSON *h, msrt_sbuf *out) {
+  if (!h) return true;
+  if (!cJSON_IsObject(h)) return false;
+  for (const cJSON *c = h->child; c; c = c->next) {
+    char num[32];
+    const char *v = c->valuestring;
+    if (cJSON_IsNumber(c)) {
+      msrt_sbuf nb = {num, 0, sizeof num, 0};
+      msrt_json_put_number(&nb, c->valuedouble);
+      msrt_sbuf_putc(&nb, 0);
+      v = num;
+    }
+    if ((!cJSON_IsString(c) && !cJSON_IsNumber(c)) || !v || !header_ok(c->string, v))
+      return false;
+    msrt_sbuf_put(out, c->string, strlen(c->string) + 1);
+    msrt_sbuf_put(out, v, strlen(v) + 1);
+  }
   return true;
 }
 
@@ -217,13 +256,20 @@ static void publish_message(msrt_proc *p, const cJSON *v, const char *line,
   const cJSON *s = cJSON_GetObjectItemCaseSensitive(v, "subject");
   const cJSON *r = cJSON_GetObjectItemCaseSensitive(v, "reply");
   const cJSON *d = cJSON_GetObjectItemCaseSensitive(v, "data");
-  msrt_sbuf *b = &p->scratch;
+  msrt_sbuf *b = &p->scratch, hdr = {0};
+  if (!encode_headers(cJSON_GetObjectItemCaseSensitive(v, "headers"), &hdr)) {
+    msrt_sbuf_free(&hdr);
+    bad(p, "invalid_headers", "headers must be an object of string values "
+        "with printable names (no ':' or spaces)", line, len, len);
+    return;
+  }
   msrt_sbuf_reset(b);
   if (d) msrt_json_to_lua(d, b);
   else msrt_sbuf_putc(b, 0x00); /* nil */
   const char *reply = cJSON_IsString(r) ? r->valuestring : NULL;
   publish(p, s->valuestring, strlen(s->valuestring), reply,
-          reply ? strlen(reply) : 0, b, line, len);
+          reply ? strlen(reply) : 0, &hdr, b, line, len);
+  msrt_sbuf_free(&hdr);
 }
 
 static void on_json_line(msrt_proc *p, const char *line, size_t len) {
@@ -531,6 +577,23 @@ static msrt_code put_data_json(msrt_sbuf *b, const void *payload, size_t plen,
   return MSRT_E_OK;
 }
 
+/* "name\0value\0" pairs as a JSON object. */
+static void put_headers_json(msrt_sbuf *b, const char *h, size_t n) {
+  msrt_sbuf_putc(b, '{');
+  for (size_t at = 0, i = 0; at < n; i++) {
+    const char *k = h + at;
+    size_t kl = strnlen(k, n - at);
+    const char *v = k + kl + 1;
+    size_t vl = at + kl + 1 < n ? strnlen(v, n - at - kl - 1) : 0;
+    if (i) msrt_sbuf_putc(b, ',');
+    msrt_json_put_string(b, k, kl);
+    msrt_sbuf_putc(b, ':');
+    msrt_json_put_string(b, at + kl + 1 < n ? v : "", vl);
+    at += kl + 1 + vl + 1;
+  }
+  msrt_sbuf_putc(b, '}');
+}
+
 /* A string.buffer payload holding just a string: its bytes (for LINES/RAW). */
 static bool lua_string_of(const unsigned char *p, size_t n, const char **s,
                           size_t *len) {
@@ -587,7 +650,7 @@ msrt_code msrt_proc_send_env(msrt_proc *p, const msrt_envelope *e,
     }
     if (e->headers_len) {
       msrt_sbuf_put(&b, ",\"headers\":", 11);
-      rc = put_data_json(&b, e->headers, e->headers_len, e->flags, err);
+      put_headers_json(&b, (const char *)e->headers, e->headers_len);
     }
     msrt_sbuf_put(&b, ",\"data\":", 8);
     if (rc == MSRT_E_OK)

@@ -16,8 +16,9 @@
  *
  * stdout, by codec:
  *   JSON_LINES  each line is one JSON value (cJSON). An object with a
- *               string `subject` (and optional `reply`, `headers`, `data`)
- *               is published as that message, data encoded for Lua
+ *               string `subject` (and optional `reply`, `headers` (an
+ *               object of string or number values, NATS-style names),
+ *               `data`) is published as that message, data encoded for Lua
  *               (proc/codec.h); any other value is published on
  *               "<publish_as>.out". A line over max_line, invalid UTF-8
  *               or invalid JSON goes to on_bad_output with its first 200
@@ -120,12 +121,15 @@ typedef struct {
 
 /* What the registry calls back (all on the loop's thread). */
 typedef struct {
-  /* A message the child published (permissions passed). payload is the
-   * string.buffer encoding of its data. Return MSRT_E_OK, or an error
-   * (filled in err) that is reported as bad output "refused: <message>". */
+  /* A message the child published (permissions passed). headers: NULL or
+   * hlen bytes of "name\0value\0" pairs (the envelope's header form);
+   * payload is the string.buffer encoding of its data. Return MSRT_E_OK,
+   * or an error (filled in err) that is reported as bad output
+   * "refused: <message>". */
   msrt_code (*publish)(void *ud, msrt_proc *p, const char *subject,
                        size_t slen, const char *reply, size_t rlen,
-                       const void *payload, size_t plen, msrt_error *err);
+                       const void *headers, size_t hlen, const void *payload,
+                       size_t plen, msrt_error *err);
   /* Output that was not published: reason ("line_too_long",
    * "invalid_utf8", "invalid_json", "permission", "refused"...), detail
    * (a message), the line's first bytes and its length. */
@@ -189,7 +193,8 @@ void msrt_proc_set_ud(msrt_proc *p, void *ud);
 void *msrt_proc_ud(const msrt_proc *p);
 
 /* Write a message to the child's stdin: JSON_LINES gets the line
- * {"subject":...,"reply":...,"headers":...,"data":...} (data from the
+ * {"subject":...,"reply":...,"headers":{...},"data":...} (headers from
+ * the envelope's "name\0value\0" pairs; data from the
  * envelope's payload: string.buffer encoding when MSRT_ENV_PAYLOAD_BUFFER,
  * JSON text when MSRT_ENV_PAYLOAD_JSON, else the bytes as a string);
  * LINES and RAW get the data as text (strings as they are, other values as
@@ -226,8 +231,13 @@ void msrt_proc_close_stdin(msrt_proc *p);
  * after release. */
 void msrt_proc_release(msrt_proc *p);
 
-/* Signal number by name ("TERM", "SIGTERM", "KILL", "INT", "HUP", "USR1",
- * "USR2", "QUIT", "STOP", "CONT"); 0 when unknown. */
+/* "TERM", "KILL"... for a signal number (NULL when not in the list of
+ * msrt_signal_from_name). */
+const char *msrt_signal_name(int signum);
+
+/* Signal number by name, with or without "SIG": TERM, KILL, INT, HUP,
+ * USR1, USR2, QUIT, STOP, CONT, PIPE, ABRT, SEGV, XCPU, ALRM; 0 when
+ * unknown. */
 int msrt_signal_from_name(const char *name);
 
 #endif

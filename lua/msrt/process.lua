@@ -1,0 +1,314 @@
+--- Child processes on the hub (issue "Agent processes"): specs, handles,
+-- and the events src/proc reports (exit, bad output, stderr, states).
+-- Internal: the public face is `msrt.process` (init.lua). Hub thread only.
+-- The per-line work (framing, JSON, permissions, publishing) is in C.
+-- @module msrt.process
+local core = require "msrt.core"
+local hub = require "msrt.hub"
+local profile = require "msrt.profile"
+local buffer = require "string.buffer"
+local uv = require "luv"
+
+local M = {}
+
+--- Where stderr lines and reports go: set by init.lua to msrt.log.
+M.log = function() end
+
+local live = {} -- process id -> handle
+local CODECS = { json_lines = true, lines = true, raw = true }
+local OVERFLOW = { drop_newest = true, drop_oldest = true, error = true, block = true }
+local LIMITS = { nofile = true, as_bytes = true, cpu_s = true, nproc = true }
+local SPEC_KEYS = {
+  name = true, cmd = true, env = true, inherit_env = true, cwd = true,
+  codec = true, subscribe = true, queue = true, publish_as = true,
+  allow_publish = true, deny_publish = true, limits = true, stop = true,
+  capacity = true, overflow = true, max_line_bytes = true, eof_wait_ms = true,
+}
+
+local function bad(msg) return nil, core.error("invalid_arg", msg) end
+
+local function list_of_strings(v, what)
+  if v == nil then return {} end
+  if type(v) == "string" then return { v } end
+  if type(v) ~= "table" then return nil, what .. " must be a string or a list of strings" end
+  for i, s in ipairs(v) do
+    if type(s) ~= "string" then return nil, ("%s[%d] must be a string"):format(what, i) end
+  end
+  return v
+end
+
+local function check_keys(spec)
+  for k in pairs(spec) do
+    if not SPEC_KEYS[k] then return bad(("process spec: unknown field '%s'"):format(tostring(k))) end
+  end
+  return true
+end
+
+local function check_limits(l)
+  if l == nil then return true end
+  if type(l) ~= "table" then return bad("limits must be a table") end
+  for k, v in pairs(l) do
+    if not LIMITS[k] then return bad(("limits: unknown limit '%s' (nofile, as_bytes, cpu_s, nproc)"):format(tostring(k))) end
+    if type(v) ~= "number" or v < 0 or v % 1 ~= 0 then return bad(("limits.%s must be a non-negative integer"):format(k)) end
+  end
+  return true
+end
+
+local function check_cmd(cmd)
+  if type(cmd) ~= "table" or #cmd == 0 then return bad("cmd must be a list {\"program\", \"arg\", ...}") end
+  local argv = {}
+  for i, a in ipairs(cmd) do
+    if type(a) ~= "string" and type(a) ~= "number" then return bad(("cmd[%d] must be a string"):format(i)) end
+    argv[i] = tostring(a)
+  end
+  return argv
+end
+
+-- The child's whole environment: nothing unless listed.
+local function build_env(spec)
+  local vars = {}
+  local inherit = spec.inherit_env
+  if inherit == true then
+    for k, v in pairs(uv.os_environ()) do vars[k] = v end
+  elseif type(inherit) == "table" then
+    for i, k in ipairs(inherit) do
+      if type(k) ~= "string" then return bad(("inherit_env[%d] must be a variable name"):format(i)) end
+      vars[k] = os.getenv(k)
+    end
+  elseif inherit ~= nil and inherit ~= false then
+    return bad("inherit_env must be false, true or a list of names")
+  end
+  if spec.env ~= nil and type(spec.env) ~= "table" then return bad("env must be a table of NAME = value") end
+  for k, v in pairs(spec.env or {}) do
+    if type(k) ~= "string" or k == "" or k:find("[=%z]") then return bad(("env: bad variable name %q"):format(tostring(k))) end
+    if type(v) ~= "string" and type(v) ~= "number" then return bad(("env.%s must be a string"):format(k)) end
+    vars[k] = tostring(v)
+  end
+  local env = {}
+  for k, v in pairs(vars) do env[#env + 1] = k .. "=" .. v end
+  table.sort(env)
+  return env
+end
+
+local function check_stop(stop)
+  if stop == nil then return "TERM", 5000 end
+  if type(stop) ~= "table" then return bad("stop must be a table {signal = \"TERM\", grace_ms = 5000}") end
+  local grace = stop.grace_ms or 5000
+  if type(grace) ~= "number" or grace < 0 then return bad("stop.grace_ms must be a non-negative number") end
+  return stop.signal or "TERM", grace
+end
+
+local SIGNALS = { TERM = 15, KILL = 9, INT = 2, HUP = 1, QUIT = 3, USR1 = 10, USR2 = 12 }
+
+-- The table lproc.c reads, from a user's spec.
+local function compile(spec)
+  local ok, err = check_keys(spec)
+  if not ok then return nil, err end
+  if type(spec.name) ~= "string" or not spec.name:find("^[%w_%-]+$") then
+    return bad("process spec needs a name: one subject token (letters, digits, _ and -)")
+  end
+  local argv, aerr = check_cmd(spec.cmd)
+  if not argv then return nil, aerr end
+  local env, eerr = build_env(spec)
+  if not env then return nil, eerr end
+  if spec.cwd ~= nil and type(spec.cwd) ~= "string" then return bad("cwd must be a string") end
+  if spec.codec ~= nil and not CODECS[spec.codec] then return bad("codec must be json_lines, lines or raw") end
+  if spec.overflow ~= nil and not OVERFLOW[spec.overflow] then return bad("overflow must be drop_newest, drop_oldest, error or block") end
+  local cap = spec.capacity
+  if cap ~= nil and (type(cap) ~= "number" or cap < 1 or cap % 1 ~= 0) then return bad("capacity must be a positive integer (lines)") end
+  ok, err = check_limits(spec.limits)
+  if not ok then return nil, err end
+  local sig, grace = check_stop(spec.stop)
+  if not sig then return nil, grace end
+  local signum = SIGNALS[tostring(sig):gsub("^SIG", "")]
+  if not signum then return bad("stop.signal must be one of TERM, INT, HUP, QUIT, USR1, USR2, KILL") end
+  local allow, al = list_of_strings(spec.allow_publish, "allow_publish")
+  if not allow then return bad(al) end
+  local deny, de = list_of_strings(spec.deny_publish, "deny_publish")
+  if not deny then return bad(de) end
+  local subs, se = list_of_strings(spec.subscribe, "subscribe")
+  if not subs then return bad(se) end
+  local prof = profile.current()
+  return {
+    name = spec.name, argv = argv, env = env, cwd = spec.cwd,
+    codec = spec.codec or "json_lines",
+    publish_as = spec.publish_as or ("agents." .. spec.name),
+    allow = allow, deny = deny, limits = spec.limits,
+    stop_signal = signum, grace_ms = grace,
+    max_line = spec.max_line_bytes or prof.max_line_bytes or 16 * 1024 * 1024,
+    capacity = cap or 1024, drop_oldest = spec.overflow == "drop_oldest",
+    eof_wait_ms = spec.eof_wait_ms,
+  }, subs
+end
+
+local Handle = {}
+Handle.__index = Handle
+
+--- The child's pid (its process group id too); nil once it has exited.
+function Handle:pid()
+  if self.exit then return nil end
+  return core.proc_pid(self.box)
+end
+
+--- Write data to the child's stdin: JSON lines get its JSON, lines the
+-- string (or JSON) and a newline, raw the bytes.
+-- @return true | nil, err (closed after the exit; mailbox_full when the
+--   stdin queue is full and the data was dropped; bad_input when the data
+--   cannot be written as JSON)
+function Handle:send(data)
+  if self.exit then return nil, core.error("closed", "process " .. self.name .. " has exited") end
+  local ok, enc = pcall(buffer.encode, data)
+  if not ok then return nil, core.error("bad_input", tostring(enc)) end
+  return core.proc_send(self.box, enc)
+end
+
+--- Send a signal ("TERM", "HUP", "USR1"...) to the child's process group.
+-- @return true | nil, err (closed once it has exited)
+function Handle:signal(name)
+  if type(name) ~= "string" then error("bad argument #1 to 'signal' (signal name expected)", 2) end
+  if self.exit then return nil, core.error("closed", "process " .. self.name .. " has exited") end
+  return core.proc_signal(self.box, name)
+end
+
+--- Stop the child: its stop signal to the whole group (stdin closed too),
+-- SIGKILL after grace_ms (default the spec's stop.grace_ms). Idempotent.
+function Handle:stop(grace_ms)
+  if not self.exit then core.proc_stop(self.box, grace_ms) end
+  return true
+end
+
+--- Close the child's stdin (it reads EOF).
+function Handle:close_stdin()
+  if not self.exit then core.proc_close_stdin(self.box) end
+end
+
+--- Lifecycle state: initializing, idle, busy (stdin backlog over half the
+-- capacity), stopping, terminated or failed.
+function Handle:state() return self.state_name end
+
+--- Counters: lines_out, bad_output, refused, stderr_lines, stdin_lines,
+-- stdin_dropped, stdin_queued (the last values after the exit).
+function Handle:stats()
+  return self.exit and self.final_stats or core.proc_stats(self.box)
+end
+
+--- Wait (yielding the calling coroutine) for the exit; returns the exit
+-- record at once when it has happened.
+function Handle:wait()
+  if self.exit then return self.exit end
+  local co = coroutine.running()
+  if not co then error("handle:wait() must be called from a coroutine", 2) end
+  self.waiters[#self.waiters + 1] = co
+  return coroutine.yield()
+end
+
+--- Call fn(record) at the exit (for supervisors).
+function Handle:on_exit(fn)
+  if self.exit then fn(self.exit) else self.exit_fns[#self.exit_fns + 1] = fn end
+end
+
+local function announce(subject, data)
+  local ok, err = hub.publish(subject, data, {})
+  if not ok and err and err.code ~= "no_responders" then
+    core.report("process event", tostring(err))
+  end
+end
+
+local function reason_of(rec)
+  if rec.signal then return "signal " .. tostring(rec.signal) end
+  if rec.code == 0 then return "normal" end
+  return "exit " .. tostring(rec.code)
+end
+
+local events = {}
+
+function events.state(h, state)
+  h.state_name = state
+  announce("msrt.process." .. h.name .. ".state", { name = h.name, state = state })
+end
+
+function events.stderr(h, line)
+  M.log("info", ("[%s] %s"):format(h.name, line))
+end
+
+function events.bad_output(h, reason, detail, head, bytes)
+  h.bad_count = h.bad_count + 1
+  M.log("warn", ("process %s: bad output (%s): %s"):format(h.name, reason, detail))
+  announce("msrt.process." .. h.name .. ".bad_output",
+    { name = h.name, reason = reason, detail = detail, head = head, bytes = bytes, count = h.bad_count })
+end
+
+function events.bad_input(h, message, subject)
+  M.log("warn", ("process %s: message on %s not written to stdin: %s"):format(h.name, subject, message))
+end
+
+function events.exit(h, rec)
+  rec.name, rec.pid, rec.reason = h.name, h.pid_at_start, reason_of(rec)
+  h.final_stats = core.proc_stats(h.box)
+  h.exit = rec
+  live[h.id] = nil
+  for _, sid in ipairs(h.subs) do core.unsubscribe(sid) end
+  core.proc_release(h.box)
+  announce("msrt.process." .. h.name .. ".exit", rec)
+  for _, fn in ipairs(h.exit_fns) do
+    local ok, err = pcall(fn, rec)
+    if not ok then core.report("error in process exit handler", tostring(err)) end
+  end
+  local ws = h.waiters
+  h.waiters = {}
+  for _, co in ipairs(ws) do
+    local ok, err = coroutine.resume(co, rec)
+    if not ok then core.report("error in callback", debug.traceback(co, tostring(err))) end
+  end
+end
+
+local function on_event(kind, id, ...)
+  local h = live[id]
+  if h and events[kind] then events[kind](h, ...) end
+end
+
+--- Spawn a child process from a spec (see msrt.process).
+-- @return handle | nil, err
+function M.new(spec)
+  local cspec, subs = compile(spec)
+  if not cspec then return nil, subs end
+  local ok, err = hub.start()
+  if not ok then return nil, err end
+  core.proc_set_events(on_event)
+  local box, id = core.proc_spawn(cspec)
+  if not box then return nil, id end
+  local h = setmetatable({ name = spec.name, id = id, box = box, subs = {}, waiters = {},
+    exit_fns = {}, bad_count = 0, state_name = core.proc_state(box) }, Handle)
+  h.pid_at_start = core.proc_pid(box)
+  live[id] = h
+  for _, pattern in ipairs(subs) do
+    local sid, serr = core.proc_subscribe(box, pattern, spec.queue)
+    if not sid then
+      core.proc_stop(box, 0)
+      return nil, serr
+    end
+    h.subs[#h.subs + 1] = sid
+  end
+  announce("msrt.process." .. h.name .. ".state", { name = h.name, state = h.state_name })
+  return h
+end
+
+--- Live processes (for tests and metrics).
+function M.count()
+  local n = 0
+  for _ in pairs(live) do n = n + 1 end
+  return n
+end
+
+--- Stop every child at shutdown: stop signals, SIGKILL after the longest
+-- grace (capped at the profile's shutdown_timeout_ms), exit events.
+function M.stop_all()
+  local prof = profile.current()
+  core.proc_shutdown(prof.shutdown_timeout_ms or 5000)
+end
+
+--- JSON null as it reaches Lua from a child (a NULL lightuserdata, like
+-- lua-cjson's cjson.null); send it to write a JSON null.
+M.null = core.json_null
+
+return M

@@ -1,0 +1,379 @@
+-- Agent processes (issue 5): real children through /bin/sh, their stdout
+-- published, subscriptions written to their stdin, stop and kill,
+-- permissions, exit records.
+--
+-- Each spec runs as a hub coroutine through run(body): the loop is driven
+-- until body has finished and every child it spawned has exited (a child
+-- left running fails the spec and is stopped); afterwards no child and no
+-- handle may be left.
+local S = require "spec.support"
+local uv = require "luv"
+local msrt = require "msrt"
+local core = require "msrt.core"
+
+local children = {}
+
+local function spawn(spec)
+  local h, err = msrt.process(spec)
+  if h then children[#children + 1] = h end
+  return h, err
+end
+
+local function sh(name, script, extra)
+  local spec = { name = name, cmd = { "/bin/sh", "-c", script } }
+  for k, v in pairs(extra or {}) do spec[k] = v end
+  return spawn(spec)
+end
+
+local function run(body, limit_ms)
+  children = {}
+  local err, finished
+  local guard = msrt.after(limit_ms or 30000, function()
+    err = err or "the spec did not finish in time"
+    for _, h in ipairs(children) do h:stop(0) end
+  end)
+  msrt.after(0, function()
+    local ok, e = xpcall(body, debug.traceback)
+    finished = true
+    if not ok then err = e end
+    for _, h in ipairs(children) do
+      if h:state() ~= "terminated" and h:state() ~= "failed" then
+        err = err or ("process " .. h.name .. " left running")
+        h:stop(0)
+      end
+    end
+    guard.stop()
+  end)
+  uv.run()
+  children = {}
+  if err then error(err, 0) end
+  assert.is_true(finished)
+  assert.are.equal(0, core.proc_count(), "processes left behind")
+  assert.are.equal(0, S.open_handles())
+end
+
+local function sleep(ms)
+  local co = coroutine.running()
+  msrt.after(ms, function() coroutine.resume(co) end)
+  coroutine.yield()
+end
+
+-- A hub subscription keeping what arrives: c.msgs, c.data(), c.close().
+local function collect(pattern)
+  local c = { msgs = {} }
+  c.sub = assert(msrt.subscribe(pattern, function(m) c.msgs[#c.msgs + 1] = m end))
+  function c.data()
+    local out = {}
+    for i, m in ipairs(c.msgs) do out[i] = m.data end
+    return out
+  end
+  function c.close() c.sub:unsubscribe() end
+  return c
+end
+
+-- Messages reach hub subscribers through the hub's inbox, after the
+-- publish: a marker published now arrives after everything published
+-- before it.
+local function drain()
+  local co = coroutine.running()
+  local sub
+  sub = assert(msrt.subscribe("spec.drain", function()
+    sub:unsubscribe()
+    coroutine.resume(co)
+  end))
+  assert(msrt.publish("spec.drain", true))
+  coroutine.yield()
+end
+
+-- Wait for the exit, then for what the child published to arrive.
+local function finish(h)
+  local rec = h:wait()
+  drain()
+  return rec
+end
+
+-- Yield until pred() holds or limit_ms passes.
+local function poll(pred, limit_ms)
+  local deadline = uv.now() + (limit_ms or 10000)
+  while not pred() do
+    if uv.now() > deadline then return false end
+    sleep(2)
+  end
+  return true
+end
+
+describe("msrt.process", function()
+  it("gives the child only the environment it lists", function()
+    run(function()
+      local out = collect("agents.envp.out")
+      local h = assert(sh("envp", "env", { codec = "lines", env = { FOO = "bar baz" },
+        inherit_env = { "HOME" } }))
+      finish(h)
+      local lines = table.concat(out.data(), "\n")
+      assert.matches("FOO=bar baz", lines, 1, true)
+      assert.matches("HOME=" .. os.getenv("HOME"), lines, 1, true)
+      assert.is_nil(lines:find("PATH=/", 1, true))
+      assert.is_nil(lines:find("USER=", 1, true))
+      out.close()
+    end)
+  end)
+
+  it("runs in cwd and passes argv with spaces and quotes untouched", function()
+    run(function()
+      local out = collect("agents.argv.out")
+      local h = assert(spawn { name = "argv", codec = "lines", cwd = "/tmp",
+        cmd = { "/bin/sh", "-c", 'pwd; for a; do printf "%s\\n" "$a"; done', "sh",
+                "a b", 'c"d', "it's", "$HOME", "  " } })
+      finish(h)
+      assert.are.same({ "/tmp", "a b", 'c"d', "it's", "$HOME", "  " }, out.data())
+      out.close()
+    end)
+  end)
+
+  it("publishes objects with a subject as messages and other values on .out", function()
+    run(function()
+      local res = collect("agents.pub.>")
+      local h = assert(sh("pub", [[
+        echo '{"subject":"agents.pub.result","reply":"agents.pub.r","headers":{"X-Id":"7"},"data":{"ok":true,"n":[1,2,null]}}'
+        echo '[1,"two"]'
+        echo '"text"']]))
+      finish(h)
+      assert.are.equal(3, #res.msgs)
+      local m = res.msgs[1]
+      assert.are.equal("agents.pub.result", m.subject)
+      assert.are.equal("agents.pub.r", m.reply)
+      assert.are.same({ ["X-Id"] = "7" }, m.headers)
+      assert.is_true(m.data.ok)
+      assert.are.equal(msrt.null, m.data.n[3])
+      assert.are.same({ 1, "two" }, res.msgs[2].data)
+      assert.are.equal("agents.pub.out", res.msgs[2].subject)
+      assert.are.equal("text", res.msgs[3].data)
+      res.close()
+    end)
+  end)
+
+  it("delivers a 1 MiB line split across reads whole", function()
+    -- a child host with max_payload above 1 MiB (the default is NATS' 1 MiB,
+    -- which a 1 MiB line plus its encoding would exceed)
+    local script = S.file([[
+      local msrt = require "msrt"
+      assert(msrt.start { profile = { max_payload = 4194304 } })
+      local got = {}
+      msrt.subscribe("agents.big.out", function(m) got[#got + 1] = m.data end)
+      local h = assert(msrt.process { name = "big", cmd = { "/bin/sh", "-c",
+        [=[printf '"'; head -c 1048574 /dev/zero | tr '\0' a; echo '"'; echo '"after"']=] } })
+      msrt.after(0, function()
+        h:wait()
+        msrt.after(50, function()
+          print(#got, #got[1], got[1] == string.rep("a", 1048574), got[2])
+        end)
+      end)
+    ]])
+    local r = S.run({ script })
+    os.remove(script)
+    assert.are.equal("2\t1048574\ttrue\tafter\n", r.out)
+    assert.are.equal(0, r.code)
+  end)
+
+  it("refuses a 20 MiB line, reports it, and reads the next line", function()
+    run(function()
+      local out = collect("agents.huge.out")
+      local bad = collect("msrt.process.huge.bad_output")
+      local h = assert(sh("huge", [[head -c 20971520 /dev/zero | tr '\0' b; echo; echo '"next"']]))
+      finish(h)
+      assert.are.same({ "next" }, out.data())
+      assert.are.equal(1, #bad.msgs)
+      local b = bad.msgs[1].data
+      assert.are.equal("line_too_long", b.reason)
+      assert.are.equal(20971520, b.bytes)
+      assert.are.equal(string.rep("b", 200), b.head)
+      assert.are.equal(1, h:stats().bad_output)
+      out.close(); bad.close()
+    end)
+  end)
+
+  it("reports invalid JSON and binary garbage and loses no following line", function()
+    run(function()
+      local out = collect("agents.junk.out")
+      local bad = collect("msrt.process.junk.bad_output")
+      local h = assert(sh("junk", [[
+        echo 1; echo '{"unterminated":'; echo 2
+        printf '\377\376\000\001garbage\n'; echo 3
+        printf '{"a":1} trailing\n'; echo 4]]))
+      finish(h)
+      assert.are.same({ 1, 2, 3, 4 }, out.data())
+      assert.are.equal(3, #bad.msgs)
+      assert.are.equal("invalid_json", bad.msgs[1].data.reason)
+      assert.are.equal('{"unterminated":', bad.msgs[1].data.head)
+      assert.are.equal("invalid_utf8", bad.msgs[2].data.reason)
+      assert.are.equal("invalid_json", bad.msgs[3].data.reason)
+      out.close(); bad.close()
+    end)
+  end)
+
+  it("kills a child that ignores TERM after the grace", function()
+    run(function()
+      local out = collect("agents.stubborn.out")
+      local h = assert(sh("stubborn", [[trap '' TERM; echo '"ready"'; while :; do sleep 1; done]],
+        { stop = { grace_ms = 200 } }))
+      assert.is_true(poll(function() return #out.msgs == 1 end))
+      h:stop()
+      assert.are.equal("stopping", h:state())
+      local rec = finish(h)
+      assert.are.equal("KILL", rec.signal)
+      assert.is_true(rec.stopped)
+      assert.is_true(rec.normal)
+      assert.are.equal("terminated", h:state())
+      out.close()
+    end)
+  end)
+
+  it("kills grandchildren with their parent", function()
+    run(function()
+      local out = collect("agents.family.out")
+      local h = assert(sh("family", "sleep 1000 & echo $!; wait", { codec = "lines" }))
+      assert.is_true(poll(function() return #out.msgs == 1 end))
+      local grandchild = tonumber(out.msgs[1].data)
+      h:stop()
+      finish(h)
+      -- gone, or a zombie waiting for init to reap it
+      assert.is_true(poll(function()
+        local f = io.open("/proc/" .. grandchild .. "/stat")
+        if not f then return true end
+        local st = f:read("*a"); f:close()
+        return st:match("%) (%a)") == "Z"
+      end))
+      out.close()
+    end)
+  end)
+
+  it("writes matching messages to stdin as JSON lines; the reply subject is allowed once", function()
+    run(function()
+      -- the child answers each request on its reply subject with the data
+      local h = assert(sh("echoer", [[exec sed -u 's/^{"subject":"[^"]*","reply":"\([^"]*\)","data":\(.*\)}$/{"subject":"\1","data":\2}/']],
+        { subscribe = "svc.echo" }))
+      local data, msg = msrt.request("svc.echo", { hello = "world", list = { 1, 2 } }, { timeout_ms = 5000 })
+      assert.are.same({ hello = "world", list = { 1, 2 } }, data)
+      assert.matches("^_INBOX", msg.subject)
+      -- the same reply subject a second time is refused
+      local bad = collect("msrt.process.echoer.bad_output")
+      h:send({ subject = msg.subject, data = "again" })
+      assert.is_true(poll(function() return #bad.msgs == 1 end))
+      assert.are.equal("permission", bad.msgs[1].data.reason)
+      h:stop()
+      finish(h)
+      bad.close()
+    end)
+  end)
+
+  it("refuses and counts publishes outside its permissions", function()
+    run(function()
+      local all = collect("tools.>")
+      local own = collect("agents.perm.>")
+      local bad = collect("msrt.process.perm.bad_output")
+      local h = assert(sh("perm", [[
+        echo '{"subject":"tools.run","data":1}'
+        echo '{"subject":"tools.secret","data":2}'
+        echo '{"subject":"agents.other.x","data":3}'
+        echo '{"subject":"agents.perm.ok","data":4}'
+        echo '{"subject":"agents.perm.hidden","data":5}']],
+        { allow_publish = { "tools.*" }, deny_publish = { "tools.secret", "agents.perm.hidden" } }))
+      finish(h)
+      assert.are.same({ 1 }, all.data())
+      assert.are.same({ 4 }, own.data())
+      assert.are.equal(3, #bad.msgs)
+      for _, m in ipairs(bad.msgs) do assert.are.equal("permission", m.data.reason) end
+      assert.are.equal(3, h:stats().refused)
+      all.close(); own.close(); bad.close()
+    end)
+  end)
+
+  it("does not block the hub on a child that never reads stdin", function()
+    run(function()
+      local h = assert(sh("deaf", "exec sleep 1000", { subscribe = "to.deaf", capacity = 8 }))
+      local drops = collect("msrt.dropped.to.deaf")
+      local big = string.rep("x", 65536)
+      local t0 = uv.hrtime()
+      for _ = 1, 200 do assert.is_true(msrt.publish("to.deaf", big)) end
+      -- the hub keeps running: timers fire while the child reads nothing
+      local ticks = 0
+      local t = msrt.every(1, function() ticks = ticks + 1 end)
+      assert.is_true(poll(function() return h:stats().stdin_dropped > 0 and ticks > 3 end))
+      t.stop()
+      assert.is_true(poll(function() return #drops.msgs > 0 end))
+      assert.are.equal("busy", h:state())
+      local st = h:stats()
+      assert.is_true(st.stdin_queued <= 8)
+      assert.are.equal(200, st.stdin_queued + st.stdin_dropped + st.stdin_lines)
+      local ok, err = h:send("more")
+      assert.is_nil(ok)
+      assert.are.equal("mailbox_full", err.code)
+      h:stop(100)
+      local rec = finish(h)
+      assert.are.equal("TERM", rec.signal)
+      drops.close()
+      assert.is_true(uv.hrtime() - t0 > 0)
+    end)
+  end)
+
+  it("publishes the exit reason after the last line of output", function()
+    run(function()
+      local order = {}
+      local out = msrt.subscribe("agents.last.out", function(m) order[#order + 1] = m.data end)
+      local ex = msrt.subscribe("msrt.process.last.exit", function(m) order[#order + 1] = m.data end)
+      local h = assert(sh("last", [[i=0; while [ $i -lt 2000 ]; do echo $i; i=$((i+1)); done; echo fatal >&2; exit 7]]))
+      local rec = finish(h)
+      assert.is_true(poll(function() return #order == 2001 end))
+      for i = 1, 2000 do assert.are.equal(i - 1, order[i]) end
+      local pub = order[2001]
+      assert.are.equal(7, pub.code)
+      assert.are.equal("exit 7", pub.reason)
+      assert.is_false(pub.normal)
+      assert.are.equal("fatal", pub.stderr)
+      assert.are.equal("failed", h:state())
+      assert.are.same(pub, rec)
+      out:unsubscribe(); ex:unsubscribe()
+    end)
+  end)
+
+  it("publishes lifecycle states and refuses bad specs and missing programs", function()
+    run(function()
+      local states = collect("msrt.process.life.state")
+      local h = assert(sh("life", "exit 0"))
+      finish(h)
+      assert.is_true(poll(function() return #states.msgs == 2 end))
+      local seen = {}
+      for _, m in ipairs(states.msgs) do seen[#seen + 1] = m.data.state end
+      assert.are.same({ "idle", "terminated" }, seen)
+      states.close()
+      local p, err = msrt.process { name = "nope", cmd = { "no-such-program-msrt" } }
+      assert.is_nil(p)
+      assert.are.equal("spawn_failed", err.code)
+      p, err = msrt.process { name = "a.b", cmd = { "true" } }
+      assert.are.equal("invalid_arg", err.code)
+      p, err = msrt.process { name = "x", cmd = { "true" }, limits = { files = 3 } }
+      assert.are.equal("invalid_arg", err.code)
+      p, err = msrt.process { name = "x", cmd = { "true" }, colour = "red" }
+      assert.are.equal("invalid_arg", err.code)
+      assert.has_error(function() msrt.process("x") end)
+    end)
+  end)
+
+  it("applies limits in the child and sends signals to its group", function()
+    run(function()
+      local out = collect("agents.lim.out")
+      local h = assert(sh("lim", [[ulimit -n; trap 'echo hup; exit 0' HUP; echo ready; while :; do sleep 0.01; done]],
+        { codec = "lines", limits = { nofile = 19, cpu_s = 60 } }))
+      assert.is_true(poll(function() return #out.msgs == 2 end))
+      assert.are.same({ "19", "ready" }, out.data())
+      assert.is_true(h:signal("HUP"))
+      local rec = finish(h)
+      assert.are.equal(0, rec.code)
+      assert.are.same({ "19", "ready", "hup" }, out.data())
+      local ok, err = h:signal("TERM")
+      assert.is_nil(ok)
+      assert.are.equal("closed", err.code)
+      out.close()
+    end)
+  end)
+end)

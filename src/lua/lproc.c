@@ -1,0 +1,412 @@
+/* msrt.core functions for child processes: the registry of src/proc on
+ * the hub loop, its output published through the runtime in C (no Lua on
+ * the per-line path), its events handed to lua/msrt/process.lua, and the
+ * hub inbox's MSRT_IN_PROC items written to stdin. Hub thread only. */
+#include "lua/lproc.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lua/host.h"
+#include "lua/lerror.h"
+#include "lua/rt.h"
+#include "proc/proc.h"
+
+static const char EVENT_KEY = 'p'; /* registry: process.lua's event fn */
+static const char PROC_META[] = "msrt.proc";
+
+static msrt_procs *reg;  /* made by the first spawn */
+static lua_State *hub_L; /* the state events go to */
+static int closed;       /* after proc_shutdown: no more spawns */
+
+/* A Lua handle names its process by id, so it never dangles. */
+typedef struct {
+  uint64_t id;
+} box;
+
+/* ---- events to Lua ------------------------------------------------------ */
+
+/* Push process.lua's event function, kind and the process id; 0 when none
+ * is set (nothing pushed). */
+static int event_begin(const char *kind, msrt_proc *p) {
+  lua_State *L = hub_L;
+  lua_pushlightuserdata(L, (void *)&EVENT_KEY);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  if (!lua_isfunction(L, -1)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_pushstring(L, kind);
+  lua_pushnumber(L, (lua_Number)msrt_proc_id(p));
+  return 1;
+}
+
+static void event_call(int nargs) {
+  msrt_host_call(hub_L, nargs + 2, 0, "error in process event");
+}
+
+static msrt_code ev_publish(void *ud, msrt_proc *p, const char *s, size_t sl,
+                            const char *r, size_t rl, const void *h, size_t hl,
+                            const void *pl, size_t plen, msrt_error *err) {
+  (void)ud, (void)p;
+  msrt_rt *rt = msrt_rt_get();
+  if (!rt) return msrt_error_set(err, MSRT_E_CLOSED, "the runtime is stopped");
+  msrt_envelope *e = msrt_rt_make(rt, s, sl, r, rl, h, hl, pl, plen,
+                                  MSRT_PRIORITY_DEFAULT, 0, err);
+  if (!e) return err->code;
+  size_t delivered;
+  /* no pending: a full `block` mailbox refuses (the hub never waits on
+   * one child's output) */
+  msrt_code rc = msrt_rt_publish(rt, e, &delivered, NULL, err);
+  msrt_env_unref(e);
+  return rc;
+}
+
+static void ev_bad(void *ud, msrt_proc *p, const char *reason,
+                   const char *detail, const char *head, size_t hlen,
+                   size_t total) {
+  (void)ud;
+  if (!event_begin("bad_output", p)) return;
+  lua_pushstring(hub_L, reason);
+  lua_pushstring(hub_L, detail);
+  lua_pushlstring(hub_L, head, hlen);
+  lua_pushnumber(hub_L, (lua_Number)total);
+  event_call(4);
+}
+
+static void ev_stderr(void *ud, msrt_proc *p, const char *line, size_t len) {
+  (void)ud;
+  if (!event_begin("stderr", p)) return;
+  lua_pushlstring(hub_L, line, len);
+  event_call(1);
+}
+
+static void ev_state(void *ud, msrt_proc *p, msrt_proc_state s) {
+  (void)ud;
+  if (!event_begin("state", p)) return;
+  lua_pushstring(hub_L, msrt_proc_state_name(s));
+  event_call(1);
+}
+
+static void ev_exit(void *ud, msrt_proc *p, const msrt_proc_exit *x) {
+  (void)ud;
+  if (!event_begin("exit", p)) return;
+  lua_State *L = hub_L;
+  lua_createtable(L, 0, 6);
+  lua_pushinteger(L, x->code);
+  lua_setfield(L, -2, "code");
+  if (x->signal) {
+    const char *n = msrt_signal_name(x->signal);
+    if (n) lua_pushstring(L, n);
+    else lua_pushinteger(L, x->signal);
+    lua_setfield(L, -2, "signal");
+  }
+  lua_pushboolean(L, x->normal);
+  lua_setfield(L, -2, "normal");
+  lua_pushboolean(L, x->stopped);
+  lua_setfield(L, -2, "stopped");
+  lua_pushlstring(L, x->stderr_tail, x->stderr_tail_len);
+  lua_setfield(L, -2, "stderr");
+  event_call(1);
+}
+
+static const msrt_proc_events EVENTS = {ev_publish, ev_bad, ev_stderr, NULL,
+                                        ev_state, ev_exit};
+
+/* ---- stdin from the router ---------------------------------------------- */
+
+/* A stdin line dropped on overflow: announced like the router's drops. */
+static void drop_notice(msrt_proc *p, const msrt_envelope *e) {
+  msrt_rt *rt = msrt_rt_get();
+  char subject[512], body[160];
+  int n = snprintf(subject, sizeof subject, "msrt.dropped.%s", e->subject);
+  int bl = snprintf(body, sizeof body, "drop_newest process %s",
+                    msrt_proc_name(p));
+  if (!rt || n <= 0 || (size_t)n >= sizeof subject ||
+      strncmp(e->subject, "msrt.dropped.", 13) == 0)
+    return;
+  msrt_envelope *d = msrt_env_new(subject, (size_t)n, NULL, 0, NULL, 0, body,
+                                  (size_t)bl, e->priority, 0, e->trace_id);
+  size_t delivered;
+  if (d) msrt_rt_publish(rt, d, &delivered, NULL, NULL);
+  msrt_env_unref(d);
+}
+
+void msrt_lproc_deliver(uint64_t id, msrt_envelope *e) {
+  msrt_proc *p = reg ? msrt_procs_find(reg, id) : NULL;
+  if (p) {
+    msrt_error err;
+    msrt_code rc = msrt_proc_send_env(p, e, &err);
+    if (rc == MSRT_E_MAILBOX_FULL) drop_notice(p, e);
+    else if (rc == MSRT_E_BAD_INPUT && event_begin("bad_input", p)) {
+      lua_pushstring(hub_L, err.message);
+      lua_pushlstring(hub_L, e->subject, e->subject_len);
+      event_call(2);
+    }
+  }
+  msrt_env_unref(e);
+}
+
+/* ---- the spec ------------------------------------------------------------ */
+
+/* The strings of list field k of the table at 1 (NULL-terminated, in a
+ * userdata left on the stack; the table keeps the strings alive). */
+static const char **str_list(lua_State *L, const char *k, size_t *n) {
+  lua_getfield(L, 1, k);
+  *n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+  const char **v = lua_newuserdata(L, (*n + 1) * sizeof *v);
+  for (size_t i = 0; i < *n; i++) {
+    lua_rawgeti(L, -2, (int)i + 1);
+    v[i] = lua_tostring(L, -1);
+    lua_pop(L, 1);
+    if (!v[i]) luaL_error(L, "%s[%d] must be a string", k, (int)i + 1);
+  }
+  v[*n] = NULL;
+  lua_remove(L, -2);
+  return v;
+}
+
+static lua_Number num_field(lua_State *L, int t, const char *k, lua_Number d) {
+  lua_getfield(L, t, k);
+  lua_Number v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : d;
+  lua_pop(L, 1);
+  return v;
+}
+
+static const char *str_field(lua_State *L, const char *k) {
+  lua_getfield(L, 1, k);
+  const char *s = lua_tostring(L, -1); /* anchored by the spec table */
+  lua_pop(L, 1);
+  return s;
+}
+
+static void read_limits(lua_State *L, msrt_proc_limits *l) {
+  lua_getfield(L, 1, "limits");
+  int t = lua_gettop(L);
+  int has = lua_istable(L, t);
+  l->nofile = has ? (long long)num_field(L, t, "nofile", -1) : -1;
+  l->as_bytes = has ? (long long)num_field(L, t, "as_bytes", -1) : -1;
+  l->cpu_s = has ? (long long)num_field(L, t, "cpu_s", -1) : -1;
+  l->nproc = has ? (long long)num_field(L, t, "nproc", -1) : -1;
+  lua_pop(L, 1);
+}
+
+static msrt_codec codec_of(const char *s) {
+  if (s && strcmp(s, "lines") == 0) return MSRT_CODEC_LINES;
+  if (s && strcmp(s, "raw") == 0) return MSRT_CODEC_RAW;
+  return MSRT_CODEC_JSON_LINES;
+}
+
+static msrt_procs *need_reg(lua_State *L, msrt_error *err) {
+  if (!reg && !closed) {
+    hub_L = msrt_host_get(L)->L;
+    reg = msrt_procs_new(msrt_hub_loop(msrt_host_get(L)->hub), &EVENTS, NULL, err);
+  } else if (closed) {
+    msrt_error_set(err, MSRT_E_CLOSED, "the host is shutting down");
+  }
+  return reg;
+}
+
+/* proc_spawn(spec) -> box, id | nil, err. spec is process.lua's checked
+ * table: name, argv, env ("K=V" list), cwd, codec, publish_as, allow,
+ * deny, limits, stop_signal, grace_ms, max_line, capacity, drop_oldest,
+ * eof_wait_ms. */
+static int l_proc_spawn(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  msrt_proc_spec s = {0};
+  s.name = str_field(L, "name");
+  s.cwd = str_field(L, "cwd");
+  s.codec = codec_of(str_field(L, "codec"));
+  s.publish_as = str_field(L, "publish_as");
+  s.argv = str_list(L, "argv", &s.argc);
+  s.env = str_list(L, "env", &s.envc);
+  s.allow = str_list(L, "allow", &s.nallow);
+  s.deny = str_list(L, "deny", &s.ndeny);
+  read_limits(L, &s.limits);
+  s.stop_signal = (int)num_field(L, 1, "stop_signal", 0);
+  s.grace_ms = (long)num_field(L, 1, "grace_ms", -1);
+  s.max_line = (size_t)num_field(L, 1, "max_line", 0);
+  s.stdin_capacity = (size_t)num_field(L, 1, "capacity", 0);
+  s.eof_wait_ms = (long)num_field(L, 1, "eof_wait_ms", -1);
+  lua_getfield(L, 1, "drop_oldest");
+  s.drop_oldest = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  msrt_error err;
+  msrt_procs *r = need_reg(L, &err);
+  msrt_proc *p = r ? msrt_proc_spawn(r, &s, &err) : NULL;
+  if (!p) {
+    lua_pushnil(L);
+    msrt_lua_push_error(L, &err);
+    return 2;
+  }
+  box *b = lua_newuserdata(L, sizeof *b);
+  b->id = msrt_proc_id(p);
+  luaL_getmetatable(L, PROC_META);
+  lua_setmetatable(L, -2);
+  lua_pushnumber(L, (lua_Number)b->id);
+  return 2;
+}
+
+/* The live process of a handle, or NULL once released. */
+static msrt_proc *proc_of(lua_State *L) {
+  box *b = luaL_checkudata(L, 1, PROC_META);
+  return reg ? msrt_procs_find(reg, b->id) : NULL;
+}
+
+static int gone(lua_State *L) {
+  return msrt_lua_fail(L, MSRT_E_CLOSED, "the process has exited");
+}
+
+static int l_proc_pid(lua_State *L) {
+  msrt_proc *p = proc_of(L);
+  if (!p || !msrt_proc_pid(p)) return 0;
+  lua_pushinteger(L, msrt_proc_pid(p));
+  return 1;
+}
+
+static int l_proc_state(lua_State *L) {
+  msrt_proc *p = proc_of(L);
+  if (!p) return 0;
+  lua_pushstring(L, msrt_proc_state_name(msrt_proc_get_state(p)));
+  return 1;
+}
+
+/* proc_send(box, encoded) -> true | nil, err */
+static int l_proc_send(lua_State *L) {
+  msrt_proc *p = proc_of(L);
+  size_t n;
+  const char *d = luaL_checklstring(L, 2, &n);
+  if (!p) return gone(L);
+  msrt_error err;
+  if (msrt_proc_send_data(p, d, n, MSRT_ENV_PAYLOAD_BUFFER, &err) != MSRT_E_OK) {
+    lua_pushnil(L);
+    msrt_lua_push_error(L, &err);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* proc_signal(box, name) -> true | nil, err */
+static int l_proc_signal(lua_State *L) {
+  msrt_proc *p = proc_of(L);
+  const char *name = luaL_checkstring(L, 2);
+  int sig = msrt_signal_from_name(name);
+  if (!sig) return luaL_argerror(L, 2, "unknown signal name");
+  if (!p || msrt_proc_signal(p, sig) != 0) return gone(L);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_proc_stop(lua_State *L) {
+  msrt_proc *p = proc_of(L);
+  if (p) msrt_proc_stop(p, (long)luaL_optnumber(L, 2, -1));
+  return 0;
+}
+
+static int l_proc_close_stdin(lua_State *L) {
+  msrt_proc *p = proc_of(L);
+  if (p) msrt_proc_close_stdin(p);
+  return 0;
+}
+
+static void set_num(lua_State *L, const char *k, double v) {
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static int l_proc_stats(lua_State *L) {
+  msrt_proc *p = proc_of(L);
+  if (!p) return 0;
+  msrt_proc_stats st;
+  msrt_proc_get_stats(p, &st);
+  lua_createtable(L, 0, 7);
+  set_num(L, "lines_out", (double)st.lines_out);
+  set_num(L, "bad_output", (double)st.bad_output);
+  set_num(L, "refused", (double)st.refused);
+  set_num(L, "stderr_lines", (double)st.stderr_lines);
+  set_num(L, "stdin_lines", (double)st.stdin_lines);
+  set_num(L, "stdin_dropped", (double)st.stdin_dropped);
+  set_num(L, "stdin_queued", (double)st.stdin_queued);
+  return 1;
+}
+
+/* proc_release(box): the handle lets go (a running child is stopped). */
+static int l_proc_release(lua_State *L) {
+  msrt_proc *p = proc_of(L);
+  if (p) msrt_proc_release(p);
+  return 0;
+}
+
+/* proc_subscribe(box, pattern, queue) -> sub_id | nil, err */
+static int l_proc_subscribe(lua_State *L) {
+  msrt_proc *p = proc_of(L);
+  size_t plen, qlen = 0;
+  const char *pat = luaL_checklstring(L, 2, &plen);
+  const char *q = luaL_optlstring(L, 3, NULL, &qlen);
+  msrt_rt *rt = msrt_rt_get();
+  if (!p || !rt) return gone(L);
+  uint64_t sid;
+  msrt_error err;
+  if (msrt_rt_subscribe(rt, pat, plen, q, qlen, MSRT_EP_PROC, NULL,
+                        msrt_proc_id(p), &sid, &err) != MSRT_E_OK) {
+    lua_pushnil(L);
+    msrt_lua_push_error(L, &err);
+    return 2;
+  }
+  lua_pushnumber(L, (lua_Number)sid);
+  return 1;
+}
+
+static int l_proc_set_events(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_pushlightuserdata(L, (void *)&EVENT_KEY);
+  lua_pushvalue(L, 1);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+/* proc_shutdown(timeout_ms): stop every child (blocking up to timeout_ms,
+ * then SIGKILL), exit events for each, free the registry. Spawns are
+ * refused afterwards. */
+static int l_proc_shutdown(lua_State *L) {
+  long ms = (long)luaL_optnumber(L, 1, 5000);
+  closed = 1;
+  if (reg) msrt_procs_free(reg, ms);
+  reg = NULL;
+  return 0;
+}
+
+static int l_proc_count(lua_State *L) {
+  lua_pushinteger(L, reg ? (lua_Integer)msrt_procs_count(reg) : 0);
+  return 1;
+}
+
+static int box_gc(lua_State *L) {
+  msrt_proc *p = proc_of(L);
+  if (p) msrt_proc_release(p);
+  return 0;
+}
+
+void msrt_lua_open_proc(lua_State *L) {
+  static const luaL_Reg fns[] = {
+    {"proc_spawn", l_proc_spawn}, {"proc_pid", l_proc_pid},
+    {"proc_state", l_proc_state}, {"proc_send", l_proc_send},
+    {"proc_signal", l_proc_signal}, {"proc_stop", l_proc_stop},
+    {"proc_close_stdin", l_proc_close_stdin}, {"proc_stats", l_proc_stats},
+    {"proc_release", l_proc_release}, {"proc_subscribe", l_proc_subscribe},
+    {"proc_set_events", l_proc_set_events},
+    {"proc_shutdown", l_proc_shutdown}, {"proc_count", l_proc_count},
+    {NULL, NULL}};
+  if (luaL_newmetatable(L, PROC_META)) {
+    lua_pushcfunction(L, box_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  luaL_register(L, NULL, fns);
+  /* JSON null as it reaches Lua (a NULL lightuserdata, as cjson.null) */
+  lua_pushlightuserdata(L, NULL);
+  lua_setfield(L, -2, "json_null");
+}

@@ -1,0 +1,18 @@
+/* The msrt.core functions for child processes (lproc.c); the Lua face is
+ * lua/msrt/process.lua. Hub thread only. */
+#ifndef MSRT_LUA_LPROC_H
+#define MSRT_LUA_LPROC_H
+
+#include <lua.h>
+#include <stdint.h>
+
+#include "core/envelope.h"
+
+/* Register proc_* functions into the table at the top of the stack. */
+void msrt_lua_open_proc(lua_State *L);
+
+/* An envelope for the stdin of process id (an MSRT_IN_PROC item from the
+ * hub inbox). Takes the reference; a process that has gone drops it. */
+void msrt_lproc_deliver(uint64_t id, msrt_envelope *e);
+
+#endif
