@@ -1,17 +1,16 @@
 -- Lua actors on worker threads (issue 3, "The threaded runtime").
 --
--- Most specs drive the hub loop inside the `it` block: `drive(body)` runs
--- body as a hub coroutine (so msrt.request and blocked publishes can
--- yield), stops every actor the spec spawned when body ends, and returns
--- when the loop has nothing left. The specs that need a profile of their
--- own (2 workers for the flood, a short shutdown timeout) run a child
--- msrt-lua.
+-- Most specs drive the hub loop inside the `it` block: `drive(body)`
+-- (S.drive, spec/support.lua) runs body as a hub coroutine (so
+-- msrt.request and blocked publishes can yield), stops every actor the
+-- spec spawned when body ends, and returns when the loop has nothing left.
+-- The specs that need a profile of their own (2 workers for the flood, a
+-- short shutdown timeout) run a child msrt-lua.
 --
 -- Actor functions run in their own Lua state and may not capture locals:
 -- every function given to msrt.actor below uses only its arguments and
 -- globals.
 local S = require "spec.support"
-local uv = require "luv"
 local msrt = require "msrt"
 local ffi = require "ffi"
 
@@ -20,104 +19,7 @@ local ffi = require "ffi"
 -- depends on the worker count except where it reads msrt.metrics()).
 msrt.start { profile = { workers = 2 } }
 
-
-local spawned = {}
-
--- msrt.actor, remembering the handle so drive() can stop it.
-local function spawn(spec)
-  local h, err = msrt.actor(spec)
-  if h then spawned[#spawned + 1] = h end
-  return h, err
-end
-
--- Run body() as a hub coroutine and drive the loop until it is done and
--- every actor spawned meanwhile has exited. A failure inside body fails
--- the spec; so does body not finishing within limit_ms.
-local function drive(body, limit_ms)
-  limit_ms = limit_ms or 30000
-  spawned = {}
-  local actors_before = msrt.metrics().actors
-  local err, finished, guard
-  local function stop_all()
-    for _, h in ipairs(spawned) do h:stop("shutdown") end
-  end
-  msrt.after(0, function()
-    local ok, e = xpcall(body, debug.traceback)
-    finished = true
-    if not ok then err = e end
-    guard.stop()
-    stop_all()
-  end)
-  guard = msrt.after(limit_ms, function()
-    err = err or ("the spec did not finish within " .. limit_ms .. " ms")
-    stop_all()
-  end)
-  uv.run()
-  spawned = {}
-  if err then error(err, 0) end
-  assert.is_true(finished)
-  assert.are.equal(0, S.open_handles())
-  -- An exit record reaches the hub just before the worker releases the
-  -- actor: give the release a moment, then every actor must be gone.
-  for _ = 1, 5000 do
-    if msrt.metrics().actors == actors_before then break end
-    uv.sleep(1)
-  end
-  assert.are.equal(actors_before, msrt.metrics().actors, "actors left behind")
-end
-
--- Yield the calling hub coroutine for ms.
-local function sleep(ms)
-  local co = coroutine.running()
-  msrt.after(ms, function() coroutine.resume(co) end)
-  coroutine.yield()
-end
-
--- Yield until pred() holds (checked every 2 ms) or limit_ms passes.
-local function poll(pred, limit_ms)
-  local deadline = uv.now() + (limit_ms or 10000)
-  while not pred() do
-    if uv.now() > deadline then return false end
-    sleep(2)
-  end
-  return true
-end
-
--- A hub subscription that keeps what it receives: c.msgs, c.wait(n, ms)
--- (yields until n messages came, false on timeout), c.close().
-local function collector(subject)
-  local c = { msgs = {} }
-  local waiter, want
-  c.sub = assert(msrt.subscribe(subject, function(m)
-    c.msgs[#c.msgs + 1] = m
-    if waiter and #c.msgs >= want then
-      local co = waiter
-      waiter = nil
-      coroutine.resume(co, true)
-    end
-  end))
-  function c.wait(n, ms)
-    if #c.msgs >= n then return true end
-    want, waiter = n, coroutine.running()
-    local t = msrt.after(ms or 10000, function()
-      if waiter then
-        local co = waiter
-        waiter = nil
-        coroutine.resume(co, false)
-      end
-    end)
-    local ok = coroutine.yield()
-    t.stop()
-    return ok
-  end
-  function c.data()
-    local out = {}
-    for i, m in ipairs(c.msgs) do out[i] = m.data end
-    return out
-  end
-  function c.close() c.sub:unsubscribe() end
-  return c
-end
+local drive, spawn, wait_until, collector = S.drive, S.spawn, S.wait_until, S.collector
 
 local function metrics() return msrt.metrics() end
 
@@ -183,7 +85,7 @@ local function gated(name, subject, capacity, overflow)
   end
   -- What it kept, asked once its mailbox is empty.
   function g.report()
-    assert(poll(function() return (h:mailbox()) == 0 end), "the mailbox never drained")
+    assert(wait_until(function() return (h:mailbox()) == 0 end), "the mailbox never drained")
     local got, err = msrt.request(subject, { op = "report" }, { timeout_ms = 10000 })
     assert(got, tostring(err))
     return got
@@ -696,7 +598,7 @@ describe("an actor crash", function()
       for _, m in ipairs(terms.msgs) do assert.matches("boom from " .. m.data.id, m.data.reason, 1, true) end
       -- the other actor, and new ones, still run
       assert.are.equal(7, msrt.request("t.crash.steady", 7, { timeout_ms = 10000 }))
-      assert.is_true(poll(function() return metrics().actors == before + 1 end), "the crashed actors are not released")
+      assert.is_true(wait_until(function() return metrics().actors == before + 1 end), "the crashed actors are not released")
       assert(spawn { name = "t_after", subscribe = "t.crash.after",
         handle = function(ctx, msg) ctx:reply(msg, "new") end })
       assert.are.equal("new", msrt.request("t.crash.after", 1, { timeout_ms = 10000 }))
@@ -791,7 +693,7 @@ describe("overflow policies", function()
         hub_done = true
       end)
       assert(msrt.publish("t.blk.go", true))
-      assert.is_true(poll(function() return (g.handle:mailbox()) >= CAP end), "the mailbox did not fill")
+      assert.is_true(wait_until(function() return (g.handle:mailbox()) >= CAP end), "the mailbox did not fill")
       -- while the receiver is gated, the senders wait and the rest runs
       assert.are.equal("still here", msrt.request("t.blk.echo", "still here", { timeout_ms = 10000 }))
       assert.is_false(hub_done)
@@ -800,7 +702,7 @@ describe("overflow policies", function()
       assert.is_true(depth <= CAP, "depth " .. depth .. " over capacity " .. CAP)
       g.open()
       assert.is_true(sent.wait(nsend, 30000), "the actor senders did not finish")
-      assert.is_true(poll(function() return hub_done end), "the hub sender did not finish")
+      assert.is_true(wait_until(function() return hub_done end), "the hub sender did not finish")
       local got = g.report()
       assert.are.equal((nsend + 1) * N, #got)
       local last = {}
@@ -814,53 +716,35 @@ describe("overflow policies", function()
     end)
   end)
 
-  it("drop_oldest: keeps the newest, counts the drops and publishes msrt.dropped.<subject>", function()
-    drive(function()
-      local notes = collector("msrt.dropped.t.dro")
-      local m0 = metrics()
-      local g = gated("t_dro", "t.dro", 4, "drop_oldest")
-      for i = 1, 10 do assert.is_true(msrt.publish("t.dro", i)) end
-      assert.is_true(notes.wait(6))
-      g.open()
-      assert.are.same({ 7, 8, 9, 10 }, g.report())
-      local m1 = metrics()
-      assert.are.equal(6, m1.drops.drop_oldest - m0.drops.drop_oldest)
-      assert.are.equal(6, m1.router.drop_oldest - m0.router.drop_oldest)
-      assert.are.equal(0, m1.drops.drop_newest - m0.drops.drop_newest)
-      local id = g.handle:ids()[1]
-      for _, m in ipairs(notes.msgs) do
-        assert.are.equal("msrt.dropped.t.dro", m.subject)
-        assert.matches("drop_oldest", note_text(m.data), 1, true)
-        assert.matches("%f[%d]" .. id .. "%f[%D]", note_text(m.data))
-      end
-      assert.are.equal(6, #notes.msgs)
-      notes.close()
+  for _, c in ipairs {
+    { policy = "drop_oldest", other = "drop_newest", keeps = "the newest", name = "dro", kept = { 7, 8, 9, 10 } },
+    { policy = "drop_newest", other = "drop_oldest", keeps = "the oldest", name = "drn", kept = { 1, 2, 3, 4 } },
+  } do
+    local subject = "t." .. c.name
+    it(c.policy .. ": keeps " .. c.keeps .. ", counts the drops and publishes msrt.dropped.<subject>", function()
+      drive(function()
+        local notes = collector("msrt.dropped." .. subject)
+        local m0 = metrics()
+        local g = gated("t_" .. c.name, subject, 4, c.policy)
+        for i = 1, 10 do assert.is_true(msrt.publish(subject, i)) end
+        assert.is_true(notes.wait(6))
+        g.open()
+        assert.are.same(c.kept, g.report())
+        local m1 = metrics()
+        assert.are.equal(6, m1.drops[c.policy] - m0.drops[c.policy])
+        assert.are.equal(6, m1.router[c.policy] - m0.router[c.policy])
+        assert.are.equal(0, m1.drops[c.other] - m0.drops[c.other])
+        local id = g.handle:ids()[1]
+        for _, m in ipairs(notes.msgs) do
+          assert.are.equal("msrt.dropped." .. subject, m.subject)
+          assert.matches(c.policy, note_text(m.data), 1, true)
+          assert.matches("%f[%d]" .. id .. "%f[%D]", note_text(m.data))
+        end
+        assert.are.equal(6, #notes.msgs)
+        notes.close()
+      end)
     end)
-  end)
-
-  it("drop_newest: keeps the oldest, counts the drops and publishes msrt.dropped.<subject>", function()
-    drive(function()
-      local notes = collector("msrt.dropped.t.drn")
-      local m0 = metrics()
-      local g = gated("t_drn", "t.drn", 4, "drop_newest")
-      for i = 1, 10 do assert.is_true(msrt.publish("t.drn", i)) end
-      assert.is_true(notes.wait(6))
-      g.open()
-      assert.are.same({ 1, 2, 3, 4 }, g.report())
-      local m1 = metrics()
-      assert.are.equal(6, m1.drops.drop_newest - m0.drops.drop_newest)
-      assert.are.equal(6, m1.router.drop_newest - m0.router.drop_newest)
-      assert.are.equal(0, m1.drops.drop_oldest - m0.drops.drop_oldest)
-      local id = g.handle:ids()[1]
-      for _, m in ipairs(notes.msgs) do
-        assert.are.equal("msrt.dropped.t.drn", m.subject)
-        assert.matches("drop_newest", note_text(m.data), 1, true)
-        assert.matches("%f[%d]" .. id .. "%f[%D]", note_text(m.data))
-      end
-      assert.are.equal(6, #notes.msgs)
-      notes.close()
-    end)
-  end)
+  end
 
   it("error: publish returns nil, err mailbox_full to the hub and to actors", function()
     drive(function()
@@ -907,7 +791,7 @@ describe("metrics", function()
       assert.are.equal(m0.actors + 3, metrics().actors)
       for i = 1, 100 do assert(msrt.publish("t.metrics", i)) end
       assert(msrt.request("t.metrics", 0, { timeout_ms = 10000 })) -- 3 handle it
-      assert.is_true(poll(function() return metrics().total.handled - m0.total.handled >= 303 end))
+      assert.is_true(wait_until(function() return metrics().total.handled - m0.total.handled >= 303 end))
       local sum = 0
       for _, w in ipairs(metrics().per_worker) do sum = sum + w.handled end
       assert.are.equal(metrics().total.handled, sum)

@@ -132,6 +132,60 @@ static actor_t *mkt(handler fn) {
   return t;
 }
 
+/* The shape most tests share: one scheduler (mksched's arguments) with one
+ * actor run by fn (the scheduler's mailbox defaults), and the count of live
+ * envelopes before, for the leak check in teardown. */
+typedef struct {
+  long live0;
+  msrt_sched *s;
+  actor_t *t;
+  msrt_actor *a;
+} fixture;
+
+static fixture setup(int workers, int batch, int spin_us, size_t cap,
+                     msrt_overflow ov, void *sud, handler fn) {
+  fixture f;
+  f.live0 = msrt_env_live();
+  f.s = mksched(workers, batch, spin_us, cap, ov, sud);
+  f.t = mkt(fn);
+  f.a = msrt_actor_new(f.s, f.t, 0, MSRT_OVERFLOW_DEFAULT);
+  return f;
+}
+
+/* The end of a test: free the scheduler, check that it released each of
+ * the n actors a[i] once, drop them and their t[i], and check that no
+ * envelope outlives them. */
+static void finish(msrt_sched *s, int n, msrt_actor **a, actor_t **t,
+                   long live0) {
+  msrt_sched_free(s);
+  for (int i = 0; i < n; i++) {
+    CHECK(atomic_load(&t[i]->released) == 1);
+    msrt_actor_unref(a[i]);
+    free(t[i]);
+  }
+  CHECK(msrt_env_live() == live0);
+}
+static void teardown(fixture *f) { finish(f->s, 1, &f->a, &f->t, f->live0); }
+
+/* Wait (5 s at most) until t has received n messages; whether it has. */
+static int received(actor_t *t, long n) {
+  WAIT_UNTIL(atomic_load(&t->received) == n, 5000);
+  return atomic_load(&t->received) == n;
+}
+
+/* Pop and free every message queued for a, counting them in t->received;
+ * returns how many. */
+static int drain(actor_t *t, msrt_actor *a) {
+  msrt_envelope *e;
+  int n = 0;
+  while ((e = msrt_actor_pop(a))) {
+    msrt_env_unref(e);
+    atomic_fetch_add(&t->received, 1);
+    n++;
+  }
+  return n;
+}
+
 /* consume everything, checking per-sender FIFO */
 static msrt_run_result h_consume(actor_t *t, msrt_actor *a, int budget,
                                  int w) {
@@ -271,13 +325,7 @@ static void test_fifo_many_producers(void) {
          (unsigned long long)st.total.steals,
          (unsigned long long)st.total.parks,
          (unsigned long long)st.total.wakes);
-  msrt_sched_free(s);
-  for (int i = 0; i < 2; i++) {
-    CHECK(atomic_load(&c[i]->released) == 1);
-    msrt_actor_unref(ca[i]);
-    free(c[i]);
-  }
-  CHECK(msrt_env_live() == live0);
+  finish(s, 2, ca, c, live0);
 }
 
 /* ---- ping-pong between actors (worker-side pushes, LIFO, stealing) -------- */
@@ -350,51 +398,39 @@ static void test_pingpong(void) {
          PAIRS, rounds, (unsigned long long)st.total.turns,
          (unsigned long long)st.total.steals,
          (unsigned long long)st.total.parks);
-  msrt_sched_free(s);
-  for (int i = 0; i < 2 * PAIRS; i++) {
-    CHECK(atomic_load(&t[i]->released) == 1);
-    msrt_actor_unref(a[i]);
-    free(t[i]);
-  }
-  CHECK(msrt_env_live() == live0);
+  finish(s, 2 * PAIRS, a, t, live0);
 }
 
 /* ---- overflow policies ---------------------------------------------------- */
 
 static void test_drop_oldest(void) {
-  long live0 = msrt_env_live();
   drops_t d = {0};
-  msrt_sched *s = mksched(1, 64, 0, 4, MSRT_OVERFLOW_DROP_OLDEST, &d);
-  actor_t *t = mkt(h_consume);
-  msrt_actor *a = msrt_actor_new(s, t, 0, MSRT_OVERFLOW_DEFAULT);
-  for (uint32_t i = 0; i < 10; i++) CHECK(send(a, 0, i, 5) == MSRT_E_OK);
-  CHECK(msrt_actor_depth(a) == 4);
-  CHECK(msrt_actor_high_water(a) == 4);
+  fixture f = setup(1, 64, 0, 4, MSRT_OVERFLOW_DROP_OLDEST, &d, h_consume);
+  for (uint32_t i = 0; i < 10; i++) CHECK(send(f.a, 0, i, 5) == MSRT_E_OK);
+  CHECK(msrt_actor_depth(f.a) == 4);
+  CHECK(msrt_actor_high_water(f.a) == 4);
   CHECK(atomic_load(&d.n) == 6 && d.reasons_oldest == 6);
   for (int i = 0; i < 6; i++) CHECK(d.seqs[i] == (uint32_t)i);
   msrt_sched_stats st;
-  msrt_sched_stats_get(s, &st, NULL);
+  msrt_sched_stats_get(f.s, &st, NULL);
   CHECK(st.drops_oldest == 6 && st.drops_newest == 0);
   /* the high lane is evicted only when the low lane is empty */
-  CHECK(send(a, 8, 100, 1) == MSRT_E_OK); /* evicts 6 (sender 8: untracked) */
+  CHECK(send(f.a, 8, 100, 1) == MSRT_E_OK); /* evicts 6 (sender 8: untracked) */
   CHECK(d.seqs[6] == 6);
-  t->next_seq[0] = 7;
-  msrt_sched_start(s);
-  WAIT_UNTIL(atomic_load(&t->received) == 4, 5000);
-  CHECK(atomic_load(&t->received) == 4);
+  f.t->next_seq[0] = 7;
+  msrt_sched_start(f.s);
+  CHECK(received(f.t, 4));
   /* order: the high one first, then 7, 8, 9 */
-  CHECK(atomic_load(&t->nlog) == 4);
-  CHECK(t->log[0] == 1100 && t->log[1] == 5007 && t->log[3] == 5009);
-  CHECK(atomic_load(&t->order_errors) == 0);
-  msrt_sched_free(s);
-  msrt_actor_unref(a);
-  free(t);
-  CHECK(msrt_env_live() == live0);
+  CHECK(atomic_load(&f.t->nlog) == 4);
+  CHECK(f.t->log[0] == 1100 && f.t->log[1] == 5007 && f.t->log[3] == 5009);
+  CHECK(atomic_load(&f.t->order_errors) == 0);
+  teardown(&f);
 }
 
 static void test_drop_newest(void) {
   long live0 = msrt_env_live();
   drops_t d = {0};
+  /* the actor's own capacity and policy override the scheduler's */
   msrt_sched *s = mksched(1, 64, 0, 8, MSRT_OVERFLOW_BLOCK, &d);
   actor_t *t = mkt(h_consume);
   msrt_actor *a = msrt_actor_new(s, t, 4, MSRT_OVERFLOW_DROP_NEWEST);
@@ -405,39 +441,28 @@ static void test_drop_newest(void) {
   CHECK(msrt_actor_policy(a) == MSRT_OVERFLOW_DROP_NEWEST);
   for (int i = 0; i < 6; i++) CHECK(d.seqs[i] == (uint32_t)(4 + i));
   msrt_sched_start(s);
-  WAIT_UNTIL(atomic_load(&t->received) == 4, 5000);
-  CHECK(atomic_load(&t->received) == 4);
+  CHECK(received(t, 4));
   CHECK(t->next_seq[0] == 4 && atomic_load(&t->order_errors) == 0);
   msrt_sched_stats st;
   msrt_sched_stats_get(s, &st, NULL);
   CHECK(st.drops_newest == 6 && st.drops_oldest == 0);
-  msrt_sched_free(s);
-  msrt_actor_unref(a);
-  free(t);
-  CHECK(msrt_env_live() == live0);
+  finish(s, 1, &a, &t, live0);
 }
 
 static void test_error_policy(void) {
-  long live0 = msrt_env_live();
-  msrt_sched *s = mksched(1, 64, 0, 3, MSRT_OVERFLOW_ERROR, NULL);
-  actor_t *t = mkt(h_consume);
-  msrt_actor *a = msrt_actor_new(s, t, 0, MSRT_OVERFLOW_DEFAULT);
-  for (uint32_t i = 0; i < 3; i++) CHECK(send(a, 0, i, 5) == MSRT_E_OK);
-  CHECK(send(a, 0, 3, 5) == MSRT_E_MAILBOX_FULL);
-  CHECK(send(a, 0, 3, 1) == MSRT_E_MAILBOX_FULL); /* high lane shares bound */
-  CHECK(send_sys(a, 8, 99) == MSRT_E_OK);          /* sys is unbounded */
-  CHECK(msrt_actor_depth(a) == 3);
+  fixture f = setup(1, 64, 0, 3, MSRT_OVERFLOW_ERROR, NULL, h_consume);
+  for (uint32_t i = 0; i < 3; i++) CHECK(send(f.a, 0, i, 5) == MSRT_E_OK);
+  CHECK(send(f.a, 0, 3, 5) == MSRT_E_MAILBOX_FULL);
+  CHECK(send(f.a, 0, 3, 1) == MSRT_E_MAILBOX_FULL); /* high lane shares bound */
+  CHECK(send_sys(f.a, 8, 99) == MSRT_E_OK);          /* sys is unbounded */
+  CHECK(msrt_actor_depth(f.a) == 3);
   msrt_sched_stats st;
-  msrt_sched_stats_get(s, &st, NULL);
+  msrt_sched_stats_get(f.s, &st, NULL);
   CHECK(st.refused_full == 2);
-  msrt_sched_start(s);
-  WAIT_UNTIL(atomic_load(&t->received) == 4, 5000);
-  CHECK(atomic_load(&t->received) == 4);
-  CHECK(t->log[0] == 5099 && t->log[1] == 5000);
-  msrt_sched_free(s);
-  msrt_actor_unref(a);
-  free(t);
-  CHECK(msrt_env_live() == live0);
+  msrt_sched_start(f.s);
+  CHECK(received(f.t, 4));
+  CHECK(f.t->log[0] == 5099 && f.t->log[1] == 5000);
+  teardown(&f);
 }
 
 static atomic_int woke;
@@ -447,61 +472,54 @@ static void count_waker(void *ud) {
 }
 
 static void test_block_wait_room(void) {
-  long live0 = msrt_env_live();
   atomic_store(&woke, 0);
-  msrt_sched *s = mksched(1, 64, 0, 2, MSRT_OVERFLOW_BLOCK, NULL);
-  actor_t *t = mkt(h_consume);
-  msrt_actor *a = msrt_actor_new(s, t, 0, MSRT_OVERFLOW_DEFAULT);
-  CHECK(msrt_actor_wait_room(a, count_waker, NULL) == MSRT_E_OK); /* room */
-  CHECK(send(a, 0, 0, 5) == MSRT_E_OK);
-  CHECK(send(a, 0, 1, 5) == MSRT_E_OK);
-  CHECK(send(a, 0, 2, 5) == MSRT_E_MAILBOX_FULL);
-  CHECK(msrt_actor_wait_room(a, count_waker, (void *)1) == MSRT_WAIT_PENDING);
-  CHECK(msrt_actor_wait_room(a, count_waker, (void *)2) == MSRT_WAIT_PENDING);
-  CHECK(msrt_actor_cancel_wait(a, count_waker, (void *)2) == 0);
-  CHECK(msrt_actor_cancel_wait(a, count_waker, (void *)2) == -1);
+  fixture f = setup(1, 64, 0, 2, MSRT_OVERFLOW_BLOCK, NULL, h_consume);
+  CHECK(msrt_actor_wait_room(f.a, count_waker, NULL) == MSRT_E_OK); /* room */
+  CHECK(send(f.a, 0, 0, 5) == MSRT_E_OK);
+  CHECK(send(f.a, 0, 1, 5) == MSRT_E_OK);
+  CHECK(send(f.a, 0, 2, 5) == MSRT_E_MAILBOX_FULL);
+  CHECK(msrt_actor_wait_room(f.a, count_waker, (void *)1) == MSRT_WAIT_PENDING);
+  CHECK(msrt_actor_wait_room(f.a, count_waker, (void *)2) == MSRT_WAIT_PENDING);
+  CHECK(msrt_actor_cancel_wait(f.a, count_waker, (void *)2) == 0);
+  CHECK(msrt_actor_cancel_wait(f.a, count_waker, (void *)2) == -1);
   sleep_ms(5);
   CHECK(atomic_load(&woke) == 0);
-  msrt_sched_start(s);
+  msrt_sched_start(f.s);
   WAIT_UNTIL(atomic_load(&woke) == 1, 5000);
   CHECK(atomic_load(&woke) == 1);
-  CHECK(send(a, 0, 2, 5) == MSRT_E_OK);
-  WAIT_UNTIL(atomic_load(&t->received) == 3, 5000);
-  CHECK(atomic_load(&t->received) == 3 && t->next_seq[0] == 3);
+  CHECK(send(f.a, 0, 2, 5) == MSRT_E_OK);
+  CHECK(received(f.t, 3) && f.t->next_seq[0] == 3);
   sleep_ms(5);
   CHECK(atomic_load(&woke) == 1); /* one-shot */
   /* a waiter registered on a full mailbox is woken by close, too */
-  msrt_sched_stop(s);
-  CHECK(send(a, 0, 9, 5) == MSRT_E_CLOSED);
-  msrt_sched_free(s);
-  CHECK(msrt_actor_wait_room(a, count_waker, NULL) == MSRT_E_CLOSED);
-  msrt_actor_unref(a);
-  free(t);
-  CHECK(msrt_env_live() == live0);
+  msrt_sched_stop(f.s);
+  CHECK(send(f.a, 0, 9, 5) == MSRT_E_CLOSED);
+  msrt_sched_free(f.s);
+  CHECK(msrt_actor_wait_room(f.a, count_waker, NULL) == MSRT_E_CLOSED);
+  msrt_actor_unref(f.a);
+  free(f.t);
+  CHECK(msrt_env_live() == f.live0);
 }
 
 static void test_waiters_woken_on_close(void) {
-  long live0 = msrt_env_live();
   atomic_store(&woke, 0);
-  msrt_sched *s = mksched(1, 64, 0, 1, MSRT_OVERFLOW_BLOCK, NULL);
-  actor_t *t = mkt(h_consume);
-  msrt_actor *a = msrt_actor_new(s, t, 0, MSRT_OVERFLOW_DEFAULT);
-  msrt_actor *b = msrt_actor_new(s, t, 0, MSRT_OVERFLOW_DEFAULT);
-  CHECK(send(a, 0, 0, 5) == MSRT_E_OK);
+  fixture f = setup(1, 64, 0, 1, MSRT_OVERFLOW_BLOCK, NULL, h_consume);
+  msrt_actor *b = msrt_actor_new(f.s, f.t, 0, MSRT_OVERFLOW_DEFAULT);
+  CHECK(send(f.a, 0, 0, 5) == MSRT_E_OK);
   CHECK(send(b, 0, 0, 5) == MSRT_E_OK);
-  CHECK(msrt_actor_wait_room(a, count_waker, NULL) == MSRT_WAIT_PENDING);
+  CHECK(msrt_actor_wait_room(f.a, count_waker, NULL) == MSRT_WAIT_PENDING);
   CHECK(msrt_actor_wait_room(b, count_waker, NULL) == MSRT_WAIT_PENDING);
-  msrt_actor_stop(a); /* close wakes a's waiter */
+  msrt_actor_stop(f.a); /* close wakes a's waiter */
   CHECK(atomic_load(&woke) == 1);
-  CHECK(send(a, 0, 1, 5) == MSRT_E_CLOSED);
-  msrt_sched_free(s); /* never started: free releases, wakes b's waiter */
+  CHECK(send(f.a, 0, 1, 5) == MSRT_E_CLOSED);
+  msrt_sched_free(f.s); /* never started: free releases, wakes b's waiter */
   CHECK(atomic_load(&woke) == 2);
-  CHECK(atomic_load(&t->released) == 2);
-  CHECK(atomic_load(&t->received) == 0);
-  msrt_actor_unref(a);
+  CHECK(atomic_load(&f.t->released) == 2);
+  CHECK(atomic_load(&f.t->received) == 0);
+  msrt_actor_unref(f.a);
   msrt_actor_unref(b);
-  free(t);
-  CHECK(msrt_env_live() == live0);
+  free(f.t);
+  CHECK(msrt_env_live() == f.live0);
 }
 
 /* ---- when popped messages free room (per policy) -------------------------- */
@@ -510,11 +528,7 @@ static msrt_run_result h_selfpush(actor_t *t, msrt_actor *a, int budget,
                                   int w) {
   (void)budget;
   (void)w;
-  msrt_envelope *e;
-  while ((e = msrt_actor_pop(a))) {
-    msrt_env_unref(e);
-    atomic_fetch_add(&t->received, 1);
-  }
+  drain(t, a);
   if (t->limit == 0) { /* first turn: mailbox drained, push 2 to self */
     t->limit = 1;
     t->log[0] = send(a, 0, 10, 5);
@@ -550,48 +564,36 @@ static void test_room_settlement(void) {
   CHECK(bl->log[0] == MSRT_E_MAILBOX_FULL);
   CHECK(atomic_load(&woke) == 1);
   CHECK(msrt_actor_depth(bla) == 0);
-  msrt_sched_free(s);
-  msrt_actor_unref(dna);
-  msrt_actor_unref(bla);
-  free(dn);
-  free(bl);
-  CHECK(msrt_env_live() == live0);
+  finish(s, 2, (msrt_actor *[]){dna, bla}, (actor_t *[]){dn, bl}, live0);
 }
 
 /* ---- priorities ------------------------------------------------------------ */
 
 static void test_priorities(void) {
-  long live0 = msrt_env_live();
-  msrt_sched *s = mksched(1, 100, 0, 100, MSRT_OVERFLOW_ERROR, NULL);
-  actor_t *t = mkt(h_consume);
-  msrt_actor *a = msrt_actor_new(s, t, 0, MSRT_OVERFLOW_DEFAULT);
+  fixture f = setup(1, 100, 0, 100, MSRT_OVERFLOW_ERROR, NULL, h_consume);
   /* interleave 20 low (prio 7, seq 0..19) and 20 high (prio 2/3, 100..119) */
   for (uint32_t i = 0; i < 20; i++) {
-    CHECK(send(a, 1, i, 7) == MSRT_E_OK);
-    CHECK(send(a, 2, 100 + i, (i & 1) ? 2 : 3) == MSRT_E_OK);
+    CHECK(send(f.a, 1, i, 7) == MSRT_E_OK);
+    CHECK(send(f.a, 2, 100 + i, (i & 1) ? 2 : 3) == MSRT_E_OK);
   }
-  CHECK(send_sys(a, 8, 500) == MSRT_E_OK);
-  t->next_seq[2] = 100;
-  msrt_sched_start(s);
-  WAIT_UNTIL(atomic_load(&t->received) == 41, 5000);
-  CHECK(atomic_load(&t->received) == 41);
-  CHECK(atomic_load(&t->order_errors) == 0); /* FIFO within each sender */
+  CHECK(send_sys(f.a, 8, 500) == MSRT_E_OK);
+  f.t->next_seq[2] = 100;
+  msrt_sched_start(f.s);
+  CHECK(received(f.t, 41));
+  CHECK(atomic_load(&f.t->order_errors) == 0); /* FIFO within each sender */
   /* expected: sys, 8 high, 1 low, 8 high, 1 low, 4 high, 18 low */
   int pos = 0, ok = 1;
-  ok &= t->log[pos++] % 1000 == 500;
+  ok &= f.t->log[pos++] % 1000 == 500;
   int burst[] = {8, 8, 4};
   uint32_t hi = 100, lo = 0;
   for (int b = 0; b < 3; b++) {
-    for (int i = 0; i < burst[b]; i++) ok &= (uint32_t)(t->log[pos++] % 1000) == hi++;
-    if (b < 2) ok &= (uint32_t)(t->log[pos++] % 1000) == lo++;
+    for (int i = 0; i < burst[b]; i++) ok &= (uint32_t)(f.t->log[pos++] % 1000) == hi++;
+    if (b < 2) ok &= (uint32_t)(f.t->log[pos++] % 1000) == lo++;
   }
-  while (pos < 41) ok &= (uint32_t)(t->log[pos++] % 1000) == lo++;
+  while (pos < 41) ok &= (uint32_t)(f.t->log[pos++] % 1000) == lo++;
   CHECK(ok);
   CHECK(lo == 20 && hi == 120);
-  msrt_sched_free(s);
-  msrt_actor_unref(a);
-  free(t);
-  CHECK(msrt_env_live() == live0);
+  teardown(&f);
 }
 
 /* ---- batch fairness ----------------------------------------------------------- */
@@ -628,8 +630,7 @@ static void test_batch_fairness(void) {
   for (uint32_t i = 0; i < 5; i++) {
     long before = atomic_load(&f->received);
     CHECK(send(ga, 0, i, 5) == MSRT_E_OK);
-    WAIT_UNTIL(atomic_load(&g->received) == (long)i + 1, 5000);
-    CHECK(atomic_load(&g->received) == (long)i + 1);
+    CHECK(received(g, (long)i + 1));
     CHECK(atomic_load(&f->received) > before); /* f keeps running too */
   }
   CHECK(atomic_load(&f->max_popped) <= 8);
@@ -638,13 +639,7 @@ static void test_batch_fairness(void) {
   WAIT_UNTIL(atomic_load(&f->released) == 1, 5000);
   CHECK(atomic_load(&f->released) == 1);
   CHECK(atomic_load(&f->closed_seen) == 1);
-  msrt_sched_free(s);
-  CHECK(atomic_load(&g->released) == 1);
-  msrt_actor_unref(fa);
-  msrt_actor_unref(ga);
-  free(f);
-  free(g);
-  CHECK(msrt_env_live() == live0);
+  finish(s, 2, (msrt_actor *[]){fa, ga}, (actor_t *[]){f, g}, live0);
 }
 
 /* ---- WAITING takes only the sys lane ----------------------------------------- */
@@ -678,46 +673,38 @@ static msrt_run_result h_waiter(actor_t *t, msrt_actor *a, int budget, int w) {
 }
 
 static void test_waiting_sys_only(void) {
-  long live0 = msrt_env_live();
-  msrt_sched *s = mksched(1, 64, 0, 16, MSRT_OVERFLOW_BLOCK, NULL);
-  actor_t *t = mkt(h_waiter);
-  msrt_actor *a = msrt_actor_new(s, t, 0, MSRT_OVERFLOW_DEFAULT);
-  msrt_sched_start(s);
-  CHECK(send(a, 0, 1, 5) == MSRT_E_OK);
-  WAIT_UNTIL(atomic_load(&t->received) == 1, 5000);
+  fixture f = setup(1, 64, 0, 16, MSRT_OVERFLOW_BLOCK, NULL, h_waiter);
+  msrt_sched_start(f.s);
+  CHECK(send(f.a, 0, 1, 5) == MSRT_E_OK);
+  WAIT_UNTIL(atomic_load(&f.t->received) == 1, 5000);
   sleep_ms(5);
-  int turns = atomic_load(&t->turns);
-  CHECK(send(a, 0, 2, 5) == MSRT_E_OK);
-  CHECK(send(a, 0, 3, 1) == MSRT_E_OK);
+  int turns = atomic_load(&f.t->turns);
+  CHECK(send(f.a, 0, 2, 5) == MSRT_E_OK);
+  CHECK(send(f.a, 0, 3, 1) == MSRT_E_OK);
   sleep_ms(20);
-  CHECK(atomic_load(&t->turns) == turns); /* normal lanes not eligible */
-  CHECK(atomic_load(&t->received) == 1);
-  CHECK(msrt_actor_depth(a) == 2);
-  CHECK(send_sys(a, 0, 100) == MSRT_E_OK);
-  WAIT_UNTIL(atomic_load(&t->received) == 4, 5000);
-  CHECK(atomic_load(&t->received) == 4);
-  CHECK(atomic_load(&t->order_errors) == 0);
-  CHECK(t->log[0] == 1 && t->log[1] == 100 && t->log[2] == 3 &&
-        t->log[3] == 2);
+  CHECK(atomic_load(&f.t->turns) == turns); /* normal lanes not eligible */
+  CHECK(atomic_load(&f.t->received) == 1);
+  CHECK(msrt_actor_depth(f.a) == 2);
+  CHECK(send_sys(f.a, 0, 100) == MSRT_E_OK);
+  CHECK(received(f.t, 4));
+  CHECK(atomic_load(&f.t->order_errors) == 0);
+  CHECK(f.t->log[0] == 1 && f.t->log[1] == 100 && f.t->log[2] == 3 &&
+        f.t->log[3] == 2);
   /* second round: the reply turn returns IDLE without lifting the wait:
    * the queued normal message runs in the next turn */
-  CHECK(send(a, 0, 1, 5) == MSRT_E_OK);
-  WAIT_UNTIL(atomic_load(&t->received) == 5, 5000);
+  CHECK(send(f.a, 0, 1, 5) == MSRT_E_OK);
+  WAIT_UNTIL(atomic_load(&f.t->received) == 5, 5000);
   sleep_ms(5);
-  CHECK(send(a, 0, 7, 5) == MSRT_E_OK);
+  CHECK(send(f.a, 0, 7, 5) == MSRT_E_OK);
   sleep_ms(10);
-  CHECK(atomic_load(&t->received) == 5);
-  turns = atomic_load(&t->turns);
-  CHECK(send_sys(a, 0, 101) == MSRT_E_OK);
-  WAIT_UNTIL(atomic_load(&t->received) == 7, 5000);
-  CHECK(atomic_load(&t->received) == 7);
-  CHECK(t->log[5] == 101 && t->log[6] == 7);
-  CHECK(atomic_load(&t->turns) == turns + 2); /* 7 ran in a later turn */
-  CHECK(atomic_load(&t->order_errors) == 0);
-  msrt_sched_free(s);
-  msrt_actor_unref(a);
-  free(t);
-  CHECK(msrt_env_live() == live0);
+  CHECK(atomic_load(&f.t->received) == 5);
+  turns = atomic_load(&f.t->turns);
+  CHECK(send_sys(f.a, 0, 101) == MSRT_E_OK);
+  CHECK(received(f.t, 7));
+  CHECK(f.t->log[5] == 101 && f.t->log[6] == 7);
+  CHECK(atomic_load(&f.t->turns) == turns + 2); /* 7 ran in a later turn */
+  CHECK(atomic_load(&f.t->order_errors) == 0);
+  teardown(&f);
 }
 
 /* ---- stop path ---------------------------------------------------------------- */
@@ -783,20 +770,17 @@ static void test_stop_release_once(void) {
 }
 
 static void test_free_drops_queued(void) {
-  long live0 = msrt_env_live();
-  msrt_sched *s = mksched(2, 4, 0, 64, MSRT_OVERFLOW_DROP_OLDEST, NULL);
-  actor_t *t = mkt(h_consume);
-  msrt_actor *a = msrt_actor_new(s, t, 0, MSRT_OVERFLOW_DEFAULT);
-  msrt_actor_ref(a); /* extra reference, dropped twice below */
-  for (uint32_t i = 0; i < 100; i++) send(a, 0, i, (int)(i % 10) + 1);
-  for (uint32_t i = 0; i < 5; i++) send_sys(a, 0, i);
-  CHECK(msrt_env_live() == live0 + 69);
-  msrt_sched_free(s); /* never started */
-  CHECK(atomic_load(&t->released) == 1);
-  CHECK(msrt_env_live() == live0);
-  msrt_actor_unref(a);
-  msrt_actor_unref(a);
-  free(t);
+  fixture f = setup(2, 4, 0, 64, MSRT_OVERFLOW_DROP_OLDEST, NULL, h_consume);
+  msrt_actor_ref(f.a); /* extra reference, dropped twice below */
+  for (uint32_t i = 0; i < 100; i++) send(f.a, 0, i, (int)(i % 10) + 1);
+  for (uint32_t i = 0; i < 5; i++) send_sys(f.a, 0, i);
+  CHECK(msrt_env_live() == f.live0 + 69);
+  msrt_sched_free(f.s); /* never started */
+  CHECK(atomic_load(&f.t->released) == 1);
+  CHECK(msrt_env_live() == f.live0);
+  msrt_actor_unref(f.a);
+  msrt_actor_unref(f.a);
+  free(f.t);
 }
 
 /* a run callback that hangs until told */
@@ -804,66 +788,49 @@ static atomic_int hang_release;
 static msrt_run_result h_hang(actor_t *t, msrt_actor *a, int budget, int w) {
   (void)budget;
   (void)w;
-  msrt_envelope *e;
-  while ((e = msrt_actor_pop(a))) {
-    msrt_env_unref(e);
-    atomic_fetch_add(&t->received, 1);
-  }
+  drain(t, a);
   while (!atomic_load(&hang_release)) sleep_ms(1);
   return MSRT_RUN_IDLE;
 }
 
 static void test_stop_timeout(void) {
-  long live0 = msrt_env_live();
   atomic_store(&hang_release, 0);
-  msrt_sched *s = mksched(2, 4, 0, 64, MSRT_OVERFLOW_BLOCK, NULL);
-  actor_t *t = mkt(h_hang);
-  msrt_actor *a = msrt_actor_new(s, t, 0, MSRT_OVERFLOW_DEFAULT);
-  msrt_sched_start(s);
-  CHECK(send(a, 0, 0, 5) == MSRT_E_OK);
-  WAIT_UNTIL(atomic_load(&t->received) == 1, 5000);
+  fixture f = setup(2, 4, 0, 64, MSRT_OVERFLOW_BLOCK, NULL, h_hang);
+  msrt_sched_start(f.s);
+  CHECK(send(f.a, 0, 0, 5) == MSRT_E_OK);
+  WAIT_UNTIL(atomic_load(&f.t->received) == 1, 5000);
   uint64_t t0 = msrt_now_ns();
-  CHECK(msrt_sched_stop_timeout(s, 50) == -1);
+  CHECK(msrt_sched_stop_timeout(f.s, 50) == -1);
   uint64_t dt = msrt_now_ns() - t0;
   CHECK(dt >= 40000000u && dt < 2000000000u);
   atomic_store(&hang_release, 1);
-  CHECK(msrt_sched_stop_timeout(s, 5000) == 0);
-  CHECK(msrt_sched_stop_timeout(s, 5000) == 0);
-  msrt_sched_free(s);
-  CHECK(atomic_load(&t->released) == 1);
-  msrt_actor_unref(a);
-  free(t);
-  CHECK(msrt_env_live() == live0);
+  CHECK(msrt_sched_stop_timeout(f.s, 5000) == 0);
+  CHECK(msrt_sched_stop_timeout(f.s, 5000) == 0);
+  teardown(&f);
 }
 
 /* ---- parking: one push wakes one worker ------------------------------------- */
 
 static void test_wake_one(void) {
-  long live0 = msrt_env_live();
-  msrt_sched *s = mksched(2, 64, 0, 64, MSRT_OVERFLOW_BLOCK, NULL);
-  actor_t *t = mkt(h_consume);
-  msrt_actor *a = msrt_actor_new(s, t, 0, MSRT_OVERFLOW_DEFAULT);
-  msrt_sched_start(s);
+  fixture f = setup(2, 64, 0, 64, MSRT_OVERFLOW_BLOCK, NULL, h_consume);
+  msrt_sched_start(f.s);
   msrt_sched_stats st;
   int ok_rounds = 0;
   for (int round = 0; round < 5; round++) {
-    WAIT_UNTIL((msrt_sched_stats_get(s, &st, NULL), st.parked == 2), 5000);
+    WAIT_UNTIL((msrt_sched_stats_get(f.s, &st, NULL), st.parked == 2), 5000);
     CHECK(st.parked == 2);
     sleep_ms(2);
-    msrt_sched_stats_get(s, &st, NULL);
+    msrt_sched_stats_get(f.s, &st, NULL);
     uint64_t wakes0 = st.total.wakes, parks0 = st.total.parks;
-    CHECK(send(a, 0, (uint32_t)round, 5) == MSRT_E_OK);
-    WAIT_UNTIL(atomic_load(&t->received) == round + 1, 5000);
-    WAIT_UNTIL((msrt_sched_stats_get(s, &st, NULL), st.parked == 2), 5000);
+    CHECK(send(f.a, 0, (uint32_t)round, 5) == MSRT_E_OK);
+    WAIT_UNTIL(atomic_load(&f.t->received) == round + 1, 5000);
+    WAIT_UNTIL((msrt_sched_stats_get(f.s, &st, NULL), st.parked == 2), 5000);
     if (st.total.wakes - wakes0 == 1 && st.total.parks - parks0 == 1)
       ok_rounds++;
   }
   CHECK(ok_rounds == 5);
-  CHECK(atomic_load(&t->order_errors) == 0);
-  msrt_sched_free(s);
-  msrt_actor_unref(a);
-  free(t);
-  CHECK(msrt_env_live() == live0);
+  CHECK(atomic_load(&f.t->order_errors) == 0);
+  teardown(&f);
 }
 
 /* ---- the queue modes (shared / no LIFO) run the same traffic -------------- */
@@ -903,12 +870,7 @@ static void run_mode(unsigned flags) {
     errs += atomic_load(&t[i]->order_errors);
   }
   CHECK(errs == 0);
-  msrt_sched_free(s);
-  for (int i = 0; i < N; i++) {
-    msrt_actor_unref(a[i]);
-    free(t[i]);
-  }
-  CHECK(msrt_env_live() == live0);
+  finish(s, N, a, t, live0);
 }
 static void test_modes(void) {
   run_mode(MSRT_SCHED_SHARED_QUEUE);
