@@ -130,7 +130,10 @@ int msrt_rt_stop(msrt_rt *rt) {
   }
   uint64_t now = msrt_now_ns(); /* the loop above may end past the deadline */
   long left = now < deadline ? (long)((deadline - now) / 1000000u) : 0;
-  if (msrt_sched_stop_timeout(rt->sched, left > 0 ? left : 0) != 0) return -1;
+  if (msrt_sched_stop_timeout(rt->sched, left > 0 ? left : 0) != 0) {
+    msrt_sched_abandon(rt->sched); /* the process exits without them */
+    return -1;
+  }
   msrt_inbox_drain(rt->inbox);
   msrt_inbox_close(rt->inbox);
   return 0;

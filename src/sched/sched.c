@@ -1039,6 +1039,15 @@ int msrt_sched_stop_timeout(msrt_sched *s, long ms) {
 
 void msrt_sched_stop(msrt_sched *s) { msrt_sched_stop_timeout(s, -1); }
 
+void msrt_sched_abandon(msrt_sched *s) {
+  for (int i = 0; i < s->nw; i++) {
+    worker *w = &s->w[i];
+    if (w->joined) continue;
+    w->joined = 1; /* detached: gone without a join when it ever returns */
+    pthread_detach(w->th);
+  }
+}
+
 void msrt_sched_free(msrt_sched *s) {
   if (!s) return;
   msrt_sched_stop(s);

@@ -173,6 +173,13 @@ void msrt_sched_stop(msrt_sched *s);
  * called again to keep waiting. */
 int msrt_sched_stop_timeout(msrt_sched *s, long ms);
 
+/* After msrt_sched_stop_timeout returned -1 and the caller gives up on the
+ * stuck workers (the process is about to exit): detach them, so that one
+ * that returns later is not left finished and unjoined (ThreadSanitizer
+ * reports that as a thread leak). The scheduler must not be freed after
+ * this. Same thread as msrt_sched_stop_timeout. */
+void msrt_sched_abandon(msrt_sched *s);
+
 /* Free the scheduler: stops it if needed (waiting forever), calls
  * cfg.release for every actor not yet released (on this thread), drops
  * every queued envelope, wakes every registered room waiter (so blocked
