@@ -359,6 +359,23 @@ describe("msrt.process", function()
     end)
   end)
 
+  it("publishes raw chunks with the raw codec, and leaves luv's own children to luv", function()
+    run(function()
+      local out = collect("agents.rawp.out")
+      local h = assert(sh("rawp", [[printf 'no newline \000 here']], { codec = "raw" }))
+      local luv_code
+      local child = uv.spawn("/bin/sh", { args = { "-c", "exit 5" } }, function(code)
+        luv_code = code
+      end)
+      finish(h)
+      assert.are.equal("no newline \0 here", table.concat(out.data()))
+      assert.is_true(poll(function() return luv_code ~= nil end))
+      assert.are.equal(5, luv_code)
+      child:close()
+      out.close()
+    end)
+  end)
+
   it("applies limits in the child and sends signals to its group", function()
     run(function()
       local out = collect("agents.lim.out")

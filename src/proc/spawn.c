@@ -13,10 +13,13 @@
  *    child only makes system calls (no allocation, no locks) until execve,
  *    and every signal is blocked around vfork so no host handler can run
  *    on the shared stack; the child resets every handler before unblocking.
+ *    Its errors come back through a close-on-exec pipe.
  */
 #include "proc/spawn.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -90,7 +93,9 @@ typedef struct {
   char *const *argv, *const *envp;
   const int *stdio;
   const msrt_proc_limits *lim;
-  volatile int err; /* written by the child: memory is shared until exec */
+  int errfd; /* close-on-exec pipe: the child writes errno when it fails.
+                Not shared memory, so it also works where vfork is fork
+                (ThreadSanitizer turns vfork into fork). */
 } vfork_job;
 
 static void set_limit(int res, long long v) {
@@ -107,7 +112,8 @@ __attribute__((noinline)) static void vfork_child(vfork_job *j) {
   setpgid(0, 0);
   for (int i = 0; i < 3; i++)
     if (dup2(j->stdio[i], i) < 0) goto fail;
-  close_range(3, ~0u, 0);
+  if (j->errfd > 3) close_range(3, (unsigned)j->errfd - 1, 0);
+  close_range((unsigned)j->errfd + 1, ~0u, 0);
   if (j->cwd && chdir(j->cwd) != 0) goto fail;
   set_limit(RLIMIT_NOFILE, j->lim->nofile);
   set_limit(RLIMIT_AS, j->lim->as_bytes);
@@ -117,12 +123,25 @@ __attribute__((noinline)) static void vfork_child(vfork_job *j) {
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
   execve(j->path, j->argv, j->envp);
-fail:
-  j->err = errno ? errno : EINVAL;
+fail:;
+  int e = errno ? errno : EINVAL;
+  if (write(j->errfd, &e, sizeof e) < 0) _exit(126);
   _exit(127);
 }
 
+/* The child's errno when it failed before exec, or 0 once exec closed the
+ * pipe. */
+static int child_error(int fd) {
+  int e = 0;
+  ssize_t n;
+  while ((n = read(fd, &e, sizeof e)) < 0 && errno == EINTR) {}
+  return n == (ssize_t)sizeof e ? e : 0;
+}
+
 static int spawn_vfork(vfork_job *j, pid_t *pid) {
+  int ep[2];
+  if (pipe2(ep, O_CLOEXEC) != 0) return errno;
+  j->errfd = ep[1];
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -130,11 +149,14 @@ static int spawn_vfork(vfork_job *j, pid_t *pid) {
   if (c == 0) vfork_child(j); /* never returns */
   int e = errno;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
+  close(ep[1]);
+  if (c >= 0) e = child_error(ep[0]);
+  close(ep[0]);
   if (c < 0) return e;
-  if (j->err) { /* exec failed: reap the child that _exit'ed */
+  if (e) { /* it could not exec: reap the child that _exit'ed */
     int st;
     while (waitpid(c, &st, 0) < 0 && errno == EINTR) {}
-    return j->err;
+    return e;
   }
   *pid = c;
   return 0;
@@ -144,6 +166,6 @@ int msrt_spawn_child(const char *path, char *const argv[], char *const envp[],
                      const char *cwd, const int stdio[3],
                      const msrt_proc_limits *lim, pid_t *pid) {
   if (!has_limits(lim)) return spawn_posix(path, argv, envp, cwd, stdio, pid);
-  vfork_job j = {path, cwd, argv, envp, stdio, lim, 0};
+  vfork_job j = {path, cwd, argv, envp, stdio, lim, -1};
   return spawn_vfork(&j, pid);
 }
