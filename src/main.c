@@ -27,6 +27,7 @@ static void usage(FILE *to) {
     "  --profile NAME|FILE  tuning profile (default: $MSRT_PROFILE or default)\n"
     "  --workers N       worker threads (overrides the profile)\n"
     "  --log-level L     debug, info, warn or error (default info)\n"
+    "  --watch DIR       reload policy files under DIR when they change\n"
     "  --check FILE...   compile and validate policy files, then exit\n"
     "  -h, --help        this text\n",
     to);
@@ -201,6 +202,10 @@ static int parse(int argc, char **argv, cli *c) {
       if (host.log_level < 0)
         return bad_usage("unknown log level '%s' (debug, info, warn, error)",
                          argv[i]);
+    } else if (strcmp(a, "--watch") == 0) {
+      if (need_value(i, argc, argv)) return 2;
+      if (host.nwatch == 16) return bad_usage("too many %s options", a);
+      host.watch[host.nwatch++] = argv[++i];
     } else if (strcmp(a, "--check") == 0) {
       c->check = i + 1;
       if (c->check >= argc) return bad_usage("%s needs at least one file", a);
@@ -228,6 +233,7 @@ int main(int argc, char **argv) {
   }
   set_arg(L, argv, argc, c.script ? c.script : argc - 1);
   rc = boot_profile(L);
+  if (rc == 0 && host.nwatch) rc = do_string(L, "require \"msrt\""); /* it watches */
   for (int k = 0; rc == 0 && k < c.nactions; k++) {
     int i = c.actions[k];
     rc = argv[i][1] == 'e' ? do_string(L, argv[i + 1])

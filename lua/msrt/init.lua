@@ -9,7 +9,9 @@ local profile = require "msrt.profile"
 local hub = require "msrt.hub"
 local actors = require "msrt.actors"
 local routes = require "msrt.routes"
+local reload = require "msrt.reload"
 local process = require "msrt.process"
+local supervisor = require "msrt.supervisor"
 local uv = require "luv"
 
 local M = {}
@@ -20,6 +22,17 @@ M.is_error = core.is_error
 
 local started = false
 local shutdown_hooks = {}
+
+-- A profile given by name or file becomes reloadable (msrt.watch).
+local function watch_profile(name)
+  local path = name and name ~= "" and profile.find(name)
+  if path then reload.register(path, "profile", profile.resolve, profile.reload_apply) end
+end
+watch_profile(core.options().profile or os.getenv("MSRT_PROFILE"))
+if core.options().watch then -- msrt-lua --watch DIR
+  local ok, err = reload.watch(core.options().watch)
+  if not ok then error(tostring(err), 0) end
+end
 
 local function check_arg(cond, n, fname, msg)
   if not cond then error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3) end
@@ -44,6 +57,7 @@ function M.start(opts)
     else
       t, err = profile.resolve(opts.profile)
       if not t then return nil, err end
+      watch_profile(opts.profile)
     end
     if opts.workers then t.workers = opts.workers end
     local _, w = profile.apply(t)
@@ -164,6 +178,43 @@ function M.process(spec)
   return process.new(spec)
 end
 
+--- Start a supervisor (Erlang/OTP's supervisor, strategies in Lua).
+-- spec: `name` (one subject token), `strategy` ("one_for_one" default,
+-- "one_for_all", "rest_for_one", "simple_one_for_one", a function
+-- `fn(event, view) -> actions`, a table `{decide = fn}`, a module name or
+-- a path), `intensity` (default 1) restarts within `period_ms` (default
+-- 5000) before it gives up, `backoff = {initial_ms, max_ms, multiplier,
+-- jitter}` (restart delays initial_ms * multiplier^n capped at max_ms,
+-- +/- jitter fraction, reset after a child stays up period_ms; none by
+-- default), `auto_shutdown` ("never", "any_significant",
+-- "all_significant"), `children` (child specs, started in order).
+-- A child spec: `id` (unique), one of `actor = {...}`, `process = {...}`,
+-- `supervisor = {...}` (their specs; name defaults to the id), `restart`
+-- (permanent, transient, temporary), `shutdown` (ms, default 5000 for
+-- workers, "brutal_kill", or "infinity", default for supervisors),
+-- `type`, `significant`.
+-- The strategy gets `event = {child, reason, normal, kind ("exit" or
+-- "unhealthy"), restart, restarts = {count, intensity, period_ms,
+-- attempts, delay_ms (the backoff's)}}` and a view (a copy: name,
+-- children in start order, child[id], restarts, group(which, id)) and
+-- returns actions `{op = "restart"|"stop"|"escalate"|"ignore", child =
+-- id, delay_ms = n}`; src/super checks them (nonsense or an error
+-- escalates) and orders them: stops in reverse start order, then restarts
+-- in start order after the longest delay. More than intensity restarts
+-- in period_ms stop every child (reverse order) and end the supervisor
+-- with reason "shutdown" (a parent restarts it if permanent); a root
+-- supervisor giving up ends msrt.run() with status 1 and the reason.
+-- Every decision is published on `msrt.supervisor.<name>.event`
+-- {supervisor, event, child, reason, normal, delay_ms, restarts} and logged.
+-- @return a supervisor (:start_child(spec), :terminate_child(id),
+--   :restart_child(id), :delete_child(id), :which_children(),
+--   :count_children(), :stop([reason]), :wait(), :on_exit(fn)) | nil, err
+--   (invalid_arg, start_failed naming the child and why)
+function M.supervisor(spec)
+  check_arg(type(spec) == "table", 1, "supervisor", "spec table expected")
+  return supervisor.new(spec)
+end
+
 --- JSON null as processes' JSON reaches Lua (a NULL lightuserdata).
 M.null = process.null
 
@@ -199,6 +250,37 @@ function M.routes(rules_or_path)
   local ok, err = hub.start()
   if not ok then return nil, err end
   return routes.set(rules_or_path)
+end
+
+--- Watch policy files for changes and reload them (DESIGN.md "Hot
+-- reload"): a file that is the source of a policy — a routing table given
+-- to `msrt.routes(path)`, the profile given to `--profile` or
+-- `msrt.start{profile = ...}` — is reloaded when it changes under a watched
+-- directory (debounced 10 ms: an editor's write-rename-write is one
+-- reload), on SIGHUP, or by `msrt.reload(path)`. A reload compiles the file
+-- in a fresh sandbox and validates it like `msrt-lua --check`; on any error
+-- the old policy stays and `msrt.reload.failed` {file, kind, error =
+-- "file:line: message"} is published; on success `msrt.reload.ok` {file,
+-- kind, version, needs_restart} (version only grows; needs_restart lists
+-- profile fields that cannot change live: all but batch, spin_us,
+-- mailbox_capacity and gc). A policy table may export `migrate(old_state)`
+-- whose result is kept as its state. Only files under watched directories
+-- are reloaded; symlinks are resolved before that check. The watches do not
+-- keep the hub alive.
+-- @tparam string|table paths directories (or single files) to watch
+-- @return a watcher with :close() (ends these watches) | nil, err
+--   (not_found: a path that does not exist; nothing is watched then)
+function M.watch(paths)
+  check_arg(type(paths) == "string" or type(paths) == "table", 1, "watch", "path or list of paths expected")
+  return reload.watch(paths)
+end
+
+--- Reload one policy file now (see msrt.watch).
+-- @return true | nil, err (not_found; invalid_arg: not under a watched
+--   directory; the load or validation error, as `file:line: message`)
+function M.reload(path)
+  check_arg(type(path) == "string", 1, "reload", "path expected")
+  return reload.reload(path)
 end
 
 --- Counters of the runtime: workers, actors, runnable, parked, total and
@@ -245,6 +327,7 @@ function M.log(level, ...)
   io.stderr:write(("%s %s\n"):format(level:upper(), table.concat(parts, " ")))
 end
 process.log = M.log
+supervisor.log = M.log
 
 local function timer(ms, repeat_ms, fn, fname)
   check_arg(type(ms) == "number" and ms >= 0, 1, fname, "non-negative number of ms expected")
@@ -303,6 +386,7 @@ core.on_shutdown(function(reason)
   end
   -- Actors finish their message and terminate; a stuck one does not hold
   -- the exit past the profile's shutdown_timeout_ms.
+  supervisor.stop_all("shutdown") -- no restarts; children in reverse order
   process.stop_all() -- children get their stop signal, then SIGKILL
   actors.stop_all("shutdown")
   if not hub.stop() then

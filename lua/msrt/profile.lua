@@ -237,6 +237,34 @@ function M.apply(t)
   return true, warning
 end
 
+-- Fields a reload applies while the runtime runs (msrt_rt_tune); the
+-- others need a restart.
+local LIVE = { batch = true, spin_us = true, mailbox_capacity = true, gc = true }
+
+local function same(a, b)
+  if type(a) ~= "table" or type(b) ~= "table" then return a == b end
+  for k, v in pairs(a) do if not same(v, b[k]) then return false end end
+  for k in pairs(b) do if a[k] == nil then return false end end
+  return true
+end
+
+--- Apply a reloaded profile t (resolved): the live fields (batch, spin_us,
+-- mailbox_capacity for actors made from now on, gc for actor states made
+-- from now on) take effect; the others stay as they are.
+-- @return true, and the sorted names of the changed fields that need a
+--   restart
+function M.reload_apply(t)
+  local merged, needs = merge(current, {}), {}
+  for k, v in pairs(t) do
+    if LIVE[k] then merged[k] = v
+    elseif k ~= "name" and not same(v, current[k]) then needs[#needs + 1] = k end
+  end
+  current = merged
+  core.rt_tune(merged)
+  table.sort(needs)
+  return true, needs
+end
+
 --- Called by msrt-lua before the script: resolve --profile, $MSRT_PROFILE
 -- or "default" and apply it.
 function M.boot()

@@ -56,21 +56,35 @@ function M.check(rules, path, source)
   return nil, file_error(err, rules, path, source)
 end
 
+--- Load and compile a rules file; installs nothing (the reload loader).
+-- @return compiled | nil, err (`not_found`, `syntax`, `bad_config` as
+--   `file:line: rule N: why`)
+function M.compile_file(path)
+  local rules, source = M.load_file(path)
+  if not rules then return nil, source end
+  local compiled, err = M.compile(rules)
+  if not compiled then return nil, file_error(err, rules, path, source) end
+  return compiled
+end
+
 --- Compile rules (a list, or a path to a file returning one) and make
--- them the router's table. A bad table changes nothing.
+-- them the router's table. A bad table changes nothing. A file becomes
+-- the routing table's source for msrt.reload / msrt.watch.
 -- @return true | nil, err
 function M.set(rules_or_path)
-  local rules, source = rules_or_path, nil
+  local compiled, err
   if type(rules_or_path) == "string" then
-    rules, source = M.load_file(rules_or_path)
-    if not rules then return nil, source end
+    compiled, err = M.compile_file(rules_or_path)
+  else
+    compiled, err = M.compile(rules_or_path)
   end
-  local compiled, err = M.compile(rules)
-  if not compiled then
-    if source then err = file_error(err, rules, rules_or_path, source) end
-    return nil, err
+  if not compiled then return nil, err end
+  local ok, ierr = core.routes_install(compiled)
+  if not ok then return nil, ierr end
+  if type(rules_or_path) == "string" then
+    require("msrt.reload").register(rules_or_path, "routes", M.compile_file, core.routes_install)
   end
-  return core.routes_install(compiled)
+  return true
 end
 
 return M

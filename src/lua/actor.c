@@ -369,7 +369,8 @@ static const luaL_Reg actor_fns[] = {
  * message on top of la->L (or no state at all when out of memory). */
 static int boot(lactor *la) {
   lua_State *L = la->L = msrt_astate_new(
-      la->rt->cfg.gc_pause, la->rt->cfg.gc_stepmul, setup.path, setup.cpath);
+      atomic_load(&la->rt->gc_pause), atomic_load(&la->rt->gc_stepmul),
+      setup.path, setup.cpath);
   if (!L) return -1;
   if (luaL_loadbuffer(L, setup.boot, setup.boot_len, "=actor_boot")) return -1;
   lua_newtable(L);

@@ -17,6 +17,8 @@ typedef struct msrt_host {
   int log_level;     /* MSRT_LOG_* */
   const char *profile; /* --profile NAME|FILE, or NULL */
   int workers;       /* --workers N, or 0 */
+  const char *watch[16]; /* --watch DIR, in order */
+  int nwatch;
 } msrt_host;
 
 enum { MSRT_LOG_DEBUG, MSRT_LOG_INFO, MSRT_LOG_WARN, MSRT_LOG_ERROR };

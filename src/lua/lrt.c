@@ -180,6 +180,40 @@ static lua_Integer field_int(lua_State *L, int t, const char *k, lua_Integer d) 
   return v;
 }
 
+/* The runtime's figures from a resolved profile table at index idx. */
+static msrt_rt_config config_of(lua_State *L, int idx) {
+  msrt_rt_config c = {
+    .workers = (int)field_int(L, idx, "workers", 1),
+    .batch = (int)field_int(L, idx, "batch", 64),
+    .spin_us = (int)field_int(L, idx, "spin_us", 50),
+    .mailbox_capacity = (size_t)field_int(L, idx, "mailbox_capacity", 4096),
+    .max_payload = (size_t)field_int(L, idx, "max_payload", 1 << 20),
+    .max_subject = (size_t)field_int(L, idx, "max_subject", 1024),
+    .slice_ms = (long)field_int(L, idx, "slice_ms", 1000),
+    .shutdown_timeout_ms = (long)field_int(L, idx, "shutdown_timeout_ms", 5000),
+  };
+  lua_getfield(L, idx, "overflow");
+  c.overflow = overflow_of(L, -1);
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "gc");
+  c.gc_pause = lua_istable(L, -1) ? (int)field_int(L, -1, "pause", 200) : 200;
+  c.gc_stepmul = lua_istable(L, -1) ? (int)field_int(L, -1, "stepmul", 200) : 200;
+  lua_pop(L, 1);
+  return c;
+}
+
+/* rt_tune(profile) -> true | false (no runtime yet): apply the live figures */
+static int l_rt_tune(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  msrt_rt *rt = msrt_rt_get();
+  if (rt) {
+    msrt_rt_config c = config_of(L, 1);
+    msrt_rt_tune(rt, &c);
+  }
+  lua_pushboolean(L, rt != NULL);
+  return 1;
+}
+
 /* rt_start(profile, boot_bytecode) -> true | nil, err */
 static int l_rt_start(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -189,23 +223,7 @@ static int l_rt_start(lua_State *L) {
     lua_pushboolean(L, 1);
     return 1;
   }
-  msrt_rt_config c = {
-    .workers = (int)field_int(L, 1, "workers", 1),
-    .batch = (int)field_int(L, 1, "batch", 64),
-    .spin_us = (int)field_int(L, 1, "spin_us", 50),
-    .mailbox_capacity = (size_t)field_int(L, 1, "mailbox_capacity", 4096),
-    .max_payload = (size_t)field_int(L, 1, "max_payload", 1 << 20),
-    .max_subject = (size_t)field_int(L, 1, "max_subject", 1024),
-    .slice_ms = (long)field_int(L, 1, "slice_ms", 1000),
-    .shutdown_timeout_ms = (long)field_int(L, 1, "shutdown_timeout_ms", 5000),
-  };
-  lua_getfield(L, 1, "overflow");
-  c.overflow = overflow_of(L, -1);
-  lua_pop(L, 1);
-  lua_getfield(L, 1, "gc");
-  c.gc_pause = lua_istable(L, -1) ? (int)field_int(L, -1, "pause", 200) : 200;
-  c.gc_stepmul = lua_istable(L, -1) ? (int)field_int(L, -1, "stepmul", 200) : 200;
-  lua_pop(L, 1);
+  msrt_rt_config c = config_of(L, 1);
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "path");
   lua_getfield(L, -2, "cpath");
@@ -651,7 +669,7 @@ static int l_routes_install(lua_State *L) {
 
 void msrt_lua_open_rt(lua_State *L) {
   static const luaL_Reg fns[] = {
-    {"rt_start", l_rt_start}, {"rt_stop", l_rt_stop},
+    {"rt_start", l_rt_start}, {"rt_stop", l_rt_stop}, {"rt_tune", l_rt_tune},
     {"set_dispatch", l_set_dispatch}, {"actor_new", l_actor_new},
     {"actor_stop", l_actor_stop}, {"actor_unref", l_actor_unref},
     {"actor_mailbox", l_actor_mailbox}, {"publish", l_publish},

@@ -92,6 +92,8 @@ msrt_code msrt_rt_start(msrt_hub *hub, const msrt_rt_config *cfg,
   if (!rt) return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
   memset(rt, 0, sizeof *rt);
   rt->cfg = *cfg;
+  atomic_init(&rt->gc_pause, cfg->gc_pause);
+  atomic_init(&rt->gc_stepmul, cfg->gc_stepmul);
   rt->hub = hub;
   rt->drain = drain;
   rt->drain_ud = drain_ud;
@@ -460,6 +462,12 @@ int msrt_rt_to_hub(msrt_rt *rt, msrt_inbox_item item) {
   if (msrt_inbox_push(rt->inbox, item) == 0) return 0;
   msrt_env_unref(item.env);
   return -1;
+}
+
+void msrt_rt_tune(msrt_rt *rt, const msrt_rt_config *cfg) {
+  msrt_sched_tune(rt->sched, cfg->batch, cfg->spin_us, cfg->mailbox_capacity);
+  if (cfg->gc_pause > 0) atomic_store(&rt->gc_pause, cfg->gc_pause);
+  if (cfg->gc_stepmul > 0) atomic_store(&rt->gc_stepmul, cfg->gc_stepmul);
 }
 
 void msrt_rt_turn(msrt_rt *rt, int worker, uint64_t actor_id) {

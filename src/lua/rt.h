@@ -75,8 +75,15 @@ struct msrt_rt {
   void (*drain)(msrt_inbox_item *items, size_t n, void *ud); /* the binding's */
   void *drain_ud;
   msrt_rt_turn_slot turn[256]; /* per worker, for the overload watchdog */
+  atomic_int gc_pause, gc_stepmul; /* for actors made from now on (tune) */
   int stopped;
 };
+
+/* Change the figures a profile reload may change live (DESIGN.md "Hot
+ * reload"): batch, spin_us and mailbox_capacity as msrt_sched_tune; the
+ * LuaJIT GC pause/stepmul (percent) of actor states made from now on.
+ * A value <= 0 (spin_us < 0) leaves that figure as it is. Any thread. */
+void msrt_rt_tune(msrt_rt *rt, const msrt_rt_config *cfg);
 
 /* The process's runtime, or NULL before msrt_rt_start. Any thread. */
 msrt_rt *msrt_rt_get(void);

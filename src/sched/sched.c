@@ -163,8 +163,10 @@ typedef struct worker {
 
 struct msrt_sched {
   msrt_sched_config cfg;
-  int nw, batch;
-  uint64_t spin_ns;
+  int nw;
+  atomic_int batch;            /* these three change live: msrt_sched_tune */
+  atomic_size_t capacity;
+  atomic_uint_fast64_t spin_ns;
   worker *w;
   atomic_int accepting, stopping;
   int started, all_joined;
@@ -531,7 +533,7 @@ msrt_actor *msrt_actor_new(msrt_sched *s, void *actor_ud, size_t capacity,
   if (!a) return NULL;
   memset(a, 0, sizeof *a);
   for (int l = 0; l < NLANES; l++) lane_init(a, l);
-  if (!capacity) capacity = s->cfg.mailbox_capacity;
+  if (!capacity) capacity = atomic_load_explicit(&s->capacity, RLX);
   if (capacity > MAX_CAPACITY) capacity = MAX_CAPACITY;
   a->cap = (uint32_t)capacity;
   if (policy < MSRT_OVERFLOW_BLOCK || policy > MSRT_OVERFLOW_ERROR)
@@ -771,9 +773,10 @@ static void run_turn(worker *w, msrt_actor *a) {
   unsigned st = atomic_load_explicit(&a->state, SC);
   int closing = (st & ST_CLOSED) != 0;
   a->waiting = (st & ST_WAITING) != 0;
-  a->budget = (uint32_t)s->batch;
+  int batch = atomic_load_explicit(&s->batch, RLX);
+  a->budget = (uint32_t)batch;
   a->popped = 0;
-  msrt_run_result r = s->cfg.run(a, s->batch, a->ud, w->index);
+  msrt_run_result r = s->cfg.run(a, batch, a->ud, w->index);
   if (a->freed) {
     room_freed_n(a, a->freed);
     a->freed = 0;
@@ -853,7 +856,8 @@ static msrt_actor *search(worker *w) {
         searching = 1;
       }
     }
-    uint64_t deadline = searching ? msrt_now_ns() + s->spin_ns : 0;
+    uint64_t deadline =
+        searching ? msrt_now_ns() + atomic_load_explicit(&s->spin_ns, RLX) : 0;
     for (;;) {
       msrt_actor *a = find_remote(w);
       if (a) {
@@ -946,8 +950,9 @@ int msrt_sched_new(const msrt_sched_config *cfg, msrt_sched **out,
   if (!s->cfg.mailbox_capacity)
     s->cfg.mailbox_capacity = MSRT_SCHED_DEFAULT_CAPACITY;
   s->nw = cfg->workers;
-  s->batch = cfg->batch ? cfg->batch : MSRT_SCHED_DEFAULT_BATCH;
-  s->spin_ns = (uint64_t)cfg->spin_us * 1000u;
+  atomic_init(&s->batch, cfg->batch ? cfg->batch : MSRT_SCHED_DEFAULT_BATCH);
+  atomic_init(&s->spin_ns, (uint64_t)cfg->spin_us * 1000u);
+  atomic_init(&s->capacity, s->cfg.mailbox_capacity);
   s->w = w;
   atomic_init(&s->accepting, 1);
   atomic_init(&s->stopping, 0);
@@ -1038,6 +1043,13 @@ int msrt_sched_stop_timeout(msrt_sched *s, long ms) {
 }
 
 void msrt_sched_stop(msrt_sched *s) { msrt_sched_stop_timeout(s, -1); }
+
+void msrt_sched_tune(msrt_sched *s, int batch, int spin_us, size_t capacity) {
+  if (batch > 0) atomic_store_explicit(&s->batch, batch, RLX);
+  if (spin_us >= 0)
+    atomic_store_explicit(&s->spin_ns, (uint64_t)spin_us * 1000u, RLX);
+  if (capacity > 0) atomic_store_explicit(&s->capacity, capacity, RLX);
+}
 
 void msrt_sched_abandon(msrt_sched *s) {
   for (int i = 0; i < s->nw; i++) {

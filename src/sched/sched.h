@@ -166,6 +166,13 @@ int msrt_sched_start(msrt_sched *s);
  * does that). Idempotent. Must not be called from a worker thread. */
 void msrt_sched_stop(msrt_sched *s);
 
+/* Change the live figures (a profile reload): batch (messages per turn,
+ * > 0), spin_us (idle spin before parking, >= 0) and the default mailbox
+ * capacity (messages, > 0) for actors made from now on; a value out of
+ * range leaves that figure as it is. Turns and spins already under way
+ * finish with the old figures. Any thread. */
+void msrt_sched_tune(msrt_sched *s, int batch, int spin_us, size_t capacity);
+
 /* msrt_sched_stop with a bound: waits at most `ms` milliseconds (< 0 =
  * forever) for the workers to exit. Returns 0 when all joined, -1 when some
  * worker is still inside a run callback at the deadline; the scheduler must

@@ -1,0 +1,188 @@
+--- Hot reload of policy files (DESIGN.md "Hot reload"; issue "Hot-reloading
+-- policy scripts").
+--
+-- A policy file is registered by what uses it (`msrt.routes(path)` for a
+-- routing table, `msrt.start{profile = path}` / `--profile FILE` for a
+-- profile) with a loader (compile in a fresh sandbox and validate: the same
+-- checks as `msrt-lua --check`) and an applier (swap one reference). Files
+-- under watched directories (`msrt.watch`) are reloaded when they change
+-- (libuv fs events, debounced DEBOUNCE_MS so an editor's write-rename-write
+-- is one reload), on SIGHUP (every registered file under a watched
+-- directory), or by `msrt.reload(path)`.
+--
+-- A reload builds the complete new policy before anything changes; on any
+-- error the old policy stays in force and `msrt.reload.failed` is published
+-- with {file, kind, error = "file:line: message"}; on success
+-- `msrt.reload.ok` with {file, kind, version} (version: a counter of
+-- successful reloads in this process, it only grows), plus `needs_restart`
+-- (a list of field names) for a profile whose change cannot apply live.
+-- A policy table may export `migrate(old_state)`: its result is the
+-- policy's state from then on (`state` on the first load); nothing else
+-- survives a reload implicitly.
+--
+-- Only files under watched directories are reloaded: a path outside them,
+-- or a symlink that leads out of them (paths are compared after
+-- realpath), is refused. Hub thread only.
+-- @module msrt.reload
+local core = require "msrt.core"
+local uv = require "luv"
+
+local M = {}
+
+--- Milliseconds from the last fs event on a file to its reload.
+M.DEBOUNCE_MS = 10
+
+local policies = {} -- real path -> {kind, load, apply, state, version}
+local dirs = {}     -- real directory -> fs_event handle
+local files = {}    -- real path of a file watched on its own -> true
+local timers = {}   -- real path -> debounce timer
+local version = 0
+local sighup
+
+local function publish(subject, data)
+  require("msrt").publish(subject, data)
+end
+
+local function is_inside(real)
+  if files[real] then return true end
+  for dir in pairs(dirs) do
+    if real:sub(1, #dir + 1) == dir .. "/" then return true end
+  end
+  return false
+end
+
+local function failed(file, kind, err)
+  local message = type(err) == "table" and err.message or tostring(err)
+  publish("msrt.reload.failed", { file = file, kind = kind, error = message })
+  require("msrt").log("warn", "reload of " .. file .. " failed: " .. message)
+  if type(err) ~= "table" then err = core.error("bad_config", message, { file = file }) end
+  return nil, err
+end
+
+--- Register the file `path` as the source of a policy.
+-- kind: a word for events ("routes", "profile", ...); load(path) -> policy
+-- | nil, err (compiles and validates; changes nothing); apply(policy) ->
+-- true [, needs_restart list] | nil, err (makes it the one in force).
+-- The first load is the caller's; this only remembers how to redo it.
+function M.register(path, kind, load, apply, policy)
+  local real = uv.fs_realpath(path) or path
+  local state
+  if type(policy) == "table" then state = policy.state end
+  policies[real] = { kind = kind, load = load, apply = apply, state = state, version = 0 }
+end
+
+--- Reload one file now (see the module doc).
+-- @treturn true|nil true, or nil and the error (also published)
+function M.reload(path)
+  local real = uv.fs_realpath(path)
+  if not real then return failed(path, nil, core.error("not_found", ("cannot reload '%s': no such file"):format(path))) end
+  if not is_inside(real) then
+    return failed(real, nil, core.error("invalid_arg",
+      ("%s is not under a watched directory (msrt.watch); symlinks are followed before the check"):format(real)))
+  end
+  local p = policies[real]
+  if not p then
+    return failed(real, nil, core.error("not_found", ("%s is not the source of any policy (msrt.routes(path), a profile file)"):format(real)))
+  end
+  local policy, err = p.load(real)
+  if not policy then return failed(real, p.kind, err) end
+  local state = p.state
+  if type(policy) == "table" and type(policy.migrate) == "function" then
+    local ok, s = pcall(policy.migrate, p.state)
+    if not ok then return failed(real, p.kind, ("%s: migrate failed: %s"):format(real, tostring(s))) end
+    state = s
+  end
+  local ok, needs = p.apply(policy)
+  if not ok then return failed(real, p.kind, needs) end
+  p.state = state
+  version = version + 1
+  p.version = version
+  publish("msrt.reload.ok", { file = real, kind = p.kind, version = version,
+    needs_restart = type(needs) == "table" and #needs > 0 and needs or nil })
+  return true
+end
+
+--- The state a policy's migrate() returned (nil before any), for path.
+function M.state(path)
+  local p = policies[uv.fs_realpath(path) or path]
+  return p and p.state
+end
+
+local function on_change(dir, name)
+  local path = dir .. "/" .. name
+  local t = timers[path]
+  if not t then -- referenced: a reload under way keeps the hub alive
+    t = uv.new_timer()
+    timers[path] = t
+  end
+  t:start(M.DEBOUNCE_MS, 0, function()
+    timers[path] = nil
+    t:close()
+    local real = uv.fs_realpath(path)
+    if real and policies[real] then M.reload(real) end
+  end)
+end
+
+local function on_sighup()
+  for real in pairs(policies) do
+    if is_inside(real) then M.reload(real) end
+  end
+end
+
+-- Stop the watches one msrt.watch call made: {handles = {dir key -> fs
+-- event}, files = {real path -> true}}.
+local function unwatch(mine)
+  for key, ev in pairs(mine.handles) do
+    if dirs[key] == ev then dirs[key] = nil end
+    if not ev:is_closing() then ev:close() end
+  end
+  for real in pairs(mine.files) do files[real] = nil end
+  if next(dirs) == nil and sighup then
+    sighup:close()
+    sighup = nil
+    for path, t in pairs(timers) do
+      timers[path] = nil
+      if not t:is_closing() then t:close() end
+    end
+  end
+end
+
+--- Watch directories (or single files) for changes; see the module doc.
+-- The watches do not keep the hub alive.
+-- @tparam string|table paths a path or a list of paths
+-- @return a watcher with :close() (stops these watches) | nil, err
+--   (not_found: a path that does not exist; nothing is watched then)
+function M.watch(paths)
+  if type(paths) == "string" then paths = { paths } end
+  local mine = { handles = {}, files = {} }
+  for _, path in ipairs(paths) do
+    local real = uv.fs_realpath(path)
+    if not real then
+      unwatch(mine)
+      return nil, core.error("not_found", ("cannot watch '%s': no such file or directory"):format(path))
+    end
+    local dir, only = real, nil
+    if uv.fs_stat(real).type ~= "directory" then dir, only = real:match("^(.*)/([^/]+)$") end
+    if only then
+      files[real], mine.files[real] = true, true
+      dir = "\0" .. dir -- a single file's directory is not "inside"
+    end
+    if not dirs[dir] then
+      local ev = uv.new_fs_event()
+      local watched = dir:gsub("^%z", "")
+      ev:start(watched, {}, function(err, name)
+        if not err and name then on_change(watched, name) end
+      end)
+      ev:unref()
+      dirs[dir], mine.handles[dir] = ev, ev
+    end
+  end
+  if not sighup then
+    sighup = uv.new_signal()
+    sighup:start("sighup", on_sighup)
+    sighup:unref()
+  end
+  return { close = function() unwatch(mine) end }
+end
+
+return M

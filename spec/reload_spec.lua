@@ -1,0 +1,236 @@
+-- Hot reload of policy files (issue "Hot-reloading policy scripts"):
+-- routing tables and profiles, watched with libuv fs events, SIGHUP,
+-- msrt.reload; failures keep the old policy.
+local S = require "spec.support"
+local uv = require "luv"
+local msrt = require "msrt"
+
+assert(msrt.start())
+
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+-- A fresh directory under /tmp with a routing-table file; returns dir, path.
+local function policy_dir(rules_text)
+  local dir = assert(uv.fs_mkdtemp("/tmp/msrt-reload-XXXXXX"))
+  local path = dir .. "/routes.lua"
+  write(path, rules_text)
+  return dir, path
+end
+
+local function remove_dir(dir)
+  os.execute("rm -rf '" .. dir .. "'")
+end
+
+local REWRITE_TO = 'return { { match = "old.*", rewrite = "%s.$1" } }'
+
+-- Publish old.<n> and return the subject it was delivered on (via a
+-- collector on "*.<n>" patterns of the candidates).
+local function where_does_old_go(n, candidates)
+  local c = S.collector("*." .. n)
+  assert(msrt.publish("old." .. n, n))
+  assert.is_true(c.wait(1, 5000), "nothing arrived for old." .. n)
+  local subject = c.msgs[1].subject
+  c.close()
+  for _, want in ipairs(candidates) do
+    if subject == want .. "." .. n then return want end
+  end
+  return subject
+end
+
+describe("hot reload of a routing table", function()
+  it("applies a valid change, keeps out a syntax error and a bad rule with file:line", function()
+    local dir, path = policy_dir(REWRITE_TO:format("v1"))
+    S.drive(function()
+      local events = S.collector("msrt.reload.*")
+      assert(msrt.routes(path))
+      local w = assert(msrt.watch(dir))
+      assert.are.equal("v1", where_does_old_go(1, { "v1", "v2" }))
+      -- a valid change, written the way editors do: temp file, then rename
+      write(path .. ".tmp", REWRITE_TO:format("v2"))
+      assert(os.rename(path .. ".tmp", path))
+      assert.is_true(events.wait(1, 5000))
+      local ok = events.msgs[1]
+      assert.are.equal("msrt.reload.ok", ok.subject)
+      assert.are.equal("routes", ok.data.kind)
+      assert.matches("routes%.lua$", ok.data.file)
+      assert.are.equal("v2", where_does_old_go(2, { "v1", "v2" }))
+      -- a syntax error: refused with file:line, the old table stays
+      write(path, 'return { { match = "old.*", rewrite = "v3.$1" }')
+      assert.is_true(events.wait(2, 5000))
+      assert.are.equal("msrt.reload.failed", events.msgs[2].subject)
+      assert.matches("routes%.lua:%d+:", events.msgs[2].data.error)
+      assert.are.equal("v2", where_does_old_go(3, { "v2", "v3" }))
+      -- a validation error (a bad subject in a rule): the same
+      write(path, 'return {\n  { match = "old.*", rewrite = "v4..$1" },\n}')
+      assert.is_true(events.wait(3, 5000))
+      assert.are.equal("msrt.reload.failed", events.msgs[3].subject)
+      assert.matches("routes%.lua:2: rule 1", events.msgs[3].data.error)
+      assert.are.equal("v2", where_does_old_go(4, { "v2", "v4" }))
+      -- fixed again: applied, the version counter has grown
+      write(path, REWRITE_TO:format("v5"))
+      assert.is_true(events.wait(4, 5000))
+      assert.are.equal("msrt.reload.ok", events.msgs[4].subject)
+      assert.is_true(events.msgs[4].data.version > ok.data.version)
+      assert.are.equal("v5", where_does_old_go(5, { "v2", "v5" }))
+      w.close()
+      events.close()
+      msrt.routes({})
+    end)
+    remove_dir(dir)
+  end)
+
+  it("makes a burst of writes one reload", function()
+    local dir, path = policy_dir(REWRITE_TO:format("b0"))
+    S.drive(function()
+      local events = S.collector("msrt.reload.*")
+      assert(msrt.routes(path))
+      local w = assert(msrt.watch(dir))
+      for i = 1, 5 do write(path, REWRITE_TO:format("b" .. i)) end
+      assert.is_true(events.wait(1, 5000))
+      S.sleep(200) -- well past the debounce: no second reload may come
+      assert.are.equal(1, #events.msgs)
+      assert.are.equal("msrt.reload.ok", events.msgs[1].subject)
+      assert.are.equal("b5", where_does_old_go(6, { "b1", "b5" }))
+      w.close()
+      events.close()
+      msrt.routes({})
+    end)
+    remove_dir(dir)
+  end)
+
+  it("reloads on SIGHUP and on msrt.reload", function()
+    local dir, path = policy_dir(REWRITE_TO:format("h1"))
+    S.drive(function()
+      local events = S.collector("msrt.reload.*")
+      assert(msrt.routes(path))
+      local w = assert(msrt.watch(dir))
+      w.close() -- no fs events from here on; SIGHUP and msrt.reload still need a watch
+      w = assert(msrt.watch(dir))
+      write(path, REWRITE_TO:format("h2"))
+      assert.is_true(events.wait(1, 5000)) -- the fs event
+      events.msgs = {}
+      assert(uv.kill(uv.os_getpid(), "sighup"))
+      assert.is_true(events.wait(1, 5000))
+      assert.are.equal("msrt.reload.ok", events.msgs[1].subject)
+      assert(msrt.reload(path))
+      assert.is_true(events.wait(2, 5000))
+      assert.are.equal("h2", where_does_old_go(7, { "h1", "h2" }))
+      w.close()
+      events.close()
+      msrt.routes({})
+    end)
+    remove_dir(dir)
+  end)
+
+  it("refuses a file outside the watched directories, and a symlink out of them", function()
+    local dir, path = policy_dir(REWRITE_TO:format("s1"))
+    local outside, opath = policy_dir(REWRITE_TO:format("s2"))
+    S.drive(function()
+      assert(msrt.routes(opath))
+      assert(msrt.routes(path))
+      local w = assert(msrt.watch(dir))
+      local ok, err = msrt.reload(opath)
+      assert.is_nil(ok)
+      assert.matches("not under a watched directory", err.message)
+      assert(uv.fs_symlink(opath, dir .. "/link.lua"))
+      ok, err = msrt.reload(dir .. "/link.lua")
+      assert.is_nil(ok)
+      assert.matches("not under a watched directory", err.message)
+      ok, err = msrt.reload(dir .. "/missing.lua")
+      assert.is_nil(ok)
+      assert.are.equal("not_found", err.code)
+      assert.are.equal("s1", where_does_old_go(8, { "s1", "s2" }))
+      w.close()
+      msrt.routes({})
+    end)
+    remove_dir(dir)
+    remove_dir(outside)
+  end)
+
+  it("swaps tables under load without losing or duplicating a message; the accounting adds up", function()
+    local dir, path = policy_dir(REWRITE_TO:format("l1"))
+    S.drive(function()
+      local total = 200000
+      local before = msrt.metrics().router
+      assert(msrt.routes(path))
+      local w = assert(msrt.watch(dir))
+      -- the flood goes to load.n (not routed); the table churns meanwhile
+      local recv = assert(S.spawn { name = "lrecv", subscribe = "lflood.n", capacity = 4096,
+        overflow = "block", args = { total = total },
+        init = function(ctx) ctx.n, ctx.bad = 0, 0 end,
+        handle = function(ctx, msg)
+          ctx.n = ctx.n + 1
+          if msg.data ~= ctx.n then ctx.bad = ctx.bad + 1 end
+          if ctx.n == ctx.args.total then ctx:publish("lflood.done", { n = ctx.n, bad = ctx.bad }) end
+        end })
+      local done = S.collector("lflood.done")
+      assert(S.spawn { name = "lsend", subscribe = "lflood.go", args = { total = total },
+        handle = function(ctx)
+          for i = 1, ctx.args.total do
+            ctx:publish("lflood.n", i)
+            if i % 20000 == 0 then assert(ctx:request("lflood.swap", i, { timeout_ms = 60000 })) end
+          end
+        end })
+      local swaps = 0
+      local swap = assert(msrt.subscribe("lflood.swap", function(m)
+        swaps = swaps + 1
+        write(path, REWRITE_TO:format("l" .. (swaps % 2 + 1)))
+        assert(msrt.reload(path))
+        msrt.publish(m.reply, true)
+      end))
+      assert(msrt.publish("lflood.go", true))
+      assert.is_true(done.wait(1, 120000))
+      assert.are.same({ n = total, bad = 0 }, done.msgs[1].data)
+      assert.is_true(swaps >= 9)
+      swap.unsubscribe()
+      done.close()
+      w.close()
+      msrt.routes({})
+      recv:stop()
+      S.wait_until(function()
+        local r = msrt.metrics().router
+        local d = function(k) return r[k] - before[k] end
+        return d("accepted") == d("delivered") + d("dropped") + d("dead_lettered") + d("refused") + d("no_responders")
+      end, 5000)
+      local r = msrt.metrics().router
+      local d = function(k) return r[k] - before[k] end
+      assert.are.equal(d("accepted"), d("delivered") + d("dropped") + d("dead_lettered") + d("refused") + d("no_responders"))
+    end, 120000)
+    remove_dir(dir)
+  end)
+end)
+
+describe("hot reload of a profile", function()
+  it("applies batch, spin_us and mailbox_capacity live and names the fields that need a restart", function()
+    local dir = assert(uv.fs_mkdtemp("/tmp/msrt-reload-XXXXXX"))
+    local pfile = dir .. "/tuned.lua"
+    write(pfile, "return { batch = 32, spin_us = 20, workers = 2 }")
+    local script = S.file([[
+      local msrt = require "msrt"
+      local path = arg[1]
+      local w = assert(msrt.watch(path:match("^(.*)/")))
+      msrt.subscribe("msrt.reload.*", function(m)
+        local p = msrt.profile()
+        print(m.subject, p.batch, p.spin_us, p.workers, table.concat(m.data.needs_restart or {}, ","))
+        w.close()
+        msrt.stop()
+      end)
+      msrt.after(50, function()
+        local f = io.open(path, "w")
+        f:write("return { batch = 16, spin_us = 5, workers = 3, mailbox_capacity = 100 }")
+        f:close()
+      end)
+      print("start", msrt.profile().batch, msrt.profile().spin_us, msrt.profile().workers)
+    ]])
+    local r = S.run({ "--profile", pfile, script, pfile })
+    os.remove(script)
+    remove_dir(dir)
+    assert.are.equal(0, r.code, r.err)
+    assert.matches("start\t32\t20\t2", r.out)
+    assert.matches("msrt.reload.ok\t16\t5\t2\tworkers", r.out)
+  end)
+end)
