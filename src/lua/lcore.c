@@ -180,7 +180,8 @@ static int l_report(lua_State *L) {
   return 0;
 }
 
-/* options() -> {profile =, workers =, log_level =} from the command line */
+/* options() -> {profile =, workers =, log_level =, watch = {dir...}} from
+ * the command line */
 static int l_options(lua_State *L) {
   msrt_host *h = host(L);
   static const char *const levels[] = {"debug", "info", "warn", "error"};
@@ -195,6 +196,14 @@ static int l_options(lua_State *L) {
   }
   lua_pushstring(L, levels[h->log_level]);
   lua_setfield(L, -2, "log_level");
+  if (h->nwatch) {
+    lua_createtable(L, h->nwatch, 0);
+    for (int i = 0; i < h->nwatch; i++) {
+      lua_pushstring(L, h->watch[i]);
+      lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "watch");
+  }
   return 1;
 }
 
