@@ -48,7 +48,8 @@ struct msrt_proc {
   bool drop_oldest_policy;
   msrt_proc_state state;
   uv_pipe_t in, out, err;
-  uv_timer_t timer;
+  uv_timer_t timer; /* grace, then the wait for EOF after the status */
+  uv_timer_t poll;  /* waitpid retries once both streams ended */
   int handles; /* open handles; freed when 0 after release */
   msrt_framer fout, ferr;
   msrt_proc_stats st;
@@ -384,6 +385,7 @@ static void check_final(msrt_proc *p) {
   if (p->exited || !p->reaped || !p->out_eof || !p->err_eof) return;
   p->exited = true;
   close_handle(p, (uv_handle_t *)&p->timer);
+  close_handle(p, (uv_handle_t *)&p->poll);
   msrt_proc_exit x = {0};
   if (WIFEXITED(p->status)) x.code = WEXITSTATUS(p->status);
   else x.code = -1, x.signal = WIFSIGNALED(p->status) ? WTERMSIG(p->status) : 0;
@@ -413,6 +415,29 @@ static void stdin_close(msrt_proc *p) {
   close_handle(p, (uv_handle_t *)&p->in);
 }
 
+static void reaped(msrt_proc *p, int status);
+
+static bool try_reap(msrt_proc *p) {
+  int st;
+  if (p->reaped) return true;
+  if (waitpid(p->pid, &st, WNOHANG) != p->pid) return false;
+  reaped(p, st);
+  return true;
+}
+
+static void on_poll(uv_timer_t *t) {
+  msrt_proc *p = t->data;
+  if (try_reap(p)) uv_timer_stop(t);
+}
+
+/* Both streams ended: the child has most likely exited. Reap it now
+ * rather than after the SIGCHLD round trip, and keep trying on a timer:
+ * SIGCHLD can be late (delivered to a worker thread that a sanitizer holds
+ * it on) or, for a child that closed its output and runs on, far away. */
+static void streams_done(msrt_proc *p) {
+  if (!try_reap(p)) uv_timer_start(&p->poll, on_poll, 2, 20);
+}
+
 static void stream_eof(msrt_proc *p, uv_pipe_t *s) {
   bool out = s == &p->out;
   if (out ? p->out_eof : p->err_eof) return;
@@ -420,6 +445,7 @@ static void stream_eof(msrt_proc *p, uv_pipe_t *s) {
   if (out) p->out_eof = true;
   else p->err_eof = true;
   close_handle(p, (uv_handle_t *)s);
+  if (p->out_eof && p->err_eof) streams_done(p);
   check_final(p);
 }
 
@@ -461,6 +487,7 @@ static void reaped(msrt_proc *p, int status) {
   kill(-p->pid, SIGKILL); /* what is left of its group dies with it */
   if (--r->unreaped == 0) uv_unref((uv_handle_t *)&r->sigchld);
   uv_timer_stop(&p->timer);
+  uv_timer_stop(&p->poll);
   stdin_close(p);
   if (!p->out_eof || !p->err_eof)
     uv_timer_start(&p->timer, on_eof_wait, (uint64_t)p->eof_wait_ms, 0);
@@ -471,10 +498,7 @@ static void reaped(msrt_proc *p, int status) {
 static void reap_all(msrt_procs *r) {
   for (msrt_proc *p = r->live, *next; p; p = next) {
     next = p->next; /* p may be freed by its exit callback */
-    int st;
-    if (p->reaped) continue;
-    pid_t w = waitpid(p->pid, &st, WNOHANG);
-    if (w == p->pid) reaped(p, st);
+    try_reap(p);
   }
 }
 
@@ -829,9 +853,12 @@ static void open_handles(msrt_procs *r, msrt_proc *p, const int ours[3]) {
     uv_pipe_open(pipes[i], ours[i]);
   }
   uv_timer_init(r->loop, &p->timer);
-  p->timer.data = p;
-  uv_unref((uv_handle_t *)&p->timer); /* the child's pipes keep the loop */
-  p->handles = 4;
+  uv_timer_init(r->loop, &p->poll);
+  p->timer.data = p->poll.data = p;
+  /* the child's pipes, then the SIGCHLD watcher, keep the loop alive */
+  uv_unref((uv_handle_t *)&p->timer);
+  uv_unref((uv_handle_t *)&p->poll);
+  p->handles = 5;
   uv_read_start((uv_stream_t *)&p->out, on_alloc, on_read);
   uv_read_start((uv_stream_t *)&p->err, on_alloc, on_read);
 }
