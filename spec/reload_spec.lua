@@ -27,6 +27,23 @@ end
 
 local REWRITE_TO = 'return { { match = "old.*", rewrite = "%s.$1" } }'
 
+-- Drive body(path, events, dir) with a routing table from a watched file
+-- (rewriting old.* to first.*) and a collector of msrt.reload.* events;
+-- everything is undone afterwards.
+local function with_watched_routes(first, body, limit_ms)
+  local dir, path = policy_dir(REWRITE_TO:format(first))
+  S.drive(function()
+    local events = S.collector("msrt.reload.*")
+    assert(msrt.routes(path))
+    local w = assert(msrt.watch(dir))
+    body(path, events, dir)
+    w.close()
+    events.close()
+    msrt.routes({})
+  end, limit_ms)
+  remove_dir(dir)
+end
+
 -- Publish old.<n> and return the subject it was delivered on (via a
 -- collector on "*.<n>" patterns of the candidates).
 local function where_does_old_go(n, candidates)
@@ -43,11 +60,7 @@ end
 
 describe("hot reload of a routing table", function()
   it("applies a valid change, keeps out a syntax error and a bad rule with file:line", function()
-    local dir, path = policy_dir(REWRITE_TO:format("v1"))
-    S.drive(function()
-      local events = S.collector("msrt.reload.*")
-      assert(msrt.routes(path))
-      local w = assert(msrt.watch(dir))
+    with_watched_routes("v1", function(path, events)
       assert.are.equal("v1", where_does_old_go(1, { "v1", "v2" }))
       -- a valid change, written the way editors do: temp file, then rename
       write(path .. ".tmp", REWRITE_TO:format("v2"))
@@ -76,40 +89,22 @@ describe("hot reload of a routing table", function()
       assert.are.equal("msrt.reload.ok", events.msgs[4].subject)
       assert.is_true(events.msgs[4].data.version > ok.data.version)
       assert.are.equal("v5", where_does_old_go(5, { "v2", "v5" }))
-      w.close()
-      events.close()
-      msrt.routes({})
     end)
-    remove_dir(dir)
   end)
 
   it("makes a burst of writes one reload", function()
-    local dir, path = policy_dir(REWRITE_TO:format("b0"))
-    S.drive(function()
-      local events = S.collector("msrt.reload.*")
-      assert(msrt.routes(path))
-      local w = assert(msrt.watch(dir))
+    with_watched_routes("b0", function(path, events)
       for i = 1, 5 do write(path, REWRITE_TO:format("b" .. i)) end
       assert.is_true(events.wait(1, 5000))
       S.sleep(200) -- well past the debounce: no second reload may come
       assert.are.equal(1, #events.msgs)
       assert.are.equal("msrt.reload.ok", events.msgs[1].subject)
       assert.are.equal("b5", where_does_old_go(6, { "b1", "b5" }))
-      w.close()
-      events.close()
-      msrt.routes({})
     end)
-    remove_dir(dir)
   end)
 
   it("reloads on SIGHUP and on msrt.reload", function()
-    local dir, path = policy_dir(REWRITE_TO:format("h1"))
-    S.drive(function()
-      local events = S.collector("msrt.reload.*")
-      assert(msrt.routes(path))
-      local w = assert(msrt.watch(dir))
-      w.close() -- no fs events from here on; SIGHUP and msrt.reload still need a watch
-      w = assert(msrt.watch(dir))
+    with_watched_routes("h1", function(path, events)
       write(path, REWRITE_TO:format("h2"))
       assert.is_true(events.wait(1, 5000)) -- the fs event
       events.msgs = {}
@@ -119,20 +114,14 @@ describe("hot reload of a routing table", function()
       assert(msrt.reload(path))
       assert.is_true(events.wait(2, 5000))
       assert.are.equal("h2", where_does_old_go(7, { "h1", "h2" }))
-      w.close()
-      events.close()
-      msrt.routes({})
     end)
-    remove_dir(dir)
   end)
 
   it("refuses a file outside the watched directories, and a symlink out of them", function()
-    local dir, path = policy_dir(REWRITE_TO:format("s1"))
     local outside, opath = policy_dir(REWRITE_TO:format("s2"))
-    S.drive(function()
+    with_watched_routes("s1", function(path, _, dir)
       assert(msrt.routes(opath))
       assert(msrt.routes(path))
-      local w = assert(msrt.watch(dir))
       local ok, err = msrt.reload(opath)
       assert.is_nil(ok)
       assert.matches("not under a watched directory", err.message)
@@ -144,20 +133,14 @@ describe("hot reload of a routing table", function()
       assert.is_nil(ok)
       assert.are.equal("not_found", err.code)
       assert.are.equal("s1", where_does_old_go(8, { "s1", "s2" }))
-      w.close()
-      msrt.routes({})
     end)
-    remove_dir(dir)
     remove_dir(outside)
   end)
 
   it("swaps tables under load without losing or duplicating a message; the accounting adds up", function()
-    local dir, path = policy_dir(REWRITE_TO:format("l1"))
-    S.drive(function()
+    local before = msrt.metrics().router
+    with_watched_routes("l1", function(path)
       local total = 200000
-      local before = msrt.metrics().router
-      assert(msrt.routes(path))
-      local w = assert(msrt.watch(dir))
       -- the flood goes to load.n (not routed); the table churns meanwhile
       local recv = assert(S.spawn { name = "lrecv", subscribe = "lflood.n", capacity = 4096,
         overflow = "block", args = { total = total },
@@ -188,8 +171,6 @@ describe("hot reload of a routing table", function()
       assert.is_true(swaps >= 9)
       swap.unsubscribe()
       done.close()
-      w.close()
-      msrt.routes({})
       recv:stop()
       S.wait_until(function()
         local r = msrt.metrics().router
@@ -200,7 +181,6 @@ describe("hot reload of a routing table", function()
       local d = function(k) return r[k] - before[k] end
       assert.are.equal(d("accepted"), d("delivered") + d("dropped") + d("dead_lettered") + d("refused") + d("no_responders"))
     end, 120000)
-    remove_dir(dir)
   end)
 end)
 

@@ -17,19 +17,9 @@ local msrt = require "msrt"
 io.stdout:setvbuf("line")
 local ffi = require "ffi"
 
-local opts = { runs = 3, msgs = 1000000, secs = 1.0, actors = 10000, only = "" }
-do
-  local i = 1
-  while arg[i] do
-    local k = arg[i]:match("^%-%-(%w+)$")
-    if not k or opts[k] == nil or arg[i + 1] == nil then
-      io.stderr:write("usage: actors.lua [--runs N] [--msgs N] [--secs S] [--actors N] [--only flood|pingpong|memory|fanout|queue|request]\n")
-      os.exit(2)
-    end
-    opts[k] = type(opts[k]) == "number" and tonumber(arg[i + 1]) or arg[i + 1]
-    i = i + 2
-  end
-end
+local B = dofile(arg[0]:match("^(.*)/") .. "/common.lua")
+local opts = B.options({ runs = 3, msgs = 1000000, secs = 1.0, actors = 10000, only = "" },
+  "actors.lua [--runs N] [--msgs N] [--secs S] [--actors N] [--only flood|pingpong|memory|fanout|queue|request]")
 
 -- Wait (yielding the main coroutine) for the next message on subject.
 local function await(subject)
@@ -42,10 +32,7 @@ local function await(subject)
   return coroutine.yield()
 end
 
-local function median(t)
-  table.sort(t)
-  return t[math.ceil(#t / 2)]
-end
+local median = B.median
 
 -- Shared by the actors (they load it with loadstring: no upvalues).
 local CLOCK = [[
@@ -276,18 +263,8 @@ end
 
 -- ---- main ------------------------------------------------------------------
 
-local function cpu_model()
-  local f = io.open("/proc/cpuinfo")
-  local s = f and f:read("*a") or ""
-  if f then f:close() end
-  return s:match("model name%s*:%s*([^\n]+)") or "?"
-end
-
 local p = msrt.profile()
-print(("machine: %s, %d cpus; profile %s: %d workers, batch %d, spin %d us, mailbox %d")
-  :format(cpu_model(), require("msrt.core").machine().cpus, p.name, p.workers, p.batch, p.spin_us, p.mailbox_capacity))
-print("command: msrt-lua " .. (p.name ~= "default" and ("--profile " .. p.name .. " ") or "")
-  .. "scripts/bench/actors.lua " .. table.concat(arg, " "))
+B.header(("batch %d, spin %d us, mailbox %d"):format(p.batch, p.spin_us, p.mailbox_capacity))
 
 local function want(what) return opts.only == "" or opts.only == what end
 

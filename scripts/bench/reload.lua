@@ -12,15 +12,8 @@ local msrt = require "msrt"
 local uv = require "luv"
 io.stdout:setvbuf("line")
 
-local opts = { samples = 50, msgs = 2000000 }
-for i = 1, #arg, 2 do
-  local k = arg[i]:match("^%-%-(%w+)$")
-  if not k or not opts[k] or not tonumber(arg[i + 1]) then
-    io.stderr:write("usage: reload.lua [--samples N] [--msgs N]\n")
-    os.exit(2)
-  end
-  opts[k] = tonumber(arg[i + 1])
-end
+local B = dofile(arg[0]:match("^(.*)/") .. "/common.lua")
+local opts = B.options({ samples = 50, msgs = 2000000 }, "reload.lua [--samples N] [--msgs N]")
 
 local dir = assert(uv.fs_mkdtemp("/tmp/msrt-bench-reload-XXXXXX"))
 local path = dir .. "/routes.lua"
@@ -31,10 +24,7 @@ local function write_rules(to)
   assert(os.rename(path .. ".tmp", path))
 end
 
-local function pct(t, q)
-  table.sort(t)
-  return t[math.max(1, math.ceil(#t * q))]
-end
+local pct = B.quantile
 
 local function sleep(ms)
   local co = coroutine.running()
@@ -101,16 +91,7 @@ local function load_once(with_reloads)
   return opts.msgs / secs, opts.msgs - result.n + result.dup, result.dup, reloads
 end
 
-local function cpu_model()
-  local f = io.open("/proc/cpuinfo")
-  local s = f and f:read("*a") or ""
-  if f then f:close() end
-  return s:match("model name%s*:%s*([^\n]+)") or "?"
-end
-
-local p = msrt.profile()
-print(("machine: %s, %d cpus; profile %s: %d workers"):format(cpu_model(), require("msrt.core").machine().cpus, p.name, p.workers))
-print("command: msrt-lua " .. (p.name ~= "default" and ("--profile " .. p.name .. " ") or "") .. "scripts/bench/reload.lua " .. table.concat(arg, " "))
+B.header()
 local p50, p99 = latency()
 print(("latency write -> in force: p50 %.2f ms, p99 %.2f ms over %d writes (debounce %d ms)")
   :format(p50, p99, opts.samples, require("msrt.reload").DEBOUNCE_MS))

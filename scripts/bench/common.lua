@@ -1,0 +1,50 @@
+--- What the Lua benchmarks share: options, the header lines (machine and
+-- command), medians. Loaded with dofile from a benchmark's own folder:
+--   local B = dofile(arg[0]:match("^(.*)/") .. "/common.lua")
+local B = {}
+
+--- Parse `--name value` pairs into opts (a table of defaults: a number
+-- default takes numbers); on anything else print usage and exit 2.
+function B.options(opts, usage)
+  local i = 1
+  while arg[i] do
+    local k = arg[i]:match("^%-%-(%w+)$")
+    local v = arg[i + 1]
+    if type(opts[k]) == "number" then v = tonumber(v) end
+    if not k or opts[k] == nil or v == nil then
+      io.stderr:write("usage: " .. usage .. "\n")
+      os.exit(2)
+    end
+    opts[k] = v
+    i = i + 2
+  end
+  return opts
+end
+
+local function cpu_model()
+  local f = io.open("/proc/cpuinfo")
+  local s = f and f:read("*a") or ""
+  if f then f:close() end
+  return s:match("model name%s*:%s*([^\n]+)") or "?"
+end
+
+--- Print the machine (CPU model, cpus, the profile in force and `extra`)
+-- and the command that reproduces the run.
+function B.header(extra)
+  local p = require("msrt").profile()
+  print(("machine: %s, %d cpus; profile %s: %d workers%s"):format(cpu_model(),
+    require("msrt.core").machine().cpus, p.name, p.workers, extra and (", " .. extra) or ""))
+  print("command: msrt-lua " .. (p.name ~= "default" and ("--profile " .. p.name .. " ") or "")
+    .. arg[0]:gsub("^.*/scripts/", "scripts/") .. " " .. table.concat(arg, " "))
+end
+
+--- The q-quantile (0..1) of a list of numbers (sorts it).
+function B.quantile(t, q)
+  table.sort(t)
+  return t[math.max(1, math.ceil(#t * q))]
+end
+
+--- The median of a list of numbers (sorts it).
+function B.median(t) return B.quantile(t, 0.5) end
+
+return B
