@@ -11,6 +11,7 @@ local actors = require "msrt.actors"
 local routes = require "msrt.routes"
 local reload = require "msrt.reload"
 local process = require "msrt.process"
+local supervisor = require "msrt.supervisor"
 local uv = require "luv"
 
 local M = {}
@@ -177,6 +178,43 @@ function M.process(spec)
   return process.new(spec)
 end
 
+--- Start a supervisor (Erlang/OTP's supervisor, strategies in Lua).
+-- spec: `name` (one subject token), `strategy` ("one_for_one" default,
+-- "one_for_all", "rest_for_one", "simple_one_for_one", a function
+-- `fn(event, view) -> actions`, a table `{decide = fn}`, a module name or
+-- a path), `intensity` (default 1) restarts within `period_ms` (default
+-- 5000) before it gives up, `backoff = {initial_ms, max_ms, multiplier,
+-- jitter}` (restart delays initial_ms * multiplier^n capped at max_ms,
+-- +/- jitter fraction, reset after a child stays up period_ms; none by
+-- default), `auto_shutdown` ("never", "any_significant",
+-- "all_significant"), `children` (child specs, started in order).
+-- A child spec: `id` (unique), one of `actor = {...}`, `process = {...}`,
+-- `supervisor = {...}` (their specs; name defaults to the id), `restart`
+-- (permanent, transient, temporary), `shutdown` (ms, default 5000 for
+-- workers, "brutal_kill", or "infinity", default for supervisors),
+-- `type`, `significant`.
+-- The strategy gets `event = {child, reason, normal, kind ("exit" or
+-- "unhealthy"), restart, restarts = {count, intensity, period_ms,
+-- attempts, delay_ms (the backoff's)}}` and a view (a copy: name,
+-- children in start order, child[id], restarts, group(which, id)) and
+-- returns actions `{op = "restart"|"stop"|"escalate"|"ignore", child =
+-- id, delay_ms = n}`; src/super checks them (nonsense or an error
+-- escalates) and orders them: stops in reverse start order, then restarts
+-- in start order after the longest delay. More than intensity restarts
+-- in period_ms stop every child (reverse order) and end the supervisor
+-- with reason "shutdown" (a parent restarts it if permanent); a root
+-- supervisor giving up ends msrt.run() with status 1 and the reason.
+-- Every decision is published on `msrt.supervisor.<name>.event`
+-- {supervisor, event, child, reason, normal, delay_ms, restarts} and logged.
+-- @return a supervisor (:start_child(spec), :terminate_child(id),
+--   :restart_child(id), :delete_child(id), :which_children(),
+--   :count_children(), :stop([reason]), :wait(), :on_exit(fn)) | nil, err
+--   (invalid_arg, start_failed naming the child and why)
+function M.supervisor(spec)
+  check_arg(type(spec) == "table", 1, "supervisor", "spec table expected")
+  return supervisor.new(spec)
+end
+
 --- JSON null as processes' JSON reaches Lua (a NULL lightuserdata).
 M.null = process.null
 
@@ -289,6 +327,7 @@ function M.log(level, ...)
   io.stderr:write(("%s %s\n"):format(level:upper(), table.concat(parts, " ")))
 end
 process.log = M.log
+supervisor.log = M.log
 
 local function timer(ms, repeat_ms, fn, fname)
   check_arg(type(ms) == "number" and ms >= 0, 1, fname, "non-negative number of ms expected")
@@ -347,6 +386,7 @@ core.on_shutdown(function(reason)
   end
   -- Actors finish their message and terminate; a stuck one does not hold
   -- the exit past the profile's shutdown_timeout_ms.
+  supervisor.stop_all("shutdown") -- no restarts; children in reverse order
   process.stop_all() -- children get their stop signal, then SIGKILL
   actors.stop_all("shutdown")
   if not hub.stop() then

@@ -52,6 +52,8 @@ typedef enum {
   X(PROCESS_EXIT,   "process_exit",   PROCESS,  HIGH,     RESTART)           \
   X(BAD_INPUT,      "bad_input",      PROCESS,  LOW,      IGNORE)            \
   X(INTENSITY,      "intensity",      SUPERVISION, CRITICAL, ESCALATE)       \
+  X(START_FAILED,   "start_failed",   SUPERVISION, HIGH,  ESCALATE)          \
+  X(STRATEGY_FAILED,"strategy_failed",SUPERVISION, HIGH,  ESCALATE)          \
   X(UNHEALTHY,      "unhealthy",      HEALTH,   HIGH,     RESTART)           \
   X(NETWORK,        "network",        NETWORK,  MEDIUM,   RETRY)
 

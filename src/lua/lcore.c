@@ -11,6 +11,7 @@
 #include "lua/host.h"
 #include "lua/lerror.h"
 #include "lua/lproc.h"
+#include "lua/lsuper.h"
 
 static const char HOOK_KEY = 's'; /* registry: the Lua shutdown hook */
 
@@ -242,5 +243,6 @@ int luaopen_msrt_core(lua_State *L) {
   msrt_lua_open_errors(L);
   msrt_lua_open_rt(L);
   msrt_lua_open_proc(L);
+  msrt_lua_open_super(L);
   return 1;
 }

@@ -1,0 +1,715 @@
+--- Supervisors on the hub (issue 6), after Erlang/OTP's supervisor: the
+-- child table, restart intensity, backoff and the checking and ordering
+-- of a strategy's actions are in C (src/super, through msrt.core); this
+-- file starts and stops children, runs the strategy (a Lua function from
+-- an event to actions), keeps delayed restarts as hub timers and
+-- publishes every decision on `msrt.supervisor.<name>.event`.
+-- Internal: the public face is `msrt.supervisor` (init.lua). Hub thread.
+-- @module msrt.supervisor
+local core = require "msrt.core"
+local hub = require "msrt.hub"
+local actors = require "msrt.actors"
+local process = require "msrt.process"
+local uv = require "luv"
+
+local M = {}
+
+--- Where decisions are logged: set by init.lua to msrt.log.
+M.log = function() end
+
+local live = {} -- supervisor -> true, while it runs
+local kinds = {}
+local unnamed = 0
+
+local function bad(msg, fields) return nil, core.error("invalid_arg", msg, fields) end
+
+local function after(ms, fn)
+  local t = uv.new_timer()
+  t:start(math.ceil(ms), 0, function()
+    t:close()
+    fn()
+  end)
+  return t
+end
+
+local function cancel(t)
+  if t and not t:is_closing() then t:close() end
+end
+
+-- ---- child kinds: start(spec, sup) -> handle | nil, err; watch(h,
+-- fn(reason, normal)) once, when the child is wholly gone; stop(h,
+-- shutdown) begins a graceful stop; kill(h) -> true when the child is
+-- abandoned at once rather than reported gone later. `timed` kinds keep
+-- their own shutdown deadline; for the others the supervisor kills them
+-- when `shutdown` ms have passed.
+
+kinds.actor = {
+  start = function(spec) return actors.new(spec) end,
+  -- The first instance's exit is the child's: the other instances are
+  -- stopped, and the child is gone when the last one is.
+  watch = function(h, fn)
+    local first
+    h:on_exit(function(rec)
+      first = first or rec
+      local left = h:ids()
+      if #left == 0 then return fn(first.reason, first.normal) end
+      if first == rec then h:stop("shutdown") end
+    end)
+  end,
+  stop = function(h) h:stop("shutdown") end,
+  -- An actor cannot be interrupted inside a handler: it is told to stop
+  -- ("killed") and left to finish alone; the supervisor goes on.
+  kill = function(h)
+    h:stop("killed")
+    return true
+  end,
+}
+
+kinds.process = {
+  timed = true,
+  start = function(spec) return process.new(spec) end,
+  watch = function(h, fn) h:on_exit(function(rec) fn(rec.reason, rec.normal) end) end,
+  stop = function(h, shutdown)
+    if shutdown == "brutal_kill" then -- KILL first: a stop signal could win the race
+      h:signal("KILL")
+      return h:stop(0)
+    end
+    h:stop(shutdown == "infinity" and 2 ^ 31 - 1 or shutdown)
+  end,
+  kill = function(h)
+    h:signal("KILL")
+    return false
+  end,
+}
+
+kinds.supervisor = {
+  start = function(spec, parent) return M.new(spec, parent) end,
+  watch = function(h, fn) h:on_exit(function(rec) fn(rec.reason, rec.normal) end) end,
+  stop = function(h) h:stop("shutdown") end,
+  kill = function(h)
+    h:stop("killed", true)
+    return false
+  end,
+}
+
+-- ---- events --------------------------------------------------------------
+
+local LEVEL = { child_exited = "warn", start_failed = "error", strategy_failed = "error",
+  gave_up = "error", escalated = "error" }
+
+-- Publish an event on msrt.supervisor.<name>.event and log it.
+local function event(sup, what, fields)
+  fields = fields or {}
+  fields.supervisor, fields.event = sup.name, what
+  fields.restarts = fields.restarts or sup.core:restarts()
+  local level = LEVEL[what] or "info"
+  if what == "child_exited" and fields.normal then level = "info" end
+  local text = ("supervisor %s: %s"):format(sup.name, what)
+  if fields.child then text = text .. " " .. fields.child end
+  if fields.reason ~= nil then text = text .. ": " .. tostring(fields.reason):match("^[^\n]*") end
+  if fields.delay_ms then text = text .. (" (in %d ms)"):format(fields.delay_ms) end
+  M.log(level, text)
+  local ok, err = hub.publish("msrt.supervisor." .. sup.name .. ".event", fields, {})
+  if not ok and err and err.code ~= "no_responders" then core.report("supervisor event", tostring(err)) end
+end
+
+-- ---- child specs ---------------------------------------------------------
+
+local SHUTDOWN = { brutal_kill = -1, infinity = -2 }
+local RESTART = { permanent = true, transient = true, temporary = true }
+local CHILD_KEYS = { id = true, actor = true, process = true, supervisor = true, restart = true,
+  shutdown = true, type = true, significant = true, health = true }
+
+local function kind_of(cs)
+  local found
+  for _, k in ipairs({ "actor", "process", "supervisor" }) do
+    if cs[k] ~= nil then
+      if found then return nil, "has both " .. found .. " and " .. k end
+      if type(cs[k]) ~= "table" then return nil, k .. " must be a spec table" end
+      found = k
+    end
+  end
+  if not found then return nil, "needs one of actor, process or supervisor" end
+  return found
+end
+
+-- Check a child spec; returns the child record (not yet in the table).
+local function child_of(cs, where)
+  if type(cs) ~= "table" then return bad(where .. ": child spec must be a table") end
+  for k in pairs(cs) do
+    if not CHILD_KEYS[k] then return bad(("%s: unknown field '%s'"):format(where, tostring(k))) end
+  end
+  if type(cs.id) ~= "string" or cs.id == "" then return bad(where .. ": child spec needs an id (string)") end
+  where = ("child \"%s\""):format(cs.id)
+  local kind, why = kind_of(cs)
+  if not kind then return bad(where .. " " .. why) end
+  local restart = cs.restart or "permanent"
+  if not RESTART[restart] then return bad(where .. ": restart must be permanent, transient or temporary") end
+  local shutdown = cs.shutdown or (kind == "supervisor" and "infinity" or 5000)
+  local sd = SHUTDOWN[shutdown] or shutdown
+  if type(sd) ~= "number" or sd < 0 and not SHUTDOWN[shutdown] then
+    return bad(where .. ": shutdown must be ms >= 0, \"brutal_kill\" or \"infinity\"")
+  end
+  local ctype = cs.type or (kind == "supervisor" and "supervisor" or "worker")
+  if ctype ~= "worker" and ctype ~= "supervisor" then return bad(where .. ": type must be worker or supervisor") end
+  return { id = cs.id, kind = kind, spec = cs[kind], restart = restart, shutdown = shutdown,
+           shutdown_ms = sd, type = ctype, significant = cs.significant and true or false, source = cs }
+end
+
+-- A copy of a child's own spec with a default name (its id).
+local function own_spec(c)
+  local s = {}
+  for k, v in pairs(c.spec) do s[k] = v end
+  if s.name == nil then s.name = c.id end
+  return s
+end
+
+-- ---- starting and stopping children ---------------------------------------
+
+local Sup = {}
+Sup.__index = Sup
+
+local child_exited -- forward
+
+-- Start child c; returns true | nil, err. Its exit comes to child_exited
+-- (or to c.on_down while the supervisor stops it).
+local function start(sup, c)
+  local h, err = kinds[c.kind].start(own_spec(c), sup)
+  if not h then return nil, err end
+  c.handle, c.pending = h, nil
+  sup.core:set_state(c.id, "running")
+  kinds[c.kind].watch(h, function(reason, normal)
+    if c.handle ~= h then return end -- an abandoned instance
+    c.handle = nil
+    if c.on_down then
+      local f = c.on_down
+      c.on_down = nil
+      return f(reason)
+    end
+    child_exited(sup, c, reason, normal)
+  end)
+  return true
+end
+
+-- A temporary child's spec goes when its run ends (OTP).
+local function forget_if_temporary(sup, c)
+  if c.restart == "temporary" and sup.kids[c.id] == c then
+    sup.core:delete(c.id)
+    sup.kids[c.id] = nil
+  end
+end
+
+-- Stop child c as its shutdown says; done(reason) once it is gone.
+local function stop_child(sup, c, brutal, done)
+  c.pending = nil -- a restart timer skips it now
+  if not c.handle then
+    if sup.core:child(c.id) then sup.core:set_state(c.id, "stopped") end
+    return done("not running")
+  end
+  local kind, h = kinds[c.kind], c.handle
+  local timer
+  sup.core:set_state(c.id, "stopping")
+  c.on_down = function(reason)
+    cancel(timer)
+    sup.core:set_state(c.id, "stopped")
+    event(sup, "child_stopped", { child = c.id, reason = reason })
+    forget_if_temporary(sup, c)
+    done(reason)
+  end
+  local function kill()
+    if kind.kill(h) and c.handle == h then
+      c.handle = nil
+      local f = c.on_down
+      c.on_down = nil
+      f("killed")
+    end
+  end
+  local sd = brutal and "brutal_kill" or c.shutdown
+  if sd == "brutal_kill" and not kind.timed then return kill() end
+  kind.stop(h, sd)
+  if sd ~= "infinity" and not kind.timed then timer = after(sd, kill) end
+end
+
+-- Stop the children named in ids one after the other (OTP terminates them
+-- in turn, each waiting for the one before), then done().
+local function stop_each(sup, ids, brutal, done)
+  local i = 0
+  local function next_one()
+    i = i + 1
+    local c = ids[i] and sup.kids[ids[i]]
+    if not ids[i] then return done() end
+    if not c then return next_one() end
+    stop_child(sup, c, brutal, next_one)
+  end
+  next_one()
+end
+
+-- Every child, in reverse start order.
+local function reverse_ids(sup)
+  local ids = {}
+  local kids = sup.core:children()
+  for i = #kids, 1, -1 do ids[#ids + 1] = kids[i].id end
+  return ids
+end
+
+-- ---- ending a supervisor --------------------------------------------------
+
+local function finish(sup, reason, normal)
+  sup.state = "stopped"
+  live[sup] = nil
+  sup.exit = { name = sup.name, reason = reason, normal = normal }
+  event(sup, "stopped", { reason = reason, normal = normal })
+  for _, fn in ipairs(sup.exit_fns) do
+    local ok, err = pcall(fn, sup.exit)
+    if not ok then core.report("error in supervisor exit handler", tostring(err)) end
+  end
+  local ws = sup.waiters
+  sup.waiters = {}
+  for _, co in ipairs(ws) do
+    local ok, err = coroutine.resume(co, sup.exit)
+    if not ok then core.report("error in callback", debug.traceback(co, tostring(err))) end
+  end
+end
+
+-- Stop every child in reverse start order, then end with reason. A root
+-- supervisor that gives up (gave_up) ends msrt.run() with status 1.
+local function terminate(sup, reason, normal, brutal, gave_up)
+  if sup.state == "stopping" or sup.state == "stopped" then return end
+  sup.state = "stopping"
+  for _, c in pairs(sup.kids) do cancel(c.pending_timer) end
+  stop_each(sup, reverse_ids(sup), brutal, function()
+    finish(sup, reason, normal)
+    if gave_up and not sup.parent and not core.stopping() then
+      local why = ("supervisor %s gave up: %s"):format(sup.name, gave_up)
+      core.report("supervision", why)
+      core.stop(why, 1)
+    end
+  end)
+end
+
+-- Give up: OTP's supervisor reaching its restart intensity exits with
+-- reason shutdown (normal to a transient parent, restarted by a permanent
+-- one); an escalation by the strategy is abnormal.
+local function give_up(sup, why, intensity)
+  event(sup, intensity and "gave_up" or "escalated", { reason = why })
+  if intensity then return terminate(sup, "shutdown", true, false, why) end
+  terminate(sup, why, false, false, why)
+end
+
+-- ---- deciding ------------------------------------------------------------
+
+local function view_of(sup)
+  local children = sup.core:children()
+  local by_id = {}
+  for _, c in ipairs(children) do
+    local rec = sup.kids[c.id]
+    c.kind = rec and rec.kind
+    by_id[c.id] = c
+  end
+  local s = sup.core
+  return {
+    name = sup.name, children = children, child = by_id,
+    restarts = { count = s:restarts(), intensity = sup.intensity, period_ms = sup.period_ms },
+    --- ids a failure of child affects ("one", "rest", "all"), start order
+    group = function(which, id) return s:group(which, id) end,
+  }
+end
+
+local function should_count(c, normal)
+  return c.restart == "permanent" or (c.restart == "transient" and not normal)
+end
+
+-- Run the strategy; returns the checked plan | nil, why (then escalate).
+local function decide(sup, c, reason, normal, kind)
+  local delay = should_count(c, normal) and sup.core:next_delay(c.id) or 0
+  local child = sup.core:child(c.id)
+  local ev = { child = c.id, reason = reason, normal = normal, kind = kind, restart = c.restart,
+    restarts = { count = sup.core:restarts(), intensity = sup.intensity, period_ms = sup.period_ms,
+                 attempts = child.attempts, delay_ms = delay } }
+  local ok, actions = pcall(sup.strategy, ev, view_of(sup))
+  if not ok then return nil, "strategy error: " .. tostring(actions) end
+  if type(actions) ~= "table" then
+    return nil, ("strategy returned %s, not a list of actions"):format(type(actions))
+  end
+  local plan, err = sup.core:plan(actions)
+  if not plan then return nil, "strategy returned nonsense: " .. err.message end
+  return plan
+end
+
+local run_plan -- forward
+
+-- After the plan's delay, start its children in start order. A start
+-- that fails comes back as an exit of that child (OTP tries again, and
+-- each try counts against the intensity).
+local function start_all(sup, ids, token)
+  for _, id in ipairs(ids) do
+    local c = sup.kids[id]
+    if c and c.pending == token and sup.state == "running" then
+      local ok, err = start(sup, c)
+      if ok then
+        event(sup, "child_restarted", { child = id })
+      else
+        sup.core:set_state(id, "stopped")
+        event(sup, "start_failed", { child = id, reason = tostring(err) })
+        for _, rest in ipairs(ids) do
+          local r = sup.kids[rest]
+          if r and r.pending == token then r.pending = nil sup.core:set_state(rest, "stopped") end
+        end
+        -- OTP tries again through its mailbox, not by recursion
+        local t = after(0, function() child_exited(sup, c, "start failed: " .. tostring(err), false) end)
+        c.pending_timer = t
+        return
+      end
+    end
+  end
+end
+
+function run_plan(sup, plan)
+  local token = {}
+  stop_each(sup, plan.stops, false, function()
+    if sup.state ~= "running" then return end
+    -- marked now: stopping a child clears its mark (a newer plan wins)
+    for _, id in ipairs(plan.starts) do sup.kids[id].pending = token end
+    for _, id in ipairs(plan.starts) do
+      local c = sup.kids[id]
+      if c and c.pending == token then
+        sup.core:set_state(id, "restarting")
+        if plan.delay_ms > 0 then event(sup, "restart_scheduled", { child = id, delay_ms = plan.delay_ms }) end
+      end
+    end
+    if plan.delay_ms <= 0 then return start_all(sup, plan.starts, token) end
+    local t = after(plan.delay_ms, function() start_all(sup, plan.starts, token) end)
+    for _, id in ipairs(plan.starts) do sup.kids[id].pending_timer = t end
+  end)
+end
+
+-- OTP's auto_shutdown: a significant child that ended and is not being
+-- restarted may end the supervisor (reason shutdown, normal).
+local function auto_shutdown(sup, c)
+  if not c.significant or sup.auto_shutdown == "never" then return false end
+  if sup.auto_shutdown == "all_significant" then
+    for _, k in ipairs(sup.core:children()) do
+      if k.significant and k.state ~= "stopped" then return false end
+    end
+  end
+  event(sup, "auto_shutdown", { child = c.id })
+  terminate(sup, "shutdown", true)
+  return true
+end
+
+-- A child's exit (or unhealthy report): ask the strategy, check, act.
+function child_exited(sup, c, reason, normal, kind)
+  if sup.state ~= "running" or core.stopping() then return end
+  if c.handle == nil then sup.core:set_state(c.id, "stopped") end
+  event(sup, kind == "unhealthy" and "child_unhealthy" or "child_exited",
+    { child = c.id, reason = reason, normal = normal })
+  local plan, why = decide(sup, c, reason, normal, kind or "exit")
+  if not plan then
+    event(sup, "strategy_failed", { child = c.id, reason = why })
+    return give_up(sup, why, false)
+  end
+  if plan.escalate then return give_up(sup, "escalated by the strategy after " .. c.id .. ": " .. tostring(reason), false) end
+  if #plan.starts > 0 then
+    local within, n = sup.core:add_restart()
+    if not within then
+      return give_up(sup, ("reached max restart intensity: %d restarts within %d ms (intensity %d)"):format(
+        n, sup.period_ms, sup.intensity), true)
+    end
+  end
+  local restarting = false
+  for _, id in ipairs(plan.starts) do restarting = restarting or id == c.id end
+  if not restarting and not c.handle then
+    forget_if_temporary(sup, c)
+    if auto_shutdown(sup, c) then return end
+  end
+  run_plan(sup, plan)
+end
+
+-- ---- the supervisor --------------------------------------------------------
+
+local BUILTIN = { one_for_one = true, one_for_all = true, rest_for_one = true, simple_one_for_one = true }
+
+-- A strategy: a function, a table {decide = fn, dynamic = bool}, a
+-- built-in's name, a module name or a path to a Lua file returning one.
+local function strategy_of(s)
+  s = s or "one_for_one"
+  local name = type(s) == "string" and s or "custom"
+  if type(s) == "string" then
+    local ok, v
+    if BUILTIN[s] then ok, v = pcall(require, "msrt.strategies." .. s)
+    elseif s:find("/") or s:find("%.lua$") then
+      local chunk, err = loadfile(s)
+      if not chunk then return nil, core.error("syntax", tostring(err)) end
+      ok, v = pcall(chunk)
+    else ok, v = pcall(require, s) end
+    if not ok then return nil, core.error("bad_config", ("strategy %s: %s"):format(s, tostring(v))) end
+    s = v
+  end
+  if type(s) == "function" then return { decide = s, name = name } end
+  if type(s) == "table" and type(s.decide) == "function" then
+    return { decide = s.decide, dynamic = s.dynamic and true or false, name = name }
+  end
+  return bad("strategy must be a function, a table with decide, or a module name or path")
+end
+
+local SUP_KEYS = { name = true, strategy = true, intensity = true, period_ms = true, backoff = true,
+  auto_shutdown = true, children = true }
+local AUTO = { never = true, any_significant = true, all_significant = true }
+
+local function check_sup(spec)
+  for k in pairs(spec) do
+    if not SUP_KEYS[k] then return bad(("supervisor spec: unknown field '%s'"):format(tostring(k))) end
+  end
+  if spec.name ~= nil and (type(spec.name) ~= "string" or not spec.name:find("^[%w_%-]+$")) then
+    return bad("supervisor name must be one subject token (letters, digits, _ and -)")
+  end
+  if spec.auto_shutdown ~= nil and not AUTO[spec.auto_shutdown] then
+    return bad("auto_shutdown must be never, any_significant or all_significant")
+  end
+  if spec.children ~= nil and type(spec.children) ~= "table" then return bad("children must be a list") end
+  if spec.backoff ~= nil and type(spec.backoff) ~= "table" then return bad("backoff must be a table") end
+  for _, k in ipairs({ "intensity", "period_ms" }) do
+    if spec[k] ~= nil and (type(spec[k]) ~= "number" or spec[k] % 1 ~= 0) then return bad(k .. " must be an integer") end
+  end
+  return true
+end
+
+-- Put child c in the table (refusing what OTP refuses).
+local function add(sup, c)
+  if c.significant and sup.auto_shutdown == "never" then
+    return bad(("child \"%s\": significant children need auto_shutdown any_significant or all_significant"):format(c.id))
+  end
+  local pos, err = sup.core:add(c.id, c.restart, c.shutdown_ms, c.type == "supervisor", c.significant)
+  if not pos then return nil, err end
+  sup.kids[c.id] = c
+  return true
+end
+
+-- Start the children in order; a failure stops those started (reverse).
+local function start_children(sup)
+  for _, k in ipairs(sup.core:children()) do
+    local c = sup.kids[k.id]
+    local ok, err = start(sup, c)
+    if not ok then
+      sup.state = "stopping"
+      stop_each(sup, reverse_ids(sup), false, function() sup.state = "stopped" end)
+      live[sup] = nil
+      return nil, core.error("start_failed", ("supervisor %s: child \"%s\" failed to start: %s"):format(
+        sup.name, c.id, tostring(err)), { child = c.id, reason = err })
+    end
+    event(sup, "child_started", { child = c.id })
+  end
+  return true
+end
+
+local function build(spec, parent)
+  local ok, err = check_sup(spec)
+  if not ok then return nil, err end
+  local strategy, serr = strategy_of(spec.strategy)
+  if not strategy then return nil, serr end
+  local intensity, period = spec.intensity or 1, spec.period_ms or 5000
+  local s, cerr = core.super_new({ intensity = intensity, period_ms = period, backoff = spec.backoff })
+  if not s then return nil, cerr end
+  if not spec.name then unnamed = unnamed + 1 end
+  return setmetatable({ name = spec.name or ("sup" .. unnamed), core = s, strategy = strategy.decide,
+    strategy_name = strategy.name, dynamic = strategy.dynamic, intensity = intensity, period_ms = period,
+    auto_shutdown = spec.auto_shutdown or "never", kids = {}, parent = parent, state = "starting",
+    exit_fns = {}, waiters = {}, seq = 0 }, Sup)
+end
+
+--- Start a supervisor from a spec (see msrt.supervisor).
+-- @return supervisor | nil, err
+function M.new(spec, parent)
+  local sup, err = build(spec, parent)
+  if not sup then return nil, err end
+  local ok, herr = hub.start()
+  if not ok then return nil, herr end
+  for i, cs in ipairs(spec.children or {}) do
+    local c, cerr = child_of(cs, "child " .. i)
+    if not c then return nil, cerr end
+    if sup.dynamic then
+      if #spec.children ~= 1 then return bad("simple_one_for_one needs exactly one child spec (the template)") end
+      sup.template = c
+    else
+      local aok, aerr = add(sup, c)
+      if not aok then return nil, aerr end
+    end
+  end
+  live[sup] = true
+  local sok, serr = start_children(sup)
+  if not sok then return nil, serr end
+  sup.state = "running"
+  return sup
+end
+
+-- ---- the supervisor's API (documented in init.lua) ------------------------
+
+local function need_running(sup)
+  if sup.state ~= "running" then
+    return nil, core.error("closed", ("supervisor %s is %s"):format(sup.name, sup.state))
+  end
+  return true
+end
+
+-- simple_one_for_one: a child from the template, args as its actor
+-- args or extra process arguments.
+local function from_template(sup, args)
+  sup.seq = sup.seq + 1
+  local t = sup.template
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  c.id = ("%s_%d"):format(t.id, sup.seq)
+  c.spec = {}
+  for k, v in pairs(t.spec) do c.spec[k] = v end
+  c.spec.name = t.spec.name or t.id
+  if args ~= nil and t.kind == "actor" then c.spec.args = args end
+  if type(args) == "table" and t.kind == "process" then
+    local cmd = { unpack(t.spec.cmd) }
+    for _, a in ipairs(args) do cmd[#cmd + 1] = a end
+    c.spec.cmd = cmd
+  end
+  return c
+end
+
+--- Add a child (a child spec; for simple_one_for_one the template's
+-- args) and start it. @return handle, id | nil, err
+function Sup:start_child(spec)
+  local ok, err = need_running(self)
+  if not ok then return nil, err end
+  local c
+  if self.dynamic then c = from_template(self, spec)
+  else
+    c, err = child_of(spec, "child")
+    if not c then return nil, err end
+  end
+  ok, err = add(self, c)
+  if not ok then return nil, err end
+  ok, err = start(self, c)
+  if not ok then
+    self.core:delete(c.id)
+    self.kids[c.id] = nil
+    return nil, core.error("start_failed", ("child \"%s\" failed to start: %s"):format(c.id, tostring(err)),
+      { child = c.id, reason = err })
+  end
+  event(self, "child_started", { child = c.id })
+  return c.handle, c.id
+end
+
+-- Yield the calling coroutine until done is called (at once if it was).
+local function await(begin)
+  local co, finished, result = coroutine.running(), false, nil
+  local waiting = false
+  begin(function(r)
+    finished, result = true, r
+    if waiting then
+      local ok, err = coroutine.resume(co, r)
+      if not ok then core.report("error in callback", debug.traceback(co, tostring(err))) end
+    end
+  end)
+  if finished or not co then return result end
+  waiting = true
+  return coroutine.yield()
+end
+
+--- Stop a child (its shutdown applies) and keep its spec (a temporary
+-- child's is dropped). From a coroutine it waits until the child is gone.
+-- @return true | nil, err (not_found)
+function Sup:terminate_child(id)
+  local c = self.kids[id]
+  if not c then return nil, core.error("not_found", ("supervisor %s: no child \"%s\""):format(self.name, tostring(id))) end
+  await(function(done) stop_child(self, c, false, done) end)
+  return true
+end
+
+--- Start again a child that terminate_child stopped. @return handle | nil, err
+function Sup:restart_child(id)
+  local ok, err = need_running(self)
+  if not ok then return nil, err end
+  local c = self.kids[id]
+  if not c then return nil, core.error("not_found", ("supervisor %s: no child \"%s\""):format(self.name, tostring(id))) end
+  if c.handle or c.pending then return nil, core.error("invalid_arg", ("child \"%s\" is running"):format(id)) end
+  ok, err = start(self, c)
+  if not ok then return nil, err end
+  event(self, "child_restarted", { child = id })
+  return c.handle
+end
+
+--- Remove the spec of a child that is not running. @return true | nil, err
+function Sup:delete_child(id)
+  local c = self.kids[id]
+  if c and (c.handle or c.pending) then
+    return nil, core.error("invalid_arg", ("child \"%s\" is running: terminate it first"):format(id))
+  end
+  local ok, err = self.core:delete(tostring(id))
+  if not ok then return nil, err end
+  self.kids[id] = nil
+  return true
+end
+
+--- The children in start order: {id, kind, type, restart, state,
+-- significant, handle (nil when not running)}.
+function Sup:which_children()
+  local out = self.core:children()
+  for _, k in ipairs(out) do
+    local c = self.kids[k.id]
+    k.kind, k.handle = c.kind, c.handle
+  end
+  return out
+end
+
+--- {specs, active, supervisors, workers} as OTP counts them.
+function Sup:count_children()
+  local n = { specs = 0, active = 0, supervisors = 0, workers = 0 }
+  for _, k in ipairs(self.core:children()) do
+    n.specs = n.specs + 1
+    if k.state == "running" then n.active = n.active + 1 end
+    if k.type == "supervisor" then n.supervisors = n.supervisors + 1 else n.workers = n.workers + 1 end
+  end
+  return n
+end
+
+--- Stop every child in reverse start order, then end (reason default
+-- "shutdown"); brutal kills them at once. Not an escalation.
+function Sup:stop(reason, brutal)
+  terminate(self, reason or "shutdown", reason == nil or reason == "shutdown" or reason == "normal", brutal)
+end
+
+--- A child failed its liveness probe: the strategy decides as for an exit
+-- (kind "unhealthy", abnormal). For src/health. @return true | nil, err
+function Sup:unhealthy(id, why)
+  local c = self.kids[id]
+  if not c or not c.handle then return nil, core.error("not_found", ("no running child \"%s\""):format(tostring(id))) end
+  child_exited(self, c, why or "unhealthy", false, "unhealthy")
+  return true
+end
+
+--- Call fn(record) when the supervisor ends: {name, reason, normal}.
+function Sup:on_exit(fn)
+  if self.exit then return fn(self.exit) end
+  self.exit_fns[#self.exit_fns + 1] = fn
+end
+
+--- Wait (yielding the coroutine) until the supervisor ends; its record.
+function Sup:wait()
+  if self.exit then return self.exit end
+  local co = coroutine.running()
+  if not co then error("supervisor:wait() must be called from a coroutine", 2) end
+  self.waiters[#self.waiters + 1] = co
+  return coroutine.yield()
+end
+
+--- Supervisors alive (for tests and metrics).
+function M.count()
+  local n = 0
+  for _ in pairs(live) do n = n + 1 end
+  return n
+end
+
+--- Begin stopping every running root supervisor (shutdown).
+function M.stop_all(reason)
+  for sup in pairs(live) do
+    if not sup.parent then sup:stop(reason) end
+  end
+end
+
+return M

@@ -1,0 +1,305 @@
+/* msrt.core's supervision functions: a Lua face for src/super (the child
+ * table, restart intensity, backoff and action plans). The orchestration
+ * is lua/msrt/supervisor.lua. Hub thread only. */
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "lua/lerror.h"
+#include "lua/lsuper.h"
+#include "super/super.h"
+
+static const char SUPER_META[] = "msrt.super";
+
+typedef struct {
+  msrt_super *s;
+} box;
+
+static msrt_super *check(lua_State *L) {
+  box *b = luaL_checkudata(L, 1, SUPER_META);
+  if (!b->s) luaL_argerror(L, 1, "supervisor table freed");
+  return b->s;
+}
+
+static int64_t now_ms(void) { return (int64_t)(msrt_now_ns() / 1000000u); }
+
+/* A uniform draw in [0, 1) for jitter: xorshift64, its own stream so the
+ * user's math.random sequence is left alone. */
+static double draw(void) {
+  static uint64_t x;
+  if (!x) x = msrt_now_ns() | 1;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return (double)(x >> 11) / 9007199254740992.0;
+}
+
+static double num_field(lua_State *L, int t, const char *k, double dflt) {
+  lua_getfield(L, t, k);
+  double v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : dflt;
+  lua_pop(L, 1);
+  return v;
+}
+
+/* super_new{intensity, period_ms, backoff = {initial_ms, max_ms,
+ * multiplier, jitter}} -> table userdata | nil, err (invalid_arg) */
+static int l_super_new(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  msrt_super_config cfg = {(int)num_field(L, 1, "intensity", 1),
+                           (int64_t)num_field(L, 1, "period_ms", 5000),
+                           {0, 0, 1, 0}};
+  lua_getfield(L, 1, "backoff");
+  if (lua_istable(L, -1)) {
+    int t = lua_gettop(L);
+    cfg.backoff.initial_ms = num_field(L, t, "initial_ms", 0);
+    cfg.backoff.max_ms = num_field(L, t, "max_ms", cfg.backoff.initial_ms);
+    cfg.backoff.multiplier = num_field(L, t, "multiplier", 2);
+    cfg.backoff.jitter = num_field(L, t, "jitter", 0);
+  }
+  lua_pop(L, 1);
+  msrt_error err;
+  msrt_super *s = msrt_super_new(&cfg, &err);
+  if (!s) {
+    lua_pushnil(L);
+    msrt_lua_push_error(L, &err);
+    return 2;
+  }
+  box *b = lua_newuserdata(L, sizeof *b);
+  b->s = s;
+  luaL_getmetatable(L, SUPER_META);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
+static int fail(lua_State *L, const msrt_error *err) {
+  lua_pushnil(L);
+  msrt_lua_push_error(L, err);
+  return 2;
+}
+
+/* s:add(id, restart, shutdown_ms, is_supervisor, significant) -> pos */
+static int l_add(lua_State *L) {
+  msrt_super *s = check(L);
+  int r = msrt_restart_from_name(luaL_checkstring(L, 3));
+  if (r < 0) return luaL_argerror(L, 3, "permanent, transient or temporary");
+  msrt_child_spec c = {luaL_checkstring(L, 2), (msrt_restart_type)r,
+                       (int64_t)luaL_checknumber(L, 4), lua_toboolean(L, 5),
+                       lua_toboolean(L, 6)};
+  msrt_error err;
+  int pos = msrt_super_add(s, &c, &err);
+  if (pos < 0) return fail(L, &err);
+  lua_pushinteger(L, pos + 1);
+  return 1;
+}
+
+/* s:delete(id) -> true | nil, err */
+static int l_delete(lua_State *L) {
+  msrt_error err;
+  if (msrt_super_delete(check(L), luaL_checkstring(L, 2), &err))
+    return fail(L, &err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int pos_of(lua_State *L, msrt_super *s, int arg) {
+  int pos = msrt_super_find(s, luaL_checkstring(L, arg));
+  if (pos < 0) luaL_argerror(L, arg, "no such child");
+  return pos;
+}
+
+static void push_child(lua_State *L, const msrt_child *c) {
+  lua_createtable(L, 0, 7);
+  lua_pushstring(L, c->id);
+  lua_setfield(L, -2, "id");
+  lua_pushstring(L, msrt_restart_name(c->restart));
+  lua_setfield(L, -2, "restart");
+  if (c->shutdown_ms == MSRT_SHUTDOWN_BRUTAL_KILL) lua_pushliteral(L, "brutal_kill");
+  else if (c->shutdown_ms == MSRT_SHUTDOWN_INFINITY) lua_pushliteral(L, "infinity");
+  else lua_pushnumber(L, (lua_Number)c->shutdown_ms);
+  lua_setfield(L, -2, "shutdown");
+  lua_pushstring(L, msrt_child_state_name(c->state));
+  lua_setfield(L, -2, "state");
+  lua_pushinteger(L, (lua_Integer)c->attempts);
+  lua_setfield(L, -2, "attempts");
+  lua_pushboolean(L, c->significant);
+  lua_setfield(L, -2, "significant");
+  lua_pushstring(L, c->is_supervisor ? "supervisor" : "worker");
+  lua_setfield(L, -2, "type");
+}
+
+/* s:children() -> list of {id, restart, shutdown, state, attempts,
+ * significant, type} in start order (copies). */
+static int l_children(lua_State *L) {
+  msrt_super *s = check(L);
+  size_t n = msrt_super_count(s);
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    push_child(L, msrt_super_child(s, i));
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  return 1;
+}
+
+/* s:child(id) -> the child's table (as children()) | nil */
+static int l_child(lua_State *L) {
+  msrt_super *s = check(L);
+  int pos = msrt_super_find(s, luaL_checkstring(L, 2));
+  if (pos < 0) return 0;
+  push_child(L, msrt_super_child(s, (size_t)pos));
+  return 1;
+}
+
+/* s:set_state(id, "stopped"|"running"|"stopping"|"restarting") */
+static int l_set_state(lua_State *L) {
+  static const char *const names[] = {"stopped", "running", "stopping",
+                                      "restarting", NULL};
+  msrt_super *s = check(L);
+  int pos = pos_of(L, s, 2);
+  int st = luaL_checkoption(L, 3, NULL, names);
+  msrt_super_set_state(s, (size_t)pos, (msrt_child_state)st, now_ms());
+  return 0;
+}
+
+/* s:add_restart() -> within_intensity, restarts in the window */
+static int l_add_restart(lua_State *L) {
+  msrt_super *s = check(L);
+  int64_t now = now_ms();
+  lua_pushboolean(L, msrt_super_add_restart(s, now));
+  lua_pushinteger(L, (lua_Integer)msrt_super_restarts(s, now));
+  return 2;
+}
+
+/* s:restarts() -> restarts in the window ending now */
+static int l_restarts(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)msrt_super_restarts(check(L), now_ms()));
+  return 1;
+}
+
+/* s:next_delay(id) -> ms before the child's next restart (backoff with
+ * jitter; counts the attempt) */
+static int l_next_delay(lua_State *L) {
+  msrt_super *s = check(L);
+  int pos = pos_of(L, s, 2);
+  lua_pushnumber(L, msrt_super_next_delay(s, (size_t)pos, now_ms(), draw()));
+  return 1;
+}
+
+static int push_ids(lua_State *L, msrt_super *s, const size_t *pos,
+                    size_t n) {
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_pushstring(L, msrt_super_child(s, pos[i])->id);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  return 1;
+}
+
+/* s:group("one"|"rest"|"all", id) -> ids affected, in start order */
+static int l_group(lua_State *L) {
+  static const char *const names[] = {"one", "rest", "all", NULL};
+  msrt_super *s = check(L);
+  int g = luaL_checkoption(L, 2, NULL, names);
+  int pos = pos_of(L, s, 3);
+  size_t *out = malloc((msrt_super_count(s) + 1) * sizeof *out);
+  if (!out) return luaL_error(L, "out of memory");
+  size_t n = msrt_super_group(s, (msrt_group)g, (size_t)pos, out);
+  push_ids(L, s, out, n);
+  free(out);
+  return 1;
+}
+
+/* Read action i of the list at index t into a; strings stay on the stack
+ * only as long as the list holds them (they are the list's own). */
+static void read_action(lua_State *L, int t, int i, msrt_action_in *a) {
+  memset(a, 0, sizeof *a);
+  lua_rawgeti(L, t, i);
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, "op");
+    a->op = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "child");
+    a->child = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "delay_ms");
+    a->has_delay = !lua_isnil(L, -1);
+    a->delay_ms = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : -1;
+    lua_pop(L, 1);
+  } else {
+    a->op = "?"; /* not a table: reported as a bad op */
+  }
+  lua_pop(L, 1);
+}
+
+static void push_plan(lua_State *L, msrt_super *s, const msrt_plan *p) {
+  lua_createtable(L, 0, 4);
+  lua_pushboolean(L, p->escalate);
+  lua_setfield(L, -2, "escalate");
+  push_ids(L, s, p->stops, p->nstops);
+  lua_setfield(L, -2, "stops");
+  push_ids(L, s, p->starts, p->nstarts);
+  lua_setfield(L, -2, "starts");
+  lua_pushnumber(L, p->delay_ms);
+  lua_setfield(L, -2, "delay_ms");
+}
+
+/* s:plan(actions) -> {escalate, stops = ids (reverse start order), starts
+ * = ids (start order), delay_ms} | nil, err (invalid_arg: why the list is
+ * nonsense). actions must be a list (checked by the caller). */
+static int l_plan(lua_State *L) {
+  msrt_super *s = check(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  size_t n = lua_objlen(L, 2), count = msrt_super_count(s) + 1;
+  msrt_action_in *in = calloc(n + 1, sizeof *in);
+  size_t *stops = malloc(count * sizeof *stops);
+  size_t *starts = malloc(count * sizeof *starts);
+  if (!in || !stops || !starts) {
+    free(in), free(stops), free(starts);
+    return luaL_error(L, "out of memory");
+  }
+  for (size_t i = 0; i < n; i++) read_action(L, 2, (int)i + 1, &in[i]);
+  msrt_plan p = {.stops = stops, .starts = starts};
+  msrt_error err;
+  int rc = msrt_super_plan(s, in, n, &p, &err);
+  if (rc == 0) push_plan(L, s, &p);
+  free(in), free(stops), free(starts);
+  return rc == 0 ? 1 : fail(L, &err);
+}
+
+/* backoff_delay(b, n, u) -> ms: the pure schedule (for tests, tools) */
+static int l_backoff_delay(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  msrt_backoff b = {num_field(L, 1, "initial_ms", 0), 0,
+                    num_field(L, 1, "multiplier", 2),
+                    num_field(L, 1, "jitter", 0)};
+  b.max_ms = num_field(L, 1, "max_ms", b.initial_ms);
+  lua_pushnumber(L, msrt_backoff_delay(&b, (unsigned)luaL_checkinteger(L, 2),
+                                       luaL_optnumber(L, 3, 0.5)));
+  return 1;
+}
+
+static int super_gc(lua_State *L) {
+  box *b = luaL_checkudata(L, 1, SUPER_META);
+  msrt_super_free(b->s);
+  b->s = NULL;
+  return 0;
+}
+
+void msrt_lua_open_super(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"add", l_add}, {"delete", l_delete}, {"children", l_children},
+    {"child", l_child}, {"set_state", l_set_state},
+    {"add_restart", l_add_restart}, {"restarts", l_restarts},
+    {"next_delay", l_next_delay}, {"group", l_group}, {"plan", l_plan},
+    {"__gc", super_gc}, {NULL, NULL}};
+  if (luaL_newmetatable(L, SUPER_META)) {
+    luaL_register(L, NULL, methods);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_super_new);
+  lua_setfield(L, -2, "super_new");
+  lua_pushcfunction(L, l_backoff_delay);
+  lua_setfield(L, -2, "backoff_delay");
+}
