@@ -279,6 +279,30 @@ describe("starting", function()
     end)
   end)
 
+  it("a restart that fails to start is tried again, each try counted against the intensity", function()
+    drive(function()
+      local top = events("s42")
+      local mid = events("s42m")
+      local prog = S.file("#!/bin/sh\nexec sleep 30\n", ".sh")
+      os.execute("chmod +x " .. prog)
+      local sup = assert(msrt.supervisor{ name = "s42", intensity = 5, children = {
+        { id = "mid", restart = "transient", supervisor = { name = "s42m", intensity = 2, period_ms = 60000,
+          children = { worker("a"), { id = "p", process = { cmd = { prog } } } } } } } })
+      assert.is_true(mid.wait("child_started", 2))
+      os.remove(prog) -- the restart cannot spawn it any more
+      local p = sup:which_children()[1].handle:which_children()[2].handle
+      p:signal("KILL")
+      assert.is_true(top.wait("child_exited"))
+      assert.are.equal(2, #mid.of("start_failed")) -- restart 1 and 2 fail; 3 is one too many
+      assert.matches("No such file", mid.of("start_failed")[1].reason)
+      assert.are.same({ "s42m" }, mid.ids("gave_up"))
+      -- transient: OTP's give-up reason is shutdown, a normal exit: not restarted
+      assert.are.same({}, top.ids("child_restarted"))
+      stop(sup)
+      top.c.close() mid.c.close()
+    end)
+  end)
+
   it("refuses bad specs: duplicate ids, two kinds, significant without auto_shutdown", function()
     drive(function()
       local _, e1 = msrt.supervisor{ children = { worker("a"), worker("a") } }
@@ -570,6 +594,11 @@ describe("dynamic children", function()
       assert.are.same({ "w_2" }, ev.ids("child_restarted"))
       assert.is_true(echo.wait(4))
       assert.are.equal("echo.2", echo.msgs[4].subject)
+      -- OTP: a terminated child of simple_one_for_one is gone, spec and all
+      assert.is_true(sup:terminate_child("w_1"))
+      assert.are.same({ specs = 2, active = 2, supervisors = 0, workers = 2 }, sup:count_children())
+      assert.matches("not for simple_one_for_one", select(2, sup:restart_child("w_2")).message)
+      assert.matches("not for simple_one_for_one", select(2, sup:delete_child("w_2")).message)
       stop(sup)
       ev.c.close() echo.close()
     end)

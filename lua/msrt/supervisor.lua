@@ -191,16 +191,18 @@ local function start(sup, c)
   return true
 end
 
--- A temporary child's spec goes when its run ends (OTP).
-local function forget_if_temporary(sup, c)
-  if c.restart == "temporary" and sup.kids[c.id] == c then
+-- A child's spec goes when its run ends for good if it is temporary, or
+-- one of simple_one_for_one's children (OTP keeps no spec for those).
+local function forget(sup, c)
+  if (c.restart == "temporary" or sup.dynamic) and sup.kids[c.id] == c then
     sup.core:delete(c.id)
     sup.kids[c.id] = nil
   end
 end
 
--- Stop child c as its shutdown says; done(reason) once it is gone.
-local function stop_child(sup, c, brutal, done)
+-- Stop child c as its shutdown says; done(reason) once it is gone. keep:
+-- it is to be restarted (its spec stays whatever its type).
+local function stop_child(sup, c, brutal, done, keep)
   c.pending = nil -- a restart timer skips it now
   if not c.handle then
     if sup.core:child(c.id) then sup.core:set_state(c.id, "stopped") end
@@ -213,7 +215,7 @@ local function stop_child(sup, c, brutal, done)
     cancel(timer)
     sup.core:set_state(c.id, "stopped")
     event(sup, "child_stopped", { child = c.id, reason = reason })
-    forget_if_temporary(sup, c)
+    if not keep then forget(sup, c) end
     done(reason)
   end
   local function kill()
@@ -231,15 +233,16 @@ local function stop_child(sup, c, brutal, done)
 end
 
 -- Stop the children named in ids one after the other (OTP terminates them
--- in turn, each waiting for the one before), then done().
-local function stop_each(sup, ids, brutal, done)
+-- in turn, each waiting for the one before), then done(). keep: a set of
+-- ids to be restarted.
+local function stop_each(sup, ids, brutal, done, keep)
   local i = 0
   local function next_one()
     i = i + 1
     local c = ids[i] and sup.kids[ids[i]]
     if not ids[i] then return done() end
     if not c then return next_one() end
-    stop_child(sup, c, brutal, next_one)
+    stop_child(sup, c, brutal, next_one, keep and keep[c.id])
   end
   next_one()
 end
@@ -365,7 +368,8 @@ local function start_all(sup, ids, token)
 end
 
 function run_plan(sup, plan)
-  local token = {}
+  local token, keep = {}, {}
+  for _, id in ipairs(plan.starts) do keep[id] = true end
   stop_each(sup, plan.stops, false, function()
     if sup.state ~= "running" then return end
     -- marked now: stopping a child clears its mark (a newer plan wins)
@@ -380,7 +384,7 @@ function run_plan(sup, plan)
     if plan.delay_ms <= 0 then return start_all(sup, plan.starts, token) end
     local t = after(plan.delay_ms, function() start_all(sup, plan.starts, token) end)
     for _, id in ipairs(plan.starts) do sup.kids[id].pending_timer = t end
-  end)
+  end, keep)
 end
 
 -- OTP's auto_shutdown: a significant child that ended and is not being
@@ -419,7 +423,7 @@ function child_exited(sup, c, reason, normal, kind)
   local restarting = false
   for _, id in ipairs(plan.starts) do restarting = restarting or id == c.id end
   if not restarting and not c.handle then
-    forget_if_temporary(sup, c)
+    forget(sup, c)
     if auto_shutdown(sup, c) then return end
   end
   run_plan(sup, plan)
@@ -529,6 +533,7 @@ function M.new(spec, parent)
     if not c then return nil, cerr end
     if sup.dynamic then
       if #spec.children ~= 1 then return bad("simple_one_for_one needs exactly one child spec (the template)") end
+      if sup.auto_shutdown ~= "never" then return bad("simple_one_for_one takes no auto_shutdown (OTP)") end
       sup.template = c
     else
       local aok, aerr = add(sup, c)
@@ -612,7 +617,8 @@ local function await(begin)
 end
 
 --- Stop a child (its shutdown applies) and keep its spec (a temporary
--- child's is dropped). From a coroutine it waits until the child is gone.
+-- child's, or simple_one_for_one's, is dropped). From a coroutine it
+-- waits until the child is gone.
 -- @return true | nil, err (not_found)
 function Sup:terminate_child(id)
   local c = self.kids[id]
@@ -621,10 +627,16 @@ function Sup:terminate_child(id)
   return true
 end
 
+-- OTP: simple_one_for_one keeps no specs to restart or delete.
+local function not_dynamic(sup, fname)
+  return nil, core.error("invalid_arg", ("supervisor %s: %s is not for simple_one_for_one (its children go when they end)"):format(sup.name, fname))
+end
+
 --- Start again a child that terminate_child stopped. @return handle | nil, err
 function Sup:restart_child(id)
   local ok, err = need_running(self)
   if not ok then return nil, err end
+  if self.dynamic then return not_dynamic(self, "restart_child") end
   local c = self.kids[id]
   if not c then return nil, core.error("not_found", ("supervisor %s: no child \"%s\""):format(self.name, tostring(id))) end
   if c.handle or c.pending then return nil, core.error("invalid_arg", ("child \"%s\" is running"):format(id)) end
@@ -636,6 +648,7 @@ end
 
 --- Remove the spec of a child that is not running. @return true | nil, err
 function Sup:delete_child(id)
+  if self.dynamic then return not_dynamic(self, "delete_child") end
   local c = self.kids[id]
   if c and (c.handle or c.pending) then
     return nil, core.error("invalid_arg", ("child \"%s\" is running: terminate it first"):format(id))
