@@ -110,7 +110,8 @@ local function event(sup, what, fields)
   if fields.delay_ms then text = text .. (" (in %d ms)"):format(fields.delay_ms) end
   M.log(level, text)
   local ok, err = hub.publish("msrt.supervisor." .. sup.name .. ".event", fields, {})
-  if not ok and err and err.code ~= "no_responders" then core.report("supervisor event", tostring(err)) end
+  -- a full subscriber must not fail the host: the event is in the log
+  if not ok and err and err.code ~= "no_responders" then M.log("warn", "supervisor event not published: " .. tostring(err)) end
 end
 
 -- ---- child specs ---------------------------------------------------------
