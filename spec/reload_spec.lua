@@ -214,3 +214,63 @@ describe("hot reload of a profile", function()
     assert.matches("msrt.reload.ok\t16\t5\t2\tworkers", r.out)
   end)
 end)
+
+describe("hot reload of a supervision tree", function()
+  -- A spec file: children ids (actor workers on t.<id> that crash on
+  -- "crash"), the strategy and the intensity; migrate counts reloads.
+  local function tree(ids, strategy, extra)
+    local lines = { "return {", ("  name = 'rtree', strategy = %q, intensity = 5, period_ms = 5000,"):format(strategy),
+      "  migrate = function(old) return (old or 0) + 1 end,", extra or "", "  children = {" }
+    for _, id in ipairs(ids) do
+      lines[#lines + 1] = ("    { id = %q, actor = { subscribe = 't.%s', handle = function(ctx, msg)"
+        .. " if msg.data == 'crash' then error('crash!') end end } },"):format(id, id)
+    end
+    lines[#lines + 1] = "  },\n}\n"
+    return table.concat(lines, "\n")
+  end
+
+  local function instances(sup)
+    local out = {}
+    for _, k in ipairs(sup:which_children()) do out[k.id] = k.handle and k.handle:ids()[1] or false end
+    return out
+  end
+
+  it("updates specs without restarting running children, starts new ids, swaps the strategy; keeps out a bad one", function()
+    local dir = assert(uv.fs_mkdtemp("/tmp/msrt-reload-XXXXXX"))
+    local path = dir .. "/tree.lua"
+    write(path, tree({ "a", "b" }, "one_for_one"))
+    S.drive(function()
+      local events = S.collector("msrt.reload.*")
+      local sup = assert(msrt.supervisor(path))
+      local w = assert(msrt.watch(dir))
+      local before = instances(sup)
+      write(path, tree({ "a", "b", "c" }, "one_for_all", "  stop_removed = false,"))
+      assert.is_true(events.wait(1, 5000))
+      assert.are.equal("msrt.reload.ok", events.msgs[1].subject, tostring(events.msgs[1].data.error))
+      assert.are.equal("supervisor", events.msgs[1].data.kind)
+      local after = instances(sup)
+      assert.are.equal(before.a, after.a) -- running children were not restarted
+      assert.are.equal(before.b, after.b)
+      assert.is_number(after.c) -- the new id started
+      assert.are.equal(3, sup:count_children().active)
+      -- the new strategy decides the next event: one_for_all restarts all
+      assert(msrt.publish("t.a", "crash"))
+      assert.is_true(S.wait_until(function()
+        local now = instances(sup)
+        return now.a and now.b and now.c and now.a ~= after.a and now.b ~= after.b and now.c ~= after.c
+      end, 5000), "one_for_all did not restart every child")
+      -- a bad strategy is kept out; the tree is as it was
+      write(path, tree({ "a", "b", "c" }, "no_such_strategy"))
+      assert.is_true(events.wait(2, 5000))
+      assert.are.equal("msrt.reload.failed", events.msgs[2].subject)
+      assert.matches("no_such_strategy", events.msgs[2].data.error)
+      assert.are.equal(3, sup:count_children().active)
+      assert.are.equal(1, require("msrt.reload").state(path)) -- migrate ran once
+      w.close()
+      events.close()
+      sup:stop()
+      sup:wait()
+    end)
+    remove_dir(dir)
+  end)
+end)

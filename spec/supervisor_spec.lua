@@ -320,7 +320,9 @@ describe("starting", function()
       assert.matches("max_ms", e6.message)
       local _, e7 = msrt.supervisor{ children = { worker("a", { shutdown = -3 }) } }
       assert.matches("shutdown must be", e7.message)
-      assert.has_error(function() msrt.supervisor("x") end)
+      assert.has_error(function() msrt.supervisor(42) end)
+      local _, e8 = msrt.supervisor("/no/such/supervisor.lua") -- a spec file
+      assert.are.equal("not_found", e8.code)
     end)
   end)
 end)

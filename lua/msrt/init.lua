@@ -206,13 +206,27 @@ end
 -- supervisor giving up ends msrt.run() with status 1 and the reason.
 -- Every decision is published on `msrt.supervisor.<name>.event`
 -- {supervisor, event, child, reason, normal, delay_ms, restarts} and logged.
+-- spec may also be the path of a Lua file returning the spec: the file is
+-- then reloaded (msrt.watch, msrt.reload) as OTP's code_change does, via
+-- sup:update(spec): flags and strategy apply from the next event, children
+-- already running get their new spec without a restart, new ids start,
+-- removed ids keep running unless the spec says `stop_removed = true`. A
+-- strategy given as a file path is reloaded the same way.
 -- @return a supervisor (:start_child(spec), :terminate_child(id),
 --   :restart_child(id), :delete_child(id), :which_children(),
---   :count_children(), :stop([reason]), :wait(), :on_exit(fn)) | nil, err
---   (invalid_arg, start_failed naming the child and why)
+--   :count_children(), :update(spec), :stop([reason]), :wait(),
+--   :on_exit(fn)) | nil, err (invalid_arg, start_failed naming the child
+--   and why; for a file not_found, syntax, bad_config)
 function M.supervisor(spec)
-  check_arg(type(spec) == "table", 1, "supervisor", "spec table expected")
-  return supervisor.new(spec)
+  check_arg(type(spec) == "table" or type(spec) == "string", 1, "supervisor", "spec table or file path expected")
+  if type(spec) == "table" then return supervisor.new(spec) end
+  local path = spec
+  local s, err = supervisor.load_file(path)
+  if not s then return nil, err end
+  local sup, serr = supervisor.new(s)
+  if not sup then return nil, serr end
+  reload.register(path, "supervisor", supervisor.load_file, function(new) return sup:update(new) end)
+  return sup
 end
 
 --- JSON null as processes' JSON reaches Lua (a NULL lightuserdata).

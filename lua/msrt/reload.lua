@@ -32,7 +32,7 @@ local M = {}
 --- Milliseconds from the last fs event on a file to its reload.
 M.DEBOUNCE_MS = 10
 
-local policies = {} -- real path -> {kind, load, apply, state, version}
+local policies = {} -- real path -> {kind, load, applies = {fn...}, state, version}
 local dirs = {}     -- real directory -> fs_event handle
 local files = {}    -- real path of a file watched on its own -> true
 local timers = {}   -- real path -> debounce timer
@@ -64,11 +64,18 @@ end
 -- | nil, err (compiles and validates; changes nothing); apply(policy) ->
 -- true [, needs_restart list] | nil, err (makes it the one in force).
 -- The first load is the caller's; this only remembers how to redo it.
+-- Registering the same file again for the same kind adds an applier (a
+-- strategy file two supervisors use); for another kind it replaces it.
 function M.register(path, kind, load, apply, policy)
   local real = uv.fs_realpath(path) or path
+  local p = policies[real]
+  if p and p.kind == kind then
+    p.applies[#p.applies + 1] = apply
+    return
+  end
   local state
   if type(policy) == "table" then state = policy.state end
-  policies[real] = { kind = kind, load = load, apply = apply, state = state, version = 0 }
+  policies[real] = { kind = kind, load = load, applies = { apply }, state = state, version = 0 }
 end
 
 --- Reload one file now (see the module doc).
@@ -92,13 +99,17 @@ function M.reload(path)
     if not ok then return failed(real, p.kind, ("%s: migrate failed: %s"):format(real, tostring(s))) end
     state = s
   end
-  local ok, needs = p.apply(policy)
-  if not ok then return failed(real, p.kind, needs) end
+  local needs = {}
+  for _, apply in ipairs(p.applies) do
+    local ok, n = apply(policy)
+    if not ok then return failed(real, p.kind, n) end
+    for _, f in ipairs(type(n) == "table" and n or {}) do needs[#needs + 1] = f end
+  end
   p.state = state
   version = version + 1
   p.version = version
   publish("msrt.reload.ok", { file = real, kind = p.kind, version = version,
-    needs_restart = type(needs) == "table" and #needs > 0 and needs or nil })
+    needs_restart = #needs > 0 and needs or nil })
   return true
 end
 

@@ -458,6 +458,7 @@ local function strategy_of(s)
 end
 
 local SUP_KEYS = { name = true, strategy = true, intensity = true, period_ms = true, backoff = true,
+  stop_removed = true, migrate = true, -- read by Sup:update / msrt.reload only
   auto_shutdown = true, children = true }
 local AUTO = { never = true, any_significant = true, all_significant = true }
 
@@ -507,6 +508,43 @@ local function start_children(sup)
   return true
 end
 
+--- Load a supervisor spec from a Lua file returning it (run in the
+-- policy sandbox; checked when it is used). @return spec | nil, err
+-- (not_found, syntax, bad_config)
+function M.load_file(path)
+  local chunk, err = loadfile(path)
+  if not chunk then
+    local code = io.open(path) and "syntax" or "not_found"
+    return nil, core.error(code, tostring(err), { file = path })
+  end
+  setfenv(chunk, require("msrt.profile").sandbox())
+  local ok, spec = pcall(chunk)
+  if not ok then return nil, core.error("bad_config", tostring(spec), { file = path }) end
+  if type(spec) ~= "table" then
+    return nil, core.error("bad_config", ("%s:0: a supervisor file returns a spec table, not %s"):format(path, type(spec)), { file = path })
+  end
+  return spec
+end
+
+-- A strategy given as a file is reloaded with it (msrt.watch): the new
+-- one decides from the next event.
+local function watch_strategy(sup, s)
+  if type(s) ~= "string" or BUILTIN[s] or not (s:find("/") or s:find("%.lua$")) then return end
+  require("msrt.reload").register(s, "strategy", function(path)
+    local chunk, err = loadfile(path)
+    if not chunk then return nil, core.error("syntax", tostring(err), { file = path }) end
+    local ok, v = pcall(chunk)
+    if not ok then return nil, core.error("bad_config", tostring(v), { file = path }) end
+    local st, serr = strategy_of(type(v) == "function" and v or v)
+    if not st then return nil, serr end
+    return type(v) == "table" and v or { decide = v }
+  end, function(v)
+    local st = assert(strategy_of(v))
+    sup.strategy = st.decide
+    return true
+  end)
+end
+
 local function build(spec, parent)
   local ok, err = check_sup(spec)
   if not ok then return nil, err end
@@ -545,6 +583,7 @@ function M.new(spec, parent)
   local sok, serr = start_children(sup)
   if not sok then return nil, serr end
   sup.state = "running"
+  watch_strategy(sup, spec.strategy)
   return sup
 end
 
@@ -686,6 +725,80 @@ end
 -- "shutdown"); brutal kills them at once. Not an escalation.
 function Sup:stop(reason, brutal)
   terminate(self, reason or "shutdown", reason == nil or reason == "shutdown" or reason == "normal", brutal)
+end
+
+-- ---- reload (OTP code_change) ----------------------------------------------
+
+-- The new records for a reloaded spec, all checked before anything changes.
+local function reload_plan(sup, spec)
+  local ok, err = check_sup(spec)
+  if not ok then return nil, err end
+  local strategy, serr = strategy_of(spec.strategy)
+  if not strategy then return nil, serr end
+  if strategy.dynamic ~= sup.dynamic then
+    return bad(("supervisor %s: changing to or from simple_one_for_one needs a restart"):format(sup.name))
+  end
+  local plan = { strategy = strategy, children = {}, seen = {} }
+  for i, cs in ipairs(spec.children or {}) do
+    local c, cerr = child_of(cs, "child " .. i)
+    if not c then return nil, cerr end
+    local old = sup.kids[c.id]
+    if old and old.kind ~= c.kind and (old.handle or old.pending) then
+      return bad(("child \"%s\": changing a running child from %s to %s needs a restart"):format(c.id, old.kind, c.kind))
+    end
+    if c.significant and (spec.auto_shutdown or "never") == "never" then
+      return bad(("child \"%s\": significant children need auto_shutdown any_significant or all_significant"):format(c.id))
+    end
+    plan.children[i], plan.seen[c.id] = c, true
+  end
+  return plan
+end
+
+--- Apply a reloaded spec, as OTP's code_change does: the flags
+-- (intensity, period_ms, backoff) and the strategy apply from the next
+-- event; children with ids already here get their new spec (restart,
+-- shutdown, type, significant at once; the start spec at their next
+-- start) and are not restarted; new ids are started (after the others);
+-- removed ids keep running unless spec.stop_removed is true, in which
+-- case they are stopped and their specs deleted. Everything is checked
+-- before anything changes. @return true | nil, err
+function Sup:update(spec)
+  local ok, err = need_running(self)
+  if not ok then return nil, err end
+  local plan, perr = reload_plan(self, spec)
+  if not plan then return nil, perr end
+  ok, err = self.core:configure({ intensity = spec.intensity or 1, period_ms = spec.period_ms or 5000,
+    backoff = spec.backoff })
+  if not ok then return nil, err end
+  self.strategy, self.strategy_name = plan.strategy.decide, plan.strategy.name
+  self.intensity, self.period_ms = spec.intensity or 1, spec.period_ms or 5000
+  self.auto_shutdown = spec.auto_shutdown or "never"
+  for _, c in ipairs(plan.children) do
+    local old = self.kids[c.id]
+    if self.dynamic then
+      self.template = c
+    elseif old then -- the running instance keeps its record: update it
+      assert(self.core:update(c.id, c.restart, c.shutdown_ms, c.type == "supervisor", c.significant))
+      for _, k in ipairs({ "kind", "spec", "restart", "shutdown", "shutdown_ms", "type", "significant", "source" }) do
+        old[k] = c[k]
+      end
+    else
+      local aok, aerr = add(self, c)
+      if aok then aok, aerr = start(self, c) end
+      if aok then event(self, "child_started", { child = c.id }) else
+        event(self, "start_failed", { child = c.id, reason = tostring(aerr) })
+      end
+    end
+  end
+  if spec.stop_removed and not self.dynamic then
+    for id, c in pairs(self.kids) do
+      if not plan.seen[id] then
+        stop_child(self, c, false, function() self.core:delete(id) self.kids[id] = nil end)
+      end
+    end
+  end
+  event(self, "reloaded", { strategy = self.strategy_name })
+  return true
 end
 
 --- A child failed its liveness probe: the strategy decides as for an exit

@@ -222,6 +222,41 @@ static void test_plan_nonsense(void) {
   msrt_super_free(s);
 }
 
+/* A reload (code_change): a child's spec changes in place, keeping its
+ * position, state and attempts; new flags keep the restart window. */
+static void test_reload(void) {
+  msrt_super *s = abcd();
+  msrt_error err;
+  msrt_child_spec b = {"b", MSRT_RESTART_TRANSIENT, MSRT_SHUTDOWN_BRUTAL_KILL, 0, 0};
+  CHECK(msrt_super_update(s, &b, &err) == 1);
+  const msrt_child *c = msrt_super_child(s, 1);
+  CHECK(c->restart == MSRT_RESTART_TRANSIENT);
+  CHECK(c->shutdown_ms == MSRT_SHUTDOWN_BRUTAL_KILL);
+  CHECK(c->state == MSRT_CHILD_RUNNING && c->started_ms == 0);
+  msrt_child_spec none = {"zz", MSRT_RESTART_PERMANENT, 0, 0, 0};
+  CHECK(msrt_super_update(s, &none, &err) == -1 && err.code == MSRT_E_NOT_FOUND);
+  msrt_child_spec sig = {"c", MSRT_RESTART_PERMANENT, 0, 0, 1};
+  CHECK(msrt_super_update(s, &sig, &err) == -1 && strstr(err.message, "significant"));
+  CHECK(msrt_super_child(s, 2)->significant == 0); /* refused: unchanged */
+  /* intensity 3: three restarts fit; lowering it to 1 keeps the newest
+   * two, so the next one is over */
+  CHECK(msrt_super_add_restart(s, 100) == 1);
+  CHECK(msrt_super_add_restart(s, 200) == 1);
+  CHECK(msrt_super_add_restart(s, 300) == 1);
+  msrt_super_config one = {1, 5000, {0, 0, 1, 0}};
+  CHECK(msrt_super_configure(s, &one, &err) == 0);
+  CHECK(msrt_super_config_of(s)->intensity == 1);
+  CHECK(msrt_super_restarts(s, 300) == 2);
+  CHECK(msrt_super_add_restart(s, 400) == 0);
+  msrt_super_config bad = {1, 0, {0, 0, 1, 0}};
+  CHECK(msrt_super_configure(s, &bad, &err) == -1 && strstr(err.message, "period_ms"));
+  CHECK(msrt_super_config_of(s)->period_ms == 5000); /* refused: unchanged */
+  msrt_super_config wide = {10, 5000, {5, 50, 2, 0.1}};
+  CHECK(msrt_super_configure(s, &wide, &err) == 0);
+  CHECK(msrt_super_restarts(s, 400) == 2); /* the window kept what it had */
+  msrt_super_free(s);
+}
+
 TEST_MAIN(test_table, test_config, test_intensity, test_backoff,
           test_backoff_reset, test_groups, test_plan_order,
-          test_plan_nonsense)
+          test_plan_nonsense, test_reload)

@@ -42,22 +42,29 @@ static double num_field(lua_State *L, int t, const char *k, double dflt) {
   return v;
 }
 
+/* The flags from a table {intensity, period_ms, backoff = {initial_ms,
+ * max_ms, multiplier, jitter}} at index t. */
+static msrt_super_config config_of(lua_State *L, int t) {
+  luaL_checktype(L, t, LUA_TTABLE);
+  msrt_super_config cfg = {(int)num_field(L, t, "intensity", 1),
+                           (int64_t)num_field(L, t, "period_ms", 5000),
+                           {0, 0, 1, 0}};
+  lua_getfield(L, t, "backoff");
+  if (lua_istable(L, -1)) {
+    int b = lua_gettop(L);
+    cfg.backoff.initial_ms = num_field(L, b, "initial_ms", 0);
+    cfg.backoff.max_ms = num_field(L, b, "max_ms", cfg.backoff.initial_ms);
+    cfg.backoff.multiplier = num_field(L, b, "multiplier", 2);
+    cfg.backoff.jitter = num_field(L, b, "jitter", 0);
+  }
+  lua_pop(L, 1);
+  return cfg;
+}
+
 /* super_new{intensity, period_ms, backoff = {initial_ms, max_ms,
  * multiplier, jitter}} -> table userdata | nil, err (invalid_arg) */
 static int l_super_new(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  msrt_super_config cfg = {(int)num_field(L, 1, "intensity", 1),
-                           (int64_t)num_field(L, 1, "period_ms", 5000),
-                           {0, 0, 1, 0}};
-  lua_getfield(L, 1, "backoff");
-  if (lua_istable(L, -1)) {
-    int t = lua_gettop(L);
-    cfg.backoff.initial_ms = num_field(L, t, "initial_ms", 0);
-    cfg.backoff.max_ms = num_field(L, t, "max_ms", cfg.backoff.initial_ms);
-    cfg.backoff.multiplier = num_field(L, t, "multiplier", 2);
-    cfg.backoff.jitter = num_field(L, t, "jitter", 0);
-  }
-  lua_pop(L, 1);
+  msrt_super_config cfg = config_of(L, 1);
   msrt_error err;
   msrt_super *s = msrt_super_new(&cfg, &err);
   if (!s) {
@@ -78,16 +85,45 @@ static int fail(lua_State *L, const msrt_error *err) {
   return 2;
 }
 
-/* s:add(id, restart, shutdown_ms, is_supervisor, significant) -> pos */
-static int l_add(lua_State *L) {
-  msrt_super *s = check(L);
+/* The spec of s:add / s:update from arguments 2..6. */
+static msrt_child_spec spec_args(lua_State *L) {
   int r = msrt_restart_from_name(luaL_checkstring(L, 3));
-  if (r < 0) return luaL_argerror(L, 3, "permanent, transient or temporary");
+  if (r < 0) luaL_argerror(L, 3, "permanent, transient or temporary");
   msrt_child_spec c = {luaL_checkstring(L, 2), (msrt_restart_type)r,
                        (int64_t)luaL_checknumber(L, 4), lua_toboolean(L, 5),
                        lua_toboolean(L, 6)};
+  return c;
+}
+
+/* s:add(id, restart, shutdown_ms, is_supervisor, significant) -> pos */
+static int l_add(lua_State *L) {
+  msrt_super *s = check(L);
+  msrt_child_spec c = spec_args(L);
   msrt_error err;
   int pos = msrt_super_add(s, &c, &err);
+  if (pos < 0) return fail(L, &err);
+  lua_pushinteger(L, pos + 1);
+  return 1;
+}
+
+/* s:configure{intensity, period_ms, backoff} -> true | nil, err (a
+ * reload; the restart window is kept) */
+static int l_configure(lua_State *L) {
+  msrt_super *s = check(L);
+  msrt_super_config cfg = config_of(L, 2);
+  msrt_error err;
+  if (msrt_super_configure(s, &cfg, &err)) return fail(L, &err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* s:update(id, restart, shutdown_ms, is_supervisor, significant) -> pos
+ * | nil, err (a reload: the child keeps its place and state) */
+static int l_update(lua_State *L) {
+  msrt_super *s = check(L);
+  msrt_child_spec c = spec_args(L);
+  msrt_error err;
+  int pos = msrt_super_update(s, &c, &err);
   if (pos < 0) return fail(L, &err);
   lua_pushinteger(L, pos + 1);
   return 1;
@@ -287,7 +323,8 @@ static int super_gc(lua_State *L) {
 
 void msrt_lua_open_super(lua_State *L) {
   static const luaL_Reg methods[] = {
-    {"add", l_add}, {"delete", l_delete}, {"children", l_children},
+    {"add", l_add}, {"update", l_update}, {"configure", l_configure},
+    {"delete", l_delete}, {"children", l_children},
     {"child", l_child}, {"set_state", l_set_state},
     {"add_restart", l_add_restart}, {"restarts", l_restarts},
     {"next_delay", l_next_delay}, {"group", l_group}, {"plan", l_plan},

@@ -98,14 +98,15 @@ const msrt_super_config *msrt_super_config_of(const msrt_super *s) {
   return &s->cfg;
 }
 
+/* fresh: the id must not be in the table yet (an add, not an update). */
 static int check_spec(const msrt_super *s, const msrt_child_spec *c,
-                      msrt_error *err) {
+                      int fresh, msrt_error *err) {
   size_t len = c->id ? strlen(c->id) : 0;
   if (len == 0 || len >= MSRT_CHILD_ID_MAX)
     return msrt_error_set(err, MSRT_E_INVALID_ARG,
                           "child id must be a non-empty string of at most "
                           "%d bytes", MSRT_CHILD_ID_MAX - 1), -1;
-  if (msrt_super_find(s, c->id) >= 0)
+  if (fresh && msrt_super_find(s, c->id) >= 0)
     return msrt_error_set(err, MSRT_E_INVALID_ARG,
                           "duplicate child id \"%s\"", c->id), -1;
   if ((unsigned)c->restart > MSRT_RESTART_TEMPORARY)
@@ -125,7 +126,7 @@ static int check_spec(const msrt_super *s, const msrt_child_spec *c,
 
 int msrt_super_add(msrt_super *s, const msrt_child_spec *spec,
                    msrt_error *err) {
-  if (check_spec(s, spec, err)) return -1;
+  if (check_spec(s, spec, 1, err)) return -1;
   if (s->n == s->cap) {
     size_t cap = s->cap ? s->cap * 2 : 8;
     msrt_child *k = realloc(s->kids, cap * sizeof *k);
@@ -142,6 +143,37 @@ int msrt_super_add(msrt_super *s, const msrt_child_spec *spec,
   c->significant = spec->significant;
   c->state = MSRT_CHILD_STOPPED;
   return (int)s->n++;
+}
+
+int msrt_super_update(msrt_super *s, const msrt_child_spec *spec,
+                      msrt_error *err) {
+  if (check_spec(s, spec, 0, err)) return -1;
+  int pos = msrt_super_find(s, spec->id);
+  if (pos < 0)
+    return msrt_error_set(err, MSRT_E_NOT_FOUND, "no child \"%s\"",
+                          spec->id), -1;
+  msrt_child *c = &s->kids[pos];
+  c->restart = spec->restart;
+  c->shutdown_ms = spec->shutdown_ms;
+  c->is_supervisor = spec->is_supervisor;
+  c->significant = spec->significant;
+  return pos;
+}
+
+int msrt_super_configure(msrt_super *s, const msrt_super_config *cfg,
+                         msrt_error *err) {
+  msrt_super *fresh = msrt_super_new(cfg, err); /* checks cfg, sizes times */
+  if (!fresh) return -1;
+  size_t keep = s->ntimes < (size_t)cfg->intensity + 1 ? s->ntimes
+                                                       : (size_t)cfg->intensity + 1;
+  memcpy(fresh->times, s->times + (s->ntimes - keep), keep * sizeof *s->times);
+  free(s->times);
+  s->times = fresh->times;
+  s->ntimes = keep;
+  s->cfg = *cfg;
+  fresh->times = NULL;
+  msrt_super_free(fresh);
+  return 0;
 }
 
 int msrt_super_delete(msrt_super *s, const char *id, msrt_error *err) {

@@ -93,6 +93,21 @@ void msrt_super_free(msrt_super *s);
 int msrt_super_add(msrt_super *s, const msrt_child_spec *spec,
                    msrt_error *err);
 
+/* A reload (OTP code_change): give the child spec->id the new restart
+ * type, shutdown, type and significance, keeping its place, state and
+ * attempts; they apply from its next event. Checks as msrt_super_add
+ * (but the id must exist). Returns its position, or -1 with err
+ * (not_found, invalid_arg). */
+int msrt_super_update(msrt_super *s, const msrt_child_spec *spec,
+                      msrt_error *err);
+
+/* A reload: new flags (intensity, period_ms, backoff; checked as
+ * msrt_super_new), keeping the most recent restarts that the new window
+ * can hold. Returns 0, or -1 with err (invalid_arg, nomem) and s as it
+ * was. */
+int msrt_super_configure(msrt_super *s, const msrt_super_config *cfg,
+                         msrt_error *err);
+
 /* Remove a child that is not running (OTP delete_child): 0, or -1 with
  * err (not_found; invalid_arg when running, stopping or restarting). */
 int msrt_super_delete(msrt_super *s, const char *id, msrt_error *err);
