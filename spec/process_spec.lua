@@ -298,6 +298,7 @@ describe("msrt.process", function()
       local h = assert(sh("deaf", "exec sleep 1000", { subscribe = "to.deaf", capacity = 8 }))
       local drops = collect("msrt.dropped.to.deaf")
       local big = string.rep("x", 65536)
+      local m0 = msrt.metrics().router
       local t0 = uv.hrtime()
       for _ = 1, 200 do assert.is_true(msrt.publish("to.deaf", big)) end
       -- the hub keeps running: timers fire while the child reads nothing
@@ -310,6 +311,9 @@ describe("msrt.process", function()
       local st = h:stats()
       assert.is_true(st.stdin_queued <= 8)
       assert.are.equal(200, st.stdin_queued + st.stdin_dropped + st.stdin_lines)
+      -- the router's accounting agrees: the drops moved out of delivered
+      local m1 = msrt.metrics().router
+      assert.are.equal(st.stdin_dropped, m1.drop_newest - m0.drop_newest)
       local ok, err = h:send("more")
       assert.is_nil(ok)
       assert.are.equal("mailbox_full", err.code)
@@ -317,6 +321,8 @@ describe("msrt.process", function()
       local rec = finish(h)
       assert.are.equal("TERM", rec.signal)
       drops.close()
+      local m = msrt.metrics().router
+      assert.are.equal(m.accepted, m.delivered + m.dropped + m.dead_lettered + m.refused + m.no_responders)
       assert.is_true(uv.hrtime() - t0 > 0)
     end)
   end)

@@ -117,14 +117,25 @@ static const msrt_proc_events EVENTS = {ev_publish, ev_bad, ev_stderr, NULL,
 
 /* ---- stdin from the router ---------------------------------------------- */
 
-/* A stdin line dropped on overflow: announced like the router's drops. */
-static void drop_notice(msrt_proc *p, const msrt_envelope *e) {
+/* A stdin line dropped on overflow (reason "drop_newest": e itself, or
+ * "drop_oldest": an older line): announced like the router's drops, and
+ * counted like them. The router counted the copy as delivered when it
+ * went into the hub inbox, so the count moves from delivered to the drop
+ * (the shard counters are summed modulo 2^64, so adding UINT64_MAX takes
+ * one away). */
+static void dropped_line(msrt_proc *p, const msrt_envelope *e,
+                         const char *reason) {
   msrt_rt *rt = msrt_rt_get();
+  if (!rt) return;
+  msrt_reader *rd = msrt_rt_reader(rt);
+  msrt_reader_count(rd, MSRT_STAT_DELIVERED, UINT64_MAX);
+  msrt_reader_count(rd, strcmp(reason, "drop_oldest") == 0
+                            ? MSRT_STAT_DROP_OLDEST : MSRT_STAT_DROP_NEWEST, 1);
   char subject[512], body[160];
   int n = snprintf(subject, sizeof subject, "msrt.dropped.%s", e->subject);
-  int bl = snprintf(body, sizeof body, "drop_newest process %s",
+  int bl = snprintf(body, sizeof body, "%s process %s", reason,
                     msrt_proc_name(p));
-  if (!rt || n <= 0 || (size_t)n >= sizeof subject ||
+  if (n <= 0 || (size_t)n >= sizeof subject ||
       strncmp(e->subject, "msrt.dropped.", 13) == 0)
     return;
   msrt_envelope *d = msrt_env_new(subject, (size_t)n, NULL, 0, NULL, 0, body,
@@ -138,8 +149,13 @@ void msrt_lproc_deliver(uint64_t id, msrt_envelope *e) {
   msrt_proc *p = reg ? msrt_procs_find(reg, id) : NULL;
   if (p) {
     msrt_error err;
+    msrt_proc_stats before, after;
+    msrt_proc_get_stats(p, &before);
     msrt_code rc = msrt_proc_send_env(p, e, &err);
-    if (rc == MSRT_E_MAILBOX_FULL) drop_notice(p, e);
+    msrt_proc_get_stats(p, &after);
+    if (rc == MSRT_E_MAILBOX_FULL) dropped_line(p, e, "drop_newest");
+    else if (after.stdin_dropped > before.stdin_dropped)
+      dropped_line(p, e, "drop_oldest");
     else if (rc == MSRT_E_BAD_INPUT && event_begin("bad_input", p)) {
       lua_pushstring(hub_L, err.message);
       lua_pushlstring(hub_L, e->subject, e->subject_len);
