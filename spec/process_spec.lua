@@ -293,6 +293,33 @@ describe("msrt.process", function()
     end)
   end)
 
+  it("holds a child's output while a block mailbox is full, losing nothing", function()
+    run(function()
+      local done = collect("spec.slow.done")
+      local m0 = msrt.metrics().router
+      local a = assert(msrt.actor { name = "slow", subscribe = "agents.flood.out",
+        capacity = 8, overflow = "block", args = 20000,
+        init = function(ctx, want) ctx.state = { want = want, n = 0, ordered = true } end,
+        handle = function(ctx, msg)
+          local s = ctx.state
+          if msg.data ~= s.n then s.ordered = false end
+          s.n = s.n + 1
+          local x = 0
+          for i = 1, 2000 do x = x + i end -- slower than the child
+          if s.n == s.want then ctx:publish("spec.slow.done", { n = s.n, ordered = s.ordered }) end
+        end })
+      local h = assert(sh("flood", [[i=0; while [ $i -lt 20000 ]; do echo $i; i=$((i+1)); done]]))
+      finish(h)
+      assert.is_true(poll(function() return #done.msgs == 1 end, 20000))
+      assert.are.same({ n = 20000, ordered = true }, done.msgs[1].data)
+      assert.are.equal(0, h:stats().refused)
+      assert.are.equal(0, msrt.metrics().router.refused - m0.refused)
+      a:stop()
+      a:wait()
+      done.close()
+    end)
+  end)
+
   it("does not block the hub on a child that never reads stdin", function()
     run(function()
       local h = assert(sh("deaf", "exec sleep 1000", { subscribe = "to.deaf", capacity = 8 }))

@@ -47,20 +47,70 @@ static void event_call(int nargs) {
   msrt_host_call(hub_L, nargs + 2, 0, "error in process event");
 }
 
+/* ---- backpressure on a child's output ------------------------------- */
+
+/* A publish from a child waiting for room in `block` mailboxes: the
+ * child's stdout is paused meanwhile (msrt_proc_pause_output). */
+typedef struct {
+  msrt_pending pend;
+} out_wait;
+
+/* From the thread that made room: ask the hub to retry (an MSRT_IN_PROC
+ * item without an envelope). */
+static void room_waker(void *ud) {
+  msrt_rt *rt = msrt_rt_get();
+  msrt_inbox_item it = {MSRT_IN_PROC, (uint64_t)(uintptr_t)ud, NULL, NULL};
+  if (rt) msrt_rt_to_hub(rt, it);
+}
+
+static void wait_room(msrt_proc *p, out_wait *w) {
+  void *id = (void *)(uintptr_t)msrt_proc_id(p);
+  if (msrt_rt_pending_wait(&w->pend, room_waker, id) != MSRT_WAIT_PENDING)
+    room_waker(id); /* room already: retry from the inbox, not recursively */
+}
+
+/* The retry: deliver what is still pending, then read on. */
+static void retry_output(msrt_proc *p) {
+  out_wait *w = msrt_proc_ud(p);
+  msrt_rt *rt = msrt_rt_get();
+  if (!w || !rt) return;
+  if (msrt_rt_pending_retry(rt, &w->pend) == MSRT_E_MAILBOX_FULL) {
+    wait_room(p, w);
+    return;
+  }
+  msrt_proc_resume_output(p);
+}
+
+static void out_wait_free(msrt_proc *p) {
+  out_wait *w = msrt_proc_ud(p);
+  msrt_rt *rt = msrt_rt_get();
+  if (!w) return;
+  if (rt) msrt_rt_pending_clear(rt, &w->pend); /* undelivered: refused */
+  free(w);
+  msrt_proc_set_ud(p, NULL);
+}
+
 static msrt_code ev_publish(void *ud, msrt_proc *p, const char *s, size_t sl,
                             const char *r, size_t rl, const void *h, size_t hl,
                             const void *pl, size_t plen, msrt_error *err) {
-  (void)ud, (void)p;
+  (void)ud;
   msrt_rt *rt = msrt_rt_get();
   if (!rt) return msrt_error_set(err, MSRT_E_CLOSED, "the runtime is stopped");
+  out_wait *w = msrt_proc_ud(p);
+  if (!w && !(w = calloc(1, sizeof *w)))
+    return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+  msrt_proc_set_ud(p, w);
   msrt_envelope *e = msrt_rt_make(rt, s, sl, r, rl, h, hl, pl, plen,
                                   MSRT_PRIORITY_DEFAULT, 0, err);
   if (!e) return err->code;
   size_t delivered;
-  /* no pending: a full `block` mailbox refuses (the hub never waits on
-   * one child's output) */
-  msrt_code rc = msrt_rt_publish(rt, e, &delivered, NULL, err);
+  msrt_code rc = msrt_rt_publish(rt, e, &delivered, &w->pend, err);
   msrt_env_unref(e);
+  if (rc == MSRT_E_MAILBOX_FULL && w->pend.n) { /* full `block` mailboxes */
+    msrt_proc_pause_output(p);
+    wait_room(p, w);
+    return MSRT_E_OK;
+  }
   return rc;
 }
 
@@ -92,6 +142,7 @@ static void ev_state(void *ud, msrt_proc *p, msrt_proc_state s) {
 
 static void ev_exit(void *ud, msrt_proc *p, const msrt_proc_exit *x) {
   (void)ud;
+  out_wait_free(p);
   if (!event_begin("exit", p)) return;
   lua_State *L = hub_L;
   lua_createtable(L, 0, 6);
@@ -147,6 +198,10 @@ static void dropped_line(msrt_proc *p, const msrt_envelope *e,
 
 void msrt_lproc_deliver(uint64_t id, msrt_envelope *e) {
   msrt_proc *p = reg ? msrt_procs_find(reg, id) : NULL;
+  if (!e) { /* room for a paused output (room_waker) */
+    if (p) retry_output(p);
+    return;
+  }
   if (p) {
     msrt_error err;
     msrt_proc_stats before, after;
@@ -352,7 +407,9 @@ static int l_proc_stats(lua_State *L) {
 /* proc_release(box): the handle lets go (a running child is stopped). */
 static int l_proc_release(lua_State *L) {
   msrt_proc *p = proc_of(L);
-  if (p) msrt_proc_release(p);
+  if (!p) return 0;
+  out_wait_free(p);
+  msrt_proc_release(p);
   return 0;
 }
 
@@ -400,11 +457,7 @@ static int l_proc_count(lua_State *L) {
   return 1;
 }
 
-static int box_gc(lua_State *L) {
-  msrt_proc *p = proc_of(L);
-  if (p) msrt_proc_release(p);
-  return 0;
-}
+static int box_gc(lua_State *L) { return l_proc_release(L); }
 
 void msrt_lua_open_proc(lua_State *L) {
   static const luaL_Reg fns[] = {

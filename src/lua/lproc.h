@@ -12,7 +12,8 @@
 void msrt_lua_open_proc(lua_State *L);
 
 /* An envelope for the stdin of process id (an MSRT_IN_PROC item from the
- * hub inbox). Takes the reference; a process that has gone drops it. */
+ * hub inbox). Takes the reference; a process that has gone drops it.
+ * e NULL: room appeared for the process's paused output (retry it). */
 void msrt_lproc_deliver(uint64_t id, msrt_envelope *e);
 
 #endif

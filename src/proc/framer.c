@@ -93,17 +93,38 @@ static int segment(msrt_framer *f, const char *p, size_t n, int nl) {
   return rc;
 }
 
-int msrt_framer_feed(msrt_framer *f, const char *bytes, size_t n) {
+static int feed(msrt_framer *f, const char *bytes, size_t n, size_t *taken) {
   const char *p = bytes, *end = bytes + n;
   int rc = 0;
-  while (p < end) {
+  f->stop = 0;
+  while (p < end && !f->stop) {
     const char *nl = memchr(p, '\n', (size_t)(end - p));
     size_t seg = (size_t)((nl ? nl : end) - p);
     if (segment(f, p, seg, nl != NULL) != 0) rc = -1;
     p += seg + (nl ? 1 : 0);
   }
+  f->stop = 0;
+  *taken = (size_t)(p - bytes);
   return rc;
 }
+
+int msrt_framer_feed(msrt_framer *f, const char *bytes, size_t n) {
+  size_t taken, at = 0;
+  int rc = 0;
+  while (at < n) { /* a stop only matters to feed_part's callers */
+    if (feed(f, bytes + at, n - at, &taken) != 0) rc = -1;
+    at += taken;
+  }
+  return rc;
+}
+
+size_t msrt_framer_feed_part(msrt_framer *f, const char *bytes, size_t n) {
+  size_t taken;
+  feed(f, bytes, n, &taken);
+  return taken;
+}
+
+void msrt_framer_stop(msrt_framer *f) { f->stop = 1; }
 
 void msrt_framer_finish(msrt_framer *f) {
   if (f->skipping) end_skip(f, "line_too_long");

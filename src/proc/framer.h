@@ -34,6 +34,7 @@ typedef struct {
   size_t len, cap;  /* bytes used / allocated in buf */
   size_t max_line;  /* bytes; a longer line is refused */
   int skipping;     /* in an over-long line: dropping bytes up to '\n' */
+  int stop;         /* msrt_framer_stop was called during a feed */
   size_t skipped;   /* length of the over-long line so far */
   char head[MSRT_FRAMER_HEAD];
   size_t hlen;
@@ -51,6 +52,15 @@ void msrt_framer_init(msrt_framer *f, size_t max_line, msrt_line_fn on_line,
  * Returns 0, or -1 when out of memory assembling a split line (that line
  * is then reported as "out_of_memory" through on_bad and skipped). */
 int msrt_framer_feed(msrt_framer *f, const char *bytes, size_t n);
+
+/* Feed like msrt_framer_feed, but stop early when a callback called
+ * msrt_framer_stop: returns the bytes consumed (n when it did not stop;
+ * the caller feeds the rest later). */
+size_t msrt_framer_feed_part(msrt_framer *f, const char *bytes, size_t n);
+
+/* From on_line: make the current msrt_framer_feed_part return after this
+ * line (backpressure: the consumer cannot take more now). */
+void msrt_framer_stop(msrt_framer *f);
 
 /* End of stream: hand over a last unterminated line (or finish reporting
  * an over-long one). The framer is reset and may be fed again. */

@@ -46,6 +46,9 @@ struct msrt_proc {
   int status;
   bool reaped, stopped, out_eof, err_eof, stdin_closed, exited, released;
   bool drop_oldest_policy;
+  bool out_paused; /* msrt_proc_pause_output: stdout not read meanwhile */
+  char *held;      /* stdout bytes read but not yet framed while paused */
+  size_t held_len;
   msrt_proc_state state;
   uv_pipe_t in, out, err;
   uv_timer_t timer; /* grace, then the wait for EOF after the status */
@@ -455,6 +458,20 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   *buf = uv_buf_init(p->reg->rbuf, READ_BUF);
 }
 
+/* Frame stdout bytes; what a pause leaves unframed is kept for resume. */
+static void frame_out(msrt_proc *p, const char *b, size_t n) {
+  size_t taken = msrt_framer_feed_part(&p->fout, b, n);
+  if (taken == n) return;
+  char *h = malloc(n - taken);
+  if (!h) { /* cannot hold them: frame them now, past the pause */
+    msrt_framer_feed(&p->fout, b + taken, n - taken);
+    return;
+  }
+  memcpy(h, b + taken, n - taken);
+  p->held = h;
+  p->held_len = n - taken;
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   msrt_proc *p = s->data;
   uv_pipe_t *pipe = (uv_pipe_t *)s;
@@ -469,14 +486,40 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     msrt_lua_put_string(&p->scratch, buf->base, (size_t)nread);
     if (nread) publish_out(p, &p->scratch, buf->base, (size_t)nread);
   } else {
-    msrt_framer_feed(&p->fout, buf->base, (size_t)nread);
+    frame_out(p, buf->base, (size_t)nread);
   }
+}
+
+void msrt_proc_pause_output(msrt_proc *p) {
+  if (p->out_paused || p->out_eof) return;
+  p->out_paused = true;
+  msrt_framer_stop(&p->fout);
+  uv_read_stop((uv_stream_t *)&p->out);
+}
+
+static void on_eof_wait(uv_timer_t *t);
+
+void msrt_proc_resume_output(msrt_proc *p) {
+  if (!p->out_paused) return;
+  p->out_paused = false;
+  if (p->held) {
+    char *h = p->held;
+    size_t n = p->held_len;
+    p->held = NULL;
+    p->held_len = 0;
+    frame_out(p, h, n); /* may pause again and hold the rest */
+    free(h);
+  }
+  if (p->out_paused || p->out_eof) return;
+  uv_read_start((uv_stream_t *)&p->out, on_alloc, on_read);
+  if (p->reaped) /* the wait for EOF was held off during the pause */
+    uv_timer_start(&p->timer, on_eof_wait, (uint64_t)p->eof_wait_ms, 0);
 }
 
 /* The status is in but grandchildren outside the group hold the pipes. */
 static void on_eof_wait(uv_timer_t *t) {
   msrt_proc *p = t->data;
-  stream_eof(p, &p->out);
+  if (!p->out_paused) stream_eof(p, &p->out); /* paused: resume re-arms */
   stream_eof(p, &p->err);
 }
 
@@ -738,6 +781,7 @@ static void proc_free(msrt_proc *p) {
   msrt_framer_free(&p->fout);
   msrt_framer_free(&p->ferr);
   msrt_sbuf_free(&p->scratch);
+  free(p->held);
   free_list(p->allow, p->nallow);
   free_list(p->deny, p->ndeny);
   free(p->name);
@@ -998,7 +1042,9 @@ void msrt_procs_free(msrt_procs *r, long timeout_ms) {
   r->closing = true;
   for (msrt_proc *p = r->live, *next; p; p = next) {
     next = p->next;
-    /* the group is dead: what is left in the pipes comes now or never */
+    /* the group is dead: what is left in the pipes comes now or never
+     * (a paused output's held bytes are dropped) */
+    p->out_paused = false;
     if (!p->out_eof) stream_eof(p, &p->out);
     if (!p->err_eof) stream_eof(p, &p->err);
     p->released = true;

@@ -123,9 +123,10 @@ typedef struct {
 typedef struct {
   /* A message the child published (permissions passed). headers: NULL or
    * hlen bytes of "name\0value\0" pairs (the envelope's header form);
-   * payload is the string.buffer encoding of its data. Return MSRT_E_OK,
-   * or an error (filled in err) that is reported as bad output
-   * "refused: <message>". */
+   * payload is the string.buffer encoding of its data. Return MSRT_E_OK
+   * (taken; the callback may have called msrt_proc_pause_output when it
+   * could not deliver it yet), or an error (filled in err) that is
+   * reported as bad output "refused: <message>". */
   msrt_code (*publish)(void *ud, msrt_proc *p, const char *subject,
                        size_t slen, const char *reply, size_t rlen,
                        const void *headers, size_t hlen, const void *payload,
@@ -213,6 +214,15 @@ msrt_code msrt_proc_send_env(msrt_proc *p, const msrt_envelope *e,
  * returns as msrt_proc_send_env. */
 msrt_code msrt_proc_send_data(msrt_proc *p, const void *payload, size_t plen,
                               uint8_t flags, msrt_error *err);
+
+/* Backpressure on the child's output: from the publish callback, when the
+ * message it was handed cannot be delivered yet (a `block` mailbox is
+ * full), stop taking stdout after this line: the rest of the read is
+ * held, the pipe is not read (the child blocks on a full pipe), and the
+ * exit waits. msrt_proc_resume_output frames the held bytes and reads on
+ * (it may pause again). Hub thread. */
+void msrt_proc_pause_output(msrt_proc *p);
+void msrt_proc_resume_output(msrt_proc *p);
 
 /* Signal the child's whole process group. Returns 0, or a negative errno
  * (ESRCH once reaped). */
