@@ -162,8 +162,10 @@ end
 -- "<publish_as>.out". A line that is too long, not UTF-8 or not JSON is
 -- reported on `msrt.process.<name>.bad_output` {name, reason, detail,
 -- head (first 200 bytes), bytes, count} and reading goes on; so is a
--- publish the permissions refuse (reason "permission"). stderr lines go to
--- the log as "[name] line". JSON null arrives as `msrt.null`.
+-- publish the permissions refuse (reason "permission"). A message that
+-- meets a full `block` mailbox pauses reading the child's stdout until
+-- there is room (nothing is lost). stderr lines go to the log as
+-- "[name] line". JSON null arrives as `msrt.null`.
 -- The child leads its own process group: stop and signals reach its
 -- children too, and what is left of the group dies with it. Its exit
 -- (final after the status and the last output) is published on
