@@ -83,7 +83,7 @@ local steps = {
   end },
   { 6000, "strategy one_for_all in fleet.lua, then a v2 worker crashes: all restart", function()
     write("fleet.lua", (fleet_src:gsub('strategy = "one_for_one"', 'strategy = "one_for_all"')))
-    msrt.after(200, function() msrt.publish("work.v2.crash", { crash = true, n = 0 }) end)
+    msrt.after(200, function() msrt.publish("work.v2.crash", { crash = true, n = 0 }) end) -- w3 or w4
   end },
 }
 for _, s in ipairs(steps) do
