@@ -8,6 +8,7 @@
 --          allocated and touched): processes/s
 --   lines  one child printing --lines JSON lines of 200 bytes: lines/s
 --          into the router (nothing subscribed), and into one Lua actor
+--          (profile mailbox; `block` pauses the child when it is full)
 --   echo   hub -> child -> hub round trips through a sed echo agent
 --          (subscription -> stdin JSON line -> stdout -> publish), one at
 --          a time, --trips of them: p50 / p99 in microseconds
@@ -120,7 +121,6 @@ local function lines_actor(n)
   local co = coroutine.running()
   local done = msrt.subscribe("bench.lines.done", function() assert(coroutine.resume(co)) end)
   local a = assert(msrt.actor { name = "counter", subscribe = "agents.printer.out", args = n,
-    capacity = 1000000,
     init = function(ctx, want) ctx.state = { want = want, n = 0 } end,
     handle = function(ctx, msg)
       local s = ctx.state
