@@ -52,24 +52,7 @@ local function run(body, limit_ms)
   assert.are.equal(0, S.open_handles())
 end
 
-local function sleep(ms)
-  local co = coroutine.running()
-  msrt.after(ms, function() coroutine.resume(co) end)
-  coroutine.yield()
-end
-
--- A hub subscription keeping what arrives: c.msgs, c.data(), c.close().
-local function collect(pattern)
-  local c = { msgs = {} }
-  c.sub = assert(msrt.subscribe(pattern, function(m) c.msgs[#c.msgs + 1] = m end))
-  function c.data()
-    local out = {}
-    for i, m in ipairs(c.msgs) do out[i] = m.data end
-    return out
-  end
-  function c.close() c.sub:unsubscribe() end
-  return c
-end
+local collect, poll = S.collector, S.wait_until
 
 -- Messages reach hub subscribers through the hub's inbox, after the
 -- publish: a marker published now arrives after everything published
@@ -90,16 +73,6 @@ local function finish(h)
   local rec = h:wait()
   drain()
   return rec
-end
-
--- Yield until pred() holds or limit_ms passes.
-local function poll(pred, limit_ms)
-  local deadline = uv.now() + (limit_ms or 10000)
-  while not pred() do
-    if uv.now() > deadline then return false end
-    sleep(2)
-  end
-  return true
 end
 
 describe("msrt.process", function()
