@@ -257,10 +257,11 @@ static void rec_reset(void) {
 static int pause_every;
 static uv_timer_t resume_timer;
 static msrt_proc *paused_proc;
-static int pauses;
+static int pauses, resumes, resumes_at_exit;
 
 static void on_resume(uv_timer_t *t) {
   (void)t;
+  resumes++;
   msrt_proc_resume_output(paused_proc);
 }
 
@@ -320,6 +321,7 @@ static void ev_exit(void *ud, msrt_proc *p, const msrt_proc_exit *x) {
   R.x.stderr_tail = R.tail;
   R.published_at_exit = R.published;
   R.done = p;
+  resumes_at_exit = resumes;
 }
 
 static const msrt_proc_events EV = {ev_publish, ev_bad, ev_stderr, ev_dropped,
@@ -506,6 +508,13 @@ static void test_output_backpressure(void) {
     if (strcmp(R.data[i], want) != 0) order = 0;
   }
   CHECK(order);
+  /* a last line without '\n' (framed at EOF) that pauses: the exit waits */
+  pause_every = 2;
+  pauses = resumes = 0;
+  run_script(sh_spec("echo 1; printf 2"));
+  pause_every = 0;
+  CHECK(R.published == 2 && R.published_at_exit == 2);
+  CHECK(pauses == 1 && resumes_at_exit == 1);
   uv_close((uv_handle_t *)&resume_timer, NULL);
 }
 

@@ -383,9 +383,11 @@ static char *tail_text(msrt_proc *p, size_t *len) {
   return b.p;
 }
 
-/* Status and both EOFs are in: the exit is final. */
+/* Status and both EOFs are in, and no output waits for room: the exit is
+ * final. */
 static void check_final(msrt_proc *p) {
-  if (p->exited || !p->reaped || !p->out_eof || !p->err_eof) return;
+  if (p->exited || !p->reaped || !p->out_eof || !p->err_eof || p->out_paused)
+    return;
   p->exited = true;
   close_handle(p, (uv_handle_t *)&p->timer);
   close_handle(p, (uv_handle_t *)&p->poll);
@@ -510,7 +512,11 @@ void msrt_proc_resume_output(msrt_proc *p) {
     frame_out(p, h, n); /* may pause again and hold the rest */
     free(h);
   }
-  if (p->out_paused || p->out_eof) return;
+  if (p->out_paused) return;
+  if (p->out_eof) { /* the last line was the one waiting */
+    check_final(p);
+    return;
+  }
   uv_read_start((uv_stream_t *)&p->out, on_alloc, on_read);
   if (p->reaped) /* the wait for EOF was held off during the pause */
     uv_timer_start(&p->timer, on_eof_wait, (uint64_t)p->eof_wait_ms, 0);
@@ -1047,6 +1053,8 @@ void msrt_procs_free(msrt_procs *r, long timeout_ms) {
     p->out_paused = false;
     if (!p->out_eof) stream_eof(p, &p->out);
     if (!p->err_eof) stream_eof(p, &p->err);
+    p->out_paused = false; /* a last line may have paused it again */
+    check_final(p);
     p->released = true;
     if (p->exited && p->handles == 0) proc_free(p);
   }
