@@ -15,11 +15,15 @@ local M = {}
 
 local started = false
 local subs = {}         -- hub subscription id -> fn(msg)
-local next_sub = 0
 local waiting = {}      -- wake id -> coroutine blocked on a full mailbox
-local next_wake = 0
 local requests = {}     -- inbox subject -> coroutine
-local next_req = 0
+-- Ids handed to the C side (subscriptions, wake-ups, request inboxes) must
+-- not repeat within the process even when this module is loaded again
+-- (busted clears package.loaded between spec files while the runtime and
+-- its subscriptions stay): the counters live in the registry, so a stale
+-- subscription's id finds nothing instead of a newer callback.
+local ids = debug.getregistry()["msrt.hub.ids"] or { sub = 0, wake = 0, req = 0 }
+debug.getregistry()["msrt.hub.ids"] = ids
 local inbox_prefix = "_INBOX.hub"
 local exit_handlers = {}  -- actor id -> fn(id, record)
 local overload_handler
@@ -91,8 +95,8 @@ end
 local function wait_room(pending)
   local co = coroutine.running()
   while true do
-    next_wake = next_wake + 1
-    local wid = next_wake
+    ids.wake = ids.wake + 1
+    local wid = ids.wake
     if core.pending_wait(pending, wid) then
       waiting[wid] = co
       coroutine.yield()
@@ -126,8 +130,8 @@ end
 function M.subscribe(pattern, fn, opts)
   local ok, err = ensure()
   if not ok then return nil, err end
-  next_sub = next_sub + 1
-  local hub_id = next_sub
+  ids.sub = ids.sub + 1
+  local hub_id = ids.sub
   local sid, serr = core.subscribe(pattern, opts.queue, hub_id)
   if not sid then return nil, serr end
   subs[hub_id] = fn
@@ -164,8 +168,8 @@ function M.request(subject, data, opts)
   local ok, err = ensure()
   if ok then ok, err = ensure_inbox() end
   if not ok then return nil, err end
-  next_req = next_req + 1
-  local inbox = inbox_prefix .. "." .. next_req
+  ids.req = ids.req + 1
+  local inbox = inbox_prefix .. "." .. ids.req
   local timeout = opts.timeout_ms or 5000
   requests[inbox] = co
   local n, perr = M.publish(subject, data, opts, inbox)
