@@ -34,13 +34,36 @@ if core.options().watch then -- msrt-lua --watch DIR
   if not ok then error(tostring(err), 0) end
 end
 
+-- Operator tools: /metrics and the control socket (lua/msrt/ops.lua).
+local function start_ops(metrics, ctl)
+  local ops = require "msrt.ops"
+  if metrics then
+    local port, err = ops.serve_metrics(metrics)
+    if not port then return nil, err end
+    io.stderr:write(("msrt-lua: metrics on http://%s/metrics\n"):format(metrics))
+  end
+  if ctl then
+    if ctl == "auto" or ctl == true then ctl = ("/tmp/msrt-%d.sock"):format(uv.os_getpid()) end
+    local path, err = ops.serve_ctl(ctl)
+    if not path then return nil, err end
+    io.stderr:write(("msrt-lua: control socket %s (msrt-lua ctl %s status|tree|metrics|reload|stop)\n"):format(path, path))
+  end
+  return true
+end
+do
+  local ok, err = start_ops(core.options().metrics, core.options().ctl)
+  if not ok then error(tostring(err), 0) end
+end
+
 local function check_arg(cond, n, fname, msg)
   if not cond then error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3) end
 end
 
 --- Start the runtime. Optional: the first use of anything that needs it
 -- starts it with the profile chosen on the command line (or the default).
--- @tparam[opt] table opts `{ profile = NAME|FILE|table, workers = n, log_level = s }`
+-- @tparam[opt] table opts `{ profile = NAME|FILE|table, workers = n,
+--   log_level = s, metrics = "HOST:PORT" (Prometheus /metrics), ctl =
+--   PATH|"auto" (the control socket of `msrt-lua ctl`) }`
 -- @return true (and a warning string when part of the profile needs a
 --   restart), or nil and an error (`not_found`, `syntax`, `bad_profile`)
 function M.start(opts)
@@ -64,6 +87,10 @@ function M.start(opts)
     warning = w
   end
   if opts.log_level then core.set_log_level(opts.log_level) end
+  if opts.metrics or opts.ctl then
+    local ok, err = start_ops(opts.metrics, opts.ctl)
+    if not ok then return nil, err end
+  end
   if started and opts.profile and hub.started() then
     warning = (warning and warning .. "; " or "") .. "the runtime already runs: workers, batch and mailbox figures need a restart"
   end
@@ -321,9 +348,12 @@ end
 -- payload_too_big, a routed subject over max_subject); `no_responders` =
 -- matched nobody. Drop notices are messages too and count the same way.
 -- Counters are summed from per-thread shards, so a read while messages
--- move is not one instant.
+-- move is not one instant. `health`: by child id, each health-checked
+-- child's state, readiness and probe counters (lua/msrt/health.lua).
 function M.metrics()
-  return core.metrics()
+  local m = core.metrics()
+  m.health = require("msrt.health").metrics()
+  return m
 end
 
 --- The resolved tuning profile in force (a copy; changing it changes nothing).
@@ -340,10 +370,18 @@ function M.log(level, ...)
   if levels[level] < levels[core.options().log_level] then return end
   local parts = { ... }
   for i = 1, select("#", ...) do parts[i] = tostring(parts[i]) end
-  io.stderr:write(("%s %s\n"):format(level:upper(), table.concat(parts, " ")))
+  local text = table.concat(parts, " ")
+  if core.options().log_format == "json" then -- one JSON object a line
+    local esc = text:gsub('[%c"\\]', function(c) return ("\\u%04x"):format(c:byte()) end)
+    local sec, usec = uv.gettimeofday()
+    io.stderr:write(('{"ts":%.3f,"level":"%s","msg":"%s"}\n'):format(sec + usec / 1e6, level, esc))
+    return
+  end
+  io.stderr:write(("%s %s\n"):format(level:upper(), text))
 end
 process.log = M.log
 supervisor.log = M.log
+require("msrt.health").log = M.log
 
 local function timer(ms, repeat_ms, fn, fname)
   check_arg(type(ms) == "number" and ms >= 0, 1, fname, "non-negative number of ms expected")
@@ -400,6 +438,7 @@ core.on_shutdown(function(reason)
     local ok, err = pcall(shutdown_hooks[i], reason)
     if not ok then core.report("error in shutdown hook", tostring(err)) end
   end
+  if package.loaded["msrt.ops"] then package.loaded["msrt.ops"].close() end
   -- Actors finish their message and terminate; a stuck one does not hold
   -- the exit past the profile's shutdown_timeout_ms.
   supervisor.stop_all("shutdown") -- no restarts; children in reverse order

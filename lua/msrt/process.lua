@@ -182,6 +182,13 @@ function Handle:close_stdin()
   if not self.exit then core.proc_close_stdin(self.box) end
 end
 
+--- Router ids of the child's subscriptions (empty once it has exited):
+-- readiness takes them out of their queue groups.
+function Handle:subscriptions()
+  if self.exit then return {} end
+  return { unpack(self.subs) }
+end
+
 --- Lifecycle state: initializing, idle, busy (stdin backlog over half the
 -- capacity), stopping, terminated or failed.
 function Handle:state() return self.state_name end

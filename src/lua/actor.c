@@ -87,7 +87,7 @@ msrt_actor *msrt_lactor_new(msrt_rt *rt, const char *name, const void *spec,
                             size_t spec_len, size_t capacity,
                             msrt_overflow policy, const char *const *patterns,
                             size_t npatterns, const char *queue,
-                            msrt_error *err) {
+                            uint64_t *sub_ids, msrt_error *err) {
   size_t nlen = strlen(name);
   if (nlen == 0 || nlen >= sizeof ((lactor *)0)->name ||
       strpbrk(name, ".*> \t\r\n")) {
@@ -126,6 +126,7 @@ msrt_actor *msrt_lactor_new(msrt_rt *rt, const char *name, const void *spec,
       msrt_actor_stop(la->cell); /* its last turn only releases it */
       return NULL;
     }
+    if (sub_ids) sub_ids[i] = sid;
   }
   msrt_actor *cell = la->cell;
   msrt_actor_ref(cell); /* the caller's */

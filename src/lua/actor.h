@@ -29,13 +29,15 @@ void msrt_lactor_setup(const char *boot, size_t boot_len, const char *path,
  * to each of patterns (in queue group `queue` when non-NULL) before it
  * starts. Its cell is returned with one reference for the caller (the
  * hub's handle); a sys message starts it. name must be a valid subject
- * token. Returns NULL with err filled on failure (a bad pattern included:
- * nothing is left subscribed then). */
+ * token. sub_ids (NULL, or room for npatterns) receives the
+ * subscriptions' ids, for readiness (msrt_router_set_ready); they end with
+ * the actor. Returns NULL with err filled on failure (a bad pattern
+ * included: nothing is left subscribed then). */
 msrt_actor *msrt_lactor_new(msrt_rt *rt, const char *name, const void *spec,
                             size_t spec_len, size_t capacity,
                             msrt_overflow policy, const char *const *patterns,
                             size_t npatterns, const char *queue,
-                            msrt_error *err);
+                            uint64_t *sub_ids, msrt_error *err);
 
 /* Ask the actor behind cell to stop with a reason ("normal", "shutdown"
  * or anything else); its terminate runs in its last turn. Any thread. */

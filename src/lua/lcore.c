@@ -10,6 +10,7 @@
 
 #include "lua/host.h"
 #include "lua/lerror.h"
+#include "lua/lhealth.h"
 #include "lua/lproc.h"
 #include "lua/lsuper.h"
 
@@ -181,8 +182,8 @@ static int l_report(lua_State *L) {
   return 0;
 }
 
-/* options() -> {profile =, workers =, log_level =, watch = {dir...}} from
- * the command line */
+/* options() -> {profile =, workers =, log_level =, watch = {dir...},
+ * metrics =, ctl =, log_format =} from the command line */
 static int l_options(lua_State *L) {
   msrt_host *h = host(L);
   static const char *const levels[] = {"debug", "info", "warn", "error"};
@@ -197,6 +198,13 @@ static int l_options(lua_State *L) {
   }
   lua_pushstring(L, levels[h->log_level]);
   lua_setfield(L, -2, "log_level");
+  static const char *const strs[] = {"metrics", "ctl", "log_format"};
+  const char *vals[] = {h->metrics, h->ctl, h->log_format};
+  for (int i = 0; i < 3; i++) {
+    if (!vals[i]) continue;
+    lua_pushstring(L, vals[i]);
+    lua_setfield(L, -2, strs[i]);
+  }
   if (h->nwatch) {
     lua_createtable(L, h->nwatch, 0);
     for (int i = 0; i < h->nwatch; i++) {
@@ -244,5 +252,6 @@ int luaopen_msrt_core(lua_State *L) {
   msrt_lua_open_rt(L);
   msrt_lua_open_proc(L);
   msrt_lua_open_super(L);
+  msrt_lua_open_health(L);
   return 1;
 }

@@ -275,7 +275,7 @@ static int l_set_dispatch(lua_State *L) {
 }
 
 /* actor_new(name, spec, capacity, overflow, patterns, queue)
- *   -> id, cell | nil, err */
+ *   -> id, cell, {sub ids of patterns} | nil, err */
 static int l_actor_new(lua_State *L) {
   msrt_rt *rt = need_rt(L);
   const char *name = luaL_checkstring(L, 1);
@@ -297,12 +297,18 @@ static int l_actor_new(lua_State *L) {
   }
   const char *queue = luaL_optstring(L, 6, NULL);
   msrt_error err;
+  uint64_t sids[64];
   msrt_actor *cell = msrt_lactor_new(rt, name, spec, slen, cap, pol, patterns,
-                                     np, queue, &err);
+                                     np, queue, sids, &err);
   if (!cell) return fail_err(L, &err);
   lua_pushnumber(L, (lua_Number)msrt_actor_id(cell));
   lua_pushlightuserdata(L, cell);
-  return 2;
+  lua_createtable(L, (int)np, 0);
+  for (size_t i = 0; i < np; i++) {
+    lua_pushnumber(L, (lua_Number)sids[i]);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  return 3;
 }
 
 static int l_actor_stop(lua_State *L) {
@@ -417,6 +423,18 @@ static int l_unsubscribe(lua_State *L) {
   msrt_rt *rt = need_rt(L);
   lua_pushboolean(L, msrt_rt_unsubscribe(rt, (uint64_t)luaL_checknumber(L, 1)) ==
                          MSRT_E_OK);
+  return 1;
+}
+
+/* set_ready(sub_id, ready) -> true | nil, err (not_found): readiness
+ * probes take a subscription out of its queue groups and put it back */
+static int l_set_ready(lua_State *L) {
+  msrt_rt *rt = need_rt(L);
+  uint64_t sid = (uint64_t)luaL_checknumber(L, 1);
+  if (msrt_router_set_ready(rt->router, sid, lua_toboolean(L, 2)) != MSRT_E_OK)
+    return msrt_lua_fail(L, MSRT_E_NOT_FOUND, "no subscription %llu",
+                         (unsigned long long)sid);
+  lua_pushboolean(L, 1);
   return 1;
 }
 
@@ -675,6 +693,7 @@ void msrt_lua_open_rt(lua_State *L) {
     {"actor_mailbox", l_actor_mailbox}, {"publish", l_publish},
     {"pending_wait", l_pending_wait}, {"pending_retry", l_pending_retry},
     {"subscribe", l_subscribe}, {"unsubscribe", l_unsubscribe},
+    {"set_ready", l_set_ready},
     {"metrics", l_metrics}, {"keep_alive", l_keep_alive},
     {"routes_compile", l_routes_compile},
     {"routes_install", l_routes_install}, {NULL, NULL}};
