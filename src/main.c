@@ -28,6 +28,11 @@ static void usage(FILE *to) {
     "  --workers N       worker threads (overrides the profile)\n"
     "  --log-level L     debug, info, warn or error (default info)\n"
     "  --watch DIR       reload policy files under DIR when they change\n"
+    "  --metrics H:P     serve Prometheus /metrics on H:P (e.g. 127.0.0.1:9464)\n"
+    "  --ctl PATH|auto   serve the control socket (msrt-lua ctl PATH status|tree|\n"
+    "                    metrics|reload|stop); auto picks /tmp/msrt-PID.sock\n"
+    "  --log-format F    text (default) or json: one line per event\n"
+    "usage: msrt-lua ctl SOCKET status|tree|metrics|reload|stop\n"
     "  --check FILE...   compile and validate policy files, then exit\n"
     "  -h, --help        this text\n",
     to);
@@ -206,6 +211,15 @@ static int parse(int argc, char **argv, cli *c) {
       if (need_value(i, argc, argv)) return 2;
       if (host.nwatch == 16) return bad_usage("too many %s options", a);
       host.watch[host.nwatch++] = argv[++i];
+    } else if (strcmp(a, "--metrics") == 0 || strcmp(a, "--ctl") == 0) {
+      if (need_value(i, argc, argv)) return 2;
+      if (a[2] == 'm') host.metrics = argv[++i];
+      else host.ctl = argv[++i];
+    } else if (strcmp(a, "--log-format") == 0) {
+      if (need_value(i, argc, argv)) return 2;
+      host.log_format = argv[++i];
+      if (strcmp(host.log_format, "text") && strcmp(host.log_format, "json"))
+        return bad_usage("--log-format takes text or json, not '%s'", argv[i]);
     } else if (strcmp(a, "--check") == 0) {
       c->check = i + 1;
       if (c->check >= argc) return bad_usage("%s needs at least one file", a);
@@ -218,7 +232,17 @@ static int parse(int argc, char **argv, cli *c) {
   return 0;
 }
 
+/* msrt-lua ctl SOCKET COMMAND: the control socket's client. */
+static int ctl_main(int argc, char **argv) {
+  if (msrt_host_init(&host)) return 1;
+  set_arg(host.L, argv, argc, 1);
+  int rc = do_string(host.L, "require('msrt.ctl').main(arg[1], arg[2])");
+  int status = msrt_host_close(&host);
+  return rc ? 1 : status;
+}
+
 int main(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], "ctl") == 0) return ctl_main(argc, argv);
   cli c = {0};
   host.log_level = MSRT_LOG_INFO;
   int rc = parse(argc, argv, &c);
@@ -233,7 +257,8 @@ int main(int argc, char **argv) {
   }
   set_arg(L, argv, argc, c.script ? c.script : argc - 1);
   rc = boot_profile(L);
-  if (rc == 0 && host.nwatch) rc = do_string(L, "require \"msrt\""); /* it watches */
+  if (rc == 0 && (host.nwatch || host.metrics || host.ctl))
+    rc = do_string(L, "require \"msrt\""); /* it starts those */
   for (int k = 0; rc == 0 && k < c.nactions; k++) {
     int i = c.actions[k];
     rc = argv[i][1] == 'e' ? do_string(L, argv[i + 1])

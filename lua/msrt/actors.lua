@@ -112,16 +112,6 @@ function Handle:mailbox()
   return depth, high
 end
 
---- Router ids of the live instances' spec subscriptions (not those made
--- with ctx:subscribe): readiness takes them out of their queue groups.
-function Handle:subscriptions()
-  local out = {}
-  for _, a in pairs(self.alive) do
-    for _, sid in ipairs(a.subs) do out[#out + 1] = sid end
-  end
-  return out
-end
-
 --- Ids of the live instances.
 function Handle:ids()
   local ids = {}
@@ -166,12 +156,12 @@ function M.new(spec)
   if type(subscribe) == "string" then subscribe = { subscribe } end
   local handle = setmetatable({ name = spec.name, alive = {}, exits = {}, exit_fns = {}, waiters = {} }, Handle)
   for _ = 1, spec.instances or 1 do
-    local id, cell, sids = core.actor_new(spec.name, enc, spec.capacity, spec.overflow, subscribe, spec.queue)
+    local id, cell = core.actor_new(spec.name, enc, spec.capacity, spec.overflow, subscribe, spec.queue)
     if not id then
       handle:stop("shutdown")
       return nil, cell
     end
-    handle.alive[id] = { cell = cell, subs = sids }
+    handle.alive[id] = { cell = cell }
     live[id] = handle
     live_count = live_count + 1
     hub.on_exit(id, function(aid, rec) exited(handle, aid, rec) end)
@@ -182,6 +172,20 @@ end
 
 --- The handle an actor id belongs to, or nil.
 function M.find(id) return live[id] end
+
+--- Mailbox depth summed over live actors and the highest high-water mark
+-- of any (for operator tools). @return depth, high
+function M.mailboxes()
+  local depth, high, seen = 0, 0, {}
+  for _, handle in pairs(live) do
+    if not seen[handle] then
+      seen[handle] = true
+      local d, h = handle:mailbox()
+      depth, high = depth + d, math.max(high, h)
+    end
+  end
+  return depth, high
+end
 
 --- Stop every live actor (used by shutdown).
 function M.stop_all(reason)

@@ -40,7 +40,8 @@ local function start_ops(metrics, ctl)
   if metrics then
     local port, err = ops.serve_metrics(metrics)
     if not port then return nil, err end
-    io.stderr:write(("msrt-lua: metrics on http://%s/metrics\n"):format(metrics))
+    local host = metrics:match("^(.*):") or ""
+    io.stderr:write(("msrt-lua: metrics on http://%s:%d/metrics\n"):format(host ~= "" and host or "127.0.0.1", port))
   end
   if ctl then
     if ctl == "auto" or ctl == true then ctl = ("/tmp/msrt-%d.sock"):format(uv.os_getpid()) end
@@ -348,12 +349,9 @@ end
 -- payload_too_big, a routed subject over max_subject); `no_responders` =
 -- matched nobody. Drop notices are messages too and count the same way.
 -- Counters are summed from per-thread shards, so a read while messages
--- move is not one instant. `health`: by child id, each health-checked
--- child's state, readiness and probe counters (lua/msrt/health.lua).
+-- move is not one instant.
 function M.metrics()
-  local m = core.metrics()
-  m.health = require("msrt.health").metrics()
-  return m
+  return core.metrics()
 end
 
 --- The resolved tuning profile in force (a copy; changing it changes nothing).
@@ -381,7 +379,6 @@ function M.log(level, ...)
 end
 process.log = M.log
 supervisor.log = M.log
-require("msrt.health").log = M.log
 
 local function timer(ms, repeat_ms, fn, fname)
   check_arg(type(ms) == "number" and ms >= 0, 1, fname, "non-negative number of ms expected")

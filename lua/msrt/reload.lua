@@ -37,6 +37,7 @@ local dirs = {}     -- real directory -> fs_event handle
 local files = {}    -- real path of a file watched on its own -> true
 local timers = {}   -- real path -> debounce timer
 local version = 0
+local counts = { ok = 0, failed = 0 }
 local sighup
 
 local function publish(subject, data)
@@ -52,6 +53,7 @@ local function is_inside(real)
 end
 
 local function failed(file, kind, err)
+  counts.failed = counts.failed + 1
   local message = type(err) == "table" and err.message or tostring(err)
   publish("msrt.reload.failed", { file = file, kind = kind, error = message })
   require("msrt").log("warn", "reload of " .. file .. " failed: " .. message)
@@ -107,6 +109,7 @@ function M.reload(path)
   end
   p.state = state
   version = version + 1
+  counts.ok = counts.ok + 1
   p.version = version
   publish("msrt.reload.ok", { file = real, kind = p.kind, version = version,
     needs_restart = #needs > 0 and needs or nil })
@@ -134,11 +137,23 @@ local function on_change(dir, name)
   end)
 end
 
-local function on_sighup()
+--- Reload every registered file under a watched directory (SIGHUP, the
+-- control socket's `reload`). @return how many were tried
+function M.reload_all()
+  local n = 0
   for real in pairs(policies) do
-    if is_inside(real) then M.reload(real) end
+    if is_inside(real) then
+      n = n + 1
+      M.reload(real)
+    end
   end
+  return n
 end
+
+--- Reloads so far: {ok = n, failed = n} (a copy).
+function M.counts() return { ok = counts.ok, failed = counts.failed } end
+
+local function on_sighup() M.reload_all() end
 
 -- Stop the watches one msrt.watch call made: {handles = {dir key -> fs
 -- event}, files = {real path -> true}}.

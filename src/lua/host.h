@@ -19,6 +19,9 @@ typedef struct msrt_host {
   int workers;       /* --workers N, or 0 */
   const char *watch[16]; /* --watch DIR, in order */
   int nwatch;
+  const char *metrics;    /* --metrics HOST:PORT, or NULL */
+  const char *ctl;        /* --ctl PATH|auto, or NULL */
+  const char *log_format; /* --log-format text|json, or NULL (text) */
 } msrt_host;
 
 enum { MSRT_LOG_DEBUG, MSRT_LOG_INFO, MSRT_LOG_WARN, MSRT_LOG_ERROR };

@@ -162,10 +162,12 @@ static void push_child(lua_State *L, const msrt_child *c) {
   lua_setfield(L, -2, "significant");
   lua_pushstring(L, c->is_supervisor ? "supervisor" : "worker");
   lua_setfield(L, -2, "type");
+  lua_pushnumber(L, (lua_Number)c->started_ms);
+  lua_setfield(L, -2, "started_ms"); /* monotonic ms (core.now_ms) */
 }
 
 /* s:children() -> list of {id, restart, shutdown, state, attempts,
- * significant, type} in start order (copies). */
+ * significant, type, started_ms} in start order (copies). */
 static int l_children(lua_State *L) {
   msrt_super *s = check(L);
   size_t n = msrt_super_count(s);
