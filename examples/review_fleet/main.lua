@@ -1,0 +1,517 @@
+-- review_fleet: review source trees with a supervised fleet of agent processes.
+--   scripts/run [review_fleet] [DIR|FILE...] [--chaos P] [--json FILE]
+--              [--agents N] [--timeout-ms MS] [--attempts N]
+-- Default: the project's own src/, lua/ and examples/.
+--
+-- The hub (this script) walks the trees and sends one task per file with
+-- msrt.request through a queue group of reviewer agents, real processes
+-- speaking JSON lines (msrt.process), N of each kind:
+--   lua-I  lua_reviewer.lua, run with msrt-lua itself: `luajit -bl` (syntax)
+--          and a bytecode scan for assignments to globals;
+--   c-I    c_reviewer.py (Python 3): `gcc -fsyntax-only -Wall -Wextra` with
+--          the file's flags from compile_commands.json when a build has one,
+--          and cppcheck when it is installed.
+-- The agents are children of msrt.supervisor (one_for_one, exponential
+-- backoff), each with a liveness probe on the heartbeat it publishes every
+-- second (agents.reviewer.<name>.heartbeat): an agent that dies, or that
+-- stops beating for two 3 s windows, is restarted. A
+-- task whose agent dies or does not answer within the timeout is sent again
+-- with exponential backoff (the seed's RunWithRetry); each agent announces
+-- the tasks it has read, so an agent's death retries what it held at once
+-- rather than at the timeout. `--chaos P` makes every agent crash with
+-- probability P per task. Every task id ends done or failed exactly once;
+-- the report says so (tasks.accounted) along with the findings.
+local uv = require "luv"
+local msrt = require "msrt"
+local json = require "dkjson"
+
+local USAGE = "usage: review_fleet [DIR|FILE...] [--chaos P] [--json FILE] [--agents N] [--timeout-ms MS] [--attempts N] [--verbose]"
+
+-- Where this script and the project are.
+local here = uv.fs_realpath((arg and arg[0] or "examples/review_fleet/main.lua"):match("^(.*)/[^/]*$") or ".")
+local project = here:match("^(.*)/examples/review_fleet$") or uv.cwd()
+
+local function die(msg)
+  io.stderr:write("review_fleet: ", msg, "\n", USAGE, "\n")
+  os.exit(2)
+end
+
+local opts = { roots = {}, chaos = 0, agents = 2, timeout_ms = 5000, attempts = 8 }
+do
+  local a, i = { ... }, 1
+  local function value(name)
+    i = i + 1
+    if a[i] == nil then die(name .. " needs a value") end
+    return a[i]
+  end
+  local function number(name, lo, hi)
+    local v = tonumber(value(name))
+    if not v or v < lo or v > hi then die(("%s must be a number in [%g, %g]"):format(name, lo, hi)) end
+    return v
+  end
+  while i <= #a do
+    local s = a[i]
+    if s == "--chaos" then opts.chaos = number(s, 0, 1)
+    elseif s == "--json" then opts.json = value(s)
+    elseif s == "--agents" then opts.agents = math.floor(number(s, 1, 64))
+    elseif s == "--timeout-ms" then opts.timeout_ms = number(s, 1, 3600000)
+    elseif s == "--attempts" then opts.attempts = math.floor(number(s, 1, 100))
+    elseif s == "--verbose" then opts.verbose = true
+    elseif s == "-h" or s == "--help" then print(USAGE) os.exit(0)
+    elseif s:sub(1, 2) == "--" then die("unknown option " .. s)
+    else opts.roots[#opts.roots + 1] = s end
+    i = i + 1
+  end
+end
+-- The supervisor's and the agents' own lines (child started, restarted,
+-- "[c-1] chaos: ...") are info: shown with --verbose only.
+if not opts.verbose then msrt.start{ log_level = "warn" } end
+local default_roots = #opts.roots == 0
+if default_roots then
+  opts.roots = { project .. "/src", project .. "/lua", project .. "/examples" }
+end
+
+---------------------------------------------------------------------------
+-- The files: one task each. Hidden entries and symlinks are skipped.
+
+local KIND = { c = "c", h = "c", lua = "lua" }
+local files, skipped = {}, 0
+local cwd = uv.cwd()
+
+local function display(path) -- relative to the working directory when under it
+  if path:sub(1, #cwd + 1) == cwd .. "/" then return path:sub(#cwd + 2) end
+  return path
+end
+
+local function walk(path)
+  local st = uv.fs_lstat(path)
+  if not st then io.stderr:write("review_fleet: cannot read ", path, "\n") skipped = skipped + 1 return end
+  if st.type == "directory" then
+    local req = uv.fs_scandir(path)
+    local names = {}
+    while req do
+      local name = uv.fs_scandir_next(req)
+      if not name then break end
+      if name:sub(1, 1) ~= "." then names[#names + 1] = name end
+    end
+    table.sort(names)
+    for _, name in ipairs(names) do walk(path .. "/" .. name) end
+  elseif st.type == "file" then
+    local kind = KIND[path:match("%.(%w+)$") or ""]
+    if kind then
+      files[#files + 1] = { id = ("t%d"):format(#files + 1), path = path, file = display(path), kind = kind,
+        attempts = 0, reasons = {} }
+    else
+      skipped = skipped + 1
+    end
+  end
+end
+
+for _, root in ipairs(opts.roots) do
+  local abs = root:sub(1, 1) == "/" and root or (cwd .. "/" .. root)
+  walk((uv.fs_realpath(abs) or abs):gsub("/+$", ""))
+end
+if #files == 0 then die("no .c, .h or .lua files under " .. table.concat(opts.roots, " ")) end
+
+---------------------------------------------------------------------------
+-- Compiler flags for C files: the file's own -D/-I/-std from a
+-- compile_commands.json (the project's build/, or one under a root), else
+-- the project's usual flags plus pkg-config's for its dependencies.
+
+local function shell_words(s)
+  local words, w, i, q = {}, nil, 1, nil
+  while i <= #s do
+    local c = s:sub(i, i)
+    if q == "'" then
+      if c == "'" then q = nil else w = w .. c end
+    elseif c == "\\" and q ~= "'" then
+      i = i + 1
+      w = (w or "") .. s:sub(i, i)
+    elseif q == '"' then
+      if c == '"' then q = nil else w = w .. c end
+    elseif c == '"' or c == "'" then
+      q, w = c, w or ""
+    elseif c:match("%s") then
+      if w then words[#words + 1] = w end
+      w = nil
+    else
+      w = (w or "") .. c
+    end
+    i = i + 1
+  end
+  if w then words[#words + 1] = w end
+  return words
+end
+
+local function keep_flags(argv)
+  local out, i = {}, 1
+  while i <= #argv do
+    local a = argv[i]
+    if a == "-I" or a == "-isystem" or a == "-D" or a == "-include" then
+      out[#out + 1], out[#out + 2] = a, argv[i + 1]
+      i = i + 1
+    elseif a:match("^%-[ID]") or a:match("^%-std=") then
+      out[#out + 1] = a
+    end
+    i = i + 1
+  end
+  return out
+end
+
+local flags_of, generic = {}, { "-std=gnu11", "-D_GNU_SOURCE" }
+do
+  local dbs = { (uv.exepath():match("^(.*)/[^/]*$") or ".") .. "/compile_commands.json",
+    project .. "/build/compile_commands.json" }
+  for _, root in ipairs(opts.roots) do dbs[#dbs + 1] = root .. "/compile_commands.json" end
+  for _, db in ipairs(dbs) do
+    local f = io.open(db)
+    if f then
+      local list = json.decode(f:read("*a"))
+      f:close()
+      for _, e in ipairs(type(list) == "table" and list or {}) do
+        local file = e.file and uv.fs_realpath(e.file)
+        if file and not flags_of[file] then
+          flags_of[file] = keep_flags(e.arguments or shell_words(e.command or ""))
+        end
+      end
+    end
+  end
+  local seen = {}
+  local function add(flag) if not seen[flag] then seen[flag] = true generic[#generic + 1] = flag end end
+  for _, root in ipairs(opts.roots) do
+    local abs = uv.fs_realpath(root)
+    if abs and uv.fs_stat(abs).type == "directory" then add("-I" .. abs) end
+  end
+  if default_roots then add("-I" .. project .. "/src") end
+  local p = io.popen("pkg-config --cflags-only-I luajit libuv libcjson 2>/dev/null")
+  for flag in (p:read("*a") or ""):gmatch("%S+") do add(flag) end
+  p:close()
+  if uv.fs_stat("/usr/include/lua5.1/luv") then add("-I/usr/include/lua5.1/luv") end
+end
+
+---------------------------------------------------------------------------
+-- The fleet. Each agent is a process child of one supervisor.
+
+local PYTHON = uv.fs_stat("/usr/bin/python3") and "/usr/bin/python3" or "python3"
+local env = { PATH = os.getenv("PATH") or "/usr/local/bin:/usr/bin:/bin", LC_ALL = "C",
+  REVIEW_CHAOS = tostring(opts.chaos), REVIEW_HEARTBEAT_MS = "1000" }
+
+local function agent_spec(kind, i)
+  local name = ("%s-%d"):format(kind, i)
+  local e = {}
+  for k, v in pairs(env) do e[k] = v end
+  e.REVIEWER_NAME = name
+  local cmd = kind == "lua" and { uv.exepath(), here .. "/lua_reviewer.lua" }
+    or { PYTHON, here .. "/c_reviewer.py" }
+  return {
+    id = name, restart = "permanent", shutdown = 2000,
+    health = { liveness = { heartbeat = "agents.reviewer." .. name .. ".heartbeat",
+      interval_ms = 3000, failure_threshold = 2 } },
+    process = { name = name, cmd = cmd, env = e, cwd = project,
+      subscribe = "review." .. kind, queue = "reviewers." .. kind,
+      publish_as = "agents.reviewer." .. name, stop = { signal = "TERM", grace_ms = 2000 } },
+  }
+end
+
+local children = {}
+for _, kind in ipairs({ "lua", "c" }) do
+  for i = 1, opts.agents do children[#children + 1] = agent_spec(kind, i) end
+end
+local SUPERVISOR = {
+  name = "review_fleet", strategy = "one_for_one",
+  intensity = 10000, period_ms = 2000, -- chaos is the point here: never give up
+  backoff = { initial_ms = 10, max_ms = 400, multiplier = 2, jitter = 0.2 },
+  children = children,
+}
+
+---------------------------------------------------------------------------
+-- Bookkeeping: agents, the tasks they hold, restarts, progress.
+
+local agents = {} -- name -> {kind, heartbeats, done, pids}
+for _, c in ipairs(children) do agents[c.id] = { name = c.id, kind = c.id:match("^%a+"), heartbeats = 0, tasks = 0, crashes = 0, pids = {} } end
+local held = {}      -- reply subject -> {id, pid, agent}: tasks an agent has read
+local inflight = {}  -- task id -> task, while an attempt is out
+local dead = {}      -- pid -> exit reason, for agents that are gone
+local restarts = 0
+local tasks = { done = 0, retried = 0, failed = 0, retried_ids = 0, duplicates = 0, late = 0 }
+local started = uv.hrtime()
+
+local subs = {}
+subs[#subs + 1] = msrt.subscribe("agents.reviewer.*.heartbeat", function(m)
+  local a = agents[m.data.agent]
+  if a then a.heartbeats, a.pids[m.data.pid] = a.heartbeats + 1, true end
+end)
+
+-- An agent that died holding tasks: their requests end now, as crashed.
+local function crashed(reply, h)
+  held[reply] = nil
+  msrt.publish(reply, { id = h.id, crashed = true, agent = h.agent, reason = dead[h.pid] })
+end
+
+subs[#subs + 1] = msrt.subscribe("agents.reviewer.*.progress", function(m)
+  local d = m.data
+  local h = { id = d.id, pid = d.pid, agent = d.agent }
+  if dead[d.pid] then return crashed(d.reply, h) end
+  held[d.reply] = h
+  local t = inflight[d.id]
+  if t then t.read_by = d.pid end
+end)
+
+subs[#subs + 1] = msrt.subscribe("msrt.process.*.exit", function(m)
+  local a = agents[m.data.name]
+  if not a then return end
+  local reason = m.data.reason or "exit"
+  dead[m.data.pid] = reason
+  if not m.data.stopped then a.crashes = a.crashes + 1 end
+  -- What it said before it died may still be on its way to us: after a
+  -- moment, what it read ends as crashed, and a task of its kind sent
+  -- before its death and read by nobody is taken as lost in its stdin.
+  local seen_at, kind = uv.now(), a.kind
+  msrt.after(20, function()
+    for reply, h in pairs(held) do
+      if h.pid == m.data.pid then crashed(reply, h) end
+    end
+    for _, t in pairs(inflight) do
+      if t.kind == kind and not t.read_by and t.sent_at <= seen_at then
+        t.abandon(("lost with agent %s (%s)"):format(m.data.name, reason))
+      end
+    end
+  end)
+end)
+
+subs[#subs + 1] = msrt.subscribe("msrt.supervisor.review_fleet.event", function(m)
+  if m.data.event == "child_restarted" then restarts = restarts + 1 end
+end)
+
+local tty = uv.guess_handle(2) == "tty"
+local finished, next_decile = 0, 1
+local function progress()
+  local n, total = finished, #files
+  if tty then
+    local width = 30
+    local fill = math.floor(width * n / total)
+    io.stderr:write(("\r[%s%s] %d/%d files, %d retried, %d restarts "):format(
+      ("#"):rep(fill), ("."):rep(width - fill), n, total, tasks.retried, restarts))
+    if n == total then io.stderr:write("\n") end
+  else
+    while next_decile <= 10 and n * 10 >= next_decile * total do
+      io.stderr:write(("review_fleet: %d%% (%d/%d files, %d retried, %d restarts)\n"):format(
+        next_decile * 10, n, total, tasks.retried, restarts))
+      next_decile = next_decile + 1
+    end
+  end
+end
+
+---------------------------------------------------------------------------
+-- Tasks: msrt.request with retries and exponential backoff.
+
+local RETRY = { initial_ms = 50, max_ms = 2000, multiplier = 2, jitter = 0.2 }
+local findings = {}
+
+local function sleep(ms)
+  local co = coroutine.running()
+  msrt.after(ms, function() assert(coroutine.resume(co)) end)
+  coroutine.yield()
+end
+
+local function forget(id)
+  for reply, h in pairs(held) do
+    if h.id == id then held[reply] = nil end
+  end
+end
+
+-- One attempt: msrt.request in a coroutine of its own, so that a task lost
+-- with a dead agent can be given up (t.abandon) without waiting for the
+-- timeout; a reply that comes after that is counted as late and ignored.
+local function try_once(t, payload)
+  local co, over = coroutine.running(), false
+  local function settle(data, err)
+    if over then return false end
+    over = true
+    inflight[t.id], t.abandon = nil, nil
+    assert(coroutine.resume(co, data, err))
+    return true
+  end
+  t.sent_at, t.read_by, t.abandon = uv.now(), nil, function(why) settle(nil, { code = "lost", message = why }) end
+  inflight[t.id] = t
+  msrt.after(0, function()
+    local data, err = msrt.request("review." .. t.kind, payload, { timeout_ms = opts.timeout_ms })
+    if not settle(data, err) and type(data) == "table" and not data.crashed then tasks.late = tasks.late + 1 end
+  end)
+  return coroutine.yield()
+end
+
+local function run_task(t)
+  local delay = RETRY.initial_ms
+  local payload = { id = t.id, path = t.path }
+  if t.kind == "c" then payload.cflags = flags_of[t.path] or generic end
+  for attempt = 1, opts.attempts do
+    t.attempts = attempt
+    payload.attempt = attempt
+    local data, err = try_once(t, payload)
+    forget(t.id)
+    local why
+    if type(data) ~= "table" then why = "bad reply"
+    elseif data.crashed then why = ("agent %s died (%s)"):format(tostring(data.agent), tostring(data.reason))
+    elseif data.id ~= t.id then why = "reply for another task"
+    elseif data.error then -- the tool could not run: no use trying again
+      t.status, t.reason = "failed", "agent " .. tostring(data.agent) .. ": " .. tostring(data.error)
+      return
+    end
+    if not data then
+      why = err.code == "timeout" and ("timeout after " .. opts.timeout_ms .. " ms")
+        or err.code == "lost" and err.message or tostring(err)
+    end
+    if not why then
+      t.status, t.agent, t.ms = "done", data.agent, data.ms
+      local a = agents[data.agent]
+      if a then a.tasks = a.tasks + 1 end
+      for _, f in ipairs(data.findings or {}) do
+        findings[#findings + 1] = { file = t.file, line = f.line, severity = f.severity, tool = f.tool,
+          message = f.message, agent = data.agent }
+      end
+      return
+    end
+    t.reasons[#t.reasons + 1] = why
+    if attempt == opts.attempts then break end
+    tasks.retried = tasks.retried + 1
+    if attempt == 1 then tasks.retried_ids = tasks.retried_ids + 1 end
+    sleep(math.floor(delay * (1 + RETRY.jitter * (2 * math.random() - 1))))
+    delay = math.min(delay * RETRY.multiplier, RETRY.max_ms)
+  end
+  t.status, t.reason = "failed", ("%d attempts: %s"):format(t.attempts, t.reasons[#t.reasons])
+end
+
+---------------------------------------------------------------------------
+-- The report.
+
+local function count_by(list, key)
+  local out = {}
+  for _, f in ipairs(list) do out[f[key]] = (out[f[key]] or 0) + 1 end
+  return out
+end
+
+local function sorted_pairs(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b) if t[a] ~= t[b] then return t[a] > t[b] end return a < b end)
+  local i = 0
+  return function() i = i + 1 if keys[i] then return keys[i], t[keys[i]] end end
+end
+
+local function report(secs)
+  table.sort(findings, function(a, b)
+    if a.file ~= b.file then return a.file < b.file end
+    if a.line ~= b.line then return a.line < b.line end
+    return a.tool .. a.message < b.tool .. b.message
+  end)
+  -- every task id ends in exactly one of done and failed
+  local done_ids, failed_list, reviewed = {}, {}, {}
+  for _, t in ipairs(files) do
+    if t.status == "done" then done_ids[#done_ids + 1] = t.id
+      reviewed[#reviewed + 1] = { id = t.id, file = t.file, attempts = t.attempts, agent = t.agent,
+        retried_because = #t.reasons > 0 and t.reasons or nil }
+    else failed_list[#failed_list + 1] = { id = t.id, file = t.file, reason = t.reason or "not run", attempts = t.attempts } end
+  end
+  tasks.done, tasks.failed = #done_ids, #failed_list
+  local agent_list, health = {}, msrt.metrics().health or {}
+  for _, c in ipairs(children) do
+    local a = agents[c.id]
+    local pids = 0
+    for _ in pairs(a.pids) do pids = pids + 1 end
+    local h = health[c.id]
+    agent_list[#agent_list + 1] = { name = a.name, kind = a.kind, tasks = a.tasks, heartbeats = a.heartbeats,
+      crashes = a.crashes, processes = pids, health = h and h.state or "unknown" }
+  end
+  return {
+    files = #files, reviewed = #done_ids, skipped = skipped, roots = opts.roots, chaos = opts.chaos,
+    findings = findings, by_severity = count_by(findings, "severity"), by_tool = count_by(findings, "tool"),
+    restarts = restarts, agents = agent_list,
+    tasks = { total = #files, done = #done_ids, retried = tasks.retried, retried_tasks = tasks.retried_ids,
+      failed = #failed_list, failures = failed_list, late_replies_ignored = tasks.late,
+      accounted = #done_ids + #failed_list == #files },
+    results = reviewed,
+    seconds = secs, tasks_per_s = #files / secs,
+  }
+end
+
+local function summary(r)
+  local out = {}
+  local function say(fmt, ...) out[#out + 1] = fmt:format(...) end
+  say("review_fleet: %d files reviewed of %d, %d findings, %d restarts, %.2f s, %.1f tasks/s%s",
+    r.reviewed, r.files, #r.findings, r.restarts, r.seconds, r.tasks_per_s,
+    r.chaos > 0 and (", chaos %g"):format(r.chaos) or "")
+  local parts = {}
+  for k, n in sorted_pairs(r.by_severity) do parts[#parts + 1] = ("%s %d"):format(k, n) end
+  say("  by severity: %s", #parts > 0 and table.concat(parts, ", ") or "none")
+  parts = {}
+  for k, n in sorted_pairs(r.by_tool) do parts[#parts + 1] = ("%s %d"):format(k, n) end
+  say("  by tool:     %s", #parts > 0 and table.concat(parts, ", ") or "none")
+  parts = {}
+  for _, a in ipairs(r.agents) do
+    parts[#parts + 1] = ("%s %d tasks/%d crashes/%d beats/%s"):format(a.name, a.tasks, a.crashes, a.heartbeats, a.health)
+  end
+  say("  agents:      %s", table.concat(parts, "; "))
+  say("  tasks:       %d done, %d retries (%d tasks), %d failed; every task id accounted: %s",
+    r.tasks.done, r.tasks.retried, r.tasks.retried_tasks, r.tasks.failed, tostring(r.tasks.accounted))
+  for _, f in ipairs(r.tasks.failures) do say("  FAILED %s %s: %s", f.id, f.file, f.reason) end
+  local shown = 0
+  for _, f in ipairs(r.findings) do
+    if f.severity == "error" and shown < 10 then
+      say("  %s:%d: %s: %s [%s]", f.file, f.line, f.severity, f.message, f.tool)
+      shown = shown + 1
+    end
+  end
+  if (r.by_severity.error or 0) > shown then say("  ... %d more errors (--json FILE has them all)", r.by_severity.error - shown) end
+  return table.concat(out, "\n")
+end
+
+---------------------------------------------------------------------------
+-- Run.
+
+local sup, err = msrt.supervisor(SUPERVISOR)
+if not sup then die("cannot start the fleet: " .. tostring(err)) end
+
+-- Two requests in flight per agent (one at work, one waiting on its stdin),
+-- a queue of files per kind.
+local queues = { c = { next = 1 }, lua = { next = 1 } }
+for _, t in ipairs(files) do local q = queues[t.kind] q[#q + 1] = t end
+local running = 0
+
+local function finish()
+  local secs = (uv.hrtime() - started) / 1e9
+  local r = report(secs)
+  for _, s in ipairs(subs) do s.unsubscribe() end
+  sup:stop()
+  if opts.json then
+    local f, ferr = io.open(opts.json, "w")
+    if not f then io.stderr:write("review_fleet: ", ferr, "\n")
+    else
+      f:write(json.encode(r, { indent = true, keyorder = { "files", "reviewed", "findings", "restarts", "tasks" } }), "\n")
+      f:close()
+    end
+  end
+  print(summary(r))
+  msrt.stop("normal", r.tasks.failed == 0 and 0 or 1)
+end
+
+for kind, q in pairs(queues) do
+  for _ = 1, math.min(#q, 2 * opts.agents) do
+    running = running + 1
+    msrt.after(0, function()
+      while q.next <= #q do
+        local t = q[q.next]
+        q.next = q.next + 1
+        local ok, terr = pcall(run_task, t)
+        if not ok then -- a bug here must not hold the run: the task fails, saying why
+          t.status, t.reason = "failed", "review_fleet: " .. tostring(terr)
+          msrt.log("error", t.reason)
+        end
+        finished = finished + 1
+        progress()
+      end
+      running = running - 1
+      if running == 0 then finish() end
+    end)
+  end
+end

@@ -1,0 +1,124 @@
+-- examples/review_fleet (issue 8): the fleet run as a child on a fixture
+-- tree with known findings; the JSON report is checked exactly, and under
+-- --chaos every file is still reviewed exactly once, with restarts.
+local S = require "spec.support"
+local json = require "dkjson"
+local uv = require "luv"
+
+local MAIN = uv.cwd() .. "/examples/review_fleet/main.lua"
+
+local function write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+-- The fixture: a C file with a known warning, a Lua file with a syntax
+-- error, one assigning a global, clean C, header and Lua files, and a file
+-- that is not reviewed.
+local function fixture()
+  local dir = S.file("", ".d")
+  os.remove(dir)
+  assert(uv.fs_mkdir(dir, 493))
+  assert(uv.fs_mkdir(dir .. "/sub", 493))
+  write(dir .. "/warn.c", "static int used(void)\n{\n  int spare;\n  return 0;\n}\n\nint main(void) { return used(); }\n")
+  write(dir .. "/bad.lua", "local M = {}\nlocal x = = 1\nreturn M\n")
+  write(dir .. "/glob.lua", "local M = {}\ncounter = 1\nreturn M\n")
+  write(dir .. "/sub/clean.h", "#ifndef CLEAN_H\n#define CLEAN_H\nint add(int a, int b);\n#endif\n")
+  write(dir .. "/notes.txt", "not reviewed\n")
+  local files = { "warn.c", "bad.lua", "glob.lua", "sub/clean.h" }
+  for i = 1, 12 do
+    write(("%s/sub/ok%d.c"):format(dir, i), ("int add%d(int a, int b) { return a + b + %d; }\n"):format(i, i))
+    write(("%s/sub/ok%d.lua"):format(dir, i), ("local M = {}\nfunction M.f(a) return a + %d end\nreturn M\n"):format(i))
+    files[#files + 1] = ("sub/ok%d.c"):format(i)
+    files[#files + 1] = ("sub/ok%d.lua"):format(i)
+  end
+  table.sort(files)
+  return dir, files
+end
+
+local function remove_tree(dir)
+  os.execute("rm -rf " .. S.quote(dir))
+end
+
+local function run_fleet(dir, extra)
+  local out = os.tmpname()
+  local args = { MAIN, dir, "--json", out, "--timeout-ms", "3000" }
+  for _, a in ipairs(extra or {}) do args[#args + 1] = a end
+  local r = S.run(args)
+  local f = io.open(out)
+  local report = f and json.decode(f:read("*a"))
+  if f then f:close() end
+  os.remove(out)
+  return r, report
+end
+
+-- "DIR/x" -> "x"
+local function rel(dir, path) return (path:sub(#dir + 2)) end
+
+local EXPECTED = {
+  { file = "bad.lua", line = 2, severity = "error", tool = "luajit -bl", message = "unexpected symbol near '='" },
+  { file = "glob.lua", line = 2, severity = "warning", tool = "luajit", message = "assignment to global 'counter'" },
+  { file = "warn.c", line = 3, severity = "warning", tool = "gcc", message = "unused variable 'spare' [-Wunused-variable]" },
+}
+
+local function check(dir, files, r, report)
+  assert.are.equal(0, r.code, r.err)
+  assert.is_table(report, "no JSON report")
+  assert.are.equal(#files, report.files)
+  assert.are.equal(#files, report.reviewed)
+  assert.are.same({ done = #files, failed = 0, accounted = true },
+    { done = report.tasks.done, failed = report.tasks.failed, accounted = report.tasks.accounted })
+  -- every file reviewed exactly once, each under its own task id
+  local seen, ids = {}, {}
+  for _, res in ipairs(report.results) do
+    local name = rel(dir, res.file)
+    assert.is_nil(seen[name], name .. " reviewed twice")
+    assert.is_nil(ids[res.id], res.id .. " used twice")
+    seen[name], ids[res.id] = true, true
+  end
+  local names = {}
+  for name in pairs(seen) do names[#names + 1] = name end
+  table.sort(names)
+  assert.are.same(files, names)
+  -- the findings, exactly
+  local got = {}
+  for i, f in ipairs(report.findings) do
+    got[i] = { file = rel(dir, f.file), line = f.line, severity = f.severity, tool = f.tool, message = f.message }
+  end
+  assert.are.same(EXPECTED, got)
+  assert.are.same({ error = 1, warning = 2 }, report.by_severity)
+  assert.matches("review_fleet: " .. #files .. " files reviewed of " .. #files .. ", 3 findings", r.out)
+end
+
+describe("review_fleet", function()
+  local dir, files
+  setup(function() dir, files = fixture() end)
+  teardown(function() remove_tree(dir) end)
+
+  it("reviews a fixture tree and reports its findings exactly", function()
+    local r, report = run_fleet(dir)
+    check(dir, files, r, report)
+    assert.are.equal(0, report.restarts)
+    assert.are.equal(0, report.tasks.retried)
+    assert.are.equal(4, #report.agents)
+    for _, a in ipairs(report.agents) do assert.is_true(a.heartbeats > 0, a.name .. " sent no heartbeat") end
+    assert.matches("by tool:", r.out)
+  end)
+
+  it("reviews every file exactly once under --chaos 0.3, restarting agents", function()
+    local r, report = run_fleet(dir, { "--chaos", "0.3" })
+    check(dir, files, r, report)
+    assert.is_true(report.restarts > 0, "no restarts")
+    assert.is_true(report.tasks.retried > 0, "no retries")
+    local crashes = 0
+    for _, a in ipairs(report.agents) do crashes = crashes + a.crashes end
+    assert.is_true(crashes > 0)
+  end)
+
+  it("refuses bad usage", function()
+    local r = S.run({ MAIN, "--chaos", "2" })
+    assert.are.equal(2, r.code)
+    assert.matches("%-%-chaos must be a number", r.err)
+  end)
+end)
