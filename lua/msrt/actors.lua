@@ -112,6 +112,16 @@ function Handle:mailbox()
   return depth, high
 end
 
+--- Router ids of the live instances' spec subscriptions (not those made
+-- with ctx:subscribe): readiness takes them out of their queue groups.
+function Handle:subscriptions()
+  local out = {}
+  for _, a in pairs(self.alive) do
+    for _, sid in ipairs(a.subs) do out[#out + 1] = sid end
+  end
+  return out
+end
+
 --- Ids of the live instances.
 function Handle:ids()
   local ids = {}
@@ -156,12 +166,12 @@ function M.new(spec)
   if type(subscribe) == "string" then subscribe = { subscribe } end
   local handle = setmetatable({ name = spec.name, alive = {}, exits = {}, exit_fns = {}, waiters = {} }, Handle)
   for _ = 1, spec.instances or 1 do
-    local id, cell = core.actor_new(spec.name, enc, spec.capacity, spec.overflow, subscribe, spec.queue)
+    local id, cell, sids = core.actor_new(spec.name, enc, spec.capacity, spec.overflow, subscribe, spec.queue)
     if not id then
       handle:stop("shutdown")
       return nil, cell
     end
-    handle.alive[id] = { cell = cell }
+    handle.alive[id] = { cell = cell, subs = sids }
     live[id] = handle
     live_count = live_count + 1
     hub.on_exit(id, function(aid, rec) exited(handle, aid, rec) end)

@@ -137,9 +137,11 @@ function M.configs(spec)
   return out
 end
 
--- ---- heartbeats: one hub subscription per subject, shared ------------------
+-- ---- heartbeats: one stamp subscription per subject, shared ----------------
+-- A heartbeat never reaches the hub: the publishing thread stores the time
+-- it came into a slot (MSRT_EP_STAMP), which a probe reads through the FFI.
 
-local beats = {} -- subject -> {seen = uv.now() of the last message, users, sub, hub_id}
+local beats = {} -- subject -> {slot (uint64_t * of monotonic ns), users, sid, lud}
 
 local function beat_use(subject)
   local b = beats[subject]
@@ -147,10 +149,11 @@ local function beat_use(subject)
     b.users = b.users + 1
     return b
   end
-  b = { users = 1 }
-  local sid, hub_id = hub.subscribe(subject, function() b.seen = uv.now() end, {})
-  if not sid then return nil, hub_id end
-  b.sid, b.hub_id = sid, hub_id
+  local ok, err = hub.start()
+  if not ok then return nil, err end
+  local sid, lud = core.stamp_subscribe(subject)
+  if not sid then return nil, lud end
+  b = { users = 1, sid = sid, lud = lud, slot = ffi.cast("uint64_t *", lud) }
   beats[subject] = b
   return b
 end
@@ -161,7 +164,7 @@ local function beat_release(subject)
   b.users = b.users - 1
   if b.users == 0 then
     beats[subject] = nil
-    hub.unsubscribe(b.sid, b.hub_id)
+    core.stamp_unsubscribe(b.sid, b.lud)
   end
 end
 
@@ -176,8 +179,9 @@ local run = {}
 local sync = {}
 function sync.heartbeat(p, _, now)
   local b = beats[p.heartbeat]
-  local seen = b and b.seen
-  if seen and now - seen <= p.interval_ms + p.timeout_ms then return true end
+  local ns = b and tonumber(b.slot[0]) or 0
+  -- the stamp is CLOCK_MONOTONIC, as is the loop's time (uv.now)
+  if ns > 0 and now - ns / 1e6 <= p.interval_ms + p.timeout_ms then return true end
   return false, ("no message on %s within %d ms"):format(p.heartbeat, p.interval_ms)
 end
 
@@ -382,13 +386,8 @@ local function record(c, kind, ok, why, now)
   if not c.stopped and not c.ticking then schedule(c) end
 end
 
--- Start a run of probe kind, with its timeout.
-local function launch(c, kind, now)
-  local p = c.probes[kind]
-  if sync[p.type] then -- the common case: no closures, no timer
-    local ok, why = sync[p.type](p, c, now)
-    return record(c, kind, ok, why, now)
-  end
+-- Start an asynchronous run of probe p (kind), with its timeout.
+local function launch_async(c, kind, p)
   local token, timer, cancel = {}, nil, nil
   c.running[kind] = token
   local function finish(ok, why)
@@ -409,6 +408,16 @@ local function launch(c, kind, now)
     close(timer)
     if cancel then cancel() end
   end
+end
+
+-- Start a run of probe kind. Kept free of closures: a function that
+-- makes one is not compiled by LuaJIT, and this is the hot path.
+local function launch(c, kind, now)
+  local p = c.probes[kind]
+  local f = sync[p.type]
+  if not f then return launch_async(c, kind, p) end
+  local ok, why = f(p, c, now)
+  return record(c, kind, ok, why, now)
 end
 
 local function tick(c, now)

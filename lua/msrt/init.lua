@@ -349,9 +349,12 @@ end
 -- payload_too_big, a routed subject over max_subject); `no_responders` =
 -- matched nobody. Drop notices are messages too and count the same way.
 -- Counters are summed from per-thread shards, so a read while messages
--- move is not one instant.
+-- move is not one instant. `health`: by child id, each health-checked
+-- child's state, readiness and probe counters (lua/msrt/health.lua).
 function M.metrics()
-  return core.metrics()
+  local m = core.metrics()
+  m.health = require("msrt.health").metrics()
+  return m
 end
 
 --- The resolved tuning profile in force (a copy; changing it changes nothing).
@@ -379,6 +382,7 @@ function M.log(level, ...)
 end
 process.log = M.log
 supervisor.log = M.log
+require("msrt.health").log = M.log
 
 local function timer(ms, repeat_ms, fn, fname)
   check_arg(type(ms) == "number" and ms >= 0, 1, fname, "non-negative number of ms expected")

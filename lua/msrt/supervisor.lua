@@ -10,6 +10,7 @@ local core = require "msrt.core"
 local hub = require "msrt.hub"
 local actors = require "msrt.actors"
 local process = require "msrt.process"
+local health = require "msrt.health"
 local uv = require "luv"
 
 local M = {}
@@ -151,6 +152,10 @@ local function child_of(cs, where)
   if type(sd) ~= "number" or sd < 0 and not SHUTDOWN[shutdown] then
     return bad(where .. ": shutdown must be ms >= 0, \"brutal_kill\" or \"infinity\"")
   end
+  if cs.health ~= nil then
+    local hok, herr = health.check(cs.health)
+    if not hok then return bad(where .. ": " .. herr) end
+  end
   local ctype = cs.type or (kind == "supervisor" and "supervisor" or "worker")
   if ctype ~= "worker" and ctype ~= "supervisor" then return bad(where .. ": type must be worker or supervisor") end
   return { id = cs.id, kind = kind, spec = cs[kind], restart = restart, shutdown = shutdown,
@@ -172,6 +177,24 @@ Sup.__index = Sup
 
 local child_exited -- forward
 
+-- Its probes end when a child stops, exits or is restarted (src/health).
+local function stop_health(c)
+  if c.health then
+    c.health:stop()
+    c.health = nil
+  end
+end
+
+-- Start the probes of a child whose spec has `health` (checked with the
+-- spec); a liveness failure comes back as an unhealthy event.
+local function start_health(sup, c)
+  if not c.source.health then return end
+  local chk, err = health.start(c.id, c.source.health, { kind = c.kind, handle = c.handle,
+    unhealthy = function(why) sup:unhealthy(c.id, why) end })
+  if not chk then return M.log("error", ("supervisor %s: child %s: health checks not started: %s"):format(sup.name, c.id, tostring(err))) end
+  c.health = chk
+end
+
 -- Start child c; returns true | nil, err. Its exit comes to child_exited
 -- (or to c.on_down while the supervisor stops it).
 local function start(sup, c)
@@ -179,9 +202,12 @@ local function start(sup, c)
   if not h then return nil, err end
   c.handle, c.pending = h, nil
   sup.core:set_state(c.id, "running")
+  stop_health(c)
+  start_health(sup, c)
   kinds[c.kind].watch(h, function(reason, normal)
     if c.handle ~= h then return end -- an abandoned instance
     c.handle = nil
+    stop_health(c)
     if c.on_down then
       local f = c.on_down
       c.on_down = nil
@@ -205,6 +231,7 @@ end
 -- it is to be restarted (its spec stays whatever its type).
 local function stop_child(sup, c, brutal, done, keep)
   c.pending = nil -- a restart timer skips it now
+  stop_health(c)
   if not c.handle then
     if sup.core:child(c.id) then sup.core:set_state(c.id, "stopped") end
     return done("not running")
@@ -828,6 +855,16 @@ function Sup:wait()
 end
 
 --- Supervisors alive (for tests and metrics).
+--- The running supervisors without a parent (for operator tools).
+function M.roots()
+  local out = {}
+  for sup in pairs(live) do
+    if not sup.parent then out[#out + 1] = sup end
+  end
+  table.sort(out, function(a, b) return a.name < b.name end)
+  return out
+end
+
 --- The running supervisors without a parent (for operator tools).
 function M.roots()
   local out = {}

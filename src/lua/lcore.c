@@ -10,6 +10,7 @@
 
 #include "lua/host.h"
 #include "lua/lerror.h"
+#include "lua/lhealth.h"
 #include "lua/lproc.h"
 #include "lua/lsuper.h"
 
@@ -251,5 +252,6 @@ int luaopen_msrt_core(lua_State *L) {
   msrt_lua_open_rt(L);
   msrt_lua_open_proc(L);
   msrt_lua_open_super(L);
+  msrt_lua_open_health(L);
   return 1;
 }

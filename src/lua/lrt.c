@@ -438,6 +438,43 @@ static int l_set_ready(lua_State *L) {
   return 1;
 }
 
+/* stamp_subscribe(pattern) -> sub_id, slot | nil, err: a subscription
+ * whose messages only stamp the time they came (MSRT_EP_STAMP) into slot
+ * (a light userdata: an _Atomic uint64_t of CLOCK_MONOTONIC ns, 0 until
+ * the first; lua/msrt/health.lua reads it through the FFI). The slot is
+ * released by stamp_unsubscribe. */
+static int l_stamp_subscribe(lua_State *L) {
+  msrt_rt *rt = need_rt(L);
+  size_t plen;
+  const char *p = luaL_checklstring(L, 1, &plen);
+  _Atomic uint64_t *slot = malloc(sizeof *slot);
+  if (!slot) return msrt_lua_fail(L, MSRT_E_NOMEM, "out of memory");
+  atomic_init(slot, 0);
+  uint64_t sid;
+  msrt_error err;
+  if (msrt_rt_subscribe(rt, p, plen, NULL, 0, MSRT_EP_STAMP, NULL,
+                        (uint64_t)(uintptr_t)slot, &sid, &err) != MSRT_E_OK) {
+    free(slot);
+    return fail_err(L, &err);
+  }
+  lua_pushnumber(L, (lua_Number)sid);
+  lua_pushlightuserdata(L, (void *)slot);
+  return 2;
+}
+
+/* stamp_unsubscribe(sub_id, slot): the slot is freed once no publishing
+ * thread can still be writing it. */
+static int l_stamp_unsubscribe(lua_State *L) {
+  msrt_rt *rt = need_rt(L);
+  luaL_checktype(L, 2, LUA_TLIGHTUSERDATA);
+  void *slot = lua_touserdata(L, 2);
+  /* an unknown id was never this slot's; with no memory to defer the free,
+   * the 8 bytes are left rather than freed under a writer */
+  if (msrt_rt_unsubscribe(rt, (uint64_t)luaL_checknumber(L, 1)) == MSRT_E_OK)
+    (void)msrt_router_defer(rt->router, free, slot);
+  return 0;
+}
+
 static void set_num(lua_State *L, const char *k, double v) {
   lua_pushnumber(L, v);
   lua_setfield(L, -2, k);
@@ -693,7 +730,8 @@ void msrt_lua_open_rt(lua_State *L) {
     {"actor_mailbox", l_actor_mailbox}, {"publish", l_publish},
     {"pending_wait", l_pending_wait}, {"pending_retry", l_pending_retry},
     {"subscribe", l_subscribe}, {"unsubscribe", l_unsubscribe},
-    {"set_ready", l_set_ready},
+    {"set_ready", l_set_ready}, {"stamp_subscribe", l_stamp_subscribe},
+    {"stamp_unsubscribe", l_stamp_unsubscribe},
     {"metrics", l_metrics}, {"keep_alive", l_keep_alive},
     {"routes_compile", l_routes_compile},
     {"routes_install", l_routes_install}, {NULL, NULL}};

@@ -204,6 +204,10 @@ static int deliver(msrt_rt *rt, const msrt_match_item *m, msrt_envelope *e) {
                           msrt_env_ref(e), NULL};
     return msrt_rt_to_hub(rt, it) == 0 ? MSRT_E_OK : MSRT_E_CLOSED;
   }
+  case MSRT_EP_STAMP: /* a heartbeat: only when it came matters */
+    atomic_store_explicit((_Atomic uint64_t *)m->ud, msrt_now_ns(),
+                          memory_order_relaxed);
+    return MSRT_E_OK;
   case MSRT_EP_PROC: { /* the hub writes it to the child's stdin */
     msrt_inbox_item it = {MSRT_IN_PROC, (uint64_t)(uintptr_t)m->ud,
                           msrt_env_ref(e), NULL};

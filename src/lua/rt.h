@@ -10,6 +10,11 @@
  *   MSRT_EP_PROC   a child process's stdin: the envelope goes through the
  *                  hub inbox (MSRT_IN_PROC, target = the process id in the
  *                  subscription's ud) and the hub writes it to the pipe
+ *   MSRT_EP_STAMP  a time stamp: the publishing thread stores msrt_now_ns()
+ *                  into the _Atomic uint64_t the subscription's ud points
+ *                  to (heartbeat probes: nothing reaches the hub); the
+ *                  subscriber frees the slot with msrt_router_defer after
+ *                  unsubscribing
  *
  * Thread-safety: msrt_rt_publish and msrt_rt_make from the hub or any
  * worker; the rest on the hub thread unless said otherwise.
@@ -27,7 +32,8 @@
 #include "router/index.h"
 #include "sched/sched.h"
 
-enum { MSRT_EP_ACTOR = 1, MSRT_EP_SYS = 2, MSRT_EP_HUB = 3, MSRT_EP_PROC = 4 };
+enum { MSRT_EP_ACTOR = 1, MSRT_EP_SYS = 2, MSRT_EP_HUB = 3, MSRT_EP_PROC = 4,
+       MSRT_EP_STAMP = 5 };
 
 /* Items the workers hand to the hub (msrt_inbox_item.kind). */
 enum {
