@@ -116,6 +116,15 @@ describe("review_fleet", function()
     assert.is_true(crashes > 0)
   end)
 
+  it("restarts agents that stop beating (liveness probe) and still reviews every file once", function()
+    local r, report = run_fleet(dir, { "--hang", "0.2", "--liveness-ms", "200" })
+    check(dir, files, r, report)
+    local unhealthy = 0
+    for _, a in ipairs(report.agents) do unhealthy = unhealthy + a.unhealthy end
+    assert.is_true(unhealthy > 0, "no agent found unhealthy")
+    assert.is_true(report.restarts >= unhealthy)
+  end)
+
   it("refuses bad usage", function()
     local r = S.run({ MAIN, "--chaos", "2" })
     assert.are.equal(2, r.code)

@@ -11,6 +11,8 @@ stdout: {"subject": "<prefix>.progress", "data": {"id", "reply", "agent", "pid"}
           every REVIEW_HEARTBEAT_MS.
 Tools: gcc -fsyntax-only -Wall -Wextra, and cppcheck when it is installed.
 REVIEW_CHAOS=P: before each task, exit abruptly with probability P.
+REVIEW_HANG=P: before each task, hang with probability P (no more work, no
+more heartbeats: for the supervisor's liveness probe to find).
 """
 import json
 import os
@@ -26,6 +28,7 @@ import time
 NAME = os.environ.get("REVIEWER_NAME", "c")
 PREFIX = os.environ.get("REVIEW_PREFIX", "agents.reviewer." + NAME)
 CHAOS = float(os.environ.get("REVIEW_CHAOS") or 0)
+HANG = float(os.environ.get("REVIEW_HANG") or 0)
 HEARTBEAT_S = int(os.environ.get("REVIEW_HEARTBEAT_MS") or 1000) / 1000.0
 GCC = os.environ.get("REVIEW_CC") or shutil.which("gcc") or "cc"
 CPPCHECK = shutil.which("cppcheck")
@@ -34,6 +37,7 @@ PID = os.getpid()
 out_lock = threading.Lock()
 tasks = queue.Queue()
 done = 0
+hung = threading.Event()
 
 # file:line[:col]: severity: message  (gcc -fdiagnostics-plain-output)
 GCC_LINE = re.compile(r"^(.*?):(\d+):(?:\d+:)? (fatal error|error|warning): (.*)$")
@@ -99,6 +103,11 @@ def worker():
             sys.stderr.write("chaos: crashing with task %s\n" % msg["data"].get("id"))
             sys.stderr.flush()
             os._exit(70)
+        if HANG > 0 and random.random() < HANG:
+            sys.stderr.write("chaos: hanging with task %s\n" % msg["data"].get("id"))
+            sys.stderr.flush()
+            hung.set()
+            threading.Event().wait()
         task, t0 = msg["data"], time.time()
         reply = {"id": task.get("id"), "path": task.get("path"), "agent": NAME, "pid": PID}
         try:
@@ -111,7 +120,7 @@ def worker():
 
 
 def heartbeat():
-    while True:
+    while not hung.is_set():
         emit(PREFIX + ".heartbeat", {"agent": NAME, "pid": PID, "tasks": done, "queued": tasks.qsize()})
         time.sleep(HEARTBEAT_S)
 

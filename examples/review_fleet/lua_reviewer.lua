@@ -7,7 +7,8 @@
 -- Checks: `luajit -bl FILE /dev/null` (LuaJIT's own compiler: syntax errors
 -- with their line), then the file's bytecode read in-process with jit.util
 -- (nothing is run): every assignment to a global is a warning.
--- REVIEW_CHAOS=P: before each task, exit abruptly with probability P.
+-- REVIEW_CHAOS=P: before each task, exit abruptly with probability P;
+-- REVIEW_HANG=P: hang with probability P (no more work, no more heartbeats).
 local uv = require "luv"
 local json = require "dkjson"
 local jutil = require "jit.util"
@@ -16,6 +17,7 @@ local bit = require "bit"
 local NAME = os.getenv("REVIEWER_NAME") or "lua"
 local PREFIX = os.getenv("REVIEW_PREFIX") or ("agents.reviewer." .. NAME)
 local CHAOS = tonumber(os.getenv("REVIEW_CHAOS") or "") or 0
+local HANG = tonumber(os.getenv("REVIEW_HANG") or "") or 0
 local HEARTBEAT_MS = tonumber(os.getenv("REVIEW_HEARTBEAT_MS") or "") or 1000
 local LUAJIT = os.getenv("REVIEW_LUAJIT") or "luajit"
 local PID = uv.os_getpid()
@@ -96,6 +98,12 @@ local function next_task()
   if CHAOS > 0 and math.random() < CHAOS then
     io.stderr:write(("chaos: crashing with task %s\n"):format(tostring(msg.data.id)))
     os.exit(70, false)
+  end
+  if HANG > 0 and math.random() < HANG then
+    io.stderr:write(("chaos: hanging with task %s\n"):format(tostring(msg.data.id)))
+    heartbeat:stop()
+    busy = true -- for good: nothing more is done
+    return
   end
   busy = true
   local task, t0 = msg.data, uv.hrtime()

@@ -1,6 +1,7 @@
 -- review_fleet: review source trees with a supervised fleet of agent processes.
 --   scripts/run [review_fleet] [DIR|FILE...] [--chaos P] [--json FILE]
---              [--agents N] [--timeout-ms MS] [--attempts N]
+--              [--agents N] [--timeout-ms MS] [--attempts N] [--hang P]
+--              [--liveness-ms MS] [--verbose]
 -- Default: the project's own src/, lua/ and examples/.
 --
 -- The hub (this script) walks the trees and sends one task per file with
@@ -14,18 +15,19 @@
 -- The agents are children of msrt.supervisor (one_for_one, exponential
 -- backoff), each with a liveness probe on the heartbeat it publishes every
 -- second (agents.reviewer.<name>.heartbeat): an agent that dies, or that
--- stops beating for two 3 s windows, is restarted. A
+-- stops beating for two 3 s windows (--liveness-ms), is restarted. A
 -- task whose agent dies or does not answer within the timeout is sent again
 -- with exponential backoff (the seed's RunWithRetry); each agent announces
 -- the tasks it has read, so an agent's death retries what it held at once
 -- rather than at the timeout. `--chaos P` makes every agent crash with
--- probability P per task. Every task id ends done or failed exactly once;
+-- probability P per task, `--hang P` hang (no work, no heartbeat: the
+-- liveness probe's case; `--liveness-ms` sets its window). Every task id ends done or failed exactly once;
 -- the report says so (tasks.accounted) along with the findings.
 local uv = require "luv"
 local msrt = require "msrt"
 local json = require "dkjson"
 
-local USAGE = "usage: review_fleet [DIR|FILE...] [--chaos P] [--json FILE] [--agents N] [--timeout-ms MS] [--attempts N] [--verbose]"
+local USAGE = "usage: review_fleet [DIR|FILE...] [--chaos P] [--json FILE] [--agents N] [--timeout-ms MS] [--attempts N] [--hang P] [--liveness-ms MS] [--verbose]"
 
 -- Where this script and the project are.
 local here = uv.fs_realpath((arg and arg[0] or "examples/review_fleet/main.lua"):match("^(.*)/[^/]*$") or ".")
@@ -36,7 +38,7 @@ local function die(msg)
   os.exit(2)
 end
 
-local opts = { roots = {}, chaos = 0, agents = 2, timeout_ms = 5000, attempts = 8 }
+local opts = { roots = {}, chaos = 0, hang = 0, agents = 2, timeout_ms = 5000, attempts = 8, liveness_ms = 3000 }
 do
   local a, i = { ... }, 1
   local function value(name)
@@ -52,6 +54,8 @@ do
   while i <= #a do
     local s = a[i]
     if s == "--chaos" then opts.chaos = number(s, 0, 1)
+    elseif s == "--hang" then opts.hang = number(s, 0, 1)
+    elseif s == "--liveness-ms" then opts.liveness_ms = number(s, 30, 600000)
     elseif s == "--json" then opts.json = value(s)
     elseif s == "--agents" then opts.agents = math.floor(number(s, 1, 64))
     elseif s == "--timeout-ms" then opts.timeout_ms = number(s, 1, 3600000)
@@ -194,7 +198,8 @@ end
 
 local PYTHON = uv.fs_stat("/usr/bin/python3") and "/usr/bin/python3" or "python3"
 local env = { PATH = os.getenv("PATH") or "/usr/local/bin:/usr/bin:/bin", LC_ALL = "C",
-  REVIEW_CHAOS = tostring(opts.chaos), REVIEW_HEARTBEAT_MS = "1000" }
+  REVIEW_CHAOS = tostring(opts.chaos), REVIEW_HANG = tostring(opts.hang),
+  REVIEW_HEARTBEAT_MS = tostring(math.floor(math.min(1000, opts.liveness_ms / 3))) }
 
 local function agent_spec(kind, i)
   local name = ("%s-%d"):format(kind, i)
@@ -206,7 +211,7 @@ local function agent_spec(kind, i)
   return {
     id = name, restart = "permanent", shutdown = 2000,
     health = { liveness = { heartbeat = "agents.reviewer." .. name .. ".heartbeat",
-      interval_ms = 3000, failure_threshold = 2 } },
+      interval_ms = opts.liveness_ms, failure_threshold = 2 } },
     process = { name = name, cmd = cmd, env = e, cwd = project,
       subscribe = "review." .. kind, queue = "reviewers." .. kind,
       publish_as = "agents.reviewer." .. name, stop = { signal = "TERM", grace_ms = 2000 } },
@@ -228,7 +233,7 @@ local SUPERVISOR = {
 -- Bookkeeping: agents, the tasks they hold, restarts, progress.
 
 local agents = {} -- name -> {kind, heartbeats, done, pids}
-for _, c in ipairs(children) do agents[c.id] = { name = c.id, kind = c.id:match("^%a+"), heartbeats = 0, tasks = 0, crashes = 0, pids = {} } end
+for _, c in ipairs(children) do agents[c.id] = { name = c.id, kind = c.id:match("^%a+"), heartbeats = 0, tasks = 0, crashes = 0, unhealthy = 0, pids = {} } end
 local held = {}      -- reply subject -> {id, pid, agent}: tasks an agent has read
 local inflight = {}  -- task id -> task, while an attempt is out
 local dead = {}      -- pid -> exit reason, for agents that are gone
@@ -281,6 +286,8 @@ end)
 
 subs[#subs + 1] = msrt.subscribe("msrt.supervisor.review_fleet.event", function(m)
   if m.data.event == "child_restarted" then restarts = restarts + 1 end
+  local a = m.data.event == "child_unhealthy" and agents[m.data.child]
+  if a then a.unhealthy = a.unhealthy + 1 end
 end)
 
 local tty = uv.guess_handle(2) == "tty"
@@ -421,10 +428,10 @@ local function report(secs)
     for _ in pairs(a.pids) do pids = pids + 1 end
     local h = health[c.id]
     agent_list[#agent_list + 1] = { name = a.name, kind = a.kind, tasks = a.tasks, heartbeats = a.heartbeats,
-      crashes = a.crashes, processes = pids, health = h and h.state or "unknown" }
+      crashes = a.crashes, unhealthy = a.unhealthy, processes = pids, health = h and h.state or "unknown" }
   end
   return {
-    files = #files, reviewed = #done_ids, skipped = skipped, roots = opts.roots, chaos = opts.chaos,
+    files = #files, reviewed = #done_ids, skipped = skipped, roots = opts.roots, chaos = opts.chaos, hang = opts.hang,
     findings = findings, by_severity = count_by(findings, "severity"), by_tool = count_by(findings, "tool"),
     restarts = restarts, agents = agent_list,
     tasks = { total = #files, done = #done_ids, retried = tasks.retried, retried_tasks = tasks.retried_ids,
@@ -449,7 +456,8 @@ local function summary(r)
   say("  by tool:     %s", #parts > 0 and table.concat(parts, ", ") or "none")
   parts = {}
   for _, a in ipairs(r.agents) do
-    parts[#parts + 1] = ("%s %d tasks/%d crashes/%d beats/%s"):format(a.name, a.tasks, a.crashes, a.heartbeats, a.health)
+    parts[#parts + 1] = ("%s %d tasks/%d crashes/%s%d beats/%s"):format(a.name, a.tasks, a.crashes,
+      a.unhealthy > 0 and ("%d unhealthy/"):format(a.unhealthy) or "", a.heartbeats, a.health)
   end
   say("  agents:      %s", table.concat(parts, "; "))
   say("  tasks:       %d done, %d retries (%d tasks), %d failed; every task id accounted: %s",
