@@ -232,13 +232,13 @@ local SUPERVISOR = {
 ---------------------------------------------------------------------------
 -- Bookkeeping: agents, the tasks they hold, restarts, progress.
 
-local agents = {} -- name -> {kind, heartbeats, done, pids}
+local agents = {} -- name -> {kind, heartbeats, tasks, crashes, unhealthy, pids}
 for _, c in ipairs(children) do agents[c.id] = { name = c.id, kind = c.id:match("^%a+"), heartbeats = 0, tasks = 0, crashes = 0, unhealthy = 0, pids = {} } end
 local held = {}      -- reply subject -> {id, pid, agent}: tasks an agent has read
 local inflight = {}  -- task id -> task, while an attempt is out
 local dead = {}      -- pid -> exit reason, for agents that are gone
 local restarts = 0
-local tasks = { done = 0, retried = 0, failed = 0, retried_ids = 0, duplicates = 0, late = 0 }
+local tasks = { retried = 0, retried_ids = 0, late = 0 }
 local started = uv.hrtime()
 
 local subs = {}
@@ -420,7 +420,6 @@ local function report(secs)
         retried_because = #t.reasons > 0 and t.reasons or nil }
     else failed_list[#failed_list + 1] = { id = t.id, file = t.file, reason = t.reason or "not run", attempts = t.attempts } end
   end
-  tasks.done, tasks.failed = #done_ids, #failed_list
   local agent_list, health = {}, msrt.metrics().health or {}
   for _, c in ipairs(children) do
     local a = agents[c.id]
