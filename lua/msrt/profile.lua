@@ -47,10 +47,17 @@ local function known_keys(fields)
   return table.concat(keys, ", ")
 end
 
+-- key as a Lua pattern that matches only itself: an unknown key is any
+-- string the file chose ("(", "%"), and LuaJIT patterns take no raw NUL.
+local function literal(key)
+  return (key:gsub("[^%w_]", function(c) return c == "\0" and "%z" or "%" .. c end))
+end
+
 -- The line of `key =` in the file's source, for messages; 0 when unknown.
 local function line_of(source, key)
   if not source then return 0 end
   local n = 0
+  key = literal(key)
   for line in (source .. "\n"):gmatch("([^\n]*)\n") do
     n = n + 1
     if line:find("%f[%w_]" .. key .. "%s*=") or line:find("%[%s*[\"']" .. key .. "[\"']%s*%]%s*=") then
@@ -119,10 +126,18 @@ function M.validate(t, file, source)
   return nil, core.error("bad_profile", lines[1], { problems = lines, file = file })
 end
 
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
 --- A fresh environment for a policy file (profiles, routing tables): the
 -- pure parts of the standard library and os.getenv, nothing that does I/O.
+-- The libraries are copies: a file that assigns `string.rep = nil` must not
+-- change them for the host and every other policy.
 local function sandbox()
-  return { math = math, string = string, table = table, pairs = pairs,
+  return { math = copy(math), string = copy(string), table = copy(table), pairs = pairs,
     ipairs = ipairs, type = type, tonumber = tonumber, tostring = tostring,
     error = error, assert = assert, select = select, next = next,
     unpack = unpack, pcall = pcall, os = { getenv = os.getenv } }
