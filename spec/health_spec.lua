@@ -288,13 +288,26 @@ describe("health thresholds and gating", function()
 
   it("a startup probe that reaches its failure threshold restarts the child", function()
     drive(function()
-      local sup, _, states, events = one({ startup = { lua = function() return false, "never" end, interval_ms = 5,
-        failure_threshold = 2 } })
+      -- the first instance fails twice; the one that replaces it starts
+      local runs = 0
+      local sup, id, states, events = one({ startup = { lua = function()
+        runs = runs + 1
+        return runs > 2, "not yet"
+      end, interval_ms = 5, failure_threshold = 2 } })
       assert.is_true(S.wait_until(function()
         for _, m in ipairs(events.msgs) do
-          if m.data.event == "child_unhealthy" and m.data.reason:find("startup probe failed") then return true end
+          if m.data.event == "child_unhealthy" and m.data.reason:find("startup probe failed: not yet") then return true end
         end
       end))
+      assert.is_true(S.wait_until(function()
+        local h = msrt.metrics().health[id]
+        return h and h.startup.state == "healthy"
+      end))
+      local restarted = 0
+      for _, m in ipairs(events.msgs) do
+        if m.data.event == "child_restarted" then restarted = restarted + 1 end
+      end
+      assert.are.equal(1, restarted)
       finish(sup, states, events)
     end)
   end)
@@ -338,6 +351,43 @@ describe("health thresholds and gating", function()
       local b_before = count("b" .. seq)
       send(20)
       assert.are.equal(b_before, count("b" .. seq))
+      finish(sup, got, states)
+    end)
+  end)
+
+  it("readiness moves a process child's subscriptions too", function()
+    drive(function()
+      seq = seq + 1
+      local name = "hp" .. seq
+      local ready = false
+      local got = S.collector("got." .. name .. ".>")
+      local states = S.collector("msrt.health.q" .. seq)
+      -- each stdin line becomes a message on got.<name>.<who>
+      local function member(who)
+        return { cmd = { "sh", "-c", ("while read l; do echo '{\"subject\":\"got.%s.%s\",\"data\":1}'; done"):format(name, who) },
+          subscribe = "work." .. name, queue = "g" .. seq, allow_publish = "got.>" }
+      end
+      local sup = assert(msrt.supervisor{ name = name, children = {
+        { id = "p" .. seq, process = member("p") },
+        { id = "q" .. seq, process = member("q"), health = { readiness = { lua = function() return ready end,
+          interval_ms = 5, failure_threshold = 1 } } },
+      } })
+      local function count(who)
+        local n = 0
+        for _, m in ipairs(got.msgs) do if m.subject:match("[^.]+$") == who then n = n + 1 end end
+        return n
+      end
+      local function send(n)
+        local before = #got.msgs
+        for k = 1, n do msrt.publish("work." .. name, k) end
+        assert.is_true(got.wait(before + n))
+      end
+      send(10)
+      assert.are.equal(0, count("q"))
+      ready = true
+      assert.is_truthy(state_where(states, function(x) return x.ready end))
+      send(20)
+      assert.is_true(count("q") > 0)
       finish(sup, got, states)
     end)
   end)

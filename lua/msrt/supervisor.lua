@@ -238,6 +238,9 @@ local function stop_child(sup, c, brutal, done, keep)
   end
   local kind, h = kinds[c.kind], c.handle
   local timer
+  -- already being stopped (a restart's stop, then the supervisor's own):
+  -- this stop takes over, and the earlier one's kill timer goes with it
+  cancel(c.stop_timer)
   sup.core:set_state(c.id, "stopping")
   c.on_down = function(reason)
     cancel(timer)
@@ -258,6 +261,7 @@ local function stop_child(sup, c, brutal, done, keep)
   if sd == "brutal_kill" and not kind.timed then return kill() end
   kind.stop(h, sd)
   if sd ~= "infinity" and not kind.timed then timer = after(sd, kill) end
+  c.stop_timer = timer
 end
 
 -- Stop the children named in ids one after the other (OTP terminates them
