@@ -41,6 +41,8 @@ hung = threading.Event()
 
 # file:line[:col]: severity: message  (gcc -fdiagnostics-plain-output)
 GCC_LINE = re.compile(r"^(.*?):(\d+):(?:\d+:)? (fatal error|error|warning): (.*)$")
+# "In file included from FILE:LINE[:COL]," and "                 from FILE:LINE,"
+INCLUDED = re.compile(r"^(?:In file included from|\s+from) (.*?):(\d+)(?::\d+)?[:,]$")
 
 
 def emit(subject, data):
@@ -59,15 +61,23 @@ def run(argv):
 def gcc(path, cflags):
     rc, text = run([GCC, "-fsyntax-only", "-Wall", "-Wextra", "-fdiagnostics-plain-output",
                     "-fno-diagnostics-show-caret"] + cflags + [path])
-    found = []
+    found, include_line, elsewhere = [], 0, None
     for line in text.splitlines():
+        inc = INCLUDED.match(line)
+        if inc and inc.group(1) == path and not include_line:
+            include_line = int(inc.group(2))
         m = GCC_LINE.match(line)
         if m and m.group(1) == path:  # what the includes say is their own review
             sev = "error" if m.group(3) == "fatal error" else m.group(3)
             found.append({"line": int(m.group(2)), "severity": sev, "tool": "gcc",
                           "message": m.group(4)})
+        elif m and elsewhere is None and m.group(3) != "warning":
+            elsewhere = (include_line, "in %s: %s" % (m.group(1), m.group(4)))
     if rc != 0 and not any(f["severity"] == "error" for f in found):
-        raise RuntimeError("gcc exited %d: %s" % (rc, text.strip()[:300]))
+        if elsewhere is None:
+            raise RuntimeError("gcc exited %d: %s" % (rc, text.strip()[:300]))
+        # the file does not compile because of what it includes: say where
+        found.append({"line": elsewhere[0], "severity": "error", "tool": "gcc", "message": elsewhere[1]})
     return found
 
 
