@@ -274,3 +274,28 @@ describe("hot reload of a supervision tree", function()
     remove_dir(dir)
   end)
 end)
+
+describe("msrt-lua --check of a supervision tree file", function()
+  it("names the file, the child's line and why; a good tree passes", function()
+    local bad = S.file(table.concat({
+      "return {",
+      "  name = 'x', strategy = 'one_for_one',",
+      "  children = {",
+      "    { id = 'a', actor = { handle = function() end } },",
+      "    { id = 'b', actor = { handle = function() end }, restart = 'sometimes' },",
+      "  },",
+      "}",
+    }, "\n"))
+    local r = S.run({ "--check", bad })
+    os.remove(bad)
+    assert.are.equal(1, r.code)
+    assert.matches(":5: child \"b\": restart must be permanent, transient or temporary", r.err)
+    local strat = S.file("return { strategy = 'no_such_strategy', children = {} }")
+    r = S.run({ "--check", strat })
+    os.remove(strat)
+    assert.are.equal(1, r.code)
+    assert.matches("no_such_strategy", r.err)
+    r = S.run({ "--check", "examples/live_policy/policies/fleet.lua", "examples/live_policy/policies/routes.lua" })
+    assert.are.equal(0, r.code, r.err)
+  end)
+end)

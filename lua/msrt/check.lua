@@ -40,6 +40,26 @@ M.register {
   validate = routes.check,
 }
 
+-- The line where `id = "<id>"` stands in source; 0 when unknown.
+local function line_of_id(source, id)
+  local at = id and source:find("id%s*=%s*[\"']" .. id:gsub("%p", "%%%0") .. "[\"']")
+  if not at then return 0 end
+  local _, n = source:sub(1, at):gsub("\n", "")
+  return n + 1
+end
+
+M.register {
+  name = "supervisor",
+  detects = function(value)
+    return type(value) == "table" and (type(value.children) == "table" or value.strategy ~= nil)
+  end,
+  validate = function(value, path, source)
+    local ok, err = require("msrt.supervisor").validate(value)
+    if ok then return true end
+    return nil, core.error(err.code, ("%s:%d: %s"):format(path, line_of_id(source, err.child), err.message))
+  end,
+}
+
 --- Check one file.
 -- @treturn boolean|nil true, or nil and an error whose message reads `file:line: message`
 function M.file(path)

@@ -760,6 +760,38 @@ function Sup:stop(reason, brutal)
   terminate(self, reason or "shutdown", reason == nil or reason == "shutdown" or reason == "normal", brutal)
 end
 
+--- Check a supervisor spec (and its nested supervisors) without starting
+-- anything: fields, strategy, child specs, duplicate ids, significance
+-- (msrt-lua --check). @return true | nil, err (invalid_arg, bad_config,
+-- syntax; err.child names the child when one is at fault)
+function M.validate(spec)
+  local ok, err = check_sup(spec)
+  if not ok then return nil, err end
+  local st, serr = strategy_of(spec.strategy)
+  if not st then return nil, serr end
+  local seen = {}
+  for i, cs in ipairs(spec.children or {}) do
+    local c, cerr = child_of(cs, "child " .. i)
+    if not c then
+      cerr.child = type(cs) == "table" and type(cs.id) == "string" and cs.id or nil
+      return nil, cerr
+    end
+    local why = seen[c.id] and ("duplicate child id \"%s\""):format(c.id)
+      or c.significant and (spec.auto_shutdown or "never") == "never"
+        and ("child \"%s\": significant children need auto_shutdown any_significant or all_significant"):format(c.id)
+    if why then return bad(why, { child = c.id }) end
+    seen[c.id] = true
+    if c.kind == "supervisor" then
+      local nok, nerr = M.validate(c.spec)
+      if not nok then
+        nerr.child = nerr.child or c.id
+        return nil, nerr
+      end
+    end
+  end
+  return true
+end
+
 -- ---- reload (OTP code_change) ----------------------------------------------
 
 -- The new records for a reloaded spec, all checked before anything changes.
