@@ -275,6 +275,38 @@ describe("hot reload of a supervision tree", function()
   end)
 end)
 
+describe("hot reload of a child's health checks", function()
+  it("starts the new probes of a running child without restarting it", function()
+    local dir = assert(uv.fs_mkdtemp("/tmp/msrt-reload-XXXXXX"))
+    local path = dir .. "/tree.lua"
+    local function tree(health)
+      return ("return { name = 'htree', children = { { id = 'hchild', %s actor = { subscribe = 't.hchild',"
+        .. " handle = function() end } } } }"):format(health or "")
+    end
+    write(path, tree())
+    S.drive(function()
+      local events = S.collector("msrt.reload.*")
+      local sup = assert(msrt.supervisor(path))
+      local w = assert(msrt.watch(dir))
+      local before = sup:which_children()[1].handle:ids()[1]
+      assert.is_nil(msrt.metrics().health.hchild)
+      write(path, tree("health = { liveness = { lua = function() return true end, interval_ms = 20 } },"))
+      assert.is_true(events.wait(1, 5000))
+      assert.are.equal("msrt.reload.ok", events.msgs[1].subject, tostring(events.msgs[1].data.error))
+      assert.is_true(S.wait_until(function()
+        local h = msrt.metrics().health.hchild
+        return h and h.state == "healthy"
+      end, 5000), "the new liveness probe did not run")
+      assert.are.equal(before, sup:which_children()[1].handle:ids()[1]) -- not restarted
+      w.close()
+      events.close()
+      sup:stop()
+      sup:wait()
+    end)
+    remove_dir(dir)
+  end)
+end)
+
 describe("msrt-lua --check of a supervision tree file", function()
   it("names the file, the child's line and why; a good tree passes", function()
     local bad = S.file(table.concat({

@@ -844,9 +844,12 @@ function Sup:update(spec)
       self.template = c
     elseif old then -- the running instance keeps its record: update it
       assert(self.core:update(c.id, c.restart, c.shutdown_ms, c.type == "supervisor", c.significant))
+      local probed = old.source.health or c.source.health
+      if probed then stop_health(old) end
       for _, k in ipairs({ "kind", "spec", "restart", "shutdown", "shutdown_ms", "type", "significant", "source" }) do
         old[k] = c[k]
       end
+      if probed and old.handle then start_health(self, old) end -- the new probes from now on
     else
       local aok, aerr = add(self, c)
       if aok then aok, aerr = start(self, c) end
