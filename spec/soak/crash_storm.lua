@@ -1,0 +1,275 @@
+-- Soak: crash storm (issue 9, fault injection), optionally with the reload
+-- storm. Process agents (/bin/sh JSON-lines echo) and actors under one
+-- supervision tree; a random child is killed (SIGKILL for a process, an
+-- error() for an actor) every few ms while requests flow through two queue
+-- groups with retry. Prints what it accounts; exits 1 on any violated
+-- invariant. Run by scripts/soak:
+--   msrt-lua spec/soak/crash_storm.lua SECONDS PROCS ACTORS REQUESTS KILL_MS [reload DIR]
+local msrt = require "msrt"
+local uv = require "luv"
+
+local SECONDS = tonumber(arg[1]) or 10
+local PROCS, ACTORS = tonumber(arg[2]) or 20, tonumber(arg[3]) or 200
+local REQUESTS, KILL_MS = tonumber(arg[4]) or 20000, tonumber(arg[5]) or 5
+local RELOAD, DIR = arg[6] == "reload", arg[7]
+local GROUP = 10 -- children per robust supervisor
+local ATTEMPTS, TIMEOUT_MS = 8, 250
+
+local failures = {}
+local function check(ok, fmt, ...)
+  if not ok then failures[#failures + 1] = fmt:format(...) end
+end
+local function say(fmt, ...) io.stdout:write(("soak crash_storm: " .. fmt .. "\n"):format(...)) io.stdout:flush() end
+local function rss_kib()
+  local f = io.open("/proc/self/statm")
+  local pages = f:read("*n") and f:read("*n")
+  f:close()
+  return pages * 4
+end
+
+-- ---- the tree ---------------------------------------------------------------
+-- root (one_for_one, never gives up) -> robust supervisors (within their
+-- intensity: must never give up) + fragile supervisors (intensity 0: any
+-- kill of their child must make them give up; root restarts them).
+local ECHO = [[while IFS= read -r l; do r=${l#*\"reply\":\"}; r=${r%%\"*}; ]]
+  .. [[printf '{"subject":"%s","data":"p"}\n' "$r"; done]]
+local function proc_child(id)
+  return { id = id, shutdown = "brutal_kill",
+    process = { name = id, cmd = { "/bin/sh", "-c", ECHO }, subscribe = "req.p", queue = "wp" } }
+end
+local function actor_child(id)
+  return { id = id, shutdown = "brutal_kill", actor = { name = id, subscribe = { "req.a", "kill." .. id }, queue = "wa",
+    handle = function(ctx, msg)
+      if msg.data == "die" then error("killed by the soak") end
+      ctx:reply(msg, "a")
+    end } }
+end
+
+local strategy = "one_for_one"
+if RELOAD then strategy = DIR .. "/strategy.lua" end
+local kids, victims, robust = {}, {}, {}
+local function group(name, list, intensity)
+  kids[#kids + 1] = { id = name, supervisor = { name = name, strategy = strategy, intensity = intensity,
+    period_ms = 1000, backoff = { initial_ms = 1, max_ms = 20, multiplier = 2 }, children = list } }
+end
+local n = 0
+local function add_groups(count, make, prefix)
+  local list
+  for i = 1, count do
+    if (i - 1) % GROUP == 0 then list = {} end
+    local id = prefix .. i
+    list[#list + 1] = make(id)
+    victims[#victims + 1] = { id = id, kind = prefix == "p" and "process" or "actor" }
+    if #list == GROUP or i == count then
+      n = n + 1
+      local name = "r" .. prefix .. n
+      robust[name] = true
+      -- within intensity: at most GROUP*? kills a second reach one group
+      group(name, list, 100000)
+    end
+  end
+end
+add_groups(PROCS, proc_child, "p")
+add_groups(ACTORS, actor_child, "a")
+for i = 1, 2 do -- fragile: one actor each, intensity 0
+  local id = "f" .. i
+  group("frag" .. i, { actor_child(id) }, 0)
+  victims[#victims + 1] = { id = id, kind = "actor", fragile = true }
+end
+
+local gave_up, restarts_by = {}, {}
+msrt.subscribe("msrt.supervisor.*.event", function(m)
+  local d = m.data
+  if d.event == "gave_up" then gave_up[d.supervisor] = (gave_up[d.supervisor] or 0) + 1 end
+  if d.event == "child_restarted" then restarts_by[d.supervisor] = (restarts_by[d.supervisor] or 0) + 1 end
+end)
+
+-- the reload storm: routing tables and the strategy rewritten every 10 ms
+local reloads = { routes_ok = 0, routes_failed = 0, strategy_ok = 0, strategy_failed = 0, events_ok = 0, events_failed = 0 }
+local GOOD_ROUTES = {
+  'return { { match = "work.a", rewrite = "req.a" }, { match = "work.p", rewrite = "req.p" }, { match = "ver.now", rewrite = "ver.%d" } }\n',
+  'return { { match = "work.*", rewrite = "req.$1" }, { match = "ver.now", rewrite = "ver.%d" } }\n',
+  'return { { match = "work.a", split = { { to = "req.a", weight = 100 } } }, { match = "work.p", rewrite = "req.p" }, { match = "ver.now", rewrite = "ver.%d" } }\n',
+}
+local GOOD_STRATEGY = 'return function(event, view) -- v%d\n  if event.restart == "temporary" then return {} end\n'
+  .. '  return { { op = "restart", child = event.child, delay_ms = event.restarts and event.restarts.delay_ms } }\nend\n'
+local BROKEN = { 'return { { match = "work.a", rewrite = "req.$3" } }\n', 'return {{{ syntax error\n',
+  'return 42\n', 'error("broken on purpose")\n' }
+local function write(path, text)
+  local f = assert(io.open(path .. ".tmp", "w"))
+  f:write(text) f:close()
+  assert(os.rename(path .. ".tmp", path))
+end
+local prefix = "req."
+if RELOAD then
+  write(DIR .. "/routes.lua", GOOD_ROUTES[1]:format(0))
+  write(DIR .. "/strategy.lua", GOOD_STRATEGY:format(0))
+  assert(msrt.routes(DIR .. "/routes.lua"))
+  prefix = "work."
+  msrt.subscribe("msrt.reload.*", function(m)
+    if m.subject == "msrt.reload.ok" then reloads.events_ok = reloads.events_ok + 1
+    else reloads.events_failed = reloads.events_failed + 1 end
+  end)
+end
+
+local root = assert(msrt.supervisor{ name = "storm", intensity = 100000, period_ms = 1000,
+  backoff = { initial_ms = 1, max_ms = 5 }, children = kids })
+local watcher = RELOAD and assert(msrt.watch(DIR))
+say("tree up: %d process agents, %d actors, %d supervisors", PROCS, ACTORS + 2, n + 3)
+
+-- ---- requests ---------------------------------------------------------------
+local acct = { issued = 0, replied = 0, retried_replied = 0, failed = 0, attempts = 0, retries = 0 }
+local reasons = {}
+local next_req, done_req = 0, 0
+local CONC = 256
+local function worker()
+  while next_req < REQUESTS do
+    next_req = next_req + 1
+    acct.issued = acct.issued + 1
+    local subject = prefix .. ((next_req % 2 == 0) and "a" or "p")
+    local ok, why
+    for attempt = 1, ATTEMPTS do
+      acct.attempts = acct.attempts + 1
+      local data, err = msrt.request(subject, next_req, { timeout_ms = TIMEOUT_MS })
+      if data then ok = attempt break end
+      why = err and err.code or "?"
+      acct.retries = acct.retries + 1
+      local wait = math.min(2 ^ attempt, 50)
+      local co = coroutine.running()
+      msrt.after(wait, function() coroutine.resume(co) end)
+      coroutine.yield()
+    end
+    if ok == 1 then acct.replied = acct.replied + 1
+    elseif ok then acct.retried_replied = acct.retried_replied + 1
+    else acct.failed = acct.failed + 1 reasons[why] = (reasons[why] or 0) + 1 end
+    done_req = done_req + 1
+  end
+end
+
+-- ---- the storm ----------------------------------------------------------------
+local t0 = uv.now()
+local kills = { process = 0, actor = 0, fragile = 0 }
+local by_id = {}
+local function refresh()
+  by_id = {}
+  for _, k in ipairs(root:which_children()) do
+    local h = k.handle
+    if h and h.which_children then
+      for _, c in ipairs(h:which_children()) do by_id[c.id] = c.handle end
+    end
+  end
+end
+local kill_timer, refresh_timer
+local storming = true
+local function kill_one()
+  if not storming then return end
+  local v = victims[math.random(#victims)]
+  if v.fragile and math.random(20) > 1 then return end -- fragile ones rarely
+  if v.kind == "process" then
+    local h = by_id[v.id]
+    if h and h.signal and h:pid() then h:signal("KILL") kills.process = kills.process + 1 end
+  else
+    msrt.publish("kill." .. v.id, "die")
+    if v.fragile then kills.fragile = kills.fragile + 1 else kills.actor = kills.actor + 1 end
+  end
+end
+
+local rss_warm, rss_peak
+local reload_n = 0
+local last_routes, ver_seen = 0, 0
+msrt.subscribe("ver.*", function(m)
+  local v = tonumber(m.subject:match("^ver%.(%d+)$"))
+  check(v == m.data, "ver.now published under table %s went to %s", tostring(m.data), m.subject)
+  ver_seen = math.max(ver_seen, v or 0)
+end)
+local function reload_step()
+  reload_n = reload_n + 1
+  local broken = reload_n % 5 == 0
+  local which = (reload_n % 2 == 0) and "routes" or "strategy"
+  local path = DIR .. "/" .. which .. ".lua"
+  if broken then write(path, BROKEN[math.floor(reload_n / 5) % #BROKEN + 1])
+  elseif which == "routes" then write(path, GOOD_ROUTES[reload_n % #GOOD_ROUTES + 1]:format(reload_n))
+  else write(path, GOOD_STRATEGY:format(reload_n)) end
+  local ok, err = msrt.reload(path)
+  if broken then
+    check(not ok, "broken %s file %d was applied", which, reload_n)
+    reloads[which .. "_failed"] = reloads[which .. "_failed"] + 1
+  else
+    check(ok, "good %s file %d refused: %s", which, reload_n, tostring(err))
+    reloads[which .. "_ok"] = reloads[which .. "_ok"] + 1
+    if ok and which == "routes" then last_routes = reload_n msrt.publish("ver.now", reload_n) end
+  end
+end
+
+msrt.after(0, function()
+  refresh()
+  refresh_timer = msrt.every(50, refresh)
+  kill_timer = msrt.every(KILL_MS, kill_one)
+  local reload_timer = RELOAD and msrt.every(10, reload_step)
+  for _ = 1, CONC do msrt.after(0, worker) end
+  say("storm running")
+  -- warm-up: the first tenth of the run (at least 1 s)
+  msrt.after(math.max(1000, SECONDS * 100), function() collectgarbage() rss_warm = rss_kib() end)
+  local watchdog = msrt.every(100, function() rss_peak = math.max(rss_peak or 0, rss_kib()) end)
+  local function finish()
+    storming = false
+    kill_timer.stop() refresh_timer.stop() watchdog.stop()
+    if reload_timer then reload_timer.stop() end
+  end
+  -- the storm lasts SECONDS; then the requests still in flight finish
+  msrt.after(SECONDS * 1000, function()
+    finish()
+    local elapsed = (uv.now() - t0) / 1000
+    local function wait_done(k)
+      if done_req < next_req and k < 200 then return msrt.after(50, function() wait_done(k + 1) end) end
+      -- quiesce, then measure
+      msrt.after(1500, function()
+        collectgarbage() collectgarbage()
+        local rss_end = rss_kib()
+        local r = msrt.metrics().router
+        say("load: %d requests in %.1f s (%.0f requests/s, %d attempts), storm %d s",
+          acct.issued, elapsed, acct.issued / elapsed, acct.attempts, SECONDS)
+        say("faults: %d processes SIGKILLed, %d actors crashed, %d fragile kills; restarts by robust supervisors %d",
+          kills.process, kills.actor, kills.fragile,
+          (function() local s = 0 for k, v in pairs(restarts_by) do if robust[k] then s = s + v end end return s end)())
+        local rs = {}
+        for k, v in pairs(reasons) do rs[#rs + 1] = k .. "=" .. v end
+        say("requests: issued %d = replied %d + retried-then-replied %d + failed %d (%s)",
+          acct.issued, acct.replied, acct.retried_replied, acct.failed, table.concat(rs, " "))
+        check(acct.issued == acct.replied + acct.retried_replied + acct.failed, "requests not all accounted")
+        check(acct.issued == REQUESTS or elapsed >= SECONDS, "only %d of %d requests issued", acct.issued, REQUESTS)
+        check(acct.failed <= acct.issued / 1000, "%d requests failed", acct.failed)
+        for k, v in pairs(restarts_by) do if robust[k] then check(not gave_up[k], "robust supervisor %s gave up", k) end end
+        local frag_gave = (gave_up.frag1 or 0) + (gave_up.frag2 or 0)
+        say("supervisors: fragile gave up %d times (kills %d), robust gave up %d", frag_gave, kills.fragile,
+          (function() local s = 0 for k, v in pairs(gave_up) do if robust[k] then s = s + v end end return s end)())
+        check(kills.fragile == 0 or frag_gave > 0, "fragile supervisors never gave up")
+        check(not gave_up.storm, "the root gave up")
+        say("rss: warm %d KiB, peak %d KiB, end %d KiB (%+.1f%%)", rss_warm or 0, rss_peak or 0, rss_end,
+          rss_warm and (rss_end - rss_warm) * 100 / rss_warm or 0)
+        check(rss_warm and rss_end <= rss_warm * 1.10, "RSS %d KiB not within 10%% of warm %d KiB", rss_end, rss_warm or 0)
+        say("router: accepted %d = delivered %d + dropped %d + dead_lettered %d + refused %d + no_responders %d",
+          r.accepted, r.delivered, r.dropped, r.dead_lettered, r.refused, r.no_responders)
+        check(r.accepted == r.delivered + r.dropped + r.dead_lettered + r.refused + r.no_responders,
+          "the router's accounting identity does not hold")
+        if RELOAD then
+          say("reloads: routes %d ok %d refused, strategy %d ok %d refused; events ok %d failed %d",
+            reloads.routes_ok, reloads.routes_failed, reloads.strategy_ok, reloads.strategy_failed,
+            reloads.events_ok, reloads.events_failed)
+          check(ver_seen == last_routes, "the last good routing table (%d) not in force (%d)", last_routes, ver_seen)
+          check(reloads.routes_failed > 0 and reloads.strategy_failed > 0, "no broken file tried")
+          check(reloads.events_failed >= reloads.routes_failed + reloads.strategy_failed, "a refused reload was not published")
+          watcher.close()
+        end
+        root:stop()
+        root:wait()
+        local left = 0
+        for _, k in ipairs(root:which_children()) do if k.handle then left = left + 1 end end
+        for _, f in ipairs(failures) do say("FAILED: %s", f) end
+        say(#failures == 0 and "passed" or "failed")
+        msrt.stop(#failures == 0 and "normal" or "failed", #failures == 0 and 0 or 1)
+      end)
+    end
+    wait_done(0)
+  end)
+end)
