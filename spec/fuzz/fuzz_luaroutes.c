@@ -16,6 +16,9 @@
  *     The binding reads all rules before compiling any, so a field error
  *     in rule 2 is reported before an action error in rule 1 (low
  *     severity; input regressions/luaroutes/first-bad-rule);
+ *   - strict mode only: a field name with a NUL byte in it ("match\0x")
+ *     is refused as unknown; check_keys compares names with strcmp and
+ *     takes it for "match" (low severity; regressions/luaroutes/nul-key);
  *   - strict mode only (MSRT_FUZZ_STRICT=1, as `scripts/fuzz replay` sets
  *     it): no crash with rules that are proxies (fields from __index, a
  *     fresh value on each read, a garbage collection in between). The

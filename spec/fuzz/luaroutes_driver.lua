@@ -45,6 +45,8 @@ local function target()
   return t
 end
 
+local nul_key = false -- a rule has a key with a NUL byte in it
+
 local function rule()
   if byte() % 10 == 0 then -- not a table (nor nil: a hole would end the list)
     local v = field(PATTERNS)
@@ -60,7 +62,7 @@ local function rule()
   end
   if action == 2 or byte() % 4 == 0 then r.dead_letter = field(TEMPLATES) end
   local odd = byte() % 16
-  if odd == 0 then r.extra = true elseif odd == 1 then r["match\0x"] = "a" end
+  if odd == 0 then r.extra = true elseif odd == 1 then r["match\0x"] = "a"; nul_key = true end
   return r
 end
 
@@ -115,3 +117,6 @@ if whole > 0 then check(compile({ rules[whole] }) ~= 0, ("list refused at rule %
 -- binding reads every rule before compiling any, so a later rule's field
 -- error is reported before an earlier rule's pattern or action error.
 if strict then check(whole == first, ("list refused at rule %d, alone the first refused is %d"):format(whole, first)) end
+-- Strict: a key with a NUL in it is an unknown field, not the field its
+-- first bytes spell (check_keys compares with strcmp, lrt.c:521).
+if strict and nul_key then check(whole ~= 0, "a key holding a NUL byte was taken for a known field") end
