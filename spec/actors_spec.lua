@@ -803,6 +803,32 @@ describe("metrics", function()
 end)
 
 describe("shutdown", function()
+  -- Regression: actors stopped just before msrt.stop() kept a cell the hub
+  -- never released (a leak ASan reported in about 3 runs in 4).
+  it("right after stopping busy actors leaves nothing allocated", function()
+    local script = S.file([[
+      local msrt = require "msrt"
+      local m = msrt.actor{ name = "map", instances = 2, subscribe = "map", queue = "q",
+        handle = function(ctx, msg) for _ = 1, 20000 do end ctx:publish("red", msg.data) end }
+      local r = msrt.actor{ name = "red", subscribe = { "red", "red.result" }, init = function(ctx) ctx.n = 0 end,
+        handle = function(ctx, msg)
+          if msg.subject == "red.result" then ctx:reply(msg, ctx.n) else ctx.n = ctx.n + 1 end
+        end }
+      for i = 1, 200 do msrt.publish("map", i) end
+      msrt.after(30, function()
+        msrt.request("red.result", true)
+        m:stop("normal"); r:stop("normal")
+        msrt.stop()
+      end)
+    ]])
+    for _ = 1, 8 do
+      local r = S.run({ script })
+      assert.are.equal(0, r.code, r.err)
+      assert.is_nil(r.err:find("leak", 1, true), r.err)
+    end
+    os.remove(script)
+  end)
+
   -- Regression: msrt_rt_stop computed the time left after the deadline
   -- as an unsigned underflow and waited for the stuck worker forever.
   it("with an actor stuck in its handler still exits after shutdown_timeout_ms", function()

@@ -205,6 +205,21 @@ function M.stop_all(reason)
   end
 end
 
+--- After the runtime has stopped (workers joined): drop the hub's
+-- reference on every cell whose exit record never reached the hub (an
+-- actor stopped just before shutdown), so nothing is left allocated.
+function M.release_all()
+  for id, handle in pairs(live) do
+    local a = handle.alive[id]
+    if a then
+      handle.alive[id] = nil
+      core.actor_unref(a.cell)
+    end
+    live[id] = nil
+  end
+  live_count = 0
+end
+
 hub.on_overload(function(id, ms)
   local handle = live[id]
   local name = handle and handle.name or "?"

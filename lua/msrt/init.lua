@@ -447,6 +447,8 @@ core.on_shutdown(function(reason)
   actors.stop_all("shutdown")
   if not hub.stop() then
     core.report("shutdown", "an actor did not finish within shutdown_timeout_ms; exiting without it")
+  else
+    actors.release_all()
   end
 end)
 
