@@ -218,6 +218,10 @@ function ctx:request(subject, data, opts)
   end)
   if got then
     rt.timer(tid, -1)
+    local h = msg.headers
+    if h and h.Status == "503" then -- NATS' no-responders status: the responder went away
+      return nil, err("no_responders", ("no reply from \"%s\": %s"):format(subject, h.Description or "no responders"))
+    end
     return msg.data, msg
   end
   if got == nil then rt.timer(tid, -1) end

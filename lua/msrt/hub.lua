@@ -189,6 +189,10 @@ function M.request(subject, data, opts)
   local got, msg = coroutine.yield()
   if got then
     if not timer:is_closing() then timer:close() end
+    local h = msg.headers
+    if h and h.Status == "503" then -- NATS' no-responders status: the responder went away
+      return nil, core.error("no_responders", ("no reply from \"%s\": %s"):format(subject, h.Description or "no responders"))
+    end
     return msg.data, msg
   end
   return nil, msg

@@ -383,6 +383,21 @@ static char *tail_text(msrt_proc *p, size_t *len) {
   return b.p;
 }
 
+/* Each reply subject the child was handed and did not use gets a NATS-style
+ * status reply (headers Status 503, data nil), so a requester learns at
+ * once that its responder is gone instead of waiting for its timeout. */
+static void answer_unreplied(msrt_proc *p) {
+  static const char hdr[] = "Status\0" "503\0" "Description\0" "responder exited\0";
+  static const unsigned char no_data[] = {0}; /* string.buffer encodes nil so */
+  for (size_t i = 0; i < p->rn && !p->released; i++) {
+    const char *r = p->replies[(p->rhead + i) % REPLY_MAX];
+    msrt_error err;
+    if (r)
+      p->reg->ev.publish(p->reg->ud, p, r, strlen(r), NULL, 0, hdr,
+                         sizeof hdr - 1, no_data, sizeof no_data, &err);
+  }
+}
+
 /* Status and both EOFs are in, and no output waits for room: the exit is
  * final. */
 static void check_final(msrt_proc *p) {
@@ -399,6 +414,7 @@ static void check_final(msrt_proc *p) {
   char *tail = tail_text(p, &x.stderr_tail_len);
   x.stderr_tail = tail ? tail : "";
   set_state(p, x.normal ? MSRT_PS_TERMINATED : MSRT_PS_FAILED);
+  answer_unreplied(p);
   if (!p->released && p->reg->ev.exit) p->reg->ev.exit(p->reg->ud, p, &x);
   free(tail);
   /* released meanwhile (perhaps by the callback) with nothing open */
