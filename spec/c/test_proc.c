@@ -651,7 +651,25 @@ static void test_teardown(void) {
   rec_reset();
 }
 
-TEST_MAIN(test_framer_every_split, test_framer_limits, test_framer_long_lines,
+/* Lines that parse but cannot reach Lua whole are refused up front. */
+static void test_json_precheck(void) {
+  const char *escaped = "{\"a\":[1,{\"b\":\"x\\\\u0000\"}]}"; /* \\ then u0000 */
+  CHECK(msrt_json_precheck(escaped, strlen(escaped)) == NULL);
+  const char *nul = "{\"data\":\"a\\u0000b\"}";
+  CHECK(msrt_json_precheck(nul, strlen(nul)) != NULL);
+  const char *key = "{\"k\\u0000x\":1}";
+  CHECK(msrt_json_precheck(key, strlen(key)) != NULL);
+  char deep[256], ok[256];
+  memset(deep, '[', 101), memset(deep + 101, ']', 101);
+  memset(ok, '[', 100), memset(ok + 100, ']', 100);
+  CHECK(msrt_json_precheck(deep, 202) != NULL);
+  CHECK(msrt_json_precheck(ok, 200) == NULL);
+  const char *quoted = "{\"s\":\"[[[[ not nesting \\\" {{{\"}";
+  CHECK(msrt_json_precheck(quoted, strlen(quoted)) == NULL);
+}
+
+TEST_MAIN(test_json_precheck, test_framer_every_split, test_framer_limits,
+          test_framer_long_lines,
           test_codec_roundtrip, test_codec_lua_forms, test_utf8, test_setup,
           test_env_scrubbed, test_cwd_and_argv, test_json_output,
           test_permissions, test_headers, test_big_lines, test_exit_after_last_output,

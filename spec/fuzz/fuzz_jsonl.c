@@ -17,18 +17,13 @@
  *     back to JSON, and that JSON is a fixed point: parsing it and
  *     converting again gives the same text. Values nested deeper than the
  *     decoder's limit (200) are refused with "too deep", nothing else;
- *   - strict mode only (MSRT_FUZZ_STRICT=1 in the environment, as
- *     `scripts/fuzz replay` sets it): an accepted line nests at most 100
+ *   - an accepted line (one msrt_json_precheck passes) nests at most 100
  *     tables, the most LuaJIT's string.buffer decoder takes (measured:
- *     101 nested tables fail with "too deep to serialize"). proc.c does not
- *     check this yet (src/proc is not this directory's to fix): a deeper
- *     line reaches Lua and fails to decode there; the input is
- *     spec/fuzz/regressions/jsonl/deep-json. Make the check unconditional
- *     once proc.c refuses such lines.
- *   - strict mode only, likewise: no accepted line holds the escape \u0000
- *     in a string or key. cJSON keeps strings NUL-terminated, so proc.c
- *     would pass {"data":"a\u0000b"} on as "a" (and key "k\u0000x" as
- *     "k"): data lost without a word. Input: regressions/jsonl/nul-escape.
+ *     101 nested tables fail with "too deep to serialize"); regression
+ *     input corpus/jsonl/regress-deep-json.
+ *   - no accepted line holds the escape \u0000 in a string or key (cJSON
+ *     keeps strings NUL-terminated: {"data":"a\u0000b"} would reach Lua as
+ *     "a"); proc.c refuses such lines; input corpus/jsonl/regress-nul-escape.
  */
 #include <cjson/cJSON.h>
 
@@ -162,18 +157,16 @@ static int has_nul_escape(const char *s, size_t n) {
   return 0;
 }
 
-static int strict(void) {
-  static int on = -1;
-  if (on < 0) on = getenv("MSRT_FUZZ_STRICT") && atoi(getenv("MSRT_FUZZ_STRICT"));
-  return on;
-}
-
 static void check_line(const char *line, size_t len) {
   if (blank(line, len) || !msrt_utf8_check(line, len, NULL)) return;
   cJSON *v = parse_line(line, len);
   if (!v) return;
-  if (strict()) FUZZ_ASSERT(tables(v) <= LUAJIT_MAX_TABLES);
-  if (strict()) FUZZ_ASSERT(!has_nul_escape(line, len));
+  if (msrt_json_precheck(line, len)) { /* proc.c refuses it: invalid_json */
+    cJSON_Delete(v);
+    return;
+  }
+  FUZZ_ASSERT(tables(v) <= LUAJIT_MAX_TABLES);
+  FUZZ_ASSERT(!has_nul_escape(line, len));
   msrt_sbuf j1 = {0}, j2 = {0};
   if (through_lua(v, &j1) == 0) {
     cJSON *v2 = parse_line(j1.p, j1.len);

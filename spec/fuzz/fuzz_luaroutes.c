@@ -16,16 +16,12 @@
  *     The binding reads all rules before compiling any, so a field error
  *     in rule 2 is reported before an action error in rule 1 (low
  *     severity; input regressions/luaroutes/first-bad-rule);
- *   - strict mode only: a field name with a NUL byte in it ("match\0x")
- *     is refused as unknown; check_keys compares names with strcmp and
- *     takes it for "match" (low severity; regressions/luaroutes/nul-key);
- *   - strict mode only (MSRT_FUZZ_STRICT=1, as `scripts/fuzz replay` sets
- *     it): no crash with rules that are proxies (fields from __index, a
- *     fresh value on each read, a garbage collection in between). The
- *     binding reads `split` twice (count_targets, then read_rule) and keeps
- *     string pointers after popping them, so a proxy overflows its scratch
- *     array or leaves dangling pointers: a known bug in src/lua (not this
- *     directory's to fix); the input is regressions/luaroutes/proxy-split.
+ *   - a field name with a NUL byte in it ("match\0x") is refused as
+ *     unknown (corpus/luaroutes/regress-nul-key);
+ *   - no crash with rules that are proxies (fields from __index, a fresh
+ *     value on each read, a garbage collection in between): the binding
+ *     reads rules raw (corpus/luaroutes/regress-proxy-split and
+ *     regress-proxy-strings, once a heap overflow and a use-after-free).
  */
 #include "fuzz_lua.h"
 

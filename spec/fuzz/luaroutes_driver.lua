@@ -86,7 +86,7 @@ end
 
 local rules = {}
 for i = 1, byte() % 6 do rules[i] = rule() end
-if strict and byte() % 2 == 1 then
+if byte() % 2 == 1 then -- rules read through __index (lrt.c reads them raw)
   for i = 1, #rules do rules[i] = proxy(rules[i]) end
 end
 local max = pick({ 0, 0, 16, 4096 })
@@ -117,6 +117,6 @@ if whole > 0 then check(compile({ rules[whole] }) ~= 0, ("list refused at rule %
 -- binding reads every rule before compiling any, so a later rule's field
 -- error is reported before an earlier rule's pattern or action error.
 if strict then check(whole == first, ("list refused at rule %d, alone the first refused is %d"):format(whole, first)) end
--- Strict: a key with a NUL in it is an unknown field, not the field its
--- first bytes spell (check_keys compares with strcmp, lrt.c:521).
-if strict and nul_key then check(whole ~= 0, "a key holding a NUL byte was taken for a known field") end
+-- A key with a NUL in it is an unknown field, not the field its first
+-- bytes spell (check_keys compares lengths too).
+if nul_key then check(whole ~= 0, "a key holding a NUL byte was taken for a known field") end

@@ -546,6 +546,15 @@ static const char *const RULE_KEYS[] = {"match", "rewrite", "split",
                                         "dead_letter", NULL};
 static const char *const TARGET_KEYS[] = {"to", "weight", NULL};
 
+/* Push field k of the table at idx (absolute) without metamethods: a rule
+ * is plain data, and an __index could hand out a different (or
+ * unanchored) value each time it is asked. */
+static int raw_field(lua_State *L, int idx, const char *k) {
+  lua_pushstring(L, k);
+  lua_rawget(L, idx);
+  return lua_type(L, -1);
+}
+
 /* Refuse a key of the table at idx (absolute) that is not in keys: a typo
  * such as `dead_leter` must not pass as a rule without its action. */
 static msrt_code check_keys(lua_State *L, int idx, const char *const *keys,
@@ -553,9 +562,12 @@ static msrt_code check_keys(lua_State *L, int idx, const char *const *keys,
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     lua_pop(L, 1);
-    const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-    int i = 0;
-    while (k && keys[i] && strcmp(k, keys[i]) != 0) i++;
+    size_t klen = 0;
+    const char *k =
+        lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &klen) : NULL;
+    int i = 0; /* the length too: "rewrite\0typo" is not "rewrite" */
+    while (k && keys[i] && (strlen(keys[i]) != klen || strcmp(k, keys[i])))
+      i++;
     if (!k || !keys[i]) {
       msrt_error_set(err, MSRT_E_BAD_CONFIG, "%s: unknown field %s%s%s",
                      where, k ? "'" : "(a ", k ? k : luaL_typename(L, -1),
@@ -568,11 +580,11 @@ static msrt_code check_keys(lua_State *L, int idx, const char *const *keys,
 }
 
 /* Field k of the table at idx as a string (NULL when absent). The table
- * keeps the string alive. */
+ * keeps the string alive (a raw get: the value is in the table). */
 static msrt_code str_field(lua_State *L, int idx, const char *k,
                            const char *where, const char **out,
                            msrt_error *err) {
-  lua_getfield(L, idx, k);
+  raw_field(L, idx, k);
   size_t len = 0;
   int type = lua_type(L, -1);
   *out = type == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
@@ -602,8 +614,7 @@ static msrt_code read_target(lua_State *L, size_t no, size_t j,
   if (c != MSRT_E_OK) return c;
   if (!t->subject)
     return msrt_error_set(err, MSRT_E_BAD_CONFIG, "%s: no 'to' subject", where);
-  lua_getfield(L, idx, "weight");
-  int is_num = lua_type(L, -1) == LUA_TNUMBER;
+  int is_num = raw_field(L, idx, "weight") == LUA_TNUMBER;
   t->weight = lua_tonumber(L, -1);
   lua_pop(L, 1);
   if (!is_num)
@@ -628,8 +639,7 @@ static msrt_code read_rule(lua_State *L, int idx, size_t no,
   if (c == MSRT_E_OK)
     c = str_field(L, idx, "dead_letter", where, &r->dead_letter, err);
   if (c != MSRT_E_OK) return c;
-  lua_getfield(L, idx, "split");
-  int st = lua_type(L, -1);
+  int st = raw_field(L, idx, "split");
   if (st != LUA_TNIL && st != LUA_TTABLE) {
     lua_pop(L, 1);
     return msrt_error_set(err, MSRT_E_BAD_CONFIG, "%s: split must be a list "
@@ -654,7 +664,7 @@ static size_t count_targets(lua_State *L, int rules, size_t n) {
   for (size_t i = 1; i <= n; i++) {
     lua_rawgeti(L, rules, (int)i);
     if (lua_istable(L, -1)) {
-      lua_getfield(L, -1, "split");
+      raw_field(L, lua_gettop(L), "split");
       if (lua_istable(L, -1)) total += lua_objlen(L, -1);
       lua_pop(L, 1);
     }

@@ -485,7 +485,8 @@ void msrt_rt_watchdog(msrt_rt *rt) {
   uint64_t now = msrt_now_ns();
   uint64_t limit = (uint64_t)rt->cfg.slice_ms * 1000000u;
   for (int w = 0; w < rt->cfg.workers && w < 256; w++) {
-    uint64_t start = atomic_load_explicit(&rt->turn[w].start, memory_order_relaxed);
+    unsigned long long start = /* the atomic's own type, for the CAS */
+        atomic_load_explicit(&rt->turn[w].start, memory_order_relaxed);
     if (!start || start >= now || now - start < limit) continue; /* a turn that began after now was read is young */
     uint64_t id = atomic_load_explicit(&rt->turn[w].actor, memory_order_relaxed);
     /* report once per turn: clear the start so the next check skips it */

@@ -180,6 +180,29 @@ int msrt_json_to_lua(const cJSON *v, msrt_sbuf *out) {
   return out->oom ? -1 : 0;
 }
 
+const char *msrt_json_precheck(const char *s, size_t n) {
+  int depth = 0, in_string = 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    if (in_string) {
+      if (c == '"') in_string = 0;
+      else if (c == '\\' && i + 1 < n) {
+        if (s[i + 1] == 'u' && i + 5 < n && !memcmp(s + i + 2, "0000", 4))
+          return "\\u0000 in a string (a NUL cannot reach Lua whole)";
+        i++; /* the escaped character */
+      }
+    } else if (c == '"') {
+      in_string = 1;
+    } else if (c == '{' || c == '[') {
+      if (++depth > MSRT_JSON_MAX_DEPTH)
+        return "nested deeper than 100 levels (LuaJIT's decoder limit)";
+    } else if (c == '}' || c == ']') {
+      depth--;
+    }
+  }
+  return NULL;
+}
+
 /* ---- string.buffer serialization -> JSON ------------------------------- */
 
 #define MAX_DEPTH 200

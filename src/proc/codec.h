@@ -54,6 +54,16 @@ void msrt_json_put_number(msrt_sbuf *out, double d);
  * of memory. */
 int msrt_json_to_lua(const cJSON *v, msrt_sbuf *out);
 
+/* Deepest JSON nesting a child's line may have: LuaJIT's string.buffer
+ * decodes at most 100 nested tables. */
+#define MSRT_JSON_MAX_DEPTH 100
+
+/* What makes a JSON text (s, n bytes) unfit for Lua even when it parses:
+ * nesting deeper than MSRT_JSON_MAX_DEPTH, or "\u0000" in a string (cJSON
+ * strings end at NUL, so the text after it would be lost silently).
+ * Returns NULL when fine, else a static reason. Pure; any thread. */
+const char *msrt_json_precheck(const char *s, size_t n);
+
 /* Append the serialization of a Lua string (s[0..n)). */
 void msrt_lua_put_string(msrt_sbuf *out, const char *s, size_t n);
 

@@ -285,6 +285,11 @@ static void on_json_line(msrt_proc *p, const char *line, size_t len) {
     bad(p, "invalid_utf8", detail, line, len, len);
     return;
   }
+  const char *unfit = msrt_json_precheck(line, len);
+  if (unfit) {
+    bad(p, "invalid_json", unfit, line, len, len);
+    return;
+  }
   const char *end = NULL;
   cJSON *v = cJSON_ParseWithLengthOpts(line, len, &end, 0);
   if (v && end && !blank(end, (size_t)(line + len - end))) {
