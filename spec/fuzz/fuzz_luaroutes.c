@@ -12,10 +12,8 @@
  *     or nil and a `bad_config` error whose `rule` is a rule's position;
  *   - the list compiles exactly when each rule compiles alone, and a
  *     refusal names a rule that is refused alone;
- *   - strict mode only: it names the first such rule, as routes.c does.
- *     The binding reads all rules before compiling any, so a field error
- *     in rule 2 is reported before an action error in rule 1 (low
- *     severity; input regressions/luaroutes/first-bad-rule);
+ *   - it names the first such rule, as routes.c does, also when a later
+ *     rule's fields are wrong (corpus/luaroutes/regress-first-bad-rule);
  *   - a field name with a NUL byte in it ("match\0x") is refused as
  *     unknown (corpus/luaroutes/regress-nul-key);
  *   - no crash with rules that are proxies (fields from __index, a fresh

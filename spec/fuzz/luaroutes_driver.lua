@@ -113,10 +113,9 @@ for i = 1, #rules do
 end
 check((whole == 0) == (first == 0), ("list refused at rule %d, alone the first refused is %d"):format(whole, first))
 if whole > 0 then check(compile({ rules[whole] }) ~= 0, ("list refused at rule %d, which compiles alone"):format(whole)) end
--- Strict: the refusal names the first bad rule, as routes.c does. The
--- binding reads every rule before compiling any, so a later rule's field
--- error is reported before an earlier rule's pattern or action error.
-if strict then check(whole == first, ("list refused at rule %d, alone the first refused is %d"):format(whole, first)) end
+-- The refusal names the first bad rule, as routes.c does (also when a
+-- later rule's fields are wrong and an earlier rule's pattern or action).
+check(whole == first, ("list refused at rule %d, alone the first refused is %d"):format(whole, first))
 -- A key with a NUL in it is an unknown field, not the field its first
 -- bytes spell (check_keys compares lengths too).
 if nul_key then check(whole ~= 0, "a key holding a NUL byte was taken for a known field") end

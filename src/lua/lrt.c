@@ -681,11 +681,19 @@ static msrt_code compile_list(lua_State *L, size_t max_subject,
   msrt_route_rule *rules = lua_newuserdata(L, (n ? n : 1) * sizeof *rules);
   msrt_route_target *tg = lua_newuserdata(L, (nt ? nt : 1) * sizeof *tg);
   msrt_code c = MSRT_E_OK;
-  for (size_t i = 0, used = 0; i < n && c == MSRT_E_OK; i++) {
+  size_t i = 0;
+  for (size_t used = 0; i < n && c == MSRT_E_OK; i++) {
     lua_rawgeti(L, 1, (int)i + 1);
     c = read_rule(L, lua_gettop(L), i + 1, &rules[i], tg + used, err);
     used += rules[i].nsplit;
     lua_pop(L, 1);
+  }
+  if (c != MSRT_E_OK && i > 1) { /* name the first bad rule, as routes.c does */
+    msrt_error early;
+    msrt_routes *t = NULL;
+    if (msrt_routes_compile(rules, i - 1, max_subject, &t, &early) != MSRT_E_OK)
+      *err = early;
+    msrt_routes_free(t);
   }
   if (c == MSRT_E_OK) c = msrt_routes_compile(rules, n, max_subject, out, err);
   lua_pop(L, 2);
