@@ -107,7 +107,8 @@ describe("review_fleet", function()
   end)
 
   it("reviews every file exactly once under --chaos 0.3, restarting agents", function()
-    local r, report = run_fleet(dir, { "--chaos", "0.3" })
+    -- 20 attempts: a task crashing 20 times in a row (0.3^20) cannot fail the spec
+    local r, report = run_fleet(dir, { "--chaos", "0.3", "--attempts", "20" })
     check(dir, files, r, report)
     assert.is_true(report.restarts > 0, "no restarts")
     assert.is_true(report.tasks.retried > 0, "no retries")
@@ -117,7 +118,8 @@ describe("review_fleet", function()
   end)
 
   it("restarts agents that stop beating (liveness probe) and still reviews every file once", function()
-    local r, report = run_fleet(dir, { "--hang", "0.2", "--liveness-ms", "200" })
+    -- 0.3 per task over 28 files: no hang at all has odds 0.7^28 (5e-5)
+    local r, report = run_fleet(dir, { "--hang", "0.3", "--liveness-ms", "200", "--attempts", "20" })
     check(dir, files, r, report)
     local unhealthy = 0
     for _, a in ipairs(report.agents) do unhealthy = unhealthy + a.unhealthy end
