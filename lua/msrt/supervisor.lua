@@ -893,27 +893,17 @@ function Sup:wait()
   return coroutine.yield()
 end
 
+--- The running supervisors without a parent (for operator tools).
+function M.roots()
+  local out = {}
+  for sup in pairs(live) do
+    if not sup.parent then out[#out + 1] = sup end
+  end
+  table.sort(out, function(a, b) return a.name < b.name end)
+  return out
+end
+
 --- Supervisors alive (for tests and metrics).
---- The running supervisors without a parent (for operator tools).
-function M.roots()
-  local out = {}
-  for sup in pairs(live) do
-    if not sup.parent then out[#out + 1] = sup end
-  end
-  table.sort(out, function(a, b) return a.name < b.name end)
-  return out
-end
-
---- The running supervisors without a parent (for operator tools).
-function M.roots()
-  local out = {}
-  for sup in pairs(live) do
-    if not sup.parent then out[#out + 1] = sup end
-  end
-  table.sort(out, function(a, b) return a.name < b.name end)
-  return out
-end
-
 function M.count()
   local n = 0
   for _ in pairs(live) do n = n + 1 end

@@ -34,16 +34,7 @@ end
 
 local median = B.median
 
--- Shared by the actors (they load it with loadstring: no upvalues).
-local CLOCK = [[
-  local ffi = require "ffi"
-  pcall(ffi.cdef, "typedef struct { long s, ns; } msrt_ts; int clock_gettime(int, msrt_ts *);")
-  local ts = ffi.new("msrt_ts")
-  return function()
-    ffi.C.clock_gettime(1, ts)
-    return tonumber(ts.s) + tonumber(ts.ns) * 1e-9
-  end
-]]
+local CLOCK = B.CLOCK -- actors load it with loadstring (no upvalues)
 
 -- ---- flood ---------------------------------------------------------------
 

@@ -44,6 +44,19 @@ function B.quantile(t, q)
   return t[math.max(1, math.ceil(#t * q))]
 end
 
+--- Source of a monotonic clock in seconds for actor states (CLOCK_MONOTONIC
+-- through the FFI): an actor loads it with `loadstring(B.CLOCK)()` (a
+-- string, since an actor's functions may not capture upvalues).
+B.CLOCK = [[
+  local ffi = require "ffi"
+  pcall(ffi.cdef, "typedef struct { long s, ns; } msrt_ts; int clock_gettime(int, msrt_ts *);")
+  local ts = ffi.new("msrt_ts")
+  return function()
+    ffi.C.clock_gettime(1, ts)
+    return tonumber(ts.s) + tonumber(ts.ns) * 1e-9
+  end
+]]
+
 --- The median of a list of numbers (sorts it).
 function B.median(t) return B.quantile(t, 0.5) end
 

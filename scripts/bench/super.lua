@@ -15,15 +15,7 @@ io.stdout:setvbuf("line")
 local B = dofile(arg[0]:match("^(.*)/") .. "/common.lua")
 local opts = B.options({ restarts = 2000, runs = 3 }, "super.lua [--restarts N] [--runs N]")
 
-local CLOCK = [[
-  local ffi = require "ffi"
-  pcall(ffi.cdef, "typedef struct { long s, ns; } msrt_ts; int clock_gettime(int, msrt_ts *);")
-  local ts = ffi.new("msrt_ts")
-  return function()
-    ffi.C.clock_gettime(1, ts)
-    return tonumber(ts.s) + tonumber(ts.ns) * 1e-9
-  end
-]]
+local CLOCK = B.CLOCK -- actors load it with loadstring (no upvalues)
 
 -- One run: n restarts; returns the latencies in ms.
 local function run_once(run, n)
