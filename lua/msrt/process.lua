@@ -4,6 +4,7 @@
 -- The per-line work (framing, JSON, permissions, publishing) is in C.
 -- @module msrt.process
 local core = require "msrt.core"
+local exits = require "msrt.exits"
 local hub = require "msrt.hub"
 local profile = require "msrt.profile"
 local buffer = require "string.buffer"
@@ -201,18 +202,10 @@ end
 
 --- Wait (yielding the calling coroutine) for the exit; returns the exit
 -- record at once when it has happened.
-function Handle:wait()
-  if self.exit then return self.exit end
-  local co = coroutine.running()
-  if not co then error("handle:wait() must be called from a coroutine", 2) end
-  self.waiters[#self.waiters + 1] = co
-  return coroutine.yield()
-end
+function Handle:wait() return exits.wait(self, "handle:wait()") end
 
 --- Call fn(record) at the exit (for supervisors).
-function Handle:on_exit(fn)
-  if self.exit then fn(self.exit) else self.exit_fns[#self.exit_fns + 1] = fn end
-end
+function Handle:on_exit(fn) exits.on_exit(self, fn) end
 
 local function announce(subject, data)
   local ok, err = hub.publish(subject, data, {})
@@ -257,16 +250,7 @@ function events.exit(h, rec)
   for _, sid in ipairs(h.subs) do core.unsubscribe(sid) end
   core.proc_release(h.box)
   announce("msrt.process." .. h.name .. ".exit", rec)
-  for _, fn in ipairs(h.exit_fns) do
-    local ok, err = pcall(fn, rec)
-    if not ok then core.report("error in process exit handler", tostring(err)) end
-  end
-  local ws = h.waiters
-  h.waiters = {}
-  for _, co in ipairs(ws) do
-    local ok, err = coroutine.resume(co, rec)
-    if not ok then core.report("error in callback", debug.traceback(co, tostring(err))) end
-  end
+  exits.done(h, rec, "process")
 end
 
 local function on_event(kind, id, ...)
@@ -284,8 +268,8 @@ function M.new(spec)
   core.proc_set_events(on_event)
   local box, id = core.proc_spawn(cspec)
   if not box then return nil, id end
-  local h = setmetatable({ name = spec.name, id = id, box = box, subs = {}, waiters = {},
-    exit_fns = {}, bad_count = 0, state_name = core.proc_state(box) }, Handle)
+  local h = setmetatable(exits.init({ name = spec.name, id = id, box = box, subs = {},
+    bad_count = 0, state_name = core.proc_state(box) }), Handle)
   h.pid_at_start = core.proc_pid(box)
   live[id] = h
   for _, pattern in ipairs(subs) do

@@ -7,6 +7,7 @@
 -- Internal: the public face is `msrt.supervisor` (init.lua). Hub thread.
 -- @module msrt.supervisor
 local core = require "msrt.core"
+local exits = require "msrt.exits"
 local hub = require "msrt.hub"
 local actors = require "msrt.actors"
 local process = require "msrt.process"
@@ -294,16 +295,7 @@ local function finish(sup, reason, normal)
   live[sup] = nil
   sup.exit = { name = sup.name, reason = reason, normal = normal }
   event(sup, "stopped", { reason = reason, normal = normal })
-  for _, fn in ipairs(sup.exit_fns) do
-    local ok, err = pcall(fn, sup.exit)
-    if not ok then core.report("error in supervisor exit handler", tostring(err)) end
-  end
-  local ws = sup.waiters
-  sup.waiters = {}
-  for _, co in ipairs(ws) do
-    local ok, err = coroutine.resume(co, sup.exit)
-    if not ok then core.report("error in callback", debug.traceback(co, tostring(err))) end
-  end
+  exits.done(sup, sup.exit, "supervisor")
 end
 
 -- Stop every child in reverse start order, then end with reason. A root
@@ -586,10 +578,10 @@ local function build(spec, parent)
   local s, cerr = core.super_new({ intensity = intensity, period_ms = period, backoff = spec.backoff })
   if not s then return nil, cerr end
   if not spec.name then unnamed = unnamed + 1 end
-  return setmetatable({ name = spec.name or ("sup" .. unnamed), core = s, strategy = strategy.decide,
-    strategy_name = strategy.name, dynamic = strategy.dynamic, intensity = intensity, period_ms = period,
-    auto_shutdown = spec.auto_shutdown or "never", kids = {}, parent = parent, state = "starting",
-    exit_fns = {}, waiters = {}, seq = 0 }, Sup)
+  return setmetatable(exits.init({ name = spec.name or ("sup" .. unnamed), core = s,
+    strategy = strategy.decide, strategy_name = strategy.name, dynamic = strategy.dynamic,
+    intensity = intensity, period_ms = period, auto_shutdown = spec.auto_shutdown or "never",
+    kids = {}, parent = parent, state = "starting", seq = 0 }), Sup)
 end
 
 --- Start a supervisor from a spec (see msrt.supervisor).
@@ -879,19 +871,10 @@ function Sup:unhealthy(id, why)
 end
 
 --- Call fn(record) when the supervisor ends: {name, reason, normal}.
-function Sup:on_exit(fn)
-  if self.exit then return fn(self.exit) end
-  self.exit_fns[#self.exit_fns + 1] = fn
-end
+function Sup:on_exit(fn) return exits.on_exit(self, fn) end
 
 --- Wait (yielding the coroutine) until the supervisor ends; its record.
-function Sup:wait()
-  if self.exit then return self.exit end
-  local co = coroutine.running()
-  if not co then error("supervisor:wait() must be called from a coroutine", 2) end
-  self.waiters[#self.waiters + 1] = co
-  return coroutine.yield()
-end
+function Sup:wait() return exits.wait(self, "supervisor:wait()") end
 
 --- The running supervisors without a parent (for operator tools).
 function M.roots()
