@@ -6,22 +6,11 @@
 -- asserts wall-clock speed (waits only bound how long a spec may hang).
 local S = require "spec.support"
 local msrt = require "msrt"
-local supervisor = require "msrt.supervisor"
 local health = require "msrt.health"
 local uv = require "luv"
 assert(msrt.start())
 
--- S.drive, but a failing body first stops the supervisors it left.
-local function drive(body)
-  S.drive(function()
-    local ok, err = xpcall(body, debug.traceback)
-    if not ok then
-      supervisor.stop_all("shutdown")
-      S.wait_until(function() return supervisor.count() == 0 end, 5000)
-      error(err, 0)
-    end
-  end)
-end
+local drive = S.drive_supervised
 
 local seq = 0
 -- A supervisor (unique name) of one actor child with the given health;

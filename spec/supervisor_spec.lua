@@ -10,18 +10,7 @@ local core = require "msrt.core"
 local supervisor = require "msrt.supervisor"
 assert(msrt.start())
 
--- S.drive, but a failing body first stops the supervisors it left (so
--- that they do not restart children into the next spec).
-local function drive(body)
-  S.drive(function()
-    local ok, err = xpcall(body, debug.traceback)
-    if not ok then
-      supervisor.stop_all("shutdown")
-      S.wait_until(function() return supervisor.count() == 0 end, 5000)
-      error(err, 0)
-    end
-  end)
-end
+local drive = S.drive_supervised
 
 -- A worker child: "crash" makes it fail, "stop" / "stop:<reason>" stop
 -- it; its terminate publishes down.<id> with the reason.

@@ -117,6 +117,20 @@ function S.drive(body, limit_ms)
   assert.are.equal(actors_before, msrt.metrics().actors, "actors left behind")
 end
 
+--- S.drive, but a failing body first stops the supervisors it left (so
+-- that they do not restart children into the next spec).
+function S.drive_supervised(body, limit_ms)
+  local supervisor = require "msrt.supervisor"
+  S.drive(function()
+    local ok, err = xpcall(body, debug.traceback)
+    if not ok then
+      supervisor.stop_all("shutdown")
+      S.wait_until(function() return supervisor.count() == 0 end, 5000)
+      error(err, 0)
+    end
+  end, limit_ms)
+end
+
 --- From a driven coroutine: wait ms on the hub loop.
 function S.sleep(ms)
   local co = coroutine.running()
