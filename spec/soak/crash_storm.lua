@@ -18,11 +18,8 @@ local RELOAD, DIR = arg[6] == "reload", arg[7]
 local GROUP = 10 -- children per robust supervisor
 local ATTEMPTS, TIMEOUT_MS = 8, 250
 
-local failures = {}
-local function check(ok, fmt, ...)
-  if not ok then failures[#failures + 1] = fmt:format(...) end
-end
-local function say(fmt, ...) io.stdout:write(("soak crash_storm: " .. fmt .. "\n"):format(...)) io.stdout:flush() end
+local C = dofile(arg[0]:match("^(.*)/") .. "/common.lua")("crash_storm")
+local check, say = C.check, C.say
 local function rss_kib()
   local f = io.open("/proc/self/statm")
   local pages = f:read("*n") and f:read("*n")
@@ -296,9 +293,7 @@ msrt.after(0, function()
         root:wait()
         local left = 0
         for _, k in ipairs(root:which_children()) do if k.handle then left = left + 1 end end
-        for _, f in ipairs(failures) do say("FAILED: %s", f) end
-        say(#failures == 0 and "passed" or "failed")
-        msrt.stop(#failures == 0 and "normal" or "failed", #failures == 0 and 0 or 1)
+        C.finish()
       end)
     end
     wait_done(0)

@@ -13,23 +13,8 @@ local msrt = require "msrt"
 
 local MODE = arg[1] or "nofile"
 assert(MODE == "nofile" or MODE == "nproc", "nofile or nproc")
-local failures = {}
-local function check(ok, fmt, ...)
-  if not ok then failures[#failures + 1] = fmt:format(...) end
-end
-local function say(fmt, ...) io.stdout:write(("soak exhaustion: " .. fmt .. "\n"):format(...)) io.stdout:flush() end
-local function sleep(ms)
-  local co = coroutine.running()
-  msrt.after(ms, function() coroutine.resume(co) end)
-  coroutine.yield()
-end
-local function wait_until(fn, ms)
-  for _ = 1, (ms or 5000) / 10 do
-    if fn() then return true end
-    sleep(10)
-  end
-  return fn()
-end
+local C = dofile(arg[0]:match("^(.*)/") .. "/common.lua")("exhaustion")
+local check, say, sleep, wait_until = C.check, C.say, C.sleep, C.wait_until
 
 local ECHO = [[while IFS= read -r l; do r=${l#*\"reply\":\"}; r=${r%%\"*}; ]]
   .. [[printf '{"subject":"%s","data":"p"}\n' "$r"; done]]
@@ -108,7 +93,5 @@ msrt.after(0, function()
   check(sup:count_children().active == 2, "children not all running")
   sup:stop()
   sup:wait()
-  for _, f in ipairs(failures) do say("FAILED: %s", f) end
-  say(#failures == 0 and "passed" or "failed")
-  msrt.stop(#failures == 0 and "normal" or "failed", #failures == 0 and 0 or 1)
+  C.finish()
 end)

@@ -11,23 +11,8 @@
 local msrt = require "msrt"
 
 local N, CAP = tonumber(arg[1]) or 2000, 16
-local failures = {}
-local function check(ok, fmt, ...)
-  if not ok then failures[#failures + 1] = fmt:format(...) end
-end
-local function say(fmt, ...) io.stdout:write(("soak slow_consumer: " .. fmt .. "\n"):format(...)) io.stdout:flush() end
-local function sleep(ms)
-  local co = coroutine.running()
-  msrt.after(ms, function() coroutine.resume(co) end)
-  coroutine.yield()
-end
-local function wait_until(fn, ms)
-  for _ = 1, (ms or 5000) / 10 do
-    if fn() then return true end
-    sleep(10)
-  end
-  return fn()
-end
+local C = dofile(arg[0]:match("^(.*)/") .. "/common.lua")("slow_consumer")
+local check, say, sleep, wait_until = C.check, C.say, C.sleep, C.wait_until
 
 -- the consumer's stall: its handler requests "stall.<policy>"; the hub
 -- holds the reply until released
@@ -111,7 +96,5 @@ msrt.after(0, function()
     r.accepted, r.delivered, r.dropped, r.dead_lettered, r.refused, r.no_responders)
   check(r.accepted == r.delivered + r.dropped + r.dead_lettered + r.refused + r.no_responders,
     "the router's accounting identity does not hold")
-  for _, f in ipairs(failures) do say("FAILED: %s", f) end
-  say(#failures == 0 and "passed" or "failed")
-  msrt.stop(#failures == 0 and "normal" or "failed", #failures == 0 and 0 or 1)
+  C.finish()
 end)
