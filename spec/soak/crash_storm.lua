@@ -135,10 +135,7 @@ local function worker()
       if data then ok = attempt break end
       why = err and err.code or "?"
       acct.retries = acct.retries + 1
-      local wait = math.min(2 ^ attempt, 50)
-      local co = coroutine.running()
-      msrt.after(wait, function() coroutine.resume(co) end)
-      coroutine.yield()
+      C.sleep(math.min(2 ^ attempt, 50))
     end
     if ok == 1 then acct.replied = acct.replied + 1
     elseif ok then acct.retried_replied = acct.retried_replied + 1
