@@ -27,21 +27,40 @@ end
 
 local REWRITE_TO = 'return { { match = "old.*", rewrite = "%s.$1" } }'
 
--- Drive body(path, events, dir) with a routing table from a watched file
--- (rewriting old.* to first.*) and a collector of msrt.reload.* events;
--- everything is undone afterwards.
-local function with_watched_routes(first, body, limit_ms)
-  local dir, path = policy_dir(REWRITE_TO:format(first))
+-- Drive body(path, events, dir, policy) with a policy from a watched file
+-- (text, in a fresh directory) and a collector of msrt.reload.* events:
+-- use(path) puts the policy in force and returns it and the function that
+-- undoes it; everything is undone afterwards.
+local function with_watched(name, text, use, body, limit_ms)
+  local dir = assert(uv.fs_mkdtemp("/tmp/msrt-reload-XXXXXX"))
+  local path = dir .. "/" .. name
+  write(path, text)
   S.drive(function()
     local events = S.collector("msrt.reload.*")
-    assert(msrt.routes(path))
+    local policy, undo = use(path)
     local w = assert(msrt.watch(dir))
-    body(path, events, dir)
+    body(path, events, dir, policy)
     w.close()
     events.close()
-    msrt.routes({})
+    undo()
   end, limit_ms)
   remove_dir(dir)
+end
+
+-- A routing table rewriting old.* to first.*, from a watched file.
+local function with_watched_routes(first, body, limit_ms)
+  with_watched("routes.lua", REWRITE_TO:format(first), function(path)
+    assert(msrt.routes(path))
+    return nil, function() msrt.routes({}) end
+  end, body, limit_ms)
+end
+
+-- A supervision tree from a watched file (body gets the supervisor last).
+local function with_watched_tree(text, body)
+  with_watched("tree.lua", text, function(path)
+    local sup = assert(msrt.supervisor(path))
+    return sup, function() sup:stop() sup:wait() end
+  end, body)
 end
 
 -- Publish old.<n> and return the subject it was delivered on (via a
@@ -236,13 +255,7 @@ describe("hot reload of a supervision tree", function()
   end
 
   it("updates specs without restarting running children, starts new ids, swaps the strategy; keeps out a bad one", function()
-    local dir = assert(uv.fs_mkdtemp("/tmp/msrt-reload-XXXXXX"))
-    local path = dir .. "/tree.lua"
-    write(path, tree({ "a", "b" }, "one_for_one"))
-    S.drive(function()
-      local events = S.collector("msrt.reload.*")
-      local sup = assert(msrt.supervisor(path))
-      local w = assert(msrt.watch(dir))
+    with_watched_tree(tree({ "a", "b" }, "one_for_one"), function(path, events, _, sup)
       local before = instances(sup)
       write(path, tree({ "a", "b", "c" }, "one_for_all", "  stop_removed = false,"))
       assert.is_true(events.wait(1, 5000))
@@ -266,28 +279,17 @@ describe("hot reload of a supervision tree", function()
       assert.matches("no_such_strategy", events.msgs[2].data.error)
       assert.are.equal(3, sup:count_children().active)
       assert.are.equal(1, require("msrt.reload").state(path)) -- migrate ran once
-      w.close()
-      events.close()
-      sup:stop()
-      sup:wait()
     end)
-    remove_dir(dir)
   end)
 end)
 
 describe("hot reload of a child's health checks", function()
   it("starts the new probes of a running child without restarting it", function()
-    local dir = assert(uv.fs_mkdtemp("/tmp/msrt-reload-XXXXXX"))
-    local path = dir .. "/tree.lua"
     local function tree(health)
       return ("return { name = 'htree', children = { { id = 'hchild', %s actor = { subscribe = 't.hchild',"
         .. " handle = function() end } } } }"):format(health or "")
     end
-    write(path, tree())
-    S.drive(function()
-      local events = S.collector("msrt.reload.*")
-      local sup = assert(msrt.supervisor(path))
-      local w = assert(msrt.watch(dir))
+    with_watched_tree(tree(), function(path, events, _, sup)
       local before = sup:which_children()[1].handle:ids()[1]
       assert.is_nil(msrt.metrics().health.hchild)
       write(path, tree("health = { liveness = { lua = function() return true end, interval_ms = 20 } },"))
@@ -298,12 +300,7 @@ describe("hot reload of a child's health checks", function()
         return h and h.state == "healthy"
       end, 5000), "the new liveness probe did not run")
       assert.are.equal(before, sup:which_children()[1].handle:ids()[1]) -- not restarted
-      w.close()
-      events.close()
-      sup:stop()
-      sup:wait()
     end)
-    remove_dir(dir)
   end)
 end)
 
