@@ -33,8 +33,13 @@ local M = {}
 M.DEBOUNCE_MS = 10
 
 local policies = {} -- real path -> {kind, load, applies = {fn...}, state, version}
-local dirs = {}     -- real directory -> fs_event handle
-local files = {}    -- real path of a file watched on its own -> true
+-- What the msrt.watch calls hold, each counted by the watchers holding it
+-- (two watchers of one directory share its fs event; the last to close
+-- ends it): directories whose files may be reloaded, files watched on
+-- their own, and the fs event of each directory watched.
+local dirs = {}     -- real directory -> count
+local files = {}    -- real path of a file watched on its own -> count
+local events = {}   -- real directory -> {ev = fs_event handle, count = n}
 local timers = {}   -- real path -> debounce timer
 local version = 0
 local counts = { ok = 0, failed = 0 }
@@ -157,13 +162,41 @@ local function on_sighup() M.reload_all() end
 
 -- Stop the watches one msrt.watch call made: {handles = {dir key -> fs
 -- event}, files = {real path -> true}}.
-local function unwatch(mine)
-  for key, ev in pairs(mine.handles) do
-    if dirs[key] == ev then dirs[key] = nil end
-    if not ev:is_closing() then ev:close() end
+-- Add d to the count of key in t (the entry goes at 0); returns the count.
+local function hold(t, key, d)
+  local n = (t[key] or 0) + d
+  t[key] = n > 0 and n or nil
+  return n
+end
+
+local function watch_dir(dir)
+  local e = events[dir]
+  if not e then
+    e = { ev = uv.new_fs_event(), count = 0 }
+    e.ev:start(dir, {}, function(err, name)
+      if not err and name then on_change(dir, name) end
+    end)
+    e.ev:unref()
+    events[dir] = e
   end
-  for real in pairs(mine.files) do files[real] = nil end
-  if next(dirs) == nil and sighup then
+  e.count = e.count + 1
+end
+
+local function unwatch_dir(dir)
+  local e = events[dir]
+  e.count = e.count - 1
+  if e.count > 0 then return end
+  events[dir] = nil
+  if not e.ev:is_closing() then e.ev:close() end
+end
+
+-- Let go of what one msrt.watch call held: {dirs, files, events}, lists.
+local function unwatch(mine)
+  for _, dir in ipairs(mine.dirs) do hold(dirs, dir, -1) end
+  for _, real in ipairs(mine.files) do hold(files, real, -1) end
+  for _, dir in ipairs(mine.events) do unwatch_dir(dir) end
+  mine.dirs, mine.files, mine.events = {}, {}, {}
+  if next(events) == nil and sighup then
     sighup:close()
     sighup = nil
     for path, t in pairs(timers) do
@@ -180,28 +213,24 @@ end
 --   (not_found: a path that does not exist; nothing is watched then)
 function M.watch(paths)
   if type(paths) == "string" then paths = { paths } end
-  local mine = { handles = {}, files = {} }
+  local mine = { dirs = {}, files = {}, events = {} }
   for _, path in ipairs(paths) do
     local real = uv.fs_realpath(path)
     if not real then
       unwatch(mine)
       return nil, core.error("not_found", ("cannot watch '%s': no such file or directory"):format(path))
     end
-    local dir, only = real, nil
-    if uv.fs_stat(real).type ~= "directory" then dir, only = real:match("^(.*)/([^/]+)$") end
-    if only then
-      files[real], mine.files[real] = true, true
-      dir = "\0" .. dir -- a single file's directory is not "inside"
+    local dir = real
+    if uv.fs_stat(real).type == "directory" then
+      hold(dirs, real, 1)
+      mine.dirs[#mine.dirs + 1] = real
+    else -- only this file: its directory's events, but not its other files
+      dir = real:match("^(.*)/[^/]+$")
+      hold(files, real, 1)
+      mine.files[#mine.files + 1] = real
     end
-    if not dirs[dir] then
-      local ev = uv.new_fs_event()
-      local watched = dir:gsub("^%z", "")
-      ev:start(watched, {}, function(err, name)
-        if not err and name then on_change(watched, name) end
-      end)
-      ev:unref()
-      dirs[dir], mine.handles[dir] = ev, ev
-    end
+    watch_dir(dir)
+    mine.events[#mine.events + 1] = dir
   end
   if not sighup then
     sighup = uv.new_signal()
