@@ -17,9 +17,10 @@ local servers, sockets = {}, {}
 
 local function supervisors() return require("msrt.supervisor").roots() end
 
-local function health_of(id)
-  local h = require("msrt").metrics().health
-  local s = type(h) == "table" and h[id]
+-- The state of child id in health (msrt.metrics().health, read once per
+-- tree), or nil.
+local function health_of(health, id)
+  local s = type(health) == "table" and health[id]
   return type(s) == "table" and s.state or s
 end
 
@@ -38,13 +39,13 @@ local function pid_of(k)
 end
 
 -- One supervisor and its children, indented, into lines.
-local function draw(sup, indent, lines)
+local function draw(sup, indent, lines, health)
   lines[#lines + 1] = ("%s%s (%s, %s)"):format(indent, sup.name, sup.strategy_name or "?", sup.state)
   for _, k in ipairs(sup:which_children()) do
     lines[#lines + 1] = ("%s  %-16s %-10s %-8s %-12s up %-8s restarts %-3d health %s"):format(indent,
       k.id, k.kind, k.state, pid_of(k), k.state == "running" and uptime(k.started_ms) or "-",
-      k.restarts or 0, health_of(k.id) or "-")
-    if k.kind == "supervisor" and k.handle then draw(k.handle, indent .. "    ", lines) end
+      k.restarts or 0, health_of(health, k.id) or "-")
+    if k.kind == "supervisor" and k.handle then draw(k.handle, indent .. "    ", lines, health) end
   end
 end
 
@@ -52,7 +53,8 @@ end
 -- restarts and health.
 function M.tree()
   local lines = {}
-  for _, sup in ipairs(supervisors()) do draw(sup, "", lines) end
+  local health = require("msrt").metrics().health
+  for _, sup in ipairs(supervisors()) do draw(sup, "", lines, health) end
   if #lines == 0 then lines[1] = "(no supervisors)" end
   return table.concat(lines, "\n") .. "\n"
 end
