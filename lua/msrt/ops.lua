@@ -65,12 +65,13 @@ function M.status()
   local m = require("msrt").metrics()
   local p = require("msrt").profile() or {}
   local r = m.router or {}
+  local reloads = require("msrt.reload").counts()
   return table.concat({
     ("pid %d, up %s, profile %s, %s workers"):format(uv.os_getpid(), uptime(started_ms), tostring(p.name), tostring(m.workers)),
     ("actors %s, processes %d, supervisors %d"):format(tostring(m.actors), require("msrt.process").count(), require("msrt.supervisor").count()),
     ("router: accepted %s, delivered %s, dropped %s, refused %s, no_responders %s"):format(
       tostring(r.accepted), tostring(r.delivered), tostring(r.dropped), tostring(r.refused), tostring(r.no_responders)),
-    ("reloads: %d ok, %d failed"):format(require("msrt.reload").counts().ok, require("msrt.reload").counts().failed),
+    ("reloads: %d ok, %d failed"):format(reloads.ok, reloads.failed),
   }, "\n") .. "\n"
 end
 
