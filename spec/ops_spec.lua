@@ -11,6 +11,7 @@ msrt.supervisor{ name = "ops", children = {
   { id = "inner", supervisor = { name = "inner", children = {
     { id = "worker", actor = { subscribe = "ops.work", handle = function() end } } } } },
 } }
+msrt.publish("ops.work", "one message for the per-class counters")
 msrt.every(1000, function() end) -- keep running until ctl stop
 ]]
 
@@ -62,7 +63,9 @@ describe("operator tools", function()
       assert.matches("\nmsrt_actors 2\n", m.out)
       assert.matches("\nmsrt_processes 1\n", m.out)
       assert.matches('\nmsrt_restarts_total{supervisor="ops",child="echo"} 0\n', m.out)
-      assert.matches('\nmsrt_router_messages_total{outcome="accepted"} %d+\n', m.out)
+      assert.matches('\nmsrt_router_messages_total{class="ops",outcome="accepted"} 1\n', m.out)
+      assert.matches('\nmsrt_router_messages_total{class="ops",outcome="delivered"} 1\n', m.out)
+      assert.matches('\nmsrt_router_messages_total{class="msrt",outcome="accepted"} %d+\n', m.out)
       assert.matches("^HTTP/1.1 404", http_get(port, "/other").out)
       local ctl_metrics = S.run({ "ctl", sock, "metrics" })
       assert.matches("# TYPE msrt_actors gauge", ctl_metrics.out)

@@ -683,6 +683,64 @@ describe("overflow policies", function()
     end)
   end)
 
+  it("keeps the identity per subject class (first token); totals are the classes' sum", function()
+    drive(function()
+      local function classes()
+        local out = {}
+        for name, c in pairs(router().classes) do out[name] = c end
+        return out
+      end
+      local function cdelta(before, name)
+        local now, d = router().classes[name] or {}, {}
+        for _, k in ipairs(COUNTERS) do d[k] = (now[k] or 0) - ((before[name] or {})[k] or 0) end
+        return d
+      end
+      local before, tbefore = classes(), router()
+      local fan = { collector("pcfan.x"), collector("pcfan.*") }
+      local renamed = collector("pcnew.>")
+      local dlq = collector("pcdlq.>")
+      assert(msrt.routes {
+        { match = "pcold.*", rewrite = "pcnew.$1" },
+        { match = "pcorders.>", dead_letter = "pcdlq.orders" },
+      })
+      assert(msrt.publish("pcfan.x", 1))              -- 2 copies delivered
+      assert(msrt.publish("pcnobody.x", 1))           -- no_responders
+      assert.is_nil(msrt.publish("pcbad..x", 1))      -- refused: invalid subject
+      assert(msrt.publish("pcold.a", 1))              -- counted as pcnew
+      assert(msrt.publish("pcorders.new", 1))         -- dead_lettered, copy to pcdlq
+      assert(msrt.publish("caf\xc3\xa9.x", 1))        -- not ASCII: _other
+      assert.is_true(wait_until(function()
+        return #fan[1].msgs + #fan[2].msgs == 2 and #renamed.msgs == 1 and #dlq.msgs == 1
+      end))
+      local want = {
+        pcfan = { accepted = 2, delivered = 2 }, pcnobody = { accepted = 1, no_responders = 1 },
+        pcbad = { accepted = 1, refused = 1 }, pcnew = { accepted = 1, delivered = 1 },
+        pcorders = { accepted = 1, dead_lettered = 1 }, pcdlq = { accepted = 1, delivered = 1 },
+        _other = { accepted = 1, no_responders = 1 },
+      }
+      for name, w in pairs(want) do
+        local d = cdelta(before, name)
+        for _, k in ipairs { "accepted", "delivered", "dead_lettered", "refused", "no_responders", "dropped" } do
+          assert.are.equal(w[k] or 0, d[k], name .. " " .. k .. ": " .. explain(d))
+        end
+      end
+      assert.is_nil(router().classes.pcold, "a rewritten copy counts in its new subject's class")
+      local total, now = delta(tbefore), router()
+      assert.is_true(adds_up(total), explain(total))
+      for name in pairs(now.classes) do
+        local d = cdelta(before, name)
+        assert.is_true(adds_up(d), name .. ": " .. explain(d))
+      end
+      for _, k in ipairs(COUNTERS) do
+        local sum = 0
+        for _, c in pairs(now.classes) do sum = sum + c[k] end
+        assert.are.equal(now[k], sum, k)
+      end
+      assert(msrt.routes {})
+      for _, c in ipairs { fan[1], fan[2], renamed, dlq } do c.close() end
+    end)
+  end)
+
   it("the accounting adds up under load: actors publishing to every policy at once", function()
     drive(function()
       local before = router()

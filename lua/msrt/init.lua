@@ -348,6 +348,16 @@ end
 -- sender as an error (mailbox_full with `error`, invalid_subject,
 -- payload_too_big, a routed subject over max_subject); `no_responders` =
 -- matched nobody. Drop notices are messages too and count the same way.
+-- `router.classes` holds the same counters per subject class, keyed by
+-- class name: a subject's first token ("work" for work.review.c, "_INBOX"
+-- for replies, "msrt" for the runtime's own events and drop notices), so
+-- the identity above holds for each class too (a copy is counted in the
+-- class of the subject it was delivered on: after a rewrite, the new one;
+-- a dead-lettered copy in its own class, its copy on the dead-letter
+-- subject in that subject's class). At most 64 classes: "_other" takes
+-- subjects whose first token is empty, over 32 bytes or not printable
+-- ASCII (or holds '"' or '\\'), and every new first token once 63 exist
+-- (src/router/account.h). The totals are the classes' sum (one read).
 -- Counters are summed from per-thread shards, so a read while messages
 -- move is not one instant. `health`: by child id, each health-checked
 -- child's state, readiness and probe counters (lua/msrt/health.lua).

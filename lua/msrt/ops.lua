@@ -86,12 +86,17 @@ end
 function M.metrics_text()
   local m = require("msrt").metrics()
   local out = {}
+  -- by class and outcome; `dropped` is left out (the drop_* sum: a
+  -- sum() over outcomes would count drops twice)
   local router = {}
-  for k, v in pairs(m.router or {}) do
-    if k ~= "subscriptions" then router[#router + 1] = { ('{outcome="%s"}'):format(k), v } end
+  for class, c in pairs((m.router or {}).classes or {}) do
+    for k, v in pairs(c) do
+      if k ~= "dropped" then router[#router + 1] = { ('{class="%s",outcome="%s"}'):format(class, k), v } end
+    end
   end
   table.sort(router, function(a, b) return a[1] < b[1] end)
-  metric(out, "router_messages_total", "counter", "Message copies the router handled, by outcome.", router)
+  metric(out, "router_messages_total", "counter",
+    "Message copies the router handled, by subject class (first token) and outcome.", router)
   metric(out, "router_subscriptions", "gauge", "Subscriptions in the router.", { { nil, (m.router or {}).subscriptions } })
   for _, f in ipairs({ "handled", "turns", "parks", "wakes", "steals" }) do
     local per = {}

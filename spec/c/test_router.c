@@ -1,6 +1,7 @@
 /* Router core: subject rules, trie matching vs brute force, queue groups,
  * routing tables, accounting. Concurrency is in test_router_mt.c. */
 #include <math.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -758,30 +759,76 @@ static void test_router_routes(void) {
 
 static void test_stats(void) {
   setup(0);
-  msrt_reader_count(RD, MSRT_STAT_ACCEPTED, 3);
-  msrt_reader_count(RD, MSRT_STAT_DROP_NEWEST, 2);
-  msrt_router_count(R, MSRT_STAT_ACCEPTED, 1);
-  msrt_router_count(R, MSRT_STAT_DROP_CLOSED, 5);
-  msrt_router_count(R, MSRT_STAT_NO_RESPONDERS, 1);
-  msrt_router_count(R, (msrt_stat)99, 1); /* ignored */
+  msrt_account *a = msrt_router_account(R);
+  unsigned w = msrt_account_class(a, "work.x", 6);
+  msrt_account_add(msrt_reader_shard(RD), w, MSRT_STAT_ACCEPTED, 3);
+  msrt_account_add(msrt_reader_shard(RD), w, MSRT_STAT_DROP_NEWEST, 2);
+  msrt_account_add_shared(a, w, MSRT_STAT_ACCEPTED, 1);
+  msrt_account_add_shared(a, 0, MSRT_STAT_DROP_CLOSED, 5);
+  msrt_account_add_shared(a, 0, MSRT_STAT_NO_RESPONDERS, 1);
+  msrt_account_add_shared(a, 0, (msrt_stat)99, 1); /* ignored */
+  msrt_account_add_shared(a, MSRT_CLASS_MAX, MSRT_STAT_ACCEPTED, 1);
   msrt_reader *other = msrt_router_reader_new(R);
-  msrt_reader_count(other, MSRT_STAT_DELIVERED, 7);
+  msrt_account_add(msrt_reader_shard(other), w, MSRT_STAT_DELIVERED, 7);
   msrt_router_stats st;
-  msrt_router_stats_read(R, &st);
+  msrt_account_read(a, &st);
   CHECK(st.v[MSRT_STAT_ACCEPTED] == 4);
   CHECK(st.v[MSRT_STAT_DELIVERED] == 7);
   CHECK(st.v[MSRT_STAT_NO_RESPONDERS] == 1);
   CHECK(st.dropped == 7);
-  msrt_router_reader_free(other); /* folded into the router's counters */
-  msrt_router_stats_read(R, &st);
+  msrt_router_reader_free(other); /* folded into the account's counters */
+  msrt_account_read(a, &st);
   CHECK(st.v[MSRT_STAT_DELIVERED] == 7);
+  msrt_class_stats cs[MSRT_CLASS_MAX];
+  CHECK(msrt_account_classes(a, cs, MSRT_CLASS_MAX) == 2);
+  CHECK_STR(cs[0].name, "_other");
+  CHECK(cs[0].stats.dropped == 5 && cs[0].stats.v[MSRT_STAT_ACCEPTED] == 0);
+  CHECK_STR(cs[w].name, "work");
+  CHECK(cs[w].stats.v[MSRT_STAT_DELIVERED] == 7 && cs[w].stats.dropped == 2);
   CHECK_STR(msrt_stat_name(MSRT_STAT_DEAD_LETTERED), "dead_lettered");
   CHECK_STR(msrt_stat_name(MSRT_STAT_DROP_NOT_READY), "drop_not_ready");
   CHECK_STR(msrt_stat_name(MSRT_STAT__COUNT), "unknown");
   teardown();
 }
 
-TEST_MAIN(test_subject_valid, test_subject_invalid, test_pattern_rules,
+/* Subject classes: the first token; "_other" for what cannot be a label
+ * and for every new token once the table is full. */
+static void test_classes(void) {
+  msrt_account *a = msrt_account_new();
+  unsigned w = msrt_account_class(a, "work.review.c", 13);
+  CHECK(w == 1);
+  CHECK(msrt_account_class(a, "work", 4) == w);
+  CHECK(msrt_account_class(a, "work.x", 6) == w);
+  CHECK(msrt_account_class(a, "worker.x", 8) != w);
+  CHECK(msrt_account_class(a, "_INBOX.abc.1", 12) == 3);
+  CHECK(msrt_account_class(a, ".x", 2) == 0);            /* empty token */
+  CHECK(msrt_account_class(a, "", 0) == 0);
+  CHECK(msrt_account_class(a, "a b.x", 5) == 0);         /* space */
+  CHECK(msrt_account_class(a, "q\"x.y", 5) == 0);        /* '"' */
+  CHECK(msrt_account_class(a, "\xc3\xa9t\xc3\xa9.x", 7) == 0); /* UTF-8 */
+  char long_tok[MSRT_CLASS_NAME_MAX + 2];
+  memset(long_tok, 'k', sizeof long_tok);
+  CHECK(msrt_account_class(a, long_tok, MSRT_CLASS_NAME_MAX + 1) == 0);
+  CHECK(msrt_account_class(a, long_tok, MSRT_CLASS_NAME_MAX) == 4);
+  char name[16];
+  unsigned last = 0;
+  for (int i = 0; i < 100; i++) { /* fill the table and go past it */
+    int n = snprintf(name, sizeof name, "c%d.x", i);
+    unsigned c = msrt_account_class(a, name, (size_t)n);
+    CHECK(c < MSRT_CLASS_MAX);
+    if (i < MSRT_CLASS_MAX - 5) CHECK(c == (unsigned)i + 5);
+    else CHECK(c == 0);
+    if (c) last = c;
+  }
+  CHECK(last == MSRT_CLASS_MAX - 1);
+  CHECK(msrt_account_class(a, "work.y", 6) == w); /* old ones still found */
+  msrt_class_stats cs[MSRT_CLASS_MAX];
+  CHECK(msrt_account_classes(a, cs, 2) == MSRT_CLASS_MAX);
+  CHECK_STR(cs[1].name, "work");
+  msrt_account_free(a);
+}
+
+TEST_MAIN(test_classes, test_subject_valid, test_subject_invalid, test_pattern_rules,
           test_subject_messages, test_subject_length, test_matcher,
           test_index_basic, test_index_wide, test_property,
           test_queue_fairness, test_queue_two_readers, test_skip_predicate,

@@ -86,7 +86,8 @@ static void *reader_main(void *arg) {
     res->matches++;
     if (batch && i % 64 == 63) msrt_router_reader_leave(rd);
   }
-  msrt_reader_count(rd, MSRT_STAT_DELIVERED, (uint64_t)res->matches);
+  msrt_account_add(msrt_reader_shard(rd), 0, MSRT_STAT_DELIVERED,
+                   (uint64_t)res->matches);
   msrt_match_result_free(&m);
   msrt_router_reader_free(rd);
   atomic_fetch_add(&readers_done, 1);
@@ -191,7 +192,7 @@ static void run(uint32_t cache_slots) {
   CHECK(msrt_router_sub_count(R) == 3);
   CHECK(msrt_router_reclaim(R) == 0); /* no reader left: all garbage freed */
   msrt_router_stats st;
-  msrt_router_stats_read(R, &st);
+  msrt_account_read(msrt_router_account(R), &st);
   CHECK(st.v[MSRT_STAT_DELIVERED] == (uint64_t)total);
   msrt_router_free(R);
 }

@@ -178,10 +178,12 @@ static void dropped_line(msrt_proc *p, const msrt_envelope *e,
                          const char *reason) {
   msrt_rt *rt = msrt_rt_get();
   if (!rt) return;
-  msrt_reader *rd = msrt_rt_reader(rt);
-  msrt_reader_count(rd, MSRT_STAT_DELIVERED, UINT64_MAX);
-  msrt_reader_count(rd, strcmp(reason, "drop_oldest") == 0
-                            ? MSRT_STAT_DROP_OLDEST : MSRT_STAT_DROP_NEWEST, 1);
+  msrt_account_shard *sh = msrt_reader_shard(msrt_rt_reader(rt));
+  unsigned cls = msrt_rt_class(rt, e->subject, e->subject_len);
+  msrt_account_add(sh, cls, MSRT_STAT_DELIVERED, UINT64_MAX);
+  msrt_account_add(sh, cls, strcmp(reason, "drop_oldest") == 0
+                                ? MSRT_STAT_DROP_OLDEST : MSRT_STAT_DROP_NEWEST,
+                   1);
   char subject[512], body[160];
   int n = snprintf(subject, sizeof subject, "msrt.dropped.%s", e->subject);
   int bl = snprintf(body, sizeof body, "%s process %s", reason,

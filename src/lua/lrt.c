@@ -489,6 +489,32 @@ static void push_worker(lua_State *L, const msrt_worker_stats *w) {
   set_num(L, "steals", (double)w->steals);
 }
 
+static void push_stats(lua_State *L, const msrt_router_stats *rs) {
+  for (int i = 0; i < MSRT_STAT__COUNT; i++)
+    set_num(L, msrt_stat_name((msrt_stat)i), (double)rs->v[i]);
+  set_num(L, "dropped", (double)rs->dropped);
+}
+
+/* The router's counters: the totals, and per subject class under
+ * `classes` (one read, so the totals are the classes' sum). */
+static void push_router(lua_State *L, msrt_router *r) {
+  msrt_class_stats cs[MSRT_CLASS_MAX];
+  size_t n = msrt_account_classes(msrt_router_account(r), cs, MSRT_CLASS_MAX);
+  msrt_router_stats total = {0};
+  lua_createtable(L, 0, MSRT_STAT__COUNT + 3);
+  lua_createtable(L, 0, (int)n);
+  for (size_t c = 0; c < n; c++) {
+    for (int i = 0; i < MSRT_STAT__COUNT; i++) total.v[i] += cs[c].stats.v[i];
+    total.dropped += cs[c].stats.dropped;
+    lua_createtable(L, 0, MSRT_STAT__COUNT + 1);
+    push_stats(L, &cs[c].stats);
+    lua_setfield(L, -2, cs[c].name);
+  }
+  lua_setfield(L, -2, "classes");
+  push_stats(L, &total);
+  set_num(L, "subscriptions", (double)msrt_router_sub_count(r));
+}
+
 /* metrics() -> table (see msrt.metrics) */
 static int l_metrics(lua_State *L) {
   msrt_rt *rt = msrt_rt_get();
@@ -514,13 +540,7 @@ static int l_metrics(lua_State *L) {
   set_num(L, "drop_newest", (double)st.drops_newest);
   set_num(L, "refused_full", (double)st.refused_full);
   lua_setfield(L, -2, "drops");
-  msrt_router_stats rs;
-  msrt_router_stats_read(rt->router, &rs);
-  lua_createtable(L, 0, MSRT_STAT__COUNT + 1);
-  for (int i = 0; i < MSRT_STAT__COUNT; i++)
-    set_num(L, msrt_stat_name((msrt_stat)i), (double)rs.v[i]);
-  set_num(L, "dropped", (double)rs.dropped);
-  set_num(L, "subscriptions", (double)msrt_router_sub_count(rt->router));
+  push_router(L, rt->router);
   lua_setfield(L, -2, "router");
   set_num(L, "hub_inbox", (double)msrt_inbox_depth(rt->inbox));
   return 1;

@@ -40,9 +40,14 @@ msrt_reader *msrt_rt_reader(msrt_rt *rt) {
   return tl_reader;
 }
 
-/* Count on this thread's shard of the router's counters (no shared write). */
-static void count(msrt_rt *rt, msrt_stat s, uint64_t n) {
-  if (n) msrt_reader_count(msrt_rt_reader(rt), s, n);
+/* Count on this thread's shard of the router's counters (no shared write),
+ * in subject class cls (router/account.h). */
+static void count(msrt_rt *rt, unsigned cls, msrt_stat s, uint64_t n) {
+  if (n) msrt_account_add(msrt_reader_shard(msrt_rt_reader(rt)), cls, s, n);
+}
+
+unsigned msrt_rt_class(msrt_rt *rt, const char *subject, size_t len) {
+  return msrt_account_class(msrt_router_account(rt->router), subject, len);
 }
 
 /* Publish a drop notice on msrt.dropped.<subject> unless e is itself one
@@ -73,8 +78,9 @@ static void drop_notice(msrt_rt *rt, const msrt_envelope *e,
 static void on_dropped(msrt_actor *a, msrt_envelope *e, const char *reason,
                        void *ud) {
   msrt_rt *rt = ud;
-  count(rt, strcmp(reason, "drop_oldest") == 0 ? MSRT_STAT_DROP_OLDEST
-                                                : MSRT_STAT_DROP_NEWEST,
+  count(rt, msrt_rt_class(rt, e->subject, e->subject_len),
+        strcmp(reason, "drop_oldest") == 0 ? MSRT_STAT_DROP_OLDEST
+                                           : MSRT_STAT_DROP_NEWEST,
         1);
   drop_notice(rt, e, reason, msrt_actor_id(a));
   tl_push_dropped = 1; /* last: the notice's own pushes reset it */
@@ -141,6 +147,12 @@ int msrt_rt_stop(msrt_rt *rt) {
   return 0;
 }
 
+/* A copy refused outright: its only outcome. */
+static void refuse(msrt_rt *rt, unsigned cls) {
+  count(rt, cls, MSRT_STAT_ACCEPTED, 1);
+  count(rt, cls, MSRT_STAT_REFUSED, 1);
+}
+
 msrt_envelope *msrt_rt_make(msrt_rt *rt, const char *subject, size_t slen,
                             const char *reply, size_t rlen,
                             const void *headers, size_t hlen,
@@ -151,13 +163,11 @@ msrt_envelope *msrt_rt_make(msrt_rt *rt, const char *subject, size_t slen,
           MSRT_E_OK ||
       (reply && msrt_subject_validate(reply, rlen, rt->cfg.max_subject, err) !=
                     MSRT_E_OK)) {
-    count(rt, MSRT_STAT_ACCEPTED, 1);
-    count(rt, MSRT_STAT_REFUSED, 1);
+    refuse(rt, msrt_rt_class(rt, subject, slen));
     return NULL;
   }
   if (plen + hlen > rt->cfg.max_payload) {
-    count(rt, MSRT_STAT_ACCEPTED, 1);
-    count(rt, MSRT_STAT_REFUSED, 1);
+    refuse(rt, msrt_rt_class(rt, subject, slen));
     msrt_error_set(err, MSRT_E_PAYLOAD_TOO_BIG,
                    "payload of %zu bytes%s on \"%.*s\" exceeds max_payload "
                    "(%zu bytes)", plen + hlen, hlen ? " with headers" : "",
@@ -225,7 +235,7 @@ static msrt_stat drop_stat(int r) {
 /* Hand e to every matched endpoint and count each copy's outcome. Full
  * `block` mailboxes go to pend (when given) and are counted when the
  * pending publish ends. */
-static msrt_code fan_out(msrt_rt *rt, msrt_envelope *e,
+static msrt_code fan_out(msrt_rt *rt, unsigned cls, msrt_envelope *e,
                          const msrt_match_result *m, size_t *delivered,
                          msrt_pending *pend, msrt_error *err) {
   size_t ok = 0, refused = 0, closed = 0, other = 0;
@@ -254,10 +264,10 @@ static msrt_code fan_out(msrt_rt *rt, msrt_envelope *e,
     pend->env = msrt_env_ref(e);
     pend->delivered = *delivered;
   }
-  count(rt, MSRT_STAT_DELIVERED, ok);
-  count(rt, MSRT_STAT_REFUSED, refused);
-  count(rt, MSRT_STAT_DROP_CLOSED, closed);
-  count(rt, MSRT_STAT_DROP_OTHER, other);
+  count(rt, cls, MSRT_STAT_DELIVERED, ok);
+  count(rt, cls, MSRT_STAT_REFUSED, refused);
+  count(rt, cls, MSRT_STAT_DROP_CLOSED, closed);
+  count(rt, cls, MSRT_STAT_DROP_OTHER, other);
   if (refused)
     msrt_error_set(err, MSRT_E_MAILBOX_FULL,
                    "mailbox full on \"%s\" (%zu subscriber(s) refused it)",
@@ -283,24 +293,24 @@ static msrt_code deliver_all(msrt_rt *rt, msrt_reader *rd, pub_space *s,
                              msrt_envelope *e, bool may_dead_letter,
                              size_t *delivered, msrt_pending *pend,
                              msrt_error *err) {
+  unsigned cls = msrt_rt_class(rt, e->subject, e->subject_len);
   long n = msrt_router_match(rd, e->subject, e->subject_len, &s->m, skip_full,
                              NULL);
   if (n < 0) {
-    count(rt, MSRT_STAT_ACCEPTED, 1);
-    count(rt, MSRT_STAT_REFUSED, 1);
+    refuse(rt, cls);
     return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
   }
   uint32_t unready = s->m.unready_groups;
   if (n == 0 && unready == 0) {
     if (may_dead_letter) return MSRT_E_NOT_FOUND;
-    count(rt, MSRT_STAT_ACCEPTED, 1);
-    count(rt, MSRT_STAT_NO_RESPONDERS, 1);
+    count(rt, cls, MSRT_STAT_ACCEPTED, 1);
+    count(rt, cls, MSRT_STAT_NO_RESPONDERS, 1);
     return MSRT_E_OK;
   }
-  count(rt, MSRT_STAT_ACCEPTED, (uint64_t)n + unready);
-  msrt_code rc = fan_out(rt, e, &s->m, delivered, pend, err);
+  count(rt, cls, MSRT_STAT_ACCEPTED, (uint64_t)n + unready);
+  msrt_code rc = fan_out(rt, cls, e, &s->m, delivered, pend, err);
   if (unready) {
-    count(rt, MSRT_STAT_DROP_NOT_READY, unready);
+    count(rt, cls, MSRT_STAT_DROP_NOT_READY, unready);
     drop_notice(rt, e, "drop_not_ready", 0);
   }
   return rc;
@@ -316,8 +326,10 @@ static msrt_code dead_letter(msrt_rt *rt, msrt_reader *rd, pub_space *s,
                              msrt_error *err) {
   msrt_envelope *d;
   msrt_code rc = resubject(e, dead, dlen, &d, err);
-  count(rt, MSRT_STAT_ACCEPTED, 1);
-  count(rt, rc == MSRT_E_OK ? MSRT_STAT_DEAD_LETTERED : MSRT_STAT_REFUSED, 1);
+  unsigned cls = msrt_rt_class(rt, e->subject, e->subject_len);
+  count(rt, cls, MSRT_STAT_ACCEPTED, 1);
+  count(rt, cls, rc == MSRT_E_OK ? MSRT_STAT_DEAD_LETTERED : MSRT_STAT_REFUSED,
+        1);
   if (rc != MSRT_E_OK) return rc;
   rc = deliver_all(rt, rd, s, d, false, delivered, pend, err);
   msrt_env_unref(d);
@@ -391,8 +403,7 @@ msrt_code msrt_rt_publish(msrt_rt *rt, msrt_envelope *e, size_t *delivered,
   if (rc == MSRT_E_OK && res.rewritten)
     rc = resubject(e, res.subject, res.len, &to, err);
   if (rc != MSRT_E_OK) { /* routing failed: the sender hears why */
-    count(rt, MSRT_STAT_ACCEPTED, 1);
-    count(rt, MSRT_STAT_REFUSED, 1);
+    refuse(rt, msrt_rt_class(rt, e->subject, e->subject_len));
   } else {
     rc = deliver_all(rt, rd, s, to, res.dead_letter != NULL, delivered, pend,
                      err);
@@ -408,6 +419,8 @@ msrt_code msrt_rt_publish(msrt_rt *rt, msrt_envelope *e, size_t *delivered,
 
 msrt_code msrt_rt_pending_retry(msrt_rt *rt, msrt_pending *p) {
   size_t keep = 0;
+  unsigned cls =
+      p->env ? msrt_rt_class(rt, p->env->subject, p->env->subject_len) : 0;
   for (size_t i = 0; i < p->n; i++) {
     int r = msrt_actor_push(p->cells[i], p->env);
     if (r == MSRT_E_MAILBOX_FULL) {
@@ -415,7 +428,7 @@ msrt_code msrt_rt_pending_retry(msrt_rt *rt, msrt_pending *p) {
       continue;
     }
     if (r == MSRT_E_OK) p->delivered++;
-    count(rt, r == MSRT_E_OK ? MSRT_STAT_DELIVERED : drop_stat(r), 1);
+    count(rt, cls, r == MSRT_E_OK ? MSRT_STAT_DELIVERED : drop_stat(r), 1);
     msrt_actor_unref(p->cells[i]);
   }
   p->n = keep;
@@ -431,7 +444,9 @@ int msrt_rt_pending_wait(msrt_pending *p, void (*waker)(void *), void *ud) {
 }
 
 void msrt_rt_pending_clear(msrt_rt *rt, msrt_pending *p) {
-  count(rt, MSRT_STAT_REFUSED, p->n);
+  if (p->n)
+    count(rt, msrt_rt_class(rt, p->env->subject, p->env->subject_len),
+          MSRT_STAT_REFUSED, p->n);
   for (size_t i = 0; i < p->n; i++) msrt_actor_unref(p->cells[i]);
   free(p->cells);
   msrt_env_unref(p->env);

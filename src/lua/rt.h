@@ -173,6 +173,10 @@ int msrt_rt_to_hub(msrt_rt *rt, msrt_inbox_item item);
 /* Per-thread router reader (made on first use). Any thread. */
 msrt_reader *msrt_rt_reader(msrt_rt *rt);
 
+/* The subject class a subject's copies are counted in (its first token;
+ * router/account.h msrt_account_class). Any thread. */
+unsigned msrt_rt_class(msrt_rt *rt, const char *subject, size_t len);
+
 /* Mark the calling worker's turn (actor id, 0 = idle) for the overload
  * watchdog. Worker threads. */
 void msrt_rt_turn(msrt_rt *rt, int worker, uint64_t actor_id);

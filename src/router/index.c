@@ -190,8 +190,7 @@ struct msrt_reader {
   msrt_router *r;
   msrt_reader *next, *prev;
   uint64_t rng;
-  /* Statistics shard: written by the owner only. */
-  _Alignas(64) atomic_uint_least64_t stats[MSRT_STAT__COUNT];
+  msrt_account_shard *shard; /* accounting, written by the owner only */
   /* Scratch, owner only. */
   rt_tok *toks;
   size_t tokcap;
@@ -221,7 +220,7 @@ struct msrt_router {
   size_t max_subject;
   uint32_t cache_slots; /* 0 = no cache */
   char pad[64];
-  atomic_uint_least64_t stats[MSRT_STAT__COUNT];
+  msrt_account *acct;
   atomic_size_t nsubs;
   atomic_uint_least64_t version;
   /* Everything below: writer mutex. */
@@ -533,14 +532,16 @@ msrt_router *msrt_router_new(const msrt_router_opts *opts) {
   if (cs == 0) cs = CACHE_DEFAULT;
   r->cache_slots = cs == UINT32_MAX ? 0 : (uint32_t)pow2_at_least(cs < 8 ? 8 : cs);
   if (r->cache_slots > (1u << 24)) r->cache_slots = 1u << 24;
+  r->acct = msrt_account_new();
   pthread_mutex_init(&r->mu, NULL);
   r->next_id = 1;
   atomic_init(&r->epoch, 1);
   rt_spec empty = {0};
   rt_snap *s = calloc(1, sizeof *s);
-  rt_node *root = s ? node_build(&empty, "", 0) : NULL;
+  rt_node *root = s && r->acct ? node_build(&empty, "", 0) : NULL;
   if (!root) {
     free(s);
+    msrt_account_free(r->acct);
     pthread_mutex_destroy(&r->mu);
     free(r);
     return NULL;
@@ -610,6 +611,7 @@ void msrt_router_free(msrt_router *r) {
   free(r->spec.lits);
   free(r->spec.items);
   free(r->spec.qsubs);
+  msrt_account_free(r->acct); /* and the shards of the readers above */
   pthread_mutex_destroy(&r->mu);
   free(r);
 }
@@ -623,7 +625,11 @@ msrt_reader *msrt_router_reader_new(msrt_router *r) {
   if (!rd) return NULL;
   memset(rd, 0, sizeof *rd);
   atomic_init(&rd->epoch, 0);
-  for (int i = 0; i < MSRT_STAT__COUNT; i++) atomic_init(&rd->stats[i], 0);
+  rd->shard = msrt_account_shard_new(r->acct);
+  if (!rd->shard) {
+    free(rd);
+    return NULL;
+  }
   rd->r = r;
   rd->rng = msrt_now_ns() ^ (uintptr_t)rd ^
             (atomic_fetch_add(&rng_seq, 1) * 0xd1b54a32d192ed03ull);
@@ -643,13 +649,9 @@ void msrt_router_reader_free(msrt_reader *rd) {
   if (rd->prev) rd->prev->next = rd->next;
   else r->readers = rd->next;
   if (rd->next) rd->next->prev = rd->prev;
-  for (int i = 0; i < MSRT_STAT__COUNT; i++)
-    atomic_fetch_add_explicit(
-        &r->stats[i],
-        atomic_load_explicit(&rd->stats[i], memory_order_relaxed),
-        memory_order_relaxed);
   reclaim_locked(r);
   pthread_mutex_unlock(&r->mu);
+  msrt_account_shard_free(rd->shard); /* its counts fold into the account */
   reader_release(rd);
 }
 
@@ -1296,39 +1298,6 @@ msrt_code msrt_router_route(msrt_reader *rd, const char *subject, size_t len,
 
 /* ---- accounting ------------------------------------------------------------ */
 
-static const char *const stat_names[] = {
-    "accepted",    "delivered",   "dead_lettered",  "refused",
-    "no_responders", "drop_newest", "drop_oldest", "drop_not_ready",
-    "drop_closed", "drop_other"};
-_Static_assert(sizeof stat_names / sizeof *stat_names == MSRT_STAT__COUNT,
-               "stat names");
+msrt_account *msrt_router_account(msrt_router *r) { return r->acct; }
 
-const char *msrt_stat_name(msrt_stat s) {
-  return (unsigned)s < MSRT_STAT__COUNT ? stat_names[s] : "unknown";
-}
-
-void msrt_reader_count(msrt_reader *rd, msrt_stat s, uint64_t n) {
-  if ((unsigned)s >= MSRT_STAT__COUNT) return;
-  atomic_store_explicit(
-      &rd->stats[s],
-      atomic_load_explicit(&rd->stats[s], memory_order_relaxed) + n,
-      memory_order_relaxed);
-}
-
-void msrt_router_count(msrt_router *r, msrt_stat s, uint64_t n) {
-  if ((unsigned)s >= MSRT_STAT__COUNT) return;
-  atomic_fetch_add_explicit(&r->stats[s], n, memory_order_relaxed);
-}
-
-void msrt_router_stats_read(msrt_router *r, msrt_router_stats *out) {
-  memset(out, 0, sizeof *out);
-  pthread_mutex_lock(&r->mu);
-  for (int i = 0; i < MSRT_STAT__COUNT; i++) {
-    out->v[i] = atomic_load_explicit(&r->stats[i], memory_order_relaxed);
-    for (msrt_reader *rd = r->readers; rd; rd = rd->next)
-      out->v[i] += atomic_load_explicit(&rd->stats[i], memory_order_relaxed);
-  }
-  pthread_mutex_unlock(&r->mu);
-  for (int i = MSRT_STAT_DROP_FIRST; i < MSRT_STAT__COUNT; i++)
-    out->dropped += out->v[i];
-}
+msrt_account_shard *msrt_reader_shard(msrt_reader *rd) { return rd->shard; }

@@ -62,6 +62,7 @@
 #include <stdint.h>
 
 #include "core/error.h"
+#include "router/account.h"
 #include "router/routes.h"
 
 typedef struct msrt_router msrt_router;
@@ -237,44 +238,12 @@ msrt_code msrt_router_route(msrt_reader *rd, const char *subject, size_t len,
                             char *buf, size_t cap, msrt_route_result *res,
                             msrt_error *err);
 
-/* ---- accounting ------------------------------------------------------- */
+/* ---- accounting (router/account.h) --------------------------------------- */
 
-typedef enum {
-  MSRT_STAT_ACCEPTED,      /* publishes accepted by the router */
-  MSRT_STAT_DELIVERED,     /* envelopes put into an endpoint */
-  MSRT_STAT_DEAD_LETTERED, /* sent to a dead-letter subject */
-  MSRT_STAT_REFUSED,       /* refused to the sender (overflow "error", bad
-                              subject, oversized) */
-  MSRT_STAT_NO_RESPONDERS, /* requests/publishes that matched nobody */
-  MSRT_STAT_DROP_NEWEST,   /* dropped: mailbox full, drop_newest policy */
-  MSRT_STAT_DROP_OLDEST,   /* dropped: evicted by drop_oldest */
-  MSRT_STAT_DROP_NOT_READY,/* dropped: queue group had no ready member */
-  MSRT_STAT_DROP_CLOSED,   /* dropped: endpoint closed or gone */
-  MSRT_STAT_DROP_OTHER,    /* dropped: any other reason */
-  MSRT_STAT__COUNT
-} msrt_stat;
-
-#define MSRT_STAT_DROP_FIRST MSRT_STAT_DROP_NEWEST
-
-typedef struct {
-  uint64_t v[MSRT_STAT__COUNT];
-  uint64_t dropped; /* sum of the MSRT_STAT_DROP_* counters */
-} msrt_router_stats;
-
-/* "accepted", "delivered", "dead_lettered", "refused", "no_responders",
- * "drop_newest", "drop_oldest", "drop_not_ready", "drop_closed",
- * "drop_other"; "unknown" out of range. */
-const char *msrt_stat_name(msrt_stat s);
-
-/* Add n to a counter. The reader version writes the reader's own shard (a
- * relaxed load + store on a line no other thread writes: use it on hot
- * paths, from the reader's thread only); the router version is a shared
- * atomic add (any thread). */
-void msrt_reader_count(msrt_reader *rd, msrt_stat s, uint64_t n);
-void msrt_router_count(msrt_router *r, msrt_stat s, uint64_t n);
-
-/* Sum of every shard into *out. Each counter is read atomically; the set is
- * not one instant. Thread-safe (takes the writer mutex). */
-void msrt_router_stats_read(msrt_router *r, msrt_router_stats *out);
+/* The router's account (message outcomes per subject class), and the
+ * reader's shard of it (count on it from the reader's thread only). Both
+ * live as long as the router / the reader. Thread-safe. */
+msrt_account *msrt_router_account(msrt_router *r);
+msrt_account_shard *msrt_reader_shard(msrt_reader *rd);
 
 #endif
