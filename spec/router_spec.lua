@@ -510,7 +510,7 @@ end)
 -- data and priority, and on "end" publishes what it saw on report.<name>.
 local function recorder(name, opts)
   return {
-    name = name, subscribe = "rec." .. name, capacity = opts.capacity, overflow = opts.overflow,
+    name = name, subscribe = opts.subscribe or "rec." .. name, capacity = opts.capacity, overflow = opts.overflow,
     handle = function(ctx, msg)
       if msg.data == "hold" then
         ctx:request("gate." .. ctx.name, 1, { timeout_ms = 20000 })
@@ -670,6 +670,62 @@ describe("overflow policies", function()
     end)
   end)
 
+  it("a publish meeting full error and block mailboxes waits, then returns the refusal", function()
+    drive(function()
+      local before = router()
+      local _, open_b, finish_b = held_recorder("mixblk", { capacity = 2, overflow = "block", subscribe = { "rec.mixblk", "rec.mix" } })
+      local _, open_e, finish_e = held_recorder("mixerr", { capacity = 2, overflow = "error", subscribe = { "rec.mixerr", "rec.mix" } })
+      local results, done = {}, false
+      msrt.after(0, function()
+        for i = 1, 3 do results[i] = { msrt.publish("rec.mix", i) } end
+        done = true
+      end)
+      assert.is_true(wait_until(function() return #results >= 2 end))
+      sleep(20)
+      assert.is_false(done, "the publisher did not wait for the block mailbox")
+      open_b()
+      assert.is_true(wait_until(function() return done end))
+      open_e()
+      assert.is_true(results[1][1] and results[2][1], "the first two fit both mailboxes")
+      assert.is_nil(results[3][1])
+      assert.are.equal("mailbox_full", results[3][2].code)
+      assert.truthy(results[3][2].message:find("rec.mix", 1, true), results[3][2].message)
+      assert.are.same({ 1, 2, 3 }, data_of(finish_b()))
+      assert.are.same({ 1, 2 }, data_of(finish_e()))
+      local d = settled(before)
+      assert.are.equal(1, d.refused)
+      assert.are.equal(0, d.dropped)
+    end)
+  end)
+
+  it("an actor's ctx:publish meeting full error and block mailboxes waits, then returns the refusal", function()
+    drive(function()
+      local _, open_b, finish_b = held_recorder("amixblk", { capacity = 2, overflow = "block", subscribe = { "rec.amixblk", "rec.amix" } })
+      local _, open_e, finish_e = held_recorder("amixerr", { capacity = 2, overflow = "error", subscribe = { "rec.amixerr", "rec.amix" } })
+      local out = collector("amix.result")
+      local p = assert(spawn { name = "amix_pub", subscribe = "amix.go", handle = function(ctx)
+        local r = {}
+        for i = 1, 3 do
+          local ok, err = ctx:publish("rec.amix", i)
+          r[i] = ok and "ok" or err.code
+        end
+        ctx:publish("amix.result", r)
+      end })
+      assert(msrt.publish("amix.go", 1))
+      sleep(50)
+      assert.are.equal(0, #out.msgs, "the actor did not wait for the block mailbox")
+      open_b()
+      assert.is_true(wait_until(function() return #out.msgs == 1 end))
+      open_e()
+      assert.are.same({ "ok", "ok", "mailbox_full" }, out.msgs[1].data)
+      assert.are.same({ 1, 2, 3 }, data_of(finish_b()))
+      assert.are.same({ 1, 2 }, data_of(finish_e()))
+      p:stop()
+      p:wait()
+      out.close()
+    end)
+  end)
+
   it("fan-out counts one copy per subscriber", function()
     drive(function()
       local subs = {}
@@ -685,17 +741,13 @@ describe("overflow policies", function()
 
   it("keeps the identity per subject class (first token); totals are the classes' sum", function()
     drive(function()
-      local function classes()
-        local out = {}
-        for name, c in pairs(router().classes) do out[name] = c end
-        return out
-      end
       local function cdelta(before, name)
         local now, d = router().classes[name] or {}, {}
         for _, k in ipairs(COUNTERS) do d[k] = (now[k] or 0) - ((before[name] or {})[k] or 0) end
         return d
       end
-      local before, tbefore = classes(), router()
+      local tbefore = router()
+      local before = tbefore.classes
       local fan = { collector("pcfan.x"), collector("pcfan.*") }
       local renamed = collector("pcnew.>")
       local dlq = collector("pcdlq.>")

@@ -101,8 +101,8 @@ local function wait_room(pending)
       waiting[wid] = co
       coroutine.yield()
     end
-    local r = core.pending_retry(pending)
-    if r ~= "blocked" then return r end
+    local r, err = core.pending_retry(pending)
+    if r ~= "blocked" then return r, err end
   end
 end
 

@@ -117,7 +117,8 @@ end
 -- ASCII without ':' or spaces, values without CR/LF; receivers see it as
 -- msg.headers; headers and payload together count against max_payload).
 -- A full mailbox with the `block` policy makes the calling coroutine wait
--- for room; with `error` it comes back as mailbox_full.
+-- for room; with `error` it comes back as mailbox_full (when both meet one
+-- publish, the `block` copies are delivered first, then mailbox_full).
 -- @return true | nil, err (invalid_subject, payload_too_big, mailbox_full,
 --   invalid_arg for bad headers)
 function M.publish(subject, data, opts)

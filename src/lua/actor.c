@@ -257,7 +257,8 @@ static int a_wait_room(lua_State *L) {
   return 1;
 }
 
-/* retry() -> delivered | "blocked" | nil, "closed", message */
+/* retry() -> delivered | "blocked" | nil, "closed", message
+ *   | nil, "mailbox_full", message (`error` mailboxes refused copies) */
 static int a_retry(lua_State *L) {
   lactor *la = self(L);
   if (msrt_actor_closed(la->cell)) {
@@ -271,6 +272,7 @@ static int a_retry(lua_State *L) {
     lua_pushliteral(L, "blocked");
     return 1;
   }
+  if (msrt_rt_pending_refused(&la->pend, &la->err)) return push_err(L, &la->err);
   lua_pushinteger(L, (lua_Integer)la->pend.delivered);
   return 1;
 }

@@ -393,13 +393,16 @@ static int l_pending_wait(lua_State *L) {
   return 1;
 }
 
-/* pending_retry(pending) -> delivered | "blocked" */
+/* pending_retry(pending) -> delivered | "blocked" | nil, err (full
+ * `error` mailboxes refused copies of the same publish) */
 static int l_pending_retry(lua_State *L) {
   msrt_pending *p = luaL_checkudata(L, 1, PENDING_META);
   if (msrt_rt_pending_retry(need_rt(L), p) == MSRT_E_MAILBOX_FULL) {
     lua_pushliteral(L, "blocked");
     return 1;
   }
+  msrt_error err;
+  if (msrt_rt_pending_refused(p, &err)) return fail_err(L, &err);
   lua_pushinteger(L, (lua_Integer)p->delivered);
   return 1;
 }

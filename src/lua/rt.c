@@ -268,10 +268,15 @@ static msrt_code fan_out(msrt_rt *rt, unsigned cls, msrt_envelope *e,
   count(rt, cls, MSRT_STAT_REFUSED, refused);
   count(rt, cls, MSRT_STAT_DROP_CLOSED, closed);
   count(rt, cls, MSRT_STAT_DROP_OTHER, other);
-  if (refused)
+  if (refused) {
     msrt_error_set(err, MSRT_E_MAILBOX_FULL,
                    "mailbox full on \"%s\" (%zu subscriber(s) refused it)",
                    e->subject, refused);
+    if (pend && pend->n && err) { /* owed to the sender after the wait */
+      pend->refused = refused;
+      pend->refusal = *err;
+    }
+  }
   return rc;
 }
 
@@ -436,6 +441,13 @@ msrt_code msrt_rt_pending_retry(msrt_rt *rt, msrt_pending *p) {
   msrt_env_unref(p->env);
   p->env = NULL;
   return MSRT_E_OK;
+}
+
+bool msrt_rt_pending_refused(msrt_pending *p, msrt_error *err) {
+  if (!p->refused) return false;
+  *err = p->refusal;
+  p->refused = 0;
+  return true;
 }
 
 int msrt_rt_pending_wait(msrt_pending *p, void (*waker)(void *), void *ud) {

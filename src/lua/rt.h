@@ -64,12 +64,16 @@ typedef struct {
 } msrt_rt_turn_slot;
 
 /* What a blocked publish still has to deliver: the envelope and the actor
- * cells whose mailboxes were full (each holding a reference). */
+ * cells whose mailboxes were full (each holding a reference); and, when
+ * full `error` mailboxes refused copies of the same publish, that refusal,
+ * which the sender gets once the blocked copies are delivered. */
 typedef struct {
   msrt_envelope *env;
   msrt_actor **cells;
   size_t n, cap;
   size_t delivered;
+  size_t refused;     /* copies refused by `error` mailboxes; 0 = none */
+  msrt_error refusal; /* the error to return for them */
 } msrt_pending;
 
 struct msrt_rt {
@@ -147,6 +151,12 @@ msrt_code msrt_rt_publish(msrt_rt *rt, msrt_envelope *env, size_t *delivered,
 /* Retry a blocked publish: returns MSRT_E_OK when everything is delivered
  * (pend emptied), MSRT_E_MAILBOX_FULL when some mailbox is still full. */
 msrt_code msrt_rt_pending_retry(msrt_rt *rt, msrt_pending *pend);
+
+/* After msrt_rt_pending_retry returned MSRT_E_OK: whether `error`
+ * mailboxes refused copies of that publish (then *err gets the
+ * mailbox_full error the sender is owed, and the refusal is cleared so the
+ * pending can be reused). Caller's thread. */
+bool msrt_rt_pending_refused(msrt_pending *pend, msrt_error *err);
 
 /* Register waker(ud) for room in the first still-full mailbox. Returns
  * MSRT_WAIT_PENDING (will be called) or MSRT_E_OK (retry now). */
