@@ -52,7 +52,8 @@ msrt.after(0, function()
   -- what e1 held comes back when it is reaped, before its restart (250 ms on): take that too
   check(wait_until(function() return count("child_exited") > 0 end, 3000), "e1's exit not seen")
   take()
-  say("holding %d %s", #hoard, MODE == "nofile" and "descriptors" or "processes")
+  local held = #hoard
+  say("holding %d %s", held, MODE == "nofile" and "descriptors" or "processes")
   local ok, err = sup:start_child(agent("e2"))
   check(not ok, "start_child succeeded while exhausted")
   say("start_child while exhausted: %s", tostring(err))
@@ -63,6 +64,7 @@ msrt.after(0, function()
   for _, e in ipairs(events) do seen[#seen + 1] = e.event .. (e.child and (" " .. e.child) or "") end
   say("events while exhausted: %s", table.concat(seen, ", "):sub(1, 400))
   check(count("start_failed") > 0, "no start_failed event while exhausted")
+  local failed_starts = count("start_failed")
   -- the limit clears
   for _, f in ipairs(hoard) do
     if MODE == "nofile" then f:close() else f:signal("KILL") end
@@ -90,8 +92,14 @@ msrt.after(0, function()
     -- (root is exempt from RLIMIT_NPROC: then the child forks anyway)
     check(exit ~= nil, "the nproc-limited child never exited")
   end
-  check(sup:count_children().active == 2, "children not all running")
+  local active = sup:count_children().active
+  check(active == 2, "children not all running")
+  C.row("faults", { { "injected", ("every free %s taken (%d), then a SIGKILL and start_child"):format(
+      MODE == "nofile" and "fd" or "process slot", held) },
+    { "outcome", ("%d start_failed (%s), no crash; %d children back when freed"):format(failed_starts,
+      tostring(err):match("(Too many open files)") or tostring(err):match("(Resource temporarily unavailable)") or "?", active) } })
   sup:stop()
   sup:wait()
+  C.accounting()
   C.finish()
 end)

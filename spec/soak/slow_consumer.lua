@@ -74,6 +74,12 @@ msrt.after(0, function()
     local g = got[policy] or 0
     say("%-11s producer %s while stalled; sent %d, refused %d; consumer got %d; drop_newest %d, drop_oldest %d, refused %d, announced %d",
       policy, stalled_done and "finished" or "held", sent, refused, g, dn, dold, ref, announced[policy] or 0)
+    local outcome = ("producer %s; %s got, "):format(stalled_done and "not held" or "held until room", C.num(g))
+      .. (policy == "block" and ("%s lost"):format(C.num(N - g))
+        or policy == "error" and ("%s refused to the sender"):format(C.num(ref))
+        or ("%s dropped, %s announced"):format(C.num(dn + dold), C.num(announced[policy] or 0)))
+    C.row("faults", { { "injected", ("%s: consumer stalled (mailbox %d), %s published"):format(policy, CAP, C.num(N)) },
+      { "outcome", outcome } })
     check(during == 0, "%s: the stalled consumer handled %d messages", policy, during)
     if policy == "block" then
       check(not stalled_done, "block: the producer was not held by a full mailbox")
@@ -91,10 +97,6 @@ msrt.after(0, function()
     h:wait()
   end
   sleep(100)
-  local r = router()
-  say("router: accepted %d = delivered %d + dropped %d + dead_lettered %d + refused %d + no_responders %d",
-    r.accepted, r.delivered, r.dropped, r.dead_lettered, r.refused, r.no_responders)
-  check(r.accepted == r.delivered + r.dropped + r.dead_lettered + r.refused + r.no_responders,
-    "the router's accounting identity does not hold")
+  C.accounting()
   C.finish()
 end)
