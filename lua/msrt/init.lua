@@ -256,7 +256,9 @@ function M.supervisor(spec)
   if not s then return nil, err end
   local sup, serr = supervisor.new(s)
   if not sup then return nil, serr end
-  reload.register(path, "supervisor", supervisor.load_file, function(new) return sup:update(new) end)
+  -- once sup ends its file stops applying to it (a later msrt.supervisor
+  -- of the same file registers the new tree)
+  sup:on_exit(reload.register(path, "supervisor", supervisor.load_file, function(new) return sup:update(new) end))
   return sup
 end
 

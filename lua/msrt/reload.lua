@@ -73,16 +73,25 @@ end
 -- The first load is the caller's; this only remembers how to redo it.
 -- Registering the same file again for the same kind adds an applier (a
 -- strategy file two supervisors use); for another kind it replaces it.
+-- @return a function that takes this applier back (for a user that ends:
+--   a supervisor; the file is forgotten with its last applier)
 function M.register(path, kind, load, apply, policy)
   local real = uv.fs_realpath(path) or path
   local p = policies[real]
   if p and p.kind == kind then
     p.applies[#p.applies + 1] = apply
-    return
+  else
+    local state
+    if type(policy) == "table" then state = policy.state end
+    p = { kind = kind, load = load, applies = { apply }, state = state, version = 0 }
+    policies[real] = p
   end
-  local state
-  if type(policy) == "table" then state = policy.state end
-  policies[real] = { kind = kind, load = load, applies = { apply }, state = state, version = 0 }
+  return function()
+    for i, a in ipairs(p.applies) do
+      if a == apply then table.remove(p.applies, i) break end
+    end
+    if #p.applies == 0 and policies[real] == p then policies[real] = nil end
+  end
 end
 
 --- Reload one file now (see the module doc).

@@ -67,9 +67,13 @@ function M.compile_file(path)
   return compiled
 end
 
+local forget_source = function() end
+
 --- Compile rules (a list, or a path to a file returning one) and make
 -- them the router's table. A bad table changes nothing. A file becomes
--- the routing table's source for msrt.reload / msrt.watch.
+-- the routing table's source for msrt.reload / msrt.watch, until another
+-- table replaces it (the router has one table: an older file, edited
+-- later, must not come back over it).
 -- @return true | nil, err
 function M.set(rules_or_path)
   local compiled, err
@@ -81,8 +85,10 @@ function M.set(rules_or_path)
   if not compiled then return nil, err end
   local ok, ierr = core.routes_install(compiled)
   if not ok then return nil, ierr end
+  forget_source()
+  forget_source = function() end
   if type(rules_or_path) == "string" then
-    require("msrt.reload").register(rules_or_path, "routes", M.compile_file, core.routes_install)
+    forget_source = require("msrt.reload").register(rules_or_path, "routes", M.compile_file, core.routes_install)
   end
   return true
 end

@@ -554,7 +554,7 @@ end
 -- one decides from the next event.
 local function watch_strategy(sup, s)
   if type(s) ~= "string" or BUILTIN[s] or not (s:find("/") or s:find("%.lua$")) then return end
-  require("msrt.reload").register(s, "strategy", function(path)
+  local forget = require("msrt.reload").register(s, "strategy", function(path)
     local chunk, err = loadfile(path)
     if not chunk then return nil, core.error("syntax", tostring(err), { file = path }) end
     local ok, v = pcall(chunk)
@@ -567,6 +567,7 @@ local function watch_strategy(sup, s)
     sup.strategy = st.decide
     return true
   end)
+  sup:on_exit(forget) -- a restarted supervisor registers anew: no stale appliers
 end
 
 local function build(spec, parent)
