@@ -102,12 +102,6 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-typedef struct waiter {
-  struct waiter *next;
-  void (*fn)(void *);
-  void *ud;
-} waiter;
-
 /* Four cache lines, by who writes them (measured: with count and the tails
  * on one line and policy read by the consumer from the producers' line,
  * the 1->1 flood was ~20% slower). */
@@ -126,11 +120,12 @@ struct msrt_actor {
   uint8_t locked_pop; /* policy == DROP_OLDEST (read-only copy) */
   uint8_t lazy_room;  /* policy == BLOCK: settle `freed` once per turn */
   atomic_uchar poplock;
-  atomic_uchar waitlock;
+  /* senders waiting for room (BLOCK): read here by the consumer when it
+   * frees room, written only by a sender that has to wait */
+  msrt_waitlist waiters;
   /* L2, written by both sides once per message: the bound's counter; and
    * the initial dummies (touched once). */
   _Alignas(64) atomic_uint count; /* high + low, reservations included */
-  _Atomic(waiter *) waiters;
   msrt_mnode stub[NLANES];
   /* L3, control: state (CAS on schedule / end of turn), identity, links. */
   _Alignas(64) atomic_uint state;
@@ -261,24 +256,12 @@ static void lane_drain(msrt_actor *a, int l) {
 
 /* ---- room waiters ------------------------------------------------------- */
 
-static void wake_waiters(msrt_actor *a) {
-  if (!atomic_load_explicit(&a->waiters, SC)) return;
-  spin_lock(&a->waitlock);
-  waiter *w = atomic_load_explicit(&a->waiters, RLX);
-  atomic_store_explicit(&a->waiters, NULL, RLX);
-  spin_unlock(&a->waitlock);
-  while (w) {
-    waiter *next = w->next;
-    w->fn(w->ud);
-    free(w);
-    w = next;
-  }
-}
+static void wake_waiters(msrt_actor *a) { msrt_waitlist_wake(&a->waiters); }
 
 /* n slots of the normal mailbox are free again. */
 static inline void room_freed_n(msrt_actor *a, unsigned n) {
   atomic_fetch_sub_explicit(&a->count, n, SC);
-  if (atomic_load_explicit(&a->waiters, SC)) wake_waiters(a);
+  if (msrt_waitlist_any(&a->waiters)) wake_waiters(a);
 }
 static inline void room_freed(msrt_actor *a) { room_freed_n(a, 1); }
 
@@ -480,12 +463,7 @@ static void actor_destroy(msrt_actor *a) {
     lane_drain(a, l);
     if (a->head[l] != &a->stub[l]) msrt_mnode_free(a->head[l]);
   }
-  waiter *w = atomic_load_explicit(&a->waiters, RLX);
-  while (w) {
-    waiter *n = w->next;
-    free(w);
-    w = n;
-  }
+  msrt_waitlist_free(&a->waiters);
   free(a);
 }
 
@@ -543,9 +521,8 @@ msrt_actor *msrt_actor_new(msrt_sched *s, void *actor_ud, size_t capacity,
   a->lazy_room = policy == MSRT_OVERFLOW_BLOCK;
   atomic_init(&a->count, 0);
   atomic_init(&a->high_water, 0);
-  atomic_init(&a->waiters, NULL);
+  msrt_waitlist_init(&a->waiters);
   atomic_init(&a->poplock, 0);
-  atomic_init(&a->waitlock, 0);
   atomic_init(&a->state, 0);
   atomic_init(&a->refs, 2); /* caller + scheduler */
   a->id = atomic_fetch_add_explicit(&next_actor_id, 1, RLX);
@@ -700,40 +677,20 @@ void msrt_actor_set_waiting(msrt_actor *a, int waiting) {
   a->waiting = waiting != 0;
 }
 
-int msrt_actor_wait_room(msrt_actor *a, void (*waker)(void *), void *ud) {
-  if (atomic_load_explicit(&a->state, ACQ) & ST_CLOSED) return MSRT_E_CLOSED;
+/* Room or closed, for msrt_waitlist_wait (seq_cst reads: its contract). */
+static int room_state(void *obj) {
+  msrt_actor *a = obj;
+  if (atomic_load_explicit(&a->state, SC) & ST_CLOSED) return MSRT_E_CLOSED;
   if (atomic_load_explicit(&a->count, SC) < a->cap) return MSRT_E_OK;
-  waiter *w = malloc(sizeof *w);
-  if (!w) return MSRT_E_NOMEM;
-  w->fn = waker;
-  w->ud = ud;
-  spin_lock(&a->waitlock);
-  w->next = atomic_load_explicit(&a->waiters, RLX);
-  atomic_store_explicit(&a->waiters, w, SC);
-  spin_unlock(&a->waitlock);
-  int closed = (atomic_load_explicit(&a->state, SC) & ST_CLOSED) != 0;
-  if (closed || atomic_load_explicit(&a->count, SC) < a->cap) {
-    if (msrt_actor_cancel_wait(a, waker, ud) == 0)
-      return closed ? MSRT_E_CLOSED : MSRT_E_OK;
-  }
   return MSRT_WAIT_PENDING;
 }
 
+int msrt_actor_wait_room(msrt_actor *a, void (*waker)(void *), void *ud) {
+  return msrt_waitlist_wait(&a->waiters, room_state, a, waker, ud);
+}
+
 int msrt_actor_cancel_wait(msrt_actor *a, void (*waker)(void *), void *ud) {
-  waiter *found = NULL;
-  spin_lock(&a->waitlock);
-  waiter *prev = NULL, *w = atomic_load_explicit(&a->waiters, RLX);
-  for (; w; prev = w, w = w->next) {
-    if (w->fn == waker && w->ud == ud) {
-      if (prev) prev->next = w->next;
-      else atomic_store_explicit(&a->waiters, w->next, RLX);
-      found = w;
-      break;
-    }
-  }
-  spin_unlock(&a->waitlock);
-  free(found);
-  return found ? 0 : -1;
+  return msrt_waitlist_cancel(&a->waiters, waker, ud);
 }
 
 void msrt_actor_stop(msrt_actor *a) {

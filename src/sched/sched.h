@@ -84,6 +84,7 @@
 
 #include "core/envelope.h"
 #include "core/error.h"
+#include "core/waitlist.h" /* MSRT_WAIT_PENDING */
 
 typedef enum {
   MSRT_OVERFLOW_BLOCK,
@@ -99,8 +100,6 @@ typedef enum {
 #define MSRT_SCHED_HIGH_BURST 8
 #define MSRT_SCHED_DEFAULT_BATCH 64
 #define MSRT_SCHED_DEFAULT_CAPACITY 1024
-/* msrt_actor_wait_room: the waker is registered and will be called. */
-#define MSRT_WAIT_PENDING (-1)
 
 typedef struct msrt_sched msrt_sched;
 typedef struct msrt_actor msrt_actor;
