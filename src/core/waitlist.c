@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "core/error.h"
+#include "core/spin.h"
 
 struct msrt_waiter {
   msrt_waiter *next;
@@ -10,22 +11,6 @@ struct msrt_waiter {
   void *ud;
 };
 
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
-
-static void lock(msrt_waitlist *w) {
-  while (atomic_exchange_explicit(&w->lock, 1, memory_order_acquire))
-    while (atomic_load_explicit(&w->lock, memory_order_relaxed)) cpu_relax();
-}
-
-static void unlock(msrt_waitlist *w) {
-  atomic_store_explicit(&w->lock, 0, memory_order_release);
-}
 
 void msrt_waitlist_init(msrt_waitlist *w) {
   atomic_init(&w->head, NULL);
@@ -37,11 +22,11 @@ static int add(msrt_waitlist *w, void (*fn)(void *), void *ud) {
   if (!n) return MSRT_E_NOMEM;
   n->fn = fn;
   n->ud = ud;
-  lock(w);
+  msrt_spin_lock(&w->lock);
   n->next = atomic_load_explicit(&w->head, memory_order_relaxed);
   /* seq_cst: the store the freer's msrt_waitlist_any must see */
   atomic_store_explicit(&w->head, n, memory_order_seq_cst);
-  unlock(w);
+  msrt_spin_unlock(&w->lock);
   return 0;
 }
 
@@ -59,7 +44,7 @@ int msrt_waitlist_wait(msrt_waitlist *w, int (*check)(void *), void *obj,
 
 int msrt_waitlist_cancel(msrt_waitlist *w, void (*fn)(void *), void *ud) {
   msrt_waiter *found = NULL;
-  lock(w);
+  msrt_spin_lock(&w->lock);
   msrt_waiter *prev = NULL, *n = atomic_load_explicit(&w->head, memory_order_relaxed);
   for (; n; prev = n, n = n->next) {
     if (n->fn == fn && n->ud == ud) {
@@ -69,7 +54,7 @@ int msrt_waitlist_cancel(msrt_waitlist *w, void (*fn)(void *), void *ud) {
       break;
     }
   }
-  unlock(w);
+  msrt_spin_unlock(&w->lock);
   free(found);
   return found ? 0 : -1;
 }
@@ -77,10 +62,10 @@ int msrt_waitlist_cancel(msrt_waitlist *w, void (*fn)(void *), void *ud) {
 /* Take the whole list out under the lock. */
 static msrt_waiter *take_all(msrt_waitlist *w) {
   if (!msrt_waitlist_any(w)) return NULL;
-  lock(w);
+  msrt_spin_lock(&w->lock);
   msrt_waiter *n = atomic_load_explicit(&w->head, memory_order_relaxed);
   atomic_store_explicit(&w->head, NULL, memory_order_relaxed);
-  unlock(w);
+  msrt_spin_unlock(&w->lock);
   return n;
 }
 

@@ -57,6 +57,7 @@
 #endif
 
 #include "core/clock.h"
+#include "core/spin.h"
 #include "sched/mnode.h"
 
 #define LANE_SYS 0
@@ -94,13 +95,6 @@ static atomic_uint tsan_fence_word;
 #define FULL_FENCE() atomic_thread_fence(SC)
 #endif
 
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
 
 /* Four cache lines, by who writes them (measured: with count and the tails
  * on one line and policy read by the consumer from the producers' line,
@@ -188,13 +182,6 @@ static inline void stat_inc(_Atomic uint64_t *p, uint64_t v) {
   atomic_store_explicit(p, atomic_load_explicit(p, RLX) + v, RLX);
 }
 
-static inline void spin_lock(atomic_uchar *l) {
-  while (atomic_exchange_explicit(l, 1, ACQ))
-    while (atomic_load_explicit(l, RLX)) cpu_relax();
-}
-static inline void spin_unlock(atomic_uchar *l) {
-  atomic_store_explicit(l, 0, REL);
-}
 
 /* ---- parking primitive -------------------------------------------------- */
 
@@ -482,7 +469,7 @@ void msrt_actor_unref(msrt_actor *a) {
 static void finish(msrt_sched *s, msrt_actor *a) {
   atomic_fetch_or_explicit(&a->state, ST_CLOSED | ST_DEAD | ST_SCHED, SC);
   int locked = a->locked_pop;
-  if (locked) spin_lock(&a->poplock);
+  if (locked) msrt_spin_lock(&a->poplock);
   lane_drain(a, LANE_SYS);
   unsigned n = 0;
   msrt_envelope *e;
@@ -491,7 +478,7 @@ static void finish(msrt_sched *s, msrt_actor *a) {
     n++;
   }
   atomic_fetch_sub_explicit(&a->count, n, SC);
-  if (locked) spin_unlock(&a->poplock);
+  if (locked) msrt_spin_unlock(&a->poplock);
   wake_waiters(a);
   if (s->cfg.release) s->cfg.release(a, a->ud);
   pthread_mutex_lock(&s->reg_mu);
@@ -561,10 +548,10 @@ msrt_overflow msrt_actor_policy(msrt_actor *a) {
 /* ---- push / pop ---------------------------------------------------------- */
 
 static msrt_envelope *evict_oldest(msrt_actor *a) {
-  spin_lock(&a->poplock);
+  msrt_spin_lock(&a->poplock);
   msrt_envelope *e = lane_pop(a, LANE_LOW);
   if (!e) e = lane_pop(a, LANE_HIGH);
-  spin_unlock(&a->poplock);
+  msrt_spin_unlock(&a->poplock);
   return e;
 }
 
@@ -654,9 +641,9 @@ msrt_envelope *msrt_actor_pop(msrt_actor *a) {
   }
   if (a->waiting) return NULL;
   if (a->locked_pop) {
-    spin_lock(&a->poplock);
+    msrt_spin_lock(&a->poplock);
     e = pop_normal(a);
-    spin_unlock(&a->poplock);
+    msrt_spin_unlock(&a->poplock);
   } else {
     e = pop_normal(a);
   }
@@ -712,9 +699,9 @@ static int any_eligible(msrt_actor *a, int waiting) {
   if (lane_nonempty(a, LANE_SYS)) return 1;
   if (waiting) return 0;
   int locked = a->locked_pop;
-  if (locked) spin_lock(&a->poplock);
+  if (locked) msrt_spin_lock(&a->poplock);
   int r = lane_nonempty(a, LANE_HIGH) || lane_nonempty(a, LANE_LOW);
-  if (locked) spin_unlock(&a->poplock);
+  if (locked) msrt_spin_unlock(&a->poplock);
   return r;
 }
 
@@ -826,7 +813,7 @@ static msrt_actor *search(worker *w) {
         return NULL;
       }
       if (!searching || msrt_now_ns() >= deadline) break;
-      for (int i = 0; i < 16; i++) cpu_relax();
+      for (int i = 0; i < 16; i++) msrt_cpu_relax();
     }
     /* park */
     pthread_mutex_lock(&s->idle_mu);
