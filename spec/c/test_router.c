@@ -523,9 +523,10 @@ static void test_defer(void) {
   void *got = NULL;
   msrt_router_reader_enter(RD);
   CHECK(match("d.x") == 1 && M.items[0].endpoint == &ep);
-  CHECK(msrt_router_unsubscribe_endpoint(R, id, &got) == MSRT_E_OK);
-  CHECK(got == &ep);
-  CHECK(msrt_router_unsubscribe_endpoint(R, id, &got) == MSRT_E_NOT_FOUND);
+  uint32_t kind = 0;
+  CHECK(msrt_router_unsubscribe_endpoint(R, id, &got, &kind) == MSRT_E_OK);
+  CHECK(got == &ep && kind == 7);
+  CHECK(msrt_router_unsubscribe_endpoint(R, id, &got, NULL) == MSRT_E_NOT_FOUND);
   CHECK(msrt_router_defer(R, count_run, &one) == MSRT_E_OK);
   CHECK(deferred_runs == 0); /* RD is inside */
   msrt_router_reclaim(R);

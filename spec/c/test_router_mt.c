@@ -133,7 +133,7 @@ static void *writer_main(void *arg) {
     } else {
       int k = (int)((x >> 16) % (uint64_t)n);
       void *ep = NULL;
-      if (msrt_router_unsubscribe_endpoint(R, live[k], &ep) == MSRT_E_OK)
+      if (msrt_router_unsubscribe_endpoint(R, live[k], &ep, NULL) == MSRT_E_OK)
         msrt_router_defer(R, scribble_free, ep);
       live[k] = live[--n];
     }
@@ -149,7 +149,7 @@ static void *writer_main(void *arg) {
   }
   while (n) {
     void *ep = NULL;
-    msrt_router_unsubscribe_endpoint(R, live[--n], &ep);
+    msrt_router_unsubscribe_endpoint(R, live[--n], &ep, NULL);
     msrt_router_defer(R, scribble_free, ep);
   }
   atomic_store(&writer_changes, changes);

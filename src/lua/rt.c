@@ -481,7 +481,8 @@ msrt_code msrt_rt_subscribe(msrt_rt *rt, const char *pattern, size_t plen,
 
 msrt_code msrt_rt_unsubscribe(msrt_rt *rt, uint64_t sub_id) {
   void *endpoint = NULL;
-  msrt_code rc = msrt_router_unsubscribe_endpoint(rt->router, sub_id, &endpoint);
+  msrt_code rc = msrt_router_unsubscribe_endpoint(rt->router, sub_id, &endpoint,
+                                                  NULL);
   /* A reader may still be pushing to the cell: drop the subscription's
    * reference only after every reader that could have seen it has left. */
   if (rc == MSRT_E_OK && endpoint)

@@ -130,10 +130,11 @@ msrt_code msrt_router_subscribe(msrt_router *r, const char *pattern,
 msrt_code msrt_router_unsubscribe(msrt_router *r, uint64_t sub_id);
 
 /* msrt_router_unsubscribe, also giving back the subscription's endpoint
- * (*endpoint, when endpoint is not NULL; untouched on failure) so that the
- * caller can release it with msrt_router_defer. */
+ * and kind (*endpoint, *kind, each when not NULL; untouched on failure) so
+ * that the caller can release the endpoint with msrt_router_defer as its
+ * kind requires. */
 msrt_code msrt_router_unsubscribe_endpoint(msrt_router *r, uint64_t sub_id,
-                                           void **endpoint);
+                                           void **endpoint, uint32_t *kind);
 
 /* Call fn(p) once every reader that was inside a critical section when this
  * was called has left it (the same epochs as the router's own garbage):
