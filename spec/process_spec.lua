@@ -426,3 +426,277 @@ describe("msrt.process", function()
     end)
   end)
 end)
+
+-- A process's stdin queue under each overflow policy, against children that
+-- stop reading. Lines carry 70,000 bytes, more than a pipe holds (64 KiB):
+-- the first line stays being written while the child reads nothing, so the
+-- queue's slots stay taken until the child reads, whatever the timing.
+-- Each spec publishes under stdin.<name> and checks the router's
+-- accounting of class "stdin" since it began (one class for all: the
+-- router counts at most 64 classes in a process, and the spec files
+-- share them).
+describe("msrt.process stdin overflow", function()
+  local PAD = string.rep("x", 70000)
+  local function big(i) return ("%03d"):format(i) .. PAD end
+
+  local COUNTERS = { "accepted", "delivered", "dead_lettered", "refused", "no_responders", "dropped",
+    "drop_newest", "drop_oldest", "drop_closed", "drop_other" }
+
+  local function class(name) return msrt.metrics().router.classes[name] or {} end
+
+  local function adds_up(d)
+    return d.accepted == d.delivered + d.dropped + d.dead_lettered + d.refused + d.no_responders
+  end
+
+  -- The router's identity, for the whole router and for each class.
+  local function identity_holds()
+    local m = msrt.metrics().router
+    if not adds_up(m) then return false end
+    for _, c in pairs(m.classes) do
+      if not adds_up(c) then return false end
+    end
+    return true
+  end
+
+  -- A child subscribed to stdin.<name> with capacity and overflow, for one
+  -- spec. gated: it reads nothing until c.open(), then echoes its stdin
+  -- lines on agents.<name>.out (codec lines); else it never reads.
+  -- c.publish(i) publishes big(i) on stdin.<name> from the calling
+  -- coroutine; c.counts(k...) lists the router's counters k of class
+  -- "stdin" since the child started; c.lines() the line numbers echoed so
+  -- far. c.done() stops it, waits for its exit and checks the router's
+  -- identity.
+  local function child(name, capacity, overflow, gated)
+    local path = os.tmpname()
+    os.remove(path)
+    local script = gated and [[while [ ! -e "$GATE" ]; do sleep 0.01; done; exec cat]]
+      or "exec sleep 1000"
+    local c = { before = class("stdin"), out = collect("agents." .. name .. ".out") }
+    c.h = assert(sh(name, script, { env = { GATE = path }, codec = "lines",
+      subscribe = "stdin." .. name, capacity = capacity, overflow = overflow }))
+    function c.open() assert(io.open(path, "w")):close() end
+    function c.publish(i) return msrt.publish("stdin." .. name, big(i)) end
+    function c.counts(...)
+      local now, out = class("stdin"), {}
+      for i, k in ipairs { ... } do out[i] = (now[k] or 0) - (c.before[k] or 0) end
+      return out
+    end
+    function c.lines()
+      local got = {}
+      for i, line in ipairs(c.out.data()) do got[i] = tonumber(line:sub(1, 3)) end
+      return got
+    end
+    function c.done()
+      c.h:stop()
+      local rec = finish(c.h)
+      os.remove(path)
+      c.out.close()
+      local all = c.counts(unpack(COUNTERS))
+      local d = {}
+      for i, k in ipairs(COUNTERS) do d[k] = all[i] end
+      assert.is_true(adds_up(d), "class stdin")
+      assert.is_true(poll(identity_holds))
+      return rec
+    end
+    return c
+  end
+
+  -- Run fn as a hub coroutine of its own (a second publisher beside the
+  -- spec's body); the returned table's `done` turns true when fn returns.
+  local function side(fn)
+    local state = {}
+    msrt.after(0, function()
+      fn(state)
+      state.done = true
+    end)
+    return state
+  end
+
+  -- A publisher waits: until stdin_blocked shows it, and every message
+  -- before it has reached the hub.
+  local function blocked(c)
+    assert.is_true(poll(function() return c.h:stats().stdin_blocked == 1 end))
+    drain()
+  end
+
+  it("drop_newest: the publisher drops on its own thread, counts and announces it", function()
+    run(function()
+      local c = child("dn", 4, nil, false)
+      local notices = collect("msrt.dropped.stdin.dn")
+      -- the hub publishes without yielding: its inbox is not drained
+      -- meanwhile, so the first 4 copies hold the 4 slots
+      for i = 1, 10 do assert.is_true(msrt.publish("stdin.dn", i)) end
+      assert.are.same({ 10, 4, 6, 0 }, c.counts("accepted", "delivered", "drop_newest", "refused"))
+      assert.are.equal(6, c.h:stats().stdin_dropped)
+      assert.is_true(notices.wait(6))
+      assert.are.equal("drop_newest process dn", notices.msgs[1].data)
+      assert.is_true(poll(function() return c.h:stats().stdin_lines == 4 end))
+      c.done()
+      local st = c.h:stats()
+      assert.are.same({ 4, 6, 0, 0 }, { st.stdin_lines, st.stdin_dropped, st.stdin_refused, st.stdin_blocked })
+      notices.close()
+    end)
+  end)
+
+  it("drop_oldest: the queue evicts its oldest line, announced with that message", function()
+    run(function()
+      local c = child("dold", 4, "drop_oldest", true)
+      local notices = collect("msrt.dropped.stdin.dold")
+      for i = 1, 10 do assert.is_true(c.publish(i)) end
+      -- line 1 is being written (the pipe is full); 2..7 are evicted in
+      -- turn by 5..10 while 3 lines wait behind it
+      assert.is_true(notices.wait(6))
+      assert.are.equal("drop_oldest process dold", notices.msgs[1].data)
+      assert.are.equal(6, c.h:stats().stdin_dropped)
+      c.open()
+      assert.is_true(c.out.wait(4))
+      assert.are.same({ 1, 8, 9, 10 }, c.lines())
+      assert.are.same({ 10, 4, 6 }, c.counts("accepted", "delivered", "drop_oldest"))
+      c.done()
+      notices.close()
+    end)
+  end)
+
+  it("error: a publish finding stdin full gets mailbox_full, from the hub and from an actor; other subscribers still get it", function()
+    run(function()
+      local c = child("err", 2, "error", true)
+      local other = collect("stdin.err")
+      assert.is_true(c.publish(1))
+      assert.is_true(c.publish(2))
+      local ok, err = c.publish(3)
+      assert.is_nil(ok)
+      assert.are.equal("mailbox_full", err.code)
+      assert.is_true(other.wait(3)) -- the hub subscriber got all three
+      -- an actor's ctx:publish hears the same, synchronously
+      local result = collect("spec.err.result")
+      local a = assert(S.spawn { name = "err_pub", subscribe = "spec.err.go",
+        handle = function(ctx, msg)
+          local r, e = ctx:publish("stdin.err", msg.data)
+          ctx:publish("spec.err.result", { ok = r, code = e and e.code })
+        end })
+      assert(msrt.publish("spec.err.go", big(4)))
+      assert.is_true(result.wait(1))
+      assert.are.same({ code = "mailbox_full" }, result.msgs[1].data)
+      -- 4 publishes, 2 endpoints each: 4 to the hub subscriber, 2 to
+      -- stdin, 2 refused
+      assert.are.same({ 8, 6, 2, 0 }, c.counts("accepted", "delivered", "refused", "dropped"))
+      assert.are.same({ 2, 0 }, { c.h:stats().stdin_refused, c.h:stats().stdin_dropped })
+      -- once the child reads, there is room again
+      c.open()
+      assert.is_true(c.out.wait(2))
+      assert.is_true(c.publish(5))
+      assert.is_true(c.out.wait(3))
+      assert.are.same({ 1, 2, 5 }, c.lines())
+      a:stop()
+      a:wait()
+      c.done()
+      other.close(); result.close()
+    end)
+  end)
+
+  it("block: a hub publisher waits for room, loses nothing, and goes on when the child reads", function()
+    run(function()
+      local c = child("blk", 2, "block", true)
+      local producer = side(function(st)
+        for i = 1, 6 do
+          assert(c.publish(i))
+          st.sent = i
+        end
+      end)
+      -- 1 and 2 hold the slots; 3 waits. Nothing can free a slot before
+      -- the child reads, so the producer is still at 2 however long this
+      -- waits.
+      blocked(c)
+      assert.are.equal(2, producer.sent)
+      assert.is_nil(producer.done)
+      assert.are.equal(0, #c.out.msgs)
+      c.open()
+      assert.is_true(poll(function() return producer.done end))
+      assert.is_true(c.out.wait(6))
+      assert.are.same({ 1, 2, 3, 4, 5, 6 }, c.lines())
+      assert.are.same({ 6, 6, 0, 0 }, c.counts("accepted", "delivered", "dropped", "refused"))
+      local st = c.h:stats()
+      assert.are.same({ 6, 0, 0 }, { st.stdin_lines, st.stdin_dropped, st.stdin_refused })
+      assert.is_true(st.stdin_blocked >= 1)
+      c.done()
+    end)
+  end)
+
+  it("block: an actor's ctx:publish waits (its worker runs others) and resumes when the child reads", function()
+    run(function()
+      local c = child("blka", 2, "block", true)
+      local progress = collect("spec.blka.sent")
+      local pong = collect("spec.blka.pong")
+      local a = assert(S.spawn { name = "blka_pub", subscribe = "spec.blka.go",
+        handle = function(ctx, msg)
+          local pad = string.rep("x", 70000)
+          for i = 1, msg.data do
+            assert(ctx:publish("stdin.blka", ("%03d"):format(i) .. pad))
+            ctx:publish("spec.blka.sent", i)
+          end
+        end })
+      local b = assert(S.spawn { name = "blka_pong", subscribe = "spec.blka.ping",
+        handle = function(ctx) ctx:publish("spec.blka.pong", true) end })
+      assert(msrt.publish("spec.blka.go", 5))
+      blocked(c)
+      -- the blocked actor does not hold the workers
+      assert(msrt.publish("spec.blka.ping", true))
+      assert.is_true(pong.wait(1))
+      drain()
+      assert.are.same({ 1, 2 }, progress.data())
+      c.open()
+      assert.is_true(progress.wait(5))
+      assert.is_true(c.out.wait(5))
+      assert.are.same({ 1, 2, 3, 4, 5 }, c.lines())
+      assert.are.same({ 5, 5, 0, 0 }, c.counts("accepted", "delivered", "dropped", "refused"))
+      a:stop(); b:stop()
+      a:wait(); b:wait()
+      c.done()
+      progress.close(); pong.close()
+    end)
+  end)
+
+  it("block: a child's output meeting another child's full stdin pauses its stdout; nothing lost", function()
+    run(function()
+      local c = child("bpipe", 2, "block", true)
+      -- 8 lines of 70,000 bytes: more than the pipe, the read buffer and
+      -- the 2 slots hold, so the writer cannot finish while c is closed
+      local src = assert(sh("bsrc", [[pad=$(head -c 70000 /dev/zero | tr '\0' x)
+        for i in 1 2 3 4 5 6 7 8; do printf '{"subject":"stdin.bpipe","data":"%03d%s"}\n' $i "$pad"; done]],
+        { allow_publish = "stdin.bpipe" }))
+      blocked(c)
+      assert.are.equal(0, #c.out.msgs)
+      assert.is_nil(src.exit)
+      c.open()
+      assert.is_true(c.out.wait(8))
+      assert.are.same({ 1, 2, 3, 4, 5, 6, 7, 8 }, c.lines())
+      assert.are.equal(0, finish(src).code)
+      assert.are.same({ 8, 8, 0, 0 }, c.counts("accepted", "delivered", "dropped", "refused"))
+      assert.are.same({ 8, 0 }, { src:stats().lines_out, src:stats().refused })
+      c.done()
+    end)
+  end)
+
+  it("block: a child that exits releases a waiting publisher; the copy counts as drop_closed", function()
+    run(function()
+      local c = child("blkx", 1, "block", false)
+      local producer = side(function(st)
+        st.results = {}
+        for i = 1, 2 do st.results[i] = { c.publish(i) } end
+      end)
+      blocked(c)
+      assert.is_nil(producer.done)
+      assert.is_true(c.h:signal("KILL")) -- an exit of its own, not a stop
+      assert.are.equal("KILL", finish(c.h).signal)
+      assert.is_true(poll(function() return producer.done end))
+      -- both publishes returned true (the second's copy found stdin
+      -- closed: dropped, not refused)
+      assert.are.same({ { true }, { true } }, producer.results)
+      assert.are.same({ 2, 1, 1, 1, 0 }, c.counts("accepted", "delivered", "drop_closed", "dropped", "refused"))
+      -- after the exit the subscription is gone
+      assert.is_true(c.publish(3))
+      assert.are.same({ 3, 1 }, c.counts("accepted", "no_responders"))
+      c.done()
+    end)
+  end)
+end)

@@ -137,7 +137,7 @@ local function compile(spec)
     allow = allow, deny = deny, limits = spec.limits,
     stop_signal = signum, grace_ms = grace,
     max_line = spec.max_line_bytes or prof.max_line_bytes or 16 * 1024 * 1024,
-    capacity = cap or 1024, drop_oldest = spec.overflow == "drop_oldest",
+    capacity = cap or 1024, overflow = spec.overflow or "drop_newest",
     eof_wait_ms = spec.eof_wait_ms,
   }, subs
 end
@@ -152,10 +152,12 @@ function Handle:pid()
 end
 
 --- Write data to the child's stdin: JSON lines get its JSON, lines the
--- string (or JSON) and a newline, raw the bytes.
--- @return true | nil, err (closed after the exit; mailbox_full when the
---   stdin queue is full and the data was dropped; bad_input when the data
---   cannot be written as JSON)
+-- string (or JSON) and a newline, raw the bytes. It never waits: with the
+-- stdin queue full it returns mailbox_full (counted in stdin_dropped under
+-- drop_newest, in stdin_refused under error and block); drop_oldest drops
+-- the oldest queued line instead.
+-- @return true | nil, err (closed after the exit; mailbox_full; bad_input
+--   when the data cannot be written as JSON)
 function Handle:send(data)
   if self.exit then return nil, core.error("closed", "process " .. self.name .. " has exited") end
   local ok, enc = pcall(buffer.encode, data)
@@ -194,8 +196,14 @@ end
 -- capacity), stopping, terminated or failed.
 function Handle:state() return self.state_name end
 
---- Counters: lines_out, bad_output, refused, stderr_lines, stdin_lines,
--- stdin_dropped, stdin_queued (the last values after the exit).
+--- Counters: lines_out, bad_output, refused (the child's publishes
+-- refused), stderr_lines, stdin_lines (written), stdin_dropped (lines
+-- dropped on overflow: drop_newest, drop_oldest), stdin_refused (copies
+-- refused to their sender with mailbox_full: `error`, sends that found no
+-- room, `block` publishes that could not wait), stdin_blocked (`block`
+-- publishes that found stdin full and waited for room),
+-- stdin_queued (lines queued or being written now); the last values after
+-- the exit.
 function Handle:stats()
   return self.exit and self.final_stats or core.proc_stats(self.box)
 end

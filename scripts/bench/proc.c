@@ -45,6 +45,7 @@ static double run(uv_loop_t *loop, msrt_procs *r, int n, int width, int limit) {
   s.publish_as = "agents.bt";
   s.limits = (msrt_proc_limits){limit ? 1024 : -1, -1, -1, -1};
   s.grace_ms = s.eof_wait_ms = -1;
+  s.overflow = MSRT_OVERFLOW_DEFAULT;
   int started = 0;
   done_total = 0;
   uint64_t t0 = msrt_now_ns();

@@ -240,6 +240,7 @@ typedef struct {
   char tail[1024];
   int published_at_exit;
   msrt_proc *done;
+  char drop_reason[32], drop_subject[64]; /* the last drop ("" subject: none) */
 } rec;
 
 static rec R;
@@ -308,9 +309,12 @@ static void ev_stderr(void *ud, msrt_proc *p, const char *l, size_t n) {
   R.err_lines++;
 }
 
-static void ev_dropped(void *ud, msrt_proc *p, const char *reason) {
-  (void)ud, (void)p, (void)reason;
+static void ev_dropped(void *ud, msrt_proc *p, const char *reason,
+                       const msrt_envelope *e) {
+  (void)ud, (void)p;
   R.drops++;
+  snprintf(R.drop_reason, sizeof R.drop_reason, "%s", reason);
+  snprintf(R.drop_subject, sizeof R.drop_subject, "%s", e ? e->subject : "");
 }
 
 static void ev_exit(void *ud, msrt_proc *p, const msrt_proc_exit *x) {
@@ -344,6 +348,7 @@ static msrt_proc_spec sh_spec(const char *script) {
   s.limits = (msrt_proc_limits){-1, -1, -1, -1};
   s.grace_ms = -1;
   s.eof_wait_ms = -1;
+  s.overflow = MSRT_OVERFLOW_DEFAULT; /* 0 would be block */
   return s;
 }
 
@@ -443,7 +448,7 @@ static void test_headers(void) {
   msrt_envelope *e = msrt_env_new("agents.t.in", 11, NULL, 0, "K\0v\"q\0", 6,
                                   data, 1, 5, MSRT_ENV_PAYLOAD_BUFFER, 0);
   msrt_error err;
-  CHECK(msrt_proc_send_env(p, e, &err) == MSRT_E_OK);
+  CHECK(msrt_proc_send_env(p, e, false, &err) == MSRT_E_OK);
   msrt_env_unref(e);
   msrt_proc_close_stdin(p);
   run_until_exit(p);
@@ -577,7 +582,7 @@ static void test_stdin_echo_and_overflow(void) {
   msrt_envelope *e = msrt_env_new("agents.t.in", 11, "_INBOX.1", 8, NULL, 0,
                                   data, 3, 5, MSRT_ENV_PAYLOAD_BUFFER, 0);
   msrt_error err;
-  CHECK(msrt_proc_send_env(p, e, &err) == MSRT_E_OK);
+  CHECK(msrt_proc_send_env(p, e, false, &err) == MSRT_E_OK);
   msrt_env_unref(e);
   while (R.published == 0) uv_run(&loop, UV_RUN_ONCE);
   CHECK_STR(R.subjects[0], "agents.t.in");
@@ -604,6 +609,79 @@ static void test_stdin_echo_and_overflow(void) {
   msrt_proc_stop(p, 50);
   run_until_exit(p);
   CHECK(R.x.signal == SIGTERM);
+}
+
+static msrt_envelope *env_on(const char *subject) {
+  unsigned char data[] = {0x02}; /* true */
+  return msrt_env_new(subject, strlen(subject), NULL, 0, NULL, 0, data, 1, 5,
+                      MSRT_ENV_PAYLOAD_BUFFER, 0);
+}
+
+static int woken;
+static void on_room(void *ud) { (void)ud, woken++; }
+
+/* The stdin gate: every line holds a slot until written; what a full one
+ * does depends on the policy; it closes with stdin. */
+static void test_stdin_gate(void) {
+  msrt_error err;
+  /* error: no room refuses, counted as refused, nothing dropped */
+  msrt_proc_spec s = sh_spec("exec sleep 1000");
+  s.stdin_capacity = 2;
+  s.overflow = MSRT_OVERFLOW_ERROR;
+  msrt_proc *p = start(&s);
+  msrt_gate *g = msrt_proc_gate(p);
+  msrt_gate_ref(g); /* held past the process, as a subscription would */
+  CHECK(msrt_proc_send_data(p, "1", 1, 0, &err) == MSRT_E_OK);
+  CHECK(msrt_proc_send_data(p, "2", 1, 0, &err) == MSRT_E_OK);
+  CHECK(msrt_gate_count(g) == 2 && msrt_gate_full(g));
+  CHECK(msrt_proc_send_data(p, "3", 1, 0, &err) == MSRT_E_MAILBOX_FULL);
+  CHECK(msrt_gate_take(g) == MSRT_E_MAILBOX_FULL);
+  msrt_proc_stats st;
+  msrt_proc_get_stats(p, &st);
+  CHECK(st.stdin_refused == 1 && st.stdin_dropped == 0 && R.drops == 0);
+  msrt_proc_stop(p, 50);
+  run_until_exit(p);
+  CHECK(msrt_gate_take(g) == MSRT_E_CLOSED); /* closed with stdin */
+  CHECK(msrt_gate_count(g) == 0);            /* every slot given back */
+  msrt_gate_unref(g);
+
+  /* drop_oldest: the evicted line is reported with its message */
+  s.overflow = MSRT_OVERFLOW_DROP_OLDEST;
+  p = start(&s);
+  const char *subjects[] = {"in.one", "in.two", "in.three"};
+  for (int i = 0; i < 3; i++) {
+    msrt_envelope *e = env_on(subjects[i]);
+    CHECK(msrt_proc_send_env(p, e, false, &err) == MSRT_E_OK);
+    msrt_env_unref(e);
+  }
+  /* in.one is being written (in flight), in.two was the oldest queued */
+  CHECK(R.drops == 1);
+  CHECK_STR(R.drop_reason, "drop_oldest");
+  CHECK_STR(R.drop_subject, "in.two");
+  msrt_proc_stop(p, 50);
+  run_until_exit(p);
+
+  /* a slot taken by a publisher travels with its line; writing it frees
+   * the slot and wakes a sender waiting for room */
+  s = sh_spec("exec cat >/dev/null");
+  s.stdin_capacity = 1;
+  s.overflow = MSRT_OVERFLOW_BLOCK;
+  p = start(&s);
+  g = msrt_proc_gate(p);
+  CHECK(msrt_gate_take(g) == MSRT_E_OK);
+  msrt_envelope *e = env_on("in.held");
+  CHECK(msrt_proc_send_env(p, e, true, &err) == MSRT_E_OK);
+  msrt_env_unref(e);
+  CHECK(msrt_gate_count(g) == 1);
+  CHECK(msrt_proc_send_data(p, "x", 1, 0, &err) == MSRT_E_MAILBOX_FULL);
+  woken = 0;
+  CHECK(msrt_gate_wait_room(g, on_room, NULL) == MSRT_WAIT_PENDING);
+  while (!woken) uv_run(&loop, UV_RUN_ONCE);
+  CHECK(msrt_gate_count(g) == 0 && woken == 1);
+  msrt_proc_get_stats(p, &st);
+  CHECK(st.stdin_lines == 1 && st.stdin_refused == 1 && st.stdin_dropped == 0);
+  msrt_proc_close_stdin(p);
+  run_until_exit(p);
 }
 
 static void test_limits_and_failures(void) {
@@ -674,4 +752,4 @@ TEST_MAIN(test_json_precheck, test_framer_every_split, test_framer_limits,
           test_env_scrubbed, test_cwd_and_argv, test_json_output,
           test_permissions, test_headers, test_big_lines, test_exit_after_last_output,
           test_output_backpressure, test_term_ignored, test_grandchild, test_stdin_echo_and_overflow,
-          test_limits_and_failures, test_teardown)
+          test_stdin_gate, test_limits_and_failures, test_teardown)

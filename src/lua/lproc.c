@@ -163,62 +163,55 @@ static void ev_exit(void *ud, msrt_proc *p, const msrt_proc_exit *x) {
   event_call(1);
 }
 
-static const msrt_proc_events EVENTS = {ev_publish, ev_bad, ev_stderr, NULL,
-                                        ev_state, ev_exit};
+/* A stdin line the hub dropped on overflow (drop_oldest evicting an older
+ * line, or a new one when every queued line is already being written):
+ * the router counted its copy delivered when it went to the hub, so the
+ * count moves to the drop, and the drop is announced like the router's.
+ * e NULL: a line of p:send, which the router never counted. */
+static void ev_dropped(void *ud, msrt_proc *p, const char *reason,
+                       const msrt_envelope *e) {
+  (void)ud;
+  msrt_rt *rt = msrt_rt_get();
+  if (!rt || !e) return;
+  msrt_rt_undeliver(rt, e, strcmp(reason, "drop_oldest") == 0
+                               ? MSRT_STAT_DROP_OLDEST : MSRT_STAT_DROP_NEWEST);
+  char who[160];
+  snprintf(who, sizeof who, "process %s", msrt_proc_name(p));
+  msrt_rt_drop_notice(rt, e, reason, who);
+}
+
+static const msrt_proc_events EVENTS = {ev_publish, ev_bad, ev_stderr,
+                                        ev_dropped, ev_state, ev_exit};
 
 /* ---- stdin from the router ---------------------------------------------- */
 
-/* A stdin line dropped on overflow (reason "drop_newest": e itself, or
- * "drop_oldest": an older line): announced like the router's drops, and
- * counted like them. The router counted the copy as delivered when it
- * went into the hub inbox, so the count moves from delivered to the drop
- * (the shard counters are summed modulo 2^64, so adding UINT64_MAX takes
- * one away). */
-static void dropped_line(msrt_proc *p, const msrt_envelope *e,
-                         const char *reason) {
-  msrt_rt *rt = msrt_rt_get();
-  if (!rt) return;
-  msrt_account_shard *sh = msrt_reader_shard(msrt_rt_reader(rt));
-  unsigned cls = msrt_rt_class(rt, e->subject, e->subject_len);
-  msrt_account_add(sh, cls, MSRT_STAT_DELIVERED, UINT64_MAX);
-  msrt_account_add(sh, cls, strcmp(reason, "drop_oldest") == 0
-                                ? MSRT_STAT_DROP_OLDEST : MSRT_STAT_DROP_NEWEST,
-                   1);
-  char subject[512], body[160];
-  int n = snprintf(subject, sizeof subject, "msrt.dropped.%s", e->subject);
-  int bl = snprintf(body, sizeof body, "%s process %s", reason,
-                    msrt_proc_name(p));
-  if (n <= 0 || (size_t)n >= sizeof subject ||
-      strncmp(e->subject, "msrt.dropped.", 13) == 0)
-    return;
-  msrt_envelope *d = msrt_env_new(subject, (size_t)n, NULL, 0, NULL, 0, body,
-                                  (size_t)bl, e->priority, 0, e->trace_id);
-  size_t delivered;
-  if (d) msrt_rt_publish(rt, d, &delivered, NULL, NULL);
-  msrt_env_unref(d);
+static void bad_input(msrt_proc *p, const msrt_envelope *e,
+                      const msrt_error *err) {
+  if (!event_begin("bad_input", p)) return;
+  lua_pushstring(hub_L, err->message);
+  lua_pushlstring(hub_L, e->subject, e->subject_len);
+  event_call(2);
 }
 
+/* e holds a slot of the process's stdin gate, taken by its publisher
+ * (rt.c), and was counted delivered then: a copy that cannot be written
+ * after all moves to drop_closed (the process has gone or its stdin
+ * closed) or drop_other (bad input, no memory). Overflow drops are
+ * ev_dropped's. */
 void msrt_lproc_deliver(uint64_t id, msrt_envelope *e) {
   msrt_proc *p = reg ? msrt_procs_find(reg, id) : NULL;
   if (!e) { /* room for a paused output (room_waker) */
     if (p) retry_output(p);
     return;
   }
-  if (p) {
-    msrt_error err;
-    msrt_proc_stats before, after;
-    msrt_proc_get_stats(p, &before);
-    msrt_code rc = msrt_proc_send_env(p, e, &err);
-    msrt_proc_get_stats(p, &after);
-    if (rc == MSRT_E_MAILBOX_FULL) dropped_line(p, e, "drop_newest");
-    else if (after.stdin_dropped > before.stdin_dropped)
-      dropped_line(p, e, "drop_oldest");
-    else if (rc == MSRT_E_BAD_INPUT && event_begin("bad_input", p)) {
-      lua_pushstring(hub_L, err.message);
-      lua_pushlstring(hub_L, e->subject, e->subject_len);
-      event_call(2);
-    }
-  }
+  msrt_error err;
+  /* a process not found was released: its gate is closed, the slot moot */
+  msrt_code rc = p ? msrt_proc_send_env(p, e, true, &err) : MSRT_E_CLOSED;
+  if (rc == MSRT_E_BAD_INPUT) bad_input(p, e, &err);
+  msrt_rt *rt = msrt_rt_get();
+  if (rt && rc != MSRT_E_OK && rc != MSRT_E_MAILBOX_FULL)
+    msrt_rt_undeliver(rt, e, rc == MSRT_E_CLOSED ? MSRT_STAT_DROP_CLOSED
+                                                 : MSRT_STAT_DROP_OTHER);
   msrt_env_unref(e);
 }
 
@@ -284,7 +277,8 @@ static msrt_procs *need_reg(lua_State *L, msrt_error *err) {
 
 /* proc_spawn(spec) -> box, id | nil, err. spec is process.lua's checked
  * table: name, argv, env ("K=V" list), cwd, codec, publish_as, allow,
- * deny, limits, stop_signal, grace_ms, max_line, capacity, drop_oldest,
+ * deny, limits, stop_signal, grace_ms, max_line, capacity, overflow
+ * (block, drop_oldest, drop_newest, error; nil: drop_newest),
  * eof_wait_ms. */
 static int l_proc_spawn(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -303,8 +297,8 @@ static int l_proc_spawn(lua_State *L) {
   s.max_line = (size_t)num_field(L, 1, "max_line", 0);
   s.stdin_capacity = (size_t)num_field(L, 1, "capacity", 0);
   s.eof_wait_ms = (long)num_field(L, 1, "eof_wait_ms", -1);
-  lua_getfield(L, 1, "drop_oldest");
-  s.drop_oldest = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "overflow");
+  s.overflow = msrt_lua_overflow(L, -1);
   lua_pop(L, 1);
   msrt_error err;
   msrt_procs *r = need_reg(L, &err);
@@ -395,13 +389,15 @@ static int l_proc_stats(lua_State *L) {
   if (!p) return 0;
   msrt_proc_stats st;
   msrt_proc_get_stats(p, &st);
-  lua_createtable(L, 0, 7);
+  lua_createtable(L, 0, 9);
   set_num(L, "lines_out", (double)st.lines_out);
   set_num(L, "bad_output", (double)st.bad_output);
   set_num(L, "refused", (double)st.refused);
   set_num(L, "stderr_lines", (double)st.stderr_lines);
   set_num(L, "stdin_lines", (double)st.stdin_lines);
   set_num(L, "stdin_dropped", (double)st.stdin_dropped);
+  set_num(L, "stdin_refused", (double)st.stdin_refused);
+  set_num(L, "stdin_blocked", (double)st.stdin_blocked);
   set_num(L, "stdin_queued", (double)st.stdin_queued);
   return 1;
 }
@@ -425,8 +421,8 @@ static int l_proc_subscribe(lua_State *L) {
   if (!p || !rt) return gone(L);
   uint64_t sid;
   msrt_error err;
-  if (msrt_rt_subscribe(rt, pat, plen, q, qlen, MSRT_EP_PROC, NULL,
-                        msrt_proc_id(p), &sid, &err) != MSRT_E_OK) {
+  if (msrt_rt_subscribe(rt, pat, plen, q, qlen, MSRT_EP_PROC,
+                        msrt_proc_gate(p), 0, &sid, &err) != MSRT_E_OK) {
     lua_pushnil(L);
     msrt_lua_push_error(L, &err);
     return 2;

@@ -12,8 +12,12 @@
 void msrt_lua_open_proc(lua_State *L);
 
 /* An envelope for the stdin of process id (an MSRT_IN_PROC item from the
- * hub inbox). Takes the reference; a process that has gone drops it.
- * e NULL: room appeared for the process's paused output (retry it). */
+ * hub inbox), holding the slot of the process's stdin gate its publisher
+ * took (rt.c); the line keeps the slot until written. Takes the
+ * reference; a copy that cannot be written (the process has gone, stdin
+ * closed, data that is not JSON) is moved in the router's accounting from
+ * delivered to drop_closed or drop_other. e NULL: room appeared for the
+ * process's paused output (retry it). */
 void msrt_lproc_deliver(uint64_t id, msrt_envelope *e);
 
 #endif

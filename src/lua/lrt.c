@@ -163,7 +163,7 @@ static void on_watchdog(uv_timer_t *t) {
 
 /* ---- msrt.core functions ---------------------------------------------- */
 
-static msrt_overflow overflow_of(lua_State *L, int idx) {
+msrt_overflow msrt_lua_overflow(lua_State *L, int idx) {
   static const char *const names[] = {"block", "drop_oldest", "drop_newest",
                                       "error", NULL};
   static const msrt_overflow values[] = {
@@ -193,7 +193,7 @@ static msrt_rt_config config_of(lua_State *L, int idx) {
     .shutdown_timeout_ms = (long)field_int(L, idx, "shutdown_timeout_ms", 5000),
   };
   lua_getfield(L, idx, "overflow");
-  c.overflow = overflow_of(L, -1);
+  c.overflow = msrt_lua_overflow(L, -1);
   lua_pop(L, 1);
   lua_getfield(L, idx, "gc");
   c.gc_pause = lua_istable(L, -1) ? (int)field_int(L, -1, "pause", 200) : 200;
@@ -282,7 +282,7 @@ static int l_actor_new(lua_State *L) {
   size_t slen;
   const char *spec = luaL_checklstring(L, 2, &slen);
   size_t cap = (size_t)luaL_optinteger(L, 3, 0);
-  msrt_overflow pol = overflow_of(L, 4);
+  msrt_overflow pol = msrt_lua_overflow(L, 4);
   const char *patterns[64];
   size_t np = 0;
   if (lua_istable(L, 5)) {
@@ -338,7 +338,7 @@ static int pending_gc(lua_State *L) {
   msrt_pending *p = luaL_checkudata(L, 1, PENDING_META);
   msrt_rt *rt = msrt_rt_get();
   /* cells outlive a finished publish (env NULL): free them too */
-  if (rt && (p->env || p->cells)) msrt_rt_pending_clear(rt, p);
+  if (rt && (p->env || p->items)) msrt_rt_pending_clear(rt, p);
   return 0;
 }
 

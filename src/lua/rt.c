@@ -25,9 +25,9 @@ static __thread pub_space tl_space;
 static __thread int tl_depth;
 static pthread_key_t space_key; /* frees a thread's tl_space when it exits */
 static pthread_once_t space_once = PTHREAD_ONCE_INIT;
-/* Set by on_dropped during a push that returned MSRT_E_OK yet made no net
- * delivery: drop_newest dropped the new message, or drop_oldest evicted an
- * older one already counted as delivered. */
+/* Set by push_dropped during a push that returned MSRT_E_OK yet made no
+ * net delivery: drop_newest dropped the new message, or drop_oldest
+ * evicted an older one already counted as delivered. */
 static __thread int tl_push_dropped;
 
 msrt_rt *msrt_rt_get(void) { return the_rt; }
@@ -50,20 +50,18 @@ unsigned msrt_rt_class(msrt_rt *rt, const char *subject, size_t len) {
   return msrt_account_class(msrt_router_account(rt->router), subject, len);
 }
 
-/* Publish a drop notice on msrt.dropped.<subject> unless e is itself one
- * (a drop of a drop notice is only counted, so drops never cascade).
- * Payload: the reason, then the actor id when there is one, as text. */
-static void drop_notice(msrt_rt *rt, const msrt_envelope *e,
-                        const char *reason, uint64_t actor_id) {
+void msrt_rt_drop_notice(msrt_rt *rt, const msrt_envelope *e,
+                         const char *reason, const char *who) {
   static const char prefix[] = "msrt.dropped.";
   if (strncmp(e->subject, prefix, sizeof prefix - 1) == 0) return;
   char subject[512];
   int n = snprintf(subject, sizeof subject, "%s%s", prefix, e->subject);
   if (n <= 0 || (size_t)n >= sizeof subject) return;
-  char body[96];
-  int blen = actor_id ? snprintf(body, sizeof body, "%s %llu", reason,
-                                 (unsigned long long)actor_id)
-                      : snprintf(body, sizeof body, "%s", reason);
+  char body[160];
+  int blen = snprintf(body, sizeof body, "%s%s%s", reason, who ? " " : "",
+                      who ? who : "");
+  if (blen < 0) return;
+  if ((size_t)blen >= sizeof body) blen = sizeof body - 1;
   msrt_envelope *note = msrt_env_new(subject, (size_t)n, NULL, 0, NULL, 0,
                                      body, (size_t)blen, e->priority, 0,
                                      e->trace_id);
@@ -73,17 +71,24 @@ static void drop_notice(msrt_rt *rt, const msrt_envelope *e,
   msrt_env_unref(note);
 }
 
-/* A drop by the scheduler (drop_oldest / drop_newest), on the pushing
- * thread, inside msrt_actor_push: counted and announced. */
-static void on_dropped(msrt_actor *a, msrt_envelope *e, const char *reason,
-                       void *ud) {
-  msrt_rt *rt = ud;
+/* A drop on the pushing thread (drop_oldest / drop_newest) by the
+ * endpoint `who`: counted, announced, and marked for fan_out. */
+static void push_dropped(msrt_rt *rt, msrt_envelope *e, const char *reason,
+                         const char *who) {
   count(rt, msrt_rt_class(rt, e->subject, e->subject_len),
         strcmp(reason, "drop_oldest") == 0 ? MSRT_STAT_DROP_OLDEST
                                            : MSRT_STAT_DROP_NEWEST,
         1);
-  drop_notice(rt, e, reason, msrt_actor_id(a));
+  msrt_rt_drop_notice(rt, e, reason, who);
   tl_push_dropped = 1; /* last: the notice's own pushes reset it */
+}
+
+/* A drop by the scheduler, inside msrt_actor_push. */
+static void on_dropped(msrt_actor *a, msrt_envelope *e, const char *reason,
+                       void *ud) {
+  char who[24];
+  snprintf(who, sizeof who, "%llu", (unsigned long long)msrt_actor_id(a));
+  push_dropped(ud, e, reason, who);
 }
 
 msrt_code msrt_rt_start(msrt_hub *hub, const msrt_rt_config *cfg,
@@ -182,26 +187,72 @@ msrt_envelope *msrt_rt_make(msrt_rt *rt, const char *subject, size_t slen,
   return e;
 }
 
-/* Queue-group members whose mailbox is full are skipped when another
- * member can take the message. */
+/* Queue-group members whose mailbox (or stdin) is full are skipped when
+ * another member can take the message. */
 static bool skip_full(const msrt_match_item *m, void *ud) {
   (void)ud;
+  if (m->kind == MSRT_EP_PROC) return msrt_gate_full(m->endpoint);
   if (m->kind != MSRT_EP_ACTOR) return false;
   msrt_actor *a = m->endpoint;
   return msrt_actor_depth(a) >= msrt_actor_capacity(a);
 }
 
-static int pending_add(msrt_pending *p, msrt_actor *a) {
+/* References on the endpoints subscriptions and pendings hold, by kind. */
+static void ep_ref(uint32_t kind, void *ep) {
+  if (kind == MSRT_EP_PROC) msrt_gate_ref(ep);
+  else msrt_actor_ref(ep);
+}
+
+static void ep_unref(uint32_t kind, void *ep) {
+  if (kind == MSRT_EP_PROC) msrt_gate_unref(ep);
+  else msrt_actor_unref(ep);
+}
+
+/* The overflow policy of a bounded endpoint (actor mailbox, stdin gate). */
+static msrt_overflow ep_policy(uint32_t kind, void *ep) {
+  return kind == MSRT_EP_PROC ? msrt_gate_policy(ep) : msrt_actor_policy(ep);
+}
+
+static int pending_add(msrt_pending *p, uint32_t kind, void *ep) {
   if (p->n == p->cap) {
     size_t cap = p->cap ? p->cap * 2 : 4;
-    msrt_actor **c = realloc(p->cells, cap * sizeof *c);
+    msrt_pending_item *c = realloc(p->items, cap * sizeof *c);
     if (!c) return -1;
-    p->cells = c;
+    p->items = c;
     p->cap = cap;
   }
-  msrt_actor_ref(a);
-  p->cells[p->n++] = a;
+  ep_ref(kind, ep);
+  p->items[p->n++] = (msrt_pending_item){ep, kind};
   return 0;
+}
+
+/* A copy for a process's stdin, on the publishing thread: take a slot of
+ * its gate here, so a full queue meets the sender's policy where the
+ * sender is, then hand it to the hub, which writes it and gives the slot
+ * back. drop_newest drops it here, like a mailbox: MSRT_E_OK. */
+static int proc_push(msrt_rt *rt, msrt_gate *g, msrt_envelope *e) {
+  int r = msrt_gate_take(g);
+  if (r == MSRT_E_MAILBOX_FULL &&
+      msrt_gate_policy(g) == MSRT_OVERFLOW_DROP_NEWEST) {
+    msrt_gate_note(g, MSRT_GATE_DROPPED);
+    char who[80];
+    snprintf(who, sizeof who, "process %s", msrt_gate_name(g));
+    push_dropped(rt, e, "drop_newest", who);
+    return MSRT_E_OK;
+  }
+  if (r != MSRT_E_OK) return r;
+  msrt_inbox_item it = {MSRT_IN_PROC, msrt_gate_proc_id(g), msrt_env_ref(e),
+                        NULL};
+  if (msrt_rt_to_hub(rt, it) == 0) return MSRT_E_OK;
+  msrt_gate_give(g, 1);
+  return MSRT_E_CLOSED;
+}
+
+/* Push to a bounded endpoint that a pending publish waits for. */
+static int push_item(msrt_rt *rt, const msrt_pending_item *it,
+                     msrt_envelope *e) {
+  if (it->kind == MSRT_EP_PROC) return proc_push(rt, it->ep, e);
+  return msrt_actor_push(it->ep, e);
 }
 
 /* Deliver to one endpoint; returns the push result. */
@@ -218,11 +269,7 @@ static int deliver(msrt_rt *rt, const msrt_match_item *m, msrt_envelope *e) {
     atomic_store_explicit((_Atomic uint64_t *)m->ud, msrt_now_ns(),
                           memory_order_relaxed);
     return MSRT_E_OK;
-  case MSRT_EP_PROC: { /* the hub writes it to the child's stdin */
-    msrt_inbox_item it = {MSRT_IN_PROC, (uint64_t)(uintptr_t)m->ud,
-                          msrt_env_ref(e), NULL};
-    return msrt_rt_to_hub(rt, it) == 0 ? MSRT_E_OK : MSRT_E_CLOSED;
-  }
+  case MSRT_EP_PROC: return proc_push(rt, m->endpoint, e);
   }
   return MSRT_E_INTERNAL;
 }
@@ -233,8 +280,8 @@ static msrt_stat drop_stat(int r) {
 }
 
 /* Hand e to every matched endpoint and count each copy's outcome. Full
- * `block` mailboxes go to pend (when given) and are counted when the
- * pending publish ends. */
+ * `block` endpoints (mailboxes, stdin gates) go to pend (when given) and
+ * are counted when the pending publish ends. */
 static msrt_code fan_out(msrt_rt *rt, unsigned cls, msrt_envelope *e,
                          const msrt_match_result *m, size_t *delivered,
                          msrt_pending *pend, msrt_error *err) {
@@ -246,12 +293,16 @@ static msrt_code fan_out(msrt_rt *rt, unsigned cls, msrt_envelope *e,
     int r = deliver(rt, it, e);
     if (r == MSRT_E_OK) {
       (*delivered)++;
-      ok += !tl_push_dropped; /* a drop was counted by on_dropped */
+      ok += !tl_push_dropped; /* counted by on_dropped or proc_push */
     } else if (r == MSRT_E_MAILBOX_FULL && pend &&
-               msrt_actor_policy(it->endpoint) == MSRT_OVERFLOW_BLOCK &&
-               pending_add(pend, it->endpoint) == 0) {
+               ep_policy(it->kind, it->endpoint) == MSRT_OVERFLOW_BLOCK &&
+               pending_add(pend, it->kind, it->endpoint) == 0) {
+      if (it->kind == MSRT_EP_PROC)
+        msrt_gate_note(it->endpoint, MSRT_GATE_BLOCKED);
       rc = MSRT_E_MAILBOX_FULL;
     } else if (r == MSRT_E_MAILBOX_FULL) {
+      if (it->kind == MSRT_EP_PROC)
+        msrt_gate_note(it->endpoint, MSRT_GATE_REFUSED);
       refused++;
       rc = MSRT_E_MAILBOX_FULL;
     } else if (r == MSRT_E_CLOSED) {
@@ -316,7 +367,7 @@ static msrt_code deliver_all(msrt_rt *rt, msrt_reader *rd, pub_space *s,
   msrt_code rc = fan_out(rt, cls, e, &s->m, delivered, pend, err);
   if (unready) {
     count(rt, cls, MSRT_STAT_DROP_NOT_READY, unready);
-    drop_notice(rt, e, "drop_not_ready", 0);
+    msrt_rt_drop_notice(rt, e, "drop_not_ready", NULL);
   }
   return rc;
 }
@@ -422,19 +473,31 @@ msrt_code msrt_rt_publish(msrt_rt *rt, msrt_envelope *e, size_t *delivered,
   return rc;
 }
 
+/* Take back the waker msrt_rt_pending_wait registered, unless it fired
+ * (then it cannot fire again: it was one-shot). */
+static void pending_cancel_wait(msrt_pending *p) {
+  if (!p->waker) return;
+  msrt_pending_item *w = &p->wait_ep;
+  if (w->kind == MSRT_EP_PROC) msrt_gate_cancel_wait(w->ep, p->waker, p->waker_ud);
+  else msrt_actor_cancel_wait(w->ep, p->waker, p->waker_ud);
+  p->waker = NULL;
+}
+
 msrt_code msrt_rt_pending_retry(msrt_rt *rt, msrt_pending *p) {
   size_t keep = 0;
   unsigned cls =
       p->env ? msrt_rt_class(rt, p->env->subject, p->env->subject_len) : 0;
+  pending_cancel_wait(p);
   for (size_t i = 0; i < p->n; i++) {
-    int r = msrt_actor_push(p->cells[i], p->env);
+    msrt_pending_item *it = &p->items[i];
+    int r = push_item(rt, it, p->env); /* `block` endpoints: no drops */
     if (r == MSRT_E_MAILBOX_FULL) {
-      p->cells[keep++] = p->cells[i];
+      p->items[keep++] = *it;
       continue;
     }
     if (r == MSRT_E_OK) p->delivered++;
     count(rt, cls, r == MSRT_E_OK ? MSRT_STAT_DELIVERED : drop_stat(r), 1);
-    msrt_actor_unref(p->cells[i]);
+    ep_unref(it->kind, it->ep);
   }
   p->n = keep;
   if (keep) return MSRT_E_MAILBOX_FULL;
@@ -452,42 +515,70 @@ bool msrt_rt_pending_refused(msrt_pending *p, msrt_error *err) {
 
 int msrt_rt_pending_wait(msrt_pending *p, void (*waker)(void *), void *ud) {
   if (!p->n) return MSRT_E_OK;
-  return msrt_actor_wait_room(p->cells[0], waker, ud);
+  pending_cancel_wait(p);
+  msrt_pending_item *it = &p->items[0];
+  int r = it->kind == MSRT_EP_PROC ? msrt_gate_wait_room(it->ep, waker, ud)
+                                   : msrt_actor_wait_room(it->ep, waker, ud);
+  if (r == MSRT_WAIT_PENDING) {
+    p->waker = waker;
+    p->waker_ud = ud;
+    p->wait_ep = *it;
+  }
+  return r;
 }
 
 void msrt_rt_pending_clear(msrt_rt *rt, msrt_pending *p) {
+  pending_cancel_wait(p);
   if (p->n)
     count(rt, msrt_rt_class(rt, p->env->subject, p->env->subject_len),
           MSRT_STAT_REFUSED, p->n);
-  for (size_t i = 0; i < p->n; i++) msrt_actor_unref(p->cells[i]);
-  free(p->cells);
+  for (size_t i = 0; i < p->n; i++) {
+    msrt_pending_item *it = &p->items[i];
+    if (it->kind == MSRT_EP_PROC) /* its stats agree with the router's */
+      msrt_gate_note(it->ep, MSRT_GATE_REFUSED);
+    ep_unref(it->kind, it->ep);
+  }
+  free(p->items);
   msrt_env_unref(p->env);
   memset(p, 0, sizeof *p);
 }
 
 static void unref_cell(void *cell) { msrt_actor_unref(cell); }
+static void unref_gate(void *gate) { msrt_gate_unref(gate); }
 
 msrt_code msrt_rt_subscribe(msrt_rt *rt, const char *pattern, size_t plen,
                             const char *queue, size_t qlen, uint32_t kind,
-                            msrt_actor *cell, uint64_t hub_sub,
-                            uint64_t *sub_id, msrt_error *err) {
-  if (cell) msrt_actor_ref(cell);
+                            void *endpoint, uint64_t ud, uint64_t *sub_id,
+                            msrt_error *err) {
+  if (endpoint) ep_ref(kind, endpoint);
   msrt_code rc = msrt_router_subscribe(rt->router, pattern, plen, queue, qlen,
-                                       cell, kind, (void *)(uintptr_t)hub_sub,
+                                       endpoint, kind, (void *)(uintptr_t)ud,
                                        sub_id, err);
-  if (rc != MSRT_E_OK && cell) msrt_actor_unref(cell);
+  if (rc != MSRT_E_OK && endpoint) ep_unref(kind, endpoint);
   return rc;
 }
 
 msrt_code msrt_rt_unsubscribe(msrt_rt *rt, uint64_t sub_id) {
   void *endpoint = NULL;
-  msrt_code rc = msrt_router_unsubscribe_endpoint(rt->router, sub_id, &endpoint,
-                                                  NULL);
-  /* A reader may still be pushing to the cell: drop the subscription's
+  uint32_t kind = 0;
+  msrt_code rc = msrt_router_unsubscribe_endpoint(rt->router, sub_id,
+                                                  &endpoint, &kind);
+  /* A reader may still be pushing to the endpoint: drop the subscription's
    * reference only after every reader that could have seen it has left. */
   if (rc == MSRT_E_OK && endpoint)
-    msrt_router_defer(rt->router, unref_cell, endpoint);
+    msrt_router_defer(rt->router,
+                      kind == MSRT_EP_PROC ? unref_gate : unref_cell,
+                      endpoint);
   return rc;
+}
+
+void msrt_rt_undeliver(msrt_rt *rt, const msrt_envelope *e,
+                       msrt_stat outcome) {
+  /* the shard counters are summed modulo 2^64: adding UINT64_MAX to
+   * delivered takes one away */
+  unsigned cls = msrt_rt_class(rt, e->subject, e->subject_len);
+  count(rt, cls, MSRT_STAT_DELIVERED, UINT64_MAX);
+  count(rt, cls, outcome, 1);
 }
 
 int msrt_rt_to_hub(msrt_rt *rt, msrt_inbox_item item) {

@@ -7,9 +7,14 @@
  *   MSRT_EP_ACTOR  an actor's normal mailbox (bounded, overflow policy)
  *   MSRT_EP_SYS    an actor's sys lane (its request inbox: replies)
  *   MSRT_EP_HUB    a hub callback: the envelope goes through the hub inbox
- *   MSRT_EP_PROC   a child process's stdin: the envelope goes through the
- *                  hub inbox (MSRT_IN_PROC, target = the process id in the
- *                  subscription's ud) and the hub writes it to the pipe
+ *   MSRT_EP_PROC   a child process's stdin: the endpoint is the process's
+ *                  stdin gate (proc/gate.h). The publishing thread takes
+ *                  a slot of the gate, so a full stdin queue meets the
+ *                  sender's policy on its own thread (drop_newest drops,
+ *                  `error` refuses, `block` waits as for a mailbox); then
+ *                  the envelope goes through the hub inbox (MSRT_IN_PROC,
+ *                  target = the process id) and the hub writes it to the
+ *                  pipe, giving the slot back once written
  *   MSRT_EP_STAMP  a time stamp: the publishing thread stores msrt_now_ns()
  *                  into the _Atomic uint64_t the subscription's ud points
  *                  to (heartbeat probes: nothing reaches the hub); the
@@ -29,6 +34,7 @@
 #include "core/error.h"
 #include "hub/hub.h"
 #include "hub/inbox.h"
+#include "proc/gate.h"
 #include "router/index.h"
 #include "sched/sched.h"
 
@@ -42,7 +48,8 @@ enum {
   MSRT_IN_TIMER,       /* actor cell `ptr` asks for a timer (env: spec) */
   MSRT_IN_WAKE,        /* a blocked hub publish `target` may retry */
   MSRT_IN_OVERLOAD,    /* actor `target` overran slice_ms */
-  MSRT_IN_PROC,        /* env for the stdin of process `target` */
+  MSRT_IN_PROC,        /* env for the stdin of process `target`, with a
+                          slot of its gate taken */
 };
 
 typedef struct {
@@ -63,17 +70,30 @@ typedef struct {
   atomic_ullong actor;              /* id of the actor it runs */
 } msrt_rt_turn_slot;
 
-/* What a blocked publish still has to deliver: the envelope and the actor
- * cells whose mailboxes were full (each holding a reference); and, when
- * full `error` mailboxes refused copies of the same publish, that refusal,
- * which the sender gets once the blocked copies are delivered. */
+/* An endpoint a blocked publish waits for: an actor cell (MSRT_EP_ACTOR)
+ * or a process's stdin gate (MSRT_EP_PROC), one reference held. */
+typedef struct {
+  void *ep;
+  uint32_t kind;
+} msrt_pending_item;
+
+/* What a blocked publish still has to deliver: the envelope and the
+ * endpoints that were full (mailboxes, stdin gates); and, when full
+ * `error` endpoints refused copies of the same publish, that refusal,
+ * which the sender gets once the blocked copies are delivered. A zeroed
+ * struct is an empty pending. */
 typedef struct {
   msrt_envelope *env;
-  msrt_actor **cells;
+  msrt_pending_item *items;
   size_t n, cap;
   size_t delivered;
-  size_t refused;     /* copies refused by `error` mailboxes; 0 = none */
+  size_t refused;     /* copies refused by `error` endpoints; 0 = none */
   msrt_error refusal; /* the error to return for them */
+  /* the waker msrt_rt_pending_wait registered (on wait_ep), cancelled by
+   * retry and clear so that it cannot fire for a pending that moved on */
+  void (*waker)(void *);
+  void *waker_ud;
+  msrt_pending_item wait_ep;
 } msrt_pending;
 
 struct msrt_rt {
@@ -136,10 +156,12 @@ msrt_envelope *msrt_rt_make(msrt_rt *rt, const char *subject, size_t slen,
  * Returns MSRT_E_OK; MSRT_E_MAILBOX_FULL when an endpoint with the
  * `error` policy was full (the others got it); MSRT_E_LIMIT when the
  * routed subject would exceed max_subject; MSRT_E_NOMEM; or, when pend is
- * non-NULL and some `block` mailboxes were full, MSRT_E_MAILBOX_FULL with
+ * non-NULL and some `block` endpoints were full, MSRT_E_MAILBOX_FULL with
  * pend filled (the caller waits with msrt_rt_pending_wait and retries with
- * msrt_rt_pending_retry). With pend NULL a full `block` mailbox counts as
- * refused (error).
+ * msrt_rt_pending_retry). With pend NULL a full `block` endpoint counts as
+ * refused (error). Endpoints are actor mailboxes and process stdin gates
+ * alike: a process's stdin is full when stdin_capacity of its lines are
+ * on their way, queued or being written.
  * Accounting (router counters, msrt.metrics in init.lua): one accepted per
  * copy (per matched endpoint and per queue group with no ready member, or
  * one when nothing matched), each ending in exactly one of delivered,
@@ -149,7 +171,9 @@ msrt_code msrt_rt_publish(msrt_rt *rt, msrt_envelope *env, size_t *delivered,
                           msrt_pending *pend, msrt_error *err);
 
 /* Retry a blocked publish: returns MSRT_E_OK when everything is delivered
- * (pend emptied), MSRT_E_MAILBOX_FULL when some mailbox is still full. */
+ * (pend emptied; an endpoint that closed meanwhile counts as drop_closed),
+ * MSRT_E_MAILBOX_FULL when some endpoint is still full. Cancels the
+ * waker msrt_rt_pending_wait registered, if it has not fired. */
 msrt_code msrt_rt_pending_retry(msrt_rt *rt, msrt_pending *pend);
 
 /* After msrt_rt_pending_retry returned MSRT_E_OK: whether `error`
@@ -158,23 +182,38 @@ msrt_code msrt_rt_pending_retry(msrt_rt *rt, msrt_pending *pend);
  * pending can be reused). Caller's thread. */
 bool msrt_rt_pending_refused(msrt_pending *pend, msrt_error *err);
 
-/* Register waker(ud) for room in the first still-full mailbox. Returns
- * MSRT_WAIT_PENDING (will be called) or MSRT_E_OK (retry now). */
+/* Register waker(ud) for room in the first still-full endpoint (called
+ * once, on the thread that makes room or closes the endpoint). Returns
+ * MSRT_WAIT_PENDING (will be called) or MSRT_E_OK (retry now). Caller's
+ * thread; one registration per pending at a time. */
 int msrt_rt_pending_wait(msrt_pending *pend, void (*waker)(void *), void *ud);
 
-/* Drop what a pending publish holds (its refs), counting the undelivered
- * endpoints as refused. */
+/* Drop what a pending publish holds (its refs, its waker's registration),
+ * counting the undelivered endpoints as refused. */
 void msrt_rt_pending_clear(msrt_rt *rt, msrt_pending *pend);
 
 /* Subscribe an endpoint; see router/index.h for the pattern and queue
- * rules. For actor kinds, the subscription holds a reference on the cell,
- * released (after every reader that could see it has left) on
- * unsubscribe. Any thread. */
+ * rules. endpoint: the actor cell (MSRT_EP_ACTOR, MSRT_EP_SYS), the stdin
+ * gate (MSRT_EP_PROC), else NULL; the subscription holds a reference on
+ * it, released (after every reader that could see it has left) on
+ * unsubscribe. ud: the hub subscription id (MSRT_EP_HUB), the slot
+ * (MSRT_EP_STAMP). Any thread. */
 msrt_code msrt_rt_subscribe(msrt_rt *rt, const char *pattern, size_t plen,
                             const char *queue, size_t qlen, uint32_t kind,
-                            msrt_actor *cell, uint64_t hub_sub,
-                            uint64_t *sub_id, msrt_error *err);
+                            void *endpoint, uint64_t ud, uint64_t *sub_id,
+                            msrt_error *err);
 msrt_code msrt_rt_unsubscribe(msrt_rt *rt, uint64_t sub_id);
+
+/* A copy of e that was counted delivered when it went to the hub (a
+ * process's stdin line) ended otherwise: move it from delivered to
+ * outcome (a MSRT_STAT_DROP_*) in e's subject class. Any thread. */
+void msrt_rt_undeliver(msrt_rt *rt, const msrt_envelope *e, msrt_stat outcome);
+
+/* Publish a drop notice for e on msrt.dropped.<subject>, payload
+ * "<reason> <who>" (who may be NULL: just the reason), unless e is itself
+ * a drop notice (drops never cascade). Any thread. */
+void msrt_rt_drop_notice(msrt_rt *rt, const msrt_envelope *e,
+                         const char *reason, const char *who);
 
 /* Hand an item to the hub. Any thread. Returns 0, or -1 when the hub no
  * longer takes items (the item's envelope is then released). */

@@ -14,6 +14,7 @@
 #include "hub/hub.h"
 #include "proc/codec.h"
 #include "proc/framer.h"
+#include "proc/gate.h"
 #include "proc/spawn.h"
 #include "router/subject.h"
 
@@ -24,9 +25,13 @@
 #define BUCKETS 1024      /* id -> process lookup */
 #define READ_BUF (64 << 10)
 
+/* A stdin line. Each one queued or in flight holds one slot of the gate.
+ * env: the message it came from, kept only by drop_oldest processes (an
+ * eviction is reported with the evicted message); NULL otherwise. */
 typedef struct {
   char *p;
   size_t len;
+  msrt_envelope *env;
 } line;
 
 struct msrt_proc {
@@ -46,6 +51,7 @@ struct msrt_proc {
   int status;
   bool reaped, stopped, out_eof, err_eof, stdin_closed, exited, released;
   bool drop_oldest_policy;
+  msrt_gate *gate; /* the bound of stdin, shared with publishers (gate.h) */
   bool out_paused; /* msrt_proc_pause_output: stdout not read meanwhile */
   char *held;      /* stdout bytes read but not yet framed while paused */
   size_t held_len;
@@ -426,17 +432,39 @@ static void check_final(msrt_proc *p) {
   if (p->released && p->handles == 0) proc_free(p);
 }
 
+static void line_free(line *l) {
+  free(l->p);
+  msrt_env_unref(l->env);
+}
+
+/* Take the oldest queued line out (the caller frees it). */
+static line ring_pop(msrt_proc *p) {
+  line l = p->ring[p->head];
+  p->head = (p->head + 1) % p->cap;
+  p->n--;
+  return l;
+}
+
+/* Lines that will never be written: freed, their slots given back. */
 static void drop_queue(msrt_proc *p) {
+  size_t n = p->n;
   while (p->n) {
-    free(p->ring[p->head].p);
-    p->head = (p->head + 1) % p->cap;
-    p->n--;
+    line l = ring_pop(p);
+    line_free(&l);
   }
+  msrt_gate_give(p->gate, n);
+}
+
+static void drop_inflight(msrt_proc *p) {
+  for (size_t i = 0; i < p->ninflight; i++) line_free(&p->inflight[i]);
+  msrt_gate_give(p->gate, p->ninflight);
+  p->ninflight = 0;
 }
 
 static void stdin_close(msrt_proc *p) {
   if (p->stdin_closed) return;
   p->stdin_closed = true;
+  msrt_gate_close(p->gate); /* publishers meet it closed from now on */
   drop_queue(p);
   close_handle(p, (uv_handle_t *)&p->in);
 }
@@ -596,9 +624,8 @@ static void flush(msrt_proc *p);
 
 static void on_written(uv_write_t *req, int status) {
   msrt_proc *p = req->data;
-  for (size_t i = 0; i < p->ninflight; i++) free(p->inflight[i].p);
   if (status == 0) p->st.stdin_lines += p->ninflight;
-  p->ninflight = 0;
+  drop_inflight(p); /* written or lost: their slots are free either way */
   if (status < 0) stdin_close(p); /* EPIPE: the child closed its stdin */
   else flush(p);
   update_busy(p);
@@ -608,47 +635,78 @@ static void flush(msrt_proc *p) {
   if (p->ninflight || !p->n || p->stdin_closed) return;
   uv_buf_t bufs[BATCH_MAX];
   while (p->n && p->ninflight < BATCH_MAX) {
-    line l = p->ring[p->head];
-    p->head = (p->head + 1) % p->cap;
-    p->n--;
+    line l = ring_pop(p);
     bufs[p->ninflight] = uv_buf_init(l.p, (unsigned)l.len);
     p->inflight[p->ninflight++] = l;
   }
   p->wreq.data = p;
   if (uv_write(&p->wreq, (uv_stream_t *)&p->in, bufs, (unsigned)p->ninflight,
                on_written) != 0) {
-    for (size_t i = 0; i < p->ninflight; i++) free(p->inflight[i].p);
-    p->ninflight = 0;
+    drop_inflight(p);
     stdin_close(p);
   }
 }
 
-static void dropped(msrt_proc *p, const char *reason) {
+/* A line dropped on overflow: counted and reported with the message it
+ * came from (NULL: a line of msrt_proc_send_data). */
+static void dropped(msrt_proc *p, const char *reason, const msrt_envelope *e) {
   p->st.stdin_dropped++;
-  if (!p->released && p->reg->ev.dropped) p->reg->ev.dropped(p->reg->ud, p, reason);
+  if (!p->released && p->reg->ev.dropped)
+    p->reg->ev.dropped(p->reg->ud, p, reason, e);
 }
 
-/* Queue one line (taking b's bytes). */
-static msrt_code enqueue(msrt_proc *p, msrt_sbuf *b, msrt_error *err) {
-  if (p->stdin_closed) {
+static msrt_code full_error(msrt_proc *p, msrt_error *err) {
+  return msrt_error_set(err, MSRT_E_MAILBOX_FULL, "process %s: stdin queue "
+                        "full (%zu lines)", p->name, p->cap);
+}
+
+/* A line that found no slot (nothing queued, b freed): drop_newest drops
+ * it, `error` and `block` refuse it (the hub does not wait). */
+static msrt_code no_slot(msrt_proc *p, msrt_sbuf *b, const msrt_envelope *e,
+                         msrt_error *err) {
+  msrt_sbuf_free(b);
+  if (msrt_gate_policy(p->gate) == MSRT_OVERFLOW_DROP_NEWEST)
+    dropped(p, "drop_newest", e);
+  else msrt_gate_note(p->gate, MSRT_GATE_REFUSED);
+  return full_error(p, err);
+}
+
+/* The queue holds cap lines while a line with a slot comes: possible only
+ * with drop_oldest, whose publishers always get a slot. Evict the oldest
+ * queued line; with none queued (all in flight) the new one is dropped. */
+static msrt_code make_room(msrt_proc *p, msrt_sbuf *b, const msrt_envelope *e,
+                           msrt_error *err) {
+  if (p->n) {
+    line old = ring_pop(p);
+    msrt_gate_give(p->gate, 1);
+    dropped(p, "drop_oldest", old.env);
+    line_free(&old);
+    return MSRT_E_OK;
+  }
+  msrt_sbuf_free(b);
+  msrt_gate_give(p->gate, 1);
+  dropped(p, "drop_newest", e);
+  return full_error(p, err);
+}
+
+/* Queue one line (taking b's bytes). held: it already has a slot of the
+ * gate (taken by its publisher), else one is taken here. */
+static msrt_code enqueue(msrt_proc *p, msrt_sbuf *b, msrt_envelope *e,
+                         bool held, msrt_error *err) {
+  int r = p->stdin_closed ? MSRT_E_CLOSED
+          : held          ? MSRT_E_OK
+                          : msrt_gate_take(p->gate);
+  if (r == MSRT_E_MAILBOX_FULL) return no_slot(p, b, e, err);
+  if (r != MSRT_E_OK) {
     msrt_sbuf_free(b);
+    if (held) msrt_gate_give(p->gate, 1);
     return msrt_error_set(err, MSRT_E_CLOSED, "process %s: stdin is closed",
                           p->name);
   }
-  if (p->n + p->ninflight >= p->cap) {
-    if (p->drop_oldest_policy && p->n) {
-      free(p->ring[p->head].p);
-      p->head = (p->head + 1) % p->cap;
-      p->n--;
-      dropped(p, "drop_oldest");
-    } else {
-      msrt_sbuf_free(b);
-      dropped(p, "drop_newest");
-      return msrt_error_set(err, MSRT_E_MAILBOX_FULL, "process %s: stdin "
-                            "queue full (%zu lines)", p->name, p->cap);
-    }
-  }
-  p->ring[(p->head + p->n++) % p->cap] = (line){b->p, b->len};
+  if (p->n + p->ninflight >= p->cap && make_room(p, b, e, err) != MSRT_E_OK)
+    return MSRT_E_MAILBOX_FULL;
+  msrt_envelope *keep = p->drop_oldest_policy && e ? msrt_env_ref(e) : NULL;
+  p->ring[(p->head + p->n++) % p->cap] = (line){b->p, b->len, keep};
   memset(b, 0, sizeof *b);
   flush(p);
   update_busy(p);
@@ -717,44 +775,50 @@ static msrt_code put_data_text(msrt_sbuf *b, const void *payload, size_t plen,
   return MSRT_E_OK;
 }
 
+/* b built (rc): queue it, or free it (and its slot, when held). */
 static msrt_code send_done(msrt_proc *p, msrt_sbuf *b, msrt_code rc,
-                           msrt_error *err) {
+                           msrt_envelope *e, bool held, msrt_error *err) {
   if (rc == MSRT_E_OK && b->oom)
     rc = msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
-  if (rc != MSRT_E_OK) {
-    msrt_sbuf_free(b);
-    return rc;
-  }
-  return enqueue(p, b, err);
+  if (rc == MSRT_E_OK) return enqueue(p, b, e, held, err);
+  msrt_sbuf_free(b);
+  if (held) msrt_gate_give(p->gate, 1);
+  return rc;
 }
 
-msrt_code msrt_proc_send_env(msrt_proc *p, const msrt_envelope *e,
-                             msrt_error *err) {
-  if (p->stdin_closed)
-    return msrt_error_set(err, MSRT_E_CLOSED, "process %s: stdin is closed",
-                          p->name);
-  msrt_sbuf b = {0};
-  msrt_code rc = MSRT_E_OK;
-  if (p->codec == MSRT_CODEC_JSON_LINES) {
-    msrt_sbuf_put(&b, "{\"subject\":", 11);
-    msrt_json_put_string(&b, e->subject, e->subject_len);
-    if (e->reply) {
-      msrt_sbuf_put(&b, ",\"reply\":", 9);
-      msrt_json_put_string(&b, e->reply, e->reply_len);
-    }
-    if (e->headers_len) {
-      msrt_sbuf_put(&b, ",\"headers\":", 11);
-      put_headers_json(&b, (const char *)e->headers, e->headers_len);
-    }
-    msrt_sbuf_put(&b, ",\"data\":", 8);
-    if (rc == MSRT_E_OK)
-      rc = put_data_json(&b, e->payload, e->payload_len, e->flags, err);
-    msrt_sbuf_put(&b, "}\n", 2);
-  } else {
-    rc = put_data_text(&b, e->payload, e->payload_len, e->flags, err);
-    msrt_sbuf_putc(&b, '\n');
+/* The stdin line of e, by codec. */
+static msrt_code put_env(msrt_proc *p, msrt_sbuf *b, const msrt_envelope *e,
+                         msrt_error *err) {
+  msrt_code rc;
+  if (p->codec != MSRT_CODEC_JSON_LINES) {
+    rc = put_data_text(b, e->payload, e->payload_len, e->flags, err);
+    msrt_sbuf_putc(b, '\n');
+    return rc;
   }
-  rc = send_done(p, &b, rc, err);
+  msrt_sbuf_put(b, "{\"subject\":", 11);
+  msrt_json_put_string(b, e->subject, e->subject_len);
+  if (e->reply) {
+    msrt_sbuf_put(b, ",\"reply\":", 9);
+    msrt_json_put_string(b, e->reply, e->reply_len);
+  }
+  if (e->headers_len) {
+    msrt_sbuf_put(b, ",\"headers\":", 11);
+    put_headers_json(b, (const char *)e->headers, e->headers_len);
+  }
+  msrt_sbuf_put(b, ",\"data\":", 8);
+  rc = put_data_json(b, e->payload, e->payload_len, e->flags, err);
+  msrt_sbuf_put(b, "}\n", 2);
+  return rc;
+}
+
+msrt_code msrt_proc_send_env(msrt_proc *p, msrt_envelope *e, bool held,
+                             msrt_error *err) {
+  msrt_sbuf b = {0};
+  msrt_code rc = p->stdin_closed
+                     ? msrt_error_set(err, MSRT_E_CLOSED, "process %s: stdin "
+                                      "is closed", p->name)
+                     : put_env(p, &b, e, err);
+  rc = send_done(p, &b, rc, e, held, err);
   if (rc == MSRT_E_OK && e->reply) hand_reply(p, e->reply, e->reply_len);
   return rc;
 }
@@ -767,7 +831,7 @@ msrt_code msrt_proc_send_data(msrt_proc *p, const void *payload, size_t plen,
     rc = put_data_json(&b, payload, plen, flags, err);
   else rc = put_data_text(&b, payload, plen, flags, err);
   if (p->codec != MSRT_CODEC_RAW) msrt_sbuf_putc(&b, '\n');
-  return send_done(p, &b, rc, err);
+  return send_done(p, &b, rc, NULL, false, err);
 }
 
 /* ---- spawn ------------------------------------------------------------- */
@@ -802,7 +866,9 @@ static void proc_free(msrt_proc *p) {
   msrt_procs *r = p->reg;
   unlink_proc(r, p);
   drop_queue(p);
-  for (size_t i = 0; i < p->ninflight; i++) free(p->inflight[i].p);
+  drop_inflight(p);
+  if (p->gate) msrt_gate_close(p->gate); /* others may hold it still */
+  msrt_gate_unref(p->gate);
   for (size_t i = 0; i < p->rn; i++) free(p->replies[(p->rhead + i) % REPLY_MAX]);
   for (size_t i = 0; i < p->tn; i++) free(p->tail[(p->thead + i) % TAIL_LINES]);
   msrt_framer_free(&p->fout);
@@ -862,12 +928,15 @@ static msrt_proc *proc_new(msrt_procs *r, const msrt_proc_spec *s) {
   p->grace_ms = s->grace_ms < 0 ? 5000 : s->grace_ms;
   p->eof_wait_ms = s->eof_wait_ms < 0 ? 2000 : s->eof_wait_ms;
   p->cap = s->stdin_capacity ? s->stdin_capacity : 1024;
-  p->drop_oldest_policy = s->drop_oldest;
+  msrt_overflow policy = s->overflow == MSRT_OVERFLOW_DEFAULT
+                             ? MSRT_OVERFLOW_DROP_NEWEST : s->overflow;
+  p->drop_oldest_policy = policy == MSRT_OVERFLOW_DROP_OLDEST;
+  p->gate = msrt_gate_new(p->cap, policy, p->id, p->name);
   p->ring = malloc(p->cap * sizeof *p->ring);
   msrt_framer_init(&p->fout, s->max_line, on_out_line, on_out_bad, p);
   msrt_framer_init(&p->ferr, s->max_line, on_err_line, on_err_bad, p);
   if (!p->name || !p->publish_as || !p->out_subject || !p->allow ||
-      !p->deny || !p->ring) {
+      !p->deny || !p->ring || !p->gate) {
     p->handles = 0;
     link_proc(r, p);
     p->released = p->exited = true;
@@ -976,7 +1045,14 @@ void *msrt_proc_ud(const msrt_proc *p) { return p->ud; }
 void msrt_proc_get_stats(const msrt_proc *p, msrt_proc_stats *st) {
   *st = p->st;
   st->stdin_queued = p->n + p->ninflight;
+  msrt_gate_stats g;
+  msrt_gate_get_stats(p->gate, &g);
+  st->stdin_dropped += g.dropped; /* drop_newest on the publishing thread */
+  st->stdin_refused = g.refused;
+  st->stdin_blocked = g.blocked;
 }
+
+msrt_gate *msrt_proc_gate(const msrt_proc *p) { return p->gate; }
 
 int msrt_proc_signal(msrt_proc *p, int signum) {
   if (p->reaped) return -ESRCH;

@@ -35,10 +35,15 @@
  *
  * stdin: messages are written as JSON lines {"subject","reply","headers",
  * "data"} (JSON_LINES) or as text lines; lines wait in a bounded queue
- * (stdin_capacity messages) while the child does not read; when it is full
- * the newest (drop_newest, the default) or the oldest queued
- * (drop_oldest) line is dropped, counted and reported to on_drop. The hub
- * never blocks on a child.
+ * while the child does not read. The bound is the process's stdin gate
+ * (proc/gate.h, msrt_proc_gate): stdin_capacity slots, one held by each
+ * line from before it is queued (a publisher on another thread takes it
+ * when it routes the message here) until it is written. When it is full:
+ * drop_newest (the default) drops the new line, drop_oldest the oldest
+ * queued one (both counted and reported to `dropped`), `error` refuses the
+ * new one, and `block` makes a publisher that can wait (lua/rt.c) wait for
+ * room; here on the hub, a send finding no room is refused (the hub never
+ * blocks on a child).
  *
  * The exit is final only after the exit status and EOF on both stdout and
  * stderr (libuv/luv issue 499: the status can arrive before the last
@@ -59,6 +64,7 @@
 
 #include "core/envelope.h"
 #include "core/error.h"
+#include "proc/gate.h"
 
 typedef struct msrt_procs msrt_procs;
 typedef struct msrt_proc msrt_proc;
@@ -105,7 +111,9 @@ typedef struct {
   long grace_ms;             /* before SIGKILL; <0 = 5000 */
   size_t max_line;           /* bytes; 0 = 16 MiB */
   size_t stdin_capacity;     /* lines queued for stdin; 0 = 1024 */
-  bool drop_oldest;          /* stdin overflow: drop the oldest, not the new */
+  msrt_overflow overflow;    /* stdin overflow policy; mind that 0 is
+                                MSRT_OVERFLOW_BLOCK: MSRT_OVERFLOW_DEFAULT
+                                is drop_newest */
   long eof_wait_ms;          /* after the status; <0 = 2000 */
 } msrt_proc_spec;
 
@@ -138,8 +146,12 @@ typedef struct {
                      const char *detail, const char *head, size_t hlen,
                      size_t total);
   void (*stderr_line)(void *ud, msrt_proc *p, const char *line, size_t len);
-  /* A stdin line dropped on overflow (reason "drop_newest"/"drop_oldest"). */
-  void (*dropped)(void *ud, msrt_proc *p, const char *reason);
+  /* A stdin line dropped on overflow (reason "drop_newest"/"drop_oldest"):
+   * e is the message it came from (borrowed for the call), or NULL for a
+   * line of msrt_proc_send_data. Not called for lines a publisher dropped
+   * before they came (msrt_proc_stats counts those too). */
+  void (*dropped)(void *ud, msrt_proc *p, const char *reason,
+                  const msrt_envelope *e);
   void (*state)(void *ud, msrt_proc *p, msrt_proc_state s);
   /* Final: status and both EOFs are in. The handle stays valid until
    * msrt_proc_release (the caller may release it from this callback). */
@@ -153,8 +165,16 @@ typedef struct {
   uint64_t refused;        /* publishes refused (permission or router) */
   uint64_t stderr_lines;
   uint64_t stdin_lines;    /* lines written to stdin */
-  uint64_t stdin_dropped;  /* lines dropped on stdin overflow */
-  size_t stdin_queued;     /* lines waiting now */
+  uint64_t stdin_dropped;  /* lines dropped on stdin overflow (drop_newest
+                              by a publisher, or by the queue) */
+  uint64_t stdin_refused;  /* copies refused, the sender getting
+                              mailbox_full: `error`, a `block` publisher
+                              that could not wait, a send from the hub */
+  uint64_t stdin_blocked;  /* `block` publishes that found it full (and
+                              waited, or were refused when they could not) */
+  size_t stdin_queued;     /* lines waiting now (queued or being written;
+                              not those still on their way from the
+                              router) */
 } msrt_proc_stats;
 
 /* Make the registry of processes on loop (one SIGCHLD watcher, which keeps
@@ -186,6 +206,9 @@ uint64_t msrt_proc_id(const msrt_proc *p);
 const char *msrt_proc_name(const msrt_proc *p);
 msrt_proc_state msrt_proc_get_state(const msrt_proc *p);
 void msrt_proc_get_stats(const msrt_proc *p, msrt_proc_stats *st);
+/* The process's stdin gate (proc/gate.h), valid while the process is; a
+ * holder that may outlive it takes a reference (msrt_gate_ref). */
+msrt_gate *msrt_proc_gate(const msrt_proc *p);
 /* The process with id, or NULL (released or unknown). */
 msrt_proc *msrt_procs_find(msrt_procs *r, uint64_t id);
 
@@ -200,11 +223,17 @@ void *msrt_proc_ud(const msrt_proc *p);
  * JSON text when MSRT_ENV_PAYLOAD_JSON, else the bytes as a string);
  * LINES and RAW get the data as text (strings as they are, other values as
  * JSON) and a newline. A reply subject is remembered as one the child may
- * publish to (once). Returns MSRT_E_OK (queued or written),
- * MSRT_E_CLOSED (stdin closed: the child has exited), MSRT_E_MAILBOX_FULL
- * (dropped: queue full; counted and reported), MSRT_E_BAD_INPUT (a
- * payload that cannot be written as JSON). */
-msrt_code msrt_proc_send_env(msrt_proc *p, const msrt_envelope *e,
+ * publish to (once). held: the caller already holds a slot of the
+ * process's gate for it (msrt_gate_take), which is then the line's, or
+ * given back on failure; else a slot is taken here. drop_oldest
+ * processes keep a reference to e while its line is queued. Returns
+ * MSRT_E_OK (queued or written; with drop_oldest an older line may have
+ * been dropped and reported), MSRT_E_CLOSED (stdin closed: the child has
+ * exited or is stopping), MSRT_E_MAILBOX_FULL (no room: dropped and
+ * reported under drop_newest, counted as refused under error and block),
+ * MSRT_E_BAD_INPUT (a payload that cannot be written as JSON),
+ * MSRT_E_NOMEM. */
+msrt_code msrt_proc_send_env(msrt_proc *p, msrt_envelope *e, bool held,
                              msrt_error *err);
 
 /* Write one value to stdin on its own: JSON_LINES gets its JSON and a
