@@ -116,9 +116,10 @@ end
 -- `headers` (a table of name = value strings, NATS-style: names printable
 -- ASCII without ':' or spaces, values without CR/LF; receivers see it as
 -- msg.headers; headers and payload together count against max_payload).
--- A full mailbox with the `block` policy makes the calling coroutine wait
--- for room; with `error` it comes back as mailbox_full (when both meet one
--- publish, the `block` copies are delivered first, then mailbox_full).
+-- A full mailbox (or process stdin, see msrt.process) with the `block`
+-- policy makes the calling coroutine wait for room; with `error` it comes
+-- back as mailbox_full (when both meet one publish, the `block` copies are
+-- delivered first, then mailbox_full).
 -- @return true | nil, err (invalid_subject, payload_too_big, mailbox_full,
 --   invalid_arg for bad headers)
 function M.publish(subject, data, opts)
@@ -177,10 +178,16 @@ end
 -- (subject prefix, default "agents.<name>"), `subscribe` (pattern or
 -- list: matching messages are written to stdin, one JSON line each
 -- {subject, reply, headers, data}), `queue` (queue group of those
--- subscriptions), `capacity` (stdin lines queued while the child does not
--- read, default 1024) and `overflow` (when full: "drop_newest", the
--- default, or "drop_oldest"; "error" and "block" cannot reach the sender
--- of an asynchronous delivery and act as drop_newest), `allow_publish` /
+-- subscriptions), `capacity` (stdin lines on their way to the child,
+-- queued or being written while it does not read; default 1024) and
+-- `overflow`, the same policies as an actor mailbox's, decided on the
+-- publisher's own thread: "drop_newest" (the default) drops the new copy,
+-- "drop_oldest" the oldest queued line (each counted, and announced on
+-- msrt.dropped.<subject>), "error" returns mailbox_full to the publisher
+-- (msrt.publish, ctx:publish; the other subscribers still get it),
+-- "block" makes the publishing coroutine or actor wait for room (nothing
+-- lost; an exit releases it, the copy then counted as drop_closed);
+-- p:send never waits), `allow_publish` /
 -- `deny_publish` (subject patterns; the child may always publish under
 -- publish_as and, once each, to the reply subjects it was handed; deny
 -- wins), `limits = {nofile, as_bytes, cpu_s, nproc}` (setrlimit in the
@@ -340,9 +347,12 @@ end
 -- payload). Each copy ends in exactly one outcome, so, once no publish is
 -- in flight and no `block` publish is waiting for room:
 --   accepted == delivered + dropped + dead_lettered + refused + no_responders
--- where `delivered` = put into a mailbox or the hub's callback queue and
--- still counted there (a copy evicted later by drop_oldest moves from
--- delivered to drop_oldest); `dropped` = drop_newest + drop_oldest +
+-- where `delivered` = put into a mailbox, the hub's callback queue or a
+-- process's stdin queue, and still counted there (a copy evicted later by
+-- drop_oldest moves from delivered to drop_oldest; a stdin copy that the
+-- hub cannot write after all, the process having exited, moves to
+-- drop_closed, or to drop_other when its data cannot be written as JSON);
+-- `dropped` = drop_newest + drop_oldest +
 -- drop_not_ready (a queue group with no ready member) + drop_closed (the
 -- endpoint had gone) + drop_other, each also published on
 -- `msrt.dropped.<subject>` (except drop_closed and drop_other);
