@@ -633,6 +633,23 @@ describe("overflow policies", function()
     end)
   end
 
+  it("drop_oldest evicting a copy of another subject class keeps each class's counts", function()
+    drive(function()
+      local function class(name) return router().classes[name] or {} end
+      local ba, bb = class("xclsa"), class("xclsb")
+      local _, open, finish = held_recorder("xcls", { capacity = 2, overflow = "drop_oldest",
+        subscribe = { "rec.xcls", "xclsa.in", "xclsb.in" } })
+      for i = 1, 2 do assert(msrt.publish("xclsa.in", i)) end
+      for i = 3, 4 do assert(msrt.publish("xclsb.in", i)) end -- evict 1 and 2
+      open()
+      assert.are.same({ 3, 4 }, data_of(finish()))
+      local a, b = class("xclsa"), class("xclsb")
+      local function d(now, before, k) return (now[k] or 0) - (before[k] or 0) end
+      assert.are.same({ 2, 0, 2 }, { d(a, ba, "accepted"), d(a, ba, "delivered"), d(a, ba, "drop_oldest") })
+      assert.are.same({ 2, 2, 0 }, { d(b, bb, "accepted"), d(b, bb, "delivered"), d(b, bb, "dropped") })
+    end)
+  end)
+
   it("error refuses the overflow to the sender with mailbox_full; the counts add up", function()
     local r = overflow("error")
     assert.are.same(range(1, 10), r.seen)

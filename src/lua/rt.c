@@ -25,9 +25,8 @@ static __thread pub_space tl_space;
 static __thread int tl_depth;
 static pthread_key_t space_key; /* frees a thread's tl_space when it exits */
 static pthread_once_t space_once = PTHREAD_ONCE_INIT;
-/* Set by push_dropped during a push that returned MSRT_E_OK yet made no
- * net delivery: drop_newest dropped the new message, or drop_oldest
- * evicted an older one already counted as delivered. */
+/* Set by push_dropped during a push that returned MSRT_E_OK without
+ * delivering: drop_newest dropped the new message. */
 static __thread int tl_push_dropped;
 
 msrt_rt *msrt_rt_get(void) { return the_rt; }
@@ -71,16 +70,20 @@ void msrt_rt_drop_notice(msrt_rt *rt, const msrt_envelope *e,
   msrt_env_unref(note);
 }
 
-/* A drop on the pushing thread (drop_oldest / drop_newest) by the
- * endpoint `who`: counted, announced, and marked for fan_out. */
+/* A drop on the pushing thread by the endpoint `who`, counted in the
+ * dropped message's class and announced. drop_newest: e is the new copy,
+ * which fan_out must not count as delivered (tl_push_dropped). drop_oldest:
+ * e is an older message, counted delivered when it went in, maybe on
+ * another subject class; its count moves to the drop, and the new copy
+ * is delivered. */
 static void push_dropped(msrt_rt *rt, msrt_envelope *e, const char *reason,
                          const char *who) {
-  count(rt, msrt_rt_class(rt, e->subject, e->subject_len),
-        strcmp(reason, "drop_oldest") == 0 ? MSRT_STAT_DROP_OLDEST
-                                           : MSRT_STAT_DROP_NEWEST,
-        1);
+  bool oldest = strcmp(reason, "drop_oldest") == 0;
+  if (oldest) msrt_rt_undeliver(rt, e, MSRT_STAT_DROP_OLDEST);
+  else count(rt, msrt_rt_class(rt, e->subject, e->subject_len),
+             MSRT_STAT_DROP_NEWEST, 1);
   msrt_rt_drop_notice(rt, e, reason, who);
-  tl_push_dropped = 1; /* last: the notice's own pushes reset it */
+  tl_push_dropped = !oldest; /* last: the notice's own pushes reset it */
 }
 
 /* A drop by the scheduler, inside msrt_actor_push. */
