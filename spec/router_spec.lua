@@ -756,58 +756,73 @@ describe("overflow policies", function()
     end)
   end)
 
-  it("keeps the identity per subject class (first token); totals are the classes' sum", function()
-    drive(function()
-      local function cdelta(before, name)
-        local now, d = router().classes[name] or {}, {}
-        for _, k in ipairs(COUNTERS) do d[k] = (now[k] or 0) - ((before[name] or {})[k] or 0) end
-        return d
-      end
-      local tbefore = router()
-      local before = tbefore.classes
-      local fan = { collector("pcfan.x"), collector("pcfan.*") }
-      local renamed = collector("pcnew.>")
-      local dlq = collector("pcdlq.>")
-      assert(msrt.routes {
-        { match = "pcold.*", rewrite = "pcnew.$1" },
-        { match = "pcorders.>", dead_letter = "pcdlq.orders" },
-      })
-      assert(msrt.publish("pcfan.x", 1))              -- 2 copies delivered
-      assert(msrt.publish("pcnobody.x", 1))           -- no_responders
-      assert.is_nil(msrt.publish("pcbad..x", 1))      -- refused: invalid subject
-      assert(msrt.publish("pcold.a", 1))              -- counted as pcnew
-      assert(msrt.publish("pcorders.new", 1))         -- dead_lettered, copy to pcdlq
-      assert(msrt.publish("caf\xc3\xa9.x", 1))        -- not ASCII: _other
-      assert.is_true(wait_until(function()
-        return #fan[1].msgs + #fan[2].msgs == 2 and #renamed.msgs == 1 and #dlq.msgs == 1
-      end))
-      local want = {
-        pcfan = { accepted = 2, delivered = 2 }, pcnobody = { accepted = 1, no_responders = 1 },
-        pcbad = { accepted = 1, refused = 1 }, pcnew = { accepted = 1, delivered = 1 },
-        pcorders = { accepted = 1, dead_lettered = 1 }, pcdlq = { accepted = 1, delivered = 1 },
-        _other = { accepted = 1, no_responders = 1 },
-      }
-      for name, w in pairs(want) do
-        local d = cdelta(before, name)
-        for _, k in ipairs { "accepted", "delivered", "dead_lettered", "refused", "no_responders", "dropped" } do
-          assert.are.equal(w[k] or 0, d[k], name .. " " .. k .. ": " .. explain(d))
+  -- In a host of its own: the class table (64 first tokens) is the host's,
+  -- and the spec files before this one have used some of it.
+  local CLASSES = [[
+    local msrt = require "msrt"
+    local got = 0
+    local function sub(p) assert(msrt.subscribe(p, function() got = got + 1 end)) end
+    sub("pcfan.x") sub("pcfan.*") sub("pcnew.>") sub("pcdlq.>")
+    assert(msrt.routes {
+      { match = "pcold.*", rewrite = "pcnew.$1" },
+      { match = "pcorders.>", dead_letter = "pcdlq.orders" },
+    })
+    assert(msrt.publish("pcfan.x", 1))            -- 2 copies delivered
+    assert(msrt.publish("pcnobody.x", 1))         -- no_responders
+    assert(not msrt.publish("pcbad..x", 1))       -- refused: invalid subject
+    assert(msrt.publish("pcold.a", 1))            -- counted as pcnew
+    assert(msrt.publish("pcorders.new", 1))       -- dead_lettered, copy to pcdlq
+    assert(msrt.publish("caf\xc3\xa9.x", 1))      -- not ASCII: _other
+    for i = 1, 70 do msrt.publish("many" .. i .. ".x", i) end -- past 64 classes: _other
+    local function report()
+      if got < 4 then return msrt.after(5, report) end
+      local r = msrt.metrics().router
+      for _, c in ipairs { "_total", "_other", "pcfan", "pcnobody", "pcbad", "pcnew", "pcold", "pcorders", "pcdlq", "many1", "many70" } do
+        local m = c == "_total" and r or r.classes[c]
+        if m then
+          print(c, m.accepted, m.delivered, m.dead_lettered, m.refused, m.no_responders, m.dropped)
         end
       end
-      assert.is_nil(router().classes.pcold, "a rewritten copy counts in its new subject's class")
-      local total, now = delta(tbefore), router()
-      assert.is_true(adds_up(total), explain(total))
-      for name in pairs(now.classes) do
-        local d = cdelta(before, name)
-        assert.is_true(adds_up(d), name .. ": " .. explain(d))
+      local n = 0
+      for _ in pairs(r.classes) do n = n + 1 end
+      print("classes", n)
+      msrt.stop()
+    end
+    report()
+  ]]
+
+  it("keeps the identity per subject class (first token, 64 at most); totals are the classes' sum", function()
+    local r = S.run({ S.file(CLASSES, ".lua") })
+    assert.are.equal(0, r.code, r.err)
+    local got, classes = {}, nil
+    for line in r.out:gmatch("[^\n]+") do
+      local f = {}
+      for w in line:gmatch("%S+") do f[#f + 1] = w end
+      if f[1] == "classes" then classes = tonumber(f[2])
+      else got[f[1]] = { accepted = tonumber(f[2]), delivered = tonumber(f[3]), dead_lettered = tonumber(f[4]),
+        refused = tonumber(f[5]), no_responders = tonumber(f[6]), dropped = tonumber(f[7]) } end
+    end
+    assert.are.equal(64, classes, r.out)
+    local want = {
+      pcfan = { accepted = 2, delivered = 2 }, pcnobody = { accepted = 1, no_responders = 1 },
+      pcbad = { accepted = 1, refused = 1 }, pcnew = { accepted = 1, delivered = 1 },
+      pcorders = { accepted = 1, dead_lettered = 1 }, pcdlq = { accepted = 1, delivered = 1 },
+      many1 = { accepted = 1, no_responders = 1 },
+    }
+    for name, w in pairs(want) do
+      assert.is_table(got[name], name .. " has no class: " .. r.out)
+      for _, k in ipairs { "accepted", "delivered", "dead_lettered", "refused", "no_responders", "dropped" } do
+        assert.are.equal(w[k] or 0, got[name][k], name .. " " .. k)
       end
-      for _, k in ipairs(COUNTERS) do
-        local sum = 0
-        for _, c in pairs(now.classes) do sum = sum + c[k] end
-        assert.are.equal(now[k], sum, k)
-      end
-      assert(msrt.routes {})
-      for _, c in ipairs { fan[1], fan[2], renamed, dlq } do c.close() end
-    end)
+    end
+    assert.is_nil(got.pcold, "a rewritten copy counts in its new subject's class")
+    assert.is_nil(got.many70, "a first token past the 64th class got a class of its own")
+    -- _other: the non-ASCII one, and the many* past the 63 named classes
+    -- (6 pc* classes came first)
+    assert.are.equal(1 + 70 - (63 - 6), got._other.no_responders, r.out)
+    for name, m in pairs(got) do
+      assert.are.equal(m.accepted, m.delivered + m.dropped + m.dead_lettered + m.refused + m.no_responders, name)
+    end
   end)
 
   it("the accounting adds up under load: actors publishing to every policy at once", function()
