@@ -244,15 +244,23 @@ long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
   return publish(la, s, slen, r, rlen, p, plen, prio, h, hlen);
 }
 
+/* The waker runs on the thread that made room, maybe while this actor
+ * ends: the registration holds a reference on the cell, released by the
+ * waker or, when the registration is cancelled first, by unwait_cell. */
 static void room_waker(void *ud) {
   msrt_lactor_control(ud, MSRT_CTL_ROOM, "");
+  msrt_actor_unref(ud);
 }
+
+static void unwait_cell(void *ud) { msrt_actor_unref(ud); }
 
 /* wait_room() -> true when a _ROOM control message will come, false when
  * there is room now (retry). */
 static int a_wait_room(lua_State *L) {
   lactor *la = self(L);
-  int rc = msrt_rt_pending_wait(&la->pend, room_waker, la->cell);
+  msrt_actor_ref(la->cell);
+  int rc = msrt_rt_pending_wait(&la->pend, room_waker, unwait_cell, la->cell);
+  if (rc != MSRT_WAIT_PENDING) msrt_actor_unref(la->cell);
   lua_pushboolean(L, rc == MSRT_WAIT_PENDING);
   return 1;
 }

@@ -65,7 +65,8 @@ static void room_waker(void *ud) {
 
 static void wait_room(msrt_proc *p, out_wait *w) {
   void *id = (void *)(uintptr_t)msrt_proc_id(p);
-  if (msrt_rt_pending_wait(&w->pend, room_waker, id) != MSRT_WAIT_PENDING)
+  if (msrt_rt_pending_wait(&w->pend, room_waker, NULL, id) !=
+      MSRT_WAIT_PENDING)
     room_waker(id); /* room already: retry from the inbox, not recursively */
 }
 

@@ -388,7 +388,7 @@ static void hub_waker(void *ud) {
 static int l_pending_wait(lua_State *L) {
   msrt_pending *p = luaL_checkudata(L, 1, PENDING_META);
   uintptr_t id = (uintptr_t)luaL_checknumber(L, 2);
-  lua_pushboolean(L, msrt_rt_pending_wait(p, hub_waker, (void *)id) ==
+  lua_pushboolean(L, msrt_rt_pending_wait(p, hub_waker, NULL, (void *)id) ==
                          MSRT_WAIT_PENDING);
   return 1;
 }

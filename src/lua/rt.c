@@ -481,8 +481,10 @@ msrt_code msrt_rt_publish(msrt_rt *rt, msrt_envelope *e, size_t *delivered,
 static void pending_cancel_wait(msrt_pending *p) {
   if (!p->waker) return;
   msrt_pending_item *w = &p->wait_ep;
-  if (w->kind == MSRT_EP_PROC) msrt_gate_cancel_wait(w->ep, p->waker, p->waker_ud);
-  else msrt_actor_cancel_wait(w->ep, p->waker, p->waker_ud);
+  int r = w->kind == MSRT_EP_PROC
+              ? msrt_gate_cancel_wait(w->ep, p->waker, p->waker_ud)
+              : msrt_actor_cancel_wait(w->ep, p->waker, p->waker_ud);
+  if (r == 0 && p->unwait) p->unwait(p->waker_ud); /* it will not fire */
   p->waker = NULL;
 }
 
@@ -516,7 +518,8 @@ bool msrt_rt_pending_refused(msrt_pending *p, msrt_error *err) {
   return true;
 }
 
-int msrt_rt_pending_wait(msrt_pending *p, void (*waker)(void *), void *ud) {
+int msrt_rt_pending_wait(msrt_pending *p, void (*waker)(void *),
+                         void (*unwait)(void *), void *ud) {
   if (!p->n) return MSRT_E_OK;
   pending_cancel_wait(p);
   msrt_pending_item *it = &p->items[0];
@@ -524,6 +527,7 @@ int msrt_rt_pending_wait(msrt_pending *p, void (*waker)(void *), void *ud) {
                                    : msrt_actor_wait_room(it->ep, waker, ud);
   if (r == MSRT_WAIT_PENDING) {
     p->waker = waker;
+    p->unwait = unwait;
     p->waker_ud = ud;
     p->wait_ep = *it;
   }

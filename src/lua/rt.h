@@ -90,8 +90,10 @@ typedef struct {
   size_t refused;     /* copies refused by `error` endpoints; 0 = none */
   msrt_error refusal; /* the error to return for them */
   /* the waker msrt_rt_pending_wait registered (on wait_ep), cancelled by
-   * retry and clear so that it cannot fire for a pending that moved on */
+   * retry and clear so that it cannot fire for a pending that moved on;
+   * unwait(waker_ud) runs when a cancel took it back before it fired */
   void (*waker)(void *);
+  void (*unwait)(void *);
   void *waker_ud;
   msrt_pending_item wait_ep;
 } msrt_pending;
@@ -183,10 +185,15 @@ msrt_code msrt_rt_pending_retry(msrt_rt *rt, msrt_pending *pend);
 bool msrt_rt_pending_refused(msrt_pending *pend, msrt_error *err);
 
 /* Register waker(ud) for room in the first still-full endpoint (called
- * once, on the thread that makes room or closes the endpoint). Returns
- * MSRT_WAIT_PENDING (will be called) or MSRT_E_OK (retry now). Caller's
- * thread; one registration per pending at a time. */
-int msrt_rt_pending_wait(msrt_pending *pend, void (*waker)(void *), void *ud);
+ * once, on the thread that makes room or closes the endpoint, possibly
+ * after the pending moved on). Returns MSRT_WAIT_PENDING (waker will be
+ * called, or, when retry or clear cancels the registration before it
+ * fires, unwait(ud) instead: exactly one of the two, so a reference ud
+ * holds can be released by either; unwait may be NULL) or MSRT_E_OK
+ * (retry now; neither is called). Caller's thread; one registration per
+ * pending at a time. */
+int msrt_rt_pending_wait(msrt_pending *pend, void (*waker)(void *),
+                         void (*unwait)(void *), void *ud);
 
 /* Drop what a pending publish holds (its refs, its waker's registration),
  * counting the undelivered endpoints as refused. */
