@@ -444,6 +444,31 @@ describe("the flood", function()
   end)
 end)
 
+describe("the hub under a flood", function()
+  -- The hub drains its inbox in batches of at most 10 ms, so its timers
+  -- run while actors publish to it faster than it handles the messages
+  -- (draining until empty would run them only once the flood stopped).
+  it("still runs its timers while actors publish to it faster than it handles", function()
+    drive(function()
+      local N, got, at_timer = 300000, 0, nil
+      local sub = assert(msrt.subscribe("t.hubflood", function() got = got + 1 end))
+      local senders = assert(spawn { name = "t_hubflood", instances = 2, subscribe = "t.hubflood.go", queue = "q",
+        handle = function(ctx, msg) for i = 1, msg.data do ctx:publish("t.hubflood", i) end end })
+      msrt.after(0, function()
+        assert(msrt.publish("t.hubflood.go", N / 2))
+        assert(msrt.publish("t.hubflood.go", N / 2))
+        msrt.after(20, function() at_timer = got end)
+      end)
+      assert.is_true(wait_until(function() return got == N end, 20000), "the flood did not arrive: " .. got)
+      assert.is_number(at_timer, "the timer never ran")
+      assert.is_true(at_timer < N, "the timer waited for the whole flood (" .. at_timer .. " of " .. N .. ")")
+      senders:stop()
+      senders:wait()
+      sub.unsubscribe()
+    end)
+  end)
+end)
+
 describe("request/reply", function()
   -- echo replies with what it got; silent never replies; slow replies
   -- data.tag after data.delay ms (from a timer).

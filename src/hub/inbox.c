@@ -16,7 +16,26 @@ struct msrt_inbox {
   void *ud;
 };
 
-static void on_async(uv_async_t *a) { msrt_inbox_drain(a->data); }
+static int drain_round(msrt_inbox *in);
+
+/* Drain rounds until the inbox is empty or DRAIN_BUDGET_NS have passed.
+ * Under a sustained flood a drain-until-empty would keep the hub inside
+ * this callback for good and starve request timeouts, restart timers and
+ * probes; one round per wake-up would make the loop poll between small
+ * batches (slower, and timers firing before replies already queued). Items
+ * left, or pushed meanwhile, have sent a new wake-up (the first push into
+ * an empty inbox does), so the loop comes back after its timers and I/O. */
+#define DRAIN_BUDGET_NS 10000000u
+static void on_async(uv_async_t *a) { msrt_inbox_drain_some(a->data); }
+
+void msrt_inbox_drain_some(msrt_inbox *in) {
+  if (in->draining) return;
+  in->draining = 1;
+  uint64_t until = uv_hrtime() + DRAIN_BUDGET_NS;
+  while (drain_round(in) && uv_hrtime() < until) {
+  }
+  in->draining = 0;
+}
 
 msrt_inbox *msrt_inbox_new(uv_loop_t *loop, msrt_inbox_drain_fn fn, void *ud) {
   msrt_inbox *in = calloc(1, sizeof *in);
@@ -70,28 +89,28 @@ size_t msrt_inbox_depth(msrt_inbox *in) {
   return n;
 }
 
+/* Hand the items queued now to fn (draining set); returns how many. */
+static int drain_round(msrt_inbox *in) {
+  pthread_mutex_lock(&in->lock);
+  size_t n = in->n;
+  msrt_inbox_item *items = in->items;
+  size_t cap = in->cap;
+  in->items = in->spare;
+  in->cap = in->spare_cap;
+  in->n = 0;
+  pthread_mutex_unlock(&in->lock);
+  if (n) in->fn(items, n, in->ud);
+  in->spare = items; /* the drain runs only on the hub: no race on spare */
+  in->spare_cap = cap;
+  return n > 0;
+}
+
 void msrt_inbox_drain(msrt_inbox *in) {
   if (in->draining) return;
   in->draining = 1;
-  for (;;) {
-    pthread_mutex_lock(&in->lock);
-    size_t n = in->n;
-    msrt_inbox_item *items = in->items;
-    size_t cap = in->cap;
-    in->items = in->spare;
-    in->cap = in->spare_cap;
-    in->n = 0;
-    pthread_mutex_unlock(&in->lock);
-    if (n == 0) {
-      in->spare = items;
-      in->spare_cap = cap;
-      in->draining = 0;
-      return;
-    }
-    in->fn(items, n, in->ud);
-    in->spare = items; /* the drain runs only on the hub: no race on spare */
-    in->spare_cap = cap;
+  while (drain_round(in)) {
   }
+  in->draining = 0;
 }
 
 static void on_close(uv_handle_t *h) {

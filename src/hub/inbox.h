@@ -2,7 +2,9 @@
  *
  * Workers push items (an envelope for a hub subscription, a reply for a
  * hub coroutine, a timer request from an actor...) and the hub drains them
- * all in one uv_async callback. Sends coalesce (one wake-up for many
+ * in a uv_async callback, one batch (what was queued when it ran) per loop
+ * iteration so that timers and I/O run between batches under a sustained
+ * flood. Sends coalesce (one wake-up for many
  * pushes), so the inbox is a mutex-protected vector swapped out whole by
  * the drain: the hub is the control plane, and one lock round per batch is
  * cheaper here than a lock-free queue per item.
@@ -50,8 +52,16 @@ void msrt_inbox_keep_alive(msrt_inbox *in, int on);
 /* Items pushed and not yet drained (approximate; for metrics). */
 size_t msrt_inbox_depth(msrt_inbox *in);
 
-/* Drain now (hub thread), without waiting for the async callback. */
+/* Drain now until the inbox is empty (hub thread), without waiting for the
+ * async callback. Does nothing inside a drain (a callback of this inbox). */
 void msrt_inbox_drain(msrt_inbox *in);
+
+/* Drain as the async callback does: batches until the inbox is empty or
+ * 10 ms have passed (what is left runs after the loop's timers and I/O).
+ * For a timer that must not act before work already queued (a request
+ * timeout when its reply may be waiting here). Hub thread; does nothing
+ * inside a drain. */
+void msrt_inbox_drain_some(msrt_inbox *in);
 
 /* Refuse further pushes, drop queued items (unref their envelopes), close
  * the handle; the memory is freed by the close callback. Hub thread. */

@@ -518,6 +518,15 @@ static void push_router(lua_State *L, msrt_router *r) {
   set_num(L, "subscriptions", (double)msrt_router_sub_count(r));
 }
 
+/* drain_inbox(): handle what other threads queued for the hub, now
+ * (msrt_inbox_drain_some; a no-op inside a drain). */
+static int l_drain_inbox(lua_State *L) {
+  (void)L;
+  msrt_rt *rt = msrt_rt_get();
+  if (rt) msrt_inbox_drain_some(rt->inbox);
+  return 0;
+}
+
 /* metrics() -> table (see msrt.metrics) */
 static int l_metrics(lua_State *L) {
   msrt_rt *rt = msrt_rt_get();
@@ -774,6 +783,7 @@ void msrt_lua_open_rt(lua_State *L) {
     {"set_ready", l_set_ready}, {"stamp_subscribe", l_stamp_subscribe},
     {"stamp_unsubscribe", l_stamp_unsubscribe},
     {"metrics", l_metrics}, {"keep_alive", l_keep_alive},
+    {"drain_inbox", l_drain_inbox},
     {"routes_compile", l_routes_compile},
     {"routes_install", l_routes_install}, {NULL, NULL}};
   if (luaL_newmetatable(L, ROUTES_META)) {
