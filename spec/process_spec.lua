@@ -290,6 +290,7 @@ describe("msrt.process", function()
   it("holds a child's output while a block mailbox is full, losing nothing", function()
     run(function()
       local done = collect("spec.slow.done")
+      local states = collect("msrt.process.flood.state")
       local m0 = msrt.metrics().router
       local a = assert(msrt.actor { name = "slow", subscribe = "agents.flood.out",
         capacity = 8, overflow = "block", args = 20000,
@@ -308,9 +309,16 @@ describe("msrt.process", function()
       assert.are.same({ n = 20000, ordered = true }, done.msgs[1].data)
       assert.are.equal(0, h:stats().refused)
       assert.are.equal(0, msrt.metrics().router.refused - m0.refused)
+      -- the held output shows as the paused state, and ends
+      assert.is_true(poll(function() return states.msgs[#states.msgs].data.state == "terminated" end))
+      local seen = {}
+      for _, m in ipairs(states.msgs) do seen[m.data.state] = (seen[m.data.state] or 0) + 1 end
+      assert.is_true((seen.paused or 0) > 0, "never paused")
+      assert.is_true((seen.idle or 0) > 1, "not idle again after a pause")
       a:stop()
       a:wait()
       done.close()
+      states.close()
     end)
   end)
 

@@ -544,11 +544,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 void msrt_proc_pause_output(msrt_proc *p) {
   if (p->out_paused || p->out_eof) return;
   p->out_paused = true;
+  if (p->state == MSRT_PS_IDLE || p->state == MSRT_PS_BUSY)
+    set_state(p, MSRT_PS_PAUSED);
   msrt_framer_stop(&p->fout);
   uv_read_stop((uv_stream_t *)&p->out);
 }
 
 static void on_eof_wait(uv_timer_t *t);
+static void update_busy(msrt_proc *p);
 
 void msrt_proc_resume_output(msrt_proc *p) {
   if (!p->out_paused) return;
@@ -562,6 +565,10 @@ void msrt_proc_resume_output(msrt_proc *p) {
     free(h);
   }
   if (p->out_paused) return;
+  if (p->state == MSRT_PS_PAUSED) { /* idle or busy, by its stdin queue */
+    set_state(p, MSRT_PS_IDLE);
+    update_busy(p);
+  }
   if (p->out_eof) { /* the last line was the one waiting */
     check_final(p);
     return;

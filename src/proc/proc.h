@@ -74,8 +74,11 @@ typedef enum { MSRT_CODEC_JSON_LINES, MSRT_CODEC_LINES, MSRT_CODEC_RAW } msrt_co
 /* Lifecycle states (DESIGN.md "Supervision"). A process is initializing
  * until spawned, idle while its stdin queue is below half full, busy
  * above (the child is not keeping up; back to idle under a quarter),
- * stopping once a stop began, then terminated (exit status 0, or stopped
- * on request) or failed (spawn failure, non-zero status, a signal). */
+ * paused while its output is held (msrt_proc_pause_output: a message it
+ * wrote waits for room in a `block` mailbox or stdin; idle or busy again
+ * on resume), stopping once a stop began, then terminated (exit status 0,
+ * or stopped on request) or failed (spawn failure, non-zero status, a
+ * signal). */
 typedef enum {
   MSRT_PS_INITIALIZING, MSRT_PS_IDLE, MSRT_PS_BUSY, MSRT_PS_PAUSED,
   MSRT_PS_STOPPING, MSRT_PS_TERMINATED, MSRT_PS_FAILED
