@@ -193,7 +193,8 @@ function Handle:subscriptions()
 end
 
 --- Lifecycle state: initializing, idle, busy (stdin backlog over half the
--- capacity), stopping, terminated or failed.
+-- capacity), paused (its output held until a `block` mailbox or stdin it
+-- publishes to has room), stopping, terminated or failed.
 function Handle:state() return self.state_name end
 
 --- Counters: lines_out, bad_output, refused (the child's publishes
