@@ -91,16 +91,23 @@ local function ensure()
   return M.start()
 end
 
+--- From a hub coroutine: call register(wake_id), which returns true when
+-- a wake for that id will come (core.pending_wait, core.proc_send), and
+-- then yield until it comes. For waits for room.
+function M.await_wake(register)
+  ids.wake = ids.wake + 1
+  local wid = ids.wake
+  if register(wid) then
+    waiting[wid] = coroutine.running()
+    coroutine.yield()
+  end
+end
+
 -- Deliver a blocked publish: yield the calling coroutine until there is room.
 local function wait_room(pending)
-  local co = coroutine.running()
+  local function register(wid) return core.pending_wait(pending, wid) end
   while true do
-    ids.wake = ids.wake + 1
-    local wid = ids.wake
-    if core.pending_wait(pending, wid) then
-      waiting[wid] = co
-      coroutine.yield()
-    end
+    M.await_wake(register)
     local r, err = core.pending_retry(pending)
     if r ~= "blocked" then return r, err end
   end

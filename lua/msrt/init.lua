@@ -187,7 +187,7 @@ end
 -- (msrt.publish, ctx:publish; the other subscribers still get it),
 -- "block" makes the publishing coroutine or actor wait for room (nothing
 -- lost; an exit releases it, the copy then counted as drop_closed);
--- p:send never waits), `allow_publish` /
+-- p:send follows the policy too), `allow_publish` /
 -- `deny_publish` (subject patterns; the child may always publish under
 -- publish_as and, once each, to the reply subjects it was handed; deny
 -- wins), `limits = {nofile, as_bytes, cpu_s, nproc}` (setrlimit in the

@@ -152,17 +152,27 @@ function Handle:pid()
 end
 
 --- Write data to the child's stdin: JSON lines get its JSON, lines the
--- string (or JSON) and a newline, raw the bytes. It never waits: with the
--- stdin queue full it returns mailbox_full (counted in stdin_dropped under
--- drop_newest, in stdin_refused under error and block); drop_oldest drops
--- the oldest queued line instead.
--- @return true | nil, err (closed after the exit; mailbox_full; bad_input
---   when the data cannot be written as JSON)
+-- string (or JSON) and a newline, raw the bytes. With the stdin queue
+-- full, the overflow policy decides as for a publish: `block` makes the
+-- calling coroutine wait for room (counted in stdin_blocked; outside a
+-- coroutine it is refused), `error` returns mailbox_full (stdin_refused),
+-- drop_newest returns mailbox_full and counts the drop (stdin_dropped),
+-- drop_oldest drops the oldest queued line instead.
+-- @return true | nil, err (closed after the exit, or when the child exits
+--   while the sender waits; mailbox_full; bad_input when the data cannot
+--   be written as JSON)
 function Handle:send(data)
   if self.exit then return nil, core.error("closed", "process " .. self.name .. " has exited") end
   local ok, enc = pcall(buffer.encode, data)
   if not ok then return nil, core.error("bad_input", tostring(enc)) end
-  return core.proc_send(self.box, enc)
+  if not coroutine.isyieldable() then return core.proc_send(self.box, enc) end
+  local r, err
+  local function send(wid)
+    r, err = core.proc_send(self.box, enc, wid)
+    return r == "blocked"
+  end
+  repeat hub.await_wake(send) until r ~= "blocked"
+  return r, err
 end
 
 --- Send a signal ("TERM", "HUP", "USR1"...) to the child's process group.

@@ -341,12 +341,30 @@ static int l_proc_state(lua_State *L) {
   return 1;
 }
 
-/* proc_send(box, encoded) -> true | nil, err */
+/* With a wake id, a full `block` stdin registers the hub waker for it
+ * instead of refusing: "blocked" (a wake dispatch will come; send again
+ * then). Room now, or a closed stdin: send. */
+static bool send_blocks(msrt_proc *p, lua_Number wake_id) {
+  msrt_gate *g = msrt_proc_gate(p);
+  if (msrt_gate_policy(g) != MSRT_OVERFLOW_BLOCK || !msrt_gate_full(g))
+    return false;
+  if (msrt_gate_wait_room(g, msrt_rt_hub_waker, (void *)(uintptr_t)wake_id) !=
+      MSRT_WAIT_PENDING)
+    return false;
+  msrt_gate_note(g, MSRT_GATE_BLOCKED);
+  return true;
+}
+
+/* proc_send(box, encoded[, wake_id]) -> true | "blocked" | nil, err */
 static int l_proc_send(lua_State *L) {
   msrt_proc *p = proc_of(L);
   size_t n;
   const char *d = luaL_checklstring(L, 2, &n);
   if (!p) return gone(L);
+  if (!lua_isnoneornil(L, 3) && send_blocks(p, luaL_checknumber(L, 3))) {
+    lua_pushliteral(L, "blocked");
+    return 1;
+  }
   msrt_error err;
   if (msrt_proc_send_data(p, d, n, MSRT_ENV_PAYLOAD_BUFFER, &err) != MSRT_E_OK) {
     lua_pushnil(L);

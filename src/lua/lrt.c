@@ -377,18 +377,12 @@ static int l_publish(lua_State *L) {
   return 1;
 }
 
-static void hub_waker(void *ud) {
-  msrt_rt *rt = msrt_rt_get();
-  msrt_inbox_item it = {MSRT_IN_WAKE, (uint64_t)(uintptr_t)ud, NULL, NULL};
-  if (rt) msrt_rt_to_hub(rt, it);
-}
-
 /* pending_wait(pending, wake_id) -> true (a "wake" dispatch will come) |
  * false (retry now) */
 static int l_pending_wait(lua_State *L) {
   msrt_pending *p = luaL_checkudata(L, 1, PENDING_META);
   uintptr_t id = (uintptr_t)luaL_checknumber(L, 2);
-  lua_pushboolean(L, msrt_rt_pending_wait(p, hub_waker, NULL, (void *)id) ==
+  lua_pushboolean(L, msrt_rt_pending_wait(p, msrt_rt_hub_waker, NULL, (void *)id) ==
                          MSRT_WAIT_PENDING);
   return 1;
 }

@@ -588,6 +588,12 @@ void msrt_rt_undeliver(msrt_rt *rt, const msrt_envelope *e,
   count(rt, cls, outcome, 1);
 }
 
+void msrt_rt_hub_waker(void *ud) {
+  msrt_rt *rt = msrt_rt_get();
+  msrt_inbox_item it = {MSRT_IN_WAKE, (uint64_t)(uintptr_t)ud, NULL, NULL};
+  if (rt) msrt_rt_to_hub(rt, it);
+}
+
 int msrt_rt_to_hub(msrt_rt *rt, msrt_inbox_item item) {
   if (msrt_inbox_push(rt->inbox, item) == 0) return 0;
   msrt_env_unref(item.env);

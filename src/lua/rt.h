@@ -226,6 +226,11 @@ void msrt_rt_drop_notice(msrt_rt *rt, const msrt_envelope *e,
  * longer takes items (the item's envelope is then released). */
 int msrt_rt_to_hub(msrt_rt *rt, msrt_inbox_item item);
 
+/* A waker for a hub coroutine waiting for room: ud is its wake id (an
+ * integer); queues an MSRT_IN_WAKE item, whose dispatch resumes it
+ * (lua/msrt/hub.lua). Any thread. */
+void msrt_rt_hub_waker(void *ud);
+
 /* Per-thread router reader (made on first use). Any thread. */
 msrt_reader *msrt_rt_reader(msrt_rt *rt);
 
