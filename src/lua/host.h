@@ -71,4 +71,11 @@ void msrt_lua_patch_luv(lua_State *L);
 /* Register the hub's shutdown hook: the Lua hook, then close luv handles. */
 void msrt_lua_install_shutdown(lua_State *L);
 
+/* t[k] = v for the table t at the top of the stack (counters read out as
+ * Lua numbers: exact up to 2^53). */
+static inline void msrt_lua_set_num(lua_State *L, const char *k, double v) {
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, k);
+}
+
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "health/health.h"
+#include "lua/host.h"
 #include "lua/lerror.h"
 #include "lua/lhealth.h"
 
@@ -145,11 +146,6 @@ static int l_active(lua_State *L) {
   return 1;
 }
 
-static void set_num(lua_State *L, const char *k, double v) {
-  lua_pushnumber(L, v);
-  lua_setfield(L, -2, k);
-}
-
 /* h:probe(kind) -> {state, successes, failures, runs, oks, fails,
  * interval_ms, timeout_ms} | nil when the child has no such probe */
 static int l_probe(lua_State *L) {
@@ -159,13 +155,13 @@ static int l_probe(lua_State *L) {
   lua_createtable(L, 0, 8);
   lua_pushstring(L, msrt_health_state_name(p->state));
   lua_setfield(L, -2, "state");
-  set_num(L, "successes", p->successes);
-  set_num(L, "failures", p->failures);
-  set_num(L, "runs", (double)p->runs);
-  set_num(L, "oks", (double)p->oks);
-  set_num(L, "fails", (double)p->fails);
-  set_num(L, "interval_ms", (double)p->cfg.interval_ms);
-  set_num(L, "timeout_ms", (double)p->cfg.timeout_ms);
+  msrt_lua_set_num(L, "successes", p->successes);
+  msrt_lua_set_num(L, "failures", p->failures);
+  msrt_lua_set_num(L, "runs", (double)p->runs);
+  msrt_lua_set_num(L, "oks", (double)p->oks);
+  msrt_lua_set_num(L, "fails", (double)p->fails);
+  msrt_lua_set_num(L, "interval_ms", (double)p->cfg.interval_ms);
+  msrt_lua_set_num(L, "timeout_ms", (double)p->cfg.timeout_ms);
   return 1;
 }
 

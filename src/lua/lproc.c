@@ -398,26 +398,21 @@ static int l_proc_close_stdin(lua_State *L) {
   return 0;
 }
 
-static void set_num(lua_State *L, const char *k, double v) {
-  lua_pushnumber(L, v);
-  lua_setfield(L, -2, k);
-}
-
 static int l_proc_stats(lua_State *L) {
   msrt_proc *p = proc_of(L);
   if (!p) return 0;
   msrt_proc_stats st;
   msrt_proc_get_stats(p, &st);
   lua_createtable(L, 0, 9);
-  set_num(L, "lines_out", (double)st.lines_out);
-  set_num(L, "bad_output", (double)st.bad_output);
-  set_num(L, "refused", (double)st.refused);
-  set_num(L, "stderr_lines", (double)st.stderr_lines);
-  set_num(L, "stdin_lines", (double)st.stdin_lines);
-  set_num(L, "stdin_dropped", (double)st.stdin_dropped);
-  set_num(L, "stdin_refused", (double)st.stdin_refused);
-  set_num(L, "stdin_blocked", (double)st.stdin_blocked);
-  set_num(L, "stdin_queued", (double)st.stdin_queued);
+  msrt_lua_set_num(L, "lines_out", (double)st.lines_out);
+  msrt_lua_set_num(L, "bad_output", (double)st.bad_output);
+  msrt_lua_set_num(L, "refused", (double)st.refused);
+  msrt_lua_set_num(L, "stderr_lines", (double)st.stderr_lines);
+  msrt_lua_set_num(L, "stdin_lines", (double)st.stdin_lines);
+  msrt_lua_set_num(L, "stdin_dropped", (double)st.stdin_dropped);
+  msrt_lua_set_num(L, "stdin_refused", (double)st.stdin_refused);
+  msrt_lua_set_num(L, "stdin_blocked", (double)st.stdin_blocked);
+  msrt_lua_set_num(L, "stdin_queued", (double)st.stdin_queued);
   return 1;
 }
 

@@ -472,24 +472,19 @@ static int l_stamp_unsubscribe(lua_State *L) {
   return 0;
 }
 
-static void set_num(lua_State *L, const char *k, double v) {
-  lua_pushnumber(L, v);
-  lua_setfield(L, -2, k);
-}
-
 static void push_worker(lua_State *L, const msrt_worker_stats *w) {
   lua_createtable(L, 0, 5);
-  set_num(L, "handled", (double)w->handled);
-  set_num(L, "turns", (double)w->turns);
-  set_num(L, "parks", (double)w->parks);
-  set_num(L, "wakes", (double)w->wakes);
-  set_num(L, "steals", (double)w->steals);
+  msrt_lua_set_num(L, "handled", (double)w->handled);
+  msrt_lua_set_num(L, "turns", (double)w->turns);
+  msrt_lua_set_num(L, "parks", (double)w->parks);
+  msrt_lua_set_num(L, "wakes", (double)w->wakes);
+  msrt_lua_set_num(L, "steals", (double)w->steals);
 }
 
 static void push_stats(lua_State *L, const msrt_router_stats *rs) {
   for (int i = 0; i < MSRT_STAT__COUNT; i++)
-    set_num(L, msrt_stat_name((msrt_stat)i), (double)rs->v[i]);
-  set_num(L, "dropped", (double)rs->dropped);
+    msrt_lua_set_num(L, msrt_stat_name((msrt_stat)i), (double)rs->v[i]);
+  msrt_lua_set_num(L, "dropped", (double)rs->dropped);
 }
 
 /* The router's counters: the totals, and per subject class under
@@ -509,7 +504,7 @@ static void push_router(lua_State *L, msrt_router *r) {
   }
   lua_setfield(L, -2, "classes");
   push_stats(L, &total);
-  set_num(L, "subscriptions", (double)msrt_router_sub_count(r));
+  msrt_lua_set_num(L, "subscriptions", (double)msrt_router_sub_count(r));
 }
 
 /* drain_inbox(): handle what other threads queued for the hub, now
@@ -529,10 +524,10 @@ static int l_metrics(lua_State *L) {
   msrt_worker_stats per[256];
   msrt_sched_stats st;
   msrt_sched_stats_get(rt->sched, &st, per);
-  set_num(L, "workers", (double)st.workers);
-  set_num(L, "actors", (double)st.actors);
-  set_num(L, "runnable", (double)st.runnable);
-  set_num(L, "parked", (double)st.parked);
+  msrt_lua_set_num(L, "workers", (double)st.workers);
+  msrt_lua_set_num(L, "actors", (double)st.actors);
+  msrt_lua_set_num(L, "runnable", (double)st.runnable);
+  msrt_lua_set_num(L, "parked", (double)st.parked);
   push_worker(L, &st.total);
   lua_setfield(L, -2, "total");
   lua_createtable(L, (int)st.workers, 0);
@@ -542,13 +537,13 @@ static int l_metrics(lua_State *L) {
   }
   lua_setfield(L, -2, "per_worker");
   lua_createtable(L, 0, 3);
-  set_num(L, "drop_oldest", (double)st.drops_oldest);
-  set_num(L, "drop_newest", (double)st.drops_newest);
-  set_num(L, "refused_full", (double)st.refused_full);
+  msrt_lua_set_num(L, "drop_oldest", (double)st.drops_oldest);
+  msrt_lua_set_num(L, "drop_newest", (double)st.drops_newest);
+  msrt_lua_set_num(L, "refused_full", (double)st.refused_full);
   lua_setfield(L, -2, "drops");
   push_router(L, rt->router);
   lua_setfield(L, -2, "router");
-  set_num(L, "hub_inbox", (double)msrt_inbox_depth(rt->inbox));
+  msrt_lua_set_num(L, "hub_inbox", (double)msrt_inbox_depth(rt->inbox));
   return 1;
 }
 
