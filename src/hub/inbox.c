@@ -1,5 +1,6 @@
 #include "hub/inbox.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include "hub/hub.h"
@@ -16,7 +17,7 @@ struct msrt_inbox {
   void *ud;
 };
 
-static int drain_round(msrt_inbox *in);
+static void drain(msrt_inbox *in, uint64_t budget_ns);
 
 /* Drain rounds until the inbox is empty or DRAIN_BUDGET_NS have passed.
  * Under a sustained flood a drain-until-empty would keep the hub inside
@@ -26,16 +27,9 @@ static int drain_round(msrt_inbox *in);
  * left, or pushed meanwhile, have sent a new wake-up (the first push into
  * an empty inbox does), so the loop comes back after its timers and I/O. */
 #define DRAIN_BUDGET_NS 10000000u
-static void on_async(uv_async_t *a) { msrt_inbox_drain_some(a->data); }
+static void on_async(uv_async_t *a) { drain(a->data, DRAIN_BUDGET_NS); }
 
-void msrt_inbox_drain_some(msrt_inbox *in) {
-  if (in->draining) return;
-  in->draining = 1;
-  uint64_t until = uv_hrtime() + DRAIN_BUDGET_NS;
-  while (drain_round(in) && uv_hrtime() < until) {
-  }
-  in->draining = 0;
-}
+void msrt_inbox_drain_some(msrt_inbox *in) { drain(in, DRAIN_BUDGET_NS); }
 
 msrt_inbox *msrt_inbox_new(uv_loop_t *loop, msrt_inbox_drain_fn fn, void *ud) {
   msrt_inbox *in = calloc(1, sizeof *in);
@@ -89,8 +83,9 @@ size_t msrt_inbox_depth(msrt_inbox *in) {
   return n;
 }
 
-/* Hand the items queued now to fn (draining set); returns how many. */
-static int drain_round(msrt_inbox *in) {
+/* Hand the items queued now to fn (draining set); returns whether there
+ * were any. */
+static bool drain_round(msrt_inbox *in) {
   pthread_mutex_lock(&in->lock);
   size_t n = in->n;
   msrt_inbox_item *items = in->items;
@@ -105,13 +100,18 @@ static int drain_round(msrt_inbox *in) {
   return n > 0;
 }
 
-void msrt_inbox_drain(msrt_inbox *in) {
+/* Rounds until the inbox is empty or budget_ns passed (UINT64_MAX: no
+ * bound); nothing inside a drain (a callback that drains again). */
+static void drain(msrt_inbox *in, uint64_t budget_ns) {
   if (in->draining) return;
   in->draining = 1;
-  while (drain_round(in)) {
+  uint64_t start = uv_hrtime();
+  while (drain_round(in) && uv_hrtime() - start < budget_ns) {
   }
   in->draining = 0;
 }
+
+void msrt_inbox_drain(msrt_inbox *in) { drain(in, UINT64_MAX); }
 
 static void on_close(uv_handle_t *h) {
   msrt_inbox *in = h->data;
