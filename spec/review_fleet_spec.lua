@@ -89,6 +89,14 @@ local function check(dir, files, r, report)
   assert.are.same(EXPECTED, got)
   assert.are.same({ error = 1, warning = 2 }, report.by_severity)
   assert.matches("review_fleet: " .. #files .. " files reviewed of " .. #files .. ", 3 findings", r.out)
+  -- each finding printed as file:line: severity: message [tool], in order
+  local printed = {}
+  for file, line, rest in r.out:gmatch("([^\n]+):(%d+): ([^\n]+)") do
+    printed[#printed + 1] = ("%s:%s: %s"):format(rel(dir, file), line, rest)
+  end
+  local want = {}
+  for i, f in ipairs(EXPECTED) do want[i] = ("%s:%d: %s: %s [%s]"):format(f.file, f.line, f.severity, f.message, f.tool) end
+  assert.are.same(want, printed)
 end
 
 describe("review_fleet", function()

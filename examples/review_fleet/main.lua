@@ -462,14 +462,16 @@ local function summary(r)
   say("  tasks:       %d done, %d retries (%d tasks), %d failed; every task id accounted: %s",
     r.tasks.done, r.tasks.retried, r.tasks.retried_tasks, r.tasks.failed, tostring(r.tasks.accounted))
   for _, f in ipairs(r.tasks.failures) do say("  FAILED %s %s: %s", f.id, f.file, f.reason) end
-  local shown = 0
+  return table.concat(out, "\n")
+end
+
+-- Every finding, one a line as compilers print them (file:line: severity:
+-- message [tool]), sorted by file and line: editors and CI jump to them.
+local function listing(r)
+  local out = {}
   for _, f in ipairs(r.findings) do
-    if f.severity == "error" and shown < 10 then
-      say("  %s:%d: %s: %s [%s]", f.file, f.line, f.severity, f.message, f.tool)
-      shown = shown + 1
-    end
+    out[#out + 1] = ("%s:%d: %s: %s [%s]"):format(f.file, f.line, f.severity, f.message, f.tool)
   end
-  if (r.by_severity.error or 0) > shown then say("  ... %d more errors (--json FILE has them all)", r.by_severity.error - shown) end
   return table.concat(out, "\n")
 end
 
@@ -498,6 +500,7 @@ local function finish()
       f:close()
     end
   end
+  if #r.findings > 0 then print(listing(r)) end
   print(summary(r))
   msrt.stop("normal", r.tasks.failed == 0 and 0 or 1)
 end
