@@ -1,4 +1,5 @@
--- Lua actors on worker threads (issue 3, "The threaded runtime").
+-- Lua actors on worker threads (docs/architecture.md "Threads and the path of a
+-- message").
 --
 -- Most specs drive the hub loop inside the `it` block: `drive(body)`
 -- (S.drive, spec/support.lua) runs body as a hub coroutine (so

@@ -1,4 +1,4 @@
--- Health checks (issue 6), Kubernetes probe semantics: each probe kind
+-- Health checks (README "Health checks"), Kubernetes probe semantics: each probe kind
 -- passing and failing, failure_threshold and success_threshold, startup
 -- gating, readiness taking a member out of its queue group, liveness
 -- restarting through the supervisor. Outcomes are read from the states

@@ -1,4 +1,4 @@
--- Agent processes (issue 5): real children through /bin/sh, their stdout
+-- Agent processes (README "Processes"): real children through /bin/sh, their stdout
 -- published, subscriptions written to their stdin, stop and kill,
 -- permissions, exit records.
 --

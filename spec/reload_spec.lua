@@ -1,4 +1,4 @@
--- Hot reload of policy files (issue "Hot-reloading policy scripts"):
+-- Hot reload of policy files (README "Hot reload"):
 -- routing tables and profiles, watched with libuv fs events, SIGHUP,
 -- msrt.reload; failures keep the old policy.
 local S = require "spec.support"

@@ -1,4 +1,4 @@
--- examples/review_fleet (issue 8): the fleet run as a child on a fixture
+-- examples/review_fleet (README "Examples"): the fleet run as a child on a fixture
 -- tree with known findings; the JSON report is checked exactly, and under
 -- --chaos every file is still reviewed exactly once, with restarts.
 local S = require "spec.support"

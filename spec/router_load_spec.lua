@@ -1,5 +1,5 @@
 -- Subscription changes and routing-table swaps while 1,000,000 messages
--- flow between actors (issue "The local message router": nothing lost or
+-- flow between actors (README "Messages": nothing lost or
 -- duplicated). scripts/test runs this file under ThreadSanitizer too.
 local S = require "spec.support"
 local msrt = require "msrt"

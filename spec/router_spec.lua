@@ -1,5 +1,5 @@
--- The local message router through the public API (issue "The local message
--- router"): subject rules, wildcards, queue groups, request/reply, routing
+-- The local message router through the public API (README "Messages"): subject
+-- rules, wildcards, queue groups, request/reply, routing
 -- tables, priorities, overflow policies and the router's accounting.
 -- Specs that need the hub loop drive it inside the `it` block (drive: S.drive
 -- in spec/support.lua).

@@ -1,4 +1,4 @@
--- Supervisors (issue 6), case by case against Erlang/OTP's supervisor:
+-- Supervisors (README "Supervisors"), case by case against Erlang/OTP's supervisor:
 -- each strategy's restart sets and orders, transient and temporary,
 -- intensity escalating through two levels, start failure, shutdown order
 -- and timeouts, the backoff schedule, a custom strategy, a failing one,

@@ -1,4 +1,4 @@
--- examples/wordfreq.lua (issue 8): its top 20 against
+-- examples/wordfreq.lua (README "Examples"): its top 20 against
 -- `tr -cs A-Za-z '\n' | tr A-Z a-z | sort | uniq -c | sort -rn` on a fixed
 -- input: two files, one of several chunks (words cut at chunk boundaries),
 -- mixed case, digits and punctuation between words.

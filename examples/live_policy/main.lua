@@ -1,5 +1,5 @@
 --- A fleet whose routing and restart policy are edited while it runs
--- (issue "Hot-reloading policy scripts").
+-- (README "Hot reload").
 --   scripts/run live_policy [DIR]
 -- DIR holds routes.lua and fleet.lua (default: a fresh copy of this
 -- example's policies/, which the script then edits itself, step by step,

@@ -1,4 +1,5 @@
---- Actor specs and handles on the hub (issue "The threaded runtime").
+--- Actor specs and handles on the hub (docs/architecture.md "Threads and the
+-- path of a message").
 -- Internal: the public face is `msrt.actor` (init.lua). Hub thread only.
 -- @module msrt.actors
 local core = require "msrt.core"

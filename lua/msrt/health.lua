@@ -1,4 +1,5 @@
---- Health checks on the hub (issue 6), with Kubernetes probe semantics:
+--- Health checks on the hub (docs/architecture.md "Health checks"), with
+-- Kubernetes probe semantics:
 -- startup, liveness and readiness probes of a supervised child. The
 -- thresholds, states and startup gating are in C (src/health, through
 -- msrt.core); this file runs the probes on the hub loop (timers, luv tcp,

@@ -1,4 +1,4 @@
---- msrt: the Lua face of the runtime (DESIGN.md "The Lua surface").
+--- msrt: the Lua face of the runtime (docs/architecture.md "The Lua surface").
 -- Errors come back as `nil, err` (err: table with code, category,
 -- severity, recovery, message; tostring reads well); wrong argument types
 -- raise with the caller's file:line. Every function here is for the hub
@@ -306,7 +306,7 @@ function M.routes(rules_or_path)
   return routes.set(rules_or_path)
 end
 
---- Watch policy files for changes and reload them (DESIGN.md "Hot
+--- Watch policy files for changes and reload them (docs/architecture.md "Hot
 -- reload"): a file that is the source of a policy — a routing table given
 -- to `msrt.routes(path)`, the profile given to `--profile` or
 -- `msrt.start{profile = ...}` — is reloaded when it changes under a watched

@@ -1,4 +1,4 @@
---- Operator tools (issue "The main job"): the Prometheus /metrics endpoint
+--- Operator tools (README "Operator tools"): the Prometheus /metrics endpoint
 -- and the control socket that `msrt-lua ctl SOCKET status|tree|metrics|
 -- reload|stop` talks to, as users of supervisorctl, s6-svstat and Erlang's
 -- observer expect. Both run on the hub loop (luv) and never keep it alive.

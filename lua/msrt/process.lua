@@ -1,4 +1,4 @@
---- Child processes on the hub (issue "Agent processes"): specs, handles,
+--- Child processes on the hub (README "Processes"): specs, handles,
 -- and the events src/proc reports (exit, bad output, stderr, states).
 -- Internal: the public face is `msrt.process` (init.lua). Hub thread only.
 -- The per-line work (framing, JSON, permissions, publishing) is in C.

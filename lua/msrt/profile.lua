@@ -1,4 +1,5 @@
---- Tuning profiles: load, validate and resolve (DESIGN.md "Tuning profiles").
+--- Tuning profiles: load, validate and resolve (docs/architecture.md "Tuning
+-- profiles").
 -- A profile is a Lua file returning a table, or a function of the machine
 -- `{cpus = n, memory = bytes}` returning one. Fields it leaves out come from
 -- `default.lua`. Names without a slash or ".lua" are looked up as

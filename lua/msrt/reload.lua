@@ -1,5 +1,4 @@
---- Hot reload of policy files (DESIGN.md "Hot reload"; issue "Hot-reloading
--- policy scripts").
+--- Hot reload of policy files (docs/architecture.md "Hot reload").
 --
 -- A policy file is registered by what uses it (`msrt.routes(path)` for a
 -- routing table, `msrt.start{profile = path}` / `--profile FILE` for a

@@ -1,4 +1,4 @@
---- Routing tables (DESIGN.md "Router semantics"): lists of rules compiled
+--- Routing tables (docs/architecture.md "Router semantics"): lists of rules compiled
 -- into the router's C table. Compiling is a pure function of the list, so
 -- a reload can compile a new table and swap it in only when it is good.
 -- Internal: the public face is `msrt.routes` (init.lua). Hub thread only.

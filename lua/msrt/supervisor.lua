@@ -1,4 +1,5 @@
---- Supervisors on the hub (issue 6), after Erlang/OTP's supervisor: the
+--- Supervisors on the hub (docs/architecture.md "Supervision"), after
+-- Erlang/OTP's supervisor: the
 -- child table, restart intensity, backoff and the checking and ordering
 -- of a strategy's actions are in C (src/super, through msrt.core); this
 -- file starts and stops children, runs the strategy (a Lua function from

@@ -1,4 +1,5 @@
---- Actor benchmark (issue "The threaded runtime"): Lua actors on the worker
+--- Actor benchmark (docs/architecture.md "Threads and the path of a message"):
+-- Lua actors on the worker
 -- threads, through the real publish path (router, mailboxes, string.buffer).
 --   msrt-lua [--profile P] scripts/bench/actors.lua [--runs N] [--msgs N]
 --            [--secs S] [--actors N]

@@ -1,4 +1,4 @@
---- Process benchmark (issue "Agent processes"), through msrt.process.
+--- Process benchmark (README "Processes"), through msrt.process.
 --   msrt-lua scripts/bench/proc.lua [--runs N] [--spawns N] [--lines N]
 --            [--trips N] [--only spawn|lines|echo]
 -- Prints the machine, the command and, as the median of --runs runs:

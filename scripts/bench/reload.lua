@@ -1,4 +1,4 @@
---- Hot-reload benchmark (issue "Hot-reloading policy scripts").
+--- Hot-reload benchmark (README "Hot reload").
 --   msrt-lua [--profile P] scripts/bench/reload.lua [--samples N] [--msgs N]
 -- Prints the machine, the command and:
 --   latency  from a routing-table file's write (temp file + rename, as

@@ -1,6 +1,6 @@
 /* Router match rate and change cost (build/bench_router).
  *
- * 10,000 subscriptions in the DESIGN.md subject convention
+ * 10,000 subscriptions in the subject convention of docs/architecture.md
  * agents.<kind>.<id>.<verb>: mostly literals, plus wildcards
  * (agents.*.*.status, agents.kind3.>, agents.*.id7.*, msrt.>, ...) and queue
  * groups. Subjects published: 90% existing agents.<kind>.<id>.<verb>, 5%

@@ -1,4 +1,4 @@
--- Soak: crash storm (issue 9, fault injection), optionally with the reload
+-- Soak: crash storm (README "Reliability"), optionally with the reload
 -- storm. Process agents (/bin/sh JSON-lines echo) and actors under one
 -- supervision tree; a random child is killed (SIGKILL for a process, an
 -- error() for an actor) every few ms while requests flow through two queue

@@ -1,4 +1,4 @@
--- Soak: resource exhaustion (issue 9, fault injection).
+-- Soak: resource exhaustion (README "Reliability", fault injection).
 --   msrt-lua spec/soak/exhaustion.lua nofile   (under `ulimit -n 256`)
 --   msrt-lua spec/soak/exhaustion.lua nproc    (as an unprivileged user
 --                                               under a low `ulimit -u`)

@@ -1,4 +1,4 @@
--- Soak: slow consumer (issue 9, fault injection). For each overflow policy
+-- Soak: slow consumer (README "Reliability"). For each overflow policy
 -- an actor with a small mailbox stops reading (its handler waits on a
 -- request nobody answers until the soak releases it) while the hub
 -- produces N messages to it. Checks: drop_newest, drop_oldest and error

@@ -1,4 +1,4 @@
-/* The message envelope (DESIGN.md "Threads and the path of a message").
+/* The message envelope (docs/architecture.md "Threads and the path of a message").
  *
  * An envelope is immutable once made and shared by reference count: one
  * publish makes one envelope, and each matched endpoint holds a reference.

@@ -1,4 +1,4 @@
-/* msrt error taxonomy (DESIGN.md "Errors").
+/* msrt error taxonomy (docs/architecture.md "Errors").
  *
  * Every error the runtime reports carries a code (a stable short name such as
  * "no_responders"), a category, a severity, a recovery hint and a message.
@@ -75,7 +75,7 @@ typedef struct {
   char message[MSRT_ERROR_MSG_MAX];
 } msrt_error;
 
-/* Names as DESIGN.md spells them: "router", "high", "circuit_breaker"...
+/* Names as docs/errors.md spells them: "router", "high", "circuit_breaker"...
  * Out-of-range values return "unknown". */
 const char *msrt_code_name(msrt_code code);
 const char *msrt_category_name(msrt_category c);

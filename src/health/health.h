@@ -1,4 +1,4 @@
-/* Health-check mechanics (DESIGN.md "Health checks", issue 6), with
+/* Health-check mechanics (docs/architecture.md "Health checks"), with
  * Kubernetes probe semantics: the state machine of one child's probes.
  *
  * A child has up to three probes: startup, liveness and readiness. Each

@@ -1,5 +1,5 @@
 /* The hub: the main thread's libuv loop, signals and shutdown
- * (DESIGN.md "Threads and the path of a message").
+ * (docs/architecture.md "Threads and the path of a message").
  *
  * The hub owns one uv_loop_t that everything on the main thread shares
  * (luv included). SIGINT and SIGTERM start a graceful shutdown; a second

@@ -1,4 +1,5 @@
-/* Lua actors on worker threads (issue "The threaded runtime").
+/* Lua actors on worker threads (docs/architecture.md "Threads and the path of a
+ * message").
  *
  * An actor is a record holding its scheduler cell and its own lua_State,
  * made lazily on the worker that gives it its first turn (so creating

@@ -1,4 +1,4 @@
-/* Errors as Lua sees them (DESIGN.md "Errors"): a table with code,
+/* Errors as Lua sees them (docs/architecture.md "Errors"): a table with code,
  * category, severity, recovery and message, whose tostring reads
  * "<message> (<category>/<code>)". Hub thread or any state's own thread. */
 #ifndef MSRT_LUA_LERROR_H

@@ -111,7 +111,7 @@ struct msrt_rt {
   int stopped;
 };
 
-/* Change the figures a profile reload may change live (DESIGN.md "Hot
+/* Change the figures a profile reload may change live (docs/architecture.md "Hot
  * reload"): batch, spin_us and mailbox_capacity as msrt_sched_tune; the
  * LuaJIT GC pause/stepmul (percent) of actor states made from now on.
  * A value <= 0 (spin_us < 0) leaves that figure as it is. Any thread. */

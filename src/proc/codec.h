@@ -1,5 +1,6 @@
-/* Value conversions at the process edge (DESIGN.md: "JSON (cJSON) is only
- * for process stdio"): JSON text <-> LuaJIT string.buffer serialization,
+/* Value conversions at the process edge (docs/architecture.md "Threads and
+ * the path of a message": JSON appears only at the process edge): JSON
+ * text <-> LuaJIT string.buffer serialization,
  * the encoding every message payload in the router uses, so a JSON line a
  * child prints reaches Lua subscribers and actors as ordinary Lua values,
  * and a Lua value published to a child reaches it as JSON, without any

@@ -1,4 +1,4 @@
-/* Agent processes (DESIGN.md "Threads and the path of a message"; issue 5):
+/* Agent processes (docs/architecture.md "Processes"):
  * spawning, stdio on the hub loop, framing, publish permissions, stop and
  * kill, reaping.
  *
@@ -71,7 +71,7 @@ typedef struct msrt_proc msrt_proc;
 
 typedef enum { MSRT_CODEC_JSON_LINES, MSRT_CODEC_LINES, MSRT_CODEC_RAW } msrt_codec;
 
-/* Lifecycle states (DESIGN.md "Supervision"). A process is initializing
+/* Lifecycle states (docs/architecture.md "Supervision"). A process is initializing
  * until spawned, idle while its stdin queue is below half full, busy
  * above (the child is not keeping up; back to idle under a quarter),
  * paused while its output is held (msrt_proc_pause_output: a message it

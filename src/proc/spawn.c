@@ -1,6 +1,7 @@
 /* Two ways to start a child, both without copying the host's page tables
  * (fork costs grow with the host's memory: 28 spawns/s from a 1 GiB
- * parent against ~1,900/s with vfork, DESIGN.md figures):
+ * parent against ~1,900/s with vfork: docs/architecture.md "Figures
+ * behind the design"):
  *
  *  - posix_spawn (glibc: clone(CLONE_VM | CLONE_VFORK) on a separate stack,
  *    signals handled for us) when no rlimit is asked for: the common case,

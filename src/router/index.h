@@ -1,5 +1,5 @@
 /* The subscription index: who gets a message published on a subject
- * (DESIGN.md "Router semantics", "Threads and the path of a message").
+ * (docs/architecture.md "Router semantics", "Threads and the path of a message").
  *
  * Structure. The subscriptions live in a token trie: each node has its
  * literal children (a linear array up to 8, compared by length and first 8

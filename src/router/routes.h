@@ -1,4 +1,4 @@
-/* Compiled routing tables (DESIGN.md "Router semantics": rewrite, weighted
+/* Compiled routing tables (docs/architecture.md "Router semantics": rewrite, weighted
  * split, dead-letter targets).
  *
  * A table is compiled once from an ordered list of rules and is immutable

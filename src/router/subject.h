@@ -1,4 +1,4 @@
-/* Subjects and subscription patterns (DESIGN.md "Router semantics").
+/* Subjects and subscription patterns (docs/architecture.md "Router semantics").
  *
  * The rules are NATS' rules, taken from nats-server server/sublist.go
  * (isValidSubject, subjectIsLiteral / IsValidPublishSubject, and the matching

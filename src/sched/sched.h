@@ -1,4 +1,4 @@
-/* The actor scheduler (DESIGN.md "Threads and the path of a message").
+/* The actor scheduler (docs/architecture.md "Threads and the path of a message").
  *
  * Pure C: knows nothing of Lua, uses only src/core, libc and pthreads.
  * An actor here is a C cell: a mailbox, scheduling state and a user pointer
@@ -58,8 +58,8 @@
  * injection queue (mutex) + stealing (half of a victim's ring). An actor
  * woken by a push made on a worker goes to that worker's LIFO slot and runs
  * next there, so a request and its reply stay on one CPU (no cross-CPU
- * wake-up: DESIGN.md measures 51 us for park/wake vs ~0.15 us for a
- * spinning hand-off). At most 3 LIFO turns in a row when the ring is
+ * wake-up: 51 us for park/wake vs ~0.15 us for a spinning hand-off,
+ * docs/architecture.md "Figures behind the design"). At most 3 LIFO turns in a row when the ring is
  * non-empty; the shared queue is checked first every 61st turn. Pushes
  * from non-worker threads (hub) go to the shared queue. Measured on the
  * 2-vCPU box (scripts/bench/sched.c, 2 workers; table at the top of

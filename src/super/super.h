@@ -1,4 +1,4 @@
-/* Supervision mechanics (DESIGN.md "Supervision", issue 6), after
+/* Supervision mechanics (docs/architecture.md "Supervision"), after
  * Erlang/OTP's supervisor: the child table, restart intensity, backoff
  * delays, the checking of a strategy's actions and the order they run in.
  *
