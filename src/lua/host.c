@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 static const char HOST_KEY = 'h'; /* registry key: its address */
+static const char ERROR_HOOK_KEY = 'e'; /* registry: core.set_error_hook's fn */
 
 int msrt_log_level_from_name(const char *name) {
   static const char *const names[] = {"debug", "info", "warn", "error"};
@@ -32,6 +33,38 @@ void msrt_host_report(msrt_host *h, const char *what, const char *msg) {
   if (h) h->errors++;
 }
 
+int msrt_host_set_error_hook(lua_State *L) {
+  if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  lua_pushlightuserdata(L, (void *)&ERROR_HOOK_KEY);
+  lua_insert(L, 1);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+/* The hook runs as a coroutine of its own, as every hub callback does; it
+ * takes the error when it returns true (an error or a yield in it: not). */
+static int hook_takes(lua_State *L, const char *what, const char *msg) {
+  lua_pushlightuserdata(L, (void *)&ERROR_HOOK_KEY);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  if (!lua_isfunction(L, -1)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_State *co = lua_newthread(L);
+  lua_insert(L, -2);
+  lua_xmove(L, co, 1);
+  lua_pushstring(co, what ? what : "");
+  lua_pushstring(co, msg);
+  int taken = lua_resume(co, 2) == 0 && lua_toboolean(co, -1);
+  lua_pop(L, 1); /* the thread */
+  return taken;
+}
+
+void msrt_host_raise(lua_State *L, const char *what, const char *msg) {
+  if (!hook_takes(L, what, msg)) msrt_host_report(msrt_host_get(L), what, msg);
+}
+
 int msrt_host_call(lua_State *L, int nargs, int nres, const char *what) {
   int fn = lua_gettop(L) - nargs;
   lua_State *co = lua_newthread(L);
@@ -51,7 +84,7 @@ int msrt_host_call(lua_State *L, int nargs, int nres, const char *what) {
       msg = lua_isstring(co, -1) ? lua_tostring(co, -1) : "(error object)";
     }
     luaL_traceback(L, co, msg, 0);
-    msrt_host_report(msrt_host_get(L), what, lua_tostring(L, -1));
+    msrt_host_raise(L, what, lua_tostring(L, -1));
     lua_pop(L, 1);
   } else {
     rc = 0; /* yielded: whoever it waits on resumes it */

@@ -51,6 +51,18 @@ int msrt_host_call(lua_State *L, int nargs, int nres, const char *what);
  * more uncaught error counted. */
 void msrt_host_report(msrt_host *h, const char *what, const char *msg);
 
+/* An uncaught error of Lua code run by the host (msrt_host_call's, and
+ * core.report's): offered first to the error hook, and reported through
+ * msrt_host_report unless the hook took it. */
+void msrt_host_raise(lua_State *L, const char *what, const char *msg);
+
+/* core.set_error_hook(fn | nil): fn(what, message) is offered every error
+ * msrt_host_raise gets (message with its traceback); when it returns true
+ * the error is its own: neither printed nor counted. For test drivers
+ * that fail the test during which a callback raised (spec/support.lua);
+ * nil removes it. fn must not yield. A lua_CFunction. */
+int msrt_host_set_error_hook(lua_State *L);
+
 /* Shut down (hook, handles closed, loop drained), close the Lua state,
  * free the hub. Returns the exit status. */
 int msrt_host_close(msrt_host *h);

@@ -178,7 +178,7 @@ static int l_set_blocking_threads(lua_State *L) {
 
 /* report(what, message): the runtime's error path. */
 static int l_report(lua_State *L) {
-  msrt_host_report(host(L), luaL_checkstring(L, 1), luaL_checkstring(L, 2));
+  msrt_host_raise(L, luaL_checkstring(L, 1), luaL_checkstring(L, 2));
   return 0;
 }
 
@@ -244,6 +244,7 @@ int luaopen_msrt_core(lua_State *L) {
     {"running", l_running}, {"stopping", l_stopping},
     {"machine", l_machine}, {"threads", l_threads},
     {"set_blocking_threads", l_set_blocking_threads}, {"report", l_report},
+    {"set_error_hook", msrt_host_set_error_hook},
     {"options", l_options}, {"set_log_level", l_set_log_level},
     {"now_ms", l_now_ms}, {"exe", l_exe}, {NULL, NULL}};
   lua_newtable(L);
