@@ -623,3 +623,95 @@ describe("dynamic children", function()
     end)
   end)
 end)
+
+-- OTP's start_link order: a child's start returns once its init has (an
+-- actor's init on a worker, a process spawned, with start = "ready" its
+-- probes passed), and only then does the next child start.
+describe("start order", function()
+  -- A child whose init spins ms milliseconds, then says so on inits.
+  local function slow(id, ms, extra)
+    local spec = { id = id, actor = { args = { ms = ms },
+      init = function(ctx, args)
+        local t0 = os.clock()
+        while os.clock() - t0 < args.ms / 1000 do end
+        ctx:publish("inits", ctx.name)
+      end,
+      handle = function(_, msg) if msg.data == "crash" then error("crash!") end end } }
+    spec.actor.subscribe = "t." .. id
+    for k, v in pairs(extra or {}) do spec[k] = v end
+    return spec
+  end
+
+  it("children a, b, c with inits of varied duration start in order, 30 times", function()
+    drive(function()
+      local inits = S.collector("inits")
+      for round = 1, 30 do
+        local sup = assert(msrt.supervisor{ name = "s90",
+          children = { slow("a", 15), slow("b", 0), slow("c", 5) } })
+        -- msrt.supervisor returned: every init has run, in order
+        assert.are.equal(3 * round, #inits.msgs)
+        local got = {}
+        for i = 3 * round - 2, 3 * round do got[#got + 1] = inits.msgs[i].data end
+        assert.are.same({ "a", "b", "c" }, got)
+        for _, k in ipairs(sup:which_children()) do assert.are.equal("running", k.state) end
+        stop(sup)
+      end
+      inits.close()
+    end, 60000)
+  end)
+
+  it("an error in init is a start failure naming the child and the error", function()
+    drive(function()
+      local inits = S.collector("inits")
+      local ev = events("s91")
+      local bad = slow("b", 0)
+      bad.actor.init = function() error("database unreachable") end
+      local sup, err = msrt.supervisor{ name = "s91", children = { slow("a", 5), bad, slow("c", 0) } }
+      assert.is_nil(sup)
+      assert.are.equal("start_failed", err.code)
+      assert.are.equal("b", err.child)
+      assert.matches("child \"b\" failed to start: .*database unreachable", err.message)
+      assert.are.same({ "a" }, inits.data()) -- c never started
+      assert.is_true(ev.wait("stopped"))
+      assert.are.same({ "a" }, ev.ids("child_stopped"))
+      inits.close() ev.c.close()
+    end)
+  end)
+
+  it("one_for_all restarts in order, each once the one before has started", function()
+    drive(function()
+      local inits = S.collector("inits")
+      local ev = events("s92")
+      local sup = assert(msrt.supervisor{ name = "s92", strategy = "one_for_all", intensity = 10,
+        children = { slow("a", 15), slow("b", 0), slow("c", 5) } })
+      for round = 1, 5 do
+        msrt.publish("t.b", "crash")
+        assert.is_true(ev.wait("child_restarted", 3 * round))
+        assert.are.same({ "a", "b", "c" }, { inits.data()[3 * round + 1], inits.data()[3 * round + 2],
+          inits.data()[3 * round + 3] })
+      end
+      stop(sup)
+      inits.close() ev.c.close()
+    end)
+  end)
+
+  it("start = \"ready\" waits for the child's probes before the next child starts", function()
+    drive(function()
+      local inits = S.collector("inits")
+      local probes = 0
+      local sup = assert(msrt.supervisor{ name = "s93", children = {
+        { id = "p", process = { cmd = { "sleep", "30" } }, start = "ready",
+          health = { readiness = { interval_ms = 10, lua = function()
+            probes = probes + 1
+            return probes >= 3
+          end } } },
+        slow("q", 0) } })
+      assert.are.equal(3, probes) -- ready at the third probe, and q started after it
+      assert.are.same({ "q" }, inits.data())
+      local _, err = msrt.supervisor{ children = { { id = "p", process = { cmd = { "true" } }, start = "ready" } } }
+      assert.matches("start = \"ready\" needs a startup or readiness probe", err.message)
+      stop(sup)
+      inits.close()
+    end)
+  end)
+end)

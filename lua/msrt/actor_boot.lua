@@ -298,6 +298,7 @@ end
 local function loop(budget)
   load_module()
   if M.init then M.init(ctx, spec.args) end
+  if spec.notify_started then rt.started() end -- a supervisor waits for it
   local handle = M.handle
   local slow = true -- go_fast() with the first message handled
   while true do

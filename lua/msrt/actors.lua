@@ -61,8 +61,8 @@ local function validate(spec)
   return true
 end
 
-local function encode_spec(spec)
-  local s = { name = spec.name, module = spec.module, args = spec.args, fns = {} }
+local function encode_spec(spec, notify_started)
+  local s = { name = spec.name, module = spec.module, args = spec.args, fns = {}, notify_started = notify_started }
   if spec.module then
     local code, err = compile_module(spec.module)
     if not code then return nil, err end
@@ -102,6 +102,14 @@ end
 
 --- Call fn(record) for each instance's exit.
 function Handle:on_exit(fn) self.exit_fns[#self.exit_fns + 1] = fn end
+
+--- Call fn() once every instance's init has returned (at once if they
+-- have). Only for handles made with opts.notify_started; an instance that
+-- exits first means it never comes (watch on_exit for that).
+function Handle:on_started(fn)
+  if self.unstarted == 0 then return fn() end
+  self.start_fns[#self.start_fns + 1] = fn
+end
 
 --- Mailbox depth and high-water mark, summed over live instances.
 function Handle:mailbox()
@@ -154,18 +162,36 @@ local function exited(handle, id, rec)
   end
 end
 
---- Start actors from a spec (see msrt.actor).
+-- An instance's init has returned: the handle's start_fns run once all have.
+local function started(id)
+  local handle = live[id]
+  local a = handle and handle.alive[id]
+  if not a or a.started then return end
+  a.started = true
+  handle.unstarted = handle.unstarted - 1
+  if handle.unstarted > 0 then return end
+  local fns = handle.start_fns
+  handle.start_fns = {}
+  for _, fn in ipairs(fns) do fn() end
+end
+hub.on_started(started)
+
+--- Start actors from a spec (see msrt.actor). opts.notify_started: each
+-- instance tells the hub when its init has returned (Handle:on_started;
+-- for supervisors, which start a child once the one before has started).
 -- @return handle | nil, err
-function M.new(spec)
+function M.new(spec, opts)
   local ok, err = validate(spec)
   if not ok then return nil, err end
   ok, err = hub.start()
   if not ok then return nil, err end
-  local enc, eerr = encode_spec(spec)
+  local notify = opts and opts.notify_started or nil
+  local enc, eerr = encode_spec(spec, notify)
   if not enc then return nil, eerr end
   local subscribe = spec.subscribe
   if type(subscribe) == "string" then subscribe = { subscribe } end
-  local handle = setmetatable({ name = spec.name, alive = {}, exits = {}, exit_fns = {}, waiters = {} }, Handle)
+  local handle = setmetatable({ name = spec.name, alive = {}, exits = {}, exit_fns = {}, waiters = {},
+    unstarted = notify and (spec.instances or 1) or 0, start_fns = {} }, Handle)
   for _ = 1, spec.instances or 1 do
     local id, cell, sids = core.actor_new(spec.name, enc, spec.capacity, spec.overflow, subscribe, spec.queue)
     if not id then

@@ -381,6 +381,7 @@ local function record(c, kind, ok, why, now)
   c.last[kind] = why
   if changed or ready ~= nil then announce(c, kind, why) end
   if ready ~= nil then set_ready(c, ready) end
+  if ready and c.child.ready then c.child.ready() end
   if restart then
     local what = kind == "startup" and "startup probe failed" or "liveness probe failed"
     c.child.unhealthy(what .. (why and (": " .. why) or ""))
@@ -485,7 +486,7 @@ function Check:ready() return self.books:ready() end
 --- Start checking a child. id: its id (msrt.health.<id>); spec: its
 -- `health` table (checked with M.check); child: {id, kind, handle,
 -- unhealthy = fn(why)} (unhealthy is called when liveness or startup
--- reaches its failure threshold).
+-- reaches its failure threshold; ready, if given, when it becomes ready).
 -- @return check | nil, err
 function M.start(id, spec, child)
   local ok, why = M.check(spec)

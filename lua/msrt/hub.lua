@@ -27,6 +27,7 @@ debug.getregistry()["msrt.hub.ids"] = ids
 local inbox_prefix = "_INBOX.hub"
 local exit_handlers = {}  -- actor id -> fn(id, record)
 local overload_handler
+local started_handler
 
 local function resume(co, ...)
   local ok, err = coroutine.resume(co, ...)
@@ -66,6 +67,10 @@ function dispatch.overload(actor_id, ms)
   if overload_handler then overload_handler(actor_id, ms) end
 end
 
+function dispatch.started(actor_id)
+  if started_handler then started_handler(actor_id) end
+end
+
 --- Start the runtime (workers, router) with the profile in force. Idempotent.
 -- @return true | nil, err
 function M.start()
@@ -85,6 +90,8 @@ function M.started() return started end
 
 function M.on_exit(actor_id, fn) exit_handlers[actor_id] = fn end
 function M.on_overload(fn) overload_handler = fn end
+--- fn(actor_id) when an actor whose spec asked for it has run its init.
+function M.on_started(fn) started_handler = fn end
 
 local function ensure()
   if started then return true end

@@ -230,7 +230,15 @@ end
 -- `supervisor = {...}` (their specs; name defaults to the id), `restart`
 -- (permanent, transient, temporary), `shutdown` (ms, default 5000 for
 -- workers, "brutal_kill", or "infinity", default for supervisors),
--- `type`, `significant`.
+-- `type`, `significant`, `health` (probes, msrt.health), `start` ("init",
+-- the default: an actor child has started when its init has returned in
+-- every instance, a process when spawned; "ready": also once its startup
+-- or readiness probe passes).
+-- Children start in order, each once the one before has started (OTP's
+-- start_link); from a coroutine this call returns when all have (the main
+-- chunk runs the hub loop meanwhile, callbacks yield). An error in an init
+-- is a start failure. Restarts start children in the same way, and exits
+-- that come meanwhile are handled after them, one at a time.
 -- The strategy gets `event = {child, reason, normal, kind ("exit" or
 -- "unhealthy"), restart, restarts = {count, intensity, period_ms,
 -- attempts, delay_ms (the backoff's)}}` and a view (a copy: name,

@@ -40,7 +40,8 @@ local function cancel(t)
   if t and not t:is_closing() then t:close() end
 end
 
--- ---- child kinds: start(spec, sup) -> handle | nil, err; watch(h,
+-- ---- child kinds: start(spec, sup) -> handle | nil, err; started(h,
+-- done) when the start returns later than start (an actor's init); watch(h,
 -- fn(reason, normal)) once, when the child is wholly gone; stop(h,
 -- shutdown) begins a graceful stop; kill(h) -> true when the child is
 -- abandoned at once rather than reported gone later. `timed` kinds keep
@@ -48,7 +49,9 @@ end
 -- when `shutdown` ms have passed.
 
 kinds.actor = {
-  start = function(spec) return actors.new(spec) end,
+  start = function(spec) return actors.new(spec, { notify_started = true }) end,
+  -- started once every instance's init has returned (OTP's start_link)
+  started = function(h, done) h:on_started(done) end,
   -- The first instance's exit is the child's: the other instances are
   -- stopped, and the child is gone when the last one is.
   watch = function(h, fn)
@@ -86,8 +89,15 @@ kinds.process = {
   end,
 }
 
+-- A nested supervisor's handle exists before its children start, so its
+-- parent can stop it meanwhile; it has started when they all have.
 kinds.supervisor = {
-  start = function(spec, parent) return M.new(spec, parent) end,
+  start = function(spec, parent) return M.build(spec, parent) end,
+  started = function(h, done)
+    local co = coroutine.create(function() if M.boot(h) then done() end end)
+    local ok, err = coroutine.resume(co)
+    if not ok then core.report("supervisor " .. h.name, debug.traceback(co, tostring(err))) end
+  end,
   watch = function(h, fn) h:on_exit(function(rec) fn(rec.reason, rec.normal) end) end,
   stop = function(h) h:stop("shutdown") end,
   kill = function(h)
@@ -95,6 +105,54 @@ kinds.supervisor = {
     return false
   end,
 }
+
+-- Wait until begin's done(...) is called (at once if it was); its
+-- arguments are the result. A hub coroutine yields meanwhile; the main
+-- chunk before the hub loop runs (or a spec's body) runs the loop until
+-- then, so that a later msrt.run() still runs it. Neither blocks the hub.
+-- Outside a coroutine, or when nothing left on the loop can call done,
+-- nothing waits: the result is then empty.
+local function await(begin)
+  local co, finished, waiting, result = coroutine.running(), false, false, nil
+  begin(function(...)
+    if finished then return end
+    finished, result = true, { n = select("#", ...), ... }
+    if waiting then
+      local ok, err = coroutine.resume(co, ...)
+      if not ok then core.report("error in callback", debug.traceback(co, tostring(err))) end
+    end
+  end)
+  if not finished and co and not core.running() then
+    while not finished and uv.run("once") do end
+  end
+  if finished then return unpack(result, 1, result.n) end
+  if not co or not core.running() then return end
+  waiting = true
+  return coroutine.yield()
+end
+
+-- OTP's supervisor handles one message at a time: a restart (its stops,
+-- then each start waiting for the child's init) ends before the next exit
+-- is looked at. Queued fns run in turn in a coroutine of their own, from
+-- now unless one is under way (sup.busy).
+local function drain(sup)
+  if sup.busy or not sup.queue[1] then return end
+  sup.busy = true
+  local co = coroutine.create(function()
+    while sup.queue[1] do
+      local ok, err = pcall(table.remove(sup.queue, 1))
+      if not ok then core.report("supervisor " .. sup.name, tostring(err)) end
+    end
+    sup.busy = false
+  end)
+  local ok, err = coroutine.resume(co)
+  if not ok then core.report("supervisor " .. sup.name, debug.traceback(co, tostring(err))) end
+end
+
+local function serial(sup, fn)
+  sup.queue[#sup.queue + 1] = fn
+  drain(sup)
+end
 
 -- ---- events --------------------------------------------------------------
 
@@ -123,7 +181,7 @@ end
 local SHUTDOWN = { brutal_kill = -1, infinity = -2 }
 local RESTART = { permanent = true, transient = true, temporary = true }
 local CHILD_KEYS = { id = true, actor = true, process = true, supervisor = true, restart = true,
-  shutdown = true, type = true, significant = true, health = true }
+  shutdown = true, type = true, significant = true, health = true, start = true }
 
 local function kind_of(cs)
   local found
@@ -159,9 +217,15 @@ local function child_of(cs, where)
     local hok, herr = health.check(cs.health)
     if not hok then return bad(where .. ": " .. herr) end
   end
+  if cs.start ~= nil and cs.start ~= "init" and cs.start ~= "ready" then
+    return bad(where .. ": start must be \"init\" or \"ready\"")
+  end
+  if cs.start == "ready" and not (cs.health and (cs.health.startup or cs.health.readiness)) then
+    return bad(where .. ": start = \"ready\" needs a startup or readiness probe (health)")
+  end
   local ctype = cs.type or (kind == "supervisor" and "supervisor" or "worker")
   if ctype ~= "worker" and ctype ~= "supervisor" then return bad(where .. ": type must be worker or supervisor") end
-  return { id = cs.id, kind = kind, spec = cs[kind], restart = restart, shutdown = shutdown,
+  return { id = cs.id, kind = kind, spec = cs[kind], restart = restart, shutdown = shutdown, start = cs.start,
            shutdown_ms = sd, type = ctype, significant = cs.significant and true or false, source = cs }
 end
 
@@ -193,18 +257,42 @@ end
 local function start_health(sup, c)
   if not c.source.health then return end
   local chk, err = health.start(c.id, c.source.health, { kind = c.kind, handle = c.handle,
-    unhealthy = function(why) sup:unhealthy(c.id, why) end })
+    unhealthy = function(why) sup:unhealthy(c.id, why) end,
+    ready = function()
+      local f = c.on_ready
+      c.on_ready = nil
+      if f then f() end
+    end })
   if not chk then return M.log("error", ("supervisor %s: child %s: health checks not started: %s"):format(sup.name, c.id, tostring(err))) end
   c.health = chk
 end
 
--- Start child c; returns true | nil, err. Its exit comes to child_exited
--- (or to c.on_down while the supervisor stops it).
+-- Wait until child c's start has returned, as OTP's start_link does: an
+-- actor's init has run in every instance (a process: spawned), and with
+-- start = "ready" its probes say ready. The result, once: true; or false,
+-- reason when the child exited first or failed its probe; or false,
+-- reason, true when its supervisor stopped it meanwhile (stop_child).
+-- Outside a coroutine nothing waits (true at once).
+local function await_start(c, h)
+  if not coroutine.running() then return true end
+  return await(function(done)
+    c.starting = done
+    local function ready()
+      if c.start ~= "ready" or not c.health or c.health:ready() then return done(true) end
+      c.on_ready = function() done(true) end
+    end
+    if kinds[c.kind].started then kinds[c.kind].started(h, ready) else ready() end
+  end)
+end
+
+-- Start child c and wait for its start (await_start); returns true | nil,
+-- err [, true when the supervisor stopped it meanwhile]. Its exit comes to
+-- child_exited later (or to c.on_down while the supervisor stops it).
 local function start(sup, c)
   local h, err = kinds[c.kind].start(own_spec(c), sup)
   if not h then return nil, err end
-  c.handle, c.pending = h, nil
-  sup.core:set_state(c.id, "running")
+  c.handle, c.pending, c.gen = h, nil, (c.gen or 0) + 1
+  sup.core:set_state(c.id, "starting")
   stop_health(c)
   start_health(sup, c)
   kinds[c.kind].watch(h, function(reason, normal)
@@ -216,8 +304,18 @@ local function start(sup, c)
       c.on_down = nil
       return f(reason)
     end
+    local starting = c.starting
+    if starting then -- it exited in its init: a start failure
+      c.starting, c.on_ready = nil, nil
+      sup.core:set_state(c.id, "stopped")
+      return starting(false, reason)
+    end
     child_exited(sup, c, reason, normal)
   end)
+  local ok, why, stopped = await_start(c, h)
+  c.starting, c.on_ready = nil, nil
+  if not ok then return nil, why, stopped end
+  sup.core:set_state(c.id, "running")
   return true
 end
 
@@ -235,6 +333,9 @@ end
 local function stop_child(sup, c, brutal, done, keep)
   c.pending = nil -- a restart timer skips it now
   stop_health(c)
+  -- a start waiting on this child ends: stopped, not failed
+  local starting = c.starting
+  c.starting, c.on_ready = nil, nil
   if not c.handle then
     if sup.core:child(c.id) then sup.core:set_state(c.id, "stopped") end
     return done("not running")
@@ -250,6 +351,7 @@ local function stop_child(sup, c, brutal, done, keep)
     sup.core:set_state(c.id, "stopped")
     event(sup, "child_stopped", { child = c.id, reason = reason })
     if not keep then forget(sup, c) end
+    if starting then starting(false, reason, true) end
     done(reason)
   end
   local function kill()
@@ -367,18 +469,19 @@ end
 
 local run_plan -- forward
 
--- After the plan's delay, start its children in start order. A start
--- that fails comes back as an exit of that child (OTP tries again, and
--- each try counts against the intensity).
+-- After the plan's delay, start its children in start order, each once
+-- the one before has started (a serial step). A start that fails comes
+-- back as an exit of that child (OTP tries again, and each try counts
+-- against the intensity); one the supervisor stopped meanwhile is skipped.
 local function start_all(sup, ids, token)
   for _, id in ipairs(ids) do
     local c = sup.kids[id]
     if c and c.pending == token and sup.state == "running" then
-      local ok, err = start(sup, c)
+      local ok, err, stopped = start(sup, c)
       if ok then
         c.restarts = (c.restarts or 0) + 1
         event(sup, "child_restarted", { child = id })
-      else
+      elseif not stopped then
         sup.core:set_state(id, "stopped")
         event(sup, "start_failed", { child = id, reason = tostring(err) })
         for _, rest in ipairs(ids) do
@@ -394,24 +497,25 @@ local function start_all(sup, ids, token)
   end
 end
 
+-- Carry out a plan (within a serial step): its stops, one after the
+-- other, then its starts, now or as a serial step after its delay.
 function run_plan(sup, plan)
   local token, keep = {}, {}
   for _, id in ipairs(plan.starts) do keep[id] = true end
-  stop_each(sup, plan.stops, false, function()
-    if sup.state ~= "running" then return end
-    -- marked now: stopping a child clears its mark (a newer plan wins)
-    for _, id in ipairs(plan.starts) do sup.kids[id].pending = token end
-    for _, id in ipairs(plan.starts) do
-      local c = sup.kids[id]
-      if c and c.pending == token then
-        sup.core:set_state(id, "restarting")
-        if plan.delay_ms > 0 then event(sup, "restart_scheduled", { child = id, delay_ms = plan.delay_ms }) end
-      end
+  await(function(done) stop_each(sup, plan.stops, false, done, keep) end)
+  if sup.state ~= "running" then return end
+  -- marked now: stopping a child clears its mark (a newer plan wins)
+  for _, id in ipairs(plan.starts) do sup.kids[id].pending = token end
+  for _, id in ipairs(plan.starts) do
+    local c = sup.kids[id]
+    if c and c.pending == token then
+      sup.core:set_state(id, "restarting")
+      if plan.delay_ms > 0 then event(sup, "restart_scheduled", { child = id, delay_ms = plan.delay_ms }) end
     end
-    if plan.delay_ms <= 0 then return start_all(sup, plan.starts, token) end
-    local t = after(plan.delay_ms, function() start_all(sup, plan.starts, token) end)
-    for _, id in ipairs(plan.starts) do sup.kids[id].pending_timer = t end
-  end, keep)
+  end
+  if plan.delay_ms <= 0 then return start_all(sup, plan.starts, token) end
+  local t = after(plan.delay_ms, function() serial(sup, function() start_all(sup, plan.starts, token) end) end)
+  for _, id in ipairs(plan.starts) do sup.kids[id].pending_timer = t end
 end
 
 -- OTP's auto_shutdown: a significant child that ended and is not being
@@ -429,9 +533,7 @@ local function auto_shutdown(sup, c)
 end
 
 -- A child's exit (or unhealthy report): ask the strategy, check, act.
-function child_exited(sup, c, reason, normal, kind)
-  if sup.state ~= "running" or core.stopping() then return end
-  if c.handle == nil then sup.core:set_state(c.id, "stopped") end
+local function handle_exit(sup, c, reason, normal, kind)
   event(sup, kind == "unhealthy" and "child_unhealthy" or "child_exited",
     { child = c.id, reason = reason, normal = normal })
   local plan, why = decide(sup, c, reason, normal, kind or "exit")
@@ -454,6 +556,20 @@ function child_exited(sup, c, reason, normal, kind)
     if auto_shutdown(sup, c) then return end
   end
   run_plan(sup, plan)
+end
+
+-- A child's exit (or unhealthy report), handled as a serial step: after a
+-- restart under way, and only if that run of the child is still the
+-- current one (OTP ignores an EXIT from a pid it no longer has).
+function child_exited(sup, c, reason, normal, kind)
+  if (sup.state ~= "running" and sup.state ~= "starting") or core.stopping() then return end
+  if c.handle == nil then sup.core:set_state(c.id, "stopped") end
+  local gen = c.gen
+  serial(sup, function()
+    if sup.state ~= "running" or c.gen ~= gen or c.pending or sup.kids[c.id] ~= c then return end
+    if (kind == "unhealthy") ~= (c.handle ~= nil) then return end -- restarted or gone meanwhile
+    handle_exit(sup, c, reason, normal, kind)
+  end)
 end
 
 -- ---- the supervisor --------------------------------------------------------
@@ -518,19 +634,38 @@ local function add(sup, c)
 end
 
 -- Start the children in order; a failure stops those started (reverse).
+-- Start the children in order, each once the one before has started
+-- (OTP's start_link order); a failure stops those started (reverse
+-- order, each waited for) and ends the supervisor with it. Stopped
+-- meanwhile (sup:stop, shutdown): the stop goes on, this fails.
 local function start_children(sup)
   for _, k in ipairs(sup.core:children()) do
     local c = sup.kids[k.id]
     local ok, err = start(sup, c)
     if not ok then
-      sup.state = "stopping"
-      stop_each(sup, reverse_ids(sup), false, function() sup.state = "stopped" end)
-      live[sup] = nil
-      return nil, core.error("start_failed", ("supervisor %s: child \"%s\" failed to start: %s"):format(
+      local e = core.error("start_failed", ("supervisor %s: child \"%s\" failed to start: %s"):format(
         sup.name, c.id, tostring(err)), { child = c.id, reason = err })
+      if sup.state ~= "starting" then return nil, e end
+      sup.state = "stopping"
+      event(sup, "start_failed", { child = c.id, reason = tostring(err) })
+      await(function(done) stop_each(sup, reverse_ids(sup), false, done) end)
+      finish(sup, e.message, false)
+      return nil, e
     end
     event(sup, "child_started", { child = c.id })
   end
+  return true
+end
+
+-- Start sup's children (a built supervisor); then the exits that came
+-- meanwhile are handled. @return true | nil, err
+local function boot(sup)
+  sup.busy = true -- exits wait for the start (child_exited queues them)
+  local ok, err = start_children(sup)
+  sup.busy = false
+  if not ok then return nil, err end
+  sup.state = "running"
+  drain(sup)
   return true
 end
 
@@ -584,12 +719,13 @@ local function build(spec, parent)
   return setmetatable(exits.init({ name = spec.name or ("sup" .. unnamed), core = s,
     strategy = strategy.decide, strategy_name = strategy.name, dynamic = strategy.dynamic,
     intensity = intensity, period_ms = period, auto_shutdown = spec.auto_shutdown or "never",
-    kids = {}, parent = parent, state = "starting", seq = 0 }), Sup)
+    kids = {}, parent = parent, state = "starting", seq = 0, queue = {} }), Sup)
 end
 
---- Start a supervisor from a spec (see msrt.supervisor).
+--- Make a supervisor from a spec with its child table, starting nothing
+-- (state "starting"; M.boot starts the children).
 -- @return supervisor | nil, err
-function M.new(spec, parent)
+function M.build(spec, parent)
   local sup, err = build(spec, parent)
   if not sup then return nil, err end
   local ok, herr = hub.start()
@@ -607,10 +743,23 @@ function M.new(spec, parent)
     end
   end
   live[sup] = true
-  local sok, serr = start_children(sup)
-  if not sok then return nil, serr end
-  sup.state = "running"
   watch_strategy(sup, spec.strategy)
+  return sup
+end
+
+--- Start a built supervisor's children in order, from a coroutine waiting
+-- for each child's start (see msrt.supervisor). @return true | nil, err
+-- (start_failed naming the child and why; the supervisor has ended then)
+M.boot = boot
+
+--- Start a supervisor from a spec (see msrt.supervisor): from a coroutine
+-- it returns once every child has started.
+-- @return supervisor | nil, err
+function M.new(spec, parent)
+  local sup, err = M.build(spec, parent)
+  if not sup then return nil, err end
+  local ok, berr = boot(sup)
+  if not ok then return nil, berr end
   return sup
 end
 
@@ -665,22 +814,6 @@ function Sup:start_child(spec)
   end
   event(self, "child_started", { child = c.id })
   return c.handle, c.id
-end
-
--- Yield the calling coroutine until done is called (at once if it was).
-local function await(begin)
-  local co, finished, result = coroutine.running(), false, nil
-  local waiting = false
-  begin(function(r)
-    finished, result = true, r
-    if waiting then
-      local ok, err = coroutine.resume(co, r)
-      if not ok then core.report("error in callback", debug.traceback(co, tostring(err))) end
-    end
-  end)
-  if finished or not co then return result end
-  waiting = true
-  return coroutine.yield()
 end
 
 --- Stop a child (its shutdown applies) and keep its spec (a temporary
@@ -869,6 +1002,12 @@ end
 function Sup:unhealthy(id, why)
   local c = self.kids[id]
   if not c or not c.handle then return nil, core.error("not_found", ("no running child \"%s\""):format(tostring(id))) end
+  if c.starting then -- still starting: a start failure, once it is stopped
+    local f = c.starting
+    c.starting, c.on_ready = nil, nil
+    stop_child(self, c, false, function() f(false, why or "unhealthy") end, true)
+    return true
+  end
   child_exited(self, c, why or "unhealthy", false, "unhealthy")
   return true
 end

@@ -59,6 +59,7 @@ static void test_table(void) {
   CHECK(msrt_restart_from_name("temporary") == MSRT_RESTART_TEMPORARY);
   CHECK(msrt_restart_from_name("sometimes") == -1);
   CHECK_STR(msrt_child_state_name(MSRT_CHILD_RESTARTING), "restarting");
+  CHECK_STR(msrt_child_state_name(MSRT_CHILD_STARTING), "starting");
   msrt_super_free(s);
 }
 

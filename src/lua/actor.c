@@ -366,12 +366,21 @@ static int a_now_ms(lua_State *L) {
   return 1;
 }
 
+/* started(): tell the hub that init has returned (OTP's start_link
+ * returns then); the hub's supervisor starts the next child. */
+static int a_started(lua_State *L) {
+  lactor *la = self(L);
+  msrt_inbox_item it = {MSRT_IN_STARTED, la->id, NULL, NULL};
+  msrt_rt_to_hub(la->rt, it);
+  return 0;
+}
+
 static const luaL_Reg actor_fns[] = {
   {"pop", a_pop}, {"publish", a_publish}, {"wait_room", a_wait_room},
   {"retry", a_retry}, {"inbox", a_inbox}, {"subscribe", a_subscribe},
   {"timer", a_timer}, {"set_waiting", a_set_waiting}, {"closed", a_closed},
   {"stop", a_stop}, {"log", a_log}, {"now_ms", a_now_ms}, {"jit_on", msrt_astate_jit},
-  {"last_error", a_last_error}, {"self", a_self},
+  {"last_error", a_last_error}, {"self", a_self}, {"started", a_started},
   {NULL, NULL}};
 
 /* ---- the actor's state ------------------------------------------------ */

@@ -98,8 +98,8 @@ static void atimers_close_all(void) {
 
 /* ---- the inbox drain -------------------------------------------------- */
 
-static const char *const kinds[] = {NULL, "deliver", "exit", NULL, "wake",
-                                    "overload"};
+static const char *const kinds[] = {NULL,   "deliver",  "exit", NULL,
+                                    "wake", "overload", NULL,   "started"};
 
 static void drain(msrt_inbox_item *items, size_t n, void *ud) {
   lua_State *L = ud;

@@ -188,10 +188,10 @@ static int l_child(lua_State *L) {
   return 1;
 }
 
-/* s:set_state(id, "stopped"|"running"|"stopping"|"restarting") */
+/* s:set_state(id, "stopped"|"running"|"stopping"|"restarting"|"starting") */
 static int l_set_state(lua_State *L) {
-  static const char *const names[] = {"stopped", "running", "stopping",
-                                      "restarting", NULL};
+  static const char *const names[] = {"stopped",    "running",  "stopping",
+                                      "restarting", "starting", NULL};
   msrt_super *s = check(L);
   int pos = pos_of(L, s, 2);
   int st = luaL_checkoption(L, 3, NULL, names);

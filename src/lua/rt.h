@@ -50,6 +50,8 @@ enum {
   MSRT_IN_OVERLOAD,    /* actor `target` overran slice_ms */
   MSRT_IN_PROC,        /* env for the stdin of process `target`, with a
                           slot of its gate taken */
+  MSRT_IN_STARTED,     /* actor `target`'s init has returned (asked for by
+                          its spec: a supervisor waits for it) */
 };
 
 typedef struct {

@@ -52,13 +52,15 @@ static int check_one(const msrt_super *s, const msrt_action_in *a, size_t i,
   return 0;
 }
 
-/* Fill plan from checked actions: stops of running children in reverse
- * start order, starts in start order. marks[pos]: 1 stop, 2 restart. */
+/* Fill plan from checked actions: stops of live children (running, still
+ * in their init, or already being stopped) in reverse start order, starts
+ * in start order. marks[pos]: 1 stop, 2 restart. */
 static void order(const msrt_super *s, const char *marks, msrt_plan *plan) {
   size_t n = msrt_super_count(s);
   for (size_t k = n; k-- > 0;) {
     msrt_child_state st = msrt_super_child(s, k)->state;
-    if (marks[k] && (st == MSRT_CHILD_RUNNING || st == MSRT_CHILD_STOPPING))
+    if (marks[k] && (st == MSRT_CHILD_RUNNING || st == MSRT_CHILD_STOPPING ||
+                     st == MSRT_CHILD_STARTING))
       plan->stops[plan->nstops++] = k;
   }
   for (size_t k = 0; k < n; k++)

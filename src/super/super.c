@@ -19,8 +19,9 @@ struct msrt_super {
 
 static const char *const RESTART_NAMES[] = {"permanent", "transient",
                                             "temporary"};
-static const char *const STATE_NAMES[] = {"stopped", "running", "stopping",
-                                          "restarting"};
+static const char *const STATE_NAMES[] = {"stopped",    "running",
+                                          "stopping",   "restarting",
+                                          "starting"};
 
 const char *msrt_restart_name(msrt_restart_type r) {
   return (unsigned)r < 3 ? RESTART_NAMES[r] : "unknown";

@@ -26,11 +26,12 @@ typedef enum {
 } msrt_restart_type;
 
 /* Where a child is: not running (never started, stopped, or exited and not
- * restarted), running, being stopped by its supervisor, or waiting for a
- * delayed restart. */
+ * restarted), running, being stopped by its supervisor, waiting for a
+ * delayed restart, or started and not yet through its init (OTP's
+ * start_link has not returned; the supervisor starts the next child then). */
 typedef enum {
   MSRT_CHILD_STOPPED, MSRT_CHILD_RUNNING, MSRT_CHILD_STOPPING,
-  MSRT_CHILD_RESTARTING, MSRT_CHILD__COUNT
+  MSRT_CHILD_RESTARTING, MSRT_CHILD_STARTING, MSRT_CHILD__COUNT
 } msrt_child_state;
 
 /* shutdown_ms special values: kill at once, or wait without limit. */
