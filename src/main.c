@@ -30,7 +30,7 @@ static void usage(FILE *to) {
     "  --watch DIR       reload policy files under DIR when they change\n"
     "  --metrics H:P     serve Prometheus /metrics on H:P (e.g. 127.0.0.1:9464)\n"
     "  --ctl PATH|auto   serve the control socket (msrt-lua ctl PATH status|tree|\n"
-    "                    metrics|reload|stop); auto picks /tmp/msrt-PID.sock\n"
+    "                    metrics|reload|stop); auto: a private path, printed\n"
     "  --log-format F    text (default) or json: one line per event\n"
     "usage: msrt-lua ctl SOCKET status|tree|metrics|reload|stop\n"
     "  --check FILE...   compile and validate policy files, then exit\n"
@@ -142,11 +142,12 @@ static int do_check(lua_State *L, char **files, int n) {
   return (int)lua_tointeger(L, -1);
 }
 
-/* Resolve the tuning profile before any script runs, so the blocking
- * pool is sized before its first use. */
-static int boot_profile(lua_State *L) {
+/* require(module).boot() -> true | nil, err before any script runs: the
+ * tuning profile (so the blocking pool is sized before its first use),
+ * then --watch/--metrics/--ctl. An err prints as one line, no traceback. */
+static int boot(lua_State *L, const char *module) {
   lua_getglobal(L, "require");
-  lua_pushliteral(L, "msrt.profile");
+  lua_pushstring(L, module);
   if (lua_pcall(L, 1, 1, 0)) return load_error(L);
   lua_getfield(L, -1, "boot");
   if (lua_pcall(L, 0, 2, 0)) return load_error(L);
@@ -256,9 +257,9 @@ int main(int argc, char **argv) {
     return rc ? 1 : 0;
   }
   set_arg(L, argv, argc, c.script ? c.script : argc - 1);
-  rc = boot_profile(L);
+  rc = boot(L, "msrt.profile");
   if (rc == 0 && (host.nwatch || host.metrics || host.ctl))
-    rc = do_string(L, "require \"msrt\""); /* it starts those */
+    rc = boot(L, "msrt.ops"); /* requires msrt, which starts --watch */
   for (int k = 0; rc == 0 && k < c.nactions; k++) {
     int i = c.actions[k];
     rc = argv[i][1] == 'e' ? do_string(L, argv[i + 1])

@@ -34,28 +34,6 @@ if core.options().watch then -- msrt-lua --watch DIR
   if not ok then error(tostring(err), 0) end
 end
 
--- Operator tools: /metrics and the control socket (lua/msrt/ops.lua).
-local function start_ops(metrics, ctl)
-  local ops = require "msrt.ops"
-  if metrics then
-    local port, err = ops.serve_metrics(metrics)
-    if not port then return nil, err end
-    local host = metrics:match("^(.*):") or ""
-    io.stderr:write(("msrt-lua: metrics on http://%s:%d/metrics\n"):format(host ~= "" and host or "127.0.0.1", port))
-  end
-  if ctl then
-    if ctl == "auto" or ctl == true then ctl = ("/tmp/msrt-%d.sock"):format(uv.os_getpid()) end
-    local path, err = ops.serve_ctl(ctl)
-    if not path then return nil, err end
-    io.stderr:write(("msrt-lua: control socket %s (msrt-lua ctl %s status|tree|metrics|reload|stop)\n"):format(path, path))
-  end
-  return true
-end
-do
-  local ok, err = start_ops(core.options().metrics, core.options().ctl)
-  if not ok then error(tostring(err), 0) end
-end
-
 local function check_arg(cond, n, fname, msg)
   if not cond then error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3) end
 end
@@ -89,7 +67,7 @@ function M.start(opts)
   end
   if opts.log_level then core.set_log_level(opts.log_level) end
   if opts.metrics or opts.ctl then
-    local ok, err = start_ops(opts.metrics, opts.ctl)
+    local ok, err = require("msrt.ops").start(opts.metrics, opts.ctl)
     if not ok then return nil, err end
   end
   if started and opts.profile and hub.started() then

@@ -75,6 +75,13 @@ function M.status()
   }, "\n") .. "\n"
 end
 
+-- A label value as the Prometheus text format writes it: backslash,
+-- double quote and line feed escaped (so a child id cannot end the label
+-- or start a series of its own).
+local function esc(v)
+  return (tostring(v):gsub('[\\"\n]', { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" }))
+end
+
 local function metric(out, name, kind, help, samples)
   out[#out + 1] = ("# HELP msrt_%s %s\n# TYPE msrt_%s %s"):format(name, help, name, kind)
   for _, s in ipairs(samples) do
@@ -91,7 +98,7 @@ function M.metrics_text()
   local router = {}
   for class, c in pairs((m.router or {}).classes or {}) do
     for k, v in pairs(c) do
-      if k ~= "dropped" then router[#router + 1] = { ('{class="%s",outcome="%s"}'):format(class, k), v } end
+      if k ~= "dropped" then router[#router + 1] = { ('{class="%s",outcome="%s"}'):format(esc(class), esc(k)), v } end
     end
   end
   table.sort(router, function(a, b) return a[1] < b[1] end)
@@ -109,7 +116,7 @@ function M.metrics_text()
   metric(out, "mailbox_depth", "gauge", "Messages waiting in actor mailboxes.", { { nil, depth } })
   metric(out, "mailbox_high_water", "gauge", "Highest mailbox high-water mark of a live actor.", { { nil, high } })
   local drops = {}
-  for k, v in pairs(m.drops or {}) do drops[#drops + 1] = { ('{reason="%s"}'):format(k), v } end
+  for k, v in pairs(m.drops or {}) do drops[#drops + 1] = { ('{reason="%s"}'):format(esc(k)), v } end
   table.sort(drops, function(a, b) return a[1] < b[1] end)
   metric(out, "mailbox_drops_total", "counter", "Mailbox drops and refusals, by reason.", drops)
   metric(out, "processes", "gauge", "Child processes.", { { nil, require("msrt.process").count() } })
@@ -117,7 +124,7 @@ function M.metrics_text()
   for _, sup in ipairs(supervisors()) do
     sups = sups + 1
     for _, k in ipairs(sup:which_children()) do
-      restarts[#restarts + 1] = { ('{supervisor="%s",child="%s"}'):format(sup.name, k.id), k.restarts or 0 }
+      restarts[#restarts + 1] = { ('{supervisor="%s",child="%s"}'):format(esc(sup.name), esc(k.id)), k.restarts or 0 }
     end
   end
   metric(out, "supervisors", "gauge", "Root supervisors.", { { nil, sups } })
@@ -125,7 +132,7 @@ function M.metrics_text()
   local health = {}
   for id, h in pairs(type(m.health) == "table" and m.health or {}) do
     local state = type(h) == "table" and h.state or h
-    health[#health + 1] = { ('{child="%s",state="%s"}'):format(id, tostring(state)), 1 }
+    health[#health + 1] = { ('{child="%s",state="%s"}'):format(esc(id), esc(state)), 1 }
   end
   metric(out, "health", "gauge", "Health state of each probed child.", health)
   local reloads = require("msrt.reload").counts()
@@ -136,30 +143,63 @@ end
 
 -- ---- the servers -----------------------------------------------------------
 
-local function listen(handle, new_client, on_client)
-  handle:listen(64, function(err)
+-- Both servers answer one request per connection and share one bound on
+-- open connections (the profile's connections.max), so a local user who
+-- opens connections and never finishes a request can hold at most that
+-- many descriptors, each for at most connections.read_timeout_ms.
+local open = 0
+
+local function conn_limits()
+  local c = (require("msrt.profile").current() or {}).connections or {}
+  return c.max or 1024, c.read_timeout_ms or 5000, c.idle_timeout_ms or 30000, c.backlog or 511
+end
+
+-- accept(client) -> whether to serve it; a refused client is closed.
+-- @return true | nil, why (libuv's text: a TCP bind reports an address
+--   in use only here)
+local function listen(handle, new_client, on_client, accept)
+  local _, _, _, backlog = conn_limits()
+  return handle:listen(backlog, function(err)
     if err then return end
     local client = new_client()
-    if handle:accept(client) then on_client(client) else client:close() end
+    if not handle:accept(client) then client:close() return end
+    local max = conn_limits()
+    if open >= max or (accept and not accept(client)) then client:close() return end
+    on_client(client)
   end)
 end
 
--- Read until a newline (or the end), then answer(line) -> text; close.
+-- "EADDRINUSE: address already in use" -> "address already in use"
+local function uv_why(err) return (tostring(err):gsub("^E[%u_]+: ", "")) end
+
+-- Read until a newline (or 8 KiB), then answer(line) -> text; close. The
+-- request must arrive within read_timeout_ms of the connection; the
+-- connection goes after idle_timeout_ms without a byte in or the answer
+-- taken.
 local function serve(client, answer)
+  local _, read_ms, idle_ms = conn_limits()
+  open = open + 1
+  local timer, done = uv.new_timer(), false
+  timer:unref()
+  local function finish()
+    if done then return end
+    done, open = true, open - 1
+    timer:close()
+    if not client:is_closing() then client:close() end
+  end
+  local deadline = uv.now() + read_ms
+  local function arm(ms) timer:start(math.max(0, ms), 0, finish) end
+  arm(math.min(read_ms, idle_ms))
   local buf = ""
   client:read_start(function(err, chunk)
-    if err or not chunk then
-      if not client:is_closing() then client:close() end
-      return
-    end
+    if err or not chunk then return finish() end
     buf = buf .. chunk
     local line = buf:match("^([^\r\n]*)\r?\n")
-    if not line and #buf < 8192 then return end
+    if not line and #buf < 8192 then return arm(math.min(idle_ms, deadline - uv.now())) end
     client:read_stop()
+    arm(idle_ms)
     local ok, text = pcall(answer, line or buf, buf)
-    client:write(ok and text or ("error: " .. tostring(text) .. "\n"), function()
-      if not client:is_closing() then client:close() end
-    end)
+    client:write(ok and text or ("error: " .. tostring(text) .. "\n"), finish)
   end)
 end
 
@@ -175,18 +215,45 @@ local function http_answer(line)
     :format(status, ctype, #body, body)
 end
 
---- Serve /metrics on addr ("127.0.0.1:9464", or ":9464" for 127.0.0.1).
--- @return the port | nil, err (invalid_arg, network)
-function M.serve_metrics(addr)
-  local host, port = tostring(addr):match("^([^:]*):(%d+)$")
-  if not port then return nil, core.error("invalid_arg", ("metrics address '%s': expected HOST:PORT"):format(tostring(addr))) end
+-- Bind and listen on one resolved address; the handle | nil, why.
+local function tcp_listen(ip, port)
   local tcp = uv.new_tcp()
-  local ok, err = tcp:bind(host ~= "" and host or "127.0.0.1", tonumber(port))
-  if not ok then tcp:close() return nil, core.error("network", ("cannot listen on %s: %s"):format(addr, err)) end
-  listen(tcp, uv.new_tcp, function(c) serve(c, http_answer) end)
-  tcp:unref()
-  servers[#servers + 1] = tcp
-  return tcp:getsockname().port
+  local ok, err = tcp:bind(ip, port)
+  if ok then ok, err = listen(tcp, uv.new_tcp, function(c) serve(c, http_answer) end) end
+  if ok then return tcp end
+  tcp:close()
+  return nil, uv_why(err)
+end
+
+--- Serve /metrics on addr: "HOST:PORT" (HOST a name, resolved now with
+-- getaddrinfo, or an address; "[::1]:PORT" for IPv6), or ":PORT" for
+-- 127.0.0.1. The first resolved address that can be bound is used.
+-- @return the port | nil, err (invalid_arg: not HOST:PORT; network: the
+--   name does not resolve, or `cannot listen on IP:PORT: address already
+--   in use` and the like)
+function M.serve_metrics(addr)
+  local host, port = tostring(addr):match("^%[?([^%]]-)%]?:(%d+)$")
+  port = tonumber(port)
+  if not port or port > 65535 then
+    return nil, core.error("invalid_arg", ("metrics address '%s': expected HOST:PORT"):format(tostring(addr)))
+  end
+  if host == "" then host = "127.0.0.1" end
+  local addrs, rerr = uv.getaddrinfo(host, nil, { socktype = "stream" })
+  if not addrs or #addrs == 0 then
+    return nil, core.error("network", ("cannot resolve metrics host '%s': %s"):format(host, uv_why(rerr)))
+  end
+  local why, where
+  for _, a in ipairs(addrs) do
+    local tcp
+    tcp, why = tcp_listen(a.addr, port)
+    where = (a.family == "inet6" and "[%s]:%d" or "%s:%d"):format(a.addr, port)
+    if tcp then
+      tcp:unref()
+      servers[#servers + 1] = tcp
+      return tcp:getsockname().port
+    end
+  end
+  return nil, core.error("network", ("cannot listen on %s: %s"):format(where, why))
 end
 
 local commands = {
@@ -203,31 +270,122 @@ local commands = {
   end,
 }
 
---- Serve the control socket at path (a Unix socket; an old file there is
--- replaced). Commands, one per connection: status, tree, metrics, reload,
--- stop. @return path | nil, err
+-- A 0700 directory of this user's own for `auto`: $XDG_RUNTIME_DIR when
+-- it is one (XDG Base Directory: the user's, mode 0700), else a fresh one
+-- from mkdtemp under $TMPDIR or /tmp (removed again at close).
+local function private_dir()
+  local dir = os.getenv("XDG_RUNTIME_DIR")
+  local st = dir and dir:sub(1, 1) == "/" and uv.fs_lstat(dir)
+  if st and st.type == "directory" and st.uid == uv.getuid() and st.mode % 512 == 448 then return dir end
+  local tmp = os.getenv("TMPDIR")
+  local made, err = uv.fs_mkdtemp(((tmp and tmp ~= "") and tmp or "/tmp") .. "/msrt-XXXXXX")
+  if not made then return nil, err end
+  return made, true
+end
+
+-- The path `auto` stands for: msrt-PID-RANDOM.sock in a private directory
+-- (64 random bits: another user cannot guess it to squat on it).
+local function auto_path()
+  local dir, made = private_dir()
+  if not dir then return nil, made end
+  local hex = uv.random(8, {}):gsub(".", function(c) return ("%02x"):format(c:byte()) end)
+  return ("%s/msrt-%d-%s.sock"):format(dir, uv.os_getpid(), hex), made and dir
+end
+
+-- Make way for a socket at path: nothing there, or a stale socket (one
+-- nobody accepts on) which goes; anything else is refused untouched.
+local function clear_socket(path)
+  local state, what = core.socket_state(path)
+  if state == "absent" then return true end
+  if state == "stale" then return os.remove(path) or true end
+  if state == "live" then return nil, ("%s is the control socket of a running host"):format(path) end
+  return nil, ("%s exists and is %s, not a stale socket: not replacing it"):format(path, what or "something else")
+end
+
+-- Only the host's own user, or root, may use the control socket
+-- (SO_PEERCRED: the uid of the connecting process).
+local function same_user(client)
+  local uid = core.peer_uid(client:fileno())
+  if uid == uv.getuid() or uid == 0 then return true end
+  require("msrt").log("warn", ("control socket: refused a connection from uid %s"):format(tostring(uid)))
+  return false
+end
+
+--- Serve the control socket at path, or at a fresh private path for
+-- "auto" (see private_dir, auto_path). Only a stale socket at path is
+-- replaced; a file, a directory or a live host's socket is refused. The
+-- socket is mode 0600 whatever the umask (set before listen(2), so no
+-- connection comes first) and a peer of another uid than the host's (or
+-- root) is closed at once. Commands, one per connection: status, tree,
+-- metrics, reload, stop.
+-- @return the path | nil, err (io)
 function M.serve_ctl(path)
-  os.remove(path)
-  local pipe = uv.new_pipe(false)
-  local ok, err = pipe:bind(path)
-  if not ok then pipe:close() return nil, core.error("io", ("cannot bind control socket %s: %s"):format(path, err)) end
-  listen(pipe, function() return uv.new_pipe(false) end, function(c)
-    serve(c, function(line)
-      local cmd = commands[line:match("^%s*(%S*)")]
-      if not cmd then return "unknown command (status, tree, metrics, reload, stop)\n" end
-      return cmd()
-    end)
-  end)
+  local dir
+  if path == "auto" or path == true then
+    local p, d = auto_path()
+    if not p then return nil, core.error("io", "cannot make a private directory for the control socket: " .. tostring(d)) end
+    path, dir = p, d
+  end
+  local ok, err = clear_socket(path)
+  local pipe, bound = uv.new_pipe(false), false
+  if ok then ok, err = pipe:bind(path) bound = ok end
+  if ok then ok, err = uv.fs_chmod(path, 384) end -- 0600
+  if ok then
+    ok, err = listen(pipe, function() return uv.new_pipe(false) end, function(c)
+      serve(c, function(line)
+        local cmd = commands[line:match("^%s*(%S*)")]
+        if not cmd then return "unknown command (status, tree, metrics, reload, stop)\n" end
+        return cmd()
+      end)
+    end, same_user)
+  end
+  if not ok then
+    pipe:close()
+    if bound then os.remove(path) end
+    if dir then uv.fs_rmdir(dir) end
+    return nil, core.error("io", ("cannot serve the control socket %s: %s"):format(path, uv_why(err)))
+  end
   pipe:unref()
   servers[#servers + 1] = pipe
-  sockets[#sockets + 1] = path
+  sockets[#sockets + 1] = { path = path, dir = dir }
   return path
+end
+
+--- Start the servers asked for (either may be nil), saying on stderr
+-- where they listen. @return true | nil, err (as serve_metrics,
+-- serve_ctl)
+function M.start(metrics, ctl)
+  if metrics then
+    local port, err = M.serve_metrics(metrics)
+    if not port then return nil, err end
+    local host = tostring(metrics):match("^(.*):") or ""
+    io.stderr:write(("msrt-lua: metrics on http://%s:%d/metrics\n"):format(host ~= "" and host or "127.0.0.1", port))
+  end
+  if ctl then
+    local path, err = M.serve_ctl(ctl)
+    if not path then return nil, err end
+    io.stderr:write(("msrt-lua: control socket %s (msrt-lua ctl %s status|tree|metrics|reload|stop)\n"):format(path, path))
+  end
+  return true
+end
+
+--- msrt-lua --watch/--metrics/--ctl, before the script: load msrt (which
+-- starts the watches) and start the servers of the command line.
+-- @return true | nil, err
+function M.boot()
+  require "msrt"
+  local o = core.options()
+  return M.start(o.metrics, o.ctl)
 end
 
 --- Close the servers and remove the control sockets' files (shutdown).
 function M.close()
   for _, h in ipairs(servers) do if not h:is_closing() then h:close() end end
-  for _, path in ipairs(sockets) do os.remove(path) end
+  for _, s in ipairs(sockets) do
+    local st = uv.fs_lstat(s.path)
+    if st and st.type == "socket" then os.remove(s.path) end
+    if s.dir then uv.fs_rmdir(s.dir) end
+  end
   servers, sockets = {}, {}
 end
 

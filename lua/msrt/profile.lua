@@ -36,8 +36,10 @@ M.schema = {
   connections = { kind = "table", fields = {
     keepalive_ms = int(0, 86400000),
     backlog = int(1, 65535),
-    max = int(1, 1000000),
+    max = int(1, 1000000),                 -- open at once, per host (/metrics and ctl share it)
     nodelay = { kind = "boolean" },
+    read_timeout_ms = int(1, 3600000),     -- a request must arrive within this of the connection
+    idle_timeout_ms = int(1, 3600000),     -- no byte in, or the answer not taken, for this long: closed
   } },
 }
 

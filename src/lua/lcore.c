@@ -13,6 +13,7 @@
 #include "lua/lhealth.h"
 #include "lua/lproc.h"
 #include "lua/lsuper.h"
+#include "lua/lsys.h"
 
 static const char HOOK_KEY = 's'; /* registry: the Lua shutdown hook */
 
@@ -254,5 +255,6 @@ int luaopen_msrt_core(lua_State *L) {
   msrt_lua_open_proc(L);
   msrt_lua_open_super(L);
   msrt_lua_open_health(L);
+  msrt_lua_open_sys(L);
   return 1;
 }
