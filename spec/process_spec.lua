@@ -25,31 +25,21 @@ local function sh(name, script, extra)
   return spawn(spec)
 end
 
+-- S.drive (a failing body's children are killed, its handles closed, the
+-- failure raised), and every child body spawned must have exited when it
+-- returns.
 local function run(body, limit_ms)
   children = {}
-  local err, finished
-  local guard = msrt.after(limit_ms or 30000, function()
-    err = err or "the spec did not finish in time"
-    for _, h in ipairs(children) do h:stop(0) end
-  end)
-  msrt.after(0, function()
-    local ok, e = xpcall(body, debug.traceback)
-    finished = true
-    if not ok then err = e end
+  S.drive(function()
+    body()
     for _, h in ipairs(children) do
       if h:state() ~= "terminated" and h:state() ~= "failed" then
-        err = err or ("process " .. h.name .. " left running")
-        h:stop(0)
+        error("process " .. h.name .. " left running", 0)
       end
     end
-    guard.stop()
-  end)
-  uv.run()
+  end, limit_ms)
   children = {}
-  if err then error(err, 0) end
-  assert.is_true(finished)
   assert.are.equal(0, core.proc_count(), "processes left behind")
-  assert.are.equal(0, S.open_handles())
 end
 
 local collect, poll = S.collector, S.wait_until

@@ -62,8 +62,10 @@ end
 
 -- Driving the hub loop inside an `it` block. S.drive(body) runs body as a
 -- hub coroutine; inside it, S.sleep, S.wait_until and a collector's wait
--- yield to the loop. Actors started with S.spawn are stopped when body
--- ends, so a failing body does not leave them (and the loop) running.
+-- yield to the loop. Whatever way the body fails (an error in it, an
+-- error in any hub callback meanwhile, its time limit), what it left is
+-- stopped and closed and the failure is raised in the spec, so a failing
+-- spec neither hangs the run nor leaves work for the next one.
 
 local spawned = {}
 
@@ -75,35 +77,156 @@ function S.spawn(spec)
   return h, err
 end
 
+-- How long the loop may take to wind down after a body (wall-clock bounds
+-- of a harness, not claims about the runtime: each is many times what the
+-- slowest spec needs under ASan on a loaded 2-core machine). A body that
+-- finished must leave nothing running after SETTLE_MS (actors finish their
+-- message, children exit); a failed body's supervisors, processes and
+-- actors get STOP_MS to stop; then every luv handle it opened is closed
+-- and the loop gets CLOSE_MS more before it is stopped regardless.
+-- (S.bounds: support_spec shortens them to see the wind-down itself.)
+S.bounds = { settle_ms = 10000, stop_ms = 6000, close_ms = 2000 }
+
+-- The luv handles open now, as a set.
+local function handle_set()
+  local set = setmetatable({}, { __mode = "k" })
+  require("luv").walk(function(h) set[h] = true end)
+  return set
+end
+
+-- The luv handles opened since `before` and still open, except `keep`.
+local function new_handles(before, keep)
+  local out = {}
+  require("luv").walk(function(h)
+    if not before[h] and not keep[h] then out[#out + 1] = h end
+  end)
+  return out
+end
+
+local function kinds(handles)
+  local names = {}
+  for i, h in ipairs(handles) do names[i] = h:get_type() end
+  table.sort(names)
+  return table.concat(names, ", ")
+end
+
+-- Stop what runs on the runtime's side: supervisors (their children with
+-- them), processes (at once: SIGKILL), actors, the operator servers.
+local function stop_runtime(actors_before)
+  local loaded = package.loaded
+  if loaded["msrt.supervisor"] then loaded["msrt.supervisor"].stop_all("shutdown") end
+  if loaded["msrt.process"] then
+    for _, p in ipairs(loaded["msrt.process"].live()) do p:stop(0) end
+  end
+  for _, h in ipairs(spawned) do h:stop("shutdown") end
+  -- every actor only when none was alive before the body (else they are
+  -- not all the body's)
+  if actors_before == 0 and loaded["msrt.actors"] then loaded["msrt.actors"].stop_all("shutdown") end
+  if loaded["msrt.ops"] then loaded["msrt.ops"].close() end
+end
+
+local function runtime_quiet(actors_before)
+  local loaded = package.loaded
+  return (not loaded["msrt.supervisor"] or loaded["msrt.supervisor"].count() == 0)
+    and (not loaded["msrt.process"] or loaded["msrt.process"].count() == 0)
+    and (require("msrt").metrics().actors or 0) <= actors_before
+end
+
 --- Run body() as a hub coroutine and drive the loop until body is done
--- and nothing is left on it. Fails the spec (here) when body raises, when
--- body has not finished within limit_ms (default 30000; every actor from
--- S.spawn is then stopped, and the loop too a second later), when a luv
--- handle is still open afterwards, or when an actor started meanwhile is
--- still alive.
+-- and nothing is left on it. Fails the spec (here), with the error and
+-- its traceback, when body raises, when a hub callback raises meanwhile
+-- (msrt.after, msrt.subscribe, an exit handler: anything the runtime
+-- would report as an uncaught error), when body has not finished within
+-- limit_ms (default 30000), when something it opened is still open
+-- bounds.settle_ms after it finished, or when an actor started meanwhile is
+-- still alive. After a failure it stops every supervisor, process and
+-- actor the body left, closes every luv handle it opened (timers,
+-- servers, sockets) and stops the loop after at most bounds.stop_ms + close_ms:
+-- a driven spec never waits without a bound.
 function S.drive(body, limit_ms)
   local msrt, uv, assert = require("msrt"), require("luv"), require("luassert")
+  local core = require("msrt.core")
   limit_ms = limit_ms or 30000
   spawned = {}
-  local actors_before = msrt.metrics().actors
-  local err, finished, guard
-  local function stop_all()
-    for _, h in ipairs(spawned) do h:stop("shutdown") end
+  local before = handle_set()
+  local actors_before = msrt.metrics().actors or 0 -- nil: the runtime is not started
+  local err, finished, phase -- phase: nil (body running), settle, stop, close
+  local limit, tick = uv.new_timer(), uv.new_timer()
+  local keep = { [limit] = true, [tick] = true }
+  tick:unref() -- the wind-down watch must not itself keep the loop alive
+  local since
+  local SETTLE_MS, STOP_MS, CLOSE_MS = S.bounds.settle_ms, S.bounds.stop_ms, S.bounds.close_ms
+  local function enter(p)
+    phase, since = p, uv.now()
+    if not limit:is_closing() then limit:close() end
+    if p == "stop" then stop_runtime(actors_before) end
+    if p == "close" then
+      for _, h in ipairs(new_handles(before, keep)) do
+        if not h:is_closing() then h:close() end
+      end
+    end
   end
+  local function watch()
+    local waited = uv.now() - since
+    if phase == "settle" and waited >= SETTLE_MS then
+      local left = new_handles(before, keep)
+      err = err or ("still open " .. SETTLE_MS .. " ms after the body finished: "
+        .. (#left > 0 and kinds(left) or "runtime work (actors, processes or supervisors)"))
+      enter("stop")
+    elseif phase == "stop" and (runtime_quiet(actors_before) or waited >= STOP_MS) then
+      enter("close")
+    elseif phase == "close" and waited >= CLOSE_MS then
+      err = err .. "\n(the loop was stopped " .. CLOSE_MS .. " ms after closing what the body left: "
+        .. "something of it is still running)"
+      tick:stop()
+      uv.stop()
+    end
+  end
+  -- The watch's own errors (this file's) stop the loop at once: the error
+  -- hook would otherwise take them, tick after tick.
+  local function guarded(fn)
+    return function()
+      local ok, e = xpcall(fn, debug.traceback)
+      if not ok then
+        err = (err and (err .. "\n") or "") .. "spec/support.lua's S.drive failed: " .. tostring(e)
+        tick:stop()
+        uv.stop()
+      end
+    end
+  end
+  local function fail(e)
+    err = err or e
+    if phase == nil or phase == "settle" then
+      -- not from here: fail may run in the error hook, which must not
+      -- yield; the watch timer's callback is a coroutine of its own
+      phase = "failing"
+      tick:start(0, 20, guarded(function()
+        if phase == "failing" then enter("stop") end
+        watch()
+      end))
+    end
+  end
+  core.set_error_hook(function(what, msg)
+    fail((what ~= "" and (what .. ": ") or "") .. msg)
+    return true
+  end)
+  limit:start(limit_ms, 0, function()
+    fail("the spec did not finish within " .. limit_ms .. " ms")
+  end)
   msrt.after(0, function()
     local ok, e = xpcall(body, debug.traceback)
     finished = true
-    if not ok then err = e end
-    guard.stop()
-    stop_all()
-  end)
-  guard = msrt.after(limit_ms, function()
-    err = err or ("the spec did not finish within " .. limit_ms .. " ms")
-    stop_all()
-    -- a body still waiting on the loop must not hold the suite
-    guard = msrt.after(1000, function() uv.stop() end)
+    if not ok then return fail(e) end
+    if phase then return end -- failed meanwhile (a callback raised)
+    for _, h in ipairs(spawned) do h:stop("shutdown") end
+    enter("settle")
+    tick:start(20, 20, guarded(watch))
   end)
   uv.run()
+  core.set_error_hook(nil)
+  for h in pairs(keep) do
+    if not h:is_closing() then h:close() end
+  end
   spawned = {}
   if err then error(err, 0) end
   assert.is_true(finished)
@@ -111,25 +234,16 @@ function S.drive(body, limit_ms)
   -- An exit record reaches the hub just before the worker releases the
   -- actor: give the release a moment, then every actor must be gone.
   for _ = 1, 5000 do
-    if msrt.metrics().actors == actors_before then break end
+    if (msrt.metrics().actors or 0) == actors_before then break end
     uv.sleep(1)
   end
-  assert.are.equal(actors_before, msrt.metrics().actors, "actors left behind")
+  assert.are.equal(actors_before, msrt.metrics().actors or 0, "actors left behind")
 end
 
---- S.drive, but a failing body first stops the supervisors it left (so
--- that they do not restart children into the next spec).
-function S.drive_supervised(body, limit_ms)
-  local supervisor = require "msrt.supervisor"
-  S.drive(function()
-    local ok, err = xpcall(body, debug.traceback)
-    if not ok then
-      supervisor.stop_all("shutdown")
-      S.wait_until(function() return supervisor.count() == 0 end, 5000)
-      error(err, 0)
-    end
-  end, limit_ms)
-end
+--- S.drive (which stops the supervisors a failing body left, so that they
+-- do not restart children into the next spec). Kept for the specs that
+-- name it.
+S.drive_supervised = S.drive
 
 --- From a driven coroutine: wait ms on the hub loop.
 function S.sleep(ms)

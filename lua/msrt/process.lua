@@ -309,6 +309,14 @@ function M.count()
   return nkeys(live)
 end
 
+--- The handles of the live processes, in no order (for test drivers that
+-- stop what a failed test left).
+function M.live()
+  local out = {}
+  for _, h in pairs(live) do out[#out + 1] = h end
+  return out
+end
+
 --- Stop every child at shutdown: stop signals, SIGKILL after the longest
 -- grace (capped at the profile's shutdown_timeout_ms), exit events.
 function M.stop_all()
