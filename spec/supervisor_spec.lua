@@ -715,3 +715,66 @@ describe("start order", function()
     end)
   end)
 end)
+
+-- OTP's application stop: msrt.stop(), SIGTERM and `ctl stop` stop the
+-- supervision trees first (the newest root first, each top-down, children
+-- in reverse start order, each waited for), then what is outside any tree.
+describe("host shutdown", function()
+  -- The host: two roots and a process outside any tree, each child a
+  -- shell that appends its name to a file when TERM reaches it; once all
+  -- six have said they are up, `how` stops the host.
+  local HOST = [[
+    local msrt = require "msrt"
+    local uv = require "luv"
+    local file, how, ctl = ...
+    local function child(name)
+      -- (it ends with the host if the host dies first)
+      return { allow_publish = { "up" }, cmd = { "sh", "-c", "trap 'echo " .. name .. " >> " .. file .. "; exit 0' TERM; " ..
+        "echo '{\"subject\":\"up\",\"data\":\"" .. name .. "\"}'; while kill -0 $PPID 2>/dev/null; do sleep 0.02; done" } }
+    end
+    local function kid(name) return { id = name, process = child(name), shutdown = 3000 } end
+    local loner = child("loner")
+    loner.name = "loner"
+    msrt.subscribe("msrt.supervisor.*.event", function(m)
+      if m.data.event == "child_stopped" then print(m.data.supervisor .. " child_stopped " .. m.data.child) end
+    end)
+    local up = 0
+    msrt.subscribe("up", function()
+      up = up + 1
+      if up < 6 then return end
+      if how == "stop" then msrt.stop()
+      elseif how == "term" then uv.kill(uv.os_getpid(), "sigterm")
+      else
+        local pipe = uv.new_pipe(false)
+        pipe:connect(ctl, function() pipe:write("stop\n") end)
+      end
+    end)
+    if how == "ctl" then assert(msrt.start{ ctl = ctl }) end
+    assert(msrt.supervisor{ name = "app", children = { kid("db"), kid("api"),
+      { id = "workers", supervisor = { name = "workers", children = { kid("w1"), kid("w2") } } } } })
+    assert(msrt.process(loner))
+    assert(msrt.supervisor{ name = "later", children = { kid("l1") } })
+  ]]
+
+  for _, how in ipairs({ "stop", "term", "ctl" }) do
+    it("by " .. how .. ": trees first, newest root first, each child in reverse start order", function()
+      local script = S.file(HOST)
+      local file = os.tmpname()
+      local ctl = os.tmpname() .. ".sock"
+      local r = S.run({ script, file, how, ctl }, { env = "timeout 60" })
+      os.remove(script)
+      local f = assert(io.open(file))
+      local order = {}
+      for line in f:lines() do order[#order + 1] = line end
+      f:close()
+      os.remove(file)
+      assert.are.equal(0, r.code, r.err)
+      assert.are.same({ "l1", "w2", "w1", "api", "db", "loner" }, order)
+      local events = {}
+      for line in r.out:gmatch("[^\n]+") do events[#events + 1] = line end
+      assert.are.same({ "later child_stopped l1", "workers child_stopped w2", "workers child_stopped w1",
+        "app child_stopped workers", "app child_stopped api", "app child_stopped db" }, events)
+      assert.matches("supervisor app: child_stopped db", r.err)
+    end)
+  end
+end)

@@ -425,8 +425,10 @@ function M.on_shutdown(fn)
   shutdown_hooks[#shutdown_hooks + 1] = fn
 end
 
---- Begin a graceful shutdown: hooks run, every handle closes, the host
--- exits. reason nil, "normal" or "shutdown" exits 0, anything else 1,
+--- Begin a graceful shutdown: hooks run, the supervision trees stop
+-- (newest root first, each top-down, children in reverse start order with
+-- their shutdown budgets; the hub runs meanwhile), then what is outside
+-- them; every handle closes and the host exits. reason nil, "normal" or "shutdown" exits 0, anything else 1,
 -- unless status (an integer) is given.
 function M.stop(reason, status)
   check_arg(reason == nil or type(reason) == "string", 1, "stop", "string expected")
@@ -443,22 +445,45 @@ function M.run()
   return core.run()
 end
 
-core.on_shutdown(function(reason)
-  for i = #shutdown_hooks, 1, -1 do
-    local ok, err = pcall(shutdown_hooks[i], reason)
-    if not ok then core.report("error in shutdown hook", tostring(err)) end
-  end
-  if package.loaded["msrt.ops"] then package.loaded["msrt.ops"].close() end
+-- What is left outside the supervision trees, once they have stopped.
+local finished = false
+local function finish_shutdown()
+  if finished then return end
+  finished = true
+  process.stop_all() -- children get their stop signal, then SIGKILL
   -- Actors finish their message and terminate; a stuck one does not hold
   -- the exit past the profile's shutdown_timeout_ms.
-  supervisor.stop_all("shutdown") -- no restarts; children in reverse order
-  process.stop_all() -- children get their stop signal, then SIGKILL
   actors.stop_all("shutdown")
   if not hub.stop() then
     core.report("shutdown", "an actor did not finish within shutdown_timeout_ms; exiting without it")
   else
     actors.release_all()
   end
+end
+
+-- Shutdown as OTP's application stop: the hooks run, then the supervision
+-- trees stop first, one root after another (the newest first), each
+-- top-down with its children in reverse start order and their shutdown
+-- budgets, every stop logged and published (child_stopped); the hub loop
+-- runs meanwhile (returning true tells the host so). Then whatever is left
+-- outside any tree. reason nil: the host is closing, finish at once.
+core.on_shutdown(function(reason)
+  if reason == nil then return finish_shutdown() end
+  for i = #shutdown_hooks, 1, -1 do
+    local ok, err = pcall(shutdown_hooks[i], reason)
+    if not ok then core.report("error in shutdown hook", tostring(err)) end
+  end
+  if package.loaded["msrt.ops"] then package.loaded["msrt.ops"].close() end
+  local hooked, ended = true, false
+  supervisor.stop_trees(function()
+    ended = true
+    if hooked then return end
+    finish_shutdown()
+    core.shutdown_done()
+  end)
+  hooked = false
+  if ended then finish_shutdown() end
+  return not ended
 end)
 
 return M

@@ -265,7 +265,8 @@ local commands = {
     return ("reloaded %d policy file(s)\n"):format(n)
   end,
   stop = function()
-    require("msrt").after(10, function() require("msrt").stop("ctl") end)
+    -- graceful, as SIGTERM: exit status 0
+    require("msrt").after(10, function() require("msrt").stop("ctl", 0) end)
     return "stopping\n"
   end,
 }

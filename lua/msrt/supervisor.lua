@@ -24,6 +24,7 @@ M.log = function() end
 local live = {} -- supervisor -> true, while it runs
 local kinds = {}
 local unnamed = 0
+local born = 0 -- supervisors made so far: shutdown stops the newest root first
 
 local function bad(msg, fields) return nil, core.error("invalid_arg", msg, fields) end
 
@@ -716,10 +717,11 @@ local function build(spec, parent)
   local s, cerr = core.super_new({ intensity = intensity, period_ms = period, backoff = spec.backoff })
   if not s then return nil, cerr end
   if not spec.name then unnamed = unnamed + 1 end
+  born = born + 1
   return setmetatable(exits.init({ name = spec.name or ("sup" .. unnamed), core = s,
     strategy = strategy.decide, strategy_name = strategy.name, dynamic = strategy.dynamic,
     intensity = intensity, period_ms = period, auto_shutdown = spec.auto_shutdown or "never",
-    kids = {}, parent = parent, state = "starting", seq = 0, queue = {} }), Sup)
+    kids = {}, parent = parent, state = "starting", seq = 0, queue = {}, born = born }), Sup)
 end
 
 --- Make a supervisor from a spec with its child table, starting nothing
@@ -1033,11 +1035,31 @@ function M.count()
   return nkeys(live)
 end
 
---- Begin stopping every running root supervisor (shutdown).
+--- Begin stopping every running root supervisor at once.
 function M.stop_all(reason)
   for sup in pairs(live) do
     if not sup.parent then sup:stop(reason) end
   end
+end
+
+--- Shutdown (OTP's application stop): stop the root supervisors one after
+-- the other, the newest first, each waited for (its tree top-down, every
+-- child in reverse start order with its shutdown budget); then done().
+function M.stop_trees(done)
+  local roots = {}
+  for sup in pairs(live) do
+    if not sup.parent then roots[#roots + 1] = sup end
+  end
+  table.sort(roots, function(a, b) return a.born > b.born end)
+  local i = 0
+  local function next_root()
+    i = i + 1
+    local sup = roots[i]
+    if not sup then return done() end
+    sup:on_exit(next_root)
+    sup:stop("shutdown")
+  end
+  next_root()
 end
 
 return M

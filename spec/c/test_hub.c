@@ -100,5 +100,59 @@ static void test_hub_shutdown_status(void) {
   CHECK(msrt_hub_free(hub) == 0);
 }
 
+/* A hook that goes on on the loop: a timer stands for the supervision
+ * trees stopping; it ends the shutdown with msrt_hub_shutdown_done. */
+typedef struct {
+  int calls, finish_now;
+  uv_timer_t timer;
+  msrt_hub *hub;
+} held_hook;
+
+static void trees_stopped(uv_timer_t *t) {
+  held_hook *k = t->data;
+  uv_close((uv_handle_t *)t, NULL);
+  msrt_hub_shutdown_done(k->hub);
+}
+
+static int hold(msrt_hub *h, const char *reason, void *ud) {
+  held_hook *k = ud;
+  k->calls++;
+  if (!reason) {
+    k->finish_now++;
+    return 0;
+  }
+  k->hub = h;
+  k->timer.data = k;
+  uv_timer_init(msrt_hub_loop(h), &k->timer);
+  uv_timer_start(&k->timer, trees_stopped, 5, 0);
+  return 1;
+}
+
+static void test_hub_shutdown_held(void) {
+  msrt_error err;
+  msrt_hub *hub = msrt_hub_new(&err);
+  held_hook k = {0};
+  msrt_hub_on_shutdown(hub, hold, &k);
+  msrt_hub_shutdown(hub, "normal", 0);
+  CHECK(msrt_hub_stopping(hub));
+  /* the loop runs until the hook's part on it has ended */
+  CHECK(msrt_hub_run(hub) == 0);
+  CHECK(k.calls == 1 && k.finish_now == 0);
+  msrt_hub_close_all(hub);
+  CHECK(k.calls == 1);
+  CHECK(msrt_hub_free(hub) == 0);
+
+  /* closing while it still goes on and nothing left can end it: the hook
+   * is told to finish at once */
+  hub = msrt_hub_new(&err);
+  held_hook k2 = {0};
+  msrt_hub_on_shutdown(hub, hold, &k2);
+  msrt_hub_shutdown(hub, "normal", 0);
+  uv_close((uv_handle_t *)&k2.timer, NULL); /* what would have ended it */
+  msrt_hub_close_all(hub);
+  CHECK(k2.calls == 2 && k2.finish_now == 1);
+  CHECK(msrt_hub_free(hub) == 0);
+}
+
 TEST_MAIN(test_inbox_many_producers, test_inbox_closed_refuses,
-          test_hub_shutdown_status)
+          test_hub_shutdown_status, test_hub_shutdown_held)

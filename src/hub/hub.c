@@ -13,6 +13,7 @@ struct msrt_hub {
   void *on_shutdown_ud;
   int running;
   int stopping;
+  int held; /* the shutdown hook goes on on the loop */
   int status;
   char reason[128];
 };
@@ -78,7 +79,14 @@ void msrt_hub_shutdown(msrt_hub *h, const char *reason, int status) {
   h->stopping = 1;
   h->status = status;
   snprintf(h->reason, sizeof h->reason, "%s", reason ? reason : "normal");
-  if (h->on_shutdown) h->on_shutdown(h, h->reason, h->on_shutdown_ud);
+  h->held = 1;
+  if (h->on_shutdown && h->on_shutdown(h, h->reason, h->on_shutdown_ud))
+    return; /* it ends with msrt_hub_shutdown_done */
+  msrt_hub_shutdown_done(h);
+}
+
+void msrt_hub_shutdown_done(msrt_hub *h) {
+  h->held = 0;
   /* Closing every handle lets uv_run return; the loop stays usable so the
    * close callbacks run when the caller drains it. */
   uv_stop(&h->loop);
@@ -95,6 +103,10 @@ static void close_one(uv_handle_t *handle, void *arg) {
 }
 
 void msrt_hub_close_all(msrt_hub *h) {
+  while (h->held && uv_run(&h->loop, UV_RUN_ONCE)) {
+  }
+  if (h->held && h->on_shutdown) h->on_shutdown(h, NULL, h->on_shutdown_ud);
+  h->held = 0;
   /* Several rounds: close callbacks may open or close more, and a pending
    * uv_stop makes the first uv_run return before doing anything. */
   for (int round = 0; round < 8; round++) {

@@ -26,9 +26,14 @@ typedef struct msrt_hub msrt_hub;
 
 /* Called once when shutdown begins. reason is "signal:SIGINT",
  * "signal:SIGTERM" or the caller's reason; status is the exit status the
- * host will return unless the hook changes it with msrt_hub_set_status. */
-typedef void (*msrt_hub_shutdown_fn)(msrt_hub *h, const char *reason,
-                                     void *ud);
+ * host will return unless the hook changes it with msrt_hub_set_status.
+ * Returns 0 when the shutdown is done (the loop is stopped then), or 1
+ * when it goes on on the loop (supervision trees stopping child by child,
+ * README "Supervisors") and the hook calls msrt_hub_shutdown_done when it
+ * ends. msrt_hub_close_all calls it again with reason NULL if it has not
+ * ended by then: finish at once. */
+typedef int (*msrt_hub_shutdown_fn)(msrt_hub *h, const char *reason,
+                                    void *ud);
 
 /* Make the hub and its loop; installs the signal watchers (unreferenced,
  * so they never keep the loop alive on their own). Returns NULL and fills
@@ -55,6 +60,9 @@ int msrt_hub_running(const msrt_hub *h);
  * while one is under way is ignored. reason is copied. */
 void msrt_hub_shutdown(msrt_hub *h, const char *reason, int status);
 
+/* The shutdown hook's asynchronous part has ended: stop the loop. */
+void msrt_hub_shutdown_done(msrt_hub *h);
+
 /* 1 once a shutdown has begun. */
 int msrt_hub_stopping(const msrt_hub *h);
 const char *msrt_hub_reason(const msrt_hub *h);
@@ -63,7 +71,9 @@ int msrt_hub_status(const msrt_hub *h);
 void msrt_hub_set_status(msrt_hub *h, int status);
 
 /* Close every handle still open (signal watchers included) and run the
- * loop until they are all closed. Used by shutdown and at exit. */
+ * loop until they are all closed. Used by shutdown and at exit. A
+ * shutdown still going on (its hook returned 1) first runs the loop until
+ * it ends, or is told to finish at once if nothing left can end it. */
 void msrt_hub_close_all(msrt_hub *h);
 
 /* Close the loop and free the hub; handles must already be closed

@@ -49,19 +49,35 @@ static void close_luv_handles(lua_State *L) {
   lua_pop(L, 1);
 }
 
-/* The hub calls this once when shutdown begins: the Lua hook, then luv. */
-static void on_shutdown(msrt_hub *hub, const char *reason, void *ud) {
+/* The hub calls this when shutdown begins: the Lua hook, then luv. A
+ * hook returning true goes on on the loop (it stops the supervision trees
+ * first) and ends with core.shutdown_done(); reason NULL (nil): finish at
+ * once. */
+static int on_shutdown(msrt_hub *hub, const char *reason, void *ud) {
   (void)hub;
   lua_State *L = ud;
+  int held = 0;
   lua_pushlightuserdata(L, (void *)&HOOK_KEY);
   lua_rawget(L, LUA_REGISTRYINDEX);
   if (lua_isfunction(L, -1)) {
-    lua_pushstring(L, reason);
-    msrt_host_call(L, 1, 0, "error in shutdown hook");
+    if (reason) lua_pushstring(L, reason);
+    else lua_pushnil(L);
+    msrt_host_call(L, 1, 1, "error in shutdown hook");
+    held = lua_toboolean(L, -1);
+    lua_pop(L, 1);
   } else {
     lua_pop(L, 1);
   }
+  if (!held) close_luv_handles(L);
+  return held;
+}
+
+/* shutdown_done(): the Lua hook's part on the loop has ended: luv's
+ * handles close and the loop stops. */
+static int l_shutdown_done(lua_State *L) {
   close_luv_handles(L);
+  msrt_hub_shutdown_done(host(L)->hub);
+  return 0;
 }
 
 void msrt_lua_install_shutdown(lua_State *L) {
@@ -241,7 +257,8 @@ static int l_now_ms(lua_State *L) {
 
 int luaopen_msrt_core(lua_State *L) {
   static const luaL_Reg fns[] = {
-    {"on_shutdown", l_on_shutdown}, {"stop", l_stop}, {"run", l_run},
+    {"on_shutdown", l_on_shutdown}, {"shutdown_done", l_shutdown_done},
+    {"stop", l_stop}, {"run", l_run},
     {"running", l_running}, {"stopping", l_stopping},
     {"machine", l_machine}, {"threads", l_threads},
     {"set_blocking_threads", l_set_blocking_threads}, {"report", l_report},
