@@ -18,6 +18,7 @@ describe("msrt-lua as a lua command", function()
   it("puts options before the script at negative arg indices", function()
     local path = S.file('print(arg[-1], arg[-2])')
     local r = S.run { "-e", "y=1", path }
+    assert.are.equal(0, r.code, r.err)
     assert.are.equal("y=1\t-e\n", r.out)
     os.remove(path)
   end)
@@ -25,18 +26,20 @@ describe("msrt-lua as a lua command", function()
   it("runs standard input with -", function()
     local r = S.run({ "-" }, { stdin = "print('from stdin')" })
     assert.are.equal("from stdin\n", r.out)
-    assert.are.equal(0, r.code)
+    assert.are.equal(0, r.code, r.err)
   end)
 
   it("treats arguments after -- as the script", function()
     local path = S.file('print("dashdash", ...)')
     local r = S.run { "--", path, "-e" }
+    assert.are.equal(0, r.code, r.err)
     assert.are.equal("dashdash\t-e\n", r.out)
     os.remove(path)
   end)
 
   it("loads a module with -l as a global", function()
     local r = S.run { "-l", "string", "-e", "print(type(string.rep))" }
+    assert.are.equal(0, r.code, r.err)
     assert.are.equal("function\n", r.out)
   end)
 
@@ -52,8 +55,17 @@ describe("msrt-lua as a lua command", function()
   end)
 
   it("finds require 'msrt' from any directory", function()
-    local r = S.run({ "-e", "print(type(require('msrt').publish or require('msrt').start))" })
-    assert.are.equal("function\n", r.out)
+    -- from / and from an empty directory, with no LUA_PATH or MSRT_LUA_DIR
+    -- to help: msrt-lua finds its Lua tree from where it is
+    local empty = assert(require("luv").fs_mkdtemp("/tmp/msrt-cli-XXXXXX"))
+    local exe = S.exe:sub(1, 1) == "/" and S.exe or (assert(require("luv").cwd()) .. "/" .. S.exe)
+    for _, dir in ipairs({ "/", empty }) do
+      local r = S.run({ "-e", "print(type(require('msrt').publish), package.searchpath('msrt', package.path))" },
+        { cwd = dir, exe = exe, env = "env -u LUA_PATH -u LUA_PATH_5_1 -u MSRT_LUA_DIR" })
+      assert.are.equal(0, r.code, r.err)
+      assert.matches("^function\t/.*/msrt/init%.lua\n$", r.out)
+    end
+    assert(os.remove(empty))
   end)
 end)
 

@@ -106,11 +106,16 @@ describe("msrt-lua's hub", function()
     local ready = os.tmpname()
     os.remove(ready)
     local path = S.file(script)
+    -- each signal after the first once the shutdown hook has said
+    -- "shutdown" (the host took the one before), each wait bounded (30 s)
     local kills = {}
-    for _, sig in ipairs(signals) do kills[#kills + 1] = "kill -" .. sig .. " $pid; sleep 0.2" end
-    local cmd = ("MSRT_READY=%s %s %s >%s.out 2>&1 & pid=$!; "
-      .. "while [ ! -s %s ]; do sleep 0.01; done; %s; wait $pid; echo $?")
-      :format(ready, S.quote(S.exe), path, ready, ready, table.concat(kills, "; "))
+    local until_ = "for i in $(seq 3000); do %s && break; sleep 0.01; done"
+    for i, sig in ipairs(signals) do
+      if i > 1 then kills[#kills + 1] = until_:format("grep -q shutdown " .. ready .. ".out") end
+      kills[#kills + 1] = "kill -" .. sig .. " $pid"
+    end
+    local cmd = ("MSRT_READY=%s %s %s >%s.out 2>&1 & pid=$!; %s; %s; wait $pid; echo $?")
+      :format(ready, S.quote(S.exe), path, ready, until_:format("[ -s " .. ready .. " ]"), table.concat(kills, "; "))
     local p = io.popen(cmd)
     local code = tonumber(p:read("*a"))
     p:close()

@@ -18,10 +18,11 @@ local function slurp(path)
 end
 
 --- Run msrt-lua with args (a list); opts.stdin feeds standard input,
--- opts.env is a prefix like "MSRT_PROFILE=x". Returns {out, err, code}.
+-- opts.env is a prefix like "MSRT_PROFILE=x", opts.cwd the directory it
+-- runs in. Returns {out, err, code} (code: its exit status).
 function S.run(args, opts)
   opts = opts or {}
-  local parts = { opts.env or "", S.quote(opts.exe or S.exe) }
+  local parts = { opts.cwd and ("cd " .. S.quote(opts.cwd) .. " &&") or "", opts.env or "", S.quote(opts.exe or S.exe) }
   for _, a in ipairs(args) do parts[#parts + 1] = S.quote(a) end
   local errf = os.tmpname()
   local cmd = table.concat(parts, " ") .. " 2>" .. errf
