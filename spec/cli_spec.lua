@@ -98,6 +98,17 @@ describe("msrt-lua on bad input", function()
     assert.are.equal(2, r.code)
     assert.matches("unknown option '%-%-bogus'", r.err)
     assert.matches("usage: msrt%-lua", r.err)
+    assert.is_nil(r.err:find("--profile", 1, true), "the full usage reprinted") -- one line, not the list
+    assert.are.equal(2, select(2, r.err:gsub("\n", "")))
+  end)
+
+  it("--help lists the options, then the ctl usage", function()
+    local r = S.run { "--help" }
+    assert.are.equal(0, r.code)
+    local check, ctl = r.out:find("--check", 1, true), r.out:find("usage: msrt-lua ctl", 1, true)
+    assert.is_number(ctl)
+    assert.is_true(check < ctl and r.out:find("--help", 1, true) < ctl)
+    assert.matches("restart PATH", r.out:sub(ctl))
   end)
 
   it("refuses a bad --workers value with exit 2", function()

@@ -29,20 +29,21 @@ static void usage(FILE *to) {
     "  --log-level L     debug, info, warn or error (default info)\n"
     "  --watch DIR       reload policy files under DIR when they change\n"
     "  --metrics H:P     serve Prometheus /metrics on H:P (e.g. 127.0.0.1:9464)\n"
-    "  --ctl PATH|auto   serve the control socket (msrt-lua ctl PATH status|tree|\n"
-    "                    metrics|reload|stop); auto: a private path, printed\n"
+    "  --ctl PATH|auto   serve the control socket (see below); auto: a private\n"
+    "                    path, printed\n"
     "  --log-format F    text (default) or json: one line per event\n"
-    "usage: msrt-lua ctl SOCKET status|tree|metrics|reload|stop\n"
     "  --check FILE...   compile and validate policy files, then exit\n"
-    "  -h, --help        this text\n",
+    "  -h, --help        this text\n"
+    "usage: msrt-lua ctl SOCKET status|tree|metrics|reload|stop [PATH]|\n"
+    "                   start PATH|restart PATH|help   (msrt-lua ctl help)\n",
     to);
 }
 
 static int bad_usage(const char *fmt, const char *what) {
   fprintf(stderr, "msrt-lua: ");
   fprintf(stderr, fmt, what);
-  fputc('\n', stderr);
-  usage(stderr);
+  fputs("\nusage: msrt-lua [options] [script [args]] (msrt-lua --help lists "
+        "them)\n", stderr);
   return 2;
 }
 
@@ -237,7 +238,7 @@ static int parse(int argc, char **argv, cli *c) {
 static int ctl_main(int argc, char **argv) {
   if (msrt_host_init(&host)) return 1;
   set_arg(host.L, argv, argc, 1);
-  int rc = do_string(host.L, "require('msrt.ctl').main(arg[1], arg[2])");
+  int rc = do_string(host.L, "require('msrt.ctl').main(unpack(arg))");
   int status = msrt_host_close(&host);
   return rc ? 1 : status;
 }

@@ -1,19 +1,61 @@
---- `msrt-lua ctl SOCKET COMMAND`: send one command (status, tree, metrics,
--- reload, stop) to a running host's control socket (msrt-lua --ctl) and
--- print the answer. Exit status 0, 1 when the host cannot be reached, 2
--- for bad usage.
+--- `msrt-lua ctl SOCKET COMMAND [PATH]`: send one command to a running
+-- host's control socket (msrt-lua --ctl) and print the answer (README
+-- "Operator tools"). Exit status 0; 1 when the host cannot be reached or
+-- answers with an error; 2 for bad usage. `msrt-lua ctl help` prints the
+-- usage without a host.
 -- @module msrt.ctl
 local uv = require "luv"
 
 local M = {}
 
-local COMMANDS = { status = true, tree = true, metrics = true, reload = true, stop = true }
+--- Every state `tree` shows in its health column (src/health: the
+-- child's overall state), one line each, as `help` and `tree` print them.
+M.HEALTH = [[
+health, as tree shows it:
+  -               no probes
+  starting        its startup probe has not passed yet
+  unknown         no probe result yet (the child has just started or restarted)
+  healthy         its probes pass
+  degraded        a probe fails, under its failure_threshold
+  unhealthy       a probe reached its failure_threshold (liveness: the supervisor acts)
+]]
 
-function M.main(sock, cmd)
-  if not sock or not COMMANDS[cmd or ""] then
-    io.stderr:write("usage: msrt-lua ctl SOCKET status|tree|metrics|reload|stop\n")
-    os.exit(2)
+--- The usage, also the host's answer to `help`.
+M.USAGE = [[
+usage: msrt-lua ctl SOCKET COMMAND
+  status          pid, uptime, profile, counts, router totals, reloads
+  tree            the supervision trees: state, pid, uptime, restarts, health
+  metrics         the Prometheus text of /metrics
+  reload          reload every watched policy file (as SIGHUP)
+  stop            graceful shutdown: the trees first, then the rest
+  stop PATH       stop a child and keep its spec (OTP terminate_child)
+  start PATH      start a stopped child again (OTP restart_child)
+  restart PATH    stop a child, then start it again
+  help            this text
+PATH: the root supervisor's name, then child ids: fleet/workers/c-1
+]] .. M.HEALTH
+
+-- Commands and whether they take a PATH (true: needed; "optional").
+local COMMANDS = { status = false, tree = false, metrics = false, reload = false, help = false,
+  stop = "optional", start = true, restart = true }
+
+local function bad_usage(msg)
+  io.stderr:write("msrt-lua ctl: ", msg, "\n", "usage: msrt-lua ctl SOCKET COMMAND [PATH] (msrt-lua ctl help)\n")
+  os.exit(2)
+end
+
+--- The client: main(SOCKET, COMMAND [, PATH]) as given on the command line.
+function M.main(sock, cmd, path, extra)
+  if sock == "help" or sock == "--help" or sock == "-h" or cmd == "--help" or cmd == "-h" then
+    io.stdout:write(M.USAGE)
+    return
   end
+  if not sock then bad_usage("needs a control socket and a command") end
+  if not cmd then bad_usage("needs a command after the socket") end
+  local takes = COMMANDS[cmd]
+  if takes == nil then bad_usage(("unknown command '%s'"):format(cmd)) end
+  if takes == true and not path then bad_usage(cmd .. " needs a child PATH like fleet/workers/c-1") end
+  if (takes == false and path) or extra then bad_usage(("too many arguments to %s"):format(cmd)) end
   local pipe, failed = uv.new_pipe(false), nil
   local out = {}
   pipe:connect(sock, function(err)
@@ -22,7 +64,7 @@ function M.main(sock, cmd)
       pipe:close()
       return
     end
-    pipe:write(cmd .. "\n")
+    pipe:write(cmd .. (path and (" " .. path) or "") .. "\n")
     pipe:read_start(function(rerr, chunk)
       if rerr then failed = rerr end
       if chunk then out[#out + 1] = chunk return end
@@ -34,7 +76,12 @@ function M.main(sock, cmd)
     io.stderr:write("msrt-lua ctl: " .. failed .. "\n")
     os.exit(1)
   end
-  io.stdout:write(table.concat(out))
+  local answer = table.concat(out)
+  if answer:find("^error: ") then
+    io.stderr:write("msrt-lua ctl: ", answer:sub(8))
+    os.exit(1)
+  end
+  io.stdout:write(answer)
 end
 
 return M

@@ -1,6 +1,6 @@
 --- Operator tools (README "Operator tools"): the Prometheus /metrics endpoint
--- and the control socket that `msrt-lua ctl SOCKET status|tree|metrics|
--- reload|stop` talks to, as users of supervisorctl, s6-svstat and Erlang's
+-- and the control socket that `msrt-lua ctl SOCKET COMMAND` talks to
+-- (msrt.ctl.USAGE), as users of supervisorctl, s6-svstat and Erlang's
 -- observer expect. Both run on the hub loop (luv) and never keep it alive.
 -- Internal: started by `msrt-lua --metrics ADDR` / `--ctl PATH` or
 -- `msrt.start{metrics = ADDR, ctl = PATH}`. Hub thread only.
@@ -50,13 +50,47 @@ local function draw(sup, indent, lines, health)
 end
 
 --- The supervision trees as text: each child's state, pid, uptime,
--- restarts and health.
+-- restarts and health, then what each health state means.
 function M.tree()
   local lines = {}
   local health = require("msrt").metrics().health
   for _, sup in ipairs(supervisors()) do draw(sup, "", lines, health) end
-  if #lines == 0 then lines[1] = "(no supervisors)" end
-  return table.concat(lines, "\n") .. "\n"
+  if #lines == 0 then return "(no supervisors)\n" end
+  return table.concat(lines, "\n") .. "\n" .. require("msrt.ctl").HEALTH
+end
+
+-- "root/sup/.../child" (the root supervisor's name, then child ids) ->
+-- the supervisor holding the child, and its id | nil, why.
+local function resolve(path)
+  local parts = {}
+  for p in path:gmatch("[^/]+") do parts[#parts + 1] = p end
+  if #parts < 2 then return nil, ("%s: a child path is ROOT/.../CHILD, e.g. fleet/workers/c-1"):format(path) end
+  local sup
+  for _, r in ipairs(supervisors()) do
+    if r.name == parts[1] then sup = r end
+  end
+  if not sup then return nil, ("%s: no root supervisor \"%s\""):format(path, parts[1]) end
+  for i = 2, #parts - 1 do
+    local nested
+    for _, k in ipairs(sup:which_children()) do
+      if k.id == parts[i] and k.kind == "supervisor" then nested = k.handle end
+    end
+    if not nested then return nil, ("%s: %s has no running supervisor child \"%s\""):format(path, sup.name, parts[i]) end
+    sup = nested
+  end
+  return sup, parts[#parts]
+end
+
+-- OTP's terminate_child / restart_child through a path; each waits for
+-- the child (its shutdown, its start). -> the answer line
+local function on_child(verb, path)
+  local sup, id = resolve(path)
+  if not sup then return "error: " .. id .. "\n" end
+  local ok, err = true, nil
+  if verb ~= "start" then ok, err = sup:terminate_child(id) end
+  if ok and verb ~= "stop" then ok, err = sup:restart_child(id) end
+  if not ok then return ("error: %s: %s\n"):format(path, err.message or tostring(err)) end
+  return ("%s %s\n"):format(verb == "stop" and "stopped" or verb == "start" and "started" or "restarted", path)
 end
 
 --- One screen of status: pid, uptime, profile, workers, actors,
@@ -256,19 +290,25 @@ function M.serve_metrics(addr)
   return nil, core.error("network", ("cannot listen on %s: %s"):format(where, why))
 end
 
+-- The control socket's commands: fn(PATH or nil) -> the answer (an error
+-- as "error: ...\n"); msrt.ctl.USAGE says what each does.
 local commands = {
   status = function() return M.status() end,
   tree = function() return M.tree() end,
   metrics = function() return M.metrics_text() end,
+  help = function() return require("msrt.ctl").USAGE end,
   reload = function()
     local n = require("msrt.reload").reload_all()
     return ("reloaded %d policy file(s)\n"):format(n)
   end,
-  stop = function()
+  stop = function(path)
+    if path then return on_child("stop", path) end
     -- graceful, as SIGTERM: exit status 0
     require("msrt").after(10, function() require("msrt").stop("ctl", 0) end)
     return "stopping\n"
   end,
+  start = function(path) return path and on_child("start", path) or "error: start needs a child PATH\n" end,
+  restart = function(path) return path and on_child("restart", path) or "error: restart needs a child PATH\n" end,
 }
 
 -- A 0700 directory of this user's own for `auto`: $XDG_RUNTIME_DIR when
@@ -317,8 +357,7 @@ end
 -- replaced; a file, a directory or a live host's socket is refused. The
 -- socket is mode 0600 whatever the umask (set before listen(2), so no
 -- connection comes first) and a peer of another uid than the host's (or
--- root) is closed at once. Commands, one per connection: status, tree,
--- metrics, reload, stop.
+-- root) is closed at once. Commands, one per connection: msrt.ctl.USAGE.
 -- @return the path | nil, err (io)
 function M.serve_ctl(path)
   local dir
@@ -334,9 +373,10 @@ function M.serve_ctl(path)
   if ok then
     ok, err = listen(pipe, function() return uv.new_pipe(false) end, function(c)
       serve(c, function(line)
-        local cmd = commands[line:match("^%s*(%S*)")]
-        if not cmd then return "unknown command (status, tree, metrics, reload, stop)\n" end
-        return cmd()
+        local name, path = line:match("^%s*(%S*)%s*(%S*)")
+        local cmd = commands[name]
+        if not cmd then return ("error: unknown command '%s' (help lists them)\n"):format(name) end
+        return cmd(path ~= "" and path or nil)
       end)
     end, same_user)
   end
@@ -365,7 +405,7 @@ function M.start(metrics, ctl)
   if ctl then
     local path, err = M.serve_ctl(ctl)
     if not path then return nil, err end
-    io.stderr:write(("msrt-lua: control socket %s (msrt-lua ctl %s status|tree|metrics|reload|stop)\n"):format(path, path))
+    io.stderr:write(("msrt-lua: control socket %s (msrt-lua ctl %s help)\n"):format(path, path))
   end
   return true
 end
