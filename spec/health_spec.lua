@@ -257,7 +257,10 @@ describe("health thresholds and gating", function()
         readiness = { lua = function() ready_runs = ready_runs + 1 return true end, interval_ms = 5 },
       })
       assert.is_truthy(state_where(states, function(x) return x.probe == "startup" and x.probe_state == "degraded" end))
-      S.sleep(50)
+      -- startup runs five more times: liveness and readiness (the same
+      -- interval) had as many chances to run, and did not
+      local r0 = msrt.metrics().health[id].startup.runs
+      assert.is_true(S.wait_until(function() return msrt.metrics().health[id].startup.runs >= r0 + 5 end))
       assert.are.equal(0, live_runs)
       assert.are.equal(0, ready_runs)
       local m = msrt.metrics().health[id]
@@ -269,8 +272,11 @@ describe("health thresholds and gating", function()
       assert.are.equal("readiness", d.probe)
       assert.is_true(S.wait_until(function() return live_runs > 0 end))
       local runs = msrt.metrics().health[id].startup.runs
-      S.sleep(30)
-      assert.are.equal(runs, msrt.metrics().health[id].startup.runs) -- never again
+      -- liveness runs five more times (startup, at the same interval, had
+      -- as many chances): startup never again
+      local l0 = live_runs
+      assert.is_true(S.wait_until(function() return live_runs >= l0 + 5 end))
+      assert.are.equal(runs, msrt.metrics().health[id].startup.runs)
       finish(sup, states, events)
     end)
   end)

@@ -37,13 +37,16 @@ describe("tuning profiles", function()
 
   it("prints the resolved figure from the command line", function()
     local r = S.run { "--profile", "io_bound", "-e", 'print(require"msrt".profile().workers)' }
+    assert.are.equal(0, r.code, r.err)
     assert.are.equal(tostring(4 * cpus) .. "\n", r.out)
   end)
 
   it("lets --workers override the profile and MSRT_PROFILE choose it", function()
     local r = S.run { "--profile", "io_bound", "--workers", "3", "-e", 'print(require"msrt".profile().workers)' }
+    assert.are.equal(0, r.code, r.err)
     assert.are.equal("3\n", r.out)
     r = S.run({ "-e", 'print(require"msrt".profile().name)' }, { env = "MSRT_PROFILE=websocket" })
+    assert.are.equal(0, r.code, r.err)
     assert.are.equal("websocket\n", r.out)
   end)
 
@@ -118,6 +121,7 @@ describe("tuning profiles", function()
         print(ok, warn ~= nil, msrt.profile().blocking_threads, msrt.profile().batch)
       end)
     ]] }
+    assert.are.equal(0, r.code, r.err)
     assert.are.equal("true\ttrue\t4\t256\n", r.out)
     assert.matches("needs a restart", r.err)
   end)

@@ -12,7 +12,7 @@ local MAX_SUBJECT, MAX_PAYLOAD = msrt.profile().max_subject, msrt.profile().max_
 
 -- Loop-driving helpers shared with the other specs (spec/support.lua). The
 -- router's specs get a minute each unless they say otherwise.
-local spawn, sleep, wait_until, collector = S.spawn, S.sleep, S.wait_until, S.collector
+local spawn, wait_until, collector = S.spawn, S.wait_until, S.collector
 local function drive(body, limit_ms) return S.drive(body, limit_ms or 60000) end
 
 local COUNTERS = { "accepted", "delivered", "dead_lettered", "refused", "no_responders", "dropped",
@@ -169,8 +169,13 @@ describe("subjects (NATS rules)", function()
         for _, g in pairs(got) do n = n + #g.msgs end
         return n
       end
-      wait_until(function() return total() >= expected end)
-      sleep(10) -- nothing more arrives
+      assert.is_true(wait_until(function() return total() >= expected end))
+      -- nothing more arrives: a marker published now reaches the hub after
+      -- every copy of what was published before it
+      local marker = collector("spec.marker")
+      assert(msrt.publish("spec.marker", true))
+      assert.is_true(marker.wait(1))
+      marker.close()
       for p, want in pairs(patterns) do
         assert.are.same(want, subjects_of(got[p].msgs), p)
         for _, m in ipairs(got[p].msgs) do assert.are.equal(m.subject, m.data) end
@@ -279,12 +284,15 @@ describe("request/reply", function()
       local h = assert(spawn {
         name = "areq", subscribe = "areq.go",
         handle = function(ctx)
-          local _, err = ctx:request("nobody.actor", 1, { timeout_ms = 5000 })
+          local _, err = ctx:request("nobody.actor", 1, { timeout_ms = 600000 })
           ctx:publish("areq.result", err.code)
         end,
       })
       assert(msrt.publish("areq.go", 1))
-      assert.is_true(wait_until(function() return #results.msgs == 1 end, 1000))
+      -- at once, not at the (10 min) timeout: the 30 s bound only tells the
+      -- two apart (an actor's start and a request take far less, even
+      -- under TSan on a loaded machine)
+      assert.is_true(wait_until(function() return #results.msgs == 1 end, 30000))
       assert.are.equal("no_responders", results.msgs[1].data)
       h:stop()
       h:wait()
@@ -674,7 +682,8 @@ describe("overflow policies", function()
         done = true
       end)
       assert.is_true(wait_until(function() return sent >= 9 end))
-      sleep(20)
+      -- the publishing coroutine yields only when it waits: had it not
+      -- waited, all 100 were sent in the turn it ran, before this check
       assert.is_true(sent < 100, "the publisher did not wait for room")
       open()
       assert.is_true(wait_until(function() return done end))
@@ -698,7 +707,7 @@ describe("overflow policies", function()
         done = true
       end)
       assert.is_true(wait_until(function() return #results >= 2 end))
-      sleep(20)
+      -- (as above: had it not waited, done would be true by now)
       assert.is_false(done, "the publisher did not wait for the block mailbox")
       open_b()
       assert.is_true(wait_until(function() return done end))
@@ -717,8 +726,8 @@ describe("overflow policies", function()
 
   it("an actor's ctx:publish meeting full error and block mailboxes waits, then returns the refusal", function()
     drive(function()
-      local _, open_b, finish_b = held_recorder("amixblk", { capacity = 2, overflow = "block", subscribe = { "rec.amixblk", "rec.amix" } })
-      local _, open_e, finish_e = held_recorder("amixerr", { capacity = 2, overflow = "error", subscribe = { "rec.amixerr", "rec.amix" } })
+      local h_b, open_b, finish_b = held_recorder("amixblk", { capacity = 2, overflow = "block", subscribe = { "rec.amixblk", "rec.amix" } })
+      local h_e, open_e, finish_e = held_recorder("amixerr", { capacity = 2, overflow = "error", subscribe = { "rec.amixerr", "rec.amix" } })
       local out = collector("amix.result")
       local p = assert(spawn { name = "amix_pub", subscribe = "amix.go", handle = function(ctx)
         local r = {}
@@ -729,7 +738,11 @@ describe("overflow policies", function()
         ctx:publish("amix.result", r)
       end })
       assert(msrt.publish("amix.go", 1))
-      sleep(50)
+      -- the actor has made its first two publishes (both mailboxes hold
+      -- them) and is at its third; its result comes only once that returns.
+      -- The proof that it waited is finish_b below: three copies in a
+      -- mailbox of two, the third delivered when open_b made room.
+      assert.is_true(wait_until(function() return (h_b:mailbox()) == 2 and (h_e:mailbox()) == 2 end))
       assert.are.equal(0, #out.msgs, "the actor did not wait for the block mailbox")
       open_b()
       assert.is_true(wait_until(function() return #out.msgs == 1 end))

@@ -612,14 +612,21 @@ describe("dynamic children", function()
 
   it("auto_shutdown all_significant waits for the last significant child", function()
     drive(function()
+      local ev = events("s84")
       local sup = assert(msrt.supervisor{ name = "s84", auto_shutdown = "all_significant", children = {
         worker("s1", { restart = "temporary", significant = true }),
         worker("s2", { restart = "transient", significant = true }) } })
       msrt.publish("t.s1", "crash")
-      S.sleep(30)
+      -- s1's exit handled: the supervisor decides on auto_shutdown in the
+      -- same step as it announces child_exited
+      assert.is_true(ev.wait("child_exited"))
+      assert.are.same({ "s1" }, ev.ids("child_exited"))
       assert.is_nil(sup.exit)
+      assert.are.equal("running", sup.state)
+      assert.are.same({}, ev.ids("auto_shutdown"))
       msrt.publish("t.s2", "stop")
       assert.are.equal("shutdown", sup:wait().reason)
+      ev.c.close()
     end)
   end)
 end)

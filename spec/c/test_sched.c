@@ -173,6 +173,13 @@ static int received(actor_t *t, long n) {
   return atomic_load(&t->received) == n;
 }
 
+/* Messages received by t[0..n-1] in all. */
+static long pairs_total(actor_t **t, int n) {
+  long total = 0;
+  for (int i = 0; i < n; i++) total += atomic_load(&t[i]->received);
+  return total;
+}
+
 /* Pop and free every message queued for a, counting them in t->received;
  * returns how many. */
 static int drain(actor_t *t, msrt_actor *a) {
@@ -381,9 +388,11 @@ static void test_pingpong(void) {
     if (!done) sleep_ms(2);
   }
   CHECK(done);
-  sleep_ms(5);
+  /* the A side's last message may still be on its way: wait for every
+   * side to have received its share (a surplus would show below) */
   long total = 0;
   int errs = 0;
+  WAIT_UNTIL(pairs_total(t, 2 * PAIRS) >= 2 * rounds * PAIRS, 5000);
   for (int i = 0; i < 2 * PAIRS; i++) {
     total += atomic_load(&t[i]->received);
     errs += atomic_load(&t[i]->order_errors);
@@ -482,15 +491,15 @@ static void test_block_wait_room(void) {
   CHECK(msrt_actor_wait_room(f.a, count_waker, (void *)2) == MSRT_WAIT_PENDING);
   CHECK(msrt_actor_cancel_wait(f.a, count_waker, (void *)2) == 0);
   CHECK(msrt_actor_cancel_wait(f.a, count_waker, (void *)2) == -1);
-  sleep_ms(5);
-  CHECK(atomic_load(&woke) == 0);
+  CHECK(atomic_load(&woke) == 0); /* no worker runs before start */
   msrt_sched_start(f.s);
   WAIT_UNTIL(atomic_load(&woke) == 1, 5000);
   CHECK(atomic_load(&woke) == 1);
   CHECK(send(f.a, 0, 2, 5) == MSRT_E_OK);
   CHECK(received(f.t, 3) && f.t->next_seq[0] == 3);
-  sleep_ms(5);
-  CHECK(atomic_load(&woke) == 1); /* one-shot */
+  /* one-shot: each of the 3 pops made room and woke the list (before the
+   * handler counted it), and the waker ran once */
+  CHECK(atomic_load(&woke) == 1);
   /* a waiter registered on a full mailbox is woken by close, too */
   msrt_sched_stop(f.s);
   CHECK(send(f.a, 0, 9, 5) == MSRT_E_CLOSED);
@@ -674,14 +683,22 @@ static msrt_run_result h_waiter(actor_t *t, msrt_actor *a, int budget, int w) {
 
 static void test_waiting_sys_only(void) {
   fixture f = setup(1, 64, 0, 16, MSRT_OVERFLOW_BLOCK, NULL, h_waiter);
+  /* A witness on the same (single) worker: once it has run a message
+   * sent after some of A's, the worker had its turn for A's first (it
+   * would have been queued first), and A's turn had ended. */
+  actor_t *wt = mkt(h_consume);
+  msrt_actor *w = msrt_actor_new(f.s, wt, 0, MSRT_OVERFLOW_DEFAULT);
+  uint32_t wseq = 0;
   msrt_sched_start(f.s);
   CHECK(send(f.a, 0, 1, 5) == MSRT_E_OK);
   WAIT_UNTIL(atomic_load(&f.t->received) == 1, 5000);
-  sleep_ms(5);
+  CHECK(send(w, 0, wseq++, 5) == MSRT_E_OK);
+  CHECK(received(wt, wseq));
   int turns = atomic_load(&f.t->turns);
   CHECK(send(f.a, 0, 2, 5) == MSRT_E_OK);
   CHECK(send(f.a, 0, 3, 1) == MSRT_E_OK);
-  sleep_ms(20);
+  CHECK(send(w, 0, wseq++, 5) == MSRT_E_OK);
+  CHECK(received(wt, wseq));
   CHECK(atomic_load(&f.t->turns) == turns); /* normal lanes not eligible */
   CHECK(atomic_load(&f.t->received) == 1);
   CHECK(msrt_actor_depth(f.a) == 2);
@@ -694,9 +711,11 @@ static void test_waiting_sys_only(void) {
    * the queued normal message runs in the next turn */
   CHECK(send(f.a, 0, 1, 5) == MSRT_E_OK);
   WAIT_UNTIL(atomic_load(&f.t->received) == 5, 5000);
-  sleep_ms(5);
+  CHECK(send(w, 0, wseq++, 5) == MSRT_E_OK);
+  CHECK(received(wt, wseq));
   CHECK(send(f.a, 0, 7, 5) == MSRT_E_OK);
-  sleep_ms(10);
+  CHECK(send(w, 0, wseq++, 5) == MSRT_E_OK);
+  CHECK(received(wt, wseq));
   CHECK(atomic_load(&f.t->received) == 5);
   turns = atomic_load(&f.t->turns);
   CHECK(send_sys(f.a, 0, 101) == MSRT_E_OK);
@@ -704,7 +723,8 @@ static void test_waiting_sys_only(void) {
   CHECK(f.t->log[5] == 101 && f.t->log[6] == 7);
   CHECK(atomic_load(&f.t->turns) == turns + 2); /* 7 ran in a later turn */
   CHECK(atomic_load(&f.t->order_errors) == 0);
-  teardown(&f);
+  CHECK(atomic_load(&wt->order_errors) == 0);
+  finish(f.s, 2, (msrt_actor *[]){f.a, w}, (actor_t *[]){f.t, wt}, f.live0);
 }
 
 /* ---- stop path ---------------------------------------------------------------- */
