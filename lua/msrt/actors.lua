@@ -3,6 +3,7 @@
 -- Internal: the public face is `msrt.actor` (init.lua). Hub thread only.
 -- @module msrt.actors
 local core = require "msrt.core"
+local args = require "msrt.args"
 local hub = require "msrt.hub"
 local buffer = require "string.buffer"
 
@@ -86,6 +87,7 @@ Handle.__index = Handle
 
 --- Ask every instance to stop (reason defaults to "normal").
 function Handle:stop(reason)
+  args.check(reason == nil or type(reason) == "string", 1, "stop", "reason string expected")
   for _, a in pairs(self.alive) do core.actor_stop(a.cell, reason or "normal") end
 end
 
@@ -101,7 +103,10 @@ function Handle:wait()
 end
 
 --- Call fn(record) for each instance's exit.
-function Handle:on_exit(fn) self.exit_fns[#self.exit_fns + 1] = fn end
+function Handle:on_exit(fn)
+  args.check(type(fn) == "function", 1, "on_exit", "function expected")
+  self.exit_fns[#self.exit_fns + 1] = fn
+end
 
 --- Call fn() once every instance's init has returned (at once if they
 -- have). Only for handles made with opts.notify_started; an instance that

@@ -15,6 +15,7 @@ end
 
 --- Call fn(record) when obj ends (at once when it has ended).
 function M.on_exit(obj, fn)
+  require("msrt.args").check(type(fn) == "function", 1, "on_exit", "function expected")
   if obj.exit then return fn(obj.exit) end
   obj.exit_fns[#obj.exit_fns + 1] = fn
 end

@@ -129,7 +129,9 @@ function M.publish(subject, data, opts, reply)
   if not ok then return nil, err end
   local hdr, herr = headers.encode(opts.headers)
   if herr then return nil, core.error("invalid_arg", herr) end
-  local r, pending = core.publish(subject, encode(data), reply or opts.reply, opts.priority, hdr)
+  local eok, payload = pcall(encode, data)
+  if not eok then require("msrt.args").cannot_send(data, payload, 2, "publish") end
+  local r, pending = core.publish(subject, payload, reply or opts.reply, opts.priority, hdr)
   if r == "blocked" then
     if not coroutine.running() then
       return nil, core.error("mailbox_full", ("mailbox full on \"%s\" and the caller is not a coroutine"):format(subject))

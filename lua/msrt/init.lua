@@ -34,9 +34,8 @@ if core.options().watch then -- msrt-lua --watch DIR
   if not ok then error(tostring(err), 0) end
 end
 
-local function check_arg(cond, n, fname, msg)
-  if not cond then error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3) end
-end
+-- Raises at the caller's file:line (msrt.args), however deep the check.
+local check_arg = require("msrt.args").check
 
 --- Start the runtime. Optional: the first use of anything that needs it
 -- starts it with the profile chosen on the command line (or the default).

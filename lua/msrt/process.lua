@@ -4,6 +4,7 @@
 -- The per-line work (framing, JSON, permissions, publishing) is in C.
 -- @module msrt.process
 local core = require "msrt.core"
+local args = require "msrt.args"
 local exits = require "msrt.exits"
 local hub = require "msrt.hub"
 local profile = require "msrt.profile"
@@ -159,13 +160,15 @@ end
 -- coroutine it is refused), `error` returns mailbox_full (stdin_refused),
 -- drop_newest returns mailbox_full and counts the drop (stdin_dropped),
 -- drop_oldest drops the oldest queued line instead.
+-- Data a message cannot carry (a function...) raises at the caller's
+-- line, naming where it is (`data.handler: function`), as msrt.publish.
 -- @return true | nil, err (closed after the exit, or when the child exits
 --   while the sender waits; mailbox_full; bad_input when the data cannot
 --   be written as JSON)
 function Handle:send(data)
-  if self.exit then return nil, core.error("closed", "process " .. self.name .. " has exited") end
   local ok, enc = pcall(buffer.encode, data)
-  if not ok then return nil, core.error("bad_input", tostring(enc)) end
+  if not ok then args.cannot_send(data, enc, 1, "send") end
+  if self.exit then return nil, core.error("closed", "process " .. self.name .. " has exited") end
   if not coroutine.isyieldable() then return core.proc_send(self.box, enc) end
   local r, err
   local function send(wid)
@@ -179,7 +182,7 @@ end
 --- Send a signal ("TERM", "HUP", "USR1"...) to the child's process group.
 -- @return true | nil, err (closed once it has exited)
 function Handle:signal(name)
-  if type(name) ~= "string" then error("bad argument #1 to 'signal' (signal name expected)", 2) end
+  args.check(type(name) == "string", 1, "signal", "signal name expected")
   if self.exit then return nil, core.error("closed", "process " .. self.name .. " has exited") end
   return core.proc_signal(self.box, name)
 end
@@ -187,6 +190,7 @@ end
 --- Stop the child: its stop signal to the whole group (stdin closed too),
 -- SIGKILL after grace_ms (default the spec's stop.grace_ms). Idempotent.
 function Handle:stop(grace_ms)
+  args.check(grace_ms == nil or type(grace_ms) == "number" and grace_ms >= 0, 1, "stop", "grace_ms: ms >= 0 expected")
   if not self.exit then core.proc_stop(self.box, grace_ms) end
   return true
 end

@@ -8,6 +8,7 @@
 -- Internal: the public face is `msrt.supervisor` (init.lua). Hub thread.
 -- @module msrt.supervisor
 local core = require "msrt.core"
+local args = require "msrt.args"
 local exits = require "msrt.exits"
 local hub = require "msrt.hub"
 local actors = require "msrt.actors"
@@ -797,6 +798,7 @@ end
 --- Add a child (a child spec; for simple_one_for_one the template's
 -- args) and start it. @return handle, id | nil, err
 function Sup:start_child(spec)
+  args.check(self.dynamic or type(spec) == "table", 1, "start_child", "child spec table expected")
   local ok, err = need_running(self)
   if not ok then return nil, err end
   local c
@@ -823,6 +825,7 @@ end
 -- waits until the child is gone.
 -- @return true | nil, err (not_found)
 function Sup:terminate_child(id)
+  args.check(type(id) == "string", 1, "terminate_child", "child id string expected")
   local c = self.kids[id]
   if not c then return nil, core.error("not_found", ("supervisor %s: no child \"%s\""):format(self.name, tostring(id))) end
   await(function(done) stop_child(self, c, false, done) end)
@@ -836,6 +839,7 @@ end
 
 --- Start again a child that terminate_child stopped. @return handle | nil, err
 function Sup:restart_child(id)
+  args.check(type(id) == "string", 1, "restart_child", "child id string expected")
   local ok, err = need_running(self)
   if not ok then return nil, err end
   if self.dynamic then return not_dynamic(self, "restart_child") end
@@ -850,6 +854,7 @@ end
 
 --- Remove the spec of a child that is not running. @return true | nil, err
 function Sup:delete_child(id)
+  args.check(type(id) == "string", 1, "delete_child", "child id string expected")
   if self.dynamic then return not_dynamic(self, "delete_child") end
   local c = self.kids[id]
   if c and (c.handle or c.pending) then
@@ -887,6 +892,7 @@ end
 --- Stop every child in reverse start order, then end (reason default
 -- "shutdown"); brutal kills them at once. Not an escalation.
 function Sup:stop(reason, brutal)
+  args.check(reason == nil or type(reason) == "string", 1, "stop", "reason string expected")
   terminate(self, reason or "shutdown", reason == nil or reason == "shutdown" or reason == "normal", brutal)
 end
 
@@ -958,6 +964,7 @@ end
 -- case they are stopped and their specs deleted. Everything is checked
 -- before anything changes. @return true | nil, err
 function Sup:update(spec)
+  args.check(type(spec) == "table", 1, "update", "supervisor spec table expected")
   local ok, err = need_running(self)
   if not ok then return nil, err end
   local plan, perr = reload_plan(self, spec)
