@@ -42,6 +42,10 @@ _Static_assert(offsetof(msrt_envelope, flags) == 5 &&
 static struct {
   char *boot, *path, *cpath;
   size_t boot_len;
+  /* test hook: MSRT_TEST_ROOM_WAKER_DELAY_MS (read at setup; 0 when unset)
+   * makes each room waker wait that long before it runs, widening the
+   * window in which its blocked sender may end (spec/actors_spec.lua) */
+  unsigned room_waker_delay_ms;
 } setup;
 
 static char *dup_str(const char *s, size_t n) {
@@ -60,6 +64,8 @@ void msrt_lactor_setup(const char *boot, size_t boot_len, const char *path,
   setup.boot_len = boot_len;
   setup.path = dup_str(path, strlen(path));
   setup.cpath = dup_str(cpath, strlen(cpath));
+  const char *delay = getenv("MSRT_TEST_ROOM_WAKER_DELAY_MS");
+  setup.room_waker_delay_ms = delay ? (unsigned)strtoul(delay, NULL, 10) : 0;
 }
 
 int msrt_lactor_control(msrt_actor *cell, const char *ctl, const char *text) {
@@ -248,6 +254,11 @@ long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
  * ends: the registration holds a reference on the cell, released by the
  * waker or, when the registration is cancelled first, by unwait_cell. */
 static void room_waker(void *ud) {
+  if (setup.room_waker_delay_ms) {
+    struct timespec ts = {(time_t)(setup.room_waker_delay_ms / 1000),
+                          (long)(setup.room_waker_delay_ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+  }
   msrt_lactor_control(ud, MSRT_CTL_ROOM, "");
   msrt_actor_unref(ud);
 }
