@@ -79,7 +79,7 @@ describe("tuning profiles", function()
     local t, err = profile.resolve(path)
     assert.is_nil(t)
     assert.are.equal("bad_profile", err.code)
-    assert.matches(":4: unknown key 'wrkers'", err.message)
+    assert.matches(":4: unknown field 'wrkers' %(did you mean 'workers'%?%)", err.message)
     os.remove(path)
   end)
 

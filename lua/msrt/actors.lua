@@ -4,6 +4,7 @@
 -- @module msrt.actors
 local core = require "msrt.core"
 local args = require "msrt.args"
+local schema = require "msrt.schema"
 local hub = require "msrt.hub"
 local buffer = require "string.buffer"
 
@@ -12,7 +13,6 @@ local M = {}
 local live = {}        -- actor id -> handle
 local live_count = 0
 local module_code = {} -- module name -> bytecode (compiled once)
-local OVERFLOW = { block = true, drop_oldest = true, drop_newest = true, error = true }
 local HANDLERS = { "init", "handle", "terminate" }
 
 local function bad(msg) return nil, core.error("invalid_arg", msg) end
@@ -44,21 +44,22 @@ local function dump_fn(key, fn)
   return string.dump(fn)
 end
 
+--- The fields of an actor spec (msrt.actor documents them).
+M.SPEC = {
+  name = schema.string, module = schema.string, args = schema.any,
+  init = schema.func, handle = schema.func, terminate = schema.func,
+  instances = schema.int(1, nil), capacity = schema.int(1, nil, "messages"),
+  overflow = schema.enum{ "block", "drop_oldest", "drop_newest", "error" },
+  subscribe = schema.either(schema.string, schema.list(schema.string)), queue = schema.string,
+}
+
 local function validate(spec)
-  if type(spec.name) ~= "string" then return bad("actor spec needs a name (string)") end
-  if spec.module ~= nil and type(spec.module) ~= "string" then return bad("module must be a module name (string)") end
-  if not spec.module and type(spec.handle) ~= "function" then
+  local ok, why = schema.check(spec, M.SPEC, "actor spec")
+  if not ok then return bad(why) end
+  if spec.name == nil then return bad("actor spec needs a name (string)") end
+  if not spec.module and not spec.handle then
     return bad("actor spec needs a module name or a handle function")
   end
-  local n = spec.instances or 1
-  if type(n) ~= "number" or n < 1 or n % 1 ~= 0 then return bad("instances must be a positive integer") end
-  if spec.capacity ~= nil and (type(spec.capacity) ~= "number" or spec.capacity < 1 or spec.capacity % 1 ~= 0) then
-    return bad("capacity must be a positive integer (messages)")
-  end
-  if spec.overflow ~= nil and not OVERFLOW[spec.overflow] then
-    return bad("overflow must be block, drop_oldest, drop_newest or error")
-  end
-  if spec.queue ~= nil and type(spec.queue) ~= "string" then return bad("queue must be a string") end
   return true
 end
 

@@ -12,6 +12,7 @@
 -- @module msrt.health
 local core = require "msrt.core"
 local hub = require "msrt.hub"
+local schema = require "msrt.schema"
 local uv = require "luv"
 local ffi = require "ffi"
 local band = require("bit").band
@@ -37,8 +38,11 @@ M.log = function() end
 
 local KINDS = { "startup", "liveness", "readiness" }
 local PROBE_TYPES = { "heartbeat", "tcp", "http", "exec", "lua", "alive" }
+local PROBE_KINDS = { startup = true, liveness = true, readiness = true }
+-- a probe's fields: the Kubernetes ones and its type (heartbeat = ...)
 local FIELDS = { initial_delay_ms = true, interval_ms = true, timeout_ms = true,
   failure_threshold = true, success_threshold = true }
+for _, t in ipairs(PROBE_TYPES) do FIELDS[t] = true end
 
 local live = {} -- child id -> check (the most recent one for that id)
 
@@ -97,20 +101,14 @@ end
 -- @return true | nil, message
 function M.check(spec)
   if type(spec) ~= "table" then return nil, "health must be a table {liveness = probe, ...}" end
-  for k in pairs(spec) do
-    if k ~= "startup" and k ~= "liveness" and k ~= "readiness" then
-      return nil, ("health: unknown probe kind '%s' (startup, liveness, readiness)"):format(tostring(k))
-    end
-  end
+  local ok, why = schema.keys(spec, PROBE_KINDS, "health")
+  if not ok then return nil, (why:gsub("unknown field", "unknown probe kind", 1)) end
   for _, kind in ipairs(KINDS) do
     local p = spec[kind]
     if p ~= nil then
       if type(p) ~= "table" then return nil, ("health.%s must be a probe table"):format(kind) end
-      for k in pairs(p) do
-        local known = FIELDS[k]
-        for _, t in ipairs(PROBE_TYPES) do known = known or k == t end
-        if not known then return nil, ("health.%s: unknown field '%s'"):format(kind, tostring(k)) end
-      end
+      ok, why = schema.keys(p, FIELDS, "health." .. kind)
+      if not ok then return nil, why end
       local t, why = probe_type(p)
       if not t then return nil, ("health.%s %s"):format(kind, why) end
     end

@@ -5,6 +5,7 @@
 -- @module msrt.process
 local core = require "msrt.core"
 local args = require "msrt.args"
+local schema = require "msrt.schema"
 local exits = require "msrt.exits"
 local hub = require "msrt.hub"
 local profile = require "msrt.profile"
@@ -41,17 +42,17 @@ local function list_of_strings(v, what)
 end
 
 local function check_keys(spec)
-  for k in pairs(spec) do
-    if not SPEC_KEYS[k] then return bad(("process spec: unknown field '%s'"):format(tostring(k))) end
-  end
+  local ok, why = schema.keys(spec, SPEC_KEYS, "process spec")
+  if not ok then return bad(why) end
   return true
 end
 
 local function check_limits(l)
   if l == nil then return true end
   if type(l) ~= "table" then return bad("limits must be a table") end
+  local ok, why = schema.keys(l, LIMITS, "process spec: limits")
+  if not ok then return bad(why) end
   for k, v in pairs(l) do
-    if not LIMITS[k] then return bad(("limits: unknown limit '%s' (nofile, as_bytes, cpu_s, nproc)"):format(tostring(k))) end
     if type(v) ~= "number" or v < 0 or v % 1 ~= 0 then return bad(("limits.%s must be a non-negative integer"):format(k)) end
   end
   return true

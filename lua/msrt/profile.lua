@@ -6,49 +6,41 @@
 -- `msrt.profiles.<name>` on package.path; anything else is a file path.
 -- @module msrt.profile
 local core = require "msrt.core"
+local schema = require "msrt.schema"
 
 local M = {}
 
-local function int(lo, hi, unit)
-  return { kind = "integer", lo = lo, hi = hi, unit = unit }
-end
+local int = schema.int
 
 --- The fields a profile may set, with their types and ranges (units in the
 -- names or in `unit`). Later parts of the runtime read these.
 M.schema = {
-  name = { kind = "string" },
+  name = schema.string,
   workers = int(1, 256),                   -- worker threads for actors
   blocking_threads = int(1, 1024),         -- libuv threadpool (its max is 1024)
   stack_size = int(65536, 268435456, "bytes"), -- per worker thread
   batch = int(1, 1000000),                 -- messages per actor turn
   spin_us = int(0, 1000000),               -- idle spin before parking
   mailbox_capacity = int(1, 1073741824),      -- messages per mailbox
-  overflow = { kind = "enum", values = { "block", "drop_oldest", "drop_newest", "error" } },
+  overflow = schema.enum{ "block", "drop_oldest", "drop_newest", "error" },
   slice_ms = int(1, 3600000),              -- handler budget before "overloaded"
   shutdown_timeout_ms = int(0, 3600000),   -- graceful shutdown budget
   max_payload = int(1, 1073741824, "bytes"),  -- NATS' max_payload, default 1 MiB
   max_subject = int(16, 65536, "bytes"),
   max_line_bytes = int(1024, 1073741824, "bytes"), -- JSON-lines framing
-  gc = { kind = "table", fields = {
+  gc = schema.fields{
     pause = int(10, 1000),                 -- LuaJIT setpause, per actor state
     stepmul = int(10, 10000),              -- LuaJIT setstepmul
-  } },
-  connections = { kind = "table", fields = {
+  },
+  connections = schema.fields{
     keepalive_ms = int(0, 86400000),
     backlog = int(1, 65535),
     max = int(1, 1000000),                 -- open at once, per host (/metrics and ctl share it)
-    nodelay = { kind = "boolean" },
+    nodelay = schema.boolean,
     read_timeout_ms = int(1, 3600000),     -- a request must arrive within this of the connection
     idle_timeout_ms = int(1, 3600000),     -- no byte in, or the answer not taken, for this long: closed
-  } },
+  },
 }
-
-local function known_keys(fields)
-  local keys = {}
-  for k in pairs(fields) do keys[#keys + 1] = k end
-  table.sort(keys)
-  return table.concat(keys, ", ")
-end
 
 -- key as a Lua pattern that matches only itself: an unknown key is any
 -- string the file chose ("(", "%"), and LuaJIT patterns take no raw NUL.
@@ -70,47 +62,6 @@ local function line_of(source, key)
   return 0
 end
 
-local function describe(spec)
-  if spec.kind == "integer" then
-    return ("an integer in %d..%d%s"):format(spec.lo, spec.hi, spec.unit and (" " .. spec.unit) or "")
-  elseif spec.kind == "enum" then
-    return "one of " .. table.concat(spec.values, ", ")
-  end
-  return "a " .. spec.kind
-end
-
-local function check_value(spec, v)
-  if spec.kind == "integer" then
-    return type(v) == "number" and v == math.floor(v) and v >= spec.lo and v <= spec.hi
-  elseif spec.kind == "enum" then
-    for _, x in ipairs(spec.values) do if x == v then return true end end
-    return false
-  end
-  return type(v) == spec.kind
-end
-
--- Validate t against fields; returns a list of {key=, message=}.
-local function check_table(t, fields, prefix, problems)
-  for k, v in pairs(t) do
-    local spec = type(k) == "string" and fields[k]
-    local name = prefix .. tostring(k)
-    if not spec then
-      problems[#problems + 1] = { key = tostring(k),
-        message = ("unknown key '%s' (known: %s)"):format(name, known_keys(fields)) }
-    elseif spec.kind == "table" then
-      if type(v) ~= "table" then
-        problems[#problems + 1] = { key = k, message = ("%s must be a table, got %s"):format(name, type(v)) }
-      else
-        check_table(v, spec.fields, name .. ".", problems)
-      end
-    elseif not check_value(spec, v) then
-      problems[#problems + 1] = { key = k,
-        message = ("%s must be %s, got %s"):format(name, describe(spec), type(v) == "string" and ("'" .. v .. "'") or tostring(v)) }
-    end
-  end
-  return problems
-end
-
 --- Validate a profile table.
 -- @tparam table t the profile's fields
 -- @tparam[opt] string file the file it came from, for messages
@@ -119,9 +70,8 @@ end
 --   `file:line: problem` for the first problem and whose `problems` field
 --   lists them all.
 function M.validate(t, file, source)
-  local problems = check_table(t, M.schema, "", {})
-  if #problems == 0 then return true end
-  table.sort(problems, function(a, b) return a.message < b.message end)
+  local ok, _, problems = schema.check(t, M.schema)
+  if ok then return true end
   local lines = {}
   for i, p in ipairs(problems) do
     lines[i] = ("%s:%d: %s"):format(file or "(profile)", line_of(source, p.key), p.message)

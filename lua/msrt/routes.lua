@@ -5,6 +5,7 @@
 -- @module msrt.routes
 local core = require "msrt.core"
 local profile = require "msrt.profile"
+local schema = require "msrt.schema"
 
 local M = {}
 
@@ -26,9 +27,32 @@ function M.load_file(path)
   return rules, source
 end
 
+local RULE = { match = true, rewrite = true, split = true, dead_letter = true }
+local TARGET = { to = true, weight = true }
+
+-- The fields (msrt.schema: an unknown one named with the closest valid
+-- name) and the list shape; the values are src/router's to check.
+local function check_fields(rules)
+  if type(rules) ~= "table" then return true end -- src/router says what it must be
+  local ok, why = schema.is_list(rules, "the routing table")
+  if not ok then return nil, core.error("bad_config", why) end
+  for i, r in ipairs(rules) do
+    if type(r) == "table" then
+      ok, why = schema.keys(r, RULE, "rule " .. i)
+      for j, t in ipairs(ok and type(r.split) == "table" and r.split or {}) do
+        if ok and type(t) == "table" then ok, why = schema.keys(t, TARGET, ("rule %d: split target %d"):format(i, j)) end
+      end
+      if not ok then return nil, core.error("bad_config", why, { rule = i }) end
+    end
+  end
+  return true
+end
+
 --- Compile a list of rules into a table ready to install; installs nothing.
 -- @return compiled | nil, err (`bad_config`, err.rule = the rule's position)
 function M.compile(rules)
+  local ok, err = check_fields(rules)
+  if not ok then return nil, err end
   local cur = profile.current()
   return core.routes_compile(rules, cur and cur.max_subject)
 end

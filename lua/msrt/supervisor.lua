@@ -9,6 +9,7 @@
 -- @module msrt.supervisor
 local core = require "msrt.core"
 local args = require "msrt.args"
+local schema = require "msrt.schema"
 local exits = require "msrt.exits"
 local hub = require "msrt.hub"
 local actors = require "msrt.actors"
@@ -181,9 +182,16 @@ end
 -- ---- child specs ---------------------------------------------------------
 
 local SHUTDOWN = { brutal_kill = -1, infinity = -2 }
-local RESTART = { permanent = true, transient = true, temporary = true }
-local CHILD_KEYS = { id = true, actor = true, process = true, supervisor = true, restart = true,
-  shutdown = true, type = true, significant = true, health = true, start = true }
+
+--- The fields of a child spec (msrt.supervisor documents them); each
+-- kind's own spec is checked when it starts, health by msrt.health.
+M.CHILD = {
+  id = schema.string, actor = schema.table, process = schema.table, supervisor = schema.table,
+  restart = schema.enum{ "permanent", "transient", "temporary" },
+  shutdown = schema.either(schema.int(0, nil, "ms"), schema.enum{ "brutal_kill", "infinity" }),
+  type = schema.enum{ "worker", "supervisor" }, significant = schema.boolean, health = schema.table,
+  start = schema.enum{ "init", "ready" },
+}
 
 local function kind_of(cs)
   local found
@@ -201,32 +209,24 @@ end
 -- Check a child spec; returns the child record (not yet in the table).
 local function child_of(cs, where)
   if type(cs) ~= "table" then return bad(where .. ": child spec must be a table") end
-  for k in pairs(cs) do
-    if not CHILD_KEYS[k] then return bad(("%s: unknown field '%s'"):format(where, tostring(k))) end
-  end
+  if type(cs.id) == "string" and cs.id ~= "" then where = ("child \"%s\""):format(cs.id) end
+  local ok, why = schema.check(cs, M.CHILD, where)
+  if not ok then return bad(why) end
   if type(cs.id) ~= "string" or cs.id == "" then return bad(where .. ": child spec needs an id (string)") end
-  where = ("child \"%s\""):format(cs.id)
-  local kind, why = kind_of(cs)
+  local kind
+  kind, why = kind_of(cs)
   if not kind then return bad(where .. " " .. why) end
   local restart = cs.restart or "permanent"
-  if not RESTART[restart] then return bad(where .. ": restart must be permanent, transient or temporary") end
   local shutdown = cs.shutdown or (kind == "supervisor" and "infinity" or 5000)
   local sd = SHUTDOWN[shutdown] or shutdown
-  if type(sd) ~= "number" or sd < 0 and not SHUTDOWN[shutdown] then
-    return bad(where .. ": shutdown must be ms >= 0, \"brutal_kill\" or \"infinity\"")
-  end
   if cs.health ~= nil then
     local hok, herr = health.check(cs.health)
     if not hok then return bad(where .. ": " .. herr) end
-  end
-  if cs.start ~= nil and cs.start ~= "init" and cs.start ~= "ready" then
-    return bad(where .. ": start must be \"init\" or \"ready\"")
   end
   if cs.start == "ready" and not (cs.health and (cs.health.startup or cs.health.readiness)) then
     return bad(where .. ": start = \"ready\" needs a startup or readiness probe (health)")
   end
   local ctype = cs.type or (kind == "supervisor" and "supervisor" or "worker")
-  if ctype ~= "worker" and ctype ~= "supervisor" then return bad(where .. ": type must be worker or supervisor") end
   return { id = cs.id, kind = kind, spec = cs[kind], restart = restart, shutdown = shutdown, start = cs.start,
            shutdown_ms = sd, type = ctype, significant = cs.significant and true or false, source = cs }
 end
@@ -590,6 +590,8 @@ local function strategy_of(s)
       local chunk, err = loadfile(s)
       if not chunk then return nil, core.error("syntax", tostring(err)) end
       ok, v = pcall(chunk)
+    elseif not package.searchpath(s, package.path) then
+      return nil, core.error("bad_config", ("unknown strategy '%s' (built-in: one_for_one, one_for_all, rest_for_one, simple_one_for_one; or a module name on package.path, or a path to a Lua file)"):format(s))
     else ok, v = pcall(require, s) end
     if not ok then return nil, core.error("bad_config", ("strategy %s: %s"):format(s, tostring(v))) end
     s = v
@@ -601,25 +603,23 @@ local function strategy_of(s)
   return bad("strategy must be a function, a table with decide, or a module name or path")
 end
 
-local SUP_KEYS = { name = true, strategy = true, intensity = true, period_ms = true, backoff = true,
-  stop_removed = true, migrate = true, -- read by Sup:update / msrt.reload only
-  auto_shutdown = true, children = true }
-local AUTO = { never = true, any_significant = true, all_significant = true }
+--- The fields of a supervisor spec (msrt.supervisor documents them); the
+-- backoff's ranges and its max_ms >= initial_ms are src/super's.
+M.SPEC = {
+  name = schema.string, strategy = schema.either(schema.string, schema.func, schema.table),
+  intensity = schema.int(0, nil), period_ms = schema.int(1, nil, "ms"),
+  backoff = schema.fields{ initial_ms = schema.num(0, nil, "ms"), max_ms = schema.num(0, nil, "ms"),
+    multiplier = schema.num(1, nil), jitter = schema.num(0, 1) },
+  stop_removed = schema.boolean, migrate = schema.any, -- read by Sup:update / msrt.reload only
+  auto_shutdown = schema.enum{ "never", "any_significant", "all_significant" },
+  children = schema.list(schema.table),
+}
 
 local function check_sup(spec)
-  for k in pairs(spec) do
-    if not SUP_KEYS[k] then return bad(("supervisor spec: unknown field '%s'"):format(tostring(k))) end
-  end
-  if spec.name ~= nil and (type(spec.name) ~= "string" or not spec.name:find("^[%w_%-]+$")) then
+  local ok, why = schema.check(spec, M.SPEC, "supervisor spec")
+  if not ok then return bad(why) end
+  if spec.name ~= nil and not spec.name:find("^[%w_%-]+$") then
     return bad("supervisor name must be one subject token (letters, digits, _ and -)")
-  end
-  if spec.auto_shutdown ~= nil and not AUTO[spec.auto_shutdown] then
-    return bad("auto_shutdown must be never, any_significant or all_significant")
-  end
-  if spec.children ~= nil and type(spec.children) ~= "table" then return bad("children must be a list") end
-  if spec.backoff ~= nil and type(spec.backoff) ~= "table" then return bad("backoff must be a table") end
-  for _, k in ipairs({ "intensity", "period_ms" }) do
-    if spec[k] ~= nil and (type(spec[k]) ~= "number" or spec[k] % 1 ~= 0) then return bad(k .. " must be an integer") end
   end
   return true
 end
