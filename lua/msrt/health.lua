@@ -399,7 +399,7 @@ local function launch_async(c, kind, p)
   cancel = run[p.type](p, c, finish)
   if c.running[kind] ~= token then return end -- finished at once
   timer = uv.new_timer()
-  timer:start(p.timeout_ms, 0, function()
+  timer:start(core.timeout_ms(p.timeout_ms), 0, function() -- never early
     close(timer)
     if c.running[kind] ~= token then return end
     if cancel then cancel() end

@@ -195,7 +195,7 @@ function M.request(subject, data, opts)
     return nil, core.error("no_responders", ("no responders for \"%s\""):format(subject))
   end
   local timer = uv.new_timer()
-  timer:start(timeout, 0, function()
+  timer:start(core.timeout_ms(timeout), 0, function() -- never early
     timer:close()
     -- a reply already queued for the hub (the loop runs timers before its
     -- inbox) came in time: let it through first

@@ -32,7 +32,7 @@ local function bad(msg, fields) return nil, core.error("invalid_arg", msg, field
 
 local function after(ms, fn)
   local t = uv.new_timer()
-  t:start(math.ceil(ms), 0, function()
+  t:start(core.timeout_ms(ms), 0, function() -- never early: from this call
     t:close()
     fn()
   end)

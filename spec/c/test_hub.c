@@ -5,6 +5,7 @@
 #include "ctest.h"
 #include "hub/hub.h"
 #include "hub/inbox.h"
+#include "hub/timer.h"
 
 #if defined(__SANITIZE_THREAD__)
 #define PER_THREAD 20000
@@ -154,5 +155,54 @@ static void test_hub_shutdown_held(void) {
   CHECK(msrt_hub_free(hub) == 0);
 }
 
-TEST_MAIN(test_inbox_many_producers, test_inbox_closed_refuses,
-          test_hub_shutdown_status, test_hub_shutdown_held)
+/* ---- timers never fire early (hub/timer.h) ------------------------------ */
+
+static void busy_ms(double ms) {
+  uint64_t t0 = uv_hrtime();
+  while ((double)(uv_hrtime() - t0) < ms * 1e6) {}
+}
+
+static uint64_t fired_at;
+static void on_fire(uv_timer_t *t) {
+  (void)t;
+  fired_at = uv_hrtime();
+}
+
+/* The loop's cached time goes stale while a callback works (here: between
+ * uv_run calls); a timer started then still waits its whole delay from
+ * the start call, and a fractional delay is not cut short. */
+static void test_timer_never_early(void) {
+  uv_loop_t loop;
+  uv_timer_t t;
+  CHECK(uv_loop_init(&loop) == 0);
+  uv_timer_init(&loop, &t);
+  int early = 0;
+  for (int i = 1; i <= 300; i++) {
+    double work = i % 30 == 0 ? 30 : (i % 5) * 0.7, delay = 1 + i % 4;
+    if (i % 30 == 0) delay = 50;
+    if (i % 7 == 0) delay += 0.5;
+    busy_ms(work);
+    fired_at = 0;
+    uint64_t t0 = uv_hrtime();
+    CHECK(msrt_timer_start(&t, on_fire, delay, 0) == 0);
+    while (!fired_at) uv_run(&loop, UV_RUN_ONCE);
+    if ((double)(fired_at - t0) < delay * 1e6) {
+      early++;
+      fprintf(stderr, "round %d: %.3f ms < %.1f ms\n", i,
+              (double)(fired_at - t0) / 1e6, delay);
+    }
+  }
+  CHECK(early == 0);
+  /* a due time that has passed fires on the next round, not never */
+  fired_at = 0;
+  CHECK(msrt_timer_start_at(&t, on_fire, uv_hrtime() - 1000000000u, 0) == 0);
+  while (!fired_at) uv_run(&loop, UV_RUN_ONCE);
+  CHECK(msrt_timer_timeout(&loop, 0) == 0);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(uv_loop_close(&loop) == 0);
+}
+
+TEST_MAIN(test_timer_never_early, test_inbox_many_producers,
+          test_inbox_closed_refuses, test_hub_shutdown_status,
+          test_hub_shutdown_held)

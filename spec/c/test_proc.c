@@ -535,6 +535,25 @@ static void test_term_ignored(void) {
   CHECK(R.x.signal == SIGKILL && R.x.stopped && R.x.normal);
 }
 
+/* The grace before SIGKILL counts from msrt_proc_stop, however stale the
+ * loop's cached time is when it is called (hub/timer.h). */
+static void test_grace_from_the_call(void) {
+  for (int round = 0; round < 3; round++) {
+    msrt_proc_spec s = sh_spec("trap '' TERM; echo '\"ready\"'; "
+                               "while :; do sleep 1; done");
+    msrt_proc *p = start(&s);
+    while (R.published == 0 && !R.exits) uv_run(&loop, UV_RUN_ONCE);
+    uint64_t w = uv_hrtime(); /* 30 ms of work since the loop's last look */
+    while (uv_hrtime() - w < 30000000u) {}
+    uint64_t t0 = uv_hrtime();
+    msrt_proc_stop(p, 50);
+    run_until_exit(p);
+    double ms = (double)(uv_hrtime() - t0) / 1e6;
+    if (ms < 50) fprintf(stderr, "killed after %.1f ms < 50 ms\n", ms);
+    CHECK(ms >= 50 && R.x.signal == SIGKILL);
+  }
+}
+
 static int gone(pid_t pid) {
   for (int i = 0; i < 5000; i++) { /* reparented zombies need init's reap */
     if (kill(pid, 0) != 0 && errno == ESRCH) return 1;
@@ -751,5 +770,6 @@ TEST_MAIN(test_json_precheck, test_framer_every_split, test_framer_limits,
           test_codec_roundtrip, test_codec_lua_forms, test_utf8, test_setup,
           test_env_scrubbed, test_cwd_and_argv, test_json_output,
           test_permissions, test_headers, test_big_lines, test_exit_after_last_output,
-          test_output_backpressure, test_term_ignored, test_grandchild, test_stdin_echo_and_overflow,
+          test_output_backpressure, test_term_ignored, test_grace_from_the_call,
+          test_grandchild, test_stdin_echo_and_overflow,
           test_stdin_gate, test_limits_and_failures, test_teardown)

@@ -2,6 +2,7 @@
 
 #include <lauxlib.h>
 #include <lualib.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -331,14 +332,22 @@ static int a_subscribe(lua_State *L) {
   return 1;
 }
 
+/* Whole milliseconds no shorter than ms (a fraction rounds up: a delay
+ * must not end early), at most ~31 years. */
+static long long ceil_ms(lua_Number ms) {
+  return ms > 1e12 ? 1000000000000LL : (long long)ceil(ms);
+}
+
 /* timer(timer_id, ms, repeat_ms): the hub fires _TIMER control messages
- * with the timer id; ms < 0 cancels. */
+ * with the timer id; ms < 0 cancels. The delay counts from this call (its
+ * CLOCK_MONOTONIC time goes along), not from when the hub reads it. */
 static int a_timer(lua_State *L) {
   lactor *la = self(L);
-  char text[96];
-  snprintf(text, sizeof text, "%lld %lld %lld",
-           (long long)luaL_checkinteger(L, 1), (long long)luaL_checkinteger(L, 2),
-           (long long)luaL_optinteger(L, 3, 0));
+  char text[128];
+  snprintf(text, sizeof text, "%lld %lld %lld %llu",
+           (long long)luaL_checkinteger(L, 1), ceil_ms(luaL_checknumber(L, 2)),
+           ceil_ms(luaL_optnumber(L, 3, 0)),
+           (unsigned long long)msrt_now_ns());
   msrt_envelope *e = msrt_env_new("t", 1, NULL, 0, NULL, 0, text, strlen(text),
                                   1, MSRT_ENV_CONTROL, 0);
   if (!e) return luaL_error(L, "out of memory");

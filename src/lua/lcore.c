@@ -8,6 +8,8 @@
 #include <uv.h>
 #include <lhandle.h>
 
+#include "hub/timer.h"
+
 #include "lua/host.h"
 #include "lua/lerror.h"
 #include "lua/lhealth.h"
@@ -255,6 +257,16 @@ static int l_now_ms(lua_State *L) {
   return 1;
 }
 
+/* timeout_ms(ms) -> the timeout for a luv timer's start so that its
+ * callback runs no earlier than ms milliseconds from now, however stale
+ * the loop's cached time is (hub/timer.h) */
+static int l_timeout_ms(lua_State *L) {
+  uint64_t due = msrt_timer_due(luaL_checknumber(L, 1));
+  uv_loop_t *loop = msrt_hub_loop(host(L)->hub);
+  lua_pushnumber(L, (lua_Number)msrt_timer_timeout(loop, due));
+  return 1;
+}
+
 int luaopen_msrt_core(lua_State *L) {
   static const luaL_Reg fns[] = {
     {"on_shutdown", l_on_shutdown}, {"shutdown_done", l_shutdown_done},
@@ -264,7 +276,8 @@ int luaopen_msrt_core(lua_State *L) {
     {"set_blocking_threads", l_set_blocking_threads}, {"report", l_report},
     {"set_error_hook", msrt_host_set_error_hook},
     {"options", l_options}, {"set_log_level", l_set_log_level},
-    {"now_ms", l_now_ms}, {"exe", l_exe}, {NULL, NULL}};
+    {"now_ms", l_now_ms}, {"timeout_ms", l_timeout_ms}, {"exe", l_exe},
+    {NULL, NULL}};
   lua_newtable(L);
   luaL_register(L, NULL, fns);
   msrt_lua_open_errors(L);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hub/timer.h"
 #include "lua/actor.h"
 #include "lua/host.h"
 #include "lua/lerror.h"
@@ -60,10 +61,18 @@ static void atimer_fire(uv_timer_t *h) {
   if (rc != MSRT_E_OK || !uv_timer_get_repeat(&t->t)) atimer_close(t);
 }
 
-/* A timer request from an actor: "id ms repeat_ms"; ms < 0 cancels. */
+/* A timer request from an actor: "id ms repeat_ms called_ns"; ms < 0
+ * cancels. Due ms after the actor's call (hub/timer.h), however long the
+ * request waited in the hub's inbox. */
 static void atimer_request(msrt_rt *rt, msrt_inbox_item *it) {
   long long id = 0, ms = 0, rep = 0;
-  sscanf((const char *)it->env->payload, "%lld %lld %lld", &id, &ms, &rep);
+  unsigned long long called = 0;
+  char text[128]; /* the payload is not NUL-terminated */
+  size_t n = it->env->payload_len < sizeof text ? it->env->payload_len
+                                                : sizeof text - 1;
+  memcpy(text, it->env->payload, n);
+  text[n] = '\0';
+  sscanf(text, "%lld %lld %lld %llu", &id, &ms, &rep, &called);
   msrt_actor *cell = it->ptr;
   if (ms < 0) {
     for (atimer *t = timers; t; t = t->next)
@@ -89,7 +98,8 @@ static void atimer_request(msrt_rt *rt, msrt_inbox_item *it) {
   if (timers) timers->prev = t;
   timers = t;
   uv_unref((uv_handle_t *)&t->t); /* actors keep the hub alive, not timers */
-  uv_timer_start(&t->t, atimer_fire, (uint64_t)ms, (uint64_t)rep);
+  msrt_timer_start_at(&t->t, atimer_fire, called + (uint64_t)ms * 1000000u,
+                      (uint64_t)rep);
 }
 
 static void atimers_close_all(void) {

@@ -12,6 +12,7 @@
 
 #include "core/clock.h"
 #include "hub/hub.h"
+#include "hub/timer.h"
 #include "proc/codec.h"
 #include "proc/framer.h"
 #include "proc/gate.h"
@@ -575,7 +576,7 @@ void msrt_proc_resume_output(msrt_proc *p) {
   }
   uv_read_start((uv_stream_t *)&p->out, on_alloc, on_read);
   if (p->reaped) /* the wait for EOF was held off during the pause */
-    uv_timer_start(&p->timer, on_eof_wait, (uint64_t)p->eof_wait_ms, 0);
+    msrt_timer_start(&p->timer, on_eof_wait, (double)p->eof_wait_ms, 0);
 }
 
 /* The status is in but grandchildren outside the group hold the pipes. */
@@ -595,7 +596,7 @@ static void reaped(msrt_proc *p, int status) {
   uv_timer_stop(&p->poll);
   stdin_close(p);
   if (!p->out_eof || !p->err_eof)
-    uv_timer_start(&p->timer, on_eof_wait, (uint64_t)p->eof_wait_ms, 0);
+    msrt_timer_start(&p->timer, on_eof_wait, (double)p->eof_wait_ms, 0);
   check_final(p);
 }
 
@@ -1072,7 +1073,8 @@ void msrt_proc_stop(msrt_proc *p, long grace_ms) {
   set_state(p, MSRT_PS_STOPPING);
   stdin_close(p); /* many agents end on EOF: the gentlest stop */
   kill(-p->pid, p->stop_signal);
-  uv_timer_start(&p->timer, on_grace, (uint64_t)(grace_ms < 0 ? p->grace_ms : grace_ms), 0);
+  msrt_timer_start(&p->timer, on_grace,
+                   (double)(grace_ms < 0 ? p->grace_ms : grace_ms), 0);
 }
 
 void msrt_proc_close_stdin(msrt_proc *p) { stdin_close(p); }
