@@ -160,12 +160,14 @@ end
 -- calling coroutine wait for room (counted in stdin_blocked; outside a
 -- coroutine it is refused), `error` returns mailbox_full (stdin_refused),
 -- drop_newest returns mailbox_full and counts the drop (stdin_dropped),
--- drop_oldest drops the oldest queued line instead.
+-- drop_oldest drops the oldest queued line instead. Bounded as a
+-- published message is: the encoded data by the profile's max_payload,
+-- the line by max_line_bytes; a send over either is refused whole.
 -- Data a message cannot carry (a function...) raises at the caller's
 -- line, naming where it is (`data.handler: function`), as msrt.publish.
--- @return true | nil, err (closed after the exit, or when the child exits
---   while the sender waits; mailbox_full; bad_input when the data cannot
---   be written as JSON)
+-- @return true | nil, err (closed after the exit, after close_stdin, or
+--   when the child exits while the sender waits; mailbox_full; bad_input
+--   when the data cannot be written as JSON; payload_too_big)
 function Handle:send(data)
   local ok, enc = pcall(buffer.encode, data)
   if not ok then args.cannot_send(data, enc, 1, "send") end
@@ -196,7 +198,10 @@ function Handle:stop(grace_ms)
   return true
 end
 
---- Close the child's stdin (it reads EOF).
+--- Close the child's stdin: it reads every line already sent or queued,
+-- then EOF. Sends from now on are refused (closed). A stop or the
+-- child's exit first closes it at once; lines left unwritten then are
+-- counted in stdin_dropped.
 function Handle:close_stdin()
   if not self.exit then core.proc_close_stdin(self.box) end
 end
@@ -215,7 +220,8 @@ function Handle:state() return self.state_name end
 
 --- Counters: lines_out, bad_output, refused (the child's publishes
 -- refused), stderr_lines, stdin_lines (written), stdin_dropped (lines
--- dropped on overflow: drop_newest, drop_oldest), stdin_refused (copies
+-- dropped on overflow: drop_newest, drop_oldest; or left unwritten when
+-- stdin closed under them: exit, stop), stdin_refused (copies
 -- refused to their sender with mailbox_full: `error`, sends that found no
 -- room, `block` publishes that could not wait), stdin_blocked (`block`
 -- publishes that found stdin full and waited for room),

@@ -208,7 +208,8 @@ void msrt_lproc_deliver(uint64_t id, msrt_envelope *e) {
   msrt_error err;
   /* a process not found was released: its gate is closed, the slot moot */
   msrt_code rc = p ? msrt_proc_send_env(p, e, true, &err) : MSRT_E_CLOSED;
-  if (rc == MSRT_E_BAD_INPUT) bad_input(p, e, &err);
+  if (rc == MSRT_E_BAD_INPUT || rc == MSRT_E_PAYLOAD_TOO_BIG)
+    bad_input(p, e, &err);
   msrt_rt *rt = msrt_rt_get();
   if (rt && rc != MSRT_E_OK && rc != MSRT_E_MAILBOX_FULL)
     msrt_rt_undeliver(rt, e, rc == MSRT_E_CLOSED ? MSRT_STAT_DROP_CLOSED
@@ -355,12 +356,19 @@ static bool send_blocks(msrt_proc *p, lua_Number wake_id) {
   return true;
 }
 
-/* proc_send(box, encoded[, wake_id]) -> true | "blocked" | nil, err */
+/* proc_send(box, encoded[, wake_id]) -> true | "blocked" | nil, err
+ * A send is bounded as a published message is: max_payload on the encoded
+ * data (as rt.c's msrt_rt_make), max_line_bytes on the line (proc.c). */
 static int l_proc_send(lua_State *L) {
   msrt_proc *p = proc_of(L);
   size_t n;
   const char *d = luaL_checklstring(L, 2, &n);
   if (!p) return gone(L);
+  msrt_rt *rt = msrt_rt_get();
+  if (rt && n > rt->cfg.max_payload)
+    return msrt_lua_fail(L, MSRT_E_PAYLOAD_TOO_BIG, "process %s: data of %zu "
+                         "bytes exceeds max_payload (%zu bytes)",
+                         msrt_proc_name(p), n, rt->cfg.max_payload);
   if (!lua_isnoneornil(L, 3) && send_blocks(p, luaL_checknumber(L, 3))) {
     lua_pushliteral(L, "blocked");
     return 1;

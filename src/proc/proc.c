@@ -51,6 +51,7 @@ struct msrt_proc {
   pid_t pid;
   int status;
   bool reaped, stopped, out_eof, err_eof, stdin_closed, exited, released;
+  bool stdin_closing; /* msrt_proc_close_stdin: EOF once the queue is out */
   bool drop_oldest_policy;
   msrt_gate *gate; /* the bound of stdin, shared with publishers (gate.h) */
   bool out_paused; /* msrt_proc_pause_output: stdout not read meanwhile */
@@ -410,10 +411,12 @@ static void answer_unreplied(msrt_proc *p) {
   }
 }
 
-/* Status and both EOFs are in, and no output waits for room: the exit is
- * final. */
+/* Status and both EOFs are in, no output waits for room and stdin's last
+ * write has come back (written or dropped: the counts are final): the exit
+ * is final. */
 static void check_final(msrt_proc *p) {
-  if (p->exited || !p->reaped || !p->out_eof || !p->err_eof || p->out_paused)
+  if (p->exited || !p->reaped || !p->out_eof || !p->err_eof || p->out_paused ||
+      p->ninflight)
     return;
   p->exited = true;
   close_handle(p, (uv_handle_t *)&p->timer);
@@ -446,13 +449,16 @@ static line ring_pop(msrt_proc *p) {
   return l;
 }
 
-/* Lines that will never be written: freed, their slots given back. */
+/* Lines that will never be written (stdin closed under them: the child
+ * exited or is being stopped): freed, their slots given back, counted as
+ * dropped. */
 static void drop_queue(msrt_proc *p) {
   size_t n = p->n;
   while (p->n) {
     line l = ring_pop(p);
     line_free(&l);
   }
+  p->st.stdin_dropped += n;
   msrt_gate_give(p->gate, n);
 }
 
@@ -633,13 +639,16 @@ static void flush(msrt_proc *p);
 static void on_written(uv_write_t *req, int status) {
   msrt_proc *p = req->data;
   if (status == 0) p->st.stdin_lines += p->ninflight;
+  else p->st.stdin_dropped += p->ninflight;
   drop_inflight(p); /* written or lost: their slots are free either way */
   if (status < 0) stdin_close(p); /* EPIPE: the child closed its stdin */
   else flush(p);
   update_busy(p);
+  check_final(p); /* an exit that waited for this write (may free p) */
 }
 
 static void flush(msrt_proc *p) {
+  if (p->stdin_closing && !p->n && !p->ninflight) stdin_close(p); /* EOF */
   if (p->ninflight || !p->n || p->stdin_closed) return;
   uv_buf_t bufs[BATCH_MAX];
   while (p->n && p->ninflight < BATCH_MAX) {
@@ -650,6 +659,7 @@ static void flush(msrt_proc *p) {
   p->wreq.data = p;
   if (uv_write(&p->wreq, (uv_stream_t *)&p->in, bufs, (unsigned)p->ninflight,
                on_written) != 0) {
+    p->st.stdin_dropped += p->ninflight;
     drop_inflight(p);
     stdin_close(p);
   }
@@ -701,7 +711,7 @@ static msrt_code make_room(msrt_proc *p, msrt_sbuf *b, const msrt_envelope *e,
  * gate (taken by its publisher), else one is taken here. */
 static msrt_code enqueue(msrt_proc *p, msrt_sbuf *b, msrt_envelope *e,
                          bool held, msrt_error *err) {
-  int r = p->stdin_closed ? MSRT_E_CLOSED
+  int r = p->stdin_closed || p->stdin_closing ? MSRT_E_CLOSED
           : held          ? MSRT_E_OK
                           : msrt_gate_take(p->gate);
   if (r == MSRT_E_MAILBOX_FULL) return no_slot(p, b, e, err);
@@ -783,11 +793,23 @@ static msrt_code put_data_text(msrt_sbuf *b, const void *payload, size_t plen,
   return MSRT_E_OK;
 }
 
+/* A stdin line is bounded as the child's own lines are (max_line_bytes;
+ * its final newline not counted): refused whole, never cut. */
+static msrt_code check_line(const msrt_proc *p, const msrt_sbuf *b,
+                            msrt_error *err) {
+  size_t len = b->len - (b->len && b->p[b->len - 1] == '\n');
+  if (len <= p->fout.max_line) return MSRT_E_OK;
+  return msrt_error_set(err, MSRT_E_PAYLOAD_TOO_BIG, "process %s: stdin "
+                        "line of %zu bytes exceeds max_line_bytes (%zu)",
+                        p->name, len, p->fout.max_line);
+}
+
 /* b built (rc): queue it, or free it (and its slot, when held). */
 static msrt_code send_done(msrt_proc *p, msrt_sbuf *b, msrt_code rc,
                            msrt_envelope *e, bool held, msrt_error *err) {
   if (rc == MSRT_E_OK && b->oom)
     rc = msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+  if (rc == MSRT_E_OK) rc = check_line(p, b, err);
   if (rc == MSRT_E_OK) return enqueue(p, b, e, held, err);
   msrt_sbuf_free(b);
   if (held) msrt_gate_give(p->gate, 1);
@@ -822,7 +844,7 @@ static msrt_code put_env(msrt_proc *p, msrt_sbuf *b, const msrt_envelope *e,
 msrt_code msrt_proc_send_env(msrt_proc *p, msrt_envelope *e, bool held,
                              msrt_error *err) {
   msrt_sbuf b = {0};
-  msrt_code rc = p->stdin_closed
+  msrt_code rc = p->stdin_closed || p->stdin_closing
                      ? msrt_error_set(err, MSRT_E_CLOSED, "process %s: stdin "
                                       "is closed", p->name)
                      : put_env(p, &b, e, err);
@@ -1077,7 +1099,12 @@ void msrt_proc_stop(msrt_proc *p, long grace_ms) {
                    (double)(grace_ms < 0 ? p->grace_ms : grace_ms), 0);
 }
 
-void msrt_proc_close_stdin(msrt_proc *p) { stdin_close(p); }
+void msrt_proc_close_stdin(msrt_proc *p) {
+  if (p->stdin_closed || p->stdin_closing) return;
+  p->stdin_closing = true;
+  msrt_gate_close(p->gate); /* publishers meet it closed from now on */
+  flush(p); /* closes now when nothing is queued, else after the last line */
+}
 
 void msrt_proc_release(msrt_proc *p) {
   if (p->released) return;

@@ -169,7 +169,9 @@ typedef struct {
   uint64_t stderr_lines;
   uint64_t stdin_lines;    /* lines written to stdin */
   uint64_t stdin_dropped;  /* lines dropped on stdin overflow (drop_newest
-                              by a publisher, or by the queue) */
+                              by a publisher, or by the queue), or left
+                              unwritten when stdin closed under them (the
+                              child exited, was stopped or closed it) */
   uint64_t stdin_refused;  /* copies refused, the sender getting
                               mailbox_full: `error`, a `block` publisher
                               that could not wait, a send from the hub */
@@ -232,10 +234,12 @@ void *msrt_proc_ud(const msrt_proc *p);
  * processes keep a reference to e while its line is queued. Returns
  * MSRT_E_OK (queued or written; with drop_oldest an older line may have
  * been dropped and reported), MSRT_E_CLOSED (stdin closed: the child has
- * exited or is stopping), MSRT_E_MAILBOX_FULL (no room: dropped and
- * reported under drop_newest, counted as refused under error and block),
- * MSRT_E_BAD_INPUT (a payload that cannot be written as JSON),
- * MSRT_E_NOMEM. */
+ * exited, is stopping or msrt_proc_close_stdin was called),
+ * MSRT_E_MAILBOX_FULL (no room: dropped and reported under drop_newest,
+ * counted as refused under error and block), MSRT_E_BAD_INPUT (a payload
+ * that cannot be written as JSON), MSRT_E_PAYLOAD_TOO_BIG (the line, its
+ * newline not counted, is longer than the spec's max_line: nothing is
+ * written), MSRT_E_NOMEM. */
 msrt_code msrt_proc_send_env(msrt_proc *p, msrt_envelope *e, bool held,
                              msrt_error *err);
 
@@ -265,7 +269,10 @@ int msrt_proc_signal(msrt_proc *p, int signum);
  * exit. */
 void msrt_proc_stop(msrt_proc *p, long grace_ms);
 
-/* Close stdin (the child sees EOF). */
+/* Close stdin once every line queued or being written is written: the
+ * child reads them all, then EOF. New lines are refused (MSRT_E_CLOSED)
+ * from this call on. A stop or the child's exit meanwhile closes it at
+ * once; lines left are counted in stdin_dropped. Idempotent. */
 void msrt_proc_close_stdin(msrt_proc *p);
 
 /* Drop the caller's hold. A process still running is stopped (stop
