@@ -18,6 +18,12 @@ local M            -- the actor's module table
 local stop_reason  -- set by ctx:stop or a _STOP control message
 local timers, next_timer, next_req = {}, 0, 0
 local stash = {}   -- timer ids that fired while the actor waited
+-- Reply subjects of requests this actor handled and has not answered (nor
+-- forwarded as a publish's reply): at its exit each gets NATS' 503
+-- no-responders status, so that the requester fails at once instead of at
+-- its timeout (as a gen_server:call fails when the callee dies). At most
+-- OWED_MAX are kept; a request past them waits for its timeout.
+local owed, nowed, OWED_MAX = {}, 0, 1024
 
 local function err(code, message) return rt.error(code, message) end
 
@@ -165,6 +171,10 @@ local function send(subject, data, reply, prio, fname, headers)
   local r, code, message = publish(subject, data, reply, prio, hdr)
   if r == "blocked" then r, code, message = wait_blocked() end
   if r == nil then return nil, err(code, message) end
+  if nowed > 0 then -- an answer, or a request passed on with its reply subject
+    if owed[subject] then owed[subject], nowed = nil, nowed - 1 end
+    if reply and owed[reply] then owed[reply], nowed = nil, nowed - 1 end
+  end
   return r
 end
 
@@ -312,6 +322,7 @@ local function loop(budget)
         run_timers()
       elseif byte(subject) ~= 95 or subject:sub(1, 7) ~= "_INBOX." then -- 95: '_'
         if slow then go_fast() slow = false end
+        if reply and nowed < OWED_MAX and not owed[reply] then owed[reply], nowed = true, nowed + 1 end
         handle(ctx, { subject = subject, reply = reply, data = payload, id = mid, priority = prio,
                       headers = hdr and headers_of(hdr) })
       end -- else: a reply that came after its request timed out
@@ -331,7 +342,17 @@ local function loop(budget)
   end
 end
 
+-- The 503 to every request handled and not answered (best effort: a
+-- publish that cannot be made now is left to the requester's timeout).
+local function answer_owed(normal)
+  local hdr = "Status\0" .. "503\0Description\0" .. (normal and "responder exited" or "responder crashed") .. "\0"
+  for r in pairs(owed) do pcall(publish, r, nil, nil, 1, hdr) end
+  owed, nowed = {}, 0
+end
+
+-- Called once at the exit, crash or not, with the state still whole.
 local function exit_record(reason, normal)
+  if nowed > 0 then answer_owed(normal) end
   return encode({ id = id, name = spec.name, reason = reason, normal = normal })
 end
 
