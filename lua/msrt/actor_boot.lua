@@ -208,6 +208,10 @@ end
 -- (default 5000). @return data, msg | nil, err (no_responders, timeout, closed)
 function ctx:request(subject, data, opts)
   opts = check_opts(opts, "request")
+  if not coroutine.isyieldable() then -- a yield would fail with the request made
+    error("ctx:request cannot wait here: it is called inside a C function's callback (table.sort's "
+      .. "comparator, a gsub callback...), which the actor cannot yield across", 2)
+  end
   if stop_reason or closed() then return nil, err("closed", "the actor is stopping") end
   next_req = next_req + 1
   local inbox = assert(rt.inbox()) .. "." .. next_req

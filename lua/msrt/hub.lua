@@ -133,8 +133,8 @@ function M.publish(subject, data, opts, reply)
   if not eok then require("msrt.args").cannot_send(data, payload, 2, "publish") end
   local r, pending = core.publish(subject, payload, reply or opts.reply, opts.priority, hdr)
   if r == "blocked" then
-    if not coroutine.running() then
-      return nil, core.error("mailbox_full", ("mailbox full on \"%s\" and the caller is not a coroutine"):format(subject))
+    if not coroutine.isyieldable() then
+      return nil, core.error("mailbox_full", ("mailbox full on \"%s\" and the caller cannot wait (not a coroutine, or inside a C function's callback)"):format(subject))
     end
     return wait_room(pending)
   end
@@ -172,15 +172,28 @@ local function ensure_inbox()
   return true
 end
 
+--- Raise at the caller unless it can wait (yield); what names the
+-- function. Outside a coroutine, or inside a callback of a C function
+-- (table.sort's comparator, a gsub callback), a yield fails, and would
+-- leave what it waits for dangling: refused before anything is sent.
+-- (LuaJIT yields across metamethods and pcall: those can wait.)
+function M.check_wait(what)
+  if coroutine.isyieldable() then return end
+  local args = require "msrt.args"
+  if not coroutine.running() then
+    args.raise(what .. " must be called from a coroutine (the main chunk and hub callbacks are)")
+  end
+  args.raise(what .. " cannot wait here: it is called inside a C function's callback (table.sort's "
+    .. "comparator, a gsub callback...), which a coroutine cannot yield across")
+end
+
 --- Request from a hub coroutine: a unique _INBOX reply subject, a
 -- timeout (opts.timeout_ms, default 5000), no_responders at once when
 -- nothing is subscribed.
 -- @return data, msg | nil, err
 function M.request(subject, data, opts)
+  M.check_wait("msrt.request")
   local co = coroutine.running()
-  if not co then
-    error("msrt.request must be called from a coroutine (the main chunk and hub callbacks are)", 3)
-  end
   local ok, err = ensure()
   if ok then ok, err = ensure_inbox() end
   if not ok then return nil, err end
