@@ -54,6 +54,30 @@ describe("a responder that dies without replying", function()
     end)
   end)
 
+  it("fails a request still queued in the mailbox of an actor that crashes", function()
+    drive(function()
+      local gate = collector("resp.gate")
+      local h = assert(spawn { name = "resp_queued", subscribe = "resp.queued",
+        handle = function(ctx, msg)
+          if msg.data ~= "crash" then return ctx:reply(msg, "served") end
+          ctx:request("resp.gate", 1, { timeout_ms = 20000 }) -- only its sys lane meanwhile
+          error("boom")
+        end })
+      assert(msrt.publish("resp.queued", "crash"))
+      assert.is_true(gate.wait(1))
+      local result
+      msrt.after(0, function()
+        local _, err = msrt.request("resp.queued", "ask", { timeout_ms = LONG })
+        result = err and err.code or "a reply"
+      end)
+      assert.is_true(S.wait_until(function() return (h:mailbox()) == 1 end))
+      assert(msrt.publish(gate.msgs[1].reply, "go"))
+      assert.is_true(S.wait_until(function() return result ~= nil end, LONG * 2))
+      assert.are.equal("no_responders", result)
+      gate.close()
+    end)
+  end)
+
   it("fails an actor's ctx:request at once when the actor it asks crashes", function()
     drive(function()
       local out = collector("resp.actor.out")

@@ -346,17 +346,24 @@ local function loop(budget)
   end
 end
 
--- The 503 to every request handled and not answered (best effort: a
--- publish that cannot be made now is left to the requester's timeout).
+-- The 503 to every request handled and not answered, and to every one
+-- still queued: no one will handle them now (best effort: a publish that
+-- cannot be made now is left to the requester's timeout; a request that
+-- comes after this drain is dropped with the mailbox, unanswered).
 local function answer_owed(normal)
   local hdr = "Status\0" .. "503\0Description\0" .. (normal and "responder exited" or "responder crashed") .. "\0"
   for r in pairs(owed) do pcall(publish, r, nil, nil, 1, hdr) end
   owed, nowed = {}, 0
+  while true do
+    local ok, flags, _, reply = pcall(pop)
+    if not ok or not flags then break end
+    if reply and flags < CONTROL then pcall(publish, reply, nil, nil, 1, hdr) end
+  end
 end
 
 -- Called once at the exit, crash or not, with the state still whole.
 local function exit_record(reason, normal)
-  if nowed > 0 then answer_owed(normal) end
+  answer_owed(normal)
   return encode({ id = id, name = spec.name, reason = reason, normal = normal })
 end
 
