@@ -2,7 +2,7 @@
  *
  * libuv arms a timer from the loop's cached time (uv_now), which is read
  * once per loop iteration, truncated to whole milliseconds and, on Linux,
- * taken from CLOCK_MONOTONIC_COARSE. A callback that ran 30 ms since the
+ * taken from CLOCK_MONOTONIC_COARSE when that ticks at 1 ms or finer. A callback that ran 30 ms since the
  * loop last looked at the clock and then starts a 50 ms timer gets it
  * after ~20 ms. These functions arm from CLOCK_MONOTONIC instead
  * (uv_hrtime): the due time is rounded up to the loop's next whole
