@@ -19,10 +19,13 @@ end
 
 --- Run msrt-lua with args (a list); opts.stdin feeds standard input,
 -- opts.env is a prefix like "MSRT_PROFILE=x", opts.cwd the directory it
--- runs in. Returns {out, err, code} (code: its exit status).
+-- runs in, opts.limit_s its bound (default 300: a child that hangs is
+-- stopped, SIGTERM then SIGKILL 5 s later, and reads as status 124 or
+-- 137). Returns {out, err, code} (code: its exit status).
 function S.run(args, opts)
   opts = opts or {}
-  local parts = { opts.cwd and ("cd " .. S.quote(opts.cwd) .. " &&") or "", opts.env or "", S.quote(opts.exe or S.exe) }
+  local parts = { opts.cwd and ("cd " .. S.quote(opts.cwd) .. " &&") or "", opts.env or "",
+    "timeout -k 5 " .. (opts.limit_s or 300), S.quote(opts.exe or S.exe) }
   for _, a in ipairs(args) do parts[#parts + 1] = S.quote(a) end
   local errf = os.tmpname()
   local cmd = table.concat(parts, " ") .. " 2>" .. errf
