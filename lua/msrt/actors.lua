@@ -96,8 +96,8 @@ end
 -- @return the list of exit records {id, name, reason, normal}
 function Handle:wait()
   if next(self.alive) == nil then return self.exits end
+  hub.check_wait("handle:wait()")
   local co = coroutine.running()
-  if not co then error("handle:wait() must be called from a coroutine", 2) end
   self.waiters[#self.waiters + 1] = co
   coroutine.yield()
   return self.exits

@@ -21,12 +21,12 @@ function M.on_exit(obj, fn)
 end
 
 --- Yield the calling coroutine until obj ends; returns its record. what
--- names the method for the error raised outside a coroutine. Call it as a
--- tail call so that error names the method's caller.
+-- names the method for the error raised at its caller where it cannot
+-- wait (hub.check_wait).
 function M.wait(obj, what)
   if obj.exit then return obj.exit end
+  require("msrt.hub").check_wait(what)
   local co = coroutine.running()
-  if not co then error(what .. " must be called from a coroutine", 2) end
   obj.waiters[#obj.waiters + 1] = co
   return coroutine.yield()
 end
