@@ -168,7 +168,13 @@ local function send(subject, data, reply, prio, fname, headers)
     hdr, herr = require("msrt.headers").encode(headers)
     if herr then return nil, err("invalid_arg", herr) end
   end
-  local r, code, message = publish(subject, data, reply, prio, hdr)
+  local ok, r, code, message = pcall(publish, subject, data, reply, prio, hdr)
+  if not ok then -- data a message cannot carry: named, at the caller's line
+    local where = require("msrt.args").unsendable(data, "data")
+    if not where then error(r, 0) end
+    error(("bad argument #2 to '%s' (%s cannot be sent: a message carries nil, booleans, numbers, strings, msrt.null and tables of them)")
+      :format(fname, where), 3)
+  end
   if r == "blocked" then r, code, message = wait_blocked() end
   if r == nil then return nil, err(code, message) end
   if nowed > 0 then -- an answer, or a request passed on with its reply subject

@@ -2,9 +2,12 @@
 -- wrong type raises at the caller's file:line, meaning the first frame
 -- outside msrt's own Lua files however deep in msrt the check is made;
 -- data that cannot be sent is named with where it sits (`data.handler:
--- function`). Any thread whose package.msrt_dir is set (the hub's).
+-- function`). The hub's state (frames are told apart by package.msrt_dir);
+-- actor states use M.unsendable.
 -- @module msrt.args
-local NULL = require("msrt.core").json_null -- msrt.null: travels as nil
+-- msrt.null (a NULL lightuserdata) travels; actor states have no msrt.core
+local has_core, core = pcall(require, "msrt.core")
+local NULL = has_core and core.json_null or nil
 
 local M = {}
 
@@ -56,10 +59,15 @@ local function find(v, path, seen)
   return nil
 end
 
+--- Where in v (named name) the first value a message cannot carry sits
+-- (functions, coroutines, userdata other than msrt.null), as
+-- "data.handler: function"; nil when there is none. (Actor states too.)
+function M.unsendable(v, name)
+  return find(v, name, {})
+end
+
 --- Raise, at the caller, that data (argument #n of fname) cannot be sent,
--- naming where the first value a message cannot carry sits (functions,
--- coroutines, userdata other than msrt.null: "data.handler: function"),
--- else the encoder's message why.
+-- naming where it sits (M.unsendable), else the encoder's message why.
 function M.cannot_send(data, why, n, fname)
   M.raise(("bad argument #%d to '%s' (%s cannot be sent: a message carries nil, booleans, numbers, strings, msrt.null and tables of them)")
     :format(n, fname, find(data, "data", {}) or tostring(why)))
