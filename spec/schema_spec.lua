@@ -25,6 +25,8 @@ describe("spec validation", function()
       { name = "v_p", cmd = { "true" }, capacty = 4 })
     refused("process spec: limits: unknown field 'nofiles' %(did you mean 'nofile'%?%)", msrt.process,
       { name = "v_p", cmd = { "true" }, limits = { nofiles = 4 } })
+    refused("process spec: stop: unknown field 'grace' %(did you mean 'grace_ms'%?%)", msrt.process,
+      { name = "v_p", cmd = { "true" }, stop = { grace = 100 } })
     refused("supervisor spec: unknown field 'intensty' %(did you mean 'intensity'%?%)", msrt.supervisor, { intensty = 3 })
     refused("supervisor spec: unknown field 'backoff%.inital_ms' %(did you mean 'initial_ms'%?%)", msrt.supervisor,
       { backoff = { inital_ms = 10 } })
@@ -53,6 +55,8 @@ describe("spec validation", function()
       { legacy = { match = "a.>", rewrite = "b" } })
     refused("actor spec: subscribe must be a string or a list of strings", msrt.actor,
       { name = "v_a", handle = nop, subscribe = { a = "x" } })
+    refused("allow_publish must be a list {...}, not a table with key 'tools'", msrt.process,
+      { name = "v_p", cmd = { "true" }, allow_publish = { tools = "tools.>" } })
   end)
 
   it("says what a value must be and what came", function()

@@ -210,7 +210,10 @@ end
 -- `type`, `significant`, `health` (probes, msrt.health), `start` ("init",
 -- the default: an actor child has started when its init has returned in
 -- every instance, a process when spawned; "ready": also once its startup
--- or readiness probe passes).
+-- or readiness probe passes). As in OTP (start_link's infinity) a start
+-- has no time limit of its own: an init that never returns, or readiness
+-- that never passes, holds the next child back; a startup probe's
+-- failure_threshold bounds it (its failure is a start failure).
 -- Children start in order, each once the one before has started (OTP's
 -- start_link); from a coroutine this call returns when all have (the main
 -- chunk runs the hub loop meanwhile, callbacks yield). An error in an init

@@ -35,6 +35,8 @@ local function list_of_strings(v, what)
   if v == nil then return {} end
   if type(v) == "string" then return { v } end
   if type(v) ~= "table" then return nil, what .. " must be a string or a list of strings" end
+  local ok, why = schema.is_list(v, what) -- a map would pass as an empty list
+  if not ok then return nil, why end
   for i, s in ipairs(v) do
     if type(s) ~= "string" then return nil, ("%s[%d] must be a string"):format(what, i) end
   end
@@ -59,7 +61,9 @@ local function check_limits(l)
 end
 
 local function check_cmd(cmd)
-  if type(cmd) ~= "table" or #cmd == 0 then return bad("cmd must be a list {\"program\", \"arg\", ...}") end
+  if type(cmd) ~= "table" or #cmd == 0 or not schema.is_list(cmd, "cmd") then
+    return bad("cmd must be a list {\"program\", \"arg\", ...}")
+  end
   local argv = {}
   for i, a in ipairs(cmd) do
     if type(a) ~= "string" and type(a) ~= "number" then return bad(("cmd[%d] must be a string"):format(i)) end
@@ -94,9 +98,13 @@ local function build_env(spec)
   return env
 end
 
+local STOP_KEYS = { signal = true, grace_ms = true }
+
 local function check_stop(stop)
   if stop == nil then return "TERM", 5000 end
   if type(stop) ~= "table" then return bad("stop must be a table {signal = \"TERM\", grace_ms = 5000}") end
+  local ok, why = schema.keys(stop, STOP_KEYS, "process spec: stop")
+  if not ok then return bad(why) end
   local grace = stop.grace_ms or 5000
   if type(grace) ~= "number" or grace < 0 then return bad("stop.grace_ms must be a non-negative number") end
   return stop.signal or "TERM", grace
