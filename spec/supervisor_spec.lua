@@ -787,3 +787,27 @@ describe("host shutdown", function()
     end)
   end
 end)
+
+describe("a stop that takes over another", function()
+  it("terminate_child of a child a restart is stopping: the restart ends and later exits are handled", function()
+    drive(function()
+      local ev = events("s95")
+      -- a takes 300 ms to go after TERM (once it says so); b crashes on demand
+      local up = S.collector("agents.a.up")
+      local sup = assert(msrt.supervisor{ name = "s95", strategy = "one_for_all", intensity = 10, children = {
+        { id = "a", shutdown = 5000, process = { cmd = { "sh", "-c",
+          "trap 'sleep 0.3; exit 0' TERM; echo '{\"subject\":\"agents.a.up\"}'; while :; do sleep 0.02; done" } } },
+        worker("b") } })
+      assert.is_true(up.wait(1))
+      msrt.publish("t.b", "crash")
+      assert.is_true(S.wait_until(function() return sup:which_children()[1].state == "stopping" end))
+      assert.is_true(sup:terminate_child("a")) -- takes over the restart's stop of a
+      assert.is_true(ev.wait("child_restarted", 2)) -- the restart went on: a, then b
+      msrt.publish("t.b", "crash") -- and the next exit is handled
+      assert.is_true(ev.wait("child_exited", 2))
+      assert.is_true(ev.wait("child_restarted", 4))
+      stop(sup)
+      ev.c.close() up.close()
+    end)
+  end)
+end)

@@ -345,16 +345,21 @@ local function stop_child(sup, c, brutal, done, keep)
   local kind, h = kinds[c.kind], c.handle
   local timer
   -- already being stopped (a restart's stop, then the supervisor's own):
-  -- this stop takes over, and the earlier one's kill timer goes with it
+  -- this stop takes over, and the earlier one's kill timer goes with it;
+  -- whoever waited for the earlier one still hears of the end
   cancel(c.stop_timer)
+  local dones = c.stop_dones or {}
+  if starting then dones[#dones + 1] = function(reason) starting(false, reason, true) end end
+  dones[#dones + 1] = done
+  c.stop_dones = dones
   sup.core:set_state(c.id, "stopping")
   c.on_down = function(reason)
     cancel(timer)
+    c.stop_dones = nil
     sup.core:set_state(c.id, "stopped")
     event(sup, "child_stopped", { child = c.id, reason = reason })
     if not keep then forget(sup, c) end
-    if starting then starting(false, reason, true) end
-    done(reason)
+    for _, d in ipairs(dones) do d(reason) end
   end
   local function kill()
     if kind.kill(h) and c.handle == h then
