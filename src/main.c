@@ -52,10 +52,14 @@ static void print_version(void) {
          uv_version_string());
 }
 
+static int suspended; /* a chunk yielded: the loop must run to finish it */
+
 /* Run the function on the stack (below nargs args) as the main chunk's
  * coroutine; errors print as `msrt-lua: file:line: message` + traceback. */
 static int run_chunk(lua_State *L, int nargs) {
-  return msrt_host_call(L, nargs, 0, NULL) ? 1 : 0;
+  int rc = msrt_host_call(L, nargs, 0, NULL);
+  if (rc == LUA_YIELD) suspended = 1;
+  return rc && rc != LUA_YIELD ? 1 : 0;
 }
 
 static int load_error(lua_State *L) {
@@ -270,9 +274,11 @@ int main(int argc, char **argv) {
   else if (rc == 0 && !c.nactions && !c.version && isatty(0)) c.interactive = 1;
   else if (rc == 0 && !c.nactions && !c.version) rc = do_script(L, argv, argc, 0);
   if (rc == 0 && c.interactive) repl(L);
-  /* luvit-style: the hub keeps running until nothing can produce work. */
-  if (rc == 0) msrt_hub_run(host.hub);
-  else msrt_hub_shutdown(host.hub, "error", 1);
+  /* luvit-style, the hub keeps running until nothing can produce work;
+   * but a script that ran uv.run() itself owns the loop and ends with its
+   * chunk, as under luajit (README "msrt-lua"). */
+  if (rc) msrt_hub_shutdown(host.hub, "error", 1);
+  else if (suspended || !host.ran_loop) msrt_host_run(&host, UV_RUN_DEFAULT);
   int status = msrt_host_close(&host);
   return rc ? 1 : status;
 }

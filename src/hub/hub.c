@@ -1,16 +1,21 @@
 #include "hub/hub.h"
 
+#include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct msrt_hub {
   unsigned magic; /* MSRT_HANDLE_MAGIC: our handles' data point here */
   uv_loop_t loop;
-  uv_signal_t sigint, sigterm;
+  uv_signal_t sigint, sigterm, sighup;
   msrt_hub_shutdown_fn on_shutdown;
   void *on_shutdown_ud;
+  msrt_hub_hup_fn on_hup;
+  void *on_hup_ud;
   int running;
   int stopping;
   int held; /* the shutdown hook goes on on the loop */
@@ -18,15 +23,95 @@ struct msrt_hub {
   char reason[128];
 };
 
+/* The force path: a plain signal handler in front of libuv's, so that it
+ * works whatever the hub is doing (libuv's only writes to a pipe the loop
+ * reads). Process-wide state, as signal dispositions are. */
+static atomic_int unseen;  /* SIGINT/SIGTERM the loop has not seen yet */
+static atomic_int forcing; /* the hub is shutting down on a signal */
+static struct sigaction uv_action[2]; /* libuv's, for SIGINT and SIGTERM */
+
+static void die_of(int signum) {
+  sigset_t set;
+  signal(signum, SIG_DFL);
+  sigemptyset(&set);
+  sigaddset(&set, signum);
+  sigprocmask(SIG_UNBLOCK, &set, NULL);
+  raise(signum);
+  _exit(128 + signum);
+}
+
+/* A second SIGINT/SIGTERM ends the process with the signal's default
+ * action when the hub already shuts down on one, or when the loop has not
+ * got to the first (a busy or stuck hub); otherwise libuv's handler
+ * queues it for on_signal. Async-signal-safe. */
+static void force_handler(int signum, siginfo_t *info, void *uc) {
+  if (atomic_load(&forcing) || atomic_fetch_add(&unseen, 1) >= 1)
+    die_of(signum);
+  int saved = errno;
+  const struct sigaction *uv = &uv_action[signum == SIGTERM];
+  if (uv->sa_flags & SA_SIGINFO) uv->sa_sigaction(signum, info, uc);
+  else if (uv->sa_handler != SIG_DFL && uv->sa_handler != SIG_IGN)
+    uv->sa_handler(signum);
+  errno = saved;
+}
+
+static int install_force(void) {
+  static const int sigs[2] = {SIGINT, SIGTERM};
+  for (int i = 0; i < 2; i++) {
+    struct sigaction sa;
+    if (sigaction(sigs[i], NULL, &sa) != 0) return uv_translate_sys_error(errno);
+    if ((sa.sa_flags & SA_SIGINFO) && sa.sa_sigaction == force_handler)
+      continue; /* another hub of this process installed it */
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = force_handler;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigfillset(&sa.sa_mask);
+    if (sigaction(sigs[i], &sa, &uv_action[i]) != 0) return uv_translate_sys_error(errno);
+  }
+  return 0;
+}
+
+typedef struct {
+  int signum;
+  int found;
+} signal_probe;
+
+/* An active signal watcher for probe->signum that is not the hub's: the
+ * script's (luv's) own handler, e.g. uv.new_signal():start("sigint"). */
+static void find_watcher(uv_handle_t *handle, void *arg) {
+  signal_probe *probe = arg;
+  if (handle->type != UV_SIGNAL || !uv_is_active(handle) ||
+      ((uv_signal_t *)handle)->signum != probe->signum)
+    return;
+  if (!handle->data || *(unsigned *)handle->data != MSRT_HANDLE_MAGIC)
+    probe->found = 1;
+}
+
+static int script_handles(msrt_hub *h, int signum) {
+  signal_probe probe = {signum, 0};
+  uv_walk(&h->loop, find_watcher, &probe);
+  return probe.found;
+}
+
 static void on_signal(uv_signal_t *sig, int signum) {
   msrt_hub *h = sig->data;
-  /* Stopping the watchers gives both signals back their default action
-   * (libuv restores SIG_DFL), so a second one ends the process at once even
-   * if the shutdown itself is stuck. */
-  uv_signal_stop(&h->sigint);
-  uv_signal_stop(&h->sigterm);
+  atomic_store(&unseen, 0); /* the loop runs: it sees signals again */
+  if (script_handles(h, signum)) return; /* the script's handler has it */
+  if (signum == SIGHUP) {
+    if (h->on_hup) h->on_hup(h, h->on_hup_ud);
+    return;
+  }
+  atomic_store(&forcing, 1);
   msrt_hub_shutdown(h, signum == SIGINT ? "signal:SIGINT" : "signal:SIGTERM",
                     0);
+}
+
+static int start_watcher(msrt_hub *h, uv_signal_t *w, int signum) {
+  int rc = uv_signal_init(&h->loop, w);
+  if (rc == 0) rc = uv_signal_start(w, on_signal, signum);
+  w->data = h;
+  uv_unref((uv_handle_t *)w);
+  return rc;
 }
 
 msrt_hub *msrt_hub_new(msrt_error *err) {
@@ -36,21 +121,26 @@ msrt_hub *msrt_hub_new(msrt_error *err) {
     return NULL;
   }
   h->magic = MSRT_HANDLE_MAGIC;
+  /* A peer that hangs up is an EPIPE on the write, never a fatal signal
+   * (children get the default back: spawn resets every disposition). */
+  signal(SIGPIPE, SIG_IGN);
   int rc = uv_loop_init(&h->loop);
-  if (rc == 0) rc = uv_signal_init(&h->loop, &h->sigint);
-  if (rc == 0) rc = uv_signal_init(&h->loop, &h->sigterm);
-  if (rc == 0) rc = uv_signal_start(&h->sigint, on_signal, SIGINT);
-  if (rc == 0) rc = uv_signal_start(&h->sigterm, on_signal, SIGTERM);
+  if (rc == 0) rc = start_watcher(h, &h->sigint, SIGINT);
+  if (rc == 0) rc = start_watcher(h, &h->sigterm, SIGTERM);
+  if (rc == 0) rc = start_watcher(h, &h->sighup, SIGHUP);
+  if (rc == 0) rc = install_force();
   if (rc != 0) {
     msrt_error_set(err, MSRT_E_INTERNAL, "libuv: %s", uv_strerror(rc));
     free(h);
     return NULL;
   }
-  h->sigint.data = h->sigterm.data = h;
-  uv_unref((uv_handle_t *)&h->sigint);
-  uv_unref((uv_handle_t *)&h->sigterm);
   h->loop.data = h;
   return h;
+}
+
+void msrt_hub_on_hup(msrt_hub *h, msrt_hub_hup_fn fn, void *ud) {
+  h->on_hup = fn;
+  h->on_hup_ud = ud;
 }
 
 uv_loop_t *msrt_hub_loop(msrt_hub *h) { return &h->loop; }

@@ -2,10 +2,16 @@
  * (docs/architecture.md "Threads and the path of a message").
  *
  * The hub owns one uv_loop_t that everything on the main thread shares
- * (luv included). SIGINT and SIGTERM start a graceful shutdown; a second
- * one while shutting down exits the process at once with status 130/143.
- * Shutdown runs the registered hook (which stops actors and processes),
- * then closes every handle still open so that msrt_hub_run returns.
+ * (luv included). SIGINT and SIGTERM start a graceful shutdown unless the
+ * script has a signal watcher of its own for that signal (then only the
+ * script's handler runs). A second one while shutting down, or before the
+ * loop got to the first (a busy or stuck hub), ends the process at once
+ * with the signal's default action (status 130/143), from a plain signal
+ * handler that does not need the loop. SIGHUP that nothing else watches
+ * goes to the hup hook; SIGPIPE is ignored (a write to a closed peer is
+ * EPIPE). Shutdown runs the registered hook (which stops actors and
+ * processes), then closes every handle still open so that msrt_hub_run
+ * returns.
  *
  * Thread-safety: every function here is for the hub (main) thread only.
  */
@@ -35,6 +41,9 @@ typedef struct msrt_hub msrt_hub;
 typedef int (*msrt_hub_shutdown_fn)(msrt_hub *h, const char *reason,
                                     void *ud);
 
+/* Called on SIGHUP when no other watcher on the loop handles it. */
+typedef void (*msrt_hub_hup_fn)(msrt_hub *h, void *ud);
+
 /* Make the hub and its loop; installs the signal watchers (unreferenced,
  * so they never keep the loop alive on their own). Returns NULL and fills
  * err when libuv fails. */
@@ -43,6 +52,7 @@ msrt_hub *msrt_hub_new(msrt_error *err);
 uv_loop_t *msrt_hub_loop(msrt_hub *h);
 
 void msrt_hub_on_shutdown(msrt_hub *h, msrt_hub_shutdown_fn fn, void *ud);
+void msrt_hub_on_hup(msrt_hub *h, msrt_hub_hup_fn fn, void *ud);
 
 /* Run the loop until nothing is left that can produce work, or a shutdown
  * closed everything. Re-entrant calls (from inside a callback) return -1

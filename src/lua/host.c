@@ -65,32 +65,60 @@ void msrt_host_raise(lua_State *L, const char *what, const char *msg) {
   if (!hook_takes(L, what, msg)) msrt_host_report(msrt_host_get(L), what, msg);
 }
 
+/* An uncaught error of coroutine co, reported as luajit's lua.c does: a
+ * message (or its __tostring) with a traceback, "(error object is not a
+ * string)" for other values, and nothing but the count for nil (busted
+ * ends a failing run with error() after printing its report). */
+static void report_error(lua_State *L, lua_State *co, const char *what) {
+  msrt_host *h = msrt_host_get(L);
+  if (lua_isnil(co, -1)) {
+    if (h) h->errors++;
+    return;
+  }
+  const char *msg = lua_tostring(co, -1);
+  if (!msg && luaL_callmeta(co, -1, "__tostring")) msg = lua_tostring(co, -1);
+  if (!msg) {
+    msrt_host_raise(L, what, "(error object is not a string)");
+    return;
+  }
+  luaL_traceback(L, co, msg, 0);
+  msrt_host_raise(L, what, lua_tostring(L, -1));
+  lua_pop(L, 1);
+}
+
 int msrt_host_call(lua_State *L, int nargs, int nres, const char *what) {
-  int fn = lua_gettop(L) - nargs;
   lua_State *co = lua_newthread(L);
-  lua_insert(L, fn); /* the thread stays anchored on L's stack meanwhile */
+  /* The running coroutine is anchored in the registry, never on L's
+   * stack: L is luv's state, and luv 1.44 clears that whole stack from
+   * inside callbacks (luv_thread_arg_clear's lua_pop(L, -1) after a work
+   * callback), which would free the coroutine while it runs. */
+  int ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_xmove(L, co, nargs + 1);
   int rc = lua_resume(co, nargs);
   int pushed = 0;
   if (rc == 0) {
     int n = lua_gettop(co);
     if (nres != LUA_MULTRET && n > nres) lua_settop(co, nres), n = nres;
+    luaL_checkstack(L, n + 1, "too many results");
     lua_xmove(co, L, n);
     pushed = n;
   } else if (rc != LUA_YIELD) {
-    const char *msg = lua_tostring(co, -1);
-    if (!msg) {
-      luaL_callmeta(co, -1, "__tostring");
-      msg = lua_isstring(co, -1) ? lua_tostring(co, -1) : "(error object)";
-    }
-    luaL_traceback(L, co, msg, 0);
-    msrt_host_raise(L, what, lua_tostring(L, -1));
-    lua_pop(L, 1);
+    report_error(L, co, what);
   } else {
-    rc = 0; /* yielded: whoever it waits on resumes it */
+    /* yielded: whoever it waits on resumes it (and anchors it) */
   }
   for (; nres != LUA_MULTRET && pushed < nres; pushed++) lua_pushnil(L);
-  lua_remove(L, fn); /* the thread; a yielded one is anchored elsewhere */
+  luaL_unref(L, LUA_REGISTRYINDEX, ref);
+  return rc;
+}
+
+int msrt_host_run(msrt_host *h, uv_run_mode mode) {
+  if (msrt_hub_running(h->hub)) return -1;
+  luv_ctx_t *ctx = luv_context(h->L);
+  int saved = ctx->mode;
+  ctx->mode = (int)mode; /* uv.loop_mode() reads it, as under luv_run */
+  int rc = msrt_hub_run_mode(h->hub, mode);
+  ctx->mode = saved;
   return rc;
 }
 
@@ -99,7 +127,8 @@ int msrt_host_call(lua_State *L, int nargs, int nres, const char *what) {
 static int luv_callback(lua_State *L, int nargs, int nres, int flags) {
   (void)flags;
   int rc = msrt_host_call(L, nargs, nres, "error in callback");
-  return rc ? -rc : (nres == LUA_MULTRET ? 0 : nres);
+  if (rc && rc != LUA_YIELD) return -rc;
+  return nres == LUA_MULTRET ? 0 : nres;
 }
 
 static const char *lua_dir(void) {

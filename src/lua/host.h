@@ -23,6 +23,7 @@ typedef struct msrt_host {
   const char *metrics;    /* --metrics HOST:PORT, or NULL */
   const char *ctl;        /* --ctl PATH|auto, or NULL */
   const char *log_format; /* --log-format text|json, or NULL (text) */
+  int ran_loop;           /* the script called luv's uv.run() itself */
 } msrt_host;
 
 enum { MSRT_LOG_DEBUG, MSRT_LOG_INFO, MSRT_LOG_WARN, MSRT_LOG_ERROR };
@@ -40,12 +41,19 @@ int msrt_host_init(msrt_host *h);
 msrt_host *msrt_host_get(lua_State *L);
 
 /* Run the function at the top of L's stack below its nargs arguments as a
- * coroutine. Returns 0 when it finished or yielded (it is then resumed by
- * whatever it waits on), or the lua_resume error code after reporting the
- * error with a traceback through msrt_host_report. On return the function
+ * coroutine. Returns 0 when it finished, LUA_YIELD when it yielded (it is
+ * then resumed by whatever it waits on), or the lua_resume error code after
+ * reporting the error as luajit's lua.c would (message and traceback
+ * through msrt_host_report; a nil error is only counted). On return the function
  * and its arguments are gone and nres results are pushed (nil-padded;
  * LUA_MULTRET pushes all of a finished coroutine's results). */
 int msrt_host_call(lua_State *L, int nargs, int nres, const char *what);
+
+/* Run the hub's loop in a libuv run mode as luv's uv.run would: luv's
+ * uv.loop_mode() names the mode meanwhile. Returns msrt_hub_run_mode's
+ * result (non-zero: more work pending), or -1 when the loop already runs
+ * (libuv is never re-entered). */
+int msrt_host_run(msrt_host *h, uv_run_mode mode);
 
 /* The runtime's error path: "msrt-lua: <what>: <msg>" on stderr and one
  * more uncaught error counted. */
@@ -80,7 +88,8 @@ msrt_overflow msrt_lua_overflow(lua_State *L, int idx);
 /* Replace uv.run in the luv table at the top of the stack (lcore.c). */
 void msrt_lua_patch_luv(lua_State *L);
 
-/* Register the hub's shutdown hook: the Lua hook, then close luv handles. */
+/* Register the hub's shutdown hook (the Lua hook, then close luv handles)
+ * and its SIGHUP hook (logged, nothing reloaded). */
 void msrt_lua_install_shutdown(lua_State *L);
 
 /* t[k] = v for the table t at the top of the stack (counters read out as

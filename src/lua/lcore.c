@@ -3,6 +3,7 @@
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <dirent.h>
 #include <unistd.h>
 #include <uv.h>
@@ -82,8 +83,27 @@ static int l_shutdown_done(lua_State *L) {
   return 0;
 }
 
+/* SIGHUP that no watcher takes (msrt.watch starts one): logged as msrt.log
+ * would, nothing reloaded, the host goes on. */
+static void on_hup(msrt_hub *hub, void *ud) {
+  (void)hub;
+  msrt_host *h = ud;
+  static const char msg[] = "SIGHUP: nothing to reload (no watched policy files)";
+  if (h->log_level > MSRT_LOG_INFO) return;
+  if (h->log_format && strcmp(h->log_format, "json") == 0) {
+    uv_timeval64_t tv;
+    uv_gettimeofday(&tv);
+    fprintf(stderr, "{\"ts\":%.3f,\"level\":\"info\",\"msg\":\"%s\"}\n",
+            (double)tv.tv_sec + tv.tv_usec / 1e6, msg);
+  } else {
+    fprintf(stderr, "INFO %s\n", msg);
+  }
+  fflush(stderr);
+}
+
 void msrt_lua_install_shutdown(lua_State *L) {
   msrt_hub_on_shutdown(host(L)->hub, on_shutdown, L);
+  msrt_hub_on_hup(host(L)->hub, on_hup, host(L));
 }
 
 /* on_shutdown(fn(reason)): the one Lua hook (msrt's init.lua owns it). */
@@ -102,7 +122,8 @@ static int l_uv_run(lua_State *L) {
   static const uv_run_mode values[] = {UV_RUN_DEFAULT, UV_RUN_ONCE,
                                        UV_RUN_NOWAIT};
   int m = luaL_checkoption(L, 1, "default", modes);
-  int rc = msrt_hub_run_mode(host(L)->hub, values[m]);
+  int rc = msrt_host_run(host(L), values[m]);
+  if (rc >= 0) host(L)->ran_loop = 1; /* the script owns the loop (main.c) */
   lua_pushboolean(L, rc > 0);
   return 1;
 }
@@ -121,7 +142,31 @@ static int l_uv_walk(lua_State *L) {
   return 0;
 }
 
+static void count_luv(uv_handle_t *handle, void *arg) {
+  if (handle->data && *(unsigned *)handle->data != MSRT_HANDLE_MAGIC)
+    ++*(int *)arg;
+}
+
+/* luv's uv.loop_close() replaced: the loop is the hub's and stays open for
+ * it, so this answers as libuv would for a loop holding only the script's
+ * handles: 0 when none of luv's is left (closing ones count until their
+ * close callback ran), else nil, "EBUSY: ...", "EBUSY" as luv reports. */
+static int l_uv_loop_close(lua_State *L) {
+  int open = 0;
+  uv_walk(msrt_hub_loop(host(L)->hub), count_luv, &open);
+  if (open) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "EBUSY: %s", uv_strerror(UV_EBUSY));
+    lua_pushliteral(L, "EBUSY");
+    return 3;
+  }
+  lua_pushinteger(L, 0);
+  return 1;
+}
+
 void msrt_lua_patch_luv(lua_State *L) {
+  lua_pushcfunction(L, l_uv_loop_close);
+  lua_setfield(L, -2, "loop_close");
   lua_pushcfunction(L, l_uv_run);
   lua_setfield(L, -2, "run");
   lua_pushcfunction(L, l_uv_walk);
@@ -140,7 +185,7 @@ static int l_stop(lua_State *L) {
  * returns nil, "running": libuv must not be re-entered). */
 static int l_run(lua_State *L) {
   msrt_host *h = host(L);
-  if (msrt_hub_run(h->hub) != 0) {
+  if (msrt_host_run(h, UV_RUN_DEFAULT) < 0) {
     lua_pushnil(L);
     lua_pushliteral(L, "running");
     return 2;

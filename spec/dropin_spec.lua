@@ -1,0 +1,219 @@
+-- msrt-lua as a drop-in for luajit + luv (README "msrt-lua"): the same
+-- script under /usr/bin/luajit with Debian's luv and under msrt-lua gives
+-- the same output and exit status, except for the differences the README
+-- lists.
+local S = require "spec.support"
+
+local LUAJIT = "/usr/bin/luajit"
+
+-- Run a script file under exe; returns {out, err, code}.
+local function run(exe, script, args)
+  local path = S.file(script)
+  local argv = { path }
+  for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
+  local r = S.run(argv, { exe = exe, env = "timeout 20" }) -- bounded
+  os.remove(path)
+  return r
+end
+
+-- The same script under luajit and msrt-lua: both results.
+local function both(script, args)
+  return run(LUAJIT, script, args), run(S.exe, script, args)
+end
+
+-- Start script under exe in the background (its arg[1] is a file it
+-- writes once ready), then run the shell steps (with $pid and $out, the
+-- file its stdout and stderr go to). Returns its exit status and output.
+-- Every wait is bounded (10 s).
+local function signalled(exe, script, steps)
+  local path, ready = S.file(script), os.tmpname()
+  os.remove(ready)
+  local out = ready .. ".out"
+  local cmd = table.concat({
+    "exec 2>/dev/null", -- the shell's own job notices
+    ("%s %s %s >%s 2>&1 & pid=$!; out=%s"):format(S.quote(exe), S.quote(path), S.quote(ready), S.quote(out), S.quote(out)),
+    ("n=0; while [ ! -s %s ] && [ $n -lt 1000 ]; do sleep 0.01; n=$((n+1)); done"):format(S.quote(ready)),
+    steps,
+    "wait $pid; echo $?",
+  }, "\n")
+  local p = io.popen(cmd)
+  local code = tonumber(p:read("*a"):match("(%d+)%s*$"))
+  p:close()
+  local f = io.open(out)
+  local text = f and f:read("*a") or ""
+  if f then f:close() end
+  os.remove(ready) os.remove(out) os.remove(path)
+  return code, text
+end
+
+-- Shell: wait until the output holds n lines matching pattern.
+local function wait_lines(pattern, n)
+  return ("m=0; while [ \"$(grep -c '%s' $out)\" -lt %d ] && [ $m -lt 1000 ]; do sleep 0.01; m=$((m+1)); done")
+    :format(pattern, n)
+end
+
+local READY = [[local f = io.open(arg[1], "w") f:write("1") f:close()]]
+
+describe("msrt-lua as luajit + luv", function()
+  it("runs uv.new_work returning a full userdata inside the script's uv.run", function()
+    -- luv 1.44.2 clears its main state's stack after such a work callback
+    local script = [[
+      local uv = require "luv"
+      local work = uv.new_work(function() return require("luv").thread_self() end,
+        function(t) collectgarbage() print("after", type(t)) end)
+      for _ = 1, 3 do work:queue() end
+      uv.run()
+      collectgarbage()
+      print("done")
+    ]]
+    local lj, ms = both(script)
+    assert.are.equal("after\tuserdata\nafter\tuserdata\nafter\tuserdata\ndone\n", lj.out)
+    assert.are.same({ lj.out, lj.code }, { ms.out, ms.code })
+  end)
+
+  it("names the run mode in callbacks (uv.loop_mode)", function()
+    local script = [[
+      local uv = require "luv"
+      print(uv.loop_mode())
+      local t = uv.new_timer()
+      t:start(1, 0, function() print(uv.loop_mode()) t:close() end)
+      uv.run()
+      local i = uv.new_idle()
+      i:start(function() print(uv.loop_mode()) i:close() end)
+      uv.run("once")
+      print(uv.loop_mode())
+    ]]
+    local lj, ms = both(script)
+    assert.are.equal("nil\ndefault\nonce\nnil\n", lj.out)
+    assert.are.same({ lj.out, lj.code }, { ms.out, ms.code })
+  end)
+
+  it("closes the loop once the script's handles are closed (uv.loop_close)", function()
+    local script = [[
+      local uv = require "luv"
+      local t = uv.new_timer()
+      print(uv.loop_close())
+      t:close()
+      uv.run()
+      print(uv.loop_close())
+    ]]
+    local lj, ms = both(script)
+    assert.are.equal("nil\tEBUSY: resource busy or locked\tEBUSY\n0\n", lj.out)
+    assert.are.same({ lj.out, lj.code }, { ms.out, ms.code })
+  end)
+
+  it("runs the script's own SIGINT and SIGTERM handlers, and does not shut down on them", function()
+    for _, sig in ipairs { "INT", "TERM" } do
+      local script = READY:gsub("^", ([[
+        local uv = require "luv"
+        local n, s, t = 0, uv.new_signal()
+        s:start("sig%s", function()
+          n = n + 1
+          print("handled", n) io.stdout:flush()
+          if n == 3 then s:close() t:close() end
+        end)
+        t = uv.new_timer()
+        t:start(20000, 0, function() print("timeout") s:close() t:close() end)
+      ]]):format(sig:lower())) .. "\nuv.run() print('done', n)"
+      local steps = {}
+      for i = 1, 3 do
+        steps[#steps + 1] = "kill -" .. sig .. " $pid"
+        steps[#steps + 1] = wait_lines("^handled", i)
+      end
+      local ljc, ljo = signalled(LUAJIT, script, table.concat(steps, "\n"))
+      local msc, mso = signalled(S.exe, script, table.concat(steps, "\n"))
+      assert.are.equal("handled\t1\nhandled\t2\nhandled\t3\ndone\t3\n", ljo)
+      assert.are.same({ ljo, ljc }, { mso, msc })
+    end
+  end)
+
+  it("ends a busy script on the second SIGTERM, whatever the hub is doing", function()
+    local script = READY .. "\nlocal t = os.time() while os.time() - t < 20 do end print('finished')"
+    local steps = "kill -TERM $pid; sleep 0.1; kill -TERM $pid 2>/dev/null"
+    local ljc, ljo = signalled(LUAJIT, script, steps)
+    local msc, mso = signalled(S.exe, script, steps)
+    assert.are.equal(128 + 15, ljc)
+    assert.are.same({ ljo, ljc }, { mso, msc })
+    -- SIGINT: luajit raises "interrupted!" (status 1); msrt-lua's first
+    -- one asks for a graceful shutdown, the second ends it as SIGINT does
+    msc, mso = signalled(S.exe, script, steps:gsub("TERM", "INT"))
+    assert.are.equal(128 + 2, msc)
+    assert.are.equal("", mso)
+  end)
+
+  it("ends when a script that ran uv.run() itself returns with handles open", function()
+    local scripts = {
+      [[ -- stopped from a callback
+        local uv = require "luv"
+        local t = uv.new_timer()
+        t:start(1, 1, function() print("tick") uv.stop() end)
+        uv.run()
+        print("returned")
+      ]],
+      [[ -- a nowait game loop
+        local uv = require "luv"
+        local ticks, t = 0, uv.new_timer()
+        t:start(0, 1, function() ticks = ticks + 1 end)
+        while ticks < 3 do uv.run("nowait") end
+        print("returned")
+      ]],
+    }
+    for _, script in ipairs(scripts) do
+      local lj, ms = both("io.stdout:setvbuf('no')\n" .. script)
+      assert.matches("returned\n$", lj.out)
+      assert.are.same({ lj.out, lj.code }, { ms.out, ms.code })
+    end
+  end)
+
+  it("keeps running after the chunk for a script that never called uv.run()", function()
+    local script = [[
+      local uv = require "luv"
+      local t = uv.new_timer()
+      t:start(5, 0, function() print("tick") t:close() end)
+      print("chunk done")
+    ]]
+    local ms = run(S.exe, script)
+    assert.are.same({ "chunk done\ntick\n", 0 }, { ms.out, ms.code })
+  end)
+
+  it("reports errors as luajit's lua.c: a nil error object silently, others without a traceback", function()
+    local lj, ms = both("error()")
+    assert.are.same({ "", "", 1 }, { lj.out, lj.err, lj.code })
+    assert.are.same({ "", "", 1 }, { ms.out, ms.err, ms.code })
+    lj, ms = both("error({})")
+    assert.matches("^[^\n]*luajit: %(error object is not a string%)\n$", lj.err)
+    assert.are.same({ "msrt-lua: (error object is not a string)\n", 1 }, { ms.err, ms.code })
+  end)
+
+  it("runs busted with a failing spec printing busted's report only", function()
+    local spec = S.file([[describe("x", function() it("fails", function() assert.are.equal(1, 2) end) end)]], "_spec.lua")
+    local lj = S.run({ "/usr/bin/busted", "-o", "TAP", spec }, { exe = LUAJIT })
+    local ms = S.run({ "/usr/bin/busted", "-o", "TAP", spec })
+    os.remove(spec)
+    assert.are.equal(1, lj.code)
+    assert.are.same({ lj.err, lj.code }, { ms.err, ms.code })
+    assert.matches("not ok 1 %- x fails", ms.out)
+  end)
+
+  it("ignores SIGPIPE: a write to a closed pipe is EPIPE, not the end of the host", function()
+    local ms = run(S.exe, [[
+      local uv = require "luv"
+      local fds = uv.pipe()
+      uv.fs_close(fds.read)
+      print(uv.fs_write(fds.write, "x"))
+    ]])
+    assert.are.same({ "nil\tEPIPE: broken pipe\tEPIPE\n", 0 }, { ms.out, ms.code })
+  end)
+
+  it("logs a SIGHUP that nothing watches and goes on", function()
+    local script = READY:gsub("^", [[
+      local uv = require "luv"
+      local t = uv.new_timer()
+      t:start(20000, 0, function() end)
+    ]]) .. "\n"
+    local steps = "kill -HUP $pid\n" .. wait_lines("SIGHUP", 1) .. "\nkill -TERM $pid"
+    local code, out = signalled(S.exe, script, steps)
+    assert.are.equal(0, code)
+    assert.are.equal("INFO SIGHUP: nothing to reload (no watched policy files)\n", out)
+  end)
+end)
