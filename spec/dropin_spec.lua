@@ -216,4 +216,58 @@ describe("msrt-lua as luajit + luv", function()
     assert.are.equal(0, code)
     assert.are.equal("INFO SIGHUP: nothing to reload (no watched policy files)\n", out)
   end)
+
+  it("-i runs each line as a hub coroutine on the loop, and Ctrl-D stops live actors gracefully", function()
+    local lines = {
+      'msrt = require "msrt"',
+      'ticks = 0 t = msrt.every(1, function() ticks = ticks + 1 end)',
+      'a = msrt.actor { name = "echo", subscribe = "echo", handle = function(ctx, m) ctx:reply(m, m.data .. "!") end, terminate = function(ctx, why) io.stderr:write("terminate ", why, "\\n") end }',
+      'msrt.request("echo", "hi")',
+      'msrt.sleep(20)',
+      'ticks > 0', -- the timer ran between lines
+      'for i = 1,',
+      '2 do print("line", i) end',
+      'error("boom")',
+      'print("still here")',
+    }
+    local r = S.run({ "-i" }, { stdin = table.concat(lines, "\n") .. "\n", env = "timeout 20" })
+    assert.are.equal(0, r.code)
+    assert.matches("> hi!\t", r.out)
+    assert.matches("> true\n", r.out)
+    assert.matches(">> line\t1\nline\t2\n", r.out)
+    assert.matches("still here\n", r.out)
+    assert.matches("msrt%-lua: stdin:1: boom\n", r.err)
+    assert.matches("terminate shutdown\n", r.err)
+  end)
+
+  it("msrt.sleep suspends the main chunk, a callback or a coroutine while the hub goes on", function()
+    local r = run(S.exe, [[
+      local msrt = require "msrt"
+      local order = {}
+      msrt.after(5, function() order[#order + 1] = "timer" end)
+      local t0 = msrt.now_ms and msrt.now_ms() or 0
+      msrt.sleep(30)
+      order[#order + 1] = "main"
+      msrt.after(0, function() msrt.sleep(5) order[#order + 1] = "callback" end)
+      local co = coroutine.wrap(function() msrt.sleep(1) order[#order + 1] = "coroutine" end)
+      co()
+      msrt.sleep(40)
+      print(table.concat(order, " "))
+      print(pcall(table.sort, { 2, 1 }, function(a, b) msrt.sleep(1) return a < b end))
+    ]])
+    assert.are.equal(0, r.code)
+    assert.matches("^timer main coroutine callback\nfalse\t[^\n]*msrt.sleep: the caller cannot yield", r.out)
+  end)
+
+  it("takes the log level from MSRT_LOG_LEVEL (--log-level overrides it)", function()
+    local script = S.file([[local msrt = require "msrt" msrt.log("info", "hello") msrt.log("error", "bad")]])
+    local quiet = S.run({ script }, { env = "MSRT_LOG_LEVEL=error" })
+    local loud = S.run({ "--log-level", "info", script }, { env = "MSRT_LOG_LEVEL=error" })
+    local wrong = S.run({ script }, { env = "MSRT_LOG_LEVEL=loud" })
+    os.remove(script)
+    assert.are.same({ "ERROR bad\n", 0 }, { quiet.err, quiet.code })
+    assert.are.same({ "INFO hello\nERROR bad\n", 0 }, { loud.err, loud.code })
+    assert.are.equal(2, wrong.code)
+    assert.matches("MSRT_LOG_LEVEL: unknown log level 'loud'", wrong.err)
+  end)
 end)

@@ -104,34 +104,6 @@ static int do_script(lua_State *L, char **argv, int argc, int script) {
   return run_chunk(L, n);
 }
 
-static void repl(lua_State *L) {
-  char line[4096];
-  for (;;) {
-    fputs("> ", stdout);
-    fflush(stdout);
-    if (!fgets(line, sizeof line, stdin)) break;
-    lua_pushfstring(L, "return %s", line);
-    if (luaL_loadbuffer(L, lua_tostring(L, -1), lua_objlen(L, -1), "=stdin")) {
-      lua_pop(L, 2);
-      if (luaL_loadbuffer(L, line, strlen(line), "=stdin")) {
-        fprintf(stderr, "%s\n", lua_tostring(L, -1));
-        lua_pop(L, 1);
-        continue;
-      }
-    } else {
-      lua_remove(L, -2);
-    }
-    /* print(chunk()), the chunk run as a hub coroutine like any other */
-    int base = lua_gettop(L) - 1;
-    lua_getglobal(L, "print");
-    lua_insert(L, -2);
-    msrt_host_call(L, 0, LUA_MULTRET, "stdin");
-    if (lua_gettop(L) > base + 1) lua_call(L, lua_gettop(L) - base - 1, 0);
-    lua_settop(L, base);
-  }
-  fputc('\n', stdout);
-}
-
 /* --check FILE...: msrt.check validates each file as the policy it is. */
 static int do_check(lua_State *L, char **files, int n) {
   lua_getglobal(L, "require");
@@ -250,7 +222,12 @@ static int ctl_main(int argc, char **argv) {
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "ctl") == 0) return ctl_main(argc, argv);
   cli c = {0};
-  host.log_level = MSRT_LOG_INFO;
+  const char *level = getenv("MSRT_LOG_LEVEL"); /* --log-level overrides */
+  host.log_level = level && *level ? msrt_log_level_from_name(level)
+                                   : MSRT_LOG_INFO;
+  if (host.log_level < 0)
+    return bad_usage("MSRT_LOG_LEVEL: unknown log level '%s' (debug, info, "
+                     "warn, error)", level);
   int rc = parse(argc, argv, &c);
   if (rc) return rc;
   if (c.version) print_version();
@@ -272,13 +249,16 @@ int main(int argc, char **argv) {
   }
   if (rc == 0 && c.script) rc = do_script(L, argv, argc, c.script);
   else if (rc == 0 && !c.nactions && !c.version && isatty(0)) c.interactive = 1;
-  else if (rc == 0 && !c.nactions && !c.version) rc = do_script(L, argv, argc, 0);
-  if (rc == 0 && c.interactive) repl(L);
+  else if (rc == 0 && !c.nactions && !c.version && !c.interactive)
+    rc = do_script(L, argv, argc, 0); /* as luajit: -i reads stdin itself */
+  /* the REPL reads on the hub loop (lua/msrt/repl.lua) */
+  if (rc == 0 && c.interactive) rc = do_string(L, "require 'msrt.repl'.start()");
   /* luvit-style, the hub keeps running until nothing can produce work;
    * but a script that ran uv.run() itself owns the loop and ends with its
    * chunk, as under luajit (README "msrt-lua"). */
   if (rc) msrt_hub_shutdown(host.hub, "error", 1);
-  else if (suspended || !host.ran_loop) msrt_host_run(&host, UV_RUN_DEFAULT);
+  else if (suspended || !host.ran_loop || c.interactive)
+    msrt_host_run(&host, UV_RUN_DEFAULT);
   int status = msrt_host_close(&host);
   return rc ? 1 : status;
 }

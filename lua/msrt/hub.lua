@@ -29,9 +29,10 @@ local exit_handlers = {}  -- actor id -> fn(id, record)
 local overload_handler
 local started_handler
 
+-- An error of the resumed coroutine is an uncaught error, reported as
+-- luajit's lua.c would (a nil error object, busted's way out, only counts).
 local function resume(co, ...)
-  local ok, err = coroutine.resume(co, ...)
-  if not ok then core.report("error in callback", debug.traceback(co, tostring(err))) end
+  core.resume(co, "error in callback", ...)
 end
 
 local function data_of(flags, payload)

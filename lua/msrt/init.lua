@@ -415,6 +415,28 @@ end
 -- @return a timer with `:stop()`
 function M.after(ms, fn) return timer(ms, 0, fn, "after") end
 
+--- Suspend the calling coroutine for ms milliseconds (measured from the
+-- call) while the hub goes on: timers, callbacks, actors and processes
+-- run meanwhile. For the main chunk, hub callbacks, a busted spec (it runs
+-- in the main chunk) and coroutines of your own (whoever resumed one gets
+-- control back meanwhile, with no values). An error after the wake-up is
+-- an uncaught error, reported as the main chunk's would be.
+-- Raises where the caller cannot yield (outside a coroutine, or inside a
+-- C call such as a table.sort comparator).
+function M.sleep(ms)
+  check_arg(type(ms) == "number" and ms >= 0, 1, "sleep", "non-negative number of ms expected")
+  local co = coroutine.running()
+  if not co or not coroutine.isyieldable() then
+    error("msrt.sleep: the caller cannot yield (call it from the main chunk, a hub callback or a coroutine)", 2)
+  end
+  local t = uv.new_timer()
+  t:start(core.timeout_ms(ms), 0, function()
+    t:close()
+    core.resume(co)
+  end)
+  coroutine.yield()
+end
+
 --- Run fn every ms milliseconds (first after ms), on the hub, as a coroutine.
 -- @return a timer with `:stop()`
 function M.every(ms, fn)

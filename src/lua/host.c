@@ -86,14 +86,8 @@ static void report_error(lua_State *L, lua_State *co, const char *what) {
   lua_pop(L, 1);
 }
 
-int msrt_host_call(lua_State *L, int nargs, int nres, const char *what) {
-  lua_State *co = lua_newthread(L);
-  /* The running coroutine is anchored in the registry, never on L's
-   * stack: L is luv's state, and luv 1.44 clears that whole stack from
-   * inside callbacks (luv_thread_arg_clear's lua_pop(L, -1) after a work
-   * callback), which would free the coroutine while it runs. */
-  int ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_xmove(L, co, nargs + 1);
+int msrt_host_resume(lua_State *L, lua_State *co, int nargs, int nres,
+                     const char *what) {
   int rc = lua_resume(co, nargs);
   int pushed = 0;
   if (rc == 0) {
@@ -104,10 +98,21 @@ int msrt_host_call(lua_State *L, int nargs, int nres, const char *what) {
     pushed = n;
   } else if (rc != LUA_YIELD) {
     report_error(L, co, what);
-  } else {
-    /* yielded: whoever it waits on resumes it (and anchors it) */
   }
+  /* yielded: whoever it waits on resumes it (and anchors it) */
   for (; nres != LUA_MULTRET && pushed < nres; pushed++) lua_pushnil(L);
+  return rc;
+}
+
+int msrt_host_call(lua_State *L, int nargs, int nres, const char *what) {
+  lua_State *co = lua_newthread(L);
+  /* The running coroutine is anchored in the registry, never on L's
+   * stack: L is luv's state, and luv 1.44 clears that whole stack from
+   * inside callbacks (luv_thread_arg_clear's lua_pop(L, -1) after a work
+   * callback), which would free the coroutine while it runs. */
+  int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_xmove(L, co, nargs + 1);
+  int rc = msrt_host_resume(L, co, nargs, nres, what);
   luaL_unref(L, LUA_REGISTRYINDEX, ref);
   return rc;
 }

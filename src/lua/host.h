@@ -49,6 +49,13 @@ msrt_host *msrt_host_get(lua_State *L);
  * LUA_MULTRET pushes all of a finished coroutine's results). */
 int msrt_host_call(lua_State *L, int nargs, int nres, const char *what);
 
+/* Resume the suspended coroutine co with the nargs values on its stack,
+ * as msrt_host_call runs a function: returns 0, LUA_YIELD or the error
+ * code (reported); nres results are pushed on L. The caller keeps co
+ * anchored meanwhile. */
+int msrt_host_resume(lua_State *L, lua_State *co, int nargs, int nres,
+                     const char *what);
+
 /* Run the hub's loop in a libuv run mode as luv's uv.run would: luv's
  * uv.loop_mode() names the mode meanwhile. Returns msrt_hub_run_mode's
  * result (non-zero: more work pending), or -1 when the loop already runs

@@ -287,6 +287,22 @@ static int l_set_log_level(lua_State *L) {
   return 0;
 }
 
+/* resume(co, what, ...) -> true when co finished or yielded again, false
+ * after its error was reported as an uncaught one (the runtime's error
+ * path, luajit's lua.c rules: msrt_host_resume). */
+static int l_resume(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  luaL_argcheck(L, co && (lua_status(co) == LUA_YIELD ||
+                          (lua_status(co) == 0 && lua_gettop(co) > 0)),
+                1, "suspended coroutine expected");
+  const char *what = luaL_optstring(L, 2, NULL);
+  int n = lua_gettop(L) > 2 ? lua_gettop(L) - 2 : 0;
+  lua_xmove(L, co, n);
+  int rc = msrt_host_resume(L, co, n, 0, what);
+  lua_pushboolean(L, rc == 0 || rc == LUA_YIELD);
+  return 1;
+}
+
 /* exe() -> the path of this msrt-lua executable */
 static int l_exe(lua_State *L) {
   char buf[4096];
@@ -322,6 +338,7 @@ int luaopen_msrt_core(lua_State *L) {
     {"set_error_hook", msrt_host_set_error_hook},
     {"options", l_options}, {"set_log_level", l_set_log_level},
     {"now_ms", l_now_ms}, {"timeout_ms", l_timeout_ms}, {"exe", l_exe},
+    {"resume", l_resume},
     {NULL, NULL}};
   lua_newtable(L);
   luaL_register(L, NULL, fns);
