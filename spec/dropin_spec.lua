@@ -270,4 +270,42 @@ describe("msrt-lua as luajit + luv", function()
     assert.are.equal(2, wrong.code)
     assert.matches("MSRT_LOG_LEVEL: unknown log level 'loud'", wrong.err)
   end)
+
+  it("msrt-lua ctl bounds what it reads: an endless answer or a silent host is an error", function()
+    -- a fake host on a Unix socket, and the ctl client run against it
+    local script = [[
+      local uv = require "luv"
+      local exe, mode = arg[1], arg[2]
+      local path = os.tmpname() .. ".sock"
+      local server, conns = uv.new_pipe(false), {}
+      assert(server:bind(path))
+      server:listen(8, function()
+        local c = uv.new_pipe(false)
+        server:accept(c)
+        conns[#conns + 1] = c
+        local chunk = string.rep("x", 65536)
+        local function more(err)
+          if not err and not c:is_closing() then c:write(chunk, more) end
+        end
+        if mode == "endless" then more() end
+      end)
+      local errp, err, code, eof = uv.new_pipe(false), {}, nil, false
+      local function done()
+        if not (code and eof) then return end
+        print(code, table.concat(err))
+        for _, c in ipairs(conns) do c:close() end
+        server:close() errp:close() os.remove(path)
+      end
+      local child = uv.spawn(exe, { args = { "ctl", path, "status" }, stdio = { nil, nil, errp },
+        env = { "MSRT_CTL_TIMEOUT_MS=300" } }, function(c) code = c done() end)
+      errp:read_start(function(_, d) if d then err[#err + 1] = d else eof = true done() end end)
+      child:unref()
+      uv.run()
+    ]]
+    local endless = run(S.exe, script, { S.exe, "endless" })
+    assert.are.equal(0, endless.code, endless.err)
+    assert.matches("^1\tmsrt%-lua ctl: the answer from [^ ]+ is larger than 16777216 bytes\n", endless.out)
+    local silent = run(S.exe, script, { S.exe, "silent" })
+    assert.matches("^1\tmsrt%-lua ctl: no complete answer from [^ ]+ within 300 ms\n", silent.out)
+  end)
 end)

@@ -39,6 +39,13 @@ PATH: the root supervisor's name, then child ids: fleet/workers/c-1
 local COMMANDS = { status = false, tree = false, metrics = false, reload = false, help = false,
   stop = "optional", start = true, restart = true }
 
+--- The client's bounds: an answer larger than MAX_ANSWER bytes, or one
+-- that has not ended (the host closes after answering) within TIMEOUT_MS
+-- (MSRT_CTL_TIMEOUT_MS overrides it), is an error, so a stuck or hostile
+-- peer cannot make the client wait or grow without end.
+M.MAX_ANSWER = 16 * 1024 * 1024
+M.TIMEOUT_MS = tonumber(os.getenv("MSRT_CTL_TIMEOUT_MS")) or 10000
+
 local function bad_usage(msg)
   io.stderr:write("msrt-lua ctl: ", msg, "\n", "usage: msrt-lua ctl SOCKET COMMAND [PATH] (msrt-lua ctl help)\n")
   os.exit(2)
@@ -57,18 +64,27 @@ function M.main(sock, cmd, path, extra)
   if takes == true and not path then bad_usage(cmd .. " needs a child PATH like fleet/workers/c-1") end
   if (takes == false and path) or extra then bad_usage(("too many arguments to %s"):format(cmd)) end
   local pipe, failed = uv.new_pipe(false), nil
-  local out = {}
+  local out, size = {}, 0
+  local timer = uv.new_timer()
+  local function finish(err)
+    failed = failed or err
+    if not pipe:is_closing() then pipe:close() end
+    if not timer:is_closing() then timer:close() end
+  end
+  timer:start(M.TIMEOUT_MS, 0, function()
+    finish(("no complete answer from %s within %d ms"):format(sock, M.TIMEOUT_MS))
+  end)
   pipe:connect(sock, function(err)
-    if err then
-      failed = ("cannot reach %s: %s"):format(sock, err)
-      pipe:close()
-      return
-    end
+    if err then return finish(("cannot reach %s: %s"):format(sock, err)) end
     pipe:write(cmd .. (path and (" " .. path) or "") .. "\n")
     pipe:read_start(function(rerr, chunk)
-      if rerr then failed = rerr end
-      if chunk then out[#out + 1] = chunk return end
-      pipe:close()
+      if rerr then return finish(rerr) end
+      if not chunk then return finish() end
+      size = size + #chunk
+      if size > M.MAX_ANSWER then
+        return finish(("the answer from %s is larger than %d bytes"):format(sock, M.MAX_ANSWER))
+      end
+      out[#out + 1] = chunk
     end)
   end)
   uv.run()

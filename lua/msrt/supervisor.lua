@@ -126,7 +126,7 @@ local function await(begin)
     end
   end)
   if not finished and co and not core.running() then
-    while not finished and uv.run("once") do end
+    while not finished and core.run_once() do end
   end
   if finished then return unpack(result, 1, result.n) end
   if not co or not core.running() then return end

@@ -194,6 +194,14 @@ static int l_run(lua_State *L) {
   return 1;
 }
 
+/* run_once() -> whether more work is pending: one turn of the loop for
+ * msrt's own waits before the hub runs (uv.run("once") would count as the
+ * script running the loop itself). false while the loop already runs. */
+static int l_run_once(lua_State *L) {
+  lua_pushboolean(L, msrt_host_run(host(L), UV_RUN_ONCE) > 0);
+  return 1;
+}
+
 static int l_running(lua_State *L) {
   lua_pushboolean(L, msrt_hub_running(host(L)->hub));
   return 1;
@@ -331,7 +339,7 @@ static int l_timeout_ms(lua_State *L) {
 int luaopen_msrt_core(lua_State *L) {
   static const luaL_Reg fns[] = {
     {"on_shutdown", l_on_shutdown}, {"shutdown_done", l_shutdown_done},
-    {"stop", l_stop}, {"run", l_run},
+    {"stop", l_stop}, {"run", l_run}, {"run_once", l_run_once},
     {"running", l_running}, {"stopping", l_stopping},
     {"machine", l_machine}, {"threads", l_threads},
     {"set_blocking_threads", l_set_blocking_threads}, {"report", l_report},
