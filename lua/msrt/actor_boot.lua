@@ -37,6 +37,13 @@ local ctx = { name = spec.name, id = id, args = spec.args }
 -- swaps in the FFI versions: idle actors never load ffi (16 KB a state).
 local c_pop, c_publish = rt.pop, rt.publish
 
+-- A copy this actor cannot decode (a duplicate table key, memory) is a
+-- per-message error, not a crash: counted drop_other and announced on
+-- msrt.dropped.<subject> (rt.undecodable); the actor takes the next one.
+local function undecodable(subject, why)
+  rt.undecodable(subject, (tostring(why):gsub("^.-:%d+: ", "")))
+end
+
 local function pop()
   local flags, subject, reply, payload, mid, prio, hdr = c_pop()
   if not flags then return nil end
@@ -44,7 +51,11 @@ local function pop()
     local ok, v = pcall(decode, payload)
     if not ok then -- cdata needs the ffi library loaded to decode
       require "ffi"
-      v = decode(payload)
+      ok, v = pcall(decode, payload)
+    end
+    if not ok then
+      undecodable(subject, v)
+      return pop()
     end
     payload = v
   end
@@ -78,11 +89,16 @@ long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
   pop = function()
     local e = C.msrt_lactor_ffi_pop(me)
     if e == nil then return nil end
-    local flags, data = e.flags
+    local flags, ok, data = e.flags, true
     if flags % 2 == BUFFER then
-      data = rbuf:set(e.payload, e.payload_len):decode()
+      ok, data = pcall(rbuf.decode, rbuf:set(e.payload, e.payload_len))
     else
       data = str(e.payload, e.payload_len)
+    end
+    if not ok then
+      undecodable(str(e.subject, e.subject_len), data)
+      C.msrt_lactor_ffi_unref(e)
+      return pop()
     end
     local reply = e.reply ~= nil and str(e.reply, e.reply_len) or nil
     local subject, mid, prio = str(e.subject, e.subject_len), tonumber(e.id), e.priority
@@ -156,8 +172,13 @@ local function send(subject, data, reply, prio, fname, headers)
   if type(subject) ~= "string" then
     error(("bad argument #1 to '%s' (subject string expected, got %s)"):format(fname, type(subject)), 3)
   end
-  if prio ~= nil and type(prio) ~= "number" then
-    error(("bad argument #3 to '%s' (priority must be a number 1..10)"):format(fname), 3)
+  if prio ~= nil then
+    if type(prio) ~= "number" then
+      error(("bad argument #3 to '%s' (priority must be a number 1..10)"):format(fname), 3)
+    end
+    if not (prio >= 1 and prio <= 10 and prio % 1 == 0) then -- NaN fails every test
+      return nil, err("invalid_arg", ("priority must be an integer 1..10 (got %s)"):format(tostring(prio)))
+    end
   end
   if reply ~= nil and type(reply) ~= "string" then
     error(("bad argument #3 to '%s' (reply must be a subject string)"):format(fname), 3)

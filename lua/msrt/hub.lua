@@ -42,11 +42,24 @@ end
 
 local dispatch = {}
 
+-- A copy this receiver cannot decode (a duplicate table key, memory) is
+-- its own per-message error: counted drop_other and announced on
+-- msrt.dropped.<subject> (core.undecodable); the hub goes on.
+local function decoded(subject, flags, payload, hdr)
+  local ok, data = pcall(data_of, flags, payload)
+  local hok, h = true, nil
+  if ok and hdr then hok, h = pcall(headers.decode, hdr) end
+  if ok and hok then return true, data, h end
+  core.undecodable(subject, tostring(ok and h or data):gsub("^.-:%d+: ", ""), "hub")
+  return false
+end
+
 function dispatch.deliver(hub_id, subject, reply, payload, id, priority, flags, hdr)
   local fn = subs[hub_id]
-  if fn then
-    fn({ subject = subject, reply = reply, data = data_of(flags, payload), id = id, priority = priority,
-         headers = hdr and headers.decode(hdr) })
+  if not fn then return end
+  local ok, data, h = decoded(subject, flags, payload, hdr)
+  if ok then
+    fn({ subject = subject, reply = reply, data = data, id = id, priority = priority, headers = h })
   end
 end
 
@@ -128,6 +141,11 @@ end
 function M.publish(subject, data, opts, reply)
   local ok, err = ensure()
   if not ok then return nil, err end
+  local prio = opts.priority
+  if type(prio) == "number" and not (prio >= 1 and prio <= 10 and prio % 1 == 0) then
+    -- refused, never clamped: NaN or 1e300 must not become the highest
+    return nil, core.error("invalid_arg", ("priority must be an integer 1..10 (got %s)"):format(tostring(prio)))
+  end
   local hdr, herr = headers.encode(opts.headers)
   if herr then return nil, core.error("invalid_arg", herr) end
   local eok, payload = pcall(encode, data)

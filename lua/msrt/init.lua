@@ -342,8 +342,9 @@ end
 -- drop_closed, or to drop_other when its data cannot be written as JSON);
 -- `dropped` = drop_newest + drop_oldest +
 -- drop_not_ready (a queue group with no ready member) + drop_closed (the
--- endpoint had gone) + drop_other, each also published on
--- `msrt.dropped.<subject>` (except drop_closed and drop_other);
+-- endpoint had gone) + drop_other (also a copy its receiver could not
+-- decode), each also published on `msrt.dropped.<subject>` (except
+-- drop_closed, and drop_other other than an undecodable copy);
 -- `dead_lettered` = sent to its rule's dead-letter subject (the copy there
 -- is a new message, counted again as accepted); `refused` = returned to the
 -- sender as an error (mailbox_full with `error`, invalid_subject,

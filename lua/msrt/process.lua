@@ -67,6 +67,7 @@ local function check_cmd(cmd)
   local argv = {}
   for i, a in ipairs(cmd) do
     if type(a) ~= "string" and type(a) ~= "number" then return bad(("cmd[%d] must be a string"):format(i)) end
+    if type(a) == "string" and a:find("%z") then return bad(("cmd[%d] holds a NUL byte"):format(i)) end
     argv[i] = tostring(a)
   end
   return argv
@@ -90,6 +91,8 @@ local function build_env(spec)
   for k, v in pairs(spec.env or {}) do
     if type(k) ~= "string" or k == "" or k:find("[=%z]") then return bad(("env: bad variable name %q"):format(tostring(k))) end
     if type(v) ~= "string" and type(v) ~= "number" then return bad(("env.%s must be a string"):format(k)) end
+    -- execve takes C strings: a NUL would cut the value short silently
+    if type(v) == "string" and v:find("%z") then return bad(("env.%s holds a NUL byte"):format(k)) end
     vars[k] = tostring(v)
   end
   local env = {}
@@ -123,7 +126,7 @@ local function compile(spec)
   if not argv then return nil, aerr end
   local env, eerr = build_env(spec)
   if not env then return nil, eerr end
-  if spec.cwd ~= nil and type(spec.cwd) ~= "string" then return bad("cwd must be a string") end
+  if spec.cwd ~= nil and (type(spec.cwd) ~= "string" or spec.cwd:find("%z")) then return bad("cwd must be a string without NUL bytes") end
   if spec.codec ~= nil and not CODECS[spec.codec] then return bad("codec must be json_lines, lines or raw") end
   if spec.overflow ~= nil and not OVERFLOW[spec.overflow] then return bad("overflow must be drop_newest, drop_oldest, error or block") end
   local cap = spec.capacity

@@ -10,6 +10,7 @@
 
 #include "core/clock.h"
 #include "lua/astate.h"
+#include "lua/host.h"
 #include "lua/lerror.h"
 
 typedef struct {
@@ -206,7 +207,7 @@ static int a_publish(lua_State *L) {
   const char *s = luaL_checklstring(L, 1, &slen);
   const char *p = luaL_checklstring(L, 2, &plen);
   const char *r = luaL_optlstring(L, 3, NULL, &rlen);
-  int prio = (int)luaL_optinteger(L, 4, MSRT_PRIORITY_DEFAULT);
+  int prio = msrt_lua_priority(L, 4);
   size_t hlen = 0;
   const char *h = luaL_optlstring(L, 5, NULL, &hlen);
   long n = publish(la, s, slen, r, rlen, p, plen, prio, h, hlen);
@@ -217,6 +218,18 @@ static int a_publish(lua_State *L) {
   if (n < 0) return push_err(L, &la->err);
   lua_pushinteger(L, (lua_Integer)n);
   return 1;
+}
+
+/* undecodable(subject, reason): this actor could not decode a copy it
+ * popped (msrt_rt_undecodable, naming the actor by id). */
+static int a_undecodable(lua_State *L) {
+  lactor *la = self(L);
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  char who[32];
+  snprintf(who, sizeof who, "actor %llu", (unsigned long long)la->id);
+  msrt_rt_undecodable(la->rt, s, len, luaL_checkstring(L, 2), who);
+  return 0;
 }
 
 /* last_error() -> code, message of the FFI path's last -1 */
@@ -401,6 +414,7 @@ static const luaL_Reg actor_fns[] = {
   {"timer", a_timer}, {"set_waiting", a_set_waiting}, {"closed", a_closed},
   {"stop", a_stop}, {"log", a_log}, {"now_ms", a_now_ms}, {"jit_on", msrt_astate_jit},
   {"last_error", a_last_error}, {"self", a_self}, {"started", a_started},
+  {"undecodable", a_undecodable},
   {NULL, NULL}};
 
 /* ---- the actor's state ------------------------------------------------ */

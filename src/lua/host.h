@@ -6,6 +6,7 @@
 #ifndef MSRT_LUA_HOST_H
 #define MSRT_LUA_HOST_H
 
+#include <lauxlib.h>
 #include <lua.h>
 
 #include "hub/hub.h"
@@ -104,6 +105,19 @@ void msrt_lua_install_shutdown(lua_State *L);
 static inline void msrt_lua_set_num(lua_State *L, const char *k, double v) {
   lua_pushnumber(L, v);
   lua_setfield(L, -2, k);
+}
+
+/* The priority argument at idx: nil or none is MSRT_PRIORITY_DEFAULT; an
+ * integer 1..10 is itself; any other number (0, negative, fractional, NaN,
+ * inf, 1e300) is 0, which msrt_rt_make refuses (invalid_arg), so a bad
+ * value is never converted into a valid one. Raises for a non-number. */
+static inline int msrt_lua_priority(lua_State *L, int idx) {
+  if (lua_isnoneornil(L, idx)) return MSRT_PRIORITY_DEFAULT;
+  lua_Number n = luaL_checknumber(L, idx);
+  if (!(n >= MSRT_PRIORITY_HIGHEST && n <= MSRT_PRIORITY_LOWEST) ||
+      n != (lua_Number)(int)n)
+    return 0;
+  return (int)n;
 }
 
 #endif

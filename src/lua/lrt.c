@@ -360,7 +360,7 @@ static int l_publish(lua_State *L) {
   const char *s = luaL_checklstring(L, 1, &slen);
   const char *p = luaL_checklstring(L, 2, &plen);
   const char *r = luaL_optlstring(L, 3, NULL, &rlen);
-  int prio = (int)luaL_optinteger(L, 4, MSRT_PRIORITY_DEFAULT);
+  int prio = msrt_lua_priority(L, 4);
   size_t hlen = 0;
   const char *h = luaL_optlstring(L, 5, NULL, &hlen);
   msrt_error err;
@@ -385,6 +385,16 @@ static int l_publish(lua_State *L) {
   if (rc != MSRT_E_OK) return fail_err(L, &err);
   lua_pushinteger(L, (lua_Integer)delivered);
   return 1;
+}
+
+/* undecodable(subject, reason, who): a hub receiver could not decode a
+ * copy it was handed (msrt_rt_undecodable). */
+static int l_undecodable(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  msrt_rt_undecodable(need_rt(L), s, len, luaL_checkstring(L, 2),
+                      luaL_optstring(L, 3, NULL));
+  return 0;
 }
 
 /* pending_wait(pending, wake_id) -> true (a "wake" dispatch will come) |
@@ -782,7 +792,7 @@ void msrt_lua_open_rt(lua_State *L) {
     {"set_ready", l_set_ready}, {"stamp_subscribe", l_stamp_subscribe},
     {"stamp_unsubscribe", l_stamp_unsubscribe},
     {"metrics", l_metrics}, {"keep_alive", l_keep_alive},
-    {"drain_inbox", l_drain_inbox},
+    {"drain_inbox", l_drain_inbox}, {"undecodable", l_undecodable},
     {"routes_compile", l_routes_compile},
     {"routes_install", l_routes_install}, {NULL, NULL}};
   if (luaL_newmetatable(L, ROUTES_META)) {

@@ -49,25 +49,57 @@ unsigned msrt_rt_class(msrt_rt *rt, const char *subject, size_t len) {
   return msrt_account_class(msrt_router_account(rt->router), subject, len);
 }
 
-void msrt_rt_drop_notice(msrt_rt *rt, const msrt_envelope *e,
-                         const char *reason, const char *who) {
+/* Publish "<reason>[ <who>]" on msrt.dropped.<subject>. A subject too long
+ * for the notice (it must stay within max_subject) is cut to fit (at a
+ * byte, trailing dots removed) and the body then ends with the subject's
+ * full length: the drop is announced and counted whatever its length. */
+static void notice(msrt_rt *rt, const char *subj, size_t slen, int priority,
+                   uint64_t trace_id, const char *reason, const char *who) {
   static const char prefix[] = "msrt.dropped.";
-  if (strncmp(e->subject, prefix, sizeof prefix - 1) == 0) return;
-  char subject[512];
-  int n = snprintf(subject, sizeof subject, "%s%s", prefix, e->subject);
-  if (n <= 0 || (size_t)n >= sizeof subject) return;
-  char body[160];
+  const size_t plen = sizeof prefix - 1;
+  if (slen >= plen && memcmp(subj, prefix, plen) == 0) return;
+  size_t max = rt->cfg.max_subject ? rt->cfg.max_subject
+                                   : MSRT_SUBJECT_MAX_DEFAULT;
+  size_t keep = slen;
+  if (plen + keep > max) keep = max > plen ? max - plen : 0;
+  while (keep && subj[keep - 1] == '.') keep--;
+  if (!keep) return; /* max_subject shorter than the prefix */
+  char *subject = malloc(plen + keep + 1);
+  if (!subject) return;
+  memcpy(subject, prefix, plen);
+  memcpy(subject + plen, subj, keep);
+  subject[plen + keep] = 0;
+  char body[200];
   int blen = snprintf(body, sizeof body, "%s%s%s", reason, who ? " " : "",
                       who ? who : "");
-  if (blen < 0) return;
+  if (blen >= 0 && keep < slen && (size_t)blen < sizeof body)
+    blen += snprintf(body + blen, sizeof body - (size_t)blen,
+                     " (subject of %zu bytes cut)", slen);
+  if (blen < 0) blen = 0;
   if ((size_t)blen >= sizeof body) blen = sizeof body - 1;
-  msrt_envelope *note = msrt_env_new(subject, (size_t)n, NULL, 0, NULL, 0,
-                                     body, (size_t)blen, e->priority, 0,
-                                     e->trace_id);
+  msrt_envelope *note = msrt_env_new(subject, plen + keep, NULL, 0, NULL, 0,
+                                     body, (size_t)blen, priority, 0, trace_id);
+  free(subject);
   if (!note) return;
   size_t delivered;
   msrt_rt_publish(rt, note, &delivered, NULL, NULL);
   msrt_env_unref(note);
+}
+
+void msrt_rt_drop_notice(msrt_rt *rt, const msrt_envelope *e,
+                         const char *reason, const char *who) {
+  notice(rt, e->subject, e->subject_len, e->priority, e->trace_id, reason,
+         who);
+}
+
+void msrt_rt_undecodable(msrt_rt *rt, const char *subject, size_t len,
+                         const char *reason, const char *who) {
+  unsigned cls = msrt_rt_class(rt, subject, len);
+  count(rt, cls, MSRT_STAT_DELIVERED, UINT64_MAX); /* modulo 2^64: -1 */
+  count(rt, cls, MSRT_STAT_DROP_OTHER, 1);
+  char why[160];
+  snprintf(why, sizeof why, "undecodable (%s)", reason);
+  notice(rt, subject, len, MSRT_PRIORITY_DEFAULT, 0, why, who);
 }
 
 /* A drop on the pushing thread by the endpoint `who`, counted in the
@@ -172,6 +204,12 @@ msrt_envelope *msrt_rt_make(msrt_rt *rt, const char *subject, size_t slen,
       (reply && msrt_subject_validate(reply, rlen, rt->cfg.max_subject, err) !=
                     MSRT_E_OK)) {
     refuse(rt, msrt_rt_class(rt, subject, slen));
+    return NULL;
+  }
+  if (priority < MSRT_PRIORITY_HIGHEST || priority > MSRT_PRIORITY_LOWEST) {
+    refuse(rt, msrt_rt_class(rt, subject, slen));
+    msrt_error_set(err, MSRT_E_INVALID_ARG,
+                   "priority must be an integer 1..10 (got %d)", priority);
     return NULL;
   }
   if (plen + hlen > rt->cfg.max_payload) {

@@ -137,10 +137,12 @@ msrt_code msrt_rt_start(msrt_hub *hub, const msrt_rt_config *cfg,
  * the process is expected to exit). */
 int msrt_rt_stop(msrt_rt *rt);
 
-/* Make an envelope after checking the subject (NATS rules, max_subject)
- * and the size of headers + payload (max_payload, as NATS counts it;
- * headers: NULL or hlen bytes of "name\0value\0" pairs). Returns NULL with err filled
- * (invalid_subject, payload_too_big, nomem). A refusal is counted as
+/* Make an envelope after checking the subject (NATS rules, max_subject),
+ * the priority (1..10; anything else is refused, never clamped: a caller
+ * cannot turn a bad value into the highest priority) and the size of
+ * headers + payload (max_payload, as NATS counts it; headers: NULL or hlen
+ * bytes of "name\0value\0" pairs). Returns NULL with err filled
+ * (invalid_subject, invalid_arg for the priority, payload_too_big, nomem). A refusal is counted as
  * accepted and refused (nomem is not counted: nothing was accepted). */
 msrt_envelope *msrt_rt_make(msrt_rt *rt, const char *subject, size_t slen,
                             const char *reply, size_t rlen,
@@ -220,8 +222,19 @@ void msrt_rt_undeliver(msrt_rt *rt, const msrt_envelope *e, msrt_stat outcome);
 
 /* Publish a drop notice for e on msrt.dropped.<subject>, payload
  * "<reason> <who>" (who may be NULL: just the reason), unless e is itself
- * a drop notice (drops never cascade). Any thread. */
+ * a drop notice (drops never cascade). A subject too long for the notice
+ * to stay within max_subject is cut (the body then says its length): a
+ * drop is announced whatever its subject's length. Any thread. */
 void msrt_rt_drop_notice(msrt_rt *rt, const msrt_envelope *e,
+                         const char *reason, const char *who);
+
+/* A receiver (an actor, a hub callback) was handed a copy on subject that
+ * it cannot decode (reason: the decoder's message, e.g. "duplicate table
+ * key", "not enough memory"): the copy moves from delivered to drop_other
+ * in the subject's class and a notice "undecodable (<reason>) <who>" is
+ * published on msrt.dropped.<subject>. The receiver goes on with its next
+ * message. Any thread. */
+void msrt_rt_undecodable(msrt_rt *rt, const char *subject, size_t len,
                          const char *reason, const char *who);
 
 /* Hand an item to the hub. Any thread. Returns 0, or -1 when the hub no

@@ -152,6 +152,69 @@ static void put_lua_number(msrt_sbuf *out, double d) {
   put_le64(out, bits);
 }
 
+/* Duplicate keys in an object: the last one wins (as in most JSON parsers;
+ * RFC 8259 section 4 leaves it open), so the serialization never holds a
+ * key twice, which string.buffer's decoder refuses ("duplicate table
+ * key"). Sets keep[i] for the members written (i in member order) and
+ * returns how many; keep may be NULL when n is small (quadratic check). */
+typedef struct {
+  const char *key;
+  int at;
+} member;
+
+static int by_key_then_order(const void *a, const void *b) {
+  const member *x = a, *y = b;
+  int c = strcmp(x->key, y->key);
+  return c ? c : (x->at > y->at) - (x->at < y->at);
+}
+
+static int last_keys(const cJSON *v, int n, unsigned char *keep,
+                     msrt_sbuf *out) {
+  int i = 0, kept = 0;
+  if (n <= 16) {
+    for (const cJSON *c = v->child; c; c = c->next, i++) {
+      keep[i] = 1;
+      for (const cJSON *d = c->next; d && keep[i]; d = d->next)
+        if (strcmp(c->string, d->string) == 0) keep[i] = 0;
+      kept += keep[i];
+    }
+    return kept;
+  }
+  member *m = malloc((size_t)n * sizeof *m);
+  if (!m) {
+    out->oom = 1;
+    return 0;
+  }
+  for (const cJSON *c = v->child; c; c = c->next, i++) m[i] = (member){c->string, i};
+  qsort(m, (size_t)n, sizeof *m, by_key_then_order);
+  for (i = 0; i < n; i++) {
+    keep[m[i].at] = i + 1 == n || strcmp(m[i].key, m[i + 1].key) != 0;
+    kept += keep[m[i].at];
+  }
+  free(m);
+  return kept;
+}
+
+static void json_to_lua(const cJSON *v, msrt_sbuf *out);
+
+static void object_to_lua(const cJSON *v, int n, msrt_sbuf *out) {
+  unsigned char small[16], *keep = n <= 16 ? small : malloc((size_t)n);
+  if (!keep) {
+    out->oom = 1;
+    return;
+  }
+  int kept = last_keys(v, n, keep, out);
+  msrt_sbuf_putc(out, 0x09); /* hash of `kept` pairs */
+  put_u(out, (uint32_t)kept);
+  int i = 0;
+  for (const cJSON *c = v->child; c && !out->oom; c = c->next, i++) {
+    if (!keep[i]) continue;
+    msrt_lua_put_string(out, c->string, strlen(c->string));
+    json_to_lua(c, out);
+  }
+  if (keep != small) free(keep);
+}
+
 static void json_to_lua(const cJSON *v, msrt_sbuf *out) {
   int n = cJSON_IsArray(v) || cJSON_IsObject(v) ? cJSON_GetArraySize(v) : 0;
   if (cJSON_IsNull(v)) msrt_sbuf_putc(out, 0x03);
@@ -166,12 +229,7 @@ static void json_to_lua(const cJSON *v, msrt_sbuf *out) {
     put_u(out, (uint32_t)n + 1);
     for (const cJSON *c = v->child; c; c = c->next) json_to_lua(c, out);
   } else {
-    msrt_sbuf_putc(out, 0x09); /* hash of n pairs */
-    put_u(out, (uint32_t)n);
-    for (const cJSON *c = v->child; c; c = c->next) {
-      msrt_lua_put_string(out, c->string, strlen(c->string));
-      json_to_lua(c, out);
-    }
+    object_to_lua(v, n, out);
   }
 }
 
@@ -182,6 +240,8 @@ int msrt_json_to_lua(const cJSON *v, msrt_sbuf *out) {
 
 const char *msrt_json_precheck(const char *s, size_t n) {
   int depth = 0, in_string = 0;
+  if (memchr(s, 0, n)) /* cJSON would end the string there, silently */
+    return "a NUL byte in the line (a string would be cut short)";
   for (size_t i = 0; i < n; i++) {
     char c = s[i];
     if (in_string) {

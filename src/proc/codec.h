@@ -8,7 +8,8 @@
  *
  * Mapping (as lua-cjson does it): object <-> table with string keys,
  * array <-> sequence 1..n, null <-> NULL lightuserdata (0x03, cjson.null),
- * numbers <-> doubles. Lua -> JSON: a table whose keys are exactly 1..n is
+ * numbers <-> doubles. A key repeated in a JSON object: the last one wins
+ * (the serialization holds each key once). Lua -> JSON: a table whose keys are exactly 1..n is
  * an array; any other table is an object (number and boolean keys written
  * as strings); the empty table is {}; nil inside a sequence is null;
  * NaN/inf, userdata, complex are null; a string dictionary reference
@@ -60,8 +61,9 @@ int msrt_json_to_lua(const cJSON *v, msrt_sbuf *out);
 #define MSRT_JSON_MAX_DEPTH 100
 
 /* What makes a JSON text (s, n bytes) unfit for Lua even when it parses:
- * nesting deeper than MSRT_JSON_MAX_DEPTH, or "\u0000" in a string (cJSON
- * strings end at NUL, so the text after it would be lost silently).
+ * nesting deeper than MSRT_JSON_MAX_DEPTH, a raw NUL byte anywhere or
+ * "\u0000" in a string (cJSON strings end at NUL, so the text after it
+ * would be lost silently).
  * Returns NULL when fine, else a static reason. Pure; any thread. */
 const char *msrt_json_precheck(const char *s, size_t n);
 

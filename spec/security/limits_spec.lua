@@ -1,0 +1,98 @@
+-- Priorities out of 1..10 are refused, never mapped to the highest; drop
+-- notices are published for subjects of any length
+-- (spec/security/README.md).
+local S = require "spec.support"
+local msrt = require "msrt"
+local core = require "msrt.core"
+
+local drive, spawn, collector = S.drive, S.spawn, S.collector
+
+msrt.start()
+
+local BAD = { 0, -1, 11, 2.5, 0 / 0, math.huge, -math.huge, 1e300 }
+
+describe("security: priorities", function()
+  it("refuses priorities outside 1..10 from the hub (publish, request)", function()
+    drive(function()
+      local got = collector("prio.hub")
+      local refused0 = msrt.metrics().router.refused
+      for _, p in ipairs(BAD) do
+        local ok, err = msrt.publish("prio.hub", p, { priority = p })
+        assert.is_nil(ok, "priority " .. tostring(p) .. " accepted")
+        assert.are.equal("invalid_arg", err.code)
+        assert.matches("priority must be an integer 1..10", err.message, 1, true)
+        local r, rerr = msrt.request("prio.hub", p, { priority = p, timeout_ms = 1000 })
+        assert.is_nil(r)
+        assert.are.equal("invalid_arg", rerr.code)
+      end
+      -- the C binding refuses too (and counts it) when called directly
+      local n, err = core.publish("prio.hub", require("string.buffer").encode(1), nil, 0 / 0)
+      assert.is_nil(n)
+      assert.are.equal("invalid_arg", err.code)
+      assert.are.equal(1, msrt.metrics().router.refused - refused0)
+      for p = 1, 10 do assert.is_true(msrt.publish("prio.hub", p, { priority = p })) end
+      assert.is_true(got.wait(10))
+      for i, m in ipairs(got.msgs) do assert.are.equal(i, m.priority) end
+      got.close()
+    end)
+  end)
+
+  it("refuses priorities outside 1..10 from an actor", function()
+    drive(function()
+      local out = collector("prio.actor.out")
+      assert(spawn { name = "prio_pub", subscribe = "prio.actor.go",
+        handle = function(ctx, msg)
+          local res = {}
+          for i, p in ipairs(msg.data) do
+            local ok, err = ctx:publish("prio.actor.sink", 1, { priority = p })
+            res[i] = ok and "ok" or err.code
+          end
+          ctx:publish("prio.actor.out", res)
+        end })
+      local list = { 0, -1, 11, 2.5, 0 / 0, math.huge, -math.huge, 1e300, 1, 10 }
+      assert.is_true(msrt.publish("prio.actor.go", list))
+      assert.is_true(out.wait(1))
+      local want = {}
+      for i = 1, 8 do want[i] = "invalid_arg" end
+      want[9], want[10] = "ok", "ok"
+      assert.are.same(want, out.msgs[1].data)
+      out.close()
+    end)
+  end)
+end)
+
+describe("security: drop notices", function()
+  -- A queue group with no ready member drops every copy (drop_not_ready)
+  -- and announces it: on a subject of len bytes.
+  local function drop_on(len)
+    local subject = "longdrop." .. string.rep("a", len - 9)
+    local notes = collector("msrt.dropped.longdrop.>")
+    local sub = assert(msrt.subscribe(subject, function() end, { queue = "q" }))
+    assert(core.set_ready(sub.id, false))
+    local before = msrt.metrics().router.drop_not_ready
+    assert.is_true(msrt.publish(subject, "x"))
+    assert.is_true(notes.wait(1), "no notice for a subject of " .. len .. " bytes")
+    assert.are.equal(1, msrt.metrics().router.drop_not_ready - before)
+    sub.unsubscribe()
+    notes.close()
+    return subject, notes.msgs[1]
+  end
+
+  it("announces a drop on a subject longer than 512 bytes in full", function()
+    drive(function()
+      local subject, note = drop_on(1000)
+      assert.are.equal("msrt.dropped." .. subject, note.subject)
+      assert.are.equal("drop_not_ready", note.data)
+    end)
+  end)
+
+  it("announces a drop on a subject at max_subject, cut to fit, with its length", function()
+    drive(function()
+      local max = require("msrt.profile").current().max_subject or 4096
+      local subject, note = drop_on(max)
+      assert.are.equal(max, #note.subject)
+      assert.are.equal(("msrt.dropped." .. subject):sub(1, max), note.subject)
+      assert.are.equal(("drop_not_ready (subject of %d bytes cut)"):format(max), note.data)
+    end)
+  end)
+end)
