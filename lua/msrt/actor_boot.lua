@@ -16,7 +16,7 @@ local CONTROL, BUFFER = 0x80, 0x01
 local spec = decode(spec_s)
 local M            -- the actor's module table
 local stop_reason  -- set by ctx:stop or a _STOP control message
-local timers, next_timer, next_req = {}, 0, 0
+local timers, next_timer = {}, 0
 local stash = {}   -- timer ids that fired while the actor waited
 -- Reply subjects of requests this actor handled and has not answered (nor
 -- forwarded as a publish's reply): at its exit each gets NATS' 503
@@ -62,8 +62,8 @@ local function pop()
   return flags, subject, reply, payload, mid, prio, hdr
 end
 
-local function publish(subject, data, reply, prio, hdr)
-  return c_publish(subject, encode(data), reply, prio, hdr)
+local function publish(subject, data, reply, prio, hdr, ttl)
+  return c_publish(subject, encode(data), reply, prio, hdr, ttl)
 end
 
 local function go_fast()
@@ -81,7 +81,7 @@ msrt_envelope *msrt_lactor_ffi_pop(void *la);
 void msrt_lactor_ffi_unref(msrt_envelope *e);
 long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
   const char *r, size_t rlen, const void *p, size_t plen, int prio,
-  const char *h, size_t hlen);
+  const char *h, size_t hlen, double ttl_ms);
 ]]
   -- a cdata pointer: the JIT cannot pass a lightuserdata as void *
   local C, me, str = ffi.C, ffi.cast("void *", rt.self()), ffi.string
@@ -106,10 +106,10 @@ long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
     C.msrt_lactor_ffi_unref(e)
     return flags, subject, reply, data, mid, prio, hdr
   end
-  publish = function(subject, data, reply, prio, hdr)
+  publish = function(subject, data, reply, prio, hdr, ttl)
     local p, n = wbuf:reset():encode(data):ref()
     local r = tonumber(C.msrt_lactor_ffi_publish(me, subject, #subject, reply,
-      reply and #reply or 0, p, n, prio or 5, hdr, hdr and #hdr or 0))
+      reply and #reply or 0, p, n, prio or 5, hdr, hdr and #hdr or 0, ttl or 0))
     if r >= 0 then return r end
     if r == -2 then return "blocked" end
     return nil, last_error()
@@ -168,7 +168,9 @@ local function headers_of(hdr)
   return require("msrt.headers").decode(hdr)
 end
 
-local function send(subject, data, reply, prio, fname, headers)
+-- ttl: a request's timeout, how long its inbox stays valid to a process
+-- it is handed to (NATS allow_responses' expiry).
+local function send(subject, data, reply, prio, fname, headers, ttl)
   if type(subject) ~= "string" then
     error(("bad argument #1 to '%s' (subject string expected, got %s)"):format(fname, type(subject)), 3)
   end
@@ -189,7 +191,7 @@ local function send(subject, data, reply, prio, fname, headers)
     hdr, herr = require("msrt.headers").encode(headers)
     if herr then return nil, err("invalid_arg", herr) end
   end
-  local ok, r, code, message = pcall(publish, subject, data, reply, prio, hdr)
+  local ok, r, code, message = pcall(publish, subject, data, reply, prio, hdr, ttl)
   if not ok then -- data a message cannot carry: named, at the caller's line
     local where = require("msrt.args").unsendable(data, "data")
     if not where then error(r, 0) end
@@ -230,7 +232,9 @@ function ctx:reply(msg, data)
   return self:publish(msg.reply, data)
 end
 
---- Request: publish with a unique _INBOX reply subject and wait (yielding
+--- Request: publish with an unguessable _INBOX reply subject (this actor's
+-- random prefix and a random token per request, 132 bits each: no other
+-- party can answer in the responder's place) and wait (yielding
 -- this actor; its worker runs others) for the reply or opts.timeout_ms
 -- (default 5000). @return data, msg | nil, err (no_responders, timeout, closed)
 function ctx:request(subject, data, opts)
@@ -240,9 +244,11 @@ function ctx:request(subject, data, opts)
       .. "comparator, a gsub callback...), which the actor cannot yield across", 2)
   end
   if stop_reason or closed() then return nil, err("closed", "the actor is stopping") end
-  next_req = next_req + 1
-  local inbox = assert(rt.inbox()) .. "." .. next_req
-  local n, e = send(subject, data, inbox, opts.priority, "request", opts.headers)
+  local prefix, pcode, pmsg = rt.inbox()
+  local token, tcode, tmsg = rt.token()
+  if not prefix or not token then return nil, err(pcode or tcode, pmsg or tmsg) end
+  local inbox = prefix .. "." .. token
+  local n, e = send(subject, data, inbox, opts.priority, "request", opts.headers, opts.timeout_ms or 5000)
   if n == nil then return nil, e end
   if n == 0 then return nil, err("no_responders", ("no responders for \"%s\""):format(subject)) end
   next_timer = next_timer + 1

@@ -22,9 +22,12 @@ local requests = {}     -- inbox subject -> coroutine
 -- (busted clears package.loaded between spec files while the runtime and
 -- its subscriptions stay): the counters live in the registry, so a stale
 -- subscription's id finds nothing instead of a newer callback.
-local ids = debug.getregistry()["msrt.hub.ids"] or { sub = 0, wake = 0, req = 0 }
+local ids = debug.getregistry()["msrt.hub.ids"] or { sub = 0, wake = 0 }
 debug.getregistry()["msrt.hub.ids"] = ids
-local inbox_prefix = "_INBOX.hub"
+-- The hub's inbox prefix: random per host (core/token.h), kept in the
+-- registry like the ids; each request adds a random token of its own, so
+-- no other party can guess an inbox and answer in the responder's place.
+local inbox_prefix = debug.getregistry()["msrt.hub.inbox"]
 local exit_handlers = {}  -- actor id -> fn(id, record)
 local overload_handler
 local started_handler
@@ -136,9 +139,10 @@ end
 
 --- Publish from the hub. opts: reply, priority. A full `block` mailbox
 -- makes the calling coroutine wait for room (outside a coroutine it is
--- refused with mailbox_full).
+-- refused with mailbox_full). ttl: a request's timeout (ms), how long its
+-- inbox stays valid to a process it is handed to.
 -- @return number of endpoints reached | nil, err
-function M.publish(subject, data, opts, reply)
+function M.publish(subject, data, opts, reply, ttl)
   local ok, err = ensure()
   if not ok then return nil, err end
   local prio = opts.priority
@@ -150,7 +154,7 @@ function M.publish(subject, data, opts, reply)
   if herr then return nil, core.error("invalid_arg", herr) end
   local eok, payload = pcall(encode, data)
   if not eok then require("msrt.args").cannot_send(data, payload, 2, "publish") end
-  local r, pending = core.publish(subject, payload, reply or opts.reply, opts.priority, hdr)
+  local r, pending = core.publish(subject, payload, reply or opts.reply, opts.priority, hdr, ttl)
   if r == "blocked" then
     if not coroutine.isyieldable() then
       return nil, core.error("mailbox_full", ("mailbox full on \"%s\" and the caller cannot wait (not a coroutine, or inside a C function's callback)"):format(subject))
@@ -181,6 +185,12 @@ end
 local inbox_ready = false
 local function ensure_inbox()
   if inbox_ready then return true end
+  if not inbox_prefix then
+    local token, err = core.token()
+    if not token then return nil, err end
+    inbox_prefix = "_INBOX." .. token
+    debug.getregistry()["msrt.hub.inbox"] = inbox_prefix
+  end
   local sid, err = M.subscribe(inbox_prefix .. ".>", function(msg)
     local co = requests[msg.subject]
     requests[msg.subject] = nil
@@ -206,7 +216,8 @@ function M.check_wait(what)
     .. "comparator, a gsub callback...), which a coroutine cannot yield across")
 end
 
---- Request from a hub coroutine: a unique _INBOX reply subject, a
+--- Request from a hub coroutine: an unguessable _INBOX reply subject (the
+-- first reply on it is taken, any later one dropped), a
 -- timeout (opts.timeout_ms, default 5000), no_responders at once when
 -- nothing is subscribed.
 -- @return data, msg | nil, err
@@ -216,11 +227,12 @@ function M.request(subject, data, opts)
   local ok, err = ensure()
   if ok then ok, err = ensure_inbox() end
   if not ok then return nil, err end
-  ids.req = ids.req + 1
-  local inbox = inbox_prefix .. "." .. ids.req
+  local token, terr = core.token()
+  if not token then return nil, terr end
+  local inbox = inbox_prefix .. "." .. token
   local timeout = opts.timeout_ms or 5000
   requests[inbox] = co
-  local n, perr = M.publish(subject, data, opts, inbox)
+  local n, perr = M.publish(subject, data, opts, inbox, timeout)
   if not n then requests[inbox] = nil return nil, perr end
   if n == 0 then
     requests[inbox] = nil

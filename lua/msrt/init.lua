@@ -166,8 +166,10 @@ end
 -- lost; an exit releases it, the copy then counted as drop_closed);
 -- p:send follows the policy too), `allow_publish` /
 -- `deny_publish` (subject patterns; the child may always publish under
--- publish_as and, once each, to the reply subjects it was handed; deny
--- wins), `limits = {nofile, as_bytes, cpu_s, nproc}` (setrlimit in the
+-- publish_as and, once each until the request's timeout, to the reply
+-- subjects it was handed; deny wins; the `reply` a child names is checked
+-- the same way, and so is the subject a routing rule rewrites its
+-- message to), `limits = {nofile, as_bytes, cpu_s, nproc}` (setrlimit in the
 -- child), `stop = {signal = "TERM", grace_ms = 5000}`, `max_line_bytes`
 -- (default the profile's).
 -- stdout (json_lines): an object with a `subject` (and optional `reply`,

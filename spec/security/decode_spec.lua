@@ -4,24 +4,16 @@
 -- real actors and hub subscribers.
 local S = require "spec.support"
 local msrt = require "msrt"
+local H = require "spec.security.helpers"
 local core = require "msrt.core"
 
 local drive, spawn, collector = S.drive, S.spawn, S.collector
-
--- A child that prints script's output, and waits for its exit.
-local function child(name, script, extra)
-  local spec = { name = name, cmd = { "/bin/sh", "-c", script } }
-  for k, v in pairs(extra or {}) do spec[k] = v end
-  return assert(msrt.process(spec))
-end
 
 -- What string.buffer would make of {a = false, a = true}: a hash of two
 -- pairs with the same key, which its decoder refuses.
 local DUP = "\9\2\33a\1\33a\2"
 
 msrt.start()
-
-local function class(name) return msrt.metrics().router.classes[name] or {} end
 
 describe("security: decoding", function()
   it("takes the last of repeated keys; actors and hub callbacks keep running", function()
@@ -35,7 +27,7 @@ describe("security: decoding", function()
           if s.n == 50 then ctx:publish("dupkey.done", s) end
         end })
       local done = collector("dupkey.done")
-      local p = child("dupkey", [[
+      local p = H.child("dupkey", [[
         i=0; while [ $i -lt 50 ]; do
           echo '{"subject":"dupkey.in","data":{"k":1,"k":2,"inner":{"k":"x","k":3}}}'
           i=$((i+1)); done]], { allow_publish = "dupkey.>" })
@@ -57,7 +49,7 @@ describe("security: decoding", function()
       local got = collector("dupwide.in")
       local keys = {}
       for i = 1, 40 do keys[#keys + 1] = ('"k%d":%d'):format(i % 20, i) end
-      local p = child("dupwide", "echo '{\"subject\":\"dupwide.in\",\"data\":{" ..
+      local p = H.child("dupwide", "echo '{\"subject\":\"dupwide.in\",\"data\":{" ..
         table.concat(keys, ",") .. "}}'", { allow_publish = "dupwide.in" })
       p:wait()
       assert.is_true(got.wait(1))
@@ -75,7 +67,7 @@ describe("security: decoding", function()
       local a = assert(spawn { name = "undec_rx", subscribe = "undec.x",
         handle = function(ctx, msg) ctx:publish("undec.ok", msg.data) end })
       local ok = collector("undec.ok")
-      local c0 = class("undec")
+      local c0 = H.class("undec")
       -- string.buffer's own encoder never makes this; a foreign encoder could
       assert.are.equal(2, core.publish("undec.x", DUP))
       assert.is_true(msrt.publish("undec.x", "fine"))
@@ -92,7 +84,7 @@ describe("security: decoding", function()
       table.sort(texts)
       assert.are.equal("undecodable (duplicate table key) actor " .. a:ids()[1], texts[1])
       assert.are.equal("undecodable (duplicate table key) hub", texts[2])
-      local c1 = class("undec")
+      local c1 = H.class("undec")
       assert.are.equal(2, c1.drop_other - (c0.drop_other or 0))
       -- "fine" to both, the actor's undec.ok; the two bad copies moved out
       assert.are.equal(3, c1.delivered - (c0.delivered or 0))
@@ -104,7 +96,7 @@ describe("security: decoding", function()
     drive(function()
       local got = collector("nulbyte.>")
       local bad = collector("msrt.process.nulbyte.bad_output")
-      local p = child("nulbyte", [[
+      local p = H.child("nulbyte", [[
         printf '{"subject":"nulbyte.x","data":"a\000b"}\n'
         printf '{"subject":"nulbyte.x","data":"ok"}\n']], { allow_publish = "nulbyte.>" })
       p:wait()

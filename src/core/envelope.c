@@ -62,6 +62,7 @@ msrt_envelope *msrt_env_new(const char *subject, size_t slen,
   e->id = new_id();
   e->trace_id = trace_id ? trace_id : e->id;
   e->ts_ns = msrt_wall_ns();
+  e->reply_deadline_ns = 0;
 
   unsigned char *p = e->data;
   memcpy(p, subject, slen);

@@ -39,6 +39,12 @@ typedef struct msrt_envelope {
   const char *reply;    /* NUL-terminated, inside data[]; NULL = none */
   const unsigned char *headers; /* inside data[]; NULL when headers_len 0 */
   const unsigned char *payload; /* inside data[] */
+  /* When the reply subject stops being valid: the request's deadline,
+   * CLOCK_MONOTONIC ns (msrt_now_ns); 0 = no deadline (a plain publish
+   * with a reply). A process handed the reply may publish to it once,
+   * until then (NATS allow_responses' expiry). 0 from msrt_env_new; the
+   * maker may set it before the envelope is published. */
+  uint64_t reply_deadline_ns;
   unsigned char data[];
 } msrt_envelope;
 

@@ -43,6 +43,7 @@ typedef enum {
   X(LIMIT,          "limit",          RESOURCE, MEDIUM,   IGNORE)            \
   X(INVALID_SUBJECT,"invalid_subject",ROUTER,   MEDIUM,   IGNORE)            \
   X(PAYLOAD_TOO_BIG,"payload_too_big",ROUTER,   MEDIUM,   IGNORE)            \
+  X(PERMISSION,     "permission",     ROUTER,   MEDIUM,   IGNORE)            \
   X(NO_RESPONDERS,  "no_responders",  ROUTER,   MEDIUM,   RETRY)             \
   X(TIMEOUT,        "timeout",        TASK,     MEDIUM,   RETRY)             \
   X(MAILBOX_FULL,   "mailbox_full",   ROUTER,   MEDIUM,   CIRCUIT_BREAKER)   \

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/token.h"
 #include "lua/astate.h"
 #include "lua/host.h"
 #include "lua/lerror.h"
@@ -22,7 +23,8 @@ typedef struct {
   char *spec;
   size_t spec_len;
   msrt_pending pend;           /* a publish blocked on full mailboxes */
-  uint64_t inbox_sub;          /* _INBOX.<id>.> on the sys lane, 0 = none */
+  uint64_t inbox_sub;          /* <inbox>.> on the sys lane, 0 = none */
+  char inbox[sizeof "_INBOX." + MSRT_TOKEN_LEN]; /* "_INBOX.<token>" */
   uint64_t *subs;              /* subscriptions to drop at release */
   size_t nsubs, capsubs;
   msrt_error err;              /* the last publish error */
@@ -187,10 +189,11 @@ static int push_err(lua_State *L, const msrt_error *err) {
  * la->err), -2 blocked on full `block` mailboxes (then wait_room/retry). */
 static long publish(lactor *la, const char *s, size_t slen, const char *r,
                     size_t rlen, const void *p, size_t plen, int prio,
-                    const char *h, size_t hlen) {
+                    const char *h, size_t hlen, double ttl_ms) {
   msrt_envelope *e = msrt_rt_make(la->rt, s, slen, r, rlen, h, hlen, p, plen,
                                   prio, 0, &la->err);
   if (!e) return -1;
+  msrt_rt_reply_ttl(e, ttl_ms);
   size_t delivered;
   msrt_code rc = msrt_rt_publish(la->rt, e, &delivered, &la->pend, &la->err);
   msrt_env_unref(e);
@@ -199,8 +202,9 @@ static long publish(lactor *la, const char *s, size_t slen, const char *r,
   return (long)delivered;
 }
 
-/* publish(subject, payload, reply, priority, headers) -> delivered
- *   | nil, code, message | "blocked" (then wait_room/retry) */
+/* publish(subject, payload, reply, priority, headers, reply_ttl_ms)
+ *   -> delivered | nil, code, message | "blocked" (then wait_room/retry)
+ * reply_ttl_ms: a request's timeout (msrt_rt_reply_ttl). */
 static int a_publish(lua_State *L) {
   lactor *la = self(L);
   size_t slen, plen, rlen = 0;
@@ -210,7 +214,8 @@ static int a_publish(lua_State *L) {
   int prio = msrt_lua_priority(L, 4);
   size_t hlen = 0;
   const char *h = luaL_optlstring(L, 5, NULL, &hlen);
-  long n = publish(la, s, slen, r, rlen, p, plen, prio, h, hlen);
+  long n = publish(la, s, slen, r, rlen, p, plen, prio, h, hlen,
+                   luaL_optnumber(L, 6, 0));
   if (n == -2) {
     lua_pushliteral(L, "blocked");
     return 1;
@@ -260,8 +265,8 @@ void msrt_lactor_ffi_unref(msrt_envelope *e) { msrt_env_unref(e); }
 long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
                              const char *r, size_t rlen, const void *p,
                              size_t plen, int prio, const char *h,
-                             size_t hlen) {
-  return publish(la, s, slen, r, rlen, p, plen, prio, h, hlen);
+                             size_t hlen, double ttl_ms) {
+  return publish(la, s, slen, r, rlen, p, plen, prio, h, hlen, ttl_ms);
 }
 
 /* The waker runs on the thread that made room, maybe while this actor
@@ -310,14 +315,21 @@ static int a_retry(lua_State *L) {
   return 1;
 }
 
-/* inbox() -> "_INBOX.<id>": subscribes _INBOX.<id>.> to the sys lane once */
+/* inbox() -> "_INBOX.<token>": this actor's inbox prefix, random
+ * (core/token.h), made and subscribed (<prefix>.> on the sys lane) once;
+ * each request adds a random token of its own. */
 static int a_inbox(lua_State *L) {
   lactor *la = self(L);
-  char prefix[48];
-  int n = snprintf(prefix, sizeof prefix, "_INBOX.%llu",
-                   (unsigned long long)la->id);
+  char *prefix = la->inbox;
+  size_t n = sizeof "_INBOX." - 1 + MSRT_TOKEN_LEN;
   if (!la->inbox_sub) {
-    char pattern[64];
+    memcpy(prefix, "_INBOX.", 7);
+    if (msrt_token(prefix + 7) != 0) {
+      msrt_error err;
+      msrt_error_set(&err, MSRT_E_INTERNAL, "no randomness for an inbox");
+      return push_err(L, &err);
+    }
+    char pattern[sizeof la->inbox + 2];
     int pn = snprintf(pattern, sizeof pattern, "%s.>", prefix);
     msrt_error err;
     if (msrt_rt_subscribe(la->rt, pattern, (size_t)pn, NULL, 0, MSRT_EP_SYS,
@@ -325,7 +337,19 @@ static int a_inbox(lua_State *L) {
       return push_err(L, &err);
     add_sub(la, la->inbox_sub);
   }
-  lua_pushlstring(L, prefix, (size_t)n);
+  lua_pushlstring(L, prefix, n);
+  return 1;
+}
+
+/* token() -> 22 random characters for a request's inbox | nil, code, msg */
+static int a_token(lua_State *L) {
+  char t[MSRT_TOKEN_LEN + 1];
+  if (msrt_token(t) != 0) {
+    msrt_error err;
+    msrt_error_set(&err, MSRT_E_INTERNAL, "no randomness for an inbox token");
+    return push_err(L, &err);
+  }
+  lua_pushlstring(L, t, MSRT_TOKEN_LEN);
   return 1;
 }
 
@@ -414,7 +438,7 @@ static const luaL_Reg actor_fns[] = {
   {"timer", a_timer}, {"set_waiting", a_set_waiting}, {"closed", a_closed},
   {"stop", a_stop}, {"log", a_log}, {"now_ms", a_now_ms}, {"jit_on", msrt_astate_jit},
   {"last_error", a_last_error}, {"self", a_self}, {"started", a_started},
-  {"undecodable", a_undecodable},
+  {"undecodable", a_undecodable}, {"token", a_token},
   {NULL, NULL}};
 
 /* ---- the actor's state ------------------------------------------------ */

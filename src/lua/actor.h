@@ -59,7 +59,9 @@ void msrt_lactor_release(msrt_actor *a, void *ud);
  *                            or rlen bytes), payload p (plen bytes, a
  *                            string.buffer encoding), priority 1..10,
  *                            headers h (NULL or hlen bytes, the wire form
- *                            of lua/msrt/headers.lua);
+ *                            of lua/msrt/headers.lua), ttl_ms (a
+ *                            request's timeout: how long the reply stays
+ *                            valid to a process handed it; 0 = none);
  *                            returns the endpoints reached (>= 0), -1 on
  *                            error (rt.last_error() gives code, message:
  *                            invalid_subject, payload_too_big,
@@ -70,7 +72,7 @@ void msrt_lactor_ffi_unref(msrt_envelope *e);
 long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
                              const char *r, size_t rlen, const void *p,
                              size_t plen, int prio, const char *h,
-                             size_t hlen);
+                             size_t hlen, double ttl_ms);
 
 /* Control subjects carried on the sys lane (flag MSRT_ENV_CONTROL). */
 #define MSRT_ENV_CONTROL 0x80

@@ -105,7 +105,9 @@ static msrt_code ev_publish(void *ud, msrt_proc *p, const char *s, size_t sl,
                                   MSRT_PRIORITY_DEFAULT, 0, err);
   if (!e) return err->code;
   size_t delivered;
-  msrt_code rc = msrt_rt_publish(rt, e, &delivered, &w->pend, err);
+  /* permissions apply after routing too (msrt_rt_publish_as) */
+  msrt_code rc = msrt_rt_publish_as(rt, e, msrt_proc_permits, p, &delivered,
+                                    &w->pend, err);
   msrt_env_unref(e);
   if (rc == MSRT_E_MAILBOX_FULL && w->pend.n) { /* full `block` mailboxes */
     msrt_proc_pause_output(p);

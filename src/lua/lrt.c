@@ -12,6 +12,7 @@
 #include "lua/lerror.h"
 #include "lua/lproc.h"
 #include "lua/rt.h"
+#include "core/token.h"
 #include "router/routes.h"
 
 static const char DISPATCH_KEY = 'd'; /* registry: the Lua dispatcher */
@@ -352,8 +353,10 @@ static int pending_gc(lua_State *L) {
   return 0;
 }
 
-/* publish(subject, payload, reply, priority)
- *   -> delivered | "blocked", pending | nil, err */
+/* publish(subject, payload, reply, priority, headers, reply_ttl_ms)
+ *   -> delivered | "blocked", pending | nil, err
+ * reply_ttl_ms: a request's timeout, how long its inbox (reply) is valid
+ * to a process handed it (msrt_rt_reply_ttl). */
 static int l_publish(lua_State *L) {
   msrt_rt *rt = need_rt(L);
   size_t slen, plen, rlen = 0;
@@ -367,6 +370,7 @@ static int l_publish(lua_State *L) {
   msrt_envelope *e =
       msrt_rt_make(rt, s, slen, r, rlen, h, hlen, p, plen, prio, 0, &err);
   if (!e) return fail_err(L, &err);
+  msrt_rt_reply_ttl(e, luaL_optnumber(L, 6, 0));
   msrt_pending *pend = lua_newuserdata(L, sizeof *pend);
   memset(pend, 0, sizeof *pend);
   if (luaL_newmetatable(L, PENDING_META)) {
@@ -384,6 +388,15 @@ static int l_publish(lua_State *L) {
   }
   if (rc != MSRT_E_OK) return fail_err(L, &err);
   lua_pushinteger(L, (lua_Integer)delivered);
+  return 1;
+}
+
+/* token() -> 22 random characters (core/token.h) | nil, err */
+static int l_token(lua_State *L) {
+  char t[MSRT_TOKEN_LEN + 1];
+  if (msrt_token(t) != 0)
+    return msrt_lua_fail(L, MSRT_E_INTERNAL, "no randomness for an inbox token");
+  lua_pushlstring(L, t, MSRT_TOKEN_LEN);
   return 1;
 }
 
@@ -793,6 +806,7 @@ void msrt_lua_open_rt(lua_State *L) {
     {"stamp_unsubscribe", l_stamp_unsubscribe},
     {"metrics", l_metrics}, {"keep_alive", l_keep_alive},
     {"drain_inbox", l_drain_inbox}, {"undecodable", l_undecodable},
+    {"token", l_token},
     {"routes_compile", l_routes_compile},
     {"routes_install", l_routes_install}, {NULL, NULL}};
   if (luaL_newmetatable(L, ROUTES_META)) {

@@ -378,7 +378,9 @@ static msrt_code resubject(const msrt_envelope *e, const char *subject,
   *out = msrt_env_new(subject, len, e->reply, e->reply_len, e->headers,
                       e->headers_len, e->payload, e->payload_len, e->priority,
                       e->flags, e->trace_id);
-  return *out ? MSRT_E_OK : msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+  if (!*out) return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+  (*out)->reply_deadline_ns = e->reply_deadline_ns;
+  return MSRT_E_OK;
 }
 
 /* Match e's subject (already routed) and deliver it. Accounting: one
@@ -487,8 +489,24 @@ static msrt_code route(msrt_reader *rd, msrt_rt *rt, pub_space *s,
                            res, err);
 }
 
-msrt_code msrt_rt_publish(msrt_rt *rt, msrt_envelope *e, size_t *delivered,
-                          msrt_pending *pend, msrt_error *err) {
+/* A rewrite or split carried e to a subject its publisher may not publish
+ * to: refused there, counted accepted and refused in that subject's
+ * class. */
+static msrt_code forbidden(msrt_rt *rt, const msrt_envelope *e,
+                           const msrt_route_result *res, msrt_error *err) {
+  refuse(rt, msrt_rt_class(rt, res->subject, res->len));
+  return msrt_error_set(err, MSRT_E_PERMISSION,
+                        "publish to \"%.*s\" is not allowed (routed there "
+                        "from \"%.*s\" by rule %d)",
+                        (int)(res->len > 200 ? 200 : res->len), res->subject,
+                        (int)(e->subject_len > 200 ? 200 : e->subject_len),
+                        e->subject, res->rule + 1);
+}
+
+msrt_code msrt_rt_publish_as(msrt_rt *rt, msrt_envelope *e,
+                             msrt_rt_permit permit, void *permit_ud,
+                             size_t *delivered, msrt_pending *pend,
+                             msrt_error *err) {
   *delivered = 0;
   pub_space local;
   pub_space *s = space_get(rt, &local);
@@ -497,11 +515,16 @@ msrt_code msrt_rt_publish(msrt_rt *rt, msrt_envelope *e, size_t *delivered,
   msrt_route_result res;
   msrt_code rc = route(rd, rt, s, e, &res, err);
   msrt_envelope *to = e;
-  if (rc == MSRT_E_OK && res.rewritten)
+  if (rc == MSRT_E_OK && res.rewritten && permit &&
+      !permit(permit_ud, res.subject, res.len)) {
+    rc = forbidden(rt, e, &res, err);
+  } else if (rc == MSRT_E_OK && res.rewritten) {
     rc = resubject(e, res.subject, res.len, &to, err);
-  if (rc != MSRT_E_OK) { /* routing failed: the sender hears why */
+    if (rc != MSRT_E_OK) refuse(rt, msrt_rt_class(rt, e->subject, e->subject_len));
+  } else if (rc != MSRT_E_OK) { /* routing failed: the sender hears why */
     refuse(rt, msrt_rt_class(rt, e->subject, e->subject_len));
-  } else {
+  }
+  if (rc == MSRT_E_OK) {
     rc = deliver_all(rt, rd, s, to, res.dead_letter != NULL, delivered, pend,
                      err);
     if (rc == MSRT_E_NOT_FOUND)
@@ -512,6 +535,11 @@ msrt_code msrt_rt_publish(msrt_rt *rt, msrt_envelope *e, size_t *delivered,
   if (to != e) msrt_env_unref(to);
   space_put(s);
   return rc;
+}
+
+msrt_code msrt_rt_publish(msrt_rt *rt, msrt_envelope *e, size_t *delivered,
+                          msrt_pending *pend, msrt_error *err) {
+  return msrt_rt_publish_as(rt, e, NULL, NULL, delivered, pend, err);
 }
 
 /* Take back the waker msrt_rt_pending_wait registered, unless it fired

@@ -28,8 +28,10 @@
 #define MSRT_LUA_RT_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
+#include "core/clock.h"
 #include "core/envelope.h"
 #include "core/error.h"
 #include "hub/hub.h"
@@ -176,6 +178,24 @@ msrt_envelope *msrt_rt_make(msrt_rt *rt, const char *subject, size_t slen,
 msrt_code msrt_rt_publish(msrt_rt *rt, msrt_envelope *env, size_t *delivered,
                           msrt_pending *pend, msrt_error *err);
 
+/* Whether a publisher may publish to subject (len bytes): its permission
+ * on a subject the routing table carried its message to. */
+typedef bool (*msrt_rt_permit)(void *ud, const char *subject, size_t len);
+
+/* msrt_rt_publish for a publisher with permissions (a child process):
+ * permissions apply after routing, so when a rewrite or split resolves the
+ * subject to one that permit(permit_ud, ...) refuses, nothing is
+ * delivered and MSRT_E_PERMISSION is returned ("publish to \"tools.admin\"
+ * is not allowed (routed there from \"legacy.admin.x\" by rule 1)"),
+ * counted accepted and refused in the resolved subject's class. A
+ * dead-letter subject is not checked: it is a literal sink the table's
+ * author names for what nobody takes, not one the publisher can choose.
+ * permit NULL: msrt_rt_publish. Any thread. */
+msrt_code msrt_rt_publish_as(msrt_rt *rt, msrt_envelope *env,
+                             msrt_rt_permit permit, void *permit_ud,
+                             size_t *delivered, msrt_pending *pend,
+                             msrt_error *err);
+
 /* Retry a blocked publish: returns MSRT_E_OK when everything is delivered
  * (pend emptied; an endpoint that closed meanwhile counts as drop_closed),
  * MSRT_E_MAILBOX_FULL when some endpoint is still full. Cancels the
@@ -219,6 +239,14 @@ msrt_code msrt_rt_unsubscribe(msrt_rt *rt, uint64_t sub_id);
  * process's stdin line) ended otherwise: move it from delivered to
  * outcome (a MSRT_STAT_DROP_*) in e's subject class. Any thread. */
 void msrt_rt_undeliver(msrt_rt *rt, const msrt_envelope *e, msrt_stat outcome);
+
+/* e's reply is a request's inbox, valid for ttl_ms from now (its timeout):
+ * sets e->reply_deadline_ns before e is published. ttl_ms <= 0 (or no
+ * reply) leaves it without a deadline. */
+static inline void msrt_rt_reply_ttl(msrt_envelope *e, double ttl_ms) {
+  if (e->reply && ttl_ms > 0 && ttl_ms < 1e12)
+    e->reply_deadline_ns = msrt_now_ns() + (uint64_t)(ttl_ms * 1e6);
+}
 
 /* Publish a drop notice for e on msrt.dropped.<subject>, payload
  * "<reason> <who>" (who may be NULL: just the reason), unless e is itself

@@ -35,6 +35,13 @@ typedef struct {
   msrt_envelope *env;
 } line;
 
+/* A reply subject the child was handed with a message: it may publish to
+ * it once, before deadline (CLOCK_MONOTONIC ns; 0 = none). */
+typedef struct {
+  char *s;
+  uint64_t deadline;
+} handed;
+
 struct msrt_proc {
   unsigned magic; /* MSRT_HANDLE_MAGIC: every handle's data points here */
   msrt_procs *reg;
@@ -70,7 +77,7 @@ struct msrt_proc {
   line inflight[BATCH_MAX];
   size_t ninflight;
   uv_write_t wreq;
-  char *replies[REPLY_MAX];
+  handed replies[REPLY_MAX];
   size_t rhead, rn;
   char *tail[TAIL_LINES];
   size_t thead, tn;
@@ -155,43 +162,82 @@ static bool under_prefix(const msrt_proc *p, const char *s, size_t n) {
          (n == p->pa_len || s[p->pa_len] == '.');
 }
 
-/* A reply subject the child was handed: allowed once. */
-static bool take_reply(msrt_proc *p, const char *s, size_t n) {
+/* The handed reply s, if the child holds it: its ring index; -1 when it
+ * does not, -2 when it did but the request's deadline has passed (the
+ * stale entries found are forgotten). */
+static long find_reply(msrt_proc *p, const char *s, size_t n) {
+  long found = -1;
+  uint64_t now = 0;
   for (size_t i = 0; i < p->rn; i++) {
     size_t at = (p->rhead + i) % REPLY_MAX;
-    if (strlen(p->replies[at]) != n || memcmp(p->replies[at], s, n) != 0)
-      continue;
-    free(p->replies[at]);
-    /* keep the ring dense: move the oldest into the hole */
-    p->replies[at] = p->replies[p->rhead];
-    p->replies[p->rhead] = NULL;
-    p->rhead = (p->rhead + 1) % REPLY_MAX;
-    p->rn--;
-    return true;
+    handed *h = &p->replies[at];
+    if (strlen(h->s) != n || memcmp(h->s, s, n) != 0) continue;
+    if (!h->deadline || h->deadline > (now ? now : (now = msrt_now_ns())))
+      return (long)at;
+    found = -2;
   }
-  return false;
+  return found;
 }
 
-static void hand_reply(msrt_proc *p, const char *s, size_t n) {
-  if (p->rn == REPLY_MAX) { /* forget the oldest */
-    free(p->replies[p->rhead]);
-    p->rhead = (p->rhead + 1) % REPLY_MAX;
-    p->rn--;
-  }
+/* Forget the handed reply at ring index at (it was used, or is stale). */
+static void drop_reply(msrt_proc *p, size_t at) {
+  free(p->replies[at].s);
+  /* keep the ring dense: move the oldest into the hole */
+  p->replies[at] = p->replies[p->rhead];
+  p->replies[p->rhead] = (handed){NULL, 0};
+  p->rhead = (p->rhead + 1) % REPLY_MAX;
+  p->rn--;
+}
+
+static void hand_reply(msrt_proc *p, const char *s, size_t n,
+                       uint64_t deadline) {
+  if (p->rn == REPLY_MAX) drop_reply(p, p->rhead); /* forget the oldest */
   char *c = malloc(n + 1);
   if (!c) return;
   memcpy(c, s, n);
   c[n] = 0;
-  p->replies[(p->rhead + p->rn++) % REPLY_MAX] = c;
+  p->replies[(p->rhead + p->rn++) % REPLY_MAX] = (handed){c, deadline};
 }
 
-static bool may_publish(msrt_proc *p, const char *s, size_t n) {
+/* Whether the child may name subject s (n bytes) in a publish, as its
+ * subject or as its reply: not denied (deny wins), and under publish_as,
+ * or allowed, or a reply it was handed and has not used, within its
+ * request's timeout (NATS allow_responses: max 1, expires with the
+ * request). *reply is set to the handed reply's ring index (else -1) so
+ * the caller uses it up once the whole message passes. A reply subject is
+ * a publish too: the answer to it goes there, so a child allowed only
+ * svc.echo cannot reach tools.admin by naming it as the reply. */
+static bool may_name(msrt_proc *p, const char *s, size_t n, long *reply,
+                     const char **why) {
+  *reply = -1;
+  for (size_t i = 0; i < p->ndeny; i++)
+    if (msrt_subject_matchesn(p->deny[i], strlen(p->deny[i]), s, n)) {
+      *why = "not allowed (denied)";
+      return false;
+    }
+  if (msrt_proc_permits(p, s, n)) return true;
+  *reply = find_reply(p, s, n);
+  *why = *reply == -2 ? "not allowed (a reply past its request's timeout)"
+                      : "not allowed";
+  return *reply >= 0;
+}
+
+bool msrt_proc_permits(void *proc, const char *s, size_t n) {
+  msrt_proc *p = proc;
   for (size_t i = 0; i < p->ndeny; i++)
     if (msrt_subject_matchesn(p->deny[i], strlen(p->deny[i]), s, n)) return false;
   if (under_prefix(p, s, n)) return true;
   for (size_t i = 0; i < p->nallow; i++)
     if (msrt_subject_matchesn(p->allow[i], strlen(p->allow[i]), s, n)) return true;
-  return take_reply(p, s, n);
+  return false;
+}
+
+/* Use up the handed reply s, found at ring index at by may_name (looked
+ * up again by name: using another one may have moved it). */
+static void use_reply(msrt_proc *p, const char *s, size_t n, long at) {
+  if (at < 0) return;
+  long now_at = find_reply(p, s, n);
+  if (now_at >= 0) drop_reply(p, (size_t)now_at);
 }
 
 /* ---- stdout ------------------------------------------------------------ */
@@ -200,13 +246,23 @@ static void publish(msrt_proc *p, const char *subject, size_t slen,
                     const char *reply, size_t rlen, const msrt_sbuf *hdr,
                     const msrt_sbuf *payload, const char *line, size_t llen) {
   char detail[MSRT_ERROR_MSG_MAX + 64];
-  if (!may_publish(p, subject, slen)) {
+  long s_at, r_at = -1;
+  const char *why = NULL, *what = "publish to", *named = subject;
+  size_t nlen = slen;
+  bool ok = may_name(p, subject, slen, &s_at, &why);
+  if (ok && reply) {
+    what = "reply subject", named = reply, nlen = rlen;
+    ok = may_name(p, reply, rlen, &r_at, &why);
+  }
+  if (!ok) {
     p->st.refused++;
-    snprintf(detail, sizeof detail, "publish to \"%.*s\" is not allowed",
-             (int)(slen > 200 ? 200 : slen), subject);
+    snprintf(detail, sizeof detail, "%s \"%.*s\" is %s", what,
+             (int)(nlen > 200 ? 200 : nlen), named, why);
     bad(p, "permission", detail, line, llen, llen);
     return;
   }
+  use_reply(p, subject, slen, s_at);
+  if (reply) use_reply(p, reply, rlen, r_at);
   msrt_error err;
   if (p->released) return;
   msrt_code rc = p->reg->ev.publish(
@@ -217,6 +273,10 @@ static void publish(msrt_proc *p, const char *subject, size_t slen,
     return;
   }
   p->st.refused++;
+  if (rc == MSRT_E_PERMISSION) { /* a routing rule resolved it elsewhere */
+    bad(p, "permission", err.message, line, llen, llen);
+    return;
+  }
   snprintf(detail, sizeof detail, "refused: %s", err.message);
   bad(p, "refused", detail, line, llen, llen);
 }
@@ -402,10 +462,12 @@ static char *tail_text(msrt_proc *p, size_t *len) {
 static void answer_unreplied(msrt_proc *p) {
   static const char hdr[] = "Status\0" "503\0" "Description\0" "responder exited\0";
   static const unsigned char no_data[] = {0}; /* string.buffer encodes nil so */
+  uint64_t now = msrt_now_ns();
   for (size_t i = 0; i < p->rn && !p->released; i++) {
-    const char *r = p->replies[(p->rhead + i) % REPLY_MAX];
+    const handed *h = &p->replies[(p->rhead + i) % REPLY_MAX];
+    const char *r = h->s;
     msrt_error err;
-    if (r)
+    if (r && (!h->deadline || h->deadline > now)) /* nobody waits past it */
       p->reg->ev.publish(p->reg->ud, p, r, strlen(r), NULL, 0, hdr,
                          sizeof hdr - 1, no_data, sizeof no_data, &err);
   }
@@ -849,7 +911,8 @@ msrt_code msrt_proc_send_env(msrt_proc *p, msrt_envelope *e, bool held,
                                       "is closed", p->name)
                      : put_env(p, &b, e, err);
   rc = send_done(p, &b, rc, e, held, err);
-  if (rc == MSRT_E_OK && e->reply) hand_reply(p, e->reply, e->reply_len);
+  if (rc == MSRT_E_OK && e->reply)
+    hand_reply(p, e->reply, e->reply_len, e->reply_deadline_ns);
   return rc;
 }
 
@@ -899,7 +962,7 @@ static void proc_free(msrt_proc *p) {
   drop_inflight(p);
   if (p->gate) msrt_gate_close(p->gate); /* others may hold it still */
   msrt_gate_unref(p->gate);
-  for (size_t i = 0; i < p->rn; i++) free(p->replies[(p->rhead + i) % REPLY_MAX]);
+  for (size_t i = 0; i < p->rn; i++) free(p->replies[(p->rhead + i) % REPLY_MAX].s);
   for (size_t i = 0; i < p->tn; i++) free(p->tail[(p->thead + i) % TAIL_LINES]);
   msrt_framer_free(&p->fout);
   msrt_framer_free(&p->ferr);

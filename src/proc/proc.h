@@ -29,9 +29,13 @@
  *
  * Permissions: a publish from a child is allowed when its subject matches
  * publish_as or publish_as.>, or an allow pattern, or is a reply subject
- * the child was handed (once each, like NATS allow_responses), and matches
- * no deny pattern (deny wins). A refused publish is counted and reported
- * through on_bad_output ("permission"), never routed.
+ * the child was handed (once each, until its request's timeout
+ * (envelope.h reply_deadline_ns): NATS allow_responses with max 1 and an
+ * expiry), and matches no deny pattern (deny wins). The reply subject a
+ * child names in a message obeys the same rule (whoever answers publishes
+ * there on the child's behalf), and a handed reply used either way is used
+ * up. A refused publish is counted and reported through on_bad_output
+ * ("permission", naming the subject or reply refused), never routed.
  *
  * stdin: messages are written as JSON lines {"subject","reply","headers",
  * "data"} (JSON_LINES) or as text lines; lines wait in a bounded queue
@@ -217,6 +221,13 @@ msrt_gate *msrt_proc_gate(const msrt_proc *p);
 /* The process with id, or NULL (released or unknown). */
 msrt_proc *msrt_procs_find(msrt_procs *r, uint64_t id);
 
+/* Whether the child may publish to subject s (n bytes) by its patterns:
+ * under publish_as or an allow pattern, and no deny pattern (the handed
+ * replies are not counted). The check a subject the routing table
+ * resolved its message to gets (msrt_rt_publish_as in src/lua/rt.h takes
+ * it as its permit). Hub thread. */
+bool msrt_proc_permits(void *p, const char *s, size_t n);
+
 /* Caller data carried by the process (the binding's). */
 void msrt_proc_set_ud(msrt_proc *p, void *ud);
 void *msrt_proc_ud(const msrt_proc *p);
@@ -228,7 +239,8 @@ void *msrt_proc_ud(const msrt_proc *p);
  * JSON text when MSRT_ENV_PAYLOAD_JSON, else the bytes as a string);
  * LINES and RAW get the data as text (strings as they are, other values as
  * JSON) and a newline. A reply subject is remembered as one the child may
- * publish to (once). held: the caller already holds a slot of the
+ * publish to (once, until e->reply_deadline_ns when set; the newest 1024
+ * kept). held: the caller already holds a slot of the
  * process's gate for it (msrt_gate_take), which is then the line's, or
  * given back on failure; else a slot is taken here. drop_oldest
  * processes keep a reference to e while its line is queued. Returns

@@ -1,0 +1,25 @@
+/* Unguessable tokens for reply inboxes.
+ *
+ * A request's reply subject is how its answer finds the requester, so a
+ * party that can guess it can answer in the responder's place (NATS makes
+ * its inboxes from NUID: a random prefix and a random-step suffix; the
+ * nats-server docs, "Authorization", allow_responses, rely on them being
+ * unguessable). Here every token is fresh randomness from the kernel's
+ * CSPRNG: an agent handed one inbox learns nothing about the next.
+ *
+ * Thread-safety: any thread (a small per-thread pool, refilled by
+ * getrandom(2)).
+ */
+#ifndef MSRT_CORE_TOKEN_H
+#define MSRT_CORE_TOKEN_H
+
+/* Characters in a token: each one of 64 ([A-Za-z0-9_-], valid in a NATS
+ * subject token), 6 random bits each: 132 bits. */
+#define MSRT_TOKEN_LEN 22
+
+/* Write MSRT_TOKEN_LEN random characters and a NUL into out. Returns 0, or
+ * -1 when the kernel gives no randomness (getrandom failed: out is then
+ * not written and the caller must refuse to make an inbox). */
+int msrt_token(char out[MSRT_TOKEN_LEN + 1]);
+
+#endif
