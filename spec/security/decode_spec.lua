@@ -7,7 +7,7 @@ local msrt = require "msrt"
 local H = require "spec.security.helpers"
 local core = require "msrt.core"
 
-local drive, spawn, collector = S.drive, S.spawn, S.collector
+local drive, spawn, collector = H.drive, S.spawn, S.collector
 
 -- What string.buffer would make of {a = false, a = true}: a hash of two
 -- pairs with the same key, which its decoder refuses.

@@ -5,7 +5,7 @@ local S = require "spec.support"
 local msrt = require "msrt"
 local H = require "spec.security.helpers"
 
-local drive, spawn, collector = S.drive, S.spawn, S.collector
+local drive, spawn, collector = H.drive, S.spawn, S.collector
 
 msrt.start()
 

@@ -5,7 +5,7 @@ local S = require "spec.support"
 local msrt = require "msrt"
 local H = require "spec.security.helpers"
 
-local drive, collector = S.drive, S.collector
+local drive, collector = H.drive, S.collector
 
 msrt.start()
 
