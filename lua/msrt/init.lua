@@ -262,6 +262,12 @@ end
 --- JSON null as processes' JSON reaches Lua (a NULL lightuserdata).
 M.null = process.null
 
+--- JSON encode/decode for Lua code, by the same rules as a process's JSON
+-- lines (lua/msrt/json.lua): `msrt.json.encode(v)` -> text | nil, err;
+-- `msrt.json.decode(text)` -> value | nil, err; `msrt.json.null` is
+-- `msrt.null`.
+M.json = require "msrt.json"
+
 --- Install a routing table: how published subjects are rewritten, split
 -- and dead-lettered before subscribers are matched.
 -- rules_or_path: a list of rules, or the path of a Lua file returning one

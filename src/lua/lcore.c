@@ -353,6 +353,7 @@ int luaopen_msrt_core(lua_State *L) {
   msrt_lua_open_errors(L);
   msrt_lua_open_rt(L);
   msrt_lua_open_proc(L);
+  msrt_lua_open_json(L);
   msrt_lua_open_super(L);
   msrt_lua_open_health(L);
   msrt_lua_open_sys(L);

@@ -11,6 +11,10 @@
 /* Register proc_* functions into the table at the top of the stack. */
 void msrt_lua_open_proc(lua_State *L);
 
+/* Register json_encode and json_decode (ljson.c: the process edge's JSON
+ * rules for Lua code, lua/msrt/json.lua) into the table at the top. */
+void msrt_lua_open_json(lua_State *L);
+
 /* An envelope for the stdin of process id (an MSRT_IN_PROC item from the
  * hub inbox), holding the slot of the process's stdin gate its publisher
  * took (rt.c); the line keeps the slot until written. Takes the

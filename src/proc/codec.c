@@ -1,6 +1,7 @@
 #include "proc/codec.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -261,6 +262,39 @@ const char *msrt_json_precheck(const char *s, size_t n) {
     }
   }
   return NULL;
+}
+
+static int blank(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n') return 0;
+  return 1;
+}
+
+cJSON *msrt_json_parse(const char *s, size_t n, const char **reason,
+                       char *detail, size_t dcap) {
+  size_t at;
+  if (!msrt_utf8_check(s, n, &at)) {
+    *reason = "invalid_utf8";
+    snprintf(detail, dcap, "invalid UTF-8 at byte %zu", at);
+    return NULL;
+  }
+  const char *unfit = msrt_json_precheck(s, n);
+  if (unfit) {
+    *reason = "invalid_json";
+    snprintf(detail, dcap, "%s", unfit);
+    return NULL;
+  }
+  const char *end = NULL;
+  cJSON *v = cJSON_ParseWithLengthOpts(s, n, &end, 0);
+  if (v && end && !blank(end, (size_t)(s + n - end))) {
+    cJSON_Delete(v);
+    v = NULL;
+  }
+  if (!v) {
+    *reason = "invalid_json";
+    snprintf(detail, dcap, "invalid JSON at byte %td", end ? end - s : (ptrdiff_t)0);
+  }
+  return v;
 }
 
 /* ---- string.buffer serialization -> JSON ------------------------------- */

@@ -67,6 +67,16 @@ int msrt_json_to_lua(const cJSON *v, msrt_sbuf *out);
  * Returns NULL when fine, else a static reason. Pure; any thread. */
 const char *msrt_json_precheck(const char *s, size_t n);
 
+/* Parse one JSON text (s, n bytes; surrounding blanks allowed) by the
+ * rules every JSON line from a child meets: valid UTF-8, then
+ * msrt_json_precheck, then cJSON. Returns the tree (the caller frees it
+ * with cJSON_Delete), or NULL with *reason "invalid_utf8" or
+ * "invalid_json" and detail (dcap bytes) saying where or why ("invalid
+ * UTF-8 at byte 3", "invalid JSON at byte 7", a precheck reason). A
+ * parse that runs out of memory reads as invalid_json. Pure; any thread. */
+cJSON *msrt_json_parse(const char *s, size_t n, const char **reason,
+                       char *detail, size_t dcap);
+
 /* Append the serialization of a Lua string (s[0..n)). */
 void msrt_lua_put_string(msrt_sbuf *out, const char *s, size_t n);
 

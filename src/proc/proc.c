@@ -345,29 +345,12 @@ static void publish_message(msrt_proc *p, const cJSON *v, const char *line,
 }
 
 static void on_json_line(msrt_proc *p, const char *line, size_t len) {
-  char detail[96];
-  size_t at;
+  char detail[128];
+  const char *reason;
   if (blank(line, len)) return;
-  if (!msrt_utf8_check(line, len, &at)) {
-    snprintf(detail, sizeof detail, "invalid UTF-8 at byte %zu", at);
-    bad(p, "invalid_utf8", detail, line, len, len);
-    return;
-  }
-  const char *unfit = msrt_json_precheck(line, len);
-  if (unfit) {
-    bad(p, "invalid_json", unfit, line, len, len);
-    return;
-  }
-  const char *end = NULL;
-  cJSON *v = cJSON_ParseWithLengthOpts(line, len, &end, 0);
-  if (v && end && !blank(end, (size_t)(line + len - end))) {
-    cJSON_Delete(v);
-    v = NULL;
-  }
+  cJSON *v = msrt_json_parse(line, len, &reason, detail, sizeof detail);
   if (!v) {
-    snprintf(detail, sizeof detail, "invalid JSON at byte %td",
-             end ? end - line : (ptrdiff_t)0);
-    bad(p, "invalid_json", detail, line, len, len);
+    bad(p, reason, detail, line, len, len);
     return;
   }
   const cJSON *s = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "subject") : NULL;
