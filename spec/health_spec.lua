@@ -197,6 +197,30 @@ describe("health probes", function()
     end)
   end)
 
+  it("http and tcp: a host name is resolved on the loop at each probe (not failed every interval)", function()
+    local name = uv.os_gethostname()
+    local addrs = uv.getaddrinfo(name, nil, { socktype = "stream", family = "inet" })
+    if not addrs or addrs[1].addr ~= "127.0.0.1" then
+      pending("the host name " .. name .. " does not resolve to 127.0.0.1 here")
+      return
+    end
+    drive(function()
+      local port, close = http_server(200)
+      local sup, _, states, events = one({ readiness = { http = ("http://%s:%d/healthz"):format(name, port), interval_ms = 20 } })
+      assert.is_truthy(state_where(states, function(x) return x.probe_state == "healthy" end))
+      finish(sup, states, events)
+      local sup2, _, states2, events2 = one({ readiness = { tcp = ("%s:%d"):format(name, port), interval_ms = 20 } })
+      assert.is_truthy(state_where(states2, function(x) return x.probe_state == "healthy" end))
+      finish(sup2, states2, events2)
+      close()
+      local sup3, _, states3, events3 = one({ readiness = { http = "http://no-such-host.invalid:80/", interval_ms = 10,
+        failure_threshold = 1 } })
+      local d = state_where(states3, function(x) return x.probe_state == "unhealthy" end)
+      assert.matches("cannot resolve no%-such%-host%.invalid", d.reason)
+      finish(sup3, states3, events3)
+    end)
+  end)
+
   it("exec: exit 0 passes, non-zero fails, a command past timeout_ms is killed and fails", function()
     drive(function()
       local sup, _, states, events = one({ readiness = { exec = { "sh", "-c", "exit 0" }, interval_ms = 20 } })
@@ -408,7 +432,7 @@ describe("health thresholds and gating", function()
     local cases = {
       { { liveness = { lua = function() end, failure_threshold = 0 } }, "failure_threshold" },
       { { liveness = { lua = function() end, success_threshold = 2 } }, "success_threshold" },
-      { { liveness = { tcp = "nowhere" } }, "ip:port" },
+      { { liveness = { tcp = "nowhere" } }, "host:port" },
       { { liveness = { heartbeat = "a.*" } }, "wildcards" },
       { { liveness = { http = "https://x/" } }, "http://" },
       { { liveness = {} }, "needs one of" },

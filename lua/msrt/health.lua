@@ -83,9 +83,9 @@ local function probe_type(p)
   if found == "heartbeat" and (type(v) ~= "string" or v:find("[%*>%s]") or v == "") then
     return nil, "heartbeat must be a subject (no wildcards)"
   elseif found == "tcp" and (type(v) ~= "string" or not ip_port(v)) then
-    return nil, "tcp must be \"ip:port\""
+    return nil, "tcp must be \"host:port\""
   elseif found == "http" and (type(v) ~= "string" or not parse_url(v)) then
-    return nil, "http must be \"http://ip:port/path\""
+    return nil, "http must be \"http://host:port/path\""
   elseif found == "exec" and (type(v) ~= "table" or type(v[1]) ~= "string") then
     return nil, "exec must be a list {\"cmd\", \"arg\", ...}"
   elseif found == "lua" and type(v) ~= "function" then
@@ -96,7 +96,8 @@ end
 
 --- Check a child spec's `health` table: {startup = probe, liveness =
 -- probe, readiness = probe}; a probe is one of {heartbeat = subject},
--- {tcp = "ip:port"}, {http = "http://ip:port/path"}, {exec = {cmd, ...}},
+-- {tcp = "host:port"}, {http = "http://host:port/path"} (a host name is
+-- resolved at each probe, on the loop), {exec = {cmd, ...}},
 -- {lua = fn(child)}, {alive = true} with the Kubernetes fields.
 -- @return true | nil, message
 function M.check(spec)
@@ -189,17 +190,30 @@ local function close(h)
   if h and not h:is_closing() then h:close() end
 end
 
+-- Connect tcp to host:port, then cb(err | nil): an address at once, a
+-- host name once getaddrinfo has resolved it on the loop (libuv's
+-- threadpool; the probe's timeout covers both). Nothing happens after
+-- tcp is closed.
+local function connect(tcp, host, port, cb)
+  local function go(addr)
+    local ok, err = pcall(tcp.connect, tcp, addr, port, cb)
+    if not ok then cb(tostring(err)) end
+  end
+  if host:find("^[%d.]+$") or host:find(":", 1, true) then return go(host) end
+  uv.getaddrinfo(host, tostring(port), { socktype = "stream" }, function(err, res)
+    if tcp:is_closing() then return end
+    if err or not res or not res[1] then return cb(("cannot resolve %s: %s"):format(host, tostring(err or "no address"))) end
+    go(res[1].addr)
+  end)
+end
+
 function run.tcp(p, _, finish)
   local host, port = ip_port(p.tcp)
   local tcp = uv.new_tcp()
-  local ok, err = pcall(tcp.connect, tcp, host, port, function(cerr)
+  connect(tcp, host, port, function(cerr)
     close(tcp)
     if cerr then finish(false, "tcp connect " .. p.tcp .. ": " .. tostring(cerr)) else finish(true) end
   end)
-  if not ok then
-    close(tcp)
-    return finish(false, "tcp connect " .. p.tcp .. ": " .. tostring(err))
-  end
   return function() close(tcp) end
 end
 
@@ -233,14 +247,13 @@ function run.http(p, _, finish)
     if code >= 200 and code < 300 then return done(true) end
     done(false, ("http GET %s: status %d"):format(p.http, code))
   end
-  local ok, err = pcall(tcp.connect, tcp, host, port, function(cerr)
+  connect(tcp, host, port, function(cerr)
     if cerr then return done(false, "http connect " .. hostport .. ": " .. tostring(cerr)) end
     local req = ("GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: msrt-health\r\nAccept: */*\r\nConnection: close\r\n\r\n")
       :format(path, hostport)
     tcp:write(req)
     tcp:read_start(on_read)
   end)
-  if not ok then return done(false, "http connect: " .. tostring(err)) end
   return function() close(tcp) end
 end
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1079,9 +1080,24 @@ static void open_handles(msrt_procs *r, msrt_proc *p, const int ours[3]) {
   uv_read_start((uv_stream_t *)&p->err, on_alloc, on_read);
 }
 
+/* A cwd that cannot be entered is said as such (the child's chdir would
+ * fail with the errno of a missing program). Returns 0 or the errno. */
+static int check_cwd(const msrt_proc_spec *s, msrt_error *err) {
+  struct stat st;
+  if (!s->cwd) return 0;
+  int e = stat(s->cwd, &st) != 0      ? errno
+          : !S_ISDIR(st.st_mode)       ? ENOTDIR
+          : access(s->cwd, X_OK) != 0 ? errno
+                                       : 0;
+  if (e)
+    msrt_error_set(err, MSRT_E_SPAWN_FAILED, "process %s: cwd %s: %s", s->name,
+                   s->cwd, strerror(e));
+  return e;
+}
+
 msrt_proc *msrt_proc_spawn(msrt_procs *r, const msrt_proc_spec *s,
                            msrt_error *err) {
-  if (check_spec(s, err) != MSRT_E_OK) return NULL;
+  if (check_spec(s, err) != MSRT_E_OK || check_cwd(s, err)) return NULL;
   int ours[3], theirs[3];
   int e = make_pipes(ours, theirs);
   pid_t pid = 0;
