@@ -325,7 +325,16 @@ local function load_module()
   if type(M) ~= "table" then
     error(("actor module %s returned %s, not a table"):format(spec.module or "", type(M)), 0)
   end
-  for k, bc in pairs(spec.fns or {}) do M[k] = assert(loadstring(bc)) end
+  local env
+  for k, bc in pairs(spec.fns or {}) do
+    M[k] = assert(loadstring(bc))
+    if spec.sandboxed and spec.sandboxed[k] then
+      -- a tree file's inline function: the policy library (msrt.sandbox),
+      -- not this state's io, os, require, load*, debug, jit or ffi
+      env = env or require("msrt.sandbox")(os.getenv)
+      setfenv(M[k], env)
+    end
+  end
   if type(M.handle) ~= "function" then
     error(("actor %s: its module has no handle(ctx, msg) function"):format(spec.name), 0)
   end

@@ -34,7 +34,12 @@ function M.forget(name) module_code[name] = nil end
 
 -- A handler given as a function: it runs in another Lua state, so it may
 -- not capture locals (upvalues); it is carried as bytecode.
+-- A function from a policy file (a tree file's inline handler) comes as
+-- its bytecode and true: the actor runs it sandboxed (actor_boot.lua).
 local function dump_fn(key, fn)
+  local pbc, why = core.policy_bytecode(fn)
+  if pbc then return pbc, true end
+  if why then return nil, core.error("invalid_arg", key .. " " .. why) end
   local nups = debug.getinfo(fn, "u").nups
   if nups > 0 then
     local names = {}
@@ -76,6 +81,7 @@ local function encode_spec(spec, notify_started)
       local bc, err = dump_fn(k, spec[k])
       if not bc then return nil, err end
       s.fns[k] = bc
+      if err then s.sandboxed = s.sandboxed or {} s.sandboxed[k] = true end
     end
   end
   local ok, enc = pcall(buffer.encode, s)

@@ -1,9 +1,11 @@
 --- `msrt-lua --check FILE...`: compile and validate policy files.
--- Each file is compiled, run in a sandbox, and its value handed to the
+-- Each file is read and run as a policy file (msrt.policy: sandboxed,
+-- bounded, as when it is used), and its value handed to the
 -- first validator whose `detects(value, path)` is true; policy kinds added
 -- by later parts register a validator with `M.register`.
 -- @module msrt.check
 local core = require "msrt.core"
+local policy = require "msrt.policy"
 local profile = require "msrt.profile"
 local routes = require "msrt.routes"
 
@@ -63,15 +65,8 @@ M.register {
 --- Check one file.
 -- @treturn boolean|nil true, or nil and an error whose message reads `file:line: message`
 function M.file(path)
-  local f = io.open(path)
-  if not f then return nil, core.error("not_found", path .. ":0: cannot open file") end
-  local source = f:read("*a")
-  f:close()
-  local chunk, err = loadstring(source, "@" .. path)
-  if not chunk then return nil, core.error("syntax", err) end
-  setfenv(chunk, setmetatable({}, { __index = _G }))
-  local ok, value = pcall(chunk)
-  if not ok then return nil, core.error("bad_config", tostring(value)) end
+  local value, source = policy.load_file(path)
+  if value == nil and type(source) == "table" then return nil, source end
   for _, v in ipairs(validators) do
     if v.detects(value, path) then return v.validate(value, path, source) end
   end

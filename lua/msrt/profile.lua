@@ -32,6 +32,11 @@ M.schema = {
     pause = int(10, 1000),                 -- LuaJIT setpause, per actor state
     stepmul = int(10, 10000),              -- LuaJIT setstepmul
   },
+  policy = schema.fields{                  -- policy files (msrt.policy)
+    time_ms = int(1, 3600000),             -- wall clock per run or call
+    memory_bytes = int(1048576, 68719476736, "bytes"), -- held by one file's state
+    file_bytes = int(1, 1073741824, "bytes"), -- largest file read
+  },
   connections = schema.fields{
     keepalive_ms = int(0, 86400000),
     backlog = int(1, 65535),
@@ -85,19 +90,6 @@ local function copy(t)
   return c
 end
 
---- A fresh environment for a policy file (profiles, routing tables): the
--- pure parts of the standard library and os.getenv, nothing that does I/O.
--- The libraries are copies: a file that assigns `string.rep = nil` must not
--- change them for the host and every other policy.
-local function sandbox()
-  return { math = copy(math), string = copy(string), table = copy(table), pairs = pairs,
-    ipairs = ipairs, type = type, tonumber = tonumber, tostring = tostring,
-    error = error, assert = assert, select = select, next = next,
-    unpack = unpack, pcall = pcall, os = { getenv = os.getenv } }
-end
-
-M.sandbox = sandbox
-
 --- Find a profile file by name or path.
 -- @treturn string|nil path, or nil and a `not_found` error listing the known names
 function M.find(name)
@@ -127,21 +119,22 @@ function M.list()
   return names
 end
 
---- Load one profile file (no merging with the default).
--- @treturn table|nil the fields, or nil and an error (`not_found`, `syntax`, `bad_profile`)
+--- Load one profile file (no merging with the default), run as a policy
+-- file (msrt.policy: sandboxed, bounded; a function of the machine is
+-- called there too).
+-- @treturn table|nil the fields, or nil and an error (`not_found`, `io`,
+--   `syntax`, `bad_profile`)
 function M.load_file(path, machine)
-  local f = io.open(path)
-  if not f then return nil, core.error("not_found", ("cannot open profile '%s'"):format(path)) end
-  local source = f:read("*a")
-  f:close()
-  local chunk, err = loadstring(source, "@" .. path)
-  if not chunk then return nil, core.error("syntax", err, { file = path }) end
-  setfenv(chunk, sandbox())
-  local ok, t = pcall(chunk)
-  if not ok then return nil, core.error("bad_profile", tostring(t), { file = path }) end
+  local policy = require "msrt.policy"
+  local t, source = policy.load_file(path)
+  if t == nil and type(source) == "table" then
+    if source.code == "bad_config" then source = core.error("bad_profile", source.message, { file = path }) end
+    return nil, source
+  end
   if type(t) == "function" then
-    ok, t = pcall(t, machine)
-    if not ok then return nil, core.error("bad_profile", tostring(t), { file = path }) end
+    local ok, v = policy.call(path, t, machine)
+    if not ok then return nil, core.error("bad_profile", v.message, { file = path }) end
+    t = v
   end
   if type(t) ~= "table" then
     return nil, core.error("bad_profile", ("%s:0: a profile returns a table or a function of the machine, not %s"):format(path, type(t)), { file = path })

@@ -21,7 +21,12 @@
 --
 -- Only files under watched directories are reloaded: a path outside them,
 -- or a symlink that leads out of them (paths are compared after
--- realpath), is refused. Hub thread only.
+-- realpath), is refused; the file read is checked again by the path of
+-- its open descriptor, so a swap after the first check is refused too.
+-- Policy files are read and run by msrt.policy: a regular file up to a
+-- size cap, never a FIFO or directory, in a sandbox with a time and
+-- memory budget; whatever fails is a msrt.reload.failed, never an exit.
+-- Hub thread only.
 -- @module msrt.reload
 local core = require "msrt.core"
 local uv = require "luv"
@@ -106,7 +111,13 @@ function M.reload(path)
   if not p then
     return failed(real, nil, core.error("not_found", ("%s is not the source of any policy (msrt.routes(path), a profile file)"):format(real)))
   end
-  local policy, err = p.load(real)
+  -- the file read must be under a watched directory too: a directory of
+  -- the path swapped for a symlink after the check above is caught here
+  local lok, policy, err = pcall(require("msrt.policy").guarded, real, function(read)
+    if is_inside(read) then return true end
+    return nil, core.error("invalid_arg", ("%s: the file read is %s, not under a watched directory"):format(real, read))
+  end, p.load, real)
+  if not lok then policy, err = nil, policy end
   if not policy then return failed(real, p.kind, err) end
   local state = p.state
   if type(policy) == "table" and type(policy.migrate) == "function" then

@@ -4,23 +4,19 @@
 -- Internal: the public face is `msrt.routes` (init.lua). Hub thread only.
 -- @module msrt.routes
 local core = require "msrt.core"
+local policy = require "msrt.policy"
 local profile = require "msrt.profile"
 local schema = require "msrt.schema"
 
 local M = {}
 
---- Load a rules file: a Lua file returning the list, run in a sandbox.
--- @return the list | nil, err (`not_found`, `syntax`, `bad_config`)
+--- Load a rules file: a Lua file returning the list, run as a policy
+-- file (msrt.policy: sandboxed, bounded).
+-- @return the list, its source | nil, err (`not_found`, `io`, `syntax`,
+--   `bad_config`)
 function M.load_file(path)
-  local f = io.open(path)
-  if not f then return nil, core.error("not_found", ("cannot open routing table '%s'"):format(path), { file = path }) end
-  local source = f:read("*a")
-  f:close()
-  local chunk, err = loadstring(source, "@" .. path)
-  if not chunk then return nil, core.error("syntax", err, { file = path }) end
-  setfenv(chunk, profile.sandbox())
-  local ok, rules = pcall(chunk)
-  if not ok then return nil, core.error("bad_config", tostring(rules), { file = path }) end
+  local rules, source = policy.load_file(path)
+  if rules == nil and type(source) == "table" then return nil, source end
   if type(rules) ~= "table" then
     return nil, core.error("bad_config", ("%s:0: a routing table file returns a list of rules, not %s"):format(path, type(rules)), { file = path })
   end

@@ -591,10 +591,10 @@ local function strategy_of(s)
   if type(s) == "string" then
     local ok, v
     if BUILTIN[s] then ok, v = pcall(require, "msrt.strategies." .. s)
-    elseif s:find("/") or s:find("%.lua$") then
-      local chunk, err = loadfile(s)
-      if not chunk then return nil, core.error("syntax", tostring(err)) end
-      ok, v = pcall(chunk)
+    elseif s:find("/") or s:find("%.lua$") then -- a policy file: sandboxed, bounded
+      local st, err = require("msrt.policy").strategy_file(s)
+      if not st then return nil, err end
+      ok, v = true, st
     elseif not package.searchpath(s, package.path) then
       return nil, core.error("bad_config", ("unknown strategy '%s' (built-in: one_for_one, one_for_all, rest_for_one, simple_one_for_one; or a module name on package.path, or a path to a Lua file)"):format(s))
     else ok, v = pcall(require, s) end
@@ -676,37 +676,26 @@ local function boot(sup)
   return true
 end
 
---- Load a supervisor spec from a Lua file returning it (run in the
--- policy sandbox; checked when it is used). @return spec | nil, err
--- (not_found, syntax, bad_config)
+--- Load a supervisor spec from a Lua file returning it, run as a policy
+-- file (msrt.policy: sandboxed, bounded). Its functions stay sandboxed:
+-- a strategy, a migrate or a lua health probe is called in the file's
+-- own state, with its budget; an inline actor function (handle, init,
+-- terminate) runs in the actor with the same library as the file and
+-- its ctx (README "Policy files"; name a module for more). Checked when
+-- it is used.
+-- @return spec | nil, err (not_found, io, syntax, bad_config)
 function M.load_file(path)
-  local chunk, err = loadfile(path)
-  if not chunk then
-    local code = io.open(path) and "syntax" or "not_found"
-    return nil, core.error(code, tostring(err), { file = path })
-  end
-  setfenv(chunk, require("msrt.profile").sandbox())
-  local ok, spec = pcall(chunk)
-  if not ok then return nil, core.error("bad_config", tostring(spec), { file = path }) end
+  local spec, err = require("msrt.policy").load_file(path)
+  if spec == nil and type(err) == "table" then return nil, err end
   if type(spec) ~= "table" then
     return nil, core.error("bad_config", ("%s:0: a supervisor file returns a spec table, not %s"):format(path, type(spec)), { file = path })
   end
   return spec
 end
 
--- A strategy given as a file is reloaded with it (msrt.watch): the new
--- one decides from the next event.
 local function watch_strategy(sup, s)
   if type(s) ~= "string" or BUILTIN[s] or not (s:find("/") or s:find("%.lua$")) then return end
-  local forget = require("msrt.reload").register(s, "strategy", function(path)
-    local chunk, err = loadfile(path)
-    if not chunk then return nil, core.error("syntax", tostring(err), { file = path }) end
-    local ok, v = pcall(chunk)
-    if not ok then return nil, core.error("bad_config", tostring(v), { file = path }) end
-    local st, serr = strategy_of(type(v) == "function" and v or v)
-    if not st then return nil, serr end
-    return type(v) == "table" and v or { decide = v }
-  end, function(v)
+  local forget = require("msrt.reload").register(s, "strategy", require("msrt.policy").strategy_file, function(v)
     local st = assert(strategy_of(v))
     sup.strategy = st.decide
     return true

@@ -3,7 +3,9 @@
  * the repo's lua/ dir through package.path, and the checks are Lua, in
  * spec/fuzz/profile_driver.lua. Only `msrt.core` is a stand-in: its
  * `error` checks its arguments as src/lua/lerror.c does (a known code
- * name and a string message, or it raises).
+ * name and a string message, or it raises); the policy files' own
+ * functions (src/lua/lpolicy.h, lsys.h: reading, the policy state) are
+ * the real ones, handed to the driver as the global msrt_core_c.
  *
  * Input: byte 0 picks the mode, the rest is
  *   mode even: the text of a profile file, loaded by M.load_file (syntax
@@ -27,6 +29,8 @@
 #include <unistd.h>
 
 #include "fuzz_lua.h"
+#include "lua/lpolicy.h"
+#include "lua/lsys.h"
 
 /* Run the driver on one input; abort on a finding. */
 static void run(lua_State *L, int mode, const char *path, const uint8_t *p,
@@ -59,6 +63,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   int mode = fz_u8(&in) & 1;
   if (mode == 0) write_file(path, in.p, in.n);
   lua_State *L = fz_lua_new();
+  lua_newtable(L);
+  msrt_lua_open_sys(L);
+  msrt_lua_open_policy(L);
+  lua_setglobal(L, "msrt_core_c");
   run(L, mode, path, in.p, in.n);
   fz_lua_close(L);
   return 0;

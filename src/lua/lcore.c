@@ -14,6 +14,7 @@
 #include "lua/host.h"
 #include "lua/lerror.h"
 #include "lua/lhealth.h"
+#include "lua/lpolicy.h"
 #include "lua/lproc.h"
 #include "lua/lsuper.h"
 #include "lua/lsys.h"
@@ -357,5 +358,6 @@ int luaopen_msrt_core(lua_State *L) {
   msrt_lua_open_super(L);
   msrt_lua_open_health(L);
   msrt_lua_open_sys(L);
+  msrt_lua_open_policy(L);
   return 1;
 }

@@ -87,7 +87,9 @@ static int read_fail(lua_State *L, int fd, msrt_code code, const char *path,
 static int l_read_policy(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   lua_Integer max = luaL_checkinteger(L, 2);
-  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  char resolved[PATH_MAX]; /* the symlinks the caller named are followed */
+  const char *real = realpath(path, resolved) ? resolved : path;
+  int fd = open(real, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) {
     int e = errno;
     if (e == ELOOP) return read_fail(L, -1, MSRT_E_BAD_CONFIG, path, "a symbolic link (refused)");
@@ -120,7 +122,7 @@ static int l_read_policy(lua_State *L) {
     if (total > (size_t)max) return read_fail(L, fd, MSRT_E_BAD_CONFIG, path, "grew past the size allowed");
   }
   luaL_pushresult(&b);
-  push_real_path(L, fd, path);
+  push_real_path(L, fd, real);
   close(fd);
   return 2;
 }

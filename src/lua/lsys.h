@@ -11,8 +11,9 @@
  *   "a regular file", "a directory", "a symbolic link", ... or an errno
  *   text when lstat fails for another reason than ENOENT).
  * core.read_policy(path, max_bytes) -> text, real_path | nil, err: the
- *   whole of a policy file, opened with O_NOFOLLOW | O_NONBLOCK (a final
- *   symlink is refused; a FIFO does not block the open) and checked with
+ *   whole of a policy file: path's symlinks are resolved (realpath), then
+ *   the real path is opened with O_NOFOLLOW | O_NONBLOCK (a symlink put
+ *   there meanwhile is refused; a FIFO does not block the open), checked with
  *   fstat on that descriptor: only a regular file of at most max_bytes is
  *   read. real_path is the opened file's own path (/proc/self/fd), so a
  *   caller's "is it under a watched directory" check is about the file
