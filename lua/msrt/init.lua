@@ -271,7 +271,7 @@ M.json = require "msrt.json"
 --- Install a routing table: how published subjects are rewritten, split
 -- and dead-lettered before subscribers are matched.
 -- rules_or_path: a list of rules, or the path of a Lua file returning one
--- (run in a sandbox). Rules are tried in order; the first whose `match`
+-- (run sandboxed and bounded: README "Policy files"). Rules are tried in order; the first whose `match`
 -- pattern (NATS wildcards) matches the published subject decides, and its
 -- result is final (not routed again):
 --   `{ match = "legacy.*.task", rewrite = "tasks.$1" }`: the message goes
@@ -308,7 +308,9 @@ end
 -- `msrt.start{profile = ...}` — is reloaded when it changes under a watched
 -- directory (debounced 10 ms: an editor's write-rename-write is one
 -- reload), on SIGHUP, or by `msrt.reload(path)`. A reload compiles the file
--- in a fresh sandbox and validates it like `msrt-lua --check`; on any error
+-- in a fresh sandbox within a time and memory budget (README "Policy
+-- files"; a FIFO, a directory or an oversized file is refused) and
+-- validates it like `msrt-lua --check`; on any error
 -- the old policy stays and `msrt.reload.failed` {file, kind, error =
 -- "file:line: message"} is published; on success `msrt.reload.ok` {file,
 -- kind, version, needs_restart} (version only grows; needs_restart lists
