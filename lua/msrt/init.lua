@@ -387,7 +387,12 @@ end
 local levels = { debug = 0, info = 1, warn = 2, error = 3 }
 
 --- Log a line on stderr: `msrt.log(level, ...)`, level one of debug, info,
--- warn, error; below the --log-level threshold it is dropped.
+-- warn, error; below the --log-level threshold it is dropped. Never blocks
+-- the hub on a slow reader of stderr: lines wait in a 1 MiB buffer, and
+-- when that is full they are dropped and counted (a line says how many).
+-- Text logs show control characters other than tab and newline as \xHH
+-- (a child's stderr line cannot move the terminal's cursor or fake a
+-- line); JSON logs escape them as JSON does.
 function M.log(level, ...)
   check_arg(levels[level], 1, "log", "debug, info, warn or error expected")
   if levels[level] < levels[core.options().log_level] then return end
@@ -397,10 +402,11 @@ function M.log(level, ...)
   if core.options().log_format == "json" then -- one JSON object a line
     local esc = text:gsub('[%c"\\]', function(c) return ("\\u%04x"):format(c:byte()) end)
     local sec, usec = uv.gettimeofday()
-    io.stderr:write(('{"ts":%.3f,"level":"%s","msg":"%s"}\n'):format(sec + usec / 1e6, level, esc))
+    core.log_line(('{"ts":%.3f,"level":"%s","msg":"%s"}'):format(sec + usec / 1e6, level, esc))
     return
   end
-  io.stderr:write(("%s %s\n"):format(level:upper(), text))
+  text = text:gsub("[%z\1-\8\11-\31\127]", function(c) return ("\\x%02x"):format(c:byte()) end)
+  core.log_line(("%s %s"):format(level:upper(), text))
 end
 process.log = M.log
 supervisor.log = M.log

@@ -8,6 +8,11 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Log lines queued for stderr at most (core/logsink.h), and how long the
+ * exit waits for a slow reader of stderr to take them. */
+#define LOG_BUFFER_BYTES (1u << 20)
+#define LOG_EXIT_MS 2000
+
 static const char HOST_KEY = 'h'; /* registry key: its address */
 static const char ERROR_HOOK_KEY = 'e'; /* registry: core.set_error_hook's fn */
 
@@ -26,10 +31,29 @@ msrt_host *msrt_host_get(lua_State *L) {
   return h;
 }
 
-void msrt_host_report(msrt_host *h, const char *what, const char *msg) {
-  if (what && *what) fprintf(stderr, "msrt-lua: %s: %s\n", what, msg);
-  else fprintf(stderr, "msrt-lua: %s\n", msg);
+/* The sink of the one host of this process, flushed (bounded) at exit
+ * too: os.exit leaves without msrt_host_close. */
+static msrt_logsink *exit_sink;
+static void flush_at_exit(void) {
+  if (exit_sink) msrt_logsink_flush(exit_sink, LOG_EXIT_MS);
+}
+
+void msrt_host_log(msrt_host *h, const char *text, size_t len) {
+  if (h && h->log) {
+    msrt_logsink_write(h->log, text, len);
+    return;
+  }
+  fwrite(text, 1, len, stderr);
+  if (!len || text[len - 1] != '\n') fputc('\n', stderr);
   fflush(stderr);
+}
+
+void msrt_host_report(msrt_host *h, const char *what, const char *msg) {
+  char *line = NULL;
+  int n = what && *what ? asprintf(&line, "msrt-lua: %s: %s", what, msg)
+                        : asprintf(&line, "msrt-lua: %s", msg);
+  if (n >= 0) msrt_host_log(h, line, (size_t)n);
+  free(line);
   if (h) h->errors++;
 }
 
@@ -52,12 +76,12 @@ static int hook_takes(lua_State *L, const char *what, const char *msg) {
     return 0;
   }
   lua_State *co = lua_newthread(L);
-  lua_insert(L, -2);
+  int ref = luaL_ref(L, LUA_REGISTRYINDEX); /* not on L: see msrt_host_call */
   lua_xmove(L, co, 1);
   lua_pushstring(co, what ? what : "");
   lua_pushstring(co, msg);
   int taken = lua_resume(co, 2) == 0 && lua_toboolean(co, -1);
-  lua_pop(L, 1); /* the thread */
+  luaL_unref(L, LUA_REGISTRYINDEX, ref);
   return taken;
 }
 
@@ -188,6 +212,12 @@ static int open_luv(lua_State *L) {
 
 int msrt_host_init(msrt_host *h) {
   msrt_error err;
+  h->log = msrt_logsink_new(2, LOG_BUFFER_BYTES, &err);
+  if (!h->log) fprintf(stderr, "msrt-lua: %s (logging directly)\n", err.message);
+  if (h->log && !exit_sink) {
+    exit_sink = h->log;
+    atexit(flush_at_exit);
+  }
   h->hub = msrt_hub_new(&err);
   if (!h->hub) {
     fprintf(stderr, "msrt-lua: %s\n", err.message);
@@ -230,5 +260,8 @@ int msrt_host_close(msrt_host *h) {
   if (msrt_hub_free(h->hub) != 0)
     fprintf(stderr, "msrt-lua: warning: handles still open at exit\n");
   h->hub = NULL;
+  if (exit_sink == h->log) exit_sink = NULL;
+  msrt_logsink_free(h->log, LOG_EXIT_MS); /* a stalled reader: left */
+  h->log = NULL;
   return status;
 }

@@ -9,6 +9,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "core/logsink.h"
 #include "hub/hub.h"
 #include "sched/sched.h"
 
@@ -25,6 +26,7 @@ typedef struct msrt_host {
   const char *ctl;        /* --ctl PATH|auto, or NULL */
   const char *log_format; /* --log-format text|json, or NULL (text) */
   int ran_loop;           /* the script called luv's uv.run() itself */
+  msrt_logsink *log;      /* stderr for log lines and reports, or NULL */
 } msrt_host;
 
 enum { MSRT_LOG_DEBUG, MSRT_LOG_INFO, MSRT_LOG_WARN, MSRT_LOG_ERROR };
@@ -63,8 +65,14 @@ int msrt_host_resume(lua_State *L, lua_State *co, int nargs, int nres,
  * (libuv is never re-entered). */
 int msrt_host_run(msrt_host *h, uv_run_mode mode);
 
-/* The runtime's error path: "msrt-lua: <what>: <msg>" on stderr and one
- * more uncaught error counted. */
+/* One log line (a '\n' is added when it lacks one) to stderr through the
+ * host's log sink: never blocks on a slow reader; a line that finds the
+ * 1 MiB buffer full is dropped and counted (core/logsink.h). Queued lines
+ * are written, within 2 s, at msrt_host_close and at exit. */
+void msrt_host_log(msrt_host *h, const char *text, size_t len);
+
+/* The runtime's error path: "msrt-lua: <what>: <msg>" on stderr (through
+ * msrt_host_log) and one more uncaught error counted. */
 void msrt_host_report(msrt_host *h, const char *what, const char *msg);
 
 /* An uncaught error of Lua code run by the host (msrt_host_call's, and

@@ -90,16 +90,18 @@ static void on_hup(msrt_hub *hub, void *ud) {
   (void)hub;
   msrt_host *h = ud;
   static const char msg[] = "SIGHUP: nothing to reload (no watched policy files)";
+  char line[160];
+  int n;
   if (h->log_level > MSRT_LOG_INFO) return;
   if (h->log_format && strcmp(h->log_format, "json") == 0) {
     uv_timeval64_t tv;
     uv_gettimeofday(&tv);
-    fprintf(stderr, "{\"ts\":%.3f,\"level\":\"info\",\"msg\":\"%s\"}\n",
-            (double)tv.tv_sec + tv.tv_usec / 1e6, msg);
+    n = snprintf(line, sizeof line, "{\"ts\":%.3f,\"level\":\"info\",\"msg\":\"%s\"}",
+                 (double)tv.tv_sec + tv.tv_usec / 1e6, msg);
   } else {
-    fprintf(stderr, "INFO %s\n", msg);
+    n = snprintf(line, sizeof line, "INFO %s", msg);
   }
-  fflush(stderr);
+  msrt_host_log(h, line, (size_t)n);
 }
 
 void msrt_lua_install_shutdown(lua_State *L) {
@@ -249,6 +251,15 @@ static int l_set_blocking_threads(lua_State *L) {
   return 0;
 }
 
+/* log_line(text): one line to stderr through the host's log sink (never
+ * blocks the hub; msrt_host_log). */
+static int l_log_line(lua_State *L) {
+  size_t len;
+  const char *text = luaL_checklstring(L, 1, &len);
+  msrt_host_log(host(L), text, len);
+  return 0;
+}
+
 /* report(what, message): the runtime's error path. */
 static int l_report(lua_State *L) {
   msrt_host_raise(L, luaL_checkstring(L, 1), luaL_checkstring(L, 2));
@@ -347,7 +358,7 @@ int luaopen_msrt_core(lua_State *L) {
     {"set_error_hook", msrt_host_set_error_hook},
     {"options", l_options}, {"set_log_level", l_set_log_level},
     {"now_ms", l_now_ms}, {"timeout_ms", l_timeout_ms}, {"exe", l_exe},
-    {"resume", l_resume},
+    {"resume", l_resume}, {"log_line", l_log_line},
     {NULL, NULL}};
   lua_newtable(L);
   luaL_register(L, NULL, fns);
