@@ -13,36 +13,9 @@ local function run(script, args, env)
   return r
 end
 
--- Start script (its arg[1]: a file it writes once ready) in the
--- background, then run the shell steps ($pid, $out: its stdout+stderr).
--- Returns its exit status and output. Every wait is bounded (10 s).
-local function signalled(script, steps)
-  local path, ready = S.file(script), os.tmpname()
-  os.remove(ready)
-  local out = ready .. ".out"
-  local cmd = table.concat({
-    "exec 2>/dev/null",
-    ("%s %s %s >%s 2>&1 & pid=$!; out=%s"):format(S.quote(S.exe), S.quote(path), S.quote(ready), S.quote(out), S.quote(out)),
-    ("n=0; while [ ! -s %s ] && [ $n -lt 1000 ]; do sleep 0.01; n=$((n+1)); done"):format(S.quote(ready)),
-    steps,
-    "wait $pid; echo $?",
-  }, "\n")
-  local p = io.popen(cmd)
-  local code = tonumber(p:read("*a"):match("(%d+)%s*$"))
-  p:close()
-  local f = io.open(out)
-  local text = f and f:read("*a") or ""
-  if f then f:close() end
-  os.remove(ready) os.remove(out) os.remove(path)
-  return code, text
-end
-
-local function wait_lines(pattern, n)
-  return ("m=0; while [ \"$(grep -c '%s' $out)\" -lt %d ] && [ $m -lt 1000 ]; do sleep 0.01; m=$((m+1)); done")
-    :format(pattern, n)
-end
-
-local READY = [[local f = io.open(arg[1], "w") f:write("1") f:close()]]
+local SIG = require "spec.signals"
+local function signalled(script, steps) return SIG.signalled(S.exe, script, steps) end
+local wait_lines, READY = SIG.wait_lines, SIG.READY
 
 describe("the host", function()
   it("outlives ctl clients that hang up before reading the answer (SIGPIPE ignored)", function()
