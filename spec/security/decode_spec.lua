@@ -44,6 +44,33 @@ describe("security: decoding", function()
     end)
   end)
 
+  it("keeps a supervisor (intensity 1) and its host alive through 200 such lines", function()
+    -- before the fix each line crashed the actor: the supervisor gave up
+    -- after the second and the host exited
+    local script = S.file([=[
+      local msrt = require "msrt"
+      local events = {}
+      msrt.subscribe("msrt.supervisor.>", function(m) events[#events + 1] = m.subject end)
+      local sup = assert(msrt.supervisor { name = "dsup", intensity = 1, period_ms = 60000, children = {
+        { id = "rx", actor = { subscribe = "dsup.in", handle = function(ctx, msg)
+          ctx.state = (ctx.state or 0) + msg.data.k
+          if ctx.state == 400 then ctx:publish("dsup.done", ctx.state) end
+        end } } } })
+      msrt.subscribe("dsup.done", function(m)
+        print("done", m.data)
+        sup:stop()
+        msrt.stop()
+      end)
+      assert(msrt.process { name = "dsupfeed", allow_publish = "dsup.in", cmd = { "/bin/sh", "-c",
+        [[i=0; while [ $i -lt 200 ]; do echo '{"subject":"dsup.in","data":{"k":1,"k":2}}'; i=$((i+1)); done]] } })
+    ]=])
+    local r = S.run({ script }, { limit_s = 60 })
+    os.remove(script)
+    assert.are.equal("done\t400\n", r.out, r.err)
+    assert.are.equal(0, r.code, r.err)
+    assert.is_nil(r.err:find("restart"), r.err)
+  end)
+
   it("takes the last key among many (the sorted path for large objects)", function()
     drive(function()
       local got = collector("dupwide.in")
