@@ -11,6 +11,9 @@ msrt.supervisor{ name = "ops", children = {
   { id = "inner", supervisor = { name = "inner", children = {
     { id = "worker", actor = { subscribe = "ops.work", handle = function() end } } } } },
 } }
+-- msrt.supervisor returns once every child has started (OTP start order):
+-- the spec waits for this line before it asks for the tree
+io.stderr:write("fleet started\n")
 msrt.publish("ops.work", "one message for the per-class counters")
 msrt.every(1000, function() end) -- keep running until ctl stop
 ]]
@@ -43,10 +46,11 @@ describe("operator tools", function()
       local text = f and f:read("*a") or ""
       if f then f:close() end
       port = tonumber(text:match("metrics on http://127%.0%.0%.1:(%d+)/metrics"))
-      if port and text:find("control socket", 1, true) then break end
+      if port and text:find("control socket", 1, true) and text:find("fleet started", 1, true) then break end
       uv.sleep(20)
     end
     assert.is_number(port, "the fleet did not start")
+    assert.is_truthy(io.open(errf):read("*a"):find("fleet started", 1, true), "the fleet did not start")
     local ok, err = pcall(function()
       local tree = S.run({ "ctl", sock, "tree" })
       assert.are.equal(0, tree.code, tree.err)
