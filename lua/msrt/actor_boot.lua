@@ -25,7 +25,7 @@ local stash = {}   -- timer ids that fired while the actor waited
 -- OWED_MAX are kept; a request past them waits for its timeout.
 local owed, nowed, OWED_MAX = {}, 0, 1024
 
-local function err(code, message) return rt.error(code, message) end
+local function err(code, message, fields) return rt.error(code, message, fields) end
 
 local ctx = { name = spec.name, id = id, args = spec.args }
 
@@ -268,6 +268,9 @@ function ctx:request(subject, data, opts)
     local h = msg.headers
     if h and h.Status == "503" then -- NATS' no-responders status: the responder went away
       return nil, err("no_responders", ("no reply from \"%s\": %s"):format(subject, h.Description or "no responders"))
+    end
+    if h and h["Rpc-Error"] then -- a JSON-RPC error from a jsonrpc/lsp child (src/proc/proc.h)
+      return nil, err("rpc_error", h.Description or "error", { rpc_code = tonumber(h["Rpc-Error"]), data = msg.data })
     end
     return msg.data, msg
   end

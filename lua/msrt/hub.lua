@@ -256,6 +256,9 @@ function M.request(subject, data, opts)
     if h and h.Status == "503" then -- NATS' no-responders status: the responder went away
       return nil, core.error("no_responders", ("no reply from \"%s\": %s"):format(subject, h.Description or "no responders"))
     end
+    if h and h["Rpc-Error"] then -- a JSON-RPC error from a jsonrpc/lsp child (src/proc/proc.h)
+      return nil, core.error("rpc_error", h.Description or "error", { rpc_code = tonumber(h["Rpc-Error"]), data = msg.data })
+    end
     return msg.data, msg
   end
   return nil, msg

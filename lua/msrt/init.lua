@@ -151,7 +151,10 @@ end
 -- shell; prog searched in the host's PATH), `env = {NAME = value}`,
 -- `inherit_env` (false: the default, the child's environment is only
 -- `env`; true: the host's whole environment; or a list of names),
--- `cwd`, `codec` ("json_lines" default, "lines", "raw"), `publish_as`
+-- `cwd`, `codec` ("json_lines" default, "lines", "raw"; "jsonrpc" and
+-- "lsp": JSON-RPC 2.0 newline-delimited or behind Content-Length headers,
+-- methods called by requests to `rpc` .. ".<method>", `rpc` defaulting to
+-- "<name>.rpc", README "Processes"), `publish_as`
 -- (subject prefix, default "agents.<name>"), `subscribe` (pattern or
 -- list: matching messages are written to stdin, one JSON line each
 -- {subject, reply, headers, data}), `queue` (queue group of those

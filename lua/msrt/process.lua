@@ -19,7 +19,8 @@ local M = {}
 M.log = function() end
 
 local live = {} -- process id -> handle
-local CODECS = { json_lines = true, lines = true, raw = true }
+local CODECS = { json_lines = true, lines = true, raw = true, jsonrpc = true, lsp = true }
+local RPC = { jsonrpc = true, lsp = true }
 local OVERFLOW = { drop_newest = true, drop_oldest = true, error = true, block = true }
 local LIMITS = { nofile = true, as_bytes = true, cpu_s = true, nproc = true }
 local SPEC_KEYS = {
@@ -27,6 +28,7 @@ local SPEC_KEYS = {
   codec = true, subscribe = true, queue = true, publish_as = true,
   allow_publish = true, deny_publish = true, limits = true, stop = true,
   capacity = true, overflow = true, max_line_bytes = true, eof_wait_ms = true,
+  rpc = true,
 }
 
 local function bad(msg) return nil, core.error("invalid_arg", msg) end
@@ -127,7 +129,10 @@ local function compile(spec)
   local env, eerr = build_env(spec)
   if not env then return nil, eerr end
   if spec.cwd ~= nil and (type(spec.cwd) ~= "string" or spec.cwd:find("%z")) then return bad("cwd must be a string without NUL bytes") end
-  if spec.codec ~= nil and not CODECS[spec.codec] then return bad("codec must be json_lines, lines or raw") end
+  if spec.codec ~= nil and not CODECS[spec.codec] then return bad("codec must be json_lines, lines, raw, jsonrpc or lsp") end
+  if spec.rpc ~= nil and (not RPC[spec.codec] or type(spec.rpc) ~= "string") then
+    return bad("rpc (the method subjects' prefix) is a string, for codec jsonrpc or lsp")
+  end
   if spec.overflow ~= nil and not OVERFLOW[spec.overflow] then return bad("overflow must be drop_newest, drop_oldest, error or block") end
   local cap = spec.capacity
   if cap ~= nil and (type(cap) ~= "number" or cap < 1 or cap % 1 ~= 0) then return bad("capacity must be a positive integer (lines)") end
@@ -144,6 +149,16 @@ local function compile(spec)
   local subs, se = list_of_strings(spec.subscribe, "subscribe")
   if not subs then return bad(se) end
   local prof = profile.current()
+  local rpc, inbox
+  if RPC[spec.codec] then
+    -- method subjects "<rpc>.<method>"; the child's requests answered on
+    -- "<inbox>.<n>", a random inbox as msrt.request's
+    rpc = spec.rpc or (spec.name .. ".rpc")
+    local token, terr = core.token()
+    if not token then return nil, terr end
+    inbox = "_INBOX.proc." .. token
+    subs = { rpc .. ".>", unpack(subs) }
+  end
   return {
     name = spec.name, argv = argv, env = env, cwd = spec.cwd,
     codec = spec.codec or "json_lines",
@@ -152,7 +167,7 @@ local function compile(spec)
     stop_signal = signum, grace_ms = grace,
     max_line = spec.max_line_bytes or prof.max_line_bytes or 16 * 1024 * 1024,
     capacity = cap or 1024, overflow = spec.overflow or "drop_newest",
-    eof_wait_ms = spec.eof_wait_ms,
+    eof_wait_ms = spec.eof_wait_ms, rpc = rpc, inbox = inbox,
   }, subs
 end
 
@@ -314,8 +329,10 @@ function M.new(spec)
     bad_count = 0, state_name = core.proc_state(box) }), Handle)
   h.pid_at_start = core.proc_pid(box)
   live[id] = h
-  for _, pattern in ipairs(subs) do
-    local sid, serr = core.proc_subscribe(box, pattern, spec.queue)
+  local patterns = { unpack(subs) }
+  if cspec.inbox then patterns[#patterns + 1] = cspec.inbox .. ".>" end
+  for i, pattern in ipairs(patterns) do
+    local sid, serr = core.proc_subscribe(box, pattern, i <= #subs and spec.queue or nil)
     if not sid then
       core.proc_stop(box, 0)
       return nil, serr

@@ -52,6 +52,7 @@ typedef enum {
   X(SPAWN_FAILED,   "spawn_failed",   PROCESS,  HIGH,     RESTART)           \
   X(PROCESS_EXIT,   "process_exit",   PROCESS,  HIGH,     RESTART)           \
   X(BAD_INPUT,      "bad_input",      PROCESS,  LOW,      IGNORE)            \
+  X(RPC_ERROR,      "rpc_error",      PROCESS,  MEDIUM,   IGNORE)            \
   X(INTENSITY,      "intensity",      SUPERVISION, CRITICAL, ESCALATE)       \
   X(START_FAILED,   "start_failed",   SUPERVISION, HIGH,  ESCALATE)          \
   X(STRATEGY_FAILED,"strategy_failed",SUPERVISION, HIGH,  ESCALATE)          \

@@ -114,6 +114,9 @@ static msrt_code ev_publish(void *ud, msrt_proc *p, const char *s, size_t sl,
     wait_room(p, w);
     return MSRT_E_OK;
   }
+  if (rc == MSRT_E_OK && r && delivered == 0) /* a request nobody takes */
+    return msrt_error_set(err, MSRT_E_NO_RESPONDERS, "no responders for "
+                          "\"%.*s\"", (int)(sl > 200 ? 200 : sl), s);
   return rc;
 }
 
@@ -266,6 +269,8 @@ static void read_limits(lua_State *L, msrt_proc_limits *l) {
 static msrt_codec codec_of(const char *s) {
   if (s && strcmp(s, "lines") == 0) return MSRT_CODEC_LINES;
   if (s && strcmp(s, "raw") == 0) return MSRT_CODEC_RAW;
+  if (s && strcmp(s, "jsonrpc") == 0) return MSRT_CODEC_JSONRPC;
+  if (s && strcmp(s, "lsp") == 0) return MSRT_CODEC_LSP;
   return MSRT_CODEC_JSON_LINES;
 }
 
@@ -283,7 +288,7 @@ static msrt_procs *need_reg(lua_State *L, msrt_error *err) {
  * table: name, argv, env ("K=V" list), cwd, codec, publish_as, allow,
  * deny, limits, stop_signal, grace_ms, max_line, capacity, overflow
  * (block, drop_oldest, drop_newest, error; nil: drop_newest),
- * eof_wait_ms. */
+ * eof_wait_ms, rpc and inbox (jsonrpc, lsp). */
 static int l_proc_spawn(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   msrt_proc_spec s = {0};
@@ -291,6 +296,8 @@ static int l_proc_spawn(lua_State *L) {
   s.cwd = str_field(L, "cwd");
   s.codec = codec_of(str_field(L, "codec"));
   s.publish_as = str_field(L, "publish_as");
+  s.rpc = str_field(L, "rpc");
+  s.inbox = str_field(L, "inbox");
   s.argv = str_list(L, "argv", &s.argc);
   s.env = str_list(L, "env", &s.envc);
   s.allow = str_list(L, "allow", &s.nallow);

@@ -1,4 +1,5 @@
-/* Line framing of a byte stream (a child's stdout or stderr).
+/* Line framing of a byte stream (a child's stdout or stderr), or
+ * Content-Length framing (msrt_framer_init_headers: LSP's base protocol).
  *
  * Bytes are fed in chunks of any size; every complete line ('\n'
  * terminated; a '\r' before the '\n' is removed) is handed to on_line
@@ -35,6 +36,12 @@ typedef struct {
   size_t max_line;  /* bytes; a longer line is refused */
   int skipping;     /* in an over-long line: dropping bytes up to '\n' */
   int stop;         /* msrt_framer_stop was called during a feed */
+  int headers;      /* Content-Length framing (msrt_framer_init_headers) */
+  int in_body;      /* headers done: want more body bytes to come */
+  size_t want;      /* body bytes still to come */
+  size_t clen;      /* Content-Length seen in this header block, or
+                       SIZE_MAX when none yet */
+  int hbad;         /* this header block is bad: resync at its end */
   size_t skipped;   /* length of the over-long line so far */
   char head[MSRT_FRAMER_HEAD];
   size_t hlen;
@@ -47,6 +54,22 @@ typedef struct {
  * allocated until a line spans two chunks. */
 void msrt_framer_init(msrt_framer *f, size_t max_line, msrt_line_fn on_line,
                       msrt_bad_line_fn on_bad, void *ud);
+
+/* Set up f for LSP's base protocol ("Base Protocol" of the Language
+ * Server Protocol specification): each message is a header block of
+ * "Name: value" lines ending with an empty line ("\r\n" or "\n"), then
+ * exactly Content-Length bytes of body, handed to on_line whole (no line
+ * ending removed). Other headers (Content-Type) are ignored. A block
+ * without a valid Content-Length, with a line that is not a header or a
+ * header line over 1024 bytes is reported once as "invalid_header" (its
+ * first bytes) when its empty line comes, and framing resumes after it.
+ * A Content-Length over max_line is reported at once as "line_too_long"
+ * (head: the header line, total: the announced length) and its body
+ * skipped as it streams by, never buffered. At msrt_framer_finish a body
+ * cut short is reported as "truncated". */
+void msrt_framer_init_headers(msrt_framer *f, size_t max_line,
+                              msrt_line_fn on_line, msrt_bad_line_fn on_bad,
+                              void *ud);
 
 /* Feed n bytes. Calls on_line / on_bad for every line they complete.
  * Returns 0, or -1 when out of memory assembling a split line (that line

@@ -25,6 +25,20 @@
  *               bytes and the reason, is counted, and reading goes on.
  *   LINES       each line, as a string, on "<publish_as>.out".
  *   RAW         each read chunk, as a string, on "<publish_as>.out".
+ *   JSONRPC     JSON-RPC 2.0 (proc/rpc.h), one message or batch a line;
+ *   LSP         the same, framed by Content-Length headers (framer.h).
+ *               A response to a request of ours (by id) is published to
+ *               that request's reply subject (result as data; an error as
+ *               headers Rpc-Error: <code>, Description: <message>, data
+ *               its data); a response with an id nothing waits for is bad
+ *               output "unknown_id". A notification is published on
+ *               "<publish_as>.notify.<method>"; a request on
+ *               "<publish_as>.request.<method>" with reply "<inbox>.<n>",
+ *               answered with an error at once when nobody takes it
+ *               (-32601, "no responders"). Each element of a batch is
+ *               handled on its own (answers are not batched back).
+ *               Anything else is bad output ("invalid_rpc",
+ *               "invalid_method", "invalid_header", "truncated").
  * stderr lines go to on_stderr; the last few are kept for the exit record.
  *
  * Permissions: a publish from a child is allowed when its subject matches
@@ -38,7 +52,13 @@
  * ("permission", naming the subject or reply refused), never routed.
  *
  * stdin: messages are written as JSON lines {"subject","reply","headers",
- * "data"} (JSON_LINES) or as text lines; lines wait in a bounded queue
+ * "data"} (JSON_LINES), as text lines, or (JSONRPC/LSP) as JSON-RPC: a
+ * message on "<rpc>.<method>" with a reply subject is a request with a
+ * fresh id (the reply is handed to the child as above, so its response
+ * may answer it once, and an exit answers it with 503), without one a
+ * notification, its data the params (a table or nil); a message on
+ * "<inbox>.<n>" answers the child's request n (a 503 status as error
+ * -32601; Rpc-Error/Description headers as that error); lines wait in a bounded queue
  * while the child does not read. The bound is the process's stdin gate
  * (proc/gate.h, msrt_proc_gate): stdin_capacity slots, one held by each
  * line from before it is queued (a publisher on another thread takes it
@@ -73,7 +93,12 @@
 typedef struct msrt_procs msrt_procs;
 typedef struct msrt_proc msrt_proc;
 
-typedef enum { MSRT_CODEC_JSON_LINES, MSRT_CODEC_LINES, MSRT_CODEC_RAW } msrt_codec;
+typedef enum {
+  MSRT_CODEC_JSON_LINES, MSRT_CODEC_LINES, MSRT_CODEC_RAW,
+  MSRT_CODEC_JSONRPC, /* JSON-RPC 2.0, newline-delimited (MCP's stdio) */
+  MSRT_CODEC_LSP      /* JSON-RPC 2.0, Content-Length headers (LSP's base
+                         protocol) */
+} msrt_codec;
 
 /* Lifecycle states (docs/architecture.md "Supervision"). A process is initializing
  * until spawned, idle while its stdin queue is below half full, busy
@@ -122,6 +147,11 @@ typedef struct {
                                 MSRT_OVERFLOW_BLOCK: MSRT_OVERFLOW_DEFAULT
                                 is drop_newest */
   long eof_wait_ms;          /* after the status; <0 = 2000 */
+  const char *rpc;           /* jsonrpc/lsp: a message on "<rpc>.<method>"
+                                calls method; required for those codecs */
+  const char *inbox;         /* jsonrpc/lsp: the reply subjects of the
+                                child's requests are "<inbox>.<n>" (the
+                                caller routes them to this process) */
 } msrt_proc_spec;
 
 /* How a process ended. */
@@ -140,8 +170,11 @@ typedef struct {
    * hlen bytes of "name\0value\0" pairs (the envelope's header form);
    * payload is the string.buffer encoding of its data. Return MSRT_E_OK
    * (taken; the callback may have called msrt_proc_pause_output when it
-   * could not deliver it yet), or an error (filled in err) that is
-   * reported as bad output "refused: <message>". */
+   * could not deliver it yet), MSRT_E_NO_RESPONDERS (a message with a
+   * reply that no subscriber took: counted published, not reported; a
+   * jsonrpc/lsp child's request is then answered with an error), or an
+   * error (filled in err) that is reported as bad output
+   * "refused: <message>". */
   msrt_code (*publish)(void *ud, msrt_proc *p, const char *subject,
                        size_t slen, const char *reply, size_t rlen,
                        const void *headers, size_t hlen, const void *payload,
