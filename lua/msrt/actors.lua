@@ -54,6 +54,7 @@ M.SPEC = {
   name = schema.string, module = schema.string, args = schema.any,
   init = schema.func, handle = schema.func, terminate = schema.func,
   instances = schema.int(1, nil), capacity = schema.int(1, nil, "messages"),
+  mailbox_bytes = schema.int(1, nil, "bytes"),
   overflow = schema.enum{ "block", "drop_oldest", "drop_newest", "error" },
   subscribe = schema.either(schema.string, schema.list(schema.string)), queue = schema.string,
 }
@@ -123,14 +124,16 @@ function Handle:on_started(fn)
   self.start_fns[#self.start_fns + 1] = fn
 end
 
---- Mailbox depth and high-water mark, summed over live instances.
+--- Mailbox depth (messages) and high-water mark, summed over live
+-- instances, and the bytes they hold (msrt_env_size of each message).
+-- @return depth, high, bytes
 function Handle:mailbox()
-  local depth, high = 0, 0
+  local depth, high, bytes = 0, 0, 0
   for _, a in pairs(self.alive) do
-    local d, h = core.actor_mailbox(a.cell)
-    depth, high = depth + d, math.max(high, h)
+    local d, h, b = core.actor_mailbox(a.cell)
+    depth, high, bytes = depth + d, math.max(high, h), bytes + b
   end
-  return depth, high
+  return depth, high, bytes
 end
 
 --- Router ids of the live instances' spec subscriptions (not those made
@@ -205,7 +208,7 @@ function M.new(spec, opts)
   local handle = setmetatable({ name = spec.name, alive = {}, exits = {}, exit_fns = {}, waiters = {},
     unstarted = notify and (spec.instances or 1) or 0, start_fns = {} }, Handle)
   for _ = 1, spec.instances or 1 do
-    local id, cell, sids = core.actor_new(spec.name, enc, spec.capacity, spec.overflow, subscribe, spec.queue)
+    local id, cell, sids = core.actor_new(spec.name, enc, spec.capacity, spec.overflow, subscribe, spec.queue, spec.mailbox_bytes)
     if not id then
       handle:stop("shutdown")
       return nil, cell

@@ -136,8 +136,10 @@ end
 -- directly (no upvalues); `args` (copied to each instance), `instances`
 -- (default 1), `subscribe` (pattern or list), `queue` (queue group for
 -- those subscriptions), `capacity` (mailbox bound, messages; default the
--- profile's mailbox_capacity), `overflow` (block, drop_oldest,
--- drop_newest, error; default the profile's).
+-- profile's mailbox_capacity), `mailbox_bytes` (mailbox bound, bytes of
+-- the messages queued; default the profile's mailbox_bytes; a message is
+-- admitted while less is queued), `overflow` (block, drop_oldest,
+-- drop_newest, error; default the profile's; it applies at either bound).
 -- @return a handle (:stop(reason), :wait(), :on_exit(fn), :mailbox(),
 --   :ids()) | nil, err
 function M.actor(spec)
@@ -159,8 +161,10 @@ end
 -- list: matching messages are written to stdin, one JSON line each
 -- {subject, reply, headers, data}), `queue` (queue group of those
 -- subscriptions), `capacity` (stdin lines on their way to the child,
--- queued or being written while it does not read; default 1024) and
--- `overflow`, the same policies as an actor mailbox's, decided on the
+-- queued or being written while it does not read; default 1024),
+-- `stdin_bytes` (the same lines' bytes; default the profile's
+-- stdin_bytes; a line is admitted while less is queued) and
+-- `overflow`, the same policies as an actor mailbox's (at either bound), decided on the
 -- publisher's own thread: "drop_newest" (the default) drops the new copy,
 -- "drop_oldest" the oldest queued line (each counted, and announced on
 -- msrt.dropped.<subject>), "error" returns mailbox_full to the publisher

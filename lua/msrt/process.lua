@@ -27,8 +27,8 @@ local SPEC_KEYS = {
   name = true, cmd = true, env = true, inherit_env = true, cwd = true,
   codec = true, subscribe = true, queue = true, publish_as = true,
   allow_publish = true, deny_publish = true, limits = true, stop = true,
-  capacity = true, overflow = true, max_line_bytes = true, eof_wait_ms = true,
-  rpc = true,
+  capacity = true, stdin_bytes = true, overflow = true, max_line_bytes = true,
+  eof_wait_ms = true, rpc = true,
 }
 
 local function bad(msg) return nil, core.error("invalid_arg", msg) end
@@ -136,6 +136,8 @@ local function compile(spec)
   if spec.overflow ~= nil and not OVERFLOW[spec.overflow] then return bad("overflow must be drop_newest, drop_oldest, error or block") end
   local cap = spec.capacity
   if cap ~= nil and (type(cap) ~= "number" or cap < 1 or cap % 1 ~= 0) then return bad("capacity must be a positive integer (lines)") end
+  local sb = spec.stdin_bytes
+  if sb ~= nil and (type(sb) ~= "number" or sb < 1 or sb % 1 ~= 0 or sb > 2^53) then return bad("stdin_bytes must be a positive integer (bytes)") end
   ok, err = check_limits(spec.limits)
   if not ok then return nil, err end
   local sig, grace = check_stop(spec.stop)
@@ -166,7 +168,8 @@ local function compile(spec)
     allow = allow, deny = deny, limits = spec.limits,
     stop_signal = signum, grace_ms = grace,
     max_line = spec.max_line_bytes or prof.max_line_bytes or 16 * 1024 * 1024,
-    capacity = cap or 1024, overflow = spec.overflow or "drop_newest",
+    capacity = cap or 1024, stdin_bytes = sb or prof.stdin_bytes,
+    overflow = spec.overflow or "drop_newest",
     eof_wait_ms = spec.eof_wait_ms, rpc = rpc, inbox = inbox,
   }, subs
 end

@@ -22,6 +22,8 @@ M.schema = {
   batch = int(1, 1000000),                 -- messages per actor turn
   spin_us = int(0, 1000000),               -- idle spin before parking
   mailbox_capacity = int(1, 1073741824),      -- messages per mailbox
+  mailbox_bytes = int(1024, 2^50, "bytes"),   -- bytes queued per mailbox
+  stdin_bytes = int(1024, 2^50, "bytes"),     -- bytes queued per process stdin
   overflow = schema.enum{ "block", "drop_oldest", "drop_newest", "error" },
   slice_ms = int(1, 3600000),              -- handler budget before "overloaded"
   shutdown_timeout_ms = int(0, 3600000),   -- graceful shutdown budget
@@ -200,7 +202,8 @@ end
 
 -- Fields a reload applies while the runtime runs (msrt_rt_tune); the
 -- others need a restart.
-local LIVE = { batch = true, spin_us = true, mailbox_capacity = true, gc = true }
+local LIVE = { batch = true, spin_us = true, mailbox_capacity = true, mailbox_bytes = true,
+  stdin_bytes = true, gc = true }
 
 local function same(a, b)
   if type(a) ~= "table" or type(b) ~= "table" then return a == b end
@@ -210,7 +213,8 @@ local function same(a, b)
 end
 
 --- Apply a reloaded profile t (resolved): the live fields (batch, spin_us,
--- mailbox_capacity for actors made from now on, gc for actor states made
+-- mailbox_capacity and mailbox_bytes for actors made from now on,
+-- stdin_bytes for processes made from now on, gc for actor states made
 -- from now on) take effect; the others stay as they are.
 -- @return true, and the sorted names of the changed fields that need a
 --   restart

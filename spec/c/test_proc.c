@@ -654,13 +654,13 @@ static void test_stdin_gate(void) {
   CHECK(msrt_proc_send_data(p, "2", 1, 0, &err) == MSRT_E_OK);
   CHECK(msrt_gate_count(g) == 2 && msrt_gate_full(g));
   CHECK(msrt_proc_send_data(p, "3", 1, 0, &err) == MSRT_E_MAILBOX_FULL);
-  CHECK(msrt_gate_take(g) == MSRT_E_MAILBOX_FULL);
+  CHECK(msrt_gate_take(g, 1) == MSRT_E_MAILBOX_FULL);
   msrt_proc_stats st;
   msrt_proc_get_stats(p, &st);
   CHECK(st.stdin_refused == 1 && st.stdin_dropped == 0 && R.drops == 0);
   msrt_proc_stop(p, 50);
   run_until_exit(p);
-  CHECK(msrt_gate_take(g) == MSRT_E_CLOSED); /* closed with stdin */
+  CHECK(msrt_gate_take(g, 1) == MSRT_E_CLOSED); /* closed with stdin */
   CHECK(msrt_gate_count(g) == 0);            /* every slot given back */
   msrt_gate_unref(g);
 
@@ -687,8 +687,8 @@ static void test_stdin_gate(void) {
   s.overflow = MSRT_OVERFLOW_BLOCK;
   p = start(&s);
   g = msrt_proc_gate(p);
-  CHECK(msrt_gate_take(g) == MSRT_E_OK);
   msrt_envelope *e = env_on("in.held");
+  CHECK(msrt_gate_take(g, msrt_env_size(e)) == MSRT_E_OK);
   CHECK(msrt_proc_send_env(p, e, true, &err) == MSRT_E_OK);
   msrt_env_unref(e);
   CHECK(msrt_gate_count(g) == 1);

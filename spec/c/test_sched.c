@@ -480,6 +480,87 @@ static void count_waker(void *ud) {
   atomic_fetch_add(&woke, 1);
 }
 
+/* An envelope of about `bytes` bytes from sender 0 with sequence seq. */
+static msrt_envelope *mk_big(uint32_t seq, size_t bytes) {
+  char *buf = calloc(1, bytes);
+  msg m = {0, seq};
+  memcpy(buf, &m, sizeof m);
+  msrt_envelope *e =
+      msrt_env_new("t", 1, NULL, 0, NULL, 0, buf, bytes, 5, 0, 0);
+  free(buf);
+  return e;
+}
+
+static int push_big(msrt_actor *a, uint32_t seq, size_t bytes) {
+  msrt_envelope *e = mk_big(seq, bytes);
+  int r = msrt_actor_push(a, e);
+  msrt_env_unref(e);
+  return r;
+}
+
+/* The byte bound: a message is admitted while fewer bytes than the bound
+ * are queued, whatever the message count; past it each policy applies as
+ * at the message bound, and popping gives the bytes back. */
+static void test_byte_bound(void) {
+  atomic_store(&woke, 0);
+  msrt_envelope *probe = mk_big(0, 1000);
+  const size_t S = msrt_env_size(probe);
+  msrt_env_unref(probe);
+  /* error: 3 messages fill a 3S bound; a 4th is refused */
+  fixture f = setup(1, 64, 0, 1024, MSRT_OVERFLOW_ERROR, NULL, h_consume);
+  CHECK(msrt_actor_byte_bound(f.a) == MSRT_SCHED_DEFAULT_BYTES);
+  msrt_actor_set_byte_bound(f.a, 3 * S);
+  CHECK(msrt_actor_byte_bound(f.a) == 3 * S);
+  for (uint32_t i = 0; i < 3; i++) CHECK(push_big(f.a, i, 1000) == MSRT_E_OK);
+  CHECK(msrt_actor_bytes(f.a) == 3 * S && msrt_actor_full(f.a));
+  CHECK(push_big(f.a, 3, 1000) == MSRT_E_MAILBOX_FULL);
+  CHECK(msrt_actor_bytes(f.a) == 3 * S && msrt_actor_depth(f.a) == 3);
+  /* block: the same refusal, and a waiter woken once the turn freed room */
+  actor_t *tb = mkt(h_consume);
+  msrt_actor *b = msrt_actor_new(f.s, tb, 0, MSRT_OVERFLOW_BLOCK);
+  msrt_actor_set_byte_bound(b, 2 * S);
+  CHECK(push_big(b, 0, 1000) == MSRT_E_OK && push_big(b, 1, 1000) == MSRT_E_OK);
+  CHECK(push_big(b, 2, 1000) == MSRT_E_MAILBOX_FULL);
+  CHECK(msrt_actor_wait_room(b, count_waker, NULL) == MSRT_WAIT_PENDING);
+  msrt_sched_start(f.s);
+  WAIT_UNTIL(atomic_load(&woke) == 1, 5000);
+  CHECK(atomic_load(&woke) == 1);
+  CHECK(received(f.t, 3) && received(tb, 2));
+  CHECK(send(b, 1, 0, 5) == MSRT_E_OK); /* the waiter's retry: room now */
+  CHECK(received(tb, 3));
+  CHECK(msrt_actor_bytes(f.a) == 0 && msrt_actor_bytes(b) == 0);
+  msrt_actor *as[2] = {f.a, b};
+  actor_t *tbs[2] = {f.t, tb};
+  finish(f.s, 2, as, tbs, f.live0);
+
+  /* drop_newest and drop_oldest; a large message evicts several */
+  drops_t d = {0};
+  long live0 = msrt_env_live();
+  msrt_sched_config c = {.workers = 1, .run = run_cb, .release = release_cb,
+                         .dropped = dropped_cb, .sched_ud = &d,
+                         .mailbox_bytes = 3 * S};
+  msrt_sched *s = NULL;
+  CHECK(msrt_sched_new(&c, &s, NULL) == MSRT_E_OK);
+  actor_t *t = mkt(h_consume);
+  msrt_actor *dn = msrt_actor_new(s, t, 0, MSRT_OVERFLOW_DROP_NEWEST);
+  msrt_actor *dol = msrt_actor_new(s, t, 0, MSRT_OVERFLOW_DROP_OLDEST);
+  CHECK(msrt_actor_byte_bound(dn) == 3 * S);
+  for (uint32_t i = 0; i < 5; i++) CHECK(push_big(dn, i, 1000) == MSRT_E_OK);
+  CHECK(msrt_actor_depth(dn) == 3 && d.reasons_newest == 2);
+  for (uint32_t i = 0; i < 3; i++) CHECK(push_big(dol, i, 1000) == MSRT_E_OK);
+  CHECK(push_big(dol, 3, 3 * 1000) == MSRT_E_OK); /* one goes: 2S < 3S */
+  CHECK(d.reasons_oldest == 1 && msrt_actor_depth(dol) == 3);
+  CHECK(push_big(dol, 4, 1000) == MSRT_E_OK); /* 2 small go for 1 small */
+  CHECK(d.reasons_oldest == 3 && msrt_actor_depth(dol) == 2);
+  CHECK(msrt_actor_bytes(dol) < 3 * S + S);
+  msrt_sched_free(s);
+  CHECK(atomic_load(&t->released) == 2);
+  msrt_actor_unref(dn);
+  msrt_actor_unref(dol);
+  free(t);
+  CHECK(msrt_env_live() == live0);
+}
+
 static void test_block_wait_room(void) {
   atomic_store(&woke, 0);
   fixture f = setup(1, 64, 0, 2, MSRT_OVERFLOW_BLOCK, NULL, h_consume);
@@ -974,6 +1055,7 @@ static void test_many_actors(void) {
 }
 
 TEST_MAIN(test_config, test_drop_oldest, test_drop_newest, test_error_policy,
+          test_byte_bound,
           test_block_wait_room, test_waiters_woken_on_close,
           test_room_settlement, test_priorities,
           test_waiting_sys_only, test_stop_release_once,

@@ -68,6 +68,14 @@ static inline msrt_envelope *msrt_env_ref(msrt_envelope *e) {
   return e;
 }
 
+/* Bytes the envelope holds (its one allocation: header, subject, reply,
+ * headers, payload): what a mailbox or stdin queue's byte bound counts
+ * for it. Any thread (the fields are read-only). */
+static inline size_t msrt_env_size(const msrt_envelope *e) {
+  return sizeof *e + e->subject_len + 1 + (e->reply ? e->reply_len + 1 : 0) +
+         e->headers_len + e->payload_len;
+}
+
 /* Drop one reference; frees the envelope at zero. NULL is ignored. */
 void msrt_env_unref(msrt_envelope *e);
 

@@ -94,7 +94,7 @@ static int add_sub(lactor *la, uint64_t id) {
 }
 
 msrt_actor *msrt_lactor_new(msrt_rt *rt, const char *name, const void *spec,
-                            size_t spec_len, size_t capacity,
+                            size_t spec_len, size_t capacity, size_t bytes,
                             msrt_overflow policy, const char *const *patterns,
                             size_t npatterns, const char *queue,
                             uint64_t *sub_ids, msrt_error *err) {
@@ -123,6 +123,7 @@ msrt_actor *msrt_lactor_new(msrt_rt *rt, const char *name, const void *spec,
     msrt_error_set(err, MSRT_E_CLOSED, "the runtime is stopping");
     return NULL;
   }
+  msrt_actor_set_byte_bound(la->cell, bytes);
   la->id = msrt_actor_id(la->cell);
   /* Subscribed before it starts, so nothing published after this call
    * returns can miss it. */

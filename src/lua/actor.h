@@ -26,7 +26,8 @@ void msrt_lactor_setup(const char *boot, size_t boot_len, const char *path,
                        const char *cpath);
 
 /* Make an actor from an encoded spec (string.buffer encoding of the table
- * actor_boot.lua reads: name, module/handlers bytecode, args), subscribed
+ * actor_boot.lua reads: name, module/handlers bytecode, args), its mailbox
+ * bounded by capacity messages and bytes bytes (0: the profile's), subscribed
  * to each of patterns (in queue group `queue` when non-NULL) before it
  * starts. Its cell is returned with one reference for the caller (the
  * hub's handle); a sys message starts it. name must be a valid subject
@@ -35,7 +36,7 @@ void msrt_lactor_setup(const char *boot, size_t boot_len, const char *path,
  * the actor. Returns NULL with err filled on failure (a bad pattern
  * included: nothing is left subscribed then). */
 msrt_actor *msrt_lactor_new(msrt_rt *rt, const char *name, const void *spec,
-                            size_t spec_len, size_t capacity,
+                            size_t spec_len, size_t capacity, size_t bytes,
                             msrt_overflow policy, const char *const *patterns,
                             size_t npatterns, const char *queue,
                             uint64_t *sub_ids, msrt_error *err);

@@ -286,7 +286,8 @@ static msrt_procs *need_reg(lua_State *L, msrt_error *err) {
 
 /* proc_spawn(spec) -> box, id | nil, err. spec is process.lua's checked
  * table: name, argv, env ("K=V" list), cwd, codec, publish_as, allow,
- * deny, limits, stop_signal, grace_ms, max_line, capacity, overflow
+ * deny, limits, stop_signal, grace_ms, max_line, capacity, stdin_bytes,
+ * overflow
  * (block, drop_oldest, drop_newest, error; nil: drop_newest),
  * eof_wait_ms, rpc and inbox (jsonrpc, lsp). */
 static int l_proc_spawn(lua_State *L) {
@@ -307,6 +308,7 @@ static int l_proc_spawn(lua_State *L) {
   s.grace_ms = (long)num_field(L, 1, "grace_ms", -1);
   s.max_line = (size_t)num_field(L, 1, "max_line", 0);
   s.stdin_capacity = (size_t)num_field(L, 1, "capacity", 0);
+  s.stdin_bytes = (size_t)num_field(L, 1, "stdin_bytes", 0);
   s.eof_wait_ms = (long)num_field(L, 1, "eof_wait_ms", -1);
   lua_getfield(L, 1, "overflow");
   s.overflow = msrt_lua_overflow(L, -1);
@@ -430,6 +432,7 @@ static int l_proc_stats(lua_State *L) {
   msrt_lua_set_num(L, "stdin_refused", (double)st.stdin_refused);
   msrt_lua_set_num(L, "stdin_blocked", (double)st.stdin_blocked);
   msrt_lua_set_num(L, "stdin_queued", (double)st.stdin_queued);
+  msrt_lua_set_num(L, "stdin_queued_bytes", (double)st.stdin_queued_bytes);
   return 1;
 }
 

@@ -198,6 +198,7 @@ static msrt_rt_config config_of(lua_State *L, int idx) {
     .batch = (int)field_int(L, idx, "batch", 64),
     .spin_us = (int)field_int(L, idx, "spin_us", 50),
     .mailbox_capacity = (size_t)field_int(L, idx, "mailbox_capacity", 4096),
+    .mailbox_bytes = (size_t)field_int(L, idx, "mailbox_bytes", 0),
     .max_payload = (size_t)field_int(L, idx, "max_payload", 1 << 20),
     .max_subject = (size_t)field_int(L, idx, "max_subject", 1024),
     .slice_ms = (long)field_int(L, idx, "slice_ms", 1000),
@@ -285,7 +286,7 @@ static int l_set_dispatch(lua_State *L) {
   return 0;
 }
 
-/* actor_new(name, spec, capacity, overflow, patterns, queue)
+/* actor_new(name, spec, capacity, overflow, patterns, queue, bytes)
  *   -> id, cell, {sub ids of patterns} | nil, err */
 static int l_actor_new(lua_State *L) {
   msrt_rt *rt = need_rt(L);
@@ -307,10 +308,11 @@ static int l_actor_new(lua_State *L) {
     }
   }
   const char *queue = luaL_optstring(L, 6, NULL);
+  size_t bytes = (size_t)luaL_optnumber(L, 7, 0);
   msrt_error err;
   uint64_t sids[64];
-  msrt_actor *cell = msrt_lactor_new(rt, name, spec, slen, cap, pol, patterns,
-                                     np, queue, sids, &err);
+  msrt_actor *cell = msrt_lactor_new(rt, name, spec, slen, cap, bytes, pol,
+                                     patterns, np, queue, sids, &err);
   if (!cell) return fail_err(L, &err);
   lua_pushnumber(L, (lua_Number)msrt_actor_id(cell));
   lua_pushlightuserdata(L, cell);
@@ -334,13 +336,14 @@ static int l_actor_unref(lua_State *L) {
   return 0;
 }
 
-/* actor_mailbox(cell) -> depth, high_water */
+/* actor_mailbox(cell) -> depth, high_water, bytes */
 static int l_actor_mailbox(lua_State *L) {
   luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
   msrt_actor *a = lua_touserdata(L, 1);
   lua_pushinteger(L, (lua_Integer)msrt_actor_depth(a));
   lua_pushinteger(L, (lua_Integer)msrt_actor_high_water(a));
-  return 2;
+  lua_pushnumber(L, (lua_Number)msrt_actor_bytes(a));
+  return 3;
 }
 
 static const char PENDING_META[] = "msrt.pending";

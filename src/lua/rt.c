@@ -148,7 +148,8 @@ msrt_code msrt_rt_start(msrt_hub *hub, const msrt_rt_config *cfg,
   rt->inbox = msrt_inbox_new(msrt_hub_loop(hub), drain, drain_ud);
   msrt_sched_config sc = {
     .workers = cfg->workers, .batch = cfg->batch, .spin_us = cfg->spin_us,
-    .mailbox_capacity = cfg->mailbox_capacity, .overflow = cfg->overflow,
+    .mailbox_capacity = cfg->mailbox_capacity,
+    .mailbox_bytes = cfg->mailbox_bytes, .overflow = cfg->overflow,
     .run = run, .release = release, .dropped = on_dropped, .sched_ud = rt};
   msrt_code rc = MSRT_E_NOMEM;
   if (rt->router && rt->inbox) rc = msrt_sched_new(&sc, &rt->sched, err);
@@ -233,9 +234,7 @@ msrt_envelope *msrt_rt_make(msrt_rt *rt, const char *subject, size_t slen,
 static bool skip_full(const msrt_match_item *m, void *ud) {
   (void)ud;
   if (m->kind == MSRT_EP_PROC) return msrt_gate_full(m->endpoint);
-  if (m->kind != MSRT_EP_ACTOR) return false;
-  msrt_actor *a = m->endpoint;
-  return msrt_actor_depth(a) >= msrt_actor_capacity(a);
+  return m->kind == MSRT_EP_ACTOR && msrt_actor_full(m->endpoint);
 }
 
 /* References on the endpoints subscriptions and pendings hold, by kind. */
@@ -272,7 +271,7 @@ static int pending_add(msrt_pending *p, uint32_t kind, void *ep) {
  * sender is, then hand it to the hub, which writes it and gives the slot
  * back. drop_newest drops it here, like a mailbox: MSRT_E_OK. */
 static int proc_push(msrt_rt *rt, msrt_gate *g, msrt_envelope *e) {
-  int r = msrt_gate_take(g);
+  int r = msrt_gate_take(g, msrt_env_size(e));
   if (r == MSRT_E_MAILBOX_FULL &&
       msrt_gate_policy(g) == MSRT_OVERFLOW_DROP_NEWEST) {
     msrt_gate_note(g, MSRT_GATE_DROPPED);
@@ -285,7 +284,7 @@ static int proc_push(msrt_rt *rt, msrt_gate *g, msrt_envelope *e) {
   msrt_inbox_item it = {MSRT_IN_PROC, msrt_gate_proc_id(g), msrt_env_ref(e),
                         NULL};
   if (msrt_rt_to_hub(rt, it) == 0) return MSRT_E_OK;
-  msrt_gate_give(g, 1);
+  msrt_gate_give(g, 1, msrt_env_size(e));
   return MSRT_E_CLOSED;
 }
 
@@ -667,7 +666,8 @@ int msrt_rt_to_hub(msrt_rt *rt, msrt_inbox_item item) {
 }
 
 void msrt_rt_tune(msrt_rt *rt, const msrt_rt_config *cfg) {
-  msrt_sched_tune(rt->sched, cfg->batch, cfg->spin_us, cfg->mailbox_capacity);
+  msrt_sched_tune(rt->sched, cfg->batch, cfg->spin_us, cfg->mailbox_capacity,
+                  cfg->mailbox_bytes);
   if (cfg->gc_pause > 0) atomic_store(&rt->gc_pause, cfg->gc_pause);
   if (cfg->gc_stepmul > 0) atomic_store(&rt->gc_stepmul, cfg->gc_stepmul);
 }

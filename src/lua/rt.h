@@ -58,7 +58,7 @@ enum {
 
 typedef struct {
   int workers, batch, spin_us;
-  size_t mailbox_capacity;
+  size_t mailbox_capacity, mailbox_bytes; /* messages, bytes */
   msrt_overflow overflow;
   size_t max_payload, max_subject;
   long slice_ms, shutdown_timeout_ms;
@@ -115,9 +115,10 @@ struct msrt_rt {
   int stopped;
 };
 
-/* Change the figures a profile reload may change live (docs/architecture.md "Hot
- * reload"): batch, spin_us and mailbox_capacity as msrt_sched_tune; the
- * LuaJIT GC pause/stepmul (percent) of actor states made from now on.
+/* Change the figures a profile reload may change live (docs/architecture.md
+ * "Hot reload"): batch, spin_us, mailbox_capacity and mailbox_bytes as
+ * msrt_sched_tune; the LuaJIT GC pause/stepmul (percent) of actor states
+ * made from now on.
  * A value <= 0 (spin_us < 0) leaves that figure as it is. Any thread. */
 void msrt_rt_tune(msrt_rt *rt, const msrt_rt_config *cfg);
 

@@ -12,7 +12,9 @@
 
 struct msrt_gate {
   atomic_uint count; /* slots held, transient over-takes included */
+  _Atomic uint64_t bytes; /* bytes of those slots, likewise */
   uint32_t cap;
+  uint64_t max_bytes;
   uint8_t policy;
   atomic_bool closed;
   atomic_uint refs;
@@ -22,12 +24,15 @@ struct msrt_gate {
   char name[64];
 };
 
-msrt_gate *msrt_gate_new(size_t capacity, msrt_overflow policy,
-                         uint64_t proc_id, const char *name) {
+msrt_gate *msrt_gate_new(size_t capacity, size_t max_bytes,
+                         msrt_overflow policy, uint64_t proc_id,
+                         const char *name) {
   msrt_gate *g = calloc(1, sizeof *g);
   if (!g) return NULL;
   if (!capacity) capacity = 1024;
   g->cap = (uint32_t)(capacity > MAX_CAPACITY ? MAX_CAPACITY : capacity);
+  g->max_bytes = max_bytes ? max_bytes : MSRT_GATE_DEFAULT_BYTES;
+  atomic_init(&g->bytes, 0);
   g->policy = (uint8_t)policy;
   atomic_init(&g->count, 0);
   atomic_init(&g->closed, false);
@@ -48,34 +53,48 @@ void msrt_gate_unref(msrt_gate *g) {
   free(g);
 }
 
-/* n slots back; wake the waiters only when that left room: a failed
- * take's undo on a gate that stays full must not wake them, or two
- * blocked senders would wake each other forever. */
-static void give(msrt_gate *g, unsigned n) {
-  unsigned before = atomic_fetch_sub_explicit(&g->count, n, SC);
-  if (before - n < g->cap && msrt_waitlist_any(&g->waiters))
+static int has_room(msrt_gate *g) {
+  return atomic_load_explicit(&g->count, SC) < g->cap &&
+         atomic_load_explicit(&g->bytes, SC) < g->max_bytes;
+}
+
+/* n slots (bytes) back; wake the waiters only when that left room: a
+ * failed take's undo on a gate that stays full must not wake them, or two
+ * blocked senders would wake each other forever. Room is read again after
+ * both subtractions, so of gives that race, the last one sees the room. */
+static void give(msrt_gate *g, unsigned n, uint64_t bytes) {
+  atomic_fetch_sub_explicit(&g->bytes, bytes, SC);
+  atomic_fetch_sub_explicit(&g->count, n, SC);
+  if (msrt_waitlist_any(&g->waiters) && has_room(g))
     msrt_waitlist_wake(&g->waiters);
 }
 
-int msrt_gate_take(msrt_gate *g) {
+int msrt_gate_take(msrt_gate *g, size_t bytes) {
   if (atomic_load_explicit(&g->closed, memory_order_acquire))
     return MSRT_E_CLOSED;
   unsigned n = atomic_fetch_add_explicit(&g->count, 1, SC);
-  if (n < g->cap || g->policy == MSRT_OVERFLOW_DROP_OLDEST) return MSRT_E_OK;
-  give(g, 1);
+  uint64_t b = atomic_fetch_add_explicit(&g->bytes, bytes, SC);
+  if ((n < g->cap && b < g->max_bytes) ||
+      g->policy == MSRT_OVERFLOW_DROP_OLDEST)
+    return MSRT_E_OK;
+  give(g, 1, bytes);
   return MSRT_E_MAILBOX_FULL;
 }
 
-void msrt_gate_give(msrt_gate *g, size_t n) {
-  if (n) give(g, (unsigned)n);
+void msrt_gate_give(msrt_gate *g, size_t n, size_t bytes) {
+  if (n || bytes) give(g, (unsigned)n, bytes);
+}
+
+void msrt_gate_recharge(msrt_gate *g, size_t was, size_t now) {
+  if (now > was) atomic_fetch_add_explicit(&g->bytes, now - was, SC);
+  else if (now < was) give(g, 0, was - now);
 }
 
 /* Room or closed, for msrt_waitlist_wait (seq_cst reads: its contract). */
 static int room_state(void *obj) {
   msrt_gate *g = obj;
   if (atomic_load_explicit(&g->closed, SC)) return MSRT_E_CLOSED;
-  if (atomic_load_explicit(&g->count, SC) < g->cap) return MSRT_E_OK;
-  return MSRT_WAIT_PENDING;
+  return has_room(g) ? MSRT_E_OK : MSRT_WAIT_PENDING;
 }
 
 int msrt_gate_wait_room(msrt_gate *g, void (*waker)(void *), void *ud) {
@@ -108,6 +127,7 @@ msrt_overflow msrt_gate_policy(const msrt_gate *g) {
 }
 
 size_t msrt_gate_capacity(const msrt_gate *g) { return g->cap; }
+size_t msrt_gate_max_bytes(const msrt_gate *g) { return g->max_bytes; }
 uint64_t msrt_gate_proc_id(const msrt_gate *g) { return g->proc_id; }
 const char *msrt_gate_name(const msrt_gate *g) { return g->name; }
 
@@ -115,6 +135,10 @@ size_t msrt_gate_count(const msrt_gate *g) {
   return atomic_load_explicit(&((msrt_gate *)g)->count, RLX);
 }
 
+size_t msrt_gate_bytes(const msrt_gate *g) {
+  return atomic_load_explicit(&((msrt_gate *)g)->bytes, RLX);
+}
+
 int msrt_gate_full(const msrt_gate *g) {
-  return msrt_gate_count(g) >= g->cap;
+  return msrt_gate_count(g) >= g->cap || msrt_gate_bytes(g) >= g->max_bytes;
 }

@@ -12,12 +12,18 @@
  *
  *   count     slots held (lines in transit, queued or in flight); a take
  *             is one seq_cst fetch_add, so the fast path is lock-free
- *   capacity  the bound (the process spec's stdin_capacity)
+ *   bytes     the bytes those lines hold (a take adds its own, one more
+ *             fetch_add)
+ *   capacity  the bounds (the process spec's stdin_capacity, in lines, and
+ *             stdin_bytes, in bytes)
  *   policy    the overflow policy of the process's stdin:
- *               DROP_NEWEST / ERROR / BLOCK: a take beyond capacity fails
- *                 (the caller drops, refuses or waits);
+ *               DROP_NEWEST / ERROR / BLOCK: a take fails while capacity
+ *                 lines or stdin_bytes bytes are held (the caller drops,
+ *                 refuses or waits); so the queue holds at most
+ *                 stdin_bytes plus one line, and a line larger than the
+ *                 bound still goes in when nothing else is held;
  *               DROP_OLDEST: a take always succeeds; the stdin queue evicts
- *                 its oldest line when it holds capacity lines
+ *                 its oldest lines while it is over either bound
  *   waiters   `block` senders waiting for room (core/waitlist.h)
  *   closed    once the process's stdin closed (exit, stop, release): takes
  *             fail with MSRT_E_CLOSED and waiters are woken
@@ -53,26 +59,37 @@ typedef struct {
   uint64_t dropped, refused, blocked; /* msrt_gate_note counts */
 } msrt_gate_stats;
 
-/* A gate of capacity slots (1..2^31; 0 = 1024) with policy (never
- * MSRT_OVERFLOW_DEFAULT) for process proc_id named name (copied, cut to
- * 63 bytes; for drop notices). Holds one reference for the caller.
- * Returns NULL when out of memory. */
-msrt_gate *msrt_gate_new(size_t capacity, msrt_overflow policy,
-                         uint64_t proc_id, const char *name);
+/* Default byte bound of a gate (16 MiB). */
+#define MSRT_GATE_DEFAULT_BYTES ((size_t)16 << 20)
+
+/* A gate of capacity slots (1..2^31; 0 = 1024) and max_bytes bytes (0 =
+ * MSRT_GATE_DEFAULT_BYTES) with policy (never MSRT_OVERFLOW_DEFAULT) for
+ * process proc_id named name (copied, cut to 63 bytes; for drop notices).
+ * Holds one reference for the caller. Returns NULL when out of memory. */
+msrt_gate *msrt_gate_new(size_t capacity, size_t max_bytes,
+                         msrt_overflow policy, uint64_t proc_id,
+                         const char *name);
 
 /* Reference counting; the last unref frees the gate and drops waiters
  * still registered without calling them. unref of NULL is ignored. */
 void msrt_gate_ref(msrt_gate *g);
 void msrt_gate_unref(msrt_gate *g);
 
-/* Take one slot. Returns MSRT_E_OK (taken: give it back with
- * msrt_gate_give once the line is written or lost), MSRT_E_MAILBOX_FULL
- * (capacity slots are held; nothing taken; never for DROP_OLDEST) or
- * MSRT_E_CLOSED. Lock-free. */
-int msrt_gate_take(msrt_gate *g);
+/* Take one slot for a line of `bytes` bytes. Returns MSRT_E_OK (taken:
+ * give it back with msrt_gate_give, with the same bytes, once the line is
+ * written or lost), MSRT_E_MAILBOX_FULL (capacity slots or max_bytes
+ * bytes are held; nothing taken; never for DROP_OLDEST) or MSRT_E_CLOSED.
+ * Lock-free. */
+int msrt_gate_take(msrt_gate *g, size_t bytes);
 
-/* Give back n slots and wake the waiters when that made room. */
-void msrt_gate_give(msrt_gate *g, size_t n);
+/* Give back n slots holding `bytes` bytes in all, and wake the waiters
+ * when that left room. */
+void msrt_gate_give(msrt_gate *g, size_t n, size_t bytes);
+
+/* A held slot's line turned out to be `now` bytes instead of the `was`
+ * it was taken with (the publisher counted the message, the hub built the
+ * line): correct the count, whatever the bound (the line is there). */
+void msrt_gate_recharge(msrt_gate *g, size_t was, size_t now);
 
 /* Register a one-shot waker, called (on the thread that gives room back,
  * or closes the gate) once a slot is free or the gate closed. Returns
@@ -96,12 +113,15 @@ void msrt_gate_get_stats(const msrt_gate *g, msrt_gate_stats *st);
 /* Constant for the gate's life. */
 msrt_overflow msrt_gate_policy(const msrt_gate *g);
 size_t msrt_gate_capacity(const msrt_gate *g);
+size_t msrt_gate_max_bytes(const msrt_gate *g);
 uint64_t msrt_gate_proc_id(const msrt_gate *g);
 const char *msrt_gate_name(const msrt_gate *g);
 
-/* Slots held now (a snapshot), and whether they reach the capacity (a
- * queue-group member to skip when another can take the message). */
+/* Slots and bytes held now (snapshots), and whether either reaches its
+ * bound (a queue-group member to skip when another can take the
+ * message). */
 size_t msrt_gate_count(const msrt_gate *g);
+size_t msrt_gate_bytes(const msrt_gate *g);
 int msrt_gate_full(const msrt_gate *g);
 
 #endif

@@ -28,9 +28,10 @@
 #define BUCKETS 1024      /* id -> process lookup */
 #define READ_BUF (64 << 10)
 
-/* A stdin line. Each one queued or in flight holds one slot of the gate.
- * env: the message it came from, kept only by drop_oldest processes (an
- * eviction is reported with the evicted message); NULL otherwise. */
+/* A stdin line. Each one queued or in flight holds one slot of the gate
+ * and its len bytes. env: the message it came from, kept only by
+ * drop_oldest processes (an eviction is reported with the evicted
+ * message); NULL otherwise. */
 typedef struct {
   char *p;
   size_t len;
@@ -91,6 +92,7 @@ struct msrt_proc {
   /* stdin: a ring of lines waiting, and one batch in flight */
   line *ring;
   size_t cap, head, n;
+  size_t qbytes; /* bytes of the lines queued and in flight */
   line inflight[BATCH_MAX];
   size_t ninflight;
   uv_write_t wreq;
@@ -713,18 +715,25 @@ static line ring_pop(msrt_proc *p) {
  * exited or is being stopped): freed, their slots given back, counted as
  * dropped. */
 static void drop_queue(msrt_proc *p) {
-  size_t n = p->n;
+  size_t n = p->n, bytes = 0;
   while (p->n) {
     line l = ring_pop(p);
+    bytes += l.len;
     line_free(&l);
   }
   p->st.stdin_dropped += n;
-  msrt_gate_give(p->gate, n);
+  p->qbytes -= bytes;
+  msrt_gate_give(p->gate, n, bytes);
 }
 
 static void drop_inflight(msrt_proc *p) {
-  for (size_t i = 0; i < p->ninflight; i++) line_free(&p->inflight[i]);
-  msrt_gate_give(p->gate, p->ninflight);
+  size_t bytes = 0;
+  for (size_t i = 0; i < p->ninflight; i++) {
+    bytes += p->inflight[i].len;
+    line_free(&p->inflight[i]);
+  }
+  p->qbytes -= bytes;
+  msrt_gate_give(p->gate, p->ninflight, bytes);
   p->ninflight = 0;
 }
 
@@ -949,41 +958,52 @@ static msrt_code no_slot(msrt_proc *p, msrt_sbuf *b, const msrt_envelope *e,
   return full_error(p, err);
 }
 
-/* The queue holds cap lines while a line with a slot comes: possible only
- * with drop_oldest, whose publishers always get a slot. Evict the oldest
- * queued line; with none queued (all in flight) the new one is dropped. */
+/* The lines at the hub (queued, in flight) reach either bound. */
+static bool over(const msrt_proc *p) {
+  return p->n + p->ninflight >= p->cap ||
+         p->qbytes >= msrt_gate_max_bytes(p->gate);
+}
+
+/* The queue is full while a line with a slot comes: possible only with
+ * drop_oldest, whose publishers always get a slot. Evict the oldest queued
+ * lines until there is room; with none left queued (all in flight) the new
+ * one (b, its slot holding b->len bytes) is dropped. */
 static msrt_code make_room(msrt_proc *p, msrt_sbuf *b, const msrt_envelope *e,
                            msrt_error *err) {
-  if (p->n) {
+  while (p->n && over(p)) {
     line old = ring_pop(p);
-    msrt_gate_give(p->gate, 1);
+    p->qbytes -= old.len;
+    msrt_gate_give(p->gate, 1, old.len);
     dropped(p, "drop_oldest", old.env);
     line_free(&old);
-    return MSRT_E_OK;
   }
+  if (!over(p)) return MSRT_E_OK;
+  msrt_gate_give(p->gate, 1, b->len);
   msrt_sbuf_free(b);
-  msrt_gate_give(p->gate, 1);
   dropped(p, "drop_newest", e);
   return full_error(p, err);
 }
 
 /* Queue one line (taking b's bytes). held: it already has a slot of the
- * gate (taken by its publisher), else one is taken here. */
+ * gate (taken by its publisher for msrt_env_size(e) bytes, corrected here
+ * to the line's), else one is taken here. */
 static msrt_code enqueue(msrt_proc *p, msrt_sbuf *b, msrt_envelope *e,
                          bool held, msrt_error *err) {
   int r = p->stdin_closed || p->stdin_closing ? MSRT_E_CLOSED
           : held          ? MSRT_E_OK
-                          : msrt_gate_take(p->gate);
+                          : msrt_gate_take(p->gate, b->len);
   if (r == MSRT_E_MAILBOX_FULL) return no_slot(p, b, e, err);
   if (r != MSRT_E_OK) {
     msrt_sbuf_free(b);
-    if (held) msrt_gate_give(p->gate, 1);
+    if (held) msrt_gate_give(p->gate, 1, msrt_env_size(e));
     return msrt_error_set(err, MSRT_E_CLOSED, "process %s: stdin is closed",
                           p->name);
   }
-  if (p->n + p->ninflight >= p->cap && make_room(p, b, e, err) != MSRT_E_OK)
+  if (held) msrt_gate_recharge(p->gate, msrt_env_size(e), b->len);
+  if (p->drop_oldest_policy && over(p) && make_room(p, b, e, err) != MSRT_E_OK)
     return MSRT_E_MAILBOX_FULL;
   msrt_envelope *keep = p->drop_oldest_policy && e ? msrt_env_ref(e) : NULL;
+  p->qbytes += b->len;
   p->ring[(p->head + p->n++) % p->cap] = (line){b->p, b->len, keep};
   memset(b, 0, sizeof *b);
   flush(p);
@@ -1073,7 +1093,7 @@ static msrt_code send_done(msrt_proc *p, msrt_sbuf *b, msrt_code rc,
   if (rc == MSRT_E_OK && p->codec != MSRT_CODEC_LSP) rc = check_line(p, b, err);
   if (rc == MSRT_E_OK) return enqueue(p, b, e, held, err);
   msrt_sbuf_free(b);
-  if (held) msrt_gate_give(p->gate, 1);
+  if (held) msrt_gate_give(p->gate, 1, msrt_env_size(e));
   return rc;
 }
 
@@ -1354,7 +1374,7 @@ static msrt_proc *proc_new(msrt_procs *r, const msrt_proc_spec *s) {
   msrt_overflow policy = s->overflow == MSRT_OVERFLOW_DEFAULT
                              ? MSRT_OVERFLOW_DROP_NEWEST : s->overflow;
   p->drop_oldest_policy = policy == MSRT_OVERFLOW_DROP_OLDEST;
-  p->gate = msrt_gate_new(p->cap, policy, p->id, p->name);
+  p->gate = msrt_gate_new(p->cap, s->stdin_bytes, policy, p->id, p->name);
   p->ring = malloc(p->cap * sizeof *p->ring);
   if (p->codec == MSRT_CODEC_LSP)
     msrt_framer_init_headers(&p->fout, s->max_line, on_out_line, on_out_bad, p);
@@ -1486,6 +1506,7 @@ void *msrt_proc_ud(const msrt_proc *p) { return p->ud; }
 void msrt_proc_get_stats(const msrt_proc *p, msrt_proc_stats *st) {
   *st = p->st;
   st->stdin_queued = p->n + p->ninflight;
+  st->stdin_queued_bytes = p->qbytes;
   msrt_gate_stats g;
   msrt_gate_get_stats(p->gate, &g);
   st->stdin_dropped += g.dropped; /* drop_newest on the publishing thread */

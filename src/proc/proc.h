@@ -60,9 +60,12 @@
  * "<inbox>.<n>" answers the child's request n (a 503 status as error
  * -32601; Rpc-Error/Description headers as that error); lines wait in a bounded queue
  * while the child does not read. The bound is the process's stdin gate
- * (proc/gate.h, msrt_proc_gate): stdin_capacity slots, one held by each
- * line from before it is queued (a publisher on another thread takes it
- * when it routes the message here) until it is written. When it is full:
+ * (proc/gate.h, msrt_proc_gate): stdin_capacity slots and stdin_bytes
+ * bytes, a slot and the line's bytes held by each line from before it is
+ * queued (a publisher on another thread takes them when it routes the
+ * message here, counting the message's msrt_env_size, which the hub
+ * corrects to the line's length once it has built the line) until it is
+ * written. When it is full (either bound):
  * drop_newest (the default) drops the new line, drop_oldest the oldest
  * queued one (both counted and reported to `dropped`), `error` refuses the
  * new one, and `block` makes a publisher that can wait (lua/rt.c) wait for
@@ -143,6 +146,7 @@ typedef struct {
   long grace_ms;             /* before SIGKILL; <0 = 5000 */
   size_t max_line;           /* bytes; 0 = 16 MiB */
   size_t stdin_capacity;     /* lines queued for stdin; 0 = 1024 */
+  size_t stdin_bytes;        /* bytes queued for stdin (gate.h); 0 = 16 MiB */
   msrt_overflow overflow;    /* stdin overflow policy; mind that 0 is
                                 MSRT_OVERFLOW_BLOCK: MSRT_OVERFLOW_DEFAULT
                                 is drop_newest */
@@ -217,6 +221,7 @@ typedef struct {
   size_t stdin_queued;     /* lines waiting now (queued or being written;
                               not those still on their way from the
                               router) */
+  size_t stdin_queued_bytes; /* and their bytes */
 } msrt_proc_stats;
 
 /* Make the registry of processes on loop (one SIGCHLD watcher, which keeps

@@ -105,11 +105,13 @@ struct msrt_actor {
   atomic_uint high_water;
   uint32_t cap;
   uint8_t policy;
+  uint64_t cap_bytes; /* the byte bound (msrt_actor_set_byte_bound) */
   /* L1, the consumer's (the worker running it; for drop_oldest also an
    * evicting producer, under poplock). */
   _Alignas(64) msrt_mnode *head[NLANES];
-  uint32_t popped, budget;
+  uint32_t popped;
   uint32_t freed; /* normal pops not yet subtracted from count */
+  uint64_t freed_bytes; /* and their bytes, not yet subtracted from bytes */
   uint8_t waiting, high_streak;
   uint8_t locked_pop; /* policy == DROP_OLDEST (read-only copy) */
   uint8_t lazy_room;  /* policy == BLOCK: settle `freed` once per turn */
@@ -121,9 +123,11 @@ struct msrt_actor {
    * the initial dummies (touched once). */
   _Alignas(64) atomic_uint count; /* high + low, reservations included */
   msrt_mnode stub[NLANES];
+  _Atomic uint64_t bytes; /* msrt_env_size of those messages, likewise */
   /* L3, control: state (CAS on schedule / end of turn), identity, links. */
   _Alignas(64) atomic_uint state;
   atomic_uint refs;
+  uint32_t budget; /* the consumer's, set once per turn (no room in L1) */
   uint64_t id;
   void *ud;
   msrt_sched *s;
@@ -154,7 +158,7 @@ struct msrt_sched {
   msrt_sched_config cfg;
   int nw;
   atomic_int batch;            /* these three change live: msrt_sched_tune */
-  atomic_size_t capacity;
+  atomic_size_t capacity, bytes; /* defaults for new cells */
   atomic_uint_fast64_t spin_ns;
   worker *w;
   atomic_int accepting, stopping;
@@ -245,12 +249,15 @@ static void lane_drain(msrt_actor *a, int l) {
 
 static void wake_waiters(msrt_actor *a) { msrt_waitlist_wake(&a->waiters); }
 
-/* n slots of the normal mailbox are free again. */
-static inline void room_freed_n(msrt_actor *a, unsigned n) {
+/* n slots (holding `bytes` bytes) of the normal mailbox are free again. */
+static inline void room_freed_n(msrt_actor *a, unsigned n, uint64_t bytes) {
+  atomic_fetch_sub_explicit(&a->bytes, bytes, SC);
   atomic_fetch_sub_explicit(&a->count, n, SC);
   if (msrt_waitlist_any(&a->waiters)) wake_waiters(a);
 }
-static inline void room_freed(msrt_actor *a) { room_freed_n(a, 1); }
+static inline void room_freed(msrt_actor *a, msrt_envelope *e) {
+  room_freed_n(a, 1, msrt_env_size(e));
+}
 
 /* ---- run queues ---------------------------------------------------------- */
 
@@ -472,11 +479,14 @@ static void finish(msrt_sched *s, msrt_actor *a) {
   if (locked) msrt_spin_lock(&a->poplock);
   lane_drain(a, LANE_SYS);
   unsigned n = 0;
+  uint64_t bytes = 0;
   msrt_envelope *e;
   while ((e = lane_pop(a, LANE_HIGH)) || (e = lane_pop(a, LANE_LOW))) {
+    bytes += msrt_env_size(e);
     msrt_env_unref(e);
     n++;
   }
+  atomic_fetch_sub_explicit(&a->bytes, bytes, SC);
   atomic_fetch_sub_explicit(&a->count, n, SC);
   if (locked) msrt_spin_unlock(&a->poplock);
   wake_waiters(a);
@@ -501,12 +511,14 @@ msrt_actor *msrt_actor_new(msrt_sched *s, void *actor_ud, size_t capacity,
   if (!capacity) capacity = atomic_load_explicit(&s->capacity, RLX);
   if (capacity > MAX_CAPACITY) capacity = MAX_CAPACITY;
   a->cap = (uint32_t)capacity;
+  a->cap_bytes = atomic_load_explicit(&s->bytes, RLX);
   if (policy < MSRT_OVERFLOW_BLOCK || policy > MSRT_OVERFLOW_ERROR)
     policy = s->cfg.overflow;
   a->policy = (uint8_t)policy;
   a->locked_pop = policy == MSRT_OVERFLOW_DROP_OLDEST;
   a->lazy_room = policy == MSRT_OVERFLOW_BLOCK;
   atomic_init(&a->count, 0);
+  atomic_init(&a->bytes, 0);
   atomic_init(&a->high_water, 0);
   msrt_waitlist_init(&a->waiters);
   atomic_init(&a->poplock, 0);
@@ -541,6 +553,21 @@ size_t msrt_actor_high_water(msrt_actor *a) {
 }
 
 size_t msrt_actor_capacity(msrt_actor *a) { return a->cap; }
+
+void msrt_actor_set_byte_bound(msrt_actor *a, size_t bytes) {
+  if (bytes) a->cap_bytes = bytes;
+}
+
+size_t msrt_actor_byte_bound(msrt_actor *a) { return (size_t)a->cap_bytes; }
+
+size_t msrt_actor_bytes(msrt_actor *a) {
+  return (size_t)atomic_load_explicit(&a->bytes, RLX);
+}
+
+int msrt_actor_full(msrt_actor *a) {
+  return atomic_load_explicit(&a->count, RLX) >= a->cap ||
+         atomic_load_explicit(&a->bytes, RLX) >= a->cap_bytes;
+}
 msrt_overflow msrt_actor_policy(msrt_actor *a) {
   return (msrt_overflow)a->policy;
 }
@@ -555,31 +582,39 @@ static msrt_envelope *evict_oldest(msrt_actor *a) {
   return e;
 }
 
+/* drop_oldest: evict until what was queued before this push (reservation
+ * `size`) is under both bounds, or nothing is left to evict. */
+static void make_room(msrt_sched *s, msrt_actor *a, uint64_t size) {
+  while (atomic_load_explicit(&a->count, SC) - 1 >= a->cap ||
+         atomic_load_explicit(&a->bytes, SC) - size >= a->cap_bytes) {
+    msrt_envelope *old = evict_oldest(a);
+    if (!old) return;
+    room_freed_n(a, 1, msrt_env_size(old));
+    atomic_fetch_add_explicit(&s->drops_oldest, 1, RLX);
+    if (s->cfg.dropped) s->cfg.dropped(a, old, "drop_oldest", s->cfg.sched_ud);
+    msrt_env_unref(old);
+  }
+}
+
 int msrt_actor_push(msrt_actor *a, msrt_envelope *e) {
   if (atomic_load_explicit(&a->state, ACQ) & ST_CLOSED) return MSRT_E_CLOSED;
   msrt_sched *s = a->s;
   if (!atomic_load_explicit(&s->accepting, RLX)) return MSRT_E_CLOSED;
+  uint64_t size = msrt_env_size(e);
   unsigned n = atomic_fetch_add_explicit(&a->count, 1, SC);
-  if (n >= a->cap) {
+  uint64_t b = atomic_fetch_add_explicit(&a->bytes, size, SC);
+  if (n >= a->cap || b >= a->cap_bytes) {
     switch (a->policy) {
     case MSRT_OVERFLOW_DROP_NEWEST:
-      room_freed(a);
+      room_freed(a, e);
       atomic_fetch_add_explicit(&s->drops_newest, 1, RLX);
       if (s->cfg.dropped) s->cfg.dropped(a, e, "drop_newest", s->cfg.sched_ud);
       return MSRT_E_OK;
-    case MSRT_OVERFLOW_DROP_OLDEST: {
-      msrt_envelope *old = evict_oldest(a);
-      if (old) {
-        atomic_fetch_sub_explicit(&a->count, 1, SC);
-        atomic_fetch_add_explicit(&s->drops_oldest, 1, RLX);
-        if (s->cfg.dropped)
-          s->cfg.dropped(a, old, "drop_oldest", s->cfg.sched_ud);
-        msrt_env_unref(old);
-      }
+    case MSRT_OVERFLOW_DROP_OLDEST:
+      make_room(s, a, size);
       break;
-    }
     default:
-      room_freed(a);
+      room_freed(a, e);
       atomic_fetch_add_explicit(&s->refused_full, 1, RLX);
       return MSRT_E_MAILBOX_FULL;
     }
@@ -592,7 +627,7 @@ int msrt_actor_push(msrt_actor *a, msrt_envelope *e) {
   }
   msrt_mnode *node = msrt_mnode_alloc();
   if (!node) {
-    room_freed(a);
+    room_freed(a, e);
     return MSRT_E_NOMEM;
   }
   node->env = msrt_env_ref(e);
@@ -654,8 +689,12 @@ msrt_envelope *msrt_actor_pop(msrt_actor *a) {
      * a blocked sender is only woken a little later. The other policies
      * settle now so that nothing is dropped or refused while fewer than
      * cap messages are really queued. */
-    if (a->lazy_room) a->freed++;
-    else room_freed(a);
+    if (a->lazy_room) {
+      a->freed++;
+      a->freed_bytes += msrt_env_size(e);
+    } else {
+      room_freed(a, e);
+    }
   }
   return e;
 }
@@ -668,7 +707,9 @@ void msrt_actor_set_waiting(msrt_actor *a, int waiting) {
 static int room_state(void *obj) {
   msrt_actor *a = obj;
   if (atomic_load_explicit(&a->state, SC) & ST_CLOSED) return MSRT_E_CLOSED;
-  if (atomic_load_explicit(&a->count, SC) < a->cap) return MSRT_E_OK;
+  if (atomic_load_explicit(&a->count, SC) < a->cap &&
+      atomic_load_explicit(&a->bytes, SC) < a->cap_bytes)
+    return MSRT_E_OK;
   return MSRT_WAIT_PENDING;
 }
 
@@ -722,8 +763,9 @@ static void run_turn(worker *w, msrt_actor *a) {
   a->popped = 0;
   msrt_run_result r = s->cfg.run(a, batch, a->ud, w->index);
   if (a->freed) {
-    room_freed_n(a, a->freed);
+    room_freed_n(a, a->freed, a->freed_bytes);
     a->freed = 0;
+    a->freed_bytes = 0;
   }
   stat_inc(&w->handled, a->popped);
   stat_inc(&w->turns, 1);
@@ -897,6 +939,8 @@ int msrt_sched_new(const msrt_sched_config *cfg, msrt_sched **out,
   atomic_init(&s->batch, cfg->batch ? cfg->batch : MSRT_SCHED_DEFAULT_BATCH);
   atomic_init(&s->spin_ns, (uint64_t)cfg->spin_us * 1000u);
   atomic_init(&s->capacity, s->cfg.mailbox_capacity);
+  atomic_init(&s->bytes, s->cfg.mailbox_bytes ? s->cfg.mailbox_bytes
+                                              : MSRT_SCHED_DEFAULT_BYTES);
   s->w = w;
   atomic_init(&s->accepting, 1);
   atomic_init(&s->stopping, 0);
@@ -988,11 +1032,13 @@ int msrt_sched_stop_timeout(msrt_sched *s, long ms) {
 
 void msrt_sched_stop(msrt_sched *s) { msrt_sched_stop_timeout(s, -1); }
 
-void msrt_sched_tune(msrt_sched *s, int batch, int spin_us, size_t capacity) {
+void msrt_sched_tune(msrt_sched *s, int batch, int spin_us, size_t capacity,
+                     size_t bytes) {
   if (batch > 0) atomic_store_explicit(&s->batch, batch, RLX);
   if (spin_us >= 0)
     atomic_store_explicit(&s->spin_ns, (uint64_t)spin_us * 1000u, RLX);
   if (capacity > 0) atomic_store_explicit(&s->capacity, capacity, RLX);
+  if (bytes > 0) atomic_store_explicit(&s->bytes, bytes, RLX);
 }
 
 void msrt_sched_abandon(msrt_sched *s) {

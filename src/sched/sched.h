@@ -16,7 +16,12 @@
  *   high : envelopes with priority 1..3;
  *   low  : envelopes with priority 4..10.
  * high and low together form the "normal mailbox", bounded by `capacity`
- * messages (one atomic counter) with the actor's overflow policy:
+ * messages and by a byte bound (msrt_env_size of each message; one atomic
+ * counter each). A message is admitted while fewer than `capacity`
+ * messages and fewer than the byte bound's bytes are queued, so a mailbox
+ * holds at most the byte bound plus one message (a message larger than
+ * the bound still goes into an empty mailbox: nothing could ever make room
+ * for it). Past either bound the actor's overflow policy applies:
  *   BLOCK       : push returns MSRT_E_MAILBOX_FULL and enqueues nothing;
  *                 the sender registers msrt_actor_wait_room() and retries
  *                 when woken;
@@ -25,7 +30,9 @@
  *                 cfg.dropped is called with reason "drop_newest";
  *   DROP_OLDEST : the oldest low-lane message (or, when the low lane is
  *                 empty, the oldest high-lane message) is evicted and given
- *                 to cfg.dropped with reason "drop_oldest"; the new one is
+ *                 to cfg.dropped with reason "drop_oldest", again until
+ *                 both bounds leave room (a large message can evict
+ *                 several small ones); the new one is
  *                 enqueued. Actors with this policy take a tiny per-actor
  *                 spinlock on pop (the evicting producer becomes a consumer
  *                 for one pop); the other policies never lock.
@@ -100,6 +107,7 @@ typedef enum {
 #define MSRT_SCHED_HIGH_BURST 8
 #define MSRT_SCHED_DEFAULT_BATCH 64
 #define MSRT_SCHED_DEFAULT_CAPACITY 1024
+#define MSRT_SCHED_DEFAULT_BYTES ((size_t)64 << 20) /* 64 MiB */
 
 typedef struct msrt_sched msrt_sched;
 typedef struct msrt_actor msrt_actor;
@@ -130,6 +138,8 @@ typedef struct {
   int batch;               /* max messages per turn; 0 = default (64) */
   int spin_us;             /* idle spin before parking, microseconds, >= 0 */
   size_t mailbox_capacity; /* default bound of the normal lanes; 0 = 1024 */
+  size_t mailbox_bytes;    /* default byte bound of the normal lanes
+                              (msrt_env_size); 0 = 64 MiB */
   msrt_overflow overflow;  /* default policy (DEFAULT means BLOCK) */
   msrt_run_fn run;         /* required */
   /* Called once per actor, after STOPPED (on the worker) or from
@@ -166,11 +176,12 @@ int msrt_sched_start(msrt_sched *s);
 void msrt_sched_stop(msrt_sched *s);
 
 /* Change the live figures (a profile reload): batch (messages per turn,
- * > 0), spin_us (idle spin before parking, >= 0) and the default mailbox
- * capacity (messages, > 0) for actors made from now on; a value out of
- * range leaves that figure as it is. Turns and spins already under way
- * finish with the old figures. Any thread. */
-void msrt_sched_tune(msrt_sched *s, int batch, int spin_us, size_t capacity);
+ * > 0), spin_us (idle spin before parking, >= 0), the default mailbox
+ * capacity (messages, > 0) and byte bound (bytes, > 0) for actors made
+ * from now on; a value out of range leaves that figure as it is. Turns and
+ * spins already under way finish with the old figures. Any thread. */
+void msrt_sched_tune(msrt_sched *s, int batch, int spin_us, size_t capacity,
+                     size_t bytes);
 
 /* msrt_sched_stop with a bound: waits at most `ms` milliseconds (< 0 =
  * forever) for the workers to exit. Returns 0 when all joined, -1 when some
@@ -201,7 +212,8 @@ int msrt_sched_worker_index(void);
 
 /* New actor cell, idle with an empty mailbox, holding one reference for
  * the caller. capacity 0 = cfg.mailbox_capacity (clamped to 1..2^31);
- * policy MSRT_OVERFLOW_DEFAULT = cfg.overflow. Returns NULL when out of
+ * the byte bound is cfg.mailbox_bytes (msrt_actor_set_byte_bound changes
+ * it); policy MSRT_OVERFLOW_DEFAULT = cfg.overflow. Returns NULL when out of
  * memory or the scheduler is stopped. Any thread. Size: 256 bytes (64-byte
  * aligned); a lane that has been used also keeps one 16-byte node. */
 msrt_actor *msrt_actor_new(msrt_sched *s, void *actor_ud, size_t capacity,
@@ -284,6 +296,17 @@ size_t msrt_actor_high_water(msrt_actor *a);
  * the cell's life; any thread. */
 size_t msrt_actor_capacity(msrt_actor *a);
 msrt_overflow msrt_actor_policy(msrt_actor *a);
+
+/* The byte bound of a's normal mailbox (bytes of msrt_env_size; see
+ * MAILBOX above). set: only before the cell is shared with another thread
+ * (right after msrt_actor_new); 0 keeps the default. The others: any
+ * thread. msrt_actor_bytes: the bytes queued now (a snapshot, reservations
+ * of pushes in progress included). msrt_actor_full: 1 when a push now
+ * would meet the overflow policy (either bound reached). */
+void msrt_actor_set_byte_bound(msrt_actor *a, size_t bytes);
+size_t msrt_actor_byte_bound(msrt_actor *a);
+size_t msrt_actor_bytes(msrt_actor *a);
+int msrt_actor_full(msrt_actor *a);
 
 /* ---- metrics ------------------------------------------------------------ */
 

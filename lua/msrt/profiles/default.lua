@@ -9,6 +9,8 @@ return function(machine)
     batch = 64,
     spin_us = 50,
     mailbox_capacity = 4096,
+    mailbox_bytes = 64 * 1024 * 1024,
+    stdin_bytes = 16 * 1024 * 1024,
     overflow = "block",
     slice_ms = 1000,
     shutdown_timeout_ms = 5000,
