@@ -68,7 +68,10 @@ end
 
 function dispatch.exit(actor_id, subject, reply, payload, id, priority, flags)
   local rec = data_of(flags, payload)
-  if type(rec) ~= "table" then rec = { id = actor_id, reason = tostring(rec), normal = false } end
+  if type(rec) ~= "table" then -- a plain reason: the state could make no record
+    local reason = tostring(rec)
+    rec = { id = actor_id, reason = reason, normal = reason == "normal" or reason == "shutdown" }
+  end
   local fn = exit_handlers[actor_id]
   exit_handlers[actor_id] = nil
   if fn then fn(actor_id, rec) end

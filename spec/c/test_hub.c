@@ -88,6 +88,33 @@ static void test_inbox_closed_refuses(void) {
   CHECK(msrt_hub_free(hub) == 0);
 }
 
+/* A node push delivers its item in order with the others and takes the
+ * node; after close it is refused (the node freed, the env the caller's). */
+static void test_inbox_node(void) {
+  msrt_error err;
+  msrt_hub *hub = msrt_hub_new(&err);
+  sink s = {0};
+  msrt_inbox *in = msrt_inbox_new(msrt_hub_loop(hub), drain, &s);
+  for (uint64_t i = 1; i <= 4; i++) {
+    msrt_inbox_item item = {0, i, NULL, NULL};
+    if (i % 2) {
+      CHECK(msrt_inbox_push(in, item) == 0);
+    } else {
+      msrt_inbox_node *node = msrt_inbox_node_new();
+      node->item = item;
+      CHECK(msrt_inbox_push_node(in, node) == 0);
+    }
+  }
+  msrt_inbox_drain(in);
+  CHECK(s.got == 4 && s.out_of_order == 0 && s.last[0] == 4);
+  msrt_inbox_close(in);
+  msrt_inbox_node *node = msrt_inbox_node_new();
+  CHECK(msrt_inbox_push_node(in, node) == -1);
+  msrt_inbox_node_free(NULL);
+  msrt_hub_close_all(hub);
+  CHECK(msrt_hub_free(hub) == 0);
+}
+
 static void test_hub_shutdown_status(void) {
   msrt_error err;
   msrt_hub *hub = msrt_hub_new(&err);
@@ -204,5 +231,5 @@ static void test_timer_never_early(void) {
 }
 
 TEST_MAIN(test_timer_never_early, test_inbox_many_producers,
-          test_inbox_closed_refuses, test_hub_shutdown_status,
+          test_inbox_closed_refuses, test_inbox_node, test_hub_shutdown_status,
           test_hub_shutdown_held)

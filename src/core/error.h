@@ -34,6 +34,7 @@ typedef enum {
   X(OK,             "ok",             RUNTIME,  LOW,      IGNORE)            \
   X(INTERNAL,       "internal",       RUNTIME,  CRITICAL, ESCALATE)          \
   X(NOMEM,          "nomem",          RESOURCE, CRITICAL, ESCALATE)          \
+  X(RESOURCE_EXHAUSTED, "resource_exhausted", RESOURCE, HIGH, RETRY)         \
   X(INVALID_ARG,    "invalid_arg",    RUNTIME,  MEDIUM,   IGNORE)            \
   X(BAD_CONFIG,     "bad_config",     CONFIG,   HIGH,     RELOAD)            \
   X(BAD_PROFILE,    "bad_profile",    CONFIG,   HIGH,     RELOAD)            \

@@ -11,6 +11,7 @@ struct msrt_inbox {
   pthread_mutex_t lock;
   msrt_inbox_item *items, *spare;
   size_t n, cap, spare_cap;
+  msrt_inbox_node *over, *over_tail; /* nodes queued when items was full */
   int closed;
   int draining; /* a drain callback that drains again must not recurse */
   msrt_inbox_drain_fn fn;
@@ -47,28 +48,59 @@ msrt_inbox *msrt_inbox_new(uv_loop_t *loop, msrt_inbox_drain_fn fn, void *ud) {
   return in;
 }
 
-int msrt_inbox_push(msrt_inbox *in, msrt_inbox_item item) {
+/* Room for one more item (the lock held): 0, or -1 when out of memory.
+ * Behind queued nodes there is never room, so the order is kept. */
+static int room(msrt_inbox *in) {
+  if (in->over) return -1;
+  if (in->n < in->cap) return 0;
+  size_t cap = in->cap ? in->cap * 2 : 64;
+  msrt_inbox_item *grown = realloc(in->items, cap * sizeof *grown);
+  if (!grown) return -1;
+  in->items = grown;
+  in->cap = cap;
+  return 0;
+}
+
+/* Queue item, or node when there is no room (node NULL: then fail). */
+static int push(msrt_inbox *in, msrt_inbox_item item, msrt_inbox_node *node) {
   pthread_mutex_lock(&in->lock);
   if (in->closed) {
     pthread_mutex_unlock(&in->lock);
+    free(node);
     return -1;
   }
-  if (in->n == in->cap) {
-    size_t cap = in->cap ? in->cap * 2 : 64;
-    msrt_inbox_item *grown = realloc(in->items, cap * sizeof *grown);
-    if (!grown) {
-      pthread_mutex_unlock(&in->lock);
-      return -1;
-    }
-    in->items = grown;
-    in->cap = cap;
+  int first = in->n == 0 && !in->over;
+  if (room(in) == 0) {
+    in->items[in->n++] = item;
+    free(node);
+  } else if (node) {
+    node->item = item;
+    node->next = NULL;
+    if (in->over_tail) in->over_tail->next = node;
+    else in->over = node;
+    in->over_tail = node;
+  } else {
+    pthread_mutex_unlock(&in->lock);
+    return -1;
   }
-  in->items[in->n++] = item;
-  int first = in->n == 1;
   pthread_mutex_unlock(&in->lock);
   /* One send per batch: later pushes find the drain already due. */
   if (first) uv_async_send(&in->async);
   return 0;
+}
+
+int msrt_inbox_push(msrt_inbox *in, msrt_inbox_item item) {
+  return push(in, item, NULL);
+}
+
+msrt_inbox_node *msrt_inbox_node_new(void) {
+  return calloc(1, sizeof(msrt_inbox_node));
+}
+
+void msrt_inbox_node_free(msrt_inbox_node *node) { free(node); }
+
+int msrt_inbox_push_node(msrt_inbox *in, msrt_inbox_node *node) {
+  return push(in, node->item, node);
 }
 
 void msrt_inbox_keep_alive(msrt_inbox *in, int on) {
@@ -90,14 +122,22 @@ static bool drain_round(msrt_inbox *in) {
   size_t n = in->n;
   msrt_inbox_item *items = in->items;
   size_t cap = in->cap;
+  msrt_inbox_node *over = in->over;
   in->items = in->spare;
   in->cap = in->spare_cap;
   in->n = 0;
+  in->over = in->over_tail = NULL;
   pthread_mutex_unlock(&in->lock);
+  bool any = n > 0 || over;
   if (n) in->fn(items, n, in->ud);
   in->spare = items; /* the drain runs only on the hub: no race on spare */
   in->spare_cap = cap;
-  return n > 0;
+  for (msrt_inbox_node *next; over; over = next) { /* queued after items */
+    next = over->next;
+    in->fn(&over->item, 1, in->ud);
+    free(over);
+  }
+  return any;
 }
 
 /* Rounds until the inbox is empty or budget_ns passed (UINT64_MAX: no
@@ -126,6 +166,12 @@ void msrt_inbox_close(msrt_inbox *in) {
   in->closed = 1;
   for (size_t i = 0; i < in->n; i++) msrt_env_unref(in->items[i].env);
   in->n = 0;
+  for (msrt_inbox_node *next; in->over; in->over = next) {
+    next = in->over->next;
+    msrt_env_unref(in->over->item.env);
+    free(in->over);
+  }
+  in->over_tail = NULL;
   pthread_mutex_unlock(&in->lock);
   uv_close((uv_handle_t *)&in->async, on_close);
 }

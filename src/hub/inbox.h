@@ -45,6 +45,26 @@ msrt_inbox *msrt_inbox_new(uv_loop_t *loop, msrt_inbox_drain_fn fn, void *ud);
  * after msrt_inbox_close (the caller keeps its envelope reference then). */
 int msrt_inbox_push(msrt_inbox *in, msrt_inbox_item item);
 
+/* An item with memory of its own, for what must reach the hub even when
+ * memory has run out (an actor's exit, whose waiters would otherwise wait
+ * forever): made ahead, while there is memory. */
+typedef struct msrt_inbox_node {
+  msrt_inbox_item item;
+  struct msrt_inbox_node *next;
+} msrt_inbox_node;
+
+/* A node (zeroed), or NULL when out of memory; free one never pushed with
+ * msrt_inbox_node_free (NULL is ignored). Any thread. */
+msrt_inbox_node *msrt_inbox_node_new(void);
+void msrt_inbox_node_free(msrt_inbox_node *node);
+
+/* Queue node->item and wake the hub, as msrt_inbox_push, taking the node:
+ * when the vector cannot grow the node itself is queued (after what is
+ * queued already), so this never fails for memory. Returns 0, or -1 after
+ * msrt_inbox_close (the node is freed, the caller keeps its envelope
+ * reference). */
+int msrt_inbox_push_node(msrt_inbox *in, msrt_inbox_node *node);
+
 /* Whether the inbox keeps the loop alive (its handle referenced) or not
  * (the default). Hub thread. */
 void msrt_inbox_keep_alive(msrt_inbox *in, int on);

@@ -28,6 +28,7 @@ typedef struct {
   uint64_t *subs;              /* subscriptions to drop at release */
   size_t nsubs, capsubs;
   msrt_error err;              /* the last publish error */
+  msrt_inbox_node *exit_node;  /* carries the exit to the hub, made ahead */
   int exited;
   int aborted; /* creation failed: stop without ever booting */
 } lactor;
@@ -116,11 +117,24 @@ msrt_actor *msrt_lactor_new(msrt_rt *rt, const char *name, const void *spec,
   la->spec_len = spec_len;
   la->rt = rt;
   memcpy(la->name, name, nlen + 1);
-  la->cell = msrt_actor_new(rt->sched, la, capacity, policy);
+  /* The state is made here, on the caller's thread, so that running out
+   * of memory is this call's error (the rest of boot runs on a worker). */
+  la->L = msrt_astate_new(atomic_load(&rt->gc_pause),
+                          atomic_load(&rt->gc_stepmul), setup.path,
+                          setup.cpath);
+  la->exit_node = msrt_inbox_node_new();
+  la->cell = la->L && la->exit_node
+                 ? msrt_actor_new(rt->sched, la, capacity, policy) : NULL;
   if (!la->cell) {
+    if (la->L) lua_close(la->L);
+    msrt_inbox_node_free(la->exit_node);
     free(la->spec);
     free(la);
-    msrt_error_set(err, MSRT_E_CLOSED, "the runtime is stopping");
+    if (rt->stopped)
+      msrt_error_set(err, MSRT_E_CLOSED, "the runtime is stopping");
+    else
+      msrt_error_set(err, MSRT_E_RESOURCE_EXHAUSTED, "actor %s: out of "
+                     "memory making its Lua state", name);
     return NULL;
   }
   msrt_actor_set_byte_bound(la->cell, bytes);
@@ -444,86 +458,117 @@ static const luaL_Reg actor_fns[] = {
 
 /* ---- the actor's state ------------------------------------------------ */
 
-/* Make the state and the loop coroutine; returns 0, or -1 with the error
- * message on top of la->L (or no state at all when out of memory). */
-static int boot(lactor *la) {
-  lua_State *L = la->L = msrt_astate_new(
-      atomic_load(&la->rt->gc_pause), atomic_load(&la->rt->gc_stepmul),
-      setup.path, setup.cpath);
-  if (!L) return -1;
-  if (luaL_loadbuffer(L, setup.boot, setup.boot_len, "=actor_boot")) return -1;
+/* boot's body, under lua_cpcall (an allocation failing raises). */
+static int boot_state(lua_State *L) {
+  lactor *la = lua_touserdata(L, 1);
+  if (luaL_loadbuffer(L, setup.boot, setup.boot_len, "=actor_boot"))
+    return lua_error(L);
   lua_newtable(L);
   lua_pushlightuserdata(L, la);
   luaL_openlib(L, NULL, actor_fns, 1);
   msrt_lua_open_errors(L);
   lua_pushlstring(L, la->spec, la->spec_len);
   lua_pushnumber(L, (lua_Number)la->id);
-  if (lua_pcall(L, 3, 3, 0)) return -1;
+  lua_call(L, 3, 3);
   lua_setfield(L, LUA_REGISTRYINDEX, "msrt.on_crash");
   lua_setfield(L, LUA_REGISTRYINDEX, "msrt.exit_record");
-  la->co = lua_newthread(L);
+  lua_State *co = lua_newthread(L);
   lua_setfield(L, LUA_REGISTRYINDEX, "msrt.actor.co");
-  lua_xmove(L, la->co, 1); /* the loop function */
+  lua_xmove(L, co, 1); /* the loop function */
+  la->co = co;
+  return 0;
+}
+
+/* Run actor_boot.lua in the state and make the loop coroutine; returns 0,
+ * or -1 with the error message on top of la->L. */
+static int boot(lactor *la) {
+  if (lua_cpcall(la->L, boot_state, la) != 0) return -1;
   free(la->spec);
   la->spec = NULL;
   return 0;
 }
 
+/* An exit as the state describes it: for a crash (from != NULL, the
+ * error message msg on its stack) the reason is msg with from's traceback
+ * as on_crash shapes it; the payload is the exit record's string.buffer
+ * encoding. Made under lua_cpcall: a state that is out of memory leaves
+ * the plain reason (the hub accepts both). The strings made are anchored
+ * in the registry until the state closes. */
+typedef struct {
+  lua_State *from;
+  const char *msg;
+  int level, normal;
+  const char *reason, *payload;
+  size_t plen;
+} exit_job;
+
+static int describe_exit(lua_State *L) {
+  exit_job *j = lua_touserdata(L, 1);
+  if (j->from) {
+    luaL_traceback(L, j->from, j->msg, j->level);
+    lua_getfield(L, LUA_REGISTRYINDEX, "msrt.on_crash");
+    if (lua_isfunction(L, -1)) {
+      lua_pushvalue(L, -2);
+      if (lua_pcall(L, 1, 1, 0) == 0 && lua_isstring(L, -1)) lua_replace(L, -2);
+      else lua_pop(L, 1);
+    } else {
+      lua_pop(L, 1);
+    }
+    j->reason = lua_tostring(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "msrt.exit_reason");
+  }
+  lua_getfield(L, LUA_REGISTRYINDEX, "msrt.exit_record");
+  if (!lua_isfunction(L, -1)) return 0;
+  lua_pushstring(L, j->reason);
+  lua_pushboolean(L, j->normal);
+  if (lua_pcall(L, 2, 1, 0) != 0 || !lua_isstring(L, -1)) return 0;
+  j->payload = lua_tolstring(L, -1, &j->plen);
+  lua_setfield(L, LUA_REGISTRYINDEX, "msrt.exit_payload");
+  return 0;
+}
+
 /* Publish the exit record on msrt.actor.<name>.exit and hand it to the
- * hub. reason: "normal", "shutdown", or the error with its traceback. */
-static void report_exit(lactor *la, const char *reason, int normal) {
+ * hub. reason: "normal", "shutdown", or (job.from set) the crash's message,
+ * which becomes the message with its traceback. */
+static void report_exit_job(lactor *la, exit_job *j) {
   if (la->exited) return;
   la->exited = 1;
   char subject[96];
   int n = snprintf(subject, sizeof subject, "msrt.actor.%s.exit", la->name);
-  /* payload: a string.buffer encoding when the state can make one,
-   * else the plain reason (the hub accepts both) */
-  const char *payload = reason;
-  size_t plen = strlen(reason);
-  uint8_t flags = 0;
   lua_State *L = la->L;
-  int top = L ? lua_gettop(L) : 0;
-  if (L) {
-    lua_getfield(L, LUA_REGISTRYINDEX, "msrt.exit_record");
-    if (lua_isfunction(L, -1)) {
-      lua_pushstring(L, reason);
-      lua_pushboolean(L, normal);
-      if (lua_pcall(L, 2, 1, 0) == 0 && lua_isstring(L, -1)) {
-        payload = lua_tolstring(L, -1, &plen);
-        flags = MSRT_ENV_PAYLOAD_BUFFER;
-      }
-    }
+  if (L && lua_cpcall(L, describe_exit, j) != 0) {
+    lua_pop(L, 1); /* out of memory: the plain reason */
+    j->payload = NULL;
   }
+  if (!j->reason) j->reason = j->msg ? j->msg : "out of memory";
+  const char *payload = j->payload ? j->payload : j->reason;
+  size_t plen = j->payload ? j->plen : strlen(j->reason);
+  uint8_t flags = j->payload ? MSRT_ENV_PAYLOAD_BUFFER : 0;
   msrt_envelope *e = msrt_env_new(subject, (size_t)n, NULL, 0, NULL, 0,
                                   payload, plen, 1, flags, 0);
-  if (L) lua_settop(L, top);
-  if (!e) return;
   size_t delivered;
-  msrt_rt_publish(la->rt, e, &delivered, NULL, NULL);
-  msrt_inbox_item it = {MSRT_IN_EXIT, la->id, e, NULL};
-  msrt_rt_to_hub(la->rt, it); /* takes the reference */
+  if (e) msrt_rt_publish(la->rt, e, &delivered, NULL, NULL);
+  /* no record (out of memory): the hub still hears of the exit, whose
+   * waiters would otherwise wait forever (rt.h MSRT_IN_EXIT) */
+  la->exit_node->item = (msrt_inbox_item){
+      MSRT_IN_EXIT, la->id, e, e ? NULL : (void *)(uintptr_t)(j->normal ? 2 : 1)};
+  msrt_inbox_node *node = la->exit_node;
+  la->exit_node = NULL;
+  if (msrt_inbox_push_node(la->rt->inbox, node) != 0) msrt_env_unref(e);
+}
+
+static void report_exit(lactor *la, const char *reason, int normal) {
+  exit_job j = {.reason = reason, .normal = normal};
+  report_exit_job(la, &j);
 }
 
 /* A Lua error in boot, init or handle: the reason is the message with its
  * traceback; the actor's terminate hears it (OTP gen_server does so). */
 static msrt_run_result fail(lactor *la, lua_State *from) {
-  lua_State *L = la->L;
-  if (!L) {
-    report_exit(la, "cannot create a Lua state (out of memory)", 0);
-    return MSRT_RUN_STOPPED;
-  }
-  const char *msg = lua_tostring(from, -1);
-  if (!msg) msg = "(error object is not a string)";
-  luaL_traceback(L, from, msg, from == L ? 1 : 0);
-  lua_getfield(L, LUA_REGISTRYINDEX, "msrt.on_crash");
-  if (lua_isfunction(L, -1)) {
-    lua_pushvalue(L, -2);
-    if (lua_pcall(L, 1, 1, 0) == 0 && lua_isstring(L, -1)) lua_replace(L, -2);
-    else lua_pop(L, 1);
-  } else {
-    lua_pop(L, 1);
-  }
-  report_exit(la, lua_tostring(L, -1), 0);
+  const char *msg = lua_tostring(from, -1); /* anchored on from's stack */
+  exit_job j = {.from = from, .level = from == la->L ? 1 : 0,
+                .msg = msg ? msg : "(error object is not a string)"};
+  report_exit_job(la, &j);
   return MSRT_RUN_STOPPED;
 }
 
@@ -562,6 +607,7 @@ void msrt_lactor_release(msrt_actor *a, void *ud) {
   free(la->subs);
   msrt_rt_pending_clear(la->rt, &la->pend);
   if (la->L) lua_close(la->L);
+  msrt_inbox_node_free(la->exit_node);
   free(la->spec);
   msrt_actor_unref(la->cell);
   free(la);

@@ -7,11 +7,42 @@
 
 #include "core/mem.h"
 
+/* A state's first allocations come from one block taken before
+ * lua_newstate: in the LuaJIT Debian ships (2.1.0-beta3) an allocation
+ * failing inside lua_newstate, before its string table exists, crashes the
+ * process (the out-of-memory error is a string it cannot make yet).
+ * lua_newstate makes 52 allocations, 11.9 KiB, on x86_64; with the block
+ * taken first, running out of memory is a NULL from msrt_astate_new. Later
+ * allocations fill the rest of the block, then go to core/mem.h; a piece
+ * of the block is never reused once freed (a few KiB per state at most).
+ * The block's head is the allocator's state; LuaJIT frees the GG_State,
+ * its first allocation, last (lua_close), which frees the block. */
+#define BOOT_BLOCK 16384
+#define BOOT_HEAD 16
+
+typedef struct {
+  size_t used;
+} boot_block;
+
 static void *state_alloc(void *ud, void *p, size_t osize, size_t nsize) {
-  (void)ud, (void)osize;
+  boot_block *b = ud;
+  char *base = (char *)b;
+  int in_block = p && (char *)p >= base && (char *)p < base + BOOT_BLOCK;
   if (nsize == 0) {
-    msrt_mem_free(p);
+    if (!in_block) msrt_mem_free(p);
+    else if ((char *)p == base + BOOT_HEAD) msrt_mem_free(b);
     return NULL;
+  }
+  if (in_block) { /* shrink in place; grow out of the block */
+    if (nsize <= osize) return p;
+    void *q = msrt_mem_alloc(nsize);
+    if (q) memcpy(q, p, osize);
+    return q;
+  }
+  size_t at = (b->used + 15) & ~(size_t)15;
+  if (!p && at + nsize <= BOOT_BLOCK) {
+    b->used = at + nsize;
+    return base + at;
   }
   return msrt_mem_realloc(p, nsize);
 }
@@ -98,20 +129,43 @@ static void setup_package(lua_State *L, const char *path, const char *cpath) {
   lua_pop(L, 1);
 }
 
-lua_State *msrt_astate_new(int gc_pause, int gc_stepmul, const char *path,
-                           const char *cpath) {
-  lua_State *L = lua_newstate(state_alloc, NULL);
-  if (!L) return NULL;
-  lua_gc(L, LUA_GCSETPAUSE, gc_pause);
-  lua_gc(L, LUA_GCSETSTEPMUL, gc_stepmul);
+typedef struct {
+  const char *path, *cpath;
+} paths;
+
+/* The libraries and package setup, under lua_cpcall: an allocation that
+ * fails raises, and unprotected that would end the process (LuaJIT's
+ * panic); protected it is an error this state alone gets. */
+static int setup_state(lua_State *L) {
+  const paths *p = lua_touserdata(L, 1);
   open_lib(L, luaopen_base, "");
   open_lib(L, luaopen_package, LUA_LOADLIBNAME);
   open_lib(L, luaopen_table, LUA_TABLIBNAME);
   open_lib(L, luaopen_string, LUA_STRLIBNAME);
-  setup_package(L, path, cpath);
+  setup_package(L, p->path, p->cpath);
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, lazy_index);
   lua_setfield(L, -2, "__index");
   lua_setmetatable(L, LUA_GLOBALSINDEX);
+  return 0;
+}
+
+lua_State *msrt_astate_new(int gc_pause, int gc_stepmul, const char *path,
+                           const char *cpath) {
+  boot_block *b = msrt_mem_alloc(BOOT_BLOCK);
+  if (!b) return NULL;
+  b->used = BOOT_HEAD;
+  lua_State *L = lua_newstate(state_alloc, b);
+  if (!L) { /* its GG_State was never made (else it was freed with b) */
+    if (b->used == BOOT_HEAD) msrt_mem_free(b);
+    return NULL;
+  }
+  lua_gc(L, LUA_GCSETPAUSE, gc_pause);
+  lua_gc(L, LUA_GCSETSTEPMUL, gc_stepmul);
+  paths p = {path, cpath};
+  if (lua_cpcall(L, setup_state, &p) != 0) {
+    lua_close(L);
+    return NULL;
+  }
   return L;
 }

@@ -27,7 +27,9 @@
 
 /* A new state with the libraries above, the GC tuned (pause, stepmul in
  * percent, as lua_gc's LUA_GCSETPAUSE / LUA_GCSETSTEPMUL) and
- * package.path / cpath set (copied). NULL when out of memory. */
+ * package.path / cpath set (copied). NULL when out of memory (the setup
+ * runs under lua_cpcall, so running out never ends the process). Any
+ * thread; the state may then move to another thread (one at a time). */
 lua_State *msrt_astate_new(int gc_pause, int gc_stepmul, const char *path,
                            const char *cpath);
 

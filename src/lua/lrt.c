@@ -153,6 +153,15 @@ static void drain(msrt_inbox_item *items, size_t n, void *ud) {
     } else if (it->kind == MSRT_IN_OVERLOAD) {
       lua_pushnumber(L, (lua_Number)(uintptr_t)it->ptr);
       nargs++;
+    } else if (it->kind == MSRT_IN_EXIT) { /* a plain reason, no record */
+      lua_pushnil(L);
+      lua_pushnil(L);
+      lua_pushstring(L, (uintptr_t)it->ptr == 2 ? "shutdown"
+                                                 : "out of memory (no exit record)");
+      lua_pushnumber(L, 0);
+      lua_pushinteger(L, 1);
+      lua_pushinteger(L, 0);
+      nargs += 6;
     }
     msrt_env_unref(e);
     msrt_host_call(L, nargs, 0, "error in hub callback");

@@ -32,17 +32,21 @@ static __thread int tl_push_dropped;
 msrt_rt *msrt_rt_get(void) { return the_rt; }
 
 msrt_reader *msrt_rt_reader(msrt_rt *rt) {
-  if (tl_reader_rt != rt) {
+  if (tl_reader_rt != rt || !tl_reader) {
     tl_reader = msrt_router_reader_new(rt->router);
-    tl_reader_rt = rt;
+    tl_reader_rt = tl_reader ? rt : NULL;
   }
   return tl_reader;
 }
 
 /* Count on this thread's shard of the router's counters (no shared write),
- * in subject class cls (router/account.h). */
+ * in subject class cls (router/account.h); on the shared counters when
+ * the thread has no reader (memory ran out making it). */
 static void count(msrt_rt *rt, unsigned cls, msrt_stat s, uint64_t n) {
-  if (n) msrt_account_add(msrt_reader_shard(msrt_rt_reader(rt)), cls, s, n);
+  if (!n) return;
+  msrt_reader *rd = msrt_rt_reader(rt);
+  if (rd) msrt_account_add(msrt_reader_shard(rd), cls, s, n);
+  else msrt_account_add_shared(msrt_router_account(rt->router), cls, s, n);
 }
 
 unsigned msrt_rt_class(msrt_rt *rt, const char *subject, size_t len) {
@@ -161,6 +165,7 @@ msrt_code msrt_rt_start(msrt_hub *hub, const msrt_rt_config *cfg,
     return rc;
   }
   the_rt = rt;
+  msrt_rt_reader(rt); /* the hub's, while there is memory (msrt_rt_turn) */
   return MSRT_E_OK;
 }
 
@@ -510,6 +515,12 @@ msrt_code msrt_rt_publish_as(msrt_rt *rt, msrt_envelope *e,
   pub_space local;
   pub_space *s = space_get(rt, &local);
   msrt_reader *rd = msrt_rt_reader(rt);
+  if (!rd) {
+    space_put(s);
+    refuse(rt, msrt_rt_class(rt, e->subject, e->subject_len));
+    return msrt_error_set(err, MSRT_E_RESOURCE_EXHAUSTED, "out of memory "
+                          "making this thread's router reader");
+  }
   msrt_router_reader_enter(rd);
   msrt_route_result res;
   msrt_code rc = route(rd, rt, s, e, &res, err);
@@ -673,6 +684,9 @@ void msrt_rt_tune(msrt_rt *rt, const msrt_rt_config *cfg) {
 }
 
 void msrt_rt_turn(msrt_rt *rt, int worker, uint64_t actor_id) {
+  /* the worker's reader, made at its first turn rather than at its first
+   * publish, which may come when memory has run out */
+  if (tl_reader_rt != rt) msrt_rt_reader(rt);
   if (worker < 0 || worker >= 256) return;
   atomic_store_explicit(&rt->turn[worker].actor, actor_id, memory_order_relaxed);
   atomic_store_explicit(&rt->turn[worker].start, actor_id ? msrt_now_ns() : 0,

@@ -46,7 +46,9 @@ enum { MSRT_EP_ACTOR = 1, MSRT_EP_SYS = 2, MSRT_EP_HUB = 3, MSRT_EP_PROC = 4,
 /* Items the workers hand to the hub (msrt_inbox_item.kind). */
 enum {
   MSRT_IN_DELIVER = 1, /* env for hub subscription `target` */
-  MSRT_IN_EXIT,        /* actor `target` exited; env holds the exit record */
+  MSRT_IN_EXIT,        /* actor `target` exited; env holds the exit record,
+                          or is NULL when memory ran out making it: then
+                          ptr is 2 for a normal exit, 1 for another */
   MSRT_IN_TIMER,       /* actor cell `ptr` asks for a timer (env: spec) */
   MSRT_IN_WAKE,        /* a blocked hub publish `target` may retry */
   MSRT_IN_OVERLOAD,    /* actor `target` overran slice_ms */
@@ -275,7 +277,8 @@ int msrt_rt_to_hub(msrt_rt *rt, msrt_inbox_item item);
  * (lua/msrt/hub.lua). Any thread. */
 void msrt_rt_hub_waker(void *ud);
 
-/* Per-thread router reader (made on first use). Any thread. */
+/* Per-thread router reader (made on first use; NULL when memory ran out
+ * making it, tried again on the next call). Any thread. */
 msrt_reader *msrt_rt_reader(msrt_rt *rt);
 
 /* The subject class a subject's copies are counted in (its first token;
