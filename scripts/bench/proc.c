@@ -2,8 +2,9 @@
  * floor under scripts/bench/proc.lua's spawn figures.
  *   build/bench_proc [spawns] [runs]
  * For host RSS 50 MiB and 1 GiB (ballast allocated and touched), prints
- * the median processes/s one after another and 16 in flight, for
- * posix_spawn (no limits) and for vfork+exec (a limit set). */
+ * the median processes/s one after another and 16 in flight, without
+ * limits and with one set (both vfork+exec, each child in a cgroup of its
+ * own where cgroup v2 is writable). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,7 +86,7 @@ int main(int argc, char **argv) {
         for (int i = 0; i < runs && i < 16; i++) v[i] = run(&loop, r, n, width, limit);
         qsort(v, (size_t)runs, sizeof *v, cmp);
         printf("rss %4ld MiB %-12s %2d in flight: %.0f/s\n", rss() >> 20,
-               limit ? "vfork+exec" : "posix_spawn", width, v[runs / 2]);
+               limit ? "with a limit" : "no limits", width, v[runs / 2]);
       }
   }
   msrt_procs_free(r, 100);

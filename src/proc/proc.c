@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -14,6 +15,7 @@
 #include "core/clock.h"
 #include "hub/hub.h"
 #include "hub/timer.h"
+#include "proc/cgroup.h"
 #include "proc/codec.h"
 #include "proc/framer.h"
 #include "proc/gate.h"
@@ -74,6 +76,7 @@ struct msrt_proc {
   int stop_signal;
   long grace_ms, eof_wait_ms;
   pid_t pid;
+  uint64_t cgroup; /* its cgroup in the fleet (cgroup.h), 0 = none */
   int status;
   bool reaped, stopped, out_eof, err_eof, stdin_closed, exited, released;
   bool stdin_closing; /* msrt_proc_close_stdin: EOF once the queue is out */
@@ -114,6 +117,10 @@ struct msrt_procs {
   size_t count, unreaped;
   uint64_t next_id;
   bool closing;    /* msrt_procs_free called: freed with the last handle */
+  msrt_fleet *fleet; /* the children's cgroups (cgroup.h), NULL = none */
+  bool fleet_tried;
+  char fleet_why[512]; /* why there is none */
+  uint64_t cgroups;  /* child cgroups made */
   int handles;     /* the SIGCHLD watcher */
   char rbuf[READ_BUF];
 };
@@ -866,6 +873,8 @@ static void reaped(msrt_proc *p, int status) {
   p->reaped = true;
   p->status = status;
   kill(-p->pid, SIGKILL); /* what is left of its group dies with it */
+  if (p->cgroup) msrt_fleet_kill(r->fleet, p->cgroup); /* and of its tree */
+  p->cgroup = 0;
   if (--r->unreaped == 0) uv_unref((uv_handle_t *)&r->sigchld);
   uv_timer_stop(&p->timer);
   uv_timer_stop(&p->poll);
@@ -875,12 +884,53 @@ static void reaped(msrt_proc *p, int status) {
   check_final(p);
 }
 
-/* Each of our own children, by pid: a child libuv spawned is libuv's. */
+static msrt_proc *find_pid(msrt_procs *r, pid_t pid) {
+  for (msrt_proc *p = r->live; p; p = p->next)
+    if (p->pid == pid && !p->reaped) return p;
+  return NULL;
+}
+
+static void clear_if_uv_child(uv_handle_t *h, void *arg) {
+  pid_t *pid = arg;
+  if (h->type == UV_PROCESS && uv_process_get_pid((uv_process_t *)h) == *pid)
+    *pid = 0;
+}
+
+/* The host is the children's subreaper (msrt_procs_new): a grandchild
+ * whose parent died is adopted by it, and must be reaped here. Zombies are
+ * looked at without reaping (WNOWAIT) and reaped only when they are not
+ * someone else's to wait for: not one of ours (reaped by its own path),
+ * not libuv's (luv's uv.spawn), and not in the host's process group
+ * (io.popen, os.execute: their callers wait for them). The watcher, in a
+ * session of its own, is reaped if it ever ends. */
+static void reap_orphans(msrt_procs *r) {
+  for (int i = 0; i < 256; i++) {
+    siginfo_t si;
+    si.si_pid = 0;
+    if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) != 0 ||
+        si.si_pid == 0)
+      return;
+    pid_t pid = si.si_pid, probe = pid;
+    msrt_proc *p = find_pid(r, pid);
+    if (p) {
+      try_reap(p);
+      continue;
+    }
+    uv_walk(r->loop, clear_if_uv_child, &probe);
+    if (probe == 0 || getpgid(pid) == getpgrp()) return;
+    waitpid(pid, NULL, WNOHANG);
+  }
+}
+
+/* Each of our own children, by pid: a child libuv spawned is libuv's;
+ * then adopted grandchildren, and the cgroups that emptied. */
 static void reap_all(msrt_procs *r) {
   for (msrt_proc *p = r->live, *next; p; p = next) {
     next = p->next; /* p may be freed by its exit callback */
     try_reap(p);
   }
+  reap_orphans(r);
+  if (r->fleet) msrt_fleet_sweep(r->fleet);
 }
 
 static void on_sigchld(uv_signal_t *s, int signum) {
@@ -1416,17 +1466,64 @@ static void close_fds(int fds[3]) {
     if (fds[i] >= 0) close(fds[i]);
 }
 
-static int start_child(const msrt_proc_spec *s, const int theirs[3], pid_t *pid) {
+/* The fleet's cgroups, made at the first spawn; where there can be none,
+ * said once on stderr (cgroup.h: what is lost without them). */
+static msrt_fleet *fleet_of(msrt_procs *r) {
+  if (!r->fleet_tried) {
+    r->fleet_tried = true;
+    r->fleet = msrt_fleet_open(r->fleet_why, sizeof r->fleet_why);
+    if (!r->fleet)
+      fprintf(stderr, "WARN msrt: child processes run without a cgroup (%s):"
+              " a grandchild that leaves its process group can outlive a "
+              "stop or the host\n", r->fleet_why);
+  }
+  return r->fleet;
+}
+
+/* limits.nproc where RLIMIT_NPROC does not bind (root): pids.max in the
+ * child's cgroup, or an error saying why it cannot be applied. */
+static msrt_code check_nproc(msrt_procs *r, const msrt_proc_spec *s,
+                             long long *pids_max, msrt_error *err) {
+  *pids_max = -1;
+  if (s->limits.nproc < 0 || !msrt_nproc_exempt()) return MSRT_E_OK;
+  msrt_fleet *f = fleet_of(r);
+  if (msrt_fleet_has_pids(f)) {
+    *pids_max = s->limits.nproc;
+    return MSRT_E_OK;
+  }
+  return msrt_error_set(err, MSRT_E_SPAWN_FAILED, "process %s: limits.nproc "
+                        "cannot be applied: the host runs as root (or with "
+                        "CAP_SYS_RESOURCE), which RLIMIT_NPROC does not bind, "
+                        "and its children have no cgroup pids controller (%s)",
+                        s->name, f ? "the host's cgroup does not offer pids"
+                                   : r->fleet_why);
+}
+
+static int start_child(msrt_procs *r, const msrt_proc_spec *s,
+                       long long pids_max, const int theirs[3], pid_t *pid,
+                       uint64_t *cgroup) {
   char path[4096];
   int e = msrt_spawn_resolve(s->argv[0], path, sizeof path);
   if (e) return e;
+  msrt_fleet *f = fleet_of(r);
+  int cg_fd = -1;
+  *cgroup = f ? ++r->cgroups : 0;
+  if (f && (e = msrt_fleet_child(f, *cgroup, pids_max, &cg_fd)) != 0) {
+    *cgroup = 0;
+    return e;
+  }
   char **argv = exec_list(s->argv, s->argc);
   char **envp = exec_list(s->env, s->envc);
   e = argv && envp ? msrt_spawn_child(path, argv, envp, s->cwd, theirs,
-                                      &s->limits, pid)
+                                      &s->limits, cg_fd, pid)
                    : ENOMEM;
   free(argv);
   free(envp);
+  if (cg_fd >= 0) close(cg_fd);
+  if (e && *cgroup) {
+    msrt_fleet_kill(f, *cgroup);
+    *cgroup = 0;
+  }
   return e;
 }
 
@@ -1466,11 +1563,15 @@ static int check_cwd(const msrt_proc_spec *s, msrt_error *err) {
 
 msrt_proc *msrt_proc_spawn(msrt_procs *r, const msrt_proc_spec *s,
                            msrt_error *err) {
-  if (check_spec(s, err) != MSRT_E_OK || check_cwd(s, err)) return NULL;
+  long long pids_max;
+  if (check_spec(s, err) != MSRT_E_OK || check_cwd(s, err) ||
+      check_nproc(r, s, &pids_max, err) != MSRT_E_OK)
+    return NULL;
   int ours[3], theirs[3];
   int e = make_pipes(ours, theirs);
   pid_t pid = 0;
-  if (e == 0) e = start_child(s, theirs, &pid);
+  uint64_t cgroup = 0;
+  if (e == 0) e = start_child(r, s, pids_max, theirs, &pid, &cgroup);
   close_fds(theirs);
   if (e != 0) {
     close_fds(ours);
@@ -1482,11 +1583,13 @@ msrt_proc *msrt_proc_spawn(msrt_procs *r, const msrt_proc_spec *s,
   if (!p) {
     kill(-pid, SIGKILL);
     waitpid(pid, NULL, 0);
+    if (cgroup) msrt_fleet_kill(r->fleet, cgroup);
     close_fds(ours);
     msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
     return NULL;
   }
   p->pid = pid;
+  p->cgroup = cgroup;
   link_proc(r, p);
   open_handles(r, p, ours);
   if (r->unreaped++ == 0) uv_ref((uv_handle_t *)&r->sigchld);
@@ -1578,6 +1681,9 @@ msrt_procs *msrt_procs_new(uv_loop_t *loop, const msrt_proc_events *ev,
   struct sigaction sa;
   if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
     signal(SIGPIPE, SIG_IGN);
+  /* Orphaned grandchildren come to the host (reap_orphans), not to init:
+   * they stay in the host's tree while it lives. */
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
   return r;
 }
 
@@ -1608,8 +1714,22 @@ static void stop_all_blocking(msrt_procs *r, long timeout_ms) {
   }
 }
 
+/* Every child cgroup killed at its reap: wait (1 s at most) for them to
+ * empty, reaping what was adopted, then remove the fleet's. */
+static void close_fleet(msrt_procs *r) {
+  if (!r->fleet) return;
+  for (int i = 0; i < 1000 && msrt_fleet_sweep(r->fleet) > 0; i++) {
+    reap_orphans(r);
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+  msrt_fleet_close(r->fleet, 100);
+  r->fleet = NULL;
+}
+
 void msrt_procs_free(msrt_procs *r, long timeout_ms) {
   stop_all_blocking(r, timeout_ms);
+  close_fleet(r);
   r->closing = true;
   for (msrt_proc *p = r->live, *next; p; p = next) {
     next = p->next;

@@ -2,13 +2,17 @@
  * spawning, stdio on the hub loop, framing, publish permissions, stop and
  * kill, reaping.
  *
- * Spawning never forks the host: posix_spawn (glibc's clone(CLONE_VM |
- * CLONE_VFORK)), or vfork + exec when the child needs rlimits (see
- * spawn.c), so the cost does not grow with the host's memory. Each child
- * leads its own process group; stopping signals the whole group (the stop
- * signal, then SIGKILL after grace_ms), and when the child itself has
- * exited the rest of its group is killed, so grandchildren never outlive
- * it. The environment is exactly spec->env (empty by default). stdin,
+ * Spawning never forks the host: vfork + exec (see spawn.c), so the cost
+ * does not grow with the host's memory. Each child leads its own process
+ * group; stopping signals the whole group (the stop signal, then SIGKILL
+ * after grace_ms), and when the child itself has exited the rest of its
+ * group is killed, and the rest of its cgroup (cgroup.h: every descendant,
+ * also one that left the group with setsid), so grandchildren never
+ * outlive it. Children never outlive the host either: each has SIGKILL as
+ * its parent death signal, and the fleet's cgroup watcher kills every
+ * descendant when the host dies (where cgroups are not available, a
+ * warning says so at the first spawn). The host is its children's
+ * subreaper and reaps the grandchildren it adopts. The environment is exactly spec->env (empty by default). stdin,
  * stdout and stderr are pipes wrapped with uv_pipe_open on the hub loop.
  * Children are reaped by one SIGCHLD watcher per registry that waits for
  * each of its own pids (WNOHANG), so children libuv spawned itself (luv's
@@ -242,7 +246,9 @@ size_t msrt_procs_count(const msrt_procs *r);
 
 /* Spawn a child. Returns the process (state idle) or NULL with err:
  * invalid_arg (a bad spec), spawn_failed (program not found, exec failed,
- * fork/pipe failure; errno's text in the message). */
+ * fork/pipe failure, a limit that setrlimit refuses, no cgroup for it;
+ * errno's text in the message; limits.nproc when the host runs as root
+ * and no cgroup pids controller can apply it). */
 msrt_proc *msrt_proc_spawn(msrt_procs *r, const msrt_proc_spec *spec,
                            msrt_error *err);
 

@@ -1,20 +1,23 @@
-/* Two ways to start a child, both without copying the host's page tables
- * (fork costs grow with the host's memory: 28 spawns/s from a 1 GiB
- * parent against ~1,900/s with vfork: docs/architecture.md "Figures
- * behind the design"):
+/* Starting a child without copying the host's page tables (fork costs
+ * grow with the host's memory: 28 spawns/s from a 1 GiB parent against
+ * ~1,900/s with vfork: docs/architecture.md "Figures behind the design"):
+ * vfork + exec. posix_spawn (glibc's clone(CLONE_VM | CLONE_VFORK)) would
+ * do as much but has no action for what the child must do before exec:
+ * setrlimit, join its cgroup (cgroup.h) and PR_SET_PDEATHSIG. A small exec
+ * wrapper would cost a second exec per spawn and a helper binary to find
+ * at run time; doing it from the parent after the spawn (prlimit, moving
+ * the pid) races with the child's first instructions. The vfork child
+ * only makes system calls (no allocation, no locks) until execve, and
+ * every signal is blocked around vfork so no host handler can run on the
+ * shared stack; the child resets every handler before unblocking. Its
+ * errors come back through a close-on-exec pipe.
  *
- *  - posix_spawn (glibc: clone(CLONE_VM | CLONE_VFORK) on a separate stack,
- *    signals handled for us) when no rlimit is asked for: the common case,
- *    and the best-tested code;
- *  - vfork + exec when the spec has limits, because posix_spawn has no
- *    setrlimit action. A small exec wrapper (spawn a helper that calls
- *    setrlimit and execs the target) would cost a second exec per spawn
- *    and a helper binary to find at run time; prlimit() from the parent
- *    after the spawn races with the child's first instructions. The vfork
- *    child only makes system calls (no allocation, no locks) until execve,
- *    and every signal is blocked around vfork so no host handler can run
- *    on the shared stack; the child resets every handler before unblocking.
- *    Its errors come back through a close-on-exec pipe.
+ * PR_SET_PDEATHSIG: the child gets SIGKILL when the thread that spawned it
+ * ends (the kernel ties it to the thread, not the process). Children are
+ * spawned on the hub, which is the main thread of msrt-lua and lives as
+ * long as the host, so it fires when the host ends however it ends. The
+ * host may die between vfork and the prctl: the child then finds its
+ * parent changed and exits.
  */
 #include "proc/spawn.h"
 
@@ -22,10 +25,10 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -56,37 +59,6 @@ int msrt_spawn_resolve(const char *prog, char *buf, size_t size) {
   return found_noexec ? EACCES : ENOENT;
 }
 
-static int has_limits(const msrt_proc_limits *l) {
-  return l && (l->nofile >= 0 || l->as_bytes >= 0 || l->cpu_s >= 0 ||
-               l->nproc >= 0);
-}
-
-static int spawn_posix(const char *path, char *const argv[],
-                       char *const envp[], const char *cwd,
-                       const int stdio[3], pid_t *pid) {
-  posix_spawnattr_t at;
-  posix_spawn_file_actions_t fa;
-  sigset_t all, none;
-  sigfillset(&all);
-  sigemptyset(&none);
-  posix_spawnattr_init(&at);
-  posix_spawn_file_actions_init(&fa);
-  /* SETSIGDEF with every signal: the host ignores SIGPIPE, and an ignored
-   * signal would stay ignored across exec. */
-  posix_spawnattr_setsigdefault(&at, &all);
-  posix_spawnattr_setsigmask(&at, &none);
-  posix_spawnattr_setpgroup(&at, 0);
-  posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF |
-                                    POSIX_SPAWN_SETSIGMASK);
-  for (int i = 0; i < 3; i++) posix_spawn_file_actions_adddup2(&fa, stdio[i], i);
-  if (cwd) posix_spawn_file_actions_addchdir_np(&fa, cwd);
-  posix_spawn_file_actions_addclosefrom_np(&fa, 3); /* no host fd leaks */
-  int rc = posix_spawn(pid, path, &fa, &at, argv, envp);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&at);
-  return rc;
-}
-
 /* What the vfork child needs, prepared by the parent (no work after vfork
  * but system calls). */
 typedef struct {
@@ -94,15 +66,27 @@ typedef struct {
   char *const *argv, *const *envp;
   const int *stdio;
   const msrt_proc_limits *lim;
+  int cgroup_fd; /* its cgroup's cgroup.procs, or -1 */
+  pid_t parent;
   int errfd; /* close-on-exec pipe: the child writes errno when it fails.
                 Not shared memory, so it also works where vfork is fork
                 (ThreadSanitizer turns vfork into fork). */
 } vfork_job;
 
-static void set_limit(int res, long long v) {
-  if (v < 0) return;
+/* 0, or -1 with errno (EPERM: raising a hard limit without the right;
+ * EINVAL: above what the kernel allows): a limit the spec asked for that
+ * cannot be set is an error, never ignored. */
+static int set_limit(int res, long long v) {
+  if (v < 0) return 0;
   struct rlimit rl = {(rlim_t)v, (rlim_t)v};
-  setrlimit(res, &rl);
+  return setrlimit(res, &rl);
+}
+
+static int set_limits(const msrt_proc_limits *l) {
+  if (set_limit(RLIMIT_NOFILE, l->nofile) || set_limit(RLIMIT_AS, l->as_bytes) ||
+      set_limit(RLIMIT_CPU, l->cpu_s) || set_limit(RLIMIT_NPROC, l->nproc))
+    return -1;
+  return 0;
 }
 
 __attribute__((noinline)) static void vfork_child(vfork_job *j) {
@@ -110,16 +94,17 @@ __attribute__((noinline)) static void vfork_child(vfork_job *j) {
   memset(&dfl, 0, sizeof dfl);
   dfl.sa_handler = SIG_DFL;
   for (int s = 1; s < NSIG; s++) sigaction(s, &dfl, NULL);
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) goto fail;
+  if (getppid() != j->parent) _exit(127); /* the host is already gone */
+  /* first: what it starts from now on is in its cgroup */
+  if (j->cgroup_fd >= 0 && write(j->cgroup_fd, "0", 1) != 1) goto fail;
   setpgid(0, 0);
   for (int i = 0; i < 3; i++)
     if (dup2(j->stdio[i], i) < 0) goto fail;
   if (j->errfd > 3) close_range(3, (unsigned)j->errfd - 1, 0);
   close_range((unsigned)j->errfd + 1, ~0u, 0);
   if (j->cwd && chdir(j->cwd) != 0) goto fail;
-  set_limit(RLIMIT_NOFILE, j->lim->nofile);
-  set_limit(RLIMIT_AS, j->lim->as_bytes);
-  set_limit(RLIMIT_CPU, j->lim->cpu_s);
-  set_limit(RLIMIT_NPROC, j->lim->nproc);
+  if (set_limits(j->lim) != 0) goto fail;
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
@@ -165,8 +150,7 @@ static int spawn_vfork(vfork_job *j, pid_t *pid) {
 
 int msrt_spawn_child(const char *path, char *const argv[], char *const envp[],
                      const char *cwd, const int stdio[3],
-                     const msrt_proc_limits *lim, pid_t *pid) {
-  if (!has_limits(lim)) return spawn_posix(path, argv, envp, cwd, stdio, pid);
-  vfork_job j = {path, cwd, argv, envp, stdio, lim, -1};
+                     const msrt_proc_limits *lim, int cgroup_fd, pid_t *pid) {
+  vfork_job j = {path, cwd, argv, envp, stdio, lim, cgroup_fd, getpid(), -1};
   return spawn_vfork(&j, pid);
 }

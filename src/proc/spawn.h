@@ -19,11 +19,14 @@ int msrt_spawn_resolve(const char *prog, char *buf, size_t size);
 /* Start path with argv (NULL-terminated) and envp (NULL-terminated) as
  * the leader of a new process group, with stdio[0..2] as its fd 0, 1, 2
  * (every other descriptor closed), in cwd (NULL: the host's), every
- * signal at its default action and none blocked, and the limits of lim
- * applied before exec. Returns 0 with *pid set, or an errno value (the
- * exec's or chdir's own error when the child could not start). */
+ * signal at its default action and none blocked, SIGKILL as its parent
+ * death signal (spawn.c: call it on a thread that lives as long as the
+ * host), in the cgroup whose cgroup.procs is open as cgroup_fd (-1: the
+ * host's), and the limits of lim applied before exec. Returns 0 with *pid
+ * set, or an errno value (the exec's, chdir's, setrlimit's or the cgroup
+ * write's own error when the child could not start). */
 int msrt_spawn_child(const char *path, char *const argv[], char *const envp[],
                      const char *cwd, const int stdio[3],
-                     const msrt_proc_limits *lim, pid_t *pid);
+                     const msrt_proc_limits *lim, int cgroup_fd, pid_t *pid);
 
 #endif
