@@ -15,7 +15,6 @@ local function identity(r)
 end
 
 describe("byte bounds", function()
-  setup(function() assert(msrt.start()) end)
   it("the profile gives the defaults", function()
     local p = msrt.profile()
     assert.are.equal(64 * MiB, p.mailbox_bytes)

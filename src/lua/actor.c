@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/clock.h"
 #include "core/token.h"
@@ -82,6 +83,22 @@ int msrt_lactor_control(msrt_actor *cell, const char *ctl, const char *text) {
   return rc;
 }
 
+/* Address space kept free for the rest of the host when an actor is made:
+ * under a cap on it (RLIMIT_AS; mappings a container limits) a new state
+ * is refused while this much cannot be mapped, so that running out lands
+ * on msrt.actor (resource_exhausted), not on the hub's own next
+ * allocation, which may be outside any protected call. Mapped PROT_NONE
+ * and unmapped at once: two system calls, nothing touched. */
+#define HEADROOM ((size_t)8 << 20)
+
+static int headroom(void) {
+  void *p = mmap(NULL, HEADROOM, PROT_NONE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return 0;
+  munmap(p, HEADROOM);
+  return 1;
+}
+
 static int add_sub(lactor *la, uint64_t id) {
   if (la->nsubs == la->capsubs) {
     size_t cap = la->capsubs ? la->capsubs * 2 : 4;
@@ -119,9 +136,10 @@ msrt_actor *msrt_lactor_new(msrt_rt *rt, const char *name, const void *spec,
   memcpy(la->name, name, nlen + 1);
   /* The state is made here, on the caller's thread, so that running out
    * of memory is this call's error (the rest of boot runs on a worker). */
-  la->L = msrt_astate_new(atomic_load(&rt->gc_pause),
-                          atomic_load(&rt->gc_stepmul), setup.path,
-                          setup.cpath);
+  la->L = !headroom() ? NULL
+                      : msrt_astate_new(atomic_load(&rt->gc_pause),
+                                        atomic_load(&rt->gc_stepmul),
+                                        setup.path, setup.cpath);
   la->exit_node = msrt_inbox_node_new();
   la->cell = la->L && la->exit_node
                  ? msrt_actor_new(rt->sched, la, capacity, policy) : NULL;

@@ -42,7 +42,6 @@ local function in_cgroup(pid)
 end
 
 describe("children never outlive the host", function()
-  setup(function() assert(msrt.start()) end)
   it("SIGKILL of the host leaves no process of its fleet", function()
     local pids = os.tmpname()
     -- three agents, each with a child in its group and a grandchild in a
