@@ -32,6 +32,7 @@ typedef struct {
   msrt_inbox_node *exit_node;  /* carries the exit to the hub, made ahead */
   int exited;
   int aborted; /* creation failed: stop without ever booting */
+  int unbooted; /* counted in `unbooted` below until boot ran */
 } lactor;
 
 /* actor_boot.lua reads envelopes through the FFI with its own declaration
@@ -87,16 +88,30 @@ int msrt_lactor_control(msrt_actor *cell, const char *ctl, const char *text) {
  * under a cap on it (RLIMIT_AS; mappings a container limits) a new state
  * is refused while this much cannot be mapped, so that running out lands
  * on msrt.actor (resource_exhausted), not on the hub's own next
- * allocation, which may be outside any protected call. Mapped PROT_NONE
- * and unmapped at once: two system calls, nothing touched. */
-#define HEADROOM ((size_t)8 << 20)
+ * allocation, which may be outside any protected call: 64 MiB (room for
+ * the hub's state to grow and for a worker's mimalloc heap to map a new
+ * segment, which it maps whole; 8 MiB was too little: measured with
+ * spec/security/oom_spec.lua), and what
+ * the actors made and not yet booted will take when they boot on their
+ * workers (BOOT_BYTES each, about what actor_boot.lua adds to a state).
+ * Mapped PROT_NONE and unmapped at once: two system calls, nothing
+ * touched, nothing limited where the address space is not. */
+#define HEADROOM ((size_t)64 << 20)
+#define BOOT_BYTES ((size_t)64 << 10)
+static atomic_long unbooted;
 
 static int headroom(void) {
-  void *p = mmap(NULL, HEADROOM, PROT_NONE,
+  size_t n = HEADROOM + (size_t)atomic_load(&unbooted) * BOOT_BYTES;
+  void *p = mmap(NULL, n, PROT_NONE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) return 0;
-  munmap(p, HEADROOM);
+  munmap(p, n);
   return 1;
+}
+
+static void booted(lactor *la) {
+  if (la->unbooted) atomic_fetch_sub(&unbooted, 1);
+  la->unbooted = 0;
 }
 
 static int add_sub(lactor *la, uint64_t id) {
@@ -157,6 +172,8 @@ msrt_actor *msrt_lactor_new(msrt_rt *rt, const char *name, const void *spec,
   }
   msrt_actor_set_byte_bound(la->cell, bytes);
   la->id = msrt_actor_id(la->cell);
+  la->unbooted = 1;
+  atomic_fetch_add(&unbooted, 1);
   /* Subscribed before it starts, so nothing published after this call
    * returns can miss it. */
   for (size_t i = 0; i < npatterns; i++) {
@@ -500,6 +517,7 @@ static int boot_state(lua_State *L) {
 /* Run actor_boot.lua in the state and make the loop coroutine; returns 0,
  * or -1 with the error message on top of la->L. */
 static int boot(lactor *la) {
+  booted(la);
   if (lua_cpcall(la->L, boot_state, la) != 0) return -1;
   free(la->spec);
   la->spec = NULL;
@@ -620,6 +638,7 @@ msrt_run_result msrt_lactor_run(msrt_actor *a, int budget, void *ud,
 
 void msrt_lactor_release(msrt_actor *a, void *ud) {
   lactor *la = ud;
+  booted(la); /* never booted: stopped first */
   if (!la->exited) report_exit(la, "shutdown", 1);
   for (size_t i = 0; i < la->nsubs; i++) msrt_rt_unsubscribe(la->rt, la->subs[i]);
   free(la->subs);
