@@ -188,23 +188,6 @@ static bool under_prefix(const msrt_proc *p, const char *s, size_t n) {
          (n == p->pa_len || s[p->pa_len] == '.');
 }
 
-/* The handed reply s, if the child holds it: its ring index; -1 when it
- * does not, -2 when it did but the request's deadline has passed (the
- * stale entries found are forgotten). */
-static long find_reply(msrt_proc *p, const char *s, size_t n) {
-  long found = -1;
-  uint64_t now = 0;
-  for (size_t i = 0; i < p->rn; i++) {
-    size_t at = (p->rhead + i) % REPLY_MAX;
-    handed *h = &p->replies[at];
-    if (strlen(h->s) != n || memcmp(h->s, s, n) != 0) continue;
-    if (!h->deadline || h->deadline > (now ? now : (now = msrt_now_ns())))
-      return (long)at;
-    found = -2;
-  }
-  return found;
-}
-
 /* Forget the handed reply at ring index at (it was used, or is stale). */
 static void drop_reply(msrt_proc *p, size_t at) {
   free(p->replies[at].s);
@@ -213,6 +196,25 @@ static void drop_reply(msrt_proc *p, size_t at) {
   p->replies[p->rhead] = (handed){NULL, 0, 0};
   p->rhead = (p->rhead + 1) % REPLY_MAX;
   p->rn--;
+}
+
+/* The handed reply s, if the child holds it: its ring index; -1 when it
+ * does not, -2 when it did but the request's deadline has passed (that
+ * stale entry is forgotten: nobody waits on it any more). */
+static long find_reply(msrt_proc *p, const char *s, size_t n) {
+  long stale = -1;
+  uint64_t now = 0;
+  for (size_t i = 0; i < p->rn; i++) {
+    size_t at = (p->rhead + i) % REPLY_MAX;
+    handed *h = &p->replies[at];
+    if (strlen(h->s) != n || memcmp(h->s, s, n) != 0) continue;
+    if (!h->deadline || h->deadline > (now ? now : (now = msrt_now_ns())))
+      return (long)at;
+    stale = (long)at;
+  }
+  if (stale < 0) return -1;
+  drop_reply(p, (size_t)stale);
+  return -2;
 }
 
 static void hand_reply(msrt_proc *p, const char *s, size_t n,
