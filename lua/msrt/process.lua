@@ -326,7 +326,8 @@ function M.new(spec)
   local ok, err = hub.start()
   if not ok then return nil, err end
   core.proc_set_events(on_event)
-  local box, id = core.proc_spawn(cspec)
+  local box, id, warning = core.proc_spawn(cspec)
+  if warning then M.log("warn", warning) end
   if not box then return nil, id end
   local h = setmetatable(exits.init({ name = spec.name, id = id, box = box, subs = {},
     bad_count = 0, state_name = core.proc_state(box) }), Handle)

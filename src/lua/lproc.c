@@ -284,7 +284,9 @@ static msrt_procs *need_reg(lua_State *L, msrt_error *err) {
   return reg;
 }
 
-/* proc_spawn(spec) -> box, id | nil, err. spec is process.lua's checked
+/* proc_spawn(spec) -> box, id | nil, err, each followed by a warning to
+ * log once (msrt_procs_take_warning) when there is one. spec is
+ * process.lua's checked
  * table: name, argv, env ("K=V" list), cwd, codec, publish_as, allow,
  * deny, limits, stop_signal, grace_ms, max_line, capacity, stdin_bytes,
  * overflow
@@ -316,17 +318,22 @@ static int l_proc_spawn(lua_State *L) {
   msrt_error err;
   msrt_procs *r = need_reg(L, &err);
   msrt_proc *p = r ? msrt_proc_spawn(r, &s, &err) : NULL;
+  const char *warning = r ? msrt_procs_take_warning(r) : NULL;
   if (!p) {
     lua_pushnil(L);
     msrt_lua_push_error(L, &err);
-    return 2;
+    if (!warning) return 2;
+    lua_pushstring(L, warning);
+    return 3;
   }
   box *b = lua_newuserdata(L, sizeof *b);
   b->id = msrt_proc_id(p);
   luaL_getmetatable(L, PROC_META);
   lua_setmetatable(L, -2);
   lua_pushnumber(L, (lua_Number)b->id);
-  return 2;
+  if (!warning) return 2;
+  lua_pushstring(L, warning);
+  return 3;
 }
 
 /* The live process of a handle, or NULL once released. */

@@ -118,8 +118,9 @@ struct msrt_procs {
   uint64_t next_id;
   bool closing;    /* msrt_procs_free called: freed with the last handle */
   msrt_fleet *fleet; /* the children's cgroups (cgroup.h), NULL = none */
-  bool fleet_tried;
+  bool fleet_tried, fleet_warn; /* fleet_warn: not yet told (take_warning) */
   char fleet_why[512]; /* why there is none */
+  char warning[768];
   uint64_t cgroups;  /* child cgroups made */
   int handles;     /* the SIGCHLD watcher */
   char rbuf[READ_BUF];
@@ -1469,17 +1470,23 @@ static void close_fds(int fds[3]) {
 }
 
 /* The fleet's cgroups, made at the first spawn; where there can be none,
- * said once on stderr (cgroup.h: what is lost without them). */
+ * the caller is told once (msrt_procs_take_warning). */
 static msrt_fleet *fleet_of(msrt_procs *r) {
   if (!r->fleet_tried) {
     r->fleet_tried = true;
     r->fleet = msrt_fleet_open(r->fleet_why, sizeof r->fleet_why);
-    if (!r->fleet)
-      fprintf(stderr, "WARN msrt: child processes run without a cgroup (%s):"
-              " a grandchild that leaves its process group can outlive a "
-              "stop or the host\n", r->fleet_why);
+    r->fleet_warn = !r->fleet;
   }
   return r->fleet;
+}
+
+const char *msrt_procs_take_warning(msrt_procs *r) {
+  if (!r->fleet_warn) return NULL;
+  r->fleet_warn = false;
+  snprintf(r->warning, sizeof r->warning, "child processes run without a "
+           "cgroup (%s): a grandchild that leaves its process group can "
+           "outlive a stop or the host", r->fleet_why);
+  return r->warning;
 }
 
 /* limits.nproc where RLIMIT_NPROC does not bind (root): pids.max in the

@@ -252,6 +252,11 @@ size_t msrt_procs_count(const msrt_procs *r);
 msrt_proc *msrt_proc_spawn(msrt_procs *r, const msrt_proc_spec *spec,
                            msrt_error *err);
 
+/* Where children run without cgroups (proc/cgroup.h: what is lost then),
+ * the sentence that says so and why, once: the first call after the spawn
+ * that found none; NULL otherwise. The text lives until the next call. */
+const char *msrt_procs_take_warning(msrt_procs *r);
+
 /* The child's pid (also its process group id); 0 once reaped. */
 pid_t msrt_proc_pid(const msrt_proc *p);
 /* A registry-unique id (never reused), for lookups from other threads. */
