@@ -8,7 +8,7 @@
 static const char ALPHABET[64] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-#define POOL (MSRT_TOKEN_LEN * 12) /* twelve tokens per system call */
+#define POOL (MSRT_TOKEN_LEN * 128) /* 128 tokens per system call */
 
 static __thread unsigned char pool[POOL];
 static __thread size_t pool_used = POOL;
