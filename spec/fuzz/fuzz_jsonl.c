@@ -27,41 +27,30 @@
  */
 #include <cjson/cJSON.h>
 
-#include "fuzz.h"
-#include "proc/codec.h"
-#include "proc/framer.h"
+#include "fuzz_framing.h"
 
 /* ---- framing -------------------------------------------------------- */
 
-/* Events are logged as: tag ('L' line / 'B' bad), length, bytes. */
-static void log_event(msrt_sbuf *log, char tag, const char *p, size_t n,
-                      size_t total) {
-  msrt_sbuf_putc(log, tag);
-  msrt_sbuf_put(log, &n, sizeof n);
-  msrt_sbuf_put(log, &total, sizeof total);
-  msrt_sbuf_put(log, p, n);
-}
-
 static void on_line(void *ud, const char *line, size_t len) {
-  log_event(ud, 'L', line, len, len);
+  fz_log_event(ud, 'L', line, len, len);
 }
 
 static void on_bad(void *ud, const char *reason, const char *head,
                    size_t hlen, size_t total) {
   FUZZ_ASSERT(strcmp(reason, "line_too_long") == 0);
   FUZZ_ASSERT(hlen <= MSRT_FRAMER_HEAD && hlen <= total);
-  log_event(ud, 'B', head, hlen, total);
+  fz_log_event(ud, 'B', head, hlen, total);
 }
 
 /* What the framer must report for one raw line (without its '\n'). */
 static void reference_line(msrt_sbuf *log, const char *p, size_t n,
                            size_t max_line) {
   if (n > max_line) {
-    log_event(log, 'B', p, n < MSRT_FRAMER_HEAD ? n : MSRT_FRAMER_HEAD, n);
+    fz_log_event(log, 'B', p, n < MSRT_FRAMER_HEAD ? n : MSRT_FRAMER_HEAD, n);
     return;
   }
   if (n && p[n - 1] == '\r') n--;
-  log_event(log, 'L', p, n, n);
+  fz_log_event(log, 'L', p, n, n);
 }
 
 static void reference(msrt_sbuf *log, const char *s, size_t n,
@@ -80,22 +69,7 @@ static void framed(msrt_sbuf *log, const char *s, size_t n, size_t max_line,
                    uint64_t seed) {
   msrt_framer f;
   msrt_framer_init(&f, max_line, on_line, on_bad, log);
-  static const size_t biggest[] = {1, 2, 3, 7, 64, 4096};
-  size_t most = biggest[seed % 6];
-  for (size_t at = 0; at < n;) {
-    size_t k = seed ? fz_next(&seed) % (most + 1) : n - at;
-    if (k > n - at) k = n - at;
-    FUZZ_ASSERT(msrt_framer_feed(&f, s + at, k) == 0);
-    at += k;
-  }
-  msrt_framer_finish(&f);
-  msrt_framer_free(&f);
-}
-
-static void same_log(const msrt_sbuf *a, const msrt_sbuf *b) {
-  FUZZ_ASSERT(!a->oom && !b->oom);
-  FUZZ_ASSERT(a->len == b->len);
-  FUZZ_ASSERT(a->len == 0 || memcmp(a->p, b->p, a->len) == 0);
+  fz_feed_chunked(&f, s, n, seed);
 }
 
 /* ---- codec ---------------------------------------------------------- */
@@ -202,8 +176,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   reference(&want, s, n, max_line ? max_line : (size_t)16 << 20);
   framed(&whole, s, n, max_line, 0);
   framed(&chunked, s, n, max_line, seed);
-  same_log(&want, &whole);
-  same_log(&want, &chunked);
+  fz_same_log(&want, &whole);
+  fz_same_log(&want, &chunked);
   check_lines(&want);
   msrt_sbuf_free(&want);
   msrt_sbuf_free(&whole);

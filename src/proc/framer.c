@@ -59,6 +59,7 @@ static void end_skip(msrt_framer *f, const char *reason) {
 }
 
 static int append(msrt_framer *f, const char *p, size_t n) {
+  if (!n) return 0; /* buf may still be NULL */
   if (f->len + n > f->cap) {
     size_t cap = f->cap ? f->cap : 256;
     while (cap < f->len + n) cap *= 2;
