@@ -140,7 +140,7 @@ end
 
 -- ---- heartbeats: one stamp subscription per subject, shared ----------------
 -- A heartbeat never reaches the hub: the publishing thread stores the time
--- it came into a slot (MSRT_EP_STAMP), which a probe reads through the FFI.
+-- it came into a slot (a stamp endpoint, src/bus/endpoints.h), which a probe reads through the FFI.
 
 local beats = {} -- subject -> {slot (uint64_t * of monotonic ns), users, sid, lud}
 

@@ -17,7 +17,7 @@
  *     "duplicate table key" or "too deep"), and what it decodes to
  *     re-encodes and decodes to an equal value;
  *   - a corrupted serialization is a per-message error of the receiver
- *     (pcall gives a string reason, as msrt_rt_undecodable reports it),
+ *     (pcall gives a string reason, as msrt_bus_undecodable reports it),
  *     never a crash, a sanitizer report or a state the next message
  *     cannot use: the receiver decodes the following good message;
  *   - the state's memory is all given back.

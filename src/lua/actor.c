@@ -23,7 +23,7 @@ typedef struct {
   lua_State *L, *co;
   char *spec;
   size_t spec_len;
-  msrt_pending pend;           /* a publish blocked on full mailboxes */
+  msrt_bus_pending pend;           /* a publish blocked on full mailboxes */
   uint64_t inbox_sub;          /* <inbox>.> on the sys lane, 0 = none */
   char inbox[sizeof "_INBOX." + MSRT_TOKEN_LEN]; /* "_INBOX.<token>" */
   uint64_t *subs;              /* subscriptions to drop at release */
@@ -178,9 +178,9 @@ msrt_actor *msrt_lactor_new(msrt_rt *rt, const char *name, const void *spec,
    * returns can miss it. */
   for (size_t i = 0; i < npatterns; i++) {
     uint64_t sid;
-    if (msrt_rt_subscribe(rt, patterns[i], strlen(patterns[i]), queue,
-                          queue ? strlen(queue) : 0, MSRT_EP_ACTOR, la->cell,
-                          0, &sid, err) != MSRT_E_OK ||
+    if (msrt_bus_subscribe(rt->bus, patterns[i], strlen(patterns[i]), queue,
+                           queue ? strlen(queue) : 0, msrt_ep_actor(la->cell),
+                           &sid, err) != MSRT_E_OK ||
         add_sub(la, sid) != 0) {
       la->aborted = la->exited = 1;
       msrt_actor_stop(la->cell); /* its last turn only releases it */
@@ -240,12 +240,12 @@ static int push_err(lua_State *L, const msrt_error *err) {
 static long publish(lactor *la, const char *s, size_t slen, const char *r,
                     size_t rlen, const void *p, size_t plen, int prio,
                     const char *h, size_t hlen, double ttl_ms) {
-  msrt_envelope *e = msrt_rt_make(la->rt, s, slen, r, rlen, h, hlen, p, plen,
+  msrt_envelope *e = msrt_bus_make(la->rt->bus, s, slen, r, rlen, h, hlen, p, plen,
                                   prio, 0, &la->err);
   if (!e) return -1;
-  msrt_rt_reply_ttl(e, ttl_ms);
+  msrt_bus_reply_ttl(e, ttl_ms);
   size_t delivered;
-  msrt_code rc = msrt_rt_publish(la->rt, e, &delivered, &la->pend, &la->err);
+  msrt_code rc = msrt_bus_publish(la->rt->bus, e, &delivered, &la->pend, &la->err);
   msrt_env_unref(e);
   if (rc == MSRT_E_MAILBOX_FULL && la->pend.n) return -2;
   if (rc != MSRT_E_OK) return -1;
@@ -254,7 +254,7 @@ static long publish(lactor *la, const char *s, size_t slen, const char *r,
 
 /* publish(subject, payload, reply, priority, headers, reply_ttl_ms)
  *   -> delivered | nil, code, message | "blocked" (then wait_room/retry)
- * reply_ttl_ms: a request's timeout (msrt_rt_reply_ttl). */
+ * reply_ttl_ms: a request's timeout (msrt_bus_reply_ttl). */
 static int a_publish(lua_State *L) {
   lactor *la = self(L);
   size_t slen, plen, rlen = 0;
@@ -276,14 +276,14 @@ static int a_publish(lua_State *L) {
 }
 
 /* undecodable(subject, reason): this actor could not decode a copy it
- * popped (msrt_rt_undecodable, naming the actor by id). */
+ * popped (msrt_bus_undecodable, naming the actor by id). */
 static int a_undecodable(lua_State *L) {
   lactor *la = self(L);
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
   char who[32];
   snprintf(who, sizeof who, "actor %llu", (unsigned long long)la->id);
-  msrt_rt_undecodable(la->rt, s, len, luaL_checkstring(L, 2), who);
+  msrt_bus_undecodable(la->rt->bus, s, len, luaL_checkstring(L, 2), who);
   return 0;
 }
 
@@ -339,7 +339,7 @@ static void unwait_cell(void *ud) { msrt_actor_unref(ud); }
 static int a_wait_room(lua_State *L) {
   lactor *la = self(L);
   msrt_actor_ref(la->cell);
-  int rc = msrt_rt_pending_wait(&la->pend, room_waker, unwait_cell, la->cell);
+  int rc = msrt_bus_pending_wait(&la->pend, room_waker, unwait_cell, la->cell);
   if (rc != MSRT_WAIT_PENDING) msrt_actor_unref(la->cell);
   lua_pushboolean(L, rc == MSRT_WAIT_PENDING);
   return 1;
@@ -350,17 +350,17 @@ static int a_wait_room(lua_State *L) {
 static int a_retry(lua_State *L) {
   lactor *la = self(L);
   if (msrt_actor_closed(la->cell)) {
-    msrt_rt_pending_clear(la->rt, &la->pend);
+    msrt_bus_pending_clear(la->rt->bus, &la->pend);
     lua_pushnil(L);
     lua_pushliteral(L, "closed");
     lua_pushliteral(L, "the actor is stopping");
     return 3;
   }
-  if (msrt_rt_pending_retry(la->rt, &la->pend) == MSRT_E_MAILBOX_FULL) {
+  if (msrt_bus_pending_retry(la->rt->bus, &la->pend) == MSRT_E_MAILBOX_FULL) {
     lua_pushliteral(L, "blocked");
     return 1;
   }
-  if (msrt_rt_pending_refused(&la->pend, &la->err)) return push_err(L, &la->err);
+  if (msrt_bus_pending_refused(&la->pend, &la->err)) return push_err(L, &la->err);
   lua_pushinteger(L, (lua_Integer)la->pend.delivered);
   return 1;
 }
@@ -382,8 +382,9 @@ static int a_inbox(lua_State *L) {
     char pattern[sizeof la->inbox + 2];
     int pn = snprintf(pattern, sizeof pattern, "%s.>", prefix);
     msrt_error err;
-    if (msrt_rt_subscribe(la->rt, pattern, (size_t)pn, NULL, 0, MSRT_EP_SYS,
-                          la->cell, 0, &la->inbox_sub, &err) != MSRT_E_OK)
+    if (msrt_bus_subscribe(la->rt->bus, pattern, (size_t)pn, NULL, 0,
+                           msrt_ep_sys(la->cell), &la->inbox_sub,
+                           &err) != MSRT_E_OK)
       return push_err(L, &err);
     add_sub(la, la->inbox_sub);
   }
@@ -411,8 +412,8 @@ static int a_subscribe(lua_State *L) {
   const char *q = luaL_optlstring(L, 2, NULL, &qlen);
   uint64_t id;
   msrt_error err;
-  if (msrt_rt_subscribe(la->rt, p, plen, q, qlen, MSRT_EP_ACTOR, la->cell, 0,
-                        &id, &err) != MSRT_E_OK)
+  if (msrt_bus_subscribe(la->rt->bus, p, plen, q, qlen,
+                         msrt_ep_actor(la->cell), &id, &err) != MSRT_E_OK)
     return push_err(L, &err);
   add_sub(la, id);
   lua_pushnumber(L, (lua_Number)id);
@@ -440,7 +441,7 @@ static int a_timer(lua_State *L) {
   if (!e) return luaL_error(L, "out of memory");
   msrt_actor_ref(la->cell);
   msrt_inbox_item it = {MSRT_IN_TIMER, la->id, e, la->cell};
-  if (msrt_rt_to_hub(la->rt, it) != 0) msrt_actor_unref(la->cell);
+  if (msrt_bus_to_hub(la->rt->bus, it) != 0) msrt_actor_unref(la->cell);
   return 0;
 }
 
@@ -478,7 +479,7 @@ static int a_now_ms(lua_State *L) {
 static int a_started(lua_State *L) {
   lactor *la = self(L);
   msrt_inbox_item it = {MSRT_IN_STARTED, la->id, NULL, NULL};
-  msrt_rt_to_hub(la->rt, it);
+  msrt_bus_to_hub(la->rt->bus, it);
   return 0;
 }
 
@@ -583,9 +584,9 @@ static void report_exit_job(lactor *la, exit_job *j) {
   msrt_envelope *e = msrt_env_new(subject, (size_t)n, NULL, 0, NULL, 0,
                                   payload, plen, 1, flags, 0);
   size_t delivered;
-  if (e) msrt_rt_publish(la->rt, e, &delivered, NULL, NULL);
+  if (e) msrt_bus_publish(la->rt->bus, e, &delivered, NULL, NULL);
   /* no record (out of memory): the hub still hears of the exit, whose
-   * waiters would otherwise wait forever (rt.h MSRT_IN_EXIT) */
+   * waiters would otherwise wait forever (bus/bus.h MSRT_IN_EXIT) */
   la->exit_node->item = (msrt_inbox_item){
       MSRT_IN_EXIT, la->id, e, e ? NULL : (void *)(uintptr_t)(j->normal ? 2 : 1)};
   msrt_inbox_node *node = la->exit_node;
@@ -640,9 +641,9 @@ void msrt_lactor_release(msrt_actor *a, void *ud) {
   lactor *la = ud;
   booted(la); /* never booted: stopped first */
   if (!la->exited) report_exit(la, "shutdown", 1);
-  for (size_t i = 0; i < la->nsubs; i++) msrt_rt_unsubscribe(la->rt, la->subs[i]);
+  for (size_t i = 0; i < la->nsubs; i++) msrt_bus_unsubscribe(la->rt->bus, la->subs[i]);
   free(la->subs);
-  msrt_rt_pending_clear(la->rt, &la->pend);
+  msrt_bus_pending_clear(la->rt->bus, &la->pend);
   if (la->L) lua_close(la->L);
   msrt_inbox_node_free(la->exit_node);
   free(la->spec);

@@ -117,7 +117,7 @@ static inline void msrt_lua_set_num(lua_State *L, const char *k, double v) {
 
 /* The priority argument at idx: nil or none is MSRT_PRIORITY_DEFAULT; an
  * integer 1..10 is itself; any other number (0, negative, fractional, NaN,
- * inf, 1e300) is 0, which msrt_rt_make refuses (invalid_arg), so a bad
+ * inf, 1e300) is 0, which msrt_bus_make refuses (invalid_arg), so a bad
  * value is never converted into a valid one. Raises for a non-number. */
 static inline int msrt_lua_priority(lua_State *L, int idx) {
   if (lua_isnoneornil(L, idx)) return MSRT_PRIORITY_DEFAULT;

@@ -52,7 +52,7 @@ static void event_call(int nargs) {
 /* A publish from a child waiting for room in `block` mailboxes: the
  * child's stdout is paused meanwhile (msrt_proc_pause_output). */
 typedef struct {
-  msrt_pending pend;
+  msrt_bus_pending pend;
 } out_wait;
 
 /* From the thread that made room: ask the hub to retry (an MSRT_IN_PROC
@@ -60,12 +60,12 @@ typedef struct {
 static void room_waker(void *ud) {
   msrt_rt *rt = msrt_rt_get();
   msrt_inbox_item it = {MSRT_IN_PROC, (uint64_t)(uintptr_t)ud, NULL, NULL};
-  if (rt) msrt_rt_to_hub(rt, it);
+  if (rt) msrt_bus_to_hub(rt->bus, it);
 }
 
 static void wait_room(msrt_proc *p, out_wait *w) {
   void *id = (void *)(uintptr_t)msrt_proc_id(p);
-  if (msrt_rt_pending_wait(&w->pend, room_waker, NULL, id) !=
+  if (msrt_bus_pending_wait(&w->pend, room_waker, NULL, id) !=
       MSRT_WAIT_PENDING)
     room_waker(id); /* room already: retry from the inbox, not recursively */
 }
@@ -75,7 +75,7 @@ static void retry_output(msrt_proc *p) {
   out_wait *w = msrt_proc_ud(p);
   msrt_rt *rt = msrt_rt_get();
   if (!w || !rt) return;
-  if (msrt_rt_pending_retry(rt, &w->pend) == MSRT_E_MAILBOX_FULL) {
+  if (msrt_bus_pending_retry(rt->bus, &w->pend) == MSRT_E_MAILBOX_FULL) {
     wait_room(p, w);
     return;
   }
@@ -86,7 +86,7 @@ static void out_wait_free(msrt_proc *p) {
   out_wait *w = msrt_proc_ud(p);
   msrt_rt *rt = msrt_rt_get();
   if (!w) return;
-  if (rt) msrt_rt_pending_clear(rt, &w->pend); /* undelivered: refused */
+  if (rt) msrt_bus_pending_clear(rt->bus, &w->pend); /* undelivered: refused */
   free(w);
   msrt_proc_set_ud(p, NULL);
 }
@@ -101,12 +101,12 @@ static msrt_code ev_publish(void *ud, msrt_proc *p, const char *s, size_t sl,
   if (!w && !(w = calloc(1, sizeof *w)))
     return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
   msrt_proc_set_ud(p, w);
-  msrt_envelope *e = msrt_rt_make(rt, s, sl, r, rl, h, hl, pl, plen,
+  msrt_envelope *e = msrt_bus_make(rt->bus, s, sl, r, rl, h, hl, pl, plen,
                                   MSRT_PRIORITY_DEFAULT, 0, err);
   if (!e) return err->code;
   size_t delivered;
-  /* permissions apply after routing too (msrt_rt_publish_as) */
-  msrt_code rc = msrt_rt_publish_as(rt, e, msrt_proc_permits, p, &delivered,
+  /* permissions apply after routing too (msrt_bus_publish_as) */
+  msrt_code rc = msrt_bus_publish_as(rt->bus, e, msrt_proc_permits, p, &delivered,
                                     &w->pend, err);
   msrt_env_unref(e);
   if (rc == MSRT_E_MAILBOX_FULL && w->pend.n) { /* full `block` mailboxes */
@@ -179,11 +179,11 @@ static void ev_dropped(void *ud, msrt_proc *p, const char *reason,
   (void)ud;
   msrt_rt *rt = msrt_rt_get();
   if (!rt || !e) return;
-  msrt_rt_undeliver(rt, e, strcmp(reason, "drop_oldest") == 0
+  msrt_bus_undeliver(rt->bus, e, strcmp(reason, "drop_oldest") == 0
                                ? MSRT_STAT_DROP_OLDEST : MSRT_STAT_DROP_NEWEST);
   char who[160];
   snprintf(who, sizeof who, "process %s", msrt_proc_name(p));
-  msrt_rt_drop_notice(rt, e, reason, who);
+  msrt_bus_drop_notice(rt->bus, e, reason, who);
 }
 
 static const msrt_proc_events EVENTS = {ev_publish, ev_bad, ev_stderr,
@@ -217,7 +217,7 @@ void msrt_lproc_deliver(uint64_t id, msrt_envelope *e) {
     bad_input(p, e, &err);
   msrt_rt *rt = msrt_rt_get();
   if (rt && rc != MSRT_E_OK && rc != MSRT_E_MAILBOX_FULL)
-    msrt_rt_undeliver(rt, e, rc == MSRT_E_CLOSED ? MSRT_STAT_DROP_CLOSED
+    msrt_bus_undeliver(rt->bus, e, rc == MSRT_E_CLOSED ? MSRT_STAT_DROP_CLOSED
                                                  : MSRT_STAT_DROP_OTHER);
   msrt_env_unref(e);
 }
@@ -376,7 +376,7 @@ static bool send_blocks(msrt_proc *p, lua_Number wake_id) {
 
 /* proc_send(box, encoded[, wake_id]) -> true | "blocked" | nil, err
  * A send is bounded as a published message is: max_payload on the encoded
- * data (as rt.c's msrt_rt_make), max_line_bytes on the line (proc.c). */
+ * data (as bus.c's msrt_bus_make), max_line_bytes on the line (proc.c). */
 static int l_proc_send(lua_State *L) {
   msrt_proc *p = proc_of(L);
   size_t n;
@@ -462,8 +462,9 @@ static int l_proc_subscribe(lua_State *L) {
   if (!p || !rt) return gone(L);
   uint64_t sid;
   msrt_error err;
-  if (msrt_rt_subscribe(rt, pat, plen, q, qlen, MSRT_EP_PROC,
-                        msrt_proc_gate(p), 0, &sid, &err) != MSRT_E_OK) {
+  if (msrt_bus_subscribe(rt->bus, pat, plen, q, qlen,
+                         msrt_ep_gate(msrt_proc_gate(p)), &sid,
+                         &err) != MSRT_E_OK) {
     lua_pushnil(L);
     msrt_lua_push_error(L, &err);
     return 2;

@@ -358,17 +358,17 @@ static int l_actor_mailbox(lua_State *L) {
 static const char PENDING_META[] = "msrt.pending";
 
 static int pending_gc(lua_State *L) {
-  msrt_pending *p = luaL_checkudata(L, 1, PENDING_META);
+  msrt_bus_pending *p = luaL_checkudata(L, 1, PENDING_META);
   msrt_rt *rt = msrt_rt_get();
   /* cells outlive a finished publish (env NULL): free them too */
-  if (rt && (p->env || p->items)) msrt_rt_pending_clear(rt, p);
+  if (rt && (p->env || p->items)) msrt_bus_pending_clear(rt->bus, p);
   return 0;
 }
 
 /* publish(subject, payload, reply, priority, headers, reply_ttl_ms)
  *   -> delivered | "blocked", pending | nil, err
  * reply_ttl_ms: a request's timeout, how long its inbox (reply) is valid
- * to a process handed it (msrt_rt_reply_ttl). */
+ * to a process handed it (msrt_bus_reply_ttl). */
 static int l_publish(lua_State *L) {
   msrt_rt *rt = need_rt(L);
   size_t slen, plen, rlen = 0;
@@ -380,10 +380,10 @@ static int l_publish(lua_State *L) {
   const char *h = luaL_optlstring(L, 5, NULL, &hlen);
   msrt_error err;
   msrt_envelope *e =
-      msrt_rt_make(rt, s, slen, r, rlen, h, hlen, p, plen, prio, 0, &err);
+      msrt_bus_make(rt->bus, s, slen, r, rlen, h, hlen, p, plen, prio, 0, &err);
   if (!e) return fail_err(L, &err);
-  msrt_rt_reply_ttl(e, luaL_optnumber(L, 6, 0));
-  msrt_pending *pend = lua_newuserdata(L, sizeof *pend);
+  msrt_bus_reply_ttl(e, luaL_optnumber(L, 6, 0));
+  msrt_bus_pending *pend = lua_newuserdata(L, sizeof *pend);
   memset(pend, 0, sizeof *pend);
   if (luaL_newmetatable(L, PENDING_META)) {
     lua_pushcfunction(L, pending_gc);
@@ -391,7 +391,7 @@ static int l_publish(lua_State *L) {
   }
   lua_setmetatable(L, -2);
   size_t delivered;
-  msrt_code rc = msrt_rt_publish(rt, e, &delivered, pend, &err);
+  msrt_code rc = msrt_bus_publish(rt->bus, e, &delivered, pend, &err);
   msrt_env_unref(e);
   if (rc == MSRT_E_MAILBOX_FULL && pend->n) {
     lua_pushliteral(L, "blocked");
@@ -413,11 +413,11 @@ static int l_token(lua_State *L) {
 }
 
 /* undecodable(subject, reason, who): a hub receiver could not decode a
- * copy it was handed (msrt_rt_undecodable). */
+ * copy it was handed (msrt_bus_undecodable). */
 static int l_undecodable(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
-  msrt_rt_undecodable(need_rt(L), s, len, luaL_checkstring(L, 2),
+  msrt_bus_undecodable(need_rt(L)->bus, s, len, luaL_checkstring(L, 2),
                       luaL_optstring(L, 3, NULL));
   return 0;
 }
@@ -425,9 +425,9 @@ static int l_undecodable(lua_State *L) {
 /* pending_wait(pending, wake_id) -> true (a "wake" dispatch will come) |
  * false (retry now) */
 static int l_pending_wait(lua_State *L) {
-  msrt_pending *p = luaL_checkudata(L, 1, PENDING_META);
+  msrt_bus_pending *p = luaL_checkudata(L, 1, PENDING_META);
   uintptr_t id = (uintptr_t)luaL_checknumber(L, 2);
-  lua_pushboolean(L, msrt_rt_pending_wait(p, msrt_rt_hub_waker, NULL, (void *)id) ==
+  lua_pushboolean(L, msrt_bus_pending_wait(p, msrt_rt_hub_waker, NULL, (void *)id) ==
                          MSRT_WAIT_PENDING);
   return 1;
 }
@@ -435,13 +435,13 @@ static int l_pending_wait(lua_State *L) {
 /* pending_retry(pending) -> delivered | "blocked" | nil, err (full
  * `error` mailboxes refused copies of the same publish) */
 static int l_pending_retry(lua_State *L) {
-  msrt_pending *p = luaL_checkudata(L, 1, PENDING_META);
-  if (msrt_rt_pending_retry(need_rt(L), p) == MSRT_E_MAILBOX_FULL) {
+  msrt_bus_pending *p = luaL_checkudata(L, 1, PENDING_META);
+  if (msrt_bus_pending_retry(need_rt(L)->bus, p) == MSRT_E_MAILBOX_FULL) {
     lua_pushliteral(L, "blocked");
     return 1;
   }
   msrt_error err;
-  if (msrt_rt_pending_refused(p, &err)) return fail_err(L, &err);
+  if (msrt_bus_pending_refused(p, &err)) return fail_err(L, &err);
   lua_pushinteger(L, (lua_Integer)p->delivered);
   return 1;
 }
@@ -454,8 +454,8 @@ static int l_subscribe(lua_State *L) {
   const char *q = luaL_optlstring(L, 2, NULL, &qlen);
   uint64_t hub_id = (uint64_t)luaL_checknumber(L, 3), sid;
   msrt_error err;
-  if (msrt_rt_subscribe(rt, p, plen, q, qlen, MSRT_EP_HUB, NULL, hub_id, &sid,
-                        &err) != MSRT_E_OK)
+  if (msrt_bus_subscribe(rt->bus, p, plen, q, qlen, msrt_ep_hub(hub_id), &sid,
+                         &err) != MSRT_E_OK)
     return fail_err(L, &err);
   lua_pushnumber(L, (lua_Number)sid);
   return 1;
@@ -463,7 +463,7 @@ static int l_subscribe(lua_State *L) {
 
 static int l_unsubscribe(lua_State *L) {
   msrt_rt *rt = need_rt(L);
-  lua_pushboolean(L, msrt_rt_unsubscribe(rt, (uint64_t)luaL_checknumber(L, 1)) ==
+  lua_pushboolean(L, msrt_bus_unsubscribe(rt->bus, (uint64_t)luaL_checknumber(L, 1)) ==
                          MSRT_E_OK);
   return 1;
 }
@@ -481,8 +481,8 @@ static int l_set_ready(lua_State *L) {
 }
 
 /* stamp_subscribe(pattern) -> sub_id, slot | nil, err: a subscription
- * whose messages only stamp the time they came (MSRT_EP_STAMP) into slot
- * (a light userdata: an _Atomic uint64_t of CLOCK_MONOTONIC ns, 0 until
+ * whose messages only stamp the time they came (a stamp endpoint,
+ * bus/endpoints.h) into slot (a light userdata: an _Atomic uint64_t of CLOCK_MONOTONIC ns, 0 until
  * the first; lua/msrt/health.lua reads it through the FFI). The slot is
  * released by stamp_unsubscribe. */
 static int l_stamp_subscribe(lua_State *L) {
@@ -494,8 +494,8 @@ static int l_stamp_subscribe(lua_State *L) {
   atomic_init(slot, 0);
   uint64_t sid;
   msrt_error err;
-  if (msrt_rt_subscribe(rt, p, plen, NULL, 0, MSRT_EP_STAMP, NULL,
-                        (uint64_t)(uintptr_t)slot, &sid, &err) != MSRT_E_OK) {
+  if (msrt_bus_subscribe(rt->bus, p, plen, NULL, 0, msrt_ep_stamp(slot), &sid,
+                         &err) != MSRT_E_OK) {
     free(slot);
     return fail_err(L, &err);
   }
@@ -512,7 +512,7 @@ static int l_stamp_unsubscribe(lua_State *L) {
   void *slot = lua_touserdata(L, 2);
   /* an unknown id was never this slot's; with no memory to defer the free,
    * the 8 bytes are left rather than freed under a writer */
-  if (msrt_rt_unsubscribe(rt, (uint64_t)luaL_checknumber(L, 1)) == MSRT_E_OK)
+  if (msrt_bus_unsubscribe(rt->bus, (uint64_t)luaL_checknumber(L, 1)) == MSRT_E_OK)
     (void)msrt_router_defer(rt->router, free, slot);
   return 0;
 }

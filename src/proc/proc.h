@@ -273,7 +273,7 @@ msrt_proc *msrt_procs_find(msrt_procs *r, uint64_t id);
 /* Whether the child may publish to subject s (n bytes) by its patterns:
  * under publish_as or an allow pattern, and no deny pattern (the handed
  * replies are not counted). The check a subject the routing table
- * resolved its message to gets (msrt_rt_publish_as in src/lua/rt.h takes
+ * resolved its message to gets (msrt_bus_publish_as in src/bus/bus.h takes
  * it as its permit). Hub thread. */
 bool msrt_proc_permits(void *p, const char *s, size_t n);
 

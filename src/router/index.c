@@ -863,11 +863,17 @@ nomem:
 }
 
 msrt_code msrt_router_unsubscribe(msrt_router *r, uint64_t sub_id) {
-  return msrt_router_unsubscribe_endpoint(r, sub_id, NULL, NULL);
+  return msrt_router_unsubscribe_item(r, sub_id, NULL, NULL, NULL);
 }
 
 msrt_code msrt_router_unsubscribe_endpoint(msrt_router *r, uint64_t sub_id,
                                            void **endpoint, uint32_t *kind) {
+  return msrt_router_unsubscribe_item(r, sub_id, endpoint, kind, NULL);
+}
+
+msrt_code msrt_router_unsubscribe_item(msrt_router *r, uint64_t sub_id,
+                                       void **endpoint, uint32_t *kind,
+                                       void **ud) {
   rt_snap *ns = malloc(sizeof *ns);
   if (!ns) return MSRT_E_NOMEM;
   pthread_mutex_lock(&r->mu);
@@ -889,6 +895,7 @@ msrt_code msrt_router_unsubscribe_endpoint(msrt_router *r, uint64_t sub_id,
   map_del(r, sub_id);
   if (endpoint) *endpoint = sub->endpoint;
   if (kind) *kind = sub->kind;
+  if (ud) *ud = sub->ud;
   r->pend[r->npend++] = (rt_garb){0, sub, free};
   if (sub->q && --sub->q->refs == 0) {
     queue_unlink(r, sub->q);

@@ -136,6 +136,12 @@ msrt_code msrt_router_unsubscribe(msrt_router *r, uint64_t sub_id);
 msrt_code msrt_router_unsubscribe_endpoint(msrt_router *r, uint64_t sub_id,
                                            void **endpoint, uint32_t *kind);
 
+/* msrt_router_unsubscribe_endpoint also giving back the subscription's ud
+ * (*ud when not NULL): all three values subscribe was given. */
+msrt_code msrt_router_unsubscribe_item(msrt_router *r, uint64_t sub_id,
+                                       void **endpoint, uint32_t *kind,
+                                       void **ud);
+
 /* Call fn(p) once every reader that was inside a critical section when this
  * was called has left it (the same epochs as the router's own garbage):
  * for releasing what readers may still use after an unsubscribe, such as

@@ -583,20 +583,27 @@ static msrt_envelope *evict_oldest(msrt_actor *a) {
 }
 
 /* drop_oldest: evict until what was queued before this push (reservation
- * `size`) is under both bounds, or nothing is left to evict. */
-static void make_room(msrt_sched *s, msrt_actor *a, uint64_t size) {
+ * `size`) is under both bounds, or nothing is left to evict; each evicted
+ * envelope goes to sink. Returns how many were evicted. */
+static size_t make_room(msrt_sched *s, msrt_actor *a, uint64_t size,
+                        const msrt_evict_sink *sink) {
+  size_t n = 0;
   while (atomic_load_explicit(&a->count, SC) - 1 >= a->cap ||
          atomic_load_explicit(&a->bytes, SC) - size >= a->cap_bytes) {
     msrt_envelope *old = evict_oldest(a);
-    if (!old) return;
+    if (!old) break;
     room_freed_n(a, 1, msrt_env_size(old));
     atomic_fetch_add_explicit(&s->drops_oldest, 1, RLX);
-    if (s->cfg.dropped) s->cfg.dropped(a, old, "drop_oldest", s->cfg.sched_ud);
+    sink->fn(sink->ud, old);
     msrt_env_unref(old);
+    n++;
   }
+  return n;
 }
 
-int msrt_actor_push(msrt_actor *a, msrt_envelope *e) {
+int msrt_actor_offer(msrt_actor *a, msrt_envelope *e,
+                     const msrt_evict_sink *evicted, msrt_offered *what) {
+  *what = MSRT_OFFER_KEPT;
   if (atomic_load_explicit(&a->state, ACQ) & ST_CLOSED) return MSRT_E_CLOSED;
   msrt_sched *s = a->s;
   if (!atomic_load_explicit(&s->accepting, RLX)) return MSRT_E_CLOSED;
@@ -608,10 +615,10 @@ int msrt_actor_push(msrt_actor *a, msrt_envelope *e) {
     case MSRT_OVERFLOW_DROP_NEWEST:
       room_freed(a, e);
       atomic_fetch_add_explicit(&s->drops_newest, 1, RLX);
-      if (s->cfg.dropped) s->cfg.dropped(a, e, "drop_newest", s->cfg.sched_ud);
+      *what = MSRT_OFFER_DROPPED_NEWEST;
       return MSRT_E_OK;
     case MSRT_OVERFLOW_DROP_OLDEST:
-      make_room(s, a, size);
+      if (make_room(s, a, size, evicted)) *what = MSRT_OFFER_EVICTED;
       break;
     default:
       room_freed(a, e);
@@ -636,6 +643,22 @@ int msrt_actor_push(msrt_actor *a, msrt_envelope *e) {
             node);
   wake_actor(s, a, 0);
   return MSRT_E_OK;
+}
+
+/* msrt_actor_push's drops go to cfg.dropped. */
+static void evicted_to_cfg(void *ud, msrt_envelope *old) {
+  msrt_actor *a = ud;
+  if (a->s->cfg.dropped)
+    a->s->cfg.dropped(a, old, "drop_oldest", a->s->cfg.sched_ud);
+}
+
+int msrt_actor_push(msrt_actor *a, msrt_envelope *e) {
+  msrt_evict_sink sink = {evicted_to_cfg, a};
+  msrt_offered what;
+  int r = msrt_actor_offer(a, e, &sink, &what);
+  if (what == MSRT_OFFER_DROPPED_NEWEST && a->s->cfg.dropped)
+    a->s->cfg.dropped(a, e, "drop_newest", a->s->cfg.sched_ud);
+  return r;
 }
 
 int msrt_actor_push_sys(msrt_actor *a, msrt_envelope *e) {

@@ -237,6 +237,29 @@ void msrt_actor_unref(msrt_actor *a);
  * parked worker. */
 int msrt_actor_push(msrt_actor *a, msrt_envelope *e);
 
+/* Where msrt_actor_offer hands the envelopes drop_oldest evicts: fn(ud,
+ * old) on the pushing thread, once per envelope, as it is evicted (old is
+ * valid for the call; its reference stays the scheduler's). */
+typedef struct {
+  void (*fn)(void *ud, msrt_envelope *old);
+  void *ud;
+} msrt_evict_sink;
+
+/* What msrt_actor_offer did with e when it returned MSRT_E_OK. */
+typedef enum {
+  MSRT_OFFER_KEPT,           /* enqueued, nothing lost */
+  MSRT_OFFER_DROPPED_NEWEST, /* drop_newest: e itself was not enqueued */
+  MSRT_OFFER_EVICTED         /* drop_oldest: e enqueued after one or more
+                                older messages went to the evict sink */
+} msrt_offered;
+
+/* msrt_actor_push with its drops told to the caller instead of cfg.dropped
+ * (which it never calls): *what says what became of e (MSRT_OFFER_KEPT
+ * unless it returns MSRT_E_OK) and evicted gets every evicted envelope.
+ * Same returns and thread-safety as msrt_actor_push. */
+int msrt_actor_offer(msrt_actor *a, msrt_envelope *e,
+                     const msrt_evict_sink *evicted, msrt_offered *what);
+
 /* Push e to the sys lane: unbounded, never dropped, eligible even while
  * the actor is WAITING. Same returns as msrt_actor_push (never FULL). */
 int msrt_actor_push_sys(msrt_actor *a, msrt_envelope *e);

@@ -1,0 +1,524 @@
+/* The publish path (bus/bus.h): routing, matching, fan-out, overflow,
+ * blocked publishes, drop notices and the per-class accounting. */
+#include "bus/bus.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus/internal.h"
+#include "router/subject.h"
+
+struct msrt_bus {
+  msrt_router *router;
+  msrt_inbox *inbox;
+  size_t max_payload;
+  size_t max_subject; /* never 0 */
+};
+
+static __thread msrt_reader *tl_reader;
+static __thread msrt_bus *tl_reader_bus;
+
+/* Working space of one publish on this thread. A publish can nest (a drop
+ * notice is published from inside a push), so only the outermost one uses
+ * the thread's cached space; a nested one gets its own. */
+typedef struct {
+  msrt_match_result m;
+  char *buf; /* the routed subject, then the dead-letter subject */
+  size_t cap;
+} pub_space;
+
+static __thread pub_space tl_space;
+static __thread int tl_depth;
+static pthread_key_t space_key; /* frees a thread's tl_space when it exits */
+static pthread_once_t space_once = PTHREAD_ONCE_INIT;
+
+msrt_bus *msrt_bus_new(msrt_router *router, msrt_inbox *inbox,
+                       const msrt_bus_limits *limits) {
+  msrt_bus *bus = malloc(sizeof *bus);
+  if (!bus) return NULL;
+  bus->router = router;
+  bus->inbox = inbox;
+  bus->max_payload = limits->max_payload;
+  bus->max_subject = limits->max_subject ? limits->max_subject
+                                         : MSRT_SUBJECT_MAX_DEFAULT;
+  return bus;
+}
+
+void msrt_bus_free(msrt_bus *bus) {
+  if (tl_reader_bus == bus) tl_reader_bus = NULL;
+  free(bus);
+}
+
+msrt_router *msrt_bus_router(msrt_bus *bus) { return bus->router; }
+
+msrt_reader *msrt_bus_reader(msrt_bus *bus) {
+  if (tl_reader_bus != bus || !tl_reader) {
+    tl_reader = msrt_router_reader_new(bus->router);
+    tl_reader_bus = tl_reader ? bus : NULL;
+  }
+  return tl_reader;
+}
+
+void msrt_bus_count(msrt_bus *bus, unsigned cls, msrt_stat s, uint64_t n) {
+  if (!n) return;
+  msrt_reader *rd = msrt_bus_reader(bus);
+  if (rd) msrt_account_add(msrt_reader_shard(rd), cls, s, n);
+  else msrt_account_add_shared(msrt_router_account(bus->router), cls, s, n);
+}
+
+static void count(msrt_bus *bus, unsigned cls, msrt_stat s, uint64_t n) {
+  msrt_bus_count(bus, cls, s, n);
+}
+
+unsigned msrt_bus_class(msrt_bus *bus, const char *subject, size_t len) {
+  return msrt_account_class(msrt_router_account(bus->router), subject, len);
+}
+
+int msrt_bus_to_hub(msrt_bus *bus, msrt_inbox_item item) {
+  if (msrt_inbox_push(bus->inbox, item) == 0) return 0;
+  msrt_env_unref(item.env);
+  return -1;
+}
+
+/* Publish "<reason>[ <who>]" on msrt.dropped.<subject>. A subject too long
+ * for the notice (it must stay within max_subject) is cut to fit (at a
+ * byte, trailing dots removed) and the body then ends with the subject's
+ * full length: the drop is announced and counted whatever its length. */
+static void notice(msrt_bus *bus, const char *subj, size_t slen, int priority,
+                   uint64_t trace_id, const char *reason, const char *who) {
+  static const char prefix[] = "msrt.dropped.";
+  const size_t plen = sizeof prefix - 1;
+  if (slen >= plen && memcmp(subj, prefix, plen) == 0) return;
+  size_t max = bus->max_subject;
+  size_t keep = slen;
+  if (plen + keep > max) keep = max > plen ? max - plen : 0;
+  while (keep && subj[keep - 1] == '.') keep--;
+  if (!keep) return; /* max_subject shorter than the prefix */
+  char *subject = malloc(plen + keep + 1);
+  if (!subject) return;
+  memcpy(subject, prefix, plen);
+  memcpy(subject + plen, subj, keep);
+  subject[plen + keep] = 0;
+  char body[200];
+  int blen = snprintf(body, sizeof body, "%s%s%s", reason, who ? " " : "",
+                      who ? who : "");
+  if (blen >= 0 && keep < slen && (size_t)blen < sizeof body)
+    blen += snprintf(body + blen, sizeof body - (size_t)blen,
+                     " (subject of %zu bytes cut)", slen);
+  if (blen < 0) blen = 0;
+  if ((size_t)blen >= sizeof body) blen = sizeof body - 1;
+  msrt_envelope *note = msrt_env_new(subject, plen + keep, NULL, 0, NULL, 0,
+                                     body, (size_t)blen, priority, 0, trace_id);
+  free(subject);
+  if (!note) return;
+  size_t delivered;
+  msrt_bus_publish(bus, note, &delivered, NULL, NULL);
+  msrt_env_unref(note);
+}
+
+void msrt_bus_drop_notice(msrt_bus *bus, const msrt_envelope *e,
+                          const char *reason, const char *who) {
+  notice(bus, e->subject, e->subject_len, e->priority, e->trace_id, reason,
+         who);
+}
+
+void msrt_bus_undecodable(msrt_bus *bus, const char *subject, size_t len,
+                          const char *reason, const char *who) {
+  unsigned cls = msrt_bus_class(bus, subject, len);
+  count(bus, cls, MSRT_STAT_DELIVERED, UINT64_MAX); /* modulo 2^64: -1 */
+  count(bus, cls, MSRT_STAT_DROP_OTHER, 1);
+  char why[160];
+  snprintf(why, sizeof why, "undecodable (%s)", reason);
+  notice(bus, subject, len, MSRT_PRIORITY_DEFAULT, 0, why, who);
+}
+
+void msrt_bus_undeliver(msrt_bus *bus, const msrt_envelope *e,
+                        msrt_stat outcome) {
+  /* the shard counters are summed modulo 2^64: adding UINT64_MAX to
+   * delivered takes one away */
+  unsigned cls = msrt_bus_class(bus, e->subject, e->subject_len);
+  count(bus, cls, MSRT_STAT_DELIVERED, UINT64_MAX);
+  count(bus, cls, outcome, 1);
+}
+
+/* A copy refused outright: its only outcome. */
+static void refuse(msrt_bus *bus, unsigned cls) {
+  count(bus, cls, MSRT_STAT_ACCEPTED, 1);
+  count(bus, cls, MSRT_STAT_REFUSED, 1);
+}
+
+msrt_envelope *msrt_bus_make(msrt_bus *bus, const char *subject, size_t slen,
+                             const char *reply, size_t rlen,
+                             const void *headers, size_t hlen,
+                             const void *payload, size_t plen, int priority,
+                             uint64_t trace_id, msrt_error *err) {
+  /* A refusal here is the message's only outcome: accepted and refused. */
+  if (msrt_subject_validate(subject, slen, bus->max_subject, err) !=
+          MSRT_E_OK ||
+      (reply && msrt_subject_validate(reply, rlen, bus->max_subject, err) !=
+                    MSRT_E_OK)) {
+    refuse(bus, msrt_bus_class(bus, subject, slen));
+    return NULL;
+  }
+  if (priority < MSRT_PRIORITY_HIGHEST || priority > MSRT_PRIORITY_LOWEST) {
+    refuse(bus, msrt_bus_class(bus, subject, slen));
+    msrt_error_set(err, MSRT_E_INVALID_ARG,
+                   "priority must be an integer 1..10 (got %d)", priority);
+    return NULL;
+  }
+  if (plen + hlen > bus->max_payload) {
+    refuse(bus, msrt_bus_class(bus, subject, slen));
+    msrt_error_set(err, MSRT_E_PAYLOAD_TOO_BIG,
+                   "payload of %zu bytes%s on \"%.*s\" exceeds max_payload "
+                   "(%zu bytes)", plen + hlen, hlen ? " with headers" : "",
+                   (int)(slen > 200 ? 200 : slen), subject, bus->max_payload);
+    return NULL;
+  }
+  msrt_envelope *e = msrt_env_new(subject, slen, reply, rlen, headers, hlen,
+                                  payload, plen, priority,
+                                  MSRT_ENV_PAYLOAD_BUFFER, trace_id);
+  if (!e) msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+  return e;
+}
+
+/* The endpoint a match item holds: the router keeps the object as the
+ * item's endpoint and the class as its ud (msrt_bus_subscribe). */
+static msrt_endpoint item_ep(const msrt_match_item *m) {
+  return (msrt_endpoint){m->ud, m->endpoint};
+}
+
+/* Queue-group members that are full are skipped when another member can
+ * take the message. */
+static bool skip_full(const msrt_match_item *m, void *ud) {
+  (void)ud;
+  const msrt_endpoint_class *cls = m->ud;
+  return cls->full && cls->full(m->endpoint);
+}
+
+static void ep_ref(msrt_endpoint ep) {
+  if (ep.cls->ref) ep.cls->ref(ep.ep);
+}
+
+static void ep_unref(msrt_endpoint ep) {
+  if (ep.cls->unref) ep.cls->unref(ep.ep);
+}
+
+static void ep_note(msrt_endpoint ep, msrt_full_note what) {
+  if (ep.cls->note) ep.cls->note(ep.ep, what);
+}
+
+static int pending_add(msrt_bus_pending *p, msrt_endpoint ep) {
+  if (p->n == p->cap) {
+    size_t cap = p->cap ? p->cap * 2 : 4;
+    msrt_endpoint *c = realloc(p->items, cap * sizeof *c);
+    if (!c) return -1;
+    p->items = c;
+    p->cap = cap;
+  }
+  ep_ref(ep);
+  p->items[p->n++] = ep;
+  return 0;
+}
+
+/* A drop on the pushing thread by endpoint ep, counted in the dropped
+ * message's class and announced. drop_newest: e is the new copy, not
+ * delivered. drop_oldest: e is an older message, counted delivered when it
+ * went in, maybe in another subject class; its count moves to the drop. */
+static void dropped(msrt_bus *bus, msrt_endpoint ep, msrt_envelope *e,
+                    bool oldest) {
+  if (oldest) msrt_bus_undeliver(bus, e, MSRT_STAT_DROP_OLDEST);
+  else count(bus, msrt_bus_class(bus, e->subject, e->subject_len),
+             MSRT_STAT_DROP_NEWEST, 1);
+  char who[80];
+  ep.cls->name(ep.ep, who, sizeof who);
+  msrt_bus_drop_notice(bus, e, oldest ? "drop_oldest" : "drop_newest", who);
+}
+
+/* The evict sink of one push: the endpoint's evictions, counted and
+ * announced as they happen. */
+typedef struct {
+  msrt_bus *bus;
+  msrt_endpoint ep;
+} evict_ctx;
+
+static void on_evicted(void *ud, msrt_envelope *old) {
+  evict_ctx *c = ud;
+  dropped(c->bus, c->ep, old, true);
+}
+
+/* How many copies of one publish ended in each way fan_out counts. */
+typedef struct {
+  size_t ok, refused, closed, other;
+} tally;
+
+/* Push e to one matched endpoint and settle the copy's outcome: counted
+ * (in t, or at once for a drop), or added to pend for a full `block`
+ * endpoint. Returns MSRT_E_MAILBOX_FULL when the copy was refused or
+ * blocked, else MSRT_E_OK. */
+static msrt_code push_one(msrt_bus *bus, msrt_endpoint ep, msrt_envelope *e,
+                          size_t *delivered, msrt_bus_pending *pend,
+                          tally *t) {
+  evict_ctx ctx = {bus, ep};
+  msrt_evict_sink sink = {on_evicted, &ctx};
+  switch (ep.cls->push(ep.ep, e, &sink, bus)) {
+  case MSRT_PUSH_DELIVERED:
+    (*delivered)++;
+    t->ok++;
+    return MSRT_E_OK;
+  case MSRT_PUSH_DROPPED_NEWEST:
+    (*delivered)++; /* taken by the endpoint, which dropped it */
+    dropped(bus, ep, e, false);
+    return MSRT_E_OK;
+  case MSRT_PUSH_DROPPED_OLDEST: /* the evictions went to on_evicted */
+    (*delivered)++;
+    t->ok++;
+    return MSRT_E_OK;
+  case MSRT_PUSH_FULL:
+    if (pend && ep.cls->policy(ep.ep) == MSRT_OVERFLOW_BLOCK &&
+        pending_add(pend, ep) == 0) {
+      ep_note(ep, MSRT_FULL_BLOCKED);
+    } else {
+      ep_note(ep, MSRT_FULL_REFUSED);
+      t->refused++;
+    }
+    return MSRT_E_MAILBOX_FULL;
+  case MSRT_PUSH_CLOSED:
+    t->closed++;
+    return MSRT_E_OK;
+  case MSRT_PUSH_FAILED:
+    break;
+  }
+  t->other++;
+  return MSRT_E_OK;
+}
+
+/* Hand e to every matched endpoint and count each copy's outcome. Full
+ * `block` endpoints go to pend (when given) and are counted when the
+ * pending publish ends. */
+static msrt_code fan_out(msrt_bus *bus, unsigned cls, msrt_envelope *e,
+                         const msrt_match_result *m, size_t *delivered,
+                         msrt_bus_pending *pend, msrt_error *err) {
+  tally t = {0, 0, 0, 0};
+  msrt_code rc = MSRT_E_OK;
+  for (size_t i = 0; i < m->len; i++)
+    if (push_one(bus, item_ep(&m->items[i]), e, delivered, pend, &t) !=
+        MSRT_E_OK)
+      rc = MSRT_E_MAILBOX_FULL;
+  if (pend && pend->n) {
+    pend->env = msrt_env_ref(e);
+    pend->delivered = *delivered;
+  }
+  count(bus, cls, MSRT_STAT_DELIVERED, t.ok);
+  count(bus, cls, MSRT_STAT_REFUSED, t.refused);
+  count(bus, cls, MSRT_STAT_DROP_CLOSED, t.closed);
+  count(bus, cls, MSRT_STAT_DROP_OTHER, t.other);
+  if (t.refused) {
+    msrt_error_set(err, MSRT_E_MAILBOX_FULL,
+                   "mailbox full on \"%s\" (%zu subscriber(s) refused it)",
+                   e->subject, t.refused);
+    if (pend && pend->n && err) { /* owed to the sender after the wait */
+      pend->refused = t.refused;
+      pend->refusal = *err;
+    }
+  }
+  return rc;
+}
+
+/* A copy of e on another subject (same reply, payload, priority, trace). */
+static msrt_code resubject(const msrt_envelope *e, const char *subject,
+                           size_t len, msrt_envelope **out, msrt_error *err) {
+  *out = msrt_env_new(subject, len, e->reply, e->reply_len, e->headers,
+                      e->headers_len, e->payload, e->payload_len, e->priority,
+                      e->flags, e->trace_id);
+  if (!*out) return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+  (*out)->reply_deadline_ns = e->reply_deadline_ns;
+  return MSRT_E_OK;
+}
+
+/* Match e's subject (already routed) and deliver it. Accounting: one
+ * accepted per matched endpoint and per queue group with no ready member
+ * (drop_not_ready), or one accepted for a message that matched nothing
+ * (no_responders). When nothing matched and may_dead_letter is set, it
+ * counts nothing and returns MSRT_E_NOT_FOUND: the caller dead-letters. */
+static msrt_code deliver_all(msrt_bus *bus, msrt_reader *rd, pub_space *s,
+                             msrt_envelope *e, bool may_dead_letter,
+                             size_t *delivered, msrt_bus_pending *pend,
+                             msrt_error *err) {
+  unsigned cls = msrt_bus_class(bus, e->subject, e->subject_len);
+  long n = msrt_router_match(rd, e->subject, e->subject_len, &s->m, skip_full,
+                             NULL);
+  if (n < 0) {
+    refuse(bus, cls);
+    return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+  }
+  uint32_t unready = s->m.unready_groups;
+  if (n == 0 && unready == 0) {
+    if (may_dead_letter) return MSRT_E_NOT_FOUND;
+    count(bus, cls, MSRT_STAT_ACCEPTED, 1);
+    count(bus, cls, MSRT_STAT_NO_RESPONDERS, 1);
+    return MSRT_E_OK;
+  }
+  count(bus, cls, MSRT_STAT_ACCEPTED, (uint64_t)n + unready);
+  msrt_code rc = fan_out(bus, cls, e, &s->m, delivered, pend, err);
+  if (unready) {
+    count(bus, cls, MSRT_STAT_DROP_NOT_READY, unready);
+    msrt_bus_drop_notice(bus, e, "drop_not_ready", NULL);
+  }
+  return rc;
+}
+
+/* Nobody subscribed to e's subject and its rule names a dead-letter
+ * subject: e ends as dead_lettered, and its copy on that subject is a new
+ * message (delivered there, or no_responders; never dead-lettered again,
+ * so rules cannot loop). */
+static msrt_code dead_letter(msrt_bus *bus, msrt_reader *rd, pub_space *s,
+                             msrt_envelope *e, const char *dead, size_t dlen,
+                             size_t *delivered, msrt_bus_pending *pend,
+                             msrt_error *err) {
+  msrt_envelope *d;
+  msrt_code rc = resubject(e, dead, dlen, &d, err);
+  unsigned cls = msrt_bus_class(bus, e->subject, e->subject_len);
+  count(bus, cls, MSRT_STAT_ACCEPTED, 1);
+  count(bus, cls,
+        rc == MSRT_E_OK ? MSRT_STAT_DEAD_LETTERED : MSRT_STAT_REFUSED, 1);
+  if (rc != MSRT_E_OK) return rc;
+  rc = deliver_all(bus, rd, s, d, false, delivered, pend, err);
+  msrt_env_unref(d);
+  return rc;
+}
+
+static void space_free(void *p) {
+  pub_space *s = p;
+  msrt_match_result_free(&s->m);
+  free(s->buf);
+  memset(s, 0, sizeof *s);
+}
+
+static void space_key_make(void) { pthread_key_create(&space_key, space_free); }
+
+static pub_space *space_get(msrt_bus *bus, pub_space *local) {
+  pub_space *s = &tl_space;
+  if (tl_depth++) { /* nested: the outer publish is using tl_space */
+    memset(local, 0, sizeof *local);
+    s = local;
+  }
+  /* room for a routed subject and a dead-letter subject (router/index.h) */
+  size_t need = 2 * (bus->max_subject + 1);
+  if (s->cap < need) {
+    if (s == &tl_space && !s->buf) {
+      pthread_once(&space_once, space_key_make);
+      pthread_setspecific(space_key, s);
+    }
+    char *b = realloc(s->buf, need);
+    if (b) { /* else s->buf stays as it was: NULL, the caller refuses */
+      s->buf = b;
+      s->cap = need;
+    }
+  }
+  return s;
+}
+
+static void space_put(pub_space *s) {
+  if (s != &tl_space) space_free(s); /* a nested publish's own */
+  tl_depth--;
+}
+
+/* Route e's subject through the router's table into res (a routed subject
+ * and the dead-letter subject land in s->buf). Without a table (the common
+ * case) the subject passes unchanged without calling into the table. */
+static msrt_code route(msrt_reader *rd, msrt_bus *bus, pub_space *s,
+                       const msrt_envelope *e, msrt_route_result *res,
+                       msrt_error *err) {
+  if (!msrt_router_has_routes(bus->router)) {
+    *res = (msrt_route_result){-1, -1, false, e->subject, e->subject_len,
+                               NULL, 0};
+    return MSRT_E_OK;
+  }
+  if (!s->buf) return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+  return msrt_router_route(rd, e->subject, e->subject_len, s->buf, s->cap,
+                           res, err);
+}
+
+/* A rewrite or split carried e to a subject its publisher may not publish
+ * to: refused there, counted accepted and refused in that subject's
+ * class. */
+static msrt_code forbidden(msrt_bus *bus, const msrt_envelope *e,
+                           const msrt_route_result *res, msrt_error *err) {
+  refuse(bus, msrt_bus_class(bus, res->subject, res->len));
+  return msrt_error_set(err, MSRT_E_PERMISSION,
+                        "publish to \"%.*s\" is not allowed (routed there "
+                        "from \"%.*s\" by rule %d)",
+                        (int)(res->len > 200 ? 200 : res->len), res->subject,
+                        (int)(e->subject_len > 200 ? 200 : e->subject_len),
+                        e->subject, res->rule + 1);
+}
+
+msrt_code msrt_bus_publish_as(msrt_bus *bus, msrt_envelope *e,
+                              msrt_bus_permit permit, void *permit_ud,
+                              size_t *delivered, msrt_bus_pending *pend,
+                              msrt_error *err) {
+  *delivered = 0;
+  pub_space local;
+  pub_space *s = space_get(bus, &local);
+  msrt_reader *rd = msrt_bus_reader(bus);
+  if (!rd) {
+    space_put(s);
+    refuse(bus, msrt_bus_class(bus, e->subject, e->subject_len));
+    return msrt_error_set(err, MSRT_E_RESOURCE_EXHAUSTED, "out of memory "
+                          "making this thread's router reader");
+  }
+  msrt_router_reader_enter(rd);
+  msrt_route_result res;
+  msrt_code rc = route(rd, bus, s, e, &res, err);
+  msrt_envelope *to = e;
+  if (rc == MSRT_E_OK && res.rewritten && permit &&
+      !permit(permit_ud, res.subject, res.len)) {
+    rc = forbidden(bus, e, &res, err);
+  } else if (rc == MSRT_E_OK && res.rewritten) {
+    rc = resubject(e, res.subject, res.len, &to, err);
+    if (rc != MSRT_E_OK)
+      refuse(bus, msrt_bus_class(bus, e->subject, e->subject_len));
+  } else if (rc != MSRT_E_OK) { /* routing failed: the sender hears why */
+    refuse(bus, msrt_bus_class(bus, e->subject, e->subject_len));
+  }
+  if (rc == MSRT_E_OK) {
+    rc = deliver_all(bus, rd, s, to, res.dead_letter != NULL, delivered,
+                     pend, err);
+    if (rc == MSRT_E_NOT_FOUND)
+      rc = dead_letter(bus, rd, s, to, res.dead_letter, res.dead_letter_len,
+                       delivered, pend, err);
+  }
+  msrt_router_reader_leave(rd);
+  if (to != e) msrt_env_unref(to);
+  space_put(s);
+  return rc;
+}
+
+msrt_code msrt_bus_publish(msrt_bus *bus, msrt_envelope *e, size_t *delivered,
+                           msrt_bus_pending *pend, msrt_error *err) {
+  return msrt_bus_publish_as(bus, e, NULL, NULL, delivered, pend, err);
+}
+
+msrt_code msrt_bus_subscribe(msrt_bus *bus, const char *pattern, size_t plen,
+                             const char *queue, size_t qlen, msrt_endpoint ep,
+                             uint64_t *sub_id, msrt_error *err) {
+  ep_ref(ep);
+  msrt_code rc = msrt_router_subscribe(bus->router, pattern, plen, queue,
+                                       qlen, ep.ep, 0, (void *)ep.cls, sub_id,
+                                       err);
+  if (rc != MSRT_E_OK) ep_unref(ep);
+  return rc;
+}
+
+msrt_code msrt_bus_unsubscribe(msrt_bus *bus, uint64_t sub_id) {
+  void *obj = NULL, *cls = NULL;
+  msrt_code rc =
+      msrt_router_unsubscribe_item(bus->router, sub_id, &obj, NULL, &cls);
+  /* A reader may still be pushing to the endpoint: drop the subscription's
+   * reference only after every reader that could have seen it has left. */
+  const msrt_endpoint_class *c = cls;
+  if (rc == MSRT_E_OK && c->unref)
+    msrt_router_defer(bus->router, c->unref, obj);
+  return rc;
+}
