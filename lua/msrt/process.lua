@@ -184,7 +184,8 @@ function Handle:pid()
 end
 
 --- Write data to the child's stdin: JSON lines get its JSON, lines the
--- string (or JSON) and a newline, raw the bytes. With the stdin queue
+-- string (or JSON) and a newline, raw the bytes; jsonrpc and lsp its JSON
+-- as one message, framed (a line, or behind Content-Length), as it is. With the stdin queue
 -- full, the overflow policy decides as for a publish: `block` makes the
 -- calling coroutine wait for room (counted in stdin_blocked; outside a
 -- coroutine it is refused), `error` returns mailbox_full (stdin_refused),
