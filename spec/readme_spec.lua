@@ -24,11 +24,7 @@ local function dir_with(files)
   local dir = os.tmpname()
   os.remove(dir)
   assert(os.execute("mkdir -p " .. S.quote(dir .. "/policies")) == 0)
-  for name, text in pairs(files) do
-    local f = assert(io.open(dir .. "/" .. name, "wb"))
-    f:write(text)
-    f:close()
-  end
+  for name, text in pairs(files) do S.write(dir .. "/" .. name, text) end
   return dir
 end
 

@@ -7,11 +7,7 @@ local msrt = require "msrt"
 
 assert(msrt.start())
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
+local write = S.write
 
 -- A fresh directory under /tmp with a routing-table file; returns dir, path.
 local function policy_dir(rules_text)

@@ -7,11 +7,7 @@ local uv = require "luv"
 
 local MAIN = uv.cwd() .. "/examples/review_fleet/main.lua"
 
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local write = S.write
 
 -- The fixture: a C file with a known warning, a Lua file with a syntax
 -- error, one assigning a global, clean C, header and Lua files, and a file

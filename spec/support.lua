@@ -46,15 +46,19 @@ function S.run(args, opts)
   return { out = out, err = slurp(errf), code = code }
 end
 
---- Write text to a fresh temporary file ending in suffix; returns its path.
-function S.file(text, suffix)
-  local base = os.tmpname() -- created empty: keep the name, not the file
-  os.remove(base)
-  local path = base .. (suffix or ".lua")
+--- Write text to the file at path (created or replaced); returns path.
+function S.write(path, text)
   local f = assert(io.open(path, "wb"))
   f:write(text)
   f:close()
   return path
+end
+
+--- Write text to a fresh temporary file ending in suffix; returns its path.
+function S.file(text, suffix)
+  local base = os.tmpname() -- created empty: keep the name, not the file
+  os.remove(base)
+  return S.write(base .. (suffix or ".lua"), text)
 end
 
 --- Count luv handles still open on the hub loop.

@@ -7,11 +7,7 @@ local msrt = require "msrt"
 
 assert(msrt.start())
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
+local write = S.write
 
 local function exists(path) return uv.fs_lstat(path) ~= nil end
 
