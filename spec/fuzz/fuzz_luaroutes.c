@@ -1,5 +1,5 @@
 /* Fuzz target "luaroutes": routing tables given as Lua lists, read by the
- * binding msrt.routes uses (core.routes_compile in src/lua/lrt.c) and
+ * binding msrt.routes uses (core.routes_compile in src/lua/lroutes.c) and
  * compiled by src/router/routes.c: the real msrt.core (src/lua linked in
  * as msrt-lua links it) in an embedded LuaJIT (spec/fuzz/fuzz_lua.h).
  *

@@ -86,7 +86,7 @@ end
 
 local rules = {}
 for i = 1, byte() % 6 do rules[i] = rule() end
-if byte() % 2 == 1 then -- rules read through __index (lrt.c reads them raw)
+if byte() % 2 == 1 then -- rules read through __index (lroutes.c reads them raw)
   for i = 1, #rules do rules[i] = proxy(rules[i]) end
 end
 local max = pick({ 0, 0, 16, 4096 })

@@ -93,14 +93,6 @@ int msrt_host_close(msrt_host *h);
 
 int luaopen_msrt_core(lua_State *L);
 
-/* Add the runtime's functions (lrt.c) to the table at the top. */
-void msrt_lua_open_rt(lua_State *L);
-
-/* The overflow policy named at stack index idx ("block", "drop_oldest",
- * "drop_newest", "error"; nil or none: MSRT_OVERFLOW_DEFAULT); raises a
- * Lua argument error for any other value (lrt.c). */
-msrt_overflow msrt_lua_overflow(lua_State *L, int idx);
-
 /* Replace uv.run in the luv table at the top of the stack (lcore.c). */
 void msrt_lua_patch_luv(lua_State *L);
 

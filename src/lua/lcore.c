@@ -16,6 +16,7 @@
 #include "lua/lhealth.h"
 #include "lua/lpolicy.h"
 #include "lua/lproc.h"
+#include "lua/lrt.h"
 #include "lua/lsuper.h"
 #include "lua/lsys.h"
 
@@ -364,6 +365,10 @@ int luaopen_msrt_core(lua_State *L) {
   luaL_register(L, NULL, fns);
   msrt_lua_open_errors(L);
   msrt_lua_open_rt(L);
+  msrt_lua_open_actor(L);
+  msrt_lua_open_bus(L);
+  msrt_lua_open_metrics(L);
+  msrt_lua_open_routes(L);
   msrt_lua_open_proc(L);
   msrt_lua_open_json(L);
   msrt_lua_open_super(L);

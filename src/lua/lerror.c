@@ -40,15 +40,19 @@ void msrt_lua_push_error(lua_State *L, const msrt_error *err) {
   lua_setmetatable(L, -2);
 }
 
+int msrt_lua_fail_err(lua_State *L, const msrt_error *err) {
+  lua_pushnil(L);
+  msrt_lua_push_error(L, err);
+  return 2;
+}
+
 int msrt_lua_fail(lua_State *L, msrt_code code, const char *fmt, ...) {
   msrt_error err;
   va_list ap;
   va_start(ap, fmt);
   msrt_error_vset(&err, code, fmt, ap);
   va_end(ap);
-  lua_pushnil(L);
-  msrt_lua_push_error(L, &err);
-  return 2;
+  return msrt_lua_fail_err(L, &err);
 }
 
 /* error(code, message [, fields]): fields may override category, severity

@@ -11,6 +11,10 @@
 /* Push err as an error table. */
 void msrt_lua_push_error(lua_State *L, const msrt_error *err);
 
+/* Push nil and err as an error table; returns 2 so a C function can
+ * `return msrt_lua_fail_err(L, &err)`. */
+int msrt_lua_fail_err(lua_State *L, const msrt_error *err);
+
 /* Push nil and an error table built from code and a printf-style message;
  * returns 2 so a C function can `return msrt_lua_fail(L, ...)`. */
 int msrt_lua_fail(lua_State *L, msrt_code code, const char *fmt, ...)

@@ -11,6 +11,7 @@
 
 #include "lua/host.h"
 #include "lua/lerror.h"
+#include "lua/lrt.h"
 #include "lua/rt.h"
 #include "proc/proc.h"
 

@@ -1,0 +1,75 @@
+/* msrt.core's actor functions: make, stop and read an actor
+ * (lua/actor.h); lua/msrt/actors.lua is their caller. Hub thread only. */
+#include <lauxlib.h>
+
+#include "lua/actor.h"
+#include "lua/lerror.h"
+#include "lua/lrt.h"
+
+/* actor_new(name, spec, capacity, overflow, patterns, queue, bytes)
+ *   -> id, cell, {sub ids of patterns} | nil, err */
+static int l_actor_new(lua_State *L) {
+  msrt_rt *rt = msrt_lua_rt(L);
+  const char *name = luaL_checkstring(L, 1);
+  size_t slen;
+  const char *spec = luaL_checklstring(L, 2, &slen);
+  size_t cap = (size_t)luaL_optinteger(L, 3, 0);
+  msrt_overflow pol = msrt_lua_overflow(L, 4);
+  const char *patterns[64];
+  size_t np = 0;
+  if (lua_istable(L, 5)) {
+    np = lua_objlen(L, 5);
+    if (np > 64) return luaL_argerror(L, 5, "at most 64 subscriptions");
+    for (size_t i = 0; i < np; i++) {
+      lua_rawgeti(L, 5, (int)i + 1);
+      patterns[i] = lua_tostring(L, -1); /* kept alive by the table */
+      lua_pop(L, 1);
+      if (!patterns[i]) return luaL_argerror(L, 5, "subjects must be strings");
+    }
+  }
+  const char *queue = luaL_optstring(L, 6, NULL);
+  size_t bytes = (size_t)luaL_optnumber(L, 7, 0);
+  msrt_error err;
+  uint64_t sids[64];
+  msrt_actor *cell = msrt_lactor_new(rt, name, spec, slen, cap, bytes, pol,
+                                     patterns, np, queue, sids, &err);
+  if (!cell) return msrt_lua_fail_err(L, &err);
+  lua_pushnumber(L, (lua_Number)msrt_actor_id(cell));
+  lua_pushlightuserdata(L, cell);
+  lua_createtable(L, (int)np, 0);
+  for (size_t i = 0; i < np; i++) {
+    lua_pushnumber(L, (lua_Number)sids[i]);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  return 3;
+}
+
+static int l_actor_stop(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
+  msrt_lactor_stop(lua_touserdata(L, 1), luaL_optstring(L, 2, "normal"));
+  return 0;
+}
+
+static int l_actor_unref(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
+  msrt_actor_unref(lua_touserdata(L, 1));
+  return 0;
+}
+
+/* actor_mailbox(cell) -> depth, high_water, bytes */
+static int l_actor_mailbox(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
+  msrt_actor *a = lua_touserdata(L, 1);
+  lua_pushinteger(L, (lua_Integer)msrt_actor_depth(a));
+  lua_pushinteger(L, (lua_Integer)msrt_actor_high_water(a));
+  lua_pushnumber(L, (lua_Number)msrt_actor_bytes(a));
+  return 3;
+}
+
+void msrt_lua_open_actor(lua_State *L) {
+  static const luaL_Reg fns[] = {
+    {"actor_new", l_actor_new}, {"actor_stop", l_actor_stop},
+    {"actor_unref", l_actor_unref}, {"actor_mailbox", l_actor_mailbox},
+    {NULL, NULL}};
+  luaL_register(L, NULL, fns);
+}

@@ -1,0 +1,195 @@
+/* msrt.core's publish path (bus/bus.h) for the hub's Lua: publish and
+ * its blocked retries, subscriptions of hub callbacks and of heartbeat
+ * stamps, readiness, inbox tokens; lua/msrt/hub.lua is their caller. Hub
+ * thread only. */
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/token.h"
+#include "lua/host.h"
+#include "lua/lerror.h"
+#include "lua/lrt.h"
+
+msrt_overflow msrt_lua_overflow(lua_State *L, int idx) {
+  static const char *const names[] = {"block", "drop_oldest", "drop_newest",
+                                      "error", NULL};
+  static const msrt_overflow values[] = {
+    MSRT_OVERFLOW_BLOCK, MSRT_OVERFLOW_DROP_OLDEST, MSRT_OVERFLOW_DROP_NEWEST,
+    MSRT_OVERFLOW_ERROR};
+  if (lua_isnoneornil(L, idx)) return MSRT_OVERFLOW_DEFAULT;
+  return values[luaL_checkoption(L, idx, NULL, names)];
+}
+
+static const char PENDING_META[] = "msrt.pending";
+
+static int pending_gc(lua_State *L) {
+  msrt_bus_pending *p = luaL_checkudata(L, 1, PENDING_META);
+  msrt_rt *rt = msrt_rt_get();
+  /* cells outlive a finished publish (env NULL): free them too */
+  if (rt && (p->env || p->items)) msrt_bus_pending_clear(rt->bus, p);
+  return 0;
+}
+
+/* publish(subject, payload, reply, priority, headers, reply_ttl_ms)
+ *   -> delivered | "blocked", pending | nil, err
+ * reply_ttl_ms: a request's timeout, how long its inbox (reply) is valid
+ * to a process handed it (msrt_bus_reply_ttl). */
+static int l_publish(lua_State *L) {
+  msrt_rt *rt = msrt_lua_rt(L);
+  size_t slen, plen, rlen = 0;
+  const char *s = luaL_checklstring(L, 1, &slen);
+  const char *p = luaL_checklstring(L, 2, &plen);
+  const char *r = luaL_optlstring(L, 3, NULL, &rlen);
+  int prio = msrt_lua_priority(L, 4);
+  size_t hlen = 0;
+  const char *h = luaL_optlstring(L, 5, NULL, &hlen);
+  msrt_error err;
+  msrt_envelope *e =
+      msrt_bus_make(rt->bus, s, slen, r, rlen, h, hlen, p, plen, prio, 0, &err);
+  if (!e) return msrt_lua_fail_err(L, &err);
+  msrt_bus_reply_ttl(e, luaL_optnumber(L, 6, 0));
+  msrt_bus_pending *pend = lua_newuserdata(L, sizeof *pend);
+  memset(pend, 0, sizeof *pend);
+  if (luaL_newmetatable(L, PENDING_META)) {
+    lua_pushcfunction(L, pending_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  size_t delivered;
+  msrt_code rc = msrt_bus_publish(rt->bus, e, &delivered, pend, &err);
+  msrt_env_unref(e);
+  if (rc == MSRT_E_MAILBOX_FULL && pend->n) {
+    lua_pushliteral(L, "blocked");
+    lua_insert(L, -2);
+    return 2;
+  }
+  if (rc != MSRT_E_OK) return msrt_lua_fail_err(L, &err);
+  lua_pushinteger(L, (lua_Integer)delivered);
+  return 1;
+}
+
+/* token() -> 22 random characters (core/token.h) | nil, err */
+static int l_token(lua_State *L) {
+  char t[MSRT_TOKEN_LEN + 1];
+  if (msrt_token(t) != 0)
+    return msrt_lua_fail(L, MSRT_E_INTERNAL, "no randomness for an inbox token");
+  lua_pushlstring(L, t, MSRT_TOKEN_LEN);
+  return 1;
+}
+
+/* undecodable(subject, reason, who): a hub receiver could not decode a
+ * copy it was handed (msrt_bus_undecodable). */
+static int l_undecodable(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  msrt_bus_undecodable(msrt_lua_rt(L)->bus, s, len, luaL_checkstring(L, 2),
+                      luaL_optstring(L, 3, NULL));
+  return 0;
+}
+
+/* pending_wait(pending, wake_id) -> true (a "wake" dispatch will come) |
+ * false (retry now) */
+static int l_pending_wait(lua_State *L) {
+  msrt_bus_pending *p = luaL_checkudata(L, 1, PENDING_META);
+  uintptr_t id = (uintptr_t)luaL_checknumber(L, 2);
+  lua_pushboolean(L, msrt_bus_pending_wait(p, msrt_rt_hub_waker, NULL, (void *)id) ==
+                         MSRT_WAIT_PENDING);
+  return 1;
+}
+
+/* pending_retry(pending) -> delivered | "blocked" | nil, err (full
+ * `error` mailboxes refused copies of the same publish) */
+static int l_pending_retry(lua_State *L) {
+  msrt_bus_pending *p = luaL_checkudata(L, 1, PENDING_META);
+  if (msrt_bus_pending_retry(msrt_lua_rt(L)->bus, p) == MSRT_E_MAILBOX_FULL) {
+    lua_pushliteral(L, "blocked");
+    return 1;
+  }
+  msrt_error err;
+  if (msrt_bus_pending_refused(p, &err)) return msrt_lua_fail_err(L, &err);
+  lua_pushinteger(L, (lua_Integer)p->delivered);
+  return 1;
+}
+
+/* subscribe(pattern, queue, hub_id) -> sub_id | nil, err */
+static int l_subscribe(lua_State *L) {
+  msrt_rt *rt = msrt_lua_rt(L);
+  size_t plen, qlen = 0;
+  const char *p = luaL_checklstring(L, 1, &plen);
+  const char *q = luaL_optlstring(L, 2, NULL, &qlen);
+  uint64_t hub_id = (uint64_t)luaL_checknumber(L, 3), sid;
+  msrt_error err;
+  if (msrt_bus_subscribe(rt->bus, p, plen, q, qlen, msrt_ep_hub(hub_id), &sid,
+                         &err) != MSRT_E_OK)
+    return msrt_lua_fail_err(L, &err);
+  lua_pushnumber(L, (lua_Number)sid);
+  return 1;
+}
+
+static int l_unsubscribe(lua_State *L) {
+  msrt_rt *rt = msrt_lua_rt(L);
+  lua_pushboolean(L, msrt_bus_unsubscribe(rt->bus, (uint64_t)luaL_checknumber(L, 1)) ==
+                         MSRT_E_OK);
+  return 1;
+}
+
+/* set_ready(sub_id, ready) -> true | nil, err (not_found): readiness
+ * probes take a subscription out of its queue groups and put it back */
+static int l_set_ready(lua_State *L) {
+  msrt_rt *rt = msrt_lua_rt(L);
+  uint64_t sid = (uint64_t)luaL_checknumber(L, 1);
+  if (msrt_router_set_ready(rt->router, sid, lua_toboolean(L, 2)) != MSRT_E_OK)
+    return msrt_lua_fail(L, MSRT_E_NOT_FOUND, "no subscription %llu",
+                         (unsigned long long)sid);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* stamp_subscribe(pattern) -> sub_id, slot | nil, err: a subscription
+ * whose messages only stamp the time they came (a stamp endpoint,
+ * bus/endpoints.h) into slot (a light userdata: an _Atomic uint64_t of CLOCK_MONOTONIC ns, 0 until
+ * the first; lua/msrt/health.lua reads it through the FFI). The slot is
+ * released by stamp_unsubscribe. */
+static int l_stamp_subscribe(lua_State *L) {
+  msrt_rt *rt = msrt_lua_rt(L);
+  size_t plen;
+  const char *p = luaL_checklstring(L, 1, &plen);
+  _Atomic uint64_t *slot = malloc(sizeof *slot);
+  if (!slot) return msrt_lua_fail(L, MSRT_E_NOMEM, "out of memory");
+  atomic_init(slot, 0);
+  uint64_t sid;
+  msrt_error err;
+  if (msrt_bus_subscribe(rt->bus, p, plen, NULL, 0, msrt_ep_stamp(slot), &sid,
+                         &err) != MSRT_E_OK) {
+    free(slot);
+    return msrt_lua_fail_err(L, &err);
+  }
+  lua_pushnumber(L, (lua_Number)sid);
+  lua_pushlightuserdata(L, (void *)slot);
+  return 2;
+}
+
+/* stamp_unsubscribe(sub_id, slot): the slot is freed once no publishing
+ * thread can still be writing it. */
+static int l_stamp_unsubscribe(lua_State *L) {
+  msrt_rt *rt = msrt_lua_rt(L);
+  luaL_checktype(L, 2, LUA_TLIGHTUSERDATA);
+  void *slot = lua_touserdata(L, 2);
+  /* an unknown id was never this slot's; with no memory to defer the free,
+   * the 8 bytes are left rather than freed under a writer */
+  if (msrt_bus_unsubscribe(rt->bus, (uint64_t)luaL_checknumber(L, 1)) == MSRT_E_OK)
+    (void)msrt_router_defer(rt->router, free, slot);
+  return 0;
+}
+
+void msrt_lua_open_bus(lua_State *L) {
+  static const luaL_Reg fns[] = {
+    {"publish", l_publish}, {"pending_wait", l_pending_wait},
+    {"pending_retry", l_pending_retry}, {"subscribe", l_subscribe},
+    {"unsubscribe", l_unsubscribe}, {"set_ready", l_set_ready},
+    {"stamp_subscribe", l_stamp_subscribe},
+    {"stamp_unsubscribe", l_stamp_unsubscribe},
+    {"undecodable", l_undecodable}, {"token", l_token}, {NULL, NULL}};
+  luaL_register(L, NULL, fns);
+}

@@ -1,0 +1,38 @@
+/* The msrt.core bindings of the runtime's parts, one file per part (as
+ * luv has one per handle type); lua/msrt/hub.lua and actors.lua are their
+ * callers:
+ *   lrt.c      rt_start, rt_stop, rt_tune, set_dispatch, keep_alive,
+ *              drain_inbox: the runtime (lua/rt.h) and the hub inbox's
+ *              drain into the Lua dispatcher
+ *   lactor.c   actor_new, actor_stop, actor_unref, actor_mailbox: actors
+ *              (lua/actor.h, sched/sched.h)
+ *   lbus.c     publish, pending_wait, pending_retry, subscribe,
+ *              unsubscribe, set_ready, stamp_subscribe, stamp_unsubscribe,
+ *              token, undecodable: the publish path (bus/bus.h)
+ *   lmetrics.c metrics: the scheduler's and the router's counters
+ *   lroutes.c  routes_compile, routes_install: routing tables
+ *              (router/routes.h)
+ * Errors come back as `nil, err` (lua/lerror.h). Hub thread only. */
+#ifndef MSRT_LUA_LRT_H
+#define MSRT_LUA_LRT_H
+
+#include <lua.h>
+
+#include "lua/rt.h"
+
+/* The started runtime; raises a Lua error when it is not started. */
+msrt_rt *msrt_lua_rt(lua_State *L);
+
+/* The overflow policy named at stack index idx ("block", "drop_oldest",
+ * "drop_newest", "error"; nil or none: MSRT_OVERFLOW_DEFAULT); raises a
+ * Lua argument error for any other value (lbus.c). */
+msrt_overflow msrt_lua_overflow(lua_State *L, int idx);
+
+/* Each adds its file's functions to the table at the top of the stack. */
+void msrt_lua_open_rt(lua_State *L);
+void msrt_lua_open_actor(lua_State *L);
+void msrt_lua_open_bus(lua_State *L);
+void msrt_lua_open_metrics(lua_State *L);
+void msrt_lua_open_routes(lua_State *L);
+
+#endif
