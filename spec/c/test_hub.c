@@ -115,6 +115,33 @@ static void test_inbox_node(void) {
   CHECK(msrt_hub_free(hub) == 0);
 }
 
+/* A waker from another thread queues its item once; an unwoken one queues
+ * nothing and releases its envelope (ASan's leak check sees both). */
+static void *wake_from_thread(void *ud) {
+  msrt_inbox_wake(ud);
+  return NULL;
+}
+
+static void test_inbox_waker(void) {
+  msrt_error err;
+  msrt_hub *hub = msrt_hub_new(&err);
+  sink s = {0};
+  msrt_inbox *in = msrt_inbox_new(msrt_hub_loop(hub), drain, &s);
+  msrt_envelope *e = msrt_env_new("a.b", 3, NULL, 0, NULL, 0, "x", 1, 5, 0, 0);
+  void *kept = msrt_inbox_waker(in, (msrt_inbox_item){0, 1, NULL, NULL});
+  void *gone = msrt_inbox_waker(in, (msrt_inbox_item){0, 9, e, NULL});
+  CHECK(kept && gone);
+  pthread_t t;
+  pthread_create(&t, NULL, wake_from_thread, kept);
+  pthread_join(t, NULL);
+  msrt_inbox_unwake(gone);
+  msrt_inbox_drain(in);
+  CHECK(s.got == 1 && s.last[0] == 1 && s.out_of_order == 0);
+  msrt_inbox_close(in);
+  msrt_hub_close_all(hub);
+  CHECK(msrt_hub_free(hub) == 0);
+}
+
 static void test_hub_shutdown_status(void) {
   msrt_error err;
   msrt_hub *hub = msrt_hub_new(&err);
@@ -231,5 +258,6 @@ static void test_timer_never_early(void) {
 }
 
 TEST_MAIN(test_timer_never_early, test_inbox_many_producers,
-          test_inbox_closed_refuses, test_inbox_node, test_hub_shutdown_status,
+          test_inbox_closed_refuses, test_inbox_node, test_inbox_waker,
+          test_hub_shutdown_status,
           test_hub_shutdown_held)

@@ -103,6 +103,29 @@ int msrt_inbox_push_node(msrt_inbox *in, msrt_inbox_node *node) {
   return push(in, node->item, node);
 }
 
+typedef struct {
+  msrt_inbox *in;
+  msrt_inbox_item item;
+} waker;
+
+void *msrt_inbox_waker(msrt_inbox *in, msrt_inbox_item item) {
+  waker *w = malloc(sizeof *w);
+  if (w) *w = (waker){in, item};
+  return w;
+}
+
+void msrt_inbox_wake(void *ud) {
+  waker *w = ud;
+  if (msrt_inbox_push(w->in, w->item) != 0) msrt_env_unref(w->item.env);
+  free(w);
+}
+
+void msrt_inbox_unwake(void *ud) {
+  waker *w = ud;
+  msrt_env_unref(w->item.env);
+  free(w);
+}
+
 void msrt_inbox_keep_alive(msrt_inbox *in, int on) {
   if (on) uv_ref((uv_handle_t *)&in->async);
   else uv_unref((uv_handle_t *)&in->async);

@@ -65,6 +65,19 @@ void msrt_inbox_node_free(msrt_inbox_node *node);
  * reference). */
 int msrt_inbox_push_node(msrt_inbox *in, msrt_inbox_node *node);
 
+/* A one-shot waker that hands item to the hub: the waker and unwait pair
+ * of a sender waiting for room (core/waitlist.h, bus/bus.h
+ * msrt_bus_pending_wait), so that what wakes it needs no global to find
+ * the hub. Returns the waker's ud, or NULL when out of memory; then
+ * exactly one of msrt_inbox_wake(ud) (queues item as msrt_inbox_push
+ * does, and frees ud) or msrt_inbox_unwake(ud) (frees ud, queues
+ * nothing) must be called. The item's envelope reference, if any, goes
+ * with it (released when it cannot be queued or is unwoken). The inbox
+ * must outlive ud. Any thread. */
+void *msrt_inbox_waker(msrt_inbox *in, msrt_inbox_item item);
+void msrt_inbox_wake(void *ud);
+void msrt_inbox_unwake(void *ud);
+
 /* Whether the inbox keeps the loop alive (its handle referenced) or not
  * (the default). Hub thread. */
 void msrt_inbox_keep_alive(msrt_inbox *in, int on);

@@ -27,6 +27,7 @@ typedef struct msrt_host {
   const char *log_format; /* --log-format text|json, or NULL (text) */
   int ran_loop;           /* the script called luv's uv.run() itself */
   msrt_logsink *log;      /* stderr for log lines and reports, or NULL */
+  struct msrt_rt *rt;     /* the runtime once started (lua/rt.h), or NULL */
 } msrt_host;
 
 enum { MSRT_LOG_DEBUG, MSRT_LOG_INFO, MSRT_LOG_WARN, MSRT_LOG_ERROR };

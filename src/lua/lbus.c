@@ -25,7 +25,7 @@ static const char PENDING_META[] = "msrt.pending";
 
 static int pending_gc(lua_State *L) {
   msrt_bus_pending *p = luaL_checkudata(L, 1, PENDING_META);
-  msrt_rt *rt = msrt_rt_get();
+  msrt_rt *rt = msrt_lua_rt_opt(L);
   /* cells outlive a finished publish (env NULL): free them too */
   if (rt && (p->env || p->items)) msrt_bus_pending_clear(rt->bus, p);
   return 0;
@@ -89,12 +89,14 @@ static int l_undecodable(lua_State *L) {
 }
 
 /* pending_wait(pending, wake_id) -> true (a "wake" dispatch will come) |
- * false (retry now) */
+ * false (retry now; also when no memory is left for the waker) */
 static int l_pending_wait(lua_State *L) {
   msrt_bus_pending *p = luaL_checkudata(L, 1, PENDING_META);
-  uintptr_t id = (uintptr_t)luaL_checknumber(L, 2);
-  lua_pushboolean(L, msrt_bus_pending_wait(p, msrt_rt_hub_waker, NULL, (void *)id) ==
-                         MSRT_WAIT_PENDING);
+  void *w = msrt_rt_hub_waker(msrt_lua_rt(L), (uint64_t)luaL_checknumber(L, 2));
+  int rc = w ? msrt_bus_pending_wait(p, msrt_inbox_wake, msrt_inbox_unwake, w)
+             : MSRT_E_OK;
+  if (w && rc != MSRT_WAIT_PENDING) msrt_inbox_unwake(w);
+  lua_pushboolean(L, rc == MSRT_WAIT_PENDING);
   return 1;
 }
 

@@ -40,7 +40,7 @@ static void push_router(lua_State *L, msrt_router *r) {
 
 /* metrics() -> table (see msrt.metrics) */
 static int l_metrics(lua_State *L) {
-  msrt_rt *rt = msrt_rt_get();
+  msrt_rt *rt = msrt_lua_rt_opt(L);
   lua_newtable(L);
   if (!rt) return 1;
   msrt_worker_stats per[256];

@@ -56,36 +56,34 @@ typedef struct {
   msrt_bus_pending pend;
 } out_wait;
 
-/* From the thread that made room: ask the hub to retry (an MSRT_IN_PROC
- * item without an envelope). */
-static void room_waker(void *ud) {
-  msrt_rt *rt = msrt_rt_get();
-  msrt_inbox_item it = {MSRT_IN_PROC, (uint64_t)(uintptr_t)ud, NULL, NULL};
-  if (rt) msrt_bus_to_hub(rt->bus, it);
-}
-
-static void wait_room(msrt_proc *p, out_wait *w) {
-  void *id = (void *)(uintptr_t)msrt_proc_id(p);
-  if (msrt_bus_pending_wait(&w->pend, room_waker, NULL, id) !=
-      MSRT_WAIT_PENDING)
-    room_waker(id); /* room already: retry from the inbox, not recursively */
+/* The thread that makes room asks the hub to retry: an MSRT_IN_PROC item
+ * without an envelope (hub/inbox.h's waker). With no memory for the
+ * waker, or room already, the item is queued now: the retry comes from
+ * the inbox, not recursively. */
+static void wait_room(msrt_rt *rt, msrt_proc *p, out_wait *w) {
+  msrt_inbox_item it = {MSRT_IN_PROC, msrt_proc_id(p), NULL, NULL};
+  void *waker = msrt_inbox_waker(rt->inbox, it);
+  if (waker && msrt_bus_pending_wait(&w->pend, msrt_inbox_wake,
+                                     msrt_inbox_unwake, waker) ==
+                   MSRT_WAIT_PENDING)
+    return;
+  if (waker) msrt_inbox_unwake(waker);
+  msrt_bus_to_hub(rt->bus, it);
 }
 
 /* The retry: deliver what is still pending, then read on. */
-static void retry_output(msrt_proc *p) {
+static void retry_output(msrt_rt *rt, msrt_proc *p) {
   out_wait *w = msrt_proc_ud(p);
-  msrt_rt *rt = msrt_rt_get();
   if (!w || !rt) return;
   if (msrt_bus_pending_retry(rt->bus, &w->pend) == MSRT_E_MAILBOX_FULL) {
-    wait_room(p, w);
+    wait_room(rt, p, w);
     return;
   }
   msrt_proc_resume_output(p);
 }
 
-static void out_wait_free(msrt_proc *p) {
+static void out_wait_free(msrt_rt *rt, msrt_proc *p) {
   out_wait *w = msrt_proc_ud(p);
-  msrt_rt *rt = msrt_rt_get();
   if (!w) return;
   if (rt) msrt_bus_pending_clear(rt->bus, &w->pend); /* undelivered: refused */
   free(w);
@@ -95,8 +93,7 @@ static void out_wait_free(msrt_proc *p) {
 static msrt_code ev_publish(void *ud, msrt_proc *p, const char *s, size_t sl,
                             const char *r, size_t rl, const void *h, size_t hl,
                             const void *pl, size_t plen, msrt_error *err) {
-  (void)ud;
-  msrt_rt *rt = msrt_rt_get();
+  msrt_rt *rt = ((msrt_host *)ud)->rt;
   if (!rt) return msrt_error_set(err, MSRT_E_CLOSED, "the runtime is stopped");
   out_wait *w = msrt_proc_ud(p);
   if (!w && !(w = calloc(1, sizeof *w)))
@@ -112,7 +109,7 @@ static msrt_code ev_publish(void *ud, msrt_proc *p, const char *s, size_t sl,
   msrt_env_unref(e);
   if (rc == MSRT_E_MAILBOX_FULL && w->pend.n) { /* full `block` mailboxes */
     msrt_proc_pause_output(p);
-    wait_room(p, w);
+    wait_room(rt, p, w);
     return MSRT_E_OK;
   }
   if (rc == MSRT_E_OK && r && delivered == 0) /* a request nobody takes */
@@ -148,8 +145,7 @@ static void ev_state(void *ud, msrt_proc *p, msrt_proc_state s) {
 }
 
 static void ev_exit(void *ud, msrt_proc *p, const msrt_proc_exit *x) {
-  (void)ud;
-  out_wait_free(p);
+  out_wait_free(((msrt_host *)ud)->rt, p);
   if (!event_begin("exit", p)) return;
   lua_State *L = hub_L;
   lua_createtable(L, 0, 6);
@@ -177,8 +173,7 @@ static void ev_exit(void *ud, msrt_proc *p, const msrt_proc_exit *x) {
  * e NULL: a line of p:send, which the router never counted. */
 static void ev_dropped(void *ud, msrt_proc *p, const char *reason,
                        const msrt_envelope *e) {
-  (void)ud;
-  msrt_rt *rt = msrt_rt_get();
+  msrt_rt *rt = ((msrt_host *)ud)->rt;
   if (!rt || !e) return;
   msrt_bus_undeliver(rt->bus, e, strcmp(reason, "drop_oldest") == 0
                                ? MSRT_STAT_DROP_OLDEST : MSRT_STAT_DROP_NEWEST);
@@ -205,10 +200,10 @@ static void bad_input(msrt_proc *p, const msrt_envelope *e,
  * after all moves to drop_closed (the process has gone or its stdin
  * closed) or drop_other (bad input, no memory). Overflow drops are
  * ev_dropped's. */
-void msrt_lproc_deliver(uint64_t id, msrt_envelope *e) {
+void msrt_lproc_deliver(msrt_rt *rt, uint64_t id, msrt_envelope *e) {
   msrt_proc *p = reg ? msrt_procs_find(reg, id) : NULL;
-  if (!e) { /* room for a paused output (room_waker) */
-    if (p) retry_output(p);
+  if (!e) { /* room for a paused output (wait_room) */
+    if (p) retry_output(rt, p);
     return;
   }
   msrt_error err;
@@ -216,7 +211,6 @@ void msrt_lproc_deliver(uint64_t id, msrt_envelope *e) {
   msrt_code rc = p ? msrt_proc_send_env(p, e, true, &err) : MSRT_E_CLOSED;
   if (rc == MSRT_E_BAD_INPUT || rc == MSRT_E_PAYLOAD_TOO_BIG)
     bad_input(p, e, &err);
-  msrt_rt *rt = msrt_rt_get();
   if (rt && rc != MSRT_E_OK && rc != MSRT_E_MAILBOX_FULL)
     msrt_bus_undeliver(rt->bus, e, rc == MSRT_E_CLOSED ? MSRT_STAT_DROP_CLOSED
                                                  : MSRT_STAT_DROP_OTHER);
@@ -278,7 +272,8 @@ static msrt_codec codec_of(const char *s) {
 static msrt_procs *need_reg(lua_State *L, msrt_error *err) {
   if (!reg && !closed) {
     hub_L = msrt_host_get(L)->L;
-    reg = msrt_procs_new(msrt_hub_loop(msrt_host_get(L)->hub), &EVENTS, NULL, err);
+    msrt_host *h = msrt_host_get(L);
+    reg = msrt_procs_new(msrt_hub_loop(h->hub), &EVENTS, h, err);
   } else if (closed) {
     msrt_error_set(err, MSRT_E_CLOSED, "the host is shutting down");
   }
@@ -364,13 +359,17 @@ static int l_proc_state(lua_State *L) {
 /* With a wake id, a full `block` stdin registers the hub waker for it
  * instead of refusing: "blocked" (a wake dispatch will come; send again
  * then). Room now, or a closed stdin: send. */
-static bool send_blocks(msrt_proc *p, lua_Number wake_id) {
+static bool send_blocks(msrt_rt *rt, msrt_proc *p, lua_Number wake_id) {
   msrt_gate *g = msrt_proc_gate(p);
-  if (msrt_gate_policy(g) != MSRT_OVERFLOW_BLOCK || !msrt_gate_full(g))
+  if (!rt || msrt_gate_policy(g) != MSRT_OVERFLOW_BLOCK || !msrt_gate_full(g))
     return false;
-  if (msrt_gate_wait_room(g, msrt_rt_hub_waker, (void *)(uintptr_t)wake_id) !=
-      MSRT_WAIT_PENDING)
+  void *w = msrt_rt_hub_waker(rt, (uint64_t)wake_id);
+  if (!w) return false;
+  /* the gate calls its wakers when it closes, before it is freed */
+  if (msrt_gate_wait_room(g, msrt_inbox_wake, w) != MSRT_WAIT_PENDING) {
+    msrt_inbox_unwake(w);
     return false;
+  }
   msrt_gate_note(g, MSRT_GATE_BLOCKED);
   return true;
 }
@@ -383,12 +382,12 @@ static int l_proc_send(lua_State *L) {
   size_t n;
   const char *d = luaL_checklstring(L, 2, &n);
   if (!p) return gone(L);
-  msrt_rt *rt = msrt_rt_get();
+  msrt_rt *rt = msrt_lua_rt_opt(L);
   if (rt && n > rt->cfg.max_payload)
     return msrt_lua_fail(L, MSRT_E_PAYLOAD_TOO_BIG, "process %s: data of %zu "
                          "bytes exceeds max_payload (%zu bytes)",
                          msrt_proc_name(p), n, rt->cfg.max_payload);
-  if (!lua_isnoneornil(L, 3) && send_blocks(p, luaL_checknumber(L, 3))) {
+  if (!lua_isnoneornil(L, 3) && send_blocks(rt, p, luaL_checknumber(L, 3))) {
     lua_pushliteral(L, "blocked");
     return 1;
   }
@@ -448,7 +447,7 @@ static int l_proc_stats(lua_State *L) {
 static int l_proc_release(lua_State *L) {
   msrt_proc *p = proc_of(L);
   if (!p) return 0;
-  out_wait_free(p);
+  out_wait_free(msrt_lua_rt_opt(L), p);
   msrt_proc_release(p);
   return 0;
 }
@@ -459,7 +458,7 @@ static int l_proc_subscribe(lua_State *L) {
   size_t plen, qlen = 0;
   const char *pat = luaL_checklstring(L, 2, &plen);
   const char *q = luaL_optlstring(L, 3, NULL, &qlen);
-  msrt_rt *rt = msrt_rt_get();
+  msrt_rt *rt = msrt_lua_rt_opt(L);
   if (!p || !rt) return gone(L);
   uint64_t sid;
   msrt_error err;

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "core/envelope.h"
+#include "lua/rt.h"
 
 /* Register proc_* functions into the table at the top of the stack. */
 void msrt_lua_open_proc(lua_State *L);
@@ -22,6 +23,6 @@ void msrt_lua_open_json(lua_State *L);
  * closed, data that is not JSON) is moved in the router's accounting from
  * delivered to drop_closed or drop_other. e NULL: room appeared for the
  * process's paused output (retry it). */
-void msrt_lproc_deliver(uint64_t id, msrt_envelope *e);
+void msrt_lproc_deliver(msrt_rt *rt, uint64_t id, msrt_envelope *e);
 
 #endif

@@ -187,7 +187,7 @@ static msrt_code compile_list(lua_State *L, size_t max_subject,
  * bad_config with err.rule the failing rule's position (from 1). */
 static int l_routes_compile(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  msrt_rt *rt = msrt_rt_get();
+  msrt_rt *rt = msrt_lua_rt_opt(L);
   size_t max = rt ? rt->cfg.max_subject : (size_t)luaL_optinteger(L, 2, 0);
   routes_box *b = lua_newuserdata(L, sizeof *b);
   b->t = NULL;

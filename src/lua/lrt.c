@@ -16,8 +16,13 @@
 
 static const char DISPATCH_KEY = 'd'; /* registry: the Lua dispatcher */
 
+msrt_rt *msrt_lua_rt_opt(lua_State *L) {
+  msrt_host *h = msrt_host_get(L);
+  return h ? h->rt : NULL;
+}
+
 msrt_rt *msrt_lua_rt(lua_State *L) {
-  msrt_rt *rt = msrt_rt_get();
+  msrt_rt *rt = msrt_lua_rt_opt(L);
   if (!rt) luaL_error(L, "the msrt runtime is not started");
   return rt;
 }
@@ -107,7 +112,7 @@ static const char *const kinds[] = {NULL,   "deliver",  "exit", NULL,
 
 static void drain(msrt_inbox_item *items, size_t n, void *ud) {
   lua_State *L = ud;
-  msrt_rt *rt = msrt_rt_get();
+  msrt_rt *rt = msrt_lua_rt_opt(L);
   for (size_t i = 0; i < n; i++) {
     msrt_inbox_item *it = &items[i];
     if (it->kind == MSRT_IN_TIMER) {
@@ -116,7 +121,7 @@ static void drain(msrt_inbox_item *items, size_t n, void *ud) {
       continue;
     }
     if (it->kind == MSRT_IN_PROC) { /* to a child's stdin (lproc.c) */
-      msrt_lproc_deliver(it->target, it->env);
+      msrt_lproc_deliver(rt, it->target, it->env);
       continue;
     }
     lua_pushlightuserdata(L, (void *)&DISPATCH_KEY);
@@ -164,14 +169,14 @@ static void drain(msrt_inbox_item *items, size_t n, void *ud) {
 /* ---- the overload watchdog --------------------------------------------- */
 
 static struct {
-  unsigned magic;
+  unsigned magic; /* handle data starts with it: not luv's */
   uv_timer_t t;
-} watchdog = {MSRT_HANDLE_MAGIC, {0}};
+  msrt_rt *rt;
+} watchdog = {MSRT_HANDLE_MAGIC, {0}, NULL};
 
 static void on_watchdog(uv_timer_t *t) {
   (void)t;
-  msrt_rt *rt = msrt_rt_get();
-  if (rt) msrt_rt_watchdog(rt);
+  msrt_rt_watchdog(watchdog.rt);
 }
 
 /* ---- msrt.core functions ---------------------------------------------- */
@@ -209,7 +214,7 @@ static msrt_rt_config config_of(lua_State *L, int idx) {
 /* rt_tune(profile) -> true | false (no runtime yet): apply the live figures */
 static int l_rt_tune(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  msrt_rt *rt = msrt_rt_get();
+  msrt_rt *rt = msrt_lua_rt_opt(L);
   if (rt) {
     msrt_rt_config c = config_of(L, 1);
     msrt_rt_tune(rt, &c);
@@ -223,7 +228,8 @@ static int l_rt_start(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   size_t blen;
   const char *boot = luaL_checklstring(L, 2, &blen);
-  if (msrt_rt_get()) {
+  msrt_host *h = msrt_host_get(L);
+  if (h->rt) {
     lua_pushboolean(L, 1);
     return 1;
   }
@@ -233,13 +239,13 @@ static int l_rt_start(lua_State *L) {
   lua_getfield(L, -2, "cpath");
   msrt_lactor_setup(boot, blen, lua_tostring(L, -2), lua_tostring(L, -1));
   lua_pop(L, 3);
-  msrt_host *h = msrt_host_get(L);
   msrt_error err;
   if (msrt_rt_start(h->hub, &c, msrt_lactor_run, msrt_lactor_release, drain,
-                    h->L, &err) != MSRT_E_OK)
+                    h->L, &h->rt, &err) != MSRT_E_OK)
     return msrt_lua_fail_err(L, &err);
   uv_timer_init(msrt_hub_loop(h->hub), &watchdog.t);
   watchdog.t.data = &watchdog;
+  watchdog.rt = h->rt;
   uv_unref((uv_handle_t *)&watchdog.t);
   uint64_t every = c.slice_ms / 2 < 5 ? 5 : (uint64_t)c.slice_ms / 2;
   uv_timer_start(&watchdog.t, on_watchdog, every, every);
@@ -249,7 +255,7 @@ static int l_rt_start(lua_State *L) {
 
 /* rt_stop() -> true | false when a worker is stuck in an actor */
 static int l_rt_stop(lua_State *L) {
-  msrt_rt *rt = msrt_rt_get();
+  msrt_rt *rt = msrt_lua_rt_opt(L);
   if (!rt) {
     lua_pushboolean(L, 1);
     return 1;
@@ -281,8 +287,7 @@ static int l_set_dispatch(lua_State *L) {
 /* drain_inbox(): handle what other threads queued for the hub, now
  * (msrt_inbox_drain_some; a no-op inside a drain). */
 static int l_drain_inbox(lua_State *L) {
-  (void)L;
-  msrt_rt *rt = msrt_rt_get();
+  msrt_rt *rt = msrt_lua_rt_opt(L);
   if (rt) msrt_inbox_drain_some(rt->inbox);
   return 0;
 }

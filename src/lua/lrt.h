@@ -20,8 +20,12 @@
 
 #include "lua/rt.h"
 
-/* The started runtime; raises a Lua error when it is not started. */
+/* The started runtime (the host's, lua/host.h); raises a Lua error when it
+ * is not started. */
 msrt_rt *msrt_lua_rt(lua_State *L);
+
+/* The started runtime, or NULL (not started, or L is not a host's). */
+msrt_rt *msrt_lua_rt_opt(lua_State *L);
 
 /* The overflow policy named at stack index idx ("block", "drop_oldest",
  * "drop_newest", "error"; nil or none: MSRT_OVERFLOW_DEFAULT); raises a

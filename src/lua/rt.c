@@ -6,16 +6,11 @@
 
 #include "core/clock.h"
 
-static msrt_rt *the_rt;
-
-msrt_rt *msrt_rt_get(void) { return the_rt; }
-
 msrt_code msrt_rt_start(msrt_hub *hub, const msrt_rt_config *cfg,
                         msrt_run_fn run,
                         void (*release)(msrt_actor *, void *),
                         void (*drain)(msrt_inbox_item *, size_t, void *),
-                        void *drain_ud, msrt_error *err) {
-  if (the_rt) return MSRT_E_OK;
+                        void *drain_ud, msrt_rt **out, msrt_error *err) {
   if (cfg->workers < 1 || cfg->workers > 256)
     return msrt_error_set(err, MSRT_E_INVALID_ARG, "workers must be 1..256");
   msrt_rt *rt = aligned_alloc(64, (sizeof *rt + 63) / 64 * 64); /* turn[] */
@@ -47,7 +42,7 @@ msrt_code msrt_rt_start(msrt_hub *hub, const msrt_rt_config *cfg,
     /* partial start: leave what was made (process-lifetime objects) */
     return rc;
   }
-  the_rt = rt;
+  *out = rt;
   msrt_bus_reader(rt->bus); /* the hub's, while there is memory */
   return MSRT_E_OK;
 }
@@ -76,10 +71,9 @@ int msrt_rt_stop(msrt_rt *rt) {
   return 0;
 }
 
-void msrt_rt_hub_waker(void *ud) {
-  msrt_rt *rt = msrt_rt_get();
-  msrt_inbox_item it = {MSRT_IN_WAKE, (uint64_t)(uintptr_t)ud, NULL, NULL};
-  if (rt) msrt_bus_to_hub(rt->bus, it);
+void *msrt_rt_hub_waker(msrt_rt *rt, uint64_t wake_id) {
+  msrt_inbox_item it = {MSRT_IN_WAKE, wake_id, NULL, NULL};
+  return msrt_inbox_waker(rt->inbox, it);
 }
 
 void msrt_rt_tune(msrt_rt *rt, const msrt_rt_config *cfg) {

@@ -3,8 +3,11 @@
  * (src/sched), the router (src/router), the hub (src/hub) and the bus
  * (src/bus: the publish path every thread uses, rt->bus) together.
  *
- * Thread-safety: msrt_rt_get, msrt_rt_tune, msrt_rt_turn and
- * msrt_rt_hub_waker from any thread; the rest on the hub thread.
+ * There is no global: the runtime is a handle its users are given (the
+ * host keeps it, lua/host.h; an actor record holds it, lua/actor.h).
+ *
+ * Thread-safety: msrt_rt_tune and msrt_rt_turn from any thread; the rest
+ * on the hub thread.
  */
 #ifndef MSRT_LUA_RT_H
 #define MSRT_LUA_RT_H
@@ -60,17 +63,15 @@ struct msrt_rt {
  * A value <= 0 (spin_us < 0) leaves that figure as it is. Any thread. */
 void msrt_rt_tune(msrt_rt *rt, const msrt_rt_config *cfg);
 
-/* The process's runtime, or NULL before msrt_rt_start. Any thread. */
-msrt_rt *msrt_rt_get(void);
-
-/* Start the runtime with cfg: scheduler (workers started), router, hub
+/* Start a runtime with cfg: scheduler (workers started), router, hub
  * inbox (drained by drain on the hub). run/release are the actor
- * binding's scheduler callbacks. Returns MSRT_E_OK or an error. */
+ * binding's scheduler callbacks. Returns MSRT_E_OK with *out set, or an
+ * error (invalid_arg for workers outside 1..256, nomem). */
 msrt_code msrt_rt_start(msrt_hub *hub, const msrt_rt_config *cfg,
                         msrt_run_fn run,
                         void (*release)(msrt_actor *, void *),
                         void (*drain)(msrt_inbox_item *, size_t, void *),
-                        void *drain_ud, msrt_error *err);
+                        void *drain_ud, msrt_rt **out, msrt_error *err);
 
 /* Stop: waits up to cfg.shutdown_timeout_ms for live actors to finish
  * (their last turn runs terminate), then stops the workers. Returns 0, or
@@ -78,10 +79,11 @@ msrt_code msrt_rt_start(msrt_hub *hub, const msrt_rt_config *cfg,
  * the process is expected to exit). */
 int msrt_rt_stop(msrt_rt *rt);
 
-/* A waker for a hub coroutine waiting for room: ud is its wake id (an
- * integer); queues an MSRT_IN_WAKE item, whose dispatch resumes it
- * (lua/msrt/hub.lua). Any thread. */
-void msrt_rt_hub_waker(void *ud);
+/* A waker for a hub coroutine waiting for room (hub/inbox.h
+ * msrt_inbox_waker: pass it msrt_inbox_wake and msrt_inbox_unwake): its
+ * MSRT_IN_WAKE item's dispatch resumes coroutine wake_id
+ * (lua/msrt/hub.lua). NULL when out of memory. */
+void *msrt_rt_hub_waker(msrt_rt *rt, uint64_t wake_id);
 
 /* Mark the calling worker's turn (actor id, 0 = idle) for the overload
  * watchdog. Worker threads. */
