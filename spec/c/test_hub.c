@@ -1,11 +1,13 @@
 #include <pthread.h>
 #include <stdlib.h>
 
+#include "core/clock.h"
 #include "core/envelope.h"
 #include "ctest.h"
 #include "hub/hub.h"
 #include "hub/inbox.h"
 #include "hub/timer.h"
+#include "hub/watchdog.h"
 
 #if defined(__SANITIZE_THREAD__)
 #define PER_THREAD 20000
@@ -142,6 +144,58 @@ static void test_inbox_waker(void) {
   CHECK(msrt_hub_free(hub) == 0);
 }
 
+/* The watchdog reports a turn longer than slice_ms once, with the actor's
+ * id and how long it had run; idle workers and short turns are not
+ * reported; its own timer finds an overlong turn too. */
+typedef struct {
+  int n;
+  msrt_inbox_item last;
+} overloads;
+
+static void overload_drain(msrt_inbox_item *items, size_t n, void *ud) {
+  overloads *o = ud;
+  for (size_t i = 0; i < n; i++) o->last = items[i];
+  o->n += (int)n;
+}
+
+static void test_watchdog(void) {
+  msrt_error err;
+  msrt_hub *hub = msrt_hub_new(&err);
+  overloads o = {0};
+  msrt_inbox *in = msrt_inbox_new(msrt_hub_loop(hub), overload_drain, &o);
+  CHECK(!msrt_watchdog_new(msrt_hub_loop(hub), in, 5, 0, 20));
+  CHECK(!msrt_watchdog_new(msrt_hub_loop(hub), in, 5, MSRT_WATCHDOG_MAX + 1, 20));
+  msrt_watchdog *w = msrt_watchdog_new(msrt_hub_loop(hub), in, 5, 2, 20);
+  CHECK(w != NULL);
+  msrt_watchdog_turn(w, 0, 42);
+  msrt_watchdog_turn(w, 1, 43);
+  msrt_watchdog_turn(w, 1, 0);  /* idle again */
+  msrt_watchdog_turn(w, 7, 44); /* no such worker: ignored */
+  msrt_watchdog_check(w);       /* young: nothing */
+  msrt_inbox_drain(in);
+  CHECK(o.n == 0);
+  uint64_t t0 = msrt_now_ns();
+  while (msrt_now_ns() - t0 < 25000000u) uv_sleep(5);
+  msrt_watchdog_check(w);
+  msrt_watchdog_check(w); /* once per turn */
+  msrt_inbox_drain(in);
+  CHECK(o.n == 1 && o.last.kind == 5 && o.last.target == 42);
+  CHECK((uintptr_t)o.last.ptr >= 20);
+  /* the timer (every 10 ms) reports the next overlong turn by itself */
+  o.n = 0;
+  msrt_watchdog_turn(w, 1, 99);
+  msrt_inbox_keep_alive(in, 1); /* the loop waits for the timer */
+  uint64_t until = msrt_now_ns() + 10000000000u;
+  while (o.n == 0 && msrt_now_ns() < until)
+    msrt_hub_run_mode(hub, UV_RUN_ONCE);
+  msrt_inbox_keep_alive(in, 0);
+  CHECK(o.n == 1 && o.last.target == 99);
+  msrt_watchdog_close(w);
+  msrt_inbox_close(in);
+  msrt_hub_close_all(hub);
+  CHECK(msrt_hub_free(hub) == 0);
+}
+
 static void test_hub_shutdown_status(void) {
   msrt_error err;
   msrt_hub *hub = msrt_hub_new(&err);
@@ -259,5 +313,6 @@ static void test_timer_never_early(void) {
 
 TEST_MAIN(test_timer_never_early, test_inbox_many_producers,
           test_inbox_closed_refuses, test_inbox_node, test_inbox_waker,
+          test_watchdog,
           test_hub_shutdown_status,
           test_hub_shutdown_held)

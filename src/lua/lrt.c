@@ -1,7 +1,6 @@
 /* msrt.core's runtime functions (lua/rt.h): start, stop and tune the
  * runtime; the drain of the hub inbox into the Lua dispatcher
- * (lua/msrt/hub.lua), the timers actors ask for, and the overload
- * watchdog. Hub thread only. */
+ * (lua/msrt/hub.lua) and the timers actors ask for. Hub thread only. */
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,19 +165,6 @@ static void drain(msrt_inbox_item *items, size_t n, void *ud) {
   }
 }
 
-/* ---- the overload watchdog --------------------------------------------- */
-
-static struct {
-  unsigned magic; /* handle data starts with it: not luv's */
-  uv_timer_t t;
-  msrt_rt *rt;
-} watchdog = {MSRT_HANDLE_MAGIC, {0}, NULL};
-
-static void on_watchdog(uv_timer_t *t) {
-  (void)t;
-  msrt_rt_watchdog(watchdog.rt);
-}
-
 /* ---- msrt.core functions ---------------------------------------------- */
 
 static lua_Integer field_int(lua_State *L, int t, const char *k, lua_Integer d) {
@@ -243,12 +229,6 @@ static int l_rt_start(lua_State *L) {
   if (msrt_rt_start(h->hub, &c, msrt_lactor_run, msrt_lactor_release, drain,
                     h->L, &h->rt, &err) != MSRT_E_OK)
     return msrt_lua_fail_err(L, &err);
-  uv_timer_init(msrt_hub_loop(h->hub), &watchdog.t);
-  watchdog.t.data = &watchdog;
-  watchdog.rt = h->rt;
-  uv_unref((uv_handle_t *)&watchdog.t);
-  uint64_t every = c.slice_ms / 2 < 5 ? 5 : (uint64_t)c.slice_ms / 2;
-  uv_timer_start(&watchdog.t, on_watchdog, every, every);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -260,8 +240,6 @@ static int l_rt_stop(lua_State *L) {
     lua_pushboolean(L, 1);
     return 1;
   }
-  if (!uv_is_closing((uv_handle_t *)&watchdog.t))
-    uv_close((uv_handle_t *)&watchdog.t, NULL);
   int rc = msrt_rt_stop(rt);
   atimers_close_all();
   lua_pushboolean(L, rc == 0);

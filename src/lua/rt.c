@@ -13,9 +13,8 @@ msrt_code msrt_rt_start(msrt_hub *hub, const msrt_rt_config *cfg,
                         void *drain_ud, msrt_rt **out, msrt_error *err) {
   if (cfg->workers < 1 || cfg->workers > 256)
     return msrt_error_set(err, MSRT_E_INVALID_ARG, "workers must be 1..256");
-  msrt_rt *rt = aligned_alloc(64, (sizeof *rt + 63) / 64 * 64); /* turn[] */
+  msrt_rt *rt = calloc(1, sizeof *rt);
   if (!rt) return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
-  memset(rt, 0, sizeof *rt);
   rt->cfg = *cfg;
   atomic_init(&rt->gc_pause, cfg->gc_pause);
   atomic_init(&rt->gc_stepmul, cfg->gc_stepmul);
@@ -28,13 +27,17 @@ msrt_code msrt_rt_start(msrt_hub *hub, const msrt_rt_config *cfg,
   msrt_bus_limits lim = {cfg->max_payload, cfg->max_subject};
   if (rt->router && rt->inbox)
     rt->bus = msrt_bus_new(rt->router, rt->inbox, &lim);
+  if (rt->inbox)
+    rt->watchdog = msrt_watchdog_new(msrt_hub_loop(hub), rt->inbox,
+                                     MSRT_IN_OVERLOAD, cfg->workers,
+                                     cfg->slice_ms > 0 ? cfg->slice_ms : 1000);
   msrt_sched_config sc = {
     .workers = cfg->workers, .batch = cfg->batch, .spin_us = cfg->spin_us,
     .mailbox_capacity = cfg->mailbox_capacity,
     .mailbox_bytes = cfg->mailbox_bytes, .overflow = cfg->overflow,
     .run = run, .release = release, .sched_ud = rt};
   msrt_code rc = MSRT_E_NOMEM;
-  if (rt->bus) rc = msrt_sched_new(&sc, &rt->sched, err);
+  if (rt->bus && rt->watchdog) rc = msrt_sched_new(&sc, &rt->sched, err);
   if (rc == MSRT_E_OK) rc = msrt_sched_start(rt->sched);
   if (rc != MSRT_E_OK) {
     msrt_error_set(err, rc, "cannot start the runtime (%s)",
@@ -66,6 +69,7 @@ int msrt_rt_stop(msrt_rt *rt) {
     msrt_sched_abandon(rt->sched); /* the process exits without them */
     return -1;
   }
+  msrt_watchdog_close(rt->watchdog);
   msrt_inbox_drain(rt->inbox);
   msrt_inbox_close(rt->inbox);
   return 0;
@@ -87,24 +91,5 @@ void msrt_rt_turn(msrt_rt *rt, int worker, uint64_t actor_id) {
   /* the worker's reader, made at its first turn rather than at its first
    * publish, which may come when memory has run out */
   msrt_bus_reader(rt->bus);
-  if (worker < 0 || worker >= 256) return;
-  atomic_store_explicit(&rt->turn[worker].actor, actor_id, memory_order_relaxed);
-  atomic_store_explicit(&rt->turn[worker].start, actor_id ? msrt_now_ns() : 0,
-                        memory_order_relaxed);
-}
-
-void msrt_rt_watchdog(msrt_rt *rt) {
-  uint64_t now = msrt_now_ns();
-  uint64_t limit = (uint64_t)rt->cfg.slice_ms * 1000000u;
-  for (int w = 0; w < rt->cfg.workers && w < 256; w++) {
-    unsigned long long start = /* the atomic's own type, for the CAS */
-        atomic_load_explicit(&rt->turn[w].start, memory_order_relaxed);
-    if (!start || start >= now || now - start < limit) continue; /* a turn that began after now was read is young */
-    uint64_t id = atomic_load_explicit(&rt->turn[w].actor, memory_order_relaxed);
-    /* report once per turn: clear the start so the next check skips it */
-    if (!atomic_compare_exchange_strong(&rt->turn[w].start, &start, 0)) continue;
-    msrt_inbox_item it = {MSRT_IN_OVERLOAD, id, NULL,
-                          (void *)(uintptr_t)((now - start) / 1000000u)};
-    msrt_inbox_push(rt->inbox, it);
-  }
+  msrt_watchdog_turn(rt->watchdog, worker, actor_id);
 }

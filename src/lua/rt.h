@@ -21,6 +21,7 @@
 #include "core/error.h"
 #include "hub/hub.h"
 #include "hub/inbox.h"
+#include "hub/watchdog.h"
 #include "router/index.h"
 #include "sched/sched.h"
 
@@ -35,13 +36,6 @@ typedef struct {
 
 typedef struct msrt_rt msrt_rt;
 
-/* A worker's current turn. One cache line each: every turn writes it, and
- * workers sharing a line would bounce it between CPUs on every turn. */
-typedef struct {
-  _Alignas(64) atomic_ullong start; /* ns when the turn began, 0 = idle */
-  atomic_ullong actor;              /* id of the actor it runs */
-} msrt_rt_turn_slot;
-
 struct msrt_rt {
   msrt_rt_config cfg;
   msrt_hub *hub;
@@ -51,7 +45,7 @@ struct msrt_rt {
   msrt_bus *bus; /* the publish path, over router and inbox */
   void (*drain)(msrt_inbox_item *items, size_t n, void *ud); /* the binding's */
   void *drain_ud;
-  msrt_rt_turn_slot turn[256]; /* per worker, for the overload watchdog */
+  msrt_watchdog *watchdog; /* overlong turns, reported as MSRT_IN_OVERLOAD */
   atomic_int gc_pause, gc_stepmul; /* for actors made from now on (tune) */
   int stopped;
 };
@@ -74,7 +68,8 @@ msrt_code msrt_rt_start(msrt_hub *hub, const msrt_rt_config *cfg,
                         void *drain_ud, msrt_rt **out, msrt_error *err);
 
 /* Stop: waits up to cfg.shutdown_timeout_ms for live actors to finish
- * (their last turn runs terminate), then stops the workers. Returns 0, or
+ * (their last turn runs terminate), then stops the workers and the
+ * watchdog. Returns 0, or
  * -1 when a worker is stuck in an actor (the runtime is then left alone:
  * the process is expected to exit). */
 int msrt_rt_stop(msrt_rt *rt);
@@ -86,11 +81,7 @@ int msrt_rt_stop(msrt_rt *rt);
 void *msrt_rt_hub_waker(msrt_rt *rt, uint64_t wake_id);
 
 /* Mark the calling worker's turn (actor id, 0 = idle) for the overload
- * watchdog. Worker threads. */
+ * watchdog (hub/watchdog.h). Worker threads. */
 void msrt_rt_turn(msrt_rt *rt, int worker, uint64_t actor_id);
-
-/* Hub timer callback body: report each worker whose turn has lasted longer
- * than slice_ms (once per turn) to the hub as MSRT_IN_OVERLOAD. */
-void msrt_rt_watchdog(msrt_rt *rt);
 
 #endif
