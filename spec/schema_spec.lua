@@ -68,6 +68,19 @@ describe("spec validation", function()
       { backoff = { initial_ms = 1, jitter = 2 } })
   end)
 
+  it("every spec kind takes the overflow names core states, and only them", function()
+    local core = require "msrt.core"
+    assert.same({ "block", "drop_oldest", "drop_newest", "error" }, core.overflow_names)
+    local list = table.concat(core.overflow_names, ", ")
+    refused("actor spec: overflow must be one of " .. list .. ", got 'sometimes'", msrt.actor,
+      { name = "v_a", handle = nop, overflow = "sometimes" })
+    refused("process spec: overflow must be one of " .. list .. ", got 'sometimes'", msrt.process,
+      { name = "v_p", cmd = { "true" }, overflow = "sometimes" })
+    local path = S.file("return { overflow = 'sometimes' }\n")
+    refused(":1: overflow must be one of " .. list .. ", got 'sometimes'", profile.resolve, path)
+    os.remove(path)
+  end)
+
   it("an unknown strategy lists the built-in ones in one line", function()
     local err = refused("^unknown strategy 'one_for_al' %(built%-in: one_for_one, one_for_all, rest_for_one, simple_one_for_one",
       msrt.supervisor, { strategy = "one_for_al" })

@@ -55,7 +55,7 @@ M.SPEC = {
   init = schema.func, handle = schema.func, terminate = schema.func,
   instances = schema.int(1, nil), capacity = schema.int(1, nil, "messages"),
   mailbox_bytes = schema.int(1, nil, "bytes"),
-  overflow = schema.enum{ "block", "drop_oldest", "drop_newest", "error" },
+  overflow = schema.enum(core.overflow_names), -- core/overflow.h's names
   subscribe = schema.either(schema.string, schema.list(schema.string)), queue = schema.string,
 }
 

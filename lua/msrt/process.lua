@@ -21,7 +21,7 @@ M.log = function() end
 local live = {} -- process id -> handle
 local CODECS = { json_lines = true, lines = true, raw = true, jsonrpc = true, lsp = true }
 local RPC = { jsonrpc = true, lsp = true }
-local OVERFLOW = { drop_newest = true, drop_oldest = true, error = true, block = true }
+local OVERFLOW = schema.enum(core.overflow_names) -- core/overflow.h's names
 local LIMITS = { nofile = true, as_bytes = true, cpu_s = true, nproc = true }
 local SPEC_KEYS = {
   name = true, cmd = true, env = true, inherit_env = true, cwd = true,
@@ -133,7 +133,8 @@ local function compile(spec)
   if spec.rpc ~= nil and (not RPC[spec.codec] or type(spec.rpc) ~= "string") then
     return bad("rpc (the method subjects' prefix) is a string, for codec jsonrpc or lsp")
   end
-  if spec.overflow ~= nil and not OVERFLOW[spec.overflow] then return bad("overflow must be drop_newest, drop_oldest, error or block") end
+  ok, err = schema.check({ overflow = spec.overflow }, { overflow = OVERFLOW }, "process spec")
+  if not ok then return bad(err) end
   local cap = spec.capacity
   if cap ~= nil and (type(cap) ~= "number" or cap < 1 or cap % 1 ~= 0) then return bad("capacity must be a positive integer (lines)") end
   local sb = spec.stdin_bytes

@@ -3,6 +3,7 @@
 
 #include "core/envelope.h"
 #include "core/error.h"
+#include "core/overflow.h"
 #include "ctest.h"
 
 static void test_error_defaults(void) {
@@ -63,5 +64,15 @@ static void test_envelope(void) {
   CHECK(msrt_env_live() == before);
 }
 
+/* The policy names are indexed by the enum and end with NULL (the shape
+ * luaL_checkoption takes). */
+static void test_overflow_names(void) {
+  CHECK_STR(msrt_overflow_names[MSRT_OVERFLOW_BLOCK], "block");
+  CHECK_STR(msrt_overflow_names[MSRT_OVERFLOW_DROP_OLDEST], "drop_oldest");
+  CHECK_STR(msrt_overflow_names[MSRT_OVERFLOW_DROP_NEWEST], "drop_newest");
+  CHECK_STR(msrt_overflow_names[MSRT_OVERFLOW_ERROR], "error");
+  CHECK(msrt_overflow_names[MSRT_OVERFLOW_ERROR + 1] == NULL);
+}
+
 TEST_MAIN(test_error_defaults, test_error_names, test_error_truncates,
-          test_envelope)
+          test_envelope, test_overflow_names)

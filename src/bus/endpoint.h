@@ -22,7 +22,8 @@
 #include <stddef.h>
 
 #include "core/envelope.h"
-#include "sched/sched.h" /* msrt_overflow, msrt_evict_sink, MSRT_WAIT_PENDING */
+#include "core/overflow.h" /* msrt_overflow, msrt_evict_sink */
+#include "core/waitlist.h" /* MSRT_WAIT_PENDING */
 
 typedef struct msrt_bus msrt_bus;
 
@@ -50,7 +51,7 @@ typedef struct msrt_endpoint_class {
   const char *class_name; /* "actor", "process", ...: for readers */
   /* Offer e (the caller keeps its reference). bus is the bus publishing,
    * for endpoints that hand messages on (bus/bus.h msrt_bus_to_hub).
-   * evicted (sched/sched.h) gets each message evicted to make room, during
+   * evicted (core/overflow.h) gets each message evicted to make room, during
    * the call, only when it answers MSRT_PUSH_DROPPED_OLDEST. */
   msrt_push_outcome (*push)(void *ep, msrt_envelope *e,
                             const msrt_evict_sink *evicted, msrt_bus *bus);

@@ -21,14 +21,9 @@
 #include <uv.h>
 
 #include "core/error.h"
+#include "core/handle.h" /* MSRT_HANDLE_MAGIC: every non-luv handle's tag */
 
 typedef struct msrt_hub msrt_hub;
-
-/* Every handle on the hub loop that is not luv's must have `data` pointing
- * to a struct whose first member is this unsigned tag. luv keeps a small
- * registry index there (luv asserts it is below 0x1000000), so the tag
- * tells the two apart when shutdown closes luv's handles through luv. */
-#define MSRT_HANDLE_MAGIC 0x6d737274u /* "msrt" */
 
 /* Called once when shutdown begins. reason is "signal:SIGINT",
  * "signal:SIGTERM" or the caller's reason; status is the exit status the

@@ -12,13 +12,8 @@
 #include "lua/lrt.h"
 
 msrt_overflow msrt_lua_overflow(lua_State *L, int idx) {
-  static const char *const names[] = {"block", "drop_oldest", "drop_newest",
-                                      "error", NULL};
-  static const msrt_overflow values[] = {
-    MSRT_OVERFLOW_BLOCK, MSRT_OVERFLOW_DROP_OLDEST, MSRT_OVERFLOW_DROP_NEWEST,
-    MSRT_OVERFLOW_ERROR};
   if (lua_isnoneornil(L, idx)) return MSRT_OVERFLOW_DEFAULT;
-  return values[luaL_checkoption(L, idx, NULL, names)];
+  return (msrt_overflow)luaL_checkoption(L, idx, NULL, msrt_overflow_names);
 }
 
 static const char PENDING_META[] = "msrt.pending";

@@ -43,7 +43,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "sched/sched.h" /* msrt_overflow, MSRT_WAIT_PENDING */
+#include "core/error.h"
+#include "core/overflow.h"
+#include "core/waitlist.h" /* MSRT_WAIT_PENDING */
 
 typedef struct msrt_gate msrt_gate;
 

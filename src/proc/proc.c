@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
-#include "hub/hub.h"
+#include "core/handle.h"
 #include "hub/timer.h"
 #include "proc/cgroup.h"
 #include "proc/codec.h"

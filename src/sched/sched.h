@@ -91,15 +91,8 @@
 
 #include "core/envelope.h"
 #include "core/error.h"
+#include "core/overflow.h" /* msrt_overflow (DEFAULT: cfg.overflow) */
 #include "core/waitlist.h" /* MSRT_WAIT_PENDING */
-
-typedef enum {
-  MSRT_OVERFLOW_BLOCK,
-  MSRT_OVERFLOW_DROP_OLDEST,
-  MSRT_OVERFLOW_DROP_NEWEST,
-  MSRT_OVERFLOW_ERROR,
-  MSRT_OVERFLOW_DEFAULT = -1 /* msrt_actor_new: use cfg.overflow */
-} msrt_overflow;
 
 /* Priorities 1..MSRT_SCHED_HIGH_MAX_PRIORITY go to the high lane. */
 #define MSRT_SCHED_HIGH_MAX_PRIORITY 3
@@ -236,14 +229,6 @@ void msrt_actor_unref(msrt_actor *a);
  * drop_oldest eviction (per-actor spinlock); no syscalls except waking a
  * parked worker. */
 int msrt_actor_push(msrt_actor *a, msrt_envelope *e);
-
-/* Where msrt_actor_offer hands the envelopes drop_oldest evicts: fn(ud,
- * old) on the pushing thread, once per envelope, as it is evicted (old is
- * valid for the call; its reference stays the scheduler's). */
-typedef struct {
-  void (*fn)(void *ud, msrt_envelope *old);
-  void *ud;
-} msrt_evict_sink;
 
 /* What msrt_actor_offer did with e when it returned MSRT_E_OK. */
 typedef enum {
