@@ -4,6 +4,7 @@
 #include "core/clock.h"
 #include "core/envelope.h"
 #include "ctest.h"
+#include "hub/alarm.h"
 #include "hub/hub.h"
 #include "hub/inbox.h"
 #include "hub/timer.h"
@@ -196,6 +197,60 @@ static void test_watchdog(void) {
   CHECK(msrt_hub_free(hub) == 0);
 }
 
+/* Alarms: a one-shot fires once, never early; a repeating one fires until
+ * its owner refuses; a cancelled one never fires; freeing the set ends
+ * the rest; every reference an alarm took is given back once. */
+typedef struct {
+  int fired, refs, refuse_after;
+  uint64_t first_ns;
+} owner;
+
+static msrt_code owner_fire(void *ud, uint64_t id) {
+  owner *o = ud;
+  (void)id;
+  if (!o->fired++) o->first_ns = msrt_now_ns();
+  return o->refuse_after && o->fired >= o->refuse_after ? MSRT_E_CLOSED
+                                                        : MSRT_E_OK;
+}
+
+static void owner_release(void *ud) { ((owner *)ud)->refs--; }
+
+static const msrt_alarm_class OWNER = {owner_fire, owner_release};
+
+static void test_alarms(void) {
+  msrt_error err;
+  msrt_hub *hub = msrt_hub_new(&err);
+  uv_loop_t *loop = msrt_hub_loop(hub);
+  msrt_alarms *a = msrt_alarms_new(loop, &OWNER);
+  owner once = {.refs = 1}, every = {.refs = 1, .refuse_after = 3},
+        gone = {.refs = 1}, left = {.refs = 1};
+  uint64_t now = msrt_now_ns();
+  CHECK(msrt_alarms_set(a, &once, 1, 1, now + 20000000u, 0) == MSRT_E_OK);
+  CHECK(msrt_alarms_set(a, &every, 2, 1, now, 5) == MSRT_E_OK);
+  CHECK(msrt_alarms_set(a, &gone, 3, 1, now, 0) == MSRT_E_OK);
+  CHECK(msrt_alarms_set(a, &left, 4, 1, now + 3600000000000u, 0) == MSRT_E_OK);
+  CHECK(msrt_alarms_count(a) == 4);
+  CHECK(msrt_alarms_cancel(a, 3, 1) == MSRT_E_OK);
+  CHECK(msrt_alarms_cancel(a, 3, 1) == MSRT_E_NOT_FOUND);
+  /* the timers are unreferenced: a referenced one keeps the loop up */
+  uv_timer_t keep;
+  uv_timer_init(loop, &keep);
+  uv_timer_start(&keep, (uv_timer_cb)(void (*)(void))abort, 60000, 0);
+  uint64_t until = now + 10000000000u;
+  while ((once.refs || every.refs) && msrt_now_ns() < until)
+    uv_run(loop, UV_RUN_ONCE);
+  CHECK(once.fired == 1 && once.refs == 0 && once.first_ns >= now + 20000000u);
+  CHECK(every.fired == 3 && every.refs == 0);
+  CHECK(gone.fired == 0 && gone.refs == 0);
+  CHECK(msrt_alarms_count(a) == 1 && left.refs == 1);
+  msrt_alarms_free(a);
+  uv_close((uv_handle_t *)&keep, NULL);
+  uv_run(loop, UV_RUN_DEFAULT);
+  CHECK(left.fired == 0 && left.refs == 0);
+  msrt_hub_close_all(hub);
+  CHECK(msrt_hub_free(hub) == 0);
+}
+
 static void test_hub_shutdown_status(void) {
   msrt_error err;
   msrt_hub *hub = msrt_hub_new(&err);
@@ -313,6 +368,6 @@ static void test_timer_never_early(void) {
 
 TEST_MAIN(test_timer_never_early, test_inbox_many_producers,
           test_inbox_closed_refuses, test_inbox_node, test_inbox_waker,
-          test_watchdog,
+          test_watchdog, test_alarms,
           test_hub_shutdown_status,
           test_hub_shutdown_held)

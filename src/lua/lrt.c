@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "hub/timer.h"
+#include "hub/alarm.h"
 #include "lua/actor.h"
 #include "lua/host.h"
 #include "lua/lerror.h"
@@ -26,43 +26,22 @@ msrt_rt *msrt_lua_rt(lua_State *L) {
   return rt;
 }
 
-/* ---- timers actors ask for ------------------------------------------- */
+/* ---- timers actors ask for (hub/alarm.h) ------------------------------ */
 
-typedef struct atimer {
-  unsigned magic; /* MSRT_HANDLE_MAGIC: not luv's */
-  uv_timer_t t;
-  msrt_actor *cell; /* reference */
-  uint64_t actor, id;
-  struct atimer *prev, *next;
-} atimer;
-
-static atimer *timers;
-
-static void atimer_free(uv_handle_t *h) {
-  atimer *t = h->data;
-  msrt_actor_unref(t->cell);
-  free(t);
-}
-
-static void atimer_close(atimer *t) {
-  if (t->prev) t->prev->next = t->next;
-  else timers = t->next;
-  if (t->next) t->next->prev = t->prev;
-  uv_close((uv_handle_t *)&t->t, atimer_free);
-}
-
-static void atimer_fire(uv_timer_t *h) {
-  atimer *t = h->data;
+static msrt_code alarm_fire(void *cell, uint64_t id) {
   char text[32];
-  snprintf(text, sizeof text, "%llu", (unsigned long long)t->id);
-  int rc = msrt_lactor_control(t->cell, MSRT_CTL_TIMER, text);
-  if (rc != MSRT_E_OK || !uv_timer_get_repeat(&t->t)) atimer_close(t);
+  snprintf(text, sizeof text, "%llu", (unsigned long long)id);
+  return (msrt_code)msrt_lactor_control(cell, MSRT_CTL_TIMER, text);
 }
 
-/* A timer request from an actor: "id ms repeat_ms called_ns"; ms < 0
- * cancels. Due ms after the actor's call (hub/timer.h), however long the
- * request waited in the hub's inbox. */
-static void atimer_request(msrt_rt *rt, msrt_inbox_item *it) {
+static void alarm_release(void *cell) { msrt_actor_unref(cell); }
+
+static const msrt_alarm_class ACTOR_ALARM = {alarm_fire, alarm_release};
+
+/* A timer request from an actor (actor.c): "id ms repeat_ms called_ns",
+ * holding a reference of its cell; ms < 0 cancels. Due ms after the
+ * actor's call, however long the request waited in the hub's inbox. */
+static void alarm_request(msrt_rt *rt, msrt_inbox_item *it) {
   long long id = 0, ms = 0, rep = 0;
   unsigned long long called = 0;
   char text[128]; /* the payload is not NUL-terminated */
@@ -71,37 +50,13 @@ static void atimer_request(msrt_rt *rt, msrt_inbox_item *it) {
   memcpy(text, it->env->payload, n);
   text[n] = '\0';
   sscanf(text, "%lld %lld %lld %llu", &id, &ms, &rep, &called);
-  msrt_actor *cell = it->ptr;
-  if (ms < 0) {
-    for (atimer *t = timers; t; t = t->next)
-      if (t->actor == it->target && t->id == (uint64_t)id) {
-        atimer_close(t);
-        break;
-      }
-    msrt_actor_unref(cell);
+  if (ms < 0 || !rt->alarms) {
+    if (rt->alarms) msrt_alarms_cancel(rt->alarms, it->target, (uint64_t)id);
+    msrt_actor_unref(it->ptr);
     return;
   }
-  atimer *t = calloc(1, sizeof *t);
-  if (!t || uv_timer_init(msrt_hub_loop(rt->hub), &t->t) != 0) {
-    free(t);
-    msrt_actor_unref(cell);
-    return;
-  }
-  t->magic = MSRT_HANDLE_MAGIC;
-  t->t.data = t;
-  t->cell = cell;
-  t->actor = it->target;
-  t->id = (uint64_t)id;
-  t->next = timers;
-  if (timers) timers->prev = t;
-  timers = t;
-  uv_unref((uv_handle_t *)&t->t); /* actors keep the hub alive, not timers */
-  msrt_timer_start_at(&t->t, atimer_fire, called + (uint64_t)ms * 1000000u,
-                      (uint64_t)rep);
-}
-
-static void atimers_close_all(void) {
-  while (timers) atimer_close(timers);
+  msrt_alarms_set(rt->alarms, it->ptr, it->target, (uint64_t)id,
+                  called + (uint64_t)ms * 1000000u, (uint64_t)rep);
 }
 
 /* ---- the inbox drain -------------------------------------------------- */
@@ -115,7 +70,7 @@ static void drain(msrt_inbox_item *items, size_t n, void *ud) {
   for (size_t i = 0; i < n; i++) {
     msrt_inbox_item *it = &items[i];
     if (it->kind == MSRT_IN_TIMER) {
-      atimer_request(rt, it);
+      alarm_request(rt, it);
       msrt_env_unref(it->env);
       continue;
     }
@@ -229,6 +184,7 @@ static int l_rt_start(lua_State *L) {
   if (msrt_rt_start(h->hub, &c, msrt_lactor_run, msrt_lactor_release, drain,
                     h->L, &h->rt, &err) != MSRT_E_OK)
     return msrt_lua_fail_err(L, &err);
+  h->rt->alarms = msrt_alarms_new(msrt_hub_loop(h->hub), &ACTOR_ALARM);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -241,7 +197,8 @@ static int l_rt_stop(lua_State *L) {
     return 1;
   }
   int rc = msrt_rt_stop(rt);
-  atimers_close_all();
+  msrt_alarms_free(rt->alarms);
+  rt->alarms = NULL;
   lua_pushboolean(L, rc == 0);
   return 1;
 }

@@ -20,6 +20,7 @@
 #include "bus/endpoints.h"
 #include "core/error.h"
 #include "hub/hub.h"
+#include "hub/alarm.h"
 #include "hub/inbox.h"
 #include "hub/watchdog.h"
 #include "router/index.h"
@@ -46,6 +47,7 @@ struct msrt_rt {
   void (*drain)(msrt_inbox_item *items, size_t n, void *ud); /* the binding's */
   void *drain_ud;
   msrt_watchdog *watchdog; /* overlong turns, reported as MSRT_IN_OVERLOAD */
+  msrt_alarms *alarms;     /* actors' timers (the binding's: lrt.c) */
   atomic_int gc_pause, gc_stepmul; /* for actors made from now on (tune) */
   int stopped;
 };
