@@ -49,6 +49,8 @@ enum {
                           slot of its gate taken */
   MSRT_IN_STARTED,     /* actor `target`'s init has returned (asked for by
                           its spec: a supervisor waits for it) */
+  MSRT_IN_QUEUE,       /* durable queue `target` has intake to flush
+                          (queue/queue.h); no env */
 };
 
 /* The limits every message is checked against (bytes). */

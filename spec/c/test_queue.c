@@ -1,0 +1,300 @@
+/* Durable queues (queue/queue.h): the intake through the bus, grouped
+ * flushes, sequence numbers across reopen, delivery counts, acks, Msg-Id
+ * dedupe, limits with discard old/new, a corrupt file refused, a store
+ * that cannot be written (RLIMIT_FSIZE) refusing the flush and working
+ * again when the room comes back, pushes from several threads. */
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "bus/bus.h"
+#include "ctest.h"
+#include "queue/queue.h"
+
+static struct {
+  uv_loop_t loop;
+  msrt_router *router;
+  msrt_inbox *inbox;
+  msrt_bus *bus;
+  int wakes;
+  char dir[64], path[128];
+} F;
+
+static void drain(msrt_inbox_item *items, size_t n, void *ud) {
+  (void)ud;
+  for (size_t i = 0; i < n; i++) {
+    if (items[i].kind == MSRT_IN_QUEUE && items[i].target == 7) F.wakes++;
+    msrt_env_unref(items[i].env);
+  }
+}
+
+static void setup(void) {
+  memset(&F, 0, sizeof F);
+  CHECK(uv_loop_init(&F.loop) == 0);
+  F.router = msrt_router_new(NULL);
+  F.inbox = msrt_inbox_new(&F.loop, drain, NULL);
+  msrt_bus_limits lim = {1 << 20, 0};
+  F.bus = msrt_bus_new(F.router, F.inbox, &lim);
+  strcpy(F.dir, "/tmp/msrt-queue-XXXXXX");
+  CHECK(mkdtemp(F.dir) != NULL);
+  snprintf(F.path, sizeof F.path, "%s/q.db", F.dir);
+}
+
+static void teardown(void) {
+  msrt_inbox_drain(F.inbox);
+  msrt_inbox_close(F.inbox);
+  uv_run(&F.loop, UV_RUN_DEFAULT);
+  CHECK(uv_loop_close(&F.loop) == 0);
+  msrt_bus_free(F.bus);
+  msrt_router_free(F.router);
+  char cmd[160];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", F.dir);
+  CHECK(system(cmd) == 0);
+}
+
+static msrt_queue *open_q(msrt_queue_config c, uint64_t *sub) {
+  c.path = F.path, c.name = "tasks", c.wake_id = 7;
+  msrt_error err;
+  msrt_queue *q = msrt_queue_open(&c, &err);
+  if (!q) fprintf(stderr, "open: %s\n", err.message);
+  CHECK(q != NULL);
+  if (q && sub)
+    CHECK(msrt_bus_subscribe(F.bus, "tasks.>", 7, NULL, 0, msrt_ep_queue(q),
+                             sub, &err) == MSRT_E_OK);
+  return q;
+}
+
+static void close_q(msrt_queue *q, uint64_t sub) {
+  if (sub) CHECK(msrt_bus_unsubscribe(F.bus, sub) == MSRT_E_OK);
+  msrt_queue_close(q);
+}
+
+static void publish(const char *subject, const char *body, const char *msgid) {
+  char hdr[64];
+  size_t hlen = 0;
+  if (msgid) hlen = (size_t)snprintf(hdr, sizeof hdr, "Msg-Id%c%s%c", 0, msgid, 0);
+  msrt_error err;
+  msrt_envelope *e = msrt_bus_make(F.bus, subject, strlen(subject), NULL, 0,
+                                   msgid ? hdr : NULL, hlen, body, strlen(body),
+                                   5, 0, &err);
+  size_t n = 0;
+  CHECK(e && msrt_bus_publish(F.bus, e, &n, NULL, &err) == MSRT_E_OK && n == 1);
+  msrt_env_unref(e);
+}
+
+static msrt_code flush(msrt_queue *q, const msrt_queue_ops *ops,
+                       msrt_queue_result **res, size_t *n) {
+  uint64_t *ev;
+  size_t nev;
+  msrt_error err;
+  msrt_code c = msrt_queue_flush(q, ops, res, n, &ev, &nev, &err);
+  free(ev);
+  return c;
+}
+
+static void test_store_and_reopen(void) {
+  setup();
+  uint64_t sub;
+  msrt_queue *q = open_q((msrt_queue_config){.sync_full = 1}, &sub);
+  for (int i = 0; i < 100; i++) publish("tasks.a", "hello", NULL);
+  msrt_inbox_drain(F.inbox);
+  CHECK(F.wakes == 1); /* one hand-off for the whole batch */
+  msrt_queue_result *res;
+  size_t n;
+  CHECK(flush(q, NULL, &res, &n) == MSRT_E_OK && n == 100);
+  CHECK(res[0].seq == 1 && res[99].seq == 100 && res[5].code == MSRT_E_OK);
+  msrt_queue_results_free(res, n);
+  /* deliveries, acks and terminations of one flush */
+  uint64_t d[] = {1, 2, 2}, a[] = {1}, x[] = {3, 999};
+  msrt_queue_ops ops = {d, 3, a, 1, x, 2};
+  CHECK(flush(q, &ops, &res, &n) == MSRT_E_OK && n == 0);
+  msrt_queue_stats st;
+  msrt_queue_stats_get(q, &st);
+  CHECK(st.stored == 98 && st.acked == 1 && st.dead_lettered == 1);
+  CHECK(st.redelivered == 1 && st.last_seq == 100 && st.bytes == 98 * 5);
+  close_q(q, sub);
+  char wal[160];
+  snprintf(wal, sizeof wal, "%s-wal", F.path);
+  q = open_q((msrt_queue_config){0}, &sub);
+  msrt_queue_stats_get(q, &st);
+  CHECK(st.stored == 98 && st.acked == 1 && st.redelivered == 1 &&
+        st.dead_lettered == 1 && st.last_seq == 100);
+  CHECK(access(wal, F_OK) == 0); /* WAL mode */
+  msrt_envelope *e;
+  uint32_t dc;
+  msrt_error err;
+  CHECK(msrt_queue_get(q, 2, &e, &dc, &err) == MSRT_E_OK && dc == 2);
+  CHECK(e && e->payload_len == 5 && memcmp(e->payload, "hello", 5) == 0);
+  CHECK(strcmp(e->subject, "tasks.a") == 0);
+  msrt_env_unref(e);
+  CHECK(msrt_queue_get(q, 1, &e, &dc, &err) == MSRT_E_NOT_FOUND);
+  publish("tasks.b", "x", NULL);
+  CHECK(flush(q, NULL, &res, &n) == MSRT_E_OK && n == 1 && res[0].seq == 101);
+  msrt_queue_results_free(res, n);
+  uint64_t purged;
+  CHECK(msrt_queue_purge(q, &purged, &err) == MSRT_E_OK && purged == 99);
+  close_q(q, sub);
+  teardown();
+}
+
+static void test_dedupe_and_limits(void) {
+  setup();
+  uint64_t sub;
+  msrt_queue *q = open_q((msrt_queue_config){.dedupe_window_ms = 60000,
+                                             .max_msgs = 3,
+                                             .discard = MSRT_QUEUE_DISCARD_NEW},
+                         &sub);
+  publish("tasks.a", "1", "id-1");
+  publish("tasks.a", "1 again", "id-1");
+  publish("tasks.a", "2", "id-2");
+  msrt_queue_result *res;
+  size_t n;
+  CHECK(flush(q, NULL, &res, &n) == MSRT_E_OK && n == 3);
+  CHECK(res[0].seq == 1 && !res[0].duplicate);
+  CHECK(res[1].seq == 1 && res[1].duplicate); /* within one flush too */
+  CHECK(res[2].seq == 2);
+  msrt_queue_results_free(res, n);
+  publish("tasks.a", "2 again", "id-2");
+  publish("tasks.a", "3", NULL);
+  publish("tasks.a", "4", NULL);
+  CHECK(flush(q, NULL, &res, &n) == MSRT_E_OK && n == 3);
+  CHECK(res[0].duplicate && res[0].seq == 2);
+  CHECK(res[1].seq == 3 && res[2].seq == 0 &&
+        res[2].code == MSRT_E_RESOURCE_EXHAUSTED);
+  msrt_queue_results_free(res, n);
+  close_q(q, sub);
+  /* discard old: the oldest go, and the caller is told which */
+  q = open_q((msrt_queue_config){.max_msgs = 3}, &sub);
+  publish("tasks.a", "5", NULL);
+  publish("tasks.a", "6", NULL);
+  uint64_t *ev;
+  size_t nev;
+  msrt_error err;
+  CHECK(msrt_queue_flush(q, NULL, &res, &n, &ev, &nev, &err) == MSRT_E_OK);
+  CHECK(n == 2 && res[0].seq == 4 && res[1].seq == 5);
+  CHECK(nev == 2 && ev[0] == 1 && ev[1] == 2);
+  free(ev);
+  msrt_queue_results_free(res, n);
+  close_q(q, sub);
+  teardown();
+}
+
+static void test_corrupt_refused(void) {
+  setup();
+  int fd = open(F.path, O_WRONLY | O_CREAT, 0600);
+  CHECK(write(fd, "this is not an SQLite database, not at all......", 48) == 48);
+  close(fd);
+  msrt_error err;
+  msrt_queue_config c = {.path = F.path, .name = "tasks"};
+  CHECK(msrt_queue_open(&c, &err) == NULL && err.code == MSRT_E_IO);
+  CHECK(strstr(err.message, "refused") != NULL);
+  /* a real database with a damaged page */
+  unlink(F.path);
+  msrt_queue *q = open_q((msrt_queue_config){0}, NULL);
+  char body[3000];
+  memset(body, 'x', sizeof body - 1);
+  body[sizeof body - 1] = 0;
+  uint64_t sub;
+  CHECK(msrt_bus_subscribe(F.bus, "tasks.>", 7, NULL, 0, msrt_ep_queue(q), &sub,
+                           &err) == MSRT_E_OK);
+  for (int i = 0; i < 50; i++) publish("tasks.a", body, NULL);
+  msrt_queue_result *res;
+  size_t n;
+  CHECK(flush(q, NULL, &res, &n) == MSRT_E_OK);
+  msrt_queue_results_free(res, n);
+  close_q(q, sub); /* the last close checkpoints the WAL into the file */
+  fd = open(F.path, O_WRONLY);
+  char junk[4096];
+  memset(junk, 0x5a, sizeof junk);
+  CHECK(pwrite(fd, junk, sizeof junk, 4096 * 3) == (ssize_t)sizeof junk);
+  close(fd);
+  CHECK(msrt_queue_open(&c, &err) == NULL && err.code == MSRT_E_IO);
+  teardown();
+}
+
+/* A file size limit (as a full disk): the flush fails whole, every message
+ * of it refused, nothing committed lost; room back, it works again. */
+static void test_unwritable(void) {
+  setup();
+  uint64_t sub;
+  msrt_queue *q = open_q((msrt_queue_config){0}, &sub);
+  publish("tasks.a", "kept", NULL);
+  msrt_queue_result *res;
+  size_t n;
+  CHECK(flush(q, NULL, &res, &n) == MSRT_E_OK && res[0].seq == 1);
+  msrt_queue_results_free(res, n);
+  struct rlimit old, lim;
+  getrlimit(RLIMIT_FSIZE, &old);
+  signal(SIGXFSZ, SIG_IGN);
+  lim = old;
+  lim.rlim_cur = 256 * 1024;
+  CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+  char body[8192];
+  memset(body, 'y', sizeof body - 1);
+  body[sizeof body - 1] = 0;
+  msrt_code c = MSRT_E_OK;
+  int refused = 0;
+  for (int round = 0; round < 100 && c == MSRT_E_OK; round++) {
+    for (int i = 0; i < 10; i++) publish("tasks.a", body, NULL);
+    c = flush(q, NULL, &res, &n);
+    if (c != MSRT_E_OK)
+      for (size_t i = 0; i < n; i++)
+        refused += res[i].code == MSRT_E_RESOURCE_EXHAUSTED && res[i].seq == 0;
+    msrt_queue_results_free(res, n);
+  }
+  CHECK(c == MSRT_E_RESOURCE_EXHAUSTED && refused == 10);
+  msrt_queue_stats st;
+  msrt_queue_stats_get(q, &st);
+  uint64_t stored = st.stored;
+  CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0);
+  publish("tasks.a", "after", NULL);
+  uint64_t a[] = {1};
+  msrt_queue_ops ops = {.acks = a, .nacks = 1};
+  CHECK(flush(q, &ops, &res, &n) == MSRT_E_OK && n == 1 &&
+        res[0].seq == st.last_seq + 1);
+  msrt_queue_results_free(res, n);
+  close_q(q, sub);
+  q = open_q((msrt_queue_config){0}, NULL);
+  msrt_queue_stats_get(q, &st);
+  CHECK(st.stored == stored && st.acked == 1); /* -1 acked, +1 after */
+  msrt_queue_close(q);
+  signal(SIGXFSZ, SIG_DFL);
+  teardown();
+}
+
+static void *pusher(void *arg) {
+  (void)arg;
+  for (int i = 0; i < 2000; i++) publish("tasks.t", "from a thread", NULL);
+  return NULL;
+}
+
+static void test_threads(void) {
+  setup();
+  uint64_t sub;
+  msrt_queue *q = open_q((msrt_queue_config){0}, &sub);
+  pthread_t t[4];
+  for (int i = 0; i < 4; i++) pthread_create(&t[i], NULL, pusher, NULL);
+  uint64_t total = 0;
+  msrt_queue_result *res;
+  size_t n;
+  for (int i = 0; i < 20; i++) { /* flushes while the threads push */
+    CHECK(flush(q, NULL, &res, &n) == MSRT_E_OK);
+    total += n;
+    msrt_queue_results_free(res, n);
+  }
+  for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+  CHECK(flush(q, NULL, &res, &n) == MSRT_E_OK);
+  total += n;
+  msrt_queue_results_free(res, n);
+  msrt_queue_stats st;
+  msrt_queue_stats_get(q, &st);
+  CHECK(total == 8000 && st.stored == 8000 && st.last_seq == 8000);
+  close_q(q, sub);
+  teardown();
+}
+
+TEST_MAIN(test_store_and_reopen, test_dedupe_and_limits, test_corrupt_refused,
+          test_unwritable, test_threads)

@@ -1,0 +1,205 @@
+/* A queue's life (open, references, close), its intake and its endpoint
+ * class (queue/queue.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "bus/bus.h"
+#include "queue/internal.h"
+
+msrt_queue *msrt_queue_open(const msrt_queue_config *cfg, msrt_error *err) {
+  if (!cfg || !cfg->path || !cfg->name) {
+    msrt_error_set(err, MSRT_E_INVALID_ARG, "a queue needs a name and a path");
+    return NULL;
+  }
+  msrt_queue *q = calloc(1, sizeof *q);
+  if (!q || !(q->name = strdup(cfg->name)) || !(q->path = strdup(cfg->path))) {
+    if (q) free(q->name);
+    free(q);
+    msrt_error_set(err, MSRT_E_NOMEM, "no memory for queue \"%s\"", cfg->name);
+    return NULL;
+  }
+  atomic_init(&q->refs, 1);
+  pthread_mutex_init(&q->lock, NULL);
+  q->sync_full = cfg->sync_full;
+  q->max_msgs = cfg->max_msgs, q->max_bytes = cfg->max_bytes;
+  q->discard = cfg->discard, q->dedupe_window_ms = cfg->dedupe_window_ms;
+  q->intake_max = cfg->intake_max ? cfg->intake_max : 65536;
+  q->wake_id = cfg->wake_id;
+  if (msrt_queue_db_open(q, err) != MSRT_E_OK) {
+    msrt_queue_db_close(q);
+    msrt_queue_unref(q);
+    return NULL;
+  }
+  return q;
+}
+
+void msrt_queue_ref(msrt_queue *q) {
+  atomic_fetch_add_explicit(&q->refs, 1, memory_order_relaxed);
+}
+
+static void release_intake(msrt_queue *q) {
+  for (size_t i = 0; i < q->nin; i++) msrt_env_unref(q->in[i]);
+  free(q->in);
+  q->in = NULL, q->nin = q->capin = 0;
+}
+
+void msrt_queue_unref(msrt_queue *q) {
+  if (!q || atomic_fetch_sub_explicit(&q->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  release_intake(q);
+  free(q->ev);
+  pthread_mutex_destroy(&q->lock);
+  free(q->name);
+  free(q->path);
+  free(q);
+}
+
+void msrt_queue_close(msrt_queue *q) {
+  if (!q) return;
+  pthread_mutex_lock(&q->lock);
+  q->closed = 1;
+  release_intake(q);
+  pthread_mutex_unlock(&q->lock);
+  msrt_queue_db_close(q);
+  msrt_queue_unref(q);
+}
+
+int msrt_queue_take_intake(msrt_queue *q, msrt_queue_result **res, size_t *n) {
+  pthread_mutex_lock(&q->lock);
+  msrt_envelope **in = q->in;
+  size_t nin = q->nin;
+  q->in = NULL, q->nin = q->capin = 0;
+  q->signalled = 0;
+  pthread_mutex_unlock(&q->lock);
+  *res = NULL, *n = 0;
+  if (!nin) {
+    free(in);
+    return 0;
+  }
+  msrt_queue_result *r = calloc(nin, sizeof *r);
+  if (!r) { /* nothing accepted yet: the copies are refused */
+    for (size_t i = 0; i < nin; i++) msrt_env_unref(in[i]);
+    free(in);
+    q->st.refused += nin;
+    return -1;
+  }
+  for (size_t i = 0; i < nin; i++) r[i].env = in[i], r[i].code = MSRT_E_OK;
+  free(in);
+  *res = r, *n = nin;
+  return 0;
+}
+
+void msrt_queue_results_free(msrt_queue_result *res, size_t n) {
+  for (size_t i = 0; i < n; i++) msrt_env_unref(res[i].env);
+  free(res);
+}
+
+int msrt_queue_evict_push(msrt_queue *q, uint64_t seq) {
+  if (q->nev == q->capev) {
+    size_t cap = q->capev ? q->capev * 2 : 16;
+    uint64_t *ev = realloc(q->ev, cap * sizeof *ev);
+    if (!ev) return -1;
+    q->ev = ev, q->capev = cap;
+  }
+  q->ev[q->nev++] = seq;
+  return 0;
+}
+
+void msrt_queue_evict_take(msrt_queue *q, uint64_t **ev, size_t *n) {
+  *ev = q->ev, *n = q->nev;
+  q->ev = NULL, q->nev = q->capev = 0;
+}
+
+void msrt_queue_stats_get(msrt_queue *q, msrt_queue_stats *out) {
+  *out = q->st;
+  pthread_mutex_lock(&q->lock);
+  out->intake = q->nin;
+  pthread_mutex_unlock(&q->lock);
+}
+
+const char *msrt_queue_header(const msrt_envelope *e, const char *name,
+                              size_t *len) {
+  const char *p = (const char *)e->headers, *end = p + e->headers_len;
+  size_t nlen = strlen(name);
+  while (p && p < end) {
+    const char *k = p, *ke = memchr(k, 0, (size_t)(end - k));
+    if (!ke) break;
+    const char *v = ke + 1, *ve = v < end ? memchr(v, 0, (size_t)(end - v)) : NULL;
+    if (!ve) break;
+    if ((size_t)(ke - k) == nlen && strncasecmp(k, name, nlen) == 0) {
+      *len = (size_t)(ve - v);
+      return v;
+    }
+    p = ve + 1;
+  }
+  *len = 0;
+  return NULL;
+}
+
+/* ---- the endpoint class ------------------------------------------------ */
+
+static msrt_push_outcome queue_push(void *ep, msrt_envelope *e,
+                                    const msrt_evict_sink *evicted,
+                                    msrt_bus *bus) {
+  (void)evicted;
+  msrt_queue *q = ep;
+  pthread_mutex_lock(&q->lock);
+  if (q->closed) {
+    pthread_mutex_unlock(&q->lock);
+    return MSRT_PUSH_CLOSED;
+  }
+  if (q->nin == q->intake_max) {
+    pthread_mutex_unlock(&q->lock);
+    return MSRT_PUSH_FULL;
+  }
+  if (q->nin == q->capin) {
+    size_t cap = q->capin ? q->capin * 2 : 64;
+    msrt_envelope **in = realloc(q->in, cap * sizeof *in);
+    if (!in) {
+      pthread_mutex_unlock(&q->lock);
+      return MSRT_PUSH_FAILED;
+    }
+    q->in = in, q->capin = cap;
+  }
+  q->in[q->nin++] = msrt_env_ref(e);
+  int wake = !q->signalled;
+  q->signalled = 1;
+  pthread_mutex_unlock(&q->lock);
+  /* one item per batch: the flush takes whatever came meanwhile */
+  if (wake) {
+    msrt_inbox_item it = {MSRT_IN_QUEUE, q->wake_id, NULL, NULL};
+    msrt_bus_to_hub(bus, it);
+  }
+  return MSRT_PUSH_DELIVERED;
+}
+
+static bool queue_full(void *ep) {
+  msrt_queue *q = ep;
+  pthread_mutex_lock(&q->lock);
+  bool full = q->nin >= q->intake_max;
+  pthread_mutex_unlock(&q->lock);
+  return full;
+}
+
+static msrt_overflow queue_policy(void *ep) {
+  (void)ep;
+  return MSRT_OVERFLOW_ERROR;
+}
+
+static void queue_ref(void *ep) { msrt_queue_ref(ep); }
+static void queue_unref(void *ep) { msrt_queue_unref(ep); }
+
+static void queue_name(void *ep, char *buf, size_t cap) {
+  snprintf(buf, cap, "queue %s", ((msrt_queue *)ep)->name);
+}
+
+static const msrt_endpoint_class queue_class = {
+  .class_name = "queue", .push = queue_push, .ref = queue_ref,
+  .unref = queue_unref, .policy = queue_policy, .full = queue_full,
+  .name = queue_name};
+
+msrt_endpoint msrt_ep_queue(msrt_queue *q) {
+  return (msrt_endpoint){&queue_class, q};
+}

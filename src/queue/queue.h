@@ -1,0 +1,156 @@
+/* Durable work queues: a queue's store and its intake (docs/architecture.md
+ * "Durable queues"; the README's "Durable work queues" says how to use them).
+ *
+ * A queue captures subjects: it is subscribed on the bus like any endpoint
+ * (bus/endpoint.h, class "queue", msrt_ep_queue), and its push, on the
+ * publishing thread, only appends the envelope to the queue's intake (a
+ * bounded, mutex-protected vector) and, when the intake was empty, hands
+ * the hub one MSRT_IN_QUEUE item (bus/bus.h) so that the hub flushes it.
+ * Everything else happens on the hub thread, one transaction per flush:
+ * msrt_queue_flush stores the intake (sequence numbers, Msg-Id dedupe,
+ * max_msgs/max_bytes with discard old or new) together with the acks,
+ * terminations and delivery counts the caller hands it, and commits them
+ * at once. So commits are grouped: one per hub loop turn (or per period,
+ * the caller's choice), never one per message.
+ *
+ * The store is an SQLite database (Debian's libsqlite3) in WAL mode
+ * (https://www.sqlite.org/wal.html). What a committed flush survives
+ * depends on the synchronous setting (https://www.sqlite.org/pragma.html
+ * #pragma_synchronous): FULL fsyncs the WAL at every commit, so a flush
+ * that returned MSRT_E_OK survives a power loss or an OS crash; NORMAL
+ * fsyncs only at checkpoints, so a returned flush survives a crash of the
+ * host process (SIGKILL included), but the last commits before a power
+ * loss may roll back (never corrupting the database).
+ *
+ * A store that cannot be written (a full disk, RLIMIT_FSIZE, a read-only
+ * file or directory, an I/O error) fails the whole flush with
+ * resource_exhausted: nothing of it is kept, every intake message of it is
+ * reported refused (never accepted and lost), and the caller's acks stay
+ * the caller's to hand in again. A database that fails PRAGMA quick_check
+ * at open (or is not a database) is refused with `io`, never truncated.
+ *
+ * Thread-safety: push (through the endpoint class) and msrt_queue_ref/unref
+ * from any thread; everything else on one thread (the hub's), the one that
+ * opened the queue.
+ */
+#ifndef MSRT_QUEUE_QUEUE_H
+#define MSRT_QUEUE_QUEUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bus/endpoint.h"
+#include "core/envelope.h"
+#include "core/error.h"
+
+typedef struct msrt_queue msrt_queue;
+
+typedef enum {
+  MSRT_QUEUE_DISCARD_OLD, /* at a limit, the oldest stored messages go */
+  MSRT_QUEUE_DISCARD_NEW  /* at a limit, new messages are refused */
+} msrt_queue_discard;
+
+typedef struct {
+  const char *path;          /* the database file (made when absent) */
+  const char *name;          /* the queue's name, for messages */
+  int sync_full;             /* 1: synchronous = FULL; 0: NORMAL */
+  uint64_t max_msgs;         /* stored messages; 0 = no limit */
+  uint64_t max_bytes;        /* headers + payload bytes stored; 0 = none */
+  msrt_queue_discard discard;
+  uint64_t dedupe_window_ms; /* Msg-Id window; 0 = no dedupe */
+  size_t intake_max;         /* messages waiting for a flush; 0 = 65536 */
+  uint64_t wake_id;          /* the MSRT_IN_QUEUE item's target */
+} msrt_queue_config;
+
+/* Counts of a queue (persistent ones survive a restart). */
+typedef struct {
+  uint64_t stored;        /* messages in the store now */
+  uint64_t bytes;         /* their headers + payload bytes */
+  uint64_t last_seq;      /* the last sequence given (persistent) */
+  uint64_t acked;         /* acks taken (persistent) */
+  uint64_t redelivered;   /* deliveries after the first (persistent) */
+  uint64_t dead_lettered; /* terminated or past max_deliver (persistent) */
+  uint64_t refused;       /* intake refused by flushes since open */
+  size_t intake;          /* messages waiting for a flush */
+} msrt_queue_stats;
+
+/* What a flush applies besides the intake, in this order: deliveries
+ * (each seq's delivery count + 1), acks (deleted, counted acked), dead
+ * (deleted, counted dead-lettered). A seq no longer stored is skipped. */
+typedef struct {
+  const uint64_t *deliver; size_t ndeliver;
+  const uint64_t *acks; size_t nacks;
+  const uint64_t *dead; size_t ndead;
+} msrt_queue_ops;
+
+/* One intake message after a flush, in intake order. */
+typedef struct {
+  msrt_envelope *env; /* the message (reference: msrt_queue_results_free) */
+  uint64_t seq;       /* its sequence; for a duplicate the first one's;
+                         0 when refused */
+  int duplicate;      /* 1: a Msg-Id seen within the window; not stored */
+  msrt_code code;     /* MSRT_E_OK, or why it was refused:
+                         resource_exhausted (store unwritable, or full with
+                         discard new) */
+} msrt_queue_result;
+
+/* Open (or make) the store of cfg (strings copied). Checks the database
+ * (quick_check), puts it in WAL mode with cfg's synchronous setting and
+ * reads its counts. Returns NULL with err: `io` (corrupt, not a database,
+ * or quick_check failed), resource_exhausted (cannot be opened or
+ * written), invalid_arg, nomem. The queue has one reference. */
+msrt_queue *msrt_queue_open(const msrt_queue_config *cfg, msrt_error *err);
+
+/* References: the bus's subscription holds one (the endpoint class); the
+ * last unref closes the database (on the opening thread's side: call
+ * msrt_queue_close first from it). Any thread. */
+void msrt_queue_ref(msrt_queue *q);
+void msrt_queue_unref(msrt_queue *q);
+
+/* Close: later pushes answer MSRT_PUSH_CLOSED, the intake is released
+ * (uncommitted messages were never acknowledged to anyone), the database
+ * is closed, and the caller's reference dropped. Opening thread. */
+void msrt_queue_close(msrt_queue *q);
+
+/* The queue's endpoint (class "queue"): subscribe it with msrt_bus_
+ * subscribe. Its push never blocks; when intake_max messages wait it
+ * answers full with the `error` policy (the publisher gets mailbox_full). */
+msrt_endpoint msrt_ep_queue(msrt_queue *q);
+
+/* One transaction: ops, then the intake taken at the call, committed
+ * together. *res (malloc'd, *nres entries, NULL when the intake was empty)
+ * says what became of each intake message; *evicted (malloc'd, *nevicted)
+ * the seqs discard old removed. Returns MSRT_E_OK, or, with every result
+ * refused and nothing of ops applied: resource_exhausted (the store cannot
+ * be written), nomem, internal; err says why. */
+msrt_code msrt_queue_flush(msrt_queue *q, const msrt_queue_ops *ops,
+                           msrt_queue_result **res, size_t *nres,
+                           uint64_t **evicted, size_t *nevicted,
+                           msrt_error *err);
+
+/* Release the references of a flush's results and free the arrays. */
+void msrt_queue_results_free(msrt_queue_result *res, size_t n);
+
+/* Read message seq: a new envelope (no reply; the caller unrefs) and its
+ * delivery count. MSRT_E_NOT_FOUND when it is not stored; io; nomem. */
+msrt_code msrt_queue_get(msrt_queue *q, uint64_t seq, msrt_envelope **env,
+                         uint32_t *delivered, msrt_error *err);
+
+/* Stored messages with seq > after, in order, at most limit (0: all):
+ * fn(ud, seq, delivered) for each; fn returning nonzero stops. */
+msrt_code msrt_queue_scan(msrt_queue *q, uint64_t after, size_t limit,
+                          int (*fn)(void *ud, uint64_t seq,
+                                    uint32_t delivered),
+                          void *ud, msrt_error *err);
+
+/* Delete every stored message (counts stay). *purged gets how many. */
+msrt_code msrt_queue_purge(msrt_queue *q, uint64_t *purged, msrt_error *err);
+
+void msrt_queue_stats_get(msrt_queue *q, msrt_queue_stats *out);
+
+/* The value of header name in an envelope's "name\0value\0" headers, or
+ * NULL (*len gets its length). For Msg-Id; any thread. */
+const char *msrt_queue_header(const msrt_envelope *e, const char *name,
+                              size_t *len);
+
+#endif
