@@ -91,6 +91,11 @@ function dispatch.started(actor_id)
   if started_handler then started_handler(actor_id) end
 end
 
+local queue_handler
+function dispatch.queue(wake_id)
+  if queue_handler then queue_handler(wake_id) end
+end
+
 --- Start the runtime (workers, router) with the profile in force. Idempotent.
 -- @return true | nil, err
 function M.start()
@@ -112,6 +117,8 @@ function M.on_exit(actor_id, fn) exit_handlers[actor_id] = fn end
 function M.on_overload(fn) overload_handler = fn end
 --- fn(actor_id) when an actor whose spec asked for it has run its init.
 function M.on_started(fn) started_handler = fn end
+--- fn(wake_id) when a durable queue has intake to flush (queue.lua).
+function M.on_queue(fn) queue_handler = fn end
 
 local function ensure()
   if started then return true end

@@ -88,6 +88,60 @@ local function check_opts(opts, n, fname)
   return opts or {}
 end
 
+local queue = require "msrt.queue"
+
+-- msrt.publish(subject, data, {durable = true}): a request whose reply is
+-- the capturing queue's PubAck (sent once its store has committed).
+local function queue_publish(subject, data, opts)
+  local o = {}
+  for k, v in pairs(opts) do if k ~= "durable" then o[k] = v end end
+  local ack, err = hub.request(subject, data, o)
+  if not ack then
+    if err.code == "no_responders" then
+      err = core.error("no_responders", ("no durable queue captures \"%s\""):format(subject))
+    end
+    return nil, err
+  end
+  if type(ack) ~= "table" then
+    return nil, core.error("internal", ("unexpected answer to a durable publish on \"%s\""):format(subject))
+  end
+  if ack.error then return nil, core.error(ack.error.code, ack.error.message) end
+  return ack
+end
+
+local function positive(v) return v == nil or (type(v) == "number" and v >= 0 and v % 1 == 0) end
+
+-- A queue spec's fields: wrong types raise at the caller, bad values are
+-- nil, err (invalid_arg).
+local function queue_check(spec)
+  local function bad(msg) return nil, core.error("invalid_arg", "msrt.queue: " .. msg) end
+  if type(spec.name) ~= "string" or not spec.name:match("^[%w_%-]+$") then
+    return bad("name must be one subject token of letters, digits, _ or -")
+  end
+  if type(spec.subjects) == "string" then spec.subjects = { spec.subjects } end
+  if type(spec.subjects) ~= "table" or #spec.subjects == 0 then
+    return bad("subjects must be a pattern or a list of patterns")
+  end
+  for _, k in ipairs { "ack_wait_ms", "max_deliver", "max_msgs", "max_bytes", "dedupe_window_ms" } do
+    if not positive(spec[k]) then return bad(k .. " must be a non-negative integer") end
+  end
+  if spec.ack_wait_ms == 0 then return bad("ack_wait_ms must be positive") end
+  if spec.backoff ~= nil then
+    if type(spec.backoff) ~= "table" then return bad("backoff must be a list of ms") end
+    for _, v in ipairs(spec.backoff) do
+      if type(v) ~= "number" or v <= 0 then return bad("backoff must be a list of positive ms") end
+    end
+  end
+  if spec.discard ~= nil and spec.discard ~= "old" and spec.discard ~= "new" then
+    return bad('discard must be "old" or "new"')
+  end
+  if spec.dead_letter ~= nil and type(spec.dead_letter) ~= "string" then
+    return bad("dead_letter must be a subject")
+  end
+  if spec.store ~= nil and type(spec.store) ~= "string" then return bad('store must be "sqlite:PATH"') end
+  return true
+end
+
 --- Publish data (any value string.buffer can encode) on subject.
 -- opts: `priority` (1 highest .. 10 lowest, default 5), `reply` (subject),
 -- `headers` (a table of name = value strings, NATS-style: names printable
@@ -99,12 +153,75 @@ end
 -- delivered first, then mailbox_full).
 -- @return true | nil, err (invalid_subject, payload_too_big, mailbox_full,
 --   invalid_arg for bad headers)
+--
+-- `durable = true`: the subject must be captured by a durable queue
+-- (msrt.queue); the call waits (a coroutine: the main chunk or a hub
+-- callback) until the queue's store has committed the message, and
+-- returns its PubAck `{queue = name, seq = n, duplicate = true|nil}` (a
+-- `Msg-Id` header seen within the queue's dedupe_window_ms is stored once:
+-- the first one's seq, duplicate = true). Errors: no_responders (no queue
+-- captures the subject), resource_exhausted (the store cannot be written,
+-- or the queue is full with discard = "new": nothing was stored), timeout
+-- (opts.timeout_ms, default 5000).
+-- @return true (PubAck table when durable) | nil, err (invalid_subject,
+--   payload_too_big, mailbox_full, invalid_arg for bad headers)
 function M.publish(subject, data, opts)
   check_subject(subject, 1, "publish")
   opts = check_opts(opts, 3, "publish")
+  if opts.durable then return queue_publish(subject, data, opts) end
   local n, err = hub.publish(subject, data, opts)
   if not n then return nil, err end
   return true
+end
+
+--- Declare a durable work queue (README "Durable work queues"): spec
+-- `name` (one subject token), `subjects` (patterns it captures: every
+-- message published there is stored before any consumer sees it),
+-- `store` ("sqlite:PATH"; default "sqlite:" = DATA_DIR/queues/NAME.db,
+-- DATA_DIR the profile's queues.data_dir), `ack_wait_ms` (default 30000),
+-- `max_deliver` (deliveries before the dead letter; 0 = no limit),
+-- `backoff` (list of ms: the ack wait of the n-th delivery, JetStream's
+-- BackOff), `dead_letter` (subject the terminated and max_deliver
+-- messages go to, with a Msrt-Dead-Reason header), `max_msgs`,
+-- `max_bytes` (0 = no limit), `discard` ("old" drops the oldest, "new"
+-- refuses with resource_exhausted), `dedupe_window_ms` (Msg-Id window,
+-- default 120000). Opening an existing store resumes it: what was
+-- delivered and never acked is redelivered first.
+-- @return the queue (:close(), :stats()) | nil, err (io: the store is
+--   corrupt, refused; resource_exhausted: it cannot be opened or written)
+function M.queue(spec)
+  check_arg(type(spec) == "table", 1, "queue", "table expected")
+  local ok, err = queue_check(spec)
+  if not ok then return nil, err end
+  local q, qerr = queue.declare(spec)
+  if not q then return nil, qerr end
+  local name = spec.name
+  return { name = name,
+    close = function() return queue.close(name) end,
+    stats = function()
+      for _, s in ipairs(queue.stats()) do if s.name == name then return s end end
+    end }
+end
+
+--- Consume a durable queue on the hub: fn(msg) runs as a coroutine for
+-- each message, with at most opts.max_ack_pending (default 1000) of this
+-- consumer's unacknowledged at once. msg: seq, subject, data, headers,
+-- delivered (the delivery count, 1 the first time), and msg:ack(),
+-- msg:nak(delay_ms), msg:in_progress() (the ack wait starts again),
+-- msg:term(reason) (never redelivered; to the dead letter). Each returns
+-- true, or nil and not_found when the message is no longer this
+-- consumer's (acked, or redelivered after its ack wait). A message not
+-- acked within the queue's ack wait is redelivered; an error in fn naks
+-- it at once.
+-- @return a consumer with :stop() (its unacked messages are redelivered
+--   at once) | nil, err (not_found: no such queue)
+function M.consume(name, fn, opts)
+  check_arg(type(name) == "string", 1, "consume", "queue name expected")
+  check_arg(type(fn) == "function", 2, "consume", "function expected")
+  opts = check_opts(opts, 3, "consume")
+  check_arg(opts.max_ack_pending == nil or (type(opts.max_ack_pending) == "number"
+    and opts.max_ack_pending >= 1), 3, "consume", "max_ack_pending must be a positive number")
+  return queue.consume(name, fn, opts)
 end
 
 --- Subscribe fn(msg) on the hub to a subject pattern (NATS wildcards `*`
@@ -499,6 +616,7 @@ local finished = false
 local function finish_shutdown()
   if finished then return end
   finished = true
+  queue.close_all() -- the last turn's acks committed
   process.stop_all() -- children get their stop signal, then SIGKILL
   -- Actors finish their message and terminate; a stuck one does not hold
   -- the exit past the profile's shutdown_timeout_ms.

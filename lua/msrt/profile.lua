@@ -34,6 +34,11 @@ M.schema = {
     pause = int(10, 1000),                 -- LuaJIT setpause, per actor state
     stepmul = int(10, 10000),              -- LuaJIT setstepmul
   },
+  queues = schema.fields{                  -- durable queues (msrt.queue)
+    data_dir = schema.string,              -- default store directory (DATA_DIR/queues/NAME.db)
+    commit_ms = int(0, 60000),             -- group commits over this period; 0: one per loop turn
+    synchronous = schema.enum{ "full", "normal" }, -- SQLite's: survive power loss | a host crash
+  },
   policy = schema.fields{                  -- policy files (msrt.policy)
     time_ms = int(1, 3600000),             -- wall clock per run or call
     memory_bytes = int(1048576, 68719476736, "bytes"), -- held by one file's state

@@ -376,6 +376,7 @@ int luaopen_msrt_core(lua_State *L) {
   msrt_lua_open_bus(L);
   msrt_lua_open_metrics(L);
   msrt_lua_open_routes(L);
+  msrt_lua_open_queue(L);
   msrt_lua_open_proc(L);
   msrt_lua_open_json(L);
   msrt_lua_open_super(L);

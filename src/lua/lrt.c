@@ -62,7 +62,8 @@ static void alarm_request(msrt_rt *rt, msrt_inbox_item *it) {
 /* ---- the inbox drain -------------------------------------------------- */
 
 static const char *const kinds[] = {NULL,   "deliver",  "exit", NULL,
-                                    "wake", "overload", NULL,   "started"};
+                                    "wake", "overload", NULL,   "started",
+                                    "queue"};
 
 static void drain(msrt_inbox_item *items, size_t n, void *ud) {
   lua_State *L = ud;

@@ -12,6 +12,8 @@
  *   lmetrics.c metrics: the scheduler's and the router's counters
  *   lroutes.c  routes_compile, routes_install: routing tables
  *              (router/routes.h)
+ *   lqueue.c   queue_open and the queue handle: durable queues
+ *              (queue/queue.h)
  * Errors come back as `nil, err` (lua/lerror.h). Hub thread only. */
 #ifndef MSRT_LUA_LRT_H
 #define MSRT_LUA_LRT_H
@@ -38,5 +40,6 @@ void msrt_lua_open_actor(lua_State *L);
 void msrt_lua_open_bus(lua_State *L);
 void msrt_lua_open_metrics(lua_State *L);
 void msrt_lua_open_routes(lua_State *L);
+void msrt_lua_open_queue(lua_State *L);
 
 #endif

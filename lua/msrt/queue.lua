@@ -1,0 +1,519 @@
+--- Durable work queues (README "Durable work queues", docs/architecture.md
+-- "Durable queues"): JetStream's work-queue semantics over the SQLite
+-- store of src/queue (queue/queue.h says exactly what a commit survives).
+-- Internal: the public face is msrt.queue, msrt.consume and
+-- msrt.publish{durable = true} (init.lua). Hub thread only.
+--
+-- A queue's state on the hub: `ready` (seqs waiting for a consumer, in
+-- order; redeliveries go first), `inflight` (seq -> the delivery a
+-- consumer holds, with its ack deadline), `delayed` (seq -> when a nak'd
+-- or backed-off message is due again) and `delivered` (seq -> its
+-- delivery count, as stored). Everything the queue writes in a hub loop
+-- turn (new messages, delivery counts, acks, dead letters) goes to the
+-- store in one transaction (flush); a message is handed to a consumer only
+-- after the transaction that counts its delivery has committed, so after a
+-- crash msg.delivered is never lower than what consumers saw.
+-- @module msrt.queue
+local core = require "msrt.core"
+local hub = require "msrt.hub"
+local profile = require "msrt.profile"
+local headers = require "msrt.headers"
+local buffer = require "string.buffer"
+local uv = require "luv"
+
+local M = {}
+
+local queues = {}   -- name -> queue
+local by_wake = {}  -- wake id -> queue
+-- wake ids must not repeat within the process (hub.lua keeps its ids the
+-- same way): a stale MSRT_IN_QUEUE item then finds nothing
+local ids = debug.getregistry()["msrt.queue.ids"] or { wake = 0 }
+debug.getregistry()["msrt.queue.ids"] = ids
+
+local function now_ns() return uv.hrtime() end
+
+local function data_of(flags, payload)
+  if flags % 2 == 1 then return buffer.decode(payload) end
+  return payload
+end
+
+--- The default directory of queue stores: the profile's `queues.data_dir`,
+-- else $MSRT_DATA_DIR, else $XDG_DATA_HOME/msrt, else ~/.local/share/msrt
+-- (XDG Base Directory).
+function M.data_dir()
+  local p = profile.current().queues
+  if p and p.data_dir then return p.data_dir end
+  local d = os.getenv("MSRT_DATA_DIR")
+  if d and d ~= "" then return d end
+  local x = os.getenv("XDG_DATA_HOME")
+  if x and x ~= "" then return x .. "/msrt" end
+  return (os.getenv("HOME") or ".") .. "/.local/share/msrt"
+end
+
+local function mkdirs(dir)
+  local path = dir:sub(1, 1) == "/" and "" or "."
+  for part in dir:gmatch("[^/]+") do
+    path = path .. "/" .. part
+    uv.fs_mkdir(path, tonumber("700", 8))
+  end
+end
+
+local function settings()
+  local p = profile.current().queues or {}
+  return p.commit_ms or 0, (p.synchronous or "full") == "full"
+end
+
+---------------------------------------------------------------------------
+-- flushing: one transaction per turn
+
+local flush
+
+-- Run flush soon: on the next loop turn, or after the profile's commit_ms
+-- (commits grouped over that period).
+local function schedule(q)
+  if q.scheduled or q.closed then return end
+  q.scheduled = true
+  q.flush_timer:start(core.timeout_ms(q.commit_ms), 0, function() flush(q) end)
+end
+
+local function announce(q, event)
+  event.queue = q.name
+  hub.publish("msrt.queue." .. q.name .. ".event", event, {})
+end
+
+-- The earliest deadline (ack wait or delay) re-arms the tick timer.
+local tick
+local function arm(q)
+  local due
+  for _, d in pairs(q.inflight) do
+    if not due or d.deadline < due then due = d.deadline end
+  end
+  for _, t in pairs(q.delayed) do
+    if not due or t < due then due = t end
+  end
+  if not due then
+    if q.tick_at then q.tick_timer:stop() q.tick_at = nil end
+    return
+  end
+  if q.tick_at and q.tick_at <= due then return end
+  q.tick_at = due
+  local ms = math.max(0, (due - now_ns()) / 1e6)
+  q.tick_timer:start(core.timeout_ms(ms), 0, function() tick(q) end)
+end
+
+-- Ack waits that ran out and delays that are over: back to ready.
+function tick(q)
+  q.tick_at = nil
+  local t = now_ns()
+  local back = {}
+  for seq, d in pairs(q.inflight) do
+    if d.deadline <= t then
+      q.inflight[seq] = nil
+      d.consumer.pending = d.consumer.pending - 1
+      back[#back + 1] = seq
+    end
+  end
+  for seq, due in pairs(q.delayed) do
+    if due <= t then q.delayed[seq] = nil back[#back + 1] = seq end
+  end
+  table.sort(back)
+  for i = #back, 1, -1 do table.insert(q.retry, 1, back[i]) end
+  if #back > 0 then schedule(q) end
+  arm(q)
+end
+
+-- The next ready seq (redeliveries first), or nil.
+local function take_ready(q)
+  local seq = table.remove(q.retry, 1)
+  if seq then return seq end
+  if q.head <= q.tail then
+    seq = q.ready[q.head]
+    q.ready[q.head] = nil
+    q.head = q.head + 1
+    return seq
+  end
+end
+
+local function unread(q, seq) table.insert(q.retry, 1, seq) end
+
+-- A consumer with room, round robin.
+local function pick_consumer(q)
+  local n = #q.consumers
+  for i = 1, n do
+    local c = q.consumers[(q.rr + i - 1) % n + 1]
+    if c.pending < c.max_ack_pending then
+      q.rr = (q.rr + i) % n
+      return c
+    end
+  end
+end
+
+local function message_of(q, seq)
+  local m = q.cache[seq]
+  if m then return m end
+  return q.store:get(seq)
+end
+
+-- Deliveries of this turn: which ready messages go to which consumer;
+-- a message past max_deliver goes to the dead letter instead.
+local function plan(q)
+  local picks = {}
+  while true do
+    local c = pick_consumer(q)
+    if not c then break end
+    local seq = take_ready(q)
+    if not seq then break end
+    local n = q.delivered[seq]
+    if n then -- still stored
+      if q.max_deliver > 0 and n >= q.max_deliver then
+        q.dead[#q.dead + 1] = { seq = seq, reason = ("max_deliver (%d deliveries)"):format(n) }
+      else
+        c.pending = c.pending + 1
+        picks[#picks + 1] = { seq = seq, consumer = c }
+      end
+    end
+  end
+  return picks
+end
+
+local function pub_ack(q, r)
+  if not r.reply then return end
+  local ack
+  if r.code then
+    ack = { error = { code = r.code, message = r.message or ("queue \"%s\" did not store the message (%s)"):format(q.name, r.code) } }
+  else
+    ack = { queue = q.name, seq = r.seq, duplicate = r.duplicate or nil }
+  end
+  hub.publish(r.reply, ack, { headers = { ["Msrt-Queue-Ack"] = q.name } })
+end
+
+local deliver
+
+function flush(q)
+  q.scheduled = false
+  if q.closed then return end
+  local picks = plan(q)
+  local dseq, aseq, xseq = {}, {}, {}
+  for i, p in ipairs(picks) do dseq[i] = p.seq end
+  for i, s in ipairs(q.acks) do aseq[i] = s end
+  local dead = q.dead
+  for i, d in ipairs(dead) do xseq[i] = d.seq end
+  -- a dead letter is read before its row goes
+  local letters = {}
+  for i, d in ipairs(dead) do letters[i] = message_of(q, d.seq) end
+  local ok, err, res, evicted = q.store:flush(dseq, aseq, xseq)
+  if not ok then
+    -- nothing applied: the picks go back, acks and dead letters wait for
+    -- the next flush; the intake was refused (its publishers told)
+    for i = #picks, 1, -1 do
+      picks[i].consumer.pending = picks[i].consumer.pending - 1
+      unread(q, picks[i].seq)
+    end
+    for _, r in ipairs(res) do r.message = err.message pub_ack(q, r) end
+    if not q.failing then
+      q.failing = true
+      require("msrt").log("error", tostring(err))
+      announce(q, { event = "store_failed", error = err.message })
+    end
+    if #q.acks > 0 or #dead > 0 or #picks > 0 then
+      q.flush_timer:start(core.timeout_ms(math.max(q.commit_ms, 100)), 0, function() flush(q) end)
+      q.scheduled = true
+    end
+    return
+  end
+  q.failing = false
+  q.acks, q.dead = {}, {}
+  for _, s in ipairs(aseq) do q.delivered[s] = nil q.cache[s] = nil end
+  for i, d in ipairs(dead) do
+    q.delivered[d.seq], q.cache[d.seq] = nil, nil
+    local m = letters[i]
+    if q.dead_letter and m then
+      local h = m.hdr and headers.decode(m.hdr) or {}
+      h["Msrt-Dead-Reason"] = d.reason
+      h["Msrt-Queue"] = q.name
+      h["Msrt-Seq"] = tostring(d.seq)
+      hub.publish(q.dead_letter, data_of(m.flags, m.payload), { headers = h })
+    end
+    announce(q, { event = "dead_letter", seq = d.seq, reason = d.reason, subject = m and m.subject })
+  end
+  for _, s in ipairs(evicted) do
+    q.delivered[s], q.cache[s], q.delayed[s] = nil, nil, nil
+    local d = q.inflight[s]
+    if d then q.inflight[s] = nil d.consumer.pending = d.consumer.pending - 1 end
+  end
+  for _, r in ipairs(res) do
+    if r.seq > 0 and not r.duplicate and not r.code then
+      q.tail = q.tail + 1
+      q.ready[q.tail] = r.seq
+      q.delivered[r.seq] = 0
+      if #q.consumers > 0 then q.cache[r.seq] = r end
+    end
+    pub_ack(q, r)
+  end
+  for _, p in ipairs(picks) do
+    if q.delivered[p.seq] then
+      q.delivered[p.seq] = q.delivered[p.seq] + 1
+      deliver(q, p.consumer, p.seq)
+    else
+      p.consumer.pending = p.consumer.pending - 1
+    end
+  end
+  if (#q.retry > 0 or q.head <= q.tail) and pick_consumer(q) then schedule(q) end
+  arm(q)
+end
+
+---------------------------------------------------------------------------
+-- consumers
+
+local Msg = {}
+Msg.__index = Msg
+
+-- The delivery this message stands for, while it is still the consumer's.
+local function current(msg)
+  local q = msg._q
+  local d = q.inflight[msg.seq]
+  if d and d.token == msg._token then return q, d end
+  return nil, core.error("not_found", ("message %d of queue \"%s\" is no longer yours (acknowledged, redelivered or gone)"):format(msg.seq, q.name))
+end
+
+local function release(q, seq, d)
+  q.inflight[seq] = nil
+  d.consumer.pending = d.consumer.pending - 1
+end
+
+--- Acknowledge: the message is done and leaves the queue (at the next
+-- commit). @return true | nil, err (not_found: no longer this consumer's)
+function Msg:ack()
+  local q, d = current(self)
+  if not q then return nil, d end
+  release(q, self.seq, d)
+  q.acks[#q.acks + 1] = self.seq
+  schedule(q)
+  return true
+end
+
+--- Negative acknowledgement: redeliver, after delay_ms (default 0).
+function Msg:nak(delay_ms)
+  local q, d = current(self)
+  if not q then return nil, d end
+  release(q, self.seq, d)
+  if delay_ms and delay_ms > 0 then
+    q.delayed[self.seq] = now_ns() + delay_ms * 1e6
+    arm(q)
+  else
+    unread(q, self.seq)
+  end
+  schedule(q)
+  return true
+end
+
+--- Work in progress: the ack wait starts again.
+function Msg:in_progress()
+  local q, d = current(self)
+  if not q then return nil, d end
+  d.deadline = now_ns() + q:ack_wait_ns(d.delivered)
+  arm(q)
+  return true
+end
+
+--- Terminate: never redeliver; the message goes to the dead letter
+-- subject (when the queue has one) with the reason, and is announced.
+function Msg:term(reason)
+  local q, d = current(self)
+  if not q then return nil, d end
+  release(q, self.seq, d)
+  q.dead[#q.dead + 1] = { seq = self.seq, reason = "terminated: " .. tostring(reason or "no reason given") }
+  schedule(q)
+  return true
+end
+
+function deliver(q, c, seq)
+  local m, err = message_of(q, seq)
+  if not m then -- unreadable: counted a delivery, tried again after the wait
+    require("msrt").log("error", tostring(err))
+    release(q, seq, { consumer = c })
+    q.delayed[seq] = now_ns() + q:ack_wait_ns(1)
+    return
+  end
+  q.tokens = q.tokens + 1
+  local n = q.delivered[seq]
+  local d = { consumer = c, token = q.tokens, delivered = n,
+              deadline = now_ns() + q:ack_wait_ns(n) }
+  q.inflight[seq] = d
+  local ok, data = pcall(data_of, m.flags, m.payload)
+  local msg = setmetatable({ _q = q, _token = d.token, seq = seq, queue = q.name,
+    subject = m.subject, data = ok and data or m.payload, delivered = n,
+    headers = m.hdr and headers.decode(m.hdr) or nil, priority = m.priority }, Msg)
+  c.deliver(msg)
+end
+
+-- The ack wait of a delivery: backoff[n] (JetStream's BackOff: the wait
+-- before the n-th redelivery) when given, else ack_wait_ms.
+local function ack_wait_ns(q, n)
+  local b = q.backoff
+  if b and #b > 0 then return b[math.min(n, #b)] * 1e6 end
+  return q.ack_wait_ms * 1e6
+end
+
+--- A hub callback consumer: fn(msg) runs as a coroutine per message, at
+-- most max_ack_pending unacknowledged at once. An error in fn naks the
+-- message at once (the consumer failed it).
+function M.consume(name, fn, opts)
+  local q = queues[name]
+  if not q then
+    return nil, core.error("not_found", ("no queue \"%s\" (declare it with msrt.queue first)"):format(name))
+  end
+  local c = { pending = 0, max_ack_pending = opts.max_ack_pending or 1000 }
+  function c.deliver(msg)
+    local co = coroutine.create(function()
+      local ok, err = pcall(fn, msg)
+      if not ok then
+        require("msrt").log("error", ("consumer of queue \"%s\" failed message %d: %s"):format(q.name, msg.seq, tostring(err)))
+        if current(msg) then msg:nak() end
+      end
+    end)
+    core.resume(co, "error in queue consumer")
+  end
+  q.consumers[#q.consumers + 1] = c
+  schedule(q)
+  return {
+    --- Stop consuming: the messages this consumer holds are nak'd at once.
+    stop = function()
+      for i, x in ipairs(q.consumers) do
+        if x == c then table.remove(q.consumers, i) break end
+      end
+      local mine = {}
+      for seq, d in pairs(q.inflight) do
+        if d.consumer == c then mine[#mine + 1] = seq end
+      end
+      table.sort(mine)
+      for i = #mine, 1, -1 do
+        q.inflight[mine[i]] = nil
+        unread(q, mine[i])
+      end
+      c.pending = 0
+      schedule(q)
+    end,
+  }
+end
+
+---------------------------------------------------------------------------
+-- declaring
+
+local function store_path(spec)
+  local store = spec.store or "sqlite:"
+  local path = store:match("^sqlite:(.*)$")
+  if not path then return nil, ("store must be \"sqlite:PATH\" (got %q)"):format(store) end
+  if path == "" then
+    local dir = M.data_dir() .. "/queues"
+    mkdirs(dir)
+    path = dir .. "/" .. spec.name .. ".db"
+  end
+  return path
+end
+
+local function load(q)
+  local after = 0
+  while true do
+    local seqs, counts = q.store:scan(after, 10000)
+    if not seqs then return nil, counts end
+    if #seqs == 0 then return true end
+    for i, s in ipairs(seqs) do
+      q.delivered[s] = counts[i]
+      -- delivered before a crash and never acked: due again at once
+      if counts[i] > 0 then q.retry[#q.retry + 1] = s
+      else q.tail = q.tail + 1 q.ready[q.tail] = s end
+    end
+    after = seqs[#seqs]
+  end
+end
+
+--- Declare (or open again) a queue; spec checked by init.lua.
+function M.declare(spec)
+  if queues[spec.name] then
+    return nil, core.error("invalid_arg", ("queue \"%s\" is declared already"):format(spec.name))
+  end
+  local ok, err = hub.start()
+  if not ok then return nil, err end
+  local path, perr = store_path(spec)
+  if not path then return nil, core.error("invalid_arg", perr) end
+  local commit_ms, sync_full = settings()
+  ids.wake = ids.wake + 1
+  local store, oerr = core.queue_open {
+    name = spec.name, path = path, sync_full = sync_full,
+    max_msgs = spec.max_msgs, max_bytes = spec.max_bytes, discard = spec.discard,
+    dedupe_window_ms = spec.dedupe_window_ms or 120000, wake_id = ids.wake,
+  }
+  if not store then return nil, oerr end
+  local q = {
+    name = spec.name, path = path, store = store, wake = ids.wake,
+    commit_ms = commit_ms, sync = sync_full and "full" or "normal",
+    ack_wait_ms = spec.ack_wait_ms or 30000, max_deliver = spec.max_deliver or 0,
+    backoff = spec.backoff, dead_letter = spec.dead_letter,
+    ready = {}, head = 1, tail = 0, retry = {}, inflight = {}, delayed = {},
+    delivered = {}, cache = {}, consumers = {}, rr = 0, acks = {}, dead = {},
+    tokens = 0, sids = {}, ack_wait_ns = ack_wait_ns,
+    flush_timer = uv.new_timer(), tick_timer = uv.new_timer(),
+  }
+  local lok, lerr = load(q)
+  if not lok then store:close() return nil, lerr end
+  for _, subject in ipairs(spec.subjects) do
+    local sid, serr = store:subscribe(subject)
+    if not sid then
+      for _, s in ipairs(q.sids) do core.unsubscribe(s) end
+      store:close()
+      return nil, serr
+    end
+    q.sids[#q.sids + 1] = sid
+  end
+  queues[q.name], by_wake[q.wake] = q, q
+  return q
+end
+
+--- Close a queue: it captures nothing more; what it stored stays stored.
+function M.close(name)
+  local q = queues[name]
+  if not q then return nil end
+  for _, s in ipairs(q.sids) do core.unsubscribe(s) end
+  if #q.acks > 0 or #q.dead > 0 or q.store:stats().intake > 0 then flush(q) end
+  q.closed = true
+  queues[name], by_wake[q.wake] = nil, nil
+  q.flush_timer:close()
+  q.tick_timer:close()
+  q.store:close()
+  return true
+end
+
+function M.get(name) return queues[name] end
+
+--- Counts of every queue (ctl queues, /metrics).
+function M.stats()
+  local out = {}
+  for name, q in pairs(queues) do
+    local s = q.store:stats()
+    local ack_pending, redelivering = 0, #q.retry
+    for _ in pairs(q.inflight) do ack_pending = ack_pending + 1 end
+    for _ in pairs(q.delayed) do redelivering = redelivering + 1 end
+    out[#out + 1] = { name = name, stored = s.stored, bytes = s.bytes,
+      pending = s.stored - ack_pending, ack_pending = ack_pending,
+      redelivered = s.redelivered, dead_lettered = s.dead_lettered,
+      acked = s.acked, refused = s.refused, last_seq = s.last_seq,
+      consumers = #q.consumers, path = q.path }
+  end
+  table.sort(out, function(a, b) return a.name < b.name end)
+  return out
+end
+
+hub.on_queue(function(wake)
+  local q = by_wake[wake]
+  if q then schedule(q) end
+end)
+
+-- Commit what is left at shutdown (acks of the last turn).
+function M.close_all()
+  local names = {}
+  for name in pairs(queues) do names[#names + 1] = name end
+  for _, name in ipairs(names) do M.close(name) end
+end
+
+return M

@@ -1,0 +1,257 @@
+-- Durable work queues (README "Durable work queues"): msrt.queue,
+-- msrt.publish{durable = true} with its PubAck and Msg-Id dedupe, hub
+-- consumers with ack, nak, in_progress, term, ack waits, backoff,
+-- max_deliver and the dead letter, max_ack_pending, limits, a corrupt
+-- store refused, and what a SIGKILLed host leaves (children run as real
+-- hosts on real files).
+local S = require "spec.support"
+local uv = require "luv"
+local msrt = require "msrt"
+
+local function fresh_dir()
+  local dir = S.file("", ".qd")
+  os.remove(dir)
+  assert(uv.fs_mkdir(dir, 448))
+  return dir
+end
+
+local function declare(dir, spec)
+  spec.name = spec.name or "tasks"
+  spec.subjects = spec.subjects or { "tasks.>" }
+  spec.store = spec.store or ("sqlite:" .. dir .. "/" .. spec.name .. ".db")
+  return assert(msrt.queue(spec))
+end
+
+-- A consumer that records every message it gets: c.msgs; c.wait(n).
+local function recorder(name, handle, opts)
+  local r = { msgs = {} }
+  r.consumer = assert(msrt.consume(name, function(m)
+    r.msgs[#r.msgs + 1] = m
+    if handle then handle(m) end
+  end, opts))
+  function r.wait(n, ms) return S.wait_until(function() return #r.msgs >= n end, ms) end
+  return r
+end
+
+describe("durable queues", function()
+  it("stores a durable publish before answering with its PubAck, and dedupes Msg-Id", function()
+    S.drive(function()
+      local dir = fresh_dir()
+      local q = declare(dir, {})
+      local a1 = assert(msrt.publish("tasks.one", { n = 1 }, { durable = true }))
+      assert.are.same({ queue = "tasks", seq = 1 }, a1)
+      local a2 = assert(msrt.publish("tasks.two", "x", { durable = true, headers = { ["Msg-Id"] = "k" } }))
+      local a3 = assert(msrt.publish("tasks.two", "x again", { durable = true, headers = { ["Msg-Id"] = "k" } }))
+      assert.are.equal(2, a2.seq)
+      assert.are.same({ queue = "tasks", seq = 2, duplicate = true }, a3)
+      assert.are.equal(2, q.stats().stored)
+      local none, err = msrt.publish("elsewhere.x", 1, { durable = true })
+      assert.is_nil(none)
+      assert.are.equal("no_responders", err.code)
+      -- what is stored is what a consumer gets, in order, decoded
+      local r = recorder("tasks", function(m) assert(m:ack()) end)
+      assert.is_true(r.wait(2))
+      assert.are.same({ n = 1 }, r.msgs[1].data)
+      assert.are.equal("tasks.one", r.msgs[1].subject)
+      assert.are.equal(1, r.msgs[1].delivered)
+      assert.are.equal("k", r.msgs[2].headers["Msg-Id"])
+      assert.is_true(S.wait_until(function() return q.stats().stored == 0 end))
+      assert.are.equal(2, q.stats().acked)
+      q.close()
+    end)
+  end)
+
+  it("redelivers a nak'd message after its delay, and one whose ack wait ran out, counting deliveries", function()
+    S.drive(function()
+      local dir = fresh_dir()
+      local q = declare(dir, { ack_wait_ms = 100 })
+      local r = recorder("tasks", function(m)
+        if m.data == "nak" and m.delivered == 1 then assert(m:nak(50))
+        elseif m.data == "slow" and m.delivered == 1 then -- never acked: the wait runs out
+        else assert(m:ack()) end
+      end)
+      local t0 = uv.hrtime()
+      msrt.publish("tasks.a", "nak")
+      msrt.publish("tasks.a", "slow")
+      assert.is_true(r.wait(4))
+      local by = {}
+      for _, m in ipairs(r.msgs) do by[m.data] = (by[m.data] or 0) + 1 end
+      assert.are.same({ nak = 2, slow = 2 }, by)
+      assert.are.equal(2, r.msgs[3].delivered)
+      assert.are.equal(2, r.msgs[4].delivered)
+      assert.is_true((uv.hrtime() - t0) / 1e6 >= 100) -- the ack wait was waited
+      assert.is_true(S.wait_until(function() return q.stats().stored == 0 end))
+      local st = q.stats()
+      assert.are.equal(2, st.redelivered)
+      -- an ack after redelivery is refused: the message is no longer that delivery's
+      local stale, err = r.msgs[2]:ack()
+      assert.is_nil(stale)
+      assert.are.equal("not_found", err.code)
+      q.close()
+    end)
+  end)
+
+  it("keeps a message alive with in_progress, and backs off per delivery", function()
+    S.drive(function()
+      local dir = fresh_dir()
+      local q = declare(dir, { ack_wait_ms = 60, backoff = { 40, 120 } })
+      local held
+      local r = recorder("tasks", function(m)
+        if m.data == "long" then
+          for _ = 1, 4 do msrt.sleep(25) assert(m:in_progress()) end
+          assert(m:ack())
+        elseif m.delivered < 3 then -- let the backoff run out twice
+        else assert(m:ack()) held = m end
+      end)
+      msrt.publish("tasks.a", "long")
+      msrt.publish("tasks.a", "backoff")
+      assert.is_true(S.wait_until(function() return held ~= nil end))
+      local times = {}
+      for _, m in ipairs(r.msgs) do if m.data == "backoff" then times[#times + 1] = m end end
+      assert.are.equal(3, #times)
+      local long = 0
+      for _, m in ipairs(r.msgs) do if m.data == "long" then long = long + 1 end end
+      assert.are.equal(1, long) -- 100 ms of work, never redelivered
+      assert.is_true(S.wait_until(function() return q.stats().stored == 0 end))
+      q.close()
+    end)
+  end)
+
+  it("dead-letters a message after max_deliver and one terminated, with the reason, announced", function()
+    S.drive(function()
+      local dir = fresh_dir()
+      local q = declare(dir, { ack_wait_ms = 30, max_deliver = 2, dead_letter = "dead.tasks" })
+      local dead = S.collector("dead.tasks")
+      local events = S.collector("msrt.queue.tasks.event")
+      recorder("tasks", function(m)
+        if m.data == "bad" then assert(m:term("unparseable")) end
+        -- "never" is never acked
+      end)
+      msrt.publish("tasks.a", "never", { headers = { Trace = "t1" } })
+      msrt.publish("tasks.a", "bad")
+      assert.is_true(dead.wait(2))
+      local by = {}
+      for _, m in ipairs(dead.msgs) do by[m.data] = m.headers end
+      assert.are.equal("terminated: unparseable", by.bad["Msrt-Dead-Reason"])
+      assert.are.equal("max_deliver (2 deliveries)", by.never["Msrt-Dead-Reason"])
+      assert.are.equal("t1", by.never.Trace)
+      assert.is_true(events.wait(2))
+      assert.are.equal("dead_letter", events.msgs[1].data.event)
+      local st = q.stats()
+      assert.are.equal(0, st.stored)
+      assert.are.equal(2, st.dead_lettered)
+      dead.close() events.close()
+      q.close()
+    end)
+  end)
+
+  it("holds at most max_ack_pending per consumer, and a stopped consumer's messages go to another at once", function()
+    S.drive(function()
+      local dir = fresh_dir()
+      local q = declare(dir, { ack_wait_ms = 60000 })
+      local a = recorder("tasks", nil, { max_ack_pending = 3 })
+      for i = 1, 10 do msrt.publish("tasks.x", i) end
+      assert.is_true(a.wait(3))
+      S.sleep(20)
+      assert.are.equal(3, #a.msgs) -- held, not acked: no more for a
+      assert.are.equal(3, q.stats().ack_pending)
+      local b = recorder("tasks", function(m) assert(m:ack()) end)
+      assert.is_true(b.wait(7))
+      a.consumer.stop() -- its three go to b now, not after the 60 s wait
+      assert.is_true(b.wait(10, 5000))
+      local seen = {}
+      for _, m in ipairs(b.msgs) do seen[m.data] = m.delivered end
+      for i = 1, 3 do assert.are.equal(2, seen[i]) end
+      assert.is_true(S.wait_until(function() return q.stats().stored == 0 end))
+      q.close()
+    end)
+  end)
+
+  it("naks at once the message whose consumer raised", function()
+    S.drive(function()
+      local dir = fresh_dir()
+      local q = declare(dir, { ack_wait_ms = 60000 })
+      local r = recorder("tasks", function(m)
+        if m.delivered == 1 then error("consumer bug") end
+        assert(m:ack())
+      end)
+      msrt.publish("tasks.a", "x")
+      assert.is_true(r.wait(2, 5000))
+      assert.are.equal(2, r.msgs[2].delivered)
+      assert.is_true(S.wait_until(function() return q.stats().stored == 0 end))
+      q.close()
+    end)
+  end)
+
+  it("refuses durable publishes with resource_exhausted when full with discard new, and drops the oldest with discard old", function()
+    S.drive(function()
+      local dir = fresh_dir()
+      local q = declare(dir, { max_msgs = 2, discard = "new" })
+      assert(msrt.publish("tasks.a", 1, { durable = true }))
+      assert(msrt.publish("tasks.a", 2, { durable = true }))
+      local no, err = msrt.publish("tasks.a", 3, { durable = true })
+      assert.is_nil(no)
+      assert.are.equal("resource_exhausted", err.code)
+      assert.are.equal(2, q.stats().stored)
+      q.close()
+      local old = declare(dir, { name = "old", subjects = { "old.>" }, max_msgs = 2 })
+      for i = 1, 4 do assert(msrt.publish("old.a", i, { durable = true })) end
+      local r = recorder("old", function(m) assert(m:ack()) end)
+      assert.is_true(r.wait(2))
+      S.sleep(20)
+      assert.are.same({ 3, 4 }, { r.msgs[1].data, r.msgs[2].data })
+      old.close()
+    end)
+  end)
+
+  it("refuses a corrupt store at declaration, and checks its arguments", function()
+    S.drive(function()
+      local dir = fresh_dir()
+      S.write(dir .. "/bad.db", ("not a database "):rep(100))
+      local q, err = msrt.queue { name = "bad", subjects = "bad.>", store = "sqlite:" .. dir .. "/bad.db" }
+      assert.is_nil(q)
+      assert.are.equal("io", err.code)
+      assert.matches("corrupt", err.message)
+      local _, e2 = msrt.queue { name = "x", subjects = "x.>", discard = "sometimes" }
+      assert.are.equal("invalid_arg", e2.code)
+      local _, e3 = msrt.consume("nosuch", function() end)
+      assert.are.equal("not_found", e3.code)
+      assert.has_error(function() msrt.queue("tasks") end)
+      assert.has_error(function() msrt.consume("tasks", 1) end)
+    end)
+  end)
+
+  it("keeps what a SIGKILLed host acknowledged, and redelivers what it had not acked", function()
+    local dir = fresh_dir()
+    local store = dir .. "/tasks.db"
+    -- the child publishes durably, prints each PubAck's seq, takes two
+    -- messages without acking them, and is killed by its own SIGKILL
+    local child = S.file(([[
+local msrt = require "msrt"
+assert(msrt.queue { name = "tasks", subjects = "tasks.>", store = "sqlite:%s" })
+for i = 1, 5 do
+  local ack = assert(msrt.publish("tasks.x", i, { durable = true }))
+  io.write(ack.seq, "\n") io.flush()
+end
+local held = 0
+msrt.consume("tasks", function(m)
+  held = held + 1
+  if held == 2 then require("luv").kill(require("luv").os_getpid(), "sigkill") end
+end, { max_ack_pending = 2 })
+msrt.sleep(5000)
+]]):format(store))
+    local r = S.run({ child }, { limit_s = 60 })
+    assert.are.equal(137, r.code)
+    assert.are.equal("1\n2\n3\n4\n5\n", r.out)
+    S.drive(function()
+      local q = declare(dir, {})
+      local got = recorder("tasks", function(m) assert(m:ack()) end)
+      assert.is_true(got.wait(5))
+      local seen = {}
+      for _, m in ipairs(got.msgs) do seen[m.data] = m.delivered end
+      assert.are.same({ 2, 2, 1, 1, 1 }, seen) -- the two it held come first, counted
+      assert.is_true(S.wait_until(function() return q.stats().stored == 0 end))
+      q.close()
+    end)
+  end)
+end)

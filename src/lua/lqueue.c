@@ -1,0 +1,252 @@
+/* msrt.core's durable queues (queue/queue.h) for the hub's Lua:
+ * queue_open and the queue handle's methods (subscribe, flush, get, scan,
+ * stats, purge, close); lua/msrt/queue.lua is their caller. Hub thread
+ * only. */
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lua/lerror.h"
+#include "lua/lrt.h"
+#include "queue/queue.h"
+
+static const char QUEUE_META[] = "msrt.queue";
+
+typedef struct {
+  msrt_queue *q; /* NULL once closed */
+} lqueue;
+
+static lqueue *check_q(lua_State *L) {
+  lqueue *lq = luaL_checkudata(L, 1, QUEUE_META);
+  if (!lq->q) luaL_error(L, "the queue is closed");
+  return lq;
+}
+
+static uint64_t opt_u64(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  lua_Number n = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
+  lua_pop(L, 1);
+  return n > 0 ? (uint64_t)n : 0;
+}
+
+/* queue_open{name, path, sync_full, max_msgs, max_bytes, discard = "old" |
+ * "new", dedupe_window_ms, wake_id} -> queue | nil, err (queue/queue.h
+ * msrt_queue_open's errors) */
+static int l_queue_open(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  msrt_queue_config c = {0};
+  lua_getfield(L, 1, "name");
+  lua_getfield(L, 1, "path");
+  c.name = luaL_checkstring(L, -2);
+  c.path = luaL_checkstring(L, -1);
+  lua_getfield(L, 1, "sync_full");
+  c.sync_full = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "discard");
+  const char *d = lua_tostring(L, -1);
+  c.discard = d && strcmp(d, "new") == 0 ? MSRT_QUEUE_DISCARD_NEW
+                                         : MSRT_QUEUE_DISCARD_OLD;
+  c.max_msgs = opt_u64(L, 1, "max_msgs");
+  c.max_bytes = opt_u64(L, 1, "max_bytes");
+  c.dedupe_window_ms = opt_u64(L, 1, "dedupe_window_ms");
+  c.wake_id = opt_u64(L, 1, "wake_id");
+  lqueue *lq = lua_newuserdata(L, sizeof *lq);
+  lq->q = NULL;
+  luaL_getmetatable(L, QUEUE_META);
+  lua_setmetatable(L, -2);
+  msrt_error err;
+  lq->q = msrt_queue_open(&c, &err);
+  if (!lq->q) return msrt_lua_fail_err(L, &err);
+  return 1;
+}
+
+/* q:subscribe(pattern) -> sub_id | nil, err: the queue captures pattern */
+static int l_subscribe(lua_State *L) {
+  lqueue *lq = check_q(L);
+  size_t plen;
+  const char *p = luaL_checklstring(L, 2, &plen);
+  uint64_t sid;
+  msrt_error err;
+  if (msrt_bus_subscribe(msrt_lua_rt(L)->bus, p, plen, NULL, 0,
+                         msrt_ep_queue(lq->q), &sid, &err) != MSRT_E_OK)
+    return msrt_lua_fail_err(L, &err);
+  lua_pushnumber(L, (lua_Number)sid);
+  return 1;
+}
+
+/* A Lua array of seqs at idx (nil: none) into a malloc'd vector. */
+static uint64_t *seqs(lua_State *L, int idx, size_t *n) {
+  *n = lua_istable(L, idx) ? lua_objlen(L, idx) : 0;
+  if (!*n) return NULL;
+  uint64_t *v = malloc(*n * sizeof *v);
+  if (!v) luaL_error(L, "not enough memory");
+  for (size_t i = 0; i < *n; i++) {
+    lua_rawgeti(L, idx, (int)i + 1);
+    v[i] = (uint64_t)lua_tonumber(L, -1);
+    lua_pop(L, 1);
+  }
+  return v;
+}
+
+static void push_result(lua_State *L, const msrt_queue_result *r) {
+  const msrt_envelope *e = r->env;
+  lua_createtable(L, 0, 9);
+  lua_pushnumber(L, (lua_Number)r->seq);
+  lua_setfield(L, -2, "seq");
+  if (r->duplicate) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "duplicate");
+  }
+  if (r->code != MSRT_E_OK) {
+    lua_pushstring(L, msrt_code_name(r->code));
+    lua_setfield(L, -2, "code");
+  }
+  lua_pushlstring(L, e->subject, e->subject_len);
+  lua_setfield(L, -2, "subject");
+  if (e->reply) {
+    lua_pushlstring(L, e->reply, e->reply_len);
+    lua_setfield(L, -2, "reply");
+  }
+  lua_pushlstring(L, (const char *)e->payload, e->payload_len);
+  lua_setfield(L, -2, "payload");
+  if (e->headers_len) {
+    lua_pushlstring(L, (const char *)e->headers, e->headers_len);
+    lua_setfield(L, -2, "hdr");
+  }
+  lua_pushinteger(L, e->flags);
+  lua_setfield(L, -2, "flags");
+  lua_pushinteger(L, e->priority);
+  lua_setfield(L, -2, "priority");
+}
+
+/* q:flush(deliver, acks, dead) -> ok, err, results, evicted: one
+ * transaction (msrt_queue_flush). ok is true, or nil with err (then
+ * nothing of the three lists was applied and every result is refused).
+ * results: an array of {seq, duplicate, code, subject, reply, payload,
+ * hdr, flags, priority} in intake order; evicted: an array of seqs. */
+static int l_flush(lua_State *L) {
+  lqueue *lq = check_q(L);
+  msrt_queue_ops ops;
+  ops.deliver = seqs(L, 2, &ops.ndeliver);
+  ops.acks = seqs(L, 3, &ops.nacks);
+  ops.dead = seqs(L, 4, &ops.ndead);
+  msrt_queue_result *res;
+  uint64_t *ev;
+  size_t n, nev;
+  msrt_error err;
+  msrt_code c = msrt_queue_flush(lq->q, &ops, &res, &n, &ev, &nev, &err);
+  free((void *)ops.deliver), free((void *)ops.acks), free((void *)ops.dead);
+  if (c == MSRT_E_OK) {
+    lua_pushboolean(L, 1);
+    lua_pushnil(L);
+  } else {
+    lua_pushnil(L);
+    msrt_lua_push_error(L, &err);
+  }
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    push_result(L, &res[i]);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  msrt_queue_results_free(res, n);
+  lua_createtable(L, (int)nev, 0);
+  for (size_t i = 0; i < nev; i++) {
+    lua_pushnumber(L, (lua_Number)ev[i]);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  free(ev);
+  return 4;
+}
+
+/* q:get(seq) -> {subject, payload, hdr, flags, priority, delivered} |
+ * nil, err (not_found, io, nomem) */
+static int l_get(lua_State *L) {
+  lqueue *lq = check_q(L);
+  msrt_envelope *e;
+  uint32_t delivered;
+  msrt_error err;
+  msrt_queue_result r = {0};
+  if (msrt_queue_get(lq->q, (uint64_t)luaL_checknumber(L, 2), &e, &delivered,
+                     &err) != MSRT_E_OK)
+    return msrt_lua_fail_err(L, &err);
+  r.env = e, r.seq = (uint64_t)luaL_checknumber(L, 2);
+  push_result(L, &r);
+  msrt_env_unref(e);
+  lua_pushinteger(L, delivered);
+  lua_setfield(L, -2, "delivered");
+  return 1;
+}
+
+static int scan_one(void *ud, uint64_t seq, uint32_t delivered) {
+  lua_State *L = ud;
+  int n = (int)lua_objlen(L, -2) + 1;
+  lua_pushnumber(L, (lua_Number)seq);
+  lua_rawseti(L, -3, n);
+  lua_pushinteger(L, delivered);
+  lua_rawseti(L, -2, n);
+  return 0;
+}
+
+/* q:scan(after, limit) -> seqs, delivered (two arrays) | nil, err */
+static int l_scan(lua_State *L) {
+  lqueue *lq = check_q(L);
+  uint64_t after = (uint64_t)luaL_optnumber(L, 2, 0);
+  size_t limit = (size_t)luaL_optnumber(L, 3, 0);
+  lua_newtable(L);
+  lua_newtable(L);
+  msrt_error err;
+  if (msrt_queue_scan(lq->q, after, limit, scan_one, L, &err) != MSRT_E_OK)
+    return msrt_lua_fail_err(L, &err);
+  return 2;
+}
+
+/* q:stats() -> {stored, bytes, last_seq, acked, redelivered,
+ * dead_lettered, refused, intake} */
+static int l_stats(lua_State *L) {
+  lqueue *lq = check_q(L);
+  msrt_queue_stats s;
+  msrt_queue_stats_get(lq->q, &s);
+  lua_createtable(L, 0, 8);
+#define F(k)                                                                 \
+  lua_pushnumber(L, (lua_Number)s.k);                                        \
+  lua_setfield(L, -2, #k)
+  F(stored); F(bytes); F(last_seq); F(acked); F(redelivered);
+  F(dead_lettered); F(refused); F(intake);
+#undef F
+  return 1;
+}
+
+/* q:purge() -> purged | nil, err */
+static int l_purge(lua_State *L) {
+  lqueue *lq = check_q(L);
+  uint64_t n;
+  msrt_error err;
+  if (msrt_queue_purge(lq->q, &n, &err) != MSRT_E_OK)
+    return msrt_lua_fail_err(L, &err);
+  lua_pushnumber(L, (lua_Number)n);
+  return 1;
+}
+
+/* q:close(): the caller unsubscribed it first; idempotent */
+static int l_close(lua_State *L) {
+  lqueue *lq = luaL_checkudata(L, 1, QUEUE_META);
+  if (lq->q) msrt_queue_close(lq->q);
+  lq->q = NULL;
+  return 0;
+}
+
+void msrt_lua_open_queue(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"subscribe", l_subscribe}, {"flush", l_flush}, {"get", l_get},
+    {"scan", l_scan}, {"stats", l_stats}, {"purge", l_purge},
+    {"close", l_close}, {NULL, NULL}};
+  if (luaL_newmetatable(L, QUEUE_META)) {
+    lua_newtable(L);
+    luaL_register(L, NULL, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_close);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_queue_open);
+  lua_setfield(L, -2, "queue_open");
+}
