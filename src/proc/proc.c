@@ -19,92 +19,12 @@
 #include "proc/codec.h"
 #include "proc/framer.h"
 #include "proc/gate.h"
-#include "proc/rpc.h"
+#include "proc/internal.h"
 #include "proc/spawn.h"
 #include "router/subject.h"
 
-#define TAIL_LINES 8      /* stderr lines kept for the exit record */
-#define TAIL_LINE_MAX 512 /* bytes kept of each */
-#define REPLY_MAX 1024    /* reply subjects handed and not yet used */
-#define BATCH_MAX 256     /* stdin lines per uv_write */
 #define BUCKETS 1024      /* id -> process lookup */
 #define READ_BUF (64 << 10)
-
-/* A stdin line. Each one queued or in flight holds one slot of the gate
- * and its len bytes. env: the message it came from, kept only by
- * drop_oldest processes (an eviction is reported with the evicted
- * message); NULL otherwise. */
-typedef struct {
-  char *p;
-  size_t len;
-  msrt_envelope *env;
-} line;
-
-/* A reply subject the child was handed with a message: it may publish to
- * it once, before deadline (CLOCK_MONOTONIC ns; 0 = none). */
-typedef struct {
-  char *s;
-  uint64_t deadline;
-  uint64_t rpc_id; /* jsonrpc/lsp: the id of the request it came with */
-} handed;
-
-/* A request from a jsonrpc/lsp child, published with the reply subject
- * "<inbox>.<n>": the answer goes back to the child with its own id (JSON
- * text). */
-typedef struct {
-  uint64_t n;
-  char *id;
-} call;
-
-struct msrt_proc {
-  unsigned magic; /* MSRT_HANDLE_MAGIC: every handle's data points here */
-  msrt_procs *reg;
-  msrt_proc *prev, *next, *hnext;
-  uint64_t id;
-  void *ud;
-  char *name, *publish_as, *out_subject;
-  size_t pa_len, out_len;
-  char *rpc, *inbox; /* jsonrpc/lsp: method subjects' prefix, our inbox */
-  size_t rpc_len, inbox_len;
-  uint64_t rpc_next; /* the last id of a request to the child */
-  call *calls;       /* the child's requests awaiting answers (a ring) */
-  size_t chead, cn;
-  uint64_t call_next;
-  char **allow, **deny;
-  size_t nallow, ndeny;
-  msrt_codec codec;
-  int stop_signal;
-  long grace_ms, eof_wait_ms;
-  pid_t pid;
-  uint64_t cgroup; /* its cgroup in the fleet (cgroup.h), 0 = none */
-  int status;
-  bool reaped, stopped, out_eof, err_eof, stdin_closed, exited, released;
-  bool stdin_closing; /* msrt_proc_close_stdin: EOF once the queue is out */
-  bool drop_oldest_policy;
-  msrt_gate *gate; /* the bound of stdin, shared with publishers (gate.h) */
-  bool out_paused; /* msrt_proc_pause_output: stdout not read meanwhile */
-  char *held;      /* stdout bytes read but not yet framed while paused */
-  size_t held_len;
-  msrt_proc_state state;
-  uv_pipe_t in, out, err;
-  uv_timer_t timer; /* grace, then the wait for EOF after the status */
-  uv_timer_t poll;  /* waitpid retries once both streams ended */
-  int handles; /* open handles; freed when 0 after release */
-  msrt_framer fout, ferr;
-  msrt_proc_stats st;
-  /* stdin: a ring of lines waiting, and one batch in flight */
-  line *ring;
-  size_t cap, head, n;
-  size_t qbytes; /* bytes of the lines queued and in flight */
-  line inflight[BATCH_MAX];
-  size_t ninflight;
-  uv_write_t wreq;
-  handed replies[REPLY_MAX];
-  size_t rhead, rn;
-  char *tail[TAIL_LINES];
-  size_t thead, tn;
-  msrt_sbuf scratch;
-};
 
 struct msrt_procs {
   unsigned magic;
@@ -174,8 +94,8 @@ static void set_state(msrt_proc *p, msrt_proc_state s) {
   if (!p->released && p->reg->ev.state) p->reg->ev.state(p->reg->ud, p, s);
 }
 
-static void bad(msrt_proc *p, const char *reason, const char *detail,
-                const char *head, size_t hlen, size_t total) {
+void msrt_proc_bad(msrt_proc *p, const char *reason, const char *detail,
+                   const char *head, size_t hlen, size_t total) {
   p->st.bad_output++;
   if (hlen > MSRT_FRAMER_HEAD) hlen = MSRT_FRAMER_HEAD;
   if (!p->released && p->reg->ev.bad_output)
@@ -275,10 +195,10 @@ static void use_reply(msrt_proc *p, const char *s, size_t n, long at) {
  * process's own inbox, not one the child named). Returns MSRT_E_OK, or
  * MSRT_E_NO_RESPONDERS (a request nobody took: published, not reported),
  * or the error it was refused with (reported as bad output). */
-static msrt_code publish_as(msrt_proc *p, const char *subject, size_t slen,
-                            const char *reply, size_t rlen, bool reply_ours,
-                            const msrt_sbuf *hdr, const msrt_sbuf *payload,
-                            const char *line, size_t llen) {
+msrt_code msrt_proc_publish_as(msrt_proc *p, const char *subject, size_t slen,
+                               const char *reply, size_t rlen, bool reply_ours,
+                               const msrt_sbuf *hdr, const msrt_sbuf *payload,
+                               const char *line, size_t llen) {
   char detail[MSRT_ERROR_MSG_MAX + 64];
   long s_at, r_at = -1;
   const char *why = NULL, *what = "publish to", *named = subject;
@@ -292,7 +212,7 @@ static msrt_code publish_as(msrt_proc *p, const char *subject, size_t slen,
     p->st.refused++;
     snprintf(detail, sizeof detail, "%s \"%.*s\" is %s", what,
              (int)(nlen > 200 ? 200 : nlen), named, why);
-    bad(p, "permission", detail, line, llen, llen);
+    msrt_proc_bad(p, "permission", detail, line, llen, llen);
     return MSRT_E_PERMISSION;
   }
   use_reply(p, subject, slen, s_at);
@@ -309,26 +229,29 @@ static msrt_code publish_as(msrt_proc *p, const char *subject, size_t slen,
   }
   p->st.refused++;
   if (rc == MSRT_E_PERMISSION) { /* a routing rule resolved it elsewhere */
-    bad(p, "permission", err.message, line, llen, llen);
+    msrt_proc_bad(p, "permission", err.message, line, llen, llen);
     return rc;
   }
   snprintf(detail, sizeof detail, "refused: %s", err.message);
-  bad(p, "refused", detail, line, llen, llen);
+  msrt_proc_bad(p, "refused", detail, line, llen, llen);
   return rc;
 }
 
-static void publish(msrt_proc *p, const char *subject, size_t slen,
-                    const char *reply, size_t rlen, const msrt_sbuf *hdr,
-                    const msrt_sbuf *payload, const char *line, size_t llen) {
-  publish_as(p, subject, slen, reply, rlen, false, hdr, payload, line, llen);
+void msrt_proc_publish(msrt_proc *p, const char *subject, size_t slen,
+                       const char *reply, size_t rlen, const msrt_sbuf *hdr,
+                       const msrt_sbuf *payload, const char *line,
+                       size_t llen) {
+  msrt_proc_publish_as(p, subject, slen, reply, rlen, false, hdr, payload, line,
+                       llen);
 }
 
 static void publish_out(msrt_proc *p, const msrt_sbuf *payload,
                         const char *line, size_t llen) {
-  publish(p, p->out_subject, p->out_len, NULL, 0, NULL, payload, line, llen);
+  msrt_proc_publish(p, p->out_subject, p->out_len, NULL, 0, NULL, payload, line,
+                    llen);
 }
 
-static bool blank(const char *s, size_t n) {
+bool msrt_proc_blank(const char *s, size_t n) {
   for (size_t i = 0; i < n; i++)
     if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r') return false;
   return true;
@@ -373,29 +296,32 @@ static void publish_message(msrt_proc *p, const cJSON *v, const char *line,
   msrt_sbuf *b = &p->scratch, hdr = {0};
   if (!encode_headers(cJSON_GetObjectItemCaseSensitive(v, "headers"), &hdr)) {
     msrt_sbuf_free(&hdr);
-    bad(p, "invalid_headers", "headers must be an object of string values "
-        "with printable names (no ':' or spaces)", line, len, len);
+    msrt_proc_bad(p, "invalid_headers",
+                  "headers must be an object of string values "
+                  "with printable names (no ':' or spaces)",
+                  line, len, len);
     return;
   }
   msrt_sbuf_reset(b);
   if (d) msrt_json_to_lua(d, b);
   else msrt_sbuf_putc(b, 0x00); /* nil */
   const char *reply = cJSON_IsString(r) ? r->valuestring : NULL;
-  publish(p, s->valuestring, strlen(s->valuestring), reply,
-          reply ? strlen(reply) : 0, &hdr, b, line, len);
+  msrt_proc_publish(p, s->valuestring, strlen(s->valuestring), reply,
+                    reply ? strlen(reply) : 0, &hdr, b, line, len);
   msrt_sbuf_free(&hdr);
 }
 
 static void on_json_line(msrt_proc *p, const char *line, size_t len) {
   char detail[128];
   const char *reason;
-  if (blank(line, len)) return;
+  if (msrt_proc_blank(line, len)) return;
   cJSON *v = msrt_json_parse(line, len, &reason, detail, sizeof detail);
   if (!v) {
-    bad(p, reason, detail, line, len, len);
+    msrt_proc_bad(p, reason, detail, line, len, len);
     return;
   }
-  const cJSON *s = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "subject") : NULL;
+  const cJSON *s =
+      cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "subject") : NULL;
   if (cJSON_IsString(s)) {
     publish_message(p, v, line, len);
   } else {
@@ -406,191 +332,10 @@ static void on_json_line(msrt_proc *p, const char *line, size_t len) {
   cJSON_Delete(v);
 }
 
-static bool is_rpc(const msrt_proc *p) {
-  return p->codec == MSRT_CODEC_JSONRPC || p->codec == MSRT_CODEC_LSP;
-}
-
-/* ---- stdout of jsonrpc/lsp children (proc/rpc.h) ------------------------ */
-
-static msrt_code rpc_write(msrt_proc *p, msrt_sbuf *body, msrt_error *err);
-
-/* The child's requests awaiting answers: a ring of REPLY_MAX; the oldest
- * is forgotten when it is full (its answer is then refused as bad input). */
-static long find_call(const msrt_proc *p, uint64_t n) {
-  for (size_t i = 0; i < p->cn; i++) {
-    size_t at = (p->chead + i) % REPLY_MAX;
-    if (p->calls[at].n == n) return (long)at;
-  }
-  return -1;
-}
-
-static void forget_call(msrt_proc *p, size_t at) {
-  free(p->calls[at].id);
-  p->calls[at] = p->calls[p->chead];
-  p->calls[p->chead] = (call){0, NULL};
-  p->chead = (p->chead + 1) % REPLY_MAX;
-  p->cn--;
-}
-
-static uint64_t add_call(msrt_proc *p, char *id) {
-  if (p->cn == REPLY_MAX) forget_call(p, p->chead);
-  uint64_t n = ++p->call_next;
-  p->calls[(p->chead + p->cn++) % REPLY_MAX] = (call){n, id};
-  return n;
-}
-
-/* The handed reply of our request id (ring index), or -1. */
-static long find_rpc_reply(const msrt_proc *p, uint64_t id) {
-  for (size_t i = 0; i < p->rn; i++) {
-    size_t at = (p->rhead + i) % REPLY_MAX;
-    if (p->replies[at].rpc_id == id) return (long)at;
-  }
-  return -1;
-}
-
-/* "<publish_as>.<kind>.<method>" in s (NUL-terminated), when it is a
- * valid subject; else reported as bad output. */
-static bool rpc_subject(msrt_proc *p, msrt_sbuf *s, const char *kind,
-                        const char *method, const char *line, size_t len) {
-  msrt_sbuf_put(s, p->publish_as, p->pa_len);
-  msrt_sbuf_putc(s, '.');
-  msrt_sbuf_put(s, kind, strlen(kind));
-  msrt_sbuf_putc(s, '.');
-  msrt_sbuf_put(s, method, strlen(method));
-  msrt_sbuf_putc(s, 0);
-  if (!s->oom && msrt_subject_validate(s->p, s->len - 1, 0, NULL) == MSRT_E_OK)
-    return true;
-  char detail[160];
-  snprintf(detail, sizeof detail, "method \"%.100s\" does not make a valid "
-           "subject", method);
-  bad(p, "invalid_method", detail, line, len, len);
-  return false;
-}
-
-/* A response to a request of ours: its result (or error) is the reply. */
-static void rpc_response(msrt_proc *p, const msrt_rpc_msg *m,
-                         const char *line, size_t len) {
-  uint64_t id;
-  long at = msrt_rpc_our_id(m->id, &id) ? find_rpc_reply(p, id) : -1;
-  if (at < 0) {
-    bad(p, "unknown_id", "a response whose id is no request outstanding",
-        line, len, len);
-    return;
-  }
-  char *reply = strdup(p->replies[at].s);
-  msrt_sbuf hdr = {0}, *b = &p->scratch;
-  msrt_sbuf_reset(b);
-  if (m->error) { /* Rpc-Error: code, Description: message, data */
-    char num[32];
-    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(m->error, "message");
-    const cJSON *data = cJSON_GetObjectItemCaseSensitive(m->error, "data");
-    snprintf(num, sizeof num, "%.0f",
-             cJSON_GetObjectItemCaseSensitive(m->error, "code")->valuedouble);
-    msrt_sbuf_put(&hdr, "Rpc-Error", 10);
-    msrt_sbuf_put(&hdr, num, strlen(num) + 1);
-    msrt_sbuf_put(&hdr, "Description", 12);
-    for (const char *c = msg->valuestring; *c; c++) /* a header value: one line */
-      msrt_sbuf_putc(&hdr, *c == '\r' || *c == '\n' ? ' ' : *c);
-    msrt_sbuf_putc(&hdr, 0);
-    if (data) msrt_json_to_lua(data, b);
-    else msrt_sbuf_putc(b, 0x00); /* nil */
-  } else {
-    msrt_json_to_lua(m->result, b);
-  }
-  if (reply) publish(p, reply, strlen(reply), NULL, 0, &hdr, b, line, len);
-  free(reply);
-  msrt_sbuf_free(&hdr);
-}
-
-static void rpc_notify(msrt_proc *p, const msrt_rpc_msg *m, const char *line,
-                       size_t len) {
-  msrt_sbuf subj = {0};
-  if (rpc_subject(p, &subj, "notify", m->method, line, len)) {
-    msrt_sbuf_reset(&p->scratch);
-    if (m->params) msrt_json_to_lua(m->params, &p->scratch);
-    else msrt_sbuf_putc(&p->scratch, 0x00);
-    publish(p, subj.p, subj.len - 1, NULL, 0, NULL, &p->scratch, line, len);
-  }
-  msrt_sbuf_free(&subj);
-}
-
-/* Answer a request of the child's at once with an error. */
-static void rpc_refuse(msrt_proc *p, const cJSON *id, long code,
-                       const char *msg) {
-  char *idt = cJSON_PrintUnformatted(id);
-  msrt_sbuf b = {0};
-  msrt_error err;
-  if (idt) {
-    msrt_rpc_put_error(&b, idt, strlen(idt), code, msg, strlen(msg), NULL, 0);
-    rpc_write(p, &b, &err);
-  }
-  free(idt);
-}
-
-/* A request from the child: a request on "<publish_as>.request.<method>",
- * its answer written back with the child's id (rpc_answer). */
-static void rpc_request(msrt_proc *p, const msrt_rpc_msg *m, const char *line,
-                        size_t len) {
-  msrt_sbuf subj = {0}, reply = {0};
-  char *id = cJSON_PrintUnformatted(m->id);
-  if (!id || !rpc_subject(p, &subj, "request", m->method, line, len)) {
-    rpc_refuse(p, m->id, MSRT_RPC_METHOD_NOT_FOUND, "method not found");
-    free(id);
-    msrt_sbuf_free(&subj);
-    return;
-  }
-  uint64_t n = add_call(p, id);
-  char num[32];
-  msrt_sbuf_put(&reply, p->inbox, p->inbox_len);
-  msrt_sbuf_put(&reply, num, (size_t)snprintf(num, sizeof num, ".%llu",
-                                              (unsigned long long)n));
-  msrt_sbuf_reset(&p->scratch);
-  if (m->params) msrt_json_to_lua(m->params, &p->scratch);
-  else msrt_sbuf_putc(&p->scratch, 0x00);
-  msrt_code rc = publish_as(p, subj.p, subj.len - 1, reply.p, reply.len, true,
-                            NULL, &p->scratch, line, len);
-  if (rc != MSRT_E_OK) { /* nobody will answer: the child hears it now */
-    long at = find_call(p, n);
-    if (at >= 0) forget_call(p, (size_t)at);
-    rpc_refuse(p, m->id, rc == MSRT_E_NO_RESPONDERS ? MSRT_RPC_METHOD_NOT_FOUND
-                                                    : MSRT_RPC_INTERNAL_ERROR,
-               rc == MSRT_E_NO_RESPONDERS ? "no responders" : "refused");
-  }
-  msrt_sbuf_free(&subj);
-  msrt_sbuf_free(&reply);
-}
-
-static void on_rpc(msrt_proc *p, const cJSON *v, const char *line, size_t len) {
-  msrt_rpc_msg m;
-  msrt_rpc_classify(v, &m);
-  if (m.kind == MSRT_RPC_RESPONSE) rpc_response(p, &m, line, len);
-  else if (m.kind == MSRT_RPC_NOTIFICATION) rpc_notify(p, &m, line, len);
-  else if (m.kind == MSRT_RPC_REQUEST) rpc_request(p, &m, line, len);
-  else bad(p, "invalid_rpc", m.why, line, len, len);
-}
-
-/* One message or a batch (an array: each element on its own). */
-static void on_rpc_text(msrt_proc *p, const char *line, size_t len) {
-  char detail[128];
-  const char *reason;
-  if (p->codec == MSRT_CODEC_JSONRPC && blank(line, len)) return;
-  cJSON *v = msrt_json_parse(line, len, &reason, detail, sizeof detail);
-  if (!v) {
-    bad(p, reason, detail, line, len, len);
-    return;
-  }
-  if (cJSON_IsArray(v) && !v->child)
-    bad(p, "invalid_rpc", "an empty batch", line, len, len);
-  if (cJSON_IsArray(v))
-    for (const cJSON *c = v->child; c; c = c->next) on_rpc(p, c, line, len);
-  else on_rpc(p, v, line, len);
-  cJSON_Delete(v);
-}
-
 static void on_out_line(void *ud, const char *line, size_t len) {
   msrt_proc *p = ud;
-  if (is_rpc(p)) {
-    on_rpc_text(p, line, len);
+  if (msrt_proc_is_rpc(p)) {
+    msrt_proc_rpc_in(p, line, len);
     return;
   }
   if (p->codec == MSRT_CODEC_JSON_LINES) {
@@ -608,8 +353,9 @@ static void on_out_bad(void *ud, const char *reason, const char *head,
   char detail[96];
   snprintf(detail, sizeof detail, "line of %zu bytes exceeds max_line_bytes "
            "(%zu)", total, p->fout.max_line);
-  bad(p, reason, strcmp(reason, "line_too_long") == 0 ? detail : reason, head,
-      hlen, total);
+  msrt_proc_bad(p, reason,
+                strcmp(reason, "line_too_long") == 0 ? detail : reason, head,
+                hlen, total);
 }
 
 /* ---- stderr ------------------------------------------------------------ */
@@ -1065,8 +811,8 @@ static msrt_code enqueue(msrt_proc *p, msrt_sbuf *b, msrt_envelope *e,
 }
 
 /* The data of a payload as JSON (flags as in an envelope). */
-static msrt_code put_data_json(msrt_sbuf *b, const void *payload, size_t plen,
-                               uint8_t flags, msrt_error *err) {
+msrt_code msrt_proc_put_data_json(msrt_sbuf *b, const void *payload,
+                                  size_t plen, uint8_t flags, msrt_error *err) {
   const char *why = NULL;
   if (flags & MSRT_ENV_PAYLOAD_BUFFER) {
     if (msrt_lua_to_json(payload, plen, b, &why) != 0)
@@ -1122,14 +868,15 @@ static msrt_code put_data_text(msrt_sbuf *b, const void *payload, size_t plen,
   size_t len;
   if (!(flags & MSRT_ENV_PAYLOAD_BUFFER)) msrt_sbuf_put(b, payload, plen);
   else if (lua_string_of(payload, plen, &s, &len)) msrt_sbuf_put(b, s, len);
-  else return put_data_json(b, payload, plen, flags, err);
+  else
+    return msrt_proc_put_data_json(b, payload, plen, flags, err);
   return MSRT_E_OK;
 }
 
 /* A stdin line is bounded as the child's own lines are (max_line_bytes;
  * its final newline not counted): refused whole, never cut. */
-static msrt_code check_line(const msrt_proc *p, const msrt_sbuf *b,
-                            msrt_error *err) {
+msrt_code msrt_proc_check_line(const msrt_proc *p, const msrt_sbuf *b,
+                               msrt_error *err) {
   size_t len = b->len - (b->len && b->p[b->len - 1] == '\n');
   if (len <= p->fout.max_line) return MSRT_E_OK;
   return msrt_error_set(err, MSRT_E_PAYLOAD_TOO_BIG, "process %s: stdin "
@@ -1138,122 +885,16 @@ static msrt_code check_line(const msrt_proc *p, const msrt_sbuf *b,
 }
 
 /* b built (rc): queue it, or free it (and its slot, when held). */
-static msrt_code send_done(msrt_proc *p, msrt_sbuf *b, msrt_code rc,
-                           msrt_envelope *e, bool held, msrt_error *err) {
+msrt_code msrt_proc_send_done(msrt_proc *p, msrt_sbuf *b, msrt_code rc,
+                              msrt_envelope *e, bool held, msrt_error *err) {
   if (rc == MSRT_E_OK && b->oom)
     rc = msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
   /* an lsp message is framed: its body was checked (rpc_frame) */
-  if (rc == MSRT_E_OK && p->codec != MSRT_CODEC_LSP) rc = check_line(p, b, err);
+  if (rc == MSRT_E_OK && p->codec != MSRT_CODEC_LSP)
+    rc = msrt_proc_check_line(p, b, err);
   if (rc == MSRT_E_OK) return enqueue(p, b, e, held, err);
   msrt_sbuf_free(b);
   if (held) msrt_gate_give(p->gate, 1, msrt_env_size(e));
-  return rc;
-}
-
-/* ---- stdin of jsonrpc/lsp children (proc/rpc.h) ------------------------- */
-
-/* Whether subject s (n bytes) is prefix.<something>: the tail's offset. */
-static size_t tail_of(const char *prefix, size_t plen, const char *s,
-                      size_t n) {
-  if (!prefix || n <= plen + 1 || memcmp(s, prefix, plen) != 0 || s[plen] != '.')
-    return 0;
-  return plen + 1;
-}
-
-/* The value of header name in e's "name\0value\0" pairs, or NULL. */
-static const char *env_header(const msrt_envelope *e, const char *name) {
-  const char *h = (const char *)e->headers, *end = h + e->headers_len;
-  while (h && h < end) {
-    size_t kl = strnlen(h, (size_t)(end - h));
-    const char *v = h + kl + 1;
-    if (v >= end) return NULL;
-    if (strcmp(h, name) == 0) return v;
-    h = v + strnlen(v, (size_t)(end - v)) + 1;
-  }
-  return NULL;
-}
-
-/* A message body framed for the child: jsonrpc a line, lsp a
- * Content-Length header block (the body bounded by max_line_bytes). */
-static msrt_code rpc_frame(msrt_proc *p, msrt_sbuf *b, msrt_error *err) {
-  if (p->codec == MSRT_CODEC_JSONRPC) {
-    msrt_sbuf_putc(b, '\n');
-    return MSRT_E_OK;
-  }
-  msrt_code rc = check_line(p, b, err);
-  if (rc != MSRT_E_OK) return rc;
-  char head[48];
-  msrt_sbuf out = {0};
-  msrt_sbuf_put(&out, head, (size_t)snprintf(head, sizeof head,
-                "Content-Length: %zu\r\n\r\n", b->len));
-  msrt_sbuf_put(&out, b->p, b->len);
-  msrt_sbuf_free(b);
-  *b = out;
-  return MSRT_E_OK;
-}
-
-/* Queue a message for the child that no envelope carries. */
-static msrt_code rpc_write(msrt_proc *p, msrt_sbuf *body, msrt_error *err) {
-  msrt_code rc = rpc_frame(p, body, err);
-  return send_done(p, body, rc, NULL, false, err);
-}
-
-/* The answer (the envelope e on "<inbox>.<n>") to the child's request n:
- * its result, or an error for a no-responders status or an Rpc-Error. */
-static msrt_code put_rpc_answer(msrt_proc *p, msrt_sbuf *b,
-                                const msrt_envelope *e, size_t at,
-                                msrt_error *err) {
-  char *end;
-  unsigned long long n = strtoull(e->subject + at, &end, 10);
-  long c = end == e->subject + e->subject_len ? find_call(p, n) : -1;
-  if (c < 0)
-    return msrt_error_set(err, MSRT_E_BAD_INPUT, "process %s: an answer to "
-                          "no request the child has outstanding", p->name);
-  const char *id = p->calls[c].id, *status = env_header(e, "Status");
-  const char *rpc_err = env_header(e, "Rpc-Error");
-  const char *desc = env_header(e, "Description");
-  msrt_sbuf data = {0};
-  msrt_code rc = put_data_json(&data, e->payload, e->payload_len, e->flags, err);
-  bool none = data.len == 4 && memcmp(data.p, "null", 4) == 0;
-  if (status && strcmp(status, "503") == 0)
-    msrt_rpc_put_error(b, id, strlen(id), MSRT_RPC_METHOD_NOT_FOUND,
-                       "no responders", 13, NULL, 0);
-  else if (rpc_err)
-    msrt_rpc_put_error(b, id, strlen(id), strtol(rpc_err, NULL, 10),
-                       desc ? desc : "error", strlen(desc ? desc : "error"),
-                       data.p, none ? 0 : data.len);
-  else msrt_rpc_put_result(b, id, strlen(id), data.p, data.len);
-  msrt_sbuf_free(&data);
-  forget_call(p, (size_t)c);
-  return rc;
-}
-
-/* A message on "<rpc>.<method>": a request with a fresh id when it has a
- * reply subject (*rid), else a notification; its data the params. */
-static msrt_code put_rpc_env(msrt_proc *p, msrt_sbuf *b,
-                             const msrt_envelope *e, uint64_t *rid,
-                             msrt_error *err) {
-  size_t at = tail_of(p->inbox, p->inbox_len, e->subject, e->subject_len);
-  if (at) return put_rpc_answer(p, b, e, at, err);
-  at = tail_of(p->rpc, p->rpc_len, e->subject, e->subject_len);
-  if (!at)
-    return msrt_error_set(err, MSRT_E_BAD_INPUT, "process %s: \"%.*s\" is "
-                          "not a method subject (%s.<method>)", p->name,
-                          (int)(e->subject_len > 200 ? 200 : e->subject_len),
-                          e->subject, p->rpc);
-  msrt_sbuf params = {0};
-  msrt_code rc = put_data_json(&params, e->payload, e->payload_len, e->flags,
-                               err);
-  size_t plen = params.len == 4 && memcmp(params.p, "null", 4) == 0 ? 0
-                                                                   : params.len;
-  if (rc == MSRT_E_OK && plen && params.p[0] != '{' && params.p[0] != '[')
-    rc = msrt_error_set(err, MSRT_E_BAD_INPUT, "process %s: params must be a "
-                        "table (a JSON object or array) or nil", p->name);
-  *rid = e->reply ? ++p->rpc_next : 0;
-  if (rc == MSRT_E_OK)
-    msrt_rpc_put_call(b, *rid, e->subject + at, e->subject_len - at, params.p,
-                      plen);
-  msrt_sbuf_free(&params);
   return rc;
 }
 
@@ -1261,9 +902,9 @@ static msrt_code put_rpc_env(msrt_proc *p, msrt_sbuf *b,
 static msrt_code put_env(msrt_proc *p, msrt_sbuf *b, const msrt_envelope *e,
                          uint64_t *rid, msrt_error *err) {
   msrt_code rc;
-  if (is_rpc(p)) {
-    rc = put_rpc_env(p, b, e, rid, err);
-    return rc == MSRT_E_OK ? rpc_frame(p, b, err) : rc;
+  if (msrt_proc_is_rpc(p)) {
+    rc = msrt_proc_rpc_put_env(p, b, e, rid, err);
+    return rc == MSRT_E_OK ? msrt_proc_rpc_frame(p, b, err) : rc;
   }
   if (p->codec != MSRT_CODEC_JSON_LINES) {
     rc = put_data_text(b, e->payload, e->payload_len, e->flags, err);
@@ -1281,7 +922,7 @@ static msrt_code put_env(msrt_proc *p, msrt_sbuf *b, const msrt_envelope *e,
     put_headers_json(b, (const char *)e->headers, e->headers_len);
   }
   msrt_sbuf_put(b, ",\"data\":", 8);
-  rc = put_data_json(b, e->payload, e->payload_len, e->flags, err);
+  rc = msrt_proc_put_data_json(b, e->payload, e->payload_len, e->flags, err);
   msrt_sbuf_put(b, "}\n", 2);
   return rc;
 }
@@ -1294,7 +935,7 @@ msrt_code msrt_proc_send_env(msrt_proc *p, msrt_envelope *e, bool held,
                      ? msrt_error_set(err, MSRT_E_CLOSED, "process %s: stdin "
                                       "is closed", p->name)
                      : put_env(p, &b, e, &rid, err);
-  rc = send_done(p, &b, rc, e, held, err);
+  rc = msrt_proc_send_done(p, &b, rc, e, held, err);
   if (rc == MSRT_E_OK && e->reply)
     hand_reply(p, e->reply, e->reply_len, e->reply_deadline_ns, rid);
   return rc;
@@ -1304,13 +945,15 @@ msrt_code msrt_proc_send_data(msrt_proc *p, const void *payload, size_t plen,
                               uint8_t flags, msrt_error *err) {
   msrt_sbuf b = {0};
   msrt_code rc;
-  if (p->codec == MSRT_CODEC_JSON_LINES || is_rpc(p))
-    rc = put_data_json(&b, payload, plen, flags, err);
-  else rc = put_data_text(&b, payload, plen, flags, err);
-  if (is_rpc(p)) {
-    if (rc == MSRT_E_OK) rc = rpc_frame(p, &b, err);
-  } else if (p->codec != MSRT_CODEC_RAW) msrt_sbuf_putc(&b, '\n');
-  return send_done(p, &b, rc, NULL, false, err);
+  if (p->codec == MSRT_CODEC_JSON_LINES || msrt_proc_is_rpc(p))
+    rc = msrt_proc_put_data_json(&b, payload, plen, flags, err);
+  else
+    rc = put_data_text(&b, payload, plen, flags, err);
+  if (msrt_proc_is_rpc(p)) {
+    if (rc == MSRT_E_OK) rc = msrt_proc_rpc_frame(p, &b, err);
+  } else if (p->codec != MSRT_CODEC_RAW)
+    msrt_sbuf_putc(&b, '\n');
+  return msrt_proc_send_done(p, &b, rc, NULL, false, err);
 }
 
 /* ---- spawn ------------------------------------------------------------- */
@@ -1413,7 +1056,7 @@ static msrt_proc *proc_new(msrt_procs *r, const msrt_proc_spec *s) {
   p->deny = dup_list(s->deny, s->ndeny);
   p->ndeny = s->ndeny;
   p->codec = s->codec;
-  if (is_rpc(p)) {
+  if (msrt_proc_is_rpc(p)) {
     p->rpc = dup_str(s->rpc);
     p->rpc_len = strlen(s->rpc);
     p->inbox = dup_str(s->inbox);
@@ -1433,9 +1076,9 @@ static msrt_proc *proc_new(msrt_procs *r, const msrt_proc_spec *s) {
     msrt_framer_init_headers(&p->fout, s->max_line, on_out_line, on_out_bad, p);
   else msrt_framer_init(&p->fout, s->max_line, on_out_line, on_out_bad, p);
   msrt_framer_init(&p->ferr, s->max_line, on_err_line, on_err_bad, p);
-  if (!p->name || !p->publish_as || !p->out_subject || !p->allow ||
-      !p->deny || !p->ring || !p->gate ||
-      (is_rpc(p) && (!p->rpc || !p->inbox || !p->calls))) {
+  if (!p->name || !p->publish_as || !p->out_subject || !p->allow || !p->deny ||
+      !p->ring || !p->gate ||
+      (msrt_proc_is_rpc(p) && (!p->rpc || !p->inbox || !p->calls))) {
     p->handles = 0;
     link_proc(r, p);
     p->released = p->exited = true;
