@@ -229,9 +229,11 @@ end
 --- Request from a hub coroutine: an unguessable _INBOX reply subject (the
 -- first reply on it is taken, any later one dropped), a
 -- timeout (opts.timeout_ms, default 5000), no_responders at once when
--- nothing is subscribed.
+-- nothing is subscribed. sent(inbox), when given, is called once the
+-- request is out, with its reply subject (msrt.mcp: the JSON-RPC id a
+-- cancellation names).
 -- @return data, msg | nil, err
-function M.request(subject, data, opts)
+function M.request(subject, data, opts, sent)
   M.check_wait("msrt.request")
   local co = coroutine.running()
   local ok, err = ensure()
@@ -248,6 +250,7 @@ function M.request(subject, data, opts)
     requests[inbox] = nil
     return nil, core.error("no_responders", ("no responders for \"%s\""):format(subject))
   end
+  if sent then sent(inbox) end
   local timer = uv.new_timer()
   timer:start(core.timeout_ms(timeout), 0, function() -- never early
     timer:close()

@@ -391,6 +391,7 @@ M.null = process.null
 -- `msrt.json.decode(text)` -> value | nil, err; `msrt.json.null` is
 -- `msrt.null`.
 M.json = require "msrt.json"
+M.mcp = require "msrt.mcp"
 
 --- Install a routing table: how published subjects are rewritten, split
 -- and dead-lettered before subscribers are matched.
@@ -535,6 +536,7 @@ end
 process.log = M.log
 supervisor.log = M.log
 require("msrt.health").log = M.log
+M.mcp.log = M.log
 
 local function timer(ms, repeat_ms, fn, fname)
   check_arg(type(ms) == "number" and ms >= 0, 1, fname, "non-negative number of ms expected")

@@ -213,6 +213,15 @@ function Handle:send(data)
   return r, err
 end
 
+--- The JSON-RPC id msrt gave the request it sent this jsonrpc/lsp child
+-- with reply subject `reply`, while it is unanswered: what a cancellation
+-- names (MCP's notifications/cancelled requestId). @return id | nil
+function Handle:rpc_id(reply)
+  args.check(type(reply) == "string", 1, "rpc_id", "reply subject expected")
+  if self.exit then return nil end
+  return core.proc_rpc_id(self.box, reply)
+end
+
 --- Send a signal ("TERM", "HUP", "USR1"...) to the child's process group.
 -- @return true | nil, err (closed once it has exited)
 function Handle:signal(name)

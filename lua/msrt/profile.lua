@@ -210,12 +210,7 @@ end
 local LIVE = { batch = true, spin_us = true, mailbox_capacity = true, mailbox_bytes = true,
   stdin_bytes = true, gc = true }
 
-local function same(a, b)
-  if type(a) ~= "table" or type(b) ~= "table" then return a == b end
-  for k, v in pairs(a) do if not same(v, b[k]) then return false end end
-  for k in pairs(b) do if a[k] == nil then return false end end
-  return true
-end
+local same = schema.same
 
 --- Apply a reloaded profile t (resolved): the live fields (batch, spin_us,
 -- mailbox_capacity and mailbox_bytes for actors made from now on,

@@ -112,6 +112,14 @@ end
 
 -- ---- values ------------------------------------------------------------------
 
+--- Deep equality of two values (tables by their keys and values).
+function M.same(a, b)
+  if type(a) ~= "table" or type(b) ~= "table" then return a == b end
+  for k, v in pairs(a) do if not M.same(v, b[k]) then return false end end
+  for k in pairs(b) do if a[k] == nil then return false end end
+  return true
+end
+
 local function describe(spec)
   if spec.kind == "integer" or spec.kind == "number" then
     local what = spec.kind == "integer" and "an integer" or "a number"

@@ -349,6 +349,18 @@ static int l_proc_pid(lua_State *L) {
   return 1;
 }
 
+/* proc_rpc_id(box, reply) -> the JSON-RPC id of the request sent with
+ * that reply subject, not yet answered; nothing otherwise. */
+static int l_proc_rpc_id(lua_State *L) {
+  size_t n;
+  const char *r = luaL_checklstring(L, 2, &n);
+  msrt_proc *p = proc_of(L);
+  uint64_t id = p ? msrt_proc_rpc_id(p, r, n) : 0;
+  if (!id) return 0;
+  lua_pushnumber(L, (lua_Number)id);
+  return 1;
+}
+
 static int l_proc_state(lua_State *L) {
   msrt_proc *p = proc_of(L);
   if (!p) return 0;
@@ -502,7 +514,8 @@ static int box_gc(lua_State *L) { return l_proc_release(L); }
 void msrt_lua_open_proc(lua_State *L) {
   static const luaL_Reg fns[] = {
     {"proc_spawn", l_proc_spawn}, {"proc_pid", l_proc_pid},
-    {"proc_state", l_proc_state}, {"proc_send", l_proc_send},
+    {"proc_state", l_proc_state},
+    {"proc_rpc_id", l_proc_rpc_id}, {"proc_send", l_proc_send},
     {"proc_signal", l_proc_signal}, {"proc_stop", l_proc_stop},
     {"proc_close_stdin", l_proc_close_stdin}, {"proc_stats", l_proc_stats},
     {"proc_release", l_proc_release}, {"proc_subscribe", l_proc_subscribe},

@@ -270,6 +270,12 @@ msrt_gate *msrt_proc_gate(const msrt_proc *p);
 /* The process with id, or NULL (released or unknown). */
 msrt_proc *msrt_procs_find(msrt_procs *r, uint64_t id);
 
+/* The JSON-RPC id of the request a jsonrpc/lsp child was sent with reply
+ * subject reply (n bytes) and has not yet answered, or 0 (none, or not an
+ * rpc child). What a cancellation names (MCP's notifications/cancelled
+ * requestId, LSP's $/cancelRequest id). Hub thread. */
+uint64_t msrt_proc_rpc_id(const msrt_proc *p, const char *reply, size_t n);
+
 /* Whether the child may publish to subject s (n bytes) by its patterns:
  * under publish_as or an allow pattern, and no deny pattern (the handed
  * replies are not counted). The check a subject the routing table

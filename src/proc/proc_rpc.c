@@ -52,6 +52,15 @@ static long find_rpc_reply(const msrt_proc *p, uint64_t id) {
   return -1;
 }
 
+uint64_t msrt_proc_rpc_id(const msrt_proc *p, const char *reply, size_t n) {
+  for (size_t i = 0; msrt_proc_is_rpc(p) && i < p->rn; i++) {
+    const handed *h = &p->replies[(p->rhead + i) % REPLY_MAX];
+    if (h->rpc_id && strlen(h->s) == n && memcmp(h->s, reply, n) == 0)
+      return h->rpc_id;
+  }
+  return 0;
+}
+
 /* "<publish_as>.<kind>.<method>" in s (NUL-terminated), when it is a
  * valid subject; else reported as bad output. */
 static bool rpc_subject(msrt_proc *p, msrt_sbuf *s, const char *kind,
