@@ -99,6 +99,7 @@ local function arm(q)
   q.tick_at = due
   local ms = math.max(0, (due - now_ns()) / 1e6)
   q.tick_timer:start(core.timeout_ms(ms), 0, function() tick(q) end)
+  q.tick_timer:unref() -- ack waits do not keep the host alive (subscriptions do not)
 end
 
 -- Ack waits that ran out and delays that are over: back to ready.
