@@ -552,3 +552,15 @@ int msrt_lua_to_json(const unsigned char *p, size_t n, msrt_sbuf *out,
   if (rc != 0 && why) *why = r.why;
   return rc;
 }
+
+int msrt_lua_get_string(const unsigned char *p, size_t n, const char **s,
+                        size_t *len) {
+  rd r = {p, p + n, NULL, 0};
+  uint32_t v;
+  if (n == 0 || *p < 0x20 || get_u(&r, &v) != 0) return -1;
+  v -= 0x20;
+  if ((size_t)(r.end - r.p) != v) return -1;
+  *s = (const char *)r.p;
+  *len = v;
+  return 0;
+}

@@ -80,6 +80,12 @@ cJSON *msrt_json_parse(const char *s, size_t n, const char **reason,
 /* Append the serialization of a Lua string (s[0..n)). */
 void msrt_lua_put_string(msrt_sbuf *out, const char *s, size_t n);
 
+/* Whether p[0..n) is the serialization of exactly one Lua string: then
+ * *s points at its bytes (inside p) and *len gets their count. Returns 0,
+ * or -1 for anything else (another type, truncated, trailing bytes). */
+int msrt_lua_get_string(const unsigned char *p, size_t n, const char **s,
+                        size_t *len);
+
 /* Append the JSON text of the one value serialized in p[0..n). Returns 0,
  * or -1 with *why (a static string) when the bytes are not a complete,
  * supported serialization ("truncated", "trailing bytes", "too deep",
