@@ -101,7 +101,7 @@ static msrt_run_result producer_fn(void *self, msrt_actor *a, int budget) {
   while ((x = msrt_actor_pop(a))) msrt_env_unref(x); /* kicks / wake-ups */
   for (int i = 0; i < budget && p->left > 0; i++) {
     msrt_envelope *e = p->fresh ? env() : p->e;
-    int r = msrt_actor_push(p->to, e);
+    int r = msrt_actor_offer(p->to, e, NULL, NULL);
     if (p->fresh) msrt_env_unref(e);
     if (r == MSRT_E_MAILBOX_FULL) {
       r = msrt_actor_wait_room(p->to, producer_waker, p);
@@ -185,7 +185,7 @@ static msrt_run_result pp_fn(void *self, msrt_actor *a, int budget) {
       if (atomic_load_explicit(&pp_stop, memory_order_relaxed)) continue;
       p->t0 = msrt_now_ns();
     }
-    if (msrt_actor_push(p->peer, p->e) != MSRT_E_OK) abort();
+    if (msrt_actor_offer(p->peer, p->e, NULL, NULL) != MSRT_E_OK) abort();
   }
   return MSRT_RUN_IDLE;
 }
@@ -212,7 +212,8 @@ static void pingpong_once(int pairs, double *rate, double *p50, double *p99,
   msrt_sched_start(s);
   sleep_ms(20);
   uint64_t t0 = msrt_now_ns();
-  for (int i = 0; i < 2 * pairs; i += 2) msrt_actor_push(aa[i], pp[i].e);
+  for (int i = 0; i < 2 * pairs; i += 2)
+    msrt_actor_offer(aa[i], pp[i].e, NULL, NULL);
   sleep_ms((int)(opt_secs * 1000));
   atomic_store(&pp_stop, 1);
   uint64_t t1 = msrt_now_ns();
@@ -289,7 +290,7 @@ static void create_once(double *rate, double *rss_fresh, double *heap_fresh,
   msrt_sched_start(s);
   msrt_envelope *e = env();
   for (int i = 0; i < N; i++) {
-    msrt_actor_push(v[i], e);
+    msrt_actor_offer(v[i], e, NULL, NULL);
     msrt_actor_push_sys(v[i], e);
   }
   msrt_sched_stats st;

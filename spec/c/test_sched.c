@@ -32,10 +32,12 @@ static msg rd(const msrt_envelope *e) {
   memcpy(&m, e->payload, sizeof m);
   return m;
 }
+static int push(msrt_actor *a, msrt_envelope *e); /* msrt_actor_offer */
+
 /* push a fresh envelope and drop the caller's ref */
 static int send(msrt_actor *a, uint32_t from, uint32_t seq, int prio) {
   msrt_envelope *e = mk(from, seq, prio);
-  int r = msrt_actor_push(a, e);
+  int r = push(a, e);
   msrt_env_unref(e);
   return r;
 }
@@ -96,15 +98,30 @@ typedef struct {
   int reasons_oldest, reasons_newest;
   uint32_t seqs[64];
 } drops_t;
-static void dropped_cb(msrt_actor *a, msrt_envelope *e, const char *reason,
-                       void *sud) {
-  (void)a;
-  drops_t *d = sud;
+static void record_drop(drops_t *d, const msrt_envelope *e,
+                        const char *reason) {
   if (!d) return;
   int i = atomic_fetch_add(&d->n, 1);
   if (i < 64) d->seqs[i] = rd(e).seq;
   if (!strcmp(reason, "drop_oldest")) d->reasons_oldest++;
   if (!strcmp(reason, "drop_newest")) d->reasons_newest++;
+}
+
+/* Where push tells its drops (mksched's drops, NULL: nowhere). */
+static drops_t *drops_now;
+
+static void evicted_cb(void *ud, msrt_envelope *old) {
+  record_drop(ud, old, "drop_oldest");
+}
+
+/* msrt_actor_offer with its drops recorded in drops_now. */
+static int push(msrt_actor *a, msrt_envelope *e) {
+  drops_t *d = drops_now;
+  msrt_evict_sink sink = {evicted_cb, d};
+  msrt_offered what;
+  int r = msrt_actor_offer(a, e, &sink, &what);
+  if (what == MSRT_OFFER_DROPPED_NEWEST) record_drop(d, e, "drop_newest");
+  return r;
 }
 
 static msrt_sched *mksched(int workers, int batch, int spin_us, size_t cap,
@@ -117,8 +134,7 @@ static msrt_sched *mksched(int workers, int batch, int spin_us, size_t cap,
   c.overflow = ov;
   c.run = run_cb;
   c.release = release_cb;
-  c.dropped = dropped_cb;
-  c.sched_ud = sud;
+  drops_now = sud;
   msrt_sched *s = NULL;
   msrt_error err;
   int r = msrt_sched_new(&c, &s, &err);
@@ -266,7 +282,7 @@ static void *producer_main(void *arg) {
     int k = (int)(i & 1);
     msrt_envelope *e = mk(p->from, seq[k], 5);
     for (;;) {
-      int r = msrt_actor_push(p->to[k], e);
+      int r = push(p->to[k], e);
       if (r == MSRT_E_OK) break;
       if (r != MSRT_E_MAILBOX_FULL) abort();
       p->full++;
@@ -493,7 +509,7 @@ static msrt_envelope *mk_big(uint32_t seq, size_t bytes) {
 
 static int push_big(msrt_actor *a, uint32_t seq, size_t bytes) {
   msrt_envelope *e = mk_big(seq, bytes);
-  int r = msrt_actor_push(a, e);
+  int r = push(a, e);
   msrt_env_unref(e);
   return r;
 }
@@ -537,10 +553,11 @@ static void test_byte_bound(void) {
   drops_t d = {0};
   long live0 = msrt_env_live();
   msrt_sched_config c = {.workers = 1, .run = run_cb, .release = release_cb,
-                         .dropped = dropped_cb, .sched_ud = &d,
+                         
                          .mailbox_bytes = 3 * S};
   msrt_sched *s = NULL;
   CHECK(msrt_sched_new(&c, &s, NULL) == MSRT_E_OK);
+  drops_now = &d;
   actor_t *t = mkt(h_consume);
   msrt_actor *dn = msrt_actor_new(s, t, 0, MSRT_OVERFLOW_DROP_NEWEST);
   msrt_actor *dol = msrt_actor_new(s, t, 0, MSRT_OVERFLOW_DROP_OLDEST);
@@ -1003,7 +1020,7 @@ static msrt_run_result h_fanout(actor_t *t, msrt_actor *a, int budget, int w) {
   msrt_envelope *e;
   while ((e = msrt_actor_pop(a))) {
     for (int i = 0; i < fan_n; i++)
-      if (msrt_actor_push(fan_to[i], e) != MSRT_E_OK)
+      if (push(fan_to[i], e) != MSRT_E_OK)
         atomic_fetch_add(&t->order_errors, 1);
     msrt_env_unref(e);
     atomic_fetch_add(&t->received, 1);

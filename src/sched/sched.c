@@ -594,7 +594,7 @@ static size_t make_room(msrt_sched *s, msrt_actor *a, uint64_t size,
     if (!old) break;
     room_freed_n(a, 1, msrt_env_size(old));
     atomic_fetch_add_explicit(&s->drops_oldest, 1, RLX);
-    sink->fn(sink->ud, old);
+    if (sink) sink->fn(sink->ud, old);
     msrt_env_unref(old);
     n++;
   }
@@ -603,6 +603,8 @@ static size_t make_room(msrt_sched *s, msrt_actor *a, uint64_t size,
 
 int msrt_actor_offer(msrt_actor *a, msrt_envelope *e,
                      const msrt_evict_sink *evicted, msrt_offered *what) {
+  msrt_offered unasked;
+  if (!what) what = &unasked;
   *what = MSRT_OFFER_KEPT;
   if (atomic_load_explicit(&a->state, ACQ) & ST_CLOSED) return MSRT_E_CLOSED;
   msrt_sched *s = a->s;
@@ -643,22 +645,6 @@ int msrt_actor_offer(msrt_actor *a, msrt_envelope *e,
             node);
   wake_actor(s, a, 0);
   return MSRT_E_OK;
-}
-
-/* msrt_actor_push's drops go to cfg.dropped. */
-static void evicted_to_cfg(void *ud, msrt_envelope *old) {
-  msrt_actor *a = ud;
-  if (a->s->cfg.dropped)
-    a->s->cfg.dropped(a, old, "drop_oldest", a->s->cfg.sched_ud);
-}
-
-int msrt_actor_push(msrt_actor *a, msrt_envelope *e) {
-  msrt_evict_sink sink = {evicted_to_cfg, a};
-  msrt_offered what;
-  int r = msrt_actor_offer(a, e, &sink, &what);
-  if (what == MSRT_OFFER_DROPPED_NEWEST && a->s->cfg.dropped)
-    a->s->cfg.dropped(a, e, "drop_newest", a->s->cfg.sched_ud);
-  return r;
 }
 
 int msrt_actor_push_sys(msrt_actor *a, msrt_envelope *e) {

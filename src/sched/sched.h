@@ -27,10 +27,10 @@
  *                 when woken;
  *   ERROR       : push returns MSRT_E_MAILBOX_FULL (nothing enqueued);
  *   DROP_NEWEST : push returns MSRT_E_OK, the new envelope is not enqueued,
- *                 cfg.dropped is called with reason "drop_newest";
+ *                 and says so (MSRT_OFFER_DROPPED_NEWEST);
  *   DROP_OLDEST : the oldest low-lane message (or, when the low lane is
  *                 empty, the oldest high-lane message) is evicted and given
- *                 to cfg.dropped with reason "drop_oldest", again until
+ *                 to the pusher's evict sink, again until
  *                 both bounds leave room (a large message can evict
  *                 several small ones); the new one is
  *                 enqueued. Actors with this policy take a tiny per-actor
@@ -138,11 +138,6 @@ typedef struct {
   /* Called once per actor, after STOPPED (on the worker) or from
    * msrt_sched_free (on its thread). May be NULL. */
   void (*release)(msrt_actor *a, void *actor_ud);
-  /* A drop happened (drop_oldest / drop_newest); called on the pushing
-   * thread; reason is "drop_oldest" or "drop_newest"; the envelope ref is
-   * borrowed (valid during the call). May be NULL. */
-  void (*dropped)(msrt_actor *a, msrt_envelope *e, const char *reason,
-                  void *sched_ud);
   void *sched_ud;
   unsigned flags;          /* MSRT_SCHED_* above; 0 = default */
 } msrt_sched_config;
@@ -218,18 +213,6 @@ msrt_actor *msrt_actor_new(msrt_sched *s, void *actor_ud, size_t capacity,
 void msrt_actor_ref(msrt_actor *a);
 void msrt_actor_unref(msrt_actor *a);
 
-/* Push e to the normal mailbox (high lane if e->priority <= 3, else low).
- * On MSRT_E_OK the mailbox holds its own new reference (the caller keeps
- * its own) - except for drop_newest, which returns MSRT_E_OK without
- * enqueueing and reports the drop through cfg.dropped. Returns:
- *   MSRT_E_OK, MSRT_E_MAILBOX_FULL (policy ERROR or BLOCK; nothing
- *   enqueued; for BLOCK use msrt_actor_wait_room), MSRT_E_CLOSED (actor
- *   stopping/stopped or scheduler stopped), MSRT_E_NOMEM.
- * Any thread, including the actor's own run callback. Lock-free except the
- * drop_oldest eviction (per-actor spinlock); no syscalls except waking a
- * parked worker. */
-int msrt_actor_push(msrt_actor *a, msrt_envelope *e);
-
 /* What msrt_actor_offer did with e when it returned MSRT_E_OK. */
 typedef enum {
   MSRT_OFFER_KEPT,           /* enqueued, nothing lost */
@@ -238,15 +221,25 @@ typedef enum {
                                 older messages went to the evict sink */
 } msrt_offered;
 
-/* msrt_actor_push with its drops told to the caller instead of cfg.dropped
- * (which it never calls): *what says what became of e (MSRT_OFFER_KEPT
- * unless it returns MSRT_E_OK) and evicted gets every evicted envelope.
- * Same returns and thread-safety as msrt_actor_push. */
+/* Push e to the normal mailbox (high lane if e->priority <= 3, else low):
+ * the scheduler's one push path, whose drops are told to the pusher.
+ * On MSRT_E_OK the mailbox holds its own new reference (the caller keeps
+ * its own) - except for drop_newest, which returns MSRT_E_OK without
+ * enqueueing. *what (what may be NULL) says what became of e
+ * (MSRT_OFFER_KEPT unless it returns MSRT_E_OK); evicted (may be NULL:
+ * evicted envelopes are then only counted) gets every envelope drop_oldest
+ * evicts. Returns:
+ *   MSRT_E_OK, MSRT_E_MAILBOX_FULL (policy ERROR or BLOCK; nothing
+ *   enqueued; for BLOCK use msrt_actor_wait_room), MSRT_E_CLOSED (actor
+ *   stopping/stopped or scheduler stopped), MSRT_E_NOMEM.
+ * Any thread, including the actor's own run callback. Lock-free except the
+ * drop_oldest eviction (per-actor spinlock); no syscalls except waking a
+ * parked worker. */
 int msrt_actor_offer(msrt_actor *a, msrt_envelope *e,
                      const msrt_evict_sink *evicted, msrt_offered *what);
 
 /* Push e to the sys lane: unbounded, never dropped, eligible even while
- * the actor is WAITING. Same returns as msrt_actor_push (never FULL). */
+ * the actor is WAITING. Same returns as msrt_actor_offer (never FULL). */
 int msrt_actor_push_sys(msrt_actor *a, msrt_envelope *e);
 
 /* Only from the run callback of actor a: the next eligible message (sys
