@@ -831,6 +831,22 @@ describe("metrics", function()
   end)
 end)
 
+describe("actor cells", function()
+  it("cross to Lua typed: another value raises, and a released cell raises instead of reaching freed memory", function()
+    local core = require "msrt.core"
+    assert.has_error(function() core.actor_mailbox({}) end, "bad argument #1 to 'actor_mailbox' (msrt.actor_cell expected, got table)")
+    drive(function()
+      local h = assert(spawn { name = "t_cell", subscribe = "t.cell", handle = function() end })
+      local _, a = next(h.alive)
+      local cell = a.cell
+      assert.are.equal(0, (core.actor_mailbox(cell)))
+      h:stop()
+      h:wait() -- the hub's handle released the cell when the exit came
+      assert.has_error(function() core.actor_mailbox(cell) end, "bad argument #1 to 'actor_mailbox' (the actor cell was released)")
+    end)
+  end)
+end)
+
 describe("shutdown", function()
   -- Regression: actors stopped just before msrt.stop() kept a cell the hub
   -- never released (a leak ASan reported in about 3 runs in 4).

@@ -158,7 +158,7 @@ local function exited(handle, id, rec)
   local a = handle.alive[id]
   if not a then return end
   handle.alive[id] = nil
-  core.actor_unref(a.cell)
+  core.actor_release(a.cell)
   live[id] = nil
   live_count = live_count - 1
   if live_count == 0 then core.keep_alive(false) end
@@ -255,7 +255,7 @@ function M.release_all()
     local a = handle.alive[id]
     if a then
       handle.alive[id] = nil
-      core.actor_unref(a.cell)
+      core.actor_release(a.cell)
     end
     live[id] = nil
   end

@@ -4,8 +4,8 @@
  *   lrt.c      rt_start, rt_stop, rt_tune, set_dispatch, keep_alive,
  *              drain_inbox: the runtime (lua/rt.h) and the hub inbox's
  *              drain into the Lua dispatcher
- *   lactor.c   actor_new, actor_stop, actor_unref, actor_mailbox: actors
- *              (lua/actor.h, sched/sched.h)
+ *   lactor.c   actor_new, actor_stop, actor_release, actor_mailbox:
+ *              actors (lua/actor.h), their cells typed userdata with __gc
  *   lbus.c     publish, pending_wait, pending_retry, subscribe,
  *              unsubscribe, set_ready, stamp_subscribe, stamp_unsubscribe,
  *              token, undecodable: the publish path (bus/bus.h)
