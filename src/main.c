@@ -35,7 +35,8 @@ static void usage(FILE *to) {
     "  --check FILE...   compile and validate policy files, then exit\n"
     "  -h, --help        this text\n"
     "usage: msrt-lua ctl SOCKET status|tree|metrics|reload|stop [PATH]|\n"
-    "                   start PATH|restart PATH|help   (msrt-lua ctl help)\n",
+    "                   start PATH|restart PATH|help   (msrt-lua ctl help)\n"
+    "usage: msrt-lua mcp serve POLICY.lua   the fleet as an MCP server on stdio\n",
     to);
 }
 
@@ -219,8 +220,23 @@ static int ctl_main(int argc, char **argv) {
   return rc ? 1 : status;
 }
 
+/* msrt-lua mcp serve POLICY: the fleet as an MCP server on stdio; the
+ * hub runs until the client closes stdin (or a signal). */
+static int mcp_main(int argc, char **argv) {
+  if (msrt_host_init(&host)) return 1;
+  set_arg(host.L, argv, argc, 1);
+  int rc = boot(host.L, "msrt.profile");
+  if (rc == 0)
+    rc = do_string(host.L, "require('msrt.mcp_serve').main(unpack(arg))");
+  if (rc) msrt_hub_shutdown(host.hub, "error", 1);
+  msrt_host_run(&host, UV_RUN_DEFAULT);
+  int status = msrt_host_close(&host);
+  return rc ? 1 : status;
+}
+
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "ctl") == 0) return ctl_main(argc, argv);
+  if (argc > 1 && strcmp(argv[1], "mcp") == 0) return mcp_main(argc, argv);
   cli c = {0};
   const char *level = getenv("MSRT_LOG_LEVEL"); /* --log-level overrides */
   host.log_level = level && *level ? msrt_log_level_from_name(level)

@@ -1,0 +1,120 @@
+-- `msrt-lua mcp serve POLICY.lua` (README "MCP servers"): the fleet as an
+-- MCP server on stdio, driven by the MCP inspector's CLI
+-- (@modelcontextprotocol/inspector-cli, pinned in package-lock.json) as a
+-- real client, and by raw JSON-RPC lines for what the inspector does not
+-- send (batches, bad input, unknown methods).
+local S = require "spec.support"
+local msrt = require "msrt"
+
+local ROOT = (debug.getinfo(1, "S").source:sub(2):match("^(.*)/spec/[^/]*$")) or "."
+if ROOT:sub(1, 1) ~= "/" then ROOT = os.getenv("PWD") .. "/" .. ROOT end
+-- inspector-cli 1.0.3 looks for its package.json relative to the working
+-- directory: it runs in its own build directory
+local INSPECTOR = ROOT .. "/node_modules/@modelcontextprotocol/inspector-cli/build"
+
+local function policy_dir()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p " .. S.quote(dir)) == 0)
+  S.write(dir .. "/tree.lua", [[
+return { name = "svc", children = {
+  { id = "upper", actor = { subscribe = "svc.upper", handle = function(ctx, msg)
+      ctx:reply(msg, { text = string.upper(msg.data.text) })
+    end } },
+  { id = "hidden", actor = { subscribe = "svc.hidden", handle = function(ctx, msg) ctx:reply(msg, "secret") end } } } }
+]])
+  S.write(dir .. "/policy.lua", ([[
+return {
+  name = "fleet", version = "7",
+  fleet = "tree.lua",
+  servers = { { name = "ev", inherit_env = { "PATH" },
+    cmd = { "node", %q, "stdio" } } },
+  tools = {
+    { name = "upper", subject = "svc.upper", description = "Upper-case a text",
+      input_schema = { type = "object", properties = { text = { type = "string" } }, required = { "text" } } },
+    { name = "sum", server = "ev", tool = "get-sum" },
+    { name = "gone", subject = "svc.nobody", description = "Nobody answers" },
+    { name = "echo", server = "ev", tool = "echo" },
+  },
+}
+]]):format(ROOT .. "/node_modules/@modelcontextprotocol/server-everything/dist/index.js"))
+  return dir
+end
+
+local function inspect(policy, ...)
+  local r = S.run({ "index.js", S.exe, "mcp", "serve", policy, ... }, { exe = "node", cwd = INSPECTOR, limit_s = 120 })
+  return r, r.code == 0 and msrt.json.decode(r.out:match("(%b{})%s*$") or "") or nil
+end
+
+describe("msrt-lua mcp serve", function()
+  local dir
+  setup(function() dir = policy_dir() end)
+  teardown(function() os.execute("rm -rf " .. S.quote(dir)) end)
+
+  it("lists only the policy's tools to the inspector, a server tool as its child describes it", function()
+    local r, out = inspect(dir .. "/policy.lua", "--method", "tools/list")
+    assert.are.equal(0, r.code, r.err)
+    local names = {}
+    for _, t in ipairs(out.tools) do names[#names + 1] = t.name end
+    assert.are.same({ "upper", "sum", "gone", "echo" }, names)
+    assert.are.equal("Upper-case a text", out.tools[1].description)
+    assert.are.same({ "a", "b" }, out.tools[2].inputSchema.required)
+    assert.are.equal("Returns the sum of two numbers", out.tools[2].description)
+  end)
+
+  it("makes tools/call an msrt.request on the tool's subject, or the MCP child's tool call", function()
+    local r, out = inspect(dir .. "/policy.lua", "--method", "tools/call", "--tool-name", "upper", "--tool-arg", "text=hello")
+    assert.are.equal(0, r.code, r.err)
+    assert.are.same({ text = "HELLO" }, out.structuredContent)
+    r, out = inspect(dir .. "/policy.lua", "--method", "tools/call", "--tool-name", "sum", "--tool-arg", "a=2", "b=3")
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("The sum of 2 and 3 is 5.", out.content[1].text)
+    -- an error (here nobody subscribes) is an isError result with its message
+    r, out = inspect(dir .. "/policy.lua", "--method", "tools/call", "--tool-name", "gone")
+    assert.are.equal(0, r.code, r.err)
+    assert.is_true(out.isError)
+    assert.matches("no responders for \"svc.nobody\"", out.content[1].text)
+  end)
+
+  it("refuses a tool not listed, though its subject answers in the fleet", function()
+    local r = inspect(dir .. "/policy.lua", "--method", "tools/call", "--tool-name", "hidden")
+    assert.are_not.equal(0, r.code)
+    assert.matches("Unknown tool: hidden", r.out .. r.err)
+  end)
+
+  it("answers batches, bad JSON, unknown methods and bad arguments on raw stdio", function()
+    local lines = {
+      '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}',
+      '{"jsonrpc":"2.0","method":"notifications/initialized"}',
+      '[{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"upper","arguments":{"text":"x"}}},{"jsonrpc":"2.0","id":3,"method":"nope"}]',
+      'not json',
+      '{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"upper","arguments":{"txt":1}}}',
+      '{"jsonrpc":"2.0","id":5,"method":"ping"}',
+    }
+    local r = S.run({ "mcp", "serve", dir .. "/policy.lua" }, { stdin = table.concat(lines, "\n") .. "\n", limit_s = 60 })
+    assert.are.equal(0, r.code, r.err)
+    local by_id, parse_error = {}, nil
+    for line in r.out:gmatch("[^\n]+") do
+      local m = assert(msrt.json.decode(line))
+      if m.id == msrt.json.null then parse_error = m else by_id[m.id] = m end
+    end
+    assert.are.equal("2024-11-05", by_id[1].result.protocolVersion)
+    assert.are.same({ version = "7", name = "fleet" }, by_id[1].result.serverInfo)
+    assert.are.same({ text = "X" }, by_id[2].result.structuredContent)
+    assert.are.equal(-32601, by_id[3].error.code)
+    assert.are.equal(-32700, parse_error.error.code)
+    assert.are.equal(-32602, by_id[4].error.code)
+    assert.matches("'text' is required", by_id[4].error.message)
+    assert.are.same({}, by_id[5].result)
+  end)
+
+  it("refuses a bad policy file with its place", function()
+    local bad = S.file('return { tools = { { name = "x" } } }', ".lua")
+    local r = S.run({ "mcp", "serve", bad }, { limit_s = 30 })
+    assert.are.equal(1, r.code)
+    assert.matches("needs one of subject or server", r.err)
+    r = S.run({ "mcp", "bogus" }, { limit_s = 30 })
+    assert.are.equal(2, r.code)
+    assert.matches("usage: msrt%-lua mcp serve POLICY.lua", r.err)
+  end)
+end)
