@@ -28,6 +28,7 @@ static void usage(FILE *to) {
     "  --workers N       worker threads (overrides the profile)\n"
     "  --log-level L     debug, info, warn or error (default info)\n"
     "  --watch DIR       reload policy files under DIR when they change\n"
+    "  --nats URL        join the NATS server at URL (msrt.nats{url = URL})\n"
     "  --metrics H:P     serve Prometheus /metrics on H:P (e.g. 127.0.0.1:9464)\n"
     "  --ctl PATH|auto   serve the control socket (see below); auto: a private\n"
     "                    path, printed\n"
@@ -190,6 +191,9 @@ static int parse(int argc, char **argv, cli *c) {
       if (need_value(i, argc, argv)) return 2;
       if (host.nwatch == 16) return bad_usage("too many %s options", a);
       host.watch[host.nwatch++] = argv[++i];
+    } else if (strcmp(a, "--nats") == 0) {
+      if (need_value(i, argc, argv)) return 2;
+      host.nats = argv[++i];
     } else if (strcmp(a, "--metrics") == 0 || strcmp(a, "--ctl") == 0) {
       if (need_value(i, argc, argv)) return 2;
       if (a[2] == 'm') host.metrics = argv[++i];
@@ -256,7 +260,7 @@ int main(int argc, char **argv) {
   }
   set_arg(L, argv, argc, c.script ? c.script : argc - 1);
   rc = boot(L, "msrt.profile");
-  if (rc == 0 && (host.nwatch || host.metrics || host.ctl))
+  if (rc == 0 && (host.nwatch || host.metrics || host.ctl || host.nats))
     rc = boot(L, "msrt.ops"); /* requires msrt, which starts --watch */
   for (int k = 0; rc == 0 && k < c.nactions; k++) {
     int i = c.actions[k];

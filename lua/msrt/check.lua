@@ -42,6 +42,19 @@ M.register {
   validate = routes.check,
 }
 
+M.register {
+  name = "nats",
+  detects = function(value)
+    return type(value) == "table" and (value.url ~= nil or value.servers ~= nil)
+      and (value.import ~= nil or value.export ~= nil)
+  end,
+  validate = function(value, path)
+    local ok, err = require("msrt.nats").validate(value)
+    if ok then return true end
+    return nil, core.error("bad_config", ("%s:0: %s"):format(path, err.message))
+  end,
+}
+
 -- The line where `id = "<id>"` stands in source; 0 when unknown.
 local function line_of_id(source, id)
   local at = id and source:find("id%s*=%s*[\"']" .. id:gsub("%p", "%%%0") .. "[\"']")

@@ -427,6 +427,37 @@ function M.routes(rules_or_path)
   return routes.set(rules_or_path)
 end
 
+--- Join this host to a NATS server or cluster (README "More than one
+-- host"): the bridge exports local publishes matching `export` to NATS and
+-- imports, for each local subscription an `import` pattern covers, a NATS
+-- subscription of the same pattern and queue group (interest follows
+-- subscriptions, as a leaf node's; a queue group with no ready member here
+-- withdraws its NATS subscription). `_INBOX.>` always crosses both ways,
+-- so requests and their replies (and NATS' 503 no-responders status, as
+-- `no_responders`) work across hosts; subjects under `msrt.` never cross.
+-- cfg: `url = "nats://HOST:PORT"` or `servers = {url, ...}` (a cluster's
+-- seeds; the others are learnt from them), `user`+`password`, `token` or
+-- `creds` (a .creds file), `name` (the host's name on the wire:
+-- `Msrt-Origin`), `import` (patterns, default `{">"}`), `export`
+-- (patterns, default `{">"}`), `reconnect_buffer` (bytes kept while
+-- disconnected; default the profile's `nats.reconnect_buffer`, 8 MiB),
+-- `reconnect_wait_ms`, `pending_msgs`, `connect_timeout_ms`. A string is a
+-- policy file returning that table (sandboxed, `--check`-able, its import
+-- and export reloaded live). Returns at once, connected or not: libnats
+-- keeps trying, and publishes `msrt.nats.connected`, `.disconnected` and
+-- `.closed` ({state, url, error}).
+-- @tparam table|string cfg_or_path
+-- @return the bridge (`:info()`, `:stats()`, `:ready()` a readiness probe,
+--   `:set(import, export)`, `:close()`) | nil, err (`bad_config`,
+--   `invalid_arg` for a server or credentials libnats refuses)
+function M.nats(cfg_or_path)
+  local kind = type(cfg_or_path)
+  check_arg(kind == "table" or kind == "string", 1, "nats", "options table or file path expected, got " .. kind)
+  local ok, err = hub.start()
+  if not ok then return nil, err end
+  return require("msrt.nats").open(cfg_or_path)
+end
+
 --- Watch policy files for changes and reload them (docs/architecture.md "Hot
 -- reload"): a file that is the source of a policy — a routing table given
 -- to `msrt.routes(path)`, the profile given to `--profile` or
@@ -623,6 +654,8 @@ local function finish_shutdown()
   -- Actors finish their message and terminate; a stuck one does not hold
   -- the exit past the profile's shutdown_timeout_ms.
   actors.stop_all("shutdown")
+  -- bridges close before the bus they publish on goes
+  if package.loaded["msrt.nats"] then package.loaded["msrt.nats"].close_all() end
   if not hub.stop() then
     core.report("shutdown", "an actor did not finish within shutdown_timeout_ms; exiting without it")
   else

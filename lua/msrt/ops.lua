@@ -410,12 +410,18 @@ function M.start(metrics, ctl)
   return true
 end
 
---- msrt-lua --watch/--metrics/--ctl, before the script: load msrt (which
--- starts the watches) and start the servers of the command line.
+--- msrt-lua --watch/--metrics/--ctl/--nats, before the script: load msrt
+-- (which starts the watches), start the servers of the command line and
+-- the NATS bridge of --nats URL (msrt.nats{url = URL}: import and export
+-- everything but msrt.>).
 -- @return true | nil, err
 function M.boot()
-  require "msrt"
+  local msrt = require "msrt"
   local o = core.options()
+  if o.nats then
+    local b, err = msrt.nats { url = o.nats }
+    if not b then return nil, err end
+  end
   return M.start(o.metrics, o.ctl)
 end
 

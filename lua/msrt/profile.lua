@@ -44,6 +44,11 @@ M.schema = {
     memory_bytes = int(1048576, 68719476736, "bytes"), -- held by one file's state
     file_bytes = int(1, 1073741824, "bytes"), -- largest file read
   },
+  nats = schema.fields{                    -- the NATS bridge (msrt.nats)
+    reconnect_buffer = int(0, 2147483647, "bytes"), -- kept while disconnected; beyond: dropped_disconnected
+    reconnect_wait_ms = int(1, 3600000),   -- between attempts on one server
+    pending_msgs = int(1, 100000000),      -- per NATS subscription before a slow consumer
+  },
   connections = schema.fields{
     keepalive_ms = int(0, 86400000),
     backlog = int(1, 65535),

@@ -14,6 +14,7 @@ struct msrt_bus {
   msrt_inbox *inbox;
   size_t max_payload;
   size_t max_subject; /* never 0 */
+  msrt_interest *interest; /* bus/interest.h */
 };
 
 static __thread msrt_reader *tl_reader;
@@ -37,6 +38,11 @@ msrt_bus *msrt_bus_new(msrt_router *router, msrt_inbox *inbox,
                        const msrt_bus_limits *limits) {
   msrt_bus *bus = malloc(sizeof *bus);
   if (!bus) return NULL;
+  bus->interest = msrt_interest_new();
+  if (!bus->interest) {
+    free(bus);
+    return NULL;
+  }
   bus->router = router;
   bus->inbox = inbox;
   bus->max_payload = limits->max_payload;
@@ -46,7 +52,9 @@ msrt_bus *msrt_bus_new(msrt_router *router, msrt_inbox *inbox,
 }
 
 void msrt_bus_free(msrt_bus *bus) {
+  if (!bus) return;
   if (tl_reader_bus == bus) tl_reader_bus = NULL;
+  msrt_interest_free(bus->interest);
   free(bus);
 }
 
@@ -504,21 +512,70 @@ msrt_code msrt_bus_subscribe(msrt_bus *bus, const char *pattern, size_t plen,
                              const char *queue, size_t qlen, msrt_endpoint ep,
                              uint64_t *sub_id, msrt_error *err) {
   ep_ref(ep);
-  msrt_code rc = msrt_router_subscribe(bus->router, pattern, plen, queue,
-                                       qlen, ep.ep, 0, (void *)ep.cls, sub_id,
-                                       err);
+  msrt_code rc = msrt_interest_subscribe(bus->interest, bus->router, pattern,
+                                         plen, queue, qlen, ep, sub_id, err);
   if (rc != MSRT_E_OK) ep_unref(ep);
   return rc;
 }
 
 msrt_code msrt_bus_unsubscribe(msrt_bus *bus, uint64_t sub_id) {
   void *obj = NULL, *cls = NULL;
-  msrt_code rc =
-      msrt_router_unsubscribe_item(bus->router, sub_id, &obj, NULL, &cls);
+  msrt_code rc = msrt_interest_unsubscribe(bus->interest, bus->router, sub_id,
+                                           &obj, &cls);
   /* A reader may still be pushing to the endpoint: drop the subscription's
    * reference only after every reader that could have seen it has left. */
   const msrt_endpoint_class *c = cls;
   if (rc == MSRT_E_OK && c->unref)
     msrt_router_defer(bus->router, c->unref, obj);
+  return rc;
+}
+
+msrt_code msrt_bus_set_ready(msrt_bus *bus, uint64_t sub_id, bool ready) {
+  return msrt_interest_set_ready(bus->interest, bus->router, sub_id, ready);
+}
+
+void msrt_bus_set_interest(msrt_bus *bus, const msrt_interest_hook *hook) {
+  msrt_interest_hook_set(bus->interest, hook);
+}
+
+/* Queue-group members of another key are skipped, like full ones: the
+ * group's one member comes from the key the message was imported for. */
+static bool skip_other_key(const msrt_match_item *m, void *ud) {
+  return m->kind != *(const uint32_t *)ud || skip_full(m, NULL);
+}
+
+msrt_code msrt_bus_publish_key(msrt_bus *bus, msrt_envelope *e, uint32_t key,
+                               size_t *delivered, msrt_error *err) {
+  *delivered = 0;
+  unsigned cls = msrt_bus_class(bus, e->subject, e->subject_len);
+  msrt_reader *rd = msrt_bus_reader(bus);
+  if (!rd) {
+    refuse(bus, cls);
+    return msrt_error_set(err, MSRT_E_RESOURCE_EXHAUSTED, "out of memory "
+                          "making this thread's router reader");
+  }
+  pub_space local;
+  pub_space *s = space_get(bus, &local);
+  msrt_router_reader_enter(rd);
+  msrt_code rc = MSRT_E_OK;
+  long n = msrt_router_match(rd, e->subject, e->subject_len, &s->m,
+                             skip_other_key, &key);
+  size_t kept = 0;
+  for (long i = 0; i < n; i++) /* the key's own: plain ones and its member */
+    if (s->m.items[i].kind == key) s->m.items[kept++] = s->m.items[i];
+  s->m.len = kept;
+  if (n < 0) {
+    refuse(bus, cls);
+    rc = msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+  } else if (kept == 0) {
+    count(bus, cls, MSRT_STAT_ACCEPTED, 1);
+    count(bus, cls, s->m.unready_groups ? MSRT_STAT_DROP_NOT_READY
+                                        : MSRT_STAT_NO_RESPONDERS, 1);
+  } else {
+    count(bus, cls, MSRT_STAT_ACCEPTED, kept);
+    rc = fan_out(bus, cls, e, &s->m, delivered, NULL, err);
+  }
+  msrt_router_reader_leave(rd);
+  space_put(s);
   return rc;
 }

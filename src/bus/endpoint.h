@@ -74,6 +74,10 @@ typedef struct msrt_endpoint_class {
   void (*name)(void *ep, char *buf, size_t cap);
   /* What the sender did after MSRT_PUSH_FULL. NULL: not kept. */
   void (*note)(void *ep, msrt_full_note what);
+  /* The endpoint stands for other hosts (the NATS bridge's export): its
+   * subscriptions make no interest of this host's (bus/interest.h), so
+   * what it subscribes to is never asked back from the others. */
+  bool remote;
 } msrt_endpoint_class;
 
 /* An endpoint: its class and its object. Passed by value. */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus/interest.h"
 #include "core/token.h"
 #include "lua/host.h"
 #include "lua/lerror.h"
@@ -136,7 +137,7 @@ static int l_unsubscribe(lua_State *L) {
 static int l_set_ready(lua_State *L) {
   msrt_rt *rt = msrt_lua_rt(L);
   uint64_t sid = (uint64_t)luaL_checknumber(L, 1);
-  if (msrt_router_set_ready(rt->router, sid, lua_toboolean(L, 2)) != MSRT_E_OK)
+  if (msrt_bus_set_ready(rt->bus, sid, lua_toboolean(L, 2)) != MSRT_E_OK)
     return msrt_lua_fail(L, MSRT_E_NOT_FOUND, "no subscription %llu",
                          (unsigned long long)sid);
   lua_pushboolean(L, 1);

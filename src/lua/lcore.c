@@ -269,7 +269,7 @@ static int l_report(lua_State *L) {
 }
 
 /* options() -> {profile =, workers =, log_level =, watch = {dir...},
- * metrics =, ctl =, log_format =} from the command line */
+ * metrics =, ctl =, log_format =, nats =} from the command line */
 static int l_options(lua_State *L) {
   msrt_host *h = host(L);
   static const char *const levels[] = {"debug", "info", "warn", "error"};
@@ -284,9 +284,9 @@ static int l_options(lua_State *L) {
   }
   lua_pushstring(L, levels[h->log_level]);
   lua_setfield(L, -2, "log_level");
-  static const char *const strs[] = {"metrics", "ctl", "log_format"};
-  const char *vals[] = {h->metrics, h->ctl, h->log_format};
-  for (int i = 0; i < 3; i++) {
+  static const char *const strs[] = {"metrics", "ctl", "log_format", "nats"};
+  const char *vals[] = {h->metrics, h->ctl, h->log_format, h->nats};
+  for (int i = 0; i < 4; i++) {
     if (!vals[i]) continue;
     lua_pushstring(L, vals[i]);
     lua_setfield(L, -2, strs[i]);
@@ -377,6 +377,7 @@ int luaopen_msrt_core(lua_State *L) {
   msrt_lua_open_metrics(L);
   msrt_lua_open_routes(L);
   msrt_lua_open_queue(L);
+  msrt_lua_open_bridge(L);
   msrt_lua_open_proc(L);
   msrt_lua_open_json(L);
   msrt_lua_open_super(L);

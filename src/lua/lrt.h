@@ -14,6 +14,8 @@
  *              (router/routes.h)
  *   lqueue.c   queue_open and the queue handle: durable queues
  *              (queue/queue.h)
+ *   lbridge.c  nats_open, nats_filters, nats_info, nats_stats, nats_close:
+ *              the NATS bridge (bridge/bridge.h)
  * Errors come back as `nil, err` (lua/lerror.h). Hub thread only. */
 #ifndef MSRT_LUA_LRT_H
 #define MSRT_LUA_LRT_H
@@ -41,5 +43,6 @@ void msrt_lua_open_bus(lua_State *L);
 void msrt_lua_open_metrics(lua_State *L);
 void msrt_lua_open_routes(lua_State *L);
 void msrt_lua_open_queue(lua_State *L);
+void msrt_lua_open_bridge(lua_State *L);
 
 #endif

@@ -1,0 +1,256 @@
+-- The NATS bridge (README "More than one host"): msrt hosts as separate
+-- msrt-lua processes joined through Debian's nats-server, started here
+-- (spec/nats_server.lua). Request/reply with an _INBOX crossing back and
+-- the 503 no-responders status; headers and priority; a queue group with
+-- members on three hosts; interest following subscriptions and readiness;
+-- no loops; max_payload; a NATS client that is not msrt (the `nats` npm
+-- package) publishing to and answering msrt subjects; --check of a bridge
+-- file.
+local S = require "spec.support"
+local N = require "spec.nats_server"
+local json = require "dkjson"
+
+-- A host: script text run by msrt-lua in the background (bounded by
+-- timeout), its stdout in a file. Returns {out = path, pid = n}.
+local function host(script, env)
+  local path = S.file(script)
+  local out = os.tmpname()
+  local p = io.popen(("%s timeout -k 2 60 %s %s >%s 2>&1 </dev/null & echo $!"):format(
+    env or "", S.quote(S.exe), S.quote(path), S.quote(out)))
+  local pid = tonumber(p:read("*a"))
+  p:close()
+  return { out = out, pid = pid, script = path }
+end
+
+local function read(path)
+  local f = io.open(path)
+  if not f then return "" end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+-- Wait (bounded) until the host's output matches pattern; returns the
+-- capture (or whole match), or fails with the output.
+local function await(h, pattern, ms)
+  local deadline = os.time() + (ms or 20000) / 1000
+  repeat
+    local text = read(h.out)
+    local got = text:match(pattern)
+    if got then return got end
+    os.execute("sleep 0.05")
+  until os.time() > deadline
+  error(("host output never matched %q:\n%s"):format(pattern, read(h.out)), 2)
+end
+
+-- Wait (bounded) for the host to exit; returns its output.
+local function finish(h, ms)
+  local deadline = os.time() + (ms or 20000) / 1000
+  while os.execute("kill -0 " .. h.pid .. " 2>/dev/null") == 0 do
+    if os.time() > deadline then
+      os.execute("kill -9 " .. h.pid)
+      error("host did not exit:\n" .. read(h.out), 2)
+    end
+    os.execute("sleep 0.05")
+  end
+  local text = read(h.out)
+  os.remove(h.out)
+  os.remove(h.script)
+  return text
+end
+
+-- The prelude of every host script: the bridge to URL with cfg's extra
+-- fields, connected and flushed before the script goes on.
+local function prelude(url, extra)
+  return ([[
+io.stdout:setvbuf("line")
+local msrt = require "msrt"
+local json = require "msrt.json"
+local br = assert(msrt.nats{ url = %q %s })
+-- a bridge alone does not keep a host running (as a hub subscription
+-- does not): msrt.stop() ends it, this bound if nothing does
+msrt.after(40000, function() msrt.stop("bound") end)
+for _ = 1, 200 do if br:info().state == "connected" then break end msrt.sleep(10) end
+assert(br:info().state == "connected", "not connected")
+]]):format(url, extra or "")
+end
+
+describe("the NATS bridge across hosts", function()
+  local nats
+  setup(function() nats = N.start() end)
+  teardown(function() if nats then nats:stop() end end)
+
+  it("carries a request to another host and its reply back, with headers and priority, and no_responders", function()
+    local b = host(prelude(nats.url, ', name = "B"') .. [[
+msrt.subscribe("svc.echo", function(m)
+  msrt.publish(m.reply, { got = m.data, prio = m.priority, x = m.headers and m.headers.X,
+    origin = m.headers and m.headers["Msrt-Origin"] })
+end)
+assert(br:flush())
+print("ready " .. br:info().nats_subs)
+msrt.subscribe("test.stop", function() print("stopping") msrt.stop() end)
+]])
+    assert.are.equal("1", await(b, "ready (%d+)"))
+    local a = host(prelude(nats.url, ', name = "A"') .. [[
+local d, m = msrt.request("svc.echo", { n = 1, s = "é" }, { timeout_ms = 5000, priority = 2, headers = { X = "y" } })
+print("reply " .. json.encode(d))
+local d2, e2 = msrt.request("svc.none", "x", { timeout_ms = 5000 })
+print("none " .. tostring(d2) .. " " .. e2.code)
+msrt.publish("test.stop", true)
+br:flush()
+msrt.stop()
+]])
+    local out = finish(a)
+    assert.are.same({ got = { n = 1, s = "é" }, prio = 2, x = "y", origin = "A" },
+      json.decode(out:match("reply (%b{})")), out)
+    assert.matches("none nil no_responders", out)
+    assert.matches("stopping", finish(b))
+  end)
+
+  it("gives each message of a queue group with members on three hosts to one of them, spread across all three", function()
+    local members = {}
+    for i = 1, 3 do
+      members[i] = host(prelude(nats.url, (', name = "M%d"'):format(i)) .. [[
+local got = {}
+msrt.subscribe("work.items", function(m) got[#got + 1] = m.data end, { queue = "workers" })
+msrt.subscribe("work.stop", function()
+  msrt.after(500, function() print("got " .. json.encode(got)) msrt.stop() end)
+end)
+assert(br:flush())
+print("ready")
+]])
+    end
+    for i = 1, 3 do await(members[i], "ready") end
+    local d = host(prelude(nats.url, ', name = "D", export = { "work.>" }') .. [[
+for i = 1, 300 do msrt.publish("work.items", i) end
+br:flush()
+msrt.publish("work.stop", true)
+br:flush()
+print("sent")
+msrt.stop()
+]])
+    assert.matches("sent", finish(d))
+    local seen, per = {}, {}
+    for i = 1, 3 do
+      local out = finish(members[i])
+      local got = json.decode(out:match("got (%b[])") or "null")
+      assert.is_table(got, out)
+      per[i] = #got
+      for _, n in ipairs(got) do
+        assert.is_nil(seen[n], "message " .. n .. " delivered twice")
+        seen[n] = i
+      end
+    end
+    for n = 1, 300 do assert.is_not_nil(seen[n], "message " .. n .. " lost") end
+    -- NATS picks a member at random: each host gets a fair share (a third
+    -- is 100; below 50 is a 1-in-10^8 event for a fair pick)
+    for i = 1, 3 do assert.is_true(per[i] >= 50, ("host %d got %d of 300"):format(i, per[i])) end
+  end)
+
+  it("asks NATS for what local subscriptions want, withdraws a queue group with no ready member, and never loops", function()
+    local h = host(prelude(nats.url, ', name = "I", import = { "work.>" }') .. [[
+local function subs() br:flush() return br:info().nats_subs end
+local out = {}
+out[#out + 1] = subs()                                   -- nothing wanted yet
+local plain = msrt.subscribe("work.a", function() end)
+local other = msrt.subscribe("jobs.a", function() end)   -- not imported
+out[#out + 1] = subs()
+local q1 = msrt.subscribe("work.q", function() end, { queue = "g" })
+local q2 = msrt.subscribe("work.q", function() end, { queue = "g" })
+out[#out + 1] = subs()                                   -- one key for both members
+local core = require "msrt.core"
+core.set_ready(q1.id, false)
+out[#out + 1] = subs()
+core.set_ready(q2.id, false)
+out[#out + 1] = subs()                                   -- no ready member: withdrawn
+core.set_ready(q2.id, true)
+out[#out + 1] = subs()
+plain.unsubscribe() q1.unsubscribe() q2.unsubscribe() other.unsubscribe()
+out[#out + 1] = subs()
+print("subs " .. table.concat(out, " "))
+-- a message imported is not exported again
+local n = 0
+msrt.subscribe("work.echo", function() n = n + 1 end)
+br:flush()
+print("listening")
+msrt.subscribe("work.stop", function()
+  msrt.after(300, function()
+    local st = br:stats().work or {}
+    print("work " .. n .. " handed " .. (st.handed or 0) .. " imported " .. (st.imported or 0))
+    msrt.stop()
+  end)
+end)
+]])
+    assert.are.equal("0 1 2 2 1 2 0", await(h, "subs ([%d ]+)\n"))
+    await(h, "listening")
+    local p = host(prelude(nats.url, ', name = "P", export = { "work.>" }') .. [[
+msrt.publish("work.echo", 1)
+msrt.publish("work.stop", true)
+br:flush()
+msrt.stop()
+]])
+    finish(p)
+    assert.matches("work 1 handed 0 imported 2", finish(h))
+  end)
+
+  it("lets a NATS client that is not msrt publish to an msrt subject and answer an msrt request", function()
+    local node_dir = os.getenv("PWD") .. "/node_modules/nats"
+    assert(io.open(node_dir .. "/package.json"), "the nats npm package is not installed (scripts/setup runs npm ci)")
+    local client = S.file(([[
+const { connect, StringCodec } = require(%q);
+(async () => {
+  const nc = await connect({ servers: %q });
+  const sc = StringCodec();
+  const sub = nc.subscribe("tool.upper");
+  (async () => { for await (const m of sub) m.respond(sc.encode(sc.decode(m.data).toUpperCase())); })();
+  await nc.flush();
+  console.log("ready");
+  await new Promise(r => setTimeout(r, 300));
+  nc.publish("news.plain", sc.encode("hello"));
+  nc.publish("news.json", sc.encode('{"a":[1,2]}'), { headers: (() => { const { headers } = require(%q); const h = headers(); h.set("Content-Type", "application/json"); return h; })() });
+  await nc.flush();
+  await new Promise(r => setTimeout(r, 3000));
+  await nc.close();
+})();
+]]):format(node_dir, nats.url, node_dir), ".js")
+    local m = host(prelude(nats.url, ', name = "M"') .. [[
+local got = {}
+msrt.subscribe("news.*", function(m) got[m.subject] = m.data end)
+br:flush()
+print("ready")
+for _ = 1, 400 do if got["news.json"] and got["news.plain"] then break end msrt.sleep(10) end
+print("news " .. json.encode(got))
+local d, err = msrt.request("tool.upper", "shout", { timeout_ms = 5000 })
+print("upper " .. tostring(d or err.code))
+msrt.stop()
+]])
+    await(m, "ready")
+    local p = io.popen("timeout 20 node " .. S.quote(client) .. " 2>&1")
+    local out = finish(m)
+    local nout = p:read("*a")
+    p:close()
+    os.remove(client)
+    assert.are.same({ ["news.plain"] = "hello", ["news.json"] = { a = { 1, 2 } } },
+      json.decode(out:match("news (%b{})") or "null"), out .. nout)
+    assert.matches("upper SHOUT", out)
+  end)
+end)
+
+describe("a bridge file", function()
+  it("is --check-able: a bad field is named, a good file passes", function()
+    local good = S.file('return { url = "nats://127.0.0.1:4222", import = { "work.>" }, export = { "work.>" } }\n')
+    local bad = S.file('return { url = "nats://127.0.0.1:4222", import = { "work.>" }, exports = { "x" } }\n')
+    local r = S.run({ "--check", good })
+    assert.are.equal(0, r.code, r.err)
+    r = S.run({ "--check", bad })
+    assert.are.equal(1, r.code)
+    assert.matches("unknown field 'exports'", r.err)
+    os.remove(good)
+    os.remove(bad)
+  end)
+
+  it("refuses a configuration without a server, clearly", function()
+    local r = S.run({ "-e", [[local b, err = require("msrt").nats{ import = {">"} } print(b, err.code, err.message)]] })
+    assert.matches("nil%s+bad_config%s+msrt.nats: 'url' or 'servers' is required", r.out)
+  end)
+end)

@@ -1,0 +1,481 @@
+/* The bridge's connection, interest and filters (bridge/bridge.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bridge/internal.h"
+#include "bus/interest.h"
+#include "core/token.h"
+#include "proc/codec.h"
+#include "router/subject.h"
+
+const char *msrt_bridge_state_name(msrt_bridge_state s) {
+  static const char *const names[] = {"connecting", "connected",
+                                      "disconnected", "closed"};
+  return (unsigned)s < 4 ? names[s] : "unknown";
+}
+
+const char *msrt_bridge_stat_name(msrt_bridge_stat s) {
+  static const char *const names[] = {
+      "handed",     "exported",      "dropped_disconnected",
+      "refused_by_server", "local_only", "unconvertible", "imported"};
+  return (unsigned)s < MSRT_BRIDGE__COUNT ? names[s] : "unknown";
+}
+
+void msrt_bridge_count(msrt_bridge *b, const char *subject, size_t len,
+                       msrt_bridge_stat s, uint64_t n) {
+  unsigned cls = msrt_bus_class(b->bus, subject, len);
+  atomic_fetch_add_explicit(&b->stats[cls][s], n, memory_order_relaxed);
+}
+
+/* ---- patterns ---------------------------------------------------------- */
+
+/* The next token of a pattern at *p (advanced past it and its dot). */
+static size_t token(const char **p, const char **tok) {
+  *tok = *p;
+  const char *dot = strchr(*p, '.');
+  size_t n = dot ? (size_t)(dot - *p) : strlen(*p);
+  *p += n + (dot ? 1 : 0);
+  return n;
+}
+
+/* Whether every subject pattern p matches, filter f matches too (NATS
+ * wildcards: `*` one token, `>` the rest). */
+static bool covers(const char *f, const char *p) {
+  while (*f && *p) {
+    const char *ft, *pt;
+    size_t fn = token(&f, &ft), pn = token(&p, &pt);
+    if (fn == 1 && *ft == '>') return true;
+    if (pn == 1 && *pt == '>') return false;
+    if (fn == 1 && *ft == '*') continue;
+    if (fn != pn || memcmp(ft, pt, fn) != 0) return false;
+  }
+  return !*f && !*p;
+}
+
+static bool imported(msrt_bridge *b, const char *pattern) {
+  if (strncmp(pattern, "msrt.", 5) == 0) return false; /* stays here */
+  for (size_t i = 0; i < b->nimports; i++)
+    if (covers(b->imports[i], pattern)) return true;
+  return false;
+}
+
+/* ---- interest ---------------------------------------------------------- */
+
+static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m,
+                   void *closure) {
+  (void)nc, (void)sub;
+  bkey *k = closure;
+  msrt_bridge_import(k->b, k->key, m);
+  natsMsg_Destroy(m);
+}
+
+static void key_done(void *closure) {
+  bkey *k = closure;
+  atomic_fetch_sub(&k->b->live_subs, 1);
+  free(k);
+}
+
+static void note_error(msrt_bridge *b, const char *what, natsStatus s) {
+  snprintf(b->last_error, sizeof b->last_error, "%s: %s", what,
+           natsStatus_GetText(s));
+}
+
+/* Subscribe k on NATS (b->mu held). */
+static void key_subscribe(msrt_bridge *b, bkey *k) {
+  natsStatus s = k->queue ? natsConnection_QueueSubscribe(
+                                &k->sub, b->nc, k->pattern, k->queue, on_msg, k)
+                          : natsConnection_Subscribe(&k->sub, b->nc,
+                                                     k->pattern, on_msg, k);
+  if (s == NATS_OK) {
+    atomic_fetch_add(&b->live_subs, 1);
+    atomic_fetch_add(&b->nats_subs, 1);
+    natsSubscription_SetPendingLimits(k->sub, b->pending_msgs, -1);
+    natsSubscription_SetOnCompleteCB(k->sub, key_done, k);
+  } else {
+    k->sub = NULL;
+    note_error(b, k->pattern, s);
+  }
+}
+
+/* Unsubscribe k from NATS, handing it to libnats' on-complete callback to
+ * free (b->mu held). Returns whether that callback now owns k. */
+static bool key_unsubscribe(msrt_bridge *b, bkey *k) {
+  if (!k->sub) return false;
+  natsSubscription *sub = k->sub;
+  k->sub = NULL;
+  atomic_fetch_sub(&b->nats_subs, 1);
+  natsSubscription_Unsubscribe(sub);
+  natsSubscription_Destroy(sub);
+  return true;
+}
+
+static bkey *key_new(msrt_bridge *b, uint32_t key, const char *pattern,
+                     const char *queue) {
+  size_t pn = strlen(pattern), qn = queue ? strlen(queue) + 1 : 0;
+  bkey *k = calloc(1, sizeof *k + pn + 1 + qn);
+  if (!k) return NULL;
+  k->b = b;
+  k->key = key;
+  memcpy(k->pattern, pattern, pn + 1);
+  if (queue) {
+    k->queue = k->pattern + pn + 1;
+    memcpy(k->queue, queue, qn);
+  }
+  return k;
+}
+
+/* The interest hook (bus/interest.h). */
+static void changed(void *ud, uint32_t key, const char *pattern,
+                    const char *queue, bool on) {
+  msrt_bridge *b = ud;
+  pthread_mutex_lock(&b->mu);
+  if (on) {
+    bkey *k = key_new(b, key, pattern, queue);
+    if (k) {
+      k->next = b->keys;
+      b->keys = k;
+      if (imported(b, pattern)) key_subscribe(b, k);
+    }
+  } else {
+    for (bkey **at = &b->keys; *at; at = &(*at)->next)
+      if ((*at)->key == key) {
+        bkey *k = *at;
+        *at = k->next;
+        if (!key_unsubscribe(b, k)) free(k);
+        break;
+      }
+  }
+  pthread_mutex_unlock(&b->mu);
+}
+
+/* After the import patterns changed: subscribe what they now cover,
+ * unsubscribe what they no longer do (b->mu held). A key handed to
+ * libnats to free is replaced by a fresh copy. */
+static void reconsider(msrt_bridge *b) {
+  for (bkey **at = &b->keys; *at;) {
+    bkey *k = *at;
+    bool want = imported(b, k->pattern);
+    if (want && !k->sub) key_subscribe(b, k);
+    if (!want && k->sub) {
+      bkey *copy = key_new(b, k->key, k->pattern, k->queue);
+      if (!copy) { at = &k->next; continue; } /* keep it subscribed */
+      copy->next = k->next;
+      *at = copy;
+      key_unsubscribe(b, k);
+      k = copy;
+    }
+    at = &k->next;
+  }
+}
+
+/* ---- connection events ------------------------------------------------- */
+
+void msrt_bridge_announce(msrt_bridge *b, msrt_bridge_state st) {
+  char url[256] = "";
+  const char *name = msrt_bridge_state_name(st);
+  if (b->nc) natsConnection_GetConnectedUrl(b->nc, url, sizeof url);
+  msrt_sbuf json = {0}, data = {0};
+  msrt_sbuf_put(&json, "{\"state\":", 9);
+  msrt_json_put_string(&json, name, strlen(name));
+  msrt_sbuf_put(&json, ",\"url\":", 7);
+  msrt_json_put_string(&json, url, strlen(url));
+  const char *last = NULL;
+  if (b->nc && natsConnection_GetLastError(b->nc, &last) != NATS_OK && last) {
+    msrt_sbuf_put(&json, ",\"error\":", 9);
+    msrt_json_put_string(&json, last, strlen(last));
+  }
+  msrt_sbuf_putc(&json, '}');
+  cJSON *v = json.oom ? NULL : cJSON_ParseWithLength(json.p, json.len);
+  char subject[64];
+  int slen = snprintf(subject, sizeof subject, "msrt.nats.%s", name);
+  msrt_error err;
+  msrt_envelope *e = NULL;
+  if (v && msrt_json_to_lua(v, &data) == 0 && !data.oom)
+    e = msrt_bus_make(b->bus, subject, (size_t)slen, NULL, 0, NULL, 0, data.p,
+                      data.len, MSRT_PRIORITY_DEFAULT, 0, &err);
+  if (e) {
+    size_t n;
+    msrt_bus_publish(b->bus, e, &n, NULL, &err);
+    msrt_env_unref(e);
+  }
+  cJSON_Delete(v);
+  msrt_sbuf_free(&json);
+  msrt_sbuf_free(&data);
+}
+
+static void set_state(msrt_bridge *b, msrt_bridge_state st) {
+  atomic_store(&b->state, (int)st);
+  msrt_bridge_announce(b, st);
+}
+
+static void on_connected(natsConnection *nc, void *ud) {
+  (void)nc;
+  set_state(ud, MSRT_BRIDGE_CONNECTED);
+}
+
+static void on_reconnected(natsConnection *nc, void *ud) {
+  (void)nc;
+  msrt_bridge *b = ud;
+  atomic_fetch_add(&b->reconnects, 1);
+  set_state(b, MSRT_BRIDGE_CONNECTED);
+}
+
+static void on_disconnected(natsConnection *nc, void *ud) {
+  (void)nc;
+  msrt_bridge *b = ud;
+  if (atomic_load(&b->state) != MSRT_BRIDGE_CLOSED)
+    set_state(b, MSRT_BRIDGE_DISCONNECTED);
+}
+
+static void on_closed(natsConnection *nc, void *ud) {
+  (void)nc;
+  atomic_store(&((msrt_bridge *)ud)->closed_cb, 1);
+}
+
+static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus s,
+                     void *ud) {
+  msrt_bridge *b = ud;
+  const char *last = NULL;
+  natsConnection_GetLastError(nc, &last);
+  if (s == NATS_SLOW_CONSUMER ||
+      (last && strstr(last, "Slow Consumer")))
+    atomic_fetch_add(&b->slow_consumer, 1);
+  pthread_mutex_lock(&b->mu);
+  snprintf(b->last_error, sizeof b->last_error, "%s%s%s",
+           natsStatus_GetText(s), last ? ": " : "", last ? last : "");
+  pthread_mutex_unlock(&b->mu);
+  (void)sub;
+}
+
+/* ---- open, filters, close ---------------------------------------------- */
+
+static msrt_code options(msrt_bridge *b, const msrt_bridge_opts *o,
+                         natsOptions **out, msrt_error *err) {
+  natsOptions *no = NULL;
+  natsStatus s = natsOptions_Create(&no);
+  if (s == NATS_OK)
+    s = natsOptions_SetServers(no, (const char **)o->servers,
+                               (int)o->nservers);
+  if (s != NATS_OK) {
+    natsOptions_Destroy(no);
+    return msrt_error_set(err, MSRT_E_INVALID_ARG, "nats servers: %s",
+                          natsStatus_GetText(s));
+  }
+  if (o->user) s = natsOptions_SetUserInfo(no, o->user, o->password);
+  if (s == NATS_OK && o->token) s = natsOptions_SetToken(no, o->token);
+  if (s == NATS_OK && o->creds)
+    s = natsOptions_SetUserCredentialsFromFiles(no, o->creds, NULL);
+  if (s == NATS_OK) s = natsOptions_SetName(no, b->origin);
+  if (s == NATS_OK) s = natsOptions_SetNoEcho(no, true);
+  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(no, -1);
+  if (s == NATS_OK)
+    s = natsOptions_SetReconnectWait(no, o->reconnect_wait_ms > 0
+                                             ? o->reconnect_wait_ms : 250);
+  if (s == NATS_OK)
+    s = natsOptions_SetTimeout(no, o->connect_timeout_ms > 0
+                                       ? o->connect_timeout_ms : 2000);
+  if (s == NATS_OK && o->reconnect_buffer > 0)
+    s = natsOptions_SetReconnectBufSize(no, (int)o->reconnect_buffer);
+  if (s == NATS_OK)
+    s = natsOptions_SetRetryOnFailedConnect(no, true, on_connected, b);
+  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(no, on_reconnected, b);
+  if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(no, on_disconnected, b);
+  if (s == NATS_OK) s = natsOptions_SetErrorHandler(no, on_error, b);
+  if (s == NATS_OK) s = natsOptions_SetClosedCB(no, on_closed, b);
+  if (s != NATS_OK) {
+    natsOptions_Destroy(no);
+    return msrt_error_set(err, MSRT_E_INVALID_ARG, "nats options: %s (%s)",
+                          natsStatus_GetText(s), nats_GetLastError(NULL));
+  }
+  *out = no;
+  return MSRT_E_OK;
+}
+
+msrt_code msrt_bridge_open(msrt_bus *bus, const msrt_bridge_opts *o,
+                           msrt_bridge **out, msrt_error *err) {
+  if (!o->nservers)
+    return msrt_error_set(err, MSRT_E_INVALID_ARG, "nats: no server given");
+  msrt_bridge *b = calloc(1, sizeof *b);
+  if (!b) return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+  b->bus = bus;
+  b->profile_max_payload = o->max_payload;
+  b->pending_msgs = o->pending_msgs > 0 ? o->pending_msgs : 65536;
+  pthread_mutex_init(&b->mu, NULL);
+  if (o->name) snprintf(b->origin, sizeof b->origin, "%s", o->name);
+  else {
+    char tok[MSRT_TOKEN_LEN + 1] = "0000000000000000";
+    if (msrt_token(tok) != 0) snprintf(tok, sizeof tok, "%ld", (long)getpid());
+    snprintf(b->origin, sizeof b->origin, "msrt-%.16s", tok);
+  }
+  natsOptions *no = NULL;
+  msrt_code rc = options(b, o, &no, err);
+  if (rc != MSRT_E_OK) {
+    pthread_mutex_destroy(&b->mu);
+    free(b);
+    return rc;
+  }
+  atomic_store(&b->state, MSRT_BRIDGE_CONNECTING);
+  natsStatus s = natsConnection_Connect(&b->nc, no);
+  natsOptions_Destroy(no);
+  if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
+    msrt_error_set(err, MSRT_E_INVALID_ARG, "nats connect: %s (%s)",
+                   natsStatus_GetText(s), nats_GetLastError(NULL));
+    natsConnection_Destroy(b->nc);
+    pthread_mutex_destroy(&b->mu);
+    free(b);
+    return err ? err->code : MSRT_E_INVALID_ARG;
+  }
+  if (s == NATS_OK) set_state(b, MSRT_BRIDGE_CONNECTED);
+  msrt_interest_hook hook = {changed, b};
+  msrt_bus_set_interest(bus, &hook);
+  *out = b;
+  return MSRT_E_OK;
+}
+
+/* The patterns given, `_INBOX.>` added, into dst (strdup'd); n gets the
+ * count. Validates each (router/subject.h). */
+static msrt_code copy_patterns(const char *const *src, size_t n, char **dst,
+                               size_t *nout, msrt_error *err) {
+  size_t k = 0;
+  msrt_code rc = MSRT_E_OK;
+  if (n + 1 > MSRT_BRIDGE_PATTERNS_MAX)
+    return msrt_error_set(err, MSRT_E_INVALID_ARG,
+                          "nats: at most %d import or export patterns",
+                          MSRT_BRIDGE_PATTERNS_MAX - 1);
+  for (size_t i = 0; i <= n && rc == MSRT_E_OK; i++) {
+    const char *p = i < n ? src[i] : "_INBOX.>";
+    rc = msrt_pattern_validate(p, strlen(p), 0, err);
+    if (rc == MSRT_E_OK && !(dst[k++] = strdup(p)))
+      rc = msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+  }
+  if (rc != MSRT_E_OK)
+    while (k) free(dst[--k]);
+  *nout = k;
+  return rc;
+}
+
+static void unexport(msrt_bridge *b) {
+  for (size_t i = 0; i < b->nexports; i++)
+    msrt_bus_unsubscribe(b->bus, b->export_subs[i]);
+  b->nexports = 0;
+}
+
+msrt_code msrt_bridge_set_filters(msrt_bridge *b, const char *const *import,
+                                  size_t nimport, const char *const *export_,
+                                  size_t nexport, msrt_error *err) {
+  char *imp[MSRT_BRIDGE_PATTERNS_MAX], *exp[MSRT_BRIDGE_PATTERNS_MAX];
+  size_t ni, ne;
+  msrt_code rc = copy_patterns(import, nimport, imp, &ni, err);
+  if (rc != MSRT_E_OK) return rc;
+  rc = copy_patterns(export_, nexport, exp, &ne, err);
+  if (rc != MSRT_E_OK) {
+    while (ni) free(imp[--ni]);
+    return rc;
+  }
+  /* exports: the new subscriptions first, so nothing is missed meanwhile
+   * (a message matching both is exported twice at most, never lost) */
+  uint64_t subs[MSRT_BRIDGE_PATTERNS_MAX];
+  size_t ns = 0;
+  msrt_endpoint ep = {&msrt_bridge_export_class, b};
+  for (size_t i = 0; i < ne && rc == MSRT_E_OK; i++)
+    if ((rc = msrt_bus_subscribe(b->bus, exp[i], strlen(exp[i]), NULL, 0, ep,
+                                 &subs[ns], err)) == MSRT_E_OK)
+      ns++;
+  for (size_t i = 0; i < ne; i++) free(exp[i]);
+  if (rc != MSRT_E_OK) {
+    while (ns) msrt_bus_unsubscribe(b->bus, subs[--ns]);
+    while (ni) free(imp[--ni]);
+    return rc;
+  }
+  unexport(b);
+  memcpy(b->export_subs, subs, ns * sizeof *subs);
+  b->nexports = ns;
+  pthread_mutex_lock(&b->mu);
+  for (size_t i = 0; i < b->nimports; i++) free(b->imports[i]);
+  memcpy(b->imports, imp, ni * sizeof *imp);
+  b->nimports = ni;
+  reconsider(b);
+  pthread_mutex_unlock(&b->mu);
+  return MSRT_E_OK;
+}
+
+static void bridge_free(void *p) {
+  msrt_bridge *b = p;
+  natsConnection_Destroy(b->nc);
+  for (size_t i = 0; i < b->nimports; i++) free(b->imports[i]);
+  pthread_mutex_destroy(&b->mu);
+  free(b);
+}
+
+void msrt_bridge_close(msrt_bridge *b) {
+  if (!b) return;
+  msrt_bus_set_interest(b->bus, NULL); /* no hook call after this */
+  unexport(b);
+  atomic_store(&b->state, MSRT_BRIDGE_CLOSED);
+  natsConnection_FlushTimeout(b->nc, 1000);
+  pthread_mutex_lock(&b->mu);
+  for (bkey *k = b->keys, *n; k; k = n) {
+    n = k->next;
+    if (!key_unsubscribe(b, k)) free(k);
+  }
+  b->keys = NULL;
+  pthread_mutex_unlock(&b->mu);
+  natsConnection_Close(b->nc);
+  /* libnats' callbacks run on its threads after close: wait for each
+   * subscription's on-complete (they free the keys) and for the closed
+   * callback, the connection's last */
+  for (int i = 0; i < 5000 && (atomic_load(&b->live_subs) > 0 ||
+                               !atomic_load(&b->closed_cb)); i++)
+    nanosleep(&(struct timespec){0, 1000000}, NULL);
+  msrt_bridge_announce(b, MSRT_BRIDGE_CLOSED);
+  /* a publishing thread may still be in export_push (it matched the export
+   * subscription before it went): free once every router reader has left;
+   * a push meanwhile meets the closed connection (dropped_disconnected) */
+  if (atomic_load(&b->live_subs) == 0 && atomic_load(&b->closed_cb))
+    msrt_router_defer(msrt_bus_router(b->bus), bridge_free, b);
+  /* else left allocated: a libnats callback may still run on it */
+}
+
+msrt_code msrt_bridge_flush(msrt_bridge *b, int64_t timeout_ms,
+                            msrt_error *err) {
+  natsStatus s = natsConnection_FlushTimeout(b->nc, timeout_ms);
+  if (s == NATS_OK) return MSRT_E_OK;
+  if (s == NATS_TIMEOUT)
+    return msrt_error_set(err, MSRT_E_TIMEOUT, "nats flush: no answer from "
+                          "the server within %lld ms", (long long)timeout_ms);
+  return msrt_error_set(err, MSRT_E_CLOSED, "nats flush: %s",
+                        natsStatus_GetText(s));
+}
+
+void msrt_bridge_info_get(msrt_bridge *b, msrt_bridge_info *out) {
+  memset(out, 0, sizeof *out);
+  out->state = (msrt_bridge_state)atomic_load(&b->state);
+  out->reconnects = atomic_load(&b->reconnects);
+  out->slow_consumer = atomic_load(&b->slow_consumer);
+  out->loops = atomic_load(&b->loops);
+  out->nats_subs = atomic_load(&b->nats_subs);
+  if (out->state == MSRT_BRIDGE_CONNECTED) {
+    out->server_max_payload = natsConnection_GetMaxPayload(b->nc);
+    natsConnection_GetConnectedUrl(b->nc, out->url, sizeof out->url);
+  }
+  out->max_payload = b->profile_max_payload;
+  if (out->server_max_payload > 0 &&
+      (size_t)out->server_max_payload < out->max_payload)
+    out->max_payload = (size_t)out->server_max_payload;
+  pthread_mutex_lock(&b->mu);
+  memcpy(out->last_error, b->last_error, sizeof out->last_error);
+  pthread_mutex_unlock(&b->mu);
+}
+
+size_t msrt_bridge_stats(msrt_bridge *b, uint64_t (*out)[MSRT_BRIDGE__COUNT],
+                         size_t cap) {
+  size_t n = msrt_account_classes(msrt_router_account(msrt_bus_router(b->bus)),
+                                  NULL, 0);
+  for (size_t c = 0; c < n && c < cap && c < MSRT_CLASS_MAX; c++)
+    for (int s = 0; s < MSRT_BRIDGE__COUNT; s++)
+      out[c][s] = atomic_load_explicit(&b->stats[c][s], memory_order_relaxed);
+  return n;
+}

@@ -1,0 +1,158 @@
+/* The NATS bridge: one host's router joined to a NATS server or cluster
+ * (docs/architecture.md "More than one host"), through Debian's libnats.
+ *
+ * Export. The bridge subscribes locally to each export pattern with an
+ * endpoint of its own class (bus/endpoint.h, `remote`): a local publish
+ * that matches is handed to it like to any endpoint, on the publishing
+ * thread, and published to NATS (libnats buffers it; while disconnected,
+ * into its reconnect buffer, bounded in bytes). Subjects under `msrt.`
+ * (the runtime's own events) never cross: they stay on each host.
+ *
+ * Import. Interest follows subscriptions as a NATS leaf node's does: every
+ * interest key of the bus (bus/interest.h: a pattern and queue group some
+ * local endpoint subscribes to) that an import pattern covers becomes one
+ * NATS subscription, with its queue group, and goes away when the key goes
+ * off (its last subscription gone, or, for a queue group, its last ready
+ * member). A message arriving on it is made into an envelope on libnats'
+ * delivery thread and handed to that key's local subscriptions only
+ * (msrt_bus_publish_key), as a worker publishes: through the bus, no lock
+ * held, the endpoints' own batched wake-ups. A message imported is never
+ * exported again (the export endpoint is no key of the host).
+ *
+ * On the wire. Subject, reply and headers as they are (NATS headers); the
+ * priority, when not the default 5, as header `Msrt-Priority`; the
+ * exporting host as `Msrt-Origin` (what it receives back with its own
+ * origin is dropped, counted as a loop). The data as NATS clients expect
+ * it: a Lua string as its bytes, any other value as JSON text with
+ * `Content-Type: application/json` (proc/codec.h, as at the process
+ * edge); imported bytes become a Lua string unless so marked. The server's
+ * 503 no-responders status arrives as headers Status = "503".
+ *
+ * Accounting. The bus counts a copy handed to the bridge as delivered;
+ * each of those ends in exactly one of the bridge's outcomes, per subject
+ * class (msrt_bridge_stats):
+ *   handed == exported + dropped_disconnected + refused_by_server
+ *             + local_only + unconvertible
+ * and every drop is announced on msrt.dropped.<subject> like the bus's.
+ * imported counts messages received from NATS; each then enters the bus's
+ * own identity (accepted once per copy).
+ *
+ * Thread-safety: msrt_bridge_open / close / set_filters on one thread at a
+ * time (the hub); everything else from any thread.
+ */
+#ifndef MSRT_BRIDGE_BRIDGE_H
+#define MSRT_BRIDGE_BRIDGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bus/bus.h"
+#include "core/error.h"
+#include "router/account.h"
+
+typedef struct msrt_bridge msrt_bridge;
+
+typedef struct {
+  const char *const *servers; /* nats:// URLs (a cluster's seeds) */
+  size_t nservers;
+  const char *user, *password; /* NULL: none */
+  const char *token;           /* NULL: none */
+  const char *creds;           /* a .creds file (JWT + nkey seed); NULL */
+  const char *name;            /* the host's name: connection name and
+                                  Msrt-Origin; NULL: "msrt-<random>" */
+  int64_t reconnect_buffer;    /* bytes libnats keeps while disconnected;
+                                  what does not fit is dropped_disconnected.
+                                  0: libnats' default (8 MiB) */
+  int64_t reconnect_wait_ms;   /* between attempts on one server; 0: 250 */
+  int64_t connect_timeout_ms;  /* 0: 2000 */
+  int pending_msgs;            /* per NATS subscription before libnats
+                                  calls it a slow consumer; 0: 65536 */
+  size_t max_payload;          /* the profile's (bytes) */
+} msrt_bridge_opts;
+
+/* The bridge's connection states, also published on msrt.nats.<state>
+ * (data {state, url, error}). */
+typedef enum {
+  MSRT_BRIDGE_CONNECTING,   /* not connected yet; retrying */
+  MSRT_BRIDGE_CONNECTED,    /* connected (first time or again) */
+  MSRT_BRIDGE_DISCONNECTED, /* lost; libnats reconnects */
+  MSRT_BRIDGE_CLOSED        /* closed: msrt_bridge_close */
+} msrt_bridge_state;
+
+/* "connecting", "connected", "disconnected", "closed". */
+const char *msrt_bridge_state_name(msrt_bridge_state s);
+
+/* Per subject class (router/account.h's classes): see "Accounting". */
+typedef enum {
+  MSRT_BRIDGE_HANDED,
+  MSRT_BRIDGE_EXPORTED,
+  MSRT_BRIDGE_DROPPED_DISCONNECTED,
+  MSRT_BRIDGE_REFUSED_BY_SERVER,
+  MSRT_BRIDGE_LOCAL_ONLY,
+  MSRT_BRIDGE_UNCONVERTIBLE,
+  MSRT_BRIDGE_IMPORTED,
+  MSRT_BRIDGE__COUNT
+} msrt_bridge_stat;
+
+/* "handed", "exported", ..., "imported". */
+const char *msrt_bridge_stat_name(msrt_bridge_stat s);
+
+typedef struct {
+  msrt_bridge_state state;
+  uint64_t reconnects;     /* times the connection came back */
+  uint64_t slow_consumer;  /* slow-consumer errors (libnats' or the
+                              server's: a server that cut the bridge off
+                              as slow counts when it says so) */
+  uint64_t loops;          /* imported messages of this host's origin */
+  uint64_t nats_subs;      /* NATS subscriptions now (interest) */
+  int64_t server_max_payload; /* the server's max_payload; 0 unknown */
+  size_t max_payload;      /* min(server's, profile's): the largest
+                              headers + payload that can cross */
+  char url[256];           /* the server connected to; "" when none */
+  char last_error[200];    /* the last error libnats reported; "" */
+} msrt_bridge_info;
+
+/* Open a bridge on bus (borrowed: it must outlive the bridge) and start
+ * connecting: returns MSRT_E_OK at once even when no server answers yet
+ * (state connecting; libnats keeps trying, msrt.nats.connected tells when
+ * it is up). Errors: MSRT_E_INVALID_ARG (no server, a bad URL or
+ * credentials file: err says which), MSRT_E_NOMEM. Attaches the bus's
+ * interest hook (one bridge per bus). Hub thread. */
+msrt_code msrt_bridge_open(msrt_bus *bus, const msrt_bridge_opts *opts,
+                           msrt_bridge **out, msrt_error *err);
+
+/* Set the import and export patterns (NATS subject patterns; `_INBOX.>`
+ * is always both, so replies cross back). Export patterns become local
+ * subscriptions of the bridge; import patterns decide which interest keys
+ * become NATS subscriptions: both are replaced whole, the old ones going
+ * as the new ones come (a reload). Returns MSRT_E_OK, or
+ * MSRT_E_INVALID_SUBJECT naming the bad pattern (nothing changed), or
+ * MSRT_E_NOMEM. Hub thread. */
+msrt_code msrt_bridge_set_filters(msrt_bridge *b, const char *const *import,
+                                  size_t nimport, const char *const *export_,
+                                  size_t nexport, msrt_error *err);
+
+/* Close the connection (libnats flushes what it can within 1 s), remove
+ * the bridge's subscriptions and interest hook, wait for libnats'
+ * delivery threads to finish (bounded: 5 s), free. NULL is ignored. Hub
+ * thread. */
+void msrt_bridge_close(msrt_bridge *b);
+
+/* Wait until the server has seen everything sent so far (its
+ * subscriptions: a round trip, PING/PONG), at most timeout_ms. Returns
+ * MSRT_E_OK, MSRT_E_TIMEOUT or MSRT_E_CLOSED (not connected). Blocks the
+ * calling thread: for startup and specs, not the hot path. */
+msrt_code msrt_bridge_flush(msrt_bridge *b, int64_t timeout_ms,
+                            msrt_error *err);
+
+/* The state and counters now. Any thread. */
+void msrt_bridge_info_get(msrt_bridge *b, msrt_bridge_info *out);
+
+/* Per class: fills out[c][s] for the bus's classes 0 .. min(n, cap) and
+ * returns n (names from msrt_account_classes on the bus's router). Any
+ * thread; each counter read atomically. */
+size_t msrt_bridge_stats(msrt_bridge *b, uint64_t (*out)[MSRT_BRIDGE__COUNT],
+                         size_t cap);
+
+#endif

@@ -1,0 +1,61 @@
+/* Shared by the files of the bridge (not part of its public face). */
+#ifndef MSRT_BRIDGE_INTERNAL_H
+#define MSRT_BRIDGE_INTERNAL_H
+
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "bridge/bridge.h"
+#include "bus/endpoint.h"
+
+#define MSRT_BRIDGE_PATTERNS_MAX 64
+
+/* One interest key of the bus (bus/interest.h) that is on: its NATS
+ * subscription while an import pattern covers it. Freed by libnats'
+ * on-complete callback once the subscription can call no more (or at
+ * once when it never had one). */
+typedef struct bkey {
+  struct bkey *next;
+  msrt_bridge *b;
+  uint32_t key;
+  natsSubscription *sub; /* NULL: not covered, or subscribing failed */
+  char *queue;           /* NULL: plain */
+  char pattern[];
+} bkey;
+
+struct msrt_bridge {
+  msrt_bus *bus;
+  natsConnection *nc;
+  char origin[64];
+  size_t profile_max_payload;
+  int pending_msgs;
+  pthread_mutex_t mu; /* keys, imports, exports, last_error */
+  bkey *keys;
+  char *imports[MSRT_BRIDGE_PATTERNS_MAX];
+  size_t nimports;
+  uint64_t export_subs[MSRT_BRIDGE_PATTERNS_MAX];
+  size_t nexports;
+  char last_error[200];
+  _Atomic int state;
+  _Atomic uint64_t reconnects, slow_consumer, loops, nats_subs;
+  _Atomic long live_subs;
+  _Atomic int closed_cb; /* libnats' closed callback has run */ /* NATS subscriptions not yet completed */
+  _Atomic uint64_t stats[MSRT_CLASS_MAX][MSRT_BRIDGE__COUNT];
+};
+
+/* Count n in stat s of subject's class. */
+void msrt_bridge_count(msrt_bridge *b, const char *subject, size_t len,
+                       msrt_bridge_stat s, uint64_t n);
+
+/* The export endpoint's class (wire.c): the object is the bridge. */
+extern const msrt_endpoint_class msrt_bridge_export_class;
+
+/* A message from NATS for interest key `key` into the bus (wire.c);
+ * libnats' delivery thread. */
+void msrt_bridge_import(msrt_bridge *b, uint32_t key, natsMsg *m);
+
+/* Publish "msrt.nats.<state>" with data {state, url, error} (bridge.c). */
+void msrt_bridge_announce(msrt_bridge *b, msrt_bridge_state s);
+
+#endif

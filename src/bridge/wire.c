@@ -1,0 +1,195 @@
+/* Messages across the wire (bridge/bridge.h "On the wire"): an envelope
+ * into a NATS message on the exporting thread, a NATS message into an
+ * envelope on libnats' delivery thread. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bridge/internal.h"
+#include "bus/interest.h"
+#include "proc/codec.h"
+
+#define JSON_TYPE "application/json"
+
+/* ---- export ------------------------------------------------------------ */
+
+/* The data of e as NATS bytes into out; sets *json when it is JSON text.
+ * Returns 0, or -1 when the value cannot be written as JSON. */
+static int export_data(const msrt_envelope *e, msrt_sbuf *out, bool *json) {
+  *json = false;
+  if (e->flags & MSRT_ENV_PAYLOAD_JSON) {
+    *json = true;
+    msrt_sbuf_put(out, e->payload, e->payload_len);
+    return out->oom ? -1 : 0;
+  }
+  const char *s;
+  size_t n;
+  if (msrt_lua_get_string(e->payload, e->payload_len, &s, &n) == 0) {
+    msrt_sbuf_put(out, s, n);
+    return out->oom ? -1 : 0;
+  }
+  *json = true;
+  return msrt_lua_to_json(e->payload, e->payload_len, out, NULL);
+}
+
+/* e's headers ("name\0value\0" pairs), priority and origin onto m. */
+static natsStatus export_headers(msrt_bridge *b, const msrt_envelope *e,
+                                 natsMsg *m, bool json) {
+  natsStatus s = natsMsgHeader_Set(m, "Msrt-Origin", b->origin);
+  if (s == NATS_OK && e->priority != MSRT_PRIORITY_DEFAULT) {
+    char p[4];
+    snprintf(p, sizeof p, "%u", e->priority);
+    s = natsMsgHeader_Set(m, "Msrt-Priority", p);
+  }
+  if (s == NATS_OK && json) s = natsMsgHeader_Set(m, "Content-Type", JSON_TYPE);
+  const char *h = (const char *)e->headers, *end = h + e->headers_len;
+  while (s == NATS_OK && h && h < end) {
+    const char *v = h + strlen(h) + 1;
+    if (v >= end) break;
+    s = natsMsgHeader_Set(m, h, v);
+    h = v + strlen(v) + 1;
+  }
+  return s;
+}
+
+/* Count e's copy in stat st and, for a drop, announce it. */
+static void settle(msrt_bridge *b, msrt_bus *bus, const msrt_envelope *e,
+                   msrt_bridge_stat st, const char *reason) {
+  msrt_bridge_count(b, e->subject, e->subject_len, st, 1);
+  if (reason) msrt_bus_drop_notice(bus, e, reason, "nats");
+}
+
+static msrt_push_outcome export_push(void *ep, msrt_envelope *e,
+                                     const msrt_evict_sink *evicted,
+                                     msrt_bus *bus) {
+  (void)evicted;
+  msrt_bridge *b = ep;
+  msrt_bridge_count(b, e->subject, e->subject_len, MSRT_BRIDGE_HANDED, 1);
+  if (e->subject_len >= 5 && memcmp(e->subject, "msrt.", 5) == 0) {
+    settle(b, bus, e, MSRT_BRIDGE_LOCAL_ONLY, NULL);
+    return MSRT_PUSH_DELIVERED;
+  }
+  bool json;
+  msrt_sbuf out = {0};
+  natsMsg *m = NULL;
+  if (export_data(e, &out, &json) != 0) {
+    msrt_sbuf_free(&out);
+    settle(b, bus, e, MSRT_BRIDGE_UNCONVERTIBLE, "unconvertible");
+    return MSRT_PUSH_DELIVERED;
+  }
+  natsStatus s = natsMsg_Create(&m, e->subject, e->reply, out.p ? out.p : "",
+                                (int)out.len);
+  if (s == NATS_OK) s = export_headers(b, e, m, json);
+  if (s == NATS_OK) s = natsConnection_PublishMsg(b->nc, m);
+  natsMsg_Destroy(m);
+  msrt_sbuf_free(&out);
+  if (s == NATS_OK) settle(b, bus, e, MSRT_BRIDGE_EXPORTED, NULL);
+  else if (s == NATS_MAX_PAYLOAD || s == NATS_NOT_PERMITTED)
+    settle(b, bus, e, MSRT_BRIDGE_REFUSED_BY_SERVER, "refused_by_server");
+  else settle(b, bus, e, MSRT_BRIDGE_DROPPED_DISCONNECTED,
+              "dropped_disconnected");
+  return MSRT_PUSH_DELIVERED;
+}
+
+static void export_name(void *ep, char *buf, size_t cap) {
+  (void)ep;
+  snprintf(buf, cap, "nats");
+}
+
+static msrt_overflow export_policy(void *ep) {
+  (void)ep;
+  return MSRT_OVERFLOW_DROP_NEWEST;
+}
+
+const msrt_endpoint_class msrt_bridge_export_class = {
+    .class_name = "nats",
+    .push = export_push,
+    .policy = export_policy,
+    .name = export_name,
+    .remote = true,
+};
+
+/* ---- import ------------------------------------------------------------ */
+
+/* Append "name\0value\0" to h unless name is one the wire adds. */
+static void put_header(msrt_sbuf *h, const char *name, const char *value) {
+  if (strcmp(name, "Msrt-Priority") == 0 || strcmp(name, "Content-Type") == 0)
+    return;
+  if (strpbrk(value, "\r\n")) return; /* not a valid msrt header value */
+  msrt_sbuf_put(h, name, strlen(name) + 1);
+  msrt_sbuf_put(h, value, strlen(value) + 1);
+}
+
+/* m's headers into h; returns the priority (Msrt-Priority or the
+ * default) and sets *json when the data is marked JSON. */
+static int import_headers(natsMsg *m, msrt_sbuf *h, bool *json) {
+  int priority = MSRT_PRIORITY_DEFAULT;
+  const char *v = NULL;
+  *json = natsMsgHeader_Get(m, "Content-Type", &v) == NATS_OK && v &&
+          strncmp(v, JSON_TYPE, sizeof JSON_TYPE - 1) == 0;
+  if (natsMsgHeader_Get(m, "Msrt-Priority", &v) == NATS_OK && v) {
+    int p = atoi(v);
+    if (p >= MSRT_PRIORITY_HIGHEST && p <= MSRT_PRIORITY_LOWEST) priority = p;
+  }
+  if (natsMsg_IsNoResponders(m)) { /* hub.lua reads Status 503 */
+    put_header(h, "Status", "503");
+    put_header(h, "Description", "No Responders");
+    return priority;
+  }
+  const char **keys = NULL;
+  int n = 0;
+  if (natsMsgHeader_Keys(m, &keys, &n) != NATS_OK) return priority;
+  for (int i = 0; i < n; i++)
+    if (natsMsgHeader_Get(m, keys[i], &v) == NATS_OK && v)
+      put_header(h, keys[i], v);
+  free((void *)keys);
+  return priority;
+}
+
+/* The data of m as a string.buffer serialization into out. */
+static void import_data(natsMsg *m, bool json, msrt_sbuf *out) {
+  const char *d = natsMsg_GetData(m);
+  int n = natsMsg_GetDataLength(m);
+  if (json) {
+    const char *reason;
+    char detail[8];
+    cJSON *v = msrt_json_parse(d ? d : "", (size_t)n, &reason, detail,
+                               sizeof detail);
+    if (v && msrt_json_to_lua(v, out) == 0) {
+      cJSON_Delete(v);
+      return;
+    }
+    cJSON_Delete(v);
+    msrt_sbuf_reset(out); /* not JSON after all: the bytes as a string */
+  }
+  msrt_lua_put_string(out, d ? d : "", (size_t)n);
+}
+
+void msrt_bridge_import(msrt_bridge *b, uint32_t key, natsMsg *m) {
+  const char *subject = natsMsg_GetSubject(m), *reply = natsMsg_GetReply(m);
+  size_t slen = strlen(subject);
+  msrt_bridge_count(b, subject, slen, MSRT_BRIDGE_IMPORTED, 1);
+  const char *origin = NULL;
+  if (natsMsgHeader_Get(m, "Msrt-Origin", &origin) == NATS_OK && origin &&
+      strcmp(origin, b->origin) == 0) {
+    atomic_fetch_add(&b->loops, 1);
+    return;
+  }
+  msrt_sbuf h = {0}, data = {0};
+  bool json;
+  int priority = import_headers(m, &h, &json);
+  import_data(m, json, &data);
+  msrt_error err;
+  msrt_envelope *e = NULL;
+  if (!h.oom && !data.oom) /* a refusal is counted by the bus */
+    e = msrt_bus_make(b->bus, subject, slen, reply, reply ? strlen(reply) : 0,
+                      h.len ? h.p : NULL, h.len, data.p, data.len, priority,
+                      0, &err);
+  if (e) {
+    size_t delivered;
+    msrt_bus_publish_key(b->bus, e, key, &delivered, &err);
+    msrt_env_unref(e);
+  }
+  msrt_sbuf_free(&h);
+  msrt_sbuf_free(&data);
+}

@@ -1,0 +1,61 @@
+/* Subscription interest: which distinct (pattern, queue group) pairs the
+ * endpoints of this host subscribe to, for an endpoint that stands for
+ * other hosts (the NATS bridge, src/bridge/bridge.h) and must ask them for
+ * what is wanted here, as a NATS leaf node forwards the interest of its
+ * subscriptions (docs/architecture.md "More than one host").
+ *
+ * Every subscription (msrt_bus_subscribe) of a class that is not `remote`
+ * (bus/endpoint.h) belongs to the interest key of its pattern and queue
+ * group: its id is stored as the subscription's router kind, so that a
+ * message imported for one key reaches only that key's subscriptions
+ * (msrt_bus_publish_key). A key is "on" while it has a subscription (plain
+ * pattern) or a ready member (queue group: readiness probes clear it,
+ * msrt_bus_set_ready), and the hook hears each change.
+ *
+ * Thread-safety: every function from any thread. The hook runs under the
+ * bus's interest mutex, on the thread that subscribed, unsubscribed or
+ * changed readiness (the hub or a worker): it must not subscribe,
+ * unsubscribe or set readiness itself.
+ */
+#ifndef MSRT_BUS_INTEREST_H
+#define MSRT_BUS_INTEREST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bus/bus.h"
+
+typedef struct {
+  /* key (never 0) went on or off: pattern and queue (NULL: a plain
+   * subscription) are NUL-terminated and valid during the call. */
+  void (*changed)(void *ud, uint32_t key, const char *pattern,
+                  const char *queue, bool on);
+  void *ud;
+} msrt_interest_hook;
+
+/* Install hook (copied; NULL removes it). The new hook hears changed(on)
+ * at once for every key that is on, under the same mutex as later
+ * changes, so it misses none. One hook per bus. */
+void msrt_bus_set_interest(msrt_bus *bus, const msrt_interest_hook *hook);
+
+/* Set or clear a subscription's ready flag (msrt_router_set_ready) and
+ * update its key's interest. Returns MSRT_E_OK or MSRT_E_NOT_FOUND. */
+msrt_code msrt_bus_set_ready(msrt_bus *bus, uint64_t sub_id, bool ready);
+
+/* Publish env (the caller keeps its reference) to the subscriptions of
+ * interest key `key` only: its plain subscriptions matching the subject,
+ * and one ready member of its queue group (full members skipped as
+ * msrt_bus_publish does). No routing table applies: the subject is the one
+ * the other host published on. Counted as msrt_bus_publish counts (one
+ * accepted per copy; a key with nothing matching any more: accepted and
+ * no_responders, or drop_not_ready when a group had no ready member).
+ * *delivered gets the copies handed over. Returns MSRT_E_OK,
+ * MSRT_E_MAILBOX_FULL (an `error` endpoint was full; `block` endpoints
+ * refuse too: the caller cannot wait), MSRT_E_RESOURCE_EXHAUSTED or
+ * MSRT_E_NOMEM. */
+msrt_code msrt_bus_publish_key(msrt_bus *bus, msrt_envelope *env,
+                               uint32_t key, size_t *delivered,
+                               msrt_error *err);
+
+#endif

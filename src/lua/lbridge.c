@@ -1,0 +1,189 @@
+/* msrt.core's NATS bridge (bridge/bridge.h): nats_open, nats_filters,
+ * nats_info, nats_stats, nats_flush, nats_close; lua/msrt/nats.lua is their caller,
+ * which has checked the options' types. Hub thread only. */
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bridge/bridge.h"
+#include "lua/lerror.h"
+#include "lua/lrt.h"
+
+static const char BRIDGE_META[] = "msrt.nats.bridge";
+
+typedef struct {
+  msrt_bridge *b; /* NULL once closed */
+} bridge_box;
+
+static bridge_box *box(lua_State *L) {
+  return luaL_checkudata(L, 1, BRIDGE_META);
+}
+
+static msrt_bridge *open_bridge(lua_State *L) {
+  bridge_box *bx = box(L);
+  if (!bx->b) luaL_error(L, "the NATS bridge is closed");
+  return bx->b;
+}
+
+static const char *opt_string(lua_State *L, int idx, const char *k) {
+  lua_getfield(L, idx, k);
+  const char *s = lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL;
+  lua_pop(L, 1); /* the string stays anchored in the options table */
+  return s;
+}
+
+static double opt_number(lua_State *L, int idx, const char *k) {
+  lua_getfield(L, idx, k);
+  double d = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
+  lua_pop(L, 1);
+  return d;
+}
+
+/* The strings of list field k into out (at most cap); returns the count. */
+static size_t opt_list(lua_State *L, int idx, const char *k,
+                       const char **out, size_t cap) {
+  lua_getfield(L, idx, k);
+  size_t n = 0;
+  if (lua_istable(L, -1))
+    for (size_t i = 1; n < cap; i++) {
+      lua_rawgeti(L, -1, (int)i);
+      const char *s = lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL;
+      lua_pop(L, 1);
+      if (!s) break;
+      out[n++] = s;
+    }
+  lua_pop(L, 1);
+  return n;
+}
+
+/* nats_open(opts) -> bridge | nil, err. opts: servers (list), user,
+ * password, token, creds, name, reconnect_buffer, reconnect_wait_ms,
+ * connect_timeout_ms, pending_msgs, max_payload. */
+static int l_open(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  msrt_rt *rt = msrt_lua_rt(L);
+  const char *servers[32];
+  msrt_bridge_opts o = {
+      .servers = servers,
+      .nservers = opt_list(L, 1, "servers", servers, 32),
+      .user = opt_string(L, 1, "user"),
+      .password = opt_string(L, 1, "password"),
+      .token = opt_string(L, 1, "token"),
+      .creds = opt_string(L, 1, "creds"),
+      .name = opt_string(L, 1, "name"),
+      .reconnect_buffer = (int64_t)opt_number(L, 1, "reconnect_buffer"),
+      .reconnect_wait_ms = (int64_t)opt_number(L, 1, "reconnect_wait_ms"),
+      .connect_timeout_ms = (int64_t)opt_number(L, 1, "connect_timeout_ms"),
+      .pending_msgs = (int)opt_number(L, 1, "pending_msgs"),
+      .max_payload = (size_t)opt_number(L, 1, "max_payload"),
+  };
+  bridge_box *bx = lua_newuserdata(L, sizeof *bx);
+  bx->b = NULL;
+  luaL_getmetatable(L, BRIDGE_META);
+  lua_setmetatable(L, -2);
+  msrt_error err;
+  if (msrt_bridge_open(rt->bus, &o, &bx->b, &err) != MSRT_E_OK)
+    return msrt_lua_fail_err(L, &err);
+  return 1;
+}
+
+/* nats_filters(bridge, import, export) -> true | nil, err */
+static int l_filters(lua_State *L) {
+  msrt_bridge *b = open_bridge(L);
+  const char *imp[64], *exp[64];
+  lua_newtable(L); /* an options-like table holding both lists */
+  lua_pushvalue(L, 2);
+  lua_setfield(L, -2, "import");
+  lua_pushvalue(L, 3);
+  lua_setfield(L, -2, "export");
+  int t = lua_gettop(L);
+  size_t ni = opt_list(L, t, "import", imp, 63);
+  size_t ne = opt_list(L, t, "export", exp, 63);
+  msrt_error err;
+  if (msrt_bridge_set_filters(b, imp, ni, exp, ne, &err) != MSRT_E_OK)
+    return msrt_lua_fail_err(L, &err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_info(lua_State *L) {
+  msrt_bridge_info in;
+  msrt_bridge_info_get(open_bridge(L), &in);
+  lua_createtable(L, 0, 10);
+  lua_pushstring(L, msrt_bridge_state_name(in.state));
+  lua_setfield(L, -2, "state");
+  lua_pushnumber(L, (double)in.reconnects);
+  lua_setfield(L, -2, "reconnects");
+  lua_pushnumber(L, (double)in.slow_consumer);
+  lua_setfield(L, -2, "slow_consumer");
+  lua_pushnumber(L, (double)in.loops);
+  lua_setfield(L, -2, "loops");
+  lua_pushnumber(L, (double)in.nats_subs);
+  lua_setfield(L, -2, "nats_subs");
+  lua_pushnumber(L, (double)in.server_max_payload);
+  lua_setfield(L, -2, "server_max_payload");
+  lua_pushnumber(L, (double)in.max_payload);
+  lua_setfield(L, -2, "max_payload");
+  lua_pushstring(L, in.url);
+  lua_setfield(L, -2, "url");
+  lua_pushstring(L, in.last_error);
+  lua_setfield(L, -2, "last_error");
+  return 1;
+}
+
+/* nats_stats(bridge) -> {[class] = {handed = n, exported = n, ...}} */
+static int l_stats(lua_State *L) {
+  msrt_bridge *b = open_bridge(L);
+  msrt_rt *rt = msrt_lua_rt(L);
+  static uint64_t v[MSRT_CLASS_MAX][MSRT_BRIDGE__COUNT];
+  msrt_class_stats names[MSRT_CLASS_MAX];
+  size_t n = msrt_bridge_stats(b, v, MSRT_CLASS_MAX);
+  size_t m = msrt_account_classes(msrt_router_account(rt->router), names,
+                                  MSRT_CLASS_MAX);
+  if (m < n) n = m;
+  lua_createtable(L, 0, (int)n);
+  for (size_t c = 0; c < n && c < MSRT_CLASS_MAX; c++) {
+    lua_createtable(L, 0, MSRT_BRIDGE__COUNT);
+    for (int s = 0; s < MSRT_BRIDGE__COUNT; s++) {
+      lua_pushnumber(L, (double)v[c][s]);
+      lua_setfield(L, -2, msrt_bridge_stat_name((msrt_bridge_stat)s));
+    }
+    lua_setfield(L, -2, names[c].name);
+  }
+  return 1;
+}
+
+/* nats_flush(bridge, timeout_ms) -> true | nil, err */
+static int l_flush(lua_State *L) {
+  msrt_error err;
+  if (msrt_bridge_flush(open_bridge(L), (int64_t)luaL_optnumber(L, 2, 2000),
+                        &err) != MSRT_E_OK)
+    return msrt_lua_fail_err(L, &err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_close(lua_State *L) {
+  bridge_box *bx = box(L);
+  msrt_bridge_close(bx->b);
+  bx->b = NULL;
+  return 0;
+}
+
+void msrt_lua_open_bridge(lua_State *L) {
+  /* no __gc: the bridge is closed before the runtime stops (nats.lua),
+   * never by a collection that could come after the bus is gone */
+  luaL_newmetatable(L, BRIDGE_META);
+  lua_pop(L, 1);
+  static const luaL_Reg fns[] = {{"nats_open", l_open},
+                                 {"nats_filters", l_filters},
+                                 {"nats_info", l_info},
+                                 {"nats_stats", l_stats},
+                                 {"nats_close", l_close},
+                                 {"nats_flush", l_flush},
+                                 {NULL, NULL}};
+  for (const luaL_Reg *f = fns; f->name; f++) {
+    lua_pushcfunction(L, f->func);
+    lua_setfield(L, -2, f->name);
+  }
+}
