@@ -255,3 +255,140 @@ msrt.sleep(5000)
     end)
   end)
 end)
+
+describe("durable queue consumers that are actors and processes", function()
+  it("delivers to an actor instance, which answers with ctx:ack, ctx:nak and ctx:term", function()
+    S.drive(function()
+      local dir = fresh_dir()
+      local q = declare(dir, { ack_wait_ms = 60000, dead_letter = "dead.tasks" })
+      local done = S.collector("done.>")
+      local dead = S.collector("dead.tasks")
+      local h = assert(S.spawn { name = "worker", consume = "tasks", max_ack_pending = 2,
+        handle = function(ctx, msg)
+          if msg.data == "nak" and msg.delivered == 1 then return assert(ctx:nak(msg, 10)) end
+          if msg.data == "bad" then return assert(ctx:term(msg, "no")) end
+          ctx:publish("done." .. msg.data, msg.delivered)
+          assert(ctx:ack(msg))
+        end })
+      for _, d in ipairs { "a", "nak", "bad", "b" } do msrt.publish("tasks.x", d) end
+      assert.is_true(done.wait(3))
+      local by = {}
+      for _, m in ipairs(done.msgs) do by[m.subject] = m.data end
+      assert.are.same({ ["done.a"] = 1, ["done.b"] = 1, ["done.nak"] = 2 }, by)
+      assert.is_true(dead.wait(1))
+      assert.are.equal("terminated: no", dead.msgs[1].headers["Msrt-Dead-Reason"])
+      assert.is_true(S.wait_until(function() return q.stats().stored == 0 end))
+      assert.are.equal(3, q.stats().acked)
+      h:stop() h:wait()
+      done.close() dead.close()
+      q.close()
+    end)
+  end)
+
+  it("redelivers at once what an actor instance held when it died", function()
+    S.drive(function()
+      local dir = fresh_dir()
+      local q = declare(dir, { ack_wait_ms = 60000 })
+      local done = S.collector("done.>")
+      local h = assert(S.spawn { name = "flaky", consume = "tasks", instances = 1,
+        handle = function(ctx, msg)
+          if msg.data == "crash" and msg.delivered == 1 then error("crashed on it") end
+          ctx:publish("done." .. msg.data, msg.delivered)
+          assert(ctx:ack(msg))
+        end })
+      msrt.publish("tasks.x", "crash")
+      assert.is_true(S.wait_until(function() return #h.exits == 1 end))
+      local h2 = assert(S.spawn { name = "steady", consume = "tasks",
+        handle = function(ctx, msg)
+          ctx:publish("done." .. msg.data, msg.delivered)
+          assert(ctx:ack(msg))
+        end })
+      assert.is_true(done.wait(1, 5000)) -- not after the 60 s ack wait
+      assert.are.equal(2, done.msgs[1].data)
+      h2:stop() h2:wait()
+      done.close()
+      q.close()
+    end)
+  end)
+
+  it("writes each message with its ack token to a process, which answers on stdout; its death naks at once", function()
+    S.drive(function()
+      local dir = fresh_dir()
+      local q = declare(dir, { ack_wait_ms = 60000 })
+      local log = dir .. "/seen"
+      local child = S.write(dir .. "/child.py", [[
+import json, sys, os
+log = open(sys.argv[1], "a")
+for line in sys.stdin:
+    m = json.loads(line)
+    log.write("%s %s %d\n" % (sys.argv[2], m["data"], m["delivered"])); log.flush()
+    if m["data"] == "die" and sys.argv[2] == "a":
+        os._exit(3)
+    if m["data"] == "nak" and m["delivered"] == 1:
+        print(json.dumps({"nak": m["token"], "delay_ms": 5}), flush=True)
+        continue
+    print(json.dumps({"in_progress": m["token"]}), flush=True)
+    print(json.dumps({"ack": m["token"]}), flush=True)
+]])
+      local a = assert(msrt.process { name = "qa", cmd = { "python3", child, log, "a" }, consume = "tasks" })
+      msrt.publish("tasks.x", "one")
+      msrt.publish("tasks.x", "nak")
+      assert.is_true(S.wait_until(function() return q.stats().acked == 2 end))
+      msrt.publish("tasks.x", "die")
+      assert.are.equal(3, a:wait().code)
+      local b = assert(msrt.process { name = "qb", cmd = { "python3", child, log, "b" }, consume = "tasks" })
+      assert.is_true(S.wait_until(function() return q.stats().acked == 3 end, 5000)) -- not after 60 s
+      local f = assert(io.open(log))
+      local text = f:read("*a")
+      f:close()
+      assert.are.equal("a one 1\na nak 1\na nak 2\na die 1\nb die 2\n", text)
+      b:stop() b:wait()
+      q.close()
+    end)
+  end)
+end)
+
+describe("durable queues for operators", function()
+  it("shows each queue's counts in ctl queues and /metrics, peeks and purges", function()
+    local dir = fresh_dir()
+    local sock = dir .. "/ctl.sock"
+    local host = S.write(dir .. "/host.lua", ([[
+local msrt = require "msrt"
+assert(msrt.start { ctl = "%s" })
+assert(msrt.queue { name = "jobs", subjects = "jobs.>", store = "sqlite:%s/jobs.db", ack_wait_ms = 60000 })
+for i = 1, 5 do assert(msrt.publish("jobs.x", "job " .. i, { durable = true })) end
+local held = 0
+msrt.consume("jobs", function(m) held = held + 1 end, { max_ack_pending = 2 })
+while held < 2 do msrt.sleep(5) end
+print("ready") io.stdout:flush()
+msrt.sleep(60000)
+]]):format(sock, dir))
+    local cmd = ("%s %s > %s/out 2>&1 & echo $!"):format(S.quote(S.exe), S.quote(host), dir)
+    local p = io.popen(cmd)
+    local pid = p:read("*l")
+    p:close()
+    local ok = false
+    for _ = 1, 1000 do
+      local f = io.open(dir .. "/out")
+      local t = f and f:read("*a") or ""
+      if f then f:close() end
+      if t:find("ready") then ok = true break end
+      uv.sleep(10)
+    end
+    assert.is_true(ok)
+    local function ctl(...) return S.run({ "ctl", sock, ... }, { limit_s = 30 }) end
+    local r = ctl("queues")
+    assert.are.equal(0, r.code, r.err)
+    assert.matches("jobs%s+5%s+3%s+2%s+0%s+0%s+0%s+1", r.out)
+    r = ctl("metrics")
+    assert.matches('msrt_queue_messages{queue="jobs",state="ack_pending"} 2', r.out, 1, true)
+    r = ctl("queue", "jobs", "peek", "3")
+    assert.matches("^1 jobs.x delivered=1 state=ack_pending bytes=%d+ job 1\n2 .-\n3 jobs.x delivered=0 state=pending", r.out)
+    r = ctl("queue", "jobs", "purge")
+    assert.matches("purged 5 message", r.out)
+    assert.matches("jobs%s+0%s+0%s+0", ctl("queues").out)
+    assert.are.equal(1, ctl("queue", "nosuch", "purge").code)
+    assert.are.equal(2, ctl("queue", "jobs", "peek").code)
+    os.execute("kill -9 " .. pid)
+  end)
+end)

@@ -44,7 +44,7 @@ describe("spec validation", function()
     refused(":1: unknown field 'wrkers' %(did you mean 'workers'%?%)", profile.resolve, path)
     os.remove(path)
     -- nothing close: the known names
-    refused("actor spec: unknown field 'colour' %(known: args, capacity, handle, init", msrt.actor,
+    refused("actor spec: unknown field 'colour' %(known: args, capacity, consume, handle, init", msrt.actor,
       { name = "v_a", handle = nop, colour = "red" })
   end)
 

@@ -36,7 +36,8 @@ static void usage(FILE *to) {
     "  --check FILE...   compile and validate policy files, then exit\n"
     "  -h, --help        this text\n"
     "usage: msrt-lua ctl SOCKET status|tree|metrics|reload|stop [PATH]|\n"
-    "                   start PATH|restart PATH|help   (msrt-lua ctl help)\n"
+    "                   start PATH|restart PATH|queues|queue NAME peek N|\n"
+    "                   queue NAME purge|help   (msrt-lua ctl help)\n"
     "usage: msrt-lua mcp serve POLICY.lua   the fleet as an MCP server on stdio\n",
     to);
 }

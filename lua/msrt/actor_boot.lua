@@ -232,6 +232,30 @@ function ctx:reply(msg, data)
   return self:publish(msg.reply, data)
 end
 
+-- A durable queue's message (the actor's spec has `consume`): its
+-- delivery is answered on its reply subject (queue.lua).
+local function queue_op(msg, fname, op)
+  if type(msg) ~= "table" or not (msg.headers and msg.headers["Msrt-Queue"] and msg.reply) then
+    error(("bad argument #1 to '%s' (a message of a durable queue expected)"):format(fname), 3)
+  end
+  op.seq = tonumber(msg.headers["Msrt-Seq"])
+  local r, e = send(msg.reply, op, nil, nil, fname)
+  if r == nil then return nil, e end
+  return true
+end
+
+--- Acknowledge a durable queue's message (spec `consume`): done, it
+-- leaves the queue. Like JetStream's ack, it is a message to the queue:
+-- one that is no longer this actor's (redelivered after its ack wait) is
+-- ignored there. @return true | nil, err
+function ctx:ack(msg) return queue_op(msg, "ack", { op = "ack" }) end
+--- Redeliver it, after delay_ms (default 0).
+function ctx:nak(msg, delay_ms) return queue_op(msg, "nak", { op = "nak", delay_ms = delay_ms }) end
+--- Still working on it: its ack wait starts again.
+function ctx:in_progress(msg) return queue_op(msg, "in_progress", { op = "in_progress" }) end
+--- Never redeliver it: to the queue's dead letter with reason.
+function ctx:term(msg, reason) return queue_op(msg, "term", { op = "term", reason = reason }) end
+
 --- Request: publish with an unguessable _INBOX reply subject (this actor's
 -- random prefix and a random token per request, 132 bits each: no other
 -- party can answer in the responder's place) and wait (yielding
@@ -372,8 +396,9 @@ local function loop(budget)
       elseif byte(subject) ~= 95 or subject:sub(1, 7) ~= "_INBOX." then -- 95: '_'
         if slow then go_fast() slow = false end
         if reply and nowed < OWED_MAX and not owed[reply] then owed[reply], nowed = true, nowed + 1 end
+        local h = hdr and headers_of(hdr)
         handle(ctx, { subject = subject, reply = reply, data = payload, id = mid, priority = prio,
-                      headers = hdr and headers_of(hdr) })
+                      headers = h, delivered = h and tonumber(h["Msrt-Delivered"]) })
       end -- else: a reply that came after its request timed out
     end
     if stop_reason or closed() then

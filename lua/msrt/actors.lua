@@ -57,6 +57,7 @@ M.SPEC = {
   mailbox_bytes = schema.int(1, nil, "bytes"),
   overflow = schema.enum(core.overflow_names), -- core/overflow.h's names
   subscribe = schema.either(schema.string, schema.list(schema.string)), queue = schema.string,
+  consume = schema.string, max_ack_pending = schema.int(1, nil, "messages"),
 }
 
 local function validate(spec)
@@ -158,6 +159,7 @@ local function exited(handle, id, rec)
   local a = handle.alive[id]
   if not a then return end
   handle.alive[id] = nil
+  if a.unconsume then a.unconsume() end -- its queue messages go to others at once
   core.actor_release(a.cell)
   live[id] = nil
   live_count = live_count - 1
@@ -208,12 +210,29 @@ function M.new(spec, opts)
   local handle = setmetatable({ name = spec.name, alive = {}, exits = {}, exit_fns = {}, waiters = {},
     unstarted = notify and (spec.instances or 1) or 0, start_fns = {} }, Handle)
   for _ = 1, spec.instances or 1 do
-    local id, cell, sids = core.actor_new(spec.name, enc, spec.capacity, spec.overflow, subscribe, spec.queue, spec.mailbox_bytes)
+    -- a consumer of a durable queue: each instance gets its deliveries on
+    -- a private subject of its own (queue.lua consume_actor)
+    local subs, private = subscribe, nil
+    if spec.consume then
+      local token, terr = core.token()
+      if not token then handle:stop("shutdown") return nil, terr end
+      private = "_QDLV." .. token
+      subs = { private, unpack(subscribe or {}) }
+    end
+    local id, cell, sids = core.actor_new(spec.name, enc, spec.capacity, spec.overflow, subs, spec.queue, spec.mailbox_bytes)
     if not id then
       handle:stop("shutdown")
       return nil, cell
     end
     handle.alive[id] = { cell = cell, subs = sids }
+    if private then
+      local unconsume, qerr = require("msrt.queue").consume_actor(spec.consume, private, spec.max_ack_pending)
+      if not unconsume then
+        handle:stop("shutdown")
+        return nil, qerr
+      end
+      handle.alive[id].unconsume = unconsume
+    end
     live[id] = handle
     live_count = live_count + 1
     hub.on_exit(id, function(aid, rec) exited(handle, aid, rec) end)

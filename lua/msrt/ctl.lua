@@ -31,13 +31,17 @@ usage: msrt-lua ctl SOCKET COMMAND
   stop PATH       stop a child and keep its spec (OTP terminate_child)
   start PATH      start a stopped child again (OTP restart_child)
   restart PATH    stop a child, then start it again
+  queues          each durable queue: stored, pending, ack_pending,
+                  redelivered, dead_lettered, acked, consumers
+  queue NAME peek N   the first N stored messages of a queue
+  queue NAME purge    delete every stored message of a queue
   help            this text
 PATH: the root supervisor's name, then child ids: fleet/workers/c-1
 ]] .. M.HEALTH
 
 -- Commands and whether they take a PATH (true: needed; "optional").
 local COMMANDS = { status = false, tree = false, metrics = false, reload = false, help = false,
-  stop = "optional", start = true, restart = true }
+  stop = "optional", start = true, restart = true, queues = false, queue = "queue" }
 
 --- The client's bounds: an answer larger than MAX_ANSWER bytes, or one
 -- that has not ended (the host closes after answering) within TIMEOUT_MS
@@ -52,7 +56,7 @@ local function bad_usage(msg)
 end
 
 --- The client: main(SOCKET, COMMAND [, PATH]) as given on the command line.
-function M.main(sock, cmd, path, extra)
+function M.main(sock, cmd, path, extra, n, more)
   if sock == "help" or sock == "--help" or sock == "-h" or cmd == "--help" or cmd == "-h" then
     io.stdout:write(M.USAGE)
     return
@@ -62,7 +66,13 @@ function M.main(sock, cmd, path, extra)
   local takes = COMMANDS[cmd]
   if takes == nil then bad_usage(("unknown command '%s'"):format(cmd)) end
   if takes == true and not path then bad_usage(cmd .. " needs a child PATH like fleet/workers/c-1") end
-  if (takes == false and path) or extra then bad_usage(("too many arguments to %s"):format(cmd)) end
+  local rest = ""
+  if takes == "queue" then -- queue NAME purge | queue NAME peek N
+    if not path or not (extra == "purge" and not n or extra == "peek" and tonumber(n)) or more then
+      bad_usage("queue needs a NAME and purge, or peek and a number: queue tasks peek 10")
+    end
+    rest = " " .. extra .. (n and (" " .. n) or "")
+  elseif (takes == false and path) or extra then bad_usage(("too many arguments to %s"):format(cmd)) end
   local pipe, failed = uv.new_pipe(false), nil
   local out, size = {}, 0
   local timer = uv.new_timer()
@@ -76,7 +86,7 @@ function M.main(sock, cmd, path, extra)
   end)
   pipe:connect(sock, function(err)
     if err then return finish(("cannot reach %s: %s"):format(sock, err)) end
-    pipe:write(cmd .. (path and (" " .. path) or "") .. "\n")
+    pipe:write(cmd .. (path and (" " .. path) or "") .. rest .. "\n")
     pipe:read_start(function(rerr, chunk)
       if rerr then return finish(rerr) end
       if not chunk then return finish() end

@@ -123,6 +123,25 @@ local function metric(out, name, kind, help, samples)
   end
 end
 
+-- Each durable queue's counts (README "Durable work queues").
+local function queue_metrics(out)
+  local qs = require("msrt.queue").stats()
+  local qm, qr, qd, qa = {}, {}, {}, {}
+  for _, q in ipairs(qs) do
+    local l = ('queue="%s"'):format(esc(q.name))
+    for _, st in ipairs { "stored", "pending", "ack_pending" } do
+      qm[#qm + 1] = { ('{%s,state="%s"}'):format(l, st), q[st] }
+    end
+    qr[#qr + 1] = { "{" .. l .. "}", q.redelivered }
+    qd[#qd + 1] = { "{" .. l .. "}", q.dead_lettered }
+    qa[#qa + 1] = { "{" .. l .. "}", q.acked }
+  end
+  metric(out, "queue_messages", "gauge", "Messages of each durable queue: stored, pending (not in a consumer's hands), ack_pending.", qm)
+  metric(out, "queue_redelivered_total", "counter", "Deliveries after the first, per durable queue.", qr)
+  metric(out, "queue_dead_lettered_total", "counter", "Messages terminated or past max_deliver, per durable queue.", qd)
+  metric(out, "queue_acked_total", "counter", "Messages acknowledged, per durable queue.", qa)
+end
+
 --- The metrics in the Prometheus text exposition format (version 0.0.4).
 function M.metrics_text()
   local m = require("msrt").metrics()
@@ -169,10 +188,44 @@ function M.metrics_text()
     health[#health + 1] = { ('{child="%s",state="%s"}'):format(esc(id), esc(state)), 1 }
   end
   metric(out, "health", "gauge", "Health state of each probed child.", health)
+  queue_metrics(out)
   local reloads = require("msrt.reload").counts()
   metric(out, "reloads_total", "counter", "Policy reloads, by result.",
     { { '{result="ok"}', reloads.ok }, { '{result="failed"}', reloads.failed } })
   return table.concat(out, "\n") .. "\n"
+end
+
+--- The durable queues as text (ctl queues): one line each.
+function M.queues()
+  local lines = { ("%-20s %9s %9s %11s %11s %13s %9s %9s"):format("queue", "stored", "pending",
+    "ack_pending", "redelivered", "dead_lettered", "acked", "consumers") }
+  for _, q in ipairs(require("msrt.queue").stats()) do
+    lines[#lines + 1] = ("%-20s %9d %9d %11d %11d %13d %9d %9d"):format(q.name, q.stored, q.pending,
+      q.ack_pending, q.redelivered, q.dead_lettered, q.acked, q.consumers)
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+--- ctl queue NAME peek N | purge.
+function M.queue(name, rest)
+  local queue = require("msrt.queue")
+  if not name or not queue.get(name) then return ("error: no queue '%s'\n"):format(tostring(name)) end
+  local verb, n = (rest or ""):match("^(%S*)%s*(%S*)$")
+  if verb == "purge" then
+    local k, err = queue.purge(name)
+    if not k then return "error: " .. tostring(err) .. "\n" end
+    return ("purged %d message(s) from %s\n"):format(k, name)
+  elseif verb == "peek" and tonumber(n) then
+    local list, err = queue.peek(name, tonumber(n))
+    if not list then return "error: " .. tostring(err) .. "\n" end
+    local lines = {}
+    for _, m in ipairs(list) do
+      lines[#lines + 1] = ("%d %s delivered=%d state=%s bytes=%d %s"):format(m.seq, m.subject, m.delivered,
+        m.state, m.bytes, m.preview)
+    end
+    return table.concat(lines, "\n") .. (#lines > 0 and "\n" or "")
+  end
+  return "error: queue NAME purge | queue NAME peek N\n"
 end
 
 -- ---- the servers -----------------------------------------------------------
@@ -309,6 +362,8 @@ local commands = {
   end,
   start = function(path) return path and on_child("start", path) or "error: start needs a child PATH\n" end,
   restart = function(path) return path and on_child("restart", path) or "error: restart needs a child PATH\n" end,
+  queues = function() return M.queues() end,
+  queue = function(name, rest) return M.queue(name, rest) end,
 }
 
 -- A 0700 directory of this user's own for `auto`: $XDG_RUNTIME_DIR when
@@ -373,10 +428,10 @@ function M.serve_ctl(path)
   if ok then
     ok, err = listen(pipe, function() return uv.new_pipe(false) end, function(c)
       serve(c, function(line)
-        local name, path = line:match("^%s*(%S*)%s*(%S*)")
+        local name, path, rest = line:match("^%s*(%S*)%s*(%S*)%s*(.-)%s*$")
         local cmd = commands[name]
         if not cmd then return ("error: unknown command '%s' (help lists them)\n"):format(name) end
-        return cmd(path ~= "" and path or nil)
+        return cmd(path ~= "" and path or nil, rest)
       end)
     end, same_user)
   end

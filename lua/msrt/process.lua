@@ -28,7 +28,7 @@ local SPEC_KEYS = {
   codec = true, subscribe = true, queue = true, publish_as = true,
   allow_publish = true, deny_publish = true, limits = true, stop = true,
   capacity = true, stdin_bytes = true, overflow = true, max_line_bytes = true,
-  eof_wait_ms = true, rpc = true,
+  eof_wait_ms = true, rpc = true, consume = true, max_ack_pending = true,
 }
 
 local function bad(msg) return nil, core.error("invalid_arg", msg) end
@@ -149,6 +149,9 @@ local function compile(spec)
   if not allow then return bad(al) end
   local deny, de = list_of_strings(spec.deny_publish, "deny_publish")
   if not deny then return bad(de) end
+  if spec.consume ~= nil and type(spec.consume) ~= "string" then return bad("consume must be a queue name") end
+  local map = spec.max_ack_pending
+  if map ~= nil and (type(map) ~= "number" or map < 1 or map % 1 ~= 0) then return bad("max_ack_pending must be a positive integer") end
   local subs, se = list_of_strings(spec.subscribe, "subscribe")
   if not subs then return bad(se) end
   local prof = profile.current()
@@ -353,6 +356,15 @@ function M.new(spec)
       return nil, serr
     end
     h.subs[#h.subs + 1] = sid
+  end
+  if spec.consume then -- a durable queue's consumer (queue.lua consume_process)
+    local stop, qerr = require("msrt.queue").consume_process(spec.consume,
+      function(d) return h:send(d) end, cspec.publish_as .. ".out", spec.max_ack_pending)
+    if not stop then
+      core.proc_stop(box, 0)
+      return nil, qerr
+    end
+    h:on_exit(stop) -- its unacked messages go to others at once
   end
   announce("msrt.process." .. h.name .. ".state", { name = h.name, state = h.state_name })
   return h

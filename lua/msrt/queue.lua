@@ -356,46 +356,146 @@ local function ack_wait_ns(q, n)
   return q.ack_wait_ms * 1e6
 end
 
+-- Register a consumer c ({deliver = fn(msg), max_ack_pending = n}) on q.
+-- Returns its stop(): the messages it holds go back at once, first in line.
+local function add_consumer(q, c)
+  c.pending = 0
+  q.consumers[#q.consumers + 1] = c
+  schedule(q)
+  return function()
+    for i, x in ipairs(q.consumers) do
+      if x == c then table.remove(q.consumers, i) break end
+    end
+    local mine = {}
+    for seq, d in pairs(q.inflight) do
+      if d.consumer == c then mine[#mine + 1] = seq end
+    end
+    table.sort(mine)
+    for i = #mine, 1, -1 do
+      q.inflight[mine[i]] = nil
+      unread(q, mine[i])
+    end
+    c.pending = 0
+    schedule(q)
+    arm(q)
+  end
+end
+
+local function need(name)
+  local q = queues[name]
+  if q then return q end
+  return nil, core.error("not_found", ("no queue \"%s\" (declare it with msrt.queue first)"):format(name))
+end
+
 --- A hub callback consumer: fn(msg) runs as a coroutine per message, at
 -- most max_ack_pending unacknowledged at once. An error in fn naks the
 -- message at once (the consumer failed it).
 function M.consume(name, fn, opts)
-  local q = queues[name]
-  if not q then
-    return nil, core.error("not_found", ("no queue \"%s\" (declare it with msrt.queue first)"):format(name))
-  end
-  local c = { pending = 0, max_ack_pending = opts.max_ack_pending or 1000 }
+  local q, err = need(name)
+  if not q then return nil, err end
+  local c = { max_ack_pending = opts.max_ack_pending or 1000 }
   function c.deliver(msg)
     local co = coroutine.create(function()
-      local ok, err = pcall(fn, msg)
+      local ok, e = pcall(fn, msg)
       if not ok then
-        require("msrt").log("error", ("consumer of queue \"%s\" failed message %d: %s"):format(q.name, msg.seq, tostring(err)))
+        require("msrt").log("error", ("consumer of queue \"%s\" failed message %d: %s"):format(q.name, msg.seq, tostring(e)))
         if current(msg) then msg:nak() end
       end
     end)
     core.resume(co, "error in queue consumer")
   end
-  q.consumers[#q.consumers + 1] = c
-  schedule(q)
-  return {
-    --- Stop consuming: the messages this consumer holds are nak'd at once.
-    stop = function()
-      for i, x in ipairs(q.consumers) do
-        if x == c then table.remove(q.consumers, i) break end
+  return { stop = add_consumer(q, c) }
+end
+
+-- Acks from actors and processes: an op on the delivery (queue, seq,
+-- token) it names; one that is no longer current is ignored (as
+-- JetStream ignores a late ack).
+local OPS = { ack = Msg.ack, nak = Msg.nak, in_progress = Msg.in_progress, term = Msg.term }
+local function apply_op(q, seq, token, op, arg)
+  local fn = OPS[op]
+  if not fn or not q then return end
+  fn({ _q = q, seq = seq, _token = token }, arg)
+end
+
+-- The hub's subscription for actors' acks: "_QACK.<random>.<queue>.<seq>.<token>"
+-- with data {op = ..., delay_ms = ..., reason = ...}; the random part,
+-- per host, keeps other parties from naming a delivery they were not given.
+local ack_prefix
+local function ack_subject(q, seq, token)
+  if not ack_prefix then
+    local t = assert(core.token())
+    ack_prefix = "_QACK." .. t
+    assert(hub.subscribe(ack_prefix .. ".>", function(m)
+      local name, seq_s, tok = m.subject:sub(#ack_prefix + 2):match("^([^.]+)%.(%d+)%.(%d+)$")
+      local d = type(m.data) == "table" and m.data or { op = m.data }
+      if name then
+        apply_op(queues[name], tonumber(seq_s), tonumber(tok), d.op, d.op == "term" and d.reason or d.delay_ms)
       end
-      local mine = {}
-      for seq, d in pairs(q.inflight) do
-        if d.consumer == c then mine[#mine + 1] = seq end
+    end, {}))
+  end
+  return ("%s.%s.%d.%d"):format(ack_prefix, q.name, seq, token)
+end
+
+--- An actor instance as a consumer: each message is published to its
+-- private subject (delivery headers Msrt-Queue, Msrt-Seq, Msrt-Delivered;
+-- reply the ack subject ctx:ack and the others publish to). Returns
+-- stop(), for the instance's exit (its messages redelivered at once).
+function M.consume_actor(name, subject, max_ack_pending)
+  local q, err = need(name)
+  if not q then return nil, err end
+  local c = { max_ack_pending = max_ack_pending or 1 }
+  function c.deliver(msg)
+    local h = msg.headers or {}
+    h["Msrt-Queue"], h["Msrt-Seq"], h["Msrt-Delivered"] = q.name, tostring(msg.seq), tostring(msg.delivered)
+    local ok, perr = hub.publish(subject, msg.data, { headers = h, priority = msg.priority,
+      reply = ack_subject(q, msg.seq, msg._token) })
+    if not ok or ok == 0 then -- gone or full: again after a pause
+      if perr then require("msrt").log("warn", tostring(perr)) end
+      msg:nak(100)
+    end
+  end
+  return add_consumer(q, c)
+end
+
+--- A child process as a consumer: each message is written to its stdin
+-- as {"subject", "headers", "data", "queue", "seq", "delivered",
+-- "token"}; the child answers on stdout with {"ack": token}, {"nak":
+-- token, "delay_ms": n}, {"in_progress": token} or {"term": token,
+-- "reason": s} (published on "<publish_as>.out", which the queue
+-- subscribes to for it). send(data) writes a line (the handle's :send);
+-- out is the child's "<publish_as>.out". Returns stop().
+function M.consume_process(name, send, out, max_ack_pending)
+  local q, err = need(name)
+  if not q then return nil, err end
+  local c = { max_ack_pending = max_ack_pending or 1 }
+  function c.deliver(msg)
+    local ok, serr = send { subject = msg.subject, headers = msg.headers, data = msg.data,
+      queue = q.name, seq = msg.seq, delivered = msg.delivered, token = msg._token }
+    if not ok then
+      require("msrt").log("warn", tostring(serr))
+      msg:nak(100)
+    end
+  end
+  local sid, hid = hub.subscribe(out, function(m)
+    local d = m.data
+    if type(d) ~= "table" then return end
+    for op in pairs(OPS) do
+      local tok = tonumber(d[op])
+      if tok then
+        for seq, dl in pairs(q.inflight) do
+          if dl.token == tok and dl.consumer == c then
+            apply_op(q, seq, tok, op, op == "term" and d.reason or d.delay_ms)
+            break
+          end
+        end
       end
-      table.sort(mine)
-      for i = #mine, 1, -1 do
-        q.inflight[mine[i]] = nil
-        unread(q, mine[i])
-      end
-      c.pending = 0
-      schedule(q)
-    end,
-  }
+    end
+  end, {})
+  local stop = add_consumer(q, c)
+  return function()
+    if sid then hub.unsubscribe(sid, hid) sid = nil end
+    stop()
+  end
 end
 
 ---------------------------------------------------------------------------
@@ -479,13 +579,50 @@ function M.close(name)
   if #q.acks > 0 or #q.dead > 0 or q.store:stats().intake > 0 then flush(q) end
   q.closed = true
   queues[name], by_wake[q.wake] = nil, nil
-  q.flush_timer:close()
-  q.tick_timer:close()
+  for _, t in ipairs { q.flush_timer, q.tick_timer } do
+    if not t:is_closing() then t:close() end
+  end
   q.store:close()
   return true
 end
 
 function M.get(name) return queues[name] end
+
+--- Delete every stored message of a queue (ctl queue NAME purge); what
+-- consumers hold is no longer theirs (their acks are not_found).
+-- @return how many | nil, err
+function M.purge(name)
+  local q = queues[name]
+  local n, err = q.store:purge()
+  if not n then return nil, err end
+  for _, d in pairs(q.inflight) do d.consumer.pending = d.consumer.pending - 1 end
+  q.inflight, q.delayed, q.delivered, q.cache, q.retry = {}, {}, {}, {}, {}
+  q.ready, q.head, q.tail, q.acks, q.dead = {}, 1, 0, {}, {}
+  arm(q)
+  announce(q, { event = "purged", count = n })
+  return n
+end
+
+--- The first n stored messages of a queue (ctl queue NAME peek N):
+-- {seq, subject, delivered, state, bytes, preview}.
+function M.peek(name, n)
+  local q = queues[name]
+  local seqs, counts = q.store:scan(0, n)
+  if not seqs then return nil, counts end
+  local out = {}
+  for i, seq in ipairs(seqs) do
+    local m = q.store:get(seq)
+    if m then
+      local state = q.inflight[seq] and "ack_pending" or q.delayed[seq] and "delayed" or "pending"
+      local ok, data = pcall(data_of, m.flags, m.payload)
+      local preview = ok and (type(data) == "string" and data or require("msrt.json").encode(data)) or "?"
+      preview = preview:sub(1, 80):gsub("[%c]", "?")
+      out[#out + 1] = { seq = seq, subject = m.subject, delivered = counts[i], state = state,
+        bytes = #m.payload + #(m.hdr or ""), preview = preview }
+    end
+  end
+  return out
+end
 
 --- Counts of every queue (ctl queues, /metrics).
 function M.stats()
