@@ -31,8 +31,8 @@ local ctx = { name = spec.name, id = id, args = spec.args }
 
 -- pop() -> nil | flags, subject, reply, data, id, priority (data decoded
 -- when the payload is a string.buffer encoding, else the raw text).
--- publish(subject, data, reply, priority) -> delivered | "blocked"
---   | nil, code, message.
+-- publish(subject, data, reply, priority) -> delivered | nil, err
+--   (err.blocked: held for room in full `block` mailboxes; wait_blocked).
 -- These use the C API until the first message is handled, then go_fast()
 -- swaps in the FFI versions: idle actors never load ffi (16 KB a state).
 local c_pop, c_publish = rt.pop, rt.publish
@@ -111,8 +111,7 @@ long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
     local r = tonumber(C.msrt_lactor_ffi_publish(me, subject, #subject, reply,
       reply and #reply or 0, p, n, prio or 5, hdr, hdr and #hdr or 0, ttl or 0))
     if r >= 0 then return r end
-    if r == -2 then return "blocked" end
-    return nil, last_error()
+    return last_error()
   end
 end
 
@@ -153,12 +152,12 @@ local function is_room(is_control, s) if is_control and s == "_ROOM" then return
 -- A publish blocked on full `block` mailboxes: wait for room, retry. (Kept
 -- out of send so that send's hot path has no loop the JIT cannot compile.)
 local function wait_blocked()
-  local r, code, message
+  local r, e
   repeat
     if rt.wait_room() then wait_sys(is_room) end
-    r, code, message = rt.retry()
-  until r ~= "blocked"
-  return r, code, message
+    r, e = rt.retry()
+  until r ~= nil or not e.blocked
+  return r, e
 end
 
 -- Publish, waiting for room when a `block` mailbox is full.
@@ -191,15 +190,15 @@ local function send(subject, data, reply, prio, fname, headers, ttl)
     hdr, herr = require("msrt.headers").encode(headers)
     if herr then return nil, err("invalid_arg", herr) end
   end
-  local ok, r, code, message = pcall(publish, subject, data, reply, prio, hdr, ttl)
+  local ok, r, e = pcall(publish, subject, data, reply, prio, hdr, ttl)
   if not ok then -- data a message cannot carry: named, at the caller's line
     local where = require("msrt.args").unsendable(data, "data")
     if not where then error(r, 0) end
     error(("bad argument #2 to '%s' (%s cannot be sent: a message carries nil, booleans, numbers, strings, msrt.null and tables of them)")
       :format(fname, where), 3)
   end
-  if r == "blocked" then r, code, message = wait_blocked() end
-  if r == nil then return nil, err(code, message) end
+  if r == nil and e.blocked then r, e = wait_blocked() end
+  if r == nil then return nil, e end
   if nowed > 0 then -- an answer, or a request passed on with its reply subject
     if owed[subject] then owed[subject], nowed = nil, nowed - 1 end
     if reply and owed[reply] then owed[reply], nowed = nil, nowed - 1 end
@@ -268,9 +267,9 @@ function ctx:request(subject, data, opts)
       .. "comparator, a gsub callback...), which the actor cannot yield across", 2)
   end
   if stop_reason or closed() then return nil, err("closed", "the actor is stopping") end
-  local prefix, pcode, pmsg = rt.inbox()
-  local token, tcode, tmsg = rt.token()
-  if not prefix or not token then return nil, err(pcode or tcode, pmsg or tmsg) end
+  local prefix, perr = rt.inbox()
+  local token, terr = rt.token()
+  if not prefix or not token then return nil, perr or terr end
   local inbox = prefix .. "." .. token
   local n, e = send(subject, data, inbox, opts.priority, "request", opts.headers, opts.timeout_ms or 5000)
   if n == nil then return nil, e end
@@ -320,8 +319,8 @@ function ctx:every(ms, fn) return timer(ms, ms, fn, "every") end
 --- Subscribe this actor to more subjects. opts: queue.
 function ctx:subscribe(pattern, opts)
   opts = check_opts(opts, "subscribe")
-  local sid, code, message = rt.subscribe(pattern, opts.queue)
-  if not sid then return nil, err(code, message) end
+  local sid, serr = rt.subscribe(pattern, opts.queue)
+  if not sid then return nil, serr end
   return sid
 end
 

@@ -143,7 +143,7 @@ local function wait_room(pending)
   while true do
     M.await_wake(register)
     local r, err = core.pending_retry(pending)
-    if r ~= "blocked" then return r, err end
+    if r ~= nil or not err.blocked then return r, err end
   end
 end
 
@@ -164,14 +164,14 @@ function M.publish(subject, data, opts, reply, ttl)
   if herr then return nil, core.error("invalid_arg", herr) end
   local eok, payload = pcall(encode, data)
   if not eok then require("msrt.args").cannot_send(data, payload, 2, "publish") end
-  local r, pending = core.publish(subject, payload, reply or opts.reply, opts.priority, hdr, ttl)
-  if r == "blocked" then
+  local r, perr, pending = core.publish(subject, payload, reply or opts.reply, opts.priority, hdr, ttl)
+  if r == nil and perr.blocked then
     if not coroutine.isyieldable() then
       return nil, core.error("mailbox_full", ("mailbox full on \"%s\" and the caller cannot wait (not a coroutine, or inside a C function's callback)"):format(subject))
     end
     return wait_room(pending)
   end
-  return r, pending
+  return r, perr
 end
 
 --- Subscribe fn(msg) on the hub. opts: queue.

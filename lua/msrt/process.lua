@@ -210,9 +210,9 @@ function Handle:send(data)
   local r, err
   local function send(wid)
     r, err = core.proc_send(self.box, enc, wid)
-    return r == "blocked"
+    return r == nil and err.blocked
   end
-  repeat hub.await_wake(send) until r ~= "blocked"
+  repeat hub.await_wake(send) until r ~= nil or not err.blocked
   return r, err
 end
 

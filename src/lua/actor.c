@@ -29,6 +29,7 @@ typedef struct {
   uint64_t *subs;              /* subscriptions to drop at release */
   size_t nsubs, capsubs;
   msrt_error err;              /* the last publish error */
+  int blocked;                 /* ... was a hold for room (lerror.h) */
   msrt_inbox_node *exit_node;  /* carries the exit to the hub, made ahead */
   int exited;
   int aborted; /* creation failed: stop without ever booting */
@@ -228,18 +229,13 @@ static int a_pop(lua_State *L) {
   return 7;
 }
 
-static int push_err(lua_State *L, const msrt_error *err) {
-  lua_pushnil(L);
-  lua_pushstring(L, msrt_code_name(err->code));
-  lua_pushstring(L, err->message);
-  return 3;
-}
-
-/* The publish both paths share: >= 0 delivered endpoints, -1 error (in
- * la->err), -2 blocked on full `block` mailboxes (then wait_room/retry). */
+/* The publish both paths share: >= 0 delivered endpoints, or -1: an error
+ * in la->err, or, with la->blocked set, held for room in full `block`
+ * mailboxes (then wait_room/retry). */
 static long publish(lactor *la, const char *s, size_t slen, const char *r,
                     size_t rlen, const void *p, size_t plen, int prio,
                     const char *h, size_t hlen, double ttl_ms) {
+  la->blocked = 0;
   msrt_envelope *e = msrt_bus_make(la->rt->bus, s, slen, r, rlen, h, hlen, p, plen,
                                   prio, 0, &la->err);
   if (!e) return -1;
@@ -247,13 +243,19 @@ static long publish(lactor *la, const char *s, size_t slen, const char *r,
   size_t delivered;
   msrt_code rc = msrt_bus_publish(la->rt->bus, e, &delivered, &la->pend, &la->err);
   msrt_env_unref(e);
-  if (rc == MSRT_E_MAILBOX_FULL && la->pend.n) return -2;
+  la->blocked = rc == MSRT_E_MAILBOX_FULL && la->pend.n;
   if (rc != MSRT_E_OK) return -1;
   return (long)delivered;
 }
 
+/* The error of the last publish as Lua sees it: nil, err (lerror.h; a
+ * blocked err when it was held for room). */
+static int publish_err(lua_State *L, lactor *la) {
+  return la->blocked ? msrt_lua_blocked(L) : msrt_lua_fail_err(L, &la->err);
+}
+
 /* publish(subject, payload, reply, priority, headers, reply_ttl_ms)
- *   -> delivered | nil, code, message | "blocked" (then wait_room/retry)
+ *   -> delivered | nil, err (blocked: then wait_room/retry)
  * reply_ttl_ms: a request's timeout (msrt_bus_reply_ttl). */
 static int a_publish(lua_State *L) {
   lactor *la = self(L);
@@ -266,11 +268,7 @@ static int a_publish(lua_State *L) {
   const char *h = luaL_optlstring(L, 5, NULL, &hlen);
   long n = publish(la, s, slen, r, rlen, p, plen, prio, h, hlen,
                    luaL_optnumber(L, 6, 0));
-  if (n == -2) {
-    lua_pushliteral(L, "blocked");
-    return 1;
-  }
-  if (n < 0) return push_err(L, &la->err);
+  if (n < 0) return publish_err(L, la);
   lua_pushinteger(L, (lua_Integer)n);
   return 1;
 }
@@ -287,13 +285,8 @@ static int a_undecodable(lua_State *L) {
   return 0;
 }
 
-/* last_error() -> code, message of the FFI path's last -1 */
-static int a_last_error(lua_State *L) {
-  lactor *la = self(L);
-  lua_pushstring(L, msrt_code_name(la->err.code));
-  lua_pushstring(L, la->err.message);
-  return 2;
-}
+/* last_error() -> nil, err of the FFI path's last -1, as publish gives */
+static int a_last_error(lua_State *L) { return publish_err(L, self(L)); }
 
 /* self() -> the record, as the FFI functions' first argument */
 static int a_self(lua_State *L) {
@@ -345,22 +338,18 @@ static int a_wait_room(lua_State *L) {
   return 1;
 }
 
-/* retry() -> delivered | "blocked" | nil, "closed", message
- *   | nil, "mailbox_full", message (`error` mailboxes refused copies) */
+/* retry() -> delivered | nil, blocked err | nil, err: closed, or
+ *   mailbox_full (`error` mailboxes refused copies) */
 static int a_retry(lua_State *L) {
   lactor *la = self(L);
   if (msrt_actor_closed(la->cell)) {
     msrt_bus_pending_clear(la->rt->bus, &la->pend);
-    lua_pushnil(L);
-    lua_pushliteral(L, "closed");
-    lua_pushliteral(L, "the actor is stopping");
-    return 3;
+    return msrt_lua_fail(L, MSRT_E_CLOSED, "the actor is stopping");
   }
-  if (msrt_bus_pending_retry(la->rt->bus, &la->pend) == MSRT_E_MAILBOX_FULL) {
-    lua_pushliteral(L, "blocked");
-    return 1;
-  }
-  if (msrt_bus_pending_refused(&la->pend, &la->err)) return push_err(L, &la->err);
+  if (msrt_bus_pending_retry(la->rt->bus, &la->pend) == MSRT_E_MAILBOX_FULL)
+    return msrt_lua_blocked(L);
+  if (msrt_bus_pending_refused(&la->pend, &la->err))
+    return msrt_lua_fail_err(L, &la->err);
   lua_pushinteger(L, (lua_Integer)la->pend.delivered);
   return 1;
 }
@@ -374,37 +363,31 @@ static int a_inbox(lua_State *L) {
   size_t n = sizeof "_INBOX." - 1 + MSRT_TOKEN_LEN;
   if (!la->inbox_sub) {
     memcpy(prefix, "_INBOX.", 7);
-    if (msrt_token(prefix + 7) != 0) {
-      msrt_error err;
-      msrt_error_set(&err, MSRT_E_INTERNAL, "no randomness for an inbox");
-      return push_err(L, &err);
-    }
+    if (msrt_token(prefix + 7) != 0)
+      return msrt_lua_fail(L, MSRT_E_INTERNAL, "no randomness for an inbox");
     char pattern[sizeof la->inbox + 2];
     int pn = snprintf(pattern, sizeof pattern, "%s.>", prefix);
     msrt_error err;
     if (msrt_bus_subscribe(la->rt->bus, pattern, (size_t)pn, NULL, 0,
                            msrt_ep_sys(la->cell), &la->inbox_sub,
                            &err) != MSRT_E_OK)
-      return push_err(L, &err);
+      return msrt_lua_fail_err(L, &err);
     add_sub(la, la->inbox_sub);
   }
   lua_pushlstring(L, prefix, n);
   return 1;
 }
 
-/* token() -> 22 random characters for a request's inbox | nil, code, msg */
+/* token() -> 22 random characters for a request's inbox | nil, err */
 static int a_token(lua_State *L) {
   char t[MSRT_TOKEN_LEN + 1];
-  if (msrt_token(t) != 0) {
-    msrt_error err;
-    msrt_error_set(&err, MSRT_E_INTERNAL, "no randomness for an inbox token");
-    return push_err(L, &err);
-  }
+  if (msrt_token(t) != 0)
+    return msrt_lua_fail(L, MSRT_E_INTERNAL, "no randomness for an inbox token");
   lua_pushlstring(L, t, MSRT_TOKEN_LEN);
   return 1;
 }
 
-/* subscribe(pattern, queue) -> sub id | nil, code, message */
+/* subscribe(pattern, queue) -> sub id | nil, err */
 static int a_subscribe(lua_State *L) {
   lactor *la = self(L);
   size_t plen, qlen = 0;
@@ -414,7 +397,7 @@ static int a_subscribe(lua_State *L) {
   msrt_error err;
   if (msrt_bus_subscribe(la->rt->bus, p, plen, q, qlen,
                          msrt_ep_actor(la->cell), &id, &err) != MSRT_E_OK)
-    return push_err(L, &err);
+    return msrt_lua_fail_err(L, &err);
   add_sub(la, id);
   lua_pushnumber(L, (lua_Number)id);
   return 1;

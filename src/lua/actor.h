@@ -63,11 +63,12 @@ void msrt_lactor_release(msrt_actor *a, void *ud);
  *                            of lua/msrt/headers.lua), ttl_ms (a
  *                            request's timeout: how long the reply stays
  *                            valid to a process handed it; 0 = none);
- *                            returns the endpoints reached (>= 0), -1 on
- *                            error (rt.last_error() gives code, message:
- *                            invalid_subject, payload_too_big,
- *                            mailbox_full...), -2 when `block` mailboxes
- *                            are full (then rt.wait_room / rt.retry). */
+ *                            returns the endpoints reached (>= 0), or -1:
+ *                            rt.last_error() then gives nil, err as the
+ *                            C API's publish does (invalid_subject,
+ *                            payload_too_big, mailbox_full...; err.blocked
+ *                            when `block` mailboxes are full: then
+ *                            rt.wait_room / rt.retry). */
 msrt_envelope *msrt_lactor_ffi_pop(void *la);
 void msrt_lactor_ffi_unref(msrt_envelope *e);
 long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,

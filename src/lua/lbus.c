@@ -28,7 +28,7 @@ static int pending_gc(lua_State *L) {
 }
 
 /* publish(subject, payload, reply, priority, headers, reply_ttl_ms)
- *   -> delivered | "blocked", pending | nil, err
+ *   -> delivered | nil, err | nil, blocked err, pending (lerror.h)
  * reply_ttl_ms: a request's timeout, how long its inbox (reply) is valid
  * to a process handed it (msrt_bus_reply_ttl). */
 static int l_publish(lua_State *L) {
@@ -56,9 +56,9 @@ static int l_publish(lua_State *L) {
   msrt_code rc = msrt_bus_publish(rt->bus, e, &delivered, pend, &err);
   msrt_env_unref(e);
   if (rc == MSRT_E_MAILBOX_FULL && pend->n) {
-    lua_pushliteral(L, "blocked");
-    lua_insert(L, -2);
-    return 2;
+    msrt_lua_blocked(L);
+    lua_pushvalue(L, -3);
+    return 3;
   }
   if (rc != MSRT_E_OK) return msrt_lua_fail_err(L, &err);
   lua_pushinteger(L, (lua_Integer)delivered);
@@ -96,14 +96,12 @@ static int l_pending_wait(lua_State *L) {
   return 1;
 }
 
-/* pending_retry(pending) -> delivered | "blocked" | nil, err (full
+/* pending_retry(pending) -> delivered | nil, blocked err | nil, err (full
  * `error` mailboxes refused copies of the same publish) */
 static int l_pending_retry(lua_State *L) {
   msrt_bus_pending *p = luaL_checkudata(L, 1, PENDING_META);
-  if (msrt_bus_pending_retry(msrt_lua_rt(L)->bus, p) == MSRT_E_MAILBOX_FULL) {
-    lua_pushliteral(L, "blocked");
-    return 1;
-  }
+  if (msrt_bus_pending_retry(msrt_lua_rt(L)->bus, p) == MSRT_E_MAILBOX_FULL)
+    return msrt_lua_blocked(L);
   msrt_error err;
   if (msrt_bus_pending_refused(p, &err)) return msrt_lua_fail_err(L, &err);
   lua_pushinteger(L, (lua_Integer)p->delivered);

@@ -46,6 +46,13 @@ int msrt_lua_fail_err(lua_State *L, const msrt_error *err) {
   return 2;
 }
 
+int msrt_lua_blocked(lua_State *L) {
+  msrt_lua_fail(L, MSRT_E_MAILBOX_FULL, "blocked: full `block` endpoints");
+  lua_pushboolean(L, 1);
+  lua_setfield(L, -2, "blocked");
+  return 2;
+}
+
 int msrt_lua_fail(lua_State *L, msrt_code code, const char *fmt, ...) {
   msrt_error err;
   va_list ap;

@@ -15,6 +15,12 @@ void msrt_lua_push_error(lua_State *L, const msrt_error *err);
  * `return msrt_lua_fail_err(L, &err)`. */
 int msrt_lua_fail_err(lua_State *L, const msrt_error *err);
 
+/* A publish or send held for room in full `block` endpoints, as Lua sees
+ * it: nil and a mailbox_full error whose field `blocked` is true. Not a
+ * failure: the caller waits for room, retries, and it is delivered
+ * (lua/msrt/hub.lua, actor_boot.lua, process.lua). Returns 2. */
+int msrt_lua_blocked(lua_State *L);
+
 /* Push nil and an error table built from code and a printf-style message;
  * returns 2 so a C function can `return msrt_lua_fail(L, ...)`. */
 int msrt_lua_fail(lua_State *L, msrt_code code, const char *fmt, ...)

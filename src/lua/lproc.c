@@ -369,8 +369,8 @@ static int l_proc_state(lua_State *L) {
 }
 
 /* With a wake id, a full `block` stdin registers the hub waker for it
- * instead of refusing: "blocked" (a wake dispatch will come; send again
- * then). Room now, or a closed stdin: send. */
+ * instead of refusing: nil, a blocked err (a wake dispatch will come;
+ * send again then). Room now, or a closed stdin: send. */
 static bool send_blocks(msrt_rt *rt, msrt_proc *p, lua_Number wake_id) {
   msrt_gate *g = msrt_proc_gate(p);
   if (!rt || msrt_gate_policy(g) != MSRT_OVERFLOW_BLOCK || !msrt_gate_full(g))
@@ -386,7 +386,8 @@ static bool send_blocks(msrt_rt *rt, msrt_proc *p, lua_Number wake_id) {
   return true;
 }
 
-/* proc_send(box, encoded[, wake_id]) -> true | "blocked" | nil, err
+/* proc_send(box, encoded[, wake_id]) -> true | nil, err (blocked: see
+ * send_blocks)
  * A send is bounded as a published message is: max_payload on the encoded
  * data (as bus.c's msrt_bus_make), max_line_bytes on the line (proc.c). */
 static int l_proc_send(lua_State *L) {
@@ -400,8 +401,7 @@ static int l_proc_send(lua_State *L) {
                          "bytes exceeds max_payload (%zu bytes)",
                          msrt_proc_name(p), n, rt->cfg.max_payload);
   if (!lua_isnoneornil(L, 3) && send_blocks(rt, p, luaL_checknumber(L, 3))) {
-    lua_pushliteral(L, "blocked");
-    return 1;
+    return msrt_lua_blocked(L);
   }
   msrt_error err;
   if (msrt_proc_send_data(p, d, n, MSRT_ENV_PAYLOAD_BUFFER, &err) != MSRT_E_OK) {
