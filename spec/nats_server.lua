@@ -125,7 +125,7 @@ function N.start(opts)
   os.remove(tmp)
   local dir = tmp .. ".nats"
   assert(os.execute("mkdir -p " .. sh_quote(dir)) == 0)
-  local c = setmetatable({ dir = dir, nodes = {}, urls = {} }, Cluster)
+  local c = setmetatable({ dir = dir, nodes = {}, urls = {}, limit_s = o.limit_s, ready_ms = o.ready_ms }, Cluster)
   local ok, err = pcall(function()
     for i = 1, n do
       local conf = { "listen: 127.0.0.1:-1", "server_name: n" .. i }
@@ -178,6 +178,24 @@ function Cluster:stop()
   end
   if self.dir then os.execute("rm -rf " .. sh_quote(self.dir)) end
   self.dir = nil
+end
+
+--- Start node i again after a kill or stop, on the same client port (its
+-- clients reconnect to the URL they knew) and, in a cluster, routing to
+-- the nodes still up. Returns once it is ready (bounded as start).
+function Cluster:restart(i)
+  local node = assert(self.nodes[i], "no node " .. tostring(i))
+  assert(node.dead, "node " .. i .. " is still running")
+  local conf = read(node.conf):gsub("^listen: 127%.0%.0%.1:%-?%d+", "listen: 127.0.0.1:" .. node.port, 1)
+  if node.route_port then -- the others reconnect to the route port they knew
+    conf = conf:gsub("cluster { name: msrt, listen: 127%.0%.0%.1:%-?%d+",
+      "cluster { name: msrt, listen: 127.0.0.1:" .. node.route_port, 1)
+  end
+  os.remove(node.log)
+  local fresh = start_node(self.dir, i, conf, { limit_s = self.limit_s, ready_ms = self.ready_ms,
+    cluster = #self.nodes > 1 })
+  for k, v in pairs(fresh) do node[k] = v end
+  node.dead = nil
 end
 
 --- The text of node i's log (for a failing spec's message).

@@ -467,6 +467,11 @@ void msrt_bridge_info_get(msrt_bridge *b, msrt_bridge_info *out) {
     out->max_payload = (size_t)out->server_max_payload;
   pthread_mutex_lock(&b->mu);
   memcpy(out->last_error, b->last_error, sizeof out->last_error);
+  for (bkey *k = b->keys; k; k = k->next) {
+    int64_t d = 0;
+    if (k->sub && natsSubscription_GetDropped(k->sub, &d) == NATS_OK)
+      out->slow_dropped += (uint64_t)d;
+  }
   pthread_mutex_unlock(&b->mu);
 }
 

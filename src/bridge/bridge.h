@@ -104,6 +104,8 @@ typedef struct {
   uint64_t slow_consumer;  /* slow-consumer errors (libnats' or the
                               server's: a server that cut the bridge off
                               as slow counts when it says so) */
+  uint64_t slow_dropped;   /* messages libnats dropped for a slow
+                              consumer, over the subscriptions now */
   uint64_t loops;          /* imported messages of this host's origin */
   uint64_t nats_subs;      /* NATS subscriptions now (interest) */
   int64_t server_max_payload; /* the server's max_payload; 0 unknown */

@@ -116,6 +116,8 @@ static int l_info(lua_State *L) {
   lua_setfield(L, -2, "reconnects");
   lua_pushnumber(L, (double)in.slow_consumer);
   lua_setfield(L, -2, "slow_consumer");
+  lua_pushnumber(L, (double)in.slow_dropped);
+  lua_setfield(L, -2, "slow_dropped");
   lua_pushnumber(L, (double)in.loops);
   lua_setfield(L, -2, "loops");
   lua_pushnumber(L, (double)in.nats_subs);
