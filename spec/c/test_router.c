@@ -147,6 +147,63 @@ static void test_matcher(void) {
   }
 }
 
+/* ---- the tokenizer --------------------------------------------------------- */
+
+/* Kinds by name: '*' and '>' are wildcards only as whole tokens. */
+static void test_token_kinds(void) {
+  msrt_subject_token t[8];
+  const char *s = "a.*.>";
+  CHECK(msrt_subject_tokenize(s, strlen(s), t) == 3);
+  CHECK(t[0].kind == MSRT_TOKEN_LITERAL && t[0].len == 1 && t[0].p == s);
+  CHECK(t[1].kind == MSRT_TOKEN_PWC && t[1].p == s + 2);
+  CHECK(t[2].kind == MSRT_TOKEN_FWC && t[2].p == s + 4);
+  s = "a.b*c.>b.**";
+  CHECK(msrt_subject_tokenize(s, strlen(s), t) == 4);
+  for (int i = 0; i < 4; i++) CHECK(t[i].kind == MSRT_TOKEN_LITERAL);
+  CHECK(t[1].len == 3 && memcmp(t[1].p, "b*c", 3) == 0);
+  /* empty tokens come back as they are; nothing is checked */
+  s = "a..b";
+  CHECK(msrt_subject_tokenize(s, strlen(s), t) == 3);
+  CHECK(t[1].len == 0 && t[1].p == s + 2 && t[2].p == s + 3);
+  s = ".";
+  CHECK(msrt_subject_tokenize(s, 1, t) == 2);
+  CHECK(t[0].len == 0 && t[0].p == s && t[1].len == 0 && t[1].p == s + 1);
+  CHECK(msrt_subject_tokenize("", 0, t) == 0);
+  size_t at = 0;
+  CHECK(!msrt_subject_next("", 0, &at, &t[0]));
+}
+
+/* The word-wise split and the stepper agree with each other and with
+ * msrt_subject_tokens on every string of a small alphabet, dots at every
+ * offset of an 8-byte word included. */
+static void test_tokenizer_agrees(void) {
+  static const char alphabet[] = "a.*>";
+  msrt_subject_token split[48], step;
+  char s[41];
+  uint64_t rng = 12345;
+  for (int round = 0; round < 20000; round++) {
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    size_t len = (size_t)(rng >> 58) % 41; /* 0..40 */
+    for (size_t i = 0; i < len; i++) {
+      rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+      s[i] = alphabet[(rng >> 60) & 3];
+    }
+    size_t n = msrt_subject_tokenize(s, len, split);
+    int ok = n == msrt_subject_tokens(s, len);
+    size_t at = 0, k = 0;
+    while (ok && msrt_subject_next(s, len, &at, &step)) {
+      ok = k < n && step.p == split[k].p && step.len == split[k].len &&
+           step.kind == split[k].kind &&
+           step.kind == msrt_token_kind_of(step.p, step.len);
+      k++;
+    }
+    ok = ok && k == n;
+    if (!ok) fprintf(stderr, "tokenizers disagree on \"%.*s\"\n", (int)len, s);
+    CHECK(ok);
+    if (!ok) return;
+  }
+}
+
 /* ---- the index ----------------------------------------------------------- */
 
 static msrt_router *R;
@@ -831,6 +888,7 @@ static void test_classes(void) {
 
 TEST_MAIN(test_classes, test_subject_valid, test_subject_invalid, test_pattern_rules,
           test_subject_messages, test_subject_length, test_matcher,
+          test_token_kinds, test_tokenizer_agrees,
           test_index_basic, test_index_wide, test_property,
           test_queue_fairness, test_queue_two_readers, test_skip_predicate,
           test_enter_leave, test_defer, test_routes_rewrite, test_routes_split, test_routes_errors,

@@ -132,7 +132,7 @@ typedef struct {
 typedef struct {
   const char *p;
   uint32_t len;
-  uint32_t kind; /* 0 literal, 1 '*', 2 '>' (writer side only) */
+  msrt_token_kind kind; /* router/subject.h */
   uint64_t pre;  /* first 8 bytes, zero-padded (rt_prefix) */
   uint64_t hash; /* rt_hash; 0 = not computed yet (reader side) */
 } rt_tok;
@@ -192,6 +192,8 @@ struct msrt_reader {
   uint64_t rng;
   msrt_account_shard *shard; /* accounting, written by the owner only */
   /* Scratch, owner only. */
+  msrt_subject_token *split; /* the subject's tokens, then in toks */
+  size_t splitcap;
   rt_tok *toks;
   size_t tokcap;
   rt_frame *stk;
@@ -293,8 +295,8 @@ static inline rt_node *node_lit(const rt_node *n, rt_tok *t) {
 
 static rt_node *node_child(const rt_node *n, rt_tok *t) {
   if (!n) return NULL;
-  if (t->kind == 1) return n->star;
-  if (t->kind == 2) return n->fwc;
+  if (t->kind == MSRT_TOKEN_PWC) return n->star;
+  if (t->kind == MSRT_TOKEN_FWC) return n->fwc;
   return node_lit(n, t);
 }
 
@@ -328,11 +330,11 @@ static bool spec_empty(const rt_spec *s) {
 
 /* Point the child for token t at c (NULL removes it). */
 static bool spec_set_child(rt_spec *s, const rt_tok *t, rt_node *c) {
-  if (t->kind == 1) {
+  if (t->kind == MSRT_TOKEN_PWC) {
     s->star = c;
     return true;
   }
-  if (t->kind == 2) {
+  if (t->kind == MSRT_TOKEN_FWC) {
     s->fwc = c;
     return true;
   }
@@ -555,6 +557,7 @@ msrt_router *msrt_router_new(const msrt_router_opts *opts) {
 
 static void reader_release(msrt_reader *rd) {
   free(rd->toks);
+  free(rd->split);
   free(rd->stk);
   free(rd->plain);
   free(rd->spans);
@@ -675,19 +678,11 @@ static bool tokenize_w(msrt_router *r, const char *p, size_t len,
   if (!GROW(r->wtoks, r->wtokcap, n) || !GROW(r->path, r->pathcap, n + 1) ||
       !GROW(r->built, r->builtcap, n + 1))
     return false;
-  size_t k = 0, start = 0;
-  for (size_t i = 0; i <= len; i++) {
-    if (i < len && p[i] != '.') continue;
-    rt_tok *t = &r->wtoks[k++];
-    t->p = p + start;
-    t->len = (uint32_t)(i - start);
-    t->kind = 0;
-    if (t->len == 1 && t->p[0] == '*') t->kind = 1;
-    if (t->len == 1 && t->p[0] == '>') t->kind = 2;
-    t->hash = rt_hash(t->p, t->len);
-    t->pre = rt_prefix(t->p, t->len);
-    start = i + 1;
-  }
+  size_t k = 0, at = 0;
+  msrt_subject_token st;
+  while (msrt_subject_next(p, len, &at, &st))
+    r->wtoks[k++] = (rt_tok){st.p, st.len, st.kind, rt_prefix(st.p, st.len),
+                             rt_hash(st.p, st.len)};
   *ntok = n;
   return true;
 }
@@ -975,43 +970,18 @@ static inline bool collect(msrt_reader *rd, const rt_node *n) {
   return true;
 }
 
-/* Split s at '.' into toks (room for len + 1); returns the count. Eight
- * bytes at a time: a byte is '.' when (byte ^ '.') is zero, found exactly
- * with the carry-free zero-byte test. */
-static inline size_t rt_split(const char *s, size_t len, rt_tok *toks) {
-  size_t nt = 0, start = 0, i = 0;
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-  const uint64_t dots = 0x2e2e2e2e2e2e2e2eull, lo7 = 0x7f7f7f7f7f7f7f7full;
-  for (; i + 8 <= len; i += 8) {
-    uint64_t w;
-    memcpy(&w, s + i, 8);
-    uint64_t x = w ^ dots;
-    uint64_t m = ~(((x & lo7) + lo7) | x | lo7);
-    while (m) {
-      size_t pos = i + ((size_t)__builtin_ctzll(m) >> 3);
-      toks[nt++] = (rt_tok){s + start, (uint32_t)(pos - start), 0, 0, 0};
-      start = pos + 1;
-      m &= m - 1;
-    }
-  }
-#endif
-  for (; i < len; i++)
-    if (s[i] == '.') {
-      toks[nt++] = (rt_tok){s + start, (uint32_t)(i - start), 0, 0, 0};
-      start = i + 1;
-    }
-  toks[nt++] = (rt_tok){s + start, (uint32_t)(len - start), 0, 0, 0};
-  return nt;
-}
-
 /* Walk the trie for the subject into rd's scratch and describe the result in
  * rd->cand. Returns NULL when scratch could not grow. */
 static const rt_cand *walk(msrt_reader *rd, const rt_node *root,
                            const char *subj, size_t len) {
-  if (!GROW(rd->toks, rd->tokcap, len + 1)) return NULL;
-  size_t nt = rt_split(subj, len, rd->toks);
-  for (size_t i = 0; i < nt; i++)
-    rd->toks[i].pre = rt_prefix(rd->toks[i].p, rd->toks[i].len);
+  if (!GROW(rd->toks, rd->tokcap, len + 1) ||
+      !GROW(rd->split, rd->splitcap, len + 1))
+    return NULL;
+  size_t nt = msrt_subject_tokenize(subj, len, rd->split);
+  for (size_t i = 0; i < nt; i++) {
+    const msrt_subject_token *st = &rd->split[i];
+    rd->toks[i] = (rt_tok){st->p, st->len, st->kind, rt_prefix(st->p, st->len), 0};
+  }
   rd->nplain = rd->nspans = 0;
   size_t sp = 0;
   if (!GROW(rd->stk, rd->stkcap, 16)) return NULL;

@@ -9,14 +9,6 @@
 #include "router/internal.h"
 #include "router/subject.h"
 
-enum { T_LIT, T_STAR, T_FWC };
-
-typedef struct {
-  const char *p;
-  uint32_t len;
-  uint32_t kind; /* T_* */
-} ptok;
-
 typedef struct {
   uint32_t cap; /* UINT32_MAX = literal text */
   uint32_t len;
@@ -31,7 +23,7 @@ typedef struct {
 
 typedef struct {
   char *match;
-  ptok *toks;
+  msrt_subject_token *toks; /* match's */
   uint32_t ntok, nwild;
   tmpl *targets; /* rewrite: 1; split: nsplit; none: 0 */
   uint32_t ntargets;
@@ -96,40 +88,38 @@ static msrt_code compile_tmpl(const rrule *r, size_t rule_no, const char *what,
                           "rule %zu: %s %s is longer than %zu bytes", rule_no,
                           what, q, max_subject);
   /* Token checks. */
-  size_t start = 0, pos = 1;
-  for (size_t i = 0; i <= len; i++) {
-    if (i < len && src[i] != '.') {
-      unsigned char c = (unsigned char)src[i];
+  size_t at = 0, pos = 0;
+  msrt_subject_token t;
+  while (msrt_subject_next(src, len, &at, &t)) {
+    pos++;
+    for (uint32_t i = 0; i < t.len; i++) {
+      unsigned char c = (unsigned char)t.p[i];
       if (c <= 0x20 || c == 0x7f)
         return msrt_error_set(err, MSRT_E_BAD_CONFIG,
                               "rule %zu: %s %s: whitespace or control "
                               "character 0x%02x at offset %zu",
-                              rule_no, what, q, c, i);
-      continue;
+                              rule_no, what, q, c, (size_t)(t.p - src) + i);
     }
-    size_t tl = i - start;
-    if (tl == 0)
+    if (t.len == 0)
       return msrt_error_set(err, MSRT_E_BAD_CONFIG,
                             "rule %zu: %s %s: empty token at position %zu",
                             rule_no, what, q, pos);
-    if (tl == 1 && src[start] == '*')
+    if (t.kind == MSRT_TOKEN_PWC)
       return msrt_error_set(err, MSRT_E_BAD_CONFIG,
                             "rule %zu: %s %s: wildcard '*' at position %zu "
                             "(use $N to copy a token)",
                             rule_no, what, q, pos);
-    if (tl == 1 && src[start] == '>') {
-      if (i != len)
+    if (t.kind == MSRT_TOKEN_FWC) {
+      if (at <= len)
         return msrt_error_set(err, MSRT_E_BAD_CONFIG,
                               "rule %zu: %s %s: '>' must be the last token",
                               rule_no, what, q);
-      if (r->ntok == 0 || r->toks[r->ntok - 1].kind != T_FWC)
+      if (r->ntok == 0 || r->toks[r->ntok - 1].kind != MSRT_TOKEN_FWC)
         return msrt_error_set(err, MSRT_E_BAD_CONFIG,
                               "rule %zu: %s %s uses '>' but the pattern %s "
                               "does not end in '>'",
                               rule_no, what, q, pq);
     }
-    pos++;
-    start = i + 1;
   }
   /* Segments: at most 2 per '$' plus 1, plus 1 for a final '>'. */
   size_t maxseg = 2;
@@ -189,20 +179,11 @@ static msrt_code compile_rule(const msrt_route_rule *src, size_t rule_no,
   if (!(r->match = dupn(src->match, mlen)))
     return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
   size_t nt = msrt_subject_tokens(r->match, mlen);
-  if (!(r->toks = malloc(nt * sizeof(ptok))))
+  if (!(r->toks = malloc(nt * sizeof *r->toks)))
     return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
-  size_t start = 0;
-  for (size_t i = 0; i <= mlen; i++) {
-    if (i < mlen && r->match[i] != '.') continue;
-    ptok *t = &r->toks[r->ntok++];
-    t->p = r->match + start;
-    t->len = (uint32_t)(i - start);
-    t->kind = T_LIT;
-    if (t->len == 1 && t->p[0] == '*') t->kind = T_STAR;
-    if (t->len == 1 && t->p[0] == '>') t->kind = T_FWC;
-    if (t->kind != T_LIT) r->nwild++;
-    start = i + 1;
-  }
+  r->ntok = (uint32_t)msrt_subject_tokenize(r->match, mlen, r->toks);
+  for (uint32_t k = 0; k < r->ntok; k++)
+    r->nwild += r->toks[k].kind != MSRT_TOKEN_LITERAL;
   if (r->nwild > MSRT_ROUTE_MAX_WILDCARDS)
     return msrt_error_set(err, MSRT_E_BAD_CONFIG,
                           "rule %zu: pattern has %u wildcards, at most %d "
@@ -306,23 +287,22 @@ static bool match_rule(const rrule *r, const char *s, size_t len,
   if (len == 0) return false;
   size_t si = 0;
   uint32_t w = 0;
+  msrt_subject_token st;
   for (uint32_t k = 0; k < r->ntok; k++) {
-    const ptok *t = &r->toks[k];
-    if (t->kind == T_FWC) {
+    const msrt_subject_token *t = &r->toks[k];
+    if (t->kind == MSRT_TOKEN_FWC) { /* one or more tokens left */
+      if (si > len) return false;
       caps[w++] = (capture){si, len - si};
       return true;
     }
-    const char *dot = memchr(s + si, '.', len - si);
-    size_t se = dot ? (size_t)(dot - s) : len;
-    if (t->kind == T_STAR) {
-      caps[w++] = (capture){si, se - si};
-    } else if (t->len != se - si || memcmp(t->p, s + si, t->len) != 0) {
+    if (!msrt_subject_next(s, len, &si, &st)) return false;
+    if (t->kind == MSRT_TOKEN_PWC) {
+      caps[w++] = (capture){(size_t)(st.p - s), st.len};
+    } else if (t->len != st.len || memcmp(t->p, st.p, t->len) != 0) {
       return false;
     }
-    if (se == len) return k + 1 == r->ntok;
-    si = se + 1;
   }
-  return false; /* the subject has more tokens than the pattern */
+  return si > len; /* both ended; else the subject has more tokens */
 }
 
 static _Thread_local uint64_t tl_rng;

@@ -79,31 +79,25 @@ static msrt_code validate(const char *s, size_t len, size_t max_len, kind k,
       if (is_bad_char((unsigned char)s[i])) return bad_char(err, k, s, len, i);
     return MSRT_E_OK;
   }
-  size_t pos = 1, start = 0, fwc_pos = 0;
-  for (size_t i = 0; i <= len; i++) {
-    if (i < len && s[i] != '.') {
-      if (is_bad_char((unsigned char)s[i])) return bad_char(err, k, s, len, i);
-      continue;
-    }
-    size_t tl = i - start;
-    if (tl == 0)
+  size_t pos = 0, at = 0, fwc_pos = 0;
+  msrt_subject_token t;
+  while (msrt_subject_next(s, len, &at, &t)) {
+    pos++;
+    for (uint32_t i = 0; i < t.len; i++)
+      if (is_bad_char((unsigned char)t.p[i]))
+        return bad_char(err, k, s, len, (size_t)(t.p - s) + i);
+    if (t.len == 0)
       return fail(err, k, s, len, "empty token at position %zu", pos);
-    if (fwc_pos) {
-      size_t total = msrt_subject_tokens(s, len);
+    if (fwc_pos)
       return fail(err, k, s, len,
                   "'>' must be the last token but is at position %zu of %zu",
-                  fwc_pos, total);
-    }
-    if (tl == 1 && (s[start] == '*' || s[start] == '>')) {
-      if (k == K_SUBJECT)
-        return fail(err, k, s, len,
-                    "wildcard '%c' at position %zu is not allowed in a "
-                    "published subject",
-                    s[start], pos);
-      if (s[start] == '>') fwc_pos = pos;
-    }
-    pos++;
-    start = i + 1;
+                  fwc_pos, msrt_subject_tokens(s, len));
+    if (t.kind != MSRT_TOKEN_LITERAL && k == K_SUBJECT)
+      return fail(err, k, s, len,
+                  "wildcard '%c' at position %zu is not allowed in a "
+                  "published subject",
+                  t.p[0], pos);
+    if (t.kind == MSRT_TOKEN_FWC) fwc_pos = pos;
   }
   return MSRT_E_OK;
 }
@@ -124,12 +118,10 @@ msrt_code msrt_queue_validate(const char *q, size_t len, size_t max_len,
 }
 
 bool msrt_subject_is_literal(const char *s, size_t len) {
-  size_t start = 0;
-  for (size_t i = 0; i <= len; i++) {
-    if (i < len && s[i] != '.') continue;
-    if (i - start == 1 && (s[start] == '*' || s[start] == '>')) return false;
-    start = i + 1;
-  }
+  size_t at = 0;
+  msrt_subject_token t;
+  while (msrt_subject_next(s, len, &at, &t))
+    if (t.kind != MSRT_TOKEN_LITERAL) return false;
   return true;
 }
 
@@ -145,24 +137,19 @@ size_t msrt_subject_tokens(const char *s, size_t len) {
 bool msrt_subject_matchesn(const char *pattern, size_t plen,
                            const char *subject, size_t slen) {
   size_t pi = 0, si = 0;
+  msrt_subject_token p, s;
   if (slen == 0) return false; /* an empty subject has no token */
-  for (;;) {
-    /* pattern token [pi, pe), subject token [si, se) */
-    size_t pe = pi, se = si;
-    while (pe < plen && pattern[pe] != '.') pe++;
-    size_t ptl = pe - pi;
-    if (ptl == 1 && pattern[pi] == '>' && pe == plen)
-      return true; /* at least the subject token at si remains */
-    while (se < slen && subject[se] != '.') se++;
-    size_t stl = se - si;
-    if (!(ptl == 1 && pattern[pi] == '*') &&
-        (ptl != stl || memcmp(pattern + pi, subject + si, ptl) != 0))
+  while (msrt_subject_next(pattern, plen, &pi, &p)) {
+    if (p.kind == MSRT_TOKEN_FWC && pi > plen)
+      return si <= slen; /* a final '>': at least one subject token left */
+    if (!msrt_subject_next(subject, slen, &si, &s)) return false;
+    if (p.kind != MSRT_TOKEN_PWC &&
+        (p.len != s.len || memcmp(p.p, s.p, p.len) != 0))
       return false;
-    bool pend = pe >= plen, send = se >= slen;
-    if (pend || send) return pend && send;
-    pi = pe + 1;
-    si = se + 1;
   }
+  /* the pattern ended: a match when the subject did too (an empty
+   * pattern has no token and matches nothing) */
+  return plen > 0 && si > slen;
 }
 
 bool msrt_subject_matches(const char *pattern, const char *subject) {

@@ -28,6 +28,8 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "core/error.h"
 
@@ -83,5 +85,87 @@ bool msrt_subject_matches(const char *pattern, const char *subject);
 
 /* Count the tokens of s (number of '.' plus one; 0 when len is 0). */
 size_t msrt_subject_tokens(const char *s, size_t len);
+
+/* ---- the tokenizer: every part that splits a subject or a pattern uses it
+ * (the index, the routing tables and the rules above). */
+
+/* What a token is, as sublist.go names them (its pwc, fwc and literal). */
+typedef enum {
+  MSRT_TOKEN_LITERAL, /* any other token: matches an equal token */
+  MSRT_TOKEN_PWC,     /* "*": matches exactly one token */
+  MSRT_TOKEN_FWC      /* ">": matches one or more trailing tokens */
+} msrt_token_kind;
+
+/* One token: its bytes p[0..len) inside the subject (not NUL-terminated;
+ * its byte offset is p - subject), and its kind. */
+typedef struct {
+  const char *p;
+  uint32_t len;
+  msrt_token_kind kind;
+} msrt_subject_token;
+
+/* The kind of the token p[0..len): '*' and '>' are wildcards only as
+ * whole tokens. */
+static inline msrt_token_kind msrt_token_kind_of(const char *p, size_t len) {
+  if (len != 1) return MSRT_TOKEN_LITERAL;
+  return p[0] == '*' ? MSRT_TOKEN_PWC
+         : p[0] == '>' ? MSRT_TOKEN_FWC
+                       : MSRT_TOKEN_LITERAL;
+}
+
+/* Step through the tokens of s[0..len): start with *pos = 0; each call
+ * writes the token that begins at byte *pos into *t and moves *pos past
+ * it and its '.'. Returns false when no token remains (at once when len is
+ * 0). Empty tokens are returned as they are ("a..b" has three, the second
+ * of length 0); nothing is checked. Tokens longer than UINT32_MAX bytes
+ * are not supported (every subject is bounded by max_subject). */
+static inline bool msrt_subject_next(const char *s, size_t len, size_t *pos,
+                                     msrt_subject_token *t) {
+  size_t at = *pos;
+  if (at > len || len == 0) return false;
+  const char *dot = at < len ? memchr(s + at, '.', len - at) : NULL;
+  size_t end = dot ? (size_t)(dot - s) : len;
+  t->p = s + at;
+  t->len = (uint32_t)(end - at);
+  t->kind = msrt_token_kind_of(t->p, t->len);
+  *pos = end + 1;
+  return true;
+}
+
+/* Split s[0..len) into its tokens (as msrt_subject_next gives them) in
+ * out, which must have room for msrt_subject_tokens(s, len) of them (len
+ * + 1 always suffices). Returns that number. Inline and eight bytes per
+ * step (a byte is '.' when (byte ^ '.') is zero, found with the
+ * carry-free zero-byte test): this is the match path's split. */
+static inline size_t msrt_subject_tokenize(const char *s, size_t len,
+                                           msrt_subject_token *out) {
+  size_t n = 0, start = 0, i = 0;
+  if (len == 0) return 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  const uint64_t dots = 0x2e2e2e2e2e2e2e2eull, lo7 = 0x7f7f7f7f7f7f7f7full;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t w;
+    memcpy(&w, s + i, 8);
+    uint64_t x = w ^ dots;
+    uint64_t m = ~(((x & lo7) + lo7) | x | lo7);
+    while (m) {
+      size_t pos = i + ((size_t)__builtin_ctzll(m) >> 3);
+      out[n++] = (msrt_subject_token){s + start, (uint32_t)(pos - start),
+                                      msrt_token_kind_of(s + start, pos - start)};
+      start = pos + 1;
+      m &= m - 1;
+    }
+  }
+#endif
+  for (; i < len; i++)
+    if (s[i] == '.') {
+      out[n++] = (msrt_subject_token){s + start, (uint32_t)(i - start),
+                                      msrt_token_kind_of(s + start, i - start)};
+      start = i + 1;
+    }
+  out[n++] = (msrt_subject_token){s + start, (uint32_t)(len - start),
+                                  msrt_token_kind_of(s + start, len - start)};
+  return n;
+}
 
 #endif
