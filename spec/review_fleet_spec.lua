@@ -131,6 +131,34 @@ describe("review_fleet", function()
     assert.is_true(report.restarts >= unhealthy)
   end)
 
+  it("reviews Python files through its MCP reviewer kind (py_reviewer.py), under --chaos too", function()
+    local pdir = S.file("", ".d")
+    os.remove(pdir)
+    assert(uv.fs_mkdir(pdir, 493))
+    write(pdir .. "/bad.py", "def f(:\n    pass\n")
+    write(pdir .. "/warn.py", "x = 1\nif x is 1:\n    pass\n")
+    for i = 1, 10 do write(("%s/ok%d.py"):format(pdir, i), ("def f(a):\n    return a + %d\n"):format(i)) end
+    local want = {
+      { file = "bad.py", line = 1, severity = "error", tool = "python3", message = "invalid syntax" },
+      { file = "warn.py", line = 2, severity = "warning", tool = "python3",
+        message = 'SyntaxWarning: "is" with a literal. Did you mean "=="?' },
+    }
+    for _, extra in ipairs({ {}, { "--chaos", "0.3", "--attempts", "20" } }) do
+      local r, report = run_fleet(pdir, extra)
+      assert.are.equal(0, r.code, r.err)
+      assert.are.same({ done = 12, failed = 0, accounted = true },
+        { done = report.tasks.done, failed = report.tasks.failed, accounted = report.tasks.accounted })
+      local got, py = {}, 0
+      for i, f in ipairs(report.findings) do
+        got[i] = { file = rel(pdir, f.file), line = f.line, severity = f.severity, tool = f.tool, message = f.message }
+      end
+      assert.are.same(want, got)
+      for _, a in ipairs(report.agents) do if a.kind == "py" then py = py + a.tasks end end
+      assert.are.equal(12, py)
+    end
+    remove_tree(pdir)
+  end)
+
   it("refuses bad usage", function()
     local r = S.run({ MAIN, "--chaos", "2" })
     assert.are.equal(2, r.code)

@@ -11,7 +11,12 @@
 --          and a bytecode scan for assignments to globals;
 --   c-I    c_reviewer.py (Python 3): `gcc -fsyntax-only -Wall -Wextra` with
 --          the file's flags from compile_commands.json when a build has one,
---          and cppcheck when it is installed.
+--          and cppcheck when it is installed;
+--   py-I   py_reviewer.py, an MCP tool server (msrt.mcp.server: the SDK-free
+--          stdio protocol), started when there are .py files: its tool
+--          `review` compiles the file with every warning shown. Its tools
+--          share the subject review.py.review in the queue group
+--          reviewers.py; its liveness probe is MCP's ping.
 -- The agents are children of msrt.supervisor (one_for_one, exponential
 -- backoff), each with a liveness probe on the heartbeat it publishes every
 -- second (agents.reviewer.<name>.heartbeat): an agent that dies, or that
@@ -78,7 +83,7 @@ end
 ---------------------------------------------------------------------------
 -- The files: one task each. Hidden entries and symlinks are skipped.
 
-local KIND = { c = "c", h = "c", lua = "lua" }
+local KIND = { c = "c", h = "c", lua = "lua", py = "py" }
 local files, skipped = {}, 0
 local cwd = uv.cwd()
 
@@ -115,7 +120,7 @@ for _, root in ipairs(opts.roots) do
   local abs = root:sub(1, 1) == "/" and root or (cwd .. "/" .. root)
   walk((uv.fs_realpath(abs) or abs):gsub("/+$", ""))
 end
-if #files == 0 then die("no .c, .h or .lua files under " .. table.concat(opts.roots, " ")) end
+if #files == 0 then die("no .c, .h, .lua or .py files under " .. table.concat(opts.roots, " ")) end
 
 ---------------------------------------------------------------------------
 -- Compiler flags for C files: the file's own -D/-I/-std from a
@@ -218,9 +223,29 @@ local function agent_spec(kind, i)
   }
 end
 
+-- The MCP kind: its tools answer on review.py.review, one server per call
+-- (queue group); a server that dies fails its call at once, and the
+-- supervisor restarts it.
+local function mcp_spec(i)
+  local name = ("py-%d"):format(i)
+  local e = {}
+  for k, v in pairs(env) do e[k] = v end
+  e.REVIEWER_NAME = name
+  local cs = assert(msrt.mcp.server{ name = name, cmd = { PYTHON, here .. "/py_reviewer.py" }, env = e, cwd = project,
+    tool_subjects = "review.py", queue = "reviewers.py", call_timeout_ms = opts.timeout_ms,
+    ping = { interval_ms = opts.liveness_ms, timeout_ms = opts.liveness_ms, failure_threshold = 2 },
+    stop = { signal = "TERM", grace_ms = 2000 }, shutdown = 2000 })
+  return cs
+end
+
+local has_py = false
+for _, t in ipairs(files) do has_py = has_py or t.kind == "py" end
 local children = {}
-for _, kind in ipairs({ "lua", "c" }) do
-  for i = 1, opts.agents do children[#children + 1] = agent_spec(kind, i) end
+for _, kind in ipairs({ "lua", "c", "py" }) do
+  for i = 1, opts.agents do
+    if kind ~= "py" then children[#children + 1] = agent_spec(kind, i)
+    elseif has_py then children[#children + 1] = mcp_spec(i) end
+  end
 end
 local SUPERVISOR = {
   name = "review_fleet", strategy = "one_for_one",
@@ -276,8 +301,8 @@ subs[#subs + 1] = msrt.subscribe("msrt.process.*.exit", function(m)
     for reply, h in pairs(held) do
       if h.pid == m.data.pid then crashed(reply, h) end
     end
-    for _, t in pairs(inflight) do
-      if t.kind == kind and not t.read_by and t.sent_at <= seen_at then
+    for _, t in pairs(inflight) do -- (an MCP call fails at once by itself)
+      if t.kind == kind and kind ~= "py" and not t.read_by and t.sent_at <= seen_at then
         t.abandon(("lost with agent %s (%s)"):format(m.data.name, reason))
       end
     end
@@ -342,7 +367,14 @@ local function try_once(t, payload)
   t.sent_at, t.read_by, t.abandon = uv.now(), nil, function(why) settle(nil, { code = "lost", message = why }) end
   inflight[t.id] = t
   msrt.after(0, function()
-    local data, err = msrt.request("review." .. t.kind, payload, { timeout_ms = opts.timeout_ms })
+    local data, err
+    if t.kind == "py" then -- an MCP tool: the CallToolResult's structured content
+      data, err = msrt.request("review.py.review", { id = payload.id, path = payload.path },
+        { timeout_ms = opts.timeout_ms, headers = { ["Timeout-Ms"] = tostring(opts.timeout_ms) } })
+      if type(data) == "table" then data = data.structuredContent end
+    else
+      data, err = msrt.request("review." .. t.kind, payload, { timeout_ms = opts.timeout_ms })
+    end
     if not settle(data, err) and type(data) == "table" and not data.crashed then tasks.late = tasks.late + 1 end
   end)
   return coroutine.yield()
@@ -483,7 +515,7 @@ if not sup then die("cannot start the fleet: " .. tostring(err)) end
 
 -- Two requests in flight per agent (one at work, one waiting on its stdin),
 -- a queue of files per kind.
-local queues = { c = { next = 1 }, lua = { next = 1 } }
+local queues = { c = { next = 1 }, lua = { next = 1 }, py = { next = 1 } }
 for _, t in ipairs(files) do local q = queues[t.kind] q[#q + 1] = t end
 local running = 0
 

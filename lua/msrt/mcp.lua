@@ -36,6 +36,7 @@ local SPEC = {
   max_line_bytes = schema.int(1, nil, "bytes"), capacity = schema.int(1),
   limits = schema.table, stop = schema.table, allow_publish = schema.any, deny_publish = schema.any,
   client_info = schema.fields{ name = schema.string, version = schema.string },
+  tool_subjects = schema.string, queue = schema.string,
 }
 
 local function bad(msg) return nil, core.error("invalid_arg", msg) end
@@ -162,7 +163,8 @@ local function sync_tools(rec, tools)
   rec.tools = want
   for name in pairs(want) do
     if not rec.subs[name] then
-      local sid, hub_id = hub.subscribe(rec.prefix .. ".tool." .. name, function(msg) on_tool(rec, name, msg) end, {})
+      local sid, hub_id = hub.subscribe(rec.tool_prefix .. "." .. name, function(msg) on_tool(rec, name, msg) end,
+        { queue = rec.queue })
       if sid then rec.subs[name] = { sid = sid, hub_id = hub_id } end
     end
   end
@@ -267,6 +269,7 @@ local function record(spec)
   if ping == true then ping = {} end
   local rec = servers[spec.name] or { subs = {}, own = {}, tools = {}, progress = {}, resources = {}, prompts = {} }
   rec.name, rec.prefix, rec.rpc = spec.name, "mcp." .. spec.name, "mcp." .. spec.name .. ".rpc"
+  rec.tool_prefix, rec.queue = spec.tool_subjects or (rec.prefix .. ".tool"), spec.queue
   rec.call_timeout_ms = spec.call_timeout_ms or 60000
   rec.startup_timeout_ms = spec.startup_timeout_ms or 30000
   rec.ping = ping and { interval_ms = ping.interval_ms or 10000, timeout_ms = ping.timeout_ms or 5000,
@@ -285,7 +288,10 @@ end
 -- header Timeout-Ms sets its own), `startup_timeout_ms` (the handshake's,
 -- default 30000), `ping` ({interval_ms = 10000, timeout_ms = 5000,
 -- failure_threshold = 3}, or false for no liveness probe), `client_info`
--- ({name, version} sent in initialize).
+-- ({name, version} sent in initialize), `tool_subjects` (the tools'
+-- subject prefix instead of mcp.<name>.tool: several servers of one kind
+-- can share it) and `queue` (a queue group for the tools' subscriptions:
+-- each call goes to one of the servers sharing it).
 -- The child starts ready (start = "ready") once `initialize` has been
 -- answered, notifications/initialized sent and the tools, resources and
 -- prompts listed. Then each tool answers requests on
@@ -369,7 +375,9 @@ function M.call(server, tool, arguments, opts)
   end
   -- the requester's own timeout a little past the server's, so the
   -- cancellation goes out before the requester gives up
-  local r, err = hub.request(("mcp.%s.tool.%s"):format(server, tool), arguments, { headers = headers,
+  local rec = servers[server]
+  local prefix = rec and rec.tool_prefix or ("mcp." .. server .. ".tool")
+  local r, err = hub.request(prefix .. "." .. tool, arguments, { headers = headers,
     timeout_ms = timeout + 1000 })
   if sid then hub.unsubscribe(sid, hub_id) end
   return r, err
