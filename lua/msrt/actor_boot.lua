@@ -255,11 +255,43 @@ function ctx:in_progress(msg) return queue_op(msg, "in_progress", { op = "in_pro
 --- Never redeliver it: to the queue's dead letter with reason.
 function ctx:term(msg, reason) return queue_op(msg, "term", { op = "term", reason = reason }) end
 
+-- This actor's side of a request (lua/msrt/request.lua): its reply
+-- subjects are under its own random inbox prefix, and the reply comes to
+-- its sys lane, which it waits on (yielding: its worker runs others).
+local asker = { error = err }
+
+function asker.inbox()
+  local prefix, perr = rt.inbox()
+  local token, terr = rt.token()
+  if not prefix or not token then return nil, perr or terr end
+  return prefix .. "." .. token
+end
+
+function asker.send(subject, data, inbox, opts, timeout)
+  return send(subject, data, inbox, opts.priority, "request", opts.headers, timeout)
+end
+
+function asker.wait(inbox, timeout)
+  next_timer = next_timer + 1
+  local tid = next_timer
+  rt.timer(tid, timeout, 0)
+  local got, msg = wait_sys(function(is_control, s, payload, flags, reply, mid, prio, hdr)
+    if is_control then
+      if s == "_TIMER" and tonumber(payload) == tid then return false, false end
+    elseif s == inbox then
+      return true, { subject = s, reply = reply, data = payload, id = mid, priority = prio, headers = headers_of(hdr) }
+    end -- a late reply to an earlier request: dropped
+  end)
+  if got ~= false then rt.timer(tid, -1) end
+  return got, msg
+end
+
 --- Request: publish with an unguessable _INBOX reply subject (this actor's
 -- random prefix and a random token per request, 132 bits each: no other
 -- party can answer in the responder's place) and wait (yielding
 -- this actor; its worker runs others) for the reply or opts.timeout_ms
--- (default 5000). @return data, msg | nil, err (no_responders, timeout, closed)
+-- (default 5000, lua/msrt/request.lua's TIMEOUT_MS).
+-- @return data, msg | nil, err (no_responders, timeout, closed, rpc_error)
 function ctx:request(subject, data, opts)
   opts = check_opts(opts, "request")
   if not coroutine.isyieldable() then -- a yield would fail with the request made
@@ -267,38 +299,8 @@ function ctx:request(subject, data, opts)
       .. "comparator, a gsub callback...), which the actor cannot yield across", 2)
   end
   if stop_reason or closed() then return nil, err("closed", "the actor is stopping") end
-  local prefix, perr = rt.inbox()
-  local token, terr = rt.token()
-  if not prefix or not token then return nil, perr or terr end
-  local inbox = prefix .. "." .. token
-  local n, e = send(subject, data, inbox, opts.priority, "request", opts.headers, opts.timeout_ms or 5000)
-  if n == nil then return nil, e end
-  if n == 0 then return nil, err("no_responders", ("no responders for \"%s\""):format(subject)) end
-  next_timer = next_timer + 1
-  local tid = next_timer
-  rt.timer(tid, opts.timeout_ms or 5000, 0)
-  local got, msg = wait_sys(function(is_control, s, payload, flags, reply, mid, prio, hdr)
-    if is_control then
-      if s == "_TIMER" and tonumber(payload) == tid then
-        return false, err("timeout", ("no reply from \"%s\" within %d ms"):format(subject, opts.timeout_ms or 5000))
-      end
-    elseif s == inbox then
-      return true, { subject = s, reply = reply, data = payload, id = mid, priority = prio, headers = headers_of(hdr) }
-    end -- a late reply to an earlier request: dropped
-  end)
-  if got then
-    rt.timer(tid, -1)
-    local h = msg.headers
-    if h and h.Status == "503" then -- NATS' no-responders status: the responder went away
-      return nil, err("no_responders", ("no reply from \"%s\": %s"):format(subject, h.Description or "no responders"))
-    end
-    if h and h["Rpc-Error"] then -- a JSON-RPC error from a jsonrpc/lsp child (src/proc/proc.h)
-      return nil, err("rpc_error", h.Description or "error", { rpc_code = tonumber(h["Rpc-Error"]), data = msg.data })
-    end
-    return msg.data, msg
-  end
-  if got == nil then rt.timer(tid, -1) end
-  return nil, msg
+  -- required at the first request: an actor that never asks never loads it
+  return require("msrt.request").request(asker, subject, data, opts)
 end
 
 local function timer(ms, repeat_ms, fn, fname)

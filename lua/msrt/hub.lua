@@ -3,6 +3,7 @@
 -- Internal: the public face is `msrt` (init.lua). Hub thread only.
 -- @module msrt.hub
 local core = require "msrt.core"
+local request = require "msrt.request"
 local profile = require "msrt.profile"
 local buffer = require "string.buffer"
 local headers = require "msrt.headers"
@@ -226,31 +227,29 @@ function M.check_wait(what)
     .. "comparator, a gsub callback...), which a coroutine cannot yield across")
 end
 
---- Request from a hub coroutine: an unguessable _INBOX reply subject (the
--- first reply on it is taken, any later one dropped), a
--- timeout (opts.timeout_ms, default 5000), no_responders at once when
--- nothing is subscribed. sent(inbox), when given, is called once the
--- request is out, with its reply subject (msrt.mcp: the JSON-RPC id a
--- cancellation names).
--- @return data, msg | nil, err
-function M.request(subject, data, opts, sent)
-  M.check_wait("msrt.request")
-  local co = coroutine.running()
+-- A hub coroutine's side of a request (msrt.request): its reply subject
+-- is under the hub's inbox, whose one subscription hands each reply to
+-- the coroutine waiting for it.
+local side = { error = core.error }
+
+function side.inbox()
   local ok, err = ensure()
   if ok then ok, err = ensure_inbox() end
   if not ok then return nil, err end
   local token, terr = core.token()
   if not token then return nil, terr end
-  local inbox = inbox_prefix .. "." .. token
-  local timeout = opts.timeout_ms or 5000
-  requests[inbox] = co
-  local n, perr = M.publish(subject, data, opts, inbox, timeout)
-  if not n then requests[inbox] = nil return nil, perr end
-  if n == 0 then
-    requests[inbox] = nil
-    return nil, core.error("no_responders", ("no responders for \"%s\""):format(subject))
-  end
-  if sent then sent(inbox) end
+  return inbox_prefix .. "." .. token
+end
+
+function side.send(subject, data, inbox, opts, timeout)
+  requests[inbox] = coroutine.running()
+  local n, err = M.publish(subject, data, opts, inbox, timeout)
+  if not n or n == 0 then requests[inbox] = nil end
+  return n, err
+end
+
+function side.wait(inbox, timeout)
+  local co = coroutine.running()
   local timer = uv.new_timer()
   timer:start(core.timeout_ms(timeout), 0, function() -- never early
     timer:close()
@@ -259,22 +258,24 @@ function M.request(subject, data, opts, sent)
     if requests[inbox] then core.drain_inbox() end
     if requests[inbox] then
       requests[inbox] = nil
-      resume(co, false, core.error("timeout", ("no reply from \"%s\" within %d ms"):format(subject, timeout)))
+      resume(co, false)
     end
   end)
   local got, msg = coroutine.yield()
-  if got then
-    if not timer:is_closing() then timer:close() end
-    local h = msg.headers
-    if h and h.Status == "503" then -- NATS' no-responders status: the responder went away
-      return nil, core.error("no_responders", ("no reply from \"%s\": %s"):format(subject, h.Description or "no responders"))
-    end
-    if h and h["Rpc-Error"] then -- a JSON-RPC error from a jsonrpc/lsp child (src/proc/proc.h)
-      return nil, core.error("rpc_error", h.Description or "error", { rpc_code = tonumber(h["Rpc-Error"]), data = msg.data })
-    end
-    return msg.data, msg
-  end
-  return nil, msg
+  if got and not timer:is_closing() then timer:close() end
+  return got, msg
+end
+
+--- Request from a hub coroutine (msrt.request; lua/msrt/request.lua: an
+-- unguessable _INBOX reply subject, the first reply on it taken and any
+-- later one dropped, opts.timeout_ms (default request.TIMEOUT_MS),
+-- no_responders at once when nothing is subscribed). sent(inbox), when
+-- given, is called once the request is out, with its reply subject
+-- (msrt.mcp: the JSON-RPC id a cancellation names).
+-- @return data, msg | nil, err
+function M.request(subject, data, opts, sent)
+  M.check_wait("msrt.request")
+  return request.request(side, subject, data, opts, sent)
 end
 
 --- Stop the runtime: actors finish their message and terminate; workers
