@@ -33,6 +33,7 @@ static void usage(FILE *to) {
     "  --ctl PATH|auto   serve the control socket (see below); auto: a private\n"
     "                    path, printed\n"
     "  --log-format F    text (default) or json: one line per event\n"
+    "  --listen nats=H:P[,auth=FILE]  serve NATS clients on H:P (msrt.listen)\n"
     "  --check FILE...   compile and validate policy files, then exit\n"
     "  -h, --help        this text\n"
     "usage: msrt-lua ctl SOCKET status|tree|metrics|reload|stop [PATH]|\n"
@@ -195,6 +196,9 @@ static int parse(int argc, char **argv, cli *c) {
     } else if (strcmp(a, "--nats") == 0) {
       if (need_value(i, argc, argv)) return 2;
       host.nats = argv[++i];
+    } else if (strcmp(a, "--listen") == 0) {
+      if (need_value(i, argc, argv)) return 2;
+      host.listen = argv[++i];
     } else if (strcmp(a, "--metrics") == 0 || strcmp(a, "--ctl") == 0) {
       if (need_value(i, argc, argv)) return 2;
       if (a[2] == 'm') host.metrics = argv[++i];
@@ -263,6 +267,7 @@ int main(int argc, char **argv) {
   rc = boot(L, "msrt.profile");
   if (rc == 0 && (host.nwatch || host.metrics || host.ctl || host.nats))
     rc = boot(L, "msrt.ops"); /* requires msrt, which starts --watch */
+  if (rc == 0 && host.listen) rc = boot(L, "msrt.listen");
   for (int k = 0; rc == 0 && k < c.nactions; k++) {
     int i = c.actions[k];
     rc = argv[i][1] == 'e' ? do_string(L, argv[i + 1])

@@ -458,6 +458,30 @@ function M.nats(cfg_or_path)
   return require("msrt.nats").open(cfg_or_path)
 end
 
+--- Open the network face (README "The network face"): a listener that
+-- speaks the NATS client protocol over TCP, so that NATS clients (the
+-- `nats` npm package, libnats, the nats CLI) publish, subscribe, join
+-- queue groups and make requests on the router exactly as actors and
+-- processes do. A client's payload reaches Lua as a string; a Lua string
+-- reaches a client as its bytes, any other value as JSON. Its limits come
+-- from the profile (max_payload, connections.*; they follow a profile
+-- reload). Only loopback addresses are accepted unless an auth policy is
+-- given.
+-- @tparam table spec `{ nats = "HOST:PORT" | true (127.0.0.1:4222),
+--   auth = FILE }`: FILE is an auth policy (README "Authorisation"),
+--   reloaded when it changes under a watched directory
+-- @return a listener with `:port()`, `:address()`, `:stats()` and
+--   `:close()` | nil, err (`invalid_arg` for a malformed address,
+--   `permission` for a non-loopback one without auth, `network` when the
+--   port cannot be bound, the auth file's `bad_config`/`syntax`/`not_found`)
+function M.listen(spec)
+  check_arg(type(spec) == "table", 1, "listen", "table expected")
+  check_arg(spec.nats == true or type(spec.nats) == "string", 1, "listen",
+    "nats = \"HOST:PORT\" (or true) expected")
+  check_arg(spec.auth == nil or type(spec.auth) == "string", 1, "listen", "auth must be a file path")
+  return require("msrt.listen").listen(spec)
+end
+
 --- Watch policy files for changes and reload them (docs/architecture.md "Hot
 -- reload"): a file that is the source of a policy — a routing table given
 -- to `msrt.routes(path)`, the profile given to `--profile` or
@@ -676,6 +700,7 @@ core.on_shutdown(function(reason)
     if not ok then core.report("error in shutdown hook", tostring(err)) end
   end
   if package.loaded["msrt.ops"] then package.loaded["msrt.ops"].close() end
+  if package.loaded["msrt.listen"] then package.loaded["msrt.listen"].close_all() end
   local hooked, ended = true, false
   supervisor.stop_trees(function()
     ended = true

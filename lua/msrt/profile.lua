@@ -56,6 +56,8 @@ M.schema = {
     nodelay = schema.boolean,
     read_timeout_ms = int(1, 3600000),     -- a request must arrive within this of the connection
     idle_timeout_ms = int(1, 3600000),     -- no byte in, or the answer not taken, for this long: closed
+    max_pending = int(1024, 2^40, "bytes"), -- held for one NATS client before it is a slow consumer
+    write_deadline_ms = int(1, 3600000),   -- a NATS client's socket refusing bytes this long: slow consumer
   },
 }
 
@@ -213,7 +215,7 @@ end
 -- Fields a reload applies while the runtime runs (msrt_rt_tune); the
 -- others need a restart.
 local LIVE = { batch = true, spin_us = true, mailbox_capacity = true, mailbox_bytes = true,
-  stdin_bytes = true, gc = true }
+  stdin_bytes = true, gc = true, connections = true }
 
 local same = schema.same
 
@@ -231,6 +233,7 @@ function M.reload_apply(t)
   end
   current = merged
   core.rt_tune(merged)
+  if package.loaded["msrt.listen"] then package.loaded["msrt.listen"].retune(merged) end
   table.sort(needs)
   return true, needs
 end

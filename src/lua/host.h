@@ -25,6 +25,7 @@ typedef struct msrt_host {
   const char *metrics;    /* --metrics HOST:PORT, or NULL */
   const char *ctl;        /* --ctl PATH|auto, or NULL */
   const char *nats;       /* --nats URL, or NULL */
+  const char *listen;     /* --listen nats=ADDR[,auth=FILE], or NULL */
   const char *log_format; /* --log-format text|json, or NULL (text) */
   int ran_loop;           /* the script called luv's uv.run() itself */
   msrt_logsink *log;      /* stderr for log lines and reports, or NULL */

@@ -284,9 +284,11 @@ static int l_options(lua_State *L) {
   }
   lua_pushstring(L, levels[h->log_level]);
   lua_setfield(L, -2, "log_level");
-  static const char *const strs[] = {"metrics", "ctl", "log_format", "nats"};
-  const char *vals[] = {h->metrics, h->ctl, h->log_format, h->nats};
-  for (int i = 0; i < 4; i++) {
+  static const char *const strs[] = {"metrics", "ctl", "log_format", "nats",
+                                     "listen"};
+  const char *vals[] = {h->metrics, h->ctl, h->log_format, h->nats,
+                        h->listen};
+  for (int i = 0; i < 5; i++) {
     if (!vals[i]) continue;
     lua_pushstring(L, vals[i]);
     lua_setfield(L, -2, strs[i]);
@@ -378,6 +380,7 @@ int luaopen_msrt_core(lua_State *L) {
   msrt_lua_open_routes(L);
   msrt_lua_open_queue(L);
   msrt_lua_open_bridge(L);
+  msrt_lua_open_nats(L);
   msrt_lua_open_proc(L);
   msrt_lua_open_json(L);
   msrt_lua_open_super(L);

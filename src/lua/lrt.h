@@ -16,6 +16,8 @@
  *              (queue/queue.h)
  *   lbridge.c  nats_open, nats_filters, nats_info, nats_stats, nats_close:
  *              the NATS bridge (bridge/bridge.h)
+ *   lnats.c    nats_server and its server and listener handles: NATS
+ *              clients (nats/conn.h, nats/listen.h, nats/auth.h)
  * Errors come back as `nil, err` (lua/lerror.h). Hub thread only. */
 #ifndef MSRT_LUA_LRT_H
 #define MSRT_LUA_LRT_H
@@ -44,5 +46,11 @@ void msrt_lua_open_metrics(lua_State *L);
 void msrt_lua_open_routes(lua_State *L);
 void msrt_lua_open_queue(lua_State *L);
 void msrt_lua_open_bridge(lua_State *L);
+void msrt_lua_open_nats(lua_State *L);
+
+/* The NATS server of the handle at stack index idx (core.nats_server's),
+ * for another transport's binding to make connections on (nats/conn.h);
+ * raises a Lua error when it is not one or is closed. */
+struct msrt_nats_server *msrt_lua_nats_server(lua_State *L, int idx);
 
 #endif

@@ -1,0 +1,133 @@
+// A client nobody here wrote: the `nats` npm package (Node.js) against
+// msrt's NATS listener (spec/nats_listen_spec.lua runs it).
+//   node node_client.js PORT basic   wildcards, queue groups, request/reply
+//                                    to an msrt actor and to a process,
+//                                    headers, no responders, Lua values
+//   node node_client.js PORT auth    credentials, a denied publish and
+//                                    subscription, a wrong password
+// Prints one JSON object per check: {"check": name, "ok": bool, ...}, and
+// "done" last; exits 1 on an unexpected exception.
+const { connect, StringCodec, headers, ErrorCode } = require("nats");
+
+const sc = StringCodec();
+const [port, scenario] = process.argv.slice(2);
+const servers = `127.0.0.1:${port}`;
+
+function report(check, ok, detail) {
+  console.log(JSON.stringify({ check, ok: !!ok, detail }));
+}
+
+async function collect(sub, n, ms) {
+  const got = [];
+  const timer = setTimeout(() => sub.unsubscribe(), ms);
+  for await (const m of sub) {
+    got.push(m);
+    if (got.length >= n) break;
+  }
+  clearTimeout(timer);
+  return got;
+}
+
+async function basic() {
+  const nc = await connect({ servers, name: "node-basic" });
+  report("connect", true, nc.info.server_name);
+
+  // wildcards
+  const star = nc.subscribe("t.*"), full = nc.subscribe("t.>");
+  const pStar = collect(star, 1, 2000), pFull = collect(full, 2, 2000);
+  await nc.flush();
+  nc.publish("t.a", sc.encode("one"));
+  nc.publish("t.a.b", sc.encode("two"));
+  const [gs, gf] = await Promise.all([pStar, pFull]);
+  report("star", gs.length === 1 && gs[0].subject === "t.a", gs.map((m) => m.subject));
+  report("full", gf.length === 2, gf.map((m) => m.subject));
+  star.unsubscribe();
+
+  // a queue group: each message to one member
+  let a = 0, b = 0;
+  const qa = nc.subscribe("q.work", { queue: "workers", callback: () => a++ });
+  const qb = nc.subscribe("q.work", { queue: "workers", callback: () => b++ });
+  await nc.flush();
+  for (let i = 0; i < 20; i++) nc.publish("q.work", sc.encode(String(i)));
+  await nc.flush();
+  await new Promise((r) => setTimeout(r, 200));
+  report("queue", a + b === 20, { a, b });
+  qa.unsubscribe(), qb.unsubscribe();
+
+  // request/reply to an msrt actor and to a supervised process
+  const r1 = await nc.request("svc.upper", sc.encode("hello"), { timeout: 5000 });
+  report("actor_reply", sc.decode(r1.data) === "HELLO", sc.decode(r1.data));
+  const r2 = await nc.request("svc.proc", sc.encode("ping"), { timeout: 5000 });
+  report("process_reply", sc.decode(r2.data).includes("ping"), sc.decode(r2.data));
+
+  // headers through the router and back
+  const h = headers();
+  h.set("X-Trace", "42");
+  const hs = nc.subscribe("h.echo");
+  const ph = collect(hs, 1, 2000);
+  await nc.flush();
+  nc.publish("h.echo", sc.encode("with headers"), { headers: h });
+  const [hm] = await ph;
+  report("headers", hm && hm.headers && hm.headers.get("X-Trace") === "42",
+         hm && hm.headers && hm.headers.get("X-Trace"));
+
+  // no responders: the 503 at once
+  try {
+    await nc.request("nobody.home", sc.encode("?"), { timeout: 3000 });
+    report("no_responders", false, "answered");
+  } catch (e) {
+    report("no_responders", e.code === ErrorCode.NoResponders, e.code);
+  }
+
+  // a Lua table reaches the client as JSON; a Lua string as its bytes
+  const lt = nc.subscribe("from.lua.*");
+  const pl = collect(lt, 2, 3000);
+  await nc.flush();
+  nc.publish("ask.lua", sc.encode("go"));
+  const lm = await pl;
+  const texts = lm.map((m) => sc.decode(m.data)).sort();
+  report("lua_values", texts.length === 2 && texts[0] === "plain bytes" &&
+         JSON.parse(texts[1]).n === 1, texts);
+
+  await nc.drain();
+  report("done", true);
+}
+
+async function auth() {
+  try {
+    await connect({ servers, user: "ann", pass: "wrong", reconnect: false });
+    report("bad_password", false, "connected");
+  } catch (e) {
+    report("bad_password", e.code === ErrorCode.AuthorizationViolation, e.code);
+  }
+  const nc = await connect({ servers, user: "ann", pass: "pw", reconnect: false });
+  report("credentials", true);
+  const errors = [];
+  (async () => {
+    for await (const s of nc.status()) {
+      if (s.type === "error") errors.push(String(s.data));
+    }
+  })();
+  const ok = nc.subscribe("news.>");
+  const pok = collect(ok, 1, 2000);
+  await nc.flush();
+  nc.publish("news.today", sc.encode("allowed"));
+  const got = await pok;
+  report("allowed", got.length === 1, got.length);
+  nc.publish("admin.reset", sc.encode("denied"));
+  await nc.flush();
+  const deadline = Date.now() + 3000;
+  while (!errors.some((e) => e.includes("Permissions Violation for Publish to \"admin.reset\""))
+         && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  report("denied_publish", errors.some((e) =>
+    e.includes("Permissions Violation for Publish to \"admin.reset\"")), errors);
+  await nc.close();
+  report("done", true);
+}
+
+(scenario === "auth" ? auth() : basic()).catch((e) => {
+  report("exception", false, String(e && e.stack || e));
+  process.exit(1);
+});
