@@ -159,6 +159,36 @@ describe("review_fleet", function()
     remove_tree(pdir)
   end)
 
+  it("--state: resumes after a SIGKILL of the host where it stopped, each file reviewed exactly once", function()
+    local state = os.tmpname() .. ".db"
+    local errf = os.tmpname()
+    local p = io.popen(("%s %s %s --state %s 2>%s >/dev/null & echo $!"):format(S.quote(S.exe), S.quote(MAIN),
+      S.quote(dir), S.quote(state), S.quote(errf)))
+    local pid = p:read("*l")
+    p:close()
+    local killed = false
+    for _ = 1, 6000 do -- until some results are stored, then SIGKILL mid-run
+      local f = io.open(errf)
+      local text = f and f:read("*a") or ""
+      if f then f:close() end
+      if text:find("review_fleet: 30%", 1, true) then
+        killed = os.execute("kill -9 " .. pid) == 0
+        break
+      end
+      uv.sleep(10)
+    end
+    assert.is_true(killed, "the first run was not killed mid-run")
+    local r, report = run_fleet(dir, { "--state", state })
+    check(dir, files, r, report)
+    assert.is_true(report.state.resumed > 0 and report.state.resumed < #files, "resumed " .. report.state.resumed)
+    assert.are.equal(#files, report.state.results_stored) -- each result stored once
+    -- once more: nothing is reviewed again
+    r, report = run_fleet(dir, { "--state", state })
+    check(dir, files, r, report)
+    assert.are.same({ #files, 0, #files }, { report.state.resumed, report.state.queued, report.state.results_stored })
+    os.execute("rm -f " .. S.quote(state) .. "* " .. S.quote(errf))
+  end)
+
   it("refuses bad usage", function()
     local r = S.run({ MAIN, "--chaos", "2" })
     assert.are.equal(2, r.code)

@@ -1,7 +1,7 @@
 -- review_fleet: review source trees with a supervised fleet of agent processes.
 --   scripts/run [review_fleet] [DIR|FILE...] [--chaos P] [--json FILE]
 --              [--agents N] [--timeout-ms MS] [--attempts N] [--hang P]
---              [--liveness-ms MS] [--verbose]
+--              [--liveness-ms MS] [--state FILE] [--verbose]
 -- Default: the project's own src/, lua/ and examples/.
 --
 -- The hub (this script) walks the trees and sends one task per file with
@@ -28,11 +28,20 @@
 -- probability P per task, `--hang P` hang (no work, no heartbeat: the
 -- liveness probe's case; `--liveness-ms` sets its window). Every task id ends done or failed exactly once;
 -- the report says so (tasks.accounted) along with the findings.
+--
+-- `--state FILE`: the tasks go through a durable queue stored in FILE
+-- (msrt.queue, README "Durable work queues"), each with Msg-Id = its path
+-- and a hash of its content, and each result is stored durably in
+-- FILE.results (Msg-Id the same) before its task is acked. A run killed
+-- (SIGKILL included) resumes on the next run with the same FILE where it
+-- stopped: the results stored are kept, the tasks left are done, and the
+-- report counts each file reviewed exactly once (a file changed meanwhile
+-- is a new task).
 local uv = require "luv"
 local msrt = require "msrt"
 local json = require "dkjson"
 
-local USAGE = "usage: review_fleet [DIR|FILE...] [--chaos P] [--json FILE] [--agents N] [--timeout-ms MS] [--attempts N] [--hang P] [--liveness-ms MS] [--verbose]"
+local USAGE = "usage: review_fleet [DIR|FILE...] [--chaos P] [--json FILE] [--agents N] [--timeout-ms MS] [--attempts N] [--hang P] [--liveness-ms MS] [--state FILE] [--verbose]"
 
 -- Where this script and the project are.
 local here = uv.fs_realpath((arg and arg[0] or "examples/review_fleet/main.lua"):match("^(.*)/[^/]*$") or ".")
@@ -62,6 +71,7 @@ do
     elseif s == "--hang" then opts.hang = number(s, 0, 1)
     elseif s == "--liveness-ms" then opts.liveness_ms = number(s, 30, 600000)
     elseif s == "--json" then opts.json = value(s)
+    elseif s == "--state" then opts.state = value(s)
     elseif s == "--agents" then opts.agents = math.floor(number(s, 1, 64))
     elseif s == "--timeout-ms" then opts.timeout_ms = number(s, 1, 3600000)
     elseif s == "--attempts" then opts.attempts = math.floor(number(s, 1, 100))
@@ -402,7 +412,7 @@ local function run_task(t)
         or err.code == "lost" and err.message or tostring(err)
     end
     if not why then
-      t.status, t.agent, t.ms = "done", data.agent, data.ms
+      t.status, t.agent, t.ms, t.findings = "done", data.agent, data.ms, data.findings
       local a = agents[data.agent]
       if a then a.tasks = a.tasks + 1 end
       for _, f in ipairs(data.findings or {}) do
@@ -438,6 +448,8 @@ local function sorted_pairs(t)
   return function() i = i + 1 if keys[i] then return keys[i], t[keys[i]] end end
 end
 
+local state_report -- with --state: what the durable queues say
+
 local function report(secs)
   table.sort(findings, function(a, b)
     if a.file ~= b.file then return a.file < b.file end
@@ -462,6 +474,7 @@ local function report(secs)
       crashes = a.crashes, unhealthy = a.unhealthy, processes = pids, health = h and h.state or "unknown" }
   end
   return {
+    state = state_report and state_report(),
     files = #files, reviewed = #done_ids, skipped = skipped, roots = opts.roots, chaos = opts.chaos, hang = opts.hang,
     findings = findings, by_severity = count_by(findings, "severity"), by_tool = count_by(findings, "tool"),
     restarts = restarts, agents = agent_list,
@@ -535,6 +548,104 @@ local function finish()
   if #r.findings > 0 then print(listing(r)) end
   print(summary(r))
   msrt.stop("normal", r.tasks.failed == 0 and 0 or 1)
+end
+
+---------------------------------------------------------------------------
+-- --state FILE: the tasks through a durable queue, the results stored.
+
+-- FNV-1a over the file's bytes, two 32-bit lanes: the content half of a
+-- task's Msg-Id (a changed file is a new task).
+local function content_hash(path)
+  local f = io.open(path, "rb")
+  if not f then return "unreadable" end
+  local text = f:read("*a")
+  f:close()
+  local bit = require "bit"
+  local function fnv(h, prime_lo)
+    for i = 1, #text do
+      h = bit.bxor(h, text:byte(i))
+      h = bit.tobit(bit.lshift(h, 24) + h * prime_lo) -- h * (2^24 + prime_lo) mod 2^32
+    end
+    return bit.tohex(h)
+  end
+  return fnv(0x811c9dc5, 403) .. fnv(0x050c5d1f, 403)
+end
+
+-- A result of this run or an earlier one: the task ends with it.
+local function apply_result(t, rec)
+  t.status, t.agent, t.ms, t.reason, t.attempts = rec.status, rec.agent, rec.ms, rec.reason, rec.attempts or 0
+  if rec.status == "done" then
+    local a = agents[rec.agent]
+    if a then a.tasks = a.tasks + 1 end
+    for _, f in ipairs(rec.findings or {}) do
+      findings[#findings + 1] = { file = t.file, line = f.line, severity = f.severity, tool = f.tool,
+        message = f.message, agent = rec.agent }
+    end
+  end
+end
+
+local FOREVER_MS = 10 * 365 * 86400 * 1000 -- a Msg-Id is a task's identity for good
+
+local function run_durable()
+  local tq = assert(msrt.queue { name = "review_tasks", subjects = "review.task.>",
+    store = "sqlite:" .. opts.state, ack_wait_ms = 86400000, dedupe_window_ms = FOREVER_MS })
+  local rq = assert(msrt.queue { name = "review_results", subjects = "review.result.>",
+    store = "sqlite:" .. opts.state .. ".results", dedupe_window_ms = FOREVER_MS })
+  local by_key, resumed, queued = {}, 0, 0
+  for _, t in ipairs(files) do
+    t.key = t.path .. ":" .. content_hash(t.path)
+    by_key[t.key] = t
+  end
+  local after = 0
+  repeat -- what earlier runs stored
+    local list = assert(rq.messages(after, 1000))
+    for _, m in ipairs(list) do
+      local t = by_key[m.headers and m.headers["Msg-Id"]]
+      if t and not t.status then apply_result(t, m.data) resumed = resumed + 1 end
+      after = m.seq
+    end
+  until #list == 0
+  state_report = function()
+    local ts, rs = tq.stats(), rq.stats()
+    return { file = opts.state, resumed = resumed, queued = queued, results_stored = rs.stored,
+      tasks_left = ts.stored, redelivered = ts.redelivered }
+  end
+  finished = resumed
+  progress()
+  if finished == #files then return finish() end
+  for _, t in ipairs(files) do
+    if not t.status then -- queued once: a Msg-Id an earlier run queued is a duplicate
+      local ack = assert(msrt.publish("review.task." .. t.kind, { key = t.key }, { durable = true,
+        headers = { ["Msg-Id"] = t.key } }))
+      if not ack.duplicate then queued = queued + 1 end
+    end
+  end
+  msrt.consume("review_tasks", function(msg)
+    local t = by_key[msg.data.key]
+    if not t or t.status then return msg:ack() end -- a file since changed or gone; or its result is stored
+    local ok, terr = pcall(run_task, t)
+    if not ok then t.status, t.reason = "failed", "review_fleet: " .. tostring(terr) end
+    -- the result is stored before the task is acked: a kill in between
+    -- reviews it again, and the result's Msg-Id keeps it stored once
+    local rec = { status = t.status, agent = t.agent, ms = t.ms, reason = t.reason, attempts = t.attempts,
+      findings = t.findings }
+    local stored, serr = msrt.publish("review.result." .. t.kind, rec, { durable = true,
+      headers = { ["Msg-Id"] = t.key } })
+    if not stored then
+      msrt.log("error", "review_fleet: cannot store the result of " .. t.file .. ": " .. tostring(serr))
+      t.status = nil
+      return msg:nak(1000)
+    end
+    msg:ack()
+    finished = finished + 1
+    progress()
+    if finished == #files then finish() end
+  end, { max_ack_pending = 4 * opts.agents })
+end
+
+if opts.state then
+  msrt.after(0, run_durable)
+  return
 end
 
 for kind, q in pairs(queues) do

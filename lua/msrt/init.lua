@@ -187,7 +187,7 @@ end
 -- refuses with resource_exhausted), `dedupe_window_ms` (Msg-Id window,
 -- default 120000). Opening an existing store resumes it: what was
 -- delivered and never acked is redelivered first.
--- @return the queue (:close(), :stats()) | nil, err (io: the store is
+-- @return the queue (.close(), .stats(), .messages(after, limit)) | nil, err (io: the store is
 --   corrupt, refused; resource_exhausted: it cannot be opened or written)
 function M.queue(spec)
   check_arg(type(spec) == "table", 1, "queue", "table expected")
@@ -198,6 +198,10 @@ function M.queue(spec)
   local name = spec.name
   return { name = name,
     close = function() return queue.close(name) end,
+    --- Stored messages with seq > after (default 0), at most limit
+    -- (default 1000), in order, without delivering them: {seq, subject,
+    -- data, headers, delivered}. @return list | nil, err
+    messages = function(after, limit) return queue.messages(name, after, limit) end,
     stats = function()
       for _, s in ipairs(queue.stats()) do if s.name == name then return s end end
     end }

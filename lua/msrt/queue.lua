@@ -603,6 +603,24 @@ function M.purge(name)
   return n
 end
 
+--- Stored messages with seq > after, at most limit (default 1000), in
+-- order, without delivering them (JetStream's direct get): {seq, subject,
+-- data, headers, delivered}. @return list | nil, err
+function M.messages(name, after, limit)
+  local q = queues[name]
+  local seqs, counts = q.store:scan(after or 0, limit or 1000)
+  if not seqs then return nil, counts end
+  local out = {}
+  for i, seq in ipairs(seqs) do
+    local m, err = q.store:get(seq)
+    if not m then return nil, err end
+    local ok, data = pcall(data_of, m.flags, m.payload)
+    out[#out + 1] = { seq = seq, subject = m.subject, data = ok and data or m.payload,
+      headers = m.hdr and headers.decode(m.hdr) or nil, delivered = counts[i] }
+  end
+  return out
+end
+
 --- The first n stored messages of a queue (ctl queue NAME peek N):
 -- {seq, subject, delivered, state, bytes, preview}.
 function M.peek(name, n)

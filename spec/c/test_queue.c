@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -265,9 +266,19 @@ static void test_unwritable(void) {
   teardown();
 }
 
+static atomic_int push_failures; /* CHECK's counters are not for threads */
+
 static void *pusher(void *arg) {
   (void)arg;
-  for (int i = 0; i < 2000; i++) publish("tasks.t", "from a thread", NULL);
+  for (int i = 0; i < 2000; i++) {
+    msrt_error err;
+    msrt_envelope *e = msrt_bus_make(F.bus, "tasks.t", 7, NULL, 0, NULL, 0,
+                                     "from a thread", 13, 5, 0, &err);
+    size_t n = 0;
+    if (!e || msrt_bus_publish(F.bus, e, &n, NULL, &err) != MSRT_E_OK || n != 1)
+      atomic_fetch_add(&push_failures, 1);
+    msrt_env_unref(e);
+  }
   return NULL;
 }
 
@@ -292,6 +303,7 @@ static void test_threads(void) {
   msrt_queue_stats st;
   msrt_queue_stats_get(q, &st);
   CHECK(total == 8000 && st.stored == 8000 && st.last_seq == 8000);
+  CHECK(atomic_load(&push_failures) == 0);
   close_q(q, sub);
   teardown();
 }
