@@ -189,9 +189,30 @@ describe("review_fleet", function()
     os.execute("rm -f " .. S.quote(state) .. "* " .. S.quote(errf))
   end)
 
+  it("reviews across 3 hosts through a 3-node NATS cluster, every file exactly once when one host is SIGKILLed mid-review", function()
+    -- --hosts 3: Debian's nats-server cluster and three agents hosts
+    -- (msrt-lua processes) on this machine; host h1 is SIGKILLed after 8
+    -- tasks, what it held times out (3 s) and is retried on h2 and h3
+    local r, report = run_fleet(dir, { "--hosts", "3", "--kill-host-after", "8", "--attempts", "20" })
+    check(dir, files, r, report)
+    assert.are.same({ h1 = true }, report.killed_hosts)
+    local n = 0
+    for h, tasks in pairs(report.hosts) do
+      assert.matches("^h[123]$", h)
+      n = n + tasks
+    end
+    assert.are.equal(#files, n, "every task done by one host's agent")
+    assert.is_true(report.hosts.h2 > 0 and report.hosts.h3 > 0)
+    assert.matches("hosts: .*h1 %d+ tasks %(SIGKILLed%)", r.out)
+    assert.matches("every task id accounted: true", r.out)
+  end)
+
   it("refuses bad usage", function()
     local r = S.run({ MAIN, "--chaos", "2" })
     assert.are.equal(2, r.code)
     assert.matches("%-%-chaos must be a number", r.err)
+    r = S.run({ MAIN, "--role", "agents" })
+    assert.are.equal(2, r.code)
+    assert.matches("%-%-role needs %-%-nats URL", r.err)
   end)
 end)

@@ -2,7 +2,18 @@
 --   scripts/run [review_fleet] [DIR|FILE...] [--chaos P] [--json FILE]
 --              [--agents N] [--timeout-ms MS] [--attempts N] [--hang P]
 --              [--liveness-ms MS] [--state FILE] [--verbose]
+--              [--nats URL --role dispatcher|agents [--host-name NAME]]
+--              [--hosts N [--kill-host-after TASKS]]
 -- Default: the project's own src/, lua/ and examples/.
+--
+-- Across hosts (README "More than one host"): `--nats URL --role agents`
+-- runs only the supervised agents, joined to NATS (their queue groups
+-- span every agents host); `--nats URL --role dispatcher` only walks and
+-- dispatches, through NATS, once agents of each kind beat. `--hosts N`
+-- (hosts.lua) starts an N-node nats-server cluster and N agents hosts on
+-- this machine and dispatches from this one; `--kill-host-after TASKS`
+-- SIGKILLs one agents host once that many tasks are done: what it held
+-- times out and is retried on the others.
 --
 -- The hub (this script) walks the trees and sends one task per file with
 -- msrt.request through a queue group of reviewer agents, real processes
@@ -41,7 +52,7 @@ local uv = require "luv"
 local msrt = require "msrt"
 local json = require "dkjson"
 
-local USAGE = "usage: review_fleet [DIR|FILE...] [--chaos P] [--json FILE] [--agents N] [--timeout-ms MS] [--attempts N] [--hang P] [--liveness-ms MS] [--state FILE] [--verbose]"
+local USAGE = "usage: review_fleet [DIR|FILE...] [--chaos P] [--json FILE] [--agents N] [--timeout-ms MS] [--attempts N] [--hang P] [--liveness-ms MS] [--state FILE] [--verbose] [--nats URL --role dispatcher|agents [--host-name NAME]] [--hosts N [--kill-host-after TASKS]]"
 
 -- Where this script and the project are.
 local here = uv.fs_realpath((arg and arg[0] or "examples/review_fleet/main.lua"):match("^(.*)/[^/]*$") or ".")
@@ -76,12 +87,22 @@ do
     elseif s == "--timeout-ms" then opts.timeout_ms = number(s, 1, 3600000)
     elseif s == "--attempts" then opts.attempts = math.floor(number(s, 1, 100))
     elseif s == "--verbose" then opts.verbose = true
+    elseif s == "--nats" then opts.nats = value(s)
+    elseif s == "--role" then
+      opts.role = value(s)
+      if opts.role ~= "dispatcher" and opts.role ~= "agents" then die("--role is dispatcher or agents") end
+    elseif s == "--host-name" then opts.host_name = value(s)
+    elseif s == "--hosts" then opts.hosts = math.floor(number(s, 1, 16))
+    elseif s == "--kill-host-after" then opts.kill_after = math.floor(number(s, 1, 1e9))
     elseif s == "-h" or s == "--help" then print(USAGE) os.exit(0)
     elseif s:sub(1, 2) == "--" then die("unknown option " .. s)
     else opts.roots[#opts.roots + 1] = s end
     i = i + 1
   end
 end
+if opts.role and not opts.nats and not opts.hosts then die("--role needs --nats URL") end
+if opts.hosts then opts.role = "dispatcher" end -- hosts.lua starts the agents hosts
+if opts.nats and not opts.role then die("--nats needs --role dispatcher or agents") end
 -- The supervisor's and the agents' own lines (child started, restarted,
 -- "[c-1] chaos: ...") are info: shown with --verbose only.
 if not opts.verbose then msrt.start{ log_level = "warn" } end
@@ -126,11 +147,11 @@ local function walk(path)
   end
 end
 
-for _, root in ipairs(opts.roots) do
+for _, root in ipairs(opts.role == "agents" and {} or opts.roots) do
   local abs = root:sub(1, 1) == "/" and root or (cwd .. "/" .. root)
   walk((uv.fs_realpath(abs) or abs):gsub("/+$", ""))
 end
-if #files == 0 then die("no .c, .h, .lua or .py files under " .. table.concat(opts.roots, " ")) end
+if #files == 0 and opts.role ~= "agents" then die("no .c, .h, .lua or .py files under " .. table.concat(opts.roots, " ")) end
 
 ---------------------------------------------------------------------------
 -- Compiler flags for C files: the file's own -D/-I/-std from a
@@ -217,7 +238,8 @@ local env = { PATH = os.getenv("PATH") or "/usr/local/bin:/usr/bin:/bin", LC_ALL
   REVIEW_HEARTBEAT_MS = tostring(math.floor(math.min(1000, opts.liveness_ms / 3))) }
 
 local function agent_spec(kind, i)
-  local name = ("%s-%d"):format(kind, i)
+  -- across hosts each name carries its host's: one heartbeat subject each
+  local name = opts.host_name and ("%s-%d-%s"):format(kind, i, opts.host_name) or ("%s-%d"):format(kind, i)
   local e = {}
   for k, v in pairs(env) do e[k] = v end
   e.REVIEWER_NAME = name
@@ -251,7 +273,7 @@ end
 local has_py = false
 for _, t in ipairs(files) do has_py = has_py or t.kind == "py" end
 local children = {}
-for _, kind in ipairs({ "lua", "c", "py" }) do
+for _, kind in ipairs(opts.role == "dispatcher" and {} or { "lua", "c", "py" }) do
   for i = 1, opts.agents do
     if kind ~= "py" then children[#children + 1] = agent_spec(kind, i)
     elseif has_py then children[#children + 1] = mcp_spec(i) end
@@ -277,8 +299,15 @@ local tasks = { retried = 0, retried_ids = 0, late = 0 }
 local started = uv.hrtime()
 
 local subs = {}
+-- The host an agent runs on: its name's last part across hosts.
+local function host_of(name) return opts.role and name:match("^%a+%-%d+%-(.+)$") or "local" end
+
 subs[#subs + 1] = msrt.subscribe("agents.reviewer.*.heartbeat", function(m)
   local a = agents[m.data.agent]
+  if not a and opts.role == "dispatcher" and type(m.data.agent) == "string" then -- another host's
+    a = { name = m.data.agent, kind = m.data.agent:match("^%a+"), heartbeats = 0, tasks = 0, crashes = 0, unhealthy = 0, pids = {} }
+    agents[a.name] = a
+  end
   if a then a.heartbeats, a.pids[m.data.pid] = a.heartbeats + 1, true end
 end)
 
@@ -327,8 +356,15 @@ end)
 
 local tty = uv.guess_handle(2) == "tty"
 local finished, next_decile = 0, 1
+local fleet -- --hosts: the cluster and the agents hosts (hosts.lua)
+local killed_hosts -- host name -> true, once --kill-host-after struck
 local function progress()
   local n, total = finished, #files
+  if fleet and opts.kill_after and n >= opts.kill_after and not killed_hosts then
+    killed_hosts = { [fleet.hosts[1].name] = true }
+    fleet.kill(fleet.hosts[1])
+    io.stderr:write(("review_fleet: SIGKILL of host %s after %d tasks\n"):format(fleet.hosts[1].name, n))
+  end
   if tty then
     local width = 30
     local fill = math.floor(width * n / total)
@@ -464,20 +500,26 @@ local function report(secs)
         retried_because = #t.reasons > 0 and t.reasons or nil }
     else failed_list[#failed_list + 1] = { id = t.id, file = t.file, reason = t.reason or "not run", attempts = t.attempts } end
   end
-  local agent_list, health = {}, msrt.metrics().health or {}
-  for _, c in ipairs(children) do
-    local a = agents[c.id]
+  local agent_list, health, names = {}, msrt.metrics().health or {}, {}
+  for name in pairs(agents) do names[#names + 1] = name end
+  table.sort(names)
+  local hosts = {} -- across hosts: tasks done by each host's agents
+  for _, name in ipairs(names) do
+    local a = agents[name]
     local pids = 0
     for _ in pairs(a.pids) do pids = pids + 1 end
-    local h = health[c.id]
+    local h = health[name]
     agent_list[#agent_list + 1] = { name = a.name, kind = a.kind, tasks = a.tasks, heartbeats = a.heartbeats,
       crashes = a.crashes, unhealthy = a.unhealthy, processes = pids, health = h and h.state or "unknown" }
+    local host = host_of(name)
+    hosts[host] = (hosts[host] or 0) + a.tasks
   end
   return {
     state = state_report and state_report(),
     files = #files, reviewed = #done_ids, skipped = skipped, roots = opts.roots, chaos = opts.chaos, hang = opts.hang,
     findings = findings, by_severity = count_by(findings, "severity"), by_tool = count_by(findings, "tool"),
-    restarts = restarts, agents = agent_list,
+    restarts = restarts, agents = agent_list, hosts = opts.role and hosts or nil,
+    killed_hosts = killed_hosts,
     tasks = { total = #files, done = #done_ids, retried = tasks.retried, retried_tasks = tasks.retried_ids,
       failed = #failed_list, failures = failed_list, late_replies_ignored = tasks.late,
       accounted = #done_ids + #failed_list == #files },
@@ -504,6 +546,13 @@ local function summary(r)
       a.unhealthy > 0 and ("%d unhealthy/"):format(a.unhealthy) or "", a.heartbeats, a.health)
   end
   say("  agents:      %s", table.concat(parts, "; "))
+  if r.hosts then
+    parts = {}
+    for h, n in sorted_pairs(r.hosts) do
+      parts[#parts + 1] = ("%s %d tasks%s"):format(h, n, r.killed_hosts and r.killed_hosts[h] and " (SIGKILLed)" or "")
+    end
+    say("  hosts:       %s", table.concat(parts, "; "))
+  end
   say("  tasks:       %d done, %d retries (%d tasks), %d failed; every task id accounted: %s",
     r.tasks.done, r.tasks.retried, r.tasks.retried_tasks, r.tasks.failed, tostring(r.tasks.accounted))
   for _, f in ipairs(r.tasks.failures) do say("  FAILED %s %s: %s", f.id, f.file, f.reason) end
@@ -523,8 +572,46 @@ end
 ---------------------------------------------------------------------------
 -- Run.
 
-local sup, err = msrt.supervisor(SUPERVISOR)
-if not sup then die("cannot start the fleet: " .. tostring(err)) end
+if opts.hosts then -- the cluster and the agents hosts; this host dispatches
+  fleet = dofile(here .. "/hosts.lua").start(opts, here, project)
+  opts.nats, opts.role = fleet.url, "dispatcher"
+end
+
+local sup, err, bridge
+if opts.role ~= "dispatcher" then
+  sup, err = msrt.supervisor(SUPERVISOR)
+  if not sup then die("cannot start the fleet: " .. tostring(err)) end
+end
+if opts.nats then
+  bridge, err = msrt.nats{ url = opts.nats, name = opts.host_name or opts.role,
+    export = opts.role == "agents" and { "agents.>" } or { "review.>", "review_fleet.>" } }
+  if not bridge then die("cannot join NATS at " .. opts.nats .. ": " .. tostring(err)) end
+end
+
+if opts.role == "agents" then -- serve until the dispatcher is done
+  msrt.subscribe("review_fleet.stop", function()
+    sup:stop()
+    msrt.stop()
+  end)
+  while bridge:info().state ~= "connected" do msrt.sleep(10) end
+  bridge:flush()
+  io.stderr:write(("review_fleet: agents host %s ready on %s\n"):format(opts.host_name or "?", opts.nats))
+  return
+end
+
+if opts.role == "dispatcher" then -- until agents of each kind beat (bounded)
+  local want_hosts = opts.hosts or 1
+  local deadline = uv.now() + 60000
+  repeat
+    local kinds, hosts_seen, n = {}, {}, 0
+    for name, a in pairs(agents) do
+      if a.heartbeats > 0 then kinds[a.kind], hosts_seen[host_of(name)] = true, true end
+    end
+    for _ in pairs(hosts_seen) do n = n + 1 end
+    if kinds.lua and kinds.c and n >= want_hosts then break end
+    msrt.sleep(50)
+  until uv.now() > deadline
+end
 
 -- Two requests in flight per agent (one at work, one waiting on its stdin),
 -- a queue of files per kind.
@@ -536,7 +623,12 @@ local function finish()
   local secs = (uv.hrtime() - started) / 1e9
   local r = report(secs)
   for _, s in ipairs(subs) do s.unsubscribe() end
-  sup:stop()
+  if sup then sup:stop() end
+  if opts.role == "dispatcher" then
+    msrt.publish("review_fleet.stop", true) -- the agents hosts end
+    if bridge then bridge:flush() end
+  end
+  if fleet then fleet.stop() end
   if opts.json then
     local f, ferr = io.open(opts.json, "w")
     if not f then io.stderr:write("review_fleet: ", ferr, "\n")
@@ -649,7 +741,7 @@ if opts.state then
 end
 
 for kind, q in pairs(queues) do
-  for _ = 1, math.min(#q, 2 * opts.agents) do
+  for _ = 1, math.min(#q, 2 * opts.agents * (opts.hosts or 1)) do
     running = running + 1
     msrt.after(0, function()
       while q.next <= #q do
