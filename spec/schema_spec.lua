@@ -68,6 +68,21 @@ describe("spec validation", function()
       { backoff = { initial_ms = 1, jitter = 2 } })
   end)
 
+  it("checks the values of process and health specs declaratively too", function()
+    refused("process spec: capacity must be an integer >= 1 lines, got 0", msrt.process,
+      { name = "v_p", cmd = { "true" }, capacity = 0 })
+    refused("process spec: limits: nofile must be an integer >= 0, got %-1", msrt.process,
+      { name = "v_p", cmd = { "true" }, limits = { nofile = -1 } })
+    refused("process spec: stop: grace_ms must be a number >= 0 ms, got 'soon'", msrt.process,
+      { name = "v_p", cmd = { "true" }, stop = { grace_ms = "soon" } })
+    refused("process spec: max_ack_pending must be an integer >= 1, got 0", msrt.process,
+      { name = "v_p", cmd = { "true" }, max_ack_pending = 0 })
+    refused("health%.liveness: interval_ms must be an integer >= 0 ms, got %-5", msrt.supervisor,
+      { children = { { id = "c", actor = { handle = nop }, health = { liveness = { alive = true, interval_ms = -5 } } } } })
+    refused("health%.readiness: heartbeat must be a string, got 5", msrt.supervisor,
+      { children = { { id = "c", actor = { handle = nop }, health = { readiness = { heartbeat = 5 } } } } })
+  end)
+
   it("every spec kind takes the overflow names core states, and only them", function()
     local core = require "msrt.core"
     assert.same({ "block", "drop_oldest", "drop_newest", "error" }, core.overflow_names)

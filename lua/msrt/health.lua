@@ -38,11 +38,16 @@ M.log = function() end
 
 local KINDS = { "startup", "liveness", "readiness" }
 local PROBE_TYPES = { "heartbeat", "tcp", "http", "exec", "lua", "alive" }
-local PROBE_KINDS = { startup = true, liveness = true, readiness = true }
--- a probe's fields: the Kubernetes ones and its type (heartbeat = ...)
-local FIELDS = { initial_delay_ms = true, interval_ms = true, timeout_ms = true,
-  failure_threshold = true, success_threshold = true }
-for _, t in ipairs(PROBE_TYPES) do FIELDS[t] = true end
+--- A health table's fields: its probes.
+M.SPEC = { startup = schema.table, liveness = schema.table, readiness = schema.table }
+local int = schema.int
+--- A probe's fields (msrt.schema): the Kubernetes ones (the C books,
+-- health/health.h, check their ranges and defaults) and its type, exactly
+-- one of heartbeat..alive (probe_type checks the target's syntax).
+M.PROBE = { initial_delay_ms = int(0, nil, "ms"), interval_ms = int(0, nil, "ms"),
+  timeout_ms = int(0, nil, "ms"), failure_threshold = int(0, nil), success_threshold = int(0, nil),
+  heartbeat = schema.string, tcp = schema.string, http = schema.string, exec = schema.table,
+  lua = schema.func, alive = schema.boolean }
 
 local live = {} -- child id -> check (the most recent one for that id)
 
@@ -102,13 +107,12 @@ end
 -- @return true | nil, message
 function M.check(spec)
   if type(spec) ~= "table" then return nil, "health must be a table {liveness = probe, ...}" end
-  local ok, why = schema.keys(spec, PROBE_KINDS, "health")
+  local ok, why = schema.check(spec, M.SPEC, "health")
   if not ok then return nil, (why:gsub("unknown field", "unknown probe kind", 1)) end
   for _, kind in ipairs(KINDS) do
     local p = spec[kind]
     if p ~= nil then
-      if type(p) ~= "table" then return nil, ("health.%s must be a probe table"):format(kind) end
-      ok, why = schema.keys(p, FIELDS, "health." .. kind)
+      ok, why = schema.check(p, M.PROBE, "health." .. kind)
       if not ok then return nil, why end
       local t, why = probe_type(p)
       if not t then return nil, ("health.%s %s"):format(kind, why) end
@@ -128,7 +132,7 @@ function M.configs(spec)
     local p = spec[kind]
     if p then
       local c = {}
-      for k in pairs(FIELDS) do c[k] = p[k] end
+      for k in pairs(M.PROBE) do c[k] = p[k] end
       if p.heartbeat and type(c.initial_delay_ms or 0) == "number" and type(c.interval_ms or 0) == "number" then
         c.initial_delay_ms = (c.initial_delay_ms or 0) + (c.interval_ms or 10000)
       end

@@ -19,17 +19,32 @@ local M = {}
 M.log = function() end
 
 local live = {} -- process id -> handle
-local CODECS = { json_lines = true, lines = true, raw = true, jsonrpc = true, lsp = true }
 local RPC = { jsonrpc = true, lsp = true }
-local OVERFLOW = schema.enum(core.overflow_names) -- core/overflow.h's names
-local LIMITS = { nofile = true, as_bytes = true, cpu_s = true, nproc = true }
-local SPEC_KEYS = {
-  name = true, cmd = true, env = true, inherit_env = true, cwd = true,
-  codec = true, subscribe = true, queue = true, publish_as = true,
-  allow_publish = true, deny_publish = true, limits = true, stop = true,
-  capacity = true, stdin_bytes = true, overflow = true, max_line_bytes = true,
-  eof_wait_ms = true, rpc = true, consume = true, max_ack_pending = true,
+local int, strings = schema.int, schema.either(schema.string, schema.table)
+
+--- The fields of a process spec (msrt.process documents them), checked
+-- by msrt.schema before the deeper rules below (a name's syntax, NUL
+-- bytes, list-ness of the subject lists, signal names).
+M.SPEC = {
+  name = schema.string, cmd = schema.table, env = schema.table,
+  inherit_env = schema.either(schema.boolean, schema.table), cwd = schema.string,
+  codec = schema.enum{ "json_lines", "lines", "raw", "jsonrpc", "lsp" },
+  subscribe = strings, queue = schema.string, publish_as = schema.string,
+  allow_publish = strings, deny_publish = strings,
+  limits = schema.table, stop = schema.table, -- their own fields below
+  capacity = int(1, nil, "lines"), stdin_bytes = int(1, 2^53, "bytes"),
+  overflow = schema.enum(core.overflow_names), -- core/overflow.h's names
+  max_line_bytes = int(1, nil, "bytes"), eof_wait_ms = int(0, nil, "ms"),
+  rpc = schema.string, consume = schema.string, max_ack_pending = int(1, nil),
 }
+--- spec.limits's fields (setrlimit's, per child).
+M.LIMITS = { nofile = int(0, nil), as_bytes = int(0, nil, "bytes"), cpu_s = int(0, nil, "s"), nproc = int(0, nil) }
+--- spec.stop's fields: the first signal and the grace before SIGKILL.
+M.STOP = { signal = schema.string, grace_ms = schema.num(0, nil, "ms") }
+--- The defaults of what a spec leaves out (stated once; the profile's
+-- stdin_bytes and max_line_bytes apply to those).
+M.DEFAULTS = { codec = "json_lines", capacity = 1024, overflow = "drop_newest",
+  stop = { signal = "TERM", grace_ms = 5000 } }
 
 local function bad(msg) return nil, core.error("invalid_arg", msg) end
 
@@ -45,25 +60,17 @@ local function list_of_strings(v, what)
   return v
 end
 
-local function check_keys(spec)
-  local ok, why = schema.keys(spec, SPEC_KEYS, "process spec")
+-- The schema's checks: the spec's fields, then limits' and stop's.
+local function check_fields(spec)
+  local ok, why = schema.check(spec, M.SPEC, "process spec")
+  if ok and spec.limits then ok, why = schema.check(spec.limits, M.LIMITS, "process spec: limits") end
+  if ok and spec.stop then ok, why = schema.check(spec.stop, M.STOP, "process spec: stop") end
   if not ok then return bad(why) end
-  return true
-end
-
-local function check_limits(l)
-  if l == nil then return true end
-  if type(l) ~= "table" then return bad("limits must be a table") end
-  local ok, why = schema.keys(l, LIMITS, "process spec: limits")
-  if not ok then return bad(why) end
-  for k, v in pairs(l) do
-    if type(v) ~= "number" or v < 0 or v % 1 ~= 0 then return bad(("limits.%s must be a non-negative integer"):format(k)) end
-  end
   return true
 end
 
 local function check_cmd(cmd)
-  if type(cmd) ~= "table" or #cmd == 0 or not schema.is_list(cmd, "cmd") then
+  if cmd == nil or #cmd == 0 or not schema.is_list(cmd, "cmd") then
     return bad("cmd must be a list {\"program\", \"arg\", ...}")
   end
   local argv = {}
@@ -86,10 +93,7 @@ local function build_env(spec)
       if type(k) ~= "string" then return bad(("inherit_env[%d] must be a variable name"):format(i)) end
       vars[k] = os.getenv(k)
     end
-  elseif inherit ~= nil and inherit ~= false then
-    return bad("inherit_env must be false, true or a list of names")
   end
-  if spec.env ~= nil and type(spec.env) ~= "table" then return bad("env must be a table of NAME = value") end
   for k, v in pairs(spec.env or {}) do
     if type(k) ~= "string" or k == "" or k:find("[=%z]") then return bad(("env: bad variable name %q"):format(tostring(k))) end
     if type(v) ~= "string" and type(v) ~= "number" then return bad(("env.%s must be a string"):format(k)) end
@@ -103,23 +107,11 @@ local function build_env(spec)
   return env
 end
 
-local STOP_KEYS = { signal = true, grace_ms = true }
-
-local function check_stop(stop)
-  if stop == nil then return "TERM", 5000 end
-  if type(stop) ~= "table" then return bad("stop must be a table {signal = \"TERM\", grace_ms = 5000}") end
-  local ok, why = schema.keys(stop, STOP_KEYS, "process spec: stop")
-  if not ok then return bad(why) end
-  local grace = stop.grace_ms or 5000
-  if type(grace) ~= "number" or grace < 0 then return bad("stop.grace_ms must be a non-negative number") end
-  return stop.signal or "TERM", grace
-end
-
 local SIGNALS = { TERM = 15, KILL = 9, INT = 2, HUP = 1, QUIT = 3, USR1 = 10, USR2 = 12 }
 
 -- The table lproc.c reads, from a user's spec.
 local function compile(spec)
-  local ok, err = check_keys(spec)
+  local ok, err = check_fields(spec)
   if not ok then return nil, err end
   if type(spec.name) ~= "string" or not spec.name:find("^[%w_%-]+$") then
     return bad("process spec needs a name: one subject token (letters, digits, _ and -)")
@@ -128,30 +120,18 @@ local function compile(spec)
   if not argv then return nil, aerr end
   local env, eerr = build_env(spec)
   if not env then return nil, eerr end
-  if spec.cwd ~= nil and (type(spec.cwd) ~= "string" or spec.cwd:find("%z")) then return bad("cwd must be a string without NUL bytes") end
-  if spec.codec ~= nil and not CODECS[spec.codec] then return bad("codec must be json_lines, lines, raw, jsonrpc or lsp") end
-  if spec.rpc ~= nil and (not RPC[spec.codec] or type(spec.rpc) ~= "string") then
+  if spec.cwd ~= nil and spec.cwd:find("%z") then return bad("cwd must be a string without NUL bytes") end
+  if spec.rpc ~= nil and not RPC[spec.codec] then
     return bad("rpc (the method subjects' prefix) is a string, for codec jsonrpc or lsp")
   end
-  ok, err = schema.check({ overflow = spec.overflow }, { overflow = OVERFLOW }, "process spec")
-  if not ok then return bad(err) end
-  local cap = spec.capacity
-  if cap ~= nil and (type(cap) ~= "number" or cap < 1 or cap % 1 ~= 0) then return bad("capacity must be a positive integer (lines)") end
-  local sb = spec.stdin_bytes
-  if sb ~= nil and (type(sb) ~= "number" or sb < 1 or sb % 1 ~= 0 or sb > 2^53) then return bad("stdin_bytes must be a positive integer (bytes)") end
-  ok, err = check_limits(spec.limits)
-  if not ok then return nil, err end
-  local sig, grace = check_stop(spec.stop)
-  if not sig then return nil, grace end
-  local signum = SIGNALS[tostring(sig):gsub("^SIG", "")]
+  local stop, dstop = spec.stop or {}, M.DEFAULTS.stop
+  local sig, grace = stop.signal or dstop.signal, stop.grace_ms or dstop.grace_ms
+  local signum = SIGNALS[sig:gsub("^SIG", "")]
   if not signum then return bad("stop.signal must be one of TERM, INT, HUP, QUIT, USR1, USR2, KILL") end
   local allow, al = list_of_strings(spec.allow_publish, "allow_publish")
   if not allow then return bad(al) end
   local deny, de = list_of_strings(spec.deny_publish, "deny_publish")
   if not deny then return bad(de) end
-  if spec.consume ~= nil and type(spec.consume) ~= "string" then return bad("consume must be a queue name") end
-  local map = spec.max_ack_pending
-  if map ~= nil and (type(map) ~= "number" or map < 1 or map % 1 ~= 0) then return bad("max_ack_pending must be a positive integer") end
   local subs, se = list_of_strings(spec.subscribe, "subscribe")
   if not subs then return bad(se) end
   local prof = profile.current()
@@ -167,13 +147,13 @@ local function compile(spec)
   end
   return {
     name = spec.name, argv = argv, env = env, cwd = spec.cwd,
-    codec = spec.codec or "json_lines",
+    codec = spec.codec or M.DEFAULTS.codec,
     publish_as = spec.publish_as or ("agents." .. spec.name),
     allow = allow, deny = deny, limits = spec.limits,
     stop_signal = signum, grace_ms = grace,
     max_line = spec.max_line_bytes or prof.max_line_bytes or 16 * 1024 * 1024,
-    capacity = cap or 1024, stdin_bytes = sb or prof.stdin_bytes,
-    overflow = spec.overflow or "drop_newest",
+    capacity = spec.capacity or M.DEFAULTS.capacity, stdin_bytes = spec.stdin_bytes or prof.stdin_bytes,
+    overflow = spec.overflow or M.DEFAULTS.overflow,
     eof_wait_ms = spec.eof_wait_ms, rpc = rpc, inbox = inbox,
   }, subs
 end

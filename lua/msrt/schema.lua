@@ -1,5 +1,6 @@
 --- The one way specs are checked (actor, process, supervisor, child,
--- health, backoff, routing rules, profile): a declarative table of fields,
+-- health and its probes, backoff, profile; a routing rule's field names,
+-- its values being src/router's to check): a declarative table of fields,
 -- each with its kind and range. An unknown field is refused with the
 -- closest valid name (`instance` -> did you mean `instances`?), a map
 -- where a list is expected is refused, a wrong value says what was

@@ -193,6 +193,13 @@ M.CHILD = {
   start = schema.enum{ "init", "ready" },
 }
 
+--- The defaults of what a supervisor spec and a child spec leave out
+-- (OTP's: one restart in 5 s, a worker's shutdown 5000 ms and a
+-- supervisor's infinity; auto_shutdown never), stated once.
+M.DEFAULTS = { intensity = 1, period_ms = 5000, restart = "permanent",
+  shutdown = { worker = 5000, supervisor = "infinity" }, auto_shutdown = "never" }
+local D = M.DEFAULTS
+
 local function kind_of(cs)
   local found
   for _, k in ipairs({ "actor", "process", "supervisor" }) do
@@ -216,8 +223,8 @@ local function child_of(cs, where)
   local kind
   kind, why = kind_of(cs)
   if not kind then return bad(where .. " " .. why) end
-  local restart = cs.restart or "permanent"
-  local shutdown = cs.shutdown or (kind == "supervisor" and "infinity" or 5000)
+  local restart = cs.restart or D.restart
+  local shutdown = cs.shutdown or D.shutdown[kind == "supervisor" and "supervisor" or "worker"]
   local sd = SHUTDOWN[shutdown] or shutdown
   if cs.health ~= nil then
     local hok, herr = health.check(cs.health)
@@ -708,14 +715,14 @@ local function build(spec, parent)
   if not ok then return nil, err end
   local strategy, serr = strategy_of(spec.strategy)
   if not strategy then return nil, serr end
-  local intensity, period = spec.intensity or 1, spec.period_ms or 5000
+  local intensity, period = spec.intensity or D.intensity, spec.period_ms or D.period_ms
   local s, cerr = core.super_new({ intensity = intensity, period_ms = period, backoff = spec.backoff })
   if not s then return nil, cerr end
   if not spec.name then unnamed = unnamed + 1 end
   born = born + 1
   return setmetatable(exits.init({ name = spec.name or ("sup" .. unnamed), core = s,
     strategy = strategy.decide, strategy_name = strategy.name, dynamic = strategy.dynamic,
-    intensity = intensity, period_ms = period, auto_shutdown = spec.auto_shutdown or "never",
+    intensity = intensity, period_ms = period, auto_shutdown = spec.auto_shutdown or D.auto_shutdown,
     kids = {}, parent = parent, state = "starting", seq = 0, queue = {}, born = born }), Sup)
 end
 
@@ -907,7 +914,7 @@ function M.validate(spec)
       return nil, cerr
     end
     local why = seen[c.id] and ("duplicate child id \"%s\""):format(c.id)
-      or c.significant and (spec.auto_shutdown or "never") == "never"
+      or c.significant and (spec.auto_shutdown or D.auto_shutdown) == "never"
         and ("child \"%s\": significant children need auto_shutdown any_significant or all_significant"):format(c.id)
     if why then return bad(why, { child = c.id }) end
     seen[c.id] = true
@@ -941,7 +948,7 @@ local function reload_plan(sup, spec)
     if old and old.kind ~= c.kind and (old.handle or old.pending) then
       return bad(("child \"%s\": changing a running child from %s to %s needs a restart"):format(c.id, old.kind, c.kind))
     end
-    if c.significant and (spec.auto_shutdown or "never") == "never" then
+    if c.significant and (spec.auto_shutdown or D.auto_shutdown) == "never" then
       return bad(("child \"%s\": significant children need auto_shutdown any_significant or all_significant"):format(c.id))
     end
     plan.children[i], plan.seen[c.id] = c, true
@@ -963,12 +970,12 @@ function Sup:update(spec)
   if not ok then return nil, err end
   local plan, perr = reload_plan(self, spec)
   if not plan then return nil, perr end
-  ok, err = self.core:configure({ intensity = spec.intensity or 1, period_ms = spec.period_ms or 5000,
+  ok, err = self.core:configure({ intensity = spec.intensity or D.intensity, period_ms = spec.period_ms or D.period_ms,
     backoff = spec.backoff })
   if not ok then return nil, err end
   self.strategy, self.strategy_name = plan.strategy.decide, plan.strategy.name
-  self.intensity, self.period_ms = spec.intensity or 1, spec.period_ms or 5000
-  self.auto_shutdown = spec.auto_shutdown or "never"
+  self.intensity, self.period_ms = spec.intensity or D.intensity, spec.period_ms or D.period_ms
+  self.auto_shutdown = spec.auto_shutdown or D.auto_shutdown
   for _, c in ipairs(plan.children) do
     local old = self.kids[c.id]
     if self.dynamic then
