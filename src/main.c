@@ -245,7 +245,6 @@ static int mcp_main(int argc, char **argv) {
 
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "ctl") == 0) return ctl_main(argc, argv);
-  if (argc > 1 && strcmp(argv[1], "mcp") == 0) return mcp_main(argc, argv);
   cli c = {0};
   const char *level = getenv("MSRT_LOG_LEVEL"); /* --log-level overrides */
   host.log_level = level && *level ? msrt_log_level_from_name(level)
@@ -253,6 +252,7 @@ int main(int argc, char **argv) {
   if (host.log_level < 0)
     return bad_usage("MSRT_LOG_LEVEL: unknown log level '%s' (debug, info, "
                      "warn, error)", level);
+  if (argc > 1 && strcmp(argv[1], "mcp") == 0) return mcp_main(argc, argv);
   int rc = parse(argc, argv, &c);
   if (rc) return rc;
   if (c.version) print_version();
