@@ -202,7 +202,13 @@ function flush(q)
   -- a dead letter is read before its row goes
   local letters = {}
   for i, d in ipairs(dead) do letters[i] = message_of(q, d.seq) end
-  local ok, err, res, evicted = q.store:flush(dseq, aseq, xseq)
+  -- with nothing older waiting, new messages go straight to consumers
+  -- with room, counted delivered in this same transaction
+  local room = 0
+  if #q.retry == 0 and q.head > q.tail then
+    for _, c in ipairs(q.consumers) do room = room + (c.max_ack_pending - c.pending) end
+  end
+  local ok, err, res, evicted = q.store:flush(dseq, aseq, xseq, room)
   if not ok then
     -- nothing applied: the picks go back, acks and dead letters wait for
     -- the next flush; the intake was refused (its publishers told)
@@ -242,15 +248,26 @@ function flush(q)
     local d = q.inflight[s]
     if d then q.inflight[s] = nil d.consumer.pending = d.consumer.pending - 1 end
   end
+  local direct = {}
   for _, r in ipairs(res) do
     if r.seq > 0 and not r.duplicate and not r.code then
-      q.tail = q.tail + 1
-      q.ready[q.tail] = r.seq
-      q.delivered[r.seq] = 0
-      if #q.consumers > 0 then q.cache[r.seq] = r end
+      if room > 0 then -- stored as delivered once (queue.h deliver_new)
+        room = room - 1
+        local c = pick_consumer(q)
+        c.pending = c.pending + 1
+        q.delivered[r.seq] = 1
+        q.cache[r.seq] = r
+        direct[#direct + 1] = { seq = r.seq, consumer = c }
+      else
+        q.tail = q.tail + 1
+        q.ready[q.tail] = r.seq
+        q.delivered[r.seq] = 0
+        if #q.consumers > 0 then q.cache[r.seq] = r end
+      end
     end
     pub_ack(q, r)
   end
+  for _, p in ipairs(direct) do deliver(q, p.consumer, p.seq) end
   for _, p in ipairs(picks) do
     if q.delivered[p.seq] then
       q.delivered[p.seq] = q.delivered[p.seq] + 1

@@ -110,7 +110,7 @@ static void test_store_and_reopen(void) {
   msrt_queue_results_free(res, n);
   /* deliveries, acks and terminations of one flush */
   uint64_t d[] = {1, 2, 2}, a[] = {1}, x[] = {3, 999};
-  msrt_queue_ops ops = {d, 3, a, 1, x, 2};
+  msrt_queue_ops ops = {d, 3, a, 1, x, 2, 0};
   CHECK(flush(q, &ops, &res, &n) == MSRT_E_OK && n == 0);
   msrt_queue_stats st;
   msrt_queue_stats_get(q, &st);
@@ -135,8 +135,18 @@ static void test_store_and_reopen(void) {
   publish("tasks.b", "x", NULL);
   CHECK(flush(q, NULL, &res, &n) == MSRT_E_OK && n == 1 && res[0].seq == 101);
   msrt_queue_results_free(res, n);
+  /* new messages handed out at once are stored delivered once */
+  publish("tasks.c", "n1", NULL);
+  publish("tasks.c", "n2", NULL);
+  msrt_queue_ops direct = {.deliver_new = 1};
+  CHECK(flush(q, &direct, &res, &n) == MSRT_E_OK && n == 2);
+  msrt_queue_results_free(res, n);
+  CHECK(msrt_queue_get(q, 102, &e, &dc, &err) == MSRT_E_OK && dc == 1);
+  msrt_env_unref(e);
+  CHECK(msrt_queue_get(q, 103, &e, &dc, &err) == MSRT_E_OK && dc == 0);
+  msrt_env_unref(e);
   uint64_t purged;
-  CHECK(msrt_queue_purge(q, &purged, &err) == MSRT_E_OK && purged == 99);
+  CHECK(msrt_queue_purge(q, &purged, &err) == MSRT_E_OK && purged == 101);
   close_q(q, sub);
   teardown();
 }

@@ -118,7 +118,7 @@ static void push_result(lua_State *L, const msrt_queue_result *r) {
   lua_setfield(L, -2, "priority");
 }
 
-/* q:flush(deliver, acks, dead) -> ok, err, results, evicted: one
+/* q:flush(deliver, acks, dead, deliver_new) -> ok, err, results, evicted: one
  * transaction (msrt_queue_flush). ok is true, or nil with err (then
  * nothing of the three lists was applied and every result is refused).
  * results: an array of {seq, duplicate, code, subject, reply, payload,
@@ -129,6 +129,7 @@ static int l_flush(lua_State *L) {
   ops.deliver = seqs(L, 2, &ops.ndeliver);
   ops.acks = seqs(L, 3, &ops.nacks);
   ops.dead = seqs(L, 4, &ops.ndead);
+  ops.deliver_new = (size_t)luaL_optnumber(L, 5, 0);
   msrt_queue_result *res;
   uint64_t *ev;
   size_t n, nev;

@@ -76,11 +76,15 @@ typedef struct {
 
 /* What a flush applies besides the intake, in this order: deliveries
  * (each seq's delivery count + 1), acks (deleted, counted acked), dead
- * (deleted, counted dead-lettered). A seq no longer stored is skipped. */
+ * (deleted, counted dead-lettered). A seq no longer stored is skipped.
+ * deliver_new: the first deliver_new messages the flush stores are stored
+ * as delivered once (handed to consumers as soon as the flush commits,
+ * without waiting for another transaction). */
 typedef struct {
   const uint64_t *deliver; size_t ndeliver;
   const uint64_t *acks; size_t nacks;
   const uint64_t *dead; size_t ndead;
+  size_t deliver_new;
 } msrt_queue_ops;
 
 /* One intake message after a flush, in intake order. */

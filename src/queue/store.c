@@ -21,8 +21,8 @@ enum { S_INSERT, S_DELIVER, S_DELETE, S_DUP_GET, S_DUP_PUT, S_DUP_PRUNE,
        S_META_PUT, S_OLDEST, S_GET, S_SCAN, S__COUNT };
 
 static const char *const SQL[S__COUNT] = {
-  [S_INSERT] = "INSERT INTO msgs(seq, subject, hdr, data, prio, flags, ts) "
-               "VALUES(?,?,?,?,?,?,?)",
+  [S_INSERT] = "INSERT INTO msgs(seq, subject, hdr, data, prio, flags, ts, "
+               "delivered) VALUES(?,?,?,?,?,?,?,?)",
   [S_DELIVER] = "UPDATE msgs SET delivered = delivered + 1 WHERE seq = ? "
                 "RETURNING delivered",
   [S_DELETE] = "DELETE FROM msgs WHERE seq = ? RETURNING "
@@ -247,7 +247,8 @@ static int make_room(msrt_queue *q, uint64_t len) {
   }
 }
 
-static int store_one(msrt_queue *q, msrt_queue_result *r, uint64_t now) {
+static int store_one(msrt_queue *q, msrt_queue_result *r, uint64_t now,
+                     size_t *deliver_new) {
   msrt_envelope *e = r->env;
   size_t idlen = 0;
   const char *id = q->dedupe_window_ms
@@ -280,7 +281,9 @@ static int store_one(msrt_queue *q, msrt_queue_result *r, uint64_t now) {
   sqlite3_bind_int(st, 5, e->priority);
   sqlite3_bind_int(st, 6, e->flags);
   sqlite3_bind_int64(st, 7, (int64_t)(e->ts_ns / 1000000u));
+  sqlite3_bind_int(st, 8, *deliver_new > 0);
   if ((rc = run(st, NULL, NULL)) != SQLITE_OK) return rc;
+  if (*deliver_new > 0) (*deliver_new)--;
   if (id && idlen) {
     st = q->stmt[S_DUP_PUT];
     sqlite3_bind_blob(st, 1, id, (int)idlen, SQLITE_STATIC);
@@ -323,7 +326,9 @@ static int transact(msrt_queue *q, const msrt_queue_ops *ops,
   if (rc != SQLITE_OK) return rc;
   *what = "writing";
   rc = apply_ops(q, ops);
-  for (size_t i = 0; i < n && rc == SQLITE_OK; i++) rc = store_one(q, &res[i], now);
+  size_t deliver_new = ops ? ops->deliver_new : 0;
+  for (size_t i = 0; i < n && rc == SQLITE_OK; i++)
+    rc = store_one(q, &res[i], now, &deliver_new);
   if (rc == SQLITE_OK && q->dedupe_window_ms && now > q->dedupe_window_ms) {
     sqlite3_stmt *st = q->stmt[S_DUP_PRUNE];
     sqlite3_bind_int64(st, 1, (int64_t)(now - q->dedupe_window_ms));

@@ -1,0 +1,197 @@
+/* The ceilings msrt's durable queues are measured against (README
+ * "Performance", scripts/bench/queue.lua):
+ *
+ *   bench_queue sqlite [N] [normal|full]
+ *     a plain C loop doing the transactions a queue does, with nothing
+ *     around them: WAL, one transaction per batch of 64 holding the
+ *     batch's inserts (16 B and 4 KiB payloads), the delivery-count
+ *     updates and the deletes of the acks.
+ *   bench_queue js URL [N]
+ *     JetStream's file store through libnats: a work-queue stream, 64
+ *     async publishes in flight (js_PublishAsync), 1 and 4 pull consumers
+ *     (threads, Fetch of 64, an ack per message); msgs/s from the first
+ *     publish to the last ack, publish-to-ack p50. nats-server 2.9 has no
+ *     sync_interval: a file store write is acknowledged before any fsync,
+ *     which is what synchronous = NORMAL promises (a crash of the process,
+ *     not a power loss).
+ */
+#include <nats/nats.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* ---- the plain SQLite loop ---------------------------------------------- */
+
+#define BATCH 64
+
+static void sqlite_case(const char *dir, int n, int size, const char *sync) {
+  char path[512], sql[128];
+  snprintf(path, sizeof path, "%s/ceiling-%d.db", dir, size);
+  unlink(path);
+  sqlite3 *db;
+  if (sqlite3_open(path, &db) != SQLITE_OK) exit(1);
+  snprintf(sql, sizeof sql, "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;", sync);
+  sqlite3_exec(db, sql, NULL, NULL, NULL);
+  sqlite3_exec(db, "CREATE TABLE msgs(seq INTEGER PRIMARY KEY, subject TEXT, data BLOB, "
+                   "delivered INTEGER NOT NULL DEFAULT 0)", NULL, NULL, NULL);
+  sqlite3_stmt *ins, *upd, *del;
+  sqlite3_prepare_v2(db, "INSERT INTO msgs(seq, subject, data) VALUES(?, 'bench.x', ?)", -1, &ins, NULL);
+  sqlite3_prepare_v2(db, "UPDATE msgs SET delivered = delivered + 1 WHERE seq = ?", -1, &upd, NULL);
+  sqlite3_prepare_v2(db, "DELETE FROM msgs WHERE seq = ?", -1, &del, NULL);
+  char *body = malloc((size_t)size);
+  memset(body, 'x', (size_t)size);
+  double t0 = now_us();
+  for (int done = 0; done < n + BATCH; done += BATCH) {
+    sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+    for (int i = done; i < done + BATCH && i < n; i++) { /* this batch in */
+      sqlite3_bind_int64(ins, 1, i + 1);
+      sqlite3_bind_blob(ins, 2, body, size, SQLITE_STATIC);
+      sqlite3_step(ins), sqlite3_reset(ins);
+      sqlite3_bind_int64(upd, 1, i + 1);
+      sqlite3_step(upd), sqlite3_reset(upd);
+    }
+    for (int i = done - BATCH; i >= 0 && i < done && i < n; i++) { /* the last one acked */
+      sqlite3_bind_int64(del, 1, i + 1);
+      sqlite3_step(del), sqlite3_reset(del);
+    }
+    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) exit(1);
+  }
+  double secs = (now_us() - t0) / 1e6;
+  printf("sqlite %5d B, plain C loop : %9.0f msgs/s (synchronous %s, %d per transaction)\n", size,
+         n / secs, sync, BATCH);
+  sqlite3_finalize(ins), sqlite3_finalize(upd), sqlite3_finalize(del);
+  sqlite3_close(db);
+  free(body);
+  unlink(path);
+}
+
+/* ---- JetStream through libnats ------------------------------------------- */
+
+typedef struct {
+  jsCtx *js;
+  natsSubscription *sub;
+  atomic_int *acked;
+  int n;
+  double *lat;
+  atomic_int *nlat;
+} consumer;
+
+static void *consume(void *arg) {
+  consumer *c = arg;
+  while (atomic_load(c->acked) < c->n) {
+    natsMsgList list = {0};
+    if (natsSubscription_Fetch(&list, c->sub, 64, 200, NULL) != NATS_OK) continue;
+    for (int i = 0; i < list.Count; i++) {
+      natsMsg *m = list.Msgs[i];
+      const char *t = NULL;
+      natsMsgHeader_Get(m, "T", &t);
+      natsMsg_Ack(m, NULL);
+      int k = atomic_fetch_add(c->nlat, 1);
+      if (t && k < c->n) c->lat[k] = now_us() - atof(t);
+      atomic_fetch_add(c->acked, 1);
+    }
+    natsMsgList_Destroy(&list);
+  }
+  return NULL;
+}
+
+static void js_case(natsConnection *nc, jsCtx *js, int n, int size, int consumers, int no) {
+  char stream[32], subj[32];
+  snprintf(stream, sizeof stream, "BENCH%d", no);
+  snprintf(subj, sizeof subj, "bench%d.>", no);
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  const char *subjects[] = {subj};
+  cfg.Name = stream, cfg.Subjects = subjects, cfg.SubjectsLen = 1;
+  cfg.Retention = js_WorkQueuePolicy, cfg.Storage = js_FileStorage;
+  jsErrCode jerr = 0;
+  if (js_AddStream(NULL, js, &cfg, NULL, &jerr) != NATS_OK) {
+    fprintf(stderr, "js_AddStream: %d\n", (int)jerr);
+    exit(1);
+  }
+  atomic_int acked = 0, nlat = 0;
+  double *lat = calloc((size_t)n, sizeof *lat);
+  consumer cs[4];
+  pthread_t th[4];
+  snprintf(subj, sizeof subj, "bench%d.x", no);
+  for (int i = 0; i < consumers; i++) {
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = stream;
+    cs[i] = (consumer){js, NULL, &acked, n, lat, &nlat};
+    if (js_PullSubscribe(&cs[i].sub, js, subj, "workers", NULL, &so, &jerr) != NATS_OK) {
+      fprintf(stderr, "js_PullSubscribe: %d\n", (int)jerr);
+      exit(1);
+    }
+  }
+  char *body = malloc((size_t)size);
+  memset(body, 'x', (size_t)size);
+  double t0 = now_us();
+  for (int i = 0; i < consumers; i++) pthread_create(&th[i], NULL, consume, &cs[i]);
+  for (int i = 0; i < n; i++) {
+    natsMsg *m;
+    natsMsg_Create(&m, subj, NULL, body, size);
+    char t[32];
+    snprintf(t, sizeof t, "%.0f", now_us());
+    natsMsgHeader_Set(m, "T", t);
+    if (js_PublishMsgAsync(js, &m, NULL) != NATS_OK) exit(1);
+  }
+  js_PublishAsyncComplete(js, NULL);
+  for (int i = 0; i < consumers; i++) pthread_join(th[i], NULL);
+  double secs = (now_us() - t0) / 1e6;
+  int k = atomic_load(&nlat) < n ? atomic_load(&nlat) : n;
+  qsort(lat, (size_t)k, sizeof *lat, cmp_double);
+  printf("js     %5d B, %d consumer%s: %9.0f msgs/s, publish-to-ack p50 %8.1f us, p99 %8.1f us\n", size,
+         consumers, consumers > 1 ? "s" : " ", n / secs, lat[k / 2], lat[(int)(k * 0.99)]);
+  for (int i = 0; i < consumers; i++) natsSubscription_Destroy(cs[i].sub);
+  js_DeleteStream(js, stream, NULL, NULL);
+  free(lat), free(body);
+  (void)nc;
+}
+
+int main(int argc, char **argv) {
+  if (argc >= 2 && strcmp(argv[1], "sqlite") == 0) {
+    int n = argc > 2 ? atoi(argv[2]) : 20000;
+    const char *sync = argc > 3 ? argv[3] : "normal";
+    const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    sqlite_case(dir, n, 16, sync);
+    sqlite_case(dir, n, 4096, sync);
+    return 0;
+  }
+  if (argc >= 3 && strcmp(argv[1], "js") == 0) {
+    int n = argc > 3 ? atoi(argv[3]) : 20000;
+    natsConnection *nc;
+    jsCtx *js;
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.PublishAsync.MaxPending = 64;
+    if (natsConnection_ConnectTo(&nc, argv[2]) != NATS_OK || natsConnection_JetStream(&js, nc, &jo) != NATS_OK) {
+      fprintf(stderr, "cannot reach %s\n", argv[2]);
+      return 1;
+    }
+    int no = 0;
+    for (int size = 16; size <= 4096; size *= 256)
+      for (int c = 1; c <= 4; c *= 4) js_case(nc, js, n, size, c, ++no);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    return 0;
+  }
+  fprintf(stderr, "usage: bench_queue sqlite [N] [normal|full] | bench_queue js URL [N]\n");
+  return 2;
+}

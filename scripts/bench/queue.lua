@@ -1,0 +1,80 @@
+-- Durable queues (README "Durable work queues", "Performance"): durable
+-- publish + consume + ack through msrt.queue's SQLite store, 16 B and
+-- 4 KiB payloads, 1 and 4 hub consumers; msgs/s from the first publish to
+-- the last ack, and publish-to-ack p50 (from the msrt.publish call to the
+-- consumer's msg:ack). 64 publisher coroutines each wait for their PubAck,
+-- as a JetStream client with 64 async publishes in flight does
+-- (scripts/bench/queue.c js).
+--   msrt-lua scripts/bench/queue.lua [--msgs N] [--sync normal|full] [--dir DIR]
+-- With --memory 1 it measures the in-memory path instead (the same
+-- publishes and hub subscriptions, no queue): the A/B of "unchanged".
+local B = dofile(arg[0]:match("^(.*)/") .. "/common.lua")
+local opts = B.options({ msgs = 20000, sync = "normal", dir = "", memory = 0 },
+  "msrt-lua scripts/bench/queue.lua [--msgs N] [--sync normal|full] [--dir DIR] [--memory 1]")
+local msrt = require "msrt"
+local uv = require "luv"
+
+-- (the in-memory run sets no queue field: it also runs on a build from
+-- before durable queues, for the A/B)
+assert(msrt.start(opts.memory == 0 and { profile = { queues = { synchronous = opts.sync, commit_ms = 0 } } } or nil))
+B.header(("synchronous %s, %d msgs per case"):format(opts.sync, opts.msgs))
+local dir = opts.dir ~= "" and opts.dir or os.tmpname() .. ".bench"
+os.execute("rm -rf " .. dir .. " && mkdir -p " .. dir)
+
+local PUBLISHERS = 64
+local case_no = 0
+
+local function run_case(size, consumers)
+  case_no = case_no + 1
+  local name = "bench" .. case_no
+  local q
+  if opts.memory == 0 then
+    q = assert(msrt.queue { name = name, subjects = name .. ".>", store = ("sqlite:%s/%s.db"):format(dir, name),
+      ack_wait_ms = 60000 })
+  end
+  local n, acked, lat = opts.msgs, 0, {}
+  local body = ("x"):rep(size)
+  local t0 = uv.hrtime()
+  local done_co = coroutine.running()
+  local function took(sent)
+    acked = acked + 1
+    lat[#lat + 1] = (uv.hrtime() - sent) / 1e3
+    if acked == n then uv.update_time() coroutine.resume(done_co) end
+  end
+  local cons = {}
+  for _ = 1, consumers do
+    if q then
+      cons[#cons + 1] = assert(msrt.consume(name, function(m)
+        m:ack()
+        took(tonumber(m.headers.T))
+      end, { max_ack_pending = 256 }))
+    else
+      cons[#cons + 1] = assert(msrt.subscribe(name .. ".x", function(m) took(tonumber(m.headers.T)) end,
+        { queue = "workers" }))
+    end
+  end
+  local sent = 0
+  for _ = 1, PUBLISHERS do
+    msrt.after(0, function()
+      while sent < n do
+        sent = sent + 1
+        assert(msrt.publish(name .. ".x", body, { durable = q ~= nil,
+          headers = { T = string.format("%.0f", uv.hrtime()) } }))
+      end
+    end)
+  end
+  coroutine.yield()
+  local secs = (uv.hrtime() - t0) / 1e9
+  for _, c in ipairs(cons) do if c.stop then c.stop() else c.unsubscribe() end end
+  if q then q.close() end
+  table.sort(lat)
+  print(("%-6s %5d B, %d consumer%s: %9.0f msgs/s, publish-to-ack p50 %8.1f us, p99 %8.1f us"):format(
+    q and "queue" or "memory", size, consumers, consumers > 1 and "s" or " ", n / secs,
+    lat[math.floor(#lat * 0.5) + 1], lat[math.floor(#lat * 0.99) + 1]))
+end
+
+for _, size in ipairs { 16, 4096 } do
+  for _, c in ipairs { 1, 4 } do run_case(size, c) end
+end
+os.execute("rm -rf " .. dir)
+msrt.stop()
