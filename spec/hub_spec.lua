@@ -45,6 +45,24 @@ describe("the hub loop (driven inside the spec)", function()
     assert.is_false(inner)
   end)
 
+  it("tells a hub callback how long a request's requester still waits (reply_ttl_ms)", function()
+    S.drive(function()
+      local seen, n = {}, 0
+      local sub = assert(msrt.subscribe("spec.ttl", function(m)
+        n = n + 1
+        seen[n] = m.reply_ttl_ms
+        if m.reply then msrt.publish(m.reply, true) end
+      end))
+      local ok, err = msrt.request("spec.ttl", 1, { timeout_ms = 5000 })
+      assert(ok, tostring(err))
+      msrt.publish("spec.ttl", 2)
+      assert(S.wait_until(function() return n == 2 end))
+      assert.is_true(seen[1] > 0 and seen[1] <= 5000, tostring(seen[1]))
+      assert.is_nil(seen[2])
+      sub.unsubscribe()
+    end)
+  end)
+
   it("refuses bad timer arguments with the caller's line", function()
     local ok, err = pcall(msrt.after, -1, function() end)
     assert.is_false(ok)

@@ -58,12 +58,13 @@ local function decoded(subject, flags, payload, hdr)
   return false
 end
 
-function dispatch.deliver(hub_id, subject, reply, payload, id, priority, flags, hdr)
+function dispatch.deliver(hub_id, subject, reply, payload, id, priority, flags, hdr, ttl_ms)
   local fn = subs[hub_id]
   if not fn then return end
   local ok, data, h = decoded(subject, flags, payload, hdr)
   if ok then
-    fn({ subject = subject, reply = reply, data = data, id = id, priority = priority, headers = h })
+    fn({ subject = subject, reply = reply, data = data, id = id, priority = priority, headers = h,
+      reply_ttl_ms = ttl_ms })
   end
 end
 

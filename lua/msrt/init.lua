@@ -229,7 +229,9 @@ function M.consume(name, fn, opts)
 end
 
 --- Subscribe fn(msg) on the hub to a subject pattern (NATS wildcards `*`
--- and `>`). msg: subject, reply, data, id, priority. opts: `queue` (a
+-- and `>`). msg: subject, reply, data, id, priority, headers, and for a
+-- request reply_ttl_ms (how long its requester still waits for the reply,
+-- ms, at delivery; nil when it set no timeout). opts: `queue` (a
 -- queue group: one member of each group gets each message).
 -- @return a subscription with :unsubscribe() | nil, err
 function M.subscribe(pattern, fn, opts)

@@ -122,13 +122,17 @@ local function on_tool(rec, tool, msg)
   local params = { name = tool, arguments = arguments }
   local token = progress_token(rec, msg)
   if token then params._meta = { progressToken = token } end
-  local timeout = tonumber(msg.headers and msg.headers["Timeout-Ms"]) or rec.call_timeout_ms
+  -- the call ends when its requester stops waiting (its timeout), or
+  -- sooner by the header or the server's call_timeout_ms
+  local timeout = math.min(tonumber(msg.headers and msg.headers["Timeout-Ms"]) or math.huge,
+    msg.reply_ttl_ms or math.huge, rec.call_timeout_ms)
+  if timeout < 1 then return end -- its requester has given up already
   local inbox
   local r, err = call(rec, "tools/call", params, timeout, function(i) inbox = i end)
   if token then rec.progress[token] = nil end
   if r == nil then
     -- timed out: cancelled at the server; the requester's own timeout
-    -- (a little later: msrt.mcp.call) tells it so
+    -- tells it so
     if err.code == "timeout" then return cancel(rec, inbox, "the msrt request timed out") end
     if err.code == "no_responders" then return reply(msg, nil, { Status = "503", Description = err.message }) end
     return reply_error(msg, err.rpc_code or -32603, err.message, err.data)
@@ -284,8 +288,9 @@ end
 -- mcp.<name>.*), `cmd`, `env`, `inherit_env`, `cwd`, `limits`, `stop`,
 -- `capacity`, `max_line_bytes`, `allow_publish`, `deny_publish` as for
 -- msrt.process; `restart`, `shutdown` as for a child spec;
--- `call_timeout_ms` (a tool call's timeout, default 60000; a request's
--- header Timeout-Ms sets its own), `startup_timeout_ms` (the handshake's,
+-- `call_timeout_ms` (a tool call's longest timeout, default 60000; a
+-- call ends sooner when its requester's own timeout passes, or by its
+-- header Timeout-Ms), `startup_timeout_ms` (the handshake's,
 -- default 30000), `ping` ({interval_ms = 10000, timeout_ms = 5000,
 -- failure_threshold = 3}, or false for no liveness probe), `client_info`
 -- ({name, version} sent in initialize), `tool_subjects` (the tools'
@@ -303,7 +308,7 @@ end
 -- the result) and a JSON-RPC error as nil, err with its code. With the
 -- header Progress-Token (one subject token) the call asks for progress,
 -- published on mcp.<name>.progress.<token> as {progress, total, message}.
--- A call that times out is cancelled at the server
+-- A call whose requester's timeout passes is cancelled at the server
 -- (notifications/cancelled with its request id). A call in flight when
 -- the server dies fails at once (no_responders); its tools are
 -- unsubscribed until the restarted server's handshake lists them again.
@@ -364,7 +369,7 @@ function M.call(server, tool, arguments, opts)
   args.check(type(tool) == "string", 2, "mcp.call", "tool name expected")
   opts = opts or {}
   local timeout = opts.timeout_ms or 60000
-  local headers = { ["Timeout-Ms"] = tostring(timeout) }
+  local headers = {}
   local sid, hub_id
   if type(opts.progress) == "function" then
     local token, terr = core.token()
@@ -373,12 +378,9 @@ function M.call(server, tool, arguments, opts)
     headers["Progress-Token"] = token
     sid, hub_id = hub.subscribe(("mcp.%s.progress.%s"):format(server, token), function(msg) opts.progress(msg.data) end, {})
   end
-  -- the requester's own timeout a little past the server's, so the
-  -- cancellation goes out before the requester gives up
   local rec = servers[server]
   local prefix = rec and rec.tool_prefix or ("mcp." .. server .. ".tool")
-  local r, err = hub.request(prefix .. "." .. tool, arguments, { headers = headers,
-    timeout_ms = timeout + 1000 })
+  local r, err = hub.request(prefix .. "." .. tool, arguments, { headers = headers, timeout_ms = timeout })
   if sid then hub.unsubscribe(sid, hub_id) end
   return r, err
 end

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "hub/alarm.h"
 #include "lua/actor.h"
 #include "lua/host.h"
@@ -65,6 +66,15 @@ static const char *const kinds[] = {NULL,   "deliver",  "exit", NULL,
                                     "wake", "overload", NULL,   "started",
                                     "queue"};
 
+/* How long (ms) the request's reply is still awaited, or nil: none set,
+ * or past (0). */
+static void push_ttl(lua_State *L, const msrt_envelope *e) {
+  uint64_t now = e->reply_deadline_ns ? msrt_now_ns() : 0;
+  if (!e->reply_deadline_ns) lua_pushnil(L);
+  else lua_pushnumber(L, e->reply_deadline_ns > now
+                             ? (lua_Number)(e->reply_deadline_ns - now) / 1e6 : 0);
+}
+
 static void drain(msrt_inbox_item *items, size_t n, void *ud) {
   lua_State *L = ud;
   msrt_rt *rt = msrt_lua_rt_opt(L);
@@ -102,7 +112,8 @@ static void drain(msrt_inbox_item *items, size_t n, void *ud) {
         lua_pushlstring(L, (const char *)e->headers, e->headers_len);
       else
         lua_pushnil(L);
-      nargs += 7;
+      push_ttl(L, e);
+      nargs += 8;
     } else if (it->kind == MSRT_IN_OVERLOAD) {
       lua_pushnumber(L, (lua_Number)(uintptr_t)it->ptr);
       nargs++;
