@@ -156,3 +156,65 @@ print("consumed", intact, q.stats().stored)
     assert.matches("consumed%s+true%s+0", r.out)
   end)
 end)
+
+describe("durable queues under SIGKILL of the agent processes", function()
+  it("acks every one of 10,000 tasks exactly once while agents are killed 20 times and restarted", function()
+    local dir = S.file("", ".qp")
+    os.remove(dir)
+    assert(uv.fs_mkdir(dir, 448))
+    local agent = S.write(dir .. "/agent.py", [[
+import json, sys
+log = open(sys.argv[1], "a")
+for line in sys.stdin:
+    m = json.loads(line)
+    log.write("%d %d\n" % (m["seq"], m["delivered"])); log.flush()
+    sys.stdout.write(json.dumps({"ack": m["token"]}) + "\n"); sys.stdout.flush()
+]])
+    local host = S.write(dir .. "/host.lua", ([[
+local msrt = require "msrt"
+local TASKS, KILLS, HELD = %d, %d, %d
+local q = assert(msrt.queue { name = "tasks", subjects = "tasks.>", store = "sqlite:%s/tasks.db",
+  ack_wait_ms = 600000 })
+for i = 1, TASKS - 1 do msrt.publish("tasks.t", i) end
+assert(msrt.publish("tasks.t", TASKS, { durable = true }))
+local children = {}
+for i = 1, 2 do
+  children[i] = { id = "agent" .. i, restart = "permanent",
+    process = { name = "agent" .. i, cmd = { "python3", "%s", "%s/log" }, env = { PATH = os.getenv("PATH") },
+      consume = "tasks", max_ack_pending = HELD } }
+end
+local sup = assert(msrt.supervisor { name = "agents", strategy = "one_for_one", intensity = 1000,
+  period_ms = 1000, children = children })
+math.randomseed(os.time())
+for _ = 1, KILLS do -- SIGKILL an agent at a random point; its supervisor restarts it
+  msrt.sleep(math.random(20, 120))
+  local kids = sup:which_children()
+  local k = kids[math.random(#kids)]
+  local pid = k.handle and k.handle:pid()
+  if pid then k.handle:signal("KILL") end
+end
+while q.stats().stored > 0 do msrt.sleep(20) end
+local s = q.stats()
+print(s.stored, s.acked, s.redelivered)
+sup:stop()
+msrt.stop()
+]]):format(TASKS, KILLS, HELD, dir, agent, dir))
+    local r = S.run({ host }, { limit_s = 240 })
+    assert.are.equal(0, r.code, r.err)
+    local stored, acked, redelivered = r.out:match("(%d+)%s+(%d+)%s+(%d+)")
+    assert.are.equal(0, tonumber(stored))
+    assert.are.equal(TASKS, tonumber(acked))
+    local by = read_log(dir .. "/log")
+    local seen_redeliveries = 0
+    for seq = 1, TASKS do
+      local ds = by[seq]
+      assert.is_truthy(ds, "task " .. seq .. " was never delivered")
+      for i, d in ipairs(ds) do assert.is_true(d > (ds[i - 1] or 0), "task " .. seq .. ": " .. table.concat(ds, ",")) end
+      seen_redeliveries = seen_redeliveries + ds[#ds] - 1
+    end
+    -- a killed agent held at most HELD; each of those was redelivered once
+    assert.is_true(tonumber(redelivered) >= seen_redeliveries)
+    assert.is_true(tonumber(redelivered) <= KILLS * HELD, "redelivered " .. redelivered)
+    assert.is_true(tonumber(redelivered) > 0, "no kill landed on a held task")
+  end)
+end)
