@@ -108,6 +108,43 @@ describe("msrt-lua mcp serve", function()
     assert.are.same({}, by_id[5].result)
   end)
 
+  it("cancels a server tool's call at its MCP child when the client sends notifications/cancelled", function()
+    -- the client here is msrt itself: `mcp serve` as a codec = "jsonrpc" child
+    local log = os.tmpname()
+    local policy = S.file(([[
+return { servers = { { name = "mc", cmd = { "python3", %q, %q } } },
+  tools = { { name = "slow", server = "mc", tool = "slow" } } }
+]]):format(ROOT .. "/spec/mcp_child.py", log), ".lua")
+    S.drive(function()
+      local h = assert(msrt.process{ name = "served", codec = "jsonrpc", rpc = "served.rpc",
+        cmd = { S.exe, "mcp", "serve", policy }, inherit_env = { "PATH" } })
+      assert(msrt.request("served.rpc.initialize", { protocolVersion = "2025-06-18", capabilities = {},
+        clientInfo = { name = "spec", version = "1" } }, { timeout_ms = 30000 }))
+      local id, got
+      msrt.after(0, function()
+        got = { require("msrt.hub").request("served.rpc.tools/call", { name = "slow", arguments = { steps = 100 } },
+          { timeout_ms = 30000 }, function(inbox) id = inbox end) }
+      end)
+      assert(S.wait_until(function() return id ~= nil and h:rpc_id(id) ~= nil end), "the call never went out")
+      local function sent_to_child()
+        local f = io.open(log)
+        local all = f and f:read("*a") or ""
+        if f then f:close() end
+        return all
+      end
+      assert(S.wait_until(function() return sent_to_child():find("tools/call") ~= nil end, 20000))
+      msrt.publish("served.rpc.notifications/cancelled", { requestId = h:rpc_id(id), reason = "spec" })
+      assert(S.wait_until(function() return sent_to_child():find("notifications/cancelled") ~= nil end, 20000),
+        "the MCP child was not told")
+      assert.is_nil(got) -- no response to a cancelled request
+      h:stop()
+      h:wait()
+      assert(S.wait_until(function() return got ~= nil end), "the request was never ended")
+      assert.are.equal("no_responders", got[2].code) -- ended by the server's exit
+    end, 60000)
+    os.remove(log)
+  end)
+
   it("refuses a bad policy file with its place", function()
     local bad = S.file('return { tools = { { name = "x" } } }', ".lua")
     local r = S.run({ "mcp", "serve", bad }, { limit_s = 30 })

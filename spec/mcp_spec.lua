@@ -131,6 +131,16 @@ describe("msrt.mcp.server (spec/mcp_child.py)", function()
       assert.are.equal("timeout", err.code)
       assert(notes.wait(1), "the server never heard of the cancellation")
       assert.is_number(notes.msgs[1].data.data.cancelled)
+      -- cancelled by its requester (msrt.mcp.cancel): answered at once, the server told
+      local got, started
+      msrt.after(0, function()
+        got = { msrt.mcp.call("mc1", "slow", { steps = 100 }, { token = "tok1", progress = function() started = true end }) }
+      end)
+      assert(S.wait_until(function() return started end), "the call never made progress")
+      msrt.mcp.cancel("tok1", "changed my mind")
+      assert(S.wait_until(function() return got ~= nil end), "not answered")
+      assert.are.equal(-32800, got[2].rpc_code)
+      assert(notes.wait(2), "the server never heard of the second cancellation")
       notes.close()
       finish(sup, "mc1")
     end)

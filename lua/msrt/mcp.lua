@@ -22,6 +22,8 @@ M.PROTOCOL_VERSION = "2025-06-18"
 M.log = function() end
 
 local servers = {} -- name -> server record
+local calls = {}   -- Call-Token -> the tool call in flight {rec, msg, inbox}
+local cancel_sub   -- mcp.cancel.*, made with the first server spec
 
 local INVALID_PARAMS, TOOL_ERROR = -32602, -32000
 
@@ -108,11 +110,36 @@ local function cancel(rec, inbox, why)
   if id then notify(rec, "notifications/cancelled", { requestId = id, reason = why }) end
 end
 
+local on_tool_call -- forward
+
+-- A message on mcp.cancel.<token>: the call made with header Call-Token
+-- <token> is cancelled at its server and its requester answered at once
+-- (rpc_code -32800, LSP's RequestCancelled; MCP names none).
+local function on_cancel(msg)
+  local state = calls[msg.subject:match("[^.]+$")]
+  if not state or state.cancelled then return end
+  state.cancelled = true
+  local why = type(msg.data) == "table" and type(msg.data.reason) == "string" and msg.data.reason
+    or "cancelled by its requester"
+  cancel(state.rec, state.inbox, why)
+  reply_error(state.msg, -32800, why)
+end
+
 -- A request on mcp.<name>.tool.<tool>: its data the arguments, checked
 -- against the tool's inputSchema, then tools/call; the reply is the
 -- result, an error result or a JSON-RPC error an Rpc-Error reply (the
 -- requester's nil, err).
 local function on_tool(rec, tool, msg)
+  local ctok = msg.headers and msg.headers["Call-Token"]
+  local state = { rec = rec, msg = msg }
+  if type(ctok) == "string" and ctok:find("^[%w_%-]+$") and not calls[ctok] then calls[ctok] = state
+  else ctok = nil end
+  local ok, why = pcall(on_tool_call, rec, tool, msg, state)
+  if ctok then calls[ctok] = nil end
+  if not ok then error(why, 0) end
+end
+
+function on_tool_call(rec, tool, msg, state)
   local t = rec.tools[tool]
   if not t then return reply_error(msg, -32601, ("mcp %s: no tool %q"):format(rec.name, tool)) end
   local arguments = msg.data
@@ -127,13 +154,13 @@ local function on_tool(rec, tool, msg)
   local timeout = math.min(tonumber(msg.headers and msg.headers["Timeout-Ms"]) or math.huge,
     msg.reply_ttl_ms or math.huge, rec.call_timeout_ms)
   if timeout < 1 then return end -- its requester has given up already
-  local inbox
-  local r, err = call(rec, "tools/call", params, timeout, function(i) inbox = i end)
+  local r, err = call(rec, "tools/call", params, timeout, function(i) state.inbox = i end)
   if token then rec.progress[token] = nil end
+  if state.cancelled then return end -- its requester was answered then
   if r == nil then
     -- timed out: cancelled at the server; the requester's own timeout
     -- tells it so
-    if err.code == "timeout" then return cancel(rec, inbox, "the msrt request timed out") end
+    if err.code == "timeout" then return cancel(rec, state.inbox, "the msrt request timed out") end
     if err.code == "no_responders" then return reply(msg, nil, { Status = "503", Description = err.message }) end
     return reply_error(msg, err.rpc_code or -32603, err.message, err.data)
   end
@@ -324,6 +351,7 @@ function M.server(spec)
   if type(spec.cmd) ~= "table" or #spec.cmd == 0 then return bad("mcp server spec needs cmd = {\"program\", ...}") end
   local rec = record(spec)
   listen_all(rec)
+  if not cancel_sub then cancel_sub = hub.subscribe("mcp.cancel.*", on_cancel, {}) end
   local health = { startup = { lua = startup_probe(rec), interval_ms = 50, timeout_ms = rec.startup_timeout_ms,
     failure_threshold = math.max(3, math.ceil(rec.startup_timeout_ms / 50)) } }
   if rec.ping then
@@ -362,14 +390,15 @@ end
 -- mcp.<server>.tool.<tool> with opts.timeout_ms (default 60000; the server
 -- is told to cancel when it passes) and, when opts.progress is a
 -- function, progress(p) for each progress notification ({progress, total,
--- message}).
+-- message}), and with opts.token (one subject token) a call that
+-- msrt.mcp.cancel(opts.token) can cancel.
 -- @return the CallToolResult | nil, err (as for the tool's subject)
 function M.call(server, tool, arguments, opts)
   args.check(type(server) == "string", 1, "mcp.call", "server name expected")
   args.check(type(tool) == "string", 2, "mcp.call", "tool name expected")
   opts = opts or {}
   local timeout = opts.timeout_ms or 60000
-  local headers = {}
+  local headers = { ["Call-Token"] = opts.token }
   local sid, hub_id
   if type(opts.progress) == "function" then
     local token, terr = core.token()
@@ -383,6 +412,15 @@ function M.call(server, tool, arguments, opts)
   local r, err = hub.request(prefix .. "." .. tool, arguments, { headers = headers, timeout_ms = timeout })
   if sid then hub.unsubscribe(sid, hub_id) end
   return r, err
+end
+
+--- Cancel the tool call made with header Call-Token `token` (msrt.mcp.call's
+-- opts.token): the server is sent notifications/cancelled and the call's
+-- requester gets nil, err (rpc_error, rpc_code -32800) at once. A token
+-- no call holds (done already) is ignored.
+function M.cancel(token, reason)
+  args.check(type(token) == "string" and token:find("^[%w_%-]+$") ~= nil, 1, "mcp.cancel", "call token expected")
+  return hub.publish("mcp.cancel." .. token, { reason = reason }, {})
 end
 
 --- Drop the record of server `name` (its subjects go; a running child

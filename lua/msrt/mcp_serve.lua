@@ -132,11 +132,28 @@ function S:call(id, p)
       self:send({ jsonrpc = "2.0", method = "notifications/progress",
         params = { progressToken = token, progress = pr.progress, total = pr.total, message = pr.message } })
     end or nil
-    r, err = mcp.call(t.server, t.tool, args, { timeout_ms = t.timeout_ms or 60000, progress = progress })
+    local ctok = core.token()
+    ctok = ctok and ctok:gsub("[^%w_%-]", "_")
+    self.inflight[id] = ctok
+    r, err = mcp.call(t.server, t.tool, args, { timeout_ms = t.timeout_ms or 60000, progress = progress,
+      token = ctok })
+    self.inflight[id] = nil
   end
+  if self.cancelled[id] then return end -- MCP: a cancelled request gets no response
   -- a request's second value is the reply message when it succeeded
   if r == nil and core.is_error(err) then return self:result(id, error_result(err)) end
   self:result(id, as_result(r))
+end
+
+-- notifications/cancelled from the client: a server tool's call is
+-- cancelled at its MCP child; any call in flight gets no response.
+function S:cancel(p)
+  local id = type(p) == "table" and p.requestId
+  if id == nil or self.cancelled[id] then return end
+  local ctok = self.inflight[id]
+  if ctok == nil and not self.calls[id] then return end -- done, or never asked
+  self.cancelled[id] = true
+  if ctok then mcp.cancel(ctok, type(p.reason) == "string" and p.reason or nil) end
 end
 
 function S:list()
@@ -165,9 +182,14 @@ function S:handle(m)
   if type(m) ~= "table" or m.jsonrpc ~= "2.0" then return self:error(json.null, -32600, "Invalid Request") end
   if m.method == nil then return end -- a response to nothing we asked
   local fn = METHODS[m.method]
-  if m.id == nil then return end -- notifications: initialized, cancelled...
+  if m.id == nil then -- notifications: initialized, cancelled...
+    if m.method == "notifications/cancelled" then self:cancel(m.params) end
+    return
+  end
   if not fn then return self:error(m.id, -32601, "Method not found: " .. tostring(m.method)) end
+  self.calls[m.id] = true
   fn(self, m.id, m.params)
+  self.calls[m.id], self.cancelled[m.id] = nil, nil
 end
 
 function S:line(text)
@@ -288,7 +310,7 @@ function M.main(cmd, path, ...)
     require("msrt").stop("error", 1)
     return
   end
-  local s = setmetatable({ policy = p, tools = {}, order = {}, pending = 0 }, S)
+  local s = setmetatable({ policy = p, tools = {}, order = {}, pending = 0, inflight = {}, cancelled = {}, calls = {} }, S)
   for _, t in ipairs(p.tools or {}) do
     s.tools[t.name] = t
     s.order[#s.order + 1] = t
