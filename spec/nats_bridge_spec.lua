@@ -85,6 +85,51 @@ msrt.stop()
     for i = 1, 3 do assert.is_true(per[i] >= 50, ("host %d got %d of 300"):format(i, per[i])) end
   end)
 
+  it("gives a message published where its queue group has a ready member to that member only, never to another host's too", function()
+    local members = {}
+    for i = 1, 3 do
+      members[i] = host(prelude(nats.url, (', name = "Q%d", export = { "work.>" }'):format(i)) .. [[
+local got = {}
+msrt.subscribe("work.items", function(m) got[#got + 1] = m.data end, { queue = "workers" })
+msrt.subscribe("work.go", function()
+  for i = 1, 100 do msrt.publish("work.items", i) end
+  br:flush()
+end)
+msrt.subscribe("work.stop", function()
+  msrt.after(500, function()
+    local st = br:stats().work or {}
+    print("got " .. json.encode(got) .. " served_there " .. (st.served_there or 0))
+    msrt.stop()
+  end)
+end)
+assert(br:flush())
+print("ready")
+]])
+    end
+    for i = 1, 3 do await(members[i], "ready") end
+    local go = host(prelude(nats.url, ', name = "G", export = { "work.>" }') .. [[
+msrt.publish("work.go", true)
+br:flush()
+msrt.sleep(1500)
+msrt.publish("work.stop", true)
+br:flush()
+msrt.stop()
+]])
+    finish(go)
+    -- each host published 1..100 and served them itself: 300 messages, 3
+    -- copies of each number, one on each host, none served twice
+    local served_there = 0
+    for i = 1, 3 do
+      local out = finish(members[i])
+      local got = json.decode(out:match("got (%b[])") or "null")
+      assert.is_table(got, out)
+      assert.are.equal(100, #got, out)
+      served_there = served_there + tonumber(out:match("served_there (%d+)"))
+    end
+    -- NATS picked another host's queue subscription for each exported copy
+    assert.are.equal(300, served_there)
+  end)
+
   it("asks NATS for what local subscriptions want, withdraws a queue group with no ready member, and never loops", function()
     local h = host(prelude(nats.url, ', name = "I", import = { "work.>" }') .. [[
 local function subs() br:flush() return br:info().nats_subs end

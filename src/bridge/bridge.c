@@ -20,7 +20,8 @@ const char *msrt_bridge_state_name(msrt_bridge_state s) {
 const char *msrt_bridge_stat_name(msrt_bridge_stat s) {
   static const char *const names[] = {
       "handed",     "exported",      "dropped_disconnected",
-      "refused_by_server", "local_only", "unconvertible", "imported"};
+      "refused_by_server", "local_only", "unconvertible", "imported",
+      "served_there"};
   return (unsigned)s < MSRT_BRIDGE__COUNT ? names[s] : "unknown";
 }
 
@@ -68,7 +69,7 @@ static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m,
                    void *closure) {
   (void)nc, (void)sub;
   bkey *k = closure;
-  msrt_bridge_import(k->b, k->key, m);
+  msrt_bridge_import(k->b, k->key, k->queue, m);
   natsMsg_Destroy(m);
 }
 

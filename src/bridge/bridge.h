@@ -35,7 +35,17 @@
  *             + local_only + unconvertible
  * and every drop is announced on msrt.dropped.<subject> like the bus's.
  * imported counts messages received from NATS; each then enters the bus's
- * own identity (accepted once per copy).
+ * own identity (accepted once per copy), except those of this host's own
+ * origin (info.loops) and served_there.
+ *
+ * Queue groups across hosts. A host that publishes on a subject for which
+ * it has a ready member of a queue group serves the group itself, as a
+ * NATS leaf node prefers its local queue subscribers: the exported copy
+ * names those groups in header `Msrt-Served`, and a host receiving it for
+ * one of them (NATS still picks one queue subscriber per group) drops it,
+ * counted served_there. So each message reaches one member per group
+ * across every host; a group is spread across hosts (NATS picks at
+ * random) for what is published where it has no ready member.
  *
  * Thread-safety: msrt_bridge_open / close / set_filters on one thread at a
  * time (the hub); everything else from any thread.
@@ -92,10 +102,11 @@ typedef enum {
   MSRT_BRIDGE_LOCAL_ONLY,
   MSRT_BRIDGE_UNCONVERTIBLE,
   MSRT_BRIDGE_IMPORTED,
+  MSRT_BRIDGE_SERVED_THERE,
   MSRT_BRIDGE__COUNT
 } msrt_bridge_stat;
 
-/* "handed", "exported", ..., "imported". */
+/* "handed", "exported", ..., "imported", "served_there". */
 const char *msrt_bridge_stat_name(msrt_bridge_stat s);
 
 typedef struct {

@@ -51,9 +51,10 @@ void msrt_bridge_count(msrt_bridge *b, const char *subject, size_t len,
 /* The export endpoint's class (wire.c): the object is the bridge. */
 extern const msrt_endpoint_class msrt_bridge_export_class;
 
-/* A message from NATS for interest key `key` into the bus (wire.c);
- * libnats' delivery thread. */
-void msrt_bridge_import(msrt_bridge *b, uint32_t key, natsMsg *m);
+/* A message from NATS for interest key `key` (queue group `queue`, NULL
+ * for plain) into the bus (wire.c); libnats' delivery thread. */
+void msrt_bridge_import(msrt_bridge *b, uint32_t key, const char *queue,
+                        natsMsg *m);
 
 /* Publish "msrt.nats.<state>" with data {state, url, error} (bridge.c). */
 void msrt_bridge_announce(msrt_bridge *b, msrt_bridge_state s);

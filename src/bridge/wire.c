@@ -42,6 +42,10 @@ static natsStatus export_headers(msrt_bridge *b, const msrt_envelope *e,
     s = natsMsgHeader_Set(m, "Msrt-Priority", p);
   }
   if (s == NATS_OK && json) s = natsMsgHeader_Set(m, "Content-Type", JSON_TYPE);
+  char groups[256]; /* the queue groups served here (bridge.h) */
+  if (s == NATS_OK &&
+      msrt_bus_local_groups(b->bus, e->subject, groups, sizeof groups))
+    s = natsMsgHeader_Set(m, "Msrt-Served", groups);
   const char *h = (const char *)e->headers, *end = h + e->headers_len;
   while (s == NATS_OK && h && h < end) {
     const char *v = h + strlen(h) + 1;
@@ -113,7 +117,8 @@ const msrt_endpoint_class msrt_bridge_export_class = {
 
 /* Append "name\0value\0" to h unless name is one the wire adds. */
 static void put_header(msrt_sbuf *h, const char *name, const char *value) {
-  if (strcmp(name, "Msrt-Priority") == 0 || strcmp(name, "Content-Type") == 0)
+  if (strcmp(name, "Msrt-Priority") == 0 || strcmp(name, "Content-Type") == 0 ||
+      strcmp(name, "Msrt-Served") == 0)
     return;
   if (strpbrk(value, "\r\n")) return; /* not a valid msrt header value */
   msrt_sbuf_put(h, name, strlen(name) + 1);
@@ -165,7 +170,16 @@ static void import_data(natsMsg *m, bool json, msrt_sbuf *out) {
   msrt_lua_put_string(out, d ? d : "", (size_t)n);
 }
 
-void msrt_bridge_import(msrt_bridge *b, uint32_t key, natsMsg *m) {
+/* Whether the space-separated list names group q. */
+static bool names(const char *list, const char *q) {
+  size_t n = strlen(q);
+  for (const char *p = list; (p = strstr(p, q)) != NULL; p += n)
+    if ((p == list || p[-1] == ' ') && (p[n] == ' ' || p[n] == 0)) return true;
+  return false;
+}
+
+void msrt_bridge_import(msrt_bridge *b, uint32_t key, const char *queue,
+                        natsMsg *m) {
   const char *subject = natsMsg_GetSubject(m), *reply = natsMsg_GetReply(m);
   size_t slen = strlen(subject);
   msrt_bridge_count(b, subject, slen, MSRT_BRIDGE_IMPORTED, 1);
@@ -173,6 +187,12 @@ void msrt_bridge_import(msrt_bridge *b, uint32_t key, natsMsg *m) {
   if (natsMsgHeader_Get(m, "Msrt-Origin", &origin) == NATS_OK && origin &&
       strcmp(origin, b->origin) == 0) {
     atomic_fetch_add(&b->loops, 1);
+    return;
+  }
+  const char *served = NULL;
+  if (queue && natsMsgHeader_Get(m, "Msrt-Served", &served) == NATS_OK &&
+      served && names(served, queue)) { /* its host gave it to the group */
+    msrt_bridge_count(b, subject, slen, MSRT_BRIDGE_SERVED_THERE, 1);
     return;
   }
   msrt_sbuf h = {0}, data = {0};

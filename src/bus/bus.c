@@ -538,6 +538,11 @@ void msrt_bus_set_interest(msrt_bus *bus, const msrt_interest_hook *hook) {
   msrt_interest_hook_set(bus->interest, hook);
 }
 
+size_t msrt_bus_local_groups(msrt_bus *bus, const char *subject, char *buf,
+                             size_t cap) {
+  return msrt_interest_local_groups(bus->interest, subject, buf, cap);
+}
+
 /* Queue-group members of another key are skipped, like full ones: the
  * group's one member comes from the key the message was imported for. */
 static bool skip_other_key(const msrt_match_item *m, void *ud) {

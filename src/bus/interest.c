@@ -4,15 +4,18 @@
  * or a child starting), so a mutex and two small chained hash tables are
  * enough; nothing here is on the publish path. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bus/internal.h"
+#include "router/subject.h"
 
 #define BUCKETS 1024u
 
 typedef struct ikey {
   struct ikey *next;
+  struct ikey *qnext, **qprev; /* the list of queue keys */
   uint32_t id;
   uint32_t subs, ready; /* subscriptions of the key, and the ready ones */
   bool on;
@@ -32,6 +35,8 @@ struct msrt_interest {
   ikey *keys[BUCKETS];
   isub *subs[BUCKETS];
   uint32_t next_id;
+  ikey *qkeys;               /* keys with a queue group */
+  _Atomic long ready_groups; /* queue keys with a ready member */
   msrt_interest_hook hook;
   bool hooked;
 };
@@ -83,6 +88,12 @@ static ikey *intern(msrt_interest *in, const char *p, size_t n, const char *q,
     k->queue = k->pattern + n + 1;
     memcpy(k->queue, q, qn);
   }
+  if (qn) { /* on the list of queue keys */
+    k->qnext = in->qkeys;
+    if (in->qkeys) in->qkeys->qprev = &k->qnext;
+    k->qprev = &in->qkeys;
+    in->qkeys = k;
+  }
   k->id = in->next_id++;
   if (!in->next_id) in->next_id = 1; /* 0 means "no key" */
   k->next = *b;
@@ -92,6 +103,10 @@ static ikey *intern(msrt_interest *in, const char *p, size_t n, const char *q,
 
 static void forget_key(msrt_interest *in, ikey *k) {
   size_t qn = k->queue ? strlen(k->queue) : 0;
+  if (k->qprev) {
+    *k->qprev = k->qnext;
+    if (k->qnext) k->qnext->qprev = k->qprev;
+  }
   ikey **b = &in->keys[hash(k->pattern, strlen(k->pattern), k->queue, qn) %
                        BUCKETS];
   for (; *b; b = &(*b)->next)
@@ -108,6 +123,7 @@ static void update(msrt_interest *in, ikey *k) {
   bool on = k->queue ? k->ready > 0 : k->subs > 0;
   if (on != k->on) {
     k->on = on;
+    if (k->queue) atomic_fetch_add(&in->ready_groups, on ? 1 : -1);
     if (in->hooked) in->hook.changed(in->hook.ud, k->id, k->pattern, k->queue,
                                      on);
   }
@@ -192,4 +208,24 @@ void msrt_interest_hook_set(msrt_interest *in, const msrt_interest_hook *h) {
         if (k->on) h->changed(h->ud, k->id, k->pattern, k->queue, true);
   }
   pthread_mutex_unlock(&in->mu);
+}
+
+size_t msrt_interest_local_groups(msrt_interest *in, const char *subject,
+                                  char *buf, size_t cap) {
+  size_t n = 0;
+  if (cap) buf[0] = 0;
+  if (!cap || atomic_load_explicit(&in->ready_groups, memory_order_relaxed) == 0)
+    return 0;
+  pthread_mutex_lock(&in->mu);
+  for (ikey *k = in->qkeys; k; k = k->qnext) {
+    size_t qn = strlen(k->queue);
+    if (!k->ready || !msrt_subject_matches(k->pattern, subject)) continue;
+    if (n + qn + 2 > cap) continue;
+    if (n) buf[n++] = ' ';
+    memcpy(buf + n, k->queue, qn);
+    n += qn;
+    buf[n] = 0;
+  }
+  pthread_mutex_unlock(&in->mu);
+  return n;
 }

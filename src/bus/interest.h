@@ -58,4 +58,15 @@ msrt_code msrt_bus_publish_key(msrt_bus *bus, msrt_envelope *env,
                                uint32_t key, size_t *delivered,
                                msrt_error *err);
 
+/* The queue groups with a ready member on this host whose pattern matches
+ * subject (a published subject): the groups the local router gives a
+ * message on subject to. Their names, space-separated and NUL-terminated,
+ * into buf (cap bytes; a name that does not fit is left out); returns the
+ * length, 0 for none. One atomic load when no queue group has a ready
+ * member, else the interest mutex. For the NATS bridge: an exported
+ * message says which groups it was served to here, so that another host
+ * does not serve the same group again. */
+size_t msrt_bus_local_groups(msrt_bus *bus, const char *subject, char *buf,
+                             size_t cap);
+
 #endif

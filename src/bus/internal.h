@@ -26,5 +26,7 @@ msrt_code msrt_interest_unsubscribe(msrt_interest *in, msrt_router *r,
 msrt_code msrt_interest_set_ready(msrt_interest *in, msrt_router *r,
                                   uint64_t sub_id, bool ready);
 void msrt_interest_hook_set(msrt_interest *in, const msrt_interest_hook *h);
+size_t msrt_interest_local_groups(msrt_interest *in, const char *subject,
+                                  char *buf, size_t cap);
 
 #endif
