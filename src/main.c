@@ -238,7 +238,7 @@ static int mcp_main(int argc, char **argv) {
   if (rc == 0)
     rc = do_string(host.L, "require('msrt.mcp_serve').main(unpack(arg))");
   if (rc) msrt_hub_shutdown(host.hub, "error", 1);
-  msrt_host_run(&host, UV_RUN_DEFAULT);
+  msrt_host_run(&host, UV_RUN_DEFAULT, NULL);
   int status = msrt_host_close(&host);
   return rc ? 1 : status;
 }
@@ -284,7 +284,7 @@ int main(int argc, char **argv) {
    * chunk, as under luajit (README "msrt-lua"). */
   if (rc) msrt_hub_shutdown(host.hub, "error", 1);
   else if (suspended || !host.ran_loop || c.interactive)
-    msrt_host_run(&host, UV_RUN_DEFAULT);
+    msrt_host_run(&host, UV_RUN_DEFAULT, NULL);
   int status = msrt_host_close(&host);
   return rc ? 1 : status;
 }

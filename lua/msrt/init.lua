@@ -669,7 +669,8 @@ end
 
 --- Run the hub until msrt.stop, a signal, or nothing is left that can
 -- produce work. Returns the exit status. From inside a hub callback (the
--- loop already running) it returns nil, "running" instead of re-entering.
+-- loop already running) it returns nil, err (invalid_arg) instead of
+-- re-entering.
 function M.run()
   return core.run()
 end

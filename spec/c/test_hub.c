@@ -85,7 +85,7 @@ static void test_inbox_closed_refuses(void) {
   CHECK(msrt_inbox_push(in, item) == 0);
   CHECK(msrt_inbox_depth(in) == 1);
   msrt_inbox_close(in); /* drops the queued item's reference */
-  CHECK(msrt_inbox_push(in, item) == -1);
+  CHECK(msrt_inbox_push(in, item) == MSRT_E_CLOSED);
   msrt_env_unref(e);
   msrt_hub_close_all(hub);
   CHECK(msrt_hub_free(hub) == 0);
@@ -112,7 +112,7 @@ static void test_inbox_node(void) {
   CHECK(s.got == 4 && s.out_of_order == 0 && s.last[0] == 4);
   msrt_inbox_close(in);
   msrt_inbox_node *node = msrt_inbox_node_new();
-  CHECK(msrt_inbox_push_node(in, node) == -1);
+  CHECK(msrt_inbox_push_node(in, node) == MSRT_E_CLOSED);
   msrt_inbox_node_free(NULL);
   msrt_hub_close_all(hub);
   CHECK(msrt_hub_free(hub) == 0);
@@ -188,7 +188,7 @@ static void test_watchdog(void) {
   msrt_inbox_keep_alive(in, 1); /* the loop waits for the timer */
   uint64_t until = msrt_now_ns() + 10000000000u;
   while (o.n == 0 && msrt_now_ns() < until)
-    msrt_hub_run_mode(hub, UV_RUN_ONCE);
+    msrt_hub_run_mode(hub, UV_RUN_ONCE, NULL);
   msrt_inbox_keep_alive(in, 0);
   CHECK(o.n == 1 && o.last.target == 99);
   msrt_watchdog_close(w);

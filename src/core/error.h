@@ -5,6 +5,23 @@
  * Codes are listed once in MSRT_ERROR_CODES with their default category,
  * severity and recovery, so a caller only names the code and the message.
  *
+ * The one error-return convention of every C header (stated here and in
+ * docs/architecture.md "Errors"):
+ *   - A function that can fail returns msrt_code: MSRT_E_OK (0) when it
+ *     did its work, else the code that says why. When it takes an
+ *     `msrt_error *err` (NULL allowed unless said otherwise), err gets the
+ *     code and a message. Its results go through out-parameters.
+ *   - A function that makes an object returns it, or NULL when it could
+ *     not (the reason in err when it takes one).
+ *   - Answers that are not failures keep their own type: a predicate's
+ *     bool, a count, a size, an id, a position (a lookup that finds
+ *     nothing says "none" with NULL or -1, documented as such), and a wait
+ *     registration's MSRT_WAIT_PENDING (core/waitlist.h) beside the codes.
+ *   - No header returns errno, -errno, a libuv status or 0/-1 for a
+ *     failure: the part that makes the system call turns errno into a code
+ *     (io, spawn_failed, resource_exhausted, ...) with strerror's text in
+ *     the message.
+ *
  * Thread-safety: the tables are constant; msrt_error_set writes only the
  * msrt_error it is given, so any thread may use these functions.
  */

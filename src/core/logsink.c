@@ -94,12 +94,12 @@ msrt_logsink *msrt_logsink_new(int fd, size_t capacity, msrt_error *err) {
   return s;
 }
 
-int msrt_logsink_write(msrt_logsink *s, const char *text, size_t len) {
+bool msrt_logsink_write(msrt_logsink *s, const char *text, size_t len) {
   size_t nl = len == 0 || text[len - 1] != '\n';
   if (len + nl > s->cap) len = s->cap - nl;
   pthread_mutex_lock(&s->mu);
   tell_dropped(s);
-  int ok = len + nl <= s->cap - s->used;
+  bool ok = len + nl <= s->cap - s->used;
   if (ok) {
     put(s, text, len);
     if (nl) put(s, "\n", 1);
@@ -120,14 +120,14 @@ static struct timespec deadline(int timeout_ms) {
   return t;
 }
 
-int msrt_logsink_flush(msrt_logsink *s, int timeout_ms) {
+msrt_code msrt_logsink_flush(msrt_logsink *s, int timeout_ms) {
   struct timespec until = deadline(timeout_ms);
   pthread_mutex_lock(&s->mu);
   uint64_t target = s->queued_total;
   while (s->written_total < target &&
          pthread_cond_timedwait(&s->drained, &s->mu, &until) == 0) {
   }
-  int rc = s->written_total < target ? -1 : 0;
+  msrt_code rc = s->written_total < target ? MSRT_E_TIMEOUT : MSRT_E_OK;
   pthread_mutex_unlock(&s->mu);
   return rc;
 }
@@ -139,8 +139,8 @@ uint64_t msrt_logsink_dropped(msrt_logsink *s) {
   return n;
 }
 
-int msrt_logsink_free(msrt_logsink *s, int timeout_ms) {
-  if (!s) return 0;
+msrt_code msrt_logsink_free(msrt_logsink *s, int timeout_ms) {
+  if (!s) return MSRT_E_OK;
   msrt_logsink_flush(s, timeout_ms);
   pthread_mutex_lock(&s->mu);
   s->stop = 1;
@@ -148,11 +148,11 @@ int msrt_logsink_free(msrt_logsink *s, int timeout_ms) {
   pthread_mutex_unlock(&s->mu);
   struct timespec until = deadline(timeout_ms);
   if (pthread_timedjoin_np(s->thread, NULL, &until) != 0)
-    return -1; /* stuck writing to a stalled reader: left to the exit */
+    return MSRT_E_TIMEOUT; /* stuck writing to a stalled reader: left */
   pthread_cond_destroy(&s->more);
   pthread_cond_destroy(&s->drained);
   pthread_mutex_destroy(&s->mu);
   free(s->buf);
   free(s);
-  return 0;
+  return MSRT_E_OK;
 }

@@ -12,6 +12,7 @@
 #ifndef MSRT_CORE_LOGSINK_H
 #define MSRT_CORE_LOGSINK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,19 +26,21 @@ typedef struct msrt_logsink msrt_logsink;
 msrt_logsink *msrt_logsink_new(int fd, size_t capacity, msrt_error *err);
 
 /* Queue len bytes of text as one line (a '\n' is added when it does not
- * end with one). Returns 1 when queued, 0 when dropped (no room). */
-int msrt_logsink_write(msrt_logsink *s, const char *text, size_t len);
+ * end with one). Whether it was queued: a line that finds no room is
+ * dropped and counted (msrt_logsink_dropped), never waited for. */
+bool msrt_logsink_write(msrt_logsink *s, const char *text, size_t len);
 
 /* Wait until everything queued so far is written, at most timeout_ms.
- * Returns 0, or -1 when the time ran out (the reader is stalled). */
-int msrt_logsink_flush(msrt_logsink *s, int timeout_ms);
+ * Returns MSRT_E_OK, or MSRT_E_TIMEOUT when the time ran out (the reader
+ * is stalled). */
+msrt_code msrt_logsink_flush(msrt_logsink *s, int timeout_ms);
 
 /* Lines dropped so far. */
 uint64_t msrt_logsink_dropped(msrt_logsink *s);
 
-/* Flush (at most timeout_ms), stop the thread and free the sink. When
- * the writer is stuck in a write to a stalled reader, the sink is left to
- * the exiting process instead (returns -1); else 0. */
-int msrt_logsink_free(msrt_logsink *s, int timeout_ms);
+/* Flush (at most timeout_ms), stop the thread and free the sink: returns
+ * MSRT_E_OK; or MSRT_E_TIMEOUT when the writer is stuck in a write to a
+ * stalled reader: the sink is then left to the exiting process. */
+msrt_code msrt_logsink_free(msrt_logsink *s, int timeout_ms);
 
 #endif

@@ -13,13 +13,16 @@
 #ifndef MSRT_CORE_TOKEN_H
 #define MSRT_CORE_TOKEN_H
 
+#include "core/error.h"
+
 /* Characters in a token: each one of 64 ([A-Za-z0-9_-], valid in a NATS
  * subject token), 6 random bits each: 132 bits. */
 #define MSRT_TOKEN_LEN 22
 
-/* Write MSRT_TOKEN_LEN random characters and a NUL into out. Returns 0, or
- * -1 when the kernel gives no randomness (getrandom failed: out is then
- * not written and the caller must refuse to make an inbox). */
-int msrt_token(char out[MSRT_TOKEN_LEN + 1]);
+/* Write MSRT_TOKEN_LEN random characters and a NUL into out. Returns
+ * MSRT_E_OK, or MSRT_E_INTERNAL when the kernel gives no randomness
+ * (getrandom failed: out is then not written and the caller must refuse
+ * to make an inbox). */
+msrt_code msrt_token(char out[MSRT_TOKEN_LEN + 1]);
 
 #endif

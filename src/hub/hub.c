@@ -150,16 +150,17 @@ void msrt_hub_on_shutdown(msrt_hub *h, msrt_hub_shutdown_fn fn, void *ud) {
   h->on_shutdown_ud = ud;
 }
 
-int msrt_hub_run_mode(msrt_hub *h, uv_run_mode mode) {
-  if (h->running) return -1;
+msrt_code msrt_hub_run_mode(msrt_hub *h, uv_run_mode mode, int *more) {
+  if (h->running) return MSRT_E_INVALID_ARG;
   h->running = 1;
   int rc = uv_run(&h->loop, mode);
   h->running = 0;
-  return rc;
+  if (more) *more = rc;
+  return MSRT_E_OK;
 }
 
-int msrt_hub_run(msrt_hub *h) {
-  return msrt_hub_run_mode(h, UV_RUN_DEFAULT) < 0 ? -1 : 0;
+msrt_code msrt_hub_run(msrt_hub *h) {
+  return msrt_hub_run_mode(h, UV_RUN_DEFAULT, NULL);
 }
 
 int msrt_hub_running(const msrt_hub *h) { return h->running; }
@@ -206,9 +207,9 @@ void msrt_hub_close_all(msrt_hub *h) {
   }
 }
 
-int msrt_hub_free(msrt_hub *h) {
-  if (!h) return 0;
-  int rc = uv_loop_close(&h->loop);
-  if (rc == 0) free(h);
-  return rc;
+msrt_code msrt_hub_free(msrt_hub *h) {
+  if (!h) return MSRT_E_OK;
+  if (uv_loop_close(&h->loop) != 0) return MSRT_E_INTERNAL;
+  free(h);
+  return MSRT_E_OK;
 }

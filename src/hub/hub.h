@@ -50,13 +50,14 @@ void msrt_hub_on_shutdown(msrt_hub *h, msrt_hub_shutdown_fn fn, void *ud);
 void msrt_hub_on_hup(msrt_hub *h, msrt_hub_hup_fn fn, void *ud);
 
 /* Run the loop until nothing is left that can produce work, or a shutdown
- * closed everything. Re-entrant calls (from inside a callback) return -1
- * at once instead of re-entering libuv. Returns 0, or -1 when refused. */
-int msrt_hub_run(msrt_hub *h);
+ * closed everything. Returns MSRT_E_OK, or MSRT_E_INVALID_ARG at once for
+ * a re-entrant call (from inside a callback): libuv is never re-entered. */
+msrt_code msrt_hub_run(msrt_hub *h);
 
-/* The same with a libuv run mode (UV_RUN_ONCE, UV_RUN_NOWAIT...). Returns
- * uv_run's result (non-zero: more work pending), or -1 when refused. */
-int msrt_hub_run_mode(msrt_hub *h, uv_run_mode mode);
+/* The same with a libuv run mode (UV_RUN_ONCE, UV_RUN_NOWAIT...); *more
+ * (more may be NULL) gets uv_run's result: non-zero when more work is
+ * pending. Same returns. */
+msrt_code msrt_hub_run_mode(msrt_hub *h, uv_run_mode mode, int *more);
 
 /* 1 while msrt_hub_run is on the stack. */
 int msrt_hub_running(const msrt_hub *h);
@@ -82,8 +83,9 @@ void msrt_hub_set_status(msrt_hub *h, int status);
 void msrt_hub_close_all(msrt_hub *h);
 
 /* Close the loop and free the hub; handles must already be closed
- * (msrt_hub_close_all). Returns 0, or UV_EBUSY if something is still open
- * (the hub is then freed anyway and the loop leaked, never a crash). */
-int msrt_hub_free(msrt_hub *h);
+ * (msrt_hub_close_all). Returns MSRT_E_OK, or MSRT_E_INTERNAL when
+ * something is still open (libuv's UV_EBUSY: the hub and its loop are then
+ * left, never freed under a handle). NULL is ignored. */
+msrt_code msrt_hub_free(msrt_hub *h);
 
 #endif

@@ -62,12 +62,13 @@ static int room(msrt_inbox *in) {
 }
 
 /* Queue item, or node when there is no room (node NULL: then fail). */
-static int push(msrt_inbox *in, msrt_inbox_item item, msrt_inbox_node *node) {
+static msrt_code push(msrt_inbox *in, msrt_inbox_item item,
+                      msrt_inbox_node *node) {
   pthread_mutex_lock(&in->lock);
   if (in->closed) {
     pthread_mutex_unlock(&in->lock);
     free(node);
-    return -1;
+    return MSRT_E_CLOSED;
   }
   int first = in->n == 0 && !in->over;
   if (room(in) == 0) {
@@ -81,15 +82,15 @@ static int push(msrt_inbox *in, msrt_inbox_item item, msrt_inbox_node *node) {
     in->over_tail = node;
   } else {
     pthread_mutex_unlock(&in->lock);
-    return -1;
+    return MSRT_E_NOMEM;
   }
   pthread_mutex_unlock(&in->lock);
   /* One send per batch: later pushes find the drain already due. */
   if (first) uv_async_send(&in->async);
-  return 0;
+  return MSRT_E_OK;
 }
 
-int msrt_inbox_push(msrt_inbox *in, msrt_inbox_item item) {
+msrt_code msrt_inbox_push(msrt_inbox *in, msrt_inbox_item item) {
   return push(in, item, NULL);
 }
 
@@ -99,7 +100,7 @@ msrt_inbox_node *msrt_inbox_node_new(void) {
 
 void msrt_inbox_node_free(msrt_inbox_node *node) { free(node); }
 
-int msrt_inbox_push_node(msrt_inbox *in, msrt_inbox_node *node) {
+msrt_code msrt_inbox_push_node(msrt_inbox *in, msrt_inbox_node *node) {
   return push(in, node->item, node);
 }
 

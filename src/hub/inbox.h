@@ -21,6 +21,7 @@
 #include <uv.h>
 
 #include "core/envelope.h"
+#include "core/error.h"
 
 typedef struct {
   int kind;          /* what the drain callback should do; caller-defined */
@@ -41,9 +42,10 @@ typedef void (*msrt_inbox_drain_fn)(msrt_inbox_item *items, size_t n,
  * Returns NULL when out of memory or when libuv fails. */
 msrt_inbox *msrt_inbox_new(uv_loop_t *loop, msrt_inbox_drain_fn fn, void *ud);
 
-/* Queue one item and wake the hub. Returns 0, or -1 when out of memory or
- * after msrt_inbox_close (the caller keeps its envelope reference then). */
-int msrt_inbox_push(msrt_inbox *in, msrt_inbox_item item);
+/* Queue one item and wake the hub. Returns MSRT_E_OK; MSRT_E_NOMEM, or
+ * MSRT_E_CLOSED after msrt_inbox_close (the caller keeps its envelope
+ * reference then). */
+msrt_code msrt_inbox_push(msrt_inbox *in, msrt_inbox_item item);
 
 /* An item with memory of its own, for what must reach the hub even when
  * memory has run out (an actor's exit, whose waiters would otherwise wait
@@ -60,10 +62,10 @@ void msrt_inbox_node_free(msrt_inbox_node *node);
 
 /* Queue node->item and wake the hub, as msrt_inbox_push, taking the node:
  * when the vector cannot grow the node itself is queued (after what is
- * queued already), so this never fails for memory. Returns 0, or -1 after
- * msrt_inbox_close (the node is freed, the caller keeps its envelope
- * reference). */
-int msrt_inbox_push_node(msrt_inbox *in, msrt_inbox_node *node);
+ * queued already), so this never fails for memory. Returns MSRT_E_OK,
+ * or MSRT_E_CLOSED after msrt_inbox_close (the node is freed, the caller
+ * keeps its envelope reference). */
+msrt_code msrt_inbox_push_node(msrt_inbox *in, msrt_inbox_node *node);
 
 /* A one-shot waker that hands item to the hub: the waker and unwait pair
  * of a sender waiting for room (core/waitlist.h, bus/bus.h

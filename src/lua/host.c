@@ -141,12 +141,12 @@ int msrt_host_call(lua_State *L, int nargs, int nres, const char *what) {
   return rc;
 }
 
-int msrt_host_run(msrt_host *h, uv_run_mode mode) {
-  if (msrt_hub_running(h->hub)) return -1;
+msrt_code msrt_host_run(msrt_host *h, uv_run_mode mode, int *more) {
+  if (msrt_hub_running(h->hub)) return MSRT_E_INVALID_ARG;
   luv_ctx_t *ctx = luv_context(h->L);
   int saved = ctx->mode;
   ctx->mode = (int)mode; /* uv.loop_mode() reads it, as under luv_run */
-  int rc = msrt_hub_run_mode(h->hub, mode);
+  msrt_code rc = msrt_hub_run_mode(h->hub, mode, more);
   ctx->mode = saved;
   return rc;
 }

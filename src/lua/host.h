@@ -66,7 +66,7 @@ int msrt_host_resume(lua_State *L, lua_State *co, int nargs, int nres,
  * uv.loop_mode() names the mode meanwhile. Returns msrt_hub_run_mode's
  * result (non-zero: more work pending), or -1 when the loop already runs
  * (libuv is never re-entered). */
-int msrt_host_run(msrt_host *h, uv_run_mode mode);
+msrt_code msrt_host_run(msrt_host *h, uv_run_mode mode, int *more);
 
 /* One log line (a '\n' is added when it lacks one) to stderr through the
  * host's log sink: never blocks on a slow reader; a line that finds the

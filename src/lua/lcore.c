@@ -127,9 +127,10 @@ static int l_uv_run(lua_State *L) {
   static const uv_run_mode values[] = {UV_RUN_DEFAULT, UV_RUN_ONCE,
                                        UV_RUN_NOWAIT};
   int m = luaL_checkoption(L, 1, "default", modes);
-  int rc = msrt_host_run(host(L), values[m]);
-  if (rc >= 0) host(L)->ran_loop = 1; /* the script owns the loop (main.c) */
-  lua_pushboolean(L, rc > 0);
+  int more = 0;
+  if (msrt_host_run(host(L), values[m], &more) == MSRT_E_OK)
+    host(L)->ran_loop = 1; /* the script owns the loop (main.c) */
+  lua_pushboolean(L, more);
   return 1;
 }
 
@@ -187,14 +188,12 @@ static int l_stop(lua_State *L) {
 }
 
 /* run() -> status: runs the hub loop unless it is already running (then
- * returns nil, "running": libuv must not be re-entered). */
+ * returns nil, err invalid_arg: libuv must not be re-entered). */
 static int l_run(lua_State *L) {
   msrt_host *h = host(L);
-  if (msrt_host_run(h, UV_RUN_DEFAULT) < 0) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "running");
-    return 2;
-  }
+  if (msrt_host_run(h, UV_RUN_DEFAULT, NULL) != MSRT_E_OK)
+    return msrt_lua_fail(L, MSRT_E_INVALID_ARG, "the hub loop is already "
+                         "running (msrt.run from inside a callback)");
   lua_pushinteger(L, msrt_hub_status(h->hub));
   return 1;
 }
@@ -203,7 +202,9 @@ static int l_run(lua_State *L) {
  * msrt's own waits before the hub runs (uv.run("once") would count as the
  * script running the loop itself). false while the loop already runs. */
 static int l_run_once(lua_State *L) {
-  lua_pushboolean(L, msrt_host_run(host(L), UV_RUN_ONCE) > 0);
+  int more = 0;
+  msrt_host_run(host(L), UV_RUN_ONCE, &more);
+  lua_pushboolean(L, more);
   return 1;
 }
 
