@@ -234,8 +234,10 @@ local function child_of(cs, where)
     return bad(where .. ": start = \"ready\" needs a startup or readiness probe (health)")
   end
   local ctype = cs.type or (kind == "supervisor" and "supervisor" or "worker")
-  return { id = cs.id, kind = kind, spec = cs[kind], restart = restart, shutdown = shutdown, start = cs.start,
-           shutdown_ms = sd, type = ctype, significant = cs.significant and true or false, source = cs }
+  -- books: what src/super keeps (add hands them over; the table owns them)
+  return { id = cs.id, kind = kind, spec = cs[kind], start = cs.start, source = cs,
+           books = { restart = restart, shutdown_ms = sd, supervisor = ctype == "supervisor",
+                     significant = cs.significant and true or false } }
 end
 
 -- A copy of a child's own spec with a default name (its id).
@@ -331,10 +333,8 @@ end
 -- A child's spec goes when its run ends for good if it is temporary, or
 -- one of simple_one_for_one's children (OTP keeps no spec for those).
 local function forget(sup, c)
-  if (c.restart == "temporary" or sup.dynamic) and sup.kids[c.id] == c then
-    sup.core:delete(c.id)
-    sup.kids[c.id] = nil
-  end
+  if sup.core:record(c.id) ~= c then return end
+  if sup.dynamic or sup.core:child(c.id).restart == "temporary" then sup.core:delete(c.id) end
 end
 
 -- Stop child c as its shutdown says; done(reason) once it is gone. keep:
@@ -376,7 +376,7 @@ local function stop_child(sup, c, brutal, done, keep)
       f("killed")
     end
   end
-  local sd = brutal and "brutal_kill" or c.shutdown
+  local sd = brutal and "brutal_kill" or sup.core:child(c.id).shutdown
   if sd == "brutal_kill" and not kind.timed then return kill() end
   kind.stop(h, sd)
   if sd ~= "infinity" and not kind.timed then timer = after(sd, kill) end
@@ -390,7 +390,7 @@ local function stop_each(sup, ids, brutal, done, keep)
   local i = 0
   local function next_one()
     i = i + 1
-    local c = ids[i] and sup.kids[ids[i]]
+    local c = ids[i] and sup.core:record(ids[i])
     if not ids[i] then return done() end
     if not c then return next_one() end
     stop_child(sup, c, brutal, next_one, keep and keep[c.id])
@@ -421,7 +421,7 @@ end
 local function terminate(sup, reason, normal, brutal, gave_up)
   if sup.state == "stopping" or sup.state == "stopped" then return end
   sup.state = "stopping"
-  for _, c in pairs(sup.kids) do cancel(c.pending_timer) end
+  for _, c in ipairs(sup.core:records()) do cancel(c.pending_timer) end
   stop_each(sup, reverse_ids(sup), brutal, function()
     finish(sup, reason, normal)
     if gave_up and not sup.parent and not core.stopping() then
@@ -447,7 +447,7 @@ local function view_of(sup)
   local children = sup.core:children()
   local by_id = {}
   for _, c in ipairs(children) do
-    local rec = sup.kids[c.id]
+    local rec = sup.core:record(c.id)
     c.kind = rec and rec.kind
     by_id[c.id] = c
   end
@@ -460,15 +460,16 @@ local function view_of(sup)
   }
 end
 
-local function should_count(c, normal)
-  return c.restart == "permanent" or (c.restart == "transient" and not normal)
+local function should_count(restart, normal)
+  return restart == "permanent" or (restart == "transient" and not normal)
 end
 
 -- Run the strategy; returns the checked plan | nil, why (then escalate).
 local function decide(sup, c, reason, normal, kind)
-  local delay = should_count(c, normal) and sup.core:next_delay(c.id) or 0
-  local child = sup.core:child(c.id)
-  local ev = { child = c.id, reason = reason, normal = normal, kind = kind, restart = c.restart,
+  local restart = sup.core:child(c.id).restart
+  local delay = should_count(restart, normal) and sup.core:next_delay(c.id) or 0
+  local child = sup.core:child(c.id) -- after next_delay: its attempts counted
+  local ev = { child = c.id, reason = reason, normal = normal, kind = kind, restart = restart,
     restarts = { count = sup.core:restarts(), intensity = sup.intensity, period_ms = sup.period_ms,
                  attempts = child.attempts, delay_ms = delay } }
   local ok, actions = pcall(sup.strategy, ev, view_of(sup))
@@ -489,7 +490,7 @@ local run_plan -- forward
 -- against the intensity); one the supervisor stopped meanwhile is skipped.
 local function start_all(sup, ids, token)
   for _, id in ipairs(ids) do
-    local c = sup.kids[id]
+    local c = sup.core:record(id)
     if c and c.pending == token and sup.state == "running" then
       local ok, err, stopped = start(sup, c)
       if ok then
@@ -499,7 +500,7 @@ local function start_all(sup, ids, token)
         sup.core:set_state(id, "stopped")
         event(sup, "start_failed", { child = id, reason = tostring(err) })
         for _, rest in ipairs(ids) do
-          local r = sup.kids[rest]
+          local r = sup.core:record(rest)
           if r and r.pending == token then r.pending = nil sup.core:set_state(rest, "stopped") end
         end
         -- OTP tries again through its mailbox, not by recursion
@@ -519,9 +520,9 @@ function run_plan(sup, plan)
   await(function(done) stop_each(sup, plan.stops, false, done, keep) end)
   if sup.state ~= "running" then return end
   -- marked now: stopping a child clears its mark (a newer plan wins)
-  for _, id in ipairs(plan.starts) do sup.kids[id].pending = token end
+  for _, id in ipairs(plan.starts) do sup.core:record(id).pending = token end
   for _, id in ipairs(plan.starts) do
-    local c = sup.kids[id]
+    local c = sup.core:record(id)
     if c and c.pending == token then
       sup.core:set_state(id, "restarting")
       if plan.delay_ms > 0 then event(sup, "restart_scheduled", { child = id, delay_ms = plan.delay_ms }) end
@@ -529,13 +530,13 @@ function run_plan(sup, plan)
   end
   if plan.delay_ms <= 0 then return start_all(sup, plan.starts, token) end
   local t = after(plan.delay_ms, function() serial(sup, function() start_all(sup, plan.starts, token) end) end)
-  for _, id in ipairs(plan.starts) do sup.kids[id].pending_timer = t end
+  for _, id in ipairs(plan.starts) do sup.core:record(id).pending_timer = t end
 end
 
 -- OTP's auto_shutdown: a significant child that ended and is not being
 -- restarted may end the supervisor (reason shutdown, normal).
-local function auto_shutdown(sup, c)
-  if not c.significant or sup.auto_shutdown == "never" then return false end
+local function auto_shutdown(sup, c, significant)
+  if not significant or sup.auto_shutdown == "never" then return false end
   if sup.auto_shutdown == "all_significant" then
     for _, k in ipairs(sup.core:children()) do
       if k.significant and k.state ~= "stopped" then return false end
@@ -566,8 +567,9 @@ local function handle_exit(sup, c, reason, normal, kind)
   local restarting = false
   for _, id in ipairs(plan.starts) do restarting = restarting or id == c.id end
   if not restarting and not c.handle then
+    local significant = sup.core:child(c.id).significant -- read before forget deletes it
     forget(sup, c)
-    if auto_shutdown(sup, c) then return end
+    if auto_shutdown(sup, c, significant) then return end
   end
   run_plan(sup, plan)
 end
@@ -580,7 +582,7 @@ function child_exited(sup, c, reason, normal, kind)
   if c.handle == nil then sup.core:set_state(c.id, "stopped") end
   local gen = c.gen
   serial(sup, function()
-    if sup.state ~= "running" or c.gen ~= gen or c.pending or sup.kids[c.id] ~= c then return end
+    if sup.state ~= "running" or c.gen ~= gen or c.pending or sup.core:record(c.id) ~= c then return end
     if (kind == "unhealthy") ~= (c.handle ~= nil) then return end -- restarted or gone meanwhile
     handle_exit(sup, c, reason, normal, kind)
   end)
@@ -638,12 +640,13 @@ end
 
 -- Put child c in the table (refusing what OTP refuses).
 local function add(sup, c)
-  if c.significant and sup.auto_shutdown == "never" then
+  local b = c.books
+  if b.significant and sup.auto_shutdown == "never" then
     return bad(("child \"%s\": significant children need auto_shutdown any_significant or all_significant"):format(c.id))
   end
-  local pos, err = sup.core:add(c.id, c.restart, c.shutdown_ms, c.type == "supervisor", c.significant)
+  local pos, err = sup.core:add(c.id, b.restart, b.shutdown_ms, b.supervisor, b.significant, c)
   if not pos then return nil, err end
-  sup.kids[c.id] = c
+  c.books = nil -- src/super's now: read them with sup.core:child(id)
   return true
 end
 
@@ -653,8 +656,7 @@ end
 -- order, each waited for) and ends the supervisor with it. Stopped
 -- meanwhile (sup:stop, shutdown): the stop goes on, this fails.
 local function start_children(sup)
-  for _, k in ipairs(sup.core:children()) do
-    local c = sup.kids[k.id]
+  for _, c in ipairs(sup.core:records()) do
     local ok, err = start(sup, c)
     if not ok then
       local e = core.error("start_failed", ("supervisor %s: child \"%s\" failed to start: %s"):format(
@@ -723,7 +725,7 @@ local function build(spec, parent)
   return setmetatable(exits.init({ name = spec.name or ("sup" .. unnamed), core = s,
     strategy = strategy.decide, strategy_name = strategy.name, dynamic = strategy.dynamic,
     intensity = intensity, period_ms = period, auto_shutdown = spec.auto_shutdown or D.auto_shutdown,
-    kids = {}, parent = parent, state = "starting", seq = 0, queue = {}, born = born }), Sup)
+    parent = parent, state = "starting", seq = 0, queue = {}, born = born }), Sup)
 end
 
 --- Make a supervisor from a spec with its child table, starting nothing
@@ -813,7 +815,6 @@ function Sup:start_child(spec)
   ok, err = start(self, c)
   if not ok then
     self.core:delete(c.id)
-    self.kids[c.id] = nil
     return nil, core.error("start_failed", ("child \"%s\" failed to start: %s"):format(c.id, tostring(err)),
       { child = c.id, reason = err })
   end
@@ -827,7 +828,7 @@ end
 -- @return true | nil, err (not_found)
 function Sup:terminate_child(id)
   args.check(type(id) == "string", 1, "terminate_child", "child id string expected")
-  local c = self.kids[id]
+  local c = self.core:record(id)
   if not c then return nil, core.error("not_found", ("supervisor %s: no child \"%s\""):format(self.name, tostring(id))) end
   await(function(done) stop_child(self, c, false, done) end)
   return true
@@ -844,7 +845,7 @@ function Sup:restart_child(id)
   local ok, err = need_running(self)
   if not ok then return nil, err end
   if self.dynamic then return not_dynamic(self, "restart_child") end
-  local c = self.kids[id]
+  local c = self.core:record(id)
   if not c then return nil, core.error("not_found", ("supervisor %s: no child \"%s\""):format(self.name, tostring(id))) end
   if c.handle or c.pending then return nil, core.error("invalid_arg", ("child \"%s\" is running"):format(id)) end
   ok, err = start(self, c)
@@ -857,13 +858,12 @@ end
 function Sup:delete_child(id)
   args.check(type(id) == "string", 1, "delete_child", "child id string expected")
   if self.dynamic then return not_dynamic(self, "delete_child") end
-  local c = self.kids[id]
+  local c = self.core:record(id)
   if c and (c.handle or c.pending) then
     return nil, core.error("invalid_arg", ("child \"%s\" is running: terminate it first"):format(id))
   end
   local ok, err = self.core:delete(tostring(id))
   if not ok then return nil, err end
-  self.kids[id] = nil
   return true
 end
 
@@ -873,7 +873,7 @@ end
 function Sup:which_children()
   local out = self.core:children()
   for _, k in ipairs(out) do
-    local c = self.kids[k.id]
+    local c = self.core:record(k.id)
     k.kind, k.handle, k.restarts = c.kind, c.handle, c.restarts or 0
   end
   return out
@@ -914,7 +914,7 @@ function M.validate(spec)
       return nil, cerr
     end
     local why = seen[c.id] and ("duplicate child id \"%s\""):format(c.id)
-      or c.significant and (spec.auto_shutdown or D.auto_shutdown) == "never"
+      or c.books.significant and (spec.auto_shutdown or D.auto_shutdown) == "never"
         and ("child \"%s\": significant children need auto_shutdown any_significant or all_significant"):format(c.id)
     if why then return bad(why, { child = c.id }) end
     seen[c.id] = true
@@ -944,11 +944,11 @@ local function reload_plan(sup, spec)
   for i, cs in ipairs(spec.children or {}) do
     local c, cerr = child_of(cs, "child " .. i)
     if not c then return nil, cerr end
-    local old = sup.kids[c.id]
+    local old = sup.core:record(c.id)
     if old and old.kind ~= c.kind and (old.handle or old.pending) then
       return bad(("child \"%s\": changing a running child from %s to %s needs a restart"):format(c.id, old.kind, c.kind))
     end
-    if c.significant and (spec.auto_shutdown or D.auto_shutdown) == "never" then
+    if c.books.significant and (spec.auto_shutdown or D.auto_shutdown) == "never" then
       return bad(("child \"%s\": significant children need auto_shutdown any_significant or all_significant"):format(c.id))
     end
     plan.children[i], plan.seen[c.id] = c, true
@@ -977,16 +977,15 @@ function Sup:update(spec)
   self.intensity, self.period_ms = spec.intensity or D.intensity, spec.period_ms or D.period_ms
   self.auto_shutdown = spec.auto_shutdown or D.auto_shutdown
   for _, c in ipairs(plan.children) do
-    local old = self.kids[c.id]
+    local old = self.core:record(c.id)
     if self.dynamic then
       self.template = c
     elseif old then -- the running instance keeps its record: update it
-      assert(self.core:update(c.id, c.restart, c.shutdown_ms, c.type == "supervisor", c.significant))
+      local b = c.books
+      assert(self.core:update(c.id, b.restart, b.shutdown_ms, b.supervisor, b.significant))
       local probed = old.source.health or c.source.health
       if probed then stop_health(old) end
-      for _, k in ipairs({ "kind", "spec", "restart", "shutdown", "shutdown_ms", "type", "significant", "source" }) do
-        old[k] = c[k]
-      end
+      for _, k in ipairs({ "kind", "spec", "source" }) do old[k] = c[k] end
       if probed and old.handle then start_health(self, old) end -- the new probes from now on
     else
       local aok, aerr = add(self, c)
@@ -997,9 +996,9 @@ function Sup:update(spec)
     end
   end
   if spec.stop_removed and not self.dynamic then
-    for id, c in pairs(self.kids) do
-      if not plan.seen[id] then
-        stop_child(self, c, false, function() self.core:delete(id) self.kids[id] = nil end)
+    for _, c in ipairs(self.core:records()) do
+      if not plan.seen[c.id] then
+        stop_child(self, c, false, function() self.core:delete(c.id) end)
       end
     end
   end
@@ -1010,7 +1009,7 @@ end
 --- A child failed its liveness probe: the strategy decides as for an exit
 -- (kind "unhealthy", abnormal). For src/health. @return true | nil, err
 function Sup:unhealthy(id, why)
-  local c = self.kids[id]
+  local c = self.core:record(id)
   if not c or not c.handle then return nil, core.error("not_found", ("no running child \"%s\""):format(tostring(id))) end
   if c.starting then -- still starting: a start failure, once it is stopped
     local f = c.starting

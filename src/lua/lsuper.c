@@ -1,6 +1,11 @@
 /* msrt.core's supervision functions: a Lua face for src/super (the child
  * table, restart intensity, backoff and action plans). The orchestration
- * is lua/msrt/supervisor.lua. Hub thread only. */
+ * is lua/msrt/supervisor.lua. Hub thread only.
+ *
+ * src/super owns the child table; what Lua keeps of a child (its handle,
+ * its start spec, its probes: its record) hangs off the table's entry, in
+ * the userdata's environment table keyed by id, so one add puts both in
+ * and one delete takes both out (docs/architecture.md "Supervision"). */
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,7 +81,18 @@ static int l_super_new(lua_State *L) {
   b->s = s;
   luaL_getmetatable(L, SUPER_META);
   lua_setmetatable(L, -2);
+  lua_newtable(L); /* id -> the child's Lua record */
+  lua_setfenv(L, -2);
   return 1;
+}
+
+/* records[id] = the value at idx (nil removes it); id at index 2. */
+static void set_record(lua_State *L, int idx) {
+  lua_getfenv(L, 1);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, idx);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
 }
 
 static int fail(lua_State *L, const msrt_error *err) {
@@ -95,13 +111,17 @@ static msrt_child_spec spec_args(lua_State *L) {
   return c;
 }
 
-/* s:add(id, restart, shutdown_ms, is_supervisor, significant) -> pos */
+/* s:add(id, restart, shutdown_ms, is_supervisor, significant, record)
+ * -> pos | nil, err; record (a table, optional) is what s:record(id)
+ * gives until the child is deleted */
 static int l_add(lua_State *L) {
   msrt_super *s = check(L);
   msrt_child_spec c = spec_args(L);
   msrt_error err;
+  lua_settop(L, 7); /* no record: nil */
   int pos = msrt_super_add(s, &c, &err);
   if (pos < 0) return fail(L, &err);
+  set_record(L, 7);
   lua_pushinteger(L, pos + 1);
   return 1;
 }
@@ -129,12 +149,39 @@ static int l_update(lua_State *L) {
   return 1;
 }
 
-/* s:delete(id) -> true | nil, err */
+/* s:delete(id) -> true | nil, err (the child's record goes with it) */
 static int l_delete(lua_State *L) {
   msrt_error err;
   if (msrt_super_delete(check(L), luaL_checkstring(L, 2), &err))
     return fail(L, &err);
+  lua_settop(L, 2);
+  lua_pushnil(L);
+  set_record(L, 3);
   lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* s:record(id) -> the record given to add | nil (no such child) */
+static int l_record(lua_State *L) {
+  check(L);
+  luaL_checkstring(L, 2);
+  lua_getfenv(L, 1);
+  lua_pushvalue(L, 2);
+  lua_rawget(L, -2);
+  return 1;
+}
+
+/* s:records() -> the children's records in start order */
+static int l_records(lua_State *L) {
+  msrt_super *s = check(L);
+  size_t n = msrt_super_count(s);
+  lua_getfenv(L, 1);
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_pushstring(L, msrt_super_child(s, i)->id);
+    lua_rawget(L, -3);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
   return 1;
 }
 
@@ -327,6 +374,7 @@ void msrt_lua_open_super(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"add", l_add}, {"update", l_update}, {"configure", l_configure},
     {"delete", l_delete}, {"children", l_children},
+    {"record", l_record}, {"records", l_records},
     {"child", l_child}, {"set_state", l_set_state},
     {"add_restart", l_add_restart}, {"restarts", l_restarts},
     {"next_delay", l_next_delay}, {"group", l_group}, {"plan", l_plan},

@@ -3,8 +3,10 @@
  * delays, the checking of a strategy's actions and the order they run in.
  *
  * This part only keeps books and decides orders: it starts and stops
- * nothing. lua/msrt/supervisor.lua owns the children's handles, runs the
- * strategy (a Lua function) and carries out what this part checked. Times
+ * nothing. It owns the child table (docs/architecture.md "Supervision":
+ * one owner for each fact); lua/msrt/supervisor.lua keeps each child's
+ * handle in a record that the binding hangs off the table's entry, runs
+ * the strategy (a Lua function) and carries out what this part checked. Times
  * are milliseconds on a monotonic clock the caller supplies (now_ms), so
  * the rules can be tested without waiting.
  *
