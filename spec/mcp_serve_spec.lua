@@ -150,6 +150,13 @@ return { servers = { { name = "mc", cmd = { "python3", %q, %q } } },
     local r = S.run({ "mcp", "serve", bad }, { limit_s = 30 })
     assert.are.equal(1, r.code)
     assert.matches("needs one of subject or server", r.err)
+    -- --check knows a serve policy: a server tool of no server
+    bad = S.file('return { tools = { { name = "x", server = "nope", tool = "t" } } }', ".lua")
+    r = S.run({ "--check", bad }, { limit_s = 30 })
+    assert.are.equal(1, r.code)
+    assert.matches("no server nope in servers", r.err)
+    r = S.run({ "--check", dir .. "/policy.lua" }, { limit_s = 30 })
+    assert.are.equal(0, r.code, r.err)
     r = S.run({ "mcp", "bogus" }, { limit_s = 30 })
     assert.are.equal(2, r.code)
     assert.matches("usage: msrt%-lua mcp serve POLICY.lua", r.err)

@@ -75,6 +75,15 @@ M.register {
   end,
 }
 
+M.register {
+  name = "mcp serve",
+  detects = function(value) return type(value) == "table" and type(value.tools) == "table" end,
+  validate = function(_, path)
+    local ok, err = require("msrt.mcp_serve").load(path)
+    return ok and true, err
+  end,
+}
+
 --- Check one file.
 -- @treturn boolean|nil true, or nil and an error whose message reads `file:line: message`
 function M.file(path)

@@ -310,6 +310,19 @@ local function record(spec)
   return rec
 end
 
+--- Check an MCP server spec (M.server's) without making anything.
+-- @return true | nil, err (invalid_arg)
+function M.check(spec)
+  if type(spec) ~= "table" then return bad("mcp server spec must be a table") end
+  local ok, why = schema.check(spec, SPEC, "mcp server spec")
+  if not ok then return bad(why) end
+  if type(spec.name) ~= "string" or not spec.name:find("^[%w_%-]+$") then
+    return bad("mcp server spec needs a name: one subject token (letters, digits, _ and -)")
+  end
+  if type(spec.cmd) ~= "table" or #spec.cmd == 0 then return bad("mcp server spec needs cmd = {\"program\", ...}") end
+  return true
+end
+
 --- A child spec (for msrt.supervisor's children) running an MCP server
 -- over stdio. spec: `name` (one subject token: its subjects are
 -- mcp.<name>.*), `cmd`, `env`, `inherit_env`, `cwd`, `limits`, `stop`,
@@ -343,12 +356,8 @@ end
 -- @return child spec | nil, err (invalid_arg)
 function M.server(spec)
   args.check(type(spec) == "table", 1, "mcp.server", "spec table expected")
-  local ok, why = schema.check(spec, SPEC, "mcp server spec")
-  if not ok then return bad(why) end
-  if type(spec.name) ~= "string" or not spec.name:find("^[%w_%-]+$") then
-    return bad("mcp server spec needs a name: one subject token (letters, digits, _ and -)")
-  end
-  if type(spec.cmd) ~= "table" or #spec.cmd == 0 then return bad("mcp server spec needs cmd = {\"program\", ...}") end
+  local ok, err = M.check(spec)
+  if not ok then return nil, err end
   local rec = record(spec)
   listen_all(rec)
   if not cancel_sub then cancel_sub = hub.subscribe("mcp.cancel.*", on_cancel, {}) end

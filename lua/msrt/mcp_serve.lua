@@ -57,6 +57,12 @@ function M.load(path)
   if type(p) ~= "table" then return bad(path, "must return a table {tools = {...}}") end
   local ok, why = schema.check(p, POLICY, "mcp serve policy")
   if not ok then return bad(path, why) end
+  local names = {}
+  for i, sv in ipairs(p.servers or {}) do
+    local ok2, serr = mcp.check(sv)
+    if not ok2 then return bad(path, ("servers[%d]: %s"):format(i, serr.message)) end
+    names[sv.name] = true
+  end
   local seen = {}
   for i, t in ipairs(p.tools or {}) do
     local where = ("tools[%d]"):format(i)
@@ -67,6 +73,7 @@ function M.load(path)
     seen[t.name] = true
     if (t.subject == nil) == (t.server == nil) then return bad(path, where .. ": needs one of subject or server") end
     if t.server and not t.tool then return bad(path, where .. ": a server tool needs tool (its name there)") end
+    if t.server and not names[t.server] then return bad(path, where .. ": no server " .. t.server .. " in servers") end
   end
   p.dir = dir_of(path)
   return p
