@@ -214,10 +214,15 @@ local function check_opts(opts, fname)
 end
 
 --- Publish data on subject. opts: priority (1..10), reply (subject),
--- headers (name = value strings, see msrt.publish).
--- @return true | nil, err
+-- headers (name = value strings, see msrt.publish), durable (wait for the
+-- capturing durable queue's commit, as msrt.publish{durable = true}:
+-- returns its PubAck {queue, seq, duplicate}).
+-- @return true (the PubAck when durable) | nil, err
 function ctx:publish(subject, data, opts)
   opts = check_opts(opts, "publish")
+  if opts.durable then -- waits for the queue's PubAck, as msrt.publish does
+    return require("msrt.puback").publish(function(...) return self:request(...) end, err, subject, data, opts)
+  end
   local r, e = send(subject, data, opts.reply, opts.priority, "publish", opts.headers)
   if r == nil then return nil, e end
   return true

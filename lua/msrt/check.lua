@@ -55,6 +55,18 @@ M.register {
   end,
 }
 
+M.register {
+  name = "queue",
+  detects = function(value)
+    return type(value) == "table" and value.subjects ~= nil and value.name ~= nil
+  end,
+  validate = function(value, path)
+    local ok, err = require("msrt.queue").check(value)
+    if ok then return true end
+    return nil, core.error("bad_config", ("%s:0: %s"):format(path, err.message))
+  end,
+}
+
 -- The line where `id = "<id>"` stands in source; 0 when unknown.
 local function line_of_id(source, id)
   local at = id and source:find("id%s*=%s*[\"']" .. id:gsub("%p", "%%%0") .. "[\"']")

@@ -90,58 +90,6 @@ end
 
 local queue = require "msrt.queue"
 
--- msrt.publish(subject, data, {durable = true}): a request whose reply is
--- the capturing queue's PubAck (sent once its store has committed).
-local function queue_publish(subject, data, opts)
-  local o = {}
-  for k, v in pairs(opts) do if k ~= "durable" then o[k] = v end end
-  local ack, err = hub.request(subject, data, o)
-  if not ack then
-    if err.code == "no_responders" then
-      err = core.error("no_responders", ("no durable queue captures \"%s\""):format(subject))
-    end
-    return nil, err
-  end
-  if type(ack) ~= "table" then
-    return nil, core.error("internal", ("unexpected answer to a durable publish on \"%s\""):format(subject))
-  end
-  if ack.error then return nil, core.error(ack.error.code, ack.error.message) end
-  return ack
-end
-
-local function positive(v) return v == nil or (type(v) == "number" and v >= 0 and v % 1 == 0) end
-
--- A queue spec's fields: wrong types raise at the caller, bad values are
--- nil, err (invalid_arg).
-local function queue_check(spec)
-  local function bad(msg) return nil, core.error("invalid_arg", "msrt.queue: " .. msg) end
-  if type(spec.name) ~= "string" or not spec.name:match("^[%w_%-]+$") then
-    return bad("name must be one subject token of letters, digits, _ or -")
-  end
-  if type(spec.subjects) == "string" then spec.subjects = { spec.subjects } end
-  if type(spec.subjects) ~= "table" or #spec.subjects == 0 then
-    return bad("subjects must be a pattern or a list of patterns")
-  end
-  for _, k in ipairs { "ack_wait_ms", "max_deliver", "max_msgs", "max_bytes", "dedupe_window_ms" } do
-    if not positive(spec[k]) then return bad(k .. " must be a non-negative integer") end
-  end
-  if spec.ack_wait_ms == 0 then return bad("ack_wait_ms must be positive") end
-  if spec.backoff ~= nil then
-    if type(spec.backoff) ~= "table" then return bad("backoff must be a list of ms") end
-    for _, v in ipairs(spec.backoff) do
-      if type(v) ~= "number" or v <= 0 then return bad("backoff must be a list of positive ms") end
-    end
-  end
-  if spec.discard ~= nil and spec.discard ~= "old" and spec.discard ~= "new" then
-    return bad('discard must be "old" or "new"')
-  end
-  if spec.dead_letter ~= nil and type(spec.dead_letter) ~= "string" then
-    return bad("dead_letter must be a subject")
-  end
-  if spec.store ~= nil and type(spec.store) ~= "string" then return bad('store must be "sqlite:PATH"') end
-  return true
-end
-
 --- Publish data (any value string.buffer can encode) on subject.
 -- opts: `priority` (1 highest .. 10 lowest, default 5), `reply` (subject),
 -- `headers` (a table of name = value strings, NATS-style: names printable
@@ -168,13 +116,16 @@ end
 function M.publish(subject, data, opts)
   check_subject(subject, 1, "publish")
   opts = check_opts(opts, 3, "publish")
-  if opts.durable then return queue_publish(subject, data, opts) end
+  if opts.durable then return require("msrt.puback").publish(hub.request, core.error, subject, data, opts) end
   local n, err = hub.publish(subject, data, opts)
   if not n then return nil, err end
   return true
 end
 
---- Declare a durable work queue (README "Durable work queues"): spec
+--- Declare a durable work queue (README "Durable work queues"): spec (or
+-- the path of a policy file returning one: sandboxed, `--check`-able, and
+-- reloaded live for ack_wait_ms, max_deliver, backoff and dead_letter;
+-- the other fields need a restart and are listed in msrt.reload.ok)
 -- `name` (one subject token), `subjects` (patterns it captures: every
 -- message published there is stored before any consumer sees it),
 -- `store` ("sqlite:PATH"; default "sqlite:" = DATA_DIR/queues/NAME.db,
@@ -190,12 +141,17 @@ end
 -- @return the queue (.close(), .stats(), .messages(after, limit)) | nil, err (io: the store is
 --   corrupt, refused; resource_exhausted: it cannot be opened or written)
 function M.queue(spec)
-  check_arg(type(spec) == "table", 1, "queue", "table expected")
-  local ok, err = queue_check(spec)
-  if not ok then return nil, err end
-  local q, qerr = queue.declare(spec)
+  check_arg(type(spec) == "table" or type(spec) == "string", 1, "queue", "table or policy file path expected")
+  local q, qerr
+  if type(spec) == "string" then
+    q, qerr = queue.declare_file(spec)
+  else
+    local ok, err = queue.check(spec)
+    if not ok then return nil, err end
+    q, qerr = queue.declare(spec)
+  end
   if not q then return nil, qerr end
-  local name = spec.name
+  local name = q.name
   return { name = name,
     close = function() return queue.close(name) end,
     --- Stored messages with seq > after (default 0), at most limit

@@ -185,7 +185,7 @@ local function pub_ack(q, r)
   else
     ack = { queue = q.name, seq = r.seq, duplicate = r.duplicate or nil }
   end
-  hub.publish(r.reply, ack, { headers = { ["Msrt-Queue-Ack"] = q.name } })
+  hub.publish(r.reply, ack, {})
 end
 
 local deliver
@@ -518,6 +518,40 @@ end
 ---------------------------------------------------------------------------
 -- declaring
 
+local function positive(v) return v == nil or (type(v) == "number" and v >= 0 and v % 1 == 0) end
+
+--- Check a queue spec (msrt.queue documents its fields).
+-- @return true | nil, err (invalid_arg naming the field)
+function M.check(spec)
+  local function bad(msg) return nil, core.error("invalid_arg", "msrt.queue: " .. msg) end
+  if type(spec.name) ~= "string" or not spec.name:match("^[%w_%-]+$") then
+    return bad("name must be one subject token of letters, digits, _ or -")
+  end
+  if type(spec.subjects) == "string" then spec.subjects = { spec.subjects } end
+  if type(spec.subjects) ~= "table" or #spec.subjects == 0 then
+    return bad("subjects must be a pattern or a list of patterns")
+  end
+  for _, k in ipairs { "ack_wait_ms", "max_deliver", "max_msgs", "max_bytes", "dedupe_window_ms" } do
+    if not positive(spec[k]) then return bad(k .. " must be a non-negative integer") end
+  end
+  if spec.ack_wait_ms == 0 then return bad("ack_wait_ms must be positive") end
+  if spec.backoff ~= nil then
+    if type(spec.backoff) ~= "table" then return bad("backoff must be a list of ms") end
+    for _, v in ipairs(spec.backoff) do
+      if type(v) ~= "number" or v <= 0 then return bad("backoff must be a list of positive ms") end
+    end
+  end
+  if spec.discard ~= nil and spec.discard ~= "old" and spec.discard ~= "new" then
+    return bad('discard must be "old" or "new"')
+  end
+  if spec.dead_letter ~= nil and type(spec.dead_letter) ~= "string" then
+    return bad("dead_letter must be a subject")
+  end
+  if spec.store ~= nil and type(spec.store) ~= "string" then return bad('store must be "sqlite:PATH"') end
+  return true
+end
+
+
 local function store_path(spec)
   local store = spec.store or "sqlite:"
   local path = store:match("^sqlite:(.*)$")
@@ -604,6 +638,56 @@ function M.close(name)
 end
 
 function M.get(name) return queues[name] end
+
+-- The fields a reload applies to a running queue; the others need a restart.
+local LIVE = { ack_wait_ms = 30000, max_deliver = 0, backoff = false, dead_letter = false }
+
+--- Read a queue policy file: a Lua file returning a queue spec, run as a
+-- policy file (msrt.policy: sandboxed, bounded) and checked.
+-- @return spec | nil, err (not_found, io, syntax, bad_config naming the file)
+function M.load_file(path)
+  local spec, source = require("msrt.policy").load_file(path)
+  if spec == nil and type(source) == "table" then return nil, source end
+  if type(spec) ~= "table" then
+    return nil, core.error("bad_config", ("%s:0: a queue file returns a queue spec, not %s"):format(path, type(spec)), { file = path })
+  end
+  local ok, err = M.check(spec)
+  if not ok then return nil, core.error("bad_config", ("%s:0: %s"):format(path, err.message), { file = path }) end
+  return spec
+end
+
+--- Declare the queue a policy file returns, and reload it when the file
+-- changes: the LIVE fields apply to the running queue, the others are
+-- listed as needing a restart. @return the queue | nil, err
+function M.declare_file(path)
+  local spec, err = M.load_file(path)
+  if not spec then return nil, err end
+  local q, qerr = M.declare(spec)
+  if not q then return nil, qerr end
+  local name = spec.name
+  require("msrt.reload").register(path, "queue", M.load_file, function(new)
+    local cur = queues[name]
+    if not cur or new.name ~= name then
+      return nil, core.error("bad_config", ("%s: the file now declares \"%s\", not \"%s\" (a restart declares it)"):format(path, tostring(new.name), name))
+    end
+    local restart = {}
+    for k, v in pairs(new) do
+      if LIVE[k] == nil and k ~= "name" and require("msrt.json").encode(v) ~= require("msrt.json").encode(spec[k]) then
+        restart[#restart + 1] = k
+      end
+    end
+    for k, default in pairs(LIVE) do
+      local v = new[k]
+      if v == nil then v = default or nil end
+      cur[k] = v
+    end
+    arm(cur)
+    for k in pairs(LIVE) do spec[k] = new[k] end -- the next reload compares with what is in force
+    table.sort(restart)
+    return true, #restart > 0 and restart or nil
+  end)
+  return q
+end
 
 --- Delete every stored message of a queue (ctl queue NAME purge); what
 -- consumers hold is no longer theirs (their acks are not_found).
