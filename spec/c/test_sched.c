@@ -918,7 +918,7 @@ static void test_stop_timeout(void) {
   CHECK(send(f.a, 0, 0, 5) == MSRT_E_OK);
   WAIT_UNTIL(atomic_load(&f.t->received) == 1, 5000);
   uint64_t t0 = msrt_now_ns();
-  CHECK(msrt_sched_stop_timeout(f.s, 50) == -1);
+  CHECK(msrt_sched_stop_timeout(f.s, 50) == MSRT_E_TIMEOUT);
   uint64_t dt = msrt_now_ns() - t0;
   CHECK(dt >= 40000000u && dt < 2000000000u);
   atomic_store(&hang_release, 1);

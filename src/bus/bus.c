@@ -83,10 +83,10 @@ unsigned msrt_bus_class(msrt_bus *bus, const char *subject, size_t len) {
   return msrt_account_class(msrt_router_account(bus->router), subject, len);
 }
 
-int msrt_bus_to_hub(msrt_bus *bus, msrt_inbox_item item) {
-  if (msrt_inbox_push(bus->inbox, item) == 0) return 0;
-  msrt_env_unref(item.env);
-  return -1;
+msrt_code msrt_bus_to_hub(msrt_bus *bus, msrt_inbox_item item) {
+  msrt_code rc = msrt_inbox_push(bus->inbox, item);
+  if (rc != MSRT_E_OK) msrt_env_unref(item.env);
+  return rc;
 }
 
 /* Publish "<reason>[ <who>]" on msrt.dropped.<subject>. A subject too long

@@ -218,9 +218,10 @@ void msrt_bus_drop_notice(msrt_bus *bus, const msrt_envelope *e,
 void msrt_bus_undecodable(msrt_bus *bus, const char *subject, size_t len,
                           const char *reason, const char *who);
 
-/* Hand an item to the hub. Returns 0, or -1 when the hub no longer takes
- * items (the item's envelope is then released). */
-int msrt_bus_to_hub(msrt_bus *bus, msrt_inbox_item item);
+/* Hand an item to the hub. Returns MSRT_E_OK, or msrt_inbox_push's code
+ * when the hub does not take it (closed, nomem: the item's envelope is
+ * then released). */
+msrt_code msrt_bus_to_hub(msrt_bus *bus, msrt_inbox_item item);
 
 /* The calling thread's router reader (made on first use; NULL when memory
  * ran out making it, tried again on the next call). */

@@ -10,9 +10,11 @@ uint64_t msrt_timer_timeout(const uv_loop_t *loop, uint64_t due_ns) {
   return due_ms > now ? due_ms - now : 0;
 }
 
-int msrt_timer_start_at(uv_timer_t *t, uv_timer_cb cb, uint64_t due_ns,
-                        uint64_t repeat_ms) {
-  return uv_timer_start(t, cb, msrt_timer_timeout(t->loop, due_ns), repeat_ms);
+msrt_code msrt_timer_start_at(uv_timer_t *t, uv_timer_cb cb, uint64_t due_ns,
+                              uint64_t repeat_ms) {
+  return uv_timer_start(t, cb, msrt_timer_timeout(t->loop, due_ns), repeat_ms)
+             ? MSRT_E_CLOSED
+             : MSRT_E_OK;
 }
 
 uint64_t msrt_timer_due(double ms) {
@@ -21,7 +23,7 @@ uint64_t msrt_timer_due(double ms) {
   return uv_hrtime() + (uint64_t)ns;
 }
 
-int msrt_timer_start(uv_timer_t *t, uv_timer_cb cb, double ms,
-                     uint64_t repeat_ms) {
+msrt_code msrt_timer_start(uv_timer_t *t, uv_timer_cb cb, double ms,
+                           uint64_t repeat_ms) {
   return msrt_timer_start_at(t, cb, msrt_timer_due(ms), repeat_ms);
 }

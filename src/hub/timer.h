@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "core/error.h"
+
 /* The timeout to pass to uv_timer_start (ms, relative to t's loop's
  * cached time) for a callback due at due_ns on uv_hrtime's clock
  * (CLOCK_MONOTONIC, nanoseconds). 0 when due_ns has passed. */
@@ -29,14 +31,14 @@ uint64_t msrt_timer_due(double ms);
 
 /* uv_timer_start with cb due ms milliseconds (fractions count, rounded
  * up to a nanosecond) after this call, then every repeat_ms (0: once).
- * Returns uv_timer_start's result (0, or UV_EINVAL for a closing
- * handle). */
-int msrt_timer_start(uv_timer_t *t, uv_timer_cb cb, double ms,
-                     uint64_t repeat_ms);
+ * Returns MSRT_E_OK, or MSRT_E_CLOSED for a closing handle (libuv's
+ * UV_EINVAL). */
+msrt_code msrt_timer_start(uv_timer_t *t, uv_timer_cb cb, double ms,
+                           uint64_t repeat_ms);
 
 /* The same, due at due_ns on uv_hrtime's clock: for a delay measured from
  * a call made elsewhere (an actor's ctx:after, stamped on its worker). */
-int msrt_timer_start_at(uv_timer_t *t, uv_timer_cb cb, uint64_t due_ns,
-                        uint64_t repeat_ms);
+msrt_code msrt_timer_start_at(uv_timer_t *t, uv_timer_cb cb, uint64_t due_ns,
+                              uint64_t repeat_ms);
 
 #endif

@@ -76,11 +76,12 @@ void msrt_lactor_setup(const char *boot, size_t boot_len, const char *path,
   setup.room_waker_delay_ms = delay ? (unsigned)strtoul(delay, NULL, 10) : 0;
 }
 
-int msrt_lactor_control(msrt_actor *cell, const char *ctl, const char *text) {
+msrt_code msrt_lactor_control(msrt_actor *cell, const char *ctl,
+                              const char *text) {
   msrt_envelope *e = msrt_env_new(ctl, strlen(ctl), NULL, 0, NULL, 0, text,
                                   strlen(text), 1, MSRT_ENV_CONTROL, 0);
   if (!e) return MSRT_E_NOMEM;
-  int rc = msrt_actor_push_sys(cell, e);
+  msrt_code rc = msrt_actor_push_sys(cell, e);
   msrt_env_unref(e);
   return rc;
 }

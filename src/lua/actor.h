@@ -84,7 +84,9 @@ long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
 #define MSRT_CTL_STOP "_STOP"
 
 /* Push a control envelope (subject ctl, text payload) to cell's sys lane.
- * Returns the push result. Any thread. */
-int msrt_lactor_control(msrt_actor *cell, const char *ctl, const char *text);
+ * Returns msrt_actor_push_sys's code (MSRT_E_NOMEM when the envelope
+ * cannot be made). Any thread. */
+msrt_code msrt_lactor_control(msrt_actor *cell, const char *ctl,
+                              const char *text);
 
 #endif

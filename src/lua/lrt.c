@@ -32,7 +32,7 @@ msrt_rt *msrt_lua_rt(lua_State *L) {
 static msrt_code alarm_fire(void *cell, uint64_t id) {
   char text[32];
   snprintf(text, sizeof text, "%llu", (unsigned long long)id);
-  return (msrt_code)msrt_lactor_control(cell, MSRT_CTL_TIMER, text);
+  return msrt_lactor_control(cell, MSRT_CTL_TIMER, text);
 }
 
 static void alarm_release(void *cell) { msrt_actor_unref(cell); }
@@ -208,10 +208,10 @@ static int l_rt_stop(lua_State *L) {
     lua_pushboolean(L, 1);
     return 1;
   }
-  int rc = msrt_rt_stop(rt);
+  msrt_code rc = msrt_rt_stop(rt);
   msrt_alarms_free(rt->alarms);
   rt->alarms = NULL;
-  lua_pushboolean(L, rc == 0);
+  lua_pushboolean(L, rc == MSRT_E_OK);
   return 1;
 }
 

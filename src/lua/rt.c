@@ -50,8 +50,8 @@ msrt_code msrt_rt_start(msrt_hub *hub, const msrt_rt_config *cfg,
   return MSRT_E_OK;
 }
 
-int msrt_rt_stop(msrt_rt *rt) {
-  if (rt->stopped) return 0;
+msrt_code msrt_rt_stop(msrt_rt *rt) {
+  if (rt->stopped) return MSRT_E_OK;
   rt->stopped = 1;
   uint64_t deadline = msrt_now_ns() + (uint64_t)rt->cfg.shutdown_timeout_ms * 1000000u;
   msrt_sched_stats st;
@@ -65,14 +65,14 @@ int msrt_rt_stop(msrt_rt *rt) {
   }
   uint64_t now = msrt_now_ns(); /* the loop above may end past the deadline */
   long left = now < deadline ? (long)((deadline - now) / 1000000u) : 0;
-  if (msrt_sched_stop_timeout(rt->sched, left > 0 ? left : 0) != 0) {
+  if (msrt_sched_stop_timeout(rt->sched, left > 0 ? left : 0) != MSRT_E_OK) {
     msrt_sched_abandon(rt->sched); /* the process exits without them */
-    return -1;
+    return MSRT_E_TIMEOUT;
   }
   msrt_watchdog_close(rt->watchdog);
   msrt_inbox_drain(rt->inbox);
   msrt_inbox_close(rt->inbox);
-  return 0;
+  return MSRT_E_OK;
 }
 
 void *msrt_rt_hub_waker(msrt_rt *rt, uint64_t wake_id) {

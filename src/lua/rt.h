@@ -71,10 +71,10 @@ msrt_code msrt_rt_start(msrt_hub *hub, const msrt_rt_config *cfg,
 
 /* Stop: waits up to cfg.shutdown_timeout_ms for live actors to finish
  * (their last turn runs terminate), then stops the workers and the
- * watchdog. Returns 0, or
- * -1 when a worker is stuck in an actor (the runtime is then left alone:
- * the process is expected to exit). */
-int msrt_rt_stop(msrt_rt *rt);
+ * watchdog. Returns MSRT_E_OK, or MSRT_E_TIMEOUT when a worker is stuck
+ * in an actor (the runtime is then left alone: the process is expected
+ * to exit). */
+msrt_code msrt_rt_stop(msrt_rt *rt);
 
 /* A waker for a hub coroutine waiting for room (hub/inbox.h
  * msrt_inbox_waker: pass it msrt_inbox_wake and msrt_inbox_unwake): its

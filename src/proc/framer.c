@@ -255,11 +255,11 @@ static int feed(msrt_framer *f, const char *bytes, size_t n, size_t *taken) {
   return rc;
 }
 
-int msrt_framer_feed(msrt_framer *f, const char *bytes, size_t n) {
+msrt_code msrt_framer_feed(msrt_framer *f, const char *bytes, size_t n) {
   size_t taken, at = 0;
-  int rc = 0;
+  msrt_code rc = MSRT_E_OK;
   while (at < n) { /* a stop only matters to feed_part's callers */
-    if (feed(f, bytes + at, n - at, &taken) != 0) rc = -1;
+    if (feed(f, bytes + at, n - at, &taken) != 0) rc = MSRT_E_NOMEM;
     at += taken;
   }
   return rc;

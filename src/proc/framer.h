@@ -19,6 +19,8 @@
 
 #include <stddef.h>
 
+#include "core/error.h"
+
 /* Bytes of a bad line kept for its report (DESIGN: "the first 200 bytes"). */
 #define MSRT_FRAMER_HEAD 200
 
@@ -72,9 +74,10 @@ void msrt_framer_init_headers(msrt_framer *f, size_t max_line,
                               void *ud);
 
 /* Feed n bytes. Calls on_line / on_bad for every line they complete.
- * Returns 0, or -1 when out of memory assembling a split line (that line
- * is then reported as "out_of_memory" through on_bad and skipped). */
-int msrt_framer_feed(msrt_framer *f, const char *bytes, size_t n);
+ * Returns MSRT_E_OK, or MSRT_E_NOMEM when out of memory assembling a
+ * split line (that line is then reported as "out_of_memory" through
+ * on_bad and skipped). */
+msrt_code msrt_framer_feed(msrt_framer *f, const char *bytes, size_t n);
 
 /* Feed like msrt_framer_feed, but stop early when a callback called
  * msrt_framer_stop: returns the bytes consumed (n when it did not stop;

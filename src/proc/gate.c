@@ -69,7 +69,7 @@ static void give(msrt_gate *g, unsigned n, uint64_t bytes) {
     msrt_waitlist_wake(&g->waiters);
 }
 
-int msrt_gate_take(msrt_gate *g, size_t bytes) {
+msrt_code msrt_gate_take(msrt_gate *g, size_t bytes) {
   if (atomic_load_explicit(&g->closed, memory_order_acquire))
     return MSRT_E_CLOSED;
   unsigned n = atomic_fetch_add_explicit(&g->count, 1, SC);

@@ -82,7 +82,7 @@ void msrt_gate_unref(msrt_gate *g);
  * written or lost), MSRT_E_MAILBOX_FULL (capacity slots or max_bytes
  * bytes are held; nothing taken; never for DROP_OLDEST) or MSRT_E_CLOSED.
  * Lock-free. */
-int msrt_gate_take(msrt_gate *g, size_t bytes);
+msrt_code msrt_gate_take(msrt_gate *g, size_t bytes);
 
 /* Give back n slots holding `bytes` bytes in all, and wake the waiters
  * when that left room. */

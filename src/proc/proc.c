@@ -1271,9 +1271,12 @@ void msrt_proc_get_stats(const msrt_proc *p, msrt_proc_stats *st) {
 
 msrt_gate *msrt_proc_gate(const msrt_proc *p) { return p->gate; }
 
-int msrt_proc_signal(msrt_proc *p, int signum) {
-  if (p->reaped) return -ESRCH;
-  return kill(-p->pid, signum) == 0 ? 0 : -errno;
+msrt_code msrt_proc_signal(msrt_proc *p, int signum) {
+  if (p->reaped) return MSRT_E_CLOSED;
+  if (kill(-p->pid, signum) == 0) return MSRT_E_OK;
+  return errno == EINVAL ? MSRT_E_INVALID_ARG
+         : errno == EPERM ? MSRT_E_PERMISSION
+                          : MSRT_E_CLOSED;
 }
 
 void msrt_proc_stop(msrt_proc *p, long grace_ms) {

@@ -327,9 +327,10 @@ msrt_code msrt_proc_send_data(msrt_proc *p, const void *payload, size_t plen,
 void msrt_proc_pause_output(msrt_proc *p);
 void msrt_proc_resume_output(msrt_proc *p);
 
-/* Signal the child's whole process group. Returns 0, or a negative errno
- * (ESRCH once reaped). */
-int msrt_proc_signal(msrt_proc *p, int signum);
+/* Signal the child's whole process group. Returns MSRT_E_OK; MSRT_E_CLOSED
+ * once it is reaped (or the group is gone: ESRCH); MSRT_E_INVALID_ARG for
+ * a bad signal number; MSRT_E_PERMISSION when the kernel refuses. */
+msrt_code msrt_proc_signal(msrt_proc *p, int signum);
 
 /* Begin a stop: the stop signal to the group, SIGKILL after grace_ms
  * (grace_ms < 0: the spec's). State stopping. Idempotent; a no-op after the

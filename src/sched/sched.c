@@ -601,8 +601,9 @@ static size_t make_room(msrt_sched *s, msrt_actor *a, uint64_t size,
   return n;
 }
 
-int msrt_actor_offer(msrt_actor *a, msrt_envelope *e,
-                     const msrt_evict_sink *evicted, msrt_offered *what) {
+msrt_code msrt_actor_offer(msrt_actor *a, msrt_envelope *e,
+                           const msrt_evict_sink *evicted,
+                           msrt_offered *what) {
   msrt_offered unasked;
   if (!what) what = &unasked;
   *what = MSRT_OFFER_KEPT;
@@ -647,7 +648,7 @@ int msrt_actor_offer(msrt_actor *a, msrt_envelope *e,
   return MSRT_E_OK;
 }
 
-int msrt_actor_push_sys(msrt_actor *a, msrt_envelope *e) {
+msrt_code msrt_actor_push_sys(msrt_actor *a, msrt_envelope *e) {
   if (atomic_load_explicit(&a->state, ACQ) & ST_CLOSED) return MSRT_E_CLOSED;
   msrt_sched *s = a->s;
   if (!atomic_load_explicit(&s->accepting, RLX)) return MSRT_E_CLOSED;
@@ -919,7 +920,7 @@ int msrt_sched_worker_index(void) { return tl_worker ? tl_worker->index : -1; }
 
 /* ---- scheduler ----------------------------------------------------------- */
 
-int msrt_sched_new(const msrt_sched_config *cfg, msrt_sched **out,
+msrt_code msrt_sched_new(const msrt_sched_config *cfg, msrt_sched **out,
                    msrt_error *err) {
   *out = NULL;
   if (!cfg || cfg->workers < 1 || !cfg->run || cfg->batch < 0 ||
@@ -976,7 +977,7 @@ int msrt_sched_new(const msrt_sched_config *cfg, msrt_sched **out,
   return MSRT_E_OK;
 }
 
-int msrt_sched_start(msrt_sched *s) {
+msrt_code msrt_sched_start(msrt_sched *s) {
   if (s->started || atomic_load(&s->stopping)) return MSRT_E_INVALID_ARG;
   s->started = 1;
   for (int i = 0; i < s->nw; i++) {
@@ -1008,10 +1009,10 @@ static void wake_all(msrt_sched *s) {
   pthread_mutex_unlock(&s->idle_mu);
 }
 
-int msrt_sched_stop_timeout(msrt_sched *s, long ms) {
+msrt_code msrt_sched_stop_timeout(msrt_sched *s, long ms) {
   atomic_store_explicit(&s->accepting, 0, SC);
   atomic_store_explicit(&s->stopping, 1, SC);
-  if (!s->started || s->all_joined) return 0;
+  if (!s->started || s->all_joined) return MSRT_E_OK;
   wake_all(s);
   struct timespec dl;
   clock_gettime(CLOCK_REALTIME, &dl);
@@ -1034,9 +1035,9 @@ int msrt_sched_stop_timeout(msrt_sched *s, long ms) {
     if (rc == 0) w->joined = 1;
     else stuck = 1;
   }
-  if (stuck) return -1;
+  if (stuck) return MSRT_E_TIMEOUT;
   s->all_joined = 1;
-  return 0;
+  return MSRT_E_OK;
 }
 
 void msrt_sched_stop(msrt_sched *s) { msrt_sched_stop_timeout(s, -1); }

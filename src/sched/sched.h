@@ -148,14 +148,14 @@ typedef struct {
  * Returns MSRT_E_OK and *out, or MSRT_E_INVALID_ARG (workers < 1, run NULL,
  * batch/spin_us < 0, bad overflow) / MSRT_E_NOMEM with *err filled (err may
  * be NULL). Any thread. */
-int msrt_sched_new(const msrt_sched_config *cfg, msrt_sched **out,
-                   msrt_error *err);
+msrt_code msrt_sched_new(const msrt_sched_config *cfg, msrt_sched **out,
+                         msrt_error *err);
 
 /* Start the worker threads. Returns MSRT_E_OK, MSRT_E_INVALID_ARG if already
  * started or stopped, MSRT_E_NOMEM / MSRT_E_INTERNAL if a thread could not
  * be created (then no worker is left running). Call once, not from a
  * worker. Actors may be created and pushed to before start. */
-int msrt_sched_start(msrt_sched *s);
+msrt_code msrt_sched_start(msrt_sched *s);
 
 /* Stop: from now on pushes return MSRT_E_CLOSED and msrt_actor_new returns
  * NULL; each worker finishes the turn in progress (no new turn starts) and
@@ -172,13 +172,13 @@ void msrt_sched_tune(msrt_sched *s, int batch, int spin_us, size_t capacity,
                      size_t bytes);
 
 /* msrt_sched_stop with a bound: waits at most `ms` milliseconds (< 0 =
- * forever) for the workers to exit. Returns 0 when all joined, -1 when some
- * worker is still inside a run callback at the deadline; the scheduler must
- * then NOT be freed (the caller is expected to exit the process). May be
- * called again to keep waiting. */
-int msrt_sched_stop_timeout(msrt_sched *s, long ms);
+ * forever) for the workers to exit. Returns MSRT_E_OK when all joined,
+ * MSRT_E_TIMEOUT when some worker is still inside a run callback at the
+ * deadline; the scheduler must then NOT be freed (the caller is expected
+ * to exit the process). May be called again to keep waiting. */
+msrt_code msrt_sched_stop_timeout(msrt_sched *s, long ms);
 
-/* After msrt_sched_stop_timeout returned -1 and the caller gives up on the
+/* After msrt_sched_stop_timeout returned MSRT_E_TIMEOUT and the caller gives up on the
  * stuck workers (the process is about to exit): detach them, so that one
  * that returns later is not left finished and unjoined (ThreadSanitizer
  * reports that as a thread leak). The scheduler must not be freed after
@@ -235,12 +235,13 @@ typedef enum {
  * Any thread, including the actor's own run callback. Lock-free except the
  * drop_oldest eviction (per-actor spinlock); no syscalls except waking a
  * parked worker. */
-int msrt_actor_offer(msrt_actor *a, msrt_envelope *e,
-                     const msrt_evict_sink *evicted, msrt_offered *what);
+msrt_code msrt_actor_offer(msrt_actor *a, msrt_envelope *e,
+                           const msrt_evict_sink *evicted,
+                           msrt_offered *what);
 
 /* Push e to the sys lane: unbounded, never dropped, eligible even while
  * the actor is WAITING. Same returns as msrt_actor_offer (never FULL). */
-int msrt_actor_push_sys(msrt_actor *a, msrt_envelope *e);
+msrt_code msrt_actor_push_sys(msrt_actor *a, msrt_envelope *e);
 
 /* Only from the run callback of actor a: the next eligible message (sys
  * first; then high/low as described above; only sys while WAITING), or
