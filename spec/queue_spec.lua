@@ -61,6 +61,23 @@ describe("durable queues", function()
     end)
   end)
 
+  it("takes a durable publish's PubAck from its queue only: a forged answer is not one, and it times out", function()
+    S.drive(function()
+      local forged = 0
+      local sub = assert(msrt.subscribe("plain.x", function(m)
+        forged = forged + 1
+        msrt.publish(m.reply, { queue = "fake", seq = 99 })
+      end))
+      local t0 = uv.hrtime()
+      local ack, err = msrt.publish("plain.x", 1, { durable = true, timeout_ms = 100 })
+      assert.is_nil(ack)
+      assert.are.equal("timeout", err.code)
+      assert.are.equal(1, forged)
+      assert.is_true((uv.hrtime() - t0) / 1e6 >= 100)
+      sub.unsubscribe()
+    end)
+  end)
+
   it("redelivers a nak'd message after its delay, and one whose ack wait ran out, counting deliveries", function()
     S.drive(function()
       local dir = fresh_dir()
@@ -332,6 +349,45 @@ describe("durable queue consumers that are actors and processes", function()
       assert.are.equal(1, q.stats().stored)
       h:stop() h:wait()
       acks.close()
+      q.close()
+    end)
+  end)
+
+  it("goes on serving other consumers while an actor consumer's mailbox is full", function()
+    S.drive(function()
+      local dir = fresh_dir()
+      local q = declare(dir, { ack_wait_ms = 60000 })
+      local events = {}
+      local ev = assert(msrt.subscribe("ev.>", function(m) events[#events + 1] = m.subject end))
+      -- busy for 0.5 s of CPU on "fill"
+      local h = assert(S.spawn { name = "slow", consume = "tasks", subscribe = "fill", capacity = 1, overflow = "block",
+        handle = function(ctx, msg)
+          if msg.subject == "fill" then
+            if msg.data == 1 then
+              ctx:publish("ev.busy", 1)
+              local t = os.clock()
+              while os.clock() - t < 0.5 do end
+              ctx:publish("ev.busy_done", 1)
+            end
+            return
+          end
+          ctx:publish("ev.actor_got", 1)
+          assert(ctx:ack(msg))
+        end })
+      msrt.publish("fill", 1)
+      assert.is_true(S.wait_until(function() return events[1] == "ev.busy" end))
+      -- its one-message mailbox is full while it handles that one
+      local c = assert(msrt.consume("tasks", function(m)
+        events[#events + 1] = "hub_got"
+        assert(m:ack())
+      end))
+      assert(msrt.publish("tasks.x", "for anyone", { durable = true }))
+      assert(msrt.publish("tasks.x", "for anyone", { durable = true }))
+      assert.is_true(S.wait_until(function() return q.stats().acked == 2 end))
+      assert.are.equal("hub_got", events[2]) -- while the actor was still busy
+      c.stop()
+      h:stop() h:wait()
+      ev.unsubscribe()
       q.close()
     end)
   end)

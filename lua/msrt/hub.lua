@@ -149,9 +149,9 @@ local function wait_room(pending)
   end
 end
 
---- Publish from the hub. opts: reply, priority. A full `block` mailbox
--- makes the calling coroutine wait for room (outside a coroutine it is
--- refused with mailbox_full). ttl: a request's timeout (ms), how long its
+--- Publish from the hub. opts: reply, priority, nowait. A full `block`
+-- mailbox makes the calling coroutine wait for room (outside a coroutine,
+-- or with nowait, it is refused with mailbox_full). ttl: a request's timeout (ms), how long its
 -- inbox stays valid to a process it is handed to.
 -- @return number of endpoints reached | nil, err
 function M.publish(subject, data, opts, reply, ttl)
@@ -168,7 +168,7 @@ function M.publish(subject, data, opts, reply, ttl)
   if not eok then require("msrt.args").cannot_send(data, payload, 2, "publish") end
   local r, perr, pending = core.publish(subject, payload, reply or opts.reply, opts.priority, hdr, ttl)
   if r == nil and perr.blocked then
-    if not coroutine.isyieldable() then
+    if opts.nowait or not coroutine.isyieldable() then
       return nil, core.error("mailbox_full", ("mailbox full on \"%s\" and the caller cannot wait (not a coroutine, or inside a C function's callback)"):format(subject))
     end
     return wait_room(pending)

@@ -116,7 +116,7 @@ local queue = require "msrt.queue"
 function M.publish(subject, data, opts)
   check_subject(subject, 1, "publish")
   opts = check_opts(opts, 3, "publish")
-  if opts.durable then return require("msrt.puback").publish(hub.request, core.error, subject, data, opts) end
+  if opts.durable then return queue.publish(subject, data, opts) end
   local n, err = hub.publish(subject, data, opts)
   if not n then return nil, err end
   return true

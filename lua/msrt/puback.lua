@@ -1,8 +1,9 @@
---- A durable publish (`msrt.publish` and `ctx:publish` with `durable =
--- true`, README "Durable work queues"), written once for the hub and the
--- actors: a request whose reply is the capturing queue's PubAck
--- `{queue, seq, duplicate}` or `{error = {code, message}}` (lua/msrt/
--- queue.lua sends it once its store has committed). Pure.
+--- An actor's durable publish (`ctx:publish` with `durable = true`,
+-- README "Durable work queues"): a request whose reply is the capturing
+-- queue's PubAck `{queue, seq, duplicate}` or `{error = {code, message}}`
+-- (lua/msrt/queue.lua sends it once its store has committed; the hub's
+-- own durable publishes get theirs handed over directly, queue.lua
+-- M.publish). Pure.
 -- @module msrt.puback
 local M = {}
 

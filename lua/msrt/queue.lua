@@ -177,6 +177,12 @@ local function plan(q)
   return picks
 end
 
+-- Durable publishes from the hub waiting for their PubAck: reply subject
+-- -> {co, deadline}. The PubAck goes to them directly, never through the
+-- bus: nothing is subscribed to their reply subjects, so no other
+-- receiver of the message can answer in the queue's place.
+local waiting_pub, npub, pub_prefix, sweep = {}, 0, nil, nil
+
 local function pub_ack(q, r)
   if not r.reply then return end
   local ack
@@ -185,7 +191,64 @@ local function pub_ack(q, r)
   else
     ack = { queue = q.name, seq = r.seq, duplicate = r.duplicate or nil }
   end
+  local w = waiting_pub[r.reply]
+  if w then
+    waiting_pub[r.reply], npub = nil, npub - 1
+    core.resume(w.co, "error in callback", true, ack)
+    return
+  end
   hub.publish(r.reply, ack, {})
+end
+
+-- Times out the durable publishes whose PubAck did not come in time
+-- (never early: checked against the monotonic clock; late by at most the
+-- sweep's 50 ms). Runs only while some wait.
+local function sweep_waits()
+  local t, late = now_ns(), {}
+  for reply, w in pairs(waiting_pub) do
+    if w.deadline <= t then late[#late + 1] = reply end
+  end
+  for _, reply in ipairs(late) do
+    local w = waiting_pub[reply]
+    waiting_pub[reply], npub = nil, npub - 1
+    core.resume(w.co, "error in callback", false, core.error("timeout",
+      ("no PubAck from a durable queue for \"%s\" within %d ms"):format(w.subject, w.timeout)))
+  end
+  if npub == 0 then sweep:close() sweep = nil end -- no handle left while nothing waits
+end
+
+--- msrt.publish(subject, data, {durable = true}) from a hub coroutine:
+-- published with a reply subject of this host's (random prefix, a
+-- counter), waiting (yielding) for the capturing queue's PubAck, handed
+-- over directly by its flush. @return the PubAck | nil, err
+function M.publish(subject, data, opts)
+  hub.check_wait("msrt.publish")
+  if not pub_prefix then
+    local token, terr = core.token()
+    if not token then return nil, terr end
+    pub_prefix = "_QPUB." .. token
+  end
+  ids.pub = (ids.pub or 0) + 1
+  local reply = pub_prefix .. "." .. ids.pub
+  local timeout = opts.timeout_ms or 5000
+  local o = {}
+  for k, v in pairs(opts) do if k ~= "durable" and k ~= "reply" then o[k] = v end end
+  local w = { co = coroutine.running(), deadline = now_ns() + timeout * 1e6, subject = subject, timeout = timeout }
+  waiting_pub[reply], npub = w, npub + 1
+  local n, err = hub.publish(subject, data, o, reply, timeout)
+  if not n or n == 0 then
+    waiting_pub[reply], npub = nil, npub - 1
+    if not n then return nil, err end
+    return nil, core.error("no_responders", ("no durable queue captures \"%s\""):format(subject))
+  end
+  if not sweep then
+    sweep = uv.new_timer()
+    sweep:start(50, 50, sweep_waits)
+  end
+  local ok, ack = coroutine.yield()
+  if not ok then return nil, ack end
+  if ack.error then return nil, core.error(ack.error.code, ack.error.message) end
+  return ack
 end
 
 local deliver
@@ -464,8 +527,10 @@ function M.consume_actor(name, subject, max_ack_pending)
   function c.deliver(msg)
     local h = msg.headers or {}
     h["Msrt-Queue"], h["Msrt-Seq"], h["Msrt-Delivered"] = q.name, tostring(msg.seq), tostring(msg.delivered)
+    -- nowait: a flush never waits for room in a mailbox (it would be
+    -- suspended halfway); a full one gets the message again later
     local ok, perr = hub.publish(subject, msg.data, { headers = h, priority = msg.priority,
-      reply = ack_subject(q, msg.seq, msg._token) })
+      reply = ack_subject(q, msg.seq, msg._token), nowait = true })
     if not ok or ok == 0 then -- gone or full: again after a pause
       if perr then require("msrt").log("warn", tostring(perr)) end
       msg:nak(100)
