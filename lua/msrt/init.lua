@@ -514,7 +514,7 @@ end
 -- (src/router/account.h). The totals are the classes' sum (one read).
 -- Counters are summed from per-thread shards, so a read while messages
 -- move is not one instant. `health`: by child id, each health-checked
--- child's state, readiness and probe counters (lua/msrt/health.lua).
+-- child's state, readiness and probe counters (lua/msrt/health/).
 function M.metrics()
   local m = core.metrics()
   m.health = require("msrt.health").metrics()

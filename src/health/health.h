@@ -9,7 +9,7 @@
  * A startup probe gates the other two: they do not run, and the child is
  * not ready, until it has succeeded; after that it never runs again.
  *
- * This part runs nothing: lua/msrt/health.lua runs the probes on the hub
+ * This part runs nothing: lua/msrt/health/ runs the probes on the hub
  * loop and reports each result here; the answers say what to do (restart
  * through the supervisor, take the child out of its queue groups or put it
  * back). Times are milliseconds on a clock the caller supplies, so the

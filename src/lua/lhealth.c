@@ -1,5 +1,6 @@
 /* msrt.core's health-check functions: a Lua face for src/health (the probe
- * state machine). Running the probes is lua/msrt/health.lua. Times are the
+ * state machine). Running the probes is lua/msrt/health/ (its books.lua
+ * is the one user of this face, and of the FFI entry points below). Times are the
  * caller's milliseconds (the hub loop's uv.now(), so that due times and
  * the loop's timers agree). Hub thread only. */
 #include <lauxlib.h>
@@ -165,11 +166,48 @@ static int l_probe(lua_State *L) {
   return 1;
 }
 
+/* h:pointer() -> the msrt_health * as a light userdata, for the FFI entry
+ * points (msrt_health_begin, _record, _next of health/health.h, which
+ * msrt-lua exports): valid while h is referenced. */
+static int l_pointer(lua_State *L) {
+  lua_pushlightuserdata(L, check(L));
+  return 1;
+}
+
+/* The numbers the FFI path needs, from health/health.h rather than
+ * restated in Lua: health_kinds {startup = 0, ...} (msrt_probe_kind),
+ * health_events {changed = 1, ...} (MSRT_HEALTH_EV_*), health_defaults
+ * {interval_ms = 10000, ...} (msrt_probe_config_default). */
+static void open_constants(lua_State *L) {
+  lua_createtable(L, 0, MSRT_PROBE__COUNT);
+  for (int k = 0; k < MSRT_PROBE__COUNT; k++) {
+    lua_pushinteger(L, k);
+    lua_setfield(L, -2, msrt_probe_kind_name((msrt_probe_kind)k));
+  }
+  lua_setfield(L, -2, "health_kinds");
+  lua_createtable(L, 0, 5);
+  msrt_lua_set_num(L, "changed", MSRT_HEALTH_EV_CHANGED);
+  msrt_lua_set_num(L, "started", MSRT_HEALTH_EV_STARTED);
+  msrt_lua_set_num(L, "restart", MSRT_HEALTH_EV_RESTART);
+  msrt_lua_set_num(L, "ready", MSRT_HEALTH_EV_READY);
+  msrt_lua_set_num(L, "unready", MSRT_HEALTH_EV_UNREADY);
+  lua_setfield(L, -2, "health_events");
+  msrt_probe_config d;
+  msrt_probe_config_default(&d);
+  lua_createtable(L, 0, 5);
+  msrt_lua_set_num(L, "initial_delay_ms", (double)d.initial_delay_ms);
+  msrt_lua_set_num(L, "interval_ms", (double)d.interval_ms);
+  msrt_lua_set_num(L, "timeout_ms", (double)d.timeout_ms);
+  msrt_lua_set_num(L, "failure_threshold", d.failure_threshold);
+  msrt_lua_set_num(L, "success_threshold", d.success_threshold);
+  lua_setfield(L, -2, "health_defaults");
+}
+
 void msrt_lua_open_health(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"begin", l_begin}, {"record", l_record}, {"next", l_next},
     {"state", l_state}, {"ready", l_ready}, {"active", l_active},
-    {"probe", l_probe}, {NULL, NULL}};
+    {"probe", l_probe}, {"pointer", l_pointer}, {NULL, NULL}};
   if (luaL_newmetatable(L, HEALTH_META)) {
     luaL_register(L, NULL, methods);
     lua_pushvalue(L, -1);
@@ -178,4 +216,5 @@ void msrt_lua_open_health(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, l_health_new);
   lua_setfield(L, -2, "health_new");
+  open_constants(L);
 }
