@@ -4,65 +4,11 @@
 -- actors, processes and hub subscriptions of this host.
 local S = require "spec.support"
 local msrt = require "msrt"
-local uv = require "luv"
 
 assert(msrt.start())
 
-local NODE_CLIENT = "spec/nats_clients/node_client.js"
-
--- A raw client: c.send(text), c.wait_for(pattern) -> the text read so far
--- once it matches (false after 5 s), c.close().
-local function raw(port)
-  local c, buf = { tcp = uv.new_tcp() }, ""
-  local co = coroutine.running()
-  c.tcp:connect("127.0.0.1", port, function(err)
-    assert(not err, err)
-    c.tcp:read_start(function(_, chunk)
-      if chunk then buf = buf .. chunk else c.eof = true end
-    end)
-    coroutine.resume(co)
-  end)
-  coroutine.yield()
-  function c.send(text) c.tcp:write(text) end
-  function c.wait_for(pat)
-    local ok = S.wait_until(function() return buf:find(pat) ~= nil or c.eof end, 5000)
-    return ok and buf:find(pat) ~= nil and buf
-  end
-  function c.close() if not c.tcp:is_closing() then c.tcp:close() end end
-  return c
-end
-
--- Run the Node client's scenario; returns its checks by name.
-local function node(port, scenario)
-  local out, co, done = "", coroutine.running(), false
-  local stdout = uv.new_pipe()
-  local h = uv.spawn("node", { args = { NODE_CLIENT, tostring(port), scenario }, stdio = { nil, stdout, 2 } },
-    function(code)
-      done = code
-      if co then coroutine.resume(co) end
-    end)
-  assert(h, "node could not be started")
-  stdout:read_start(function(_, chunk) if chunk then out = out .. chunk else stdout:close() end end)
-  local t = msrt.after(30000, function() if not done then h:kill("sigkill") end end)
-  if not done then coroutine.yield() end
-  co = nil
-  t:stop()
-  h:close()
-  S.wait_until(function() return stdout:is_closing() end, 2000)
-  local checks = {}
-  for line in out:gmatch("[^\n]+") do
-    local name, ok = line:match('"check":"([^"]+)","ok":(%a+)')
-    if name then checks[name] = { ok = ok == "true", line = line } end
-  end
-  return checks, out
-end
-
-local function expect(checks, out, names)
-  for _, n in ipairs(names) do
-    assert(checks[n], ("no result for %s in:\n%s"):format(n, out))
-    assert(checks[n].ok, checks[n].line)
-  end
-end
+local C = require "spec.nats_clients.clients"
+local raw, node, expect = C.raw, C.node, C.expect
 
 describe("msrt.listen{nats = ...}", function()
   it("speaks the NATS protocol to a raw client: INFO, PING, PUB to Lua, MSG from Lua", function()
@@ -97,8 +43,8 @@ describe("msrt.listen{nats = ...}", function()
       assert.truthy(c.wait_for("PONG"))
       local answer
       msrt.after(0, function()
-        local text = c.wait_for("MSG svc.raw 1 (_INBOX%.[%w%.]+) 3\r\n")
-        local reply = text:match("MSG svc.raw 1 (_INBOX%.[%w%.]+) 3\r\n")
+        local text = c.wait_for("MSG svc.raw 1 (_INBOX%.%S+) 3\r\n")
+        local reply = text:match("MSG svc.raw 1 (_INBOX%.%S+) 3\r\n")
         c.send(("PUB %s 6\r\nanswer\r\n"):format(reply))
       end)
       answer = msrt.request("svc.raw", "ask", { timeout_ms = 5000 })

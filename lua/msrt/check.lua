@@ -96,6 +96,19 @@ M.register {
   end,
 }
 
+M.register {
+  name = "auth",
+  detects = function(value)
+    return type(value) == "table" and value.users ~= nil
+  end,
+  validate = function(value, path, source)
+    local listen = require("msrt.listen")
+    local ok, err = listen.check_auth(value)
+    if ok then return true end
+    return nil, core.error(err.code, ("%s:%d: %s"):format(path, listen.line_of_user(source, err.user), err.message))
+  end,
+}
+
 --- Check one file.
 -- @treturn boolean|nil true, or nil and an error whose message reads `file:line: message`
 function M.file(path)

@@ -81,13 +81,23 @@ function M.check_auth(value)
   local out = {}
   for i, u in ipairs(value.users) do
     local where = ("user %d"):format(i)
-    if type(u) ~= "table" then return nil, core.error("bad_config", where .. ": a table expected") end
+    local function bad(msg) return nil, core.error("bad_config", msg, { user = i }) end
+    if type(u) ~= "table" then return bad(where .. ": a table expected") end
     ok, why = schema.check(u, USER, where)
-    if not ok then return nil, core.error("bad_config", why) end
+    if not ok then return bad(why) end
     if not ((u.user and u.password and not u.token) or (u.token and not u.user)) then
-      return nil, core.error("bad_config", where .. ": needs user and password, or token")
+      return bad(where .. ": needs user and password, or token")
     end
     local p = u.permissions or {}
+    for _, kind in ipairs { "publish", "subscribe" } do
+      for _, side in ipairs { "allow", "deny" } do
+        for j, pat in ipairs((p[kind] or {})[side] or {}) do
+          if not core.pattern_check(pat) then
+            return bad(("%s: permissions.%s.%s[%d] \"%s\" is not a valid subject pattern"):format(where, kind, side, j, pat))
+          end
+        end
+      end
+    end
     local pub, sub, resp = p.publish or {}, p.subscribe or {}, p.allow_responses
     out[i] = {
       user = u.user, password = u.password, token = u.token, max_connections = u.max_connections,
@@ -101,13 +111,29 @@ function M.check_auth(value)
   return out
 end
 
+--- The line of the n-th user entry (its `user =` or `token =`) in source;
+-- 0 when unknown.
+function M.line_of_user(source, n)
+  if not (source and n) then return 0 end
+  local line, seen = 0, 0
+  for text in (source .. "\n"):gmatch("([^\n]*)\n") do
+    line = line + 1
+    if text:find("%f[%w_]user%s*=") or text:find("%f[%w_]token%s*=") then
+      seen = seen + 1
+      if seen == n then return line end
+    end
+  end
+  return 0
+end
+
 --- Load an auth policy file. @return users | nil, err (`file:line:`)
 function M.load_auth(path)
   local value, source = policy.load_file(path)
   if value == nil and type(source) == "table" then return nil, source end
   local users, err = M.check_auth(value)
   if not users then
-    return nil, core.error(err.code, ("%s:0: %s"):format(path, err.message), { file = path })
+    return nil, core.error(err.code, ("%s:%d: %s"):format(path, M.line_of_user(source, err.user), err.message),
+      { file = path })
   end
   return users
 end

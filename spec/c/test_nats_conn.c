@@ -329,6 +329,77 @@ static void test_auth(void) {
   teardown();
 }
 
-TEST_MAIN(test_info_ping_verbose, test_routing, test_unsub_max,
+/* allow_responses: a reply handed to the client may be published to once
+ * (nats-server's default), whatever its publish list says. */
+static void test_allow_responses(void) {
+  setup(NULL);
+  const char *pub[] = {"svc.>"};
+  msrt_nats_user users[] = {{.user = "bob", .password = "pw",
+                             .pub_allow = pub, .n_pub_allow = 1,
+                             .allow_responses = true},
+                            {.user = "asker", .password = "pw"}};
+  msrt_nats_policy *pol = msrt_nats_policy_new(users, 2, NULL);
+  msrt_nats_auth au = msrt_nats_policy_auth(pol);
+  msrt_nats_server_set_auth(F.srv, &au);
+  peer b, a;
+  open_peer(&b), open_peer(&a);
+  read_all(&b), read_all(&a);
+  feed(&b, "CONNECT {\"user\":\"bob\",\"pass\":\"pw\"}\r\nSUB work 1\r\n");
+  feed(&a, "CONNECT {\"user\":\"asker\",\"pass\":\"pw\"}\r\n"
+           "SUB _INBOX.a.* 1\r\nPUB work _INBOX.a.1 1\r\n?\r\n");
+  SAME(read_all(&b), "MSG work 1 _INBOX.a.1 1\n?\n");
+  feed(&b, "PUB _INBOX.a.1 2\r\nok\r\nPUB _INBOX.a.1 5\r\nagain\r\n"
+           "PUB _INBOX.a.2 1\r\nx\r\n");
+  SAME(read_all(&a), "MSG _INBOX.a.1 1 2\nok\n");
+  SAME(read_all(&b),
+       "-ERR 'Permissions Violation for Publish to \"_INBOX.a.1\"'\n"
+       "-ERR 'Permissions Violation for Publish to \"_INBOX.a.2\"'\n");
+  close_peer(&a), close_peer(&b);
+  msrt_nats_server_set_auth(F.srv, NULL);
+  msrt_nats_policy_free(pol);
+  teardown();
+}
+
+/* A reload: a connection keeps only what it is still allowed. */
+static void test_reauthorize(void) {
+  setup(NULL);
+  const char *sub1[] = {"a.>", "b.>"}, *sub2[] = {"a.>"};
+  msrt_nats_user u1 = {.user = "u", .password = "pw", .sub_allow = sub1,
+                       .n_sub_allow = 2};
+  msrt_nats_policy *p1 = msrt_nats_policy_new(&u1, 1, NULL);
+  msrt_nats_auth au = msrt_nats_policy_auth(p1);
+  msrt_nats_server_set_auth(F.srv, &au);
+  peer c, d;
+  open_peer(&c), open_peer(&d);
+  read_all(&c), read_all(&d);
+  feed(&c, "CONNECT {\"user\":\"u\",\"pass\":\"pw\"}\r\nSUB a.x 1\r\nSUB b.x 2\r\n");
+  msrt_nats_user u2 = {.user = "u", .password = "pw", .sub_allow = sub2,
+                       .n_sub_allow = 1};
+  msrt_nats_policy *p2 = msrt_nats_policy_new(&u2, 1, NULL);
+  au = msrt_nats_policy_auth(p2);
+  msrt_nats_server_set_auth(F.srv, &au);
+  msrt_nats_server_reauthorize(F.srv);
+  msrt_nats_policy_free(p1);
+  SAME(read_all(&c),
+       "-ERR 'Permissions Violation for Subscription to \"b.x\"'\n");
+  feed(&d, "CONNECT {\"user\":\"u\",\"pass\":\"pw\"}\r\n"
+           "PUB a.x 1\r\n1\r\nPUB b.x 1\r\n2\r\n");
+  SAME(read_all(&c), "MSG a.x 1 1\n1\n"); /* b.x is no longer its */
+  /* a policy without u: the connection goes */
+  msrt_nats_user u3 = {.user = "other", .password = "pw"};
+  msrt_nats_policy *p3 = msrt_nats_policy_new(&u3, 1, NULL);
+  au = msrt_nats_policy_auth(p3);
+  msrt_nats_server_set_auth(F.srv, &au);
+  msrt_nats_server_reauthorize(F.srv);
+  msrt_nats_policy_free(p2);
+  SAME(read_all(&c), "-ERR 'Authorization Violation'\n");
+  CHECK(c.closed == 1);
+  close_peer(&c), close_peer(&d);
+  msrt_nats_server_set_auth(F.srv, NULL);
+  msrt_nats_policy_free(p3);
+  teardown();
+}
+
+TEST_MAIN(test_allow_responses, test_reauthorize, test_info_ping_verbose, test_routing, test_unsub_max,
           test_headers_no_responders, test_errors, test_slow_consumer,
           test_max_conns, test_auth)

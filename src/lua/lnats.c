@@ -9,6 +9,7 @@
 #include "lua/lrt.h"
 #include "nats/auth.h"
 #include "nats/listen.h"
+#include "router/subject.h"
 
 static const char SERVER_META[] = "msrt.nats_server";
 static const char LISTENER_META[] = "msrt.nats_listener";
@@ -222,6 +223,19 @@ static int l_listener_close(lua_State *L) {
   return 0;
 }
 
+/* pattern_check(s) -> true | nil, err (invalid_subject): NATS' rules for
+ * a subscription pattern (router/subject.h), for policy files checked
+ * without a runtime. */
+static int l_pattern_check(lua_State *L) {
+  size_t n;
+  const char *p = luaL_checklstring(L, 1, &n);
+  msrt_error err;
+  if (msrt_pattern_validate(p, n, 0, &err) != MSRT_E_OK)
+    return msrt_lua_fail_err(L, &err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static void meta(lua_State *L, const char *name, const luaL_Reg *methods) {
   if (luaL_newmetatable(L, name)) {
     lua_newtable(L);
@@ -242,4 +256,6 @@ void msrt_lua_open_nats(lua_State *L) {
   meta(L, LISTENER_META, listener);
   lua_pushcfunction(L, l_nats_server);
   lua_setfield(L, -2, "nats_server");
+  lua_pushcfunction(L, l_pattern_check);
+  lua_setfield(L, -2, "pattern_check");
 }

@@ -16,8 +16,9 @@
  *              (queue/queue.h)
  *   lbridge.c  nats_open, nats_filters, nats_info, nats_stats, nats_close:
  *              the NATS bridge (bridge/bridge.h)
- *   lnats.c    nats_server and its server and listener handles: NATS
- *              clients (nats/conn.h, nats/listen.h, nats/auth.h)
+ *   lnats.c    nats_server and its server and listener handles, and
+ *              pattern_check: NATS clients (nats/conn.h, nats/listen.h,
+ *              nats/auth.h)
  * Errors come back as `nil, err` (lua/lerror.h). Hub thread only. */
 #ifndef MSRT_LUA_LRT_H
 #define MSRT_LUA_LRT_H

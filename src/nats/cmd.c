@@ -57,6 +57,7 @@ static int do_connect(msrt_nats_conn *c, const msrt_nats_cmd *cmd) {
     }
     msrt_nats_perms_unref(c->perms);
     c->perms = p;
+    msrt_nats_resp_rules(c);
   }
   c->connected = true;
   pthread_mutex_lock(&c->mu);
@@ -85,9 +86,21 @@ static void no_responders(msrt_nats_conn *c, const char *reply, size_t rlen) {
   }
 }
 
+/* Whether c may publish to subject: its publish list, or a reply it was
+ * handed (allow_responses; one use taken). */
+static bool may_publish(msrt_nats_conn *c, const char *subject, size_t len) {
+  return msrt_nats_perms_publish(c->perms, subject, len) ||
+         msrt_nats_resp_take(c, subject, len);
+}
+
+/* After routing: the resolved subject (a reply already allowed before
+ * routing is not taken twice). */
 static bool permit_pub(void *ud, const char *subject, size_t len) {
   msrt_nats_conn *c = ud;
-  return msrt_nats_perms_publish(c->perms, subject, len);
+  if (c->pub_subject && len == c->pub_len &&
+      memcmp(subject, c->pub_subject, len) == 0)
+    return true;
+  return may_publish(c, subject, len);
 }
 
 /* The envelope of a PUB: its payload as a Lua string, its header block as
@@ -123,7 +136,7 @@ static int do_pub(msrt_nats_conn *c, const msrt_nats_cmd *cmd) {
     send_err(c, MSRT_NATS_ERR_PUB_SUBJECT);
     return 0;
   }
-  if (!msrt_nats_perms_publish(c->perms, cmd->subject, cmd->subject_len)) {
+  if (!may_publish(c, cmd->subject, cmd->subject_len)) {
     violation(c, "Publish", cmd->subject, cmd->subject_len);
     return 0;
   }
@@ -138,8 +151,10 @@ static int do_pub(msrt_nats_conn *c, const msrt_nats_cmd *cmd) {
     return c->closed;
   }
   size_t delivered = 0;
+  c->pub_subject = cmd->subject, c->pub_len = cmd->subject_len;
   msrt_code rc = msrt_bus_publish_as(s->bus, e, c->perms ? permit_pub : NULL,
                                      c, &delivered, NULL, &err);
+  c->pub_subject = NULL;
   msrt_env_unref(e);
   if (rc == MSRT_E_PERMISSION) {
     violation(c, "Publish", cmd->subject, cmd->subject_len);
@@ -255,6 +270,7 @@ static void reauthorize(msrt_nats_conn *c) {
   }
   msrt_nats_perms_unref(c->perms);
   c->perms = p;
+  msrt_nats_resp_rules(c);
   sid_table *t = &c->subs;
   for (size_t i = 0; i < t->cap;) {
     nats_sub *sub = t->slot[i];

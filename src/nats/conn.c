@@ -19,6 +19,7 @@ void msrt_nats_conn_unref(msrt_nats_conn *c) {
   msrt_sbuf_free(&c->hscratch);
   msrt_sbuf_free(&c->wbuf);
   msrt_sbuf_free(&c->out);
+  msrt_nats_resp_free(c);
   pthread_mutex_destroy(&c->mu);
   free(c);
   msrt_nats_server_unref(s);

@@ -57,6 +57,8 @@ struct msrt_nats_conn {
   uint64_t last_ping_ns, stall_since_ns;
   sid_table subs;
   msrt_nats_perms *perms;
+  const char *pub_subject; /* the PUB being published (permit_pub) */
+  size_t pub_len;
   char user[64];
   msrt_sbuf scratch, hscratch; /* a PUB's payload and header encodings */
   msrt_sbuf wbuf;              /* what a flush is writing */
@@ -67,6 +69,12 @@ struct msrt_nats_conn {
   bool shut;           /* no more deliveries */
   bool slow;           /* over max_pending: end as a slow consumer */
   bool headers;        /* the client takes HMSG */
+  /* allow_responses (nats/auth.h): the reply subjects this client was
+   * handed, each publishable resp_max times until its deadline */
+  int resp_max;        /* 0: not tracked */
+  uint64_t resp_ttl_ns; /* 0: no expiry */
+  struct nats_resp *resp;
+  size_t nresp, capresp;
   atomic_size_t tp_queued; /* the transport's queue at the last look */
 };
 
@@ -93,6 +101,14 @@ nats_sub *msrt_sid_get(sid_table *t, const char *sid, size_t n);
 int msrt_sid_put(sid_table *t, nats_sub *s);
 void msrt_sid_del(sid_table *t, nats_sub *s);
 void msrt_sid_free(sid_table *t);
+
+/* allow_responses (resp.c): remember a reply subject handed to c (c->mu
+ * held); take one use of it (hub thread; true when it was allowed);
+ * set the rules from c->perms (hub thread); forget everything. */
+void msrt_nats_resp_note(msrt_nats_conn *c, const char *reply, size_t n);
+bool msrt_nats_resp_take(msrt_nats_conn *c, const char *subject, size_t n);
+void msrt_nats_resp_rules(msrt_nats_conn *c);
+void msrt_nats_resp_free(msrt_nats_conn *c);
 
 /* Connections (conn.c). */
 void msrt_nats_conn_ref(msrt_nats_conn *c);

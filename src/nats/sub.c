@@ -78,6 +78,7 @@ static msrt_push_outcome sub_push(void *ep, msrt_envelope *e,
     out = MSRT_PUSH_DROPPED_NEWEST;
   } else {
     write_msg(c, s, e, p, n, &hdr);
+    if (e->reply) msrt_nats_resp_note(c, e->reply, e->reply_len);
     if (c->out.oom) out = MSRT_PUSH_FAILED, c->slow = true;
     if (max >= 0 && nth == max) c->reap = true;
   }

@@ -1,0 +1,66 @@
+--- NATS clients for the specs of the network face (nats_listen_spec.lua,
+-- nats_auth_spec.lua, spec/security/): from a driven coroutine (S.drive).
+local S = require "spec.support"
+local msrt = require "msrt"
+local uv = require "luv"
+
+local M = {}
+
+--- A raw TCP client speaking protocol lines: c.send(text),
+-- c.wait_for(pattern, plain) -> the text read so far once it matches
+-- (false after 5 s or at EOF without it), c.eof, c.close().
+function M.raw(port)
+  local c, buf = { tcp = uv.new_tcp() }, ""
+  local co = coroutine.running()
+  c.tcp:connect("127.0.0.1", port, function(err)
+    assert(not err, err)
+    c.tcp:read_start(function(_, chunk)
+      if chunk then buf = buf .. chunk else c.eof = true end
+    end)
+    coroutine.resume(co)
+  end)
+  coroutine.yield()
+  function c.send(text) c.tcp:write(text) end
+  function c.wait_for(pat, plain)
+    S.wait_until(function() return buf:find(pat, 1, plain) ~= nil or c.eof end, 5000)
+    return buf:find(pat, 1, plain) ~= nil and buf
+  end
+  function c.text() return buf end
+  function c.close() if not c.tcp:is_closing() then c.tcp:close() end end
+  return c
+end
+
+--- Run spec/nats_clients/node_client.js's scenario against port (killed
+-- after 30 s). Returns its checks by name ({ok, line}) and its output.
+function M.node(port, scenario)
+  local out, co, done = "", coroutine.running(), false
+  local stdout = uv.new_pipe()
+  local h = assert(uv.spawn("node", { args = { "spec/nats_clients/node_client.js", tostring(port), scenario },
+    stdio = { nil, stdout, 2 } }, function()
+    done = true
+    if co then coroutine.resume(co) end
+  end), "node could not be started")
+  stdout:read_start(function(_, chunk) if chunk then out = out .. chunk else stdout:close() end end)
+  local t = msrt.after(30000, function() if not done then h:kill("sigkill") end end)
+  if not done then coroutine.yield() end
+  co = nil
+  t:stop()
+  h:close()
+  S.wait_until(function() return stdout:is_closing() end, 2000)
+  local checks = {}
+  for line in out:gmatch("[^\n]+") do
+    local name, ok = line:match('"check":"([^"]+)","ok":(%a+)')
+    if name then checks[name] = { ok = ok == "true", line = line } end
+  end
+  return checks, out
+end
+
+--- Assert that every named check came and passed.
+function M.expect(checks, out, names)
+  for _, n in ipairs(names) do
+    assert(checks[n], ("no result for %s in:\n%s"):format(n, out))
+    assert(checks[n].ok, checks[n].line)
+  end
+end
+
+return M
