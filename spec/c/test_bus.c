@@ -12,6 +12,7 @@
 
 #include "bus/bus.h"
 #include "bus/endpoints.h"
+#include "bus/procs.h"
 #include "ctest.h"
 #include "router/routes.h"
 
@@ -482,6 +483,24 @@ static void test_undeliver_and_stamp(void) {
   teardown();
 }
 
+/* A stdin line the hub could not give its process (released meanwhile)
+ * moves from delivered to drop_closed; room for a released process's
+ * output is nothing to do. */
+static void test_proc_item_closed(void) {
+  setup(0);
+  sub("p.>", NULL, msrt_ep_hub(1));
+  CHECK(pub("p.x", NULL, NULL) == MSRT_E_OK);
+  CHECK(stat_of("p", MSRT_STAT_DELIVERED) == 1);
+  msrt_error err;
+  CHECK(msrt_bus_proc_item(F.bus, NULL, make("p.x"), &err) == MSRT_E_CLOSED);
+  CHECK(err.code == MSRT_E_CLOSED);
+  CHECK(stat_of("p", MSRT_STAT_DELIVERED) == 0);
+  CHECK(stat_of("p", MSRT_STAT_DROP_CLOSED) == 1);
+  CHECK(msrt_bus_proc_item(F.bus, NULL, NULL, &err) == MSRT_E_OK);
+  check_identity();
+  teardown();
+}
+
 /* ---- threads (run under TSan by scripts/test) --------------------------- */
 
 typedef struct {
@@ -540,4 +559,5 @@ TEST_MAIN(test_delivered_and_no_responders, test_drop_newest, test_drop_oldest,
           test_drop_oldest_bytes,
           test_refused_when_full, test_closed_and_not_ready, test_blocked,
           test_wait_room, test_gate_outcomes, test_queue_skips_full,
-          test_routed_outcomes, test_undeliver_and_stamp, test_threads)
+          test_routed_outcomes, test_undeliver_and_stamp,
+          test_proc_item_closed, test_threads)

@@ -17,6 +17,8 @@ struct msrt_bus {
   msrt_interest *interest; /* bus/interest.h */
 };
 
+msrt_inbox *msrt_bus_inbox(msrt_bus *bus) { return bus->inbox; }
+
 static __thread msrt_reader *tl_reader;
 static __thread msrt_bus *tl_reader_bus;
 

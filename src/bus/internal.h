@@ -7,6 +7,9 @@
 #include "bus/bus.h"
 #include "bus/interest.h"
 
+/* The hub inbox the bus hands items to (bus/procs.c's wakers). */
+msrt_inbox *msrt_bus_inbox(msrt_bus *bus);
+
 /* Count n copies in outcome s of subject class cls, on the calling
  * thread's shard of the router's counters (no shared write). */
 void msrt_bus_count(msrt_bus *bus, unsigned cls, msrt_stat s, uint64_t n);

@@ -1,7 +1,7 @@
 /* msrt.core functions for child processes: the registry of src/proc on
- * the hub loop, its output published through the runtime in C (no Lua on
- * the per-line path), its events handed to lua/msrt/process.lua, and the
- * hub inbox's MSRT_IN_PROC items written to stdin. Hub thread only. */
+ * the hub loop, its events handed to lua/msrt/process.lua; its output and
+ * its stdin lines go through the bus in C (bus/procs.h: no Lua on the
+ * per-line path). Hub thread only. */
 #include "lua/lproc.h"
 
 #include <lauxlib.h>
@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus/procs.h"
 #include "lua/host.h"
 #include "lua/lerror.h"
 #include "lua/lrt.h"
@@ -48,74 +49,12 @@ static void event_call(int nargs) {
   msrt_host_call(hub_L, nargs + 2, 0, "error in process event");
 }
 
-/* ---- backpressure on a child's output ------------------------------- */
-
-/* A publish from a child waiting for room in `block` mailboxes: the
- * child's stdout is paused meanwhile (msrt_proc_pause_output). */
-typedef struct {
-  msrt_bus_pending pend;
-} out_wait;
-
-/* The thread that makes room asks the hub to retry: an MSRT_IN_PROC item
- * without an envelope (hub/inbox.h's waker). With no memory for the
- * waker, or room already, the item is queued now: the retry comes from
- * the inbox, not recursively. */
-static void wait_room(msrt_rt *rt, msrt_proc *p, out_wait *w) {
-  msrt_inbox_item it = {MSRT_IN_PROC, msrt_proc_id(p), NULL, NULL};
-  void *waker = msrt_inbox_waker(rt->inbox, it);
-  if (waker && msrt_bus_pending_wait(&w->pend, msrt_inbox_wake,
-                                     msrt_inbox_unwake, waker) ==
-                   MSRT_WAIT_PENDING)
-    return;
-  if (waker) msrt_inbox_unwake(waker);
-  msrt_bus_to_hub(rt->bus, it);
-}
-
-/* The retry: deliver what is still pending, then read on. */
-static void retry_output(msrt_rt *rt, msrt_proc *p) {
-  out_wait *w = msrt_proc_ud(p);
-  if (!w || !rt) return;
-  if (msrt_bus_pending_retry(rt->bus, &w->pend) == MSRT_E_MAILBOX_FULL) {
-    wait_room(rt, p, w);
-    return;
-  }
-  msrt_proc_resume_output(p);
-}
-
-static void out_wait_free(msrt_rt *rt, msrt_proc *p) {
-  out_wait *w = msrt_proc_ud(p);
-  if (!w) return;
-  if (rt) msrt_bus_pending_clear(rt->bus, &w->pend); /* undelivered: refused */
-  free(w);
-  msrt_proc_set_ud(p, NULL);
-}
-
 static msrt_code ev_publish(void *ud, msrt_proc *p, const char *s, size_t sl,
                             const char *r, size_t rl, const void *h, size_t hl,
                             const void *pl, size_t plen, msrt_error *err) {
   msrt_rt *rt = ((msrt_host *)ud)->rt;
   if (!rt) return msrt_error_set(err, MSRT_E_CLOSED, "the runtime is stopped");
-  out_wait *w = msrt_proc_ud(p);
-  if (!w && !(w = calloc(1, sizeof *w)))
-    return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
-  msrt_proc_set_ud(p, w);
-  msrt_envelope *e = msrt_bus_make(rt->bus, s, sl, r, rl, h, hl, pl, plen,
-                                  MSRT_PRIORITY_DEFAULT, 0, err);
-  if (!e) return err->code;
-  size_t delivered;
-  /* permissions apply after routing too (msrt_bus_publish_as) */
-  msrt_code rc = msrt_bus_publish_as(rt->bus, e, msrt_proc_permits, p, &delivered,
-                                    &w->pend, err);
-  msrt_env_unref(e);
-  if (rc == MSRT_E_MAILBOX_FULL && w->pend.n) { /* full `block` mailboxes */
-    msrt_proc_pause_output(p);
-    wait_room(rt, p, w);
-    return MSRT_E_OK;
-  }
-  if (rc == MSRT_E_OK && r && delivered == 0) /* a request nobody takes */
-    return msrt_error_set(err, MSRT_E_NO_RESPONDERS, "no responders for "
-                          "\"%.*s\"", (int)(sl > 200 ? 200 : sl), s);
-  return rc;
+  return msrt_bus_proc_publish(rt->bus, p, s, sl, r, rl, h, hl, pl, plen, err);
 }
 
 static void ev_bad(void *ud, msrt_proc *p, const char *reason,
@@ -145,7 +84,8 @@ static void ev_state(void *ud, msrt_proc *p, msrt_proc_state s) {
 }
 
 static void ev_exit(void *ud, msrt_proc *p, const msrt_proc_exit *x) {
-  out_wait_free(((msrt_host *)ud)->rt, p);
+  msrt_rt *rt = ((msrt_host *)ud)->rt;
+  msrt_bus_proc_release(rt ? rt->bus : NULL, p);
   if (!event_begin("exit", p)) return;
   lua_State *L = hub_L;
   lua_createtable(L, 0, 6);
@@ -166,20 +106,11 @@ static void ev_exit(void *ud, msrt_proc *p, const msrt_proc_exit *x) {
   event_call(1);
 }
 
-/* A stdin line the hub dropped on overflow (drop_oldest evicting an older
- * line, or a new one when every queued line is already being written):
- * the router counted its copy delivered when it went to the hub, so the
- * count moves to the drop, and the drop is announced like the router's.
- * e NULL: a line of p:send, which the router never counted. */
+/* A stdin line the hub dropped on overflow (bus/procs.h). */
 static void ev_dropped(void *ud, msrt_proc *p, const char *reason,
                        const msrt_envelope *e) {
   msrt_rt *rt = ((msrt_host *)ud)->rt;
-  if (!rt || !e) return;
-  msrt_bus_undeliver(rt->bus, e, strcmp(reason, "drop_oldest") == 0
-                               ? MSRT_STAT_DROP_OLDEST : MSRT_STAT_DROP_NEWEST);
-  char who[160];
-  snprintf(who, sizeof who, "process %s", msrt_proc_name(p));
-  msrt_bus_drop_notice(rt->bus, e, reason, who);
+  if (rt) msrt_bus_proc_dropped(rt->bus, p, reason, e);
 }
 
 static const msrt_proc_events EVENTS = {ev_publish, ev_bad, ev_stderr,
@@ -195,25 +126,15 @@ static void bad_input(msrt_proc *p, const msrt_envelope *e,
   event_call(2);
 }
 
-/* e holds a slot of the process's stdin gate, taken by its publisher
- * (rt.c), and was counted delivered then: a copy that cannot be written
- * after all moves to drop_closed (the process has gone or its stdin
- * closed) or drop_other (bad input, no memory). Overflow drops are
- * ev_dropped's. */
+/* An MSRT_IN_PROC item (bus/procs.h msrt_bus_proc_item), with the
+ * bad_input event for a line the child cannot be given. */
 void msrt_lproc_deliver(msrt_rt *rt, uint64_t id, msrt_envelope *e) {
   msrt_proc *p = reg ? msrt_procs_find(reg, id) : NULL;
-  if (!e) { /* room for a paused output (wait_room) */
-    if (p) retry_output(rt, p);
-    return;
-  }
   msrt_error err;
-  /* a process not found was released: its gate is closed, the slot moot */
-  msrt_code rc = p ? msrt_proc_send_env(p, e, true, &err) : MSRT_E_CLOSED;
-  if (rc == MSRT_E_BAD_INPUT || rc == MSRT_E_PAYLOAD_TOO_BIG)
+  if (e) msrt_env_ref(e); /* kept for the bad_input event */
+  msrt_code rc = msrt_bus_proc_item(rt->bus, p, e, &err);
+  if (p && e && (rc == MSRT_E_BAD_INPUT || rc == MSRT_E_PAYLOAD_TOO_BIG))
     bad_input(p, e, &err);
-  if (rt && rc != MSRT_E_OK && rc != MSRT_E_MAILBOX_FULL)
-    msrt_bus_undeliver(rt->bus, e, rc == MSRT_E_CLOSED ? MSRT_STAT_DROP_CLOSED
-                                                 : MSRT_STAT_DROP_OTHER);
   msrt_env_unref(e);
 }
 
@@ -459,7 +380,8 @@ static int l_proc_stats(lua_State *L) {
 static int l_proc_release(lua_State *L) {
   msrt_proc *p = proc_of(L);
   if (!p) return 0;
-  out_wait_free(msrt_lua_rt_opt(L), p);
+  msrt_rt *rt = msrt_lua_rt_opt(L);
+  msrt_bus_proc_release(rt ? rt->bus : NULL, p);
   msrt_proc_release(p);
   return 0;
 }

@@ -16,13 +16,11 @@ void msrt_lua_open_proc(lua_State *L);
  * rules for Lua code, lua/msrt/json.lua) into the table at the top. */
 void msrt_lua_open_json(lua_State *L);
 
-/* An envelope for the stdin of process id (an MSRT_IN_PROC item from the
- * hub inbox), holding the slot of the process's stdin gate its publisher
- * took (rt.c); the line keeps the slot until written. Takes the
- * reference; a copy that cannot be written (the process has gone, stdin
- * closed, data that is not JSON) is moved in the router's accounting from
- * delivered to drop_closed or drop_other. e NULL: room appeared for the
- * process's paused output (retry it). */
+/* An MSRT_IN_PROC item for process id reached the hub: handed to
+ * bus/procs.h msrt_bus_proc_item (e, its reference taken, written to the
+ * process's stdin; e NULL: room for its paused output), and a line the
+ * child cannot be given (bad_input, payload_too_big) reported to
+ * process.lua as a bad_input event. */
 void msrt_lproc_deliver(msrt_rt *rt, uint64_t id, msrt_envelope *e);
 
 #endif
