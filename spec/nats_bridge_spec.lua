@@ -130,6 +130,56 @@ msrt.stop()
     assert.are.equal(300, served_there)
   end)
 
+  it("withdraws a host's queue group from NATS while its readiness probe fails, and takes work again when it passes", function()
+    local w = host(prelude(nats.url, ', name = "W"') .. [[
+ready_flag = true
+local got = 0
+local sup = assert(msrt.supervisor { name = "w", strategy = "one_for_one", children = {
+  { id = "worker", health = { readiness = { lua = function() return ready_flag end, interval_ms = 20,
+      failure_threshold = 1, success_threshold = 1 } },
+    actor = { name = "worker", subscribe = "job.run", queue = "workers",
+      handle = function(ctx, msg) ctx:reply(msg, "done") end } } } })
+local function subs() br:flush() return br:info().nats_subs end
+local function wait_subs(n)
+  for _ = 1, 500 do if subs() == n then return true end msrt.sleep(10) end
+end
+wait_subs(1)
+print("ready " .. subs())
+msrt.subscribe("ctl.unready", function() ready_flag = false end)
+msrt.subscribe("ctl.ready", function() ready_flag = true end)
+msrt.subscribe("ctl.stop", function() sup:stop() msrt.stop() end)
+]])
+    assert.are.equal("1", await(w, "ready (%d+)"))
+    local c = host(prelude(nats.url, ', name = "C", export = { "job.>", "ctl.>" }') .. [[
+print("a " .. tostring((msrt.request("job.run", 1, { timeout_ms = 3000 }))))
+msrt.publish("ctl.unready", true)
+-- the probe fails, the group goes: NATS answers no responders
+local _, err
+for _ = 1, 300 do
+  _, err = msrt.request("job.run", 2, { timeout_ms = 3000 })
+  if err and err.code == "no_responders" then break end
+  msrt.sleep(10)
+end
+print("b " .. tostring(err and err.code))
+msrt.publish("ctl.ready", true)
+local d
+for _ = 1, 300 do
+  d = msrt.request("job.run", 3, { timeout_ms = 3000 })
+  if d then break end
+  msrt.sleep(10)
+end
+print("c " .. tostring(d))
+msrt.publish("ctl.stop", true)
+br:flush()
+msrt.stop()
+]])
+    local out = finish(c)
+    assert.matches("a done", out)
+    assert.matches("b no_responders", out)
+    assert.matches("c done", out)
+    finish(w)
+  end)
+
   it("asks NATS for what local subscriptions want, withdraws a queue group with no ready member, and never loops", function()
     local h = host(prelude(nats.url, ', name = "I", import = { "work.>" }') .. [[
 local function subs() br:flush() return br:info().nats_subs end
