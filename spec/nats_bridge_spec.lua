@@ -180,6 +180,42 @@ msrt.stop()
     finish(w)
   end)
 
+  it("takes a bridge file's import and export changes live (msrt.reload), keeping the old on a bad file", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. S.quote(dir)) == 0)
+    local file = dir .. "/bridge.lua"
+    S.write(file, ('return { url = %q, name = "R", import = { "a.>" }, export = {} }\n'):format(nats.url))
+    local h = host(([[
+io.stdout:setvbuf("line")
+local msrt = require "msrt"
+msrt.after(40000, function() msrt.stop("bound") end)
+local br = assert(msrt.nats(%q))
+for _ = 1, 200 do if br:info().state == "connected" then break end msrt.sleep(10) end
+local w = assert(msrt.watch { %q })
+msrt.subscribe("a.x", function() end)
+msrt.subscribe("b.x", function() end)
+local function subs() br:flush() return br:info().nats_subs end
+print("before " .. subs())
+local function rewrite(text)
+  local f = assert(io.open(%q, "w")) f:write(text) f:close()
+  return msrt.reload(%q)
+end
+local ok = rewrite(([=[return { url = "%s", name = "R", import = { "a.>", "b.>" }, export = {} }]=]))
+print("reloaded " .. tostring(ok) .. " " .. subs())
+local bad, err = rewrite("return { url = 42 }")
+print("bad " .. tostring(bad) .. " " .. subs() .. " " .. tostring(err and err.message))
+w.close()
+br:close()
+msrt.stop()
+]]):format(file, dir, file, file, nats.url))
+    local out = finish(h)
+    os.execute("rm -rf " .. S.quote(dir))
+    assert.matches("before 1", out)
+    assert.matches("reloaded true 2", out)
+    assert.matches("bad nil 2 .*'url' must be a string", out)
+  end)
+
   it("asks NATS for what local subscriptions want, withdraws a queue group with no ready member, and never loops", function()
     local h = host(prelude(nats.url, ', name = "I", import = { "work.>" }') .. [[
 local function subs() br:flush() return br:info().nats_subs end
