@@ -12,6 +12,7 @@
 #include "bus/procs.h"
 #include "lua/host.h"
 #include "lua/lerror.h"
+#include "lua/lfield.h"
 #include "lua/lrt.h"
 #include "lua/rt.h"
 #include "proc/proc.h"
@@ -157,28 +158,15 @@ static const char **str_list(lua_State *L, const char *k, size_t *n) {
   return v;
 }
 
-static lua_Number num_field(lua_State *L, int t, const char *k, lua_Number d) {
-  lua_getfield(L, t, k);
-  lua_Number v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : d;
-  lua_pop(L, 1);
-  return v;
-}
-
-static const char *str_field(lua_State *L, const char *k) {
-  lua_getfield(L, 1, k);
-  const char *s = lua_tostring(L, -1); /* anchored by the spec table */
-  lua_pop(L, 1);
-  return s;
-}
-
 static void read_limits(lua_State *L, msrt_proc_limits *l) {
   lua_getfield(L, 1, "limits");
   int t = lua_gettop(L);
   int has = lua_istable(L, t);
-  l->nofile = has ? (long long)num_field(L, t, "nofile", -1) : -1;
-  l->as_bytes = has ? (long long)num_field(L, t, "as_bytes", -1) : -1;
-  l->cpu_s = has ? (long long)num_field(L, t, "cpu_s", -1) : -1;
-  l->nproc = has ? (long long)num_field(L, t, "nproc", -1) : -1;
+  l->nofile = has ? (long long)msrt_lua_field_num(L, t, "nofile", -1) : -1;
+  l->as_bytes =
+      has ? (long long)msrt_lua_field_num(L, t, "as_bytes", -1) : -1;
+  l->cpu_s = has ? (long long)msrt_lua_field_num(L, t, "cpu_s", -1) : -1;
+  l->nproc = has ? (long long)msrt_lua_field_num(L, t, "nproc", -1) : -1;
   lua_pop(L, 1);
 }
 
@@ -212,23 +200,23 @@ static msrt_procs *need_reg(lua_State *L, msrt_error *err) {
 static int l_proc_spawn(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   msrt_proc_spec s = {0};
-  s.name = str_field(L, "name");
-  s.cwd = str_field(L, "cwd");
-  s.codec = codec_of(str_field(L, "codec"));
-  s.publish_as = str_field(L, "publish_as");
-  s.rpc = str_field(L, "rpc");
-  s.inbox = str_field(L, "inbox");
+  s.name = msrt_lua_field_str(L, 1, "name");
+  s.cwd = msrt_lua_field_str(L, 1, "cwd");
+  s.codec = codec_of(msrt_lua_field_str(L, 1, "codec"));
+  s.publish_as = msrt_lua_field_str(L, 1, "publish_as");
+  s.rpc = msrt_lua_field_str(L, 1, "rpc");
+  s.inbox = msrt_lua_field_str(L, 1, "inbox");
   s.argv = str_list(L, "argv", &s.argc);
   s.env = str_list(L, "env", &s.envc);
   s.allow = str_list(L, "allow", &s.nallow);
   s.deny = str_list(L, "deny", &s.ndeny);
   read_limits(L, &s.limits);
-  s.stop_signal = (int)num_field(L, 1, "stop_signal", 0);
-  s.grace_ms = (long)num_field(L, 1, "grace_ms", -1);
-  s.max_line = (size_t)num_field(L, 1, "max_line", 0);
-  s.stdin_capacity = (size_t)num_field(L, 1, "capacity", 0);
-  s.stdin_bytes = (size_t)num_field(L, 1, "stdin_bytes", 0);
-  s.eof_wait_ms = (long)num_field(L, 1, "eof_wait_ms", -1);
+  s.stop_signal = (int)msrt_lua_field_num(L, 1, "stop_signal", 0);
+  s.grace_ms = (long)msrt_lua_field_num(L, 1, "grace_ms", -1);
+  s.max_line = (size_t)msrt_lua_field_num(L, 1, "max_line", 0);
+  s.stdin_capacity = (size_t)msrt_lua_field_num(L, 1, "capacity", 0);
+  s.stdin_bytes = (size_t)msrt_lua_field_num(L, 1, "stdin_bytes", 0);
+  s.eof_wait_ms = (long)msrt_lua_field_num(L, 1, "eof_wait_ms", -1);
   lua_getfield(L, 1, "overflow");
   s.overflow = msrt_lua_overflow(L, -1);
   lua_pop(L, 1);

@@ -11,6 +11,7 @@
 #include "lua/actor.h"
 #include "lua/host.h"
 #include "lua/lerror.h"
+#include "lua/lfield.h"
 #include "lua/lproc.h"
 #include "lua/lrt.h"
 
@@ -134,32 +135,31 @@ static void drain(msrt_inbox_item *items, size_t n, void *ud) {
 
 /* ---- msrt.core functions ---------------------------------------------- */
 
-static lua_Integer field_int(lua_State *L, int t, const char *k, lua_Integer d) {
-  lua_getfield(L, t, k);
-  lua_Integer v = lua_isnumber(L, -1) ? lua_tointeger(L, -1) : d;
-  lua_pop(L, 1);
-  return v;
-}
-
-/* The runtime's figures from a resolved profile table at index idx. */
-static msrt_rt_config config_of(lua_State *L, int idx) {
+/* The runtime's figures from a resolved profile table at index t. */
+static msrt_rt_config config_of(lua_State *L, int t) {
   msrt_rt_config c = {
-    .workers = (int)field_int(L, idx, "workers", 1),
-    .batch = (int)field_int(L, idx, "batch", 64),
-    .spin_us = (int)field_int(L, idx, "spin_us", 50),
-    .mailbox_capacity = (size_t)field_int(L, idx, "mailbox_capacity", 4096),
-    .mailbox_bytes = (size_t)field_int(L, idx, "mailbox_bytes", 0),
-    .max_payload = (size_t)field_int(L, idx, "max_payload", 1 << 20),
-    .max_subject = (size_t)field_int(L, idx, "max_subject", 1024),
-    .slice_ms = (long)field_int(L, idx, "slice_ms", 1000),
-    .shutdown_timeout_ms = (long)field_int(L, idx, "shutdown_timeout_ms", 5000),
+    .workers = (int)msrt_lua_field_num(L, t, "workers", 1),
+    .batch = (int)msrt_lua_field_num(L, t, "batch", 64),
+    .spin_us = (int)msrt_lua_field_num(L, t, "spin_us", 50),
+    .mailbox_capacity =
+        (size_t)msrt_lua_field_num(L, t, "mailbox_capacity", 4096),
+    .mailbox_bytes = (size_t)msrt_lua_field_num(L, t, "mailbox_bytes", 0),
+    .max_payload = (size_t)msrt_lua_field_num(L, t, "max_payload", 1 << 20),
+    .max_subject = (size_t)msrt_lua_field_num(L, t, "max_subject", 1024),
+    .slice_ms = (long)msrt_lua_field_num(L, t, "slice_ms", 1000),
+    .shutdown_timeout_ms =
+        (long)msrt_lua_field_num(L, t, "shutdown_timeout_ms", 5000),
+    .gc_pause = 200,
+    .gc_stepmul = 200,
   };
-  lua_getfield(L, idx, "overflow");
+  lua_getfield(L, t, "overflow");
   c.overflow = msrt_lua_overflow(L, -1);
   lua_pop(L, 1);
-  lua_getfield(L, idx, "gc");
-  c.gc_pause = lua_istable(L, -1) ? (int)field_int(L, -1, "pause", 200) : 200;
-  c.gc_stepmul = lua_istable(L, -1) ? (int)field_int(L, -1, "stepmul", 200) : 200;
+  lua_getfield(L, t, "gc");
+  if (lua_istable(L, -1)) {
+    c.gc_pause = (int)msrt_lua_field_num(L, -1, "pause", 200);
+    c.gc_stepmul = (int)msrt_lua_field_num(L, -1, "stepmul", 200);
+  }
   lua_pop(L, 1);
   return c;
 }
