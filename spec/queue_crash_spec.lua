@@ -8,7 +8,11 @@
 local S = require "spec.support"
 local uv = require "luv"
 
-local TASKS, KILLS, HELD = 10000, 20, 4
+-- The longer form (scripts/soak's spirit, minutes rather than seconds):
+-- MSRT_QUEUE_TASKS=100000 MSRT_QUEUE_KILLS=200 msrt-lua /usr/bin/busted spec/queue_crash_spec.lua
+local TASKS = tonumber(os.getenv("MSRT_QUEUE_TASKS")) or 10000
+local KILLS = tonumber(os.getenv("MSRT_QUEUE_KILLS")) or 20
+local HELD = 4
 
 -- The worker host: consumes the queue, logging "seq delivered" (one
 -- unbuffered O_APPEND write) before acking; slowed by a 2 ms sleep per
