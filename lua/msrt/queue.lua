@@ -325,7 +325,6 @@ function flush(q)
         q.tail = q.tail + 1
         q.ready[q.tail] = r.seq
         q.delivered[r.seq] = 0
-        if #q.consumers > 0 then q.cache[r.seq] = r end
       end
     end
     pub_ack(q, r)
