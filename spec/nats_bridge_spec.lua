@@ -34,6 +34,9 @@ local d, m = msrt.request("svc.echo", { n = 1, s = "é" }, { timeout_ms = 5000, 
 print("reply " .. json.encode(d))
 local d2, e2 = msrt.request("svc.none", "x", { timeout_ms = 5000 })
 print("none " .. tostring(d2) .. " " .. e2.code)
+for line in require("msrt.ops").metrics_text():gmatch("[^\n]+") do
+  if line:find("^msrt_nats_bridge_") then print(line) end
+end
 msrt.publish("test.stop", true)
 br:flush()
 msrt.stop()
@@ -42,6 +45,10 @@ msrt.stop()
     assert.are.same({ got = { n = 1, s = "é" }, prio = 2, x = "y", origin = "A" },
       json.decode(out:match("reply (%b{})")), out)
     assert.matches("none nil no_responders", out)
+    -- /metrics: the bridge's state and accounting by class and outcome
+    assert.matches('msrt_nats_bridge_connected{bridge="A"} 1', out, 1, true)
+    assert.matches('msrt_nats_bridge_messages_total{bridge="A",class="svc",outcome="exported"} 2', out, 1, true)
+    assert.matches('msrt_nats_bridge_messages_total{bridge="A",class="_INBOX",outcome="imported"} 2', out, 1, true)
     assert.matches("stopping", finish(b))
   end)
 

@@ -155,7 +155,7 @@ function M.open(cfg_or_path)
   end
   local box, oerr = core.nats_open(open_opts(cfg))
   if not box then return nil, oerr end
-  local b = setmetatable({ box = box }, Bridge)
+  local b = setmetatable({ box = box, name = cfg.name or "msrt" }, Bridge)
   open[#open + 1] = b
   local ok, ferr = b:set(cfg.import, cfg.export)
   if not ok then b:close() return nil, ferr end

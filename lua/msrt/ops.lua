@@ -142,6 +142,31 @@ local function queue_metrics(out)
   metric(out, "queue_acked_total", "counter", "Messages acknowledged, per durable queue.", qa)
 end
 
+-- Each NATS bridge's state and accounting (README "More than one host"),
+-- labelled by its name on the wire.
+local function bridge_metrics(out)
+  local nats = package.loaded["msrt.nats"]
+  local msgs, up, slow, recon = {}, {}, {}, {}
+  for _, b in ipairs(nats and nats.list() or {}) do
+    local i = b:info()
+    local l = ('bridge="%s"'):format(esc(b.name or "?"))
+    up[#up + 1] = { "{" .. l .. "}", i.state == "connected" and 1 or 0 }
+    slow[#slow + 1] = { "{" .. l .. "}", i.slow_dropped or 0 }
+    recon[#recon + 1] = { "{" .. l .. "}", i.reconnects or 0 }
+    for class, st in pairs(b:stats()) do
+      for k, v in pairs(st) do
+        msgs[#msgs + 1] = { ('{%s,class="%s",outcome="%s"}'):format(l, esc(class), esc(k)), v }
+      end
+    end
+  end
+  table.sort(msgs, function(a, b) return a[1] < b[1] end)
+  metric(out, "nats_bridge_messages_total", "counter",
+    "Copies handed to each NATS bridge and what became of them, and what it imported, by subject class.", msgs)
+  metric(out, "nats_bridge_connected", "gauge", "1 while the bridge is connected to a NATS server.", up)
+  metric(out, "nats_bridge_slow_consumer_dropped_total", "counter", "Messages libnats dropped for a slow consumer.", slow)
+  metric(out, "nats_bridge_reconnects_total", "counter", "Times the bridge's connection came back.", recon)
+end
+
 --- The metrics in the Prometheus text exposition format (version 0.0.4).
 function M.metrics_text()
   local m = require("msrt").metrics()
@@ -189,6 +214,7 @@ function M.metrics_text()
   end
   metric(out, "health", "gauge", "Health state of each probed child.", health)
   queue_metrics(out)
+  bridge_metrics(out)
   local reloads = require("msrt.reload").counts()
   metric(out, "reloads_total", "counter", "Policy reloads, by result.",
     { { '{result="ok"}', reloads.ok }, { '{result="failed"}', reloads.failed } })

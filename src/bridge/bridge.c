@@ -380,10 +380,16 @@ msrt_code msrt_bridge_set_filters(msrt_bridge *b, const char *const *import,
    * (a message matching both is exported twice at most, never lost) */
   uint64_t subs[MSRT_BRIDGE_PATTERNS_MAX];
   size_t ns = 0;
+  /* one queue group for every export pattern: patterns that overlap
+   * (">" and the "_INBOX.>" always added, "work.>" and "work.a") still
+   * hand each message to the bridge once (router/index.h: one member per
+   * group even across patterns) */
+  static const char group[] = "_msrt_bridge_export";
   msrt_endpoint ep = {&msrt_bridge_export_class, b};
   for (size_t i = 0; i < ne && rc == MSRT_E_OK; i++)
-    if ((rc = msrt_bus_subscribe(b->bus, exp[i], strlen(exp[i]), NULL, 0, ep,
-                                 &subs[ns], err)) == MSRT_E_OK)
+    if ((rc = msrt_bus_subscribe(b->bus, exp[i], strlen(exp[i]), group,
+                                 sizeof group - 1, ep, &subs[ns], err)) ==
+        MSRT_E_OK)
       ns++;
   for (size_t i = 0; i < ne; i++) free(exp[i]);
   if (rc != MSRT_E_OK) {
