@@ -223,6 +223,21 @@ msrt.stop()
     assert.matches("bad nil 2 .*'url' must be a string", out)
   end)
 
+  it("joins with msrt-lua --nats URL, and refuses a URL that is not nats://", function()
+    local r = S.run({ "--nats", nats.url, "-e", [[
+local msrt = require "msrt"
+local b = require("msrt.nats").list()[1]
+for _ = 1, 200 do if b:info().state == "connected" then break end msrt.sleep(10) end
+print("state " .. b:info().state .. " " .. b:info().url)
+msrt.stop()
+]] })
+    assert.are.equal(0, r.code, r.err)
+    assert.matches("state connected " .. nats.url:gsub("%p", "%%%0"), r.out)
+    r = S.run({ "--nats", "http://127.0.0.1:1", "-e", "print('ran')" })
+    assert.are_not.equal(0, r.code)
+    assert.matches("is not a nats:// URL", r.err)
+  end)
+
   it("asks NATS for what local subscriptions want, withdraws a queue group with no ready member, and never loops", function()
     local h = host(prelude(nats.url, ', name = "I", import = { "work.>" }') .. [[
 local function subs() br:flush() return br:info().nats_subs end
