@@ -46,6 +46,43 @@ function S.run(args, opts)
   return { out = out, err = slurp(errf), code = code }
 end
 
+--- Start msrt-lua with args (a list) in the background, stderr kept;
+-- env is a prefix like "MSRT_PROFILE=x". Returns h: h.pid, h.text() (its
+-- stderr so far), h.wait(pattern) (the first capture of pattern in its
+-- stderr, waiting up to 10 s; nil when it never comes or the host ended),
+-- h.stop() (SIGTERM, then waits up to 5 s for it to end).
+function S.host(args, env)
+  local uv = require("luv")
+  local errf = os.tmpname()
+  local parts = { env or "", S.quote(S.exe) }
+  for _, a in ipairs(args) do parts[#parts + 1] = S.quote(a) end
+  local pid = assert(io.popen(("%s 2>%s </dev/null & echo $!"):format(table.concat(parts, " "), errf)):read("*l"))
+  local h = { pid = pid }
+  function h.text()
+    local f = io.open(errf, "rb")
+    local t = f and f:read("*a") or ""
+    if f then f:close() end
+    return t
+  end
+  function h.wait(pattern)
+    for _ = 1, 500 do
+      local m = h.text():match(pattern)
+      if m then return m end
+      if not os.execute("kill -0 " .. pid .. " 2>/dev/null") then return h.text():match(pattern) end
+      uv.sleep(20)
+    end
+  end
+  function h.stop()
+    os.execute("kill " .. pid .. " 2>/dev/null")
+    for _ = 1, 250 do
+      if not os.execute("kill -0 " .. pid .. " 2>/dev/null") then break end
+      uv.sleep(20)
+    end
+    os.remove(errf)
+  end
+  return h
+end
+
 --- Write text to the file at path (created or replaced); returns path.
 function S.write(path, text)
   local f = assert(io.open(path, "wb"))

@@ -428,18 +428,33 @@ end
 -- reaches a client as its bytes, any other value as JSON. Its limits come
 -- from the profile (max_payload, connections.*; they follow a profile
 -- reload). Only loopback addresses are accepted unless an auth policy is
--- given.
+-- given. `http = ADDR` serves `/metrics`, `/healthz`, `/readyz` and the
+-- dashboard (README "HTTP endpoints and the dashboard"); `websocket =
+-- ADDR` serves the same on the address NATS clients reach over WebSocket.
 -- @tparam table spec `{ nats = "HOST:PORT" | true (127.0.0.1:4222),
---   auth = FILE }`: FILE is an auth policy (README "Authorisation"),
+--   websocket = "HOST:PORT", http = "HOST:PORT", auth = FILE }` (at least
+--   one address): FILE is an auth policy (README "Authorisation"),
 --   reloaded when it changes under a watched directory
--- @return a listener with `:port()`, `:address()`, `:stats()` and
---   `:close()` | nil, err (`invalid_arg` for a malformed address,
---   `permission` for a non-loopback one without auth, `network` when the
---   port cannot be bound, the auth file's `bad_config`/`syntax`/`not_found`)
+-- @return a listener with `:port([kind])` (kind "nats", "websocket" or
+--   "http"; default the first of them given), `:address([kind])`,
+--   `:stats()` and `:close()` | nil, err (`invalid_arg` for a malformed
+--   address, `permission` for a non-loopback one without auth, `network`
+--   when the port cannot be bound, the auth file's
+--   `bad_config`/`syntax`/`not_found`); either every address asked for
+--   is served or none
 function M.listen(spec)
   check_arg(type(spec) == "table", 1, "listen", "table expected")
-  check_arg(spec.nats == true or type(spec.nats) == "string", 1, "listen",
+  for k in pairs(spec) do
+    check_arg(k == "nats" or k == "websocket" or k == "http" or k == "auth", 1, "listen",
+      ("unknown key '%s' (nats, websocket, http, auth)"):format(tostring(k)))
+  end
+  check_arg(spec.nats == nil or spec.nats == true or type(spec.nats) == "string", 1, "listen",
     "nats = \"HOST:PORT\" (or true) expected")
+  for _, k in ipairs({ "websocket", "http" }) do
+    check_arg(spec[k] == nil or type(spec[k]) == "string", 1, "listen", k .. " = \"HOST:PORT\" expected")
+  end
+  check_arg(spec.nats or spec.websocket or spec.http, 1, "listen",
+    "nats, websocket or http = \"HOST:PORT\" expected")
   check_arg(spec.auth == nil or type(spec.auth) == "string", 1, "listen", "auth must be a file path")
   return require("msrt.listen").listen(spec)
 end

@@ -47,7 +47,9 @@ end
 function M.retune(p)
   if not server then return end
   server:tune(server_opts(p))
-  for l in pairs(listeners) do l.handle:tune(listen_opts(p)) end
+  for l in pairs(listeners) do
+    if l.parts.nats then l.parts.nats:tune(listen_opts(p)) end
+  end
 end
 
 -- ---- the auth policy file -------------------------------------------------
@@ -149,15 +151,30 @@ end
 local Listener = {}
 Listener.__index = Listener
 
---- The port the listener took (useful with port 0).
-function Listener:port() return self.handle:port() end
---- The address it was given.
-function Listener:address() return self.addr end
---- Stop accepting; connections already open stay until msrt.stop.
+local KINDS = { "nats", "websocket", "http" }
+
+local function part(self, kind)
+  kind = kind or self.first
+  return self.parts[kind], kind
+end
+
+--- The port the listener took for kind (default: the first kind given;
+-- useful with port 0), or nil when it has none of that kind.
+function Listener:port(kind)
+  local p = part(self, kind)
+  return p and p:port()
+end
+--- The address it was given for kind (default as for port).
+function Listener:address(kind)
+  local _, k = part(self, kind)
+  return self.addrs[k]
+end
+--- Stop accepting; NATS connections already open stay until msrt.stop
+-- (a web listener closes its connections).
 function Listener:close()
   if listeners[self] then
     listeners[self] = nil
-    self.handle:close()
+    for _, p in pairs(self.parts) do p:close() end
   end
 end
 --- The server's counters: connections, accepted, slow_consumers, refused,
@@ -169,6 +186,7 @@ function M.listen(spec)
   local ok, err = hub.start()
   if not ok then return nil, err end
   local p = profile.current() or {}
+  if not (spec.nats or spec.websocket) then return M.listen_web(spec) end
   if not server then
     local s, serr = core.nats_server(server_opts(p))
     if not s then return nil, serr end
@@ -182,10 +200,27 @@ function M.listen(spec)
     auth_path = spec.auth
     reload.register(spec.auth, "auth", M.load_auth, apply_auth)
   end
-  local addr = spec.nats == true and M.DEFAULT_NATS or spec.nats
-  local handle, lerr = server:listen(addr, listen_opts(p))
-  if not handle then return nil, lerr end
-  local l = setmetatable({ handle = handle, addr = addr }, Listener)
+  return M.listen_web(spec, p)
+end
+
+-- The listener's parts, each kind asked for (the NATS server made).
+function M.listen_web(spec, p)
+  local l = setmetatable({ parts = {}, addrs = {} }, Listener)
+  l.addrs.nats = spec.nats == true and M.DEFAULT_NATS or spec.nats
+  l.addrs.websocket, l.addrs.http = spec.websocket, spec.http
+  for _, kind in ipairs(KINDS) do
+    local addr = l.addrs[kind]
+    if addr then
+      local handle, lerr
+      if kind == "nats" then handle, lerr = server:listen(addr, listen_opts(p or {}))
+      else handle, lerr = require("msrt.web").listen(addr, { what = kind }) end
+      if not handle then
+        for _, h in pairs(l.parts) do h:close() end
+        return nil, lerr
+      end
+      l.parts[kind], l.first = handle, l.first or kind
+    end
+  end
   listeners[l] = true
   return l
 end

@@ -1,7 +1,8 @@
---- Operator tools (README "Operator tools"): the Prometheus /metrics endpoint
--- and the control socket that `msrt-lua ctl SOCKET COMMAND` talks to
+--- Operator tools (README "Operator tools"): the Prometheus /metrics text
+-- (served by the web listener, msrt.web), the host's readiness, and the
+-- control socket that `msrt-lua ctl SOCKET COMMAND` talks to
 -- (msrt.ctl.USAGE), as users of supervisorctl, s6-svstat and Erlang's
--- observer expect. Both run on the hub loop (luv) and never keep it alive.
+-- observer expect. All run on the hub thread and never keep it alive.
 -- Internal: started by `msrt-lua --metrics ADDR` / `--ctl PATH` or
 -- `msrt.start{metrics = ADDR, ctl = PATH}`. Hub thread only.
 -- @module msrt.ops
@@ -256,10 +257,11 @@ end
 
 -- ---- the servers -----------------------------------------------------------
 
--- Both servers answer one request per connection and share one bound on
--- open connections (the profile's connections.max), so a local user who
--- opens connections and never finishes a request can hold at most that
--- many descriptors, each for at most connections.read_timeout_ms.
+-- The control socket answers one request per connection, with a bound on
+-- open connections (the profile's connections.max; the web listener of
+-- /metrics keeps its own, msrt.web), so a local user who opens
+-- connections and never finishes a request can hold at most that many
+-- descriptors, each for at most connections.read_timeout_ms.
 local open = 0
 
 local function conn_limits()
@@ -316,57 +318,46 @@ local function serve(client, answer)
   end)
 end
 
-local function http_answer(line)
-  local method, path = line:match("^(%u+) (%S+) HTTP/1%.[01]$")
-  local status, body, ctype = "404 Not Found", "not found\n", "text/plain"
-  if method == "GET" and (path == "/metrics" or path:find("^/metrics%?")) then
-    status, body, ctype = "200 OK", M.metrics_text(), "text/plain; version=0.0.4"
-  elseif not method then
-    status, body = "400 Bad Request", "bad request\n"
-  end
-  return ("HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s")
-    :format(status, ctype, #body, body)
-end
-
--- Bind and listen on one resolved address; the handle | nil, why.
-local function tcp_listen(ip, port)
-  local tcp = uv.new_tcp()
-  local ok, err = tcp:bind(ip, port)
-  if ok then ok, err = listen(tcp, uv.new_tcp, function(c) serve(c, http_answer) end) end
-  if ok then return tcp end
-  tcp:close()
-  return nil, uv_why(err)
-end
-
---- Serve /metrics on addr: "HOST:PORT" (HOST a name, resolved now with
--- getaddrinfo, or an address; "[::1]:PORT" for IPv6), or ":PORT" for
--- 127.0.0.1. The first resolved address that can be bound is used.
+--- Serve /metrics (and the web listener's other paths: /healthz,
+-- /readyz, the dashboard) on addr, as msrt.web.listen reads it.
 -- @return the port | nil, err (invalid_arg: not HOST:PORT; network: the
 --   name does not resolve, or `cannot listen on IP:PORT: address already
 --   in use` and the like)
 function M.serve_metrics(addr)
-  local host, port = tostring(addr):match("^%[?([^%]]-)%]?:(%d+)$")
-  port = tonumber(port)
-  if not port or port > 65535 then
-    return nil, core.error("invalid_arg", ("metrics address '%s': expected HOST:PORT"):format(tostring(addr)))
-  end
-  if host == "" then host = "127.0.0.1" end
-  local addrs, rerr = uv.getaddrinfo(host, nil, { socktype = "stream" })
-  if not addrs or #addrs == 0 then
-    return nil, core.error("network", ("cannot resolve metrics host '%s': %s"):format(host, uv_why(rerr)))
-  end
-  local why, where
-  for _, a in ipairs(addrs) do
-    local tcp
-    tcp, why = tcp_listen(a.addr, port)
-    where = (a.family == "inet6" and "[%s]:%d" or "%s:%d"):format(a.addr, port)
-    if tcp then
-      tcp:unref()
-      servers[#servers + 1] = tcp
-      return tcp:getsockname().port
+  local l, err = require("msrt.web").listen(addr, { what = "metrics" })
+  if not l then return nil, err end
+  return l:port()
+end
+
+--- Whether the host is ready (`/readyz`, as a Kubernetes readiness
+-- probe reads it): every root supervisor has started all its children
+-- (nested supervisors too: none starting or restarting, no permanent one
+-- down) and every child with a readiness or startup probe passes it; not
+-- while the host shuts down.
+-- @return true | false, why (the first thing not ready, e.g.
+--   "fleet/db: readiness probe failing")
+function M.ready()
+  if core.stopping and core.stopping() then return false, "shutting down" end
+  local function walk(sup, path)
+    if sup.state ~= "running" then return false, ("%s: %s"):format(path, sup.state) end
+    for _, k in ipairs(sup:which_children()) do
+      local where = path .. "/" .. k.id
+      local down = k.state == "starting" or k.state == "restarting" or (k.state ~= "running" and k.restart == "permanent")
+      if down then return false, ("%s: %s"):format(where, k.state) end
+      local c = sup.core:record(k.id)
+      if c and c.health and not c.health:ready() then return false, where .. ": not ready (health probe)" end
+      if k.kind == "supervisor" and k.handle then
+        local ok, why = walk(k.handle, where)
+        if not ok then return false, why end
+      end
     end
+    return true
   end
-  return nil, core.error("network", ("cannot listen on %s: %s"):format(where, why))
+  for _, sup in ipairs(supervisors()) do
+    local ok, why = walk(sup, sup.name)
+    if not ok then return false, why end
+  end
+  return true
 end
 
 -- The control socket's commands: fn(PATH or nil) -> the answer (an error
@@ -508,6 +499,7 @@ end
 
 --- Close the servers and remove the control sockets' files (shutdown).
 function M.close()
+  if package.loaded["msrt.web"] then package.loaded["msrt.web"].close() end
   for _, h in ipairs(servers) do if not h:is_closing() then h:close() end end
   for _, s in ipairs(sockets) do
     local st = uv.fs_lstat(s.path)

@@ -4,38 +4,7 @@
 local S = require "spec.support"
 local uv = require "luv"
 
--- A background msrt-lua; h.wait(pattern) polls its stderr until pattern
--- shows (nil after 10 s), h.stop() ends it.
-local function host(args, env)
-  local errf = os.tmpname()
-  local parts = { env or "", S.quote(S.exe) }
-  for _, a in ipairs(args) do parts[#parts + 1] = S.quote(a) end
-  local pid = assert(io.popen(("%s 2>%s </dev/null & echo $!"):format(table.concat(parts, " "), errf)):read("*l"))
-  local h = { pid = pid }
-  function h.text()
-    local f = io.open(errf)
-    local t = f and f:read("*a") or ""
-    if f then f:close() end
-    return t
-  end
-  function h.wait(pattern)
-    for _ = 1, 500 do
-      local m = h.text():match(pattern)
-      if m then return m end
-      if not os.execute("kill -0 " .. pid .. " 2>/dev/null") then return h.text():match(pattern) end
-      uv.sleep(20)
-    end
-  end
-  function h.stop()
-    os.execute("kill " .. pid .. " 2>/dev/null")
-    for _ = 1, 250 do
-      if not os.execute("kill -0 " .. pid .. " 2>/dev/null") then break end
-      uv.sleep(20)
-    end
-    os.remove(errf)
-  end
-  return h
-end
+local host = S.host -- a background msrt-lua
 
 local IDLE = S.file("require('msrt').every(1000, function() end)\n")
 

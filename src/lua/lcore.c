@@ -388,5 +388,6 @@ int luaopen_msrt_core(lua_State *L) {
   msrt_lua_open_health(L);
   msrt_lua_open_sys(L);
   msrt_lua_open_policy(L);
+  msrt_lua_open_web(L);
   return 1;
 }

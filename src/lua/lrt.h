@@ -19,6 +19,8 @@
  *   lnats.c    nats_server and its server and listener handles, and
  *              pattern_check: NATS clients (nats/conn.h, nats/listen.h,
  *              nats/auth.h)
+ *   lweb.c     web_listen and its listener handle: HTTP and WebSocket
+ *              (web/web.h)
  * Errors come back as `nil, err` (lua/lerror.h). Hub thread only. */
 #ifndef MSRT_LUA_LRT_H
 #define MSRT_LUA_LRT_H
@@ -43,6 +45,7 @@ msrt_overflow msrt_lua_overflow(lua_State *L, int idx);
 void msrt_lua_open_rt(lua_State *L);
 void msrt_lua_open_actor(lua_State *L);
 void msrt_lua_open_bus(lua_State *L);
+void msrt_lua_open_web(lua_State *L);
 void msrt_lua_open_metrics(lua_State *L);
 void msrt_lua_open_routes(lua_State *L);
 void msrt_lua_open_queue(lua_State *L);

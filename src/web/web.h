@@ -1,0 +1,97 @@
+/* The web listener: HTTP (static files and answers the caller computes)
+ * and WebSocket upgrades on one TCP address, served by libwebsockets on the
+ * hub thread with no thread of its own (docs/architecture.md "The network
+ * face", which says why libwebsockets and how it rides the hub's loop).
+ *
+ * The listening socket is msrt's own (bind errors are the kernel's, the
+ * backlog and TCP_NODELAY are the profile's, the connection cap is counted
+ * at accept: a connection over it is closed at once); each accepted socket
+ * is handed to libwebsockets, which runs on a libuv loop of the listener's
+ * own whose backend descriptor the hub's loop polls. So libwebsockets'
+ * handles never appear on the hub's loop (whose handles follow
+ * MSRT_HANDLE_MAGIC) and the listener never keeps the hub alive.
+ *
+ * Requests: GET and HEAD only (405 otherwise); request headers bounded by
+ * header_max bytes (431 past it: libwebsockets' own bound); a request must
+ * arrive within read_timeout_ms of the connection and an idle keep-alive
+ * connection goes after idle_timeout_ms (both rounded up to whole seconds:
+ * libwebsockets 4.1 keeps its timeouts in seconds). A path is first offered to the
+ * answer callback; when it declines, the longest mount prefix that starts
+ * the path names a directory the rest of the path is read from (a path
+ * with "..", "//", a backslash or a byte outside [A-Za-z0-9._/-] is 404;
+ * "/" ends in index.html), and 404 when none.
+ *
+ * Thread-safety: hub (main) thread only.
+ */
+#ifndef MSRT_WEB_WEB_H
+#define MSRT_WEB_WEB_H
+
+#include <stddef.h>
+#include <uv.h>
+
+#include "core/error.h"
+
+typedef struct msrt_web msrt_web;
+
+/* What the answer callback fills for a path it answers. */
+typedef struct msrt_web_reply {
+  int status;       /* HTTP status, e.g. 200 */
+  char type[64];    /* Content-Type */
+  char *body;       /* malloc'd; the listener frees it (also on error) */
+  size_t len;       /* bytes of body */
+} msrt_web_reply;
+
+/* answer(ud, path, out): path is the request's path (query string cut
+ * off, at most 1 KiB). Returns 1 when it answered (out filled; the
+ * connection closes after the answer is sent, as "Connection: close"
+ * says), 0 to let the mounts serve it. Runs on the hub inside the
+ * listener's event handling: it must not re-enter libuv or close this
+ * listener (msrt_web_close defers itself when it does). */
+typedef int (*msrt_web_answer_fn)(void *ud, const char *path,
+                                  msrt_web_reply *out);
+
+typedef struct msrt_web_mount {
+  const char *prefix; /* URL path prefix ending in '/', e.g. "/vendor/" */
+  const char *dir;    /* the directory it maps to */
+} msrt_web_mount;
+
+enum { MSRT_WEB_MOUNTS = 8 };
+
+typedef struct msrt_web_config {
+  const char *ip;              /* numeric IPv4 or IPv6 address */
+  int port;                    /* 0: any free port (msrt_web_port says) */
+  int backlog;                 /* listen(2) backlog */
+  int max_conns;               /* open connections at once */
+  int nodelay;                 /* TCP_NODELAY on accepted sockets */
+  unsigned read_timeout_ms;    /* a request must arrive within this */
+  unsigned idle_timeout_ms;    /* an idle keep-alive connection goes */
+  unsigned header_max;         /* bytes of request headers (<= 65535) */
+  msrt_web_mount mounts[MSRT_WEB_MOUNTS]; /* copied; unused ones NULL */
+  msrt_web_answer_fn answer;   /* or NULL */
+  void *ud;
+} msrt_web_config;
+
+/* Bind, listen and start serving on the hub loop. Returns the listener, or
+ * NULL with err set: invalid_arg (a bad address or setting), network
+ * ("cannot listen on IP:PORT: <strerror>", e.g. address already in use),
+ * nomem, internal (libwebsockets refused to start). */
+msrt_web *msrt_web_listen(uv_loop_t *hub, const msrt_web_config *cfg,
+                          msrt_error *err);
+
+/* The port it listens on (the kernel's pick for port 0). */
+int msrt_web_port(const msrt_web *w);
+
+/* Connections open now (HTTP and WebSocket). */
+int msrt_web_open(const msrt_web *w);
+
+/* Connections accepted and refused at the cap since the start. */
+unsigned long msrt_web_accepted(const msrt_web *w);
+unsigned long msrt_web_refused(const msrt_web *w);
+
+/* Stop listening, close every connection and free the listener; its own
+ * loop is drained here, and the hub handles close on the hub's next turn.
+ * From inside an answer callback the close happens once the callback has
+ * returned. NULL is ignored. */
+void msrt_web_close(msrt_web *w);
+
+#endif
