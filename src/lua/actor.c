@@ -1,40 +1,14 @@
-#include "lua/actor.h"
+#include "lua/actor_int.h"
 
 #include <lauxlib.h>
-#include <lualib.h>
-#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
-#include "core/clock.h"
-#include "core/token.h"
 #include "lua/astate.h"
-#include "lua/host.h"
 #include "lua/lerror.h"
-
-typedef struct {
-  msrt_actor *cell;  /* the record's own reference */
-  msrt_rt *rt;
-  uint64_t id;
-  char name[64];
-  lua_State *L, *co;
-  char *spec;
-  size_t spec_len;
-  msrt_bus_pending pend;           /* a publish blocked on full mailboxes */
-  uint64_t inbox_sub;          /* <inbox>.> on the sys lane, 0 = none */
-  char inbox[sizeof "_INBOX." + MSRT_TOKEN_LEN]; /* "_INBOX.<token>" */
-  uint64_t *subs;              /* subscriptions to drop at release */
-  size_t nsubs, capsubs;
-  msrt_error err;              /* the last publish error */
-  int blocked;                 /* ... was a hold for room (lerror.h) */
-  msrt_inbox_node *exit_node;  /* carries the exit to the hub, made ahead */
-  int exited;
-  int aborted; /* creation failed: stop without ever booting */
-  int unbooted; /* counted in `unbooted` below until boot ran */
-} lactor;
 
 /* actor_boot.lua reads envelopes through the FFI with its own declaration
  * of the struct: keep the two in step (these fail the build otherwise). */
@@ -55,6 +29,10 @@ static struct {
    * window in which its blocked sender may end (spec/actors_spec.lua) */
   unsigned room_waker_delay_ms;
 } setup;
+
+unsigned msrt_lactor_room_waker_delay_ms(void) {
+  return setup.room_waker_delay_ms;
+}
 
 static char *dup_str(const char *s, size_t n) {
   char *d = malloc(n + 1);
@@ -116,7 +94,7 @@ static void booted(lactor *la) {
   la->unbooted = 0;
 }
 
-static int add_sub(lactor *la, uint64_t id) {
+int msrt_lactor_add_sub(lactor *la, uint64_t id) {
   if (la->nsubs == la->capsubs) {
     size_t cap = la->capsubs ? la->capsubs * 2 : 4;
     uint64_t *s = realloc(la->subs, cap * sizeof *s);
@@ -183,7 +161,7 @@ msrt_actor *msrt_lactor_new(msrt_rt *rt, const char *name, const void *spec,
     if (msrt_bus_subscribe(rt->bus, patterns[i], strlen(patterns[i]), queue,
                            queue ? strlen(queue) : 0, msrt_ep_actor(la->cell),
                            &sid, err) != MSRT_E_OK ||
-        add_sub(la, sid) != 0) {
+        msrt_lactor_add_sub(la, sid) != 0) {
       la->aborted = la->exited = 1;
       msrt_actor_stop(la->cell); /* its last turn only releases it */
       return NULL;
@@ -205,277 +183,6 @@ void msrt_lactor_stop(msrt_actor *cell, const char *reason) {
   msrt_actor_stop(cell);
 }
 
-/* ---- functions the actor's Lua calls (upvalue 1: the record) ---------- */
-
-static lactor *self(lua_State *L) {
-  return lua_touserdata(L, lua_upvalueindex(1));
-}
-
-/* pop() -> nil | flags, subject, reply, payload, id, priority, headers */
-static int a_pop(lua_State *L) {
-  msrt_envelope *e = msrt_actor_pop(self(L)->cell);
-  if (!e) return 0;
-  lua_pushinteger(L, e->flags);
-  lua_pushlstring(L, e->subject, e->subject_len);
-  if (e->reply) lua_pushlstring(L, e->reply, e->reply_len);
-  else lua_pushnil(L);
-  lua_pushlstring(L, (const char *)e->payload, e->payload_len);
-  lua_pushnumber(L, (lua_Number)e->id);
-  lua_pushinteger(L, e->priority);
-  if (e->headers_len)
-    lua_pushlstring(L, (const char *)e->headers, e->headers_len);
-  else
-    lua_pushnil(L);
-  msrt_env_unref(e);
-  return 7;
-}
-
-/* The publish both paths share: >= 0 delivered endpoints, or -1: an error
- * in la->err, or, with la->blocked set, held for room in full `block`
- * mailboxes (then wait_room/retry). */
-static long publish(lactor *la, const char *s, size_t slen, const char *r,
-                    size_t rlen, const void *p, size_t plen, int prio,
-                    const char *h, size_t hlen, double ttl_ms) {
-  la->blocked = 0;
-  msrt_envelope *e = msrt_bus_make(la->rt->bus, s, slen, r, rlen, h, hlen, p, plen,
-                                  prio, 0, &la->err);
-  if (!e) return -1;
-  msrt_bus_reply_ttl(e, ttl_ms);
-  size_t delivered;
-  msrt_code rc = msrt_bus_publish(la->rt->bus, e, &delivered, &la->pend, &la->err);
-  msrt_env_unref(e);
-  la->blocked = rc == MSRT_E_MAILBOX_FULL && la->pend.n;
-  if (rc != MSRT_E_OK) return -1;
-  return (long)delivered;
-}
-
-/* The error of the last publish as Lua sees it: nil, err (lerror.h; a
- * blocked err when it was held for room). */
-static int publish_err(lua_State *L, lactor *la) {
-  return la->blocked ? msrt_lua_blocked(L) : msrt_lua_fail_err(L, &la->err);
-}
-
-/* publish(subject, payload, reply, priority, headers, reply_ttl_ms)
- *   -> delivered | nil, err (blocked: then wait_room/retry)
- * reply_ttl_ms: a request's timeout (msrt_bus_reply_ttl). */
-static int a_publish(lua_State *L) {
-  lactor *la = self(L);
-  size_t slen, plen, rlen = 0;
-  const char *s = luaL_checklstring(L, 1, &slen);
-  const char *p = luaL_checklstring(L, 2, &plen);
-  const char *r = luaL_optlstring(L, 3, NULL, &rlen);
-  int prio = msrt_lua_priority(L, 4);
-  size_t hlen = 0;
-  const char *h = luaL_optlstring(L, 5, NULL, &hlen);
-  long n = publish(la, s, slen, r, rlen, p, plen, prio, h, hlen,
-                   luaL_optnumber(L, 6, 0));
-  if (n < 0) return publish_err(L, la);
-  lua_pushinteger(L, (lua_Integer)n);
-  return 1;
-}
-
-/* undecodable(subject, reason): this actor could not decode a copy it
- * popped (msrt_bus_undecodable, naming the actor by id). */
-static int a_undecodable(lua_State *L) {
-  lactor *la = self(L);
-  size_t len;
-  const char *s = luaL_checklstring(L, 1, &len);
-  char who[32];
-  snprintf(who, sizeof who, "actor %llu", (unsigned long long)la->id);
-  msrt_bus_undecodable(la->rt->bus, s, len, luaL_checkstring(L, 2), who);
-  return 0;
-}
-
-/* last_error() -> nil, err of the FFI path's last -1, as publish gives */
-static int a_last_error(lua_State *L) { return publish_err(L, self(L)); }
-
-/* self() -> the record, as the FFI functions' first argument */
-static int a_self(lua_State *L) {
-  lua_pushlightuserdata(L, self(L));
-  return 1;
-}
-
-/* ---- the FFI path (declared again in actor_boot.lua's ffi.cdef): the
- * per-message calls, which LuaJIT can compile into a handler's trace where
- * a lua_CFunction call would stop it; the payload is decoded from and
- * encoded into string.buffers in place, without making a Lua string. ---- */
-
-msrt_envelope *msrt_lactor_ffi_pop(void *la) {
-  return msrt_actor_pop(((lactor *)la)->cell);
-}
-
-void msrt_lactor_ffi_unref(msrt_envelope *e) { msrt_env_unref(e); }
-
-long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
-                             const char *r, size_t rlen, const void *p,
-                             size_t plen, int prio, const char *h,
-                             size_t hlen, double ttl_ms) {
-  return publish(la, s, slen, r, rlen, p, plen, prio, h, hlen, ttl_ms);
-}
-
-/* The waker runs on the thread that made room, maybe while this actor
- * ends: the registration holds a reference on the cell, released by the
- * waker or, when the registration is cancelled first, by unwait_cell. */
-static void room_waker(void *ud) {
-  if (setup.room_waker_delay_ms) {
-    struct timespec ts = {(time_t)(setup.room_waker_delay_ms / 1000),
-                          (long)(setup.room_waker_delay_ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-  }
-  msrt_lactor_control(ud, MSRT_CTL_ROOM, "");
-  msrt_actor_unref(ud);
-}
-
-static void unwait_cell(void *ud) { msrt_actor_unref(ud); }
-
-/* wait_room() -> true when a _ROOM control message will come, false when
- * there is room now (retry). */
-static int a_wait_room(lua_State *L) {
-  lactor *la = self(L);
-  msrt_actor_ref(la->cell);
-  int rc = msrt_bus_pending_wait(&la->pend, room_waker, unwait_cell, la->cell);
-  if (rc != MSRT_WAIT_PENDING) msrt_actor_unref(la->cell);
-  lua_pushboolean(L, rc == MSRT_WAIT_PENDING);
-  return 1;
-}
-
-/* retry() -> delivered | nil, blocked err | nil, err: closed, or
- *   mailbox_full (`error` mailboxes refused copies) */
-static int a_retry(lua_State *L) {
-  lactor *la = self(L);
-  if (msrt_actor_closed(la->cell)) {
-    msrt_bus_pending_clear(la->rt->bus, &la->pend);
-    return msrt_lua_fail(L, MSRT_E_CLOSED, "the actor is stopping");
-  }
-  if (msrt_bus_pending_retry(la->rt->bus, &la->pend) == MSRT_E_MAILBOX_FULL)
-    return msrt_lua_blocked(L);
-  if (msrt_bus_pending_refused(&la->pend, &la->err))
-    return msrt_lua_fail_err(L, &la->err);
-  lua_pushinteger(L, (lua_Integer)la->pend.delivered);
-  return 1;
-}
-
-/* inbox() -> "_INBOX.<token>": this actor's inbox prefix, random
- * (core/token.h), made and subscribed (<prefix>.> on the sys lane) once;
- * each request adds a random token of its own. */
-static int a_inbox(lua_State *L) {
-  lactor *la = self(L);
-  char *prefix = la->inbox;
-  size_t n = sizeof "_INBOX." - 1 + MSRT_TOKEN_LEN;
-  if (!la->inbox_sub) {
-    memcpy(prefix, "_INBOX.", 7);
-    if (msrt_token(prefix + 7) != 0)
-      return msrt_lua_fail(L, MSRT_E_INTERNAL, "no randomness for an inbox");
-    char pattern[sizeof la->inbox + 2];
-    int pn = snprintf(pattern, sizeof pattern, "%s.>", prefix);
-    msrt_error err;
-    if (msrt_bus_subscribe(la->rt->bus, pattern, (size_t)pn, NULL, 0,
-                           msrt_ep_sys(la->cell), &la->inbox_sub,
-                           &err) != MSRT_E_OK)
-      return msrt_lua_fail_err(L, &err);
-    add_sub(la, la->inbox_sub);
-  }
-  lua_pushlstring(L, prefix, n);
-  return 1;
-}
-
-/* token() -> 22 random characters for a request's inbox | nil, err */
-static int a_token(lua_State *L) {
-  char t[MSRT_TOKEN_LEN + 1];
-  if (msrt_token(t) != 0)
-    return msrt_lua_fail(L, MSRT_E_INTERNAL, "no randomness for an inbox token");
-  lua_pushlstring(L, t, MSRT_TOKEN_LEN);
-  return 1;
-}
-
-/* subscribe(pattern, queue) -> sub id | nil, err */
-static int a_subscribe(lua_State *L) {
-  lactor *la = self(L);
-  size_t plen, qlen = 0;
-  const char *p = luaL_checklstring(L, 1, &plen);
-  const char *q = luaL_optlstring(L, 2, NULL, &qlen);
-  uint64_t id;
-  msrt_error err;
-  if (msrt_bus_subscribe(la->rt->bus, p, plen, q, qlen,
-                         msrt_ep_actor(la->cell), &id, &err) != MSRT_E_OK)
-    return msrt_lua_fail_err(L, &err);
-  add_sub(la, id);
-  lua_pushnumber(L, (lua_Number)id);
-  return 1;
-}
-
-/* Whole milliseconds no shorter than ms (a fraction rounds up: a delay
- * must not end early), at most ~31 years. */
-static long long ceil_ms(lua_Number ms) {
-  return ms > 1e12 ? 1000000000000LL : (long long)ceil(ms);
-}
-
-/* timer(timer_id, ms, repeat_ms): the hub fires _TIMER control messages
- * with the timer id; ms < 0 cancels. The delay counts from this call (its
- * CLOCK_MONOTONIC time goes along), not from when the hub reads it. */
-static int a_timer(lua_State *L) {
-  lactor *la = self(L);
-  char text[128];
-  snprintf(text, sizeof text, "%lld %lld %lld %llu",
-           (long long)luaL_checkinteger(L, 1), ceil_ms(luaL_checknumber(L, 2)),
-           ceil_ms(luaL_optnumber(L, 3, 0)),
-           (unsigned long long)msrt_now_ns());
-  msrt_envelope *e = msrt_env_new("t", 1, NULL, 0, NULL, 0, text, strlen(text),
-                                  1, MSRT_ENV_CONTROL, 0);
-  if (!e) return luaL_error(L, "out of memory");
-  msrt_actor_ref(la->cell);
-  msrt_inbox_item it = {MSRT_IN_TIMER, la->id, e, la->cell};
-  if (msrt_bus_to_hub(la->rt->bus, it) != 0) msrt_actor_unref(la->cell);
-  return 0;
-}
-
-static int a_set_waiting(lua_State *L) {
-  msrt_actor_set_waiting(self(L)->cell, lua_toboolean(L, 1));
-  return 0;
-}
-
-/* closed() -> true once the actor was asked to stop */
-static int a_closed(lua_State *L) {
-  lua_pushboolean(L, msrt_actor_closed(self(L)->cell));
-  return 1;
-}
-
-/* stop(reason): the actor stops itself after this turn. */
-static int a_stop(lua_State *L) {
-  msrt_lactor_stop(self(L)->cell, luaL_optstring(L, 1, "normal"));
-  return 0;
-}
-
-static int a_log(lua_State *L) {
-  lactor *la = self(L);
-  fprintf(stderr, "%s [%s#%llu] %s\n", luaL_checkstring(L, 1), la->name,
-          (unsigned long long)la->id, luaL_checkstring(L, 2));
-  return 0;
-}
-
-static int a_now_ms(lua_State *L) {
-  lua_pushnumber(L, (lua_Number)msrt_now_ns() / 1e6);
-  return 1;
-}
-
-/* started(): tell the hub that init has returned (OTP's start_link
- * returns then); the hub's supervisor starts the next child. */
-static int a_started(lua_State *L) {
-  lactor *la = self(L);
-  msrt_inbox_item it = {MSRT_IN_STARTED, la->id, NULL, NULL};
-  msrt_bus_to_hub(la->rt->bus, it);
-  return 0;
-}
-
-static const luaL_Reg actor_fns[] = {
-  {"pop", a_pop}, {"publish", a_publish}, {"wait_room", a_wait_room},
-  {"retry", a_retry}, {"inbox", a_inbox}, {"subscribe", a_subscribe},
-  {"timer", a_timer}, {"set_waiting", a_set_waiting}, {"closed", a_closed},
-  {"stop", a_stop}, {"log", a_log}, {"now_ms", a_now_ms}, {"jit_on", msrt_astate_jit},
-  {"last_error", a_last_error}, {"self", a_self}, {"started", a_started},
-  {"undecodable", a_undecodable}, {"token", a_token},
-  {NULL, NULL}};
-
 /* ---- the actor's state ------------------------------------------------ */
 
 /* boot's body, under lua_cpcall (an allocation failing raises). */
@@ -485,7 +192,7 @@ static int boot_state(lua_State *L) {
     return lua_error(L);
   lua_newtable(L);
   lua_pushlightuserdata(L, la);
-  luaL_openlib(L, NULL, actor_fns, 1);
+  luaL_openlib(L, NULL, msrt_lactor_fns, 1);
   msrt_lua_open_errors(L);
   lua_pushlstring(L, la->spec, la->spec_len);
   lua_pushnumber(L, (lua_Number)la->id);

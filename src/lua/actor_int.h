@@ -1,0 +1,46 @@
+/* Shared by the files of the actor binding (not part of its face):
+ * actor.c makes, boots, runs and releases actor states; actor_rt.c is the
+ * `rt` table their Lua (lua/msrt/actor_boot.lua) calls, and the FFI path.
+ * Thread-safety: as lua/actor.h. */
+#ifndef MSRT_LUA_ACTOR_INT_H
+#define MSRT_LUA_ACTOR_INT_H
+
+#include <lauxlib.h>
+
+#include "core/token.h"
+#include "lua/actor.h"
+
+/* An actor: its cell, its state, what its turns keep between calls. */
+typedef struct {
+  msrt_actor *cell;  /* the record's own reference */
+  msrt_rt *rt;
+  uint64_t id;
+  char name[64];
+  lua_State *L, *co;
+  char *spec;
+  size_t spec_len;
+  msrt_bus_pending pend;           /* a publish blocked on full mailboxes */
+  uint64_t inbox_sub;          /* <inbox>.> on the sys lane, 0 = none */
+  char inbox[sizeof "_INBOX." + MSRT_TOKEN_LEN]; /* "_INBOX.<token>" */
+  uint64_t *subs;              /* subscriptions to drop at release */
+  size_t nsubs, capsubs;
+  msrt_error err;              /* the last publish error */
+  int blocked;                 /* ... was a hold for room (lerror.h) */
+  msrt_inbox_node *exit_node;  /* carries the exit to the hub, made ahead */
+  int exited;
+  int aborted; /* creation failed: stop without ever booting */
+  int unbooted; /* counted in `unbooted` below until boot ran */
+} lactor;
+
+/* Add a subscription to drop at release: 0, or -1 out of memory. */
+int msrt_lactor_add_sub(lactor *la, uint64_t id);
+
+/* The test hook MSRT_TEST_ROOM_WAKER_DELAY_MS (ms, 0 when unset): each
+ * room waker waits that long before it runs (spec/actors_spec.lua). */
+unsigned msrt_lactor_room_waker_delay_ms(void);
+
+/* The `rt` functions of an actor state, upvalue 1 the record (actor_rt.c),
+ * NULL-terminated. */
+extern const luaL_Reg msrt_lactor_fns[];
+
+#endif
