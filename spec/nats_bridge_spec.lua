@@ -19,7 +19,7 @@ describe("the NATS bridge across hosts", function()
   teardown(function() if nats then nats:stop() end end)
 
   it("carries a request to another host and its reply back, with headers and priority, and no_responders", function()
-    local b = host(prelude(nats.url, ', name = "B"') .. [[
+    local b = host(prelude(nats.url, ', name = "B", send_asap = true') .. [[
 msrt.subscribe("svc.echo", function(m)
   msrt.publish(m.reply, { got = m.data, prio = m.priority, x = m.headers and m.headers.X,
     origin = m.headers and m.headers["Msrt-Origin"] })

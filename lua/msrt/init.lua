@@ -403,7 +403,9 @@ end
 -- `Msrt-Origin`), `import` (patterns, default `{">"}`), `export`
 -- (patterns, default `{">"}`), `reconnect_buffer` (bytes kept while
 -- disconnected; default the profile's `nats.reconnect_buffer`, 8 MiB),
--- `reconnect_wait_ms`, `pending_msgs`, `connect_timeout_ms`. A string is a
+-- `reconnect_wait_ms`, `pending_msgs`, `connect_timeout_ms`, `send_asap`
+-- (write each message at once: lower request latency, one write per
+-- message; default false, libnats coalesces writes). A string is a
 -- policy file returning that table (sandboxed, `--check`-able, its import
 -- and export reloaded live). Returns at once, connected or not: libnats
 -- keeps trying, and publishes `msrt.nats.connected`, `.disconnected` and

@@ -13,7 +13,7 @@ local M = {}
 local FIELDS = { url = "string", servers = "table", user = "string", password = "string",
   token = "string", creds = "string", name = "string", import = "table", export = "table",
   reconnect_buffer = "number", reconnect_wait_ms = "number", pending_msgs = "number",
-  connect_timeout_ms = "number" }
+  connect_timeout_ms = "number", send_asap = "boolean" }
 
 local open = {} -- bridges not closed yet, in opening order
 

@@ -5,9 +5,10 @@
 --             (build/bench_nats_raw, two connections);
 --   queue     msgs/s into a queue group with members on 2 hosts, against
 --             2 libnats connections in one queue group;
---   reqrep    msrt.request to a responder on another host (a hub
---             subscription answering) against natsConnection_Request to a
---             libnats responder: p50/p99 in us;
+--   reqrep    msrt.request from one host to a responder on another (a
+--             hub subscription answering), both bridges send_asap, against
+--             natsConnection_Request to a libnats responder whose
+--             connection is SendAsap: p50/p99 in us;
 --   local A/B the local path alone (hub publish -> hub subscription on
 --             the same host), without and with a bridge attached that
 --             exports other subjects.
@@ -94,25 +95,35 @@ local function run_msrt_stream(members)
   return n / ((last - first) / 1e9), n
 end
 
+-- Request/reply between two hosts of their own, both bridges send_asap
+-- (as the raw responder's connection): p50, p99 in us.
 local function run_msrt_reqrep()
-  local h = H.start(H.prelude(nats.url, ', export = { "_INBOX.>" }') .. [[
+  local h = H.start(H.prelude(nats.url, ', export = { "_INBOX.>" }, send_asap = true') .. [[
 msrt.subscribe("bench.rr", function(m) msrt.publish(m.reply, m.data) end)
 msrt.subscribe("bench.done", function() msrt.after(100, function() msrt.stop() end) end)
 br:flush()
 print("ready")
 ]])
   H.await(h, "ready")
-  local lat = {}
-  for i = 1, opts.requests do
-    local t0 = uv.hrtime()
-    assert(msrt.request("bench.rr", payload, { timeout_ms = 5000 }))
-    lat[i] = (uv.hrtime() - t0) / 1e3
-  end
-  msrt.publish("bench.done", true)
-  bridge:flush()
+  local q = H.start(H.prelude(nats.url, ', export = { "bench.>" }, send_asap = true') .. ([[
+local uv = require "luv"
+local payload = string.rep("x", %d)
+assert(msrt.request("bench.rr", payload, { timeout_ms = 5000 }))
+local lat = {}
+for i = 1, %d do
+  local t0 = uv.hrtime()
+  assert(msrt.request("bench.rr", payload, { timeout_ms = 5000 }))
+  lat[i] = (uv.hrtime() - t0) / 1e3
+end
+table.sort(lat)
+print(("p50 %%.0f p99 %%.0f"):format(lat[math.ceil(#lat * 0.5)], lat[math.ceil(#lat * 0.99)]))
+msrt.publish("bench.done", true)
+br:flush()
+msrt.stop()
+]]):format(opts.size, opts.requests))
+  local p50, p99 = H.finish(q, 120000):match("p50 (%d+) p99 (%d+)")
   H.finish(h)
-  local p50 = B.quantile(lat, 0.5)
-  return p50, B.quantile(lat, 0.99)
+  return tonumber(p50), tonumber(p99)
 end
 
 -- The local path: N publishes to a hub subscription on this host, with

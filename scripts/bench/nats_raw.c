@@ -5,6 +5,8 @@
  *   bench_nats_raw URL queue COUNT SIZE    1 publisher -> a queue group of
  *                                          2 subscribers (2 connections)
  *   bench_nats_raw URL reqrep COUNT SIZE   sequential requests to 1 responder
+ *                                          (its connection SendAsap, as
+ *                                          msrt's bridges in this run)
  * Each side is its own connection. Prints one line: "msgs_per_s N" (from
  * the first message received to the last) or "p50_us N p99_us N". */
 #include <nats/nats.h>
@@ -86,7 +88,13 @@ static void stream(const char *url, long count, char *data, int size,
 }
 
 static void reqrep(const char *url, long count, char *data, int size) {
-  natsConnection *rc = conn(url), *qc = conn(url);
+  natsOptions *o = NULL;
+  natsConnection *rc = NULL, *qc = conn(url);
+  natsOptions_Create(&o);
+  natsOptions_SetURL(o, url);
+  natsOptions_SetSendAsap(o, true); /* the reply out at once */
+  if (natsConnection_Connect(&rc, o) != NATS_OK) exit(1);
+  natsOptions_Destroy(o);
   natsSubscription *s;
   natsConnection_Subscribe(&s, rc, "bench.rr", on_req, NULL);
   natsConnection_Flush(rc);

@@ -271,6 +271,7 @@ static msrt_code options(msrt_bridge *b, const msrt_bridge_opts *o,
     s = natsOptions_SetUserCredentialsFromFiles(no, o->creds, NULL);
   if (s == NATS_OK) s = natsOptions_SetName(no, b->origin);
   if (s == NATS_OK) s = natsOptions_SetNoEcho(no, true);
+  if (s == NATS_OK && o->send_asap) s = natsOptions_SetSendAsap(no, true);
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(no, -1);
   if (s == NATS_OK)
     s = natsOptions_SetReconnectWait(no, o->reconnect_wait_ms > 0

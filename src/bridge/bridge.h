@@ -79,6 +79,11 @@ typedef struct {
   int pending_msgs;            /* per NATS subscription before libnats
                                   calls it a slow consumer; 0: 65536 */
   size_t max_payload;          /* the profile's (bytes) */
+  bool send_asap;              /* write each message at once (libnats'
+                                  SendAsap): lower latency for a host
+                                  that answers requests one at a time,
+                                  one write per message; false: libnats
+                                  coalesces writes (throughput) */
 } msrt_bridge_opts;
 
 /* The bridge's connection states, also published on msrt.nats.<state>

@@ -58,7 +58,7 @@ static size_t opt_list(lua_State *L, int idx, const char *k,
 
 /* nats_open(opts) -> bridge | nil, err. opts: servers (list), user,
  * password, token, creds, name, reconnect_buffer, reconnect_wait_ms,
- * connect_timeout_ms, pending_msgs, max_payload. */
+ * connect_timeout_ms, pending_msgs, max_payload, send_asap. */
 static int l_open(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   msrt_rt *rt = msrt_lua_rt(L);
@@ -77,6 +77,9 @@ static int l_open(lua_State *L) {
       .pending_msgs = (int)opt_number(L, 1, "pending_msgs"),
       .max_payload = (size_t)opt_number(L, 1, "max_payload"),
   };
+  lua_getfield(L, 1, "send_asap");
+  o.send_asap = lua_toboolean(L, -1);
+  lua_pop(L, 1);
   bridge_box *bx = lua_newuserdata(L, sizeof *bx);
   bx->b = NULL;
   luaL_getmetatable(L, BRIDGE_META);
