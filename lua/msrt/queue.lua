@@ -818,7 +818,7 @@ function M.stats()
     out[#out + 1] = { name = name, stored = s.stored, bytes = s.bytes,
       pending = s.stored - ack_pending, ack_pending = ack_pending,
       redelivered = s.redelivered, dead_lettered = s.dead_lettered,
-      acked = s.acked, refused = s.refused, last_seq = s.last_seq,
+      acked = s.acked, refused = s.refused, last_seq = s.last_seq, commits = s.commits,
       consumers = #q.consumers, path = q.path }
   end
   table.sort(out, function(a, b) return a.name < b.name end)

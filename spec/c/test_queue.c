@@ -116,6 +116,7 @@ static void test_store_and_reopen(void) {
   msrt_queue_stats_get(q, &st);
   CHECK(st.stored == 98 && st.acked == 1 && st.dead_lettered == 1);
   CHECK(st.redelivered == 1 && st.last_seq == 100 && st.bytes == 98 * 5);
+  CHECK(st.commits == 2); /* one transaction per flush */
   close_q(q, sub);
   char wal[160];
   snprintf(wal, sizeof wal, "%s-wal", F.path);

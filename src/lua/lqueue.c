@@ -201,7 +201,7 @@ static int l_scan(lua_State *L) {
 }
 
 /* q:stats() -> {stored, bytes, last_seq, acked, redelivered,
- * dead_lettered, refused, intake} */
+ * dead_lettered, refused, intake, commits} */
 static int l_stats(lua_State *L) {
   lqueue *lq = check_q(L);
   msrt_queue_stats s;
@@ -211,7 +211,7 @@ static int l_stats(lua_State *L) {
   lua_pushnumber(L, (lua_Number)s.k);                                        \
   lua_setfield(L, -2, #k)
   F(stored); F(bytes); F(last_seq); F(acked); F(redelivered);
-  F(dead_lettered); F(refused); F(intake);
+  F(dead_lettered); F(refused); F(intake); F(commits);
 #undef F
   return 1;
 }

@@ -71,6 +71,7 @@ typedef struct {
   uint64_t redelivered;   /* deliveries after the first (persistent) */
   uint64_t dead_lettered; /* terminated or past max_deliver (persistent) */
   uint64_t refused;       /* intake refused by flushes since open */
+  uint64_t commits;       /* transactions committed since open */
   size_t intake;          /* messages waiting for a flush */
 } msrt_queue_stats;
 

@@ -358,6 +358,7 @@ msrt_code msrt_queue_flush(msrt_queue *q, const msrt_queue_ops *ops,
     q->st.last_seq = q->tx.last_seq, q->st.acked = q->tx.acked;
     q->st.redelivered = q->tx.redelivered;
     q->st.dead_lettered = q->tx.dead_lettered;
+    q->st.commits++;
     for (size_t i = 0; i < *nres; i++)
       if ((*res)[i].code != MSRT_E_OK) q->st.refused++;
     msrt_queue_evict_take(q, evicted, nevicted);
