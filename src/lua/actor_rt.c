@@ -12,6 +12,7 @@
 #include "lua/astate.h"
 #include "lua/host.h"
 #include "lua/lerror.h"
+#include "lua/lrt.h"
 
 static lactor *self(lua_State *L) {
   return lua_touserdata(L, lua_upvalueindex(1));
@@ -185,15 +186,6 @@ static int a_inbox(lua_State *L) {
   return 1;
 }
 
-/* token() -> 22 random characters for a request's inbox | nil, err */
-static int a_token(lua_State *L) {
-  char t[MSRT_TOKEN_LEN + 1];
-  if (msrt_token(t) != 0)
-    return msrt_lua_fail(L, MSRT_E_INTERNAL, "no randomness for an inbox token");
-  lua_pushlstring(L, t, MSRT_TOKEN_LEN);
-  return 1;
-}
-
 /* subscribe(pattern, queue) -> sub id | nil, err */
 static int a_subscribe(lua_State *L) {
   lactor *la = self(L);
@@ -279,6 +271,6 @@ const luaL_Reg msrt_lactor_fns[] = {
   {"timer", a_timer}, {"set_waiting", a_set_waiting}, {"closed", a_closed},
   {"stop", a_stop}, {"log", a_log}, {"now_ms", a_now_ms}, {"jit_on", msrt_astate_jit},
   {"last_error", a_last_error}, {"self", a_self}, {"started", a_started},
-  {"undecodable", a_undecodable}, {"token", a_token},
+  {"undecodable", a_undecodable}, {"token", msrt_lua_token},
   {NULL, NULL}};
 

@@ -65,8 +65,7 @@ static int l_publish(lua_State *L) {
   return 1;
 }
 
-/* token() -> 22 random characters (core/token.h) | nil, err */
-static int l_token(lua_State *L) {
+int msrt_lua_token(lua_State *L) {
   char t[MSRT_TOKEN_LEN + 1];
   if (msrt_token(t) != 0)
     return msrt_lua_fail(L, MSRT_E_INTERNAL, "no randomness for an inbox token");
@@ -186,6 +185,6 @@ void msrt_lua_open_bus(lua_State *L) {
     {"unsubscribe", l_unsubscribe}, {"set_ready", l_set_ready},
     {"stamp_subscribe", l_stamp_subscribe},
     {"stamp_unsubscribe", l_stamp_unsubscribe},
-    {"undecodable", l_undecodable}, {"token", l_token}, {NULL, NULL}};
+    {"undecodable", l_undecodable}, {"token", msrt_lua_token}, {NULL, NULL}};
   luaL_register(L, NULL, fns);
 }

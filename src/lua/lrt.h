@@ -41,6 +41,10 @@ msrt_rt *msrt_lua_rt_opt(lua_State *L);
  * Lua argument error for any other value (lbus.c). */
 msrt_overflow msrt_lua_overflow(lua_State *L, int idx);
 
+/* token() -> 22 random characters (core/token.h), for a request's inbox
+ * | nil, err: msrt.core.token and an actor's rt.token (lbus.c). */
+int msrt_lua_token(lua_State *L);
+
 /* Each adds its file's functions to the table at the top of the stack. */
 void msrt_lua_open_rt(lua_State *L);
 void msrt_lua_open_actor(lua_State *L);
