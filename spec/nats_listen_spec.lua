@@ -12,8 +12,8 @@ local raw, node, expect = C.raw, C.node, C.expect
 
 describe("msrt.listen{nats = ...}", function()
   it("speaks the NATS protocol to a raw client: INFO, PING, PUB to Lua, MSG from Lua", function()
-    S.drive(function()
-      local l = assert(msrt.listen { nats = "127.0.0.1:0" })
+    C.drive(function()
+      local l = assert(C.listen { nats = "127.0.0.1:0" })
       local got = S.collector("from.raw.*")
       local c = raw(l:port())
       assert.truthy(c.wait_for('^INFO {.-"max_payload":1048576'))
@@ -36,8 +36,8 @@ describe("msrt.listen{nats = ...}", function()
   end)
 
   it("answers an msrt.request from a client that subscribed", function()
-    S.drive(function()
-      local l = assert(msrt.listen { nats = "127.0.0.1:0" })
+    C.drive(function()
+      local l = assert(C.listen { nats = "127.0.0.1:0" })
       local c = raw(l:port())
       c.send("SUB svc.raw 1\r\nPING\r\n")
       assert.truthy(c.wait_for("PONG"))
@@ -55,11 +55,11 @@ describe("msrt.listen{nats = ...}", function()
   end)
 
   it("refuses a malformed address and a non-loopback one without an auth policy", function()
-    S.drive(function()
-      local l, err = msrt.listen { nats = "nowhere" }
+    C.drive(function()
+      local l, err = C.listen { nats = "nowhere" }
       assert.is_nil(l)
       assert.are.equal("invalid_arg", err.code)
-      l, err = msrt.listen { nats = "0.0.0.0:0" }
+      l, err = C.listen { nats = "0.0.0.0:0" }
       assert.is_nil(l)
       assert.are.equal("permission", err.code)
       assert.matches("auth policy", err.message)
@@ -68,8 +68,8 @@ describe("msrt.listen{nats = ...}", function()
   end)
 
   it("serves the nats npm client: wildcards, queue groups, request/reply, headers, no responders", function()
-    S.drive(function()
-      local l = assert(msrt.listen { nats = "127.0.0.1:0" })
+    C.drive(function()
+      local l = assert(C.listen { nats = "127.0.0.1:0" })
       local actor = S.spawn { name = "upper", subscribe = "svc.upper",
         handle = function(ctx, msg) ctx:reply(msg, msg.data:upper()) end }
       assert(actor)

@@ -2,8 +2,12 @@
  * between, on the same server and payloads (README "Performance", "More
  * than one host").
  *   bench_nats_raw URL pubsub COUNT SIZE   1 publisher -> 1 subscriber
- *   bench_nats_raw URL queue COUNT SIZE    1 publisher -> a queue group of
- *                                          2 subscribers (2 connections)
+ *   bench_nats_raw URL queue COUNT SIZE [N]  1 publisher -> a queue group of
+ *                                          N subscribers (N connections;
+ *                                          default 2)
+ *   bench_nats_raw URL fanout COUNT SIZE N  1 publisher -> N subscribers,
+ *                                          each getting every message
+ *                                          (msgs_per_s counts deliveries)
  *   bench_nats_raw URL reqrep COUNT SIZE   sequential requests to 1 responder
  *                                          (its connection SendAsap, as
  *                                          msrt's bridges in this run)
@@ -56,13 +60,16 @@ static int cmp(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
+#define MAX_SUBS 16
+
 static void stream(const char *url, long count, char *data, int size,
-                   int members) {
-  natsConnection *subs[2];
-  natsSubscription *s[2];
+                   int members, int queue) {
+  natsConnection *subs[MAX_SUBS];
+  natsSubscription *s[MAX_SUBS];
+  long want = queue ? count : count * members;
   for (int i = 0; i < members; i++) {
     subs[i] = conn(url);
-    if (members == 1)
+    if (!queue)
       natsConnection_Subscribe(&s[i], subs[i], "bench.x", on_msg, NULL);
     else
       natsConnection_QueueSubscribe(&s[i], subs[i], "bench.x", "q", on_msg,
@@ -75,7 +82,7 @@ static void stream(const char *url, long count, char *data, int size,
     natsConnection_Publish(pub, "bench.x", data, size);
   natsConnection_Flush(pub);
   double deadline = now_s() + 60;
-  while (atomic_load(&got) < count && now_s() < deadline)
+  while (atomic_load(&got) < want && now_s() < deadline)
     nats_Sleep(1);
   double secs = atomic_load(&last_s) - atomic_load(&first_s);
   printf("msgs_per_s %.0f received %ld\n", (double)atomic_load(&got) / secs,
@@ -115,9 +122,10 @@ static void reqrep(const char *url, long count, char *data, int size) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 5) {
-    fprintf(stderr, "usage: bench_nats_raw URL pubsub|queue|reqrep COUNT "
-                    "SIZE\n");
+  int n = argc == 6 ? atoi(argv[5]) : 2;
+  if ((argc != 5 && argc != 6) || n < 1 || n > MAX_SUBS) {
+    fprintf(stderr, "usage: bench_nats_raw URL pubsub|queue|fanout|reqrep "
+                    "COUNT SIZE [N]\n");
     return 2;
   }
   long count = atol(argv[3]);
@@ -125,7 +133,11 @@ int main(int argc, char **argv) {
   char *data = malloc((size_t)size + 1);
   memset(data, 'x', (size_t)size);
   if (strcmp(argv[2], "reqrep") == 0) reqrep(argv[1], count, data, size);
-  else stream(argv[1], count, data, size, strcmp(argv[2], "queue") ? 1 : 2);
+  else if (strcmp(argv[2], "queue") == 0)
+    stream(argv[1], count, data, size, n, 1);
+  else if (strcmp(argv[2], "fanout") == 0)
+    stream(argv[1], count, data, size, n, 0);
+  else stream(argv[1], count, data, size, 1, 0);
   free(data);
   nats_Close();
   return 0;

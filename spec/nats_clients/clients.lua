@@ -55,6 +55,27 @@ function M.node(port, scenario)
   return checks, out
 end
 
+local open = {}
+
+--- msrt.listen(spec) that C.drive closes however the body ends (a
+-- listener is not a luv handle: S.drive would not see it left open).
+function M.listen(spec)
+  local l, err = msrt.listen(spec)
+  if l then open[#open + 1] = l end
+  return l, err
+end
+
+--- S.drive(body, limit_ms), closing what C.listen opened when the body
+-- ends, failing or not.
+function M.drive(body, limit_ms)
+  return S.drive(function()
+    local ok, err = xpcall(body, debug.traceback)
+    for _, l in ipairs(open) do l:close() end
+    open = {}
+    if not ok then error(err, 0) end
+  end, limit_ms)
+end
+
 --- Assert that every named check came and passed.
 function M.expect(checks, out, names)
   for _, n in ipairs(names) do

@@ -252,8 +252,8 @@ int msrt_nats_conn_feed(msrt_nats_conn *c, const char *buf, size_t len) {
   const char *err = NULL;
   int rc = msrt_nats_parse(&c->parser, buf, len, on_cmd, c, &err);
   if (rc < 0) msrt_nats_conn_close(c, err ? err : MSRT_NATS_ERR_UNKNOWN);
-  else if (!c->closed) msrt_nats_conn_flush(c);
   rc = c->closed ? -1 : 0;
+  msrt_nats_server_flush(c->srv);
   msrt_nats_conn_unref(c);
   return rc;
 }

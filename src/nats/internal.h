@@ -118,6 +118,10 @@ void msrt_nats_conn_flush(msrt_nats_conn *c);
 /* Queue a flush on the hub (any thread; called with c->mu held once
  * c->dirty was set by the caller). */
 void msrt_nats_server_mark(msrt_nats_server *s, msrt_nats_conn *c);
+/* Flush every connection with something pending now (hub thread): after
+ * a client's bytes were handled, what they delivered to other clients
+ * goes out in the same loop turn instead of the wake-up's next one. */
+void msrt_nats_server_flush(msrt_nats_server *s);
 /* Append to the connection's pending bytes and queue a flush (hub). */
 void msrt_nats_conn_send(msrt_nats_conn *c, const char *buf, size_t len);
 /* The sweep's look at one connection (conn.c). */

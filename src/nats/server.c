@@ -26,8 +26,7 @@ static uint64_t sweep_ms(const msrt_nats_opts *o) {
   return p < 10 ? 10 : p > 1000 ? 1000 : p;
 }
 
-static void on_wake(uv_async_t *h) {
-  msrt_nats_server *s = h->data;
+void msrt_nats_server_flush(msrt_nats_server *s) {
   for (;;) {
     pthread_mutex_lock(&s->mu);
     msrt_nats_conn **list = s->dirty;
@@ -42,6 +41,8 @@ static void on_wake(uv_async_t *h) {
     free(list);
   }
 }
+
+static void on_wake(uv_async_t *h) { msrt_nats_server_flush(h->data); }
 
 static void on_sweep(uv_timer_t *h) {
   msrt_nats_server *s = h->data;
@@ -165,7 +166,7 @@ static void on_closed(uv_handle_t *h) {
 void msrt_nats_server_close(msrt_nats_server *s) {
   s->closing = true;
   while (s->conns) msrt_nats_conn_close(s->conns, NULL);
-  on_wake(&s->wake); /* give back the dirty list's references */
+  msrt_nats_server_flush(s); /* give back the dirty list's references */
   if (s->handles_open >= 1) uv_close((uv_handle_t *)&s->wake, on_closed);
   if (s->handles_open >= 2) uv_close((uv_handle_t *)&s->sweep, on_closed);
 }
