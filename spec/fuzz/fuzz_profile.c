@@ -5,7 +5,8 @@
  * `error` checks its arguments as src/lua/lerror.c does (a known code
  * name and a string message, or it raises); the policy files' own
  * functions (src/lua/lpolicy.h, lsys.h: reading, the policy state) are
- * the real ones, handed to the driver as the global msrt_core_c.
+ * the real ones, handed to the driver as the global msrt_core_c, with the
+ * overflow policies' names from core/overflow.h (the schema's enum).
  *
  * Input: byte 0 picks the mode, the rest is
  *   mode even: the text of a profile file, loaded by M.load_file (syntax
@@ -28,6 +29,7 @@
  */
 #include <unistd.h>
 
+#include "core/overflow.h"
 #include "fuzz_lua.h"
 #include "lua/lpolicy.h"
 #include "lua/lsys.h"
@@ -66,6 +68,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   lua_newtable(L);
   msrt_lua_open_sys(L);
   msrt_lua_open_policy(L);
+  lua_newtable(L); /* overflow_names, as msrt.core has them */
+  for (int i = 0; msrt_overflow_names[i]; i++) {
+    lua_pushstring(L, msrt_overflow_names[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "overflow_names");
   lua_setglobal(L, "msrt_core_c");
   run(L, mode, path, in.p, in.n);
   fz_lua_close(L);

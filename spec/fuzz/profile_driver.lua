@@ -19,7 +19,8 @@ end
 local real_core = msrt_core_c
 package.preload["msrt.core"] = function()
   return { read_policy = real_core.read_policy, policy_state = real_core.policy_state,
-    policy_bytecode = real_core.policy_bytecode, error = function(code, message, fields)
+    policy_bytecode = real_core.policy_bytecode,
+    overflow_names = real_core.overflow_names, error = function(code, message, fields)
     if not KNOWN[code] then error("bad argument #1 to 'error' (unknown error code)", 2) end
     if type(message) ~= "string" and type(message) ~= "number" then
       error("bad argument #2 to 'error' (string expected, got " .. type(message) .. ")", 2)
