@@ -9,7 +9,8 @@ JSON-RPC 2.0, one message a line (MCP's stdio transport). Tools:
           {"level": "info", "data": {"cancelled": <requestId>}}
   grow    adds the tool "extra" and sends notifications/tools/list_changed
 Argv[1], when given, names a file where each method received is appended
-(one a line), so a spec can see what the server was sent.
+(one a line), so a spec can see what the server was sent. Argv[2]
+"hostile" adds tools whose names are subject wildcards or break tokens.
 """
 import json
 import sys
@@ -29,6 +30,10 @@ tools = [
     {"name": "grow", "description": "Offer one more tool",
      "inputSchema": {"type": "object"}},
 ]
+
+if len(sys.argv) > 2 and sys.argv[2] == "hostile":
+    for bad in (">", "*", "a.*", "a..b", ".a", "a b", "x" * 200):
+        tools.append({"name": bad, "inputSchema": {"type": "object"}})
 
 
 def send(msg):

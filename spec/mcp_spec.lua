@@ -177,6 +177,21 @@ describe("msrt.mcp.server (spec/mcp_child.py)", function()
     end)
   end)
 
+  it("offers no tool whose name is a wildcard or breaks subject tokens (a hostile tool list)", function()
+    S.drive(function()
+      local sup = supervise("mcp_mc4", server("mc4", { "python3", "spec/mcp_child.py", os.tmpname(), "hostile" }))
+      local names = {}
+      for name in pairs(msrt.mcp.info("mc4").tools) do names[#names + 1] = name end
+      table.sort(names)
+      assert.are.same({ "echo", "grow", "slow" }, names)
+      -- nothing subscribed a wildcard under the tools' prefix
+      local d, err = msrt.request("mcp.mc4.tool.anything", {})
+      assert.is_nil(d)
+      assert.are.equal("no_responders", err.code)
+      finish(sup, "mc4")
+    end)
+  end)
+
   it("refuses a bad spec", function()
     local cs, err = msrt.mcp.server{ name = "a.b", cmd = { "x" } }
     assert.is_nil(cs)
