@@ -2,6 +2,7 @@
  * loop: the transport here is an in-memory one that keeps what the
  * connection writes (the contract of conn.h, as the TCP listener and a
  * WebSocket transport keep it). */
+#include <pthread.h>
 #include <stdlib.h>
 #include <uv.h>
 
@@ -400,6 +401,49 @@ static void test_reauthorize(void) {
   teardown();
 }
 
-TEST_MAIN(test_allow_responses, test_reauthorize, test_info_ping_verbose, test_routing, test_unsub_max,
+/* Deliveries from several threads at once while the hub flushes: every
+ * message arrives whole, once (run under TSan too). */
+enum { PUBLISHERS = 3, EACH = 2000 };
+
+static void *publisher(void *arg) {
+  (void)arg;
+  static const char payload[] = "\x25" "hello"; /* a Lua string (5) */
+  for (int i = 0; i < EACH; i++) {
+    msrt_envelope *e = msrt_bus_make(F.bus, "mt.x", 4, NULL, 0, NULL, 0,
+                                     payload, 6, 5, 0, NULL);
+    size_t n;
+    msrt_bus_publish(F.bus, e, &n, NULL, NULL);
+    msrt_env_unref(e);
+  }
+  return NULL;
+}
+
+static void test_threads(void) {
+  setup(NULL);
+  peer a;
+  open_peer(&a);
+  feed(&a, "SUB mt.x 1\r\n");
+  read_all(&a);
+  pthread_t th[PUBLISHERS];
+  for (int i = 0; i < PUBLISHERS; i++)
+    pthread_create(&th[i], NULL, publisher, NULL);
+  size_t want = (size_t)PUBLISHERS * EACH * strlen("MSG mt.x 1 5\r\nhello\r\n");
+  uint64_t t0 = uv_hrtime();
+  while (a.got.len < want && uv_hrtime() - t0 < 20000000000ull)
+    uv_run(&F.loop, UV_RUN_ONCE);
+  for (int i = 0; i < PUBLISHERS; i++) pthread_join(th[i], NULL);
+  uv_run(&F.loop, UV_RUN_NOWAIT);
+  CHECK(a.got.len == want);
+  msrt_sbuf_putc(&a.got, 0);
+  int n = 0;
+  for (const char *p = a.got.p; p && (p = strstr(p, "MSG mt.x 1 5\r\nhello\r\n"));
+       p++)
+    n++;
+  CHECK(n == PUBLISHERS * EACH);
+  close_peer(&a);
+  teardown();
+}
+
+TEST_MAIN(test_threads, test_allow_responses, test_reauthorize, test_info_ping_verbose, test_routing, test_unsub_max,
           test_headers_no_responders, test_errors, test_slow_consumer,
           test_max_conns, test_auth)

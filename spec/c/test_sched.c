@@ -263,6 +263,44 @@ static void test_config(void) {
   msrt_actor_unref(b);
 }
 
+/* stack_size (the profile's): each worker thread has the stack asked for.
+ * Larger than the default 8 MiB: glibc may hand a new thread a cached
+ * stack at least as large as the one asked for. */
+static atomic_size_t seen_stack;
+
+static msrt_run_result stack_run(msrt_actor *a, int budget, void *ud, int w) {
+  (void)ud, (void)w;
+  msrt_envelope *e;
+  while (budget-- > 0 && (e = msrt_actor_pop(a))) msrt_env_unref(e);
+  pthread_attr_t attr;
+  size_t sz = 0;
+  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+    pthread_attr_getstacksize(&attr, &sz);
+    pthread_attr_destroy(&attr);
+  }
+  atomic_store(&seen_stack, sz);
+  return MSRT_RUN_IDLE;
+}
+
+static void test_stack_size(void) {
+  msrt_sched_config c = {.workers = 1, .run = stack_run,
+                         .stack_size = 16 * 1024 * 1024};
+  msrt_sched *s;
+  CHECK(msrt_sched_new(&c, &s, NULL) == MSRT_E_OK);
+  msrt_actor *a = msrt_actor_new(s, NULL, 0, MSRT_OVERFLOW_DEFAULT);
+  CHECK(msrt_sched_start(s) == MSRT_E_OK);
+  send(a, 1, 0, 5);
+  for (int i = 0; i < 5000 && !atomic_load(&seen_stack); i++) {
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+  size_t got = atomic_load(&seen_stack);
+  CHECK(got >= 16 * 1024 * 1024 && got < 16 * 1024 * 1024 + 65536);
+  if (got < 16 * 1024 * 1024 || got >= 16 * 1024 * 1024 + 65536) fprintf(stderr, "  worker stack %zu\n", got);
+  msrt_sched_free(s);
+  msrt_actor_unref(a);
+}
+
 /* ---- FIFO, loss, duplication under several producers ---------------------- */
 
 typedef struct {
@@ -1071,7 +1109,7 @@ static void test_many_actors(void) {
   CHECK(msrt_env_live() == live0);
 }
 
-TEST_MAIN(test_config, test_drop_oldest, test_drop_newest, test_error_policy,
+TEST_MAIN(test_config, test_stack_size, test_drop_oldest, test_drop_newest, test_error_policy,
           test_byte_bound,
           test_block_wait_room, test_waiters_woken_on_close,
           test_room_settlement, test_priorities,

@@ -35,7 +35,8 @@ msrt_code msrt_rt_start(msrt_hub *hub, const msrt_rt_config *cfg,
     .workers = cfg->workers, .batch = cfg->batch, .spin_us = cfg->spin_us,
     .mailbox_capacity = cfg->mailbox_capacity,
     .mailbox_bytes = cfg->mailbox_bytes, .overflow = cfg->overflow,
-    .run = run, .release = release, .sched_ud = rt};
+    .run = run, .release = release, .sched_ud = rt,
+    .stack_size = cfg->stack_size};
   msrt_code rc = MSRT_E_NOMEM;
   if (rt->bus && rt->watchdog) rc = msrt_sched_new(&sc, &rt->sched, err);
   if (rc == MSRT_E_OK) rc = msrt_sched_start(rt->sched);

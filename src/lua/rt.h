@@ -31,6 +31,7 @@ typedef struct {
   size_t mailbox_capacity, mailbox_bytes; /* messages, bytes */
   msrt_overflow overflow;
   size_t max_payload, max_subject;
+  size_t stack_size; /* bytes per worker thread; 0 = the system's */
   long slice_ms, shutdown_timeout_ms;
   int gc_pause, gc_stepmul;
 } msrt_rt_config;

@@ -43,6 +43,7 @@
 #include "sched/sched.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -980,9 +981,16 @@ msrt_code msrt_sched_new(const msrt_sched_config *cfg, msrt_sched **out,
 msrt_code msrt_sched_start(msrt_sched *s) {
   if (s->started || atomic_load(&s->stopping)) return MSRT_E_INVALID_ARG;
   s->started = 1;
+  pthread_attr_t attr, *ap = NULL;
+  if (s->cfg.stack_size && pthread_attr_init(&attr) == 0) {
+    size_t min = (size_t)PTHREAD_STACK_MIN;
+    size_t sz = s->cfg.stack_size < min ? min : s->cfg.stack_size;
+    if (pthread_attr_setstacksize(&attr, sz) == 0) ap = &attr;
+  }
   for (int i = 0; i < s->nw; i++) {
-    int rc = pthread_create(&s->w[i].th, NULL, worker_main, &s->w[i]);
+    int rc = pthread_create(&s->w[i].th, ap, worker_main, &s->w[i]);
     if (rc) {
+      if (ap) pthread_attr_destroy(ap);
       for (int j = i; j < s->nw; j++) s->w[j].joined = 1;
       msrt_sched_stop(s);
       return rc == EAGAIN ? MSRT_E_NOMEM : MSRT_E_INTERNAL;
@@ -993,6 +1001,7 @@ msrt_code msrt_sched_start(msrt_sched *s) {
     pthread_setname_np(s->w[i].th, name);
 #endif
   }
+  if (ap) pthread_attr_destroy(ap);
   return MSRT_E_OK;
 }
 

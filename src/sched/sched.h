@@ -140,6 +140,10 @@ typedef struct {
   void (*release)(msrt_actor *a, void *actor_ud);
   void *sched_ud;
   unsigned flags;          /* MSRT_SCHED_* above; 0 = default */
+  size_t stack_size;       /* bytes of each worker thread's stack (the
+                              profile's stack_size); 0 = the system's
+                              default; below PTHREAD_STACK_MIN it is
+                              raised to that */
 } msrt_sched_config;
 
 /* ---- scheduler ---------------------------------------------------------- */
