@@ -11,7 +11,7 @@ local H = {}
 function H.start(script, env)
   local path = S.file(script)
   local out = os.tmpname()
-  local p = io.popen(("%s timeout -k 2 60 %s %s >%s 2>&1 </dev/null & echo $!"):format(
+  local p = io.popen(("%s timeout -k 2 180 %s %s >%s 2>&1 </dev/null & echo $!"):format(
     env or "", S.quote(S.exe), S.quote(path), S.quote(out)))
   local pid = tonumber(p:read("*a"))
   p:close()
@@ -29,7 +29,7 @@ end
 -- Wait (bounded) until the host's output matches pattern; returns the
 -- capture (or whole match), or fails with the output.
 function H.await(h, pattern, ms)
-  local deadline = os.time() + (ms or 20000) / 1000
+  local deadline = os.time() + (ms or 60000) / 1000
   repeat
     local text = read(h.out)
     local got = text:match(pattern)
@@ -41,7 +41,7 @@ end
 
 -- Wait (bounded) for the host to exit; returns its output.
 function H.finish(h, ms)
-  local deadline = os.time() + (ms or 20000) / 1000
+  local deadline = os.time() + (ms or 60000) / 1000
   while os.execute("kill -0 " .. h.pid .. " 2>/dev/null") == 0 do
     if os.time() > deadline then
       os.execute("kill -9 " .. h.pid)
@@ -65,8 +65,8 @@ local json = require "msrt.json"
 local br = assert(msrt.nats{ url = %q %s })
 -- a bridge alone does not keep a host running (as a hub subscription
 -- does not): msrt.stop() ends it, this bound if nothing does
-msrt.after(40000, function() msrt.stop("bound") end)
-for _ = 1, 200 do if br:info().state == "connected" then break end msrt.sleep(10) end
+msrt.after(120000, function() msrt.stop("bound") end)
+for _ = 1, 3000 do if br:info().state == "connected" then break end msrt.sleep(10) end
 assert(br:info().state == "connected", "not connected")
 ]]):format(url, extra or "")
 end

@@ -198,7 +198,7 @@ io.stdout:setvbuf("line")
 local msrt = require "msrt"
 msrt.after(40000, function() msrt.stop("bound") end)
 local br = assert(msrt.nats(%q))
-for _ = 1, 200 do if br:info().state == "connected" then break end msrt.sleep(10) end
+for _ = 1, 3000 do if br:info().state == "connected" then break end msrt.sleep(10) end
 local w = assert(msrt.watch { %q })
 msrt.subscribe("a.x", function() end)
 msrt.subscribe("b.x", function() end)
