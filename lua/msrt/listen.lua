@@ -213,12 +213,16 @@ function M.listen_web(spec, p)
     if addr then
       local handle, lerr
       if kind == "nats" then handle, lerr = server:listen(addr, listen_opts(p or {}))
-      else handle, lerr = require("msrt.web").listen(addr, { what = kind }) end
+      else
+        handle, lerr = require("msrt.web").listen(addr, { what = kind,
+          nats = kind == "websocket" and server or nil, loopback_only = kind == "websocket" and not auth_path })
+      end
       if not handle then
         for _, h in pairs(l.parts) do h:close() end
         return nil, lerr
       end
       l.parts[kind], l.first = handle, l.first or kind
+      if kind == "websocket" then require("msrt.dashboard").start() end
     end
   end
   listeners[l] = true
@@ -256,6 +260,7 @@ end
 
 --- Close every listener and every client connection (at shutdown).
 function M.close_all()
+  if package.loaded["msrt.dashboard"] then package.loaded["msrt.dashboard"].stop() end
   for l in pairs(listeners) do l:close() end
   if server then server:close() end
   server, auth_path = nil, nil

@@ -83,9 +83,13 @@ local function limits()
   }
 end
 
+local function loopback(ip) return ip:match("^127%.") or ip == "::1" end
+
 --- Listen for HTTP on addr (as M.resolve reads it): the first resolved
 -- address that can be bound is used.
--- @tparam[opt] table opts `what` (the name in messages, default "http")
+-- @tparam[opt] table opts `what` (the name in messages, default "http"),
+--   `nats` (a core.nats_server: NATS clients over WebSocket too),
+--   `loopback_only` (refuse an address that is not loopback: permission)
 -- @return the listener (`:port()`, `:stats()` -> {open, accepted,
 --   refused}, `:close()`) | nil, err (invalid_arg, network: `cannot
 --   listen on IP:PORT: Address already in use` and the like)
@@ -94,9 +98,12 @@ function M.listen(addr, opts)
   local ips, port = M.resolve(addr, what)
   if not ips then return nil, port end
   local cfg = limits()
-  cfg.port, cfg.mounts, cfg.answer = port, M.mounts(), answer
+  cfg.port, cfg.mounts, cfg.answer, cfg.nats = port, M.mounts(), answer, opts and opts.nats
   local l, err
   for _, ip in ipairs(ips) do
+    if opts and opts.loopback_only and not loopback(ip) then
+      return nil, core.error("permission", ("listen address \"%s\" is not loopback: give an auth policy (auth = FILE) to listen there"):format(addr))
+    end
     cfg.ip = ip
     l, err = core.web_listen(cfg)
     if l then

@@ -31,11 +31,18 @@ function M.raw(port)
 end
 
 --- Run spec/nats_clients/node_client.js's scenario against port (killed
--- after 30 s). Returns its checks by name ({ok, line}) and its output.
-function M.node(port, scenario)
+-- after 30 s); transport "ws": with nats.ws over WebSocket. Returns its
+-- checks by name ({ok, line}) and its output.
+function M.node(port, scenario, transport)
   local out, co, done = "", coroutine.running(), false
   local stdout = uv.new_pipe()
-  local h = assert(uv.spawn("node", { args = { "spec/nats_clients/node_client.js", tostring(port), scenario },
+  local args = { "spec/nats_clients/node_client.js", tostring(port), scenario }
+  if transport == "ws" then
+    table.insert(args, 1, "--no-warnings")
+    table.insert(args, 1, "--experimental-websocket")
+    args[#args + 1] = "ws"
+  end
+  local h = assert(uv.spawn("node", { args = args,
     stdio = { nil, stdout, 2 } }, function()
     done = true
     if co then coroutine.resume(co) end
@@ -75,6 +82,30 @@ function M.drive(body, limit_ms)
     if not ok then error(err, 0) end
   end, limit_ms)
 end
+
+--- What the basic scenario talks to, on this host: the actor "upper"
+-- (svc.upper), a process echoing requests (svc.proc), and a hub
+-- subscription answering ask.lua with a Lua table and a string. From a
+-- driven coroutine; returns a function that stops them.
+function M.basic_fleet()
+  local actor = assert(S.spawn { name = "upper", subscribe = "svc.upper",
+    handle = function(ctx, msg) ctx:reply(msg, msg.data:upper()) end })
+  local proc = assert(msrt.process { name = "echo_proc", subscribe = "svc.proc",
+    cmd = { "sed", "-u", [[s/^{"subject":"[^"]*","reply":"\([^"]*\)","data":\(.*\)}$/{"subject":"\1","data":\2}/]] } })
+  local asked = assert(msrt.subscribe("ask.lua", function()
+    msrt.publish("from.lua.table", { n = 1 })
+    msrt.publish("from.lua.string", "plain bytes")
+  end))
+  return function()
+    asked:unsubscribe()
+    proc:stop()
+    proc:wait()
+    return actor
+  end
+end
+
+M.BASIC = { "connect", "star", "full", "queue", "actor_reply", "process_reply",
+  "headers", "no_responders", "lua_values", "done" }
 
 --- Assert that every named check came and passed.
 function M.expect(checks, out, names)

@@ -1,5 +1,7 @@
 // A client nobody here wrote: the `nats` npm package (Node.js) against
-// msrt's NATS listener (spec/nats_listen_spec.lua runs it).
+// msrt's NATS listener (spec/nats_listen_spec.lua runs it), or with a third
+// argument `ws` the `nats.ws` package over WebSocket (spec/web_ws_spec.lua;
+// Node 20 needs --experimental-websocket for the WebSocket nats.ws uses).
 //   node node_client.js PORT basic   wildcards, queue groups, request/reply
 //                                    to an msrt actor and to a process,
 //                                    headers, no responders, Lua values
@@ -7,11 +9,10 @@
 //                                    subscription, a wrong password
 // Prints one JSON object per check: {"check": name, "ok": bool, ...}, and
 // "done" last; exits 1 on an unexpected exception.
-const { connect, StringCodec, headers, ErrorCode } = require("nats");
-
-const sc = StringCodec();
-const [port, scenario] = process.argv.slice(2);
-const servers = `127.0.0.1:${port}`;
+const [port, scenario, transport] = process.argv.slice(2);
+// nats.ws is an ES module only: imported; both packages share one API
+let connect, StringCodec, headers, ErrorCode, sc;
+const servers = transport === "ws" ? `ws://127.0.0.1:${port}` : `127.0.0.1:${port}`;
 
 function report(check, ok, detail) {
   console.log(JSON.stringify({ check, ok: !!ok, detail }));
@@ -126,7 +127,11 @@ async function auth() {
   report("done", true);
 }
 
-(scenario === "auth" ? auth() : basic()).catch((e) => {
+(async () => {
+  ({ connect, StringCodec, headers, ErrorCode } = transport === "ws" ? await import("nats.ws") : require("nats"));
+  sc = StringCodec();
+  await (scenario === "auth" ? auth() : basic());
+})().catch((e) => {
   report("exception", false, String(e && e.stack || e));
   process.exit(1);
 });

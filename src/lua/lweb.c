@@ -7,7 +7,8 @@
  *   at most 8), answer (fn(path) -> status, content_type, body | nil:
  *   called on the hub for each request path; nil lets the mounts serve
  *   it; it must not yield, and an error in it is reported and answered
- *   500). Errors as msrt_web_listen's (invalid_arg, network, nomem,
+ *   500), nats (a core.nats_server: NATS clients over WebSocket; it must
+ *   outlive the listener). Errors as msrt_web_listen's (invalid_arg, network, nomem,
  *   internal). A wrong argument type raises.
  * listener:port() -> the port; listener:stats() -> {open, accepted,
  *   refused}; listener:close() (also at collection; idempotent).
@@ -104,6 +105,8 @@ static int l_web_listen(lua_State *L) {
   lua_getfield(L, 1, "answer");
   int has_answer = !lua_isnil(L, -1);
   if (has_answer) luaL_checktype(L, -1, LUA_TFUNCTION);
+  lua_getfield(L, 1, "nats");
+  if (!lua_isnil(L, -1)) cfg.nats = msrt_lua_nats_server(L, lua_gettop(L));
   read_mounts(L, &cfg);
   lweb *lw = lua_newuserdata(L, sizeof *lw);
   lw->web = NULL, lw->L = msrt_host_get(L)->L, lw->answer = LUA_NOREF;

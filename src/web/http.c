@@ -45,7 +45,7 @@ static int reply(struct lws *wsi, msrt_web_session *s, int status,
       lws_finalize_write_http_header(wsi, start, &p, end))
     return -1;
   if (s->head || len == 0) s->done = 1;
-  lws_callback_on_writable(wsi);
+  msrt_web_want_write(wsi);
   return 0;
 }
 
@@ -69,7 +69,7 @@ static int write_more(struct lws *wsi, msrt_web_session *s) {
   if (lws_write(wsi, buf + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) < (int)n)
     return -1;
   if (last) s->done = 1;
-  lws_callback_on_writable(wsi);
+  msrt_web_want_write(wsi);
   return 0;
 }
 
@@ -156,6 +156,8 @@ static int on_request(struct lws *wsi, msrt_web_session *s, const char *uri) {
 int msrt_web_callback(struct lws *wsi, enum lws_callback_reasons reason,
                       void *user, void *in, size_t len) {
   msrt_web_session *s = user;
+  int handled, rc = msrt_web_ws(wsi, reason, s, in, len, &handled);
+  if (handled) return rc;
   switch (reason) {
   case LWS_CALLBACK_WSI_CREATE:
     web_of(wsi)->open++;
@@ -174,8 +176,6 @@ int msrt_web_callback(struct lws *wsi, enum lws_callback_reasons reason,
   case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     if (s) drop_body(s);
     return 0;
-  case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-    return 1; /* no WebSocket protocol is served yet */
   default:
     return lws_callback_http_dummy(wsi, reason, user, in, len);
   }

@@ -5,6 +5,7 @@
 
 #include <libwebsockets.h>
 
+#include "nats/conn.h"
 #include "web/web.h"
 
 struct msrt_web {
@@ -15,21 +16,48 @@ struct msrt_web {
   uv_poll_t listener;       /* hub: the listening socket */
   int fd, port, hub_open;
   int driving, closing;
+  int kicked;               /* a poll change is waiting for another run */
   struct lws_context *ctx;
   struct lws_vhost *vh;
   msrt_web_config cfg;      /* strings point into `strings` */
   char *strings;
   int open;                 /* connections libwebsockets holds */
   unsigned long accepted, refused;
+  unsigned char *scratch;   /* LWS_PRE + MSRT_WEB_FRAME: a frame being sent */
 };
 
-/* Per connection (libwebsockets' per-session data, zeroed at its start). */
+/* The largest WebSocket frame sent at once (what a NATS connection
+ * writes is cut into frames of at most this). */
+enum { MSRT_WEB_FRAME = 65536 };
+
+/* Per connection (libwebsockets' per-session data, zeroed at its start).
+ * An HTTP request uses body..done; a WebSocket carrying a NATS client
+ * the rest. */
 typedef struct msrt_web_session {
   char *body;               /* an answer being written, or NULL */
   size_t len, off;
   int head;                 /* a HEAD request: headers only */
   int done;                 /* all written: close at the next writable */
+  struct lws *wsi;
+  msrt_web *web;
+  msrt_nats_conn *conn;     /* the NATS connection, or NULL */
+  char *out;                /* bytes the connection wrote, not yet sent */
+  size_t out_len, out_off, out_cap;
+  int ending;               /* the connection closed: send out, then end */
+  int gone;                 /* libwebsockets closed the socket */
 } msrt_web_session;
+
+/* The WebSocket side of msrt_web_callback (ws.c): -> what the callback
+ * returns; 1 in *handled when reason was one of its own. */
+int msrt_web_ws(struct lws *wsi, enum lws_callback_reasons reason,
+                msrt_web_session *s, void *in, size_t len, int *handled);
+
+/* Ask libwebsockets for a writable callback on wsi, and have the
+ * listener's loop run again soon: libuv registers the poll change only
+ * when its loop next polls, which the hub would not ask for by itself
+ * (uv_backend_timeout does not count pending poll changes). From inside
+ * or outside the listener's callbacks. */
+void msrt_web_want_write(struct lws *wsi);
 
 /* libwebsockets' callback of every connection (http.c). */
 int msrt_web_callback(struct lws *wsi, enum lws_callback_reasons reason,

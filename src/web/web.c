@@ -37,10 +37,15 @@ static void on_timer(uv_timer_t *t) { drive(t->data); }
 static void drive(msrt_web *w) {
   if (w->closing) return;
   w->driving = 1;
-  uv_run(&w->own, UV_RUN_NOWAIT);
+  int rounds = 0;
+  do {
+    w->kicked = 0;
+    uv_run(&w->own, UV_RUN_NOWAIT);
+  } while (w->kicked && !w->closing && ++rounds < 8);
   w->driving = 0;
   if (w->closing) { finish_close(w); return; }
-  int ms = uv_backend_timeout(&w->own);
+  /* still kicked after 8 rounds: the hub's other work first, then more */
+  int ms = w->kicked ? 0 : uv_backend_timeout(&w->own);
   if (ms >= 0) uv_timer_start(&w->timer, on_timer, (uint64_t)ms, 0);
   else uv_timer_stop(&w->timer);
 }
@@ -209,8 +214,13 @@ msrt_web *msrt_web_listen(uv_loop_t *hub, const msrt_web_config *cfg, msrt_error
   }
   w->magic = MSRT_HANDLE_MAGIC;
   w->fd = -1;
+  if (cfg->nats && !(w->scratch = malloc(LWS_PRE + MSRT_WEB_FRAME))) {
+    free(w->scratch), free(w->strings), free(w);
+    msrt_error_set(err, MSRT_E_NOMEM, "web listener: out of memory");
+    return NULL;
+  }
   if (uv_loop_init(&w->own)) {
-    free(w->strings), free(w);
+    free(w->scratch), free(w->strings), free(w);
     msrt_error_set(err, MSRT_E_INTERNAL, "web listener: no event loop");
     return NULL;
   }
@@ -225,8 +235,15 @@ fail:
   destroy_lws(w);
   if (w->fd >= 0) close(w->fd);
   msrt_web_drain(w);
-  free(w->strings), free(w);
+  free(w->scratch), free(w->strings), free(w);
   return NULL;
+}
+
+void msrt_web_want_write(struct lws *wsi) {
+  msrt_web *w = lws_context_user(lws_get_context(wsi));
+  lws_callback_on_writable(wsi);
+  w->kicked = 1;
+  if (!w->driving && !w->closing) uv_timer_start(&w->timer, on_timer, 0, 0);
 }
 
 int msrt_web_port(const msrt_web *w) { return w->port; }
@@ -245,6 +262,7 @@ void msrt_web_drain(msrt_web *w) {
 static void on_hub_closed(uv_handle_t *h) {
   msrt_web *w = h->data;
   if (--w->hub_open == 0) {
+    free(w->scratch);
     free(w->strings);
     free(w);
   }
@@ -276,6 +294,7 @@ static void finish_close(msrt_web *w) {
   }
   close(w->fd);
   if (!mine) {
+    free(w->scratch);
     free(w->strings);
     free(w);
   }

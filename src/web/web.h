@@ -21,6 +21,15 @@
  * with "..", "//", a backslash or a byte outside [A-Za-z0-9._/-] is 404;
  * "/" ends in index.html), and 404 when none.
  *
+ * WebSocket (when cfg.nats is given; any path): each upgraded connection
+ * is a NATS client connection of that server (nats/conn.h), in the
+ * framing nats.ws uses: the payload of every frame the client sends is
+ * protocol bytes, in order, whatever the frame boundaries; what the
+ * connection writes goes to the client as binary frames of at most
+ * 64 KiB. The bytes not yet sent count as the transport's queue (the
+ * server's max_pending and write deadline: slow consumers). The read
+ * deadline ends at the upgrade; NATS' PINGs keep the connection then.
+ *
  * Thread-safety: hub (main) thread only.
  */
 #ifndef MSRT_WEB_WEB_H
@@ -30,6 +39,7 @@
 #include <uv.h>
 
 #include "core/error.h"
+#include "nats/conn.h"
 
 typedef struct msrt_web msrt_web;
 
@@ -69,6 +79,9 @@ typedef struct msrt_web_config {
   msrt_web_mount mounts[MSRT_WEB_MOUNTS]; /* copied; unused ones NULL */
   msrt_web_answer_fn answer;   /* or NULL */
   void *ud;
+  msrt_nats_server *nats;      /* NATS clients over WebSocket on this
+                                  listener (borrowed: it must outlive the
+                                  listener), or NULL: upgrades refused */
 } msrt_web_config;
 
 /* Bind, listen and start serving on the hub loop. Returns the listener, or
