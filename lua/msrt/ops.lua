@@ -82,9 +82,12 @@ local function resolve(path)
   return sup, parts[#parts]
 end
 
--- OTP's terminate_child / restart_child through a path; each waits for
--- the child (its shutdown, its start). -> the answer line
-local function on_child(verb, path)
+--- OTP's terminate_child / restart_child through a child path
+-- ("ROOT/.../CHILD"); verb "stop", "start" or "restart". Waits (yielding
+-- the hub coroutine) for the child's shutdown and start.
+-- @return the answer line: "restarted PATH\n" and the like, or
+--   "error: ...\n"
+function M.child(verb, path)
   local sup, id = resolve(path)
   if not sup then return "error: " .. id .. "\n" end
   local ok, err = true, nil
@@ -372,13 +375,13 @@ local commands = {
     return ("reloaded %d policy file(s)\n"):format(n)
   end,
   stop = function(path)
-    if path then return on_child("stop", path) end
+    if path then return M.child("stop", path) end
     -- graceful, as SIGTERM: exit status 0
     require("msrt").after(10, function() require("msrt").stop("ctl", 0) end)
     return "stopping\n"
   end,
-  start = function(path) return path and on_child("start", path) or "error: start needs a child PATH\n" end,
-  restart = function(path) return path and on_child("restart", path) or "error: restart needs a child PATH\n" end,
+  start = function(path) return path and M.child("start", path) or "error: start needs a child PATH\n" end,
+  restart = function(path) return path and M.child("restart", path) or "error: restart needs a child PATH\n" end,
   queues = function() return M.queues() end,
   queue = function(name, rest) return M.queue(name, rest) end,
 }
@@ -499,6 +502,7 @@ end
 
 --- Close the servers and remove the control sockets' files (shutdown).
 function M.close()
+  if package.loaded["msrt.dashboard"] then package.loaded["msrt.dashboard"].stop() end
   if package.loaded["msrt.web"] then package.loaded["msrt.web"].close() end
   for _, h in ipairs(servers) do if not h:is_closing() then h:close() end end
   for _, s in ipairs(sockets) do
