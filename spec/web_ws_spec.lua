@@ -12,8 +12,8 @@ local C = require "spec.nats_clients.clients"
 
 describe("msrt.listen{ websocket = ADDR }", function()
   it("serves nats.ws: wildcards, queue groups, request/reply, headers, no responders", function()
-    S.drive(function()
-      local l = assert(msrt.listen { websocket = "127.0.0.1:0" })
+    C.drive(function()
+      local l = assert(C.listen { websocket = "127.0.0.1:0" })
       local stop = C.basic_fleet()
       local checks, out = C.node(l:port("websocket"), "basic", "ws")
       C.expect(checks, out, C.BASIC)

@@ -116,9 +116,13 @@ local function publish()
   if ok then msrt.publish(M.STATS, snap) else msrt.log("warn", "dashboard stats: " .. tostring(snap)) end
 end
 
---- Start publishing msrt.stats and answering msrt.ctl.* (idempotent). The
--- timers do not keep the host alive.
+local users = 0 -- websocket listeners open
+
+--- Start publishing msrt.stats and answering msrt.ctl.* for one more
+-- websocket listener (each start is matched by a release). The timers do
+-- not keep the host alive.
 function M.start()
+  users = users + 1
   if timer then return end
   local msrt = require("msrt")
   timer = uv.new_timer()
@@ -137,8 +141,15 @@ function M.start()
   end
 end
 
+--- One websocket listener less: at none, stop.
+function M.release()
+  users = math.max(0, users - 1)
+  if users == 0 then M.stop() end
+end
+
 --- Stop (shutdown).
 function M.stop()
+  users = 0
   if not timer then return end
   for _, t in ipairs({ timer, soon }) do if not t:is_closing() then t:close() end end
   for _, s in ipairs(ctl_subs or {}) do s:unsubscribe() end

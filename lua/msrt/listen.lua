@@ -175,6 +175,7 @@ function Listener:close()
   if listeners[self] then
     listeners[self] = nil
     for _, p in pairs(self.parts) do p:close() end
+    if self.parts.websocket then require("msrt.dashboard").release() end
   end
 end
 --- The server's counters: connections, accepted, slow_consumers, refused,
@@ -219,6 +220,7 @@ function M.listen_web(spec, p)
       end
       if not handle then
         for _, h in pairs(l.parts) do h:close() end
+        if l.parts.websocket then require("msrt.dashboard").release() end
         return nil, lerr
       end
       l.parts[kind], l.first = handle, l.first or kind
