@@ -90,16 +90,18 @@ end
 function M.basic_fleet()
   local actor = assert(S.spawn { name = "upper", subscribe = "svc.upper",
     handle = function(ctx, msg) ctx:reply(msg, msg.data:upper()) end })
-  local proc = assert(msrt.process { name = "echo_proc", subscribe = "svc.proc",
-    cmd = { "sed", "-u", [[s/^{"subject":"[^"]*","reply":"\([^"]*\)","data":\(.*\)}$/{"subject":"\1","data":\2}/]] } })
+  -- the process responder is a supervised child
+  local sup = assert(msrt.supervisor { name = "nats_spec_sup", strategy = "one_for_one",
+    children = { { id = "echo_proc", process = { subscribe = "svc.proc",
+      cmd = { "sed", "-u", [[s/^{"subject":"[^"]*","reply":"\([^"]*\)","data":\(.*\)}$/{"subject":"\1","data":\2}/]] } } } } })
   local asked = assert(msrt.subscribe("ask.lua", function()
     msrt.publish("from.lua.table", { n = 1 })
     msrt.publish("from.lua.string", "plain bytes")
   end))
   return function()
     asked:unsubscribe()
-    proc:stop()
-    proc:wait()
+    sup:stop()
+    sup:wait()
     return actor
   end
 end
