@@ -112,7 +112,7 @@ Cluster.__index = Cluster
 -- @tparam[opt] table opts `nodes` (default 1; more make a cluster whose
 --   nodes route to node 1, full mesh by gossip), `limit_s` (each server's
 --   longest life, default 600), `ready_ms` (bound on becoming ready,
---   default 15000), `max_payload` (bytes, the servers' limit), `config`
+--   default 30000), `max_payload` (bytes, the servers' limit), `config`
 --   (extra config text for every node, e.g. "authorization { token: x }")
 -- @return the cluster object: `url`, `urls` (one per node, in order),
 --   `nodes` (each with `pid`, `port`, `log`), `dir`; raises when a server
@@ -120,7 +120,7 @@ Cluster.__index = Cluster
 function N.start(opts)
   opts = opts or {}
   local n = opts.nodes or 1
-  local o = { limit_s = opts.limit_s or 600, ready_ms = opts.ready_ms or 15000, cluster = n > 1 }
+  local o = { limit_s = opts.limit_s or 600, ready_ms = opts.ready_ms or 30000, cluster = n > 1 }
   local tmp = os.tmpname()
   os.remove(tmp)
   local dir = tmp .. ".nats"
