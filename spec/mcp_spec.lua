@@ -52,6 +52,14 @@ describe("msrt.mcp.server (server-everything)", function()
       local n = 0
       for _, c in ipairs(links.content) do if c.type == "resource_link" then n = n + 1 end end
       assert.are.equal(2, n)
+      -- a listed resource read, a listed prompt got
+      local res = info.resources[1]
+      local read = assert(msrt.request("mcp.ev1.resource.read", { uri = res.uri }))
+      assert.are.equal(res.uri, read.contents[1].uri)
+      local prompt
+      for _, p in ipairs(info.prompts) do if not p.arguments or #p.arguments == 0 then prompt = p break end end
+      local got = assert(msrt.request("mcp.ev1.prompt.get", { name = prompt.name }))
+      assert.is_true(#got.messages > 0)
       finish(sup, "ev1")
     end, 60000)
   end)

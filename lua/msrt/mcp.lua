@@ -238,6 +238,26 @@ local function listen_all(rec)
   listen(rec, "ping", rec.prefix .. ".request.ping", function(msg) reply(msg, {}) end)
 end
 
+-- Reading what the server offers besides tools: mcp.<name>.resource.read
+-- ({uri}) is resources/read, mcp.<name>.prompt.get ({name, arguments})
+-- prompts/get; the reply is the server's result, an error nil, err.
+local READS = { resources = { "resource.read", "resources/read" }, prompts = { "prompt.get", "prompts/get" } }
+
+local function offer_reads(rec)
+  for what, r in pairs(READS) do
+    if rec.caps[what] and not rec.reads[what] then
+      local sid, hub_id = hub.subscribe(rec.prefix .. "." .. r[1], function(msg)
+        if type(msg.data) ~= "table" then return reply_error(msg, INVALID_PARAMS, r[2] .. " needs a table of params") end
+        local res, err = call(rec, r[2], msg.data, math.min(msg.reply_ttl_ms or math.huge, rec.call_timeout_ms))
+        if res ~= nil then return reply(msg, res) end
+        if err.code == "no_responders" then return reply(msg, nil, { Status = "503", Description = err.message }) end
+        if err.code ~= "timeout" then reply_error(msg, err.rpc_code or -32603, err.message, err.data) end
+      end, {})
+      if sid then rec.reads[what] = { sid = sid, hub_id = hub_id } end
+    end
+  end
+end
+
 local function handshake(rec, h)
   local r, err = call(rec, "initialize", { protocolVersion = M.PROTOCOL_VERSION, capabilities = {},
     clientInfo = rec.client_info }, rec.startup_timeout_ms)
@@ -253,6 +273,7 @@ local function handshake(rec, h)
     local ok, lerr = relist_tools(rec)
     if not ok then return nil, "tools/list: " .. tostring(lerr) end
   end
+  offer_reads(rec)
   rec.ready = true
   return true
 end
@@ -262,11 +283,13 @@ end
 local function new_instance(rec, h)
   rec.handle, rec.ready, rec.handshaking = h, false, nil
   unsubscribe_all(rec, "subs")
+  unsubscribe_all(rec, "reads")
   rec.tools = {}
   h:on_exit(function()
     if rec.handle ~= h then return end
     rec.ready = false
     unsubscribe_all(rec, "subs")
+  unsubscribe_all(rec, "reads")
     rec.tools = {}
   end)
 end
@@ -298,7 +321,8 @@ end
 local function record(spec)
   local ping = spec.ping == nil and {} or spec.ping
   if ping == true then ping = {} end
-  local rec = servers[spec.name] or { subs = {}, own = {}, tools = {}, progress = {}, resources = {}, prompts = {} }
+  local rec = servers[spec.name] or { subs = {}, own = {}, reads = {}, tools = {}, progress = {},
+    resources = {}, prompts = {} }
   rec.name, rec.prefix, rec.rpc = spec.name, "mcp." .. spec.name, "mcp." .. spec.name .. ".rpc"
   rec.tool_prefix, rec.queue = spec.tool_subjects or (rec.prefix .. ".tool"), spec.queue
   rec.call_timeout_ms = spec.call_timeout_ms or 60000
@@ -352,7 +376,10 @@ end
 -- (notifications/cancelled with its request id). A call in flight when
 -- the server dies fails at once (no_responders); its tools are
 -- unsubscribed until the restarted server's handshake lists them again.
--- notifications/tools/list_changed lists them again.
+-- notifications/tools/list_changed lists them again. A server offering
+-- resources or prompts answers mcp.<name>.resource.read ({uri}: its
+-- resources/read result) and mcp.<name>.prompt.get ({name, arguments}:
+-- its prompts/get result).
 -- @return child spec | nil, err (invalid_arg)
 function M.server(spec)
   args.check(type(spec) == "table", 1, "mcp.server", "spec table expected")
@@ -438,6 +465,7 @@ function M.forget(name)
   local rec = servers[name]
   if not rec then return end
   unsubscribe_all(rec, "subs")
+  unsubscribe_all(rec, "reads")
   unsubscribe_all(rec, "own")
   servers[name] = nil
 end
