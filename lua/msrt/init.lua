@@ -535,6 +535,8 @@ end
 function M.metrics()
   local m = core.metrics()
   m.health = require("msrt.health").metrics()
+  local listen = package.loaded["msrt.listen"]
+  m.nats_clients = listen and listen.stats() -- README "The network face"
   return m
 end
 

@@ -178,9 +178,13 @@ function Listener:close()
     if self.parts.websocket then require("msrt.dashboard").release() end
   end
 end
---- The server's counters: connections, accepted, slow_consumers, refused,
--- in_msgs, in_bytes, out_msgs, out_bytes.
-function Listener:stats() return server:stats() end
+--- The NATS server's counters (M.stats).
+function Listener:stats() return M.stats() end
+
+--- The counters of the NATS clients of this host: connections (open now),
+-- accepted, slow_consumers, refused (over the cap or unauthorised),
+-- in_msgs, in_bytes, out_msgs, out_bytes; nil before any NATS listener.
+function M.stats() return server and server:stats() end
 
 --- Open a listener (see init.lua `msrt.listen`).
 function M.listen(spec)

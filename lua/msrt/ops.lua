@@ -171,6 +171,20 @@ local function bridge_metrics(out)
   metric(out, "nats_bridge_reconnects_total", "counter", "Times the bridge's connection came back.", recon)
 end
 
+-- The NATS clients of msrt.listen (README "The network face"), once a
+-- NATS listener was opened.
+local function client_metrics(out, st)
+  if not st then return end
+  metric(out, "nats_clients_connections", "gauge", "NATS client connections open now.", { { "", st.connections } })
+  metric(out, "nats_clients_accepted_total", "counter", "NATS client connections accepted.", { { "", st.accepted } })
+  metric(out, "nats_clients_refused_total", "counter",
+    "NATS client connections refused (over connections.max, or not authorised).", { { "", st.refused } })
+  metric(out, "nats_clients_slow_consumers_total", "counter", "NATS clients ended as slow consumers.",
+    { { "", st.slow_consumers } })
+  metric(out, "nats_clients_messages_total", "counter", "Messages from and to NATS clients.",
+    { { '{direction="in"}', st.in_msgs }, { '{direction="out"}', st.out_msgs } })
+end
+
 --- The metrics in the Prometheus text exposition format (version 0.0.4).
 function M.metrics_text()
   local m = require("msrt").metrics()
@@ -219,6 +233,7 @@ function M.metrics_text()
   metric(out, "health", "gauge", "Health state of each probed child.", health)
   queue_metrics(out)
   bridge_metrics(out)
+  client_metrics(out, m.nats_clients)
   local reloads = require("msrt.reload").counts()
   metric(out, "reloads_total", "counter", "Policy reloads, by result.",
     { { '{result="ok"}', reloads.ok }, { '{result="failed"}', reloads.failed } })
