@@ -95,9 +95,9 @@ function M.snapshot()
   local depth, high = require("msrt.actors").mailboxes()
   local me = uv.os_getpid()
   local cpu, rss = usage(me, now)
-  local tv = uv.gettimeofday()
+  local sec, usec = uv.gettimeofday()
   return {
-    t = tv * 1000, pid = me, cpu = cpu, rss = rss, tree = tree, router = m.router,
+    t = sec * 1000 + usec / 1000, pid = me, cpu = cpu, rss = rss, tree = tree, router = m.router,
     mailbox = { depth = depth, high = high }, processes = processes(now),
   }
 end

@@ -69,7 +69,10 @@ collectgarbage()
 local rss1 = rss()
 local stats = l:stats()
 
-local function now_us() return string.format("%.0f", uv.gettimeofday() * 1e6) end
+local function now_us() -- luv's gettimeofday: seconds, then microseconds
+  local sec, usec = uv.gettimeofday()
+  return string.format("%.0f", sec * 1e6 + usec)
+end
 local steps, step = 100, 0
 local per = math.ceil(opts.conns / steps)
 local cpu0, w0 = hub_cpu(), uv.hrtime()
