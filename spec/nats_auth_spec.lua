@@ -8,29 +8,9 @@ local msrt = require "msrt"
 
 assert(msrt.start())
 
-local POLICY = [[
-return {
-  users = {
-    { user = "ann", password = "pw",
-      permissions = {
-        publish = { allow = { "news.>", "_INBOX.>" }, deny = { "admin.>" } },
-        subscribe = { allow = { "news.>", "_INBOX.>" } },
-      },
-      max_connections = 4 },
-    { token = "s3cret" },
-  },
-}
-]]
-
-local function dir_with(text)
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(os.execute("mkdir -p " .. S.quote(dir)) == 0)
-  return dir, S.write(dir .. "/auth.lua", text)
-end
-
 local C = require "spec.nats_clients.clients"
 local raw = C.raw
+local POLICY, dir_with = C.AUTH_POLICY, C.auth_dir
 
 describe("an auth policy file", function()
   it("passes --check, and a bad one fails with file:line and the user", function()

@@ -109,6 +109,30 @@ end
 M.BASIC = { "connect", "star", "full", "queue", "actor_reply", "process_reply",
   "headers", "no_responders", "lua_values", "done" }
 
+--- The auth policy the "auth" scenario expects: ann/pw may publish and
+-- subscribe news.> (and _INBOX.>), not admin.>; a token user.
+M.AUTH_POLICY = [[
+return {
+  users = {
+    { user = "ann", password = "pw",
+      permissions = {
+        publish = { allow = { "news.>", "_INBOX.>" }, deny = { "admin.>" } },
+        subscribe = { allow = { "news.>", "_INBOX.>" } },
+      },
+      max_connections = 4 },
+    { token = "s3cret" },
+  },
+}
+]]
+
+--- A fresh directory holding auth.lua with text: dir, the file's path.
+function M.auth_dir(text)
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p " .. S.quote(dir)) == 0)
+  return dir, S.write(dir .. "/auth.lua", text)
+end
+
 --- Assert that every named check came and passed.
 function M.expect(checks, out, names)
   for _, n in ipairs(names) do
