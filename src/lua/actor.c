@@ -94,16 +94,16 @@ static void booted(lactor *la) {
   la->unbooted = 0;
 }
 
-int msrt_lactor_add_sub(lactor *la, uint64_t id) {
+msrt_code msrt_lactor_add_sub(lactor *la, uint64_t id) {
   if (la->nsubs == la->capsubs) {
     size_t cap = la->capsubs ? la->capsubs * 2 : 4;
     uint64_t *s = realloc(la->subs, cap * sizeof *s);
-    if (!s) return -1;
+    if (!s) return MSRT_E_NOMEM;
     la->subs = s;
     la->capsubs = cap;
   }
   la->subs[la->nsubs++] = id;
-  return 0;
+  return MSRT_E_OK;
 }
 
 msrt_actor *msrt_lactor_new(msrt_rt *rt, const char *name, const void *spec,

@@ -63,7 +63,8 @@ void msrt_lactor_release(msrt_actor *a, void *ud);
  *                            of lua/msrt/headers.lua), ttl_ms (a
  *                            request's timeout: how long the reply stays
  *                            valid to a process handed it; 0 = none);
- *                            returns the endpoints reached (>= 0), or -1:
+ *                            returns the endpoints reached (>= 0), or -1
+ *                            (a number: what the FFI can return cheaply):
  *                            rt.last_error() then gives nil, err as the
  *                            C API's publish does (invalid_subject,
  *                            payload_too_big, mailbox_full...; err.blocked

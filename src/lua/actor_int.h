@@ -32,8 +32,8 @@ typedef struct {
   int unbooted; /* counted in `unbooted` below until boot ran */
 } lactor;
 
-/* Add a subscription to drop at release: 0, or -1 out of memory. */
-int msrt_lactor_add_sub(lactor *la, uint64_t id);
+/* Add a subscription to drop at release: MSRT_E_OK or MSRT_E_NOMEM. */
+msrt_code msrt_lactor_add_sub(lactor *la, uint64_t id);
 
 /* The test hook MSRT_TEST_ROOM_WAKER_DELAY_MS (ms, 0 when unset): each
  * room waker waits that long before it runs (spec/actors_spec.lua). */

@@ -210,7 +210,7 @@ static int open_luv(lua_State *L) {
   return luaopen_luv(L);
 }
 
-int msrt_host_init(msrt_host *h) {
+msrt_code msrt_host_init(msrt_host *h) {
   msrt_error err;
   h->log = msrt_logsink_new(2, LOG_BUFFER_BYTES, &err);
   if (!h->log) fprintf(stderr, "msrt-lua: %s (logging directly)\n", err.message);
@@ -221,12 +221,12 @@ int msrt_host_init(msrt_host *h) {
   h->hub = msrt_hub_new(&err);
   if (!h->hub) {
     fprintf(stderr, "msrt-lua: %s\n", err.message);
-    return -1;
+    return MSRT_E_NOMEM;
   }
   lua_State *L = luaL_newstate();
   if (!L) {
     fprintf(stderr, "msrt-lua: cannot create a Lua state\n");
-    return -1;
+    return MSRT_E_NOMEM;
   }
   h->L = L;
   lua_pushlightuserdata(L, (void *)&HOST_KEY);
@@ -244,7 +244,7 @@ int msrt_host_init(msrt_host *h) {
   lua_pushvalue(L, -3);
   lua_setfield(L, -2, "luv");
   lua_pop(L, 3);
-  return 0;
+  return MSRT_E_OK;
 }
 
 int msrt_host_close(msrt_host *h) {

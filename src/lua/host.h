@@ -39,9 +39,9 @@ int msrt_log_level_from_name(const char *name);
 
 /* Make the hub, the Lua state, open the standard libraries, set
  * package.path to find the project's lua/ directory, preload "msrt.core"
- * and "luv" (sharing the hub loop). Returns 0, or -1 with a message on
- * stderr. */
-int msrt_host_init(msrt_host *h);
+ * and "luv" (sharing the hub loop). Returns MSRT_E_OK, or MSRT_E_NOMEM
+ * (no hub, no Lua state) with a message on stderr. */
+msrt_code msrt_host_init(msrt_host *h);
 
 /* The host of a Lua state made by msrt_host_init. */
 msrt_host *msrt_host_get(lua_State *L);
@@ -63,9 +63,9 @@ int msrt_host_resume(lua_State *L, lua_State *co, int nargs, int nres,
                      const char *what);
 
 /* Run the hub's loop in a libuv run mode as luv's uv.run would: luv's
- * uv.loop_mode() names the mode meanwhile. Returns msrt_hub_run_mode's
- * result (non-zero: more work pending), or -1 when the loop already runs
- * (libuv is never re-entered). */
+ * uv.loop_mode() names the mode meanwhile; *more (more may be NULL) gets
+ * whether more work is pending. Returns MSRT_E_OK, or MSRT_E_INVALID_ARG
+ * when the loop already runs (libuv is never re-entered). */
 msrt_code msrt_host_run(msrt_host *h, uv_run_mode mode, int *more);
 
 /* One log line (a '\n' is added when it lacks one) to stderr through the
