@@ -655,6 +655,9 @@ local finished = false
 local function finish_shutdown()
   if finished then return end
   finished = true
+  -- NATS clients and listeners (also when the host closes at once: the
+  -- hook's first half did not run then); closing twice is a no-op
+  if package.loaded["msrt.listen"] then package.loaded["msrt.listen"].close_all() end
   queue.close_all() -- the last turn's acks committed
   process.stop_all() -- children get their stop signal, then SIGKILL
   -- Actors finish their message and terminate; a stuck one does not hold
