@@ -16,6 +16,18 @@ local uv = require "luv"
 
 local M = {}
 
+-- Modules holding servers or connections that shutdown must close, kept as
+-- they are first used: busted's insulation restores package.loaded after
+-- each spec file, so a lookup there at exit misses a module that still
+-- holds a NATS server (LeakSanitizer saw it leak).
+local held = {}
+local function use(name)
+  local m = require(name)
+  held[name] = m
+  return m
+end
+local function loaded(name) return held[name] or package.loaded[name] end
+
 --- Make an error object: `msrt.error(code, message [, fields])`.
 M.error = core.error
 M.is_error = core.is_error
@@ -419,7 +431,7 @@ function M.nats(cfg_or_path)
   check_arg(kind == "table" or kind == "string", 1, "nats", "options table or file path expected, got " .. kind)
   local ok, err = hub.start()
   if not ok then return nil, err end
-  return require("msrt.nats").open(cfg_or_path)
+  return use("msrt.nats").open(cfg_or_path)
 end
 
 --- Open the network face (README "The network face"): a listener that
@@ -458,7 +470,7 @@ function M.listen(spec)
   check_arg(spec.nats or spec.websocket or spec.http, 1, "listen",
     "nats, websocket or http = \"HOST:PORT\" expected")
   check_arg(spec.auth == nil or type(spec.auth) == "string", 1, "listen", "auth must be a file path")
-  return require("msrt.listen").listen(spec)
+  return use("msrt.listen").listen(spec)
 end
 
 --- Watch policy files for changes and reload them (docs/architecture.md "Hot
@@ -535,7 +547,7 @@ end
 function M.metrics()
   local m = core.metrics()
   m.health = require("msrt.health").metrics()
-  local listen = package.loaded["msrt.listen"]
+  local listen = loaded("msrt.listen")
   m.nats_clients = listen and listen.stats() -- README "The network face"
   return m
 end
@@ -657,14 +669,14 @@ local function finish_shutdown()
   finished = true
   -- NATS clients and listeners (also when the host closes at once: the
   -- hook's first half did not run then); closing twice is a no-op
-  if package.loaded["msrt.listen"] then package.loaded["msrt.listen"].close_all() end
+  if loaded("msrt.listen") then loaded("msrt.listen").close_all() end
   queue.close_all() -- the last turn's acks committed
   process.stop_all() -- children get their stop signal, then SIGKILL
   -- Actors finish their message and terminate; a stuck one does not hold
   -- the exit past the profile's shutdown_timeout_ms.
   actors.stop_all("shutdown")
   -- bridges close before the bus they publish on goes
-  if package.loaded["msrt.nats"] then package.loaded["msrt.nats"].close_all() end
+  if loaded("msrt.nats") then loaded("msrt.nats").close_all() end
   if not hub.stop() then
     core.report("shutdown", "an actor did not finish within shutdown_timeout_ms; exiting without it")
   else
@@ -685,7 +697,7 @@ core.on_shutdown(function(reason)
     if not ok then core.report("error in shutdown hook", tostring(err)) end
   end
   if package.loaded["msrt.ops"] then package.loaded["msrt.ops"].close() end
-  if package.loaded["msrt.listen"] then package.loaded["msrt.listen"].close_all() end
+  if loaded("msrt.listen") then loaded("msrt.listen").close_all() end
   local hooked, ended = true, false
   supervisor.stop_trees(function()
     ended = true
