@@ -7,8 +7,9 @@ local uv = require "luv"
 local M = {}
 
 --- A raw TCP client speaking protocol lines: c.send(text),
--- c.wait_for(pattern, plain) -> the text read so far once it matches
--- (false after 5 s or at EOF without it), c.eof, c.close().
+-- c.wait_for(pattern, plain, within_ms) -> the text read so far once it
+-- matches (false after within_ms, default 5000, or at EOF without it),
+-- c.eof, c.close().
 function M.raw(port)
   local c, buf = { tcp = uv.new_tcp() }, ""
   local co = coroutine.running()
@@ -21,8 +22,9 @@ function M.raw(port)
   end)
   coroutine.yield()
   function c.send(text) c.tcp:write(text) end
-  function c.wait_for(pat, plain)
-    S.wait_until(function() return buf:find(pat, 1, plain) ~= nil or c.eof end, 5000)
+  function c.wait_for(pat, plain, within_ms)
+    S.wait_until(function() return buf:find(pat, 1, plain) ~= nil or c.eof end,
+      within_ms or 5000)
     return buf:find(pat, 1, plain) ~= nil and buf
   end
   function c.text() return buf end
