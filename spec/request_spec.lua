@@ -65,4 +65,40 @@ describe("msrt.request and ctx:request", function()
       assert.are.equal(-32000, out.msgs[5].data.rpc_code)
     end, 120000)
   end)
+
+  -- An actor's requests share the alarms that watch their deadlines
+  -- (lua/msrt/actor_boot.lua): a shorter timeout after a long one still
+  -- ends in time, and an alarm asked for an earlier, shorter request does
+  -- not end a later, longer one early.
+  it("an actor's timeouts hold whatever timeouts its earlier requests had", function()
+    S.drive(function()
+      responder()
+      local out = S.collector("rq_timeouts")
+      assert(S.spawn { name = "rq_timeouts", subscribe = "ask.timeouts",
+        handle = function(ctx)
+          local ffi = require "ffi"
+          pcall(ffi.cdef, "struct rq_ts { long s, ns; }; int clock_gettime(int, struct rq_ts *);")
+          local ts = ffi.new("struct rq_ts")
+          local function now() ffi.C.clock_gettime(1, ts) return tonumber(ts.s) * 1e3 + tonumber(ts.ns) / 1e6 end
+          local got = {}
+          local function ask(subject, timeout_ms)
+            local t0 = now()
+            local data, err = ctx:request(subject, "x", { timeout_ms = timeout_ms })
+            got[#got + 1] = { data = data, code = err and err.code, ms = now() - t0 }
+          end
+          ask("rq.echo", 20000) -- answered: its deadline's alarm stays outstanding
+          ask("rq.mute", 50)    -- shorter: must not wait for that alarm
+          ask("rq.echo", 30)    -- answered: an alarm due in 30 ms is outstanding
+          ask("rq.mute", 200)   -- that alarm fires first: not a timeout yet
+          ctx:publish("rq_timeouts", got)
+        end })
+      assert(msrt.publish("ask.timeouts", true))
+      assert.is_true(out.wait(1, 30000), "the actor's answers")
+      local got = out.msgs[1].data
+      assert.are.same({ "x", "timeout", "x", "timeout" },
+        { got[1].data, got[2].code, got[3].data, got[4].code })
+      assert.is_true(got[2].ms >= 50 and got[2].ms < 10000, ("the 50 ms timeout took %.1f ms"):format(got[2].ms))
+      assert.is_true(got[4].ms >= 200 and got[4].ms < 10000, ("the 200 ms timeout took %.1f ms"):format(got[4].ms))
+    end, 60000)
+  end)
 end)

@@ -18,6 +18,25 @@ local M            -- the actor's module table
 local stop_reason  -- set by ctx:stop or a _STOP control message
 local timers, next_timer = {}, 0
 local stash = {}   -- timer ids that fired while the actor waited
+-- A request's deadline is watched by an alarm of the hub (rt.timer), but
+-- not one per request: a request asks for one only when no alarm
+-- outstanding is due at or before its deadline, and never cancels it;
+-- when one fires before the deadline of the request waiting then, the
+-- next is asked for the rest. So a stream of requests costs the hub one
+-- alarm per timeout instead of two messages per request, and a timeout
+-- still never ends early (the deadline is read from the CLOCK_MONOTONIC
+-- the alarms count on, src/lua/actor_rt.c).
+local alarms = {}  -- outstanding request alarm id -> its due time (ms, now_ms)
+local alarm_due    -- the earliest of them
+
+-- Request alarm tid fired: it is outstanding no more.
+local function alarm_fired(tid)
+  alarms[tid] = nil
+  alarm_due = nil
+  for _, due in pairs(alarms) do
+    if not alarm_due or due < alarm_due then alarm_due = due end
+  end
+end
 -- Reply subjects of requests this actor handled and has not answered (nor
 -- forwarded as a publish's reply): at its exit each gets NATS' 503
 -- no-responders status, so that the requester fails at once instead of at
@@ -36,6 +55,7 @@ local ctx = { name = spec.name, id = id, args = spec.args }
 -- These use the C API until the first message is handled, then go_fast()
 -- swaps in the FFI versions: idle actors never load ffi (16 KB a state).
 local c_pop, c_publish = rt.pop, rt.publish
+local now_ms = rt.now_ms -- monotonic ms (fractional)
 
 -- A copy this actor cannot decode (a duplicate table key, memory) is a
 -- per-message error, not a crash: counted drop_other and announced on
@@ -82,10 +102,12 @@ void msrt_lactor_ffi_unref(msrt_envelope *e);
 long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
   const char *r, size_t rlen, const void *p, size_t plen, int prio,
   const char *h, size_t hlen, double ttl_ms);
+double msrt_lactor_ffi_now_ms(void);
 ]]
   -- a cdata pointer: the JIT cannot pass a lightuserdata as void *
   local C, me, str = ffi.C, ffi.cast("void *", rt.self()), ffi.string
   local rbuf, wbuf, last_error = buffer.new(), buffer.new(), rt.last_error
+  now_ms = C.msrt_lactor_ffi_now_ms
   pop = function()
     local e = C.msrt_lactor_ffi_pop(me)
     if e == nil then return nil end
@@ -117,7 +139,9 @@ end
 
 local function control(subject, payload)
   if subject == "_TIMER" then
-    stash[#stash + 1] = tonumber(payload)
+    local tid = tonumber(payload)
+    if alarms[tid] then alarm_fired(tid) -- no request waits for it now
+    elseif timers[tid] then stash[#stash + 1] = tid end
   elseif subject == "_STOP" then
     stop_reason = stop_reason or payload
   end -- _START and stale _ROOM need nothing
@@ -282,19 +306,31 @@ function asker.send(subject, data, inbox, opts, timeout)
   return send(subject, data, inbox, opts.priority, "request", opts.headers, timeout)
 end
 
-function asker.wait(inbox, timeout)
+-- Ask for a request alarm due at deadline unless one outstanding is
+-- due no later (see `alarms` above).
+local function arm(deadline)
+  if alarm_due and alarm_due <= deadline then return end
   next_timer = next_timer + 1
-  local tid = next_timer
-  rt.timer(tid, timeout, 0)
-  local got, msg = wait_sys(function(is_control, s, payload, flags, reply, mid, prio, hdr)
+  alarms[next_timer] = deadline
+  alarm_due = deadline
+  rt.timer(next_timer, math.max(deadline - now_ms(), 0), 0) -- (< 0 would cancel)
+end
+
+function asker.wait(inbox, timeout)
+  local deadline = now_ms() + timeout
+  arm(deadline)
+  return wait_sys(function(is_control, s, payload, flags, reply, mid, prio, hdr)
     if is_control then
-      if s == "_TIMER" and tonumber(payload) == tid then return false, false end
+      local tid = s == "_TIMER" and tonumber(payload)
+      if tid and alarms[tid] then
+        alarm_fired(tid)
+        if now_ms() >= deadline then return false, false end
+        arm(deadline) -- fired for an earlier request's deadline
+      end
     elseif s == inbox then
       return true, { subject = s, reply = reply, data = payload, id = mid, priority = prio, headers = headers_of(hdr) }
     end -- a late reply to an earlier request: dropped
   end)
-  if got ~= false then rt.timer(tid, -1) end
-  return got, msg
 end
 
 --- Request: publish with an unguessable _INBOX reply subject (this actor's

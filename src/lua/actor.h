@@ -69,13 +69,17 @@ void msrt_lactor_release(msrt_actor *a, void *ud);
  *                            C API's publish does (invalid_subject,
  *                            payload_too_big, mailbox_full...; err.blocked
  *                            when `block` mailboxes are full: then
- *                            rt.wait_room / rt.retry). */
+ *                            rt.wait_room / rt.retry)
+ *   msrt_lactor_ffi_now_ms   CLOCK_MONOTONIC in ms (fractional), as
+ *                            rt.now_ms and the hub's alarms count; any
+ *                            thread */
 msrt_envelope *msrt_lactor_ffi_pop(void *la);
 void msrt_lactor_ffi_unref(msrt_envelope *e);
 long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
                              const char *r, size_t rlen, const void *p,
                              size_t plen, int prio, const char *h,
                              size_t hlen, double ttl_ms);
+double msrt_lactor_ffi_now_ms(void);
 
 /* Control subjects carried on the sys lane (flag MSRT_ENV_CONTROL). */
 #define MSRT_ENV_CONTROL 0x80

@@ -120,6 +120,9 @@ long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
   return publish(la, s, slen, r, rlen, p, plen, prio, h, hlen, ttl_ms);
 }
 
+/* now_ms() as the FFI reads it (a request's deadline, actor_boot.lua) */
+double msrt_lactor_ffi_now_ms(void) { return (double)msrt_now_ns() / 1e6; }
+
 /* The waker runs on the thread that made room, maybe while this actor
  * ends: the registration holds a reference on the cell, released by the
  * waker or, when the registration is cancelled first, by unwait_cell. */
