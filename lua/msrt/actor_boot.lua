@@ -86,6 +86,19 @@ local function publish(subject, data, reply, prio, hdr, ttl)
   return c_publish(subject, encode(data), reply, prio, hdr, ttl)
 end
 
+-- This actor's side of a request (lua/msrt/request.lua): its reply
+-- subjects are under its own random inbox prefix, and the reply comes to
+-- its sys lane, which it waits on (yielding: its worker runs others).
+local asker = { error = err }
+
+local function c_inbox()
+  local prefix, perr = rt.inbox()
+  local token, terr = rt.token()
+  if not prefix or not token then return nil, perr or terr end
+  return prefix .. "." .. token
+end
+asker.inbox = c_inbox -- go_fast() swaps in the FFI version
+
 local function go_fast()
   rt.jit_on()
   local ffi = require "ffi"
@@ -102,12 +115,23 @@ void msrt_lactor_ffi_unref(msrt_envelope *e);
 long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
   const char *r, size_t rlen, const void *p, size_t plen, int prio,
   const char *h, size_t hlen, double ttl_ms);
+long msrt_lactor_ffi_inbox(void *la, char *out);
+int msrt_lactor_ffi_closed(void *la);
+void msrt_lactor_ffi_set_waiting(void *la, int on);
 double msrt_lactor_ffi_now_ms(void);
 ]]
   -- a cdata pointer: the JIT cannot pass a lightuserdata as void *
   local C, me, str = ffi.C, ffi.cast("void *", rt.self()), ffi.string
   local rbuf, wbuf, last_error = buffer.new(), buffer.new(), rt.last_error
   now_ms = C.msrt_lactor_ffi_now_ms
+  closed = function() return C.msrt_lactor_ffi_closed(me) ~= 0 end
+  set_waiting = function(on) C.msrt_lactor_ffi_set_waiting(me, on and 1 or 0) end
+  local ibuf = ffi.new("char[64]")
+  asker.inbox = function()
+    local n = tonumber(C.msrt_lactor_ffi_inbox(me, ibuf))
+    if n < 0 then return c_inbox() end -- it says why
+    return str(ibuf, n)
+  end
   pop = function()
     local e = C.msrt_lactor_ffi_pop(me)
     if e == nil then return nil end
@@ -147,9 +171,11 @@ local function control(subject, payload)
   end -- _START and stale _ROOM need nothing
 end
 
--- Wait (yielding "waiting": only the sys lane is served) until want(subject,
--- payload, ...) returns a result; other control messages are kept.
-local function wait_sys(want)
+-- Wait (yielding "waiting": only the sys lane is served) until want(a, b,
+-- is_control, subject, payload, ...) returns a result; other control
+-- messages are kept. (a, b: what want needs, passed rather than captured:
+-- a closure made per wait would stop LuaJIT compiling the request path.)
+local function wait_sys(want, a0, b0)
   set_waiting(true)
   while true do
     local flags, subject, reply, payload, mid, prio, hdr = pop()
@@ -157,7 +183,7 @@ local function wait_sys(want)
       yield("waiting")
     else
       local is_control = flags >= CONTROL
-      local a, b = want(is_control, subject, payload, flags, reply, mid, prio, hdr)
+      local a, b = want(a0, b0, is_control, subject, payload, flags, reply, mid, prio, hdr)
       if a ~= nil or b ~= nil then
         set_waiting(false)
         return a, b
@@ -171,7 +197,7 @@ local function wait_sys(want)
   end
 end
 
-local function is_room(is_control, s) if is_control and s == "_ROOM" then return true end end
+local function is_room(_, _, is_control, s) if is_control and s == "_ROOM" then return true end end
 
 -- A publish blocked on full `block` mailboxes: wait for room, retry. (Kept
 -- out of send so that send's hot path has no loop the JIT cannot compile.)
@@ -290,17 +316,6 @@ function ctx:in_progress(msg) return queue_op(msg, "in_progress", { op = "in_pro
 --- Never redeliver it: to the queue's dead letter with reason.
 function ctx:term(msg, reason) return queue_op(msg, "term", { op = "term", reason = reason }) end
 
--- This actor's side of a request (lua/msrt/request.lua): its reply
--- subjects are under its own random inbox prefix, and the reply comes to
--- its sys lane, which it waits on (yielding: its worker runs others).
-local asker = { error = err }
-
-function asker.inbox()
-  local prefix, perr = rt.inbox()
-  local token, terr = rt.token()
-  if not prefix or not token then return nil, perr or terr end
-  return prefix .. "." .. token
-end
 
 function asker.send(subject, data, inbox, opts, timeout)
   return send(subject, data, inbox, opts.priority, "request", opts.headers, timeout)
@@ -316,22 +331,27 @@ local function arm(deadline)
   rt.timer(next_timer, math.max(deadline - now_ms(), 0), 0) -- (< 0 would cancel)
 end
 
+-- The reply to the request on inbox, or false at its deadline.
+local function want_reply(inbox, deadline, is_control, s, payload, flags, reply, mid, prio, hdr)
+  if is_control then
+    local tid = s == "_TIMER" and tonumber(payload)
+    if tid and alarms[tid] then
+      alarm_fired(tid)
+      if now_ms() >= deadline then return false, false end
+      arm(deadline) -- fired for an earlier request's deadline
+    end
+  elseif s == inbox then
+    return true, { subject = s, reply = reply, data = payload, id = mid, priority = prio, headers = headers_of(hdr) }
+  end -- a late reply to an earlier request: dropped
+end
+
 function asker.wait(inbox, timeout)
   local deadline = now_ms() + timeout
   arm(deadline)
-  return wait_sys(function(is_control, s, payload, flags, reply, mid, prio, hdr)
-    if is_control then
-      local tid = s == "_TIMER" and tonumber(payload)
-      if tid and alarms[tid] then
-        alarm_fired(tid)
-        if now_ms() >= deadline then return false, false end
-        arm(deadline) -- fired for an earlier request's deadline
-      end
-    elseif s == inbox then
-      return true, { subject = s, reply = reply, data = payload, id = mid, priority = prio, headers = headers_of(hdr) }
-    end -- a late reply to an earlier request: dropped
-  end)
+  return wait_sys(want_reply, inbox, deadline)
 end
+
+local request_mod -- lua/msrt/request.lua
 
 --- Request: publish with an unguessable _INBOX reply subject (this actor's
 -- random prefix and a random token per request, 132 bits each: no other
@@ -346,8 +366,9 @@ function ctx:request(subject, data, opts)
       .. "comparator, a gsub callback...), which the actor cannot yield across", 2)
   end
   if stop_reason or closed() then return nil, err("closed", "the actor is stopping") end
-  -- required at the first request: an actor that never asks never loads it
-  return require("msrt.request").request(asker, subject, data, opts)
+  -- loaded at the first request: an actor that never asks never loads it
+  request_mod = request_mod or require("msrt.request")
+  return request_mod.request(asker, subject, data, opts)
 end
 
 local function timer(ms, repeat_ms, fn, fname)

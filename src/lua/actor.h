@@ -70,6 +70,16 @@ void msrt_lactor_release(msrt_actor *a, void *ud);
  *                            payload_too_big, mailbox_full...; err.blocked
  *                            when `block` mailboxes are full: then
  *                            rt.wait_room / rt.retry)
+ *   msrt_lactor_ffi_inbox    write a fresh reply subject into out (room
+ *                            for 64 bytes): this actor's inbox prefix
+ *                            (made and subscribed at the first call, as
+ *                            rt.inbox) and a random token; returns its
+ *                            length, or -1 (no randomness, or the
+ *                            subscription failed: rt.inbox and rt.token
+ *                            then say why)
+ *   msrt_lactor_ffi_closed   whether the actor was asked to stop, as
+ *                            rt.closed (1 or 0)
+ *   msrt_lactor_ffi_set_waiting  as rt.set_waiting (on: 1 or 0)
  *   msrt_lactor_ffi_now_ms   CLOCK_MONOTONIC in ms (fractional), as
  *                            rt.now_ms and the hub's alarms count; any
  *                            thread */
@@ -79,6 +89,9 @@ long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
                              const char *r, size_t rlen, const void *p,
                              size_t plen, int prio, const char *h,
                              size_t hlen, double ttl_ms);
+long msrt_lactor_ffi_inbox(void *la, char *out);
+int msrt_lactor_ffi_closed(void *la);
+void msrt_lactor_ffi_set_waiting(void *la, int on);
 double msrt_lactor_ffi_now_ms(void);
 
 /* Control subjects carried on the sys lane (flag MSRT_ENV_CONTROL). */

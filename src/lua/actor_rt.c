@@ -120,6 +120,14 @@ long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
   return publish(la, s, slen, r, rlen, p, plen, prio, h, hlen, ttl_ms);
 }
 
+int msrt_lactor_ffi_closed(void *la) {
+  return msrt_actor_closed(((lactor *)la)->cell);
+}
+
+void msrt_lactor_ffi_set_waiting(void *la, int on) {
+  msrt_actor_set_waiting(((lactor *)la)->cell, on);
+}
+
 /* now_ms() as the FFI reads it (a request's deadline, actor_boot.lua) */
 double msrt_lactor_ffi_now_ms(void) { return (double)msrt_now_ns() / 1e6; }
 
@@ -165,28 +173,43 @@ static int a_retry(lua_State *L) {
   return 1;
 }
 
-/* inbox() -> "_INBOX.<token>": this actor's inbox prefix, random
- * (core/token.h), made and subscribed (<prefix>.> on the sys lane) once;
+/* This actor's inbox prefix, "_INBOX.<token>" (MSRT_INBOX_PREFIX_LEN
+ * bytes in la->inbox), random (core/token.h), made and subscribed
+ * (<prefix>.> on the sys lane) once. MSRT_E_OK or the error in *err. */
+#define MSRT_INBOX_PREFIX_LEN (sizeof "_INBOX." - 1 + MSRT_TOKEN_LEN)
+static msrt_code inbox_prefix(lactor *la, msrt_error *err) {
+  if (la->inbox_sub) return MSRT_E_OK;
+  char *prefix = la->inbox;
+  memcpy(prefix, "_INBOX.", 7);
+  if (msrt_token(prefix + 7) != 0)
+    return msrt_error_set(err, MSRT_E_INTERNAL, "no randomness for an inbox");
+  char pattern[sizeof la->inbox + 2];
+  int pn = snprintf(pattern, sizeof pattern, "%s.>", prefix);
+  msrt_code rc = msrt_bus_subscribe(la->rt->bus, pattern, (size_t)pn, NULL, 0,
+                                    msrt_ep_sys(la->cell), &la->inbox_sub, err);
+  if (rc == MSRT_E_OK) msrt_lactor_add_sub(la, la->inbox_sub);
+  return rc;
+}
+
+/* inbox() -> "_INBOX.<token>": this actor's inbox prefix (inbox_prefix);
  * each request adds a random token of its own. */
 static int a_inbox(lua_State *L) {
   lactor *la = self(L);
-  char *prefix = la->inbox;
-  size_t n = sizeof "_INBOX." - 1 + MSRT_TOKEN_LEN;
-  if (!la->inbox_sub) {
-    memcpy(prefix, "_INBOX.", 7);
-    if (msrt_token(prefix + 7) != 0)
-      return msrt_lua_fail(L, MSRT_E_INTERNAL, "no randomness for an inbox");
-    char pattern[sizeof la->inbox + 2];
-    int pn = snprintf(pattern, sizeof pattern, "%s.>", prefix);
-    msrt_error err;
-    if (msrt_bus_subscribe(la->rt->bus, pattern, (size_t)pn, NULL, 0,
-                           msrt_ep_sys(la->cell), &la->inbox_sub,
-                           &err) != MSRT_E_OK)
-      return msrt_lua_fail_err(L, &err);
-    msrt_lactor_add_sub(la, la->inbox_sub);
-  }
-  lua_pushlstring(L, prefix, n);
+  msrt_error err;
+  if (inbox_prefix(la, &err) != MSRT_E_OK) return msrt_lua_fail_err(L, &err);
+  lua_pushlstring(L, la->inbox, MSRT_INBOX_PREFIX_LEN);
   return 1;
+}
+
+/* (the FFI path's inbox() with this request's token: actor.h) */
+long msrt_lactor_ffi_inbox(void *p, char *out) {
+  lactor *la = p;
+  msrt_error err;
+  if (inbox_prefix(la, &err) != MSRT_E_OK) return -1;
+  memcpy(out, la->inbox, MSRT_INBOX_PREFIX_LEN);
+  out[MSRT_INBOX_PREFIX_LEN] = '.';
+  if (msrt_token(out + MSRT_INBOX_PREFIX_LEN + 1) != MSRT_E_OK) return -1;
+  return (long)(MSRT_INBOX_PREFIX_LEN + 1 + MSRT_TOKEN_LEN);
 }
 
 /* subscribe(pattern, queue) -> sub id | nil, err */
