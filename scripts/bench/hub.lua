@@ -1,0 +1,113 @@
+--- Hub and request benchmark (docs/architecture.md "Threads and the path of
+-- a message"): what the hub's Lua costs per message, and request/reply.
+--   msrt-lua [--profile P] scripts/bench/hub.lua [--runs N] [--msgs N]
+--            [--requests N] [--coroutines N]
+--            [--only callbacks|requests|actor_requests]
+-- Prints the machine, the command and, as the median of --runs runs (with
+-- the range):
+--   callbacks       an actor publishes --msgs messages to one hub
+--                   subscription: messages delivered to the hub callback
+--                   per second, from the first callback to the last
+--   requests        --coroutines hub coroutines make --requests
+--                   msrt.requests in all (each its share, one after the
+--                   other) to an echo actor: requests per second
+--   actor_requests  one actor makes --requests ctx:requests, one after the
+--                   other, to an echo actor: requests per second
+-- Each run does a fixed amount of work, so `valgrind --tool=callgrind` on
+-- two sizes gives instructions per message (the difference over the
+-- difference in size). Timing is wall-clock (uv.hrtime on the hub,
+-- CLOCK_MONOTONIC in actors).
+local msrt = require "msrt"
+local uv = require "luv"
+io.stdout:setvbuf("line")
+
+local B = dofile(arg[0]:match("^(.*)/") .. "/common.lua")
+local opts = B.options({ runs = 5, msgs = 200000, requests = 100000, coroutines = 1000, only = "" },
+  "hub.lua [--runs N] [--msgs N] [--requests N] [--coroutines N] [--only callbacks|requests|actor_requests]")
+
+local function echo(ctx, msg) ctx:publish(msg.reply, msg.data) end
+
+-- Resume the main coroutine when done() says so, from any callback.
+local function waiter()
+  local co = coroutine.running()
+  return function(...) assert(coroutine.resume(co, ...)) end, coroutine.yield
+end
+
+local function callbacks_once(run)
+  local n, t0, t1 = 0
+  local wake, wait = waiter()
+  local sub = assert(msrt.subscribe("bench.hub.cb." .. run, function()
+    n = n + 1
+    if n == 1 then t0 = uv.hrtime() end
+    if n == opts.msgs then t1 = uv.hrtime() wake() end
+  end))
+  local send = assert(msrt.actor{ name = "send", subscribe = "bench.hub.go." .. run,
+    args = { n = opts.msgs, subject = "bench.hub.cb." .. run },
+    handle = function(ctx)
+      for i = 1, ctx.args.n do ctx:publish(ctx.args.subject, i) end
+    end })
+  msrt.publish("bench.hub.go." .. run, true)
+  wait()
+  sub.unsubscribe()
+  send:stop(); send:wait()
+  return (opts.msgs - 1) / ((t1 - t0) / 1e9)
+end
+
+local function requests_once(run)
+  local subject = "bench.hub.echo." .. run
+  local resp = assert(msrt.actor{ name = "echo", subscribe = subject, handle = echo })
+  local per = math.floor(opts.requests / opts.coroutines)
+  local wake, wait = waiter()
+  local left = opts.coroutines
+  local t0 = uv.hrtime()
+  for c = 1, opts.coroutines do
+    local co = coroutine.create(function()
+      for i = 1, per do assert(msrt.request(subject, i)) end
+      left = left - 1
+      if left == 0 then wake() end
+    end)
+    assert(coroutine.resume(co))
+  end
+  wait()
+  local secs = (uv.hrtime() - t0) / 1e9
+  resp:stop(); resp:wait()
+  return per * opts.coroutines / secs
+end
+
+local function actor_requests_once(run)
+  local subject = "bench.hub.aecho." .. run
+  local resp = assert(msrt.actor{ name = "echo", subscribe = subject, handle = echo })
+  local wake, wait = waiter()
+  local sub = assert(msrt.subscribe("bench.hub.adone." .. run, function(m) wake(m.data) end))
+  local req = assert(msrt.actor{ name = "req", subscribe = "bench.hub.ago." .. run,
+    args = { n = opts.requests, subject = subject, clock = B.CLOCK, run = run },
+    init = function(ctx, a) ctx.now = loadstring(a.clock)() end,
+    handle = function(ctx)
+      local a = ctx.args
+      local t0 = ctx.now()
+      for i = 1, a.n do assert(ctx:request(a.subject, i)) end
+      ctx:publish("bench.hub.adone." .. a.run, ctx.now() - t0)
+    end })
+  msrt.publish("bench.hub.ago." .. run, true)
+  local secs = wait()
+  sub.unsubscribe()
+  req:stop(); resp:stop(); req:wait(); resp:wait()
+  return opts.requests / secs
+end
+
+B.header()
+local function want(what) return opts.only == "" or opts.only == what end
+
+local function report(what, once, unit, scale)
+  if not want(what) then return end
+  local r = {}
+  for run = 1, opts.runs do r[run] = once(run) end
+  local lo, hi = math.min(unpack(r)), math.max(unpack(r))
+  print(("%s: %.1f %s (median of %d, range %.1f-%.1f)"):format(what, B.median(r) / scale, unit,
+    opts.runs, lo / scale, hi / scale))
+end
+
+report("callbacks", callbacks_once, ("k msgs/s delivered to a hub callback (%d msgs)"):format(opts.msgs), 1e3)
+report("requests", requests_once, ("k msrt.requests/s (%d coroutines, %d requests)"):format(opts.coroutines, opts.requests), 1e3)
+report("actor_requests", actor_requests_once, ("k ctx:requests/s (one actor, %d requests)"):format(opts.requests), 1e3)
+msrt.stop()
