@@ -39,6 +39,13 @@ typedef struct {
 
 static int known_ep(void *p) { return p && *(volatile int *)p == MAGIC; }
 
+/* The items' count, or -1 when the match ran out of memory. */
+static long match(msrt_reader *rd, const char *s, size_t len,
+                  msrt_match_result *m) {
+  if (msrt_router_match(rd, s, len, m, NULL, NULL) != MSRT_E_OK) return -1;
+  return (long)m->len;
+}
+
 static void *reader_main(void *arg) {
   reader_result *res = arg;
   msrt_reader *rd = msrt_router_reader_new(R);
@@ -50,7 +57,7 @@ static void *reader_main(void *arg) {
     /* half the time one enter per 64 iterations, else one per iteration */
     bool batch = (i / 64) % 2 == 1;
     if (!batch || i % 64 == 0) msrt_router_reader_enter(rd);
-    long n = msrt_router_match(rd, "agents.k1.id1.task", 18, &m, NULL, NULL);
+    long n = match(rd, "agents.k1.id1.task", 18, &m);
     int seen = 0, seen_wild = 0, q = 0;
     for (long j = 0; j < n; j++) {
       msrt_match_item *it = &m.items[j];
@@ -69,7 +76,7 @@ static void *reader_main(void *arg) {
     x ^= x << 17;
     int len = snprintf(other, sizeof other, "agents.k%d.id%d.task",
                        (int)(x % 4), (int)((x >> 8) % 500));
-    n = msrt_router_match(rd, other, (size_t)len, &m, NULL, NULL);
+    n = match(rd, other, (size_t)len, &m);
     for (long j = 0; j < n; j++) /* endpoints only read while inside */
       if (batch && !known_ep(m.items[j].endpoint)) res->bad++;
     if (n < 1) res->lost++; /* agents.*.*.task is stable */
@@ -208,7 +215,7 @@ static void *flaky_reader(void *arg) {
   for (int i = 0; i < READS / 1000; i++) {
     msrt_reader *rd = msrt_router_reader_new(R);
     for (int k = 0; k < 50; k++) {
-      long n = msrt_router_match(rd, "agents.k1.id1.task", 18, &m, NULL, NULL);
+      long n = match(rd, "agents.k1.id1.task", 18, &m);
       int seen = 0;
       for (long j = 0; j < n; j++) seen += m.items[j].sub_id == stable_id;
       *lost += seen != 1;

@@ -155,8 +155,8 @@ static void op_match(model *m, fz_in *in, int from_pattern) {
   msrt_match_result res;
   msrt_match_result_init(&res);
   for (int rep = 0; rep < 3; rep++) { /* the later ones may hit the cache */
-    long got = msrt_router_match(m->rd, subj, n, &res, NULL, NULL);
-    FUZZ_ASSERT(got == (long)res.len);
+    FUZZ_ASSERT(msrt_router_match(m->rd, subj, n, &res, NULL, NULL) ==
+                MSRT_E_OK);
     check_items(m, &res, subj, n);
   }
   msrt_match_result_free(&res);

@@ -356,12 +356,12 @@ static msrt_code deliver_all(msrt_bus *bus, msrt_reader *rd, pub_space *s,
                              size_t *delivered, msrt_bus_pending *pend,
                              msrt_error *err) {
   unsigned cls = msrt_bus_class(bus, e->subject, e->subject_len);
-  long n = msrt_router_match(rd, e->subject, e->subject_len, &s->m, skip_full,
-                             NULL);
-  if (n < 0) {
+  if (msrt_router_match(rd, e->subject, e->subject_len, &s->m, skip_full,
+                        NULL) != MSRT_E_OK) {
     refuse(bus, cls);
     return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
   }
+  size_t n = s->m.len;
   uint32_t unready = s->m.unready_groups;
   if (n == 0 && unready == 0) {
     if (may_dead_letter) return MSRT_E_NOT_FOUND;
@@ -565,13 +565,14 @@ msrt_code msrt_bus_publish_key(msrt_bus *bus, msrt_envelope *e, uint32_t key,
   pub_space *s = space_get(bus, &local);
   msrt_router_reader_enter(rd);
   msrt_code rc = MSRT_E_OK;
-  long n = msrt_router_match(rd, e->subject, e->subject_len, &s->m,
-                             skip_other_key, &key);
+  msrt_code mc = msrt_router_match(rd, e->subject, e->subject_len, &s->m,
+                                   skip_other_key, &key);
   size_t kept = 0;
-  for (long i = 0; i < n; i++) /* the key's own: plain ones and its member */
+  /* the key's own: plain ones and its member */
+  for (size_t i = 0; i < s->m.len; i++)
     if (s->m.items[i].kind == key) s->m.items[kept++] = s->m.items[i];
   s->m.len = kept;
-  if (n < 0) {
+  if (mc != MSRT_E_OK) {
     refuse(bus, cls);
     rc = msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
   } else if (kept == 0) {

@@ -65,10 +65,11 @@ typedef struct msrt_endpoint_class {
   bool (*full)(void *ep);
   /* A one-shot waker for room, as msrt_actor_wait_room: returns
    * MSRT_WAIT_PENDING, MSRT_E_OK (room now), MSRT_E_CLOSED or
-   * MSRT_E_NOMEM. cancel_wait: 0 removed, -1 not there. NULL for an
-   * endpoint that is never full. */
+   * MSRT_E_NOMEM. cancel_wait: true when the waker was removed (it will
+   * not be called), false when it is not there (called already, being
+   * called, never registered). NULL for an endpoint that is never full. */
   int (*wait_room)(void *ep, void (*waker)(void *), void *ud);
-  int (*cancel_wait)(void *ep, void (*waker)(void *), void *ud);
+  bool (*cancel_wait)(void *ep, void (*waker)(void *), void *ud);
   /* Who the endpoint is, for drop notices ("42", "process reviewer"):
    * writes a NUL-terminated name of at most cap - 1 bytes into buf. */
   void (*name)(void *ep, char *buf, size_t cap);

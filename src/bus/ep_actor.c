@@ -39,7 +39,7 @@ static int cell_wait_room(void *ep, void (*waker)(void *), void *ud) {
   return msrt_actor_wait_room(ep, waker, ud);
 }
 
-static int cell_cancel_wait(void *ep, void (*waker)(void *), void *ud) {
+static bool cell_cancel_wait(void *ep, void (*waker)(void *), void *ud) {
   return msrt_actor_cancel_wait(ep, waker, ud);
 }
 

@@ -38,7 +38,7 @@ static int gate_wait_room(void *ep, void (*waker)(void *), void *ud) {
   return msrt_gate_wait_room(ep, waker, ud);
 }
 
-static int gate_cancel_wait(void *ep, void (*waker)(void *), void *ud) {
+static bool gate_cancel_wait(void *ep, void (*waker)(void *), void *ud) {
   return msrt_gate_cancel_wait(ep, waker, ud);
 }
 

@@ -17,7 +17,7 @@ static void count(msrt_bus *bus, const msrt_envelope *e, msrt_stat s,
 static void cancel_wait(msrt_bus_pending *p) {
   if (!p->waker) return;
   msrt_endpoint w = p->wait_ep;
-  if (w.cls->cancel_wait(w.ep, p->waker, p->waker_ud) == 0 && p->unwait)
+  if (w.cls->cancel_wait(w.ep, p->waker, p->waker_ud) && p->unwait)
     p->unwait(p->waker_ud); /* it will not fire */
   p->waker = NULL;
 }

@@ -38,11 +38,11 @@ int msrt_waitlist_wait(msrt_waitlist *w, int (*check)(void *), void *obj,
   /* room made (or the queue closed) between the check and the add: the
    * freer may have looked at the list before the add was visible */
   r = check(obj);
-  if (r != MSRT_WAIT_PENDING && msrt_waitlist_cancel(w, fn, ud) == 0) return r;
+  if (r != MSRT_WAIT_PENDING && msrt_waitlist_cancel(w, fn, ud)) return r;
   return MSRT_WAIT_PENDING;
 }
 
-int msrt_waitlist_cancel(msrt_waitlist *w, void (*fn)(void *), void *ud) {
+bool msrt_waitlist_cancel(msrt_waitlist *w, void (*fn)(void *), void *ud) {
   msrt_waiter *found = NULL;
   msrt_spin_lock(&w->lock);
   msrt_waiter *prev = NULL, *n = atomic_load_explicit(&w->head, memory_order_relaxed);
@@ -56,7 +56,7 @@ int msrt_waitlist_cancel(msrt_waitlist *w, void (*fn)(void *), void *ud) {
   }
   msrt_spin_unlock(&w->lock);
   free(found);
-  return found ? 0 : -1;
+  return found != NULL;
 }
 
 /* Take the whole list out under the lock. */

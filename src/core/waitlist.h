@@ -53,10 +53,10 @@ static inline bool msrt_waitlist_any(msrt_waitlist *w) {
 int msrt_waitlist_wait(msrt_waitlist *w, int (*check)(void *obj), void *obj,
                        void (*fn)(void *ud), void *ud);
 
-/* Remove the registration of fn(ud). Returns 0 when it was removed (fn
- * will not be called), -1 when it is not there (already called, being
- * called, or never registered). */
-int msrt_waitlist_cancel(msrt_waitlist *w, void (*fn)(void *ud), void *ud);
+/* Remove the registration of fn(ud). Returns true when it was removed (fn
+ * will not be called), false when it is not there (already called, being
+ * called, or never registered): an answer, not a failure. */
+bool msrt_waitlist_cancel(msrt_waitlist *w, void (*fn)(void *ud), void *ud);
 
 /* Call every registered waker once (on this thread) and empty the list. */
 void msrt_waitlist_wake(msrt_waitlist *w);

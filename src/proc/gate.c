@@ -101,7 +101,7 @@ int msrt_gate_wait_room(msrt_gate *g, void (*waker)(void *), void *ud) {
   return msrt_waitlist_wait(&g->waiters, room_state, g, waker, ud);
 }
 
-int msrt_gate_cancel_wait(msrt_gate *g, void (*waker)(void *), void *ud) {
+bool msrt_gate_cancel_wait(msrt_gate *g, void (*waker)(void *), void *ud) {
   return msrt_waitlist_cancel(&g->waiters, waker, ud);
 }
 

@@ -99,8 +99,10 @@ void msrt_gate_recharge(msrt_gate *g, size_t was, size_t now);
  * MSRT_E_CLOSED, or MSRT_E_NOMEM. */
 int msrt_gate_wait_room(msrt_gate *g, void (*waker)(void *ud), void *ud);
 
-/* Cancel a registration (same waker and ud): 0 removed, -1 not there. */
-int msrt_gate_cancel_wait(msrt_gate *g, void (*waker)(void *ud), void *ud);
+/* Cancel a registration (same waker and ud): true when it was removed (the
+ * waker will not be called), false when it is not there (already called,
+ * being called, or never registered). */
+bool msrt_gate_cancel_wait(msrt_gate *g, void (*waker)(void *ud), void *ud);
 
 /* Close: takes fail with MSRT_E_CLOSED from now on and the waiters are
  * woken (their retries meet the closed gate). Idempotent. */

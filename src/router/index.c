@@ -1105,15 +1105,15 @@ static inline bool is_ready(const rt_sub *s) {
          MSRT_SUB_READY;
 }
 
-static long select_items(msrt_reader *rd, const rt_cand *c,
-                         msrt_match_result *out, msrt_skip_fn skip,
-                         void *skip_ud) {
+static msrt_code select_items(msrt_reader *rd, const rt_cand *c,
+                              msrt_match_result *out, msrt_skip_fn skip,
+                              void *skip_ud) {
   size_t need = (size_t)c->nplain + c->ngroups;
   if (need > out->cap) {
     size_t cap = out->cap ? out->cap : 8;
     while (cap < need) cap *= 2;
     msrt_match_item *it = realloc(out->items, cap * sizeof *it);
-    if (!it) return -1;
+    if (!it) return MSRT_E_NOMEM;
     out->items = it;
     out->cap = cap;
   }
@@ -1127,7 +1127,7 @@ static long select_items(msrt_reader *rd, const rt_cand *c,
     uint32_t qs = gr->q->slot;
     if (qs >= rd->rrcap) {
       size_t old = rd->rrcap;
-      if (!GROW(rd->rr, rd->rrcap, (size_t)qs + 1)) return -1;
+      if (!GROW(rd->rr, rd->rrcap, (size_t)qs + 1)) return MSRT_E_NOMEM;
       for (size_t i = old; i < rd->rrcap; i++) /* random start per reader */
         rd->rr[i] = (uint32_t)(rt_rand(&rd->rng) >> 32);
     }
@@ -1144,7 +1144,7 @@ static long select_items(msrt_reader *rd, const rt_cand *c,
     /* Slow path: the round-robin pick is not eligible. Choose fairly among
      * the eligible members; if every ready one is full, fall back to the
      * first ready one after start and flag it. */
-    if (!GROW(rd->idx, rd->idxcap, n)) return -1;
+    if (!GROW(rd->idx, rd->idxcap, n)) return MSRT_E_NOMEM;
     uint32_t ne = 0, fallback = UINT32_MAX;
     for (uint32_t i = 0; i < n; i++) {
       uint32_t j = (start + i) % n;
@@ -1168,20 +1168,20 @@ static long select_items(msrt_reader *rd, const rt_cand *c,
     }
   }
   out->len = k;
-  return (long)k;
+  return MSRT_E_OK;
 }
 
-long msrt_router_match(msrt_reader *rd, const char *subject, size_t len,
-                       msrt_match_result *out, msrt_skip_fn skip,
-                       void *skip_ud) {
+msrt_code msrt_router_match(msrt_reader *rd, const char *subject,
+                            size_t len, msrt_match_result *out,
+                            msrt_skip_fn skip, void *skip_ud) {
   msrt_router *r = rd->r;
   bool auto_enter = rd->depth == 0;
-  long n;
+  msrt_code rc;
   if (auto_enter) msrt_router_reader_enter(rd);
   out->len = 0;
   out->unready_groups = 0;
   if (len == 0) { /* an empty subject has no token: matches nothing */
-    n = 0;
+    rc = MSRT_E_OK;
     goto done;
   }
   rt_snap *s = atomic_load_explicit(&r->current, memory_order_seq_cst);
@@ -1206,16 +1206,16 @@ long msrt_router_match(msrt_reader *rd, const char *subject, size_t len,
   if (!c) {
     c = walk(rd, s->root, subject, len);
     if (!c) {
-      n = -1;
+      rc = MSRT_E_NOMEM;
       goto done;
     }
     if (r->cache_slots && c->nplain + c->nmem <= CACHE_MAX_CANDS)
       cache_insert(rd, s, cache, h, subject, len, c);
   }
-  n = select_items(rd, c, out, skip, skip_ud);
+  rc = select_items(rd, c, out, skip, skip_ud);
 done:
   if (auto_enter) msrt_router_reader_leave(rd);
-  return n;
+  return rc;
 }
 
 /* ---- routing table --------------------------------------------------------- */

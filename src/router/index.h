@@ -213,14 +213,15 @@ typedef bool (*msrt_skip_fn)(const msrt_match_item *candidate, void *skip_ud);
  *                  group (groups with no ready member are counted in
  *                  out->unready_groups and yield nothing)
  *   skip, skip_ud  optional predicate for queue-group members (NULL = none)
- * Returns the number of items (out->len), or -1 when a buffer could not
- * grow (out of memory). Items are copies, valid after leave; endpoint
+ * Returns MSRT_E_OK with the items in out (their count out->len, 0 when
+ * nothing matches), or MSRT_E_NOMEM when a buffer could not grow (out->len
+ * is then 0). Items are copies, valid after leave; endpoint
  * lifetime is the caller's business. No lock and no shared write (except
  * filling the snapshot's match cache on a miss); the skip predicate runs
  * inside the critical section and must not free the reader. */
-long msrt_router_match(msrt_reader *rd, const char *subject, size_t len,
-                       msrt_match_result *out, msrt_skip_fn skip,
-                       void *skip_ud);
+msrt_code msrt_router_match(msrt_reader *rd, const char *subject,
+                            size_t len, msrt_match_result *out,
+                            msrt_skip_fn skip, void *skip_ud);
 
 /* ---- routing table ---------------------------------------------------- */
 

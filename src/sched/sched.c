@@ -728,7 +728,7 @@ int msrt_actor_wait_room(msrt_actor *a, void (*waker)(void *), void *ud) {
   return msrt_waitlist_wait(&a->waiters, room_state, a, waker, ud);
 }
 
-int msrt_actor_cancel_wait(msrt_actor *a, void (*waker)(void *), void *ud) {
+bool msrt_actor_cancel_wait(msrt_actor *a, void (*waker)(void *), void *ud) {
   return msrt_waitlist_cancel(&a->waiters, waker, ud);
 }
 

@@ -271,10 +271,10 @@ void msrt_actor_set_waiting(msrt_actor *a, int waiting);
  * synchronously (it may push). */
 int msrt_actor_wait_room(msrt_actor *a, void (*waker)(void *ud), void *ud);
 
-/* Cancel a registration (same waker and ud). Returns 0 if it was removed
- * (the waker will not be called), -1 if it is not registered (already
- * called, being called, or never registered). Any thread. */
-int msrt_actor_cancel_wait(msrt_actor *a, void (*waker)(void *ud), void *ud);
+/* Cancel a registration (same waker and ud). Returns true if it was
+ * removed (the waker will not be called), false if it is not registered
+ * (already called, being called, or never registered). Any thread. */
+bool msrt_actor_cancel_wait(msrt_actor *a, void (*waker)(void *ud), void *ud);
 
 /* Close a: pushes return MSRT_E_CLOSED from now on and room waiters are
  * woken. The actor gets one more turn starting after this call (in which
