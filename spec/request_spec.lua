@@ -101,4 +101,44 @@ describe("msrt.request and ctx:request", function()
       assert.is_true(got[4].ms >= 200 and got[4].ms < 10000, ("the 200 ms timeout took %.1f ms"):format(got[4].ms))
     end, 60000)
   end)
+
+  -- The hub's requests share one timer (lua/msrt/deadlines.lua): each of
+  -- many waiting coroutines times out no earlier than its own timeout,
+  -- answered ones never time out (and, hundreds of them, are forgotten
+  -- while a long wait stays), and the timer is closed once none waits.
+  it("msrt.request from many hub coroutines: each its own timeout, one timer", function()
+    S.drive(function()
+      responder()
+      local uv = require "luv"
+      local handles = S.open_handles()
+      local left, results, co = 0, {}, coroutine.running()
+      local function go(i, subject, timeout_ms)
+        left = left + 1
+        coroutine.wrap(function()
+          local t0 = uv.hrtime()
+          local data, err = msrt.request(subject, i, { timeout_ms = timeout_ms })
+          results[i] = { data = data, code = err and err.code, ms = (uv.hrtime() - t0) / 1e6, want = timeout_ms }
+          left = left - 1
+          if left == 0 then assert(coroutine.resume(co)) end
+        end)()
+      end
+      go(1, "rq.mute", 400) -- the long wait, while hundreds of answered requests come and go
+      for i = 2, 21 do go(i, "rq.mute", 20 + (21 - i) * 5) end -- armed latest first
+      left = left + 1
+      coroutine.wrap(function() -- one after the other: their entries outnumber the waits
+        for i = 22, 321 do results[i] = { data = msrt.request("rq.echo", i, { timeout_ms = 20000 }) } end
+        left = left - 1
+        if left == 0 then assert(coroutine.resume(co)) end
+      end)()
+      coroutine.yield()
+      for i = 1, 21 do
+        local r = results[i]
+        assert.are.equal("timeout", r.code, "request " .. i)
+        assert.is_true(r.ms >= r.want and r.ms < r.want + 5000, ("request %d: %.1f ms for %d"):format(i, r.ms, r.want))
+      end
+      for i = 22, 321 do assert.are.equal(i, results[i].data) end
+      assert.is_true(S.wait_until(function() return S.open_handles() == handles end, 10000),
+        "the deadline timer is closed")
+    end, 60000)
+  end)
 end)

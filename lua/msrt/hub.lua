@@ -7,7 +7,7 @@ local request = require "msrt.request"
 local profile = require "msrt.profile"
 local buffer = require "string.buffer"
 local headers = require "msrt.headers"
-local uv = require "luv"
+local deadlines = require "msrt.deadlines"
 
 local encode, decode = buffer.encode, buffer.decode
 local BUFFER = 0x01
@@ -18,6 +18,7 @@ local started = false
 local subs = {}         -- hub subscription id -> fn(msg)
 local waiting = {}      -- wake id -> coroutine blocked on a full mailbox
 local requests = {}     -- inbox subject -> coroutine
+local book              -- their deadlines (msrt.deadlines), below
 -- Ids handed to the C side (subscriptions, wake-ups, request inboxes) must
 -- not repeat within the process even when this module is loaded again
 -- (busted clears package.loaded between spec files while the runtime and
@@ -206,7 +207,10 @@ local function ensure_inbox()
   local sid, err = M.subscribe(inbox_prefix .. ".>", function(msg)
     local co = requests[msg.subject]
     requests[msg.subject] = nil
-    if co then resume(co, true, msg) end
+    if co then
+      resume(co, true, msg)
+      book:done()
+    end
   end, {})
   if not sid then return nil, err end
   inbox_ready = true
@@ -249,22 +253,23 @@ function side.send(subject, data, inbox, opts, timeout)
   return n, err
 end
 
-function side.wait(inbox, timeout)
-  local co = coroutine.running()
-  local timer = uv.new_timer()
-  timer:start(core.timeout_ms(timeout), 0, function() -- never early
-    timer:close()
-    -- a reply already queued for the hub (the loop runs timers before its
-    -- inbox) came in time: let it through first
-    if requests[inbox] then core.drain_inbox() end
-    if requests[inbox] then
+-- Requests past their deadline. A reply already queued for the hub (the
+-- loop runs timers before its inbox) came in time: it goes through first.
+book = deadlines.new(function(inbox) return requests[inbox] ~= nil end, function(due)
+  core.drain_inbox()
+  for _, inbox in ipairs(due) do
+    local co = requests[inbox]
+    if co then
       requests[inbox] = nil
       resume(co, false)
+      book:done()
     end
-  end)
-  local got, msg = coroutine.yield()
-  if got and not timer:is_closing() then timer:close() end
-  return got, msg
+  end
+end)
+
+function side.wait(inbox, timeout)
+  book:add(inbox, core.now_ms() + timeout)
+  return coroutine.yield()
 end
 
 --- Request from a hub coroutine (msrt.request; lua/msrt/request.lua: an
