@@ -67,15 +67,11 @@ static int publish_err(lua_State *L, lactor *la) {
  * reply_ttl_ms: a request's timeout (msrt_bus_reply_ttl). */
 static int a_publish(lua_State *L) {
   lactor *la = self(L);
-  size_t slen, plen, rlen = 0;
-  const char *s = luaL_checklstring(L, 1, &slen);
-  const char *p = luaL_checklstring(L, 2, &plen);
-  const char *r = luaL_optlstring(L, 3, NULL, &rlen);
-  int prio = msrt_lua_priority(L, 4);
-  size_t hlen = 0;
-  const char *h = luaL_optlstring(L, 5, NULL, &hlen);
-  long n = publish(la, s, slen, r, rlen, p, plen, prio, h, hlen,
-                   luaL_optnumber(L, 6, 0));
+  msrt_lua_pub_args a;
+  msrt_lua_read_pub_args(L, &a);
+  long n = publish(la, a.subject, a.subject_len, a.reply, a.reply_len,
+                   a.payload, a.payload_len, a.priority, a.headers,
+                   a.headers_len, a.reply_ttl_ms);
   if (n < 0) return publish_err(L, la);
   lua_pushinteger(L, (lua_Integer)n);
   return 1;

@@ -27,24 +27,30 @@ static int pending_gc(lua_State *L) {
   return 0;
 }
 
+void msrt_lua_read_pub_args(lua_State *L, msrt_lua_pub_args *a) {
+  a->reply_len = a->headers_len = 0;
+  a->subject = luaL_checklstring(L, 1, &a->subject_len);
+  a->payload = luaL_checklstring(L, 2, &a->payload_len);
+  a->reply = luaL_optlstring(L, 3, NULL, &a->reply_len);
+  a->priority = msrt_lua_priority(L, 4);
+  a->headers = luaL_optlstring(L, 5, NULL, &a->headers_len);
+  a->reply_ttl_ms = luaL_optnumber(L, 6, 0);
+}
+
 /* publish(subject, payload, reply, priority, headers, reply_ttl_ms)
  *   -> delivered | nil, err | nil, blocked err, pending (lerror.h)
  * reply_ttl_ms: a request's timeout, how long its inbox (reply) is valid
  * to a process handed it (msrt_bus_reply_ttl). */
 static int l_publish(lua_State *L) {
   msrt_rt *rt = msrt_lua_rt(L);
-  size_t slen, plen, rlen = 0;
-  const char *s = luaL_checklstring(L, 1, &slen);
-  const char *p = luaL_checklstring(L, 2, &plen);
-  const char *r = luaL_optlstring(L, 3, NULL, &rlen);
-  int prio = msrt_lua_priority(L, 4);
-  size_t hlen = 0;
-  const char *h = luaL_optlstring(L, 5, NULL, &hlen);
+  msrt_lua_pub_args a;
+  msrt_lua_read_pub_args(L, &a);
   msrt_error err;
-  msrt_envelope *e =
-      msrt_bus_make(rt->bus, s, slen, r, rlen, h, hlen, p, plen, prio, 0, &err);
+  msrt_envelope *e = msrt_bus_make(
+      rt->bus, a.subject, a.subject_len, a.reply, a.reply_len, a.headers,
+      a.headers_len, a.payload, a.payload_len, a.priority, 0, &err);
   if (!e) return msrt_lua_fail_err(L, &err);
-  msrt_bus_reply_ttl(e, luaL_optnumber(L, 6, 0));
+  msrt_bus_reply_ttl(e, a.reply_ttl_ms);
   msrt_bus_pending *pend = lua_newuserdata(L, sizeof *pend);
   memset(pend, 0, sizeof *pend);
   if (luaL_newmetatable(L, PENDING_META)) {

@@ -8,7 +8,9 @@
  *              actors (lua/actor.h), their cells typed userdata with __gc
  *   lbus.c     publish, pending_wait, pending_retry, subscribe,
  *              unsubscribe, set_ready, stamp_subscribe, stamp_unsubscribe,
- *              token, undecodable: the publish path (bus/bus.h)
+ *              token, undecodable: the publish path (bus/bus.h);
+ *              msrt_lua_read_pub_args, publish's arguments for actors'
+ *              rt.publish too (actor_rt.c)
  *   lmetrics.c metrics: the scheduler's and the router's counters
  *   lroutes.c  routes_compile, routes_install: routing tables
  *              (router/routes.h)
@@ -40,6 +42,25 @@ msrt_rt *msrt_lua_rt_opt(lua_State *L);
  * "drop_newest", "error"; nil or none: MSRT_OVERFLOW_DEFAULT); raises a
  * Lua argument error for any other value (lbus.c). */
 msrt_overflow msrt_lua_overflow(lua_State *L, int idx);
+
+/* The arguments of publish(subject, payload, reply, priority, headers,
+ * reply_ttl_ms), msrt.core.publish's and an actor's rt.publish: strings
+ * pointing into the Lua stack (valid while the arguments stay there;
+ * reply and headers NULL when nil), priority as msrt_lua_priority reads
+ * it (lua/host.h: nil is the default, a number out of 1..10 is 0, which
+ * msrt_bus_make refuses), reply_ttl_ms a request's timeout in ms (nil:
+ * 0, none; msrt_bus_reply_ttl). One reader for both publishers, so they
+ * cannot disagree on what an argument means. */
+typedef struct {
+  const char *subject, *payload, *reply, *headers;
+  size_t subject_len, payload_len, reply_len, headers_len;
+  int priority;
+  double reply_ttl_ms;
+} msrt_lua_pub_args;
+
+/* Read publish's arguments from stack indexes 1..6 into *a; a wrong type
+ * or priority raises a Lua argument error at the caller (lbus.c). */
+void msrt_lua_read_pub_args(lua_State *L, msrt_lua_pub_args *a);
 
 /* token() -> 22 random characters (core/token.h), for a request's inbox
  * | nil, err: msrt.core.token and an actor's rt.token (lbus.c). */
