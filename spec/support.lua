@@ -58,6 +58,8 @@ function S.host(args, env)
   for _, a in ipairs(args) do parts[#parts + 1] = S.quote(a) end
   local pid = assert(io.popen(("%s 2>%s </dev/null & echo $!"):format(table.concat(parts, " "), errf)):read("*l"))
   local h = { pid = pid }
+  -- (os.execute returns a status number under LuaJIT: 0 is true too)
+  local function alive() return uv.kill(tonumber(pid), 0) == 0 end
   function h.text()
     local f = io.open(errf, "rb")
     local t = f and f:read("*a") or ""
@@ -68,14 +70,14 @@ function S.host(args, env)
     for _ = 1, 500 do
       local m = h.text():match(pattern)
       if m then return m end
-      if not os.execute("kill -0 " .. pid .. " 2>/dev/null") then return h.text():match(pattern) end
+      if not alive() then return h.text():match(pattern) end
       uv.sleep(20)
     end
   end
   function h.stop()
     os.execute("kill " .. pid .. " 2>/dev/null")
     for _ = 1, 250 do
-      if not os.execute("kill -0 " .. pid .. " 2>/dev/null") then break end
+      if not alive() then break end
       uv.sleep(20)
     end
     os.remove(errf)
