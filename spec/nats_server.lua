@@ -9,6 +9,7 @@
 --   local s = N.start()                  -- one server
 --   s.url                                -- "nats://127.0.0.1:PORT"
 --   local c = N.start{ nodes = 3 }       -- a 3-node cluster
+--   local j = N.start{ jetstream = true } -- with JetStream (nats-server -js)
 --   c.urls, c.url                        -- each node's URL; c.url the first
 --   c:kill(2)                            -- SIGKILL node 2 (a fault)
 --   c:stop()                             -- stop every node left
@@ -113,7 +114,8 @@ Cluster.__index = Cluster
 --   nodes route to node 1, full mesh by gossip), `limit_s` (each server's
 --   longest life, default 600), `ready_ms` (bound on becoming ready,
 --   default 30000), `max_payload` (bytes, the servers' limit), `config`
---   (extra config text for every node, e.g. "authorization { token: x }")
+--   (extra config text for every node, e.g. "authorization { token: x }"),
+--   `jetstream` (true: JetStream enabled, its file store under `dir`)
 -- @return the cluster object: `url`, `urls` (one per node, in order),
 --   `nodes` (each with `pid`, `port`, `log`), `dir`; raises when a server
 --   does not start or the routes do not form within ready_ms
@@ -131,6 +133,9 @@ function N.start(opts)
       local conf = { "listen: 127.0.0.1:-1", "server_name: n" .. i }
       if opts.max_payload then conf[#conf + 1] = "max_payload: " .. opts.max_payload end
       if opts.config then conf[#conf + 1] = opts.config end
+      if opts.jetstream then -- file store in the server's own temp dir
+        conf[#conf + 1] = ("jetstream { store_dir: %q }"):format(dir .. "/js" .. i)
+      end
       if n > 1 then
         local seed = i > 1 and ("routes: [nats-route://127.0.0.1:%d]"):format(c.nodes[1].route_port) or ""
         conf[#conf + 1] = "cluster { name: msrt, listen: 127.0.0.1:-1\n " .. seed .. " }"

@@ -141,17 +141,23 @@ end
 -- `name` (one subject token), `subjects` (patterns it captures: every
 -- message published there is stored before any consumer sees it),
 -- `store` ("sqlite:PATH"; default "sqlite:" = DATA_DIR/queues/NAME.db,
--- DATA_DIR the profile's queues.data_dir), `ack_wait_ms` (default 30000),
+-- DATA_DIR the profile's queues.data_dir; or "jetstream": a stream and a
+-- durable pull consumer on the NATS server of the bridge opened first
+-- (msrt.nats), shared by every host declaring it; the call then waits,
+-- at most 10 s, for them), `ack_wait_ms` (default 30000),
 -- `max_deliver` (deliveries before the dead letter; 0 = no limit),
 -- `backoff` (list of ms: the ack wait of the n-th delivery, JetStream's
 -- BackOff), `dead_letter` (subject the terminated and max_deliver
 -- messages go to, with a Msrt-Dead-Reason header), `max_msgs`,
 -- `max_bytes` (0 = no limit), `discard` ("old" drops the oldest, "new"
 -- refuses with resource_exhausted), `dedupe_window_ms` (Msg-Id window,
--- default 120000). Opening an existing store resumes it: what was
--- delivered and never acked is redelivered first.
+-- default 120000), `max_ack_pending` ("jetstream": the consumer's
+-- bound across hosts, default 1000). Opening an existing store resumes
+-- it: what was delivered and never acked is redelivered first.
 -- @return the queue (.close(), .stats(), .messages(after, limit)) | nil, err (io: the store is
---   corrupt, refused; resource_exhausted: it cannot be opened or written)
+--   corrupt, refused; resource_exhausted: it cannot be opened or written;
+--   "jetstream": bad_config (no bridge, or the server refused the stream
+--   or consumer), no_responders (JetStream is not enabled), timeout)
 function M.queue(spec)
   check_arg(type(spec) == "table" or type(spec) == "string", 1, "queue", "table or policy file path expected")
   local q, qerr

@@ -124,12 +124,24 @@ end
 -- flushes what it holds (within 1 s). Idempotent.
 function Bridge:close()
   if not self.box then return end
+  -- what uses the connection goes first (JetStream queues, queue_js.lua)
+  for _, fn in pairs(self.closers or {}) do fn() end
+  self.closers = nil
   if self.forget then self.forget() end
   core.nats_close(self.box)
   self.box = nil
   for i, b in ipairs(open) do
     if b == self then table.remove(open, i) break end
   end
+end
+
+--- Run fn when the bridge closes, before its connection goes (for what
+-- uses the connection: a JetStream queue). @return forget()
+function Bridge:on_close(fn)
+  self.closers = self.closers or {}
+  local key = {}
+  self.closers[key] = fn
+  return function() if self.closers then self.closers[key] = nil end end
 end
 
 --- Load a bridge file: a policy file (sandboxed, bounded) returning the

@@ -460,6 +460,10 @@ local function add_consumer(q, c)
   end
 end
 
+-- The SQLite store's side of what consumers call (queue_js.lua has the
+-- JetStream store's).
+local SQL = { Msg = Msg, add_consumer = add_consumer, wake = function(q) schedule(q) end }
+
 local function need(name)
   local q = queues[name]
   if q then return q end
@@ -478,12 +482,12 @@ function M.consume(name, fn, opts)
       local ok, e = pcall(fn, msg)
       if not ok then
         require("msrt").log("error", ("consumer of queue \"%s\" failed message %d: %s"):format(q.name, msg.seq, tostring(e)))
-        if current(msg) then msg:nak() end
+        msg:nak() -- not_found when it is no longer the consumer's
       end
     end)
     core.resume(co, "error in queue consumer")
   end
-  return { stop = add_consumer(q, c) }
+  return { stop = q.impl.add_consumer(q, c) }
 end
 
 -- Acks from actors and processes: an op on the delivery (queue, seq,
@@ -491,9 +495,9 @@ end
 -- JetStream ignores a late ack).
 local OPS = { ack = Msg.ack, nak = Msg.nak, in_progress = Msg.in_progress, term = Msg.term }
 local function apply_op(q, seq, token, op, arg)
-  local fn = OPS[op]
-  if not fn or not q then return end
-  fn({ _q = q, seq = seq, _token = token }, arg)
+  if not q or not OPS[op] then return end
+  local fn = q.impl.Msg[op]
+  fn(setmetatable({ _q = q, seq = seq, _token = token }, q.impl.Msg), arg)
 end
 
 -- The hub's subscription for actors' acks: "_QACK.<random>.<queue>.<seq>.<token>"
@@ -535,7 +539,7 @@ function M.consume_actor(name, subject, max_ack_pending)
       msg:nak(100)
     end
   end
-  return add_consumer(q, c)
+  return q.impl.add_consumer(q, c)
 end
 
 --- A child process as a consumer: each message is written to its stdin
@@ -572,7 +576,7 @@ function M.consume_process(name, send, out, max_ack_pending)
       end
     end
   end, {})
-  local stop = add_consumer(q, c)
+  local stop = q.impl.add_consumer(q, c)
   return function()
     if sid then hub.unsubscribe(sid, hid) sid = nil end
     stop()
@@ -595,7 +599,7 @@ function M.check(spec)
   if type(spec.subjects) ~= "table" or #spec.subjects == 0 then
     return bad("subjects must be a pattern or a list of patterns")
   end
-  for _, k in ipairs { "ack_wait_ms", "max_deliver", "max_msgs", "max_bytes", "dedupe_window_ms" } do
+  for _, k in ipairs { "ack_wait_ms", "max_deliver", "max_msgs", "max_bytes", "dedupe_window_ms", "max_ack_pending" } do
     if not positive(spec[k]) then return bad(k .. " must be a non-negative integer") end
   end
   if spec.ack_wait_ms == 0 then return bad("ack_wait_ms must be positive") end
@@ -611,7 +615,9 @@ function M.check(spec)
   if spec.dead_letter ~= nil and type(spec.dead_letter) ~= "string" then
     return bad("dead_letter must be a subject")
   end
-  if spec.store ~= nil and type(spec.store) ~= "string" then return bad('store must be "sqlite:PATH"') end
+  if spec.store ~= nil and (type(spec.store) ~= "string" or not (spec.store == "jetstream" or spec.store:match("^sqlite:"))) then
+    return bad('store must be "sqlite:PATH" or "jetstream"')
+  end
   return true
 end
 
@@ -651,6 +657,14 @@ function M.declare(spec)
   end
   local ok, err = hub.start()
   if not ok then return nil, err end
+  if spec.store == "jetstream" then
+    ids.wake = ids.wake + 1
+    return require("msrt.queue_js").declare(spec, ids.wake, {
+      pub_ack = pub_ack, announce = announce, pick_consumer = pick_consumer,
+      current = current, ack_wait_ns = ack_wait_ns, data_of = data_of,
+      register = function(q) queues[q.name], by_wake[q.wake] = q, q end,
+      unregister = function(q) queues[q.name], by_wake[q.wake] = nil, nil end })
+  end
   local path, perr = store_path(spec)
   if not path then return nil, core.error("invalid_arg", perr) end
   local commit_ms, sync_full = settings()
@@ -662,7 +676,7 @@ function M.declare(spec)
   }
   if not store then return nil, oerr end
   local q = {
-    name = spec.name, path = path, store = store, wake = ids.wake,
+    name = spec.name, path = path, store = store, wake = ids.wake, impl = SQL,
     commit_ms = commit_ms, sync = sync_full and "full" or "normal",
     ack_wait_ms = spec.ack_wait_ms or 30000, max_deliver = spec.max_deliver or 0,
     backoff = spec.backoff, dead_letter = spec.dead_letter,
@@ -690,6 +704,11 @@ end
 function M.close(name)
   local q = queues[name]
   if not q then return nil end
+  if q.impl ~= SQL then
+    queues[name], by_wake[q.wake] = nil, nil
+    q.impl.close(q)
+    return true
+  end
   for _, s in ipairs(q.sids) do core.unsubscribe(s) end
   if #q.acks > 0 or #q.dead > 0 or q.store:stats().intake > 0 then flush(q) end
   q.closed = true
@@ -758,6 +777,7 @@ end
 -- @return how many | nil, err
 function M.purge(name)
   local q = queues[name]
+  if q.impl ~= SQL then return nil, core.error("invalid_arg", ("queue \"%s\" is stored in JetStream: use JetStream's own tools for its messages"):format(name)) end
   local n, err = q.store:purge()
   if not n then return nil, err end
   for _, d in pairs(q.inflight) do d.consumer.pending = d.consumer.pending - 1 end
@@ -773,6 +793,7 @@ end
 -- data, headers, delivered}. @return list | nil, err
 function M.messages(name, after, limit)
   local q = queues[name]
+  if q.impl ~= SQL then return nil, core.error("invalid_arg", ("queue \"%s\" is stored in JetStream: use JetStream's own tools for its messages"):format(name)) end
   local seqs, counts = q.store:scan(after or 0, limit or 1000)
   if not seqs then return nil, counts end
   local out = {}
@@ -790,6 +811,7 @@ end
 -- {seq, subject, delivered, state, bytes, preview}.
 function M.peek(name, n)
   local q = queues[name]
+  if q.impl ~= SQL then return nil, core.error("invalid_arg", ("queue \"%s\" is stored in JetStream: use JetStream's own tools for its messages"):format(name)) end
   local seqs, counts = q.store:scan(0, n)
   if not seqs then return nil, counts end
   local out = {}
@@ -807,27 +829,32 @@ function M.peek(name, n)
   return out
 end
 
+local sql_stats
+
 --- Counts of every queue (ctl queues, /metrics).
 function M.stats()
   local out = {}
   for name, q in pairs(queues) do
-    local s = q.store:stats()
-    local ack_pending, redelivering = 0, #q.retry
-    for _ in pairs(q.inflight) do ack_pending = ack_pending + 1 end
-    for _ in pairs(q.delayed) do redelivering = redelivering + 1 end
-    out[#out + 1] = { name = name, stored = s.stored, bytes = s.bytes,
-      pending = s.stored - ack_pending, ack_pending = ack_pending,
-      redelivered = s.redelivered, dead_lettered = s.dead_lettered,
-      acked = s.acked, refused = s.refused, last_seq = s.last_seq, commits = s.commits,
-      consumers = #q.consumers, path = q.path }
+    out[#out + 1] = q.impl == SQL and sql_stats(name, q) or q.impl.stats(q)
   end
   table.sort(out, function(a, b) return a.name < b.name end)
   return out
 end
 
+function sql_stats(name, q)
+  local s = q.store:stats()
+  local ack_pending = 0
+  for _ in pairs(q.inflight) do ack_pending = ack_pending + 1 end
+  return { name = name, stored = s.stored, bytes = s.bytes,
+    pending = s.stored - ack_pending, ack_pending = ack_pending,
+    redelivered = s.redelivered, dead_lettered = s.dead_lettered,
+    acked = s.acked, refused = s.refused, last_seq = s.last_seq, commits = s.commits,
+    consumers = #q.consumers, path = q.path }
+end
+
 hub.on_queue(function(wake)
   local q = by_wake[wake]
-  if q then schedule(q) end
+  if q then q.impl.wake(q) end
 end)
 
 -- Commit what is left at shutdown (acks of the last turn).

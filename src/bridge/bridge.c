@@ -63,6 +63,40 @@ static bool imported(msrt_bridge *b, const char *pattern) {
   return false;
 }
 
+bool msrt_bridge_stored(msrt_bridge *b, const char *subject) {
+  if (!atomic_load_explicit(&b->any_stored, memory_order_acquire))
+    return false;
+  bool yes = false;
+  pthread_mutex_lock(&b->mu);
+  for (size_t i = 0; i < b->nstored && !yes; i++)
+    yes = covers(b->stored[i], subject);
+  pthread_mutex_unlock(&b->mu);
+  return yes;
+}
+
+int msrt_bridge_store_patterns(msrt_bridge *b, const char *const *p, size_t n,
+                               bool on) {
+  int rc = 0;
+  pthread_mutex_lock(&b->mu);
+  for (size_t i = 0; i < n; i++) {
+    if (on) {
+      char *c = b->nstored < MSRT_BRIDGE_PATTERNS_MAX ? strdup(p[i]) : NULL;
+      if (c) b->stored[b->nstored++] = c;
+      else rc = -1;
+      continue;
+    }
+    for (size_t k = 0; k < b->nstored; k++)
+      if (strcmp(b->stored[k], p[i]) == 0) { /* one copy per queue */
+        free(b->stored[k]);
+        b->stored[k] = b->stored[--b->nstored];
+        break;
+      }
+  }
+  atomic_store_explicit(&b->any_stored, b->nstored, memory_order_release);
+  pthread_mutex_unlock(&b->mu);
+  return rc;
+}
+
 /* ---- interest ---------------------------------------------------------- */
 
 static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m,
@@ -414,6 +448,7 @@ static void bridge_free(void *p) {
   msrt_bridge *b = p;
   natsConnection_Destroy(b->nc);
   for (size_t i = 0; i < b->nimports; i++) free(b->imports[i]);
+  for (size_t i = 0; i < b->nstored; i++) free(b->stored[i]);
   pthread_mutex_destroy(&b->mu);
   free(b);
 }

@@ -37,6 +37,9 @@ struct msrt_bridge {
   uint64_t export_subs[MSRT_BRIDGE_PATTERNS_MAX];
   size_t nexports;
   char last_error[200];
+  char *stored[MSRT_BRIDGE_PATTERNS_MAX]; /* JetStream queues' patterns */
+  size_t nstored;
+  _Atomic size_t any_stored;
   _Atomic int state;
   _Atomic uint64_t reconnects, slow_consumer, loops, nats_subs;
   _Atomic long live_subs;
@@ -55,6 +58,27 @@ extern const msrt_endpoint_class msrt_bridge_export_class;
  * for plain) into the bus (wire.c); libnats' delivery thread. */
 void msrt_bridge_import(msrt_bridge *b, uint32_t key, const char *queue,
                         natsMsg *m);
+
+/* e as a NATS message with reply (NULL: none) into *out (the caller
+ * destroys it): its data and headers as on the wire (bridge.h); stored: a
+ * JetStream queue's message (js.h). Returns 0; -1 when the data cannot be
+ * written as JSON; 1 when libnats refused (*st says why). Any thread. */
+int msrt_bridge_wire_out(msrt_bridge *b, const msrt_envelope *e,
+                         const char *reply, bool stored, natsMsg **out,
+                         natsStatus *st);
+
+/* A NATS message as an envelope with reply (headers, priority, data as
+ * on the wire), or NULL with err. Any thread. */
+msrt_envelope *msrt_bridge_wire_in(msrt_bridge *b, natsMsg *m,
+                                   const char *reply, msrt_error *err);
+
+/* Whether a JetStream queue of b captures subject (js.h): the export
+ * leaves it to the queue. Any thread. */
+bool msrt_bridge_stored(msrt_bridge *b, const char *subject);
+
+/* Add (on) or remove the patterns a JetStream queue captures. Hub. */
+int msrt_bridge_store_patterns(msrt_bridge *b, const char *const *p, size_t n,
+                               bool on);
 
 /* Publish "msrt.nats.<state>" with data {state, url, error} (bridge.c). */
 void msrt_bridge_announce(msrt_bridge *b, msrt_bridge_state s);

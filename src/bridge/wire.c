@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "bridge/internal.h"
 #include "bus/interest.h"
@@ -32,10 +33,13 @@ static int export_data(const msrt_envelope *e, msrt_sbuf *out, bool *json) {
   return msrt_lua_to_json(e->payload, e->payload_len, out, NULL);
 }
 
-/* e's headers ("name\0value\0" pairs), priority and origin onto m. */
+/* e's headers ("name\0value\0" pairs), priority and origin onto m; a
+ * message to be stored (a JetStream queue's) carries no origin nor served
+ * groups, and its Msg-Id becomes JetStream's Nats-Msg-Id. */
 static natsStatus export_headers(msrt_bridge *b, const msrt_envelope *e,
-                                 natsMsg *m, bool json) {
-  natsStatus s = natsMsgHeader_Set(m, "Msrt-Origin", b->origin);
+                                 natsMsg *m, bool json, bool stored) {
+  natsStatus s = stored ? NATS_OK : natsMsgHeader_Set(m, "Msrt-Origin",
+                                                      b->origin);
   if (s == NATS_OK && e->priority != MSRT_PRIORITY_DEFAULT) {
     char p[4];
     snprintf(p, sizeof p, "%u", e->priority);
@@ -43,14 +47,15 @@ static natsStatus export_headers(msrt_bridge *b, const msrt_envelope *e,
   }
   if (s == NATS_OK && json) s = natsMsgHeader_Set(m, "Content-Type", JSON_TYPE);
   char groups[256]; /* the queue groups served here (bridge.h) */
-  if (s == NATS_OK &&
+  if (s == NATS_OK && !stored &&
       msrt_bus_local_groups(b->bus, e->subject, groups, sizeof groups))
     s = natsMsgHeader_Set(m, "Msrt-Served", groups);
   const char *h = (const char *)e->headers, *end = h + e->headers_len;
   while (s == NATS_OK && h && h < end) {
     const char *v = h + strlen(h) + 1;
     if (v >= end) break;
-    s = natsMsgHeader_Set(m, h, v);
+    s = natsMsgHeader_Set(m, stored && strcasecmp(h, "Msg-Id") == 0
+                                 ? "Nats-Msg-Id" : h, v);
     h = v + strlen(v) + 1;
   }
   return s;
@@ -63,30 +68,50 @@ static void settle(msrt_bridge *b, msrt_bus *bus, const msrt_envelope *e,
   if (reason) msrt_bus_drop_notice(bus, e, reason, "nats");
 }
 
+int msrt_bridge_wire_out(msrt_bridge *b, const msrt_envelope *e,
+                         const char *reply, bool stored, natsMsg **out,
+                         natsStatus *st) {
+  bool json;
+  msrt_sbuf data = {0};
+  *out = NULL;
+  if (export_data(e, &data, &json) != 0) {
+    msrt_sbuf_free(&data);
+    return -1;
+  }
+  natsMsg *m = NULL;
+  natsStatus s = natsMsg_Create(&m, e->subject, reply,
+                                data.p ? data.p : "", (int)data.len);
+  if (s == NATS_OK) s = export_headers(b, e, m, json, stored);
+  msrt_sbuf_free(&data);
+  *st = s;
+  if (s != NATS_OK) {
+    natsMsg_Destroy(m);
+    return 1;
+  }
+  *out = m;
+  return 0;
+}
+
 static msrt_push_outcome export_push(void *ep, msrt_envelope *e,
                                      const msrt_evict_sink *evicted,
                                      msrt_bus *bus) {
   (void)evicted;
   msrt_bridge *b = ep;
   msrt_bridge_count(b, e->subject, e->subject_len, MSRT_BRIDGE_HANDED, 1);
-  if (e->subject_len >= 5 && memcmp(e->subject, "msrt.", 5) == 0) {
+  if ((e->subject_len >= 5 && memcmp(e->subject, "msrt.", 5) == 0) ||
+      msrt_bridge_stored(b, e->subject)) { /* stays, or a queue stores it */
     settle(b, bus, e, MSRT_BRIDGE_LOCAL_ONLY, NULL);
     return MSRT_PUSH_DELIVERED;
   }
-  bool json;
-  msrt_sbuf out = {0};
-  natsMsg *m = NULL;
-  if (export_data(e, &out, &json) != 0) {
-    msrt_sbuf_free(&out);
+  natsMsg *m;
+  natsStatus s;
+  int rc = msrt_bridge_wire_out(b, e, e->reply, false, &m, &s);
+  if (rc < 0) {
     settle(b, bus, e, MSRT_BRIDGE_UNCONVERTIBLE, "unconvertible");
     return MSRT_PUSH_DELIVERED;
   }
-  natsStatus s = natsMsg_Create(&m, e->subject, e->reply, out.p ? out.p : "",
-                                (int)out.len);
-  if (s == NATS_OK) s = export_headers(b, e, m, json);
-  if (s == NATS_OK) s = natsConnection_PublishMsg(b->nc, m);
+  if (rc == 0) s = natsConnection_PublishMsg(b->nc, m);
   natsMsg_Destroy(m);
-  msrt_sbuf_free(&out);
   if (s == NATS_OK) settle(b, bus, e, MSRT_BRIDGE_EXPORTED, NULL);
   else if (s == NATS_MAX_PAYLOAD || s == NATS_NOT_PERMITTED)
     settle(b, bus, e, MSRT_BRIDGE_REFUSED_BY_SERVER, "refused_by_server");
@@ -115,11 +140,13 @@ const msrt_endpoint_class msrt_bridge_export_class = {
 
 /* ---- import ------------------------------------------------------------ */
 
-/* Append "name\0value\0" to h unless name is one the wire adds. */
+/* Append "name\0value\0" to h unless name is one the wire adds; JetStream's
+ * Nats-Msg-Id is msrt's Msg-Id. */
 static void put_header(msrt_sbuf *h, const char *name, const char *value) {
   if (strcmp(name, "Msrt-Priority") == 0 || strcmp(name, "Content-Type") == 0 ||
       strcmp(name, "Msrt-Served") == 0)
     return;
+  if (strcmp(name, "Nats-Msg-Id") == 0) name = "Msg-Id";
   if (strpbrk(value, "\r\n")) return; /* not a valid msrt header value */
   msrt_sbuf_put(h, name, strlen(name) + 1);
   msrt_sbuf_put(h, value, strlen(value) + 1);
@@ -195,21 +222,29 @@ void msrt_bridge_import(msrt_bridge *b, uint32_t key, const char *queue,
     msrt_bridge_count(b, subject, slen, MSRT_BRIDGE_SERVED_THERE, 1);
     return;
   }
-  msrt_sbuf h = {0}, data = {0};
-  bool json;
-  int priority = import_headers(m, &h, &json);
-  import_data(m, json, &data);
   msrt_error err;
-  msrt_envelope *e = NULL;
-  if (!h.oom && !data.oom) /* a refusal is counted by the bus */
-    e = msrt_bus_make(b->bus, subject, slen, reply, reply ? strlen(reply) : 0,
-                      h.len ? h.p : NULL, h.len, data.p, data.len, priority,
-                      0, &err);
-  if (e) {
+  msrt_envelope *e = msrt_bridge_wire_in(b, m, reply, &err);
+  if (e) { /* a refusal is counted by the bus */
     size_t delivered;
     msrt_bus_publish_key(b->bus, e, key, &delivered, &err);
     msrt_env_unref(e);
   }
+}
+
+msrt_envelope *msrt_bridge_wire_in(msrt_bridge *b, natsMsg *m,
+                                   const char *reply, msrt_error *err) {
+  const char *subject = natsMsg_GetSubject(m);
+  msrt_sbuf h = {0}, data = {0};
+  bool json;
+  int priority = import_headers(m, &h, &json);
+  import_data(m, json, &data);
+  msrt_envelope *e = NULL;
+  if (!h.oom && !data.oom)
+    e = msrt_bus_make(b->bus, subject, strlen(subject), reply,
+                      reply ? strlen(reply) : 0, h.len ? h.p : NULL, h.len,
+                      data.p, data.len, priority, 0, err);
+  else msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
   msrt_sbuf_free(&h);
   msrt_sbuf_free(&data);
+  return e;
 }

@@ -25,6 +25,12 @@ static msrt_bridge *open_bridge(lua_State *L) {
   return bx->b;
 }
 
+msrt_bridge *msrt_lua_check_bridge(lua_State *L, int idx) {
+  bridge_box *bx = luaL_checkudata(L, idx, BRIDGE_META);
+  if (!bx->b) luaL_error(L, "the NATS bridge is closed");
+  return bx->b;
+}
+
 static const char *opt_string(lua_State *L, int idx, const char *k) {
   lua_getfield(L, idx, k);
   const char *s = lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL;

@@ -381,6 +381,7 @@ int luaopen_msrt_core(lua_State *L) {
   msrt_lua_open_routes(L);
   msrt_lua_open_queue(L);
   msrt_lua_open_bridge(L);
+  msrt_lua_open_jsq(L);
   msrt_lua_open_nats(L);
   msrt_lua_open_proc(L);
   msrt_lua_open_json(L);

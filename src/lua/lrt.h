@@ -18,6 +18,7 @@
  *              (queue/queue.h)
  *   lbridge.c  nats_open, nats_filters, nats_info, nats_stats, nats_close:
  *              the NATS bridge (bridge/bridge.h)
+ *   ljs.c      jsq_open and the JetStream queue handle (bridge/js.h)
  *   lnats.c    nats_server and its server and listener handles, and
  *              pattern_check: NATS clients (nats/conn.h, nats/listen.h,
  *              nats/auth.h)
@@ -75,6 +76,12 @@ void msrt_lua_open_metrics(lua_State *L);
 void msrt_lua_open_routes(lua_State *L);
 void msrt_lua_open_queue(lua_State *L);
 void msrt_lua_open_bridge(lua_State *L);
+void msrt_lua_open_jsq(lua_State *L);
+
+/* The bridge of the handle at stack index idx (core.nats_open's); raises
+ * a Lua error when it is not one or is closed (lbridge.c). */
+struct msrt_bridge;
+struct msrt_bridge *msrt_lua_check_bridge(lua_State *L, int idx);
 void msrt_lua_open_nats(lua_State *L);
 
 /* The NATS server of the handle at stack index idx (core.nats_server's),

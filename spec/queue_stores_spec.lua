@@ -1,0 +1,247 @@
+-- Durable work queues on both stores (README "Durable work queues"): one
+-- table of cases (durable publish with its sequence, Msg-Id dedupe, ack,
+-- nak with a delay, in_progress, term, redelivery after the ack wait,
+-- max_deliver to the dead letter, max_ack_pending) run against the SQLite
+-- store and against JetStream (Debian's nats-server -js, started here,
+-- spec/nats_server.lua); then two hosts sharing one JetStream queue.
+local S = require "spec.support"
+local N = require "spec.nats_server"
+local H = require "spec.hosts"
+local uv = require "luv"
+local msrt = require "msrt"
+
+local nats -- the JetStream server of this file
+local serial = 0
+
+-- A store: open(name) -> a context {declare(spec), close()} for one case,
+-- run in a driven coroutine. Each case gets a queue of its own name and
+-- subjects (JetStream refuses streams with overlapping subjects).
+local STORES = {
+  sqlite = function(name)
+    local dir = S.file("", ".qd")
+    os.remove(dir)
+    assert(uv.fs_mkdir(dir, 448))
+    return {
+      declare = function(spec)
+        spec.store = "sqlite:" .. dir .. "/" .. name .. ".db"
+        return assert(msrt.queue(spec))
+      end,
+      close = function() end,
+    }
+  end,
+  jetstream = function()
+    -- exports nothing: the queue's own endpoint is what stores (bridge/js.h)
+    local br = assert(msrt.nats { url = nats.url, import = {}, export = {} })
+    return {
+      declare = function(spec)
+        spec.store = "jetstream"
+        local q, err = msrt.queue(spec)
+        return assert(q, err and err.message)
+      end,
+      close = function() br:close() end,
+    }
+  end,
+}
+
+-- A consumer that records every message it gets: r.msgs; r.wait(n).
+local function recorder(name, handle, opts)
+  local r = { msgs = {} }
+  r.consumer = assert(msrt.consume(name, function(m)
+    r.msgs[#r.msgs + 1] = m
+    if handle then handle(m) end
+  end, opts))
+  function r.wait(n, ms) return S.wait_until(function() return #r.msgs >= n end, ms) end
+  return r
+end
+
+local function acked(q, n) return S.wait_until(function() return q.stats().acked >= n end) end
+
+-- Each case: fn(declare, name) with declare(spec) making the case's queue
+-- `name` capturing `name.>`.
+local CASES = {
+  { "answers a durable publish with its PubAck's sequence, stores a Msg-Id once, and hands what it stored in order", function(declare, name)
+    local q = declare { ack_wait_ms = 5000 }
+    local a1 = assert(msrt.publish(name .. ".one", { n = 1 }, { durable = true }))
+    assert.are.same({ queue = name, seq = 1 }, a1)
+    local a2 = assert(msrt.publish(name .. ".two", "x", { durable = true, headers = { ["Msg-Id"] = "k" } }))
+    local a3 = assert(msrt.publish(name .. ".two", "x again", { durable = true, headers = { ["Msg-Id"] = "k" } }))
+    assert.are.equal(2, a2.seq)
+    assert.are.same({ queue = name, seq = 2, duplicate = true }, a3)
+    local r = recorder(name, function(m) assert(m:ack()) end)
+    assert.is_true(r.wait(2))
+    assert.are.same({ n = 1 }, r.msgs[1].data)
+    assert.are.equal(name .. ".one", r.msgs[1].subject)
+    assert.are.equal(1, r.msgs[1].delivered)
+    assert.are.equal("x", r.msgs[2].data)
+    assert.are.equal("k", r.msgs[2].headers["Msg-Id"])
+    assert.is_true(acked(q, 2))
+    return q
+  end },
+  { "redelivers a nak'd message after its delay and one whose ack wait ran out, counting deliveries; a stale ack is not_found", function(declare, name)
+    local q = declare { ack_wait_ms = 150 }
+    local r = recorder(name, function(m)
+      if m.data == "nak" and m.delivered == 1 then assert(m:nak(50))
+      elseif m.data == "slow" and m.delivered == 1 then -- never acked: the wait runs out
+      else assert(m:ack()) end
+    end)
+    local t0 = uv.hrtime()
+    assert(msrt.publish(name .. ".a", "nak", { durable = true }))
+    assert(msrt.publish(name .. ".a", "slow", { durable = true }))
+    assert.is_true(r.wait(4))
+    local by, second = {}, {}
+    for _, m in ipairs(r.msgs) do
+      by[m.data] = (by[m.data] or 0) + 1
+      if by[m.data] == 2 then second[m.data] = m end
+    end
+    assert.are.same({ nak = 2, slow = 2 }, by)
+    assert.are.equal(2, second.nak.delivered)
+    assert.are.equal(2, second.slow.delivered)
+    assert.is_true((uv.hrtime() - t0) / 1e6 >= 150) -- the ack wait was waited
+    assert.is_true(acked(q, 2))
+    assert.are.equal(2, q.stats().redelivered)
+    local first_slow
+    for _, m in ipairs(r.msgs) do if m.data == "slow" then first_slow = first_slow or m end end
+    local stale, err = first_slow:ack()
+    assert.is_nil(stale)
+    assert.are.equal("not_found", err.code)
+    return q
+  end },
+  { "keeps a message with in_progress past its ack wait, and backs off per delivery", function(declare, name)
+    local q = declare { ack_wait_ms = 100, backoff = { 100, 150 } }
+    local done
+    local r = recorder(name, function(m)
+      if m.data == "long" then
+        for _ = 1, 4 do msrt.sleep(50) assert(m:in_progress()) end
+        assert(m:ack())
+      elseif m.delivered < 3 then -- let the backoff run out twice
+      else assert(m:ack()) done = m end
+    end)
+    assert(msrt.publish(name .. ".a", "long", { durable = true }))
+    assert(msrt.publish(name .. ".a", "backoff", { durable = true }))
+    assert.is_true(S.wait_until(function() return done ~= nil end))
+    local n = { long = 0, backoff = 0 }
+    for _, m in ipairs(r.msgs) do n[m.data] = n[m.data] + 1 end
+    assert.are.same({ long = 1, backoff = 3 }, n) -- 200 ms of work, never redelivered
+    assert.is_true(acked(q, 2))
+    return q
+  end },
+  { "dead-letters a message after max_deliver and one terminated, with the reason, announced", function(declare, name)
+    local dead = S.collector("dead." .. name)
+    local events = S.collector("msrt.queue." .. name .. ".event")
+    local q = declare { ack_wait_ms = 60, max_deliver = 2, dead_letter = "dead." .. name }
+    recorder(name, function(m)
+      if m.data == "bad" then assert(m:term("unparseable")) end
+      -- "never" is never acked
+    end)
+    assert(msrt.publish(name .. ".a", "never", { durable = true, headers = { Trace = "t1" } }))
+    assert(msrt.publish(name .. ".a", "bad", { durable = true }))
+    assert.is_true(dead.wait(2))
+    local by = {}
+    for _, m in ipairs(dead.msgs) do by[m.data] = m.headers end
+    assert.are.equal("terminated: unparseable", by.bad["Msrt-Dead-Reason"])
+    assert.are.equal("max_deliver (2 deliveries)", by.never["Msrt-Dead-Reason"])
+    assert.are.equal("t1", by.never.Trace)
+    assert.is_true(events.wait(2))
+    assert.are.equal("dead_letter", events.msgs[1].data.event)
+    assert.are.equal(2, q.stats().dead_lettered)
+    dead.close() events.close()
+    return q
+  end },
+  { "holds at most max_ack_pending per consumer, and a stopped consumer's messages go to another at once", function(declare, name)
+    local q = declare { ack_wait_ms = 60000 }
+    local a = recorder(name, nil, { max_ack_pending = 3 })
+    for i = 1, 10 do assert(msrt.publish(name .. ".x", i, { durable = true })) end
+    assert.is_true(a.wait(3))
+    local b = recorder(name, function(m) assert(m:ack()) end)
+    assert.is_true(b.wait(7))
+    assert.are.equal(3, #a.msgs) -- held, never acked: no more for a
+    assert.are.equal(3, q.stats().ack_pending)
+    a.consumer.stop() -- its three go to b now, not after the 60 s wait
+    assert.is_true(b.wait(10))
+    local seen = {}
+    for _, m in ipairs(b.msgs) do seen[m.data] = m.delivered end
+    for _, m in ipairs(a.msgs) do assert.are.equal(2, seen[m.data]) end
+    assert.is_true(acked(q, 10))
+    return q
+  end },
+}
+
+describe("durable queues on both stores", function()
+  setup(function() nats = N.start { jetstream = true } end)
+  teardown(function() if nats then nats:stop() end end)
+
+  for _, store in ipairs { "sqlite", "jetstream" } do
+    for _, case in ipairs(CASES) do
+      it(store .. ": " .. case[1], function()
+        S.drive(function()
+          serial = serial + 1
+          local name = ("q%d%s"):format(serial, store:sub(1, 1))
+          local ctx = STORES[store](name)
+          local ok, q = pcall(case[2], function(spec)
+            spec.name, spec.subjects = name, { name .. ".>" }
+            return ctx.declare(spec)
+          end, name)
+          if q and q.close then q.close() end
+          ctx.close()
+          if not ok then error(q, 0) end
+        end)
+      end)
+    end
+  end
+
+  it("jetstream: two hosts share one queue, each task done once", function()
+    local hosts = {}
+    for i = 1, 2 do
+      hosts[i] = H.start(H.prelude(nats.url, (', name = "W%d", export = {}'):format(i)) .. [[
+io.stdout:setvbuf("line")
+local q = assert(msrt.queue { name = "shared", subjects = "shared.>", store = "jetstream", ack_wait_ms = 5000 })
+local done = {}
+msrt.consume("shared", function(m)
+  msrt.sleep(2) -- a task's work: the other host pulls meanwhile
+  done[#done + 1] = m.data
+  assert(m:ack())
+  print("did " .. m.data)
+end, { max_ack_pending = 1 })
+msrt.subscribe("shared_ctl.stop", function()
+  print("done " .. json.encode(done))
+  q.close()
+  msrt.stop()
+end)
+assert(br:flush())
+print("ready")
+]])
+    end
+    for i = 1, 2 do H.await(hosts[i], "ready") end
+    local function did()
+      local set, n = {}, 0
+      for i = 1, 2 do
+        local f = io.open(hosts[i].out)
+        for d in (f and f:read("*a") or ""):gmatch("did (%d+)") do
+          if not set[d] then n = n + 1 end
+          set[d] = true
+        end
+        if f then f:close() end
+      end
+      return n
+    end
+    S.drive(function()
+      local br = assert(msrt.nats { url = nats.url, import = {}, export = { "shared_ctl.>" } })
+      local q = assert(msrt.queue { name = "shared", subjects = "shared.>", store = "jetstream", ack_wait_ms = 5000 })
+      for i = 1, 100 do assert(msrt.publish("shared.task", i, { durable = true })) end
+      assert.is_true(S.wait_until(function() return did() == 100 end, 20000), "tasks done: " .. did())
+      q.close()
+      msrt.publish("shared_ctl.stop", true)
+      assert(br:flush())
+      br:close()
+    end)
+    local count, per = {}, {}
+    for i = 1, 2 do
+      local out = H.finish(hosts[i])
+      local list = require("dkjson").decode((assert(out:match("done (%b[])"), out)))
+      per[i] = #list
+      for _, n in ipairs(list) do count[n] = (count[n] or 0) + 1 end
+    end
+    for n = 1, 100 do assert.are.equal(1, count[n], "task " .. n) end
+    assert.is_true(per[1] > 0 and per[2] > 0, ("both hosts worked: %d and %d"):format(per[1], per[2]))
+  end)
+end)
