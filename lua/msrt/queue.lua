@@ -754,18 +754,21 @@ function M.declare_file(path)
       return nil, core.error("bad_config", ("%s: the file now declares \"%s\", not \"%s\" (a restart declares it)"):format(path, tostring(new.name), name))
     end
     local restart = {}
+    -- a JetStream queue's settings are its stream's and consumer's: all
+    -- of them need a restart (which updates both)
+    local live = cur.impl == SQL and LIVE or {}
     for k, v in pairs(new) do
-      if LIVE[k] == nil and k ~= "name" and require("msrt.json").encode(v) ~= require("msrt.json").encode(spec[k]) then
+      if live[k] == nil and k ~= "name" and require("msrt.json").encode(v) ~= require("msrt.json").encode(spec[k]) then
         restart[#restart + 1] = k
       end
     end
-    for k, default in pairs(LIVE) do
+    for k, default in pairs(live) do
       local v = new[k]
       if v == nil then v = default or nil end
       cur[k] = v
     end
-    arm(cur)
-    for k in pairs(LIVE) do spec[k] = new[k] end -- the next reload compares with what is in force
+    if cur.impl == SQL then arm(cur) end
+    for k in pairs(live) do spec[k] = new[k] end -- the next reload compares with what is in force
     table.sort(restart)
     return true, #restart > 0 and restart or nil
   end)
