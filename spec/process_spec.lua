@@ -382,6 +382,8 @@ describe("msrt.process", function()
       local p, err = msrt.process { name = "nope", cmd = { "no-such-program-msrt" } }
       assert.is_nil(p)
       assert.are.equal("spawn_failed", err.code)
+      assert.are.equal("process nope: cannot start no-such-program-msrt: " ..
+        "No such file or directory", err.message)
       p, err = msrt.process { name = "a.b", cmd = { "true" } }
       assert.are.equal("invalid_arg", err.code)
       p, err = msrt.process { name = "x", cmd = { "true" }, limits = { files = 3 } }

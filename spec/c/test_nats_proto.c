@@ -273,15 +273,15 @@ static void test_lua_string(void) {
     msrt_lua_put_string(&b, big, sizes[i]);
     const char *s;
     size_t n;
-    CHECK(msrt_lua_get_string((unsigned char *)b.p, b.len, &s, &n) == 0);
+    CHECK(msrt_lua_get_string((unsigned char *)b.p, b.len, &s, &n));
     CHECK(n == sizes[i] && (n == 0 || s == b.p + b.len - n));
-    CHECK(msrt_lua_get_string((unsigned char *)b.p, b.len - 1, &s, &n) ==
-          -1 || b.len == 1);
+    CHECK(!msrt_lua_get_string((unsigned char *)b.p, b.len - 1, &s, &n) ||
+          b.len == 1);
   }
   static const unsigned char num[] = {0x07, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f};
   const char *s;
   size_t n;
-  CHECK(msrt_lua_get_string(num, sizeof num, &s, &n) == -1);
+  CHECK(!msrt_lua_get_string(num, sizeof num, &s, &n));
   msrt_sbuf_free(&b);
 }
 

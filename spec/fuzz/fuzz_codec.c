@@ -31,18 +31,18 @@ static void round_trip(const msrt_sbuf *json, msrt_sbuf *out) {
   FUZZ_ASSERT(v != NULL);
   FUZZ_ASSERT(end == json->p + json->len);
   msrt_sbuf ser = {0};
-  FUZZ_ASSERT(msrt_json_to_lua(v, &ser) == 0);
+  FUZZ_ASSERT(msrt_json_to_lua(v, &ser) == MSRT_E_OK);
   cJSON_Delete(v);
   msrt_sbuf_reset(out);
   FUZZ_ASSERT(msrt_lua_to_json((const unsigned char *)ser.p, ser.len, out,
-                               &why) == 0);
+                               &why) == MSRT_E_OK);
   msrt_sbuf_free(&ser);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   msrt_sbuf j1 = {0}, j2 = {0}, j3 = {0};
   const char *why = NULL;
-  if (msrt_lua_to_json(data, size, &j1, &why) != 0) {
+  if (msrt_lua_to_json(data, size, &j1, &why) != MSRT_E_OK) {
     FUZZ_ASSERT(known_reason(why));
   } else {
     round_trip(&j1, &j2);

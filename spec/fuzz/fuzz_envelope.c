@@ -52,7 +52,7 @@ static void decode_payload(const msrt_envelope *e) {
   if (!(e->flags & MSRT_ENV_PAYLOAD_BUFFER)) return;
   msrt_sbuf json = {0};
   const char *why = NULL;
-  if (msrt_lua_to_json(e->payload, e->payload_len, &json, &why) != 0)
+  if (msrt_lua_to_json(e->payload, e->payload_len, &json, &why) != MSRT_E_OK)
     FUZZ_ASSERT(why != NULL);
   msrt_sbuf_free(&json);
 }

@@ -96,11 +96,12 @@ static cJSON *parse_line(const char *line, size_t len) {
 static int through_lua(const cJSON *v, msrt_sbuf *json) {
   msrt_sbuf ser = {0};
   const char *why = NULL;
-  FUZZ_ASSERT(msrt_json_to_lua(v, &ser) == 0);
+  FUZZ_ASSERT(msrt_json_to_lua(v, &ser) == MSRT_E_OK);
   msrt_sbuf_reset(json);
-  int rc = msrt_lua_to_json((const unsigned char *)ser.p, ser.len, json, &why);
+  msrt_code rc =
+      msrt_lua_to_json((const unsigned char *)ser.p, ser.len, json, &why);
   msrt_sbuf_free(&ser);
-  if (rc != 0) FUZZ_ASSERT(why && strcmp(why, "too deep") == 0);
+  if (rc != MSRT_E_OK) FUZZ_ASSERT(why && strcmp(why, "too deep") == 0);
   return rc;
 }
 

@@ -46,10 +46,10 @@ static void on_line(void *ud, const char *line, size_t len) {
   msrt_sbuf *out = &box->msgs[box->n++];
   if (cJSON_IsString(s)) {
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(v, "data");
-    if (d) FUZZ_ASSERT(msrt_json_to_lua(d, out) == 0);
+    if (d) FUZZ_ASSERT(msrt_json_to_lua(d, out) == MSRT_E_OK);
     else msrt_sbuf_putc(out, 0x00); /* nil */
   } else {
-    FUZZ_ASSERT(msrt_json_to_lua(v, out) == 0);
+    FUZZ_ASSERT(msrt_json_to_lua(v, out) == MSRT_E_OK);
   }
   cJSON_Delete(v);
 }

@@ -228,7 +228,7 @@ void msrt_bridge_announce(msrt_bridge *b, msrt_bridge_state st) {
   int slen = snprintf(subject, sizeof subject, "msrt.nats.%s", name);
   msrt_error err;
   msrt_envelope *e = NULL;
-  if (v && msrt_json_to_lua(v, &data) == 0 && !data.oom)
+  if (v && msrt_json_to_lua(v, &data) == MSRT_E_OK)
     e = msrt_bus_make(b->bus, subject, (size_t)slen, NULL, 0, NULL, 0, data.p,
                       data.len, MSRT_PRIORITY_DEFAULT, 0, &err);
   if (e) {

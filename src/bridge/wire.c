@@ -25,12 +25,13 @@ static int export_data(const msrt_envelope *e, msrt_sbuf *out, bool *json) {
   }
   const char *s;
   size_t n;
-  if (msrt_lua_get_string(e->payload, e->payload_len, &s, &n) == 0) {
+  if (msrt_lua_get_string(e->payload, e->payload_len, &s, &n)) {
     msrt_sbuf_put(out, s, n);
     return out->oom ? -1 : 0;
   }
   *json = true;
-  return msrt_lua_to_json(e->payload, e->payload_len, out, NULL);
+  return msrt_lua_to_json(e->payload, e->payload_len, out, NULL) == MSRT_E_OK
+             ? 0 : -1;
 }
 
 /* e's headers ("name\0value\0" pairs), priority and origin onto m; a
@@ -187,7 +188,7 @@ static void import_data(natsMsg *m, bool json, msrt_sbuf *out) {
     char detail[8];
     cJSON *v = msrt_json_parse(d ? d : "", (size_t)n, &reason, detail,
                                sizeof detail);
-    if (v && msrt_json_to_lua(v, out) == 0) {
+    if (v && msrt_json_to_lua(v, out) == MSRT_E_OK) {
       cJSON_Delete(v);
       return;
     }

@@ -15,10 +15,10 @@ static int l_json_encode(lua_State *L) {
   const char *p = luaL_checklstring(L, 1, &n);
   msrt_sbuf b = {0};
   const char *why = "out of memory";
-  int rc = msrt_lua_to_json((const unsigned char *)p, n, &b, &why);
-  if (rc == 0) lua_pushlstring(L, b.p ? b.p : "", b.len);
+  msrt_code rc = msrt_lua_to_json((const unsigned char *)p, n, &b, &why);
+  if (rc == MSRT_E_OK) lua_pushlstring(L, b.p ? b.p : "", b.len);
   msrt_sbuf_free(&b);
-  if (rc != 0)
+  if (rc != MSRT_E_OK) /* invalid_arg, as before, whatever the reason */
     return msrt_lua_fail(L, MSRT_E_INVALID_ARG,
                          "the value cannot be written as JSON: %s", why);
   return 1;
@@ -34,11 +34,11 @@ static int l_json_decode(lua_State *L) {
   cJSON *v = msrt_json_parse(s, n, &reason, detail, sizeof detail);
   if (!v) return msrt_lua_fail(L, MSRT_E_INVALID_ARG, "%s", detail);
   msrt_sbuf b = {0};
-  int rc = msrt_json_to_lua(v, &b);
+  msrt_code rc = msrt_json_to_lua(v, &b);
   cJSON_Delete(v);
-  if (rc == 0) lua_pushlstring(L, b.p, b.len);
+  if (rc == MSRT_E_OK) lua_pushlstring(L, b.p, b.len);
   msrt_sbuf_free(&b);
-  if (rc != 0) return msrt_lua_fail(L, MSRT_E_NOMEM, "out of memory");
+  if (rc != MSRT_E_OK) return msrt_lua_fail(L, rc, "out of memory");
   return 1;
 }
 

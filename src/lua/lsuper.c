@@ -119,10 +119,10 @@ static int l_add(lua_State *L) {
   msrt_child_spec c = spec_args(L);
   msrt_error err;
   lua_settop(L, 7); /* no record: nil */
-  int pos = msrt_super_add(s, &c, &err);
-  if (pos < 0) return fail(L, &err);
+  size_t pos;
+  if (msrt_super_add(s, &c, &pos, &err) != MSRT_E_OK) return fail(L, &err);
   set_record(L, 7);
-  lua_pushinteger(L, pos + 1);
+  lua_pushinteger(L, (lua_Integer)pos + 1);
   return 1;
 }
 
@@ -132,7 +132,7 @@ static int l_configure(lua_State *L) {
   msrt_super *s = check(L);
   msrt_super_config cfg = config_of(L, 2);
   msrt_error err;
-  if (msrt_super_configure(s, &cfg, &err)) return fail(L, &err);
+  if (msrt_super_configure(s, &cfg, &err) != MSRT_E_OK) return fail(L, &err);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -143,16 +143,16 @@ static int l_update(lua_State *L) {
   msrt_super *s = check(L);
   msrt_child_spec c = spec_args(L);
   msrt_error err;
-  int pos = msrt_super_update(s, &c, &err);
-  if (pos < 0) return fail(L, &err);
-  lua_pushinteger(L, pos + 1);
+  size_t pos;
+  if (msrt_super_update(s, &c, &pos, &err) != MSRT_E_OK) return fail(L, &err);
+  lua_pushinteger(L, (lua_Integer)pos + 1);
   return 1;
 }
 
 /* s:delete(id) -> true | nil, err (the child's record goes with it) */
 static int l_delete(lua_State *L) {
   msrt_error err;
-  if (msrt_super_delete(check(L), luaL_checkstring(L, 2), &err))
+  if (msrt_super_delete(check(L), luaL_checkstring(L, 2), &err) != MSRT_E_OK)
     return fail(L, &err);
   lua_settop(L, 2);
   lua_pushnil(L);
@@ -242,6 +242,7 @@ static int l_set_state(lua_State *L) {
   msrt_super *s = check(L);
   int pos = pos_of(L, s, 2);
   int st = luaL_checkoption(L, 3, NULL, names);
+  /* pos_of and the option list have checked both: it cannot refuse */
   msrt_super_set_state(s, (size_t)pos, (msrt_child_state)st, now_ms());
   return 0;
 }
@@ -265,8 +266,10 @@ static int l_restarts(lua_State *L) {
  * jitter; counts the attempt) */
 static int l_next_delay(lua_State *L) {
   msrt_super *s = check(L);
-  int pos = pos_of(L, s, 2);
-  lua_pushnumber(L, msrt_super_next_delay(s, (size_t)pos, now_ms(), draw()));
+  int pos = pos_of(L, s, 2); /* a known child: next_delay cannot refuse */
+  double ms = 0;
+  msrt_super_next_delay(s, (size_t)pos, now_ms(), draw(), &ms);
+  lua_pushnumber(L, ms);
   return 1;
 }
 
@@ -345,10 +348,10 @@ static int l_plan(lua_State *L) {
   for (size_t i = 0; i < n; i++) read_action(L, 2, (int)i + 1, &in[i]);
   msrt_plan p = {.stops = stops, .starts = starts};
   msrt_error err;
-  int rc = msrt_super_plan(s, in, n, &p, &err);
-  if (rc == 0) push_plan(L, s, &p);
+  msrt_code rc = msrt_super_plan(s, in, n, &p, &err);
+  if (rc == MSRT_E_OK) push_plan(L, s, &p);
   free(in), free(stops), free(starts);
-  return rc == 0 ? 1 : fail(L, &err);
+  return rc == MSRT_E_OK ? 1 : fail(L, &err);
 }
 
 /* backoff_delay(b, n, u) -> ms: the pure schedule (for tests, tools) */

@@ -17,13 +17,14 @@ static int payload_view(const msrt_envelope *e, msrt_sbuf *js,
     *p = (const char *)e->payload, *n = e->payload_len;
     return 0;
   }
-  if (msrt_lua_get_string(e->payload, e->payload_len, p, n) == 0) return 0;
+  if (msrt_lua_get_string(e->payload, e->payload_len, p, n)) return 0;
   if (e->payload_len == 1 && e->payload[0] == 0) { /* nil: no bytes */
     *p = "", *n = 0;
     return 0;
   }
   const char *why;
-  if (msrt_lua_to_json(e->payload, e->payload_len, js, &why) != 0) return -1;
+  if (msrt_lua_to_json(e->payload, e->payload_len, js, &why) != MSRT_E_OK)
+    return -1;
   *p = js->p, *n = js->len;
   return 0;
 }

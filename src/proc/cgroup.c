@@ -228,8 +228,9 @@ static void child_path(const msrt_fleet *f, uint64_t n, const char *file,
            file ? "/" : "", file ? file : "");
 }
 
-int msrt_fleet_child(msrt_fleet *f, uint64_t n, long long pids_max,
-                     int *procs_fd) {
+/* msrt_fleet_child's work: 0 or the errno value. */
+static int make_child(msrt_fleet *f, uint64_t n, long long pids_max,
+                      int *procs_fd) {
   char path[PATH + 64];
   child_path(f, n, NULL, path, sizeof path);
   if (mkdir(path, 0755) != 0) return errno;
@@ -247,6 +248,13 @@ int msrt_fleet_child(msrt_fleet *f, uint64_t n, long long pids_max,
     rmdir(path);
   }
   return e;
+}
+
+msrt_code msrt_fleet_child(msrt_fleet *f, uint64_t n, long long pids_max,
+                           int *procs_fd, msrt_error *err) {
+  int e = make_child(f, n, pids_max, procs_fd);
+  return e ? msrt_error_set(err, MSRT_E_SPAWN_FAILED, "%s", strerror(e))
+           : MSRT_E_OK;
 }
 
 /* When cgroup.kill cannot be written: each pid its cgroup.procs lists. */

@@ -42,6 +42,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "core/error.h"
+
 typedef struct msrt_fleet msrt_fleet;
 
 /* Make the fleet's cgroup and its watcher. Returns the fleet, or NULL with
@@ -54,9 +56,10 @@ bool msrt_fleet_has_pids(const msrt_fleet *f);
 
 /* Make child cgroup n (pids_max < 0: no pids.max) and open its
  * cgroup.procs for the child to join (*procs_fd, close-on-exec). Returns
- * 0, or an errno value. */
-int msrt_fleet_child(msrt_fleet *f, uint64_t n, long long pids_max,
-                     int *procs_fd);
+ * MSRT_E_OK, or MSRT_E_SPAWN_FAILED with strerror's text in err (mkdir's,
+ * the pids.max write's or open's error; the cgroup removed again). */
+msrt_code msrt_fleet_child(msrt_fleet *f, uint64_t n, long long pids_max,
+                           int *procs_fd, msrt_error *err);
 
 /* SIGKILL everything in child cgroup n (cgroup.kill; before Linux 5.14,
  * each pid listed in its cgroup.procs), then try to remove it; one that

@@ -59,18 +59,18 @@ static size_t utf8_seq(const unsigned char *s, size_t n) {
   return len;
 }
 
-int msrt_utf8_check(const char *s, size_t n, size_t *bad) {
+bool msrt_utf8_check(const char *s, size_t n, size_t *bad) {
   const unsigned char *u = (const unsigned char *)s;
   for (size_t i = 0; i < n;) {
     if (u[i] < 0x80) { i++; continue; }
     size_t l = utf8_seq(u + i, n - i);
     if (!l) {
       if (bad) *bad = i;
-      return 0;
+      return false;
     }
     i += l;
   }
-  return 1;
+  return true;
 }
 
 /* ---- JSON strings ------------------------------------------------------ */
@@ -234,9 +234,9 @@ static void json_to_lua(const cJSON *v, msrt_sbuf *out) {
   }
 }
 
-int msrt_json_to_lua(const cJSON *v, msrt_sbuf *out) {
+msrt_code msrt_json_to_lua(const cJSON *v, msrt_sbuf *out) {
   json_to_lua(v, out);
-  return out->oom ? -1 : 0;
+  return out->oom ? MSRT_E_NOMEM : MSRT_E_OK;
 }
 
 const char *msrt_json_precheck(const char *s, size_t n) {
@@ -542,25 +542,26 @@ static int value(rd *r, msrt_sbuf *out, key *k) {
   return rc;
 }
 
-int msrt_lua_to_json(const unsigned char *p, size_t n, msrt_sbuf *out,
-                     const char **why) {
+msrt_code msrt_lua_to_json(const unsigned char *p, size_t n, msrt_sbuf *out,
+                           const char **why) {
   rd r = {p, p + n, NULL, 0};
   key k;
   int rc = value(&r, out, &k);
   if (rc == 0 && r.p != r.end) rc = fail(&r, "trailing bytes");
   if (rc == 0 && out->oom) rc = fail(&r, "out of memory");
-  if (rc != 0 && why) *why = r.why;
-  return rc;
+  if (rc == 0) return MSRT_E_OK;
+  if (why) *why = r.why;
+  return strcmp(r.why, "out of memory") ? MSRT_E_INVALID_ARG : MSRT_E_NOMEM;
 }
 
-int msrt_lua_get_string(const unsigned char *p, size_t n, const char **s,
-                        size_t *len) {
+bool msrt_lua_get_string(const unsigned char *p, size_t n, const char **s,
+                         size_t *len) {
   rd r = {p, p + n, NULL, 0};
   uint32_t v;
-  if (n == 0 || *p < 0x20 || get_u(&r, &v) != 0) return -1;
+  if (n == 0 || *p < 0x20 || get_u(&r, &v) != 0) return false;
   v -= 0x20;
-  if ((size_t)(r.end - r.p) != v) return -1;
+  if ((size_t)(r.end - r.p) != v) return false;
   *s = (const char *)r.p;
   *len = v;
-  return 0;
+  return true;
 }

@@ -24,7 +24,10 @@
 #define MSRT_PROC_CODEC_H
 
 #include <cjson/cJSON.h>
+#include <stdbool.h>
 #include <stddef.h>
+
+#include "core/error.h"
 
 /* A growable byte string. Zero-initialize; oom is set (and further puts
  * ignored) when an allocation fails. */
@@ -41,9 +44,9 @@ static inline void msrt_sbuf_reset(msrt_sbuf *b) { b->len = 0; b->oom = 0; }
 void msrt_sbuf_free(msrt_sbuf *b);
 
 /* Whether s[0..n) is valid UTF-8 (no overlong forms, surrogates or code
- * points above U+10FFFF). Returns 1, or 0 with *bad (may be NULL) set to
- * the offset of the first invalid byte. */
-int msrt_utf8_check(const char *s, size_t n, size_t *bad);
+ * points above U+10FFFF). Returns true, or false with *bad (may be NULL)
+ * set to the offset of the first invalid byte. */
+bool msrt_utf8_check(const char *s, size_t n, size_t *bad);
 
 /* Append the JSON string literal of s[0..n) (quoted, escaped). */
 void msrt_json_put_string(msrt_sbuf *out, const char *s, size_t n);
@@ -52,9 +55,9 @@ void msrt_json_put_string(msrt_sbuf *out, const char *s, size_t n);
  * in the shortest %g form that reads back the same; NaN/inf as null. */
 void msrt_json_put_number(msrt_sbuf *out, double d);
 
-/* Append the string.buffer serialization of v. Returns 0, or -1 when out
- * of memory. */
-int msrt_json_to_lua(const cJSON *v, msrt_sbuf *out);
+/* Append the string.buffer serialization of v. Returns MSRT_E_OK, or
+ * MSRT_E_NOMEM when out of memory (out->oom set; reset out). */
+msrt_code msrt_json_to_lua(const cJSON *v, msrt_sbuf *out);
 
 /* Deepest JSON nesting a child's line may have: LuaJIT's string.buffer
  * decodes at most 100 nested tables. */
@@ -81,17 +84,19 @@ cJSON *msrt_json_parse(const char *s, size_t n, const char **reason,
 void msrt_lua_put_string(msrt_sbuf *out, const char *s, size_t n);
 
 /* Whether p[0..n) is the serialization of exactly one Lua string: then
- * *s points at its bytes (inside p) and *len gets their count. Returns 0,
- * or -1 for anything else (another type, truncated, trailing bytes). */
-int msrt_lua_get_string(const unsigned char *p, size_t n, const char **s,
+ * *s points at its bytes (inside p) and *len gets their count. Returns
+ * true, or false for anything else (another type, truncated, trailing
+ * bytes; *s and *len untouched). */
+bool msrt_lua_get_string(const unsigned char *p, size_t n, const char **s,
                         size_t *len);
 
-/* Append the JSON text of the one value serialized in p[0..n). Returns 0,
- * or -1 with *why (a static string) when the bytes are not a complete,
- * supported serialization ("truncated", "trailing bytes", "too deep",
- * "unsupported tag", "dictionary reference", "out of memory"); out may
- * then hold a partial value (reset it). */
-int msrt_lua_to_json(const unsigned char *p, size_t n, msrt_sbuf *out,
+/* Append the JSON text of the one value serialized in p[0..n). Returns
+ * MSRT_E_OK; MSRT_E_INVALID_ARG when the bytes are not a complete,
+ * supported serialization, with *why (may be NULL; a static string):
+ * "truncated", "trailing bytes", "too deep", "unsupported tag",
+ * "dictionary reference"; or MSRT_E_NOMEM, *why "out of memory". On an
+ * error out may hold a partial value (reset it). */
+msrt_code msrt_lua_to_json(const unsigned char *p, size_t n, msrt_sbuf *out,
                      const char **why);
 
 #endif

@@ -815,7 +815,7 @@ msrt_code msrt_proc_put_data_json(msrt_sbuf *b, const void *payload,
                                   size_t plen, uint8_t flags, msrt_error *err) {
   const char *why = NULL;
   if (flags & MSRT_ENV_PAYLOAD_BUFFER) {
-    if (msrt_lua_to_json(payload, plen, b, &why) != 0)
+    if (msrt_lua_to_json(payload, plen, b, &why) != MSRT_E_OK)
       return msrt_error_set(err, MSRT_E_BAD_INPUT, "data cannot be written "
                             "as JSON: %s", why);
   } else if (flags & MSRT_ENV_PAYLOAD_JSON) {
@@ -850,7 +850,7 @@ static bool lua_string_of(const unsigned char *p, size_t n, const char **s,
   msrt_sbuf none = {0};
   const char *why;
   /* the string's header: decode it to find where the bytes start */
-  if (msrt_lua_to_json(p, n, &none, &why) != 0) {
+  if (msrt_lua_to_json(p, n, &none, &why) != MSRT_E_OK) {
     msrt_sbuf_free(&none);
     return false;
   }
@@ -1151,32 +1151,36 @@ static msrt_code check_nproc(msrt_procs *r, const msrt_proc_spec *s,
                                    : r->fleet_why);
 }
 
-static int start_child(msrt_procs *r, const msrt_proc_spec *s,
-                       long long pids_max, const int theirs[3], pid_t *pid,
-                       uint64_t *cgroup) {
+/* Resolve, make the child's cgroup and spawn: MSRT_E_OK, or
+ * MSRT_E_SPAWN_FAILED with strerror's text in why. */
+static msrt_code start_child(msrt_procs *r, const msrt_proc_spec *s,
+                             long long pids_max, const int theirs[3],
+                             pid_t *pid, uint64_t *cgroup, msrt_error *why) {
   char path[4096];
-  int e = msrt_spawn_resolve(s->argv[0], path, sizeof path);
-  if (e) return e;
+  msrt_code rc = msrt_spawn_resolve(s->argv[0], path, sizeof path, why);
+  if (rc != MSRT_E_OK) return rc;
   msrt_fleet *f = fleet_of(r);
   int cg_fd = -1;
   *cgroup = f ? ++r->cgroups : 0;
-  if (f && (e = msrt_fleet_child(f, *cgroup, pids_max, &cg_fd)) != 0) {
+  if (f && (rc = msrt_fleet_child(f, *cgroup, pids_max, &cg_fd, why)) !=
+               MSRT_E_OK) {
     *cgroup = 0;
-    return e;
+    return rc;
   }
   char **argv = exec_list(s->argv, s->argc);
   char **envp = exec_list(s->env, s->envc);
-  e = argv && envp ? msrt_spawn_child(path, argv, envp, s->cwd, theirs,
-                                      &s->limits, cg_fd, pid)
-                   : ENOMEM;
+  rc = argv && envp ? msrt_spawn_child(path, argv, envp, s->cwd, theirs,
+                                       &s->limits, cg_fd, pid, why)
+                    : msrt_error_set(why, MSRT_E_SPAWN_FAILED, "%s",
+                                     strerror(ENOMEM));
   free(argv);
   free(envp);
   if (cg_fd >= 0) close(cg_fd);
-  if (e && *cgroup) {
+  if (rc != MSRT_E_OK && *cgroup) {
     msrt_fleet_kill(f, *cgroup);
     *cgroup = 0;
   }
-  return e;
+  return rc;
 }
 
 /* Wrap our ends on the loop; every handle is counted in p->handles. */
@@ -1223,12 +1227,15 @@ msrt_proc *msrt_proc_spawn(msrt_procs *r, const msrt_proc_spec *s,
   int e = make_pipes(ours, theirs);
   pid_t pid = 0;
   uint64_t cgroup = 0;
-  if (e == 0) e = start_child(r, s, pids_max, theirs, &pid, &cgroup);
+  msrt_error why;
+  msrt_code rc =
+      e ? msrt_error_set(&why, MSRT_E_SPAWN_FAILED, "%s", strerror(e))
+        : start_child(r, s, pids_max, theirs, &pid, &cgroup, &why);
   close_fds(theirs);
-  if (e != 0) {
+  if (rc != MSRT_E_OK) {
     close_fds(ours);
     msrt_error_set(err, MSRT_E_SPAWN_FAILED, "process %s: cannot start %s: %s",
-                   s->name, s->argv[0], strerror(e));
+                   s->name, s->argv[0], why.message);
     return NULL;
   }
   msrt_proc *p = proc_new(r, s);

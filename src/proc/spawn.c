@@ -34,7 +34,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-int msrt_spawn_resolve(const char *prog, char *buf, size_t size) {
+/* A failed system call's errno as the spawn's error (core/error.h). */
+static msrt_code spawn_failed(int e, msrt_error *err) {
+  return msrt_error_set(err, MSRT_E_SPAWN_FAILED, "%s", strerror(e));
+}
+
+/* msrt_spawn_resolve's search: 0 or the errno value. */
+static int resolve(const char *prog, char *buf, size_t size) {
   if (!prog || !*prog) return ENOENT;
   if (strchr(prog, '/')) {
     if (strlen(prog) >= size) return ENAMETOOLONG;
@@ -57,6 +63,12 @@ int msrt_spawn_resolve(const char *prog, char *buf, size_t size) {
     p += dlen + (end ? 1 : 0);
   }
   return found_noexec ? EACCES : ENOENT;
+}
+
+msrt_code msrt_spawn_resolve(const char *prog, char *buf, size_t size,
+                             msrt_error *err) {
+  int e = resolve(prog, buf, size);
+  return e ? spawn_failed(e, err) : MSRT_E_OK;
 }
 
 /* What the vfork child needs, prepared by the parent (no work after vfork
@@ -148,9 +160,11 @@ static int spawn_vfork(vfork_job *j, pid_t *pid) {
   return 0;
 }
 
-int msrt_spawn_child(const char *path, char *const argv[], char *const envp[],
-                     const char *cwd, const int stdio[3],
-                     const msrt_proc_limits *lim, int cgroup_fd, pid_t *pid) {
+msrt_code msrt_spawn_child(const char *path, char *const argv[],
+                           char *const envp[], const char *cwd,
+                           const int stdio[3], const msrt_proc_limits *lim,
+                           int cgroup_fd, pid_t *pid, msrt_error *err) {
   vfork_job j = {path, cwd, argv, envp, stdio, lim, cgroup_fd, getpid(), -1};
-  return spawn_vfork(&j, pid);
+  int e = spawn_vfork(&j, pid);
+  return e ? spawn_failed(e, err) : MSRT_E_OK;
 }

@@ -8,13 +8,16 @@
 
 #include <sys/types.h>
 
+#include "core/error.h"
 #include "proc/proc.h"
 
 /* Find prog in the host's PATH when it holds no '/' (like execvp, but in
  * the parent, so the child's own environment need not hold a PATH).
- * Writes the path into buf (size bytes). Returns 0, or an errno value
- * (ENOENT, EACCES, ENAMETOOLONG). */
-int msrt_spawn_resolve(const char *prog, char *buf, size_t size);
+ * Writes the path into buf (size bytes). Returns MSRT_E_OK, or
+ * MSRT_E_SPAWN_FAILED with strerror's text in err (ENOENT, EACCES,
+ * ENAMETOOLONG). */
+msrt_code msrt_spawn_resolve(const char *prog, char *buf, size_t size,
+                             msrt_error *err);
 
 /* Start path with argv (NULL-terminated) and envp (NULL-terminated) as
  * the leader of a new process group, with stdio[0..2] as its fd 0, 1, 2
@@ -22,11 +25,13 @@ int msrt_spawn_resolve(const char *prog, char *buf, size_t size);
  * signal at its default action and none blocked, SIGKILL as its parent
  * death signal (spawn.c: call it on a thread that lives as long as the
  * host), in the cgroup whose cgroup.procs is open as cgroup_fd (-1: the
- * host's), and the limits of lim applied before exec. Returns 0 with *pid
- * set, or an errno value (the exec's, chdir's, setrlimit's or the cgroup
- * write's own error when the child could not start). */
-int msrt_spawn_child(const char *path, char *const argv[], char *const envp[],
-                     const char *cwd, const int stdio[3],
-                     const msrt_proc_limits *lim, int cgroup_fd, pid_t *pid);
+ * host's), and the limits of lim applied before exec. Returns MSRT_E_OK
+ * with *pid set, or MSRT_E_SPAWN_FAILED with strerror's text in err (of
+ * vfork's error, or the exec's, chdir's, setrlimit's or the cgroup
+ * write's own when the child could not start; nothing is left running). */
+msrt_code msrt_spawn_child(const char *path, char *const argv[],
+                           char *const envp[], const char *cwd,
+                           const int stdio[3], const msrt_proc_limits *lim,
+                           int cgroup_fd, pid_t *pid, msrt_error *err);
 
 #endif

@@ -100,38 +100,39 @@ const msrt_super_config *msrt_super_config_of(const msrt_super *s) {
 }
 
 /* fresh: the id must not be in the table yet (an add, not an update). */
-static int check_spec(const msrt_super *s, const msrt_child_spec *c,
-                      int fresh, msrt_error *err) {
+static msrt_code check_spec(const msrt_super *s, const msrt_child_spec *c,
+                            int fresh, msrt_error *err) {
   size_t len = c->id ? strlen(c->id) : 0;
   if (len == 0 || len >= MSRT_CHILD_ID_MAX)
     return msrt_error_set(err, MSRT_E_INVALID_ARG,
                           "child id must be a non-empty string of at most "
-                          "%d bytes", MSRT_CHILD_ID_MAX - 1), -1;
+                          "%d bytes", MSRT_CHILD_ID_MAX - 1);
   if (fresh && msrt_super_find(s, c->id) >= 0)
     return msrt_error_set(err, MSRT_E_INVALID_ARG,
-                          "duplicate child id \"%s\"", c->id), -1;
+                          "duplicate child id \"%s\"", c->id);
   if ((unsigned)c->restart > MSRT_RESTART_TEMPORARY)
     return msrt_error_set(err, MSRT_E_INVALID_ARG,
-                          "child \"%s\": bad restart type", c->id), -1;
+                          "child \"%s\": bad restart type", c->id);
   if (c->shutdown_ms < 0 && c->shutdown_ms != MSRT_SHUTDOWN_BRUTAL_KILL &&
       c->shutdown_ms != MSRT_SHUTDOWN_INFINITY)
     return msrt_error_set(err, MSRT_E_INVALID_ARG,
                           "child \"%s\": shutdown must be ms >= 0, "
-                          "\"brutal_kill\" or \"infinity\"", c->id), -1;
+                          "\"brutal_kill\" or \"infinity\"", c->id);
   if (c->significant && c->restart == MSRT_RESTART_PERMANENT)
     return msrt_error_set(err, MSRT_E_INVALID_ARG,
                           "child \"%s\": a significant child must be "
-                          "transient or temporary", c->id), -1;
-  return 0;
+                          "transient or temporary", c->id);
+  return MSRT_E_OK;
 }
 
-int msrt_super_add(msrt_super *s, const msrt_child_spec *spec,
-                   msrt_error *err) {
-  if (check_spec(s, spec, 1, err)) return -1;
+msrt_code msrt_super_add(msrt_super *s, const msrt_child_spec *spec,
+                         size_t *pos, msrt_error *err) {
+  msrt_code rc = check_spec(s, spec, 1, err);
+  if (rc != MSRT_E_OK) return rc;
   if (s->n == s->cap) {
     size_t cap = s->cap ? s->cap * 2 : 8;
     msrt_child *k = realloc(s->kids, cap * sizeof *k);
-    if (!k) return msrt_error_set(err, MSRT_E_NOMEM, "out of memory"), -1;
+    if (!k) return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
     s->kids = k;
     s->cap = cap;
   }
@@ -143,28 +144,34 @@ int msrt_super_add(msrt_super *s, const msrt_child_spec *spec,
   c->is_supervisor = spec->is_supervisor;
   c->significant = spec->significant;
   c->state = MSRT_CHILD_STOPPED;
-  return (int)s->n++;
+  if (pos) *pos = s->n;
+  s->n++;
+  return MSRT_E_OK;
 }
 
-int msrt_super_update(msrt_super *s, const msrt_child_spec *spec,
-                      msrt_error *err) {
-  if (check_spec(s, spec, 0, err)) return -1;
-  int pos = msrt_super_find(s, spec->id);
-  if (pos < 0)
+msrt_code msrt_super_update(msrt_super *s, const msrt_child_spec *spec,
+                            size_t *pos, msrt_error *err) {
+  msrt_code rc = check_spec(s, spec, 0, err);
+  if (rc != MSRT_E_OK) return rc;
+  int at = msrt_super_find(s, spec->id);
+  if (at < 0)
     return msrt_error_set(err, MSRT_E_NOT_FOUND, "no child \"%s\"",
-                          spec->id), -1;
-  msrt_child *c = &s->kids[pos];
+                          spec->id);
+  msrt_child *c = &s->kids[at];
   c->restart = spec->restart;
   c->shutdown_ms = spec->shutdown_ms;
   c->is_supervisor = spec->is_supervisor;
   c->significant = spec->significant;
-  return pos;
+  if (pos) *pos = (size_t)at;
+  return MSRT_E_OK;
 }
 
-int msrt_super_configure(msrt_super *s, const msrt_super_config *cfg,
-                         msrt_error *err) {
+msrt_code msrt_super_configure(msrt_super *s, const msrt_super_config *cfg,
+                               msrt_error *err) {
+  msrt_error e;
+  if (!err) err = &e; /* the code of msrt_super_new's refusal */
   msrt_super *fresh = msrt_super_new(cfg, err); /* checks cfg, sizes times */
-  if (!fresh) return -1;
+  if (!fresh) return err->code;
   size_t keep = s->ntimes < (size_t)cfg->intensity + 1 ? s->ntimes
                                                        : (size_t)cfg->intensity + 1;
   memcpy(fresh->times, s->times + (s->ntimes - keep), keep * sizeof *s->times);
@@ -174,21 +181,21 @@ int msrt_super_configure(msrt_super *s, const msrt_super_config *cfg,
   s->cfg = *cfg;
   fresh->times = NULL;
   msrt_super_free(fresh);
-  return 0;
+  return MSRT_E_OK;
 }
 
-int msrt_super_delete(msrt_super *s, const char *id, msrt_error *err) {
+msrt_code msrt_super_delete(msrt_super *s, const char *id, msrt_error *err) {
   int pos = msrt_super_find(s, id);
   if (pos < 0)
-    return msrt_error_set(err, MSRT_E_NOT_FOUND, "no child \"%s\"", id), -1;
+    return msrt_error_set(err, MSRT_E_NOT_FOUND, "no child \"%s\"", id);
   if (s->kids[pos].state != MSRT_CHILD_STOPPED)
     return msrt_error_set(err, MSRT_E_INVALID_ARG,
                           "child \"%s\" is %s: terminate it first", id,
-                          msrt_child_state_name(s->kids[pos].state)), -1;
+                          msrt_child_state_name(s->kids[pos].state));
   memmove(&s->kids[pos], &s->kids[pos + 1],
           (s->n - (size_t)pos - 1) * sizeof *s->kids);
   s->n--;
-  return 0;
+  return MSRT_E_OK;
 }
 
 /* A running child up for a whole period starts its backoff afresh. */
@@ -198,14 +205,15 @@ static int stayed_up(const msrt_super *s, const msrt_child *c,
          now_ms - c->started_ms >= s->cfg.period_ms;
 }
 
-int msrt_super_set_state(msrt_super *s, size_t pos, msrt_child_state state,
-                         int64_t now_ms) {
-  if (pos >= s->n || (unsigned)state >= MSRT_CHILD__COUNT) return -1;
+msrt_code msrt_super_set_state(msrt_super *s, size_t pos,
+                               msrt_child_state state, int64_t now_ms) {
+  if (pos >= s->n || (unsigned)state >= MSRT_CHILD__COUNT)
+    return MSRT_E_INVALID_ARG;
   msrt_child *c = &s->kids[pos];
   if (stayed_up(s, c, now_ms)) c->attempts = 0;
   if (state == MSRT_CHILD_RUNNING) c->started_ms = now_ms;
   c->state = state;
-  return 0;
+  return MSRT_E_OK;
 }
 
 /* Drop restarts older than the window [now - period, now] (OTP keeps
@@ -218,7 +226,7 @@ static void expire(msrt_super *s, int64_t now_ms) {
   s->ntimes = keep;
 }
 
-int msrt_super_add_restart(msrt_super *s, int64_t now_ms) {
+bool msrt_super_add_restart(msrt_super *s, int64_t now_ms) {
   expire(s, now_ms);
   if (s->ntimes == (size_t)s->cfg.intensity + 1) { /* full: drop oldest */
     memmove(s->times, s->times + 1, (s->ntimes - 1) * sizeof *s->times);
@@ -243,12 +251,13 @@ double msrt_backoff_delay(const msrt_backoff *b, unsigned n, double u) {
   return d < 0 ? 0 : d;
 }
 
-double msrt_super_next_delay(msrt_super *s, size_t pos, int64_t now_ms,
-                             double u) {
-  if (pos >= s->n) return -1;
+msrt_code msrt_super_next_delay(msrt_super *s, size_t pos, int64_t now_ms,
+                                double u, double *delay_ms) {
+  if (pos >= s->n) return MSRT_E_INVALID_ARG;
   msrt_child *c = &s->kids[pos];
   if (stayed_up(s, c, now_ms)) c->attempts = 0;
-  return msrt_backoff_delay(&s->cfg.backoff, c->attempts++, u);
+  *delay_ms = msrt_backoff_delay(&s->cfg.backoff, c->attempts++, u);
+  return MSRT_E_OK;
 }
 
 size_t msrt_super_group(const msrt_super *s, msrt_group g, size_t pos,

@@ -16,6 +16,7 @@
 #ifndef MSRT_SUPER_SUPER_H
 #define MSRT_SUPER_SUPER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -92,28 +93,31 @@ void msrt_super_free(msrt_super *s);
 /* Append a child at the end of the start order (state stopped). Refuses
  * (invalid_arg, the id named) an empty, too long or duplicate id, a
  * negative shutdown other than the two specials, and a significant
- * permanent child (OTP). Returns its position (0-based) or -1. */
-int msrt_super_add(msrt_super *s, const msrt_child_spec *spec,
-                   msrt_error *err);
+ * permanent child (OTP). Returns MSRT_E_OK with its position (0-based)
+ * in *pos (may be NULL), or MSRT_E_INVALID_ARG or MSRT_E_NOMEM with err
+ * (the table as it was). */
+msrt_code msrt_super_add(msrt_super *s, const msrt_child_spec *spec,
+                         size_t *pos, msrt_error *err);
 
 /* A reload (OTP code_change): give the child spec->id the new restart
  * type, shutdown, type and significance, keeping its place, state and
  * attempts; they apply from its next event. Checks as msrt_super_add
- * (but the id must exist). Returns its position, or -1 with err
- * (not_found, invalid_arg). */
-int msrt_super_update(msrt_super *s, const msrt_child_spec *spec,
-                      msrt_error *err);
+ * (but the id must exist). Returns MSRT_E_OK with its position in *pos
+ * (may be NULL), or MSRT_E_NOT_FOUND or MSRT_E_INVALID_ARG with err. */
+msrt_code msrt_super_update(msrt_super *s, const msrt_child_spec *spec,
+                            size_t *pos, msrt_error *err);
 
 /* A reload: new flags (intensity, period_ms, backoff; checked as
  * msrt_super_new), keeping the most recent restarts that the new window
- * can hold. Returns 0, or -1 with err (invalid_arg, nomem) and s as it
- * was. */
-int msrt_super_configure(msrt_super *s, const msrt_super_config *cfg,
-                         msrt_error *err);
+ * can hold. Returns MSRT_E_OK, or MSRT_E_INVALID_ARG or MSRT_E_NOMEM
+ * with err and s as it was. */
+msrt_code msrt_super_configure(msrt_super *s, const msrt_super_config *cfg,
+                               msrt_error *err);
 
-/* Remove a child that is not running (OTP delete_child): 0, or -1 with
- * err (not_found; invalid_arg when running, stopping or restarting). */
-int msrt_super_delete(msrt_super *s, const char *id, msrt_error *err);
+/* Remove a child that is not running (OTP delete_child). Returns
+ * MSRT_E_OK, or with err MSRT_E_NOT_FOUND, or MSRT_E_INVALID_ARG when it
+ * is running, stopping or restarting. */
+msrt_code msrt_super_delete(msrt_super *s, const char *id, msrt_error *err);
 
 /* The position of child id in the start order, or -1. */
 int msrt_super_find(const msrt_super *s, const char *id);
@@ -130,15 +134,16 @@ const msrt_super_config *msrt_super_config_of(const msrt_super *s);
 
 /* Set the state of the child at pos at now_ms. Entering running records
  * the start; leaving running after period_ms or more of it resets
- * attempts (the backoff starts afresh). Returns 0, -1 when pos or state
- * is out of range. */
-int msrt_super_set_state(msrt_super *s, size_t pos, msrt_child_state state,
-                         int64_t now_ms);
+ * attempts (the backoff starts afresh). Returns MSRT_E_OK, or
+ * MSRT_E_INVALID_ARG when pos or state is out of range (nothing set). */
+msrt_code msrt_super_set_state(msrt_super *s, size_t pos,
+                               msrt_child_state state, int64_t now_ms);
 
 /* Record one restart at now_ms (OTP add_restart: restarts older than
- * now_ms - period_ms are forgotten). Returns 1 while the restarts in the
- * window are at most intensity, 0 when the supervisor must give up. */
-int msrt_super_add_restart(msrt_super *s, int64_t now_ms);
+ * now_ms - period_ms are forgotten). Returns true while the restarts in
+ * the window are at most intensity, false when the supervisor must give
+ * up (an answer, not a failure). */
+bool msrt_super_add_restart(msrt_super *s, int64_t now_ms);
 
 /* Restarts recorded within the window ending at now_ms. */
 size_t msrt_super_restarts(const msrt_super *s, int64_t now_ms);
@@ -150,9 +155,11 @@ double msrt_backoff_delay(const msrt_backoff *b, unsigned n, double u);
 
 /* The delay for the next restart of the child at pos (its attempts so
  * far; reset first when it is still marked running and has been for
- * period_ms at now_ms), counting the attempt. u as above. Returns ms, or -1 for a bad pos. */
-double msrt_super_next_delay(msrt_super *s, size_t pos, int64_t now_ms,
-                             double u);
+ * period_ms at now_ms), counting the attempt. u as above. Returns
+ * MSRT_E_OK with the delay in ms in *delay_ms, or MSRT_E_INVALID_ARG for
+ * a pos out of range (nothing counted). */
+msrt_code msrt_super_next_delay(msrt_super *s, size_t pos, int64_t now_ms,
+                                double u, double *delay_ms);
 
 /* Which children a failure of the child at pos affects, in start order,
  * written to out (room for msrt_super_count entries): one_for_one only
@@ -200,11 +207,13 @@ typedef struct {
 /* Check a strategy's n actions against the table and order them into
  * plan. Nonsense (an unknown op, a restart or stop without a known child,
  * a negative or non-finite delay, a child named twice, a restart of a
- * temporary child) returns -1 with err (invalid_arg naming the action from
- * 1 and why): the caller escalates with it. delay_ms matters only for
- * restarts. An escalate action sets plan->escalate and returns 0. */
-int msrt_super_plan(const msrt_super *s, const msrt_action_in *in, size_t n,
-                    msrt_plan *plan, msrt_error *err);
+ * temporary child) returns MSRT_E_INVALID_ARG with err naming the action
+ * from 1 and why: the caller escalates with it; MSRT_E_NOMEM with err
+ * when out of memory. delay_ms matters only for restarts. An escalate
+ * action sets plan->escalate and returns MSRT_E_OK, as a checked plan
+ * does. */
+msrt_code msrt_super_plan(const msrt_super *s, const msrt_action_in *in,
+                          size_t n, msrt_plan *plan, msrt_error *err);
 
 /* Names: "permanent"..., "stopped"/"running"/"stopping"/"restarting".
  * Lookups return -1 for an unknown name. */
