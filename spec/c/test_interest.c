@@ -78,6 +78,7 @@ static void teardown(void) {
   msrt_inbox_close(inbox);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
+  msrt_inbox_free(inbox);
   msrt_router_free(router);
 }
 

@@ -72,6 +72,7 @@ static void stop_hub(void) {
   CHECK(uv_loop_close(&H.loop) == 0);
   msrt_nats_policy_free(H.pol);
   msrt_bus_free(H.bus);
+  msrt_inbox_free(H.inbox);
   msrt_router_free(H.router);
 }
 

@@ -50,6 +50,7 @@ static void teardown(void) {
   uv_run(&F.loop, UV_RUN_DEFAULT);
   CHECK(uv_loop_close(&F.loop) == 0);
   msrt_bus_free(F.bus);
+  msrt_inbox_free(F.inbox);
   msrt_router_free(F.router);
   char cmd[160];
   snprintf(cmd, sizeof cmd, "rm -rf %s", F.dir);

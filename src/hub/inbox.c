@@ -177,8 +177,8 @@ static void drain(msrt_inbox *in, uint64_t budget_ns) {
 
 void msrt_inbox_drain(msrt_inbox *in) { drain(in, UINT64_MAX); }
 
-static void on_close(uv_handle_t *h) {
-  msrt_inbox *in = h->data;
+void msrt_inbox_free(msrt_inbox *in) {
+  if (!in) return;
   pthread_mutex_destroy(&in->lock);
   free(in->items);
   free(in->spare);
@@ -197,5 +197,5 @@ void msrt_inbox_close(msrt_inbox *in) {
   }
   in->over_tail = NULL;
   pthread_mutex_unlock(&in->lock);
-  uv_close((uv_handle_t *)&in->async, on_close);
+  uv_close((uv_handle_t *)&in->async, NULL);
 }

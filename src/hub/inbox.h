@@ -99,7 +99,15 @@ void msrt_inbox_drain(msrt_inbox *in);
 void msrt_inbox_drain_some(msrt_inbox *in);
 
 /* Refuse further pushes, drop queued items (unref their envelopes), close
- * the handle; the memory is freed by the close callback. Hub thread. */
+ * the handle. The inbox itself stays: other threads (a bridge's libnats
+ * callbacks, an abandoned worker) may still hold it and push, and are
+ * refused with MSRT_E_CLOSED; msrt_inbox_depth answers 0. Hub thread. */
 void msrt_inbox_close(msrt_inbox *in);
+
+/* Free a closed inbox once nothing else can reach it and its close
+ * callback has run (the loop ran after msrt_inbox_close, e.g. in
+ * msrt_hub_close_all). The runtime never frees its own: it lives for the
+ * process. NULL is ignored. Hub thread. */
+void msrt_inbox_free(msrt_inbox *in);
 
 #endif
