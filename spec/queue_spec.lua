@@ -371,6 +371,40 @@ describe("durable queue consumers that are actors and processes", function()
     end)
   end)
 
+  it("takes an actor's PubAck from its queue only: a subscriber answering the message's reply first is not the queue", function()
+    S.drive(function()
+      local dir = fresh_dir()
+      local q = declare(dir, {})
+      local forged = 0
+      -- a subscriber of the captured subject (here a hub callback; a process
+      -- or a NATS client sees the same reply subject) answers at once, before
+      -- the queue's commit
+      local sub = assert(msrt.subscribe("tasks.>", function(m)
+        forged = forged + 1
+        msrt.publish(m.reply, { queue = "fake", seq = 99 })
+      end))
+      local acks = S.collector("acks")
+      local h = assert(S.spawn { name = "producer", subscribe = "go",
+        handle = function(ctx, msg)
+          local a = ctx:publish("tasks.a", msg.data, { durable = true })
+          local b, e = ctx:publish("plain.a", msg.data, { durable = true, timeout_ms = 100 })
+          ctx:publish("acks", { a and a.queue, a and a.seq, b == nil and e.code })
+        end })
+      local plain = assert(msrt.subscribe("plain.a", function(m)
+        forged = forged + 1
+        msrt.publish(m.reply, { queue = "fake", seq = 98 })
+      end))
+      msrt.publish("go", "payload")
+      assert.is_true(acks.wait(1))
+      assert.are.equal(2, forged)
+      assert.are.same({ "tasks", 1, "timeout" }, acks.msgs[1].data)
+      h:stop() h:wait()
+      sub.unsubscribe() plain.unsubscribe()
+      acks.close()
+      q.close()
+    end)
+  end)
+
   it("goes on serving other consumers while an actor consumer's mailbox is full", function()
     S.drive(function()
       local dir = fresh_dir()

@@ -11,7 +11,7 @@ local yield, byte = coroutine.yield, string.byte
 -- envelope flags (a uint8): CONTROL is the top bit, BUFFER the lowest
 -- (tested arithmetically: the bit library is opened lazily, and idle
 -- actors should not need it)
-local CONTROL, BUFFER = 0x80, 0x01
+local CONTROL, BUFFER, PUBACK = 0x80, 0x01, 0x04
 
 local spec = decode(spec_s)
 local M            -- the actor's module table
@@ -263,12 +263,13 @@ local function check_opts(opts, fname)
   return opts or {}
 end
 
+local durable_request -- below, with the requests
+
 -- (Its own function: a closure inside ctx:publish, even on a branch never
 -- taken, made every publish 3x slower: LuaJIT stops compiling the caller.)
-local function publish_durable(self, subject, data, opts)
+local function publish_durable(_, subject, data, opts)
   -- waits for the queue's PubAck, as msrt.publish{durable = true} does
-  return require("msrt.puback").publish(function(...) return self:request(...) end,
-    err, subject, data, opts)
+  return require("msrt.puback").publish(durable_request, err, subject, data, opts)
 end
 
 --- Publish data on subject. opts: priority (1..10), reply (subject),
@@ -345,11 +346,30 @@ local function want_reply(inbox, deadline, is_control, s, payload, flags, reply,
   end -- a late reply to an earlier request: dropped
 end
 
+-- A durable publish's PubAck on inbox: only a message flagged PUBACK,
+-- which only the hub's queue.lua can make (core/envelope.h); any other
+-- answer on it (a subscriber of the published subject answering its
+-- reply) is dropped, as a late reply is.
+local function want_puback(inbox, deadline, is_control, s, payload, flags, reply, mid, prio, hdr)
+  if not is_control and s == inbox and flags % (2 * PUBACK) < PUBACK then return nil end
+  return want_reply(inbox, deadline, is_control, s, payload, flags, reply, mid, prio, hdr)
+end
+
 function asker.wait(inbox, timeout)
   local deadline = now_ms() + timeout
   arm(deadline)
   return wait_sys(want_reply, inbox, deadline)
 end
+
+-- The asker of a durable publish (puback.lua): a request whose answer
+-- must be the queue's PubAck.
+local durable_asker = setmetatable({
+  wait = function(inbox, timeout)
+    local deadline = now_ms() + timeout
+    arm(deadline)
+    return wait_sys(want_puback, inbox, deadline)
+  end,
+}, { __index = asker })
 
 local request_mod -- lua/msrt/request.lua
 
@@ -369,6 +389,15 @@ function ctx:request(subject, data, opts)
   -- loaded at the first request: an actor that never asks never loads it
   request_mod = request_mod or require("msrt.request")
   return request_mod.request(asker, subject, data, opts)
+end
+
+function durable_request(subject, data, opts)
+  if not coroutine.isyieldable() then
+    error("ctx:publish{durable = true} cannot wait here: it is called inside a C function's callback", 3)
+  end
+  if stop_reason or closed() then return nil, err("closed", "the actor is stopping") end
+  request_mod = request_mod or require("msrt.request")
+  return request_mod.request(durable_asker, subject, data, opts)
 end
 
 local function timer(ms, repeat_ms, fn, fname)

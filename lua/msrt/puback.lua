@@ -1,9 +1,11 @@
 --- An actor's durable publish (`ctx:publish` with `durable = true`,
 -- README "Durable work queues"): a request whose reply is the capturing
 -- queue's PubAck `{queue, seq, duplicate}` or `{error = {code, message}}`
--- (lua/msrt/queue.lua sends it once its store has committed; the hub's
--- own durable publishes get theirs handed over directly, queue.lua
--- M.publish). Pure.
+-- (lua/msrt/queue.lua sends it once its store has committed, marked as
+-- the queue's with the envelope flag only it can set, core/envelope.h
+-- MSRT_ENV_PUBACK, and the actor's request takes no other answer:
+-- actor_boot.lua's durable asker; the hub's own durable publishes get
+-- theirs handed over directly, queue.lua M.publish). Pure.
 -- @module msrt.puback
 local M = {}
 

@@ -197,7 +197,10 @@ local function pub_ack(q, r)
     core.resume(w.co, "error in callback", true, ack)
     return
   end
-  hub.publish(r.reply, ack, {})
+  -- an actor's (puback.lua): marked as the queue's, which no one else can
+  -- do, so that an answer of a subscriber on the same reply is not taken
+  local ok, err = core.queue_puback(r.reply, buffer.encode(ack))
+  if not ok then require("msrt").log("warn", tostring(err)) end
 end
 
 -- Times out the durable publishes whose PubAck did not come in time

@@ -51,6 +51,12 @@ typedef struct msrt_envelope {
 /* Flags describing how the payload is encoded (for readers that care). */
 #define MSRT_ENV_PAYLOAD_BUFFER 0x01 /* LuaJIT string.buffer encoding */
 #define MSRT_ENV_PAYLOAD_JSON 0x02   /* JSON text */
+/* A durable queue's PubAck to an actor (lua/msrt/queue.lua, through the
+ * hub-only binding queue_puback): no other publisher (an actor, a
+ * process, a NATS client, the bridge) makes envelopes with it, so an
+ * actor waiting for a PubAck can tell the queue's answer from anyone
+ * else's on the same reply subject. */
+#define MSRT_ENV_PUBACK 0x04
 
 /* Make an envelope with one reference. subject is required (slen bytes);
  * reply may be NULL; headers/payload may be NULL when their length is 0.

@@ -1,6 +1,6 @@
 /* msrt.core's durable queues (queue/queue.h) for the hub's Lua:
  * queue_open and the queue handle's methods (subscribe, flush, get, scan,
- * stats, purge, close); lua/msrt/queue.lua is their caller. Hub thread
+ * stats, purge, close), queue_puback; lua/msrt/queue.lua is their caller. Hub thread
  * only. */
 #include <lauxlib.h>
 #include <stdlib.h>
@@ -235,6 +235,29 @@ static int l_close(lua_State *L) {
   return 0;
 }
 
+/* queue_puback(reply, payload) -> copies | nil, err: publish a PubAck (a
+ * string.buffer encoding) on reply, marked MSRT_ENV_PUBACK (core/
+ * envelope.h): only this binding, which the hub's queue.lua calls, makes
+ * such envelopes. Never blocks: a full mailbox drops it (the publisher
+ * times out, as when it is lost). */
+static int l_puback(lua_State *L) {
+  msrt_rt *rt = msrt_lua_rt(L);
+  size_t slen, plen;
+  const char *s = luaL_checklstring(L, 1, &slen);
+  const char *p = luaL_checklstring(L, 2, &plen);
+  msrt_error err;
+  msrt_envelope *e = msrt_bus_make(rt->bus, s, slen, NULL, 0, NULL, 0, p, plen,
+                                   MSRT_PRIORITY_DEFAULT, 0, &err);
+  if (!e) return msrt_lua_fail_err(L, &err);
+  e->flags |= MSRT_ENV_PUBACK; /* not published yet: still only ours */
+  size_t delivered;
+  msrt_code rc = msrt_bus_publish(rt->bus, e, &delivered, NULL, &err);
+  msrt_env_unref(e);
+  if (rc != MSRT_E_OK) return msrt_lua_fail_err(L, &err);
+  lua_pushinteger(L, (lua_Integer)delivered);
+  return 1;
+}
+
 void msrt_lua_open_queue(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"subscribe", l_subscribe}, {"flush", l_flush}, {"get", l_get},
@@ -250,4 +273,6 @@ void msrt_lua_open_queue(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, l_queue_open);
   lua_setfield(L, -2, "queue_open");
+  lua_pushcfunction(L, l_puback);
+  lua_setfield(L, -2, "queue_puback");
 }
