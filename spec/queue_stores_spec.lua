@@ -107,11 +107,13 @@ local CASES = {
     return q
   end },
   { "keeps a message with in_progress past its ack wait, and backs off per delivery", function(declare, name)
-    local q = declare { ack_wait_ms = 100, backoff = { 100, 150 } }
+    -- each wait 200 ms or more, each in_progress 40 ms after the last: a
+    -- loaded machine has 160 ms of slack
+    local q = declare { ack_wait_ms = 200, backoff = { 200, 250 } }
     local done
     local r = recorder(name, function(m)
       if m.data == "long" then
-        for _ = 1, 4 do msrt.sleep(50) assert(m:in_progress()) end
+        for _ = 1, 5 do msrt.sleep(40) assert(m:in_progress()) end
         assert(m:ack())
       elseif m.delivered < 3 then -- let the backoff run out twice
       else assert(m:ack()) done = m end
@@ -121,7 +123,7 @@ local CASES = {
     assert.is_true(S.wait_until(function() return done ~= nil end))
     local n = { long = 0, backoff = 0 }
     for _, m in ipairs(r.msgs) do n[m.data] = n[m.data] + 1 end
-    assert.are.same({ long = 1, backoff = 3 }, n) -- 200 ms of work, never redelivered
+    assert.are.same({ long = 1, backoff = 3 }, n) -- 200 ms of work (its first wait), never redelivered
     assert.is_true(acked(q, 2))
     return q
   end },
