@@ -10,21 +10,10 @@
 #include <uv.h>
 
 #include "core/mem.h"
+#include "lua/lpolicy_int.h"
 
 #define META "msrt.policy_state"
-#define MAX_DEPTH 64
 #define HOOK_EVERY 1000 /* VM instructions between clock reads */
-
-typedef struct {
-  lua_State *P;
-  size_t used, cap;  /* bytes P holds, and the most it may */
-  uint64_t deadline; /* uv_hrtime() at which the running call ends; 0 idle */
-  int time_ms;
-  int refs;          /* P registry ref: {fn = id, [id] = fn} */
-  int entry;         /* P registry ref: the in_policy closure */
-  int dumper;        /* P registry ref: the dump_in_policy closure */
-  int next_id;
-} pstate;
 
 static void *palloc(void *ud, void *p, size_t osize, size_t nsize) {
   pstate *s = ud;
@@ -64,151 +53,6 @@ static int p_getenv(lua_State *P) {
   return 1;
 }
 
-static int proxy_call(lua_State *H);
-
-/* ---- host -> policy (runs inside P's protected call) ---------------- */
-
-static int proxy_id(lua_State *H, int i) {
-  lua_getupvalue(H, i, 2);
-  int id = (int)lua_tointeger(H, -1);
-  lua_pop(H, 1);
-  return id;
-}
-
-/* Whether the function at i is a proxy into s. */
-static int own_proxy(lua_State *H, int i, pstate *s) {
-  if (lua_tocfunction(H, i) != proxy_call) return 0;
-  lua_getupvalue(H, i, 1);
-  int mine = lua_touserdata(H, -1) == (void *)s;
-  lua_pop(H, 1);
-  return mine;
-}
-
-/* Whether a table's key or value at i is copied in: plain values,
- * tables and proxies into s. */
-static int crosses(lua_State *H, int i, pstate *s) {
-  int t = lua_type(H, i);
-  return t != LUA_TUSERDATA && t != LUA_TLIGHTUSERDATA && t != LUA_TTHREAD &&
-         (t != LUA_TFUNCTION || own_proxy(H, i, s));
-}
-
-static void copy_in(lua_State *H, int i, lua_State *P, pstate *s, int depth) {
-  i = i < 0 && i > LUA_REGISTRYINDEX ? lua_gettop(H) + i + 1 : i;
-  if (depth > MAX_DEPTH) luaL_error(P, "value nested deeper than %d (or a cycle)", MAX_DEPTH);
-  luaL_checkstack(P, 4, "policy value");
-  if (!lua_checkstack(H, 4)) luaL_error(P, "value nested too deep");
-  switch (lua_type(H, i)) {
-  case LUA_TNIL: lua_pushnil(P); return;
-  case LUA_TBOOLEAN: lua_pushboolean(P, lua_toboolean(H, i)); return;
-  case LUA_TNUMBER: lua_pushnumber(P, lua_tonumber(H, i)); return;
-  case LUA_TSTRING: {
-    size_t n;
-    const char *str = lua_tolstring(H, i, &n);
-    lua_pushlstring(P, str, n);
-    return;
-  }
-  case LUA_TTABLE:
-    lua_newtable(P);
-    lua_pushnil(H);
-    while (lua_next(H, i)) {
-      if (crosses(H, -2, s) && crosses(H, -1, s)) {
-        copy_in(H, -2, P, s, depth + 1);
-        copy_in(H, -1, P, s, depth + 1);
-        lua_rawset(P, -3);
-      }
-      lua_pop(H, 1);
-    }
-    return;
-  case LUA_TFUNCTION:
-    if (own_proxy(H, i, s)) {
-      lua_rawgeti(P, LUA_REGISTRYINDEX, s->refs);
-      lua_rawgeti(P, -1, proxy_id(H, i));
-      lua_remove(P, -2);
-      return;
-    }
-    __attribute__((fallthrough)); /* a host function stays out, as: */
-  default: /* a userdata or a thread */
-    lua_pushnil(P);
-  }
-}
-
-/* ---- policy -> host ------------------------------------------------------ */
-
-/* Check what is to leave P (types, depth) and give each function an id,
- * so that copy_out cannot fail on P's side. Runs protected, in P. */
-static void prepare(lua_State *P, pstate *s, int i, int depth) {
-  i = i < 0 ? lua_gettop(P) + i + 1 : i;
-  if (depth > MAX_DEPTH) luaL_error(P, "value nested deeper than %d (or a cycle)", MAX_DEPTH);
-  luaL_checkstack(P, 4, "policy value");
-  switch (lua_type(P, i)) {
-  case LUA_TNIL: case LUA_TBOOLEAN: case LUA_TNUMBER: case LUA_TSTRING: return;
-  case LUA_TTABLE:
-    lua_pushnil(P);
-    while (lua_next(P, i)) {
-      prepare(P, s, -2, depth + 1);
-      prepare(P, s, -1, depth + 1);
-      lua_pop(P, 1);
-    }
-    return;
-  case LUA_TFUNCTION:
-    lua_rawgeti(P, LUA_REGISTRYINDEX, s->refs);
-    lua_pushvalue(P, i);
-    lua_rawget(P, -2);
-    if (lua_isnil(P, -1)) {
-      int id = ++s->next_id;
-      lua_pushvalue(P, i);
-      lua_pushinteger(P, id);
-      lua_rawset(P, -4);
-      lua_pushvalue(P, i);
-      lua_rawseti(P, -3, id);
-    }
-    lua_pop(P, 2);
-    return;
-  default:
-    luaL_error(P, "a %s cannot leave the policy sandbox", luaL_typename(P, i));
-  }
-}
-
-/* Push P's value at i onto H; ps is the index of the pstate in H. Only H
- * may raise here (out of memory). */
-static void copy_out(lua_State *P, int i, lua_State *H, int ps) {
-  i = i < 0 ? lua_gettop(P) + i + 1 : i;
-  luaL_checkstack(H, 4, "policy value");
-  switch (lua_type(P, i)) {
-  case LUA_TBOOLEAN: lua_pushboolean(H, lua_toboolean(P, i)); return;
-  case LUA_TNUMBER: lua_pushnumber(H, lua_tonumber(P, i)); return;
-  case LUA_TSTRING: {
-    size_t n;
-    const char *str = lua_tolstring(P, i, &n);
-    lua_pushlstring(H, str, n);
-    return;
-  }
-  case LUA_TTABLE:
-    lua_newtable(H);
-    lua_pushnil(P);
-    while (lua_next(P, i)) {
-      copy_out(P, -2, H, ps);
-      copy_out(P, -1, H, ps);
-      lua_rawset(H, -3);
-      lua_pop(P, 1);
-    }
-    return;
-  case LUA_TFUNCTION: {
-    pstate *s = lua_touserdata(H, ps);
-    lua_rawgeti(P, LUA_REGISTRYINDEX, s->refs);
-    lua_pushvalue(P, i);
-    lua_rawget(P, -2);
-    lua_Integer id = lua_tointeger(P, -1);
-    lua_pop(P, 2);
-    lua_pushvalue(H, ps);
-    lua_pushinteger(H, id);
-    lua_pushcclosure(H, proxy_call, 2);
-    return;
-  }
-  default: lua_pushnil(H);
-  }
-}
-
 /* ---- a call into P -------------------------------------------------------- */
 
 typedef struct {
@@ -231,14 +75,14 @@ static int in_policy(lua_State *P) {
     lua_pushvalue(P, 2);
   }
   luaL_checkstack(P, c->n + 8, "policy arguments");
-  for (int k = 0; k < c->n; k++) copy_in(c->H, c->first + k, P, s, 0);
+  for (int k = 0; k < c->n; k++) msrt_lpolicy_copy_in(c->H, c->first + k, P, s, 0);
   int base = lua_gettop(P) - c->n - 1;
   s->deadline = uv_hrtime() + (uint64_t)s->time_ms * 1000000u;
   lua_sethook(P, hook, LUA_MASKCOUNT, HOOK_EVERY);
   lua_call(P, c->n, LUA_MULTRET);
   s->deadline = 0;
   lua_sethook(P, NULL, 0, 0);
-  for (int k = base + 1; k <= lua_gettop(P); k++) prepare(P, s, k, 0);
+  for (int k = base + 1; k <= lua_gettop(P); k++) msrt_lpolicy_prepare(P, s, k, 0);
   return lua_gettop(P) - base;
 }
 
@@ -272,12 +116,12 @@ static int run(lua_State *H, int ps, call *c) {
   }
   int n = lua_gettop(P);
   luaL_checkstack(H, n + 4, "policy results");
-  for (int k = 1; k <= n; k++) copy_out(P, k, H, ps);
+  for (int k = 1; k <= n; k++) msrt_lpolicy_copy_out(P, k, H, ps);
   lua_settop(P, 0);
   return n;
 }
 
-static int proxy_call(lua_State *H) {
+int msrt_lpolicy_proxy_call(lua_State *H) {
   int n = lua_gettop(H);
   call c = {H, lua_touserdata(H, lua_upvalueindex(1)),
             (int)lua_tointeger(H, lua_upvalueindex(2)), 1, n};
@@ -328,7 +172,7 @@ static int dump_in_policy(lua_State *P) {
  * a policy function, its bytecode (to run in an actor's state, in the
  * sandbox actor_boot.lua gives it); nil alone for any other function. */
 static int l_policy_bytecode(lua_State *H) {
-  if (lua_tocfunction(H, 1) != proxy_call) return lua_pushnil(H), 1;
+  if (lua_tocfunction(H, 1) != msrt_lpolicy_proxy_call) return lua_pushnil(H), 1;
   lua_getupvalue(H, 1, 1);
   pstate *s = lua_touserdata(H, -1);
   lua_getupvalue(H, 1, 2);

@@ -5,14 +5,11 @@
 #include "lua/lproc.h"
 
 #include <lauxlib.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "bus/procs.h"
 #include "lua/host.h"
 #include "lua/lerror.h"
-#include "lua/lfield.h"
 #include "lua/lrt.h"
 #include "lua/rt.h"
 #include "proc/proc.h"
@@ -139,45 +136,6 @@ void msrt_lproc_deliver(msrt_rt *rt, uint64_t id, msrt_envelope *e) {
   msrt_env_unref(e);
 }
 
-/* ---- the spec ------------------------------------------------------------ */
-
-/* The strings of list field k of the table at 1 (NULL-terminated, in a
- * userdata left on the stack; the table keeps the strings alive). */
-static const char **str_list(lua_State *L, const char *k, size_t *n) {
-  lua_getfield(L, 1, k);
-  *n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
-  const char **v = lua_newuserdata(L, (*n + 1) * sizeof *v);
-  for (size_t i = 0; i < *n; i++) {
-    lua_rawgeti(L, -2, (int)i + 1);
-    v[i] = lua_tostring(L, -1);
-    lua_pop(L, 1);
-    if (!v[i]) luaL_error(L, "%s[%d] must be a string", k, (int)i + 1);
-  }
-  v[*n] = NULL;
-  lua_remove(L, -2);
-  return v;
-}
-
-static void read_limits(lua_State *L, msrt_proc_limits *l) {
-  lua_getfield(L, 1, "limits");
-  int t = lua_gettop(L);
-  int has = lua_istable(L, t);
-  l->nofile = has ? (long long)msrt_lua_field_num(L, t, "nofile", -1) : -1;
-  l->as_bytes =
-      has ? (long long)msrt_lua_field_num(L, t, "as_bytes", -1) : -1;
-  l->cpu_s = has ? (long long)msrt_lua_field_num(L, t, "cpu_s", -1) : -1;
-  l->nproc = has ? (long long)msrt_lua_field_num(L, t, "nproc", -1) : -1;
-  lua_pop(L, 1);
-}
-
-static msrt_codec codec_of(const char *s) {
-  if (s && strcmp(s, "lines") == 0) return MSRT_CODEC_LINES;
-  if (s && strcmp(s, "raw") == 0) return MSRT_CODEC_RAW;
-  if (s && strcmp(s, "jsonrpc") == 0) return MSRT_CODEC_JSONRPC;
-  if (s && strcmp(s, "lsp") == 0) return MSRT_CODEC_LSP;
-  return MSRT_CODEC_JSON_LINES;
-}
-
 static msrt_procs *need_reg(lua_State *L, msrt_error *err) {
   if (!reg && !closed) {
     hub_L = msrt_host_get(L)->L;
@@ -198,28 +156,8 @@ static msrt_procs *need_reg(lua_State *L, msrt_error *err) {
  * (block, drop_oldest, drop_newest, error; nil: drop_newest),
  * eof_wait_ms, rpc and inbox (jsonrpc, lsp). */
 static int l_proc_spawn(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  msrt_proc_spec s = {0};
-  s.name = msrt_lua_field_str(L, 1, "name");
-  s.cwd = msrt_lua_field_str(L, 1, "cwd");
-  s.codec = codec_of(msrt_lua_field_str(L, 1, "codec"));
-  s.publish_as = msrt_lua_field_str(L, 1, "publish_as");
-  s.rpc = msrt_lua_field_str(L, 1, "rpc");
-  s.inbox = msrt_lua_field_str(L, 1, "inbox");
-  s.argv = str_list(L, "argv", &s.argc);
-  s.env = str_list(L, "env", &s.envc);
-  s.allow = str_list(L, "allow", &s.nallow);
-  s.deny = str_list(L, "deny", &s.ndeny);
-  read_limits(L, &s.limits);
-  s.stop_signal = (int)msrt_lua_field_num(L, 1, "stop_signal", 0);
-  s.grace_ms = (long)msrt_lua_field_num(L, 1, "grace_ms", -1);
-  s.max_line = (size_t)msrt_lua_field_num(L, 1, "max_line", 0);
-  s.stdin_capacity = (size_t)msrt_lua_field_num(L, 1, "capacity", 0);
-  s.stdin_bytes = (size_t)msrt_lua_field_num(L, 1, "stdin_bytes", 0);
-  s.eof_wait_ms = (long)msrt_lua_field_num(L, 1, "eof_wait_ms", -1);
-  lua_getfield(L, 1, "overflow");
-  s.overflow = msrt_lua_overflow(L, -1);
-  lua_pop(L, 1);
+  msrt_proc_spec s;
+  msrt_lproc_spec(L, &s);
   msrt_error err;
   msrt_procs *r = need_reg(L, &err);
   msrt_proc *p = r ? msrt_proc_spawn(r, &s, &err) : NULL;
