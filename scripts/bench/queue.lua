@@ -8,16 +8,25 @@
 --   msrt-lua scripts/bench/queue.lua [--msgs N] [--sync normal|full] [--dir DIR]
 -- With --memory 1 it measures the in-memory path instead (the same
 -- publishes and hub subscriptions, no queue): the A/B of "unchanged".
+-- With --js URL the queues are msrt's JetStream store (store =
+-- "jetstream") on the NATS server at URL, beside JetStream raw
+-- (scripts/bench/queue.c js) on the same server.
 local B = dofile(arg[0]:match("^(.*)/") .. "/common.lua")
-local opts = B.options({ msgs = 20000, sync = "normal", dir = "", memory = 0 },
-  "msrt-lua scripts/bench/queue.lua [--msgs N] [--sync normal|full] [--dir DIR] [--memory 1]")
+local opts = B.options({ msgs = 20000, sync = "normal", dir = "", memory = 0, js = "" },
+  "msrt-lua scripts/bench/queue.lua [--msgs N] [--sync normal|full] [--dir DIR] [--memory 1] [--js URL]")
 local msrt = require "msrt"
 local uv = require "luv"
 
 -- (the in-memory run sets no queue field: it also runs on a build from
 -- before durable queues, for the A/B)
 assert(msrt.start(opts.memory == 0 and { profile = { queues = { synchronous = opts.sync, commit_ms = 0 } } } or nil))
-B.header(("synchronous %s, %d msgs per case"):format(opts.sync, opts.msgs))
+B.header(opts.js ~= "" and ("msrt's jetstream store at %s, %d msgs per case"):format(opts.js, opts.msgs)
+  or ("synchronous %s, %d msgs per case"):format(opts.sync, opts.msgs))
+local bridge
+if opts.js ~= "" then
+  bridge = assert(msrt.nats { url = opts.js, import = {}, export = {} })
+  for _ = 1, 500 do if bridge:info().state == "connected" then break end msrt.sleep(10) end
+end
 local dir = opts.dir ~= "" and opts.dir or os.tmpname() .. ".bench"
 os.execute("rm -rf " .. dir .. " && mkdir -p " .. dir)
 
@@ -29,8 +38,8 @@ local function run_case(size, consumers)
   local name = "bench" .. case_no
   local q
   if opts.memory == 0 then
-    q = assert(msrt.queue { name = name, subjects = name .. ".>", store = ("sqlite:%s/%s.db"):format(dir, name),
-      ack_wait_ms = 60000 })
+    q = assert(msrt.queue { name = name, subjects = name .. ".>", ack_wait_ms = 60000,
+      store = bridge and "jetstream" or ("sqlite:%s/%s.db"):format(dir, name) })
   end
   local n, acked, lat = opts.msgs, 0, {}
   local body = ("x"):rep(size)
@@ -69,7 +78,7 @@ local function run_case(size, consumers)
   if q then q.close() end
   table.sort(lat)
   print(("%-6s %5d B, %d consumer%s: %9.0f msgs/s, publish-to-ack p50 %8.1f us, p99 %8.1f us"):format(
-    q and "queue" or "memory", size, consumers, consumers > 1 and "s" or " ", n / secs,
+    q and (bridge and "js-q" or "queue") or "memory", size, consumers, consumers > 1 and "s" or " ", n / secs,
     lat[math.floor(#lat * 0.5) + 1], lat[math.floor(#lat * 0.99) + 1]))
 end
 
@@ -77,4 +86,5 @@ for _, size in ipairs { 16, 4096 } do
   for _, c in ipairs { 1, 4 } do run_case(size, c) end
 end
 os.execute("rm -rf " .. dir)
+if bridge then bridge:close() end
 msrt.stop()
