@@ -63,6 +63,33 @@ describe("the hub loop (driven inside the spec)", function()
     end)
   end)
 
+  -- Callbacks run on coroutines kept for reuse (src/lua/host.h): one that
+  -- finished runs later callbacks, one that waits is never handed another
+  -- callback meanwhile.
+  it("reuses finished callback coroutines, never a waiting one", function()
+    S.drive(function()
+      local finished, waiting, clash, n = {}, {}, 0, 0
+      local sub = assert(msrt.subscribe("spec.reuse", function(m)
+        local co = coroutine.running()
+        if waiting[co] then clash = clash + 1 end
+        n = n + 1
+        if m.data % 10 == 0 then -- waits: its coroutine is not free meanwhile
+          waiting[co] = true
+          S.sleep(5)
+          waiting[co] = nil
+        end
+        finished[co] = true
+      end))
+      for i = 1, 200 do msrt.publish("spec.reuse", i) end
+      assert(S.wait_until(function() return n == 200 and next(waiting) == nil end))
+      sub.unsubscribe()
+      local distinct = 0
+      for _ in pairs(finished) do distinct = distinct + 1 end
+      assert.are.equal(0, clash)
+      assert.is_true(distinct < 100, distinct .. " coroutines for 180 finished callbacks")
+    end)
+  end)
+
   it("refuses bad timer arguments with the caller's line", function()
     local ok, err = pcall(msrt.after, -1, function() end)
     assert.is_false(ok)

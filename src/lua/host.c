@@ -128,16 +128,39 @@ int msrt_host_resume(lua_State *L, lua_State *co, int nargs, int nres,
   return rc;
 }
 
+/* A coroutine for msrt_host_call, pushed on L, and its registry ref: an
+ * idle one that finished its last call, or a new one. Reusing them saves
+ * making and collecting a thread (its stack, its GC object) per callback
+ * (lua_resume runs a finished thread again with a new function, the C
+ * API's documented reuse: status 0 and an empty stack). */
+static int thread_take(lua_State *L, msrt_host *h) {
+  if (h && h->nthreads > 0) {
+    int ref = h->threads[--h->nthreads];
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    return ref;
+  }
+  lua_newthread(L);
+  lua_pushvalue(L, -1);
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
 int msrt_host_call(lua_State *L, int nargs, int nres, const char *what) {
-  lua_State *co = lua_newthread(L);
-  /* The running coroutine is anchored in the registry, never on L's
+  msrt_host *h = msrt_host_get(L);
+  /* The running coroutine is anchored in the registry, never only on L's
    * stack: L is luv's state, and luv 1.44 clears that whole stack from
    * inside callbacks (luv_thread_arg_clear's lua_pop(L, -1) after a work
    * callback), which would free the coroutine while it runs. */
-  int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  int ref = thread_take(L, h);
+  lua_State *co = lua_tothread(L, -1);
+  lua_pop(L, 1);
   lua_xmove(L, co, nargs + 1);
   int rc = msrt_host_resume(L, co, nargs, nres, what);
-  luaL_unref(L, LUA_REGISTRYINDEX, ref);
+  if (rc == 0 && h && h->nthreads < MSRT_HOST_THREADS) {
+    lua_settop(co, 0);
+    h->threads[h->nthreads++] = ref;
+  } else {
+    luaL_unref(L, LUA_REGISTRYINDEX, ref); /* waiting: its waker holds it */
+  }
   return rc;
 }
 

@@ -13,6 +13,9 @@
 #include "hub/hub.h"
 #include "sched/sched.h"
 
+/* Idle coroutines msrt_host_call keeps for the next callbacks. */
+#define MSRT_HOST_THREADS 64
+
 typedef struct msrt_host {
   lua_State *L;
   msrt_hub *hub;
@@ -30,6 +33,8 @@ typedef struct msrt_host {
   int ran_loop;           /* the script called luv's uv.run() itself */
   msrt_logsink *log;      /* stderr for log lines and reports, or NULL */
   struct msrt_rt *rt;     /* the runtime once started (lua/rt.h), or NULL */
+  int threads[MSRT_HOST_THREADS]; /* registry refs of idle callback threads */
+  int nthreads;
 } msrt_host;
 
 enum { MSRT_LOG_DEBUG, MSRT_LOG_INFO, MSRT_LOG_WARN, MSRT_LOG_ERROR };
@@ -52,7 +57,10 @@ msrt_host *msrt_host_get(lua_State *L);
  * reporting the error as luajit's lua.c would (message and traceback
  * through msrt_host_report; a nil error is only counted). On return the function
  * and its arguments are gone and nres results are pushed (nil-padded;
- * LUA_MULTRET pushes all of a finished coroutine's results). */
+ * LUA_MULTRET pushes all of a finished coroutine's results). A coroutine
+ * that finished is kept (up to MSRT_HOST_THREADS) and runs a later call:
+ * a callback that keeps coroutine.running() past its end may find it
+ * running another one. */
 int msrt_host_call(lua_State *L, int nargs, int nres, const char *what);
 
 /* Resume the suspended coroutine co with the nargs values on its stack,
