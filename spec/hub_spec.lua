@@ -68,11 +68,12 @@ describe("the hub loop (driven inside the spec)", function()
   -- callback meanwhile.
   it("reuses finished callback coroutines, never a waiting one", function()
     S.drive(function()
-      local finished, waiting, clash, n = {}, {}, 0, 0
+      local finished, waiting, clash, n, order = {}, {}, 0, 0, {}
       local sub = assert(msrt.subscribe("spec.reuse", function(m)
         local co = coroutine.running()
         if waiting[co] then clash = clash + 1 end
         n = n + 1
+        order[n] = m.data
         if m.data % 10 == 0 then -- waits: its coroutine is not free meanwhile
           waiting[co] = true
           S.sleep(5)
@@ -86,6 +87,7 @@ describe("the hub loop (driven inside the spec)", function()
       local distinct = 0
       for _ in pairs(finished) do distinct = distinct + 1 end
       assert.are.equal(0, clash)
+      for i = 1, 200 do assert.are.equal(i, order[i], "the callbacks started in order") end
       assert.is_true(distinct < 100, distinct .. " coroutines for 180 finished callbacks")
     end)
   end)
@@ -115,6 +117,22 @@ describe("msrt-lua's hub", function()
     assert.are.equal("still running\n", r.out)
     assert.matches("error in callback: %(command line%):2: bad callback", r.err)
     assert.matches("stack traceback", r.err)
+    assert.are.equal(1, r.code)
+  end)
+
+  it("delivers the rest of a batch to hub callbacks after one raises", function()
+    local r = S.run { "-e", [[
+      local msrt = require "msrt"
+      local seen = {}
+      msrt.subscribe("spec.raise", function(m)
+        if m.data == 2 then error("bad subscriber") end
+        seen[#seen + 1] = m.data
+        if m.data == 3 then print(table.concat(seen, " ")) msrt.stop() end
+      end)
+      for i = 1, 3 do msrt.publish("spec.raise", i) end
+    ]] }
+    assert.are.equal("1 3\n", r.out)
+    assert.matches("error in hub callback: %(command line%):4: bad subscriber", r.err)
     assert.are.equal(1, r.code)
   end)
 

@@ -6,6 +6,7 @@ local core = require "msrt.core"
 local request = require "msrt.request"
 local profile = require "msrt.profile"
 local buffer = require "string.buffer"
+local ffi = require "ffi"
 local headers = require "msrt.headers"
 local deadlines = require "msrt.deadlines"
 
@@ -47,26 +48,50 @@ end
 
 local dispatch = {}
 
+-- The drained items, taken one FFI call each (src/lua/lrt.h: the pump).
+if not pcall(ffi.typeof, "msrt_lhub_item") then -- (this module may be loaded again)
+  ffi.cdef [[
+typedef struct {
+  int kind; int priority, flags;
+  double target, ptr, id, ttl_ms;
+  const char *subject, *reply, *payload, *headers;
+  size_t subject_len, reply_len, payload_len, headers_len;
+} msrt_lhub_item;
+int msrt_lhub_next(msrt_lhub_item *out);
+]]
+end
+local C, str = ffi.C, ffi.string
+local item, rbuf = ffi.new("msrt_lhub_item"), buffer.new()
+-- src/bus/bus.h's MSRT_IN_* kinds the hub's Lua is handed
+local DELIVER, EXIT, WAKE, OVERLOAD, STARTED, QUEUE = 1, 2, 4, 5, 7, 8
+
 -- A copy this receiver cannot decode (a duplicate table key, memory) is
 -- its own per-message error: counted drop_other and announced on
 -- msrt.dropped.<subject> (core.undecodable); the hub goes on.
-local function decoded(subject, flags, payload, hdr)
-  local ok, data = pcall(data_of, flags, payload)
-  local hok, h = true, nil
-  if ok and hdr then hok, h = pcall(headers.decode, hdr) end
-  if ok and hok then return true, data, h end
-  core.undecodable(subject, tostring(ok and h or data):gsub("^.-:%d+: ", ""), "hub")
-  return false
+local function undecodable(subject, why)
+  core.undecodable(subject, tostring(why):gsub("^.-:%d+: ", ""), "hub")
 end
 
-function dispatch.deliver(hub_id, subject, reply, payload, id, priority, flags, hdr, ttl_ms)
-  local fn = subs[hub_id]
+-- A message to hub subscription it.target: its callback gets the msg.
+local function deliver(it)
+  local fn = subs[it.target]
   if not fn then return end
-  local ok, data, h = decoded(subject, flags, payload, hdr)
-  if ok then
-    fn({ subject = subject, reply = reply, data = data, id = id, priority = priority, headers = h,
-      reply_ttl_ms = ttl_ms })
+  local subject = str(it.subject, it.subject_len)
+  local reply = it.reply ~= nil and str(it.reply, it.reply_len) or nil
+  local ok, data, h = true, nil, nil
+  if it.flags % 2 == BUFFER then
+    ok, data = pcall(rbuf.decode, rbuf:set(it.payload, it.payload_len))
+  else
+    data = str(it.payload, it.payload_len)
   end
+  if not ok then return undecodable(subject, data) end
+  if it.headers ~= nil then
+    ok, h = pcall(headers.decode, str(it.headers, it.headers_len))
+    if not ok then return undecodable(subject, h) end
+  end
+  local ttl = it.ttl_ms
+  fn({ subject = subject, reply = reply, data = data, id = it.id, priority = it.priority, headers = h,
+    reply_ttl_ms = ttl >= 0 and ttl or nil })
 end
 
 function dispatch.exit(actor_id, subject, reply, payload, id, priority, flags)
@@ -99,6 +124,35 @@ function dispatch.queue(wake_id)
   if queue_handler then queue_handler(wake_id) end
 end
 
+-- The dispatcher (core.set_dispatch): called as a hub coroutine for each
+-- run of drained items, it takes them until none is left, or until a
+-- callback yielded: a callback keeps the coroutine it yielded on, and
+-- the drain calls this again, on another, for the rest. So the coroutine
+-- checks it is still the one pumping after each item.
+local pumping
+local function pump()
+  local me = coroutine.running()
+  pumping = me
+  while pumping == me and C.msrt_lhub_next(item) ~= 0 do
+    local kind, it = item.kind, item
+    if kind == DELIVER then
+      deliver(it)
+    elseif kind == EXIT then
+      local payload = it.payload ~= nil and str(it.payload, it.payload_len)
+        or (it.ptr == 2 and "shutdown" or "out of memory (no exit record)")
+      dispatch.exit(it.target, nil, nil, payload, nil, nil, it.flags)
+    elseif kind == WAKE then
+      dispatch.wake(it.target)
+    elseif kind == OVERLOAD then
+      dispatch.overload(it.target, it.ptr)
+    elseif kind == STARTED then
+      dispatch.started(it.target)
+    elseif kind == QUEUE then
+      dispatch.queue(it.target)
+    end
+  end
+end
+
 --- Start the runtime (workers, router) with the profile in force. Idempotent.
 -- @return true | nil, err
 function M.start()
@@ -109,7 +163,7 @@ function M.start()
   local boot = string.dump(assert(loadfile(path)), true)
   local ok, err = core.rt_start(profile.current(), boot)
   if not ok then return nil, err end
-  core.set_dispatch(function(kind, ...) return dispatch[kind](...) end)
+  core.set_dispatch(pump)
   started = true
   return true
 end
@@ -196,8 +250,7 @@ function M.unsubscribe(sid, hub_id)
 end
 
 local inbox_ready = false
-local function ensure_inbox()
-  if inbox_ready then return true end
+local function open_inbox()
   if not inbox_prefix then
     local token, err = core.token()
     if not token then return nil, err end
@@ -215,6 +268,13 @@ local function ensure_inbox()
   if not sid then return nil, err end
   inbox_ready = true
   return true
+end
+
+-- (The fast path apart: a function that makes a closure, even on a path
+-- not taken, is not compiled by LuaJIT.)
+local function ensure_inbox()
+  if inbox_ready then return true end
+  return open_inbox()
 end
 
 --- Raise at the caller unless it can wait (yield); what names the

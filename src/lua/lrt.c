@@ -2,6 +2,7 @@
  * runtime; the drain of the hub inbox into the Lua dispatcher
  * (lua/msrt/hub.lua) and the timers actors ask for. Hub thread only. */
 #include <lauxlib.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,73 +64,86 @@ static void alarm_request(msrt_rt *rt, msrt_inbox_item *it) {
 
 /* ---- the inbox drain -------------------------------------------------- */
 
-static const char *const kinds[] = {NULL,   "deliver",  "exit", NULL,
-                                    "wake", "overload", NULL,   "started",
-                                    "queue"};
+/* The run of items the hub's Lua is taking (msrt_lhub_next). */
+static struct {
+  msrt_inbox_item *items;
+  size_t i, n;
+  msrt_envelope *held; /* the item last handed out, released at the next */
+} run;
 
-/* How long (ms) the request's reply is still awaited, or nil: none set,
- * or past (0). */
-static void push_ttl(lua_State *L, const msrt_envelope *e) {
-  uint64_t now = e->reply_deadline_ns ? msrt_now_ns() : 0;
-  if (!e->reply_deadline_ns) lua_pushnil(L);
-  else lua_pushnumber(L, e->reply_deadline_ns > now
-                             ? (lua_Number)(e->reply_deadline_ns - now) / 1e6 : 0);
+int msrt_lhub_next(msrt_lhub_item *out) {
+  if (run.held) msrt_env_unref(run.held);
+  run.held = NULL;
+  if (run.i >= run.n) return 0;
+  msrt_inbox_item *it = &run.items[run.i++];
+  msrt_envelope *e = it->env;
+  *out = (msrt_lhub_item){.kind = it->kind, .target = (double)it->target,
+                          .ptr = (double)(uintptr_t)it->ptr, .ttl_ms = -1};
+  if (!e) return 1;
+  run.held = e;
+  out->priority = e->priority;
+  out->flags = e->flags;
+  out->id = (double)e->id;
+  out->subject = e->subject;
+  out->subject_len = e->subject_len;
+  out->reply = e->reply;
+  out->reply_len = e->reply_len;
+  out->payload = (const char *)e->payload;
+  out->payload_len = e->payload_len;
+  out->headers = e->headers_len ? (const char *)e->headers : NULL;
+  out->headers_len = e->headers_len;
+  if (e->reply_deadline_ns) {
+    uint64_t now = msrt_now_ns();
+    out->ttl_ms = e->reply_deadline_ns > now
+                      ? (double)(e->reply_deadline_ns - now) / 1e6 : 0;
+  }
+  return 1;
+}
+
+/* Hand items[0..n), all for the hub's Lua, to the dispatcher until it has
+ * taken them all (again after each one that yielded or raised), or drop
+ * them when there is none. */
+static void pump(lua_State *L, msrt_inbox_item *items, size_t n) {
+  run.items = items, run.i = 0, run.n = n;
+  while (run.i < run.n) {
+    size_t before = run.i;
+    lua_pushlightuserdata(L, (void *)&DISPATCH_KEY);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (!lua_isfunction(L, -1)) {
+      lua_pop(L, 1);
+      break;
+    }
+    msrt_host_call(L, 0, 0, "error in hub callback");
+    if (run.i == before) break; /* it took none: it cannot */
+  }
+  if (run.held) msrt_env_unref(run.held);
+  for (size_t i = run.i; i < run.n; i++) msrt_env_unref(items[i].env);
+  run.items = NULL, run.i = run.n = 0, run.held = NULL;
+}
+
+static bool for_c(int kind) {
+  return kind == MSRT_IN_TIMER || kind == MSRT_IN_PROC;
 }
 
 static void drain(msrt_inbox_item *items, size_t n, void *ud) {
   lua_State *L = ud;
   msrt_rt *rt = msrt_lua_rt_opt(L);
-  for (size_t i = 0; i < n; i++) {
+  size_t i = 0;
+  while (i < n) {
     msrt_inbox_item *it = &items[i];
     if (it->kind == MSRT_IN_TIMER) {
       alarm_request(rt, it);
       msrt_env_unref(it->env);
-      continue;
-    }
-    if (it->kind == MSRT_IN_PROC) { /* to a child's stdin (lproc.c) */
+      i++;
+    } else if (it->kind == MSRT_IN_PROC) { /* to a child's stdin (lproc.c) */
       msrt_lproc_deliver(rt, it->target, it->env);
-      continue;
+      i++;
+    } else {
+      size_t j = i + 1;
+      while (j < n && !for_c(items[j].kind)) j++;
+      pump(L, items + i, j - i);
+      i = j;
     }
-    lua_pushlightuserdata(L, (void *)&DISPATCH_KEY);
-    lua_rawget(L, LUA_REGISTRYINDEX);
-    if (!lua_isfunction(L, -1)) {
-      lua_pop(L, 1);
-      msrt_env_unref(it->env);
-      continue;
-    }
-    lua_pushstring(L, kinds[it->kind]);
-    lua_pushnumber(L, (lua_Number)it->target);
-    int nargs = 2;
-    msrt_envelope *e = it->env;
-    if (e) {
-      lua_pushlstring(L, e->subject, e->subject_len);
-      if (e->reply) lua_pushlstring(L, e->reply, e->reply_len);
-      else lua_pushnil(L);
-      lua_pushlstring(L, (const char *)e->payload, e->payload_len);
-      lua_pushnumber(L, (lua_Number)e->id);
-      lua_pushinteger(L, e->priority);
-      lua_pushinteger(L, e->flags);
-      if (e->headers_len)
-        lua_pushlstring(L, (const char *)e->headers, e->headers_len);
-      else
-        lua_pushnil(L);
-      push_ttl(L, e);
-      nargs += 8;
-    } else if (it->kind == MSRT_IN_OVERLOAD) {
-      lua_pushnumber(L, (lua_Number)(uintptr_t)it->ptr);
-      nargs++;
-    } else if (it->kind == MSRT_IN_EXIT) { /* a plain reason, no record */
-      lua_pushnil(L);
-      lua_pushnil(L);
-      lua_pushstring(L, (uintptr_t)it->ptr == 2 ? "shutdown"
-                                                 : "out of memory (no exit record)");
-      lua_pushnumber(L, 0);
-      lua_pushinteger(L, 1);
-      lua_pushinteger(L, 0);
-      nargs += 6;
-    }
-    msrt_env_unref(e);
-    msrt_host_call(L, nargs, 0, "error in hub callback");
   }
 }
 

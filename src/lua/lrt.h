@@ -3,7 +3,7 @@
  * callers:
  *   lrt.c      rt_start, rt_stop, rt_tune, set_dispatch, keep_alive,
  *              drain_inbox: the runtime (lua/rt.h) and the hub inbox's
- *              drain into the Lua dispatcher
+ *              drain into the Lua dispatcher (msrt_lhub_next, below)
  *   lactor.c   actor_new, actor_stop, actor_release, actor_mailbox:
  *              actors (lua/actor.h), their cells typed userdata with __gc
  *   lbus.c     publish, pending_wait, pending_retry, subscribe,
@@ -83,6 +83,34 @@ void msrt_lua_open_jsq(lua_State *L);
 struct msrt_bridge;
 struct msrt_bridge *msrt_lua_check_bridge(lua_State *L, int idx);
 void msrt_lua_open_nats(lua_State *L);
+
+/* ---- The hub's pump (lua/msrt/hub.lua, through the FFI: declared again
+ * there with ffi.cdef; exported by msrt-lua). The inbox drain (lrt.c)
+ * hands each run of items for the hub's Lua (every kind but timer
+ * requests and process stdin, which C handles in their place in the
+ * order) to the dispatcher core.set_dispatch set, called with no
+ * arguments as a hub coroutine (msrt_host_call); it takes the items one
+ * at a time with msrt_lhub_next. A callback that yields keeps that
+ * coroutine: the dispatcher is called again, on another, for the rest of
+ * the run. One item per call, in a compiled loop, where a coroutine and
+ * ten pushed values per item were too slow. Hub thread only. */
+typedef struct {
+  int kind;            /* MSRT_IN_* (bus/bus.h) */
+  int priority, flags; /* the envelope's (0 without one) */
+  double target;       /* the item's target: hub subscription, actor or wake id */
+  double ptr;          /* the item's ptr as a number: overload ms; exit
+                          without a record: 2 = shutdown, else out of memory */
+  double id;           /* the envelope's id */
+  double ttl_ms;       /* how long a request's reply is still awaited (ms);
+                          -1: no deadline; 0: past */
+  const char *subject, *reply, *payload, *headers; /* NULL when absent */
+  size_t subject_len, reply_len, payload_len, headers_len;
+} msrt_lhub_item;
+
+/* Fill out with the next item of the run being drained and return 1, or
+ * return 0 when the run has none left (or no drain is on). Its bytes stay
+ * valid until the next call. */
+int msrt_lhub_next(msrt_lhub_item *out);
 
 /* The NATS server of the handle at stack index idx (core.nats_server's),
  * for another transport's binding to make connections on (nats/conn.h);
