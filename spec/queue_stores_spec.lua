@@ -166,6 +166,39 @@ local CASES = {
     assert.is_true(acked(q, 10))
     return q
   end },
+  { "delivers to an actor instance, which answers with ctx:ack, ctx:nak and ctx:term, and publishes durably with ctx:publish", function(declare, name)
+    local q = declare { ack_wait_ms = 60000, dead_letter = "dead." .. name }
+    local done = S.collector("done." .. name .. ".>")
+    local dead = S.collector("dead." .. name)
+    local h = assert(S.spawn { name = "worker_" .. name, consume = name, max_ack_pending = 2,
+      handle = function(ctx, msg) -- (sent to the actor as code: no upvalues)
+        local qn = msg.headers["Msrt-Queue"]
+        if msg.data == "nak" and msg.delivered == 1 then return assert(ctx:nak(msg, 10)) end
+        if msg.data == "bad" then return assert(ctx:term(msg, "no")) end
+        if msg.data == "a" then -- an actor's durable publish: the PubAck's sequence
+          local ack, e = ctx:publish(qn .. ".y", "actor", { durable = true })
+          if not ack then error(e.code .. ": " .. e.message) end
+          ctx:publish(("done.%s.seq"):format(qn), { ack.queue, ack.seq })
+        end
+        ctx:publish(("done.%s.%s"):format(qn, msg.data), msg.delivered)
+        assert(ctx:ack(msg))
+      end })
+    for _, d in ipairs { "a", "nak", "bad", "b" } do assert(msrt.publish(name .. ".x", d, { durable = true })) end
+    assert.is_true(done.wait(5))
+    local by = {}
+    for _, m in ipairs(done.msgs) do by[m.subject:match("[^.]+$")] = m.data end
+    local seq = by.seq
+    by.seq = nil
+    assert.are.same({ a = 1, b = 1, nak = 2, actor = 1 }, by)
+    assert.are.equal(name, seq[1])
+    assert.is_true(seq[2] >= 2 and seq[2] <= 5) -- stored among the four the hub published
+    assert.is_true(dead.wait(1))
+    assert.are.equal("terminated: no", dead.msgs[1].headers["Msrt-Dead-Reason"])
+    assert.is_true(acked(q, 4))
+    h:stop() h:wait()
+    done.close() dead.close()
+    return q
+  end },
 }
 
 describe("durable queues on both stores", function()
@@ -190,6 +223,20 @@ describe("durable queues on both stores", function()
       end)
     end
   end
+
+  it("jetstream: a bridge exporting every subject leaves the queue's to it (stored once, not twice)", function()
+    S.drive(function()
+      local br = assert(msrt.nats { url = nats.url }) -- export ">"
+      local q = assert(msrt.queue { name = "exported", subjects = "exported.>", store = "jetstream" })
+      assert.are.equal(1, assert(msrt.publish("exported.a", "one", { durable = true })).seq)
+      -- had the bridge exported "one" too, the stream would have stored it
+      -- again (seq 2) before this one, published after it on the same
+      -- connection
+      assert.are.equal(2, assert(msrt.publish("exported.a", "two", { durable = true })).seq)
+      q.close()
+      br:close()
+    end)
+  end)
 
   it("jetstream: two hosts share one queue, each task done once", function()
     local hosts = {}
