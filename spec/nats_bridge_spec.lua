@@ -238,6 +238,16 @@ msrt.stop()
     assert.matches("is not a nats:// URL", r.err)
   end)
 
+  it("refuses more import patterns than it takes, naming the limit, rather than dropping the rest", function()
+    local r = S.run({ "-e", ([[
+local pats = {}
+for i = 1, 64 do pats[i] = "p" .. i .. ".>" end
+local b, err = require("msrt").nats{ url = %q, import = pats }
+print(b, err and err.code, err and err.message)
+]]):format(nats.url) })
+    assert.matches("nil%s+invalid_arg%s+nats: at most 63 import or export patterns", r.out, 1)
+  end)
+
   it("asks NATS for what local subscriptions want, withdraws a queue group with no ready member, and never loops", function()
     local h = host(prelude(nats.url, ', name = "I", import = { "work.>" }') .. [[
 local function subs() br:flush() return br:info().nats_subs end

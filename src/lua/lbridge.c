@@ -7,6 +7,7 @@
 
 #include "bridge/bridge.h"
 #include "lua/lerror.h"
+#include "lua/lfield.h"
 #include "lua/lrt.h"
 
 static const char BRIDGE_META[] = "msrt.nats.bridge";
@@ -31,61 +32,29 @@ msrt_bridge *msrt_lua_check_bridge(lua_State *L, int idx) {
   return bx->b;
 }
 
-static const char *opt_string(lua_State *L, int idx, const char *k) {
-  lua_getfield(L, idx, k);
-  const char *s = lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL;
-  lua_pop(L, 1); /* the string stays anchored in the options table */
-  return s;
-}
-
-static double opt_number(lua_State *L, int idx, const char *k) {
-  lua_getfield(L, idx, k);
-  double d = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
-  lua_pop(L, 1);
-  return d;
-}
-
-/* The strings of list field k into out (at most cap); returns the count. */
-static size_t opt_list(lua_State *L, int idx, const char *k,
-                       const char **out, size_t cap) {
-  lua_getfield(L, idx, k);
-  size_t n = 0;
-  if (lua_istable(L, -1))
-    for (size_t i = 1; n < cap; i++) {
-      lua_rawgeti(L, -1, (int)i);
-      const char *s = lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL;
-      lua_pop(L, 1);
-      if (!s) break;
-      out[n++] = s;
-    }
-  lua_pop(L, 1);
-  return n;
-}
-
 /* nats_open(opts) -> bridge | nil, err. opts: servers (list), user,
  * password, token, creds, name, reconnect_buffer, reconnect_wait_ms,
  * connect_timeout_ms, pending_msgs, max_payload, send_asap. */
 static int l_open(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   msrt_rt *rt = msrt_lua_rt(L);
-  const char *servers[32];
   msrt_bridge_opts o = {
-      .servers = servers,
-      .nservers = opt_list(L, 1, "servers", servers, 32),
-      .user = opt_string(L, 1, "user"),
-      .password = opt_string(L, 1, "password"),
-      .token = opt_string(L, 1, "token"),
-      .creds = opt_string(L, 1, "creds"),
-      .name = opt_string(L, 1, "name"),
-      .reconnect_buffer = (int64_t)opt_number(L, 1, "reconnect_buffer"),
-      .reconnect_wait_ms = (int64_t)opt_number(L, 1, "reconnect_wait_ms"),
-      .connect_timeout_ms = (int64_t)opt_number(L, 1, "connect_timeout_ms"),
-      .pending_msgs = (int)opt_number(L, 1, "pending_msgs"),
-      .max_payload = (size_t)opt_number(L, 1, "max_payload"),
+      .user = msrt_lua_field_str(L, 1, "user"),
+      .password = msrt_lua_field_str(L, 1, "password"),
+      .token = msrt_lua_field_str(L, 1, "token"),
+      .creds = msrt_lua_field_str(L, 1, "creds"),
+      .name = msrt_lua_field_str(L, 1, "name"),
+      .reconnect_buffer =
+          (int64_t)msrt_lua_field_num(L, 1, "reconnect_buffer", 0),
+      .reconnect_wait_ms =
+          (int64_t)msrt_lua_field_num(L, 1, "reconnect_wait_ms", 0),
+      .connect_timeout_ms =
+          (int64_t)msrt_lua_field_num(L, 1, "connect_timeout_ms", 0),
+      .pending_msgs = (int)msrt_lua_field_num(L, 1, "pending_msgs", 0),
+      .max_payload = (size_t)msrt_lua_field_num(L, 1, "max_payload", 0),
+      .send_asap = msrt_lua_field_bool(L, 1, "send_asap"),
   };
-  lua_getfield(L, 1, "send_asap");
-  o.send_asap = lua_toboolean(L, -1);
-  lua_pop(L, 1);
+  o.servers = msrt_lua_field_strs(L, 1, "servers", &o.nservers);
   bridge_box *bx = lua_newuserdata(L, sizeof *bx);
   bx->b = NULL;
   luaL_getmetatable(L, BRIDGE_META);
@@ -99,15 +68,15 @@ static int l_open(lua_State *L) {
 /* nats_filters(bridge, import, export) -> true | nil, err */
 static int l_filters(lua_State *L) {
   msrt_bridge *b = open_bridge(L);
-  const char *imp[64], *exp[64];
   lua_newtable(L); /* an options-like table holding both lists */
   lua_pushvalue(L, 2);
   lua_setfield(L, -2, "import");
   lua_pushvalue(L, 3);
   lua_setfield(L, -2, "export");
   int t = lua_gettop(L);
-  size_t ni = opt_list(L, t, "import", imp, 63);
-  size_t ne = opt_list(L, t, "export", exp, 63);
+  size_t ni, ne; /* more than the bridge takes: its limit error */
+  const char **imp = msrt_lua_field_strs(L, t, "import", &ni);
+  const char **exp = msrt_lua_field_strs(L, t, "export", &ne);
   msrt_error err;
   if (msrt_bridge_set_filters(b, imp, ni, exp, ne, &err) != MSRT_E_OK)
     return msrt_lua_fail_err(L, &err);

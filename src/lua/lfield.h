@@ -22,4 +22,18 @@ const char *msrt_lua_field_str(lua_State *L, int t, const char *k);
 /* Whether t[k] is true (Lua truth: anything but nil and false). */
 int msrt_lua_field_bool(lua_State *L, int t, const char *k);
 
+/* The number at t[k] when it is above 0, else 0 (absent, another type,
+ * 0, negative, NaN): a size, a count or a time in ms whose 0 means "the
+ * part's default" or "none". */
+lua_Number msrt_lua_field_size(lua_State *L, int t, const char *k);
+
+/* The strings of the list at t[k] (1..#list; nil or another type: none),
+ * in order, in a NULL-terminated array held by a userdata this pushes on
+ * the stack: leave it there, and t's list there, while the array is used
+ * (the list keeps the strings alive). *n gets their count. An item that
+ * is not a string (a number is not converted) raises "k[i] must be a
+ * string". */
+const char **msrt_lua_field_strs(lua_State *L, int t, const char *k,
+                                 size_t *n);
+
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "lua/lerror.h"
+#include "lua/lfield.h"
 #include "lua/lrt.h"
 #include "nats/auth.h"
 #include "nats/listen.h"
@@ -29,27 +30,20 @@ msrt_nats_server *msrt_lua_nats_server(lua_State *L, int idx) {
   return ls->s;
 }
 
-static double num_field(lua_State *L, int t, const char *k) {
-  lua_getfield(L, t, k);
-  double v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
-  lua_pop(L, 1);
-  return v > 0 ? v : 0;
-}
-
 /* {max_payload, max_control, max_pending, write_deadline_ms,
  * ping_interval_ms (0: none), max_pings_out, max_conns, max_subs} */
 static msrt_nats_opts read_opts(lua_State *L, int t) {
   luaL_checktype(L, t, LUA_TTABLE);
   msrt_nats_opts o = {0};
-  o.max_payload = (size_t)num_field(L, t, "max_payload");
-  o.max_control = (size_t)num_field(L, t, "max_control");
-  o.max_pending = (size_t)num_field(L, t, "max_pending");
-  o.write_deadline_ms = (uint64_t)num_field(L, t, "write_deadline_ms");
-  o.ping_interval_ms = (uint64_t)num_field(L, t, "ping_interval_ms");
+  o.max_payload = (size_t)msrt_lua_field_size(L, t, "max_payload");
+  o.max_control = (size_t)msrt_lua_field_size(L, t, "max_control");
+  o.max_pending = (size_t)msrt_lua_field_size(L, t, "max_pending");
+  o.write_deadline_ms = (uint64_t)msrt_lua_field_size(L, t, "write_deadline_ms");
+  o.ping_interval_ms = (uint64_t)msrt_lua_field_size(L, t, "ping_interval_ms");
   if (!o.ping_interval_ms) o.ping_interval_ms = UINT64_MAX;
-  o.max_pings_out = (int)num_field(L, t, "max_pings_out");
-  o.max_conns = (size_t)num_field(L, t, "max_conns");
-  o.max_subs = (size_t)num_field(L, t, "max_subs");
+  o.max_pings_out = (int)msrt_lua_field_size(L, t, "max_pings_out");
+  o.max_conns = (size_t)msrt_lua_field_size(L, t, "max_conns");
+  o.max_subs = (size_t)msrt_lua_field_size(L, t, "max_subs");
   return o;
 }
 
@@ -79,10 +73,8 @@ static int l_listen(lua_State *L) {
   const char *addr = luaL_checkstring(L, 2);
   msrt_nats_listen_opts o = {0};
   if (lua_istable(L, 3)) {
-    o.backlog = (int)num_field(L, 3, "backlog");
-    lua_getfield(L, 3, "nodelay");
-    o.nodelay = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    o.backlog = (int)msrt_lua_field_size(L, 3, "backlog");
+    o.nodelay = msrt_lua_field_bool(L, 3, "nodelay");
   }
   llistener *ll = lua_newuserdata(L, sizeof *ll);
   ll->l = NULL;
@@ -101,42 +93,20 @@ static int l_tune(lua_State *L) {
   return 0;
 }
 
-/* A list of strings at t[k] (nil: none); raises on anything else. */
-static const char **str_list(lua_State *L, int t, const char *k, size_t *n) {
-  lua_getfield(L, t, k);
-  *n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
-  const char **v = lua_newuserdata(L, (*n ? *n : 1) * sizeof *v);
-  for (size_t i = 0; i < *n; i++) {
-    lua_rawgeti(L, -2, (int)i + 1);
-    v[i] = lua_tostring(L, -1); /* kept alive by the list table */
-    lua_pop(L, 1);
-  }
-  lua_insert(L, -2); /* the userdata under the list, both kept */
-  return v;
-}
-
-static const char *opt_str(lua_State *L, int t, const char *k) {
-  lua_getfield(L, t, k);
-  const char *s = lua_tostring(L, -1); /* left on the stack: kept alive */
-  return s;
-}
-
 /* One user from the table at index t (checked by lua/msrt/listen.lua). */
 static void read_user(lua_State *L, int t, msrt_nats_user *u) {
   memset(u, 0, sizeof *u);
-  u->user = opt_str(L, t, "user");
-  u->password = opt_str(L, t, "password");
-  u->token = opt_str(L, t, "token");
-  u->pub_allow = str_list(L, t, "publish_allow", &u->n_pub_allow);
-  u->pub_deny = str_list(L, t, "publish_deny", &u->n_pub_deny);
-  u->sub_allow = str_list(L, t, "subscribe_allow", &u->n_sub_allow);
-  u->sub_deny = str_list(L, t, "subscribe_deny", &u->n_sub_deny);
-  lua_getfield(L, t, "allow_responses");
-  u->allow_responses = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  u->max_responses = (int)num_field(L, t, "max_responses");
-  u->responses_ms = (uint64_t)num_field(L, t, "responses_ms");
-  u->max_connections = (size_t)num_field(L, t, "max_connections");
+  u->user = msrt_lua_field_str(L, t, "user");
+  u->password = msrt_lua_field_str(L, t, "password");
+  u->token = msrt_lua_field_str(L, t, "token");
+  u->pub_allow = msrt_lua_field_strs(L, t, "publish_allow", &u->n_pub_allow);
+  u->pub_deny = msrt_lua_field_strs(L, t, "publish_deny", &u->n_pub_deny);
+  u->sub_allow = msrt_lua_field_strs(L, t, "subscribe_allow", &u->n_sub_allow);
+  u->sub_deny = msrt_lua_field_strs(L, t, "subscribe_deny", &u->n_sub_deny);
+  u->allow_responses = msrt_lua_field_bool(L, t, "allow_responses");
+  u->max_responses = (int)msrt_lua_field_size(L, t, "max_responses");
+  u->responses_ms = (uint64_t)msrt_lua_field_size(L, t, "responses_ms");
+  u->max_connections = (size_t)msrt_lua_field_size(L, t, "max_connections");
 }
 
 /* server:set_auth(users | nil) -> true | nil, err: the policy in force
@@ -209,9 +179,9 @@ static int l_port(lua_State *L) {
 static int l_listener_tune(lua_State *L) {
   llistener *ll = luaL_checkudata(L, 1, LISTENER_META);
   luaL_checktype(L, 2, LUA_TTABLE);
-  msrt_nats_listen_opts o = {.backlog = (int)num_field(L, 2, "backlog")};
-  lua_getfield(L, 2, "nodelay");
-  o.nodelay = lua_toboolean(L, -1);
+  msrt_nats_listen_opts o = {
+      .backlog = (int)msrt_lua_field_size(L, 2, "backlog"),
+      .nodelay = msrt_lua_field_bool(L, 2, "nodelay")};
   if (ll->l) msrt_nats_listener_tune(ll->l, &o);
   return 0;
 }

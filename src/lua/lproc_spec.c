@@ -8,23 +8,6 @@
 #include "lua/lproc.h"
 #include "lua/lrt.h"
 
-/* The strings of list field k of the table at 1 (NULL-terminated, in a
- * userdata left on the stack; the table keeps the strings alive). */
-static const char **str_list(lua_State *L, const char *k, size_t *n) {
-  lua_getfield(L, 1, k);
-  *n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
-  const char **v = lua_newuserdata(L, (*n + 1) * sizeof *v);
-  for (size_t i = 0; i < *n; i++) {
-    lua_rawgeti(L, -2, (int)i + 1);
-    v[i] = lua_tostring(L, -1);
-    lua_pop(L, 1);
-    if (!v[i]) luaL_error(L, "%s[%d] must be a string", k, (int)i + 1);
-  }
-  v[*n] = NULL;
-  lua_remove(L, -2);
-  return v;
-}
-
 static void read_limits(lua_State *L, msrt_proc_limits *l) {
   lua_getfield(L, 1, "limits");
   int t = lua_gettop(L);
@@ -54,10 +37,10 @@ void msrt_lproc_spec(lua_State *L, msrt_proc_spec *s) {
   s->publish_as = msrt_lua_field_str(L, 1, "publish_as");
   s->rpc = msrt_lua_field_str(L, 1, "rpc");
   s->inbox = msrt_lua_field_str(L, 1, "inbox");
-  s->argv = str_list(L, "argv", &s->argc);
-  s->env = str_list(L, "env", &s->envc);
-  s->allow = str_list(L, "allow", &s->nallow);
-  s->deny = str_list(L, "deny", &s->ndeny);
+  s->argv = msrt_lua_field_strs(L, 1, "argv", &s->argc);
+  s->env = msrt_lua_field_strs(L, 1, "env", &s->envc);
+  s->allow = msrt_lua_field_strs(L, 1, "allow", &s->nallow);
+  s->deny = msrt_lua_field_strs(L, 1, "deny", &s->ndeny);
   read_limits(L, &s->limits);
   s->stop_signal = (int)msrt_lua_field_num(L, 1, "stop_signal", 0);
   s->grace_ms = (long)msrt_lua_field_num(L, 1, "grace_ms", -1);

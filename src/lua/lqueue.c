@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "lua/lerror.h"
+#include "lua/lfield.h"
 #include "lua/lrt.h"
 #include "queue/queue.h"
 
@@ -22,13 +23,6 @@ static lqueue *check_q(lua_State *L) {
   return lq;
 }
 
-static uint64_t opt_u64(lua_State *L, int t, const char *k) {
-  lua_getfield(L, t, k);
-  lua_Number n = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
-  lua_pop(L, 1);
-  return n > 0 ? (uint64_t)n : 0;
-}
-
 /* queue_open{name, path, sync_full, max_msgs, max_bytes, discard = "old" |
  * "new", dedupe_window_ms, wake_id} -> queue | nil, err (queue/queue.h
  * msrt_queue_open's errors) */
@@ -39,16 +33,14 @@ static int l_queue_open(lua_State *L) {
   lua_getfield(L, 1, "path");
   c.name = luaL_checkstring(L, -2);
   c.path = luaL_checkstring(L, -1);
-  lua_getfield(L, 1, "sync_full");
-  c.sync_full = lua_toboolean(L, -1);
-  lua_getfield(L, 1, "discard");
-  const char *d = lua_tostring(L, -1);
+  c.sync_full = msrt_lua_field_bool(L, 1, "sync_full");
+  const char *d = msrt_lua_field_str(L, 1, "discard");
   c.discard = d && strcmp(d, "new") == 0 ? MSRT_QUEUE_DISCARD_NEW
                                          : MSRT_QUEUE_DISCARD_OLD;
-  c.max_msgs = opt_u64(L, 1, "max_msgs");
-  c.max_bytes = opt_u64(L, 1, "max_bytes");
-  c.dedupe_window_ms = opt_u64(L, 1, "dedupe_window_ms");
-  c.wake_id = opt_u64(L, 1, "wake_id");
+  c.max_msgs = (uint64_t)msrt_lua_field_size(L, 1, "max_msgs");
+  c.max_bytes = (uint64_t)msrt_lua_field_size(L, 1, "max_bytes");
+  c.dedupe_window_ms = (uint64_t)msrt_lua_field_size(L, 1, "dedupe_window_ms");
+  c.wake_id = (uint64_t)msrt_lua_field_size(L, 1, "wake_id");
   lqueue *lq = lua_newuserdata(L, sizeof *lq);
   lq->q = NULL;
   luaL_getmetatable(L, QUEUE_META);
