@@ -6,6 +6,21 @@
 local core = require "msrt.core"
 
 describe("the supervisor's child table", function()
+  it("takes its defaults from supervisor.lua alone: a flag left out is refused, not defaulted again", function()
+    local sup = require "msrt.supervisor"
+    local s, err = core.super_new({})
+    assert.is_nil(s)
+    assert.are.equal("invalid_arg", err.code)
+    assert.matches("intensity", err.message)
+    s, err = core.super_new({ intensity = 1, period_ms = 5000, backoff = { initial_ms = 10 } })
+    assert.is_nil(s)
+    assert.matches("backoff.max_ms", err.message)
+    assert.are.same({ initial_ms = 10, max_ms = 10, multiplier = 2, jitter = 0 },
+      sup.backoff_of({ initial_ms = 10 }))
+    assert(core.super_new({ intensity = 1, period_ms = 5000, backoff = sup.backoff_of({ initial_ms = 10 }) }))
+    assert.are.equal(40, core.backoff_delay(sup.backoff_of({ initial_ms = 10, max_ms = 100 }), 2, 0.5))
+  end)
+
   it("keeps each child's record with its entry, in start order", function()
     local s = assert(core.super_new({ intensity = 1, period_ms = 5000 }))
     local a, b = { id = "a" }, { id = "b" }

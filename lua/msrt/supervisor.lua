@@ -195,10 +195,27 @@ M.CHILD = {
 
 --- The defaults of what a supervisor spec and a child spec leave out
 -- (OTP's: one restart in 5 s, a worker's shutdown 5000 ms and a
--- supervisor's infinity; auto_shutdown never), stated once.
+-- supervisor's infinity; auto_shutdown never; no backoff, and of a
+-- backoff table: no delay, doubling, no jitter, max_ms its initial_ms),
+-- stated once (src/lua/lsuper.c has none of its own).
 M.DEFAULTS = { intensity = 1, period_ms = 5000, restart = "permanent",
-  shutdown = { worker = 5000, supervisor = "infinity" }, auto_shutdown = "never" }
+  shutdown = { worker = 5000, supervisor = "infinity" }, auto_shutdown = "never",
+  backoff = { initial_ms = 0, multiplier = 2, jitter = 0 } }
 local D = M.DEFAULTS
+
+--- A spec's backoff table with the defaults filled in (nil: none).
+function M.backoff_of(b)
+  if b == nil then return nil end
+  local initial = b.initial_ms or D.backoff.initial_ms
+  return { initial_ms = initial, max_ms = b.max_ms or initial,
+    multiplier = b.multiplier or D.backoff.multiplier, jitter = b.jitter or D.backoff.jitter }
+end
+
+-- The flags core.super_new and configure take, defaults filled in.
+local function flags_of(spec)
+  return { intensity = spec.intensity or D.intensity, period_ms = spec.period_ms or D.period_ms,
+    backoff = M.backoff_of(spec.backoff) }
+end
 
 local function kind_of(cs)
   local found
@@ -717,8 +734,9 @@ local function build(spec, parent)
   if not ok then return nil, err end
   local strategy, serr = strategy_of(spec.strategy)
   if not strategy then return nil, serr end
-  local intensity, period = spec.intensity or D.intensity, spec.period_ms or D.period_ms
-  local s, cerr = core.super_new({ intensity = intensity, period_ms = period, backoff = spec.backoff })
+  local flags = flags_of(spec)
+  local intensity, period = flags.intensity, flags.period_ms
+  local s, cerr = core.super_new(flags)
   if not s then return nil, cerr end
   if not spec.name then unnamed = unnamed + 1 end
   born = born + 1
@@ -970,11 +988,11 @@ function Sup:update(spec)
   if not ok then return nil, err end
   local plan, perr = reload_plan(self, spec)
   if not plan then return nil, perr end
-  ok, err = self.core:configure({ intensity = spec.intensity or D.intensity, period_ms = spec.period_ms or D.period_ms,
-    backoff = spec.backoff })
+  local flags = flags_of(spec)
+  ok, err = self.core:configure(flags)
   if not ok then return nil, err end
   self.strategy, self.strategy_name = plan.strategy.decide, plan.strategy.name
-  self.intensity, self.period_ms = spec.intensity or D.intensity, spec.period_ms or D.period_ms
+  self.intensity, self.period_ms = flags.intensity, flags.period_ms
   self.auto_shutdown = spec.auto_shutdown or D.auto_shutdown
   for _, c in ipairs(plan.children) do
     local old = self.core:record(c.id)

@@ -12,6 +12,7 @@
 
 #include "core/clock.h"
 #include "lua/lerror.h"
+#include "lua/lfield.h"
 #include "lua/lsuper.h"
 #include "super/super.h"
 
@@ -40,28 +41,30 @@ static double draw(void) {
   return (double)(x >> 11) / 9007199254740992.0;
 }
 
-static double num_field(lua_State *L, int t, const char *k, double dflt) {
-  lua_getfield(L, t, k);
-  double v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : dflt;
-  lua_pop(L, 1);
-  return v;
+/* The tables read here come from supervisor.lua with every field filled
+ * in (its M.DEFAULTS and backoff_of state each default once): a field
+ * left out reads as -1, which src/super refuses naming it, never as a
+ * default of its own. */
+#define ABSENT (-1)
+
+/* A backoff table {initial_ms, max_ms, multiplier, jitter} at index t. */
+static msrt_backoff backoff_of(lua_State *L, int t) {
+  return (msrt_backoff){msrt_lua_field_num(L, t, "initial_ms", ABSENT),
+                        msrt_lua_field_num(L, t, "max_ms", ABSENT),
+                        msrt_lua_field_num(L, t, "multiplier", ABSENT),
+                        msrt_lua_field_num(L, t, "jitter", ABSENT)};
 }
 
-/* The flags from a table {intensity, period_ms, backoff = {initial_ms,
- * max_ms, multiplier, jitter}} at index t. */
+/* The flags from a table {intensity, period_ms, backoff} at index t (no
+ * backoff table: no delay between restarts). */
 static msrt_super_config config_of(lua_State *L, int t) {
   luaL_checktype(L, t, LUA_TTABLE);
-  msrt_super_config cfg = {(int)num_field(L, t, "intensity", 1),
-                           (int64_t)num_field(L, t, "period_ms", 5000),
-                           {0, 0, 1, 0}};
+  msrt_super_config cfg = {
+      (int)msrt_lua_field_num(L, t, "intensity", ABSENT),
+      (int64_t)msrt_lua_field_num(L, t, "period_ms", ABSENT),
+      {0, 0, 1, 0}};
   lua_getfield(L, t, "backoff");
-  if (lua_istable(L, -1)) {
-    int b = lua_gettop(L);
-    cfg.backoff.initial_ms = num_field(L, b, "initial_ms", 0);
-    cfg.backoff.max_ms = num_field(L, b, "max_ms", cfg.backoff.initial_ms);
-    cfg.backoff.multiplier = num_field(L, b, "multiplier", 2);
-    cfg.backoff.jitter = num_field(L, b, "jitter", 0);
-  }
+  if (lua_istable(L, -1)) cfg.backoff = backoff_of(L, lua_gettop(L));
   lua_pop(L, 1);
   return cfg;
 }
@@ -354,13 +357,11 @@ static int l_plan(lua_State *L) {
   return rc == MSRT_E_OK ? 1 : fail(L, &err);
 }
 
-/* backoff_delay(b, n, u) -> ms: the pure schedule (for tests, tools) */
+/* backoff_delay(b, n, u) -> ms: the pure schedule (for tests, tools) of
+ * a whole backoff table b (supervisor.lua's backoff_of fills one in) */
 static int l_backoff_delay(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  msrt_backoff b = {num_field(L, 1, "initial_ms", 0), 0,
-                    num_field(L, 1, "multiplier", 2),
-                    num_field(L, 1, "jitter", 0)};
-  b.max_ms = num_field(L, 1, "max_ms", b.initial_ms);
+  msrt_backoff b = backoff_of(L, 1);
   lua_pushnumber(L, msrt_backoff_delay(&b, (unsigned)luaL_checkinteger(L, 2),
                                        luaL_optnumber(L, 3, 0.5)));
   return 1;
