@@ -45,6 +45,54 @@ return {
     end, 60000)
   end)
 
+  -- eve may subscribe to a.> and b.> but a.secret is denied to her
+  local DENY = [[
+return {
+  users = {
+    { user = "eve", password = "pw",
+      permissions = { subscribe = { allow = { "a.>", "b.>" }, deny = { "a.secret" } } } },
+  },
+}
+]]
+
+  it("keeps a denied subject from a wider wildcard subscription, as nats-server does (the nats npm client)", function()
+    C.drive(function()
+      local _, path = dir_with(DENY)
+      local l = assert(C.listen { nats = "127.0.0.1:0", auth = path })
+      local checks, out = C.node(l:port(), "deny_wildcard")
+      C.expect(checks, out, { "deny_wildcard", "done" })
+      l:close()
+    end, 60000)
+  end)
+
+  it("filters a kept wildcard subscription by the deny list a reload brings, and stops when it goes", function()
+    C.drive(function()
+      local dir, path = dir_with(DENY)
+      local w = assert(msrt.watch { dir })
+      local l = assert(C.listen { nats = "127.0.0.1:0", auth = path })
+      local c = raw(l:port())
+      c.send('CONNECT {"user":"eve","pass":"pw"}\r\nSUB b.> 1\r\nPING\r\n')
+      assert.truthy(c.wait_for("PONG"))
+      local function round(n)
+        -- one subscription's messages come in order: the marker after
+        -- b.secret proves b.secret had its chance
+        assert.is_true(msrt.publish("b.secret", "s" .. n))
+        assert.is_true(msrt.publish("b.public", "p" .. n))
+        return c.wait_for("MSG b.public 1 2\r\np" .. n, true)
+      end
+      assert.matches("MSG b.secret 1 2\r\ns1", assert(round(1)), 1, true)
+      S.write(path, (DENY:gsub('deny = { "a.secret" }', 'deny = { "a.secret", "b.secret" }')))
+      assert.is_true(msrt.reload(path))
+      assert.is_nil(assert(round(2)):find("s2", 1, true))
+      S.write(path, DENY) -- the deny goes, and with it what was cached
+      assert.is_true(msrt.reload(path))
+      assert.matches("MSG b.secret 1 2\r\ns3", assert(round(3)), 1, true)
+      c.close()
+      w.close()
+      l:close()
+    end)
+  end)
+
   it("accepts a non-loopback address once it has an auth policy", function()
     C.drive(function()
       local _, path = dir_with(POLICY)

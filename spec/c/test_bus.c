@@ -427,6 +427,59 @@ static void test_queue_skips_full(void) {
   teardown();
 }
 
+/* An endpoint that declines subjects ending in ".no" and counts what it
+ * takes (msrt_endpoint_class.declines). */
+static msrt_push_outcome picky_push(void *ep, msrt_envelope *e,
+                                    const msrt_evict_sink *ev, msrt_bus *b) {
+  (void)e, (void)ev, (void)b;
+  ++*(int *)ep;
+  return MSRT_PUSH_DELIVERED;
+}
+
+static bool picky_declines(void *ep, const msrt_envelope *e) {
+  (void)ep;
+  return e->subject_len > 3 &&
+         memcmp(e->subject + e->subject_len - 3, ".no", 3) == 0;
+}
+
+static msrt_overflow picky_policy(void *ep) {
+  (void)ep;
+  return MSRT_OVERFLOW_DROP_NEWEST;
+}
+
+static void picky_name(void *ep, char *buf, size_t cap) {
+  (void)ep;
+  snprintf(buf, cap, "picky");
+}
+
+static const msrt_endpoint_class picky_class = {
+    .class_name = "picky", .push = picky_push, .policy = picky_policy,
+    .declines = picky_declines, .name = picky_name};
+
+/* A declined copy is neither made nor counted: a message only declined
+ * has no responders, and a declining queue member gives its turn. */
+static void test_declines(void) {
+  setup(0);
+  int took = 0;
+  msrt_endpoint picky = {&picky_class, &took};
+  sub("work.>", NULL, picky);
+  sub("work.no", NULL, msrt_ep_hub(3));
+  size_t d = 0;
+  CHECK(pub("work.no", &d, NULL) == MSRT_E_OK && d == 1 && took == 0);
+  CHECK(pub("work.yes", &d, NULL) == MSRT_E_OK && d == 1 && took == 1);
+  CHECK(stat_of("work", MSRT_STAT_ACCEPTED) == 2);
+  CHECK(pub("work.x.no", &d, NULL) == MSRT_E_OK && d == 0);
+  CHECK(stat_of("work", MSRT_STAT_NO_RESPONDERS) == 1);
+  msrt_actor *a = actor(8, MSRT_OVERFLOW_ERROR);
+  sub("q.*", "pool", picky);
+  sub("q.*", "pool", msrt_ep_actor(a));
+  for (int i = 0; i < 4; i++) CHECK(pub("q.no", &d, NULL) == MSRT_E_OK && d == 1);
+  CHECK(msrt_actor_depth(a) == 4 && took == 1);
+  check_identity();
+  msrt_actor_unref(a);
+  teardown();
+}
+
 /* Routing: a dead-lettered message, a rewrite its publisher may not
  * follow, and a subject refused at make. */
 static bool deny_admin(void *ud, const char *s, size_t len) {
@@ -560,5 +613,6 @@ TEST_MAIN(test_delivered_and_no_responders, test_drop_newest, test_drop_oldest,
           test_drop_oldest_bytes,
           test_refused_when_full, test_closed_and_not_ready, test_blocked,
           test_wait_room, test_gate_outcomes, test_queue_skips_full,
+          test_declines,
           test_routed_outcomes, test_undeliver_and_stamp,
           test_proc_item_closed, test_threads)

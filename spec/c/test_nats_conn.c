@@ -206,6 +206,35 @@ static void test_headers_no_responders(void) {
   teardown();
 }
 
+/* A client that did not say headers: true gets a message's payload
+ * alone (MSG) and is ended for an HPUB; one that said echo: false never
+ * gets its own publishes, nor its queue group's turn for them. */
+static void test_headers_off_and_echo(void) {
+  setup(NULL);
+  peer a, b;
+  open_peer(&a);
+  open_peer(&b);
+  feed(&b, "CONNECT {}\r\nSUB h 1\r\n");
+  feed(&a, "CONNECT {\"headers\":true,\"echo\":false}\r\nSUB h 1\r\n"
+           "HPUB h 22 24\r\nNATS/1.0\r\nX-Id: 42\r\n\r\nhi\r\nPING\r\n");
+  SAME(read_all(&a), "INFO\nPONG\n");
+  SAME(read_all(&b), "INFO\nMSG h 1 2\nhi\n");
+  feed(&a, "SUB q g 2\r\n");
+  feed(&b, "SUB q g 2\r\n");
+  feed(&a, "PUB q 1\r\nx\r\nPUB q 1\r\ny\r\nPING\r\n");
+  SAME(read_all(&a), "PONG\n");
+  SAME(read_all(&b), "MSG q 2 1\nx\nMSG q 2 1\ny\n");
+  feed(&b, "PUB h 1\r\nz\r\n"); /* another's publish still reaches a */
+  SAME(read_all(&a), "MSG h 1 1\nz\n");
+  SAME(read_all(&b), "MSG h 1 1\nz\n"); /* b said nothing of echo */
+  feed(&b, "HPUB h 22 24\r\nNATS/1.0\r\nX-Id: 42\r\n\r\nhi\r\n");
+  SAME(read_all(&b), "");
+  CHECK(b.closed == 1);
+  close_peer(&a);
+  close_peer(&b);
+  teardown();
+}
+
 /* NATS' words for each refusal. */
 static void test_errors(void) {
   setup(NULL);
@@ -446,5 +475,5 @@ static void test_threads(void) {
 }
 
 TEST_MAIN(test_threads, test_allow_responses, test_reauthorize, test_info_ping_verbose, test_routing, test_unsub_max,
-          test_headers_no_responders, test_errors, test_slow_consumer,
+          test_headers_no_responders, test_headers_off_and_echo, test_errors, test_slow_consumer,
           test_max_conns, test_auth)

@@ -60,6 +60,27 @@ static void test_pattern_rules(void) {
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) CHECK(!pat_ok(bad[i]));
 }
 
+/* Two patterns intersect when one subject matches both. */
+static void test_patterns_intersect(void) {
+  const char *yes[][2] = {{"a.>", "a.secret"}, {"a.*.c", "a.b.>"},
+                          {"*", "a"},          {">", "a.b.c"},
+                          {"a.*", "*.b"},      {"a.b", "a.b"}};
+  const char *no[][2] = {{"a.*", "a.b.c"}, {"a.>", "a"},   {"a.b", "a.c"},
+                         {"a.*.c", "a.b.d"}, {"b.>", "a.>"}, {"a", "a.>"}};
+  for (size_t i = 0; i < sizeof yes / sizeof *yes; i++) {
+    CHECK(msrt_patterns_intersect(yes[i][0], strlen(yes[i][0]), yes[i][1],
+                                  strlen(yes[i][1])));
+    CHECK(msrt_patterns_intersect(yes[i][1], strlen(yes[i][1]), yes[i][0],
+                                  strlen(yes[i][0])));
+  }
+  for (size_t i = 0; i < sizeof no / sizeof *no; i++) {
+    CHECK(!msrt_patterns_intersect(no[i][0], strlen(no[i][0]), no[i][1],
+                                   strlen(no[i][1])));
+    CHECK(!msrt_patterns_intersect(no[i][1], strlen(no[i][1]), no[i][0],
+                                   strlen(no[i][0])));
+  }
+}
+
 static void test_subject_messages(void) {
   msrt_error e;
   msrt_subject_validate("a..b", 4, 0, &e);
@@ -892,6 +913,7 @@ static void test_classes(void) {
 }
 
 TEST_MAIN(test_classes, test_subject_valid, test_subject_invalid, test_pattern_rules,
+          test_patterns_intersect,
           test_subject_messages, test_subject_length, test_matcher,
           test_token_kinds, test_tokenizer_agrees,
           test_index_basic, test_index_wide, test_property,

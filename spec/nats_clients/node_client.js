@@ -7,6 +7,11 @@
 //                                    headers, no responders, Lua values
 //   node node_client.js PORT auth    credentials, a denied publish and
 //                                    subscription, a wrong password
+//   node node_client.js PORT deny_wildcard   user eve/pw, allowed a.> but
+//                                    denied a.secret: a.> never gets a.secret
+//   node node_client.js PORT no_echo a noEcho connection's own publishes
+//                                    skip its subscriptions and its turn in
+//                                    a queue group
 // Prints one JSON object per check: {"check": name, "ok": bool, ...}, and
 // "done" last; exits 1 on an unexpected exception.
 const [port, scenario, transport] = process.argv.slice(2);
@@ -127,10 +132,50 @@ async function auth() {
   report("done", true);
 }
 
+async function denyWildcard() {
+  const nc = await connect({ servers, user: "eve", pass: "pw", reconnect: false });
+  const sub = nc.subscribe("a.>");
+  const got = collect(sub, 1, 3000);
+  await nc.flush();
+  // one subscription's messages arrive in order: a.public arriving first
+  // proves a.secret was filtered, not late
+  nc.publish("a.secret", sc.encode("hidden"));
+  nc.publish("a.public", sc.encode("shown"));
+  const [m] = await got;
+  report("deny_wildcard", m && m.subject === "a.public", m && m.subject);
+  await nc.close();
+  report("done", true);
+}
+
+async function noEcho() {
+  const quiet = await connect({ servers, noEcho: true, reconnect: false });
+  const other = await connect({ servers, reconnect: false });
+  const got = collect(quiet.subscribe("e.x"), 1, 3000);
+  let q = 0, o = 0;
+  quiet.subscribe("e.q", { queue: "g", callback: () => q++ });
+  other.subscribe("e.q", { queue: "g", callback: () => o++ });
+  await quiet.flush();
+  await other.flush();
+  // quiet's PONG comes after whatever its own publish was handed
+  quiet.publish("e.x", sc.encode("own"));
+  for (let i = 0; i < 10; i++) quiet.publish("e.q", sc.encode(String(i)));
+  await quiet.flush();
+  other.publish("e.x", sc.encode("other"));
+  const [m] = await got;
+  report("no_echo", m && sc.decode(m.data) === "other", m && sc.decode(m.data));
+  await other.flush(); // the queue's deliveries to other came before this PONG
+  report("no_echo_queue", q === 0 && o === 10, { q, o });
+  await quiet.close();
+  await other.close();
+  report("done", true);
+}
+
+const scenarios = { basic, auth, deny_wildcard: denyWildcard, no_echo: noEcho };
+
 (async () => {
   ({ connect, StringCodec, headers, ErrorCode } = transport === "ws" ? await import("nats.ws") : require("nats"));
   sc = StringCodec();
-  await (scenario === "auth" ? auth() : basic());
+  await scenarios[scenario]();
 })().catch((e) => {
   report("exception", false, String(e && e.stack || e));
   process.exit(1);

@@ -198,12 +198,32 @@ static msrt_endpoint item_ep(const msrt_match_item *m) {
   return (msrt_endpoint){m->ud, m->endpoint};
 }
 
-/* Queue-group members that are full are skipped when another member can
- * take the message. */
-static bool skip_full(const msrt_match_item *m, void *ud) {
-  (void)ud;
+/* Whether the endpoint of m declines e (msrt_endpoint_class.declines). */
+static bool declined(const msrt_match_item *m, const msrt_envelope *e) {
   const msrt_endpoint_class *cls = m->ud;
-  return cls->full && cls->full(m->endpoint);
+  return cls->declines && cls->declines(m->endpoint, e);
+}
+
+/* Queue-group members that decline the message (ud), or are full, are
+ * skipped when another member can take it. */
+static bool skip_full(const msrt_match_item *m, void *ud) {
+  const msrt_endpoint_class *cls = m->ud;
+  return declined(m, ud) || (cls->full && cls->full(m->endpoint));
+}
+
+/* Remove the items whose endpoint declines e: plain subscriptions, and a
+ * queue group's fallback choice (MSRT_MATCH_FULL: its members were all
+ * skipped, perhaps for declining). Returns the items left. */
+static size_t drop_declined(msrt_match_result *m, const msrt_envelope *e) {
+  size_t kept = 0;
+  for (size_t i = 0; i < m->len; i++) {
+    const msrt_match_item *it = &m->items[i];
+    bool vetted = (it->flags & (MSRT_MATCH_QUEUE | MSRT_MATCH_FULL)) ==
+                  MSRT_MATCH_QUEUE; /* chosen past skip_full already */
+    if (!vetted && declined(it, e)) continue;
+    m->items[kept++] = *it;
+  }
+  return m->len = kept;
 }
 
 static void ep_ref(msrt_endpoint ep) {
@@ -357,11 +377,11 @@ static msrt_code deliver_all(msrt_bus *bus, msrt_reader *rd, pub_space *s,
                              msrt_error *err) {
   unsigned cls = msrt_bus_class(bus, e->subject, e->subject_len);
   if (msrt_router_match(rd, e->subject, e->subject_len, &s->m, skip_full,
-                        NULL) != MSRT_E_OK) {
+                        e) != MSRT_E_OK) {
     refuse(bus, cls);
     return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
   }
-  size_t n = s->m.len;
+  size_t n = drop_declined(&s->m, e);
   uint32_t unready = s->m.unready_groups;
   if (n == 0 && unready == 0) {
     if (may_dead_letter) return MSRT_E_NOT_FOUND;
@@ -545,10 +565,17 @@ size_t msrt_bus_local_groups(msrt_bus *bus, const char *subject, char *buf,
   return msrt_interest_local_groups(bus->interest, subject, buf, cap);
 }
 
+/* The key a message was imported for, and the message. */
+typedef struct {
+  uint32_t key;
+  msrt_envelope *e;
+} key_msg;
+
 /* Queue-group members of another key are skipped, like full ones: the
  * group's one member comes from the key the message was imported for. */
 static bool skip_other_key(const msrt_match_item *m, void *ud) {
-  return m->kind != *(const uint32_t *)ud || skip_full(m, NULL);
+  const key_msg *k = ud;
+  return m->kind != k->key || skip_full(m, k->e);
 }
 
 msrt_code msrt_bus_publish_key(msrt_bus *bus, msrt_envelope *e, uint32_t key,
@@ -565,13 +592,15 @@ msrt_code msrt_bus_publish_key(msrt_bus *bus, msrt_envelope *e, uint32_t key,
   pub_space *s = space_get(bus, &local);
   msrt_router_reader_enter(rd);
   msrt_code rc = MSRT_E_OK;
+  key_msg km = {key, e};
   msrt_code mc = msrt_router_match(rd, e->subject, e->subject_len, &s->m,
-                                   skip_other_key, &key);
+                                   skip_other_key, &km);
   size_t kept = 0;
   /* the key's own: plain ones and its member */
   for (size_t i = 0; i < s->m.len; i++)
     if (s->m.items[i].kind == key) s->m.items[kept++] = s->m.items[i];
   s->m.len = kept;
+  if (mc == MSRT_E_OK) kept = drop_declined(&s->m, e);
   if (mc != MSRT_E_OK) {
     refuse(bus, cls);
     rc = msrt_error_set(err, MSRT_E_NOMEM, "out of memory");

@@ -63,6 +63,14 @@ typedef struct msrt_endpoint_class {
   /* Whether push would meet a full endpoint now (a queue-group member to
    * skip when another can take the message). NULL: never full. */
   bool (*full)(void *ep);
+  /* Whether the endpoint declines e by a rule of its own, as if its
+   * subscription had not matched: the copy is neither made nor counted,
+   * and a declining queue-group member gives its turn to another (NATS:
+   * a client's subscribe deny list filtering a wildcard subscription, and
+   * a client's own publish when it asked for no echo). Called on the
+   * publishing thread, possibly more than once per message. NULL: never
+   * declines. */
+  bool (*declines)(void *ep, const msrt_envelope *e);
   /* A one-shot waker for room, as msrt_actor_wait_room: returns
    * MSRT_WAIT_PENDING, MSRT_E_OK (room now), MSRT_E_CLOSED or
    * MSRT_E_NOMEM. cancel_wait: true when the waker was removed (it will

@@ -186,6 +186,22 @@ bool msrt_nats_perms_subscribe(const msrt_nats_perms *p, const char *subject,
   return !p || allowed(&p->sub_allow, &p->sub_deny, subject, len);
 }
 
+bool msrt_nats_perms_sub_overlaps_deny(const msrt_nats_perms *p,
+                                       const char *pattern, size_t len) {
+  if (!p || !p->sub_deny.n || msrt_subject_is_literal(pattern, len))
+    return false;
+  for (size_t i = 0; i < p->sub_deny.n; i++) {
+    const char *d = p->sub_deny.pat[i];
+    if (msrt_patterns_intersect(d, strlen(d), pattern, len)) return true;
+  }
+  return false;
+}
+
+bool msrt_nats_perms_sub_denied(const msrt_nats_perms *p, const char *subject,
+                                size_t len) {
+  return p && any_match(&p->sub_deny, subject, len);
+}
+
 bool msrt_nats_perms_responses(const msrt_nats_perms *p, int *max,
                                uint64_t *ms) {
   if (!p || !p->allow_responses) return false;

@@ -67,6 +67,18 @@ bool msrt_nats_perms_publish(const msrt_nats_perms *p, const char *subject,
                              size_t len);
 bool msrt_nats_perms_subscribe(const msrt_nats_perms *p, const char *subject,
                                size_t len, const char *queue, size_t qlen);
+/* The subscribe deny list at delivery (nats-server's per-message deny
+ * check): a deny pattern refuses SUB only for subjects it matches as
+ * above, so a wider wildcard subscription it overlaps is allowed (allow
+ * "a.>", deny "a.secret": SUB a.> is), and each message to it must be
+ * checked. sub_overlaps_deny: whether pattern has a wildcard and some
+ * deny pattern intersects it (its deliveries need the check; false for
+ * NULL). sub_denied: whether a published subject matches a deny pattern
+ * (false for NULL). Any thread, on permissions the caller holds. */
+bool msrt_nats_perms_sub_overlaps_deny(const msrt_nats_perms *p,
+                                       const char *pattern, size_t len);
+bool msrt_nats_perms_sub_denied(const msrt_nats_perms *p, const char *subject,
+                                size_t len);
 /* Whether p has allow_responses, and its figures. */
 bool msrt_nats_perms_responses(const msrt_nats_perms *p, int *max,
                                uint64_t *ms);

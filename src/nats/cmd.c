@@ -55,11 +55,11 @@ static int do_connect(msrt_nats_conn *c, const msrt_nats_cmd *cmd) {
       msrt_nats_conn_close(c, MSRT_NATS_ERR_AUTH);
       return 1;
     }
-    msrt_nats_perms_unref(c->perms);
-    c->perms = p;
+    msrt_nats_conn_set_perms(c, p);
     msrt_nats_resp_rules(c);
   }
   c->connected = true;
+  c->no_echo = !o.echo;
   pthread_mutex_lock(&c->mu);
   c->headers = o.headers;
   pthread_mutex_unlock(&c->mu);
@@ -128,6 +128,12 @@ static msrt_envelope *make_env(msrt_nats_conn *c, const msrt_nats_cmd *cmd,
 
 static int do_pub(msrt_nats_conn *c, const msrt_nats_cmd *cmd) {
   msrt_nats_server *s = c->srv;
+  if (cmd->hpub && !c->opts.headers) {
+    /* nats-server ends such a client as a protocol violation, with no
+     * -ERR: it never said it speaks headers */
+    msrt_nats_conn_close(c, NULL);
+    return 1;
+  }
   s->stats.in_msgs++;
   s->stats.in_bytes += cmd->payload_len + cmd->hdr_len;
   if (c->opts.pedantic &&
@@ -152,8 +158,11 @@ static int do_pub(msrt_nats_conn *c, const msrt_nats_cmd *cmd) {
   }
   size_t delivered = 0;
   c->pub_subject = cmd->subject, c->pub_len = cmd->subject_len;
+  msrt_nats_conn *outer = msrt_nats_publishing;
+  msrt_nats_publishing = c;
   msrt_code rc = msrt_bus_publish_as(s->bus, e, c->perms ? permit_pub : NULL,
                                      c, &delivered, NULL, &err);
+  msrt_nats_publishing = outer;
   c->pub_subject = NULL;
   msrt_env_unref(e);
   if (rc == MSRT_E_PERMISSION) {
@@ -203,6 +212,7 @@ static int do_sub(msrt_nats_conn *c, const msrt_nats_cmd *cmd) {
     send_err(c, MSRT_NATS_ERR_SUBJECT);
     return 0;
   }
+  msrt_nats_sub_filter(sub); /* before its first delivery */
   if (msrt_bus_subscribe(s->bus, cmd->subject, cmd->subject_len, cmd->queue,
                          cmd->queue_len, msrt_nats_ep(sub), &sub->bus_id,
                          NULL) != MSRT_E_OK) {
@@ -268,8 +278,7 @@ static void reauthorize(msrt_nats_conn *c) {
     msrt_nats_conn_close(c, MSRT_NATS_ERR_AUTH);
     return;
   }
-  msrt_nats_perms_unref(c->perms);
-  c->perms = p;
+  msrt_nats_conn_set_perms(c, p);
   msrt_nats_resp_rules(c);
   sid_table *t = &c->subs;
   for (size_t i = 0; i < t->cap;) {
@@ -277,6 +286,7 @@ static void reauthorize(msrt_nats_conn *c) {
     if (!sub || msrt_nats_perms_subscribe(p, sub->subject,
                                           strlen(sub->subject), sub->queue,
                                           sub->queue ? strlen(sub->queue) : 0)) {
+      if (sub) msrt_nats_sub_filter(sub); /* kept, under the new deny list */
       i++;
       continue;
     }

@@ -20,6 +20,7 @@ void msrt_nats_conn_unref(msrt_nats_conn *c) {
   msrt_sbuf_free(&c->wbuf);
   msrt_sbuf_free(&c->out);
   msrt_nats_resp_free(c);
+  msrt_nats_deny_free(c);
   pthread_mutex_destroy(&c->mu);
   free(c);
   msrt_nats_server_unref(s);
@@ -123,8 +124,7 @@ void msrt_nats_conn_close(msrt_nats_conn *c, const char *err_text) {
   msrt_sbuf_free(&c->out);
   pthread_mutex_unlock(&c->mu);
   drop_subs(c);
-  msrt_nats_perms_unref(c->perms);
-  c->perms = NULL;
+  msrt_nats_conn_set_perms(c, NULL);
   unlink_conn(c->srv, c);
   c->tp->close(c->t);
 }

@@ -56,7 +56,8 @@ struct msrt_nats_conn {
   int pings_out;
   uint64_t last_ping_ns, stall_since_ns;
   sid_table subs;
-  msrt_nats_perms *perms;
+  msrt_nats_perms *perms; /* written under mu (deny.c), read on the hub */
+  bool no_echo;       /* CONNECT echo: false */
   const char *pub_subject; /* the PUB being published (permit_pub) */
   size_t pub_len;
   char user[64];
@@ -69,6 +70,7 @@ struct msrt_nats_conn {
   bool shut;           /* no more deliveries */
   bool slow;           /* over max_pending: end as a slow consumer */
   bool headers;        /* the client takes HMSG */
+  struct nats_dcache *dcache; /* deny.c's subjects decided, or NULL */
   /* allow_responses (nats/auth.h): the reply subjects this client was
    * handed, each publishable resp_max times until its deadline */
   int resp_max;        /* 0: not tracked */
@@ -84,6 +86,7 @@ struct nats_sub {
   uint64_t bus_id;
   atomic_llong count; /* messages taken */
   atomic_llong max;   /* UNSUB max_msgs; -1 none */
+  atomic_bool filtered; /* deliveries checked against the deny list */
   char *subject, *queue;
   size_t sid_len;
   char sid[];
@@ -95,6 +98,23 @@ nats_sub *msrt_nats_sub_new(msrt_nats_conn *c, const char *sid, size_t n,
                             const char *subject, size_t slen,
                             const char *queue, size_t qlen);
 void msrt_nats_sub_unref(nats_sub *s);
+
+/* The connection whose PUB this thread is publishing (cmd.c sets it on
+ * the hub around the publish; NULL elsewhere): its own subscriptions
+ * decline the message when it said echo: false. */
+extern _Thread_local msrt_nats_conn *msrt_nats_publishing;
+
+/* The deny filter (deny.c): swap c's permissions (hub thread; the old
+ * ones given back, the cache dropped), set whether s's deliveries are
+ * checked (hub thread, from its connection's permissions), check one
+ * delivery (any thread), free the cache (closing). */
+void msrt_nats_conn_set_perms(msrt_nats_conn *c, msrt_nats_perms *p);
+void msrt_nats_sub_filter(nats_sub *s);
+bool msrt_nats_sub_denies(nats_sub *s, const char *subject, size_t n);
+void msrt_nats_deny_free(msrt_nats_conn *c);
+
+/* FNV-1a of n bytes (sub.c): the sid table's and the deny cache's. */
+size_t msrt_nats_hash(const char *s, size_t n);
 
 /* The sid table (sub.c). */
 nats_sub *msrt_sid_get(sid_table *t, const char *sid, size_t n);

@@ -97,6 +97,17 @@ static msrt_push_outcome sub_push(void *ep, msrt_envelope *e,
   return out;
 }
 
+_Thread_local msrt_nats_conn *msrt_nats_publishing;
+
+/* A client's own publish when it said echo: false (only the hub, where
+ * msrt_nats_publishing is set, reads no_echo), or a subject its deny list
+ * refuses on a wildcard subscription (deny.c). */
+static bool sub_declines(void *ep, const msrt_envelope *e) {
+  nats_sub *s = ep;
+  if (s->conn == msrt_nats_publishing && s->conn->no_echo) return true;
+  return msrt_nats_sub_denies(s, e->subject, e->subject_len);
+}
+
 static void sub_ref(void *ep) {
   atomic_fetch_add(&((nats_sub *)ep)->refs, 1);
 }
@@ -118,7 +129,8 @@ static void sub_name(void *ep, char *buf, size_t cap) {
 
 static const msrt_endpoint_class nats_class = {
     .class_name = "nats", .push = sub_push, .ref = sub_ref,
-    .unref = sub_unref, .policy = sub_policy, .name = sub_name};
+    .unref = sub_unref, .policy = sub_policy, .declines = sub_declines,
+    .name = sub_name};
 
 msrt_endpoint msrt_nats_ep(nats_sub *s) {
   return (msrt_endpoint){&nats_class, s};
@@ -138,6 +150,7 @@ nats_sub *msrt_nats_sub_new(msrt_nats_conn *c, const char *sid, size_t n,
   atomic_init(&s->refs, 1);
   atomic_init(&s->count, 0);
   atomic_init(&s->max, -1);
+  atomic_init(&s->filtered, false);
   s->conn = c;
   msrt_nats_conn_ref(c);
   memcpy(s->sid, sid, n);
@@ -153,8 +166,9 @@ void msrt_nats_sub_unref(nats_sub *s) {
   free(s);
 }
 
-/* FNV-1a: the table sees only the client's own sids. */
-static size_t hash(const char *s, size_t n) {
+/* FNV-1a: the sid table sees only the client's own sids, the deny cache
+ * only subjects the client may subscribe to. */
+size_t msrt_nats_hash(const char *s, size_t n) {
   size_t h = 1469598103934665603ull;
   for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
   return h;
@@ -166,7 +180,7 @@ static bool same(const nats_sub *s, const char *sid, size_t n) {
 
 nats_sub *msrt_sid_get(sid_table *t, const char *sid, size_t n) {
   if (!t->cap) return NULL;
-  for (size_t i = hash(sid, n) & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+  for (size_t i = msrt_nats_hash(sid, n) & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
     nats_sub *s = t->slot[i];
     if (!s) return NULL;
     if (same(s, sid, n)) return s;
@@ -174,7 +188,7 @@ nats_sub *msrt_sid_get(sid_table *t, const char *sid, size_t n) {
 }
 
 static void place(nats_sub **slot, size_t cap, nats_sub *s) {
-  size_t i = hash(s->sid, s->sid_len) & (cap - 1);
+  size_t i = msrt_nats_hash(s->sid, s->sid_len) & (cap - 1);
   while (slot[i]) i = (i + 1) & (cap - 1);
   slot[i] = s;
 }
@@ -196,7 +210,7 @@ int msrt_sid_put(sid_table *t, nats_sub *s) {
 
 /* Remove s, moving back the entries of its run (linear probing). */
 void msrt_sid_del(sid_table *t, nats_sub *s) {
-  size_t m = t->cap - 1, i = hash(s->sid, s->sid_len) & m;
+  size_t m = t->cap - 1, i = msrt_nats_hash(s->sid, s->sid_len) & m;
   while (t->slot[i] != s) i = (i + 1) & m;
   t->slot[i] = NULL;
   t->n--;

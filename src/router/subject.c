@@ -152,6 +152,21 @@ bool msrt_subject_matchesn(const char *pattern, size_t plen,
   return plen > 0 && si > slen;
 }
 
+bool msrt_patterns_intersect(const char *a, size_t alen, const char *b,
+                             size_t blen) {
+  size_t ai = 0, bi = 0;
+  msrt_subject_token x, y;
+  if (alen == 0 || blen == 0) return false;
+  for (;;) {
+    bool hx = msrt_subject_next(a, alen, &ai, &x);
+    bool hy = msrt_subject_next(b, blen, &bi, &y);
+    if (!hx || !hy) return !hx && !hy; /* both ended together */
+    if (x.kind == MSRT_TOKEN_FWC || y.kind == MSRT_TOKEN_FWC) return true;
+    if (x.kind == MSRT_TOKEN_PWC || y.kind == MSRT_TOKEN_PWC) continue;
+    if (x.len != y.len || memcmp(x.p, y.p, x.len) != 0) return false;
+  }
+}
+
 bool msrt_subject_matches(const char *pattern, const char *subject) {
   return msrt_subject_matchesn(pattern, strlen(pattern), subject,
                                strlen(subject));

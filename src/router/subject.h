@@ -83,6 +83,15 @@ bool msrt_subject_matchesn(const char *pattern, size_t plen,
                            const char *subject, size_t slen);
 bool msrt_subject_matches(const char *pattern, const char *subject);
 
+/* True when some subject matches both patterns (each valid per
+ * msrt_pattern_validate): token by token, '*' meets any one token, '>'
+ * meets one or more, literals must be equal. Used where a rule about one
+ * pattern must know whether it can concern a subscription to the other
+ * (a NATS client's subscribe deny list against a wildcard subscription,
+ * nats/auth.h). */
+bool msrt_patterns_intersect(const char *a, size_t alen, const char *b,
+                             size_t blen);
+
 /* Count the tokens of s (number of '.' plus one; 0 when len is 0). */
 size_t msrt_subject_tokens(const char *s, size_t len);
 
