@@ -109,7 +109,7 @@ function M.basic_fleet()
 end
 
 M.BASIC = { "connect", "star", "full", "queue", "actor_reply", "process_reply",
-  "headers", "no_responders", "lua_values", "done" }
+  "headers", "no_responders", "big", "lua_values", "done" }
 
 --- The auth policy the "auth" scenario expects: ann/pw may publish and
 -- subscribe news.> (and _INBOX.>), not admin.>; a token user.

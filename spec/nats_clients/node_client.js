@@ -85,6 +85,16 @@ async function basic() {
     report("no_responders", e.code === ErrorCode.NoResponders, e.code);
   }
 
+  // a payload of many frames' worth (over WebSocket: received in pieces
+  // smaller than one frame, sent in frames of at most 64 KiB) arrives whole
+  const bytes = new Uint8Array(200 * 1024).map((_, i) => i % 251);
+  const pb = collect(nc.subscribe("big.x"), 1, 5000);
+  await nc.flush();
+  nc.publish("big.x", bytes);
+  const [bm] = await pb;
+  report("big", bm && bm.data.length === bytes.length &&
+         bm.data.every((b, i) => b === bytes[i]), bm && bm.data.length);
+
   // a Lua table reaches the client as JSON; a Lua string as its bytes
   const lt = nc.subscribe("from.lua.*");
   const pl = collect(lt, 2, 3000);
