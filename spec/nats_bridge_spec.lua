@@ -238,6 +238,19 @@ msrt.stop()
     assert.matches("is not a nats:// URL", r.err)
   end)
 
+  it("is counted in /metrics after package.loaded forgot msrt.nats (busted's insulation: lua/msrt/held.lua)", function()
+    local r = S.run({ "-e", ([[
+local msrt = require "msrt"
+local b = assert(msrt.nats{ url = %q, name = "kept" })
+package.loaded["msrt.nats"] = nil -- what busted's insulation does between files
+assert(b:flush())
+print(require("msrt.ops").metrics_text():match("msrt_nats_bridge_connected{[^\n]*"))
+msrt.stop()
+]]):format(nats.url) })
+    assert.are.equal(0, r.code, r.err)
+    assert.matches('msrt_nats_bridge_connected{bridge="kept"} 1', r.out, 1, true)
+  end)
+
   it("refuses more import patterns than it takes, naming the limit, rather than dropping the rest", function()
     local r = S.run({ "-e", ([[
 local pats = {}

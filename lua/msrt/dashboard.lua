@@ -156,4 +156,4 @@ function M.stop()
   timer, soon, ctl_subs = nil, nil, nil
 end
 
-return M
+return require("msrt.held").keep("msrt.dashboard", M) -- closed at shutdown

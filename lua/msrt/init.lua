@@ -16,17 +16,9 @@ local uv = require "luv"
 
 local M = {}
 
--- Modules holding servers or connections that shutdown must close, kept as
--- they are first used: busted's insulation restores package.loaded after
--- each spec file, so a lookup there at exit misses a module that still
--- holds a NATS server (LeakSanitizer saw it leak).
-local held = {}
-local function use(name)
-  local m = require(name)
-  held[name] = m
-  return m
-end
-local function loaded(name) return held[name] or package.loaded[name] end
+-- Modules holding servers or connections that shutdown must close are
+-- reached through msrt.held, never package.loaded (see there why).
+local held = require "msrt.held"
 
 --- Make an error object: `msrt.error(code, message [, fields])`.
 M.error = core.error
@@ -437,7 +429,7 @@ function M.nats(cfg_or_path)
   check_arg(kind == "table" or kind == "string", 1, "nats", "options table or file path expected, got " .. kind)
   local ok, err = hub.start()
   if not ok then return nil, err end
-  return use("msrt.nats").open(cfg_or_path)
+  return require("msrt.nats").open(cfg_or_path)
 end
 
 --- Open the network face (README "The network face"): a listener that
@@ -476,7 +468,7 @@ function M.listen(spec)
   check_arg(spec.nats or spec.websocket or spec.http, 1, "listen",
     "nats, websocket or http = \"HOST:PORT\" expected")
   check_arg(spec.auth == nil or type(spec.auth) == "string", 1, "listen", "auth must be a file path")
-  return use("msrt.listen").listen(spec)
+  return require("msrt.listen").listen(spec)
 end
 
 --- Watch policy files for changes and reload them (docs/architecture.md "Hot
@@ -553,8 +545,9 @@ end
 function M.metrics()
   local m = core.metrics()
   m.health = require("msrt.health").metrics()
-  local listen = loaded("msrt.listen")
-  m.nats_clients = listen and listen.stats() -- README "The network face"
+  for _, listen in ipairs(held.copies("msrt.listen")) do -- README "The network face"
+    m.nats_clients = m.nats_clients or listen.stats()
+  end
   return m
 end
 
@@ -675,14 +668,14 @@ local function finish_shutdown()
   finished = true
   -- NATS clients and listeners (also when the host closes at once: the
   -- hook's first half did not run then); closing twice is a no-op
-  if loaded("msrt.listen") then loaded("msrt.listen").close_all() end
+  held.call("msrt.listen", "close_all")
   queue.close_all() -- the last turn's acks committed
   process.stop_all() -- children get their stop signal, then SIGKILL
   -- Actors finish their message and terminate; a stuck one does not hold
   -- the exit past the profile's shutdown_timeout_ms.
   actors.stop_all("shutdown")
   -- bridges close before the bus they publish on goes
-  if loaded("msrt.nats") then loaded("msrt.nats").close_all() end
+  held.call("msrt.nats", "close_all")
   if not hub.stop() then
     core.report("shutdown", "an actor did not finish within shutdown_timeout_ms; exiting without it")
   else
@@ -702,8 +695,8 @@ core.on_shutdown(function(reason)
     local ok, err = pcall(shutdown_hooks[i], reason)
     if not ok then core.report("error in shutdown hook", tostring(err)) end
   end
-  if package.loaded["msrt.ops"] then package.loaded["msrt.ops"].close() end
-  if loaded("msrt.listen") then loaded("msrt.listen").close_all() end
+  held.call("msrt.ops", "close")
+  held.call("msrt.listen", "close_all")
   local hooked, ended = true, false
   supervisor.stop_trees(function()
     ended = true

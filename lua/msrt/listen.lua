@@ -266,10 +266,10 @@ end
 
 --- Close every listener and every client connection (at shutdown).
 function M.close_all()
-  if package.loaded["msrt.dashboard"] then package.loaded["msrt.dashboard"].stop() end
+  require("msrt.held").call("msrt.dashboard", "stop")
   for l in pairs(listeners) do l:close() end
   if server then server:close() end
   server, auth_path = nil, nil
 end
 
-return M
+return require("msrt.held").keep("msrt.listen", M) -- closed at shutdown

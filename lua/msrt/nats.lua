@@ -191,4 +191,4 @@ function M.list()
   return out
 end
 
-return M
+return require("msrt.held").keep("msrt.nats", M) -- closed at shutdown

@@ -8,6 +8,7 @@
 -- @module msrt.ops
 local core = require "msrt.core"
 local uv = require "luv"
+local held = require "msrt.held"
 
 local M = {}
 
@@ -149,9 +150,12 @@ end
 -- Each NATS bridge's state and accounting (README "More than one host"),
 -- labelled by its name on the wire.
 local function bridge_metrics(out)
-  local nats = package.loaded["msrt.nats"]
+  local bridges = {}
+  for _, nats in ipairs(held.copies("msrt.nats")) do
+    for _, b in ipairs(nats.list()) do bridges[#bridges + 1] = b end
+  end
   local msgs, up, slow, recon = {}, {}, {}, {}
-  for _, b in ipairs(nats and nats.list() or {}) do
+  for _, b in ipairs(bridges) do
     local i = b:info()
     local l = ('bridge="%s"'):format(esc(b.name or "?"))
     up[#up + 1] = { "{" .. l .. "}", i.state == "connected" and 1 or 0 }
@@ -517,8 +521,8 @@ end
 
 --- Close the servers and remove the control sockets' files (shutdown).
 function M.close()
-  if package.loaded["msrt.dashboard"] then package.loaded["msrt.dashboard"].stop() end
-  if package.loaded["msrt.web"] then package.loaded["msrt.web"].close() end
+  held.call("msrt.dashboard", "stop")
+  held.call("msrt.web", "close")
   for _, h in ipairs(servers) do if not h:is_closing() then h:close() end end
   for _, s in ipairs(sockets) do
     local st = uv.fs_lstat(s.path)
@@ -528,4 +532,4 @@ function M.close()
   servers, sockets = {}, {}
 end
 
-return M
+return require("msrt.held").keep("msrt.ops", M) -- closed at shutdown

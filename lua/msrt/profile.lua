@@ -233,7 +233,7 @@ function M.reload_apply(t)
   end
   current = merged
   core.rt_tune(merged)
-  if package.loaded["msrt.listen"] then package.loaded["msrt.listen"].retune(merged) end
+  require("msrt.held").call("msrt.listen", "retune", merged)
   table.sort(needs)
   return true, needs
 end

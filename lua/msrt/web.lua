@@ -120,4 +120,4 @@ function M.close()
   listeners = {}
 end
 
-return M
+return require("msrt.held").keep("msrt.web", M) -- closed at shutdown
