@@ -2,12 +2,15 @@
 -- a message"): what the hub's Lua costs per message, and request/reply.
 --   msrt-lua [--profile P] scripts/bench/hub.lua [--runs N] [--msgs N]
 --            [--requests N] [--coroutines N]
---            [--only callbacks|requests|actor_requests]
+--            [--only callbacks|backlog|requests|actor_requests]
 -- Prints the machine, the command and, as the median of --runs runs (with
 -- the range):
 --   callbacks       an actor publishes --msgs messages to one hub
 --                   subscription: messages delivered to the hub callback
---                   per second, from the first callback to the last
+--                   per second, from the first callback to the last (the
+--                   sending actor's rate bounds it)
+--   backlog         the same, with the hub kept busy until all of them
+--                   are queued for it: the hub's own rate
 --   requests        --coroutines hub coroutines make --requests
 --                   msrt.requests in all (each its share, one after the
 --                   other) to an echo actor: requests per second
@@ -23,7 +26,7 @@ io.stdout:setvbuf("line")
 
 local B = dofile(arg[0]:match("^(.*)/") .. "/common.lua")
 local opts = B.options({ runs = 5, msgs = 200000, requests = 100000, coroutines = 1000, only = "" },
-  "hub.lua [--runs N] [--msgs N] [--requests N] [--coroutines N] [--only callbacks|requests|actor_requests]")
+  "hub.lua [--runs N] [--msgs N] [--requests N] [--coroutines N] [--only callbacks|backlog|requests|actor_requests]")
 
 local function echo(ctx, msg) ctx:publish(msg.reply, msg.data) end
 
@@ -33,7 +36,7 @@ local function waiter()
   return function(...) assert(coroutine.resume(co, ...)) end, coroutine.yield
 end
 
-local function callbacks_once(run)
+local function callbacks_once(run, backlog)
   local n, t0, t1 = 0
   local wake, wait = waiter()
   local sub = assert(msrt.subscribe("bench.hub.cb." .. run, function()
@@ -47,6 +50,9 @@ local function callbacks_once(run)
       for i = 1, ctx.args.n do ctx:publish(ctx.args.subject, i) end
     end })
   msrt.publish("bench.hub.go." .. run, true)
+  if backlog then -- the hub busy (not draining) until every message waits for it
+    repeat uv.sleep(5) until (msrt.metrics().hub_inbox or 0) >= opts.msgs
+  end
   wait()
   sub.unsubscribe()
   send:stop(); send:wait()
@@ -108,6 +114,8 @@ local function report(what, once, unit, scale)
 end
 
 report("callbacks", callbacks_once, ("k msgs/s delivered to a hub callback (%d msgs)"):format(opts.msgs), 1e3)
+report("backlog", function(run) return callbacks_once(run, true) end,
+  ("k msgs/s delivered to a hub callback from a backlog (%d msgs)"):format(opts.msgs), 1e3)
 report("requests", requests_once, ("k msrt.requests/s (%d coroutines, %d requests)"):format(opts.coroutines, opts.requests), 1e3)
 report("actor_requests", actor_requests_once, ("k ctx:requests/s (one actor, %d requests)"):format(opts.requests), 1e3)
 msrt.stop()
