@@ -29,9 +29,9 @@
  */
 #include <unistd.h>
 
-#include "core/overflow.h"
 #include "fuzz_lua.h"
 #include "lua/lpolicy.h"
+#include "lua/lrt.h"
 #include "lua/lsys.h"
 
 /* Run the driver on one input; abort on a finding. */
@@ -68,12 +68,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   lua_newtable(L);
   msrt_lua_open_sys(L);
   msrt_lua_open_policy(L);
-  lua_newtable(L); /* overflow_names, as msrt.core has them */
-  for (int i = 0; msrt_overflow_names[i]; i++) {
-    lua_pushstring(L, msrt_overflow_names[i]);
-    lua_rawseti(L, -2, i + 1);
-  }
-  lua_setfield(L, -2, "overflow_names");
+  msrt_lua_open_overflow(L); /* overflow_names, as msrt.core has them */
   lua_setglobal(L, "msrt_core_c");
   run(L, mode, path, in.p, in.n);
   fz_lua_close(L);

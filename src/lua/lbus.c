@@ -12,11 +12,6 @@
 #include "lua/lerror.h"
 #include "lua/lrt.h"
 
-msrt_overflow msrt_lua_overflow(lua_State *L, int idx) {
-  if (lua_isnoneornil(L, idx)) return MSRT_OVERFLOW_DEFAULT;
-  return (msrt_overflow)luaL_checkoption(L, idx, NULL, msrt_overflow_names);
-}
-
 static const char PENDING_META[] = "msrt.pending";
 
 static int pending_gc(lua_State *L) {

@@ -9,7 +9,6 @@
 #include <uv.h>
 #include <lhandle.h>
 
-#include "core/overflow.h"
 #include "hub/timer.h"
 
 #include "lua/host.h"
@@ -367,12 +366,7 @@ int luaopen_msrt_core(lua_State *L) {
     {NULL, NULL}};
   lua_newtable(L);
   luaL_register(L, NULL, fns);
-  lua_newtable(L); /* overflow_names: core/overflow.h's, in its order */
-  for (int i = 0; msrt_overflow_names[i]; i++) {
-    lua_pushstring(L, msrt_overflow_names[i]);
-    lua_rawseti(L, -2, i + 1);
-  }
-  lua_setfield(L, -2, "overflow_names");
+  msrt_lua_open_overflow(L);
   msrt_lua_open_errors(L);
   msrt_lua_open_rt(L);
   msrt_lua_open_actor(L);

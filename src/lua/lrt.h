@@ -41,8 +41,13 @@ msrt_rt *msrt_lua_rt_opt(lua_State *L);
 
 /* The overflow policy named at stack index idx ("block", "drop_oldest",
  * "drop_newest", "error"; nil or none: MSRT_OVERFLOW_DEFAULT); raises a
- * Lua argument error for any other value (lbus.c). */
+ * Lua argument error for any other value (loverflow.c). */
 msrt_overflow msrt_lua_overflow(lua_State *L, int idx);
+
+/* Set overflow_names, the policies' names in core/overflow.h's order (a
+ * list), in the table at the top of the stack: msrt.core's, and the fuzz
+ * profile driver's stand-in (loverflow.c). */
+void msrt_lua_open_overflow(lua_State *L);
 
 /* The arguments of publish(subject, payload, reply, priority, headers,
  * reply_ttl_ms), msrt.core.publish's and an actor's rt.publish: strings
