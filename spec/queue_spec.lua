@@ -1,9 +1,12 @@
--- Durable work queues (README "Durable work queues"): msrt.queue,
--- msrt.publish{durable = true} with its PubAck and Msg-Id dedupe, hub
--- consumers with ack, nak, in_progress, term, ack waits, backoff,
--- max_deliver and the dead letter, max_ack_pending, limits, a corrupt
--- store refused, and what a SIGKILLed host leaves (children run as real
--- hosts on real files).
+-- Durable work queues (README "Durable work queues") on the SQLite store:
+-- msrt.queue, msrt.publish{durable = true} with its PubAck and Msg-Id
+-- dedupe, forged PubAcks, grouped commits, a raising consumer, limits,
+-- policy files, a corrupt store refused, what a SIGKILLed host leaves
+-- (children run as real hosts on real files), actor consumers' mailboxes
+-- and deaths, operators' tools. The semantics both stores share (ack,
+-- nak, in_progress, term, ack waits, backoff, max_deliver,
+-- max_ack_pending, actor and process consumers) are
+-- queue_stores_spec.lua's, run against each store.
 local S = require "spec.support"
 local uv = require "luv"
 local msrt = require "msrt"
@@ -94,112 +97,6 @@ print("commits", q.stats().commits - before, q.stats().stored)
     local r = S.run({ "--profile", prof, host }, { limit_s = 60 })
     assert.are.equal(0, r.code, r.err)
     assert.matches("commits%s+1%s+20", r.out) -- 20 publishes from 20 coroutines, one transaction
-  end)
-
-  it("redelivers a nak'd message after its delay, and one whose ack wait ran out, counting deliveries", function()
-    S.drive(function()
-      local dir = fresh_dir()
-      local q = declare(dir, { ack_wait_ms = 100 })
-      local r = recorder("tasks", function(m)
-        if m.data == "nak" and m.delivered == 1 then assert(m:nak(50))
-        elseif m.data == "slow" and m.delivered == 1 then -- never acked: the wait runs out
-        else assert(m:ack()) end
-      end)
-      local t0 = uv.hrtime()
-      msrt.publish("tasks.a", "nak")
-      msrt.publish("tasks.a", "slow")
-      assert.is_true(r.wait(4))
-      local by = {}
-      for _, m in ipairs(r.msgs) do by[m.data] = (by[m.data] or 0) + 1 end
-      assert.are.same({ nak = 2, slow = 2 }, by)
-      assert.are.equal(2, r.msgs[3].delivered)
-      assert.are.equal(2, r.msgs[4].delivered)
-      assert.is_true((uv.hrtime() - t0) / 1e6 >= 100) -- the ack wait was waited
-      assert.is_true(S.wait_until(function() return q.stats().stored == 0 end))
-      local st = q.stats()
-      assert.are.equal(2, st.redelivered)
-      -- an ack after redelivery is refused: the message is no longer that delivery's
-      local stale, err = r.msgs[2]:ack()
-      assert.is_nil(stale)
-      assert.are.equal("not_found", err.code)
-      q.close()
-    end)
-  end)
-
-  it("keeps a message alive with in_progress, and backs off per delivery", function()
-    S.drive(function()
-      local dir = fresh_dir()
-      local q = declare(dir, { ack_wait_ms = 60, backoff = { 40, 120 } })
-      local held
-      local r = recorder("tasks", function(m)
-        if m.data == "long" then
-          for _ = 1, 4 do msrt.sleep(25) assert(m:in_progress()) end
-          assert(m:ack())
-        elseif m.delivered < 3 then -- let the backoff run out twice
-        else assert(m:ack()) held = m end
-      end)
-      msrt.publish("tasks.a", "long")
-      msrt.publish("tasks.a", "backoff")
-      assert.is_true(S.wait_until(function() return held ~= nil end))
-      local times = {}
-      for _, m in ipairs(r.msgs) do if m.data == "backoff" then times[#times + 1] = m end end
-      assert.are.equal(3, #times)
-      local long = 0
-      for _, m in ipairs(r.msgs) do if m.data == "long" then long = long + 1 end end
-      assert.are.equal(1, long) -- 100 ms of work, never redelivered
-      assert.is_true(S.wait_until(function() return q.stats().stored == 0 end))
-      q.close()
-    end)
-  end)
-
-  it("dead-letters a message after max_deliver and one terminated, with the reason, announced", function()
-    S.drive(function()
-      local dir = fresh_dir()
-      local q = declare(dir, { ack_wait_ms = 30, max_deliver = 2, dead_letter = "dead.tasks" })
-      local dead = S.collector("dead.tasks")
-      local events = S.collector("msrt.queue.tasks.event")
-      recorder("tasks", function(m)
-        if m.data == "bad" then assert(m:term("unparseable")) end
-        -- "never" is never acked
-      end)
-      msrt.publish("tasks.a", "never", { headers = { Trace = "t1" } })
-      msrt.publish("tasks.a", "bad")
-      assert.is_true(dead.wait(2))
-      local by = {}
-      for _, m in ipairs(dead.msgs) do by[m.data] = m.headers end
-      assert.are.equal("terminated: unparseable", by.bad["Msrt-Dead-Reason"])
-      assert.are.equal("max_deliver (2 deliveries)", by.never["Msrt-Dead-Reason"])
-      assert.are.equal("t1", by.never.Trace)
-      assert.is_true(events.wait(2))
-      assert.are.equal("dead_letter", events.msgs[1].data.event)
-      local st = q.stats()
-      assert.are.equal(0, st.stored)
-      assert.are.equal(2, st.dead_lettered)
-      dead.close() events.close()
-      q.close()
-    end)
-  end)
-
-  it("holds at most max_ack_pending per consumer, and a stopped consumer's messages go to another at once", function()
-    S.drive(function()
-      local dir = fresh_dir()
-      local q = declare(dir, { ack_wait_ms = 60000 })
-      local a = recorder("tasks", nil, { max_ack_pending = 3 })
-      for i = 1, 10 do msrt.publish("tasks.x", i) end
-      assert.is_true(a.wait(3))
-      S.sleep(20)
-      assert.are.equal(3, #a.msgs) -- held, not acked: no more for a
-      assert.are.equal(3, q.stats().ack_pending)
-      local b = recorder("tasks", function(m) assert(m:ack()) end)
-      assert.is_true(b.wait(7))
-      a.consumer.stop() -- its three go to b now, not after the 60 s wait
-      assert.is_true(b.wait(10, 30000))
-      local seen = {}
-      for _, m in ipairs(b.msgs) do seen[m.data] = m.delivered end
-      for i = 1, 3 do assert.are.equal(2, seen[i]) end
-      assert.is_true(S.wait_until(function() return q.stats().stored == 0 end))
-      q.close()
-    end)
   end)
 
   it("naks at once the message whose consumer raised", function()
@@ -321,34 +218,6 @@ msrt.sleep(5000)
 end)
 
 describe("durable queue consumers that are actors and processes", function()
-  it("delivers to an actor instance, which answers with ctx:ack, ctx:nak and ctx:term", function()
-    S.drive(function()
-      local dir = fresh_dir()
-      local q = declare(dir, { ack_wait_ms = 60000, dead_letter = "dead.tasks" })
-      local done = S.collector("done.>")
-      local dead = S.collector("dead.tasks")
-      local h = assert(S.spawn { name = "worker", consume = "tasks", max_ack_pending = 2,
-        handle = function(ctx, msg)
-          if msg.data == "nak" and msg.delivered == 1 then return assert(ctx:nak(msg, 10)) end
-          if msg.data == "bad" then return assert(ctx:term(msg, "no")) end
-          ctx:publish("done." .. msg.data, msg.delivered)
-          assert(ctx:ack(msg))
-        end })
-      for _, d in ipairs { "a", "nak", "bad", "b" } do msrt.publish("tasks.x", d) end
-      assert.is_true(done.wait(3))
-      local by = {}
-      for _, m in ipairs(done.msgs) do by[m.subject] = m.data end
-      assert.are.same({ ["done.a"] = 1, ["done.b"] = 1, ["done.nak"] = 2 }, by)
-      assert.is_true(dead.wait(1))
-      assert.are.equal("terminated: no", dead.msgs[1].headers["Msrt-Dead-Reason"])
-      assert.is_true(S.wait_until(function() return q.stats().stored == 0 end))
-      assert.are.equal(3, q.stats().acked)
-      h:stop() h:wait()
-      done.close() dead.close()
-      q.close()
-    end)
-  end)
-
   it("lets an actor publish durably with ctx:publish and get the PubAck", function()
     S.drive(function()
       local dir = fresh_dir()
@@ -470,41 +339,6 @@ describe("durable queue consumers that are actors and processes", function()
     end)
   end)
 
-  it("writes each message with its ack token to a process, which answers on stdout; its death naks at once", function()
-    S.drive(function()
-      local dir = fresh_dir()
-      local q = declare(dir, { ack_wait_ms = 60000 })
-      local log = dir .. "/seen"
-      local child = S.write(dir .. "/child.py", [[
-import json, sys, os
-log = open(sys.argv[1], "a")
-for line in sys.stdin:
-    m = json.loads(line)
-    log.write("%s %s %d\n" % (sys.argv[2], m["data"], m["delivered"])); log.flush()
-    if m["data"] == "die" and sys.argv[2] == "a":
-        os._exit(3)
-    if m["data"] == "nak" and m["delivered"] == 1:
-        print(json.dumps({"nak": m["token"], "delay_ms": 5}), flush=True)
-        continue
-    print(json.dumps({"in_progress": m["token"]}), flush=True)
-    print(json.dumps({"ack": m["token"]}), flush=True)
-]])
-      local a = assert(msrt.process { name = "qa", cmd = { "python3", child, log, "a" }, consume = "tasks" })
-      msrt.publish("tasks.x", "one")
-      msrt.publish("tasks.x", "nak")
-      assert.is_true(S.wait_until(function() return q.stats().acked == 2 end))
-      msrt.publish("tasks.x", "die")
-      assert.are.equal(3, a:wait().code)
-      local b = assert(msrt.process { name = "qb", cmd = { "python3", child, log, "b" }, consume = "tasks" })
-      assert.is_true(S.wait_until(function() return q.stats().acked == 3 end, 30000)) -- not after the 60 s ack wait
-      local f = assert(io.open(log))
-      local text = f:read("*a")
-      f:close()
-      assert.are.equal("a one 1\na nak 1\na nak 2\na die 1\nb die 2\n", text)
-      b:stop() b:wait()
-      q.close()
-    end)
-  end)
 end)
 
 describe("durable queues for operators", function()
