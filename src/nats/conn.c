@@ -181,7 +181,8 @@ void msrt_nats_conn_flush(msrt_nats_conn *c) {
   if (c->wbuf.len) {
     int rc = c->tp->write(c->t, c->wbuf.p, c->wbuf.len);
     c->srv->stats.out_bytes += c->wbuf.len;
-    msrt_sbuf_reset(&c->wbuf);
+    /* the transport has the bytes: an idle connection keeps no buffer */
+    msrt_sbuf_free(&c->wbuf);
     if (rc != 0) {
       msrt_nats_conn_close(c, NULL);
       return;

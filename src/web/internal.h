@@ -30,6 +30,9 @@ struct msrt_web {
  * writes is cut into frames of at most this). */
 enum { MSRT_WEB_FRAME = 65536 };
 
+/* The most of a received frame handed over at once (web.c's protocols). */
+enum { MSRT_WEB_RX = 1024 };
+
 /* Per connection (libwebsockets' per-session data, zeroed at its start).
  * An HTTP request uses body..done; a WebSocket carrying a NATS client
  * the rest. */
