@@ -203,21 +203,21 @@ static void test_connect(void) {
                   "\"auth_token\":\"t\",\"name\":\"n\",\"lang\":\"node\","
                   "\"version\":\"2.0\",\"protocol\":1,\"echo\":false,"
                   "\"unknown\":[1,2]}";
-  CHECK(msrt_nats_connect_parse(j, strlen(j), &c) == 0);
+  CHECK(msrt_nats_connect_parse(j, strlen(j), &c) == MSRT_E_OK);
   CHECK(c.verbose && c.pedantic && c.headers && c.no_responders && !c.echo);
   CHECK(c.protocol == 1);
   CHECK_STR(c.user, "ann");
   CHECK_STR(c.pass, "pw");
   CHECK_STR(c.auth_token, "t");
   msrt_nats_connect_free(&c);
-  CHECK(msrt_nats_connect_parse("{}", 2, &c) == 0);
+  CHECK(msrt_nats_connect_parse("{}", 2, &c) == MSRT_E_OK);
   CHECK(c.echo && !c.verbose && !c.user);
   msrt_nats_connect_free(&c);
-  CHECK(msrt_nats_connect_parse("[1]", 3, &c) == -1);
+  CHECK(msrt_nats_connect_parse("[1]", 3, &c) == MSRT_E_INVALID_ARG);
   msrt_nats_connect_free(&c);
-  CHECK(msrt_nats_connect_parse("{\"verbose\":1}", 13, &c) == -1);
+  CHECK(msrt_nats_connect_parse("{\"verbose\":1}", 13, &c) == MSRT_E_INVALID_ARG);
   msrt_nats_connect_free(&c);
-  CHECK(msrt_nats_connect_parse("{\"user\":5}", 10, &c) == -1);
+  CHECK(msrt_nats_connect_parse("{\"user\":5}", 10, &c) == MSRT_E_INVALID_ARG);
   msrt_nats_connect_free(&c);
 }
 
@@ -240,25 +240,25 @@ static void test_headers(void) {
   msrt_sbuf b = {0};
   static const char pairs[] = "Status\0" "503\0" "Description\0"
                               "No Responders\0" "X-Id\0" "42\0";
-  CHECK(msrt_nats_hdr_from_pairs(&b, pairs, sizeof pairs - 1) == 0);
+  CHECK(msrt_nats_hdr_from_pairs(&b, pairs, sizeof pairs - 1) == MSRT_E_OK);
   msrt_sbuf_putc(&b, 0);
   CHECK_STR(b.p, "NATS/1.0 503 No Responders\r\nX-Id: 42\r\n\r\n");
   msrt_sbuf_reset(&b);
   static const char plain[] = "a\0" "1\0";
-  CHECK(msrt_nats_hdr_from_pairs(&b, plain, sizeof plain - 1) == 0);
+  CHECK(msrt_nats_hdr_from_pairs(&b, plain, sizeof plain - 1) == MSRT_E_OK);
   CHECK(b.len == 18 && memcmp(b.p, "NATS/1.0\r\na: 1\r\n\r\n", 18) == 0);
   msrt_sbuf_reset(&b);
-  CHECK(msrt_nats_hdr_from_pairs(&b, "a\0" "1", 3) == -1);
+  CHECK(msrt_nats_hdr_from_pairs(&b, "a\0" "1", 3) == MSRT_E_INVALID_ARG);
   msrt_sbuf_reset(&b);
   const char *blk = "NATS/1.0 503\r\nX-Id:  42 \r\nB: \r\n\r\n";
-  CHECK(msrt_nats_hdr_to_pairs(&b, blk, strlen(blk)) == 0);
+  CHECK(msrt_nats_hdr_to_pairs(&b, blk, strlen(blk)) == MSRT_E_OK);
   static const char want[] = "Status\0" "503\0" "X-Id\0" "42\0" "B\0" "\0";
   CHECK(b.len == sizeof want - 1 && memcmp(b.p, want, b.len) == 0);
   msrt_sbuf_reset(&b);
-  CHECK(msrt_nats_hdr_to_pairs(&b, "HTTP/1.1\r\n\r\n", 12) == -1);
-  CHECK(msrt_nats_hdr_to_pairs(&b, "NATS/1.0\r\nnocolon\r\n\r\n", 21) == -1);
+  CHECK(msrt_nats_hdr_to_pairs(&b, "HTTP/1.1\r\n\r\n", 12) == MSRT_E_INVALID_ARG);
+  CHECK(msrt_nats_hdr_to_pairs(&b, "NATS/1.0\r\nnocolon\r\n\r\n", 21) == MSRT_E_INVALID_ARG);
   CHECK(msrt_nats_hdr_to_pairs(&b, "NATS/1.0\r\nbad name: 1\r\n\r\n", 25) ==
-        -1);
+        MSRT_E_INVALID_ARG);
   msrt_sbuf_free(&b);
 }
 

@@ -36,12 +36,12 @@ static void put(msrt_sbuf *b, const char *s, size_t n) {
 /* pairs -> block -> pairs, twice: the second trip changes nothing. */
 static void check_headers(const char *hdr, size_t n) {
   msrt_sbuf a = {0}, blk = {0}, b = {0}, blk2 = {0}, c = {0};
-  if (msrt_nats_hdr_to_pairs(&a, hdr, n) == 0 && !a.oom) {
-    FUZZ_ASSERT(msrt_nats_hdr_from_pairs(&blk, a.p, a.len) == 0);
-    if (!blk.oom && msrt_nats_hdr_to_pairs(&b, blk.p, blk.len) == 0 &&
+  if (msrt_nats_hdr_to_pairs(&a, hdr, n) == MSRT_E_OK && !a.oom) {
+    FUZZ_ASSERT(msrt_nats_hdr_from_pairs(&blk, a.p, a.len) == MSRT_E_OK);
+    if (!blk.oom && msrt_nats_hdr_to_pairs(&b, blk.p, blk.len) == MSRT_E_OK &&
         !b.oom) {
-      FUZZ_ASSERT(msrt_nats_hdr_from_pairs(&blk2, b.p, b.len) == 0);
-      FUZZ_ASSERT(msrt_nats_hdr_to_pairs(&c, blk2.p, blk2.len) == 0);
+      FUZZ_ASSERT(msrt_nats_hdr_from_pairs(&blk2, b.p, b.len) == MSRT_E_OK);
+      FUZZ_ASSERT(msrt_nats_hdr_to_pairs(&c, blk2.p, blk2.len) == MSRT_E_OK);
       FUZZ_ASSERT(b.len == c.len);
       FUZZ_ASSERT(!b.len || memcmp(b.p, c.p, b.len) == 0);
     }

@@ -35,7 +35,7 @@ static void violation(msrt_nats_conn *c, const char *what, const char *s,
 
 static int do_connect(msrt_nats_conn *c, const msrt_nats_cmd *cmd) {
   msrt_nats_connect o;
-  if (msrt_nats_connect_parse(cmd->arg, cmd->arg_len, &o) != 0) {
+  if (msrt_nats_connect_parse(cmd->arg, cmd->arg_len, &o) != MSRT_E_OK) {
     msrt_nats_connect_free(&o);
     msrt_nats_conn_close(c, MSRT_NATS_ERR_UNKNOWN);
     return 1;
@@ -112,7 +112,8 @@ static msrt_envelope *make_env(msrt_nats_conn *c, const msrt_nats_cmd *cmd,
   msrt_sbuf_reset(&c->hscratch);
   msrt_lua_put_string(&c->scratch, cmd->payload, cmd->payload_len);
   if (cmd->hdr_len &&
-      msrt_nats_hdr_to_pairs(&c->hscratch, cmd->hdr, cmd->hdr_len) != 0) {
+      msrt_nats_hdr_to_pairs(&c->hscratch, cmd->hdr, cmd->hdr_len) !=
+          MSRT_E_OK) {
     err->code = MSRT_E_OK;
     return NULL;
   }

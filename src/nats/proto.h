@@ -41,6 +41,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/error.h"
 #include "proc/codec.h" /* msrt_sbuf */
 
 /* nats-server's defaults (server/const.go): MAX_CONTROL_LINE_SIZE and
@@ -136,11 +137,12 @@ typedef struct {
   char *user, *pass, *auth_token, *name, *lang, *version;
 } msrt_nats_connect;
 
-/* Parse CONNECT's JSON (len bytes). Returns 0, or -1 when it is not a
- * JSON object or a field has the wrong type (a connection answers
- * MSRT_NATS_ERR_UNKNOWN then). echo defaults to true. Free with
- * msrt_nats_connect_free even after a failure. */
-int msrt_nats_connect_parse(const char *json, size_t len,
+/* Parse CONNECT's JSON (len bytes). Returns MSRT_E_OK, or
+ * MSRT_E_INVALID_ARG when it is not a JSON object, a field has the wrong
+ * type or a string could not be copied (out of memory; a connection
+ * answers MSRT_NATS_ERR_UNKNOWN either way). echo defaults to true. Free
+ * with msrt_nats_connect_free even after a failure. */
+msrt_code msrt_nats_connect_parse(const char *json, size_t len,
                             msrt_nats_connect *out);
 void msrt_nats_connect_free(msrt_nats_connect *c);
 
@@ -162,16 +164,19 @@ void msrt_nats_put_hmsg(msrt_sbuf *out, const char *subject, size_t slen,
  * description]]\r\n" + "Name: value\r\n"... + "\r\n".
  *
  * msrt_nats_hdr_from_pairs appends the NATS block of the pairs (len bytes;
- * Status/Description become the status line). Returns 0, or -1 when the
- * pairs are malformed. */
-int msrt_nats_hdr_from_pairs(msrt_sbuf *out, const char *pairs, size_t len);
+ * Status/Description become the status line). Returns MSRT_E_OK, or
+ * MSRT_E_INVALID_ARG when the pairs are malformed (out may hold part of a
+ * block: reset it). Out of memory is out->oom. */
+msrt_code msrt_nats_hdr_from_pairs(msrt_sbuf *out, const char *pairs, size_t len);
 
 /* msrt_nats_hdr_to_pairs appends the pairs of a NATS block (len bytes): a
  * status line's code and description become Status and Description;
  * every line is kept in order (a name repeated: lua/msrt/headers.lua's
- * decode keeps the last); a value's surrounding blanks are trimmed. Returns 0, or -1 when the block does not start with "NATS/1.0"
- * or a line is not "Name: value" (names: printable ASCII, no ':' or
- * space). */
-int msrt_nats_hdr_to_pairs(msrt_sbuf *out, const char *block, size_t len);
+ * decode keeps the last); a value's surrounding blanks are trimmed.
+ * Returns MSRT_E_OK, or MSRT_E_INVALID_ARG when the block does not start
+ * with "NATS/1.0" or a line is not "Name: value" (names: printable ASCII,
+ * no ':' or space; out may hold part of the pairs: reset it). Out of
+ * memory is out->oom. */
+msrt_code msrt_nats_hdr_to_pairs(msrt_sbuf *out, const char *block, size_t len);
 
 #endif

@@ -67,7 +67,7 @@ static msrt_push_outcome sub_push(void *ep, msrt_envelope *e,
   pthread_mutex_lock(&c->mu);
   if (c->headers && e->headers_len &&
       msrt_nats_hdr_from_pairs(&hdr, (const char *)e->headers,
-                               e->headers_len) != 0)
+                               e->headers_len) != MSRT_E_OK)
     msrt_sbuf_reset(&hdr);
   size_t need = n + hdr.len + e->subject_len + s->sid_len + 64 +
                 (e->reply ? e->reply_len : 0);

@@ -24,14 +24,14 @@ static int take_str(const cJSON *o, const char *k, char **out) {
   return *out ? 0 : -1;
 }
 
-int msrt_nats_connect_parse(const char *json, size_t len,
-                            msrt_nats_connect *out) {
+msrt_code msrt_nats_connect_parse(const char *json, size_t len,
+                                  msrt_nats_connect *out) {
   memset(out, 0, sizeof *out);
   out->echo = true;
   cJSON *o = cJSON_ParseWithLength(json, len);
   if (!o || !cJSON_IsObject(o)) {
     cJSON_Delete(o);
-    return -1;
+    return MSRT_E_INVALID_ARG;
   }
   int bad = take_bool(o, "verbose", &out->verbose) |
             take_bool(o, "pedantic", &out->pedantic) |
@@ -49,7 +49,7 @@ int msrt_nats_connect_parse(const char *json, size_t len,
   if (proto && cJSON_IsNumber(proto)) out->protocol = proto->valueint;
   else if (proto && !cJSON_IsNull(proto)) bad = -1;
   cJSON_Delete(o);
-  return bad ? -1 : 0;
+  return bad ? MSRT_E_INVALID_ARG : MSRT_E_OK;
 }
 
 void msrt_nats_connect_free(msrt_nats_connect *c) {
@@ -126,11 +126,13 @@ static bool is_name(const char *k, size_t kl, const char *name) {
   return kl == strlen(name) && memcmp(k, name, kl) == 0;
 }
 
-int msrt_nats_hdr_from_pairs(msrt_sbuf *out, const char *pairs, size_t len) {
+msrt_code msrt_nats_hdr_from_pairs(msrt_sbuf *out, const char *pairs,
+                                   size_t len) {
   const char *k, *v, *status = NULL, *desc = NULL;
   size_t kl, vl, sl = 0, dl = 0, at = 0;
   while (at < len) {
-    if (next_pair(pairs, len, &at, &k, &kl, &v, &vl)) return -1;
+    if (next_pair(pairs, len, &at, &k, &kl, &v, &vl))
+      return MSRT_E_INVALID_ARG;
     if (is_name(k, kl, "Status")) status = v, sl = vl;
     else if (is_name(k, kl, "Description")) desc = v, dl = vl;
   }
@@ -154,7 +156,7 @@ int msrt_nats_hdr_from_pairs(msrt_sbuf *out, const char *pairs, size_t len) {
     msrt_sbuf_put(out, "\r\n", 2);
   }
   msrt_sbuf_put(out, "\r\n", 2);
-  return 0;
+  return MSRT_E_OK;
 }
 
 static void put_pair(msrt_sbuf *out, const char *k, size_t kl, const char *v,
@@ -209,22 +211,23 @@ static int header_line(msrt_sbuf *out, const char *s, size_t n) {
   return 0;
 }
 
-int msrt_nats_hdr_to_pairs(msrt_sbuf *out, const char *block, size_t len) {
-  if (len < 8 || memcmp(block, "NATS/1.0", 8) != 0) return -1;
+msrt_code msrt_nats_hdr_to_pairs(msrt_sbuf *out, const char *block,
+                                 size_t len) {
+  if (len < 8 || memcmp(block, "NATS/1.0", 8) != 0) return MSRT_E_INVALID_ARG;
   size_t at = 0;
   for (int first = 1; at < len; first = 0) {
     const char *end = memchr(block + at, '\n', len - at);
-    if (!end) return -1;
+    if (!end) return MSRT_E_INVALID_ARG;
     size_t n = (size_t)(end - block) - at;
     if (n && block[at + n - 1] == '\r') n--;
     if (first) {
-      if (status_line(out, block + 8, n - 8)) return -1;
+      if (status_line(out, block + 8, n - 8)) return MSRT_E_INVALID_ARG;
     } else if (n == 0) {
-      return 0;
+      return MSRT_E_OK;
     } else if (header_line(out, block + at, n)) {
-      return -1;
+      return MSRT_E_INVALID_ARG;
     }
     at = (size_t)(end - block) + 1;
   }
-  return 0;
+  return MSRT_E_OK;
 }
