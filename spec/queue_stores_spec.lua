@@ -256,6 +256,25 @@ describe("durable queues on both stores", function()
     end
   end
 
+  it("jetstream: refuses a queue without a bridge (bad_config) and on a server without JetStream (no_responders)", function()
+    local plain = N.start()
+    local ok, e = pcall(S.drive, function()
+      local none, err = msrt.queue { name = "nobridge", subjects = "nobridge.>", store = "jetstream" }
+      assert.is_nil(none)
+      assert.are.equal("bad_config", err.code)
+      assert.matches("needs a NATS bridge", err.message)
+      local br = assert(msrt.nats { url = plain.url, import = {}, export = {} })
+      assert(S.wait_until(function() return br:info().state == "connected" end))
+      local q, jerr = msrt.queue { name = "nojs", subjects = "nojs.>", store = "jetstream" }
+      assert.is_nil(q)
+      assert.are.equal("no_responders", jerr.code)
+      assert.matches("is the server run with %-js", jerr.message)
+      br:close()
+    end)
+    plain:stop()
+    assert(ok, e)
+  end)
+
   it("jetstream: a bridge exporting every subject leaves the queue's to it (stored once, not twice)", function()
     S.drive(function()
       local br = assert(msrt.nats { url = nats.url }) -- export ">"

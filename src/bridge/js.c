@@ -66,9 +66,10 @@ static void fail(msrt_jsq *q, msrt_code code, const char *what, natsStatus s,
                  jsErrCode jerr) {
   msrt_jsq_event ev = {.kind = MSRT_JSQ_FAILED, .code = code};
   const char *last = nats_GetLastError(NULL);
-  snprintf(ev.message, sizeof ev.message,
-           "jetstream queue \"%s\": %s: %s (%s, error %d)", q->name, what,
-           natsStatus_GetText(s), last ? last : "", (int)jerr);
+  char jcode[40] = "";
+  if (jerr) snprintf(jcode, sizeof jcode, " (JetStream error %d)", (int)jerr);
+  snprintf(ev.message, sizeof ev.message, "jetstream queue \"%s\": %s: %s%s",
+           q->name, what, last && *last ? last : natsStatus_GetText(s), jcode);
   msrt_jsq_push_event(q, &ev);
 }
 
