@@ -75,6 +75,10 @@ local CASES = {
     assert.are.equal("x", r.msgs[2].data)
     assert.are.equal("k", r.msgs[2].headers["Msg-Id"])
     assert.is_true(acked(q, 2))
+    -- operators see it (ctl queues, /metrics)
+    local ops = require "msrt.ops"
+    assert.matches("\n" .. name .. " +%d+ +%d+ +0 +0 +0 +2 +1\n", ops.queues())
+    assert.matches(('msrt_queue_acked_total{queue="%s"} 2'):format(name), ops.metrics_text(), 1, true)
     return q
   end },
   { "redelivers a nak'd message after its delay and one whose ack wait ran out, counting deliveries; a stale ack is not_found", function(declare, name)
