@@ -12,7 +12,8 @@
 --   fanout    1 sender -> 4 subscribers of one subject, --msgs messages
 --             (messages published/s and deliveries/s)
 --   queue     1 sender -> a 4-member queue group, --msgs messages (msgs/s)
---   request   ctx:request round trips actor -> actor for --secs (p50/p99)
+--   request   ctx:request round trips actor -> actor for --secs, 1 and 64
+--             pairs at once (p50/p99 over every pair's round trips)
 -- Timing is wall-clock (CLOCK_MONOTONIC) measured inside the actors.
 local msrt = require "msrt"
 io.stdout:setvbuf("line")
@@ -225,32 +226,42 @@ local function router_once(kind, run)
   return got / (t1 - t0)
 end
 
-local function request_once(run)
-  local tag = "bench.rr." .. run
-  local resp = assert(msrt.actor{ name = "resp", subscribe = tag, handle = PONG })
-  local req = assert(msrt.actor{ name = "req", subscribe = tag .. ".go",
-    args = { secs = opts.secs, clock = CLOCK, tag = tag },
-    init = function(ctx, a) ctx.now = loadstring(a.clock)() end,
-    handle = function(ctx)
-      local hist, n, t_start = {}, 0, ctx.now()
-      repeat
-        local t = ctx.now()
-        assert(ctx:request(ctx.args.tag, n))
-        local now = ctx.now()
-        local b = math.min(math.floor((now - t) * 2e7), 10000)
-        hist[b] = (hist[b] or 0) + 1
-        n = n + 1
-      until now - t_start >= ctx.args.secs
-      ctx:publish(ctx.args.tag .. ".done", { n = n, hist = hist })
-    end })
+-- npairs requester -> responder pairs, each its own subject; the
+-- quantiles are over every pair's round trips.
+local function request_once(run, npairs)
+  local tag = "bench.rr." .. run .. "." .. npairs
+  local handles = {}
+  for i = 1, npairs do
+    handles[#handles + 1] = assert(msrt.actor{ name = "resp", subscribe = tag .. "." .. i, handle = PONG })
+    handles[#handles + 1] = assert(msrt.actor{ name = "req", subscribe = tag .. ".go",
+      args = { secs = opts.secs, clock = CLOCK, tag = tag, to = tag .. "." .. i },
+      init = function(ctx, a) ctx.now = loadstring(a.clock)() end,
+      handle = function(ctx)
+        local hist, n, t_start = {}, 0, ctx.now()
+        repeat
+          local t = ctx.now()
+          assert(ctx:request(ctx.args.to, n))
+          local now = ctx.now()
+          local b = math.min(math.floor((now - t) * 2e7), 10000)
+          hist[b] = (hist[b] or 0) + 1
+          n = n + 1
+        until now - t_start >= ctx.args.secs
+        ctx:publish(ctx.args.tag .. ".done", { n = n, hist = hist })
+      end })
+  end
   local co = coroutine.running()
-  local result
-  local sub = msrt.subscribe(tag .. ".done", function(m) result = m.data; assert(coroutine.resume(co)) end)
+  local hist, n, got = {}, 0, 0
+  local sub = msrt.subscribe(tag .. ".done", function(m)
+    n, got = n + m.data.n, got + 1
+    for b, c in pairs(m.data.hist) do hist[b] = (hist[b] or 0) + c end
+    if got == npairs then assert(coroutine.resume(co)) end
+  end)
   msrt.publish(tag .. ".go", true)
   coroutine.yield()
   sub.unsubscribe()
-  req:stop(); resp:stop(); req:wait(); resp:wait()
-  return quantile(result.hist, result.n, 0.5), quantile(result.hist, result.n, 0.99)
+  for _, h in ipairs(handles) do h:stop() end
+  for _, h in ipairs(handles) do h:wait() end
+  return quantile(hist, n, 0.5), quantile(hist, n, 0.99)
 end
 
 -- ---- main ------------------------------------------------------------------
@@ -309,9 +320,11 @@ for _, kind in ipairs({ "fanout", "queue" }) do
 end
 
 if want("request") then
-  local p50s, p99s = {}, {}
-  for run = 1, opts.runs do p50s[run], p99s[run] = request_once(run) end
-  print(("request/reply actor->actor (ctx:request): p50 %.2f us, p99 %.2f us (median of %d)")
-    :format(median(p50s), median(p99s), opts.runs))
+  for _, npairs in ipairs({ 1, 64 }) do
+    local p50s, p99s = {}, {}
+    for run = 1, opts.runs do p50s[run], p99s[run] = request_once(run, npairs) end
+    print(("request/reply actor->actor (ctx:request), %2d pairs: p50 %.2f us, p99 %.2f us (median of %d)")
+      :format(npairs, median(p50s), median(p99s), opts.runs))
+  end
 end
 msrt.stop()
