@@ -32,9 +32,9 @@ typedef struct {
   msrt_nats_conn *conn;
 } peer;
 
-static int t_write(void *t, const char *buf, size_t len) {
+static msrt_code t_write(void *t, const char *buf, size_t len) {
   msrt_sbuf_put(&((peer *)t)->got, buf, len);
-  return 0;
+  return MSRT_E_OK;
 }
 static size_t t_queued(void *t) { return ((peer *)t)->queued; }
 static void t_close(void *t) { ((peer *)t)->closed++; }
@@ -248,7 +248,7 @@ static void test_errors(void) {
   feed(&a, "PUB a 1001\r\n");
   SAME(read_all(&a), "-ERR 'Maximum Payload Violation'\n");
   CHECK(a.closed == 1);
-  CHECK(msrt_nats_conn_feed(a.conn, "PING\r\n", 6) == -1);
+  CHECK(msrt_nats_conn_feed(a.conn, "PING\r\n", 6) == MSRT_E_CLOSED);
   close_peer(&a);
   peer b;
   open_peer(&b);

@@ -46,15 +46,15 @@ static int record(void *ud, const msrt_nats_cmd *c) {
 /* Parse text in pieces of `chunk` bytes (0: whole); returns the log (a
  * static copy) and *rc / *err of the last call. */
 static const char *run(const char *text, size_t len, size_t chunk,
-                       size_t max_control, size_t max_payload, int *rc,
+                       size_t max_control, size_t max_payload, msrt_code *rc,
                        const char **err) {
   static char out[8192];
   msrt_nats_parser p;
   msrt_nats_parser_init(&p, max_control, max_payload);
   seen w = {0};
-  *rc = 0, *err = NULL;
+  *rc = MSRT_E_OK, *err = NULL;
   if (!chunk) chunk = len ? len : 1;
-  for (size_t at = 0; at < len && *rc == 0; at += chunk) {
+  for (size_t at = 0; at < len && *rc == MSRT_E_OK; at += chunk) {
     size_t n = len - at < chunk ? len - at : chunk;
     /* a copy of exactly n bytes, so that ASan sees any read beyond it */
     char *piece = malloc(n);
@@ -102,11 +102,11 @@ static const char expect[] =
 
 /* Every command, whole and in every chunk size down to one byte. */
 static void test_every_split(void) {
-  int rc;
+  msrt_code rc;
   const char *err;
   for (size_t chunk = 0; chunk <= sizeof stream; chunk++) {
     const char *log = run(stream, sizeof stream - 1, chunk, 0, 0, &rc, &err);
-    CHECK(rc == 0);
+    CHECK(rc == MSRT_E_OK);
     if (strcmp(log, expect) != 0) {
       fprintf(stderr, "chunk %zu:\n%s", chunk, log);
       CHECK_STR(log, expect);
@@ -118,11 +118,11 @@ static void test_every_split(void) {
 
 static void expect_error(const char *text, size_t mc, size_t mp,
                          const char *want) {
-  int rc;
+  msrt_code rc;
   const char *err;
   for (size_t chunk = 0; chunk < 4; chunk++) {
     run(text, strlen(text), chunk, mc, mp, &rc, &err);
-    CHECK(rc == -1);
+    CHECK(rc == MSRT_E_INVALID_ARG);
     CHECK(err && strcmp(err, want) == 0);
     if (!err || strcmp(err, want)) fprintf(stderr, "  input %s\n", text);
   }
@@ -153,13 +153,13 @@ static void test_errors(void) {
 /* A payload at exactly max_payload passes; the line at exactly
  * max_control too. */
 static void test_limits(void) {
-  int rc;
+  msrt_code rc;
   const char *err;
   const char *log = run("PUB f 10\r\n0123456789\r\n", 22, 3, 0, 10, &rc, &err);
-  CHECK(rc == 0);
+  CHECK(rc == MSRT_E_OK);
   CHECK_STR(log, "PUB s=f p=0123456789\n");
   log = run("SUB abcdefghij 1\r\n", 18, 1, 16, 0, &rc, &err);
-  CHECK(rc == 0);
+  CHECK(rc == MSRT_E_OK);
   CHECK_STR(log, "SUB s=abcdefghij id=1\n");
 }
 
@@ -169,7 +169,7 @@ static void test_stop(void) {
   msrt_nats_parser_init(&p, 0, 0);
   seen w = {.stop_after = 1};
   const char *err;
-  CHECK(msrt_nats_parse(&p, "PING\r\nPONG\r\n", 12, record, &w, &err) == 1);
+  CHECK(msrt_nats_parse(&p, "PING\r\nPONG\r\n", 12, record, &w, &err) == MSRT_E_CLOSED);
   CHECK(w.n == 1);
   msrt_nats_parser_free(&p);
   msrt_sbuf_free(&w.log);
@@ -191,7 +191,7 @@ static void test_zero_copy(void) {
   msrt_nats_parser p;
   msrt_nats_parser_init(&p, 0, 0);
   CHECK(msrt_nats_parse(&p, buf, sizeof buf - 1, check_inside, NULL, NULL) ==
-        0);
+        MSRT_E_OK);
   CHECK(zc_ok);
   msrt_nats_parser_free(&p);
 }

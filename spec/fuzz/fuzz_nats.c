@@ -91,13 +91,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   msrt_nats_parser_init(&p, max_control, max_payload);
   char *copy = malloc(len ? len : 1);
   memcpy(copy, text, len);
-  int r1 = msrt_nats_parse(&p, copy, len, record, &whole, &e1);
+  msrt_code r1 = msrt_nats_parse(&p, copy, len, record, &whole, &e1);
   free(copy);
   msrt_nats_parser_free(&p);
 
   msrt_nats_parser_init(&p, max_control, max_payload);
-  int r2 = 0;
-  for (size_t at = 0; at < len && r2 == 0;) {
+  msrt_code r2 = MSRT_E_OK;
+  for (size_t at = 0; at < len && r2 == MSRT_E_OK;) {
     size_t n = 1 + fz_next(&seed) % 64;
     if (n > len - at) n = len - at;
     char *piece = malloc(n);
@@ -108,9 +108,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   msrt_nats_parser_free(&p);
 
-  FUZZ_ASSERT(r1 == 0 || r1 == -1);
+  FUZZ_ASSERT(r1 == MSRT_E_OK || r1 == MSRT_E_INVALID_ARG ||
+              r1 == MSRT_E_NOMEM);
   FUZZ_ASSERT(r1 == r2);
-  if (r1 < 0) {
+  if (r1 != MSRT_E_OK) {
     FUZZ_ASSERT(known(e1) && known(e2));
     /* a control line too long may be seen before its end when chunked,
      * where the whole parse saw the end: same text either way */

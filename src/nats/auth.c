@@ -139,8 +139,8 @@ static bool same_secret(const char *a, const char *b) {
   return d == 0;
 }
 
-static int authorize(void *ud, const msrt_nats_connect *o,
-                     msrt_nats_perms **out, char *user, size_t ucap) {
+static msrt_code authorize(void *ud, const msrt_nats_connect *o,
+                           msrt_nats_perms **out, char *user, size_t ucap) {
   msrt_nats_policy *pol = ud;
   for (size_t i = 0; i < pol->n; i++) {
     msrt_nats_perms *p = pol->users[i];
@@ -149,14 +149,14 @@ static int authorize(void *ud, const msrt_nats_connect *o,
                                 same_secret(o->pass, p->password);
     if (!match) continue;
     if (p->max_connections && atomic_load(&p->conns) >= p->max_connections)
-      return -1;
+      return MSRT_E_PERMISSION;
     atomic_fetch_add(&p->refs, 1);
     atomic_fetch_add(&p->conns, 1);
     *out = p;
     snprintf(user, ucap, "%s", p->user ? p->user : "token");
-    return 0;
+    return MSRT_E_OK;
   }
-  return -1;
+  return MSRT_E_PERMISSION;
 }
 
 msrt_nats_auth msrt_nats_policy_auth(msrt_nats_policy *p) {

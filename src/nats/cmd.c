@@ -50,7 +50,7 @@ static int do_connect(msrt_nats_conn *c, const msrt_nats_cmd *cmd) {
   if (s->has_auth) {
     msrt_nats_perms *p = NULL;
     if (s->auth.authorize(s->auth.ud, &c->opts, &p, c->user,
-                          sizeof c->user) != 0) {
+                          sizeof c->user) != MSRT_E_OK) {
       s->stats.refused++;
       msrt_nats_conn_close(c, MSRT_NATS_ERR_AUTH);
       return 1;
@@ -257,13 +257,15 @@ static int on_cmd(void *ud, const msrt_nats_cmd *cmd) {
   }
 }
 
-int msrt_nats_conn_feed(msrt_nats_conn *c, const char *buf, size_t len) {
-  if (c->closed) return -1;
+msrt_code msrt_nats_conn_feed(msrt_nats_conn *c, const char *buf,
+                              size_t len) {
+  if (c->closed) return MSRT_E_CLOSED;
   msrt_nats_conn_ref(c); /* a command may end the connection */
   const char *err = NULL;
-  int rc = msrt_nats_parse(&c->parser, buf, len, on_cmd, c, &err);
-  if (rc < 0) msrt_nats_conn_close(c, err ? err : MSRT_NATS_ERR_UNKNOWN);
-  rc = c->closed ? -1 : 0;
+  msrt_code rc = msrt_nats_parse(&c->parser, buf, len, on_cmd, c, &err);
+  if (rc == MSRT_E_INVALID_ARG || rc == MSRT_E_NOMEM)
+    msrt_nats_conn_close(c, err ? err : MSRT_NATS_ERR_UNKNOWN);
+  rc = c->closed ? MSRT_E_CLOSED : MSRT_E_OK;
   msrt_nats_server_flush(c->srv);
   msrt_nats_conn_unref(c);
   return rc;
@@ -275,7 +277,7 @@ static void reauthorize(msrt_nats_conn *c) {
   msrt_nats_perms *p = NULL;
   if (!c->connected) return; /* its CONNECT will be decided */
   if (s->has_auth && s->auth.authorize(s->auth.ud, &c->opts, &p, c->user,
-                                       sizeof c->user) != 0) {
+                                       sizeof c->user) != MSRT_E_OK) {
     msrt_nats_conn_close(c, MSRT_NATS_ERR_AUTH);
     return;
   }

@@ -179,11 +179,11 @@ void msrt_nats_conn_flush(msrt_nats_conn *c) {
     return;
   }
   if (c->wbuf.len) {
-    int rc = c->tp->write(c->t, c->wbuf.p, c->wbuf.len);
+    msrt_code rc = c->tp->write(c->t, c->wbuf.p, c->wbuf.len);
     c->srv->stats.out_bytes += c->wbuf.len;
     /* the transport has the bytes: an idle connection keeps no buffer */
     msrt_sbuf_free(&c->wbuf);
-    if (rc != 0) {
+    if (rc != MSRT_E_OK) {
       msrt_nats_conn_close(c, NULL);
       return;
     }

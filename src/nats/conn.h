@@ -79,8 +79,9 @@ typedef struct msrt_nats_conn msrt_nats_conn;
 typedef struct msrt_nats_transport {
   /* Send len bytes to the peer after everything written before. The
    * transport sends them or keeps its own copy before returning. Returns
-   * 0, or -1 when the peer is gone (the connection then closes). */
-  int (*write)(void *t, const char *buf, size_t len);
+   * MSRT_E_OK, or MSRT_E_CLOSED when the peer is gone or the bytes could
+   * not be kept (the connection then closes). */
+  msrt_code (*write)(void *t, const char *buf, size_t len);
   /* Bytes written and not yet sent that the transport holds (0 when it
    * keeps none): counted against max_pending and the write deadline.
    * NULL: always 0. */
@@ -99,11 +100,11 @@ typedef struct msrt_nats_transport {
 typedef struct msrt_nats_perms msrt_nats_perms;
 
 typedef struct {
-  /* Decide on CONNECT: returns 0 with *perms (NULL: everything allowed;
-   * otherwise a reference the connection keeps and gives back with
-   * unref), or -1 (-ERR 'Authorization Violation'). user is the
-   * connection's account name for limits ("" without one). */
-  int (*authorize)(void *ud, const msrt_nats_connect *opts,
+  /* Decide on CONNECT: returns MSRT_E_OK with *perms (NULL: everything
+   * allowed; otherwise a reference the connection keeps and gives back
+   * with unref), or MSRT_E_PERMISSION (-ERR 'Authorization Violation').
+   * user is the connection's account name for limits ("" without one). */
+  msrt_code (*authorize)(void *ud, const msrt_nats_connect *opts,
                    msrt_nats_perms **perms, char *user, size_t ucap);
   /* Whether a client must CONNECT before anything else (an auth policy
    * is in force): then the first command that is not CONNECT is an
@@ -176,10 +177,10 @@ void msrt_nats_server_close(msrt_nats_server *s);
 msrt_nats_conn *msrt_nats_conn_new(msrt_nats_server *s,
                                    const msrt_nats_transport *tp, void *t);
 
-/* Bytes from the peer. Returns 0, or -1 when the connection is closed
- * (now or before: a protocol error ends it with NATS' -ERR text, then
- * tp->close). */
-int msrt_nats_conn_feed(msrt_nats_conn *c, const char *buf, size_t len);
+/* Bytes from the peer. Returns MSRT_E_OK, or MSRT_E_CLOSED when the
+ * connection is closed (now or before: a protocol error ends it with
+ * NATS' -ERR text, then tp->close). */
+msrt_code msrt_nats_conn_feed(msrt_nats_conn *c, const char *buf, size_t len);
 
 /* End the connection: with -ERR '<err_text>' first when err_text is not
  * NULL; unsubscribes everything, then tp->close. Idempotent. */

@@ -49,25 +49,25 @@ static void on_written(uv_write_t *req, int status) {
   if (status == 0 && !p->closing && p->conn) msrt_nats_conn_writable(p->conn);
 }
 
-static int t_write(void *t, const char *buf, size_t len) {
+static msrt_code t_write(void *t, const char *buf, size_t len) {
   tcp_peer *p = t;
   uv_stream_t *st = (uv_stream_t *)&p->tcp;
   if (uv_stream_get_write_queue_size(st) == 0) {
     uv_buf_t b = uv_buf_init((char *)buf, (unsigned)len);
     int n = uv_try_write(st, &b, 1);
-    if (n == (int)len) return 0;
-    if (n < 0 && n != UV_EAGAIN) return -1;
+    if (n == (int)len) return MSRT_E_OK;
+    if (n < 0 && n != UV_EAGAIN) return MSRT_E_CLOSED;
     if (n > 0) buf += n, len -= (size_t)n;
   }
   wreq *w = malloc(sizeof *w + len);
-  if (!w) return -1;
+  if (!w) return MSRT_E_CLOSED;
   memcpy(w->data, buf, len);
   uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
   if (uv_write(&w->req, st, &b, 1, on_written) != 0) {
     free(w);
-    return -1;
+    return MSRT_E_CLOSED;
   }
-  return 0;
+  return MSRT_E_OK;
 }
 
 static size_t t_queued(void *t) {

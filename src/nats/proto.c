@@ -254,8 +254,10 @@ static size_t take_line(msrt_nats_parser *p, const char *buf, size_t len,
   return len;
 }
 
-int msrt_nats_parse(msrt_nats_parser *p, const char *buf, size_t len,
-                    msrt_nats_cmd_fn fn, void *ud, const char **err) {
+/* msrt_nats_parse's work: 0, 1 (fn asked to stop) or -1 (*err says why;
+ * NULL: out of memory). */
+static int parse(msrt_nats_parser *p, const char *buf, size_t len,
+                 msrt_nats_cmd_fn fn, void *ud, const char **err) {
   const char *dummy;
   if (!err) err = &dummy;
   *err = NULL;
@@ -278,4 +280,15 @@ int msrt_nats_parse(msrt_nats_parser *p, const char *buf, size_t len,
     i = next;
   }
   return 0;
+}
+
+msrt_code msrt_nats_parse(msrt_nats_parser *p, const char *buf, size_t len,
+                          msrt_nats_cmd_fn fn, void *ud, const char **err) {
+  const char *why;
+  int rc = parse(p, buf, len, fn, ud, &why);
+  if (err) *err = why;
+  return rc == 0   ? MSRT_E_OK
+         : rc > 0  ? MSRT_E_CLOSED
+         : why     ? MSRT_E_INVALID_ARG
+                   : MSRT_E_NOMEM;
 }

@@ -121,11 +121,12 @@ void msrt_nats_parser_init(msrt_nats_parser *p, size_t max_control,
 void msrt_nats_parser_free(msrt_nats_parser *p);
 
 /* Feed len bytes; calls fn(ud, cmd) for each complete command in order.
- * Returns 0 when every byte was taken (a partial command is kept for the
- * next call); 1 when fn asked to stop (the rest is not read); or -1 with
- * *err one of the texts above (the parser is then unusable: end the
- * connection); -1 with *err NULL when memory ran out. */
-int msrt_nats_parse(msrt_nats_parser *p, const char *buf, size_t len,
+ * Returns MSRT_E_OK when every byte was taken (a partial command is kept
+ * for the next call); MSRT_E_CLOSED when fn asked to stop (the rest is
+ * not read); MSRT_E_INVALID_ARG with *err one of the texts above, or
+ * MSRT_E_NOMEM with *err NULL when memory ran out (the parser is then
+ * unusable either way: end the connection). */
+msrt_code msrt_nats_parse(msrt_nats_parser *p, const char *buf, size_t len,
                     msrt_nats_cmd_fn fn, void *ud, const char **err);
 
 /* CONNECT's options (the fields msrt reads; others are ignored, as

@@ -9,21 +9,21 @@
 
 /* The transport (nats/conn.h msrt_nats_transport): t is the session. */
 
-static int t_write(void *t, const char *buf, size_t len) {
+static msrt_code t_write(void *t, const char *buf, size_t len) {
   msrt_web_session *s = t;
-  if (s->gone) return -1;
+  if (s->gone) return MSRT_E_CLOSED;
   if (s->out_off && s->out_off == s->out_len) s->out_off = s->out_len = 0;
   if (s->out_len + len > s->out_cap) {
     size_t cap = s->out_cap ? s->out_cap : 1024;
     while (cap < s->out_len + len) cap *= 2;
     char *p = realloc(s->out, cap);
-    if (!p) return -1;
+    if (!p) return MSRT_E_CLOSED;
     s->out = p, s->out_cap = cap;
   }
   memcpy(s->out + s->out_len, buf, len);
   s->out_len += len;
   msrt_web_want_write(s->wsi);
-  return 0;
+  return MSRT_E_OK;
 }
 
 static size_t t_queued(void *t) {
