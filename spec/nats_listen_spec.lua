@@ -75,6 +75,19 @@ describe("msrt.listen{nats = ...}", function()
     end)
   end)
 
+  it("opens from the command line: --listen with every kind msrt.listen takes", function()
+    local r = S.run({ "--listen", "nats=127.0.0.1:0,websocket=127.0.0.1:0,http=127.0.0.1:0",
+      "-e", "os.exit(0)" }) -- a NATS listener keeps the host running
+    assert.are.equal(0, r.code, r.err)
+    for _, says in ipairs { "NATS clients", "NATS clients over WebSocket and HTTP", "HTTP" } do
+      local port = r.err:match("msrt%-lua: " .. says .. " on 127%.0%.0%.1:0 %(port (%d+)%)")
+      assert.truthy(port and tonumber(port) > 0, r.err)
+    end
+    r = S.run({ "--listen", "nats=127.0.0.1:0,nats=127.0.0.1:0", "-e", "" })
+    assert.are.equal(1, r.code)
+    assert.matches("%-%-listen nats=127.0.0.1:0,nats=127.0.0.1:0: expected nats=, websocket= or http=", r.err)
+  end)
+
   it("refuses a malformed address and a non-loopback one without an auth policy", function()
     C.drive(function()
       local l, err = C.listen { nats = "nowhere" }

@@ -235,22 +235,25 @@ function M.listen_web(spec, p)
   return l
 end
 
---- Parse `--listen`'s value: "nats=HOST:PORT[,auth=FILE]".
+--- Parse `--listen`'s value: "KIND=HOST:PORT[,KIND=HOST:PORT...][,auth=FILE]"
+-- with KIND nats, websocket or http (msrt.listen's keys), each at most once.
 -- @return a spec for M.listen | nil, err
 function M.parse_option(text)
-  local spec = {}
+  local spec, usage = {}, "expected nats=, websocket= or http=HOST:PORT, and auth=FILE, joined by commas"
   for item in (text .. ","):gmatch("([^,]*),") do
     local k, v = item:match("^(%w+)=(.+)$")
-    if k ~= "nats" and k ~= "auth" then
-      return nil, core.error("invalid_arg", ("--listen %s: expected nats=HOST:PORT[,auth=FILE]"):format(text))
+    if not (k == "nats" or k == "websocket" or k == "http" or k == "auth") or spec[k] then
+      return nil, core.error("invalid_arg", ("--listen %s: %s"):format(text, usage))
     end
     spec[k] = v
   end
-  if not spec.nats then
-    return nil, core.error("invalid_arg", ("--listen %s: nats=HOST:PORT missing"):format(text))
+  if not (spec.nats or spec.websocket or spec.http) then
+    return nil, core.error("invalid_arg", ("--listen %s: no address (%s)"):format(text, usage))
   end
   return spec
 end
+
+local SAYS = { nats = "NATS clients", websocket = "NATS clients over WebSocket and HTTP", http = "HTTP" }
 
 --- msrt-lua --listen, before the script: open the listener it names.
 -- @return true | nil, err
@@ -260,7 +263,11 @@ function M.boot()
   if not spec then return nil, err end
   local l, lerr = M.listen(spec)
   if not l then return nil, lerr end
-  io.stderr:write(("msrt-lua: NATS clients on %s (port %d)\n"):format(spec.nats, l:port()))
+  for _, kind in ipairs { "nats", "websocket", "http" } do
+    if spec[kind] then
+      io.stderr:write(("msrt-lua: %s on %s (port %d)\n"):format(SAYS[kind], spec[kind], l:port(kind)))
+    end
+  end
   return true
 end
 
