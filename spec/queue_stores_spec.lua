@@ -170,6 +170,23 @@ local CASES = {
     assert.is_true(acked(q, 10))
     return q
   end },
+  { "refuses a durable publish with resource_exhausted at max_msgs with discard new, and takes one again once acks made room", function(declare, name)
+    local q = declare { max_msgs = 2, discard = "new" }
+    assert(msrt.publish(name .. ".a", 1, { durable = true }))
+    assert(msrt.publish(name .. ".a", 2, { durable = true }))
+    local no, err = msrt.publish(name .. ".a", 3, { durable = true })
+    assert.is_nil(no)
+    assert.are.equal("resource_exhausted", err.code)
+    local r = recorder(name, function(m) assert(m:ack()) end)
+    assert.is_true(r.wait(2))
+    assert.is_true(acked(q, 2))
+    assert.is_true(S.wait_until(function() -- JetStream removes acked messages as it takes the acks
+      return msrt.publish(name .. ".a", 4, { durable = true }) ~= nil
+    end))
+    assert.is_true(r.wait(3))
+    assert.are.same({ 1, 2, 4 }, { r.msgs[1].data, r.msgs[2].data, r.msgs[3].data })
+    return q
+  end },
   { "delivers to an actor instance, which answers with ctx:ack, ctx:nak and ctx:term, and publishes durably with ctx:publish", function(declare, name)
     local q = declare { ack_wait_ms = 60000, dead_letter = "dead." .. name }
     local done = S.collector("done." .. name .. ".>")
