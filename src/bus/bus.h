@@ -50,7 +50,8 @@ enum {
   MSRT_IN_STARTED,     /* actor `target`'s init has returned (asked for by
                           its spec: a supervisor waits for it) */
   MSRT_IN_QUEUE,       /* durable queue `target` has intake to flush
-                          (queue/queue.h); no env */
+                          (queue/queue.h), or a JetStream queue has
+                          events (bridge/js.h); no env */
 };
 
 /* The limits every message is checked against (bytes). */
