@@ -287,18 +287,18 @@ static void trees_stopped(uv_timer_t *t) {
   msrt_hub_shutdown_done(k->hub);
 }
 
-static int hold(msrt_hub *h, const char *reason, void *ud) {
+static bool hold(msrt_hub *h, const char *reason, void *ud) {
   held_hook *k = ud;
   k->calls++;
   if (!reason) {
     k->finish_now++;
-    return 0;
+    return false;
   }
   k->hub = h;
   k->timer.data = k;
   uv_timer_init(msrt_hub_loop(h), &k->timer);
   uv_timer_start(&k->timer, trees_stopped, 5, 0);
-  return 1;
+  return true;
 }
 
 static void test_hub_shutdown_held(void) {

@@ -18,6 +18,7 @@
 #ifndef MSRT_HUB_HUB_H
 #define MSRT_HUB_HUB_H
 
+#include <stdbool.h>
 #include <uv.h>
 
 #include "core/error.h"
@@ -28,13 +29,13 @@ typedef struct msrt_hub msrt_hub;
 /* Called once when shutdown begins. reason is "signal:SIGINT",
  * "signal:SIGTERM" or the caller's reason; status is the exit status the
  * host will return unless the hook changes it with msrt_hub_set_status.
- * Returns 0 when the shutdown is done (the loop is stopped then), or 1
- * when it goes on on the loop (supervision trees stopping child by child,
+ * Returns false when the shutdown is done (the loop is stopped then), or
+ * true when it goes on on the loop (supervision trees stopping child by child,
  * README "Supervisors") and the hook calls msrt_hub_shutdown_done when it
  * ends. msrt_hub_close_all calls it again with reason NULL if it has not
  * ended by then: finish at once. */
-typedef int (*msrt_hub_shutdown_fn)(msrt_hub *h, const char *reason,
-                                    void *ud);
+typedef bool (*msrt_hub_shutdown_fn)(msrt_hub *h, const char *reason,
+                                     void *ud);
 
 /* Called on SIGHUP when no other watcher on the loop handles it. */
 typedef void (*msrt_hub_hup_fn)(msrt_hub *h, void *ud);

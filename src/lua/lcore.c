@@ -58,10 +58,10 @@ static void close_luv_handles(lua_State *L) {
  * hook returning true goes on on the loop (it stops the supervision trees
  * first) and ends with core.shutdown_done(); reason NULL (nil): finish at
  * once. */
-static int on_shutdown(msrt_hub *hub, const char *reason, void *ud) {
+static bool on_shutdown(msrt_hub *hub, const char *reason, void *ud) {
   (void)hub;
   lua_State *L = ud;
-  int held = 0;
+  bool held = false;
   lua_pushlightuserdata(L, (void *)&HOOK_KEY);
   lua_rawget(L, LUA_REGISTRYINDEX);
   if (lua_isfunction(L, -1)) {

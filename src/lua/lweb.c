@@ -33,7 +33,7 @@ typedef struct lweb {
 
 /* The answer function: status, type, body; nil declines; an error is
  * reported and answered 500 (the connection must get an answer). */
-static int answer(void *ud, const char *path, msrt_web_reply *out) {
+static bool answer(void *ud, const char *path, msrt_web_reply *out) {
   lweb *lw = ud;
   lua_State *L = lw->L;
   int top = lua_gettop(L);
@@ -47,7 +47,7 @@ static int answer(void *ud, const char *path, msrt_web_reply *out) {
     body = "internal error\n", len = strlen(body);
   } else if (lua_isnil(L, -3)) {
     lua_settop(L, top);
-    return 0;
+    return false;
   } else {
     out->status = (int)lua_tointeger(L, -3);
     snprintf(out->type, sizeof out->type, "%s", luaL_optstring(L, -2, "text/plain"));
@@ -58,7 +58,7 @@ static int answer(void *ud, const char *path, msrt_web_reply *out) {
   if (out->body) memcpy(out->body, body, len), out->len = len;
   else out->status = 500, out->len = 0;
   lua_settop(L, top);
-  return 1;
+  return true;
 }
 
 static lweb *check(lua_State *L) { return luaL_checkudata(L, 1, META); }

@@ -35,6 +35,7 @@
 #ifndef MSRT_WEB_WEB_H
 #define MSRT_WEB_WEB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <uv.h>
 
@@ -52,13 +53,13 @@ typedef struct msrt_web_reply {
 } msrt_web_reply;
 
 /* answer(ud, path, out): path is the request's path (query string cut
- * off, at most 1 KiB). Returns 1 when it answered (out filled; the
+ * off, at most 1 KiB). Returns true when it answered (out filled; the
  * connection closes after the answer is sent, as "Connection: close"
- * says), 0 to let the mounts serve it. Runs on the hub inside the
+ * says), false to let the mounts serve it. Runs on the hub inside the
  * listener's event handling: it must not re-enter libuv or close this
  * listener (msrt_web_close defers itself when it does). */
-typedef int (*msrt_web_answer_fn)(void *ud, const char *path,
-                                  msrt_web_reply *out);
+typedef bool (*msrt_web_answer_fn)(void *ud, const char *path,
+                                   msrt_web_reply *out);
 
 typedef struct msrt_web_mount {
   const char *prefix; /* URL path prefix ending in '/', e.g. "/vendor/" */
