@@ -20,7 +20,7 @@ static void put_field(msrt_sbuf *b, const char *tag, const char *s,
   msrt_sbuf_put(b, s, n);
 }
 
-static int record(void *ud, const msrt_nats_cmd *c) {
+static bool record(void *ud, const msrt_nats_cmd *c) {
   seen *w = ud;
   static const char *const names[] = {"", "CONNECT", "PUB", "SUB", "UNSUB",
                                       "PING", "PONG", "OK", "ERR", "INFO"};
@@ -178,11 +178,11 @@ static void test_stop(void) {
 /* Zero copy: a whole command points into the fed buffer. */
 static const char *zc_buf;
 static int zc_ok;
-static int check_inside(void *ud, const msrt_nats_cmd *c) {
+static bool check_inside(void *ud, const msrt_nats_cmd *c) {
   (void)ud;
   zc_ok = c->subject >= zc_buf && c->payload >= zc_buf &&
           c->payload < zc_buf + 32;
-  return 0;
+  return false;
 }
 
 static void test_zero_copy(void) {

@@ -50,7 +50,7 @@ static void check_headers(const char *hdr, size_t n) {
   msrt_sbuf_free(&blk2), msrt_sbuf_free(&c);
 }
 
-static int record(void *ud, const msrt_nats_cmd *c) {
+static bool record(void *ud, const msrt_nats_cmd *c) {
   seen *w = ud;
   FUZZ_ASSERT(c->op >= MSRT_NATS_CONNECT && c->op <= MSRT_NATS_INFO);
   if (c->op == MSRT_NATS_PUB) {
@@ -67,7 +67,7 @@ static int record(void *ud, const msrt_nats_cmd *c) {
   put(&w->log, c->hdr, c->hdr_len);
   put(&w->log, c->payload, c->payload_len);
   put(&w->log, NULL, (size_t)(c->max_msgs + 1));
-  return 0;
+  return false;
 }
 
 static int known(const char *e) {

@@ -236,24 +236,25 @@ static int do_unsub(msrt_nats_conn *c, const msrt_nats_cmd *cmd) {
   return 0;
 }
 
-static int on_cmd(void *ud, const msrt_nats_cmd *cmd) {
+/* do_connect, do_pub, ... answer 1 to stop the parse, as on_cmd does. */
+static bool on_cmd(void *ud, const msrt_nats_cmd *cmd) {
   msrt_nats_conn *c = ud;
-  if (c->closed) return 1;
+  if (c->closed) return true;
   if (!c->connected && cmd->op != MSRT_NATS_CONNECT && c->srv->has_auth &&
       c->srv->auth.required) {
     c->srv->stats.refused++;
     msrt_nats_conn_close(c, MSRT_NATS_ERR_AUTH);
-    return 1;
+    return true;
   }
   switch (cmd->op) {
   case MSRT_NATS_CONNECT: return do_connect(c, cmd);
   case MSRT_NATS_PUB: return do_pub(c, cmd);
   case MSRT_NATS_SUB: return do_sub(c, cmd);
   case MSRT_NATS_UNSUB: return do_unsub(c, cmd);
-  case MSRT_NATS_PING: send_str(c, "PONG\r\n"); return 0;
-  case MSRT_NATS_PONG: c->pings_out = 0; return 0;
-  case MSRT_NATS_ERR: msrt_nats_conn_close(c, NULL); return 1;
-  default: return 0; /* +OK, INFO: nothing to do */
+  case MSRT_NATS_PING: send_str(c, "PONG\r\n"); return false;
+  case MSRT_NATS_PONG: c->pings_out = 0; return false;
+  case MSRT_NATS_ERR: msrt_nats_conn_close(c, NULL); return true;
+  default: return false; /* +OK, INFO: nothing to do */
   }
 }
 

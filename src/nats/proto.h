@@ -97,9 +97,9 @@ typedef struct {
   int64_t max_msgs;          /* UNSUB: -1 when absent */
 } msrt_nats_cmd;
 
-/* Called once per complete command; returns 0 to go on, non-zero to stop
+/* Called once per complete command; returns false to go on, true to stop
  * the parse (the connection is closing). */
-typedef int (*msrt_nats_cmd_fn)(void *ud, const msrt_nats_cmd *cmd);
+typedef bool (*msrt_nats_cmd_fn)(void *ud, const msrt_nats_cmd *cmd);
 
 typedef struct {
   int state;             /* private */
