@@ -108,12 +108,12 @@ describe("msrt-lua mcp serve", function()
     assert.are.same({}, by_id[5].result)
   end)
 
-  it("cancels a server tool's call at its MCP child when the client sends notifications/cancelled", function()
+  it("cancels a tool's call at its MCP child when the client sends notifications/cancelled (a server tool, a subject tool)", function()
     -- the client here is msrt itself: `mcp serve` as a codec = "jsonrpc" child
     local log = os.tmpname()
     local policy = S.file(([[
 return { servers = { { name = "mc", cmd = { "python3", %q, %q } } },
-  tools = { { name = "slow", server = "mc", tool = "slow" } } }
+  tools = { { name = "slow", server = "mc", tool = "slow" }, { name = "slow_subject", subject = "mcp.mc.tool.slow" } } }
 ]]):format(ROOT .. "/spec/mcp_child.py", log), ".lua")
     S.drive(function()
       local h = assert(msrt.process{ name = "served", codec = "jsonrpc", rpc = "served.rpc",
@@ -137,6 +137,22 @@ return { servers = { { name = "mc", cmd = { "python3", %q, %q } } },
       assert(S.wait_until(function() return sent_to_child():find("notifications/cancelled") ~= nil end, 20000),
         "the MCP child was not told")
       assert.is_nil(got) -- no response to a cancelled request
+      -- a subject tool whose subject is an MCP child's tool: the same, at once
+      local id2, got2
+      msrt.after(0, function()
+        got2 = { require("msrt.hub").request("served.rpc.tools/call", { name = "slow_subject", arguments = { steps = 300 } },
+          { timeout_ms = 30000 }, function(inbox) id2 = inbox end) }
+      end)
+      local function count(what)
+        local n = 0
+        for _ in sent_to_child():gmatch(what) do n = n + 1 end
+        return n
+      end
+      assert(S.wait_until(function() return count("tools/call") == 2 end, 20000))
+      msrt.publish("served.rpc.notifications/cancelled", { requestId = h:rpc_id(id2), reason = "spec" })
+      assert(S.wait_until(function() return count("notifications/cancelled") == 2 end, 5000),
+        "the MCP child was not told of the subject tool's cancellation")
+      assert.is_nil(got2)
       h:stop()
       h:wait()
       assert(S.wait_until(function() return got ~= nil end), "the request was never ended")

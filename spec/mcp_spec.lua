@@ -154,6 +154,39 @@ describe("msrt.mcp.server (spec/mcp_child.py)", function()
     end)
   end)
 
+  it("cancels a call at once when its requester goes away before its deadline (a hub coroutine, an actor)", function()
+    S.drive(function()
+      local notes = S.collector("mcp.mc5.notify.notifications/message")
+      local progress = S.collector("mcp.mc5.progress.>")
+      local sup = supervise("mcp_mc5", child("mc5", os.tmpname()))
+      local hub = require "msrt.hub"
+      -- a hub coroutine whose request is given up (msrt.hub.abandon) 30 s before its deadline
+      local inbox, got
+      msrt.after(0, function()
+        got = { hub.request("mcp.mc5.tool.slow", { steps = 300 },
+          { timeout_ms = 30000, headers = { ["Progress-Token"] = "p1" } }, function(i) inbox = i end) }
+      end)
+      assert(progress.wait(1), "the call never made progress")
+      assert.is_true(hub.abandon(inbox, "spec"))
+      assert.are.equal("closed", got[2].code)
+      assert(notes.wait(1, 5000), "the server was not told of the first")
+      -- an actor stopped while it waits for its 30 s request
+      local h = assert(S.spawn { name = "mc5_asker", subscribe = "t.mc5.ask", handle = function(ctx)
+        ctx:request("mcp.mc5.tool.slow", { steps = 300 }, { timeout_ms = 30000, headers = { ["Progress-Token"] = "p2" } })
+      end })
+      assert(msrt.publish("t.mc5.ask", true))
+      assert(S.wait_until(function()
+        for _, m in ipairs(progress.msgs) do if m.subject:find("p2$") then return true end end
+      end), "the actor's call never made progress")
+      h:stop()
+      assert(notes.wait(2, 5000), "the server was not told of the second")
+      assert.are_not.equal(notes.msgs[1].data.data.cancelled, notes.msgs[2].data.data.cancelled)
+      notes.close()
+      progress.close()
+      finish(sup, "mc5")
+    end)
+  end)
+
   it("lists the tools again on notifications/tools/list_changed", function()
     S.drive(function()
       local sup = supervise("mcp_mc2", child("mc2", os.tmpname()))

@@ -98,6 +98,8 @@ local function c_inbox()
   return prefix .. "." .. token
 end
 asker.inbox = c_inbox -- go_fast() swaps in the FFI version
+-- (the actor is stopping: its notice must not wait for room)
+asker.abandon = function(subject) pcall(publish, subject, nil) end
 
 local function go_fast()
   rt.jit_on()

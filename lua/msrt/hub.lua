@@ -332,6 +332,26 @@ function side.wait(inbox, timeout)
   return coroutine.yield()
 end
 
+function side.abandon(subject)
+  M.publish(subject, nil, { nowait = true })
+end
+
+--- Give up the request waiting on reply subject inbox (the one its sent
+-- callback was given) before its deadline: its coroutine gets nil, err
+-- (closed, message why) at once, and the responder is told on
+-- msrt.abandoned.<inbox> (lua/msrt/request.lua). For a hub coroutine
+-- whose reason to wait went away (an MCP client's cancellation, its
+-- connection closed). Hub thread only.
+-- @return true | false when no request waits on inbox (answered, expired)
+function M.abandon(inbox, why)
+  local co = requests[inbox]
+  if not co then return false end
+  requests[inbox] = nil
+  resume(co, nil, core.error("closed", why or "the request was abandoned by its requester"))
+  book:done()
+  return true
+end
+
 --- Request from a hub coroutine (msrt.request; lua/msrt/request.lua: an
 -- unguessable _INBOX reply subject, the first reply on it taken and any
 -- later one dropped, opts.timeout_ms (default request.TIMEOUT_MS),

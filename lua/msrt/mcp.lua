@@ -12,6 +12,7 @@ local hub = require "msrt.hub"
 local args = require "msrt.args"
 local schema = require "msrt.schema"
 local jsonschema = require "msrt.jsonschema"
+local request = require "msrt.request"
 
 local M = {}
 
@@ -112,29 +113,46 @@ end
 
 local on_tool_call -- forward
 
+-- Stop a tool call in flight: the server is sent notifications/cancelled
+-- and our own wait for its response ends (MCP: a cancelled request gets
+-- none). Returns false when it was stopped already.
+local function give_up(state, why)
+  if state.cancelled then return false end
+  state.cancelled = true
+  cancel(state.rec, state.inbox, why)
+  if state.inbox then hub.abandon(state.inbox, why) end
+  return true
+end
+
 -- A message on mcp.cancel.<token>: the call made with header Call-Token
 -- <token> is cancelled at its server and its requester answered at once
 -- (rpc_code -32800, LSP's RequestCancelled; MCP names none).
 local function on_cancel(msg)
   local state = calls[msg.subject:match("[^.]+$")]
-  if not state or state.cancelled then return end
-  state.cancelled = true
+  if not state then return end
   local why = type(msg.data) == "table" and type(msg.data.reason) == "string" and msg.data.reason
     or "cancelled by its requester"
-  cancel(state.rec, state.inbox, why)
-  reply_error(state.msg, -32800, why)
+  if give_up(state, why) then reply_error(state.msg, -32800, why) end
 end
 
 -- A request on mcp.<name>.tool.<tool>: its data the arguments, checked
 -- against the tool's inputSchema, then tools/call; the reply is the
 -- result, an error result or a JSON-RPC error an Rpc-Error reply (the
--- requester's nil, err).
+-- requester's nil, err). A requester that goes away first (its notice on
+-- msrt.abandoned.<reply>, lua/msrt/request.lua) cancels the call at once.
 local function on_tool(rec, tool, msg)
   local ctok = msg.headers and msg.headers["Call-Token"]
   local state = { rec = rec, msg = msg }
   if type(ctok) == "string" and ctok:find("^[%w_%-]+$") and not calls[ctok] then calls[ctok] = state
   else ctok = nil end
+  local sid, hub_id
+  if msg.reply then
+    sid, hub_id = hub.subscribe(request.ABANDONED .. msg.reply, function()
+      give_up(state, "its requester went away")
+    end, {})
+  end
   local ok, why = pcall(on_tool_call, rec, tool, msg, state)
+  if sid then hub.unsubscribe(sid, hub_id) end
   if ctok then calls[ctok] = nil end
   if not ok then error(why, 0) end
 end
@@ -153,7 +171,7 @@ function on_tool_call(rec, tool, msg, state)
   -- sooner by the header or the server's call_timeout_ms
   local timeout = math.min(tonumber(msg.headers and msg.headers["Timeout-Ms"]) or math.huge,
     msg.reply_ttl_ms or math.huge, rec.call_timeout_ms)
-  if timeout < 1 then return end -- its requester has given up already
+  if timeout < 1 or state.cancelled then return end -- its requester has given up already
   local r, err = call(rec, "tools/call", params, timeout, function(i) state.inbox = i end)
   if token then rec.progress[token] = nil end
   if state.cancelled then return end -- its requester was answered then
@@ -427,7 +445,9 @@ end
 -- is told to cancel when it passes) and, when opts.progress is a
 -- function, progress(p) for each progress notification ({progress, total,
 -- message}), and with opts.token (one subject token) a call that
--- msrt.mcp.cancel(opts.token) can cancel.
+-- msrt.mcp.cancel(opts.token) can cancel. opts.sent(inbox), when given,
+-- is called once the call is out with its reply subject, which
+-- msrt.hub.abandon(inbox) gives up (the server is told at once).
 -- @return the CallToolResult | nil, err (as for the tool's subject)
 function M.call(server, tool, arguments, opts)
   args.check(type(server) == "string", 1, "mcp.call", "server name expected")
@@ -445,7 +465,7 @@ function M.call(server, tool, arguments, opts)
   end
   local rec = servers[server]
   local prefix = rec and rec.tool_prefix or ("mcp." .. server .. ".tool")
-  local r, err = hub.request(prefix .. "." .. tool, arguments, { headers = headers, timeout_ms = timeout })
+  local r, err = hub.request(prefix .. "." .. tool, arguments, { headers = headers, timeout_ms = timeout }, opts.sent)
   if sid then hub.unsubscribe(sid, hub_id) end
   return r, err
 end

@@ -131,36 +131,37 @@ function S:call(id, p)
   local ok, why = jsonschema.check(d.inputSchema, args, "arguments")
   if not ok then return self:error(id, -32602, ("tool %s: %s"):format(t.name, why)) end
   local r, err
+  -- the request's reply subject, by which the client's cancellation
+  -- abandons it (msrt.hub.abandon: the responder is told at once)
+  local function sent(inbox) self.inflight[id] = inbox end
   if t.subject then
-    r, err = hub.request(t.subject, args, { timeout_ms = t.timeout_ms or 60000 })
+    r, err = hub.request(t.subject, args, { timeout_ms = t.timeout_ms or 60000 }, sent)
   else
     local token = type(p._meta) == "table" and p._meta.progressToken
     local progress = token ~= nil and function(pr)
       self:send({ jsonrpc = "2.0", method = "notifications/progress",
         params = { progressToken = token, progress = pr.progress, total = pr.total, message = pr.message } })
     end or nil
-    local ctok = core.token()
-    ctok = ctok and ctok:gsub("[^%w_%-]", "_")
-    self.inflight[id] = ctok
-    r, err = mcp.call(t.server, t.tool, args, { timeout_ms = t.timeout_ms or 60000, progress = progress,
-      token = ctok })
-    self.inflight[id] = nil
+    r, err = mcp.call(t.server, t.tool, args, { timeout_ms = t.timeout_ms or 60000, progress = progress, sent = sent })
   end
+  self.inflight[id] = nil
   if self.cancelled[id] then return end -- MCP: a cancelled request gets no response
   -- a request's second value is the reply message when it succeeded
   if r == nil and core.is_error(err) then return self:result(id, error_result(err)) end
   self:result(id, as_result(r))
 end
 
--- notifications/cancelled from the client: a server tool's call is
--- cancelled at its MCP child; any call in flight gets no response.
+-- notifications/cancelled from the client: the tool's msrt request is
+-- abandoned, so that an MCP tool behind it (a server tool, or a subject
+-- tool whose subject is one) is cancelled at its child at once; the call
+-- gets no response (MCP "Cancellation").
 function S:cancel(p)
   local id = type(p) == "table" and p.requestId
   if id == nil or self.cancelled[id] then return end
-  local ctok = self.inflight[id]
-  if ctok == nil and not self.calls[id] then return end -- done, or never asked
+  local inbox = self.inflight[id]
+  if inbox == nil and not self.calls[id] then return end -- done, or never asked
   self.cancelled[id] = true
-  if ctok then mcp.cancel(ctok, type(p.reason) == "string" and p.reason or nil) end
+  if inbox then hub.abandon(inbox, type(p.reason) == "string" and p.reason or "cancelled by the MCP client") end
 end
 
 function S:list()

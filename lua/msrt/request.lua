@@ -14,6 +14,13 @@ local M = {}
 --- A request's timeout when opts.timeout_ms is absent (ms).
 M.TIMEOUT_MS = 5000
 
+--- Where a requester that gives up before its deadline says so: an empty
+-- message on M.ABANDONED .. <reply subject> (README "MCP servers"). A
+-- responder doing long work for the request (msrt.mcp: a tool
+-- call) can subscribe to it and stop at once; NATS has no such notice,
+-- so nothing else needs to listen.
+M.ABANDONED = "msrt.abandoned."
+
 --- The reply msg to a request on subject, read as NATS does.
 -- @return data, msg | nil, err (no_responders, rpc_error)
 function M.answer(side, subject, msg)
@@ -35,7 +42,9 @@ end
 --   `wait(inbox, timeout_ms)` -> true, reply msg | false when the timeout
 --     passed (never early) | nil, err (the wait was cut short: the actor
 --     stopping);
---   `error(code, message, fields)` -> an error object.
+--   `error(code, message, fields)` -> an error object;
+--   `abandon(subject)` -> publishes an empty message on subject (the
+--     M.ABANDONED notice, when wait was cut short).
 -- opts: timeout_ms (default M.TIMEOUT_MS), and what send reads.
 -- sent(inbox), when given, is called once the request is out (someone
 -- took it), with its reply subject.
@@ -54,6 +63,7 @@ function M.request(side, subject, data, opts, sent)
   if got == false then
     return nil, side.error("timeout", ("no reply from \"%s\" within %d ms"):format(subject, timeout))
   end
+  side.abandon(M.ABANDONED .. inbox) -- the requester went away first
   return nil, msg
 end
 
