@@ -65,23 +65,23 @@ static int valid_kind(msrt_probe_kind k) {
   return (int)k >= 0 && k < MSRT_PROBE__COUNT;
 }
 
-int msrt_health_active(const msrt_health *h, msrt_probe_kind k) {
-  if (!valid_kind(k) || !h->p[k].present) return 0;
+bool msrt_health_active(const msrt_health *h, msrt_probe_kind k) {
+  if (!valid_kind(k) || !h->p[k].present) return false;
   if (k == MSRT_PROBE_STARTUP) return !h->started;
   return h->started;
 }
 
-int msrt_health_begin(msrt_health *h, msrt_probe_kind k, int64_t now_ms) {
-  if (!msrt_health_active(h, k)) return 0;
+bool msrt_health_begin(msrt_health *h, msrt_probe_kind k, int64_t now_ms) {
+  if (!msrt_health_active(h, k)) return false;
   msrt_probe *p = &h->p[k];
-  if (p->in_flight || now_ms < p->next_ms) return 0;
+  if (p->in_flight || now_ms < p->next_ms) return false;
   p->in_flight = 1;
   p->runs++;
   /* The period runs from the due time, so late timers do not make the
    * schedule drift; a run that was very late starts a fresh period. */
   p->next_ms += p->cfg.interval_ms;
   if (p->next_ms <= now_ms) p->next_ms = now_ms + p->cfg.interval_ms;
-  return 1;
+  return true;
 }
 
 int64_t msrt_health_next(const msrt_health *h, int64_t now_ms) {
@@ -135,7 +135,8 @@ unsigned msrt_health_record(msrt_health *h, msrt_probe_kind k, int ok,
                             int64_t now_ms) {
   if (!msrt_health_active(h, k)) return 0;
   msrt_probe *p = &h->p[k];
-  int was_ready = msrt_health_ready(h), was_outcome = p->outcome;
+  bool was_ready = msrt_health_ready(h);
+  int was_outcome = p->outcome;
   msrt_health_state before = p->state;
   p->in_flight = 0;
   count(p, ok);
@@ -148,7 +149,7 @@ unsigned msrt_health_record(msrt_health *h, msrt_probe_kind k, int ok,
     release_gated(h, now_ms);
     ev |= MSRT_HEALTH_EV_STARTED;
   }
-  int ready = msrt_health_ready(h);
+  bool ready = msrt_health_ready(h);
   if (ready && !was_ready) ev |= MSRT_HEALTH_EV_READY;
   if (!ready && was_ready) ev |= MSRT_HEALTH_EV_UNREADY;
   return ev;
@@ -179,8 +180,8 @@ msrt_health_state msrt_health_overall(const msrt_health *h) {
   return worst;
 }
 
-int msrt_health_ready(const msrt_health *h) {
-  if (!h->started) return 0;
+bool msrt_health_ready(const msrt_health *h) {
+  if (!h->started) return false;
   const msrt_probe *r = &h->p[MSRT_PROBE_READINESS];
   return !r->present || r->outcome == 1;
 }

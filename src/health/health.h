@@ -26,6 +26,7 @@
 #ifndef MSRT_HEALTH_HEALTH_H
 #define MSRT_HEALTH_HEALTH_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/error.h"
@@ -99,13 +100,13 @@ void msrt_health_init(msrt_health *h,
 
 /* Whether probe k runs at all now: present, and for liveness and
  * readiness the startup probe has passed; startup only until it has. */
-int msrt_health_active(const msrt_health *h, msrt_probe_kind k);
+bool msrt_health_active(const msrt_health *h, msrt_probe_kind k);
 
 /* Whether a run of probe k should begin at now_ms: active, due, and no
- * run of it in flight (runs never overlap). When it returns 1 the run is
+ * run of it in flight (runs never overlap). When it returns true the run is
  * marked in flight and the next one scheduled interval_ms after now_ms
  * (or after when it was due, if that is still ahead: no drift). */
-int msrt_health_begin(msrt_health *h, msrt_probe_kind k, int64_t now_ms);
+bool msrt_health_begin(msrt_health *h, msrt_probe_kind k, int64_t now_ms);
 
 /* Milliseconds from now_ms to the earliest due run of an active probe
  * with none in flight (0 when one is overdue), or -1 when none is
@@ -132,7 +133,7 @@ msrt_health_state msrt_health_overall(const msrt_health *h);
  * readiness probe (if any) has succeeded success_threshold times in a row
  * since it last reached failure_threshold (healthy, or degraded from
  * healthy). */
-int msrt_health_ready(const msrt_health *h);
+bool msrt_health_ready(const msrt_health *h);
 
 /* Names: "startup", "liveness", "readiness"; "unknown", "healthy",
  * "degraded", "unhealthy", "starting". Lookups return -1 for an unknown

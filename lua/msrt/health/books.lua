@@ -16,7 +16,7 @@ local band = require("bit").band
 local M = {}
 
 pcall(ffi.cdef, [[
-  int msrt_health_begin(void *h, int kind, int64_t now_ms);
+  bool msrt_health_begin(void *h, int kind, int64_t now_ms);
   int64_t msrt_health_next(const void *h, int64_t now_ms);
   unsigned msrt_health_record(void *h, int kind, int ok, int64_t now_ms);
 ]])
@@ -39,7 +39,7 @@ end
 --- Whether a run of probe kind starts now (it is then in flight until
 -- M.record).
 function M.begin(b, kind, now)
-  return C.msrt_health_begin(b.ptr, KIND[kind], now) ~= 0
+  return C.msrt_health_begin(b.ptr, KIND[kind], now)
 end
 
 --- Record a run's result. @return changed (the probe's state), restart
