@@ -22,9 +22,9 @@ const char *msrt_lua_field_str(lua_State *L, int t, const char *k) {
   return s;
 }
 
-int msrt_lua_field_bool(lua_State *L, int t, const char *k) {
+bool msrt_lua_field_bool(lua_State *L, int t, const char *k) {
   lua_getfield(L, abs_index(L, t), k);
-  int b = lua_toboolean(L, -1);
+  bool b = lua_toboolean(L, -1);
   lua_pop(L, 1);
   return b;
 }

@@ -10,6 +10,7 @@
 #define MSRT_LUA_LFIELD_H
 
 #include <lua.h>
+#include <stdbool.h>
 
 /* The number at t[k] (or a string that reads as one), or d. */
 lua_Number msrt_lua_field_num(lua_State *L, int t, const char *k,
@@ -20,7 +21,7 @@ lua_Number msrt_lua_field_num(lua_State *L, int t, const char *k,
 const char *msrt_lua_field_str(lua_State *L, int t, const char *k);
 
 /* Whether t[k] is true (Lua truth: anything but nil and false). */
-int msrt_lua_field_bool(lua_State *L, int t, const char *k);
+bool msrt_lua_field_bool(lua_State *L, int t, const char *k);
 
 /* The number at t[k] when it is above 0, else 0 (absent, another type,
  * 0, negative, NaN): a size, a count or a time in ms whose 0 means "the
