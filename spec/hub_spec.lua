@@ -136,6 +136,22 @@ describe("msrt-lua's hub", function()
     assert.are.equal(1, r.code)
   end)
 
+  it("reports an error of a coroutine resumed by its request's reply, and goes on", function()
+    local r = S.run { "-e", [[
+      local msrt = require "msrt"
+      msrt.subscribe("spec.echo", function(m) msrt.publish(m.reply, m.data) end)
+      coroutine.wrap(function()
+        msrt.request("spec.echo", 1)
+        error("after the reply")
+      end)()
+      msrt.after(50, function() print("still running") end)
+    ]] }
+    assert.are.equal("still running\n", r.out)
+    assert.matches("error in callback: %(command line%):5: after the reply", r.err)
+    assert.matches("stack traceback", r.err)
+    assert.are.equal(1, r.code)
+  end)
+
   it("lets a script call uv.run() itself, luvit-style", function()
     local r = S.run { "-e", [[
       local uv = require "luv"

@@ -36,9 +36,14 @@ local overload_handler
 local started_handler
 
 -- An error of the resumed coroutine is an uncaught error, reported as
--- luajit's lua.c would (a nil error object, busted's way out, only counts).
-local function resume(co, ...)
-  core.resume(co, "error in callback", ...)
+-- luajit's lua.c would (a nil error object, busted's way out, only
+-- counts). coroutine.resume, not core.resume: LuaJIT runs it without a
+-- call through the C API (~1k instructions less per msrt.request).
+-- (Two values at most, and no vararg: what every waiter here takes.)
+local co_resume = coroutine.resume
+local function resume(co, a, b)
+  local ok, err = co_resume(co, a, b)
+  if not ok then core.uncaught(co, "error in callback", err) end
 end
 
 local function data_of(flags, payload)

@@ -110,6 +110,10 @@ static void report_error(lua_State *L, lua_State *co, const char *what) {
   lua_pop(L, 1);
 }
 
+void msrt_host_report_uncaught(lua_State *L, lua_State *co, const char *what) {
+  report_error(L, co, what);
+}
+
 int msrt_host_resume(lua_State *L, lua_State *co, int nargs, int nres,
                      const char *what) {
   int rc = lua_resume(co, nargs);

@@ -51,6 +51,10 @@ msrt_code msrt_host_init(msrt_host *h);
 /* The host of a Lua state made by msrt_host_init. */
 msrt_host *msrt_host_get(lua_State *L);
 
+/* Report the uncaught error of coroutine co, its error value at co's top,
+ * as msrt_host_resume does (what names the path, "error in callback"). */
+void msrt_host_report_uncaught(lua_State *L, lua_State *co, const char *what);
+
 /* Run the function at the top of L's stack below its nargs arguments as a
  * coroutine. Returns 0 when it finished, LUA_YIELD when it yielded (it is
  * then resumed by whatever it waits on), or the lua_resume error code after

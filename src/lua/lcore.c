@@ -327,6 +327,20 @@ static int l_resume(lua_State *L) {
   return 1;
 }
 
+/* uncaught(co, what, err): report err, which ended coroutine co (as
+ * coroutine.resume gave it), as resume does an uncaught error. For Lua
+ * that resumes with coroutine.resume, which LuaJIT runs without a call
+ * through the C API. */
+static int l_uncaught(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  luaL_argcheck(L, co != NULL, 1, "coroutine expected");
+  const char *what = luaL_optstring(L, 2, NULL);
+  lua_settop(L, 3);
+  lua_xmove(L, co, 1);
+  msrt_host_report_uncaught(L, co, what);
+  return 0;
+}
+
 /* exe() -> the path of this msrt-lua executable */
 static int l_exe(lua_State *L) {
   char buf[4096];
@@ -362,7 +376,7 @@ int luaopen_msrt_core(lua_State *L) {
     {"set_error_hook", msrt_host_set_error_hook},
     {"options", l_options}, {"set_log_level", l_set_log_level},
     {"now_ms", l_now_ms}, {"timeout_ms", l_timeout_ms}, {"exe", l_exe},
-    {"resume", l_resume}, {"log_line", l_log_line},
+    {"resume", l_resume}, {"uncaught", l_uncaught}, {"log_line", l_log_line},
     {NULL, NULL}};
   lua_newtable(L);
   luaL_register(L, NULL, fns);
