@@ -63,12 +63,14 @@ typedef struct {
   size_t subject_len, reply_len, payload_len, headers_len;
 } msrt_lhub_item;
 int msrt_lhub_next(msrt_lhub_item *out);
+int msrt_lhub_token(char *out);
 ]]
 end
 local C, str = ffi.C, ffi.string
 local item, rbuf = ffi.new("msrt_lhub_item"), buffer.new()
 -- src/bus/bus.h's MSRT_IN_* kinds the hub's Lua is handed
 local DELIVER, EXIT, WAKE, OVERLOAD, STARTED, QUEUE = 1, 2, 4, 5, 7, 8
+local TOKEN_LEN = 22 -- core/token.h's MSRT_TOKEN_LEN
 
 -- A copy this receiver cannot decode (a duplicate table key, memory) is
 -- its own per-message error: counted drop_other and announced on
@@ -302,13 +304,20 @@ end
 -- the coroutine waiting for it.
 local side = { error = core.error }
 
+-- "<inbox_prefix>." with room for a token after it, made once: each
+-- inbox is then one string, its token written in place (msrt_lhub_token).
+local ibuf, ilen
 function side.inbox()
   local ok, err = ensure()
   if ok then ok, err = ensure_inbox() end
   if not ok then return nil, err end
-  local token, terr = core.token()
-  if not token then return nil, terr end
-  return inbox_prefix .. "." .. token
+  if not ibuf then
+    ilen = #inbox_prefix + 1
+    ibuf = ffi.new("char[?]", ilen + 32)
+    ffi.copy(ibuf, inbox_prefix .. ".")
+  end
+  if C.msrt_lhub_token(ibuf + ilen) == 0 then return nil, select(2, core.token()) end
+  return str(ibuf, ilen + TOKEN_LEN)
 end
 
 function side.send(subject, data, inbox, opts, timeout)

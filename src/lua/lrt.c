@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/token.h"
 #include "hub/alarm.h"
 #include "lua/actor.h"
 #include "lua/host.h"
@@ -99,6 +100,9 @@ int msrt_lhub_next(msrt_lhub_item *out) {
   }
   return 1;
 }
+
+_Static_assert(MSRT_TOKEN_LEN == 22, "lua/msrt/hub.lua's TOKEN_LEN");
+int msrt_lhub_token(char *out) { return msrt_token(out) == MSRT_E_OK; }
 
 /* Hand items[0..n), all for the hub's Lua, to the dispatcher until it has
  * taken them all (again after each one that yielded or raised), or drop

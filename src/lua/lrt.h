@@ -117,6 +117,12 @@ typedef struct {
  * valid until the next call. */
 int msrt_lhub_next(msrt_lhub_item *out);
 
+/* Write a fresh random token (MSRT_TOKEN_LEN characters and a NUL,
+ * core/token.h) at out, for a hub request's inbox: 1, or 0 when the
+ * kernel gave no randomness (msrt.core.token then says why). Through the
+ * FFI, as msrt_lhub_next. */
+int msrt_lhub_token(char *out);
+
 /* The NATS server of the handle at stack index idx (core.nats_server's),
  * for another transport's binding to make connections on (nats/conn.h);
  * raises a Lua error when it is not one or is closed. */
