@@ -130,6 +130,7 @@ function S:call(id, p)
   if args == nil or args == json.null then args = {} end
   local ok, why = jsonschema.check(d.inputSchema, args, "arguments")
   if not ok then return self:error(id, -32602, ("tool %s: %s"):format(t.name, why)) end
+  if self.cancelled[id] then return end -- before it started
   local r, err
   -- the request's reply subject, by which the client's cancellation
   -- abandons it (msrt.hub.abandon: the responder is told at once)
@@ -300,13 +301,29 @@ local function start_fleet(p)
 end
 
 local function usage()
-  io.stderr:write("usage: msrt-lua mcp serve POLICY.lua\n")
+  io.stderr:write("usage: msrt-lua mcp serve POLICY.lua [--http ADDR]\n")
   os.exit(2)
 end
 
---- The command: main("serve", POLICY) from `msrt-lua mcp serve POLICY`.
+--- A session with the client over policy p (a loaded policy): its
+-- methods handle(msg) (one JSON-RPC message, from a hub coroutine that
+-- may wait), cancel(params) and send(msg) (to the client: stdout here; a
+-- transport may shadow it). For lua/msrt/mcp_http.lua.
+function M.session(p)
+  local s = setmetatable({ policy = p, tools = {}, order = {}, pending = 0, inflight = {}, cancelled = {}, calls = {} }, S)
+  for _, t in ipairs(p.tools or {}) do
+    s.tools[t.name] = t
+    s.order[#s.order + 1] = t
+  end
+  return s
+end
+
+--- The command: main("serve", POLICY [, "--http", ADDR]) from `msrt-lua
+-- mcp serve POLICY`: MCP on stdio, or with --http on MCP's streamable
+-- HTTP transport at http://ADDR/mcp (lua/msrt/mcp_http.lua).
 function M.main(cmd, path, ...)
-  if cmd ~= "serve" or type(path) ~= "string" or select("#", ...) > 0 then usage() end
+  local n, opt, addr = select("#", ...), ...
+  if cmd ~= "serve" or type(path) ~= "string" or not (n == 0 or (n == 2 and opt == "--http")) then usage() end
   local p, err = M.load(path)
   if not p then
     io.stderr:write("msrt-lua mcp serve: ", tostring(err.message or err), "\n")
@@ -318,11 +335,15 @@ function M.main(cmd, path, ...)
     require("msrt").stop("error", 1)
     return
   end
-  local s = setmetatable({ policy = p, tools = {}, order = {}, pending = 0, inflight = {}, cancelled = {}, calls = {} }, S)
-  for _, t in ipairs(p.tools or {}) do
-    s.tools[t.name] = t
-    s.order[#s.order + 1] = t
+  if addr then
+    local l, lerr = require("msrt.mcp_http").listen(addr, p)
+    if not l then
+      io.stderr:write("msrt-lua mcp serve: ", tostring(lerr.message or lerr), "\n")
+      require("msrt").stop("error", 1)
+    end
+    return
   end
+  local s = M.session(p)
   if uv.guess_handle(1) == "pipe" then
     s.out = uv.new_pipe(false)
     s.out:open(1)

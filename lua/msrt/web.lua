@@ -89,7 +89,9 @@ local function loopback(ip) return ip:match("^127%.") or ip == "::1" end
 -- address that can be bound is used.
 -- @tparam[opt] table opts `what` (the name in messages, default "http"),
 --   `nats` (a core.nats_server: NATS clients over WebSocket too),
---   `loopback_only` (refuse an address that is not loopback: permission)
+--   `loopback_only` (refuse an address that is not loopback: permission),
+--   `exchange` ({exchange_path, exchange_header, body_max, exchange, gone}:
+--   requests on that path answered later by `:respond`, src/lua/lweb.c)
 -- @return the listener (`:port()`, `:stats()` -> {open, accepted,
 --   refused}, `:close()`) | nil, err (invalid_arg, network: `cannot
 --   listen on IP:PORT: Address already in use` and the like)
@@ -99,6 +101,7 @@ function M.listen(addr, opts)
   if not ips then return nil, port end
   local cfg = limits()
   cfg.port, cfg.mounts, cfg.answer, cfg.nats = port, M.mounts(), answer, opts and opts.nats
+  for k, v in pairs(opts and opts.exchange or {}) do cfg[k] = v end
   local l, err
   for _, ip in ipairs(ips) do
     if opts and opts.loopback_only and not loopback(ip) then

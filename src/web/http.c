@@ -136,6 +136,8 @@ static int refuse_method(struct lws *wsi) {
 
 static int on_request(struct lws *wsi, msrt_web_session *s, const char *uri) {
   msrt_web *w = web_of(wsi);
+  if (w->cfg.exchange && w->cfg.exchange_path && strcmp(uri, w->cfg.exchange_path) == 0)
+    return msrt_web_x_begin(wsi, s);
   if (!lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) &&
       !lws_hdr_total_length(wsi, WSI_TOKEN_HEAD_URI))
     return refuse_method(wsi);
@@ -168,13 +170,20 @@ int msrt_web_callback(struct lws *wsi, enum lws_callback_reasons reason,
   case LWS_CALLBACK_HTTP:
     lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0); /* the request arrived */
     return on_request(wsi, s, in);
-  case LWS_CALLBACK_HTTP_WRITEABLE:
+  case LWS_CALLBACK_HTTP_BODY:
+    return s ? msrt_web_x_body(wsi, s, in, len) : 0;
+  case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+    return s ? msrt_web_x_done(wsi, s) : 0;
+  case LWS_CALLBACK_HTTP_WRITEABLE: {
+    int x = s && s->x ? msrt_web_x_write(wsi, s) : 0;
+    if (x) return x < 0 ? -1 : 0;
     return s && s->body ? write_more(wsi, s) : (s && s->done ? -1 : 0);
+  }
   case LWS_CALLBACK_HTTP_FILE_COMPLETION:
     return lws_http_transaction_completed(wsi) ? -1 : 0;
   case LWS_CALLBACK_CLOSED_HTTP:
   case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
-    if (s) drop_body(s);
+    if (s) msrt_web_x_end(s), drop_body(s);
     return 0;
   default:
     return lws_callback_http_dummy(wsi, reason, user, in, len);

@@ -24,7 +24,13 @@ struct msrt_web {
   int open;                 /* connections libwebsockets holds */
   unsigned long accepted, refused;
   unsigned char *scratch;   /* LWS_PRE + MSRT_WEB_FRAME: a frame being sent */
+  struct msrt_web_x *waiting; /* exchanges handed over, not yet answered */
+  unsigned long next_xid;
 };
+
+/* An exchange in progress (exchange.c), hung on its connection's session:
+ * its request gathered, then waiting for msrt_web_respond. */
+typedef struct msrt_web_x msrt_web_x;
 
 /* The largest WebSocket frame sent at once (what a NATS connection
  * writes is cut into frames of at most this). */
@@ -48,7 +54,18 @@ typedef struct msrt_web_session {
   size_t out_len, out_off, out_cap;
   int ending;               /* the connection closed: send out, then end */
   int gone;                 /* libwebsockets closed the socket */
+  msrt_web_x *x;            /* an exchange on this connection, or NULL */
 } msrt_web_session;
+
+/* The exchange side of msrt_web_callback (exchange.c). begin: a request
+ * on cfg.exchange_path came (its body, if any, follows). body: a piece of
+ * it; done: all of it came. write: the connection is writable. end: the
+ * connection closed. Each -> what the callback returns (-1: close). */
+int msrt_web_x_begin(struct lws *wsi, msrt_web_session *s);
+int msrt_web_x_body(struct lws *wsi, msrt_web_session *s, const void *in, size_t len);
+int msrt_web_x_done(struct lws *wsi, msrt_web_session *s);
+int msrt_web_x_write(struct lws *wsi, msrt_web_session *s);
+void msrt_web_x_end(msrt_web_session *s);
 
 /* The WebSocket side of msrt_web_callback (ws.c): -> what the callback
  * returns; 1 in *handled when reason was one of its own. */

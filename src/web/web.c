@@ -163,6 +163,14 @@ static int check(const msrt_web_config *cfg, msrt_error *err) {
                    "and timeouts >= 1, header_max 256..65535 are needed");
     return -1;
   }
+  if (cfg->exchange && (!cfg->exchange_path || cfg->exchange_path[0] != '/' ||
+                        cfg->body_max < 1 || strlen(cfg->exchange_path) >= 1024 ||
+                        (cfg->exchange_header && strlen(cfg->exchange_header) > 60))) {
+    msrt_error_set(err, MSRT_E_INVALID_ARG,
+                   "web listener: an exchange needs a path \"/...\", body_max >= 1 "
+                   "and a header name of at most 60 bytes");
+    return -1;
+  }
   for (int i = 0; i < MSRT_WEB_MOUNTS && cfg->mounts[i].prefix; i++) {
     size_t n = strlen(cfg->mounts[i].prefix);
     if (!cfg->mounts[i].dir || cfg->mounts[i].prefix[0] != '/' ||
@@ -179,12 +187,16 @@ static int check(const msrt_web_config *cfg, msrt_error *err) {
 static int copy_config(msrt_web *w, const msrt_web_config *cfg) {
   w->cfg = *cfg;
   size_t n = strlen(cfg->ip) + 1;
+  if (cfg->exchange_path) n += strlen(cfg->exchange_path) + 1;
+  if (cfg->exchange_header) n += strlen(cfg->exchange_header) + 1;
   for (int i = 0; i < MSRT_WEB_MOUNTS && cfg->mounts[i].prefix; i++)
     n += strlen(cfg->mounts[i].prefix) + strlen(cfg->mounts[i].dir) + 2;
   char *p = w->strings = malloc(n);
   if (!p) return -1;
 #define COPY(field) (field = strcpy(p, field), p += strlen(p) + 1)
   COPY(w->cfg.ip);
+  if (w->cfg.exchange_path) COPY(w->cfg.exchange_path);
+  if (w->cfg.exchange_header) COPY(w->cfg.exchange_header);
   for (int i = 0; i < MSRT_WEB_MOUNTS && w->cfg.mounts[i].prefix; i++) {
     COPY(w->cfg.mounts[i].prefix);
     COPY(w->cfg.mounts[i].dir);

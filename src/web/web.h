@@ -11,7 +11,8 @@
  * handles never appear on the hub's loop (whose handles follow
  * MSRT_HANDLE_MAGIC) and the listener never keeps the hub alive.
  *
- * Requests: GET and HEAD only (405 otherwise); request headers bounded by
+ * Requests: GET and HEAD only (405 otherwise; any method on
+ * cfg.exchange_path, below); request headers bounded by
  * header_max bytes (431 past it: libwebsockets' own bound); a request must
  * arrive within read_timeout_ms of the connection and an idle keep-alive
  * connection goes after idle_timeout_ms (both rounded up to whole seconds:
@@ -61,6 +62,31 @@ typedef struct msrt_web_reply {
 typedef bool (*msrt_web_answer_fn)(void *ud, const char *path,
                                    msrt_web_reply *out);
 
+/* An exchange: a request on cfg.exchange_path (any method) that the
+ * caller answers later, when it likes, with msrt_web_respond (MCP's
+ * streamable HTTP transport, README "MCP servers", answers a POST once its
+ * tool calls are done). The listener gathers the request's body first (at
+ * most cfg.body_max bytes: past it, 413 and the connection closes). Its
+ * strings are valid during the exchange callback only. */
+typedef struct msrt_web_exchange {
+  unsigned long id;     /* names it to msrt_web_respond and gone */
+  const char *method;   /* "GET", "HEAD", "POST", "DELETE", "PUT", "PATCH",
+                           "OPTIONS" */
+  const char *origin;   /* the Origin header, "" when absent */
+  const char *accept;   /* the Accept header, "" when absent */
+  const char *header;   /* the header cfg.exchange_header names, "" when
+                           absent (each at most 255 bytes: longer is cut) */
+  const char *body;     /* the request body (NUL-terminated), len bytes */
+  size_t len;
+} msrt_web_exchange;
+
+/* exchange(ud, x): a whole request came; answer it with msrt_web_respond
+ * (now or later). gone(ud, id): the connection of an exchange not yet
+ * answered closed (the client went away); its id is dead. Both run on the
+ * hub inside the listener's event handling, as the answer callback. */
+typedef void (*msrt_web_exchange_fn)(void *ud, const msrt_web_exchange *x);
+typedef void (*msrt_web_gone_fn)(void *ud, unsigned long id);
+
 typedef struct msrt_web_mount {
   const char *prefix; /* URL path prefix ending in '/', e.g. "/vendor/" */
   const char *dir;    /* the directory it maps to */
@@ -80,6 +106,12 @@ typedef struct msrt_web_config {
   msrt_web_mount mounts[MSRT_WEB_MOUNTS]; /* copied; unused ones NULL */
   msrt_web_answer_fn answer;   /* or NULL */
   void *ud;
+  const char *exchange_path;   /* a path answered by exchange, or NULL */
+  const char *exchange_header; /* a request header passed on to it
+                                  ("Mcp-Session-Id"), or NULL */
+  size_t body_max;             /* bytes of an exchange's body (> 0) */
+  msrt_web_exchange_fn exchange;
+  msrt_web_gone_fn gone;       /* or NULL */
   msrt_nats_server *nats;      /* NATS clients over WebSocket on this
                                   listener (borrowed: it must outlive the
                                   listener), or NULL: upgrades refused */
@@ -101,6 +133,15 @@ int msrt_web_open(const msrt_web *w);
 /* Connections accepted and refused at the cap since the start. */
 unsigned long msrt_web_accepted(const msrt_web *w);
 unsigned long msrt_web_refused(const msrt_web *w);
+
+/* Answer exchange id: the status, Content-Type type, one more header
+ * (hname: hvalue, e.g. "Mcp-Session-Id"; hname NULL for none) and body
+ * (malloc'd or NULL when len is 0: taken, also on error); the connection
+ * closes after it. Returns MSRT_E_OK, or MSRT_E_NOT_FOUND when no
+ * exchange id waits (answered already, or its connection closed). */
+msrt_code msrt_web_respond(msrt_web *w, unsigned long id, int status,
+                           const char *type, const char *hname,
+                           const char *hvalue, char *body, size_t len);
 
 /* Stop listening, close every connection and free the listener; its own
  * loop is drained here, and the hub handles close on the hub's next turn.
