@@ -25,10 +25,14 @@ await client.connect(transport);
 out.session = transport.sessionId;
 out.tools = (await client.listTools()).tools.map((t) => t.name);
 out.upper = (await client.callTool({ name: "upper", arguments: { text: "hello" } })).structuredContent;
+// progress from the MCP child behind a server tool, carried on the POST's stream
+const progress = [];
+await client.callTool({ name: "slow", arguments: { steps: 3 } }, undefined, { onprogress: (p) => progress.push(p.progress) });
+out.progress = progress;
 // the SDK's own cancellation: an aborted call sends notifications/cancelled
 const ac = new AbortController();
 const slow = client.callTool({ name: "slow", arguments: { steps: 300 } }, undefined, { signal: ac.signal });
-await calls(1);
+await calls(2);
 ac.abort();
 out.aborted = await slow.then(() => "answered", (e) => e.name || String(e));
 const post = (body, headers, signal) => fetch(url, { method: "POST", body: JSON.stringify(body), signal,
@@ -42,7 +46,7 @@ out.get = (await fetch(url)).status;
 const drop = new AbortController();
 const dropped = post({ jsonrpc: "2.0", id: 10, method: "tools/call", params: { name: "slow", arguments: { steps: 300 } } },
   { "mcp-session-id": out.session }, drop.signal);
-await calls(2);
+await calls(3);
 drop.abort();
 await dropped.catch(() => {});
 await received("notifications/cancelled", 2); // before the DELETE below could cancel it

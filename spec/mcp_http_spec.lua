@@ -2,7 +2,7 @@
 -- fleet on MCP's streamable HTTP transport, driven by a client nobody here
 -- wrote, the MCP TypeScript SDK's StreamableHTTPClientTransport
 -- (spec/mcp_http_client.mjs; @modelcontextprotocol/sdk pinned in
--- package-lock.json): the session, tools/list and tools/call, the SDK's
+-- package-lock.json): the session, tools/list and tools/call, progress, the SDK's
 -- cancellation, a hostile Origin, no or an unknown session, GET, DELETE,
 -- and a client whose connection drops mid-call (its call is cancelled at
 -- the MCP child behind the tool).
@@ -40,6 +40,7 @@ return { name = "fleet", fleet = "tree.lua",
     local out = msrt.json.decode(r.out:match("(%b{})%s*$"))
     assert.are.same({ "upper", "slow" }, out.tools)
     assert.are.same({ text = "HELLO" }, out.upper)
+    assert.are.same({ 1, 2, 3 }, out.progress)
     assert.are.equal(403, out.evil_origin)
     assert.are.equal(400, out.no_session)
     assert.are.equal(404, out.unknown_session)

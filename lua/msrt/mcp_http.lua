@@ -5,7 +5,8 @@
 -- - POST /mcp carries one JSON-RPC message or a batch. Requests are
 --   answered once every one of them is done, as application/json (one
 --   response, or an array for a batch), or as a text/event-stream of
---   `message` events when the client's Accept names only that;
+--   `message` events when the client's Accept names only that, or names
+--   it and there are notifications (progress) to carry before them;
 --   notifications and responses alone get 202 Accepted.
 -- - `initialize` opens a session: its response carries Mcp-Session-Id,
 --   which every later request must carry (400 without, 404 for one that
@@ -58,12 +59,16 @@ end
 
 local function wants(accept, what) return accept:find(what, 1, true) ~= nil end
 
--- The answer to a POST once each request in it is done.
-local function answer(x, responses, batch, sid)
-  local stream = not wants(x.accept, "application/json") and wants(x.accept, "text/event-stream")
+-- The answer to a POST once each request in it is done: a stream when
+-- the client takes only that, or when there are notifications to carry
+-- (progress) and it takes a stream at all.
+local function answer(x, responses, notes, batch, sid)
+  local sse = wants(x.accept, "text/event-stream")
+  local stream = sse and (#notes > 0 or not wants(x.accept, "application/json"))
   local body
   if stream then
     local ev = {}
+    for _, n in ipairs(notes) do ev[#ev + 1] = "event: message\ndata: " .. json.encode(n) .. "\n\n" end
     for _, r in ipairs(responses) do ev[#ev + 1] = "event: message\ndata: " .. json.encode(r) .. "\n\n" end
     body = table.concat(ev)
   else
@@ -81,9 +86,11 @@ local function run(x, s, msgs, batch, new_sid)
     if type(m) == "table" and m.method ~= nil and m.id ~= nil then requests[#requests + 1] = m.id end
   end
   if #requests == 0 then respond(x.id, 202, "text/plain", "") end
-  local responses, left = {}, #requests
+  local responses, notes, left = {}, {}, #requests
   local view = setmetatable({
-    send = function(_, msg) if msg.id ~= nil then responses[#responses + 1] = msg end end,
+    send = function(_, msg)
+      if msg.id ~= nil then responses[#responses + 1] = msg else notes[#notes + 1] = msg end
+    end,
   }, { __index = s })
   if left > 0 then exchanges[x.id] = { session = s, ids = requests } end
   for _, m in ipairs(msgs) do
@@ -94,7 +101,7 @@ local function run(x, s, msgs, batch, new_sid)
         left = left - 1
         if left == 0 and exchanges[x.id] then
           exchanges[x.id] = nil
-          answer(x, responses, batch, new_sid)
+          answer(x, responses, notes, batch, new_sid)
         end
       end
     end)
