@@ -5,6 +5,7 @@
 // a connection dropped mid-call). argv[2]: the URL; argv[3]: the log of
 // methods spec/mcp_child.py received. Prints one JSON line.
 import { readFileSync } from "node:fs";
+import http from "node:http";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 
@@ -50,6 +51,13 @@ await calls(3);
 drop.abort();
 await dropped.catch(() => {});
 await received("notifications/cancelled", 2); // before the DELETE below could cancel it
+// a body over the limit (16 MiB) is refused from its Content-Length alone
+out.too_big = await new Promise((resolve, reject) => {
+  const req = http.request(url, { method: "POST", headers: { "content-length": String(17 * 1024 * 1024),
+    "content-type": "application/json", "mcp-session-id": out.session } }, (res) => { res.resume(); resolve(res.statusCode); });
+  req.on("error", reject);
+  req.flushHeaders();
+});
 await transport.terminateSession();
 out.after_delete = (await post(list, { "mcp-session-id": out.session })).status;
 await client.close();

@@ -4,6 +4,7 @@
 -- (spec/mcp_http_client.mjs; @modelcontextprotocol/sdk pinned in
 -- package-lock.json): the session, tools/list and tools/call, progress, the SDK's
 -- cancellation, a hostile Origin, no or an unknown session, GET, DELETE,
+-- a body over the limit,
 -- and a client whose connection drops mid-call (its call is cancelled at
 -- the MCP child behind the tool).
 local S = require "spec.support"
@@ -45,6 +46,7 @@ return { name = "fleet", fleet = "tree.lua",
     assert.are.equal(400, out.no_session)
     assert.are.equal(404, out.unknown_session)
     assert.are.equal(405, out.get)
+    assert.are.equal(413, out.too_big)
     assert.are.equal(404, out.after_delete) -- DELETE ended the session
     -- both slow calls were cancelled at the child: the SDK's abort, then the dropped connection
     local f = assert(io.open(log))
