@@ -75,6 +75,41 @@ describe("msrt.listen{nats = ...}", function()
     end)
   end)
 
+  it("answers CONNECT's verbose, echo, headers and no_responders as nats-server 2.9 does, byte for byte", function()
+    -- each exchange ends with PONG (or the connection's end): both had
+    -- their chance to write everything before it. Each CONNECT names
+    -- verbose, as clients do: nats-server takes an absent verbose,
+    -- pedantic or echo as true, msrt an absent verbose or pedantic as false
+    local exchanges = {
+      'CONNECT {"verbose":true}\r\nPING\r\nSUB a 1\r\nPUB a 2\r\nhi\r\nPING\r\n',
+      'CONNECT {"verbose":false,"echo":false,"headers":true,"no_responders":true}\r\nSUB e 1\r\nPUB e 1\r\nx\r\n'
+        .. 'SUB _INBOX.x 2\r\nPUB e _INBOX.x 1\r\ny\r\nPING\r\n',
+      'CONNECT {"verbose":false}\r\nHPUB h 12 14\r\nNATS/1.0\r\n\r\nhi\r\nPING\r\n',
+    }
+    require("spec.nats_server").with({}, function(ns)
+      local ns_port = tonumber(ns.url:match(":(%d+)$"))
+      C.drive(function()
+        local l = assert(C.listen { nats = "127.0.0.1:0" })
+        for _, text in ipairs(exchanges) do
+          local got = {}
+          for i, port in ipairs { ns_port, l:port() } do
+            local c = raw(port)
+            assert.truthy(c.wait_for("INFO .-\r\n"))
+            c.send(text)
+            local pongs = select(2, text:gsub("PING", ""))
+            S.wait_until(function()
+              return c.eof or select(2, c.text():gsub("PONG", "")) >= pongs
+            end, 5000)
+            got[i] = c.text():gsub("^INFO [^\n]*\n", "")
+            c.close()
+          end
+          assert.are.equal(got[1], got[2])
+        end
+        l:close()
+      end)
+    end)
+  end)
+
   it("opens from the command line: --listen with every kind msrt.listen takes", function()
     local r = S.run({ "--listen", "nats=127.0.0.1:0,websocket=127.0.0.1:0,http=127.0.0.1:0",
       "-e", "os.exit(0)" }) -- a NATS listener keeps the host running

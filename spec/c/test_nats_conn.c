@@ -134,8 +134,9 @@ static void test_info_ping_verbose(void) {
   CHECK(strstr(a.got.p, "\"headers\":true") != NULL);
   read_all(&a);
   feed(&a, "CONNECT {\"verbose\":true}\r\nPING\r\nSUB a 1\r\nPUB a 2\r\nhi\r\n");
-  /* the message goes out before PUB's +OK, as nats-server orders them */
-  SAME(read_all(&a), "+OK\nPONG\n+OK\nMSG a 1 2\nhi\n+OK\n");
+  /* PUB's +OK goes out before the message it routed to the client
+   * itself, as nats-server 2.9 orders them (a raw client against it) */
+  SAME(read_all(&a), "+OK\nPONG\n+OK\n+OK\nMSG a 1 2\nhi\n");
   close_peer(&a);
   teardown();
 }

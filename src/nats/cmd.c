@@ -127,6 +127,24 @@ static msrt_envelope *make_env(msrt_nats_conn *c, const msrt_nats_cmd *cmd,
                        MSRT_PRIORITY_DEFAULT, 0, err);
 }
 
+/* Route e as c's PUB: c's own subscriptions decline it when it said echo:
+ * false (msrt_nats_publishing), and a subject a routing table carries it
+ * to is checked again (permit_pub). Returns msrt_bus_publish_as's code
+ * (MSRT_E_PERMISSION for that refusal); the copies in *delivered. */
+static msrt_code route_pub(msrt_nats_conn *c, const msrt_nats_cmd *cmd,
+                           msrt_envelope *e, size_t *delivered) {
+  msrt_error err = {0};
+  c->pub_subject = cmd->subject, c->pub_len = cmd->subject_len;
+  msrt_nats_conn *outer = msrt_nats_publishing;
+  msrt_nats_publishing = c;
+  msrt_code rc = msrt_bus_publish_as(c->srv->bus, e,
+                                     c->perms ? permit_pub : NULL, c,
+                                     delivered, NULL, &err);
+  msrt_nats_publishing = outer;
+  c->pub_subject = NULL;
+  return rc;
+}
+
 static int do_pub(msrt_nats_conn *c, const msrt_nats_cmd *cmd) {
   msrt_nats_server *s = c->srv;
   if (cmd->hpub && !c->opts.headers) {
@@ -157,14 +175,9 @@ static int do_pub(msrt_nats_conn *c, const msrt_nats_cmd *cmd) {
       send_err(c, MSRT_NATS_ERR_PUB_SUBJECT);
     return c->closed;
   }
+  ok(c); /* before the message is routed, as nats-server answers */
   size_t delivered = 0;
-  c->pub_subject = cmd->subject, c->pub_len = cmd->subject_len;
-  msrt_nats_conn *outer = msrt_nats_publishing;
-  msrt_nats_publishing = c;
-  msrt_code rc = msrt_bus_publish_as(s->bus, e, c->perms ? permit_pub : NULL,
-                                     c, &delivered, NULL, &err);
-  msrt_nats_publishing = outer;
-  c->pub_subject = NULL;
+  msrt_code rc = route_pub(c, cmd, e, &delivered);
   msrt_env_unref(e);
   if (rc == MSRT_E_PERMISSION) {
     violation(c, "Publish", cmd->subject, cmd->subject_len);
@@ -172,7 +185,6 @@ static int do_pub(msrt_nats_conn *c, const msrt_nats_cmd *cmd) {
   }
   if (delivered == 0 && cmd->reply && c->opts.no_responders)
     no_responders(c, cmd->reply, cmd->reply_len);
-  ok(c);
   return 0;
 }
 
