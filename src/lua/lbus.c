@@ -46,21 +46,27 @@ static int l_publish(lua_State *L) {
       a.headers_len, a.payload, a.payload_len, a.priority, 0, &err);
   if (!e) return msrt_lua_fail_err(L, &err);
   msrt_bus_reply_ttl(e, a.reply_ttl_ms);
-  msrt_bus_pending *pend = lua_newuserdata(L, sizeof *pend);
-  memset(pend, 0, sizeof *pend);
-  if (luaL_newmetatable(L, PENDING_META)) {
-    lua_pushcfunction(L, pending_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_setmetatable(L, -2);
+  /* the pending lives on the C stack and moves into a userdata only when
+   * the publish blocked (it holds no pointer into itself until
+   * pending_wait registers a waker): a publish that went through makes
+   * no garbage for the collector */
+  msrt_bus_pending pend = {0};
   size_t delivered;
-  msrt_code rc = msrt_bus_publish(rt->bus, e, &delivered, pend, &err);
+  msrt_code rc = msrt_bus_publish(rt->bus, e, &delivered, &pend, &err);
   msrt_env_unref(e);
-  if (rc == MSRT_E_MAILBOX_FULL && pend->n) {
+  if (rc == MSRT_E_MAILBOX_FULL && pend.n) {
+    msrt_bus_pending *p = lua_newuserdata(L, sizeof *p);
+    *p = pend;
+    if (luaL_newmetatable(L, PENDING_META)) {
+      lua_pushcfunction(L, pending_gc);
+      lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
     msrt_lua_blocked(L);
     lua_pushvalue(L, -3);
     return 3;
   }
+  if (pend.env || pend.items) msrt_bus_pending_clear(rt->bus, &pend);
   if (rc != MSRT_E_OK) return msrt_lua_fail_err(L, &err);
   lua_pushinteger(L, (lua_Integer)delivered);
   return 1;
