@@ -25,12 +25,6 @@ const char *msrt_bridge_stat_name(msrt_bridge_stat s) {
   return (unsigned)s < MSRT_BRIDGE__COUNT ? names[s] : "unknown";
 }
 
-void msrt_bridge_count(msrt_bridge *b, const char *subject, size_t len,
-                       msrt_bridge_stat s, uint64_t n) {
-  unsigned cls = msrt_bus_class(b->bus, subject, len);
-  atomic_fetch_add_explicit(&b->stats[cls][s], n, memory_order_relaxed);
-}
-
 /* ---- patterns ---------------------------------------------------------- */
 
 /* The next token of a pattern at *p (advanced past it and its dot). */

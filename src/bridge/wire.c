@@ -14,24 +14,24 @@
 
 /* ---- export ------------------------------------------------------------ */
 
-/* The data of e as NATS bytes into out; sets *json when it is JSON text.
- * Returns 0, or -1 when the value cannot be written as JSON. */
-static int export_data(const msrt_envelope *e, msrt_sbuf *out, bool *json) {
+/* The data of e as NATS bytes at *p, *n: inside e's payload (a string or
+ * JSON text, not copied: natsMsg_Create copies it), or in tmp when it had
+ * to be written as JSON; sets *json when it is JSON text. Returns 0, or
+ * -1 when the value cannot be written as JSON. */
+static int export_data(const msrt_envelope *e, msrt_sbuf *tmp, const char **p,
+                       size_t *n, bool *json) {
   *json = false;
   if (e->flags & MSRT_ENV_PAYLOAD_JSON) {
     *json = true;
-    msrt_sbuf_put(out, e->payload, e->payload_len);
-    return out->oom ? -1 : 0;
+    *p = (const char *)e->payload, *n = e->payload_len;
+    return 0;
   }
-  const char *s;
-  size_t n;
-  if (msrt_lua_get_string(e->payload, e->payload_len, &s, &n)) {
-    msrt_sbuf_put(out, s, n);
-    return out->oom ? -1 : 0;
-  }
+  if (msrt_lua_get_string(e->payload, e->payload_len, p, n)) return 0;
   *json = true;
-  return msrt_lua_to_json(e->payload, e->payload_len, out, NULL) == MSRT_E_OK
-             ? 0 : -1;
+  if (msrt_lua_to_json(e->payload, e->payload_len, tmp, NULL) != MSRT_E_OK)
+    return -1;
+  *p = tmp->p, *n = tmp->len;
+  return 0;
 }
 
 /* e's headers ("name\0value\0" pairs), priority and origin onto m; a
@@ -62,10 +62,11 @@ static natsStatus export_headers(msrt_bridge *b, const msrt_envelope *e,
   return s;
 }
 
-/* Count e's copy in stat st and, for a drop, announce it. */
+/* Count e's copy (of subject class cls) in stat st and, for a drop,
+ * announce it. */
 static void settle(msrt_bridge *b, msrt_bus *bus, const msrt_envelope *e,
-                   msrt_bridge_stat st, const char *reason) {
-  msrt_bridge_count(b, e->subject, e->subject_len, st, 1);
+                   unsigned cls, msrt_bridge_stat st, const char *reason) {
+  msrt_bridge_add(b, cls, st, 1);
   if (reason) msrt_bus_drop_notice(bus, e, reason, "nats");
 }
 
@@ -73,17 +74,18 @@ int msrt_bridge_wire_out(msrt_bridge *b, const msrt_envelope *e,
                          const char *reply, bool stored, natsMsg **out,
                          natsStatus *st) {
   bool json;
-  msrt_sbuf data = {0};
+  msrt_sbuf tmp = {0};
+  const char *d = NULL;
+  size_t dn = 0;
   *out = NULL;
-  if (export_data(e, &data, &json) != 0) {
-    msrt_sbuf_free(&data);
+  if (export_data(e, &tmp, &d, &dn, &json) != 0) {
+    msrt_sbuf_free(&tmp);
     return -1;
   }
   natsMsg *m = NULL;
-  natsStatus s = natsMsg_Create(&m, e->subject, reply,
-                                data.p ? data.p : "", (int)data.len);
+  natsStatus s = natsMsg_Create(&m, e->subject, reply, d ? d : "", (int)dn);
   if (s == NATS_OK) s = export_headers(b, e, m, json, stored);
-  msrt_sbuf_free(&data);
+  msrt_sbuf_free(&tmp);
   *st = s;
   if (s != NATS_OK) {
     natsMsg_Destroy(m);
@@ -98,25 +100,26 @@ static msrt_push_outcome export_push(void *ep, msrt_envelope *e,
                                      msrt_bus *bus) {
   (void)evicted;
   msrt_bridge *b = ep;
-  msrt_bridge_count(b, e->subject, e->subject_len, MSRT_BRIDGE_HANDED, 1);
+  unsigned cls = msrt_bus_class(bus, e->subject, e->subject_len);
+  msrt_bridge_add(b, cls, MSRT_BRIDGE_HANDED, 1);
   if ((e->subject_len >= 5 && memcmp(e->subject, "msrt.", 5) == 0) ||
       msrt_bridge_stored(b, e->subject)) { /* stays, or a queue stores it */
-    settle(b, bus, e, MSRT_BRIDGE_LOCAL_ONLY, NULL);
+    settle(b, bus, e, cls, MSRT_BRIDGE_LOCAL_ONLY, NULL);
     return MSRT_PUSH_DELIVERED;
   }
   natsMsg *m;
   natsStatus s;
   int rc = msrt_bridge_wire_out(b, e, e->reply, false, &m, &s);
   if (rc < 0) {
-    settle(b, bus, e, MSRT_BRIDGE_UNCONVERTIBLE, "unconvertible");
+    settle(b, bus, e, cls, MSRT_BRIDGE_UNCONVERTIBLE, "unconvertible");
     return MSRT_PUSH_DELIVERED;
   }
   if (rc == 0) s = natsConnection_PublishMsg(b->nc, m);
   natsMsg_Destroy(m);
-  if (s == NATS_OK) settle(b, bus, e, MSRT_BRIDGE_EXPORTED, NULL);
+  if (s == NATS_OK) settle(b, bus, e, cls, MSRT_BRIDGE_EXPORTED, NULL);
   else if (s == NATS_MAX_PAYLOAD || s == NATS_NOT_PERMITTED)
-    settle(b, bus, e, MSRT_BRIDGE_REFUSED_BY_SERVER, "refused_by_server");
-  else settle(b, bus, e, MSRT_BRIDGE_DROPPED_DISCONNECTED,
+    settle(b, bus, e, cls, MSRT_BRIDGE_REFUSED_BY_SERVER, "refused_by_server");
+  else settle(b, bus, e, cls, MSRT_BRIDGE_DROPPED_DISCONNECTED,
               "dropped_disconnected");
   return MSRT_PUSH_DELIVERED;
 }
@@ -209,8 +212,8 @@ static bool names(const char *list, const char *q) {
 void msrt_bridge_import(msrt_bridge *b, uint32_t key, const char *queue,
                         natsMsg *m) {
   const char *subject = natsMsg_GetSubject(m), *reply = natsMsg_GetReply(m);
-  size_t slen = strlen(subject);
-  msrt_bridge_count(b, subject, slen, MSRT_BRIDGE_IMPORTED, 1);
+  unsigned cls = msrt_bus_class(b->bus, subject, strlen(subject));
+  msrt_bridge_add(b, cls, MSRT_BRIDGE_IMPORTED, 1);
   const char *origin = NULL;
   if (natsMsgHeader_Get(m, "Msrt-Origin", &origin) == NATS_OK && origin &&
       strcmp(origin, b->origin) == 0) {
@@ -220,7 +223,7 @@ void msrt_bridge_import(msrt_bridge *b, uint32_t key, const char *queue,
   const char *served = NULL;
   if (queue && natsMsgHeader_Get(m, "Msrt-Served", &served) == NATS_OK &&
       served && names(served, queue)) { /* its host gave it to the group */
-    msrt_bridge_count(b, subject, slen, MSRT_BRIDGE_SERVED_THERE, 1);
+    msrt_bridge_add(b, cls, MSRT_BRIDGE_SERVED_THERE, 1);
     return;
   }
   msrt_error err;
