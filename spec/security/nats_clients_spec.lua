@@ -87,7 +87,7 @@ describe("a NATS client that attacks the listener", function()
       assert.is_true(still_served(l:port()))
       assert.is_true(msrt.metrics().router.no_responders >= n)
       l:close()
-    end)
+    end, 120000) -- (each SUB rebuilds its wide trie node: ~14 s under ASan)
   end)
 
   it("floods without reading: a slow consumer, cut off, counted and announced; the host serves on", function()
