@@ -76,13 +76,22 @@ static void stop_hub(void) {
   msrt_router_free(H.router);
 }
 
+/* written by libnats' thread, read by the test's: under err_mu */
+static pthread_mutex_t err_mu = PTHREAD_MUTEX_INITIALIZER;
 static char last_err[256];
+static void last_error(char *out, size_t n) {
+  pthread_mutex_lock(&err_mu);
+  snprintf(out, n, "%s", last_err);
+  pthread_mutex_unlock(&err_mu);
+}
 static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus s,
                      void *ud) {
   (void)sub, (void)s, (void)ud;
   const char *text = NULL;
   natsConnection_GetLastError(nc, &text);
+  pthread_mutex_lock(&err_mu);
   if (text) snprintf(last_err, sizeof last_err, "%s", text);
+  pthread_mutex_unlock(&err_mu);
 }
 
 static natsConnection *connect_as(const char *url) {
@@ -180,9 +189,13 @@ static void test_libnats(void) {
   /* a denied publish: NATS' words through the error handler */
   natsConnection_PublishString(nc, "admin.reset", "x");
   natsConnection_Flush(nc);
-  for (int i = 0; i < 500 && !last_err[0]; i++) nats_Sleep(10);
-  CHECK(strstr(last_err, "Permissions Violation for Publish to \"admin.reset\"") != NULL);
-  if (!strstr(last_err, "Permissions Violation")) fprintf(stderr, "  last error: %s\n", last_err);
+  char err[256] = "";
+  for (int i = 0; i < 500 && !err[0]; i++) {
+    last_error(err, sizeof err);
+    if (!err[0]) nats_Sleep(10);
+  }
+  CHECK(strstr(err, "Permissions Violation for Publish to \"admin.reset\"") != NULL);
+  if (!strstr(err, "Permissions Violation")) fprintf(stderr, "  last error: %s\n", err);
   natsSubscription_Destroy(star), natsSubscription_Destroy(full);
   natsSubscription_Destroy(q1), natsSubscription_Destroy(q2);
   natsSubscription_Destroy(hs), natsSubscription_Destroy(resp);
