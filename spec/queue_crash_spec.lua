@@ -32,7 +32,7 @@ end
 local f = assert(io.open(log, "a"))
 f:setvbuf("no")
 msrt.consume("tasks", function(m)
-  f:write(m.seq, " ", m.delivered, "\n")
+  f:write(m.seq .. " " .. m.delivered .. "\n") -- one string: one write(2)
   if mode ~= "finish" then msrt.sleep(2) end
   assert(m:ack())
 end, { max_ack_pending = mode == "finish" and 256 or tonumber(os.getenv("HELD")) })
