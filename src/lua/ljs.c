@@ -7,6 +7,7 @@
 
 #include "bridge/js.h"
 #include "lua/lerror.h"
+#include "lua/lfield.h"
 #include "lua/lrt.h"
 
 static const char JSQ_META[] = "msrt.queue.jetstream";
@@ -21,11 +22,9 @@ static ljsq *check_q(lua_State *L) {
   return lq;
 }
 
+/* A size, count or ms at t[k] (lua/lfield.h: above 0, else 0). */
 static int64_t num(lua_State *L, int t, const char *k) {
-  lua_getfield(L, t, k);
-  lua_Number n = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
-  lua_pop(L, 1);
-  return n > 0 ? (int64_t)n : 0;
+  return (int64_t)msrt_lua_field_size(L, t, k);
 }
 
 /* Strings (or numbers) of the list field k into a malloc'd array. */
