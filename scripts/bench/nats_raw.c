@@ -114,7 +114,7 @@ static void reqrep(const char *url, long count, char *data, int size) {
     natsMsg_Destroy(reply);
   }
   qsort(lat, (size_t)count, sizeof *lat, cmp);
-  printf("p50_us %.0f p99_us %.0f\n", lat[count / 2], lat[count * 99 / 100]);
+  printf("p50_us %.1f p99_us %.1f\n", lat[count / 2], lat[count * 99 / 100]);
   free(lat);
   natsSubscription_Destroy(s);
   natsConnection_Destroy(qc);
