@@ -6,14 +6,15 @@
 -- as a JetStream client with 64 async publishes in flight does
 -- (scripts/bench/queue.c js).
 --   msrt-lua scripts/bench/queue.lua [--msgs N] [--sync normal|full] [--dir DIR]
+--     [--size BYTES] [--consumers N]   (one case only: for callgrind at two --msgs)
 -- With --memory 1 it measures the in-memory path instead (the same
 -- publishes and hub subscriptions, no queue): the A/B of "unchanged".
 -- With --js URL the queues are msrt's JetStream store (store =
 -- "jetstream") on the NATS server at URL, beside JetStream raw
 -- (scripts/bench/queue.c js) on the same server.
 local B = dofile(arg[0]:match("^(.*)/") .. "/common.lua")
-local opts = B.options({ msgs = 20000, sync = "normal", dir = "", memory = 0, js = "" },
-  "msrt-lua scripts/bench/queue.lua [--msgs N] [--sync normal|full] [--dir DIR] [--memory 1] [--js URL]")
+local opts = B.options({ msgs = 20000, sync = "normal", dir = "", memory = 0, js = "", size = 0, consumers = 0 },
+  "msrt-lua scripts/bench/queue.lua [--msgs N] [--sync normal|full] [--dir DIR] [--memory 1] [--js URL] [--size BYTES] [--consumers N]")
 local msrt = require "msrt"
 local uv = require "luv"
 
@@ -82,8 +83,8 @@ local function run_case(size, consumers)
     lat[math.floor(#lat * 0.5) + 1], lat[math.floor(#lat * 0.99) + 1]))
 end
 
-for _, size in ipairs { 16, 4096 } do
-  for _, c in ipairs { 1, 4 } do run_case(size, c) end
+for _, size in ipairs(opts.size > 0 and { opts.size } or { 16, 4096 }) do
+  for _, c in ipairs(opts.consumers > 0 and { opts.consumers } or { 1, 4 }) do run_case(size, c) end
 end
 os.execute("rm -rf " .. dir)
 if bridge then bridge:close() end
