@@ -4,7 +4,8 @@
 --   msrt-lua [--profile P] scripts/bench/actors.lua [--runs N] [--msgs N]
 --            [--secs S] [--actors N]
 --            [--only flood|pingpong|memory|fanout|queue|request]
--- Prints the machine, the command and, as the median of --runs runs:
+-- Prints the machine, the command and, as the median of --runs runs (5)
+-- with their range (lowest-highest):
 --   flood     1 sender actor -> 1 receiver actor, --msgs messages (msgs/s)
 --   pingpong  1, 8, 64 pairs for --secs each: round trips/s, p50/p99 us
 --   memory    --actors idle actors: spawn rate (actors/s, from msrt.actor
@@ -20,7 +21,7 @@ io.stdout:setvbuf("line")
 local ffi = require "ffi"
 
 local B = dofile(arg[0]:match("^(.*)/") .. "/common.lua")
-local opts = B.options({ runs = 3, msgs = 1000000, secs = 1.0, actors = 10000, only = "" },
+local opts = B.options({ runs = 5, msgs = 1000000, secs = 1.0, actors = 10000, only = "" },
   "actors.lua [--runs N] [--msgs N] [--secs S] [--actors N] [--only flood|pingpong|memory|fanout|queue|request]")
 
 -- Wait (yielding the main coroutine) for the next message on subject.
@@ -35,6 +36,13 @@ local function await(subject)
 end
 
 local median = B.median
+
+-- "median (lo-hi)" of t scaled by 1/div, each number as fmt
+local function mr(t, div, fmt)
+  local lo, hi = math.huge, -math.huge
+  for _, v in ipairs(t) do lo, hi = math.min(lo, v), math.max(hi, v) end
+  return (fmt .. " (" .. fmt .. "-" .. fmt .. ")"):format(median(t) / div, lo / div, hi / div)
+end
 
 local CLOCK = B.CLOCK -- actors load it with loadstring (no upvalues)
 
@@ -274,15 +282,15 @@ local function want(what) return opts.only == "" or opts.only == what end
 if want("flood") then
   local r = {}
   for run = 1, opts.runs do r[run] = flood_once(run) end
-  print(("flood 1->1, %d msgs: %.2f M msgs/s (median of %d)"):format(opts.msgs, median(r) / 1e6, opts.runs))
+  print(("flood 1->1, %d msgs: %s M msgs/s (median of %d)"):format(opts.msgs, mr(r, 1e6, "%.2f"), opts.runs))
 end
 
 if want("pingpong") then
   for _, pairs in ipairs({ 1, 8, 64 }) do
     local rates, p50s, p99s = {}, {}, {}
     for run = 1, opts.runs do rates[run], p50s[run], p99s[run] = pingpong_once(pairs, run) end
-    print(("pingpong %2d pairs: %.2f M round trips/s, p50 %.2f us, p99 %.2f us (median of %d)")
-      :format(pairs, median(rates) / 1e6, median(p50s), median(p99s), opts.runs))
+    print(("pingpong %2d pairs: %s M round trips/s, p50 %s us, p99 %s us (median of %d)")
+      :format(pairs, mr(rates, 1e6, "%.2f"), mr(p50s, 1, "%.2f"), mr(p99s, 1, "%.2f"), opts.runs))
   end
 end
 
@@ -309,12 +317,11 @@ for _, kind in ipairs({ "fanout", "queue" }) do
   if want(kind) then
     local r = {}
     for run = 1, opts.runs do r[run] = router_once(kind, run) end
-    local m = median(r)
     if kind == "fanout" then
-      print(("fanout 1->4 subscribers, %d msgs: %.2f M msgs/s published, %.2f M deliveries/s (median of %d)")
-        :format(opts.msgs, m / 4e6, m / 1e6, opts.runs))
+      print(("fanout 1->4 subscribers, %d msgs: %s M msgs/s published, %s M deliveries/s (median of %d)")
+        :format(opts.msgs, mr(r, 4e6, "%.2f"), mr(r, 1e6, "%.2f"), opts.runs))
     else
-      print(("queue group of 4, %d msgs: %.2f M msgs/s (median of %d)"):format(opts.msgs, m / 1e6, opts.runs))
+      print(("queue group of 4, %d msgs: %s M msgs/s (median of %d)"):format(opts.msgs, mr(r, 1e6, "%.2f"), opts.runs))
     end
   end
 end
@@ -323,8 +330,8 @@ if want("request") then
   for _, npairs in ipairs({ 1, 64 }) do
     local p50s, p99s = {}, {}
     for run = 1, opts.runs do p50s[run], p99s[run] = request_once(run, npairs) end
-    print(("request/reply actor->actor (ctx:request), %2d pairs: p50 %.2f us, p99 %.2f us (median of %d)")
-      :format(npairs, median(p50s), median(p99s), opts.runs))
+    print(("request/reply actor->actor (ctx:request), %2d pairs: p50 %s us, p99 %s us (median of %d)")
+      :format(npairs, mr(p50s, 1, "%.2f"), mr(p99s, 1, "%.2f"), opts.runs))
   end
 end
 msrt.stop()
