@@ -104,11 +104,52 @@ describe("msrt-lua as luajit + luv", function()
     local msc, mso = signalled(S.exe, script, steps)
     assert.are.equal(128 + 15, ljc)
     assert.are.same({ ljo, ljc }, { mso, msc })
-    -- SIGINT: luajit raises "interrupted!" (status 1); msrt-lua's first
-    -- one asks for a graceful shutdown, the second ends it as SIGINT does
-    msc, mso = signalled(S.exe, script, steps:gsub("TERM", "INT"))
-    assert.are.equal(128 + 2, msc)
-    assert.are.equal("", mso)
+  end)
+
+  it("stops a running main chunk on SIGINT with \"interrupted!\" and its traceback, as luajit does", function()
+    local script = READY .. "\nlocal t = os.time() while os.time() - t < 20 do end print('finished')"
+    local ljc, ljo = signalled(LUAJIT, script, "kill -INT $pid")
+    local msc, mso = signalled(S.exe, script, "kill -INT $pid")
+    assert.are.equal(1, ljc)
+    assert.matches("interrupted!", ljo)
+    assert.are.equal(1, msc)
+    assert.matches("^msrt%-lua: [^\n]*interrupted!\nstack traceback:\n\t%[C%]: in function 'time'", mso)
+    assert.not_matches("finished", mso)
+    -- a script watching SIGINT itself gets it instead, once its loop runs
+    script = READY:gsub("^", [[
+      local uv = require "luv"
+      local s = uv.new_signal()
+      s:start("sigint", function() print("handled") s:close() end)
+    ]]) .. "\nlocal t = os.time() while os.time() - t < 1 do end print('finished') uv.run()"
+    ljc, ljo = signalled(LUAJIT, script, "kill -INT $pid")
+    msc, mso = signalled(S.exe, script, "kill -INT $pid")
+    assert.are.equal("finished\nhandled\n", ljo)
+    assert.are.same({ ljo, ljc }, { mso, msc })
+  end)
+
+  it("takes luajit's -j, -O and -b options", function()
+    local r = S.run({ "-joff", "-O3", "-e", "print(jit.status())" })
+    assert.are.equal(0, r.code)
+    assert.matches("^false\t", r.out)
+    r = S.run({ "-j", "off", "-e", "print(jit.status())" })
+    assert.matches("^false\t", r.out)
+    local flags = "print(' ' .. table.concat({ select(2, jit.status()) }, ' ') .. ' ')"
+    assert.matches(" fold ", S.run({ "-e", flags }).out)
+    assert.not_matches(" fold ", S.run({ "-Ohotloop=1,-fold", "-e", flags }).out)
+    r = S.run({ "-jnope", "-e", "print(1)" })
+    assert.are.equal(1, r.code)
+    assert.matches("unknown luaJIT command or jit.* modules not installed", r.err, 1, true)
+    local src, bc = S.file("return 6 * 7"), os.tmpname()
+    r = S.run({ "-b", src, bc })
+    assert.are.equal(0, r.code)
+    local f = assert(io.open(bc, "rb"))
+    assert.are.equal("\27LJ", f:read(3))
+    f:close()
+    r = S.run({ "-e", ("print(dofile(%q))"):format(bc) })
+    assert.are.equal("42\n", r.out)
+    r = S.run({ "-bl", src })
+    assert.matches("-- BYTECODE --", r.out, 1, true)
+    os.remove(src) os.remove(bc)
   end)
 
   it("ends when a script that ran uv.run() itself returns with handles open", function()

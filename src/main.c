@@ -3,6 +3,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 #include <luajit.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,9 @@ static void usage(FILE *to) {
     "  -e chunk          run the string chunk\n"
     "  -l module         require module (as a global of the same name)\n"
     "  -i                interactive mode after the script\n"
+    "  -j cmd            LuaJIT control command (-jv, -joff, -jdump=...)\n"
+    "  -O[opt]           LuaJIT optimisation flags (-O3, -Ohotloop=10)\n"
+    "  -b ...            save or list bytecode, as luajit -b (the rest is its)\n"
     "  -v, --version     print version information\n"
     "  -                 run standard input\n"
     "  --                stop handling options\n"
@@ -59,10 +63,30 @@ static void print_version(void) {
 
 static int suspended; /* a chunk yielded: the loop must run to finish it */
 
+/* luajit's front end stops a running chunk on SIGINT with "interrupted!"
+ * and a traceback. The hub takes SIGINT on its loop, which a chunk running
+ * outside the loop never yields to, so while a chunk runs the first SIGINT
+ * arms a hook that raises there; unless the loop runs (uv.run() inside the
+ * chunk: the hub's graceful shutdown has it) or the script watches SIGINT
+ * itself (its handler has it, as under luv). */
+static void interrupted(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  if (!msrt_hub_script_watches(host.hub, SIGINT)) luaL_error(L, "interrupted!");
+}
+
+static void on_interrupt(void *L) { /* in the signal handler */
+  if (!msrt_hub_running(host.hub))
+    lua_sethook(L, interrupted, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
+
 /* Run the function on the stack (below nargs args) as the main chunk's
  * coroutine; errors print as `msrt-lua: file:line: message` + traceback. */
 static int run_chunk(lua_State *L, int nargs) {
+  msrt_hub_set_interrupt(on_interrupt, L);
   int rc = msrt_host_call(L, nargs, 0, NULL);
+  msrt_hub_set_interrupt(NULL, NULL);
+  if (lua_gethook(L) == interrupted) lua_sethook(L, NULL, 0, 0);
   if (rc == LUA_YIELD) suspended = 1;
   return rc && rc != LUA_YIELD ? 1 : 0;
 }
@@ -77,6 +101,20 @@ static int do_string(lua_State *L, const char *chunk) {
   if (luaL_loadbuffer(L, chunk, strlen(chunk), "=(command line)"))
     return load_error(L);
   return run_chunk(L, 0);
+}
+
+/* -j/-O (kind 'j'/'O', text after the letter) or -b (argv from the -b
+ * on): lua/msrt/jitcmd.lua does what luajit's front end does with them. */
+static int do_jit(lua_State *L, char kind, char **args, int nargs) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "msrt.jitcmd");
+  if (lua_pcall(L, 1, 1, 0)) return load_error(L);
+  lua_getfield(L, -1, (const char[]){kind, 0});
+  lua_remove(L, -2);
+  luaL_checkstack(L, nargs, "too many arguments to -b");
+  for (int i = 0; i < nargs; i++) lua_pushstring(L, args[i]);
+  if (lua_pcall(L, nargs, 0, 0)) return load_error(L);
+  return 0;
 }
 
 static int do_require(lua_State *L, const char *name) {
@@ -145,10 +183,20 @@ static int boot(lua_State *L, const char *module) {
   return 0;
 }
 
+/* -e chunk, -l module, -j cmd (-jcmd), -O[opts] at argv[i]. */
+static int do_action(lua_State *L, char **argv, int i) {
+  const char *a = argv[i];
+  if (a[1] == 'e') return do_string(L, argv[i + 1]);
+  if (a[1] == 'l') return do_require(L, argv[i + 1]);
+  char *text = a[1] == 'j' && a[2] == 0 ? argv[i + 1] : argv[i] + 2;
+  return do_jit(L, a[1], &text, 1);
+}
+
 typedef struct {
   int script;          /* index of the script in argv, 0 = none */
   int interactive, version, check;
-  int actions[64];     /* argv indices of -e / -l, in order */
+  int bytecode;        /* index of -b in argv, 0 = none */
+  int actions[64];     /* argv indices of -e / -l / -j / -O, in order */
   int nactions;
 } cli;
 
@@ -168,6 +216,14 @@ static int parse(int argc, char **argv, cli *c) {
       if (need_value(i, argc, argv)) return 2;
       if (c->nactions == 64) return bad_usage("too many %s options", a);
       c->actions[c->nactions++] = i++;
+    } else if (a[1] == 'j' || a[1] == 'O') { /* luajit's: -jv, -j v, -O3 */
+      if (strcmp(a, "-j") == 0 && need_value(i, argc, argv)) return 2;
+      if (c->nactions == 64) return bad_usage("too many %s options", "-j/-O");
+      c->actions[c->nactions++] = i;
+      if (strcmp(a, "-j") == 0) i++;
+    } else if (a[1] == 'b') { /* luajit's -b: the rest is bcsave's */
+      c->bytecode = i;
+      return 0;
     } else if (strcmp(a, "-i") == 0) c->interactive = 1;
     else if (strcmp(a, "-v") == 0 || strcmp(a, "--version") == 0) c->version = 1;
     else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -259,8 +315,9 @@ int main(int argc, char **argv) {
   if (c.version) print_version();
   if (msrt_host_init(&host)) return 1;
   lua_State *L = host.L;
-  if (c.check) {
-    rc = do_check(L, argv + c.check, argc - c.check);
+  if (c.check || c.bytecode) {
+    rc = c.check ? do_check(L, argv + c.check, argc - c.check)
+                 : do_jit(L, 'b', argv + c.bytecode, argc - c.bytecode);
     msrt_host_close(&host);
     return rc ? 1 : 0;
   }
@@ -269,11 +326,8 @@ int main(int argc, char **argv) {
   if (rc == 0 && (host.nwatch || host.metrics || host.ctl || host.nats))
     rc = boot(L, "msrt.ops"); /* requires msrt, which starts --watch */
   if (rc == 0 && host.listen) rc = boot(L, "msrt.listen");
-  for (int k = 0; rc == 0 && k < c.nactions; k++) {
-    int i = c.actions[k];
-    rc = argv[i][1] == 'e' ? do_string(L, argv[i + 1])
-                           : do_require(L, argv[i + 1]);
-  }
+  for (int k = 0; rc == 0 && k < c.nactions; k++)
+    rc = do_action(L, argv, c.actions[k]);
   if (rc == 0 && c.script) rc = do_script(L, argv, argc, c.script);
   else if (rc == 0 && !c.nactions && !c.version && isatty(0)) c.interactive = 1;
   else if (rc == 0 && !c.nactions && !c.version && !c.interactive)

@@ -29,6 +29,8 @@ struct msrt_hub {
 static atomic_int unseen;  /* SIGINT/SIGTERM the loop has not seen yet */
 static atomic_int forcing; /* the hub is shutting down on a signal */
 static struct sigaction uv_action[2]; /* libuv's, for SIGINT and SIGTERM */
+static void (*_Atomic interrupt_fn)(void *); /* msrt_hub_set_interrupt's */
+static void *_Atomic interrupt_ud;
 
 static void die_of(int signum) {
   sigset_t set;
@@ -48,6 +50,8 @@ static void force_handler(int signum, siginfo_t *info, void *uc) {
   if (atomic_load(&forcing) || atomic_fetch_add(&unseen, 1) >= 1)
     die_of(signum);
   int saved = errno;
+  void (*fn)(void *) = atomic_load(&interrupt_fn);
+  if (fn && signum == SIGINT) fn(atomic_load(&interrupt_ud));
   const struct sigaction *uv = &uv_action[signum == SIGTERM];
   if (uv->sa_flags & SA_SIGINFO) uv->sa_sigaction(signum, info, uc);
   else if (uv->sa_handler != SIG_DFL && uv->sa_handler != SIG_IGN)
@@ -87,16 +91,21 @@ static void find_watcher(uv_handle_t *handle, void *arg) {
     probe->found = 1;
 }
 
-static int script_handles(msrt_hub *h, int signum) {
+int msrt_hub_script_watches(msrt_hub *h, int signum) {
   signal_probe probe = {signum, 0};
   uv_walk(&h->loop, find_watcher, &probe);
   return probe.found;
 }
 
+void msrt_hub_set_interrupt(void (*fn)(void *ud), void *ud) {
+  atomic_store(&interrupt_ud, ud);
+  atomic_store(&interrupt_fn, fn);
+}
+
 static void on_signal(uv_signal_t *sig, int signum) {
   msrt_hub *h = sig->data;
   atomic_store(&unseen, 0); /* the loop runs: it sees signals again */
-  if (script_handles(h, signum)) return; /* the script's handler has it */
+  if (msrt_hub_script_watches(h, signum)) return; /* the script's handler has it */
   if (signum == SIGHUP) {
     if (h->on_hup) h->on_hup(h, h->on_hup_ud);
     return;

@@ -63,6 +63,20 @@ msrt_code msrt_hub_run_mode(msrt_hub *h, uv_run_mode mode, int *more);
 /* 1 while msrt_hub_run is on the stack. */
 int msrt_hub_running(const msrt_hub *h);
 
+/* While fn is set, the first SIGINT also calls fn(ud) from the signal
+ * handler, before the loop is told: for Lua code that runs outside the
+ * loop (a script's main chunk), fn arms an interrupt as luajit's front end
+ * does from its own SIGINT handler (README "msrt-lua"). fn runs in a
+ * signal handler, on whichever thread took the signal: it must be
+ * async-signal-safe. NULL clears it. Process-wide, as signal dispositions
+ * are; set and cleared from the hub thread. */
+void msrt_hub_set_interrupt(void (*fn)(void *ud), void *ud);
+
+/* 1 when the script (luv) has an active watcher of its own for signum on
+ * the hub's loop (uv.new_signal():start(...)): the hub then leaves that
+ * signal to it. */
+int msrt_hub_script_watches(msrt_hub *h, int signum);
+
 /* Begin a graceful shutdown with an exit status (0 normal). A second call
  * while one is under way is ignored. reason is copied. */
 void msrt_hub_shutdown(msrt_hub *h, const char *reason, int status);
