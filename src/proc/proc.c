@@ -843,31 +843,13 @@ static void put_headers_json(msrt_sbuf *b, const char *h, size_t n) {
   msrt_sbuf_putc(b, '}');
 }
 
-/* A string.buffer payload holding just a string: its bytes (for LINES/RAW). */
-static bool lua_string_of(const unsigned char *p, size_t n, const char **s,
-                          size_t *len) {
-  if (!n || p[0] < 0x20) return false;
-  msrt_sbuf none = {0};
-  const char *why;
-  /* the string's header: decode it to find where the bytes start */
-  if (msrt_lua_to_json(p, n, &none, &why) != MSRT_E_OK) {
-    msrt_sbuf_free(&none);
-    return false;
-  }
-  msrt_sbuf_free(&none);
-  size_t hdr = p[0] < 0xe0 ? 1 : p[0] == 0xff ? 5 : 2;
-  *s = (const char *)p + hdr;
-  *len = n - hdr;
-  return true;
-}
-
 /* LINES/RAW: a string as it is, anything else as JSON. */
 static msrt_code put_data_text(msrt_sbuf *b, const void *payload, size_t plen,
                                uint8_t flags, msrt_error *err) {
   const char *s;
   size_t len;
   if (!(flags & MSRT_ENV_PAYLOAD_BUFFER)) msrt_sbuf_put(b, payload, plen);
-  else if (lua_string_of(payload, plen, &s, &len)) msrt_sbuf_put(b, s, len);
+  else if (msrt_lua_get_string(payload, plen, &s, &len)) msrt_sbuf_put(b, s, len);
   else
     return msrt_proc_put_data_json(b, payload, plen, flags, err);
   return MSRT_E_OK;
