@@ -42,7 +42,7 @@ end
 -- Wait (bounded) for the host to exit; returns its output.
 function H.finish(h, ms)
   local deadline = os.time() + (ms or 60000) / 1000
-  while os.execute("kill -0 " .. h.pid .. " 2>/dev/null") == 0 do
+  while S.alive(h.pid) do
     if os.time() > deadline then
       os.execute("kill -9 " .. h.pid)
       error("host did not exit:\n" .. read(h.out), 2)

@@ -59,7 +59,7 @@ local function poll(pred, limit_ms)
 end
 
 local function alive(pid)
-  return pid and os.execute("kill -0 " .. pid .. " 2>/dev/null") == 0
+  return pid and require("spec.support").alive(pid)
 end
 
 -- Start one nats-server with config text in dir as node i; returns the

@@ -12,7 +12,7 @@ local function info(port)
   return line
 end
 
-local function alive(pid) return os.execute("kill -0 " .. pid .. " 2>/dev/null") == 0 end
+local function alive(pid) return require("spec.support").alive(pid) end
 
 describe("spec.nats_server", function()
   it("starts one server on a loopback port, ready at once, and stops it", function()

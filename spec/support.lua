@@ -51,6 +51,18 @@ end
 -- stderr so far), h.wait(pattern) (the first capture of pattern in its
 -- stderr, waiting up to 10 s; nil when it never comes or the host ended),
 -- h.stop() (SIGTERM, then waits up to 5 s for it to end).
+--- Whether process pid runs: false once it has exited, even while it is
+-- a zombie nobody has reaped yet (a spec's runtime can make the busted
+-- process the subreaper of hosts started through a shell, and it reaps
+-- only its own children, so kill(pid, 0) keeps succeeding).
+function S.alive(pid)
+  local f = io.open("/proc/" .. tonumber(pid) .. "/stat")
+  if not f then return false end
+  local stat = f:read("*a") or ""
+  f:close()
+  return stat:match("%) (%a)") ~= "Z" -- the state follows the command's name
+end
+
 function S.host(args, env)
   local uv = require("luv")
   local errf = os.tmpname()
@@ -58,8 +70,7 @@ function S.host(args, env)
   for _, a in ipairs(args) do parts[#parts + 1] = S.quote(a) end
   local pid = assert(io.popen(("%s 2>%s </dev/null & echo $!"):format(table.concat(parts, " "), errf)):read("*l"))
   local h = { pid = pid }
-  -- (os.execute returns a status number under LuaJIT: 0 is true too)
-  local function alive() return uv.kill(tonumber(pid), 0) == 0 end
+  local function alive() return S.alive(pid) end
   function h.text()
     local f = io.open(errf, "rb")
     local t = f and f:read("*a") or ""
