@@ -324,6 +324,45 @@ describe("messages between actors and the hub", function()
     end)
   end)
 
+  -- (lua/msrt/actor_boot.lua: ctx's rarely used functions are built on
+  -- first use, from lua/msrt/actor_ctx.lua.)
+  it("build the rest of ctx on first use: in init, through a kept stub, never over the actor's own field", function()
+    drive(function()
+      local done = collector("t.lazy.done")
+      assert(spawn { name = "t_lazy_echo", subscribe = "t.lazy.echo",
+                     handle = function(ctx, m) ctx:reply(m, m.data .. "!") end })
+      assert(spawn {
+        name = "t_lazy", subscribe = "t.lazy.go",
+        init = function(ctx)
+          local request = ctx.request -- the stub, kept before anything loaded the rest
+          ctx.log = function() return "mine" end
+          -- a bad argument at the first call raises at this line
+          local ok, bad = pcall(function() local r = ctx:request("t.lazy.echo", 1, "opts") return r end)
+          local data, err = request(ctx, "t.lazy.echo", "hi", { timeout_ms = 10000 })
+          ctx.got = { ok = ok, bad = bad, data = data, err = err and err.code }
+          assert(ctx:subscribe("t.lazy.more"))
+          ctx:after(1, function(c) c:publish("t.lazy.done", "timer") end)
+        end,
+        handle = function(ctx, m)
+          if m.subject == "t.lazy.more" then
+            ctx.got.log = ctx:log("info", "kept")
+            ctx:publish("t.lazy.done", ctx.got)
+          end
+        end,
+      })
+      assert.is_true(done.wait(1), "ctx:after in init did not fire")
+      assert.are.equal("timer", done.data()[1])
+      assert(msrt.publish("t.lazy.more", 1))
+      assert.is_true(done.wait(2), "ctx:subscribe in init did not take")
+      local got = done.data()[2]
+      assert.is_false(got.ok)
+      assert.matches("actors_spec.lua:%d+: bad argument #3 to 'request' %(table expected, got string%)", got.bad)
+      assert.are.equal("hi!", got.data, tostring(got.err))
+      assert.are.equal("mine", got.log)
+      done.close()
+    end)
+  end)
+
   it("keep per-sender order: several actor senders and the hub to one receiver", function()
     local SENDERS, N = 4, 20000
     drive(function()

@@ -309,6 +309,28 @@ describe("hot reload of a supervision tree", function()
     return out
   end
 
+  -- (an actor's ctx:request, ctx:after... are built on first use, from
+  -- lua/msrt/actor_ctx.lua: here in a sandboxed inline function of a
+  -- child that a reload added)
+  it("starts a new child whose inline functions use ctx:after and ctx:request", function()
+    local echo = "    { id = 'echo', actor = { subscribe = 't.lz.echo', handle = function(ctx, m) ctx:reply(m, m.data .. '!') end } },\n"
+    local asker = "    { id = 'asker', actor = { subscribe = 't.lz.go', init = function(ctx)\n"
+      .. "      ctx:after(1, function(c) c:publish('t.lz.done', 'timer') end) end,\n"
+      .. "      handle = function(ctx, m) ctx:publish('t.lz.done', (ctx:request('t.lz.echo', m.data, { timeout_ms = 10000 }))) end } },\n"
+    local function text(children) return "return { name = 'lztree', strategy = 'one_for_one', children = {\n" .. children .. "} }\n" end
+    with_watched_tree(text(echo), function(path, events)
+      local done = S.collector("t.lz.done")
+      write(path, text(echo .. asker))
+      assert.is_true(events.wait(1, 5000))
+      assert.are.equal("msrt.reload.ok", events.msgs[1].subject, tostring(events.msgs[1].data.error))
+      assert.is_true(done.wait(1, 5000), "the new child's ctx:after did not fire")
+      assert(msrt.publish("t.lz.go", "hi"))
+      assert.is_true(done.wait(2, 5000), "the new child's ctx:request did not answer")
+      assert.are.same({ "timer", "hi!" }, done.data())
+      done.close()
+    end)
+  end)
+
   it("updates specs without restarting running children, starts new ids, swaps the strategy; keeps out a bad one", function()
     with_watched_tree(tree({ "a", "b" }, "one_for_one"), function(path, events, _, sup)
       local before = instances(sup)

@@ -164,11 +164,12 @@ end
 -- @return true | nil, err
 function M.start()
   if started then return true end
-  local path = assert(package.searchpath("msrt.actor_boot", package.path))
   -- stripped: debug info would cost every actor state 4 KB (its own
   -- frames then show as "?" in tracebacks; the user's code keeps its lines)
-  local boot = string.dump(assert(loadfile(path)), true)
-  local ok, err = core.rt_start(profile.current(), boot)
+  local function dump(name)
+    return string.dump(assert(loadfile(assert(package.searchpath(name, package.path)))), true)
+  end
+  local ok, err = core.rt_start(profile.current(), dump("msrt.actor_boot"), dump("msrt.actor_ctx"))
   if not ok then return nil, err end
   core.set_dispatch(pump)
   started = true

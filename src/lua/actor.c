@@ -22,8 +22,8 @@ _Static_assert(offsetof(msrt_envelope, flags) == 5 &&
                "msrt_envelope layout differs from actor_boot.lua's cdef");
 
 static struct {
-  char *boot, *path, *cpath;
-  size_t boot_len;
+  char *boot, *more, *path, *cpath;
+  size_t boot_len, more_len;
   /* test hook: MSRT_TEST_ROOM_WAKER_DELAY_MS (read at setup; 0 when unset)
    * makes each room waker wait that long before it runs, widening the
    * window in which its blocked sender may end (spec/actors_spec.lua) */
@@ -43,11 +43,13 @@ static char *dup_str(const char *s, size_t n) {
   return d;
 }
 
-void msrt_lactor_setup(const char *boot, size_t boot_len, const char *path,
-                       const char *cpath) {
-  free(setup.boot), free(setup.path), free(setup.cpath);
+void msrt_lactor_setup(const char *boot, size_t boot_len, const char *more,
+                       size_t more_len, const char *path, const char *cpath) {
+  free(setup.boot), free(setup.more), free(setup.path), free(setup.cpath);
   setup.boot = dup_str(boot, boot_len);
   setup.boot_len = boot_len;
+  setup.more = dup_str(more, more_len);
+  setup.more_len = more_len;
   setup.path = dup_str(path, strlen(path));
   setup.cpath = dup_str(cpath, strlen(cpath));
   const char *delay = getenv("MSRT_TEST_ROOM_WAKER_DELAY_MS");
@@ -184,6 +186,12 @@ void msrt_lactor_stop(msrt_actor *cell, const char *reason) {
 }
 
 /* ---- the actor's state ------------------------------------------------ */
+
+int msrt_lactor_more(lua_State *L) {
+  if (luaL_loadbuffer(L, setup.more, setup.more_len, "=actor_ctx"))
+    return lua_error(L);
+  return 1;
+}
 
 /* boot's body, under lua_cpcall (an allocation failing raises). */
 static int boot_state(lua_State *L) {

@@ -20,10 +20,12 @@
 
 #include "lua/rt.h"
 
-/* Set the bytecode of actor_boot.lua and the package paths every actor
- * state gets (copied). Hub, before the first actor. */
-void msrt_lactor_setup(const char *boot, size_t boot_len, const char *path,
-                       const char *cpath);
+/* Set the bytecode of actor_boot.lua (which every actor state runs), of
+ * actor_ctx.lua (which a state loads when it first needs the rest of ctx)
+ * and the package paths every actor state gets (all copied). Hub, before
+ * the first actor. */
+void msrt_lactor_setup(const char *boot, size_t boot_len, const char *more,
+                       size_t more_len, const char *path, const char *cpath);
 
 /* Make an actor from an encoded spec (string.buffer encoding of the table
  * actor_boot.lua reads: name, module/handlers bytecode, args), its mailbox

@@ -294,5 +294,5 @@ const luaL_Reg msrt_lactor_fns[] = {
   {"stop", a_stop}, {"log", a_log}, {"now_ms", a_now_ms}, {"jit_on", msrt_astate_jit},
   {"last_error", a_last_error}, {"self", a_self}, {"started", a_started},
   {"undecodable", a_undecodable}, {"token", msrt_lua_token},
-  {NULL, NULL}};
+  {"more", msrt_lactor_more}, {NULL, NULL}};
 

@@ -195,11 +195,13 @@ static int l_rt_tune(lua_State *L) {
   return 1;
 }
 
-/* rt_start(profile, boot_bytecode) -> true | nil, err */
+/* rt_start(profile, boot_bytecode, ctx_bytecode) -> true | nil, err
+ * (actor_boot.lua's and actor_ctx.lua's, lua/actor.h msrt_lactor_setup) */
 static int l_rt_start(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  size_t blen;
+  size_t blen, mlen;
   const char *boot = luaL_checklstring(L, 2, &blen);
+  const char *more = luaL_checklstring(L, 3, &mlen);
   msrt_host *h = msrt_host_get(L);
   if (h->rt) {
     lua_pushboolean(L, 1);
@@ -209,7 +211,8 @@ static int l_rt_start(lua_State *L) {
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "path");
   lua_getfield(L, -2, "cpath");
-  msrt_lactor_setup(boot, blen, lua_tostring(L, -2), lua_tostring(L, -1));
+  msrt_lactor_setup(boot, blen, more, mlen, lua_tostring(L, -2),
+                    lua_tostring(L, -1));
   lua_pop(L, 3);
   msrt_error err;
   if (msrt_rt_start(h->hub, &c, msrt_lactor_run, msrt_lactor_release, drain,
