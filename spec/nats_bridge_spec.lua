@@ -18,6 +18,19 @@ describe("the NATS bridge across hosts", function()
   setup(function() nats = N.start() end)
   teardown(function() if nats then nats:stop() end end)
 
+  -- A script for the `nats` npm client: body runs connected (nc; sc a
+  -- StringCodec; nats the package); returns its path.
+  local function node_script(body)
+    local node_dir = os.getenv("PWD") .. "/node_modules/nats"
+    assert(io.open(node_dir .. "/package.json"), "the nats npm package is not installed (scripts/setup runs npm ci)")
+    return S.file(([[
+const nats = require(%q);
+(async () => {
+  const nc = await nats.connect({ servers: %q });
+  const sc = nats.StringCodec();
+]]):format(node_dir, nats.url) .. body .. "})();\n", ".js")
+  end
+
   it("carries a request to another host and its reply back, with headers and priority, and no_responders", function()
     local b = host(prelude(nats.url, ', name = "B", send_asap = true') .. [[
 msrt.subscribe("svc.echo", function(m)
@@ -308,25 +321,20 @@ msrt.stop()
   end)
 
   it("lets a NATS client that is not msrt publish to an msrt subject and answer an msrt request", function()
-    local node_dir = os.getenv("PWD") .. "/node_modules/nats"
-    assert(io.open(node_dir .. "/package.json"), "the nats npm package is not installed (scripts/setup runs npm ci)")
-    local client = S.file(([[
-const { connect, StringCodec } = require(%q);
-(async () => {
-  const nc = await connect({ servers: %q });
-  const sc = StringCodec();
+    local client = node_script([[
   const sub = nc.subscribe("tool.upper");
   (async () => { for await (const m of sub) m.respond(sc.encode(sc.decode(m.data).toUpperCase())); })();
   await nc.flush();
   console.log("ready");
   await new Promise(r => setTimeout(r, 300));
   nc.publish("news.plain", sc.encode("hello"));
-  nc.publish("news.json", sc.encode('{"a":[1,2]}'), { headers: (() => { const { headers } = require(%q); const h = headers(); h.set("Content-Type", "application/json"); return h; })() });
+  const h = nats.headers();
+  h.set("Content-Type", "application/json");
+  nc.publish("news.json", sc.encode('{"a":[1,2]}'), { headers: h });
   await nc.flush();
   await new Promise(r => setTimeout(r, 3000));
   await nc.close();
-})();
-]]):format(node_dir, nats.url, node_dir), ".js")
+]])
     local m = host(prelude(nats.url, ', name = "M"') .. [[
 local got = {}
 msrt.subscribe("news.*", function(m) got[m.subject] = m.data end)
@@ -347,6 +355,59 @@ msrt.stop()
     assert.are.same({ ["news.plain"] = "hello", ["news.json"] = { a = { 1, 2 } } },
       json.decode(out:match("news (%b{})") or "null"), out .. nout)
     assert.matches("upper SHOUT", out)
+  end)
+
+  it("sends a message that needs no header as a plain PUB, the rest with Msrt-Origin, and never hears its own back", function()
+    -- the client reports each message's headers as NATS carried them, and
+    -- once it has them all publishes loop.x itself: its copy reaching the
+    -- host proves the host's own copies had their chance to come back
+    local client = node_script([[
+  const seen = {};
+  const sub = nc.subscribe(">");
+  await nc.flush();
+  nc.publish("ctl.ready", sc.encode("1"));
+  for await (const m of sub) {
+    if (m.subject === "loop.x" && sc.decode(m.data) === "node") continue;
+    if (!m.subject.startsWith("wire.") && m.subject !== "loop.x") continue;
+    const h = m.headers ? Object.fromEntries([...m.headers.keys()].map(k => [k, m.headers.get(k)])) : "none";
+    seen[m.subject + "." + sc.decode(m.data)] = h;
+    if (Object.keys(seen).length === 5) break;
+  }
+  console.log("seen " + JSON.stringify(seen));
+  nc.publish("loop.x", sc.encode("node"));
+  await nc.flush();
+  await nc.close();
+]])
+    local w = host(prelude(nats.url, ', name = "W", import = { "loop.>", "ctl.>" }, export = { "wire.>", "loop.>" }') .. [[
+local got, ready = {}, false
+msrt.subscribe("loop.x", function(m) got[#got + 1] = m.data end)
+msrt.subscribe("ctl.ready", function() ready = true end)
+assert(br:flush())
+print("listening")
+for _ = 1, 2000 do if ready then break end msrt.sleep(10) end
+msrt.publish("wire.plain", "s")
+msrt.publish("wire.hdr", "s", { headers = { X = "y" } })
+msrt.publish("wire.prio", "s", { priority = 2 })
+msrt.publish("wire.json", { a = 1 })
+msrt.publish("loop.x", "own")
+for _ = 1, 1000 do if got[#got] == "node" then break end msrt.sleep(10) end
+print("loop " .. table.concat(got, " ") .. " loops " .. br:info().loops)
+msrt.stop()
+]])
+    await(w, "listening")
+    local p = io.popen("timeout 30 node " .. S.quote(client) .. " 2>&1")
+    local nout = p:read("*a")
+    local out = finish(w)
+    p:close()
+    os.remove(client)
+    local seen = json.decode(nout:match("seen (%b{})") or "null")
+    assert.are.same({
+      ["wire.plain.s"] = "none", ["loop.x.own"] = "none",
+      ["wire.hdr.s"] = { ["Msrt-Origin"] = "W", X = "y" },
+      ["wire.prio.s"] = { ["Msrt-Origin"] = "W", ["Msrt-Priority"] = "2" },
+      ["wire.json.{\"a\":1}"] = { ["Msrt-Origin"] = "W", ["Content-Type"] = "application/json" },
+    }, seen, out .. nout)
+    assert.matches("loop own node loops 0", out, 1, true)
   end)
 end)
 

@@ -17,12 +17,18 @@
  * delivery thread and handed to that key's local subscriptions only
  * (msrt_bus_publish_key), as a worker publishes: through the bus, no lock
  * held, the endpoints' own batched wake-ups. A message imported is never
- * exported again (the export endpoint is no key of the host).
+ * exported again (the export endpoint is no key of the host), and the
+ * server never sends the bridge its own publishes back (the connection is
+ * no_echo), so nothing loops.
  *
  * On the wire. Subject, reply and headers as they are (NATS headers); the
- * priority, when not the default 5, as header `Msrt-Priority`; the
- * exporting host as `Msrt-Origin` (what it receives back with its own
- * origin is dropped, counted as a loop). The data as NATS clients expect
+ * priority, when not the default 5, as header `Msrt-Priority`; a message
+ * that carries any header also names the exporting host in `Msrt-Origin`
+ * (what a bridge receives with its own origin, relayed back by some other
+ * client, is dropped, counted as a loop); one that needs none (a string,
+ * the default priority, no headers, no queue group served here) goes as
+ * a plain PUB, as any client's would, without libnats' header map on
+ * either side (README "Performance"). The data as NATS clients expect
  * it: a Lua string as its bytes, any other value as JSON text with
  * `Content-Type: application/json` (proc/codec.h, as at the process
  * edge); imported bytes become a Lua string unless so marked. The server's

@@ -34,11 +34,13 @@ static int export_data(const msrt_envelope *e, msrt_sbuf *tmp, const char **p,
   return 0;
 }
 
-/* e's headers ("name\0value\0" pairs), priority and origin onto m; a
- * message to be stored (a JetStream queue's) carries no origin nor served
- * groups, and its Msg-Id becomes JetStream's Nats-Msg-Id. */
+/* e's headers ("name\0value\0" pairs), priority, origin and the groups
+ * served here (groups, "" when none) onto m; a message to be stored (a
+ * JetStream queue's) carries no origin nor served groups, and its Msg-Id
+ * becomes JetStream's Nats-Msg-Id. */
 static natsStatus export_headers(msrt_bridge *b, const msrt_envelope *e,
-                                 natsMsg *m, bool json, bool stored) {
+                                 natsMsg *m, bool json, bool stored,
+                                 const char *groups) {
   natsStatus s = stored ? NATS_OK : natsMsgHeader_Set(m, "Msrt-Origin",
                                                       b->origin);
   if (s == NATS_OK && e->priority != MSRT_PRIORITY_DEFAULT) {
@@ -47,9 +49,7 @@ static natsStatus export_headers(msrt_bridge *b, const msrt_envelope *e,
     s = natsMsgHeader_Set(m, "Msrt-Priority", p);
   }
   if (s == NATS_OK && json) s = natsMsgHeader_Set(m, "Content-Type", JSON_TYPE);
-  char groups[256]; /* the queue groups served here (bridge.h) */
-  if (s == NATS_OK && !stored &&
-      msrt_bus_local_groups(b->bus, e->subject, groups, sizeof groups))
+  if (s == NATS_OK && !stored && *groups)
     s = natsMsgHeader_Set(m, "Msrt-Served", groups);
   const char *h = (const char *)e->headers, *end = h + e->headers_len;
   while (s == NATS_OK && h && h < end) {
@@ -70,29 +70,84 @@ static void settle(msrt_bridge *b, msrt_bus *bus, const msrt_envelope *e,
   if (reason) msrt_bus_drop_notice(bus, e, reason, "nats");
 }
 
+/* What an exported envelope becomes on the wire: its data (in e, or in
+ * tmp when written as JSON) and the queue groups served here. */
+typedef struct {
+  msrt_sbuf tmp;
+  const char *d;
+  size_t dn;
+  bool json;
+  size_t served;    /* strlen(groups); 0: none (always for stored) */
+  char groups[256]; /* space-separated (bridge.h "Queue groups...") */
+} wire_data;
+
+/* Fill w for e; returns 0, or -1 when the data cannot be written as JSON.
+ * The caller frees w->tmp either way. */
+static int wire_prepare(msrt_bridge *b, const msrt_envelope *e, bool stored,
+                        wire_data *w) {
+  w->tmp = (msrt_sbuf){0};
+  w->d = NULL, w->dn = 0, w->served = 0, w->groups[0] = 0;
+  if (export_data(e, &w->tmp, &w->d, &w->dn, &w->json) != 0) return -1;
+  if (!w->d) w->d = "";
+  if (!stored)
+    w->served = msrt_bus_local_groups(b->bus, e->subject, w->groups,
+                                      sizeof w->groups);
+  return 0;
+}
+
+/* e as NATS message *out with reply (headers as bridge.h says). */
+static natsStatus wire_msg(msrt_bridge *b, const msrt_envelope *e,
+                           const char *reply, bool stored, const wire_data *w,
+                           natsMsg **out) {
+  natsMsg *m = NULL;
+  natsStatus s = natsMsg_Create(&m, e->subject, reply, w->d, (int)w->dn);
+  if (s == NATS_OK) s = export_headers(b, e, m, w->json, stored, w->groups);
+  if (s != NATS_OK) {
+    natsMsg_Destroy(m);
+    m = NULL;
+  }
+  *out = m;
+  return s;
+}
+
 int msrt_bridge_wire_out(msrt_bridge *b, const msrt_envelope *e,
                          const char *reply, bool stored, natsMsg **out,
                          natsStatus *st) {
-  bool json;
-  msrt_sbuf tmp = {0};
-  const char *d = NULL;
-  size_t dn = 0;
+  wire_data w;
   *out = NULL;
-  if (export_data(e, &tmp, &d, &dn, &json) != 0) {
-    msrt_sbuf_free(&tmp);
-    return -1;
+  int rc = wire_prepare(b, e, stored, &w);
+  if (rc == 0) {
+    *st = wire_msg(b, e, reply, stored, &w, out);
+    rc = *st == NATS_OK ? 0 : 1;
   }
-  natsMsg *m = NULL;
-  natsStatus s = natsMsg_Create(&m, e->subject, reply, d ? d : "", (int)dn);
-  if (s == NATS_OK) s = export_headers(b, e, m, json, stored);
-  msrt_sbuf_free(&tmp);
-  *st = s;
-  if (s != NATS_OK) {
+  msrt_sbuf_free(&w.tmp);
+  return rc;
+}
+
+/* Publish e to NATS: a message that needs no header (a string, the
+ * default priority, no headers, no group served here) as a plain PUB,
+ * as any client's, without making a natsMsg; the rest as HPUB with
+ * Msrt-Origin (bridge.h "On the wire"). Returns 0 with *st libnats'
+ * answer, or -1 when the data cannot be written as JSON. */
+static int export_out(msrt_bridge *b, const msrt_envelope *e,
+                      natsStatus *st) {
+  wire_data w;
+  int rc = wire_prepare(b, e, false, &w);
+  bool plain = !w.json && !e->headers_len &&
+               e->priority == MSRT_PRIORITY_DEFAULT && !w.served;
+  if (rc == 0 && plain && e->reply_len)
+    *st = natsConnection_PublishRequest(b->nc, e->subject, e->reply, w.d,
+                                        (int)w.dn);
+  else if (rc == 0 && plain)
+    *st = natsConnection_Publish(b->nc, e->subject, w.d, (int)w.dn);
+  else if (rc == 0) {
+    natsMsg *m = NULL;
+    *st = wire_msg(b, e, e->reply, false, &w, &m);
+    if (*st == NATS_OK) *st = natsConnection_PublishMsg(b->nc, m);
     natsMsg_Destroy(m);
-    return 1;
   }
-  *out = m;
-  return 0;
+  msrt_sbuf_free(&w.tmp);
+  return rc;
 }
 
 static msrt_push_outcome export_push(void *ep, msrt_envelope *e,
@@ -107,15 +162,11 @@ static msrt_push_outcome export_push(void *ep, msrt_envelope *e,
     settle(b, bus, e, cls, MSRT_BRIDGE_LOCAL_ONLY, NULL);
     return MSRT_PUSH_DELIVERED;
   }
-  natsMsg *m;
   natsStatus s;
-  int rc = msrt_bridge_wire_out(b, e, e->reply, false, &m, &s);
-  if (rc < 0) {
+  if (export_out(b, e, &s) < 0) {
     settle(b, bus, e, cls, MSRT_BRIDGE_UNCONVERTIBLE, "unconvertible");
     return MSRT_PUSH_DELIVERED;
   }
-  if (rc == 0) s = natsConnection_PublishMsg(b->nc, m);
-  natsMsg_Destroy(m);
   if (s == NATS_OK) settle(b, bus, e, cls, MSRT_BRIDGE_EXPORTED, NULL);
   else if (s == NATS_MAX_PAYLOAD || s == NATS_NOT_PERMITTED)
     settle(b, bus, e, cls, MSRT_BRIDGE_REFUSED_BY_SERVER, "refused_by_server");
