@@ -79,14 +79,7 @@ local function http_server(status)
   end
 end
 
--- A loopback port nothing listens on (bound, then closed).
-local function closed_port()
-  local t = uv.new_tcp()
-  assert(t:bind("127.0.0.1", 0))
-  local port = t:getsockname().port
-  t:close()
-  return port
-end
+local closed_port = S.free_port -- a loopback port nothing listens on
 
 describe("health probes", function()
   it("lua: passing is healthy; failing past the threshold restarts the child through the supervisor", function()

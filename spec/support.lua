@@ -111,6 +111,17 @@ function S.file(text, suffix)
   return S.write(base .. (suffix or ".lua"), text)
 end
 
+--- A loopback port nothing listens on now (bound, read, closed): for a
+-- server to start on, or a connection to be refused.
+function S.free_port()
+  local uv = require("luv")
+  local t = uv.new_tcp()
+  assert(t:bind("127.0.0.1", 0))
+  local port = t:getsockname().port
+  t:close()
+  return port
+end
+
 --- Count luv handles still open on the hub loop.
 function S.open_handles()
   local n = 0

@@ -303,7 +303,10 @@ end
 -- default), `auto_shutdown` ("never", "any_significant",
 -- "all_significant"), `children` (child specs, started in order).
 -- A child spec: `id` (unique), one of `actor = {...}`, `process = {...}`,
--- `supervisor = {...}` (their specs; name defaults to the id), `restart`
+-- `supervisor = {...}` (their specs; name defaults to the id) or
+-- `service = {start = fn(spec) -> handle, ...}` (a child living on the
+-- hub, such as msrt.mcp.server's remote server: lua/msrt/supervisor.lua
+-- says what its handle answers), `restart`
 -- (permanent, transient, temporary), `shutdown` (ms, default 5000 for
 -- workers, "brutal_kill", or "infinity", default for supervisors),
 -- `type`, `significant`, `health` (probes, msrt.health), `start` ("init",
@@ -677,6 +680,7 @@ local function finish_shutdown()
   actors.stop_all("shutdown")
   -- bridges close before the bus they publish on goes
   held.call("msrt.nats", "close_all")
+  held.call("msrt.mcp_remote", "close_all") -- remote MCP servers' transfers (their DELETEs went with the trees)
   if not hub.stop() then
     core.report("shutdown", "an actor did not finish within shutdown_timeout_ms; exiting without it")
   else

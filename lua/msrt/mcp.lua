@@ -40,6 +40,7 @@ local SPEC = {
   limits = schema.table, stop = schema.table, allow_publish = schema.any, deny_publish = schema.any,
   client_info = schema.fields{ name = schema.string, version = schema.string },
   tool_subjects = schema.string, queue = schema.string,
+  url = schema.string, connect_timeout_ms = schema.int(1, nil, "ms"),
 }
 
 local function bad(msg) return nil, core.error("invalid_arg", msg) end
@@ -361,15 +362,23 @@ function M.check(spec)
   if type(spec.name) ~= "string" or not spec.name:find("^[%w_%-]+$") then
     return bad("mcp server spec needs a name: one subject token (letters, digits, _ and -)")
   end
-  if type(spec.cmd) ~= "table" or #spec.cmd == 0 then return bad("mcp server spec needs cmd = {\"program\", ...}") end
+  if spec.url ~= nil then
+    if spec.cmd ~= nil then return bad("mcp server spec has both cmd and url: one of them") end
+    if not spec.url:find("^https?://[^/]") then return bad("mcp server spec's url must be http:// or https://") end
+    return true
+  end
+  if type(spec.cmd) ~= "table" or #spec.cmd == 0 then return bad("mcp server spec needs cmd = {\"program\", ...} or url") end
   return true
 end
 
 --- A child spec (for msrt.supervisor's children) running an MCP server
--- over stdio. spec: `name` (one subject token: its subjects are
--- mcp.<name>.*), `cmd`, `env`, `inherit_env`, `cwd`, `limits`, `stop`,
--- `capacity`, `max_line_bytes`, `allow_publish`, `deny_publish` as for
--- msrt.process; `restart`, `shutdown` as for a child spec;
+-- over stdio, or reaching one by `url` over the streamable HTTP transport
+-- (lua/msrt/mcp_remote.lua: a `service` child whose exit is a transport
+-- failure, the server gone). spec: `name` (one subject token: its
+-- subjects are mcp.<name>.*), `cmd` or `url` (http:// or https://, with
+-- `connect_timeout_ms`, default 5000), and for `cmd`: `env`,
+-- `inherit_env`, `cwd`, `limits`, `stop`, `capacity`, `max_line_bytes`,
+-- `allow_publish`, `deny_publish` as for msrt.process; `restart`, `shutdown` as for a child spec;
 -- `call_timeout_ms` (a tool call's longest timeout, default 60000; a
 -- call ends sooner when its requester's own timeout passes, or by its
 -- header Timeout-Ms), `startup_timeout_ms` (the handshake's,
@@ -411,6 +420,12 @@ function M.server(spec)
   if rec.ping then
     health.liveness = { lua = ping_probe(rec), interval_ms = rec.ping.interval_ms, timeout_ms = rec.ping.timeout_ms,
       failure_threshold = rec.ping.failure_threshold }
+  end
+  if spec.url then
+    local service = { start = require("msrt.mcp_remote").start, name = spec.name, url = spec.url, rpc = rec.rpc,
+      publish_as = rec.prefix, connect_timeout_ms = spec.connect_timeout_ms }
+    return { id = spec.name, service = service, restart = spec.restart, shutdown = spec.shutdown,
+      health = health, start = "ready" }
   end
   local process = { name = spec.name, cmd = spec.cmd, env = spec.env, inherit_env = spec.inherit_env, cwd = spec.cwd,
     codec = "jsonrpc", rpc = rec.rpc, publish_as = rec.prefix, limits = spec.limits, stop = spec.stop,

@@ -291,7 +291,7 @@ local function start_fleet(p)
     for i, s in ipairs(p.servers) do
       local cs, err = mcp.server(s)
       if not cs then return nil, core.error("bad_config", ("servers[%d]: %s"):format(i, err.message)) end
-      if cs.process.cwd == nil then cs.process.cwd = p.dir end
+      if cs.process and cs.process.cwd == nil then cs.process.cwd = p.dir end
       children[#children + 1] = cs
     end
     local sup, err = msrt.supervisor{ name = "mcp_servers", children = children, intensity = 10, period_ms = 60000 }

@@ -92,6 +92,25 @@ kinds.process = {
   end,
 }
 
+-- A service: a child that lives on the hub, made by its spec's own
+-- start(spec) -> handle | nil, err (msrt.mcp.server's remote server,
+-- lua/msrt/mcp_remote.lua). The handle has on_exit(fn({reason, normal})),
+-- stop(ms | "brutal_kill") keeping its own deadline, and kill() ending it
+-- at once (its exit told before kill returns).
+kinds.service = {
+  timed = true,
+  start = function(spec)
+    if type(spec.start) ~= "function" then return nil, core.error("invalid_arg", "a service spec needs start = function(spec)") end
+    return spec.start(spec)
+  end,
+  watch = function(h, fn) h:on_exit(function(rec) fn(rec.reason, rec.normal) end) end,
+  stop = function(h, shutdown) h:stop(shutdown == "infinity" and 2 ^ 31 - 1 or shutdown) end,
+  kill = function(h)
+    h:kill()
+    return false
+  end,
+}
+
 -- A nested supervisor's handle exists before its children start, so its
 -- parent can stop it meanwhile; it has started when they all have.
 kinds.supervisor = {
@@ -187,6 +206,7 @@ local SHUTDOWN = { brutal_kill = -1, infinity = -2 }
 -- kind's own spec is checked when it starts, health by msrt.health.
 M.CHILD = {
   id = schema.string, actor = schema.table, process = schema.table, supervisor = schema.table,
+  service = schema.table,
   restart = schema.enum{ "permanent", "transient", "temporary" },
   shutdown = schema.either(schema.int(0, nil, "ms"), schema.enum{ "brutal_kill", "infinity" }),
   type = schema.enum{ "worker", "supervisor" }, significant = schema.boolean, health = schema.table,
@@ -219,14 +239,14 @@ end
 
 local function kind_of(cs)
   local found
-  for _, k in ipairs({ "actor", "process", "supervisor" }) do
+  for _, k in ipairs({ "actor", "process", "supervisor", "service" }) do
     if cs[k] ~= nil then
       if found then return nil, "has both " .. found .. " and " .. k end
       if type(cs[k]) ~= "table" then return nil, k .. " must be a spec table" end
       found = k
     end
   end
-  if not found then return nil, "needs one of actor, process or supervisor" end
+  if not found then return nil, "needs one of actor, process, supervisor or service" end
   return found
 end
 

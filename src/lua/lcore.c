@@ -398,5 +398,6 @@ int luaopen_msrt_core(lua_State *L) {
   msrt_lua_open_sys(L);
   msrt_lua_open_policy(L);
   msrt_lua_open_web(L);
+  msrt_lua_open_http(L);
   return 1;
 }

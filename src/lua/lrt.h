@@ -24,6 +24,8 @@
  *              nats/auth.h)
  *   lweb.c     web_listen and its listener handle: HTTP and WebSocket
  *              (web/web.h)
+ *   lhttp.c    http_client and its request handles, sse_parser: the
+ *              HTTP client (http/http.h) and event streams (http/sse.h)
  * Errors come back as `nil, err` (lua/lerror.h). Hub thread only. */
 #ifndef MSRT_LUA_LRT_H
 #define MSRT_LUA_LRT_H
@@ -77,6 +79,7 @@ void msrt_lua_open_rt(lua_State *L);
 void msrt_lua_open_actor(lua_State *L);
 void msrt_lua_open_bus(lua_State *L);
 void msrt_lua_open_web(lua_State *L);
+void msrt_lua_open_http(lua_State *L);
 void msrt_lua_open_metrics(lua_State *L);
 void msrt_lua_open_routes(lua_State *L);
 void msrt_lua_open_queue(lua_State *L);
