@@ -28,9 +28,10 @@ static const char *const SQL[S__COUNT] = {
    * by primary key costs ~1k */
   [S_DELIVER] = "UPDATE msgs SET delivered = delivered + 1 WHERE seq = ?",
   [S_DELIVERED] = "SELECT delivered FROM msgs WHERE seq = ?",
-  [S_DELETE] = "DELETE FROM msgs WHERE seq = ?",
-  [S_LEN] = "SELECT length(data) + ifnull(length(hdr), 0) FROM msgs "
-            "WHERE seq = ?",
+  /* a run of consecutive seqs at once: acks mostly come in such runs */
+  [S_DELETE] = "DELETE FROM msgs WHERE seq BETWEEN ? AND ?",
+  [S_LEN] = "SELECT count(*), ifnull(sum(length(data) + "
+            "ifnull(length(hdr), 0)), 0) FROM msgs WHERE seq BETWEEN ? AND ?",
   [S_DUP_GET] = "SELECT seq FROM dedupe WHERE id = ? AND at_ms >= ?",
   [S_DUP_PUT] = "INSERT OR REPLACE INTO dedupe(id, seq, at_ms) VALUES(?,?,?)",
   [S_DUP_PRUNE] = "DELETE FROM dedupe WHERE at_ms < ?",
@@ -191,14 +192,54 @@ static int run_seq(msrt_queue *q, int i, uint64_t seq, int64_t *out,
   return run(q->stmt[i], out, got);
 }
 
-static int delete_seq(msrt_queue *q, uint64_t seq, int *gone) {
-  int64_t len = 0; /* length() of a blob reads its size, not its bytes */
-  int rc = run_seq(q, S_LEN, seq, &len, gone);
-  if (rc == SQLITE_OK && *gone) rc = run_seq(q, S_DELETE, seq, NULL, NULL);
-  if (rc == SQLITE_OK && *gone) {
-    q->tx.stored--;
-    q->tx.bytes -= (uint64_t)len;
+/* Delete the stored messages with seqs lo..hi; *gone gets how many. */
+static int delete_range(msrt_queue *q, uint64_t lo, uint64_t hi,
+                        uint64_t *gone) {
+  sqlite3_stmt *st = q->stmt[S_LEN];
+  sqlite3_bind_int64(st, 1, (int64_t)lo);
+  sqlite3_bind_int64(st, 2, (int64_t)hi);
+  int rc = sqlite3_step(st);
+  /* length() of a blob reads its size, not its bytes */
+  int64_t n = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+  int64_t len = rc == SQLITE_ROW ? sqlite3_column_int64(st, 1) : 0;
+  sqlite3_reset(st);
+  if (rc != SQLITE_ROW) return rc;
+  *gone = (uint64_t)n;
+  if (!n) return SQLITE_OK;
+  st = q->stmt[S_DELETE];
+  sqlite3_bind_int64(st, 1, (int64_t)lo);
+  sqlite3_bind_int64(st, 2, (int64_t)hi);
+  if ((rc = run(st, NULL, NULL)) != SQLITE_OK) return rc;
+  q->tx.stored -= (uint64_t)n;
+  q->tx.bytes -= (uint64_t)len;
+  return SQLITE_OK;
+}
+
+static int cmp_seq(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Delete seqs[0..n) (any order, repeats allowed), by runs of consecutive
+ * seqs; *gone gets how many were stored. */
+static int delete_seqs(msrt_queue *q, const uint64_t *seqs, size_t n,
+                       uint64_t *gone) {
+  *gone = 0;
+  if (!n) return SQLITE_OK;
+  uint64_t *v = malloc(n * sizeof *v);
+  if (!v) return SQLITE_NOMEM;
+  memcpy(v, seqs, n * sizeof *v);
+  qsort(v, n, sizeof *v, cmp_seq);
+  int rc = SQLITE_OK;
+  for (size_t i = 0; i < n && rc == SQLITE_OK;) {
+    size_t j = i + 1;
+    while (j < n && v[j] <= v[j - 1] + 1) j++;
+    uint64_t k = 0;
+    rc = delete_range(q, v[i], v[j - 1], &k);
+    *gone += k;
+    i = j;
   }
+  free(v);
   return rc;
 }
 
@@ -211,14 +252,12 @@ static int apply_ops(msrt_queue *q, const msrt_queue_ops *ops) {
       rc = run_seq(q, S_DELIVER, ops->deliver[i], NULL, NULL);
     if (got && d > 0) q->tx.redelivered++;
   }
-  for (size_t i = 0; ops && i < ops->nacks && rc == SQLITE_OK; i++) {
-    rc = delete_seq(q, ops->acks[i], &got);
-    if (got) q->tx.acked++;
-  }
-  for (size_t i = 0; ops && i < ops->ndead && rc == SQLITE_OK; i++) {
-    rc = delete_seq(q, ops->dead[i], &got);
-    if (got) q->tx.dead_lettered++;
-  }
+  uint64_t gone = 0;
+  if (ops && rc == SQLITE_OK) rc = delete_seqs(q, ops->acks, ops->nacks, &gone);
+  q->tx.acked += gone;
+  gone = 0;
+  if (ops && rc == SQLITE_OK) rc = delete_seqs(q, ops->dead, ops->ndead, &gone);
+  q->tx.dead_lettered += gone;
   return rc;
 }
 
@@ -249,10 +288,12 @@ static int make_room(msrt_queue *q, uint64_t len) {
         (q->max_bytes && len > q->max_bytes))
       return REFUSED;
     int64_t oldest = 0;
-    int got, gone, rc = run(q->stmt[S_OLDEST], &oldest, &got);
+    uint64_t gone;
+    int got, rc = run(q->stmt[S_OLDEST], &oldest, &got);
     if (rc != SQLITE_OK) return rc;
     if (!got) return REFUSED;
-    if ((rc = delete_seq(q, (uint64_t)oldest, &gone)) != SQLITE_OK) return rc;
+    rc = delete_range(q, (uint64_t)oldest, (uint64_t)oldest, &gone);
+    if (rc != SQLITE_OK) return rc;
     if (msrt_queue_evict_push(q, (uint64_t)oldest) != 0) return SQLITE_NOMEM;
   }
 }
