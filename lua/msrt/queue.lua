@@ -32,6 +32,15 @@ debug.getregistry()["msrt.queue.ids"] = ids
 
 local function now_ns() return uv.hrtime() end
 
+-- coroutine.resume, not core.resume: LuaJIT runs it without a call
+-- through the C API (hub.lua's resume); an error is reported as
+-- core.resume would.
+local co_resume = coroutine.resume
+local function resume(co, what, a, b)
+  local ok, err = co_resume(co, a, b)
+  if not ok then core.uncaught(co, what, err) end
+end
+
 local function data_of(flags, payload)
   if flags % 2 == 1 then return buffer.decode(payload) end
   return payload
@@ -73,7 +82,7 @@ local flush
 local function schedule(q)
   if q.scheduled or q.closed then return end
   q.scheduled = true
-  q.flush_timer:start(core.timeout_ms(q.commit_ms), 0, function() flush(q) end)
+  q.flush_timer:start(core.timeout_ms(q.commit_ms), 0, q.on_flush)
 end
 
 local function announce(q, event)
@@ -98,7 +107,7 @@ local function arm(q)
   if q.tick_at and q.tick_at <= due then return end
   q.tick_at = due
   local ms = math.max(0, (due - now_ns()) / 1e6)
-  q.tick_timer:start(core.timeout_ms(ms), 0, function() tick(q) end)
+  q.tick_timer:start(core.timeout_ms(ms), 0, q.on_tick)
   q.tick_timer:unref() -- ack waits do not keep the host alive (subscriptions do not)
 end
 
@@ -194,7 +203,7 @@ local function pub_ack(q, r)
   local w = waiting_pub[r.reply]
   if w then
     waiting_pub[r.reply], npub = nil, npub - 1
-    core.resume(w.co, "error in callback", true, ack)
+    resume(w.co, "error in callback", true, ack)
     return
   end
   -- an actor's (puback.lua): marked as the queue's, which no one else can
@@ -214,7 +223,7 @@ local function sweep_waits()
   for _, reply in ipairs(late) do
     local w = waiting_pub[reply]
     waiting_pub[reply], npub = nil, npub - 1
-    core.resume(w.co, "error in callback", false, core.error("timeout",
+    resume(w.co, "error in callback", false, core.error("timeout",
       ("no PubAck from a durable queue for \"%s\" within %d ms"):format(w.subject, w.timeout)))
   end
   if npub == 0 then sweep:close() sweep = nil end -- no handle left while nothing waits
@@ -234,11 +243,11 @@ function M.publish(subject, data, opts)
   ids.pub = (ids.pub or 0) + 1
   local reply = pub_prefix .. "." .. ids.pub
   local timeout = opts.timeout_ms or 5000
-  local o = {}
-  for k, v in pairs(opts) do if k ~= "durable" and k ~= "reply" then o[k] = v end end
   local w = { co = coroutine.running(), deadline = now_ns() + timeout * 1e6, subject = subject, timeout = timeout }
   waiting_pub[reply], npub = w, npub + 1
-  local n, err = hub.publish(subject, data, o, reply, timeout)
+  -- opts as given: hub.publish reads neither durable nor opts.reply when
+  -- handed a reply
+  local n, err = hub.publish(subject, data, opts, reply, timeout)
   if not n or n == 0 then
     waiting_pub[reply], npub = nil, npub - 1
     if not n then return nil, err end
@@ -289,7 +298,7 @@ function flush(q)
       announce(q, { event = "store_failed", error = err.message })
     end
     if #q.acks > 0 or #dead > 0 or #picks > 0 then
-      q.flush_timer:start(core.timeout_ms(math.max(q.commit_ms, 100)), 0, function() flush(q) end)
+      q.flush_timer:start(core.timeout_ms(math.max(q.commit_ms, 100)), 0, q.on_flush)
       q.scheduled = true
     end
     return
@@ -473,6 +482,33 @@ local function need(name)
   return nil, core.error("not_found", ("no queue \"%s\" (declare it with msrt.queue first)"):format(name))
 end
 
+-- Hub consumers' callbacks run on coroutines kept for reuse (making and
+-- collecting one per message was a tenth of a durable message's cost): a
+-- worker whose callback returned waits in `idle` for the next one; one
+-- whose callback yielded stays with what it waits on and comes back to
+-- `idle` when the callback is done. A resume without RUN (someone's stale
+-- wake) leaves an idle worker idle.
+local idle, RUN, IDLE_MAX = {}, {}, 64
+
+local function run_callback(q, fn, msg)
+  local ok, e = pcall(fn, msg)
+  if not ok then
+    require("msrt").log("error", ("consumer of queue \"%s\" failed message %d: %s"):format(q.name, msg.seq, tostring(e)))
+    msg:nak() -- not_found when it is no longer the consumer's
+  end
+end
+
+local function worker(_, q, fn, msg)
+  local me = coroutine.running()
+  while true do
+    run_callback(q, fn, msg)
+    if #idle >= IDLE_MAX then return end
+    idle[#idle + 1] = me
+    local go
+    repeat go, q, fn, msg = coroutine.yield() until go == RUN
+  end
+end
+
 --- A hub callback consumer: fn(msg) runs as a coroutine per message, at
 -- most max_ack_pending unacknowledged at once. An error in fn naks the
 -- message at once (the consumer failed it).
@@ -481,14 +517,10 @@ function M.consume(name, fn, opts)
   if not q then return nil, err end
   local c = { max_ack_pending = opts.max_ack_pending or 1000 }
   function c.deliver(msg)
-    local co = coroutine.create(function()
-      local ok, e = pcall(fn, msg)
-      if not ok then
-        require("msrt").log("error", ("consumer of queue \"%s\" failed message %d: %s"):format(q.name, msg.seq, tostring(e)))
-        msg:nak() -- not_found when it is no longer the consumer's
-      end
-    end)
-    core.resume(co, "error in queue consumer")
+    local co = idle[#idle]
+    if co then idle[#idle] = nil else co = coroutine.create(worker) end
+    local ok, e = co_resume(co, RUN, q, fn, msg)
+    if not ok then core.uncaught(co, "error in queue consumer", e) end
   end
   return { stop = q.impl.add_consumer(q, c) }
 end
@@ -688,6 +720,10 @@ function M.declare(spec)
     tokens = 0, sids = {}, ack_wait_ns = ack_wait_ns,
     flush_timer = uv.new_timer(), tick_timer = uv.new_timer(),
   }
+  -- made once: a closure made on the per-message path (schedule, arm)
+  -- stops LuaJIT compiling it (FNEW is not compiled)
+  q.on_flush = function() flush(q) end
+  q.on_tick = function() tick(q) end
   local lok, lerr = load(q)
   if not lok then store:close() return nil, lerr end
   for _, subject in ipairs(spec.subjects) do
