@@ -4,7 +4,11 @@
 -- ':' or spaces (as NATS headers); values: strings without CR, LF or NUL
 -- (numbers are converted with tostring). Used by the hub and every actor.
 -- @module msrt.headers
+local buffer = require "string.buffer"
+local find, sub = string.find, string.sub
+
 local M = {}
+local out = buffer.new() -- reused by encode (one thread: each state has its own)
 
 --- Encode a headers table.
 -- @tparam table|nil h name = value
@@ -13,7 +17,8 @@ local M = {}
 function M.encode(h)
   if h == nil then return nil end
   if type(h) ~= "table" then return nil, "headers must be a table of name = value strings" end
-  local parts, n = {}, 0
+  local n = 0
+  out:reset()
   for k, v in pairs(h) do
     if type(k) ~= "string" or k == "" or k:find("[%z%c :\127-\255]") then
       return nil, ("invalid header name %q: printable ASCII without ':' or spaces"):format(tostring(k))
@@ -22,18 +27,25 @@ function M.encode(h)
     if type(v) ~= "string" or v:find("[%z\r\n]") then
       return nil, ("invalid value for header %q: a string without CR, LF or NUL"):format(k)
     end
-    parts[n + 1], parts[n + 2] = k, v
-    n = n + 2
+    out:put(k, "\0", v, "\0")
+    n = n + 1
   end
   if n == 0 then return nil end
-  return table.concat(parts, "\0") .. "\0"
+  return out:tostring()
 end
 
 --- Decode the wire form (a string) into a new table.
 function M.decode(s)
-  local h = {}
-  for k, v in s:gmatch("([^%z]*)%z([^%z]*)%z") do h[k] = v end
-  return h
+  -- plain finds, not gmatch: LuaJIT compiles these (gmatch's iterator is
+  -- not), and headers are decoded for every message that has them
+  local h, i = {}, 1
+  while true do
+    local a = find(s, "\0", i, true)
+    local b = a and find(s, "\0", a + 1, true)
+    if not b then return h end
+    h[sub(s, i, a - 1)] = sub(s, a + 1, b - 1)
+    i = b + 1
+  end
 end
 
 return M
