@@ -269,9 +269,8 @@ function flush(q)
   q.scheduled = false
   if q.closed then return end
   local picks = plan(q)
-  local dseq, aseq, xseq = {}, {}, {}
+  local dseq, aseq, xseq = {}, q.acks, {} -- (q.acks is replaced, not emptied)
   for i, p in ipairs(picks) do dseq[i] = p.seq end
-  for i, s in ipairs(q.acks) do aseq[i] = s end
   local dead = q.dead
   for i, d in ipairs(dead) do xseq[i] = d.seq end
   -- a dead letter is read before its row goes
@@ -323,7 +322,7 @@ function flush(q)
     local d = q.inflight[s]
     if d then q.inflight[s] = nil d.consumer.pending = d.consumer.pending - 1 end
   end
-  local direct = {}
+  local direct, to = {}, {}
   for _, r in ipairs(res) do
     if r.seq > 0 and not r.duplicate and not r.code then
       if room > 0 then -- stored as delivered once (queue.h deliver_new)
@@ -332,7 +331,7 @@ function flush(q)
         c.pending = c.pending + 1
         q.delivered[r.seq] = 1
         q.cache[r.seq] = r
-        direct[#direct + 1] = { seq = r.seq, consumer = c }
+        direct[#direct + 1], to[#direct + 1] = r.seq, c
       else
         q.tail = q.tail + 1
         q.ready[q.tail] = r.seq
@@ -341,11 +340,12 @@ function flush(q)
     end
     pub_ack(q, r)
   end
-  for _, p in ipairs(direct) do deliver(q, p.consumer, p.seq) end
+  local t = now_ns()
+  for i, seq in ipairs(direct) do deliver(q, to[i], seq, t) end
   for _, p in ipairs(picks) do
     if q.delivered[p.seq] then
       q.delivered[p.seq] = q.delivered[p.seq] + 1
-      deliver(q, p.consumer, p.seq)
+      deliver(q, p.consumer, p.seq, t)
     else
       p.consumer.pending = p.consumer.pending - 1
     end
@@ -419,18 +419,19 @@ function Msg:term(reason)
   return true
 end
 
-function deliver(q, c, seq)
+-- t: now (ns), the flush's
+function deliver(q, c, seq, t)
   local m, err = message_of(q, seq)
   if not m then -- unreadable: counted a delivery, tried again after the wait
     require("msrt").log("error", tostring(err))
     release(q, seq, { consumer = c })
-    q.delayed[seq] = now_ns() + q:ack_wait_ns(1)
+    q.delayed[seq] = t + q:ack_wait_ns(1)
     return
   end
   q.tokens = q.tokens + 1
   local n = q.delivered[seq]
   local d = { consumer = c, token = q.tokens, delivered = n,
-              deadline = now_ns() + q:ack_wait_ns(n) }
+              deadline = t + q:ack_wait_ns(n) }
   q.inflight[seq] = d
   local ok, data = pcall(data_of, m.flags, m.payload)
   local msg = setmetatable({ _q = q, _token = d.token, seq = seq, queue = q.name,
