@@ -11,9 +11,13 @@
  * Prints the median of 3 runs of: matches/s on 1 thread and on 2 threads
  * (each with its own reader, one enter/leave per match), with the match cache
  * (default) and without (trie only); then subscribe+unsubscribe cycles/s
- * (2 snapshots each) with 10,000 subscriptions present.
+ * (2 snapshots each) with 10,000 subscriptions present; then the cost of
+ * one wide trie node: N subscriptions many.1 .. many.N under one prefix (a
+ * client's SUB flood), the mean time per subscribe for N = 1,000, 8,000 and
+ * 32,000 (a change must not copy the whole node).
  *
- * Usage: bench_router [matches_per_thread (default 5000000)] [all|match|cache|trie|change]
+ * Usage: bench_router [matches_per_thread (default 5000000)]
+ *                     [all|match|cache|trie|change|wide]
  */
 #include <pthread.h>
 #include <stdbool.h>
@@ -55,7 +59,7 @@ static void sub(msrt_router *r, const char *p, const char *q) {
 }
 
 static msrt_router *build(uint32_t cache_slots) {
-  msrt_router_opts o = {0, cache_slots};
+  msrt_router_opts o = {0, cache_slots, 0};
   msrt_router *r = msrt_router_new(&o);
   char b[128];
   const char *wild[] = {"agents.*.*.status", "agents.kind3.>", "agents.*.id7.*",
@@ -175,6 +179,33 @@ static double median3(double v[3]) {
   return v[1];
 }
 
+/* N subscriptions under one prefix, each its own literal child of the node
+ * "many": the mean time per subscribe, median of 3 runs. */
+static void wide_node(void) {
+  static const int sizes[] = {1000, 8000, 32000};
+  for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+    int n = sizes[si];
+    double v[3];
+    for (int k = 0; k < 3; k++) {
+      msrt_router *r = msrt_router_new(NULL);
+      char b[64];
+      uint64_t t0 = msrt_now_ns();
+      for (int i = 1; i <= n; i++) {
+        uint64_t id;
+        int len = snprintf(b, sizeof b, "many.%d", i);
+        msrt_router_subscribe(r, b, (size_t)len, NULL, 0, NULL, 1, NULL, &id,
+                              NULL);
+      }
+      v[k] = (double)(msrt_now_ns() - t0) / 1e3 / n;
+      msrt_router_free(r);
+    }
+    double med = median3(v);
+    printf("subscribe %d under one prefix: %.2f us per subscribe "
+           "(median of 3; runs %.2f %.2f %.2f)\n",
+           n, med, v[0], v[1], v[2]);
+  }
+}
+
 int main(int argc, char **argv) {
   if (argc > 1) per_thread = atol(argv[1]);
   const char *section = argc > 2 ? argv[2] : "all";
@@ -183,6 +214,7 @@ int main(int argc, char **argv) {
   bool do_cache = do_match || strcmp(section, "cache") == 0;
   bool do_trie = do_match || strcmp(section, "trie") == 0;
   bool do_change = all || strcmp(section, "change") == 0;
+  bool do_wide = all || strcmp(section, "wide") == 0;
   char model[256] = "unknown";
   FILE *f = fopen("/proc/cpuinfo", "r");
   if (f) {
@@ -228,7 +260,7 @@ int main(int argc, char **argv) {
     msrt_router_free(r);
   }
 
-  if (!do_change) goto out;
+  if (!do_change) goto wide;
   /* Change cost: subscribe + unsubscribe of a literal next to 10,000 subs,
    * with a reader registered (idle) so reclamation scans it. */
   msrt_router *r = build(0);
@@ -271,6 +303,7 @@ int main(int argc, char **argv) {
   msrt_match_result_free(&m);
   msrt_router_reader_free(rd);
   msrt_router_free(r);
-out:
+wide:
+  if (do_wide) wide_node();
   return 0;
 }

@@ -254,7 +254,7 @@ static int has(uint64_t id) {
 }
 
 static void setup(uint32_t cache_slots) {
-  msrt_router_opts o = {0, cache_slots};
+  msrt_router_opts o = {0, cache_slots, 0};
   R = msrt_router_new(&o);
   RD = msrt_router_reader_new(R);
   msrt_match_result_init(&M);

@@ -163,11 +163,21 @@ static void *writer_main(void *arg) {
   return NULL;
 }
 
-static void run(uint32_t cache_slots) {
-  msrt_router_opts o = {0, cache_slots};
+/* wide: 300 more stable subscriptions agents.k1.s<N>.task make the node
+ * agents.k1 wide (its children in a HAMT, router/wide.h), which every
+ * change of the writer's under agents.k1 edits while the readers walk it. */
+static void run(uint32_t cache_slots, bool wide) {
+  msrt_router_opts o = {0, cache_slots, 0};
   R = msrt_router_new(&o);
   atomic_store(&readers_done, 0);
   msrt_error e;
+  uint64_t wide_ids[300];
+  char wb[64];
+  for (int i = 0; wide && i < 300; i++) {
+    int n = snprintf(wb, sizeof wb, "agents.k1.s%d.task", i);
+    CHECK(msrt_router_subscribe(R, wb, (size_t)n, NULL, 0, &stable_ep, 3, NULL,
+                                &wide_ids[i], &e) == MSRT_E_OK);
+  }
   CHECK(msrt_router_subscribe(R, "agents.k1.id1.task", 18, NULL, 0, &stable_ep,
                               3, NULL, &stable_id, &e) == MSRT_E_OK);
   CHECK(msrt_router_subscribe(R, "agents.*.*.task", 15, NULL, 0, &stable_ep, 3,
@@ -193,9 +203,11 @@ static void run(uint32_t cache_slots) {
     total += res[i].matches;
   }
   long ch = atomic_load(&writer_changes);
-  printf("cache %s: %ld iterations (2 matches each) by %d readers, %ld writer changes, %.2f s\n",
-         cache_slots == UINT32_MAX ? "off" : "on", total, NREADERS, ch, s);
+  printf("cache %s%s: %ld iterations (2 matches each) by %d readers, %ld writer changes, %.2f s\n",
+         cache_slots == UINT32_MAX ? "off" : "on", wide ? ", wide node" : "", total, NREADERS, ch, s);
   CHECK(ch > 100);
+  for (int i = 0; wide && i < 300; i++)
+    CHECK(msrt_router_unsubscribe(R, wide_ids[i]) == MSRT_E_OK);
   CHECK(msrt_router_sub_count(R) == 3);
   CHECK(msrt_router_reclaim(R) == 0); /* no reader left: all garbage freed */
   msrt_router_stats st;
@@ -204,8 +216,9 @@ static void run(uint32_t cache_slots) {
   msrt_router_free(R);
 }
 
-static void test_readers_vs_writer(void) { run(0); }
-static void test_readers_vs_writer_nocache(void) { run(UINT32_MAX); }
+static void test_readers_vs_writer(void) { run(0, false); }
+static void test_readers_vs_writer_nocache(void) { run(UINT32_MAX, false); }
+static void test_readers_vs_writer_wide(void) { run(UINT32_MAX, true); }
 
 /* Readers registering and leaving while the writer changes things. */
 static void *flaky_reader(void *arg) {
@@ -249,4 +262,5 @@ static void test_reader_registration(void) {
 }
 
 TEST_MAIN(test_readers_vs_writer, test_readers_vs_writer_nocache,
+          test_readers_vs_writer_wide,
           test_reader_registration)

@@ -1,5 +1,6 @@
 /* Fuzz target "index": the subscription index (src/router/index.h): the
- * token trie with path copying, literal children past 8 (its hash table),
+ * token trie with path copying, literal children past 8 (its hash table)
+ * and, when the input's first byte is odd, past 3 (a HAMT, router/wide.h),
  * queue groups, ready flags and the per-snapshot match cache, driven by a
  * random sequence of subscribes, unsubscribes, set_ready and matches.
  *
@@ -170,7 +171,7 @@ static size_t live(const model *m) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fz_in in = {data, size};
-  msrt_router_opts opts = {0, 4};
+  msrt_router_opts opts = {0, 4, size && data[0] % 2 ? 3 : 0};
   model *m = calloc(1, sizeof *m);
   FUZZ_ASSERT(m);
   m->r = msrt_router_new(&opts);

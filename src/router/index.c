@@ -9,8 +9,13 @@
 #include "core/clock.h"
 #include "router/internal.h"
 #include "router/subject.h"
+#include "router/wide.h"
 
 #define LINEAR_MAX 8        /* literal children kept in a plain array */
+#define WIDE_AFTER 256      /* more literal children: a HAMT (router/wide.h);
+                               msrt_router_opts.wide_after's default */
+#define MASK_WIDE UINT32_MAX /* rt_node.mask of a node whose children are in
+                                its HAMT */
 #define CACHE_DEFAULT 16384 /* match cache slots per snapshot */
 #define CACHE_MAX_CANDS 64  /* bigger candidate sets are not cached */
 #define CACHE_PROBE 4       /* slots looked at per lookup / insert */
@@ -64,13 +69,15 @@ typedef struct {
 struct rt_node {
   rt_lit *lits; /* mask 0: a plain array of nlit entries, else a table */
   rt_node *star, *fwc;
+  rt_wide *wide; /* mask MASK_WIDE: the nlit children (lits has none) */
   uint32_t nlit, mask;
   uint32_t nsubs, ngroups, nmembers, toklen;
   char tok[]; /* NUL-terminated */
 };
 
+/* Inline literal slots (MASK_WIDE + 1u wraps to 0: a wide node has none). */
 static inline size_t node_slots(const rt_node *n) {
-  return n->mask ? n->mask + 1u : n->nlit;
+  return n->mask ? (uint32_t)(n->mask + 1u) : n->nlit;
 }
 static inline msrt_match_item *node_items(const rt_node *n) {
   return (msrt_match_item *)(n->lits + node_slots(n));
@@ -172,10 +179,13 @@ typedef struct {
   uint32_t n;
 } rt_span;
 
-/* Writer-side description of a node being rebuilt. */
+/* Writer-side description of a node being rebuilt: its literal children
+ * in lits, or (wide) in the HAMT wide. */
 typedef struct {
   rt_lit *lits;
   size_t nlit, litcap;
+  rt_wide *wide;
+  bool is_wide;
   msrt_match_item *items;
   size_t nsubs, subcap;
   rt_sub **qsubs;
@@ -244,6 +254,9 @@ struct msrt_router {
   rt_node **path, **built;
   size_t pathcap, builtcap;
   rt_spec spec;
+  uint32_t wide_after;
+  rt_wide_log wlog; /* HAMT nodes made and replaced by the change */
+  uint64_t built_bytes;
 };
 
 /* ---- small utilities ---------------------------------------------------- */
@@ -278,8 +291,23 @@ static inline bool lit_is(const rt_lit *l, const rt_tok *t) {
          (t->len <= 8 || rt_eq(l->child->tok + 8, t->p + 8, t->len - 8));
 }
 
+static inline bool tok_is(const rt_node *c, const rt_tok *t) {
+  return c->toklen == t->len && rt_eq(c->tok, t->p, t->len);
+}
+
+/* The child of a wide node for token t (t->hash computed); kept out of
+ * line, node_lit's other paths being the hot ones. */
+static __attribute__((noinline)) rt_node *wide_lit(const rt_wide *w,
+                                                   const rt_tok *t) {
+  uint32_t k = 0;
+  for (rt_node *const *c = rt_wide_find(w, t->hash, &k); c && k--; c++)
+    if (tok_is(*c, t)) return *c;
+  return NULL;
+}
+
 /* The literal child for token t; computes t->hash on first need. */
-static inline rt_node *node_lit(const rt_node *n, rt_tok *t) {
+static inline __attribute__((always_inline)) rt_node *node_lit(
+    const rt_node *n, rt_tok *t) {
   const rt_lit *l = n->lits;
   if (n->mask == 0) {
     for (uint32_t i = 0; i < n->nlit; i++)
@@ -287,6 +315,7 @@ static inline rt_node *node_lit(const rt_node *n, rt_tok *t) {
     return NULL;
   }
   if (!t->hash) t->hash = rt_hash(t->p, t->len);
+  if (n->mask == MASK_WIDE) return wide_lit(n->wide, t);
   for (uint32_t i = (uint32_t)t->hash & n->mask;; i = (i + 1) & n->mask) {
     if (!l[i].child) return NULL;
     if (l[i].hash == t->hash && lit_is(&l[i], t)) return l[i].child;
@@ -303,18 +332,26 @@ static rt_node *node_child(const rt_node *n, rt_tok *t) {
 static void spec_clear(rt_spec *s) {
   s->nlit = s->nsubs = s->nq = 0;
   s->star = s->fwc = NULL;
+  s->wide = NULL;
+  s->is_wide = false;
 }
 
 static bool spec_load(rt_spec *s, const rt_node *n) {
   spec_clear(s);
   if (!n) return true;
-  if (!GROW(s->lits, s->litcap, n->nlit + 1) ||
+  if (!GROW(s->lits, s->litcap, n->mask == MASK_WIDE ? 1 : n->nlit + 1) ||
       !GROW(s->items, s->subcap, n->nsubs + 1) ||
       !GROW(s->qsubs, s->qcap, n->nmembers + 1))
     return false;
-  size_t slots = node_slots(n);
-  for (size_t i = 0; i < slots; i++)
-    if (n->lits[i].child) s->lits[s->nlit++] = n->lits[i];
+  if (n->mask == MASK_WIDE) { /* shared, edited by path copying */
+    s->wide = n->wide;
+    s->is_wide = true;
+    s->nlit = n->nlit;
+  } else {
+    size_t slots = node_slots(n);
+    for (size_t i = 0; i < slots; i++)
+      if (n->lits[i].child) s->lits[s->nlit++] = n->lits[i];
+  }
   cpy(s->items, node_items(n), n->nsubs * sizeof *s->items);
   s->nsubs = n->nsubs;
   cpy(s->qsubs, node_members(n), n->nmembers * sizeof *s->qsubs);
@@ -328,8 +365,33 @@ static bool spec_empty(const rt_spec *s) {
   return !s->nlit && !s->nsubs && !s->nq && !s->star && !s->fwc;
 }
 
-/* Point the child for token t at c (NULL removes it). */
-static bool spec_set_child(rt_spec *s, const rt_tok *t, rt_node *c) {
+/* Point a wide spec's child for token t at c (NULL removes it): the HAMT
+ * path to t is copied, the rest shared. */
+static bool wide_set_child(rt_spec *s, const rt_tok *t, rt_node *c,
+                           rt_wide_log *log) {
+  const rt_node *old = wide_lit(s->wide, t);
+  if (!old && !c) return true;
+  if (!rt_wide_edit(s->wide, t->hash, old, c, &s->wide, log)) return false;
+  s->nlit += !old ? 1 : !c ? (size_t)-1 : 0;
+  if (!s->nlit) s->is_wide = false;
+  return true;
+}
+
+/* A spec past wide_after literal children moves them into a HAMT. */
+static bool spec_widen(rt_spec *s, rt_wide_log *log) {
+  rt_wide *w = NULL;
+  for (size_t i = 0; i < s->nlit; i++)
+    if (!rt_wide_edit(w, s->lits[i].hash, NULL, s->lits[i].child, &w, log))
+      return false;
+  s->wide = w;
+  s->is_wide = true;
+  return true;
+}
+
+/* Point the child for token t at c (NULL removes it); past wide_after
+ * literal children the spec becomes wide. */
+static bool spec_set_child(rt_spec *s, const rt_tok *t, rt_node *c,
+                           uint32_t wide_after, rt_wide_log *log) {
   if (t->kind == MSRT_TOKEN_PWC) {
     s->star = c;
     return true;
@@ -338,6 +400,7 @@ static bool spec_set_child(rt_spec *s, const rt_tok *t, rt_node *c) {
     s->fwc = c;
     return true;
   }
+  if (s->is_wide) return wide_set_child(s, t, c, log);
   for (size_t i = 0; i < s->nlit; i++) {
     rt_lit *l = &s->lits[i];
     if (lit_is(l, t)) {
@@ -349,30 +412,36 @@ static bool spec_set_child(rt_spec *s, const rt_tok *t, rt_node *c) {
   if (!c) return true;
   if (!GROW(s->lits, s->litcap, s->nlit + 1)) return false;
   s->lits[s->nlit++] = (rt_lit){t->pre, t->hash, t->len, c};
-  return true;
+  return s->nlit <= wide_after || spec_widen(s, log);
 }
 
 
-static rt_node *node_build(const rt_spec *s, const char *tok, uint32_t toklen) {
+/* A node of the spec (queue-group members in s->qsubs lie together by
+ * group, as op_add keeps them); *bytes grows by its size. */
+static rt_node *node_build(const rt_spec *s, const char *tok, uint32_t toklen,
+                           uint64_t *bytes) {
   size_t nlit = s->nlit;
   uint32_t mask = 0;
   size_t slots = nlit;
-  if (nlit > LINEAR_MAX) {
+  if (s->is_wide) {
+    slots = 0;
+    mask = MASK_WIDE;
+  } else if (nlit > LINEAR_MAX) {
     slots = pow2_at_least(nlit * 2);
     mask = (uint32_t)slots - 1;
   }
   size_t ngroups = 0;
-  for (size_t i = 0; i < s->nq; i++) {
-    size_t j = 0;
-    while (j < i && s->qsubs[j]->q != s->qsubs[i]->q) j++;
-    if (j == i) ngroups++;
-  }
+  for (size_t i = 0; i < s->nq; i++)
+    if (i == 0 || s->qsubs[i]->q != s->qsubs[i - 1]->q) ngroups++;
   size_t size = ALIGN8(sizeof(rt_node) + toklen + 1) + slots * sizeof(rt_lit) +
                 s->nsubs * sizeof(msrt_match_item) +
                 ngroups * sizeof(rt_group) + s->nq * sizeof(rt_sub *);
-  rt_node *n = aligned_alloc(64, (size + 63) & ~(size_t)63);
+  size = (size + 63) & ~(size_t)63;
+  rt_node *n = aligned_alloc(64, size);
   if (!n) return NULL;
+  *bytes += size;
   n->lits = (rt_lit *)((char *)n + ALIGN8(sizeof(rt_node) + toklen + 1));
+  n->wide = s->is_wide ? s->wide : NULL;
   n->star = s->star;
   n->fwc = s->fwc;
   n->nlit = (uint32_t)nlit;
@@ -383,14 +452,14 @@ static rt_node *node_build(const rt_spec *s, const char *tok, uint32_t toklen) {
   n->toklen = toklen;
   if (toklen) memcpy(n->tok, tok, toklen);
   n->tok[toklen] = 0;
-  if (mask) {
+  if (mask && mask != MASK_WIDE) {
     memset(n->lits, 0, slots * sizeof(rt_lit));
     for (size_t i = 0; i < nlit; i++) {
       uint32_t k = (uint32_t)s->lits[i].hash & mask;
       while (n->lits[k].child) k = (k + 1) & mask;
       n->lits[k] = s->lits[i];
     }
-  } else {
+  } else if (!mask) {
     cpy(n->lits, s->lits, nlit * sizeof(rt_lit));
   }
   cpy(node_items(n), s->items, s->nsubs * sizeof(msrt_match_item));
@@ -399,16 +468,9 @@ static rt_node *node_build(const rt_spec *s, const char *tok, uint32_t toklen) {
   uint32_t g = 0, m = 0;
   for (size_t i = 0; i < s->nq; i++) {
     rt_qstate *q = s->qsubs[i]->q;
-    size_t j = 0;
-    while (j < i && s->qsubs[j]->q != q) j++;
-    if (j < i) continue; /* group already laid out */
-    groups[g] = (rt_group){q, m, 0};
-    for (size_t k = i; k < s->nq; k++)
-      if (s->qsubs[k]->q == q) {
-        members[m++] = s->qsubs[k];
-        groups[g].n++;
-      }
-    g++;
+    if (i == 0 || q != s->qsubs[i - 1]->q) groups[g++] = (rt_group){q, m, 0};
+    members[m++] = s->qsubs[i];
+    groups[g - 1].n++;
   }
   return n;
 }
@@ -524,6 +586,10 @@ static void map_del(msrt_router *r, uint64_t id) {
 
 /* ---- router -------------------------------------------------------------- */
 
+static uint64_t child_hash(const rt_node *c) {
+  return rt_hash(c->tok, c->toklen);
+}
+
 msrt_router *msrt_router_new(const msrt_router_opts *opts) {
   msrt_router *r = aligned_alloc(64, (sizeof *r + 63) & ~(size_t)63);
   if (!r) return NULL;
@@ -538,9 +604,12 @@ msrt_router *msrt_router_new(const msrt_router_opts *opts) {
   pthread_mutex_init(&r->mu, NULL);
   r->next_id = 1;
   atomic_init(&r->epoch, 1);
+  r->wlog.hash_of = child_hash;
+  r->wide_after = opts && opts->wide_after ? opts->wide_after : WIDE_AFTER;
   rt_spec empty = {0};
   rt_snap *s = calloc(1, sizeof *s);
-  rt_node *root = s && r->acct ? node_build(&empty, "", 0) : NULL;
+  rt_node *root = s && r->acct ? node_build(&empty, "", 0, &r->built_bytes)
+                                : NULL;
   if (!root) {
     free(s);
     msrt_account_free(r->acct);
@@ -568,6 +637,11 @@ static void reader_release(msrt_reader *rd) {
   free(rd);
 }
 
+static void stack_child(rt_node *child, void *ud) {
+  rt_node ***top = ud;
+  *(*top)++ = child;
+}
+
 static void trie_free(rt_node *root) {
   rt_node **stack = NULL;
   size_t n = 0, cap = 0;
@@ -576,9 +650,15 @@ static void trie_free(rt_node *root) {
   while (n) {
     rt_node *x = stack[--n];
     size_t slots = node_slots(x);
-    if (!GROW(stack, cap, n + slots + 2)) break;
+    if (!GROW(stack, cap, n + slots + x->nlit + 2)) break;
     for (size_t i = 0; i < slots; i++)
       if (x->lits[i].child) stack[n++] = x->lits[i].child;
+    if (x->mask == MASK_WIDE) {
+      rt_node **top = stack + n;
+      rt_wide_each(x->wide, stack_child, &top);
+      n = (size_t)(top - stack);
+      rt_wide_free(x->wide);
+    }
     if (x->star) stack[n++] = x->star;
     if (x->fwc) stack[n++] = x->fwc;
     free(x);
@@ -614,6 +694,8 @@ void msrt_router_free(msrt_router *r) {
   free(r->spec.lits);
   free(r->spec.items);
   free(r->spec.qsubs);
+  free(r->wlog.made);
+  free(r->wlog.gone);
   msrt_account_free(r->acct); /* and the shards of the readers above */
   pthread_mutex_destroy(&r->mu);
   free(r);
@@ -702,9 +784,15 @@ static inline void item_of(msrt_match_item *it, const rt_sub *s,
 }
 
 static bool op_add(rt_spec *s, rt_sub *sub) {
-  if (sub->q) {
+  if (sub->q) { /* after its group's last member: groups lie together */
     if (!GROW(s->qsubs, s->qcap, s->nq + 1)) return false;
-    s->qsubs[s->nq++] = sub;
+    size_t at = s->nq;
+    while (at > 0 && s->qsubs[at - 1]->q != sub->q) at--;
+    if (at == 0) at = s->nq;
+    memmove(s->qsubs + at + 1, s->qsubs + at,
+            (s->nq - at) * sizeof *s->qsubs);
+    s->qsubs[at] = sub;
+    s->nq++;
   } else {
     if (!GROW(s->items, s->subcap, s->nsubs + 1)) return false;
     item_of(&s->items[s->nsubs++], sub, 0);
@@ -746,28 +834,41 @@ static rt_node *rebuild(msrt_router *r, size_t nt, leaf_op op, rt_sub *sub) {
       !GROW(r->garb, r->gcap, r->glen + r->npend + nt + 4))
     return NULL;
   rt_spec *s = &r->spec;
+  rt_wide_log *log = &r->wlog;
+  log->nmade = log->ngone = 0;
+  log->bytes = 0;
   rt_node *nn = NULL;
   for (size_t i = nt + 1; i-- > 0;) {
     if (!spec_load(s, path[i])) goto fail;
     if (i == nt) {
       if (!op(s, sub)) goto fail;
-    } else if (!spec_set_child(s, &r->wtoks[i], nn)) {
+    } else if (!spec_set_child(s, &r->wtoks[i], nn, r->wide_after, log)) {
       goto fail;
     }
     if (i > 0 && spec_empty(s)) {
       nn = NULL;
     } else {
       const rt_tok *t = i ? &r->wtoks[i - 1] : NULL;
-      nn = node_build(s, t ? t->p : "", t ? t->len : 0);
+      nn = node_build(s, t ? t->p : "", t ? t->len : 0, &r->built_bytes);
       if (!nn) goto fail;
       built[nb++] = nn;
     }
   }
+  /* Room for the replaced HAMT nodes too (commit must not fail). */
+  if (!GROW(r->pend, r->pendcap, r->npend + nt + 4 + log->ngone) ||
+      !GROW(r->garb, r->gcap, r->glen + r->npend + nt + 4 + log->ngone))
+    goto fail;
   for (size_t i = 0; i <= nt; i++)
     if (path[i]) r->pend[r->npend++] = (rt_garb){0, path[i], free};
+  for (size_t i = 0; i < log->ngone; i++)
+    r->pend[r->npend++] = (rt_garb){0, log->gone[i], free};
+  r->built_bytes += log->bytes;
+  log->bytes = 0;
   return nn;
 fail:
   while (nb) free(built[--nb]);
+  while (log->nmade) free(log->made[--log->nmade]);
+  log->ngone = 0;
   return NULL;
 }
 
@@ -937,6 +1038,13 @@ size_t msrt_router_sub_count(msrt_router *r) {
 
 uint64_t msrt_router_version(msrt_router *r) {
   return atomic_load_explicit(&r->version, memory_order_relaxed);
+}
+
+uint64_t msrt_router_built_bytes(msrt_router *r) {
+  pthread_mutex_lock(&r->mu);
+  uint64_t n = r->built_bytes;
+  pthread_mutex_unlock(&r->mu);
+  return n;
 }
 
 size_t msrt_router_reclaim(msrt_router *r) {

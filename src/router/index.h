@@ -3,16 +3,22 @@
  *
  * Structure. The subscriptions live in a token trie: each node has its
  * literal children (a linear array up to 8, compared by length and first 8
- * bytes; an open-addressing hash table above), a '*' child and a '>' child,
- * and the subscriptions whose pattern ends there: plain ones (stored as
- * ready-made match items) and queue-group members. A node is one 64-byte
- * aligned allocation. The whole trie is an immutable snapshot (the routing
- * table sits behind its own atomic pointer, reclaimed the same way). A
- * change (subscribe,
- * unsubscribe) runs under one writer mutex, copies the nodes on the path
- * from the root to the changed node (path copying: O(depth x fan-out), the
- * rest is shared), and publishes the new root with an atomic pointer swap.
- * Readers never take a lock and never see a half-made change.
+ * bytes; an open-addressing hash table up to `wide_after`, 256 by default;
+ * past that a persistent hash array mapped trie of its own, router/wide.h),
+ * a '*' child and a '>' child, and the subscriptions whose pattern ends
+ * there: plain ones (stored as ready-made match items) and queue-group
+ * members (together by group). A node is one 64-byte aligned allocation
+ * (a wide node's HAMT apart). The whole trie is an immutable snapshot (the
+ * routing table sits behind its own atomic pointer, reclaimed the same
+ * way). A change (subscribe, unsubscribe) runs under one writer mutex,
+ * copies the nodes on the path from the root to the changed node (path
+ * copying; in a wide node only the HAMT's path to the child, 256 bytes a
+ * level, so N subscriptions under one prefix cost O(N log N), not O(N^2);
+ * the rest is shared), and publishes the new root with an atomic pointer
+ * swap. Readers never take a lock and never see a half-made change. Still
+ * copied whole: the subscriptions of the changed node itself (N
+ * subscriptions to one same subject cost O(N^2) bytes copied, 32 per plain
+ * one; the per-client caps of README "Limits" bound them).
  *
  * Match cache. Each snapshot has a bounded, lock-free cache from a subject
  * to its candidates (plain subscriptions and queue-group member lists; not
@@ -73,6 +79,10 @@ typedef struct {
   uint32_t cache_slots; /* match cache slots per snapshot, rounded up to a
                            power of two; 0 = default (16384); UINT32_MAX =
                            no cache */
+  uint32_t wide_after;  /* literal children past which a node keeps them in
+                           a HAMT (router/wide.h) rather than a table copied
+                           whole on each change; 0 = default (256); tests
+                           and fuzzing set it low */
 } msrt_router_opts;
 
 /* Make a router. opts may be NULL (defaults). Returns NULL when out of
@@ -117,7 +127,8 @@ void msrt_router_reader_leave(msrt_reader *rd);
  * The subscription starts ready. Returns MSRT_E_OK; MSRT_E_INVALID_SUBJECT
  * (bad pattern or queue name, message from subject.h); MSRT_E_NOMEM.
  * Visible to every match that starts after it returns. Thread-safe (writer
- * mutex); O(depth x fan-out) plus reclamation of older garbage. */
+ * mutex); O(depth x min(fan-out, wide_after) + the changed node's
+ * subscriptions) plus reclamation of older garbage. */
 msrt_code msrt_router_subscribe(msrt_router *r, const char *pattern,
                                 size_t plen, const char *queue, size_t qlen,
                                 void *endpoint, uint32_t kind, void *ud,
@@ -163,6 +174,13 @@ msrt_code msrt_router_set_ready(msrt_router *r, uint64_t sub_id, bool ready);
  * grows by one per change). Thread-safe. */
 size_t msrt_router_sub_count(msrt_router *r);
 uint64_t msrt_router_version(msrt_router *r);
+
+/* Bytes the writer has allocated for the trie's nodes since the router was
+ * made (cumulative; HAMT nodes of wide nodes included): the copying work of
+ * the changes, which a test reads to check that one change copies
+ * O(depth x log(fan-out)) and not the whole width of a node. Thread-safe
+ * (writer mutex). */
+uint64_t msrt_router_built_bytes(msrt_router *r);
 
 /* Free garbage no reader can reach any more (also done after each change).
  * Returns the number of objects still waiting. Thread-safe (writer mutex). */
