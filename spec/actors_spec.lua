@@ -363,6 +363,27 @@ describe("messages between actors and the hub", function()
     end)
   end)
 
+  -- (src/lua/astate.h: table, io, os, math and bit are opened on first use)
+  it("open an actor's libraries on first use: by global or require, the same table", function()
+    drive(function()
+      local done = collector("t.libs.done")
+      assert(spawn {
+        name = "t_libs", subscribe = "t.libs.go",
+        init = function(ctx)
+          local t = {}
+          table.insert(t, "a")
+          ctx.same = require("table") == table and require("math") == math and package.loaded.table == table
+          ctx.text = table.concat(t, ",") .. "," .. math.floor(2.5) .. "," .. bit.band(6, 3) .. "," .. type(os.time()) .. "," .. type(io.write)
+        end,
+        handle = function(ctx) ctx:publish("t.libs.done", { same = ctx.same, text = ctx.text }) end,
+      })
+      assert(msrt.publish("t.libs.go", 1))
+      assert.is_true(done.wait(1), "the actor did not answer")
+      assert.are.same({ same = true, text = "a,2,2,number,function" }, done.data()[1])
+      done.close()
+    end)
+  end)
+
   it("keep per-sender order: several actor senders and the hub to one receiver", function()
     local SENDERS, N = 4, 20000
     drive(function()

@@ -48,6 +48,7 @@ static void *state_alloc(void *ud, void *p, size_t osize, size_t nsize) {
 }
 
 static const luaL_Reg lazy_libs[] = {
+    {LUA_TABLIBNAME, luaopen_table},
     {LUA_IOLIBNAME, luaopen_io},   {LUA_OSLIBNAME, luaopen_os},
     {LUA_MATHLIBNAME, luaopen_math}, {LUA_BITLIBNAME, luaopen_bit},
     {LUA_JITLIBNAME, luaopen_jit},   {NULL, NULL}};
@@ -140,7 +141,6 @@ static int setup_state(lua_State *L) {
   const paths *p = lua_touserdata(L, 1);
   open_lib(L, luaopen_base, "");
   open_lib(L, luaopen_package, LUA_LOADLIBNAME);
-  open_lib(L, luaopen_table, LUA_TABLIBNAME);
   open_lib(L, luaopen_string, LUA_STRLIBNAME);
   setup_package(L, p->path, p->cpath);
   lua_createtable(L, 0, 1);

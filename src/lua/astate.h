@@ -8,10 +8,11 @@
  *    in the kernel). A custom allocator needs LuaJIT's GC64 mode (the x64
  *    default); without it lua_newstate returns NULL, reported as out of
  *    memory.
- *  - base, package, table and string are opened at once; io, os, math and
- *    bit (8.6 KB together) and jit (whose CPU detection alone costs ~23 us
- *    per state on this machine kind; opening it turns the JIT on) are
- *    opened on the first read of their global or on require: _G has a
+ *  - base, package and string are opened at once; table, io, os, math
+ *    and bit (11.3 KB together; table 2.7 KB, which an idle actor's
+ *    own code does not use) and jit (whose CPU detection alone costs
+ *    ~23 us per state on this machine kind; opening it turns the JIT on)
+ *    are opened on the first read of their global or on require: _G has a
  *    metatable whose __index opens them, removed once all are open. So
  *    rawget(_G, "io") is nil until then, and a module that replaces _G's
  *    metatable (strict.lua) should first touch the libraries it uses.
