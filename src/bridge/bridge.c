@@ -96,15 +96,20 @@ int msrt_bridge_store_patterns(msrt_bridge *b, const char *const *p, size_t n,
 static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m,
                    void *closure) {
   (void)nc, (void)sub;
-  bkey *k = closure;
-  msrt_bridge_import(k->b, k->key, k->queue, m);
+  msrt_bridge_import(closure, m);
   natsMsg_Destroy(m);
+}
+
+static void key_free(bkey *k) {
+  msrt_sbuf_free(&k->scratch_h);
+  msrt_sbuf_free(&k->scratch_d);
+  free(k);
 }
 
 static void key_done(void *closure) {
   bkey *k = closure;
   atomic_fetch_sub(&k->b->live_subs, 1);
-  free(k);
+  key_free(k);
 }
 
 static void note_error(msrt_bridge *b, const char *what, natsStatus s) {
@@ -173,7 +178,7 @@ static void changed(void *ud, uint32_t key, const char *pattern,
       if ((*at)->key == key) {
         bkey *k = *at;
         *at = k->next;
-        if (!key_unsubscribe(b, k)) free(k);
+        if (!key_unsubscribe(b, k)) key_free(k);
         break;
       }
   }
@@ -456,7 +461,7 @@ void msrt_bridge_close(msrt_bridge *b) {
   pthread_mutex_lock(&b->mu);
   for (bkey *k = b->keys, *n; k; k = n) {
     n = k->next;
-    if (!key_unsubscribe(b, k)) free(k);
+    if (!key_unsubscribe(b, k)) key_free(k);
   }
   b->keys = NULL;
   pthread_mutex_unlock(&b->mu);

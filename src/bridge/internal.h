@@ -8,6 +8,7 @@
 
 #include "bridge/bridge.h"
 #include "bus/endpoint.h"
+#include "proc/codec.h"
 
 #define MSRT_BRIDGE_PATTERNS_MAX 64
 
@@ -21,6 +22,10 @@ typedef struct bkey {
   uint32_t key;
   natsSubscription *sub; /* NULL: not covered, or subscribing failed */
   char *queue;           /* NULL: plain */
+  /* what one imported message's headers and data are written into on
+   * their way to an envelope, kept from one message to the next (libnats
+   * calls a subscription's handler for one message at a time) */
+  msrt_sbuf scratch_h, scratch_d;
   char pattern[];
 } bkey;
 
@@ -57,10 +62,9 @@ static inline void msrt_bridge_add(msrt_bridge *b, unsigned cls,
 /* The export endpoint's class (wire.c): the object is the bridge. */
 extern const msrt_endpoint_class msrt_bridge_export_class;
 
-/* A message from NATS for interest key `key` (queue group `queue`, NULL
- * for plain) into the bus (wire.c); libnats' delivery thread. */
-void msrt_bridge_import(msrt_bridge *b, uint32_t key, const char *queue,
-                        natsMsg *m);
+/* A message from NATS for interest key k into the bus (wire.c); libnats'
+ * delivery thread of k's subscription. */
+void msrt_bridge_import(bkey *k, natsMsg *m);
 
 /* e as a NATS message with reply (NULL: none) into *out (the caller
  * destroys it): its data and headers as on the wire (bridge.h); stored: a

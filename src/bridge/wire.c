@@ -260,8 +260,29 @@ static bool names(const char *list, const char *q) {
   return false;
 }
 
-void msrt_bridge_import(msrt_bridge *b, uint32_t key, const char *queue,
-                        natsMsg *m) {
+/* m as an envelope with reply, its headers and data written through h and
+ * data (reset here, kept allocated), or NULL with err. */
+static msrt_envelope *wire_in(msrt_bridge *b, natsMsg *m, const char *reply,
+                              msrt_sbuf *h, msrt_sbuf *data,
+                              msrt_error *err) {
+  const char *subject = natsMsg_GetSubject(m);
+  bool json;
+  msrt_sbuf_reset(h);
+  msrt_sbuf_reset(data);
+  int priority = import_headers(m, h, &json);
+  import_data(m, json, data);
+  if (h->oom || data->oom) {
+    msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+    return NULL;
+  }
+  return msrt_bus_make(b->bus, subject, strlen(subject), reply,
+                       reply ? strlen(reply) : 0, h->len ? h->p : NULL,
+                       h->len, data->p, data->len, priority, 0, err);
+}
+
+void msrt_bridge_import(bkey *k, natsMsg *m) {
+  msrt_bridge *b = k->b;
+  const char *queue = k->queue;
   const char *subject = natsMsg_GetSubject(m), *reply = natsMsg_GetReply(m);
   unsigned cls = msrt_bus_class(b->bus, subject, strlen(subject));
   msrt_bridge_add(b, cls, MSRT_BRIDGE_IMPORTED, 1);
@@ -278,27 +299,18 @@ void msrt_bridge_import(msrt_bridge *b, uint32_t key, const char *queue,
     return;
   }
   msrt_error err;
-  msrt_envelope *e = msrt_bridge_wire_in(b, m, reply, &err);
+  msrt_envelope *e = wire_in(b, m, reply, &k->scratch_h, &k->scratch_d, &err);
   if (e) { /* a refusal is counted by the bus */
     size_t delivered;
-    msrt_bus_publish_key(b->bus, e, key, &delivered, &err);
+    msrt_bus_publish_key(b->bus, e, k->key, cls, &delivered, &err);
     msrt_env_unref(e);
   }
 }
 
 msrt_envelope *msrt_bridge_wire_in(msrt_bridge *b, natsMsg *m,
                                    const char *reply, msrt_error *err) {
-  const char *subject = natsMsg_GetSubject(m);
   msrt_sbuf h = {0}, data = {0};
-  bool json;
-  int priority = import_headers(m, &h, &json);
-  import_data(m, json, &data);
-  msrt_envelope *e = NULL;
-  if (!h.oom && !data.oom)
-    e = msrt_bus_make(b->bus, subject, strlen(subject), reply,
-                      reply ? strlen(reply) : 0, h.len ? h.p : NULL, h.len,
-                      data.p, data.len, priority, 0, err);
-  else msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+  msrt_envelope *e = wire_in(b, m, reply, &h, &data, err);
   msrt_sbuf_free(&h);
   msrt_sbuf_free(&data);
   return e;

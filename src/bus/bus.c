@@ -579,9 +579,9 @@ static bool skip_other_key(const msrt_match_item *m, void *ud) {
 }
 
 msrt_code msrt_bus_publish_key(msrt_bus *bus, msrt_envelope *e, uint32_t key,
-                               size_t *delivered, msrt_error *err) {
+                               unsigned cls, size_t *delivered,
+                               msrt_error *err) {
   *delivered = 0;
-  unsigned cls = msrt_bus_class(bus, e->subject, e->subject_len);
   msrt_reader *rd = msrt_bus_reader(bus);
   if (!rd) {
     refuse(bus, cls);

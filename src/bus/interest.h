@@ -43,7 +43,8 @@ void msrt_bus_set_interest(msrt_bus *bus, const msrt_interest_hook *hook);
  * update its key's interest. Returns MSRT_E_OK or MSRT_E_NOT_FOUND. */
 msrt_code msrt_bus_set_ready(msrt_bus *bus, uint64_t sub_id, bool ready);
 
-/* Publish env (the caller keeps its reference) to the subscriptions of
+/* Publish env (the caller keeps its reference; cls its subject's class,
+ * msrt_bus_class, which the caller has looked up) to the subscriptions of
  * interest key `key` only: its plain subscriptions matching the subject,
  * and one ready member of its queue group (full members skipped as
  * msrt_bus_publish does). No routing table applies: the subject is the one
@@ -55,7 +56,7 @@ msrt_code msrt_bus_set_ready(msrt_bus *bus, uint64_t sub_id, bool ready);
  * refuse too: the caller cannot wait), MSRT_E_RESOURCE_EXHAUSTED or
  * MSRT_E_NOMEM. */
 msrt_code msrt_bus_publish_key(msrt_bus *bus, msrt_envelope *env,
-                               uint32_t key, size_t *delivered,
+                               uint32_t key, unsigned cls, size_t *delivered,
                                msrt_error *err);
 
 /* The queue groups with a ready member on this host whose pattern matches
