@@ -1,8 +1,12 @@
 -- The NATS bridge's costs (README "Performance", "More than one host"), on
 -- one nats-server on loopback (Debian's, started here), same payloads:
---   1->1      msgs/s from one msrt host to another (a hub subscription
---             counting) against a libnats publisher and subscriber
---             (build/bench_nats_raw, two connections);
+--   1->1      msgs/s from one msrt host (msrt.publish from the hub, this
+--             process) to another (an actor counting on its workers)
+--             against a libnats publisher and subscriber (build/
+--             bench_nats_raw, two connections in one process, counting in
+--             libnats' delivery callback); the same strings both ways;
+--             libnats' pending limit per subscription 65,536 messages on
+--             msrt's side (pending_msgs), unlimited on raw's;
 --   queue     msgs/s into a queue group with members on 2 hosts, against
 --             2 libnats connections in one queue group;
 --   reqrep    msrt.request from one host to a responder on another (a
