@@ -8,9 +8,10 @@
 -- loop, ctx:publish, ctx:reply, ctx:stop and the exit. The rest of ctx
 -- (request, after, every, subscribe, log, ack, nak, in_progress, term, a
 -- durable publish), waiting on the sys lane and the FFI path taken at the
--- first message are lua/msrt/actor_ctx.lua, loaded (rt.more) the first
--- time one of them is needed: each line of bytecode here is memory in
--- every idle actor (README "Performance", RSS per idle actor).
+-- first message are lua/msrt/actor_ctx.lua, loaded (rt.more, which also
+-- adds the rt functions only it calls) the first time one of them is
+-- needed: each line of bytecode here is memory in every idle actor
+-- (README "Performance", RSS per idle actor).
 local rt, spec_s, id = ...
 local buffer = require "string.buffer"
 local encode, decode = buffer.encode, buffer.decode
@@ -105,7 +106,7 @@ end
 local stubs = {}
 local function load_more()
   if not more then
-    more = rt.more()({
+    more = rt.more(rt)({
       rt = rt, ctx = ctx, err = err, send = send, control = control,
       headers_of = headers_of, check_opts = check_opts, undecodable = undecodable,
       pop = pop, publish = publish, stopping = function() return stop_reason end,

@@ -188,6 +188,10 @@ void msrt_lactor_stop(msrt_actor *cell, const char *reason) {
 /* ---- the actor's state ------------------------------------------------ */
 
 int msrt_lactor_more(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  luaL_openlib(L, NULL, msrt_lactor_more_fns, 1);
   if (luaL_loadbuffer(L, setup.more, setup.more_len, "=actor_ctx"))
     return lua_error(L);
   return 1;

@@ -39,12 +39,16 @@ msrt_code msrt_lactor_add_sub(lactor *la, uint64_t id);
  * room waker waits that long before it runs (spec/actors_spec.lua). */
 unsigned msrt_lactor_room_waker_delay_ms(void);
 
-/* rt.more() -> the function of actor_ctx.lua's bytecode (a lua_CFunction;
- * raises when the state is out of memory). */
+/* rt.more(rt) -> the function of actor_ctx.lua's bytecode, with
+ * msrt_lactor_more_fns added to the table rt (a lua_CFunction, upvalue 1
+ * the record; raises when the state is out of memory). */
 int msrt_lactor_more(lua_State *L);
 
 /* The `rt` functions of an actor state, upvalue 1 the record (actor_rt.c),
- * NULL-terminated. */
+ * NULL-terminated: msrt_lactor_fns, which every state has (actor_boot.lua
+ * calls them), and msrt_lactor_more_fns, which rt.more adds (actor_ctx.lua
+ * calls them: an idle actor does without their closures). */
 extern const luaL_Reg msrt_lactor_fns[];
+extern const luaL_Reg msrt_lactor_more_fns[];
 
 #endif
