@@ -8,6 +8,13 @@
 -- does not offer (logging, completion, resources, prompts, sampling,
 -- elicitation, and progress or log notifications on a POST's stream);
 -- their names are printed.
+-- Its client scenarios run `msrt-lua spec/conformance/client.lua URL`
+-- (msrt.mcp.server{url} under a supervisor): initialize and tools_call
+-- pass; sse-retry asks for a GET stream resumed with Last-Event-ID after
+-- the server closes a POST's stream, which the client does not do (the
+-- call fails instead). Not run here: elicitation (the client offers no
+-- elicitation capability; ~15 s to time out) and the auth/ scenarios
+-- (no OAuth).
 local S = require "spec.support"
 
 local ROOT = (debug.getinfo(1, "S").source:sub(2):match("^(.*)/spec/[^/]*$")) or "."
@@ -17,8 +24,8 @@ local PASS = { "server-initialize", "ping", "tools-list", "tools-call-simple-tex
   "tools-call-audio", "tools-call-embedded-resource", "tools-call-mixed-content", "tools-call-error",
   "server-sse-multiple-streams", "dns-rebinding-protection" }
 
-describe("the MCP conformance suite's server scenarios", function()
-  it("pass against mcp serve --http for what it offers", function()
+describe("the MCP conformance suite", function()
+  it("its server scenarios pass against mcp serve --http for what it offers", function()
     local h = S.host({ "mcp", "serve", ROOT .. "/spec/conformance/policy.lua", "--http", ":0" })
     local url = h.wait("mcp serve: (http://127%.0%.0%.1:%d+/mcp)")
     assert(url, h.text())
@@ -35,5 +42,23 @@ describe("the MCP conformance suite's server scenarios", function()
     end
     for _, name in ipairs(PASS) do assert(passed[name], name .. " did not pass:\n" .. r.out) end
     io.stderr:write(("conformance: %d scenarios passed; not offered by mcp serve: %s\n"):format(#PASS, table.concat(failed, ", ")))
+  end)
+
+  it("its client scenarios pass against msrt.mcp.server{url} for what it does", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. S.quote(dir)) == 0)
+    local results = {}
+    for _, scenario in ipairs({ "initialize", "tools_call", "sse-retry" }) do
+      local r = S.run({ ROOT .. "/node_modules/@modelcontextprotocol/conformance/dist/index.js", "client",
+        "--command", S.exe .. " " .. ROOT .. "/spec/conformance/client.lua", "--scenario", scenario },
+        { exe = ROOT .. "/node_modules/.bin/node", cwd = dir, limit_s = 60 })
+      local out = r.out .. r.err
+      results[scenario] = out:find("OVERALL: PASSED", 1, true) ~= nil
+      io.stderr:write(("conformance client %s: %s\n"):format(scenario, results[scenario] and "passed" or
+        ("failed: " .. (out:match("Failed Checks:%s*(.-)\n%s*\n") or out:sub(-400)))))
+      if scenario ~= "sse-retry" then assert(results[scenario], scenario .. " did not pass:\n" .. out) end
+    end
+    os.execute("rm -rf " .. S.quote(dir))
   end)
 end)
