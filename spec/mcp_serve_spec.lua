@@ -41,6 +41,14 @@ return {
   return dir
 end
 
+-- The text of the file at path ("" when there is none yet).
+local function text_of(path)
+  local f = io.open(path)
+  local all = f and f:read("*a") or ""
+  if f then f:close() end
+  return all
+end
+
 local function inspect(policy, ...)
   local r = S.run({ "index.js", S.exe, "mcp", "serve", policy, ... }, { exe = "node", cwd = INSPECTOR, limit_s = 120 })
   return r, r.code == 0 and msrt.json.decode(r.out:match("(%b{})%s*$") or "") or nil
@@ -126,12 +134,7 @@ return { servers = { { name = "mc", cmd = { "python3", %q, %q } } },
           { timeout_ms = 30000 }, function(inbox) id = inbox end) }
       end)
       assert(S.wait_until(function() return id ~= nil and h:rpc_id(id) ~= nil end), "the call never went out")
-      local function sent_to_child()
-        local f = io.open(log)
-        local all = f and f:read("*a") or ""
-        if f then f:close() end
-        return all
-      end
+      local function sent_to_child() return text_of(log) end
       assert(S.wait_until(function() return sent_to_child():find("tools/call") ~= nil end, 20000))
       msrt.publish("served.rpc.notifications/cancelled", { requestId = h:rpc_id(id), reason = "spec" })
       assert(S.wait_until(function() return sent_to_child():find("notifications/cancelled") ~= nil end, 20000),
@@ -157,6 +160,35 @@ return { servers = { { name = "mc", cmd = { "python3", %q, %q } } },
       h:wait()
       assert(S.wait_until(function() return got ~= nil end), "the request was never ended")
       assert.are.equal("no_responders", got[2].code) -- ended by the server's exit
+    end, 60000)
+    os.remove(log)
+  end)
+
+  it("cancels the calls in flight at once when the client closes stdin (it went away)", function()
+    local log = os.tmpname()
+    local policy = S.file(([[
+return { servers = { { name = "mc", cmd = { "python3", %q, %q } } },
+  tools = { { name = "slow", server = "mc", tool = "slow" } } }
+]]):format(ROOT .. "/spec/mcp_child.py", log), ".lua")
+    local function sent_to_child() return text_of(log) end
+    S.drive(function()
+      local h = assert(msrt.process{ name = "served2", codec = "jsonrpc", rpc = "served2.rpc",
+        cmd = { S.exe, "mcp", "serve", policy }, inherit_env = { "PATH" } })
+      assert(msrt.request("served2.rpc.initialize", { protocolVersion = "2025-06-18", capabilities = {},
+        clientInfo = { name = "spec", version = "1" } }, { timeout_ms = 30000 }))
+      local got
+      msrt.after(0, function()
+        -- 600 steps of 100 ms: only a cancel ends it before the spec's bound
+        got = { msrt.request("served2.rpc.tools/call", { name = "slow", arguments = { steps = 600 } }, { timeout_ms = 90000 }) }
+      end)
+      assert(S.wait_until(function() return sent_to_child():find("tools/call") ~= nil end, 20000), "the call never reached the child")
+      h:close_stdin()
+      assert(S.wait_until(function() return sent_to_child():find("notifications/cancelled") ~= nil end, 20000),
+        "the MCP child was not told:\n" .. sent_to_child())
+      local rec = h:wait()
+      assert.is_true(rec.normal, rec.reason)
+      assert(S.wait_until(function() return got ~= nil end), "the request was never ended")
+      assert.is_nil(got[1]) -- no response to a cancelled request: ended by the exit
     end, 60000)
     os.remove(log)
   end)

@@ -81,6 +81,12 @@ end
 
 -- ---- the session ----------------------------------------------------------
 
+--- How long a client's going away waits for the MCP children to exit
+-- after their stdin closed (ms), before the host stops them.
+M.GONE_GRACE_MS = 2000
+
+local servers_sup -- the supervisor of the policy's servers (start_fleet)
+
 local S = {}
 S.__index = S
 
@@ -138,7 +144,7 @@ function S:call(id, p)
   if t.subject then
     r, err = hub.request(t.subject, args, { timeout_ms = t.timeout_ms or 60000 }, sent)
   else
-    local token = type(p._meta) == "table" and p._meta.progressToken
+    local token = type(p._meta) == "table" and p._meta.progressToken or nil
     local progress = token ~= nil and function(pr)
       self:send({ jsonrpc = "2.0", method = "notifications/progress",
         params = { progressToken = token, progress = pr.progress, total = pr.total, message = pr.message } })
@@ -163,6 +169,11 @@ function S:cancel(p)
   if inbox == nil and not self.calls[id] then return end -- done, or never asked
   self.cancelled[id] = true
   if inbox then hub.abandon(inbox, type(p.reason) == "string" and p.reason or "cancelled by the MCP client") end
+end
+
+-- Every call in flight cancelled, as by the client's notifications/cancelled.
+function S:cancel_all(why)
+  for id in pairs(self.calls) do self:cancel({ requestId = id, reason = why }) end
 end
 
 function S:list()
@@ -241,8 +252,15 @@ function S:read()
   local buf = {}
   local held = 0
   read_input(self, function(err, chunk)
-    if err or not chunk then -- the client is done: answer what it asked, then end
+    if err or not chunk then
       self.eof = true
+      -- a pipe or a terminal closed: the client went away, and what it
+      -- asked is cancelled at once (a file's end is only the end of what
+      -- it asked: that is answered, then the host ends)
+      if self.inp and next(self.calls) then
+        self.gone = true
+        self:cancel_all("the MCP client closed its input")
+      end
       if self.pending == 0 then self:finish() end
       return
     end
@@ -267,11 +285,47 @@ function S:read()
   end)
 end
 
+-- The MCP children of calls the client's going away cancelled hear it
+-- before the host stops them: once the cancellations have been handed
+-- on (a request through the hub inbox after them), each child's stdin is
+-- closed once its lines are written, and the host waits for the children
+-- to exit, at most M.GONE_GRACE_MS (MCP's stdio shutdown order: close
+-- the server's input, wait, then SIGTERM).
+local function let_children_hear(done)
+  local msrt = require "msrt"
+  local subject = "_mcp_serve.flush." .. assert(core.token()):gsub("[^%w]", "")
+  local sub = msrt.subscribe(subject, function(m) msrt.publish(m.reply, true) end)
+  msrt.request(subject, true, { timeout_ms = 1000 })
+  if sub then sub.unsubscribe() end
+  local left = 0
+  for _, k in ipairs(servers_sup and servers_sup:which_children() or {}) do
+    local h = k.handle
+    if h and h.close_stdin then
+      left = left + 1
+      h:on_exit(function()
+        left = left - 1
+        if left == 0 then done() end
+      end)
+      h:close_stdin()
+    end
+  end
+  if left == 0 then return done() end
+  msrt.after(M.GONE_GRACE_MS, done)
+end
+
 function S:finish(status)
   if self.closed then return end
   self.closed = true
   if self.inp and not self.inp:is_closing() then self.inp:close() end
-  local function stop() require("msrt").stop("normal", status or 0) end
+  local stopped = false
+  local function stop()
+    if stopped then return end
+    stopped = true
+    require("msrt").stop("normal", status or 0)
+  end
+  if self.gone then
+    return require("msrt").after(0, function() let_children_hear(stop) end)
+  end
   -- what is written goes out before the host stops (a write queued
   -- behind the shutdown could be cut)
   if self.out then return self.out:shutdown(stop) end
@@ -296,6 +350,7 @@ local function start_fleet(p)
     end
     local sup, err = msrt.supervisor{ name = "mcp_servers", children = children, intensity = 10, period_ms = 60000 }
     if not sup then return nil, err end
+    servers_sup = sup
   end
   return true
 end
