@@ -11,7 +11,11 @@
 -- - `initialize` opens a session: its response carries Mcp-Session-Id,
 --   which every later request must carry (400 without, 404 for one that
 --   is not open); DELETE /mcp with it ends the session (its calls in
---   flight are abandoned). GET /mcp is 405: this server sends nothing on
+--   flight are abandoned). A session with no request and no call in
+--   flight for the policy's session_idle_ms (default M.SESSION_IDLE_MS)
+--   is ended (404 after: the client initializes a new one). At most the
+--   policy's max_sessions (default M.MAX_SESSIONS) are open: an
+--   initialize past it is answered 503 with a JSON-RPC error. GET /mcp is 405: this server sends nothing on
 --   its own.
 -- - The Origin header, when present, must name a loopback host (403
 --   otherwise): the transport's guard against DNS rebinding. The listener
@@ -22,6 +26,7 @@
 -- body is at most mcp_serve.MAX_LINE bytes (413 past it). Hub thread only.
 -- @module msrt.mcp_http
 local core = require "msrt.core"
+local uv = require "luv"
 local json = require "msrt.json"
 local serve = require "msrt.mcp_serve"
 
@@ -29,13 +34,19 @@ local M = {}
 
 --- The path served.
 M.PATH = "/mcp"
---- Sessions open at once; an initialize past it is refused (503).
+--- Sessions open at once (a policy's max_sessions instead); an
+-- initialize past it is refused (503).
 M.MAX_SESSIONS = 256
+--- How long a session may stay idle (ms: no request, no call in flight;
+-- a policy's session_idle_ms instead): 30 minutes.
+M.SESSION_IDLE_MS = 30 * 60 * 1000
 
 local sessions = {}   -- Mcp-Session-Id -> session (mcp_serve.session)
 local nsessions = 0
 local exchanges = {}  -- exchange id -> {session, ids = {request id...}}
 local listener
+local limits = { max = M.MAX_SESSIONS, idle_ms = M.SESSION_IDLE_MS }
+local sweeper -- the luv timer ending idle sessions
 
 local function respond(id, status, type, body, hname, hvalue)
   listener:respond(id, status, type, body or "", hname, hvalue)
@@ -118,14 +129,19 @@ local function post(x, policy)
   local msgs = batch and m or { m }
   local init = not batch and type(m) == "table" and m.method == "initialize"
   if init then
-    if nsessions >= M.MAX_SESSIONS then return plain(x.id, 503, "too many MCP sessions open") end
+    if nsessions >= limits.max then
+      return rpc_error(x.id, 503, -32000, ("Service Unavailable: %d MCP sessions are open, the most this server takes;"
+        .. " retry later, or end one (DELETE)"):format(limits.max))
+    end
     local sid = assert(core.token()):gsub("[^%w]", "")
     sessions[sid], nsessions = serve.session(policy), nsessions + 1
+    sessions[sid].last_ms = uv.now()
     return run(x, sessions[sid], msgs, false, sid)
   end
   if x.header == "" then return rpc_error(x.id, 400, -32600, "Bad Request: Mcp-Session-Id header required") end
   local s = sessions[x.header]
   if not s then return rpc_error(x.id, 404, -32001, "Session not found") end
+  s.last_ms = uv.now()
   run(x, s, msgs, batch)
 end
 
@@ -145,6 +161,21 @@ local function on_exchange(policy, x)
     return respond(x.id, 200, "text/plain", "")
   end
   plain(x.id, 405, "method not allowed: POST and DELETE", "Allow", "POST, DELETE")
+end
+
+-- End each session idle for limits.idle_ms: no request since, and no
+-- call in flight (a call's end counts as its session's last use).
+local function sweep()
+  local now = uv.now()
+  local idle = {}
+  for sid, s in pairs(sessions) do
+    if next(s.calls) then s.last_ms = now
+    elseif now - s.last_ms >= limits.idle_ms then idle[#idle + 1] = sid end
+  end
+  for _, sid in ipairs(idle) do
+    close_session(sid)
+    core.log_line(("INFO mcp serve: session %s... ended after %d ms idle"):format(sid:sub(1, 6), limits.idle_ms))
+  end
 end
 
 -- A POST's client went away before its answer: its calls are abandoned.
@@ -167,6 +198,13 @@ function M.listen(addr, p)
     exchange = function(x) on_exchange(p, x) end, gone = on_gone } })
   if not l then return nil, err end
   listener = l
+  limits = { max = p.max_sessions or M.MAX_SESSIONS, idle_ms = p.session_idle_ms or M.SESSION_IDLE_MS }
+  -- idle sessions end within a quarter of the idle time (at most a minute) past it
+  local every = math.max(10, math.min(60000, math.floor(limits.idle_ms / 4)))
+  -- (it also holds the host up: the web listener alone does not, and a
+  -- policy may start no fleet)
+  sweeper = uv.new_timer()
+  sweeper:start(every, every, sweep)
   local ip = addr:match("^%[?([^%]]-)%]?:%d+$")
   if ip == "" then ip = "127.0.0.1" end
   io.stderr:write(("mcp serve: http://%s:%d%s\n"):format(ip:find(":") and "[" .. ip .. "]" or ip, l:port(), M.PATH))

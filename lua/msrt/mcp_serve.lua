@@ -43,6 +43,9 @@ local TOOL = {
 local POLICY = {
   name = schema.string, version = schema.string, instructions = schema.string, fleet = schema.string,
   servers = schema.list(schema.table), tools = schema.list(schema.fields(TOOL)),
+  -- --http only (lua/msrt/mcp_http.lua): sessions open at once, and how
+  -- long one may stay idle
+  max_sessions = schema.int(1), session_idle_ms = schema.int(1, nil, "ms"),
 }
 
 local function bad(path, msg) return nil, core.error("bad_config", path .. ":0: " .. msg, { file = path }) end
