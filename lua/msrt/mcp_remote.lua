@@ -22,10 +22,11 @@
 --   handle initializes a new one (the same initialize params, then
 --   notifications/initialized) and sends the request again, once (those
 --   sent meanwhile wait for it; a notification answered 404 is dropped);
--- - a transport failure (connection refused, reset, the server gone)
---   fails every request in flight at once (a 503 reply: no_responders,
---   naming the URL and libcurl's words) and ends the handle (its exit
---   abnormal): its supervisor restarts it within its intensity;
+-- - a request's transport failure (connection refused, reset, the server
+--   gone; a notification's is only logged) fails every request in flight
+--   at once (a 503 reply: no_responders, naming the URL and libcurl's
+--   words) and ends the handle (its exit abnormal): its supervisor
+--   restarts it within its intensity;
 -- - stopping it DELETEs the session (bounded by its shutdown), then it
 --   exits normally.
 -- Hub thread only.
@@ -179,7 +180,8 @@ local function on_post(h, m, key, retried, sent)
       end
     else -- done
       h.posts[key] = nil
-      if a then -- no answer: the server is gone
+      if a then -- no answer: the server is gone (a request's failure says so; a notification's is only noted)
+        if m.id == nil then return log(h, "warn", ("%s not delivered: %s"):format(tostring(m.method), a.message)) end
         return finish(h, ("the server at %s is gone: %s"):format(h.url, a.message), false)
       end
       if status == 404 and sent and m.method ~= "initialize" and not retried then return expired(h, m, sent) end
