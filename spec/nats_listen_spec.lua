@@ -110,6 +110,34 @@ describe("msrt.listen{nats = ...}", function()
     end)
   end)
 
+  it("answers a SUB past max_subscriptions as nats-server 2.9 does, byte for byte, and keeps the client", function()
+    local text = 'CONNECT {"verbose":false}\r\nSUB a 1\r\nSUB b 2\r\nSUB c 3\r\nPUB b 1\r\nx\r\n'
+      .. 'UNSUB 1\r\nSUB c 4\r\nPUB c 1\r\ny\r\nPING\r\n'
+    require("spec.nats_server").with({ config = "max_subscriptions: 2" }, function(ns)
+      local ns_port = tonumber(ns.url:match(":(%d+)$"))
+      C.drive(function()
+        local p = require("msrt.profile").current()
+        local l = assert(C.listen { nats = "127.0.0.1:0" })
+        require("msrt.listen").retune({ max_payload = p.max_payload,
+          connections = { max_subscriptions = 2 } })
+        local got = {}
+        for i, port in ipairs { ns_port, l:port() } do
+          local c = raw(port)
+          assert.truthy(c.wait_for("INFO .-\r\n"))
+          c.send(text)
+          assert.truthy(c.wait_for("PONG", true))
+          got[i] = c.text():gsub("^INFO [^\n]*\n", "")
+          assert.is_falsy(c.eof)
+          c.close()
+        end
+        require("msrt.listen").retune(p)
+        assert.are.equal("-ERR 'maximum subscriptions exceeded'\r\nMSG b 2 1\r\nx\r\nMSG c 4 1\r\ny\r\nPONG\r\n", got[1])
+        assert.are.equal(got[1], got[2])
+        l:close()
+      end)
+    end)
+  end)
+
   it("opens from the command line: --listen with every kind msrt.listen takes", function()
     local r = S.run({ "--listen", "nats=127.0.0.1:0,websocket=127.0.0.1:0,http=127.0.0.1:0",
       "-e", "os.exit(0)" }) -- a NATS listener keeps the host running

@@ -310,6 +310,8 @@ function ctx:after(ms, fn) return timer(ms, 0, fn, "after") end
 function ctx:every(ms, fn) return timer(ms, ms, fn, "every") end
 
 --- Subscribe this actor to more subjects. opts: queue.
+-- @return the subscription id | nil, err (invalid_subject;
+--   resource_exhausted when the actor holds the profile's max_subscriptions)
 function ctx:subscribe(pattern, opts)
   opts = check_opts(opts, "subscribe")
   local sid, serr = rt.subscribe(pattern, opts.queue)

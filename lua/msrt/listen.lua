@@ -5,8 +5,9 @@
 -- max_payload, and `connections`: keepalive_ms (a NATS PING this often; two
 -- unanswered end the client with -ERR 'Stale Connection'), backlog, max
 -- (clients at once), nodelay (TCP_NODELAY), max_pending (bytes held for a
--- client before it is a slow consumer) and write_deadline_ms (how long its
--- socket may refuse bytes before it is one).
+-- client before it is a slow consumer), write_deadline_ms (how long its
+-- socket may refuse bytes before it is one) and max_subscriptions (per
+-- client; past it a SUB gets -ERR 'maximum subscriptions exceeded').
 --
 -- The auth policy file (README "Authorisation") is a policy file like the
 -- others (msrt.policy: sandboxed, bounded, `--check`-able, reloaded when it
@@ -34,6 +35,7 @@ local function server_opts(p)
   return {
     max_payload = p.max_payload, ping_interval_ms = c.keepalive_ms,
     max_conns = c.max, max_pending = c.max_pending,
+    max_subs = c.max_subscriptions,
     write_deadline_ms = c.write_deadline_ms,
   }
 end

@@ -29,6 +29,7 @@ M.schema = {
   shutdown_timeout_ms = int(0, 3600000),   -- graceful shutdown budget
   max_payload = int(1, 1073741824, "bytes"),  -- NATS' max_payload, default 1 MiB
   max_subject = int(16, 65536, "bytes"),
+  max_subscriptions = int(1, 1000000000),  -- held by one actor; more ctx:subscribe: resource_exhausted
   max_line_bytes = int(1024, 1073741824, "bytes"), -- JSON-lines framing
   gc = schema.fields{
     pause = int(10, 1000),                 -- LuaJIT setpause, per actor state
@@ -58,6 +59,7 @@ M.schema = {
     idle_timeout_ms = int(1, 3600000),     -- no byte in, or the answer not taken, for this long: closed
     max_pending = int(1024, 2^40, "bytes"), -- held for one NATS client before it is a slow consumer
     write_deadline_ms = int(1, 3600000),   -- a NATS client's socket refusing bytes this long: slow consumer
+    max_subscriptions = int(0, 1000000000), -- held by one NATS client; 0 = no limit (nats-server's default)
   },
 }
 
@@ -215,14 +217,15 @@ end
 -- Fields a reload applies while the runtime runs (msrt_rt_tune); the
 -- others need a restart.
 local LIVE = { batch = true, spin_us = true, mailbox_capacity = true, mailbox_bytes = true,
-  stdin_bytes = true, gc = true, connections = true }
+  stdin_bytes = true, gc = true, connections = true, max_subscriptions = true }
 
 local same = schema.same
 
 --- Apply a reloaded profile t (resolved): the live fields (batch, spin_us,
 -- mailbox_capacity and mailbox_bytes for actors made from now on,
 -- stdin_bytes for processes made from now on, gc for actor states made
--- from now on) take effect; the others stay as they are.
+-- from now on, max_subscriptions for every ctx:subscribe from now on,
+-- connections) take effect; the others stay as they are.
 -- @return true, and the sorted names of the changed fields that need a
 --   restart
 function M.reload_apply(t)

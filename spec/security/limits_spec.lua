@@ -96,3 +96,38 @@ describe("security: drop notices", function()
     end)
   end)
 end)
+
+describe("security: subscriptions an actor holds", function()
+  it("an actor's ctx:subscribe past the profile's max_subscriptions gets resource_exhausted; what it holds still works", function()
+    drive(function()
+      local cap = require("msrt.profile").current().max_subscriptions
+      assert.are.equal(1000, cap) -- the default profile's (README "Tuning profiles")
+      local out = collector("subcap.out")
+      assert(spawn { name = "subcap", subscribe = "subcap.go",
+        handle = function(ctx, msg)
+          if msg.subject ~= "subcap.go" then
+            ctx:publish("subcap.out", msg.subject)
+            return
+          end
+          local made, err = 0, nil
+          for i = 1, 2000 do
+            local sid, e = ctx:subscribe("subcap.n." .. i)
+            if not sid then err = e break end
+            made = made + 1
+          end
+          ctx:publish("subcap.out", { made = made, code = err and err.code, message = err and err.message })
+        end })
+      assert.is_true(msrt.publish("subcap.go", true))
+      assert.is_true(out.wait(1))
+      local r = out.msgs[1].data
+      -- its spec's subscription and those it made: cap in all
+      assert.are.equal(cap - 1, r.made)
+      assert.are.equal("resource_exhausted", r.code)
+      assert.matches("max_subscriptions", r.message, 1, true)
+      assert.is_true(msrt.publish("subcap.n." .. (cap - 1), true))
+      assert.is_true(out.wait(2))
+      assert.are.equal("subcap.n." .. (cap - 1), out.msgs[2].subject == "subcap.out" and out.msgs[2].data)
+      out.close()
+    end)
+  end)
+end)

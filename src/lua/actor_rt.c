@@ -208,7 +208,9 @@ long msrt_lactor_ffi_inbox(void *p, char *out) {
   return (long)(MSRT_INBOX_PREFIX_LEN + 1 + MSRT_TOKEN_LEN);
 }
 
-/* subscribe(pattern, queue) -> sub id | nil, err */
+/* subscribe(pattern, queue) -> sub id | nil, err (resource_exhausted at
+ * the profile's max_subscriptions: an actor's code may be hostile, and
+ * each subscription holds router memory and costs a change) */
 static int a_subscribe(lua_State *L) {
   lactor *la = self(L);
   size_t plen, qlen = 0;
@@ -216,6 +218,13 @@ static int a_subscribe(lua_State *L) {
   const char *q = luaL_optlstring(L, 2, NULL, &qlen);
   uint64_t id;
   msrt_error err;
+  size_t cap = atomic_load(&la->rt->actor_max_subs);
+  if (cap && la->nsubs >= cap) {
+    msrt_error_set(&err, MSRT_E_RESOURCE_EXHAUSTED,
+                   "actor %s holds %zu subscriptions, the profile's "
+                   "max_subscriptions", la->name, la->nsubs);
+    return msrt_lua_fail_err(L, &err);
+  }
   if (msrt_bus_subscribe(la->rt->bus, p, plen, q, qlen,
                          msrt_ep_actor(la->cell), &id, &err) != MSRT_E_OK)
     return msrt_lua_fail_err(L, &err);

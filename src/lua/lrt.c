@@ -170,6 +170,8 @@ static msrt_rt_config config_of(lua_State *L, int t) {
         (long)msrt_lua_field_num(L, t, "shutdown_timeout_ms", 5000),
     .gc_pause = 200,
     .gc_stepmul = 200,
+    .actor_max_subs =
+        (size_t)msrt_lua_field_num(L, t, "max_subscriptions", 0),
   };
   lua_getfield(L, t, "overflow");
   c.overflow = msrt_lua_overflow(L, -1);

@@ -17,6 +17,7 @@ msrt_code msrt_rt_start(msrt_hub *hub, const msrt_rt_config *cfg,
   if (!rt) return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
   rt->cfg = *cfg;
   atomic_init(&rt->gc_pause, cfg->gc_pause);
+  atomic_init(&rt->actor_max_subs, cfg->actor_max_subs);
   atomic_init(&rt->gc_stepmul, cfg->gc_stepmul);
   rt->hub = hub;
   rt->drain = drain;
@@ -86,6 +87,8 @@ void msrt_rt_tune(msrt_rt *rt, const msrt_rt_config *cfg) {
                   cfg->mailbox_bytes);
   if (cfg->gc_pause > 0) atomic_store(&rt->gc_pause, cfg->gc_pause);
   if (cfg->gc_stepmul > 0) atomic_store(&rt->gc_stepmul, cfg->gc_stepmul);
+  if (cfg->actor_max_subs > 0)
+    atomic_store(&rt->actor_max_subs, cfg->actor_max_subs);
 }
 
 void msrt_rt_turn(msrt_rt *rt, int worker, uint64_t actor_id) {

@@ -34,6 +34,9 @@ typedef struct {
   size_t stack_size; /* bytes per worker thread; 0 = the system's */
   long slice_ms, shutdown_timeout_ms;
   int gc_pause, gc_stepmul;
+  size_t actor_max_subs; /* subscriptions one actor may hold (its spec's,
+                            its request inbox and ctx:subscribe's); 0 =
+                            no limit */
 } msrt_rt_config;
 
 typedef struct msrt_rt msrt_rt;
@@ -50,13 +53,14 @@ struct msrt_rt {
   msrt_watchdog *watchdog; /* overlong turns, reported as MSRT_IN_OVERLOAD */
   msrt_alarms *alarms;     /* actors' timers (the binding's: lrt.c) */
   atomic_int gc_pause, gc_stepmul; /* for actors made from now on (tune) */
+  atomic_size_t actor_max_subs;    /* ctx:subscribe's bound (tune) */
   int stopped;
 };
 
 /* Change the figures a profile reload may change live (docs/architecture.md
  * "Hot reload"): batch, spin_us, mailbox_capacity and mailbox_bytes as
  * msrt_sched_tune; the LuaJIT GC pause/stepmul (percent) of actor states
- * made from now on.
+ * made from now on; actor_max_subs for every ctx:subscribe from now on.
  * A value <= 0 (spin_us < 0) leaves that figure as it is. Any thread. */
 void msrt_rt_tune(msrt_rt *rt, const msrt_rt_config *cfg);
 

@@ -23,6 +23,7 @@ return function(machine)
     nats = { reconnect_buffer = 8 * 1024 * 1024, reconnect_wait_ms = 250, pending_msgs = 65536 },
     connections = { keepalive_ms = 60000, backlog = 511, max = 1024, nodelay = true,
       read_timeout_ms = 5000, idle_timeout_ms = 30000,
-      max_pending = 64 * 1024 * 1024, write_deadline_ms = 10000 },
+      max_pending = 64 * 1024 * 1024, write_deadline_ms = 10000, max_subscriptions = 1000 },
+    max_subscriptions = 1000,
   }
 end
