@@ -14,7 +14,9 @@
  * (2 snapshots each) with 10,000 subscriptions present; then the cost of
  * one wide trie node: N subscriptions many.1 .. many.N under one prefix (a
  * client's SUB flood), the mean time per subscribe for N = 1,000, 8,000 and
- * 32,000 (a change must not copy the whole node).
+ * 32,000 (a change must not copy the whole node), and the same for N
+ * subscriptions to one subject (their node's subscriptions are still
+ * copied whole on each change: O(N) each).
  *
  * Usage: bench_router [matches_per_thread (default 5000000)]
  *                     [all|match|cache|trie|change|wide]
@@ -179,31 +181,35 @@ static double median3(double v[3]) {
   return v[1];
 }
 
-/* N subscriptions under one prefix, each its own literal child of the node
- * "many": the mean time per subscribe, median of 3 runs. */
+/* N subscriptions under one prefix (each its own literal child of the node
+ * "many"), then N to one same subject (all on one node, whose
+ * subscriptions a change still copies whole): the mean time per subscribe,
+ * median of 3 runs. */
 static void wide_node(void) {
   static const int sizes[] = {1000, 8000, 32000};
-  for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
-    int n = sizes[si];
-    double v[3];
-    for (int k = 0; k < 3; k++) {
-      msrt_router *r = msrt_router_new(NULL);
-      char b[64];
-      uint64_t t0 = msrt_now_ns();
-      for (int i = 1; i <= n; i++) {
-        uint64_t id;
-        int len = snprintf(b, sizeof b, "many.%d", i);
-        msrt_router_subscribe(r, b, (size_t)len, NULL, 0, NULL, 1, NULL, &id,
-                              NULL);
+  for (int same = 0; same < 2; same++)
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+      int n = sizes[si];
+      double v[3];
+      for (int k = 0; k < 3; k++) {
+        msrt_router *r = msrt_router_new(NULL);
+        char b[64];
+        uint64_t t0 = msrt_now_ns();
+        for (int i = 1; i <= n; i++) {
+          uint64_t id;
+          int len = snprintf(b, sizeof b, "many.%d", same ? 1 : i);
+          msrt_router_subscribe(r, b, (size_t)len, NULL, 0, NULL, 1, NULL,
+                                &id, NULL);
+        }
+        v[k] = (double)(msrt_now_ns() - t0) / 1e3 / n;
+        msrt_router_free(r);
       }
-      v[k] = (double)(msrt_now_ns() - t0) / 1e3 / n;
-      msrt_router_free(r);
+      double med = median3(v);
+      printf("subscribe %d %s: %.2f us per subscribe "
+             "(median of 3; runs %.2f %.2f %.2f)\n",
+             n, same ? "to one subject" : "under one prefix", med, v[0], v[1],
+             v[2]);
     }
-    double med = median3(v);
-    printf("subscribe %d under one prefix: %.2f us per subscribe "
-           "(median of 3; runs %.2f %.2f %.2f)\n",
-           n, med, v[0], v[1], v[2]);
-  }
 }
 
 int main(int argc, char **argv) {
