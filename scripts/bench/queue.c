@@ -2,10 +2,14 @@
  * "Performance", scripts/bench/queue.lua):
  *
  *   bench_queue sqlite [N] [normal|full]
- *     a plain C loop doing the transactions a queue does, with nothing
- *     around them: WAL, one transaction per batch of 64 holding the
- *     batch's inserts (16 B and 4 KiB payloads), the delivery-count
- *     updates and the deletes of the acks.
+ *     a plain C loop doing the transactions a queue does (src/queue/
+ *     store.c's, on its table), with nothing around them: WAL, one
+ *     transaction per batch of 64 holding the batch's inserts (16 B and
+ *     4 KiB payloads, a 20-byte header, stored as delivered once: a queue
+ *     hands new messages to consumers with room in the same transaction),
+ *     the deletes of the previous batch's acks (counted and deleted as
+ *     one run of consecutive seqs), the Msg-Id window's prune and the two
+ *     counters it keeps.
  *   bench_queue js URL [N]
  *     JetStream's file store through libnats: a work-queue stream, 64
  *     async publishes in flight (js_PublishAsync), 1 and 4 pull consumers
@@ -48,34 +52,55 @@ static void sqlite_case(const char *dir, int n, int size, const char *sync) {
   if (sqlite3_open(path, &db) != SQLITE_OK) exit(1);
   snprintf(sql, sizeof sql, "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;", sync);
   sqlite3_exec(db, sql, NULL, NULL, NULL);
-  sqlite3_exec(db, "CREATE TABLE msgs(seq INTEGER PRIMARY KEY, subject TEXT, data BLOB, "
-                   "delivered INTEGER NOT NULL DEFAULT 0)", NULL, NULL, NULL);
-  sqlite3_stmt *ins, *upd, *del;
-  sqlite3_prepare_v2(db, "INSERT INTO msgs(seq, subject, data) VALUES(?, 'bench.x', ?)", -1, &ins, NULL);
-  sqlite3_prepare_v2(db, "UPDATE msgs SET delivered = delivered + 1 WHERE seq = ?", -1, &upd, NULL);
-  sqlite3_prepare_v2(db, "DELETE FROM msgs WHERE seq = ?", -1, &del, NULL);
+  sqlite3_exec(db, "CREATE TABLE msgs(seq INTEGER PRIMARY KEY, subject TEXT NOT NULL, hdr BLOB, "
+                   "data BLOB NOT NULL, prio INTEGER NOT NULL, flags INTEGER NOT NULL, ts INTEGER "
+                   "NOT NULL, delivered INTEGER NOT NULL DEFAULT 0);"
+                   "CREATE TABLE dedupe(id BLOB PRIMARY KEY, seq INTEGER NOT NULL, at_ms INTEGER "
+                   "NOT NULL); CREATE INDEX dedupe_at ON dedupe(at_ms);"
+                   "CREATE TABLE meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL)", NULL, NULL, NULL);
+  sqlite3_stmt *ins, *len, *del, *meta, *prune;
+  sqlite3_prepare_v2(db, "INSERT INTO msgs(seq, subject, hdr, data, prio, flags, ts, delivered) "
+                         "VALUES(?, 'bench.x', ?, ?, 5, 1, ?, 1)", -1, &ins, NULL);
+  sqlite3_prepare_v2(db, "SELECT count(*), ifnull(sum(length(data) + ifnull(length(hdr), 0)), 0) "
+                         "FROM msgs WHERE seq BETWEEN ? AND ?", -1, &len, NULL);
+  sqlite3_prepare_v2(db, "DELETE FROM msgs WHERE seq BETWEEN ? AND ?", -1, &del, NULL);
+  sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO meta(k, v) VALUES(?, ?)", -1, &meta, NULL);
+  sqlite3_prepare_v2(db, "DELETE FROM dedupe WHERE at_ms < ?", -1, &prune, NULL);
   char *body = malloc((size_t)size);
   memset(body, 'x', (size_t)size);
+  static const char hdr[] = "T\0001733400000000000\0"; /* as the Lua bench's */
   double t0 = now_us();
   for (int done = 0; done < n + BATCH; done += BATCH) {
-    sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+    sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    if (done > 0) { /* the last batch acked */
+      for (sqlite3_stmt *st = len; st; st = st == len ? del : NULL) {
+        sqlite3_bind_int64(st, 1, done - BATCH + 1);
+        sqlite3_bind_int64(st, 2, done < n ? done : n);
+        while (sqlite3_step(st) == SQLITE_ROW) {}
+        sqlite3_reset(st);
+      }
+    }
     for (int i = done; i < done + BATCH && i < n; i++) { /* this batch in */
       sqlite3_bind_int64(ins, 1, i + 1);
-      sqlite3_bind_blob(ins, 2, body, size, SQLITE_STATIC);
+      sqlite3_bind_blob(ins, 2, hdr, sizeof hdr - 1, SQLITE_STATIC);
+      sqlite3_bind_blob(ins, 3, body, size, SQLITE_STATIC);
+      sqlite3_bind_int64(ins, 4, (sqlite3_int64)(now_us() / 1000));
       sqlite3_step(ins), sqlite3_reset(ins);
-      sqlite3_bind_int64(upd, 1, i + 1);
-      sqlite3_step(upd), sqlite3_reset(upd);
     }
-    for (int i = done - BATCH; i >= 0 && i < done && i < n; i++) { /* the last one acked */
-      sqlite3_bind_int64(del, 1, i + 1);
-      sqlite3_step(del), sqlite3_reset(del);
+    sqlite3_bind_int64(prune, 1, (sqlite3_int64)(now_us() / 1000) - 120000); /* Msg-Id window */
+    sqlite3_step(prune), sqlite3_reset(prune);
+    for (int k = 0; k < 2; k++) { /* last_seq, acked */
+      sqlite3_bind_text(meta, 1, k ? "acked" : "last_seq", -1, SQLITE_STATIC);
+      sqlite3_bind_int64(meta, 2, done);
+      sqlite3_step(meta), sqlite3_reset(meta);
     }
     if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) exit(1);
   }
   double secs = (now_us() - t0) / 1e6;
   printf("sqlite %5d B, plain C loop : %9.0f msgs/s (synchronous %s, %d per transaction)\n", size,
          n / secs, sync, BATCH);
-  sqlite3_finalize(ins), sqlite3_finalize(upd), sqlite3_finalize(del);
+  sqlite3_finalize(ins), sqlite3_finalize(len), sqlite3_finalize(del), sqlite3_finalize(meta);
+  sqlite3_finalize(prune);
   sqlite3_close(db);
   free(body);
   unlink(path);
