@@ -6,7 +6,7 @@
 -- refuses durable publishes with resource_exhausted, loses nothing it
 -- acknowledged, and works again when the room comes back.
 local S = require "spec.support"
-local uv = require "luv"
+local Q = require "spec.queues"
 
 -- The longer form (scripts/soak's spirit, minutes rather than seconds):
 -- MSRT_QUEUE_TASKS=100000 MSRT_QUEUE_KILLS=200 msrt-lua /usr/bin/busted spec/queue_crash_spec.lua
@@ -62,9 +62,7 @@ end
 
 describe("durable queues under SIGKILL", function()
   it("acks every one of 10,000 tasks exactly once across 20 kills of the host", function()
-    local dir = S.file("", ".qc")
-    os.remove(dir)
-    assert(uv.fs_mkdir(dir, 448))
+    local dir = Q.dir(".qc")
     local worker = S.write(dir .. "/worker.lua", WORKER)
     local store, log = dir .. "/tasks.db", dir .. "/log"
     local env = ("TASKS=%d HELD=%d"):format(TASKS, HELD)
@@ -116,9 +114,7 @@ end)
 
 describe("durable queues on a full file system", function()
   it("refuses durable publishes with resource_exhausted, keeps what it acknowledged, and works again when room comes back", function()
-    local dir = S.file("", ".qf")
-    os.remove(dir)
-    assert(uv.fs_mkdir(dir, 448))
+    local dir = Q.dir(".qf")
     local child = S.write(dir .. "/fill.lua", ([[
 local ffi = require "ffi"
 ffi.cdef [[
@@ -163,9 +159,7 @@ end)
 
 describe("durable queues under SIGKILL of the agent processes", function()
   it("acks every one of 10,000 tasks exactly once while agents are killed 20 times and restarted", function()
-    local dir = S.file("", ".qp")
-    os.remove(dir)
-    assert(uv.fs_mkdir(dir, 448))
+    local dir = Q.dir(".qp")
     local agent = S.write(dir .. "/agent.py", [[
 import json, sys
 log = open(sys.argv[1], "a")

@@ -11,29 +11,14 @@ local S = require "spec.support"
 local uv = require "luv"
 local msrt = require "msrt"
 
-local function fresh_dir()
-  local dir = S.file("", ".qd")
-  os.remove(dir)
-  assert(uv.fs_mkdir(dir, 448))
-  return dir
-end
+local Q = require "spec.queues"
+local fresh_dir, recorder = Q.dir, Q.recorder
 
 local function declare(dir, spec)
   spec.name = spec.name or "tasks"
   spec.subjects = spec.subjects or { "tasks.>" }
   spec.store = spec.store or ("sqlite:" .. dir .. "/" .. spec.name .. ".db")
   return assert(msrt.queue(spec))
-end
-
--- A consumer that records every message it gets: c.msgs; c.wait(n).
-local function recorder(name, handle, opts)
-  local r = { msgs = {} }
-  r.consumer = assert(msrt.consume(name, function(m)
-    r.msgs[#r.msgs + 1] = m
-    if handle then handle(m) end
-  end, opts))
-  function r.wait(n, ms) return S.wait_until(function() return #r.msgs >= n end, ms) end
-  return r
 end
 
 describe("durable queues", function()

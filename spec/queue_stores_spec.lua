@@ -7,6 +7,7 @@
 local S = require "spec.support"
 local N = require "spec.nats_server"
 local H = require "spec.hosts"
+local Q = require "spec.queues"
 local uv = require "luv"
 local msrt = require "msrt"
 
@@ -18,9 +19,7 @@ local serial = 0
 -- subjects (JetStream refuses streams with overlapping subjects).
 local STORES = {
   sqlite = function(name)
-    local dir = S.file("", ".qd")
-    os.remove(dir)
-    assert(uv.fs_mkdir(dir, 448))
+    local dir = Q.dir()
     return {
       declare = function(spec)
         spec.store = "sqlite:" .. dir .. "/" .. name .. ".db"
@@ -43,16 +42,7 @@ local STORES = {
   end,
 }
 
--- A consumer that records every message it gets: r.msgs; r.wait(n).
-local function recorder(name, handle, opts)
-  local r = { msgs = {} }
-  r.consumer = assert(msrt.consume(name, function(m)
-    r.msgs[#r.msgs + 1] = m
-    if handle then handle(m) end
-  end, opts))
-  function r.wait(n, ms) return S.wait_until(function() return #r.msgs >= n end, ms) end
-  return r
-end
+local recorder = Q.recorder
 
 local function acked(q, n) return S.wait_until(function() return q.stats().acked >= n end) end
 
