@@ -15,7 +15,10 @@
 --   <publish_as>.notify.<method>, its requests are msrt requests on
 --   <publish_as>.request.<method>, answered back to it with its id;
 -- - an answer is application/json (one message or a batch) or a
---   text/event-stream of messages (split across reads anyhow: src/http/sse.h);
+--   text/event-stream of messages (split across reads anyhow:
+--   src/http/sse.h); a stream that closes before the response to its
+--   request, having named event ids, is resumed with a GET carrying
+--   Last-Event-ID once its retry time has passed;
 -- - the initialize response's Mcp-Session-Id is sent on every later
 --   request, with MCP-Protocol-Version (the version the server chose);
 --   404 to a request carrying the session means the session expired: the
@@ -39,6 +42,10 @@ local M = {}
 
 --- The longest a stop waits for the session's DELETE (ms).
 M.DELETE_MS = 2000
+--- A stream closed before its response is resumed (GET, Last-Event-ID)
+-- after its retry field, or this long without one (ms), at most RESUMES
+-- times in a row.
+M.RETRY_MS, M.RESUMES = 1000, 3
 
 local client -- one HTTP client for every handle (core.http_client)
 
@@ -157,27 +164,72 @@ local function expired(h, m, sent)
   end
 end
 
+-- Bytes of an event stream: each message event handled; st.last_id
+-- keeps the last event id (for a resumption). false when the stream broke.
+local function read_stream(h, st, bytes)
+  local events, err = st.parser:feed(bytes)
+  if not events then
+    finish(h, "the server's event stream broke: " .. tostring(err), false)
+    return false
+  end
+  for _, ev in ipairs(events) do
+    if ev.id ~= "" then st.last_id = ev.id end
+    if ev.type == "message" and ev.data ~= "" then
+      local v, derr = json.decode(ev.data)
+      if v == nil then log(h, "warn", "an event that is not JSON ignored: " .. tostring(derr)) else on_messages(h, v) end
+    end
+  end
+  return true
+end
+
+-- The stream answering request m closed before its response: once the
+-- stream's retry (ms; M.RETRY_MS without one) has passed, a GET with
+-- Last-Event-ID resumes it (MCP's "Resumability and Redelivery"), at most
+-- M.RESUMES times; the GET ends once m is answered.
+local function resume(h, m, st, n)
+  if n > M.RESUMES or not st.last_id then
+    return unanswered(h, m, ("mcp %s: the server's stream for %s ended without its response"):format(h.name, tostring(m.method)))
+  end
+  require("msrt").after(st.parser:retry() or M.RETRY_MS, function()
+    local p = h.pending[m.id]
+    if h.over or not p then return end
+    local key, gst = {}, { parser = core.sse_parser(), last_id = st.last_id }
+    local hs = headers_of(h, false)
+    hs[1] = "Last-Event-ID: " .. st.last_id -- in place of Content-Type: a GET has no body
+    local req, err
+    req, err = http():request({ method = "GET", url = h.url, headers = hs, connect_timeout_ms = h.connect_timeout_ms },
+      function(what, a)
+        if h.over then return end
+        if what == "body" then
+          if read_stream(h, gst, a) and not h.pending[m.id] then -- answered: this stream has done its part
+            req:cancel()
+            h.posts[key] = nil
+          end
+        elseif what == "done" then
+          h.posts[key] = nil
+          if a then return finish(h, ("the server at %s is gone: %s"):format(h.url, a.message), false) end
+          if h.pending[m.id] then resume(h, m, gst, n + 1) end
+        end
+      end)
+    if not req then return unanswered(h, m, ("mcp %s: %s"):format(h.name, tostring(err))) end
+    h.posts[key], p.req, p.key = req, req, key
+  end)
+end
+
 -- The answer to one POST: head, body pieces, done.
 local function on_post(h, m, key, retried, sent)
-  local status, stream, parser, chunks = nil, false, nil, {}
+  local status, stream, st, chunks = nil, false, nil, {}
   return function(what, a, b)
     if h.over then return end
     if what == "head" then
       status = a
       local ctype = (b["content-type"] or ""):lower()
       stream = ctype:find("text/event-stream", 1, true) ~= nil
-      if stream then parser = core.sse_parser() end
+      if stream then st = { parser = core.sse_parser() } end
       if m.method == "initialize" and status == 200 then h.session = b["mcp-session-id"] end
     elseif what == "body" then
       if not stream then chunks[#chunks + 1] = a return end
-      local events, err = parser:feed(a)
-      if not events then return finish(h, "the server's event stream broke: " .. tostring(err), false) end
-      for _, ev in ipairs(events) do
-        if ev.type == "message" and ev.data ~= "" then
-          local v, derr = json.decode(ev.data)
-          if v == nil then log(h, "warn", "an event that is not JSON ignored: " .. tostring(derr)) else on_messages(h, v) end
-        end
-      end
+      read_stream(h, st, a)
     else -- done
       h.posts[key] = nil
       if a then -- no answer: the server is gone (a request's failure says so; a notification's is only noted)
@@ -201,6 +253,7 @@ local function on_post(h, m, key, retried, sent)
         end
         return
       end
+      if stream and m.id ~= nil and m.method ~= nil and h.pending[m.id] then return resume(h, m, st, 1) end
       unanswered(h, m, ("mcp %s: the server's answer to %s had no response"):format(h.name, tostring(m.method)))
     end
   end

@@ -19,7 +19,8 @@
  *   (also at collection; idempotent).
  * core.sse_parser([max bytes]) -> parser; parser:feed(bytes) -> a list of
  *   events {type, data, id} | nil, err (limit: a line or an event's data
- *   over max, 16 MiB by default; the parser is spent).
+ *   over max, 16 MiB by default; the parser is spent); parser:retry() ->
+ *   the stream's last retry field (ms) or nil.
  */
 #include "lua/lrt.h"
 
@@ -217,6 +218,13 @@ static int l_feed(lua_State *L) {
   return 1;
 }
 
+static int l_retry(lua_State *L) {
+  msrt_sse *p = luaL_checkudata(L, 1, SSE);
+  if (p->retry_ms < 0) lua_pushnil(L);
+  else lua_pushnumber(L, (double)p->retry_ms);
+  return 1;
+}
+
 static int l_sse_gc(lua_State *L) {
   msrt_sse_free(luaL_checkudata(L, 1, SSE));
   return 0;
@@ -247,7 +255,7 @@ void msrt_lua_open_http(lua_State *L) {
   static const luaL_Reg client[] = {
       {"request", l_request}, {"active", l_active}, {"close", l_close}, {NULL, NULL}};
   static const luaL_Reg req[] = {{"cancel", l_cancel}, {NULL, NULL}};
-  static const luaL_Reg sse[] = {{"feed", l_feed}, {NULL, NULL}};
+  static const luaL_Reg sse[] = {{"feed", l_feed}, {"retry", l_retry}, {NULL, NULL}};
   meta(L, CLIENT, client, l_close);
   meta(L, REQ, req, NULL);
   meta(L, SSE, sse, l_sse_gc);
