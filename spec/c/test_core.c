@@ -1,9 +1,12 @@
+#include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/envelope.h"
 #include "core/error.h"
 #include "core/overflow.h"
+#include "core/token.h"
 #include "ctest.h"
 
 static void test_error_defaults(void) {
@@ -74,5 +77,50 @@ static void test_overflow_names(void) {
   CHECK(msrt_overflow_names[MSRT_OVERFLOW_ERROR + 1] == NULL);
 }
 
+/* Tokens: enough of them to cross a change of a thread's key (every
+ * 4,096 refills of 5 tokens in core/token.c), from two threads. */
+#define NTOK 25000
+typedef char token_t[MSRT_TOKEN_LEN + 1];
+
+static void *make_tokens(void *out) {
+  token_t *t = out;
+  for (int i = 0; i < NTOK; i++)
+    if (msrt_token(t[i]) != MSRT_E_OK) t[i][0] = 0;
+  return NULL;
+}
+
+static int cmp_token(const void *a, const void *b) { return strcmp(a, b); }
+
+static void test_token(void) {
+  token_t *t = malloc(2 * NTOK * sizeof *t);
+  pthread_t th;
+  CHECK(pthread_create(&th, NULL, make_tokens, t + NTOK) == 0);
+  make_tokens(t);
+  pthread_join(th, NULL);
+  static const char alphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  long seen[256] = {0};
+  int bad = 0;
+  for (int i = 0; i < 2 * NTOK; i++) {
+    if (strlen(t[i]) != MSRT_TOKEN_LEN) bad++;
+    for (int c = 0; t[i][c]; c++) seen[(unsigned char)t[i][c]]++;
+  }
+  CHECK(bad == 0);
+  /* every character of the alphabet, near 1/64 of the 1.1 M drawn (a
+   * stuck or biased source would miss this), and no other */
+  long expect = 2L * NTOK * MSRT_TOKEN_LEN / 64, off = 0, outside = 0;
+  for (int c = 0; c < 256; c++) {
+    if (!strchr(alphabet, c) || c == 0) outside += seen[c];
+    else if (seen[c] < expect * 9 / 10 || seen[c] > expect * 11 / 10) off++;
+  }
+  CHECK(off == 0);
+  CHECK(outside == 0);
+  qsort(t, 2 * NTOK, sizeof *t, cmp_token); /* no two alike, either thread */
+  int dup = 0;
+  for (int i = 1; i < 2 * NTOK; i++) dup += strcmp(t[i - 1], t[i]) == 0;
+  CHECK(dup == 0);
+  free(t);
+}
+
 TEST_MAIN(test_error_defaults, test_error_names, test_error_truncates,
-          test_envelope, test_overflow_names)
+          test_envelope, test_overflow_names, test_token)

@@ -4,11 +4,11 @@
  * party that can guess it can answer in the responder's place (NATS makes
  * its inboxes from NUID: a random prefix and a random-step suffix; the
  * nats-server docs, "Authorization", allow_responses, rely on them being
- * unguessable). Here every token is fresh randomness from the kernel's
- * CSPRNG: an agent handed one inbox learns nothing about the next.
+ * unguessable). Here every token is drawn from a CSPRNG (a ChaCha20
+ * keystream per thread, keyed from the kernel's CSPRNG and rekeyed
+ * often): an agent handed one inbox learns nothing about the next.
  *
- * Thread-safety: any thread (a small per-thread pool, refilled by
- * getrandom(2)).
+ * Thread-safety: any thread (per-thread state).
  */
 #ifndef MSRT_CORE_TOKEN_H
 #define MSRT_CORE_TOKEN_H
@@ -20,9 +20,9 @@
 #define MSRT_TOKEN_LEN 22
 
 /* Write MSRT_TOKEN_LEN random characters and a NUL into out. Returns
- * MSRT_E_OK, or MSRT_E_INTERNAL when the kernel gives no randomness
- * (getrandom failed: out is then not written and the caller must refuse
- * to make an inbox). */
+ * MSRT_E_OK, or MSRT_E_INTERNAL when libsodium cannot start (no
+ * randomness from the kernel: out is then not written and the caller must
+ * refuse to make an inbox). */
 msrt_code msrt_token(char out[MSRT_TOKEN_LEN + 1]);
 
 #endif
