@@ -83,16 +83,7 @@ static int l_open(lua_State *L) {
 
 /* q:subscribe(pattern) -> sub_id | nil, err: the queue captures pattern */
 static int l_subscribe(lua_State *L) {
-  ljsq *lq = check_q(L);
-  size_t plen;
-  const char *p = luaL_checklstring(L, 2, &plen);
-  uint64_t sid;
-  msrt_error err;
-  if (msrt_bus_subscribe(msrt_lua_rt(L)->bus, p, plen, NULL, 0,
-                         msrt_ep_jsq(lq->q), &sid, &err) != MSRT_E_OK)
-    return msrt_lua_fail_err(L, &err);
-  lua_pushnumber(L, (lua_Number)sid);
-  return 1;
+  return msrt_lua_queue_subscribe(L, msrt_ep_jsq(check_q(L)->q));
 }
 
 static void set_str(lua_State *L, const char *k, const char *s, size_t n) {
@@ -115,12 +106,7 @@ static void push_event(lua_State *L, const msrt_jsq_event *ev) {
     const msrt_envelope *e = ev->env;
     set_num(L, "delivered", (double)ev->delivered);
     set_str(L, "ack", ev->ack, strlen(ev->ack));
-    set_str(L, "subject", e->subject, e->subject_len);
-    set_str(L, "payload", (const char *)e->payload, e->payload_len);
-    if (e->headers_len)
-      set_str(L, "hdr", (const char *)e->headers, e->headers_len);
-    set_num(L, "flags", e->flags);
-    set_num(L, "priority", e->priority);
+    msrt_lua_queue_msg_fields(L, e);
     return;
   }
   if (ev->reply) set_str(L, "reply", ev->reply, strlen(ev->reply));

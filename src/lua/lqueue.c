@@ -51,18 +51,36 @@ static int l_queue_open(lua_State *L) {
   return 1;
 }
 
-/* q:subscribe(pattern) -> sub_id | nil, err: the queue captures pattern */
-static int l_subscribe(lua_State *L) {
-  lqueue *lq = check_q(L);
+int msrt_lua_queue_subscribe(lua_State *L, msrt_endpoint ep) {
   size_t plen;
   const char *p = luaL_checklstring(L, 2, &plen);
   uint64_t sid;
   msrt_error err;
-  if (msrt_bus_subscribe(msrt_lua_rt(L)->bus, p, plen, NULL, 0,
-                         msrt_ep_queue(lq->q), &sid, &err) != MSRT_E_OK)
+  if (msrt_bus_subscribe(msrt_lua_rt(L)->bus, p, plen, NULL, 0, ep, &sid,
+                         &err) != MSRT_E_OK)
     return msrt_lua_fail_err(L, &err);
   lua_pushnumber(L, (lua_Number)sid);
   return 1;
+}
+
+void msrt_lua_queue_msg_fields(lua_State *L, const msrt_envelope *e) {
+  lua_pushlstring(L, e->subject, e->subject_len);
+  lua_setfield(L, -2, "subject");
+  lua_pushlstring(L, (const char *)e->payload, e->payload_len);
+  lua_setfield(L, -2, "payload");
+  if (e->headers_len) {
+    lua_pushlstring(L, (const char *)e->headers, e->headers_len);
+    lua_setfield(L, -2, "hdr");
+  }
+  lua_pushinteger(L, e->flags);
+  lua_setfield(L, -2, "flags");
+  lua_pushinteger(L, e->priority);
+  lua_setfield(L, -2, "priority");
+}
+
+/* q:subscribe(pattern) -> sub_id | nil, err: the queue captures pattern */
+static int l_subscribe(lua_State *L) {
+  return msrt_lua_queue_subscribe(L, msrt_ep_queue(check_q(L)->q));
 }
 
 /* A Lua array of seqs at idx (nil: none) into a malloc'd vector. */
@@ -92,22 +110,11 @@ static void push_result(lua_State *L, const msrt_queue_result *r) {
     lua_pushstring(L, msrt_code_name(r->code));
     lua_setfield(L, -2, "code");
   }
-  lua_pushlstring(L, e->subject, e->subject_len);
-  lua_setfield(L, -2, "subject");
   if (e->reply) {
     lua_pushlstring(L, e->reply, e->reply_len);
     lua_setfield(L, -2, "reply");
   }
-  lua_pushlstring(L, (const char *)e->payload, e->payload_len);
-  lua_setfield(L, -2, "payload");
-  if (e->headers_len) {
-    lua_pushlstring(L, (const char *)e->headers, e->headers_len);
-    lua_setfield(L, -2, "hdr");
-  }
-  lua_pushinteger(L, e->flags);
-  lua_setfield(L, -2, "flags");
-  lua_pushinteger(L, e->priority);
-  lua_setfield(L, -2, "priority");
+  msrt_lua_queue_msg_fields(L, e);
 }
 
 /* q:flush(deliver, acks, dead, deliver_new) -> ok, err, results, evicted: one

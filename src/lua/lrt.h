@@ -86,6 +86,14 @@ void msrt_lua_open_queue(lua_State *L);
 void msrt_lua_open_bridge(lua_State *L);
 void msrt_lua_open_jsq(lua_State *L);
 
+/* What both stores' queue handles share (lqueue.c; ljs.c uses them):
+ * q:subscribe(pattern), ep subscribed on the runtime's bus to the pattern
+ * at argument 2, pushing the subscription id or nil, err (returns the
+ * count pushed); and a stored message's fields (subject, payload, hdr
+ * when it has headers, flags, priority) set on the table on top. */
+int msrt_lua_queue_subscribe(lua_State *L, msrt_endpoint ep);
+void msrt_lua_queue_msg_fields(lua_State *L, const msrt_envelope *e);
+
 /* The bridge of the handle at stack index idx (core.nats_open's); raises
  * a Lua error when it is not one or is closed (lbridge.c). */
 struct msrt_bridge;
