@@ -90,18 +90,21 @@ local function announce(q, event)
   hub.publish("msrt.queue." .. q.name .. ".event", event, {})
 end
 
--- The earliest deadline (ack wait or delay) re-arms the tick timer.
+-- The earliest deadline (an ack wait, or a delay when the store keeps
+-- them: q.delayed) re-arms the tick timer, which calls q.on_tick. Both
+-- stores' (queue_js.lua's through its env).
 local tick
 local function arm(q)
   local due
   for _, d in pairs(q.inflight) do
     if not due or d.deadline < due then due = d.deadline end
   end
-  for _, t in pairs(q.delayed) do
+  for _, t in pairs(q.delayed or {}) do
     if not due or t < due then due = t end
   end
-  if not due then
-    if q.tick_at then q.tick_timer:stop() q.tick_at = nil end
+  if not due or q.closed then
+    if q.tick_at and not q.closed then q.tick_timer:stop() end
+    q.tick_at = nil
     return
   end
   if q.tick_at and q.tick_at <= due then return end
@@ -696,7 +699,7 @@ function M.declare(spec)
   if spec.store == "jetstream" then
     ids.wake = ids.wake + 1
     return require("msrt.queue_js").declare(spec, ids.wake, {
-      pub_ack = pub_ack, announce = announce, pick_consumer = pick_consumer,
+      pub_ack = pub_ack, announce = announce, pick_consumer = pick_consumer, arm = arm,
       current = current, ack_wait_ns = ack_wait_ns, data_of = data_of,
       register = function(q) queues[q.name], by_wake[q.wake] = q, q end,
       unregister = function(q) queues[q.name], by_wake[q.wake] = nil, nil end })

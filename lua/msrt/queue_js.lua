@@ -44,21 +44,8 @@ local function update_room(q)
 end
 
 local tick
--- Re-arm the tick timer for the earliest ack deadline.
-local function arm(q)
-  local due
-  for _, d in pairs(q.inflight) do
-    if not due or d.deadline < due then due = d.deadline end
-  end
-  if not due or q.closed then
-    if q.tick_at then q.tick_timer:stop() q.tick_at = nil end
-    return
-  end
-  if q.tick_at and q.tick_at <= due then return end
-  q.tick_at = due
-  q.tick_timer:start(core.timeout_ms(math.max(0, (due - now_ns()) / 1e6)), 0, function() tick(q) end)
-  q.tick_timer:unref()
-end
+-- Re-arm the tick timer for the earliest ack deadline (queue.lua's).
+local function arm(q) E.arm(q) end
 
 -- Deliveries whose ack wait ran out: no longer their consumers' (JetStream
 -- redelivers them); their room goes back to pulling.
@@ -254,6 +241,7 @@ function M.declare(spec, wake, env)
     inflight = {}, consumers = {}, rr = 0, tokens = 0, sids = {},
     counts = { acked = 0, redelivered = 0, dead_lettered = 0 },
     tick_timer = uv.new_timer(), opening = true, waiter = coroutine.running() }
+  q.on_tick = function() tick(q) end
   env.register(q)
   local function fail(e)
     env.unregister(q)
