@@ -9,6 +9,13 @@ local H = require "spec.hosts"
 local json = require "dkjson"
 
 describe("the NATS bridge under faults", function()
+  -- Host A, exporting subject's class, publishes 1 .. n on subject (then
+  -- `after`, Lua text) and ends once the server has them all.
+  local function burst(nats, subject, n, after)
+    H.finish(H.start(H.prelude(nats.url, (', name = "A", export = { %q }'):format(subject:match("^[^.]+") .. ".>"))
+      .. ("for i = 1, %d do msrt.publish(%q, i) end\nbr:flush()\n%s\nbr:flush()\nmsrt.stop()\n"):format(n, subject, after or "")))
+  end
+
   it("buffers within reconnect_buffer while the server is gone, counts and announces the rest, and delivers the buffered after the reconnect", function()
     N.with({}, function(nats)
       -- B reconnects fast, A slowly: B is subscribed again before A's
@@ -145,14 +152,7 @@ br:flush()
 print("ready")
 ]])
       H.await(b, "ready")
-      local a = H.start(H.prelude(nats.url, ', name = "A", export = { "flood.>" }') .. [[
-for i = 1, 20000 do msrt.publish("flood.x", i) end
-br:flush()
-msrt.publish("flood.done", true)
-br:flush()
-msrt.stop()
-]])
-      H.finish(a)
+      burst(nats, "flood.x", 20000, 'msrt.publish("flood.done", true)')
       local sc, dropped, got, imported = H.finish(b):match("slow (%d+) (%d+) (%d+) (%d+)")
       assert.is_not_nil(sc)
       sc, dropped, got, imported = tonumber(sc), tonumber(dropped), tonumber(got), tonumber(imported)
@@ -160,6 +160,40 @@ msrt.stop()
       -- every flood message is either dropped by libnats or imported
       assert.are.equal(20000, dropped + imported - 1)
       assert.are.equal(imported - 1, got)
+    end)
+  end)
+
+  it("holds an import while a block subscriber's mailbox is full, so that every message reaches it", function()
+    N.with({}, function(nats)
+      -- the actor (4 messages of mailbox, `block`) is slower than the
+      -- import; it says how many it had when the last one (500) comes,
+      -- messages of one NATS subscription arriving in order
+      local b = H.start(H.prelude(nats.url, ', name = "B"') .. [[
+local slow = assert(msrt.actor { name = "slow", subscribe = "burst.x", capacity = 4, overflow = "block",
+  init = function(ctx) ctx.n = 0 end,
+  handle = function(ctx, m)
+    local x = 0
+    for i = 1, 20000 do x = x + i % 7 end -- slower than the import
+    ctx.n = ctx.n + 1
+    if m.data == 500 then ctx:publish("burst.done", ctx.n + x * 0) end
+  end })
+local function finish(n)
+  local refused = 0
+  for line in require("msrt.ops").metrics_text():gmatch("[^\n]+") do
+    refused = refused + (tonumber(line:match('^msrt_router_messages_total{class="burst",outcome="refused"} (%d+)')) or 0)
+  end
+  print("burst " .. n .. " refused " .. refused .. " slow_dropped " .. br:info().slow_dropped)
+  slow:stop()
+  msrt.stop()
+end
+msrt.subscribe("burst.done", function(m) finish(m.data) end)
+msrt.after(20000, function() finish("not all") end)
+br:flush()
+print("ready")
+]])
+      H.await(b, "ready")
+      burst(nats, "burst.x", 500)
+      assert.matches("burst 500 refused 0 slow_dropped 0", H.finish(b, 30000), 1, true)
     end)
   end)
 end)

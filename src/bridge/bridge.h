@@ -16,7 +16,10 @@
  * member). A message arriving on it is made into an envelope on libnats'
  * delivery thread and handed to that key's local subscriptions only
  * (msrt_bus_publish_key), as a worker publishes: through the bus, no lock
- * held, the endpoints' own batched wake-ups. A message imported is never
+ * held, the endpoints' own batched wake-ups; a full `block` subscriber
+ * holds that subscription's delivery thread until it has room (libnats'
+ * pending queue, pending_msgs, takes what comes meanwhile; past it
+ * libnats drops, counted as slow_dropped). A message imported is never
  * exported again (the export endpoint is no key of the host), and the
  * server never sends the bridge its own publishes back (the connection is
  * no_echo), so nothing loops.

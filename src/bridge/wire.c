@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "bridge/internal.h"
 #include "bus/interest.h"
@@ -280,6 +281,22 @@ static msrt_envelope *wire_in(msrt_bridge *b, natsMsg *m, const char *reply,
                        h->len, data->p, data->len, priority, 0, err);
 }
 
+/* A full `block` subscriber holds the import, as it holds a local
+ * publisher (README "Actors", overflow policies): this subscription's libnats delivery
+ * thread waits for room, its later messages waiting in libnats' pending
+ * queue (pending_msgs, then libnats' slow-consumer drops, counted), until
+ * the copies are delivered or the bridge closes (then they count as
+ * refused). It polls every 200 us rather than registering a waker: a
+ * waker fired on the thread that made room could still be running after
+ * this frame is gone, and the thread has nothing else to do meanwhile. */
+static void wait_room(msrt_bridge *b, msrt_bus_pending *pend) {
+  const struct timespec slice = {0, 200000};
+  while (msrt_bus_pending_retry(b->bus, pend) == MSRT_E_MAILBOX_FULL &&
+         atomic_load(&b->state) != MSRT_BRIDGE_CLOSED)
+    nanosleep(&slice, NULL);
+  msrt_bus_pending_clear(b->bus, pend); /* what is left: refused */
+}
+
 void msrt_bridge_import(bkey *k, natsMsg *m) {
   msrt_bridge *b = k->b;
   const char *queue = k->queue;
@@ -302,7 +319,10 @@ void msrt_bridge_import(bkey *k, natsMsg *m) {
   msrt_envelope *e = wire_in(b, m, reply, &k->scratch_h, &k->scratch_d, &err);
   if (e) { /* a refusal is counted by the bus */
     size_t delivered;
-    msrt_bus_publish_key(b->bus, e, k->key, cls, &delivered, &err);
+    msrt_bus_pending pend = {0};
+    if (msrt_bus_publish_key(b->bus, e, k->key, cls, &delivered, &pend,
+                             &err) == MSRT_E_MAILBOX_FULL && pend.n)
+      wait_room(b, &pend);
     msrt_env_unref(e);
   }
 }

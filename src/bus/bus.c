@@ -580,7 +580,7 @@ static bool skip_other_key(const msrt_match_item *m, void *ud) {
 
 msrt_code msrt_bus_publish_key(msrt_bus *bus, msrt_envelope *e, uint32_t key,
                                unsigned cls, size_t *delivered,
-                               msrt_error *err) {
+                               msrt_bus_pending *pend, msrt_error *err) {
   *delivered = 0;
   msrt_reader *rd = msrt_bus_reader(bus);
   if (!rd) {
@@ -610,7 +610,7 @@ msrt_code msrt_bus_publish_key(msrt_bus *bus, msrt_envelope *e, uint32_t key,
                                         : MSRT_STAT_NO_RESPONDERS, 1);
   } else {
     count(bus, cls, MSRT_STAT_ACCEPTED, kept);
-    rc = fan_out(bus, cls, e, &s->m, delivered, NULL, err);
+    rc = fan_out(bus, cls, e, &s->m, delivered, pend, err);
   }
   msrt_router_reader_leave(rd);
   space_put(s);

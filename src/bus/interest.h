@@ -47,17 +47,19 @@ msrt_code msrt_bus_set_ready(msrt_bus *bus, uint64_t sub_id, bool ready);
  * msrt_bus_class, which the caller has looked up) to the subscriptions of
  * interest key `key` only: its plain subscriptions matching the subject,
  * and one ready member of its queue group (full members skipped as
- * msrt_bus_publish does). No routing table applies: the subject is the one
+ * msrt_bus_publish does). Full `block` endpoints go to pend as
+ * msrt_bus_publish's do (the caller retries with msrt_bus_pending_retry);
+ * with pend NULL they refuse. No routing table applies: the subject is the one
  * the other host published on. Counted as msrt_bus_publish counts (one
  * accepted per copy; a key with nothing matching any more: accepted and
  * no_responders, or drop_not_ready when a group had no ready member).
  * *delivered gets the copies handed over. Returns MSRT_E_OK,
- * MSRT_E_MAILBOX_FULL (an `error` endpoint was full; `block` endpoints
- * refuse too: the caller cannot wait), MSRT_E_RESOURCE_EXHAUSTED or
+ * MSRT_E_MAILBOX_FULL (an `error` endpoint was full, or `block` ones: pend
+ * filled, or with pend NULL refused), MSRT_E_RESOURCE_EXHAUSTED or
  * MSRT_E_NOMEM. */
 msrt_code msrt_bus_publish_key(msrt_bus *bus, msrt_envelope *env,
                                uint32_t key, unsigned cls, size_t *delivered,
-                               msrt_error *err);
+                               msrt_bus_pending *pend, msrt_error *err);
 
 /* The queue groups with a ready member on this host whose pattern matches
  * subject (a published subject): the groups the local router gives a
