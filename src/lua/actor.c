@@ -346,7 +346,8 @@ void msrt_lactor_release(msrt_actor *a, void *ud) {
   if (!la->exited) report_exit(la, "shutdown", 1);
   for (size_t i = 0; i < la->nsubs; i++) msrt_bus_unsubscribe(la->rt->bus, la->subs[i]);
   free(la->subs);
-  msrt_bus_pending_clear(la->rt->bus, &la->pend);
+  if (la->pend) msrt_bus_pending_clear(la->rt->bus, la->pend);
+  free(la->pend);
   if (la->L) lua_close(la->L);
   msrt_inbox_node_free(la->exit_node);
   free(la->spec);

@@ -19,13 +19,17 @@ typedef struct {
   lua_State *L, *co;
   char *spec;
   size_t spec_len;
-  msrt_bus_pending pend;           /* a publish blocked on full mailboxes */
+  /* a publish blocked on full mailboxes: made when one first blocks (an
+   * actor that never waits for room carries none); a publish that goes
+   * through uses its worker thread's (actor_rt.c) */
+  msrt_bus_pending *pend;
   uint64_t inbox_sub;          /* <inbox>.> on the sys lane, 0 = none */
   char inbox[sizeof "_INBOX." + MSRT_TOKEN_LEN]; /* "_INBOX.<token>" */
   uint64_t *subs;              /* subscriptions to drop at release */
   size_t nsubs, capsubs;
-  msrt_error err;              /* the last publish error */
-  int blocked;                 /* ... was a hold for room (lerror.h) */
+  int blocked;                 /* the last publish was held for room
+                                  (lerror.h); its other errors are the
+                                  worker thread's (actor_rt.c) */
   msrt_inbox_node *exit_node;  /* carries the exit to the hub, made ahead */
   int exited;
   int aborted; /* creation failed: stop without ever booting */

@@ -4,6 +4,7 @@
 #include <lauxlib.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -37,21 +38,44 @@ static int a_pop(lua_State *L) {
   return 7;
 }
 
+/* What a publish needs for a moment only, kept per worker thread rather
+ * than in each actor's record (README "Performance", RSS per idle actor):
+ * the error of the last publish that failed, which the caller reads at
+ * once on the same thread (publish_err), and the pending of a publish in
+ * progress, empty again when the publish returns unless it blocked, when
+ * it moves into the actor's own (no pointer into it is held until
+ * wait_room registers a waker). */
+static _Thread_local msrt_error publish_error;
+static _Thread_local msrt_bus_pending publish_pending;
+
 /* The publish both paths share: >= 0 delivered endpoints, or -1: an error
- * in la->err, or, with la->blocked set, held for room in full `block`
- * mailboxes (then wait_room/retry). */
+ * in publish_error, or, with la->blocked set, held for room in full
+ * `block` mailboxes (then wait_room/retry; la->pend holds it, or, when it
+ * could not be made, the publish is refused as out of memory). */
 static long publish(lactor *la, const char *s, size_t slen, const char *r,
                     size_t rlen, const void *p, size_t plen, int prio,
                     const char *h, size_t hlen, double ttl_ms) {
   la->blocked = 0;
   msrt_envelope *e = msrt_bus_make(la->rt->bus, s, slen, r, rlen, h, hlen, p, plen,
-                                  prio, 0, &la->err);
+                                  prio, 0, &publish_error);
   if (!e) return -1;
   msrt_bus_reply_ttl(e, ttl_ms);
   size_t delivered;
-  msrt_code rc = msrt_bus_publish(la->rt->bus, e, &delivered, &la->pend, &la->err);
+  msrt_bus_pending *tp = &publish_pending;
+  msrt_code rc = msrt_bus_publish(la->rt->bus, e, &delivered, tp, &publish_error);
   msrt_env_unref(e);
-  la->blocked = rc == MSRT_E_MAILBOX_FULL && la->pend.n;
+  if (rc == MSRT_E_MAILBOX_FULL && tp->n) {
+    if (!la->pend) la->pend = calloc(1, sizeof *la->pend);
+    if (!la->pend) {
+      msrt_bus_pending_clear(la->rt->bus, tp);
+      msrt_error_set(&publish_error, MSRT_E_NOMEM, "out of memory");
+      return -1;
+    }
+    msrt_bus_pending_clear(la->rt->bus, la->pend); /* empty: frees its items */
+    *la->pend = *tp;
+    memset(tp, 0, sizeof *tp);
+    la->blocked = 1;
+  }
   if (rc != MSRT_E_OK) return -1;
   return (long)delivered;
 }
@@ -59,7 +83,7 @@ static long publish(lactor *la, const char *s, size_t slen, const char *r,
 /* The error of the last publish as Lua sees it: nil, err (lerror.h; a
  * blocked err when it was held for room). */
 static int publish_err(lua_State *L, lactor *la) {
-  return la->blocked ? msrt_lua_blocked(L) : msrt_lua_fail_err(L, &la->err);
+  return la->blocked ? msrt_lua_blocked(L) : msrt_lua_fail_err(L, &publish_error);
 }
 
 /* publish(subject, payload, reply, priority, headers, reply_ttl_ms)
@@ -146,8 +170,12 @@ static void unwait_cell(void *ud) { msrt_actor_unref(ud); }
  * there is room now (retry). */
 static int a_wait_room(lua_State *L) {
   lactor *la = self(L);
+  if (!la->pend) { /* nothing blocked: room now */
+    lua_pushboolean(L, 0);
+    return 1;
+  }
   msrt_actor_ref(la->cell);
-  int rc = msrt_bus_pending_wait(&la->pend, room_waker, unwait_cell, la->cell);
+  int rc = msrt_bus_pending_wait(la->pend, room_waker, unwait_cell, la->cell);
   if (rc != MSRT_WAIT_PENDING) msrt_actor_unref(la->cell);
   lua_pushboolean(L, rc == MSRT_WAIT_PENDING);
   return 1;
@@ -157,15 +185,16 @@ static int a_wait_room(lua_State *L) {
  *   mailbox_full (`error` mailboxes refused copies) */
 static int a_retry(lua_State *L) {
   lactor *la = self(L);
+  msrt_bus_pending none = {0}, *p = la->pend ? la->pend : &none;
   if (msrt_actor_closed(la->cell)) {
-    msrt_bus_pending_clear(la->rt->bus, &la->pend);
+    msrt_bus_pending_clear(la->rt->bus, p);
     return msrt_lua_fail(L, MSRT_E_CLOSED, "the actor is stopping");
   }
-  if (msrt_bus_pending_retry(la->rt->bus, &la->pend) == MSRT_E_MAILBOX_FULL)
+  if (msrt_bus_pending_retry(la->rt->bus, p) == MSRT_E_MAILBOX_FULL)
     return msrt_lua_blocked(L);
-  if (msrt_bus_pending_refused(&la->pend, &la->err))
-    return msrt_lua_fail_err(L, &la->err);
-  lua_pushinteger(L, (lua_Integer)la->pend.delivered);
+  if (msrt_bus_pending_refused(p, &publish_error))
+    return msrt_lua_fail_err(L, &publish_error);
+  lua_pushinteger(L, (lua_Integer)p->delivered);
   return 1;
 }
 
