@@ -81,6 +81,7 @@ local bridge = assert(msrt.nats { url = nats.url, export = { "bench.>" } })
 while bridge:info().state ~= "connected" do msrt.sleep(5) end
 
 local publish_s = {} -- msrt.publish calls/s on the exporting host
+local fewest = math.huge -- the fewest messages an msrt run received
 local function run_msrt_stream(members)
   local hosts = {}
   for i = 1, members do hosts[i] = receiver(members > 1) end
@@ -96,6 +97,7 @@ local function run_msrt_stream(members)
     local c, f, l = H.finish(hosts[i], 60000):match("got (%d+) (%d+) (%d+)")
     n, first, last = n + tonumber(c), math.min(first, tonumber(f)), math.max(last, tonumber(l))
   end
+  fewest = math.min(fewest, n)
   return n / ((last - first) / 1e9), n
 end
 
@@ -178,6 +180,7 @@ local a = summary("1->1 msrt host -> NATS -> msrt host", "msgs/s", r.m11)
 local b = summary("1->1 libnats -> NATS -> libnats", "msgs/s", r.r11)
 print(("  ratio %.2f"):format(a / b))
 summary("  (msrt.publish with the export, host A)", "calls/s", publish_s)
+print(("  (received by the msrt hosts: at least %d of %d in every run)"):format(fewest, opts.count))
 a = summary("queue group on 2 msrt hosts", "msgs/s", r.mq)
 b = summary("queue group of 2 libnats conns", "msgs/s", r.rq)
 print(("  ratio %.2f"):format(a / b))
