@@ -413,9 +413,10 @@ end
 -- `no_responders`) work across hosts; subjects under `msrt.` never cross.
 -- cfg: `url = "nats://HOST:PORT"` or `servers = {url, ...}` (a cluster's
 -- seeds; the others are learnt from them), `user`+`password`, `token` or
--- `creds` (a .creds file), `name` (the host's name on the wire:
--- `Msrt-Origin`), `import` (patterns, default `{">"}`), `export`
--- (patterns, default `{">"}`), `reconnect_buffer` (bytes kept while
+-- `creds` (a .creds file), `name` (the host's name on the wire: the
+-- connection's, and `Msrt-Origin` on messages that carry headers),
+-- `import` (patterns, default `{">"}`), `export` (patterns, default
+-- `{">"}`), `reconnect_buffer` (bytes kept while
 -- disconnected; default the profile's `nats.reconnect_buffer`, 8 MiB),
 -- `reconnect_wait_ms`, `pending_msgs`, `connect_timeout_ms`, `send_asap`
 -- (write each message at once: lower request latency, one write per
