@@ -66,6 +66,35 @@ describe("argument errors", function()
     end)
   end)
 
+  -- (the messages come from lua/msrt/actor_ctx.lua, loaded at the first one)
+  it("an actor's ctx:publish raises a bad subject, reply or priority type at the actor's line", function()
+    S.drive(function()
+      local said = S.collector("args.said2")
+      local line = debug.getinfo(1, "l").currentline + 3
+      assert(S.spawn{ name = "args_pub2", subscribe = "args.go2", handle = function(ctx)
+        local out = {}
+        for i, call in ipairs({ function() local r = ctx:publish(42) return r end,
+                                function() local r = ctx:publish("a", 1, { reply = 7 }) return r end,
+                                function() local r = ctx:publish("a", 1, { priority = "high" }) return r end }) do
+          local ok, e = pcall(function() local r = call() return r end)
+          out[i] = ok and "no error" or e
+        end
+        local r, e = ctx:publish("a", 1, { priority = 11 })
+        out[4] = tostring(r) .. " " .. e.code .. " " .. e.message
+        ctx:publish("args.said2", out)
+        ctx:stop()
+      end })
+      assert(msrt.publish("args.go2", 1))
+      assert.is_true(said.wait(1))
+      local out = said.msgs[1].data
+      assert.matches(("args_spec%%.lua:%d: bad argument #1 to 'publish' %%(subject string expected, got number%%)"):format(line), out[1])
+      assert.matches(("args_spec%%.lua:%d: bad argument #3 to 'publish' %%(reply must be a subject string%%)"):format(line + 1), out[2])
+      assert.matches(("args_spec%%.lua:%d: bad argument #3 to 'publish' %%(priority must be a number 1..10%%)"):format(line + 2), out[3])
+      assert.are.equal("nil invalid_arg priority must be an integer 1..10 (got 11)", out[4])
+      said.close()
+    end)
+  end)
+
   it("handles' methods raise at the caller's line", function()
     S.drive(function()
       local p = assert(msrt.process{ name = "args_cat", cmd = { "cat" } })

@@ -132,20 +132,13 @@ end
 
 -- ttl: a request's timeout, how long its inbox stays valid to a process
 -- it is handed to (NATS allow_responses' expiry).
+-- (A bad argument is named by actor_ctx.lua's bad_send, through a tail
+-- call, so its error still points at the caller of ctx's function: the
+-- messages are bytes every idle actor would otherwise carry.)
 function send(subject, data, reply, prio, fname, headers, ttl)
-  if type(subject) ~= "string" then
-    error(("bad argument #1 to '%s' (subject string expected, got %s)"):format(fname, type(subject)), 3)
-  end
-  if prio ~= nil then
-    if type(prio) ~= "number" then
-      error(("bad argument #3 to '%s' (priority must be a number 1..10)"):format(fname), 3)
-    end
-    if not (prio >= 1 and prio <= 10 and prio % 1 == 0) then -- NaN fails every test
-      return nil, err("invalid_arg", ("priority must be an integer 1..10 (got %s)"):format(tostring(prio)))
-    end
-  end
-  if reply ~= nil and type(reply) ~= "string" then
-    error(("bad argument #3 to '%s' (reply must be a subject string)"):format(fname), 3)
+  if type(subject) ~= "string" or (reply ~= nil and type(reply) ~= "string") or (prio ~= nil
+      and not (type(prio) == "number" and prio >= 1 and prio <= 10 and prio % 1 == 0)) then -- NaN fails
+    return load_more().bad_send(subject, reply, prio, fname)
   end
   local hdr
   if headers ~= nil then
@@ -154,12 +147,7 @@ function send(subject, data, reply, prio, fname, headers, ttl)
     if herr then return nil, err("invalid_arg", herr) end
   end
   local ok, r, e = pcall(publish, subject, data, reply, prio, hdr, ttl)
-  if not ok then -- data a message cannot carry: named, at the caller's line
-    local where = require("msrt.args").unsendable(data, "data")
-    if not where then error(r, 0) end
-    error(("bad argument #2 to '%s' (%s cannot be sent: a message carries nil, booleans, numbers, strings, msrt.null and tables of them)")
-      :format(fname, where), 3)
-  end
+  if not ok then return load_more().bad_data(r, data, fname) end
   -- held for room in a full `block` mailbox: wait for it (its own
   -- function, so send's hot path has no loop the JIT cannot compile)
   if r == nil and e.blocked then r, e = load_more().wait_blocked() end

@@ -168,6 +168,33 @@ local function wait_sys(want, a0, b0)
   end
 end
 
+-- actor_boot.lua's send found a bad subject, reply or priority: raise
+-- at the caller of ctx's function (send tail-calls this, so level 3 is
+-- still that caller), or nil, err for a priority out of range.
+function more.bad_send(subject, reply, prio, fname)
+  if type(subject) ~= "string" then
+    error(("bad argument #1 to '%s' (subject string expected, got %s)"):format(fname, type(subject)), 3)
+  end
+  if prio ~= nil then
+    if type(prio) ~= "number" then
+      error(("bad argument #3 to '%s' (priority must be a number 1..10)"):format(fname), 3)
+    end
+    if not (prio >= 1 and prio <= 10 and prio % 1 == 0) then
+      return nil, err("invalid_arg", ("priority must be an integer 1..10 (got %s)"):format(tostring(prio)))
+    end
+  end
+  error(("bad argument #3 to '%s' (reply must be a subject string)"):format(fname), 3)
+end
+
+-- actor_boot.lua's send could not encode data (why): data a message
+-- cannot carry is named, at the caller's line (tail-called, as bad_send).
+function more.bad_data(why, data, fname)
+  local where = require("msrt.args").unsendable(data, "data")
+  if not where then error(why, 0) end
+  error(("bad argument #2 to '%s' (%s cannot be sent: a message carries nil, booleans, numbers, strings, msrt.null and tables of them)")
+    :format(fname, where), 3)
+end
+
 local function is_room(_, _, is_control, s) if is_control and s == "_ROOM" then return true end end
 
 -- A publish blocked on full `block` mailboxes: wait for room, retry.
