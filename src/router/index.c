@@ -62,14 +62,24 @@ typedef struct {
   uint32_t off, n; /* members[off .. off+n) */
 } rt_group;
 
+/* A node's HAMTs (router/wide.h): its literal children past wide_after
+ * (mask MASK_WIDE), its plain subscriptions past wide_after (records,
+ * nsubs of them; the node's inline items are then none). */
+typedef struct {
+  rt_wide *kids;
+  rt_wide *subs;
+  size_t nsubs;
+} rt_side;
+
 /* One allocation, 64-byte aligned: this header with the token right after
  * it (a short token shares the first cache line), then the literal
  * children, the plain subscriptions as ready-made match items (their fields
- * never change), the queue groups and their members. */
+ * never change), the queue groups and their members, and the side (when
+ * there is one). */
 struct rt_node {
   rt_lit *lits; /* mask 0: a plain array of nlit entries, else a table */
   rt_node *star, *fwc;
-  rt_wide *wide; /* mask MASK_WIDE: the nlit children (lits has none) */
+  rt_side *side; /* NULL when neither children nor subscriptions are wide */
   uint32_t nlit, mask;
   uint32_t nsubs, ngroups, nmembers, toklen;
   char tok[]; /* NUL-terminated */
@@ -180,12 +190,15 @@ typedef struct {
 } rt_span;
 
 /* Writer-side description of a node being rebuilt: its literal children
- * in lits, or (wide) in the HAMT wide. */
+ * in lits, or (is_wide) in the HAMT wide; its plain subscriptions in items,
+ * or (subs_wide) nwsubs records in the HAMT wsubs. */
 typedef struct {
   rt_lit *lits;
   size_t nlit, litcap;
   rt_wide *wide;
-  bool is_wide;
+  bool is_wide, subs_wide;
+  rt_wide *wsubs;
+  size_t nwsubs;
   msrt_match_item *items;
   size_t nsubs, subcap;
   rt_sub **qsubs;
@@ -300,7 +313,7 @@ static inline bool tok_is(const rt_node *c, const rt_tok *t) {
 static __attribute__((noinline)) rt_node *wide_lit(const rt_wide *w,
                                                    const rt_tok *t) {
   uint32_t k = 0;
-  for (rt_node *const *c = rt_wide_find(w, t->hash, &k); c && k--; c++)
+  for (void *const *c = rt_wide_find(w, t->hash, &k); c && k--; c++)
     if (tok_is(*c, t)) return *c;
   return NULL;
 }
@@ -315,7 +328,7 @@ static inline __attribute__((always_inline)) rt_node *node_lit(
     return NULL;
   }
   if (!t->hash) t->hash = rt_hash(t->p, t->len);
-  if (n->mask == MASK_WIDE) return wide_lit(n->wide, t);
+  if (n->mask == MASK_WIDE) return wide_lit(n->side->kids, t);
   for (uint32_t i = (uint32_t)t->hash & n->mask;; i = (i + 1) & n->mask) {
     if (!l[i].child) return NULL;
     if (l[i].hash == t->hash && lit_is(&l[i], t)) return l[i].child;
@@ -332,8 +345,9 @@ static rt_node *node_child(const rt_node *n, rt_tok *t) {
 static void spec_clear(rt_spec *s) {
   s->nlit = s->nsubs = s->nq = 0;
   s->star = s->fwc = NULL;
-  s->wide = NULL;
-  s->is_wide = false;
+  s->wide = s->wsubs = NULL;
+  s->is_wide = s->subs_wide = false;
+  s->nwsubs = 0;
 }
 
 static bool spec_load(rt_spec *s, const rt_node *n) {
@@ -343,8 +357,13 @@ static bool spec_load(rt_spec *s, const rt_node *n) {
       !GROW(s->items, s->subcap, n->nsubs + 1) ||
       !GROW(s->qsubs, s->qcap, n->nmembers + 1))
     return false;
+  if (n->side && n->side->subs) { /* shared, edited by path copying */
+    s->wsubs = n->side->subs;
+    s->nwsubs = n->side->nsubs;
+    s->subs_wide = true;
+  }
   if (n->mask == MASK_WIDE) { /* shared, edited by path copying */
-    s->wide = n->wide;
+    s->wide = n->side->kids;
     s->is_wide = true;
     s->nlit = n->nlit;
   } else {
@@ -362,7 +381,12 @@ static bool spec_load(rt_spec *s, const rt_node *n) {
 }
 
 static bool spec_empty(const rt_spec *s) {
-  return !s->nlit && !s->nsubs && !s->nq && !s->star && !s->fwc;
+  return !s->nlit && !s->nsubs && !s->nwsubs && !s->nq && !s->star &&
+         !s->fwc;
+}
+
+static uint64_t child_hash(const void *c) {
+  return rt_hash(((const rt_node *)c)->tok, ((const rt_node *)c)->toklen);
 }
 
 /* Point a wide spec's child for token t at c (NULL removes it): the HAMT
@@ -371,6 +395,7 @@ static bool wide_set_child(rt_spec *s, const rt_tok *t, rt_node *c,
                            rt_wide_log *log) {
   const rt_node *old = wide_lit(s->wide, t);
   if (!old && !c) return true;
+  log->hash_of = child_hash;
   if (!rt_wide_edit(s->wide, t->hash, old, c, &s->wide, log)) return false;
   s->nlit += !old ? 1 : !c ? (size_t)-1 : 0;
   if (!s->nlit) s->is_wide = false;
@@ -380,6 +405,7 @@ static bool wide_set_child(rt_spec *s, const rt_tok *t, rt_node *c,
 /* A spec past wide_after literal children moves them into a HAMT. */
 static bool spec_widen(rt_spec *s, rt_wide_log *log) {
   rt_wide *w = NULL;
+  log->hash_of = child_hash;
   for (size_t i = 0; i < s->nlit; i++)
     if (!rt_wide_edit(w, s->lits[i].hash, NULL, s->lits[i].child, &w, log))
       return false;
@@ -433,15 +459,23 @@ static rt_node *node_build(const rt_spec *s, const char *tok, uint32_t toklen,
   size_t ngroups = 0;
   for (size_t i = 0; i < s->nq; i++)
     if (i == 0 || s->qsubs[i]->q != s->qsubs[i - 1]->q) ngroups++;
+  bool side = s->is_wide || s->subs_wide;
   size_t size = ALIGN8(sizeof(rt_node) + toklen + 1) + slots * sizeof(rt_lit) +
                 s->nsubs * sizeof(msrt_match_item) +
                 ngroups * sizeof(rt_group) + s->nq * sizeof(rt_sub *);
+  size_t side_at = size;
+  size += side ? sizeof(rt_side) : 0;
   size = (size + 63) & ~(size_t)63;
   rt_node *n = aligned_alloc(64, size);
   if (!n) return NULL;
   *bytes += size;
   n->lits = (rt_lit *)((char *)n + ALIGN8(sizeof(rt_node) + toklen + 1));
-  n->wide = s->is_wide ? s->wide : NULL;
+  n->side = NULL;
+  if (side) {
+    n->side = (rt_side *)((char *)n + side_at);
+    *n->side = (rt_side){s->is_wide ? s->wide : NULL,
+                         s->subs_wide ? s->wsubs : NULL, s->nwsubs};
+  }
   n->star = s->star;
   n->fwc = s->fwc;
   n->nlit = (uint32_t)nlit;
@@ -586,9 +620,6 @@ static void map_del(msrt_router *r, uint64_t id) {
 
 /* ---- router -------------------------------------------------------------- */
 
-static uint64_t child_hash(const rt_node *c) {
-  return rt_hash(c->tok, c->toklen);
-}
 
 msrt_router *msrt_router_new(const msrt_router_opts *opts) {
   msrt_router *r = aligned_alloc(64, (sizeof *r + 63) & ~(size_t)63);
@@ -604,7 +635,6 @@ msrt_router *msrt_router_new(const msrt_router_opts *opts) {
   pthread_mutex_init(&r->mu, NULL);
   r->next_id = 1;
   atomic_init(&r->epoch, 1);
-  r->wlog.hash_of = child_hash;
   r->wide_after = opts && opts->wide_after ? opts->wide_after : WIDE_AFTER;
   rt_spec empty = {0};
   rt_snap *s = calloc(1, sizeof *s);
@@ -637,7 +667,7 @@ static void reader_release(msrt_reader *rd) {
   free(rd);
 }
 
-static void stack_child(rt_node *child, void *ud) {
+static void stack_child(void *child, void *ud) {
   rt_node ***top = ud;
   *(*top)++ = child;
 }
@@ -655,9 +685,12 @@ static void trie_free(rt_node *root) {
       if (x->lits[i].child) stack[n++] = x->lits[i].child;
     if (x->mask == MASK_WIDE) {
       rt_node **top = stack + n;
-      rt_wide_each(x->wide, stack_child, &top);
+      rt_wide_each(x->side->kids, stack_child, &top);
       n = (size_t)(top - stack);
-      rt_wide_free(x->wide);
+    }
+    if (x->side) { /* the records are the id map's */
+      rt_wide_free(x->side->kids);
+      rt_wide_free(x->side->subs);
     }
     if (x->star) stack[n++] = x->star;
     if (x->fwc) stack[n++] = x->fwc;
@@ -772,7 +805,7 @@ static bool tokenize_w(msrt_router *r, const char *p, size_t len,
 /* Rebuild the path for r->wtoks[0..nt) bottom-up. leaf_op edits the leaf's
  * spec. On success the new root is returned and the replaced nodes are on
  * the pending list; on failure nothing changed. */
-typedef bool (*leaf_op)(rt_spec *s, rt_sub *sub);
+typedef bool (*leaf_op)(msrt_router *r, rt_spec *s, rt_sub *sub);
 
 static inline void item_of(msrt_match_item *it, const rt_sub *s,
                            uint32_t flags) {
@@ -783,7 +816,35 @@ static inline void item_of(msrt_match_item *it, const rt_sub *s,
   it->flags = flags;
 }
 
-static bool op_add(rt_spec *s, rt_sub *sub) {
+static uint64_t sub_hash(const void *sub) {
+  return rt_mix(((const rt_sub *)sub)->id, 0x9e3779b97f4a7c15ull);
+}
+
+/* Add (nc) or remove (old) a record of a wide spec's plain subscriptions. */
+static bool wsubs_edit(rt_spec *s, const rt_sub *old, rt_sub *nc,
+                       rt_wide_log *log) {
+  log->hash_of = sub_hash;
+  if (!rt_wide_edit(s->wsubs, sub_hash(old ? old : nc), old, nc, &s->wsubs,
+                    log))
+    return false;
+  s->nwsubs += nc ? 1 : (size_t)-1;
+  if (!s->nwsubs) s->subs_wide = false;
+  return true;
+}
+
+/* A spec past wide_after plain subscriptions moves their records (from the
+ * id map) into a HAMT. */
+static bool subs_widen(msrt_router *r, rt_spec *s) {
+  s->subs_wide = true;
+  for (size_t i = 0; i < s->nsubs; i++) {
+    rt_sub *x = map_get(r, s->items[i].sub_id);
+    if (!wsubs_edit(s, NULL, x, &r->wlog)) return false;
+  }
+  s->nsubs = 0;
+  return true;
+}
+
+static bool op_add(msrt_router *r, rt_spec *s, rt_sub *sub) {
   if (sub->q) { /* after its group's last member: groups lie together */
     if (!GROW(s->qsubs, s->qcap, s->nq + 1)) return false;
     size_t at = s->nq;
@@ -793,6 +854,10 @@ static bool op_add(rt_spec *s, rt_sub *sub) {
             (s->nq - at) * sizeof *s->qsubs);
     s->qsubs[at] = sub;
     s->nq++;
+  } else if (s->subs_wide) {
+    return wsubs_edit(s, NULL, sub, &r->wlog);
+  } else if (s->nsubs + 1 > r->wide_after) { /* sub is not in the map yet */
+    return subs_widen(r, s) && wsubs_edit(s, NULL, sub, &r->wlog);
   } else {
     if (!GROW(s->items, s->subcap, s->nsubs + 1)) return false;
     item_of(&s->items[s->nsubs++], sub, 0);
@@ -800,7 +865,7 @@ static bool op_add(rt_spec *s, rt_sub *sub) {
   return true;
 }
 
-static bool op_del(rt_spec *s, rt_sub *sub) {
+static bool op_del(msrt_router *r, rt_spec *s, rt_sub *sub) {
   if (sub->q) {
     for (size_t i = 0; i < s->nq; i++)
       if (s->qsubs[i] == sub) {
@@ -809,6 +874,8 @@ static bool op_del(rt_spec *s, rt_sub *sub) {
         s->nq--;
         break;
       }
+  } else if (s->subs_wide) {
+    return wsubs_edit(s, sub, NULL, &r->wlog);
   } else {
     for (size_t i = 0; i < s->nsubs; i++)
       if (s->items[i].sub_id == sub->id) {
@@ -841,7 +908,7 @@ static rt_node *rebuild(msrt_router *r, size_t nt, leaf_op op, rt_sub *sub) {
   for (size_t i = nt + 1; i-- > 0;) {
     if (!spec_load(s, path[i])) goto fail;
     if (i == nt) {
-      if (!op(s, sub)) goto fail;
+      if (!op(r, s, sub)) goto fail;
     } else if (!spec_set_child(s, &r->wtoks[i], nn, r->wide_after, log)) {
       goto fail;
     }
@@ -1061,6 +1128,20 @@ void msrt_match_result_free(msrt_match_result *m) {
   msrt_match_result_init(m);
 }
 
+static void collect_sub(void *sub, void *ud) {
+  msrt_reader *rd = ud;
+  item_of(&rd->plain[rd->nplain++], sub, 0);
+}
+
+/* A node's many plain subscriptions, from their records (out of line:
+ * collect's usual path stays small). */
+static __attribute__((noinline)) bool collect_wide(msrt_reader *rd,
+                                                   const rt_side *side) {
+  if (!GROW(rd->plain, rd->plaincap, rd->nplain + side->nsubs)) return false;
+  rt_wide_each(side->subs, collect_sub, rd);
+  return true;
+}
+
 static inline bool collect(msrt_reader *rd, const rt_node *n) {
   if (n->nsubs) {
     if (!GROW(rd->plain, rd->plaincap, rd->nplain + n->nsubs)) return false;
@@ -1068,6 +1149,7 @@ static inline bool collect(msrt_reader *rd, const rt_node *n) {
            n->nsubs * sizeof(msrt_match_item));
     rd->nplain += n->nsubs;
   }
+  if (n->side && n->side->subs && !collect_wide(rd, n->side)) return false;
   if (n->ngroups) {
     if (!GROW(rd->spans, rd->spancap, rd->nspans + n->ngroups)) return false;
     const rt_group *g = node_groups(n);

@@ -6,19 +6,20 @@
  * bytes; an open-addressing hash table up to `wide_after`, 256 by default;
  * past that a persistent hash array mapped trie of its own, router/wide.h),
  * a '*' child and a '>' child, and the subscriptions whose pattern ends
- * there: plain ones (stored as ready-made match items) and queue-group
- * members (together by group). A node is one 64-byte aligned allocation
- * (a wide node's HAMT apart). The whole trie is an immutable snapshot (the
- * routing table sits behind its own atomic pointer, reclaimed the same
- * way). A change (subscribe, unsubscribe) runs under one writer mutex,
- * copies the nodes on the path from the root to the changed node (path
- * copying; in a wide node only the HAMT's path to the child, 256 bytes a
- * level, so N subscriptions under one prefix cost O(N log N), not O(N^2);
- * the rest is shared), and publishes the new root with an atomic pointer
- * swap. Readers never take a lock and never see a half-made change. Still
- * copied whole: the subscriptions of the changed node itself (N
- * subscriptions to one same subject cost O(N^2) bytes copied, 32 per plain
- * one; the per-client caps of README "Limits" bound them).
+ * there: plain ones (stored as ready-made match items, or past
+ * `wide_after` as their records in a HAMT of their own, keyed by id) and
+ * queue-group members (together by group). A node is one 64-byte aligned
+ * allocation (its HAMTs apart). The whole trie is an immutable snapshot
+ * (the routing table sits behind its own atomic pointer, reclaimed the
+ * same way). A change (subscribe, unsubscribe) runs under one writer
+ * mutex, copies the nodes on the path from the root to the changed node
+ * (path copying; in a wide node only the HAMT's path to the child or the
+ * record, 256 bytes a level, so N subscriptions under one prefix or to one
+ * subject cost O(N log N), not O(N^2); the rest is shared), and publishes
+ * the new root with an atomic pointer swap. Readers never take a lock and
+ * never see a half-made change. Still copied whole: a node's queue-group
+ * members (N members on one subject cost O(N^2) bytes copied, 8 each; the
+ * per-client caps of README "Limits" bound what one client makes).
  *
  * Match cache. Each snapshot has a bounded, lock-free cache from a subject
  * to its candidates (plain subscriptions and queue-group member lists; not

@@ -40,10 +40,10 @@ static bool retire(rt_wide_log *log, const void *p) {
 
 /* A sub-node (tagged) holding two leaves of hashes ha != hb at this level
  * and below, or a collision node when the hashes are equal. */
-static void *split(rt_node *a, uint64_t ha, rt_node *b, uint64_t hb,
+static void *split(void *a, uint64_t ha, void *b, uint64_t hb,
                    unsigned shift, rt_wide_log *log) {
   if (shift >= 64) {
-    rt_wide_coll *c = made(log, sizeof *c + 2 * sizeof(rt_node *), NULL);
+    rt_wide_coll *c = made(log, sizeof *c + 2 * sizeof(void *), NULL);
     if (!c) return NULL;
     c->n = 2;
     c->e[0] = a;
@@ -62,7 +62,7 @@ static void *split(rt_node *a, uint64_t ha, rt_node *b, uint64_t hb,
   return SUB(w);
 }
 
-static bool edit_coll(const rt_wide_coll *c, const rt_node *old, rt_node *nc,
+static bool edit_coll(const rt_wide_coll *c, const void *old, void *nc,
                       void **out, rt_wide_log *log) {
   uint32_t i = 0;
   while (i < c->n && c->e[i] != old) i++;
@@ -73,7 +73,7 @@ static bool edit_coll(const rt_wide_coll *c, const rt_node *old, rt_node *nc,
   uint32_t n = c->n + (!old ? 1 : !nc ? (uint32_t)-1 : 0);
   rt_wide_coll *d = NULL;
   if (n) {
-    d = made(log, sizeof *d + n * sizeof(rt_node *), NULL);
+    d = made(log, sizeof *d + n * sizeof(void *), NULL);
     if (!d) return false;
     uint32_t k = 0;
     for (uint32_t j = 0; j < c->n; j++)
@@ -94,7 +94,7 @@ static bool empty(const rt_wide *w) {
 
 /* The new value of the slot that held v (tagged as slots are). */
 static bool edit(const rt_wide *w, unsigned shift, uint64_t h,
-                 const rt_node *old, rt_node *nc, rt_wide **out,
+                 const void *old, void *nc, rt_wide **out,
                  rt_wide_log *log) {
   unsigned i = (h >> shift) & 31;
   void *v = w->slot[i], *nv;
@@ -130,8 +130,8 @@ same:
   return true;
 }
 
-bool rt_wide_edit(const rt_wide *root, uint64_t hash, const rt_node *old,
-                  rt_node *nc, rt_wide **out, rt_wide_log *log) {
+bool rt_wide_edit(const rt_wide *root, uint64_t hash, const void *old,
+                  void *nc, rt_wide **out, rt_wide_log *log) {
   if (!root) {
     *out = NULL;
     if (old || !nc) return true;
@@ -145,7 +145,7 @@ bool rt_wide_edit(const rt_wide *root, uint64_t hash, const rt_node *old,
 }
 
 static void each(const rt_wide *w, unsigned shift,
-                 void (*fn)(rt_node *child, void *ud), void *ud) {
+                 void (*fn)(void *leaf, void *ud), void *ud) {
   for (unsigned i = 0; i < 32; i++) {
     void *v = w->slot[i];
     if (!v) continue;
@@ -160,7 +160,7 @@ static void each(const rt_wide *w, unsigned shift,
   }
 }
 
-void rt_wide_each(const rt_wide *root, void (*fn)(rt_node *child, void *ud),
+void rt_wide_each(const rt_wide *root, void (*fn)(void *leaf, void *ud),
                   void *ud) {
   if (root) each(root, 0, fn, ud);
 }
