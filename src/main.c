@@ -64,11 +64,12 @@ static void print_version(void) {
 static int suspended; /* a chunk yielded: the loop must run to finish it */
 
 /* luajit's front end stops a running chunk on SIGINT with "interrupted!"
- * and a traceback. The hub takes SIGINT on its loop, which a chunk running
- * outside the loop never yields to, so while a chunk runs the first SIGINT
- * arms a hook that raises there; unless the loop runs (uv.run() inside the
- * chunk: the hub's graceful shutdown has it) or the script watches SIGINT
- * itself (its handler has it, as under luv). */
+ * and a traceback. The hub takes SIGINT on its loop, which Lua running
+ * outside the loop never yields to, so until the loop runs (the options'
+ * chunks, the script, its loading) the first SIGINT arms a hook that
+ * raises in the next Lua code run; unless the loop runs meanwhile (uv.run()
+ * inside the chunk: the hub's graceful shutdown has it) or the script
+ * watches SIGINT itself (its handler has it, as under luv). */
 static void interrupted(lua_State *L, lua_Debug *ar) {
   (void)ar;
   lua_sethook(L, NULL, 0, 0);
@@ -82,11 +83,13 @@ static void on_interrupt(void *L) { /* in the signal handler */
 
 /* Run the function on the stack (below nargs args) as the main chunk's
  * coroutine; errors print as `msrt-lua: file:line: message` + traceback. */
+static void interruptible(lua_State *L, int on) {
+  msrt_hub_set_interrupt(on ? on_interrupt : NULL, on ? L : NULL);
+  if (!on && lua_gethook(L) == interrupted) lua_sethook(L, NULL, 0, 0);
+}
+
 static int run_chunk(lua_State *L, int nargs) {
-  msrt_hub_set_interrupt(on_interrupt, L);
   int rc = msrt_host_call(L, nargs, 0, NULL);
-  msrt_hub_set_interrupt(NULL, NULL);
-  if (lua_gethook(L) == interrupted) lua_sethook(L, NULL, 0, 0);
   if (rc == LUA_YIELD) suspended = 1;
   return rc && rc != LUA_YIELD ? 1 : 0;
 }
@@ -322,6 +325,7 @@ int main(int argc, char **argv) {
     return rc ? 1 : 0;
   }
   set_arg(L, argv, argc, c.script ? c.script : argc - 1);
+  interruptible(L, 1);
   rc = boot(L, "msrt.profile");
   if (rc == 0 && (host.nwatch || host.metrics || host.ctl || host.nats))
     rc = boot(L, "msrt.ops"); /* requires msrt, which starts --watch */
@@ -337,6 +341,7 @@ int main(int argc, char **argv) {
   /* luvit-style, the hub keeps running until nothing can produce work;
    * but a script that ran uv.run() itself owns the loop and ends with its
    * chunk, as under luajit (README "msrt-lua"). */
+  interruptible(L, 0);
   if (rc) msrt_hub_shutdown(host.hub, "error", 1);
   else if (suspended || !host.ran_loop || c.interactive)
     msrt_host_run(&host, UV_RUN_DEFAULT, NULL);

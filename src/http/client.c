@@ -5,12 +5,11 @@
  * curl_multi_socket_action has returned (pump). */
 #include "http/http.h"
 
-#include <curl/curl.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/handle.h"
+#include "http/curl_dl.h" /* libcurl, by its names */
 #include "hub/timer.h"
 
 #define HEADERS_MAX ((size_t)64 << 10)
@@ -238,16 +237,8 @@ static int on_timer_set(CURLM *m, long ms, void *userp) {
 
 /* ---- the API ---------------------------------------------------------------- */
 
-static pthread_once_t global_once = PTHREAD_ONCE_INIT;
-static CURLcode global_rc;
-static void global_init(void) { global_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
-
 msrt_http *msrt_http_new(uv_loop_t *loop, msrt_error *err) {
-  pthread_once(&global_once, global_init);
-  if (global_rc != CURLE_OK) {
-    msrt_error_set(err, MSRT_E_INTERNAL, "libcurl: %s", curl_easy_strerror(global_rc));
-    return NULL;
-  }
+  if (msrt_curl_load(err) != MSRT_E_OK) return NULL;
   msrt_http *c = calloc(1, sizeof *c);
   if (!c || !(c->multi = curl_multi_init())) {
     free(c);
