@@ -19,19 +19,7 @@ describe("msrt-lua mcp serve --http", function()
     os.remove(dir)
     assert(os.execute("mkdir -p " .. S.quote(dir)) == 0)
     local log = S.write(dir .. "/child.log", "")
-    S.write(dir .. "/tree.lua", [[
-return { name = "svc", children = {
-  { id = "upper", actor = { subscribe = "svc.upper", handle = function(ctx, msg)
-      ctx:reply(msg, { text = string.upper(msg.data.text) })
-    end } } } }
-]])
-    S.write(dir .. "/policy.lua", ([[
-return { name = "fleet", fleet = "tree.lua",
-  servers = { { name = "mc", cmd = { "python3", %q, %q } } },
-  tools = { { name = "upper", subject = "svc.upper",
-      input_schema = { type = "object", properties = { text = { type = "string" } }, required = { "text" } } },
-    { name = "slow", server = "mc", tool = "slow" } } }
-]]):format(ROOT .. "/spec/mcp_child.py", log))
+    require("spec.mcp_policy")(dir, log)
     local h = S.host({ "mcp", "serve", dir .. "/policy.lua", "--http", ":0" })
     local url = h.wait("mcp serve: (http://127%.0%.0%.1:%d+/mcp)")
     assert(url, h.text())

@@ -14,30 +14,11 @@ local uv = require "luv"
 local ROOT = (debug.getinfo(1, "S").source:sub(2):match("^(.*)/spec/[^/]*$")) or "."
 if ROOT:sub(1, 1) ~= "/" then ROOT = os.getenv("PWD") .. "/" .. ROOT end
 
-local function read(path)
-  local f = io.open(path)
-  local s = f and f:read("*a") or ""
-  if f then f:close() end
-  return s
-end
+local read = S.read
 
 local free_port = S.free_port
 
-local function serve_policy(dir, log)
-  S.write(dir .. "/tree.lua", [[
-return { name = "svc", children = {
-  { id = "upper", actor = { subscribe = "svc.upper", handle = function(ctx, msg)
-      ctx:reply(msg, { text = string.upper(msg.data.text) })
-    end } } } }
-]])
-  return S.write(dir .. "/policy.lua", ([[
-return { name = "fleet", fleet = "tree.lua",
-  servers = { { name = "mc", cmd = { "python3", %q, %q } } },
-  tools = { { name = "upper", subject = "svc.upper",
-      input_schema = { type = "object", properties = { text = { type = "string" } }, required = { "text" } } },
-    { name = "slow", server = "mc", tool = "slow" } } }
-]]):format(ROOT .. "/spec/mcp_child.py", log))
-end
+local serve_policy = require "spec.mcp_policy"
 
 describe("msrt.mcp.server{url} against msrt-lua mcp serve --http", function()
   it("calls tools with checks, progress, cancellation and ping, survives an expired session, fails at once when the server goes", function()

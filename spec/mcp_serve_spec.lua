@@ -41,13 +41,7 @@ return {
   return dir
 end
 
--- The text of the file at path ("" when there is none yet).
-local function text_of(path)
-  local f = io.open(path)
-  local all = f and f:read("*a") or ""
-  if f then f:close() end
-  return all
-end
+local text_of = S.read -- "" when there is no file yet
 
 local function inspect(policy, ...)
   local r = S.run({ "index.js", S.exe, "mcp", "serve", policy, ... }, { exe = "node", cwd = INSPECTOR, limit_s = 120 })

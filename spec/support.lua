@@ -17,6 +17,15 @@ local function slurp(path)
   return s
 end
 
+--- The text of the file at path ("" when there is none, yet).
+function S.read(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("*a")
+  f:close()
+  return s or ""
+end
+
 --- Run msrt-lua with args (a list); opts.stdin feeds standard input,
 -- opts.env is a prefix like "MSRT_PROFILE=x", opts.cwd the directory it
 -- runs in, opts.limit_s its bound (default 300: a child that hangs is
