@@ -28,9 +28,7 @@ describe("the MCP conformance suite", function()
     local h = S.host({ "mcp", "serve", ROOT .. "/spec/conformance/policy.lua", "--http", ":0" })
     local url = h.wait("mcp serve: (http://127%.0%.0%.1:%d+/mcp)")
     assert(url, h.text())
-    local dir = os.tmpname() -- the suite writes its results/ where it runs
-    os.remove(dir)
-    assert(os.execute("mkdir -p " .. S.quote(dir)) == 0)
+    local dir = S.dir() -- the suite writes its results/ where it runs
     local r = S.run({ ROOT .. "/node_modules/@modelcontextprotocol/conformance/dist/index.js", "server", "--url", url },
       { exe = ROOT .. "/node_modules/.bin/node", cwd = dir, limit_s = 120 })
     h.stop()
@@ -44,9 +42,7 @@ describe("the MCP conformance suite", function()
   end)
 
   it("its client scenarios pass against msrt.mcp.server{url} for what it does", function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p " .. S.quote(dir)) == 0)
+    local dir = S.dir()
     local results = {}
     for _, scenario in ipairs({ "initialize", "tools_call", "sse-retry" }) do
       local r = S.run({ ROOT .. "/node_modules/@modelcontextprotocol/conformance/dist/index.js", "client",

@@ -15,9 +15,7 @@ if ROOT:sub(1, 1) ~= "/" then ROOT = os.getenv("PWD") .. "/" .. ROOT end
 
 describe("msrt-lua mcp serve --http", function()
   it("serves the SDK's streamable HTTP client, checks Origin and sessions, and cancels what a dropped client asked", function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p " .. S.quote(dir)) == 0)
+    local dir = S.dir()
     local log = S.write(dir .. "/child.log", "")
     require("spec.mcp_policy")(dir, log)
     local h = S.host({ "mcp", "serve", dir .. "/policy.lua", "--http", ":0" })

@@ -22,9 +22,7 @@ local serve_policy = require "spec.mcp_policy"
 
 describe("msrt.mcp.server{url} against msrt-lua mcp serve --http", function()
   it("calls tools with checks, progress, cancellation and ping, survives an expired session, fails at once when the server goes", function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p " .. S.quote(dir)) == 0)
+    local dir = S.dir()
     local log = S.write(dir .. "/child.log", "")
     local policy = serve_policy(dir, log)
     local port = free_port()

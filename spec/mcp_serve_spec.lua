@@ -13,9 +13,7 @@ if ROOT:sub(1, 1) ~= "/" then ROOT = os.getenv("PWD") .. "/" .. ROOT end
 local INSPECTOR = ROOT .. "/node_modules/@modelcontextprotocol/inspector-cli/build"
 
 local function policy_dir()
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(os.execute("mkdir -p " .. S.quote(dir)) == 0)
+  local dir = S.dir()
   S.write(dir .. "/tree.lua", [[
 return { name = "svc", children = {
   { id = "upper", actor = { subscribe = "svc.upper", handle = function(ctx, msg)

@@ -201,9 +201,7 @@ msrt.stop()
   end)
 
   it("takes a bridge file's import and export changes live (msrt.reload), keeping the old on a bad file", function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p " .. S.quote(dir)) == 0)
+    local dir = S.dir()
     local file = dir .. "/bridge.lua"
     S.write(file, ('return { url = %q, name = "R", import = { "a.>" }, export = {} }\n'):format(nats.url))
     local h = host(([[

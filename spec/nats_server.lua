@@ -18,34 +18,16 @@
 -- Blocking calls (os.execute, a bounded poll of each server's log): call
 -- them from a spec body, setup or teardown, not from a hub callback that
 -- must not block. @module spec.nats_server
+local S = require "spec.support" -- quote, read, write, alive, now_ms
 local N = {}
 
 N.exe = os.getenv("NATS_SERVER") or "nats-server"
 
-local function sh_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local sh_quote, read, write = S.quote, S.read, S.write
 
 local function sleep_ms(ms) os.execute(("sleep %.3f"):format(ms / 1000)) end
 
-local function now_ms()
-  local p = io.popen("date +%s%3N")
-  local t = tonumber(p:read("*a"))
-  p:close()
-  return t
-end
+local now_ms = S.now_ms
 
 -- Poll pred() every 20 ms until it returns a value or limit_ms pass.
 local function poll(pred, limit_ms)
@@ -59,7 +41,7 @@ local function poll(pred, limit_ms)
 end
 
 local function alive(pid)
-  return pid and require("spec.support").alive(pid)
+  return pid and S.alive(pid)
 end
 
 -- Start one nats-server with config text in dir as node i; returns the

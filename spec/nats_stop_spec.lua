@@ -3,6 +3,7 @@
 -- "msrt-lua"): the wait, on libnats' delivery thread, ends when the
 -- subscriber goes or the host stops, not when the backlog is drained;
 -- what was imported is delivered or counted.
+local S = require "spec.support"
 local N = require "spec.nats_server"
 local H = require "spec.hosts"
 
@@ -46,12 +47,7 @@ print(table.concat(o, " ") .. " outcomes " .. t)
       .. ("for i = 1, %d do msrt.publish('flood.x', i) end\nbr:flush()\nmsrt.stop()\n"):format(n))
   end
 
-  local function now_ms()
-    local p = io.popen("date +%s%3N")
-    local ms = tonumber(p:read("*l"))
-    p:close()
-    return ms
-  end
+  local now_ms = S.now_ms
 
   -- B stops (by then_ or a signal) mid-flood: it exits within a bound
   -- (far less than the actor's backlog would take), and every copy of what it imported was delivered or counted; returns

@@ -26,6 +26,22 @@ function S.read(path)
   return s or ""
 end
 
+--- A fresh empty directory under the temporary directory; its path.
+function S.dir()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p " .. S.quote(dir)) == 0, dir)
+  return dir
+end
+
+--- The wall clock in milliseconds (date(1): no loop needed, unlike uv.now).
+function S.now_ms()
+  local p = io.popen("date +%s%3N")
+  local ms = tonumber(p:read("*l"))
+  p:close()
+  return ms
+end
+
 --- Run msrt-lua with args (a list); opts.stdin feeds standard input,
 -- opts.env is a prefix like "MSRT_PROFILE=x", opts.cwd the directory it
 -- runs in, opts.limit_s its bound (default 300: a child that hangs is

@@ -129,9 +129,7 @@ return {
 
 --- A fresh directory holding auth.lua with text: dir, the file's path.
 function M.auth_dir(text)
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(os.execute("mkdir -p " .. S.quote(dir)) == 0)
+  local dir = S.dir()
   return dir, S.write(dir .. "/auth.lua", text)
 end
 
