@@ -81,13 +81,13 @@ static void on_interrupt(void *L) { /* in the signal handler */
     lua_sethook(L, interrupted, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
-/* Run the function on the stack (below nargs args) as the main chunk's
- * coroutine; errors print as `msrt-lua: file:line: message` + traceback. */
 static void interruptible(lua_State *L, int on) {
   msrt_hub_set_interrupt(on ? on_interrupt : NULL, on ? L : NULL);
   if (!on && lua_gethook(L) == interrupted) lua_sethook(L, NULL, 0, 0);
 }
 
+/* Run the function on the stack (below nargs args) as the main chunk's
+ * coroutine; errors print as `msrt-lua: file:line: message` + traceback. */
 static int run_chunk(lua_State *L, int nargs) {
   int rc = msrt_host_call(L, nargs, 0, NULL);
   if (rc == LUA_YIELD) suspended = 1;
@@ -100,6 +100,13 @@ static int load_error(lua_State *L) {
   return 1;
 }
 
+/* require(name) pushed; 1 after reporting its error (nothing pushed). */
+static int require_push(lua_State *L, const char *name) {
+  lua_getglobal(L, "require");
+  lua_pushstring(L, name);
+  return lua_pcall(L, 1, 1, 0) ? load_error(L) : 0;
+}
+
 static int do_string(lua_State *L, const char *chunk) {
   if (luaL_loadbuffer(L, chunk, strlen(chunk), "=(command line)"))
     return load_error(L);
@@ -109,9 +116,7 @@ static int do_string(lua_State *L, const char *chunk) {
 /* -j/-O (kind 'j'/'O', text after the letter) or -b (argv from the -b
  * on): lua/msrt/jitcmd.lua does what luajit's front end does with them. */
 static int do_jit(lua_State *L, char kind, char **args, int nargs) {
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "msrt.jitcmd");
-  if (lua_pcall(L, 1, 1, 0)) return load_error(L);
+  if (require_push(L, "msrt.jitcmd")) return 1;
   lua_getfield(L, -1, (const char[]){kind, 0});
   lua_remove(L, -2);
   luaL_checkstack(L, nargs, "too many arguments to -b");
@@ -121,9 +126,7 @@ static int do_jit(lua_State *L, char kind, char **args, int nargs) {
 }
 
 static int do_require(lua_State *L, const char *name) {
-  lua_getglobal(L, "require");
-  lua_pushstring(L, name);
-  if (lua_pcall(L, 1, 1, 0)) return load_error(L);
+  if (require_push(L, name)) return 1;
   lua_setglobal(L, name);
   return 0;
 }
@@ -152,9 +155,7 @@ static int do_script(lua_State *L, char **argv, int argc, int script) {
 
 /* --check FILE...: msrt.check validates each file as the policy it is. */
 static int do_check(lua_State *L, char **files, int n) {
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "msrt.check");
-  if (lua_pcall(L, 1, 1, 0)) return load_error(L);
+  if (require_push(L, "msrt.check")) return 1;
   lua_getfield(L, -1, "main");
   lua_createtable(L, n, 0);
   for (int i = 0; i < n; i++) {
@@ -169,9 +170,7 @@ static int do_check(lua_State *L, char **files, int n) {
  * tuning profile (so the blocking pool is sized before its first use),
  * then --watch/--metrics/--ctl. An err prints as one line, no traceback. */
 static int boot(lua_State *L, const char *module) {
-  lua_getglobal(L, "require");
-  lua_pushstring(L, module);
-  if (lua_pcall(L, 1, 1, 0)) return load_error(L);
+  if (require_push(L, module)) return 1;
   lua_getfield(L, -1, "boot");
   if (lua_pcall(L, 0, 2, 0)) return load_error(L);
   if (lua_isnil(L, -2)) {
