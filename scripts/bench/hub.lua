@@ -2,7 +2,7 @@
 -- a message"): what the hub's Lua costs per message, and request/reply.
 --   msrt-lua [--profile P] scripts/bench/hub.lua [--runs N] [--msgs N]
 --            [--requests N] [--coroutines N]
---            [--only callbacks|backlog|requests|actor_requests]
+--            [--only callbacks|backlog|requests|hub_requests|actor_requests]
 -- Prints the machine, the command and, as the median of --runs runs (with
 -- the range):
 --   callbacks       an actor publishes --msgs messages to one hub
@@ -14,6 +14,8 @@
 --   requests        --coroutines hub coroutines make --requests
 --                   msrt.requests in all (each its share, one after the
 --                   other) to an echo actor: requests per second
+--   hub_requests    the same to an echo hub subscription (msrt.publish
+--                   of the reply from its callback): the hub alone
 --   actor_requests  one actor makes --requests ctx:requests, one after the
 --                   other, to an echo actor: requests per second
 -- Each run does a fixed amount of work, so `valgrind --tool=callgrind` on
@@ -26,7 +28,7 @@ io.stdout:setvbuf("line")
 
 local B = dofile(arg[0]:match("^(.*)/") .. "/common.lua")
 local opts = B.options({ runs = 5, msgs = 200000, requests = 100000, coroutines = 1000, only = "" },
-  "hub.lua [--runs N] [--msgs N] [--requests N] [--coroutines N] [--only callbacks|backlog|requests|actor_requests]")
+  "hub.lua [--runs N] [--msgs N] [--requests N] [--coroutines N] [--only callbacks|backlog|requests|hub_requests|actor_requests]")
 
 local function echo(ctx, msg) ctx:publish(msg.reply, msg.data) end
 
@@ -59,9 +61,19 @@ local function callbacks_once(run, backlog)
   return (opts.msgs - 1) / ((t1 - t0) / 1e9)
 end
 
-local function requests_once(run)
+-- An echo responder on subject: an actor, or a hub subscription.
+local function responder(subject, on_hub)
+  if not on_hub then
+    local a = assert(msrt.actor{ name = "echo", subscribe = subject, handle = echo })
+    return function() a:stop(); a:wait() end
+  end
+  local sub = assert(msrt.subscribe(subject, function(m) msrt.publish(m.reply, m.data) end))
+  return sub.unsubscribe
+end
+
+local function requests_once(run, on_hub)
   local subject = "bench.hub.echo." .. run
-  local resp = assert(msrt.actor{ name = "echo", subscribe = subject, handle = echo })
+  local stop = responder(subject, on_hub)
   local per = math.floor(opts.requests / opts.coroutines)
   local wake, wait = waiter()
   local left = opts.coroutines
@@ -76,7 +88,7 @@ local function requests_once(run)
   end
   wait()
   local secs = (uv.hrtime() - t0) / 1e9
-  resp:stop(); resp:wait()
+  stop()
   return per * opts.coroutines / secs
 end
 
@@ -117,5 +129,7 @@ report("callbacks", callbacks_once, ("k msgs/s delivered to a hub callback (%d m
 report("backlog", function(run) return callbacks_once(run, true) end,
   ("k msgs/s delivered to a hub callback from a backlog (%d msgs)"):format(opts.msgs), 1e3)
 report("requests", requests_once, ("k msrt.requests/s (%d coroutines, %d requests)"):format(opts.coroutines, opts.requests), 1e3)
+report("hub_requests", function(run) return requests_once(run, true) end,
+  ("k msrt.requests/s to a hub responder (%d coroutines, %d requests)"):format(opts.coroutines, opts.requests), 1e3)
 report("actor_requests", actor_requests_once, ("k ctx:requests/s (one actor, %d requests)"):format(opts.requests), 1e3)
 msrt.stop()
