@@ -225,6 +225,61 @@ static void test_tokenizer_agrees(void) {
   }
 }
 
+/* The rules of a subject, plainly (README "Subjects"): tokens split at
+ * '.', none empty, none "*" or ">", no byte <= 0x20 nor 0x7f. */
+static int subject_rules(const char *s, size_t len) {
+  size_t start = 0;
+  for (size_t i = 0; i <= len; i++) {
+    if (i < len && s[i] != '.') {
+      unsigned char c = (unsigned char)s[i];
+      if (c <= 0x20 || c == 0x7f) return 0;
+      continue;
+    }
+    size_t n = i - start;
+    if (n == 0 || (n == 1 && (s[start] == '*' || s[start] == '>'))) return 0;
+    start = i + 1;
+  }
+  return len > 0;
+}
+
+/* Validation takes eight bytes a step: each kind of byte at each offset of
+ * subjects up to 40 bytes long, and random ones, judged as the rules say;
+ * a pattern's verdict agrees for wildcard-free strings. */
+static void test_validate_agrees(void) {
+  static const unsigned char special[] = {'.', '*', '>', ' ', 0x7f, 0x01, 0x00,
+                                          0x20, 0x21, 0x80, 0xff, '\t'};
+  static const char alphabet[] = "ab.*> \x7f\x80";
+  char s[41];
+  int bad = 0;
+  for (size_t len = 1; len <= 40; len++)
+    for (size_t at = 0; at < len; at++)
+      for (size_t k = 0; k < sizeof special; k++)
+        for (int two = 0; two < 2; two++) {
+          memset(s, 'x', len);
+          s[at] = (char)special[k];
+          if (two && at + 2 < len) s[at + 2] = '.';
+          int want = subject_rules(s, len);
+          int got = msrt_subject_validate(s, len, 0, NULL) == MSRT_E_OK;
+          if (got != want && bad++ < 5)
+            fprintf(stderr, "validate(\"%.*s\") = %d, rules say %d\n", (int)len, s, got, want);
+          if (!memchr(s, '*', len) && !memchr(s, '>', len))
+            CHECK((msrt_pattern_validate(s, len, 0, NULL) == MSRT_E_OK) == want);
+        }
+  uint64_t rng = 99;
+  for (int round = 0; round < 20000; round++) {
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    size_t len = (size_t)(rng >> 58) % 41;
+    for (size_t i = 0; i < len; i++) {
+      rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+      s[i] = alphabet[(rng >> 59) % (sizeof alphabet - 1)];
+    }
+    int want = subject_rules(s, len);
+    if ((msrt_subject_validate(s, len, 0, NULL) == MSRT_E_OK) != want && bad++ < 5)
+      fprintf(stderr, "validate(\"%.*s\") disagrees with the rules\n", (int)len, s);
+  }
+  CHECK(bad == 0);
+}
+
 /* ---- the index ----------------------------------------------------------- */
 
 static msrt_router *R;
@@ -915,7 +970,7 @@ static void test_classes(void) {
 TEST_MAIN(test_classes, test_subject_valid, test_subject_invalid, test_pattern_rules,
           test_patterns_intersect,
           test_subject_messages, test_subject_length, test_matcher,
-          test_token_kinds, test_tokenizer_agrees,
+          test_token_kinds, test_tokenizer_agrees, test_validate_agrees,
           test_index_basic, test_index_wide, test_property,
           test_queue_fairness, test_queue_two_readers, test_skip_predicate,
           test_enter_leave, test_defer, test_routes_rewrite, test_routes_split, test_routes_errors,
