@@ -220,6 +220,7 @@ end
 
 local function loop(budget)
   load_module()
+  load_module = nil -- run once: its code is garbage now (src/lua/actor.c collects after the first turn)
   if M.init then M.init(ctx, spec.args) end
   if spec.notify_started then rt.started() end -- a supervisor waits for it
   spec = { name = spec.name } -- the module's code and args are not needed again
