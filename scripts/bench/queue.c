@@ -1,7 +1,7 @@
 /* The ceilings msrt's durable queues are measured against (README
  * "Performance", scripts/bench/queue.lua):
  *
- *   bench_queue sqlite [N] [normal|full]
+ *   bench_queue sqlite [N] [normal|full] [16|4096 (one size only)]
  *     a plain C loop doing the transactions a queue does (src/queue/
  *     store.c's, on its table), with nothing around them: WAL, one
  *     transaction per batch of 64 holding the batch's inserts (16 B and
@@ -10,6 +10,13 @@
  *     the deletes of the previous batch's acks (counted and deleted as
  *     one run of consecutive seqs), the Msg-Id window's prune and the two
  *     counters it keeps.
+ *   bench_queue store [N] [normal|full] [16|4096]
+ *     msrt's own store alone, no Lua (src/queue driven from C): the same
+ *     batches of 64 published on the bus with a 20-byte header and a reply
+ *     (a durable publish's), captured by the queue's endpoint, flushed with
+ *     the previous batch's acks and the new ones stored as delivered once
+ *     (msrt_queue_flush, what queue.lua's flush asks of it): the floor of
+ *     msrt's durable path, between the plain loop and msrt-lua's.
  *   bench_queue js URL [N]
  *     JetStream's file store through libnats: a work-queue stream, 64
  *     async publishes in flight (js_PublishAsync), 1 and 4 pull consumers
@@ -28,6 +35,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "bus/bus.h"
+#include "queue/queue.h"
 
 static double now_us(void) {
   struct timespec ts;
@@ -102,6 +112,77 @@ static void sqlite_case(const char *dir, int n, int size, const char *sync) {
   sqlite3_finalize(ins), sqlite3_finalize(len), sqlite3_finalize(del), sqlite3_finalize(meta);
   sqlite3_finalize(prune);
   sqlite3_close(db);
+  free(body);
+  unlink(path);
+}
+
+/* ---- msrt's store alone (src/queue, no Lua) -------------------------------- */
+
+static void drain_none(msrt_inbox_item *items, size_t n, void *ud) {
+  (void)ud;
+  for (size_t i = 0; i < n; i++) msrt_env_unref(items[i].env);
+}
+
+static void store_case(const char *dir, int n, int size, const char *sync) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/store-%d.db", dir, size);
+  unlink(path);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  msrt_router *router = msrt_router_new(NULL);
+  msrt_inbox *inbox = msrt_inbox_new(&loop, drain_none, NULL);
+  msrt_bus_limits lim = {1 << 20, 0};
+  msrt_bus *bus = msrt_bus_new(router, inbox, &lim);
+  msrt_queue_config cfg = {.path = path, .name = "bench", .sync_full = strcmp(sync, "full") == 0,
+                           .dedupe_window_ms = 120000, .wake_id = 1};
+  msrt_error err;
+  msrt_queue *q = msrt_queue_open(&cfg, &err);
+  uint64_t sub;
+  if (!q || msrt_bus_subscribe(bus, "bench.>", 7, NULL, 0, msrt_ep_queue(q), &sub, &err) != MSRT_E_OK) {
+    fprintf(stderr, "store: %s\n", err.message);
+    exit(1);
+  }
+  char *body = malloc((size_t)size);
+  memset(body, 'x', (size_t)size);
+  static const char hdr[] = "T\0001733400000000000\0"; /* as the Lua bench's */
+  uint64_t acks[BATCH];
+  size_t nacks = 0;
+  double t0 = now_us();
+  for (int done = 0; done < n + BATCH; done += BATCH) {
+    for (int i = done; i < done + BATCH && i < n; i++) { /* this batch in */
+      char reply[48];
+      int rlen = snprintf(reply, sizeof reply, "_QPUB.AAAAAAAAAAAAAAAAAAAAAA.%d", i + 1);
+      msrt_envelope *e = msrt_bus_make(bus, "bench.x", 7, reply, (size_t)rlen, hdr, sizeof hdr - 1,
+                                       body, (size_t)size, 5, 0, &err);
+      size_t got = 0;
+      if (!e || msrt_bus_publish(bus, e, &got, NULL, &err) != MSRT_E_OK || got != 1) exit(1);
+      msrt_env_unref(e);
+    }
+    msrt_queue_ops ops = {.acks = acks, .nacks = nacks, .deliver_new = BATCH};
+    msrt_queue_result *res;
+    uint64_t *ev;
+    size_t nres, nev;
+    if (msrt_queue_flush(q, &ops, &res, &nres, &ev, &nev, &err) != MSRT_E_OK) {
+      fprintf(stderr, "flush: %s\n", err.message);
+      exit(1);
+    }
+    nacks = 0; /* what was delivered is acked by the next flush */
+    for (size_t i = 0; i < nres; i++) acks[nacks++] = res[i].seq;
+    msrt_queue_results_free(res, nres);
+    free(ev);
+  }
+  double secs = (now_us() - t0) / 1e6;
+  printf("store  %5d B, msrt's store alone (C): %9.0f msgs/s (synchronous %s, %d per transaction)\n",
+         size, n / secs, sync, BATCH);
+  msrt_bus_unsubscribe(bus, sub);
+  msrt_queue_close(q);
+  msrt_inbox_drain(inbox);
+  msrt_inbox_close(inbox);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+  msrt_bus_free(bus);
+  msrt_inbox_free(inbox);
+  msrt_router_free(router);
   free(body);
   unlink(path);
 }
@@ -195,8 +276,18 @@ int main(int argc, char **argv) {
     int n = argc > 2 ? atoi(argv[2]) : 20000;
     const char *sync = argc > 3 ? argv[3] : "normal";
     const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    sqlite_case(dir, n, 16, sync);
-    sqlite_case(dir, n, 4096, sync);
+    int size = argc > 4 ? atoi(argv[4]) : 0; /* one size only (callgrind) */
+    if (size != 4096) sqlite_case(dir, n, 16, sync);
+    if (size != 16) sqlite_case(dir, n, 4096, sync);
+    return 0;
+  }
+  if (argc >= 2 && strcmp(argv[1], "store") == 0) {
+    int n = argc > 2 ? atoi(argv[2]) : 20000;
+    const char *sync = argc > 3 ? argv[3] : "normal";
+    const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    int size = argc > 4 ? atoi(argv[4]) : 0;
+    if (size != 4096) store_case(dir, n, 16, sync);
+    if (size != 16) store_case(dir, n, 4096, sync);
     return 0;
   }
   if (argc >= 3 && strcmp(argv[1], "js") == 0) {
@@ -217,6 +308,6 @@ int main(int argc, char **argv) {
     natsConnection_Destroy(nc);
     return 0;
   }
-  fprintf(stderr, "usage: bench_queue sqlite [N] [normal|full] | bench_queue js URL [N]\n");
+  fprintf(stderr, "usage: bench_queue sqlite|store [N] [normal|full] [16|4096] | bench_queue js URL [N]\n");
   return 2;
 }
