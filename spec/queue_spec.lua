@@ -1,6 +1,6 @@
 -- Durable work queues (README "Durable work queues") on the SQLite store:
 -- msrt.queue, msrt.publish{durable = true} with its PubAck and Msg-Id
--- dedupe, forged PubAcks, grouped commits, a raising consumer, limits,
+-- dedupe, durable batch publishes, forged PubAcks, grouped commits, a raising consumer, limits,
 -- policy files, a corrupt store refused, what a SIGKILLed host leaves
 -- (children run as real hosts on real files), actor consumers' mailboxes
 -- and deaths, operators' tools. The semantics both stores share (ack,
@@ -118,6 +118,26 @@ print("commits", q.stats().commits - before, q.stats().stored)
       S.sleep(20)
       assert.are.same({ 3, 4 }, { r.msgs[1].data, r.msgs[2].data })
       old.close()
+    end)
+  end)
+
+  it("answers a durable batch publish with a PubAck per message: refused ones as errors, a batch nothing captures as no_responders; checks the batch arguments", function()
+    S.drive(function()
+      local dir = fresh_dir()
+      local q = declare(dir, { max_msgs = 3, discard = "new" })
+      local acks = assert(msrt.publish_batch("tasks.a", { 1, 2, 3, 4, 5 }, { durable = true }))
+      assert.are.equal(5, #acks)
+      for i = 1, 3 do assert.are.same({ queue = "tasks", seq = i }, acks[i]) end
+      for i = 4, 5 do assert.are.equal("resource_exhausted", acks[i].error.code) end
+      assert.are.equal(3, q.stats().stored)
+      local none, err = msrt.publish_batch("elsewhere.x", { 1, 2 }, { durable = true })
+      assert.is_nil(none)
+      assert.are.equal("no_responders", err.code)
+      assert.are.same({}, msrt.publish_batch("tasks.a", {}, { durable = true }))
+      assert.has_error(function() msrt.publish_batch("tasks.a", "x", { durable = true }) end)
+      assert.has_error(function() msrt.consume("tasks", function() end, { batch = 0 }) end)
+      assert.has_error(function() msrt.consume("tasks", function() end, { batch = 1.5 }) end)
+      q.close()
     end)
   end)
 

@@ -160,6 +160,31 @@ local CASES = {
     assert.is_true(acked(q, 10))
     return q
   end },
+  { "publishes a batch with a PubAck per message in order, and hands a batch consumer at most its batch, acked with one call; a raising batch is redelivered", function(declare, name)
+    local q = declare { ack_wait_ms = 60000 }
+    local acks = assert(msrt.publish_batch(name .. ".b", { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 }, { durable = true }))
+    assert.are.equal(10, #acks)
+    for i = 1, 10 do assert.are.same({ queue = name, seq = i }, acks[i]) end
+    local dup = assert(msrt.publish_batch(name .. ".b", { "x", "y" }, { durable = true, headers = { ["Msg-Id"] = "same" } }))
+    assert.are.same({ { queue = name, seq = 11 }, { queue = name, seq = 11, duplicate = true } }, dup)
+    local batches = {}
+    local c = assert(msrt.consume(name, function(msgs)
+      batches[#batches + 1] = msgs
+      if #batches == 1 then error("the first batch fails") end -- its messages nak'd
+      assert.are.equal(#msgs, msgs:ack())
+    end, { batch = 4, max_ack_pending = 6 }))
+    assert.is_true(acked(q, 11))
+    local seen = {}
+    for _, b in ipairs(batches) do
+      assert.is_true(#b >= 1 and #b <= 4)
+      for _, m in ipairs(b) do seen[m.data] = m.delivered end
+    end
+    assert.are.equal(11, (function() local n = 0 for _ in pairs(seen) do n = n + 1 end return n end)())
+    for _, m in ipairs(batches[1]) do assert.are.equal(2, seen[m.data]) end -- came again
+    assert.are.equal(0, batches[1]:ack()) -- none of it is still held
+    c.stop()
+    return q
+  end },
   { "refuses a durable publish with resource_exhausted at max_msgs with discard new, and takes one again once acks made room", function(declare, name)
     local q = declare { max_msgs = 2, discard = "new" }
     assert(msrt.publish(name .. ".a", 1, { durable = true }))

@@ -127,6 +127,34 @@ function M.publish(subject, data, opts)
   return true
 end
 
+--- Publish each item of list (an array of any values msrt.publish takes)
+-- on subject, in order, with the same opts. With `durable = true`
+-- (JetStream's async publish: the messages in flight together, one wait)
+-- it waits once, until the capturing queue has committed them all, and
+-- returns their PubAcks in list's order, each `{queue, seq, duplicate}`
+-- as msrt.publish's, or `{error = err}` for a message the queue refused
+-- (resource_exhausted: the store cannot be written, or full with discard
+-- "new"); a message that could not be published at all (no queue
+-- captures the subject, a bad header, max_payload) ends the batch there:
+-- it and those after it are `{error = err}` (nil, err when it is the
+-- first). Errors of the whole call: timeout (opts.timeout_ms, default
+-- 5000, for the batch; some may be stored: give them a Msg-Id and publish
+-- again). A subject captured by more than one queue: each entry is one
+-- of their PubAcks. Without `durable`, each is published as msrt.publish
+-- would, stopping at the first error.
+-- @return the list of PubAcks (durable) or true | nil, err
+function M.publish_batch(subject, list, opts)
+  check_subject(subject, 1, "publish_batch")
+  check_arg(type(list) == "table", 2, "publish_batch", "list of messages expected")
+  opts = check_opts(opts, 3, "publish_batch")
+  if opts.durable then return queue.publish_batch(subject, list, opts) end
+  for i = 1, #list do
+    local n, err = hub.publish(subject, list[i], opts)
+    if not n then return nil, err end
+  end
+  return true
+end
+
 --- Declare a durable work queue (README "Durable work queues"): spec (or
 -- the path of a policy file returning one: sandboxed, `--check`-able, and
 -- reloaded live for ack_wait_ms, max_deliver, backoff and dead_letter;
@@ -183,7 +211,12 @@ end
 -- true, or nil and not_found when the message is no longer this
 -- consumer's (acked, or redelivered after its ack wait). A message not
 -- acked within the queue's ack wait is redelivered; an error in fn naks
--- it at once.
+-- it at once. With opts.batch = N (JetStream's pull Fetch(batch)),
+-- fn(msgs) runs as a coroutine per batch instead: msgs is an array of up
+-- to N such messages (those one commit hands this consumer, still within
+-- max_ack_pending), each with its own ack, nak, in_progress and term, and
+-- msgs:ack() acknowledges every one it still holds (returning how many);
+-- an error in fn naks the batch's messages it still holds.
 -- @return a consumer with :stop() (its unacked messages are redelivered
 --   at once) | nil, err (not_found: no such queue)
 function M.consume(name, fn, opts)
@@ -192,6 +225,8 @@ function M.consume(name, fn, opts)
   opts = check_opts(opts, 3, "consume")
   check_arg(opts.max_ack_pending == nil or (type(opts.max_ack_pending) == "number"
     and opts.max_ack_pending >= 1), 3, "consume", "max_ack_pending must be a positive number")
+  check_arg(opts.batch == nil or (type(opts.batch) == "number" and opts.batch >= 1
+    and opts.batch % 1 == 0), 3, "consume", "batch must be a positive integer")
   return queue.consume(name, fn, opts)
 end
 

@@ -205,8 +205,14 @@ local function pub_ack(q, r)
   end
   local w = waiting_pub[r.reply]
   if w then
+    local n = w.n
+    if n then -- a batch's (M.publish_batch): its PubAcks come in its order
+      local k = w.got + 1
+      w.got, w.acks[k] = k, ack
+      if k < n or w.publishing then return end
+    end
     waiting_pub[r.reply], npub = nil, npub - 1
-    resume(w.co, "error in callback", true, ack)
+    resume(w.co, "error in callback", true, n and w.acks or ack)
     return
   end
   -- an actor's (puback.lua): marked as the queue's, which no one else can
@@ -221,7 +227,9 @@ end
 local function sweep_waits()
   local t, late = now_ns(), {}
   for reply, w in pairs(waiting_pub) do
-    if w.deadline <= t then late[#late + 1] = reply end
+    -- (a batch still publishing is not waiting here: it may be waiting
+    -- for room, and looks at its PubAcks when done)
+    if w.deadline <= t and not w.publishing then late[#late + 1] = reply end
   end
   for _, reply in ipairs(late) do
     local w = waiting_pub[reply]
@@ -232,12 +240,10 @@ local function sweep_waits()
   if npub == 0 then sweep:close() sweep = nil end -- no handle left while nothing waits
 end
 
---- msrt.publish(subject, data, {durable = true}) from a hub coroutine:
--- published with a reply subject of this host's (random prefix, a
--- counter), waiting (yielding) for the capturing queue's PubAck, handed
--- over directly by its flush. @return the PubAck | nil, err
-function M.publish(subject, data, opts)
-  hub.check_wait("msrt.publish")
+-- A durable publish's wait for its PubAck(s): the reply subject of this
+-- host's (random prefix, a counter) its messages carry, and w (what
+-- pub_ack and the sweep resume), registered. @return reply, w | nil, err
+local function new_wait(subject, opts, w)
   if not pub_prefix then
     local token, terr = core.token()
     if not token then return nil, terr end
@@ -246,24 +252,77 @@ function M.publish(subject, data, opts)
   ids.pub = (ids.pub or 0) + 1
   local reply = pub_prefix .. "." .. ids.pub
   local timeout = opts.timeout_ms or 5000
-  local w = { co = coroutine.running(), deadline = now_ns() + timeout * 1e6, subject = subject, timeout = timeout }
+  w.co, w.deadline, w.subject, w.timeout = coroutine.running(), now_ns() + timeout * 1e6, subject, timeout
   waiting_pub[reply], npub = w, npub + 1
-  -- opts as given: hub.publish reads neither durable nor opts.reply when
-  -- handed a reply
-  local n, err = hub.publish(subject, data, opts, reply, timeout)
-  if not n or n == 0 then
-    waiting_pub[reply], npub = nil, npub - 1
-    if not n then return nil, err end
-    return nil, core.error("no_responders", ("no durable queue captures \"%s\""):format(subject))
-  end
   if not sweep then
     sweep = uv.new_timer()
     sweep:start(50, 50, sweep_waits)
+  end
+  return reply, w
+end
+
+local function no_queue(subject)
+  return core.error("no_responders", ("no durable queue captures \"%s\""):format(subject))
+end
+
+--- msrt.publish(subject, data, {durable = true}) from a hub coroutine:
+-- published with a reply subject of its own, waiting (yielding) for the
+-- capturing queue's PubAck, handed over directly by its flush.
+-- @return the PubAck | nil, err
+function M.publish(subject, data, opts)
+  hub.check_wait("msrt.publish")
+  local reply, w = new_wait(subject, opts, {})
+  if not reply then return nil, w end
+  -- opts as given: hub.publish reads neither durable nor opts.reply when
+  -- handed a reply
+  local n, err = hub.publish(subject, data, opts, reply, w.timeout)
+  if not n or n == 0 then
+    waiting_pub[reply], npub = nil, npub - 1
+    return nil, err or no_queue(subject)
   end
   local ok, ack = coroutine.yield()
   if not ok then return nil, ack end
   if ack.error then return nil, core.error(ack.error.code, ack.error.message) end
   return ack
+end
+
+--- msrt.publish_batch(subject, list, {durable = true}) from a hub
+-- coroutine: list's items published in order with one reply subject, and
+-- one wait for all their PubAcks (JetStream's async publish window: many
+-- in flight, then one wait). @return the list of PubAcks, in list's order
+-- (a message the queue refused: {error = err}) | nil, err
+function M.publish_batch(subject, list, opts)
+  hub.check_wait("msrt.publish_batch")
+  local n = #list
+  if n == 0 then return {} end
+  local reply, w = new_wait(subject, opts, { n = n, got = 0, acks = {}, publishing = true })
+  if not reply then return nil, w end
+  local perr
+  for i = 1, n do
+    local c, err = hub.publish(subject, list[i], opts, reply, w.timeout)
+    if not c or c == 0 then -- not published: the ones before are waited for
+      perr = err or no_queue(subject)
+      w.n = i - 1
+      break
+    end
+  end
+  w.publishing = nil
+  local acks
+  if w.got >= w.n then -- (all PubAcks came while it published, or none will)
+    waiting_pub[reply], npub = nil, npub - 1
+    if w.n == 0 then return nil, perr end
+    acks = w.acks
+  else
+    local ok, a = coroutine.yield()
+    if not ok then return nil, a end
+    acks = a
+  end
+  for i = 1, n do
+    local a = acks[i]
+    if not a then acks[i] = { error = perr }
+    elseif a.error then acks[i] = { error = core.error(a.error.code, a.error.message) } end
+  end
+  return acks
 end
 
 local deliver
@@ -353,6 +412,7 @@ function flush(q)
       p.consumer.pending = p.consumer.pending - 1
     end
   end
+  M.run_batches(q)
   if (#q.retry > 0 or q.head <= q.tail) and pick_consumer(q) then schedule(q) end
   arm(q)
 end
@@ -502,29 +562,88 @@ local function run_callback(q, fn, msg)
   end
 end
 
-local function worker(_, q, fn, msg)
+-- run(q, fn, arg) on a coroutine of pool (one for each runner), made
+-- when none is idle; it goes back to the pool when run returns.
+local function worker(_, q, fn, arg, run, pool)
   local me = coroutine.running()
   while true do
-    run_callback(q, fn, msg)
-    if #idle >= IDLE_MAX then return end
-    idle[#idle + 1] = me
+    run(q, fn, arg)
+    if #pool >= IDLE_MAX then return end
+    pool[#pool + 1] = me
     local go
-    repeat go, q, fn, msg = coroutine.yield() until go == RUN
+    repeat go, q, fn, arg = coroutine.yield() until go == RUN
+  end
+end
+
+local function run_on(pool, run, q, fn, arg)
+  local co = pool[#pool]
+  if co then pool[#pool] = nil else co = coroutine.create(worker) end
+  local ok, e = co_resume(co, RUN, q, fn, arg, run, pool)
+  if not ok then core.uncaught(co, "error in queue consumer", e) end
+end
+
+-- A batch of messages handed to a batch consumer's fn (M.consume with
+-- opts.batch): an array of the queue's messages, each with its own ack,
+-- nak, in_progress and term, and ack() for all it still holds.
+local Batch = {}
+Batch.__index = Batch
+
+--- Acknowledge every message of the batch that is still this consumer's
+-- (one call for the batch: JetStream's pull consumers ack each message;
+-- here they go to the store in the same commit).
+-- @return how many were acknowledged (the others were no longer the
+--   consumer's: acked, nak'd or redelivered already)
+function Batch:ack()
+  local n = 0
+  for i = 1, #self do
+    if self[i]:ack() then n = n + 1 end
+  end
+  return n
+end
+
+local function run_batch(q, fn, batch)
+  local ok, e = pcall(fn, batch)
+  if not ok then
+    require("msrt").log("error", ("consumer of queue \"%s\" failed a batch of %d: %s"):format(q.name, #batch, tostring(e)))
+    for i = 1, #batch do batch[i]:nak() end -- not_found for those no longer held
+  end
+end
+
+local idle_batch = {} -- batch consumers' idle workers (idle's, for batches)
+
+-- The messages a batch consumer was handed during a flush (or a
+-- JetStream wake) go to its fn once the flush is done, at most
+-- c.batch_max at once: the stores call this after handing out.
+function M.run_batches(q)
+  for _, c in ipairs(q.consumers) do
+    local b = c.batch
+    if b and #b > 0 then
+      c.batch = setmetatable({}, Batch)
+      run_on(idle_batch, run_batch, q, c.fn, b)
+    end
   end
 end
 
 --- A hub callback consumer: fn(msg) runs as a coroutine per message, at
 -- most max_ack_pending unacknowledged at once. An error in fn naks the
--- message at once (the consumer failed it).
+-- message at once (the consumer failed it). With opts.batch = N, fn(msgs)
+-- runs as a coroutine per batch of up to N messages (the messages one
+-- commit hands this consumer), msgs:ack() acknowledging them all; an
+-- error in fn naks the batch's messages it still holds.
 function M.consume(name, fn, opts)
   local q, err = need(name)
   if not q then return nil, err end
   local c = { max_ack_pending = opts.max_ack_pending or 1000 }
-  function c.deliver(msg)
-    local co = idle[#idle]
-    if co then idle[#idle] = nil else co = coroutine.create(worker) end
-    local ok, e = co_resume(co, RUN, q, fn, msg)
-    if not ok then core.uncaught(co, "error in queue consumer", e) end
+  if opts.batch then
+    local max = opts.batch
+    c.fn, c.batch = fn, setmetatable({}, Batch)
+    function c.deliver(msg)
+      local b = c.batch
+      b[#b + 1] = msg
+      if #b >= max then M.run_batches(q) end
+    end
+  else
+    function c.deliver(msg) run_on(idle, run_callback, q, fn, msg) end
   end
   return { stop = q.impl.add_consumer(q, c) }
 end
@@ -700,6 +819,7 @@ function M.declare(spec)
     ids.wake = ids.wake + 1
     return require("msrt.queue_js").declare(spec, ids.wake, {
       pub_ack = pub_ack, announce = announce, pick_consumer = pick_consumer, arm = arm,
+      run_batches = function(q) M.run_batches(q) end,
       current = current, ack_wait_ns = ack_wait_ns, data_of = data_of,
       register = function(q) queues[q.name], by_wake[q.wake] = q, q end,
       unregister = function(q) queues[q.name], by_wake[q.wake] = nil, nil end })

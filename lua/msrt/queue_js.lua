@@ -169,6 +169,7 @@ function Q.wake(q)
       else require("msrt").log("error", tostring(err)) end
     end
   end
+  E.run_batches(q)
   update_room(q)
   arm(q)
 end

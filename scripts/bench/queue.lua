@@ -7,14 +7,20 @@
 -- (scripts/bench/queue.c js).
 --   msrt-lua scripts/bench/queue.lua [--msgs N] [--sync normal|full] [--dir DIR]
 --     [--size BYTES] [--consumers N]   (one case only: for callgrind at two --msgs)
+-- Each case runs twice: per message (msrt.publish and msrt.consume's
+-- fn(msg)) and in batches of 64 (msrt.publish_batch, one coroutine, and
+-- msrt.consume{batch = 64}'s fn(msgs) acking with msgs:ack()): the same
+-- 64 messages in flight as the plain loop's transaction and JetStream's
+-- async publish window (and its consumers' Fetch of 64). --batch 0 runs
+-- the per-message rows only, --batch N the batch rows only.
 -- With --memory 1 it measures the in-memory path instead (the same
 -- publishes and hub subscriptions, no queue): the A/B of "unchanged".
 -- With --js URL the queues are msrt's JetStream store (store =
 -- "jetstream") on the NATS server at URL, beside JetStream raw
 -- (scripts/bench/queue.c js) on the same server.
 local B = dofile(arg[0]:match("^(.*)/") .. "/common.lua")
-local opts = B.options({ msgs = 20000, sync = "normal", dir = "", memory = 0, js = "", size = 0, consumers = 0 },
-  "msrt-lua scripts/bench/queue.lua [--msgs N] [--sync normal|full] [--dir DIR] [--memory 1] [--js URL] [--size BYTES] [--consumers N]")
+local opts = B.options({ msgs = 20000, sync = "normal", dir = "", memory = 0, js = "", size = 0, consumers = 0, batch = -1 },
+  "msrt-lua scripts/bench/queue.lua [--msgs N] [--sync normal|full] [--dir DIR] [--memory 1] [--js URL] [--size BYTES] [--consumers N] [--batch N]")
 local msrt = require "msrt"
 local uv = require "luv"
 
@@ -34,7 +40,7 @@ os.execute("rm -rf " .. dir .. " && mkdir -p " .. dir)
 local PUBLISHERS = 64
 local case_no = 0
 
-local function run_case(size, consumers)
+local function run_case(size, consumers, batch)
   case_no = case_no + 1
   local name = "bench" .. case_no
   local q
@@ -54,7 +60,10 @@ local function run_case(size, consumers)
   local cons = {}
   for _ = 1, consumers do
     if q then
-      cons[#cons + 1] = assert(msrt.consume(name, function(m)
+      cons[#cons + 1] = assert(batch > 0 and msrt.consume(name, function(msgs)
+        msgs:ack()
+        for i = 1, #msgs do took(tonumber(msgs[i].headers.T)) end
+      end, { max_ack_pending = 256, batch = batch }) or msrt.consume(name, function(m)
         m:ack()
         took(tonumber(m.headers.T))
       end, { max_ack_pending = 256 }))
@@ -64,27 +73,45 @@ local function run_case(size, consumers)
     end
   end
   local sent = 0
-  for _ = 1, PUBLISHERS do
-    msrt.after(0, function()
-      while sent < n do
-        sent = sent + 1
-        assert(msrt.publish(name .. ".x", body, { durable = q ~= nil,
-          headers = { T = string.format("%.0f", uv.hrtime()) } }))
-      end
-    end)
+  if batch > 0 then -- PUBLISHERS in flight: batches of `batch`
+    for _ = 1, math.max(1, math.floor(PUBLISHERS / batch)) do
+      msrt.after(0, function()
+        while sent < n do
+          local k = math.min(batch, n - sent)
+          sent = sent + k
+          local list = {}
+          for i = 1, k do list[i] = body end
+          assert(msrt.publish_batch(name .. ".x", list, { durable = q ~= nil,
+            headers = { T = string.format("%.0f", uv.hrtime()) } }))
+        end
+      end)
+    end
+  else
+    for _ = 1, PUBLISHERS do
+      msrt.after(0, function()
+        while sent < n do
+          sent = sent + 1
+          assert(msrt.publish(name .. ".x", body, { durable = q ~= nil,
+            headers = { T = string.format("%.0f", uv.hrtime()) } }))
+        end
+      end)
+    end
   end
   coroutine.yield()
   local secs = (uv.hrtime() - t0) / 1e9
   for _, c in ipairs(cons) do if c.stop then c.stop() else c.unsubscribe() end end
   if q then q.close() end
   table.sort(lat)
-  print(("%-6s %5d B, %d consumer%s: %9.0f msgs/s, publish-to-ack p50 %8.1f us, p99 %8.1f us"):format(
-    q and (bridge and "js-q" or "queue") or "memory", size, consumers, consumers > 1 and "s" or " ", n / secs,
+  print(("%-6s %5d B, %d consumer%s%s: %9.0f msgs/s, publish-to-ack p50 %8.1f us, p99 %8.1f us"):format(
+    q and (bridge and "js-q" or "queue") or "memory", size, consumers, consumers > 1 and "s" or " ",
+    batch > 0 and (", batch %d"):format(batch) or "", n / secs,
     lat[math.floor(#lat * 0.5) + 1], lat[math.floor(#lat * 0.99) + 1]))
 end
 
 for _, size in ipairs(opts.size > 0 and { opts.size } or { 16, 4096 }) do
-  for _, c in ipairs(opts.consumers > 0 and { opts.consumers } or { 1, 4 }) do run_case(size, c) end
+  for _, c in ipairs(opts.consumers > 0 and { opts.consumers } or { 1, 4 }) do
+    for _, b in ipairs(opts.batch >= 0 and { opts.batch } or opts.memory == 0 and { 0, 64 } or { 0 }) do run_case(size, c, b) end
+  end
 end
 os.execute("rm -rf " .. dir)
 if bridge then bridge:close() end
