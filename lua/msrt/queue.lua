@@ -161,11 +161,7 @@ local function pick_consumer(q)
   end
 end
 
-local function message_of(q, seq)
-  local m = q.cache[seq]
-  if m then return m end
-  return q.store:get(seq)
-end
+local function message_of(q, seq) return q.store:get(seq) end
 
 -- Deliveries of this turn: which ready messages go to which consumer;
 -- a message past max_deliver goes to the dead letter instead.
@@ -195,15 +191,18 @@ end
 -- receiver of the message can answer in the queue's place.
 local waiting_pub, npub, pub_prefix, sweep = {}, 0, nil, nil
 
-local function pub_ack(q, r)
-  if not r.reply then return end
+-- The PubAck of a message the queue was handed with reply subject reply:
+-- stored as seq (duplicate: a Msg-Id seen, seq the first one's), or
+-- refused with code (and message).
+local function pub_ack(q, reply, seq, duplicate, code, message)
+  if not reply then return end
   local ack
-  if r.code then
-    ack = { error = { code = r.code, message = r.message or ("queue \"%s\" did not store the message (%s)"):format(q.name, r.code) } }
+  if code then
+    ack = { error = { code = code, message = message or ("queue \"%s\" did not store the message (%s)"):format(q.name, code) } }
   else
-    ack = { queue = q.name, seq = r.seq, duplicate = r.duplicate or nil }
+    ack = { queue = q.name, seq = seq, duplicate = duplicate or nil }
   end
-  local w = waiting_pub[r.reply]
+  local w = waiting_pub[reply]
   if w then
     local n = w.n
     if n then -- a batch's (M.publish_batch): its PubAcks come in its order
@@ -211,13 +210,13 @@ local function pub_ack(q, r)
       w.got, w.acks[k] = k, ack
       if k < n or w.publishing then return end
     end
-    waiting_pub[r.reply], npub = nil, npub - 1
+    waiting_pub[reply], npub = nil, npub - 1
     resume(w.co, "error in callback", true, n and w.acks or ack)
     return
   end
   -- an actor's (puback.lua): marked as the queue's, which no one else can
   -- do, so that an answer of a subscriber on the same reply is not taken
-  local ok, err = core.queue_puback(r.reply, buffer.encode(ack))
+  local ok, err = core.queue_puback(reply, buffer.encode(ack))
   if not ok then require("msrt").log("warn", tostring(err)) end
 end
 
@@ -352,7 +351,8 @@ function flush(q)
       picks[i].consumer.pending = picks[i].consumer.pending - 1
       unread(q, picks[i].seq)
     end
-    for _, r in ipairs(res) do r.message = err.message pub_ack(q, r) end
+    local replies, codes = res.reply, res.code
+    for i = 1, res.n do pub_ack(q, replies[i], 0, nil, codes[i], err.message) end
     if not q.failing then
       q.failing = true
       require("msrt").log("error", tostring(err))
@@ -366,9 +366,9 @@ function flush(q)
   end
   q.failing = false
   q.acks, q.dead = {}, {}
-  for _, s in ipairs(aseq) do q.delivered[s] = nil q.cache[s] = nil end
+  for _, s in ipairs(aseq) do q.delivered[s] = nil end
   for i, d in ipairs(dead) do
-    q.delivered[d.seq], q.cache[d.seq] = nil, nil
+    q.delivered[d.seq] = nil
     local m = letters[i]
     if q.dead_letter and m then
       local h = m.hdr and headers.decode(m.hdr) or {}
@@ -380,30 +380,32 @@ function flush(q)
     announce(q, { event = "dead_letter", seq = d.seq, reason = d.reason, subject = m and m.subject })
   end
   for _, s in ipairs(evicted) do
-    q.delivered[s], q.cache[s], q.delayed[s] = nil, nil, nil
+    q.delivered[s], q.delayed[s] = nil, nil
     local d = q.inflight[s]
     if d then q.inflight[s] = nil d.consumer.pending = d.consumer.pending - 1 end
   end
+  -- the outcome of each intake message, by column (lqueue.c l_flush)
   local direct, to = {}, {}
-  for _, r in ipairs(res) do
-    if r.seq > 0 and not r.duplicate and not r.code then
+  local seqs, replies, codes, dups = res.seq, res.reply, res.code, res.duplicate
+  for i = 1, res.n do
+    local seq, dup, code = seqs[i], dups[i], codes[i]
+    if seq > 0 and not dup and not code then
       if room > 0 then -- stored as delivered once (queue.h deliver_new)
         room = room - 1
         local c = pick_consumer(q)
         c.pending = c.pending + 1
-        q.delivered[r.seq] = 1
-        q.cache[r.seq] = r
-        direct[#direct + 1], to[#direct + 1] = r.seq, c
+        q.delivered[seq] = 1
+        direct[#direct + 1], to[#direct + 1] = i, c
       else
         q.tail = q.tail + 1
-        q.ready[q.tail] = r.seq
-        q.delivered[r.seq] = 0
+        q.ready[q.tail] = seq
+        q.delivered[seq] = 0
       end
     end
-    pub_ack(q, r)
+    pub_ack(q, replies[i], seq, dup, code)
   end
   local t = now_ns()
-  for i, seq in ipairs(direct) do deliver(q, to[i], seq, t) end
+  for k, i in ipairs(direct) do deliver(q, to[k], seqs[i], t, res, i) end
   for _, p in ipairs(picks) do
     if q.delivered[p.seq] then
       q.delivered[p.seq] = q.delivered[p.seq] + 1
@@ -482,24 +484,31 @@ function Msg:term(reason)
   return true
 end
 
--- t: now (ns), the flush's
-function deliver(q, c, seq, t)
-  local m, err = message_of(q, seq)
-  if not m then -- unreadable: counted a delivery, tried again after the wait
-    require("msrt").log("error", tostring(err))
-    release(q, seq, { consumer = c })
-    q.delayed[seq] = t + q:ack_wait_ns(1)
-    return
+-- t: now (ns), the flush's; the message is res's i-th (the flush's
+-- results, by column) when given, else read from the store.
+function deliver(q, c, seq, t, res, i)
+  local subject, payload, hdr, flags, prio
+  if res then
+    subject, payload, hdr, flags, prio = res.subject[i], res.payload[i], res.hdr[i], res.flags[i], res.priority[i]
+  else
+    local m, err = message_of(q, seq)
+    if not m then -- unreadable: counted a delivery, tried again after the wait
+      require("msrt").log("error", tostring(err))
+      release(q, seq, { consumer = c })
+      q.delayed[seq] = t + q:ack_wait_ns(1)
+      return
+    end
+    subject, payload, hdr, flags, prio = m.subject, m.payload, m.hdr, m.flags, m.priority
   end
   q.tokens = q.tokens + 1
   local n = q.delivered[seq]
   local d = { consumer = c, token = q.tokens, delivered = n,
               deadline = t + q:ack_wait_ns(n) }
   q.inflight[seq] = d
-  local ok, data = pcall(data_of, m.flags, m.payload)
+  local ok, data = pcall(data_of, flags, payload)
   local msg = setmetatable({ _q = q, _token = d.token, seq = seq, queue = q.name,
-    subject = m.subject, data = ok and data or m.payload, delivered = n,
-    headers = m.hdr and headers.decode(m.hdr) or nil, priority = m.priority }, Msg)
+    subject = subject, data = ok and data or payload, delivered = n,
+    headers = hdr and headers.decode(hdr) or nil, priority = prio }, Msg)
   c.deliver(msg)
 end
 
@@ -818,7 +827,8 @@ function M.declare(spec)
   if spec.store == "jetstream" then
     ids.wake = ids.wake + 1
     return require("msrt.queue_js").declare(spec, ids.wake, {
-      pub_ack = pub_ack, announce = announce, pick_consumer = pick_consumer, arm = arm,
+      pub_ack = function(q, r) pub_ack(q, r.reply, r.seq, r.duplicate, r.code, r.message) end,
+      announce = announce, pick_consumer = pick_consumer, arm = arm,
       run_batches = function(q) M.run_batches(q) end,
       current = current, ack_wait_ns = ack_wait_ns, data_of = data_of,
       register = function(q) queues[q.name], by_wake[q.wake] = q, q end,
@@ -840,7 +850,7 @@ function M.declare(spec)
     ack_wait_ms = spec.ack_wait_ms or 30000, max_deliver = spec.max_deliver or 0,
     backoff = spec.backoff, dead_letter = spec.dead_letter,
     ready = {}, head = 1, tail = 0, retry = {}, inflight = {}, delayed = {},
-    delivered = {}, cache = {}, consumers = {}, rr = 0, acks = {}, dead = {},
+    delivered = {}, consumers = {}, rr = 0, acks = {}, dead = {},
     tokens = 0, sids = {}, ack_wait_ns = ack_wait_ns,
     flush_timer = uv.new_timer(), tick_timer = uv.new_timer(),
   }
@@ -947,7 +957,7 @@ function M.purge(name)
   local n, err = q.store:purge()
   if not n then return nil, err end
   for _, d in pairs(q.inflight) do d.consumer.pending = d.consumer.pending - 1 end
-  q.inflight, q.delayed, q.delivered, q.cache, q.retry = {}, {}, {}, {}, {}
+  q.inflight, q.delayed, q.delivered, q.retry = {}, {}, {}, {}
   q.ready, q.head, q.tail, q.acks, q.dead = {}, 1, 0, {}, {}
   arm(q)
   announce(q, { event = "purged", count = n })

@@ -97,31 +97,78 @@ static uint64_t *seqs(lua_State *L, int idx, size_t *n) {
   return v;
 }
 
-static void push_result(lua_State *L, const msrt_queue_result *r) {
-  const msrt_envelope *e = r->env;
-  lua_createtable(L, 0, 9);
-  lua_pushnumber(L, (lua_Number)r->seq);
-  lua_setfield(L, -2, "seq");
-  if (r->duplicate) {
-    lua_pushboolean(L, 1);
-    lua_setfield(L, -2, "duplicate");
+/* The results' columns: results.seq[i], results.reply[i]... */
+enum { R_SEQ, R_REPLY, R_SUBJECT, R_PAYLOAD, R_HDR, R_FLAGS, R_PRIO, R_CODE,
+       R_DUP, R__N };
+static const char *const RCOL[R__N] = {
+  "seq", "reply", "subject", "payload", "hdr", "flags", "priority", "code",
+  "duplicate"};
+
+/* col[k] = the bytes s[0..len) (nothing when s is NULL), taken from
+ * col[k - 1] when the previous result had the same bytes (p, plen): a
+ * batch's messages share their reply, subject and headers, and a string
+ * taken again is not hashed and interned again. */
+static void put_str(lua_State *L, int col, int k, const char *s, size_t len,
+                    const char *p, size_t plen) {
+  if (!s) return;
+  if (p && plen == len && memcmp(s, p, len) == 0)
+    lua_rawgeti(L, col, k - 1);
+  else
+    lua_pushlstring(L, s, len);
+  lua_rawseti(L, col, k);
+}
+
+/* The results of a flush as one table of columns (a table per message,
+ * its fields set through the C API, was ~4k instructions a message):
+ * {n, seq, reply, subject, payload, hdr, flags, priority, code,
+ * duplicate}, each column an array indexed 1..n (reply, hdr, code and
+ * duplicate hold nil where a result has none). */
+static void push_results(lua_State *L, const msrt_queue_result *res,
+                         size_t n) {
+  lua_createtable(L, 0, R__N + 1);
+  int t = lua_gettop(L);
+  for (int c = 0; c < R__N; c++)
+    lua_createtable(L, c < R_CODE ? (int)n : 0, 0);
+  const msrt_envelope *p = NULL;
+  for (size_t i = 0; i < n; i++) {
+    const msrt_queue_result *r = &res[i];
+    const msrt_envelope *e = r->env;
+    int k = (int)i + 1;
+    lua_pushnumber(L, (lua_Number)r->seq);
+    lua_rawseti(L, t + 1 + R_SEQ, k);
+    put_str(L, t + 1 + R_REPLY, k, e->reply, e->reply_len,
+            p ? p->reply : NULL, p ? p->reply_len : 0);
+    put_str(L, t + 1 + R_SUBJECT, k, e->subject, e->subject_len,
+            p ? p->subject : NULL, p ? p->subject_len : 0);
+    lua_pushlstring(L, (const char *)e->payload, e->payload_len);
+    lua_rawseti(L, t + 1 + R_PAYLOAD, k);
+    put_str(L, t + 1 + R_HDR, k, e->headers_len ? (const char *)e->headers : NULL,
+            e->headers_len, p && p->headers_len ? (const char *)p->headers : NULL,
+            p ? p->headers_len : 0);
+    lua_pushinteger(L, e->flags);
+    lua_rawseti(L, t + 1 + R_FLAGS, k);
+    lua_pushinteger(L, e->priority);
+    lua_rawseti(L, t + 1 + R_PRIO, k);
+    if (r->code != MSRT_E_OK) {
+      lua_pushstring(L, msrt_code_name(r->code));
+      lua_rawseti(L, t + 1 + R_CODE, k);
+    }
+    if (r->duplicate) {
+      lua_pushboolean(L, 1);
+      lua_rawseti(L, t + 1 + R_DUP, k);
+    }
+    p = e;
   }
-  if (r->code != MSRT_E_OK) {
-    lua_pushstring(L, msrt_code_name(r->code));
-    lua_setfield(L, -2, "code");
-  }
-  if (e->reply) {
-    lua_pushlstring(L, e->reply, e->reply_len);
-    lua_setfield(L, -2, "reply");
-  }
-  msrt_lua_queue_msg_fields(L, e);
+  for (int c = R__N - 1; c >= 0; c--) lua_setfield(L, t, RCOL[c]);
+  lua_pushinteger(L, (lua_Integer)n);
+  lua_setfield(L, t, "n");
 }
 
 /* q:flush(deliver, acks, dead, deliver_new) -> ok, err, results, evicted: one
  * transaction (msrt_queue_flush). ok is true, or nil with err (then
  * nothing of the three lists was applied and every result is refused).
- * results: an array of {seq, duplicate, code, subject, reply, payload,
- * hdr, flags, priority} in intake order; evicted: an array of seqs. */
+ * results: the intake messages' outcomes in intake order, by column
+ * (push_results); evicted: an array of seqs. */
 static int l_flush(lua_State *L) {
   lqueue *lq = check_q(L);
   msrt_queue_ops ops;
@@ -142,11 +189,7 @@ static int l_flush(lua_State *L) {
     lua_pushnil(L);
     msrt_lua_push_error(L, &err);
   }
-  lua_createtable(L, (int)n, 0);
-  for (size_t i = 0; i < n; i++) {
-    push_result(L, &res[i]);
-    lua_rawseti(L, -2, (int)i + 1);
-  }
+  push_results(L, res, n);
   msrt_queue_results_free(res, n);
   lua_createtable(L, (int)nev, 0);
   for (size_t i = 0; i < nev; i++) {
@@ -164,12 +207,11 @@ static int l_get(lua_State *L) {
   msrt_envelope *e;
   uint32_t delivered;
   msrt_error err;
-  msrt_queue_result r = {0};
   if (msrt_queue_get(lq->q, (uint64_t)luaL_checknumber(L, 2), &e, &delivered,
                      &err) != MSRT_E_OK)
     return msrt_lua_fail_err(L, &err);
-  r.env = e, r.seq = (uint64_t)luaL_checknumber(L, 2);
-  push_result(L, &r);
+  lua_createtable(L, 0, 6);
+  msrt_lua_queue_msg_fields(L, e);
   msrt_env_unref(e);
   lua_pushinteger(L, delivered);
   lua_setfield(L, -2, "delivered");
