@@ -81,6 +81,24 @@ print(table.concat(o, " ") .. " outcomes " .. t)
     stops('assert(msrt.supervisor { name = "t", children = { { id = "slow", actor = spec } } })', "", "TERM")
   end)
 
+  it("counts what libnats still holds when the bridge closes: dropped_at_close", function()
+    -- B closes its bridge once NATS has sent it 1,000 messages (the actor
+    -- has taken ~10: the rest wait in libnats' queue); they are drained
+    -- and counted, so what the connection received is all accounted for
+    local out = stops("assert(msrt.actor(spec))", [[
+for _ = 1, 1000 do if br:info().received >= 1000 then break end msrt.sleep(10) end
+br:close()
+local i, s = br:info(), br:stats().flood
+print(("closed %s received %d imported %d at_close %d slow %d"):format(i.state, i.received,
+  s.imported, s.dropped_at_close, i.slow_dropped))
+msrt.stop()]])
+    local rcv, imp, at_close, slow = out:match("closed closed received (%d+) imported (%d+) at_close (%d+) slow (%d+)")
+    assert(rcv, out)
+    print("  " .. out:match("closed [^\n]*"))
+    assert.are.equal(tonumber(rcv), tonumber(imp) + tonumber(slow), out)
+    assert.is_true(tonumber(at_close) >= 900, out)
+  end)
+
   it("ends the wait when the subscriber stops: the import goes on to the others", function()
     -- a hub subscription takes every message too; it sees the last one
     -- (a NATS subscription's messages come in order) only if the import

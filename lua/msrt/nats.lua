@@ -77,19 +77,23 @@ Bridge.__index = Bridge
 -- `reconnects`, `slow_consumer`, `loops`, `nats_subs` (NATS subscriptions
 -- its interest made), `server_max_payload`, `max_payload` (the smaller of
 -- the server's and the profile's: the largest message that crosses),
--- `last_error`.
+-- `slow_dropped`, `received` (messages NATS sent the connection),
+-- `last_error`. Once closed: the counters when it closed, state "closed".
 function Bridge:info()
-  if not self.box then return { state = "closed" } end
+  if not self.box then return self.last_info or { state = "closed" } end
   return core.nats_info(self.box)
 end
 
 --- Per subject class, what became of the copies handed to the bridge and
 -- what it imported: `{[class] = {handed, exported, dropped_disconnected,
--- refused_by_server, local_only, unconvertible, imported}}`, where
--- handed == exported + dropped_disconnected + refused_by_server +
--- local_only + unconvertible.
+-- refused_by_server, local_only, unconvertible, imported, served_there,
+-- dropped_at_close}}`, where handed == exported + dropped_disconnected +
+-- refused_by_server + local_only + unconvertible, and dropped_at_close
+-- counts imported messages still in libnats' queue when their NATS
+-- subscription closed (README "More than one host"). Once closed: the
+-- counts when it closed.
 function Bridge:stats()
-  if not self.box then return {} end
+  if not self.box then return self.last_stats or {} end
   return core.nats_stats(self.box)
 end
 
@@ -120,7 +124,8 @@ function Bridge:flush(timeout_ms)
   return core.nats_flush(self.box, timeout_ms)
 end
 
---- Close the bridge: its NATS subscriptions and exports go, libnats
+--- Close the bridge: its exports go, its NATS subscriptions are drained
+-- (what libnats still holds for them counted dropped_at_close), libnats
 -- flushes what it holds (within 1 s). Idempotent.
 function Bridge:close()
   if not self.box then return end
@@ -128,7 +133,7 @@ function Bridge:close()
   for _, fn in pairs(self.closers or {}) do fn() end
   self.closers = nil
   if self.forget then self.forget() end
-  core.nats_close(self.box)
+  self.last_info, self.last_stats = core.nats_close(self.box)
   self.box = nil
   for i, b in ipairs(open) do
     if b == self then table.remove(open, i) break end

@@ -21,7 +21,7 @@ const char *msrt_bridge_stat_name(msrt_bridge_stat s) {
   static const char *const names[] = {
       "handed",     "exported",      "dropped_disconnected",
       "refused_by_server", "local_only", "unconvertible", "imported",
-      "served_there"};
+      "served_there", "dropped_at_close"};
   return (unsigned)s < MSRT_BRIDGE__COUNT ? names[s] : "unknown";
 }
 
@@ -106,10 +106,14 @@ static void key_free(bkey *k) {
   free(k);
 }
 
+/* libnats' on-complete callback of k's subscription: it calls on_msg no
+ * more (its delivery thread, which is running this). */
 static void key_done(void *closure) {
   bkey *k = closure;
-  atomic_fetch_sub(&k->b->live_subs, 1);
+  msrt_bridge *b = k->b;
+  natsSubscription_Destroy(k->drained); /* closed by now: a release */
   key_free(k);
+  atomic_fetch_sub(&b->live_subs, 1);
 }
 
 static void note_error(msrt_bridge *b, const char *what, natsStatus s) {
@@ -134,13 +138,30 @@ static void key_subscribe(msrt_bridge *b, bkey *k) {
   }
 }
 
+/* How long a drained subscription may take (bridge.h "Closing a NATS
+ * subscription"): a round trip and the count of what is pending; past it
+ * libnats closes the subscription anyway. */
+#define DRAIN_MS 1000
+
 /* Unsubscribe k from NATS, handing it to libnats' on-complete callback to
- * free (b->mu held). Returns whether that callback now owns k. */
-static bool key_unsubscribe(msrt_bridge *b, bkey *k) {
+ * free (b->mu held): drained when it has messages pending or always
+ * (the bridge closing), else cut at once. Returns whether that callback
+ * now owns k. */
+static bool key_unsubscribe(msrt_bridge *b, bkey *k, bool always) {
   if (!k->sub) return false;
   natsSubscription *sub = k->sub;
   k->sub = NULL;
   atomic_fetch_sub(&b->nats_subs, 1);
+  atomic_store(&k->gone, true);
+  int pending = 0;
+  int64_t dropped = 0;
+  natsSubscription_GetStats(sub, &pending, NULL, NULL, NULL, NULL, &dropped);
+  atomic_fetch_add(&b->slow_dropped_gone, (uint64_t)dropped);
+  if ((always || pending > 0) &&
+      natsSubscription_DrainTimeout(sub, DRAIN_MS) == NATS_OK) {
+    k->drained = sub;
+    return true;
+  }
   natsSubscription_Unsubscribe(sub);
   natsSubscription_Destroy(sub);
   return true;
@@ -178,7 +199,7 @@ static void changed(void *ud, uint32_t key, const char *pattern,
       if ((*at)->key == key) {
         bkey *k = *at;
         *at = k->next;
-        if (!key_unsubscribe(b, k)) key_free(k);
+        if (!key_unsubscribe(b, k, false)) key_free(k);
         break;
       }
   }
@@ -198,7 +219,7 @@ static void reconsider(msrt_bridge *b) {
       if (!copy) { at = &k->next; continue; } /* keep it subscribed */
       copy->next = k->next;
       *at = copy;
-      key_unsubscribe(b, k);
+      key_unsubscribe(b, k, false);
       k = copy;
     }
     at = &k->next;
@@ -452,26 +473,44 @@ static void bridge_free(void *p) {
   free(b);
 }
 
-void msrt_bridge_close(msrt_bridge *b) {
+/* Wait (1 ms at a time, at most ms) until done(b). */
+static void wait_for(msrt_bridge *b, bool (*done)(msrt_bridge *), int ms) {
+  for (int i = 0; i < ms && !done(b); i++)
+    nanosleep(&(struct timespec){0, 1000000}, NULL);
+}
+
+static bool subs_done(msrt_bridge *b) {
+  return atomic_load(&b->live_subs) == 0;
+}
+
+static bool all_done(msrt_bridge *b) {
+  return subs_done(b) && atomic_load(&b->closed_cb);
+}
+
+void msrt_bridge_close(msrt_bridge *b, msrt_bridge_last *last) {
   if (!b) return;
   msrt_bus_set_interest(b->bus, NULL); /* no hook call after this */
   unexport(b);
   atomic_store(&b->state, MSRT_BRIDGE_CLOSED);
-  natsConnection_FlushTimeout(b->nc, 1000);
   pthread_mutex_lock(&b->mu);
   for (bkey *k = b->keys, *n; k; k = n) {
     n = k->next;
-    if (!key_unsubscribe(b, k)) key_free(k);
+    if (!key_unsubscribe(b, k, true)) key_free(k);
   }
   b->keys = NULL;
   pthread_mutex_unlock(&b->mu);
+  natsConnection_FlushTimeout(b->nc, 1000); /* publishes and UNSUBs */
+  /* the drains end on libnats' threads (each on-complete frees its key) */
+  wait_for(b, subs_done, DRAIN_MS + 500);
   natsConnection_Close(b->nc);
-  /* libnats' callbacks run on its threads after close: wait for each
-   * subscription's on-complete (they free the keys) and for the closed
-   * callback, the connection's last */
-  for (int i = 0; i < 5000 && (atomic_load(&b->live_subs) > 0 ||
-                               !atomic_load(&b->closed_cb)); i++)
-    nanosleep(&(struct timespec){0, 1000000}, NULL);
+  /* libnats' callbacks run on its threads after close: wait for what was
+   * not drained to complete and for the closed callback, the
+   * connection's last */
+  wait_for(b, all_done, 5000);
+  if (last) {
+    msrt_bridge_info_get(b, &last->info);
+    last->nclasses = msrt_bridge_stats(b, last->stats, MSRT_CLASS_MAX);
+  }
   msrt_bridge_announce(b, MSRT_BRIDGE_CLOSED);
   /* a publishing thread may still be in export_push (it matched the export
    * subscription before it went): free once every router reader has left;
@@ -499,6 +538,14 @@ void msrt_bridge_info_get(msrt_bridge *b, msrt_bridge_info *out) {
   out->slow_consumer = atomic_load(&b->slow_consumer);
   out->loops = atomic_load(&b->loops);
   out->nats_subs = atomic_load(&b->nats_subs);
+  out->slow_dropped = atomic_load(&b->slow_dropped_gone);
+  natsStatistics *st = NULL;
+  uint64_t in = 0;
+  if (natsStatistics_Create(&st) == NATS_OK &&
+      natsConnection_GetStats(b->nc, st) == NATS_OK)
+    natsStatistics_GetCounts(st, &in, NULL, NULL, NULL, NULL);
+  natsStatistics_Destroy(st);
+  out->received = in;
   if (out->state == MSRT_BRIDGE_CONNECTED) {
     out->server_max_payload = natsConnection_GetMaxPayload(b->nc);
     natsConnection_GetConnectedUrl(b->nc, out->url, sizeof out->url);

@@ -45,7 +45,23 @@
  * and every drop is announced on msrt.dropped.<subject> like the bus's.
  * imported counts messages received from NATS; each then enters the bus's
  * own identity (accepted once per copy), except those of this host's own
- * origin (info.loops) and served_there.
+ * origin (info.loops), served_there and dropped_at_close:
+ *   imported == (entered the bus) + loops + served_there + dropped_at_close
+ * and over every class, once the bridge is closed: the connection's
+ * received (libnats' count of every message NATS sent it) == imported +
+ * slow_dropped + what came in flight for a key already unsubscribed (see
+ * below; none when every key went off by a drain).
+ *
+ * Closing a NATS subscription. When the bridge closes, and when a key
+ * goes off with messages still in libnats' pending queue for it, the
+ * subscription is drained rather than cut (libnats' drain: UNSUB, a round
+ * trip, then what is pending and in flight is handed over): each of those
+ * messages is counted dropped_at_close without entering the bus (nobody
+ * here wants it any more, or the host is closing), so none is lost
+ * uncounted, and the drain is quick (no per-message work beyond the
+ * count). A key going off with nothing pending is unsubscribed at once
+ * (what the server had in flight for it then is not counted: libnats
+ * discards a message for a subscription it no longer has).
  *
  * Queue groups across hosts. A host that publishes on a subject for which
  * it has a ready member of a queue group serves the group itself, as a
@@ -117,10 +133,12 @@ typedef enum {
   MSRT_BRIDGE_UNCONVERTIBLE,
   MSRT_BRIDGE_IMPORTED,
   MSRT_BRIDGE_SERVED_THERE,
+  MSRT_BRIDGE_DROPPED_AT_CLOSE,
   MSRT_BRIDGE__COUNT
 } msrt_bridge_stat;
 
-/* "handed", "exported", ..., "imported", "served_there". */
+/* "handed", "exported", ..., "imported", "served_there",
+ * "dropped_at_close". */
 const char *msrt_bridge_stat_name(msrt_bridge_stat s);
 
 typedef struct {
@@ -130,9 +148,13 @@ typedef struct {
                               server's: a server that cut the bridge off
                               as slow counts when it says so) */
   uint64_t slow_dropped;   /* messages libnats dropped for a slow
-                              consumer, over the subscriptions now */
+                              consumer: over the subscriptions now and
+                              those closed */
   uint64_t loops;          /* imported messages of this host's origin */
   uint64_t nats_subs;      /* NATS subscriptions now (interest) */
+  uint64_t received;       /* messages NATS sent this connection (libnats'
+                              count: for any subscription, also one
+                              already gone) */
   int64_t server_max_payload; /* the server's max_payload; 0 unknown */
   size_t max_payload;      /* min(server's, profile's): the largest
                               headers + payload that can cross */
@@ -160,11 +182,20 @@ msrt_code msrt_bridge_set_filters(msrt_bridge *b, const char *const *import,
                                   size_t nimport, const char *const *export_,
                                   size_t nexport, msrt_error *err);
 
-/* Close the connection (libnats flushes what it can within 1 s), remove
- * the bridge's subscriptions and interest hook, wait for libnats'
- * delivery threads to finish (bounded: 5 s), free. NULL is ignored. Hub
- * thread. */
-void msrt_bridge_close(msrt_bridge *b);
+/* What a bridge counted when it closed (msrt_bridge_close). */
+typedef struct {
+  msrt_bridge_info info;
+  uint64_t stats[MSRT_CLASS_MAX][MSRT_BRIDGE__COUNT];
+  size_t nclasses; /* as msrt_bridge_stats returns */
+} msrt_bridge_last;
+
+/* Remove the bridge's interest hook and exports, drain its NATS
+ * subscriptions (what is pending is counted dropped_at_close, see
+ * "Closing a NATS subscription"; bounded: 1 s), flush what was published
+ * (within 1 s), close the connection, wait for libnats' threads to
+ * finish (bounded: 5 s), and free. When last is not NULL it gets the
+ * final counters. NULL b is ignored. Hub thread. */
+void msrt_bridge_close(msrt_bridge *b, msrt_bridge_last *last);
 
 /* Wait until the server has seen everything sent so far (its
  * subscriptions: a round trip, PING/PONG), at most timeout_ms. Returns

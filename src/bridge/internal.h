@@ -21,6 +21,9 @@ typedef struct bkey {
   msrt_bridge *b;
   uint32_t key;
   natsSubscription *sub; /* NULL: not covered, or subscribing failed */
+  natsSubscription *drained; /* being drained: destroyed by key_done */
+  _Atomic bool gone;     /* off (or the bridge closing): what libnats
+                            still hands over counts dropped_at_close */
   char *queue;           /* NULL: plain */
   /* what one imported message's headers and data are written into on
    * their way to an envelope, kept from one message to the next (libnats
@@ -47,8 +50,9 @@ struct msrt_bridge {
   _Atomic size_t any_stored;
   _Atomic int state;
   _Atomic uint64_t reconnects, slow_consumer, loops, nats_subs;
-  _Atomic long live_subs;
-  _Atomic int closed_cb; /* libnats' closed callback has run */ /* NATS subscriptions not yet completed */
+  _Atomic uint64_t slow_dropped_gone; /* of subscriptions closed */
+  _Atomic long live_subs; /* NATS subscriptions not yet completed */
+  _Atomic int closed_cb; /* libnats' closed callback has run */
   _Atomic uint64_t stats[MSRT_CLASS_MAX][MSRT_BRIDGE__COUNT];
 };
 

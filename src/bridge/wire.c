@@ -303,6 +303,12 @@ void msrt_bridge_import(bkey *k, natsMsg *m) {
   const char *subject = natsMsg_GetSubject(m), *reply = natsMsg_GetReply(m);
   unsigned cls = msrt_bus_class(b->bus, subject, strlen(subject));
   msrt_bridge_add(b, cls, MSRT_BRIDGE_IMPORTED, 1);
+  if (atomic_load_explicit(&k->gone, memory_order_relaxed) || /* drained */
+      atomic_load_explicit(&b->state, memory_order_relaxed) ==
+          MSRT_BRIDGE_CLOSED) {
+    msrt_bridge_add(b, cls, MSRT_BRIDGE_DROPPED_AT_CLOSE, 1);
+    return;
+  }
   const char *origin = NULL;
   if (natsMsgHeader_Get(m, "Msrt-Origin", &origin) == NATS_OK && origin &&
       strcmp(origin, b->origin) == 0) {

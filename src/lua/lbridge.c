@@ -84,40 +84,44 @@ static int l_filters(lua_State *L) {
   return 1;
 }
 
+/* The info table of in. */
+static void push_info(lua_State *L, const msrt_bridge_info *in) {
+  lua_createtable(L, 0, 11);
+  lua_pushstring(L, msrt_bridge_state_name(in->state));
+  lua_setfield(L, -2, "state");
+  const struct {
+    const char *name;
+    double v;
+  } n[] = {{"reconnects", (double)in->reconnects},
+           {"slow_consumer", (double)in->slow_consumer},
+           {"slow_dropped", (double)in->slow_dropped},
+           {"loops", (double)in->loops},
+           {"nats_subs", (double)in->nats_subs},
+           {"received", (double)in->received},
+           {"server_max_payload", (double)in->server_max_payload},
+           {"max_payload", (double)in->max_payload}};
+  for (size_t i = 0; i < sizeof n / sizeof n[0]; i++) {
+    lua_pushnumber(L, n[i].v);
+    lua_setfield(L, -2, n[i].name);
+  }
+  lua_pushstring(L, in->url);
+  lua_setfield(L, -2, "url");
+  lua_pushstring(L, in->last_error);
+  lua_setfield(L, -2, "last_error");
+}
+
 static int l_info(lua_State *L) {
   msrt_bridge_info in;
   msrt_bridge_info_get(open_bridge(L), &in);
-  lua_createtable(L, 0, 10);
-  lua_pushstring(L, msrt_bridge_state_name(in.state));
-  lua_setfield(L, -2, "state");
-  lua_pushnumber(L, (double)in.reconnects);
-  lua_setfield(L, -2, "reconnects");
-  lua_pushnumber(L, (double)in.slow_consumer);
-  lua_setfield(L, -2, "slow_consumer");
-  lua_pushnumber(L, (double)in.slow_dropped);
-  lua_setfield(L, -2, "slow_dropped");
-  lua_pushnumber(L, (double)in.loops);
-  lua_setfield(L, -2, "loops");
-  lua_pushnumber(L, (double)in.nats_subs);
-  lua_setfield(L, -2, "nats_subs");
-  lua_pushnumber(L, (double)in.server_max_payload);
-  lua_setfield(L, -2, "server_max_payload");
-  lua_pushnumber(L, (double)in.max_payload);
-  lua_setfield(L, -2, "max_payload");
-  lua_pushstring(L, in.url);
-  lua_setfield(L, -2, "url");
-  lua_pushstring(L, in.last_error);
-  lua_setfield(L, -2, "last_error");
+  push_info(L, &in);
   return 1;
 }
 
-/* nats_stats(bridge) -> {[class] = {handed = n, exported = n, ...}} */
-static int l_stats(lua_State *L) {
-  msrt_bridge *b = open_bridge(L);
+/* {[class] = {handed = n, exported = n, ...}} of v's first n classes. */
+static void push_stats(lua_State *L, uint64_t (*v)[MSRT_BRIDGE__COUNT],
+                       size_t n) {
   msrt_rt *rt = msrt_lua_rt(L);
-  static uint64_t v[MSRT_CLASS_MAX][MSRT_BRIDGE__COUNT];
   msrt_class_stats names[MSRT_CLASS_MAX];
-  size_t n = msrt_bridge_stats(b, v, MSRT_CLASS_MAX);
   size_t m = msrt_account_classes(msrt_router_account(rt->router), names,
                                   MSRT_CLASS_MAX);
   if (m < n) n = m;
@@ -130,6 +134,13 @@ static int l_stats(lua_State *L) {
     }
     lua_setfield(L, -2, names[c].name);
   }
+}
+
+/* nats_stats(bridge) -> {[class] = {handed = n, exported = n, ...}} */
+static int l_stats(lua_State *L) {
+  static uint64_t v[MSRT_CLASS_MAX][MSRT_BRIDGE__COUNT];
+  size_t n = msrt_bridge_stats(open_bridge(L), v, MSRT_CLASS_MAX);
+  push_stats(L, v, n);
   return 1;
 }
 
@@ -143,11 +154,17 @@ static int l_flush(lua_State *L) {
   return 1;
 }
 
+/* nats_close(bridge) -> info, stats: the final counters (as nats_info
+ * and nats_stats); nothing when it was closed already. */
 static int l_close(lua_State *L) {
   bridge_box *bx = box(L);
-  msrt_bridge_close(bx->b);
+  if (!bx->b) return 0;
+  msrt_bridge_last last;
+  msrt_bridge_close(bx->b, &last);
   bx->b = NULL;
-  return 0;
+  push_info(L, &last.info);
+  push_stats(L, last.stats, last.nclasses);
+  return 2;
 }
 
 void msrt_lua_open_bridge(lua_State *L) {
