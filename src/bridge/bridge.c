@@ -157,11 +157,12 @@ static bool key_unsubscribe(msrt_bridge *b, bkey *k, bool always) {
   int64_t dropped = 0;
   natsSubscription_GetStats(sub, &pending, NULL, NULL, NULL, NULL, &dropped);
   atomic_fetch_add(&b->slow_dropped_gone, (uint64_t)dropped);
+  /* set before the drain starts: it may complete (key_done) at once */
+  k->drained = sub;
   if ((always || pending > 0) &&
-      natsSubscription_DrainTimeout(sub, DRAIN_MS) == NATS_OK) {
-    k->drained = sub;
+      natsSubscription_DrainTimeout(sub, DRAIN_MS) == NATS_OK)
     return true;
-  }
+  k->drained = NULL; /* no on-complete before the Unsubscribe below */
   natsSubscription_Unsubscribe(sub);
   natsSubscription_Destroy(sub);
   return true;
