@@ -88,9 +88,16 @@ local function check_subject(subject, n, fname)
   check_arg(false, n, fname, "subject string expected, got " .. type(subject))
 end
 
+-- The opts of a call that gave none: one table for all of them (a table
+-- made per msrt.publish and msrt.request was garbage on every call), which
+-- nothing below writes to, and which raises if something ever does.
+local NO_OPTS = setmetatable({}, { __newindex = function() error("msrt: NO_OPTS is read-only", 2) end,
+  __metatable = false })
+
 local function check_opts(opts, n, fname)
-  check_arg(opts == nil or type(opts) == "table", n, fname, "table expected")
-  return opts or {}
+  if opts == nil then return NO_OPTS end
+  check_arg(type(opts) == "table", n, fname, "table expected")
+  return opts
 end
 
 local queue = require "msrt.queue"
