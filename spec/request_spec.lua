@@ -141,4 +141,42 @@ describe("msrt.request and ctx:request", function()
         "the deadline timer is closed")
     end, 60000)
   end)
+
+  -- A hub request's reply finds its waiter by the inbox it names
+  -- (lua/msrt/hub.lua): a late reply to a request that timed out, whose
+  -- place the next request took, and a reply to a forged inbox beside
+  -- it are dropped; the next request gets its own reply.
+  it("msrt.request takes only the reply to its own inbox, with thousands in flight", function()
+    S.drive(function()
+      local inboxes, n = {}, 0
+      local sub = assert(msrt.subscribe("rq.hub.*", function(m)
+        n = n + 1
+        inboxes[n] = m.reply
+        if m.subject == "rq.hub.mute" then return end
+        if m.subject == "rq.hub.after" then
+          local forged = m.reply:sub(1, -27) .. ("A"):rep(22) .. m.reply:sub(-4)
+          msrt.publish(inboxes[1], "late")
+          msrt.publish(forged, "forged")
+        end
+        msrt.publish(m.reply, m.data)
+      end))
+      local data, err = msrt.request("rq.hub.mute", 1, { timeout_ms = 30 })
+      assert.are.equal("timeout", err and err.code)
+      data, err = msrt.request("rq.hub.after", "mine", { timeout_ms = 5000 })
+      assert.are.equal("mine", data, tostring(err))
+      assert.are_not.equal(inboxes[1], inboxes[2])
+      assert.are.equal(inboxes[1]:sub(-4), inboxes[2]:sub(-4), "the second took the first's place")
+      local left, got, co = 2000, {}, coroutine.running()
+      for i = 1, 2000 do
+        coroutine.wrap(function()
+          got[i] = msrt.request("rq.hub.echo", i, { timeout_ms = 20000 })
+          left = left - 1
+          if left == 0 then assert(coroutine.resume(co)) end
+        end)()
+      end
+      if left > 0 then coroutine.yield() end
+      for i = 1, 2000 do assert.are.equal(i, got[i]) end
+      sub.unsubscribe()
+    end, 60000)
+  end)
 end)

@@ -18,7 +18,6 @@ local M = {}
 local started = false
 local subs = {}         -- hub subscription id -> fn(msg)
 local waiting = {}      -- wake id -> coroutine blocked on a full mailbox
-local requests = {}     -- inbox subject -> coroutine
 local book              -- their deadlines (msrt.deadlines), below
 -- Ids handed to the C side (subscriptions, wake-ups, request inboxes) must
 -- not repeat within the process even when this module is loaded again
@@ -257,6 +256,58 @@ function M.unsubscribe(sid, hub_id)
   return core.unsubscribe(sid)
 end
 
+-- Requests waiting for their reply, by slot. A slot's number is the last
+-- SLOT_LEN characters of its inbox's token, after the MSRT_TOKEN_LEN
+-- random ones (in the token's alphabet, core/token.h), so a reply finds
+-- its waiter by array index. (A table keyed by inbox, as they were, held
+-- ~1,000 live keys among single-use ones at 1,000 requests in flight:
+-- LuaJIT sized its hash part just over them and rehashed it every few
+-- dozen inserts, ~5k instructions a request.) A reply counts only when it
+-- names the slot's current inbox: a late one for an earlier request on
+-- the same slot, or a forged one, finds nothing.
+local SLOT_LEN = 4
+local SLOTS_MAX = 64 ^ SLOT_LEN - 1
+local DIGITS, VALUE = ffi.new("char[64]"), {}
+do
+  local alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+  for i = 1, 64 do
+    DIGITS[i - 1] = alphabet:byte(i)
+    VALUE[alphabet:byte(i)] = i - 1
+  end
+end
+local waiter, inbox_of = {}, {} -- slot -> its coroutine (false: none yet), its inbox
+local free, nfree, nslots = {}, 0, 0
+local ilen -- #inbox_prefix + 1, once the first inbox is made (side.inbox)
+
+-- The slot an inbox names, or nil for a subject no inbox of ours has.
+local byte = string.byte
+local function slot_of(inbox)
+  if not ilen or #inbox ~= ilen + TOKEN_LEN + SLOT_LEN then return nil end
+  local a, b, c, d = byte(inbox, ilen + TOKEN_LEN + 1, ilen + TOKEN_LEN + SLOT_LEN)
+  a, b, c, d = VALUE[a], VALUE[b], VALUE[c], VALUE[d]
+  if not (a and b and c and d) then return nil end
+  return ((a * 64 + b) * 64 + c) * 64 + d
+end
+
+local function release(slot)
+  waiter[slot], inbox_of[slot] = false, false
+  nfree = nfree + 1
+  free[nfree] = slot
+end
+
+-- The coroutine waiting on inbox, or nil.
+local function waiting_on(inbox)
+  local slot = slot_of(inbox)
+  if slot and inbox_of[slot] == inbox then return waiter[slot] or nil, slot end
+end
+
+-- The coroutine waiting on inbox, its slot released: nil when none waits.
+local function take(inbox)
+  local co, slot = waiting_on(inbox)
+  if co then release(slot) end
+  return co
+end
+
 local inbox_ready = false
 local function open_inbox()
   if not inbox_prefix then
@@ -266,8 +317,7 @@ local function open_inbox()
     debug.getregistry()["msrt.hub.inbox"] = inbox_prefix
   end
   local sid, err = M.subscribe(inbox_prefix .. ".>", function(msg)
-    local co = requests[msg.subject]
-    requests[msg.subject] = nil
+    local co = take(msg.subject)
     if co then
       resume(co, true, msg)
       book:done()
@@ -307,35 +357,47 @@ local side = { error = core.error }
 
 -- "<inbox_prefix>." with room for a token after it, made once: each
 -- inbox is then one string, its token written in place (msrt_lhub_token).
-local ibuf, ilen
+local ibuf
 function side.inbox()
   local ok, err = ensure()
   if ok then ok, err = ensure_inbox() end
   if not ok then return nil, err end
   if not ibuf then
     ilen = #inbox_prefix + 1
-    ibuf = ffi.new("char[?]", ilen + 32)
+    ibuf = ffi.new("char[?]", ilen + TOKEN_LEN + SLOT_LEN + 1)
     ffi.copy(ibuf, inbox_prefix .. ".")
   end
   if C.msrt_lhub_token(ibuf + ilen) == 0 then return nil, select(2, core.token()) end
-  return str(ibuf, ilen + TOKEN_LEN)
+  local slot = nfree > 0 and free[nfree] or nslots + 1
+  if slot > SLOTS_MAX then
+    return nil, core.error("resource_exhausted", ("more than %d msrt.requests wait at once"):format(SLOTS_MAX))
+  end
+  if slot > nslots then nslots = slot else nfree = nfree - 1 end
+  local at, n = ibuf + ilen + TOKEN_LEN, slot
+  for i = SLOT_LEN - 1, 0, -1 do
+    at[i] = DIGITS[n % 64]
+    n = (n - n % 64) / 64
+  end
+  local inbox = str(ibuf, ilen + TOKEN_LEN + SLOT_LEN)
+  inbox_of[slot] = inbox
+  return inbox
 end
 
 function side.send(subject, data, inbox, opts, timeout)
-  requests[inbox] = coroutine.running()
+  local slot = slot_of(inbox)
+  waiter[slot] = coroutine.running()
   local n, err = M.publish(subject, data, opts, inbox, timeout)
-  if not n or n == 0 then requests[inbox] = nil end
+  if not n or n == 0 then release(slot) end
   return n, err
 end
 
 -- Requests past their deadline. A reply already queued for the hub (the
 -- loop runs timers before its inbox) came in time: it goes through first.
-book = deadlines.new(function(inbox) return requests[inbox] ~= nil end, function(due)
+book = deadlines.new(function(inbox) return waiting_on(inbox) ~= nil end, function(due)
   core.drain_inbox()
   for _, inbox in ipairs(due) do
-    local co = requests[inbox]
+    local co = take(inbox)
     if co then
-      requests[inbox] = nil
       resume(co, false)
       book:done()
     end
@@ -359,9 +421,8 @@ end
 -- connection closed). Hub thread only.
 -- @return true | false when no request waits on inbox (answered, expired)
 function M.abandon(inbox, why)
-  local co = requests[inbox]
+  local co = take(inbox)
   if not co then return false end
-  requests[inbox] = nil
   resume(co, nil, core.error("closed", why or "the request was abandoned by its requester"))
   book:done()
   return true
