@@ -33,7 +33,7 @@ local more         -- actor_ctx.lua's table, once loaded
 -- OWED_MAX are kept; a request past them waits for its timeout.
 local owed, nowed, OWED_MAX = {}, 0, 1024
 
-local function err(code, message, fields) return rt.error(code, message, fields) end
+local err = rt.error -- (code, message, fields) -> an error object
 
 local ctx = { name = spec.name, id = id, args = spec.args }
 
@@ -45,12 +45,7 @@ local ctx = { name = spec.name, id = id, args = spec.args }
 -- swaps in the FFI versions: idle actors never load ffi (16 KB a state).
 local c_pop, c_publish = rt.pop, rt.publish
 
--- A copy this actor cannot decode (a duplicate table key, memory) is a
--- per-message error, not a crash: counted drop_other and announced on
--- msrt.dropped.<subject> (rt.undecodable); the actor takes the next one.
-local function undecodable(subject, why)
-  rt.undecodable(subject, (tostring(why):gsub("^.-:%d+: ", "")))
-end
+local load_more -- below: actor_ctx.lua's table, loaded on first call
 
 local function pop()
   local flags, subject, reply, payload, mid, prio, hdr = c_pop()
@@ -61,8 +56,8 @@ local function pop()
       require "ffi"
       ok, v = pcall(decode, payload)
     end
-    if not ok then
-      undecodable(subject, v)
+    if not ok then -- a per-message error, not a crash (actor_ctx.lua's undecodable)
+      load_more().undecodable(subject, v)
       return pop()
     end
     payload = v
@@ -83,12 +78,6 @@ local function control(subject, payload)
   end -- _START and stale _ROOM need nothing
 end
 
--- msg.headers from the wire form (msrt.headers), loaded on first use.
-local function headers_of(hdr)
-  if hdr == nil then return nil end
-  return require("msrt.headers").decode(hdr)
-end
-
 local send -- below
 
 local function check_opts(opts, fname)
@@ -105,11 +94,11 @@ end
 -- one (so a field read and kept in a local before works as well). A
 -- metatable and one closure cost an idle actor less than a stub per name.
 local LAZY = " request after every subscribe log ack nak in_progress term "
-local function load_more()
+function load_more()
   if not more then
     more = rt.more(rt)({
       rt = rt, ctx = ctx, err = err, send = send, control = control,
-      headers_of = headers_of, check_opts = check_opts, undecodable = undecodable,
+      check_opts = check_opts,
       pop = pop, publish = publish, stopping = function() return stop_reason end,
     })
     setmetatable(ctx, nil)
@@ -238,7 +227,7 @@ local function loop(budget)
       elseif byte(subject) ~= 95 or subject:sub(1, 7) ~= "_INBOX." then -- 95: '_'
         if slow then go_fast() slow = false end
         if reply and nowed < OWED_MAX and not owed[reply] then owed[reply], nowed = true, nowed + 1 end
-        local h = hdr and headers_of(hdr)
+        local h = hdr and require("msrt.headers").decode(hdr) -- loaded on first use
         handle(ctx, { subject = subject, reply = reply, data = payload, id = mid, priority = prio,
                       headers = h, delivered = h and tonumber(h["Msrt-Delivered"]) })
       end -- else: a reply that came after its request timed out
@@ -258,24 +247,16 @@ local function loop(budget)
   end
 end
 
--- The 503 to every request handled and not answered, and to every one
--- still queued: no one will handle them now (best effort: a publish that
--- cannot be made now is left to the requester's timeout; a request that
--- comes after this drain is dropped with the mailbox, unanswered).
-local function answer_owed(normal)
-  local hdr = "Status\0" .. "503\0Description\0" .. (normal and "responder exited" or "responder crashed") .. "\0"
-  for r in pairs(owed) do pcall(publish, r, nil, nil, 1, hdr) end
-  owed, nowed = {}, 0
-  while true do
-    local ok, flags, _, reply = pcall(pop)
-    if not ok or not flags then break end
-    if reply and flags < CONTROL then pcall(publish, reply, nil, nil, 1, hdr) end
-  end
-end
-
 -- Called once at the exit, crash or not, with the state still whole.
+-- Every request handled and not answered, and every one still queued,
+-- gets NATS' 503 (actor_ctx.lua's answer_owed, loaded only when there is
+-- one: most actors owe nothing when they end).
 local function exit_record(reason, normal)
-  answer_owed(normal)
+  local ok, flags, _, reply = pcall(pop)
+  if nowed > 0 or (ok and flags) then
+    local got, m = pcall(load_more)
+    if got then m.answer_owed(owed, normal, ok and flags, reply, pop, publish) end
+  end
   return encode({ id = id, name = spec.name, reason = reason, normal = normal })
 end
 

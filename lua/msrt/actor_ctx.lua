@@ -5,19 +5,50 @@
 -- state loads it (rt.more) the first time it needs one of these, so an
 -- actor that never does carries none of its bytecode.
 -- Called with what actor_boot.lua shares (core: rt, ctx, err, send,
--- control, headers_of, check_opts, undecodable, pop, publish,
--- stopping); returns the table actor_boot.lua calls (ctx: the functions
--- it puts in ctx; fast, wait_blocked, publish_durable, timer_fired,
--- run_timers).
+-- control, check_opts, pop, publish, stopping); returns the table
+-- actor_boot.lua calls (ctx: the functions it puts in ctx; fast,
+-- wait_blocked, publish_durable, timer_fired, run_timers, undecodable,
+-- answer_owed, bad_send, bad_data).
 local core = ...
 local rt, err, send, control = core.rt, core.err, core.send, core.control
-local headers_of, stopping, check_opts = core.headers_of, core.stopping, core.check_opts
+local stopping, check_opts = core.stopping, core.check_opts
 local pop, publish = core.pop, core.publish
 local closed, set_waiting, now_ms = rt.closed, rt.set_waiting, rt.now_ms -- now_ms: monotonic ms (fractional)
 local yield = coroutine.yield
 local CONTROL, BUFFER, PUBACK = 0x80, 0x01, 0x04
 local ctx = {}
 local more = { ctx = ctx }
+
+-- msg.headers from the wire form (msrt.headers), loaded on first use.
+local function headers_of(hdr)
+  if hdr == nil then return nil end
+  return require("msrt.headers").decode(hdr)
+end
+
+-- A copy this actor cannot decode (a duplicate table key, memory) is a
+-- per-message error, not a crash: counted drop_other and announced on
+-- msrt.dropped.<subject> (rt.undecodable); the actor takes the next one.
+function more.undecodable(subject, why)
+  rt.undecodable(subject, (tostring(why):gsub("^.-:%d+: ", "")))
+end
+local undecodable = more.undecodable
+
+-- At the exit (actor_boot.lua's exit_record): the 503 to every request
+-- handled and not answered (owed: reply subject -> true), and to every
+-- one still queued, the first of them (flags, reply) already popped: no
+-- one will handle them now (best effort: a publish that cannot be made
+-- now is left to the requester's timeout; a request that comes after
+-- this drain is dropped with the mailbox, unanswered). pop and publish
+-- are the actor's current ones (the C API's or the FFI's).
+function more.answer_owed(owed, normal, flags, reply, pop, publish)
+  local hdr = "Status\0" .. "503\0Description\0" .. (normal and "responder exited" or "responder crashed") .. "\0"
+  for r in pairs(owed) do pcall(publish, r, nil, nil, 1, hdr) end
+  local ok, _ = true, nil
+  while ok and flags do
+    if reply and flags < CONTROL then pcall(publish, reply, nil, nil, 1, hdr) end
+    ok, flags, _, reply = pcall(pop)
+  end
+end
 
 local timers, next_timer = {}, 0
 local stash = {}   -- timer ids that fired while the actor waited
@@ -121,7 +152,7 @@ double msrt_lactor_ffi_now_ms(void);
       data = str(e.payload, e.payload_len)
     end
     if not ok then
-      core.undecodable(str(e.subject, e.subject_len), data)
+      undecodable(str(e.subject, e.subject_len), data)
       C.msrt_lactor_ffi_unref(e)
       return pop()
     end
