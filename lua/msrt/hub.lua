@@ -214,9 +214,11 @@ end
 --- Publish from the hub. opts: reply, priority, nowait. A full `block`
 -- mailbox makes the calling coroutine wait for room (outside a coroutine,
 -- or with nowait, it is refused with mailbox_full). ttl: a request's timeout (ms), how long its
--- inbox stays valid to a process it is handed to.
+-- inbox stays valid to a process it is handed to. hdr: opts.headers
+-- already encoded (M.encode_headers; false: none), for a caller
+-- publishing many messages with the same headers.
 -- @return number of endpoints reached | nil, err
-function M.publish(subject, data, opts, reply, ttl)
+function M.publish(subject, data, opts, reply, ttl, hdr)
   local ok, err = ensure()
   if not ok then return nil, err end
   local prio = opts.priority
@@ -224,11 +226,14 @@ function M.publish(subject, data, opts, reply, ttl)
     -- refused, never clamped: NaN or 1e300 must not become the highest
     return nil, core.error("invalid_arg", ("priority must be an integer 1..10 (got %s)"):format(tostring(prio)))
   end
-  local hdr, herr = headers.encode(opts.headers)
-  if herr then return nil, core.error("invalid_arg", herr) end
+  if hdr == nil then
+    local herr
+    hdr, herr = headers.encode(opts.headers)
+    if herr then return nil, core.error("invalid_arg", herr) end
+  end
   local eok, payload = pcall(encode, data)
   if not eok then require("msrt.args").cannot_send(data, payload, 2, "publish") end
-  local r, perr, pending = core.publish(subject, payload, reply or opts.reply, opts.priority, hdr, ttl)
+  local r, perr, pending = core.publish(subject, payload, reply or opts.reply, opts.priority, hdr or nil, ttl)
   if r == nil and perr.blocked then
     if opts.nowait or not coroutine.isyieldable() then
       return nil, core.error("mailbox_full", ("mailbox full on \"%s\" and the caller cannot wait (not a coroutine, or inside a C function's callback)"):format(subject))
@@ -236,6 +241,14 @@ function M.publish(subject, data, opts, reply, ttl)
     return wait_room(pending)
   end
   return r, perr
+end
+
+--- Headers (a table, or nil) in their wire form for M.publish's hdr.
+-- @return the string, or false when there are none | nil, err (invalid_arg)
+function M.encode_headers(h)
+  local hdr, herr = headers.encode(h)
+  if herr then return nil, core.error("invalid_arg", herr) end
+  return hdr or false
 end
 
 --- Subscribe fn(msg) on the hub. opts: queue.

@@ -294,11 +294,13 @@ function M.publish_batch(subject, list, opts)
   hub.check_wait("msrt.publish_batch")
   local n = #list
   if n == 0 then return {} end
+  local hdr, herr = hub.encode_headers(opts.headers) -- once for the batch
+  if hdr == nil then return nil, herr end
   local reply, w = new_wait(subject, opts, { n = n, got = 0, acks = {}, publishing = true })
   if not reply then return nil, w end
   local perr
   for i = 1, n do
-    local c, err = hub.publish(subject, list[i], opts, reply, w.timeout)
+    local c, err = hub.publish(subject, list[i], opts, reply, w.timeout, hdr)
     if not c or c == 0 then -- not published: the ones before are waited for
       perr = err or no_queue(subject)
       w.n = i - 1
