@@ -18,6 +18,9 @@
  *    metatable (strict.lua) should first touch the libraries it uses.
  *  - ffi only on require (it alone doubles creation time and adds 13 KB);
  *    no debug library.
+ *  - require finds the lazy libraries and ffi through a searcher of its
+ *    own, package.loaders[2] (after package.preload's), not through
+ *    package.preload entries (a closure each).
  *
  * Thread-safety: each state belongs to one thread at a time (the worker
  * running its actor); these functions touch only the state given. */
