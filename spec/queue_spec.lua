@@ -84,6 +84,30 @@ print("commits", q.stats().commits - before, q.stats().stored)
     assert.matches("commits%s+1%s+20", r.out) -- 20 publishes from 20 coroutines, one transaction
   end)
 
+  it("commits on the next loop turn with commit_ms 0, not on the clock's next millisecond", function()
+    local dir = fresh_dir()
+    local prof = S.write(dir .. "/turn.lua", "return { queues = { synchronous = \"normal\" } }\n")
+    -- the loop's cached time (uv.now) moves on only between turns: a
+    -- commit that waited for the next whole millisecond (as a 0 ms timer
+    -- here did) is never answered within the millisecond it was asked in
+    local host = S.write(dir .. "/host.lua", ([[
+local msrt, uv = require "msrt", require "luv"
+local q = assert(msrt.queue { name = "t", subjects = "t.>", store = "sqlite:%s/t.db" })
+local same = 0
+for i = 1, 50 do
+  local t = uv.now()
+  assert(msrt.publish("t.x", i, { durable = true }))
+  if uv.now() == t then same = same + 1 end
+end
+print("same", same, q.stats().stored)
+]]):format(dir))
+    local r = S.run({ "--profile", prof, host }, { limit_s = 60 })
+    assert.are.equal(0, r.code, r.err)
+    local same, stored = r.out:match("same%s+(%d+)%s+(%d+)")
+    assert.are.equal("50", stored)
+    assert.is_true(tonumber(same) > 0, r.out)
+  end)
+
   it("naks at once the message whose consumer raised", function()
     S.drive(function()
       local dir = fresh_dir()

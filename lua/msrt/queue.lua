@@ -78,11 +78,19 @@ end
 local flush
 
 -- Run flush soon: on the next loop turn, or after the profile's commit_ms
--- (commits grouped over that period).
+-- (commits grouped over that period). The next turn is an idle handle's:
+-- libuv runs it once per turn and does not block in its poll while it is
+-- active; a timer of 0 ms waited for the next whole millisecond (a timer
+-- here never fires early, hub/timer.h), which bounded a queue to one
+-- commit per millisecond or two whatever its load.
 local function schedule(q)
   if q.scheduled or q.closed then return end
   q.scheduled = true
-  q.flush_timer:start(core.timeout_ms(q.commit_ms), 0, q.on_flush)
+  if q.commit_ms > 0 then
+    q.flush_timer:start(core.timeout_ms(q.commit_ms), 0, q.on_flush)
+  else
+    q.flush_idle:start(q.on_idle)
+  end
 end
 
 local function announce(q, event)
@@ -854,11 +862,12 @@ function M.declare(spec)
     ready = {}, head = 1, tail = 0, retry = {}, inflight = {}, delayed = {},
     delivered = {}, consumers = {}, rr = 0, acks = {}, dead = {},
     tokens = 0, sids = {}, ack_wait_ns = ack_wait_ns,
-    flush_timer = uv.new_timer(), tick_timer = uv.new_timer(),
+    flush_timer = uv.new_timer(), tick_timer = uv.new_timer(), flush_idle = uv.new_idle(),
   }
   -- made once: a closure made on the per-message path (schedule, arm)
   -- stops LuaJIT compiling it (FNEW is not compiled)
   q.on_flush = function() flush(q) end
+  q.on_idle = function() q.flush_idle:stop() flush(q) end
   q.on_tick = function() tick(q) end
   local lok, lerr = load(q)
   if not lok then store:close() return nil, lerr end
@@ -888,7 +897,7 @@ function M.close(name)
   if #q.acks > 0 or #q.dead > 0 or q.store:stats().intake > 0 then flush(q) end
   q.closed = true
   queues[name], by_wake[q.wake] = nil, nil
-  for _, t in ipairs { q.flush_timer, q.tick_timer } do
+  for _, t in ipairs { q.flush_timer, q.tick_timer, q.flush_idle } do
     if not t:is_closing() then t:close() end
   end
   q.store:close()
