@@ -723,6 +723,29 @@ describe("start order", function()
       inits.close()
     end)
   end)
+
+  -- Children whose start does not wait (processes, services) let the
+  -- hub's loop turn between them: a tree of many processes is not one
+  -- long turn (scripts/bench/stalls.lua on the crash storm's start).
+  it("lets the hub loop turn between the starts of process and service children", function()
+    drive(function()
+      local order = {}
+      local function svc(id)
+        return { id = id, service = { start = function()
+          order[#order + 1] = id
+          local h = {}
+          function h.on_exit(_, fn) h.exit = fn end
+          function h.stop() if h.exit then local f = h.exit h.exit = nil f({ reason = "shutdown", normal = true }) end end
+          function h.kill() h.stop() end
+          return h
+        end } }
+      end
+      msrt.after(0, function() order[#order + 1] = "tick" end)
+      local sup = assert(msrt.supervisor{ name = "s_turns", children = { svc("s1"), svc("s2"), svc("s3") } })
+      assert.are.same({ "s1", "tick", "s2", "s3" }, order)
+      stop(sup)
+    end)
+  end)
 end)
 
 -- OTP's application stop: msrt.stop(), SIGTERM and `ctl stop` stop the

@@ -706,6 +706,12 @@ local function start_children(sup)
       return nil, e
     end
     event(sup, "child_started", { child = c.id })
+    -- A child whose start did not wait (a process: spawned at once) lets
+    -- the hub's loop turn before the next: a tree of many processes
+    -- would otherwise start them all in one turn, each spawn holding the
+    -- hub until its child execs (~1-10 ms, more on a loaded machine).
+    -- Exits meanwhile wait, as they do during an actor's init (sup.busy).
+    if not kinds[c.kind].started then await(function(done) after(0, done) end) end
   end
   return true
 end
