@@ -1361,6 +1361,14 @@ static msrt_code select_items(msrt_reader *rd, const rt_cand *c,
   return MSRT_E_OK;
 }
 
+/* A reply subject under _INBOX. names one request and is matched about
+ * once: looked up, it is a miss; cached, it fills the cache with entries
+ * never used again (and, the cache full, every such miss would allocate
+ * and free one). */
+static inline bool single_use(const char *subject, size_t len) {
+  return len > 7 && memcmp(subject, "_INBOX.", 7) == 0;
+}
+
 msrt_code msrt_router_match(msrt_reader *rd, const char *subject,
                             size_t len, msrt_match_result *out,
                             msrt_skip_fn skip, void *skip_ud) {
@@ -1379,7 +1387,8 @@ msrt_code msrt_router_match(msrt_reader *rd, const char *subject,
   rt_cand view;
   rt_cache *cache = NULL;
   uint64_t h = 0;
-  if (r->cache_slots) {
+  bool cached = r->cache_slots && !single_use(subject, len);
+  if (cached) {
     h = rt_hash(subject, len);
     cache = atomic_load_explicit(&s->cache, memory_order_acquire);
     const rt_entry *e = cache ? cache_find(cache, h, subject, len) : NULL;
@@ -1399,7 +1408,7 @@ msrt_code msrt_router_match(msrt_reader *rd, const char *subject,
       rc = MSRT_E_NOMEM;
       goto done;
     }
-    if (r->cache_slots && c->nplain + c->nmem <= CACHE_MAX_CANDS)
+    if (cached && c->nplain + c->nmem <= CACHE_MAX_CANDS)
       cache_insert(rd, s, cache, h, subject, len, c);
   }
   rc = select_items(rd, c, out, skip, skip_ud);

@@ -30,7 +30,8 @@
  * using one it found); it holds at most `cache_slots` entries of at most 64
  * candidates each, and dies with its snapshot: a swap invalidates it
  * naturally. Ready flags are read per match, so set_ready needs no new
- * snapshot.
+ * snapshot. Subjects under `_INBOX.` (request reply subjects, each used
+ * about once) are neither looked up in it nor added to it.
  *
  * Reclamation (epoch-based, per-thread reader registration). The router has
  * a global epoch G. Each thread that reads registers a msrt_reader (its slot:
