@@ -322,6 +322,36 @@ static void teardown(void) {
   msrt_router_free(R);
 }
 
+/* A request's reply subject ("_INBOX.<owner>.<token>", made for one
+ * request) is matched without entering the match cache: a stream of
+ * requests leaves the cache's slots to the subjects matched again. */
+static void test_inbox_uncached(void) {
+  setup(64);
+  int ep;
+  uint64_t inbox = sub("_INBOX.owner.>", NULL, &ep);
+  uint64_t work = sub("work.>", NULL, &ep);
+  char s[64];
+  for (int i = 0; i < 40; i++) { /* past the misses that make the cache */
+    snprintf(s, sizeof s, "work.a%d", i);
+    CHECK(match(s) == 1 && has(work));
+  }
+  size_t before = msrt_router_cached(R);
+  CHECK(before > 0);
+  for (int i = 0; i < 2000; i++) {
+    snprintf(s, sizeof s, "_INBOX.owner.%08dtoken", i);
+    CHECK(match(s) == 1 && has(inbox));
+  }
+  CHECK(msrt_router_cached(R) == before);
+  snprintf(s, sizeof s, "_INBOX.owner.%08dtoken", 7); /* again: still found */
+  CHECK(match(s) == 1 && has(inbox));
+  CHECK(match("_INBOX.other.x") == 0);
+  CHECK(msrt_router_cached(R) == before);
+  CHECK(match("_INBOX") == 0); /* a subject of its own, not a reply: cached */
+  CHECK(match("work.b") == 1 && has(work));
+  CHECK(msrt_router_cached(R) == before + 2);
+  teardown();
+}
+
 static void test_index_basic(void) {
   setup(0);
   int ep;
@@ -971,7 +1001,7 @@ TEST_MAIN(test_classes, test_subject_valid, test_subject_invalid, test_pattern_r
           test_patterns_intersect,
           test_subject_messages, test_subject_length, test_matcher,
           test_token_kinds, test_tokenizer_agrees, test_validate_agrees,
-          test_index_basic, test_index_wide, test_property,
+          test_index_basic, test_inbox_uncached, test_index_wide, test_property,
           test_queue_fairness, test_queue_two_readers, test_skip_predicate,
           test_enter_leave, test_defer, test_routes_rewrite, test_routes_split, test_routes_errors,
           test_router_routes, test_stats)

@@ -130,6 +130,7 @@ typedef struct rt_entry {
 
 typedef struct {
   uint32_t mask;
+  _Atomic uint32_t n;       /* entries (msrt_router_cached) */
   _Atomic(rt_entry *) head; /* every entry, pushed on insert */
   _Atomic(rt_entry *) slot[];
 } rt_cache;
@@ -1114,6 +1115,15 @@ uint64_t msrt_router_built_bytes(msrt_router *r) {
   return n;
 }
 
+size_t msrt_router_cached(msrt_router *r) {
+  pthread_mutex_lock(&r->mu); /* the current snapshot lives while it is held */
+  rt_snap *s = atomic_load_explicit(&r->current, memory_order_acquire);
+  rt_cache *c = atomic_load_explicit(&s->cache, memory_order_acquire);
+  size_t n = c ? atomic_load_explicit(&c->n, memory_order_relaxed) : 0;
+  pthread_mutex_unlock(&r->mu);
+  return n;
+}
+
 size_t msrt_router_reclaim(msrt_router *r) {
   pthread_mutex_lock(&r->mu);
   size_t n = reclaim_locked(r);
@@ -1261,6 +1271,14 @@ static void cache_insert(msrt_reader *rd, rt_snap *s, rt_cache *c,
       c = expected;
     }
   }
+  /* Past a full bucket the subject stays uncached: look before allocating
+   * (a full cache would otherwise cost every miss a malloc and a free). */
+  uint32_t k0 = 0;
+  while (k0 < CACHE_PROBE &&
+         atomic_load_explicit(&c->slot[((uint32_t)h + k0) & c->mask],
+                              memory_order_relaxed))
+    k0++;
+  if (k0 == CACHE_PROBE) return;
   size_t off_plain = ALIGN8(sizeof(rt_entry) + len);
   size_t sz = off_plain + src->nplain * sizeof(msrt_match_item) +
               src->ngroups * sizeof(rt_cgroup) + src->nmem * sizeof(rt_sub *);
@@ -1275,7 +1293,7 @@ static void cache_insert(msrt_reader *rd, rt_snap *s, rt_cache *c,
   cpy((void *)ENTRY_PLAIN(e), src->plain, src->nplain * sizeof(msrt_match_item));
   cpy((void *)ENTRY_GROUPS(e), src->groups, src->ngroups * sizeof(rt_cgroup));
   cpy((void *)ENTRY_MEM(e), src->mem, src->nmem * sizeof(rt_sub *));
-  for (uint32_t k = 0; k < CACHE_PROBE; k++) {
+  for (uint32_t k = k0; k < CACHE_PROBE; k++) {
     rt_entry *expected = NULL;
     if (atomic_compare_exchange_strong_explicit(
             &c->slot[((uint32_t)h + k) & c->mask], &expected, e,
@@ -1284,6 +1302,7 @@ static void cache_insert(msrt_reader *rd, rt_snap *s, rt_cache *c,
       while (!atomic_compare_exchange_weak_explicit(
           &c->head, &e->next, e, memory_order_release, memory_order_relaxed)) {
       }
+      atomic_fetch_add_explicit(&c->n, 1, memory_order_relaxed);
       return;
     }
   }

@@ -27,9 +27,10 @@
  * after 32 misses on the snapshot (so a snapshot replaced at once never pays
  * for one); readers fill it with compare-and-swap into empty slots only,
  * probing 4 slots (an entry is never overwritten, so a reader can keep
- * using one it found); it holds at most `cache_slots` entries of at most 64
- * candidates each, and dies with its snapshot: a swap invalidates it
- * naturally. Ready flags are read per match, so set_ready needs no new
+ * using one it found; a subject whose slots are all taken stays uncached,
+ * with nothing allocated); it holds at most `cache_slots` entries of at
+ * most 64 candidates each, and dies with its snapshot: a swap invalidates
+ * it naturally. Ready flags are read per match, so set_ready needs no new
  * snapshot. Subjects under `_INBOX.` (request reply subjects, each used
  * about once) are neither looked up in it nor added to it.
  *
@@ -183,6 +184,11 @@ uint64_t msrt_router_version(msrt_router *r);
  * O(depth x log(fan-out)) and not the whole width of a node. Thread-safe
  * (writer mutex). */
 uint64_t msrt_router_built_bytes(msrt_router *r);
+
+/* Entries in the current snapshot's match cache (0 before it is made):
+ * what a test reads to see which subjects are cached. Thread-safe (writer
+ * mutex). */
+size_t msrt_router_cached(msrt_router *r);
 
 /* Free garbage no reader can reach any more (also done after each change).
  * Returns the number of objects still waiting. Thread-safe (writer mutex). */
