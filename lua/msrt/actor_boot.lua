@@ -80,11 +80,17 @@ end
 
 local send -- below
 
+-- Options absent: one empty table, read and never written, for every
+-- call (a table made per publish or request was garbage the GC collected
+-- in steps, each a slow request: README "Performance"). Unlike the hub's
+-- (lua/msrt/init.lua) it has no guard against writes: a metatable and its
+-- function would be bytes in every idle actor.
+local NO_OPTS = {}
 local function check_opts(opts, fname)
   if opts ~= nil and type(opts) ~= "table" then
     error(("bad argument #3 to '%s' (table expected, got %s)"):format(fname, type(opts)), 3)
   end
-  return opts or {}
+  return opts or NO_OPTS
 end
 
 -- The rest of ctx, built on first use: until actor_ctx.lua is loaded,
