@@ -5,13 +5,15 @@
 -- or "waiting"), the exit-record encoder and the crash hook.
 --
 -- Only what every actor needs lives here: its module's loading, the turn
--- loop, ctx:publish, ctx:reply, ctx:stop and the exit. The rest of ctx
--- (request, after, every, subscribe, log, ack, nak, in_progress, term, a
--- durable publish), waiting on the sys lane and the FFI path taken at the
--- first message are lua/msrt/actor_ctx.lua, loaded (rt.more, which also
--- adds the rt functions only it calls) the first time one of them is
--- needed: each line of bytecode here is memory in every idle actor
--- (README "Performance", RSS per idle actor).
+-- loop, ctx:publish, ctx:stop and the exit record. The rest of ctx
+-- (reply, request, after, every, subscribe, log, ack, nak, in_progress,
+-- term, a durable publish), waiting on the sys lane, the FFI path taken
+-- at the first message (so what needs a message, as reply does, costs
+-- nothing more to keep there) and the exit's answers to owed requests
+-- are lua/msrt/actor_ctx.lua, loaded (rt.more, which also adds the rt
+-- functions only it calls) the first time one of them is needed: each
+-- line of bytecode here is memory in every idle actor (README
+-- "Performance", RSS per idle actor).
 local rt, spec_s, id = ...
 local buffer = require "string.buffer"
 local encode, decode = buffer.encode, buffer.decode
@@ -99,7 +101,7 @@ end
 -- actor has not put its own, drops the metatable and returns the real
 -- one (so a field read and kept in a local before works as well). A
 -- metatable and one closure cost an idle actor less than a stub per name.
-local LAZY = " request after every subscribe log ack nak in_progress term "
+local LAZY = " reply request after every subscribe log ack nak in_progress term "
 function load_more()
   if not more then
     more = rt.more(rt)({
@@ -171,14 +173,6 @@ function ctx:publish(subject, data, opts)
   local r, e = send(subject, data, opts.reply, opts.priority, "publish", opts.headers)
   if r == nil then return nil, e end
   return true
-end
-
---- Reply to a message that carries a reply subject.
-function ctx:reply(msg, data)
-  if type(msg) ~= "table" or not msg.reply then
-    return nil, err("invalid_arg", "the message has no reply subject")
-  end
-  return self:publish(msg.reply, data)
 end
 
 --- Stop this actor after the current message; terminate(ctx, reason) runs.

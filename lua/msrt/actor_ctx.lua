@@ -1,5 +1,5 @@
 --- The rest of an actor's ctx (lua/msrt/actor_boot.lua has the part every
--- actor needs): requests, timers, subscribe, log, a durable queue's
+-- actor needs): reply, requests, timers, subscribe, log, a durable queue's
 -- acks, a durable publish, waiting on the sys lane and the FFI path an
 -- actor takes at its first message. Compiled once by the hub; an actor
 -- state loads it (rt.more) the first time it needs one of these, so an
@@ -375,6 +375,14 @@ function ctx:subscribe(pattern, opts)
   local sid, serr = rt.subscribe(pattern, opts.queue)
   if not sid then return nil, serr end
   return sid
+end
+
+--- Reply to a message that carries a reply subject.
+function ctx:reply(msg, data)
+  if type(msg) ~= "table" or not msg.reply then
+    return nil, err("invalid_arg", "the message has no reply subject")
+  end
+  return self:publish(msg.reply, data)
 end
 
 local LEVELS = { debug = "DEBUG", info = "INFO", warn = "WARN", error = "ERROR" }
