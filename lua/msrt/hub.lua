@@ -10,7 +10,7 @@ local ffi = require "ffi"
 local headers = require "msrt.headers"
 local deadlines = require "msrt.deadlines"
 
-local encode, decode = buffer.encode, buffer.decode
+local decode = buffer.decode
 local BUFFER = 0x01
 
 local M = {}
@@ -63,10 +63,14 @@ typedef struct {
 } msrt_lhub_item;
 int msrt_lhub_next(msrt_lhub_item *out);
 int msrt_lhub_token(char *out);
+long msrt_lhub_publish(void *rt, const char *s, size_t slen, const char *r,
+                       size_t rlen, const void *p, size_t plen, int prio,
+                       const char *h, size_t hlen, double ttl_ms);
 ]]
 end
 local C, str = ffi.C, ffi.string
-local item, rbuf = ffi.new("msrt_lhub_item"), buffer.new()
+local item, rbuf, pbuf = ffi.new("msrt_lhub_item"), buffer.new(), buffer.new()
+local rt -- the runtime (core.hub_rt), msrt_lhub_publish's first argument
 -- src/bus/bus.h's MSRT_IN_* kinds the hub's Lua is handed
 local DELIVER, EXIT, WAKE, OVERLOAD, STARTED, QUEUE = 1, 2, 4, 5, 7, 8
 local TOKEN_LEN = 22 -- core/token.h's MSRT_TOKEN_LEN
@@ -171,6 +175,7 @@ function M.start()
   local ok, err = core.rt_start(profile.current(), dump("msrt.actor_boot"), dump("msrt.actor_ctx"))
   if not ok then return nil, err end
   core.set_dispatch(pump)
+  rt = ffi.cast("void *", core.hub_rt()) -- a cdata: the JIT passes no light userdata to C
   started = true
   return true
 end
@@ -231,9 +236,22 @@ function M.publish(subject, data, opts, reply, ttl, hdr)
     hdr, herr = headers.encode(opts.headers)
     if herr then return nil, core.error("invalid_arg", herr) end
   end
-  local eok, payload = pcall(encode, data)
-  if not eok then require("msrt.args").cannot_send(data, payload, 2, "publish") end
-  local r, perr, pending = core.publish(subject, payload, reply or opts.reply, opts.priority, hdr or nil, ttl)
+  -- encoded in place (no Lua string for the payload), published through
+  -- the FFI, which LuaJIT compiles into the caller's trace
+  local eok, why = pcall(pbuf.encode, pbuf:reset(), data)
+  if not eok then require("msrt.args").cannot_send(data, why, 2, "publish") end
+  reply = reply or opts.reply
+  if hdr == false then hdr = nil end
+  local r, perr, pending
+  if (prio == nil or type(prio) == "number") and (reply == nil or type(reply) == "string") then
+    local p, n = pbuf:ref()
+    r = tonumber(C.msrt_lhub_publish(rt, subject, #subject, reply, reply and #reply or 0, p, n,
+      prio or 5, hdr, hdr and #hdr or 0, ttl or 0))
+    if r >= 0 then return r end
+    r, perr, pending = core.publish_error()
+  else -- other types: read (and refused) by the C binding, as they always were
+    r, perr, pending = core.publish(subject, pbuf:tostring(), reply, prio, hdr, ttl)
+  end
   if r == nil and perr.blocked then
     if opts.nowait or not coroutine.isyieldable() then
       return nil, core.error("mailbox_full", ("mailbox full on \"%s\" and the caller cannot wait (not a coroutine, or inside a C function's callback)"):format(subject))

@@ -3,6 +3,7 @@
  * stamps, readiness, inbox tokens; lua/msrt/hub.lua is their caller. Hub
  * thread only. */
 #include <lauxlib.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +33,59 @@ void msrt_lua_read_pub_args(lua_State *L, msrt_lua_pub_args *a) {
   a->reply_ttl_ms = luaL_optnumber(L, 6, 0);
 }
 
+/* The hub's last publish that did not go through (publish_args' -1):
+ * its error, and its pending when full `block` endpoints held it, until
+ * publish_failed hands them to Lua. Hub thread only. */
+static struct {
+  msrt_error err;
+  msrt_bus_pending pend;
+  bool blocked;
+} last;
+
+/* Publish a: how many endpoints took it, or -1 with the error (and the
+ * pending, when it blocked) in last. */
+static long publish_args(msrt_rt *rt, const msrt_lua_pub_args *a) {
+  last.blocked = false;
+  msrt_envelope *e = msrt_bus_make(
+      rt->bus, a->subject, a->subject_len, a->reply, a->reply_len, a->headers,
+      a->headers_len, a->payload, a->payload_len, a->priority, 0, &last.err);
+  if (!e) return -1;
+  msrt_bus_reply_ttl(e, a->reply_ttl_ms);
+  /* the pending lives on the C stack and moves into a userdata only when
+   * the publish blocked (it holds no pointer into itself until
+   * pending_wait registers a waker): a publish that went through makes
+   * no garbage for the collector */
+  msrt_bus_pending pend = {0};
+  size_t delivered;
+  msrt_code rc = msrt_bus_publish(rt->bus, e, &delivered, &pend, &last.err);
+  msrt_env_unref(e);
+  if (rc == MSRT_E_MAILBOX_FULL && pend.n) {
+    last.pend = pend;
+    last.blocked = true;
+    return -1;
+  }
+  if (pend.env || pend.items) msrt_bus_pending_clear(rt->bus, &pend);
+  return rc == MSRT_E_OK ? (long)delivered : -1;
+}
+
+/* nil, err | nil, blocked err, pending (lerror.h): the last publish that
+ * did not go through, as publish answers it. */
+static int publish_failed(lua_State *L) {
+  if (!last.blocked) return msrt_lua_fail_err(L, &last.err);
+  last.blocked = false;
+  msrt_bus_pending *p = lua_newuserdata(L, sizeof *p);
+  *p = last.pend;
+  memset(&last.pend, 0, sizeof last.pend);
+  if (luaL_newmetatable(L, PENDING_META)) {
+    lua_pushcfunction(L, pending_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  msrt_lua_blocked(L);
+  lua_pushvalue(L, -3);
+  return 3;
+}
+
 /* publish(subject, payload, reply, priority, headers, reply_ttl_ms)
  *   -> delivered | nil, err | nil, blocked err, pending (lerror.h)
  * reply_ttl_ms: a request's timeout, how long its inbox (reply) is valid
@@ -40,35 +94,31 @@ static int l_publish(lua_State *L) {
   msrt_rt *rt = msrt_lua_rt(L);
   msrt_lua_pub_args a;
   msrt_lua_read_pub_args(L, &a);
-  msrt_error err;
-  msrt_envelope *e = msrt_bus_make(
-      rt->bus, a.subject, a.subject_len, a.reply, a.reply_len, a.headers,
-      a.headers_len, a.payload, a.payload_len, a.priority, 0, &err);
-  if (!e) return msrt_lua_fail_err(L, &err);
-  msrt_bus_reply_ttl(e, a.reply_ttl_ms);
-  /* the pending lives on the C stack and moves into a userdata only when
-   * the publish blocked (it holds no pointer into itself until
-   * pending_wait registers a waker): a publish that went through makes
-   * no garbage for the collector */
-  msrt_bus_pending pend = {0};
-  size_t delivered;
-  msrt_code rc = msrt_bus_publish(rt->bus, e, &delivered, &pend, &err);
-  msrt_env_unref(e);
-  if (rc == MSRT_E_MAILBOX_FULL && pend.n) {
-    msrt_bus_pending *p = lua_newuserdata(L, sizeof *p);
-    *p = pend;
-    if (luaL_newmetatable(L, PENDING_META)) {
-      lua_pushcfunction(L, pending_gc);
-      lua_setfield(L, -2, "__gc");
-    }
-    lua_setmetatable(L, -2);
-    msrt_lua_blocked(L);
-    lua_pushvalue(L, -3);
-    return 3;
-  }
-  if (pend.env || pend.items) msrt_bus_pending_clear(rt->bus, &pend);
-  if (rc != MSRT_E_OK) return msrt_lua_fail_err(L, &err);
-  lua_pushinteger(L, (lua_Integer)delivered);
+  long n = publish_args(rt, &a);
+  if (n < 0) return publish_failed(L);
+  lua_pushinteger(L, (lua_Integer)n);
+  return 1;
+}
+
+long msrt_lhub_publish(void *rt, const char *s, size_t slen, const char *r,
+                       size_t rlen, const void *p, size_t plen, int prio,
+                       const char *h, size_t hlen, double ttl_ms) {
+  msrt_lua_pub_args a = {.subject = s, .subject_len = slen, .reply = r,
+                         .reply_len = rlen, .payload = p, .payload_len = plen,
+                         .priority = prio, .headers = h, .headers_len = hlen,
+                         .reply_ttl_ms = ttl_ms};
+  return publish_args(rt, &a);
+}
+
+/* publish_error() -> what publish answers for msrt_lhub_publish's last -1 */
+static int l_publish_error(lua_State *L) { return publish_failed(L); }
+
+/* hub_rt() -> the runtime, msrt_lhub_publish's first argument (a light
+ * userdata; it lives as long as the host) | nil before rt_start */
+static int l_hub_rt(lua_State *L) {
+  msrt_rt *rt = msrt_lua_rt_opt(L);
+  if (rt) lua_pushlightuserdata(L, rt);
+  else lua_pushnil(L);
   return 1;
 }
 
@@ -187,7 +237,8 @@ static int l_stamp_unsubscribe(lua_State *L) {
 
 void msrt_lua_open_bus(lua_State *L) {
   static const luaL_Reg fns[] = {
-    {"publish", l_publish}, {"pending_wait", l_pending_wait},
+    {"publish", l_publish}, {"publish_error", l_publish_error},
+    {"hub_rt", l_hub_rt}, {"pending_wait", l_pending_wait},
     {"pending_retry", l_pending_retry}, {"subscribe", l_subscribe},
     {"unsubscribe", l_unsubscribe}, {"set_ready", l_set_ready},
     {"stamp_subscribe", l_stamp_subscribe},

@@ -6,7 +6,8 @@
  *              drain into the Lua dispatcher (msrt_lhub_next, below)
  *   lactor.c   actor_new, actor_stop, actor_release, actor_mailbox:
  *              actors (lua/actor.h), their cells typed userdata with __gc
- *   lbus.c     publish, pending_wait, pending_retry, subscribe,
+ *   lbus.c     publish, publish_error, hub_rt (msrt_lhub_publish,
+ *              below), pending_wait, pending_retry, subscribe,
  *              unsubscribe, set_ready, stamp_subscribe, stamp_unsubscribe,
  *              token, undecodable: the publish path (bus/bus.h);
  *              msrt_lua_read_pub_args, publish's arguments for actors'
@@ -133,6 +134,18 @@ int msrt_lhub_next(msrt_lhub_item *out);
  * kernel gave no randomness (msrt.core.token then says why). Through the
  * FFI, as msrt_lhub_next. */
 int msrt_lhub_token(char *out);
+
+/* Publish from the hub's Lua as msrt.core.publish does (its arguments as
+ * msrt_lua_pub_args reads them: reply and h NULL when absent, prio 1..10
+ * or 0 for an invalid one, ttl_ms 0 for none) without a Lua string for
+ * the payload (hub.lua encodes it into a string.buffer): how many
+ * endpoints took it, or -1, whose nil, err (or nil, blocked err, pending)
+ * msrt.core.publish_error() then returns; call it at once, before any
+ * other publish. rt: msrt.core.hub_rt(). Through the FFI, as
+ * msrt_lhub_next (lbus.c). Hub thread only. */
+long msrt_lhub_publish(void *rt, const char *s, size_t slen, const char *r,
+                       size_t rlen, const void *p, size_t plen, int prio,
+                       const char *h, size_t hlen, double ttl_ms);
 
 /* The NATS server of the handle at stack index idx (core.nats_server's),
  * for another transport's binding to make connections on (nats/conn.h);
