@@ -205,7 +205,8 @@ static int boot_state(lua_State *L) {
   lua_newtable(L);
   lua_pushlightuserdata(L, la);
   luaL_openlib(L, NULL, msrt_lactor_fns, 1);
-  msrt_lua_open_errors(L);
+  lua_pushcfunction(L, msrt_lua_error); /* (is_error: no actor needs it) */
+  lua_setfield(L, -2, "error");
   lua_pushlstring(L, la->spec, la->spec_len);
   lua_pushnumber(L, (lua_Number)la->id);
   lua_call(L, 3, 3);

@@ -327,13 +327,14 @@ static int a_started(lua_State *L) {
 
 const luaL_Reg msrt_lactor_fns[] = {
   {"pop", a_pop}, {"publish", a_publish}, {"closed", a_closed},
-  {"stop", a_stop}, {"started", a_started}, {"undecodable", a_undecodable},
-  {"more", msrt_lactor_more}, {NULL, NULL}};
+  {"stop", a_stop}, {"started", a_started}, {"more", msrt_lactor_more},
+  {NULL, NULL}};
 
 const luaL_Reg msrt_lactor_more_fns[] = {
   {"wait_room", a_wait_room}, {"retry", a_retry}, {"inbox", a_inbox},
   {"subscribe", a_subscribe}, {"timer", a_timer},
   {"set_waiting", a_set_waiting}, {"log", a_log}, {"now_ms", a_now_ms},
   {"jit_on", msrt_astate_jit}, {"last_error", a_last_error},
-  {"self", a_self}, {"token", msrt_lua_token}, {NULL, NULL}};
+  {"self", a_self}, {"token", msrt_lua_token},
+  {"undecodable", a_undecodable}, {NULL, NULL}};
 

@@ -62,9 +62,7 @@ int msrt_lua_fail(lua_State *L, msrt_code code, const char *fmt, ...) {
   return msrt_lua_fail_err(L, &err);
 }
 
-/* error(code, message [, fields]): fields may override category, severity
- * or recovery and add any other key (file, line, rule...). */
-static int l_error(lua_State *L) {
+int msrt_lua_error(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
   const char *message = luaL_checkstring(L, 2);
   msrt_code code = msrt_code_from_name(name);
@@ -97,7 +95,7 @@ static int l_is_error(lua_State *L) {
 }
 
 void msrt_lua_open_errors(lua_State *L) {
-  lua_pushcfunction(L, l_error);
+  lua_pushcfunction(L, msrt_lua_error);
   lua_setfield(L, -2, "error");
   lua_pushcfunction(L, l_is_error);
   lua_setfield(L, -2, "is_error");

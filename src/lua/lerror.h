@@ -26,8 +26,14 @@ int msrt_lua_blocked(lua_State *L);
 int msrt_lua_fail(lua_State *L, msrt_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* msrt.core.error(code, message [, fields]) and is_error, registered into
- * the table at the top of the stack. */
+/* lua_CFunction error(code, message [, fields]) -> the error table of
+ * code (a name of core/error.h's codes; another raises at argument 1)
+ * with message (kept whole); fields may override category, severity or
+ * recovery and add any other key (file, line, rule...). */
+int msrt_lua_error(lua_State *L);
+
+/* msrt.core.error (msrt_lua_error) and is_error, registered into the
+ * table at the top of the stack. */
 void msrt_lua_open_errors(lua_State *L);
 
 #endif
