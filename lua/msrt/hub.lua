@@ -296,7 +296,8 @@ end
 -- dozen inserts, ~5k instructions a request.) A reply counts only when it
 -- names the slot's current inbox: a late one for an earlier request on
 -- the same slot, or a forged one, finds nothing.
-local SLOT_LEN = 4
+local SLOT_LEN = 4 -- (side.inbox writes the four digits)
+local band, rshift = require("bit").band, require("bit").rshift
 local SLOTS_MAX = 64 ^ SLOT_LEN - 1
 local DIGITS, VALUE = ffi.new("char[64]"), {}
 do
@@ -404,11 +405,10 @@ function side.inbox()
     return nil, core.error("resource_exhausted", ("more than %d msrt.requests wait at once"):format(SLOTS_MAX))
   end
   if slot > nslots then nslots = slot else nfree = nfree - 1 end
-  local at, n = ibuf + ilen + TOKEN_LEN, slot
-  for i = SLOT_LEN - 1, 0, -1 do
-    at[i] = DIGITS[n % 64]
-    n = (n - n % 64) / 64
-  end
+  -- (four digits written out: a loop here aborted the caller's trace)
+  local at = ibuf + ilen + TOKEN_LEN
+  at[0], at[1] = DIGITS[rshift(slot, 18)], DIGITS[band(rshift(slot, 12), 63)]
+  at[2], at[3] = DIGITS[band(rshift(slot, 6), 63)], DIGITS[band(slot, 63)]
   local inbox = str(ibuf, ilen + TOKEN_LEN + SLOT_LEN)
   inbox_of[slot] = inbox
   return inbox
