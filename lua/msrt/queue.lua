@@ -497,9 +497,10 @@ end
 -- t: now (ns), the flush's; the message is res's i-th (the flush's
 -- results, by column) when given, else read from the store.
 function deliver(q, c, seq, t, res, i)
-  local subject, payload, hdr, flags, prio
+  local subject, payload, hdr, flags, prio, text
   if res then
     subject, payload, hdr, flags, prio = res.subject[i], res.payload[i], res.hdr[i], res.flags[i], res.priority[i]
+    text = res.text[i] -- a string payload, decoded already
   else
     local m, err = message_of(q, seq)
     if not m then -- unreadable: counted a delivery, tried again after the wait
@@ -515,7 +516,8 @@ function deliver(q, c, seq, t, res, i)
   local d = { consumer = c, token = q.tokens, delivered = n,
               deadline = t + q:ack_wait_ns(n) }
   q.inflight[seq] = d
-  local ok, data = pcall(data_of, flags, payload)
+  local ok, data = true, text
+  if not text then ok, data = pcall(data_of, flags, payload) end
   local msg = setmetatable({ _q = q, _token = d.token, seq = seq, queue = q.name,
     subject = subject, data = ok and data or payload, delivered = n,
     headers = hdr and headers.decode(hdr) or nil, priority = prio }, Msg)

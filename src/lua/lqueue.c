@@ -9,6 +9,7 @@
 #include "lua/lerror.h"
 #include "lua/lfield.h"
 #include "lua/lrt.h"
+#include "proc/codec.h"
 #include "queue/queue.h"
 
 static const char QUEUE_META[] = "msrt.queue";
@@ -99,10 +100,10 @@ static uint64_t *seqs(lua_State *L, int idx, size_t *n) {
 
 /* The results' columns: results.seq[i], results.reply[i]... */
 enum { R_SEQ, R_REPLY, R_SUBJECT, R_PAYLOAD, R_HDR, R_FLAGS, R_PRIO, R_CODE,
-       R_DUP, R__N };
+       R_DUP, R_TEXT, R__N };
 static const char *const RCOL[R__N] = {
   "seq", "reply", "subject", "payload", "hdr", "flags", "priority", "code",
-  "duplicate"};
+  "duplicate", "text"};
 
 /* col[k] = the bytes s[0..len) (nothing when s is NULL), taken from
  * col[k - 1] when the previous result had the same bytes (p, plen): a
@@ -120,15 +121,16 @@ static void put_str(lua_State *L, int col, int k, const char *s, size_t len,
 
 /* The results of a flush as one table of columns (a table per message,
  * its fields set through the C API, was ~4k instructions a message):
- * {n, seq, reply, subject, payload, hdr, flags, priority, code,
+ * {n, seq, reply, subject, payload, text, hdr, flags, priority, code,
  * duplicate}, each column an array indexed 1..n (reply, hdr, code and
- * duplicate hold nil where a result has none). */
+ * duplicate hold nil where a result has none; a payload that serializes
+ * one string is that string in text, nil in payload). */
 static void push_results(lua_State *L, const msrt_queue_result *res,
                          size_t n) {
   lua_createtable(L, 0, R__N + 1);
   int t = lua_gettop(L);
   for (int c = 0; c < R__N; c++)
-    lua_createtable(L, c < R_CODE ? (int)n : 0, 0);
+    lua_createtable(L, c < R_CODE || c == R_TEXT ? (int)n : 0, 0);
   const msrt_envelope *p = NULL;
   for (size_t i = 0; i < n; i++) {
     const msrt_queue_result *r = &res[i];
@@ -140,8 +142,18 @@ static void push_results(lua_State *L, const msrt_queue_result *res,
             p ? p->reply : NULL, p ? p->reply_len : 0);
     put_str(L, t + 1 + R_SUBJECT, k, e->subject, e->subject_len,
             p ? p->subject : NULL, p ? p->subject_len : 0);
-    lua_pushlstring(L, (const char *)e->payload, e->payload_len);
-    lua_rawseti(L, t + 1 + R_PAYLOAD, k);
+    /* a string's serialization is handed back as the string (text), so
+     * that Lua neither makes the serialized copy nor decodes it */
+    const char *str;
+    size_t slen;
+    if ((e->flags & MSRT_ENV_PAYLOAD_BUFFER) &&
+        msrt_lua_get_string(e->payload, e->payload_len, &str, &slen)) {
+      lua_pushlstring(L, str, slen);
+      lua_rawseti(L, t + 1 + R_TEXT, k);
+    } else {
+      lua_pushlstring(L, (const char *)e->payload, e->payload_len);
+      lua_rawseti(L, t + 1 + R_PAYLOAD, k);
+    }
     put_str(L, t + 1 + R_HDR, k, e->headers_len ? (const char *)e->headers : NULL,
             e->headers_len, p && p->headers_len ? (const char *)p->headers : NULL,
             p ? p->headers_len : 0);
