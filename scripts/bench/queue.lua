@@ -52,9 +52,9 @@ local function run_case(size, consumers, batch)
   local body = ("x"):rep(size)
   local t0 = uv.hrtime()
   local done_co = coroutine.running()
-  local function took(sent)
+  local function took(sent, now) -- now: the ack's time (a batch's, once for it)
     acked = acked + 1
-    lat[#lat + 1] = (uv.hrtime() - sent) / 1e3
+    lat[acked] = ((now or uv.hrtime()) - sent) / 1e3
     if acked == n then uv.update_time() coroutine.resume(done_co) end
   end
   local cons = {}
@@ -62,7 +62,8 @@ local function run_case(size, consumers, batch)
     if q then
       cons[#cons + 1] = assert(batch > 0 and msrt.consume(name, function(msgs)
         msgs:ack()
-        for i = 1, #msgs do took(tonumber(msgs[i].headers.T)) end
+        local now = uv.hrtime()
+        for i = 1, #msgs do took(tonumber(msgs[i].headers.T), now) end
       end, { max_ack_pending = 256, batch = batch }) or msrt.consume(name, function(m)
         m:ack()
         took(tonumber(m.headers.T))
