@@ -208,11 +208,15 @@ static void put_header(msrt_sbuf *h, const char *name, const char *value) {
   msrt_sbuf_put(h, value, strlen(value) + 1);
 }
 
-/* m's headers into h; returns the priority (Msrt-Priority or the
- * default) and sets *json when the data is marked JSON. */
-static int import_headers(natsMsg *m, msrt_sbuf *h, bool *json) {
+/* m's headers (its n keys; none: a plain message) into h; returns the
+ * priority (Msrt-Priority or the default) and sets *json when the data
+ * is marked JSON. */
+static int import_headers(natsMsg *m, const char **keys, int n, msrt_sbuf *h,
+                          bool *json) {
   int priority = MSRT_PRIORITY_DEFAULT;
   const char *v = NULL;
+  *json = false;
+  if (n == 0) return priority; /* a plain message: no header to ask for */
   *json = natsMsgHeader_Get(m, "Content-Type", &v) == NATS_OK && v &&
           strncmp(v, JSON_TYPE, sizeof JSON_TYPE - 1) == 0;
   if (natsMsgHeader_Get(m, "Msrt-Priority", &v) == NATS_OK && v) {
@@ -224,14 +228,19 @@ static int import_headers(natsMsg *m, msrt_sbuf *h, bool *json) {
     put_header(h, "Description", "No Responders");
     return priority;
   }
-  const char **keys = NULL;
-  int n = 0;
-  if (natsMsgHeader_Keys(m, &keys, &n) != NATS_OK) return priority;
   for (int i = 0; i < n; i++)
     if (natsMsgHeader_Get(m, keys[i], &v) == NATS_OK && v)
       put_header(h, keys[i], v);
-  free((void *)keys);
   return priority;
+}
+
+/* m's header keys (libnats': the caller frees *keys); 0 when it has no
+ * header (a plain MSG, or libnats could not read them). */
+static int header_keys(natsMsg *m, const char ***keys) {
+  int n = 0;
+  *keys = NULL;
+  if (natsMsgHeader_Keys(m, keys, &n) != NATS_OK) n = 0;
+  return n;
 }
 
 /* The data of m as a string.buffer serialization into out. */
@@ -261,16 +270,17 @@ static bool names(const char *list, const char *q) {
   return false;
 }
 
-/* m as an envelope with reply, its headers and data written through h and
- * data (reset here, kept allocated), or NULL with err. */
-static msrt_envelope *wire_in(msrt_bridge *b, natsMsg *m, const char *reply,
-                              msrt_sbuf *h, msrt_sbuf *data,
-                              msrt_error *err) {
+/* m (its n header keys) as an envelope with reply, its headers and data
+ * written through h and data (reset here, kept allocated), or NULL with
+ * err. */
+static msrt_envelope *wire_in(msrt_bridge *b, natsMsg *m, const char **keys,
+                              int n, const char *reply, msrt_sbuf *h,
+                              msrt_sbuf *data, msrt_error *err) {
   const char *subject = natsMsg_GetSubject(m);
   bool json;
   msrt_sbuf_reset(h);
   msrt_sbuf_reset(data);
-  int priority = import_headers(m, h, &json);
+  int priority = import_headers(m, keys, n, h, &json);
   import_data(m, json, data);
   if (h->oom || data->oom) {
     msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
@@ -279,6 +289,20 @@ static msrt_envelope *wire_in(msrt_bridge *b, natsMsg *m, const char *reply,
   return msrt_bus_make(b->bus, subject, strlen(subject), reply,
                        reply ? strlen(reply) : 0, h->len ? h->p : NULL,
                        h->len, data->p, data->len, priority, 0, err);
+}
+
+/* Whether m names this host as its origin (relayed back to it). */
+static bool from_here(msrt_bridge *b, natsMsg *m) {
+  const char *origin = NULL;
+  return natsMsgHeader_Get(m, "Msrt-Origin", &origin) == NATS_OK && origin &&
+         strcmp(origin, b->origin) == 0;
+}
+
+/* Whether m's host gave it to queue group `queue` already (Msrt-Served). */
+static bool served_there(natsMsg *m, const char *queue) {
+  const char *served = NULL;
+  return natsMsgHeader_Get(m, "Msrt-Served", &served) == NATS_OK && served &&
+         names(served, queue);
 }
 
 /* A full `block` subscriber holds the import, as it holds a local
@@ -309,20 +333,16 @@ void msrt_bridge_import(bkey *k, natsMsg *m) {
     msrt_bridge_add(b, cls, MSRT_BRIDGE_DROPPED_AT_CLOSE, 1);
     return;
   }
-  const char *origin = NULL;
-  if (natsMsgHeader_Get(m, "Msrt-Origin", &origin) == NATS_OK && origin &&
-      strcmp(origin, b->origin) == 0) {
-    atomic_fetch_add(&b->loops, 1);
-    return;
-  }
-  const char *served = NULL;
-  if (queue && natsMsgHeader_Get(m, "Msrt-Served", &served) == NATS_OK &&
-      served && names(served, queue)) { /* its host gave it to the group */
-    msrt_bridge_add(b, cls, MSRT_BRIDGE_SERVED_THERE, 1);
-    return;
-  }
+  const char **keys;
+  int n = header_keys(m, &keys);
+  msrt_envelope *e = NULL;
   msrt_error err;
-  msrt_envelope *e = wire_in(b, m, reply, &k->scratch_h, &k->scratch_d, &err);
+  if (n && from_here(b, m)) atomic_fetch_add(&b->loops, 1);
+  else if (n && queue && served_there(m, queue))
+    msrt_bridge_add(b, cls, MSRT_BRIDGE_SERVED_THERE, 1);
+  else
+    e = wire_in(b, m, keys, n, reply, &k->scratch_h, &k->scratch_d, &err);
+  free((void *)keys);
   if (e) { /* a refusal is counted by the bus */
     size_t delivered;
     msrt_bus_pending pend = {0};
@@ -336,7 +356,10 @@ void msrt_bridge_import(bkey *k, natsMsg *m) {
 msrt_envelope *msrt_bridge_wire_in(msrt_bridge *b, natsMsg *m,
                                    const char *reply, msrt_error *err) {
   msrt_sbuf h = {0}, data = {0};
-  msrt_envelope *e = wire_in(b, m, reply, &h, &data, err);
+  const char **keys;
+  int n = header_keys(m, &keys);
+  msrt_envelope *e = wire_in(b, m, keys, n, reply, &h, &data, err);
+  free((void *)keys);
   msrt_sbuf_free(&h);
   msrt_sbuf_free(&data);
   return e;
