@@ -156,7 +156,7 @@ static msrt_push_outcome export_push(void *ep, msrt_envelope *e,
                                      msrt_bus *bus) {
   (void)evicted;
   msrt_bridge *b = ep;
-  unsigned cls = msrt_bus_class(bus, e->subject, e->subject_len);
+  unsigned cls = msrt_bus_class_of(bus, e);
   msrt_bridge_add(b, cls, MSRT_BRIDGE_HANDED, 1);
   if ((e->subject_len >= 5 && memcmp(e->subject, "msrt.", 5) == 0) ||
       msrt_bridge_stored(b, e->subject)) { /* stays, or a queue stores it */

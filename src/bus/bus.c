@@ -85,6 +85,19 @@ unsigned msrt_bus_class(msrt_bus *bus, const char *subject, size_t len) {
   return msrt_account_class(msrt_router_account(bus->router), subject, len);
 }
 
+/* The envelope this thread is handing to its endpoints and its class
+ * (deliver_all; restored when it returns, so a publish made during a push
+ * leaves no stale pointer behind). */
+static _Thread_local struct {
+  const msrt_envelope *e;
+  unsigned cls;
+} fanning;
+
+unsigned msrt_bus_class_of(msrt_bus *bus, const msrt_envelope *e) {
+  if (fanning.e == e) return fanning.cls;
+  return msrt_bus_class(bus, e->subject, e->subject_len);
+}
+
 msrt_code msrt_bus_to_hub(msrt_bus *bus, msrt_inbox_item item) {
   msrt_code rc = msrt_inbox_push(bus->inbox, item);
   if (rc != MSRT_E_OK) msrt_env_unref(item.env);
@@ -390,7 +403,11 @@ static msrt_code deliver_all(msrt_bus *bus, msrt_reader *rd, pub_space *s,
     return MSRT_E_OK;
   }
   count(bus, cls, MSRT_STAT_ACCEPTED, (uint64_t)n + unready);
+  const msrt_envelope *outer = fanning.e;
+  unsigned outer_cls = fanning.cls;
+  fanning.e = e, fanning.cls = cls;
   msrt_code rc = fan_out(bus, cls, e, &s->m, delivered, pend, err);
+  fanning.e = outer, fanning.cls = outer_cls;
   if (unready) {
     count(bus, cls, MSRT_STAT_DROP_NOT_READY, unready);
     msrt_bus_drop_notice(bus, e, "drop_not_ready", NULL);

@@ -232,4 +232,9 @@ msrt_reader *msrt_bus_reader(msrt_bus *bus);
  * router/account.h msrt_account_class). */
 unsigned msrt_bus_class(msrt_bus *bus, const char *subject, size_t len);
 
+/* The class of e's subject, as msrt_bus_class: for an endpoint's push,
+ * the one the bus looked up for the publish under way on this thread
+ * (one compare), else looked up. */
+unsigned msrt_bus_class_of(msrt_bus *bus, const msrt_envelope *e);
+
 #endif
