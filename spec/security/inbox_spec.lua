@@ -65,7 +65,7 @@ describe("security: inboxes", function()
     end)
   end
 
-  it("makes inboxes of random tokens of 22 characters, new for each request", function()
+  it("makes inboxes of tokens of 22 random characters, new for each request", function()
     drive(function()
       local seen = {}
       local svc = assert(msrt.subscribe("svc.inboxes", function(m)
@@ -87,10 +87,13 @@ describe("security: inboxes", function()
         local prefix, token = r:match("^_INBOX%.([%w_%-]+)%.([%w_%-]+)$")
         assert.is_truthy(prefix, r)
         assert.are.equal(22, #prefix)
-        assert.are.equal(22, #token)
+        -- 22 random characters; the hub's msrt.request adds its waiting
+        -- slot's 4 (lua/msrt/hub.lua), which are not random
+        assert.is_true(#token == 22 or #token == 26, r)
         prefixes[prefix] = true
-        assert.is_nil(tokens[token], "a token came twice")
-        tokens[token] = true
+        local random = token:sub(1, 22)
+        assert.is_nil(tokens[random], "a token came twice")
+        tokens[random] = true
       end
       local n = 0
       for _ in pairs(prefixes) do n = n + 1 end
