@@ -16,15 +16,18 @@
 --   local A/B the local path alone (hub publish -> hub subscription on
 --             the same host), without and with a bridge attached that
 --             exports other subjects.
+-- --profile names the receiving hosts' tuning profile (default
+-- "default"); the 1->1 receiving host's CPU time (every thread, from
+-- ready to its report) is printed too: its workers' idle spin is in it.
 -- Each kind runs `--runs` times (default 5), msrt and raw alternately;
 -- medians with their range.
---   msrt-lua scripts/bench/nats.lua [--count N] [--size BYTES] [--requests N] [--runs N]
+--   msrt-lua scripts/bench/nats.lua [--count N] [--size BYTES] [--requests N] [--runs N] [--profile NAME]
 local B = dofile(arg[0]:match("^(.*)/") .. "/common.lua")
 local msrt = require "msrt"
 local uv = require "luv"
 
-local opts = B.options({ count = 100000, size = 128, requests = 2000, runs = 5 },
-  "msrt-lua scripts/bench/nats.lua [--count N] [--size BYTES] [--requests N] [--runs N]")
+local opts = B.options({ count = 100000, size = 128, requests = 2000, runs = 5, profile = "default" },
+  "msrt-lua scripts/bench/nats.lua [--count N] [--size BYTES] [--requests N] [--runs N] [--profile NAME]")
 local root = uv.fs_realpath(arg[0]:match("^(.*)/scripts/bench/") or ".")
 package.path = root .. "/?.lua;" .. package.path
 local N = require "spec.nats_server"
@@ -32,7 +35,8 @@ local H = require "spec.hosts"
 local raw = root .. "/build/bench_nats_raw"
 msrt.start { log_level = "error" }
 
-B.header(("payload %d bytes, %d msgs, %d requests, %d runs"):format(opts.size, opts.count, opts.requests, opts.runs))
+B.header(("payload %d bytes, %d msgs, %d requests, %d runs, receiving hosts' profile %s"):format(
+  opts.size, opts.count, opts.requests, opts.runs, opts.profile))
 local nats = N.start()
 local payload = string.rep("x", opts.size)
 
@@ -49,7 +53,7 @@ end
 -- (CLOCK_MONOTONIC, shared by the processes of one machine).
 local function receiver(queue)
   return H.start(H.prelude(nats.url, ', export = { "_INBOX.>" }') .. ([[
-local clock = %q
+local clock, c0 = %q, 0
 local counter = assert(msrt.actor {
   name = "counter", subscribe = "bench.x", %s
   init = function(ctx) ctx.now, ctx.n, ctx.first, ctx.last = loadstring(ctx.args.clock)(), 0, 0, 0
@@ -67,14 +71,15 @@ local counter = assert(msrt.actor {
 msrt.subscribe("bench.done", function()
   msrt.after(300, function()
     local s = assert(msrt.request("bench.stats", true, { timeout_ms = 5000 }))
-    print(("got %%d %%.0f %%.0f"):format(s.n, s.first * 1e9, s.last * 1e9))
+    print(("got %%d %%.0f %%.0f cpu %%.3f"):format(s.n, s.first * 1e9, s.last * 1e9, os.clock() - c0))
     counter:stop()
     msrt.stop()
   end)
 end)
 br:flush()
+c0 = os.clock()
 print("ready")
-]]):format(B.CLOCK, queue and 'queue = "q",' or ""))
+]]):format(B.CLOCK, queue and 'queue = "q",' or ""), "MSRT_PROFILE=" .. opts.profile)
 end
 
 local bridge = assert(msrt.nats { url = nats.url, export = { "bench.>" } })
@@ -82,6 +87,7 @@ while bridge:info().state ~= "connected" do msrt.sleep(5) end
 
 local publish_s = {} -- msrt.publish calls/s on the exporting host
 local fewest = math.huge -- the fewest messages an msrt run received
+local recv_cpu = {} -- the 1->1 receiving host's CPU seconds per run
 local function run_msrt_stream(members)
   local hosts = {}
   for i = 1, members do hosts[i] = receiver(members > 1) end
@@ -94,8 +100,9 @@ local function run_msrt_stream(members)
   bridge:flush()
   local n, first, last = 0, math.huge, 0
   for i = 1, members do
-    local c, f, l = H.finish(hosts[i], 60000):match("got (%d+) (%d+) (%d+)")
+    local c, f, l, cpu = H.finish(hosts[i], 60000):match("got (%d+) (%d+) (%d+) cpu ([%d.]+)")
     n, first, last = n + tonumber(c), math.min(first, tonumber(f)), math.max(last, tonumber(l))
+    if members == 1 then recv_cpu[#recv_cpu + 1] = tonumber(cpu) end
   end
   fewest = math.min(fewest, n)
   return n / ((last - first) / 1e9), n
@@ -181,6 +188,12 @@ local b = summary("1->1 libnats -> NATS -> libnats", "msgs/s", r.r11)
 print(("  ratio %.2f"):format(a / b))
 summary("  (msrt.publish with the export, host A)", "calls/s", publish_s)
 print(("  (received by the msrt hosts: at least %d of %d in every run)"):format(fewest, opts.count))
+local function secs(xs) -- median and range, in seconds
+  local lo, hi = math.huge, -math.huge
+  for _, x in ipairs(xs) do lo, hi = math.min(lo, x), math.max(hi, x) end
+  return ("%.2f s (range %.2f..%.2f)"):format(B.median(xs), lo, hi)
+end
+print("  (the receiving host's CPU, profile " .. opts.profile .. ": " .. secs(recv_cpu) .. ")")
 a = summary("queue group on 2 msrt hosts", "msgs/s", r.mq)
 b = summary("queue group of 2 libnats conns", "msgs/s", r.rq)
 print(("  ratio %.2f"):format(a / b))
