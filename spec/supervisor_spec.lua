@@ -744,6 +744,15 @@ describe("start order", function()
       local sup = assert(msrt.supervisor{ name = "s_turns", children = { svc("s1"), svc("s2"), svc("s3") } })
       assert.are.same({ "s1", "tick", "s2", "s3" }, order)
       stop(sup)
+      -- stopped in such a turn: the started child is stopped, no other starts
+      order = {}
+      msrt.after(0, function()
+        for _, r in ipairs(supervisor.roots()) do if r.name == "s_turns2" then r:stop() end end
+      end)
+      local none, err = msrt.supervisor{ name = "s_turns2", children = { svc("s1"), svc("s2") } }
+      assert.is_nil(none)
+      assert.are.equal("start_failed", err and err.code)
+      assert.are.same({ "s1" }, order)
     end)
   end)
 end)

@@ -693,7 +693,8 @@ end
 -- order, each waited for) and ends the supervisor with it. Stopped
 -- meanwhile (sup:stop, shutdown): the stop goes on, this fails.
 local function start_children(sup)
-  for _, c in ipairs(sup.core:records()) do
+  local records = sup.core:records()
+  for i, c in ipairs(records) do
     local ok, err = start(sup, c)
     if not ok then
       local e = core.error("start_failed", ("supervisor %s: child \"%s\" failed to start: %s"):format(
@@ -711,7 +712,13 @@ local function start_children(sup)
     -- would otherwise start them all in one turn, each spawn holding the
     -- hub until its child execs (~1-10 ms, more on a loaded machine).
     -- Exits meanwhile wait, as they do during an actor's init (sup.busy).
-    if not kinds[c.kind].started then await(function(done) after(0, done) end) end
+    if not kinds[c.kind].started and records[i + 1] then
+      await(function(done) after(0, done) end)
+      -- stopped meanwhile (its started children stopped): start no more
+      if sup.state ~= "starting" then
+        return nil, core.error("start_failed", ("supervisor %s: stopped while starting its children"):format(sup.name))
+      end
+    end
   end
   return true
 end
