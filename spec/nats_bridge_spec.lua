@@ -65,6 +65,31 @@ msrt.stop()
     assert.matches("stopping", finish(b))
   end)
 
+  it("counts what one subscription imports in each message's subject class, however its pattern begins", function()
+    -- B's "*.x" (its first token a wildcard) takes a.x and b.x; "c.>"
+    -- only subjects of class c
+    local b = host(prelude(nats.url, ', name = "B"') .. [[
+local n = 0
+local function got() n = n + 1 if n == 6 then
+  local st = br:stats()
+  print(("classes %d %d %d"):format(st.a.imported, st.b.imported, st.c.imported))
+  msrt.stop()
+end end
+msrt.subscribe("*.x", got)
+msrt.subscribe("c.>", got)
+assert(br:flush())
+print("ready")
+]])
+    await(b, "ready")
+    local a = host(prelude(nats.url, ', name = "A"') .. [[
+for _, s in ipairs { "a.x", "b.x", "a.x", "c.y", "c.z.w", "b.x" } do msrt.publish(s, "m") end
+br:flush()
+msrt.stop()
+]])
+    finish(a)
+    assert.matches("classes 2 2 2", finish(b), 1, true)
+  end)
+
   it("gives each message of a queue group with members on three hosts to one of them, spread across all three", function()
     local members = {}
     for i = 1, 3 do

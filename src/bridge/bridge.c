@@ -176,6 +176,8 @@ static bkey *key_new(msrt_bridge *b, uint32_t key, const char *pattern,
   k->b = b;
   k->key = key;
   memcpy(k->pattern, pattern, pn + 1);
+  size_t first = strcspn(pattern, ".");
+  k->one_class = !(first == 1 && (*pattern == '*' || *pattern == '>'));
   if (queue) {
     k->queue = k->pattern + pn + 1;
     memcpy(k->queue, queue, qn);

@@ -24,6 +24,10 @@ typedef struct bkey {
   natsSubscription *drained; /* being drained: destroyed by key_done */
   _Atomic bool gone;     /* off (or the bridge closing): what libnats
                             still hands over counts dropped_at_close */
+  bool one_class;        /* the pattern's first token is literal: every
+                            subject it matches is of one subject class */
+  unsigned cls1;         /* that class + 1 once a message told it; 0:
+                            not yet (libnats' delivery thread only) */
   char *queue;           /* NULL: plain */
   /* what one imported message's headers and data are written into on
    * their way to an envelope, kept from one message to the next (libnats

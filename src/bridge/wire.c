@@ -305,6 +305,17 @@ static bool served_there(natsMsg *m, const char *queue) {
          names(served, queue);
 }
 
+/* The subject class of subject, a message of k's: looked up once per key
+ * whose pattern's first token is literal (the class is the first token's,
+ * router/account.h), else per message. libnats calls k's handler for one
+ * message at a time, on one thread. */
+static unsigned key_class(bkey *k, const char *subject) {
+  if (k->cls1) return k->cls1 - 1;
+  unsigned cls = msrt_bus_class(k->b->bus, subject, strlen(subject));
+  if (k->one_class) k->cls1 = cls + 1;
+  return cls;
+}
+
 /* A full `block` subscriber holds the import, as it holds a local
  * publisher (README "Actors", overflow policies): this subscription's libnats delivery
  * thread waits for room, its later messages waiting in libnats' pending
@@ -325,7 +336,7 @@ void msrt_bridge_import(bkey *k, natsMsg *m) {
   msrt_bridge *b = k->b;
   const char *queue = k->queue;
   const char *subject = natsMsg_GetSubject(m), *reply = natsMsg_GetReply(m);
-  unsigned cls = msrt_bus_class(b->bus, subject, strlen(subject));
+  unsigned cls = key_class(k, subject);
   msrt_bridge_add(b, cls, MSRT_BRIDGE_IMPORTED, 1);
   if (atomic_load_explicit(&k->gone, memory_order_relaxed) || /* drained */
       atomic_load_explicit(&b->state, memory_order_relaxed) ==
