@@ -179,4 +179,25 @@ describe("msrt.request and ctx:request", function()
       sub.unsubscribe()
     end, 60000)
   end)
+
+  -- A request whose data cannot be encoded raises; the place it took is
+  -- given back (it held the coroutine forever): the next request, with
+  -- nothing else in flight, takes that place again.
+  it("msrt.request gives its place back when its publish raises", function()
+    S.drive(function()
+      local last
+      local sub = assert(msrt.subscribe("rq.back", function(m)
+        last = m.reply
+        msrt.publish(m.reply, m.data)
+      end))
+      assert.are.equal(1, msrt.request("rq.back", 1, { timeout_ms = 5000 }))
+      local first = last
+      local ok, err = pcall(msrt.request, "rq.back", function() end, { timeout_ms = 5000 })
+      assert.is_false(ok)
+      assert.is_truthy(tostring(err):find("function", 1, true), tostring(err))
+      assert.are.equal(2, msrt.request("rq.back", 2, { timeout_ms = 5000 }))
+      assert.are.equal(first:sub(-4), last:sub(-4))
+      sub.unsubscribe()
+    end, 10000)
+  end)
 end)

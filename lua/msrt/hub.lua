@@ -418,7 +418,11 @@ end
 function side.send(subject, data, inbox, opts, timeout)
   local slot = slot_of(inbox)
   waiter[slot] = coroutine.running()
-  local n, err = M.publish(subject, data, opts, inbox, timeout)
+  -- (a publish that raises, e.g. data that cannot be encoded, gives its
+  -- slot back before the error goes on: the slot would hold the
+  -- coroutine forever)
+  local ok, n, err = pcall(M.publish, subject, data, opts, inbox, timeout)
+  if not ok then release(slot) error(n, 0) end
   if not n or n == 0 then release(slot) end
   return n, err
 end
