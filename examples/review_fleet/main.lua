@@ -302,12 +302,21 @@ local subs = {}
 -- The host an agent runs on: its name's last part across hosts.
 local function host_of(name) return opts.role and name:match("^%a+%-%d+%-(.+)$") or "local" end
 
-subs[#subs + 1] = msrt.subscribe("agents.reviewer.*.heartbeat", function(m)
-  local a = agents[m.data.agent]
-  if not a and opts.role == "dispatcher" and type(m.data.agent) == "string" then -- another host's
-    a = { name = m.data.agent, kind = m.data.agent:match("^%a+"), heartbeats = 0, tasks = 0, crashes = 0, unhealthy = 0, pids = {} }
-    agents[a.name] = a
+-- The record of agent name; the dispatcher makes one for another host's
+-- agent the first time it hears of it, by a heartbeat or by a result
+-- (its supervisor starts agents a loop turn apart, so one may take a
+-- task before its first heartbeat reaches here).
+local function agent(name)
+  local a = agents[name]
+  if not a and opts.role == "dispatcher" and type(name) == "string" then -- another host's
+    a = { name = name, kind = name:match("^%a+"), heartbeats = 0, tasks = 0, crashes = 0, unhealthy = 0, pids = {} }
+    agents[name] = a
   end
+  return a
+end
+
+subs[#subs + 1] = msrt.subscribe("agents.reviewer.*.heartbeat", function(m)
+  local a = agent(m.data.agent)
   if a then a.heartbeats, a.pids[m.data.pid] = a.heartbeats + 1, true end
 end)
 
@@ -449,7 +458,7 @@ local function run_task(t)
     end
     if not why then
       t.status, t.agent, t.ms, t.findings = "done", data.agent, data.ms, data.findings
-      local a = agents[data.agent]
+      local a = agent(data.agent)
       if a then a.tasks = a.tasks + 1 end
       for _, f in ipairs(data.findings or {}) do
         findings[#findings + 1] = { file = t.file, line = f.line, severity = f.severity, tool = f.tool,
@@ -667,7 +676,7 @@ end
 local function apply_result(t, rec)
   t.status, t.agent, t.ms, t.reason, t.attempts = rec.status, rec.agent, rec.ms, rec.reason, rec.attempts or 0
   if rec.status == "done" then
-    local a = agents[rec.agent]
+    local a = agent(rec.agent)
     if a then a.tasks = a.tasks + 1 end
     for _, f in ipairs(rec.findings or {}) do
       findings[#findings + 1] = { file = t.file, line = f.line, severity = f.severity, tool = f.tool,
