@@ -38,8 +38,10 @@ describe("the dashboard in headless Chromium", function()
     local script = S.file(FLEET)
     local h = S.host({ script })
     local ok, err = pcall(function()
-      local port = tonumber(h.wait("dashboard on (%d+)"))
-      assert.is_number(port, h.text())
+      -- (h.wait gives nil after 10 s, or when the host ended: say what
+      -- the host wrote, not tonumber's complaint)
+      local port = tonumber(h.wait("dashboard on (%d+)") or "")
+      assert.is_number(port, "no port from the host; it wrote:\n" .. h.text())
       os.execute("mkdir -p build")
       local checks, out = browser(port, "build/dashboard.png")
       for _, n in ipairs({ "connected", "tree", "restart_shown", "charts_move", "page_request", "events",
