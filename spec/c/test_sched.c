@@ -783,7 +783,12 @@ static void test_batch_fairness(void) {
   msrt_actor_stop(fa);
   WAIT_UNTIL(atomic_load(&f->released) == 1, 5000);
   CHECK(atomic_load(&f->released) == 1);
-  CHECK(atomic_load(&f->closed_seen) == 1);
+  /* The turn after the stop sees closed, and it is the last. One turn
+   * more may see it too: a turn the worker began just before the stop
+   * (so not the last, sched.h msrt_actor_stop) whose run_cb read closed
+   * just after it; f never stops itself, so that turn is followed by the
+   * last. 2 came in ~5% of runs on 2 vCPUs. */
+  CHECK(atomic_load(&f->closed_seen) >= 1 && atomic_load(&f->closed_seen) <= 2);
   finish(s, 2, (msrt_actor *[]){fa, ga}, (actor_t *[]){f, g}, live0);
 }
 
