@@ -169,8 +169,6 @@ local function pick_consumer(q)
   end
 end
 
-local function message_of(q, seq) return q.store:get(seq) end
-
 -- Deliveries of this turn: which ready messages go to which consumer;
 -- a message past max_deliver goes to the dead letter instead.
 local function plan(q)
@@ -346,7 +344,7 @@ function flush(q)
   for i, d in ipairs(dead) do xseq[i] = d.seq end
   -- a dead letter is read before its row goes
   local letters = {}
-  for i, d in ipairs(dead) do letters[i] = message_of(q, d.seq) end
+  for i, d in ipairs(dead) do letters[i] = q.store:get(d.seq) end
   -- with nothing older waiting, new messages go straight to consumers
   -- with room, counted delivered in this same transaction
   local room = 0
@@ -502,7 +500,7 @@ function deliver(q, c, seq, t, res, i)
     subject, payload, hdr, flags, prio = res.subject[i], res.payload[i], res.hdr[i], res.flags[i], res.priority[i]
     text = res.text[i] -- a string payload, decoded already
   else
-    local m, err = message_of(q, seq)
+    local m, err = q.store:get(seq)
     if not m then -- unreadable: counted a delivery, tried again after the wait
       require("msrt").log("error", tostring(err))
       release(q, seq, { consumer = c })
