@@ -155,8 +155,11 @@ function M.publish_batch(subject, list, opts)
   check_arg(type(list) == "table", 2, "publish_batch", "list of messages expected")
   opts = check_opts(opts, 3, "publish_batch")
   if opts.durable then return queue.publish_batch(subject, list, opts) end
+  if #list == 0 then return true end
+  local hdr, herr = hub.encode_headers(opts.headers) -- once for the batch
+  if hdr == nil then return nil, herr end
   for i = 1, #list do
-    local n, err = hub.publish(subject, list[i], opts)
+    local n, err = hub.publish(subject, list[i], opts, nil, nil, hdr)
     if not n then return nil, err end
   end
   return true
