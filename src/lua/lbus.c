@@ -35,7 +35,7 @@ void msrt_lua_read_pub_args(lua_State *L, msrt_lua_pub_args *a) {
 
 /* The hub's last publish that did not go through (publish_args' -1):
  * its error, and its pending when full `block` endpoints held it, until
- * publish_failed hands them to Lua. Hub thread only. */
+ * l_publish_error hands them to Lua. Hub thread only. */
 static struct {
   msrt_error err;
   msrt_bus_pending pend;
@@ -68,9 +68,10 @@ static long publish_args(msrt_rt *rt, const msrt_lua_pub_args *a) {
   return rc == MSRT_E_OK ? (long)delivered : -1;
 }
 
-/* nil, err | nil, blocked err, pending (lerror.h): the last publish that
- * did not go through, as publish answers it. */
-static int publish_failed(lua_State *L) {
+/* publish_error() -> nil, err | nil, blocked err, pending (lerror.h): the
+ * last publish that did not go through (publish_args' or
+ * msrt_lhub_publish's -1), as publish answers it. */
+static int l_publish_error(lua_State *L) {
   if (!last.blocked) return msrt_lua_fail_err(L, &last.err);
   last.blocked = false;
   msrt_bus_pending *p = lua_newuserdata(L, sizeof *p);
@@ -95,7 +96,7 @@ static int l_publish(lua_State *L) {
   msrt_lua_pub_args a;
   msrt_lua_read_pub_args(L, &a);
   long n = publish_args(rt, &a);
-  if (n < 0) return publish_failed(L);
+  if (n < 0) return l_publish_error(L);
   lua_pushinteger(L, (lua_Integer)n);
   return 1;
 }
@@ -109,9 +110,6 @@ long msrt_lhub_publish(void *rt, const char *s, size_t slen, const char *r,
                          .reply_ttl_ms = ttl_ms};
   return publish_args(rt, &a);
 }
-
-/* publish_error() -> what publish answers for msrt_lhub_publish's last -1 */
-static int l_publish_error(lua_State *L) { return publish_failed(L); }
 
 /* hub_rt() -> the runtime, msrt_lhub_publish's first argument (a light
  * userdata; it lives as long as the host) | nil before rt_start */
