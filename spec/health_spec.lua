@@ -300,12 +300,20 @@ describe("health thresholds and gating", function()
 
   it("a startup probe that reaches its failure threshold restarts the child", function()
     drive(function()
-      -- the first instance fails twice; the one that replaces it starts
-      local runs = 0
+      -- the first instance fails twice; the one that replaces it starts.
+      -- Runs count once msrt.supervisor has returned: two failures during
+      -- a slow init (ASan, a loaded machine) are a start failure instead
+      -- (supervisor_spec's start order).
+      local runs, up = 0, false
       local sup, id, states, events = one({ startup = { lua = function()
+        for _ = 1, 60000 do -- bounded: a failed msrt.supervisor never sets up
+          if up then break end
+          S.sleep(1)
+        end
         runs = runs + 1
         return runs > 2, "not yet"
-      end, interval_ms = 5, failure_threshold = 2 } })
+      end, interval_ms = 5, failure_threshold = 2, timeout_ms = 60000 } })
+      up = true
       assert.is_true(S.wait_until(function()
         for _, m in ipairs(events.msgs) do
           if m.data.event == "child_unhealthy" and m.data.reason:find("startup probe failed: not yet") then return true end

@@ -687,6 +687,43 @@ describe("start order", function()
     end)
   end)
 
+  -- The probe reaches its threshold while init spins; init ends only
+  -- once the probe has failed twice (a file the probe writes), so the
+  -- stop that follows lands after init has said it started. The start
+  -- has already failed: init's late word must not turn it into a success
+  -- (the child would then be stopped and never restarted).
+  it("a startup probe failing during a slow init is a start failure, though the init ends before the stop", function()
+    drive(function()
+      local ev = events("s94")
+      local flag = os.tmpname()
+      os.remove(flag)
+      local fails = 0
+      local probe = { lua = function()
+        fails = fails + 1
+        if fails == 2 then assert(io.open(flag, "w")):close() end
+        return false, "not ready"
+      end, interval_ms = 5, failure_threshold = 2 }
+      local b = slow("b", 0, { health = { startup = probe } })
+      b.actor.args.flag = flag
+      b.actor.init = function(ctx, args)
+        for _ = 1, 10000 do -- at most ~10 s
+          local f = io.open(args.flag)
+          if f then f:close() break end
+          local t0 = os.clock()
+          while os.clock() - t0 < 0.001 do end
+        end
+      end
+      local sup, err = msrt.supervisor{ name = "s94", children = { slow("a", 0), b } }
+      os.remove(flag)
+      assert.is_nil(sup)
+      assert.are.equal("start_failed", err.code)
+      assert.are.equal("b", err.child)
+      assert.matches("startup probe failed: not ready", err.message)
+      assert.is_true(ev.wait("stopped"))
+      ev.c.close()
+    end)
+  end)
+
   it("one_for_all restarts in order, each once the one before has started", function()
     drive(function()
       local inits = S.collector("inits")

@@ -326,6 +326,10 @@ local function await_start(c, h)
   return await(function(done)
     c.starting = done
     local function ready()
+      -- the start failed or was stopped meanwhile (Sup:unhealthy,
+      -- stop_child took c.starting): its result comes once the child is
+      -- stopped, and an init that ends first must not turn it into a success
+      if c.starting ~= done then return end
       if c.start ~= "ready" or not c.health or c.health:ready() then return done(true) end
       c.on_ready = function() done(true) end
     end
