@@ -244,6 +244,77 @@ msrt.sleep(5000)
       q.close()
     end)
   end)
+
+  -- A flush's transaction runs on the queue's writer thread while the hub
+  -- goes on (README "Durable work queues"): these two act in a loop turn
+  -- in which one is in flight (an idle handle looks at every turn).
+  local function when_in_flight(name, fn)
+    local internal, idle = require("msrt.queue").get(name), uv.new_idle()
+    idle:start(function()
+      if internal.flight then idle:stop() idle:close() fn() end
+    end)
+  end
+
+  it("closes a queue whose flush is in flight after committing it: every PubAck'd message stays stored, no publisher times out", function()
+    S.drive(function()
+      local dir = fresh_dir()
+      local q = declare(dir, {})
+      local acked, failed, closed, running = 0, {}, false, 8
+      for _ = 1, running do
+        msrt.after(0, function()
+          while true do
+            local ack, err = msrt.publish("tasks.x", "t", { durable = true, timeout_ms = 10000 })
+            if not ack then failed[#failed + 1] = err.code break end
+            acked = acked + 1
+          end
+          running = running - 1
+        end)
+      end
+      when_in_flight("tasks", function() closed = true q.close() end)
+      assert.is_true(S.wait_until(function() return running == 0 end, 15000))
+      assert.is_true(closed)
+      for _, code in ipairs(failed) do assert.are.equal("no_responders", code) end
+      q = declare(dir, {})
+      assert.are.equal(acked, q.stats().stored)
+      assert.is_true(acked > 0)
+      q.close()
+    end)
+  end)
+
+  it("gives what a flush in flight had for a consumer that stopped meanwhile to another, once", function()
+    S.drive(function()
+      local dir = fresh_dir()
+      local q = declare(dir, {})
+      local got, stopped = {}, false
+      local a = recorder("tasks", function(m)
+        assert.is_false(stopped)
+        got[m.data] = (got[m.data] or 0) + 1
+        assert(m:ack())
+      end)
+      local b
+      local published, done = 0, false
+      msrt.after(0, function()
+        while not stopped and published < 5000 do
+          published = published + 1
+          assert(msrt.publish("tasks.x", published, { durable = true }))
+        end
+        done = true
+      end)
+      when_in_flight("tasks", function()
+        stopped = true
+        a.consumer.stop()
+        b = recorder("tasks", function(m)
+          got[m.data] = (got[m.data] or 0) + 1
+          assert(m:ack())
+        end)
+      end)
+      assert.is_true(S.wait_until(function() return done end))
+      assert.is_true(stopped)
+      assert.is_true(S.wait_until(function() return q.stats().stored == 0 end))
+      for i = 1, published do assert.are.equal(1, got[i]) end
+      q.close()
+    end)
+  end)
 end)
 
 describe("durable queue consumers that are actors and processes", function()

@@ -10,9 +10,11 @@
 -- or backed-off message is due again) and `delivered` (seq -> its
 -- delivery count, as stored). Everything the queue writes in a hub loop
 -- turn (new messages, delivery counts, acks, dead letters) goes to the
--- store in one transaction (flush); a message is handed to a consumer only
--- after the transaction that counts its delivery has committed, so after a
--- crash msg.delivered is never lower than what consumers saw.
+-- store in one transaction (flush), run on the queue's writer thread (one
+-- in flight, q.flight; queue.h msrt_queue_flush_begin); a message is
+-- handed to a consumer only after the transaction that counts its
+-- delivery has committed, so after a crash msg.delivered is never lower
+-- than what consumers saw.
 -- @module msrt.queue
 local core = require "msrt.core"
 local hub = require "msrt.hub"
@@ -332,49 +334,79 @@ function M.publish_batch(subject, list, opts)
   return acks
 end
 
-local deliver
+local deliver, start, finish
 
+-- A flush: its transaction runs on the queue's writer thread (queue.h
+-- msrt_queue_flush_begin) while the hub goes on; one is in flight at a
+-- time (q.flight), and what comes meanwhile (intake, acks) waits for the
+-- next one, begun as soon as this one's outcome is in (finish).
 function flush(q)
   q.scheduled = false
   if q.closed then return end
+  if q.flight then
+    -- (its completion item, lost only when the hub's inbox refused it,
+    -- is not waited for when the outcome is there)
+    if q.store:flush_state() == 2 then finish(q) else q.want = true end
+    return
+  end
+  start(q)
+end
+
+-- What a flush that applied nothing leaves: the picks go back (first in
+-- line), the acks and dead letters wait for the next flush, the intake
+-- was refused (its publishers told); another try after 100 ms.
+local function failed(q, picks, aseq, dead, res, err)
+  for i = #picks, 1, -1 do
+    local c = picks[i].consumer
+    if not c.stopped then c.pending = c.pending - 1 end
+    unread(q, picks[i].seq)
+  end
+  for i, s in ipairs(q.acks) do aseq[#aseq + 1] = s q.acks[i] = nil end
+  q.acks = aseq
+  for _, d in ipairs(q.dead) do dead[#dead + 1] = d end
+  q.dead = dead
+  if res then
+    local replies, codes = res.reply, res.code
+    for i = 1, res.n do pub_ack(q, replies[i], 0, nil, codes[i], err.message) end
+  end
+  if not q.failing then
+    q.failing = true
+    require("msrt").log("error", tostring(err))
+    announce(q, { event = "store_failed", error = err.message })
+  end
+  if not q.closed and (#q.acks > 0 or #dead > 0 or #picks > 0) then
+    q.flush_timer:start(core.timeout_ms(math.max(q.commit_ms, 100)), 0, q.on_flush)
+    q.scheduled = true
+  end
+end
+
+-- Begin a flush of what this turn has (nothing to write: none).
+function start(q)
   local picks = plan(q)
-  local dseq, aseq, xseq = {}, q.acks, {} -- (q.acks is replaced, not emptied)
+  local aseq, dead = q.acks, q.dead -- (replaced, not emptied)
+  if #picks == 0 and #aseq == 0 and #dead == 0 and q.store:intake() == 0 then return end
+  local dseq, xseq = {}, {}
   for i, p in ipairs(picks) do dseq[i] = p.seq end
-  local dead = q.dead
   for i, d in ipairs(dead) do xseq[i] = d.seq end
   -- a dead letter is read before its row goes
   local letters = {}
   for i, d in ipairs(dead) do letters[i] = q.store:get(d.seq) end
   -- with nothing older waiting, new messages go straight to consumers
-  -- with room, counted delivered in this same transaction
+  -- with room, counted delivered in this same transaction (room counts
+  -- the deliveries of the flush before, handed out after this begins)
   local room = 0
   if #q.retry == 0 and q.head > q.tail then
     for _, c in ipairs(q.consumers) do room = room + (c.max_ack_pending - c.pending) end
   end
-  local ok, err, res, evicted = q.store:flush(dseq, aseq, xseq, room)
-  if not ok then
-    -- nothing applied: the picks go back, acks and dead letters wait for
-    -- the next flush; the intake was refused (its publishers told)
-    for i = #picks, 1, -1 do
-      picks[i].consumer.pending = picks[i].consumer.pending - 1
-      unread(q, picks[i].seq)
-    end
-    local replies, codes = res.reply, res.code
-    for i = 1, res.n do pub_ack(q, replies[i], 0, nil, codes[i], err.message) end
-    if not q.failing then
-      q.failing = true
-      require("msrt").log("error", tostring(err))
-      announce(q, { event = "store_failed", error = err.message })
-    end
-    if #q.acks > 0 or #dead > 0 or #picks > 0 then
-      q.flush_timer:start(core.timeout_ms(math.max(q.commit_ms, 100)), 0, q.on_flush)
-      q.scheduled = true
-    end
-    return
-  end
-  q.failing = false
-  q.acks, q.dead = {}, {}
-  for _, s in ipairs(aseq) do q.delivered[s] = nil end
+  q.acks, q.dead, q.want = {}, {}, false
+  local ok, err = q.store:flush_begin(dseq, aseq, xseq, room)
+  if not ok then return failed(q, picks, aseq, dead, nil, err) end
+  q.flight = { picks = picks, aseq = aseq, dead = dead, letters = letters, room = room }
+end
+
+-- The dead letters of a committed flush: published (when the queue has a
+-- dead_letter subject) and announced.
+local function bury(q, dead, letters)
   for i, d in ipairs(dead) do
     q.delivered[d.seq] = nil
     local m = letters[i]
@@ -387,43 +419,70 @@ function flush(q)
     end
     announce(q, { event = "dead_letter", seq = d.seq, reason = d.reason, subject = m and m.subject })
   end
+end
+
+-- The flush in flight's outcome (waited for when it still runs): the
+-- books first, then the PubAcks (publishers resume and publish the next
+-- messages), then the next flush begins, and only then are this one's
+-- messages handed to consumers, so the writer commits the next while the
+-- hub delivers these.
+function finish(q)
+  local f = q.flight
+  q.flight = nil
+  local ok, err, res, evicted = q.store:flush_end()
+  local picks, aseq, dead = f.picks, f.aseq, f.dead
+  if not ok then return failed(q, picks, aseq, dead, res, err) end
+  q.failing = false
+  for _, s in ipairs(aseq) do q.delivered[s] = nil end
+  bury(q, dead, f.letters)
   for _, s in ipairs(evicted) do
     q.delivered[s], q.delayed[s] = nil, nil
     local d = q.inflight[s]
     if d then q.inflight[s] = nil d.consumer.pending = d.consumer.pending - 1 end
   end
-  -- the outcome of each intake message, by column (lqueue.c l_flush)
-  local direct, to = {}, {}
+  -- the outcome of each intake message, by column (lqueue.c l_flush_end)
+  local direct, to, room = {}, {}, f.room
   local seqs, replies, codes, dups = res.seq, res.reply, res.code, res.duplicate
   for i = 1, res.n do
     local seq, dup, code = seqs[i], dups[i], codes[i]
     if seq > 0 and not dup and not code then
       if room > 0 then -- stored as delivered once (queue.h deliver_new)
         room = room - 1
-        local c = pick_consumer(q)
-        c.pending = c.pending + 1
         q.delivered[seq] = 1
-        direct[#direct + 1], to[#direct + 1] = i, c
+        local c = pick_consumer(q)
+        if c then
+          c.pending = c.pending + 1
+          direct[#direct + 1], to[#direct + 1] = i, c
+        else -- its consumer stopped meanwhile: again, counted
+          q.retry[#q.retry + 1] = seq
+        end
       else
         q.tail = q.tail + 1
         q.ready[q.tail] = seq
         q.delivered[seq] = 0
       end
     end
-    pub_ack(q, replies[i], seq, dup, code)
   end
-  local t = now_ns()
-  for k, i in ipairs(direct) do deliver(q, to[k], seqs[i], t, res, i) end
+  local later, back = {}, {}
   for _, p in ipairs(picks) do
-    if q.delivered[p.seq] then
-      q.delivered[p.seq] = q.delivered[p.seq] + 1
-      deliver(q, p.consumer, p.seq, t)
+    local n, c = q.delivered[p.seq], p.consumer
+    if n then q.delivered[p.seq] = n + 1 end
+    if c.stopped then -- its consumer stopped meanwhile: first in line again
+      if n then back[#back + 1] = p.seq end
+    elseif n then
+      later[#later + 1] = p
     else
-      p.consumer.pending = p.consumer.pending - 1
+      c.pending = c.pending - 1
     end
   end
+  for i = #back, 1, -1 do unread(q, back[i]) end
+  for i = 1, res.n do pub_ack(q, replies[i], seqs[i], dups[i], codes[i]) end
+  if not q.closed and not q.hold and (q.want or q.commit_ms == 0) then start(q) end
+  local t = now_ns()
+  for k, i in ipairs(direct) do deliver(q, to[k], seqs[i], t, res, i) end
+  for _, p in ipairs(later) do deliver(q, p.consumer, p.seq, t) end
   M.run_batches(q)
-  if (#q.retry > 0 or q.head <= q.tail) and pick_consumer(q) then schedule(q) end
+  if not q.flight and (#q.retry > 0 or q.head <= q.tail) and pick_consumer(q) then schedule(q) end
   arm(q)
 end
 
@@ -549,7 +608,7 @@ local function add_consumer(q, c)
       q.inflight[mine[i]] = nil
       unread(q, mine[i])
     end
-    c.pending = 0
+    c.pending, c.stopped = 0, true
     schedule(q)
     arm(q)
   end
@@ -557,7 +616,10 @@ end
 
 -- The SQLite store's side of what consumers call (queue_js.lua has the
 -- JetStream store's).
-local SQL = { Msg = Msg, add_consumer = add_consumer, wake = function(q) schedule(q) end }
+local SQL = { Msg = Msg, add_consumer = add_consumer, wake = function(q)
+  -- an MSRT_IN_QUEUE item: intake came, or the flush in flight is done
+  if q.flight and q.store:flush_state() == 2 then finish(q) else schedule(q) end
+end }
 
 local function need(name)
   local q = queues[name]
@@ -894,7 +956,12 @@ function M.close(name)
     return true
   end
   for _, s in ipairs(q.sids) do core.unsubscribe(s) end
-  if #q.acks > 0 or #q.dead > 0 or q.store:stats().intake > 0 then flush(q) end
+  -- the flush in flight is waited for and its outcome handed out, then
+  -- what is left (this turn's acks) committed, and no flush after it
+  q.hold = true
+  if q.flight then finish(q) end
+  start(q)
+  if q.flight then finish(q) end
   q.closed = true
   queues[name], by_wake[q.wake] = nil, nil
   for _, t in ipairs { q.flush_timer, q.tick_timer, q.flush_idle } do
@@ -965,8 +1032,13 @@ end
 function M.purge(name)
   local q = queues[name]
   if q.impl ~= SQL then return nil, core.error("invalid_arg", ("queue \"%s\" is stored in JetStream: use JetStream's own tools for its messages"):format(name)) end
+  -- the flush in flight's outcome first (its messages are purged too),
+  -- and none begun after it until the purge is done
+  q.hold = true
+  if q.flight then finish(q) end
+  q.hold = false
   local n, err = q.store:purge()
-  if not n then return nil, err end
+  if not n then schedule(q) return nil, err end
   for _, d in pairs(q.inflight) do d.consumer.pending = d.consumer.pending - 1 end
   q.inflight, q.delayed, q.delivered, q.retry = {}, {}, {}, {}
   q.ready, q.head, q.tail, q.acks, q.dead = {}, 1, 0, {}, {}

@@ -2,7 +2,8 @@
  * flushes, sequence numbers across reopen, delivery counts, acks, Msg-Id
  * dedupe, limits with discard old/new, a corrupt file refused, a store
  * that cannot be written (RLIMIT_FSIZE) refusing the flush and working
- * again when the room comes back, pushes from several threads. */
+ * again when the room comes back, a flush on the writer thread, pushes
+ * from several threads. */
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -278,6 +279,77 @@ static void test_unwritable(void) {
   teardown();
 }
 
+/* Wait (bounded) until the writer's flush is done and its MSRT_IN_QUEUE
+ * item reached the hub's side. */
+static void await_completion(msrt_queue *q, int wakes) {
+  for (int i = 0; i < 5000 && msrt_queue_flush_state(q) != 2; i++)
+    usleep(1000);
+  CHECK(msrt_queue_flush_state(q) == 2);
+  for (int i = 0; i < 5000 && F.wakes == wakes; i++) {
+    msrt_inbox_drain(F.inbox);
+    if (F.wakes == wakes) usleep(1000);
+  }
+  CHECK(F.wakes == wakes + 1);
+}
+
+/* A flush on the writer thread: one at a time, the intake that comes
+ * meanwhile goes to the next, the completion is an MSRT_IN_QUEUE item,
+ * reads wait for the store, and close commits a flush in flight whose
+ * outcome no one took. */
+static void test_writer(void) {
+  setup();
+  uint64_t sub;
+  msrt_queue *q = open_q((msrt_queue_config){.bus = F.bus}, &sub);
+  for (int i = 0; i < 10; i++) publish("tasks.a", "hello", NULL);
+  msrt_inbox_drain(F.inbox);
+  CHECK(F.wakes == 1);
+  msrt_error err;
+  uint64_t d[] = {1};
+  msrt_queue_ops none = {0}, ops = {d, 1, NULL, 0, NULL, 0, 2};
+  CHECK(msrt_queue_flush_state(q) == 0);
+  CHECK(msrt_queue_flush_begin(q, &none, &err) == MSRT_E_OK);
+  CHECK(msrt_queue_flush_begin(q, &none, &err) == MSRT_E_INVALID_ARG);
+  await_completion(q, 1);
+  for (int i = 0; i < 5; i++) publish("tasks.b", "later", NULL);
+  msrt_queue_result *res;
+  uint64_t *ev;
+  size_t n, nev;
+  CHECK(msrt_queue_flush_end(q, &res, &n, &ev, &nev, &err) == MSRT_E_OK);
+  CHECK(n == 10 && res[0].seq == 1 && res[9].seq == 10 && nev == 0);
+  msrt_queue_results_free(res, n);
+  free(ev);
+  CHECK(msrt_queue_flush_state(q) == 0);
+  CHECK(msrt_queue_flush_end(q, &res, &n, &ev, &nev, &err) ==
+        MSRT_E_INVALID_ARG);
+  msrt_queue_stats st;
+  msrt_queue_stats_get(q, &st);
+  CHECK(st.stored == 10 && st.commits == 1 && st.intake == 5);
+  /* the next: the later intake, two of it handed out at once */
+  CHECK(msrt_queue_flush_begin(q, &ops, &err) == MSRT_E_OK);
+  msrt_envelope *e;
+  uint32_t dc;
+  CHECK(msrt_queue_get(q, 1, &e, &dc, &err) == MSRT_E_OK && dc == 1);
+  msrt_env_unref(e);
+  CHECK(msrt_queue_get(q, 11, &e, &dc, &err) == MSRT_E_OK && dc == 1);
+  msrt_env_unref(e);
+  CHECK(msrt_queue_get(q, 13, &e, &dc, &err) == MSRT_E_OK && dc == 0);
+  msrt_env_unref(e);
+  publish("tasks.c", "last", NULL);
+  CHECK(msrt_queue_flush_state(q) == 2); /* done: get waited for it */
+  CHECK(msrt_queue_flush_begin(q, &none, &err) == MSRT_E_INVALID_ARG);
+  CHECK(msrt_queue_flush_end(q, &res, &n, &ev, &nev, &err) == MSRT_E_OK);
+  CHECK(n == 5 && res[0].seq == 11);
+  msrt_queue_results_free(res, n);
+  free(ev);
+  CHECK(msrt_queue_flush_begin(q, &none, &err) == MSRT_E_OK);
+  close_q(q, sub); /* in flight, its outcome never taken */
+  q = open_q((msrt_queue_config){0}, NULL);
+  msrt_queue_stats_get(q, &st);
+  CHECK(st.stored == 16 && st.last_seq == 16);
+  msrt_queue_close(q);
+  teardown();
+}
+
 static atomic_int push_failures; /* CHECK's counters are not for threads */
 
 static void *pusher(void *arg) {
@@ -297,14 +369,25 @@ static void *pusher(void *arg) {
 static void test_threads(void) {
   setup();
   uint64_t sub;
-  msrt_queue *q = open_q((msrt_queue_config){0}, &sub);
+  msrt_queue *q = open_q((msrt_queue_config){.bus = F.bus}, &sub);
   pthread_t t[4];
   for (int i = 0; i < 4; i++) pthread_create(&t[i], NULL, pusher, NULL);
   uint64_t total = 0;
   msrt_queue_result *res;
   size_t n;
-  for (int i = 0; i < 20; i++) { /* flushes while the threads push */
-    CHECK(flush(q, NULL, &res, &n) == MSRT_E_OK);
+  for (int i = 0; i < 40; i++) { /* flushes while the threads push */
+    if (i % 2) { /* every other one on the writer thread */
+      uint64_t *ev;
+      size_t nev;
+      msrt_error err;
+      CHECK(msrt_queue_flush_begin(q, NULL, &err) == MSRT_E_OK);
+      msrt_queue_stats st; /* read while the writer commits */
+      msrt_queue_stats_get(q, &st);
+      CHECK(msrt_queue_flush_end(q, &res, &n, &ev, &nev, &err) == MSRT_E_OK);
+      free(ev);
+    } else {
+      CHECK(flush(q, NULL, &res, &n) == MSRT_E_OK);
+    }
     total += n;
     msrt_queue_results_free(res, n);
   }
@@ -321,4 +404,4 @@ static void test_threads(void) {
 }
 
 TEST_MAIN(test_store_and_reopen, test_dedupe_and_limits, test_corrupt_refused,
-          test_unwritable, test_threads)
+          test_unwritable, test_writer, test_threads)

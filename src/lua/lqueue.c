@@ -1,6 +1,6 @@
 /* msrt.core's durable queues (queue/queue.h) for the hub's Lua:
- * queue_open and the queue handle's methods (subscribe, flush, get, scan,
- * stats, purge, close), queue_puback; lua/msrt/queue.lua is their caller. Hub thread
+ * queue_open and the queue handle's methods (subscribe, flush_begin,
+ * flush_state, flush_end, intake, get, scan, stats, purge, close), queue_puback; lua/msrt/queue.lua is their caller. Hub thread
  * only. */
 #include <lauxlib.h>
 #include <stdlib.h>
@@ -42,6 +42,7 @@ static int l_queue_open(lua_State *L) {
   c.max_bytes = (uint64_t)msrt_lua_field_size(L, 1, "max_bytes");
   c.dedupe_window_ms = (uint64_t)msrt_lua_field_size(L, 1, "dedupe_window_ms");
   c.wake_id = (uint64_t)msrt_lua_field_size(L, 1, "wake_id");
+  c.bus = msrt_lua_rt(L)->bus;
   lqueue *lq = lua_newuserdata(L, sizeof *lq);
   lq->q = NULL;
   luaL_getmetatable(L, QUEUE_META);
@@ -176,24 +177,42 @@ static void push_results(lua_State *L, const msrt_queue_result *res,
   lua_setfield(L, t, "n");
 }
 
-/* q:flush(deliver, acks, dead, deliver_new) -> ok, err, results, evicted: one
- * transaction (msrt_queue_flush). ok is true, or nil with err (then
- * nothing of the three lists was applied and every result is refused).
- * results: the intake messages' outcomes in intake order, by column
- * (push_results); evicted: an array of seqs. */
-static int l_flush(lua_State *L) {
+/* q:flush_begin(deliver, acks, dead, deliver_new) -> true | nil, err: one
+ * transaction of these lists and the intake, on the queue's writer thread
+ * (msrt_queue_flush_begin; its outcome comes with an MSRT_IN_QUEUE item). */
+static int l_flush_begin(lua_State *L) {
   lqueue *lq = check_q(L);
   msrt_queue_ops ops;
   ops.deliver = seqs(L, 2, &ops.ndeliver);
   ops.acks = seqs(L, 3, &ops.nacks);
   ops.dead = seqs(L, 4, &ops.ndead);
   ops.deliver_new = (size_t)luaL_optnumber(L, 5, 0);
+  msrt_error err;
+  msrt_code c = msrt_queue_flush_begin(lq->q, &ops, &err);
+  free((void *)ops.deliver), free((void *)ops.acks), free((void *)ops.dead);
+  if (c != MSRT_E_OK) return msrt_lua_fail_err(L, &err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* q:flush_state() -> 0 (none in flight), 1 (running), 2 (done) */
+static int l_flush_state(lua_State *L) {
+  lua_pushinteger(L, msrt_queue_flush_state(check_q(L)->q));
+  return 1;
+}
+
+/* q:flush_end() -> ok, err, results, evicted: the flush in flight's
+ * outcome, waited for (msrt_queue_flush_end). ok is true, or nil with err
+ * (then nothing of the three lists was applied and every result is
+ * refused). results: the intake messages' outcomes in intake order, by
+ * column (push_results); evicted: an array of seqs. */
+static int l_flush_end(lua_State *L) {
+  lqueue *lq = check_q(L);
   msrt_queue_result *res;
   uint64_t *ev;
   size_t n, nev;
   msrt_error err;
-  msrt_code c = msrt_queue_flush(lq->q, &ops, &res, &n, &ev, &nev, &err);
-  free((void *)ops.deliver), free((void *)ops.acks), free((void *)ops.dead);
+  msrt_code c = msrt_queue_flush_end(lq->q, &res, &n, &ev, &nev, &err);
   if (c == MSRT_E_OK) {
     lua_pushboolean(L, 1);
     lua_pushnil(L);
@@ -210,6 +229,14 @@ static int l_flush(lua_State *L) {
   }
   free(ev);
   return 4;
+}
+
+/* q:intake() -> how many messages wait for a flush */
+static int l_intake(lua_State *L) {
+  msrt_queue_stats s;
+  msrt_queue_stats_get(check_q(L)->q, &s);
+  lua_pushinteger(L, (lua_Integer)s.intake);
+  return 1;
 }
 
 /* q:get(seq) -> {subject, payload, hdr, flags, priority, delivered} |
@@ -313,7 +340,9 @@ static int l_puback(lua_State *L) {
 
 void msrt_lua_open_queue(lua_State *L) {
   static const luaL_Reg methods[] = {
-    {"subscribe", l_subscribe}, {"flush", l_flush}, {"get", l_get},
+    {"subscribe", l_subscribe}, {"flush_begin", l_flush_begin},
+    {"flush_state", l_flush_state}, {"flush_end", l_flush_end},
+    {"intake", l_intake}, {"get", l_get},
     {"scan", l_scan}, {"stats", l_stats}, {"purge", l_purge},
     {"close", l_close}, {NULL, NULL}};
   if (luaL_newmetatable(L, QUEUE_META)) {

@@ -1,5 +1,6 @@
 /* Inside the queue part: the queue's struct, shared by queue.c (open,
- * references, intake, endpoint class) and store.c (SQLite). */
+ * references, intake, endpoint class), store.c (SQLite) and writer.c (the
+ * writer thread: a flush in flight). */
 #ifndef MSRT_QUEUE_INTERNAL_H
 #define MSRT_QUEUE_INTERNAL_H
 
@@ -21,19 +22,51 @@ struct msrt_queue {
   size_t nin, capin, intake_max;
   int signalled; /* an MSRT_IN_QUEUE item is on its way to the hub */
   int closed;
-  /* the store: the opening thread */
+  /* the store: the opening thread's, or the writer's while a flush is
+   * in flight (busy); the hand-over is under lock */
   sqlite3 *db;
   sqlite3_stmt *stmt[16];
-  msrt_queue_stats st; /* committed */
+  msrt_queue_stats st; /* committed (under lock while a writer runs) */
   msrt_queue_stats tx; /* within the flush's transaction */
   uint64_t *ev;        /* seqs evicted within the transaction */
   size_t nev, capev;
+  /* the writer thread (writer.c), started by the first flush_begin */
+  msrt_bus *bus;       /* the completion's MSRT_IN_QUEUE item goes through it */
+  pthread_t writer;
+  int has_writer, stop;
+  pthread_cond_t cv;   /* busy or stop changed (under lock) */
+  int busy;            /* a flush is in flight: the writer owns the store */
+  int done;            /* its outcome waits for msrt_queue_flush_end */
+  struct msrt_queue_job { /* the writer's while busy, then the hub's */
+    uint64_t *seqs;    /* deliver, acks and dead, one allocation */
+    msrt_queue_ops ops;
+    msrt_queue_result *res;
+    size_t nres;
+    uint64_t *ev;
+    size_t nev;
+    msrt_code code;
+    msrt_error err;
+  } job;
 };
 
 msrt_code msrt_queue_db_open(msrt_queue *q, msrt_error *err);
 void msrt_queue_db_close(msrt_queue *q);
 msrt_code msrt_queue_sqlerr(msrt_queue *q, int rc, const char *what,
                             msrt_error *err);
+/* One flush's transaction over res[0..n) (the intake taken already):
+ * msrt_queue_flush's outcome, the committed counts put in q->st under
+ * lock. Whichever thread owns the store. */
+msrt_code msrt_queue_commit(msrt_queue *q, const msrt_queue_ops *ops,
+                            msrt_queue_result *res, size_t n,
+                            uint64_t **evicted, size_t *nevicted,
+                            msrt_error *err);
+/* Wait until no flush is in flight (the store is the caller's again); the
+ * outcome of a finished one stays for msrt_queue_flush_end. Returns 1
+ * when there is such an outcome. */
+int msrt_queue_writer_idle(msrt_queue *q);
+/* Stop and join the writer (after msrt_queue_writer_idle), and release
+ * an outcome no one took. */
+void msrt_queue_writer_stop(msrt_queue *q);
 /* Move the intake into a new results array (each result's env taken). */
 int msrt_queue_take_intake(msrt_queue *q, msrt_queue_result **res, size_t *n);
 int msrt_queue_evict_push(msrt_queue *q, uint64_t seq);

@@ -1,5 +1,5 @@
 /* A queue's life (open, references, close), its intake and its endpoint
- * class (queue/queue.h). */
+ * class (queue/queue.h); writer.c has the flush in flight. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +22,8 @@ msrt_queue *msrt_queue_open(const msrt_queue_config *cfg, msrt_error *err) {
   }
   atomic_init(&q->refs, 1);
   pthread_mutex_init(&q->lock, NULL);
+  pthread_cond_init(&q->cv, NULL);
+  q->bus = cfg->bus;
   q->sync_full = cfg->sync_full;
   q->max_msgs = cfg->max_msgs, q->max_bytes = cfg->max_bytes;
   q->discard = cfg->discard, q->dedupe_window_ms = cfg->dedupe_window_ms;
@@ -50,6 +52,7 @@ void msrt_queue_unref(msrt_queue *q) {
     return;
   release_intake(q);
   free(q->ev);
+  pthread_cond_destroy(&q->cv);
   pthread_mutex_destroy(&q->lock);
   free(q->name);
   free(q->path);
@@ -62,6 +65,8 @@ void msrt_queue_close(msrt_queue *q) {
   q->closed = 1;
   release_intake(q);
   pthread_mutex_unlock(&q->lock);
+  msrt_queue_writer_idle(q);
+  msrt_queue_writer_stop(q);
   msrt_queue_db_close(q);
   msrt_queue_unref(q);
 }
@@ -82,7 +87,9 @@ int msrt_queue_take_intake(msrt_queue *q, msrt_queue_result **res, size_t *n) {
   if (!r) { /* nothing accepted yet: the copies are refused */
     for (size_t i = 0; i < nin; i++) msrt_env_unref(in[i]);
     free(in);
+    pthread_mutex_lock(&q->lock);
     q->st.refused += nin;
+    pthread_mutex_unlock(&q->lock);
     return -1;
   }
   for (size_t i = 0; i < nin; i++) r[i].env = in[i], r[i].code = MSRT_E_OK;
@@ -113,8 +120,8 @@ void msrt_queue_evict_take(msrt_queue *q, uint64_t **ev, size_t *n) {
 }
 
 void msrt_queue_stats_get(msrt_queue *q, msrt_queue_stats *out) {
+  pthread_mutex_lock(&q->lock); /* (the writer puts st under it) */
   *out = q->st;
-  pthread_mutex_lock(&q->lock);
   out->intake = q->nin;
   pthread_mutex_unlock(&q->lock);
 }

@@ -29,9 +29,17 @@
  * the caller's to hand in again. A database that fails PRAGMA quick_check
  * at open (or is not a database) is refused with `io`, never truncated.
  *
- * Thread-safety: push (through the endpoint class) and msrt_queue_ref/unref
- * from any thread; everything else on one thread (the hub's), the one that
- * opened the queue.
+ * A flush runs either on the calling thread (msrt_queue_flush) or on the
+ * queue's writer thread (msrt_queue_flush_begin, then msrt_queue_flush_end
+ * once the completion's MSRT_IN_QUEUE item came): one flush in flight at
+ * a time, its transaction overlapping the caller's own work, while the
+ * intake keeps filling for the next one. Every other use of the store
+ * (get, scan, purge, a plain flush, close) waits for the flush in flight
+ * first; the hub never reads the store while it writes (one connection).
+ *
+ * Thread-safety: push (through the endpoint class), msrt_queue_ref/unref
+ * and msrt_queue_stats_get from any thread; everything else on one thread
+ * (the hub's), the one that opened the queue.
  */
 #ifndef MSRT_QUEUE_QUEUE_H
 #define MSRT_QUEUE_QUEUE_H
@@ -60,6 +68,8 @@ typedef struct {
   uint64_t dedupe_window_ms; /* Msg-Id window; 0 = no dedupe */
   size_t intake_max;         /* messages waiting for a flush; 0 = 65536 */
   uint64_t wake_id;          /* the MSRT_IN_QUEUE item's target */
+  msrt_bus *bus;             /* where the writer's completion item goes
+                                (NULL: none; msrt_queue_flush_state tells) */
 } msrt_queue_config;
 
 /* Counts of a queue (persistent ones survive a restart). */
@@ -113,8 +123,10 @@ void msrt_queue_ref(msrt_queue *q);
 void msrt_queue_unref(msrt_queue *q);
 
 /* Close: later pushes answer MSRT_PUSH_CLOSED, the intake is released
- * (uncommitted messages were never acknowledged to anyone), the database
- * is closed, and the caller's reference dropped. Opening thread. */
+ * (uncommitted messages were never acknowledged to anyone), a flush in
+ * flight is waited for (committed; an outcome not taken is released: its
+ * publishers get no PubAck), the writer stopped, the database closed, and
+ * the caller's reference dropped. Opening thread. */
 void msrt_queue_close(msrt_queue *q);
 
 /* The queue's endpoint (class "queue"): subscribe it with msrt_bus_
@@ -132,6 +144,26 @@ msrt_code msrt_queue_flush(msrt_queue *q, const msrt_queue_ops *ops,
                            msrt_queue_result **res, size_t *nres,
                            uint64_t **evicted, size_t *nevicted,
                            msrt_error *err);
+
+/* The same flush on the queue's writer thread (made on first use): ops
+ * (copied) and the intake taken now, the transaction run there; when it
+ * is done the writer hands cfg.bus an MSRT_IN_QUEUE item for wake_id (as
+ * the intake does) and msrt_queue_flush_end takes its outcome. Returns
+ * MSRT_E_OK (in flight), or, with nothing taken: invalid_arg (a flush is
+ * in flight or its outcome not taken yet), nomem, resource_exhausted (no
+ * thread). */
+msrt_code msrt_queue_flush_begin(msrt_queue *q, const msrt_queue_ops *ops,
+                                 msrt_error *err);
+
+/* 0: no flush in flight; 1: one runs; 2: one is done, its outcome waits
+ * for msrt_queue_flush_end. */
+int msrt_queue_flush_state(msrt_queue *q);
+
+/* The outcome of the flush in flight, as msrt_queue_flush's (waiting for
+ * it when it still runs); invalid_arg when there is none. */
+msrt_code msrt_queue_flush_end(msrt_queue *q, msrt_queue_result **res,
+                               size_t *nres, uint64_t **evicted,
+                               size_t *nevicted, msrt_error *err);
 
 /* Release the references of a flush's results and free the arrays. */
 void msrt_queue_results_free(msrt_queue_result *res, size_t n);

@@ -1,5 +1,6 @@
 /* A queue's SQLite store (queue/queue.h): open and check, the grouped
- * flush, reads, purge. Hub thread. */
+ * flush's transaction, reads, purge. The thread that owns the store: the
+ * hub's, or the writer's (writer.c) while a flush is in flight. */
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -394,40 +395,51 @@ static int transact(msrt_queue *q, const msrt_queue_ops *ops,
   return rc;
 }
 
-msrt_code msrt_queue_flush(msrt_queue *q, const msrt_queue_ops *ops,
-                           msrt_queue_result **res, size_t *nres,
-                           uint64_t **evicted, size_t *nevicted,
-                           msrt_error *err) {
-  *res = NULL, *nres = 0, *evicted = NULL, *nevicted = 0;
-  if (msrt_queue_take_intake(q, res, nres) != 0)
-    return msrt_error_set(err, MSRT_E_NOMEM, "queue \"%s\": no memory for a "
-                          "flush", q->name);
+msrt_code msrt_queue_commit(msrt_queue *q, const msrt_queue_ops *ops,
+                            msrt_queue_result *res, size_t n,
+                            uint64_t **evicted, size_t *nevicted,
+                            msrt_error *err) {
   const char *what;
-  int rc = transact(q, ops, *res, *nres, &what);
-  if (rc == SQLITE_OK) {
+  int rc = transact(q, ops, res, n, &what);
+  msrt_queue_evict_take(q, evicted, nevicted);
+  msrt_code c = MSRT_E_OK;
+  if (rc != SQLITE_OK) {
+    free(*evicted);
+    *evicted = NULL, *nevicted = 0;
+    c = msrt_queue_sqlerr(q, rc, what, err);
+    for (size_t i = 0; i < n; i++)
+      res[i].seq = 0, res[i].duplicate = 0, res[i].code = c;
+  }
+  /* the counts under lock: msrt_queue_stats_get reads them meanwhile */
+  pthread_mutex_lock(&q->lock);
+  if (c == MSRT_E_OK) {
     q->st.stored = q->tx.stored, q->st.bytes = q->tx.bytes;
     q->st.last_seq = q->tx.last_seq, q->st.acked = q->tx.acked;
     q->st.redelivered = q->tx.redelivered;
     q->st.dead_lettered = q->tx.dead_lettered;
     q->st.commits++;
-    for (size_t i = 0; i < *nres; i++)
-      if ((*res)[i].code != MSRT_E_OK) q->st.refused++;
-    msrt_queue_evict_take(q, evicted, nevicted);
-    return MSRT_E_OK;
   }
-  msrt_queue_evict_take(q, evicted, nevicted);
-  free(*evicted);
-  *evicted = NULL, *nevicted = 0;
-  msrt_code c = msrt_queue_sqlerr(q, rc, what, err);
-  for (size_t i = 0; i < *nres; i++) {
-    (*res)[i].seq = 0, (*res)[i].duplicate = 0, (*res)[i].code = c;
-  }
-  q->st.refused += *nres;
+  for (size_t i = 0; i < n; i++)
+    if (res[i].code != MSRT_E_OK) q->st.refused++;
+  pthread_mutex_unlock(&q->lock);
   return c;
+}
+
+msrt_code msrt_queue_flush(msrt_queue *q, const msrt_queue_ops *ops,
+                           msrt_queue_result **res, size_t *nres,
+                           uint64_t **evicted, size_t *nevicted,
+                           msrt_error *err) {
+  *res = NULL, *nres = 0, *evicted = NULL, *nevicted = 0;
+  msrt_queue_writer_idle(q);
+  if (msrt_queue_take_intake(q, res, nres) != 0)
+    return msrt_error_set(err, MSRT_E_NOMEM, "queue \"%s\": no memory for a "
+                          "flush", q->name);
+  return msrt_queue_commit(q, ops, *res, *nres, evicted, nevicted, err);
 }
 
 msrt_code msrt_queue_get(msrt_queue *q, uint64_t seq, msrt_envelope **env,
                          uint32_t *delivered, msrt_error *err) {
+  msrt_queue_writer_idle(q);
   sqlite3_stmt *st = q->stmt[S_GET];
   *env = NULL;
   sqlite3_bind_int64(st, 1, (int64_t)seq);
@@ -458,6 +470,7 @@ msrt_code msrt_queue_get(msrt_queue *q, uint64_t seq, msrt_envelope **env,
 msrt_code msrt_queue_scan(msrt_queue *q, uint64_t after, size_t limit,
                           int (*fn)(void *, uint64_t, uint32_t), void *ud,
                           msrt_error *err) {
+  msrt_queue_writer_idle(q);
   sqlite3_stmt *st = q->stmt[S_SCAN];
   sqlite3_bind_int64(st, 1, (int64_t)after);
   sqlite3_bind_int64(st, 2, limit ? (int64_t)limit : -1);
@@ -473,9 +486,12 @@ msrt_code msrt_queue_scan(msrt_queue *q, uint64_t after, size_t limit,
 }
 
 msrt_code msrt_queue_purge(msrt_queue *q, uint64_t *purged, msrt_error *err) {
+  msrt_queue_writer_idle(q);
   int rc = exec(q, "DELETE FROM msgs");
   if (rc != SQLITE_OK) return msrt_queue_sqlerr(q, rc, "purge", err);
   if (purged) *purged = (uint64_t)sqlite3_changes(q->db);
+  pthread_mutex_lock(&q->lock);
   q->st.stored = 0, q->st.bytes = 0;
+  pthread_mutex_unlock(&q->lock);
   return MSRT_E_OK;
 }

@@ -1,0 +1,142 @@
+/* A queue's writer thread (queue/queue.h msrt_queue_flush_begin): it runs
+ * one flush's transaction at a time off the hub thread, so that SQLite's
+ * work overlaps the hub's. The store (the connection and its statements)
+ * is the writer's while a flush is in flight (busy) and the hub's
+ * otherwise; the hand-over in both directions is under the queue's lock,
+ * and every hub-side use of the store waits for it (msrt_queue_writer_idle).
+ * One writer per queue, made by the first flush_begin. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus/bus.h"
+#include "queue/internal.h"
+
+static void *writer_main(void *arg) {
+  msrt_queue *q = arg;
+  pthread_mutex_lock(&q->lock);
+  for (;;) {
+    while (!q->stop && !(q->busy && !q->done))
+      pthread_cond_wait(&q->cv, &q->lock);
+    if (q->stop) break;
+    pthread_mutex_unlock(&q->lock);
+    struct msrt_queue_job *j = &q->job;
+    j->code = msrt_queue_commit(q, &j->ops, j->res, j->nres, &j->ev, &j->nev,
+                                &j->err);
+    pthread_mutex_lock(&q->lock);
+    q->busy = 0, q->done = 1;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->lock);
+    /* the hub finds the outcome at its next MSRT_IN_QUEUE item; after the
+     * unlock: the item may run msrt_queue_flush_end at once */
+    if (q->bus) {
+      msrt_inbox_item it = {MSRT_IN_QUEUE, q->wake_id, NULL, NULL};
+      msrt_bus_to_hub(q->bus, it);
+    }
+    pthread_mutex_lock(&q->lock);
+  }
+  pthread_mutex_unlock(&q->lock);
+  return NULL;
+}
+
+/* The three lists of ops copied into the job (one allocation). */
+static int copy_ops(struct msrt_queue_job *j, const msrt_queue_ops *ops) {
+  memset(&j->ops, 0, sizeof j->ops);
+  j->seqs = NULL;
+  if (!ops) return 0;
+  size_t n = ops->ndeliver + ops->nacks + ops->ndead;
+  j->ops.deliver_new = ops->deliver_new;
+  if (!n) return 0;
+  uint64_t *v = malloc(n * sizeof *v);
+  if (!v) return -1;
+  j->seqs = v;
+  if (ops->ndeliver) memcpy(v, ops->deliver, ops->ndeliver * sizeof *v);
+  if (ops->nacks) memcpy(v + ops->ndeliver, ops->acks, ops->nacks * sizeof *v);
+  if (ops->ndead)
+    memcpy(v + ops->ndeliver + ops->nacks, ops->dead, ops->ndead * sizeof *v);
+  j->ops.deliver = v, j->ops.ndeliver = ops->ndeliver;
+  j->ops.acks = v + ops->ndeliver, j->ops.nacks = ops->nacks;
+  j->ops.dead = v + ops->ndeliver + ops->nacks, j->ops.ndead = ops->ndead;
+  return 0;
+}
+
+msrt_code msrt_queue_flush_begin(msrt_queue *q, const msrt_queue_ops *ops,
+                                 msrt_error *err) {
+  if (msrt_queue_flush_state(q) != 0)
+    return msrt_error_set(err, MSRT_E_INVALID_ARG, "queue \"%s\": a flush is "
+                          "in flight already", q->name);
+  struct msrt_queue_job *j = &q->job;
+  if (copy_ops(j, ops) != 0)
+    return msrt_error_set(err, MSRT_E_NOMEM, "queue \"%s\": no memory for a "
+                          "flush", q->name);
+  if (!q->has_writer) {
+    if (pthread_create(&q->writer, NULL, writer_main, q) != 0) {
+      free(j->seqs), j->seqs = NULL;
+      return msrt_error_set(err, MSRT_E_RESOURCE_EXHAUSTED, "queue \"%s\": "
+                            "cannot start its writer thread", q->name);
+    }
+    q->has_writer = 1;
+  }
+  j->res = NULL, j->nres = 0, j->ev = NULL, j->nev = 0;
+  if (msrt_queue_take_intake(q, &j->res, &j->nres) != 0) {
+    free(j->seqs), j->seqs = NULL;
+    return msrt_error_set(err, MSRT_E_NOMEM, "queue \"%s\": no memory for a "
+                          "flush", q->name);
+  }
+  pthread_mutex_lock(&q->lock);
+  q->busy = 1, q->done = 0;
+  pthread_cond_broadcast(&q->cv);
+  pthread_mutex_unlock(&q->lock);
+  return MSRT_E_OK;
+}
+
+int msrt_queue_flush_state(msrt_queue *q) {
+  pthread_mutex_lock(&q->lock);
+  int s = q->busy ? 1 : q->done ? 2 : 0;
+  pthread_mutex_unlock(&q->lock);
+  return s;
+}
+
+int msrt_queue_writer_idle(msrt_queue *q) {
+  pthread_mutex_lock(&q->lock);
+  while (q->busy) pthread_cond_wait(&q->cv, &q->lock);
+  int done = q->done;
+  pthread_mutex_unlock(&q->lock);
+  return done;
+}
+
+msrt_code msrt_queue_flush_end(msrt_queue *q, msrt_queue_result **res,
+                               size_t *nres, uint64_t **evicted,
+                               size_t *nevicted, msrt_error *err) {
+  *res = NULL, *nres = 0, *evicted = NULL, *nevicted = 0;
+  if (!msrt_queue_writer_idle(q))
+    return msrt_error_set(err, MSRT_E_INVALID_ARG, "queue \"%s\": no flush "
+                          "in flight", q->name);
+  struct msrt_queue_job *j = &q->job;
+  pthread_mutex_lock(&q->lock); /* (the writer reads done while it waits) */
+  q->done = 0;
+  pthread_mutex_unlock(&q->lock);
+  *res = j->res, *nres = j->nres, *evicted = j->ev, *nevicted = j->nev;
+  free(j->seqs);
+  j->seqs = NULL, j->res = NULL, j->nres = 0, j->ev = NULL, j->nev = 0;
+  if (j->code != MSRT_E_OK && err) *err = j->err;
+  return j->code;
+}
+
+void msrt_queue_writer_stop(msrt_queue *q) {
+  if (q->has_writer) {
+    pthread_mutex_lock(&q->lock);
+    q->stop = 1;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->lock);
+    pthread_join(q->writer, NULL);
+    q->has_writer = 0;
+  }
+  if (q->done) { /* an outcome no one took: its PubAcks are never sent */
+    msrt_queue_result *res;
+    uint64_t *ev;
+    size_t n, nev;
+    msrt_queue_flush_end(q, &res, &n, &ev, &nev, NULL);
+    msrt_queue_results_free(res, n);
+    free(ev);
+  }
+}
