@@ -282,7 +282,9 @@ function M.publish(subject, data, opts)
   if not reply then return nil, w end
   -- opts as given: hub.publish reads neither durable nor opts.reply when
   -- handed a reply
-  local n, err = hub.publish(subject, data, opts, reply, w.timeout)
+  -- (the C API: this coroutine yields after each publish, so it runs
+  -- interpreted, where an FFI call costs more)
+  local n, err = hub.publish(subject, data, opts, reply, w.timeout, nil, true)
   if not n or n == 0 then
     waiting_pub[reply], npub = nil, npub - 1
     return nil, err or no_queue(subject)
