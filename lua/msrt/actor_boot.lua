@@ -101,7 +101,7 @@ end
 -- actor has not put its own, drops the metatable and returns the real
 -- one (so a field read and kept in a local before works as well). A
 -- metatable and one closure cost an idle actor less than a stub per name.
-local LAZY = " reply request after every subscribe log ack nak in_progress term "
+local LAZY = " reply request after every subscribe unsubscribe log ack nak in_progress term "
 function load_more()
   if not more then
     more = rt.more(rt)({

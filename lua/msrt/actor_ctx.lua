@@ -1,5 +1,5 @@
 --- The rest of an actor's ctx (lua/msrt/actor_boot.lua has the part every
--- actor needs): reply, requests, timers, subscribe, log, a durable queue's
+-- actor needs): reply, requests, timers, subscribe, unsubscribe, log, a durable queue's
 -- acks, a durable publish, waiting on the sys lane and the FFI path an
 -- actor takes at its first message. Compiled once by the hub; an actor
 -- state loads it (rt.more) the first time it needs one of these, so an
@@ -396,6 +396,18 @@ function ctx:subscribe(pattern, opts)
   local sid, serr = rt.subscribe(pattern, opts.queue)
   if not sid then return nil, serr end
   return sid
+end
+
+--- Drop one of this actor's subscriptions (an id from ctx:subscribe).
+-- Copies already in its mailbox still arrive, as after NATS' UNSUB; the
+-- slot counts again against max_subscriptions.
+-- @return true | nil, err (not_found: this actor holds no subscription
+--   by that id; another actor's id is not_found too)
+function ctx:unsubscribe(sid)
+  if type(sid) ~= "number" then
+    error(("bad argument #1 to 'unsubscribe' (subscription id expected, got %s)"):format(type(sid)), 2)
+  end
+  return rt.unsubscribe(sid)
 end
 
 --- Reply to a message that carries a reply subject.

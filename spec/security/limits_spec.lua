@@ -130,4 +130,62 @@ describe("security: subscriptions an actor holds", function()
       out.close()
     end)
   end)
+
+  -- An actor's code is an agent's: it may guess another's subscription
+  -- ids. It drops only what it holds; the slot it frees counts again.
+  it("ctx:unsubscribe drops only the actor's own subscriptions; another's id is not_found; the slot frees", function()
+    drive(function()
+      local out = collector("unsub.out")
+      assert(spawn { name = "unsub_a", subscribe = "unsub.a.go",
+        handle = function(ctx, msg)
+          if msg.subject == "unsub.a.go" then
+            ctx:publish("unsub.out", { a_sid = assert(ctx:subscribe("unsub.a.mine")) })
+          else
+            ctx:publish("unsub.out", { a_got = msg.subject })
+          end
+        end })
+      assert(msrt.publish("unsub.a.go", true))
+      assert.is_true(out.wait(1))
+      local a_sid = out.msgs[1].data.a_sid
+      assert(spawn { name = "unsub_b", subscribe = "unsub.b.go",
+        handle = function(ctx, msg)
+          local r = {}
+          local _, e = ctx:unsubscribe(msg.data) -- a's id
+          r.other = e and e.code
+          local mine = assert(ctx:subscribe("unsub.b.mine"))
+          r.own = ctx:unsubscribe(mine)
+          _, e = ctx:unsubscribe(mine)
+          r.again = e and e.code
+          r.bad = select(2, pcall(function() local v = ctx:unsubscribe("x") return v end))
+          -- up to the cap, one dropped, one more taken
+          local last
+          repeat
+            local sid = ctx:subscribe("unsub.b.n." .. (last or 0) + 1)
+            if sid then last = (last or 0) + 1 r.held = sid end
+          until not sid
+          r.full = last
+          r.dropped = ctx:unsubscribe(r.held)
+          r.again_taken = ctx:subscribe("unsub.b.after") ~= nil
+          ctx:publish("unsub.out", r)
+        end })
+      assert(msrt.publish("unsub.b.go", a_sid))
+      assert.is_true(out.wait(2))
+      local r = out.msgs[2].data
+      assert.are.equal("not_found", r.other)
+      assert.is_true(r.own)
+      assert.are.equal("not_found", r.again)
+      assert.matches("limits_spec.lua:%d+: bad argument #1 to 'unsubscribe'", r.bad)
+      assert.is_true(r.full > 0)
+      assert.is_true(r.dropped)
+      assert.is_true(r.again_taken)
+      -- a's subscription still takes; b's dropped ones have no subscriber
+      assert(msrt.publish("unsub.a.mine", true))
+      assert.is_true(out.wait(3))
+      assert.are.equal("unsub.a.mine", out.msgs[3].data.a_got)
+      local ok, err = msrt.request("unsub.b.mine", true, { timeout_ms = 10000 })
+      assert.is_nil(ok)
+      assert.are.equal("no_responders", err.code)
+      out.close()
+    end)
+  end)
 end)

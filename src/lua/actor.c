@@ -108,6 +108,16 @@ msrt_code msrt_lactor_add_sub(lactor *la, uint64_t id) {
   return MSRT_E_OK;
 }
 
+msrt_code msrt_lactor_drop_sub(lactor *la, uint64_t id) {
+  size_t i = 0;
+  while (i < la->nsubs && la->subs[i] != id) i++;
+  if (i == la->nsubs || id == la->inbox_sub) return MSRT_E_NOT_FOUND;
+  msrt_code rc = msrt_bus_unsubscribe(la->rt->bus, id);
+  if (rc != MSRT_E_OK) return rc;
+  la->subs[i] = la->subs[--la->nsubs];
+  return MSRT_E_OK;
+}
+
 msrt_actor *msrt_lactor_new(msrt_rt *rt, const char *name, const void *spec,
                             size_t spec_len, size_t capacity, size_t bytes,
                             msrt_overflow policy, const char *const *patterns,

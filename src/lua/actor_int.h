@@ -39,6 +39,12 @@ typedef struct {
 /* Add a subscription to drop at release: MSRT_E_OK or MSRT_E_NOMEM. */
 msrt_code msrt_lactor_add_sub(lactor *la, uint64_t id);
 
+/* Drop subscription id if la holds it (ctx:unsubscribe): MSRT_E_OK,
+ * MSRT_E_NOT_FOUND (not one of la's, or its inbox's: ctx:request needs
+ * that one) or MSRT_E_NOMEM (msrt_bus_unsubscribe; nothing changed).
+ * The actor's worker thread, in its turn. */
+msrt_code msrt_lactor_drop_sub(lactor *la, uint64_t id);
+
 /* The test hook MSRT_TEST_ROOM_WAKER_DELAY_MS (ms, 0 when unset): each
  * room waker waits that long before it runs (spec/actors_spec.lua). */
 unsigned msrt_lactor_room_waker_delay_ms(void);

@@ -262,6 +262,26 @@ static int a_subscribe(lua_State *L) {
   return 1;
 }
 
+/* unsubscribe(sid): true | nil, err (not_found: no subscription of this
+ * actor's by that id; nomem). Another endpoint's id is not_found too: an
+ * actor cannot drop what it does not hold. */
+static int a_unsubscribe(lua_State *L) {
+  lactor *la = self(L);
+  lua_Number n = luaL_checknumber(L, 1);
+  uint64_t id = n >= 1 && n < 0x1p63 ? (uint64_t)n : 0;
+  msrt_error err;
+  msrt_code rc = id == (lua_Number)n ? msrt_lactor_drop_sub(la, id) : MSRT_E_NOT_FOUND;
+  if (rc == MSRT_E_OK) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (rc == MSRT_E_NOT_FOUND)
+    msrt_error_set(&err, rc, "actor %s holds no subscription %.0f", la->name, n);
+  else
+    msrt_error_set(&err, rc, "actor %s: unsubscribe %.0f: out of memory", la->name, n);
+  return msrt_lua_fail_err(L, &err);
+}
+
 /* Whole milliseconds no shorter than ms (a fraction rounds up: a delay
  * must not end early), at most ~31 years. */
 static long long ceil_ms(lua_Number ms) {
@@ -332,7 +352,8 @@ const luaL_Reg msrt_lactor_fns[] = {
 
 const luaL_Reg msrt_lactor_more_fns[] = {
   {"wait_room", a_wait_room}, {"retry", a_retry}, {"inbox", a_inbox},
-  {"subscribe", a_subscribe}, {"timer", a_timer},
+  {"subscribe", a_subscribe}, {"unsubscribe", a_unsubscribe},
+  {"timer", a_timer},
   {"set_waiting", a_set_waiting}, {"log", a_log}, {"now_ms", a_now_ms},
   {"jit_on", msrt_astate_jit}, {"last_error", a_last_error},
   {"self", a_self}, {"token", msrt_lua_token},
