@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 
 #include "lua/astate.h"
 #include "lua/lerror.h"
@@ -67,22 +68,28 @@ msrt_code msrt_lactor_control(msrt_actor *cell, const char *ctl,
 }
 
 /* Address space kept free for the rest of the host when an actor is made:
- * under a cap on it (RLIMIT_AS; mappings a container limits) a new state
- * is refused while this much cannot be mapped, so that running out lands
- * on msrt.actor (resource_exhausted), not on the hub's own next
- * allocation, which may be outside any protected call: 64 MiB (room for
- * the hub's state to grow and for a worker's mimalloc heap to map a new
- * segment, which it maps whole; 8 MiB was too little: measured with
- * spec/security/oom_spec.lua), and what
- * the actors made and not yet booted will take when they boot on their
- * workers (BOOT_BYTES each, about what actor_boot.lua adds to a state).
- * Mapped PROT_NONE and unmapped at once: two system calls, nothing
- * touched, nothing limited where the address space is not. */
+ * under a cap on it (RLIMIT_AS) a new state is refused while this much
+ * cannot be mapped, so that running out lands on msrt.actor
+ * (resource_exhausted), not on the hub's own next allocation, which may be
+ * outside any protected call: 64 MiB (room for the hub's state to grow
+ * and for a worker's mimalloc heap to map a new segment, which it maps
+ * whole; 8 MiB was too little: measured with spec/security/oom_spec.lua),
+ * and what the actors made and not yet booted will take when they boot on
+ * their workers (BOOT_BYTES each, about what actor_boot.lua adds to a
+ * state). Mapped PROT_NONE and unmapped at once: nothing touched.
+ * Without a cap (RLIMIT_AS unlimited, the common case) nothing can refuse
+ * a PROT_NONE, MAP_NORESERVE mapping of this size short of the whole
+ * address space (strict overcommit does not charge it either), so the
+ * probe is skipped: one getrlimit instead of an mmap and a munmap, which
+ * take the address space's lock for writing and cost the hub ~4 us a
+ * spawn on the 2-vCPU VM (README "Performance", spawn rate). */
 #define HEADROOM ((size_t)64 << 20)
 #define BOOT_BYTES ((size_t)64 << 10)
 static atomic_long unbooted;
 
 static int headroom(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur == RLIM_INFINITY) return 1;
   size_t n = HEADROOM + (size_t)atomic_load(&unbooted) * BOOT_BYTES;
   void *p = mmap(NULL, n, PROT_NONE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
