@@ -9,7 +9,9 @@
 --   flood     1 sender actor -> 1 receiver actor, --msgs messages (msgs/s)
 --   pingpong  1, 8, 64 pairs for --secs each: round trips/s, p50/p99 us
 --   memory    --actors idle actors: spawn rate (actors/s, from msrt.actor
---             to every init having run) and RSS per idle actor (bytes)
+--             to every init having run) and RSS per idle actor (bytes);
+--             the spawn's CPU (user, system) and page faults per actor,
+--             and the CPU a fresh page's first touch costs this machine
 --   fanout    1 sender -> 4 subscribers of one subject, --msgs messages
 --             (messages published/s and deliveries/s)
 --   queue     1 sender -> a 4-member queue group, --msgs messages (msgs/s)
@@ -160,6 +162,31 @@ local function rss()
   return res * 4096
 end
 
+-- The whole process's CPU seconds (user, system) and minor page faults
+-- so far (every thread: the hub makes the states, the workers boot them).
+local function usage()
+  local u = require("luv").getrusage()
+  return u.utime.sec + u.utime.usec / 1e6, u.stime.sec + u.stime.usec / 1e6, u.minflt
+end
+
+-- CPU us per first touch of a fresh 4 KiB page on this machine (64 MiB
+-- mapped and written a byte a page): what every page an actor's memory
+-- takes costs its spawn (on the 2-vCPU VM ~10-15 us, next to ~0.3 us for
+-- 1,000 instructions: README "Performance", spawn rate).
+local function page_cost()
+  pcall(ffi.cdef, [[void *mmap(void *, size_t, int, int, int, long);
+    int munmap(void *, size_t);]])
+  local n = 64 * 2 ^ 20
+  local p = ffi.C.mmap(nil, n, 3, 0x22, -1, 0) -- read|write, private|anonymous
+  assert(ffi.cast("intptr_t", p) ~= -1, "mmap failed")
+  local b = ffi.cast("volatile char *", p)
+  local u0, s0 = usage()
+  for i = 0, n - 1, 4096 do b[i] = 1 end
+  local u1, s1 = usage()
+  ffi.C.munmap(p, n)
+  return (u1 - u0 + s1 - s0) * 1e6 / (n / 4096)
+end
+
 local function memory_once(run)
   collectgarbage()
   local before = rss()
@@ -169,6 +196,7 @@ local function memory_once(run)
     up = up + 1
     if up == opts.actors then assert(coroutine.resume(co)) end
   end)
+  local u0, s0, f0 = usage()
   local t0 = require("luv").hrtime()
   local h = assert(msrt.actor{
     name = "idle", instances = opts.actors, args = { run = run },
@@ -177,11 +205,13 @@ local function memory_once(run)
   })
   coroutine.yield()
   local secs = (require("luv").hrtime() - t0) / 1e9
+  local u1, s1, f1 = usage()
   collectgarbage()
   local per = (rss() - before) / opts.actors
   sub.unsubscribe()
   h:stop(); h:wait()
-  return opts.actors / secs, per
+  local n = opts.actors
+  return n / secs, per, (u1 - u0) * 1e6 / n, (s1 - s0) * 1e6 / n, (f1 - f0) / n
 end
 
 -- ---- through the router: fan-out, queue group, request/reply ------------
@@ -296,23 +326,27 @@ if want("pingpong") then
 end
 
 if opts.only == "memory1" then -- one fresh-host run, for the parent below
-  print(("memory1 %f %f"):format(memory_once(1)))
+  print(("memory1 %f %f %f %f %f"):format(memory_once(1)))
 elseif want("memory") then
   -- each run in a fresh host: freed memory that the allocator keeps would
   -- make a second run in the same process look almost free
-  local rates, per = {}, {}
+  local rates, per, user, sys, faults, page = {}, {}, {}, {}, {}, {}
   local cmd = ("%s --profile %s %s --only memory1 --actors %d"):format(
     require("msrt.core").exe(), p.name, arg[0], opts.actors)
   for run = 1, opts.runs do
     local f = assert(io.popen(cmd))
     local out = f:read("*a")
     f:close()
-    local r, b = out:match("memory1 ([%d.]+) ([%d.]+)")
+    local r, b, u, s, pf = out:match("memory1 ([%d.]+) ([%d.]+) ([%d.]+) ([%d.]+) ([%d.]+)")
     assert(r, "the memory run failed: " .. out)
-    rates[run], per[run] = tonumber(r), tonumber(b)
+    rates[run], per[run], user[run], sys[run], faults[run] = tonumber(r), tonumber(b), tonumber(u), tonumber(s), tonumber(pf)
+    page[run] = page_cost()
   end
   print(("spawn %d actors: %.0f actors/s; RSS per idle actor: %.1f KiB (median of %d)")
     :format(opts.actors, median(rates), median(per) / 1024, opts.runs))
+  print(("  per spawn, every thread: CPU %s us user + %s us system, %s page faults;"
+    .. " a fresh 4 KiB page's first touch here: %s us")
+    :format(mr(user, 1, "%.0f"), mr(sys, 1, "%.0f"), mr(faults, 1, "%.1f"), mr(page, 1, "%.1f")))
 end
 for _, kind in ipairs({ "fanout", "queue" }) do
   if want(kind) then
