@@ -1,5 +1,6 @@
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "core/clock.h"
 #include "core/envelope.h"
@@ -151,6 +152,51 @@ static void test_inbox_waker(void) {
   msrt_hub_close_all(hub);
   msrt_inbox_free(in);
   CHECK(msrt_hub_free(hub) == 0);
+}
+
+/* A drain that outlasts its 10 ms budget with items left stops (timers
+ * and I/O run) and comes back for them by itself: the item pushed during
+ * the slow round (as a worker pushes while the hub drains) is delivered
+ * on a later loop turn with no push after it. */
+typedef struct {
+  msrt_inbox *in;
+  int got;
+} slow_sink;
+
+static void slow_drain(msrt_inbox_item *items, size_t n, void *ud) {
+  slow_sink *s = ud;
+  for (size_t i = 0; i < n; i++) {
+    s->got++;
+    if (items[i].target != 1) continue;
+    CHECK(msrt_inbox_push(s->in, (msrt_inbox_item){0, 2, NULL, NULL}) == 0);
+    struct timespec ts = {0, 11000000}; /* past the drain's budget */
+    nanosleep(&ts, NULL);
+  }
+}
+
+static void stop_loop(uv_timer_t *t) { uv_stop(t->loop); }
+
+static void test_inbox_budget_comes_back(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  slow_sink s = {0};
+  s.in = msrt_inbox_new(&loop, slow_drain, &s);
+  msrt_inbox_keep_alive(s.in, 1);
+  uv_timer_t guard; /* bounds the wait: the loop stops after 5 s */
+  uv_timer_init(&loop, &guard);
+  uv_timer_start(&guard, stop_loop, 5000, 0);
+  CHECK(msrt_inbox_push(s.in, (msrt_inbox_item){0, 1, NULL, NULL}) == 0);
+  uv_run(&loop, UV_RUN_ONCE);
+  CHECK(s.got == 1); /* the budget ended the drain after the slow round */
+  while (s.got < 2 && uv_timer_get_due_in(&guard) > 0)
+    uv_run(&loop, UV_RUN_ONCE);
+  CHECK(s.got == 2);
+  CHECK(uv_timer_get_due_in(&guard) > 0); /* came back before the guard */
+  msrt_inbox_close(s.in);
+  uv_close((uv_handle_t *)&guard, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  msrt_inbox_free(s.in);
+  CHECK(uv_loop_close(&loop) == 0);
 }
 
 /* The watchdog reports a turn longer than slice_ms once, with the actor's
@@ -377,6 +423,7 @@ static void test_timer_never_early(void) {
 
 TEST_MAIN(test_timer_never_early, test_inbox_many_producers,
           test_inbox_closed_refuses, test_inbox_node, test_inbox_waker,
+          test_inbox_budget_comes_back,
           test_watchdog, test_alarms,
           test_hub_shutdown_status,
           test_hub_shutdown_held)

@@ -13,6 +13,10 @@ struct msrt_inbox {
   size_t n, cap, spare_cap;
   msrt_inbox_node *over, *over_tail; /* nodes queued when items was full */
   int closed;
+  /* A wake-up is under way: an async send not yet run, or the hub in a
+   * drain that will look again before it returns (drain_round clears it
+   * when it finds the inbox empty). Pushes meanwhile send nothing. */
+  int wake_due;
   int draining; /* a drain callback that drains again must not recurse */
   msrt_inbox_drain_fn fn;
   void *ud;
@@ -24,9 +28,9 @@ static void drain(msrt_inbox *in, uint64_t budget_ns);
  * Under a sustained flood a drain-until-empty would keep the hub inside
  * this callback for good and starve request timeouts, restart timers and
  * probes; one round per wake-up would make the loop poll between small
- * batches (slower, and timers firing before replies already queued). Items
- * left, or pushed meanwhile, have sent a new wake-up (the first push into
- * an empty inbox does), so the loop comes back after its timers and I/O. */
+ * batches (slower, and timers firing before replies already queued). When
+ * the budget ends with items left the drain sends itself a wake-up, so
+ * the loop comes back after its timers and I/O. */
 #define DRAIN_BUDGET_NS 10000000u
 static void on_async(uv_async_t *a) { drain(a->data, DRAIN_BUDGET_NS); }
 
@@ -70,7 +74,11 @@ static msrt_code push(msrt_inbox *in, msrt_inbox_item item,
     free(node);
     return MSRT_E_CLOSED;
   }
-  int first = in->n == 0 && !in->over;
+  /* Only a push that finds no wake-up under way sends one: while the hub
+   * drains, a push costs the sender no syscall (the drain looks again
+   * before it sleeps). */
+  int first = !in->wake_due;
+  in->wake_due = 1;
   if (room(in) == 0) {
     in->items[in->n++] = item;
     free(node);
@@ -81,6 +89,7 @@ static msrt_code push(msrt_inbox *in, msrt_inbox_item item,
     else in->over = node;
     in->over_tail = node;
   } else {
+    if (first) in->wake_due = 0; /* nothing queued, nothing sent */
     pthread_mutex_unlock(&in->lock);
     return MSRT_E_NOMEM;
   }
@@ -140,10 +149,16 @@ size_t msrt_inbox_depth(msrt_inbox *in) {
 }
 
 /* Hand the items queued now to fn (draining set); returns whether there
- * were any. */
+ * were any. Finding none, the hub is about to sleep: the next push must
+ * wake it. */
 static bool drain_round(msrt_inbox *in) {
   pthread_mutex_lock(&in->lock);
   size_t n = in->n;
+  if (n == 0 && !in->over) {
+    in->wake_due = 0;
+    pthread_mutex_unlock(&in->lock);
+    return false;
+  }
   msrt_inbox_item *items = in->items;
   size_t cap = in->cap;
   msrt_inbox_node *over = in->over;
@@ -152,7 +167,6 @@ static bool drain_round(msrt_inbox *in) {
   in->n = 0;
   in->over = in->over_tail = NULL;
   pthread_mutex_unlock(&in->lock);
-  bool any = n > 0 || over;
   if (n) in->fn(items, n, in->ud);
   in->spare = items; /* the drain runs only on the hub: no race on spare */
   in->spare_cap = cap;
@@ -161,7 +175,7 @@ static bool drain_round(msrt_inbox *in) {
     in->fn(&over->item, 1, in->ud);
     free(over);
   }
-  return any;
+  return true;
 }
 
 /* Rounds until the inbox is empty or budget_ns passed (UINT64_MAX: no
@@ -170,8 +184,12 @@ static void drain(msrt_inbox *in, uint64_t budget_ns) {
   if (in->draining) return;
   in->draining = 1;
   uint64_t start = uv_hrtime();
-  while (drain_round(in) && uv_hrtime() - start < budget_ns) {
+  bool more;
+  while ((more = drain_round(in)) && uv_hrtime() - start < budget_ns) {
   }
+  /* Out of budget: wake_due is still set, so no push will send; come back
+   * after the loop's timers and I/O. */
+  if (more && !in->closed) uv_async_send(&in->async);
   in->draining = 0;
 }
 
