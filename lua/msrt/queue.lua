@@ -346,9 +346,11 @@ function flush(q)
   q.scheduled = false
   if q.closed then return end
   if q.flight then
-    -- (its completion item, lost only when the hub's inbox refused it,
-    -- is not waited for when the outcome is there)
-    if q.store:flush_state() == 2 then finish(q) else q.want = true end
+    -- run here when the writer has not begun it (a busy machine: the hub
+    -- would wait for the writer's turn with nothing to do); its
+    -- completion item (lost only when the hub's inbox refused it) is not
+    -- waited for when the outcome is there
+    if q.store:flush_run() == 2 then finish(q) else q.want = true end
     return
   end
   start(q)

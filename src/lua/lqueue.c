@@ -1,6 +1,6 @@
 /* msrt.core's durable queues (queue/queue.h) for the hub's Lua:
  * queue_open and the queue handle's methods (subscribe, flush_begin,
- * flush_state, flush_end, intake, get, scan, stats, purge, close), queue_puback; lua/msrt/queue.lua is their caller. Hub thread
+ * flush_state, flush_run, flush_end, intake, get, scan, stats, purge, close), queue_puback; lua/msrt/queue.lua is their caller. Hub thread
  * only. */
 #include <lauxlib.h>
 #include <stdlib.h>
@@ -201,6 +201,13 @@ static int l_flush_state(lua_State *L) {
   return 1;
 }
 
+/* q:flush_run() -> q:flush_state()'s, after running the flush in flight
+ * here when the writer has not begun it (msrt_queue_flush_run) */
+static int l_flush_run(lua_State *L) {
+  lua_pushinteger(L, msrt_queue_flush_run(check_q(L)->q));
+  return 1;
+}
+
 /* q:flush_end() -> ok, err, results, evicted: the flush in flight's
  * outcome, waited for (msrt_queue_flush_end). ok is true, or nil with err
  * (then nothing of the three lists was applied and every result is
@@ -341,7 +348,8 @@ static int l_puback(lua_State *L) {
 void msrt_lua_open_queue(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"subscribe", l_subscribe}, {"flush_begin", l_flush_begin},
-    {"flush_state", l_flush_state}, {"flush_end", l_flush_end},
+    {"flush_state", l_flush_state}, {"flush_run", l_flush_run},
+    {"flush_end", l_flush_end},
     {"intake", l_intake}, {"get", l_get},
     {"scan", l_scan}, {"stats", l_stats}, {"purge", l_purge},
     {"close", l_close}, {NULL, NULL}};

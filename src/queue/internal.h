@@ -36,6 +36,7 @@ struct msrt_queue {
   int has_writer, stop;
   pthread_cond_t cv;   /* busy or stop changed (under lock) */
   int busy;            /* a flush is in flight: the writer owns the store */
+  int taken;           /* who runs it: 0 not begun, 1 the writer, 2 the hub */
   int done;            /* its outcome waits for msrt_queue_flush_end */
   struct msrt_queue_job { /* the writer's while busy, then the hub's */
     uint64_t *seqs;    /* deliver, acks and dead, one allocation */

@@ -33,9 +33,12 @@
  * queue's writer thread (msrt_queue_flush_begin, then msrt_queue_flush_end
  * once the completion's MSRT_IN_QUEUE item came): one flush in flight at
  * a time, its transaction overlapping the caller's own work, while the
- * intake keeps filling for the next one. Every other use of the store
- * (get, scan, purge, a plain flush, close) waits for the flush in flight
- * first; the hub never reads the store while it writes (one connection).
+ * intake keeps filling for the next one; a flush the writer has not begun
+ * when the caller asks for it (msrt_queue_flush_run, _end, any other use
+ * of the store) runs on the caller's thread instead. Every other use of
+ * the store (get, scan, purge, a plain flush, close) waits for the flush
+ * in flight first; the hub never reads the store while it writes (one
+ * connection).
  *
  * Thread-safety: push (through the endpoint class), msrt_queue_ref/unref
  * and msrt_queue_stats_get from any thread; everything else on one thread
@@ -159,8 +162,15 @@ msrt_code msrt_queue_flush_begin(msrt_queue *q, const msrt_queue_ops *ops,
  * for msrt_queue_flush_end. */
 int msrt_queue_flush_state(msrt_queue *q);
 
+/* As msrt_queue_flush_state, after running the flush in flight on the
+ * calling thread when the writer has not begun it yet (then 2, and no
+ * MSRT_IN_QUEUE item comes for it): on a machine with no free core the
+ * writer may wait for a turn while the caller has nothing else to do. */
+int msrt_queue_flush_run(msrt_queue *q);
+
 /* The outcome of the flush in flight, as msrt_queue_flush's (waiting for
- * it when it still runs); invalid_arg when there is none. */
+ * it when it still runs, running it when the writer has not begun it);
+ * invalid_arg when there is none. */
 msrt_code msrt_queue_flush_end(msrt_queue *q, msrt_queue_result **res,
                                size_t *nres, uint64_t **evicted,
                                size_t *nevicted, msrt_error *err);

@@ -4,28 +4,38 @@
  * is the writer's while a flush is in flight (busy) and the hub's
  * otherwise; the hand-over in both directions is under the queue's lock,
  * and every hub-side use of the store waits for it (msrt_queue_writer_idle).
- * One writer per queue, made by the first flush_begin. */
+ * A flush the writer has not begun when the hub asks for its outcome is
+ * the hub's to run (taken says who runs it): on a machine with no free
+ * core the writer may wait a scheduler's turn to start, and the hub would
+ * wait with it. One writer per queue, made by the first flush_begin. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "bus/bus.h"
 #include "queue/internal.h"
 
+/* Run the job on the calling thread, which took it under lock (taken):
+ * the writer's, or the hub's when it asked for the outcome first. */
+static void run_job(msrt_queue *q) {
+  struct msrt_queue_job *j = &q->job;
+  j->code = msrt_queue_commit(q, &j->ops, j->res, j->nres, &j->ev, &j->nev,
+                              &j->err);
+  pthread_mutex_lock(&q->lock);
+  q->busy = 0, q->taken = 0, q->done = 1;
+  pthread_cond_broadcast(&q->cv);
+  pthread_mutex_unlock(&q->lock);
+}
+
 static void *writer_main(void *arg) {
   msrt_queue *q = arg;
   pthread_mutex_lock(&q->lock);
   for (;;) {
-    while (!q->stop && !(q->busy && !q->done))
+    while (!q->stop && !(q->busy && !q->taken))
       pthread_cond_wait(&q->cv, &q->lock);
     if (q->stop) break;
+    q->taken = 1;
     pthread_mutex_unlock(&q->lock);
-    struct msrt_queue_job *j = &q->job;
-    j->code = msrt_queue_commit(q, &j->ops, j->res, j->nres, &j->ev, &j->nev,
-                                &j->err);
-    pthread_mutex_lock(&q->lock);
-    q->busy = 0, q->done = 1;
-    pthread_cond_broadcast(&q->cv);
-    pthread_mutex_unlock(&q->lock);
+    run_job(q);
     /* the hub finds the outcome at its next MSRT_IN_QUEUE item; after the
      * unlock: the item may run msrt_queue_flush_end at once */
     if (q->bus) {
@@ -96,8 +106,30 @@ int msrt_queue_flush_state(msrt_queue *q) {
   return s;
 }
 
+/* The flush in flight that the writer has not begun is the caller's to
+ * run (a busy machine may not have run the writer yet: the caller would
+ * wait for its turn doing nothing). Returns 1 when the caller ran it.
+ * Under lock. */
+static int take_job(msrt_queue *q) {
+  if (!q->busy || q->taken) return 0;
+  q->taken = 2;
+  pthread_mutex_unlock(&q->lock);
+  run_job(q);
+  pthread_mutex_lock(&q->lock);
+  return 1;
+}
+
+int msrt_queue_flush_run(msrt_queue *q) {
+  pthread_mutex_lock(&q->lock);
+  take_job(q);
+  int s = q->busy ? 1 : q->done ? 2 : 0;
+  pthread_mutex_unlock(&q->lock);
+  return s;
+}
+
 int msrt_queue_writer_idle(msrt_queue *q) {
   pthread_mutex_lock(&q->lock);
+  take_job(q);
   while (q->busy) pthread_cond_wait(&q->cv, &q->lock);
   int done = q->done;
   pthread_mutex_unlock(&q->lock);
