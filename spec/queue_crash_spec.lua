@@ -145,7 +145,8 @@ acked = acked + 1
 local got = {}
 msrt.consume("fill", function(m) got[#got + 1] = m.data m:ack() end)
 while #got < acked do msrt.sleep(5) end
-msrt.sleep(20)
+-- the last acks' commit (on the queue's writer thread), waited for
+for _ = 1, 1000 do if q.stats().stored == 0 then break end msrt.sleep(5) end
 local intact = #got == acked
 for i, d in ipairs(got) do intact = intact and d == body .. i end
 print("consumed", intact, q.stats().stored)
