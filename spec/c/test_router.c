@@ -352,6 +352,45 @@ static void test_inbox_uncached(void) {
   teardown();
 }
 
+/* A match names the subject's class (router/account.h) as the account
+ * does, whether the subject was matched through the cache, walked, or is
+ * a reply subject the cache leaves out; with no cache at all the same. */
+static void check_match_classes(void) {
+  msrt_account *a = msrt_router_account(R);
+  char s[64];
+  for (int i = 0; i < 40; i++) { /* past the misses that make the cache */
+    snprintf(s, sizeof s, "work.a%d", i);
+    CHECK(match(s) == 1 && M.cls == msrt_account_class(a, "work", 4));
+  }
+  CHECK(M.cls != 0);
+  CHECK(match("work.a5") == 1 && M.cls == msrt_account_class(a, "work", 4));
+  CHECK(match("other.x") == 0 && M.cls == msrt_account_class(a, "other", 5));
+  CHECK(M.cls != 0 && M.cls != msrt_account_class(a, "work", 4));
+  CHECK(match("other.x") == 0 && M.cls == msrt_account_class(a, "other", 5));
+  CHECK(match("_INBOX.o.t1") == 1 &&
+        M.cls == msrt_account_class(a, "_INBOX", 6) && M.cls != 0);
+  CHECK(match("") == 0 && M.cls == 0);
+  CHECK(match("a b.x") == 0 && M.cls == 0); /* not a class name: _other */
+  snprintf(s, sizeof s, "%0*d.x", MSRT_CLASS_NAME_MAX + 1, 0);
+  CHECK(match(s) == 0 && M.cls == 0); /* a first token too long */
+}
+
+static void test_match_class(void) {
+  int ep;
+  setup(64);
+  sub("work.>", NULL, &ep);
+  sub("_INBOX.o.>", NULL, &ep);
+  check_match_classes();
+  CHECK(msrt_router_cached(R) > 0);
+  teardown();
+  setup(UINT32_MAX); /* no cache */
+  sub("work.>", NULL, &ep);
+  sub("_INBOX.o.>", NULL, &ep);
+  check_match_classes();
+  CHECK(msrt_router_cached(R) == 0);
+  teardown();
+}
+
 static void test_index_basic(void) {
   setup(0);
   int ep;
@@ -1001,7 +1040,8 @@ TEST_MAIN(test_classes, test_subject_valid, test_subject_invalid, test_pattern_r
           test_patterns_intersect,
           test_subject_messages, test_subject_length, test_matcher,
           test_token_kinds, test_tokenizer_agrees, test_validate_agrees,
-          test_index_basic, test_inbox_uncached, test_index_wide, test_property,
+          test_index_basic, test_inbox_uncached, test_match_class,
+          test_index_wide, test_property,
           test_queue_fairness, test_queue_two_readers, test_skip_predicate,
           test_enter_leave, test_defer, test_routes_rewrite, test_routes_split, test_routes_errors,
           test_router_routes, test_stats)

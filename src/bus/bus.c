@@ -388,12 +388,12 @@ static msrt_code deliver_all(msrt_bus *bus, msrt_reader *rd, pub_space *s,
                              msrt_envelope *e, bool may_dead_letter,
                              size_t *delivered, msrt_bus_pending *pend,
                              msrt_error *err) {
-  unsigned cls = msrt_bus_class(bus, e->subject, e->subject_len);
   if (msrt_router_match(rd, e->subject, e->subject_len, &s->m, skip_full,
                         e) != MSRT_E_OK) {
-    refuse(bus, cls);
+    refuse(bus, msrt_bus_class(bus, e->subject, e->subject_len));
     return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
   }
+  unsigned cls = s->m.cls; /* looked up with the match, cached with it */
   size_t n = drop_declined(&s->m, e);
   uint32_t unready = s->m.unready_groups;
   if (n == 0 && unready == 0) {

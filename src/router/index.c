@@ -119,6 +119,7 @@ typedef struct rt_entry {
   uint64_t hash;
   uint32_t slen;
   uint16_t nplain, ngroups, nmem;
+  uint16_t cls; /* the subject's class: never changes once looked up */
   struct rt_entry *next; /* the cache's list, for freeing */
   char subj[];
 } rt_entry;
@@ -1250,7 +1251,7 @@ static inline const rt_entry *cache_find(const rt_cache *c, uint64_t h,
 
 static void cache_insert(msrt_reader *rd, rt_snap *s, rt_cache *c,
                          uint64_t h, const char *subj, size_t len,
-                         const rt_cand *src) {
+                         const rt_cand *src, unsigned cls) {
   msrt_router *r = rd->r;
   if (!c) {
     /* Make a snapshot's cache only once this reader has missed enough on
@@ -1289,6 +1290,7 @@ static void cache_insert(msrt_reader *rd, rt_snap *s, rt_cache *c,
   e->nplain = (uint16_t)src->nplain;
   e->ngroups = (uint16_t)src->ngroups;
   e->nmem = (uint16_t)src->nmem;
+  e->cls = (uint16_t)cls;
   memcpy(e->subj, subj, len);
   cpy((void *)ENTRY_PLAIN(e), src->plain, src->nplain * sizeof(msrt_match_item));
   cpy((void *)ENTRY_GROUPS(e), src->groups, src->ngroups * sizeof(rt_cgroup));
@@ -1397,6 +1399,7 @@ msrt_code msrt_router_match(msrt_reader *rd, const char *subject,
   if (auto_enter) msrt_router_reader_enter(rd);
   out->len = 0;
   out->unready_groups = 0;
+  out->cls = 0; /* "_other": an empty first token */
   if (len == 0) { /* an empty subject has no token: matches nothing */
     rc = MSRT_E_OK;
     goto done;
@@ -1419,6 +1422,7 @@ msrt_code msrt_router_match(msrt_reader *rd, const char *subject,
       view.groups = ENTRY_GROUPS(e);
       view.mem = ENTRY_MEM(e);
       c = &view;
+      out->cls = e->cls;
     }
   }
   if (!c) {
@@ -1427,8 +1431,9 @@ msrt_code msrt_router_match(msrt_reader *rd, const char *subject,
       rc = MSRT_E_NOMEM;
       goto done;
     }
+    out->cls = msrt_account_class(r->acct, subject, len);
     if (cached && c->nplain + c->nmem <= CACHE_MAX_CANDS)
-      cache_insert(rd, s, cache, h, subject, len, c);
+      cache_insert(rd, s, cache, h, subject, len, c, out->cls);
   }
   rc = select_items(rd, c, out, skip, skip_ud);
 done:

@@ -215,12 +215,14 @@ typedef struct {
   msrt_match_item *items;
   size_t len, cap;
   uint32_t unready_groups; /* groups that matched with no ready member */
+  unsigned cls; /* the subject's class (router/account.h) */
 } msrt_match_result;
 
 static inline void msrt_match_result_init(msrt_match_result *m) {
   m->items = NULL;
   m->len = m->cap = 0;
   m->unready_groups = 0;
+  m->cls = 0;
 }
 void msrt_match_result_free(msrt_match_result *m);
 
@@ -237,7 +239,10 @@ typedef bool (*msrt_skip_fn)(const msrt_match_item *candidate, void *skip_ud);
  *   out            receives the items (out->len reset first): every matching
  *                  plain subscription, then one member per matching queue
  *                  group (groups with no ready member are counted in
- *                  out->unready_groups and yield nothing)
+ *                  out->unready_groups and yield nothing), and in
+ *                  out->cls the subject's class in the router's account
+ *                  (msrt_account_class; a cached subject keeps it in its
+ *                  cache entry, so it is looked up once per snapshot)
  *   skip, skip_ud  optional predicate for queue-group members (NULL = none)
  * Returns MSRT_E_OK with the items in out (their count out->len, 0 when
  * nothing matches), or MSRT_E_NOMEM when a buffer could not grow (out->len
