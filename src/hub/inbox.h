@@ -4,10 +4,12 @@
  * hub coroutine, a timer request from an actor...) and the hub drains them
  * in a uv_async callback, one batch (what was queued when it ran) per loop
  * iteration so that timers and I/O run between batches under a sustained
- * flood. Sends coalesce (one wake-up for many
- * pushes), so the inbox is a mutex-protected vector swapped out whole by
- * the drain: the hub is the control plane, and one lock round per batch is
- * cheaper here than a lock-free queue per item.
+ * flood. Sends coalesce: a push wakes the hub only when no wake-up is
+ * under way (none sent and not yet run, and the hub not draining: a
+ * drain looks again before it returns), so a worker pushing while the
+ * hub drains pays no syscall. The inbox is a mutex-protected vector
+ * swapped out whole by the drain: the hub is the control plane, and one
+ * lock round per batch is cheaper here than a lock-free queue per item.
  *
  * Thread-safety: msrt_inbox_push from any thread; everything else on the
  * hub thread.
