@@ -90,6 +90,42 @@ msrt.stop()
     assert.matches("classes 2 2 2", finish(b), 1, true)
   end)
 
+  it("takes its imports on the hub: a NATS subscription adds no thread, and a block subscriber's backlog still arrives whole", function()
+    -- libnats' asynchronous subscriptions have a delivery thread each; the
+    -- bridge's (but `_INBOX.`'s) are read on the hub's loop instead
+    -- (README "More than one host"). The 300 messages to a 2-message
+    -- `block` mailbox wait in libnats while the hub retries, in order.
+    local b = host(prelude(nats.url, ', name = "B"') .. [[
+local pid = require("luv").os_getpid()
+local function threads()
+  local p = io.popen("ls /proc/" .. pid .. "/task")
+  local n = select(2, p:read("*a"):gsub("%d+", ""))
+  p:close()
+  return n
+end
+local before, subs = threads(), br:info().nats_subs
+for i = 1, 20 do msrt.subscribe("t" .. i .. ".x", function() end) end
+assert(msrt.actor { name = "slow", subscribe = "t.slow", capacity = 2, overflow = "block",
+  init = function(ctx) ctx.last = 0 end,
+  handle = function(ctx, m)
+    if m.data ~= ctx.last + 1 then ctx:publish("t.order", m.data) end
+    ctx.last = m.data
+    if ctx.last == 300 then ctx:publish("t.done", ctx.last) end
+  end })
+msrt.subscribe("t.order", function(m) print("out of order " .. m.data) end)
+msrt.subscribe("t.done", function() print("done") msrt.stop() end)
+assert(br:flush())
+print(("subs %d threads %d"):format(br:info().nats_subs - subs, threads() - before))
+]])
+    assert.are.equal("subs 23 threads 0", await(b, "(subs %d+ threads %-?%d+)"))
+    local a = host(prelude(nats.url, ', name = "A", export = { "t.>" }') ..
+      'for i = 1, 300 do msrt.publish("t.slow", i) end\nassert(br:flush())\nmsrt.stop()\n')
+    finish(a)
+    local out = finish(b)
+    assert.matches("done", out)
+    assert.is_nil(out:find("out of order", 1, true), out)
+  end)
+
   it("gives each message of a queue group with members on three hosts to one of them, spread across all three", function()
     local members = {}
     for i = 1, 3 do

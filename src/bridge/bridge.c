@@ -93,27 +93,10 @@ int msrt_bridge_store_patterns(msrt_bridge *b, const char *const *p, size_t n,
 
 /* ---- interest ---------------------------------------------------------- */
 
-static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m,
-                   void *closure) {
-  (void)nc, (void)sub;
-  msrt_bridge_import(closure, m);
-  natsMsg_Destroy(m);
-}
-
 static void key_free(bkey *k) {
   msrt_sbuf_free(&k->scratch_h);
   msrt_sbuf_free(&k->scratch_d);
   free(k);
-}
-
-/* libnats' on-complete callback of k's subscription: it calls on_msg no
- * more (its delivery thread, which is running this). */
-static void key_done(void *closure) {
-  bkey *k = closure;
-  msrt_bridge *b = k->b;
-  natsSubscription_Destroy(k->drained); /* closed by now: a release */
-  key_free(k);
-  atomic_fetch_sub(&b->live_subs, 1);
 }
 
 static void note_error(msrt_bridge *b, const char *what, natsStatus s) {
@@ -121,17 +104,40 @@ static void note_error(msrt_bridge *b, const char *what, natsStatus s) {
            natsStatus_GetText(s));
 }
 
+static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m,
+                   void *closure) {
+  (void)nc, (void)sub;
+  msrt_bridge_import(closure, m);
+  natsMsg_Destroy(m);
+}
+
+/* libnats' on-complete callback of an async key's subscription: it calls
+ * on_msg no more (its delivery thread, which is running this); the hub
+ * frees the key. */
+static void key_done(void *closure) {
+  atomic_store(&((bkey *)closure)->completed, true);
+}
+
+/* A synchronous subscription for k, or an asynchronous one (k->async). */
+static natsStatus subscribe(msrt_bridge *b, bkey *k) {
+  if (k->async)
+    return k->queue ? natsConnection_QueueSubscribe(&k->sub, b->nc,
+                                                    k->pattern, k->queue,
+                                                    on_msg, k)
+                    : natsConnection_Subscribe(&k->sub, b->nc, k->pattern,
+                                               on_msg, k);
+  return k->queue ? natsConnection_QueueSubscribeSync(&k->sub, b->nc,
+                                                      k->pattern, k->queue)
+                  : natsConnection_SubscribeSync(&k->sub, b->nc, k->pattern);
+}
+
 /* Subscribe k on NATS (b->mu held). */
 static void key_subscribe(msrt_bridge *b, bkey *k) {
-  natsStatus s = k->queue ? natsConnection_QueueSubscribe(
-                                &k->sub, b->nc, k->pattern, k->queue, on_msg, k)
-                          : natsConnection_Subscribe(&k->sub, b->nc,
-                                                     k->pattern, on_msg, k);
+  natsStatus s = subscribe(b, k);
   if (s == NATS_OK) {
-    atomic_fetch_add(&b->live_subs, 1);
     atomic_fetch_add(&b->nats_subs, 1);
     natsSubscription_SetPendingLimits(k->sub, b->pending_msgs, -1);
-    natsSubscription_SetOnCompleteCB(k->sub, key_done, k);
+    if (k->async) natsSubscription_SetOnCompleteCB(k->sub, key_done, k);
   } else {
     k->sub = NULL;
     note_error(b, k->pattern, s);
@@ -143,28 +149,26 @@ static void key_subscribe(msrt_bridge *b, bkey *k) {
  * libnats closes the subscription anyway. */
 #define DRAIN_MS 1000
 
-/* Unsubscribe k from NATS, handing it to libnats' on-complete callback to
- * free (b->mu held): drained when it has messages pending or always
- * (the bridge closing), else cut at once. Returns whether that callback
- * now owns k. */
-static bool key_unsubscribe(msrt_bridge *b, bkey *k, bool always) {
+/* Unsubscribe k from NATS and retire it for the hub to free once libnats
+ * is done with the subscription (b->mu held): drained, so that what the
+ * server sent before it took the UNSUB is still handed over and counted
+ * (bridge.h "Closing a NATS subscription"); cut at once when libnats
+ * refuses the drain. Returns whether k was retired (else the caller frees
+ * it: it had none). */
+static bool key_unsubscribe(msrt_bridge *b, bkey *k) {
   if (!k->sub) return false;
   natsSubscription *sub = k->sub;
   k->sub = NULL;
   atomic_fetch_sub(&b->nats_subs, 1);
   atomic_store(&k->gone, true);
-  int pending = 0;
   int64_t dropped = 0;
-  natsSubscription_GetStats(sub, &pending, NULL, NULL, NULL, NULL, &dropped);
+  natsSubscription_GetStats(sub, NULL, NULL, NULL, NULL, NULL, &dropped);
   atomic_fetch_add(&b->slow_dropped_gone, (uint64_t)dropped);
-  /* set before the drain starts: it may complete (key_done) at once */
   k->drained = sub;
-  if ((always || pending > 0) &&
-      natsSubscription_DrainTimeout(sub, DRAIN_MS) == NATS_OK)
-    return true;
-  k->drained = NULL; /* no on-complete before the Unsubscribe below */
-  natsSubscription_Unsubscribe(sub);
-  natsSubscription_Destroy(sub);
+  if (natsSubscription_DrainTimeout(sub, DRAIN_MS) != NATS_OK)
+    natsSubscription_Unsubscribe(sub);
+  k->next = b->retired;
+  b->retired = k;
   return true;
 }
 
@@ -176,6 +180,7 @@ static bkey *key_new(msrt_bridge *b, uint32_t key, const char *pattern,
   k->b = b;
   k->key = key;
   memcpy(k->pattern, pattern, pn + 1);
+  k->async = strncmp(pattern, "_INBOX.", 7) == 0;
   size_t first = strcspn(pattern, ".");
   k->one_class = !(first == 1 && (*pattern == '*' || *pattern == '>'));
   if (queue) {
@@ -202,7 +207,7 @@ static void changed(void *ud, uint32_t key, const char *pattern,
       if ((*at)->key == key) {
         bkey *k = *at;
         *at = k->next;
-        if (!key_unsubscribe(b, k, false)) key_free(k);
+        if (!key_unsubscribe(b, k)) key_free(k);
         break;
       }
   }
@@ -222,11 +227,105 @@ static void reconsider(msrt_bridge *b) {
       if (!copy) { at = &k->next; continue; } /* keep it subscribed */
       copy->next = k->next;
       *at = copy;
-      key_unsubscribe(b, k, false);
+      key_unsubscribe(b, k);
       k = copy;
     }
     at = &k->next;
   }
+}
+
+/* ---- the hub's imports (loop.c calls these after each read) ----------- */
+
+/* The (key, subscription) pairs to take from into b->pulls (b->mu held):
+ * the keys' not blocked, the retired ones' (what they still hold counts
+ * dropped_at_close). Only the hub frees keys and destroys subscriptions,
+ * so the pairs stay valid after b->mu is let go. Returns the count. */
+static size_t snapshot(msrt_bridge *b, bool blocked) {
+  size_t n = 0;
+  for (int list = 0; list < 2; list++)
+    for (bkey *k = list ? b->retired : b->keys; k; k = k->next) {
+      natsSubscription *sub = list ? k->drained : k->sub;
+      if (!sub || k->async || k->blocked != blocked) continue;
+      if (n == b->cappulls) {
+        size_t cap = n ? n * 2 : 16;
+        bpull *v = realloc(b->pulls, cap * sizeof *v);
+        if (!v) return n; /* the rest at the next read */
+        b->pulls = v, b->cappulls = cap;
+      }
+      b->pulls[n++] = (bpull){k, sub};
+    }
+  return n;
+}
+
+/* Every message libnats holds for sub into the bus, until k blocks. A
+ * timeout of 0 takes what is there and waits for nothing; a
+ * slow-consumer notice (libnats dropped some: counted in its stats) is no
+ * message and no reason to stop. */
+static void take(bkey *k, natsSubscription *sub) {
+  for (;;) {
+    natsMsg *m = NULL;
+    natsStatus s = natsSubscription_NextMsg(&m, sub, 0);
+    if (s == NATS_SLOW_CONSUMER) continue;
+    if (s != NATS_OK) return;
+    msrt_bridge_import(k, m);
+    natsMsg_Destroy(m);
+    if (k->blocked) return;
+  }
+}
+
+/* Whether libnats is done with retired key k: its on-complete callback
+ * ran (async), or the subscription is closed or its drain complete (a
+ * synchronous one whose queue was empty when the drain began completes
+ * without being closed: destroying it closes it). */
+static bool key_finished(bkey *k) {
+  if (k->async) return atomic_load(&k->completed);
+  return !natsSubscription_IsValid(k->drained) ||
+         natsSubscription_DrainCompletionStatus(k->drained) !=
+             NATS_ILLEGAL_STATE;
+}
+
+/* Free the retired keys libnats is done with (hub). */
+static void reap(msrt_bridge *b) {
+  pthread_mutex_lock(&b->mu);
+  for (bkey **at = &b->retired; *at;) {
+    bkey *k = *at;
+    if (k->blocked || !key_finished(k)) {
+      at = &k->next;
+      continue;
+    }
+    *at = k->next;
+    natsSubscription_Destroy(k->drained);
+    key_free(k);
+  }
+  pthread_mutex_unlock(&b->mu);
+}
+
+void msrt_bridge_pull(msrt_bridge *b) {
+  pthread_mutex_lock(&b->mu);
+  size_t n = snapshot(b, false);
+  bool retired = b->retired != NULL;
+  pthread_mutex_unlock(&b->mu);
+  for (size_t i = 0; i < n; i++) take(b->pulls[i].k, b->pulls[i].sub);
+  if (retired) reap(b);
+}
+
+void msrt_bridge_retry(msrt_bridge *b) {
+  pthread_mutex_lock(&b->mu);
+  size_t n = snapshot(b, true);
+  pthread_mutex_unlock(&b->mu);
+  size_t moved = 0;
+  bool closed = atomic_load(&b->state) == MSRT_BRIDGE_CLOSED;
+  for (size_t i = 0; i < n; i++) {
+    bkey *k = b->pulls[i].k;
+    if (!closed && msrt_bus_pending_retry(b->bus, &k->pend) ==
+                       MSRT_E_MAILBOX_FULL)
+      continue;
+    msrt_bus_pending_clear(b->bus, &k->pend); /* what is left: refused */
+    k->blocked = false;
+    moved++;
+  }
+  if (moved == n) msrt_bridge_loop_retry_in(b->loop, false);
+  if (moved) msrt_bridge_pull(b);
 }
 
 /* ---- connection events ------------------------------------------------- */
@@ -344,6 +443,7 @@ static msrt_code options(msrt_bridge *b, const msrt_bridge_opts *o,
   if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(no, on_disconnected, b);
   if (s == NATS_OK) s = natsOptions_SetErrorHandler(no, on_error, b);
   if (s == NATS_OK) s = natsOptions_SetClosedCB(no, on_closed, b);
+  if (s == NATS_OK) s = msrt_bridge_loop_options(b->loop, no);
   if (s != NATS_OK) {
     natsOptions_Destroy(no);
     return msrt_error_set(err, MSRT_E_INVALID_ARG, "nats options: %s (%s)",
@@ -370,8 +470,11 @@ msrt_code msrt_bridge_open(msrt_bus *bus, const msrt_bridge_opts *o,
     snprintf(b->origin, sizeof b->origin, "msrt-%.16s", tok);
   }
   natsOptions *no = NULL;
-  msrt_code rc = options(b, o, &no, err);
+  msrt_code rc = (b->loop = msrt_bridge_loop_new(b, o->loop))
+                     ? options(b, o, &no, err)
+                     : msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
   if (rc != MSRT_E_OK) {
+    if (b->loop) msrt_bridge_loop_abandon(b->loop);
     pthread_mutex_destroy(&b->mu);
     free(b);
     return rc;
@@ -383,6 +486,7 @@ msrt_code msrt_bridge_open(msrt_bus *bus, const msrt_bridge_opts *o,
     msrt_error_set(err, MSRT_E_INVALID_ARG, "nats connect: %s (%s)",
                    natsStatus_GetText(s), nats_GetLastError(NULL));
     natsConnection_Destroy(b->nc);
+    msrt_bridge_loop_abandon(b->loop);
     pthread_mutex_destroy(&b->mu);
     free(b);
     return err ? err->code : MSRT_E_INVALID_ARG;
@@ -472,22 +576,55 @@ static void bridge_free(void *p) {
   natsConnection_Destroy(b->nc);
   for (size_t i = 0; i < b->nimports; i++) free(b->imports[i]);
   for (size_t i = 0; i < b->nstored; i++) free(b->stored[i]);
+  free(b->pulls);
   pthread_mutex_destroy(&b->mu);
   free(b);
 }
 
-/* Wait (1 ms at a time, at most ms) until done(b). */
+/* Wait (the hub pumping libnats' socket, 1 ms at a time, at most ms)
+ * until done(b). */
 static void wait_for(msrt_bridge *b, bool (*done)(msrt_bridge *), int ms) {
-  for (int i = 0; i < ms && !done(b); i++)
-    nanosleep(&(struct timespec){0, 1000000}, NULL);
+  for (int i = 0; i < ms && !done(b); i++) msrt_bridge_pump(b, 1);
 }
 
 static bool subs_done(msrt_bridge *b) {
-  return atomic_load(&b->live_subs) == 0;
+  pthread_mutex_lock(&b->mu);
+  bool none = !b->retired;
+  pthread_mutex_unlock(&b->mu);
+  return none;
 }
 
-static bool all_done(msrt_bridge *b) {
-  return subs_done(b) && atomic_load(&b->closed_cb);
+static bool closed_done(msrt_bridge *b) { return atomic_load(&b->closed_cb); }
+
+static bool all_done(msrt_bridge *b) { return closed_done(b) && subs_done(b); }
+
+/* A blocking libnats call made for the hub on another thread (flush: a
+ * PONG; close: a last flush) while the hub pumps the socket it waits on. */
+typedef struct {
+  natsConnection *nc;
+  int64_t ms; /* flush's timeout */
+  bool close;
+  natsStatus s;
+  _Atomic bool done;
+} hub_job;
+
+static void *job_run(void *p) {
+  hub_job *j = p;
+  if (!j->close) j->s = natsConnection_FlushTimeout(j->nc, j->ms);
+  else natsConnection_Close(j->nc);
+  atomic_store(&j->done, true);
+  return NULL;
+}
+
+/* Flush (within ms) or close b's connection from the hub. */
+static natsStatus hub_job_run(msrt_bridge *b, int64_t ms, bool close) {
+  hub_job j = {b->nc, ms, close, NATS_OK, false};
+  pthread_t th;
+  if (pthread_create(&th, NULL, job_run, &j) != 0) return NATS_NO_MEMORY;
+  while (!atomic_load(&j.done)) msrt_bridge_pump(b, 1);
+  pthread_join(th, NULL);
+  msrt_bridge_pump(b, 0); /* what the job asked of the loop last */
+  return j.s;
 }
 
 void msrt_bridge_close(msrt_bridge *b, msrt_bridge_last *last) {
@@ -498,17 +635,18 @@ void msrt_bridge_close(msrt_bridge *b, msrt_bridge_last *last) {
   pthread_mutex_lock(&b->mu);
   for (bkey *k = b->keys, *n; k; k = n) {
     n = k->next;
-    if (!key_unsubscribe(b, k, true)) key_free(k);
+    if (!key_unsubscribe(b, k)) key_free(k);
   }
   b->keys = NULL;
   pthread_mutex_unlock(&b->mu);
-  natsConnection_FlushTimeout(b->nc, 1000); /* publishes and UNSUBs */
-  /* the drains end on libnats' threads (each on-complete frees its key) */
+  hub_job_run(b, 1000, false); /* publishes and UNSUBs */
+  /* the drains end as the hub takes what they hold (dropped_at_close) */
   wait_for(b, subs_done, DRAIN_MS + 500);
-  natsConnection_Close(b->nc);
+  hub_job_run(b, 0, true); /* its detach closes the loop's handles */
+  msrt_bridge_retry(b);        /* closed: what was held counts refused */
   /* libnats' callbacks run on its threads after close: wait for what was
-   * not drained to complete and for the closed callback, the
-   * connection's last */
+   * not drained to complete (the hub frees each key) and for the closed
+   * callback, the connection's last */
   wait_for(b, all_done, 5000);
   if (last) {
     msrt_bridge_info_get(b, &last->info);
@@ -518,14 +656,14 @@ void msrt_bridge_close(msrt_bridge *b, msrt_bridge_last *last) {
   /* a publishing thread may still be in export_push (it matched the export
    * subscription before it went): free once every router reader has left;
    * a push meanwhile meets the closed connection (dropped_disconnected) */
-  if (atomic_load(&b->live_subs) == 0 && atomic_load(&b->closed_cb))
+  if (all_done(b))
     msrt_router_defer(msrt_bus_router(b->bus), bridge_free, b);
   /* else left allocated: a libnats callback may still run on it */
 }
 
 msrt_code msrt_bridge_flush(msrt_bridge *b, int64_t timeout_ms,
                             msrt_error *err) {
-  natsStatus s = natsConnection_FlushTimeout(b->nc, timeout_ms);
+  natsStatus s = hub_job_run(b, timeout_ms, false);
   if (s == NATS_OK) return MSRT_E_OK;
   if (s == NATS_TIMEOUT)
     return msrt_error_set(err, MSRT_E_TIMEOUT, "nats flush: no answer from "
@@ -558,6 +696,9 @@ void msrt_bridge_info_get(msrt_bridge *b, msrt_bridge_info *out) {
       (size_t)out->server_max_payload < out->max_payload)
     out->max_payload = (size_t)out->server_max_payload;
   pthread_mutex_lock(&b->mu);
+  if (atomic_load(&b->unwatched))
+    snprintf(b->last_error, sizeof b->last_error,
+             "the hub's loop could not watch the NATS socket");
   memcpy(out->last_error, b->last_error, sizeof out->last_error);
   for (bkey *k = b->keys; k; k = k->next) {
     int64_t d = 0;

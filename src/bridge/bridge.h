@@ -13,13 +13,15 @@
  * local endpoint subscribes to) that an import pattern covers becomes one
  * NATS subscription, with its queue group, and goes away when the key goes
  * off (its last subscription gone, or, for a queue group, its last ready
- * member). A message arriving on it is made into an envelope on libnats'
- * delivery thread and handed to that key's local subscriptions only
- * (msrt_bus_publish_key), as a worker publishes: through the bus, no lock
- * held, the endpoints' own batched wake-ups; a full `block` subscriber
- * holds that subscription's delivery thread until it has room (libnats'
- * pending queue, pending_msgs, takes what comes meanwhile; past it
- * libnats drops, counted as slow_dropped). A message imported is never
+ * member). A message arriving on it is made into an envelope on the hub
+ * right after the read that brought it (see "Threads") and handed to that
+ * key's local subscriptions only (msrt_bus_publish_key), as a worker
+ * publishes: through the bus, no lock held, the endpoints' own batched
+ * wake-ups; a full `block` subscriber holds that subscription's messages
+ * until it has room (the hub retries every millisecond; libnats' pending
+ * queue, pending_msgs, takes what comes meanwhile; past it libnats drops,
+ * counted as slow_dropped), the other subscriptions going on. A message
+ * imported is never
  * exported again (the export endpoint is no key of the host), and the
  * server never sends the bridge its own publishes back (the connection is
  * no_echo), so nothing loops.
@@ -50,18 +52,18 @@
  * and over every class, once the bridge is closed: the connection's
  * received (libnats' count of every message NATS sent it) == imported +
  * slow_dropped + what came in flight for a key already unsubscribed (see
- * below; none when every key went off by a drain).
+ * below; none when every key went off by a drain, as every key does
+ * while connected).
  *
  * Closing a NATS subscription. When the bridge closes, and when a key
- * goes off with messages still in libnats' pending queue for it, the
- * subscription is drained rather than cut (libnats' drain: UNSUB, a round
- * trip, then what is pending and in flight is handed over): each of those
- * messages is counted dropped_at_close without entering the bus (nobody
- * here wants it any more, or the host is closing), so none is lost
- * uncounted, and the drain is quick (no per-message work beyond the
- * count). A key going off with nothing pending is unsubscribed at once
- * (what the server had in flight for it then is not counted: libnats
- * discards a message for a subscription it no longer has).
+ * goes off, its subscription is drained rather than cut (libnats' drain:
+ * UNSUB, a round trip, then what is pending and what the server sent
+ * before it took the UNSUB is handed over): each of those messages is
+ * counted dropped_at_close without entering the bus (nobody here wants
+ * it any more, or the host is closing), so none is lost uncounted, and
+ * the drain is quick (no per-message work beyond the count; libnats runs
+ * each drain's round trip on a short thread of its own). Only a drain
+ * libnats refuses (the connection closed) cuts the subscription.
  *
  * Queue groups across hosts. A host that publishes on a subject for which
  * it has a ready member of a queue group serves the group itself, as a
@@ -72,8 +74,25 @@
  * across every host; a group is spread across hosts (NATS picks at
  * random) for what is published where it has no ready member.
  *
- * Thread-safety: msrt_bridge_open / close / set_filters on one thread at a
- * time (the hub); everything else from any thread.
+ * Threads. libnats' socket is read and written on the hub's loop (an event
+ * loop adapter of the bridge's own, natsOptions_SetEventLoop: its handles
+ * carry the tag of core/handle.h, which libnats' libuv adapter's do not).
+ * An import subscription is a synchronous one whose messages the hub
+ * takes after each read, so nothing crosses a thread between the socket
+ * and the bus, and a subscription is no thread; `_INBOX.` keys keep an
+ * asynchronous one (libnats' delivery thread imports them: NextMsg turns
+ * the 503 no-responders status into an error that loses the subject
+ * naming the waiting request). A publish on any thread appends to
+ * libnats' buffer; the hub writes it (a thread other than the hub wakes
+ * it), so a hub that publishes in a loop without returning to it holds
+ * everything in that buffer until it does. What waits on the server
+ * (a flush, the close, a JetStream queue's last request) runs on another
+ * thread while the hub reads for it. libnats' flusher, reconnect, timer
+ * and callback threads remain.
+ *
+ * Thread-safety: msrt_bridge_open / close / set_filters / flush on one
+ * thread at a time (the hub, whose loop opts.loop is); everything else
+ * from any thread.
  */
 #ifndef MSRT_BRIDGE_BRIDGE_H
 #define MSRT_BRIDGE_BRIDGE_H
@@ -109,6 +128,8 @@ typedef struct {
                                   that answers requests one at a time,
                                   one write per message; false: libnats
                                   coalesces writes (throughput) */
+  void *loop;                  /* the hub's uv_loop_t, where libnats'
+                                  socket is read and written ("Threads") */
 } msrt_bridge_opts;
 
 /* The bridge's connection states, also published on msrt.nats.<state>
@@ -200,7 +221,8 @@ void msrt_bridge_close(msrt_bridge *b, msrt_bridge_last *last);
 /* Wait until the server has seen everything sent so far (its
  * subscriptions: a round trip, PING/PONG), at most timeout_ms. Returns
  * MSRT_E_OK, MSRT_E_TIMEOUT or MSRT_E_CLOSED (not connected). Blocks the
- * calling thread: for startup and specs, not the hot path. */
+ * hub (which reads the answer meanwhile, and takes imports): for startup
+ * and specs, not the hot path. Hub thread. */
 msrt_code msrt_bridge_flush(msrt_bridge *b, int64_t timeout_ms,
                             msrt_error *err);
 

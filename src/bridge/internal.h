@@ -13,28 +13,47 @@
 #define MSRT_BRIDGE_PATTERNS_MAX 64
 
 /* One interest key of the bus (bus/interest.h) that is on: its NATS
- * subscription while an import pattern covers it. Freed by libnats'
- * on-complete callback once the subscription can call no more (or at
- * once when it never had one). */
+ * subscription while an import pattern covers it: a synchronous one,
+ * whose messages the hub takes after each read (loop.c), or, for an
+ * `_INBOX.` pattern, an asynchronous one imported on libnats' delivery
+ * thread (NextMsg turns a no-responders status into an error without its
+ * subject, and the subject names the waiting request). A key that goes
+ * off with a subscription is retired (its subscription drained or
+ * unsubscribed) and freed by the hub once libnats is done with it
+ * (msrt_bridge_pull); one without is freed at once. */
 typedef struct bkey {
   struct bkey *next;
   msrt_bridge *b;
   uint32_t key;
   natsSubscription *sub; /* NULL: not covered, or subscribing failed */
-  natsSubscription *drained; /* being drained: destroyed by key_done */
+  natsSubscription *drained; /* retired: destroyed when the hub frees k */
   _Atomic bool gone;     /* off (or the bridge closing): what libnats
                             still hands over counts dropped_at_close */
+  bool async;            /* an `_INBOX.` key's: libnats' delivery thread */
+  _Atomic bool completed; /* async: libnats' on-complete callback ran */
   bool one_class;        /* the pattern's first token is literal: every
                             subject it matches is of one subject class */
   unsigned cls1;         /* that class + 1 once a message told it; 0:
-                            not yet (libnats' delivery thread only) */
+                            not yet (the thread importing) */
+  bool blocked;          /* pend holds a full `block` subscriber's copies:
+                            its messages wait in libnats (hub only) */
+  msrt_bus_pending pend;
   char *queue;           /* NULL: plain */
   /* what one imported message's headers and data are written into on
-   * their way to an envelope, kept from one message to the next (libnats
-   * calls a subscription's handler for one message at a time) */
+   * their way to an envelope, kept from one message to the next */
   msrt_sbuf scratch_h, scratch_d;
   char pattern[];
 } bkey;
+
+/* libnats' socket on the hub's loop (loop.c). */
+typedef struct msrt_bridge_loop msrt_bridge_loop;
+
+/* One subscription the hub takes messages from (a snapshot of b->keys
+ * and b->retired, made under b->mu). */
+typedef struct {
+  bkey *k;
+  natsSubscription *sub;
+} bpull;
 
 struct msrt_bridge {
   msrt_bus *bus;
@@ -42,8 +61,12 @@ struct msrt_bridge {
   char origin[64];
   size_t profile_max_payload;
   int pending_msgs;
-  pthread_mutex_t mu; /* keys, imports, exports, last_error */
+  msrt_bridge_loop *loop;
+  pthread_mutex_t mu; /* keys, retired, imports, exports, last_error */
   bkey *keys;
+  bkey *retired; /* gone off with a subscription: freed by the hub */
+  bpull *pulls;  /* the hub's snapshot (hub only) */
+  size_t npulls, cappulls;
   char *imports[MSRT_BRIDGE_PATTERNS_MAX];
   size_t nimports;
   uint64_t export_subs[MSRT_BRIDGE_PATTERNS_MAX];
@@ -55,8 +78,8 @@ struct msrt_bridge {
   _Atomic int state;
   _Atomic uint64_t reconnects, slow_consumer, loops, nats_subs;
   _Atomic uint64_t slow_dropped_gone; /* of subscriptions closed */
-  _Atomic long live_subs; /* NATS subscriptions not yet completed */
   _Atomic int closed_cb; /* libnats' closed callback has run */
+  _Atomic bool unwatched; /* the hub's loop could not watch a socket */
   _Atomic uint64_t stats[MSRT_CLASS_MAX][MSRT_BRIDGE__COUNT];
 };
 
@@ -70,9 +93,39 @@ static inline void msrt_bridge_add(msrt_bridge *b, unsigned cls,
 /* The export endpoint's class (wire.c): the object is the bridge. */
 extern const msrt_endpoint_class msrt_bridge_export_class;
 
-/* A message from NATS for interest key k into the bus (wire.c); libnats'
- * delivery thread of k's subscription. */
+/* A message from NATS for interest key k into the bus (wire.c): on the
+ * hub, setting k->blocked when a full `block` subscriber holds copies of
+ * it; on libnats' delivery thread (k->async), waiting for room. */
 void msrt_bridge_import(bkey *k, natsMsg *m);
+
+/* The imports: every message libnats holds for a subscription of b that
+ * is not blocked into the bus, then retired keys whose subscriptions
+ * libnats closed freed (bridge.c). Hub, right after each read. */
+void msrt_bridge_pull(msrt_bridge *b);
+
+/* Retry the blocked keys' copies; a key whose copies are delivered (or
+ * the bridge closed) is pulled again (bridge.c). Hub. */
+void msrt_bridge_retry(msrt_bridge *b);
+
+/* ---- loop.c ---- */
+
+/* The adapter over the hub's uv_loop_t *uv, made on the hub thread (the
+ * thread it takes for the hub), or NULL when out of memory. */
+msrt_bridge_loop *msrt_bridge_loop_new(msrt_bridge *b, void *uv);
+
+/* Give no the adapter's callbacks (natsOptions_SetEventLoop). */
+natsStatus msrt_bridge_loop_options(msrt_bridge_loop *l, natsOptions *no);
+
+/* Close the adapter of a connection never made (hub). */
+void msrt_bridge_loop_abandon(msrt_bridge_loop *l);
+
+/* Start (on) or stop the 1 ms retry of blocked imports (hub). */
+void msrt_bridge_loop_retry_in(msrt_bridge_loop *l, bool on);
+
+/* The socket's events for up to ms handled here, then the imports and
+ * retries: the hub waiting outside its loop (close, flush, a JetStream
+ * queue's close) still reads what it waits for. Hub. */
+void msrt_bridge_pump(msrt_bridge *b, int ms);
 
 /* e as a NATS message with reply (NULL: none) into *out (the caller
  * destroys it): its data and headers as on the wire (bridge.h); stored: a

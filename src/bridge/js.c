@@ -214,8 +214,7 @@ static void hand_over(msrt_jsq *q, natsMsg *m) {
   }
 }
 
-static void *run(void *arg) {
-  msrt_jsq *q = arg;
+static void run_queue(msrt_jsq *q) {
   int rc = 1;
   pthread_mutex_lock(&q->mu);
   while (!q->closing && rc == 1) {
@@ -225,7 +224,7 @@ static void *run(void *arg) {
     if (rc == 1 && !q->closing) wait_ms(q, 100);
   }
   pthread_mutex_unlock(&q->mu);
-  if (rc != 0) return NULL;
+  if (rc != 0) return;
   msrt_jsq_event ready = {.kind = MSRT_JSQ_READY};
   msrt_jsq_push_event(q, &ready);
   for (;;) {
@@ -252,6 +251,12 @@ static void *run(void *arg) {
       pthread_mutex_unlock(&q->mu);
     }
   }
+}
+
+static void *run(void *arg) {
+  msrt_jsq *q = arg;
+  run_queue(q);
+  atomic_store(&q->ended, true);
   return NULL;
 }
 
@@ -328,6 +333,8 @@ void msrt_jsq_close(msrt_jsq *q) {
   pthread_cond_signal(&q->cv);
   pthread_mutex_unlock(&q->mu);
   atomic_store(&q->closed, true);
+  /* its last request or pull may wait for an answer the hub reads */
+  while (!atomic_load(&q->ended)) msrt_bridge_pump(q->b, 1);
   pthread_join(q->th, NULL);
   msrt_bridge_store_patterns(q->b, (const char *const *)q->subjects,
                              q->nsubjects, false);

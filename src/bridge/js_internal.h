@@ -27,6 +27,7 @@ struct msrt_jsq {
   natsSubscription *inbox_sub; /* PubAcks, on libnats' thread */
   char inbox[MSRT_TOKEN_LEN + 16]; /* "_INBOX.<token>" */
   _Atomic bool closed;
+  _Atomic bool ended; /* the thread is about to return */
   pthread_t th;
   pthread_mutex_t mu; /* what follows */
   pthread_cond_t cv;  /* room, closing */

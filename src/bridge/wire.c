@@ -1,6 +1,7 @@
 /* Messages across the wire (bridge/bridge.h "On the wire"): an envelope
  * into a NATS message on the exporting thread, a NATS message into an
- * envelope on libnats' delivery thread. */
+ * envelope on the hub (loop.c) or, for `_INBOX.`, on libnats' delivery
+ * thread. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -307,8 +308,7 @@ static bool served_there(natsMsg *m, const char *queue) {
 
 /* The subject class of subject, a message of k's: looked up once per key
  * whose pattern's first token is literal (the class is the first token's,
- * router/account.h), else per message. libnats calls k's handler for one
- * message at a time, on one thread. */
+ * router/account.h), else per message. Hub. */
 static unsigned key_class(bkey *k, const char *subject) {
   if (k->cls1) return k->cls1 - 1;
   unsigned cls = msrt_bus_class(k->b->bus, subject, strlen(subject));
@@ -317,13 +317,22 @@ static unsigned key_class(bkey *k, const char *subject) {
 }
 
 /* A full `block` subscriber holds the import, as it holds a local
- * publisher (README "Actors", overflow policies): this subscription's libnats delivery
- * thread waits for room, its later messages waiting in libnats' pending
- * queue (pending_msgs, then libnats' slow-consumer drops, counted), until
- * the copies are delivered or the bridge closes (then they count as
- * refused). It polls every 200 us rather than registering a waker: a
- * waker fired on the thread that made room could still be running after
- * this frame is gone, and the thread has nothing else to do meanwhile. */
+ * publisher (README "Actors", overflow policies): the copies it has no
+ * room for wait in k->pend and k's later messages in libnats' pending
+ * queue (pending_msgs, then libnats' slow-consumer drops, counted) while
+ * the hub retries every millisecond (loop.c), until they are delivered or
+ * the bridge closes (then they count as refused). A waker would fire on
+ * the thread that made room; the retry keeps every import on the hub. */
+static void block(bkey *k, msrt_bus_pending *pend) {
+  k->pend = *pend;
+  k->blocked = true;
+  msrt_bridge_loop_retry_in(k->b->loop, true);
+}
+
+/* The same for an async key: its delivery thread waits, polling every
+ * 200 us rather than registering a waker (one fired on the thread that
+ * made room could still be running after this frame is gone; the thread
+ * has nothing else to do meanwhile). */
 static void wait_room(msrt_bridge *b, msrt_bus_pending *pend) {
   const struct timespec slice = {0, 200000};
   while (msrt_bus_pending_retry(b->bus, pend) == MSRT_E_MAILBOX_FULL &&
@@ -358,8 +367,10 @@ void msrt_bridge_import(bkey *k, natsMsg *m) {
     size_t delivered;
     msrt_bus_pending pend = {0};
     if (msrt_bus_publish_key(b->bus, e, k->key, cls, &delivered, &pend,
-                             &err) == MSRT_E_MAILBOX_FULL && pend.n)
-      wait_room(b, &pend);
+                             &err) == MSRT_E_MAILBOX_FULL && pend.n) {
+      if (k->async) wait_room(b, &pend);
+      else block(k, &pend);
+    }
     msrt_env_unref(e);
   }
 }

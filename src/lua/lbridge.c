@@ -53,6 +53,7 @@ static int l_open(lua_State *L) {
       .pending_msgs = (int)msrt_lua_field_num(L, 1, "pending_msgs", 0),
       .max_payload = (size_t)msrt_lua_field_num(L, 1, "max_payload", 0),
       .send_asap = msrt_lua_field_bool(L, 1, "send_asap"),
+      .loop = msrt_hub_loop(rt->hub),
   };
   o.servers = msrt_lua_field_strs(L, 1, "servers", &o.nservers);
   bridge_box *bx = lua_newuserdata(L, sizeof *bx);

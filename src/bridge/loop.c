@@ -1,0 +1,207 @@
+/* libnats' socket on the hub's loop (bridge/bridge.h "Threads"): an event
+ * loop adapter of our own (natsOptions_SetEventLoop; libnats' libuv
+ * adapter tags its handles with a pointer luv's walk would take for its
+ * own, core/handle.h), and the imports taken on the hub right after each
+ * read: no delivery thread between the socket and the bus. */
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+#include "bridge/internal.h"
+#include "core/handle.h"
+
+/* One socket's poll handle: libnats makes a new socket on each reconnect
+ * (a new attach), and a closing handle is freed by its close callback. */
+typedef struct bpoll {
+  unsigned magic; /* MSRT_HANDLE_MAGIC: the handle's data points here */
+  uv_poll_t h;
+  msrt_bridge_loop *l;
+} bpoll;
+
+struct msrt_bridge_loop {
+  unsigned magic; /* MSRT_HANDLE_MAGIC: async's and retry's data */
+  msrt_bridge *b;
+  uv_loop_t *uv;
+  pthread_t hub;
+  uv_async_t async; /* a change libnats asked for on another thread */
+  uv_timer_t retry; /* imports held by a full `block` subscriber */
+  int open_handles; /* async and retry until closed: freed at 0 */
+  /* what libnats asked for last (any thread, under mu) */
+  pthread_mutex_t mu;
+  natsConnection *nc;
+  int fd, gen, want; /* want: UV_READABLE | UV_WRITABLE */
+  bool detached;
+  /* what the hub made of it (hub only) */
+  bpoll *cur;
+  int cur_gen, polling;
+  bool closing;
+};
+
+static void poll_closed(uv_handle_t *h) { free(h->data); }
+
+static void loop_closed(uv_handle_t *h) {
+  msrt_bridge_loop *l = h->data;
+  if (--l->open_handles) return;
+  pthread_mutex_destroy(&l->mu);
+  free(l);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events);
+
+/* The poll handle in step with what libnats asked for (hub). A new
+ * socket's handle replaces the old one, closed first: libnats may have
+ * closed the old socket already and been given the same number again. */
+static void apply(msrt_bridge_loop *l) {
+  pthread_mutex_lock(&l->mu);
+  int fd = l->fd, gen = l->gen, want = l->want;
+  bool detached = l->detached;
+  pthread_mutex_unlock(&l->mu);
+  if (l->cur && (gen != l->cur_gen || detached)) {
+    uv_close((uv_handle_t *)&l->cur->h, poll_closed);
+    l->cur = NULL;
+  }
+  if (!l->cur && !detached && fd >= 0 && gen != l->cur_gen) {
+    l->cur_gen = gen, l->polling = 0;
+    bpoll *p = malloc(sizeof *p);
+    if (p && uv_poll_init_socket(l->uv, &p->h, fd) == 0) {
+      p->magic = MSRT_HANDLE_MAGIC, p->l = l, p->h.data = p;
+      uv_unref((uv_handle_t *)&p->h); /* as libnats' threads: no hold */
+      l->cur = p;
+    } else {
+      free(p); /* said by bridge:info()'s last_error: b->mu is not taken
+                  here, under libnats' lock (the hook takes them the other
+                  way round) */
+      atomic_store(&l->b->unwatched, true);
+    }
+  }
+  if (l->cur && want != l->polling) {
+    if (want) uv_poll_start(&l->cur->h, want, on_poll);
+    else uv_poll_stop(&l->cur->h);
+    l->polling = want;
+  }
+  if (detached && !l->closing) { /* libnats' last call: the handles go */
+    l->closing = true;
+    uv_close((uv_handle_t *)&l->async, loop_closed);
+    uv_close((uv_handle_t *)&l->retry, loop_closed);
+  }
+}
+
+/* libnats calls the adapter with its connection's lock held, on the hub
+ * (a read, a hub publish) or any other thread (its flusher, reconnect
+ * and timer threads, a worker's publish): the hub applies a change at
+ * once, another thread wakes it to. */
+static void request(msrt_bridge_loop *l) {
+  if (pthread_equal(pthread_self(), l->hub)) apply(l);
+  else uv_async_send(&l->async);
+}
+
+static void on_async(uv_async_t *a) { apply(a->data); }
+
+static natsStatus ev_attach(void **ud, void *loop, natsConnection *nc,
+                            natsSock fd) {
+  msrt_bridge_loop *l = loop;
+  pthread_mutex_lock(&l->mu);
+  l->nc = nc, l->fd = (int)fd, l->gen++, l->want = UV_READABLE;
+  pthread_mutex_unlock(&l->mu);
+  *ud = l;
+  request(l);
+  return NATS_OK;
+}
+
+static natsStatus interest(void *ud, int ev, bool add) {
+  msrt_bridge_loop *l = ud;
+  pthread_mutex_lock(&l->mu);
+  l->want = add ? l->want | ev : l->want & ~ev;
+  pthread_mutex_unlock(&l->mu);
+  request(l);
+  return NATS_OK;
+}
+
+static natsStatus ev_read(void *ud, bool add) {
+  return interest(ud, UV_READABLE, add);
+}
+
+static natsStatus ev_write(void *ud, bool add) {
+  return interest(ud, UV_WRITABLE, add);
+}
+
+static natsStatus ev_detach(void *ud) {
+  msrt_bridge_loop *l = ud;
+  pthread_mutex_lock(&l->mu);
+  l->detached = true, l->fd = -1, l->want = 0;
+  pthread_mutex_unlock(&l->mu);
+  request(l);
+  return NATS_OK;
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  bpoll *p = h->data;
+  msrt_bridge_loop *l = p->l;
+  if (p != l->cur) return; /* an old socket's last batch */
+  natsConnection *nc = l->nc; /* set before the handle was */
+  if (status < 0 || (events & UV_READABLE))
+    natsConnection_ProcessReadEvent(nc);
+  if ((events & UV_WRITABLE) && p == l->cur)
+    natsConnection_ProcessWriteEvent(nc);
+  msrt_bridge_pull(l->b);
+}
+
+static void on_retry(uv_timer_t *t) {
+  msrt_bridge_loop *l = t->data;
+  msrt_bridge_retry(l->b);
+}
+
+msrt_bridge_loop *msrt_bridge_loop_new(msrt_bridge *b, void *uv) {
+  msrt_bridge_loop *l = calloc(1, sizeof *l);
+  if (!l) return NULL;
+  l->magic = MSRT_HANDLE_MAGIC, l->b = b, l->uv = uv;
+  l->hub = pthread_self(), l->fd = -1;
+  if (uv_async_init(uv, &l->async, on_async) != 0) {
+    free(l);
+    return NULL;
+  }
+  uv_timer_init(uv, &l->retry);
+  l->async.data = l->retry.data = l;
+  uv_unref((uv_handle_t *)&l->async);
+  uv_unref((uv_handle_t *)&l->retry);
+  l->open_handles = 2;
+  pthread_mutex_init(&l->mu, NULL);
+  return l;
+}
+
+void msrt_bridge_loop_abandon(msrt_bridge_loop *l) {
+  ev_detach(l); /* never attached: the connection was never made */
+}
+
+natsStatus msrt_bridge_loop_options(msrt_bridge_loop *l, natsOptions *no) {
+  return natsOptions_SetEventLoop(no, l, ev_attach, ev_read, ev_write,
+                                  ev_detach);
+}
+
+void msrt_bridge_loop_retry_in(msrt_bridge_loop *l, bool on) {
+  if (on && !uv_is_active((uv_handle_t *)&l->retry))
+    uv_timer_start(&l->retry, on_retry, 1, 1);
+  else if (!on) uv_timer_stop(&l->retry);
+}
+
+void msrt_bridge_pump(msrt_bridge *b, int ms) {
+  msrt_bridge_loop *l = b->loop;
+  apply(l); /* what other threads asked while the loop is not running */
+  pthread_mutex_lock(&l->mu);
+  struct pollfd p = {l->fd, 0, 0};
+  if (l->want & UV_READABLE) p.events |= POLLIN;
+  if (l->want & UV_WRITABLE) p.events |= POLLOUT;
+  natsConnection *nc = l->nc;
+  pthread_mutex_unlock(&l->mu);
+  if (p.fd < 0 || !p.events)
+    nanosleep(&(struct timespec){0, (long)ms * 1000000}, NULL);
+  else if (poll(&p, 1, ms) > 0) {
+    if (p.revents & (POLLIN | POLLERR | POLLHUP))
+      natsConnection_ProcessReadEvent(nc);
+    if (p.revents & POLLOUT) natsConnection_ProcessWriteEvent(nc);
+  }
+  msrt_bridge_pull(b);
+  msrt_bridge_retry(b);
+}
