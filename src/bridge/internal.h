@@ -122,6 +122,12 @@ void msrt_bridge_loop_abandon(msrt_bridge_loop *l);
 /* Start (on) or stop the 1 ms retry of blocked imports (hub). */
 void msrt_bridge_loop_retry_in(msrt_bridge_loop *l, bool on);
 
+/* After a publish to NATS (any thread): on the hub, now and then, what
+ * libnats buffered written at once when it is large, so that a hub that
+ * publishes in a loop without returning to it neither grows libnats'
+ * buffer without bound nor holds everything back until it returns. */
+void msrt_bridge_loop_published(msrt_bridge_loop *l);
+
 /* The socket's events for up to ms handled here, then the imports and
  * retries: the hub waiting outside its loop (close, flush, a JetStream
  * queue's close) still reads what it waits for. Hub. */

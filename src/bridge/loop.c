@@ -37,6 +37,8 @@ struct msrt_bridge_loop {
   bpoll *cur;
   int cur_gen, polling;
   bool closing;
+  unsigned since_write; /* hub publishes since the last look at libnats'
+                           buffer (msrt_bridge_loop_published) */
 };
 
 static void poll_closed(uv_handle_t *h) { free(h->data); }
@@ -184,6 +186,21 @@ void msrt_bridge_loop_retry_in(msrt_bridge_loop *l, bool on) {
   if (on && !uv_is_active((uv_handle_t *)&l->retry))
     uv_timer_start(&l->retry, on_retry, 1, 1);
   else if (!on) uv_timer_stop(&l->retry);
+}
+
+/* How often (hub publishes) and from what size (bytes) a hub that
+ * publishes without returning to its loop writes libnats' buffer itself:
+ * about what libnats' own flusher writes at once (its 32 KiB buffer). */
+#define WRITE_EVERY 256
+#define WRITE_FROM (64 * 1024)
+
+void msrt_bridge_loop_published(msrt_bridge_loop *l) {
+  if (!pthread_equal(pthread_self(), l->hub) ||
+      ++l->since_write < WRITE_EVERY)
+    return;
+  l->since_write = 0;
+  if (natsConnection_Buffered(l->b->nc) >= WRITE_FROM)
+    natsConnection_ProcessWriteEvent(l->b->nc);
 }
 
 void msrt_bridge_pump(msrt_bridge *b, int ms) {

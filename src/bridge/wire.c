@@ -169,6 +169,7 @@ static msrt_push_outcome export_push(void *ep, msrt_envelope *e,
     settle(b, bus, e, cls, MSRT_BRIDGE_UNCONVERTIBLE, "unconvertible");
     return MSRT_PUSH_DELIVERED;
   }
+  msrt_bridge_loop_published(b->loop);
   if (s == NATS_OK) settle(b, bus, e, cls, MSRT_BRIDGE_EXPORTED, NULL);
   else if (s == NATS_MAX_PAYLOAD || s == NATS_NOT_PERMITTED)
     settle(b, bus, e, cls, MSRT_BRIDGE_REFUSED_BY_SERVER, "refused_by_server");
