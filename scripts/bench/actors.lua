@@ -15,6 +15,9 @@
 --   fanout    1 sender -> 4 subscribers of one subject, --msgs messages
 --             (messages published/s and deliveries/s)
 --   queue     1 sender -> a 4-member queue group, --msgs messages (msgs/s)
+--   (--each 1: fanout and queue also print each run: its rate, the
+--   sender's thread CPU per published message, and the scheduler's turns,
+--   steals, parks and wakes per million messages received)
 --   request   ctx:request round trips actor -> actor for --secs, 1 and 64
 --             pairs at once (p50/p99/p999 over every pair's round trips;
 --             500 us and more count as 500)
@@ -24,8 +27,8 @@ io.stdout:setvbuf("line")
 local ffi = require "ffi"
 
 local B = dofile(arg[0]:match("^(.*)/") .. "/common.lua")
-local opts = B.options({ runs = 5, msgs = 1000000, secs = 1.0, actors = 10000, only = "" },
-  "actors.lua [--runs N] [--msgs N] [--secs S] [--actors N] [--only flood|pingpong|memory|fanout|queue|request]")
+local opts = B.options({ runs = 5, msgs = 1000000, secs = 1.0, actors = 10000, only = "", each = 0 },
+  "actors.lua [--runs N] [--msgs N] [--secs S] [--actors N] [--each 1] [--only flood|pingpong|memory|fanout|queue|request]")
 
 -- Wait (yielding the main coroutine) for the next message on subject.
 local function await(subject)
@@ -234,10 +237,15 @@ end
 
 local function S_HANDLE(ctx)
   local a = ctx.args
+  local cpu0 = ctx.cpu()
   ctx:publish("bench.r.start." .. a.run, ctx.now())
   for i = 1, a.n do ctx:publish(a.subject, i) end
+  ctx:publish("bench.r.cpu." .. a.run, ctx.cpu() - cpu0)
   ctx:publish("bench.r.end." .. a.run, true)
 end
+
+-- The calling thread's CPU time in seconds (CLOCK_THREAD_CPUTIME_ID).
+local THREAD_CPU = B.CLOCK:gsub("clock_gettime%(1,", "clock_gettime(3,")
 
 -- 4 receivers on subject (queue: in one queue group); returns the messages
 -- each got (summed) per second, from the first publish to the last report.
@@ -247,21 +255,30 @@ local function router_once(kind, run)
     queue = kind == "queue" and "q" or nil, capacity = 65536,
     args = { clock = CLOCK, run = run }, init = R_INIT, handle = R_HANDLE })
   local send = assert(msrt.actor{ name = "send", subscribe = "bench.r.go." .. run,
-    args = { clock = CLOCK, run = run, n = opts.msgs, subject = subject },
-    init = function(ctx, a) ctx.now = loadstring(a.clock)() end, handle = S_HANDLE })
+    args = { clock = CLOCK, cpu = THREAD_CPU, run = run, n = opts.msgs, subject = subject },
+    init = function(ctx, a) ctx.now = loadstring(a.clock)(); ctx.cpu = loadstring(a.cpu)() end,
+    handle = S_HANDLE })
   local co = coroutine.running()
-  local t0, t1, got, reports = nil, 0, 0, 0
+  local t0, t1, got, reports, cpu = nil, 0, 0, 0, 0
+  local m0 = msrt.metrics().total
   local s1 = msrt.subscribe("bench.r.start." .. run, function(m) t0 = m.data end)
+  local s3 = msrt.subscribe("bench.r.cpu." .. run, function(m) cpu = m.data end)
   local s2 = msrt.subscribe("bench.r.count." .. run, function(m)
     got, t1, reports = got + m.data.n, math.max(t1, m.data.t), reports + 1
     if reports == 4 then assert(coroutine.resume(co)) end
   end)
   msrt.publish("bench.r.go." .. run, true)
   coroutine.yield()
-  s1.unsubscribe(); s2.unsubscribe()
+  s1.unsubscribe(); s2.unsubscribe(); s3.unsubscribe()
+  local m1 = msrt.metrics().total
   recv:stop(); send:stop(); recv:wait(); send:wait()
   local want = kind == "queue" and opts.msgs or 4 * opts.msgs
   assert(got == want, ("%s: %d of %d messages arrived"):format(kind, got, want))
+  if opts.each ~= 0 then
+    local function per(f) return (m1[f] - m0[f]) * 1e6 / got end
+    print(("  run %d: %.2f M/s; sender %.3f us CPU per publish; per million received: turns %.0f, steals %.0f, parks %.0f, wakes %.0f")
+      :format(run, got / (t1 - t0) / 1e6, cpu * 1e6 / opts.msgs, per("turns"), per("steals"), per("parks"), per("wakes")))
+  end
   return got / (t1 - t0)
 end
 
