@@ -8,7 +8,8 @@
  *   create    msrt_actor_new rate (cells/s) and RSS bytes per idle cell,
  *             fresh and after one message through each cell.
  * Options: --workers N (2) --spin US (50) --batch N (64) --cap N (1024)
- *          --mode default|shared|nolifo --runs N (3) --msgs N (1000000)
+ *          --mode default|shared|nolifo|nodefer --runs N (3)
+ *          --msgs N (1000000)
  *          --secs S (1.0: duration of each ping-pong run)
  *          --only flood|pingpong|create
  */
@@ -350,13 +351,15 @@ int main(int argc, char **argv) {
       i++;
       if (!strcmp(v, "shared")) opt_flags = MSRT_SCHED_SHARED_QUEUE;
       else if (!strcmp(v, "nolifo")) opt_flags = MSRT_SCHED_NO_LIFO;
+      else if (!strcmp(v, "nodefer")) opt_flags = MSRT_SCHED_NO_DEFER;
       else if (strcmp(v, "default")) {
         fprintf(stderr, "bad --mode %s\n", v);
         return 2;
       }
     } else {
       fprintf(stderr, "usage: %s [--workers N] [--spin US] [--batch N] "
-                      "[--cap N] [--mode default|shared|nolifo] [--runs N] "
+                      "[--cap N] [--mode default|shared|nolifo|nodefer] "
+                      "[--runs N] "
                       "[--msgs N] [--secs S]\n", argv[0]);
       return 2;
     }

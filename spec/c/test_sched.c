@@ -196,6 +196,15 @@ static long pairs_total(actor_t **t, int n) {
   return total;
 }
 
+/* Pop the next message, give its seq and free it; 0 when none. */
+static int pop_seq(msrt_actor *a, uint32_t *seq) {
+  msrt_envelope *e = msrt_actor_pop(a);
+  if (!e) return 0;
+  *seq = rd(e).seq;
+  msrt_env_unref(e);
+  return 1;
+}
+
 /* Pop and free every message queued for a, counting them in t->received;
  * returns how many. */
 static int drain(actor_t *t, msrt_actor *a) {
@@ -874,10 +883,8 @@ static msrt_run_result h_stop_on_9(actor_t *t, msrt_actor *a, int budget,
                                    int w) {
   (void)budget;
   (void)w;
-  msrt_envelope *e;
-  while ((e = msrt_actor_pop(a))) {
-    uint32_t seq = rd(e).seq;
-    msrt_env_unref(e);
+  uint32_t seq;
+  while (pop_seq(a, &seq)) {
     atomic_fetch_add(&t->received, 1);
     if (seq == 9) return MSRT_RUN_STOPPED;
   }
@@ -994,7 +1001,7 @@ static void test_wake_one(void) {
   teardown(&f);
 }
 
-/* ---- the queue modes (shared / no LIFO) run the same traffic -------------- */
+/* ---- the queue modes (shared / no LIFO / no deferral), same traffic ------- */
 
 static void run_mode(unsigned flags) {
   long live0 = msrt_env_live();
@@ -1036,6 +1043,7 @@ static void run_mode(unsigned flags) {
 static void test_modes(void) {
   run_mode(MSRT_SCHED_SHARED_QUEUE);
   run_mode(MSRT_SCHED_NO_LIFO);
+  run_mode(MSRT_SCHED_NO_DEFER);
 }
 
 /* ---- many actors: ring overflow into the shared queue, stealing ----------- */
@@ -1114,6 +1122,124 @@ static void test_many_actors(void) {
   CHECK(msrt_env_live() == live0);
 }
 
+/* ---- deferred wake-ups (sched.h DEFERRED) --------------------------------- */
+
+static msrt_actor *defer_to[MSRT_SCHED_DEFER_MAX + 1];
+static actor_t *defer_t[MSRT_SCHED_DEFER_MAX + 1];
+static atomic_int defer_seen; /* receivers that ran during the sender's turn */
+
+/* Wait (5 s at most) until the first n receivers have run a turn. */
+static int defer_wait_turns(int n) {
+  uint64_t dl = msrt_now_ns() + 5000000000u;
+  for (;;) {
+    int ran = 0;
+    for (int i = 0; i < n; i++) ran += atomic_load(&defer_t[i]->turns) > 0;
+    if (ran == n) return n;
+    if (msrt_now_ns() >= dl) return ran;
+    sleep_ms(1);
+  }
+}
+
+/* Wait (5 s at most) until every worker but the caller's is parked: the
+ * others had their chance to take whatever was queued. */
+static int defer_wait_parked(msrt_sched *s) {
+  msrt_sched_stats st;
+  WAIT_UNTIL((msrt_sched_stats_get(s, &st, NULL), st.parked == 1), 5000);
+  return st.parked == 1;
+}
+
+static msrt_sched *defer_s;
+
+/* The sender's checks (CHECK is for the main thread): failures counted in
+ * t->order_errors, checked there. */
+#define SENT(t, cond)                                                     \
+  do {                                                                    \
+    if (!(cond)) atomic_fetch_add(&(t)->order_errors, 1);                 \
+  } while (0)
+
+/* seq 0: one message to receiver 0 and one to receiver 1 (two held), wait
+ * until the other worker sleeps, then messages to
+ * receiver 0 up to MSRT_SCHED_DEFER_DEPTH, and wait for it to run;
+ * seq 1: one message to each of MSRT_SCHED_DEFER_MAX + 1 receivers, then
+ * wait for the first MSRT_SCHED_DEFER_MAX; seq 2: one message to each of
+ * 3 receivers, turn ends; seq 3: DEFER_ALONE messages to receiver 0 alone,
+ * wait until the other worker sleeps, turn ends. */
+#define DEFER_ALONE (MSRT_SCHED_DEFER_DEPTH + 36)
+static msrt_run_result h_defer_sender(actor_t *t, msrt_actor *a, int budget,
+                                      int w) {
+  (void)budget;
+  (void)w;
+  uint32_t seq;
+  while (pop_seq(a, &seq)) {
+    if (seq == 0) {
+      SENT(t, send(defer_to[0], 1, 0, 5) == MSRT_E_OK);
+      SENT(t, send(defer_to[1], 1, 0, 5) == MSRT_E_OK);
+      SENT(t, defer_wait_parked(defer_s));
+      for (int i = 1; i < MSRT_SCHED_DEFER_DEPTH; i++)
+        SENT(t, send(defer_to[0], 1, (uint32_t)i, 5) == MSRT_E_OK);
+      atomic_store(&defer_seen, defer_wait_turns(1));
+    } else if (seq == 1) {
+      for (int i = 0; i <= MSRT_SCHED_DEFER_MAX; i++)
+        SENT(t, send(defer_to[i], 1, 0, 5) == MSRT_E_OK);
+      atomic_store(&defer_seen, defer_wait_turns(MSRT_SCHED_DEFER_MAX));
+    } else if (seq == 2) {
+      for (int i = 0; i < 3; i++)
+        SENT(t, send(defer_to[i], 1, 0, 5) == MSRT_E_OK);
+    } else {
+      for (int i = 0; i < DEFER_ALONE; i++)
+        SENT(t, send(defer_to[0], 1, (uint32_t)i, 5) == MSRT_E_OK);
+      SENT(t, defer_wait_parked(defer_s));
+    }
+    atomic_fetch_add(&t->received, 1);
+  }
+  return MSRT_RUN_IDLE;
+}
+
+static void test_deferred(void) {
+  for (int round = 0; round < 4; round++) {
+    long live0 = msrt_env_live();
+    enum { N = MSRT_SCHED_DEFER_MAX + 1 };
+    msrt_sched *s = defer_s = mksched(2, 256, 50, 0, MSRT_OVERFLOW_BLOCK, NULL);
+    actor_t *t[N + 1];
+    msrt_actor *a[N + 1];
+    for (int i = 0; i < N; i++) {
+      t[i] = defer_t[i] = mkt(h_consume);
+      a[i] = defer_to[i] = msrt_actor_new(s, t[i], 0, MSRT_OVERFLOW_DEFAULT);
+    }
+    t[N] = mkt(h_defer_sender);
+    a[N] = msrt_actor_new(s, t[N], 0, MSRT_OVERFLOW_DEFAULT);
+    atomic_store(&defer_seen, -1);
+    msrt_sched_start(s);
+    CHECK(send(a[N], 9, (uint32_t)round, 5) == MSRT_E_OK);
+    CHECK(received(t[N], 1));
+    if (round == 0) {
+      /* receiver 0 was held while the other worker slept, queued at the
+       * DEPTH-th message while the sender's turn went on, and its first
+       * turn found them all; receiver 1 ran after the turn */
+      CHECK(atomic_load(&defer_seen) == 1);
+      CHECK(received(t[0], MSRT_SCHED_DEFER_DEPTH));
+      CHECK(atomic_load(&t[0]->turns) == 1);
+      CHECK(atomic_load(&t[0]->max_popped) == MSRT_SCHED_DEFER_DEPTH);
+      CHECK(received(t[1], 1));
+    } else if (round == 1) {
+      /* the (MAX+1)-th receiver queued the MAX held back */
+      CHECK(atomic_load(&defer_seen) == MSRT_SCHED_DEFER_MAX);
+      for (int i = 0; i < N; i++) CHECK(received(t[i], 1));
+    } else if (round == 2) {
+      /* held back until the turn's end, then run */
+      for (int i = 0; i < 3; i++) CHECK(received(t[i], 1));
+    } else {
+      /* held alone past the depth: kept for the turn (the LIFO slot's),
+       * then one turn took them all */
+      CHECK(received(t[0], DEFER_ALONE));
+      CHECK(atomic_load(&t[0]->turns) == 1);
+      CHECK(atomic_load(&t[0]->max_popped) == DEFER_ALONE);
+    }
+    for (int i = 0; i <= N; i++) CHECK(atomic_load(&t[i]->order_errors) == 0);
+    finish(s, N + 1, a, t, live0);
+  }
+}
+
 TEST_MAIN(test_config, test_stack_size, test_drop_oldest, test_drop_newest, test_error_policy,
           test_byte_bound,
           test_block_wait_room, test_waiters_woken_on_close,
@@ -1121,4 +1247,5 @@ TEST_MAIN(test_config, test_stack_size, test_drop_oldest, test_drop_newest, test
           test_waiting_sys_only, test_stop_release_once,
           test_free_drops_queued, test_stop_timeout, test_wake_one,
           test_batch_fairness, test_pingpong, test_modes, test_many_actors,
+          test_deferred,
           test_fifo_many_producers)

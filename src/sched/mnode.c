@@ -85,6 +85,10 @@ msrt_mnode *msrt_mnode_alloc(void) {
   if (n) {
     c->head = nx(n);
     if (c->n) c->n--;
+    /* The next node was most likely freed by another worker (the
+     * receiver) and its line sits in that CPU's cache: fetch it for
+     * writing now, while this publish goes on, not at the next alloc. */
+    if (c->head) __builtin_prefetch(c->head, 1, 3);
     return n;
   }
   c->n = 0;

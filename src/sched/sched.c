@@ -152,6 +152,10 @@ typedef struct worker {
   pthread_t th;
   uint32_t tick, rng;
   int lifo_streak;
+  /* owner only: actors made runnable during the turn in progress and held
+   * back until it ends or they pass a bound (sched.h DEFERRED) */
+  int in_turn, ndefer;
+  msrt_actor *defer[MSRT_SCHED_DEFER_MAX];
   _Atomic uint64_t handled, turns, parks, wakes, steals;
 } worker;
 
@@ -412,10 +416,54 @@ static void notify_one(msrt_sched *s) {
   if (w) unpark(w);
 }
 
+/* The deferred actors go to the ring, one notify for them all. */
+static void defer_flush(worker *w) {
+  if (!w->ndefer) return;
+  for (int i = 0; i < w->ndefer; i++) rq_push(w, w->defer[i]);
+  w->ndefer = 0;
+  notify_one(w->s);
+}
+
+/* a passed its mailbox bound while held back by w with others: queue it
+ * now. (Alone, it stays for the turn, as the LIFO slot's actor did.) */
+static void defer_release(worker *w, msrt_actor *a) {
+  for (int i = 0; i < w->ndefer; i++) {
+    if (w->defer[i] != a) continue;
+    memmove(&w->defer[i], &w->defer[i + 1],
+            sizeof w->defer[0] * (size_t)(w->ndefer - i - 1));
+    w->ndefer--;
+    rq_push(w, a);
+    notify_one(w->s);
+    return;
+  }
+}
+
+/* End of a turn: the last actor held back runs next here (the LIFO slot,
+ * as an actor woken outside a turn would), the others go to the ring. */
+static void defer_end_turn(worker *w) {
+  w->in_turn = 0;
+  if (!w->ndefer) return;
+  msrt_actor *last = w->defer[--w->ndefer];
+  if (w->s->cfg.flags & MSRT_SCHED_NO_LIFO) {
+    w->defer[w->ndefer++] = last;
+    defer_flush(w);
+    return;
+  }
+  msrt_actor *prev = atomic_load_explicit(&w->lifo, RLX);
+  atomic_store_explicit(&w->lifo, last, RLX);
+  if (prev) w->defer[w->ndefer++] = prev;
+  defer_flush(w);
+}
+
 /* a just became SCHED: queue it. */
 static void schedule(msrt_sched *s, msrt_actor *a) {
   worker *w = tl_worker;
   if (w && w->s == s && !(s->cfg.flags & MSRT_SCHED_SHARED_QUEUE)) {
+    if (w->in_turn && !(s->cfg.flags & MSRT_SCHED_NO_DEFER)) {
+      if (w->ndefer == MSRT_SCHED_DEFER_MAX) defer_flush(w);
+      w->defer[w->ndefer++] = a;
+      return;
+    }
     if (!(s->cfg.flags & MSRT_SCHED_NO_LIFO)) {
       msrt_actor *prev = atomic_load_explicit(&w->lifo, RLX);
       atomic_store_explicit(&w->lifo, a, RLX);
@@ -646,6 +694,10 @@ msrt_code msrt_actor_offer(msrt_actor *a, msrt_envelope *e,
                                                            : LANE_LOW,
             node);
   wake_actor(s, a, 0);
+  if (n + 1 >= MSRT_SCHED_DEFER_DEPTH || n + 1 >= a->cap) {
+    worker *w = tl_worker;
+    if (w && w->ndefer > 1) defer_release(w, a);
+  }
   return MSRT_E_OK;
 }
 
@@ -772,7 +824,9 @@ static void run_turn(worker *w, msrt_actor *a) {
   int batch = atomic_load_explicit(&s->batch, RLX);
   a->budget = (uint32_t)batch;
   a->popped = 0;
+  w->in_turn = 1;
   msrt_run_result r = s->cfg.run(a, batch, a->ud, w->index);
+  defer_end_turn(w);
   if (a->freed) {
     room_freed_n(a, a->freed, a->freed_bytes);
     a->freed = 0;

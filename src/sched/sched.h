@@ -73,6 +73,24 @@
  * sched.c): vs one shared queue, 64 ping-pong pairs 9.6 M vs 1.8 M round
  * trips/s, 1 pair p50 0.15 vs 0.25 us.
  *
+ * DEFERRED. An actor made runnable by a push made during a turn on a
+ * worker (the pusher's run callback) is held back by that worker, not
+ * queued, until the turn ends; then the last one held goes to the LIFO
+ * slot and the others to the ring, with one notify. One held with
+ * others is queued earlier (to the ring, with a notify) once its normal
+ * mailbox holds MSRT_SCHED_DEFER_DEPTH messages (or its capacity, if
+ * smaller) after a push from that worker; and all are queued when the
+ * worker already holds MSRT_SCHED_DEFER_MAX. So a sender feeding several
+ * receivers hands them to the other workers in batches, one wake-up and
+ * one steal per batch: before, every publish that found its receiver idle
+ * queued it at once, the other worker stole it, and the receiver's turn
+ * took 1-3 messages, so sender and receiver pulled the mailbox's and the
+ * message's cache lines across the CPUs for nearly every message (README
+ * Performance, the two levels). One held alone stays for the turn, as
+ * the LIFO slot's actor always did (a request and its reply, or a 1->1
+ * stream, stay on one CPU). The cost is latency: a held actor with fewer
+ * messages waits for the end of the sender's turn.
+ *
  * PARKING. An idle worker searches (shared queue, steal) while spinning
  * spin_us, then parks on a futex. At most workers/2 (min 1) search at once.
  * New work wakes ONE parked worker, and only when no worker is searching.
@@ -98,6 +116,12 @@
 #define MSRT_SCHED_HIGH_MAX_PRIORITY 3
 /* High messages served in a row before one low one (when both wait). */
 #define MSRT_SCHED_HIGH_BURST 8
+/* Messages in its normal mailbox at which an actor held back by a turn
+ * (DEFERRED in the top comment) is queued without waiting for the turn's
+ * end. */
+#define MSRT_SCHED_DEFER_DEPTH 64
+/* Actors one turn holds back at most; one more queues them all. */
+#define MSRT_SCHED_DEFER_MAX 8
 #define MSRT_SCHED_DEFAULT_BATCH 64
 #define MSRT_SCHED_DEFAULT_CAPACITY 1024
 #define MSRT_SCHED_DEFAULT_BYTES ((size_t)64 << 20) /* 64 MiB */
@@ -125,6 +149,8 @@ typedef msrt_run_result (*msrt_run_fn)(msrt_actor *a, int budget,
 #define MSRT_SCHED_SHARED_QUEUE 0x1 /* every runnable actor goes to the one
                                        shared queue (no rings, no LIFO) */
 #define MSRT_SCHED_NO_LIFO 0x2      /* local rings + stealing, no LIFO slot */
+#define MSRT_SCHED_NO_DEFER 0x4     /* an actor made runnable in a turn is
+                                       queued at once (see DEFERRED) */
 
 typedef struct {
   int workers;             /* >= 1 */
