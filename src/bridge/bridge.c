@@ -318,8 +318,10 @@ void msrt_bridge_retry(msrt_bridge *b) {
   for (size_t i = 0; i < n; i++) {
     bkey *k = b->pulls[i].k;
     if (!closed && msrt_bus_pending_retry(b->bus, &k->pend) ==
-                       MSRT_E_MAILBOX_FULL)
+                       MSRT_E_MAILBOX_FULL) {
+      msrt_bridge_loop_wait(b->loop, &k->pend); /* retry cancelled it */
       continue;
+    }
     msrt_bus_pending_clear(b->bus, &k->pend); /* what is left: refused */
     k->blocked = false;
     moved++;

@@ -119,7 +119,13 @@ natsStatus msrt_bridge_loop_options(msrt_bridge_loop *l, natsOptions *no);
 /* Close the adapter of a connection never made (hub). */
 void msrt_bridge_loop_abandon(msrt_bridge_loop *l);
 
-/* Start (on) or stop the 1 ms retry of blocked imports (hub). */
+/* Have the hub retry pend (a blocked key's) as soon as its full
+ * subscriber has room: the bus's waker (bus/bus.h) wakes the hub's loop
+ * from the thread that made it. Hub. */
+void msrt_bridge_loop_wait(msrt_bridge_loop *l, msrt_bus_pending *pend);
+
+/* Start (on) or stop the 1 ms retry of blocked imports (hub): the
+ * safety net under the waker. */
 void msrt_bridge_loop_retry_in(msrt_bridge_loop *l, bool on);
 
 /* After a publish to NATS (any thread): on the hub, now and then, what

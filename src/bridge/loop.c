@@ -39,6 +39,7 @@ struct msrt_bridge_loop {
   bool closing;
   unsigned since_write; /* hub publishes since the last look at libnats'
                            buffer (msrt_bridge_loop_published) */
+  _Atomic bool room;    /* a blocked import's subscriber made room */
 };
 
 static void poll_closed(uv_handle_t *h) { free(h->data); }
@@ -99,7 +100,24 @@ static void request(msrt_bridge_loop *l) {
   else uv_async_send(&l->async);
 }
 
-static void on_async(uv_async_t *a) { apply(a->data); }
+static void on_async(uv_async_t *a) {
+  msrt_bridge_loop *l = a->data;
+  apply(l);
+  if (atomic_exchange(&l->room, false)) msrt_bridge_retry(l->b);
+}
+
+/* The bus's waker for a blocked import: the thread that made room (or
+ * closed the endpoint) wakes the hub to retry at once. */
+static void on_room(void *ud) {
+  msrt_bridge_loop *l = ud;
+  atomic_store(&l->room, true);
+  uv_async_send(&l->async);
+}
+
+void msrt_bridge_loop_wait(msrt_bridge_loop *l, msrt_bus_pending *pend) {
+  if (msrt_bus_pending_wait(pend, on_room, NULL, l) != MSRT_WAIT_PENDING)
+    on_room(l); /* room already: retry at the next loop turn */
+}
 
 static natsStatus ev_attach(void **ud, void *loop, natsConnection *nc,
                             natsSock fd) {

@@ -320,14 +320,15 @@ static unsigned key_class(bkey *k, const char *subject) {
 /* A full `block` subscriber holds the import, as it holds a local
  * publisher (README "Actors", overflow policies): the copies it has no
  * room for wait in k->pend and k's later messages in libnats' pending
- * queue (pending_msgs, then libnats' slow-consumer drops, counted) while
- * the hub retries every millisecond (loop.c), until they are delivered or
- * the bridge closes (then they count as refused). A waker would fire on
- * the thread that made room; the retry keeps every import on the hub. */
+ * queue (pending_msgs, then libnats' slow-consumer drops, counted) until
+ * the hub retries them: woken by the thread that made room (the bus's
+ * waker), or after a millisecond at most; they are delivered, or count as
+ * refused when the bridge closes. */
 static void block(bkey *k, msrt_bus_pending *pend) {
   k->pend = *pend;
   k->blocked = true;
   msrt_bridge_loop_retry_in(k->b->loop, true);
+  msrt_bridge_loop_wait(k->b->loop, &k->pend);
 }
 
 /* The same for an async key: its delivery thread waits, polling every
