@@ -18,11 +18,11 @@
  * key's local subscriptions only (msrt_bus_publish_key), as a worker
  * publishes: through the bus, no lock held, the endpoints' own batched
  * wake-ups; a full `block` subscriber holds that subscription's messages
- * until it has room (the hub retries every millisecond; libnats' pending
- * queue, pending_msgs, takes what comes meanwhile; past it libnats drops,
- * counted as slow_dropped), the other subscriptions going on. A message
- * imported is never
- * exported again (the export endpoint is no key of the host), and the
+ * until it has room (the hub retries when woken by the thread that made
+ * it, or after 1 ms; libnats' pending queue, pending_msgs, takes what
+ * comes meanwhile; past it libnats drops, counted as slow_dropped), the
+ * other subscriptions going on. A message imported is never exported
+ * again (the export endpoint is no key of the host), and the
  * server never sends the bridge its own publishes back (the connection is
  * no_echo), so nothing loops.
  *
