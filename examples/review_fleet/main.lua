@@ -357,9 +357,18 @@ subs[#subs + 1] = msrt.subscribe("msrt.process.*.exit", function(m)
   end)
 end)
 
+-- Restarts under way (an agent found unhealthy or crashed, not back
+-- yet): the report waits for them, so its counts agree (finish).
+local restarting = {}
 subs[#subs + 1] = msrt.subscribe("msrt.supervisor.review_fleet.event", function(m)
-  if m.data.event == "child_restarted" then restarts = restarts + 1 end
-  local a = m.data.event == "child_unhealthy" and agents[m.data.child]
+  local ev, child = m.data.event, m.data.child
+  if ev == "child_restarted" then
+    restarts = restarts + 1
+    restarting[child] = nil
+  elseif child and (ev == "child_unhealthy" or (ev == "child_exited" and not m.data.normal)) then
+    restarting[child] = true
+  end
+  local a = ev == "child_unhealthy" and agents[child]
   if a then a.unhealthy = a.unhealthy + 1 end
 end)
 
@@ -630,6 +639,10 @@ local running = 0
 
 local function finish()
   local secs = (uv.hrtime() - started) / 1e9
+  -- the restarts under way end first (bounded: a supervisor that gave
+  -- up restarts nothing), so the report's restarts match its unhealthy
+  local deadline = uv.now() + 5000
+  while next(restarting) and uv.now() < deadline do msrt.sleep(10) end
   local r = report(secs)
   for _, s in ipairs(subs) do s.unsubscribe() end
   if sup then sup:stop() end
