@@ -27,9 +27,13 @@ struct msrt_bridge_loop {
   pthread_t hub;
   uv_async_t async; /* a change libnats asked for on another thread */
   uv_timer_t retry; /* imports held by a full `block` subscriber */
-  int open_handles; /* async and retry until closed: freed at 0 */
+  /* references: async and retry until each is closed, and each room
+   * waker registered and not yet run or taken back (any thread): the
+   * last one frees l */
+  _Atomic int refs;
   /* what libnats asked for last (any thread, under mu) */
   pthread_mutex_t mu;
+  bool shut; /* async is closing: a waker sends it nothing (under mu) */
   natsConnection *nc;
   int fd, gen, want; /* want: UV_READABLE | UV_WRITABLE */
   bool detached;
@@ -44,12 +48,13 @@ struct msrt_bridge_loop {
 
 static void poll_closed(uv_handle_t *h) { free(h->data); }
 
-static void loop_closed(uv_handle_t *h) {
-  msrt_bridge_loop *l = h->data;
-  if (--l->open_handles) return;
+static void unref(msrt_bridge_loop *l) {
+  if (atomic_fetch_sub(&l->refs, 1) != 1) return;
   pthread_mutex_destroy(&l->mu);
   free(l);
 }
+
+static void loop_closed(uv_handle_t *h) { unref(h->data); }
 
 static void on_poll(uv_poll_t *h, int status, int events);
 
@@ -86,6 +91,9 @@ static void apply(msrt_bridge_loop *l) {
   }
   if (detached && !l->closing) { /* libnats' last call: the handles go */
     l->closing = true;
+    pthread_mutex_lock(&l->mu);
+    l->shut = true;
+    pthread_mutex_unlock(&l->mu);
     uv_close((uv_handle_t *)&l->async, loop_closed);
     uv_close((uv_handle_t *)&l->retry, loop_closed);
   }
@@ -107,15 +115,24 @@ static void on_async(uv_async_t *a) {
 }
 
 /* The bus's waker for a blocked import: the thread that made room (or
- * closed the endpoint) wakes the hub to retry at once. */
+ * closed the endpoint) wakes the hub to retry at once. It may run as the
+ * bridge closes: its reference keeps l, and mu orders its send before
+ * async's close (after it, the hub has nothing left to retry). */
 static void on_room(void *ud) {
   msrt_bridge_loop *l = ud;
   atomic_store(&l->room, true);
-  uv_async_send(&l->async);
+  pthread_mutex_lock(&l->mu);
+  if (!l->shut) uv_async_send(&l->async);
+  pthread_mutex_unlock(&l->mu);
+  unref(l);
 }
 
+static void room_unwait(void *ud) { unref(ud); }
+
 void msrt_bridge_loop_wait(msrt_bridge_loop *l, msrt_bus_pending *pend) {
-  if (msrt_bus_pending_wait(pend, on_room, NULL, l) != MSRT_WAIT_PENDING)
+  atomic_fetch_add(&l->refs, 1); /* the waker's: it may fire at once */
+  if (msrt_bus_pending_wait(pend, on_room, room_unwait, l) !=
+      MSRT_WAIT_PENDING)
     on_room(l); /* room already: retry at the next loop turn */
 }
 
@@ -186,7 +203,7 @@ msrt_bridge_loop *msrt_bridge_loop_new(msrt_bridge *b, void *uv) {
   l->async.data = l->retry.data = l;
   uv_unref((uv_handle_t *)&l->async);
   uv_unref((uv_handle_t *)&l->retry);
-  l->open_handles = 2;
+  atomic_init(&l->refs, 2);
   pthread_mutex_init(&l->mu, NULL);
   return l;
 }
