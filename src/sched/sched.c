@@ -438,20 +438,23 @@ static void defer_release(worker *w, msrt_actor *a) {
   }
 }
 
+/* Put a in w's LIFO slot: returns the actor it displaces (NULL: none),
+ * for the ring; a itself when the scheduler has no LIFO slot. */
+static msrt_actor *lifo_swap(worker *w, msrt_actor *a) {
+  if (w->s->cfg.flags & MSRT_SCHED_NO_LIFO) return a;
+  msrt_actor *prev = atomic_load_explicit(&w->lifo, RLX);
+  atomic_store_explicit(&w->lifo, a, RLX);
+  return prev;
+}
+
 /* End of a turn: the last actor held back runs next here (the LIFO slot,
  * as an actor woken outside a turn would), the others go to the ring. */
 static void defer_end_turn(worker *w) {
   w->in_turn = 0;
   if (!w->ndefer) return;
-  msrt_actor *last = w->defer[--w->ndefer];
-  if (w->s->cfg.flags & MSRT_SCHED_NO_LIFO) {
-    w->defer[w->ndefer++] = last;
-    defer_flush(w);
-    return;
-  }
-  msrt_actor *prev = atomic_load_explicit(&w->lifo, RLX);
-  atomic_store_explicit(&w->lifo, last, RLX);
-  if (prev) w->defer[w->ndefer++] = prev;
+  msrt_actor *out = lifo_swap(w, w->defer[w->ndefer - 1]);
+  if (out) w->defer[w->ndefer - 1] = out;
+  else w->ndefer--;
   defer_flush(w);
 }
 
@@ -464,12 +467,7 @@ static void schedule(msrt_sched *s, msrt_actor *a) {
       w->defer[w->ndefer++] = a;
       return;
     }
-    if (!(s->cfg.flags & MSRT_SCHED_NO_LIFO)) {
-      msrt_actor *prev = atomic_load_explicit(&w->lifo, RLX);
-      atomic_store_explicit(&w->lifo, a, RLX);
-      if (!prev) return;
-      a = prev;
-    }
+    if (!(a = lifo_swap(w, a))) return;
     rq_push(w, a);
     notify_one(s);
     return;
