@@ -337,6 +337,9 @@ function M.publish_batch(subject, list, opts)
 end
 
 local deliver, start, finish
+-- q.store:flush_state()'s (and flush_run's) answer for a flush that is
+-- done, its outcome waiting for flush_end (queue.h msrt_queue_flush_state)
+local FLUSH_DONE = 2
 
 -- A flush: its transaction runs on the queue's writer thread (queue.h
 -- msrt_queue_flush_begin) while the hub goes on; one is in flight at a
@@ -350,7 +353,7 @@ function flush(q)
     -- would wait for the writer's turn with nothing to do); its
     -- completion item (lost only when the hub's inbox refused it) is not
     -- waited for when the outcome is there
-    if q.store:flush_run() == 2 then finish(q) else q.want = true end
+    if q.store:flush_run() == FLUSH_DONE then finish(q) else q.want = true end
     return
   end
   start(q)
@@ -622,7 +625,7 @@ end
 -- JetStream store's).
 local SQL = { Msg = Msg, add_consumer = add_consumer, wake = function(q)
   -- an MSRT_IN_QUEUE item: intake came, or the flush in flight is done
-  if q.flight and q.store:flush_state() == 2 then finish(q) else schedule(q) end
+  if q.flight and q.store:flush_state() == FLUSH_DONE then finish(q) else schedule(q) end
 end }
 
 local function need(name)

@@ -99,9 +99,14 @@ msrt_code msrt_queue_flush_begin(msrt_queue *q, const msrt_queue_ops *ops,
   return MSRT_E_OK;
 }
 
+/* msrt_queue_flush_state's answer. Under lock. */
+static int state_of(const msrt_queue *q) {
+  return q->busy ? 1 : q->done ? 2 : 0;
+}
+
 int msrt_queue_flush_state(msrt_queue *q) {
   pthread_mutex_lock(&q->lock);
-  int s = q->busy ? 1 : q->done ? 2 : 0;
+  int s = state_of(q);
   pthread_mutex_unlock(&q->lock);
   return s;
 }
@@ -122,7 +127,7 @@ static int take_job(msrt_queue *q) {
 int msrt_queue_flush_run(msrt_queue *q) {
   pthread_mutex_lock(&q->lock);
   take_job(q);
-  int s = q->busy ? 1 : q->done ? 2 : 0;
+  int s = state_of(q);
   pthread_mutex_unlock(&q->lock);
   return s;
 }
