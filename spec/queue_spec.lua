@@ -281,6 +281,31 @@ msrt.sleep(5000)
     end)
   end)
 
+  it("gives each message of a batch its own headers table: a consumer changing one changes no other", function()
+    S.drive(function()
+      local dir = fresh_dir()
+      local q = declare(dir, {})
+      local seen, done = {}, false
+      local c = assert(msrt.consume("tasks", function(msgs)
+        for i = 1, #msgs do
+          local h = msgs[i].headers
+          seen[#seen + 1] = h.K
+          h.K = "changed by " .. i
+          h.extra = i
+        end
+        msgs:ack()
+        if #seen >= 6 then done = true end
+      end, { batch = 8 }))
+      for _ = 1, 2 do
+        assert(msrt.publish_batch("tasks.a", { 1, 2, 3 }, { durable = true, headers = { K = "v" } }))
+      end
+      assert.is_true(S.wait_until(function() return done end))
+      assert.are.same({ "v", "v", "v", "v", "v", "v" }, seen)
+      c.stop()
+      q.close()
+    end)
+  end)
+
   it("gives what a flush in flight had for a consumer that stopped meanwhile to another, once", function()
     S.drive(function()
       local dir = fresh_dir()
