@@ -6,7 +6,8 @@
 --
 -- A queue's state on the hub: `ready` (seqs waiting for a consumer, in
 -- order; redeliveries go first), `inflight` (seq -> the delivery a
--- consumer holds, with its ack deadline), `delayed` (seq -> when a nak'd
+-- consumer holds: the message handed to it, whose _c, _token, _n and
+-- _deadline say whose it is and until when), `delayed` (seq -> when a nak'd
 -- or backed-off message is due again) and `delivered` (seq -> its
 -- delivery count, as stored). Everything the queue writes in a hub loop
 -- turn (new messages, delivery counts, acks, dead letters) goes to the
@@ -107,7 +108,7 @@ local tick
 local function arm(q)
   local due
   for _, d in pairs(q.inflight) do
-    if not due or d.deadline < due then due = d.deadline end
+    if not due or d._deadline < due then due = d._deadline end
   end
   for _, t in pairs(q.delayed or {}) do
     if not due or t < due then due = t end
@@ -130,9 +131,9 @@ function tick(q)
   local t = now_ns()
   local back = {}
   for seq, d in pairs(q.inflight) do
-    if d.deadline <= t then
+    if d._deadline <= t then
       q.inflight[seq] = nil
-      d.consumer.pending = d.consumer.pending - 1
+      d._c.pending = d._c.pending - 1
       back[#back + 1] = seq
     end
   end
@@ -445,7 +446,7 @@ function finish(q)
   for _, s in ipairs(evicted) do
     q.delivered[s], q.delayed[s] = nil, nil
     local d = q.inflight[s]
-    if d then q.inflight[s] = nil d.consumer.pending = d.consumer.pending - 1 end
+    if d then q.inflight[s] = nil d._c.pending = d._c.pending - 1 end
   end
   -- the outcome of each intake message, by column (lqueue.c l_flush_end)
   local direct, to, room = {}, {}, f.room
@@ -516,13 +517,13 @@ end
 local function current(msg)
   local q = msg._q
   local d = q.inflight[msg.seq]
-  if d and d.token == msg._token then return q, d end
+  if d and d._token == msg._token then return q, d end
   return nil, core.error("not_found", ("message %d of queue \"%s\" is no longer yours (acknowledged, redelivered or gone)"):format(msg.seq, q.name))
 end
 
 local function release(q, seq, d)
   q.inflight[seq] = nil
-  d.consumer.pending = d.consumer.pending - 1
+  d._c.pending = d._c.pending - 1
 end
 
 --- Acknowledge: the message is done and leaves the queue (at the next
@@ -555,7 +556,7 @@ end
 function Msg:in_progress()
   local q, d = current(self)
   if not q then return nil, d end
-  d.deadline = now_ns() + q:ack_wait_ns(d.delivered)
+  d._deadline = now_ns() + q:ack_wait_ns(d._n)
   arm(q)
   return true
 end
@@ -582,7 +583,7 @@ function deliver(q, c, seq, t, res, i)
     local m, err = q.store:get(seq)
     if not m then -- unreadable: counted a delivery, tried again after the wait
       require("msrt").log("error", tostring(err))
-      release(q, seq, { consumer = c })
+      release(q, seq, { _c = c })
       q.delayed[seq] = t + q:ack_wait_ns(1)
       return
     end
@@ -590,14 +591,16 @@ function deliver(q, c, seq, t, res, i)
   end
   q.tokens = q.tokens + 1
   local n = q.delivered[seq]
-  local d = { consumer = c, token = q.tokens, delivered = n,
-              deadline = t + q:ack_wait_ns(n) }
-  q.inflight[seq] = d
   local ok, data = true, text
   if not text then ok, data = pcall(data_of, flags, payload) end
-  local msg = setmetatable({ _q = q, _token = d.token, seq = seq, queue = q.name,
+  -- the message is also its delivery's record in q.inflight (one table a
+  -- delivery, not two): _c its consumer, _token, _n its delivery count,
+  -- _deadline its ack deadline (ns); current() checks the token
+  local msg = setmetatable({ _q = q, _token = q.tokens, _c = c, _n = n,
+    _deadline = t + q:ack_wait_ns(n), seq = seq, queue = q.name,
     subject = subject, data = ok and data or payload, delivered = n,
     headers = hdr and headers_of(hdr) or nil, priority = prio }, Msg)
+  q.inflight[seq] = msg
   c.deliver(msg)
 end
 
@@ -621,7 +624,7 @@ local function add_consumer(q, c)
     end
     local mine = {}
     for seq, d in pairs(q.inflight) do
-      if d.consumer == c then mine[#mine + 1] = seq end
+      if d._c == c then mine[#mine + 1] = seq end
     end
     table.sort(mine)
     for i = #mine, 1, -1 do
@@ -827,7 +830,7 @@ function M.consume_process(name, send, out, max_ack_pending)
       local tok = tonumber(d[op])
       if tok then
         for seq, dl in pairs(q.inflight) do
-          if dl.token == tok and dl.consumer == c then
+          if dl._token == tok and dl._c == c then
             apply_op(q, seq, tok, op, op == "term" and d.reason or d.delay_ms)
             break
           end
@@ -1059,7 +1062,7 @@ function M.purge(name)
   q.hold = false
   local n, err = q.store:purge()
   if not n then schedule(q) return nil, err end
-  for _, d in pairs(q.inflight) do d.consumer.pending = d.consumer.pending - 1 end
+  for _, d in pairs(q.inflight) do d._c.pending = d._c.pending - 1 end
   q.inflight, q.delayed, q.delivered, q.retry = {}, {}, {}, {}
   q.ready, q.head, q.tail, q.acks, q.dead = {}, 1, 0, {}, {}
   arm(q)

@@ -53,9 +53,9 @@ function tick(q)
   q.tick_at = nil
   local t = now_ns()
   for seq, d in pairs(q.inflight) do
-    if d.deadline <= t then
+    if d._deadline <= t then
       q.inflight[seq] = nil
-      d.consumer.pending = d.consumer.pending - 1
+      d._c.pending = d._c.pending - 1
     end
   end
   update_room(q)
@@ -68,7 +68,7 @@ Q.Msg = Msg
 
 local function release(q, seq, d)
   q.inflight[seq] = nil
-  d.consumer.pending = d.consumer.pending - 1
+  d._c.pending = d._c.pending - 1
   update_room(q)
 end
 
@@ -110,7 +110,7 @@ end
 function Msg:in_progress()
   local q, d = E.current(self)
   if not q then return nil, d end
-  d.deadline = now_ns() + E.ack_wait_ns(q, d.delivered)
+  d._deadline = now_ns() + E.ack_wait_ns(q, d._n)
   arm(q)
   return send(q, d, "in_progress")
 end
@@ -140,11 +140,12 @@ local function take_msg(q, ev)
   if not c then q.store:ack(ev.ack, "nak") return end -- no room after all
   c.pending = c.pending + 1
   q.tokens = q.tokens + 1
-  local d = { consumer = c, token = q.tokens, delivered = ev.delivered, ack = ev.ack, m = ev,
-    deadline = now_ns() + E.ack_wait_ns(q, ev.delivered) }
+  -- (the delivery's fields as queue.lua's: _c, _token, _n, _deadline)
+  local d = { _c = c, _token = q.tokens, _n = ev.delivered, ack = ev.ack, m = ev,
+    _deadline = now_ns() + E.ack_wait_ns(q, ev.delivered) }
   q.inflight[ev.seq] = d
   local ok, data = pcall(E.data_of, ev.flags, ev.payload)
-  c.deliver(setmetatable({ _q = q, _token = d.token, seq = ev.seq, queue = q.name,
+  c.deliver(setmetatable({ _q = q, _token = d._token, seq = ev.seq, queue = q.name,
     subject = ev.subject, data = ok and data or ev.payload, delivered = ev.delivered,
     headers = ev.hdr and headers.decode(ev.hdr) or nil, priority = ev.priority }, Msg))
 end
@@ -184,7 +185,7 @@ function Q.add_consumer(q, c)
       if x == c then table.remove(q.consumers, i) break end
     end
     for seq, d in pairs(q.inflight) do
-      if d.consumer == c then q.inflight[seq] = nil send(q, d, "nak") end
+      if d._c == c then q.inflight[seq] = nil send(q, d, "nak") end
     end
     c.pending = 0
     update_room(q)
