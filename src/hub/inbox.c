@@ -1,8 +1,11 @@
 #include "hub/inbox.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "core/spin.h"
 #include "hub/hub.h"
 
 struct msrt_inbox {
@@ -12,6 +15,8 @@ struct msrt_inbox {
   msrt_inbox_item *items, *spare;
   size_t n, cap, spare_cap;
   msrt_inbox_node *over, *over_tail; /* nodes queued when items was full */
+  pthread_t hub;  /* the thread that made the inbox: the hub's */
+  size_t foreign; /* of the n items, those other threads pushed */
   int closed;
   /* A wake-up is under way: an async send not yet run, or the hub in a
    * drain that will look again before it returns (drain_round clears it
@@ -20,9 +25,24 @@ struct msrt_inbox {
   int draining; /* a drain callback that drains again must not recurse */
   msrt_inbox_drain_fn fn;
   void *ud;
+  /* Set by the push that brings the vector to PACE_BATCH items, cleared
+   * by the round that takes them. In a line of its own: the hub's pause
+   * (pace) reads it in a loop without taking the pushers' lines away. */
+  _Alignas(64) atomic_int batch_ready;
 };
 
 static void drain(msrt_inbox *in, uint64_t budget_ns);
+
+/* Pacing a stream. Left alone, a hub that handles an item faster than a
+ * worker publishes one drains rounds of one to three items, and every
+ * round takes the lock's and the vector's cache lines from the pushing
+ * CPU, which then waits for them back at its next push: the sender, not
+ * the hub, becomes the bottleneck (with the two CPUs far apart, ~400 ns a
+ * line). So after a round of fewer than PACE_BATCH items that left more
+ * waiting (a stream, not a lone reply), the hub pauses until PACE_BATCH
+ * items wait or PACE_NS pass, reading only its clock and batch_ready. */
+#define PACE_BATCH 64
+#define PACE_NS 20000u
 
 /* Drain rounds until the inbox is empty or DRAIN_BUDGET_NS have passed.
  * Under a sustained flood a drain-until-empty would keep the hub inside
@@ -37,9 +57,12 @@ static void on_async(uv_async_t *a) { drain(a->data, DRAIN_BUDGET_NS); }
 void msrt_inbox_drain_some(msrt_inbox *in) { drain(in, DRAIN_BUDGET_NS); }
 
 msrt_inbox *msrt_inbox_new(uv_loop_t *loop, msrt_inbox_drain_fn fn, void *ud) {
-  msrt_inbox *in = calloc(1, sizeof *in);
+  /* aligned: batch_ready's line is its own */
+  msrt_inbox *in = aligned_alloc(_Alignof(msrt_inbox), sizeof *in);
   if (!in) return NULL;
+  memset(in, 0, sizeof *in);
   in->magic = MSRT_HANDLE_MAGIC;
+  in->hub = pthread_self();
   in->fn = fn;
   in->ud = ud;
   if (uv_async_init(loop, &in->async, on_async) != 0) {
@@ -81,6 +104,9 @@ static msrt_code push(msrt_inbox *in, msrt_inbox_item item,
   in->wake_due = 1;
   if (room(in) == 0) {
     in->items[in->n++] = item;
+    if (!pthread_equal(pthread_self(), in->hub)) in->foreign++;
+    if (in->n == PACE_BATCH)
+      atomic_store_explicit(&in->batch_ready, 1, memory_order_relaxed);
     free(node);
   } else if (node) {
     node->item = item;
@@ -148,24 +174,25 @@ size_t msrt_inbox_depth(msrt_inbox *in) {
   return n;
 }
 
-/* Hand the items queued now to fn (draining set); returns whether there
- * were any. Finding none, the hub is about to sleep: the next push must
- * wake it. */
-static bool drain_round(msrt_inbox *in) {
+/* Hand the items queued now to fn (draining set); returns how many
+ * (nodes queued past a full vector count as a full batch). Finding none,
+ * the hub is about to sleep: the next push must wake it. */
+static size_t drain_round(msrt_inbox *in) {
   pthread_mutex_lock(&in->lock);
   size_t n = in->n;
   if (n == 0 && !in->over) {
     in->wake_due = 0;
     pthread_mutex_unlock(&in->lock);
-    return false;
+    return 0;
   }
   msrt_inbox_item *items = in->items;
   size_t cap = in->cap;
   msrt_inbox_node *over = in->over;
   in->items = in->spare;
   in->cap = in->spare_cap;
-  in->n = 0;
+  in->n = in->foreign = 0;
   in->over = in->over_tail = NULL;
+  atomic_store_explicit(&in->batch_ready, 0, memory_order_relaxed);
   pthread_mutex_unlock(&in->lock);
   if (n) in->fn(items, n, in->ud);
   in->spare = items; /* the drain runs only on the hub: no race on spare */
@@ -174,8 +201,25 @@ static bool drain_round(msrt_inbox *in) {
     next = over->next;
     in->fn(&over->item, 1, in->ud);
     free(over);
+    n = PACE_BATCH;
   }
-  return true;
+  return n;
+}
+
+/* After a round of took items (see PACE_BATCH): pause while a stream
+ * from other threads fills the next batch. A round that left nothing of
+ * theirs waiting (a lone reply, the end of a burst, or only what the
+ * hub's own callbacks published to the hub) does not pause. */
+static void pace(msrt_inbox *in, size_t took) {
+  if (took >= PACE_BATCH) return;
+  pthread_mutex_lock(&in->lock);
+  size_t waiting = in->n, foreign = in->foreign;
+  pthread_mutex_unlock(&in->lock);
+  if (foreign == 0 || waiting >= PACE_BATCH) return;
+  uint64_t start = uv_hrtime();
+  while (!atomic_load_explicit(&in->batch_ready, memory_order_relaxed) &&
+         uv_hrtime() - start < PACE_NS)
+    msrt_cpu_relax();
 }
 
 /* Rounds until the inbox is empty or budget_ns passed (UINT64_MAX: no
@@ -184,9 +228,11 @@ static void drain(msrt_inbox *in, uint64_t budget_ns) {
   if (in->draining) return;
   in->draining = 1;
   uint64_t start = uv_hrtime();
+  size_t took;
   bool more;
-  while ((more = drain_round(in)) && uv_hrtime() - start < budget_ns) {
-  }
+  while ((more = (took = drain_round(in)) > 0) &&
+         uv_hrtime() - start < budget_ns)
+    pace(in, took);
   /* Out of budget: wake_due is still set, so no push will send; come back
    * after the loop's timers and I/O. */
   if (more && !in->closed) uv_async_send(&in->async);
@@ -207,7 +253,7 @@ void msrt_inbox_close(msrt_inbox *in) {
   pthread_mutex_lock(&in->lock);
   in->closed = 1;
   for (size_t i = 0; i < in->n; i++) msrt_env_unref(in->items[i].env);
-  in->n = 0;
+  in->n = in->foreign = 0;
   for (msrt_inbox_node *next; in->over; in->over = next) {
     next = in->over->next;
     msrt_env_unref(in->over->item.env);
