@@ -8,7 +8,11 @@
 --   callbacks       an actor publishes --msgs messages to one hub
 --                   subscription: messages delivered to the hub callback
 --                   per second, from the first callback to the last (the
---                   sending actor's rate bounds it)
+--                   sending actor's rate bounds it); then the CPU time
+--                   (CLOCK_THREAD_CPUTIME_ID, medians over the runs) the
+--                   sender's thread spent per publish and the hub's per
+--                   message over the same span: unlike the rate, these
+--                   hold when other programs take the CPUs
 --   backlog         the same, with the hub kept busy until all of them
 --                   are queued for it: the hub's own rate
 --   requests        --coroutines hub coroutines make --requests
@@ -38,26 +42,41 @@ local function waiter()
   return function(...) assert(coroutine.resume(co, ...)) end, coroutine.yield
 end
 
+-- The calling thread's CPU time in seconds (CLOCK_THREAD_CPUTIME_ID).
+local THREAD_CPU = B.CLOCK:gsub("clock_gettime%(1,", "clock_gettime(3,")
+local hub_cpu = loadstring(THREAD_CPU)()
+local cpu = { sender = {}, hub = {} } -- us per message, one entry a run
+
 local function callbacks_once(run, backlog)
-  local n, t0, t1 = 0
+  local n, t0, t1, c0, sender_cpu = 0
   local wake, wait = waiter()
+  local function done() if t1 and sender_cpu then wake() end end
   local sub = assert(msrt.subscribe("bench.hub.cb." .. run, function()
     n = n + 1
-    if n == 1 then t0 = uv.hrtime() end
-    if n == opts.msgs then t1 = uv.hrtime() wake() end
+    if n == 1 then t0, c0 = uv.hrtime(), hub_cpu() end
+    if n == opts.msgs then
+      t1 = uv.hrtime()
+      cpu.hub[#cpu.hub + 1] = (hub_cpu() - c0) * 1e6 / (opts.msgs - 1)
+      done()
+    end
   end))
+  local csub = assert(msrt.subscribe("bench.hub.cpu." .. run, function(m) sender_cpu = m.data done() end))
   local send = assert(msrt.actor{ name = "send", subscribe = "bench.hub.go." .. run,
-    args = { n = opts.msgs, subject = "bench.hub.cb." .. run },
+    args = { n = opts.msgs, subject = "bench.hub.cb." .. run, cpu = THREAD_CPU, run = run },
+    init = function(ctx, a) ctx.cpu = loadstring(a.cpu)() end,
     handle = function(ctx)
+      local c = ctx.cpu()
       for i = 1, ctx.args.n do ctx:publish(ctx.args.subject, i) end
+      ctx:publish("bench.hub.cpu." .. ctx.args.run, ctx.cpu() - c)
     end })
   msrt.publish("bench.hub.go." .. run, true)
   if backlog then -- the hub busy (not draining) until every message waits for it
     repeat uv.sleep(5) until (msrt.metrics().hub_inbox or 0) >= opts.msgs
   end
   wait()
-  sub.unsubscribe()
+  sub.unsubscribe(); csub.unsubscribe()
   send:stop(); send:wait()
+  cpu.sender[#cpu.sender + 1] = sender_cpu * 1e6 / opts.msgs
   return (opts.msgs - 1) / ((t1 - t0) / 1e9)
 end
 
@@ -125,9 +144,19 @@ local function report(what, once, unit, scale)
     opts.runs, lo / scale, hi / scale))
 end
 
+-- The CPU figures of the runs report() just made, then forgotten.
+local function report_cpu(what)
+  if #cpu.hub == 0 then return end
+  local function fmt(t) return ("%.3f (%.3f-%.3f)"):format(B.median(t), math.min(unpack(t)), math.max(unpack(t))) end
+  print(("%s: us of thread CPU per message: sender %s, hub %s"):format(what, fmt(cpu.sender), fmt(cpu.hub)))
+  cpu = { sender = {}, hub = {} }
+end
+
 report("callbacks", callbacks_once, ("k msgs/s delivered to a hub callback (%d msgs)"):format(opts.msgs), 1e3)
+report_cpu("callbacks")
 report("backlog", function(run) return callbacks_once(run, true) end,
   ("k msgs/s delivered to a hub callback from a backlog (%d msgs)"):format(opts.msgs), 1e3)
+report_cpu("backlog")
 report("requests", requests_once, ("k msrt.requests/s (%d coroutines, %d requests)"):format(opts.coroutines, opts.requests), 1e3)
 report("hub_requests", function(run) return requests_once(run, true) end,
   ("k msrt.requests/s to a hub responder (%d coroutines, %d requests)"):format(opts.coroutines, opts.requests), 1e3)
