@@ -384,6 +384,30 @@ describe("messages between actors and the hub", function()
     end)
   end)
 
+  -- (lua/msrt/actor_boot.lua: string.buffer is dropped at the end of the
+  -- first turn and required again by the next encode or decode)
+  it("drop string.buffer after an actor's first turn and encode again after it", function()
+    drive(function()
+      local up, term = collector("t.buf.up"), collector("t.buf.term")
+      local h = assert(spawn {
+        name = "t_buf",
+        init = function(ctx) ctx:publish("t.buf.up", package.loaded["string.buffer"] ~= nil) end,
+        handle = function() end,
+        terminate = function(ctx, reason)
+          ctx:publish("t.buf.term", { kept = package.loaded["string.buffer"] ~= nil, reason = reason })
+        end,
+      })
+      assert.is_true(up.wait(1), "the actor did not start")
+      h:stop()
+      local recs = h:wait()
+      assert.is_true(term.wait(1), "terminate did not publish")
+      assert.are.same({ true }, up.data())
+      assert.are.same({ { kept = false, reason = "normal" } }, term.data())
+      assert.are.equal("normal", recs[1].reason)
+      up.close(); term.close()
+    end)
+  end)
+
   it("keep per-sender order: several actor senders and the hub to one receiver", function()
     local SENDERS, N = 4, 20000
     drive(function()

@@ -15,8 +15,18 @@
 -- line of bytecode here is memory in every idle actor (README
 -- "Performance", RSS per idle actor).
 local rt, spec_s, id = ...
-local buffer = require "string.buffer"
-local encode, decode = buffer.encode, buffer.decode
+-- string.buffer's encode and decode: dropped at the end of the first turn
+-- (its module and method tables are ~1.9 KB an idle actor need not keep:
+-- README "Performance", RSS per idle actor) and required again by the
+-- first decode or encode after it (need_buffer). So an actor's own
+-- require "string.buffer" after its first turn gets a fresh module table
+-- (the same functions), not the one its init saw.
+local encode, decode
+local function need_buffer()
+  local buffer = require "string.buffer"
+  encode, decode = buffer.encode, buffer.decode
+end
+need_buffer()
 local closed = rt.closed
 local yield, byte = coroutine.yield, string.byte
 -- envelope flags (a uint8): CONTROL is the top bit, BUFFER the lowest
@@ -53,6 +63,7 @@ local function pop()
   local flags, subject, reply, payload, mid, prio, hdr = c_pop()
   if not flags then return nil end
   if flags % 2 == BUFFER then
+    if not decode then need_buffer() end
     local ok, v = pcall(decode, payload)
     if not ok then -- cdata needs the ffi library loaded to decode
       require "ffi"
@@ -68,6 +79,7 @@ local function pop()
 end
 
 local function publish(subject, data, reply, prio, hdr, ttl)
+  if not encode then need_buffer() end
   return c_publish(subject, encode(data), reply, prio, hdr, ttl)
 end
 
@@ -215,6 +227,7 @@ local function loop(budget)
   spec = { name = spec.name } -- the module's code and args are not needed again
   local handle = M.handle
   local slow = true -- go_fast() with the first message handled
+  local first = true
   while true do
     local n = 0
     while n < budget and not stop_reason do
@@ -243,6 +256,9 @@ local function loop(budget)
       if M.terminate then M.terminate(ctx, reason) end
       return reason
     end
+    if first then -- the first turn's end: string.buffer goes (need_buffer)
+      encode, decode, package.loaded["string.buffer"], first = nil, nil, nil, nil
+    end
     budget = yield("idle")
   end
 end
@@ -257,6 +273,7 @@ local function exit_record(reason, normal)
     local got, m = pcall(load_more)
     if got then m.answer_owed(owed, normal, ok and flags, reply, pop, publish) end
   end
+  if not encode then need_buffer() end
   return encode({ id = id, name = spec.name, reason = reason, normal = normal })
 end
 
