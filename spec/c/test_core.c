@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/envcache.h"
 #include "core/envelope.h"
 #include "core/error.h"
 #include "core/overflow.h"
@@ -69,6 +70,64 @@ static void test_envelope(void) {
 
 /* The policy names are indexed by the enum and end with NULL (the shape
  * luaL_checkoption takes). */
+/* ---- the envelopes' cache (core/envcache.h) ---- */
+
+#define NSENT 64
+
+static msrt_envelope *small_env(void) {
+  return msrt_env_new("a.b", 3, NULL, 0, NULL, 0, "12345678", 8, 5, 0, 0);
+}
+
+static void *unref_all(void *arg) {
+  msrt_envelope **v = arg;
+  for (int i = 0; v[i]; i++) msrt_env_unref(v[i]);
+  return NULL;
+}
+
+/* Make n envelopes on this thread; count how many of them sit where one
+ * of was[0..nwas) sat (the blocks came back to this thread's cache). */
+static int made_again(msrt_envelope **was, int nwas) {
+  int n = (int)msrt_envcache_held() + nwas, hits = 0;
+  msrt_envelope **v = calloc((size_t)n, sizeof *v);
+  for (int i = 0; i < n; i++) {
+    v[i] = small_env();
+    for (int j = 0; j < nwas; j++) hits += v[i] == was[j];
+  }
+  for (int i = 0; i < n; i++) msrt_env_unref(v[i]);
+  free(v);
+  return hits;
+}
+
+/* Freed on another thread, an envelope's block goes back to the thread
+ * that made it: in batches while that thread runs, the rest when it
+ * exits; the cache keeps at most ENVCACHE_KEEP blocks a class; a large
+ * envelope is not cached. */
+static void test_envelope_cache(void) {
+  long live = msrt_env_live();
+  msrt_envelope *v[NSENT + 1] = {0}, *was[NSENT];
+  for (int n = NSENT; n >= 5; n -= NSENT - 5) { /* 64: batches; 5: exit */
+    for (int i = 0; i < n; i++) was[i] = v[i] = small_env();
+    CHECK(v[0]->home != 0);
+    v[n] = NULL;
+    pthread_t th;
+    pthread_create(&th, NULL, unref_all, v);
+    pthread_join(th, NULL);
+    CHECK(msrt_env_live() == live);
+    CHECK(made_again(was, n) == n);
+  }
+  msrt_envelope **many = calloc(ENVCACHE_KEEP + 100, sizeof *many);
+  for (int i = 0; i < ENVCACHE_KEEP + 100; i++) many[i] = small_env();
+  for (int i = 0; i < ENVCACHE_KEEP + 100; i++) msrt_env_unref(many[i]);
+  free(many);
+  CHECK(msrt_envcache_held() <= ENVCACHE_KEEP + NSENT);
+  char big[1000] = {0};
+  msrt_envelope *e = msrt_env_new("a", 1, NULL, 0, NULL, 0, big, sizeof big,
+                                  5, 0, 0);
+  CHECK(e && e->home == 0);
+  msrt_env_unref(e);
+  CHECK(msrt_env_live() == live);
+}
+
 static void test_overflow_names(void) {
   CHECK_STR(msrt_overflow_names[MSRT_OVERFLOW_BLOCK], "block");
   CHECK_STR(msrt_overflow_names[MSRT_OVERFLOW_DROP_OLDEST], "drop_oldest");
@@ -123,4 +182,4 @@ static void test_token(void) {
 }
 
 TEST_MAIN(test_error_defaults, test_error_names, test_error_truncates,
-          test_envelope, test_overflow_names, test_token)
+          test_envelope, test_envelope_cache, test_overflow_names, test_token)

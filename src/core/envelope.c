@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "core/clock.h"
-#include "core/mem.h"
+#include "core/envcache.h"
 
 /* Per-message bookkeeping without a shared write per message: a counter
  * every thread bumps is a cache line bouncing between CPUs on each publish.
@@ -52,8 +52,10 @@ msrt_envelope *msrt_env_new(const char *subject, size_t slen,
     return NULL;
   size_t total = sizeof(msrt_envelope) + slen + 1 + (reply ? rlen + 1 : 0) +
                  hlen + plen;
-  msrt_envelope *e = msrt_mem_alloc(total);
+  uint16_t home;
+  msrt_envelope *e = msrt_envcache_alloc(total, &home);
   if (!e) return NULL;
+  e->home = home;
   atomic_init(&e->refs, 1);
   if (priority < MSRT_PRIORITY_HIGHEST) priority = MSRT_PRIORITY_HIGHEST;
   if (priority > MSRT_PRIORITY_LOWEST) priority = MSRT_PRIORITY_LOWEST;
@@ -94,7 +96,7 @@ void msrt_env_unref(msrt_envelope *e) {
   if (!e) return;
   if (atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) == 1) {
     count_live(-1);
-    msrt_mem_free(e);
+    msrt_envcache_free(e, msrt_env_size(e), e->home);
   }
 }
 

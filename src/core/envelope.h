@@ -4,7 +4,7 @@
  * publish makes one envelope, and each matched endpoint holds a reference.
  * Subject, reply, headers and payload live in the same allocation as the
  * header struct, so making one is one allocation and freeing one is one
- * free (core/mem.h's allocator).
+ * free (core/envcache.h: a cache per thread in front of core/mem.h).
  *
  * Payload and headers are opaque bytes to the core; the Lua layer stores
  * LuaJIT string.buffer encodings in them, the process layer JSON text.
@@ -27,6 +27,8 @@ typedef struct msrt_envelope {
   atomic_uint refs;
   uint8_t priority;     /* 1 (highest) .. 10 (lowest) */
   uint8_t flags;        /* MSRT_ENV_* */
+  uint16_t home;        /* the allocator's: which thread's cache the
+                           block goes back to (core/envcache.h) */
   uint32_t subject_len; /* bytes, without the terminator */
   uint32_t reply_len;   /* 0 when there is no reply subject */
   uint32_t headers_len; /* bytes of encoded headers; 0 = none */
