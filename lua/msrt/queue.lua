@@ -203,14 +203,16 @@ local waiting_pub, npub, pub_prefix, sweep = {}, 0, nil, nil
 -- The PubAck of a message the queue was handed with reply subject reply:
 -- stored as seq (duplicate: a Msg-Id seen, seq the first one's), or
 -- refused with code (and message).
+local function ack_of(q, seq, duplicate, code, message)
+  if code then
+    return { error = { code = code, message = message or ("queue \"%s\" did not store the message (%s)"):format(q.name, code) } }
+  end
+  return { queue = q.name, seq = seq, duplicate = duplicate or nil }
+end
+
 local function pub_ack(q, reply, seq, duplicate, code, message)
   if not reply then return end
-  local ack
-  if code then
-    ack = { error = { code = code, message = message or ("queue \"%s\" did not store the message (%s)"):format(q.name, code) } }
-  else
-    ack = { queue = q.name, seq = seq, duplicate = duplicate or nil }
-  end
+  local ack = ack_of(q, seq, duplicate, code, message)
   local w = waiting_pub[reply]
   if w then
     local n = w.n
@@ -227,6 +229,35 @@ local function pub_ack(q, reply, seq, duplicate, code, message)
   -- do, so that an answer of a subscriber on the same reply is not taken
   local ok, err = core.queue_puback(reply, buffer.encode(ack))
   if not ok then require("msrt").log("warn", tostring(err)) end
+end
+
+-- The PubAcks of a flush's intake (its results by column, lqueue.c
+-- l_flush_end), in intake order: a run of results with the reply of one
+-- batch (M.publish_batch) goes into that batch's list in one loop, its
+-- wait looked up once; the others one by one (pub_ack).
+local function pub_acks(q, res)
+  local replies, seqs, dups, codes, n = res.reply, res.seq, res.duplicate, res.code, res.n
+  local i = 1
+  while i <= n do
+    local reply = replies[i]
+    local w = reply and waiting_pub[reply]
+    if w and w.n then
+      local acks, k = w.acks, w.got
+      repeat
+        k = k + 1
+        acks[k] = ack_of(q, seqs[i], dups[i], codes[i])
+        i = i + 1
+      until i > n or replies[i] ~= reply
+      w.got = k
+      if k >= w.n and not w.publishing then
+        waiting_pub[reply], npub = nil, npub - 1
+        resume(w.co, "error in callback", true, acks)
+      end
+    else
+      pub_ack(q, reply, seqs[i], dups[i], codes[i])
+      i = i + 1
+    end
+  end
 end
 
 -- Times out the durable publishes whose PubAck did not come in time
@@ -449,8 +480,8 @@ function finish(q)
     if d then q.inflight[s] = nil d._c.pending = d._c.pending - 1 end
   end
   -- the outcome of each intake message, by column (lqueue.c l_flush_end)
-  local direct, to, room = {}, {}, f.room
-  local seqs, replies, codes, dups = res.seq, res.reply, res.code, res.duplicate
+  local direct, to, nd, room = {}, {}, 0, f.room
+  local seqs, codes, dups = res.seq, res.code, res.duplicate
   for i = 1, res.n do
     local seq, dup, code = seqs[i], dups[i], codes[i]
     if seq > 0 and not dup and not code then
@@ -460,7 +491,8 @@ function finish(q)
         local c = pick_consumer(q)
         if c then
           c.pending = c.pending + 1
-          direct[#direct + 1], to[#direct + 1] = i, c
+          nd = nd + 1
+          direct[nd], to[nd] = i, c
         else -- its consumer stopped meanwhile: again, counted
           q.retry[#q.retry + 1] = seq
         end
@@ -484,7 +516,7 @@ function finish(q)
     end
   end
   for i = #back, 1, -1 do unread(q, back[i]) end
-  for i = 1, res.n do pub_ack(q, replies[i], seqs[i], dups[i], codes[i]) end
+  pub_acks(q, res)
   if not q.closed and not q.hold and (q.want or q.commit_ms == 0) then start(q) end
   local t = now_ns()
   for k, i in ipairs(direct) do deliver(q, to[k], seqs[i], t, res, i) end
@@ -722,7 +754,7 @@ function M.run_batches(q)
   for _, c in ipairs(q.consumers) do
     local b = c.batch
     if b and #b > 0 then
-      c.batch = setmetatable({}, Batch)
+      c.batch, c.nb = setmetatable({}, Batch), 0
       run_on(idle_batch, run_batch, q, c.fn, b)
     end
   end
@@ -740,11 +772,11 @@ function M.consume(name, fn, opts)
   local c = { max_ack_pending = opts.max_ack_pending or 1000 }
   if opts.batch then
     local max = opts.batch
-    c.fn, c.batch = fn, setmetatable({}, Batch)
-    function c.deliver(msg)
-      local b = c.batch
-      b[#b + 1] = msg
-      if #b >= max then M.run_batches(q) end
+    c.fn, c.batch, c.nb = fn, setmetatable({}, Batch), 0
+    function c.deliver(msg) -- (c.nb: #c.batch, counted)
+      local k = c.nb + 1
+      c.batch[k], c.nb = msg, k
+      if k >= max then M.run_batches(q) end
     end
   else
     function c.deliver(msg) run_on(idle, run_callback, q, fn, msg) end
