@@ -18,6 +18,10 @@
 #define UNIT 64
 #define NCLS 8 /* 64 .. 512 bytes */
 #define MAX_HOMES 1024
+/* A tag: the home's number (bits 0-12, 0 = none) and the class (13-15),
+ * so a free needs neither the size nor a division. */
+#define TAG(idx, c) ((uint16_t)((idx) | (unsigned)(c) << 13))
+_Static_assert(MAX_HOMES <= 1 << 13 && NCLS <= 8, "a tag is 16 bits");
 
 /* A cached block's last bytes (the envelope's first ones, which a use
  * after the last unref would touch, stay poisoned under ASan). The first
@@ -191,7 +195,7 @@ void *msrt_envcache_alloc(size_t n, uint16_t *tag) {
   size_t size = SIZE(c);
   blk *b = h->free[c];
   if (!b) b = take_home(h, (int)c);
-  *tag = h->idx;
+  *tag = TAG(h->idx, c);
   if (!b) return msrt_mem_alloc(size);
   blk *next = H(b, (int)c)->next;
   h->free[c] = next;
@@ -205,13 +209,13 @@ void *msrt_envcache_alloc(size_t n, uint16_t *tag) {
   return b;
 }
 
-void msrt_envcache_free(void *p, size_t n, uint16_t tag) {
+void msrt_envcache_free(void *p, uint16_t tag) {
   if (!tag) {
     msrt_mem_free(p);
     return;
   }
-  int c = (int)((n - 1) / UNIT);
-  home *h = atomic_load_explicit(&homes[tag], memory_order_acquire);
+  int c = tag >> 13;
+  home *h = atomic_load_explicit(&homes[tag & 0x1fff], memory_order_acquire);
   tstate *t = &tl;
   if (h == t->h) {
     if (h->nfree[c] >= ENVCACHE_KEEP) {

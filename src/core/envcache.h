@@ -40,8 +40,8 @@
  * it came from core/mem.h directly). NULL when out of memory. */
 void *msrt_envcache_alloc(size_t n, uint16_t *home);
 
-/* Give back p, allocated with the same n, tagged home. */
-void msrt_envcache_free(void *p, size_t n, uint16_t home);
+/* Give back p, allocated with the tag home (its size is in the tag). */
+void msrt_envcache_free(void *p, uint16_t home);
 
 /* Blocks this thread holds in its cache now, every class (for tests). */
 size_t msrt_envcache_held(void);

@@ -96,7 +96,7 @@ void msrt_env_unref(msrt_envelope *e) {
   if (!e) return;
   if (atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) == 1) {
     count_live(-1);
-    msrt_envcache_free(e, msrt_env_size(e), e->home);
+    msrt_envcache_free(e, e->home);
   }
 }
 
