@@ -22,6 +22,28 @@ void *msrt_mem_alloc(size_t n);
 void *msrt_mem_realloc(void *p, size_t n);
 void msrt_mem_free(void *p);
 
+/* The memory of actor Lua states (lua/astate.c), freed with msrt_mem_free.
+ * A normal build takes it from a region of address space of its own, a
+ * mimalloc heap per thread (an exclusive arena), so that making states in
+ * bulk can take their fresh pages 2 MiB at a time (msrt_mem_state_bulk).
+ * On this kind of VM a fresh 4 KiB page's first touch costs ~10-15 us of
+ * CPU (a page fault each; README "Performance", spawn rate) and a spawn
+ * keeps ~10 of them. Under an RLIMIT_AS cap, with strict overcommit, or
+ * once the region is full, these are msrt_mem_alloc/realloc. Same
+ * contracts as those; any thread. */
+void *msrt_mem_state_alloc(size_t n);
+void *msrt_mem_state_realloc(void *p, size_t n);
+
+/* on != 0: pages of the states' region first touched from now on come as
+ * transparent huge pages where the kernel has them (MADV_HUGEPAGE; 2 MiB,
+ * one fault, ~0.2-8 us per 4 KiB of it against ~10-15 here); 0: 4 KiB
+ * pages again, and khugepaged leaves the region alone, so memory the
+ * states free (mimalloc's MADV_DONTNEED of whole 64 KiB spans, which
+ * splits a huge page) stays given back. Costs a madvise when it changes
+ * (the address space's lock for writing). Thread-safe; the last call
+ * wins. */
+void msrt_mem_state_bulk(int on);
+
 /* "mimalloc" or "libc": which allocator this build uses (for benchmarks). */
 const char *msrt_mem_name(void);
 

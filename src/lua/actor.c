@@ -1,6 +1,8 @@
 #include "lua/actor_int.h"
 
 #include <lauxlib.h>
+#include <limits.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +10,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 
+#include "core/mem.h"
 #include "lua/astate.h"
 #include "lua/lerror.h"
 
@@ -98,6 +101,59 @@ static int headroom(void) {
   return 1;
 }
 
+/* A fleet that grows takes its states' fresh pages 2 MiB at a time
+ * (core/mem.h msrt_mem_state_bulk): a burst of spawns then pays a page
+ * fault per 2 MiB instead of per 4 KiB (README "Performance", spawn
+ * rate). On once BULK_MIN states are live (a few actors keep 4 KiB pages:
+ * a small host does not grow by 2 MiB per thread); off as soon as the
+ * fleet shrinks by BULK_SLACK or a sixteenth of its peak, so khugepaged
+ * cannot fill a shrunk fleet's freed pages back in; on again once it has
+ * grown BULK_MIN past where it turned off. Counted at each state made and
+ * closed (one atomic add); the switch is under a lock, which reads the
+ * count again, so the last switch made is the one the count asks for. */
+#define BULK_MIN 256
+#define BULK_SLACK 64
+static atomic_long live_states, bulk_peak, bulk_next = BULK_MIN;
+static atomic_int bulk_on;
+static pthread_mutex_t bulk_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static long bulk_floor(long peak) {
+  long slack = peak / 16 > BULK_SLACK ? peak / 16 : BULK_SLACK;
+  return peak - slack;
+}
+
+static void bulk_switch(void) {
+  pthread_mutex_lock(&bulk_lock);
+  long n = atomic_load(&live_states), peak = atomic_load(&bulk_peak);
+  if (atomic_load(&bulk_on) && n <= bulk_floor(peak)) {
+    atomic_store(&bulk_on, 0);
+    atomic_store(&bulk_next, n + BULK_MIN);
+    msrt_mem_state_bulk(0);
+  } else if (!atomic_load(&bulk_on) && n >= atomic_load(&bulk_next)) {
+    atomic_store(&bulk_on, 1);
+    atomic_store(&bulk_peak, n);
+    atomic_store(&bulk_next, LONG_MAX);
+    msrt_mem_state_bulk(1);
+  }
+  pthread_mutex_unlock(&bulk_lock);
+}
+
+static void state_made(void) {
+  long n = atomic_fetch_add(&live_states, 1) + 1;
+  if (n > atomic_load_explicit(&bulk_peak, memory_order_relaxed))
+    atomic_store_explicit(&bulk_peak, n, memory_order_relaxed);
+  if (n >= atomic_load_explicit(&bulk_next, memory_order_relaxed))
+    bulk_switch();
+}
+
+static void state_closed(lua_State *L) {
+  lua_close(L);
+  long n = atomic_fetch_sub(&live_states, 1) - 1;
+  if (atomic_load_explicit(&bulk_on, memory_order_relaxed) &&
+      n <= bulk_floor(atomic_load_explicit(&bulk_peak, memory_order_relaxed)))
+    bulk_switch();
+}
+
 static void booted(lactor *la) {
   if (la->unbooted) atomic_fetch_sub(&unbooted, 1);
   la->unbooted = 0;
@@ -154,11 +210,12 @@ msrt_actor *msrt_lactor_new(msrt_rt *rt, const char *name, const void *spec,
                       : msrt_astate_new(atomic_load(&rt->gc_pause),
                                         atomic_load(&rt->gc_stepmul),
                                         setup.path, setup.cpath);
+  if (la->L) state_made();
   la->exit_node = msrt_inbox_node_new();
   la->cell = la->L && la->exit_node
                  ? msrt_actor_new(rt->sched, la, capacity, policy) : NULL;
   if (!la->cell) {
-    if (la->L) lua_close(la->L);
+    if (la->L) state_closed(la->L);
     msrt_inbox_node_free(la->exit_node);
     free(la->spec);
     free(la);
@@ -374,7 +431,7 @@ void msrt_lactor_release(msrt_actor *a, void *ud) {
   free(la->subs);
   if (la->pend) msrt_bus_pending_clear(la->rt->bus, la->pend);
   free(la->pend);
-  if (la->L) lua_close(la->L);
+  if (la->L) state_closed(la->L);
   msrt_inbox_node_free(la->exit_node);
   free(la->spec);
   msrt_actor_unref(la->cell);

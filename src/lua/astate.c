@@ -39,7 +39,7 @@ static void *state_alloc(void *ud, void *p, size_t osize, size_t nsize) {
   }
   if (in_block) { /* shrink in place; grow out of the block */
     if (nsize <= osize) return p;
-    void *q = msrt_mem_alloc(nsize);
+    void *q = msrt_mem_state_alloc(nsize);
     if (q) memcpy(q, p, osize);
     if (q && (char *)p + osize == base + b->used) b->used -= osize;
     return q;
@@ -49,7 +49,7 @@ static void *state_alloc(void *ud, void *p, size_t osize, size_t nsize) {
     b->used = at + nsize;
     return base + at;
   }
-  return p ? msrt_mem_realloc(p, nsize) : msrt_mem_alloc(nsize);
+  return p ? msrt_mem_state_realloc(p, nsize) : msrt_mem_state_alloc(nsize);
 }
 
 static const luaL_Reg lazy_libs[] = {
@@ -168,7 +168,7 @@ static int setup_state(lua_State *L) {
 
 lua_State *msrt_astate_new(int gc_pause, int gc_stepmul, const char *path,
                            const char *cpath) {
-  boot_block *b = msrt_mem_alloc(BOOT_BLOCK);
+  boot_block *b = msrt_mem_state_alloc(BOOT_BLOCK);
   if (!b) return NULL;
   b->used = BOOT_HEAD;
   lua_State *L = lua_newstate(state_alloc, b);

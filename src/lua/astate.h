@@ -2,10 +2,11 @@
  * host runs thousands of them (README "Performance": <= 64 KiB RSS
  * per idle actor, >= 20,000 actors/s).
  *
- *  - Memory comes from core/mem.h (mimalloc), not LuaJIT's per-state mmap
- *    arenas: with thousands of states those cost a page fault per fresh
- *    page and contend on the process's mmap lock (perf: 60% of spawn time
- *    in the kernel). A custom allocator needs LuaJIT's GC64 mode (the x64
+ *  - Memory comes from core/mem.h (mimalloc; msrt_mem_state_alloc, the
+ *    states' region, in 2 MiB pages while a fleet grows: lua/actor.c),
+ *    not LuaJIT's per-state mmap arenas: with thousands of states those
+ *    cost a page fault per fresh page and contend on the process's mmap
+ *    lock (perf: 60% of spawn time in the kernel). A custom allocator needs LuaJIT's GC64 mode (the x64
  *    default); without it lua_newstate returns NULL, reported as out of
  *    memory.
  *  - base, package and string are opened at once; table, io, os, math
