@@ -20,7 +20,7 @@
 -- itself, which races with the hub doing the same (a trace starting or
 -- ending), and LuaJIT 2.1 as Debian 12 packages it has that race: the
 -- VM can then loop for good in its dispatch with no Lua running and no
--- sample taken. The crash storm under this tracer did so 3 times in ~50
+-- sample taken. The crash storm under this tracer did so 3 times in 41
 -- runs (2026-12-05); never without it. A run that ends no stall report
 -- for seconds and keeps a CPU busy is that: kill it and run again.
 local uv = require "luv"
