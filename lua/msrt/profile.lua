@@ -39,6 +39,7 @@ M.schema = {
     data_dir = schema.string,              -- default store directory (DATA_DIR/queues/NAME.db)
     commit_ms = int(0, 60000),             -- group commits over this period; 0: one per loop turn
     synchronous = schema.enum{ "full", "normal" }, -- SQLite's: survive power loss | a host crash
+    spin_us = int(0, 1000000),             -- a queue's writer thread spins this long for the next commit before it sleeps
   },
   policy = schema.fields{                  -- policy files (msrt.policy)
     time_ms = int(1, 3600000),             -- wall clock per run or call

@@ -72,7 +72,7 @@ end
 
 local function settings()
   local p = profile.current().queues or {}
-  return p.commit_ms or 0, (p.synchronous or "full") == "full"
+  return p.commit_ms or 0, (p.synchronous or "full") == "full", p.spin_us or 300
 end
 
 ---------------------------------------------------------------------------
@@ -963,12 +963,13 @@ function M.declare(spec)
   end
   local path, perr = store_path(spec)
   if not path then return nil, core.error("invalid_arg", perr) end
-  local commit_ms, sync_full = settings()
+  local commit_ms, sync_full, spin_us = settings()
   ids.wake = ids.wake + 1
   local store, oerr = core.queue_open {
     name = spec.name, path = path, sync_full = sync_full,
     max_msgs = spec.max_msgs, max_bytes = spec.max_bytes, discard = spec.discard,
     dedupe_window_ms = spec.dedupe_window_ms or 120000, wake_id = ids.wake,
+    spin_us = spin_us,
   }
   if not store then return nil, oerr end
   local q = {

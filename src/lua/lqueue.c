@@ -25,7 +25,7 @@ static lqueue *check_q(lua_State *L) {
 }
 
 /* queue_open{name, path, sync_full, max_msgs, max_bytes, discard = "old" |
- * "new", dedupe_window_ms, wake_id} -> queue | nil, err (queue/queue.h
+ * "new", dedupe_window_ms, wake_id, spin_us} -> queue | nil, err (queue/queue.h
  * msrt_queue_open's errors) */
 static int l_queue_open(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -42,6 +42,7 @@ static int l_queue_open(lua_State *L) {
   c.max_bytes = (uint64_t)msrt_lua_field_size(L, 1, "max_bytes");
   c.dedupe_window_ms = (uint64_t)msrt_lua_field_size(L, 1, "dedupe_window_ms");
   c.wake_id = (uint64_t)msrt_lua_field_size(L, 1, "wake_id");
+  c.spin_ns = (uint64_t)msrt_lua_field_size(L, 1, "spin_us") * 1000u;
   c.bus = msrt_lua_rt(L)->bus;
   lqueue *lq = lua_newuserdata(L, sizeof *lq);
   lq->q = NULL;

@@ -35,9 +35,16 @@ struct msrt_queue {
   pthread_t writer;
   int has_writer, stop;
   pthread_cond_t cv;   /* busy or stop changed (under lock) */
+  /* busy, taken, done, stop and spinning are written under lock with
+   * atomic stores, and read under lock or, spinning, with atomic loads */
   int busy;            /* a flush is in flight: the writer owns the store */
   int taken;           /* who runs it: 0 not begun, 1 the writer, 2 the hub */
   int done;            /* its outcome waits for msrt_queue_flush_end */
+  int spinning;        /* the writer spins for the next flush */
+  uint64_t spin_ns;    /* msrt_queue_config's */
+  uint64_t ended_ns;   /* when the last flush ended (under lock) */
+  int spin_next;       /* this flush began within spin_ns of the last one's
+                          end: the writer spins after it (under lock) */
   struct msrt_queue_job { /* the writer's while busy, then the hub's */
     uint64_t *seqs;    /* deliver, acks and dead, one allocation */
     msrt_queue_ops ops;

@@ -29,6 +29,7 @@ msrt_queue *msrt_queue_open(const msrt_queue_config *cfg, msrt_error *err) {
   q->discard = cfg->discard, q->dedupe_window_ms = cfg->dedupe_window_ms;
   q->intake_max = cfg->intake_max ? cfg->intake_max : 65536;
   q->wake_id = cfg->wake_id;
+  q->spin_ns = cfg->spin_ns;
   if (msrt_queue_db_open(q, err) != MSRT_E_OK) {
     msrt_queue_db_close(q);
     msrt_queue_unref(q);

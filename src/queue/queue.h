@@ -73,6 +73,13 @@ typedef struct {
   uint64_t wake_id;          /* the MSRT_IN_QUEUE item's target */
   msrt_bus *bus;             /* where the writer's completion item goes
                                 (NULL: none; msrt_queue_flush_state tells) */
+  uint64_t spin_ns;          /* how long the writer, idle after a flush
+                                that came soon after the one before, spins
+                                for the next before it sleeps, and how long
+                                msrt_queue_flush_run spins for the writer;
+                                0: never (a sleeping thread's wake-up takes
+                                tens of us on a VM, longer than the hub's
+                                work between two flushes) */
 } msrt_queue_config;
 
 /* Counts of a queue (persistent ones survive a restart). */
@@ -162,9 +169,11 @@ msrt_code msrt_queue_flush_begin(msrt_queue *q, const msrt_queue_ops *ops,
  * for msrt_queue_flush_end. */
 int msrt_queue_flush_state(msrt_queue *q);
 
-/* As msrt_queue_flush_state, after running the flush in flight on the
- * calling thread when the writer has not begun it yet (then 2, and no
- * MSRT_IN_QUEUE item comes for it): on a machine with no free core the
+/* As msrt_queue_flush_state, for a caller with nothing else to do until
+ * the flush in flight is done: when the writer is spinning (spin_ns), up
+ * to spin_ns for it to take the flush and again for it to end it; a flush
+ * the writer has not begun then runs on the calling thread (then 2, and
+ * no MSRT_IN_QUEUE item comes for it): on a machine with no free core the
  * writer may wait for a turn while the caller has nothing else to do. */
 int msrt_queue_flush_run(msrt_queue *q);
 

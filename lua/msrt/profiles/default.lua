@@ -18,7 +18,7 @@ return function(machine)
     max_subject = 1024,
     max_line_bytes = 16 * 1024 * 1024,
     gc = { pause = 200, stepmul = 200 },
-    queues = { commit_ms = 0, synchronous = "full" },
+    queues = { commit_ms = 0, synchronous = "full", spin_us = 300 },
     policy = { time_ms = 100, memory_bytes = 64 * 1024 * 1024, file_bytes = 1024 * 1024 },
     nats = { reconnect_buffer = 8 * 1024 * 1024, reconnect_wait_ms = 250, pending_msgs = 65536 },
     connections = { keepalive_ms = 60000, backlog = 511, max = 1024, nodelay = true,
