@@ -11,6 +11,16 @@
  *   bench_nats_raw URL reqrep COUNT SIZE   sequential requests to 1 responder
  *                                          (its connection SendAsap, as
  *                                          msrt's bridges in this run)
+ *   bench_nats_raw URL sub COUNT SIZE      a subscriber alone: "ready" once
+ *                                          subscribed, then as pubsub's,
+ *                                          exiting 500 ms after it
+ *   bench_nats_raw URL pub COUNT SIZE      a publisher alone (then a flush)
+ *   bench_nats_raw URL rep COUNT SIZE      a responder alone (SendAsap):
+ *                                          "ready", then COUNT answers
+ *   bench_nats_raw URL req COUNT SIZE      a requester alone: COUNT
+ *                                          sequential requests
+ * (sub, pub, rep, req: one side per process, for scripts/bench/
+ * nats_cost.sh)
  * Each side is its own connection. Prints one line: "msgs_per_s N" (from
  * the first message received to the last) or "p50_us N p99_us N". */
 #include <nats/nats.h>
@@ -55,6 +65,19 @@ static natsConnection *conn(const char *url) {
   return nc;
 }
 
+/* A connection that writes each message at once (SendAsap), as a
+ * responder's (and msrt's bridges' in nats.lua's request runs). */
+static natsConnection *conn_asap(const char *url) {
+  natsOptions *o = NULL;
+  natsConnection *nc = NULL;
+  natsOptions_Create(&o);
+  natsOptions_SetURL(o, url);
+  natsOptions_SetSendAsap(o, true);
+  if (natsConnection_Connect(&nc, o) != NATS_OK) exit(1);
+  natsOptions_Destroy(o);
+  return nc;
+}
+
 static int cmp(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return x < y ? -1 : x > y;
@@ -62,10 +85,22 @@ static int cmp(const void *a, const void *b) {
 
 #define MAX_SUBS 16
 
+/* Publish count messages on pub and flush. */
+static void publish(natsConnection *pub, long count, char *data, int size) {
+  for (long i = 0; i < count; i++)
+    natsConnection_Publish(pub, "bench.x", data, size);
+  natsConnection_Flush(pub);
+}
+
+/* Members subscribers (a queue group when queue); with no publisher
+ * (count < 0: -count wanted) "ready" first, the messages from another
+ * process. */
 static void stream(const char *url, long count, char *data, int size,
                    int members, int queue) {
   natsConnection *subs[MAX_SUBS];
   natsSubscription *s[MAX_SUBS];
+  bool alone = count < 0;
+  if (alone) count = -count;
   long want = queue ? count : count * members;
   for (int i = 0; i < members; i++) {
     subs[i] = conn(url);
@@ -77,16 +112,17 @@ static void stream(const char *url, long count, char *data, int size,
     natsSubscription_SetPendingLimits(s[i], -1, -1);
     natsConnection_Flush(subs[i]);
   }
-  natsConnection *pub = conn(url);
-  for (long i = 0; i < count; i++)
-    natsConnection_Publish(pub, "bench.x", data, size);
-  natsConnection_Flush(pub);
+  natsConnection *pub = alone ? NULL : conn(url);
+  if (alone) printf("ready\n"), fflush(stdout);
+  else publish(pub, count, data, size);
   double deadline = now_s() + 60;
   while (atomic_load(&got) < want && now_s() < deadline)
     nats_Sleep(1);
   double secs = atomic_load(&last_s) - atomic_load(&first_s);
   printf("msgs_per_s %.0f received %ld\n", (double)atomic_load(&got) / secs,
          atomic_load(&got));
+  fflush(stdout);
+  if (alone) nats_Sleep(500); /* nats_cost.sh reads /proc meanwhile */
   natsConnection_Destroy(pub);
   for (int i = 0; i < members; i++) {
     natsSubscription_Destroy(s[i]);
@@ -94,14 +130,42 @@ static void stream(const char *url, long count, char *data, int size,
   }
 }
 
+static _Atomic long answered;
+
+static void on_rep(natsConnection *nc, natsSubscription *sub, natsMsg *m,
+                   void *ud) {
+  on_req(nc, sub, m, ud);
+  atomic_fetch_add(&answered, 1);
+}
+
+/* A responder alone (SendAsap): "ready", then count requests answered. */
+static void responder(const char *url, long count) {
+  natsConnection *rc = conn_asap(url);
+  natsSubscription *s;
+  natsConnection_Subscribe(&s, rc, "bench.rr", on_rep, NULL);
+  natsConnection_Flush(rc);
+  printf("ready\n"), fflush(stdout);
+  double deadline = now_s() + 120;
+  while (atomic_load(&answered) < count && now_s() < deadline) nats_Sleep(1);
+  printf("answered %ld\n", atomic_load(&answered)), fflush(stdout);
+  nats_Sleep(100);
+  natsSubscription_Destroy(s);
+  natsConnection_Destroy(rc);
+}
+
+/* count sequential requests (a requester alone). */
+static void requester(const char *url, long count, char *data, int size) {
+  natsConnection *qc = conn(url);
+  for (long i = 0; i < count; i++) {
+    natsMsg *reply = NULL;
+    natsConnection_Request(&reply, qc, "bench.rr", data, size, 5000);
+    natsMsg_Destroy(reply);
+  }
+  natsConnection_Destroy(qc);
+}
+
 static void reqrep(const char *url, long count, char *data, int size) {
-  natsOptions *o = NULL;
-  natsConnection *rc = NULL, *qc = conn(url);
-  natsOptions_Create(&o);
-  natsOptions_SetURL(o, url);
-  natsOptions_SetSendAsap(o, true); /* the reply out at once */
-  if (natsConnection_Connect(&rc, o) != NATS_OK) exit(1);
-  natsOptions_Destroy(o);
+  natsConnection *rc = conn_asap(url), *qc = conn(url);
   natsSubscription *s;
   natsConnection_Subscribe(&s, rc, "bench.rr", on_req, NULL);
   natsConnection_Flush(rc);
@@ -124,7 +188,7 @@ static void reqrep(const char *url, long count, char *data, int size) {
 int main(int argc, char **argv) {
   int n = argc == 6 ? atoi(argv[5]) : 2;
   if ((argc != 5 && argc != 6) || n < 1 || n > MAX_SUBS) {
-    fprintf(stderr, "usage: bench_nats_raw URL pubsub|queue|fanout|reqrep "
+    fprintf(stderr, "usage: bench_nats_raw URL pubsub|queue|fanout|reqrep|sub|pub|req|rep "
                     "COUNT SIZE [N]\n");
     return 2;
   }
@@ -137,6 +201,15 @@ int main(int argc, char **argv) {
     stream(argv[1], count, data, size, n, 1);
   else if (strcmp(argv[2], "fanout") == 0)
     stream(argv[1], count, data, size, n, 0);
+  else if (strcmp(argv[2], "req") == 0) requester(argv[1], count, data, size);
+  else if (strcmp(argv[2], "rep") == 0) responder(argv[1], count);
+  else if (strcmp(argv[2], "sub") == 0)
+    stream(argv[1], -count, data, size, 1, 0);
+  else if (strcmp(argv[2], "pub") == 0) {
+    natsConnection *pub = conn(argv[1]);
+    publish(pub, count, data, size);
+    natsConnection_Destroy(pub);
+  }
   else stream(argv[1], count, data, size, 1, 0);
   free(data);
   nats_Close();
