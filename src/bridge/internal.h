@@ -53,6 +53,7 @@ typedef struct msrt_bridge_loop msrt_bridge_loop;
 typedef struct {
   bkey *k;
   natsSubscription *sub;
+  bool retired; /* sub is k->drained */
 } bpull;
 
 struct msrt_bridge {
