@@ -236,6 +236,18 @@ static inline msrt_envelope *lane_pop(msrt_actor *a, int l) {
   if (!n) return NULL;
   msrt_envelope *e = n->env;
   a->head[l] = n; /* n is the new dummy */
+  /* Fetch what the next pops read, most likely written on the sender's
+   * CPU: the node after next (the next one was fetched by the pop before)
+   * and the next message's envelope, so a transfer between far-apart CPUs
+   * (README Performance, the two levels) overlaps this message's turn. */
+  msrt_mnode *n1 = atomic_load_explicit(&n->next, ACQ);
+  if (n1) {
+    msrt_mnode *n2 = atomic_load_explicit(&n1->next, ACQ);
+    if (n2) __builtin_prefetch(n2);
+    const char *e1 = (const char *)n1->env;
+    __builtin_prefetch(e1);
+    __builtin_prefetch(e1 + 64);
+  }
   if (h != &a->stub[l]) msrt_mnode_free(h);
   return e;
 }
