@@ -533,15 +533,21 @@ local Msg = {}
 Msg.__index = Msg
 
 -- A message's headers: a batch's messages share their headers' bytes
--- (lqueue.c's put_str hands the same string again), so the last string
--- is decoded once and each message gets a copy of its own (a consumer may
--- change its table). Decoding each (two substrings and a table; LuaJIT
--- leaves decode's loop uncompiled inside deliver's trace) cost the hub
--- ~1,000 instructions a message more than a copy does.
+-- (lqueue.c's put_str hands the same string again), so a string seen
+-- again is decoded once more, kept unchanged, and each message gets a copy
+-- of it (a consumer may change its table); a string seen once (messages
+-- published one by one each have their own) is decoded for its message
+-- alone. Decoding each (two substrings and a table; LuaJIT leaves
+-- decode's loop uncompiled inside deliver's trace) cost the hub ~1,000
+-- instructions a message more than a copy does.
 local clone = require "table.clone" -- LuaJIT's (OpenResty): a shallow copy
 local last_hdr, last_headers
 local function headers_of(hdr)
-  if hdr ~= last_hdr then last_headers, last_hdr = headers.decode(hdr), hdr end
+  if hdr ~= last_hdr then
+    last_hdr, last_headers = hdr, nil
+    return headers.decode(hdr)
+  end
+  if not last_headers then last_headers = headers.decode(hdr) end
   return clone(last_headers)
 end
 
