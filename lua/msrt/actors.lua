@@ -163,7 +163,12 @@ local function exited(handle, id, rec)
   core.actor_release(a.cell)
   live[id] = nil
   live_count = live_count - 1
-  if live_count == 0 then core.keep_alive(false) end
+  if live_count == 0 then
+    core.keep_alive(false)
+    -- the fleet has ended: what its states freed of the hub's heap goes
+    -- back now (src/core/mem.h msrt_mem_state_collect)
+    core.actor_collect()
+  end
   if not rec.normal then -- a crash report, as OTP's logger gives one
     io.stderr:write(("ERROR actor %s#%s exited: %s\n"):format(handle.name, tostring(id), tostring(rec.reason)))
   end

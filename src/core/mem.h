@@ -44,6 +44,22 @@ void *msrt_mem_state_realloc(void *p, size_t n);
  * wins. */
 void msrt_mem_state_bulk(int on);
 
+/* A state this thread made, or part of one, was freed (on any thread):
+ * now and then (every 64th call on a thread) the thread's states' heap
+ * gives back what other threads freed of it and the pages that left
+ * empty. mimalloc returns a page freed by another thread only when its
+ * owner next allocates there, and the thread that makes states (the hub)
+ * may never make another: without this a fleet that shrinks kept the
+ * states' pages. A few us per MiB the heap holds; any thread. */
+void msrt_mem_state_freed(void);
+
+/* The calling thread's states' heap gives back at once all that was freed
+ * of it (a forced collect: what is empty is decommitted now, not after
+ * mimalloc's delay). Costs a walk of every page the heap holds and a
+ * madvise per span: for when a fleet has ended (lua/msrt/actors.lua, the
+ * hub's last actor gone). Any thread. */
+void msrt_mem_state_collect(void);
+
 /* "mimalloc" or "libc": which allocator this build uses (for benchmarks). */
 const char *msrt_mem_name(void);
 

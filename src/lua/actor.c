@@ -108,7 +108,7 @@ static int headroom(void) {
  * a small host does not grow by 2 MiB per thread); off as soon as the
  * fleet shrinks by BULK_SLACK or a sixteenth of its peak, so khugepaged
  * cannot fill a shrunk fleet's freed pages back in; on again once it has
- * grown BULK_MIN past where it turned off. Counted at each state made and
+ * grown BULK_MIN past its lowest since then. Counted at each state made and
  * closed (one atomic add); the switch is under a lock, which reads the
  * count again, so the last switch made is the one the count asks for. */
 #define BULK_MIN 256
@@ -148,10 +148,14 @@ static void state_made(void) {
 
 static void state_closed(lua_State *L) {
   lua_close(L);
+  msrt_mem_state_freed();
   long n = atomic_fetch_sub(&live_states, 1) - 1;
-  if (atomic_load_explicit(&bulk_on, memory_order_relaxed) &&
-      n <= bulk_floor(atomic_load_explicit(&bulk_peak, memory_order_relaxed)))
+  if (!atomic_load_explicit(&bulk_on, memory_order_relaxed)) {
+    if (n + BULK_MIN < atomic_load_explicit(&bulk_next, memory_order_relaxed))
+      atomic_store_explicit(&bulk_next, n + BULK_MIN, memory_order_relaxed);
+  } else if (n <= bulk_floor(atomic_load_explicit(&bulk_peak, memory_order_relaxed))) {
     bulk_switch();
+  }
 }
 
 static void booted(lactor *la) {

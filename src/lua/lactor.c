@@ -2,6 +2,7 @@
  * (lua/actor.h); lua/msrt/actors.lua is their caller. Hub thread only. */
 #include <lauxlib.h>
 
+#include "core/mem.h"
 #include "lua/actor.h"
 #include "lua/lerror.h"
 #include "lua/lrt.h"
@@ -26,6 +27,15 @@ static int l_actor_release(lua_State *L) {
   cell_box *b = luaL_checkudata(L, 1, CELL_META);
   msrt_actor_unref(b->cell);
   b->cell = NULL;
+  msrt_mem_state_freed(); /* its state was made here (actor.c) */
+  return 0;
+}
+
+/* actor_collect(): the hub's states' heap gives back at once what the
+ * released actors' states freed of it (core/mem.h msrt_mem_state_collect). */
+static int l_actor_collect(lua_State *L) {
+  (void)L;
+  msrt_mem_state_collect();
   return 0;
 }
 
@@ -91,6 +101,7 @@ void msrt_lua_open_actor(lua_State *L) {
   static const luaL_Reg fns[] = {
     {"actor_new", l_actor_new}, {"actor_stop", l_actor_stop},
     {"actor_release", l_actor_release}, {"actor_mailbox", l_actor_mailbox},
+    {"actor_collect", l_actor_collect},
     {NULL, NULL}};
   if (luaL_newmetatable(L, CELL_META)) {
     lua_pushcfunction(L, l_actor_release);
