@@ -1,5 +1,4 @@
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -260,52 +259,6 @@ static void test_inbox_stream_paced(void) {
   CHECK(msrt_hub_free(hub) == 0);
 }
 
-/* With a spin (msrt_inbox_set_spin), a drain whose round left the inbox
- * empty looks again before it returns, as an idle worker spins before it
- * parks: an item another thread pushes ~1 ms after the first was
- * delivered (a worker's reply) comes in the same drain, with no wake-up.
- * The callback ends the spin (set to 0) once it has the second. */
-typedef struct {
-  msrt_inbox *in;
-  atomic_int first;
-  int got;
-} linger_sink;
-
-static void linger_drain(msrt_inbox_item *items, size_t n, void *ud) {
-  linger_sink *s = ud;
-  for (size_t i = 0; i < n; i++)
-    if (items[i].target == 2) msrt_inbox_set_spin(s->in, 0);
-  s->got += (int)n;
-  atomic_store(&s->first, 1);
-}
-
-static void *linger_reply(void *arg) {
-  linger_sink *s = arg;
-  struct timespec ms = {0, 1000000};
-  for (int i = 0; i < 5000 && !atomic_load(&s->first); i++) nanosleep(&ms, NULL);
-  nanosleep(&ms, NULL);
-  msrt_inbox_push(s->in, (msrt_inbox_item){0, 2, NULL, NULL});
-  return NULL;
-}
-
-static void test_inbox_linger(void) {
-  uv_loop_t loop;
-  uv_loop_init(&loop);
-  linger_sink s = {0};
-  s.in = msrt_inbox_new(&loop, linger_drain, &s);
-  msrt_inbox_set_spin(s.in, 10000000000u); /* 10 s: the reply ends it */
-  CHECK(msrt_inbox_push(s.in, (msrt_inbox_item){0, 1, NULL, NULL}) == 0);
-  pthread_t t;
-  pthread_create(&t, NULL, linger_reply, &s);
-  msrt_inbox_drain(s.in);
-  CHECK(s.got == 2); /* the reply, pushed after the first was delivered */
-  pthread_join(t, NULL);
-  msrt_inbox_close(s.in);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  msrt_inbox_free(s.in);
-  CHECK(uv_loop_close(&loop) == 0);
-}
-
 /* The watchdog reports a turn longer than slice_ms once, with the actor's
  * id and how long it had run; idle workers and short turns are not
  * reported; its own timer finds an overlong turn too. */
@@ -531,7 +484,6 @@ static void test_timer_never_early(void) {
 TEST_MAIN(test_timer_never_early, test_inbox_many_producers,
           test_inbox_closed_refuses, test_inbox_node, test_inbox_waker,
           test_inbox_budget_comes_back, test_inbox_stream_paced,
-          test_inbox_linger,
           test_watchdog, test_alarms,
           test_hub_shutdown_status,
           test_hub_shutdown_held)

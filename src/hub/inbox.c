@@ -23,7 +23,6 @@ struct msrt_inbox {
    * when it finds the inbox empty). Pushes meanwhile send nothing. */
   int wake_due;
   int draining; /* a drain callback that drains again must not recurse */
-  _Atomic uint64_t spin_ns; /* msrt_inbox_set_spin */
   msrt_inbox_drain_fn fn;
   void *ud;
   /* Set by the push that brings the vector to PACE_BATCH items, cleared
@@ -168,10 +167,6 @@ void msrt_inbox_keep_alive(msrt_inbox *in, int on) {
   else uv_unref((uv_handle_t *)&in->async);
 }
 
-void msrt_inbox_set_spin(msrt_inbox *in, uint64_t ns) {
-  atomic_store_explicit(&in->spin_ns, ns, memory_order_relaxed);
-}
-
 size_t msrt_inbox_depth(msrt_inbox *in) {
   pthread_mutex_lock(&in->lock);
   size_t n = in->n;
@@ -227,21 +222,6 @@ static void pace(msrt_inbox *in, size_t took) {
     msrt_cpu_relax();
 }
 
-/* Before the round that would find the inbox empty and let the hub
- * sleep: look again for up to spin_ns (msrt_inbox_set_spin), or until
- * the drain's deadline. wake_due stays set meanwhile, so a push sends
- * nothing; the lock's line stays in the hub's cache until one comes. */
-static void linger(msrt_inbox *in, uint64_t deadline) {
-  uint64_t spin = atomic_load_explicit(&in->spin_ns, memory_order_relaxed);
-  if (!spin) return;
-  uint64_t start = uv_hrtime(), now = start;
-  while (msrt_inbox_depth(in) == 0 && !in->closed && now - start < spin &&
-         now < deadline) {
-    for (int i = 0; i < 8; i++) msrt_cpu_relax();
-    now = uv_hrtime();
-  }
-}
-
 /* Rounds until the inbox is empty or budget_ns passed (UINT64_MAX: no
  * bound); nothing inside a drain (a callback that drains again). */
 static void drain(msrt_inbox *in, uint64_t budget_ns) {
@@ -250,12 +230,9 @@ static void drain(msrt_inbox *in, uint64_t budget_ns) {
   uint64_t start = uv_hrtime();
   size_t took;
   bool more;
-  uint64_t deadline = budget_ns == UINT64_MAX ? UINT64_MAX : start + budget_ns;
   while ((more = (took = drain_round(in)) > 0) &&
-         uv_hrtime() - start < budget_ns) {
+         uv_hrtime() - start < budget_ns)
     pace(in, took);
-    linger(in, deadline);
-  }
   /* Out of budget: wake_due is still set, so no push will send; come back
    * after the loop's timers and I/O. */
   if (more && !in->closed) uv_async_send(&in->async);

@@ -16,8 +16,8 @@
  * swapped out whole by the drain: the hub is the control plane, and one
  * lock round per batch is cheaper here than a lock-free queue per item.
  *
- * Thread-safety: msrt_inbox_push and msrt_inbox_set_spin from any
- * thread; everything else on the hub thread.
+ * Thread-safety: msrt_inbox_push from any thread; everything else on the
+ * hub thread.
  */
 #ifndef MSRT_HUB_INBOX_H
 #define MSRT_HUB_INBOX_H
@@ -92,16 +92,6 @@ void msrt_inbox_unwake(void *ud);
 /* Whether the inbox keeps the loop alive (its handle referenced) or not
  * (the default). Hub thread. */
 void msrt_inbox_keep_alive(msrt_inbox *in, int on);
-
-/* How long a drain whose last round left the inbox empty keeps looking
- * before the hub goes back to sleep (ns; 0, the default: it sleeps at
- * once), as an idle worker spins before it parks (the profile's
- * spin_us): a reply a worker pushes meanwhile costs it no eventfd write
- * and the hub no wake-up (a hub msrt.request to an actor waits ~45 us
- * less on this VM). A drain that ends idle spends up to that much CPU;
- * an idle hub, which drains nothing, none. Any thread (the next drain
- * uses it). */
-void msrt_inbox_set_spin(msrt_inbox *in, uint64_t ns);
 
 /* Items pushed and not yet drained (approximate; for metrics). */
 size_t msrt_inbox_depth(msrt_inbox *in);

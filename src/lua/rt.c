@@ -25,8 +25,6 @@ msrt_code msrt_rt_start(msrt_hub *hub, const msrt_rt_config *cfg,
   msrt_router_opts ropts = {.max_subject = cfg->max_subject};
   rt->router = msrt_router_new(&ropts);
   rt->inbox = msrt_inbox_new(msrt_hub_loop(hub), drain, drain_ud);
-  if (rt->inbox && cfg->spin_us > 0) /* the hub spins as idle workers do */
-    msrt_inbox_set_spin(rt->inbox, (uint64_t)cfg->spin_us * 1000u);
   msrt_bus_limits lim = {cfg->max_payload, cfg->max_subject};
   if (rt->router && rt->inbox)
     rt->bus = msrt_bus_new(rt->router, rt->inbox, &lim);
@@ -87,8 +85,6 @@ void *msrt_rt_hub_waker(msrt_rt *rt, uint64_t wake_id) {
 void msrt_rt_tune(msrt_rt *rt, const msrt_rt_config *cfg) {
   msrt_sched_tune(rt->sched, cfg->batch, cfg->spin_us, cfg->mailbox_capacity,
                   cfg->mailbox_bytes);
-  if (cfg->spin_us >= 0)
-    msrt_inbox_set_spin(rt->inbox, (uint64_t)cfg->spin_us * 1000u);
   if (cfg->gc_pause > 0) atomic_store(&rt->gc_pause, cfg->gc_pause);
   if (cfg->gc_stepmul > 0) atomic_store(&rt->gc_stepmul, cfg->gc_stepmul);
   if (cfg->actor_max_subs > 0)

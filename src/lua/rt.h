@@ -59,8 +59,7 @@ struct msrt_rt {
 
 /* Change the figures a profile reload may change live (docs/architecture.md
  * "Hot reload"): batch, spin_us, mailbox_capacity and mailbox_bytes as
- * msrt_sched_tune (spin_us also as the hub inbox's msrt_inbox_set_spin);
- * the LuaJIT GC pause/stepmul (percent) of actor states
+ * msrt_sched_tune; the LuaJIT GC pause/stepmul (percent) of actor states
  * made from now on; actor_max_subs for every ctx:subscribe from now on.
  * A value <= 0 (spin_us < 0) leaves that figure as it is. Any thread. */
 void msrt_rt_tune(msrt_rt *rt, const msrt_rt_config *cfg);
