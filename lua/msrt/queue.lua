@@ -231,35 +231,6 @@ local function pub_ack(q, reply, seq, duplicate, code, message)
   if not ok then require("msrt").log("warn", tostring(err)) end
 end
 
--- The PubAcks of a flush's intake (its results by column, lqueue.c
--- l_flush_end), in intake order: a run of results with the reply of one
--- batch (M.publish_batch) goes into that batch's list in one loop, its
--- wait looked up once; the others one by one (pub_ack).
-local function pub_acks(q, res)
-  local replies, seqs, dups, codes, n = res.reply, res.seq, res.duplicate, res.code, res.n
-  local i = 1
-  while i <= n do
-    local reply = replies[i]
-    local w = reply and waiting_pub[reply]
-    if w and w.n then
-      local acks, k = w.acks, w.got
-      repeat
-        k = k + 1
-        acks[k] = ack_of(q, seqs[i], dups[i], codes[i])
-        i = i + 1
-      until i > n or replies[i] ~= reply
-      w.got = k
-      if k >= w.n and not w.publishing then
-        waiting_pub[reply], npub = nil, npub - 1
-        resume(w.co, "error in callback", true, acks)
-      end
-    else
-      pub_ack(q, reply, seqs[i], dups[i], codes[i])
-      i = i + 1
-    end
-  end
-end
-
 -- Times out the durable publishes whose PubAck did not come in time
 -- (never early: checked against the monotonic clock; late by at most the
 -- sweep's 50 ms). Runs only while some wait.
@@ -481,7 +452,7 @@ function finish(q)
   end
   -- the outcome of each intake message, by column (lqueue.c l_flush_end)
   local direct, to, nd, room = {}, {}, 0, f.room
-  local seqs, codes, dups = res.seq, res.code, res.duplicate
+  local seqs, replies, codes, dups = res.seq, res.reply, res.code, res.duplicate
   for i = 1, res.n do
     local seq, dup, code = seqs[i], dups[i], codes[i]
     if seq > 0 and not dup and not code then
@@ -516,7 +487,7 @@ function finish(q)
     end
   end
   for i = #back, 1, -1 do unread(q, back[i]) end
-  pub_acks(q, res)
+  for i = 1, res.n do pub_ack(q, replies[i], seqs[i], dups[i], codes[i]) end
   if not q.closed and not q.hold and (q.want or q.commit_ms == 0) then start(q) end
   local t = now_ns()
   for k, i in ipairs(direct) do deliver(q, to[k], seqs[i], t, res, i) end
