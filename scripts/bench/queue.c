@@ -45,6 +45,17 @@ static double now_us(void) {
   return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
+/* Wall-clock ms: what the queue stores as a message's ts (the envelope's
+ * wall-clock time) and prunes the Msg-Id window by. (The monotonic clock's
+ * ms, which the loop stored until 12-06, is a 3-byte integer where the
+ * queue's is 6: 64 rows then fit in one b-tree page where the queue's take
+ * two, and the loop's commit wrote 3 WAL frames against the queue's 5.) */
+static int64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return x < y ? -1 : x > y;
@@ -104,11 +115,11 @@ static void sqlite_case(const char *dir, int n, int size, const char *sync) {
       sqlite3_bind_int64(ins, 1, i + 1);
       sqlite3_bind_blob(ins, 2, hdr, sizeof hdr - 1, SQLITE_STATIC);
       sqlite3_bind_blob(ins, 3, body, size, SQLITE_STATIC);
-      sqlite3_bind_int64(ins, 4, (sqlite3_int64)(now_us() / 1000));
+      sqlite3_bind_int64(ins, 4, wall_ms());
       if (sqlite3_step(ins) != SQLITE_DONE) sql_fail(db, "insert");
       sqlite3_reset(ins);
     }
-    sqlite3_bind_int64(prune, 1, (sqlite3_int64)(now_us() / 1000) - 120000); /* Msg-Id window */
+    sqlite3_bind_int64(prune, 1, wall_ms() - 120000); /* Msg-Id window */
     if (sqlite3_step(prune) != SQLITE_DONE) sql_fail(db, "prune");
     sqlite3_reset(prune);
     for (int k = 0; k < 2; k++) { /* last_seq, acked */
