@@ -434,14 +434,19 @@ end
 -- The flush in flight's outcome (waited for when it still runs): the
 -- books first, then the PubAcks (publishers resume and publish the next
 -- messages), then the next flush begins, and only then are this one's
--- messages handed to consumers, so the writer commits the next while the
--- hub delivers these.
+-- messages made Lua values and handed to consumers, so the writer commits
+-- the next while the hub delivers these.
 function finish(q)
   local f = q.flight
   q.flight = nil
-  local ok, err, res, evicted = q.store:flush_end()
+  -- the messages' own columns later (res.view, lqueue.c l_flush_end):
+  -- what comes before the next flush begins is what that flush waits for
+  local ok, err, res, evicted = q.store:flush_end(true)
   local picks, aseq, dead = f.picks, f.aseq, f.dead
-  if not ok then return failed(q, picks, aseq, dead, res, err) end
+  if not ok then
+    if res.view then res.view:fields(res) end -- (their messages released now)
+    return failed(q, picks, aseq, dead, res, err)
+  end
   q.failing = false
   for _, s in ipairs(aseq) do q.delivered[s] = nil end
   bury(q, dead, f.letters)
@@ -489,6 +494,7 @@ function finish(q)
   for i = #back, 1, -1 do unread(q, back[i]) end
   for i = 1, res.n do pub_ack(q, replies[i], seqs[i], dups[i], codes[i]) end
   if not q.closed and not q.hold and (q.want or q.commit_ms == 0) then start(q) end
+  if res.view then res.view:fields(res) end
   local t = now_ns()
   for k, i in ipairs(direct) do deliver(q, to[k], seqs[i], t, res, i) end
   for _, p in ipairs(later) do deliver(q, p.consumer, p.seq, t) end

@@ -100,13 +100,6 @@ static uint64_t *seqs(lua_State *L, int idx, size_t *n) {
   return v;
 }
 
-/* The results' columns: results.seq[i], results.reply[i]... */
-enum { R_SEQ, R_REPLY, R_SUBJECT, R_PAYLOAD, R_HDR, R_FLAGS, R_PRIO, R_CODE,
-       R_DUP, R_TEXT, R__N };
-static const char *const RCOL[R__N] = {
-  "seq", "reply", "subject", "payload", "hdr", "flags", "priority", "code",
-  "duplicate", "text"};
-
 /* col[k] = the bytes s[0..len) (nothing when s is NULL), taken from
  * col[k - 1] when the previous result had the same bytes (p, plen): a
  * batch's messages share their reply, subject and headers, and a string
@@ -119,63 +112,6 @@ static void put_str(lua_State *L, int col, int k, const char *s, size_t len,
   else
     lua_pushlstring(L, s, len);
   lua_rawseti(L, col, k);
-}
-
-/* The results of a flush as one table of columns (a table per message,
- * its fields set through the C API, was ~4k instructions a message):
- * {n, seq, reply, subject, payload, text, hdr, flags, priority, code,
- * duplicate}, each column an array indexed 1..n (reply, hdr, code and
- * duplicate hold nil where a result has none; a payload that serializes
- * one string is that string in text, nil in payload). */
-static void push_results(lua_State *L, const msrt_queue_result *res,
-                         size_t n) {
-  lua_createtable(L, 0, R__N + 1);
-  int t = lua_gettop(L);
-  for (int c = 0; c < R__N; c++)
-    lua_createtable(L, c < R_CODE || c == R_TEXT ? (int)n : 0, 0);
-  const msrt_envelope *p = NULL;
-  for (size_t i = 0; i < n; i++) {
-    const msrt_queue_result *r = &res[i];
-    const msrt_envelope *e = r->env;
-    int k = (int)i + 1;
-    lua_pushnumber(L, (lua_Number)r->seq);
-    lua_rawseti(L, t + 1 + R_SEQ, k);
-    put_str(L, t + 1 + R_REPLY, k, e->reply, e->reply_len,
-            p ? p->reply : NULL, p ? p->reply_len : 0);
-    put_str(L, t + 1 + R_SUBJECT, k, e->subject, e->subject_len,
-            p ? p->subject : NULL, p ? p->subject_len : 0);
-    /* a string's serialization is handed back as the string (text), so
-     * that Lua neither makes the serialized copy nor decodes it */
-    const char *str;
-    size_t slen;
-    if ((e->flags & MSRT_ENV_PAYLOAD_BUFFER) &&
-        msrt_lua_get_string(e->payload, e->payload_len, &str, &slen)) {
-      lua_pushlstring(L, str, slen);
-      lua_rawseti(L, t + 1 + R_TEXT, k);
-    } else {
-      lua_pushlstring(L, (const char *)e->payload, e->payload_len);
-      lua_rawseti(L, t + 1 + R_PAYLOAD, k);
-    }
-    put_str(L, t + 1 + R_HDR, k, e->headers_len ? (const char *)e->headers : NULL,
-            e->headers_len, p && p->headers_len ? (const char *)p->headers : NULL,
-            p ? p->headers_len : 0);
-    lua_pushinteger(L, e->flags);
-    lua_rawseti(L, t + 1 + R_FLAGS, k);
-    lua_pushinteger(L, e->priority);
-    lua_rawseti(L, t + 1 + R_PRIO, k);
-    if (r->code != MSRT_E_OK) {
-      lua_pushstring(L, msrt_code_name(r->code));
-      lua_rawseti(L, t + 1 + R_CODE, k);
-    }
-    if (r->duplicate) {
-      lua_pushboolean(L, 1);
-      lua_rawseti(L, t + 1 + R_DUP, k);
-    }
-    p = e;
-  }
-  for (int c = R__N - 1; c >= 0; c--) lua_setfield(L, t, RCOL[c]);
-  lua_pushinteger(L, (lua_Integer)n);
-  lua_setfield(L, t, "n");
 }
 
 /* q:flush_begin(deliver, acks, dead, deliver_new) -> true | nil, err: one
@@ -209,13 +145,110 @@ static int l_flush_run(lua_State *L) {
   return 1;
 }
 
-/* q:flush_end() -> ok, err, results, evicted: the flush in flight's
- * outcome, waited for (msrt_queue_flush_end). ok is true, or nil with err
- * (then nothing of the three lists was applied and every result is
- * refused). results: the intake messages' outcomes in intake order, by
- * column (push_results); evicted: an array of seqs. */
+
+/* A flush's results kept in C until the hub hands their messages out
+ * (l_flush_end's `later`): the envelopes stay referenced until then. */
+static const char RESULTS_META[] = "msrt.queue.results";
+
+typedef struct {
+  msrt_queue_result *res; /* NULL once their fields were taken */
+  size_t n;
+} lresults;
+
+/* The outcome columns of a flush, what its PubAcks and books need: {n,
+ * seq, reply, code, duplicate}, each column an array indexed 1..n (reply,
+ * code and duplicate hold nil where a result has none). At t. */
+static void push_outcome(lua_State *L, int t, const msrt_queue_result *res,
+                         size_t n) {
+  lua_createtable(L, (int)n, 0); /* seq */
+  lua_createtable(L, (int)n, 0); /* reply */
+  lua_createtable(L, 0, 0);      /* code */
+  lua_createtable(L, 0, 0);      /* duplicate */
+  int c0 = t + 1;
+  const msrt_envelope *p = NULL;
+  for (size_t i = 0; i < n; i++) {
+    const msrt_queue_result *r = &res[i];
+    const msrt_envelope *e = r->env;
+    int k = (int)i + 1;
+    lua_pushnumber(L, (lua_Number)r->seq);
+    lua_rawseti(L, c0, k);
+    put_str(L, c0 + 1, k, e->reply, e->reply_len, p ? p->reply : NULL,
+            p ? p->reply_len : 0);
+    if (r->code != MSRT_E_OK) {
+      lua_pushstring(L, msrt_code_name(r->code));
+      lua_rawseti(L, c0 + 2, k);
+    }
+    if (r->duplicate) {
+      lua_pushboolean(L, 1);
+      lua_rawseti(L, c0 + 3, k);
+    }
+    p = e;
+  }
+  lua_setfield(L, t, "duplicate");
+  lua_setfield(L, t, "code");
+  lua_setfield(L, t, "reply");
+  lua_setfield(L, t, "seq");
+  lua_pushinteger(L, (lua_Integer)n);
+  lua_setfield(L, t, "n");
+}
+
+/* The message columns of a flush, what handing its messages out needs,
+ * added to the results table at t: {subject, payload, text, hdr, flags,
+ * priority} (hdr nil where a message has none; a payload that serializes
+ * one string is that string in text, nil in payload). */
+static void push_fields(lua_State *L, int t, const msrt_queue_result *res,
+                        size_t n) {
+  enum { F_SUBJECT, F_PAYLOAD, F_TEXT, F_HDR, F_FLAGS, F_PRIO, F__N };
+  static const char *const FCOL[F__N] = {"subject", "payload", "text",
+                                         "hdr",     "flags",   "priority"};
+  for (int c = 0; c < F__N; c++)
+    lua_createtable(L, c == F_HDR ? 0 : (int)n, 0);
+  int c0 = lua_gettop(L) - F__N + 1;
+  const msrt_envelope *p = NULL;
+  for (size_t i = 0; i < n; i++) {
+    const msrt_envelope *e = res[i].env;
+    int k = (int)i + 1;
+    put_str(L, c0 + F_SUBJECT, k, e->subject, e->subject_len,
+            p ? p->subject : NULL, p ? p->subject_len : 0);
+    /* a string's serialization is handed back as the string (text), so
+     * that Lua neither makes the serialized copy nor decodes it */
+    const char *str;
+    size_t slen;
+    if ((e->flags & MSRT_ENV_PAYLOAD_BUFFER) &&
+        msrt_lua_get_string(e->payload, e->payload_len, &str, &slen)) {
+      lua_pushlstring(L, str, slen);
+      lua_rawseti(L, c0 + F_TEXT, k);
+    } else {
+      lua_pushlstring(L, (const char *)e->payload, e->payload_len);
+      lua_rawseti(L, c0 + F_PAYLOAD, k);
+    }
+    put_str(L, c0 + F_HDR, k,
+            e->headers_len ? (const char *)e->headers : NULL, e->headers_len,
+            p && p->headers_len ? (const char *)p->headers : NULL,
+            p ? p->headers_len : 0);
+    lua_pushinteger(L, e->flags);
+    lua_rawseti(L, c0 + F_FLAGS, k);
+    lua_pushinteger(L, e->priority);
+    lua_rawseti(L, c0 + F_PRIO, k);
+    p = e;
+  }
+  for (int c = F__N - 1; c >= 0; c--) lua_setfield(L, t, FCOL[c]);
+}
+
+/* q:flush_end([later]) -> ok, err, results, evicted: the flush in
+ * flight's outcome, waited for (msrt_queue_flush_end). ok is true, or nil
+ * with err (then nothing of the three lists was applied and every result
+ * is refused). results: the intake messages' outcomes in intake order, by
+ * column (a table per message, its fields set through the C API, was ~4k
+ * instructions a message): push_outcome's and push_fields' columns; with
+ * later, push_outcome's only and results.view, whose :fields(results)
+ * adds push_fields' (the messages stay referenced until then, or until
+ * the view is collected): the PubAcks, which the next flush waits for,
+ * are sent without the columns only a delivery reads. evicted: an array
+ * of seqs. */
 static int l_flush_end(lua_State *L) {
   lqueue *lq = check_q(L);
+  int later = lua_toboolean(L, 2);
   msrt_queue_result *res;
   uint64_t *ev;
   size_t n, nev;
@@ -228,8 +261,20 @@ static int l_flush_end(lua_State *L) {
     lua_pushnil(L);
     msrt_lua_push_error(L, &err);
   }
-  push_results(L, res, n);
-  msrt_queue_results_free(res, n);
+  lua_createtable(L, 0, 12);
+  int t = lua_gettop(L);
+  push_outcome(L, t, res, n);
+  if (later && n) {
+    lresults *v = lua_newuserdata(L, sizeof *v);
+    v->res = NULL, v->n = 0;
+    luaL_getmetatable(L, RESULTS_META);
+    lua_setmetatable(L, -2);
+    v->res = res, v->n = n; /* the view's now (its __gc frees them) */
+    lua_setfield(L, t, "view");
+  } else {
+    push_fields(L, t, res, n);
+    msrt_queue_results_free(res, n);
+  }
   lua_createtable(L, (int)nev, 0);
   for (size_t i = 0; i < nev; i++) {
     lua_pushnumber(L, (lua_Number)ev[i]);
@@ -237,6 +282,26 @@ static int l_flush_end(lua_State *L) {
   }
   free(ev);
   return 4;
+}
+
+/* view:fields(results): push_fields' columns added to results (the table
+ * flush_end returned with this view), and the messages released; a view
+ * whose fields were taken adds nothing. */
+static int l_results_fields(lua_State *L) {
+  lresults *v = luaL_checkudata(L, 1, RESULTS_META);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  if (!v->res) return 0;
+  push_fields(L, 2, v->res, v->n);
+  msrt_queue_results_free(v->res, v->n);
+  v->res = NULL, v->n = 0;
+  return 0;
+}
+
+static int l_results_gc(lua_State *L) {
+  lresults *v = luaL_checkudata(L, 1, RESULTS_META);
+  if (v->res) msrt_queue_results_free(v->res, v->n);
+  v->res = NULL, v->n = 0;
+  return 0;
 }
 
 /* q:intake() -> how many messages wait for a flush */
@@ -359,6 +424,15 @@ void msrt_lua_open_queue(lua_State *L) {
     luaL_register(L, NULL, methods);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, l_close);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, RESULTS_META)) {
+    lua_newtable(L);
+    lua_pushcfunction(L, l_results_fields);
+    lua_setfield(L, -2, "fields");
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_results_gc);
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
