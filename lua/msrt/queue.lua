@@ -390,8 +390,10 @@ local function failed(q, picks, aseq, dead, res, err)
   end
 end
 
--- Begin a flush of what this turn has (nothing to write: none).
-function start(q)
+-- Begin a flush of what this turn has (nothing to write: none). open:
+-- its intake is taken at q.store:flush_seal() (queue.h
+-- msrt_queue_flush_open), what publishers about to be resumed publish.
+function start(q, open)
   local picks = plan(q)
   local aseq, dead = q.acks, q.dead -- (replaced, not emptied)
   if #picks == 0 and #aseq == 0 and #dead == 0 and q.store:intake() == 0 then return end
@@ -409,7 +411,7 @@ function start(q)
     for _, c in ipairs(q.consumers) do room = room + (c.max_ack_pending - c.pending) end
   end
   q.acks, q.dead, q.want = {}, {}, false
-  local ok, err = q.store:flush_begin(dseq, aseq, xseq, room)
+  local ok, err = q.store:flush_begin(dseq, aseq, xseq, room, open)
   if not ok then return failed(q, picks, aseq, dead, nil, err) end
   q.flight = { picks = picks, aseq = aseq, dead = dead, letters = letters, room = room }
 end
@@ -492,8 +494,14 @@ function finish(q)
     end
   end
   for i = #back, 1, -1 do unread(q, back[i]) end
+  -- the next flush begins before the PubAcks: its transaction opens and
+  -- applies its acks and deliveries on the writer while they run, and
+  -- takes the intake, which the resumed publishers fill, once sealed
+  local go = not q.closed and not q.hold and (q.want or q.commit_ms == 0)
+  if go then start(q, true) end
   for i = 1, res.n do pub_ack(q, replies[i], seqs[i], dups[i], codes[i]) end
-  if not q.closed and not q.hold and (q.want or q.commit_ms == 0) then start(q) end
+  if q.flight then q.store:flush_seal()
+  elseif go and not q.closed and not q.hold then start(q) end
   if res.view then res.view:fields(res) end
   local t = now_ns()
   for k, i in ipairs(direct) do deliver(q, to[k], seqs[i], t, res, i) end

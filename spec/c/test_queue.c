@@ -3,7 +3,8 @@
  * dedupe, limits with discard old/new, a corrupt file refused, a store
  * that cannot be written (RLIMIT_FSIZE) refusing the flush and working
  * again when the room comes back, a flush on the writer thread (and with
- * the writer spinning between flushes), pushes from several threads. */
+ * the writer spinning between flushes; opened before its intake came),
+ * pushes from several threads. */
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -392,6 +393,83 @@ static void test_writer_spin(void) {
   teardown();
 }
 
+/* A flush opened before its intake came (msrt_queue_flush_open): its
+ * ops applied at once, the intake stored as it is when sealed, by
+ * msrt_queue_flush_seal or by any wait for the flush (flush_end, a read);
+ * with the writer spinning for the seal, in quick succession, every
+ * outcome whole and in order (under TSan: the peeks race with nothing). */
+static void test_writer_open(void) {
+  setup();
+  uint64_t sub;
+  msrt_queue *q = open_q((msrt_queue_config){.bus = F.bus}, &sub);
+  msrt_error err;
+  msrt_queue_result *res;
+  uint64_t *ev;
+  size_t n, nev;
+  publish("tasks.a", "one", NULL);
+  publish("tasks.a", "two", NULL);
+  CHECK(flush(q, NULL, &res, &n) == MSRT_E_OK && n == 2);
+  msrt_queue_results_free(res, n);
+  uint64_t a[] = {1};
+  msrt_queue_ops ops = {NULL, 0, a, 1, NULL, 0, 0};
+  CHECK(msrt_queue_flush_open(q, &ops, &err) == MSRT_E_OK);
+  CHECK(msrt_queue_flush_open(q, &ops, &err) == MSRT_E_INVALID_ARG);
+  for (int i = 0; i < 3; i++) publish("tasks.a", "after the open", NULL);
+  usleep(20000); /* the writer has applied the ack and waits for the seal */
+  CHECK(msrt_queue_flush_state(q) == 1);
+  publish("tasks.a", "before the seal", NULL);
+  msrt_queue_flush_seal(q);
+  msrt_queue_flush_seal(q); /* (again: nothing) */
+  CHECK(msrt_queue_flush_end(q, &res, &n, &ev, &nev, &err) == MSRT_E_OK);
+  CHECK(n == 4 && res[0].seq == 3 && res[3].seq == 6);
+  msrt_queue_results_free(res, n);
+  free(ev);
+  msrt_queue_stats st;
+  msrt_queue_stats_get(q, &st);
+  CHECK(st.stored == 5 && st.acked == 1 && st.intake == 0);
+  /* flush_end seals it */
+  CHECK(msrt_queue_flush_open(q, NULL, &err) == MSRT_E_OK);
+  publish("tasks.a", "unsealed", NULL);
+  CHECK(msrt_queue_flush_end(q, &res, &n, &ev, &nev, &err) == MSRT_E_OK);
+  CHECK(n == 1 && res[0].seq == 7);
+  msrt_queue_results_free(res, n);
+  free(ev);
+  /* so does a read, which waits for the flush */
+  CHECK(msrt_queue_flush_open(q, NULL, &err) == MSRT_E_OK);
+  publish("tasks.a", "read", NULL);
+  msrt_envelope *e;
+  uint32_t dc;
+  CHECK(msrt_queue_get(q, 8, &e, &dc, &err) == MSRT_E_OK && dc == 0);
+  msrt_env_unref(e);
+  CHECK(msrt_queue_flush_state(q) == 2);
+  CHECK(msrt_queue_flush_end(q, &res, &n, &ev, &nev, &err) == MSRT_E_OK);
+  CHECK(n == 1 && res[0].seq == 8);
+  msrt_queue_results_free(res, n);
+  free(ev);
+  close_q(q, sub);
+  q = open_q((msrt_queue_config){.bus = F.bus, .spin_ns = 200000000u}, &sub);
+  for (int i = 0; i < 300; i++) {
+    CHECK(msrt_queue_flush_open(q, NULL, &err) == MSRT_E_OK);
+    publish("tasks.s", "spun", NULL);
+    if (i % 3) msrt_queue_flush_seal(q);
+    if (i % 3 == 1) {
+      int s = msrt_queue_flush_run(q);
+      CHECK(s == 1 || s == 2);
+    }
+    CHECK(msrt_queue_flush_end(q, &res, &n, &ev, &nev, &err) == MSRT_E_OK);
+    CHECK(n == 1 && res[0].seq == (uint64_t)i + 9 && res[0].code == MSRT_E_OK);
+    msrt_queue_results_free(res, n);
+    free(ev);
+  }
+  CHECK(msrt_queue_flush_open(q, NULL, &err) == MSRT_E_OK);
+  close_q(q, sub); /* open, never sealed: close seals and commits it */
+  q = open_q((msrt_queue_config){0}, NULL);
+  msrt_queue_stats_get(q, &st);
+  CHECK(st.stored == 307 && st.last_seq == 308);
+  msrt_queue_close(q);
+  teardown();
+}
+
 static atomic_int push_failures; /* CHECK's counters are not for threads */
 
 static void *pusher(void *arg) {
@@ -446,4 +524,5 @@ static void test_threads(void) {
 }
 
 TEST_MAIN(test_store_and_reopen, test_dedupe_and_limits, test_corrupt_refused,
-          test_unwritable, test_writer, test_writer_spin, test_threads)
+          test_unwritable, test_writer, test_writer_spin, test_writer_open,
+          test_threads)

@@ -1,6 +1,6 @@
 /* msrt.core's durable queues (queue/queue.h) for the hub's Lua:
  * queue_open and the queue handle's methods (subscribe, flush_begin,
- * flush_state, flush_run, flush_end, intake, get, scan, stats, purge, close), queue_puback; lua/msrt/queue.lua is their caller. Hub thread
+ * flush_seal, flush_state, flush_run, flush_end, intake, get, scan, stats, purge, close), queue_puback; lua/msrt/queue.lua is their caller. Hub thread
  * only. */
 #include <lauxlib.h>
 #include <stdlib.h>
@@ -114,9 +114,11 @@ static void put_str(lua_State *L, int col, int k, const char *s, size_t len,
   lua_rawseti(L, col, k);
 }
 
-/* q:flush_begin(deliver, acks, dead, deliver_new) -> true | nil, err: one
- * transaction of these lists and the intake, on the queue's writer thread
- * (msrt_queue_flush_begin; its outcome comes with an MSRT_IN_QUEUE item). */
+/* q:flush_begin(deliver, acks, dead, deliver_new[, open]) -> true | nil,
+ * err: one transaction of these lists and the intake, on the queue's
+ * writer thread (msrt_queue_flush_begin; its outcome comes with an
+ * MSRT_IN_QUEUE item); with open, the intake as it is at q:flush_seal()
+ * (msrt_queue_flush_open). */
 static int l_flush_begin(lua_State *L) {
   lqueue *lq = check_q(L);
   msrt_queue_ops ops;
@@ -125,11 +127,18 @@ static int l_flush_begin(lua_State *L) {
   ops.dead = seqs(L, 4, &ops.ndead);
   ops.deliver_new = (size_t)luaL_optnumber(L, 5, 0);
   msrt_error err;
-  msrt_code c = msrt_queue_flush_begin(lq->q, &ops, &err);
+  msrt_code c = lua_toboolean(L, 6) ? msrt_queue_flush_open(lq->q, &ops, &err)
+                                     : msrt_queue_flush_begin(lq->q, &ops, &err);
   free((void *)ops.deliver), free((void *)ops.acks), free((void *)ops.dead);
   if (c != MSRT_E_OK) return msrt_lua_fail_err(L, &err);
   lua_pushboolean(L, 1);
   return 1;
+}
+
+/* q:flush_seal(): the flush in flight may take the intake now */
+static int l_flush_seal(lua_State *L) {
+  msrt_queue_flush_seal(check_q(L)->q);
+  return 0;
 }
 
 /* q:flush_state() -> 0 (none in flight), 1 (running), 2 (done) */
@@ -414,6 +423,7 @@ static int l_puback(lua_State *L) {
 void msrt_lua_open_queue(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"subscribe", l_subscribe}, {"flush_begin", l_flush_begin},
+    {"flush_seal", l_flush_seal},
     {"flush_state", l_flush_state}, {"flush_run", l_flush_run},
     {"flush_end", l_flush_end},
     {"intake", l_intake}, {"get", l_get},

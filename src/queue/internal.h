@@ -45,9 +45,14 @@ struct msrt_queue {
   uint64_t ended_ns;   /* when the last flush ended (under lock) */
   int spin_next;       /* this flush began within spin_ns of the last one's
                           end: the writer spins after it (under lock) */
+  int sealed;          /* the flush in flight may take the intake: at once
+                          (flush_begin), or once msrt_queue_flush_seal or
+                          any wait for it says so (flush_open); written
+                          under lock, read with atomic loads */
   struct msrt_queue_job { /* the writer's while busy, then the hub's */
     uint64_t *seqs;    /* deliver, acks and dead, one allocation */
     msrt_queue_ops ops;
+    int take;          /* the intake is the job's to take, once sealed */
     msrt_queue_result *res;
     size_t nres;
     uint64_t *ev;
@@ -61,13 +66,18 @@ msrt_code msrt_queue_db_open(msrt_queue *q, msrt_error *err);
 void msrt_queue_db_close(msrt_queue *q);
 msrt_code msrt_queue_sqlerr(msrt_queue *q, int rc, const char *what,
                             msrt_error *err);
-/* One flush's transaction over res[0..n) (the intake taken already):
- * msrt_queue_flush's outcome, the committed counts put in q->st under
- * lock. Whichever thread owns the store. */
+/* One flush's transaction over (*res)[0..*n): msrt_queue_flush's
+ * outcome, the committed counts put in q->st under lock. With take, the
+ * intake is taken into *res and *n within the transaction, after ops are
+ * applied and once the flush is sealed (msrt_queue_await_seal); without,
+ * *res and *n are the intake taken already. Whichever thread owns the
+ * store. */
 msrt_code msrt_queue_commit(msrt_queue *q, const msrt_queue_ops *ops,
-                            msrt_queue_result *res, size_t n,
+                            msrt_queue_result **res, size_t *n, int take,
                             uint64_t **evicted, size_t *nevicted,
                             msrt_error *err);
+/* Wait until the flush in flight is sealed (writer.c). */
+void msrt_queue_await_seal(msrt_queue *q);
 /* Wait until no flush is in flight (the store is the caller's again); the
  * outcome of a finished one stays for msrt_queue_flush_end. Returns 1
  * when there is such an outcome. */

@@ -165,6 +165,23 @@ msrt_code msrt_queue_flush(msrt_queue *q, const msrt_queue_ops *ops,
 msrt_code msrt_queue_flush_begin(msrt_queue *q, const msrt_queue_ops *ops,
                                  msrt_error *err);
 
+/* As msrt_queue_flush_begin, but the intake is taken later, within the
+ * transaction: the writer begins it and applies ops at once, and stores
+ * the intake as it is once msrt_queue_flush_seal is called (or any wait
+ * for the flush: flush_run, flush_end, and every other use of the store,
+ * which seal it first). For a caller whose next messages are still on
+ * their way (the PubAcks it is about to send make its publishers publish
+ * them): the transaction's first statements overlap them. One
+ * transaction all the same: nothing of it is kept unless it commits.
+ * Errors as msrt_queue_flush_begin's (nomem taking the intake fails the
+ * flush). */
+msrt_code msrt_queue_flush_open(msrt_queue *q, const msrt_queue_ops *ops,
+                                msrt_error *err);
+
+/* The flush in flight (msrt_queue_flush_open's) may take the intake now;
+ * nothing when it may already. */
+void msrt_queue_flush_seal(msrt_queue *q);
+
 /* 0: no flush in flight; 1: one runs; 2: one is done, its outcome waits
  * for msrt_queue_flush_end. */
 int msrt_queue_flush_state(msrt_queue *q);

@@ -368,19 +368,33 @@ static int put_meta(msrt_queue *q) {
   return rc;
 }
 
-/* The transaction of one flush over res[0..n). */
+/* The transaction of one flush over (*res)[0..*n), the intake taken
+ * after ops when take (msrt_queue_commit). */
 static int transact(msrt_queue *q, const msrt_queue_ops *ops,
-                    msrt_queue_result *res, size_t n, const char **what) {
-  uint64_t now = msrt_wall_ns() / 1000000u;
+                    msrt_queue_result **res, size_t *n, int take,
+                    const char **what) {
   q->tx = q->st;
   *what = "begin";
   int rc = exec(q, "BEGIN IMMEDIATE");
-  if (rc != SQLITE_OK) return rc;
-  *what = "writing";
-  rc = apply_ops(q, ops);
+  if (rc == SQLITE_OK) {
+    *what = "writing";
+    rc = apply_ops(q, ops);
+  }
+  /* taken even when the transaction failed: those messages are then
+   * refused with it, as a flush's intake is */
+  if (take) {
+    msrt_queue_await_seal(q);
+    if (msrt_queue_take_intake(q, res, n) != 0 && rc == SQLITE_OK)
+      rc = SQLITE_NOMEM;
+  }
+  if (rc != SQLITE_OK) {
+    if (!sqlite3_get_autocommit(q->db)) exec(q, "ROLLBACK");
+    return rc;
+  }
+  uint64_t now = msrt_wall_ns() / 1000000u;
   size_t deliver_new = ops ? ops->deliver_new : 0;
-  for (size_t i = 0; i < n && rc == SQLITE_OK; i++)
-    rc = store_one(q, &res[i], now, &deliver_new);
+  for (size_t i = 0; i < *n && rc == SQLITE_OK; i++)
+    rc = store_one(q, &(*res)[i], now, &deliver_new);
   if (rc == SQLITE_OK && q->dedupe_window_ms && now > q->dedupe_window_ms) {
     sqlite3_stmt *st = q->stmt[S_DUP_PRUNE];
     sqlite3_bind_int64(st, 1, (int64_t)(now - q->dedupe_window_ms));
@@ -396,11 +410,13 @@ static int transact(msrt_queue *q, const msrt_queue_ops *ops,
 }
 
 msrt_code msrt_queue_commit(msrt_queue *q, const msrt_queue_ops *ops,
-                            msrt_queue_result *res, size_t n,
+                            msrt_queue_result **resp, size_t *np, int take,
                             uint64_t **evicted, size_t *nevicted,
                             msrt_error *err) {
   const char *what;
-  int rc = transact(q, ops, res, n, &what);
+  int rc = transact(q, ops, resp, np, take, &what);
+  msrt_queue_result *res = *resp;
+  size_t n = *np;
   msrt_queue_evict_take(q, evicted, nevicted);
   msrt_code c = MSRT_E_OK;
   if (rc != SQLITE_OK) {
@@ -434,7 +450,7 @@ msrt_code msrt_queue_flush(msrt_queue *q, const msrt_queue_ops *ops,
   if (msrt_queue_take_intake(q, res, nres) != 0)
     return msrt_error_set(err, MSRT_E_NOMEM, "queue \"%s\": no memory for a "
                           "flush", q->name);
-  return msrt_queue_commit(q, ops, *res, *nres, evicted, nevicted, err);
+  return msrt_queue_commit(q, ops, res, nres, 0, evicted, nevicted, err);
 }
 
 msrt_code msrt_queue_get(msrt_queue *q, uint64_t seq, msrt_envelope **env,

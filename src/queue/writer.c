@@ -38,6 +38,7 @@ static int job_waits(msrt_queue *q) {
 }
 static int job_taken(msrt_queue *q) { return PEEK(taken) || !PEEK(busy); }
 static int job_over(msrt_queue *q) { return !PEEK(busy); }
+static int job_sealed(msrt_queue *q) { return PEEK(sealed); }
 static void spin(msrt_queue *q, int (*ready)(msrt_queue *)) {
   uint64_t deadline = msrt_now_ns() + q->spin_ns;
   while (!ready(q) && msrt_now_ns() < deadline)
@@ -48,8 +49,8 @@ static void spin(msrt_queue *q, int (*ready)(msrt_queue *)) {
  * the writer's, or the hub's when it asked for the outcome first. */
 static void run_job(msrt_queue *q) {
   struct msrt_queue_job *j = &q->job;
-  j->code = msrt_queue_commit(q, &j->ops, j->res, j->nres, &j->ev, &j->nev,
-                              &j->err);
+  j->code = msrt_queue_commit(q, &j->ops, &j->res, &j->nres, j->take, &j->ev,
+                              &j->nev, &j->err);
   pthread_mutex_lock(&q->lock);
   SET(busy, 0), SET(taken, 0), SET(done, 1);
   q->ended_ns = msrt_now_ns();
@@ -107,8 +108,29 @@ static int copy_ops(struct msrt_queue_job *j, const msrt_queue_ops *ops) {
   return 0;
 }
 
-msrt_code msrt_queue_flush_begin(msrt_queue *q, const msrt_queue_ops *ops,
-                                 msrt_error *err) {
+/* The flush in flight may take the intake now. Under lock. */
+static void seal(msrt_queue *q) {
+  if (q->sealed) return;
+  SET(sealed, 1);
+  pthread_cond_broadcast(&q->cv);
+}
+
+void msrt_queue_await_seal(msrt_queue *q) {
+  if (PEEK(sealed)) return;
+  if (q->spin_ns) spin(q, job_sealed);
+  pthread_mutex_lock(&q->lock);
+  while (!q->sealed) pthread_cond_wait(&q->cv, &q->lock);
+  pthread_mutex_unlock(&q->lock);
+}
+
+void msrt_queue_flush_seal(msrt_queue *q) {
+  pthread_mutex_lock(&q->lock);
+  seal(q);
+  pthread_mutex_unlock(&q->lock);
+}
+
+static msrt_code begin(msrt_queue *q, const msrt_queue_ops *ops, int open,
+                       msrt_error *err) {
   if (msrt_queue_flush_state(q) != 0)
     return msrt_error_set(err, MSRT_E_INVALID_ARG, "queue \"%s\": a flush is "
                           "in flight already", q->name);
@@ -125,18 +147,30 @@ msrt_code msrt_queue_flush_begin(msrt_queue *q, const msrt_queue_ops *ops,
     q->has_writer = 1;
   }
   j->res = NULL, j->nres = 0, j->ev = NULL, j->nev = 0;
-  if (msrt_queue_take_intake(q, &j->res, &j->nres) != 0) {
+  j->take = open;
+  if (!open && msrt_queue_take_intake(q, &j->res, &j->nres) != 0) {
     free(j->seqs), j->seqs = NULL;
     return msrt_error_set(err, MSRT_E_NOMEM, "queue \"%s\": no memory for a "
                           "flush", q->name);
   }
   pthread_mutex_lock(&q->lock);
+  SET(sealed, !open);
   SET(busy, 1), SET(done, 0);
   uint64_t now = msrt_now_ns(); /* soon after the last one: spin after it */
   q->spin_next = q->ended_ns && now - q->ended_ns <= q->spin_ns;
   pthread_cond_broadcast(&q->cv);
   pthread_mutex_unlock(&q->lock);
   return MSRT_E_OK;
+}
+
+msrt_code msrt_queue_flush_begin(msrt_queue *q, const msrt_queue_ops *ops,
+                                 msrt_error *err) {
+  return begin(q, ops, 0, err);
+}
+
+msrt_code msrt_queue_flush_open(msrt_queue *q, const msrt_queue_ops *ops,
+                                msrt_error *err) {
+  return begin(q, ops, 1, err);
 }
 
 /* msrt_queue_flush_state's answer. Under lock. */
@@ -156,6 +190,7 @@ int msrt_queue_flush_state(msrt_queue *q) {
  * wait for its turn doing nothing). Returns 1 when the caller ran it.
  * Under lock. */
 static int take_job(msrt_queue *q) {
+  seal(q); /* the caller waits for the flush: its intake is complete */
   if (!q->busy || q->taken) return 0;
   SET(taken, 2);
   pthread_mutex_unlock(&q->lock);
@@ -165,6 +200,7 @@ static int take_job(msrt_queue *q) {
 }
 
 int msrt_queue_flush_run(msrt_queue *q) {
+  if (!PEEK(sealed)) msrt_queue_flush_seal(q);
   if (q->spin_ns && PEEK(busy) && !PEEK(taken) && PEEK(spinning))
     spin(q, job_taken);
   if (q->spin_ns && PEEK(taken) == 1) spin(q, job_over);
