@@ -108,7 +108,7 @@ static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m,
                    void *closure) {
   (void)nc, (void)sub;
   msrt_bridge_import(closure, m);
-  natsMsg_Destroy(m);
+  msrt_bridge_msg_free(m);
 }
 
 /* libnats' on-complete callback of an async key's subscription: it calls
@@ -278,7 +278,7 @@ static void take(bkey *k, natsSubscription *sub, bool retired) {
     if (s == NATS_SLOW_CONSUMER) continue;
     if (s != NATS_OK) return;
     msrt_bridge_import(k, m);
-    natsMsg_Destroy(m);
+    msrt_bridge_msg_free(m);
     if (k->blocked || (!retired && --n == 0)) return;
   }
 }

@@ -14,6 +14,28 @@
 
 #define JSON_TYPE "application/json"
 
+/* ---- messages ---------------------------------------------------------- */
+
+/* libnats 3.x's own free of a message (msg.c), exported but not in
+ * nats.h: what its garbage-collector thread calls for each message. */
+void natsMsg_free(void *object);
+
+/* The head libnats 3.x gives a message (gc.h, msg.h: natsMsg begins with
+ * natsGCItem), read only to check that m is what natsMsg_free frees. */
+typedef struct {
+  void *next;
+  void (*free_cb)(void *);
+} nats_gc_head;
+
+void msrt_bridge_msg_free(natsMsg *m) {
+  /* a message libnats would give its collector names natsMsg_free there;
+   * anything else (another layout, another libnats) goes the usual way */
+  if (m && ((const nats_gc_head *)(const void *)m)->free_cb == natsMsg_free)
+    natsMsg_free(m);
+  else
+    natsMsg_Destroy(m);
+}
+
 /* ---- export ------------------------------------------------------------ */
 
 /* The data of e as NATS bytes at *p, *n: inside e's payload (a string or
@@ -146,7 +168,7 @@ static int export_out(msrt_bridge *b, const msrt_envelope *e,
     natsMsg *m = NULL;
     *st = wire_msg(b, e, e->reply, false, &w, &m);
     if (*st == NATS_OK) *st = natsConnection_PublishMsg(b->nc, m);
-    natsMsg_Destroy(m);
+    msrt_bridge_msg_free(m);
   }
   msrt_sbuf_free(&w.tmp);
   return rc;
