@@ -171,7 +171,8 @@ msrt_code msrt_queue_flush_begin(msrt_queue *q, const msrt_queue_ops *ops,
  * for the flush: flush_run, flush_end, and every other use of the store,
  * which seal it first). For a caller whose next messages are still on
  * their way (the PubAcks it is about to send make its publishers publish
- * them): the transaction's first statements overlap them. One
+ * them): the transaction's first statements overlap them (the writer
+ * then spins up to spin_ns for the seal before it sleeps). One
  * transaction all the same: nothing of it is kept unless it commits.
  * Errors as msrt_queue_flush_begin's (nomem taking the intake fails the
  * flush). */
