@@ -37,7 +37,8 @@ typedef struct bkey {
                             not yet (the thread importing) */
   bool blocked;          /* pend holds a full `block` subscriber's copies:
                             its messages wait in libnats (hub only) */
-  msrt_bus_pending pend;
+  msrt_bus_pending pend; /* each import's (wire.c): empty (zeroed) unless
+                            blocked, or an async key's thread waits */
   char *queue;           /* NULL: plain */
   /* what one imported message's headers and data are written into on
    * their way to an envelope, kept from one message to the next */
