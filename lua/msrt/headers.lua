@@ -9,6 +9,9 @@ local find, sub = string.find, string.sub
 
 local M = {}
 local out = buffer.new() -- reused by encode (one thread: each state has its own)
+-- Names encode found valid, checked once each (the pattern match cost a
+-- durable message's publish ~3% on the hub); at most GOOD_MAX of them.
+local good, ngood, GOOD_MAX = {}, 0, 64
 
 --- Encode a headers table.
 -- @tparam table|nil h name = value
@@ -20,11 +23,15 @@ function M.encode(h)
   local n = 0
   out:reset()
   for k, v in pairs(h) do
-    if type(k) ~= "string" or k == "" or k:find("[%z%c :\127-\255]") then
-      return nil, ("invalid header name %q: printable ASCII without ':' or spaces"):format(tostring(k))
+    if not good[k] then
+      if type(k) ~= "string" or k == "" or k:find("[%z%c :\127-\255]") then
+        return nil, ("invalid header name %q: printable ASCII without ':' or spaces"):format(tostring(k))
+      end
+      if ngood < GOOD_MAX then good[k], ngood = true, ngood + 1 end
     end
     if type(v) == "number" then v = tostring(v) end
-    if type(v) ~= "string" or v:find("[%z\r\n]") then
+    -- (plain finds: LuaJIT compiles them; a pattern's runs in C)
+    if type(v) ~= "string" or find(v, "\0", 1, true) or find(v, "\r", 1, true) or find(v, "\n", 1, true) then
       return nil, ("invalid value for header %q: a string without CR, LF or NUL"):format(k)
     end
     out:put(k, "\0", v, "\0")
