@@ -327,8 +327,13 @@ end
 -- children too, and what is left of the group dies with it. Its exit
 -- (final after the status and the last output) is published on
 -- `msrt.process.<name>.exit` as {name, pid, code, signal, normal, stopped,
--- reason, stderr (last lines)}; state changes (initializing, idle, busy,
--- stopping, terminated, failed) on `msrt.process.<name>.state`.
+-- reason, stderr (last lines), error}; state changes (initializing, idle,
+-- busy, stopping, terminated, failed) on `msrt.process.<name>.state`.
+-- The start does not wait for the child to run: a program not found or
+-- not executable, a bad cwd or a limit that cannot be set fail here, but
+-- an exec the kernel refuses later (a file of no format it runs) ends the
+-- process at once with code 127, `error` saying why ("exec: Exec format
+-- error") and reason "spawn failed: <error>".
 -- @return a handle (:pid(), :send(data), :signal(name), :stop([grace_ms]),
 --   :close_stdin(), :state(), :stats(), :wait(), :on_exit(fn)) | nil, err
 --   (invalid_arg, spawn_failed)

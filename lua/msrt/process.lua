@@ -269,6 +269,7 @@ local function announce(subject, data)
 end
 
 local function reason_of(rec)
+  if rec.error then return "spawn failed: " .. rec.error end
   if rec.signal then return "signal " .. tostring(rec.signal) end
   if rec.code == 0 then return "normal" end
   return "exit " .. tostring(rec.code)
@@ -298,6 +299,7 @@ end
 
 function events.exit(h, rec)
   rec.name, rec.pid, rec.reason = h.name, h.pid_at_start, reason_of(rec)
+  if rec.error then M.log("warn", ("process %s: cannot start: %s"):format(h.name, rec.error)) end
   h.final_stats = core.proc_stats(h.box)
   h.exit = rec
   live[h.id] = nil

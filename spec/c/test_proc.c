@@ -1,10 +1,12 @@
 /* src/proc: the line framer (exhaustively over chunkings), the JSON <->
  * string.buffer codec, and real children spawned through /bin/sh. */
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -240,6 +242,7 @@ typedef struct {
   char *err[64];
   msrt_proc_exit x;
   char tail[1024];
+  char start_error[128]; /* x.start_error's text, "" when NULL */
   int published_at_exit;
   msrt_proc *done;
   char drop_reason[32], drop_subject[64]; /* the last drop ("" subject: none) */
@@ -325,6 +328,9 @@ static void ev_exit(void *ud, msrt_proc *p, const msrt_proc_exit *x) {
   R.x = *x;
   snprintf(R.tail, sizeof R.tail, "%.*s", (int)x->stderr_tail_len, x->stderr_tail);
   R.x.stderr_tail = R.tail;
+  snprintf(R.start_error, sizeof R.start_error, "%s",
+           x->start_error ? x->start_error : "");
+  R.x.start_error = x->start_error ? R.start_error : NULL;
   R.published_at_exit = R.published;
   R.done = p;
   resumes_at_exit = resumes;
@@ -722,11 +728,69 @@ static void test_limits_and_failures(void) {
   s = sh_spec("true");
   s.cwd = "/no/such/dir";
   CHECK(msrt_proc_spawn(procs, &s, &err) == NULL && err.code == MSRT_E_SPAWN_FAILED);
-  s.limits.nofile = 64; /* the vfork path reports chdir's error too */
+  s.limits.nofile = 64; /* a cwd is checked before any limit */
   CHECK(msrt_proc_spawn(procs, &s, &err) == NULL && err.code == MSRT_E_SPAWN_FAILED);
   s = sh_spec("true");
   s.name = "a.b";
   CHECK(msrt_proc_spawn(procs, &s, &err) == NULL && err.code == MSRT_E_INVALID_ARG);
+}
+
+/* The start does not wait for the child to run (spawn.c: a child that
+ * waits long for a CPU stalled the hub with vfork). Made deterministic
+ * without timing: this thread on one CPU under SCHED_FIFO, which the child
+ * inherits, so the child cannot run before this thread lets go of the CPU:
+ * a start that waited would never return. Meanwhile its process group is
+ * already there (the parent makes it too), so a signal reaches it. */
+static void test_start_does_not_wait(void) {
+  cpu_set_t one, all;
+  CHECK(sched_getaffinity(0, sizeof all, &all) == 0);
+  CPU_ZERO(&one);
+  for (int c = 0; c < CPU_SETSIZE; c++)
+    if (CPU_ISSET(c, &all)) {
+      CPU_SET(c, &one);
+      break;
+    }
+  struct sched_param fifo = {.sched_priority = 1}, other = {0};
+  if (sched_setaffinity(0, sizeof one, &one) != 0 ||
+      sched_setscheduler(0, SCHED_FIFO, &fifo) != 0) {
+    sched_setaffinity(0, sizeof all, &all);
+    fprintf(stderr, "test_start_does_not_wait: skipped, no SCHED_FIFO here "
+            "(%s)\n", strerror(errno));
+    return;
+  }
+  msrt_proc_spec s = sh_spec("exec sleep 1000");
+  msrt_proc *p = start(&s);
+  char exe[64], self[4096] = "", child[4096] = "";
+  snprintf(exe, sizeof exe, "/proc/%d/exe", p ? (int)msrt_proc_pid(p) : 0);
+  ssize_t n = readlink(exe, child, sizeof child - 1);
+  ssize_t m = readlink("/proc/self/exe", self, sizeof self - 1);
+  CHECK(n > 0 && m > 0);
+  CHECK_STR(child, self); /* not yet /bin/sh: it has not run */
+  CHECK(p && msrt_proc_signal(p, SIGKILL) == MSRT_E_OK);
+  sched_setscheduler(0, SCHED_OTHER, &other);
+  sched_setaffinity(0, sizeof all, &all);
+  if (p) run_until_exit(p);
+  CHECK(R.x.signal == SIGKILL && R.x.start_error == NULL);
+}
+
+/* What the kernel refuses at exec comes after the start, as the exit. */
+static void test_late_exec_failure(void) {
+  char path[] = "/tmp/msrt-noexec-XXXXXX";
+  int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  CHECK(write(fd, "not a program\n", 14) == 14);
+  close(fd);
+  chmod(path, 0700);
+  msrt_proc_spec s = sh_spec("");
+  const char *argv[] = {path};
+  s.argv = argv;
+  s.argc = 1;
+  msrt_proc *p = start(&s);
+  CHECK(p && msrt_proc_pid(p) > 0);
+  if (p) run_until_exit(p);
+  unlink(path);
+  CHECK(R.x.code == 127 && !R.x.normal && R.x.signal == 0);
+  CHECK_STR(R.start_error, "exec: Exec format error");
 }
 
 static void test_setup(void) {
@@ -774,7 +838,8 @@ static void test_json_precheck(void) {
 TEST_MAIN(test_json_precheck, test_framer_every_split, test_framer_limits,
           test_framer_long_lines,
           test_codec_roundtrip, test_codec_lua_forms, test_utf8, test_setup,
-          test_env_scrubbed, test_cwd_and_argv, test_json_output,
+          test_env_scrubbed, test_cwd_and_argv, test_start_does_not_wait,
+          test_late_exec_failure, test_json_output,
           test_permissions, test_headers, test_big_lines, test_exit_after_last_output,
           test_output_backpressure, test_term_ignored, test_grace_from_the_call,
           test_grandchild, test_stdin_echo_and_overflow,

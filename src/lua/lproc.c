@@ -86,7 +86,7 @@ static void ev_exit(void *ud, msrt_proc *p, const msrt_proc_exit *x) {
   msrt_bus_proc_release(rt ? rt->bus : NULL, p);
   if (!event_begin("exit", p)) return;
   lua_State *L = hub_L;
-  lua_createtable(L, 0, 6);
+  lua_createtable(L, 0, 7);
   lua_pushinteger(L, x->code);
   lua_setfield(L, -2, "code");
   if (x->signal) {
@@ -101,6 +101,10 @@ static void ev_exit(void *ud, msrt_proc *p, const msrt_proc_exit *x) {
   lua_setfield(L, -2, "stopped");
   lua_pushlstring(L, x->stderr_tail, x->stderr_tail_len);
   lua_setfield(L, -2, "stderr");
+  if (x->start_error) {
+    lua_pushstring(L, x->start_error);
+    lua_setfield(L, -2, "error");
+  }
   event_call(1);
 }
 

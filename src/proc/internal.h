@@ -79,6 +79,9 @@ struct msrt_proc {
   uv_pipe_t in, out, err;
   uv_timer_t timer; /* grace, then the wait for EOF after the status */
   uv_timer_t poll;  /* waitpid retries once both streams ended */
+  uv_poll_t started; /* the spawn job's pipe: the child exec'd or failed */
+  struct msrt_spawn_job *job; /* until then (spawn.h); NULL after */
+  char *start_error; /* what failed in the child before exec, or NULL */
   int handles; /* open handles; freed when 0 after release */
   msrt_framer fout, ferr;
   msrt_proc_stats st;

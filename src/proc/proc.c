@@ -434,7 +434,7 @@ static void answer_unreplied(msrt_proc *p) {
  * is final. */
 static void check_final(msrt_proc *p) {
   if (p->exited || !p->reaped || !p->out_eof || !p->err_eof || p->out_paused ||
-      p->ninflight)
+      p->ninflight || p->job)
     return;
   p->exited = true;
   close_handle(p, (uv_handle_t *)&p->timer);
@@ -444,6 +444,7 @@ static void check_final(msrt_proc *p) {
   else x.code = -1, x.signal = WIFSIGNALED(p->status) ? WTERMSIG(p->status) : 0;
   x.stopped = p->stopped;
   x.normal = x.code == 0 || p->stopped;
+  x.start_error = p->start_error;
   char *tail = tail_text(p, &x.stderr_tail_len);
   x.stderr_tail = tail ? tail : "";
   set_state(p, x.normal ? MSRT_PS_TERMINATED : MSRT_PS_FAILED);
@@ -617,8 +618,30 @@ static void on_eof_wait(uv_timer_t *t) {
   stream_eof(p, &p->err);
 }
 
+/* The start's outcome, once the job's pipe says it (spawn.c): the child's
+ * memory is given back, and what failed before exec kept for the exit. */
+static void settle(msrt_proc *p) {
+  if (!p->job) return;
+  msrt_error e;
+  int rc = msrt_spawn_job_poll(p->job, &e);
+  if (rc == 0) return;
+  if (rc < 0) p->start_error = strdup(e.message);
+  close_handle(p, (uv_handle_t *)&p->started); /* before its fd closes */
+  msrt_spawn_job_free(p->job);
+  p->job = NULL;
+}
+
+static void on_started(uv_poll_t *h, int status, int events) {
+  msrt_proc *p = h->data;
+  (void)status;
+  (void)events;
+  settle(p);
+  if (!p->job) check_final(p);
+}
+
 static void reaped(msrt_proc *p, int status) {
   msrt_procs *r = p->reg;
+  settle(p); /* the child is gone: the outcome is in */
   p->reaped = true;
   p->status = status;
   kill(-p->pid, SIGKILL); /* what is left of its group dies with it */
@@ -989,6 +1012,7 @@ static void proc_free(msrt_proc *p) {
   free(p->rpc);
   free(p->inbox);
   free(p->ring);
+  free(p->start_error);
   free(p);
   if (r->closing && r->count == 0 && r->handles == 0) free(r);
 }
@@ -1070,13 +1094,6 @@ static msrt_proc *proc_new(msrt_procs *r, const msrt_proc_spec *s) {
   return p;
 }
 
-/* NULL-terminated copies for exec (argv, envp). */
-static char **exec_list(const char *const *v, size_t n) {
-  char **out = calloc(n + 1, sizeof *out);
-  for (size_t i = 0; out && i < n; i++) out[i] = (char *)v[i];
-  return out;
-}
-
 /* Pipes: ours[i] is the host's end, theirs[i] the child's fd i. */
 static int make_pipes(int ours[3], int theirs[3]) {
   for (int i = 0; i < 3; i++) ours[i] = theirs[i] = -1;
@@ -1133,11 +1150,13 @@ static msrt_code check_nproc(msrt_procs *r, const msrt_proc_spec *s,
                                    : r->fleet_why);
 }
 
-/* Resolve, make the child's cgroup and spawn: MSRT_E_OK, or
- * MSRT_E_SPAWN_FAILED with strerror's text in why. */
+/* Resolve, make the child's cgroup and start it (not waiting for its
+ * exec: *job, spawn.h): MSRT_E_OK, or MSRT_E_SPAWN_FAILED with strerror's
+ * text in why. */
 static msrt_code start_child(msrt_procs *r, const msrt_proc_spec *s,
                              long long pids_max, const int theirs[3],
-                             pid_t *pid, uint64_t *cgroup, msrt_error *why) {
+                             pid_t *pid, uint64_t *cgroup,
+                             msrt_spawn_job **job, msrt_error *why) {
   char path[4096];
   msrt_code rc = msrt_spawn_resolve(s->argv[0], path, sizeof path, why);
   if (rc != MSRT_E_OK) return rc;
@@ -1149,15 +1168,9 @@ static msrt_code start_child(msrt_procs *r, const msrt_proc_spec *s,
     *cgroup = 0;
     return rc;
   }
-  char **argv = exec_list(s->argv, s->argc);
-  char **envp = exec_list(s->env, s->envc);
-  rc = argv && envp ? msrt_spawn_child(path, argv, envp, s->cwd, theirs,
-                                       &s->limits, cg_fd, pid, why)
-                    : msrt_error_set(why, MSRT_E_SPAWN_FAILED, "%s",
-                                     strerror(ENOMEM));
-  free(argv);
-  free(envp);
-  if (cg_fd >= 0) close(cg_fd);
+  rc = msrt_spawn_start(path, s->argv, s->argc, s->env, s->envc, s->cwd,
+                        theirs, &s->limits, cg_fd, pid, job, why);
+  if (cg_fd >= 0) close(cg_fd); /* the child has its own */
   if (rc != MSRT_E_OK && *cgroup) {
     msrt_fleet_kill(f, *cgroup);
     *cgroup = 0;
@@ -1180,6 +1193,13 @@ static void open_handles(msrt_procs *r, msrt_proc *p, const int ours[3]) {
   uv_unref((uv_handle_t *)&p->timer);
   uv_unref((uv_handle_t *)&p->poll);
   p->handles = 5;
+  /* the start's outcome, read on the loop when it comes (never waited on:
+   * the child may wait long for a CPU) */
+  uv_poll_init(r->loop, &p->started, msrt_spawn_job_fd(p->job));
+  p->started.data = p;
+  uv_unref((uv_handle_t *)&p->started);
+  p->handles++;
+  uv_poll_start(&p->started, UV_READABLE, on_started);
   uv_read_start((uv_stream_t *)&p->out, on_alloc, on_read);
   uv_read_start((uv_stream_t *)&p->err, on_alloc, on_read);
 }
@@ -1209,10 +1229,11 @@ msrt_proc *msrt_proc_spawn(msrt_procs *r, const msrt_proc_spec *s,
   int e = make_pipes(ours, theirs);
   pid_t pid = 0;
   uint64_t cgroup = 0;
+  msrt_spawn_job *job = NULL;
   msrt_error why;
   msrt_code rc =
       e ? msrt_error_set(&why, MSRT_E_SPAWN_FAILED, "%s", strerror(e))
-        : start_child(r, s, pids_max, theirs, &pid, &cgroup, &why);
+        : start_child(r, s, pids_max, theirs, &pid, &cgroup, &job, &why);
   close_fds(theirs);
   if (rc != MSRT_E_OK) {
     close_fds(ours);
@@ -1224,6 +1245,7 @@ msrt_proc *msrt_proc_spawn(msrt_procs *r, const msrt_proc_spec *s,
   if (!p) {
     kill(-pid, SIGKILL);
     waitpid(pid, NULL, 0);
+    msrt_spawn_job_free(job); /* reaped: it reads it no more */
     if (cgroup) msrt_fleet_kill(r->fleet, cgroup);
     close_fds(ours);
     msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
@@ -1231,6 +1253,7 @@ msrt_proc *msrt_proc_spawn(msrt_procs *r, const msrt_proc_spec *s,
   }
   p->pid = pid;
   p->cgroup = cgroup;
+  p->job = job;
   link_proc(r, p);
   open_handles(r, p, ours);
   if (r->unreaped++ == 0) uv_ref((uv_handle_t *)&r->sigchld);

@@ -2,8 +2,11 @@
  * spawning, stdio on the hub loop, framing, publish permissions, stop and
  * kill, reaping.
  *
- * Spawning never forks the host: vfork + exec (see spawn.c), so the cost
- * does not grow with the host's memory. Each child leads its own process
+ * Spawning never forks the host: clone(CLONE_VM) + exec (see spawn.c), so
+ * the cost does not grow with the host's memory, and never waits for the
+ * child to run (on a loaded machine that wait stalled the hub's loop): the
+ * pid is known at once, and what fails in the child before its exec comes
+ * as its exit (msrt_proc_exit.start_error). Each child leads its own process
  * group; stopping signals the whole group (the stop signal, then SIGKILL
  * after grace_ms), and when the child itself has exited the rest of its
  * group is killed, and the rest of its cgroup (cgroup.h: every descendant,
@@ -170,6 +173,9 @@ typedef struct {
   bool stopped;        /* a stop was asked (stop, or registry shutdown) */
   const char *stderr_tail; /* its last stderr lines, '\n'-separated */
   size_t stderr_tail_len;
+  const char *start_error; /* NULL, or what failed in the child before its
+                              exec, which it did not reach (code 127):
+                              "exec: Exec format error", "chdir: ..." */
 } msrt_proc_exit;
 
 /* What the registry calls back (all on the loop's thread). */
@@ -244,11 +250,15 @@ void msrt_procs_free(msrt_procs *r, long timeout_ms);
 /* Processes spawned and not yet released. */
 size_t msrt_procs_count(const msrt_procs *r);
 
-/* Spawn a child. Returns the process (state idle) or NULL with err:
- * invalid_arg (a bad spec), spawn_failed (program not found, exec failed,
- * fork/pipe failure, a limit that setrlimit refuses, no cgroup for it;
- * errno's text in the message; limits.nproc when the host runs as root
- * and no cgroup pids controller can apply it). */
+/* Spawn a child, not waiting for it to run or exec. Returns the process
+ * (state idle, its pid known) or NULL with err: invalid_arg (a bad spec),
+ * spawn_failed (program not found or not executable, a cwd that cannot be
+ * entered, clone/pipe failure, a limit that setrlimit would refuse, no
+ * cgroup for it; errno's text in the message; limits.nproc when the host
+ * runs as root and no cgroup pids controller can apply it). What fails
+ * in the child itself after that (an exec the kernel refuses, e.g. a
+ * file of no format it runs) comes as its exit: code 127, start_error
+ * set, state failed. */
 msrt_proc *msrt_proc_spawn(msrt_procs *r, const msrt_proc_spec *spec,
                            msrt_error *err);
 

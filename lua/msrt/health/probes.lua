@@ -133,7 +133,7 @@ end
 
 local exec_seq = 0
 
--- The command through msrt.process (vfork + exec: no fork of a large host);
+-- The command through msrt.process (clone + exec: no fork of a large host);
 -- exit status 0 is healthy; a timeout kills its process group.
 function run.exec(p, check, finish)
   local process = require "msrt.process"
