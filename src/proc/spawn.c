@@ -62,6 +62,13 @@
 
 #include "proc/cgroup.h"
 
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define UNDER_VALGRIND() RUNNING_ON_VALGRIND
+#else
+#define UNDER_VALGRIND() 0
+#endif
+
 /* A failed system call's errno as the spawn's error (core/error.h). */
 static msrt_code spawn_failed(int e, msrt_error *err) {
   return msrt_error_set(err, MSRT_E_SPAWN_FAILED, "%s", strerror(e));
@@ -214,9 +221,16 @@ CHILD_CODE __attribute__((noreturn, noinline)) static void child_main(
 }
 
 /* clone(CLONE_VM | SIGCHLD) with the child on stack_top running fn(arg)
- * (which never returns). The pid, or -errno. */
+ * (which never returns). The pid, or -errno. Under valgrind, which
+ * refuses such a clone (and ends the program), vfork: valgrind makes it a
+ * fork, so the parent does not wait there either. */
 static long clone_vm(void (*fn)(void *), void *arg, void *stack_top) {
   unsigned long flags = CLONE_VM | SIGCHLD;
+  if (UNDER_VALGRIND()) {
+    pid_t pid = vfork();
+    if (pid == 0) fn(arg); /* never returns */
+    return pid < 0 ? -errno : pid;
+  }
 #if defined(__x86_64__)
   /* raw: the child must not run glibc's clone wrapper's parent-side code,
    * nor a sanitizer's interceptor of it */
@@ -248,11 +262,7 @@ static long clone_vm(void (*fn)(void *), void *arg, void *stack_top) {
 
 #define STACK_BYTES (32 << 10) /* the child's, its lowest page a guard */
 
-static size_t page_size(void) {
-  static size_t ps;
-  if (!ps) ps = (size_t)sysconf(_SC_PAGESIZE);
-  return ps;
-}
+static size_t page_size(void) { return (size_t)sysconf(_SC_PAGESIZE); }
 
 /* A limit the child's setrlimit would refuse: EPERM, or 0. Raising a hard
  * limit takes CAP_SYS_RESOURCE, and RLIMIT_NOFILE never goes above
@@ -284,6 +294,44 @@ static char *put_str(char **at, const char *s) {
   return d;
 }
 
+/* Mappings of POOL_BYTES are kept for the next start (POOL_MAX of them:
+ * at most ~3 touched pages each): a start then makes no mmap, mprotect or
+ * munmap, which take the host's mmap lock for writing, and the munmap of
+ * pages a child touched on another CPU costs an interrupt there. */
+#define POOL_BYTES (64 << 10)
+#define POOL_MAX 16
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static char *pool[POOL_MAX];
+static int pool_n;
+
+/* A mapping of size bytes (POOL_BYTES when it fits), its lowest page a
+ * guard, or NULL with errno. */
+static char *map_take(size_t *size) {
+  char *base = NULL;
+  if (*size <= POOL_BYTES) {
+    *size = POOL_BYTES;
+    pthread_mutex_lock(&pool_mu);
+    if (pool_n) base = pool[--pool_n];
+    pthread_mutex_unlock(&pool_mu);
+    if (base) return base;
+  }
+  base = mmap(NULL, *size, PROT_READ | PROT_WRITE,
+              MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (base == MAP_FAILED) return NULL;
+  mprotect(base, page_size(), PROT_NONE); /* an overflow faults, corrupts
+                                             nothing */
+  return base;
+}
+
+static void map_give(char *base, size_t size) {
+  if (size == POOL_BYTES) {
+    pthread_mutex_lock(&pool_mu);
+    if (pool_n < POOL_MAX) pool[pool_n++] = base, base = NULL;
+    pthread_mutex_unlock(&pool_mu);
+  }
+  if (base) munmap(base, size);
+}
+
 /* One mapping: a guard page, the stack, the job, then argv's and envp's
  * pointers and every string. */
 static msrt_spawn_job *job_new(const char *path, const char *const *argv,
@@ -296,11 +344,10 @@ static msrt_spawn_job *job_new(const char *path, const char *const *argv,
   size_t size = STACK_BYTES + sizeof(msrt_spawn_job) +
                 (argc + envc + 2) * sizeof(char *) + strs;
   size = (size + ps - 1) / ps * ps;
-  char *base = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (base == MAP_FAILED) return NULL;
-  mprotect(base, ps, PROT_NONE); /* an overflow faults, corrupts nothing */
+  char *base = map_take(&size);
+  if (!base) return NULL;
   msrt_spawn_job *j = (msrt_spawn_job *)(base + STACK_BYTES);
+  memset(j, 0, sizeof *j); /* a reused mapping holds the last job */
   j->size = size;
   j->argv = (char **)(j + 1);
   j->envp = j->argv + argc + 1;
@@ -320,7 +367,7 @@ void msrt_spawn_job_free(msrt_spawn_job *j) {
   if (!j) return;
   if (j->fd >= 0) close(j->fd);
   if (j->errfd_open) close(j->errfd);
-  munmap(job_base(j), j->size);
+  map_give(job_base(j), j->size);
 }
 
 msrt_code msrt_spawn_start(const char *path, const char *const *argv,
