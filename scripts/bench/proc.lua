@@ -1,6 +1,6 @@
 --- Process benchmark (README "Processes"), through msrt.process.
 --   msrt-lua scripts/bench/proc.lua [--runs N] [--spawns N] [--lines N]
---            [--trips N] [--only spawn|lines|echo]
+--            [--trips N] [--hogged N] [--only spawn|lines|echo|hogged]
 -- Prints the machine, the command and, as the median of --runs runs:
 --   spawn  spawn-and-reap of /bin/true (msrt.process to the final exit),
 --          --spawns processes one after another and 16 in flight, with
@@ -12,19 +12,25 @@
 --   echo   hub -> child -> hub round trips through a sed echo agent
 --          (subscription -> stdin JSON line -> stdout -> publish), one at
 --          a time, --trips of them: p50 / p99 in microseconds
+--   hogged (only with --only hogged: it loads every CPU) the hub's stall
+--          per process start on a loaded machine: one busy-loop child per
+--          CPU at normal priority, then --hogged starts of /bin/true one
+--          after another (each to its exit): how long msrt.process holds
+--          the hub (p50 / p99 / max us, per run), and the worst lateness
+--          of a 10 ms hub timer meanwhile (ms); the medians of the runs
 -- Timing is wall-clock (uv.hrtime) on the hub.
 local msrt = require "msrt"
 local uv = require "luv"
 local ffi = require "ffi"
 io.stdout:setvbuf("line")
 
-local opts = { runs = 3, spawns = 2000, lines = 1000000, trips = 5000, only = "" }
+local opts = { runs = 3, spawns = 2000, lines = 1000000, trips = 5000, hogged = 200, only = "" }
 do
   local i = 1
   while arg[i] do
     local k = arg[i]:match("^%-%-(%w+)$")
     if not k or opts[k] == nil or arg[i + 1] == nil then
-      io.stderr:write("usage: proc.lua [--runs N] [--spawns N] [--lines N] [--trips N] [--only spawn|lines|echo]\n")
+      io.stderr:write("usage: proc.lua [--runs N] [--spawns N] [--lines N] [--trips N] [--hogged N] [--only spawn|lines|echo|hogged]\n")
       os.exit(2)
     end
     opts[k] = type(opts[k]) == "number" and tonumber(arg[i + 1]) or arg[i + 1]
@@ -173,6 +179,54 @@ local function bench_echo()
     :format(opts.trips, median(p50s), median(p99s)))
 end
 
+local function ncpus()
+  local f = io.popen("nproc")
+  local n = tonumber(f:read("*l"))
+  f:close()
+  return n or 1
+end
+
+-- One run of `hogged`: the spawn calls' p50, p99, max (us) and the timer's
+-- worst lateness (ms).
+local function hogged_once(n)
+  local hogs = {}
+  for i = 1, ncpus() do
+    hogs[i] = assert(msrt.process { name = "hog" .. i, cmd = { "/bin/sh", "-c", "while :; do :; done" } })
+  end
+  local worst, last = 0, uv.hrtime()
+  local timer = uv.new_timer()
+  timer:start(10, 10, function()
+    local t = uv.hrtime()
+    worst = math.max(worst, (t - last) / 1e6 - 10)
+    last = t
+  end)
+  local calls = {}
+  for i = 1, n do
+    local t0 = uv.hrtime()
+    local h = assert(msrt.process { name = "bt", cmd = { "/bin/true" } })
+    calls[i] = (uv.hrtime() - t0) / 1e3
+    h:wait()
+  end
+  timer:stop()
+  timer:close()
+  for _, h in ipairs(hogs) do h:stop(0) end
+  for _, h in ipairs(hogs) do h:wait() end
+  table.sort(calls)
+  return calls[math.ceil(n * 0.5)], calls[math.ceil(n * 0.99)], calls[n], worst
+end
+
+local function bench_hogged()
+  local p50, p99, max, late = {}, {}, {}, {}
+  for r = 1, opts.runs do
+    p50[r], p99[r], max[r], late[r] = hogged_once(opts.hogged)
+    print(("hogged run %d: msrt.process holds the hub p50 %.0f us, p99 %.0f us, max %.0f us; "
+      .. "10 ms timer worst late %.1f ms"):format(r, p50[r], p99[r], max[r], late[r]))
+  end
+  print(("hogged %d starts with every CPU busy: msrt.process holds the hub p50 %.0f us, p99 %.0f us, "
+    .. "max %.0f us; 10 ms timer worst late %.1f ms (medians of %d runs)")
+    :format(opts.hogged, median(p50), median(p99), median(max), median(late), opts.runs))
+end
+
 local function machine()
   local f = io.popen("uname -srm; nproc")
   local s = f:read("*a"):gsub("\n", " ")
@@ -187,6 +241,7 @@ msrt.after(0, function()
     if opts.only == "" or opts.only == "lines" then bench_lines() end
     if opts.only == "" or opts.only == "echo" then bench_echo() end
     if opts.only == "" or opts.only == "spawn" then bench_spawn() end
+    if opts.only == "hogged" then bench_hogged() end
   end, debug.traceback)
   if not ok then io.stderr:write(err, "\n") end
   msrt.stop(ok and "normal" or "failed")
