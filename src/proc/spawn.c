@@ -110,9 +110,22 @@ msrt_code msrt_spawn_resolve(const char *prog, char *buf, size_t size,
 
 /* Nothing the sanitizers add may run in the child: their state is the
  * spawning thread's. */
+#if defined(__clang__)
+/* (clang's no_sanitize("thread") alone still calls the runtime at entry
+ * and exit; "coverage": the fuzz build's counters) */
+#if __has_attribute(disable_sanitizer_instrumentation)
+#define CHILD_NO_INSTR __attribute__((disable_sanitizer_instrumentation))
+#else
+#define CHILD_NO_INSTR
+#endif
+#define CHILD_CODE                                                          \
+  __attribute__((no_sanitize("address", "thread", "undefined", "coverage"))) \
+  CHILD_NO_INSTR
+#else
 #define CHILD_CODE                                                          \
   __attribute__((no_sanitize_address, no_sanitize_thread,                    \
                  no_sanitize_undefined))
+#endif
 
 #if defined(__x86_64__)
 /* A system call: its result, or -errno; errno untouched. */
