@@ -779,9 +779,10 @@ local function run_list(q, fn, l)
   end
 end
 
--- The messages a batch consumer was handed during a flush (or a
--- JetStream wake) go to its fn once the flush is done, at most
--- c.batch_max at once: the stores call this after handing out.
+-- The messages a consumer was handed during a flush (or a JetStream
+-- wake) go to its fn once the flush is done: a batch consumer's at most
+-- c.batch_max at once, a callback consumer's one by one (run_list): the
+-- stores call this after handing out.
 function M.run_batches(q)
   for _, c in ipairs(q.consumers) do
     local b = c.batch
