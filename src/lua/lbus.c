@@ -199,7 +199,7 @@ static int l_set_ready(lua_State *L) {
 /* stamp_subscribe(pattern) -> sub_id, slot | nil, err: a subscription
  * whose messages only stamp the time they came (a stamp endpoint,
  * bus/endpoints.h) into slot (a light userdata: an _Atomic uint64_t of CLOCK_MONOTONIC ns, 0 until
- * the first; lua/msrt/health/probes.lua reads it through the FFI). The slot is
+ * the first; lua/msrt/health/probes.lua reads it with msrt_lhub_stamp). The slot is
  * released by stamp_unsubscribe. */
 static int l_stamp_subscribe(lua_State *L) {
   msrt_rt *rt = msrt_lua_rt(L);
@@ -218,6 +218,10 @@ static int l_stamp_subscribe(lua_State *L) {
   lua_pushnumber(L, (lua_Number)sid);
   lua_pushlightuserdata(L, (void *)slot);
   return 2;
+}
+
+uint64_t msrt_lhub_stamp(const void *slot) {
+  return atomic_load_explicit((_Atomic uint64_t *)slot, memory_order_relaxed);
 }
 
 /* stamp_unsubscribe(sub_id, slot): the slot is freed once no publishing

@@ -135,6 +135,13 @@ int msrt_lhub_next(msrt_lhub_item *out);
  * FFI, as msrt_lhub_next. */
 int msrt_lhub_token(char *out);
 
+/* The time a stamp slot (msrt.core.stamp_subscribe's) was last written:
+ * CLOCK_MONOTONIC ns, 0 before the first message. An atomic load, since
+ * a publishing worker stores it at any time (a plain FFI read of the
+ * slot is a data race ThreadSanitizer reports). Through the FFI, as
+ * msrt_lhub_next (lbus.c); any thread. */
+uint64_t msrt_lhub_stamp(const void *slot);
+
 /* Publish from the hub's Lua as msrt.core.publish does (its arguments as
  * msrt_lua_pub_args reads them: reply and h NULL when absent, prio 1..10
  * or 0 for an invalid one, ttl_ms 0 for none) without a Lua string for

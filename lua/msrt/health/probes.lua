@@ -9,14 +9,18 @@ local spec = require "msrt.health.spec"
 local uv = require "luv"
 local ffi = require "ffi"
 
+ffi.cdef [[ uint64_t msrt_lhub_stamp(const void *slot); ]]
+local stamp_of = ffi.C.msrt_lhub_stamp
+
 local M = {}
 local ip_port, parse_url = spec.ip_port, spec.parse_url
 
 -- ---- heartbeats: one stamp subscription per subject, shared ----------------
 -- A heartbeat never reaches the hub: the publishing thread stores the time
--- it came into a slot (a stamp endpoint, src/bus/endpoints.h), which a probe reads through the FFI.
+-- it came into a slot (a stamp endpoint, src/bus/endpoints.h), which a probe
+-- reads with an atomic load (msrt_lhub_stamp, through the FFI).
 
-local beats = {} -- subject -> {slot (uint64_t * of monotonic ns), users, sid, lud}
+local beats = {} -- subject -> {users, sid, lud, slot (the lud as a cdata: the JIT passes no light userdata to C)}
 
 local function beat_use(subject)
   local b = beats[subject]
@@ -28,7 +32,7 @@ local function beat_use(subject)
   if not ok then return nil, err end
   local sid, lud = core.stamp_subscribe(subject)
   if not sid then return nil, lud end
-  b = { users = 1, sid = sid, lud = lud, slot = ffi.cast("uint64_t *", lud) }
+  b = { users = 1, sid = sid, lud = lud, slot = ffi.cast("const void *", lud) }
   beats[subject] = b
   return b
 end
@@ -54,7 +58,7 @@ local run = {}
 local sync = {}
 function sync.heartbeat(p, _, now)
   local b = beats[p.heartbeat]
-  local ns = b and tonumber(b.slot[0]) or 0
+  local ns = b and tonumber(stamp_of(b.slot)) or 0
   -- the stamp is CLOCK_MONOTONIC, as is the loop's time (uv.now)
   if ns > 0 and now - ns / 1e6 <= p.interval_ms + p.timeout_ms then return true end
   return false, ("no message on %s within %d ms"):format(p.heartbeat, p.interval_ms)
