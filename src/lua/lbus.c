@@ -51,16 +51,20 @@ static long publish_args(msrt_rt *rt, const msrt_lua_pub_args *a) {
       a->headers_len, a->payload, a->payload_len, a->priority, 0, &last.err);
   if (!e) return -1;
   msrt_bus_reply_ttl(e, a->reply_ttl_ms);
-  /* the pending lives on the C stack and moves into a userdata only when
-   * the publish blocked (it holds no pointer into itself until
-   * pending_wait registers a waker): a publish that went through makes
-   * no garbage for the collector */
-  msrt_bus_pending pend = {0};
+  /* the pending moves into a userdata only when the publish blocked (it
+   * holds no pointer into itself until pending_wait registers a waker): a
+   * publish that went through makes no garbage for the collector. It is
+   * the hub's one, empty again whenever a publish returns (cleared, or
+   * moved out and zeroed), as an actor's publish_pending (actor_rt.c):
+   * one zeroed on the stack for every publish cost ~80 instructions (it
+   * holds an error's 512-byte text) */
+  static msrt_bus_pending pend;
   size_t delivered;
   msrt_code rc = msrt_bus_publish(rt->bus, e, &delivered, &pend, &last.err);
   msrt_env_unref(e);
   if (rc == MSRT_E_MAILBOX_FULL && pend.n) {
     last.pend = pend;
+    memset(&pend, 0, sizeof pend);
     last.blocked = true;
     return -1;
   }
