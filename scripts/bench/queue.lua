@@ -5,7 +5,7 @@
 -- consumer's msg:ack). 64 publisher coroutines each wait for their PubAck,
 -- as a JetStream client with 64 async publishes in flight does
 -- (scripts/bench/queue.c js).
---   msrt-lua scripts/bench/queue.lua [--msgs N] [--sync normal|full] [--dir DIR]
+--   msrt-lua scripts/bench/queue.lua [--msgs N] [--sync normal|full] [--dir DIR (a run's own directory is made in it)]
 --     [--size BYTES] [--consumers N]   (one case only: for callgrind at two --msgs)
 -- Each case runs twice: per message (msrt.publish and msrt.consume's
 -- fn(msg)) and in batches of 64 (msrt.publish_batch, one coroutine, and
@@ -34,8 +34,12 @@ if opts.js ~= "" then
   bridge = assert(msrt.nats { url = opts.js, import = {}, export = {} })
   for _ = 1, 500 do if bridge:info().state == "connected" then break end msrt.sleep(10) end
 end
-local dir = opts.dir ~= "" and opts.dir or os.tmpname() .. ".bench"
-os.execute("rm -rf " .. dir .. " && mkdir -p " .. dir)
+-- The databases go in a directory of the run's own, made inside --dir
+-- (default the system's temporary directory) and removed at the end:
+-- never --dir itself, which may hold anything (`--dir /tmp` once removed
+-- every file of /tmp).
+local parent = opts.dir ~= "" and opts.dir or (os.getenv("TMPDIR") or "/tmp")
+local dir = assert(uv.fs_mkdtemp(parent .. "/msrt-queue-bench-XXXXXX"))
 
 local PUBLISHERS = 64
 local case_no = 0
@@ -114,6 +118,6 @@ for _, size in ipairs(opts.size > 0 and { opts.size } or { 16, 4096 }) do
     for _, b in ipairs(opts.batch >= 0 and { opts.batch } or opts.memory == 0 and { 0, 64 } or { 0 }) do run_case(size, c, b) end
   end
 end
-os.execute("rm -rf " .. dir)
+os.execute("rm -rf '" .. dir .. "'")
 if bridge then bridge:close() end
 msrt.stop()
