@@ -467,6 +467,35 @@ static void test_writer_open(void) {
   msrt_queue_stats_get(q, &st);
   CHECK(st.stored == 307 && st.last_seq == 308);
   msrt_queue_close(q);
+  /* the intake stored as it comes before the seal (the writer polls for
+   * 16 or more), the rest at the seal: one outcome, in order, a Msg-Id
+   * seen before the seal deduplicated after it, the limit applied
+   * across both */
+  q = open_q((msrt_queue_config){.bus = F.bus, .spin_ns = 200000000u,
+                                 .dedupe_window_ms = 60000, .max_msgs = 340,
+                                 .discard = MSRT_QUEUE_DISCARD_NEW},
+             &sub);
+  CHECK(msrt_queue_flush_open(q, NULL, &err) == MSRT_E_OK);
+  publish("tasks.d", "first", "id-1");
+  for (int i = 0; i < 39; i++) publish("tasks.o", "before the seal", NULL);
+  usleep(20000); /* the writer has taken and stored them */
+  msrt_queue_stats_get(q, &st);
+  CHECK(st.intake < 16);
+  publish("tasks.d", "again", "id-1");
+  for (int i = 0; i < 5; i++) publish("tasks.o", "at the seal", NULL);
+  msrt_queue_flush_seal(q);
+  CHECK(msrt_queue_flush_end(q, &res, &n, &ev, &nev, &err) == MSRT_E_OK);
+  CHECK(n == 46 && res[0].seq == 309 && res[32].seq == 341);
+  CHECK(res[40].duplicate && res[40].seq == 309);
+  /* 307 stored: 33 more fit, the rest refused */
+  CHECK(res[32].code == MSRT_E_OK && res[33].code == MSRT_E_RESOURCE_EXHAUSTED);
+  CHECK(res[45].code == MSRT_E_RESOURCE_EXHAUSTED);
+  for (size_t i = 1; i < 33; i++) CHECK(res[i].seq == res[i - 1].seq + 1);
+  msrt_queue_results_free(res, n);
+  free(ev);
+  msrt_queue_stats_get(q, &st);
+  CHECK(st.stored == 340 && st.commits == 1 && st.intake == 0);
+  close_q(q, sub);
   teardown();
 }
 

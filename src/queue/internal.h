@@ -19,7 +19,9 @@ struct msrt_queue {
   /* the intake: any thread, under lock */
   pthread_mutex_t lock;
   msrt_envelope **in;
-  size_t nin, capin, intake_max;
+  size_t nin;          /* written under lock with atomic stores, read under
+                          lock or, by the writer polling, atomically */
+  size_t capin, intake_max;
   int signalled; /* an MSRT_IN_QUEUE item is on its way to the hub */
   int closed;
   /* the store: the opening thread's, or the writer's while a flush is
@@ -69,15 +71,20 @@ msrt_code msrt_queue_sqlerr(msrt_queue *q, int rc, const char *what,
 /* One flush's transaction over (*res)[0..*n): msrt_queue_flush's
  * outcome, the committed counts put in q->st under lock. With take, the
  * intake is taken into *res and *n within the transaction, after ops are
- * applied and once the flush is sealed (msrt_queue_await_seal); without,
- * *res and *n are the intake taken already. Whichever thread owns the
- * store. */
+ * applied: stored as it comes until the flush is sealed, and what came
+ * until then (msrt_queue_await_more); without, *res and *n are the intake
+ * taken already. Whichever thread owns the store. */
 msrt_code msrt_queue_commit(msrt_queue *q, const msrt_queue_ops *ops,
                             msrt_queue_result **res, size_t *n, int take,
                             uint64_t **evicted, size_t *nevicted,
                             msrt_error *err);
 /* Wait until the flush in flight is sealed (writer.c). */
 void msrt_queue_await_seal(msrt_queue *q);
+/* For an open flush (writer.c): 1 once it is sealed (the intake taken
+ * then is its last), 0 when enough intake came before (16 messages or
+ * more: to take and store while the caller still publishes). Polls up to
+ * spin_ns, then sleeps until the seal. */
+int msrt_queue_await_more(msrt_queue *q);
 /* Wait until no flush is in flight (the store is the caller's again); the
  * outcome of a finished one stays for msrt_queue_flush_end. Returns 1
  * when there is such an outcome. */
@@ -87,6 +94,11 @@ int msrt_queue_writer_idle(msrt_queue *q);
 void msrt_queue_writer_stop(msrt_queue *q);
 /* Move the intake into a new results array (each result's env taken). */
 int msrt_queue_take_intake(msrt_queue *q, msrt_queue_result **res, size_t *n);
+/* Append the intake to (*res)[0..*n) (capacity *cap, grown by realloc);
+ * last (the flush is sealed): the next push signals the hub again. -1
+ * when out of memory: that intake is refused (counted), *res kept. */
+int msrt_queue_take_more(msrt_queue *q, msrt_queue_result **res, size_t *n,
+                         size_t *cap, int last);
 int msrt_queue_evict_push(msrt_queue *q, uint64_t seq);
 void msrt_queue_evict_take(msrt_queue *q, uint64_t **ev, size_t *n);
 

@@ -45,7 +45,8 @@ void msrt_queue_ref(msrt_queue *q) {
 static void release_intake(msrt_queue *q) {
   for (size_t i = 0; i < q->nin; i++) msrt_env_unref(q->in[i]);
   free(q->in);
-  q->in = NULL, q->nin = q->capin = 0;
+  q->in = NULL, q->capin = 0;
+  __atomic_store_n(&q->nin, 0, __ATOMIC_RELEASE);
 }
 
 void msrt_queue_unref(msrt_queue *q) {
@@ -76,7 +77,8 @@ int msrt_queue_take_intake(msrt_queue *q, msrt_queue_result **res, size_t *n) {
   pthread_mutex_lock(&q->lock);
   msrt_envelope **in = q->in;
   size_t nin = q->nin;
-  q->in = NULL, q->nin = q->capin = 0;
+  q->in = NULL, q->capin = 0;
+  __atomic_store_n(&q->nin, 0, __ATOMIC_RELEASE);
   q->signalled = 0;
   pthread_mutex_unlock(&q->lock);
   *res = NULL, *n = 0;
@@ -97,6 +99,33 @@ int msrt_queue_take_intake(msrt_queue *q, msrt_queue_result **res, size_t *n) {
   free(in);
   *res = r, *n = nin;
   return 0;
+}
+
+int msrt_queue_take_more(msrt_queue *q, msrt_queue_result **res, size_t *n,
+                         size_t *cap, int last) {
+  int rc = 0;
+  pthread_mutex_lock(&q->lock);
+  size_t nin = q->nin;
+  if (last) q->signalled = 0;
+  if (nin && *n + nin > *cap) {
+    size_t c = *cap ? *cap : 64;
+    while (c < *n + nin) c *= 2;
+    msrt_queue_result *r = realloc(*res, c * sizeof *r);
+    if (r) {
+      *res = r, *cap = c;
+    } else { /* nothing accepted yet: these are refused */
+      for (size_t i = 0; i < nin; i++) msrt_env_unref(q->in[i]);
+      q->st.refused += nin;
+      rc = -1;
+    }
+  }
+  for (size_t i = 0; rc == 0 && i < nin; i++)
+    (*res)[*n + i] = (msrt_queue_result){.env = q->in[i], .code = MSRT_E_OK};
+  if (rc == 0) *n += nin;
+  /* the intake's array stays for the next pushes */
+  __atomic_store_n(&q->nin, 0, __ATOMIC_RELEASE);
+  pthread_mutex_unlock(&q->lock);
+  return rc;
 }
 
 void msrt_queue_results_free(msrt_queue_result *res, size_t n) {
@@ -171,7 +200,9 @@ static msrt_push_outcome queue_push(void *ep, msrt_envelope *e,
     }
     q->in = in, q->capin = cap;
   }
-  q->in[q->nin++] = msrt_env_ref(e);
+  q->in[q->nin] = msrt_env_ref(e);
+  /* (the writer polls nin without the lock: msrt_queue_await_more) */
+  __atomic_store_n(&q->nin, q->nin + 1, __ATOMIC_RELEASE);
   int wake = !q->signalled;
   q->signalled = 1;
   pthread_mutex_unlock(&q->lock);

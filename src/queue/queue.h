@@ -166,14 +166,16 @@ msrt_code msrt_queue_flush_begin(msrt_queue *q, const msrt_queue_ops *ops,
                                  msrt_error *err);
 
 /* As msrt_queue_flush_begin, but the intake is taken later, within the
- * transaction: the writer begins it and applies ops at once, and stores
- * the intake as it is once msrt_queue_flush_seal is called (or any wait
- * for the flush: flush_run, flush_end, and every other use of the store,
- * which seal it first). For a caller whose next messages are still on
- * their way (the PubAcks it is about to send make its publishers publish
- * them): the transaction's first statements overlap them (the writer
- * then spins up to spin_ns for the seal before it sleeps). One
- * transaction all the same: nothing of it is kept unless it commits.
+ * transaction: the writer begins it and applies ops at once, then stores
+ * the intake as it comes (by 16 messages or more) until
+ * msrt_queue_flush_seal is called (or any wait for the flush: flush_run,
+ * flush_end, and every other use of the store, which seal it first), and
+ * the intake as it is then last. For a caller whose next messages are
+ * still on their way (the PubAcks it is about to send make its
+ * publishers publish them): the transaction's statements overlap them
+ * (the writer polls up to spin_ns at a time before it sleeps until the
+ * seal). One transaction all the same: nothing of it is kept unless it
+ * commits, and a flush that fails refuses all its intake.
  * Errors as msrt_queue_flush_begin's (nomem taking the intake fails the
  * flush). */
 msrt_code msrt_queue_flush_open(msrt_queue *q, const msrt_queue_ops *ops,

@@ -380,20 +380,27 @@ static int transact(msrt_queue *q, const msrt_queue_ops *ops,
     *what = "writing";
     rc = apply_ops(q, ops);
   }
-  /* taken even when the transaction failed: those messages are then
-   * refused with it, as a flush's intake is */
+  uint64_t now = msrt_wall_ns() / 1000000u;
+  size_t deliver_new = ops ? ops->deliver_new : 0;
   if (take) {
-    msrt_queue_await_seal(q);
-    if (msrt_queue_take_intake(q, res, n) != 0 && rc == SQLITE_OK)
-      rc = SQLITE_NOMEM;
+    /* stored as it comes while the flush is open (the caller's PubAcks
+     * resume publishers meanwhile), what came until the seal last; taken
+     * even when the transaction failed: those messages are then refused
+     * with it, as a flush's intake is */
+    size_t cap = 0, done = 0;
+    for (int last = 0; !last;) {
+      last = msrt_queue_await_more(q);
+      if (msrt_queue_take_more(q, res, n, &cap, last) != 0 && rc == SQLITE_OK)
+        rc = SQLITE_NOMEM;
+      for (; done < *n && rc == SQLITE_OK; done++)
+        rc = store_one(q, &(*res)[done], now, &deliver_new);
+    }
   }
   if (rc != SQLITE_OK) {
     if (!sqlite3_get_autocommit(q->db)) exec(q, "ROLLBACK");
     return rc;
   }
-  uint64_t now = msrt_wall_ns() / 1000000u;
-  size_t deliver_new = ops ? ops->deliver_new : 0;
-  for (size_t i = 0; i < *n && rc == SQLITE_OK; i++)
+  for (size_t i = 0; !take && i < *n && rc == SQLITE_OK; i++)
     rc = store_one(q, &(*res)[i], now, &deliver_new);
   if (rc == SQLITE_OK && q->dedupe_window_ms && now > q->dedupe_window_ms) {
     sqlite3_stmt *st = q->stmt[S_DUP_PRUNE];
