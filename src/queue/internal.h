@@ -19,9 +19,7 @@ struct msrt_queue {
   /* the intake: any thread, under lock */
   pthread_mutex_t lock;
   msrt_envelope **in;
-  size_t nin;          /* written under lock with atomic stores, read under
-                          lock or, by the writer polling, atomically */
-  size_t capin, intake_max;
+  size_t nin, capin, intake_max;
   int signalled; /* an MSRT_IN_QUEUE item is on its way to the hub */
   int closed;
   /* the store: the opening thread's, or the writer's while a flush is
@@ -47,10 +45,16 @@ struct msrt_queue {
   uint64_t ended_ns;   /* when the last flush ended (under lock) */
   int spin_next;       /* this flush began within spin_ns of the last one's
                           end: the writer spins after it (under lock) */
-  int sealed;          /* the flush in flight may take the intake: at once
-                          (flush_begin), or once msrt_queue_flush_seal or
-                          any wait for it says so (flush_open); written
+  /* what an open flush's writer polls (msrt_queue_await_more), on a
+   * line of their own: the pushes write it once per MSRT_QUEUE_MORE
+   * messages, not at each (nin's line bounced between the threads) */
+  _Alignas(64) int sealed; /* the flush in flight may take the intake: at
+                          once (flush_begin), or once msrt_queue_flush_seal
+                          or any wait for it says so (flush_open); written
                           under lock, read with atomic loads */
+  int more;            /* MSRT_QUEUE_MORE or more wait in the intake
+                          (under lock, atomic stores; polled) */
+  _Alignas(64) char after_more_;
   struct msrt_queue_job { /* the writer's while busy, then the hub's */
     uint64_t *seqs;    /* deliver, acks and dead, one allocation */
     msrt_queue_ops ops;
@@ -80,9 +84,13 @@ msrt_code msrt_queue_commit(msrt_queue *q, const msrt_queue_ops *ops,
                             msrt_error *err);
 /* Wait until the flush in flight is sealed (writer.c). */
 void msrt_queue_await_seal(msrt_queue *q);
+/* An open flush's writer takes the intake by this many messages or more
+ * before the seal: one take a message made the writer's lock and the
+ * publishers' pushes contend (the hub's PubAcks ~10% slower). */
+#define MSRT_QUEUE_MORE 16
 /* For an open flush (writer.c): 1 once it is sealed (the intake taken
- * then is its last), 0 when enough intake came before (16 messages or
- * more: to take and store while the caller still publishes). Polls up to
+ * then is its last), 0 when MSRT_QUEUE_MORE messages or more came before
+ * (to take and store while the caller still publishes). Polls up to
  * spin_ns, then sleeps until the seal. */
 int msrt_queue_await_more(msrt_queue *q);
 /* Wait until no flush is in flight (the store is the caller's again); the

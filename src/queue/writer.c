@@ -39,13 +39,7 @@ static int job_waits(msrt_queue *q) {
 static int job_taken(msrt_queue *q) { return PEEK(taken) || !PEEK(busy); }
 static int job_over(msrt_queue *q) { return !PEEK(busy); }
 static int job_sealed(msrt_queue *q) { return PEEK(sealed); }
-/* An open flush's intake is taken by 16 or more (the rest at the seal):
- * one take a message made the writer's lock and the publishers' pushes
- * contend, the hub's PubAcks ~10% slower (12-06, queue.lua --batch 0). */
-enum { MORE_MIN = 16 };
-static int job_more(msrt_queue *q) {
-  return PEEK(sealed) || PEEK(nin) >= MORE_MIN;
-}
+static int job_more(msrt_queue *q) { return PEEK(sealed) || PEEK(more); }
 static void spin(msrt_queue *q, int (*ready)(msrt_queue *)) {
   uint64_t deadline = msrt_now_ns() + q->spin_ns;
   while (!ready(q) && msrt_now_ns() < deadline)
@@ -132,11 +126,11 @@ void msrt_queue_await_seal(msrt_queue *q) {
 
 int msrt_queue_await_more(msrt_queue *q) {
   if (PEEK(sealed)) return 1;
-  if (PEEK(nin) >= MORE_MIN) return 0;
+  if (PEEK(more)) return 0;
   if (q->spin_ns) {
     spin(q, job_more);
     if (PEEK(sealed)) return 1;
-    if (PEEK(nin) >= MORE_MIN) return 0;
+    if (PEEK(more)) return 0;
   }
   /* pushes do not signal cv: what comes meanwhile is taken at the seal */
   msrt_queue_await_seal(q);
