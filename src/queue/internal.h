@@ -20,6 +20,9 @@ struct msrt_queue {
   pthread_mutex_t lock;
   msrt_envelope **in;
   size_t nin, capin, intake_max;
+  msrt_envelope **spare; /* an empty array swapped with the intake's by
+                            msrt_queue_take_more (whoever owns the store) */
+  size_t capspare;
   int signalled; /* an MSRT_IN_QUEUE item is on its way to the hub */
   int closed;
   /* the store: the opening thread's, or the writer's while a flush is

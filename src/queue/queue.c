@@ -55,6 +55,7 @@ void msrt_queue_unref(msrt_queue *q) {
   if (!q || atomic_fetch_sub_explicit(&q->refs, 1, memory_order_acq_rel) != 1)
     return;
   release_intake(q);
+  free(q->spare);
   free(q->ev);
   pthread_cond_destroy(&q->cv);
   pthread_mutex_destroy(&q->lock);
@@ -105,30 +106,35 @@ int msrt_queue_take_intake(msrt_queue *q, msrt_queue_result **res, size_t *n) {
 
 int msrt_queue_take_more(msrt_queue *q, msrt_queue_result **res, size_t *n,
                          size_t *cap, int last) {
-  int rc = 0;
+  /* the intake's array swapped with the spare one under lock, the rest
+   * after: the publishers push meanwhile, and a push that finds the lock
+   * taken sleeps (a futex wake-up is tens of us on a VM) */
   pthread_mutex_lock(&q->lock);
-  size_t nin = q->nin;
+  msrt_envelope **in = q->in;
+  size_t nin = q->nin, capin = q->capin;
+  q->in = q->spare, q->capin = q->capspare, q->nin = 0;
   if (last) q->signalled = 0;
-  if (nin && *n + nin > *cap) {
+  if (q->more) __atomic_store_n(&q->more, 0, __ATOMIC_RELEASE);
+  pthread_mutex_unlock(&q->lock);
+  q->spare = in, q->capspare = capin;
+  if (!nin) return 0;
+  if (*n + nin > *cap) {
     size_t c = *cap ? *cap : 64;
     while (c < *n + nin) c *= 2;
     msrt_queue_result *r = realloc(*res, c * sizeof *r);
-    if (r) {
-      *res = r, *cap = c;
-    } else { /* nothing accepted yet: these are refused */
-      for (size_t i = 0; i < nin; i++) msrt_env_unref(q->in[i]);
+    if (!r) { /* nothing accepted yet: these are refused */
+      for (size_t i = 0; i < nin; i++) msrt_env_unref(in[i]);
+      pthread_mutex_lock(&q->lock);
       q->st.refused += nin;
-      rc = -1;
+      pthread_mutex_unlock(&q->lock);
+      return -1;
     }
+    *res = r, *cap = c;
   }
-  for (size_t i = 0; rc == 0 && i < nin; i++)
-    (*res)[*n + i] = (msrt_queue_result){.env = q->in[i], .code = MSRT_E_OK};
-  if (rc == 0) *n += nin;
-  /* the intake's array stays for the next pushes */
-  q->nin = 0;
-  __atomic_store_n(&q->more, 0, __ATOMIC_RELEASE);
-  pthread_mutex_unlock(&q->lock);
-  return rc;
+  for (size_t i = 0; i < nin; i++)
+    (*res)[*n + i] = (msrt_queue_result){.env = in[i], .code = MSRT_E_OK};
+  *n += nin;
+  return 0;
 }
 
 void msrt_queue_results_free(msrt_queue_result *res, size_t n) {
