@@ -200,15 +200,19 @@ static void test_inbox_budget_comes_back(void) {
 }
 
 /* A stream from a worker that publishes slower than the hub drains (one
- * item every ~300 ns, a publish's cost) reaches the drain callback in
- * batches, not an item or three a round (inbox.c, "Pacing a stream"):
- * each round takes the lock's and the vector's cache lines from the
- * pushing CPU. Everything arrives, in order. */
+ * item every ~300 ns, a publish's cost), with the hub pausing between
+ * rounds (inbox.c, "Pacing a stream"): everything arrives, in order,
+ * nothing is refused. How many rounds it takes is a matter of the two
+ * threads' speeds, not checked here: a hub that keeps up finds nothing
+ * left after a round and does not pause (rounds of one to three items),
+ * one that falls behind pauses and takes ~64 a round; on near vCPUs the
+ * first happened in 4 of 20 runs. What the pacing buys is measured by
+ * scripts/bench/hub.lua --only callbacks. */
 #define STREAM 20000
 typedef struct {
   msrt_inbox *in;
   msrt_hub *hub;
-  size_t got, rounds;
+  size_t got;
   uint64_t last;
   int out_of_order;
 } stream_sink;
@@ -220,7 +224,6 @@ static void stream_drain(msrt_inbox_item *items, size_t n, void *ud) {
     s->last = items[i].target;
   }
   s->got += n;
-  s->rounds++;
   if (s->got == STREAM) msrt_hub_shutdown(s->hub, "done", 0);
 }
 
@@ -252,7 +255,6 @@ static void test_inbox_stream_paced(void) {
   pthread_join(t, &refused);
   CHECK(refused == NULL);
   CHECK(s.got == STREAM && s.last == STREAM && s.out_of_order == 0);
-  CHECK(s.rounds <= STREAM / 16); /* ~3 items a round without pacing */
   msrt_inbox_close(s.in);
   msrt_hub_close_all(hub);
   msrt_inbox_free(s.in);
