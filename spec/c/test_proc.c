@@ -178,6 +178,25 @@ static void test_codec_roundtrip(void) {
   check_rt(in, want);
 }
 
+/* A part of a byte string appended to itself while it grows (the fuzz
+ * receiver target's corrupt() found msrt_sbuf_put copying from the block
+ * realloc had just freed). */
+static void test_sbuf_self_append(void) {
+  msrt_sbuf b = {0};
+  char want[512];
+  size_t n = 8;
+  memcpy(want, "abcdefgh", n);
+  msrt_sbuf_put(&b, want, n);
+  for (int i = 0; i < 6; i++) { /* each doubles it, less 2: past 128, 256 */
+    memcpy(want + n, want + 2, n - 2);
+    n += n - 2;
+    msrt_sbuf_put(&b, b.p + 2, b.len - 2);
+  }
+  CHECK(!b.oom && b.len == n && n == 386);
+  CHECK(memcmp(b.p, want, n) == 0);
+  msrt_sbuf_free(&b);
+}
+
 /* Hand-made serializations as LuaJIT writes them (checked with
  * string.buffer.encode in luajit). */
 static void check_lua(const unsigned char *b, size_t n, const char *want) {
@@ -837,7 +856,7 @@ static void test_json_precheck(void) {
 
 TEST_MAIN(test_json_precheck, test_framer_every_split, test_framer_limits,
           test_framer_long_lines,
-          test_codec_roundtrip, test_codec_lua_forms, test_utf8, test_setup,
+          test_codec_roundtrip, test_sbuf_self_append, test_codec_lua_forms, test_utf8, test_setup,
           test_env_scrubbed, test_cwd_and_argv, test_start_does_not_wait,
           test_late_exec_failure, test_json_output,
           test_permissions, test_headers, test_big_lines, test_exit_after_last_output,

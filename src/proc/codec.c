@@ -1,6 +1,7 @@
 #include "proc/codec.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,10 +26,14 @@ static int grow(msrt_sbuf *b, size_t n) {
 }
 
 void msrt_sbuf_put(msrt_sbuf *b, const void *bytes, size_t n) {
-  if (n && grow(b, n) == 0) {
-    memcpy(b->p + b->len, bytes, n);
-    b->len += n;
-  }
+  if (!n) return;
+  /* bytes may lie in b itself, which grow's realloc may move: keep its
+   * offset (compared as integers: the pointers may be of two objects) */
+  uintptr_t at = (uintptr_t)bytes, base = (uintptr_t)b->p;
+  bool inside = b->p && at >= base && at < base + b->len;
+  if (grow(b, n) != 0) return;
+  memmove(b->p + b->len, inside ? b->p + (at - base) : bytes, n);
+  b->len += n;
 }
 
 void msrt_sbuf_putc(msrt_sbuf *b, char c) {

@@ -37,6 +37,7 @@ typedef struct {
   int oom;
 } msrt_sbuf;
 
+/* Append n bytes; they may lie in b itself (a part of it repeated). */
 void msrt_sbuf_put(msrt_sbuf *b, const void *bytes, size_t n);
 void msrt_sbuf_putc(msrt_sbuf *b, char c);
 /* Forget the contents, keep the allocation. */
