@@ -103,7 +103,10 @@ int msrt_queue_writer_idle(msrt_queue *q);
 /* Stop and join the writer (after msrt_queue_writer_idle), and release
  * an outcome no one took. */
 void msrt_queue_writer_stop(msrt_queue *q);
-/* Move the intake into a new results array (each result's env taken). */
+/* Move the intake into a new results array (each result's env taken):
+ * msrt_queue_take_more into an empty one, as the flush's last take. -1
+ * when out of memory: the intake is refused (counted). Whoever owns the
+ * store. */
 int msrt_queue_take_intake(msrt_queue *q, msrt_queue_result **res, size_t *n);
 /* Append the intake to (*res)[0..*n) (capacity *cap, grown by realloc);
  * last (the flush is sealed): the next push signals the hub again. -1

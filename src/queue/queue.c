@@ -77,31 +77,9 @@ void msrt_queue_close(msrt_queue *q) {
 }
 
 int msrt_queue_take_intake(msrt_queue *q, msrt_queue_result **res, size_t *n) {
-  pthread_mutex_lock(&q->lock);
-  msrt_envelope **in = q->in;
-  size_t nin = q->nin;
-  q->in = NULL, q->nin = q->capin = 0;
-  __atomic_store_n(&q->more, 0, __ATOMIC_RELEASE);
-  q->signalled = 0;
-  pthread_mutex_unlock(&q->lock);
+  size_t cap = 0;
   *res = NULL, *n = 0;
-  if (!nin) {
-    free(in);
-    return 0;
-  }
-  msrt_queue_result *r = calloc(nin, sizeof *r);
-  if (!r) { /* nothing accepted yet: the copies are refused */
-    for (size_t i = 0; i < nin; i++) msrt_env_unref(in[i]);
-    free(in);
-    pthread_mutex_lock(&q->lock);
-    q->st.refused += nin;
-    pthread_mutex_unlock(&q->lock);
-    return -1;
-  }
-  for (size_t i = 0; i < nin; i++) r[i].env = in[i], r[i].code = MSRT_E_OK;
-  free(in);
-  *res = r, *n = nin;
-  return 0;
+  return msrt_queue_take_more(q, res, n, &cap, 1);
 }
 
 int msrt_queue_take_more(msrt_queue *q, msrt_queue_result **res, size_t *n,
