@@ -12,12 +12,12 @@
 -- nothing more to keep there) and the exit's answers to owed requests
 -- are lua/msrt/actor_ctx.lua, loaded (rt.more, which also adds the rt
 -- functions only it calls) the first time one of them is needed: each
--- line of bytecode here is memory in every idle actor (README
--- "Performance", RSS per idle actor).
+-- line of bytecode here is memory in every idle actor
+-- (docs/performance.md, RSS per idle actor).
 local rt, spec_s, id = ...
 -- string.buffer's encode and decode: dropped at the end of the first turn
 -- (its module and method tables are ~1.9 KB an idle actor need not keep:
--- README "Performance", RSS per idle actor) and required again by the
+-- docs/performance.md, RSS per idle actor) and required again by the
 -- first decode or encode after it (need_buffer). So an actor's own
 -- require "string.buffer" after its first turn gets a fresh module table
 -- (the same functions), not the one its init saw.
@@ -96,7 +96,7 @@ local send -- below
 
 -- Options absent: one empty table, read and never written, for every
 -- call (a table made per publish or request was garbage the GC collected
--- in steps, each a slow request: README "Performance"). Unlike the hub's
+-- in steps, each a slow request: docs/performance.md). Unlike the hub's
 -- (lua/msrt/init.lua) it has no guard against writes: a metatable and its
 -- function would be bytes in every idle actor.
 local NO_OPTS = {}

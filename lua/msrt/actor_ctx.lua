@@ -205,7 +205,7 @@ end
 -- became the first hot loop of a requesting actor, a root trace that
 -- LuaJIT aborts when it leaves the loop (it does, with the reply), and
 -- the request path was then compiled in a dozen pieces (~3,000
--- instructions a request more: README "Performance").
+-- instructions a request more: docs/performance.md).
 local function wait_sys(want, a0, b0)
   set_waiting(true)
   local flags, subject, reply, payload, mid, prio, hdr = pop()

@@ -175,7 +175,7 @@ end
 -- CPU us per first touch of a fresh 4 KiB page on this machine (64 MiB
 -- mapped and written a byte a page): what every page an actor's memory
 -- takes costs its spawn (on the 2-vCPU VM ~10-15 us, next to ~0.3 us for
--- 1,000 instructions: README "Performance", spawn rate).
+-- 1,000 instructions: docs/performance.md, spawn rate).
 local function page_cost()
   pcall(ffi.cdef, [[void *mmap(void *, size_t, int, int, int, long);
     int munmap(void *, size_t);]])

@@ -1,4 +1,4 @@
-/* How far apart the machine's CPUs are (README Performance, the two
+/* How far apart the machine's CPUs are (docs/performance.md, the two
  * levels of fan-out and queue-group throughput): two threads, pinned to
  * CPU A and CPU B, hand one cache line back and forth; prints the time of
  * a round trip (ns), which is what every message between a sender on one
@@ -8,7 +8,7 @@
  *                        [--samples K (1)] [--every MS (1000)]
  * Prints one line per sample: "<unix time> <ns> ns per round trip".
  * Under load the other processes' time slices land in it too: run it as
- * the benchmark beside it runs (README Performance: chrt -r 10).
+ * the benchmark beside it runs (docs/performance.md: chrt -r 10).
  * Exit 2 on bad options, 1 when the threads cannot be pinned. */
 #include <pthread.h>
 #include <sched.h>

@@ -1,4 +1,4 @@
---- Health-check benchmark (README "Performance"): probe overhead on the hub.
+--- Health-check benchmark (docs/performance.md): probe overhead on the hub.
 --   msrt-lua scripts/bench/health.lua [--children N] [--interval N] [--seconds N]
 -- A supervisor keeps N idle actor children; one "beater" actor publishes a
 -- heartbeat on each child's subject every interval ms (one ctx:every for
@@ -7,7 +7,7 @@
 -- interval (the hub receives every heartbeat and runs every probe). For
 -- each phase the hub thread's CPU time (getrusage RUSAGE_THREAD on the hub,
 -- which runs this script) and the process's (RUSAGE_SELF) over --seconds,
--- as % of one core. Target (README "Performance"): 1,000 children at 100 ms, the
+-- as % of one core. Target (docs/performance.md): 1,000 children at 100 ms, the
 -- probes' hub CPU (B - A) < 5% of one core.
 local msrt = require "msrt"
 local ffi = require "ffi"

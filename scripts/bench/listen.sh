@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scripts/bench/listen.sh [ROUNDS]: msrt's NATS listener against Debian's
-# nats-server (README "Performance"), both started here on loopback ports
+# nats-server (docs/performance.md), both started here on loopback ports
 # of their own, driven by the same client library (libnats, through
 # build/bench_nats_raw), 16-byte payloads:
 #   1 publisher -> 1 subscriber, fan-out to 4 (deliveries/s), a queue group

@@ -1,4 +1,4 @@
---- JSON-RPC benchmark (README "Performance"): request round trips hub ->
+--- JSON-RPC benchmark (docs/performance.md): request round trips hub ->
 -- child -> hub through a codec = "jsonrpc" child against the same child
 -- logic speaking msrt's JSON lines (scripts/bench/rpc_echo.py: parse one
 -- message, write its answer), one at a time and 32 in flight.

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Tool calls per second through `msrt-lua mcp serve` against the same MCP
-server called directly (README "Performance").
+server called directly (docs/performance.md).
 
   python3 scripts/bench/mcp_client.py [--msrt build/msrt-lua] [--calls N]
                                       [--runs N]

@@ -1,4 +1,4 @@
--- The NATS bridge's costs (README "Performance", "More than one host"), on
+-- The NATS bridge's costs (docs/performance.md, README "More than one host"), on
 -- one nats-server on loopback (Debian's, started here), same payloads:
 --   1->1      msgs/s from one msrt host (msrt.publish from the hub, this
 --             process) to another (an actor counting on its workers)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# What one message across the NATS bridge costs each side (README
-# "Performance", the NATS bridge), against raw libnats on the same server
+# What one message across the NATS bridge costs each side
+# (docs/performance.md, the NATS bridge), against raw libnats on the same server
 # and payloads (128-byte strings), one process per side:
 #   scripts/bench/nats_cost.sh instr [SMALL LARGE]
 #     instructions per message (valgrind's callgrind, every thread of the

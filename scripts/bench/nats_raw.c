@@ -1,5 +1,5 @@
 /* The baseline of scripts/bench/nats.lua: libnats clients with no msrt in
- * between, on the same server and payloads (README "Performance", "More
+ * between, on the same server and payloads (docs/performance.md; README "More
  * than one host").
  *   bench_nats_raw URL pubsub COUNT SIZE   1 publisher -> 1 subscriber
  *   bench_nats_raw URL queue COUNT SIZE [N]  1 publisher -> a queue group of

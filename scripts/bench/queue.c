@@ -1,5 +1,5 @@
-/* The ceilings msrt's durable queues are measured against (README
- * "Performance", scripts/bench/queue.lua):
+/* The ceilings msrt's durable queues are measured against
+ * (docs/performance.md, scripts/bench/queue.lua):
  *
  *   bench_queue sqlite [N] [normal|full] [16|4096 (one size only)]
  *     a plain C loop doing the transactions a queue does (src/queue/

@@ -1,4 +1,4 @@
--- Durable queues (README "Durable work queues", "Performance"): durable
+-- Durable queues (README "Durable work queues", docs/performance.md): durable
 -- publish + consume + ack through msrt.queue's SQLite store, 16 B and
 -- 4 KiB payloads, 1 and 4 hub consumers; msgs/s from the first publish to
 -- the last ack, and publish-to-ack p50 (from the msrt.publish call to the

@@ -1,4 +1,4 @@
---- Where ctx:request's tail comes from (README "Performance"): one pair
+--- Where ctx:request's tail comes from (docs/performance.md): one pair
 -- of actors, --requests round trips, each timed, then what the slow ones
 -- have in common.
 --   msrt-lua [--profile P] [--workers N] scripts/bench/request_tail.lua

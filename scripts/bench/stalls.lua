@@ -1,4 +1,4 @@
---- The hub loop's stalls, and why (README "Performance", the hub):
+--- The hub loop's stalls, and why (docs/performance.md, the hub):
 --   msrt-lua scripts/bench/stalls.lua [--ms N] SCRIPT [ARGS...]
 -- runs SCRIPT (any msrt program, e.g. spec/soak/crash_storm.lua) with a
 -- 10 ms luv timer on the hub; a tick later than N ms (default 40) is a

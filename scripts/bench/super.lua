@@ -1,4 +1,4 @@
---- Supervisor benchmark (README "Performance"): restart latency of a Lua actor child.
+--- Supervisor benchmark (docs/performance.md): restart latency of a Lua actor child.
 --   msrt-lua [--profile P] scripts/bench/super.lua [--restarts N] [--runs N]
 -- A one_for_one supervisor keeps one permanent actor child. The child is
 -- told to crash; just before it raises it publishes its clock; the new
@@ -6,7 +6,7 @@
 -- (CLOCK_MONOTONIC in both actor states): the exit travelling to the hub,
 -- the strategy, the checks in C, a new actor state built on a worker and
 -- its init running. Prints p50/p99 in ms, each the median of --runs runs.
--- Target (README "Performance"): p50 <= 0.2 ms. Then a process child (restarts / 10
+-- Target (docs/performance.md): p50 <= 0.2 ms. Then a process child (restarts / 10
 -- of them): SIGKILL from the hub to the new instance's first stdout line
 -- on the hub (target p50 <= 1.5 ms, p99 <= 5 ms).
 local msrt = require "msrt"

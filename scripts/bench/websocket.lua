@@ -1,4 +1,4 @@
--- 10,000 WebSocket connections (README "Performance"), under the profile
+-- 10,000 WebSocket connections (docs/performance.md), under the profile
 -- given (the `websocket` one: scripts/bench/run websocket): each a NATS
 -- client (scripts/bench/ws_clients.js, Node.js) subscribed to its own
 -- subject c.<i> and to "all"; for --seconds the host publishes one message

@@ -33,7 +33,7 @@
  * client, is dropped, counted as a loop); one that needs none (a string,
  * the default priority, no headers, no queue group served here) goes as
  * a plain PUB, as any client's would, without libnats' header map on
- * either side (README "Performance"). The data as NATS clients expect
+ * either side (docs/performance.md). The data as NATS clients expect
  * it: a Lua string as its bytes, any other value as JSON text with
  * `Content-Type: application/json` (proc/codec.h, as at the process
  * edge); imported bytes become a Lua string unless so marked. The server's

@@ -5,7 +5,7 @@
  * freed on the receiver's. mimalloc gives a block freed by another thread
  * back to its owner by one atomic push per block, and the owner collects
  * them by walking the list: one dependent cache miss per block, ~200 ns
- * each way when this VM's two vCPUs are far apart (README "Performance",
+ * each way when this VM's two vCPUs are far apart (docs/performance.md,
  * the two levels), then a second miss at the block's first write. Here a
  * block goes back to the thread that made it in batches of ENVCACHE_BATCH
  * with their count and tail (one atomic push per batch, no walk), and

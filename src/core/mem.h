@@ -27,7 +27,7 @@ void msrt_mem_free(void *p);
  * mimalloc heap per thread (an exclusive arena), so that making states in
  * bulk can take their fresh pages 2 MiB at a time (msrt_mem_state_bulk).
  * On this kind of VM a fresh 4 KiB page's first touch costs ~10-15 us of
- * CPU (a page fault each; README "Performance", spawn rate) and a spawn
+ * CPU (a page fault each; docs/performance.md, spawn rate) and a spawn
  * keeps ~10 of them. Under an RLIMIT_AS cap, with strict overcommit, or
  * once the region is full, these are msrt_mem_alloc/realloc. Same
  * contracts as those; any thread. */

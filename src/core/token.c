@@ -16,7 +16,7 @@ static const char ALPHABET[64] =
  * crypto_stream_chacha20_ietf: a key of its own from the kernel, a counter
  * as the nonce), a few tokens per refill. Refilling from getrandom(2)
  * instead cost a system call of ~10 us in the VMs msrt runs on, which
- * every 128th request paid (README "Performance", request/reply p99); two
+ * every 128th request paid (docs/performance.md, request/reply p99); two
  * ChaCha20 blocks cost ~0.2 us. The key is replaced from the kernel every
  * REKEY refills, so memory read later reveals at most that many refills'
  * tokens (used bytes are zeroed as they are taken). */

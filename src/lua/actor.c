@@ -85,7 +85,7 @@ msrt_code msrt_lactor_control(msrt_actor *cell, const char *ctl,
  * address space (strict overcommit does not charge it either), so the
  * probe is skipped: one getrlimit instead of an mmap and a munmap, which
  * take the address space's lock for writing and cost the hub ~4 us a
- * spawn on the 2-vCPU VM (README "Performance", spawn rate). */
+ * spawn on the 2-vCPU VM (docs/performance.md, spawn rate). */
 #define HEADROOM ((size_t)64 << 20)
 #define BOOT_BYTES ((size_t)64 << 10)
 static atomic_long unbooted;
@@ -103,7 +103,7 @@ static int headroom(void) {
 
 /* A fleet that grows takes its states' fresh pages 2 MiB at a time
  * (core/mem.h msrt_mem_state_bulk): a burst of spawns then pays a page
- * fault per 2 MiB instead of per 4 KiB (README "Performance", spawn
+ * fault per 2 MiB instead of per 4 KiB (docs/performance.md, spawn
  * rate). On once BULK_MIN states are live (a few actors keep 4 KiB pages:
  * a small host does not grow by 2 MiB per thread); off as soon as the
  * fleet shrinks by BULK_SLACK or a sixteenth of its peak, so khugepaged
@@ -411,7 +411,7 @@ msrt_run_result msrt_lactor_run(msrt_actor *a, int budget, void *ud,
        * loader, the spec, the stacks grown by boot and init) would stay in
        * an idle actor forever (it allocates nothing more, so no GC step
        * runs): one cycle now, a step from the pause to the next pause (a
-       * full collect would sweep twice). README "Performance", RSS per
+       * full collect would sweep twice). docs/performance.md, RSS per
        * idle actor: 3.3 KiB for ~53k instructions per spawn. */
       if (first) lua_gc(la->L, LUA_GCSTEP, 1 << 20);
     } else if (rc == 0) {

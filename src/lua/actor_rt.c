@@ -39,7 +39,7 @@ static int a_pop(lua_State *L) {
 }
 
 /* What a publish needs for a moment only, kept per worker thread rather
- * than in each actor's record (README "Performance", RSS per idle actor):
+ * than in each actor's record (docs/performance.md, RSS per idle actor):
  * the error of the last publish that failed, which the caller reads at
  * once on the same thread (publish_err), and the pending of a publish in
  * progress, empty again when the publish returns unless it blocked, when

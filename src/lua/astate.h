@@ -1,5 +1,5 @@
 /* The Lua state of an actor: made small and fast to create, because a
- * host runs thousands of them (README "Performance": <= 64 KiB RSS
+ * host runs thousands of them (docs/performance.md: <= 64 KiB RSS
  * per idle actor, >= 20,000 actors/s).
  *
  *  - Memory comes from core/mem.h (mimalloc; msrt_mem_state_alloc, the

@@ -6,8 +6,8 @@
  * behind the design"). Why not vfork or posix_spawn (glibc's
  * clone(CLONE_VM | CLONE_VFORK)): the parent is suspended until the child
  * execs, and on a loaded machine the new child can wait 25-140 ms for a
- * CPU, which stalls the hub's whole loop once per process started (README
- * "Performance", the crash storm's stalls). posix_spawn also has no action
+ * CPU, which stalls the hub's whole loop once per process started
+ * (docs/performance.md, the crash storm's stalls). posix_spawn also has no action
  * for what the child must do before exec: setrlimit, join its cgroup
  * (cgroup.h) and PR_SET_PDEATHSIG.
  *

@@ -239,7 +239,7 @@ static inline msrt_envelope *lane_pop(msrt_actor *a, int l) {
   /* Fetch what the next pops read, most likely written on the sender's
    * CPU: the node after next (the next one was fetched by the pop before)
    * and the next message's envelope, so a transfer between far-apart CPUs
-   * (README Performance, the two levels) overlaps this message's turn. */
+   * (docs/performance.md, the two levels) overlaps this message's turn. */
   msrt_mnode *n1 = atomic_load_explicit(&n->next, ACQ);
   if (n1) {
     msrt_mnode *n2 = atomic_load_explicit(&n1->next, ACQ);

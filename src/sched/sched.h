@@ -85,8 +85,8 @@
  * one steal per batch: before, every publish that found its receiver idle
  * queued it at once, the other worker stole it, and the receiver's turn
  * took 1-3 messages, so sender and receiver pulled the mailbox's and the
- * message's cache lines across the CPUs for nearly every message (README
- * Performance, the two levels). One held alone stays for the turn, as
+ * message's cache lines across the CPUs for nearly every message
+ * (docs/performance.md, the two levels). One held alone stays for the turn, as
  * the LIFO slot's actor always did (a request and its reply, or a 1->1
  * stream, stay on one CPU). The cost is latency: a held actor with fewer
  * messages waits for the end of the sender's turn.

@@ -119,7 +119,7 @@ static int listen_on(msrt_web *w, msrt_error *err) {
  * receive buffer of this many bytes (4 KiB when 0) and hands a frame's
  * payload over in pieces of at most that; a NATS connection takes bytes
  * in any split, so a small one costs only more callbacks for large frames
- * and saves 3 KiB per connection (README "Performance").
+ * and saves 3 KiB per connection (docs/performance.md).
  * tx_packet_size: the most one send may carry (when 0, rx_buffer_size);
  * a whole frame, so that a frame is not cut into pieces libwebsockets
  * must keep a copy of. */
