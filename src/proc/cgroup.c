@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,15 +16,42 @@
 
 #define PATH 4096
 #define WATCH_MS 5000 /* the watcher's wait for the fleet to empty */
+#define POOL 8        /* child cgroups made ahead by the keeper */
+#define RETRY_MS 5    /* the keeper's retry of a killed, not empty one */
 
+/* A child cgroup made ahead: its number and its cgroup.procs, open. */
+typedef struct {
+  uint64_t n;
+  int procs_fd;
+} made;
+
+/* The mkdir of a cgroup and the write to its cgroup.kill wait for the
+ * kernel's cgroup lock: 1-13 ms each on a loaded 2-vCPU machine (perf
+ * trace of the crash storm, 2026-12-06), up to 41 ms, and the hub's loop
+ * stood still meanwhile. So a thread of the fleet's own, the keeper, makes
+ * child cgroups ahead (up to POOL) and kills and removes the ones handed
+ * back; the hub only takes and hands back, under the keeper's mutex. */
 struct msrt_fleet {
   char path[PATH];  /* the fleet's directory */
   bool pids;        /* pids.max can be set in child cgroups */
   pid_t watcher;    /* forked watcher, or 0 */
   int watch_fd;     /* the host's end of the watcher's pipe */
+  pthread_t keeper;
+  bool has_keeper;  /* else the hub does the keeper's work itself */
+  pthread_mutex_t mu; /* guards what follows */
+  pthread_cond_t cv;  /* the keeper's wake-up */
+  bool stopping;      /* msrt_fleet_close: the keeper drains and ends */
+  uint64_t next;      /* the next child cgroup's number */
+  made pool[POOL];    /* made ahead, oldest first */
+  size_t npool;
+  bool refill_failed; /* until the next take */
+  uint64_t *kills;    /* handed back, not yet killed */
+  size_t nkills, capkills;
   uint64_t *dead;   /* child cgroups killed and not yet removed */
   size_t ndead, capdead;
 };
+
+static void start_keeper(msrt_fleet *f);
 
 static void sleep_ms(long ms) {
   struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -213,6 +241,7 @@ msrt_fleet *msrt_fleet_open(char *why, size_t why_size) {
     rmdir(f->path);
   } else {
     f->pids = enable_pids(f);
+    start_keeper(f);
     return f;
   }
   free(f);
@@ -228,33 +257,25 @@ static void child_path(const msrt_fleet *f, uint64_t n, const char *file,
            file ? "/" : "", file ? file : "");
 }
 
-/* msrt_fleet_child's work: 0 or the errno value. */
-static int make_child(msrt_fleet *f, uint64_t n, long long pids_max,
-                      int *procs_fd) {
+/* Make child cgroup n and open its cgroup.procs (*procs_fd): 0, or an
+ * errno value with the cgroup removed again. */
+static int make_child(const msrt_fleet *f, uint64_t n, int *procs_fd) {
   char path[PATH + 64];
   child_path(f, n, NULL, path, sizeof path);
   if (mkdir(path, 0755) != 0) return errno;
-  int e = 0;
-  if (pids_max >= 0) {
-    char v[32];
-    snprintf(v, sizeof v, "%lld", pids_max);
-    child_path(f, n, "pids.max", path, sizeof path);
-    e = write_file(path, v);
-  }
   child_path(f, n, "cgroup.procs", path, sizeof path);
-  if (!e && (*procs_fd = open(path, O_WRONLY | O_CLOEXEC)) < 0) e = errno;
-  if (e) {
-    child_path(f, n, NULL, path, sizeof path);
-    rmdir(path);
-  }
+  if ((*procs_fd = open(path, O_WRONLY | O_CLOEXEC)) >= 0) return 0;
+  int e = errno;
+  child_path(f, n, NULL, path, sizeof path);
+  rmdir(path);
   return e;
 }
 
-msrt_code msrt_fleet_child(msrt_fleet *f, uint64_t n, long long pids_max,
-                           int *procs_fd, msrt_error *err) {
-  int e = make_child(f, n, pids_max, procs_fd);
-  return e ? msrt_error_set(err, MSRT_E_SPAWN_FAILED, "%s", strerror(e))
-           : MSRT_E_OK;
+static int set_pids_max(const msrt_fleet *f, uint64_t n, long long max) {
+  char path[PATH + 64], v[32];
+  snprintf(v, sizeof v, "%lld", max);
+  child_path(f, n, "pids.max", path, sizeof path);
+  return write_file(path, v);
 }
 
 /* When cgroup.kill cannot be written: each pid its cgroup.procs lists. */
@@ -275,31 +296,165 @@ static bool remove_child(const msrt_fleet *f, uint64_t n) {
   return rmdir(path) == 0 || errno == ENOENT;
 }
 
-void msrt_fleet_kill(msrt_fleet *f, uint64_t n) {
+/* Append n to a grown array; false when out of memory. */
+static bool push_n(uint64_t **a, size_t *len, size_t *cap, uint64_t n) {
+  if (*len == *cap) {
+    size_t c = *cap ? *cap * 2 : 16;
+    uint64_t *d = realloc(*a, c * sizeof *d);
+    if (!d) return false;
+    *a = d;
+    *cap = c;
+  }
+  (*a)[(*len)++] = n;
+  return true;
+}
+
+/* Kill child cgroup n's tree and remove it; one not empty yet is kept in
+ * dead to be tried again (out of memory: left to msrt_fleet_close and the
+ * watcher). Called without f->mu held. */
+static void kill_child(msrt_fleet *f, uint64_t n) {
   char path[PATH + 64];
   child_path(f, n, "cgroup.kill", path, sizeof path);
   if (write_file(path, "1") != 0) kill_listed(f, n);
   if (remove_child(f, n)) return;
-  if (f->ndead == f->capdead) {
-    size_t cap = f->capdead ? f->capdead * 2 : 16;
-    uint64_t *d = realloc(f->dead, cap * sizeof *d);
-    if (!d) return; /* left to msrt_fleet_close and the watcher */
-    f->dead = d;
-    f->capdead = cap;
+  pthread_mutex_lock(&f->mu);
+  push_n(&f->dead, &f->ndead, &f->capdead, n);
+  pthread_mutex_unlock(&f->mu);
+}
+
+/* Try to remove the dead ones again, the rmdirs without f->mu held (held
+ * on entry and on return); those still there go back (out of memory: left
+ * to msrt_fleet_close and the watcher). */
+static void retry_dead(msrt_fleet *f) {
+  uint64_t *d = f->dead;
+  size_t nd = f->ndead, k = 0;
+  f->dead = NULL;
+  f->ndead = f->capdead = 0;
+  pthread_mutex_unlock(&f->mu);
+  for (size_t i = 0; i < nd; i++)
+    if (!remove_child(f, d[i])) d[k++] = d[i];
+  pthread_mutex_lock(&f->mu);
+  for (size_t i = 0; i < k && push_n(&f->dead, &f->ndead, &f->capdead, d[i]);
+       i++) {
   }
-  f->dead[f->ndead++] = n;
+  free(d);
+}
+
+static void wait_ms(msrt_fleet *f, long ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  ts.tv_nsec += ms * 1000000L;
+  ts.tv_sec += ts.tv_nsec / 1000000000L;
+  ts.tv_nsec %= 1000000000L;
+  pthread_cond_timedwait(&f->cv, &f->mu, &ts);
+}
+
+/* The keeper: kills first (a dead child's tree must not run on), then the
+ * pool refilled, then the not yet empty retried every RETRY_MS. A refill
+ * that fails waits for the next take (the hub's own mkdir then reports
+ * the error). */
+static void *keeper_main(void *arg) {
+  msrt_fleet *f = arg;
+  pthread_setname_np(pthread_self(), "msrt-cgroup");
+  pthread_mutex_lock(&f->mu);
+  for (;;) {
+    if (f->nkills) {
+      uint64_t n = f->kills[--f->nkills];
+      pthread_mutex_unlock(&f->mu);
+      kill_child(f, n);
+      pthread_mutex_lock(&f->mu);
+    } else if (f->stopping) {
+      break;
+    } else if (f->npool < POOL && !f->refill_failed) {
+      made m = {f->next++, -1};
+      pthread_mutex_unlock(&f->mu);
+      int e = make_child(f, m.n, &m.procs_fd);
+      pthread_mutex_lock(&f->mu);
+      if (e) f->refill_failed = true;
+      else f->pool[f->npool++] = m;
+    } else {
+      if (f->ndead) retry_dead(f);
+      if (f->nkills || f->stopping) continue;
+      if (f->ndead) wait_ms(f, RETRY_MS);
+      else pthread_cond_wait(&f->cv, &f->mu);
+    }
+  }
+  pthread_mutex_unlock(&f->mu);
+  return NULL;
+}
+
+/* The keeper, with every signal blocked (libuv's handlers run on the hub);
+ * without it (pthread_create failed) the hub does its work inline. */
+static void start_keeper(msrt_fleet *f) {
+  pthread_mutex_init(&f->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&f->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  f->next = 1;
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  f->has_keeper = pthread_create(&f->keeper, NULL, keeper_main, f) == 0;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+msrt_code msrt_fleet_child(msrt_fleet *f, long long pids_max, uint64_t *n,
+                           int *procs_fd, msrt_error *err) {
+  pthread_mutex_lock(&f->mu);
+  made m = {0, -1};
+  bool pooled = f->npool > 0;
+  if (pooled) {
+    m = f->pool[0];
+    memmove(f->pool, f->pool + 1, --f->npool * sizeof *f->pool);
+  } else {
+    m.n = f->next++;
+  }
+  f->refill_failed = false;
+  pthread_cond_signal(&f->cv);
+  pthread_mutex_unlock(&f->mu);
+  int e = pooled ? 0 : make_child(f, m.n, &m.procs_fd);
+  if (!e && pids_max >= 0 && (e = set_pids_max(f, m.n, pids_max)) != 0) {
+    close(m.procs_fd);
+    msrt_fleet_kill(f, m.n); /* empty: removed */
+  }
+  if (e) return msrt_error_set(err, MSRT_E_SPAWN_FAILED, "%s", strerror(e));
+  *n = m.n;
+  *procs_fd = m.procs_fd;
+  return MSRT_E_OK;
+}
+
+void msrt_fleet_kill(msrt_fleet *f, uint64_t n) {
+  bool queued = false;
+  if (f->has_keeper) {
+    pthread_mutex_lock(&f->mu);
+    queued = push_n(&f->kills, &f->nkills, &f->capkills, n);
+    pthread_cond_signal(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+  }
+  if (!queued) kill_child(f, n);
 }
 
 size_t msrt_fleet_sweep(msrt_fleet *f) {
-  size_t k = 0;
-  for (size_t i = 0; i < f->ndead; i++)
-    if (!remove_child(f, f->dead[i])) f->dead[k++] = f->dead[i];
-  f->ndead = k;
+  pthread_mutex_lock(&f->mu);
+  if (!f->has_keeper && f->ndead) retry_dead(f);
+  size_t k = f->nkills + f->ndead;
+  pthread_cond_signal(&f->cv); /* the keeper tries again now */
+  pthread_mutex_unlock(&f->mu);
   return k;
 }
 
 void msrt_fleet_close(msrt_fleet *f, long timeout_ms) {
   if (!f) return;
+  if (f->has_keeper) { /* it drains the kills handed to it, then ends */
+    pthread_mutex_lock(&f->mu);
+    f->stopping = true;
+    pthread_cond_signal(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    pthread_join(f->keeper, NULL);
+  }
+  for (size_t i = 0; i < f->npool; i++) close(f->pool[i].procs_fd);
   char path[PATH + 16];
   snprintf(path, sizeof path, "%s/cgroup.kill", f->path);
   write_file(path, "1");
@@ -307,6 +462,9 @@ void msrt_fleet_close(msrt_fleet *f, long timeout_ms) {
        waited++)
     sleep_ms(1);
   if (f->watch_fd >= 0) close(f->watch_fd); /* the watcher finds it done */
+  pthread_cond_destroy(&f->cv);
+  pthread_mutex_destroy(&f->mu);
+  free(f->kills);
   free(f->dead);
   free(f);
 }

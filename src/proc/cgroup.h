@@ -32,7 +32,13 @@
  * PR_SET_PDEATHSIG still ends each child with the host (spawn.c); a
  * grandchild that left its group can then outlive a stop or the host.
  *
- * Thread-safety: the hub's thread only (spawns and reaps run there).
+ * The keeper, a thread of the fleet's own, makes child cgroups ahead and
+ * kills and removes those handed back: a mkdir or a cgroup.kill write
+ * waits for the kernel's cgroup lock, 1-41 ms on a loaded machine, which
+ * the hub's loop must not wait for (perf trace of the crash storm).
+ *
+ * Thread-safety: every function here on the hub's thread only (spawns and
+ * reaps run there); the keeper shares the fleet under its mutex.
  */
 #ifndef MSRT_PROC_CGROUP_H
 #define MSRT_PROC_CGROUP_H
@@ -54,20 +60,23 @@ msrt_fleet *msrt_fleet_open(char *why, size_t why_size);
 /* Whether children can be given a pids.max (see above). */
 bool msrt_fleet_has_pids(const msrt_fleet *f);
 
-/* Make child cgroup n (pids_max < 0: no pids.max) and open its
- * cgroup.procs for the child to join (*procs_fd, close-on-exec). Returns
- * MSRT_E_OK, or MSRT_E_SPAWN_FAILED with strerror's text in err (mkdir's,
- * the pids.max write's or open's error; the cgroup removed again). */
-msrt_code msrt_fleet_child(msrt_fleet *f, uint64_t n, long long pids_max,
+/* A child cgroup for a child about to start (pids_max < 0: no pids.max):
+ * its number (*n, for msrt_fleet_kill) and its cgroup.procs, open for the
+ * child to join (*procs_fd, close-on-exec; the caller closes it). Taken
+ * from those the keeper made ahead (the keeper, above), else made now.
+ * Returns MSRT_E_OK, or MSRT_E_SPAWN_FAILED with strerror's text in err
+ * (mkdir's, open's or the pids.max write's error; nothing left behind). */
+msrt_code msrt_fleet_child(msrt_fleet *f, long long pids_max, uint64_t *n,
                            int *procs_fd, msrt_error *err);
 
 /* SIGKILL everything in child cgroup n (cgroup.kill; before Linux 5.14,
- * each pid listed in its cgroup.procs), then try to remove it; one that
- * is not empty yet is tried again by msrt_fleet_sweep. */
+ * each pid listed in its cgroup.procs), then remove it, once empty. Done
+ * by the keeper soon after the call, not in it; a cgroup not empty yet is
+ * tried again every few ms. */
 void msrt_fleet_kill(msrt_fleet *f, uint64_t n);
 
-/* Try again to remove the child cgroups killed earlier; returns how many
- * are left. */
+/* Have the child cgroups handed to msrt_fleet_kill tried again now;
+ * returns how many are not removed yet. */
 size_t msrt_fleet_sweep(msrt_fleet *f);
 
 /* The watcher's pid (a child of the host, to be reaped if it ends). */

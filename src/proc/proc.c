@@ -41,7 +41,6 @@ struct msrt_procs {
   bool fleet_tried, fleet_warn; /* fleet_warn: not yet told (take_warning) */
   char fleet_why[512]; /* why there is none */
   char warning[768];
-  uint64_t cgroups;  /* child cgroups made */
   int handles;     /* the SIGCHLD watcher */
   char rbuf[READ_BUF];
 };
@@ -1162,12 +1161,10 @@ static msrt_code start_child(msrt_procs *r, const msrt_proc_spec *s,
   if (rc != MSRT_E_OK) return rc;
   msrt_fleet *f = fleet_of(r);
   int cg_fd = -1;
-  *cgroup = f ? ++r->cgroups : 0;
-  if (f && (rc = msrt_fleet_child(f, *cgroup, pids_max, &cg_fd, why)) !=
-               MSRT_E_OK) {
-    *cgroup = 0;
+  *cgroup = 0;
+  if (f && (rc = msrt_fleet_child(f, pids_max, cgroup, &cg_fd, why)) !=
+               MSRT_E_OK)
     return rc;
-  }
   rc = msrt_spawn_start(path, s->argv, s->argc, s->env, s->envc, s->cwd,
                         theirs, &s->limits, cg_fd, pid, job, why);
   if (cg_fd >= 0) close(cg_fd); /* the child has its own */
