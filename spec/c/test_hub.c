@@ -99,7 +99,8 @@ static void test_inbox_closed_refuses(void) {
 }
 
 /* A node push delivers its item in order with the others and takes the
- * node; after close it is refused (the node freed, the env the caller's). */
+ * node; after close it is refused (the node freed, the env the caller's).
+ * A push_now item comes in order too, and is refused after close. */
 static void test_inbox_node(void) {
   msrt_error err;
   msrt_hub *hub = msrt_hub_new(&err);
@@ -115,9 +116,12 @@ static void test_inbox_node(void) {
       CHECK(msrt_inbox_push_node(in, node) == 0);
     }
   }
+  CHECK(msrt_inbox_push_now(in, (msrt_inbox_item){0, 5, NULL, NULL}) == 0);
+  CHECK(msrt_inbox_push(in, (msrt_inbox_item){0, 6, NULL, NULL}) == 0);
   msrt_inbox_drain(in);
-  CHECK(s.got == 4 && s.out_of_order == 0 && s.last[0] == 4);
+  CHECK(s.got == 6 && s.out_of_order == 0 && s.last[0] == 6);
   msrt_inbox_close(in);
+  CHECK(msrt_inbox_push_now(in, (msrt_inbox_item){0, 7, NULL, NULL}) == MSRT_E_CLOSED);
   msrt_inbox_node *node = msrt_inbox_node_new();
   CHECK(msrt_inbox_push_node(in, node) == MSRT_E_CLOSED);
   msrt_inbox_node_free(NULL);

@@ -104,6 +104,12 @@ msrt_code msrt_bus_to_hub(msrt_bus *bus, msrt_inbox_item item) {
   return rc;
 }
 
+msrt_code msrt_bus_to_hub_now(msrt_bus *bus, msrt_inbox_item item) {
+  msrt_code rc = msrt_inbox_push_now(bus->inbox, item);
+  if (rc != MSRT_E_OK) msrt_env_unref(item.env);
+  return rc;
+}
+
 /* Publish "<reason>[ <who>]" on msrt.dropped.<subject>. A subject too long
  * for the notice (it must stay within max_subject) is cut to fit (at a
  * byte, trailing dots removed) and the body then ends with the subject's

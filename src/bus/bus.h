@@ -224,6 +224,10 @@ void msrt_bus_undecodable(msrt_bus *bus, const char *subject, size_t len,
  * then released). */
 msrt_code msrt_bus_to_hub(msrt_bus *bus, msrt_inbox_item item);
 
+/* msrt_bus_to_hub for a lone item the hub should take at once, not batch
+ * with a stream's (msrt_inbox_push_now): a queue writer's completion. */
+msrt_code msrt_bus_to_hub_now(msrt_bus *bus, msrt_inbox_item item);
+
 /* The calling thread's router reader (made on first use; NULL when memory
  * ran out making it, tried again on the next call). */
 msrt_reader *msrt_bus_reader(msrt_bus *bus);

@@ -129,6 +129,15 @@ msrt_code msrt_inbox_push(msrt_inbox *in, msrt_inbox_item item) {
   return push(in, item, NULL);
 }
 
+msrt_code msrt_inbox_push_now(msrt_inbox *in, msrt_inbox_item item) {
+  msrt_code rc = push(in, item, NULL);
+  /* after the push: a round that began since cleared the flag and took
+   * the item; one under way finds the flag and does not pause after it */
+  if (rc == MSRT_E_OK)
+    atomic_store_explicit(&in->batch_ready, 1, memory_order_relaxed);
+  return rc;
+}
+
 msrt_inbox_node *msrt_inbox_node_new(void) {
   return calloc(1, sizeof(msrt_inbox_node));
 }
