@@ -222,11 +222,9 @@ end
 -- or with nowait, it is refused with mailbox_full). ttl: a request's timeout (ms), how long its
 -- inbox stays valid to a process it is handed to. hdr: opts.headers
 -- already encoded (M.encode_headers; false: none), for a caller
--- publishing many messages with the same headers. capi: through the C
--- API, not the FFI, for a caller that yields after each publish (so runs
--- interpreted, never compiled), where an FFI call costs more.
+-- publishing many messages with the same headers.
 -- @return number of endpoints reached | nil, err
-function M.publish(subject, data, opts, reply, ttl, hdr, capi)
+function M.publish(subject, data, opts, reply, ttl, hdr)
   local ok, err = ensure()
   if not ok then return nil, err end
   local prio = opts.priority
@@ -246,7 +244,7 @@ function M.publish(subject, data, opts, reply, ttl, hdr, capi)
   reply = reply or opts.reply
   if hdr == false then hdr = nil end
   local r, perr, pending
-  if not capi and (prio == nil or type(prio) == "number") and (reply == nil or type(reply) == "string") then
+  if (prio == nil or type(prio) == "number") and (reply == nil or type(reply) == "string") then
     local p, n = pbuf:ref()
     r = tonumber(C.msrt_lhub_publish(rt, subject, #subject, reply, reply and #reply or 0, p, n,
       prio or 5, hdr, hdr and #hdr or 0, ttl or 0))
