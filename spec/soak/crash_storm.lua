@@ -32,12 +32,16 @@ end
 -- intensity: must never give up) + fragile supervisors (intensity 0: any
 -- kill of their child must make them give up; root restarts them).
 -- The agent: a JSON-lines echo in mawk (Debian's required awk), which
--- reads its stdin a buffer at a time and writes each reply at once (-W
--- interactive). /bin/sh's `read` took a line a byte per system call, so
--- twenty shell agents held ~75% of a CPU and the storm's rate measured
--- them, not the host.
+-- reads its stdin a buffer at a time and, under -W interactive (stdout
+-- unbuffered, so each reply goes at once), writes each reply in one
+-- system call: the line is made first and printed whole through "%s",
+-- since an unbuffered printf writes its format's literal text a byte per
+-- call (~40 writes a reply, each able to wake the host for a part of a
+-- line: the agents then held most of the CPU). /bin/sh's `read` took a
+-- line a byte per system call likewise. Either way the storm's rate
+-- measured the agents, not the host.
 local ECHO = [[{ r = $0; sub(/.*"reply":"/, "", r); sub(/".*/, "", r); ]]
-  .. [[printf "{\"subject\":\"%s\",\"data\":\"p\"}\n", r }]]
+  .. [[printf "%s", "{\"subject\":\"" r "\",\"data\":\"p\"}\n" }]]
 local function proc_child(id)
   return { id = id, shutdown = "brutal_kill",
     process = { name = id, cmd = { "mawk", "-W", "interactive", ECHO }, subscribe = "req.p", queue = "wp" } }
