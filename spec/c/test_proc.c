@@ -178,6 +178,32 @@ static void test_codec_roundtrip(void) {
   check_rt(in, want);
 }
 
+/* Integers below 1e15 are written without snprintf: the same text as
+ * "%.0f" (-0 included); the rest as before. */
+static void test_json_numbers(void) {
+  static const double ints[] = {0, -0.0, 1, -1, 9, 10, 99, 100, 65536,
+                                123456789, -987654321, 999999999999999,
+                                -999999999999999};
+  for (size_t i = 0; i < sizeof ints / sizeof *ints; i++) {
+    msrt_sbuf b = {0};
+    char want[64];
+    snprintf(want, sizeof want, "%.0f", ints[i]);
+    msrt_json_put_number(&b, ints[i]);
+    msrt_sbuf_putc(&b, 0);
+    CHECK_STR(b.p, want);
+    msrt_sbuf_free(&b);
+  }
+  static const struct { double d; const char *want; } other[] = {
+    {1e15, "1e+15"}, {0.5, "0.5"}, {-2.25, "-2.25"}, {0.1, "0.1"}};
+  for (size_t i = 0; i < sizeof other / sizeof *other; i++) {
+    msrt_sbuf b = {0};
+    msrt_json_put_number(&b, other[i].d);
+    msrt_sbuf_putc(&b, 0);
+    CHECK_STR(b.p, other[i].want);
+    msrt_sbuf_free(&b);
+  }
+}
+
 /* A part of a byte string appended to itself while it grows (the fuzz
  * receiver target's corrupt() found msrt_sbuf_put copying from the block
  * realloc had just freed). */
@@ -856,7 +882,7 @@ static void test_json_precheck(void) {
 
 TEST_MAIN(test_json_precheck, test_framer_every_split, test_framer_limits,
           test_framer_long_lines,
-          test_codec_roundtrip, test_sbuf_self_append, test_codec_lua_forms, test_utf8, test_setup,
+          test_codec_roundtrip, test_json_numbers, test_sbuf_self_append, test_codec_lua_forms, test_utf8, test_setup,
           test_env_scrubbed, test_cwd_and_argv, test_start_does_not_wait,
           test_late_exec_failure, test_json_output,
           test_permissions, test_headers, test_big_lines, test_exit_after_last_output,

@@ -113,11 +113,19 @@ void msrt_json_put_number(msrt_sbuf *out, double d) {
     puts_(out, "null");
     return;
   }
-  if (d == floor(d) && fabs(d) < 1e15) snprintf(tmp, sizeof tmp, "%.0f", d);
-  else {
-    snprintf(tmp, sizeof tmp, "%.14g", d); /* shortest that reads back */
-    if (strtod(tmp, NULL) != d) snprintf(tmp, sizeof tmp, "%.17g", d);
+  if (d == floor(d) && fabs(d) < 1e15) {
+    /* what "%.0f" writes, in ~1/20 of its instructions (a request's id,
+     * a count: the common number on a child's stdin) */
+    char *at = tmp + sizeof tmp;
+    uint64_t u = (uint64_t)fabs(d); /* exact: below 2^53 */
+    *--at = 0;
+    do *--at = (char)('0' + u % 10); while ((u /= 10) != 0);
+    if (signbit(d)) *--at = '-'; /* -0 too, as "%.0f" */
+    puts_(out, at);
+    return;
   }
+  snprintf(tmp, sizeof tmp, "%.14g", d); /* shortest that reads back */
+  if (strtod(tmp, NULL) != d) snprintf(tmp, sizeof tmp, "%.17g", d);
   puts_(out, tmp);
 }
 

@@ -92,6 +92,10 @@ struct msrt_proc {
   line inflight[BATCH_MAX];
   size_t ninflight;
   uv_write_t wreq;
+  /* on the registry's list of processes whose queued lines are written
+   * once the loop's turn has queued them all (proc.c, flush_due) */
+  struct msrt_proc *due_next;
+  bool due;
   handed replies[REPLY_MAX];
   size_t rhead, rn;
   char *tail[TAIL_LINES];

@@ -41,7 +41,15 @@ struct msrt_procs {
   bool fleet_tried, fleet_warn; /* fleet_warn: not yet told (take_warning) */
   char fleet_why[512]; /* why there is none */
   char warning[768];
-  int handles;     /* the SIGCHLD watcher */
+  int handles;     /* the SIGCHLD watcher, the two below */
+  /* Stdin lines are written once per turn of the loop, all the lines a
+   * process was handed in it in one write (flush_due): before the loop
+   * polls, and after its I/O callbacks (the hub's inbox drain, where
+   * most lines come from). A write per line woke the child once a line
+   * and, on a busy machine, had the hub preempted by it on return. */
+  uv_prepare_t before_poll;
+  uv_check_t after_poll;
+  msrt_proc *due; /* processes with lines queued and no write in flight */
   char rbuf[READ_BUF];
 };
 
@@ -737,6 +745,47 @@ static void on_written(uv_write_t *req, int status) {
   check_final(p); /* an exit that waited for this write (may free p) */
 }
 
+/* Queue p's lines for the end of the loop's turn (flush_due). The
+ * watchers keep the loop alive while a line waits. */
+static void flush_later(msrt_proc *p) {
+  msrt_procs *r = p->reg;
+  if (p->due) return;
+  if (r->closing) { /* the watchers are closed: now, as ever */
+    flush(p);
+    return;
+  }
+  if (!r->due) {
+    uv_ref((uv_handle_t *)&r->before_poll);
+    uv_ref((uv_handle_t *)&r->after_poll);
+  }
+  p->due = true;
+  p->due_next = r->due;
+  r->due = p;
+}
+
+static void not_due(msrt_proc *p) {
+  if (!p->due) return;
+  msrt_proc **q = &p->reg->due;
+  while (*q && *q != p) q = &(*q)->due_next;
+  if (*q) *q = p->due_next;
+  p->due = false;
+}
+
+static void flush_due(msrt_procs *r) {
+  if (!r->due) return;
+  while (r->due) {
+    msrt_proc *p = r->due;
+    r->due = p->due_next;
+    p->due = false;
+    flush(p); /* (never frees p: closing a handle is asynchronous) */
+  }
+  uv_unref((uv_handle_t *)&r->before_poll);
+  uv_unref((uv_handle_t *)&r->after_poll);
+}
+
+static void on_before_poll(uv_prepare_t *h) { flush_due(h->data); }
+static void on_after_poll(uv_check_t *h) { flush_due(h->data); }
+
 static void flush(msrt_proc *p) {
   if (p->stdin_closing && !p->n && !p->ninflight) stdin_close(p); /* EOF */
   if (p->ninflight || !p->n || p->stdin_closed) return;
@@ -827,7 +876,12 @@ static msrt_code enqueue(msrt_proc *p, msrt_sbuf *b, msrt_envelope *e,
   p->qbytes += b->len;
   p->ring[(p->head + p->n++) % p->cap] = (line){b->p, b->len, keep};
   memset(b, 0, sizeof *b);
-  flush(p);
+  /* else the write's end flushes it. drop_oldest evicts queued lines, not
+   * one in flight: there the first goes out at once, as it always has */
+  if (!p->ninflight) {
+    if (p->drop_oldest_policy) flush(p);
+    else flush_later(p);
+  }
   update_busy(p);
   return MSRT_E_OK;
 }
@@ -991,6 +1045,7 @@ msrt_proc *msrt_procs_find(msrt_procs *r, uint64_t id) {
 static void proc_free(msrt_proc *p) {
   msrt_procs *r = p->reg;
   unlink_proc(r, p);
+  not_due(p);
   drop_queue(p);
   drop_inflight(p);
   if (p->gate) msrt_gate_close(p->gate); /* others may hold it still */
@@ -1338,8 +1393,15 @@ msrt_procs *msrt_procs_new(uv_loop_t *loop, const msrt_proc_events *ev,
     return NULL;
   }
   r->sigchld.data = r;
-  r->handles = 1;
+  r->handles = 3;
   uv_unref((uv_handle_t *)&r->sigchld);
+  uv_prepare_init(loop, &r->before_poll);
+  uv_check_init(loop, &r->after_poll);
+  r->before_poll.data = r->after_poll.data = r;
+  uv_prepare_start(&r->before_poll, on_before_poll);
+  uv_check_start(&r->after_poll, on_after_poll);
+  uv_unref((uv_handle_t *)&r->before_poll); /* referenced while lines wait */
+  uv_unref((uv_handle_t *)&r->after_poll);
   /* A write to a child that has gone must fail with EPIPE, not kill the
    * host. Children get SIGPIPE back at its default (spawn.c). */
   struct sigaction sa;
@@ -1392,6 +1454,7 @@ static void close_fleet(msrt_procs *r) {
 }
 
 void msrt_procs_free(msrt_procs *r, long timeout_ms) {
+  flush_due(r); /* the lines handed before the end go out before the stop */
   stop_all_blocking(r, timeout_ms);
   close_fleet(r);
   r->closing = true;
@@ -1409,4 +1472,12 @@ void msrt_procs_free(msrt_procs *r, long timeout_ms) {
   }
   if (!uv_is_closing((uv_handle_t *)&r->sigchld))
     uv_close((uv_handle_t *)&r->sigchld, on_reg_closed);
+  while (r->due) { /* (the stop closed their stdin: nothing is queued) */
+    r->due->due = false;
+    r->due = r->due->due_next;
+  }
+  if (!uv_is_closing((uv_handle_t *)&r->before_poll))
+    uv_close((uv_handle_t *)&r->before_poll, on_reg_closed);
+  if (!uv_is_closing((uv_handle_t *)&r->after_poll))
+    uv_close((uv_handle_t *)&r->after_poll, on_reg_closed);
 }

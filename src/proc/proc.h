@@ -308,7 +308,11 @@ void *msrt_proc_ud(const msrt_proc *p);
  * kept). held: the caller already holds a slot of the
  * process's gate for it (msrt_gate_take), which is then the line's, or
  * given back on failure; else a slot is taken here. drop_oldest
- * processes keep a reference to e while its line is queued. Returns
+ * processes keep a reference to e while its line is queued. A queued line
+ * is written when the loop's turn ends (before it polls or after its I/O
+ * callbacks), with every other line the process was handed in that turn
+ * (drop_oldest processes: the first at once, as evictions spare a line in
+ * flight). Returns
  * MSRT_E_OK (queued or written; with drop_oldest an older line may have
  * been dropped and reported), MSRT_E_CLOSED (stdin closed: the child has
  * exited, is stopping or msrt_proc_close_stdin was called),
