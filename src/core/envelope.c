@@ -87,7 +87,7 @@ msrt_envelope *msrt_env_new(const char *subject, size_t slen,
   p += hlen;
   e->payload = p;
   e->payload_len = (uint32_t)plen;
-  if (plen) memcpy(p, payload, plen);
+  if (plen && payload) memcpy(p, payload, plen);
   count_live(1);
   return e;
 }

@@ -62,6 +62,9 @@ typedef struct msrt_envelope {
 
 /* Make an envelope with one reference. subject is required (slen bytes);
  * reply may be NULL; headers/payload may be NULL when their length is 0.
+ * payload NULL with plen > 0 leaves the plen bytes unwritten: the maker
+ * writes them (msrt_env_payload_to_write) before anyone else sees it, so a
+ * payload made of pieces is copied once, not assembled and copied.
  * priority outside 1..10 is clamped. trace_id 0 means "new trace" (the id
  * is used). Returns NULL when out of memory. Validation of subjects is the
  * router's job, not this function's. */
@@ -82,6 +85,12 @@ static inline msrt_envelope *msrt_env_ref(msrt_envelope *e) {
 static inline size_t msrt_env_size(const msrt_envelope *e) {
   return sizeof *e + e->subject_len + 1 + (e->reply ? e->reply_len + 1 : 0) +
          e->headers_len + e->payload_len;
+}
+
+/* The payload of e, just made with payload NULL (msrt_env_new), for its
+ * maker to write before the envelope is published or shared. */
+static inline unsigned char *msrt_env_payload_to_write(msrt_envelope *e) {
+  return e->data + (e->payload - e->data);
 }
 
 /* Drop one reference; frees the envelope at zero. NULL is ignored. */

@@ -132,26 +132,35 @@ void msrt_json_put_number(msrt_sbuf *out, double d) {
 /* ---- JSON -> string.buffer serialization ------------------------------- */
 
 /* string.buffer's prefix-encoded 32-bit unsigned number (".U"). */
-static void put_u(msrt_sbuf *out, uint32_t n) {
-  unsigned char b[5];
+/* n as string.buffer's variable-length count into b; returns its bytes. */
+static size_t enc_u(unsigned char b[5], uint32_t n) {
   if (n < 0xe0) {
     b[0] = (unsigned char)n;
-    msrt_sbuf_put(out, b, 1);
-  } else if (n < 0x1fe0) {
+    return 1;
+  }
+  if (n < 0x1fe0) {
     b[0] = (unsigned char)(0xe0 | (((n - 0xe0) >> 8) & 0x1f));
     b[1] = (unsigned char)((n - 0xe0) & 0xff);
-    msrt_sbuf_put(out, b, 2);
-  } else {
-    b[0] = 0xff;
-    for (int i = 0; i < 4; i++) b[1 + i] = (unsigned char)(n >> (8 * i));
-    msrt_sbuf_put(out, b, 5);
+    return 2;
   }
+  b[0] = 0xff;
+  for (int i = 0; i < 4; i++) b[1 + i] = (unsigned char)(n >> (8 * i));
+  return 5;
+}
+
+static void put_u(msrt_sbuf *out, uint32_t n) {
+  unsigned char b[5];
+  msrt_sbuf_put(out, b, enc_u(b, n));
 }
 
 static void put_le64(msrt_sbuf *out, uint64_t v) {
   unsigned char b[8];
   for (int i = 0; i < 8; i++) b[i] = (unsigned char)(v >> (8 * i));
   msrt_sbuf_put(out, b, 8);
+}
+
+size_t msrt_lua_string_head(size_t n, unsigned char head[5]) {
+  return enc_u(head, (uint32_t)(0x20 + n));
 }
 
 void msrt_lua_put_string(msrt_sbuf *out, const char *s, size_t n) {

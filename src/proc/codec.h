@@ -84,6 +84,12 @@ cJSON *msrt_json_parse(const char *s, size_t n, const char **reason,
 /* Append the serialization of a Lua string (s[0..n)). */
 void msrt_lua_put_string(msrt_sbuf *out, const char *s, size_t n);
 
+/* The bytes that come before a Lua string of n bytes in its serialization
+ * (its tag and length), into head; returns how many (1, 2 or 5). With them
+ * a caller writes the serialization straight into memory of its own
+ * (head, then the n bytes). Pure; any thread. */
+size_t msrt_lua_string_head(size_t n, unsigned char head[5]);
+
 /* Whether p[0..n) is the serialization of exactly one Lua string: then
  * *s points at its bytes (inside p) and *len gets their count. Returns
  * true, or false for anything else (another type, truncated, trailing
