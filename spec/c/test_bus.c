@@ -517,6 +517,38 @@ static void test_routed_outcomes(void) {
   teardown();
 }
 
+/* The subject a thread last found valid is not checked again, and no
+ * other subject passes for it: one of the same length with an empty token, one
+ * too long for another bus's max_subject. A payload made NULL is written
+ * by its maker. */
+static void test_make_checks(void) {
+  setup(0);
+  msrt_error err;
+  msrt_envelope *e = msrt_bus_make(F.bus, "memo.ab", 7, NULL, 0, NULL, 0, "x",
+                                   1, MSRT_PRIORITY_DEFAULT, 0, &err);
+  CHECK(e != NULL);
+  msrt_env_unref(e);
+  CHECK(msrt_bus_make(F.bus, "memo..b", 7, NULL, 0, NULL, 0, "x", 1,
+                      MSRT_PRIORITY_DEFAULT, 0, &err) == NULL &&
+        err.code == MSRT_E_INVALID_SUBJECT);
+  CHECK(msrt_bus_make(F.bus, "memo.a ", 7, NULL, 0, NULL, 0, "x", 1,
+                      MSRT_PRIORITY_DEFAULT, 0, &err) == NULL);
+  e = msrt_bus_make(F.bus, "memo.ab", 7, NULL, 0, NULL, 0, NULL, 3,
+                    MSRT_PRIORITY_DEFAULT, 0, &err);
+  CHECK(e != NULL && e->payload_len == 3);
+  memcpy(msrt_env_payload_to_write(e), "abc", 3);
+  CHECK(e && memcmp(e->payload, "abc", 3) == 0);
+  msrt_env_unref(e);
+  msrt_bus_limits lim = {1024, 5}; /* max_subject 5: "memo.ab" is too long */
+  msrt_bus *small = msrt_bus_new(F.router, F.inbox, &lim);
+  CHECK(small && msrt_bus_make(small, "memo.ab", 7, NULL, 0, NULL, 0, "x", 1,
+                               MSRT_PRIORITY_DEFAULT, 0, &err) == NULL &&
+        err.code == MSRT_E_INVALID_SUBJECT);
+  msrt_bus_free(small);
+  check_identity();
+  teardown();
+}
+
 /* A copy counted delivered that ended otherwise afterwards, and a time
  * stamp. */
 static void test_undeliver_and_stamp(void) {
@@ -614,5 +646,5 @@ TEST_MAIN(test_delivered_and_no_responders, test_drop_newest, test_drop_oldest,
           test_refused_when_full, test_closed_and_not_ready, test_blocked,
           test_wait_room, test_gate_outcomes, test_queue_skips_full,
           test_declines,
-          test_routed_outcomes, test_undeliver_and_stamp,
+          test_routed_outcomes, test_make_checks, test_undeliver_and_stamp,
           test_proc_item_closed, test_threads)

@@ -177,14 +177,37 @@ static void refuse(msrt_bus *bus, unsigned cls) {
   count(bus, cls, MSRT_STAT_REFUSED, 1);
 }
 
+/* The last subject this thread found valid, and the max_subject it was
+ * checked against: a publisher in a loop sends to one subject, and its
+ * check (~150 instructions) was a tenth of a publish to the NATS bridge;
+ * comparing the bytes costs a few dozen. */
+static _Thread_local struct {
+  uint32_t len, max;
+  char s[64];
+} tl_valid;
+
+/* Whether subject is valid (else err says why), through tl_valid. */
+static bool subject_valid(msrt_bus *bus, const char *subject, size_t slen,
+                          msrt_error *err) {
+  if (slen == tl_valid.len && bus->max_subject == tl_valid.max && slen &&
+      memcmp(subject, tl_valid.s, slen) == 0)
+    return true;
+  if (msrt_subject_validate(subject, slen, bus->max_subject, err) != MSRT_E_OK)
+    return false;
+  if (slen <= sizeof tl_valid.s && bus->max_subject <= UINT32_MAX) {
+    memcpy(tl_valid.s, subject, slen);
+    tl_valid.len = (uint32_t)slen, tl_valid.max = (uint32_t)bus->max_subject;
+  }
+  return true;
+}
+
 msrt_envelope *msrt_bus_make(msrt_bus *bus, const char *subject, size_t slen,
                              const char *reply, size_t rlen,
                              const void *headers, size_t hlen,
                              const void *payload, size_t plen, int priority,
                              uint64_t trace_id, msrt_error *err) {
   /* A refusal here is the message's only outcome: accepted and refused. */
-  if (msrt_subject_validate(subject, slen, bus->max_subject, err) !=
-          MSRT_E_OK ||
+  if (!subject_valid(bus, subject, slen, err) ||
       (reply && msrt_subject_validate(reply, rlen, bus->max_subject, err) !=
                     MSRT_E_OK)) {
     refuse(bus, msrt_bus_class(bus, subject, slen));

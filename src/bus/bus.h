@@ -101,7 +101,11 @@ msrt_router *msrt_bus_router(msrt_bus *bus);
  * bytes of "name\0value\0" pairs). Returns NULL with err filled
  * (invalid_subject, invalid_arg for the priority, payload_too_big, nomem).
  * A refusal is counted as accepted and refused (nomem is not counted:
- * nothing was accepted). */
+ * nothing was accepted). payload NULL with plen > 0: the bytes are left
+ * for the caller to write (msrt_env_payload_to_write, core/envelope.h)
+ * before it publishes. A thread remembers the last subject it found valid
+ * (up to 64 bytes), so a thread publishing to one subject over and over
+ * checks it once. */
 msrt_envelope *msrt_bus_make(msrt_bus *bus, const char *subject, size_t slen,
                              const char *reply, size_t rlen,
                              const void *headers, size_t hlen,
