@@ -549,6 +549,55 @@ static void test_make_checks(void) {
   teardown();
 }
 
+/* msrt_bus_send from the caller's bytes: endpoints that keep messages get
+ * a real envelope (a hub callback sees the body, stamped; a blocked
+ * publish's pending holds one past the call), refusals are msrt_bus_make's
+ * and counted the same, no envelope outlives a publish that went to no
+ * one. */
+static void test_send(void) {
+  setup(0);
+  msrt_actor *full = actor(1, MSRT_OVERFLOW_BLOCK);
+  sub("send.a", NULL, msrt_ep_hub(4));
+  sub("send.b", NULL, msrt_ep_actor(full));
+  msrt_error err;
+  size_t d = 9;
+  char body[] = "hello";
+  long live = msrt_env_live();
+  CHECK(msrt_bus_send(F.bus, "send.a", 6, NULL, 0, NULL, 0, body, 5,
+                      MSRT_PRIORITY_DEFAULT, 0, &d, NULL, &err) == MSRT_E_OK &&
+        d == 1);
+  memcpy(body, "xxxxx", 5); /* the hub's copy is its own */
+  const seen_item *it = notice_on("send.a");
+  CHECK(it && strcmp(it->body, "hello") == 0 && it->target == 4);
+  CHECK(msrt_bus_send(F.bus, "nobody.x", 8, NULL, 0, NULL, 0, "x", 1,
+                      MSRT_PRIORITY_DEFAULT, 0, &d, NULL, &err) == MSRT_E_OK &&
+        d == 0);
+  CHECK(msrt_env_live() == live);
+  CHECK(stat_of("nobody", MSRT_STAT_NO_RESPONDERS) == 1);
+  CHECK(msrt_bus_send(F.bus, "send..a", 7, NULL, 0, NULL, 0, "x", 1,
+                      MSRT_PRIORITY_DEFAULT, 0, &d, NULL,
+                      &err) == MSRT_E_INVALID_SUBJECT && d == 0);
+  CHECK(msrt_bus_send(F.bus, "send.a", 6, NULL, 0, NULL, 0, "x", 1, 11, 0, &d,
+                      NULL, &err) == MSRT_E_INVALID_ARG);
+  CHECK(msrt_bus_send(F.bus, "send.a", 6, NULL, 0, NULL, 0, "x", 2000,
+                      MSRT_PRIORITY_DEFAULT, 0, &d, NULL,
+                      &err) == MSRT_E_PAYLOAD_TOO_BIG);
+  CHECK(stat_of("send", MSRT_STAT_REFUSED) == 3);
+  msrt_bus_pending p = {0};
+  CHECK(msrt_bus_send(F.bus, "send.b", 6, "_INBOX.r", 8, NULL, 0, "1", 1,
+                      MSRT_PRIORITY_DEFAULT, 5000, &d, &p, &err) == MSRT_E_OK);
+  CHECK(msrt_bus_send(F.bus, "send.b", 6, "_INBOX.r", 8, NULL, 0, "2", 1,
+                      MSRT_PRIORITY_DEFAULT, 5000, &d, &p,
+                      &err) == MSRT_E_MAILBOX_FULL && p.n == 1);
+  CHECK(p.env && p.env->payload_len == 1 && p.env->payload[0] == '2' &&
+        p.env->reply_len == 8 && p.env->reply_deadline_ns > 0 &&
+        p.env->ts_ns > 0 && p.env->id != 0);
+  msrt_bus_pending_clear(F.bus, &p); /* given up: refused */
+  check_identity();
+  msrt_actor_unref(full);
+  teardown();
+}
+
 /* A copy counted delivered that ended otherwise afterwards, and a time
  * stamp. */
 static void test_undeliver_and_stamp(void) {
@@ -646,5 +695,6 @@ TEST_MAIN(test_delivered_and_no_responders, test_drop_newest, test_drop_oldest,
           test_refused_when_full, test_closed_and_not_ready, test_blocked,
           test_wait_room, test_gate_outcomes, test_queue_skips_full,
           test_declines,
-          test_routed_outcomes, test_make_checks, test_undeliver_and_stamp,
+          test_routed_outcomes, test_make_checks, test_send,
+          test_undeliver_and_stamp,
           test_proc_item_closed, test_threads)

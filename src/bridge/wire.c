@@ -216,6 +216,7 @@ const msrt_endpoint_class msrt_bridge_export_class = {
     .policy = export_policy,
     .name = export_name,
     .remote = true,
+    .borrows = true, /* the bytes go to libnats' buffer during the push */
 };
 
 /* ---- import ------------------------------------------------------------ */

@@ -201,32 +201,40 @@ static bool subject_valid(msrt_bus *bus, const char *subject, size_t slen,
   return true;
 }
 
+/* Whether a message of these parts may be made (msrt_bus_make's checks):
+ * MSRT_E_OK, or the refusal's code with err saying why, counted accepted
+ * and refused (its only outcome). */
+static msrt_code acceptable(msrt_bus *bus, const char *subject, size_t slen,
+                            const char *reply, size_t rlen, size_t hlen,
+                            size_t plen, int priority, msrt_error *err) {
+  msrt_code rc = MSRT_E_OK;
+  if (!subject_valid(bus, subject, slen, err) ||
+      (reply && msrt_subject_validate(reply, rlen, bus->max_subject, err) !=
+                    MSRT_E_OK))
+    rc = MSRT_E_INVALID_SUBJECT;
+  else if (priority < MSRT_PRIORITY_HIGHEST || priority > MSRT_PRIORITY_LOWEST)
+    rc = msrt_error_set(err, MSRT_E_INVALID_ARG,
+                        "priority must be an integer 1..10 (got %d)",
+                        priority);
+  else if (plen + hlen > bus->max_payload || plen + hlen > UINT32_MAX)
+    rc = msrt_error_set(err, MSRT_E_PAYLOAD_TOO_BIG,
+                        "payload of %zu bytes%s on \"%.*s\" exceeds "
+                        "max_payload (%zu bytes)", plen + hlen,
+                        hlen ? " with headers" : "",
+                        (int)(slen > 200 ? 200 : slen), subject,
+                        bus->max_payload);
+  if (rc != MSRT_E_OK) refuse(bus, msrt_bus_class(bus, subject, slen));
+  return rc;
+}
+
 msrt_envelope *msrt_bus_make(msrt_bus *bus, const char *subject, size_t slen,
                              const char *reply, size_t rlen,
                              const void *headers, size_t hlen,
                              const void *payload, size_t plen, int priority,
                              uint64_t trace_id, msrt_error *err) {
-  /* A refusal here is the message's only outcome: accepted and refused. */
-  if (!subject_valid(bus, subject, slen, err) ||
-      (reply && msrt_subject_validate(reply, rlen, bus->max_subject, err) !=
-                    MSRT_E_OK)) {
-    refuse(bus, msrt_bus_class(bus, subject, slen));
+  if (acceptable(bus, subject, slen, reply, rlen, hlen, plen, priority,
+                 err) != MSRT_E_OK)
     return NULL;
-  }
-  if (priority < MSRT_PRIORITY_HIGHEST || priority > MSRT_PRIORITY_LOWEST) {
-    refuse(bus, msrt_bus_class(bus, subject, slen));
-    msrt_error_set(err, MSRT_E_INVALID_ARG,
-                   "priority must be an integer 1..10 (got %d)", priority);
-    return NULL;
-  }
-  if (plen + hlen > bus->max_payload) {
-    refuse(bus, msrt_bus_class(bus, subject, slen));
-    msrt_error_set(err, MSRT_E_PAYLOAD_TOO_BIG,
-                   "payload of %zu bytes%s on \"%.*s\" exceeds max_payload "
-                   "(%zu bytes)", plen + hlen, hlen ? " with headers" : "",
-                   (int)(slen > 200 ? 200 : slen), subject, bus->max_payload);
-    return NULL;
-  }
   msrt_envelope *e = msrt_env_new(subject, slen, reply, rlen, headers, hlen,
                                   payload, plen, priority,
                                   MSRT_ENV_PAYLOAD_BUFFER, trace_id);
@@ -408,15 +416,24 @@ static msrt_code resubject(const msrt_envelope *e, const char *subject,
   return MSRT_E_OK;
 }
 
-/* Match e's subject (already routed) and deliver it. Accounting: one
+/* Whether every endpoint of m borrows what it is handed (a view will do). */
+static bool all_borrow(const msrt_match_result *m) {
+  for (size_t i = 0; i < m->len; i++)
+    if (!((const msrt_endpoint_class *)m->items[i].ud)->borrows) return false;
+  return true;
+}
+
+/* Match e's subject (already routed) and deliver it. A view (e on the
+ * sender's stack, msrt_bus_send) is made real first unless every matched
+ * endpoint borrows it. Accounting: one
  * accepted per matched endpoint and per queue group with no ready member
  * (drop_not_ready), or one accepted for a message that matched nothing
  * (no_responders). When nothing matched and may_dead_letter is set, it
  * counts nothing and returns MSRT_E_NOT_FOUND: the caller dead-letters. */
 static msrt_code deliver_all(msrt_bus *bus, msrt_reader *rd, pub_space *s,
-                             msrt_envelope *e, bool may_dead_letter,
-                             size_t *delivered, msrt_bus_pending *pend,
-                             msrt_error *err) {
+                             msrt_envelope *e, bool view,
+                             bool may_dead_letter, size_t *delivered,
+                             msrt_bus_pending *pend, msrt_error *err) {
   if (msrt_router_match(rd, e->subject, e->subject_len, &s->m, skip_full,
                         e) != MSRT_E_OK) {
     refuse(bus, msrt_bus_class(bus, e->subject, e->subject_len));
@@ -431,6 +448,12 @@ static msrt_code deliver_all(msrt_bus *bus, msrt_reader *rd, pub_space *s,
     count(bus, cls, MSRT_STAT_NO_RESPONDERS, 1);
     return MSRT_E_OK;
   }
+  msrt_envelope *made = NULL; /* e made real: an endpoint keeps it */
+  if (view && !all_borrow(&s->m)) {
+    if (!(made = msrt_env_copy(e)))
+      return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+    e = made;
+  }
   count(bus, cls, MSRT_STAT_ACCEPTED, (uint64_t)n + unready);
   const msrt_envelope *outer = fanning.e;
   unsigned outer_cls = fanning.cls;
@@ -441,6 +464,7 @@ static msrt_code deliver_all(msrt_bus *bus, msrt_reader *rd, pub_space *s,
     count(bus, cls, MSRT_STAT_DROP_NOT_READY, unready);
     msrt_bus_drop_notice(bus, e, "drop_not_ready", NULL);
   }
+  msrt_env_unref(made);
   return rc;
 }
 
@@ -459,7 +483,7 @@ static msrt_code dead_letter(msrt_bus *bus, msrt_reader *rd, pub_space *s,
   count(bus, cls,
         rc == MSRT_E_OK ? MSRT_STAT_DEAD_LETTERED : MSRT_STAT_REFUSED, 1);
   if (rc != MSRT_E_OK) return rc;
-  rc = deliver_all(bus, rd, s, d, false, delivered, pend, err);
+  rc = deliver_all(bus, rd, s, d, false, false, delivered, pend, err);
   msrt_env_unref(d);
   return rc;
 }
@@ -530,10 +554,11 @@ static msrt_code forbidden(msrt_bus *bus, const msrt_envelope *e,
                         e->subject, res->rule + 1);
 }
 
-msrt_code msrt_bus_publish_as(msrt_bus *bus, msrt_envelope *e,
-                              msrt_bus_permit permit, void *permit_ud,
-                              size_t *delivered, msrt_bus_pending *pend,
-                              msrt_error *err) {
+/* msrt_bus_publish_as, e a view (msrt_bus_send) or not. */
+static msrt_code publish(msrt_bus *bus, msrt_envelope *e, bool view,
+                         msrt_bus_permit permit, void *permit_ud,
+                         size_t *delivered, msrt_bus_pending *pend,
+                         msrt_error *err) {
   *delivered = 0;
   pub_space local;
   pub_space *s = space_get(bus, &local);
@@ -559,8 +584,8 @@ msrt_code msrt_bus_publish_as(msrt_bus *bus, msrt_envelope *e,
     refuse(bus, msrt_bus_class(bus, e->subject, e->subject_len));
   }
   if (rc == MSRT_E_OK) {
-    rc = deliver_all(bus, rd, s, to, res.dead_letter != NULL, delivered,
-                     pend, err);
+    rc = deliver_all(bus, rd, s, to, view && to == e,
+                     res.dead_letter != NULL, delivered, pend, err);
     if (rc == MSRT_E_NOT_FOUND)
       rc = dead_letter(bus, rd, s, to, res.dead_letter, res.dead_letter_len,
                        delivered, pend, err);
@@ -571,9 +596,32 @@ msrt_code msrt_bus_publish_as(msrt_bus *bus, msrt_envelope *e,
   return rc;
 }
 
+msrt_code msrt_bus_publish_as(msrt_bus *bus, msrt_envelope *e,
+                              msrt_bus_permit permit, void *permit_ud,
+                              size_t *delivered, msrt_bus_pending *pend,
+                              msrt_error *err) {
+  return publish(bus, e, false, permit, permit_ud, delivered, pend, err);
+}
+
 msrt_code msrt_bus_publish(msrt_bus *bus, msrt_envelope *e, size_t *delivered,
                            msrt_bus_pending *pend, msrt_error *err) {
-  return msrt_bus_publish_as(bus, e, NULL, NULL, delivered, pend, err);
+  return publish(bus, e, false, NULL, NULL, delivered, pend, err);
+}
+
+msrt_code msrt_bus_send(msrt_bus *bus, const char *subject, size_t slen,
+                        const char *reply, size_t rlen, const void *headers,
+                        size_t hlen, const void *payload, size_t plen,
+                        int priority, double reply_ttl_ms, size_t *delivered,
+                        msrt_bus_pending *pend, msrt_error *err) {
+  *delivered = 0;
+  msrt_code rc = acceptable(bus, subject, slen, reply, rlen, hlen, plen,
+                            priority, err);
+  if (rc != MSRT_E_OK) return rc;
+  msrt_envelope v;
+  msrt_env_view(&v, subject, slen, reply, rlen, headers, hlen, payload, plen,
+                priority, MSRT_ENV_PAYLOAD_BUFFER, 0);
+  msrt_bus_reply_ttl(&v, reply_ttl_ms);
+  return publish(bus, &v, true, NULL, NULL, delivered, pend, err);
 }
 
 msrt_code msrt_bus_subscribe(msrt_bus *bus, const char *pattern, size_t plen,

@@ -136,6 +136,21 @@ msrt_code msrt_bus_publish(msrt_bus *bus, msrt_envelope *env,
                            size_t *delivered, msrt_bus_pending *pend,
                            msrt_error *err);
 
+/* msrt_bus_make and msrt_bus_publish in one, without making an envelope
+ * when every matched endpoint only borrows it (the NATS bridge's export,
+ * bus/endpoint.h `borrows`): a message that only leaves the host is
+ * written straight from the caller's bytes. Otherwise the envelope is
+ * made after the match, as msrt_bus_make makes it (flags
+ * MSRT_ENV_PAYLOAD_BUFFER, a new trace). reply_ttl_ms as
+ * msrt_bus_reply_ttl. Returns msrt_bus_make's refusals (counted the
+ * same) with *delivered 0, else as msrt_bus_publish; a blocked publish's
+ * pend holds the envelope made. Any thread. */
+msrt_code msrt_bus_send(msrt_bus *bus, const char *subject, size_t slen,
+                        const char *reply, size_t rlen, const void *headers,
+                        size_t hlen, const void *payload, size_t plen,
+                        int priority, double reply_ttl_ms, size_t *delivered,
+                        msrt_bus_pending *pend, msrt_error *err);
+
 /* Whether a publisher may publish to subject (len bytes): its permission
  * on a subject the routing table carried its message to. */
 typedef bool (*msrt_bus_permit)(void *ud, const char *subject, size_t len);

@@ -87,6 +87,10 @@ typedef struct msrt_endpoint_class {
    * subscriptions make no interest of this host's (bus/interest.h), so
    * what it subscribes to is never asked back from the others. */
   bool remote;
+  /* push is done with e when it returns: it takes no reference, keeps no
+   * pointer into it, and never answers MSRT_PUSH_FULL. A publish whose
+   * endpoints all borrow makes no envelope (bus/bus.h msrt_bus_send). */
+  bool borrows;
 } msrt_endpoint_class;
 
 /* An endpoint: its class and its object. Passed by value. */

@@ -74,6 +74,22 @@ msrt_envelope *msrt_env_new(const char *subject, size_t slen,
                             const void *payload, size_t plen,
                             int priority, uint8_t flags, uint64_t trace_id);
 
+/* Fill *v as msrt_env_new would make an envelope (a new id and trace,
+ * priority clamped), but over the caller's bytes, nothing copied and
+ * nothing allocated: a view for a publish whose endpoints may only borrow
+ * it (bus/bus.h msrt_bus_send). Its time stamp stays 0 until
+ * msrt_env_copy makes it real. Its one reference is never dropped; nobody
+ * may keep it past the caller's frame. The lengths must fit in 32 bits. */
+void msrt_env_view(msrt_envelope *v, const char *subject, size_t slen,
+                   const char *reply, size_t rlen, const void *headers,
+                   size_t hlen, const void *payload, size_t plen, int priority,
+                   uint8_t flags, uint64_t trace_id);
+
+/* An envelope (one reference) with v's bytes and v's id, trace, time
+ * stamp (now, when v has none), priority, flags and reply deadline: a
+ * view made real. NULL when out of memory. */
+msrt_envelope *msrt_env_copy(const msrt_envelope *v);
+
 static inline msrt_envelope *msrt_env_ref(msrt_envelope *e) {
   atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
   return e;

@@ -46,22 +46,20 @@ static struct {
  * pending, when it blocked) in last. */
 static long publish_args(msrt_rt *rt, const msrt_lua_pub_args *a) {
   last.blocked = false;
-  msrt_envelope *e = msrt_bus_make(
-      rt->bus, a->subject, a->subject_len, a->reply, a->reply_len, a->headers,
-      a->headers_len, a->payload, a->payload_len, a->priority, 0, &last.err);
-  if (!e) return -1;
-  msrt_bus_reply_ttl(e, a->reply_ttl_ms);
   /* the pending moves into a userdata only when the publish blocked (it
    * holds no pointer into itself until pending_wait registers a waker): a
    * publish that went through makes no garbage for the collector. It is
    * the hub's one, empty again whenever a publish returns (cleared, or
    * moved out and zeroed), as an actor's publish_pending (actor_rt.c):
    * one zeroed on the stack for every publish cost ~80 instructions (it
-   * holds an error's 512-byte text) */
+   * holds an error's 512-byte text). msrt_bus_send makes no envelope for
+   * a message that only goes to the NATS bridge's export. */
   static msrt_bus_pending pend;
   size_t delivered;
-  msrt_code rc = msrt_bus_publish(rt->bus, e, &delivered, &pend, &last.err);
-  msrt_env_unref(e);
+  msrt_code rc = msrt_bus_send(
+      rt->bus, a->subject, a->subject_len, a->reply, a->reply_len, a->headers,
+      a->headers_len, a->payload, a->payload_len, a->priority,
+      a->reply_ttl_ms, &delivered, &pend, &last.err);
   if (rc == MSRT_E_MAILBOX_FULL && pend.n) {
     last.pend = pend;
     memset(&pend, 0, sizeof pend);
