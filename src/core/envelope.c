@@ -126,10 +126,39 @@ msrt_envelope *msrt_env_new(const char *subject, size_t slen,
                             const void *payload, size_t plen,
                             int priority, uint8_t flags, uint64_t trace_id) {
   if (too_long(slen, rlen, hlen, plen)) return NULL;
-  msrt_envelope v;
-  msrt_env_view(&v, subject, slen, reply, rlen, headers, hlen, NULL, plen,
-                priority, flags, trace_id);
-  return copy_of(&v, payload);
+  size_t total = sizeof(msrt_envelope) + slen + 1 + (reply ? rlen + 1 : 0) +
+                 hlen + plen;
+  uint16_t home;
+  msrt_envelope *e = msrt_envcache_alloc(total, &home);
+  if (!e) return NULL;
+  e->home = home;
+  stamp(e, priority, flags, trace_id);
+  e->ts_ns = msrt_wall_ns();
+
+  unsigned char *p = e->data;
+  memcpy(p, subject, slen);
+  p[slen] = 0;
+  e->subject = (const char *)p;
+  e->subject_len = (uint32_t)slen;
+  p += slen + 1;
+  e->reply = NULL;
+  e->reply_len = 0;
+  if (reply) {
+    memcpy(p, reply, rlen);
+    p[rlen] = 0;
+    e->reply = (const char *)p;
+    e->reply_len = (uint32_t)rlen;
+    p += rlen + 1;
+  }
+  e->headers = hlen ? p : NULL;
+  e->headers_len = (uint32_t)hlen;
+  if (hlen) memcpy(p, headers, hlen);
+  p += hlen;
+  e->payload = p;
+  e->payload_len = (uint32_t)plen;
+  if (plen && payload) memcpy(p, payload, plen);
+  count_live(1);
+  return e;
 }
 
 void msrt_env_unref(msrt_envelope *e) {
