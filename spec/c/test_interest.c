@@ -148,7 +148,7 @@ static void test_publish_key(void) {
   msrt_interest_hook hook = {changed, &ev};
   msrt_bus_set_interest(bus, &hook);
   int plain = 0, other = 0, m1 = 0, m2 = 0, r = 0;
-  sub("work.>", NULL, &plain, &COUNT);
+  uint64_t splain = sub("work.>", NULL, &plain, &COUNT);
   uint32_t kplain = ev.ev[0].key;
   sub("work.a", NULL, &other, &COUNT);
   sub("work.a", "g", &m1, &COUNT);
@@ -169,6 +169,21 @@ static void test_publish_key(void) {
    * round robin; neither the other key's nor the remote one */
   CHECK(plain == 10 && other == 0 && r == 0);
   CHECK(m1 + m2 == 10 && m1 > 0 && m2 > 0);
+  /* a match remembered for the plain key's run of messages follows its
+   * subscriptions: a second one of the key is delivered to at once, and
+   * once both are gone nothing is */
+  int plain2 = 0;
+  uint64_t s2 = sub("work.>", NULL, &plain2, &COUNT);
+  e = msrt_bus_make(bus, "work.a", 6, NULL, 0, NULL, 0, "x", 1, 5, 0, &err);
+  CHECK(msrt_bus_publish_key(bus, e, kplain, CLS(e), &n, NULL, &err) ==
+            MSRT_E_OK && n == 2 && plain == 11 && plain2 == 1);
+  CHECK(msrt_bus_unsubscribe(bus, splain) == MSRT_E_OK);
+  CHECK(msrt_bus_publish_key(bus, e, kplain, CLS(e), &n, NULL, &err) ==
+            MSRT_E_OK && n == 1 && plain == 11 && plain2 == 2);
+  CHECK(msrt_bus_unsubscribe(bus, s2) == MSRT_E_OK);
+  CHECK(msrt_bus_publish_key(bus, e, kplain, CLS(e), &n, NULL, &err) ==
+            MSRT_E_OK && n == 0 && plain2 == 2);
+  msrt_env_unref(e);
   /* a key with nothing matching any more: accepted and no_responders */
   e = msrt_bus_make(bus, "work.b", 6, NULL, 0, NULL, 0, "x",
                                    1, 5, 0, &err);

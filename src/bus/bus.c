@@ -15,7 +15,10 @@ struct msrt_bus {
   size_t max_payload;
   size_t max_subject; /* never 0 */
   msrt_interest *interest; /* bus/interest.h */
+  uint64_t serial; /* unique in the process: key_memo's, never reused */
 };
+
+static atomic_uint_fast64_t bus_serial;
 
 msrt_inbox *msrt_bus_inbox(msrt_bus *bus) { return bus->inbox; }
 
@@ -48,6 +51,7 @@ msrt_bus *msrt_bus_new(msrt_router *router, msrt_inbox *inbox,
   bus->router = router;
   bus->inbox = inbox;
   bus->max_payload = limits->max_payload;
+  bus->serial = atomic_fetch_add(&bus_serial, 1) + 1;
   bus->max_subject = limits->max_subject ? limits->max_subject
                                          : MSRT_SUBJECT_MAX_DEFAULT;
   return bus;
@@ -204,9 +208,10 @@ static bool subject_valid(msrt_bus *bus, const char *subject, size_t slen,
 /* Whether a message of these parts may be made (msrt_bus_make's checks):
  * MSRT_E_OK, or the refusal's code with err saying why, counted accepted
  * and refused (its only outcome). */
-static msrt_code acceptable(msrt_bus *bus, const char *subject, size_t slen,
-                            const char *reply, size_t rlen, size_t hlen,
-                            size_t plen, int priority, msrt_error *err) {
+static inline msrt_code acceptable(msrt_bus *bus, const char *subject,
+                                   size_t slen, const char *reply,
+                                   size_t rlen, size_t hlen, size_t plen,
+                                   int priority, msrt_error *err) {
   msrt_code rc = MSRT_E_OK;
   if (!subject_valid(bus, subject, slen, err) ||
       (reply && msrt_subject_validate(reply, rlen, bus->max_subject, err) !=
@@ -672,6 +677,48 @@ static bool skip_other_key(const msrt_match_item *m, void *ud) {
   return m->kind != k->key || skip_full(m, k->e);
 }
 
+/* The last key match this thread made whose items were all plain
+ * subscriptions (no queue-group member, chosen per message) of classes
+ * that never decline (so a remembered match delivers to every item):
+ * while the router's version is the same, the same key and subject match
+ * the same plain subscriptions, so an import's run of messages on one
+ * subject is matched once (~370 instructions a message to an actor). Its
+ * endpoints live while the version is unchanged: a change's garbage is
+ * freed only after every reader that entered before the change's version
+ * was visible has left (msrt_router_version). */
+#define KEY_MEMO_ITEMS 4
+static _Thread_local struct {
+  uint64_t serial, version; /* the bus's; 0: empty */
+  uint32_t key, slen;
+  size_t n;
+  char s[64];
+  msrt_match_item items[KEY_MEMO_ITEMS];
+} key_memo;
+
+/* The key's items (m: matched for it, filtered to the key) remembered. */
+static void key_memo_put(msrt_bus *bus, uint64_t version, uint32_t key,
+                         const msrt_envelope *e, const msrt_match_result *m) {
+  key_memo.serial = 0;
+  if (m->len == 0 || m->len > KEY_MEMO_ITEMS ||
+      e->subject_len > sizeof key_memo.s)
+    return;
+  for (size_t i = 0; i < m->len; i++) /* no group member, none declining */
+    if ((m->items[i].flags & (MSRT_MATCH_QUEUE | MSRT_MATCH_FULL)) ||
+        ((const msrt_endpoint_class *)m->items[i].ud)->declines)
+      return;
+  memcpy(key_memo.items, m->items, m->len * sizeof *m->items);
+  memcpy(key_memo.s, e->subject, e->subject_len);
+  key_memo.n = m->len, key_memo.slen = e->subject_len, key_memo.key = key;
+  key_memo.version = version, key_memo.serial = bus->serial;
+}
+
+static bool key_memo_hit(msrt_bus *bus, uint64_t version, uint32_t key,
+                         const msrt_envelope *e) {
+  return key_memo.serial == bus->serial && key_memo.version == version &&
+         key_memo.key == key && key_memo.slen == e->subject_len &&
+         memcmp(key_memo.s, e->subject, e->subject_len) == 0;
+}
+
 msrt_code msrt_bus_publish_key(msrt_bus *bus, msrt_envelope *e, uint32_t key,
                                unsigned cls, size_t *delivered,
                                msrt_bus_pending *pend, msrt_error *err) {
@@ -685,26 +732,38 @@ msrt_code msrt_bus_publish_key(msrt_bus *bus, msrt_envelope *e, uint32_t key,
   pub_space local;
   pub_space *s = space_get(bus, &local);
   msrt_router_reader_enter(rd);
-  msrt_code rc = MSRT_E_OK;
-  key_msg km = {key, e};
-  msrt_code mc = msrt_router_match(rd, e->subject, e->subject_len, &s->m,
-                                   skip_other_key, &km);
+  uint64_t version = msrt_router_version(bus->router);
+  msrt_code rc = MSRT_E_OK, mc = MSRT_E_OK;
+  msrt_match_item mine[KEY_MEMO_ITEMS];
+  msrt_match_result memo = {mine, 0, KEY_MEMO_ITEMS, 0, cls};
+  msrt_match_result *m = &s->m;
+  if (key_memo_hit(bus, version, key, e)) {
+    memcpy(mine, key_memo.items, key_memo.n * sizeof *mine);
+    memo.len = key_memo.n;
+    m = &memo;
+  } else {
+    key_msg km = {key, e};
+    mc = msrt_router_match(rd, e->subject, e->subject_len, m, skip_other_key,
+                           &km);
+    size_t own = 0;
+    /* the key's own: plain ones and its member */
+    for (size_t i = 0; i < m->len; i++)
+      if (m->items[i].kind == key) m->items[own++] = m->items[i];
+    m->len = own;
+    if (mc == MSRT_E_OK) key_memo_put(bus, version, key, e, m);
+  }
   size_t kept = 0;
-  /* the key's own: plain ones and its member */
-  for (size_t i = 0; i < s->m.len; i++)
-    if (s->m.items[i].kind == key) s->m.items[kept++] = s->m.items[i];
-  s->m.len = kept;
-  if (mc == MSRT_E_OK) kept = drop_declined(&s->m, e);
+  if (mc == MSRT_E_OK) kept = drop_declined(m, e);
   if (mc != MSRT_E_OK) {
     refuse(bus, cls);
     rc = msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
   } else if (kept == 0) {
     count(bus, cls, MSRT_STAT_ACCEPTED, 1);
-    count(bus, cls, s->m.unready_groups ? MSRT_STAT_DROP_NOT_READY
-                                        : MSRT_STAT_NO_RESPONDERS, 1);
+    count(bus, cls, m->unready_groups ? MSRT_STAT_DROP_NOT_READY
+                                      : MSRT_STAT_NO_RESPONDERS, 1);
   } else {
     count(bus, cls, MSRT_STAT_ACCEPTED, kept);
-    rc = fan_out(bus, cls, e, &s->m, delivered, pend, err);
+    rc = fan_out(bus, cls, e, m, delivered, pend, err);
   }
   msrt_router_reader_leave(rd);
   space_put(s);

@@ -1106,7 +1106,7 @@ size_t msrt_router_sub_count(msrt_router *r) {
 }
 
 uint64_t msrt_router_version(msrt_router *r) {
-  return atomic_load_explicit(&r->version, memory_order_relaxed);
+  return atomic_load_explicit(&r->version, memory_order_acquire);
 }
 
 uint64_t msrt_router_built_bytes(msrt_router *r) {

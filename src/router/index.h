@@ -174,7 +174,10 @@ msrt_code msrt_router_defer(msrt_router *r, void (*fn)(void *), void *p);
 msrt_code msrt_router_set_ready(msrt_router *r, uint64_t sub_id, bool ready);
 
 /* Number of subscriptions, and the version of the current snapshot (it
- * grows by one per change). Thread-safe. */
+ * grows by one per change; read with acquire: a reader that entered after
+ * a change's garbage was deferred sees the change's version, so a match
+ * remembered under an unchanged version holds no freed endpoint).
+ * Thread-safe. */
 size_t msrt_router_sub_count(msrt_router *r);
 uint64_t msrt_router_version(msrt_router *r);
 
