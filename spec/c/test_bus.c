@@ -598,6 +598,39 @@ static void test_send(void) {
   teardown();
 }
 
+/* A thread's remembered match follows the subscriptions (each change is a
+ * new router version) and the groups' readiness: a group whose member was
+ * not ready when the subject was matched is matched again. */
+static void test_memo(void) {
+  setup(0);
+  uint64_t h1 = sub("memo.x", NULL, msrt_ep_hub(1));
+  size_t d;
+  msrt_error err;
+  for (int i = 0; i < 3; i++)
+    CHECK(msrt_bus_send(F.bus, "memo.x", 6, NULL, 0, NULL, 0, "x", 1,
+                        MSRT_PRIORITY_DEFAULT, 0, &d, NULL, &err) ==
+              MSRT_E_OK && d == 1);
+  sub("memo.>", NULL, msrt_ep_hub(2));
+  CHECK(pub("memo.x", &d, NULL) == MSRT_E_OK && d == 2);
+  CHECK(msrt_bus_unsubscribe(F.bus, h1) == MSRT_E_OK);
+  F.subs[0] = F.subs[--F.nsubs]; /* h1 is gone */
+  CHECK(pub("memo.x", &d, NULL) == MSRT_E_OK && d == 1);
+  CHECK(pub("memo.x", &d, NULL) == MSRT_E_OK && d == 1);
+  uint64_t q = sub("memo.x", "pool", msrt_ep_hub(3));
+  CHECK(msrt_router_set_ready(F.router, q, false) == MSRT_E_OK);
+  CHECK(pub("memo.x", &d, NULL) == MSRT_E_OK && d == 1);
+  CHECK(pub("memo.x", &d, NULL) == MSRT_E_OK && d == 1);
+  CHECK(stat_of("memo", MSRT_STAT_DROP_NOT_READY) == 2);
+  CHECK(msrt_router_set_ready(F.router, q, true) == MSRT_E_OK);
+  CHECK(pub("memo.x", &d, NULL) == MSRT_E_OK && d == 2);
+  msrt_inbox_drain(F.inbox);
+  int to3 = 0;
+  for (int i = 0; i < F.nseen; i++) to3 += F.seen[i].target == 3;
+  CHECK(to3 == 1);
+  check_identity();
+  teardown();
+}
+
 /* A copy counted delivered that ended otherwise afterwards, and a time
  * stamp. */
 static void test_undeliver_and_stamp(void) {
@@ -695,6 +728,6 @@ TEST_MAIN(test_delivered_and_no_responders, test_drop_newest, test_drop_oldest,
           test_refused_when_full, test_closed_and_not_ready, test_blocked,
           test_wait_room, test_gate_outcomes, test_queue_skips_full,
           test_declines,
-          test_routed_outcomes, test_make_checks, test_send,
+          test_routed_outcomes, test_make_checks, test_send, test_memo,
           test_undeliver_and_stamp,
           test_proc_item_closed, test_threads)

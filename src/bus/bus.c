@@ -15,7 +15,7 @@ struct msrt_bus {
   size_t max_payload;
   size_t max_subject; /* never 0 */
   msrt_interest *interest; /* bus/interest.h */
-  uint64_t serial; /* unique in the process: key_memo's, never reused */
+  uint64_t serial; /* unique in the process: match_memo's, never reused */
 };
 
 static atomic_uint_fast64_t bus_serial;
@@ -428,6 +428,66 @@ static bool all_borrow(const msrt_match_result *m) {
   return true;
 }
 
+/* A match remembered by a thread (its items, at most MEMO_ITEMS) for one
+ * bus, router version, subject and interest key: while the router's
+ * version is the same the same subject matches the same subscriptions,
+ * and a run of messages on one subject (an import's read, a publisher's
+ * loop) is matched once (~300-370 instructions a message). Only matches
+ * that do not depend on the moment are kept: no queue-group member chosen
+ * among several (key_memo: none at all; send_memo: only members of
+ * classes that borrow and are never full, the NATS bridge's export, whose
+ * subscriptions all stand for the same endpoint), no group left without
+ * a ready member, no endpoint that may decline. Its endpoints live while
+ * the version is unchanged: a change's garbage is freed only after every
+ * reader that entered before the change's version was visible has left
+ * (msrt_router_version). */
+#define MEMO_ITEMS 4
+typedef struct {
+  uint64_t serial, version; /* the bus's; serial 0: empty */
+  uint32_t key, slen;
+  unsigned cls;
+  size_t n;
+  char s[64];
+  msrt_match_item items[MEMO_ITEMS];
+} match_memo;
+
+static _Thread_local match_memo key_memo, send_memo;
+
+/* Remember m (matched for e's subject and key under version) in mm when
+ * grouped (may it hold queue-group members of borrowing classes?) allows. */
+static void memo_put(match_memo *mm, msrt_bus *bus, uint64_t version,
+                     uint32_t key, const msrt_envelope *e,
+                     const msrt_match_result *m, bool grouped) {
+  mm->serial = 0;
+  if (m->len == 0 || m->len > MEMO_ITEMS || m->unready_groups ||
+      e->subject_len > sizeof mm->s)
+    return;
+  for (size_t i = 0; i < m->len; i++) {
+    const msrt_endpoint_class *c = m->items[i].ud;
+    bool member = m->items[i].flags & (MSRT_MATCH_QUEUE | MSRT_MATCH_FULL);
+    if (c->declines || (member && !(grouped && c->borrows && !c->full)))
+      return;
+  }
+  memcpy(mm->items, m->items, m->len * sizeof *m->items);
+  memcpy(mm->s, e->subject, e->subject_len);
+  mm->n = m->len, mm->slen = e->subject_len, mm->key = key, mm->cls = m->cls;
+  mm->version = version, mm->serial = bus->serial;
+}
+
+/* Whether mm holds the match for e's subject and key under version: then
+ * out is it (its items copied into out's own, MEMO_ITEMS long). */
+static bool memo_get(const match_memo *mm, msrt_bus *bus, uint64_t version,
+                     uint32_t key, const msrt_envelope *e,
+                     msrt_match_result *out) {
+  if (mm->serial != bus->serial || mm->version != version || mm->key != key ||
+      mm->slen != e->subject_len ||
+      memcmp(mm->s, e->subject, e->subject_len) != 0)
+    return false;
+  memcpy(out->items, mm->items, mm->n * sizeof *out->items);
+  out->len = mm->n, out->unready_groups = 0, out->cls = mm->cls;
+  return true;
+}
+
 /* Match e's subject (already routed) and deliver it. A view (e on the
  * sender's stack, msrt_bus_send) is made real first unless every matched
  * endpoint borrows it. Accounting: one
@@ -439,14 +499,25 @@ static msrt_code deliver_all(msrt_bus *bus, msrt_reader *rd, pub_space *s,
                              msrt_envelope *e, bool view,
                              bool may_dead_letter, size_t *delivered,
                              msrt_bus_pending *pend, msrt_error *err) {
-  if (msrt_router_match(rd, e->subject, e->subject_len, &s->m, skip_full,
-                        e) != MSRT_E_OK) {
-    refuse(bus, msrt_bus_class(bus, e->subject, e->subject_len));
-    return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+  /* no routing table: the subject is the publisher's (send_memo's) */
+  bool memo_ok = !msrt_router_has_routes(bus->router);
+  uint64_t version = memo_ok ? msrt_router_version(bus->router) : 0;
+  msrt_match_item mine[MEMO_ITEMS];
+  msrt_match_result memo = {mine, 0, MEMO_ITEMS, 0, 0};
+  msrt_match_result *m = &s->m;
+  if (memo_ok && memo_get(&send_memo, bus, version, 0, e, &memo)) {
+    m = &memo;
+  } else {
+    if (msrt_router_match(rd, e->subject, e->subject_len, m, skip_full, e) !=
+        MSRT_E_OK) {
+      refuse(bus, msrt_bus_class(bus, e->subject, e->subject_len));
+      return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+    }
+    if (memo_ok) memo_put(&send_memo, bus, version, 0, e, m, true);
   }
-  unsigned cls = s->m.cls; /* looked up with the match, cached with it */
-  size_t n = drop_declined(&s->m, e);
-  uint32_t unready = s->m.unready_groups;
+  unsigned cls = m->cls; /* looked up with the match, cached with it */
+  size_t n = drop_declined(m, e);
+  uint32_t unready = m->unready_groups;
   if (n == 0 && unready == 0) {
     if (may_dead_letter) return MSRT_E_NOT_FOUND;
     count(bus, cls, MSRT_STAT_ACCEPTED, 1);
@@ -454,7 +525,7 @@ static msrt_code deliver_all(msrt_bus *bus, msrt_reader *rd, pub_space *s,
     return MSRT_E_OK;
   }
   msrt_envelope *made = NULL; /* e made real: an endpoint keeps it */
-  if (view && !all_borrow(&s->m)) {
+  if (view && !all_borrow(m)) {
     if (!(made = msrt_env_copy(e)))
       return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
     e = made;
@@ -463,7 +534,7 @@ static msrt_code deliver_all(msrt_bus *bus, msrt_reader *rd, pub_space *s,
   const msrt_envelope *outer = fanning.e;
   unsigned outer_cls = fanning.cls;
   fanning.e = e, fanning.cls = cls;
-  msrt_code rc = fan_out(bus, cls, e, &s->m, delivered, pend, err);
+  msrt_code rc = fan_out(bus, cls, e, m, delivered, pend, err);
   fanning.e = outer, fanning.cls = outer_cls;
   if (unready) {
     count(bus, cls, MSRT_STAT_DROP_NOT_READY, unready);
@@ -677,48 +748,6 @@ static bool skip_other_key(const msrt_match_item *m, void *ud) {
   return m->kind != k->key || skip_full(m, k->e);
 }
 
-/* The last key match this thread made whose items were all plain
- * subscriptions (no queue-group member, chosen per message) of classes
- * that never decline (so a remembered match delivers to every item):
- * while the router's version is the same, the same key and subject match
- * the same plain subscriptions, so an import's run of messages on one
- * subject is matched once (~370 instructions a message to an actor). Its
- * endpoints live while the version is unchanged: a change's garbage is
- * freed only after every reader that entered before the change's version
- * was visible has left (msrt_router_version). */
-#define KEY_MEMO_ITEMS 4
-static _Thread_local struct {
-  uint64_t serial, version; /* the bus's; 0: empty */
-  uint32_t key, slen;
-  size_t n;
-  char s[64];
-  msrt_match_item items[KEY_MEMO_ITEMS];
-} key_memo;
-
-/* The key's items (m: matched for it, filtered to the key) remembered. */
-static void key_memo_put(msrt_bus *bus, uint64_t version, uint32_t key,
-                         const msrt_envelope *e, const msrt_match_result *m) {
-  key_memo.serial = 0;
-  if (m->len == 0 || m->len > KEY_MEMO_ITEMS ||
-      e->subject_len > sizeof key_memo.s)
-    return;
-  for (size_t i = 0; i < m->len; i++) /* no group member, none declining */
-    if ((m->items[i].flags & (MSRT_MATCH_QUEUE | MSRT_MATCH_FULL)) ||
-        ((const msrt_endpoint_class *)m->items[i].ud)->declines)
-      return;
-  memcpy(key_memo.items, m->items, m->len * sizeof *m->items);
-  memcpy(key_memo.s, e->subject, e->subject_len);
-  key_memo.n = m->len, key_memo.slen = e->subject_len, key_memo.key = key;
-  key_memo.version = version, key_memo.serial = bus->serial;
-}
-
-static bool key_memo_hit(msrt_bus *bus, uint64_t version, uint32_t key,
-                         const msrt_envelope *e) {
-  return key_memo.serial == bus->serial && key_memo.version == version &&
-         key_memo.key == key && key_memo.slen == e->subject_len &&
-         memcmp(key_memo.s, e->subject, e->subject_len) == 0;
-}
-
 msrt_code msrt_bus_publish_key(msrt_bus *bus, msrt_envelope *e, uint32_t key,
                                unsigned cls, size_t *delivered,
                                msrt_bus_pending *pend, msrt_error *err) {
@@ -734,12 +763,10 @@ msrt_code msrt_bus_publish_key(msrt_bus *bus, msrt_envelope *e, uint32_t key,
   msrt_router_reader_enter(rd);
   uint64_t version = msrt_router_version(bus->router);
   msrt_code rc = MSRT_E_OK, mc = MSRT_E_OK;
-  msrt_match_item mine[KEY_MEMO_ITEMS];
-  msrt_match_result memo = {mine, 0, KEY_MEMO_ITEMS, 0, cls};
+  msrt_match_item mine[MEMO_ITEMS];
+  msrt_match_result memo = {mine, 0, MEMO_ITEMS, 0, 0};
   msrt_match_result *m = &s->m;
-  if (key_memo_hit(bus, version, key, e)) {
-    memcpy(mine, key_memo.items, key_memo.n * sizeof *mine);
-    memo.len = key_memo.n;
+  if (memo_get(&key_memo, bus, version, key, e, &memo)) {
     m = &memo;
   } else {
     key_msg km = {key, e};
@@ -750,7 +777,7 @@ msrt_code msrt_bus_publish_key(msrt_bus *bus, msrt_envelope *e, uint32_t key,
     for (size_t i = 0; i < m->len; i++)
       if (m->items[i].kind == key) m->items[own++] = m->items[i];
     m->len = own;
-    if (mc == MSRT_E_OK) key_memo_put(bus, version, key, e, m);
+    if (mc == MSRT_E_OK) memo_put(&key_memo, bus, version, key, e, m, false);
   }
   size_t kept = 0;
   if (mc == MSRT_E_OK) kept = drop_declined(m, e);
