@@ -4,14 +4,13 @@
  * that cannot be written (RLIMIT_FSIZE) refusing the flush and working
  * again when the room comes back, a flush on the writer thread (and with
  * the writer spinning between flushes; opened before its intake came),
- * pushes from several threads, the WAL checkpointed off the commits. */
+ * pushes from several threads. */
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bus/bus.h"
@@ -558,44 +557,6 @@ static void test_threads(void) {
   teardown();
 }
 
-/* The WAL is still checkpointed, now by the queue's own thread
- * (checkpoint.c): once the commits take it past 1,000 pages the database
- * file itself grows (in WAL mode only a checkpoint writes it), and
- * everything is there after a reopen. */
-static void test_checkpoint(void) {
-  setup();
-  uint64_t sub;
-  msrt_queue *q = open_q((msrt_queue_config){0}, &sub);
-  static char body[3001];
-  memset(body, 'x', 3000);
-  struct stat sb;
-  CHECK(stat(F.path, &sb) == 0);
-  off_t before = sb.st_size;
-  msrt_queue_result *res;
-  size_t n, total = 0;
-  for (int f = 0; f < 30; f++) { /* ~1,500 pages: one page a message */
-    for (int i = 0; i < 50; i++) publish("tasks.c", body, NULL);
-    CHECK(flush(q, NULL, &res, &n) == MSRT_E_OK);
-    total += n;
-    msrt_queue_results_free(res, n);
-  }
-  CHECK(total == 1500);
-  int grew = 0; /* (the thread's checkpoint: waited for, not timed) */
-  for (int i = 0; i < 10000 && !grew; i++) {
-    CHECK(stat(F.path, &sb) == 0);
-    grew = sb.st_size > before + 1000 * 3000;
-    if (!grew) usleep(1000);
-  }
-  CHECK(grew);
-  close_q(q, sub);
-  q = open_q((msrt_queue_config){0}, NULL);
-  msrt_queue_stats st;
-  msrt_queue_stats_get(q, &st);
-  CHECK(st.stored == 1500 && st.last_seq == 1500);
-  msrt_queue_close(q);
-  teardown();
-}
-
 TEST_MAIN(test_store_and_reopen, test_dedupe_and_limits, test_corrupt_refused,
           test_unwritable, test_writer, test_writer_spin, test_writer_open,
-          test_threads, test_checkpoint)
+          test_threads)

@@ -58,12 +58,6 @@ struct msrt_queue {
   int more;            /* MSRT_QUEUE_MORE or more wait in the intake
                           (under lock, atomic stores; polled) */
   _Alignas(64) char after_more_;
-  /* the WAL's checkpoints (checkpoint.c), on a thread of their own */
-  pthread_t ckpt;
-  int has_ckpt;
-  pthread_mutex_t ckpt_lock;
-  pthread_cond_t ckpt_cv; /* ckpt_due or ckpt_stop set (under ckpt_lock) */
-  int ckpt_due, ckpt_stop;
   struct msrt_queue_job { /* the writer's while busy, then the hub's */
     uint64_t *seqs;    /* deliver, acks and dead, one allocation */
     msrt_queue_ops ops;
@@ -79,13 +73,6 @@ struct msrt_queue {
 
 msrt_code msrt_queue_db_open(msrt_queue *q, msrt_error *err);
 void msrt_queue_db_close(msrt_queue *q);
-/* Checkpoint the store's WAL on a thread of the queue's own instead of in
- * the commit that takes it past 1,000 pages (checkpoint.c says why);
- * without the thread (it cannot start) SQLite's own checkpoints stay.
- * Once the store is open, on the opening thread. */
-void msrt_queue_ckpt_start(msrt_queue *q);
-/* Stop and join that thread (none: nothing); before the store closes. */
-void msrt_queue_ckpt_stop(msrt_queue *q);
 msrt_code msrt_queue_sqlerr(msrt_queue *q, int rc, const char *what,
                             msrt_error *err);
 /* One flush's transaction over (*res)[0..*n): msrt_queue_flush's

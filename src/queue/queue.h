@@ -38,10 +38,7 @@
  * of the store) runs on the caller's thread instead. Every other use of
  * the store (get, scan, purge, a plain flush, close) waits for the flush
  * in flight first; the hub never reads the store while it writes (one
- * connection). The WAL's checkpoints run on a thread of the queue's own,
- * with a second connection (checkpoint.c), not inside the commit that
- * takes the WAL past 1,000 pages; they sync as the queue's synchronous
- * setting says, so what a flush survives is as above.
+ * connection).
  *
  * Thread-safety: push (through the endpoint class), msrt_queue_ref/unref
  * and msrt_queue_stats_get from any thread; everything else on one thread
