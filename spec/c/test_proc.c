@@ -415,6 +415,14 @@ static msrt_proc *start(const msrt_proc_spec *s) {
   return p;
 }
 
+/* Until the child started with sh_spec("echo 1; ...") has printed its
+ * line: it has exec'd. A stop before then finds the child's signals still
+ * blocked (spawn.c), and on a loaded machine the grace can pass before it
+ * runs at all: it dies of SIGKILL, not of the stop signal. */
+static void run_until_execd(void) {
+  while (!R.published) uv_run(&loop, UV_RUN_ONCE);
+}
+
 static void run_until_exit(msrt_proc *p) {
   while (!R.exits) uv_run(&loop, UV_RUN_ONCE);
   msrt_proc_release(p);
@@ -664,9 +672,10 @@ static void test_stdin_echo_and_overflow(void) {
   CHECK(R.x.code == 0);
 
   /* a child that never reads: the queue fills, sends fail fast */
-  s = sh_spec("exec sleep 1000");
+  s = sh_spec("echo 1; exec sleep 1000");
   s.stdin_capacity = 4;
   p = start(&s);
+  run_until_execd();
   char *big = malloc(1 << 16);
   memset(big, 'x', 1 << 16);
   int full = 0;
@@ -851,9 +860,10 @@ static void test_teardown(void) {
   for (int i = 0; i < 1000 && msrt_procs_count(procs); i++)
     uv_run(&loop, UV_RUN_NOWAIT);
   /* a live child at teardown is stopped and reaped */
-  msrt_proc_spec s = sh_spec("exec sleep 1000");
+  msrt_proc_spec s = sh_spec("echo 1; exec sleep 1000");
   msrt_proc *p = start(&s);
   pid_t pid = msrt_proc_pid(p);
+  run_until_execd();
   CHECK(msrt_procs_count(procs) == 1);
   msrt_procs_free(procs, 100);
   uv_run(&loop, UV_RUN_DEFAULT);
