@@ -50,7 +50,7 @@ static void on_ack(natsConnection *nc, natsSubscription *sub, natsMsg *m,
   if (strncmp(subj, q->inbox, n) == 0 && strncmp(subj + n, ".R.", 3) == 0)
     ev.reply = strdup(subj + n + 3);
   read_ack(m, &ev);
-  natsMsg_Destroy(m);
+  msrt_bridge_msg_free(m); /* (internal.h: not through libnats' collector) */
   if (ev.code != MSRT_E_OK) atomic_fetch_add(&q->st.refused, 1);
   else if (ev.duplicate) atomic_fetch_add(&q->st.duplicates, 1);
   else atomic_fetch_add(&q->st.accepted, 1);
@@ -119,7 +119,7 @@ static msrt_push_outcome jsq_push(void *ep, msrt_envelope *e,
   int rc = msrt_bridge_wire_out(q->b, e, reply, true, &m, &s);
   free(reply);
   if (rc == 0) s = natsConnection_PublishMsg(q->b->nc, m);
-  natsMsg_Destroy(m);
+  msrt_bridge_msg_free(m); /* (internal.h: not through libnats' collector) */
   if (rc == 0 && s == NATS_OK) atomic_fetch_add(&q->st.published, 1);
   else refuse(q, e, rc < 0 ? NATS_OK : s);
   return MSRT_PUSH_DELIVERED;
