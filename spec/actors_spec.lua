@@ -1075,14 +1075,21 @@ describe("shutdown", function()
   it("without stuck actors calls terminate and exits 0", function()
     local r = child([[
       local msrt = require "msrt"
-      assert(msrt.actor { name = "fine", subscribe = "t.fine", instances = 3,
-        handle = function(ctx, msg) ctx:reply(msg, "pong") end,
-        terminate = function(ctx, reason) io.stdout:write("terminated ", reason, "\n") io.stdout:flush() end })
-      msrt.after(1, function()
+      -- each instance has run its init before the stop: one stopped
+      -- before its first turn never started, and gets no terminate
+      -- (src/lua/actor.c, msrt_lactor_release)
+      local ready = 0
+      msrt.subscribe("t.ready", function()
+        ready = ready + 1
+        if ready < 3 then return end
         print("fine says", (msrt.request("t.fine", 1, { timeout_ms = 10000 })))
         io.stdout:flush()
         msrt.stop()
       end)
+      assert(msrt.actor { name = "fine", subscribe = "t.fine", instances = 3,
+        init = function(ctx) ctx:publish("t.ready", true) end,
+        handle = function(ctx, msg) ctx:reply(msg, "pong") end,
+        terminate = function(ctx, reason) io.stdout:write("terminated ", reason, "\n") io.stdout:flush() end })
     ]])
     assert.matches("fine says\tpong\n", r.out, 1, true)
     local n = select(2, r.out:gsub("terminated shutdown\n", ""))
