@@ -24,9 +24,15 @@ local fleet = assert(msrt.supervisor(dir .. "/fleet.lua"))
 local watch = assert(msrt.watch(dir))
 say("fleet up from %s: %d workers; edit routes.lua or fleet.lua to change it", dir, fleet:count_children().active)
 
+local after_reload -- the demo's next step once fleet.lua has reloaded
 msrt.subscribe("msrt.reload.*", function(m)
   local d = m.data
   say("%s %s%s", m.subject, d.file:match("[^/]+$"), d.error and (": " .. d.error) or (" (version " .. d.version .. ")"))
+  if after_reload and m.subject == "msrt.reload.ok" and d.file:match("fleet%.lua$") then
+    local step = after_reload
+    after_reload = nil
+    step()
+  end
 end)
 msrt.subscribe("msrt.supervisor.fleet.event", function(m)
   local d = m.data
@@ -82,11 +88,16 @@ local steps = {
     write("routes.lua", 'return { { match = "jobs.>", rewrite = "work.v3.$9" } }\n')
   end },
   { 6000, "strategy one_for_all in fleet.lua, then a v2 worker crashes: all restart", function()
+    -- the crash once the new strategy is in force (a loaded machine may
+    -- take a while to see the file change), the end a second later
+    after_reload = function()
+      msrt.publish("work.v2.crash", { crash = true, n = 0 }) -- w3 or w4
+      msrt.after(1000, finish)
+    end
     write("fleet.lua", (fleet_src:gsub('strategy = "one_for_one"', 'strategy = "one_for_all"')))
-    msrt.after(200, function() msrt.publish("work.v2.crash", { crash = true, n = 0 }) end) -- w3 or w4
   end },
 }
 for _, s in ipairs(steps) do
   msrt.after(s[1], function() say("edit: %s", s[2]) s[3]() end)
 end
-msrt.after(7500, finish)
+msrt.after(30000, finish) -- (never reached unless a reload never came)
