@@ -35,7 +35,10 @@
  * The keeper, a thread of the fleet's own, makes child cgroups ahead and
  * kills and removes those handed back: a mkdir or a cgroup.kill write
  * waits for the kernel's cgroup lock, 1-41 ms on a loaded machine, which
- * the hub's loop must not wait for (perf trace of the crash storm).
+ * the hub's loop must not wait for (perf trace of the crash storm). The
+ * cgroups made ahead (8 at most) hold their cgroup.procs open: 8 file
+ * descriptors of the host's; where none is left the keeper stops making
+ * them until the next take, and the hub makes its own.
  *
  * Thread-safety: every function here on the hub's thread only (spawns and
  * reaps run there); the keeper shares the fleet under its mutex.
