@@ -44,7 +44,7 @@ static void count_live(long d) {
 }
 
 /* Fill v's header fields (id, trace) as a new message's; its time stamp
- * is copy_of's. */
+ * 0 (msrt_env_new reads the clock, msrt_env_copy a view's). */
 static void stamp(msrt_envelope *v, int priority, uint8_t flags,
                   uint64_t trace_id) {
   atomic_init(&v->refs, 1);
@@ -58,83 +58,30 @@ static void stamp(msrt_envelope *v, int priority, uint8_t flags,
   v->reply_deadline_ns = 0;
 }
 
-/* An envelope holding a copy of v's bytes, its header fields v's (home
- * and references its own). */
-static msrt_envelope *copy_of(const msrt_envelope *v, const void *payload) {
-  size_t slen = v->subject_len, rlen = v->reply_len, hlen = v->headers_len,
-         plen = v->payload_len;
-  size_t total = sizeof(msrt_envelope) + slen + 1 +
-                 (v->reply ? rlen + 1 : 0) + hlen + plen;
-  uint16_t home;
-  msrt_envelope *e = msrt_envcache_alloc(total, &home);
-  if (!e) return NULL;
-  memcpy(e, v, sizeof *e);
-  e->home = home;
-  atomic_init(&e->refs, 1);
-  /* the clock read here, not in a view: a view that goes only to
-   * borrowing endpoints never needs it (~40 instructions) */
-  if (!e->ts_ns) e->ts_ns = msrt_wall_ns();
-
-  unsigned char *p = e->data;
-  memcpy(p, v->subject, slen);
-  p[slen] = 0;
-  e->subject = (const char *)p;
-  p += slen + 1;
-  if (v->reply) {
-    memcpy(p, v->reply, rlen);
-    p[rlen] = 0;
-    e->reply = (const char *)p;
-    p += rlen + 1;
-  }
-  e->headers = hlen ? p : NULL;
-  if (hlen) memcpy(p, v->headers, hlen);
-  p += hlen;
-  e->payload = p;
-  if (plen && payload) memcpy(p, payload, plen);
-  count_live(1);
-  return e;
-}
-
 static bool too_long(size_t slen, size_t rlen, size_t hlen, size_t plen) {
   return slen > UINT32_MAX || rlen > UINT32_MAX || hlen > UINT32_MAX ||
          plen > UINT32_MAX;
 }
 
-void msrt_env_view(msrt_envelope *v, const char *subject, size_t slen,
-                   const char *reply, size_t rlen, const void *headers,
-                   size_t hlen, const void *payload, size_t plen, int priority,
-                   uint8_t flags, uint64_t trace_id) {
-  stamp(v, priority, flags, trace_id);
-  v->home = 0;
-  v->subject = subject;
-  v->subject_len = (uint32_t)slen;
-  v->reply = reply;
-  v->reply_len = reply ? (uint32_t)rlen : 0;
-  v->headers = hlen ? headers : NULL;
-  v->headers_len = (uint32_t)hlen;
-  v->payload = payload;
-  v->payload_len = (uint32_t)plen;
-}
-
-msrt_envelope *msrt_env_copy(const msrt_envelope *v) {
-  return copy_of(v, v->payload);
-}
-
-msrt_envelope *msrt_env_new(const char *subject, size_t slen,
-                            const char *reply, size_t rlen,
-                            const void *headers, size_t hlen,
-                            const void *payload, size_t plen,
-                            int priority, uint8_t flags, uint64_t trace_id) {
-  if (too_long(slen, rlen, hlen, plen)) return NULL;
-  size_t total = sizeof(msrt_envelope) + slen + 1 + (reply ? rlen + 1 : 0) +
-                 hlen + plen;
+/* An envelope's block for these parts, its bytes not yet written. */
+static inline msrt_envelope *alloc_for(size_t slen, const char *reply, size_t rlen,
+                                size_t hlen, size_t plen) {
   uint16_t home;
-  msrt_envelope *e = msrt_envcache_alloc(total, &home);
-  if (!e) return NULL;
-  e->home = home;
-  stamp(e, priority, flags, trace_id);
-  e->ts_ns = msrt_wall_ns();
+  msrt_envelope *e = msrt_envcache_alloc(sizeof(msrt_envelope) + slen + 1 +
+                                             (reply ? rlen + 1 : 0) + hlen +
+                                             plen,
+                                         &home);
+  if (e) e->home = home;
+  return e;
+}
 
+/* Copy the parts into e's block (alloc_for's) and point its fields at
+ * them; payload NULL leaves its plen bytes unwritten. Inlined into both
+ * makers: one layout, no call on the publish path. */
+static inline void lay_out(msrt_envelope *e, const char *subject, size_t slen,
+                           const char *reply, size_t rlen,
+                           const void *headers, size_t hlen,
+                           const void *payload, size_t plen) {
   unsigned char *p = e->data;
   memcpy(p, subject, slen);
   p[slen] = 0;
@@ -158,6 +105,53 @@ msrt_envelope *msrt_env_new(const char *subject, size_t slen,
   e->payload_len = (uint32_t)plen;
   if (plen && payload) memcpy(p, payload, plen);
   count_live(1);
+}
+
+void msrt_env_view(msrt_envelope *v, const char *subject, size_t slen,
+                   const char *reply, size_t rlen, const void *headers,
+                   size_t hlen, const void *payload, size_t plen, int priority,
+                   uint8_t flags, uint64_t trace_id) {
+  stamp(v, priority, flags, trace_id);
+  v->home = 0;
+  v->subject = subject;
+  v->subject_len = (uint32_t)slen;
+  v->reply = reply;
+  v->reply_len = reply ? (uint32_t)rlen : 0;
+  v->headers = hlen ? headers : NULL;
+  v->headers_len = (uint32_t)hlen;
+  v->payload = payload;
+  v->payload_len = (uint32_t)plen;
+}
+
+msrt_envelope *msrt_env_copy(const msrt_envelope *v) {
+  msrt_envelope *e =
+      alloc_for(v->subject_len, v->reply, v->reply_len, v->headers_len,
+                v->payload_len);
+  if (!e) return NULL;
+  uint16_t home = e->home;
+  memcpy(e, v, sizeof *e); /* id, trace, priority, flags, time stamp,
+                             reply deadline */
+  e->home = home;
+  atomic_init(&e->refs, 1);
+  /* the clock read here, not in a view: a view that goes only to
+   * borrowing endpoints never needs it (~40 instructions) */
+  if (!e->ts_ns) e->ts_ns = msrt_wall_ns();
+  lay_out(e, v->subject, v->subject_len, v->reply, v->reply_len, v->headers,
+          v->headers_len, v->payload, v->payload_len);
+  return e;
+}
+
+msrt_envelope *msrt_env_new(const char *subject, size_t slen,
+                            const char *reply, size_t rlen,
+                            const void *headers, size_t hlen,
+                            const void *payload, size_t plen,
+                            int priority, uint8_t flags, uint64_t trace_id) {
+  if (too_long(slen, rlen, hlen, plen)) return NULL;
+  msrt_envelope *e = alloc_for(slen, reply, rlen, hlen, plen);
+  if (!e) return NULL;
+  stamp(e, priority, flags, trace_id);
+  e->ts_ns = msrt_wall_ns();
+  lay_out(e, subject, slen, reply, rlen, headers, hlen, payload, plen);
   return e;
 }
 
