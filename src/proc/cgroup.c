@@ -42,7 +42,7 @@ struct msrt_fleet {
   pthread_cond_t cv;  /* the keeper's wake-up */
   bool stopping;      /* msrt_fleet_close: the keeper drains and ends */
   uint64_t next;      /* the next child cgroup's number */
-  made pool[POOL];    /* made ahead, oldest first */
+  made pool[POOL];    /* made ahead (any order will do) */
   size_t npool;
   bool refill_failed; /* until the next take */
   uint64_t *kills;    /* handed back, not yet killed */
@@ -405,12 +405,8 @@ msrt_code msrt_fleet_child(msrt_fleet *f, long long pids_max, uint64_t *n,
   pthread_mutex_lock(&f->mu);
   made m = {0, -1};
   bool pooled = f->npool > 0;
-  if (pooled) {
-    m = f->pool[0];
-    memmove(f->pool, f->pool + 1, --f->npool * sizeof *f->pool);
-  } else {
-    m.n = f->next++;
-  }
+  if (pooled) m = f->pool[--f->npool];
+  else m.n = f->next++;
   f->refill_failed = false;
   pthread_cond_signal(&f->cv);
   pthread_mutex_unlock(&f->mu);
