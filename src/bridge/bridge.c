@@ -456,7 +456,7 @@ static msrt_code options(msrt_bridge *b, const msrt_bridge_opts *o,
   if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(no, on_disconnected, b);
   if (s == NATS_OK) s = natsOptions_SetErrorHandler(no, on_error, b);
   if (s == NATS_OK) s = natsOptions_SetClosedCB(no, on_closed, b);
-  if (s == NATS_OK) s = msrt_bridge_loop_options(b->loop, no);
+  if (s == NATS_OK) s = msrt_bridge_loop_options(b->loop, no, o->send_asap);
   if (s != NATS_OK) {
     natsOptions_Destroy(no);
     return msrt_error_set(err, MSRT_E_INVALID_ARG, "nats options: %s (%s)",

@@ -85,7 +85,8 @@
  * naming the waiting request). A publish on any thread appends to
  * libnats' buffer; the hub writes it (a thread other than the hub wakes
  * it), so a hub that publishes in a loop without returning to it holds
- * everything in that buffer until it does. What waits on the server
+ * everything in that buffer until it does; with send_asap the publishing
+ * thread writes it at once instead. What waits on the server
  * (a flush, the close, a JetStream queue's last request) runs on another
  * thread while the hub reads for it. libnats' flusher, reconnect, timer
  * and callback threads remain.

@@ -123,8 +123,10 @@ void msrt_bridge_retry(msrt_bridge *b);
  * thread it takes for the hub), or NULL when out of memory. */
 msrt_bridge_loop *msrt_bridge_loop_new(msrt_bridge *b, void *uv);
 
-/* Give no the adapter's callbacks (natsOptions_SetEventLoop). */
-natsStatus msrt_bridge_loop_options(msrt_bridge_loop *l, natsOptions *no);
+/* Give no the adapter's callbacks (natsOptions_SetEventLoop); asap: the
+ * connection is send_asap (msrt_bridge_loop_published writes at once). */
+natsStatus msrt_bridge_loop_options(msrt_bridge_loop *l, natsOptions *no,
+                                    bool asap);
 
 /* Close the adapter of a connection never made (hub). */
 void msrt_bridge_loop_abandon(msrt_bridge_loop *l);
@@ -138,9 +140,10 @@ void msrt_bridge_loop_wait(msrt_bridge_loop *l, msrt_bus_pending *pend);
  * safety net under the waker. */
 void msrt_bridge_loop_retry_in(msrt_bridge_loop *l, bool on);
 
-/* After a publish to NATS (any thread): on the hub, now and then, what
- * libnats buffered written at once when it is large, so that a hub that
- * publishes in a loop without returning to it neither grows libnats'
+/* After a publish to NATS (any thread): with send_asap, what libnats
+ * buffered written at once on this thread; else on the hub, now and then,
+ * what libnats buffered written at once when it is large, so that a hub
+ * that publishes in a loop without returning to it neither grows libnats'
  * buffer without bound nor holds everything back until it returns. */
 void msrt_bridge_loop_published(msrt_bridge_loop *l);
 
