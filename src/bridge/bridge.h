@@ -79,10 +79,11 @@
  * carry the tag of core/handle.h, which libnats' libuv adapter's do not).
  * An import subscription is a synchronous one whose messages the hub
  * takes after each read, so nothing crosses a thread between the socket
- * and the bus, and a subscription is no thread; `_INBOX.` keys keep an
- * asynchronous one (libnats' delivery thread imports them: NextMsg turns
- * the 503 no-responders status into an error that loses the subject
- * naming the waiting request). A publish on any thread appends to
+ * and the bus, and a subscription is no thread: `_INBOX.` keys' too (a
+ * reply reaches the requesting hub with no thread wake-up; the 503
+ * no-responders status, which libnats' NextMsg would turn into an error
+ * without the subject naming the waiting request, is renamed by a hook on
+ * libnats' parse and restored by the import). A publish on any thread appends to
  * libnats' buffer; the hub writes it (a thread other than the hub wakes
  * it), so a hub that publishes in a loop without returning to it holds
  * everything in that buffer until it does; with send_asap the publishing

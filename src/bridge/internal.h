@@ -13,11 +13,9 @@
 #define MSRT_BRIDGE_PATTERNS_MAX 64
 
 /* One interest key of the bus (bus/interest.h) that is on: its NATS
- * subscription while an import pattern covers it: a synchronous one,
- * whose messages the hub takes after each read (loop.c), or, for an
- * `_INBOX.` pattern, an asynchronous one imported on libnats' delivery
- * thread (NextMsg turns a no-responders status into an error without its
- * subject, and the subject names the waiting request). A key that goes
+ * subscription while an import pattern covers it, a synchronous one
+ * whose messages the hub takes after each read (loop.c; a no-responders
+ * status reaches it marked, msrt_bridge_keep_status). A key that goes
  * off with a subscription is retired (its subscription drained or
  * unsubscribed) and freed by the hub once libnats is done with it
  * (msrt_bridge_pull); one without is freed at once. */
@@ -29,16 +27,14 @@ typedef struct bkey {
   natsSubscription *drained; /* retired: destroyed when the hub frees k */
   _Atomic bool gone;     /* off (or the bridge closing): what libnats
                             still hands over counts dropped_at_close */
-  bool async;            /* an `_INBOX.` key's: libnats' delivery thread */
-  _Atomic bool completed; /* async: libnats' on-complete callback ran */
   bool one_class;        /* the pattern's first token is literal: every
                             subject it matches is of one subject class */
   unsigned cls1;         /* that class + 1 once a message told it; 0:
-                            not yet (the thread importing) */
+                            not yet (hub) */
   bool blocked;          /* pend holds a full `block` subscriber's copies:
                             its messages wait in libnats (hub only) */
   msrt_bus_pending pend; /* each import's (wire.c): empty (zeroed) unless
-                            blocked, or an async key's thread waits */
+                            blocked */
   char *queue;           /* NULL: plain */
   /* what one imported message's headers and data are written into on
    * their way to an envelope, kept from one message to the next */
@@ -103,10 +99,19 @@ void msrt_bridge_msg_free(natsMsg *m);
 /* The export endpoint's class (wire.c): the object is the bridge. */
 extern const msrt_endpoint_class msrt_bridge_export_class;
 
-/* A message from NATS for interest key k into the bus (wire.c): on the
+/* A message from NATS for interest key k into the bus (wire.c), on the
  * hub, setting k->blocked when a full `block` subscriber holds copies of
- * it; on libnats' delivery thread (k->async), waiting for room. */
+ * it. */
 void msrt_bridge_import(bkey *k, natsMsg *m);
+
+/* Have libnats keep a no-responders status (the server's 503 to a
+ * request nobody subscribes to) for the hub to take (wire.c): its
+ * NextMsg destroys such a message and returns NATS_NO_RESPONDERS, which
+ * no longer says which request it answers (the subject does). So a hook
+ * libnats runs on each message it parses (on the thread that reads, the
+ * hub), before it queues it, renames its Status header; the import turns
+ * it back. Call once, on a connection with no subscription yet. */
+void msrt_bridge_keep_status(natsConnection *nc);
 
 /* The imports: every message libnats holds for a subscription of b that
  * is not blocked into the bus, then retired keys whose subscriptions

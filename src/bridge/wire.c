@@ -1,7 +1,6 @@
 /* Messages across the wire (bridge/bridge.h "On the wire"): an envelope
  * into a NATS message on the exporting thread, a NATS message into an
- * envelope on the hub (loop.c) or, for `_INBOX.`, on libnats' delivery
- * thread. */
+ * envelope on the hub (loop.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +33,32 @@ void msrt_bridge_msg_free(natsMsg *m) {
     natsMsg_free(m);
   else
     natsMsg_Destroy(m);
+}
+
+/* libnats 3.x's hook on each message its reader parses, before the
+ * message is queued for its subscription (conn.h, exported but not in
+ * nats.h: libnats' own tests use it). */
+typedef void (*natsMsgFilter)(natsConnection *nc, natsMsg **msg,
+                              void *closure);
+void natsConn_setFilterWithClosure(natsConnection *nc, natsMsgFilter f,
+                                   void *closure);
+
+/* What a no-responders status's Status header is renamed to until the
+ * import reads it (a name no NATS client sends). */
+#define KEPT_STATUS "Msrt-Kept-Status"
+
+/* The hook: a no-responders status (no data, Status 503) kept as a
+ * message NextMsg hands over. Any other message costs one call. */
+static void keep_status(natsConnection *nc, natsMsg **msg, void *closure) {
+  (void)nc, (void)closure;
+  natsMsg *m = *msg;
+  if (natsMsg_GetDataLength(m) != 0 || !natsMsg_IsNoResponders(m)) return;
+  if (natsMsgHeader_Set(m, KEPT_STATUS, "503") == NATS_OK)
+    natsMsgHeader_Delete(m, "Status");
+}
+
+void msrt_bridge_keep_status(natsConnection *nc) {
+  natsConn_setFilterWithClosure(nc, keep_status, NULL);
 }
 
 /* ---- export ------------------------------------------------------------ */
@@ -248,7 +273,10 @@ static int import_headers(natsMsg *m, const char **keys, int n, msrt_sbuf *h,
     int p = atoi(v);
     if (p >= MSRT_PRIORITY_HIGHEST && p <= MSRT_PRIORITY_LOWEST) priority = p;
   }
-  if (natsMsg_IsNoResponders(m)) { /* hub.lua reads Status 503 */
+  const char *kept = NULL;
+  if (natsMsg_GetDataLength(m) == 0 &&
+      ((natsMsgHeader_Get(m, KEPT_STATUS, &kept) == NATS_OK && kept) ||
+       natsMsg_IsNoResponders(m))) { /* hub.lua reads Status 503 */
     put_header(h, "Status", "503");
     put_header(h, "Description", "No Responders");
     return priority;
@@ -376,18 +404,6 @@ static void block(bkey *k) {
   msrt_bridge_loop_wait(k->b->loop, &k->pend);
 }
 
-/* The same for an async key: its delivery thread waits, polling every
- * 200 us rather than registering a waker (one fired on the thread that
- * made room could still be running after this frame is gone; the thread
- * has nothing else to do meanwhile). */
-static void wait_room(msrt_bridge *b, msrt_bus_pending *pend) {
-  const struct timespec slice = {0, 200000};
-  while (msrt_bus_pending_retry(b->bus, pend) == MSRT_E_MAILBOX_FULL &&
-         atomic_load(&b->state) != MSRT_BRIDGE_CLOSED)
-    nanosleep(&slice, NULL);
-  msrt_bus_pending_clear(b->bus, pend); /* what is left: refused */
-}
-
 void msrt_bridge_import(bkey *k, natsMsg *m) {
   msrt_bridge *b = k->b;
   const char *queue = k->queue;
@@ -418,10 +434,8 @@ void msrt_bridge_import(bkey *k, natsMsg *m) {
      * holds an error's 512-byte text) */
     msrt_bus_pending *pend = &k->pend;
     if (msrt_bus_publish_key(b->bus, e, k->key, cls, &delivered, pend,
-                             &err) == MSRT_E_MAILBOX_FULL && pend->n) {
-      if (k->async) wait_room(b, pend);
-      else block(k);
-    }
+                             &err) == MSRT_E_MAILBOX_FULL && pend->n)
+      block(k);
     msrt_env_unref(e);
   }
 }
