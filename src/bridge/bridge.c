@@ -57,6 +57,27 @@ static bool imported(msrt_bridge *b, const char *pattern) {
   return false;
 }
 
+/* Whether pattern p's first two tokens are literal (no wildcard). */
+static bool literal2(const char *p) {
+  for (int i = 0; i < 2; i++) {
+    const char *t;
+    size_t n = token(&p, &t);
+    if (n == 0 || (n == 1 && (*t == '*' || *t == '>'))) return false;
+  }
+  return true;
+}
+
+bool msrt_bridge_names_reply(msrt_bridge *b, const char *subject) {
+  bool yes = false;
+  pthread_mutex_lock(&b->mu);
+  for (int list = 0; list < 2 && !yes; list++)
+    for (bkey *k = list ? b->retired : b->keys; k && !yes; k = k->next)
+      yes = (list ? k->drained : k->sub) && literal2(k->pattern) &&
+            covers(k->pattern, subject);
+  pthread_mutex_unlock(&b->mu);
+  return yes;
+}
+
 bool msrt_bridge_stored(msrt_bridge *b, const char *subject) {
   if (!atomic_load_explicit(&b->any_stored, memory_order_acquire))
     return false;
@@ -477,7 +498,7 @@ msrt_code msrt_bridge_open(msrt_bus *bus, const msrt_bridge_opts *o,
   atomic_store(&b->state, MSRT_BRIDGE_CONNECTING);
   natsStatus s = natsConnection_Connect(&b->nc, no);
   natsOptions_Destroy(no);
-  if (b->nc) msrt_bridge_keep_status(b->nc); /* before any subscription */
+  if (b->nc) msrt_bridge_keep_status(b); /* before any subscription */
   if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
     msrt_error_set(err, MSRT_E_INVALID_ARG, "nats connect: %s (%s)",
                    natsStatus_GetText(s), nats_GetLastError(NULL));

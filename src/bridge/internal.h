@@ -109,9 +109,17 @@ void msrt_bridge_import(bkey *k, natsMsg *m);
  * NextMsg destroys such a message and returns NATS_NO_RESPONDERS, which
  * no longer says which request it answers (the subject does). So a hook
  * libnats runs on each message it parses (on the thread that reads, the
- * hub), before it queues it, renames its Status header; the import turns
- * it back. Call once, on a connection with no subscription yet. */
-void msrt_bridge_keep_status(natsConnection *nc);
+ * hub), before it queues it, renames its Status header when
+ * msrt_bridge_names_reply says the subject is one of the bridge's; the
+ * import turns it back. Call once, on b->nc with no subscription yet. */
+void msrt_bridge_keep_status(msrt_bridge *b);
+
+/* Whether a key with a NATS subscription (live or draining) covers
+ * subject with a pattern whose first two tokens are literal (a
+ * requester's `_INBOX.<token>.>`): a subject libnats' own request
+ * inboxes (random tokens of its own) never match. b->mu taken: for the
+ * rare no-responders status only (bridge.c). Any thread. */
+bool msrt_bridge_names_reply(msrt_bridge *b, const char *subject);
 
 /* The imports: every message libnats holds for a subscription of b that
  * is not blocked into the bus, then retired keys whose subscriptions

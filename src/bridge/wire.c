@@ -47,18 +47,22 @@ void natsConn_setFilterWithClosure(natsConnection *nc, natsMsgFilter f,
  * import reads it (a name no NATS client sends). */
 #define KEPT_STATUS "Msrt-Kept-Status"
 
-/* The hook: a no-responders status (no data, Status 503) kept as a
- * message NextMsg hands over. Any other message costs one call. */
+/* The hook: a no-responders status (no data, Status 503) for one of the
+ * bridge's subscriptions kept as a message NextMsg hands over; one for
+ * libnats' own (a JetStream request's) left as it is. Any other message
+ * costs one call. */
 static void keep_status(natsConnection *nc, natsMsg **msg, void *closure) {
-  (void)nc, (void)closure;
+  (void)nc;
   natsMsg *m = *msg;
-  if (natsMsg_GetDataLength(m) != 0 || !natsMsg_IsNoResponders(m)) return;
+  if (natsMsg_GetDataLength(m) != 0 || !natsMsg_IsNoResponders(m) ||
+      !msrt_bridge_names_reply(closure, natsMsg_GetSubject(m)))
+    return;
   if (natsMsgHeader_Set(m, KEPT_STATUS, "503") == NATS_OK)
     natsMsgHeader_Delete(m, "Status");
 }
 
-void msrt_bridge_keep_status(natsConnection *nc) {
-  natsConn_setFilterWithClosure(nc, keep_status, NULL);
+void msrt_bridge_keep_status(msrt_bridge *b) {
+  natsConn_setFilterWithClosure(b->nc, keep_status, b);
 }
 
 /* ---- export ------------------------------------------------------------ */
