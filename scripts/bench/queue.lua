@@ -105,12 +105,16 @@ local function run_case(size, consumers, batch)
   coroutine.yield()
   local secs = (uv.hrtime() - t0) / 1e9
   for _, c in ipairs(cons) do if c.stop then c.stop() else c.unsubscribe() end end
+  -- the WAL's file before the close checkpoints and removes it: its size
+  -- is the most it held (a restarted WAL is written from the top, not cut)
+  local wal = q and not bridge and uv.fs_stat(("%s/%s.db-wal"):format(dir, name))
   if q then q.close() end
   table.sort(lat)
-  print(("%-6s %5d B, %d consumer%s%s: %9.0f msgs/s, publish-to-ack p50 %8.1f us, p99 %8.1f us"):format(
+  print(("%-6s %5d B, %d consumer%s%s: %9.0f msgs/s, publish-to-ack p50 %8.1f us, p99 %8.1f us%s"):format(
     q and (bridge and "js-q" or "queue") or "memory", size, consumers, consumers > 1 and "s" or " ",
     batch > 0 and (", batch %d"):format(batch) or "", n / secs,
-    lat[math.floor(#lat * 0.5) + 1], lat[math.floor(#lat * 0.99) + 1]))
+    lat[math.floor(#lat * 0.5) + 1], lat[math.floor(#lat * 0.99) + 1],
+    wal and (", WAL %.1f MiB"):format(wal.size / 1048576) or ""))
 end
 
 for _, size in ipairs(opts.size > 0 and { opts.size } or { 16, 4096 }) do
