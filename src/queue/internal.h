@@ -58,6 +58,21 @@ struct msrt_queue {
   int more;            /* MSRT_QUEUE_MORE or more wait in the intake
                           (under lock, atomic stores; polled) */
   _Alignas(64) char after_more_;
+  /* the checkpointer (checkpoint.c): a thread with a connection of its
+   * own; the fields under ck_lock but frames and asked, the committing
+   * thread's (the store's owner) */
+  pthread_mutex_t ck_lock;
+  pthread_cond_t ck_cv;
+  pthread_t ck;
+  int has_ck;          /* started (the store's owner reads it) */
+  int ck_broken;       /* it could not start or open: the owner checkpoints */
+  int ck_want, ck_running, ck_hold, ck_stop;
+  int frames, asked;   /* the WAL's frames after the last commit; the
+                          checkpointer was last asked at asked frames */
+  int over;            /* past the bound: the writer copies the rest once
+                          the checkpointer's pass over_pass ended */
+  uint64_t over_pass;
+  uint64_t ck_passes;  /* passes done (under ck_lock) */
   struct msrt_queue_job { /* the writer's while busy, then the hub's */
     uint64_t *seqs;    /* deliver, acks and dead, one allocation */
     msrt_queue_ops ops;
@@ -115,5 +130,19 @@ int msrt_queue_take_more(msrt_queue *q, msrt_queue_result **res, size_t *n,
                          size_t *cap, int last);
 int msrt_queue_evict_push(msrt_queue *q, uint64_t seq);
 void msrt_queue_evict_take(msrt_queue *q, uint64_t **ev, size_t *n);
+
+/* The WAL's checkpoints (checkpoint.c). SQLite's own (every 1000 frames,
+ * in the commit that passes them: two fsyncs on the committing thread)
+ * are replaced: the store's connection asks a checkpointer thread, which
+ * copies the WAL into the database (PASSIVE, on a connection of its own)
+ * while the writer goes on; and since such a checkpoint beside a stream
+ * of commits never leaves the whole WAL copied, the WAL would never start
+ * again from the top: a commit that leaves it past MSRT_QUEUE_WAL_BOUND
+ * frames waits for the checkpointer's pass in progress and copies the
+ * rest itself, so the next transaction restarts the WAL (queue.h
+ * MSRT_QUEUE_WAL_BOUND). Setup after the connection is open (the store's
+ * owner); stop before it closes. */
+void msrt_queue_ckpt_setup(msrt_queue *q);
+void msrt_queue_ckpt_stop(msrt_queue *q);
 
 #endif

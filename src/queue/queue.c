@@ -25,6 +25,8 @@ msrt_queue *msrt_queue_open(const msrt_queue_config *cfg, msrt_error *err) {
   atomic_init(&q->refs, 1);
   pthread_mutex_init(&q->lock, NULL);
   pthread_cond_init(&q->cv, NULL);
+  pthread_mutex_init(&q->ck_lock, NULL);
+  pthread_cond_init(&q->ck_cv, NULL);
   q->bus = cfg->bus;
   q->sync_full = cfg->sync_full;
   q->max_msgs = cfg->max_msgs, q->max_bytes = cfg->max_bytes;
@@ -59,6 +61,8 @@ void msrt_queue_unref(msrt_queue *q) {
   free(q->ev);
   pthread_cond_destroy(&q->cv);
   pthread_mutex_destroy(&q->lock);
+  pthread_cond_destroy(&q->ck_cv);
+  pthread_mutex_destroy(&q->ck_lock);
   free(q->name);
   free(q->path);
   free(q);

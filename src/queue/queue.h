@@ -119,6 +119,16 @@ typedef struct {
                          discard new) */
 } msrt_queue_result;
 
+/* The WAL's checkpoints (queue/checkpoint.c): a thread of the queue's
+ * own copies the WAL into the database every MSRT_QUEUE_CKPT_PASS frames
+ * (pages written) instead of the commit that passes them; past
+ * MSRT_QUEUE_WAL_BOUND frames the committing thread copies the rest once
+ * the checkpointer's next pass ended (at 2 x the bound at once), and the
+ * WAL starts again from the top. So the WAL file stays within 2 x
+ * MSRT_QUEUE_WAL_BOUND frames and one commit's (~33 MB at 4 KiB pages). */
+#define MSRT_QUEUE_CKPT_PASS 1000
+#define MSRT_QUEUE_WAL_BOUND 4000
+
 /* Open (or make) the store of cfg (strings copied). Checks the database
  * (quick_check), puts it in WAL mode with cfg's synchronous setting and
  * reads its counts. Returns NULL with err: `io` (corrupt, not a database,

@@ -162,10 +162,12 @@ msrt_code msrt_queue_db_open(msrt_queue *q, msrt_error *err) {
                             &q->stmt[i], NULL);
     if (rc != SQLITE_OK) return msrt_queue_sqlerr(q, rc, "prepare", err);
   }
+  msrt_queue_ckpt_setup(q);
   return load_counts(q, err);
 }
 
 void msrt_queue_db_close(msrt_queue *q) {
+  msrt_queue_ckpt_stop(q);
   for (int i = 0; i < S__COUNT; i++) sqlite3_finalize(q->stmt[i]);
   if (q->db) sqlite3_close(q->db);
   q->db = NULL;
