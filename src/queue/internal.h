@@ -44,6 +44,8 @@ struct msrt_queue {
   int taken;           /* who runs it: 0 not begun, 1 the writer, 2 the hub */
   int done;            /* its outcome waits for msrt_queue_flush_end */
   int spinning;        /* the writer spins for the next flush */
+  int rt;              /* the writer runs under a real-time policy (set
+                          once by it, under lock; read with PEEK) */
   uint64_t spin_ns;    /* msrt_queue_config's */
   uint64_t ended_ns;   /* when the last flush ended (under lock) */
   int spin_next;       /* this flush began within spin_ns of the last one's

@@ -19,6 +19,7 @@
  * spin_ns for a spinning writer to take the flush and to end it (the hub
  * would have run it in that time anyway). A queue flushed less often than
  * that never spins. */
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,11 +33,12 @@
 
 /* What the writer spins for (a flush to take, or stop) and what
  * flush_run spins for (the writer took the flush; it ended); spin() waits
- * for one without the lock, at most q->spin_ns, and not at all while the
- * checkpointer copies the WAL (checkpoint.c): its fsync waits for kernel
- * threads (the block layer's flush), which a real-time hub and writer
- * spinning on both vCPUs kept off the CPU (a pass of ~5 ms took 30-200
- * under chrt -r 10). */
+ * for one without the lock, at most q->spin_ns. Under a real-time policy
+ * (q->rt) not at all while the checkpointer copies the WAL (checkpoint.c):
+ * its fsync waits for kernel threads (the block layer's flush), which a
+ * real-time hub and writer spinning on both vCPUs kept off the CPU (a
+ * pass of ~5 ms took 30-200 under chrt -r 10); under the fair scheduler
+ * such a thread preempts a spinner at once. */
 static int job_waits(msrt_queue *q) {
   return PEEK(stop) || (PEEK(busy) && !PEEK(taken));
 }
@@ -46,7 +48,8 @@ static int job_sealed(msrt_queue *q) { return PEEK(sealed); }
 static int job_more(msrt_queue *q) { return PEEK(sealed) || PEEK(more); }
 static void spin(msrt_queue *q, int (*ready)(msrt_queue *)) {
   uint64_t deadline = msrt_now_ns() + q->spin_ns;
-  while (!ready(q) && msrt_now_ns() < deadline && !PEEK(ck_running))
+  while (!ready(q) && msrt_now_ns() < deadline &&
+         !(PEEK(rt) && PEEK(ck_running)))
     for (int i = 0; i < 16; i++) msrt_cpu_relax();
 }
 
@@ -66,6 +69,8 @@ static void run_job(msrt_queue *q) {
 static void *writer_main(void *arg) {
   msrt_queue *q = arg;
   pthread_mutex_lock(&q->lock);
+  int pol = sched_getscheduler(0); /* the hub's too (inherited) */
+  SET(rt, pol == SCHED_RR || pol == SCHED_FIFO);
   for (;;) {
     if (q->spin_next && !q->stop && !(q->busy && !q->taken)) {
       SET(spinning, 1);
