@@ -133,7 +133,8 @@ int msrt_queue_take_more(msrt_queue *q, msrt_queue_result **res, size_t *n,
 int msrt_queue_evict_push(msrt_queue *q, uint64_t seq);
 void msrt_queue_evict_take(msrt_queue *q, uint64_t **ev, size_t *n);
 
-/* The WAL's checkpoints (checkpoint.c). SQLite's own (every 1000 frames,
+/* The WAL's checkpoints (checkpoint.c), with synchronous NORMAL (FULL
+ * keeps SQLite's). SQLite's own (every 1000 frames,
  * in the commit that passes them: two fsyncs on the committing thread)
  * are replaced: the store's connection asks a checkpointer thread, which
  * copies the WAL into the database (PASSIVE, on a connection of its own)

@@ -119,7 +119,8 @@ typedef struct {
                          discard new) */
 } msrt_queue_result;
 
-/* The WAL's checkpoints (queue/checkpoint.c): a thread of the queue's
+/* The WAL's checkpoints (queue/checkpoint.c), with synchronous NORMAL
+ * (FULL keeps SQLite's own): a thread of the queue's
  * own copies the WAL into the database every MSRT_QUEUE_CKPT_PASS frames
  * (pages written) instead of the commit that passes them; past
  * MSRT_QUEUE_WAL_BOUND frames the committing thread copies the rest once
