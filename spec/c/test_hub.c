@@ -98,6 +98,33 @@ static void test_inbox_closed_refuses(void) {
   CHECK(msrt_hub_free(hub) == 0);
 }
 
+/* The hub's own push (its thread made the inbox; inbox.c takes it with an
+ * idle handle, not the async) is drained by the loop's next turn, which
+ * does not block for it: one UV_RUN_ONCE returns with the items taken. */
+static void test_inbox_own_push(void) {
+  msrt_error err;
+  msrt_hub *hub = msrt_hub_new(&err);
+  sink s = {0};
+  msrt_inbox *in = msrt_inbox_new(msrt_hub_loop(hub), drain, &s);
+  /* a referenced timer far off: without the drain's turn, UV_RUN_ONCE
+   * would block in the poll until it fires */
+  uv_timer_t keep;
+  uv_timer_init(msrt_hub_loop(hub), &keep);
+  uv_timer_start(&keep, (uv_timer_cb)(void (*)(void))abort, 60000, 0);
+  for (uint64_t i = 1; i <= 3; i++)
+    CHECK(msrt_inbox_push(in, (msrt_inbox_item){0, i, NULL, NULL}) == 0);
+  uv_run(msrt_hub_loop(hub), UV_RUN_ONCE);
+  CHECK(s.got == 3 && s.out_of_order == 0 && msrt_inbox_depth(in) == 0);
+  CHECK(msrt_inbox_push(in, (msrt_inbox_item){0, 4, NULL, NULL}) == 0);
+  uv_run(msrt_hub_loop(hub), UV_RUN_ONCE);
+  CHECK(s.got == 4 && s.last[0] == 4);
+  uv_close((uv_handle_t *)&keep, NULL);
+  msrt_inbox_close(in);
+  msrt_hub_close_all(hub);
+  msrt_inbox_free(in);
+  CHECK(msrt_hub_free(hub) == 0);
+}
+
 /* A node push delivers its item in order with the others and takes the
  * node; after close it is refused (the node freed, the env the caller's).
  * A push_now item comes in order too, and is refused after close. */
@@ -488,8 +515,9 @@ static void test_timer_never_early(void) {
 }
 
 TEST_MAIN(test_timer_never_early, test_inbox_many_producers,
-          test_inbox_closed_refuses, test_inbox_node, test_inbox_waker,
-          test_inbox_budget_comes_back, test_inbox_stream_paced,
+          test_inbox_closed_refuses, test_inbox_own_push, test_inbox_node,
+          test_inbox_waker, test_inbox_budget_comes_back,
+          test_inbox_stream_paced,
           test_watchdog, test_alarms,
           test_hub_shutdown_status,
           test_hub_shutdown_held)

@@ -11,6 +11,13 @@
 struct msrt_inbox {
   unsigned magic; /* MSRT_HANDLE_MAGIC, first: marks the handle as ours */
   uv_async_t async;
+  /* The hub's own pushes (a process's reply, a publish from a hub
+   * callback) start this instead of sending the async: an active idle
+   * handle keeps the loop's next poll from blocking, and its callback
+   * drains. An async send is a write(2) on libuv's eventfd and a read(2)
+   * back, one pair per push that found no wake-up under way: about one
+   * a process reply in the crash storm (75k writes/s on the hub). */
+  uv_idle_t idle;
   pthread_mutex_t lock;
   msrt_inbox_item *items, *spare;
   size_t n, cap, spare_cap;
@@ -32,6 +39,7 @@ struct msrt_inbox {
 };
 
 static void drain(msrt_inbox *in, uint64_t budget_ns);
+static void on_idle(uv_idle_t *i);
 
 /* Pacing a stream. Left alone, a hub that handles an item faster than a
  * worker publishes one drains rounds of one to three items, and every
@@ -49,10 +57,14 @@ static void drain(msrt_inbox *in, uint64_t budget_ns);
  * this callback for good and starve request timeouts, restart timers and
  * probes; one round per wake-up would make the loop poll between small
  * batches (slower, and timers firing before replies already queued). When
- * the budget ends with items left the drain sends itself a wake-up, so
+ * the budget ends with items left the drain starts its idle handle, so
  * the loop comes back after its timers and I/O. */
 #define DRAIN_BUDGET_NS 10000000u
 static void on_async(uv_async_t *a) { drain(a->data, DRAIN_BUDGET_NS); }
+static void on_idle(uv_idle_t *i) {
+  uv_idle_stop(i);
+  drain(i->data, DRAIN_BUDGET_NS);
+}
 
 void msrt_inbox_drain_some(msrt_inbox *in) { drain(in, DRAIN_BUDGET_NS); }
 
@@ -71,6 +83,9 @@ msrt_inbox *msrt_inbox_new(uv_loop_t *loop, msrt_inbox_drain_fn fn, void *ud) {
   }
   in->async.data = in;
   uv_unref((uv_handle_t *)&in->async);
+  uv_idle_init(loop, &in->idle); /* (cannot fail) */
+  in->idle.data = in;
+  uv_unref((uv_handle_t *)&in->idle);
   pthread_mutex_init(&in->lock, NULL);
   return in;
 }
@@ -91,6 +106,7 @@ static int room(msrt_inbox *in) {
 /* Queue item, or node when there is no room (node NULL: then fail). */
 static msrt_code push(msrt_inbox *in, msrt_inbox_item item,
                       msrt_inbox_node *node) {
+  bool mine = pthread_equal(pthread_self(), in->hub);
   pthread_mutex_lock(&in->lock);
   if (in->closed) {
     pthread_mutex_unlock(&in->lock);
@@ -104,7 +120,7 @@ static msrt_code push(msrt_inbox *in, msrt_inbox_item item,
   in->wake_due = 1;
   if (room(in) == 0) {
     in->items[in->n++] = item;
-    if (!pthread_equal(pthread_self(), in->hub)) in->foreign++;
+    if (!mine) in->foreign++;
     if (in->n == PACE_BATCH)
       atomic_store_explicit(&in->batch_ready, 1, memory_order_relaxed);
     free(node);
@@ -120,8 +136,12 @@ static msrt_code push(msrt_inbox *in, msrt_inbox_item item,
     return MSRT_E_NOMEM;
   }
   pthread_mutex_unlock(&in->lock);
-  /* One send per batch: later pushes find the drain already due. */
-  if (first) uv_async_send(&in->async);
+  /* One send per batch: later pushes find the drain already due. The
+   * hub's own push needs no send: it is awake (see idle above). */
+  if (first) {
+    if (mine) uv_idle_start(&in->idle, on_idle);
+    else uv_async_send(&in->async);
+  }
   return MSRT_E_OK;
 }
 
@@ -243,8 +263,9 @@ static void drain(msrt_inbox *in, uint64_t budget_ns) {
          uv_hrtime() - start < budget_ns)
     pace(in, took);
   /* Out of budget: wake_due is still set, so no push will send; come back
-   * after the loop's timers and I/O. */
-  if (more && !in->closed) uv_async_send(&in->async);
+   * after the loop's timers and I/O (the idle handle: the next turn polls
+   * without blocking and then drains, after its timers). */
+  if (more && !in->closed) uv_idle_start(&in->idle, on_idle);
   in->draining = 0;
 }
 
@@ -271,4 +292,5 @@ void msrt_inbox_close(msrt_inbox *in) {
   in->over_tail = NULL;
   pthread_mutex_unlock(&in->lock);
   uv_close((uv_handle_t *)&in->async, NULL);
+  uv_close((uv_handle_t *)&in->idle, NULL);
 }

@@ -2,7 +2,8 @@
  *
  * Workers push items (an envelope for a hub subscription, a reply for a
  * hub coroutine, a timer request from an actor...) and the hub drains them
- * in a uv_async callback, one batch (what was queued when it ran) per loop
+ * in a uv_async callback (what the hub pushes itself, in a uv_idle
+ * callback: no syscall), one batch (what was queued when it ran) per loop
  * iteration so that timers and I/O run between batches under a sustained
  * flood. Sends coalesce: a push wakes the hub only when no wake-up is
  * under way (none sent and not yet run, and the hub not draining: a
