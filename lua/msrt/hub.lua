@@ -67,6 +67,7 @@ long msrt_lhub_publish(void *rt, const char *s, size_t slen, const char *r,
                        size_t rlen, const void *p, size_t plen, int prio,
                        const char *h, size_t hlen, double ttl_ms);
 double msrt_lactor_ffi_now_ms(void);
+int memcmp(const void *a, const void *b, size_t n);
 ]]
 end
 local C, str = ffi.C, ffi.string
@@ -83,11 +84,16 @@ local function undecodable(subject, why)
   core.undecodable(subject, tostring(why):gsub("^.-:%d+: ", ""), "hub")
 end
 
+local inbox_hub, inbox_subject -- the inbox's subscription (hub id), below
+
 -- A message to hub subscription it.target: its callback gets the msg.
 local function deliver(it)
-  local fn = subs[it.target]
+  local target = it.target
+  local fn = subs[target]
   if not fn then return end
-  local subject = str(it.subject, it.subject_len)
+  -- a reply to a waiting request: its inbox string, made by the request,
+  -- rather than a second copy of it hashed and looked up again
+  local subject = target == inbox_hub and inbox_subject(it) or str(it.subject, it.subject_len)
   local reply = it.reply ~= nil and str(it.reply, it.reply_len) or nil
   local ok, data, h = true, nil, nil
   if it.flags % 2 == BUFFER then
@@ -101,6 +107,9 @@ local function deliver(it)
     if not ok then return undecodable(subject, h) end
   end
   local ttl = it.ttl_ms
+  if reply == nil and h == nil and ttl < 0 then -- (a reply): a table of four keys, not seven
+    return fn({ subject = subject, data = data, id = it.id, priority = it.priority })
+  end
   fn({ subject = subject, reply = reply, data = data, id = it.id, priority = it.priority, headers = h,
     reply_ttl_ms = ttl >= 0 and ttl or nil })
 end
@@ -328,6 +337,19 @@ local function release(slot)
   free[nfree] = slot
 end
 
+-- The inbox string of the request waiting on subject (the item's bytes),
+-- or nil.
+local memcmp = C.memcmp
+function inbox_subject(it)
+  local len = it.subject_len
+  if not ilen or len ~= ilen + TOKEN_LEN + SLOT_LEN then return nil end
+  local at = it.subject + (len - SLOT_LEN)
+  local a, b, c, d = VALUE[at[0]], VALUE[at[1]], VALUE[at[2]], VALUE[at[3]]
+  if not (a and b and c and d) then return nil end
+  local inbox = inbox_of[((a * 64 + b) * 64 + c) * 64 + d]
+  if inbox and memcmp(it.subject, inbox, len) == 0 then return inbox end
+end
+
 -- The coroutine waiting on inbox, or nil.
 local function waiting_on(inbox)
   local slot = slot_of(inbox)
@@ -349,15 +371,15 @@ local function open_inbox()
     inbox_prefix = "_INBOX." .. token
     debug.getregistry()["msrt.hub.inbox"] = inbox_prefix
   end
-  local sid, err = M.subscribe(inbox_prefix .. ".>", function(msg)
+  local sid, hub_id = M.subscribe(inbox_prefix .. ".>", function(msg)
     local co = take(msg.subject)
     if co then
       resume(co, true, msg)
       book:done()
     end
   end, {})
-  if not sid then return nil, err end
-  inbox_ready = true
+  if not sid then return nil, hub_id end
+  inbox_hub, inbox_ready = hub_id, true
   return true
 end
 
