@@ -174,6 +174,45 @@ describe("msrt.process", function()
     end)
   end)
 
+  -- src/proc/proc.c reads the common message line (plain strings, no
+  -- escapes) without cJSON: every form must publish what the full parse does
+  it("publishes a message line the same in every JSON form", function()
+    run(function()
+      local got = collect("agents.forms.m")
+      local out = collect("agents.forms.out")
+      local bad = collect("msrt.process.forms.bad_output")
+      local h = assert(sh("forms", [[printf '%s\n' \
+        '{"subject":"agents.forms.m","data":"plain"}' \
+        ' { "subject" : "agents.forms.m" ,	"data" : "blanks" } ' \
+        '{"data":"data first","subject":"agents.forms.m"}' \
+        '{"subject":"agents.forms.m","data":"esc\"aped"}' \
+        '{"subject":"agents.forms.m","data":"caf\u00e9"}' \
+        '{"subject":"agents.forms.m","data":{"k":[1,2]}}' \
+        '{"subject":"agents.forms.m","reply":"agents.forms.r","data":"with reply"}' \
+        '{"subject":"agents.forms.m","data":"with headers","headers":{"H":"v"}}' \
+        '{"subject":"agents.forms.m"}' \
+        '{"subject":"agents.forms.m","data":7}' \
+        '{"data":"no subject"}' \
+        '{"subject":"agents.forms.m","data":"unclosed"' \
+        '{"subject":"agents.forms.m","data":"x"} tail']]))
+      finish(h)
+      local data = got.data()
+      assert.are.same({ "plain", "blanks", "data first", 'esc"aped', "caf\u{e9}", { k = { 1, 2 } }, "with reply",
+        "with headers" }, { unpack(data, 1, 8) })
+      assert.are.equal(10, #got.msgs)
+      assert.is_nil(data[9])
+      assert.are.equal(7, data[10])
+      assert.are.equal("agents.forms.r", got.msgs[7].reply)
+      assert.is_nil(got.msgs[1].reply)
+      assert.are.same({ H = "v" }, got.msgs[8].headers)
+      assert.are.same({ { data = "no subject" } }, out.data())
+      assert.are.equal(2, #bad.msgs)
+      assert.are.equal("invalid_json", bad.msgs[1].data.reason)
+      assert.are.equal("invalid_json", bad.msgs[2].data.reason)
+      got.close(); out.close(); bad.close()
+    end)
+  end)
+
   it("kills a child that ignores TERM after the grace", function()
     run(function()
       local out = collect("agents.stubborn.out")

@@ -318,10 +318,83 @@ static void publish_message(msrt_proc *p, const cJSON *v, const char *line,
   msrt_sbuf_free(&hdr);
 }
 
+/* The line most agents write, read without cJSON: a flat object of
+ * "subject" and optionally "reply" and "data", each once, each a string
+ * of printable ASCII without escapes ({"subject":"s","data":"d"}), blanks
+ * (space, tab) between tokens. Published as the full parse would publish
+ * it; anything else returns false and takes that parse. cJSON's nodes and
+ * the line's prechecks were ~3k instructions a reply on the hub in the
+ * crash storm. */
+typedef struct {
+  const char *s;
+  size_t n;
+} span;
+
+static const char *skip_blanks(const char *c, const char *end) {
+  while (c < end && (*c == ' ' || *c == '\t')) c++;
+  return c;
+}
+
+/* The plain string at c (from its opening quote): its span, and the byte
+ * after its closing quote; NULL when it is not one. */
+static const char *plain_string(const char *c, const char *end, span *out) {
+  if (c >= end || *c != '"') return NULL;
+  const char *from = ++c;
+  for (; c < end && *c != '"'; c++) {
+    unsigned char u = (unsigned char)*c;
+    if (u < 0x20 || u >= 0x7f || u == '\\') return NULL;
+  }
+  if (c >= end) return NULL;
+  *out = (span){from, (size_t)(c - from)};
+  return c + 1;
+}
+
+static bool plain_message(msrt_proc *p, const char *line, size_t len) {
+  const char *c = skip_blanks(line, line + len), *end = line + len;
+  span f[3] = {{NULL, 0}, {NULL, 0}, {NULL, 0}}; /* subject, reply, data */
+  if (c >= end || *c++ != '{') return false;
+  for (;;) {
+    span k, v;
+    if (!(c = plain_string(skip_blanks(c, end), end, &k))) return false;
+    c = skip_blanks(c, end);
+    if (c >= end || *c++ != ':') return false;
+    if (!(c = plain_string(skip_blanks(c, end), end, &v))) return false;
+    int i = k.n == 7 && !memcmp(k.s, "subject", 7) ? 0
+            : k.n == 5 && !memcmp(k.s, "reply", 5) ? 1
+            : k.n == 4 && !memcmp(k.s, "data", 4)  ? 2
+                                                   : -1;
+    if (i < 0 || f[i].s) return false; /* another key, or one twice */
+    f[i] = v;
+    c = skip_blanks(c, end);
+    if (c >= end) return false;
+    if (*c == '}') break;
+    if (*c++ != ',') return false;
+  }
+  for (c++; c < end; c++) /* after the object: blanks only */
+    if (*c != ' ' && *c != '\t' && *c != '\r' && *c != '\n') return false;
+  char subject[256], reply[256]; /* NUL-ended, as cJSON's strings are */
+  if (!f[0].s || f[0].n >= sizeof subject || f[1].n >= sizeof reply)
+    return false;
+  memcpy(subject, f[0].s, f[0].n);
+  subject[f[0].n] = 0;
+  if (f[1].s) {
+    memcpy(reply, f[1].s, f[1].n);
+    reply[f[1].n] = 0;
+  }
+  msrt_sbuf *b = &p->scratch, hdr = {0};
+  msrt_sbuf_reset(b);
+  if (f[2].s) msrt_lua_put_string(b, f[2].s, f[2].n);
+  else msrt_sbuf_putc(b, 0x00); /* nil */
+  msrt_proc_publish(p, subject, f[0].n, f[1].s ? reply : NULL, f[1].n, &hdr, b,
+                    line, len);
+  return true;
+}
+
 static void on_json_line(msrt_proc *p, const char *line, size_t len) {
   char detail[128];
   const char *reason;
   if (msrt_proc_blank(line, len)) return;
+  if (plain_message(p, line, len)) return;
   cJSON *v = msrt_json_parse(line, len, &reason, detail, sizeof detail);
   if (!v) {
     msrt_proc_bad(p, reason, detail, line, len, len);
