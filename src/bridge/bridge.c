@@ -133,8 +133,16 @@ static natsStatus subscribe(msrt_bridge *b, bkey *k) {
                   : natsConnection_SubscribeSync(&k->sub, b->nc, k->pattern);
 }
 
+/* What keys and subscriptions cover is about to change (b->mu held): the
+ * hub's pairing of a subject and its key (msrt_bridge_parse_key) is
+ * found again, under b->mu, so after the change. */
+static void keys_changing(msrt_bridge *b) {
+  atomic_fetch_add_explicit(&b->keys_version, 1, memory_order_release);
+}
+
 /* Subscribe k on NATS (b->mu held). */
 static void key_subscribe(msrt_bridge *b, bkey *k) {
+  keys_changing(b);
   natsStatus s = subscribe(b, k);
   if (s == NATS_OK) {
     atomic_fetch_add(&b->nats_subs, 1);
@@ -158,6 +166,7 @@ static void key_subscribe(msrt_bridge *b, bkey *k) {
  * it: it had none). */
 static bool key_unsubscribe(msrt_bridge *b, bkey *k) {
   if (!k->sub) return false;
+  keys_changing(b);
   natsSubscription *sub = k->sub;
   k->sub = NULL;
   atomic_fetch_sub(&b->nats_subs, 1);
@@ -195,6 +204,7 @@ static void changed(void *ud, uint32_t key, const char *pattern,
                     const char *queue, bool on) {
   msrt_bridge *b = ud;
   pthread_mutex_lock(&b->mu);
+  keys_changing(b);
   if (on) {
     bkey *k = key_new(b, key, pattern, queue);
     if (k) {
@@ -240,8 +250,9 @@ static void reconsider(msrt_bridge *b) {
  * the keys' not blocked, the retired ones' (what they still hold counts
  * dropped_at_close). Only the hub frees keys and destroys subscriptions,
  * so the pairs stay valid after b->mu is let go. Returns the count. */
-static size_t snapshot(msrt_bridge *b, bool blocked) {
+static size_t snapshot(msrt_bridge *b, bool blocked, bool *all) {
   size_t n = 0;
+  *all = true;
   for (int list = 0; list < 2; list++)
     for (bkey *k = list ? b->retired : b->keys; k; k = k->next) {
       natsSubscription *sub = list ? k->drained : k->sub;
@@ -249,7 +260,10 @@ static size_t snapshot(msrt_bridge *b, bool blocked) {
       if (n == b->cappulls) {
         size_t cap = n ? n * 2 : 16;
         bpull *v = realloc(b->pulls, cap * sizeof *v);
-        if (!v) return n; /* the rest at the next read */
+        if (!v) { /* the rest at the next read */
+          *all = false;
+          return n;
+        }
         b->pulls = v, b->cappulls = cap;
       }
       b->pulls[n++] = (bpull){k, sub, list == 1};
@@ -307,6 +321,7 @@ static void reap(msrt_bridge *b) {
       continue;
     }
     *at = k->next;
+    keys_changing(b);
     natsSubscription_Destroy(k->drained);
     key_free(k);
   }
@@ -315,17 +330,71 @@ static void reap(msrt_bridge *b) {
 
 void msrt_bridge_pull(msrt_bridge *b) {
   pthread_mutex_lock(&b->mu);
-  size_t n = snapshot(b, false);
+  bool all;
+  size_t n = snapshot(b, false, &all);
   bool retired = b->retired != NULL;
   pthread_mutex_unlock(&b->mu);
   for (size_t i = 0; i < n; i++)
     take(b->pulls[i].k, b->pulls[i].sub, b->pulls[i].retired);
+  /* every queue not blocked taken: imports at the parse keep the order */
+  if (all) b->passed = false;
   if (retired) reap(b);
+}
+
+/* At most this many NATS subscriptions for imports at the parse (each
+ * look walks them), and how many messages a stream of changing subjects
+ * leaves to the pull between two looks. */
+#define PARSE_KEYS_MAX 16
+#define PARSE_REST 64
+
+bkey *msrt_bridge_parse_key(msrt_bridge *b, const char *subject) {
+  if (!pthread_equal(pthread_self(), b->hub)) return NULL;
+  if (!subject || b->passed ||
+      (*subject == '_' && strncmp(subject, "_INBOX.", 7) == 0))
+    goto pass;
+  uint64_t v = atomic_load_explicit(&b->keys_version, memory_order_acquire);
+  if (!b->memo_set || v != b->memo_version ||
+      strcmp(subject, b->memo_subject) != 0) {
+    /* a look walks every key: only for a few, and not for every message
+     * of a stream whose subject changes each time (two misses in a row:
+     * the next 64 go to the pull unlooked at) */
+    if (b->memo_rest) {
+      b->memo_rest--;
+      goto pass;
+    }
+    if (++b->memo_misses >= 2) b->memo_rest = PARSE_REST;
+    size_t len = strlen(subject);
+    if (len >= sizeof b->memo_subject ||
+        atomic_load_explicit(&b->nats_subs, memory_order_relaxed) >
+            PARSE_KEYS_MAX)
+      goto pass;
+    bkey *one = NULL;
+    int n = 0;
+    pthread_mutex_lock(&b->mu);
+    for (int list = 0; list < 2 && n < 2; list++)
+      for (bkey *k = list ? b->retired : b->keys; k && n < 2; k = k->next)
+        if ((list ? k->drained : k->sub) && covers(k->pattern, subject)) {
+          n++;
+          one = list ? NULL : k;
+        }
+    b->memo_version =
+        atomic_load_explicit(&b->keys_version, memory_order_relaxed);
+    pthread_mutex_unlock(&b->mu);
+    memcpy(b->memo_subject, subject, len + 1);
+    b->memo_key = n == 1 ? one : NULL;
+    b->memo_set = true;
+  }
+  else b->memo_misses = 0;
+  if (b->memo_key && !b->memo_key->blocked) return b->memo_key;
+pass:
+  b->passed = true;
+  return NULL;
 }
 
 void msrt_bridge_retry(msrt_bridge *b) {
   pthread_mutex_lock(&b->mu);
-  size_t n = snapshot(b, true);
+  bool all;
+  size_t n = snapshot(b, true, &all);
   pthread_mutex_unlock(&b->mu);
   size_t moved = 0;
   bool closed = atomic_load(&b->state) == MSRT_BRIDGE_CLOSED;
@@ -478,6 +547,7 @@ msrt_code msrt_bridge_open(msrt_bus *bus, const msrt_bridge_opts *o,
   b->bus = bus;
   b->profile_max_payload = o->max_payload;
   b->pending_msgs = o->pending_msgs > 0 ? o->pending_msgs : 65536;
+  b->hub = pthread_self();
   pthread_mutex_init(&b->mu, NULL);
   if (o->name) snprintf(b->origin, sizeof b->origin, "%s", o->name);
   else {
@@ -650,6 +720,7 @@ void msrt_bridge_close(msrt_bridge *b, msrt_bridge_last *last) {
   unexport(b);
   atomic_store(&b->state, MSRT_BRIDGE_CLOSED);
   pthread_mutex_lock(&b->mu);
+  keys_changing(b);
   for (bkey *k = b->keys, *n; k; k = n) {
     n = k->next;
     if (!key_unsubscribe(b, k)) key_free(k);

@@ -14,7 +14,8 @@
  * NATS subscription, with its queue group, and goes away when the key goes
  * off (its last subscription gone, or, for a queue group, its last ready
  * member). A message arriving on it is made into an envelope on the hub
- * right after the read that brought it (see "Threads") and handed to that
+ * as libnats parses it, or right after the read that brought it (see
+ * "Threads"), and handed to that
  * key's local subscriptions only (msrt_bus_publish_key), as a worker
  * publishes: through the bus, no lock held, the endpoints' own batched
  * wake-ups; a full `block` subscriber holds that subscription's messages
@@ -78,7 +79,9 @@
  * loop adapter of the bridge's own, natsOptions_SetEventLoop: its handles
  * carry the tag of core/handle.h, which libnats' libuv adapter's do not).
  * An import subscription is a synchronous one whose messages the hub
- * takes after each read, so nothing crosses a thread between the socket
+ * takes after each read (or at the parse, skipping libnats' queue, when
+ * one live key alone takes the subject and nothing of the read waits in
+ * libnats before it), so nothing crosses a thread between the socket
  * and the bus, and a subscription is no thread: `_INBOX.` keys' too (a
  * reply reaches the requesting hub with no thread wake-up; the 503
  * no-responders status, which libnats' NextMsg would turn into an error

@@ -53,6 +53,10 @@ typedef struct {
   bool retired; /* sub is k->drained */
 } bpull;
 
+/* The longest subject the hub remembers which key takes (msrt_bridge_
+ * parse_key); a longer one is never imported at the parse. */
+#define MSRT_BRIDGE_MEMO_SUBJECT 128
+
 struct msrt_bridge {
   msrt_bus *bus;
   natsConnection *nc;
@@ -79,6 +83,22 @@ struct msrt_bridge {
   _Atomic int closed_cb; /* libnats' closed callback has run */
   _Atomic bool unwatched; /* the hub's loop could not watch a socket */
   _Atomic uint64_t stats[MSRT_CLASS_MAX][MSRT_BRIDGE__COUNT];
+  /* imports at the parse (msrt_bridge_parse_key): keys_version moves
+   * (under mu) before any change to what keys and subscriptions cover;
+   * the rest is the hub's */
+  pthread_t hub;
+  _Atomic uint64_t keys_version;
+  uint64_t memo_version;  /* keys_version when memo_key was found */
+  bkey *memo_key;         /* the one live key covering memo_subject */
+  bool memo_set;
+  unsigned memo_misses;   /* memo misses in a row */
+  unsigned memo_rest;     /* messages left to the pull without a look
+                             (subjects that change from one message to
+                             the next: each look walks the keys) */
+  bool passed;            /* a message of this read went to libnats'
+                             queues: none more at the parse until the
+                             hub has taken them (ordering) */
+  char memo_subject[MSRT_BRIDGE_MEMO_SUBJECT];
 };
 
 /* Count n in stat s of subject class cls (msrt_bus_class: looked up once
@@ -103,6 +123,18 @@ extern const msrt_endpoint_class msrt_bridge_export_class;
  * hub, setting k->blocked when a full `block` subscriber holds copies of
  * it. */
 void msrt_bridge_import(bkey *k, natsMsg *m);
+
+/* The key a message on subject parsed on this thread is imported into
+ * right at the parse, or NULL to leave it to libnats' queue and the
+ * pull after the read (subject NULL: a message left there) (bridge.c):
+ * on the hub only, not an `_INBOX.`
+ * subject (libnats' own subscriptions are all there), exactly one
+ * subscription of the bridge covering it (libnats does not tell the hook
+ * which subscription a message is for) and that one a live key's, not
+ * blocked, and nothing of this read left in libnats' queues before it
+ * (b->passed). The pairing of subject and key is kept from one message
+ * to the next while keys_version stands. */
+bkey *msrt_bridge_parse_key(msrt_bridge *b, const char *subject);
 
 /* Have libnats keep a no-responders status (the server's 503 to a
  * request nobody subscribes to) for the hub to take (wire.c): its

@@ -49,16 +49,27 @@ void natsConn_setFilterWithClosure(natsConnection *nc, natsMsgFilter f,
 
 /* The hook: a no-responders status (no data, Status 503) for one of the
  * bridge's subscriptions kept as a message NextMsg hands over; one for
- * libnats' own (a JetStream request's) left as it is. Any other message
- * costs one call. */
+ * libnats' own (a JetStream request's) left as it is. A message that one
+ * live key alone takes is imported here, on the hub, skipping libnats'
+ * subscription queue (its lock and list, NextMsg: ~400 instructions a
+ * message, docs/performance.md). */
 static void keep_status(natsConnection *nc, natsMsg **msg, void *closure) {
   (void)nc;
+  msrt_bridge *b = closure;
   natsMsg *m = *msg;
-  if (natsMsg_GetDataLength(m) != 0 || !natsMsg_IsNoResponders(m) ||
-      !msrt_bridge_names_reply(closure, natsMsg_GetSubject(m)))
+  const char *subject = natsMsg_GetSubject(m);
+  if (natsMsg_GetDataLength(m) == 0 && natsMsg_IsNoResponders(m)) {
+    if (msrt_bridge_names_reply(b, subject) &&
+        natsMsgHeader_Set(m, KEPT_STATUS, "503") == NATS_OK)
+      natsMsgHeader_Delete(m, "Status");
+    msrt_bridge_parse_key(b, NULL); /* queued: the order kept */
     return;
-  if (natsMsgHeader_Set(m, KEPT_STATUS, "503") == NATS_OK)
-    natsMsgHeader_Delete(m, "Status");
+  }
+  bkey *k = msrt_bridge_parse_key(b, subject);
+  if (!k) return;
+  msrt_bridge_import(k, m);
+  msrt_bridge_msg_free(m);
+  *msg = NULL;
 }
 
 void msrt_bridge_keep_status(msrt_bridge *b) {
