@@ -180,6 +180,28 @@ static void test_codec_roundtrip(void) {
 
 /* Integers below 1e15 are written without snprintf: the same text as
  * "%.0f" (-0 included); the rest as before. */
+/* msrt_json_plain_run (eight bytes a step) against its byte-wise rule:
+ * every byte value at every place of strings of 0..19 bytes. */
+static int plain_byte(unsigned char c) {
+  return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+}
+
+static void test_json_plain_run(void) {
+  char s[20];
+  int wrong = 0;
+  for (size_t n = 0; n < sizeof s; n++)
+    for (size_t at = 0; at < n; at++)
+      for (int c = 0; c < 256; c++) {
+        memset(s, 'a', sizeof s);
+        s[at] = (char)c;
+        size_t want = 0;
+        while (want < n && plain_byte((unsigned char)s[want])) want++;
+        if (msrt_json_plain_run(s, n) != want) wrong++;
+      }
+  CHECK(wrong == 0);
+  CHECK(msrt_json_plain_run("_INBOX.abc.def\"tail", 19) == 14);
+}
+
 static void test_json_numbers(void) {
   static const double ints[] = {0, -0.0, 1, -1, 9, 10, 99, 100, 65536,
                                 123456789, -987654321, 999999999999999,
@@ -892,7 +914,7 @@ static void test_json_precheck(void) {
 
 TEST_MAIN(test_json_precheck, test_framer_every_split, test_framer_limits,
           test_framer_long_lines,
-          test_codec_roundtrip, test_json_numbers, test_sbuf_self_append, test_codec_lua_forms, test_utf8, test_setup,
+          test_codec_roundtrip, test_json_numbers, test_json_plain_run, test_sbuf_self_append, test_codec_lua_forms, test_utf8, test_setup,
           test_env_scrubbed, test_cwd_and_argv, test_start_does_not_wait,
           test_late_exec_failure, test_json_output,
           test_permissions, test_headers, test_big_lines, test_exit_after_last_output,

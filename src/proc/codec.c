@@ -82,12 +82,35 @@ bool msrt_utf8_check(const char *s, size_t n, size_t *bad) {
 
 static int plain(unsigned char c) { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\'; }
 
+/* A byte at a time this was ~8 instructions a byte: ~900 a stdin line
+ * of a request (its subject and 56-byte reply subject) on the hub. */
+size_t msrt_json_plain_run(const char *s, size_t n) {
+  size_t i = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  const uint64_t lo7 = 0x7f7f7f7f7f7f7f7full, hi = 0x8080808080808080ull;
+  const uint64_t below20 = 0x6060606060606060ull;
+  const uint64_t quotes = 0x2222222222222222ull, slashes = 0x5c5c5c5c5c5c5c5cull;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    memcpy(&w, s + i, 8);
+    /* per byte, exactly (no carry between bytes): 0x80 where it is
+     * 0x80 or above, under 0x20, '"' or '\\' */
+    uint64_t ctl = ~(((w & lo7) + below20) | w) & hi;
+    uint64_t q = w ^ quotes, b = w ^ slashes;
+    uint64_t eq = ~(((q & lo7) + lo7) | q | lo7) | ~(((b & lo7) + lo7) | b | lo7);
+    uint64_t bad = (w & hi) | ctl | eq;
+    if (bad) return i + ((size_t)__builtin_ctzll(bad) >> 3);
+  }
+#endif
+  while (i < n && plain((unsigned char)s[i])) i++;
+  return i;
+}
+
 void msrt_json_put_string(msrt_sbuf *out, const char *s, size_t n) {
   const unsigned char *u = (const unsigned char *)s;
   msrt_sbuf_putc(out, '"');
   for (size_t i = 0; i < n;) {
-    size_t j = i;
-    while (j < n && plain(u[j])) j++;
+    size_t j = i + msrt_json_plain_run(s + i, n - i);
     msrt_sbuf_put(out, s + i, j - i); /* a run needing no escape */
     if (j == n) break;
     unsigned char c = u[j];

@@ -49,6 +49,10 @@ void msrt_sbuf_free(msrt_sbuf *b);
  * set to the offset of the first invalid byte. */
 bool msrt_utf8_check(const char *s, size_t n, size_t *bad);
 
+/* How many of s[0..n)'s first bytes a JSON string holds as they are:
+ * 0x20..0x7f but '"' and '\\' (eight bytes a step). */
+size_t msrt_json_plain_run(const char *s, size_t n);
+
 /* Append the JSON string literal of s[0..n) (quoted, escaped). */
 void msrt_json_put_string(msrt_sbuf *out, const char *s, size_t n);
 

@@ -320,8 +320,8 @@ static void publish_message(msrt_proc *p, const cJSON *v, const char *line,
 
 /* The line most agents write, read without cJSON: a flat object of
  * "subject" and optionally "reply" and "data", each once, each a string
- * of printable ASCII without escapes ({"subject":"s","data":"d"}), blanks
- * (space, tab) between tokens. Published as the full parse would publish
+ * of ASCII without control characters or escapes
+ * ({"subject":"s","data":"d"}), blanks (space, tab) between tokens. Published as the full parse would publish
  * it; anything else returns false and takes that parse. cJSON's nodes and
  * the line's prechecks were ~3k instructions a reply on the hub in the
  * crash storm. */
@@ -340,11 +340,8 @@ static const char *skip_blanks(const char *c, const char *end) {
 static const char *plain_string(const char *c, const char *end, span *out) {
   if (c >= end || *c != '"') return NULL;
   const char *from = ++c;
-  for (; c < end && *c != '"'; c++) {
-    unsigned char u = (unsigned char)*c;
-    if (u < 0x20 || u >= 0x7f || u == '\\') return NULL;
-  }
-  if (c >= end) return NULL;
+  c += msrt_json_plain_run(c, (size_t)(end - c));
+  if (c >= end || *c != '"') return NULL; /* the line's end, an escape... */
   *out = (span){from, (size_t)(c - from)};
   return c + 1;
 }
