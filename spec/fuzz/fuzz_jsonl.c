@@ -21,6 +21,9 @@
  *     tables, the most LuaJIT's string.buffer decoder takes (measured:
  *     101 nested tables fail with "too deep to serialize"); regression
  *     input corpus/jsonl/regress-deep-json.
+ *   - a line the plain message reader takes (msrt_json_plain_message) is
+ *     one the full path publishes, read alike: the same subject, reply
+ *     and data, no other key (input corpus/jsonl/plain-messages);
  *   - no accepted line holds the escape \u0000 in a string or key (cJSON
  *     keeps strings NUL-terminated: {"data":"a\u0000b"} would reach Lua as
  *     "a"); proc.c refuses such lines; input corpus/jsonl/regress-nul-escape.
@@ -132,7 +135,45 @@ static int has_nul_escape(const char *s, size_t n) {
   return 0;
 }
 
+/* The plain message line's reader takes only lines the full path
+ * publishes (valid UTF-8, one JSON object, the precheck passed), and reads
+ * from them the subject, reply and data the full parse does: the same
+ * strings, no other key, data serialized alike. */
+static void check_plain(const char *line, size_t len) {
+  static const char *const names[3] = {"subject", "reply", "data"};
+  msrt_json_span f[3];
+  if (!msrt_json_plain_message(line, len, f)) return;
+  FUZZ_ASSERT(f[0].s != NULL);
+  FUZZ_ASSERT(!blank(line, len) && msrt_utf8_check(line, len, NULL));
+  FUZZ_ASSERT(!msrt_json_precheck(line, len));
+  cJSON *v = parse_line(line, len);
+  FUZZ_ASSERT(v != NULL && cJSON_IsObject(v));
+  int keys = 0, present = 0;
+  for (const cJSON *c = v->child; c; c = c->next) keys++;
+  for (int i = 0; i < 3; i++) {
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(v, names[i]);
+    if (!f[i].s) {
+      FUZZ_ASSERT(c == NULL);
+      continue;
+    }
+    present++;
+    FUZZ_ASSERT(cJSON_IsString(c) && strlen(c->valuestring) == f[i].n &&
+                memcmp(c->valuestring, f[i].s, f[i].n) == 0);
+    if (i == 2) {
+      msrt_sbuf full = {0}, plain = {0};
+      FUZZ_ASSERT(msrt_json_to_lua(c, &full) == MSRT_E_OK);
+      msrt_lua_put_string(&plain, f[2].s, f[2].n);
+      FUZZ_ASSERT(full.len == plain.len && !memcmp(full.p, plain.p, full.len));
+      msrt_sbuf_free(&full);
+      msrt_sbuf_free(&plain);
+    }
+  }
+  FUZZ_ASSERT(keys == present);
+  cJSON_Delete(v);
+}
+
 static void check_line(const char *line, size_t len) {
+  check_plain(line, len);
   if (blank(line, len) || !msrt_utf8_check(line, len, NULL)) return;
   cJSON *v = parse_line(line, len);
   if (!v) return;

@@ -106,6 +106,55 @@ size_t msrt_json_plain_run(const char *s, size_t n) {
   return i;
 }
 
+static const char *skip_blanks(const char *c, const char *end) {
+  while (c < end && (*c == ' ' || *c == '\t')) c++;
+  return c;
+}
+
+/* The plain string at c (from its opening quote): its span, and the byte
+ * after its closing quote; NULL when it is not one. */
+static const char *plain_string(const char *c, const char *end,
+                                msrt_json_span *out) {
+  if (c >= end || *c != '"') return NULL;
+  const char *from = ++c;
+  c += msrt_json_plain_run(c, (size_t)(end - c));
+  if (c >= end || *c != '"') return NULL; /* the line's end, an escape... */
+  *out = (msrt_json_span){from, (size_t)(c - from)};
+  return c + 1;
+}
+
+/* Which of subject, reply, data key k names; -1 for another. */
+static int message_field(msrt_json_span k) {
+  return k.n == 7 && !memcmp(k.s, "subject", 7) ? 0
+         : k.n == 5 && !memcmp(k.s, "reply", 5) ? 1
+         : k.n == 4 && !memcmp(k.s, "data", 4)  ? 2
+                                                : -1;
+}
+
+bool msrt_json_plain_message(const char *line, size_t len,
+                             msrt_json_span f[3]) {
+  const char *end = line + len, *c = skip_blanks(line, end);
+  for (int i = 0; i < 3; i++) f[i] = (msrt_json_span){NULL, 0};
+  if (c >= end || *c++ != '{') return false;
+  for (;;) {
+    msrt_json_span k, v;
+    if (!(c = plain_string(skip_blanks(c, end), end, &k))) return false;
+    c = skip_blanks(c, end);
+    if (c >= end || *c++ != ':') return false;
+    if (!(c = plain_string(skip_blanks(c, end), end, &v))) return false;
+    int i = message_field(k);
+    if (i < 0 || f[i].s) return false; /* another key, or one twice */
+    f[i] = v;
+    c = skip_blanks(c, end);
+    if (c >= end) return false;
+    if (*c == '}') break;
+    if (*c++ != ',') return false;
+  }
+  for (c++; c < end; c++) /* after the object: blanks only */
+    if (*c != ' ' && *c != '\t' && *c != '\r' && *c != '\n') return false;
+  return f[0].s != NULL;
+}
+
 void msrt_json_put_string(msrt_sbuf *out, const char *s, size_t n) {
   const unsigned char *u = (const unsigned char *)s;
   msrt_sbuf_putc(out, '"');

@@ -53,6 +53,23 @@ bool msrt_utf8_check(const char *s, size_t n, size_t *bad);
  * 0x20..0x7f but '"' and '\\' (eight bytes a step). */
 size_t msrt_json_plain_run(const char *s, size_t n);
 
+/* Bytes of a line, not NUL-ended; s is NULL for "absent". */
+typedef struct {
+  const char *s;
+  size_t n;
+} msrt_json_span;
+
+/* The message line most agents write, read without a JSON tree: a flat
+ * object of "subject" and optionally "reply" and "data", each once, each a
+ * string msrt_json_plain_run takes whole (printable ASCII, no escapes),
+ * blanks (space, tab) around its tokens, CR or LF after it. Returns true
+ * with f[0..2] the subject (always there), reply and data strings' bytes
+ * (pointing into line); false for any other line, which the caller gives
+ * to the full parse (msrt_json_parse): the two read a line this takes
+ * alike (spec/fuzz/fuzz_jsonl.c checks it). No allocation; thread-safe. */
+bool msrt_json_plain_message(const char *line, size_t len,
+                             msrt_json_span f[3]);
+
 /* Append the JSON string literal of s[0..n) (quoted, escaped). */
 void msrt_json_put_string(msrt_sbuf *out, const char *s, size_t n);
 

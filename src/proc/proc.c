@@ -318,59 +318,16 @@ static void publish_message(msrt_proc *p, const cJSON *v, const char *line,
   msrt_sbuf_free(&hdr);
 }
 
-/* The line most agents write, read without cJSON: a flat object of
- * "subject" and optionally "reply" and "data", each once, each a string
- * of ASCII without control characters or escapes
- * ({"subject":"s","data":"d"}), blanks (space, tab) between tokens. Published as the full parse would publish
- * it; anything else returns false and takes that parse. cJSON's nodes and
- * the line's prechecks were ~3k instructions a reply on the hub in the
- * crash storm. */
-typedef struct {
-  const char *s;
-  size_t n;
-} span;
-
-static const char *skip_blanks(const char *c, const char *end) {
-  while (c < end && (*c == ' ' || *c == '\t')) c++;
-  return c;
-}
-
-/* The plain string at c (from its opening quote): its span, and the byte
- * after its closing quote; NULL when it is not one. */
-static const char *plain_string(const char *c, const char *end, span *out) {
-  if (c >= end || *c != '"') return NULL;
-  const char *from = ++c;
-  c += msrt_json_plain_run(c, (size_t)(end - c));
-  if (c >= end || *c != '"') return NULL; /* the line's end, an escape... */
-  *out = (span){from, (size_t)(c - from)};
-  return c + 1;
-}
-
+/* The line most agents write ({"subject":"s","data":"d"}) is read
+ * without cJSON (codec.h msrt_json_plain_message) and published as the
+ * full parse would publish it; anything else returns false and takes that
+ * parse. cJSON's nodes and the line's prechecks were ~3k instructions a
+ * reply on the hub in the crash storm. */
 static bool plain_message(msrt_proc *p, const char *line, size_t len) {
-  const char *c = skip_blanks(line, line + len), *end = line + len;
-  span f[3] = {{NULL, 0}, {NULL, 0}, {NULL, 0}}; /* subject, reply, data */
-  if (c >= end || *c++ != '{') return false;
-  for (;;) {
-    span k, v;
-    if (!(c = plain_string(skip_blanks(c, end), end, &k))) return false;
-    c = skip_blanks(c, end);
-    if (c >= end || *c++ != ':') return false;
-    if (!(c = plain_string(skip_blanks(c, end), end, &v))) return false;
-    int i = k.n == 7 && !memcmp(k.s, "subject", 7) ? 0
-            : k.n == 5 && !memcmp(k.s, "reply", 5) ? 1
-            : k.n == 4 && !memcmp(k.s, "data", 4)  ? 2
-                                                   : -1;
-    if (i < 0 || f[i].s) return false; /* another key, or one twice */
-    f[i] = v;
-    c = skip_blanks(c, end);
-    if (c >= end) return false;
-    if (*c == '}') break;
-    if (*c++ != ',') return false;
-  }
-  for (c++; c < end; c++) /* after the object: blanks only */
-    if (*c != ' ' && *c != '\t' && *c != '\r' && *c != '\n') return false;
+  msrt_json_span f[3]; /* subject, reply, data */
   char subject[256], reply[256]; /* NUL-ended, as cJSON's strings are */
-  if (!f[0].s || f[0].n >= sizeof subject || f[1].n >= sizeof reply)
+  if (!msrt_json_plain_message(line, len, f) || f[0].n >= sizeof subject ||
+      f[1].n >= sizeof reply)
     return false;
   memcpy(subject, f[0].s, f[0].n);
   subject[f[0].n] = 0;
