@@ -30,6 +30,11 @@ struct msrt_inbox {
    * when it finds the inbox empty). Pushes meanwhile send nothing. */
   int wake_due;
   int draining; /* a drain callback that drains again must not recurse */
+  /* Pacing's own record (hub only, see pace): what waited when the last
+   * pause began (SIZE_MAX: the last round did not pause), the rounds
+   * still to go without pausing, and the next such stretch's length. */
+  size_t pace_waiting;
+  unsigned pace_skip, pace_backoff;
   msrt_inbox_drain_fn fn;
   void *ud;
   /* Set by the push that brings the vector to PACE_BATCH items, cleared
@@ -51,6 +56,17 @@ static void on_idle(uv_idle_t *i);
  * items wait or PACE_NS pass, reading only its clock and batch_ready. */
 #define PACE_BATCH 64
 #define PACE_NS 20000u
+
+/* A pause pays when it gathers PACE_PAYS items or more (or fills the
+ * batch). One that gathered
+ * fewer (a closed loop: the pushers wait on what the hub has not yet
+ * done, as the crash storm's workers on their requests; its pauses
+ * gathered about two items and always spun the full PACE_NS) stops the
+ * pausing for PACE_SKIP_MIN rounds, doubled each time the next pause
+ * does not pay either, up to PACE_SKIP_MAX; a pause that pays resets it. */
+#define PACE_PAYS 8u
+#define PACE_SKIP_MIN 16u
+#define PACE_SKIP_MAX 4096u
 
 /* Drain rounds until the inbox is empty or DRAIN_BUDGET_NS have passed.
  * Under a sustained flood a drain-until-empty would keep the hub inside
@@ -74,6 +90,7 @@ msrt_inbox *msrt_inbox_new(uv_loop_t *loop, msrt_inbox_drain_fn fn, void *ud) {
   if (!in) return NULL;
   memset(in, 0, sizeof *in);
   in->magic = MSRT_HANDLE_MAGIC;
+  in->pace_waiting = SIZE_MAX;
   in->hub = pthread_self();
   in->fn = fn;
   in->ud = ud;
@@ -241,14 +258,35 @@ static size_t drain_round(msrt_inbox *in) {
  * hub's own callbacks published to the hub) does not pause. */
 static void pace(msrt_inbox *in, size_t took) {
   if (took >= PACE_BATCH) return;
+  if (in->pace_skip) {
+    in->pace_skip--;
+    return;
+  }
   pthread_mutex_lock(&in->lock);
   size_t waiting = in->n, foreign = in->foreign;
   pthread_mutex_unlock(&in->lock);
   if (foreign == 0 || waiting >= PACE_BATCH) return;
+  in->pace_waiting = waiting;
   uint64_t start = uv_hrtime();
   while (!atomic_load_explicit(&in->batch_ready, memory_order_relaxed) &&
          uv_hrtime() - start < PACE_NS)
     msrt_cpu_relax();
+}
+
+/* After the round of took items that followed a pause: whether the pause
+ * paid (see PACE_PAYS). */
+static void pace_judge(msrt_inbox *in, size_t took) {
+  size_t waiting = in->pace_waiting;
+  in->pace_waiting = SIZE_MAX;
+  if (took >= PACE_BATCH || took >= waiting + PACE_PAYS) {
+    in->pace_backoff = 0;
+    return;
+  }
+  in->pace_backoff = in->pace_backoff == 0 ? PACE_SKIP_MIN
+                     : in->pace_backoff >= PACE_SKIP_MAX / 2
+                         ? PACE_SKIP_MAX
+                         : in->pace_backoff * 2;
+  in->pace_skip = in->pace_backoff;
 }
 
 /* Rounds until the inbox is empty or budget_ns passed (UINT64_MAX: no
@@ -259,9 +297,12 @@ static void drain(msrt_inbox *in, uint64_t budget_ns) {
   uint64_t start = uv_hrtime();
   size_t took;
   bool more;
-  while ((more = (took = drain_round(in)) > 0) &&
-         uv_hrtime() - start < budget_ns)
+  for (;;) {
+    took = drain_round(in);
+    if (in->pace_waiting != SIZE_MAX) pace_judge(in, took);
+    if (!(more = took > 0) || uv_hrtime() - start >= budget_ns) break;
     pace(in, took);
+  }
   /* Out of budget: wake_due is still set, so no push will send; come back
    * after the loop's timers and I/O (the idle handle: the next turn polls
    * without blocking and then drains, after its timers). */
