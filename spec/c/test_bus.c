@@ -517,7 +517,7 @@ static void test_routed_outcomes(void) {
   teardown();
 }
 
-/* The subject a thread last found valid is not checked again, and no
+/* The subjects a thread last found valid are not checked again, and no
  * other subject passes for it: one of the same length with an empty token, one
  * too long for another bus's max_subject. A payload made NULL is written
  * by its maker. */
@@ -545,6 +545,23 @@ static void test_make_checks(void) {
                                MSRT_PRIORITY_DEFAULT, 0, &err) == NULL &&
         err.code == MSRT_E_INVALID_SUBJECT);
   msrt_bus_free(small);
+  /* several subjects remembered at once, in turn, and a unique one among
+   * them: each still made, and none lets a near miss through */
+  static const char *const turn[] = {"memo.a", "memo.b", "memo.c",
+                                     "memo.a", "memo.b", "memo.d",
+                                     "memo.e", "memo.a", "memo.b"};
+  for (int r = 0; r < 3; r++)
+    for (size_t i = 0; i < sizeof turn / sizeof *turn; i++) {
+      e = msrt_bus_make(F.bus, turn[i], 6, NULL, 0, NULL, 0, "x", 1,
+                        MSRT_PRIORITY_DEFAULT, 0, &err);
+      CHECK(e != NULL);
+      msrt_env_unref(e);
+      CHECK(msrt_bus_make(F.bus, "memo.", 5, NULL, 0, NULL, 0, "x", 1,
+                          MSRT_PRIORITY_DEFAULT, 0, &err) == NULL &&
+            err.code == MSRT_E_INVALID_SUBJECT);
+      CHECK(msrt_bus_make(F.bus, "memo.*", 6, NULL, 0, NULL, 0, "x", 1,
+                          MSRT_PRIORITY_DEFAULT, 0, &err) == NULL);
+    }
   check_identity();
   teardown();
 }
