@@ -185,29 +185,41 @@ static void refuse(msrt_bus *bus, unsigned cls) {
  * it was checked against: a publisher in a loop sends to a few subjects
  * (the crash storm's hub to two in turn, between agents' replies to
  * unique inboxes), and a check (~220 instructions for a short subject)
- * costs several times a byte compare. A new subject takes the entry
- * least recently used (each hit stamps its entry with the thread's
- * count of checks), so a run of unique subjects leaves the ones in use. */
+ * costs several times a byte compare. The entry last used (tl_cur) is
+ * compared first, as the one subject of a publisher in a loop; an entry
+ * is stamped with the thread's count when it stops being the one last
+ * used, and a new subject takes the oldest stamp's place (least
+ * recently used): a run of unique subjects leaves the ones in use. */
 #define VALID_MEMO 4
 static _Thread_local struct {
   uint32_t len, max;
-  uint64_t used; /* tl_clock at the entry's last use */
+  uint64_t left; /* tl_clock when it stopped being tl_cur */
   char s[64];
 } tl_valid[VALID_MEMO];
+static _Thread_local unsigned tl_cur;
 static _Thread_local uint64_t tl_clock;
+
+static inline bool memo_has(unsigned i, const msrt_bus *bus,
+                            const char *subject, size_t slen) {
+  /* the last byte first: unique subjects (inboxes) share their front */
+  return slen == tl_valid[i].len && bus->max_subject == tl_valid[i].max &&
+         slen && subject[slen - 1] == tl_valid[i].s[slen - 1] &&
+         memcmp(subject, tl_valid[i].s, slen) == 0;
+}
 
 /* Whether subject is valid (else err says why), through tl_valid. */
 static bool subject_valid(msrt_bus *bus, const char *subject, size_t slen,
                           msrt_error *err) {
-  tl_clock++;
-  int old = 0;
-  for (int i = 0; i < VALID_MEMO; i++) {
-    if (slen == tl_valid[i].len && bus->max_subject == tl_valid[i].max &&
-        slen && memcmp(subject, tl_valid[i].s, slen) == 0) {
-      tl_valid[i].used = tl_clock;
+  if (memo_has(tl_cur, bus, subject, slen)) return true;
+  unsigned old = tl_cur == 0 ? 1 : 0;
+  for (unsigned i = 0; i < VALID_MEMO; i++) {
+    if (i == tl_cur) continue;
+    if (memo_has(i, bus, subject, slen)) {
+      tl_valid[tl_cur].left = ++tl_clock;
+      tl_cur = i;
       return true;
     }
-    if (tl_valid[i].used < tl_valid[old].used) old = i;
+    if (tl_valid[i].left < tl_valid[old].left) old = i;
   }
   if (msrt_subject_validate(subject, slen, bus->max_subject, err) != MSRT_E_OK)
     return false;
@@ -215,7 +227,8 @@ static bool subject_valid(msrt_bus *bus, const char *subject, size_t slen,
     memcpy(tl_valid[old].s, subject, slen);
     tl_valid[old].len = (uint32_t)slen;
     tl_valid[old].max = (uint32_t)bus->max_subject;
-    tl_valid[old].used = tl_clock;
+    tl_valid[tl_cur].left = ++tl_clock;
+    tl_cur = old;
   }
   return true;
 }
