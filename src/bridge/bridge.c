@@ -290,7 +290,7 @@ static void take(bkey *k, natsSubscription *sub, bool retired) {
     natsMsg *m = NULL;
     natsStatus s = natsSubscription_NextMsg(&m, sub, 0);
     if (s == NATS_SLOW_CONSUMER) continue;
-    if (s == NATS_NO_RESPONDERS) { /* one keep_status could not rename
+    if (s == NATS_NO_RESPONDERS) { /* one on_parse (wire.c) could not rename
                                       (out of memory): lost in libnats */
       if (!retired && --n == 0) return;
       continue;
@@ -568,7 +568,7 @@ msrt_code msrt_bridge_open(msrt_bus *bus, const msrt_bridge_opts *o,
   atomic_store(&b->state, MSRT_BRIDGE_CONNECTING);
   natsStatus s = natsConnection_Connect(&b->nc, no);
   natsOptions_Destroy(no);
-  if (b->nc) msrt_bridge_keep_status(b); /* before any subscription */
+  if (b->nc) msrt_bridge_hook_parse(b); /* before any subscription */
   if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
     msrt_error_set(err, MSRT_E_INVALID_ARG, "nats connect: %s (%s)",
                    natsStatus_GetText(s), nats_GetLastError(NULL));

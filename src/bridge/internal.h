@@ -15,7 +15,7 @@
 /* One interest key of the bus (bus/interest.h) that is on: its NATS
  * subscription while an import pattern covers it, a synchronous one
  * whose messages the hub takes after each read (loop.c; a no-responders
- * status reaches it marked, msrt_bridge_keep_status). A key that goes
+ * status reaches it marked, msrt_bridge_hook_parse). A key that goes
  * off with a subscription is retired (its subscription drained or
  * unsubscribed) and freed by the hub once libnats is done with it
  * (msrt_bridge_pull); one without is freed at once. */
@@ -143,8 +143,10 @@ bkey *msrt_bridge_parse_key(msrt_bridge *b, const char *subject);
  * libnats runs on each message it parses (on the thread that reads, the
  * hub), before it queues it, renames its Status header when
  * msrt_bridge_names_reply says the subject is one of the bridge's; the
- * import turns it back. Call once, on b->nc with no subscription yet. */
-void msrt_bridge_keep_status(msrt_bridge *b);
+ * import turns it back. The same hook imports at once a message that one
+ * live key alone takes (msrt_bridge_parse_key), skipping libnats' queue.
+ * Call once, on b->nc with no subscription yet. */
+void msrt_bridge_hook_parse(msrt_bridge *b);
 
 /* Whether a key with a NATS subscription (live or draining) covers
  * subject with a pattern whose first two tokens are literal (a

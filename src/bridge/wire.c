@@ -53,7 +53,7 @@ void natsConn_setFilterWithClosure(natsConnection *nc, natsMsgFilter f,
  * live key alone takes is imported here, on the hub, skipping libnats'
  * subscription queue (its lock and list, NextMsg: ~400 instructions a
  * message, docs/performance.md). */
-static void keep_status(natsConnection *nc, natsMsg **msg, void *closure) {
+static void on_parse(natsConnection *nc, natsMsg **msg, void *closure) {
   (void)nc;
   msrt_bridge *b = closure;
   natsMsg *m = *msg;
@@ -72,8 +72,8 @@ static void keep_status(natsConnection *nc, natsMsg **msg, void *closure) {
   *msg = NULL;
 }
 
-void msrt_bridge_keep_status(msrt_bridge *b) {
-  natsConn_setFilterWithClosure(b->nc, keep_status, b);
+void msrt_bridge_hook_parse(msrt_bridge *b) {
+  natsConn_setFilterWithClosure(b->nc, on_parse, b);
 }
 
 /* ---- export ------------------------------------------------------------ */
