@@ -321,14 +321,20 @@ local waiter, inbox_of = {}, {} -- slot -> its coroutine (false: none yet), its 
 local free, nfree, nslots = {}, 0, 0
 local ilen -- #inbox_prefix + 1, once the first inbox is made (side.inbox)
 
--- The slot an inbox names, or nil for a subject no inbox of ours has.
-local byte = string.byte
-local function slot_of(inbox)
-  if not ilen or #inbox ~= ilen + TOKEN_LEN + SLOT_LEN then return nil end
-  local a, b, c, d = byte(inbox, ilen + TOKEN_LEN + 1, ilen + TOKEN_LEN + SLOT_LEN)
+-- Whether a subject of len bytes has an inbox's length, and the slot its
+-- last SLOT_LEN bytes a, b, c, d name, or nil.
+local function inbox_len(len) return ilen and len == ilen + TOKEN_LEN + SLOT_LEN end
+local function slot_digits(a, b, c, d)
   a, b, c, d = VALUE[a], VALUE[b], VALUE[c], VALUE[d]
   if not (a and b and c and d) then return nil end
   return ((a * 64 + b) * 64 + c) * 64 + d
+end
+
+-- The slot an inbox names, or nil for a subject no inbox of ours has.
+local byte = string.byte
+local function slot_of(inbox)
+  if not inbox_len(#inbox) then return nil end
+  return slot_digits(byte(inbox, ilen + TOKEN_LEN + 1, ilen + TOKEN_LEN + SLOT_LEN))
 end
 
 local function release(slot)
@@ -341,12 +347,11 @@ end
 -- or nil.
 local memcmp = C.memcmp
 function inbox_subject(it)
-  local len = it.subject_len
-  if not ilen or len ~= ilen + TOKEN_LEN + SLOT_LEN then return nil end
+  local len = tonumber(it.subject_len)
+  if not inbox_len(len) then return nil end
   local at = it.subject + (len - SLOT_LEN)
-  local a, b, c, d = VALUE[at[0]], VALUE[at[1]], VALUE[at[2]], VALUE[at[3]]
-  if not (a and b and c and d) then return nil end
-  local inbox = inbox_of[((a * 64 + b) * 64 + c) * 64 + d]
+  local slot = slot_digits(at[0], at[1], at[2], at[3])
+  local inbox = slot and inbox_of[slot]
   if inbox and memcmp(it.subject, inbox, len) == 0 then return inbox end
 end
 
