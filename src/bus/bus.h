@@ -103,9 +103,9 @@ msrt_router *msrt_bus_router(msrt_bus *bus);
  * A refusal is counted as accepted and refused (nomem is not counted:
  * nothing was accepted). payload NULL with plen > 0: the bytes are left
  * for the caller to write (msrt_env_payload_to_write, core/envelope.h)
- * before it publishes. A thread remembers the last subject it found valid
- * (up to 64 bytes), so a thread publishing to one subject over and over
- * checks it once. */
+ * before it publishes. A thread remembers the last four subjects it
+ * found valid (up to 64 bytes each; bus.c VALID_MEMO), so a thread
+ * publishing to a few subjects over and over checks each once. */
 msrt_envelope *msrt_bus_make(msrt_bus *bus, const char *subject, size_t slen,
                              const char *reply, size_t rlen,
                              const void *headers, size_t hlen,
