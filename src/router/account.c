@@ -16,6 +16,8 @@ typedef atomic_uint_least64_t counters[MSRT_CLASS_MAX][MSRT_STAT__COUNT];
 
 struct msrt_account_shard {
   _Alignas(64) counters v; /* owner writes, readers sum */
+  atomic_uint_least64_t spare[MSRT_STAT__COUNT]; /* msrt_account_row's for
+                                                    a class out of range */
   msrt_account *a;
   msrt_account_shard *next, *prev;
 };
@@ -161,6 +163,10 @@ void msrt_account_add(msrt_account_shard *s, unsigned cls, msrt_stat st,
   atomic_uint_least64_t *v = &s->v[cls][st];
   atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + n,
                         memory_order_relaxed);
+}
+
+atomic_uint_least64_t *msrt_account_row(msrt_account_shard *s, unsigned cls) {
+  return cls < MSRT_CLASS_MAX ? s->v[cls] : s->spare;
 }
 
 void msrt_account_add_shared(msrt_account *a, unsigned cls, msrt_stat st,

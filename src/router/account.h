@@ -24,6 +24,7 @@
 #ifndef MSRT_ROUTER_ACCOUNT_H
 #define MSRT_ROUTER_ACCOUNT_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -91,6 +92,22 @@ void msrt_account_add(msrt_account_shard *s, unsigned cls, msrt_stat st,
                       uint64_t n);
 void msrt_account_add_shared(msrt_account *a, unsigned cls, msrt_stat st,
                              uint64_t n);
+
+/* The counters of class cls in shard s, MSRT_STAT__COUNT of them indexed
+ * by msrt_stat, for the owner thread to add several outcomes of one class
+ * with msrt_account_bump, inline (a publish's accepted and delivered). An
+ * out-of-range cls gets a row no read sums (msrt_account_add ignores
+ * it too). Owner thread only. */
+atomic_uint_least64_t *msrt_account_row(msrt_account_shard *s, unsigned cls);
+
+/* msrt_account_add on a row of msrt_account_row: a relaxed load + store
+ * (the owner is its only writer). st must be in range. */
+static inline void msrt_account_bump(atomic_uint_least64_t *row, msrt_stat st,
+                                     uint64_t n) {
+  atomic_store_explicit(
+      &row[st], atomic_load_explicit(&row[st], memory_order_relaxed) + n,
+      memory_order_relaxed);
+}
 
 /* The totals over every class and shard into *out. Each counter is read
  * atomically; the set is not one instant. Thread-safe (takes the mutex). */
