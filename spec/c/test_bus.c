@@ -645,6 +645,34 @@ static void test_memo(void) {
   teardown();
 }
 
+/* A remembered match is handed out in place: the drop notices its pushes
+ * publish (nested publishes, on another subject) leave it as it was, so
+ * the endpoints after the full one get every copy. */
+static void test_memo_nested(void) {
+  setup(0);
+  watch_drops();
+  msrt_actor *a = actor(1, MSRT_OVERFLOW_DROP_NEWEST);
+  sub("memo.d", NULL, msrt_ep_actor(a));
+  sub("memo.d", NULL, msrt_ep_hub(1));
+  sub("memo.d", NULL, msrt_ep_hub(2));
+  size_t d;
+  for (int i = 0; i < 3; i++)
+    CHECK(pub("memo.d", &d, NULL) == MSRT_E_OK && d == 3);
+  msrt_inbox_drain(F.inbox);
+  int to[3] = {0, 0, 0}, notices = 0;
+  for (int i = 0; i < F.nseen; i++) {
+    if (strcmp(F.seen[i].subject, "memo.d") == 0 && F.seen[i].target < 3)
+      to[F.seen[i].target]++;
+    notices += strcmp(F.seen[i].subject, "msrt.dropped.memo.d") == 0;
+  }
+  CHECK(to[1] == 3 && to[2] == 3 && notices == 2);
+  CHECK(stat_of("memo", MSRT_STAT_DELIVERED) == 7);
+  CHECK(stat_of("memo", MSRT_STAT_DROP_NEWEST) == 2);
+  check_identity();
+  msrt_actor_unref(a);
+  teardown();
+}
+
 /* A copy counted delivered that ended otherwise afterwards, and a time
  * stamp. */
 static void test_undeliver_and_stamp(void) {
@@ -743,5 +771,6 @@ TEST_MAIN(test_delivered_and_no_responders, test_drop_newest, test_drop_oldest,
           test_wait_room, test_gate_outcomes, test_queue_skips_full,
           test_declines,
           test_routed_outcomes, test_make_checks, test_send, test_memo,
+          test_memo_nested,
           test_undeliver_and_stamp,
           test_proc_item_closed, test_threads)

@@ -24,6 +24,7 @@ msrt_inbox *msrt_bus_inbox(msrt_bus *bus) { return bus->inbox; }
 
 static __thread msrt_reader *tl_reader;
 static __thread msrt_bus *tl_reader_bus;
+static __thread msrt_account_shard *tl_shard; /* tl_reader's, never NULL */
 
 /* Working space of one publish on this thread. A publish can nest (a drop
  * notice is published from inside a push), so only the outermost one uses
@@ -36,6 +37,7 @@ typedef struct {
 
 static __thread pub_space tl_space;
 static __thread int tl_depth;
+static __thread bool tl_space_keyed; /* space_key set to tl_space */
 static pthread_key_t space_key; /* frees a thread's tl_space when it exits */
 static pthread_once_t space_once = PTHREAD_ONCE_INIT;
 
@@ -66,23 +68,39 @@ void msrt_bus_free(msrt_bus *bus) {
 
 msrt_router *msrt_bus_router(msrt_bus *bus) { return bus->router; }
 
-msrt_reader *msrt_bus_reader(msrt_bus *bus) {
+/* msrt_bus_reader, inline on the publish path. */
+static inline msrt_reader *reader_of(msrt_bus *bus) {
   if (tl_reader_bus != bus || !tl_reader) {
     tl_reader = msrt_router_reader_new(bus->router);
     tl_reader_bus = tl_reader ? bus : NULL;
+    if (tl_reader) tl_shard = msrt_reader_shard(tl_reader);
   }
   return tl_reader;
 }
 
+msrt_reader *msrt_bus_reader(msrt_bus *bus) { return reader_of(bus); }
+
 void msrt_bus_count(msrt_bus *bus, unsigned cls, msrt_stat s, uint64_t n) {
   if (!n) return;
-  msrt_reader *rd = msrt_bus_reader(bus);
-  if (rd) msrt_account_add(msrt_reader_shard(rd), cls, s, n);
+  msrt_reader *rd = reader_of(bus);
+  if (rd) msrt_account_add(tl_shard, cls, s, n);
   else msrt_account_add_shared(msrt_router_account(bus->router), cls, s, n);
 }
 
-static void count(msrt_bus *bus, unsigned cls, msrt_stat s, uint64_t n) {
-  msrt_bus_count(bus, cls, s, n);
+/* The calling thread's counters of class cls, for a publish that holds
+ * this bus's reader (reader_of: tl_shard is its shard), taken before its
+ * pushes (a nested publish on another bus would change tl_shard). */
+static inline atomic_uint_least64_t *class_row(unsigned cls) {
+  return msrt_account_row(tl_shard, cls);
+}
+
+/* msrt_bus_count, its common case inline: a publish counts two to five
+ * outcomes, on the shard of the reader it already holds. */
+static inline void count(msrt_bus *bus, unsigned cls, msrt_stat s,
+                         uint64_t n) {
+  if (!n) return;
+  if (tl_reader_bus == bus) msrt_account_add(tl_shard, cls, s, n);
+  else msrt_bus_count(bus, cls, s, n);
 }
 
 unsigned msrt_bus_class(msrt_bus *bus, const char *subject, size_t len) {
@@ -181,6 +199,31 @@ static void refuse(msrt_bus *bus, unsigned cls) {
   count(bus, cls, MSRT_STAT_REFUSED, 1);
 }
 
+/* Whether the n bytes at a and b are equal, for the memos' short subjects:
+ * a word at a time (the last word overlapping the one before), inline,
+ * where a call to memcmp costs as much again as the compare. */
+static inline bool same_short(const char *a, const char *b, size_t n) {
+  uint64_t x, y;
+  if (n >= 8) {
+    for (size_t i = 0; i + 8 < n; i += 8) {
+      memcpy(&x, a + i, 8), memcpy(&y, b + i, 8);
+      if (x != y) return false;
+    }
+    memcpy(&x, a + n - 8, 8), memcpy(&y, b + n - 8, 8);
+    return x == y;
+  }
+  uint32_t u, v;
+  if (n >= 4) {
+    memcpy(&u, a, 4), memcpy(&v, b, 4);
+    if (u != v) return false;
+    memcpy(&u, a + n - 4, 4), memcpy(&v, b + n - 4, 4);
+    return u == v;
+  }
+  for (size_t i = 0; i < n; i++)
+    if (a[i] != b[i]) return false;
+  return true;
+}
+
 /* The last subjects this thread found valid, each with the max_subject
  * it was checked against: a publisher in a loop sends to a few subjects
  * (the crash storm's hub to two in turn, between agents' replies to
@@ -204,7 +247,7 @@ static inline bool memo_has(unsigned i, const msrt_bus *bus,
   /* the last byte first: unique subjects (inboxes) share their front */
   return slen == tl_valid[i].len && bus->max_subject == tl_valid[i].max &&
          slen && subject[slen - 1] == tl_valid[i].s[slen - 1] &&
-         memcmp(subject, tl_valid[i].s, slen) == 0;
+         same_short(subject, tl_valid[i].s, slen);
 }
 
 /* Whether subject is valid (else err says why), through tl_valid. */
@@ -236,10 +279,9 @@ static bool subject_valid(msrt_bus *bus, const char *subject, size_t slen,
 /* Whether a message of these parts may be made (msrt_bus_make's checks):
  * MSRT_E_OK, or the refusal's code with err saying why, counted accepted
  * and refused (its only outcome). */
-static inline msrt_code acceptable(msrt_bus *bus, const char *subject,
-                                   size_t slen, const char *reply,
-                                   size_t rlen, size_t hlen, size_t plen,
-                                   int priority, msrt_error *err) {
+static msrt_code check_parts(msrt_bus *bus, const char *subject, size_t slen,
+                             const char *reply, size_t rlen, size_t hlen,
+                             size_t plen, int priority, msrt_error *err) {
   msrt_code rc = MSRT_E_OK;
   if (!subject_valid(bus, subject, slen, err) ||
       (reply && msrt_subject_validate(reply, rlen, bus->max_subject, err) !=
@@ -258,6 +300,20 @@ static inline msrt_code acceptable(msrt_bus *bus, const char *subject,
                         bus->max_payload);
   if (rc != MSRT_E_OK) refuse(bus, msrt_bus_class(bus, subject, slen));
   return rc;
+}
+
+/* check_parts, its common case inline: no reply subject, and the subject
+ * the one this thread checked last. */
+static inline msrt_code acceptable(msrt_bus *bus, const char *subject,
+                                   size_t slen, const char *reply,
+                                   size_t rlen, size_t hlen, size_t plen,
+                                   int priority, msrt_error *err) {
+  if (!reply && priority >= MSRT_PRIORITY_HIGHEST &&
+      priority <= MSRT_PRIORITY_LOWEST && plen + hlen <= bus->max_payload &&
+      plen + hlen <= UINT32_MAX && memo_has(tl_cur, bus, subject, slen))
+    return MSRT_E_OK;
+  return check_parts(bus, subject, slen, reply, rlen, hlen, plen, priority,
+                     err);
 }
 
 msrt_envelope *msrt_bus_make(msrt_bus *bus, const char *subject, size_t slen,
@@ -304,7 +360,8 @@ static size_t drop_declined(msrt_match_result *m, const msrt_envelope *e) {
     bool vetted = (it->flags & (MSRT_MATCH_QUEUE | MSRT_MATCH_FULL)) ==
                   MSRT_MATCH_QUEUE; /* chosen past skip_full already */
     if (!vetted && declined(it, e)) continue;
-    m->items[kept++] = *it;
+    if (kept != i) m->items[kept] = *it;
+    kept++;
   }
   return m->len = kept;
 }
@@ -352,39 +409,39 @@ static void dropped(msrt_bus *bus, msrt_endpoint ep, msrt_envelope *e,
  * announced as they happen. */
 typedef struct {
   msrt_bus *bus;
-  msrt_endpoint ep;
+  const msrt_match_item *it; /* the endpoint pushed to */
 } evict_ctx;
 
 static void on_evicted(void *ud, msrt_envelope *old) {
   evict_ctx *c = ud;
-  dropped(c->bus, c->ep, old, true);
+  dropped(c->bus, item_ep(c->it), old, true);
 }
 
-/* How many copies of one publish ended in each way fan_out counts. */
+/* How many copies of one publish ended in each way fan_out counts; taken:
+ * the copies an endpoint took, delivered or dropped by it (*delivered). */
 typedef struct {
-  size_t ok, refused, closed, other;
+  size_t ok, taken, refused, closed, other;
 } tally;
 
-/* Push e to one matched endpoint and settle the copy's outcome: counted
- * (in t, or at once for a drop), or added to pend for a full `block`
- * endpoint. Returns MSRT_E_MAILBOX_FULL when the copy was refused or
- * blocked, else MSRT_E_OK. */
-static msrt_code push_one(msrt_bus *bus, msrt_endpoint ep, msrt_envelope *e,
-                          size_t *delivered, msrt_bus_pending *pend,
-                          tally *t) {
-  evict_ctx ctx = {bus, ep};
-  msrt_evict_sink sink = {on_evicted, &ctx};
-  switch (ep.cls->push(ep.ep, e, &sink, bus)) {
+/* Settle the outcome o of pushing e to ep, any but MSRT_PUSH_DELIVERED
+ * (fan_out counts those itself): counted (in t, or at once for a drop),
+ * or added to pend for a full `block` endpoint. Returns
+ * MSRT_E_MAILBOX_FULL when the copy was refused or blocked, else
+ * MSRT_E_OK. */
+static __attribute__((noinline)) msrt_code
+settle(msrt_bus *bus, msrt_endpoint ep, msrt_envelope *e, msrt_push_outcome o,
+       msrt_bus_pending *pend, tally *t) {
+  switch (o) {
   case MSRT_PUSH_DELIVERED:
-    (*delivered)++;
+    t->taken++;
     t->ok++;
     return MSRT_E_OK;
   case MSRT_PUSH_DROPPED_NEWEST:
-    (*delivered)++; /* taken by the endpoint, which dropped it */
+    t->taken++; /* taken by the endpoint, which dropped it */
     dropped(bus, ep, e, false);
     return MSRT_E_OK;
   case MSRT_PUSH_DROPPED_OLDEST: /* the evictions went to on_evicted */
-    (*delivered)++;
+    t->taken++;
     t->ok++;
     return MSRT_E_OK;
   case MSRT_PUSH_FULL:
@@ -408,21 +465,32 @@ static msrt_code push_one(msrt_bus *bus, msrt_endpoint ep, msrt_envelope *e,
 
 /* Hand e to every matched endpoint and count each copy's outcome. Full
  * `block` endpoints go to pend (when given) and are counted when the
- * pending publish ends. */
-static msrt_code fan_out(msrt_bus *bus, unsigned cls, msrt_envelope *e,
-                         const msrt_match_result *m, size_t *delivered,
-                         msrt_bus_pending *pend, msrt_error *err) {
-  tally t = {0, 0, 0, 0};
+ * pending publish ends. A copy delivered is the loop's whole work; every
+ * other outcome goes through settle. */
+static inline __attribute__((always_inline)) msrt_code
+fan_out(msrt_bus *bus, unsigned cls, atomic_uint_least64_t *row,
+        msrt_envelope *e, const msrt_match_result *m, size_t *delivered,
+        msrt_bus_pending *pend, msrt_error *err) {
+  tally t = {0, 0, 0, 0, 0};
+  size_t ok = 0; /* MSRT_PUSH_DELIVERED, not in t */
   msrt_code rc = MSRT_E_OK;
-  for (size_t i = 0; i < m->len; i++)
-    if (push_one(bus, item_ep(&m->items[i]), e, delivered, pend, &t) !=
-        MSRT_E_OK)
+  evict_ctx ctx = {bus, NULL};
+  msrt_evict_sink sink = {on_evicted, &ctx};
+  for (size_t i = 0; i < m->len; i++) {
+    const msrt_match_item *it = ctx.it = &m->items[i];
+    const msrt_endpoint_class *c = it->ud;
+    msrt_push_outcome o = c->push(it->endpoint, e, &sink, bus);
+    if (o == MSRT_PUSH_DELIVERED) ok++;
+    else if (settle(bus, item_ep(it), e, o, pend, &t) != MSRT_E_OK)
       rc = MSRT_E_MAILBOX_FULL;
+  }
+  *delivered += ok + t.taken;
   if (pend && pend->n) {
     pend->env = msrt_env_ref(e);
     pend->delivered = *delivered;
   }
-  count(bus, cls, MSRT_STAT_DELIVERED, t.ok);
+  msrt_account_bump(row, MSRT_STAT_DELIVERED, ok + t.ok);
+  if (rc == MSRT_E_OK && !t.closed && !t.other) return rc;
   count(bus, cls, MSRT_STAT_REFUSED, t.refused);
   count(bus, cls, MSRT_STAT_DROP_CLOSED, t.closed);
   count(bus, cls, MSRT_STAT_DROP_OTHER, t.other);
@@ -473,13 +541,17 @@ static bool all_borrow(const msrt_match_result *m) {
 typedef struct {
   uint64_t serial, version; /* the bus's; serial 0: empty */
   uint32_t key, slen;
-  unsigned cls;
-  size_t n;
+  msrt_match_result res; /* the match; its items are the memo's own */
   char s[64];
   msrt_match_item items[MEMO_ITEMS];
 } match_memo;
 
 static _Thread_local match_memo key_memo, send_memo;
+
+/* Whether the memos may be used: only by a thread's outermost publish,
+ * which hands out a memo's items in place; a nested one (a drop notice
+ * published during a push) would overwrite them under it. */
+static inline bool memo_usable(void) { return tl_depth == 1; }
 
 /* Remember m (matched for e's subject and key under version) in mm when
  * grouped (may it hold queue-group members of borrowing classes?) allows. */
@@ -498,22 +570,20 @@ static void memo_put(match_memo *mm, msrt_bus *bus, uint64_t version,
   }
   memcpy(mm->items, m->items, m->len * sizeof *m->items);
   memcpy(mm->s, e->subject, e->subject_len);
-  mm->n = m->len, mm->slen = e->subject_len, mm->key = key, mm->cls = m->cls;
+  mm->res = (msrt_match_result){mm->items, m->len, MEMO_ITEMS, 0, m->cls};
+  mm->slen = e->subject_len, mm->key = key;
   mm->version = version, mm->serial = bus->serial;
 }
 
-/* Whether mm holds the match for e's subject and key under version: then
- * out is it (its items copied into out's own, MEMO_ITEMS long). */
-static bool memo_get(const match_memo *mm, msrt_bus *bus, uint64_t version,
-                     uint32_t key, const msrt_envelope *e,
-                     msrt_match_result *out) {
+/* The match mm holds for e's subject and key under version (read only;
+ * memo_usable), or NULL. */
+static inline const msrt_match_result *
+memo_get(const match_memo *mm, const msrt_bus *bus, uint64_t version,
+         uint32_t key, const msrt_envelope *e) {
   if (mm->serial != bus->serial || mm->version != version || mm->key != key ||
-      mm->slen != e->subject_len ||
-      memcmp(mm->s, e->subject, e->subject_len) != 0)
-    return false;
-  memcpy(out->items, mm->items, mm->n * sizeof *out->items);
-  out->len = mm->n, out->unready_groups = 0, out->cls = mm->cls;
-  return true;
+      mm->slen != e->subject_len || !same_short(mm->s, e->subject, mm->slen))
+    return NULL;
+  return &mm->res;
 }
 
 /* Match e's subject (already routed) and deliver it. A view (e on the
@@ -522,29 +592,30 @@ static bool memo_get(const match_memo *mm, msrt_bus *bus, uint64_t version,
  * accepted per matched endpoint and per queue group with no ready member
  * (drop_not_ready), or one accepted for a message that matched nothing
  * (no_responders). When nothing matched and may_dead_letter is set, it
- * counts nothing and returns MSRT_E_NOT_FOUND: the caller dead-letters. */
-static msrt_code deliver_all(msrt_bus *bus, msrt_reader *rd, pub_space *s,
-                             msrt_envelope *e, bool view,
-                             bool may_dead_letter, size_t *delivered,
-                             msrt_bus_pending *pend, msrt_error *err) {
-  /* no routing table: the subject is the publisher's (send_memo's) */
-  bool memo_ok = !msrt_router_has_routes(bus->router);
+ * counts nothing and returns MSRT_E_NOT_FOUND: the caller dead-letters.
+ * unrouted: no routing table was applied, the subject is the publisher's
+ * (send_memo's). */
+static inline __attribute__((always_inline)) msrt_code
+deliver_all(msrt_bus *bus, msrt_reader *rd, pub_space *s, msrt_envelope *e,
+            bool view, bool unrouted, bool may_dead_letter, size_t *delivered,
+            msrt_bus_pending *pend, msrt_error *err) {
+  bool memo_ok = unrouted && memo_usable();
   uint64_t version = memo_ok ? msrt_router_version(bus->router) : 0;
-  msrt_match_item mine[MEMO_ITEMS];
-  msrt_match_result memo = {mine, 0, MEMO_ITEMS, 0, 0};
-  msrt_match_result *m = &s->m;
-  if (memo_ok && memo_get(&send_memo, bus, version, 0, e, &memo)) {
-    m = &memo;
+  const msrt_match_result *m = NULL;
+  size_t n;
+  if (memo_ok && (m = memo_get(&send_memo, bus, version, 0, e))) {
+    n = m->len; /* none declines (memo_put) */
   } else {
-    if (msrt_router_match(rd, e->subject, e->subject_len, m, skip_full, e) !=
-        MSRT_E_OK) {
+    if (msrt_router_match(rd, e->subject, e->subject_len, &s->m, skip_full,
+                          e) != MSRT_E_OK) {
       refuse(bus, msrt_bus_class(bus, e->subject, e->subject_len));
       return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
     }
-    if (memo_ok) memo_put(&send_memo, bus, version, 0, e, m, true);
+    if (memo_ok) memo_put(&send_memo, bus, version, 0, e, &s->m, true);
+    n = drop_declined(&s->m, e);
+    m = &s->m;
   }
   unsigned cls = m->cls; /* looked up with the match, cached with it */
-  size_t n = drop_declined(m, e);
   uint32_t unready = m->unready_groups;
   if (n == 0 && unready == 0) {
     if (may_dead_letter) return MSRT_E_NOT_FOUND;
@@ -558,11 +629,12 @@ static msrt_code deliver_all(msrt_bus *bus, msrt_reader *rd, pub_space *s,
       return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
     e = made;
   }
-  count(bus, cls, MSRT_STAT_ACCEPTED, (uint64_t)n + unready);
+  atomic_uint_least64_t *row = class_row(cls);
+  msrt_account_bump(row, MSRT_STAT_ACCEPTED, (uint64_t)n + unready);
   const msrt_envelope *outer = fanning.e;
   unsigned outer_cls = fanning.cls;
   fanning.e = e, fanning.cls = cls;
-  msrt_code rc = fan_out(bus, cls, e, m, delivered, pend, err);
+  msrt_code rc = fan_out(bus, cls, row, e, m, delivered, pend, err);
   fanning.e = outer, fanning.cls = outer_cls;
   if (unready) {
     count(bus, cls, MSRT_STAT_DROP_NOT_READY, unready);
@@ -570,6 +642,16 @@ static msrt_code deliver_all(msrt_bus *bus, msrt_reader *rd, pub_space *s,
   }
   msrt_env_unref(made);
   return rc;
+}
+
+/* deliver_all for a routed subject: out of line, where publish has it
+ * inline. */
+static __attribute__((noinline)) msrt_code
+deliver_routed(msrt_bus *bus, msrt_reader *rd, pub_space *s, msrt_envelope *e,
+               bool view, bool may_dead_letter, size_t *delivered,
+               msrt_bus_pending *pend, msrt_error *err) {
+  return deliver_all(bus, rd, s, e, view, false, may_dead_letter, delivered,
+                     pend, err);
 }
 
 /* Nobody subscribed to e's subject and its rule names a dead-letter
@@ -587,13 +669,15 @@ static msrt_code dead_letter(msrt_bus *bus, msrt_reader *rd, pub_space *s,
   count(bus, cls,
         rc == MSRT_E_OK ? MSRT_STAT_DEAD_LETTERED : MSRT_STAT_REFUSED, 1);
   if (rc != MSRT_E_OK) return rc;
-  rc = deliver_all(bus, rd, s, d, false, false, delivered, pend, err);
+  rc = deliver_routed(bus, rd, s, d, false, false, delivered, pend, err);
   msrt_env_unref(d);
   return rc;
 }
 
 static void space_free(void *p) {
   pub_space *s = p;
+  if (s == &tl_space) tl_space_keyed = false; /* exiting: any later use
+                                                 registers it again */
   msrt_match_result_free(&s->m);
   free(s->buf);
   memset(s, 0, sizeof *s);
@@ -601,47 +685,37 @@ static void space_free(void *p) {
 
 static void space_key_make(void) { pthread_key_create(&space_key, space_free); }
 
-static pub_space *space_get(msrt_bus *bus, pub_space *local) {
-  pub_space *s = &tl_space;
+/* The working space of a publish starting on this thread (its match
+ * result grows as the router needs; its buf is made by space_room). */
+static inline pub_space *space_get(pub_space *local) {
   if (tl_depth++) { /* nested: the outer publish is using tl_space */
     memset(local, 0, sizeof *local);
-    s = local;
+    return local;
   }
-  /* room for a routed subject and a dead-letter subject (router/index.h) */
-  size_t need = 2 * (bus->max_subject + 1);
-  if (s->cap < need) {
-    if (s == &tl_space && !s->buf) {
-      pthread_once(&space_once, space_key_make);
-      pthread_setspecific(space_key, s);
-    }
-    char *b = realloc(s->buf, need);
-    if (b) { /* else s->buf stays as it was: NULL, the caller refuses */
-      s->buf = b;
-      s->cap = need;
-    }
+  if (!tl_space_keyed) { /* frees tl_space's arrays when the thread exits */
+    pthread_once(&space_once, space_key_make);
+    pthread_setspecific(space_key, &tl_space);
+    tl_space_keyed = true;
   }
-  return s;
+  return &tl_space;
 }
 
-static void space_put(pub_space *s) {
+static inline void space_put(pub_space *s) {
   if (s != &tl_space) space_free(s); /* a nested publish's own */
   tl_depth--;
 }
 
-/* Route e's subject through the router's table into res (a routed subject
- * and the dead-letter subject land in s->buf). Without a table (the common
- * case) the subject passes unchanged without calling into the table. */
-static msrt_code route(msrt_reader *rd, msrt_bus *bus, pub_space *s,
-                       const msrt_envelope *e, msrt_route_result *res,
-                       msrt_error *err) {
-  if (!msrt_router_has_routes(bus->router)) {
-    *res = (msrt_route_result){-1, -1, false, e->subject, e->subject_len,
-                               NULL, 0};
-    return MSRT_E_OK;
+/* Whether s->buf has room for a routed subject and a dead-letter subject
+ * (router/index.h msrt_router_route); false when out of memory. */
+static bool space_room(msrt_bus *bus, pub_space *s) {
+  size_t need = 2 * (bus->max_subject + 1);
+  if (s->cap < need) {
+    char *b = realloc(s->buf, need);
+    if (!b) return false;
+    s->buf = b;
+    s->cap = need;
   }
-  if (!s->buf) return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
-  return msrt_router_route(rd, e->subject, e->subject_len, s->buf, s->cap,
-                           res, err);
+  return true;
 }
 
 /* A rewrite or split carried e to a subject its publisher may not publish
@@ -658,24 +732,19 @@ static msrt_code forbidden(msrt_bus *bus, const msrt_envelope *e,
                         e->subject, res->rule + 1);
 }
 
-/* msrt_bus_publish_as, e a view (msrt_bus_send) or not. */
-static msrt_code publish(msrt_bus *bus, msrt_envelope *e, bool view,
-                         msrt_bus_permit permit, void *permit_ud,
-                         size_t *delivered, msrt_bus_pending *pend,
-                         msrt_error *err) {
-  *delivered = 0;
-  pub_space local;
-  pub_space *s = space_get(bus, &local);
-  msrt_reader *rd = msrt_bus_reader(bus);
-  if (!rd) {
-    space_put(s);
-    refuse(bus, msrt_bus_class(bus, e->subject, e->subject_len));
-    return msrt_error_set(err, MSRT_E_RESOURCE_EXHAUSTED, "out of memory "
-                          "making this thread's router reader");
-  }
-  msrt_router_reader_enter(rd);
+/* publish with a routing table: route e's subject through it (a routed
+ * subject and the dead-letter subject land in s->buf), then deliver. */
+static msrt_code publish_routed(msrt_bus *bus, msrt_reader *rd, pub_space *s,
+                                msrt_envelope *e, bool view,
+                                msrt_bus_permit permit, void *permit_ud,
+                                size_t *delivered, msrt_bus_pending *pend,
+                                msrt_error *err) {
   msrt_route_result res;
-  msrt_code rc = route(rd, bus, s, e, &res, err);
+  msrt_code rc =
+      space_room(bus, s)
+          ? msrt_router_route(rd, e->subject, e->subject_len, s->buf, s->cap,
+                              &res, err)
+          : msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
   msrt_envelope *to = e;
   if (rc == MSRT_E_OK && res.rewritten && permit &&
       !permit(permit_ud, res.subject, res.len)) {
@@ -688,14 +757,40 @@ static msrt_code publish(msrt_bus *bus, msrt_envelope *e, bool view,
     refuse(bus, msrt_bus_class(bus, e->subject, e->subject_len));
   }
   if (rc == MSRT_E_OK) {
-    rc = deliver_all(bus, rd, s, to, view && to == e,
-                     res.dead_letter != NULL, delivered, pend, err);
+    rc = deliver_routed(bus, rd, s, to, view && to == e,
+                        res.dead_letter != NULL, delivered, pend, err);
     if (rc == MSRT_E_NOT_FOUND)
       rc = dead_letter(bus, rd, s, to, res.dead_letter, res.dead_letter_len,
                        delivered, pend, err);
   }
-  msrt_router_reader_leave(rd);
   if (to != e) msrt_env_unref(to);
+  return rc;
+}
+
+/* msrt_bus_publish_as, e a view (msrt_bus_send) or not. Without a routing
+ * table (the common case) the subject is matched as it is. Inline in each
+ * of the three: the call would cost as much as this frame's own work. */
+static inline __attribute__((always_inline)) msrt_code publish(msrt_bus *bus, msrt_envelope *e, bool view,
+                         msrt_bus_permit permit, void *permit_ud,
+                         size_t *delivered, msrt_bus_pending *pend,
+                         msrt_error *err) {
+  *delivered = 0;
+  msrt_reader *rd = reader_of(bus);
+  if (!rd) {
+    refuse(bus, msrt_bus_class(bus, e->subject, e->subject_len));
+    return msrt_error_set(err, MSRT_E_RESOURCE_EXHAUSTED, "out of memory "
+                          "making this thread's router reader");
+  }
+  pub_space local;
+  pub_space *s = space_get(&local);
+  msrt_router_reader_enter(rd);
+  msrt_code rc;
+  if (!msrt_router_has_routes(bus->router))
+    rc = deliver_all(bus, rd, s, e, view, true, false, delivered, pend, err);
+  else
+    rc = publish_routed(bus, rd, s, e, view, permit, permit_ud, delivered,
+                        pend, err);
+  msrt_router_reader_leave(rd);
   space_put(s);
   return rc;
 }
@@ -780,35 +875,36 @@ msrt_code msrt_bus_publish_key(msrt_bus *bus, msrt_envelope *e, uint32_t key,
                                unsigned cls, size_t *delivered,
                                msrt_bus_pending *pend, msrt_error *err) {
   *delivered = 0;
-  msrt_reader *rd = msrt_bus_reader(bus);
+  msrt_reader *rd = reader_of(bus);
   if (!rd) {
     refuse(bus, cls);
     return msrt_error_set(err, MSRT_E_RESOURCE_EXHAUSTED, "out of memory "
                           "making this thread's router reader");
   }
   pub_space local;
-  pub_space *s = space_get(bus, &local);
+  pub_space *s = space_get(&local);
   msrt_router_reader_enter(rd);
-  uint64_t version = msrt_router_version(bus->router);
+  bool memo_ok = memo_usable();
+  uint64_t version = memo_ok ? msrt_router_version(bus->router) : 0;
   msrt_code rc = MSRT_E_OK, mc = MSRT_E_OK;
-  msrt_match_item mine[MEMO_ITEMS];
-  msrt_match_result memo = {mine, 0, MEMO_ITEMS, 0, 0};
-  msrt_match_result *m = &s->m;
-  if (memo_get(&key_memo, bus, version, key, e, &memo)) {
-    m = &memo;
+  const msrt_match_result *m = NULL;
+  size_t kept = 0;
+  if (memo_ok && (m = memo_get(&key_memo, bus, version, key, e))) {
+    kept = m->len; /* none declines (memo_put) */
   } else {
     key_msg km = {key, e};
-    mc = msrt_router_match(rd, e->subject, e->subject_len, m, skip_other_key,
-                           &km);
+    mc = msrt_router_match(rd, e->subject, e->subject_len, &s->m,
+                           skip_other_key, &km);
     size_t own = 0;
     /* the key's own: plain ones and its member */
-    for (size_t i = 0; i < m->len; i++)
-      if (m->items[i].kind == key) m->items[own++] = m->items[i];
-    m->len = own;
-    if (mc == MSRT_E_OK) memo_put(&key_memo, bus, version, key, e, m, false);
+    for (size_t i = 0; i < s->m.len; i++)
+      if (s->m.items[i].kind == key) s->m.items[own++] = s->m.items[i];
+    s->m.len = own;
+    if (mc == MSRT_E_OK && memo_ok)
+      memo_put(&key_memo, bus, version, key, e, &s->m, false);
+    if (mc == MSRT_E_OK) kept = drop_declined(&s->m, e);
+    m = &s->m;
   }
-  size_t kept = 0;
-  if (mc == MSRT_E_OK) kept = drop_declined(m, e);
   if (mc != MSRT_E_OK) {
     refuse(bus, cls);
     rc = msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
@@ -817,8 +913,9 @@ msrt_code msrt_bus_publish_key(msrt_bus *bus, msrt_envelope *e, uint32_t key,
     count(bus, cls, m->unready_groups ? MSRT_STAT_DROP_NOT_READY
                                       : MSRT_STAT_NO_RESPONDERS, 1);
   } else {
-    count(bus, cls, MSRT_STAT_ACCEPTED, kept);
-    rc = fan_out(bus, cls, e, m, delivered, pend, err);
+    atomic_uint_least64_t *row = class_row(cls);
+    msrt_account_bump(row, MSRT_STAT_ACCEPTED, kept);
+    rc = fan_out(bus, cls, row, e, m, delivered, pend, err);
   }
   msrt_router_reader_leave(rd);
   space_put(s);
