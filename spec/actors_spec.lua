@@ -248,6 +248,62 @@ describe("messages between actors and the hub", function()
     end)
   end)
 
+  -- After its first message an actor reads the commonest encodings (a
+  -- number, a short string, a boolean) itself and reuses the last
+  -- subject's string (actor_ctx.lua's data_of and pop): the values at
+  -- their edges, each told apart from its neighbours.
+  it("carry every value on the fast path as string.buffer decodes it", function()
+    drive(function()
+      -- (no upvalues: a handler crosses as bytecode)
+      local function describe(v)
+        local t = type(v)
+        if t == "number" then
+          if v ~= v then return "nan" end
+          return ("%.17g"):format(v) .. (v == 0 and 1 / v < 0 and "-" or "")
+        elseif t == "string" then return #v .. ":" .. v:sub(1, 2) .. v:sub(-1)
+        elseif t == "table" then
+          local n = 0
+          for _ in pairs(v) do n = n + 1 end
+          return "table:" .. n .. ":" .. tostring(v[1]) .. ":" .. tostring(v.k)
+        end
+        return t .. ":" .. tostring(v)
+      end
+      assert(spawn {
+        name = "t_values", subscribe = { "t.values.*" }, args = { describe = string.dump(describe) },
+        init = function(ctx, a) ctx.describe = loadstring(a.describe) end,
+        handle = function(ctx, msg)
+          ctx:publish("t.values_seen", { subject = msg.subject, desc = ctx.describe(msg.data) })
+        end,
+      })
+      local big = {}
+      for i = 1, 300 do big[i] = i end -- > 1 KiB encoded: decoded, then its copy freed
+      big.k = "v"
+      local values = {
+        "warm-up: the C path", 0, -0.0, 1, -1.5, 2 ^ 53, 2 ^ -1074, 1 / 0, -1 / 0, 0 / 0,
+        "", "a", ("s"):rep(191), ("t"):rep(192), ("u"):rep(5000), "a\0b",
+        true, false, msrt.null, { 1, k = "v" }, big, 7, "again",
+      }
+      local seen = collector("t.values_seen")
+      for i, v in ipairs(values) do
+        -- subjects repeat and change (t.values.a, a, b, a, ...)
+        assert.is_true(msrt.publish(i % 3 == 0 and "t.values.b" or "t.values.a", v))
+      end
+      -- a NaN string.buffer never makes (all bits set): decode makes it
+      -- LuaJIT's one NaN, which a NaN-tagged value must be
+      assert.are.equal(1, require("msrt.core").publish("t.values.a", "\7" .. ("\255"):rep(8)))
+      assert.is_true(msrt.publish("t.values.a", nil))
+      assert.is_true(seen.wait(#values + 2, 10000))
+      for i, v in ipairs(values) do
+        local d = seen.msgs[i].data
+        assert.are.equal(i % 3 == 0 and "t.values.b" or "t.values.a", d.subject, "value " .. i)
+        assert.are.equal(describe(v), d.desc, "value " .. i)
+      end
+      assert.are.equal("nan", seen.msgs[#values + 1].data.desc)
+      assert.are.equal("nil:nil", seen.msgs[#values + 2].data.desc)
+      seen.close()
+    end)
+  end)
+
 
   it("carry headers both ways (hub -> actor -> hub), and refuse bad ones", function()
     drive(function()

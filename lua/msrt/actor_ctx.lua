@@ -129,10 +129,12 @@ long msrt_lactor_ffi_inbox(void *la, char *out);
 int msrt_lactor_ffi_closed(void *la);
 void msrt_lactor_ffi_set_waiting(void *la, int on);
 double msrt_lactor_ffi_now_ms(void);
+int msrt_memcmp(const void *a, const void *b, size_t n) __asm__("memcmp");
 ]]
   -- a cdata pointer: the JIT cannot pass a lightuserdata as void *
-  local C, me, str = ffi.C, ffi.cast("void *", rt.self()), ffi.string
+  local C, me, str, cast = ffi.C, ffi.cast("void *", rt.self()), ffi.string, ffi.cast
   local rbuf, wbuf, last_error = buffer.new(), buffer.new(), rt.last_error
+  local dbl = ffi.typeof("const double *")
   now_ms = C.msrt_lactor_ffi_now_ms
   closed = function() return C.msrt_lactor_ffi_closed(me) ~= 0 end
   set_waiting = function(on) C.msrt_lactor_ffi_set_waiting(me, on and 1 or 0) end
@@ -142,22 +144,56 @@ double msrt_lactor_ffi_now_ms(void);
     if n < 0 then return c_inbox() end -- it says why
     return str(ibuf, n)
   end
+  -- The data of a string.buffer encoding at p (n bytes): true, value, or
+  -- false, why. The one-value encodings most messages are (a number: tag
+  -- 7 and a little-endian double, NaN and infinities left to decode,
+  -- which makes NaN canonical; a string of up to 191 bytes: tag 0x20 +
+  -- its length; false 1, true 2) are read here: decode costs ~85
+  -- instructions more. The rest is copied into rbuf and decoded there:
+  -- rbuf:set(p, n) would keep p, so LuaJIT made a cdata object per
+  -- message, ~200 instructions with its collection (docs/performance.md,
+  -- fan-out: the receiving side). A large one's copy is freed after, so
+  -- an actor keeps at most SMALL bytes of it.
+  local SMALL, NUM = 1024, ffi.abi("le") and 7 or -1 -- (the encoding is little-endian)
+  local function data_of(p, n)
+    local tag = n > 0 and p[0] or 0 -- (0: nil, to decode, as any other)
+    if tag == NUM then
+      if n == 9 and (p[8] % 128 ~= 127 or p[7] < 0xf0) then return true, cast(dbl, p + 1)[0] end
+    elseif tag >= 0x20 then
+      if tag < 0xe0 and n == tag - 0x1f then return true, str(p + 1, n - 1) end
+    elseif n == 1 and (tag == 1 or tag == 2) then
+      return true, tag == 2
+    end
+    local ok, v = pcall(rbuf.decode, rbuf:reset():putcdata(p, n))
+    if n > SMALL then rbuf:free() end
+    return ok, v
+  end
+  -- The last subject's string, given again while the next envelope's
+  -- subject has the same bytes: one memcmp instead of hashing and
+  -- looking up the interned string (~110 instructions a message). It is
+  -- the string ffi.string would return (Lua strings are interned).
+  local last_subject = ""
   pop = function()
     local e = C.msrt_lactor_ffi_pop(me)
     if e == nil then return nil end
     local flags, ok, data = e.flags, true
     if flags % 2 == BUFFER then
-      ok, data = pcall(rbuf.decode, rbuf:set(e.payload, e.payload_len))
+      ok, data = data_of(e.payload, e.payload_len)
     else
       data = str(e.payload, e.payload_len)
     end
+    local sp, sn, subject = e.subject, e.subject_len, last_subject
+    if sn ~= #subject or C.msrt_memcmp(sp, subject, sn) ~= 0 then
+      subject = str(sp, sn)
+      last_subject = subject
+    end
     if not ok then
-      undecodable(str(e.subject, e.subject_len), data)
+      undecodable(subject, data)
       C.msrt_lactor_ffi_unref(e)
       return pop()
     end
     local reply = e.reply ~= nil and str(e.reply, e.reply_len) or nil
-    local subject, mid, prio = str(e.subject, e.subject_len), tonumber(e.id), e.priority
+    local mid, prio = tonumber(e.id), e.priority
     local hdr = e.headers_len > 0 and str(e.headers, e.headers_len) or nil
     C.msrt_lactor_ffi_unref(e)
     return flags, subject, reply, data, mid, prio, hdr
