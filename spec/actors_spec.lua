@@ -273,6 +273,7 @@ describe("messages between actors and the hub", function()
         init = function(ctx, a) ctx.describe = loadstring(a.describe) end,
         handle = function(ctx, msg)
           ctx:publish("t.values_seen", { subject = msg.subject, desc = ctx.describe(msg.data) })
+          ctx:publish("t.values_back", msg.data) -- (a number's encoding is written by hand too)
         end,
       })
       local big = {}
@@ -283,7 +284,7 @@ describe("messages between actors and the hub", function()
         "", "a", ("s"):rep(191), ("t"):rep(192), ("u"):rep(5000), "a\0b",
         true, false, msrt.null, { 1, k = "v" }, big, 7, "again",
       }
-      local seen = collector("t.values_seen")
+      local seen, back = collector("t.values_seen"), collector("t.values_back")
       for i, v in ipairs(values) do
         -- subjects repeat and change (t.values.a, a, b, a, ...)
         assert.is_true(msrt.publish(i % 3 == 0 and "t.values.b" or "t.values.a", v))
@@ -293,14 +294,18 @@ describe("messages between actors and the hub", function()
       assert.are.equal(1, require("msrt.core").publish("t.values.a", "\7" .. ("\255"):rep(8)))
       assert.is_true(msrt.publish("t.values.a", nil))
       assert.is_true(seen.wait(#values + 2, 10000))
+      assert.is_true(back.wait(#values + 2, 10000))
       for i, v in ipairs(values) do
         local d = seen.msgs[i].data
         assert.are.equal(i % 3 == 0 and "t.values.b" or "t.values.a", d.subject, "value " .. i)
         assert.are.equal(describe(v), d.desc, "value " .. i)
+        assert.are.equal(describe(v), describe(back.msgs[i].data), "value " .. i .. " back")
       end
       assert.are.equal("nan", seen.msgs[#values + 1].data.desc)
+      assert.are.equal("nan", describe(back.msgs[#values + 1].data))
       assert.are.equal("nil:nil", seen.msgs[#values + 2].data.desc)
-      seen.close()
+      assert.is_nil(back.msgs[#values + 2].data)
+      seen.close(); back.close()
     end)
   end)
 
