@@ -237,15 +237,22 @@ static inline msrt_envelope *lane_pop(msrt_actor *a, int l) {
   msrt_envelope *e = n->env;
   a->head[l] = n; /* n is the new dummy */
   /* Fetch what the next pops read, most likely written on the sender's
-   * CPU: the node after next (the next one was fetched by the pop before)
-   * and the next message's envelope, so a transfer between far-apart CPUs
-   * (docs/performance.md, the two levels) overlaps this message's turn. */
+   * CPU: the node after next (the next one was fetched by the pop before),
+   * the lines after it (a sender hands one mailbox's nodes out a few
+   * lines apart, mnode.h), and the next message's envelope, its first
+   * line for writing (its count of references), so a transfer between
+   * far-apart CPUs (docs/performance.md, the two levels) overlaps this
+   * message's turn. */
   msrt_mnode *n1 = atomic_load_explicit(&n->next, ACQ);
   if (n1) {
     msrt_mnode *n2 = atomic_load_explicit(&n1->next, ACQ);
-    if (n2) __builtin_prefetch(n2);
+    if (n2) {
+      __builtin_prefetch(n2);
+      __builtin_prefetch((const char *)n2 + 64);
+      __builtin_prefetch((const char *)n2 + 128);
+    }
     const char *e1 = (const char *)n1->env;
-    __builtin_prefetch(e1);
+    __builtin_prefetch(e1, 1, 3);
     __builtin_prefetch(e1 + 64);
   }
   if (h != &a->stub[l]) msrt_mnode_free(h);
