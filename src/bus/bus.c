@@ -353,7 +353,8 @@ static bool skip_full(const msrt_match_item *m, void *ud) {
 /* Remove the items whose endpoint declines e: plain subscriptions, and a
  * queue group's fallback choice (MSRT_MATCH_FULL: its members were all
  * skipped, perhaps for declining). Returns the items left. */
-static size_t drop_declined(msrt_match_result *m, const msrt_envelope *e) {
+static inline size_t drop_declined(msrt_match_result *m,
+                                   const msrt_envelope *e) {
   size_t kept = 0;
   for (size_t i = 0; i < m->len; i++) {
     const msrt_match_item *it = &m->items[i];
@@ -536,11 +537,15 @@ static bool all_borrow(const msrt_match_result *m) {
  * a ready member, no endpoint that may decline. Its endpoints live while
  * the version is unchanged: a change's garbage is freed only after every
  * reader that entered before the change's version was visible has left
- * (msrt_router_version). */
+ * (msrt_router_version). A match that cannot be kept for a reason the
+ * version fixes (a queue group of actors: the queue-group benchmark's
+ * every publish) is remembered as such, so the next publish of the
+ * subject only matches it, without trying to keep it again. */
 #define MEMO_ITEMS 4
 typedef struct {
   uint64_t serial, version; /* the bus's; serial 0: empty */
   uint32_t key, slen;
+  bool keep; /* false: the subject's match is not kept (see above) */
   msrt_match_result res; /* the match; its items are the memo's own */
   char s[64];
   msrt_match_item items[MEMO_ITEMS];
@@ -553,37 +558,49 @@ static _Thread_local match_memo key_memo, send_memo;
  * published during a push) would overwrite them under it. */
 static inline bool memo_usable(void) { return tl_depth == 1; }
 
-/* Remember m (matched for e's subject and key under version) in mm when
- * grouped (may it hold queue-group members of borrowing classes?) allows. */
-static void memo_put(match_memo *mm, msrt_bus *bus, uint64_t version,
-                     uint32_t key, const msrt_envelope *e,
-                     const msrt_match_result *m, bool grouped) {
-  mm->serial = 0;
-  if (m->len == 0 || m->len > MEMO_ITEMS || m->unready_groups ||
-      e->subject_len > sizeof mm->s)
-    return;
+/* Whether m can be kept: grouped says whether it may hold queue-group
+ * members of classes that borrow. */
+static bool keepable(const msrt_match_result *m, bool grouped) {
+  if (m->len == 0 || m->len > MEMO_ITEMS) return false;
   for (size_t i = 0; i < m->len; i++) {
     const msrt_endpoint_class *c = m->items[i].ud;
     bool member = m->items[i].flags & (MSRT_MATCH_QUEUE | MSRT_MATCH_FULL);
     if (c->declines || (member && !(grouped && c->borrows && !c->full)))
-      return;
+      return false;
   }
-  memcpy(mm->items, m->items, m->len * sizeof *m->items);
+  return true;
+}
+
+/* Remember m (matched for e's subject and key under version) in mm: the
+ * match when it can be kept, else that it cannot. A group left without a
+ * ready member is of the moment: then mm is emptied. */
+static void memo_put(match_memo *mm, msrt_bus *bus, uint64_t version,
+                     uint32_t key, const msrt_envelope *e,
+                     const msrt_match_result *m, bool grouped) {
+  mm->serial = 0;
+  if (m->unready_groups || e->subject_len > sizeof mm->s) return;
+  mm->keep = keepable(m, grouped);
+  if (mm->keep) {
+    memcpy(mm->items, m->items, m->len * sizeof *m->items);
+    mm->res = (msrt_match_result){mm->items, m->len, MEMO_ITEMS, 0, m->cls};
+  }
   memcpy(mm->s, e->subject, e->subject_len);
-  mm->res = (msrt_match_result){mm->items, m->len, MEMO_ITEMS, 0, m->cls};
   mm->slen = e->subject_len, mm->key = key;
   mm->version = version, mm->serial = bus->serial;
 }
 
-/* The match mm holds for e's subject and key under version (read only;
- * memo_usable), or NULL. */
-static inline const msrt_match_result *
-memo_get(const match_memo *mm, const msrt_bus *bus, uint64_t version,
-         uint32_t key, const msrt_envelope *e) {
+/* Whether mm is about e's subject and key under version (memo_usable):
+ * then *kept is the match it holds (read only), or NULL when that match
+ * is not kept (match it, and do not memo_put it again). */
+static inline bool memo_get(const match_memo *mm, const msrt_bus *bus,
+                            uint64_t version, uint32_t key,
+                            const msrt_envelope *e,
+                            const msrt_match_result **kept) {
   if (mm->serial != bus->serial || mm->version != version || mm->key != key ||
       mm->slen != e->subject_len || !same_short(mm->s, e->subject, mm->slen))
-    return NULL;
-  return &mm->res;
+    return false;
+  *kept = mm->keep ? &mm->res : NULL;
+  return true;
 }
 
 /* Match e's subject (already routed) and deliver it. A view (e on the
@@ -602,16 +619,18 @@ deliver_all(msrt_bus *bus, msrt_reader *rd, pub_space *s, msrt_envelope *e,
   bool memo_ok = unrouted && memo_usable();
   uint64_t version = memo_ok ? msrt_router_version(bus->router) : 0;
   const msrt_match_result *m = NULL;
+  bool known = memo_ok && memo_get(&send_memo, bus, version, 0, e, &m);
   size_t n;
-  if (memo_ok && (m = memo_get(&send_memo, bus, version, 0, e))) {
-    n = m->len; /* none declines (memo_put) */
+  if (m) {
+    n = m->len; /* none declines (keepable) */
   } else {
     if (msrt_router_match(rd, e->subject, e->subject_len, &s->m, skip_full,
                           e) != MSRT_E_OK) {
       refuse(bus, msrt_bus_class(bus, e->subject, e->subject_len));
       return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
     }
-    if (memo_ok) memo_put(&send_memo, bus, version, 0, e, &s->m, true);
+    if (memo_ok && !known)
+      memo_put(&send_memo, bus, version, 0, e, &s->m, true);
     n = drop_declined(&s->m, e);
     m = &s->m;
   }
@@ -889,8 +908,9 @@ msrt_code msrt_bus_publish_key(msrt_bus *bus, msrt_envelope *e, uint32_t key,
   msrt_code rc = MSRT_E_OK, mc = MSRT_E_OK;
   const msrt_match_result *m = NULL;
   size_t kept = 0;
-  if (memo_ok && (m = memo_get(&key_memo, bus, version, key, e))) {
-    kept = m->len; /* none declines (memo_put) */
+  bool known = memo_ok && memo_get(&key_memo, bus, version, key, e, &m);
+  if (m) {
+    kept = m->len; /* none declines (keepable) */
   } else {
     key_msg km = {key, e};
     mc = msrt_router_match(rd, e->subject, e->subject_len, &s->m,
@@ -900,7 +920,7 @@ msrt_code msrt_bus_publish_key(msrt_bus *bus, msrt_envelope *e, uint32_t key,
     for (size_t i = 0; i < s->m.len; i++)
       if (s->m.items[i].kind == key) s->m.items[own++] = s->m.items[i];
     s->m.len = own;
-    if (mc == MSRT_E_OK && memo_ok)
+    if (mc == MSRT_E_OK && memo_ok && !known)
       memo_put(&key_memo, bus, version, key, e, &s->m, false);
     if (mc == MSRT_E_OK) kept = drop_declined(&s->m, e);
     m = &s->m;
