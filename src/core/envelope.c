@@ -135,7 +135,7 @@ msrt_envelope *msrt_env_copy(const msrt_envelope *v) {
   atomic_init(&e->refs, 1);
   /* the clock read here, not in a view: a view that goes only to
    * borrowing endpoints never needs it (~40 instructions) */
-  if (!e->ts_ns) e->ts_ns = msrt_wall_ns();
+  if (!e->ts_ns) e->ts_ns = msrt_wall_coarse_ns();
   lay_out(e, v->subject, v->subject_len, v->reply, v->reply_len, v->headers,
           v->headers_len, v->payload, v->payload_len);
   return e;
@@ -150,7 +150,7 @@ msrt_envelope *msrt_env_new(const char *subject, size_t slen,
   msrt_envelope *e = alloc_for(slen, reply, rlen, hlen, plen);
   if (!e) return NULL;
   stamp(e, priority, flags, trace_id);
-  e->ts_ns = msrt_wall_ns();
+  e->ts_ns = msrt_wall_coarse_ns();
   lay_out(e, subject, slen, reply, rlen, headers, hlen, payload, plen);
   return e;
 }

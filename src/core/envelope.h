@@ -36,7 +36,8 @@ typedef struct msrt_envelope {
   uint64_t id;          /* unique within the process, never 0; increasing
                            per thread (not across threads) */
   uint64_t trace_id;    /* 0 = none; copied from a request to its reply */
-  uint64_t ts_ns;       /* wall-clock time it was made, ns since the epoch */
+  uint64_t ts_ns;       /* wall-clock time it was made, ns since the epoch,
+                           to the kernel's tick (msrt_wall_coarse_ns) */
   const char *subject;  /* NUL-terminated, inside data[] */
   const char *reply;    /* NUL-terminated, inside data[]; NULL = none */
   const unsigned char *headers; /* inside data[]; NULL when headers_len 0 */
