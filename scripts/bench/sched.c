@@ -5,13 +5,15 @@
  *             with one shared envelope (ref per push) and with a fresh
  *             envelope per message (msrt_env_new + unref);
  *   pingpong  1, 8, 64 pairs: round trips/s and p50/p99 round-trip us;
+ *   fanout    1 producer -> 4 consumers, a fresh envelope per publish, the
+ *             stream in one producer turn (published/s);
  *   create    msrt_actor_new rate (cells/s) and RSS bytes per idle cell,
  *             fresh and after one message through each cell.
  * Options: --workers N (2) --spin US (50) --batch N (64) --cap N (1024)
  *          --mode default|shared|nolifo|nodefer --runs N (3)
  *          --msgs N (1000000)
  *          --secs S (1.0: duration of each ping-pong run)
- *          --only flood|pingpong|create
+ *          --only flood|fanout|pingpong|create
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -151,6 +153,80 @@ static double flood_once(int fresh, msrt_sched_stats *st_out) {
   msrt_actor_unref(pa);
   msrt_env_unref(p.e);
   return (double)opt_msgs / secs;
+}
+
+/* ---- fan-out ------------------------------------------------------------- */
+
+/* One producer, a fresh envelope per publish offered to FAN consumers, the
+ * whole stream in one turn (as actors.lua's sender, whose loop is one turn
+ * of a Lua actor), waiting for room when a mailbox is full. */
+#define FAN 4
+
+typedef struct {
+  fn_t fn;
+  msrt_actor *self, *to[FAN];
+  long left;
+  int k;                    /* the next consumer of cur */
+  msrt_envelope *cur, *tok; /* the publish in progress; the wake-up token */
+} fan_t;
+
+static void fan_waker(void *ud) {
+  fan_t *p = ud;
+  msrt_actor_push_sys(p->self, p->tok);
+}
+
+static msrt_run_result fan_fn(void *self, msrt_actor *a, int budget) {
+  (void)budget;
+  fan_t *p = self;
+  msrt_envelope *x;
+  while ((x = msrt_actor_pop(a))) msrt_env_unref(x); /* kicks / wake-ups */
+  while (p->left > 0) {
+    if (!p->cur) {
+      p->cur = env();
+      p->k = 0;
+    }
+    while (p->k < FAN) {
+      int r = msrt_actor_offer(p->to[p->k], p->cur, NULL, NULL);
+      if (r == MSRT_E_MAILBOX_FULL) {
+        if (msrt_actor_wait_room(p->to[p->k], fan_waker, p) ==
+            MSRT_WAIT_PENDING)
+          return MSRT_RUN_WAITING;
+        continue;
+      }
+      if (r != MSRT_E_OK) abort();
+      p->k++;
+    }
+    msrt_env_unref(p->cur);
+    p->cur = NULL;
+    p->left--;
+  }
+  return MSRT_RUN_IDLE;
+}
+
+static double fanout_once(msrt_sched_stats *st_out) {
+  msrt_sched *s = mk();
+  fan_t p = {fan_fn, NULL, {NULL}, opt_msgs, 0, NULL, env()};
+  consumer_t c[FAN];
+  for (int i = 0; i < FAN; i++) {
+    c[i] = (consumer_t){consumer_fn, 0, opt_msgs, 0};
+    p.to[i] = msrt_actor_new(s, &c[i], 0, MSRT_OVERFLOW_DEFAULT);
+  }
+  msrt_actor *pa = msrt_actor_new(s, &p, 0, MSRT_OVERFLOW_DEFAULT);
+  p.self = pa;
+  msrt_sched_start(s);
+  sleep_ms(20);
+  uint64_t t0 = msrt_now_ns(), t1 = 0;
+  msrt_actor_push_sys(pa, p.tok);
+  for (int i = 0; i < FAN; i++) {
+    while (!atomic_load(&c[i].done_ns)) sleep_ms(1);
+    if (atomic_load(&c[i].done_ns) > t1) t1 = atomic_load(&c[i].done_ns);
+  }
+  msrt_sched_stats_get(s, st_out, NULL);
+  msrt_sched_free(s);
+  for (int i = 0; i < FAN; i++) msrt_actor_unref(p.to[i]);
+  msrt_actor_unref(pa);
+  msrt_env_unref(p.tok);
+  return (double)opt_msgs / ((double)(t1 - t0) / 1e9);
 }
 
 /* ---- ping-pong ----------------------------------------------------------- */
@@ -396,6 +472,20 @@ int main(int argc, char **argv) {
            opt_msgs, fresh ? "fresh" : "shared", median(v, opt_runs) / 1e6,
            (unsigned long long)(parks / (uint64_t)opt_runs),
            (unsigned long long)(wakes / (uint64_t)opt_runs),
+           (unsigned long long)(steals / (uint64_t)opt_runs));
+  }
+  if (all || !strcmp(opt_only, "fanout")) {
+    uint64_t turns = 0, steals = 0;
+    for (int r = 0; r < opt_runs; r++) {
+      v[r] = fanout_once(&st);
+      turns += st.total.turns;
+      steals += st.total.steals;
+    }
+    double med = median(v, opt_runs); /* sorts v */
+    printf("fanout 1->%d %ld msgs (fresh envelope): %.2f M published/s "
+           "(%.2f-%.2f)  [per run: turns %llu steals %llu]\n",
+           FAN, opt_msgs, med / 1e6, v[0] / 1e6, v[opt_runs - 1] / 1e6,
+           (unsigned long long)(turns / (uint64_t)opt_runs),
            (unsigned long long)(steals / (uint64_t)opt_runs));
   }
   int pairs[] = {1, 8, 64};
