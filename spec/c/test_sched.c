@@ -1175,7 +1175,7 @@ static msrt_run_result h_defer_sender(actor_t *t, msrt_actor *a, int budget,
       SENT(t, send(defer_to[0], 1, 0, 5) == MSRT_E_OK);
       SENT(t, send(defer_to[1], 1, 0, 5) == MSRT_E_OK);
       SENT(t, defer_wait_parked(defer_s));
-      for (int i = 1; i < MSRT_SCHED_DEFER_DEPTH; i++)
+      for (int i = 1; i < (int)MSRT_SCHED_DEFER_DEPTH; i++)
         SENT(t, send(defer_to[0], 1, (uint32_t)i, 5) == MSRT_E_OK);
       atomic_store(&defer_seen, defer_wait_turns(1));
     } else if (seq == 1) {
@@ -1199,7 +1199,9 @@ static void test_deferred(void) {
   for (int round = 0; round < 4; round++) {
     long live0 = msrt_env_live();
     enum { N = MSRT_SCHED_DEFER_MAX + 1 };
-    msrt_sched *s = defer_s = mksched(2, 256, 50, 0, MSRT_OVERFLOW_BLOCK, NULL);
+    /* a turn may take every message the checks below count on */
+    msrt_sched *s = defer_s =
+        mksched(2, DEFER_ALONE + 64, 50, 0, MSRT_OVERFLOW_BLOCK, NULL);
     actor_t *t[N + 1];
     msrt_actor *a[N + 1];
     for (int i = 0; i < N; i++) {

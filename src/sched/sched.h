@@ -118,8 +118,13 @@
 #define MSRT_SCHED_HIGH_BURST 8
 /* Messages in its normal mailbox at which an actor held back by a turn
  * (DEFERRED in the top comment) is queued without waiting for the turn's
- * end. */
-#define MSRT_SCHED_DEFER_DEPTH 64
+ * end. Each hand-over to another worker costs both CPUs a few cache-line
+ * transfers (its state, counters, the mailbox's last node, the run
+ * queue); at 64 a fan-out's receivers were handed over every 44 messages
+ * or so and, with the two vCPUs far apart, those transfers held the
+ * sender to 2.3-2.8 M publishes/s; at 512, 3.2-3.6 M (and 7.3 -> 8.4 M
+ * near; bench_sched --only fanout, docs/performance.md). */
+#define MSRT_SCHED_DEFER_DEPTH 512
 /* Actors one turn holds back at most; one more queues them all. */
 #define MSRT_SCHED_DEFER_MAX 8
 #define MSRT_SCHED_DEFAULT_BATCH 64
