@@ -87,7 +87,7 @@ typedef struct {
 } producer_t;
 
 typedef struct {
-  fn_t fn;
+  _Alignas(64) fn_t fn; /* a line each: the consumers count on their CPU */
   atomic_long got;
   long want;
   atomic_uint_fast64_t done_ns;
@@ -163,7 +163,7 @@ static double flood_once(int fresh, msrt_sched_stats *st_out) {
 #define FAN 4
 
 typedef struct {
-  fn_t fn;
+  _Alignas(64) fn_t fn; /* not on a consumer's line */
   msrt_actor *self, *to[FAN];
   long left;
   int k;                    /* the next consumer of cur */
