@@ -277,7 +277,7 @@ describe("messages between actors and the hub", function()
         end,
       })
       local big = {}
-      for i = 1, 300 do big[i] = i end -- > 1 KiB encoded: decoded, then its copy freed
+      for i = 1, 300 do big[i] = i end -- > 1 KiB encoded: decoded where it lies (bbuf:set)
       big.k = "v"
       local values = {
         "warm-up: the C path", 0, -0.0, 1, -1.5, 2 ^ 53, 2 ^ -1074, 1 / 0, -1 / 0, 0 / 0,

@@ -133,7 +133,7 @@ int msrt_memcmp(const void *a, const void *b, size_t n) __asm__("memcmp");
 ]]
   -- a cdata pointer: the JIT cannot pass a lightuserdata as void *
   local C, me, str, cast = ffi.C, ffi.cast("void *", rt.self()), ffi.string, ffi.cast
-  local rbuf, wbuf, last_error = buffer.new(), buffer.new(), rt.last_error
+  local rbuf, bbuf, wbuf, last_error = buffer.new(), buffer.new(), buffer.new(), rt.last_error
   local dbl = ffi.typeof("const double *")
   now_ms = C.msrt_lactor_ffi_now_ms
   closed = function() return C.msrt_lactor_ffi_closed(me) ~= 0 end
@@ -149,11 +149,11 @@ int msrt_memcmp(const void *a, const void *b, size_t n) __asm__("memcmp");
   -- 7 and a little-endian double, NaN and infinities left to decode,
   -- which makes NaN canonical; a string of up to 191 bytes: tag 0x20 +
   -- its length; false 1, true 2) are read here: decode costs ~85
-  -- instructions more. The rest is copied into rbuf and decoded there:
-  -- rbuf:set(p, n) would keep p, so LuaJIT made a cdata object per
-  -- message, ~200 instructions with its collection (docs/performance.md,
-  -- fan-out: the receiving side). A large one's copy is freed after, so
-  -- an actor keeps at most SMALL bytes of it.
+  -- instructions more. The rest, up to SMALL bytes, is copied into rbuf
+  -- and decoded there: bbuf:set(p, n) keeps p, so LuaJIT makes a cdata
+  -- object for it, ~200 instructions with its collection
+  -- (docs/performance.md, fan-out: the receiving side), which only a
+  -- larger one is worth (its copy would cost more, and stay in rbuf).
   local SMALL, NUM = 1024, ffi.abi("le") and 7 or -1 -- (the encoding is little-endian)
   local function data_of(p, n)
     local tag = n > 0 and p[0] or 0 -- (0: nil, to decode, as any other)
@@ -164,9 +164,8 @@ int msrt_memcmp(const void *a, const void *b, size_t n) __asm__("memcmp");
     elseif n == 1 and (tag == 1 or tag == 2) then
       return true, tag == 2
     end
-    local ok, v = pcall(rbuf.decode, rbuf:reset():putcdata(p, n))
-    if n > SMALL then rbuf:free() end
-    return ok, v
+    if n <= SMALL then return pcall(rbuf.decode, rbuf:reset():putcdata(p, n)) end
+    return pcall(bbuf.decode, bbuf:set(p, n))
   end
   -- The last subject's string, given again while the next envelope's
   -- subject has the same bytes: one memcmp instead of hashing and
