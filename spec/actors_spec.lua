@@ -281,7 +281,7 @@ describe("messages between actors and the hub", function()
       big.k = "v"
       local values = {
         "warm-up: the C path", 0, -0.0, 1, -1.5, 2 ^ 53, 2 ^ -1074, 1 / 0, -1 / 0, 0 / 0,
-        "", "a", ("s"):rep(191), ("t"):rep(192), ("u"):rep(5000), "a\0b",
+        "", "a", ("s"):rep(191), ("t"):rep(192), ("u"):rep(5000), ("v"):rep(8127), ("w"):rep(8128), "a\0b",
         true, false, msrt.null, { 1, k = "v" }, big, 7, "again",
       }
       local seen, back = collector("t.values_seen"), collector("t.values_back")

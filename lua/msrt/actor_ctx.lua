@@ -147,20 +147,25 @@ int msrt_memcmp(const void *a, const void *b, size_t n) __asm__("memcmp");
   -- The data of a string.buffer encoding at p (n bytes): true, value, or
   -- false, why. The one-value encodings most messages are (a number: tag
   -- 7 and a little-endian double, NaN and infinities left to decode,
-  -- which makes NaN canonical; a string of up to 191 bytes: tag 0x20 +
-  -- its length; false 1, true 2) are read here: decode costs ~85
-  -- instructions more. The rest, up to SMALL bytes, is copied into rbuf
-  -- and decoded there: bbuf:set(p, n) keeps p, so LuaJIT makes a cdata
-  -- object for it, ~200 instructions with its collection
-  -- (docs/performance.md, fan-out: the receiving side), which only a
-  -- larger one is worth (its copy would cost more, and stay in rbuf).
+  -- which makes NaN canonical; a string of up to 8,127 bytes: tag 0x20
+  -- + its length, in one byte or two; false 1, true 2) are read here:
+  -- decode costs ~85 instructions more. The rest, up to SMALL bytes, is
+  -- copied into rbuf and decoded there: bbuf:set(p, n) keeps p, so
+  -- LuaJIT makes a cdata object for it, ~200 instructions with its
+  -- collection (docs/performance.md, fan-out: the receiving side), which
+  -- only a larger one is worth (its copy would cost more, and stay in
+  -- rbuf).
   local SMALL, NUM = 1024, ffi.abi("le") and 7 or -1 -- (the encoding is little-endian)
   local function data_of(p, n)
     local tag = n > 0 and p[0] or 0 -- (0: nil, to decode, as any other)
     if tag == NUM then
       if n == 9 and (p[8] % 128 ~= 127 or p[7] < 0xf0) then return true, cast(dbl, p + 1)[0] end
     elseif tag >= 0x20 then
-      if tag < 0xe0 and n == tag - 0x1f then return true, str(p + 1, n - 1) end
+      if tag < 0xe0 then
+        if n == tag - 0x1f then return true, str(p + 1, n - 1) end
+      elseif tag < 0xff and n > 2 and n == (tag - 0xe0) * 256 + p[1] + 0xc2 then
+        return true, str(p + 2, n - 2) -- (192 to 8,127 bytes: a two-byte length)
+      end
     elseif n == 1 and (tag == 1 or tag == 2) then
       return true, tag == 2
     end
