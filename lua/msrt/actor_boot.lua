@@ -134,9 +134,12 @@ setmetatable(ctx, { __index = function(_, name)
   end
 end })
 
--- The FFI path (actor_ctx.lua's fast): pop, publish and closed replaced.
+local msg_of -- actor_ctx.lua's: (subject, reply, data, id, priority, headers) -> msg
+
+-- The FFI path (actor_ctx.lua's fast): pop, publish and closed replaced,
+-- and the maker of the handler's msg.
 local function go_fast()
-  pop, publish, closed = load_more().fast()
+  pop, publish, closed, msg_of = load_more().fast()
 end
 
 -- ttl: a request's timeout, how long its inbox stays valid to a process
@@ -240,9 +243,7 @@ local function loop(budget)
       elseif byte(subject) ~= 95 or subject:sub(1, 7) ~= "_INBOX." then -- 95: '_'
         if slow then go_fast() slow = false end
         if reply and nowed < OWED_MAX and not owed[reply] then owed[reply], nowed = true, nowed + 1 end
-        local h = hdr and require("msrt.headers").decode(hdr) -- loaded on first use
-        handle(ctx, { subject = subject, reply = reply, data = payload, id = mid, priority = prio,
-                      headers = h, delivered = h and tonumber(h["Msrt-Delivered"]) })
+        handle(ctx, msg_of(subject, reply, payload, mid, prio, hdr))
       end -- else: a reply that came after its request timed out
     end
     if stop_reason or closed() then
