@@ -142,9 +142,17 @@ msrt.stop()
       -- only while the bus holds their key's import back: here a `block`
       -- actor with a mailbox of one (a subscriber that keeps up takes
       -- each message as it is read)
-      local b = H.start(H.prelude(nats.url, ', name = "B", pending_msgs = 1') .. [[
+      -- "ready" once the actor's init has subscribed it to flood.count
+      -- (init runs on a worker, whenever that gets to it): the count's
+      -- request must find it there, however late the worker was. B
+      -- exports nothing: a request exported too is answered by NATS' 503
+      -- (no one there: NATS does not echo B its own interest), which a
+      -- loaded worker's reply can come after.
+      local b = H.start(H.prelude(nats.url, ', name = "B", pending_msgs = 1, export = {}') .. [[
+local up = false
+msrt.subscribe("flood.up", function() up = true end)
 assert(msrt.actor { name = "slow", subscribe = "flood.x", capacity = 1, overflow = "block",
-  init = function(ctx) ctx.n = 0 ctx:subscribe("flood.count") end,
+  init = function(ctx) ctx.n = 0 assert(ctx:subscribe("flood.count")) ctx:publish("flood.up", true) end,
   handle = function(ctx, m)
     if m.subject == "flood.count" then return ctx:reply(m, ctx.n) end
     ctx.n = ctx.n + 1
@@ -158,6 +166,8 @@ msrt.subscribe("flood.done", function()
   end)
 end)
 br:flush()
+for _ = 1, 6000 do if up then break end msrt.sleep(10) end
+assert(up, "the actor's init never ran")
 print("ready")
 ]])
       H.await(b, "ready")
