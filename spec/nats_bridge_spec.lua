@@ -65,6 +65,38 @@ msrt.stop()
     assert.matches("stopping", finish(b))
   end)
 
+  it("answers a request from a local responder slower than NATS' 503 for it, from the hub and from an actor", function()
+    -- the bridge exports the request too (export defaults to ">"); no
+    -- other host has interest, and NATS does not echo B its own, so its
+    -- 503 comes at once: a 503 ends a request only when every endpoint
+    -- that took it has said so. A request only the bridge took still
+    -- gets no_responders at once.
+    local b = host(prelude(nats.url, ', name = "B"') .. [[
+assert(msrt.actor { name = "slow", subscribe = "svc.slow",
+  handle = function(ctx, m)
+    local t = os.clock() while os.clock() - t < 0.2 do end -- slower than a round trip to NATS
+    ctx:reply(m, m.data + 1)
+  end })
+assert(msrt.actor { name = "asker", subscribe = "svc.ask",
+  handle = function(ctx, m)
+    local d, e = ctx:request("svc.slow", m.data, { timeout_ms = 10000 })
+    ctx:reply(m, { d = d, e = e and e.code })
+  end })
+assert(br:flush())
+local d, e = msrt.request("svc.slow", 1, { timeout_ms = 10000 })
+print("hub " .. tostring(d) .. " " .. tostring(e and e.code))
+local r, re = msrt.request("svc.ask", 41, { timeout_ms = 20000 })
+print("actor " .. tostring(r and r.d) .. " " .. tostring(r and r.e or re and re.code))
+local _, e2 = msrt.request("svc.none", 1, { timeout_ms = 60000 })
+print("none " .. tostring(e2 and e2.code))
+msrt.stop()
+]])
+    local out = finish(b)
+    assert.matches("hub 2 nil", out, 1, true)
+    assert.matches("actor 42 nil", out, 1, true)
+    assert.matches("none no_responders", out, 1, true)
+  end)
+
   it("counts what one subscription imports in each message's subject class, however its pattern begins", function()
     -- B's "*.x" (its first token a wildcard) takes a.x and b.x; "c.>"
     -- only subjects of class c

@@ -355,8 +355,14 @@ function ctx:in_progress(msg) return queue_op(msg, "in_progress", { op = "in_pro
 function ctx:term(msg, reason) return queue_op(msg, "term", { op = "term", reason = reason }) end
 
 
+-- How many 503s the request waiting now lets pass (hub.lua's passes:
+-- a 503 is no_responders once every taker has said so).
+local passes = 0
+
 function asker.send(subject, data, inbox, opts, timeout)
-  return send(subject, data, inbox, opts.priority, "request", opts.headers, timeout)
+  local n, e = send(subject, data, inbox, opts.priority, "request", opts.headers, timeout)
+  passes = n and n > 0 and n - 1 or 0
+  return n, e
 end
 
 -- Ask for a request alarm due at deadline unless one outstanding is
@@ -379,7 +385,9 @@ local function want_reply(inbox, deadline, is_control, s, payload, flags, reply,
       arm(deadline) -- fired for an earlier request's deadline
     end
   elseif s == inbox then
-    return true, { subject = s, reply = reply, data = payload, id = mid, priority = prio, headers = headers_of(hdr) }
+    local h = headers_of(hdr)
+    if passes > 0 and h and h.Status == "503" then passes = passes - 1 return nil end
+    return true, { subject = s, reply = reply, data = payload, id = mid, priority = prio, headers = h }
   end -- a late reply to an earlier request: dropped
 end
 

@@ -318,6 +318,10 @@ do
   end
 end
 local waiter, inbox_of = {}, {} -- slot -> its coroutine (false: none yet), its inbox
+-- slot -> how many 503s (a taker that will not answer: NATS' no-responders
+-- status, a responder's exit) it lets pass while others that took the
+-- request may still answer: 0 for a request one endpoint took
+local passes = {}
 local free, nfree, nslots = {}, 0, 0
 local ilen -- #inbox_prefix + 1, once the first inbox is made (side.inbox)
 
@@ -338,7 +342,7 @@ local function slot_of(inbox)
 end
 
 local function release(slot)
-  waiter[slot], inbox_of[slot] = false, false
+  waiter[slot], inbox_of[slot], passes[slot] = false, false, 0
   nfree = nfree + 1
   free[nfree] = slot
 end
@@ -377,11 +381,19 @@ local function open_inbox()
     debug.getregistry()["msrt.hub.inbox"] = inbox_prefix
   end
   local sid, hub_id = M.subscribe(inbox_prefix .. ".>", function(msg)
-    local co = take(msg.subject)
-    if co then
-      resume(co, true, msg)
-      book:done()
+    local co, slot = waiting_on(msg.subject)
+    if not co then return end
+    -- a 503 is no_responders only once every taker has said so: a
+    -- request a bridge exported beside a local responder gets NATS' 503
+    -- at once (NATS does not echo the host its own interest)
+    local h = msg.headers
+    if h and h.Status == "503" and (passes[slot] or 0) > 0 then
+      passes[slot] = passes[slot] - 1
+      return
     end
+    release(slot)
+    resume(co, true, msg)
+    book:done()
   end, {})
   if not sid then return nil, hub_id end
   inbox_hub, inbox_ready = hub_id, true
@@ -450,7 +462,7 @@ function side.send(subject, data, inbox, opts, timeout)
   -- coroutine forever)
   local ok, n, err = pcall(M.publish, subject, data, opts, inbox, timeout)
   if not ok then release(slot) error(n, 0) end
-  if not n or n == 0 then release(slot) end
+  if not n or n == 0 then release(slot) else passes[slot] = n - 1 end
   return n, err
 end
 

@@ -4,7 +4,9 @@
 -- "Threads and the path of a message"): the request goes out with an
 -- unguessable `_INBOX.` reply subject; nothing subscribed is
 -- `no_responders` at once; the first reply is taken; a reply with NATS'
--- 503 status (the responder went away) is `no_responders`, one with an
+-- 503 status (the responder went away) is `no_responders` once each
+-- endpoint that took the request sent one (each side counts them: a
+-- bridge's NATS 503 must not beat a local responder), one with an
 -- `Rpc-Error` header (a jsonrpc/lsp child's JSON-RPC error,
 -- src/proc/proc.h) is `rpc_error`; no reply within the timeout is
 -- `timeout`. Pure: each side says how it sends, waits and makes errors.
