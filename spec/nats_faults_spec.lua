@@ -144,11 +144,8 @@ msrt.stop()
       -- each message as it is read)
       -- "ready" once the actor's init has subscribed it to flood.count
       -- (init runs on a worker, whenever that gets to it): the count's
-      -- request must find it there, however late the worker was. B
-      -- exports nothing: a request exported too is answered by NATS' 503
-      -- (no one there: NATS does not echo B its own interest), which a
-      -- loaded worker's reply can come after.
-      local b = H.start(H.prelude(nats.url, ', name = "B", pending_msgs = 1, export = {}') .. [[
+      -- request must find it there, however late the worker was.
+      local b = H.start(H.prelude(nats.url, ', name = "B", pending_msgs = 1') .. [[
 local up = false
 msrt.subscribe("flood.up", function() up = true end)
 assert(msrt.actor { name = "slow", subscribe = "flood.x", capacity = 1, overflow = "block",
