@@ -6,18 +6,21 @@
 #include <stdint.h>
 #include <time.h>
 
+/* Nanoseconds on clock id (the three below). */
+static inline uint64_t msrt_clock_ns(clockid_t id) {
+  struct timespec ts;
+  clock_gettime(id, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 /* Nanoseconds from CLOCK_MONOTONIC (arbitrary origin; for intervals). */
 static inline uint64_t msrt_now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  return msrt_clock_ns(CLOCK_MONOTONIC);
 }
 
 /* Nanoseconds since the Unix epoch (CLOCK_REALTIME; for message timestamps). */
 static inline uint64_t msrt_wall_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  return msrt_clock_ns(CLOCK_REALTIME);
 }
 
 /* Nanoseconds since the Unix epoch to the kernel's tick (CLOCK_REALTIME_
@@ -25,9 +28,7 @@ static inline uint64_t msrt_wall_ns(void) {
  * a call where msrt_wall_ns takes 23 (this VM, clocksource tsc), and
  * msrt_wall_ns was 7% of fan-out's publishing CPU (docs/performance.md). */
 static inline uint64_t msrt_wall_coarse_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  return msrt_clock_ns(CLOCK_REALTIME_COARSE);
 }
 
 #endif
