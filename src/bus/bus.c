@@ -276,6 +276,14 @@ static bool subject_valid(msrt_bus *bus, const char *subject, size_t slen,
   return true;
 }
 
+/* The bounds check_parts and its inline form acceptable both apply. */
+static inline bool priority_ok(int priority) {
+  return priority >= MSRT_PRIORITY_HIGHEST && priority <= MSRT_PRIORITY_LOWEST;
+}
+static inline bool size_ok(const msrt_bus *bus, size_t hlen, size_t plen) {
+  return plen + hlen <= bus->max_payload && plen + hlen <= UINT32_MAX;
+}
+
 /* Whether a message of these parts may be made (msrt_bus_make's checks):
  * MSRT_E_OK, or the refusal's code with err saying why, counted accepted
  * and refused (its only outcome). */
@@ -287,11 +295,11 @@ static msrt_code check_parts(msrt_bus *bus, const char *subject, size_t slen,
       (reply && msrt_subject_validate(reply, rlen, bus->max_subject, err) !=
                     MSRT_E_OK))
     rc = MSRT_E_INVALID_SUBJECT;
-  else if (priority < MSRT_PRIORITY_HIGHEST || priority > MSRT_PRIORITY_LOWEST)
+  else if (!priority_ok(priority))
     rc = msrt_error_set(err, MSRT_E_INVALID_ARG,
                         "priority must be an integer 1..10 (got %d)",
                         priority);
-  else if (plen + hlen > bus->max_payload || plen + hlen > UINT32_MAX)
+  else if (!size_ok(bus, hlen, plen))
     rc = msrt_error_set(err, MSRT_E_PAYLOAD_TOO_BIG,
                         "payload of %zu bytes%s on \"%.*s\" exceeds "
                         "max_payload (%zu bytes)", plen + hlen,
@@ -308,9 +316,8 @@ static inline msrt_code acceptable(msrt_bus *bus, const char *subject,
                                    size_t slen, const char *reply,
                                    size_t rlen, size_t hlen, size_t plen,
                                    int priority, msrt_error *err) {
-  if (!reply && priority >= MSRT_PRIORITY_HIGHEST &&
-      priority <= MSRT_PRIORITY_LOWEST && plen + hlen <= bus->max_payload &&
-      plen + hlen <= UINT32_MAX && memo_has(tl_cur, bus, subject, slen))
+  if (!reply && priority_ok(priority) && size_ok(bus, hlen, plen) &&
+      memo_has(tl_cur, bus, subject, slen))
     return MSRT_E_OK;
   return check_parts(bus, subject, slen, reply, rlen, hlen, plen, priority,
                      err);
@@ -789,10 +796,10 @@ static msrt_code publish_routed(msrt_bus *bus, msrt_reader *rd, pub_space *s,
 /* msrt_bus_publish_as, e a view (msrt_bus_send) or not. Without a routing
  * table (the common case) the subject is matched as it is. Inline in each
  * of the three: the call would cost as much as this frame's own work. */
-static inline __attribute__((always_inline)) msrt_code publish(msrt_bus *bus, msrt_envelope *e, bool view,
-                         msrt_bus_permit permit, void *permit_ud,
-                         size_t *delivered, msrt_bus_pending *pend,
-                         msrt_error *err) {
+static inline __attribute__((always_inline)) msrt_code
+publish(msrt_bus *bus, msrt_envelope *e, bool view, msrt_bus_permit permit,
+        void *permit_ud, size_t *delivered, msrt_bus_pending *pend,
+        msrt_error *err) {
   *delivered = 0;
   msrt_reader *rd = reader_of(bus);
   if (!rd) {
