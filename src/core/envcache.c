@@ -202,7 +202,8 @@ void *msrt_envcache_alloc(size_t n, uint16_t *tag) {
   h->nfree[c]--;
   DIG(b, size);
   /* The next block was most likely freed on another CPU: fetch its lines
-   * for writing now, while this publish goes on, not at the next alloc. */
+   * now (write hint, envcache.h), while this publish goes on, not at the
+   * next alloc. */
   if (next)
     for (size_t i = 0; i < size; i += 64)
       __builtin_prefetch((char *)next + i, 1, 3);

@@ -9,7 +9,7 @@
 #define SLAB_BYTES 1024
 #define LOCAL_MAX 32 /* empty slabs a thread keeps before giving some back */
 #define BATCH 16     /* empty slabs moved per shared-pool transfer */
-#define AHEAD 16     /* nodes fetched for writing ahead of the next alloc */
+#define AHEAD 16     /* nodes fetched ahead of the next alloc */
 #define GROW 15      /* slabs made at once (one malloc, never freed) */
 
 typedef struct slab {
@@ -91,15 +91,11 @@ static inline void put(tcache *c, slab *s, unsigned n) {
  * to the shared pool. */
 static void tcache_exit(void *p) {
   tcache *c = p;
-  if (c->cur && c->idx < SLAB_NODES) {
-    slab *s = c->cur;
-    put(c, s, SLAB_NODES - c->idx);
-  }
+  if (c->cur && c->idx < SLAB_NODES) put(c, c->cur, SLAB_NODES - c->idx);
   c->cur = NULL;
   if (c->nfree) give_batch(&c->free, c->nfree);
   c->nfree = 0;
 }
-
 
 /* GROW new slabs: the first, the others into this thread's list. (Carved
  * from one malloc: aligned_alloc(1024, 1024) from libmimalloc 2.0 gave
@@ -160,8 +156,8 @@ msrt_mnode *msrt_mnode_alloc(void) {
     c->idx = 0;
   }
   msrt_mnode *n = &s->nodes[c->idx++];
-  /* Most likely last read on another CPU (the receiver's): fetch for
-   * writing a line ahead of need (4 nodes a line). */
+  /* Most likely last read on another CPU (the receiver's): fetch a line
+   * ahead of need (4 nodes a line; mnode.h on the write hint). */
   if ((c->idx & 3) == 0) {
     unsigned ahead = c->idx + AHEAD;
     if (ahead < SLAB_NODES)

@@ -4,7 +4,9 @@
  * subscribers), so it cannot carry the queue link itself: each enqueue takes
  * one 16-byte node {next, env}. A thread hands nodes out in address order
  * from its current slab (1 KiB, 62 nodes, aligned to its size), fetching
- * lines for writing ahead of need; a slab counts its nodes not yet freed
+ * lines ahead of need (asked for writing: GCC's default x86-64 target
+ * makes that a plain prefetcht0; a build with -mprfchw read the same,
+ * docs/performance.md); a slab counts its nodes not yet freed
  * (one atomic decrement a free), and the thread that frees its last node
  * keeps it, empty, for its own allocations, giving batches of 16 to a
  * shared pool (one mutex a batch) past 32. Why slabs in address order:

@@ -240,7 +240,8 @@ static inline msrt_envelope *lane_pop(msrt_actor *a, int l) {
    * CPU: the node after next (the next one was fetched by the pop before),
    * the lines after it (a sender hands one mailbox's nodes out a few
    * lines apart, mnode.h), and the next message's envelope, its first
-   * line for writing (its count of references), so a transfer between
+   * line with a write hint (its count of references; mnode.h on what the
+   * compiler makes of the hint), so a transfer between
    * far-apart CPUs (docs/performance.md, the two levels) overlaps this
    * message's turn. */
   msrt_mnode *n1 = atomic_load_explicit(&n->next, ACQ);
