@@ -355,13 +355,14 @@ function ctx:in_progress(msg) return queue_op(msg, "in_progress", { op = "in_pro
 function ctx:term(msg, reason) return queue_op(msg, "term", { op = "term", reason = reason }) end
 
 
--- How many 503s the request waiting now lets pass (hub.lua's passes:
--- a 503 is no_responders once every taker has said so).
+-- How many 503s the request waiting now lets pass (lua/msrt/request.lua's
+-- passes: a 503 is no_responders once every taker has said so).
 local passes = 0
+local request_mod -- lua/msrt/request.lua, loaded by the first request
 
 function asker.send(subject, data, inbox, opts, timeout)
   local n, e = send(subject, data, inbox, opts.priority, "request", opts.headers, timeout)
-  passes = n and n > 0 and n - 1 or 0
+  passes = request_mod.passes(n)
   return n, e
 end
 
@@ -386,7 +387,7 @@ local function want_reply(inbox, deadline, is_control, s, payload, flags, reply,
     end
   elseif s == inbox then
     local h = headers_of(hdr)
-    if passes > 0 and h and h.Status == "503" then passes = passes - 1 return nil end
+    if request_mod.passes_503(h, passes) then passes = passes - 1 return nil end
     return true, { subject = s, reply = reply, data = payload, id = mid, priority = prio, headers = h }
   end -- a late reply to an earlier request: dropped
 end
@@ -415,8 +416,6 @@ local durable_asker = setmetatable({
     return wait_sys(want_puback, inbox, deadline)
   end,
 }, { __index = asker })
-
-local request_mod -- lua/msrt/request.lua
 
 --- Request: publish with an unguessable _INBOX reply subject (this actor's
 -- random prefix and a random token per request, 132 bits each: no other

@@ -332,7 +332,8 @@ end
 local waiter, inbox_of = {}, {} -- slot -> its coroutine (false: none yet), its inbox
 -- slot -> how many 503s (a taker that will not answer: NATS' no-responders
 -- status, a responder's exit) it lets pass while others that took the
--- request may still answer: 0 for a request one endpoint took
+-- request may still answer (request.passes: 0 for a request one endpoint
+-- took)
 local passes = {}
 local free, nfree, nslots = {}, 0, 0
 local ilen -- #inbox_prefix + 1, once the first inbox is made (side.inbox)
@@ -398,8 +399,7 @@ local function open_inbox()
     -- a 503 is no_responders only once every taker has said so: a
     -- request a bridge exported beside a local responder gets NATS' 503
     -- at once (NATS does not echo the host its own interest)
-    local h = msg.headers
-    if h and h.Status == "503" and (passes[slot] or 0) > 0 then
+    if request.passes_503(msg.headers, passes[slot] or 0) then
       passes[slot] = passes[slot] - 1
       return
     end
@@ -474,7 +474,7 @@ function side.send(subject, data, inbox, opts, timeout)
   -- coroutine forever)
   local ok, n, err = pcall(M.publish, subject, data, opts, inbox, timeout)
   if not ok then release(slot) error(n, 0) end
-  if not n or n == 0 then release(slot) else passes[slot] = n - 1 end
+  if not n or n == 0 then release(slot) else passes[slot] = request.passes(n) end
   return n, err
 end
 

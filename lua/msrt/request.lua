@@ -23,6 +23,16 @@ M.TIMEOUT_MS = 5000
 -- so nothing else needs to listen.
 M.ABANDONED = "msrt.abandoned."
 
+--- How many 503s a request that n endpoints took lets pass (n: what
+-- side.send returned): a 503 is `no_responders` only once every taker
+-- has sent one, so the sides count them down with M.passes_503.
+function M.passes(n) return n and n > 1 and n - 1 or 0 end
+
+--- Whether a reply with headers h is a 503 the request waiting lets pass
+-- (passes: what M.passes gave, less those passed): the side then waits
+-- on, with one pass less.
+function M.passes_503(h, passes) return passes > 0 and h ~= nil and h.Status == "503" end
+
 --- The reply msg to a request on subject, read as NATS does.
 -- @return data, msg | nil, err (no_responders, rpc_error)
 function M.answer(side, subject, msg)
