@@ -969,7 +969,12 @@ describe("metrics", function()
       assert(msrt.request("t.metrics", 0, { timeout_ms = 10000 })) -- 3 handle it
       assert.is_true(wait_until(function() return metrics().total.handled - m0.total.handled >= 303 end))
       local sum = 0
-      for _, w in ipairs(metrics().per_worker) do sum = sum + w.handled end
+      for _, w in ipairs(metrics().per_worker) do
+        sum = sum + w.handled
+        -- steals not made, and the measured distance to another worker's
+        -- CPU (0 until measured; a single worker never measures it)
+        assert.is_true(w.declined >= 0 and w.hop_ns >= 0)
+      end
       assert.are.equal(metrics().total.handled, sum)
       assert.is_true(metrics().router.delivered - m0.router.delivered >= 303)
       h:stop()

@@ -538,7 +538,8 @@ end
 -- the old policy stays and `msrt.reload.failed` {file, kind, error =
 -- "file:line: message"} is published; on success `msrt.reload.ok` {file,
 -- kind, version, needs_restart} (version only grows; needs_restart lists
--- profile fields that cannot change live: all but batch, spin_us,
+-- profile fields that cannot change live: all but those in
+-- msrt.profile's LIVE, e.g. batch, spin_us, steal_wait_us,
 -- mailbox_capacity and gc). A policy table may export `migrate(old_state)`
 -- whose result is kept as its state. Only files under watched directories
 -- are reloaded; symlinks are resolved before that check. The watches do not
@@ -560,7 +561,10 @@ function M.reload(path)
 end
 
 --- Counters of the runtime: workers, actors, runnable, parked, total and
--- per_worker {handled, turns, parks, wakes, steals}, drops, hub_inbox, and
+-- per_worker {handled, turns, parks, wakes, steals, declined (steals not
+-- made: src/sched/hop.h), hop_ns (the last measured time a cache line
+-- written on another worker's CPU takes to read on this one; in total the
+-- largest)}, drops, hub_inbox, and
 -- `router`: subscriptions and the message accounting.
 -- Router accounting counts copies: a published message is one copy per
 -- endpoint it matched (per subscriber, and one per queue group), or one copy

@@ -205,11 +205,15 @@ function M.metrics_text()
   metric(out, "router_messages_total", "counter",
     "Message copies the router handled, by subject class (first token) and outcome.", router)
   metric(out, "router_subscriptions", "gauge", "Subscriptions in the router.", { { nil, (m.router or {}).subscriptions } })
-  for _, f in ipairs({ "handled", "turns", "parks", "wakes", "steals" }) do
+  for _, f in ipairs({ "handled", "turns", "parks", "wakes", "steals", "declined" }) do
     local per = {}
     for i, w in ipairs(m.per_worker or {}) do per[i] = { ('{worker="%d"}'):format(i), w[f] } end
     metric(out, "worker_" .. f .. "_total", "counter", "Per worker: " .. f .. ".", per)
   end
+  local hops = {}
+  for i, w in ipairs(m.per_worker or {}) do hops[i] = { ('{worker="%d"}'):format(i), w.hop_ns } end
+  metric(out, "worker_hop_ns", "gauge",
+    "Per worker: ns a cache line written on another worker's CPU takes to read here (0: not measured yet).", hops)
   metric(out, "actors", "gauge", "Live actors.", { { nil, m.actors } })
   metric(out, "runnable", "gauge", "Actors waiting for a worker.", { { nil, m.runnable } })
   local depth, high = require("msrt.actors").mailboxes()

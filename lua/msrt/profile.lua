@@ -21,6 +21,7 @@ M.schema = {
   stack_size = int(65536, 268435456, "bytes"), -- per worker thread
   batch = int(1, 1000000),                 -- messages per actor turn
   spin_us = int(0, 1000000),               -- idle spin before parking
+  steal_wait_us = int(1, 10000000),        -- a far worker takes cheap actors only after they waited this long (src/sched/hop.h)
   mailbox_capacity = int(1, 1073741824),      -- messages per mailbox
   mailbox_bytes = int(1024, 2^50, "bytes"),   -- bytes queued per mailbox
   stdin_bytes = int(1024, 2^50, "bytes"),     -- bytes queued per process stdin
@@ -217,13 +218,13 @@ end
 
 -- Fields a reload applies while the runtime runs (msrt_rt_tune); the
 -- others need a restart.
-local LIVE = { batch = true, spin_us = true, mailbox_capacity = true, mailbox_bytes = true,
+local LIVE = { batch = true, spin_us = true, steal_wait_us = true, mailbox_capacity = true, mailbox_bytes = true,
   stdin_bytes = true, gc = true, connections = true, max_subscriptions = true }
 
 local same = schema.same
 
 --- Apply a reloaded profile t (resolved): the live fields (batch, spin_us,
--- mailbox_capacity and mailbox_bytes for actors made from now on,
+-- steal_wait_us, mailbox_capacity and mailbox_bytes for actors made from now on,
 -- stdin_bytes for processes made from now on, gc for actor states made
 -- from now on, max_subscriptions for every ctx:subscribe from now on,
 -- connections) take effect; the others stay as they are.

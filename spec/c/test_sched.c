@@ -258,6 +258,9 @@ static void test_config(void) {
   c.overflow = (msrt_overflow)42;
   CHECK(msrt_sched_new(&c, &s, NULL) == MSRT_E_INVALID_ARG);
   c.overflow = MSRT_OVERFLOW_DEFAULT;
+  c.steal_wait_us = -1;
+  CHECK(msrt_sched_new(&c, &s, NULL) == MSRT_E_INVALID_ARG);
+  c.steal_wait_us = 0; /* the default */
   CHECK(msrt_sched_new(&c, &s, NULL) == MSRT_E_OK);
   msrt_actor *a = msrt_actor_new(s, NULL, 0, MSRT_OVERFLOW_DEFAULT);
   msrt_actor *b = msrt_actor_new(s, NULL, 0, MSRT_OVERFLOW_DEFAULT);

@@ -4,12 +4,14 @@
 #include "lua/lrt.h"
 
 static void push_worker(lua_State *L, const msrt_worker_stats *w) {
-  lua_createtable(L, 0, 5);
+  lua_createtable(L, 0, 7);
   msrt_lua_set_num(L, "handled", (double)w->handled);
   msrt_lua_set_num(L, "turns", (double)w->turns);
   msrt_lua_set_num(L, "parks", (double)w->parks);
   msrt_lua_set_num(L, "wakes", (double)w->wakes);
   msrt_lua_set_num(L, "steals", (double)w->steals);
+  msrt_lua_set_num(L, "declined", (double)w->declined);
+  msrt_lua_set_num(L, "hop_ns", (double)w->hop_ns);
 }
 
 static void push_stats(lua_State *L, const msrt_router_stats *rs) {

@@ -165,6 +165,7 @@ static msrt_rt_config config_of(lua_State *L, int t) {
     .max_payload = (size_t)msrt_lua_field_num(L, t, "max_payload", 1 << 20),
     .max_subject = (size_t)msrt_lua_field_num(L, t, "max_subject", 1024),
     .stack_size = (size_t)msrt_lua_field_num(L, t, "stack_size", 0),
+    .steal_wait_us = (int)msrt_lua_field_num(L, t, "steal_wait_us", 0),
     .slice_ms = (long)msrt_lua_field_num(L, t, "slice_ms", 1000),
     .shutdown_timeout_ms =
         (long)msrt_lua_field_num(L, t, "shutdown_timeout_ms", 5000),

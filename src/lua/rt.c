@@ -37,7 +37,7 @@ msrt_code msrt_rt_start(msrt_hub *hub, const msrt_rt_config *cfg,
     .mailbox_capacity = cfg->mailbox_capacity,
     .mailbox_bytes = cfg->mailbox_bytes, .overflow = cfg->overflow,
     .run = run, .release = release, .sched_ud = rt,
-    .stack_size = cfg->stack_size};
+    .stack_size = cfg->stack_size, .steal_wait_us = cfg->steal_wait_us};
   msrt_code rc = MSRT_E_NOMEM;
   if (rt->bus && rt->watchdog) rc = msrt_sched_new(&sc, &rt->sched, err);
   if (rc == MSRT_E_OK) rc = msrt_sched_start(rt->sched);
@@ -84,7 +84,7 @@ void *msrt_rt_hub_waker(msrt_rt *rt, uint64_t wake_id) {
 
 void msrt_rt_tune(msrt_rt *rt, const msrt_rt_config *cfg) {
   msrt_sched_tune(rt->sched, cfg->batch, cfg->spin_us, cfg->mailbox_capacity,
-                  cfg->mailbox_bytes);
+                  cfg->mailbox_bytes, cfg->steal_wait_us);
   if (cfg->gc_pause > 0) atomic_store(&rt->gc_pause, cfg->gc_pause);
   if (cfg->gc_stepmul > 0) atomic_store(&rt->gc_stepmul, cfg->gc_stepmul);
   if (cfg->actor_max_subs > 0)

@@ -37,6 +37,7 @@ typedef struct {
   size_t actor_max_subs; /* subscriptions one actor may hold (its spec's,
                             its request inbox and ctx:subscribe's); 0 =
                             no limit */
+  int steal_wait_us;     /* msrt_sched_config's; 0 = its default */
 } msrt_rt_config;
 
 typedef struct msrt_rt msrt_rt;
@@ -58,8 +59,8 @@ struct msrt_rt {
 };
 
 /* Change the figures a profile reload may change live (docs/architecture.md
- * "Hot reload"): batch, spin_us, mailbox_capacity and mailbox_bytes as
- * msrt_sched_tune; the LuaJIT GC pause/stepmul (percent) of actor states
+ * "Hot reload"): batch, spin_us, mailbox_capacity, mailbox_bytes and
+ * steal_wait_us as msrt_sched_tune; the LuaJIT GC pause/stepmul (percent) of actor states
  * made from now on; actor_max_subs for every ctx:subscribe from now on.
  * A value <= 0 (spin_us < 0) leaves that figure as it is. Any thread. */
 void msrt_rt_tune(msrt_rt *rt, const msrt_rt_config *cfg);

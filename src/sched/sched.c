@@ -59,6 +59,7 @@
 
 #include "core/clock.h"
 #include "core/spin.h"
+#include "sched/hop.h"
 #include "sched/mnode.h"
 
 #define LANE_SYS 0
@@ -107,6 +108,10 @@ struct msrt_actor {
   uint32_t cap;
   uint8_t policy;
   uint64_t cap_bytes; /* the byte bound (msrt_actor_set_byte_bound) */
+  /* the running worker's sums behind `cost` below (note_cost): room here,
+   * written once a turn */
+  uint64_t cost_ticks;
+  uint32_t cost_msgs;
   /* L1, the consumer's (the worker running it; for drop_oldest also an
    * evicting producer, under poplock). */
   _Alignas(64) msrt_mnode *head[NLANES];
@@ -129,6 +134,9 @@ struct msrt_actor {
   _Alignas(64) atomic_uint state;
   atomic_uint refs;
   uint32_t budget; /* the consumer's, set once per turn (no room in L1) */
+  atomic_uint cost; /* ticks a message over its last ~4096 (0 = never
+                       ran); written by the worker running it, read
+                       by pushers (rq_slot) */
   uint64_t id;
   void *ud;
   msrt_sched *s;
@@ -142,7 +150,7 @@ typedef struct worker {
   _Alignas(64) atomic_uint rq_head; /* CAS by owner and thieves */
   atomic_uint rq_tail;              /* written by the owner only */
   _Atomic(msrt_actor *) lifo;       /* owner only (atomic for stats) */
-  _Alignas(64) _Atomic(msrt_actor *) rq_buf[RQ_CAP];
+  _Alignas(64) _Atomic uintptr_t rq_buf[RQ_CAP]; /* rq_slot below */
   _Alignas(64) atomic_int park_word;
   struct worker *idle_next;
   int idle_listed;
@@ -155,8 +163,15 @@ typedef struct worker {
   /* owner only: actors made runnable during the turn in progress and held
    * back until it ends or they pass a bound (sched.h DEFERRED) */
   int in_turn, ndefer;
+  /* messages the turn in progress sent (note_cost); read by thieves (a
+   * turn still sending is feeding the actors queued behind it) */
+  atomic_uint pushes;
   msrt_actor *defer[MSRT_SCHED_DEFER_MAX];
-  _Atomic uint64_t handled, turns, parks, wakes, steals;
+  _Atomic uint64_t handled, turns, parks, wakes, steals, declined, hop_ns;
+  /* thief side (owner only): how far the others are (hop.h) */
+  msrt_hop_scale hs;
+  msrt_hop *peers; /* one per worker, indexed like s->w; NULL past
+                      MSRT_HOP_MAX_WORKERS workers */
 } worker;
 
 struct msrt_sched {
@@ -165,6 +180,7 @@ struct msrt_sched {
   atomic_int batch;            /* these three change live: msrt_sched_tune */
   atomic_size_t capacity, bytes; /* defaults for new cells */
   atomic_uint_fast64_t spin_ns;
+  atomic_int steal_wait_us;    /* and this: cfg.steal_wait_us */
   worker *w;
   atomic_int accepting, stopping;
   int started, all_joined;
@@ -298,6 +314,25 @@ static void gq_push_chain(msrt_sched *s, msrt_actor *first, msrt_actor *last,
   pthread_mutex_unlock(&s->gq_mu);
 }
 
+/* A ring slot holds the actor and, in the six low bits its alignment
+ * leaves, the bit length of its cost (ticks a message) when it was
+ * queued: a thief decides whether taking it pays (hop.h) before it owns
+ * it, and must not read an actor it does not own (it may be released). */
+#define SLOT_TAG ((uintptr_t)63)
+_Static_assert(_Alignof(struct msrt_actor) > SLOT_TAG, "tag bits are free");
+static inline uintptr_t rq_slot(msrt_actor *a) {
+  uint32_t c = atomic_load_explicit(&a->cost, RLX);
+  return (uintptr_t)a | (uintptr_t)(c ? 32 - __builtin_clz(c) : 0);
+}
+static inline msrt_actor *slot_actor(uintptr_t x) {
+  return (msrt_actor *)(x & ~SLOT_TAG);
+}
+/* The middle of the slot's cost bucket; 0 = the actor never ran. */
+static inline uint32_t slot_cost(uintptr_t x) {
+  unsigned b = (unsigned)(x & SLOT_TAG);
+  return b < 2 ? b : 3u << (b - 2);
+}
+
 static inline unsigned rq_len(worker *w) {
   unsigned t = atomic_load_explicit(&w->rq_tail, RLX);
   unsigned h = atomic_load_explicit(&w->rq_head, RLX);
@@ -310,7 +345,8 @@ static int rq_overflow(worker *w, msrt_actor *a, unsigned h) {
   msrt_actor *items[RQ_CAP / 2];
   const unsigned n = RQ_CAP / 2;
   for (unsigned i = 0; i < n; i++)
-    items[i] = atomic_load_explicit(&w->rq_buf[(h + i) & RQ_MASK], RLX);
+    items[i] = slot_actor(
+        atomic_load_explicit(&w->rq_buf[(h + i) & RQ_MASK], RLX));
   if (!atomic_compare_exchange_strong_explicit(&w->rq_head, &h, h + n, ACQ,
                                                RLX))
     return 0;
@@ -325,7 +361,7 @@ static void rq_push(worker *w, msrt_actor *a) {
     unsigned t = atomic_load_explicit(&w->rq_tail, RLX);
     unsigned h = atomic_load_explicit(&w->rq_head, ACQ);
     if (t - h < RQ_CAP) {
-      atomic_store_explicit(&w->rq_buf[t & RQ_MASK], a, RLX);
+      atomic_store_explicit(&w->rq_buf[t & RQ_MASK], rq_slot(a), RLX);
       atomic_store_explicit(&w->rq_tail, t + 1, REL);
       return;
     }
@@ -338,17 +374,40 @@ static msrt_actor *rq_pop(worker *w) {
   for (;;) {
     unsigned t = atomic_load_explicit(&w->rq_tail, RLX);
     if (h == t) return NULL;
-    msrt_actor *a = atomic_load_explicit(&w->rq_buf[h & RQ_MASK], RLX);
+    uintptr_t x = atomic_load_explicit(&w->rq_buf[h & RQ_MASK], RLX);
     if (atomic_compare_exchange_weak_explicit(&w->rq_head, &h, h + 1, ACQ,
                                               ACQ))
-      return a;
+      return slot_actor(x);
   }
 }
 
-/* Thief takes half (rounded up, <= 128) of v's ring; returns one, the rest
- * go to the thief's own ring (which is empty: thieves are searching). */
-static msrt_actor *rq_steal(worker *thief, worker *v) {
-  msrt_actor *items[RQ_CAP / 2];
+/* Whether taking slots from the head of v's ring pays (hop.h), judged by
+ * the first k (<= STEAL_JUDGE): else v's ring is left alone a while. */
+#define STEAL_JUDGE 4
+static int steal_pays(worker *thief, worker *v, const uintptr_t *items,
+                      unsigned h, unsigned k, uint64_t now) {
+  if (!thief->peers) return 1;
+  msrt_hop *p = &thief->peers[v->index];
+  uint64_t sum = 0;
+  for (unsigned i = 0; i < k; i++) {
+    uint32_t c = slot_cost(items[i]);
+    if (!c) return 1;
+    sum += c;
+  }
+  unsigned sent = atomic_load_explicit(&v->pushes, RLX);
+  msrt_hop_seen(p, sent);
+  unsigned busy = h ^ sent << 16;
+  if (msrt_hop_pays(p, (uint32_t)(sum / k), busy, now, &thief->hs)) return 1;
+  p->skip_until = now + thief->hs.backoff;
+  stat_inc(&thief->declined, 1);
+  return 0;
+}
+
+/* Thief takes half (rounded up, <= 128) of v's ring when that pays;
+ * returns one, the rest go to the thief's own ring (which is empty:
+ * thieves are searching). */
+static msrt_actor *rq_steal(worker *thief, worker *v, uint64_t now) {
+  uintptr_t items[RQ_CAP / 2];
   unsigned h = atomic_load_explicit(&v->rq_head, ACQ);
   for (int tries = 0; tries < 4; tries++) {
     unsigned t = atomic_load_explicit(&v->rq_tail, ACQ);
@@ -359,13 +418,19 @@ static msrt_actor *rq_steal(worker *thief, worker *v) {
     if (n > room) n = room;
     if (n > RQ_CAP / 2) n = RQ_CAP / 2;
     if (n == 0) return NULL;
-    for (unsigned i = 0; i < n; i++)
+    /* judge by the first few slots before reading the rest: a declined
+     * look then costs the owner one line back, not up to 16 */
+    unsigned k = n < STEAL_JUDGE ? n : STEAL_JUDGE, i = 0;
+    for (; i < k; i++)
+      items[i] = atomic_load_explicit(&v->rq_buf[(h + i) & RQ_MASK], RLX);
+    if (tries == 0 && !steal_pays(thief, v, items, h, k, now)) return NULL;
+    for (; i < n; i++)
       items[i] = atomic_load_explicit(&v->rq_buf[(h + i) & RQ_MASK], RLX);
     if (atomic_compare_exchange_strong_explicit(&v->rq_head, &h, h + n, ACQ,
                                                 ACQ)) {
-      for (unsigned i = 1; i < n; i++) rq_push(thief, items[i]);
+      for (unsigned i = 1; i < n; i++) rq_push(thief, slot_actor(items[i]));
       stat_inc(&thief->steals, 1);
-      return items[0];
+      return slot_actor(items[0]);
     }
   }
   return NULL;
@@ -712,8 +777,11 @@ msrt_code msrt_actor_offer(msrt_actor *a, msrt_envelope *e,
                                                            : LANE_LOW,
             node);
   wake_actor(s, a, 0);
+  worker *w = tl_worker;
+  if (w)
+    atomic_store_explicit(&w->pushes,
+                          atomic_load_explicit(&w->pushes, RLX) + 1, RLX);
   if (n + 1 >= MSRT_SCHED_DEFER_DEPTH || n + 1 >= a->cap) {
-    worker *w = tl_worker;
     if (w && w->ndefer > 1) defer_release(w, a);
   }
   return MSRT_E_OK;
@@ -834,6 +902,24 @@ static void requeue(worker *w, msrt_actor *a) {
   notify_one(s);
 }
 
+/* The actor's cost a message, for thieves (steal_pays): its turns' ticks
+ * over the messages they popped and sent (a turn that did neither counts
+ * as one), both summed over about its last 4096 messages. Sent ones
+ * count: a sender's messages cross to the other CPU when it moves away
+ * from its receivers just as a receiver's do. Summed, not averaged a turn
+ * at a time: a sender that fills a mailbox in one long turn, then sends
+ * one message a turn while room trickles back, looked dear by its short
+ * turns and was taken from its receivers again and again. */
+static void note_cost(msrt_actor *a, uint64_t ticks, uint32_t sent) {
+  uint64_t n = (uint64_t)a->popped + sent;
+  a->cost_ticks += ticks;
+  a->cost_msgs += (uint32_t)(n ? n : 1);
+  if (a->cost_msgs > 4096) a->cost_ticks /= 2, a->cost_msgs /= 2;
+  uint64_t c = a->cost_ticks / a->cost_msgs;
+  if (c > UINT32_MAX) c = UINT32_MAX;
+  atomic_store_explicit(&a->cost, c ? (uint32_t)c : 1, RLX);
+}
+
 static void run_turn(worker *w, msrt_actor *a) {
   msrt_sched *s = w->s;
   unsigned st = atomic_load_explicit(&a->state, SC);
@@ -843,7 +929,11 @@ static void run_turn(worker *w, msrt_actor *a) {
   a->budget = (uint32_t)batch;
   a->popped = 0;
   w->in_turn = 1;
+  uint64_t t0 = s->nw > 1 ? msrt_ticks() : 0;
+  atomic_store_explicit(&w->pushes, 0, RLX);
   msrt_run_result r = s->cfg.run(a, batch, a->ud, w->index);
+  if (s->nw > 1)
+    note_cost(a, msrt_ticks() - t0, atomic_load_explicit(&w->pushes, RLX));
   defer_end_turn(w);
   if (a->freed) {
     room_freed_n(a, a->freed, a->freed_bytes);
@@ -898,10 +988,15 @@ static msrt_actor *find_remote(worker *w) {
   if (a || s->nw == 1 || (s->cfg.flags & MSRT_SCHED_SHARED_QUEUE)) return a;
   w->rng = w->rng * 1103515245u + 12345u;
   int start = (int)((w->rng >> 16) % (unsigned)s->nw);
+  uint64_t now = msrt_ticks();
   for (int i = 0; i < s->nw; i++) {
     worker *v = &s->w[(start + i) % s->nw];
     if (v == w) continue;
-    if ((a = rq_steal(w, v))) return a;
+    msrt_hop *p = w->peers ? &w->peers[v->index] : NULL;
+    if (p && now < p->skip_until) continue;
+    if (p && msrt_hop_look(p, &v->pushes, now, &w->hs))
+      atomic_store_explicit(&w->hop_ns, msrt_hop_ns(p, &w->hs), RLX);
+    if ((a = rq_steal(w, v, now))) return a;
   }
   return NULL;
 }
@@ -925,8 +1020,13 @@ static msrt_actor *search(worker *w) {
         searching = 1;
       }
     }
-    uint64_t deadline =
-        searching ? msrt_now_ns() + atomic_load_explicit(&s->spin_ns, RLX) : 0;
+    uint64_t deadline = 0;
+    if (searching) {
+      uint64_t ns = msrt_now_ns();
+      msrt_hop_scale_update(&w->hs, msrt_ticks(), ns,
+                            atomic_load_explicit(&s->steal_wait_us, RLX));
+      deadline = ns + atomic_load_explicit(&s->spin_ns, RLX);
+    }
     for (;;) {
       msrt_actor *a = find_remote(w);
       if (a) {
@@ -978,6 +1078,7 @@ static void *worker_main(void *arg) {
   worker *w = arg;
   msrt_sched *s = w->s;
   tl_worker = w;
+  msrt_hop_scale_init(&w->hs);
   for (;;) {
     if (atomic_load_explicit(&s->stopping, ACQ)) break;
     msrt_actor *a = find_local(w);
@@ -997,18 +1098,25 @@ msrt_code msrt_sched_new(const msrt_sched_config *cfg, msrt_sched **out,
                    msrt_error *err) {
   *out = NULL;
   if (!cfg || cfg->workers < 1 || !cfg->run || cfg->batch < 0 ||
-      cfg->spin_us < 0 || cfg->workers > 4096 ||
+      cfg->spin_us < 0 || cfg->steal_wait_us < 0 || cfg->workers > 4096 ||
       (cfg->overflow != MSRT_OVERFLOW_DEFAULT &&
        (cfg->overflow < MSRT_OVERFLOW_BLOCK ||
         cfg->overflow > MSRT_OVERFLOW_ERROR)))
     return msrt_error_set(err, MSRT_E_INVALID_ARG,
                           "sched: bad config (workers >= 1, run required, "
-                          "batch/spin_us >= 0, valid overflow)");
+                          "batch/spin_us/steal_wait_us >= 0, valid "
+                          "overflow)");
   msrt_sched *s = aligned_alloc(64, sizeof *s);
   worker *w = aligned_alloc(64, sizeof *w * (size_t)cfg->workers);
-  if (!s || !w) {
+  /* what each thief knows of each other worker; past MSRT_HOP_MAX_WORKERS
+   * (n^2 records) thieves take whatever they find, as before hop.h */
+  msrt_hop *peers = NULL;
+  if (cfg->workers <= MSRT_HOP_MAX_WORKERS)
+    peers = calloc((size_t)cfg->workers * (size_t)cfg->workers, sizeof *peers);
+  if (!s || !w || (!peers && cfg->workers <= MSRT_HOP_MAX_WORKERS)) {
     free(s);
     free(w);
+    free(peers);
     return msrt_error_set(err, MSRT_E_NOMEM, "sched: out of memory");
   }
   memset(s, 0, sizeof *s);
@@ -1021,6 +1129,8 @@ msrt_code msrt_sched_new(const msrt_sched_config *cfg, msrt_sched **out,
   s->nw = cfg->workers;
   atomic_init(&s->batch, cfg->batch ? cfg->batch : MSRT_SCHED_DEFAULT_BATCH);
   atomic_init(&s->spin_ns, (uint64_t)cfg->spin_us * 1000u);
+  atomic_init(&s->steal_wait_us,
+              cfg->steal_wait_us ? cfg->steal_wait_us : MSRT_HOP_STUCK_US);
   atomic_init(&s->capacity, s->cfg.mailbox_capacity);
   atomic_init(&s->bytes, s->cfg.mailbox_bytes ? s->cfg.mailbox_bytes
                                               : MSRT_SCHED_DEFAULT_BYTES);
@@ -1041,6 +1151,7 @@ msrt_code msrt_sched_new(const msrt_sched_config *cfg, msrt_sched **out,
     w[i].s = s;
     w[i].index = i;
     w[i].rng = 0x9e3779b9u * (unsigned)(i + 1);
+    w[i].peers = peers ? peers + (size_t)i * (size_t)s->nw : NULL;
     atomic_init(&w[i].rq_head, 0);
     atomic_init(&w[i].rq_tail, 0);
     atomic_init(&w[i].lifo, NULL);
@@ -1124,7 +1235,9 @@ msrt_code msrt_sched_stop_timeout(msrt_sched *s, long ms) {
 void msrt_sched_stop(msrt_sched *s) { msrt_sched_stop_timeout(s, -1); }
 
 void msrt_sched_tune(msrt_sched *s, int batch, int spin_us, size_t capacity,
-                     size_t bytes) {
+                     size_t bytes, int steal_wait_us) {
+  if (steal_wait_us > 0)
+    atomic_store_explicit(&s->steal_wait_us, steal_wait_us, RLX);
   if (batch > 0) atomic_store_explicit(&s->batch, batch, RLX);
   if (spin_us >= 0)
     atomic_store_explicit(&s->spin_ns, (uint64_t)spin_us * 1000u, RLX);
@@ -1154,6 +1267,7 @@ void msrt_sched_free(msrt_sched *s) {
   pthread_mutex_destroy(&s->gq_mu);
   pthread_mutex_destroy(&s->idle_mu);
   pthread_mutex_destroy(&s->reg_mu);
+  free(s->w[0].peers);
   free(s->w);
   free(s);
 }
@@ -1170,13 +1284,17 @@ void msrt_sched_stats_get(msrt_sched *s, msrt_sched_stats *out,
         atomic_load_explicit(&w->turns, RLX),
         atomic_load_explicit(&w->parks, RLX),
         atomic_load_explicit(&w->wakes, RLX),
-        atomic_load_explicit(&w->steals, RLX)};
+        atomic_load_explicit(&w->steals, RLX),
+        atomic_load_explicit(&w->declined, RLX),
+        atomic_load_explicit(&w->hop_ns, RLX)};
     if (per_worker) per_worker[i] = ws;
     out->total.handled += ws.handled;
     out->total.turns += ws.turns;
     out->total.parks += ws.parks;
     out->total.wakes += ws.wakes;
     out->total.steals += ws.steals;
+    out->total.declined += ws.declined;
+    if (ws.hop_ns > out->total.hop_ns) out->total.hop_ns = ws.hop_ns;
     runnable += rq_len(w) + (atomic_load_explicit(&w->lifo, RLX) != NULL);
   }
   out->runnable = runnable;

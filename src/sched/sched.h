@@ -175,13 +175,21 @@ typedef struct {
                               profile's stack_size); 0 = the system's
                               default; below PTHREAD_STACK_MIN it is
                               raised to that */
+  int steal_wait_us;       /* microseconds, >= 0; 0 = 1000. An idle worker
+                              whose CPU is far from another worker's (a
+                              cache line takes over 100 ns to cross,
+                              measured while running: sched/hop.h) takes
+                              actors queued there whose messages cost less
+                              than that crossing only once that queue has
+                              waited this long behind a turn in progress;
+                              longer favours throughput, shorter latency */
 } msrt_sched_config;
 
 /* ---- scheduler ---------------------------------------------------------- */
 
 /* Make a scheduler (threads not started). cfg is copied.
  * Returns MSRT_E_OK and *out, or MSRT_E_INVALID_ARG (workers < 1, run NULL,
- * batch/spin_us < 0, bad overflow) / MSRT_E_NOMEM with *err filled (err may
+ * batch/spin_us/steal_wait_us < 0, bad overflow) / MSRT_E_NOMEM with *err filled (err may
  * be NULL). Any thread. */
 msrt_code msrt_sched_new(const msrt_sched_config *cfg, msrt_sched **out,
                          msrt_error *err);
@@ -201,10 +209,11 @@ void msrt_sched_stop(msrt_sched *s);
 /* Change the live figures (a profile reload): batch (messages per turn,
  * > 0), spin_us (idle spin before parking, >= 0), the default mailbox
  * capacity (messages, > 0) and byte bound (bytes, > 0) for actors made
- * from now on; a value out of range leaves that figure as it is. Turns and
- * spins already under way finish with the old figures. Any thread. */
+ * from now on, steal_wait_us (> 0, cfg.steal_wait_us); a value out of
+ * range leaves that figure as it is. Turns and spins already under way
+ * finish with the old figures. Any thread. */
 void msrt_sched_tune(msrt_sched *s, int batch, int spin_us, size_t capacity,
-                     size_t bytes);
+                     size_t bytes, int steal_wait_us);
 
 /* msrt_sched_stop with a bound: waits at most `ms` milliseconds (< 0 =
  * forever) for the workers to exit. Returns MSRT_E_OK when all joined,
@@ -353,6 +362,12 @@ typedef struct {
   uint64_t parks;   /* times the worker went to sleep */
   uint64_t wakes;   /* times it was woken by new work */
   uint64_t steals;  /* successful steals (each takes 1..128 actors) */
+  uint64_t declined; /* steals not made: the other worker's CPU is far
+                        (hop_ns over 100 ns) and its queued actors cost
+                        less than a hop a message (src/sched/hop.h) */
+  uint64_t hop_ns;  /* this worker's last measure of how long a cache line
+                       written on another worker's CPU takes to read here,
+                       ns (0 = not measured yet); in `total`, the largest */
 } msrt_worker_stats;
 
 typedef struct {

@@ -8,6 +8,7 @@ return function(machine)
     stack_size = 1024 * 1024,
     batch = 64,
     spin_us = 50,
+    steal_wait_us = 1000,
     mailbox_capacity = 4096,
     mailbox_bytes = 64 * 1024 * 1024,
     stdin_bytes = 16 * 1024 * 1024,
