@@ -74,7 +74,7 @@ int msrt_hop_look(msrt_hop *p, const atomic_uint *word, uint64_t now,
 int msrt_hop_pays(msrt_hop *p, uint32_t cost, unsigned head, uint64_t now,
                   const msrt_hop_scale *c) {
   if (head != p->head || !p->head_at) p->head = head, p->head_at = now;
-  if (!c->tpus || (p->hop && p->hop <= c->near)) return 1;
+  if (msrt_hop_near(p, c)) return 1;
   /* far, or not known yet (taken as far: a cheap actor moved away from
    * its sender stays away while it has work, a mistake a wait repairs) */
   uint64_t hop = p->hop ? p->hop : 2 * c->near;

@@ -125,6 +125,12 @@ static inline void msrt_hop_seen(msrt_hop *p, unsigned word) {
 int msrt_hop_pays(msrt_hop *p, uint32_t cost, unsigned head, uint64_t now,
                   const msrt_hop_scale *c);
 
+/* 1 when the other worker is known to be near (msrt_hop_pays would take
+ * anything), or the scale is not known yet. */
+static inline int msrt_hop_near(const msrt_hop *p, const msrt_hop_scale *c) {
+  return !c->tpus || (p->hop && p->hop <= c->near);
+}
+
 /* The hop in nanoseconds (0 = not measured yet). */
 uint64_t msrt_hop_ns(const msrt_hop *p, const msrt_hop_scale *c);
 

@@ -388,6 +388,10 @@ static int steal_pays(worker *thief, worker *v, const uintptr_t *items,
                       unsigned h, unsigned k, uint64_t now) {
   if (!thief->peers) return 1;
   msrt_hop *p = &thief->peers[v->index];
+  /* near: no more reads of v's lines (its send count is written at every
+   * send: reading it at every steal cost the sender a line back each
+   * time, fan-out near -5%) */
+  if (msrt_hop_near(p, &thief->hs)) return 1;
   uint64_t sum = 0;
   for (unsigned i = 0; i < k; i++) {
     uint32_t c = slot_cost(items[i]);
