@@ -9,6 +9,7 @@
 #include "core/clock.h"
 #include "core/envelope.h"
 #include "ctest.h"
+#include "sched/hop.h"
 #include "sched/sched.h"
 
 #if defined(__SANITIZE_THREAD__)
@@ -1006,10 +1007,10 @@ static void test_wake_one(void) {
 
 /* ---- the queue modes (shared / no LIFO / no deferral), same traffic ------- */
 
-static void run_mode(unsigned flags) {
+static void run_mode(unsigned flags, int workers) {
   long live0 = msrt_env_live();
   msrt_sched_config c = {0};
-  c.workers = 2;
+  c.workers = workers;
   c.batch = 8;
   c.spin_us = 10;
   c.run = run_cb;
@@ -1044,9 +1045,12 @@ static void run_mode(unsigned flags) {
   finish(s, N, a, t, live0);
 }
 static void test_modes(void) {
-  run_mode(MSRT_SCHED_SHARED_QUEUE);
-  run_mode(MSRT_SCHED_NO_LIFO);
-  run_mode(MSRT_SCHED_NO_DEFER);
+  run_mode(MSRT_SCHED_SHARED_QUEUE, 2);
+  run_mode(MSRT_SCHED_NO_LIFO, 2);
+  run_mode(MSRT_SCHED_NO_DEFER, 2);
+  /* past the workers whose distances thieves track (sched/hop.h): they
+   * take whatever they find, and nothing is lost */
+  run_mode(0, MSRT_HOP_MAX_WORKERS + 2);
 }
 
 /* ---- many actors: ring overflow into the shared queue, stealing ----------- */
