@@ -32,7 +32,8 @@ static void test_scale(void) {
   CHECK(k.near == MSRT_HOP_NEAR_NS);
   CHECK(k.stuck == 1000000 && k.epoch == 1000ull * MSRT_HOP_EPOCH_US);
   CHECK(k.backoff == 1000ull * MSRT_HOP_BACKOFF_US);
-  msrt_hop_scale_update(&k, 4000000, 2000000, 0); /* 2 ticks a ns; default wait */
+  /* 2 ticks a ns; the default wait */
+  msrt_hop_scale_update(&k, 4000000, 2000000, 0);
   CHECK(k.tpus == 2000 && k.stuck == 2000ull * MSRT_HOP_STUCK_US);
 }
 

@@ -3,7 +3,7 @@
  *
  * Why: on the 2-vCPU VMs this project is measured on, the host places the
  * two vCPUs either on CPUs that share a cache (a line one writes is read
- * by the other in 30-50 ns) or far apart (140-160 ns), and moves them
+ * by the other in 20-50 ns) or far apart (130-160 ns), and moves them
  * from one placement to the other every few tens of seconds. Far apart,
  * an actor stolen from the worker that feeds it pays that trip on every
  * message it receives afterwards (the nodes and envelopes were written on
@@ -11,14 +11,14 @@
  * drains: fan-out read 3.0 M published/s with stealing and 5.4-6.3 M with
  * none; near, stealing wins (7.2 M against 5.6-6.1; docs/performance.md,
  * "Steal when it pays"). So a thief measures the distance, and from a far
- * worker takes only actors whose messages each cost more than a few trips, or
- * anything once its queue has waited for the profile's steal_wait_us
- * (1 ms by default) behind one long turn that sends nothing: a turn that
- * keeps sending, like a fan-out sender's that fills a mailbox, feeds the
- * actors queued behind it, and taking them splits sender and receivers
- * for the rest of that turn (with a wait of 20 ms and no such exception
- * a queue group read 3.1-4.1 M msgs/s far, against 4.8-6.0 stealing at
- * once).
+ * worker takes only actors whose messages each cost more than a few
+ * trips, or anything once its queue has waited for the profile's
+ * steal_wait_us (1 ms by default) behind one long turn that sends
+ * nothing: a turn that keeps sending, like a fan-out sender's that fills
+ * a mailbox, feeds the actors queued behind it, and taking them splits
+ * sender and receivers for the rest of that turn (with a wait of 20 ms
+ * and no such exception a queue group read 3.1-4.4 M msgs/s far, against
+ * 4.9-6.0 stealing at once).
  * Linux's load balancer has the same shape: it leaves a cache-hot task
  * where it is unless balancing keeps failing (kernel/sched/fair.c,
  * task_hot and sysctl_sched_migration_cost).
@@ -30,11 +30,12 @@
  * (The tail of its run queue was read first: a sender's receivers are
  * held back until its turn ends (sched.h DEFERRED), so the tail hardly
  * moved, the measure stayed unknown for whole runs, and near apart the
- * thief took nothing: a queue group read 4.9-8.5 M msgs/s against 10.7.) The median of
- * MSRT_HOP_SAMPLES such reads is the hop (an interrupt adds time to one;
- * a read of the line the thief made without telling msrt_hop_seen takes
- * it away from one); a new set of samples begins every MSRT_HOP_EPOCH_US,
- * so a new placement is seen within about that long. A set that changes
+ * thief took nothing: a queue group read 4.9-8.5 M msgs/s against 10.7.)
+ * The median of MSRT_HOP_SAMPLES such reads is the hop (an interrupt adds
+ * time to one; a read of the line the thief made without telling
+ * msrt_hop_seen takes it away from one); a new set of samples begins
+ * every MSRT_HOP_EPOCH_US, so a new placement is seen within about that
+ * long. A set that changes
  * the verdict (near or far; the first set too) counts only once the next
  * set, begun at once, agrees: as a process starts, its threads may share
  * one CPU for a moment, and a first set read "near" on a far pair, whose
@@ -118,10 +119,10 @@ static inline void msrt_hop_seen(msrt_hop *p, unsigned word) {
  * average; 0 = never ran) from the head of the other worker's queue pays
  * at `now`; `head` is a word that changes when that queue moves or the
  * turn in progress sends a message (a turn still sending feeds the actors
- * queued behind it, likely its receivers: moving them splits the two): the scale is not known yet, the
- * worker is near, the actors cost more than MSRT_HOP_LINES hops (2 near
- * bounds while the hop is not known) a message or have never run, or
- * that word has not changed for the wait. */
+ * queued behind it, likely its receivers: moving them splits the two):
+ * the scale is not known yet, the worker is near, the actors cost more
+ * than MSRT_HOP_LINES hops (2 near bounds while the hop is not known) a
+ * message or have never run, or that word has not changed for the wait. */
 int msrt_hop_pays(msrt_hop *p, uint32_t cost, unsigned head, uint64_t now,
                   const msrt_hop_scale *c);
 
