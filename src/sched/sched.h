@@ -189,8 +189,8 @@ typedef struct {
 
 /* Make a scheduler (threads not started). cfg is copied.
  * Returns MSRT_E_OK and *out, or MSRT_E_INVALID_ARG (workers < 1, run NULL,
- * batch/spin_us/steal_wait_us < 0, bad overflow) / MSRT_E_NOMEM with *err filled (err may
- * be NULL). Any thread. */
+ * batch/spin_us/steal_wait_us < 0, bad overflow) / MSRT_E_NOMEM with *err
+ * filled (err may be NULL). Any thread. */
 msrt_code msrt_sched_new(const msrt_sched_config *cfg, msrt_sched **out,
                          msrt_error *err);
 
