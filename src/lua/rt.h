@@ -60,8 +60,9 @@ struct msrt_rt {
 
 /* Change the figures a profile reload may change live (docs/architecture.md
  * "Hot reload"): batch, spin_us, mailbox_capacity, mailbox_bytes and
- * steal_wait_us as msrt_sched_tune; the LuaJIT GC pause/stepmul (percent) of actor states
- * made from now on; actor_max_subs for every ctx:subscribe from now on.
+ * steal_wait_us as msrt_sched_tune; the LuaJIT GC pause/stepmul (percent)
+ * of actor states made from now on; actor_max_subs for every
+ * ctx:subscribe from now on.
  * A value <= 0 (spin_us < 0) leaves that figure as it is. Any thread. */
 void msrt_rt_tune(msrt_rt *rt, const msrt_rt_config *cfg);
 

@@ -35,12 +35,12 @@
  * time to one; a read of the line the thief made without telling
  * msrt_hop_seen takes it away from one); a new set of samples begins
  * every MSRT_HOP_EPOCH_US, so a new placement is seen within about that
- * long. A set that changes
- * the verdict (near or far; the first set too) counts only once the next
- * set, begun at once, agrees: as a process starts, its threads may share
- * one CPU for a moment, and a first set read "near" on a far pair, whose
- * steals then split a sender from its receivers for a whole run. Until
- * the verdict is known the other worker counts as far.
+ * long. A set that changes the verdict (near or far; the first set too)
+ * counts only once the next set, begun at once, agrees: as a process
+ * starts, its threads may share one CPU for a moment, and a first set
+ * read "near" on a far pair, whose steals then split a sender from its
+ * receivers for a whole run. Until the verdict is known the other worker
+ * counts as far.
  *
  * Thread-safety: an msrt_hop and an msrt_hop_scale belong to one thread
  * (the thief); the counter it reads is any atomic another thread writes.

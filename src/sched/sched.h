@@ -180,9 +180,10 @@ typedef struct {
                               cache line takes over 100 ns to cross,
                               measured while running: sched/hop.h) takes
                               actors queued there whose messages cost less
-                              than that crossing only once that queue has
-                              waited this long behind a turn in progress;
-                              longer favours throughput, shorter latency */
+                              than 4 such crossings only once that queue
+                              has waited this long behind a turn that
+                              sends nothing; longer favours throughput,
+                              shorter latency */
 } msrt_sched_config;
 
 /* ---- scheduler ---------------------------------------------------------- */
@@ -363,8 +364,9 @@ typedef struct {
   uint64_t wakes;   /* times it was woken by new work */
   uint64_t steals;  /* successful steals (each takes 1..128 actors) */
   uint64_t declined; /* steals not made: the other worker's CPU is far
-                        (hop_ns over 100 ns) and its queued actors cost
-                        less than a hop a message (src/sched/hop.h) */
+                        (hop_ns over 100 ns, or not measured yet) and its
+                        queued actors cost less than 4 hops a message
+                        (src/sched/hop.h) */
   uint64_t hop_ns;  /* this worker's last measure of how long a cache line
                        written on another worker's CPU takes to read here,
                        ns (0 = not measured yet); in `total`, the largest */
