@@ -91,6 +91,12 @@ static natsStatus make_stream(msrt_jsq *q, jsErrCode *jerr) {
   sc.Duplicates = (q->cfg.dedupe_window_ms > 0 ? q->cfg.dedupe_window_ms
                                                  : 120000) * 1000000;
   natsStatus s = js_AddStream(NULL, q->js, &sc, NULL, jerr);
+  /* nats-server 2.9 can answer a create racing another create of this
+   * same stream (another host declaring the queue) with "subjects overlap"
+   * (10065; 1 in ~20 rounds of 6 same-moment creates here): ask once more,
+   * now that the stream is there. A real overlap fails again. */
+  if (s != NATS_OK && *jerr == JSStreamSubjectOverlapErr)
+    s = js_AddStream(NULL, q->js, &sc, NULL, jerr);
   if (s != NATS_OK && *jerr == JSStreamNameExistErr)
     s = js_UpdateStream(NULL, q->js, &sc, NULL, jerr);
   return s;
