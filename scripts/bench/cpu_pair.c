@@ -9,7 +9,14 @@
  * Prints one line per sample: "<unix time> <ns> ns per round trip".
  * Under load the other processes' time slices land in it too: run it as
  * the benchmark beside it runs (docs/performance.md: chrt -r 10).
- * Exit 2 on bad options, 1 when the threads cannot be pinned. */
+ *   build/bench_cpu_pair --chase MB [--trips N] [--samples K] [--every MS]
+ * instead walks a random cycle over MB MiB on CPU A (one dependent load a
+ * step, N steps a sample) and prints "<unix time> <ns> ns per step": how
+ * steady the machine's shared cache is, with no messaging in it (a few
+ * MiB is what a fan-out's mailboxes and envelopes hold; scripts/bench/peers
+ * --spread prints its spread beside msrt's and the peer's).
+ * Exit 2 on bad options, 1 when the threads cannot be pinned or the
+ * chase's memory cannot be had. */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -60,8 +67,34 @@ static double sample(int a, int b) {
   return (double)(t1 - t0) / (double)trips;
 }
 
+/* The chase: a random single cycle over n slots (Sattolo's shuffle). */
+static size_t *chase_make(size_t n) {
+  size_t *next = malloc(n * sizeof *next);
+  if (!next) return NULL;
+  for (size_t i = 0; i < n; i++) next[i] = i;
+  uint64_t x = 88172645463325252ull; /* xorshift64 */
+  for (size_t i = n - 1; i > 0; i--) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    size_t j = (size_t)(x % i), t = next[i];
+    next[i] = next[j], next[j] = t;
+  }
+  return next;
+}
+
+static volatile size_t chase_at; /* where a walk ended: read, so kept */
+
+/* One chase sample: ns per step. */
+static double chase_sample(const size_t *next) {
+  size_t p = chase_at;
+  uint64_t t0 = msrt_now_ns();
+  for (long i = 0; i < trips; i++) p = next[p];
+  uint64_t t1 = msrt_now_ns();
+  chase_at = p;
+  return (double)(t1 - t0) / (double)trips;
+}
+
 int main(int argc, char **argv) {
-  int a = 0, b = 1, samples = 1, every_ms = 1000;
+  int a = 0, b = 1, samples = 1, every_ms = 1000, chase_mb = 0;
   for (int i = 1; i < argc; i++) {
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (v && !strcmp(argv[i], "--cpus") && sscanf(v, "%d,%d", &a, &b) == 2)
@@ -72,16 +105,31 @@ int main(int argc, char **argv) {
       i++;
     else if (v && !strcmp(argv[i], "--every") && (every_ms = atoi(v)) >= 0)
       i++;
+    else if (v && !strcmp(argv[i], "--chase") && (chase_mb = atoi(v)) > 0)
+      i++;
     else {
       fprintf(stderr, "usage: %s [--cpus A,B] [--trips N] [--samples K] "
-                      "[--every MS]\n", argv[0]);
+                      "[--every MS] [--chase MB]\n", argv[0]);
       return 2;
+    }
+  }
+  size_t *next = NULL;
+  if (chase_mb) {
+    next = chase_make((size_t)chase_mb * 1048576 / sizeof *next);
+    if (!next || pin(a)) {
+      fprintf(stderr, "cannot chase %d MiB on CPU %d\n", chase_mb, a);
+      return 1;
     }
   }
   for (int k = 0; k < samples; k++) {
     if (k) {
       struct timespec ts = {every_ms / 1000, (every_ms % 1000) * 1000000L};
       nanosleep(&ts, NULL);
+    }
+    if (next) {
+      printf("%ld %.1f ns per step\n", (long)time(NULL), chase_sample(next));
+      fflush(stdout);
+      continue;
     }
     double ns = sample(a, b);
     if (ns < 0) {
