@@ -592,6 +592,63 @@ describe("the flood", function()
   end)
 end)
 
+describe("a long turn", function()
+  -- One worker: an actor publishing in one long handler (a loop of
+  -- 200,000 publishes to a sink with room for them all) gave the worker
+  -- to nobody until its handler returned; the actor it woke on the way
+  -- (the witness, held back behind the sink) ran only after the whole
+  -- loop. Now the publisher gives way once others have waited on its
+  -- worker for a batch of its sends (src/sched/sched.h
+  -- msrt_actor_should_yield), and goes on where it was: the witness runs
+  -- in the middle, and the sink still gets every message, in order.
+  it("gives way to the actors waiting on its worker, losing and reordering nothing", function()
+    local r = child([[
+      local msrt = require "msrt"
+      local N = 200000
+      local order = {}
+      msrt.subscribe("t.turn.witness", function() order[#order + 1] = "witness" end)
+      msrt.subscribe("t.turn.loop", function() order[#order + 1] = "loop" end)
+      local sink = assert(msrt.actor {
+        name = "sink", subscribe = "t.turn.sink", capacity = N + 16, args = { n = N },
+        init = function(ctx) ctx.next, ctx.bad = 1, 0 end,
+        handle = function(ctx, msg)
+          if msg.data ~= ctx.next then ctx.bad = ctx.bad + 1 end
+          ctx.next = ctx.next + 1
+          if ctx.next > ctx.args.n then ctx:publish("t.turn.sunk", { n = ctx.next - 1, bad = ctx.bad }) end
+        end,
+      })
+      local witness = assert(msrt.actor {
+        name = "witness", subscribe = "t.turn.go",
+        handle = function(ctx) ctx:publish("t.turn.witness", true) end,
+      })
+      local loop = assert(msrt.actor {
+        name = "loop", subscribe = "t.turn.start", args = { n = N },
+        handle = function(ctx)
+          for i = 1, ctx.args.n do
+            assert(ctx:publish("t.turn.sink", i))
+            if i == 100 then assert(ctx:publish("t.turn.go", true)) end
+          end
+          ctx:publish("t.turn.loop", true)
+        end,
+      })
+      msrt.subscribe("t.turn.sunk", function(m)
+        print(("sunk=%d bad=%d order=%s workers=%d"):format(m.data.n, m.data.bad,
+          table.concat(order, ","), msrt.metrics().workers))
+        io.stdout:flush()
+        sink:stop(); witness:stop(); loop:stop()
+      end)
+      assert(msrt.publish("t.turn.start", true))
+    ]], { "--workers", "1" })
+    local m = r.out:match("sunk=.*")
+    assert.is_string(m, "no result line; status " .. tostring(r.code) .. "; stderr: " .. r.err)
+    assert.are.equal("1", m:match("workers=(%d+)"))
+    assert.are.equal("200000", m:match("sunk=(%d+)"))
+    assert.are.equal("0", m:match("bad=(%d+)"))
+    assert.are.equal("witness,loop", m:match("order=(%S+)"))
+    assert.are.equal(0, r.code, r.err)
+  end)
+end)
+
 describe("the hub under a flood", function()
   -- The hub drains its inbox in batches of at most 10 ms, so its timers
   -- run while actors publish to it faster than it handles the messages

@@ -16,6 +16,7 @@ local pop, publish = core.pop, core.publish
 local closed, set_waiting, now_ms = rt.closed, rt.set_waiting, rt.now_ms -- now_ms: monotonic ms (fractional)
 local yield = coroutine.yield
 local CONTROL, BUFFER, PUBACK = 0x80, 0x01, 0x04
+local GIVE_WAY_EVERY = 64 -- publishes between asking whether to give way (fast's publish)
 local ctx = {}
 local more = { ctx = ctx }
 
@@ -143,6 +144,7 @@ long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
 long msrt_lactor_ffi_inbox(void *la, char *out);
 int msrt_lactor_ffi_closed(void *la);
 void msrt_lactor_ffi_set_waiting(void *la, int on);
+int msrt_lactor_ffi_give_way(void *la);
 double msrt_lactor_ffi_now_ms(void);
 int msrt_memcmp(const void *a, const void *b, size_t n) __asm__("memcmp");
 ]]
@@ -221,6 +223,19 @@ int msrt_memcmp(const void *a, const void *b, size_t n) __asm__("memcmp");
   -- data_of reads it: string.buffer's encoder costs ~50 instructions more.
   local nenc = ffi.new("uint8_t[9]", NUM)
   local nslot = cast("double *", nenc + 1)
+  -- Giving way: every GIVE_WAY_EVERY publishes the scheduler is asked
+  -- whether this turn has sent enough while others wait on its worker
+  -- (src/sched/sched.h msrt_actor_should_yield); then the actor yields
+  -- and goes on in a later turn. Only from the actor's own coroutine and
+  -- where a yield can cross (not in table.sort's comparator, a gsub
+  -- callback...): elsewhere it goes on, as before.
+  local sent, co, running, yieldable = 0, coroutine.running(), coroutine.running, coroutine.isyieldable
+  local function give_way()
+    sent = 0
+    if C.msrt_lactor_ffi_give_way(me) ~= 0 and running() == co and yieldable() then
+      yield("more")
+    end
+  end
   publish = function(subject, data, reply, prio, hdr, ttl)
     local p, n
     if type(data) == "number" and NUM == 7 then
@@ -230,7 +245,11 @@ int msrt_memcmp(const void *a, const void *b, size_t n) __asm__("memcmp");
     end
     local r = tonumber(C.msrt_lactor_ffi_publish(me, subject, #subject, reply,
       reply and #reply or 0, p, n, prio or 5, hdr, hdr and #hdr or 0, ttl or 0))
-    if r >= 0 then return r end
+    if r >= 0 then
+      sent = sent + 1
+      if sent >= GIVE_WAY_EVERY then give_way() end
+      return r
+    end
     return last_error()
   end
   return pop, publish, closed, msg_of

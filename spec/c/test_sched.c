@@ -1249,6 +1249,89 @@ static void test_deferred(void) {
   }
 }
 
+/* ---- giving way (msrt_actor_should_yield) --------------------------------- */
+
+/* The sender sends GW_N messages to the sink in turns that end when
+ * msrt_actor_should_yield says so (going on where it was, in t->limit);
+ * at its 100th send it waits for the test to queue the witness's
+ * message, when gw_witness is set. The witness notes how far the sender
+ * had got when it ran. */
+#define GW_N 20000
+static msrt_actor *gw_sink;
+static atomic_int gw_witness, gw_ready, gw_yields;
+static atomic_long gw_progress, gw_seen;
+
+static msrt_run_result h_gw_sender(actor_t *t, msrt_actor *a, int budget,
+                                   int w) {
+  (void)budget;
+  (void)w;
+  uint32_t seq;
+  if (t->limit == 0 && !pop_seq(a, &seq)) return MSRT_RUN_IDLE;
+  while (t->limit < GW_N) {
+    SENT(t, send(gw_sink, 2, (uint32_t)t->limit, 5) == MSRT_E_OK);
+    atomic_store(&gw_progress, ++t->limit);
+    if (t->limit == 100 && atomic_load(&gw_witness))
+      WAIT_UNTIL(atomic_load(&gw_ready), 5000);
+    if (msrt_actor_should_yield(a)) {
+      atomic_fetch_add(&gw_yields, 1);
+      return MSRT_RUN_YIELDED;
+    }
+  }
+  atomic_fetch_add(&t->received, 1);
+  return MSRT_RUN_IDLE;
+}
+
+static msrt_run_result h_gw_witness(actor_t *t, msrt_actor *a, int budget,
+                                    int w) {
+  (void)budget;
+  (void)w;
+  atomic_store(&gw_seen, atomic_load(&gw_progress));
+  drain(t, a);
+  return MSRT_RUN_IDLE;
+}
+
+/* One worker, batch 8. With the witness waiting (in the shared queue: the
+ * test thread is no worker), the sender gives way and the witness runs
+ * before the sender is done; alone (its sink held back by its turn,
+ * DEFERRED, does not count), it never gives way. The sink gets every
+ * message, in order, either way. */
+static void test_give_way(void) {
+  for (int witness = 1; witness >= 0; witness--) {
+    long live0 = msrt_env_live();
+    msrt_sched *s = mksched(1, 8, 0, GW_N + 16, MSRT_OVERFLOW_BLOCK, NULL);
+    actor_t *t[3] = {mkt(h_gw_sender), mkt(h_consume), mkt(h_gw_witness)};
+    msrt_actor *a[3];
+    for (int i = 0; i < 3; i++)
+      a[i] = msrt_actor_new(s, t[i], 0, MSRT_OVERFLOW_DEFAULT);
+    gw_sink = a[1];
+    atomic_store(&gw_witness, witness), atomic_store(&gw_ready, 0);
+    atomic_store(&gw_yields, 0), atomic_store(&gw_progress, 0);
+    atomic_store(&gw_seen, -1);
+    msrt_sched_start(s);
+    CHECK(send(a[0], 0, 0, 5) == MSRT_E_OK);
+    if (witness) {
+      WAIT_UNTIL(atomic_load(&gw_progress) >= 100, 5000);
+      CHECK(send(a[2], 0, 0, 5) == MSRT_E_OK);
+      atomic_store(&gw_ready, 1);
+      CHECK(received(t[2], 1));
+      CHECK(atomic_load(&gw_seen) >= 100 && atomic_load(&gw_seen) < GW_N);
+      CHECK(atomic_load(&gw_yields) >= 1);
+    }
+    CHECK(received(t[0], 1));
+    CHECK(received(t[1], GW_N));
+    if (!witness) {
+      CHECK(atomic_load(&gw_yields) == 0);
+      CHECK(atomic_load(&t[0]->turns) == 1);
+    }
+    CHECK(atomic_load(&t[0]->order_errors) == 0);
+    CHECK(atomic_load(&t[1]->order_errors) == 0);
+    if (!witness) { /* the witness never had a message */
+      msrt_actor_stop(a[2]);
+    }
+    finish(s, 3, a, t, live0);
+  }
+}
+
 TEST_MAIN(test_config, test_stack_size, test_drop_oldest, test_drop_newest, test_error_policy,
           test_byte_bound,
           test_block_wait_room, test_waiters_woken_on_close,
@@ -1256,5 +1339,5 @@ TEST_MAIN(test_config, test_stack_size, test_drop_oldest, test_drop_newest, test
           test_waiting_sys_only, test_stop_release_once,
           test_free_drops_queued, test_stop_timeout, test_wake_one,
           test_batch_fairness, test_pingpong, test_modes, test_many_actors,
-          test_deferred,
+          test_deferred, test_give_way,
           test_fifo_many_producers)

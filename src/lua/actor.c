@@ -405,7 +405,11 @@ msrt_run_result msrt_lactor_run(msrt_actor *a, int budget, void *ud,
     int rc = lua_resume(la->co, 1);
     if (rc == LUA_YIELD) {
       const char *what = lua_tostring(la->co, -1);
-      res = what && what[0] == 'w' ? MSRT_RUN_WAITING : MSRT_RUN_IDLE;
+      /* "waiting", "more" (giving way: msrt_lactor_ffi_give_way), "idle" */
+      res = !what                ? MSRT_RUN_IDLE
+            : what[0] == 'w'     ? MSRT_RUN_WAITING
+            : what[0] == 'm'     ? MSRT_RUN_YIELDED
+                                 : MSRT_RUN_IDLE;
       lua_settop(la->co, 0);
       /* What boot leaves behind (actor_boot.lua's main chunk and module
        * loader, the spec, the stacks grown by boot and init) would stay in

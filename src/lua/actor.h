@@ -82,6 +82,10 @@ void msrt_lactor_release(msrt_actor *a, void *ud);
  *   msrt_lactor_ffi_closed   whether the actor was asked to stop, as
  *                            rt.closed (1 or 0)
  *   msrt_lactor_ffi_set_waiting  as rt.set_waiting (on: 1 or 0)
+ *   msrt_lactor_ffi_give_way  1 when the actor should give way now
+ *                            (sched.h msrt_actor_should_yield): its
+ *                            coroutine then yields "more" and goes on in
+ *                            a later turn; else 0
  *   msrt_lactor_ffi_now_ms   CLOCK_MONOTONIC in ms (fractional), as
  *                            rt.now_ms and the hub's alarms count; any
  *                            thread */
@@ -94,6 +98,7 @@ long msrt_lactor_ffi_publish(void *la, const char *s, size_t slen,
 long msrt_lactor_ffi_inbox(void *la, char *out);
 int msrt_lactor_ffi_closed(void *la);
 void msrt_lactor_ffi_set_waiting(void *la, int on);
+int msrt_lactor_ffi_give_way(void *la);
 double msrt_lactor_ffi_now_ms(void);
 
 /* Control subjects carried on the sys lane (flag MSRT_ENV_CONTROL). */

@@ -148,6 +148,10 @@ void msrt_lactor_ffi_set_waiting(void *la, int on) {
   msrt_actor_set_waiting(((lactor *)la)->cell, on);
 }
 
+int msrt_lactor_ffi_give_way(void *la) {
+  return msrt_actor_should_yield(((lactor *)la)->cell);
+}
+
 /* now_ms() as the FFI reads it (a request's deadline, actor_boot.lua) */
 double msrt_lactor_ffi_now_ms(void) { return (double)msrt_now_ns() / 1e6; }
 

@@ -166,6 +166,9 @@ typedef struct worker {
   /* messages the turn in progress sent (note_cost); read by thieves (a
    * turn still sending is feeding the actors queued behind it) */
   atomic_uint pushes;
+  /* owner only: the ring's head and the sends count when msrt_actor_should_yield
+   * last saw that head move (or the ring empty) */
+  unsigned gw_head, gw_mark;
   msrt_actor *defer[MSRT_SCHED_DEFER_MAX];
   _Atomic uint64_t handled, turns, parks, wakes, steals, declined, hop_ns;
   /* thief side (owner only): how far the others are (hop.h) */
@@ -856,6 +859,27 @@ void msrt_actor_set_waiting(msrt_actor *a, int waiting) {
   a->waiting = waiting != 0;
 }
 
+int msrt_actor_should_yield(msrt_actor *a) {
+  worker *w = tl_worker;
+  if (!w || !w->in_turn || w->s != a->s) return 0;
+  msrt_sched *s = a->s;
+  unsigned sent = atomic_load_explicit(&w->pushes, RLX);
+  unsigned batch = (unsigned)atomic_load_explicit(&s->batch, RLX);
+  if (sent < batch) return 0;
+  /* Others waiting (LIFO slot, ring, shared queue; not the actors this
+   * turn holds back) since gw_mark, the ring's head unmoved meanwhile
+   * (sched.h GIVING WAY) */
+  unsigned h = atomic_load_explicit(&w->rq_head, RLX);
+  if ((!atomic_load_explicit(&w->lifo, RLX) && !rq_len(w) &&
+       !atomic_load_explicit(&s->gq_len, RLX)) ||
+      h != w->gw_head) {
+    w->gw_head = h, w->gw_mark = sent;
+    return 0;
+  }
+  if (sent - w->gw_mark < batch) return 0;
+  return !(atomic_load_explicit(&a->state, ACQ) & ST_CLOSED);
+}
+
 /* Room or closed, for msrt_waitlist_wait (seq_cst reads: its contract). */
 static int room_state(void *obj) {
   msrt_actor *a = obj;
@@ -935,6 +959,7 @@ static void run_turn(worker *w, msrt_actor *a) {
   w->in_turn = 1;
   uint64_t t0 = s->nw > 1 ? msrt_ticks() : 0;
   atomic_store_explicit(&w->pushes, 0, RLX);
+  w->gw_head = atomic_load_explicit(&w->rq_head, RLX), w->gw_mark = 0;
   msrt_run_result r = s->cfg.run(a, batch, a->ud, w->index);
   if (s->nw > 1)
     note_cost(a, msrt_ticks() - t0, atomic_load_explicit(&w->pushes, RLX));
@@ -955,7 +980,8 @@ static void run_turn(worker *w, msrt_actor *a) {
   for (;;) {
     if (st & ST_NOTIFY)
       st = atomic_fetch_and_explicit(&a->state, ~ST_NOTIFY, SC) & ~ST_NOTIFY;
-    if ((st & ST_CLOSED) || any_eligible(a, want != 0)) {
+    if ((st & ST_CLOSED) || r == MSRT_RUN_YIELDED ||
+        any_eligible(a, want != 0)) {
       unsigned nst = (st & ~ST_WAITING) | want;
       if (nst != st &&
           !atomic_compare_exchange_weak_explicit(&a->state, &st, nst, SC, SC))

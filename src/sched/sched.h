@@ -91,6 +91,24 @@
  * stream, stay on one CPU). The cost is latency: a held actor with fewer
  * messages waits for the end of the sender's turn.
  *
+ * GIVING WAY. A turn ends when its run callback returns, so an actor
+ * sending in one long turn (a Lua handler publishing in a loop) kept its
+ * worker until a receiver's mailbox was full. The actors behind it on
+ * that worker, its own receivers among them when the other workers are
+ * far and leave a sending turn alone (hop.h), waited that long and then
+ * ran through a backlog of up to their capacity (4 x 65,536 messages in
+ * the queue-group benchmark), written and read out of cache: 6.0-8.6 M
+ * msgs/s where mailboxes of 2,048 read 10.4-11.9 (docs/performance.md,
+ * "Giving way"). So msrt_actor_should_yield tells the callback to end
+ * the turn and go on in a later one (YIELDED) once the turn has sent a
+ * batch and others have waited on its worker for a batch of its sends:
+ * the LIFO slot, the ring with its head unmoved (no thief took from it),
+ * or a non-empty shared queue. Actors the turn holds back (DEFERRED) do
+ * not count: they are its own receivers, kept for it, and counting them
+ * made a sender near its thief stop every batch (queue group 10.0
+ * against 11.8 M msgs/s). Erlang's schedulers likewise end a process's
+ * slice after its reductions, sends among them.
+ *
  * PARKING. An idle worker searches (shared queue, steal) while spinning
  * spin_us, then parks on a futex. At most workers/2 (min 1) search at once.
  * New work wakes ONE parked worker, and only when no worker is searching.
@@ -134,7 +152,12 @@
 typedef struct msrt_sched msrt_sched;
 typedef struct msrt_actor msrt_actor;
 
-typedef enum { MSRT_RUN_IDLE, MSRT_RUN_WAITING, MSRT_RUN_STOPPED } msrt_run_result;
+typedef enum {
+  MSRT_RUN_IDLE,
+  MSRT_RUN_WAITING,
+  MSRT_RUN_STOPPED,
+  MSRT_RUN_YIELDED
+} msrt_run_result;
 
 /* Called on a worker thread with the actor held exclusively (one actor runs
  * on at most one worker at a time; successive turns may be on different
@@ -145,7 +168,10 @@ typedef enum { MSRT_RUN_IDLE, MSRT_RUN_WAITING, MSRT_RUN_STOPPED } msrt_run_resu
  *   WAITING : suspended (awaiting a reply, or room in a full mailbox): only
  *             the sys lane is eligible until a turn returns IDLE again;
  *   STOPPED : finished; never run again; queued envelopes are dropped
- *             (unref'd) and cfg.release is called.
+ *             (unref'd) and cfg.release is called;
+ *   YIELDED : gave way in the middle of its work (msrt_actor_should_yield
+ *             said so): queued again at once, behind the actors waiting
+ *             on this worker, whatever its mailbox holds.
  * worker_index is 0..workers-1. */
 typedef msrt_run_result (*msrt_run_fn)(msrt_actor *a, int budget,
                                        void *actor_ud, int worker_index);
@@ -300,6 +326,16 @@ msrt_envelope *msrt_actor_pop(msrt_actor *a);
  * arrived and the handler finished within this turn). The mode after the
  * turn is decided by the callback's return value. */
 void msrt_actor_set_waiting(msrt_actor *a, int waiting);
+
+/* Only from the run callback of a: 1 when a should give way now (end
+ * its turn with YIELDED and go on in a later one), else 0: when its turn
+ * has pushed at least the scheduler's batch of messages to actors'
+ * mailboxes (msrt_sched_tune), others have waited on this worker for at
+ * least a batch of those pushes (GIVING WAY in the top comment), and a is
+ * not closed. 0 off a worker thread or outside a turn of a's scheduler.
+ * Cheap (a few loads of the worker's own lines and the shared queue's
+ * length): callers ask every few dozen sends. */
+int msrt_actor_should_yield(msrt_actor *a);
 
 /* Register a one-shot waker, called (on whichever thread frees room - for
  * BLOCK, the worker at the end of a's turn - or closes the actor) once a's
