@@ -1291,10 +1291,11 @@ static msrt_run_result h_gw_witness(actor_t *t, msrt_actor *a, int budget,
 }
 
 /* One worker, batch 8. With the witness waiting (in the shared queue: the
- * test thread is no worker), the sender gives way and the witness runs
- * before the sender is done; alone (its sink held back by its turn,
- * DEFERRED, does not count), it never gives way. The sink gets every
- * message, in order, either way. */
+ * test thread is no worker), the sender gives way every batch of sends or
+ * so, and the witness runs before the sender is done (the worker looks at
+ * the shared queue first every 61st turn); alone (its sink held back by
+ * its turn, DEFERRED, does not count), it never gives way. The sink gets
+ * every message, in order, either way. */
 static void test_give_way(void) {
   for (int witness = 1; witness >= 0; witness--) {
     long live0 = msrt_env_live();

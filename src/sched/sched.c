@@ -166,9 +166,12 @@ typedef struct worker {
   /* messages the turn in progress sent (note_cost); read by thieves (a
    * turn still sending is feeding the actors queued behind it) */
   atomic_uint pushes;
-  /* owner only: the ring's head and the sends count when msrt_actor_should_yield
-   * last saw that head move (or the ring empty) */
+  /* owner only (msrt_actor_should_yield): whether others were seen
+   * waiting in this turn, the ring's head then, and the turn's sends and
+   * the time (ns) when they were first seen with that head */
+  int gw_on;
   unsigned gw_head, gw_mark;
+  uint64_t gw_since;
   msrt_actor *defer[MSRT_SCHED_DEFER_MAX];
   _Atomic uint64_t handled, turns, parks, wakes, steals, declined, hop_ns;
   /* thief side (owner only): how far the others are (hop.h) */
@@ -866,17 +869,27 @@ int msrt_actor_should_yield(msrt_actor *a) {
   unsigned sent = atomic_load_explicit(&w->pushes, RLX);
   unsigned batch = (unsigned)atomic_load_explicit(&s->batch, RLX);
   if (sent < batch) return 0;
-  /* Others waiting (LIFO slot, ring, shared queue; not the actors this
-   * turn holds back) since gw_mark, the ring's head unmoved meanwhile
-   * (sched.h GIVING WAY) */
-  unsigned h = atomic_load_explicit(&w->rq_head, RLX);
-  if ((!atomic_load_explicit(&w->lifo, RLX) && !rq_len(w) &&
-       !atomic_load_explicit(&s->gq_len, RLX)) ||
-      h != w->gw_head) {
-    w->gw_head = h, w->gw_mark = sent;
+  /* others waiting: LIFO slot, ring, shared queue (not the actors this
+   * turn holds back); since gw_mark / gw_since with the ring's head
+   * unmoved (sched.h GIVING WAY) */
+  if (!atomic_load_explicit(&w->lifo, RLX) && !rq_len(w) &&
+      !atomic_load_explicit(&s->gq_len, RLX)) {
+    w->gw_on = 0;
     return 0;
   }
-  if (sent - w->gw_mark < batch) return 0;
+  unsigned h = atomic_load_explicit(&w->rq_head, RLX);
+  uint64_t now = msrt_now_ns();
+  if (!w->gw_on || h != w->gw_head) {
+    w->gw_on = 1, w->gw_head = h, w->gw_mark = sent, w->gw_since = now;
+    return 0;
+  }
+  if (atomic_load_explicit(&s->nsearching, RLX) +
+          atomic_load_explicit(&s->nidle, RLX) >= s->nw - 1) {
+    if (sent - w->gw_mark < batch) return 0;
+  } else if (now - w->gw_since <
+             (uint64_t)atomic_load_explicit(&s->steal_wait_us, RLX) * 1000) {
+    return 0;
+  }
   return !(atomic_load_explicit(&a->state, ACQ) & ST_CLOSED);
 }
 
@@ -959,7 +972,7 @@ static void run_turn(worker *w, msrt_actor *a) {
   w->in_turn = 1;
   uint64_t t0 = s->nw > 1 ? msrt_ticks() : 0;
   atomic_store_explicit(&w->pushes, 0, RLX);
-  w->gw_head = atomic_load_explicit(&w->rq_head, RLX), w->gw_mark = 0;
+  w->gw_on = 0; /* msrt_actor_should_yield: nothing seen waiting yet */
   msrt_run_result r = s->cfg.run(a, batch, a->ud, w->index);
   if (s->nw > 1)
     note_cost(a, msrt_ticks() - t0, atomic_load_explicit(&w->pushes, RLX));

@@ -94,19 +94,26 @@
  * GIVING WAY. A turn ends when its run callback returns, so an actor
  * sending in one long turn (a Lua handler publishing in a loop) kept its
  * worker until a receiver's mailbox was full. The actors behind it on
- * that worker, its own receivers among them when the other workers are
- * far and leave a sending turn alone (hop.h), waited that long and then
- * ran through a backlog of up to their capacity (4 x 65,536 messages in
- * the queue-group benchmark), written and read out of cache: 6.0-8.6 M
- * msgs/s where mailboxes of 2,048 read 10.4-11.9 (docs/performance.md,
- * "Giving way"). So msrt_actor_should_yield tells the callback to end
+ * that worker, its own receivers among them when the other worker is far
+ * and leaves a sending turn alone (hop.h), waited that long and then ran
+ * through a backlog of up to their capacity (4 x 65,536 messages in the
+ * queue-group benchmark), written and read out of cache: with one worker
+ * 8.9-9.2 M msgs/s (runs 5.9-9.3), against 10.9-11.4 giving way
+ * (docs/performance.md, "Giving way"). So msrt_actor_should_yield tells the callback to end
  * the turn and go on in a later one (YIELDED) once the turn has sent a
- * batch and others have waited on its worker for a batch of its sends:
- * the LIFO slot, the ring with its head unmoved (no thief took from it),
- * or a non-empty shared queue. Actors the turn holds back (DEFERRED) do
- * not count: they are its own receivers, kept for it, and counting them
- * made a sender near its thief stop every batch (queue group 10.0
- * against 11.8 M msgs/s). Erlang's schedulers likewise end a process's
+ * batch and others have waited on its worker (the LIFO slot, the ring,
+ * the shared queue), the ring's head unmoved (nobody took from it):
+ *   - for a batch of its sends when no other worker is running a turn
+ *     (they search or sleep: nobody will take them, as far apart);
+ *     the waiting actors, its receivers among them, each take at most a
+ *     batch a turn, so each gets about what it can take before the
+ *     sender goes on, and their mailboxes stay shallow;
+ *   - for steal_wait_us (the profile's, 1 ms by default) otherwise: the
+ *     others are busy, as with its receivers near apart, and will come
+ *     back for them; giving way there after a batch of sends cost
+ *     fan-out near 5-14% (the sender is the pipeline's slowest part).
+ * Actors the turn holds back (DEFERRED) do not count: they are its own
+ * receivers, kept for it. Erlang's schedulers likewise end a process's
  * slice after its reductions, sends among them.
  *
  * PARKING. An idle worker searches (shared queue, steal) while spinning
@@ -330,11 +337,11 @@ void msrt_actor_set_waiting(msrt_actor *a, int waiting);
 /* Only from the run callback of a: 1 when a should give way now (end
  * its turn with YIELDED and go on in a later one), else 0: when its turn
  * has pushed at least the scheduler's batch of messages to actors'
- * mailboxes (msrt_sched_tune), others have waited on this worker for at
- * least a batch of those pushes (GIVING WAY in the top comment), and a is
- * not closed. 0 off a worker thread or outside a turn of a's scheduler.
- * Cheap (a few loads of the worker's own lines and the shared queue's
- * length): callers ask every few dozen sends. */
+ * mailboxes (msrt_sched_tune), others have waited on this worker as long
+ * as GIVING WAY in the top comment says, and a is not closed. 0 off a
+ * worker thread or outside a turn of a's scheduler. Cheap (the worker's
+ * own lines, the shared queue's length, the idle counts, a clock read
+ * while others wait): callers ask every few dozen sends. */
 int msrt_actor_should_yield(msrt_actor *a);
 
 /* Register a one-shot waker, called (on whichever thread frees room - for
