@@ -99,10 +99,11 @@
  * through a backlog of up to their capacity (4 x 65,536 messages in the
  * queue-group benchmark), written and read out of cache: with one worker
  * 8.9-9.2 M msgs/s (runs 5.9-9.3), against 10.9-11.4 giving way
- * (docs/performance.md, "Giving way"). So msrt_actor_should_yield tells the callback to end
- * the turn and go on in a later one (YIELDED) once the turn has sent a
- * batch and others have waited on its worker (the LIFO slot, the ring,
- * the shared queue), the ring's head unmoved (nobody took from it):
+ * (docs/performance.md, "Giving way"). So msrt_actor_should_yield tells
+ * the callback to end the turn and go on in a later one (YIELDED) once
+ * the turn has sent a batch and others have waited on its worker (the
+ * LIFO slot, the ring, the shared queue), the ring's head unmoved
+ * (nobody took from it):
  *   - for a batch of its sends when no other worker is running a turn
  *     (they search or sleep: nobody will take them, as far apart);
  *     the waiting actors, its receivers among them, each take at most a
