@@ -632,8 +632,8 @@ describe("a long turn", function()
         end,
       })
       msrt.subscribe("t.turn.sunk", function(m)
-        print(("sunk=%d bad=%d order=%s workers=%d"):format(m.data.n, m.data.bad,
-          table.concat(order, ","), msrt.metrics().workers))
+        print(("sunk=%d bad=%d order=%s workers=%d gave_way=%d"):format(m.data.n, m.data.bad,
+          table.concat(order, ","), msrt.metrics().workers, msrt.metrics().total.gave_way))
         io.stdout:flush()
         sink:stop(); witness:stop(); loop:stop()
       end)
@@ -645,6 +645,7 @@ describe("a long turn", function()
     assert.are.equal("200000", m:match("sunk=(%d+)"))
     assert.are.equal("0", m:match("bad=(%d+)"))
     assert.are.equal("witness,loop", m:match("order=(%S+)"))
+    assert.is_true(tonumber(m:match("gave_way=(%d+)")) >= 1, m)
     assert.are.equal(0, r.code, r.err)
   end)
 end)

@@ -564,7 +564,9 @@ end
 -- per_worker {handled, turns, parks, wakes, steals, declined (steals not
 -- made: src/sched/hop.h), hop_ns (the last measured time a cache line
 -- written on another worker's CPU takes to read on this one; in total the
--- largest)}, drops, hub_inbox, and
+-- largest), gave_way (turns that ended with the actor giving way to
+-- others waiting on its worker: src/sched/sched.h GIVING WAY)}, drops,
+-- hub_inbox, and
 -- `router`: subscriptions and the message accounting.
 -- Router accounting counts copies: a published message is one copy per
 -- endpoint it matched (per subscriber, and one per queue group), or one copy

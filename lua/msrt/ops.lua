@@ -205,7 +205,7 @@ function M.metrics_text()
   metric(out, "router_messages_total", "counter",
     "Message copies the router handled, by subject class (first token) and outcome.", router)
   metric(out, "router_subscriptions", "gauge", "Subscriptions in the router.", { { nil, (m.router or {}).subscriptions } })
-  for _, f in ipairs({ "handled", "turns", "parks", "wakes", "steals", "declined" }) do
+  for _, f in ipairs({ "handled", "turns", "parks", "wakes", "steals", "declined", "gave_way" }) do
     local per = {}
     for i, w in ipairs(m.per_worker or {}) do per[i] = { ('{worker="%d"}'):format(i), w[f] } end
     metric(out, "worker_" .. f .. "_total", "counter", "Per worker: " .. f .. ".", per)

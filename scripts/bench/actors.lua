@@ -276,8 +276,8 @@ local function router_once(kind, run)
   assert(got == want, ("%s: %d of %d messages arrived"):format(kind, got, want))
   if opts.each ~= 0 then
     local function per(f) return (m1[f] - m0[f]) * 1e6 / got end
-    print(("  run %d: %.2f M/s; sender %.3f us CPU per publish; per million received: turns %.0f, steals %.0f, parks %.0f, wakes %.0f")
-      :format(run, got / (t1 - t0) / 1e6, cpu * 1e6 / opts.msgs, per("turns"), per("steals"), per("parks"), per("wakes")))
+    print(("  run %d: %.2f M/s; sender %.3f us CPU per publish; per million received: turns %.0f, steals %.0f, parks %.0f, wakes %.0f, gave way %.0f")
+      :format(run, got / (t1 - t0) / 1e6, cpu * 1e6 / opts.msgs, per("turns"), per("steals"), per("parks"), per("wakes"), per("gave_way")))
   end
   return got / (t1 - t0)
 end

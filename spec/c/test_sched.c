@@ -1320,6 +1320,9 @@ static void test_give_way(void) {
     }
     CHECK(received(t[0], 1));
     CHECK(received(t[1], GW_N));
+    msrt_sched_stats st;
+    msrt_sched_stats_get(s, &st, NULL);
+    CHECK(st.total.gave_way == (uint64_t)atomic_load(&gw_yields));
     if (!witness) {
       CHECK(atomic_load(&gw_yields) == 0);
       CHECK(atomic_load(&t[0]->turns) == 1);

@@ -4,7 +4,7 @@
 #include "lua/lrt.h"
 
 static void push_worker(lua_State *L, const msrt_worker_stats *w) {
-  lua_createtable(L, 0, 7);
+  lua_createtable(L, 0, 8);
   msrt_lua_set_num(L, "handled", (double)w->handled);
   msrt_lua_set_num(L, "turns", (double)w->turns);
   msrt_lua_set_num(L, "parks", (double)w->parks);
@@ -12,6 +12,7 @@ static void push_worker(lua_State *L, const msrt_worker_stats *w) {
   msrt_lua_set_num(L, "steals", (double)w->steals);
   msrt_lua_set_num(L, "declined", (double)w->declined);
   msrt_lua_set_num(L, "hop_ns", (double)w->hop_ns);
+  msrt_lua_set_num(L, "gave_way", (double)w->gave_way);
 }
 
 static void push_stats(lua_State *L, const msrt_router_stats *rs) {

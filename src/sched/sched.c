@@ -174,6 +174,7 @@ typedef struct worker {
   uint64_t gw_since;
   msrt_actor *defer[MSRT_SCHED_DEFER_MAX];
   _Atomic uint64_t handled, turns, parks, wakes, steals, declined, hop_ns;
+  _Atomic uint64_t gave_way;
   /* thief side (owner only): how far the others are (hop.h) */
   msrt_hop_scale hs;
   msrt_hop *peers; /* one per worker, indexed like s->w; NULL past
@@ -984,6 +985,7 @@ static void run_turn(worker *w, msrt_actor *a) {
   }
   stat_inc(&w->handled, a->popped);
   stat_inc(&w->turns, 1);
+  if (r == MSRT_RUN_YIELDED) stat_inc(&w->gave_way, 1);
   if (r == MSRT_RUN_STOPPED || closing) {
     finish(s, a);
     return;
@@ -1329,7 +1331,8 @@ void msrt_sched_stats_get(msrt_sched *s, msrt_sched_stats *out,
         atomic_load_explicit(&w->wakes, RLX),
         atomic_load_explicit(&w->steals, RLX),
         atomic_load_explicit(&w->declined, RLX),
-        atomic_load_explicit(&w->hop_ns, RLX)};
+        atomic_load_explicit(&w->hop_ns, RLX),
+        atomic_load_explicit(&w->gave_way, RLX)};
     if (per_worker) per_worker[i] = ws;
     out->total.handled += ws.handled;
     out->total.turns += ws.turns;
@@ -1337,6 +1340,7 @@ void msrt_sched_stats_get(msrt_sched *s, msrt_sched_stats *out,
     out->total.wakes += ws.wakes;
     out->total.steals += ws.steals;
     out->total.declined += ws.declined;
+    out->total.gave_way += ws.gave_way;
     if (ws.hop_ns > out->total.hop_ns) out->total.hop_ns = ws.hop_ns;
     runnable += rq_len(w) + (atomic_load_explicit(&w->lifo, RLX) != NULL);
   }

@@ -414,6 +414,8 @@ typedef struct {
   uint64_t hop_ns;  /* this worker's last measure of how long a cache line
                        written on another worker's CPU takes to read here,
                        ns (0 = not measured yet); in `total`, the largest */
+  uint64_t gave_way; /* turns that ended giving way (YIELDED: GIVING WAY in
+                        the top comment) */
 } msrt_worker_stats;
 
 typedef struct {
