@@ -397,6 +397,30 @@ print("ready")
     assert.is_true(per[1] > 0 and per[2] > 0, ("both hosts worked: %d and %d"):format(per[1], per[2]))
   end)
 
+  -- A host's JetStream queues are as many as it declares: the old bridge
+  -- kept the patterns of at most 64 and refused the 65th declared while
+  -- 64 were still opening, as "could not start the queue's thread" (CI
+  -- under TSan, 2026-12-06, where opening is slow).
+  it("jetstream: one host declaring 100 queues at one moment gets them all", function()
+    S.drive(function()
+      local br = assert(msrt.nats { url = nats.url, import = {}, export = {} })
+      local qs, failed, seen = {}, {}, 0
+      local sub = msrt.subscribe("many_ctl.*", function(m)
+        local k = m.subject:match("%d+$")
+        local q, err = msrt.queue { name = "many_" .. k, subjects = "many_" .. k .. ".>", store = "jetstream" }
+        if q then qs[#qs + 1] = q else failed[#failed + 1] = k .. ": " .. err.message end
+        seen = seen + 1
+      end)
+      for k = 1, 100 do msrt.publish("many_ctl." .. k, true) end
+      assert(S.wait_until(function() return seen == 100 end, 20000), "declared " .. seen)
+      sub:unsubscribe()
+      for _, q in ipairs(qs) do q.close() end
+      br:close()
+      assert.are.same({}, failed)
+      assert.are.equal(100, #qs)
+    end, 40000)
+  end)
+
   -- nats-server 2.9 can answer two creates of one stream at one moment
   -- with "subjects overlap with an existing stream" (10065); the racing
   -- stream is the same one, so a host asks again rather than failing the

@@ -89,24 +89,40 @@ bool msrt_bridge_stored(msrt_bridge *b, const char *subject) {
   return yes;
 }
 
+/* Room for n more stored patterns (under mu): the array doubles, so a host
+ * may hold as many JetStream queues as it declares. */
+static int stored_room(msrt_bridge *b, size_t n) {
+  if (b->nstored + n <= b->capstored) return 0;
+  size_t cap = b->capstored ? b->capstored : 8;
+  while (cap < b->nstored + n) cap *= 2;
+  char **s = realloc(b->stored, cap * sizeof *s);
+  if (!s) return -1;
+  b->stored = s, b->capstored = cap;
+  return 0;
+}
+
+static void unstore(msrt_bridge *b, const char *p) {
+  for (size_t k = 0; k < b->nstored; k++)
+    if (strcmp(b->stored[k], p) == 0) { /* one copy per queue */
+      free(b->stored[k]);
+      b->stored[k] = b->stored[--b->nstored];
+      return;
+    }
+}
+
 int msrt_bridge_store_patterns(msrt_bridge *b, const char *const *p, size_t n,
                                bool on) {
   int rc = 0;
   pthread_mutex_lock(&b->mu);
-  for (size_t i = 0; i < n; i++) {
-    if (on) {
-      char *c = b->nstored < MSRT_BRIDGE_PATTERNS_MAX ? strdup(p[i]) : NULL;
-      if (c) b->stored[b->nstored++] = c;
-      else rc = -1;
-      continue;
-    }
-    for (size_t k = 0; k < b->nstored; k++)
-      if (strcmp(b->stored[k], p[i]) == 0) { /* one copy per queue */
-        free(b->stored[k]);
-        b->stored[k] = b->stored[--b->nstored];
-        break;
-      }
+  if (on && stored_room(b, n) != 0) rc = -1;
+  for (size_t i = 0; on && rc == 0 && i < n; i++) {
+    char *c = strdup(p[i]);
+    if (!c) { /* all or none: the ones added go again */
+      for (size_t k = 0; k < i; k++) unstore(b, p[k]);
+      rc = -1;
+    } else b->stored[b->nstored++] = c;
   }
+  for (size_t i = 0; !on && i < n; i++) unstore(b, p[i]);
   atomic_store_explicit(&b->any_stored, b->nstored, memory_order_release);
   pthread_mutex_unlock(&b->mu);
   return rc;
@@ -663,6 +679,7 @@ static void bridge_free(void *p) {
   natsConnection_Destroy(b->nc);
   for (size_t i = 0; i < b->nimports; i++) free(b->imports[i]);
   for (size_t i = 0; i < b->nstored; i++) free(b->stored[i]);
+  free(b->stored);
   free(b->pulls);
   pthread_mutex_destroy(&b->mu);
   free(b);

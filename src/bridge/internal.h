@@ -74,8 +74,8 @@ struct msrt_bridge {
   uint64_t export_subs[MSRT_BRIDGE_PATTERNS_MAX];
   size_t nexports;
   char last_error[200];
-  char *stored[MSRT_BRIDGE_PATTERNS_MAX]; /* JetStream queues' patterns */
-  size_t nstored;
+  char **stored; /* JetStream queues' patterns, one copy per queue */
+  size_t nstored, capstored;
   _Atomic size_t any_stored;
   _Atomic int state;
   _Atomic uint64_t reconnects, slow_consumer, loops, nats_subs;
@@ -216,7 +216,10 @@ msrt_envelope *msrt_bridge_wire_in(msrt_bridge *b, natsMsg *m,
  * leaves it to the queue. Any thread. */
 bool msrt_bridge_stored(msrt_bridge *b, const char *subject);
 
-/* Add (on) or remove the patterns a JetStream queue captures. Hub. */
+/* Add (on) or remove the patterns a JetStream queue captures; as many
+ * queues as the host declares. Adds all n or none. Returns 0, or -1 when
+ * out of memory (nothing added). Removing one copies what was added for
+ * one queue (one copy of each pattern). Hub. */
 int msrt_bridge_store_patterns(msrt_bridge *b, const char *const *p, size_t n,
                                bool on);
 

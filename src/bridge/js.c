@@ -1,6 +1,7 @@
 /* A durable work queue in JetStream (bridge/js.h): its life, its events,
  * its thread (the stream, the consumer and the pulls) and its acks; the
  * endpoint and the PubAcks are in js_pub.c. */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -294,6 +295,19 @@ static char *dup_or_fail(const char *s, bool *oom) {
   return c;
 }
 
+/* Claim q's patterns on its bridge and start its thread; on failure
+ * neither. */
+static msrt_code start(msrt_jsq *q, msrt_error *err) {
+  const char *const *p = (const char *const *)q->subjects;
+  if (msrt_bridge_store_patterns(q->b, p, q->nsubjects, true) != 0)
+    return msrt_error_set(err, MSRT_E_NOMEM, "out of memory");
+  int rc = pthread_create(&q->th, NULL, run, q);
+  if (rc == 0) return MSRT_E_OK;
+  msrt_bridge_store_patterns(q->b, p, q->nsubjects, false);
+  return msrt_error_set(err, MSRT_E_NOMEM, "jetstream queue \"%s\": could "
+                        "not start its thread: %s", q->name, strerror(rc));
+}
+
 msrt_code msrt_jsq_open(msrt_bridge *b, const msrt_jsq_config *c,
                         msrt_jsq **out, msrt_error *err) {
   if (!c->name || !*c->name || !c->nsubjects || c->ack_wait_ms <= 0)
@@ -318,15 +332,10 @@ msrt_code msrt_jsq_open(msrt_bridge *b, const msrt_jsq_config *c,
     jsq_free(q);
     return err ? err->code : MSRT_E_NOMEM;
   }
-  if (msrt_bridge_store_patterns(b, (const char *const *)q->subjects,
-                                 q->nsubjects, true) != 0 ||
-      pthread_create(&q->th, NULL, run, q) != 0) {
-    msrt_bridge_store_patterns(b, (const char *const *)q->subjects,
-                               q->nsubjects, false);
+  if (start(q, err) != MSRT_E_OK) {
     msrt_jsq_pub_close(q);
     msrt_jsq_unref(q);
-    return msrt_error_set(err, MSRT_E_NOMEM, "could not start the queue's "
-                          "thread");
+    return err ? err->code : MSRT_E_NOMEM;
   }
   *out = q;
   return MSRT_E_OK;

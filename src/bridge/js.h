@@ -110,7 +110,10 @@ typedef struct {
 /* Open the queue on b (it must outlive the queue) and start its thread,
  * which makes the stream and the consumer (retrying while the bridge is
  * not connected) and says how that went with a READY or FAILED event.
- * Returns MSRT_E_OK at once; invalid_arg (no name or subject), nomem. */
+ * Returns MSRT_E_OK at once; invalid_arg (no name or subject), network
+ * (its PubAck inbox could not be subscribed), nomem (out of memory, or no
+ * thread: the system's reason in the message). A bridge holds as many
+ * queues as are declared, each one thread; hub. */
 msrt_code msrt_jsq_open(msrt_bridge *b, const msrt_jsq_config *c,
                         msrt_jsq **out, msrt_error *err);
 
