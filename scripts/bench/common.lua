@@ -28,14 +28,38 @@ local function cpu_model()
   return s:match("model name%s*:%s*([^\n]+)") or "?"
 end
 
---- Print the machine (CPU model, cpus, the profile in force and `extra`)
--- and the command that reproduces the run.
+-- A warning when this process runs under a real-time policy (chrt -f or
+-- -r), else nil: Linux lets real-time threads use at most
+-- sched_rt_runtime_us of each sched_rt_period_us (950 ms of each second
+-- by default), so a worker that keeps its CPU busy stops for 50 ms every
+-- second, a slow run in every series (docs/performance.md, "The stall
+-- was chrt's").
+local function rt_warning()
+  local ffi = require "ffi"
+  pcall(ffi.cdef, "int sched_getscheduler(int pid);")
+  local policy = ffi.C.sched_getscheduler(0) % 0x40000000 -- less SCHED_RESET_ON_FORK
+  if policy ~= 1 and policy ~= 2 then return nil end
+  local function read(name)
+    local f = io.open("/proc/sys/kernel/" .. name)
+    local v = f and f:read("*l") or "?"
+    if f then f:close() end
+    return v
+  end
+  return ("warning: running under %s: real-time threads get %s us of each %s us, so a busy one stops for the rest; run without chrt for steady series")
+    :format(policy == 1 and "SCHED_FIFO" or "SCHED_RR", read("sched_rt_runtime_us"), read("sched_rt_period_us"))
+end
+
+--- Print the machine (CPU model, cpus, the profile in force and `extra`),
+-- the command that reproduces the run, and a warning when it runs under
+-- a real-time policy.
 function B.header(extra)
   local p = require("msrt").profile()
   print(("machine: %s, %d cpus; profile %s: %d workers%s"):format(cpu_model(),
     require("msrt.core").machine().cpus, p.name, p.workers, extra and (", " .. extra) or ""))
   print("command: msrt-lua " .. (p.name ~= "default" and ("--profile " .. p.name .. " ") or "")
     .. arg[0]:gsub("^.*/scripts/", "scripts/") .. " " .. table.concat(arg, " "))
+  local warning = rt_warning()
+  if warning then print(warning) end
 end
 
 --- The q-quantile (0..1) of a list of numbers (sorts it).
