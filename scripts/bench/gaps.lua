@@ -11,30 +11,23 @@
 -- run sched_rt_runtime_us: 50 ms of each second by default). Run one on
 -- each vCPU at once to see both:
 --   taskset -c 0 luajit scripts/bench/gaps.lua & taskset -c 1 luajit scripts/bench/gaps.lua
--- Plain LuaJIT: it needs no msrt and loads none.
-local ffi = require "ffi"
-ffi.cdef [[
-typedef struct { long tv_sec; long tv_nsec; } gaps_ts;
-int clock_gettime(int clock, gaps_ts *ts);
-]]
-local CLOCK_MONOTONIC, GAP_NS, LONG_MS = 1, 1e6, 40
-local ts = ffi.new("gaps_ts")
-local function now_ns()
-  ffi.C.clock_gettime(CLOCK_MONOTONIC, ts)
-  return tonumber(ts.tv_sec) * 1e9 + tonumber(ts.tv_nsec)
-end
+-- Plain LuaJIT: it needs no msrt and loads none (common.lua's clock is
+-- plain FFI).
+local B = dofile(arg[0]:match("^(.*)/") .. "/common.lua")
+local now = loadstring(B.CLOCK)() -- CLOCK_MONOTONIC, seconds
+local GAP_S, LONG_MS = 1e-3, 40
 
 local secs = tonumber(arg[1] or 10)
 if not secs or secs <= 0 then
   io.stderr:write("usage: luajit scripts/bench/gaps.lua [SECONDS > 0]\n")
   os.exit(2)
 end
-local start = now_ns()
-local last, stop = start, start + secs * 1e9
+local start = now()
+local last, stop = start, start + secs
 local gaps = {}
 while last < stop do
-  local t = now_ns()
-  if t - last > GAP_NS then gaps[#gaps + 1] = { at = (last - start) / 1e9, ms = (t - last) / 1e6 } end
+  local t = now()
+  if t - last > GAP_S then gaps[#gaps + 1] = { at = last - start, ms = (t - last) * 1e3 } end
   last = t
 end
 local long, max = 0, 0
