@@ -879,15 +879,16 @@ int msrt_actor_should_yield(msrt_actor *a) {
     return 0;
   }
   unsigned h = atomic_load_explicit(&w->rq_head, RLX);
-  uint64_t now = msrt_now_ns();
   if (!w->gw_on || h != w->gw_head) {
-    w->gw_on = 1, w->gw_head = h, w->gw_mark = sent, w->gw_since = now;
+    w->gw_on = 1, w->gw_head = h, w->gw_mark = sent;
+    w->gw_since = msrt_now_ns();
     return 0;
   }
+  /* the clock only where the time counts: the others are busy */
   if (atomic_load_explicit(&s->nsearching, RLX) +
           atomic_load_explicit(&s->nidle, RLX) >= s->nw - 1) {
     if (sent - w->gw_mark < batch) return 0;
-  } else if (now - w->gw_since <
+  } else if (msrt_now_ns() - w->gw_since <
              (uint64_t)atomic_load_explicit(&s->steal_wait_us, RLX) * 1000) {
     return 0;
   }

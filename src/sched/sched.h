@@ -342,7 +342,8 @@ void msrt_actor_set_waiting(msrt_actor *a, int waiting);
  * as GIVING WAY in the top comment says, and a is not closed. 0 off a
  * worker thread or outside a turn of a's scheduler. Cheap (the worker's
  * own lines, the shared queue's length, the idle counts, a clock read
- * while others wait): callers ask every few dozen sends. */
+ * when others are first seen waiting and while they wait on busy peers):
+ * callers ask every few dozen sends. */
 int msrt_actor_should_yield(msrt_actor *a);
 
 /* Register a one-shot waker, called (on whichever thread frees room - for
