@@ -17,7 +17,11 @@
 --   queue     1 sender -> a 4-member queue group, --msgs messages (msgs/s)
 --   (--each 1: fanout and queue also print each run: its rate, the
 --   sender's thread CPU per published message, and the scheduler's turns,
---   steals, parks and wakes per million messages received)
+--   steals, parks and wakes per million messages received; --warmup N:
+--   they first make N runs that count in no figure, printed with --each
+--   as "warm-up N": on the VMs this is measured on, the first 0.1 s of
+--   work after the machine idled runs slow one time in five or so, for
+--   one worker as for two, docs/performance.md "Warm-up")
 --   request   ctx:request round trips actor -> actor for --secs, 1 and 64
 --             pairs at once (p50/p99/p999 over every pair's round trips;
 --             500 us and more count as 500)
@@ -27,8 +31,8 @@ io.stdout:setvbuf("line")
 local ffi = require "ffi"
 
 local B = dofile(arg[0]:match("^(.*)/") .. "/common.lua")
-local opts = B.options({ runs = 5, msgs = 1000000, secs = 1.0, actors = 10000, only = "", each = 0 },
-  "actors.lua [--runs N] [--msgs N] [--secs S] [--actors N] [--each 1] [--only flood|pingpong|memory|fanout|queue|request]")
+local opts = B.options({ runs = 5, msgs = 1000000, secs = 1.0, actors = 10000, only = "", each = 0, warmup = 0 },
+  "actors.lua [--runs N] [--msgs N] [--secs S] [--actors N] [--each 1] [--warmup N] [--only flood|pingpong|memory|fanout|queue|request]")
 
 -- Wait (yielding the main coroutine) for the next message on subject.
 local function await(subject)
@@ -249,7 +253,8 @@ local THREAD_CPU = B.CLOCK:gsub("clock_gettime%(1,", "clock_gettime(3,")
 
 -- 4 receivers on subject (queue: in one queue group); returns the messages
 -- each got (summed) per second, from the first publish to the last report.
-local function router_once(kind, run)
+-- label: how --each names the run ("run 3", "warm-up 1").
+local function router_once(kind, run, label)
   local subject = "bench.r." .. kind .. "." .. run
   local recv = assert(msrt.actor{ name = "recv", instances = 4, subscribe = subject,
     queue = kind == "queue" and "q" or nil, capacity = 65536,
@@ -276,8 +281,8 @@ local function router_once(kind, run)
   assert(got == want, ("%s: %d of %d messages arrived"):format(kind, got, want))
   if opts.each ~= 0 then
     local function per(f) return (m1[f] - m0[f]) * 1e6 / got end
-    print(("  run %d: %.2f M/s; sender %.3f us CPU per publish; per million received: turns %.0f, steals %.0f, parks %.0f, wakes %.0f, gave way %.0f")
-      :format(run, got / (t1 - t0) / 1e6, cpu * 1e6 / opts.msgs, per("turns"), per("steals"), per("parks"), per("wakes"), per("gave_way")))
+    print(("  %s: %.2f M/s; sender %.3f us CPU per publish; per million received: turns %.0f, steals %.0f, parks %.0f, wakes %.0f, gave way %.0f")
+      :format(label, got / (t1 - t0) / 1e6, cpu * 1e6 / opts.msgs, per("turns"), per("steals"), per("parks"), per("wakes"), per("gave_way")))
   end
   return got / (t1 - t0)
 end
@@ -368,7 +373,8 @@ end
 for _, kind in ipairs({ "fanout", "queue" }) do
   if want(kind) then
     local r = {}
-    for run = 1, opts.runs do r[run] = router_once(kind, run) end
+    for w = 1, opts.warmup do router_once(kind, -w, "warm-up " .. w) end
+    for run = 1, opts.runs do r[run] = router_once(kind, run, "run " .. run) end
     if kind == "fanout" then
       print(("fanout 1->4 subscribers, %d msgs: %s M msgs/s published, %s M deliveries/s (median of %d)")
         :format(opts.msgs, mr(r, 4e6, "%.2f"), mr(r, 1e6, "%.2f"), opts.runs))
