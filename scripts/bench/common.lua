@@ -33,8 +33,8 @@ end
 -- sched_rt_runtime_us of each sched_rt_period_us (950 ms of each second
 -- by default), so a worker that keeps its CPU busy stops for 50 ms every
 -- second, a slow run in every series (docs/performance.md, "The stall
--- was chrt's").
-local function rt_warning()
+-- was chrt's"). scripts/bench/peers prints it too.
+function B.rt_warning()
   local ffi = require "ffi"
   pcall(ffi.cdef, "int sched_getscheduler(int pid);")
   local policy = ffi.C.sched_getscheduler(0) % 0x40000000 -- less SCHED_RESET_ON_FORK
@@ -58,7 +58,7 @@ function B.header(extra)
     require("msrt.core").machine().cpus, p.name, p.workers, extra and (", " .. extra) or ""))
   print("command: msrt-lua " .. (p.name ~= "default" and ("--profile " .. p.name .. " ") or "")
     .. arg[0]:gsub("^.*/scripts/", "scripts/") .. " " .. table.concat(arg, " "))
-  local warning = rt_warning()
+  local warning = B.rt_warning()
   if warning then print(warning) end
 end
 
